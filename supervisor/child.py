@@ -1,0 +1,159 @@
+"""
+The child side of supervision: bootstrap after fork, the lifeline, and READY.
+
+Everything here runs in a CHILD process. The supervisor forks; `bootstrap` then closes the
+supervisor's private file descriptors, resets signal dispositions, starts the lifeline
+watcher and calls the child's target.
+
+The lifeline. The supervisor holds the only write end of one pipe; every child holds its
+read end and nothing is ever written to it. When the supervisor dies, however it dies
+(SIGKILL included), the kernel closes the write end and the read end becomes readable (EOF).
+A child learns of it in one of two ways, chosen by `ChildSpec.lifeline`:
+
+- `Lifeline.THREAD` (default): a daemon thread blocks in `os.read(lifeline_fd)` and calls
+  `os._exit(ExitCode.LIFELINE)` on EOF. Nothing to do in the child's code.
+- `Lifeline.POLL`: no thread. The child registers `lifeline_fd()` in its own poller, e.g.
+  `zmq.Poller().register(lifeline_fd(), zmq.POLLIN)` or
+  `selectors.DefaultSelector().register(lifeline_fd(), EVENT_READ)`, and exits when it
+  becomes readable (`supervisor_alive()` tells). For single-threaded children.
+
+Signals in a child: SIGINT is ignored (a terminal's Ctrl-C reaches the whole process
+group; the supervisor then stops children in order with SIGTERM); SIGTERM has the default
+action unless the child installs its own handler to drain.
+
+Never imports `concord`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from supervisor.readiness import InfoValue, encode_ready
+from supervisor.spec import ChildSpec, ExitCode, Lifeline
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildContext:
+    """What a supervised child knows about its supervisor."""
+
+    name: str
+    lifeline_fd: int
+    ready_fd: int
+
+
+_context: ChildContext | None = None
+
+
+def context() -> ChildContext | None:
+    """This process's supervision context, or None when it is not a supervised child."""
+    return _context
+
+
+def child_name() -> str | None:
+    """The supervised child's name, or None outside a supervised child."""
+    return None if _context is None else _context.name
+
+
+def lifeline_fd() -> int:
+    """
+    The read end of the lifeline pipe, for the child's own poller (Lifeline.POLL).
+
+    Raises:
+        RuntimeError: not in a supervised child.
+    """
+    if _context is None:
+        raise RuntimeError("not running under a supervisor")
+    return _context.lifeline_fd
+
+
+def supervisor_alive() -> bool:
+    """
+    True while the supervisor lives (its lifeline has not reached EOF); True outside one.
+    """
+    if _context is None:
+        return True
+    readable, _, _ = select.select([_context.lifeline_fd], [], [], 0)
+    return not readable
+
+
+def notify_ready(info: Mapping[str, InfoValue] | None = None) -> bool:
+    """
+    Tell the supervisor this child serves, with its endpoint info (a small dict).
+
+    Call it again after a restart: the supervisor records the newest info.
+
+    Returns:
+        True if sent; False when not running under a supervisor (e.g. in-process tests).
+
+    Raises:
+        supervisor.readiness.ReadinessProtocolError: info is not str -> str|int|bool
+            or too large.
+    """
+    frame = encode_ready(info or {})
+    if _context is None:
+        return False
+    # NB: one write of <= PIPE_BUF bytes is atomic; the supervisor reads continuously.
+    os.write(_context.ready_fd, frame)
+    return True
+
+
+def _watch_lifeline(fd: int) -> None:
+    while True:
+        try:
+            data = os.read(fd, 1)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            continue
+        if not data:
+            # The supervisor is gone: exit now, without running atexit handlers that
+            # could block on resources the supervisor owned.
+            os._exit(ExitCode.LIFELINE)
+
+
+def start_lifeline_thread(fd: int) -> threading.Thread:
+    """Start the daemon thread that exits the process when the lifeline reaches EOF."""
+    thread = threading.Thread(
+        target=_watch_lifeline, args=(fd,), name="supervisor-lifeline", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def bootstrap(
+    spec: ChildSpec,
+    lifeline_read_fd: int,
+    ready_write_fd: int,
+    private_fds: tuple[int, ...],
+) -> None:
+    """
+    First code run in a freshly forked child: isolate it, then run `spec.target`.
+
+    Args:
+        spec: what to run.
+        lifeline_read_fd: read end of the lifeline pipe (kept).
+        ready_write_fd: write end of this child's READY pipe (kept).
+        private_fds: the supervisor's own descriptors (lifeline write end, its selector,
+            signal wake-up pipe, other children's READY pipes): closed here, so that no
+            sibling ever keeps the lifeline's write end open.
+    """
+    global _context
+    for fd in private_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # already closed by the fork machinery: nothing to release
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGCHLD, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    _context = ChildContext(spec.name, lifeline_read_fd, ready_write_fd)
+    if spec.lifeline is Lifeline.THREAD:
+        start_lifeline_thread(lifeline_read_fd)
+    spec.target(*spec.args)

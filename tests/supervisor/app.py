@@ -1,0 +1,130 @@
+"""
+Child targets and a runnable supervisor used by the supervisor tests.
+
+`python -m tests.supervisor.app SCENARIO MARKER_DIR` runs a real supervisor in its own
+process (its own signal handlers, its own exit code), the way `concord.supervisor` does.
+Children report their pid in their READY info, and the ready line names every child's pid,
+so a test learns them without any side channel. `cleanup()` writes MARKER_DIR/cleanup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import sys
+from pathlib import Path
+
+from supervisor.child import lifeline_fd, notify_ready
+from supervisor.readiness import format_ready_line
+from supervisor.spec import Backoff, ChildSpec, ExitCode, Group, Intensity, Lifeline, Strategy, Tree
+from supervisor.supervisor import ReadyInfos, Supervisor
+
+
+def serve_forever() -> None:
+    """Report READY with the pid, then wait for signals until SIGTERM kills the process."""
+    notify_ready({"pid": os.getpid()})
+    while True:
+        signal.pause()
+
+
+def serve_polling_lifeline() -> None:
+    """Report READY, then poll the lifeline fd (Lifeline.POLL) and exit when it fires."""
+    notify_ready({"pid": os.getpid()})
+    while True:
+        readable, _, _ = select.select([lifeline_fd()], [], [])
+        if readable:
+            sys.exit(ExitCode.LIFELINE)
+
+
+def crash_after_ready() -> None:
+    """Report READY, then fail."""
+    notify_ready({"pid": os.getpid()})
+    raise SystemExit(9)
+
+
+def never_ready() -> None:
+    """Run without ever reporting READY."""
+    while True:
+        signal.pause()
+
+
+def pid_line(infos: ReadyInfos) -> str:
+    """The ready line: one `<child>=<pid>` field per child."""
+    return format_ready_line("test", "n1", {name: info["pid"] for name, info in infos.items()})
+
+
+def build(scenario: str, marker_dir: Path) -> Supervisor:
+    """The supervisor of a named scenario."""
+
+    def cleanup() -> None:
+        (marker_dir / "cleanup").write_text("done")
+
+    if scenario == "pair":
+        groups: tuple[Group, ...] = (
+            Group(
+                "core",
+                Strategy.REST_FOR_ONE,
+                (
+                    ChildSpec("a", serve_forever, reports_ready=True, shutdown_timeout_s=2),
+                    ChildSpec(
+                        "b",
+                        serve_polling_lifeline,
+                        reports_ready=True,
+                        lifeline=Lifeline.POLL,
+                        shutdown_timeout_s=2,
+                    ),
+                ),
+            ),
+            Group(
+                "readers",
+                Strategy.ONE_FOR_ONE,
+                (ChildSpec("r", serve_forever, reports_ready=True, shutdown_timeout_s=2),),
+            ),
+        )
+        tree = Tree(groups, ready_timeout_s=20)
+    elif scenario == "crashing":
+        tree = Tree(
+            (
+                Group(
+                    "core",
+                    Strategy.ONE_FOR_ONE,
+                    (
+                        ChildSpec("steady", serve_forever, reports_ready=True),
+                        ChildSpec("crasher", crash_after_ready, reports_ready=True),
+                    ),
+                ),
+            ),
+            intensity=Intensity(max_restarts=3, window_s=60),
+            backoff=Backoff(initial_s=0.01, max_s=0.02),
+            ready_timeout_s=20,
+        )
+    elif scenario == "never-ready":
+        tree = Tree(
+            (
+                Group(
+                    "core",
+                    Strategy.ONE_FOR_ONE,
+                    (
+                        ChildSpec("fine", serve_forever, reports_ready=True),
+                        ChildSpec("mute", never_ready, reports_ready=True),
+                    ),
+                ),
+            ),
+            ready_timeout_s=0.5,
+        )
+    else:
+        raise SystemExit(f"unknown scenario {scenario}")
+    return Supervisor(tree, cleanup=cleanup, ready_line=pid_line)
+
+
+def main() -> int:
+    """Entry point: run the scenario named on the command line."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    scenario, marker_dir = sys.argv[1], Path(sys.argv[2])
+    return build(scenario, marker_dir).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
