@@ -223,6 +223,8 @@ class Supervisor:
                 result = self.poll(None)
                 if result is not None:
                     code = result
+                    if self._failure is not None:
+                        logger.error("%s", self._failure[1])
                     return int(code)
         except Exception:
             logger.exception("supervisor failed; stopping every child")
@@ -567,7 +569,6 @@ class Supervisor:
                 f"max_restarts={limit.max_restarts} window_s={limit.window_s:g} "
                 f"last_child={slot.spec.name}; shutting down",
             )
-            logger.error("%s", self._failure[1] if self._failure else "")
             return
         if now - slot.started_at >= self._tree.backoff.reset_after_s:
             slot.consecutive = 0

@@ -4,7 +4,9 @@ Child targets and a runnable supervisor used by the supervisor tests.
 `python -m tests.supervisor.app SCENARIO MARKER_DIR` runs a real supervisor in its own
 process (its own signal handlers, its own exit code), the way `concord.supervisor` does.
 Children report their pid in their READY info, and the ready line names every child's pid,
-so a test learns them without any side channel. `cleanup()` writes MARKER_DIR/cleanup.
+so a test learns them. Every child also records its pid as MARKER_DIR/pid-<pid> before
+anything else, so a test can check that every process ever started is gone, and
+`cleanup()` writes MARKER_DIR/cleanup.
 """
 
 from __future__ import annotations
@@ -22,15 +24,27 @@ from supervisor.spec import Backoff, ChildSpec, ExitCode, Group, Intensity, Life
 from supervisor.supervisor import ReadyInfos, Supervisor
 
 
-def serve_forever() -> None:
+def record_pid(marker_dir: Path) -> None:
+    """Leave MARKER_DIR/pid-<pid> behind, for the test's end-of-test process check."""
+    (marker_dir / f"pid-{os.getpid()}").write_text("")
+
+
+def recorded_pids(marker_dir: Path) -> list[int]:
+    """Every pid a child of this marker directory recorded."""
+    return sorted(int(p.name[4:]) for p in marker_dir.glob("pid-*"))
+
+
+def serve_forever(marker_dir: Path) -> None:
     """Report READY with the pid, then wait for signals until SIGTERM kills the process."""
+    record_pid(marker_dir)
     notify_ready({"pid": os.getpid()})
     while True:
         signal.pause()
 
 
-def serve_polling_lifeline() -> None:
+def serve_polling_lifeline(marker_dir: Path) -> None:
     """Report READY, then poll the lifeline fd (Lifeline.POLL) and exit when it fires."""
+    record_pid(marker_dir)
     notify_ready({"pid": os.getpid()})
     while True:
         readable, _, _ = select.select([lifeline_fd()], [], [])
@@ -38,14 +52,47 @@ def serve_polling_lifeline() -> None:
             sys.exit(ExitCode.LIFELINE)
 
 
-def crash_after_ready() -> None:
+def crash_after_ready(marker_dir: Path) -> None:
     """Report READY, then fail."""
+    record_pid(marker_dir)
     notify_ready({"pid": os.getpid()})
     raise SystemExit(9)
 
 
-def never_ready() -> None:
+def never_ready(marker_dir: Path) -> None:
     """Run without ever reporting READY."""
+    record_pid(marker_dir)
+    while True:
+        signal.pause()
+
+
+def exit_before_ready(marker_dir: Path, code: int) -> None:
+    """Exit with `code` without reporting READY."""
+    record_pid(marker_dir)
+    raise SystemExit(code)
+
+
+def finish_after_ready(marker_dir: Path, code: int) -> None:
+    """Report READY, then exit with `code` (0 is a normal exit)."""
+    record_pid(marker_dir)
+    notify_ready({"pid": os.getpid()})
+    raise SystemExit(code)
+
+
+def ignore_sigterm(marker_dir: Path) -> None:
+    """Ignore SIGTERM (a child that will not drain): only SIGKILL stops it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    serve_forever(marker_dir)
+
+
+def send_garbage(marker_dir: Path) -> None:
+    """Write bytes that are not a READY frame to the READY pipe, then wait."""
+    record_pid(marker_dir)
+    from supervisor.child import context
+
+    ctx = context()
+    assert ctx is not None
+    os.write(ctx.ready_fd, b"\xff\x00\x00\x00\x00\x00")
     while True:
         signal.pause()
 
@@ -67,10 +114,11 @@ def build(scenario: str, marker_dir: Path) -> Supervisor:
                 "core",
                 Strategy.REST_FOR_ONE,
                 (
-                    ChildSpec("a", serve_forever, reports_ready=True, shutdown_timeout_s=2),
+                    ChildSpec("a", serve_forever, (marker_dir,), reports_ready=True, shutdown_timeout_s=2),
                     ChildSpec(
                         "b",
                         serve_polling_lifeline,
+                        (marker_dir,),
                         reports_ready=True,
                         lifeline=Lifeline.POLL,
                         shutdown_timeout_s=2,
@@ -80,7 +128,7 @@ def build(scenario: str, marker_dir: Path) -> Supervisor:
             Group(
                 "readers",
                 Strategy.ONE_FOR_ONE,
-                (ChildSpec("r", serve_forever, reports_ready=True, shutdown_timeout_s=2),),
+                (ChildSpec("r", serve_forever, (marker_dir,), reports_ready=True, shutdown_timeout_s=2),),
             ),
         )
         tree = Tree(groups, ready_timeout_s=20)
@@ -91,8 +139,8 @@ def build(scenario: str, marker_dir: Path) -> Supervisor:
                     "core",
                     Strategy.ONE_FOR_ONE,
                     (
-                        ChildSpec("steady", serve_forever, reports_ready=True),
-                        ChildSpec("crasher", crash_after_ready, reports_ready=True),
+                        ChildSpec("steady", serve_forever, (marker_dir,), reports_ready=True),
+                        ChildSpec("crasher", crash_after_ready, (marker_dir,), reports_ready=True),
                     ),
                 ),
             ),
@@ -107,8 +155,8 @@ def build(scenario: str, marker_dir: Path) -> Supervisor:
                     "core",
                     Strategy.ONE_FOR_ONE,
                     (
-                        ChildSpec("fine", serve_forever, reports_ready=True),
-                        ChildSpec("mute", never_ready, reports_ready=True),
+                        ChildSpec("fine", serve_forever, (marker_dir,), reports_ready=True),
+                        ChildSpec("mute", never_ready, (marker_dir,), reports_ready=True),
                     ),
                 ),
             ),
