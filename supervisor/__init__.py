@@ -1,0 +1,51 @@
+"""
+Generic OS-process supervision: child specs, restart strategies and intensity, ordered
+shutdown, a lifeline against orphans, READY reporting and health via psutil.
+
+Knows nothing about Raft or keys and imports nothing from `concord`.
+
+    spec.py        ChildSpec, Group, Tree, Restart, Strategy, Lifeline, Backoff, Intensity,
+                   ExitCode (pure data)
+    supervisor.py  Supervisor: start / poll / stop / status, or run() for a main program
+    child.py       runs in children: bootstrap after fork, notify_ready(), lifeline_fd()
+    readiness.py   the READY frame (versioned) and the one-line ready banner
+"""
+
+from __future__ import annotations
+
+from supervisor.child import lifeline_fd, notify_ready, supervisor_alive
+from supervisor.readiness import format_ready_line, parse_ready_line
+from supervisor.spec import (
+    Backoff,
+    ChildSpec,
+    ExitCode,
+    Group,
+    Intensity,
+    Lifeline,
+    Restart,
+    Strategy,
+    Tree,
+)
+from supervisor.supervisor import ChildState, Health, StartupError, Status, Supervisor
+
+__all__ = [
+    "Backoff",
+    "ChildSpec",
+    "ChildState",
+    "ExitCode",
+    "Group",
+    "Health",
+    "Intensity",
+    "Lifeline",
+    "Restart",
+    "StartupError",
+    "Status",
+    "Strategy",
+    "Supervisor",
+    "Tree",
+    "format_ready_line",
+    "lifeline_fd",
+    "notify_ready",
+    "parse_ready_line",
+    "supervisor_alive",
+]

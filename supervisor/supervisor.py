@@ -137,6 +137,7 @@ class _Slot:
         self.consecutive = 0
         self.restarts = 0
         self.restart_at: float | None = None
+        self.ready_deadline: float | None = None
         self.last_exit_code: int | None = None
 
 
@@ -294,7 +295,7 @@ class Supervisor:
             s.restart_at
             for s in self._slots
             if s.state is ChildState.BACKOFF and s.restart_at is not None
-        ]
+        ] + [s.ready_deadline for s in self._slots if s.ready_deadline is not None]
         if due:
             until = max(0.0, min(due) - self._clock())
             wait = until if wait is None else min(wait, until)
@@ -321,6 +322,7 @@ class Supervisor:
         if self._status_requested:
             self._status_requested = False
             self._log_status()
+        self._check_ready_deadlines()
         self._restart_due()
         if self._failure is not None:
             return self._failure[0]
@@ -444,6 +446,10 @@ class Supervisor:
         slot.info = {}
         slot.started_at = self._clock()
         slot.restart_at = None
+        # At start-up the global deadline applies; a restarted child gets its own.
+        slot.ready_deadline = (
+            None if slot.ready or self._starting else slot.started_at + self._tree.ready_timeout_s
+        )
         self._selector.register(process.sentinel, selectors.EVENT_READ, ("exit", slot))
         self._selector.register(ready_r, selectors.EVENT_READ, ("ready", slot))
         logger.info("child started name=%s pid=%s group=%s", slot.spec.name, process.pid, slot.group.name)
@@ -488,6 +494,7 @@ class Supervisor:
             os.close(slot.ready_fd)
         slot.process = None
         slot.ready_fd = None
+        slot.ready_deadline = None
 
     def _unregister(self, fd: int) -> None:
         assert self._selector is not None
@@ -519,6 +526,7 @@ class Supervisor:
             slot.info = dict(message.info)
             slot.ready = True
             slot.ever_ready = True
+            slot.ready_deadline = None
             logger.info("child ready name=%s pid=%s info=%s", slot.spec.name, self._pid(slot), slot.info)
 
     def _on_exit(self, slot: _Slot) -> None:
@@ -608,6 +616,20 @@ class Supervisor:
         if strategy is Strategy.REST_FOR_ONE:
             return [s for s in siblings if s.position >= slot.position]
         return siblings
+
+    def _check_ready_deadlines(self) -> None:
+        now = self._clock()
+        for slot in self._slots:
+            if self._failure is not None or self._stopping:
+                return
+            if slot.ready_deadline is not None and slot.ready_deadline <= now:
+                logger.warning(
+                    "restarted child not ready in time; stopping it name=%s ready_timeout_s=%g",
+                    slot.spec.name,
+                    self._tree.ready_timeout_s,
+                )
+                self._stop_slot(slot)
+                self._after_exit(slot, slot.last_exit_code)
 
     def _restart_due(self) -> None:
         now = self._clock()

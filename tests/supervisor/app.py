@@ -97,6 +97,17 @@ def send_garbage(marker_dir: Path) -> None:
         signal.pause()
 
 
+def ready_only_once(marker_dir: Path) -> None:
+    """Report READY on the first run only; later runs never do."""
+    record_pid(marker_dir)
+    flag = marker_dir / "was-ready"
+    if not flag.exists():
+        flag.write_text("")
+        notify_ready({"pid": os.getpid()})
+    while True:
+        signal.pause()
+
+
 def pid_line(infos: ReadyInfos) -> str:
     """The ready line: one `<child>=<pid>` field per child."""
     return format_ready_line("test", "n1", {name: info["pid"] for name, info in infos.items()})

@@ -428,6 +428,26 @@ def test_child_is_restarted_when_it_sends_a_bad_ready_frame(
     drive_until(sup, lambda s: s.child("liar").restarts >= 1)
 
 
+def test_restarted_child_is_restarted_again_when_not_ready_within_the_deadline(
+    make_supervisor: Callable[..., Supervisor], marker_dir: Path
+) -> None:
+    """After start-up, a restarted child has ready_timeout_s to report READY, or is stopped."""
+    sup = make_supervisor(
+        (
+            Group(
+                "g",
+                Strategy.ONE_FOR_ONE,
+                (ChildSpec("flaky", app.ready_only_once, (marker_dir,), reports_ready=True),),
+            ),
+        ),
+        ready_timeout_s=0.3,
+    )
+    sup.start()
+    os.kill(sup.status().child("flaky").pid or 0, signal.SIGKILL)
+    status = drive_until(sup, lambda s: s.child("flaky").restarts >= 2)
+    assert -signal.SIGTERM == status.child("flaky").last_exit_code
+
+
 def test_start_refuses_to_fork_when_the_supervisor_has_threads(
     make_supervisor: Callable[..., Supervisor], marker_dir: Path
 ) -> None:
