@@ -1,0 +1,596 @@
+"""
+Node configuration: one TOML file per node (DESIGN.md §9), parsed into frozen dataclasses.
+
+Every key has a default (the dataclass defaults below are the only place defaults live);
+relative paths resolve against the config file's folder; an unknown key or a bad value
+stops start-up with a `ConfigError` whose message starts with the key, e.g.
+`raft.election_ticks: must be a positive integer, got -3`.
+
+    python -m concord.config --check FILE
+
+validates FILE and prints the resolved configuration as TOML (exit 0), or the error on
+stderr (exit 2).
+
+Never opens a socket or creates a directory: it only reads the one file it is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import json
+import math
+import os.path
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeGuard, TypeVar
+
+from concord.errors import ConfigError
+from concord.ids import NodeId
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+MiB = 1024 * 1024
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+# --------------------------------------------------------------------------- checkers
+#
+# A checker takes (key, raw value) and returns the typed value or raises ConfigError
+# naming the key. `field(metadata={"check": ...})` attaches one to each dataclass field.
+
+Checker = Callable[[str, object], object]
+
+
+def _show(value: object) -> str:
+    """A value as it would be written in TOML (true, "text", 3, [...])."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def _fail(key: str, requirement: str, value: object) -> ConfigError:
+    return ConfigError(f"{key}: {requirement}, got {_show(value)}")
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def int_in(low: int, high: int | None = None) -> Checker:
+    """An integer in low..high (high None = unbounded)."""
+    if high is None:
+        requirement = {0: "must be a non-negative integer", 1: "must be a positive integer"}.get(
+            low, f"must be an integer >= {low}"
+        )
+    else:
+        requirement = f"must be an integer from {low} to {high}"
+
+    def check(key: str, value: object) -> object:
+        if not _is_int(value) or value < low or (high is not None and value > high):
+            raise _fail(key, requirement, value)
+        return value
+
+    return check
+
+
+def seconds(low_exclusive: float = 0.0) -> Checker:
+    """A finite number of seconds > low_exclusive (TOML integer or float)."""
+
+    def check(key: str, value: object) -> object:
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value <= low_exclusive
+        ):
+            raise _fail(key, "must be a positive number of seconds", value)
+        return float(value)
+
+    return check
+
+
+def boolean(key: str, value: object) -> object:
+    """true or false."""
+    if not isinstance(value, bool):
+        raise _fail(key, "must be true or false", value)
+    return value
+
+
+def node_id(key: str, value: object) -> object:
+    """A member id: 1-64 letters, digits, '_', '.' or '-'."""
+    if not isinstance(value, str) or not _NODE_ID.match(value):
+        raise _fail(key, "must be 1-64 letters, digits, '_', '.' or '-'", value)
+    return NodeId(value)
+
+
+def host(key: str, value: object) -> object:
+    """An IP address or DNS name that peers and clients can connect to."""
+    if not isinstance(value, str) or not value:
+        raise _fail(key, "must be an IP address or host name", value)
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        labels = value.rstrip(".").split(".")
+        if len(value) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+            raise _fail(key, "must be an IP address or host name", value) from None
+        return value
+    if address.is_unspecified:
+        raise _fail(key, "must be an address others can connect to, not a wildcard", value)
+    return value
+
+
+def port(key: str, value: object) -> object:
+    """A TCP port, 0 meaning any free port."""
+    if not _is_int(value) or not 0 <= value <= 65535:
+        raise _fail(key, "must be a port number from 0 (any free port) to 65535", value)
+    return value
+
+
+def path(key: str, value: object) -> object:
+    """A non-empty path; resolved against the config file's folder later."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise _fail(key, "must be a non-empty path", value)
+    return value
+
+
+def log_level(key: str, value: object) -> object:
+    """A logging level name, any case."""
+    if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
+        raise _fail(key, f"must be one of {', '.join(LOG_LEVELS)}", value)
+    return value.upper()
+
+
+def _check(checker: Checker, doc: str) -> dict[str, object]:
+    return {"check": checker, "doc": doc}
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSection:
+    """[node]: this node's identity, storage folder and process count."""
+
+    id: NodeId = field(
+        default=NodeId("n1"), metadata=_check(node_id, "must match one [[cluster.members]] id")
+    )
+    data_dir: Path = field(
+        default=Path("data/n1"),
+        metadata=_check(path, "WAL and snapshots; relative to the config file; default data/<id>"),
+    )
+    read_workers: int = field(
+        default=2, metadata=_check(int_in(1, 64), "read worker processes serving from shm")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One [[cluster.members]] entry: an initial voter."""
+
+    id: NodeId = field(metadata=_check(node_id, "member id (required)"))
+    host: str = field(default="127.0.0.1", metadata=_check(host, "address to bind and advertise"))
+    client_port: int = field(default=0, metadata=_check(port, "ROUTER for clients; 0 = any"))
+    peer_port: int = field(default=0, metadata=_check(port, "ROUTER for Raft traffic; 0 = any"))
+    events_port: int = field(default=0, metadata=_check(port, "PUB change stream; 0 = any"))
+
+    def endpoint(self, port_number: int) -> str:
+        """`tcp://host:port`, with IPv6 hosts in brackets."""
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{shown}:{port_number}"
+
+    @property
+    def client_endpoint(self) -> str:
+        """Where clients connect (port 0: the real port is known only once bound)."""
+        return self.endpoint(self.client_port)
+
+    @property
+    def peer_endpoint(self) -> str:
+        """Where peers send Raft traffic."""
+        return self.endpoint(self.peer_port)
+
+    @property
+    def events_endpoint(self) -> str:
+        """Where subscribers read the change stream."""
+        return self.endpoint(self.events_port)
+
+
+@dataclass(frozen=True, slots=True)
+class RaftSection:
+    """[raft]: timing and flow control; durations in ticks of tick_ms."""
+
+    tick_ms: int = field(default=100, metadata=_check(int_in(1, 60_000), "one logical tick"))
+    election_ticks: int = field(
+        default=10, metadata=_check(int_in(1), "election timeout base, in ticks")
+    )
+    heartbeat_ticks: int = field(
+        default=1, metadata=_check(int_in(1), "heartbeat interval; < election_ticks")
+    )
+    max_inflight_msgs: int = field(
+        default=256, metadata=_check(int_in(1), "AppendEntries in flight per follower")
+    )
+    max_batch_bytes: int = field(
+        default=MiB, metadata=_check(int_in(1), "entry bytes per AppendEntries")
+    )
+    pre_vote: bool = field(default=True, metadata=_check(boolean, "Raft §9.6 pre-vote"))
+    check_quorum: bool = field(
+        default=True, metadata=_check(boolean, "leader steps down without a quorum")
+    )
+    snapshot_chunk_bytes: int = field(
+        default=MiB, metadata=_check(int_in(1), "InstallSnapshot chunk size")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSection:
+    """[storage]: write-ahead log and snapshots."""
+
+    fsync: bool = field(
+        default=True, metadata=_check(boolean, "fdatasync before acknowledging (never off in production)")
+    )
+    segment_bytes: int = field(
+        default=64 * MiB, metadata=_check(int_in(4096), "WAL segment size before rotation")
+    )
+    snapshot_entries: int = field(
+        default=10_000, metadata=_check(int_in(1), "entries applied between snapshots")
+    )
+    keep_snapshots: int = field(
+        default=2, metadata=_check(int_in(1), "snapshot files kept on disk")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSection:
+    """[limits]: request and value sizes (the same on every node)."""
+
+    max_key_bytes: int = field(default=1024, metadata=_check(int_in(1), "UTF-8 bytes per key"))
+    max_value_bytes: int = field(
+        default=MiB, metadata=_check(int_in(1), "msgpack bytes per value")
+    )
+    max_batch_items: int = field(
+        default=500, metadata=_check(int_in(1), "items per bulk operation")
+    )
+    max_request_bytes: int = field(
+        default=MiB + 64 * 1024,
+        metadata=_check(int_in(1), "bytes per wire request; >= max_key_bytes + max_value_bytes"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionSection:
+    """[compression]: zlib compression of large values."""
+
+    enabled: bool = field(default=True, metadata=_check(boolean, "compress large values"))
+    threshold_bytes: int = field(
+        default=1024, metadata=_check(int_in(0), "values longer than this are compressed")
+    )
+    level: int = field(default=6, metadata=_check(int_in(0, 9), "zlib level"))
+
+
+@dataclass(frozen=True, slots=True)
+class EventsSection:
+    """[events]: the PUB change stream and its retained history."""
+
+    history_entries: int = field(
+        default=10_000, metadata=_check(int_in(0), "events kept for the `events` op")
+    )
+    history_bytes: int = field(
+        default=64 * MiB, metadata=_check(int_in(0), "bytes of history kept")
+    )
+    send_values: bool = field(default=True, metadata=_check(boolean, "events carry values"))
+
+
+@dataclass(frozen=True, slots=True)
+class FaultsSection:
+    """[faults]: the test-only peer fault filter; never enable in production."""
+
+    enabled: bool = field(default=False, metadata=_check(boolean, "test-only peer fault filter"))
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSection:
+    """[logging]."""
+
+    level: str = field(default="INFO", metadata=_check(log_level, "root log level"))
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSection:
+    """[supervisor]: restart policy and deadlines of the node's process tree."""
+
+    max_restarts: int = field(
+        default=5, metadata=_check(int_in(0), "restarts allowed within restart_window_s")
+    )
+    restart_window_s: float = field(default=60.0, metadata=_check(seconds(), "intensity window"))
+    ready_timeout_s: float = field(
+        default=30.0, metadata=_check(seconds(), "start-up deadline for every READY")
+    )
+    shutdown_timeout_s: float = field(
+        default=5.0, metadata=_check(seconds(), "SIGTERM to SIGKILL, per child")
+    )
+    backoff_initial_s: float = field(
+        default=0.1, metadata=_check(seconds(), "first restart delay (then doubles)")
+    )
+    backoff_max_s: float = field(
+        default=5.0, metadata=_check(seconds(), "longest restart delay; >= backoff_initial_s")
+    )
+    max_rss_bytes: int = field(
+        default=0, metadata=_check(int_in(0), "RSS reported unhealthy above it; 0 = none")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """
+    The whole configuration of one node, validated.
+
+    `members` are the initial voters in file order; `node.id` is one of them.
+    `source` is the file it came from (None when parsed from a dict).
+    """
+
+    node: NodeSection
+    members: tuple[Member, ...]
+    raft: RaftSection = field(default_factory=RaftSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    compression: CompressionSection = field(default_factory=CompressionSection)
+    events: EventsSection = field(default_factory=EventsSection)
+    faults: FaultsSection = field(default_factory=FaultsSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    supervisor: SupervisorSection = field(default_factory=SupervisorSection)
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def member(self) -> Member:
+        """This node's own [[cluster.members]] entry."""
+        for member in self.members:
+            if member.id == self.node.id:
+                return member
+        raise AssertionError("validated config lost its own member")  # pragma: no cover
+
+    @property
+    def peers(self) -> tuple[Member, ...]:
+        """Every other member."""
+        return tuple(m for m in self.members if m.id != self.node.id)
+
+
+#: Section name -> dataclass, in file order (members are handled apart).
+SECTIONS: dict[str, type[DataclassInstance]] = {
+    "node": NodeSection,
+    "raft": RaftSection,
+    "storage": StorageSection,
+    "limits": LimitsSection,
+    "compression": CompressionSection,
+    "events": EventsSection,
+    "faults": FaultsSection,
+    "logging": LoggingSection,
+    "supervisor": SupervisorSection,
+}
+
+S = TypeVar("S", bound="DataclassInstance")
+
+
+def _parse_table(cls: type[S], prefix: str, table: object) -> S:
+    """Check every key of `table` against `cls`'s fields; defaults fill the rest."""
+    if not isinstance(table, dict):
+        raise _fail(prefix, "must be a table", table)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in fields:
+            raise ConfigError(
+                f"{prefix}.{key}: unknown key (known: {', '.join(fields)})"
+            )
+    values: dict[str, object] = {}
+    for name, spec in fields.items():
+        if name in table:
+            checker: Checker = spec.metadata["check"]
+            values[name] = checker(f"{prefix}.{name}", table[name])
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}.{name}: required")
+    return cls(**values)
+
+
+def _parse_members(cluster: object, node: NodeSection) -> tuple[Member, ...]:
+    if cluster is None:
+        # Default: a single-node cluster of this node, any free ports.
+        return (Member(id=node.id),)
+    if not isinstance(cluster, dict):
+        raise _fail("cluster", "must be a table", cluster)
+    for key in cluster:
+        if key != "members":
+            raise ConfigError(f"cluster.{key}: unknown key (known: members)")
+    raw = cluster.get("members")
+    if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
+        raise _fail("cluster.members", "must be an array of tables ([[cluster.members]])", raw)
+    if not raw:
+        raise ConfigError("cluster.members: must list at least one member")
+    members = tuple(_parse_table(Member, f"cluster.members[{i}]", m) for i, m in enumerate(raw))
+    seen_ids: dict[str, int] = {}
+    seen_ports: dict[tuple[str, int], str] = {}
+    for i, member in enumerate(members):
+        if member.id in seen_ids:
+            raise ConfigError(
+                f"cluster.members[{i}].id: duplicate member id {_show(member.id)} "
+                f"(also cluster.members[{seen_ids[member.id]}])"
+            )
+        seen_ids[member.id] = i
+        for kind in ("client_port", "peer_port", "events_port"):
+            number = getattr(member, kind)
+            key = f"cluster.members[{i}].{kind}"
+            if number == 0:
+                if kind == "peer_port" and len(members) > 1:
+                    raise ConfigError(
+                        f"{key}: must be a fixed port when the cluster has more than one "
+                        "member (peers dial it), got 0"
+                    )
+                continue
+            other = seen_ports.get((member.host, number))
+            if other is not None:
+                raise ConfigError(f"{key}: port {number} on {member.host} is already used by {other}")
+            seen_ports[(member.host, number)] = key
+    if node.id not in seen_ids:
+        raise ConfigError(
+            f"node.id: {_show(node.id)} is not among cluster.members "
+            f"({', '.join(m.id for m in members)})"
+        )
+    return members
+
+
+def parse_config(data: Mapping[str, object], base_dir: Path, source: Path | None = None) -> NodeConfig:
+    """
+    Validate a decoded TOML document and build the node's configuration.
+
+    Args:
+        data: the document (e.g. from `tomllib.load`).
+        base_dir: folder that relative paths resolve against (the config file's folder).
+        source: the file it came from, kept for messages.
+
+    Raises:
+        ConfigError: the first unknown key or bad value, message starting with the key.
+    """
+    for key in data:
+        if key not in SECTIONS and key != "cluster":
+            raise ConfigError(
+                f"{key}: unknown key (known sections: {', '.join([*SECTIONS, 'cluster'])})"
+            )
+    raw_node = data.get("node", {})
+    node = _parse_table(NodeSection, "node", raw_node)
+    raw_dir = raw_node.get("data_dir") if isinstance(raw_node, dict) else None
+    relative = Path(str(raw_dir)) if raw_dir is not None else Path("data") / node.id
+    data_dir = (relative if relative.is_absolute() else base_dir / relative).absolute()
+    node = dataclasses.replace(node, data_dir=Path(_normalize(data_dir)))
+    members = _parse_members(data.get("cluster"), node)
+    config = NodeConfig(
+        node=node,
+        members=members,
+        raft=_parse_table(RaftSection, "raft", data.get("raft", {})),
+        storage=_parse_table(StorageSection, "storage", data.get("storage", {})),
+        limits=_parse_table(LimitsSection, "limits", data.get("limits", {})),
+        compression=_parse_table(CompressionSection, "compression", data.get("compression", {})),
+        events=_parse_table(EventsSection, "events", data.get("events", {})),
+        faults=_parse_table(FaultsSection, "faults", data.get("faults", {})),
+        logging=_parse_table(LoggingSection, "logging", data.get("logging", {})),
+        supervisor=_parse_table(SupervisorSection, "supervisor", data.get("supervisor", {})),
+        source=source,
+    )
+    _check_relations(config)
+    return config
+
+
+def _normalize(p: Path) -> str:
+    # NB: normpath, not resolve(): keep symlinks as the operator wrote them.
+    return os.path.normpath(str(p))
+
+
+def _check_relations(config: NodeConfig) -> None:
+    raft = config.raft
+    if raft.heartbeat_ticks >= raft.election_ticks:
+        raise ConfigError(
+            f"raft.heartbeat_ticks: must be less than raft.election_ticks "
+            f"({raft.election_ticks}), got {raft.heartbeat_ticks}"
+        )
+    limits = config.limits
+    needed = limits.max_key_bytes + limits.max_value_bytes
+    if limits.max_request_bytes < needed:
+        raise ConfigError(
+            f"limits.max_request_bytes: must be at least limits.max_key_bytes + "
+            f"limits.max_value_bytes ({needed}), got {limits.max_request_bytes}"
+        )
+    sup = config.supervisor
+    if sup.backoff_max_s < sup.backoff_initial_s:
+        raise ConfigError(
+            f"supervisor.backoff_max_s: must be at least supervisor.backoff_initial_s "
+            f"({sup.backoff_initial_s:g}), got {sup.backoff_max_s:g}"
+        )
+
+
+def load_config(file: str | Path) -> NodeConfig:
+    """
+    Read and validate a node's TOML config file.
+
+    Raises:
+        ConfigError: the file cannot be read, is not TOML, or has a bad key or value;
+            the message is `<file>: <key>: <what is wrong>, got <value>`.
+    """
+    source = Path(file)
+    try:
+        with source.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read config file: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return parse_config(data, source.absolute().parent, source=source)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def to_toml(config: NodeConfig) -> str:
+    """
+    The resolved configuration as TOML: every key, defaults included, paths absolute.
+
+    `parse_config(tomllib.loads(to_toml(c)), any_dir) == c`.
+    """
+    lines: list[str] = []
+
+    def table(header: str, section: DataclassInstance) -> None:
+        lines.append(header)
+        for f in dataclasses.fields(section):
+            lines.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+        lines.append("")
+
+    table("[node]", config.node)
+    for member in config.members:
+        table("[[cluster.members]]", member)
+    for name in SECTIONS:
+        if name != "node":
+            table(f"[{name}]", getattr(config, name))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m concord.config --check FILE`: exit 0 and print it, or exit 2."""
+    parser = argparse.ArgumentParser(
+        prog="python -m concord.config", description="Validate a Concord node config file."
+    )
+    parser.add_argument("--check", metavar="FILE", required=True, help="config file to validate")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.check)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    print(f"# {args.check}: valid; resolved configuration (defaults included)")
+    print(to_toml(config), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
