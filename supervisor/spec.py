@@ -144,6 +144,8 @@ class ChildSpec:
         lifeline: how the child watches for its supervisor's death.
         max_rss_bytes: resident-size limit reported as unhealthy by `status()`
             (0 = no limit).
+        ready_before_next: the children after this one in its group start (and
+            restart) only once this one reported READY; needs `reports_ready`.
     """
 
     name: str
@@ -154,6 +156,7 @@ class ChildSpec:
     reports_ready: bool = False
     lifeline: Lifeline = Lifeline.THREAD
     max_rss_bytes: int = 0
+    ready_before_next: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -164,6 +167,8 @@ class ChildSpec:
             raise ValueError(
                 f"child {self.name}: shutdown_timeout_s must be > 0, got {self.shutdown_timeout_s}"
             )
+        if self.ready_before_next and not self.reports_ready:
+            raise ValueError(f"child {self.name}: ready_before_next needs reports_ready")
         if self.max_rss_bytes < 0:
             raise ValueError(
                 f"child {self.name}: max_rss_bytes must be >= 0, got {self.max_rss_bytes}"

@@ -259,26 +259,33 @@ class Supervisor:
                     self._setup()
                 except Exception as exc:
                     raise StartupError(f"setup failed: {type(exc).__name__}: {exc}") from exc
-            for slot in self._slots:
-                self._start_slot(slot)
             deadline = self._clock() + self._tree.ready_timeout_s
-            while not self._all_ready():
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    missing = [s.spec.name for s in self._slots if self._awaits_ready(s)]
-                    raise StartupError(
-                        f"child {', '.join(missing)} not ready within "
-                        f"{self._tree.ready_timeout_s:g}s"
-                    )
-                result = self.poll(remaining)
-                if result is not None:
-                    reason = self._failure[1] if self._failure else "stopped during start-up"
-                    raise StartupError(reason, ExitCode(result))
+            for slot in self._slots:
+                if slot.state is ChildState.STOPPED:
+                    self._start_slot(slot)
+                if slot.spec.ready_before_next:
+                    self._await(lambda: slot.ready or slot.state is ChildState.DONE, deadline)
+            self._await(self._all_ready, deadline)
             self._starting = False
             self._announce_ready()
         except BaseException:
             self.stop()
             raise
+
+    def _await(self, done: Callable[[], bool], deadline: float) -> None:
+        """Run the loop until `done()` or the start-up deadline."""
+        while not done():
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                missing = [s.spec.name for s in self._slots if self._awaits_ready(s)]
+                raise StartupError(
+                    f"child {', '.join(missing)} not ready within "
+                    f"{self._tree.ready_timeout_s:g}s"
+                )
+            result = self.poll(remaining)
+            if result is not None:
+                reason = self._failure[1] if self._failure else "stopped during start-up"
+                raise StartupError(reason, ExitCode(result))
 
     def poll(self, timeout_s: float | None) -> int | None:
         """
@@ -294,7 +301,7 @@ class Supervisor:
         due = [
             s.restart_at
             for s in self._slots
-            if s.state is ChildState.BACKOFF and s.restart_at is not None
+            if s.state is ChildState.BACKOFF and s.restart_at is not None and not self._gated(s)
         ] + [s.ready_deadline for s in self._slots if s.ready_deadline is not None]
         if due:
             until = max(0.0, min(due) - self._clock())
@@ -636,9 +643,25 @@ class Supervisor:
         for slot in self._slots:
             if self._failure is not None:
                 return
-            if slot.state is ChildState.BACKOFF and slot.restart_at is not None and slot.restart_at <= now:
+            if (
+                slot.state is ChildState.BACKOFF
+                and slot.restart_at is not None
+                and slot.restart_at <= now
+                and not self._gated(slot)
+            ):
                 slot.restarts += 1
                 self._start_slot(slot)
+
+    def _gated(self, slot: _Slot) -> bool:
+        """An earlier sibling with `ready_before_next` is running or restarting, not ready."""
+        return any(
+            other.group is slot.group
+            and other.position < slot.position
+            and other.spec.ready_before_next
+            and not other.ready
+            and other.state in (ChildState.RUNNING, ChildState.BACKOFF)
+            for other in self._slots
+        )
 
     def _fail(self, code: ExitCode, reason: str) -> None:
         if self._failure is None:

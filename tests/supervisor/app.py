@@ -108,6 +108,21 @@ def ready_only_once(marker_dir: Path) -> None:
         signal.pause()
 
 
+def gate_keeper(marker_dir: Path) -> None:
+    """
+    First run: READY at once. Later runs: READY only after the test writes to the `go` FIFO.
+    """
+    record_pid(marker_dir)
+    first = marker_dir / "gate-first-run"
+    if first.exists():
+        with open(marker_dir / "go", "rb") as fifo:
+            fifo.read()
+    first.write_text("")
+    notify_ready({"pid": os.getpid()})
+    while True:
+        signal.pause()
+
+
 def pid_line(infos: ReadyInfos) -> str:
     """The ready line: one `<child>=<pid>` field per child."""
     return format_ready_line("test", "n1", {name: info["pid"] for name, info in infos.items()})

@@ -64,6 +64,7 @@ def test_intensity_is_rejected_when_values_are_out_of_range() -> None:
         ({"shutdown_timeout_s": 0.0}, "shutdown_timeout_s must be > 0"),
         ({"max_rss_bytes": -1}, "max_rss_bytes must be >= 0"),
         ({"target": 42}, "target must be callable"),
+        ({"ready_before_next": True}, "ready_before_next needs reports_ready"),
     ],
 )
 def test_child_spec_is_rejected_when_a_field_is_invalid(

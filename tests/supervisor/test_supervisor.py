@@ -448,6 +448,44 @@ def test_restarted_child_is_restarted_again_when_not_ready_within_the_deadline(
     assert -signal.SIGTERM == status.child("flaky").last_exit_code
 
 
+def test_later_sibling_waits_for_ready_when_earlier_child_is_ready_before_next(
+    make_supervisor: Callable[..., Supervisor], marker_dir: Path
+) -> None:
+    """ready_before_next: after a rest_for_one restart, b starts only once a is READY again."""
+    os.mkfifo(marker_dir / "go")
+    sup = make_supervisor(
+        (
+            Group(
+                "core",
+                Strategy.REST_FOR_ONE,
+                (
+                    ChildSpec(
+                        "a",
+                        app.gate_keeper,
+                        (marker_dir,),
+                        reports_ready=True,
+                        ready_before_next=True,
+                    ),
+                    serving("b", marker_dir),
+                ),
+            ),
+        )
+    )
+    sup.start()
+    before = pids(sup.status())
+    os.kill(before["a"] or 0, signal.SIGKILL)
+    drive_until(sup, lambda s: s.child("a").state is ChildState.RUNNING and s.child("a").pid != before["a"])
+    for _ in range(3):
+        # b's backoff (10 ms) has long passed: only the gate holds it back.
+        assert sup.poll(0.05) is None
+    status = sup.status()
+    assert (False, ChildState.BACKOFF) == (status.child("a").ready, status.child("b").state)
+    fd = os.open(marker_dir / "go", os.O_WRONLY)
+    os.close(fd)
+    after = drive_until(sup, restarted("b", before["b"]))
+    assert after.child("a").ready
+
+
 def test_start_refuses_to_fork_when_the_supervisor_has_threads(
     make_supervisor: Callable[..., Supervisor], marker_dir: Path
 ) -> None:
