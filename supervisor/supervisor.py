@@ -193,9 +193,9 @@ class Supervisor:
         self._wakeup: tuple[int, int] | None = None
         self._signal: int | None = None
         self._status_requested = False
+        self._child_signal = False
         self._started = False
         self._starting = False
-        self._all_ready_announced = False
         self._stopping = False
         self._stopped = False
         self._failure: tuple[ExitCode, str] | None = None
@@ -306,7 +306,7 @@ class Supervisor:
         if due:
             until = max(0.0, min(due) - self._clock())
             wait = until if wait is None else min(wait, until)
-        if self._signal is not None or self._status_requested:
+        if self._signal is not None or self._status_requested or self._child_signal:
             wait = 0.0
         for key, _ in self._selector.select(wait):
             kind, slot = key.data
@@ -320,6 +320,17 @@ class Supervisor:
                 self._on_exit(slot)
             if self._failure is not None:
                 return self._failure[0]
+        if self._child_signal:
+            # Backup for a sentinel held open by a grandchild that inherited it: SIGCHLD
+            # says some child changed state; exitcode reaps without blocking.
+            self._child_signal = False
+            for slot in self._slots:
+                process = slot.process
+                if slot.state is ChildState.RUNNING and process is not None:
+                    if process.exitcode is not None:
+                        self._on_exit(slot)
+                if self._failure is not None:
+                    return self._failure[0]
         if self._signal is not None:
             logger.info(
                 "stop signal received signal=%s; stopping children in reverse order",
@@ -406,6 +417,7 @@ class Supervisor:
     def _close(self) -> None:
         if self._selector is not None:
             self._selector.close()
+            self._selector = None
         fds = list(self._lifeline or ()) + list(self._wakeup or ())
         if self._wakeup is not None and self._handlers_installed:
             signal.set_wakeup_fd(-1)
@@ -544,10 +556,13 @@ class Supervisor:
         if process.exitcode is None:
             return  # spurious wake-up: still running
         code = process.exitcode
-        # Drain a READY written just before exiting, so its info is not lost.
+        # Drain a READY written just before exiting: the exit may be seen first in a batch,
+        # and a child that was ready and then crashed is restarted, not a start-up failure.
         if slot.ready_fd is not None:
             try:
-                slot.decoder.feed(os.read(slot.ready_fd, 65536))
+                for message in slot.decoder.feed(os.read(slot.ready_fd, 65536)):
+                    slot.info = dict(message.info)
+                    slot.ever_ready = True
             except (BlockingIOError, ReadinessProtocolError):
                 pass  # nothing pending, or garbage from a dying child: it is gone anyway
         slot.last_exit_code = code
@@ -676,7 +691,6 @@ class Supervisor:
         return self._started and not any(self._awaits_ready(s) for s in self._slots)
 
     def _announce_ready(self) -> None:
-        self._all_ready_announced = True
         infos = {s.spec.name: dict(s.info) for s in self._slots if s.state is ChildState.RUNNING}
         line = self._ready_line(infos)
         out = self._out if self._out is not None else sys.stdout
@@ -731,6 +745,8 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGUSR1:
             self._status_requested = True
+        elif signum == signal.SIGCHLD:
+            self._child_signal = True
         elif self._signal is None:
             self._signal = signum
 
@@ -744,7 +760,7 @@ class Supervisor:
 
     def _install_signal_handlers(self) -> dict[int, object]:
         previous: dict[int, object] = {}
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD):
             previous[signum] = signal.signal(signum, self._on_signal)
         self._handlers_installed = True
         return previous

@@ -123,9 +123,29 @@ def gate_keeper(marker_dir: Path) -> None:
         signal.pause()
 
 
+def fork_then_exit(marker_dir: Path) -> None:
+    """
+    First run: fork a grandchild (which inherits this child's exit sentinel and lives until
+    the lifeline fires), then exit 5. Later runs: serve until stopped.
+    """
+    record_pid(marker_dir)
+    flag = marker_dir / "forked"
+    if flag.exists():
+        while True:
+            signal.pause()
+    flag.write_text("")
+    if os.fork() == 0:
+        record_pid(marker_dir)
+        select.select([lifeline_fd()], [], [])
+        os._exit(0)
+    raise SystemExit(5)
+
+
 def pid_line(infos: ReadyInfos) -> str:
-    """The ready line: one `<child>=<pid>` field per child."""
-    return format_ready_line("test", "n1", {name: info["pid"] for name, info in infos.items()})
+    """The ready line: one `<child>=<pid>` field per child that reported one."""
+    return format_ready_line(
+        "test", "n1", {name: info["pid"] for name, info in infos.items() if "pid" in info}
+    )
 
 
 def build(scenario: str, marker_dir: Path) -> Supervisor:
@@ -158,6 +178,11 @@ def build(scenario: str, marker_dir: Path) -> Supervisor:
             ),
         )
         tree = Tree(groups, ready_timeout_s=20)
+    elif scenario == "grandchild":
+        tree = Tree(
+            (Group("g", Strategy.ONE_FOR_ONE, (ChildSpec("forker", fork_then_exit, (marker_dir,)),)),),
+            backoff=Backoff(initial_s=0.01, max_s=0.02),
+        )
     elif scenario == "crashing":
         tree = Tree(
             (

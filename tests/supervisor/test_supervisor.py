@@ -622,3 +622,20 @@ def test_supervisor_exits_with_startup_failed_when_a_child_is_never_ready(
     assert "ERROR start-up failed: child mute not ready within 0.5s" in sup.stderr()
     assert all_gone(marker_dir)
     assert "done" == (marker_dir / "cleanup").read_text()
+
+
+def test_child_exit_is_seen_when_a_grandchild_holds_its_exit_sentinel(
+    running: Callable[[str], Running], marker_dir: Path
+) -> None:
+    """SIGCHLD backs up the exit sentinel that a forked grandchild keeps open."""
+    sup = running("grandchild")
+    sup.ready_fields()
+    wait_until(
+        lambda: sup.stderr().count("child started name=forker") == 2,
+        10,
+        describe=sup.stderr,
+    )
+    assert "child exited name=forker code=5" in sup.stderr()
+    sup.process.send_signal(signal.SIGTERM)
+    assert ExitCode.OK == sup.wait()
+    wait_until(lambda: all_gone(marker_dir), 10, describe=lambda: str(app.recorded_pids(marker_dir)))
