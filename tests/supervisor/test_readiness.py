@@ -10,6 +10,7 @@ from supervisor.child import notify_ready, supervisor_alive
 from supervisor.readiness import (
     MAX_PAYLOAD_BYTES,
     FrameDecoder,
+    InfoValue,
     ReadinessProtocolError,
     encode_ready,
     format_ready_line,
@@ -19,8 +20,8 @@ from supervisor.readiness import (
 
 def test_info_round_trips_when_frames_arrive_byte_by_byte() -> None:
     """The decoder reassembles frames split across reads, several in a row."""
-    first = {"client": "tcp://127.0.0.1:7400", "port": 7400, "leader": False}
-    second = {"pid": 42}
+    first: dict[str, InfoValue] = {"client": "tcp://127.0.0.1:7400", "port": 7400, "leader": False}
+    second: dict[str, InfoValue] = {"pid": 42}
     data = encode_ready(first) + encode_ready(second)
     decoder = FrameDecoder()
     messages = []

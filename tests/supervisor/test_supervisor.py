@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from supervisor.readiness import format_ready_line, parse_ready_line
@@ -111,7 +111,9 @@ def drive_until(sup: Supervisor, predicate: Callable[[Status], bool], timeout_s:
         status = sup.status()
         return status if predicate(status) else None
 
-    return wait_until(step, timeout_s, describe=lambda: repr(sup.status()))
+    status = wait_until(step, timeout_s, describe=lambda: repr(sup.status()))
+    assert status is not None
+    return status
 
 
 def restarted(name: str, old_pid: int | None) -> Callable[[Status], bool]:
