@@ -30,6 +30,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ def notify_ready(info: Mapping[str, InfoValue] | None = None) -> bool:
     Call it again after a restart: the supervisor records the newest info.
 
     Returns:
-        True if sent; False when not running under a supervisor (e.g. in-process tests).
+        True if sent; False when not running under a supervisor (e.g. in-process tests)
+        or when the supervisor has died.
 
     Raises:
         supervisor.readiness.ReadinessProtocolError: info is not str -> str|int|bool
@@ -101,7 +103,10 @@ def notify_ready(info: Mapping[str, InfoValue] | None = None) -> bool:
     if _context is None:
         return False
     # NB: one write of <= PIPE_BUF bytes is atomic; the supervisor reads continuously.
-    os.write(_context.ready_fd, frame)
+    try:
+        os.write(_context.ready_fd, frame)
+    except BrokenPipeError:
+        return False  # the supervisor is gone; the lifeline ends this process
     return True
 
 
@@ -153,6 +158,9 @@ def bootstrap(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGCHLD, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
+    if spec.stdout_to_stderr:
+        sys.stdout.flush()
+        os.dup2(2, 1)
     _context = ChildContext(spec.name, lifeline_read_fd, ready_write_fd)
     if spec.lifeline is Lifeline.THREAD:
         start_lifeline_thread(lifeline_read_fd)

@@ -146,6 +146,8 @@ class ChildSpec:
             (0 = no limit).
         ready_before_next: the children after this one in its group start (and
             restart) only once this one reported READY; needs `reports_ready`.
+        stdout_to_stderr: the child's fd 1 is redirected to fd 2, so that the
+            supervisor's stdout carries only its ready line (a machine-read contract).
     """
 
     name: str
@@ -157,6 +159,7 @@ class ChildSpec:
     lifeline: Lifeline = Lifeline.THREAD
     max_rss_bytes: int = 0
     ready_before_next: bool = False
+    stdout_to_stderr: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -37,6 +37,7 @@ def recorded_pids(marker_dir: Path) -> list[int]:
 def serve_forever(marker_dir: Path) -> None:
     """Report READY with the pid, then wait for signals until SIGTERM kills the process."""
     record_pid(marker_dir)
+    print(f"stdout noise from child {os.getpid()}", flush=True)
     notify_ready({"pid": os.getpid()})
     while True:
         signal.pause()

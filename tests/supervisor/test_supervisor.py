@@ -581,6 +581,9 @@ def test_every_process_is_gone_and_cleanup_ran_when_supervisor_gets_stop_signal(
     child_pids = [int(fields[name]) for name in ("a", "b", "r")]
     sup.process.send_signal(signum)
     assert ExitCode.OK == sup.wait()
+    assert sup.process.stdout is not None
+    assert "" == sup.process.stdout.read()  # children's stdout went to stderr
+    assert f"stdout noise from child {fields['a']}" in sup.stderr()
     assert all(gone(pid) for pid in child_pids)
     assert all_gone(marker_dir)
     assert "done" == (marker_dir / "cleanup").read_text()
