@@ -7,13 +7,20 @@ Knows nothing about Raft or keys and imports nothing from `concord`.
     spec.py        ChildSpec, Group, Tree, Restart, Strategy, Lifeline, Backoff, Intensity,
                    ExitCode (pure data)
     supervisor.py  Supervisor: start / poll / stop / status, or run() for a main program
-    child.py       runs in children: bootstrap after fork, notify_ready(), lifeline_fd()
+    child.py       runs in children: bootstrap after fork, notify_ready(), lifeline_fd(),
+                   previous_info(), restart_count()
     readiness.py   the READY frame (versioned) and the one-line ready banner
 """
 
 from __future__ import annotations
 
-from supervisor.child import lifeline_fd, notify_ready, supervisor_alive
+from supervisor.child import (
+    lifeline_fd,
+    notify_ready,
+    previous_info,
+    restart_count,
+    supervisor_alive,
+)
 from supervisor.readiness import format_ready_line, parse_ready_line
 from supervisor.spec import (
     Backoff,
@@ -47,5 +54,7 @@ __all__ = [
     "lifeline_fd",
     "notify_ready",
     "parse_ready_line",
+    "previous_info",
+    "restart_count",
     "supervisor_alive",
 ]

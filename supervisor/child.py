@@ -48,6 +48,8 @@ class ChildContext:
     name: str
     lifeline_fd: int
     ready_fd: int
+    previous_info: Mapping[str, InfoValue]
+    restarts: int
 
 
 _context: ChildContext | None = None
@@ -61,6 +63,23 @@ def context() -> ChildContext | None:
 def child_name() -> str | None:
     """The supervised child's name, or None outside a supervised child."""
     return None if _context is None else _context.name
+
+
+def previous_info() -> Mapping[str, InfoValue]:
+    """
+    The READY info this child's previous incarnation reported ({} on the first start or
+    outside a supervisor).
+
+    A restarted child uses it to re-bind what it bound before: a port configured as 0
+    ("any free port") keeps the real port it got first, so the endpoints printed on the
+    ready line stay true across restarts.
+    """
+    return {} if _context is None else _context.previous_info
+
+
+def restart_count() -> int:
+    """How many times this child was restarted before this incarnation (0 outside)."""
+    return 0 if _context is None else _context.restarts
 
 
 def lifeline_fd() -> int:
@@ -136,6 +155,8 @@ def bootstrap(
     lifeline_read_fd: int,
     ready_write_fd: int,
     private_fds: tuple[int, ...],
+    previous: Mapping[str, InfoValue] | None = None,
+    restarts: int = 0,
 ) -> None:
     """
     First code run in a freshly forked child: isolate it, then run `spec.target`.
@@ -147,6 +168,8 @@ def bootstrap(
         private_fds: the supervisor's own descriptors (lifeline write end, its selector,
             signal wake-up pipe, other children's READY pipes): closed here, so that no
             sibling ever keeps the lifeline's write end open.
+        previous: READY info of the previous incarnation (see `previous_info`).
+        restarts: restarts of this child so far.
     """
     global _context
     for fd in private_fds:
@@ -161,7 +184,9 @@ def bootstrap(
     if spec.stdout_to_stderr:
         sys.stdout.flush()
         os.dup2(2, 1)
-    _context = ChildContext(spec.name, lifeline_read_fd, ready_write_fd)
+    _context = ChildContext(
+        spec.name, lifeline_read_fd, ready_write_fd, dict(previous or {}), restarts
+    )
     if spec.lifeline is Lifeline.THREAD:
         start_lifeline_thread(lifeline_read_fd)
     spec.target(*spec.args)

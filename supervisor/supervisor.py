@@ -447,7 +447,14 @@ class Supervisor:
         ready_r, ready_w = os.pipe()
         process = self._context.Process(
             target=bootstrap,
-            args=(slot.spec, self._lifeline[0], ready_w, self._private_fds(ready_r)),
+            args=(
+                slot.spec,
+                self._lifeline[0],
+                ready_w,
+                self._private_fds(ready_r),
+                dict(slot.info),
+                slot.restarts,
+            ),
             name=slot.spec.name,
             daemon=False,
         )

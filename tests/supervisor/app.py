@@ -15,10 +15,11 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 from pathlib import Path
 
-from supervisor.child import lifeline_fd, notify_ready
+from supervisor.child import lifeline_fd, notify_ready, previous_info, restart_count
 from supervisor.readiness import format_ready_line
 from supervisor.spec import Backoff, ChildSpec, ExitCode, Group, Intensity, Lifeline, Strategy, Tree
 from supervisor.supervisor import ReadyInfos, Supervisor
@@ -140,6 +141,19 @@ def fork_then_exit(marker_dir: Path) -> None:
         select.select([lifeline_fd()], [], [])
         os._exit(0)
     raise SystemExit(5)
+
+
+def bind_same_port(marker_dir: Path) -> None:
+    """Listen on the port the previous incarnation reported (0 = any, the first time)."""
+    record_pid(marker_dir)
+    previous = previous_info().get("port", 0)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", int(previous)))
+    listener.listen()
+    notify_ready({"pid": os.getpid(), "port": listener.getsockname()[1], "restarts": restart_count()})
+    while True:
+        signal.pause()
 
 
 def pid_line(infos: ReadyInfos) -> str:

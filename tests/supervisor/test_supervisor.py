@@ -488,6 +488,27 @@ def test_later_sibling_waits_for_ready_when_earlier_child_is_ready_before_next(
     assert after.child("a").ready
 
 
+def test_restarted_child_gets_its_previous_ready_info_when_restarted(
+    make_supervisor: Callable[..., Supervisor], marker_dir: Path
+) -> None:
+    """previous_info(): a port first chosen by the OS (0) is bound again after a restart."""
+    sup = make_supervisor(
+        (
+            Group(
+                "g",
+                Strategy.ONE_FOR_ONE,
+                (ChildSpec("srv", app.bind_same_port, (marker_dir,), reports_ready=True),),
+            ),
+        )
+    )
+    sup.start()
+    first = sup.status().child("srv")
+    assert 0 == first.info["restarts"]
+    os.kill(first.pid or 0, signal.SIGKILL)
+    again = drive_until(sup, restarted("srv", first.pid)).child("srv")
+    assert (first.info["port"], 1) == (again.info["port"], again.info["restarts"])
+
+
 def test_start_refuses_to_fork_when_the_supervisor_has_threads(
     make_supervisor: Callable[..., Supervisor], marker_dir: Path
 ) -> None:
