@@ -207,6 +207,8 @@ class Supervisor:
         """
         Start, supervise until told to stop or a policy says so, stop; never raises.
 
+        Call it from the main thread (it installs signal handlers).
+
         Returns:
             An `ExitCode`: OK after SIGTERM/SIGINT or when every child finished for good;
             STARTUP_FAILED, INTENSITY, or INTERNAL (a bug, logged with its traceback).

@@ -226,7 +226,7 @@ def build(scenario: str, marker_dir: Path) -> Supervisor:
                     ),
                 ),
             ),
-            ready_timeout_s=0.5,
+            ready_timeout_s=1.5,
         )
     else:
         raise SystemExit(f"unknown scenario {scenario}")
