@@ -279,7 +279,11 @@ class Supervisor:
         while not done():
             remaining = deadline - self._clock()
             if remaining <= 0:
-                missing = [s.spec.name for s in self._slots if self._awaits_ready(s)]
+                # Name the children that were started and are late, not those still
+                # waiting behind them for their turn (ready_before_next).
+                late = [s for s in self._slots if self._awaits_ready(s)]
+                started = [s for s in late if s.state is not ChildState.STOPPED]
+                missing = [s.spec.name for s in (started or late)]
                 raise StartupError(
                     f"child {', '.join(missing)} not ready within "
                     f"{self._tree.ready_timeout_s:g}s"

@@ -497,6 +497,36 @@ def test_later_sibling_waits_for_ready_when_earlier_child_is_ready_before_next(
     assert after.child("a").ready
 
 
+def test_later_sibling_never_starts_when_a_gating_child_is_not_ready_at_startup(
+    make_supervisor: Callable[..., Supervisor], marker_dir: Path
+) -> None:
+    """The start-up error names the late gating child; the sibling behind it never ran."""
+    sup = make_supervisor(
+        (
+            Group(
+                "core",
+                Strategy.REST_FOR_ONE,
+                (
+                    ChildSpec(
+                        "gate",
+                        app.never_ready,
+                        (marker_dir,),
+                        reports_ready=True,
+                        ready_before_next=True,
+                    ),
+                    serving("behind", marker_dir),
+                ),
+            ),
+        ),
+        ready_timeout_s=0.5,
+    )
+    with pytest.raises(StartupError) as info:
+        sup.start()
+    assert "child gate not ready within 0.5s" == info.value.message
+    assert 1 == len(app.recorded_pids(marker_dir))
+    assert sup.status().child("behind").restarts == 0
+
+
 def test_restarted_child_gets_its_previous_ready_info_when_restarted(
     make_supervisor: Callable[..., Supervisor], marker_dir: Path
 ) -> None:
