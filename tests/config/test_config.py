@@ -8,6 +8,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from concord.config import (
     SECTIONS,
@@ -383,3 +385,83 @@ def test_module_entry_point_exits_2_when_run_on_a_bad_file(tmp_path: Path) -> No
     )
     assert (2, "") == (result.returncode, result.stdout)
     assert f"config error: {file}: node.id: must be 1-64 letters" in result.stderr
+
+
+def _valid_sections() -> st.SearchStrategy[dict[str, object]]:
+    """Random valid documents: any subset of keys with in-range values."""
+    positive = st.integers(min_value=1, max_value=2**40)
+    raft = st.fixed_dictionaries(
+        {},
+        optional={
+            "tick_ms": st.integers(1, 60_000),
+            "max_inflight_msgs": positive,
+            "max_batch_bytes": positive,
+            "pre_vote": st.booleans(),
+            "check_quorum": st.booleans(),
+            "snapshot_chunk_bytes": positive,
+        },
+    )
+    storage = st.fixed_dictionaries(
+        {},
+        optional={
+            "fsync": st.booleans(),
+            "segment_bytes": st.integers(4096, 2**40),
+            "snapshot_entries": positive,
+            "keep_snapshots": st.integers(1, 100),
+        },
+    )
+    compression = st.fixed_dictionaries(
+        {},
+        optional={
+            "enabled": st.booleans(),
+            "threshold_bytes": st.integers(0, 2**30),
+            "level": st.integers(0, 9),
+        },
+    )
+    supervisor = st.fixed_dictionaries(
+        {},
+        optional={
+            "max_restarts": st.integers(0, 1000),
+            "restart_window_s": st.floats(0.001, 1e6),
+            "ready_timeout_s": st.floats(0.001, 1e6),
+            "backoff_initial_s": st.floats(0.001, 0.1),
+        },
+    )
+    logging_ = st.fixed_dictionaries(
+        {}, optional={"level": st.sampled_from(["debug", "Info", "WARNING", "error"])}
+    )
+    ports = st.lists(st.integers(1, 65535), min_size=9, max_size=9, unique=True)
+    members = ports.map(
+        lambda p: {
+            "members": [
+                {"id": f"n{i}", "client_port": p[3 * i], "peer_port": p[3 * i + 1], "events_port": p[3 * i + 2]}
+                for i in range(3)
+            ]
+        }
+    )
+    return st.fixed_dictionaries(
+        {"node": st.just({"id": "n1"})},
+        optional={
+            "raft": raft,
+            "storage": storage,
+            "compression": compression,
+            "supervisor": supervisor,
+            "logging": logging_,
+            "cluster": members,
+        },
+    )
+
+
+@pytest.mark.slow
+@settings(derandomize=True, max_examples=60, deadline=None)
+@given(_valid_sections())
+def test_valid_document_round_trips_when_dumped_and_parsed_again(data: dict[str, object]) -> None:
+    """Any valid document parses, and its resolved dump parses back to the same config."""
+    config = parse_config(data, BASE)
+    assert config == parse_config(tomllib.loads(to_toml(config)), Path("/elsewhere"))
+    for section, table in data.items():
+        if section in SECTIONS and isinstance(table, dict):
+            for key, value in table.items():
+                shown = getattr(getattr(config, section), key)
+                expected = value.upper() if (section, key) == ("logging", "level") else value
+                assert (section, key, expected) == (section, key, shown)
