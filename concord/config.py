@@ -127,7 +127,12 @@ def host(key: str, value: object) -> object:
         address = ipaddress.ip_address(value)
     except ValueError:
         labels = value.rstrip(".").split(".")
-        if len(value) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        # RFC 1123: the top label is not all digits (so "127.0.0.01" is no host name).
+        if (
+            len(value) > 253
+            or not all(_HOST_LABEL.match(label) for label in labels)
+            or labels[-1].isdigit()
+        ):
             raise _fail(key, "must be an IP address or host name", value) from None
         return value
     if address.is_unspecified:
@@ -143,7 +148,7 @@ def port(key: str, value: object) -> object:
 
 
 def path(key: str, value: object) -> object:
-    """A non-empty path; resolved against the config file's folder later."""
+    """A non-empty path; `~` expands; relative ones resolve against the file's folder later."""
     if not isinstance(value, str) or not value or "\x00" in value:
         raise _fail(key, "must be a non-empty path", value)
     return value
@@ -471,7 +476,9 @@ def parse_config(data: Mapping[str, object], base_dir: Path, source: Path | None
     raw_node = data.get("node", {})
     node = _parse_table(NodeSection, "node", raw_node)
     raw_dir = raw_node.get("data_dir") if isinstance(raw_node, dict) else None
-    relative = Path(str(raw_dir)) if raw_dir is not None else Path("data") / node.id
+    relative = (
+        Path(os.path.expanduser(str(raw_dir))) if raw_dir is not None else Path("data") / node.id
+    )
     data_dir = (relative if relative.is_absolute() else base_dir / relative).absolute()
     node = dataclasses.replace(node, data_dir=Path(_normalize(data_dir)))
     members = _parse_members(data.get("cluster"), node)

@@ -107,6 +107,7 @@ def test_data_dir_defaults_to_data_slash_id_when_not_set() -> None:
         ("./x/../state", BASE / "state"),
         ("../shared/n1", Path("/srv/shared/n1")),
         ("/var/lib/concord", Path("/var/lib/concord")),
+        ("~/concord", Path.home() / "concord"),
     ],
 )
 def test_data_dir_resolves_against_the_base_dir_when_relative(data_dir: str, expected: Path) -> None:
@@ -216,6 +217,10 @@ ERRORS = [
         'cluster.members[0].host: must be an IP address or host name, got "-x.example"',
     ),
     (
+        {"cluster": {"members": [{"id": "n1", "host": "127.0.0.01"}]}},
+        'cluster.members[0].host: must be an IP address or host name, got "127.0.0.01"',
+    ),
+    (
         {"cluster": {"members": [{"id": "n1", "host": "0.0.0.0"}]}},
         'cluster.members[0].host: must be an address others can connect to, not a wildcard, got "0.0.0.0"',
     ),
@@ -251,6 +256,13 @@ def test_config_error_names_the_key_when_a_value_is_bad(data: dict[str, object],
     with pytest.raises(ConfigError) as info:
         parse_config(data, BASE)
     assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize("host", ["localhost", "node-1.example.com", "10.0.0.7", "::1", "db1."])
+def test_host_is_accepted_when_it_is_an_address_or_dns_name(host: str) -> None:
+    """IPv4, IPv6 and RFC 1123 host names are valid member hosts."""
+    members = [{"id": "n1", "host": host}]
+    assert host == parse_config({"cluster": {"members": members}}, BASE).member.host
 
 
 def test_same_port_is_allowed_when_hosts_differ() -> None:
