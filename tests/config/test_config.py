@@ -477,3 +477,11 @@ def test_valid_document_round_trips_when_dumped_and_parsed_again(data: dict[str,
                 shown = getattr(getattr(config, section), key)
                 expected = value.upper() if (section, key) == ("logging", "level") else value
                 assert (section, key, expected) == (section, key, shown)
+
+
+def test_config_pickles_when_sent_to_another_process() -> None:
+    """NodeConfig crosses process boundaries (spawned workers, error reports) intact."""
+    import pickle
+
+    config = load_config(CONF / "cluster" / "n3.toml")
+    assert config == pickle.loads(pickle.dumps(config))
