@@ -705,3 +705,19 @@ def test_child_exit_is_seen_when_a_grandchild_holds_its_exit_sentinel(
     sup.process.send_signal(signal.SIGTERM)
     assert ExitCode.OK == sup.wait()
     wait_until(lambda: all_gone(marker_dir), 10, describe=lambda: str(app.recorded_pids(marker_dir)))
+
+
+def test_status_is_logged_when_supervisor_gets_sigusr1(
+    running: Callable[[str], Running], marker_dir: Path
+) -> None:
+    """SIGUSR1: one status line per child (state, pid, health), and supervision goes on."""
+    sup = running("pair")
+    fields = sup.ready_fields()
+    sup.process.send_signal(signal.SIGUSR1)
+    expected = [
+        f"status name={name} state=running pid={fields[name]} ready=True restarts=0 health=ok"
+        for name in ("a", "b", "r")
+    ]
+    wait_until(lambda: all(line in sup.stderr() for line in expected), 10, describe=sup.stderr)
+    sup.process.send_signal(signal.SIGTERM)
+    assert ExitCode.OK == sup.wait()
