@@ -369,13 +369,13 @@ class Raft:
         pr = self.tracker.progress[self.id]
         pr.become_replicate()
         pr.recent_active = True
-        # Thesis §4.1 (the single-server change bug): no conf change until an entry of
-        # this term commits, so pending_conf_index covers the whole log so far.
-        self.pending_conf_index = self.log.last_index()
         last_stamp = self.log.last_timestamp_ms()
         self._last_stamp_ms = max(last_stamp, self.max_timestamp_seen_ms)
         # Raft §8: a no-op of the new term lets earlier entries commit (§5.4.2).
-        self._append_entries([(EntryType.NORMAL, b"")])
+        no_op_index = self._append_entries([(EntryType.NORMAL, b"")])
+        # Thesis §4.1 (the single-server change bug, Ongaro 2015): no conf change until
+        # an entry of this term is applied, so pending_conf_index is the no-op.
+        self.pending_conf_index = no_op_index
         self.logger.info("became leader last_index=%d", self.log.last_index())
 
     # ----------------------------------------------------------------- ticks
