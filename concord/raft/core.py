@@ -271,8 +271,13 @@ class Raft:
 
     def _bcast_append(self) -> None:
         """One APPEND to every peer (commit news), then pipeline what the window allows."""
+        committed = self.log.committed
         for node_id, pr in self.tracker.progress.items():
-            if node_id != self.id and self._maybe_send_append(node_id):
+            if node_id == self.id:
+                continue
+            # An empty APPEND only if it tells something: a probe, or a new commit index.
+            send_if_empty = pr.state != ProgressState.REPLICATE or pr.can_bump_commit(committed)
+            if self._maybe_send_append(node_id, send_if_empty):
                 while pr.state == ProgressState.REPLICATE and self._maybe_send_append(
                     node_id, send_if_empty=False
                 ):
@@ -646,7 +651,9 @@ class Raft:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
             self._release_pending_read_index_messages()
-            self._bcast_append()
+            # Commit news goes out with the next Ready (flush), once for all the
+            # acknowledgements stepped before it.
+            self.append_pending = True
         elif m.frm != self.id and pr.can_bump_commit(self.log.committed):
             self._maybe_send_append(m.frm)
         if m.frm != self.id:
