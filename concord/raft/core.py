@@ -79,6 +79,8 @@ class _SnapshotAssembly:
     leader: NodeId
     chunks: list[bytes]
     expected_offset: int
+    # Chunks that arrived ahead of a gap, by offset: (data, done).
+    early: dict[int, tuple[bytes, bool]]
 
 
 class Raft:
@@ -150,12 +152,15 @@ class Raft:
         return SoftState(self.lead, self.role)
 
     def _load_state(self, hs: HardState) -> None:
-        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+        if hs.commit > self.log.last_index():
             raise RaftInvariantError(
-                f"hard state commit {hs.commit} is out of range "
-                f"[{self.log.committed}, {self.log.last_index()}]"
+                f"hard state commit {hs.commit} is beyond last index {self.log.last_index()}"
             )
-        self.log.committed = hs.commit
+        # NB: the hard state's commit may lag the snapshot (the state machine snapshots
+        # what it applied while the commit index was still being persisted); a snapshot
+        # is committed by definition.
+        if hs.commit > self.log.committed:
+            self.log.committed = hs.commit
         self.term = hs.term
         self.vote = hs.vote
 
@@ -633,21 +638,23 @@ class Raft:
                     pr.become_probe()
                 self._maybe_send_append(m.frm)
             return
-        if not (
-            pr.maybe_update(m.index)
-            or (pr.match == m.index and pr.state == ProgressState.PROBE)
-        ):
-            return
-        if pr.state == ProgressState.PROBE:
-            pr.become_replicate()
-        elif pr.state == ProgressState.SNAPSHOT:
+        updated = pr.maybe_update(m.index)
+        if pr.state == ProgressState.SNAPSHOT:
             first = self.log.first_index()
-            if pr.match + 1 >= first or pr.match >= pr.pending_snapshot:
-                self._outgoing_snapshots.pop(m.frm, None)
-                pr.become_probe()
-                if pr.match + 1 >= first:
-                    pr.become_replicate()
+            if pr.match + 1 < first and pr.match < pr.pending_snapshot:
+                return  # the transfer goes on
+            # Installed (or not needed: the follower already had it committed).
+            self._outgoing_snapshots.pop(m.frm, None)
+            pr.become_probe()
+            if pr.match + 1 >= first:
+                pr.become_replicate()
+        elif pr.state == ProgressState.PROBE:
+            if not updated and pr.match != m.index:
+                return
+            pr.become_replicate()
         else:
+            if not updated:
+                return
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
             self._release_pending_read_index_messages()
@@ -861,17 +868,29 @@ class Raft:
                 # We hold no partial snapshot to continue: ask for a restart.
                 self._snapshot_ack(m, meta.index, 0, reject=True)
                 return
-            asm = _SnapshotAssembly(meta, m.frm, [], 0)
+            asm = _SnapshotAssembly(meta, m.frm, [], 0, {})
             self._snapshot_recv = asm
         if m.snapshot_offset < asm.expected_offset:
             self._snapshot_ack(m, meta.index, asm.expected_offset, reject=False)
             return
         if m.snapshot_offset > asm.expected_offset:
+            # A gap: keep the chunk, ask the leader to resend from the gap.
+            if len(asm.early) < 4 * self.config.snapshot_inflight_chunks:
+                asm.early[m.snapshot_offset] = (chunk.data, m.snapshot_done)
             self._snapshot_ack(m, meta.index, asm.expected_offset, reject=True)
             return
-        asm.chunks.append(chunk.data)
-        asm.expected_offset += len(chunk.data)
-        if not m.snapshot_done:
+        done = m.snapshot_done
+        data_in = chunk.data
+        while True:
+            asm.chunks.append(data_in)
+            asm.expected_offset += len(data_in)
+            if done:
+                break
+            following = asm.early.pop(asm.expected_offset, None)
+            if following is None:
+                break
+            data_in, done = following
+        if not done:
             self._snapshot_ack(m, meta.index, asm.expected_offset, reject=False)
             return
         self._snapshot_recv = None
