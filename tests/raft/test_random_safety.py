@@ -1,6 +1,7 @@
 """
 Randomized safety runs: a lossy, reordering, duplicating network with partitions,
-crashes that lose unpersisted Readys, compaction, leader transfers and ReadIndex.
+crashes that lose unpersisted Readys, compaction, leader transfers, membership changes
+(learners, promotion, removal, joint consensus) and ReadIndex.
 
 After every step: election safety (Raft §5.2), state-machine safety (§5.4.3: no two nodes
 apply different entries at an index), and ReadIndex linearizability (thesis §6.4: a read
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from concord.ids import NodeId
-from concord.raft import ConfChange, ConfState, EntryType, MemoryStorage, Message, RaftConfig
-from concord.raft import RawNode, Ready, Role
+from concord.raft import ConfChange, ConfChangeSingle, ConfChangeType, ConfState, EntryType
+from concord.raft import MemoryStorage, Message, RaftConfig, RawNode, Ready, Role
 from concord.errors import ProposalDroppedError
 from tests.raft.network import decode_state, encode_state
 
@@ -29,15 +30,16 @@ class SimNode:
     pending: list[Ready] = field(default_factory=list)
     applied_index: int = 0
     applied: list[bytes] = field(default_factory=list)
-    applied_meta: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    confs: list[tuple[int, ConfState]] = field(default_factory=list)
 
 
 class Sim:
-    def __init__(self, seed: int, n: int = 5) -> None:
+    def __init__(self, seed: int, n: int = 5, spares: int = 0) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.ids = [NodeId(f"n{i}") for i in range(1, n + 1)]
-        self.conf = ConfState(voters=tuple(self.ids))
+        self.ids = [NodeId(f"n{i}") for i in range(1, n + spares + 1)]
+        self.conf = ConfState(voters=tuple(self.ids[:n]))
+        self.removed: set[NodeId] = set()
         self.nodes: dict[NodeId, SimNode] = {}
         self.net: list[Message] = []
         self.cut: set[tuple[NodeId, NodeId]] = set()
@@ -48,7 +50,9 @@ class Sim:
         self.next_read = 0
         for node_id in self.ids:
             storage = MemoryStorage(self.conf)
-            self.nodes[node_id] = SimNode(self._raw(node_id, storage), storage)
+            self.nodes[node_id] = SimNode(
+                self._raw(node_id, storage), storage, confs=[(0, self.conf)]
+            )
 
     def _raw(self, node_id: NodeId, storage: MemoryStorage) -> RawNode:
         config = RaftConfig(
@@ -72,7 +76,8 @@ class Sim:
             assert sim.applied_index + 1 == entry.index, f"seed={self.seed}"
             sim.applied_index = entry.index
             if entry.type == EntryType.CONF_CHANGE:
-                sim.node.apply_conf_change(ConfChange.decode(entry.data))
+                cs = sim.node.apply_conf_change(ConfChange.decode(entry.data))
+                sim.confs.append((entry.index, cs))
             elif entry.data:
                 sim.applied.append(entry.data)
             seen = self.applied_at.setdefault(entry.index, (entry.term, entry.data))
@@ -95,6 +100,7 @@ class Sim:
                 sim.storage.apply_snapshot(rd.snapshot)
                 sim.applied = decode_state(rd.snapshot.data)
                 sim.applied_index = rd.snapshot.meta.index
+                sim.confs = [(rd.snapshot.meta.index, rd.snapshot.meta.conf_state)]
             if rd.entries:
                 sim.storage.append(rd.entries)
             if rd.hard_state is not None:
@@ -106,7 +112,11 @@ class Sim:
     def crash(self, node_id: NodeId) -> None:
         sim = self.nodes[node_id]
         snap = sim.storage.snapshot()
-        fresh = SimNode(self._raw(node_id, sim.storage), sim.storage)
+        fresh = SimNode(
+            self._raw(node_id, sim.storage),
+            sim.storage,
+            confs=[(snap.meta.index, snap.meta.conf_state)],
+        )
         fresh.applied_index = snap.meta.index
         fresh.applied = decode_state(snap.data) if not snap.is_empty else []
         self.nodes[node_id] = fresh
@@ -118,9 +128,47 @@ class Sim:
             return
         # The toy state machine at `index`: the data applied up to it.
         data = [d for i, (t, d) in sorted(self.applied_at.items()) if i <= index and d]
-        conf = sim.node.status().conf_state
+        conf = [cs for i, cs in sim.confs if i <= index][-1]
         sim.storage.create_snapshot(index, conf, encode_state(data))
         sim.storage.compact(index)
+
+    def change_membership(self) -> None:
+        """The leader proposes a random valid-looking change (it may still be refused)."""
+        rng = self.rng
+        for sim in self.nodes.values():
+            if sim.node.raft.role != Role.LEADER:
+                continue
+            cs = sim.node.status().conf_state
+            if cs.voters_outgoing:
+                cc = ConfChange()
+            else:
+                members = set(cs.voters) | set(cs.learners)
+                spares = [n for n in self.ids if n not in members and n not in self.removed]
+                choice = rng.random()
+                if choice < 0.3 and spares:
+                    cc = ConfChange.add_learner(rng.choice(spares))
+                elif choice < 0.55 and cs.learners:
+                    cc = ConfChange.add_voter(rng.choice(cs.learners))
+                elif choice < 0.8 and len(cs.voters) > 3:
+                    victim = rng.choice(cs.voters)
+                    cc = ConfChange.remove(victim)
+                elif cs.learners and len(cs.voters) >= 3:
+                    out, learner = rng.choice(cs.voters), rng.choice(cs.learners)
+                    cc = ConfChange(
+                        (
+                            ConfChangeSingle(ConfChangeType.ADD_VOTER, learner),
+                            ConfChangeSingle(ConfChangeType.ADD_LEARNER, out),
+                        )
+                    )
+                else:
+                    return
+            try:
+                sim.node.propose_conf_change(cc)
+            except ProposalDroppedError:
+                return
+            for change in cc.changes:
+                if change.type == ConfChangeType.REMOVE:
+                    self.removed.add(change.node_id)
 
     def check_leaders(self) -> None:
         for node_id, sim in self.nodes.items():
@@ -174,6 +222,8 @@ class Sim:
             self.compact(rng.choice(ids))
         elif action < 0.995:
             self.nodes[rng.choice(ids)].node.transfer_leadership(rng.choice(ids))
+        elif action < 0.998:
+            self.change_membership()
         self.check_leaders()
 
     def run(self, steps: int) -> None:
@@ -182,9 +232,21 @@ class Sim:
 
 
 @pytest.mark.slow
+@pytest.mark.sim
 @pytest.mark.parametrize("seed", list(range(1, 13)))
 def test_safety_holds_when_network_and_nodes_misbehave(seed: int) -> None:
     """Election safety, state-machine safety and ReadIndex linearizability under faults."""
     sim = Sim(seed)
-    sim.run(10_000)
-    assert len(sim.applied_at) > 40, f"seed={seed}: too little progress {len(sim.applied_at)}"
+    sim.run(15_000)
+    assert len(sim.applied_at) > 50, f"seed={seed}: too little progress {len(sim.applied_at)}"
+
+
+@pytest.mark.slow
+@pytest.mark.sim
+@pytest.mark.parametrize("seed", list(range(101, 113)))
+def test_safety_holds_when_membership_changes_under_faults(seed: int) -> None:
+    """The same checks while learners join, are promoted, voters leave (leaders too) and
+    joint configurations come and go (thesis §4.3)."""
+    sim = Sim(seed, n=5, spares=3)
+    sim.run(15_000)
+    assert len(sim.applied_at) > 50, f"seed={seed}: too little progress {len(sim.applied_at)}"
