@@ -211,7 +211,7 @@ class RawNode:
             or r.lead != self._prev_soft.leader_id
             or r.role != self._prev_soft.role
             or self._hard_state_changed()
-            or log.unstable.next_entries()
+            or log.unstable.has_next_entries()
             or log.unstable.next_snapshot() is not None
             or log.has_next_committed_entries()
         )
