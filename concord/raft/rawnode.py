@@ -16,6 +16,17 @@ The loop that owns a RawNode:
        then calls on_applied(last index);
      - answers rd.read_states once applied >= index.
 
+Bootstrap and restart:
+  - A new cluster: each member's storage is `MemoryStorage(ConfState(voters=members))`
+    (the bootstrap membership acts as a snapshot at index 0). A node joining later starts
+    the same way (it is no voter there, so it never campaigns) and catches up from the
+    leader, applying the CONF_CHANGE entries that add it.
+  - A restart: load the recovered snapshot (apply_snapshot), then the hard state
+    (set_hard_state) and the entries (append) into a MemoryStorage, create the RawNode,
+    and restore the state machine from the snapshot. Committed entries past the snapshot
+    come back in Readys; apply them again (CONF_CHANGE ones with apply_conf_change).
+  - Within one Ready, persist the snapshot before the entries.
+
 Additions to docs/team RAFT_API.md (added, nothing renamed):
   - `Status` also carries `conf_state`, `lead_transferee` and `committed`.
   - `RawNode.raft` exposes the core for tests and describe; not part of the API.
