@@ -661,7 +661,11 @@ class Raft:
             # Commit news goes out with the next Ready (flush), once for all the
             # acknowledgements stepped before it.
             self.append_pending = True
-        elif m.frm != self.id and pr.can_bump_commit(self.log.committed):
+        elif (
+            m.frm != self.id
+            and not self.append_pending
+            and pr.can_bump_commit(self.log.committed)
+        ):
             self._maybe_send_append(m.frm)
         if m.frm != self.id:
             while self._maybe_send_append(m.frm, send_if_empty=False):
