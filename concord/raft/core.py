@@ -1055,4 +1055,7 @@ class Raft:
             and self.lead_transferee is None
         ):
             self.logger.info("leaving joint config automatically")
-            self.propose_conf_change(ConfChange())
+            try:
+                self.propose_conf_change(ConfChange())
+            except ProposalDroppedError as exc:
+                self.logger.warning("could not leave joint config yet: %s", exc)
