@@ -3,8 +3,9 @@ Randomized safety runs: a lossy, reordering, duplicating network with partitions
 crashes that lose unpersisted Readys, compaction, leader transfers, membership changes
 (learners, promotion, removal, joint consensus) and ReadIndex.
 
-After every step: election safety (Raft §5.2), state-machine safety (§5.4.3: no two nodes
-apply different entries at an index), and ReadIndex linearizability (thesis §6.4: a read
+After every step: election safety (Raft §5.2), leader completeness and state-machine
+safety (§5.4.3: no two nodes apply different entries at an index), and ReadIndex
+linearizability (thesis §6.4: a read
 index covers every entry committed before the read was requested). Seeds are fixed and
 printed on failure.
 """
@@ -44,6 +45,7 @@ class Sim:
         self.net: list[Message] = []
         self.cut: set[tuple[NodeId, NodeId]] = set()
         self.leaders: dict[int, NodeId] = {}
+        self.checked_terms: set[int] = set()
         self.applied_at: dict[int, tuple[int, bytes]] = {}
         self.reads: dict[bytes, int] = {}
         self.next_value = 0
@@ -170,12 +172,25 @@ class Sim:
                 if change.type == ConfChangeType.REMOVE:
                     self.removed.add(change.node_id)
 
+    def check_leader_completeness(self, node_id: NodeId) -> None:
+        """Raft §5.4.3: a new leader's log holds every entry applied anywhere."""
+        log = self.nodes[node_id].node.raft.log
+        first = log.first_index()
+        for index, (term, _) in self.applied_at.items():
+            if index >= first:
+                assert term == log.term_or_zero(index), (
+                    f"seed={self.seed} leader {node_id} lacks committed entry {index}"
+                )
+
     def check_leaders(self) -> None:
         for node_id, sim in self.nodes.items():
             raft = sim.node.raft
             if raft.role == Role.LEADER:
                 holder = self.leaders.setdefault(raft.term, node_id)
                 assert holder == node_id, f"seed={self.seed} two leaders in term {raft.term}"
+                if raft.term not in self.checked_terms:
+                    self.checked_terms.add(raft.term)
+                    self.check_leader_completeness(node_id)
 
     def step_once(self) -> None:
         rng = self.rng
