@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from concord.errors import CompactedError, RaftInvariantError
 from concord.ids import NodeId
@@ -107,3 +109,57 @@ def test_probe_moves_next_back_when_rejected_with_a_hint() -> None:
     pr.become_replicate()
     assert ProgressState.REPLICATE == pr.state
     assert not pr.maybe_decr_to(2, 0)  # below match: stale in replicate
+
+
+def naive_append(terms: list[int], prev: int, prev_term: int, new: list[int]) -> int | None:
+    """Raft §5.3 receiver rules on a plain list of terms (index i at terms[i - 1])."""
+    if prev > len(terms) or (prev > 0 and terms[prev - 1] != prev_term):
+        return None
+    for k, term in enumerate(new):
+        index = prev + 1 + k
+        if index <= len(terms) and terms[index - 1] != term:
+            del terms[index - 1 :]
+        if index > len(terms):
+            terms.append(term)
+    return prev + len(new)
+
+
+@pytest.mark.slow
+@settings(derandomize=True, max_examples=150)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("append"), st.integers(0, 12), st.lists(st.integers(1, 4), max_size=5)),
+            st.tuples(st.just("persist"), st.integers(0, 3), st.just([])),
+        ),
+        max_size=25,
+    )
+)
+def test_log_matches_naive_list_when_appending_and_persisting(
+    ops: list[tuple[str, int, list[int]]]
+) -> None:
+    """RaftLog (storage + unstable, persisted in random batches) equals a plain list."""
+    storage = MemoryStorage(CS)
+    log = RaftLog(storage, 1 << 20)
+    naive: list[int] = []
+    in_flight: list[list[Entry]] = []
+    for kind, arg, new in ops:
+        if kind == "append":
+            prev = min(arg, len(naive))
+            prev_term = naive[prev - 1] if prev > 0 else 0
+            # Terms never decrease along a leader's log: make the new entries valid.
+            floor = max([prev_term] + naive[:prev])
+            terms = sorted(max(t, floor) for t in new)
+            entries = tuple(Entry(t, prev + 1 + k) for k, t in enumerate(terms))
+            expected = naive_append(naive, prev, prev_term, terms)
+            assert expected == log.maybe_append(prev, prev_term, 0, entries)
+        else:
+            batch = log.unstable.next_entries()
+            log.unstable.accept_in_progress()
+            in_flight.append(list(batch))
+            for _ in range(min(arg, len(in_flight))):
+                done = in_flight.pop(0)
+                if done:
+                    storage.append(done)
+                    log.unstable.stable_to(done[-1].index, done[-1].term)
+        assert naive == [log.term(i) for i in range(1, log.last_index() + 1)]
