@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from concord.errors import CompactedError, ProposalDroppedError, RaftInvariantError
@@ -35,10 +34,11 @@ from concord.raft.confchange import Changer, ConfChangeError
 from concord.raft.config import RaftConfig, Rng
 from concord.raft.log import RaftLog
 from concord.raft.messages import CAMPAIGN_TRANSFER, ConfChange, ConfState, Entry, EntryType
-from concord.raft.messages import Message, MessageType, Snapshot, SnapshotMeta
+from concord.raft.messages import Message, MessageType, Snapshot
 from concord.raft.progress import Progress, ProgressState
 from concord.raft.quorum import VoteResult
 from concord.raft.readonly import ReadOnly
+from concord.raft.snapshot_transfer import SnapshotReceiver, snapshot_chunks
 from concord.raft.state import HardState, ReadState, Role, SoftState
 from concord.raft.storage import Storage
 from concord.raft.tracker import ProgressMap, ProgressTracker, TrackerConfig
@@ -69,18 +69,6 @@ class RaftLogger(_AdapterBase):
     ) -> tuple[object, MutableMapping[str, object]]:
         r = self._raft
         return f"{msg} node={r.id} term={r.term} role={r.role.name.lower()}", kwargs
-
-
-@dataclass(slots=True)
-class _SnapshotAssembly:
-    """A snapshot being received in chunks."""
-
-    meta: SnapshotMeta
-    leader: NodeId
-    chunks: list[bytes]
-    expected_offset: int
-    # Chunks that arrived ahead of a gap, by offset: (data, done).
-    early: dict[int, tuple[bytes, bool]]
 
 
 class Raft:
@@ -123,7 +111,7 @@ class Raft:
         self.now_ms = 0
         self.max_timestamp_seen_ms = self.log.last_timestamp_ms()
         self._last_stamp_ms = 0
-        self._snapshot_recv: _SnapshotAssembly | None = None
+        self._snapshot_recv = SnapshotReceiver(4 * config.snapshot_inflight_chunks)
         self._outgoing_snapshots: dict[NodeId, Snapshot] = {}
 
         hard_state, conf_state = storage.initial_state()
@@ -241,38 +229,22 @@ class Raft:
         return True
 
     def _send_snapshot_chunks(self, to: NodeId) -> None:
-        """
-        Send chunks of the snapshot in transfer to `to`, keeping at most
-        snapshot_inflight_chunks unacknowledged. `snapshot_sent_offset` is len(data) + 1
-        once the last chunk went out.
-        """
+        """Send the chunks of the transfer to `to` that its window allows."""
         pr = self.tracker.progress[to]
         snapshot = self._outgoing_snapshots.get(to)
         if pr.state != ProgressState.SNAPSHOT or snapshot is None:
             return
-        chunk = self.config.snapshot_chunk_bytes
-        window = chunk * self.config.snapshot_inflight_chunks
-        data = snapshot.data
-        total = len(data)
-        while (
-            pr.snapshot_sent_offset <= total
-            and pr.snapshot_sent_offset - pr.snapshot_acked_offset < window
-        ):
-            start = pr.snapshot_sent_offset
-            end = min(start + chunk, total)
-            done = end == total
-            self.msgs.append(
-                Message(
-                    MT.SNAPSHOT,
-                    to,
-                    self.id,
-                    self.term,
-                    snapshot=Snapshot(snapshot.meta, data[start:end]),
-                    snapshot_offset=start,
-                    snapshot_done=done,
-                )
+        self.msgs.extend(
+            snapshot_chunks(
+                snapshot,
+                pr,
+                to,
+                self.id,
+                self.term,
+                self.config.snapshot_chunk_bytes,
+                self.config.snapshot_inflight_chunks,
             )
-            pr.snapshot_sent_offset = total + 1 if done else end
+        )
 
     def _bcast_append(self) -> None:
         """One APPEND to every peer (commit news), then pipeline what the window allows."""
@@ -846,60 +818,25 @@ class Raft:
         self.log.commit_to(m.commit)
         self.msgs.append(Message(MT.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
 
-    def _snapshot_ack(self, m: Message, index: int, offset: int, reject: bool) -> None:
-        self.msgs.append(
-            Message(
-                MT.SNAPSHOT_RESP,
-                m.frm,
-                self.id,
-                self.term,
-                index=index,
-                snapshot_offset=offset,
-                reject=reject,
-            )
-        )
-
     def _handle_snapshot_chunk(self, m: Message) -> None:
         chunk = m.snapshot
         if chunk is None:
             raise RaftInvariantError(f"snapshot message from {m.frm} has no snapshot")
-        meta = chunk.meta
-        asm = self._snapshot_recv
-        if asm is not None and (asm.meta != meta or asm.leader != m.frm):
-            asm = None
-        if asm is None:
-            if m.snapshot_offset != 0:
-                # We hold no partial snapshot to continue: ask for a restart.
-                self._snapshot_ack(m, meta.index, 0, reject=True)
-                return
-            asm = _SnapshotAssembly(meta, m.frm, [], 0, {})
-            self._snapshot_recv = asm
-        if m.snapshot_offset < asm.expected_offset:
-            self._snapshot_ack(m, meta.index, asm.expected_offset, reject=False)
-            return
-        if m.snapshot_offset > asm.expected_offset:
-            # A gap: keep the chunk, ask the leader to resend from the gap.
-            if len(asm.early) < 4 * self.config.snapshot_inflight_chunks:
-                asm.early[m.snapshot_offset] = (chunk.data, m.snapshot_done)
-            self._snapshot_ack(m, meta.index, asm.expected_offset, reject=True)
-            return
-        done = m.snapshot_done
-        data_in = chunk.data
-        while True:
-            asm.chunks.append(data_in)
-            asm.expected_offset += len(data_in)
-            if done:
-                break
-            following = asm.early.pop(asm.expected_offset, None)
-            if following is None:
-                break
-            data_in, done = following
-        if not done:
-            self._snapshot_ack(m, meta.index, asm.expected_offset, reject=False)
-            return
-        self._snapshot_recv = None
-        data = asm.chunks[0] if len(asm.chunks) == 1 else b"".join(asm.chunks)
-        self._handle_snapshot(m.frm, Snapshot(meta, data))
+        result = self._snapshot_recv.receive(m, chunk)
+        if result.ack_offset is not None:
+            self.msgs.append(
+                Message(
+                    MT.SNAPSHOT_RESP,
+                    m.frm,
+                    self.id,
+                    self.term,
+                    index=chunk.meta.index,
+                    snapshot_offset=result.ack_offset,
+                    reject=result.reject,
+                )
+            )
+        if result.snapshot is not None:
+            self._handle_snapshot(m.frm, result.snapshot)
 
     def _handle_snapshot(self, frm: NodeId, snapshot: Snapshot) -> None:
         if self._restore(snapshot):
