@@ -34,6 +34,14 @@ Additions to docs/team RAFT_API.md (added, nothing renamed):
     appear in a Ready: they are stepped inside on_persisted(number) for the Ready they
     belong to. So the leader counts its own entries toward a quorum only once persisted.
   - `must_sync` is also true when a snapshot is to be persisted.
+  - RaftConfig also has `snapshot_inflight_chunks` (chunks in flight per follower) and
+    `step_down_on_removal` (default True); the Rng Protocol lives in config.py and is
+    exported by concord.raft.
+  - MemoryStorage also has `hard_state` (property) and `last_timestamp_ms()`.
+  - messages.py also has `LOCAL_MESSAGE_TYPES`, `CAMPAIGN_TRANSFER` and the ConfChange
+    helpers `add_voter`, `add_learner`, `remove`, `encode`, `decode`.
+  - `step` raises ValueError for local message types and for messages addressed to
+    another node (a routing bug in the caller).
   - After a snapshot in a Ready is persisted, `applied` moves to its index (the caller
     installs it while persisting).
 """
