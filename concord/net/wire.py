@@ -300,6 +300,8 @@ def unpack_map(payload: bytes, max_bytes: int) -> dict[str, object]:
     """
     if len(payload) > max_bytes:
         raise InvalidRequestError(f"request of {len(payload)} bytes exceeds max_request_bytes {max_bytes}")
+    if not payload:
+        raise InvalidRequestError("payload is empty")
     try:
         obj = msgpack.unpackb(
             payload,
@@ -438,6 +440,8 @@ def reply_for_error(exc: ClientError, request_id: int | None = None) -> bytes:
 
 def peek_id(payload: bytes) -> int | None:
     """Best-effort id of a reply or request payload (None if it cannot be read)."""
+    if not payload:
+        raise InvalidRequestError("payload is empty")
     try:
         obj = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
