@@ -138,7 +138,9 @@ class ChildProcess:
         assert self.process.exitcode is not None
 
 
-def peer_echo_main(node_id: str, peers: dict[str, str], faults: bool, conn: Connection) -> None:
+def peer_echo_main(
+    node_id: str, bind: str, peers: dict[str, str], faults: bool, conn: Connection
+) -> None:
     """
     Process entry point: a PeerTransport that echoes DATA back as b"echo:" + payload.
 
@@ -148,7 +150,7 @@ def peer_echo_main(node_id: str, peers: dict[str, str], faults: bool, conn: Conn
     ctx: Context = zmq.Context()
     try:
         options = PeerOptions(reconnect_ivl_ms=10, reconnect_ivl_max_ms=100, faults_enabled=faults)
-        with PeerTransport(ctx, NodeId(node_id), "tcp://127.0.0.1:0",
+        with PeerTransport(ctx, NodeId(node_id), bind,
                            {NodeId(k): v for k, v in peers.items()}, options) as transport:
             conn.send(("ready", transport.endpoint))
             poller = zmq.Poller()
