@@ -40,6 +40,7 @@ from typing import Callable
 import zmq
 
 from concord.errors import ConfigError, ShuttingDownError
+from concord.net._zmqutil import new_socket
 from concord.net.wire import Backend
 
 __all__ = [
@@ -127,9 +128,8 @@ class BackendLink:
         self._hello = (pack_header(KIND_HELLO, 0), role.value.encode())
         self._closed = False
         self.dropped_replies = 0
-        sock: Socket = ctx.socket(zmq.DEALER)
+        sock = new_socket(ctx, zmq.DEALER, f"backend link {name}")
         try:
-            sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.ROUTING_ID, raw)
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, sndhwm)

@@ -21,6 +21,7 @@ import msgpack
 import zmq
 
 from concord.errors import LocalProtocolError, RemoteProtocolError, RequestTimeoutError
+from concord.net._zmqutil import new_socket
 from concord.net.wire import pack
 
 __all__ = ["request"]
@@ -32,8 +33,7 @@ _ids = itertools.count(random.randrange(1 << 30))
 
 
 def _open(ctx: Context, endpoint: str) -> Socket:
-    sock: Socket = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
+    sock = new_socket(ctx, zmq.DEALER, "client")
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
@@ -78,6 +78,8 @@ def request(
             sock = _open(context, endpoint)
             try:
                 reply = _attempt(sock, payload, request_id, timeout_ms)
+            except zmq.ZMQError as exc:
+                raise LocalProtocolError(f"request to {endpoint} failed: {exc}") from exc
             finally:
                 sock.close(linger=0)
             if reply is not None:

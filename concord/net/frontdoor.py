@@ -51,6 +51,7 @@ from typing import Callable, Mapping
 import zmq
 
 from concord.errors import ClientError, ConfigError, InvalidRequestError, ShuttingDownError
+from concord.net._zmqutil import new_socket
 from concord.net.backend import KIND_HELLO, KIND_REPLY, KIND_REQUEST, pack_header, unpack_header
 from concord.net.wire import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -184,11 +185,14 @@ class FrontDoor:
         # (deadline, token); entries whose token was answered are skipped lazily.
         self._deadlines: list[tuple[float, int]] = []
         self._closed = False
-        self.client = ctx.socket(zmq.ROUTER)
-        self.backend = ctx.socket(zmq.ROUTER)
+        self.client = new_socket(ctx, zmq.ROUTER, "front door client")
+        try:
+            self.backend = new_socket(ctx, zmq.ROUTER, "front door backend")
+        except BaseException:
+            self.client.close(linger=0)
+            raise
         try:
             for sock in (self.client, self.backend):
-                sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self.client.setsockopt(zmq.SNDHWM, options.client_sndhwm)
             self.client.setsockopt(zmq.RCVHWM, options.client_rcvhwm)
@@ -309,7 +313,7 @@ class FrontDoor:
             self.stats.client_gone += 1
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
-                raise
+                raise ShuttingDownError(f"front door client socket failed: {exc}") from exc
             self.stats.client_gone += 1
         else:
             self.stats.replies += 1
@@ -344,7 +348,7 @@ class FrontDoor:
             return False
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
-                raise
+                raise ShuttingDownError(f"front door backend socket failed: {exc}") from exc
             log.warning("backend unreachable, forgotten name=%r", backend)
             self._backends.pop(backend, None)
             return False

@@ -56,6 +56,7 @@ import zmq
 
 from concord.errors import ConfigError, ShuttingDownError
 from concord.ids import NodeId
+from concord.net._zmqutil import new_socket
 from concord.net.faults import Action, FaultFilter
 
 __all__ = ["PeerOptions", "PeerStats", "PeerTransport", "PEER_VERSION", "KIND_DATA", "KIND_PING"]
@@ -192,9 +193,8 @@ class PeerTransport:
 
     def _make_router(self, endpoint: str) -> Socket:
         opts = self.options
-        sock: Socket = self._ctx.socket(zmq.ROUTER)
+        sock = new_socket(self._ctx, zmq.ROUTER, "peer router")
         try:
-            sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
             sock.setsockopt(zmq.RCVHWM, opts.rcvhwm)
@@ -214,9 +214,8 @@ class PeerTransport:
 
     def _make_dealer(self, endpoint: str) -> Socket:
         opts = self.options
-        sock: Socket = self._ctx.socket(zmq.DEALER)
+        sock = new_socket(self._ctx, zmq.DEALER, "peer dealer")
         try:
-            sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.ROUTING_ID, self._identity)
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, opts.sndhwm)
