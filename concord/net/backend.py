@@ -180,7 +180,7 @@ class BackendLink:
 
     def _send(self, frames: tuple[bytes, bytes]) -> bool:
         try:
-            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:
             self.dropped_replies += 1
             return False

@@ -320,7 +320,7 @@ class PeerTransport:
     def _send_now(self, sock: Socket, to: NodeId, payload: bytes, ping: bool) -> bool:
         header = _PING_HEADER if ping else _DATA_HEADER
         try:
-            sock.send_multipart((header, payload), flags=zmq.NOBLOCK, copy=False)
+            sock.send_multipart((header, payload), flags=zmq.NOBLOCK)
         except zmq.Again:
             self.stats.dropped_unreachable += 1
             return False
