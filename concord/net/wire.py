@@ -214,7 +214,7 @@ _OP_LIST: tuple[OpSpec, ...] = (
     OpSpec("put", _W, (_KEY, Arg("value", ArgType.ANY, True), _TTL, Arg("compress", ArgType.BOOL)),
            doc="-> {revision}"),
     OpSpec("get", _R, (_KEY, _CONSISTENCY, Arg("meta", ArgType.BOOL)),
-           doc="-> {value} (+ revision, version, create_revision, ttl with meta) | not_found"),
+           doc="-> {value} (+ revision, version, create_revision, ttl with meta), or not_found"),
     OpSpec("delete", _W, (_KEY,), doc="-> {deleted, revision}"),
     OpSpec("put_many", _W, (Arg("items", ArgType.ITEMS, True),), doc="-> {revision}"),
     OpSpec("get_many", _R, (Arg("keys", ArgType.STR_LIST, True), _CONSISTENCY),
@@ -463,5 +463,6 @@ def describe_ops(registry: Mapping[str, OpSpec] = OPS) -> str:
         notes = spec.doc
         if spec.one_of:
             notes += " exactly one of: " + "; ".join(", ".join(g) for g in spec.one_of)
-        lines.append(f"| `{spec.name}` | {spec.backend.value} | {', '.join(parts)} | {notes.strip()} |")
+        notes = notes.strip().replace("|", "\\|")
+        lines.append(f"| `{spec.name}` | {spec.backend.value} | {', '.join(parts)} | {notes} |")
     return "\n".join(lines)
