@@ -18,6 +18,7 @@ ratios against `direct`.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -79,7 +80,7 @@ def backend_main(endpoint: str, conn: Connection) -> None:
     poller.register(conn.fileno(), zmq.POLLIN)
     conn.send("ready")
     while not _stop_requested(conn):
-        poller.poll(max(0.0, link.next_deadline() - time.monotonic()) * 1000)
+        poller.poll(math.ceil(max(0.0, link.next_deadline() - time.monotonic()) * 1000))
         link.service_timers(time.monotonic())
         while (req := link.recv()) is not None:
             request = decode_request(req.payload)

@@ -9,6 +9,7 @@ exit when the pipe says "stop" or closes (a lifeline if the test runner dies).
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import threading
@@ -48,7 +49,7 @@ def run_echo_backend(
             poller.register(extra_fd, zmq.POLLIN)
         while not should_stop():
             timeout_s = min(0.02, max(0.0, link.next_deadline() - time.monotonic()))
-            poller.poll(timeout_s * 1000)
+            poller.poll(math.ceil(timeout_s * 1000))
             link.service_timers(time.monotonic())
             while (req := link.recv()) is not None:
                 try:
@@ -158,7 +159,7 @@ def peer_echo_main(
             poller.register(conn.fileno(), zmq.POLLIN)
             while True:
                 timeout_s = max(0.0, transport.next_deadline() - time.monotonic())
-                poller.poll(timeout_s * 1000)
+                poller.poll(math.ceil(timeout_s * 1000))
                 transport.service_timers(time.monotonic())
                 while (msg := transport.recv()) is not None:
                     transport.send(msg[0], b"echo:" + msg[1])

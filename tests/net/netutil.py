@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import socket
 import time
 from typing import Iterable
 
@@ -38,7 +40,7 @@ def recv_one(transport: PeerTransport, timeout_s: float = 5.0) -> tuple[NodeId, 
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        poller.poll(remaining * 1000)
+        poller.poll(math.ceil(remaining * 1000))
 
 
 def drain(transport: PeerTransport) -> list[tuple[NodeId, bytes]]:
@@ -62,3 +64,21 @@ def establish(transports: Iterable[PeerTransport], clock: FakeClock, timeout_s: 
         return all(t.last_heard(p) is not None for t in group for p in t.peers)
 
     wait_until(all_heard, timeout_s, describe=lambda: str([(t.node_id, t.stats) for t in group]))
+
+    def quiet() -> bool:
+        # Every ping sent has arrived (in-process, nothing is lost once connected), so no
+        # stale ping can reach a test's later assertions.
+        for t in group:
+            assert [] == drain(t)
+        sent = sum(t.stats.pings_sent for t in group)
+        return sent == sum(t.stats.pings_received + t.stats.dropped_fault for t in group)
+
+    wait_until(quiet, timeout_s, describe=lambda: str([(t.node_id, t.stats) for t in group]))
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on (the OS closes it synchronously)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

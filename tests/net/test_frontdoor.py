@@ -16,6 +16,7 @@ from concord.net.client import request
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.wire import pack
 from tests.net.fakes import EchoThread
+from tests.net.netutil import closed_port
 
 Context = zmq.Context[zmq.Socket[bytes]]
 MAX_REQUEST_BYTES = 4096
@@ -252,18 +253,16 @@ def test_reads_go_to_read_workers_when_consistency_not_strong(ctx: Context, door
         assert "read" == reply["role"]
         read_names.add(reply["backend"])
     assert {"read-0", "read-1"} == read_names
-    routed = {
-        op: request(door.endpoint, msg, ctx=ctx)["role"]
-        for op, msg in [
-            ("strong get", {"op": "get", "key": "k", "consistency": "strong"}),
-            ("strong count", {"op": "count", "prefix": "a", "consistency": "strong"}),
-            ("put", {"op": "put", "key": "k", "value": [1, {"a": None}]}),
-            ("delete_where", {"op": "delete_where", "prefix": "a"}),
-            ("members", {"op": "members"}),
-            ("fault", {"op": "fault", "command": {"cmd": "heal"}}),
-            ("query", {"op": "query", "range": ["a", "b"]}),
-        ]
-    }
+    cases: list[tuple[str, dict[str, object]]] = [
+        ("strong get", {"op": "get", "key": "k", "consistency": "strong"}),
+        ("strong count", {"op": "count", "prefix": "a", "consistency": "strong"}),
+        ("put", {"op": "put", "key": "k", "value": [1, {"a": None}]}),
+        ("delete_where", {"op": "delete_where", "prefix": "a"}),
+        ("members", {"op": "members"}),
+        ("fault", {"op": "fault", "command": {"cmd": "heal"}}),
+        ("query", {"op": "query", "range": ["a", "b"]}),
+    ]
+    routed = {op: request(door.endpoint, msg, ctx=ctx)["role"] for op, msg in cases}
     assert {"strong get": "raft", "strong count": "raft", "put": "raft", "delete_where": "raft",
             "members": "raft", "fault": "raft", "query": "read"} == routed
 
@@ -285,10 +284,7 @@ def test_request_helper_retries_when_first_attempt_unanswered(ctx: Context, door
 
 def test_request_helper_raises_timeout_when_nobody_listens(ctx: Context) -> None:
     """With nothing at the endpoint, request raises RequestTimeoutError after its retries."""
-    probe = ctx.socket(zmq.ROUTER)
-    probe.setsockopt(zmq.LINGER, 0)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close()
+    port = closed_port()
     with pytest.raises(RequestTimeoutError, match="after 2 attempts") as info:
         request(f"tcp://127.0.0.1:{port}", {"op": "status", "id": 77}, timeout_ms=30, retries=1, ctx=ctx)
     assert 77 == info.value.request_id

@@ -39,9 +39,9 @@ def n1(ctx: Context) -> Iterator[PeerTransport]:
 
 def start_peer(n1: PeerTransport, faults: bool, bind: str = "tcp://127.0.0.1:0") -> ChildProcess:
     child = ChildProcess(peer_echo_main, "n2", bind, {"n1": n1.endpoint}, faults)
-    status, endpoint = child.recv()  # type: ignore[misc]
-    assert "ready" == status
-    n1.add_peer(N2, str(endpoint))
+    ready = child.recv()
+    assert isinstance(ready, tuple) and "ready" == ready[0]
+    n1.add_peer(N2, str(ready[1]))
     return child
 
 
@@ -85,8 +85,8 @@ def test_fault_partition_cuts_real_process_when_commanded(n1: PeerTransport) -> 
     try:
         wait_until(lambda: echoed(n1, b"up"), 20.0)
         child.conn.send({"cmd": "partition", "a": ["n2"], "b": ["n1"]})
-        status, result = child.recv()  # type: ignore[misc]
-        assert "ok" == status and 2 == len(result["rules"])
+        reply = child.recv()
+        assert isinstance(reply, tuple) and "ok" == reply[0] and 2 == len(reply[1]["rules"])
 
         def n2_unreachable() -> bool:
             n1.service_timers(time.monotonic())
