@@ -16,6 +16,7 @@ from concord.net.client import request
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.wire import pack
 from tests.net.fakes import EchoThread
+from tests.helpers import wait_until
 from tests.net.netutil import closed_port
 
 Context = zmq.Context[zmq.Socket[bytes]]
@@ -29,10 +30,10 @@ def ipc_endpoint() -> str:
 class DoorThread:
     """A FrontDoor served on a thread of the test process."""
 
-    def __init__(self, ctx: Context, **overrides: object) -> None:
+    def __init__(self, ctx: Context, backend_endpoint: str | None = None, **overrides: object) -> None:
         options = FrontDoorOptions(
             client_endpoint="tcp://127.0.0.1:0",
-            backend_endpoint=ipc_endpoint(),
+            backend_endpoint=backend_endpoint or ipc_endpoint(),
             max_request_bytes=MAX_REQUEST_BYTES,
             **overrides,  # type: ignore[arg-type]
         )
@@ -85,8 +86,6 @@ def wait_ready(ctx: Context, endpoint: str) -> None:
             if reply["ok"]:
                 seen.add(str(reply["backend"]))
         return {"read-0", "read-1", "raft"} <= seen
-
-    from tests.helpers import wait_until
 
     wait_until(probe, 20.0, describe=lambda: f"backends answering: {sorted(seen)}")
 
@@ -307,3 +306,44 @@ def test_config_error_when_endpoint_unbindable(ctx: Context) -> None:
         FrontDoor(ctx, FrontDoorOptions("tcp://256.1.1.1:0", ipc_endpoint()))
     with pytest.raises(ConfigError, match="default_timeout_ms"):
         FrontDoor(ctx, FrontDoorOptions("tcp://127.0.0.1:0", ipc_endpoint(), default_timeout_ms=0))
+
+
+def test_reads_prefer_least_loaded_worker_when_one_is_busy(ctx: Context, door: DoorThread) -> None:
+    """While one read worker holds an unanswered request, every new read goes to the other."""
+    busy = dealer(ctx, door.endpoint)
+    try:
+        busy.send_multipart([b"", pack({"op": "get", "id": 1, "key": "silent", "timeout_ms": 3000})])
+        names = [
+            request(door.endpoint, {"op": "get", "key": "k"}, ctx=ctx)["backend"] for _ in range(6)
+        ]
+        assert 1 == len(set(names)), names
+        # The other worker holds the silent request; the door answers it with timeout later.
+    finally:
+        busy.close()
+
+
+def test_backends_rejoin_when_front_door_restarts(ctx: Context) -> None:
+    """A restarted front door on the same ipc path relearns its backends from their HELLOs."""
+    first = DoorThread(ctx)
+    path = first.backend_endpoint
+    backends = [EchoThread(ctx, path, "raft", "raft"), EchoThread(ctx, path, "read", "read-0")]
+    try:
+        wait_until(lambda: request(first.endpoint, {"op": "status"}, ctx=ctx)["ok"], 10.0)
+        first.stop()
+        second = DoorThread(ctx, backend_endpoint=path)
+        try:
+            roles: set[object] = set()
+
+            def both_roles_answer() -> bool:
+                for msg in ({"op": "status"}, {"op": "get", "key": "k"}):
+                    reply = request(second.endpoint, msg, ctx=ctx)
+                    if reply["ok"]:
+                        roles.add(reply["role"])
+                return {"raft", "read"} == roles
+
+            wait_until(both_roles_answer, 10.0, describe=lambda: str(roles))
+        finally:
+            second.stop()
+    finally:
+        for b in backends:
+            b.stop()

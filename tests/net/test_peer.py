@@ -16,6 +16,7 @@ from tests.net.netutil import FakeClock, closed_port, drain, establish, recv_one
 
 N1, N2, N3 = NodeId("n1"), NodeId("n2"), NodeId("n3")
 LOCAL = "tcp://127.0.0.1:0"
+Zmq = zmq.Context[zmq.Socket[bytes]]
 
 
 @pytest.fixture
@@ -349,3 +350,17 @@ def test_heal_link_clears_both_directions_when_src_dst_given(faulty: dict[NodeId
     assert [("n1", "n3"), ("n3", "n1")] == [(r["src"], r["dst"]) for r in rules]
     assert t.send(N2, b"ok")
     assert not t.send(N3, b"no")
+
+
+def test_add_peer_repoints_link_when_endpoint_changes(
+    ctx: Zmq, clock: FakeClock, cluster: dict[NodeId, PeerTransport]
+) -> None:
+    """add_peer with a new endpoint for a known id moves the link there."""
+    moved = PeerTransport(ctx, N3, LOCAL, options=cluster[N3].options, clock=clock)
+    try:
+        cluster[N1].add_peer(N3, moved.endpoint)
+        assert moved.endpoint == cluster[N1].peers[N3]
+        wait_until(lambda: cluster[N1].send(N3, b"moved"), 5.0)
+        assert (N1, b"moved") == recv_one(moved)
+    finally:
+        moved.close()
