@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from concord.errors import InvalidRequestError, NotLeaderError
 from concord.net.backend import KIND_REPLY, pack_header, unpack_header
@@ -137,3 +139,42 @@ def test_backend_header_roundtrips_when_valid_and_rejects_garbage() -> None:
     assert unpack_header(b"\x01\x03") is None
     assert unpack_header(b"\x02\x03" + bytes(8)) is None
     assert unpack_header(b"\x01\x09" + bytes(8)) is None
+
+
+_msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=6) | st.integers(0, 3), children, max_size=4),
+    max_leaves=6,
+)
+
+
+@pytest.mark.slow
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_decode_raises_only_invalid_request_when_bytes_random(payload: bytes) -> None:
+    """Arbitrary bytes either decode or raise InvalidRequestError; nothing else escapes."""
+    try:
+        decode_request(payload)
+    except InvalidRequestError:
+        pass
+
+
+@pytest.mark.slow
+@settings(derandomize=True, max_examples=80, deadline=None)
+@given(st.dictionaries(st.sampled_from(["op", "id", "key", "value", "ttl", "keys", "items", "consistency",
+                                         "seq", "client_id", "x"]), _msgpack_values, max_size=6),
+       st.sampled_from(sorted(OPS)))
+def test_decode_raises_only_invalid_request_when_map_fields_random(
+    fields: dict[str, object], op: str
+) -> None:
+    """Random field values under a real op decode or raise InvalidRequestError, never anything else."""
+    msg = {"op": op, **fields}
+    try:
+        request = decode_request(pack(msg))
+    except InvalidRequestError as exc:
+        readable = isinstance(msg.get("id"), int) and not isinstance(msg.get("id"), bool)
+        assert (msg.get("id") if readable else None) == exc.request_id
+    else:
+        assert (msg["op"], msg["id"]) == (request.op, request.id)
