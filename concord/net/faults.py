@@ -25,6 +25,11 @@ Commands (dicts; node ids are str):
     {"cmd": "seed", "seed": int}                        reseed the RNG
     {"cmd": "status"}                                   no change
 Every successful command returns {"enabled": true, "rules": [...]}, the rules after it.
+
+Pings pass through the filter like DATA (so a partitioned peer turns unreachable) and
+draw from the same RNG: in a live process the sequence of draws depends on ping timing,
+so a seed reproduces drops exactly only where the caller controls the clock (unit tests).
+Whole-cluster determinism is the simulator's job (concord/sim), not this filter's.
 """
 
 from __future__ import annotations
