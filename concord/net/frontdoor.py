@@ -299,8 +299,8 @@ class FrontDoor:
         token = self._epoch | (next(self._tokens) & ((1 << 40) - 1))
         deadline = self._clock() + (timeout_ms + self.options.reply_grace_ms) / 1000.0
         if not self._forward(backend, token, payload):
-            # The chosen backend vanished between pick and send: one retry elsewhere.
-            backend = self._pick(target)
+            # The chosen backend vanished or is full (HWM): one retry on another.
+            backend = self._pick(target, exclude=backend)
             if backend is None or not self._forward(backend, token, payload):
                 self.stats.unroutable += 1
                 self._send_client(envelope, error_reply(
@@ -331,7 +331,7 @@ class FrontDoor:
 
     # -- backends ------------------------------------------------------------------
 
-    def _pick(self, role: Backend) -> bytes | None:
+    def _pick(self, role: Backend, exclude: bytes | None = None) -> bytes | None:
         now = self._clock()
         limit = self.options.backend_dead_after_s
         candidates = []
@@ -340,7 +340,7 @@ class FrontDoor:
                 log.warning("backend silent, forgotten name=%r", ident)
                 del self._backends[ident]
                 continue
-            if info.role is role:
+            if info.role is role and ident != exclude:
                 candidates.append(ident)
         if not candidates:
             return None
