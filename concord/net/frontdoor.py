@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 Socket = zmq.Socket[bytes]
 Context = zmq.Context[Socket]
 
+_MAX_IPC_PATH = 107
 _BATCH = 256  # messages handled per socket per poll, so neither side starves the other
 
 
@@ -113,6 +114,14 @@ class FrontDoorOptions:
                 f"timeouts must satisfy 0 < default_timeout_ms <= max_timeout_ms, got "
                 f"{self.default_timeout_ms} and {self.max_timeout_ms}"
             )
+        if self.backend_endpoint.startswith("ipc://"):
+            size = len(self.backend_endpoint[len("ipc://"):].encode())
+            if size > _MAX_IPC_PATH:
+                # NB: sun_path is 108 bytes on Linux; libzmq fails late and obscurely.
+                raise ConfigError(
+                    f"backend_endpoint ipc path is {size} bytes, over {_MAX_IPC_PATH}: "
+                    f"use a shorter directory such as /tmp or /run"
+                )
         if self.backend_dead_after_s <= 0:
             raise ConfigError(f"backend_dead_after_s must be > 0, got {self.backend_dead_after_s}")
 

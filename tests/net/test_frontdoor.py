@@ -304,6 +304,8 @@ def test_config_error_when_endpoint_unbindable(ctx: Context) -> None:
     """A bad endpoint is a ConfigError naming it, and no socket leaks."""
     with pytest.raises(ConfigError, match="cannot bind front door endpoint tcp://256"):
         FrontDoor(ctx, FrontDoorOptions("tcp://256.1.1.1:0", ipc_endpoint()))
+    with pytest.raises(ConfigError, match="ipc path is 120 bytes"):
+        FrontDoor(ctx, FrontDoorOptions("tcp://127.0.0.1:0", "ipc:///" + "x" * 119))
     with pytest.raises(ConfigError, match="default_timeout_ms"):
         FrontDoor(ctx, FrontDoorOptions("tcp://127.0.0.1:0", ipc_endpoint(), default_timeout_ms=0))
 
