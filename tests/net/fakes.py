@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import threading
 import time
+import uuid
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Callable
@@ -23,6 +24,7 @@ import zmq
 from concord.errors import ClientError
 from concord.ids import NodeId
 from concord.net.backend import BackendLink
+from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.wire import Backend, decode_request, ok_reply, reply_for_error
 
@@ -176,3 +178,37 @@ def peer_echo_main(
                     return
     finally:
         ctx.term()
+
+
+def ipc_endpoint() -> str:
+    return f"ipc:///tmp/concord-test-{os.getpid()}-{uuid.uuid4().hex[:8]}.ipc"
+
+
+class DoorThread:
+    """A FrontDoor served on a thread of the test process."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        backend_endpoint: str | None = None,
+        max_request_bytes: int = 4096,
+        **overrides: object,
+    ) -> None:
+        options = FrontDoorOptions(
+            client_endpoint="tcp://127.0.0.1:0",
+            backend_endpoint=backend_endpoint or ipc_endpoint(),
+            max_request_bytes=max_request_bytes,
+            **overrides,  # type: ignore[arg-type]
+        )
+        self.door = FrontDoor(ctx, options)
+        self.endpoint = self.door.client_endpoint
+        self.backend_endpoint = self.door.backend_endpoint
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.door.serve, args=(self._stop.is_set, 10.0), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        assert not self._thread.is_alive()
+        self.door.close()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
-import uuid
 from typing import Iterator
 
 import msgpack
@@ -15,40 +13,12 @@ from concord.errors import ConfigError, RequestTimeoutError
 from concord.net.client import request
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.wire import pack
-from tests.net.fakes import EchoThread
 from tests.helpers import wait_until
+from tests.net.fakes import DoorThread, EchoThread, ipc_endpoint
 from tests.net.netutil import closed_port
 
 Context = zmq.Context[zmq.Socket[bytes]]
-MAX_REQUEST_BYTES = 4096
-
-
-def ipc_endpoint() -> str:
-    return f"ipc:///tmp/concord-test-{os.getpid()}-{uuid.uuid4().hex[:8]}.ipc"
-
-
-class DoorThread:
-    """A FrontDoor served on a thread of the test process."""
-
-    def __init__(self, ctx: Context, backend_endpoint: str | None = None, **overrides: object) -> None:
-        options = FrontDoorOptions(
-            client_endpoint="tcp://127.0.0.1:0",
-            backend_endpoint=backend_endpoint or ipc_endpoint(),
-            max_request_bytes=MAX_REQUEST_BYTES,
-            **overrides,  # type: ignore[arg-type]
-        )
-        self.door = FrontDoor(ctx, options)
-        self.endpoint = self.door.client_endpoint
-        self.backend_endpoint = self.door.backend_endpoint
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self.door.serve, args=(self._stop.is_set, 10.0), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5.0)
-        assert not self._thread.is_alive()
-        self.door.close()
+MAX_REQUEST_BYTES = 4096  # DoorThread's default max_request_bytes
 
 
 @pytest.fixture(scope="module")

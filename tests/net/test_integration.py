@@ -13,9 +13,8 @@ from concord.ids import NodeId
 from concord.net.client import request
 from concord.net.peer import PeerOptions, PeerTransport
 from tests.helpers import wait_until
-from tests.net.fakes import ChildProcess, echo_backend_main, peer_echo_main
+from tests.net.fakes import ChildProcess, DoorThread, echo_backend_main, peer_echo_main
 from tests.net.netutil import drain, recv_one
-from tests.net.test_frontdoor import DoorThread
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(60)]
 
