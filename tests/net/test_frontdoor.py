@@ -319,3 +319,16 @@ def test_backends_rejoin_when_front_door_restarts(ctx: Context) -> None:
     finally:
         for b in backends:
             b.stop()
+
+
+def test_pipelined_requests_all_answered_when_sent_without_waiting(ctx: Context, door: DoorThread) -> None:
+    """200 requests in flight on one DEALER, mixed reads and writes, each get exactly one reply."""
+    sock = dealer(ctx, door.endpoint)
+    try:
+        for i in range(200):
+            msg = {"op": "get", "id": i, "key": "k"} if i % 2 else {"op": "put", "id": i, "key": "k", "value": i}
+            sock.send_multipart([b"", pack(msg)])
+        ids = sorted(int(unpack(recv_frames(sock)[1])["id"]) for _ in range(200))  # type: ignore[call-overload]
+        assert list(range(200)) == ids
+    finally:
+        sock.close()
