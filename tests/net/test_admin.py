@@ -55,7 +55,13 @@ def serve(ctx: Context, faults_enabled: bool) -> tuple[DoorThread, RaftBackendTh
     door = DoorThread(ctx)
     backend = RaftBackendThread(ctx, door.backend_endpoint, transport)
     status = {"op": "fault", "command": {"cmd": "status"}}
-    wait_until(lambda: request(door.endpoint, status, ctx=ctx).get("error") != "no_leader", 10.0)
+    try:
+        wait_until(lambda: request(door.endpoint, status, ctx=ctx).get("error") != "no_leader", 10.0)
+    except BaseException:
+        backend.stop()
+        door.stop()
+        transport.close()
+        raise
     return door, backend, transport
 
 
