@@ -115,11 +115,10 @@ def test_fault_command_rejected_when_process_has_faults_disabled(n1: PeerTranspo
 def test_front_door_routes_to_backend_processes_when_workers_die(ctx: Context) -> None:
     """Reads reach read-worker processes, writes the raft process; a dead read worker is skipped."""
     door = DoorThread(ctx, backend_dead_after_s=1.0)
-    children = {
-        name: ChildProcess(echo_backend_main, door.backend_endpoint, role, name)
-        for name, role in [("read-0", "read"), ("read-1", "read"), ("raft", "raft")]
-    }
+    children: dict[str, ChildProcess] = {}
     try:
+        for name, role in [("read-0", "read"), ("read-1", "read"), ("raft", "raft")]:
+            children[name] = ChildProcess(echo_backend_main, door.backend_endpoint, role, name)
         for child in children.values():
             assert "ready" == child.recv()
         pids = {name: child.process.pid for name, child in children.items()}
