@@ -1,0 +1,205 @@
+"""
+The link between the client front door and its backends (read workers, raft worker).
+
+Backends are other processes on the same host. The front door binds one ROUTER on an
+ipc endpoint; each backend connects one DEALER (`BackendLink`) with a unique routing id
+(its name) and announces its role with HELLO, at start and then every
+`heartbeat_interval_s` (so a restarted front door learns its backends within one
+interval, and a silent backend is forgotten). The front door hands each backend the
+client's request payload, already validated, under a token; the backend answers with a
+complete reply payload (built with concord.net.wire, carrying the request's id) under
+the same token. Client identities never reach backends.
+
+Wire layout (backend link v1). Each message is two frames after the ROUTER's routing-id
+frame:
+
+    frame 0  header, 10 bytes
+               byte 0     version = 1 (BACKEND_VERSION)
+               byte 1     kind    1 = HELLO    backend -> front door, token 0,
+                                               payload = role, UTF-8 ("read" | "raft")
+                                  2 = REQUEST  front door -> backend,
+                                               payload = the client's request (msgpack map)
+                                  3 = REPLY    backend -> front door,
+                                               payload = the reply (msgpack map)
+               bytes 2-9  token   u64 big-endian; chosen by the front door per request
+    frame 1  payload
+
+Anything else is discarded and counted. Never blocks: sends are NOBLOCK; the DEALER has
+IMMEDIATE=1, so while the front door is down replies are dropped (their clients time
+out) rather than queued for a front door that no longer knows their tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import zmq
+
+from concord.errors import ConfigError, ShuttingDownError
+from concord.net._zmqutil import new_socket
+from concord.net.wire import Backend
+
+__all__ = [
+    "BACKEND_VERSION",
+    "KIND_HELLO",
+    "KIND_REQUEST",
+    "KIND_REPLY",
+    "BackendLink",
+    "BackendRequest",
+    "pack_header",
+    "unpack_header",
+]
+
+log = logging.getLogger(__name__)
+
+BACKEND_VERSION = 1
+KIND_HELLO = 1
+KIND_REQUEST = 2
+KIND_REPLY = 3
+_HEADER = struct.Struct(">BBQ")
+HEADER_SIZE = _HEADER.size
+
+Socket = zmq.Socket[bytes]
+Context = zmq.Context[Socket]
+
+
+def pack_header(kind: int, token: int) -> bytes:
+    """The 10-byte header of a backend-link message."""
+    return _HEADER.pack(BACKEND_VERSION, kind, token)
+
+
+def unpack_header(header: bytes) -> tuple[int, int] | None:
+    """(kind, token) of a valid v1 header, else None."""
+    if len(header) != HEADER_SIZE:
+        return None
+    version, kind, token = _HEADER.unpack(header)
+    if version != BACKEND_VERSION or kind not in (KIND_HELLO, KIND_REQUEST, KIND_REPLY):
+        return None
+    return kind, token
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRequest:
+    """One request handed to a backend: answer it with `BackendLink.reply(token, ...)`."""
+
+    token: int
+    payload: bytes
+
+
+class BackendLink:
+    """
+    A backend's side of the front-door link (one DEALER).
+
+    Args:
+        ctx: this process's zmq context (not owned).
+        endpoint: the front door's backend endpoint (ipc://...).
+        role: Backend.READ for read workers, Backend.RAFT for the raft worker.
+        name: unique routing id among this front door's backends, e.g. "read-0".
+        heartbeat_interval_s: how often HELLO is repeated.
+        clock: monotonic seconds; injected for tests.
+
+    Raises:
+        ConfigError: bad name or endpoint.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        endpoint: str,
+        role: Backend,
+        name: str,
+        heartbeat_interval_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        sndhwm: int = 10000,
+    ) -> None:
+        raw = name.encode("utf-8") if isinstance(name, str) else b""
+        if not raw or len(raw) > 255 or raw[0] == 0:
+            raise ConfigError(f"backend name {name!r} must be 1..255 UTF-8 bytes not starting with NUL")
+        if heartbeat_interval_s <= 0:
+            raise ConfigError(f"backend heartbeat_interval_s must be > 0, got {heartbeat_interval_s}")
+        self.role = role
+        self.name = name
+        self._clock = clock
+        self._interval = heartbeat_interval_s
+        self._hello = (pack_header(KIND_HELLO, 0), role.value.encode())
+        self._closed = False
+        self.dropped_replies = 0
+        sock = new_socket(ctx, zmq.DEALER, f"backend link {name}")
+        try:
+            sock.setsockopt(zmq.ROUTING_ID, raw)
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.setsockopt(zmq.SNDHWM, sndhwm)
+            sock.setsockopt(zmq.RECONNECT_IVL, 20)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ConfigError(f"cannot connect backend {name} to {endpoint}: {exc}") from exc
+        self.socket = sock
+        self._next_hello_at = clock()
+
+    def register(self, poller: zmq.Poller) -> None:
+        """Register the link's socket for POLLIN."""
+        poller.register(self.socket, zmq.POLLIN)
+
+    def next_deadline(self) -> float:
+        """Clock time of the next HELLO."""
+        return self._next_hello_at
+
+    def service_timers(self, now: float) -> None:
+        """Send HELLO if it is due (also the backend's liveness heartbeat)."""
+        if now < self._next_hello_at:
+            return
+        self._send(self._hello)
+        self._next_hello_at = now + self._interval
+
+    def recv(self) -> BackendRequest | None:
+        """The next request, or None if none is waiting. Never blocks."""
+        self._require_open()
+        while True:
+            try:
+                frames = self.socket.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return None
+            except zmq.ZMQError as exc:
+                raise ShuttingDownError(f"backend link {self.name} is shutting down") from exc
+            header = unpack_header(frames[0]) if len(frames) == 2 else None
+            if header is None or header[0] != KIND_REQUEST:
+                log.warning("backend link discarded malformed message name=%s frames=%d", self.name, len(frames))
+                continue
+            return BackendRequest(header[1], frames[1])
+
+    def reply(self, token: int, payload: bytes) -> bool:
+        """Send the reply for `token`. False if it had to be dropped (front door away)."""
+        self._require_open()
+        return self._send((pack_header(KIND_REPLY, token), payload))
+
+    def _send(self, frames: tuple[bytes, bytes]) -> bool:
+        try:
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped_replies += 1
+            return False
+        except zmq.ZMQError as exc:
+            raise ShuttingDownError(f"backend link {self.name} is shutting down") from exc
+        return True
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise ShuttingDownError(f"backend link {self.name} is closed")
+
+    def close(self) -> None:
+        """Close the socket (LINGER=0). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.socket.close(linger=0)
+
+    def __enter__(self) -> BackendLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

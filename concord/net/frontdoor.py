@@ -1,0 +1,507 @@
+"""
+The client front door: one ROUTER per node, validating and routing every request.
+
+Design: a single-threaded Python broker loop (zguide "load balancing broker") that owns
+the client ROUTER (tcp) and the backend ROUTER (ipc, see concord.net.backend). A C-level
+`zmq.proxy` cannot validate the envelope or route by op and consistency, and would push
+bad input into the raft worker; the broker costs one extra hop, measured by
+bench/net_hop.py (see docs/formats/net.md for the figures).
+
+Per client message the loop:
+1. splits the envelope (below), rejects frames over `max_request_bytes` and malformed
+   payloads with an invalid_request reply (id when readable, else nil): nothing else
+   happens, and other clients are unaffected;
+2. routes by `route()`: ops whose spec says READ go to a read worker unless
+   `consistency == "strong"`; everything else (writes, strong-read barriers, membership,
+   admin, fault) goes to the raft worker. Among read workers it picks the least loaded
+   (fewest requests in flight), ties broken round robin;
+3. remembers (token -> client envelope, id, deadline) and forwards the raw payload;
+4. when the backend replies, sends the reply to the client with the same envelope; if no
+   reply comes by the deadline (`timeout_ms` of the request, else `default_timeout_ms`,
+   plus `reply_grace_ms`), the client gets a `timeout` error (outcome unknown for writes).
+
+Client envelopes accepted at the ROUTER (frame 0 is the ROUTER's routing id):
+
+    [identity, b"", payload]   REQ client, or DEALER sending an empty delimiter (preferred)
+    [identity, payload]        DEALER without a delimiter (accepted; payload non-empty)
+
+and the reply mirrors it: [identity, b"", reply] or [identity, reply]. Anything else
+(extra frames, multi-hop envelopes, an empty payload) gets invalid_request, sent with
+the delimiter if frame 1 was empty, else without. Replies never block: a client that is
+gone (ROUTER_MANDATORY -> EHOSTUNREACH) or not reading (HWM -> EAGAIN) loses the reply,
+which is counted.
+
+No backend of the needed kind connected: the client gets no_leader with a message
+naming what is missing, at once (it should retry or try another node).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Callable, Mapping
+
+import zmq
+
+from concord.errors import ClientError, ConfigError, InvalidRequestError, ShuttingDownError
+from concord.net._zmqutil import new_socket
+from concord.net.backend import KIND_HELLO, KIND_REPLY, KIND_REQUEST, pack_header, unpack_header
+from concord.net.wire import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    OPS,
+    Backend,
+    OpSpec,
+    Request,
+    decode_request,
+    error_reply,
+    reply_for_error,
+)
+
+__all__ = ["FrontDoor", "FrontDoorOptions", "FrontDoorStats", "route", "serve_in_process"]
+
+log = logging.getLogger(__name__)
+
+Socket = zmq.Socket[bytes]
+Context = zmq.Context[Socket]
+
+_MAX_IPC_PATH = 107
+_BATCH = 256  # messages handled per socket per poll, so neither side starves the other
+
+
+def route(request: Request, registry: Mapping[str, OpSpec] = OPS) -> Backend:
+    """Where a validated request goes: READ (read worker) or RAFT (raft worker)."""
+    spec = registry[request.op]
+    if spec.backend is Backend.READ and request.consistency != "strong":
+        return Backend.READ
+    return Backend.RAFT
+
+
+@dataclass(frozen=True, slots=True)
+class FrontDoorOptions:
+    """
+    Args:
+        client_endpoint: the node's client ROUTER, e.g. "tcp://127.0.0.1:7400" (port 0:
+            any free port, see FrontDoor.client_endpoint).
+        backend_endpoint: the ipc endpoint backends connect to, e.g. "ipc:///run/c/n1.ipc".
+    """
+
+    client_endpoint: str
+    backend_endpoint: str
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    default_timeout_ms: int = 5000
+    max_timeout_ms: int = 120_000
+    reply_grace_ms: int = 100
+    backend_dead_after_s: float = 3.0
+    client_sndhwm: int = 10000
+    client_rcvhwm: int = 10000
+
+    def validate(self) -> None:
+        """
+        Raises:
+            ConfigError: naming the bad field.
+        """
+        if self.max_request_bytes <= 0:
+            raise ConfigError(f"max_request_bytes must be > 0, got {self.max_request_bytes}")
+        if not 0 < self.default_timeout_ms <= self.max_timeout_ms:
+            raise ConfigError(
+                f"timeouts must satisfy 0 < default_timeout_ms <= max_timeout_ms, got "
+                f"{self.default_timeout_ms} and {self.max_timeout_ms}"
+            )
+        if self.backend_endpoint.startswith("ipc://"):
+            size = len(self.backend_endpoint[len("ipc://"):].encode())
+            if size > _MAX_IPC_PATH:
+                # NB: sun_path is 108 bytes on Linux; libzmq fails late and obscurely.
+                raise ConfigError(
+                    f"backend_endpoint ipc path is {size} bytes, over {_MAX_IPC_PATH}: "
+                    f"use a shorter directory such as /tmp or /run"
+                )
+        if self.backend_dead_after_s <= 0:
+            raise ConfigError(f"backend_dead_after_s must be > 0, got {self.backend_dead_after_s}")
+
+
+@dataclass(slots=True)
+class FrontDoorStats:
+    """Counters (monotonic)."""
+
+    requests: int = 0
+    invalid: int = 0
+    forwarded: int = 0
+    replies: int = 0
+    timeouts: int = 0
+    unroutable: int = 0
+    late_replies: int = 0  # backend answered after the deadline or for an unknown token
+    client_gone: int = 0  # reply dropped: client disconnected or not reading
+    bad_backend_messages: int = 0
+
+
+@dataclass(slots=True)
+class _BackendInfo:
+    role: Backend
+    last_heard: float
+    inflight: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    envelope: list[bytes]
+    request_id: int
+    backend: bytes
+    deadline: float
+    role: Backend = field(default=Backend.RAFT)
+
+
+class FrontDoor:
+    """
+    The broker. Not thread-safe: one thread (or process) owns it and calls `poll_once`
+    or `serve`.
+
+    Args:
+        ctx: this process's zmq context (not owned, not terminated here).
+        options: endpoints and limits.
+        registry: the op table (concord.net.wire.OPS).
+        clock: monotonic seconds; injected for tests.
+
+    Raises:
+        ConfigError: bad options, or an endpoint cannot be bound.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        options: FrontDoorOptions,
+        registry: Mapping[str, OpSpec] = OPS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        options.validate()
+        self.options = options
+        self.registry = registry
+        self.stats = FrontDoorStats()
+        self._clock = clock
+        self._backends: dict[bytes, _BackendInfo] = {}
+        self._rr = itertools.count()
+        # Token epoch in the high bits: a restarted front door never matches a late reply
+        # addressed to its predecessor.
+        self._epoch = random.getrandbits(24) << 40
+        self._tokens = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        # (deadline, token); entries whose token was answered are skipped lazily.
+        self._deadlines: list[tuple[float, int]] = []
+        self._closed = False
+        self.client = new_socket(ctx, zmq.ROUTER, "front door client")
+        try:
+            self.backend = new_socket(ctx, zmq.ROUTER, "front door backend")
+        except BaseException:
+            self.client.close(linger=0)
+            raise
+        try:
+            for sock in (self.client, self.backend):
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self.client.setsockopt(zmq.SNDHWM, options.client_sndhwm)
+            self.client.setsockopt(zmq.RCVHWM, options.client_rcvhwm)
+            # Hard guard far above the soft limit: a frame over it drops the connection
+            # instead of being buffered; frames up to it get an invalid_request reply.
+            self.client.setsockopt(zmq.MAXMSGSIZE, 4 * options.max_request_bytes + 4096)
+            self.backend.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            self.client_endpoint = self._bind(self.client, options.client_endpoint)
+            self.backend_endpoint = self._bind(self.backend, options.backend_endpoint)
+        except BaseException:
+            self.close()
+            raise
+        self._poller = zmq.Poller()
+        self._poller.register(self.client, zmq.POLLIN)
+        self._poller.register(self.backend, zmq.POLLIN)
+
+    @staticmethod
+    def _bind(sock: Socket, endpoint: str) -> str:
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise ConfigError(f"cannot bind front door endpoint {endpoint}: {exc}") from exc
+        raw = sock.getsockopt(zmq.LAST_ENDPOINT)
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    # -- loop ----------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """Earliest pending request deadline, or None."""
+        while self._deadlines and self._deadlines[0][1] not in self._pending:
+            heapq.heappop(self._deadlines)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def poll_once(self, timeout_ms: float) -> dict[object, int]:
+        """
+        Wait up to `timeout_ms` for traffic, handle it, then expire overdue requests.
+
+        Returns:
+            The poll events (socket or fd -> mask), so a caller that registered its own
+            fds with `register_fd` can see which are ready.
+        """
+        if self._closed:
+            raise ShuttingDownError("front door is closed")
+        deadline = self.next_deadline()
+        if deadline is not None:
+            timeout_ms = max(0.0, min(timeout_ms, (deadline - self._clock()) * 1000.0))
+        try:
+            events = dict(self._poller.poll(math.ceil(timeout_ms)))
+            if events.get(self.backend):
+                self._drain_backend()
+            if events.get(self.client):
+                self._drain_clients()
+        except zmq.ZMQError as exc:
+            raise ShuttingDownError(f"front door socket failed: {exc}") from exc
+        self.expire(self._clock())
+        return events
+
+    def register_fd(self, fd: int) -> None:
+        """Also wake `poll_once` when the OS file descriptor `fd` is readable."""
+        self._poller.register(fd, zmq.POLLIN)
+
+    def serve(self, should_stop: Callable[[], bool], tick_ms: float = 100.0) -> None:
+        """Run `poll_once` until `should_stop()` is true (checked every `tick_ms`)."""
+        while not should_stop():
+            self.poll_once(tick_ms)
+
+    # -- clients -------------------------------------------------------------------
+
+    def _drain_clients(self) -> None:
+        for _ in range(_BATCH):
+            try:
+                frames = self.client.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handle_client(frames)
+
+    def _handle_client(self, frames: list[bytes]) -> None:
+        self.stats.requests += 1
+        if len(frames) == 3 and frames[1] == b"":
+            envelope, payload = frames[:2], frames[2]
+        elif len(frames) == 2 and frames[1] != b"":
+            envelope, payload = frames[:1], frames[1]
+        else:
+            envelope = frames[:2] if len(frames) >= 2 and frames[1] == b"" else frames[:1]
+            self._reject(envelope, InvalidRequestError(
+                f"expected one payload frame after an optional empty delimiter, got {len(frames) - 1} frames"
+            ))
+            return
+        try:
+            request = decode_request(payload, self.registry, self.options.max_request_bytes)
+        except InvalidRequestError as exc:
+            self._reject(envelope, exc)
+            return
+        target = route(request, self.registry)
+        backend = self._pick(target)
+        if backend is None:
+            self.stats.unroutable += 1
+            what = "read worker" if target is Backend.READ else "raft worker"
+            self._send_client(envelope, error_reply(
+                request.id, "no_leader", f"no {what} is connected to this node's front door; retry", None
+            ))
+            return
+        timeout_ms = min(request.timeout_ms or self.options.default_timeout_ms, self.options.max_timeout_ms)
+        token = self._epoch | (next(self._tokens) & ((1 << 40) - 1))
+        deadline = self._clock() + (timeout_ms + self.options.reply_grace_ms) / 1000.0
+        if not self._forward(backend, token, payload):
+            # The chosen backend vanished or is full (HWM): one retry on another.
+            backend = self._pick(target, exclude=backend)
+            if backend is None or not self._forward(backend, token, payload):
+                self.stats.unroutable += 1
+                self._send_client(envelope, error_reply(
+                    request.id, "no_leader", "backend unavailable on this node; retry", None
+                ))
+                return
+        self._backends[backend].inflight += 1
+        self._pending[token] = _Pending(envelope, request.id, backend, deadline, target)
+        heapq.heappush(self._deadlines, (deadline, token))
+        self.stats.forwarded += 1
+
+    def _reject(self, envelope: list[bytes], exc: ClientError) -> None:
+        self.stats.invalid += 1
+        log.debug("invalid request rejected reason=%s", exc.message)
+        self._send_client(envelope, reply_for_error(exc))
+
+    def _send_client(self, envelope: list[bytes], reply: bytes) -> None:
+        try:
+            self.client.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.client_gone += 1
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise ShuttingDownError(f"front door client socket failed: {exc}") from exc
+            self.stats.client_gone += 1
+        else:
+            self.stats.replies += 1
+
+    # -- backends ------------------------------------------------------------------
+
+    def _pick(self, role: Backend, exclude: bytes | None = None) -> bytes | None:
+        now = self._clock()
+        limit = self.options.backend_dead_after_s
+        candidates = []
+        for ident, info in list(self._backends.items()):
+            if now - info.last_heard > limit:
+                log.warning("backend silent, forgotten name=%r", ident)
+                del self._backends[ident]
+                continue
+            if info.role is role and ident != exclude:
+                candidates.append(ident)
+        if not candidates:
+            return None
+        if len(candidates) == 1:
+            return candidates[0]
+        start = next(self._rr) % len(candidates)
+        rotated = candidates[start:] + candidates[:start]
+        return min(rotated, key=lambda ident: self._backends[ident].inflight)
+
+    def _forward(self, backend: bytes, token: int, payload: bytes) -> bool:
+        try:
+            self.backend.send_multipart(
+                [backend, pack_header(KIND_REQUEST, token), payload], flags=zmq.NOBLOCK
+            )
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise ShuttingDownError(f"front door backend socket failed: {exc}") from exc
+            log.warning("backend unreachable, forgotten name=%r", backend)
+            self._backends.pop(backend, None)
+            return False
+        return True
+
+    def _drain_backend(self) -> None:
+        for _ in range(_BATCH):
+            try:
+                frames = self.backend.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handle_backend(frames)
+
+    def _handle_backend(self, frames: list[bytes]) -> None:
+        header = unpack_header(frames[1]) if len(frames) == 3 else None
+        if header is None:
+            self.stats.bad_backend_messages += 1
+            return
+        kind, token = header
+        ident = frames[0]
+        if kind == KIND_HELLO:
+            try:
+                role = Backend(frames[2].decode())
+            except (UnicodeDecodeError, ValueError):
+                self.stats.bad_backend_messages += 1
+                return
+            info = self._backends.get(ident)
+            if info is None or info.role is not role:
+                log.info("backend connected name=%r role=%s", ident, role.value)
+                self._backends[ident] = _BackendInfo(role, self._clock())
+            else:
+                info.last_heard = self._clock()
+            return
+        if kind != KIND_REPLY:
+            self.stats.bad_backend_messages += 1
+            return
+        info = self._backends.get(ident)
+        if info is not None:
+            info.last_heard = self._clock()
+        pending = self._pending.pop(token, None)
+        if pending is None:
+            self.stats.late_replies += 1
+            return
+        self._done(pending)
+        self._send_client(pending.envelope, frames[2])
+
+    def _done(self, pending: _Pending) -> None:
+        info = self._backends.get(pending.backend)
+        if info is not None and info.inflight > 0:
+            info.inflight -= 1
+
+    def expire(self, now: float) -> int:
+        """Answer `timeout` to every request past its deadline; returns how many."""
+        count = 0
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, token = heapq.heappop(self._deadlines)
+            pending = self._pending.pop(token, None)
+            if pending is None:
+                continue
+            count += 1
+            self._done(pending)
+            self.stats.timeouts += 1
+            self._send_client(pending.envelope, error_reply(
+                pending.request_id,
+                "timeout",
+                f"no reply from the {pending.role.value} backend in time; outcome unknown",
+                None,
+            ))
+        return count
+
+    @property
+    def backends(self) -> dict[str, str]:
+        """Connected backends: name -> role."""
+        return {k.decode(errors="replace"): v.role.value for k, v in self._backends.items()}
+
+    @property
+    def pending_count(self) -> int:
+        """Requests forwarded and not yet answered."""
+        return len(self._pending)
+
+    # -- lifetime ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close both sockets (LINGER=0). Idempotent. Pending requests get no reply."""
+        if self._closed:
+            return
+        self._closed = True
+        self.client.close(linger=0)
+        self.backend.close(linger=0)
+        # NB: libzmq unlinks a bound ipc path later, in its I/O thread; we own the path,
+        # so remove it now and leave nothing behind whatever the timing.
+        path = getattr(self, "backend_endpoint", "")
+        if path.startswith("ipc://") and not path.startswith("ipc://@"):
+            try:
+                os.unlink(path[len("ipc://"):])
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot remove ipc socket path=%s error=%s", path, exc)
+
+    def __enter__(self) -> FrontDoor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve_in_process(options: FrontDoorOptions, conn: Connection) -> None:
+    """
+    Process entry point: run a front door until `conn` says "stop" or closes (lifeline).
+
+    Sends ("ready", client_endpoint, backend_endpoint) on `conn` once bound, or
+    ("error", message) if it cannot start. Creates and terminates its own zmq context.
+    """
+    ctx: Context = zmq.Context()
+    try:
+        try:
+            door = FrontDoor(ctx, options)
+        except ConfigError as exc:
+            conn.send(("error", str(exc)))
+            return
+        with door:
+            fd = conn.fileno()
+            door.register_fd(fd)
+            conn.send(("ready", door.client_endpoint, door.backend_endpoint))
+            log.info("front door ready pid=%d client=%s", os.getpid(), door.client_endpoint)
+            while True:
+                # NB: look at the pipe only when poll says so; conn.poll() costs ~50 us.
+                if door.poll_once(1000.0).get(fd):
+                    try:
+                        if conn.recv() == "stop":
+                            return
+                    except (EOFError, OSError):
+                        return
+    finally:
+        ctx.term()

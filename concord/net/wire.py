@@ -1,0 +1,468 @@
+"""
+The client wire envelope (DESIGN.md §7, protocol v1): decode, validate and encode.
+
+Pure: no sockets, no clock. The front door, the backends and the Python client all use
+this module, so the envelope rules live in exactly one place.
+
+Layout (protocol v1; the version is the op table below, carried by the protocol, since
+a client request is a single msgpack map with no header byte — §7 is the contract):
+
+    request  = msgpack map {
+        "op": str,                      # a name in OPS
+        "id": int,                      # echoed in the reply
+        ...op args,                     # per OPS[op].args (declared types, required/optional)
+        "token"?: str, "ns"?: str, "timeout_ms"?: int > 0,
+        "client_id"?: str|bytes + "seq"?: int >= 0   (both or neither),
+        "traceparent"?: str,
+    }
+    ok reply    = {"id": int, "ok": true, ...result}
+    error reply = {"id": int|nil, "ok": false, "error": code, "message": str,
+                   "leader": str|nil}
+
+Validation is strict: a payload that is not exactly one msgpack map with str keys, an
+unknown op, a missing or wrong-typed arg, an arg the op does not declare, an ext type
+anywhere, or a payload over `max_request_bytes` is rejected with `InvalidRequestError`
+(wire code invalid_request), whose `request_id` is the id when it could be read.
+
+Every op and its argument schema is declared ONCE, in `OPS`; docs/protocol.md can be
+generated from it (`describe_ops()`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import msgpack
+
+from concord.errors import ClientError, InvalidRequestError
+
+PROTOCOL_VERSION = 1
+
+#: Default cap on a request payload (one frame): a 1 MiB value plus room for its key and
+#: envelope. The front door's `max_request_bytes` overrides it.
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024 + 64 * 1024
+
+#: Nesting deeper than this is refused (a hostile payload must not blow the stack).
+MAX_DEPTH = 64
+
+
+class Backend(enum.Enum):
+    """Where the front door sends an op."""
+
+    READ = "read"
+    """A read worker (shared memory); `consistency="strong"` moves it to RAFT."""
+
+    RAFT = "raft"
+    """The raft worker: writes, strong-read barriers, membership, admin."""
+
+
+class ArgType(enum.Enum):
+    """The declared type of one argument."""
+
+    STR = "str"
+    INT = "int"  # never bool
+    NUMBER = "number"  # int or float, never bool
+    BOOL = "bool"
+    ANY = "any"  # any msgpack value (nil, bool, int, float, str, bytes, list, map)
+    MAP = "map"  # map with str keys
+    STR_LIST = "str_list"
+    STR_PAIR = "str_pair"  # [lo, hi]
+    ITEMS = "items"  # [[key, value, ttl?], ...]
+    TTL_ITEMS = "ttl_items"  # [[key, ttl], ...]
+    CONSISTENCY = "consistency"  # "eventual" | "leader" | "strong"
+    STR_OR_BYTES = "str_or_bytes"
+    POSITIVE_INT = "positive_int"
+    NON_NEGATIVE_INT = "non_negative_int"
+
+
+CONSISTENCY_LEVELS = ("eventual", "leader", "strong")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (isinstance(value, (int, float))) and not isinstance(value, bool)
+
+
+def _is_items(value: object) -> bool:
+    if not isinstance(value, list):
+        return False
+    for item in value:
+        if not isinstance(item, list) or len(item) not in (2, 3) or not isinstance(item[0], str):
+            return False
+        if len(item) == 3 and item[2] is not None and not _is_number(item[2]):
+            return False
+    return True
+
+
+def _is_ttl_items(value: object) -> bool:
+    if not isinstance(value, list):
+        return False
+    return all(
+        isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and _is_number(item[1])
+        for item in value
+    )
+
+
+_CHECKS: dict[ArgType, Callable[[object], bool]] = {
+    ArgType.STR: lambda v: isinstance(v, str),
+    ArgType.INT: _is_int,
+    ArgType.NUMBER: _is_number,
+    ArgType.BOOL: lambda v: isinstance(v, bool),
+    ArgType.ANY: lambda v: True,
+    ArgType.MAP: lambda v: isinstance(v, dict),
+    ArgType.STR_LIST: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    ArgType.STR_PAIR: lambda v: isinstance(v, list)
+    and len(v) == 2
+    and all(isinstance(x, str) for x in v),
+    ArgType.ITEMS: _is_items,
+    ArgType.TTL_ITEMS: _is_ttl_items,
+    ArgType.CONSISTENCY: lambda v: isinstance(v, str) and v in CONSISTENCY_LEVELS,
+    ArgType.STR_OR_BYTES: lambda v: isinstance(v, (str, bytes)),
+    ArgType.POSITIVE_INT: lambda v: _is_int(v) and v > 0,  # type: ignore[operator]
+    ArgType.NON_NEGATIVE_INT: lambda v: _is_int(v) and v >= 0,  # type: ignore[operator]
+}
+
+_TYPE_TEXT: dict[ArgType, str] = {
+    ArgType.STR: "a string",
+    ArgType.INT: "an integer",
+    ArgType.NUMBER: "a number",
+    ArgType.BOOL: "a boolean",
+    ArgType.ANY: "any value",
+    ArgType.MAP: "a map",
+    ArgType.STR_LIST: "a list of strings",
+    ArgType.STR_PAIR: "a list of two strings [lo, hi]",
+    ArgType.ITEMS: "a list of [key, value] or [key, value, ttl] lists",
+    ArgType.TTL_ITEMS: "a list of [key, ttl] lists",
+    ArgType.CONSISTENCY: "one of eventual, leader, strong",
+    ArgType.STR_OR_BYTES: "a string or bytes",
+    ArgType.POSITIVE_INT: "a positive integer",
+    ArgType.NON_NEGATIVE_INT: "a non-negative integer",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """One declared argument of an op."""
+
+    name: str
+    type: ArgType
+    required: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OpSpec:
+    """
+    One op of the protocol: its args and where the front door sends it.
+
+    `one_of` lists groups of arg names of which exactly one must be present.
+    """
+
+    name: str
+    backend: Backend
+    args: tuple[Arg, ...] = ()
+    one_of: tuple[tuple[str, ...], ...] = ()
+    doc: str = ""
+    arg_index: Mapping[str, Arg] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arg_index", {a.name: a for a in self.args})
+
+
+#: Optional fields allowed on every request (DESIGN.md §7).
+ENVELOPE_ARGS: tuple[Arg, ...] = (
+    Arg("token", ArgType.STR, doc="auth token"),
+    Arg("ns", ArgType.STR, doc="tenant namespace"),
+    Arg("timeout_ms", ArgType.POSITIVE_INT, doc="server-side deadline for this request"),
+    Arg("client_id", ArgType.STR_OR_BYTES, doc="session id for exactly-once writes (with seq)"),
+    Arg("seq", ArgType.NON_NEGATIVE_INT, doc="per-session sequence number (with client_id)"),
+    Arg("traceparent", ArgType.STR, doc="W3C trace context"),
+)
+_ENVELOPE_INDEX = {a.name: a for a in ENVELOPE_ARGS}
+
+_KEY = Arg("key", ArgType.STR, required=True)
+_CONSISTENCY = Arg("consistency", ArgType.CONSISTENCY, doc="default leader")
+_TTL = Arg("ttl", ArgType.NUMBER, doc="seconds")
+_FILTER_ARGS: tuple[Arg, ...] = (
+    Arg("prefix", ArgType.STR),
+    Arg("suffix", ArgType.STR),
+    Arg("contains", ArgType.STR),
+    Arg("pattern", ArgType.STR, doc="regular expression"),
+    Arg("range", ArgType.STR_PAIR, doc="inclusive [lo, hi]"),
+    Arg("where", ArgType.MAP, doc="declarative value filter"),
+    Arg("limit", ArgType.NON_NEGATIVE_INT),
+    Arg("offset", ArgType.NON_NEGATIVE_INT),
+)
+_CONDITIONS = ("expected", "version", "mod_revision", "absent")
+_CONDITION_ARGS: tuple[Arg, ...] = (
+    Arg("expected", ArgType.ANY),
+    Arg("version", ArgType.NON_NEGATIVE_INT),
+    Arg("mod_revision", ArgType.NON_NEGATIVE_INT),
+    Arg("absent", ArgType.BOOL),
+)
+_MEMBER_ID = Arg("member_id", ArgType.STR, required=True)
+
+_R = Backend.READ
+_W = Backend.RAFT
+
+_OP_LIST: tuple[OpSpec, ...] = (
+    OpSpec("put", _W, (_KEY, Arg("value", ArgType.ANY, True), _TTL, Arg("compress", ArgType.BOOL)),
+           doc="-> {revision}"),
+    OpSpec("get", _R, (_KEY, _CONSISTENCY, Arg("meta", ArgType.BOOL)),
+           doc="-> {value} (+ revision, version, create_revision, ttl with meta), or not_found"),
+    OpSpec("delete", _W, (_KEY,), doc="-> {deleted, revision}"),
+    OpSpec("put_many", _W, (Arg("items", ArgType.ITEMS, True),), doc="-> {revision}"),
+    OpSpec("get_many", _R, (Arg("keys", ArgType.STR_LIST, True), _CONSISTENCY),
+           doc="-> {values: {key: value}}"),
+    OpSpec("delete_many", _W, (Arg("keys", ArgType.STR_LIST, True),)),
+    OpSpec("touch", _W, (_KEY, Arg("ttl", ArgType.NUMBER, True))),
+    OpSpec("touch_many", _W, (Arg("items", ArgType.TTL_ITEMS, True),)),
+    OpSpec("ttl", _R, (_KEY, _CONSISTENCY), doc="-> {ttl}"),
+    OpSpec("get_with_ttl", _R, (_KEY, _CONSISTENCY), doc="-> {value, ttl}"),
+    OpSpec("get_all", _R, (Arg("limit", ArgType.NON_NEGATIVE_INT), Arg("after", ArgType.STR),
+                           _CONSISTENCY)),
+    OpSpec("put_if", _W, (_KEY, Arg("value", ArgType.ANY, True), *_CONDITION_ARGS, _TTL),
+           one_of=(_CONDITIONS,)),
+    OpSpec("delete_if", _W, (_KEY, *_CONDITION_ARGS), one_of=(_CONDITIONS,)),
+    OpSpec("keys", _R, (*_FILTER_ARGS, _CONSISTENCY)),
+    OpSpec("query", _R, (*_FILTER_ARGS, _CONSISTENCY)),
+    OpSpec("count", _R, (*_FILTER_ARGS, _CONSISTENCY)),
+    OpSpec("delete_where", _W, _FILTER_ARGS),
+    OpSpec("events", _W, (Arg("since_revision", ArgType.NON_NEGATIVE_INT, True),
+                          Arg("prefix", ArgType.STR), Arg("limit", ArgType.NON_NEGATIVE_INT)),
+           doc="-> {events, next_revision, compacted}"),
+    OpSpec("status", _W),
+    OpSpec("members", _W),
+    OpSpec("add_member", _W, (_MEMBER_ID, Arg("host", ArgType.STR, True),
+                              Arg("client_port", ArgType.NON_NEGATIVE_INT, True),
+                              Arg("peer_port", ArgType.NON_NEGATIVE_INT, True),
+                              Arg("events_port", ArgType.NON_NEGATIVE_INT, True),
+                              Arg("learner", ArgType.BOOL))),
+    OpSpec("remove_member", _W, (_MEMBER_ID,)),
+    OpSpec("promote_member", _W, (_MEMBER_ID,)),
+    OpSpec("transfer_leader", _W, (Arg("member_id", ArgType.STR, doc="default: best follower"),)),
+    OpSpec("fault", _W, (Arg("command", ArgType.MAP, True),),
+           doc="test-only: PeerTransport.apply_fault_command(command); needs faults.enabled"),
+)
+
+#: The op registry: the ONE table of ops, their args and their backend.
+OPS: Mapping[str, OpSpec] = {spec.name: spec for spec in _OP_LIST}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A validated request. `args` holds the op's own args (not the envelope fields)."""
+
+    op: str
+    id: int
+    args: Mapping[str, object]
+    token: str | None = None
+    ns: str | None = None
+    timeout_ms: int | None = None
+    client_id: str | bytes | None = None
+    seq: int | None = None
+    traceparent: str | None = None
+
+    @property
+    def consistency(self) -> str:
+        """The read consistency asked for (default "leader")."""
+        value = self.args.get("consistency", "leader")
+        return value if isinstance(value, str) else "leader"
+
+
+def _reject_ext(code: int, data: bytes) -> object:
+    raise InvalidRequestError(f"msgpack ext type {code} is not allowed")
+
+
+def _check_plain(value: object, depth: int) -> None:
+    """Raise if `value` holds anything but nil, bool, int, float, str, bytes, list, map."""
+    if depth > MAX_DEPTH:
+        raise InvalidRequestError(f"nesting deeper than {MAX_DEPTH}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_plain(k, depth + 1)
+            _check_plain(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_plain(v, depth + 1)
+    elif value is not None and not isinstance(value, (bool, int, float, str, bytes)):
+        raise InvalidRequestError(f"value of type {type(value).__name__} is not allowed")
+
+
+def unpack_map(payload: bytes, max_bytes: int) -> dict[str, object]:
+    """
+    Decode one msgpack map with str keys, or raise InvalidRequestError (request_id None).
+    """
+    if len(payload) > max_bytes:
+        raise InvalidRequestError(f"request of {len(payload)} bytes exceeds max_request_bytes {max_bytes}")
+    if not payload:
+        raise InvalidRequestError("payload is empty")
+    try:
+        obj = msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=False,
+            use_list=True,
+            timestamp=0,
+            ext_hook=_reject_ext,
+        )
+    except InvalidRequestError:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        # ExtraData, FormatError, StackError are ValueError subclasses; invalid UTF-8 is
+        # UnicodeDecodeError (ValueError).
+        raise InvalidRequestError(f"payload is not one msgpack value: {type(exc).__name__}") from exc
+    if not isinstance(obj, dict):
+        raise InvalidRequestError(f"payload is a msgpack {type(obj).__name__}, not a map")
+    for key in obj:
+        if not isinstance(key, str):
+            raise InvalidRequestError(f"map key {key!r} is not a string")
+    _check_plain(obj, 0)
+    return obj
+
+
+def validate(obj: Mapping[str, object], registry: Mapping[str, OpSpec] = OPS) -> Request:
+    """
+    Check a decoded request map against the op registry.
+
+    Raises:
+        InvalidRequestError: with `request_id` set when the id could be read.
+    """
+    raw_id = obj.get("id")
+    request_id = raw_id if _is_int(raw_id) else None
+    if "id" not in obj:
+        raise InvalidRequestError("missing field id")
+    if request_id is None:
+        raise InvalidRequestError(f"field id must be an integer, got {type(raw_id).__name__}")
+    assert isinstance(request_id, int)
+    op = obj.get("op")
+    if "op" not in obj:
+        raise InvalidRequestError("missing field op", request_id)
+    if not isinstance(op, str):
+        raise InvalidRequestError(f"field op must be a string, got {type(op).__name__}", request_id)
+    spec = registry.get(op)
+    if spec is None:
+        raise InvalidRequestError(f"unknown op {op!r}", request_id)
+    args: dict[str, object] = {}
+    envelope: dict[str, object] = {}
+    for name, value in obj.items():
+        if name in ("op", "id"):
+            continue
+        arg = spec.arg_index.get(name)
+        target = args
+        if arg is None:
+            arg = _ENVELOPE_INDEX.get(name)
+            target = envelope
+        if arg is None:
+            raise InvalidRequestError(f"op {op} does not take argument {name!r}", request_id)
+        if not _CHECKS[arg.type](value):
+            raise InvalidRequestError(
+                f"argument {name} of op {op} must be {_TYPE_TEXT[arg.type]}", request_id
+            )
+        target[name] = value
+    for arg in spec.args:
+        if arg.required and arg.name not in args:
+            raise InvalidRequestError(f"op {op} requires argument {arg.name}", request_id)
+    for group in spec.one_of:
+        present = [name for name in group if name in args]
+        if len(present) != 1:
+            raise InvalidRequestError(
+                f"op {op} takes exactly one of {', '.join(group)}, got {len(present)}", request_id
+            )
+    if ("client_id" in envelope) != ("seq" in envelope):
+        raise InvalidRequestError("client_id and seq go together", request_id)
+    return Request(
+        op=op,
+        id=request_id,
+        args=args,
+        token=envelope.get("token"),  # type: ignore[arg-type]
+        ns=envelope.get("ns"),  # type: ignore[arg-type]
+        timeout_ms=envelope.get("timeout_ms"),  # type: ignore[arg-type]
+        client_id=envelope.get("client_id"),  # type: ignore[arg-type]
+        seq=envelope.get("seq"),  # type: ignore[arg-type]
+        traceparent=envelope.get("traceparent"),  # type: ignore[arg-type]
+    )
+
+
+def decode_request(
+    payload: bytes,
+    registry: Mapping[str, OpSpec] = OPS,
+    max_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> Request:
+    """
+    Decode and validate one request payload.
+
+    Raises:
+        InvalidRequestError: for malformed input of any kind; `request_id` is the id when
+            it could be read, else None.
+    """
+    return validate(unpack_map(payload, max_bytes), registry)
+
+
+def pack(obj: Mapping[str, object]) -> bytes:
+    """Encode a map as msgpack (str as str, bytes as bin)."""
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+def encode_request(op: str, request_id: int, **args: object) -> bytes:
+    """Encode a request map (client side); no validation."""
+    return pack({"op": op, "id": request_id, **args})
+
+
+def ok_reply(request_id: int, result: Mapping[str, object] | None = None) -> bytes:
+    """Encode `{"id", "ok": true, ...result}`."""
+    reply: dict[str, object] = {"id": request_id, "ok": True}
+    if result:
+        for reserved in ("id", "ok"):
+            if reserved in result:
+                raise ValueError(f"result may not carry reserved field {reserved}")
+        reply.update(result)
+    return pack(reply)
+
+
+def error_reply(request_id: int | None, code: str, message: str, leader: str | None = None) -> bytes:
+    """Encode `{"id", "ok": false, "error", "message", "leader"}`."""
+    return pack({"id": request_id, "ok": False, "error": code, "message": message, "leader": leader})
+
+
+def reply_for_error(exc: ClientError, request_id: int | None = None) -> bytes:
+    """Encode the error reply for a ClientError (its code, message and leader hint)."""
+    leader = getattr(exc, "leader_hint", None)
+    rid = exc.request_id if exc.request_id is not None else request_id
+    return error_reply(rid, exc.code, exc.message, leader if isinstance(leader, str) else None)
+
+
+def peek_id(payload: bytes) -> int | None:
+    """Best-effort id of a reply or request payload (None if it cannot be read)."""
+    if not payload:
+        raise InvalidRequestError("payload is empty")
+    try:
+        obj = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        return None
+    if isinstance(obj, dict):
+        rid = obj.get("id")
+        return rid if _is_int(rid) else None
+    return None
+
+
+def describe_ops(registry: Mapping[str, OpSpec] = OPS) -> str:
+    """Markdown table of ops and args (source for docs/protocol.md)."""
+    lines = ["| op | backend | args | notes |", "|---|---|---|---|"]
+    for spec in registry.values():
+        parts = []
+        for arg in spec.args:
+            mark = "" if arg.required else "?"
+            parts.append(f"`{arg.name}{mark}`: {arg.type.value}")
+        notes = spec.doc
+        if spec.one_of:
+            notes += " exactly one of: " + "; ".join(", ".join(g) for g in spec.one_of)
+        notes = notes.strip().replace("|", "\\|")
+        lines.append(f"| `{spec.name}` | {spec.backend.value} | {', '.join(parts)} | {notes} |")
+    return "\n".join(lines)
