@@ -10,6 +10,7 @@ over any `KeySource`, so the shared-memory store serves queries with the same co
 from __future__ import annotations
 
 from concord.kv.commands import (
+    CLIENT_WRITE_OPS,
     WRITE_OPS,
     decode_command,
     encode_command,
@@ -26,6 +27,7 @@ from concord.kv.values import decode_stored, record_value
 
 __all__ = [
     "Applied",
+    "CLIENT_WRITE_OPS",
     "Change",
     "ChangeType",
     "DEFAULT_CONFIG",

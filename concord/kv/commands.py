@@ -71,6 +71,9 @@ WRITE_OPS: Final = frozenset(
     }
 )
 
+#: Write ops a client may send (`expire` is proposed by the leader only).
+CLIENT_WRITE_OPS: Final = WRITE_OPS - {"expire"}
+
 _INDEX_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _MAX_CLIENT_ID_BYTES: Final = 256
 
@@ -194,6 +197,8 @@ def check_key(key: object, config: KvConfig) -> str:
     Raises:
         InvalidKeyError.
     """
+    if type(key) is str and key.isascii() and 0 < len(key) <= config.max_key_bytes:
+        return key  # fast path
     if not isinstance(key, str):
         raise InvalidKeyError(f"key must be a string, got {type(key).__name__}")
     n = len(key)
@@ -242,6 +247,8 @@ def ttl_to_ms(ttl: object, config: KvConfig) -> int:
 
 
 def _check_ttl_ms(value: object, config: KvConfig) -> int:
+    if type(value) is int and 0 <= value <= config.max_ttl_ms:
+        return value  # fast path
     ms = _int(value, "ttl_ms")
     if ms > config.max_ttl_ms:
         raise InvalidRequestError(f"ttl_ms {ms} exceeds max_ttl_ms {config.max_ttl_ms}")
@@ -249,6 +256,9 @@ def _check_ttl_ms(value: object, config: KvConfig) -> int:
 
 
 def _check_stored(value: object, flags: object, config: KvConfig) -> tuple[bytes, int]:
+    if type(value) is bytes and (flags == 0 or flags == 1) and type(flags) is int:
+        if len(value) <= config.max_value_bytes:
+            return value, flags  # fast path
     if not isinstance(value, bytes):
         raise InvalidRequestError(f"value must be bin, got {type(value).__name__}")
     flags_int = _int(flags, "flags")
@@ -272,14 +282,32 @@ def _check_count(items: object, what: str, config: KvConfig) -> list[object]:
 # --- decoding (apply side) --------------------------------------------------------------
 
 
-def _fields(m: Mapping[str, object], required: Sequence[str], optional: Sequence[str] = ()) -> None:
-    allowed = {"v", "op", "client_id", "seq", *required, *optional}
-    for name in required:
-        if name not in m:
-            raise InvalidRequestError(f"command {m.get('op')!r} lacks field {name!r}")
-    for name in m:
-        if name not in allowed:
-            raise InvalidRequestError(f"command {m.get('op')!r} has unknown field {name!r}")
+_COMMON: Final = frozenset({"v", "op", "client_id", "seq"})
+_REQUIRED: Final[dict[str, frozenset[str]]] = {
+    "put": frozenset({"key", "value", "flags", "ttl_ms"}),
+    "delete": frozenset({"key"}),
+    "touch": frozenset({"key", "ttl_ms"}),
+    "put_many": frozenset({"items"}),
+    "delete_many": frozenset({"keys"}),
+    "touch_many": frozenset({"items"}),
+    "put_if": frozenset({"key", "value", "flags", "ttl_ms", "cond"}),
+    "delete_if": frozenset({"key", "cond"}),
+    "expire": frozenset({"keys"}),
+    "delete_where": frozenset({"query"}),
+    "create_index": frozenset({"name", "field"}),
+    "drop_index": frozenset({"name"}),
+}
+_ALLOWED: Final = {op: fields | _COMMON for op, fields in _REQUIRED.items()}
+
+
+def _fields(m: Mapping[str, object], op: str) -> None:
+    keys = m.keys()
+    if not keys >= _REQUIRED[op]:
+        missing = sorted(_REQUIRED[op] - keys)
+        raise InvalidRequestError(f"command {op!r} lacks field {missing[0]!r}")
+    if not keys <= _ALLOWED[op]:
+        unknown = sorted(str(k) for k in keys - _ALLOWED[op])
+        raise InvalidRequestError(f"command {op!r} has unknown field {unknown[0]!r}")
 
 
 def _decode_cond(raw: object) -> Condition:
@@ -342,16 +370,16 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
         seq = _int(seq, "seq")
     command: Command
     if op == "put":
-        _fields(m, ("key", "value", "flags", "ttl_ms"))
+        _fields(m, op)
         command = _decode_put(m, config)
     elif op == "delete":
-        _fields(m, ("key",))
+        _fields(m, op)
         command = Delete(check_key(m["key"], config))
     elif op == "touch":
-        _fields(m, ("key", "ttl_ms"))
+        _fields(m, op)
         command = Touch(check_key(m["key"], config), _check_ttl_ms(m["ttl_ms"], config))
     elif op == "put_many":
-        _fields(m, ("items",))
+        _fields(m, op)
         puts = []
         for item in _check_count(m["items"], "items", config):
             if not isinstance(item, list) or len(item) != 4:
@@ -363,10 +391,10 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
         _no_duplicates([p.key for p in puts])
         command = PutMany(tuple(puts))
     elif op == "delete_many":
-        _fields(m, ("keys",))
+        _fields(m, op)
         command = DeleteMany(_decode_keys(m["keys"], config))
     elif op == "touch_many":
-        _fields(m, ("items",))
+        _fields(m, op)
         touches = []
         for item in _check_count(m["items"], "items", config):
             if not isinstance(item, list) or len(item) != 2:
@@ -375,22 +403,22 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
         _no_duplicates([t.key for t in touches])
         command = TouchMany(tuple(touches))
     elif op == "put_if":
-        _fields(m, ("key", "value", "flags", "ttl_ms", "cond"))
+        _fields(m, op)
         command = PutIf(_decode_put(m, config), _decode_cond(m["cond"]))
     elif op == "delete_if":
-        _fields(m, ("key", "cond"))
+        _fields(m, op)
         command = DeleteIf(check_key(m["key"], config), _decode_cond(m["cond"]))
     elif op == "expire":
-        _fields(m, ("keys",))
+        _fields(m, op)
         command = Expire(_decode_keys(m["keys"], config, limited=False))
     elif op == "delete_where":
-        _fields(m, ("query",))
+        _fields(m, op)
         query = m["query"]
         if not isinstance(query, dict):
             raise InvalidRequestError("delete_where query must be a map")
         command = DeleteWhere(parse_query(query, config))
     elif op == "create_index":
-        _fields(m, ("name", "field"))
+        _fields(m, op)
         field = m["field"]
         path = parse_path(field)
         if not path:
@@ -398,7 +426,7 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
         assert isinstance(field, (str, list))
         command = CreateIndex(check_name(m["name"]), field, path)
     elif op == "drop_index":
-        _fields(m, ("name",))
+        _fields(m, op)
         command = DropIndex(check_name(m["name"]))
     else:
         raise InvalidRequestError(f"unknown command op {op!r}")
@@ -589,7 +617,7 @@ def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CON
         InvalidRequestError (or a subclass).
     """
     op = request.get("op")
-    if not isinstance(op, str) or op not in WRITE_OPS:
+    if not isinstance(op, str) or op not in CLIENT_WRITE_OPS:
         raise InvalidRequestError(f"{op!r} is not a write op")
     args = {k: v for k, v in request.items() if k not in _ENVELOPE_FIELDS}
     client_id = request.get("client_id")

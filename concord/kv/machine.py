@@ -138,6 +138,7 @@ class KvStateMachine:
         self._indexes = IndexSet()
         self._sessions = SessionTable(config.max_sessions, config.session_ttl_ms)
         self._digest = 0  # sum of record digests mod 2**64
+        self._digests: dict[str, int] = {}  # user key -> record_digest, to spare rehashing
 
     # --- the state-machine Protocol -----------------------------------------------------
 
@@ -241,7 +242,10 @@ class KvStateMachine:
         self._keys.update(self._user)
         for record in system_records:
             self._system[record.key] = record
-        self._digest = self._full_digest()
+        self._digests = {k: record_digest(Space.USER, r) for k, r in self._user.items()}
+        total = sum(self._digests.values())
+        total += sum(record_digest(Space.SYSTEM, r) for r in self._system.values())
+        self._digest = total & _MASK
         self._sessions.load(session_list)
         self._rebuild_indexes()
         actual = self.state_hash()
@@ -533,11 +537,13 @@ class KvStateMachine:
         if old is None:
             self._keys.add(key)
         else:
-            digest -= record_digest(Space.USER, old)
+            digest -= self._digests[key]
             if old.expires_at_ms:
                 self._expiry.remove((old.expires_at_ms, key))
         self._user[key] = record
-        self._digest = (digest + record_digest(Space.USER, record)) & _MASK
+        new_digest = record_digest(Space.USER, record)
+        self._digests[key] = new_digest
+        self._digest = (digest + new_digest) & _MASK
         if record.expires_at_ms:
             self._expiry.add((record.expires_at_ms, key))
         if self._indexes and not same_value:
@@ -548,7 +554,7 @@ class KvStateMachine:
         self._keys.remove(key)
         if old.expires_at_ms:
             self._expiry.remove((old.expires_at_ms, key))
-        self._digest = (self._digest - record_digest(Space.USER, old)) & _MASK
+        self._digest = (self._digest - self._digests.pop(key)) & _MASK
         if self._indexes:
             self._indexes.update(key, None)
 
@@ -562,8 +568,11 @@ class KvStateMachine:
 
     def _full_digest(self) -> int:
         total = 0
-        for record in self._user.values():
-            total += record_digest(Space.USER, record)
+        for key, record in self._user.items():
+            digest = record_digest(Space.USER, record)
+            if self._digests.get(key) != digest:
+                return -1  # the per-key cache is wrong: never equal to a real digest
+            total += digest
         for record in self._system.values():
             total += record_digest(Space.SYSTEM, record)
         return total & _MASK
@@ -573,6 +582,7 @@ class KvStateMachine:
         self.revision = 0
         self.last_ts_ms = 0
         self._user.clear()
+        self._digests.clear()
         self._keys.clear()
         self._system.clear()
         self._expiry.clear()
