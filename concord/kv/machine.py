@@ -429,7 +429,7 @@ class KvStateMachine:
         for record in records:
             self._store(record)
             changes.append(Change(ChangeType.PUT, Space.USER, record.key, record, index, ts))
-        return {"revision": index}, changes
+        return {"revision": index if changes else self.revision}, changes
 
     def _delete_keys(
         self, keys: Iterable[str], index: int, ts: int, single: bool
@@ -467,7 +467,7 @@ class KvStateMachine:
             )
             self._store(record, same_value=True)
             changes.append(Change(ChangeType.TOUCH, Space.USER, record.key, record, index, ts))
-        return {"revision": index}, changes
+        return {"revision": index if changes else self.revision}, changes
 
     def _check(self, cond: Condition, key: str, ts: int) -> None:
         live = self._live(key, ts)

@@ -20,7 +20,16 @@ settings.register_profile("dev", deadline=None, suppress_health_check=[HealthChe
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis' failure report imports a deprecated name; keep the report readable."""
+    config.addinivalue_line("filterwarnings", "ignore:mypy_extensions.TypedDict:DeprecationWarning")
+
+
 @pytest.fixture
 def sm() -> KvStateMachine:
     """A fresh state machine with the default config."""
     return KvStateMachine()
+settings.register_profile("thorough", max_examples=2000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+if os.environ.get("KV_HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["KV_HYPOTHESIS_PROFILE"])
