@@ -358,7 +358,7 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
     if not isinstance(m, dict):
         raise InvalidRequestError("command must be a msgpack map")
     version = m.get("v")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise InvalidRequestError(f"unsupported command format version {version!r}")
     op = m.get("op")
     client_id = m.get("client_id")

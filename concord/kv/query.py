@@ -36,6 +36,7 @@ from concord.kv.values import (
     parse_path,
     record_value,
     resolve,
+    sort_key,
     values_equal,
 )
 
@@ -303,6 +304,14 @@ def _index_clause(flt: Filter, indexes: IndexSet) -> list[str] | None:
     index = indexes.for_path(flt.path)
     if index is None:
         return None
+    # An index holds scalars only: an operand it cannot hold (a list or map to compare
+    # equal) could match values the index lacks, so such clauses are served by a scan.
+    if flt.op == "eq" and sort_key(flt.operand) is None:
+        return None
+    if flt.op == "in":
+        assert isinstance(flt.operand, (list, tuple))
+        if any(sort_key(item) is None for item in flt.operand):
+            return None
     try:
         if flt.op == "eq":
             keys = index.equal(flt.operand)
