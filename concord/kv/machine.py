@@ -147,10 +147,14 @@ class KvStateMachine:
         Apply one committed NORMAL entry.
 
         A malformed command yields an error result and changes nothing but applied_index.
+        Empty data (the leader's no-op) is `apply_noop` with an empty result.
 
         Raises:
             ValueError: `index` is not above `applied_index` (a caller bug).
         """
+        if not data:
+            self.apply_noop(index, timestamp_ms)
+            return Applied({}, [])
         self._advance_check(index)
         try:
             envelope = decode_command(data, self.config)

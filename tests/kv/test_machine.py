@@ -171,7 +171,6 @@ def test_malformed_command_yields_error_when_applied(d: Driver) -> None:
     d.do("put", {"key": "a", "value": 1})
     before = d.sm.state_hash()
     bad = [
-        b"",
         b"\xc1",
         msgpack.packb([1, 2]),
         msgpack.packb({"v": 2, "op": "put"}),
@@ -200,6 +199,15 @@ def test_apply_rejects_index_when_not_above_applied(d: Driver) -> None:
     d.do("put", {"key": "a", "value": 1})
     with pytest.raises(ValueError, match="not above applied index 1"):
         d.sm.apply(1, 0, encode_command("delete", {"key": "a"}))
+
+
+def test_apply_treats_empty_data_as_noop_when_entry_is_empty(d: Driver) -> None:
+    """The leader's empty entry applies as a no-op with an empty result."""
+    d.do("put", {"key": "a", "value": 1})
+    d.ts_ms = 4_000
+    applied = d.raw(b"")
+    assert ({}, []) == (applied.result, applied.changes)
+    assert (2, 1, 4_000) == (d.sm.applied_index, d.sm.revision, d.sm.last_ts_ms)
 
 
 def test_apply_noop_moves_applied_index_when_called(d: Driver) -> None:
