@@ -357,6 +357,10 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
         raise InvalidRequestError(f"command is not valid msgpack: {exc}") from exc
     if not isinstance(m, dict):
         raise InvalidRequestError("command must be a msgpack map")
+    if len(m) == 6 and m.get("op") == "put":
+        fast = _fast_put(m, config)
+        if fast is not None:
+            return fast
     version = m.get("v")
     if type(version) is not int or version != FORMAT_VERSION:
         raise InvalidRequestError(f"unsupported command format version {version!r}")
@@ -431,6 +435,33 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
     else:
         raise InvalidRequestError(f"unknown command op {op!r}")
     return Envelope(command, client_id, seq)
+
+
+def _fast_put(m: dict[str, object], config: KvConfig) -> Envelope | None:
+    """
+    The write hot path: a plain put (no session) whose fields are all well-formed.
+
+    Returns:
+        The envelope, or None to let the full decoder judge (and explain) the command.
+    """
+    version, key, value, flags, ttl_ms = (
+        m.get("v"), m.get("key"), m.get("value"), m.get("flags"), m.get("ttl_ms")
+    )
+    if (
+        type(version) is int
+        and version == FORMAT_VERSION
+        and type(key) is str
+        and key.isascii()
+        and 0 < len(key) <= config.max_key_bytes
+        and type(value) is bytes
+        and len(value) <= config.max_value_bytes
+        and type(flags) is int
+        and (flags == 0 or flags == 1)
+        and type(ttl_ms) is int
+        and 0 <= ttl_ms <= config.max_ttl_ms
+    ):
+        return Envelope(Put(key, value, flags, ttl_ms))
+    return None
 
 
 def _check_client_id(client_id: object) -> str:

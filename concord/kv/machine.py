@@ -102,19 +102,20 @@ class Applied:
 def record_digest(space: int, record: KeyRecord) -> int:
     """xxh3_64 of a record's canonical encoding (part of the state hash)."""
     key = record.key.encode("utf-8")
-    h = xxhash.xxh3_64(
-        _RECORD_HEADER.pack(
-            space,
-            record.flags,
-            record.create_revision,
-            record.mod_revision,
-            record.version,
-            record.expires_at_ms,
-            len(key),
-        )
-        + key
+    head = _RECORD_HEADER.pack(
+        space,
+        record.flags,
+        record.create_revision,
+        record.mod_revision,
+        record.version,
+        record.expires_at_ms,
+        len(key),
     )
-    h.update(record.value)
+    value = record.value
+    if len(value) < 4096:  # one-shot hashing is faster than streaming for small values
+        return xxhash.xxh3_64_intdigest(head + key + value)
+    h = xxhash.xxh3_64(head + key)
+    h.update(value)
     return h.intdigest()
 
 
@@ -422,16 +423,24 @@ class KvStateMachine:
         )
 
     def _put(self, put: Put, index: int, ts: int) -> tuple[Reply, list[Change]]:
-        record = self._new_record(put, index, ts)
-        self._store(record)
-        return {"revision": index}, [Change(ChangeType.PUT, Space.USER, put.key, record, index, ts)]
+        # The write hot path: one dict lookup serves both the new record and the store.
+        key = put.key
+        old = self._user.get(key)
+        if old is not None and (old.expires_at_ms == 0 or old.expires_at_ms > ts):
+            create_revision, version = old.create_revision, old.version + 1
+        else:
+            create_revision, version = index, 1
+        expires_at_ms = ts + put.ttl_ms if put.ttl_ms else 0
+        record = KeyRecord(key, put.value, put.flags, create_revision, index, version, expires_at_ms)
+        self._store(record, old)
+        return {"revision": index}, [Change(ChangeType.PUT, Space.USER, key, record, index, ts)]
 
     def _put_many(self, command: PutMany, index: int, ts: int) -> tuple[Reply, list[Change]]:
         # Invariant: decode_command validated every item, so nothing below can fail.
         records = [self._new_record(put, index, ts) for put in command.items]
         changes = []
         for record in records:
-            self._store(record)
+            self._store(record, self._user.get(record.key))
             changes.append(Change(ChangeType.PUT, Space.USER, record.key, record, index, ts))
         return {"revision": index if changes else self.revision}, changes
 
@@ -469,7 +478,7 @@ class KvStateMachine:
                 old.version,
                 ts + touch.ttl_ms if touch.ttl_ms else 0,
             )
-            self._store(record, same_value=True)
+            self._store(record, old, same_value=True)
             changes.append(Change(ChangeType.TOUCH, Space.USER, record.key, record, index, ts))
         return {"revision": index if changes else self.revision}, changes
 
@@ -534,9 +543,9 @@ class KvStateMachine:
 
     # --- storage primitives (every mutation goes through these) ---------------------------
 
-    def _store(self, record: KeyRecord, same_value: bool = False) -> None:
+    def _store(self, record: KeyRecord, old: KeyRecord | None, same_value: bool = False) -> None:
+        """Store a user record over `old` (the key's stored record, due or not, or None)."""
         key = record.key
-        old = self._user.get(key)
         digest = self._digest
         if old is None:
             self._keys.add(key)
