@@ -48,7 +48,7 @@ from concord.errors import (
     ValueTooLargeError,
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
-from concord.kv.query import QuerySpec, parse_query
+from concord.kv.query import QUERY_ARGS, QuerySpec, parse_query
 from concord.kv.record import RecordFlags
 from concord.kv.values import Path, decode_stored, encode_value, pack_value, parse_path
 
@@ -466,7 +466,9 @@ def _fast_put(m: dict[str, object], config: KvConfig) -> Envelope | None:
 
 def _check_client_id(client_id: object) -> str:
     if not isinstance(client_id, str) or not 1 <= len(client_id) <= _MAX_CLIENT_ID_BYTES:
-        raise InvalidRequestError(f"client_id must be a string of 1..256 characters, got {client_id!r}")
+        raise InvalidRequestError(
+            f"client_id must be a string of 1..256 characters, got {client_id!r}"
+        )
     return client_id
 
 
@@ -519,9 +521,6 @@ def _encode_cond(args: Mapping[str, object]) -> dict[str, object]:
     return {kind: _int(operand, kind)}
 
 
-_QUERY_ARGS: Final = ("prefix", "suffix", "contains", "pattern", "range", "where", "limit", "offset")
-
-
 def build_command(
     op: str, args: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG
 ) -> dict[str, object]:
@@ -558,7 +557,9 @@ def build_command(
         items = []
         for item in _check_count(args.get("items"), "items", config):
             if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
-                raise InvalidRequestError("put_many items must be [key, value] or [key, value, ttl]")
+                raise InvalidRequestError(
+                    "put_many items must be [key, value] or [key, value, ttl]"
+                )
             value, flags = _encode_value(item[1], args.get("compress"), config)
             ttl_ms = ttl_to_ms(item[2] if len(item) == 3 else None, config)
             items.append([check_key(item[0], config), value, flags, ttl_ms])
@@ -586,7 +587,7 @@ def build_command(
         _no_duplicates([str(t[0]) for t in touches])
         cmd["items"] = touches
     elif op == "delete_where":
-        _args_only(args, op, _QUERY_ARGS)
+        _args_only(args, op, tuple(QUERY_ARGS))
         query = dict(args)
         parse_query(query, config)
         cmd["query"] = query

@@ -363,7 +363,8 @@ class KvStateMachine:
             if seq < session.seq:
                 return error_reply(
                     InvalidRequestError(
-                        f"seq {seq} of client {client_id!r} is older than its last write {session.seq}"
+                        f"seq {seq} of client {client_id!r} is older than"
+                        f" its last write {session.seq}"
                     )
                 ), []
         result, changes = self._execute(envelope.command, index, ts)
@@ -431,7 +432,9 @@ class KvStateMachine:
         else:
             create_revision, version = index, 1
         expires_at_ms = ts + put.ttl_ms if put.ttl_ms else 0
-        record = KeyRecord(key, put.value, put.flags, create_revision, index, version, expires_at_ms)
+        record = KeyRecord(
+            key, put.value, put.flags, create_revision, index, version, expires_at_ms
+        )
         self._store(record, old)
         return {"revision": index}, [Change(ChangeType.PUT, Space.USER, key, record, index, ts)]
 

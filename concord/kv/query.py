@@ -74,7 +74,7 @@ class KeySource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Compare:
-    """A comparison of the value at `path` with `operand` (op: eq ne lt le gt ge in prefix exists)."""
+    """The value at `path` compared with `operand` (eq ne lt le gt ge in prefix exists)."""
 
     op: str
     path: Path
@@ -249,7 +249,9 @@ def parse_query(args: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG) -
     if limit is not None and (
         isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= config.max_limit
     ):
-        raise InvalidRequestError(f"limit must be an integer in 0..{config.max_limit}, got {limit!r}")
+        raise InvalidRequestError(
+            f"limit must be an integer in 0..{config.max_limit}, got {limit!r}"
+        )
     offset = args.get("offset", 0)
     if offset is None:
         offset = 0

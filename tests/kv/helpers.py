@@ -14,9 +14,15 @@ class Driver:
         self.sm = sm
         self.ts_ms = ts_ms
 
-    def do(self, op: str, args: Mapping[str, object], **session: object) -> Applied:
+    def do(
+        self,
+        op: str,
+        args: Mapping[str, object],
+        client_id: str | None = None,
+        seq: int | None = None,
+    ) -> Applied:
         """Encode and apply one write at the next index."""
-        data = encode_command(op, args, config=self.sm.config, **session)  # type: ignore[arg-type]
+        data = encode_command(op, args, client_id=client_id, seq=seq, config=self.sm.config)
         return self.sm.apply(self.sm.applied_index + 1, self.ts_ms, data)
 
     def raw(self, data: bytes) -> Applied:

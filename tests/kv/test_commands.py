@@ -153,7 +153,8 @@ def test_ttl_rounds_up_to_milliseconds_when_fractional() -> None:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"key": "ключ", "value": b"\x01", "flags": 0, "ttl_ms": 5}, Put("ключ", b"\x01", 0, 5)),
+        ({"key": "ключ", "value": b"\x01", "flags": 0, "ttl_ms": 5},
+         Put("ключ", b"\x01", 0, 5)),
         ({"key": "k", "value": b"\x01", "flags": 1, "ttl_ms": 0}, Put("k", b"\x01", 1, 0)),
         ({"key": "k", "value": b"\x01", "flags": True, "ttl_ms": 0}, None),
         ({"key": "k", "value": b"\x01", "flags": 0, "ttl_ms": -1}, None),

@@ -6,6 +6,7 @@ replays of one log (with snapshot/restore mid-way) giving the same state hash.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -83,6 +84,11 @@ def steps(draw: st.DrawFn) -> list[tuple[int, str, dict[str, object], tuple[str,
             session = (draw(st.sampled_from(["c1", "c2"])), draw(st.integers(0, 3)))
         out.append((dt, op, args, session))
     return out
+
+
+def _g(value: object) -> object:
+    """The "g" field of a map value (None otherwise)."""
+    return value.get("g") if isinstance(value, dict) else None
 
 
 @dataclass(frozen=True)
@@ -165,17 +171,15 @@ class Model:
             return {"revision": self.revision}
         if op in ("delete_many", "delete_where"):
             if op == "delete_many":
-                keys = list(dict.fromkeys(args["keys"]))  # type: ignore[call-overload]
+                keys = list(dict.fromkeys(cast(list[str], args["keys"])))
             else:
                 keys = sorted(k for k in self.data if self.live(k, ts) is not None)
                 if "prefix" in args:
                     keys = [k for k in keys if k.startswith(str(args["prefix"]))]
                 if "where" in args:
-                    keys = [k for k in keys
-                            if isinstance(self.data[k].value, dict)
-                            and values_equal(self.data[k].value.get("g"), 1)]  # type: ignore[union-attr]
+                    keys = [k for k in keys if _g(self.data[k].value) == 1]
                 if "limit" in args:
-                    keys = keys[: int(args["limit"])]  # type: ignore[call-overload]
+                    keys = keys[: cast(int, args["limit"])]
             n = 0
             for key in keys:
                 if self.live(key, ts) is not None:
@@ -224,9 +228,9 @@ def test_apply_agrees_with_dict_model_when_driven_by_random_commands(
                 (k for k, r in model.data.items() if r.expires_at_ms and r.expires_at_ms <= ts),
                 key=lambda k: (model.data[k].expires_at_ms, k),
             )[:3]
-            applied = sm.apply(index, ts, expire_command(due + list(args["extra"])))  # type: ignore[call-overload]
-            gone = [k for k in dict.fromkeys(due + list(args["extra"]))  # type: ignore[call-overload]
-                    if k in model.data and model.live(k, ts) is None]
+            keys = due + cast(list[str], args["extra"])
+            applied = sm.apply(index, ts, expire_command(keys))
+            gone = [k for k in dict.fromkeys(keys) if k in model.data and model.live(k, ts) is None]
             for key in gone:
                 del model.data[key]
             if gone:
@@ -273,8 +277,7 @@ def test_apply_agrees_with_dict_model_when_driven_by_random_commands(
                     )
             live = sorted(k for k in model.data if model.live(k, now) is not None)
             assert live == sm.keys({}, now)["keys"]
-            g1 = [k for k in live if isinstance(model.data[k].value, dict)
-                  and model.data[k].value["g"] == 1]  # type: ignore[index]
+            g1 = [k for k in live if _g(model.data[k].value) == 1]
             assert g1 == sm.keys({"where": ["eq", "g", 1]}, now)["keys"]
         assert model.revision == sm.revision
     assert sm.verify_digest()
@@ -293,7 +296,7 @@ def _log(plan: list[tuple[int, str, dict[str, object], tuple[str, int] | None]])
         elif op == "garbage":
             entries.append((index, ts, b"\x93\x01"))
         elif op == "expire":
-            entries.append((index, ts, expire_command(list(args["extra"]))))  # type: ignore[call-overload]
+            entries.append((index, ts, expire_command(cast(list[str], args["extra"]))))
         else:
             if op == "create_index":
                 args = {**args, "field": "g"}
