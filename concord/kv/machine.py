@@ -34,7 +34,7 @@ import logging
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import msgpack
 import xxhash
@@ -66,7 +66,7 @@ from concord.kv.commands import (
     decode_command,
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
-from concord.kv.index import IndexDef, IndexSet
+from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
 from concord.kv.query import select
 from concord.kv.reads import Reply, error_reply, serve_read, serve_request
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
@@ -97,6 +97,22 @@ class Applied:
 
     result: Reply
     changes: list[Change]
+
+
+class StateMachine(Protocol):
+    """The state-machine Protocol of RAFT_API.md, which KvStateMachine implements."""
+
+    applied_index: int
+
+    def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied: ...
+
+    def apply_noop(self, index: int, timestamp_ms: int) -> None: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+    def state_hash(self) -> int: ...
 
 
 def record_digest(space: int, record: KeyRecord) -> int:
@@ -609,6 +625,8 @@ class KvStateMachine:
     def _rebuild_indexes(self) -> None:
         self._indexes.clear()
         for record in self.system_records():
+            if not record.key.startswith(INDEX_PREFIX):
+                continue  # other system records (auth, tenants) are not indexes
             try:
                 definition = IndexDef.decode(record.key, record.value)
             except InvalidRequestError:
@@ -651,3 +669,8 @@ def _row_session(row: object) -> Session:
         if not isinstance(number, int) or isinstance(number, bool):
             raise ValueError("session numbers must be integers")
     return Session(client_id, seq, result, last_index, last_ts_ms)
+
+
+def _conforms(machine: KvStateMachine) -> StateMachine:
+    """Static check (mypy): KvStateMachine implements the StateMachine Protocol."""
+    return machine
