@@ -67,7 +67,7 @@ from concord.kv.commands import (
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
-from concord.kv.query import select
+from concord.kv.query import KeySource, select
 from concord.kv.reads import Reply, error_reply, serve_read, serve_request
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.kv.sessions import Session, SessionTable
@@ -302,12 +302,18 @@ class KvStateMachine:
     # --- reads and leader helpers ---------------------------------------------------------
 
     def read(self, op: str, args: Mapping[str, object], now_ms: int) -> Reply:
-        """Evaluate a read op (concord.kv.reads.READ_OPS) at cluster time `now_ms`."""
-        return serve_read(self, op, args, now_ms, self.config)
+        """
+        Evaluate a read op (concord.kv.reads.READ_OPS) at cluster time `now_ms`.
+
+        NB: reads are evaluated at max(now_ms, last_ts_ms): a key that an applied entry
+        already treated as expired must never reappear to a read with an older clock
+        (a new leader's clock may lag the entry timestamps of its predecessor).
+        """
+        return serve_read(self, op, args, max(now_ms, self.last_ts_ms), self.config)
 
     def read_request(self, request: Mapping[str, object], now_ms: int) -> Reply:
-        """Evaluate a read request map ({"op": ..., args...}) at cluster time `now_ms`."""
-        return serve_request(self, request, now_ms, self.config)
+        """Evaluate a read request map ({"op": ..., args...}) like `read`."""
+        return serve_request(self, request, max(now_ms, self.last_ts_ms), self.config)
 
     def get(self, key: str, now_ms: int, meta: bool = False) -> Reply:
         return self.read("get", {"key": key, "meta": meta}, now_ms)
@@ -332,6 +338,10 @@ class KvStateMachine:
 
     def count(self, query: Mapping[str, object], now_ms: int) -> Reply:
         return self.read("count", query, now_ms)
+
+    def read_time(self, now_ms: int) -> int:
+        """The cluster time reads at `now_ms` are evaluated at: max(now_ms, last_ts_ms)."""
+        return max(now_ms, self.last_ts_ms)
 
     def due_expirations(self, now_ms: int, limit: int) -> list[str]:
         """
@@ -673,4 +683,9 @@ def _row_session(row: object) -> Session:
 
 def _conforms(machine: KvStateMachine) -> StateMachine:
     """Static check (mypy): KvStateMachine implements the StateMachine Protocol."""
+    return machine
+
+
+def _is_key_source(machine: KvStateMachine) -> KeySource:
+    """Static check (mypy): KvStateMachine is a KeySource for the query engine."""
     return machine

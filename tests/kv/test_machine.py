@@ -89,6 +89,15 @@ def test_key_is_hidden_when_its_ttl_is_due(d: Driver) -> None:
     assert {"ttl": 1.5} == d.sm.ttl("a", 1_500)
 
 
+def test_read_never_shows_key_when_an_applied_entry_saw_it_expired(d: Driver) -> None:
+    """Reads use max(now_ms, last entry time): a lagging clock cannot revive a due key."""
+    d.do("put", {"key": "a", "value": 1, "ttl": 1})
+    d.ts_ms = 2_500
+    assert "condition_failed" == d.do("delete_if", {"key": "a", "version": 1}).result["error"]
+    assert "not_found" == d.sm.get("a", 1_500)["error"]
+    assert 2_500 == d.sm.read_time(1_500)
+
+
 def test_ttl_is_nil_when_key_never_expires(d: Driver) -> None:
     """A key put without ttl reports ttl nil."""
     d.do("put", {"key": "a", "value": 1})
