@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from concord.kv import KvStateMachine, encode_command, expire_command
 from concord.kv.values import values_equal
+from tests.kv.helpers import KV_SETTINGS
 
 KEYS = ["a", "b", "c", "d", "p:1", "p:2", "q"]
 VALUES = st.one_of(
@@ -206,6 +207,7 @@ def _compare(expected: dict[str, object], actual: dict[str, object]) -> None:
 
 
 @pytest.mark.slow
+@KV_SETTINGS
 @given(steps())
 def test_apply_agrees_with_dict_model_when_driven_by_random_commands(
     plan: list[tuple[int, str, dict[str, object], tuple[str, int] | None]]
@@ -319,6 +321,7 @@ def _run(sm: KvStateMachine, entries: list[tuple[int, int, bytes | None]]) -> li
 
 
 @pytest.mark.slow
+@KV_SETTINGS
 @given(steps(), st.integers(0, 40))
 def test_replay_gives_same_state_when_log_is_applied_twice_or_restored_midway(
     plan: list[tuple[int, str, dict[str, object], tuple[str, int] | None]], cut: int
