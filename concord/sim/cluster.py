@@ -31,7 +31,7 @@ from concord.sim import buggify as buggify_mod
 from concord.sim.checks import LogView, SafetyChecker, Violation
 from concord.sim.linearizability import CheckResult, OpKind, check_history
 from concord.sim.loop import EventLoop
-from concord.sim.machine import Adapter, RegisterAdapter
+from concord.sim.machine import Adapter, KvAdapter
 from concord.sim.network import LinkFaults, Network
 from concord.sim.node import SimNode
 from concord.sim.rng import SimRandom
@@ -85,7 +85,7 @@ class Simulation:
         self.rng = SimRandom(config.seed)
         self.loop = EventLoop()
         self.checker = SafetyChecker()
-        self.adapter: Adapter = adapter or RegisterAdapter()
+        self.adapter: Adapter = adapter or KvAdapter()
         self._digest = hashlib.blake2b(digest_size=16)
         self.trace_lines: list[str] = []
         knobs = self.rng.fork("knobs")

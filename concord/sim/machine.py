@@ -2,8 +2,9 @@
 The state machines the simulator can run, behind the driver's StateMachine Protocol,
 and the adapter that turns client operations into their commands.
 
-`RegisterMachine` is a minimal stand-in used until (and besides) concord.kv: a map of
-registers with put, delete, put_if and delete_if. Commands are JSON (version field "v").
+`KvAdapter` runs the real `concord.kv.KvStateMachine` (the default). `RegisterMachine`
+is a minimal stand-in kept for tests of the simulator itself: a map of registers with
+put, delete, put_if and delete_if; its commands are JSON (version field "v").
 Pure and deterministic.
 """
 
@@ -15,9 +16,11 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
+from concord.kv import KvStateMachine, encode_command
+from concord.node.driver import StateMachine
 from concord.sim.linearizability import ABSENT, OpKind
 
-__all__ = ["Adapter", "RegisterAdapter", "RegisterApplied", "RegisterMachine"]
+__all__ = ["Adapter", "KvAdapter", "RegisterAdapter", "RegisterApplied", "RegisterMachine"]
 
 COMMAND_VERSION = 1
 
@@ -97,19 +100,68 @@ class RegisterMachine:
 class Adapter(Protocol):
     """Turns client operations into commands, replies into results, and reads keys."""
 
-    def new_machine(self) -> RegisterMachine: ...
+    name: str
+
+    def new_machine(self) -> StateMachine: ...
 
     def encode(self, kind: OpKind, key: str, args: tuple[Hashable, ...]) -> bytes: ...
 
     def decode(self, kind: OpKind, result: object) -> Hashable: ...
 
-    def read(self, machine: RegisterMachine, key: str) -> Hashable: ...
+    def read(self, machine: StateMachine, key: str) -> Hashable: ...
+
+
+class KvAdapter:
+    """The adapter for the real state machine, concord.kv (values are ints)."""
+
+    name = "kv"
+
+    def new_machine(self) -> StateMachine:
+        return KvStateMachine()
+
+    def encode(self, kind: OpKind, key: str, args: tuple[Hashable, ...]) -> bytes:
+        if kind is OpKind.PUT:
+            return encode_command("put", {"key": key, "value": args[0]})
+        if kind is OpKind.DELETE:
+            return encode_command("delete", {"key": key})
+        if kind is OpKind.PUT_IF:
+            expected, value = args
+            if expected is ABSENT:
+                return encode_command("put_if", {"key": key, "value": value, "absent": True})
+            return encode_command("put_if", {"key": key, "value": value, "expected": expected})
+        if kind is OpKind.DELETE_IF:
+            return encode_command("delete_if", {"key": key, "expected": args[0]})
+        raise ValueError(f"{kind} is not a write")
+
+    def decode(self, kind: OpKind, result: object) -> Hashable:
+        assert isinstance(result, dict), result
+        error = result.get("error")
+        if kind in (OpKind.PUT_IF, OpKind.DELETE_IF):
+            if error == "condition_failed":
+                return False
+            assert error is None, result
+            return True
+        assert error is None, result
+        if kind is OpKind.DELETE:
+            return bool(result["deleted"])
+        return None
+
+    def read(self, machine: StateMachine, key: str) -> Hashable:
+        assert isinstance(machine, KvStateMachine)
+        reply = machine.get(key, machine.last_ts_ms)
+        if reply.get("error") == "not_found":
+            return ABSENT
+        value = reply["value"]
+        assert isinstance(value, int), reply
+        return value
 
 
 class RegisterAdapter:
     """The adapter for RegisterMachine."""
 
-    def new_machine(self) -> RegisterMachine:
+    name = "register"
+
+    def new_machine(self) -> StateMachine:
         return RegisterMachine()
 
     def encode(self, kind: OpKind, key: str, args: tuple[Hashable, ...]) -> bytes:
@@ -134,6 +186,7 @@ class RegisterAdapter:
             return bool(result["ok"])
         return None
 
-    def read(self, machine: RegisterMachine, key: str) -> Hashable:
+    def read(self, machine: StateMachine, key: str) -> Hashable:
+        assert isinstance(machine, RegisterMachine)
         value = machine.get(key)
         return ABSENT if value is None else value

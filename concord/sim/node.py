@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from concord.errors import CompactedError, UnavailableError
 from concord.ids import NodeId
-from concord.node.driver import Driver, DriverConfig, Reply, load_memory_storage
+from concord.node.driver import Driver, DriverConfig, Reply, StateMachine, load_memory_storage
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfState, Entry, Message, Snapshot, SnapshotMeta
 from concord.raft.rawnode import RawNode
@@ -22,7 +22,6 @@ from concord.sim.buggify import buggify
 from concord.sim.checks import SafetyChecker
 from concord.sim.disk import FakeDisk, SimLogWriter
 from concord.sim.loop import EventLoop, Timer
-from concord.sim.machine import RegisterMachine
 from concord.sim.network import Network
 from concord.sim.rng import SimRandom
 
@@ -75,7 +74,7 @@ class SimNode:
         network: Network,
         checker: SafetyChecker,
         rng: SimRandom,
-        machine_factory: Callable[[], RegisterMachine],
+        machine_factory: Callable[[], StateMachine],
         raft_config: RaftConfig,
         driver_config: DriverConfig,
         on_reply: Callable[[NodeId, Reply], None],
@@ -98,7 +97,7 @@ class SimNode:
         self.incarnation = 0
         self.alive = False
         self.driver: Driver | None = None
-        self.machine: RegisterMachine | None = None
+        self.machine: StateMachine | None = None
         self.storage: ObservedStorage | None = None
         self._writer: SimLogWriter | None = None
         self._tick_timer: Timer | None = None
