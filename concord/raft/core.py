@@ -1,0 +1,1028 @@
+"""
+The Raft consensus state machine (etcd-io/raft's `raft`): elections, replication,
+commitment, snapshots, membership, leader transfer and ReadIndex.
+
+Pure. No IO, no clock, no global randomness, no threads; stdlib-only imports. Inputs are
+`step(message)`, `tick()`, proposals and acknowledgements; outputs accumulate in `msgs`,
+`msgs_after_persist`, `read_states` and the log's unstable tail, and RawNode turns them
+into a Ready. Use RawNode, not this class, from outside the package.
+
+Divergences from etcd-io/raft, on purpose:
+  - Messages a node sends to itself (its vote, the leader's append acknowledgement) sit
+    in `msgs_after_persist` and are stepped by RawNode when the Ready holding them is
+    persisted; they never leave the node.
+  - Proposals append at once but are broadcast when the next Ready is built (`flush`), so
+    proposals made between two Readys share APPENDs.
+  - ReadIndex rounds are started at `flush` too: one heartbeat round per Ready confirms
+    every read that arrived before it (thesis §6.4, batched).
+  - InstallSnapshot is chunked: SNAPSHOT carries one chunk, the follower acknowledges with
+    SNAPSHOT_RESP and assembles the chunks before restoring.
+  - The leader stamps entries with cluster time (`now_ms`, from set_time) so timestamps
+    never go backwards along the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from concord.errors import CompactedError, ProposalDroppedError, RaftInvariantError
+from concord.errors import StorageError, UnavailableError
+from concord.ids import NodeId
+from concord.raft.confchange import Changer, ConfChangeError
+from concord.raft.config import RaftConfig, Rng
+from concord.raft.log import RaftLog
+from concord.raft.messages import CAMPAIGN_TRANSFER, ConfChange, ConfState, Entry, EntryType
+from concord.raft.messages import Message, MessageType, Snapshot, SnapshotMeta
+from concord.raft.progress import Progress, ProgressState
+from concord.raft.quorum import VoteResult
+from concord.raft.readonly import ReadOnly
+from concord.raft.state import HardState, ReadState, Role, SoftState
+from concord.raft.storage import Storage
+from concord.raft.tracker import ProgressMap, ProgressTracker, TrackerConfig
+
+_module_logger = logging.getLogger(__name__)
+
+MT = MessageType
+
+#: Message types that depend on state persisted in the same Ready (Raft §5: respond only
+#: after updating stable storage).
+_AFTER_PERSIST_TYPES = frozenset({MT.APPEND_RESP, MT.VOTE_RESP, MT.PRE_VOTE_RESP})
+
+if TYPE_CHECKING:
+    _AdapterBase = logging.LoggerAdapter[logging.Logger]
+else:
+    _AdapterBase = logging.LoggerAdapter
+
+
+class RaftLogger(_AdapterBase):
+    """Appends `node=… term=… role=…` to every line (STYLE §7)."""
+
+    def __init__(self, logger: logging.Logger, raft: Raft) -> None:
+        super().__init__(logger, {})
+        self._raft = raft
+
+    def process(
+        self, msg: object, kwargs: MutableMapping[str, object]
+    ) -> tuple[object, MutableMapping[str, object]]:
+        r = self._raft
+        return f"{msg} node={r.id} term={r.term} role={r.role.name.lower()}", kwargs
+
+
+@dataclass(slots=True)
+class _SnapshotAssembly:
+    """A snapshot being received in chunks."""
+
+    meta: SnapshotMeta
+    leader: NodeId
+    chunks: list[bytes]
+    expected_offset: int
+
+
+class Raft:
+    """
+    One node's consensus state.
+
+    Args:
+        config: validated here.
+        storage: durable state; read at start and for entries no longer unstable.
+        rng: election-timeout jitter.
+
+    Raises:
+        ConfigError: invalid config.
+        RaftInvariantError: the stored hard state contradicts the stored log.
+    """
+
+    def __init__(self, config: RaftConfig, storage: Storage, rng: Rng) -> None:
+        config.validate()
+        self.id = config.id
+        self.config = config
+        self.rng = rng
+        self.term = 0
+        self.vote: NodeId | None = None
+        self.lead: NodeId | None = None
+        self.role = Role.FOLLOWER
+        self.logger = RaftLogger(config.logger or _module_logger, self)
+        self.log = RaftLog(storage, config.max_committed_size_per_ready)
+        self.tracker = ProgressTracker(config.max_inflight_msgs)
+        self.msgs: list[Message] = []
+        self.msgs_after_persist: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_ticks
+        self.lead_transferee: NodeId | None = None
+        self.pending_conf_index = 0
+        self.read_only = ReadOnly()
+        self.pending_read_index_messages: list[Message] = []
+        self.append_pending = False
+        self.now_ms = 0
+        self.max_timestamp_seen_ms = self.log.last_timestamp_ms()
+        self._last_stamp_ms = 0
+        self._snapshot_recv: _SnapshotAssembly | None = None
+        self._outgoing_snapshots: dict[NodeId, Snapshot] = {}
+
+        hard_state, conf_state = storage.initial_state()
+        cfg, prs = Changer(self.tracker, self.log.last_index()).restore(conf_state)
+        restored = self._switch_to_config(cfg, prs)
+        if restored != conf_state:
+            raise RaftInvariantError(f"restored {restored}, expected {conf_state}")
+        if not hard_state.is_empty:
+            self._load_state(hard_state)
+        self.become_follower(self.term, None)
+        self.logger.info(
+            "started first_index=%d last_index=%d commit=%d applied=%d config=%s",
+            self.log.first_index(),
+            self.log.last_index(),
+            self.log.committed,
+            self.log.applied,
+            self.tracker.config,
+        )
+
+    # ----------------------------------------------------------------- state views
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def soft_state(self) -> SoftState:
+        return SoftState(self.lead, self.role)
+
+    def _load_state(self, hs: HardState) -> None:
+        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+            raise RaftInvariantError(
+                f"hard state commit {hs.commit} is out of range "
+                f"[{self.log.committed}, {self.log.last_index()}]"
+            )
+        self.log.committed = hs.commit
+        self.term = hs.term
+        self.vote = hs.vote
+
+    def promotable(self) -> bool:
+        """May this node campaign: a voter, with no snapshot pending to persist."""
+        pr = self.tracker.progress.get(self.id)
+        return pr is not None and not pr.is_learner and self.log.unstable.snapshot is None
+
+    # ----------------------------------------------------------------- sending
+
+    def _send(self, m: Message) -> None:
+        if m.type in _AFTER_PERSIST_TYPES:
+            self.msgs_after_persist.append(m)
+        else:
+            self.msgs.append(m)
+
+    def _maybe_send_append(self, to: NodeId, send_if_empty: bool = True) -> bool:
+        """Send an APPEND to `to` if flow control allows (Raft §5.3); True if sent."""
+        pr = self.tracker.progress[to]
+        if pr.is_paused():
+            return False
+        log = self.log
+        prev_index = pr.next - 1
+        try:
+            prev_term = log.term(prev_index)
+        except CompactedError:
+            return self._maybe_send_snapshot(to, pr)
+        except UnavailableError as exc:
+            raise RaftInvariantError(
+                f"next index {pr.next} of {to} is beyond last index {log.last_index()}"
+            ) from exc
+        entries: list[Entry] = []
+        if pr.state != ProgressState.REPLICATE or not pr.inflights.full():
+            try:
+                entries = log.entries(pr.next, self.config.max_size_per_msg)
+            except CompactedError:
+                return self._maybe_send_snapshot(to, pr)
+        if not entries and not send_if_empty:
+            return False
+        self.msgs.append(
+            Message(
+                MT.APPEND,
+                to,
+                self.id,
+                self.term,
+                log_term=prev_term,
+                index=prev_index,
+                entries=tuple(entries),
+                commit=log.committed,
+            )
+        )
+        pr.sent_entries(len(entries))
+        pr.sent_commit = log.committed
+        return True
+
+    def _maybe_send_snapshot(self, to: NodeId, pr: Progress) -> bool:
+        """Start an InstallSnapshot transfer to a follower behind our first index."""
+        if not pr.recent_active:
+            self.logger.debug("not sending snapshot to inactive peer to=%s", to)
+            return False
+        try:
+            snapshot = self.log.snapshot()
+        except UnavailableError:
+            self.logger.debug("snapshot temporarily unavailable to=%s", to)
+            return False
+        if snapshot.is_empty:
+            raise RaftInvariantError(f"entries for {to} are compacted but the snapshot is empty")
+        self.logger.info(
+            "sending snapshot to=%s snapshot_index=%d snapshot_term=%d bytes=%d",
+            to,
+            snapshot.meta.index,
+            snapshot.meta.term,
+            len(snapshot.data),
+        )
+        pr.become_snapshot(snapshot.meta.index)
+        self._outgoing_snapshots[to] = snapshot
+        self._send_snapshot_chunks(to)
+        return True
+
+    def _send_snapshot_chunks(self, to: NodeId) -> None:
+        """
+        Send chunks of the snapshot in transfer to `to`, keeping at most
+        snapshot_inflight_chunks unacknowledged. `snapshot_sent_offset` is len(data) + 1
+        once the last chunk went out.
+        """
+        pr = self.tracker.progress[to]
+        snapshot = self._outgoing_snapshots.get(to)
+        if pr.state != ProgressState.SNAPSHOT or snapshot is None:
+            return
+        chunk = self.config.snapshot_chunk_bytes
+        window = chunk * self.config.snapshot_inflight_chunks
+        data = snapshot.data
+        total = len(data)
+        while (
+            pr.snapshot_sent_offset <= total
+            and pr.snapshot_sent_offset - pr.snapshot_acked_offset < window
+        ):
+            start = pr.snapshot_sent_offset
+            end = min(start + chunk, total)
+            done = end == total
+            self.msgs.append(
+                Message(
+                    MT.SNAPSHOT,
+                    to,
+                    self.id,
+                    self.term,
+                    snapshot=Snapshot(snapshot.meta, data[start:end]),
+                    snapshot_offset=start,
+                    snapshot_done=done,
+                )
+            )
+            pr.snapshot_sent_offset = total + 1 if done else end
+
+    def _bcast_append(self) -> None:
+        """One APPEND to every peer (commit news), then pipeline what the window allows."""
+        for node_id, pr in self.tracker.progress.items():
+            if node_id != self.id and self._maybe_send_append(node_id):
+                while pr.state == ProgressState.REPLICATE and self._maybe_send_append(
+                    node_id, send_if_empty=False
+                ):
+                    pass
+
+    def _bcast_heartbeat(self, ctx: bytes) -> None:
+        committed = self.log.committed
+        for node_id, pr in self.tracker.progress.items():
+            if node_id == self.id:
+                continue
+            commit = min(pr.match, committed)
+            if commit > pr.sent_commit:
+                pr.sent_commit = commit
+            self.msgs.append(
+                Message(MT.HEARTBEAT, node_id, self.id, self.term, commit=commit, context=ctx)
+            )
+
+    def flush(self) -> None:
+        """Broadcast proposals appended and start a ReadIndex round (before a Ready)."""
+        if self.role != Role.LEADER:
+            return
+        if self.append_pending:
+            self.append_pending = False
+            self._bcast_append()
+        ctx = self.read_only.take_round(self.id)
+        if ctx is not None:
+            self._bcast_heartbeat(ctx)
+
+    def has_flush_work(self) -> bool:
+        return self.role == Role.LEADER and (self.append_pending or self.read_only.has_unsent())
+
+    # ----------------------------------------------------------------- role changes
+
+    def _reset(self, term: int) -> None:
+        if self.term != term:
+            self.term = term
+            self.vote = None
+        self.lead = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_election_timeout()
+        self._abort_leader_transfer()
+        self.tracker.reset_votes()
+        last = self.log.last_index()
+        persisted = self.log.persisted_index()
+        inflight = self.config.max_inflight_msgs
+        progress = self.tracker.progress
+        for node_id in list(progress):
+            fresh = Progress(0, last + 1, inflight, progress[node_id].is_learner)
+            if node_id == self.id:
+                fresh.match = min(persisted, last)
+            progress[node_id] = fresh
+        self.pending_conf_index = 0
+        self.read_only = ReadOnly()
+        self.pending_read_index_messages = []
+        self.append_pending = False
+        self._outgoing_snapshots.clear()
+
+    def _reset_randomized_election_timeout(self) -> None:
+        ticks = self.config.election_ticks
+        self.randomized_election_timeout = self.rng.randint(ticks, 2 * ticks - 1)
+
+    def become_follower(self, term: int, lead: NodeId | None) -> None:
+        changed = self.role != Role.FOLLOWER or term != self.term
+        self._reset(term)
+        self.lead = lead
+        self.role = Role.FOLLOWER
+        if changed:
+            self.logger.info("became follower leader=%s", lead)
+
+    def become_pre_candidate(self) -> None:
+        if self.role == Role.LEADER:
+            raise RaftInvariantError("invalid transition leader -> pre-candidate")
+        # Thesis §9.6: a pre-candidate keeps its term and vote.
+        self.tracker.reset_votes()
+        self.lead = None
+        self.role = Role.PRE_CANDIDATE
+        self.logger.info("became pre-candidate")
+
+    def become_candidate(self) -> None:
+        if self.role == Role.LEADER:
+            raise RaftInvariantError("invalid transition leader -> candidate")
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+        self.logger.info("became candidate")
+
+    def become_leader(self) -> None:
+        if self.role == Role.FOLLOWER:
+            raise RaftInvariantError("invalid transition follower -> leader")
+        self._reset(self.term)
+        self.lead = self.id
+        self.role = Role.LEADER
+        pr = self.tracker.progress[self.id]
+        pr.become_replicate()
+        pr.recent_active = True
+        # Thesis §4.1 (the single-server change bug): no conf change until an entry of
+        # this term commits, so pending_conf_index covers the whole log so far.
+        self.pending_conf_index = self.log.last_index()
+        last_stamp = self.log.last_timestamp_ms()
+        self._last_stamp_ms = max(last_stamp, self.max_timestamp_seen_ms)
+        # Raft §8: a no-op of the new term lets earlier entries commit (§5.4.2).
+        self._append_entries([(EntryType.NORMAL, b"")])
+        self.logger.info("became leader last_index=%d", self.log.last_index())
+
+    # ----------------------------------------------------------------- ticks
+
+    def tick(self) -> None:
+        if self.role == Role.LEADER:
+            self._tick_heartbeat()
+        else:
+            self._tick_election()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self.step(Message(MT.HUP, self.id, self.id))
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.config.election_ticks:
+            self.election_elapsed = 0
+            if self.config.check_quorum:
+                self.step(Message(MT.CHECK_QUORUM, self.id, self.id))
+            if self.role == Role.LEADER and self.lead_transferee is not None:
+                self.logger.info("aborted leader transfer to=%s", self.lead_transferee)
+                self._abort_leader_transfer()
+        if self.role != Role.LEADER:
+            return
+        for node_id, pr in self.tracker.progress.items():
+            if pr.state == ProgressState.SNAPSHOT:
+                pr.snapshot_idle_ticks += 1
+                if pr.snapshot_idle_ticks >= self.config.election_ticks:
+                    # Chunks or their acknowledgements were lost: resend from the last
+                    # acknowledged offset (the follower asks for 0 if it lost the rest).
+                    pr.snapshot_idle_ticks = 0
+                    pr.snapshot_sent_offset = pr.snapshot_acked_offset
+                    self.logger.warning(
+                        "resending snapshot to=%s offset=%d", node_id, pr.snapshot_acked_offset
+                    )
+                    self._send_snapshot_chunks(node_id)
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self.step(Message(MT.BEAT, self.id, self.id))
+
+    # ----------------------------------------------------------------- step
+
+    def step(self, m: Message) -> None:
+        """Process one message (from a peer, or local)."""
+        if m.term == 0:
+            pass
+        elif m.term > self.term:
+            if m.type == MT.VOTE or m.type == MT.PRE_VOTE:
+                force = m.context == CAMPAIGN_TRANSFER
+                in_lease = (
+                    self.config.check_quorum
+                    and self.lead is not None
+                    and self.election_elapsed < self.config.election_ticks
+                )
+                if not force and in_lease:
+                    # Thesis §4.2.3: ignore votes while a leader is heard from.
+                    self.logger.debug(
+                        "ignored vote request within lease from=%s msg_term=%d", m.frm, m.term
+                    )
+                    return
+            if m.type == MT.PRE_VOTE:
+                pass  # thesis §9.6: never change term because of a pre-vote
+            elif m.type == MT.PRE_VOTE_RESP and not m.reject:
+                pass  # granted pre-votes carry the future term
+            elif m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
+                self.become_follower(m.term, m.frm)
+            else:
+                self.become_follower(m.term, None)
+        elif m.term < self.term:
+            if (self.config.check_quorum or self.config.pre_vote) and m.type in (
+                MT.HEARTBEAT,
+                MT.APPEND,
+            ):
+                # A stale leader learns our term and steps down (etcd: otherwise a node
+                # partitioned with pre-vote could never rejoin).
+                self._send(Message(MT.APPEND_RESP, m.frm, self.id, self.term))
+            elif m.type == MT.PRE_VOTE:
+                self._send(Message(MT.PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
+            return
+
+        t = m.type
+        if t == MT.HUP:
+            self._hup(transfer=False)
+        elif t == MT.VOTE or t == MT.PRE_VOTE:
+            self._handle_vote_request(m)
+        elif self.role == Role.LEADER:
+            self._step_leader(m)
+        elif self.role == Role.FOLLOWER:
+            self._step_follower(m)
+        else:
+            self._step_candidate(m)
+
+    def _hup(self, transfer: bool) -> None:
+        if self.role == Role.LEADER:
+            return
+        if not self.promotable():
+            self.logger.warning("cannot campaign: not a voter of the configuration")
+            return
+        if self._has_unapplied_conf_changes():
+            self.logger.warning("cannot campaign: conf changes committed but not applied")
+            return
+        self.logger.info("starting election transfer=%s", transfer)
+        self._campaign(pre=self.config.pre_vote and not transfer, transfer=transfer)
+
+    def _has_unapplied_conf_changes(self) -> bool:
+        log = self.log
+        lo = log.applied + 1
+        hi = min(log.committed, log.last_index()) + 1
+        while lo < hi:
+            try:
+                page = log.slice(lo, hi, 1 << 20)
+            except StorageError:
+                return False
+            for entry in page:
+                if entry.type == EntryType.CONF_CHANGE:
+                    return True
+            lo += len(page)
+        return False
+
+    def _campaign(self, pre: bool, transfer: bool) -> None:
+        if pre:
+            self.become_pre_candidate()
+            vote_type, resp_type, term = MT.PRE_VOTE, MT.PRE_VOTE_RESP, self.term + 1
+        else:
+            self.become_candidate()
+            vote_type, resp_type, term = MT.VOTE, MT.VOTE_RESP, self.term
+        last_index = self.log.last_index()
+        last_term = self.log.last_term()
+        ctx = CAMPAIGN_TRANSFER if transfer else b""
+        for node_id in sorted(self.tracker.voter_ids()):
+            if node_id == self.id:
+                # Our own vote counts once it is durable: it waits for the Ready.
+                self._send(Message(resp_type, self.id, self.id, term))
+                continue
+            self._send(
+                Message(
+                    vote_type,
+                    node_id,
+                    self.id,
+                    term,
+                    log_term=last_term,
+                    index=last_index,
+                    context=ctx,
+                )
+            )
+
+    def _handle_vote_request(self, m: Message) -> None:
+        resp_type = MT.VOTE_RESP if m.type == MT.VOTE else MT.PRE_VOTE_RESP
+        can_vote = (
+            self.vote == m.frm
+            or (self.vote is None and self.lead is None)
+            or (m.type == MT.PRE_VOTE and m.term > self.term)
+        )
+        # Raft §5.4.1: grant only to a candidate whose log is at least as up to date.
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            self.logger.info(
+                "granted %s to=%s msg_term=%d", m.type.name.lower(), m.frm, m.term
+            )
+            self._send(Message(resp_type, m.frm, self.id, m.term))
+            if m.type == MT.VOTE:
+                self.election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self.logger.info(
+                "rejected %s to=%s msg_term=%d", m.type.name.lower(), m.frm, m.term
+            )
+            self._send(Message(resp_type, m.frm, self.id, self.term, reject=True))
+
+    def _poll(self, node_id: NodeId, granted: bool) -> VoteResult:
+        self.tracker.record_vote(node_id, granted)
+        _, _, result = self.tracker.tally_votes()
+        return result
+
+    # ----------------------------------------------------------------- leader
+
+    def _step_leader(self, m: Message) -> None:
+        t = m.type
+        if t == MT.BEAT:
+            self._bcast_heartbeat(b"")
+            return
+        if t == MT.CHECK_QUORUM:
+            if not self.tracker.quorum_active():
+                self.logger.warning("stepped down: no quorum active within an election timeout")
+                self.become_follower(self.term, None)
+            for node_id, other in self.tracker.progress.items():
+                if node_id != self.id:
+                    other.recent_active = False
+            return
+        if t == MT.READ_INDEX:
+            self._leader_read_index(m)
+            return
+        if t == MT.TRANSFER_LEADER:
+            self._leader_transfer(NodeId(m.context.decode("utf-8")))
+            return
+        pr = self.tracker.progress.get(m.frm)
+        if pr is None:
+            self.logger.debug("no progress for peer from=%s type=%s", m.frm, t.name)
+            return
+        if t == MT.APPEND_RESP:
+            self._handle_append_response(m, pr)
+        elif t == MT.HEARTBEAT_RESP:
+            pr.recent_active = True
+            pr.msg_app_flow_paused = False
+            if pr.state != ProgressState.SNAPSHOT and (
+                pr.match < self.log.last_index() or pr.state == ProgressState.PROBE
+            ):
+                self._maybe_send_append(m.frm)
+            if m.context:
+                acks = self.read_only.recv_ack(m.frm, m.context)
+                if acks is not None and self.tracker.vote_result(acks) == VoteResult.WON:
+                    for status in self.read_only.advance(m.context):
+                        self._respond_read_index(status.request, status.index)
+        elif t == MT.SNAPSHOT_RESP:
+            pr.recent_active = True
+            if pr.state != ProgressState.SNAPSHOT or m.index != pr.pending_snapshot:
+                return
+            pr.snapshot_idle_ticks = 0
+            if m.reject:
+                # The follower expects another offset (lost chunks, or it lost the
+                # partial snapshot: offset 0 restarts the transfer).
+                pr.snapshot_acked_offset = m.snapshot_offset
+                pr.snapshot_sent_offset = m.snapshot_offset
+            elif m.snapshot_offset > pr.snapshot_acked_offset:
+                pr.snapshot_acked_offset = m.snapshot_offset
+                if pr.snapshot_sent_offset < m.snapshot_offset:
+                    pr.snapshot_sent_offset = m.snapshot_offset
+            self._send_snapshot_chunks(m.frm)
+        elif t == MT.UNREACHABLE:
+            if pr.state == ProgressState.REPLICATE:
+                pr.become_probe()
+            self.logger.debug("peer unreachable to=%s", m.frm)
+
+    def _handle_append_response(self, m: Message, pr: Progress) -> None:
+        pr.recent_active = True
+        if m.reject:
+            # Fast backtracking: skip the follower's conflicting term at once (Raft §5.3,
+            # "the follower can include the term of the conflicting entry").
+            next_probe = m.reject_hint
+            if m.log_term > 0:
+                next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            if pr.maybe_decr_to(m.index, next_probe):
+                self.logger.debug(
+                    "append rejected from=%s index=%d next=%d", m.frm, m.index, pr.next
+                )
+                if pr.state == ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._maybe_send_append(m.frm)
+            return
+        if not (
+            pr.maybe_update(m.index)
+            or (pr.match == m.index and pr.state == ProgressState.PROBE)
+        ):
+            return
+        if pr.state == ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state == ProgressState.SNAPSHOT:
+            first = self.log.first_index()
+            if pr.match + 1 >= first or pr.match >= pr.pending_snapshot:
+                self._outgoing_snapshots.pop(m.frm, None)
+                pr.become_probe()
+                if pr.match + 1 >= first:
+                    pr.become_replicate()
+        else:
+            pr.inflights.free_le(m.index)
+        if self._maybe_commit():
+            self._release_pending_read_index_messages()
+            self._bcast_append()
+        elif m.frm != self.id and pr.can_bump_commit(self.log.committed):
+            self._maybe_send_append(m.frm)
+        if m.frm != self.id:
+            while self._maybe_send_append(m.frm, send_if_empty=False):
+                pass
+            if m.frm == self.lead_transferee and pr.match == self.log.last_index():
+                self.logger.info("sending timeout-now to transferee to=%s", m.frm)
+                self._send_timeout_now(m.frm)
+
+    def _maybe_commit(self) -> bool:
+        """Raft §5.4.2: advance commit to the quorum's match if it is of our term."""
+        return self.log.maybe_commit(self.tracker.committed(), self.term)
+
+    def _committed_entry_in_current_term(self) -> bool:
+        return self.log.term_or_zero(self.log.committed) == self.term
+
+    def _leader_read_index(self, m: Message) -> None:
+        # Thesis §6.4 step 1: the leader must have committed an entry of its term, so its
+        # commit index is at least that of any earlier leader.
+        if not self._committed_entry_in_current_term():
+            self.pending_read_index_messages.append(m)
+            return
+        if self.tracker.is_singleton() and self.id in self.tracker.config.voters:
+            self._respond_read_index(m, self.log.committed)
+            return
+        self.read_only.add_request(self.log.committed, m)
+
+    def _release_pending_read_index_messages(self) -> None:
+        if not self.pending_read_index_messages:
+            return
+        if not self._committed_entry_in_current_term():
+            return
+        pending = self.pending_read_index_messages
+        self.pending_read_index_messages = []
+        for m in pending:
+            self._leader_read_index(m)
+
+    def _respond_read_index(self, request: Message, index: int) -> None:
+        if request.frm == self.id:
+            self.read_states.append(ReadState(index, request.context))
+        else:
+            self._send(
+                Message(
+                    MT.READ_INDEX_RESP,
+                    request.frm,
+                    self.id,
+                    self.term,
+                    index=index,
+                    context=request.context,
+                )
+            )
+
+    def _leader_transfer(self, transferee: NodeId) -> None:
+        pr = self.tracker.progress.get(transferee)
+        if pr is None or pr.is_learner:
+            self.logger.info("ignored leader transfer to non-voter to=%s", transferee)
+            return
+        if self.lead_transferee is not None:
+            if self.lead_transferee == transferee:
+                return
+            self._abort_leader_transfer()
+        if transferee == self.id:
+            return
+        # Thesis §3.10: stop proposals, catch the target up, then TIMEOUT_NOW; give up
+        # after an election timeout.
+        self.election_elapsed = 0
+        self.lead_transferee = transferee
+        self.logger.info("starting leader transfer to=%s match=%d", transferee, pr.match)
+        if pr.match == self.log.last_index():
+            self._send_timeout_now(transferee)
+        else:
+            self._maybe_send_append(transferee)
+
+    def _send_timeout_now(self, to: NodeId) -> None:
+        self.msgs.append(Message(MT.TIMEOUT_NOW, to, self.id, self.term))
+
+    def _abort_leader_transfer(self) -> None:
+        self.lead_transferee = None
+
+    # ----------------------------------------------------------------- candidate
+
+    def _step_candidate(self, m: Message) -> None:
+        t = m.type
+        my_resp = MT.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MT.VOTE_RESP
+        if t == MT.APPEND:
+            self.become_follower(m.term, m.frm)
+            self._handle_append(m)
+        elif t == MT.HEARTBEAT:
+            self.become_follower(m.term, m.frm)
+            self._handle_heartbeat(m)
+        elif t == MT.SNAPSHOT:
+            self.become_follower(m.term, m.frm)
+            self._handle_snapshot_chunk(m)
+        elif t == my_resp:
+            result = self._poll(m.frm, not m.reject)
+            if result == VoteResult.WON:
+                if self.role == Role.PRE_CANDIDATE:
+                    self._campaign(pre=False, transfer=False)
+                else:
+                    self.become_leader()
+                    self._bcast_append()
+            elif result == VoteResult.LOST:
+                self.become_follower(self.term, None)
+
+    # ----------------------------------------------------------------- follower
+
+    def _step_follower(self, m: Message) -> None:
+        t = m.type
+        if t == MT.APPEND:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_append(m)
+        elif t == MT.HEARTBEAT:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_heartbeat(m)
+        elif t == MT.SNAPSHOT:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_snapshot_chunk(m)
+        elif t == MT.TRANSFER_LEADER:
+            if self.lead is None or m.frm != self.id:
+                self.logger.info("dropped leader transfer: no leader")
+                return
+            self.msgs.append(
+                Message(MT.TRANSFER_LEADER, self.lead, self.id, self.term, context=m.context)
+            )
+        elif t == MT.TIMEOUT_NOW:
+            self.logger.info("received timeout-now from=%s", m.frm)
+            # Thesis §3.10: campaign at once, past pre-vote and leader stickiness.
+            self._hup(transfer=True)
+        elif t == MT.READ_INDEX:
+            if self.lead is None or m.frm != self.id:
+                self.logger.debug("dropped read index: no leader")
+                return
+            self.msgs.append(
+                Message(MT.READ_INDEX, self.lead, self.id, self.term, context=m.context)
+            )
+        elif t == MT.READ_INDEX_RESP:
+            self.read_states.append(ReadState(m.index, m.context))
+
+    def _handle_append(self, m: Message) -> None:
+        log = self.log
+        if m.index < log.committed:
+            self._send(Message(MT.APPEND_RESP, m.frm, self.id, self.term, index=log.committed))
+            return
+        last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None:
+            if m.entries:
+                stamp = m.entries[-1].timestamp_ms
+                if stamp > self.max_timestamp_seen_ms:
+                    self.max_timestamp_seen_ms = stamp
+            self._send(Message(MT.APPEND_RESP, m.frm, self.id, self.term, index=last_new))
+            return
+        hint_index = min(m.index, log.last_index())
+        hint_index, hint_term = log.find_conflict_by_term(hint_index, m.log_term)
+        self.logger.debug(
+            "rejected append from=%s index=%d log_term=%d hint=%d hint_term=%d",
+            m.frm,
+            m.index,
+            m.log_term,
+            hint_index,
+            hint_term,
+        )
+        self._send(
+            Message(
+                MT.APPEND_RESP,
+                m.frm,
+                self.id,
+                self.term,
+                index=m.index,
+                reject=True,
+                reject_hint=hint_index,
+                log_term=hint_term,
+            )
+        )
+
+    def _handle_heartbeat(self, m: Message) -> None:
+        self.log.commit_to(m.commit)
+        self.msgs.append(Message(MT.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
+
+    def _snapshot_ack(self, m: Message, index: int, offset: int, reject: bool) -> None:
+        self.msgs.append(
+            Message(
+                MT.SNAPSHOT_RESP,
+                m.frm,
+                self.id,
+                self.term,
+                index=index,
+                snapshot_offset=offset,
+                reject=reject,
+            )
+        )
+
+    def _handle_snapshot_chunk(self, m: Message) -> None:
+        chunk = m.snapshot
+        if chunk is None:
+            raise RaftInvariantError(f"snapshot message from {m.frm} has no snapshot")
+        meta = chunk.meta
+        asm = self._snapshot_recv
+        if asm is not None and (asm.meta != meta or asm.leader != m.frm):
+            asm = None
+        if asm is None:
+            if m.snapshot_offset != 0:
+                # We hold no partial snapshot to continue: ask for a restart.
+                self._snapshot_ack(m, meta.index, 0, reject=True)
+                return
+            asm = _SnapshotAssembly(meta, m.frm, [], 0)
+            self._snapshot_recv = asm
+        if m.snapshot_offset < asm.expected_offset:
+            self._snapshot_ack(m, meta.index, asm.expected_offset, reject=False)
+            return
+        if m.snapshot_offset > asm.expected_offset:
+            self._snapshot_ack(m, meta.index, asm.expected_offset, reject=True)
+            return
+        asm.chunks.append(chunk.data)
+        asm.expected_offset += len(chunk.data)
+        if not m.snapshot_done:
+            self._snapshot_ack(m, meta.index, asm.expected_offset, reject=False)
+            return
+        self._snapshot_recv = None
+        data = asm.chunks[0] if len(asm.chunks) == 1 else b"".join(asm.chunks)
+        self._handle_snapshot(m.frm, Snapshot(meta, data))
+
+    def _handle_snapshot(self, frm: NodeId, snapshot: Snapshot) -> None:
+        if self._restore(snapshot):
+            self.logger.info(
+                "restored snapshot snapshot_index=%d snapshot_term=%d",
+                snapshot.meta.index,
+                snapshot.meta.term,
+            )
+            self._send(Message(MT.APPEND_RESP, frm, self.id, self.term, index=self.log.last_index()))
+        else:
+            self.logger.info("ignored snapshot snapshot_index=%d", snapshot.meta.index)
+            self._send(Message(MT.APPEND_RESP, frm, self.id, self.term, index=self.log.committed))
+
+    def _restore(self, snapshot: Snapshot) -> bool:
+        meta = snapshot.meta
+        if meta.index <= self.log.committed:
+            return False
+        if self.role != Role.FOLLOWER:
+            self.logger.warning("non-follower attempted to restore snapshot")
+            self.become_follower(self.term + 1, None)
+            return False
+        cs = meta.conf_state
+        if self.id not in cs.voters + cs.learners + cs.voters_outgoing:
+            self.logger.warning("ignored snapshot: not in its configuration")
+            return False
+        if self.log.match_term(meta.index, meta.term):
+            # Thesis §5.1: our log already holds it; keep the entries after it.
+            self.log.commit_to(meta.index)
+            return False
+        self.log.restore(snapshot)
+        self.tracker = ProgressTracker(self.config.max_inflight_msgs)
+        cfg, prs = Changer(self.tracker, self.log.last_index()).restore(cs)
+        restored = self._switch_to_config(cfg, prs)
+        if restored != cs:
+            raise RaftInvariantError(f"restored {restored}, expected {cs}")
+        return True
+
+    # ----------------------------------------------------------------- proposals
+
+    def _append_entries(self, items: list[tuple[EntryType, bytes]]) -> int:
+        """Leader: append entries of this term stamped with cluster time; the last index."""
+        index = self.log.last_index()
+        stamp = self.now_ms if self.now_ms > self._last_stamp_ms else self._last_stamp_ms
+        self._last_stamp_ms = stamp
+        if stamp > self.max_timestamp_seen_ms:
+            self.max_timestamp_seen_ms = stamp
+        term = self.term
+        entries = []
+        for kind, data in items:
+            index += 1
+            entries.append(Entry(term, index, kind, data, stamp))
+        last = self.log.append(entries)
+        # The leader acknowledges its own entries once they are durable: coalesce with a
+        # self-acknowledgement already waiting for the same Ready.
+        ack = Message(MT.APPEND_RESP, self.id, self.id, term, index=last)
+        pending = self.msgs_after_persist
+        if pending and pending[-1].to == self.id and pending[-1].type == MT.APPEND_RESP:
+            pending[-1] = ack
+        else:
+            pending.append(ack)
+        return last
+
+    def _check_can_propose(self) -> None:
+        if self.role != Role.LEADER:
+            raise ProposalDroppedError(f"node {self.id} is not the leader (leader {self.lead})")
+        if self.lead_transferee is not None:
+            raise ProposalDroppedError(
+                f"leader transfer to {self.lead_transferee} is in progress"
+            )
+        if self.id not in self.tracker.progress:
+            raise ProposalDroppedError(f"node {self.id} was removed from the configuration")
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        self._check_can_propose()
+        index = self._append_entries([(EntryType.NORMAL, data)])
+        self.append_pending = True
+        return index, self.term
+
+    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
+        self._check_can_propose()
+        applied = self.log.applied
+        if self.pending_conf_index > applied:
+            raise ProposalDroppedError(
+                f"conf change at index {self.pending_conf_index} is not applied yet "
+                f"(applied {applied})"
+            )
+        joint = self.tracker.config.is_joint()
+        if joint and not cc.leave_joint():
+            raise ProposalDroppedError("must leave the joint config first")
+        if not joint and cc.leave_joint():
+            raise ProposalDroppedError("not in a joint config")
+        try:
+            self._compute_conf_change(cc)
+        except ConfChangeError as exc:
+            raise ProposalDroppedError(f"invalid conf change: {exc}") from exc
+        index = self._append_entries([(EntryType.CONF_CHANGE, cc.encode())])
+        self.pending_conf_index = index
+        self.append_pending = True
+        return index, self.term
+
+    # ----------------------------------------------------------------- membership
+
+    def _compute_conf_change(self, cc: ConfChange) -> tuple[TrackerConfig, ProgressMap]:
+        changer = Changer(self.tracker, self.log.last_index())
+        if cc.leave_joint():
+            return changer.leave_joint()
+        auto_leave, joint = cc.enter_joint()
+        if joint:
+            return changer.enter_joint(auto_leave, cc.changes)
+        return changer.simple(cc.changes)
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        try:
+            cfg, prs = self._compute_conf_change(cc)
+        except ConfChangeError as exc:
+            raise RaftInvariantError(f"cannot apply committed conf change: {exc}") from exc
+        return self._switch_to_config(cfg, prs)
+
+    def _switch_to_config(self, cfg: TrackerConfig, prs: ProgressMap) -> ConfState:
+        self.tracker.config = cfg
+        self.tracker.progress = prs
+        self.logger.info("switched config config=%s", cfg)
+        cs = self.tracker.conf_state()
+        pr = prs.get(self.id)
+        if (pr is None or pr.is_learner) and self.role == Role.LEADER:
+            # Thesis §4.2.2: a removed leader steps down once the change is applied; it
+            # no longer counts itself in any majority.
+            if self.config.step_down_on_removal:
+                self.logger.info("stepping down: removed from the configuration")
+                self.become_follower(self.term, None)
+            return cs
+        if self.role != Role.LEADER or not cs.voters:
+            return cs
+        if self._maybe_commit():
+            self._release_pending_read_index_messages()
+            self._bcast_append()
+        else:
+            for node_id in prs:
+                if node_id != self.id:
+                    self._maybe_send_append(node_id, send_if_empty=False)
+        if self.lead_transferee is not None and self.lead_transferee not in (
+            cfg.voters | cfg.voters_outgoing
+        ):
+            self._abort_leader_transfer()
+        return cs
+
+    def maybe_auto_leave(self) -> None:
+        """Leader: propose leaving a joint config with auto_leave once it is applied."""
+        if (
+            self.role == Role.LEADER
+            and self.tracker.config.auto_leave
+            and self.log.applied >= self.pending_conf_index
+            and self.lead_transferee is None
+        ):
+            self.logger.info("leaving joint config automatically")
+            self.propose_conf_change(ConfChange())

@@ -1,0 +1,143 @@
+"""RawNode's Ready contract: numbering, durability before acknowledgement, must_sync."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from concord.errors import ProposalDroppedError, RaftInvariantError
+from concord.ids import NodeId
+from concord.raft import ConfState, MemoryStorage, MessageType, RaftConfig, RawNode, Role
+from concord.raft.messages import Entry, Message
+from concord.raft.state import HardState, SoftState
+
+N1 = NodeId("n1")
+N2 = NodeId("n2")
+N3 = NodeId("n3")
+
+
+def single_node() -> tuple[RawNode, MemoryStorage]:
+    storage = MemoryStorage(ConfState(voters=(N1,)))
+    return RawNode(RaftConfig(id=N1), storage, random.Random(1)), storage
+
+
+def persist(node: RawNode, storage: MemoryStorage) -> None:
+    rd = node.ready()
+    if rd.entries:
+        storage.append(rd.entries)
+    if rd.hard_state is not None:
+        storage.set_hard_state(rd.hard_state)
+    node.on_persisted(rd.number)
+    if rd.committed_entries:
+        node.on_applied(rd.committed_entries[-1].index)
+
+
+def test_single_node_becomes_leader_when_votes_are_persisted() -> None:
+    """Raft §5.2: a lone voter wins once its own (pre-)votes are durable."""
+    node, storage = single_node()
+    node.campaign()
+    rd = node.ready()
+    assert 1 == rd.number
+    assert SoftState(None, Role.PRE_CANDIDATE) == rd.soft_state
+    assert () == rd.messages_after_persist  # the self-vote never leaves the node
+    node.on_persisted(rd.number)
+    rd = node.ready()
+    assert HardState(1, N1, 0) == rd.hard_state
+    assert rd.must_sync
+    node.on_persisted(rd.number)
+    assert Role.LEADER == node.raft.role
+    rd = node.ready()
+    assert SoftState(N1, Role.LEADER) == rd.soft_state
+    assert [Entry(1, 1)] == list(rd.entries)  # Raft §8: the no-op of the new term
+    assert () == rd.committed_entries  # the leader's own entry is not durable yet
+    storage.append(rd.entries)
+    node.on_persisted(rd.number)
+    rd = node.ready()
+    assert [Entry(1, 1)] == list(rd.committed_entries)
+    assert HardState(1, N1, 1) == rd.hard_state
+
+
+def test_leader_counts_itself_only_when_its_entries_are_persisted() -> None:
+    """A proposal commits in a one-node cluster only after on_persisted of its Ready."""
+    node, storage = single_node()
+    node.campaign()
+    for _ in range(4):
+        persist(node, storage)
+    index, term = node.propose(b"x")
+    assert (2, 1) == (index, term)
+    rd = node.ready()
+    assert [2] == [e.index for e in rd.entries]
+    assert 1 == node.raft.log.committed
+    storage.append(rd.entries)
+    node.on_persisted(rd.number)
+    assert 2 == node.raft.log.committed
+
+
+def test_ready_hands_out_entries_once_when_not_yet_persisted() -> None:
+    """Entries handed out in one Ready are not repeated in the next (in progress)."""
+    node, storage = single_node()
+    node.campaign()
+    for _ in range(4):
+        persist(node, storage)
+    node.propose(b"a")
+    first = node.ready()
+    node.propose(b"b")
+    second = node.ready()
+    assert [2] == [e.index for e in first.entries]
+    assert [3] == [e.index for e in second.entries]
+    assert second.number == first.number + 1
+
+
+def test_propose_raises_when_not_leader() -> None:
+    """Proposals on a follower are dropped with ProposalDroppedError."""
+    node, _ = single_node()
+    with pytest.raises(ProposalDroppedError):
+        node.propose(b"x")
+
+
+def test_on_persisted_raises_when_number_was_never_handed_out() -> None:
+    """Acknowledging a Ready that does not exist is a caller bug."""
+    node, _ = single_node()
+    with pytest.raises(RaftInvariantError):
+        node.on_persisted(5)
+
+
+def test_step_raises_when_message_is_local() -> None:
+    """Local message types never come from the network."""
+    node, _ = single_node()
+    with pytest.raises(ValueError):
+        node.step(Message(MessageType.HUP, N1, N2, 1))
+
+
+def test_vote_response_waits_for_persist_when_granting_a_vote() -> None:
+    """Raft §5.2 / Figure 2: a vote is durable before the candidate hears of it."""
+    storage = MemoryStorage(ConfState(voters=(N1, N2, N3)))
+    node = RawNode(RaftConfig(id=N2, pre_vote=False), storage, random.Random(1))
+    node.step(Message(MessageType.VOTE, N2, N1, term=1, index=0, log_term=0))
+    rd = node.ready()
+    assert () == rd.messages
+    assert [MessageType.VOTE_RESP] == [m.type for m in rd.messages_after_persist]
+    assert not rd.messages_after_persist[0].reject
+    assert HardState(1, N1, 0) == rd.hard_state
+    assert rd.must_sync
+
+
+def test_must_sync_is_false_when_only_commit_changed() -> None:
+    """Commit index changes alone need no fsync (it can be recomputed)."""
+    storage = MemoryStorage(ConfState(voters=(N1, N2, N3)))
+    node = RawNode(RaftConfig(id=N2), storage, random.Random(1))
+    node.step(
+        Message(MessageType.APPEND, N2, N1, 1, 0, 0, entries=(Entry(1, 1),), commit=0)
+    )
+    rd = node.ready()
+    assert rd.must_sync
+    storage.append(rd.entries)
+    storage.set_hard_state(rd.hard_state or HardState())
+    node.on_persisted(rd.number)
+    node.step(Message(MessageType.HEARTBEAT, N2, N1, 1, commit=1))
+    rd = node.ready()
+    assert HardState(1, None, 1) == rd.hard_state
+    assert not rd.must_sync
+    assert [MessageType.HEARTBEAT_RESP] == [m.type for m in rd.messages]
+    assert [Entry(1, 1)] == list(rd.committed_entries)
