@@ -422,6 +422,7 @@ class Driver:
         self._ticks = 0
         self._last_snapshot_index = storage.snapshot().meta.index
         self._snapshot_in_flight: dict[int, Snapshot] = {}
+        self._snapshot_due = False
         now = clock.now_ms()
         # See the module docstring: a restarted node must not vote while a lease it may
         # have granted before the crash could still be running.
@@ -666,6 +667,9 @@ class Driver:
             self.conf_state = self.raw.apply_conf_change(cc)
             self.state_machine.apply_noop(entry.index, entry.timestamp_ms)
             result = self.conf_state
+            # A member added now cannot install an older snapshot (it is not in that
+            # snapshot's membership): make the next snapshot soon.
+            self._snapshot_due = True
         elif entry.data:
             result = self.state_machine.apply(entry.index, entry.timestamp_ms, entry.data).result
         else:
@@ -689,8 +693,9 @@ class Driver:
         every = self.config.snapshot_every_entries
         if every <= 0 or self._snapshot_sink is None:
             return
-        if self.applied_index - self._last_snapshot_index < every:
+        if self.applied_index - self._last_snapshot_index < every and not self._snapshot_due:
             return
+        self._snapshot_due = False
         meta = SnapshotMeta(self.applied_index, self.applied_term, self.conf_state)
         snapshot = Snapshot(meta, self.state_machine.snapshot())
         self._last_snapshot_index = self.applied_index
@@ -780,18 +785,29 @@ class Driver:
         self._transport.send(msg)
 
 
-def load_memory_storage(storage: MemoryLog, recovered: Recovered) -> None:
+def load_memory_storage(storage: MemoryLog, recovered: Recovered) -> HardState:
     """
     Load what storage recovery returned into a fresh MemoryStorage.
+
+    NB: snapshots are written apart from the log, so a crash can leave a snapshot newer
+    than the persisted hard state's commit; a snapshot only holds committed entries, so
+    the commit is raised to the snapshot's index (the core requires commit >= it).
+
+    Returns:
+        The hard state loaded (after that repair).
 
     Raises:
         RaftInvariantError: the recovered entries leave a gap after the snapshot.
     """
+    hard_state = recovered.hard_state
     if recovered.snapshot is not None and not recovered.snapshot.is_empty:
         storage.apply_snapshot(recovered.snapshot)
-    if not recovered.hard_state.is_empty:
-        storage.set_hard_state(recovered.hard_state)
+        index = recovered.snapshot.meta.index
+        if hard_state.commit < index:
+            hard_state = HardState(hard_state.term, hard_state.vote, index)
+    if not hard_state.is_empty:
+        storage.set_hard_state(hard_state)
     entries = [e for e in recovered.entries if e.index > storage.first_index() - 1]
     if entries:
         storage.append(entries)
-
+    return hard_state

@@ -19,6 +19,7 @@ Pure: no wall clock, no global randomness.
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 import logging
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -37,9 +38,12 @@ from concord.sim.node import SimNode
 from concord.sim.rng import SimRandom
 from concord.sim.workload import Client, Workload, WorkloadConfig
 
-__all__ = ["SimConfig", "SimResult", "Simulation", "run_seed"]
+__all__ = ["DEFAULT_DURATION_MS", "SimConfig", "SimResult", "Simulation", "run_seed"]
 
 logger = logging.getLogger(__name__)
+
+
+DEFAULT_DURATION_MS = 3000
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,7 @@ class SimConfig:
 
     seed: int
     nodes: int = 3
-    duration_ms: int = 3000
+    duration_ms: int = DEFAULT_DURATION_MS
     buggify: bool = True
     faults: bool = True
     membership: bool = True
@@ -119,6 +123,10 @@ class Simulation:
         ids = [NodeId(f"n{i + 1}") for i in range(config.nodes)]
         self.spares = [NodeId(f"n{config.nodes + i + 1}") for i in range(2)]
         bootstrap = ConfState(voters=tuple(sorted(ids)))
+        # NB: a joining node starts from the same bootstrap membership (the cluster's
+        # "initial members", as in etcd): replaying the log from index 1 must reproduce
+        # the membership, and the bootstrap is not in the log.
+        self.bootstrap = bootstrap
         self.nodes: dict[NodeId, SimNode] = {}
         for node_id in ids:
             self.nodes[node_id] = self._make_node(node_id, bootstrap)
@@ -279,7 +287,7 @@ class Simulation:
             for node in self.nodes.values():
                 if node.alive:
                     node.crash()
-                    self.loop.after(rng.randint(20, 300), lambda n=node.id: self._restart(n))
+                    self.loop.after(rng.randint(20, 300), partial(self._restart, node.id))
         elif action == "partition":
             shuffled = sorted(members)
             rng.shuffle(shuffled)
@@ -353,7 +361,7 @@ class Simulation:
         choice = rng.choice(options)
         if choice == "add_learner":
             new_id = self.spares.pop(0)
-            node = self._make_node(new_id, ConfState())
+            node = self._make_node(new_id, self.bootstrap)
             self.nodes[new_id] = node
             node.start()
             cc = ConfChange.add_learner(new_id)

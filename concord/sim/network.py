@@ -12,6 +12,7 @@ ends, then delivers them in order. A partition drops what crosses it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 
 from concord.ids import NodeId
@@ -128,7 +129,7 @@ class Network:
                 # FIFO per link, like one TCP connection.
                 at = max(at, self._last_delivery.get(link, 0))
                 self._last_delivery[link] = at
-            self.loop.at(at, lambda m=msg: self._deliver(m))
+            self.loop.at(at, partial(self._deliver, msg))
 
     def _deliver(self, msg: Message) -> None:
         if (msg.frm, msg.to) in self._blocked:

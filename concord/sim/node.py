@@ -8,6 +8,7 @@ Pure: time, randomness and IO are the simulator's.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import Callable
 
 from concord.errors import CompactedError, UnavailableError
@@ -27,7 +28,10 @@ from concord.sim.rng import SimRandom
 
 __all__ = ["ObservedStorage", "SimNode"]
 
+# The cores' log lines stay out of the way of a many-seed run (--trace turns them on).
 _raft_logger = logging.getLogger("concord.sim.raft")
+_raft_logger.propagate = False
+_raft_logger.setLevel(logging.CRITICAL)
 
 
 class ObservedStorage(MemoryStorage):
@@ -95,6 +99,7 @@ class SimNode:
         self.fsync_ms = fsync_ms
         self.trace = trace
         self.incarnation = 0
+        self.logger = logging.getLogger(f"concord.sim.raft.{node_id}")
         self.alive = False
         self.driver: Driver | None = None
         self.machine: StateMachine | None = None
@@ -118,7 +123,8 @@ class SimNode:
                 self.id, recovered.snapshot.meta.index, recovered.snapshot.meta.term
             )
         raw = RawNode(
-            self.raft_config,
+            self.raft_config if self.raft_config.logger is not None
+            else replace(self.raft_config, logger=self.logger),
             storage,
             self.rng.fork(f"raft/{self.incarnation}"),
         )
