@@ -437,12 +437,13 @@ class Simulation:
         conf = leader.driver.conf_state
         members = [self.nodes[m] for m in (*conf.voters, *conf.learners) if m in self.nodes]
         states = {
-            (n.driver.applied_index, n.machine.state_hash())
+            n.id: (n.driver.applied_index, n.machine.state_hash())
             for n in members
             if n.driver is not None and n.machine is not None
         }
-        if len(states) != 1:
-            self.checker.fail("convergence", f"members' (applied, hash) differ: {sorted(states)}")
+        if len(set(states.values())) != 1:
+            self.checker.fail("convergence", f"members' (applied, hash) differ: {states} "
+                              f"conf={conf}")
             return
         # Final strong reads of every key, through the leader, join the history.
         reader = Client(-1, self.rng.fork("final-reads"), leader.id, stopped=True)

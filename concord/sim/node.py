@@ -107,6 +107,7 @@ class SimNode:
         self._writer: SimLogWriter | None = None
         self._tick_timer: Timer | None = None
         self._processing = False
+        self._outbox: list[Message] = []
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -174,6 +175,7 @@ class SimNode:
             self._writer.dead = True
         self.network.unregister(self.id)
         self.disk.crash(self.rng.fork(f"crash/{self.incarnation}"))
+        self._outbox = []
         self.driver = None
         self.machine = None
         self.storage = None
@@ -187,10 +189,25 @@ class SimNode:
         return self.loop.now
 
     def send(self, msg: Message) -> None:
-        """Transport: into the fake network (buggify may lose it: a legal loss)."""
-        if buggify("node.drop_send"):
+        """Transport: into the outbox, flushed to the network at the end of the step."""
+        self._outbox.append(msg)
+
+    def _flush(self) -> None:
+        """
+        Hand this step's messages to the network in a canonical order.
+
+        NB: the core builds its progress map from sets of node ids, so the order of its
+        messages within one step depends on PYTHONHASHSEED; sorting them here keeps the
+        network's random draws (and so the whole run) a function of the seed alone.
+        """
+        if not self._outbox:
             return
-        self.network.send(msg)
+        out, self._outbox = self._outbox, []
+        out.sort(key=lambda m: (m.to, m.type, m.index, m.term))
+        for msg in out:
+            if buggify("node.drop_send"):
+                continue  # a legal loss
+            self.network.send(msg)
 
     def _receive(self, msg: Message) -> None:
         if self.driver is None:
@@ -235,6 +252,7 @@ class SimNode:
             driver.process_ready()
         finally:
             self._processing = False
+        self._flush()
         if driver.role is Role.LEADER:
             self.checker.on_leader(self.id, driver.term)
 
