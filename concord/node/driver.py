@@ -536,10 +536,17 @@ class Driver:
                     Reply(request_id, ReplyStatus.NOT_LEADER, leader_hint=self._hint(), key=key)
                 )
                 return
-            if self.applied_term == self.term:
+            if self.applied_term != self.term:
+                # Not yet applied an entry of its own term: earlier terms' committed
+                # entries may be missing from the state machine.
+                self._leader_reads.append(read)
+            elif self.applied_index >= self.commit:
                 self._answer_read(read)
             else:
-                self._leader_reads.append(read)
+                # NB: the leader may commit (through a quorum of followers) before it
+                # applies; a follower may already serve those entries. Wait for them.
+                read.index = self.commit
+                self._waiting_reads.append(read)
             return
         ctx = self._next_ctx(_READ_CTX)
         self._reads[ctx] = read

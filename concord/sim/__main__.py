@@ -86,12 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     flag = "on" if buggify else "off"
 
     if args.seed is not None:
-        if args.trace:
-            import logging
-
-            raft_log = logging.getLogger("concord.sim.raft")
-            raft_log.setLevel(logging.INFO)
-            raft_log.addHandler(logging.StreamHandler(sys.stdout))
         result = Simulation(
             SimConfig(seed=args.seed, nodes=args.nodes, duration_ms=args.duration_ms,
                       buggify=buggify, trace=args.trace)

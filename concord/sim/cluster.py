@@ -222,10 +222,19 @@ class Simulation:
     def run(self) -> SimResult:
         state = buggify_mod.Buggify(self.config.seed, enabled=self.config.buggify)
         buggify_mod.activate(state)
+        handler: logging.Handler | None = None
+        raft_log = logging.getLogger("concord.sim.raft")
+        if self.config.trace:
+            handler = _TraceHandler(self)
+            raft_log.addHandler(handler)
+            raft_log.setLevel(logging.INFO)
         try:
             return self._run()
         finally:
             buggify_mod.activate(None)
+            if handler is not None:
+                raft_log.removeHandler(handler)
+                raft_log.setLevel(logging.CRITICAL)
 
     def _step_check(self) -> bool:
         self.checker.now_ms = self.loop.now
@@ -457,6 +466,17 @@ class Simulation:
         self._lin_result = result
         for verdict in result.violations:
             self.checker.fail("linearizability", verdict.describe())
+
+
+class _TraceHandler(logging.Handler):
+    """Puts the cores' log lines into the trace, in virtual-time order (not digested)."""
+
+    def __init__(self, sim: Simulation) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sim.trace_lines.append(f"{self.sim.loop.now}   | {record.getMessage()}")
 
 
 def run_seed(

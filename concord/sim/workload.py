@@ -224,7 +224,7 @@ class Workload:
     ) -> None:
         done = None if outcome is Outcome.UNKNOWN else self.loop.now
         self._trace(
-            f"op c{client.id} {flight.kind.value} {flight.key} {flight.args} "
+            f"op c{client.id}@{flight.node} {flight.kind.value} {flight.key} {flight.args} "
             f"{flight.consistency.value if flight.consistency else ''} -> "
             f"{outcome.value} {result!r}"
         )

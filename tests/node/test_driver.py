@@ -393,3 +393,20 @@ def test_empty_command_is_rejected_when_submitted() -> None:
     driver, _, _, _, _ = make()
     with pytest.raises(ValueError):
         driver.submit_write(1, b"")
+
+
+def test_leader_read_waits_when_commit_is_ahead_of_applied() -> None:
+    """A leader that committed (via followers) but has not applied yet must not serve."""
+    driver, raw, world, _, _ = make()
+    become_leader(driver, raw)
+    raw.readys.append(Ready(2, committed_entries=(Entry(1, 1),)))
+    driver.process_ready()
+    driver.on_tick()
+    raw.readys.append(Ready(3, hard_state=HardState(1, N1, 2),
+                            read_states=(ReadState(1, raw.read_ctxs[0]),)))
+    driver.process_ready()
+    driver.submit_read(9, "a", Consistency.LEADER)
+    assert [] == world.replies
+    raw.readys.append(Ready(4, committed_entries=(Entry(1, 2, data=put("a", 1)),)))
+    driver.process_ready()
+    assert Reply(9, ReplyStatus.OK, index=2, key="a") == world.by_id(9)
