@@ -271,8 +271,13 @@ class Raft:
 
     def _bcast_append(self) -> None:
         """One APPEND to every peer (commit news), then pipeline what the window allows."""
+        committed = self.log.committed
         for node_id, pr in self.tracker.progress.items():
-            if node_id != self.id and self._maybe_send_append(node_id):
+            if node_id == self.id:
+                continue
+            # An empty APPEND only if it tells something: a probe, or a new commit index.
+            send_if_empty = pr.state != ProgressState.REPLICATE or pr.can_bump_commit(committed)
+            if self._maybe_send_append(node_id, send_if_empty):
                 while pr.state == ProgressState.REPLICATE and self._maybe_send_append(
                     node_id, send_if_empty=False
                 ):
@@ -369,13 +374,13 @@ class Raft:
         pr = self.tracker.progress[self.id]
         pr.become_replicate()
         pr.recent_active = True
-        # Thesis §4.1 (the single-server change bug): no conf change until an entry of
-        # this term commits, so pending_conf_index covers the whole log so far.
-        self.pending_conf_index = self.log.last_index()
         last_stamp = self.log.last_timestamp_ms()
         self._last_stamp_ms = max(last_stamp, self.max_timestamp_seen_ms)
         # Raft §8: a no-op of the new term lets earlier entries commit (§5.4.2).
-        self._append_entries([(EntryType.NORMAL, b"")])
+        no_op_index = self._append_entries([(EntryType.NORMAL, b"")])
+        # Thesis §4.1 (the single-server change bug, Ongaro 2015): no conf change until
+        # an entry of this term is applied, so pending_conf_index is the no-op.
+        self.pending_conf_index = no_op_index
         self.logger.info("became leader last_index=%d", self.log.last_index())
 
     # ----------------------------------------------------------------- ticks
@@ -646,7 +651,9 @@ class Raft:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
             self._release_pending_read_index_messages()
-            self._bcast_append()
+            # Commit news goes out with the next Ready (flush), once for all the
+            # acknowledgements stepped before it.
+            self.append_pending = True
         elif m.frm != self.id and pr.can_bump_commit(self.log.committed):
             self._maybe_send_append(m.frm)
         if m.frm != self.id:

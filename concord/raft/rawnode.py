@@ -208,7 +208,8 @@ class RawNode:
             or r.msgs_after_persist
             or r.read_states
             or r.has_flush_work()
-            or r.soft_state() != self._prev_soft
+            or r.lead != self._prev_soft.leader_id
+            or r.role != self._prev_soft.role
             or self._hard_state_changed()
             or log.unstable.next_entries()
             or log.unstable.next_snapshot() is not None

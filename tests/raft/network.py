@@ -17,7 +17,7 @@ from concord.ids import NodeId
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfChange, ConfState, Entry, EntryType, Message
 from concord.raft.rawnode import RawNode, Ready
-from concord.raft.state import ReadState, Role
+from concord.raft.state import HardState, ReadState, Role
 from concord.raft.storage import MemoryStorage
 
 _LEN = struct.Struct(">I")
@@ -79,6 +79,7 @@ class Network:
         self.delivered: list[Message] = []
         self.cut: set[tuple[NodeId, NodeId]] = set()
         self.drop: Callable[[Message], bool] | None = None
+        self.transform: Callable[[Message], Message] | None = None
         self.now_ms: dict[NodeId, int] = {}
         for i, name in enumerate(self.names):
             self.add_node(name, MemoryStorage(self.conf_state), seed * 1000 + i)
@@ -142,6 +143,8 @@ class Network:
             return
         if self.drop is not None and self.drop(m):
             return
+        if self.transform is not None:
+            m = self.transform(m)
         self.delivered.append(m)
         self.nodes[m.to].step(m)
 
@@ -200,6 +203,14 @@ class Network:
     def heal(self) -> None:
         self.cut.clear()
         self.drop = None
+        self.transform = None
+
+    def load(self, name: str, entries: list[Entry], term: int) -> None:
+        """Replace `name` by a node restarted from a log of `entries` at `term`."""
+        storage = MemoryStorage(self.conf_state)
+        storage.append(entries)
+        storage.set_hard_state(HardState(term=term))
+        self.add_node(NodeId(name), storage)
 
     def compact(self, name: str, index: int) -> None:
         """Snapshot `name`'s toy state machine at `index` and compact its storage."""
