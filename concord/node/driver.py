@@ -489,14 +489,20 @@ class Driver:
         if body is None:
             logger.warning("unknown snapshot written index=%d", meta.index)
             return
+        self._offer_snapshot(meta, body)
+        # Compact only below what is durable (the in-memory snapshot may be newer).
+        compact_to = min(meta.index, self.storage.snapshot().meta.index)
+        compact_to -= self.config.snapshot_keep_entries
+        if compact_to >= self.storage.first_index():
+            self.storage.compact(compact_to)
+
+    def _offer_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Make `meta` the snapshot the core sends to followers, if newer and possible."""
         if meta.index <= self.storage.snapshot().meta.index:
             return
         if meta.index > self.storage.last_index():
-            return  # not persisted locally yet; a later snapshot will do
-        self.storage.create_snapshot(meta.index, meta.conf_state, body)
-        compact_to = meta.index - self.config.snapshot_keep_entries
-        if compact_to >= self.storage.first_index():
-            self.storage.compact(compact_to)
+            return  # the entry is not in the memory log yet; a later snapshot will do
+        self.storage.create_snapshot(meta.index, meta.conf_state, data)
 
     def submit_write(self, request_id: int, command: bytes) -> None:
         """Propose a state-machine command; the reply comes once it is applied."""
@@ -708,6 +714,10 @@ class Driver:
         self._last_snapshot_index = self.applied_index
         self._snapshot_in_flight[meta.index] = snapshot
         self.stats.snapshots_taken += 1
+        # NB: followers may get it before it is durable here: it holds committed state
+        # only. A member just added needs a snapshot that includes it (the core ignores
+        # one whose membership lacks it), so this matters right after a conf change.
+        self._offer_snapshot(meta, snapshot.data)
         self._snapshot_sink.write_snapshot(snapshot)
 
     # -- reads --------------------------------------------------------------------------
