@@ -81,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="virtual milliseconds of chaos per seed")
     parser.add_argument("--no-buggify", action="store_true")
     parser.add_argument("--trace", action="store_true", help="print the replayed trace")
+    parser.add_argument("--max-failures", type=int, default=0,
+                        help="stop after this many failing seeds (0: run them all)")
     args = parser.parse_args(argv)
     buggify = not args.no_buggify
     flag = "on" if buggify else "off"
@@ -104,9 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = 0
     cpu = 0.0
     ops = 0
+    ran = 0
     for seed, nodes, problems, _digest, n_ops, cpu_s in run_many(
         seeds, args.nodes, args.duration_ms, buggify, args.workers
     ):
+        ran += 1
         cpu += cpu_s
         ops += n_ops
         if problems:
@@ -114,10 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"seed={seed} nodes={nodes} buggify={flag} FAILED: {problems[0]}")
             print(f"  replay: {replay_command(seed, nodes, args.duration_ms, buggify)}")
             sys.stdout.flush()
+            if args.max_failures and failures >= args.max_failures:
+                break
     wall = time.monotonic() - started
-    print(f"seeds={len(seeds)} nodes={args.nodes} buggify={flag} failures={failures} "
+    print(f"seeds={ran} nodes={args.nodes} buggify={flag} failures={failures} "
           f"ops={ops} wall_s={wall:.1f} cpu_s={cpu:.1f} "
-          f"cpu_per_seed_s={cpu / max(1, len(seeds)):.3f}")
+          f"cpu_per_seed_s={cpu / max(1, ran):.3f}")
     return 1 if failures else 0
 
 
