@@ -1,0 +1,199 @@
+"""The log writer: group commit and acknowledgement order, replica snapshots, the client."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+import shutil
+
+import pytest
+import zmq
+
+from concord.ids import NodeId
+from concord.node import log_writer as lw
+from concord.raft.messages import ConfState, Entry, EntryType, Snapshot, SnapshotMeta
+from concord.raft.state import HardState
+from concord.storage.recovery import recover
+from concord.storage.replica import apply_entry, check_replica_hash
+from concord.storage.snapshot import list_snapshots
+from tests.storage.fake_sm import DictMachine
+from tests.storage.util import make_entries
+
+CS = ConfState(voters=(NodeId("n1"), NodeId("n2"), NodeId("n3")))
+
+
+def _put_entries(first: int, count: int, term: int = 1) -> list[Entry]:
+    return [Entry(term, i, EntryType.NORMAL, f"k{i % 7}=v{i}".encode(), 1000 + i) for i in range(first, first + count)]
+
+
+def _persist(number: int, entries: list[Entry], hs: HardState | None = None, must_sync: bool = True) -> bytes:
+    return lw.encode_persist(number, entries, hs, None, must_sync)
+
+
+def _committed(index: int) -> bytes:
+    return lw._msg(lw.COMMITTED, index, lw.codec.conf_state_to_obj(CS))
+
+
+def test_writer_group_commits_and_acks_after_sync_when_requests_are_drained_together(tmp_path: Path) -> None:
+    """N queued PERSIST requests: one write, one fdatasync, then one PERSISTED(N)."""
+    syncs: list[int] = []
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(replica=False), sync_hook=lambda fd: syncs.append(len(writer.outbox)))
+    frames = [_persist(n, make_entries(n, 1)) for n in range(1, 51)]
+    assert writer.handle_batch(frames)
+    assert [0] == syncs  # the sync happened before any reply was queued
+    assert [lw._msg(lw.PERSISTED, 50)] == writer.outbox
+    assert (1, 1) == (writer.wal.write_count, writer.wal.sync_count)
+    writer.close()
+    assert make_entries(1, 50) == recover(tmp_path).entries
+
+
+def test_writer_skips_fdatasync_when_batch_only_moves_commit(tmp_path: Path) -> None:
+    """must_sync false with no entries (commit-only hard state) is written, not synced."""
+    syncs: list[int] = []
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(replica=False), sync_hook=syncs.append)
+    writer.handle_batch([_persist(1, [], HardState(1, None, 3), must_sync=False)])
+    writer.handle_batch([_persist(2, make_entries(1, 1), None, must_sync=False)])
+    assert 1 == len(syncs)
+    writer.close()
+    assert HardState(1, None, 3) == recover(tmp_path).hard_state
+
+
+def test_writer_rejects_request_when_persist_number_does_not_grow(tmp_path: Path) -> None:
+    """Persist numbers are monotonic; a repeat is a protocol error."""
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(replica=False))
+    writer.handle_batch([_persist(1, make_entries(1, 1))])
+    with pytest.raises(lw.ProtocolError, match="persist number 1 is not above 1"):
+        writer.handle_batch([_persist(1, make_entries(2, 1))])
+    writer.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fork", "thread"])
+def test_writer_writes_snapshot_from_its_replica_when_enough_entries_are_applied(tmp_path: Path, mode: str) -> None:
+    """Every snapshot_entries applied, a snapshot with the replica's hash is written and reported."""
+    settings = lw.WriterSettings(snapshot_entries=20, snapshot_mode=mode, segment_bytes=600)
+    writer = lw.LogWriter(tmp_path, settings, state_machine=DictMachine)
+    entries = _put_entries(1, 30, term=2)
+    for n, first in enumerate(range(1, 31, 5), start=1):
+        writer.handle_batch([_persist(n, entries[first - 1 : first + 4], HardState(2, NodeId("n1"), first + 4))])
+    segments_before = len(writer.wal.segments)
+    writer.handle_batch([_committed(25)])
+    writer.outbox.clear()
+    writer.apply_some()
+    assert 25 == writer.applied_index
+    assert writer.snapshot_job is not None
+    assert writer.poll_snapshot(block=True)
+    expected = DictMachine()
+    for e in entries[:25]:
+        apply_entry(expected, e)
+    assert [lw._msg(lw.SNAPSHOT_WRITTEN, 25, 2, lw.codec.conf_state_to_obj(CS), expected.state_hash())] == writer.outbox
+    assert len(writer.wal.segments) < segments_before
+    writer.close()
+    state = recover(tmp_path)
+    assert state.snapshot is not None
+    assert SnapshotMeta(25, 2, CS) == state.snapshot.meta
+    assert expected.snapshot() == state.snapshot.data
+    assert entries[25:] == state.entries
+
+
+def test_writer_installs_leader_snapshot_when_persist_carries_one(tmp_path: Path) -> None:
+    """A snapshot from the leader is written, marked in the WAL and restores the replica."""
+    source = DictMachine()
+    for e in _put_entries(1, 40):
+        apply_entry(source, e)
+    snap = Snapshot(SnapshotMeta(40, 3, CS), source.snapshot())
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=0), state_machine=DictMachine)
+    writer.handle_batch([_persist(1, _put_entries(1, 5))])
+    writer.handle_batch([lw.encode_persist(2, _put_entries(41, 2, term=3), HardState(3, None, 40), snap, True)])
+    assert 40 == writer.applied_index
+    writer.close()
+    state = recover(tmp_path)
+    assert snap == state.snapshot
+    assert _put_entries(41, 2, term=3) == state.entries
+
+
+def test_replica_check_logs_error_when_hashes_differ(caplog: pytest.LogCaptureFixture) -> None:
+    """A hash mismatch is an ERROR naming both hashes and the index, and returns False."""
+    with caplog.at_level(logging.ERROR):
+        assert check_replica_hash(17, 0xABC, 0xABC)
+        assert [] == caplog.records
+        assert not check_replica_hash(17, 0xABC, 0xDEF)
+    (record,) = caplog.records
+    assert logging.ERROR == record.levelno
+    assert "index=17 worker_hash=0x0000000000000abc writer_hash=0x0000000000000def" in record.getMessage()
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short folder for ipc endpoints (sun_path is limited to ~107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="concord-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def writer_process(data_dir: Path, endpoint: str, settings: lw.WriterSettings) -> Iterator[BaseProcess]:
+    """Run the writer in a spawned process; SIGKILL it by pid on exit if still alive."""
+    proc = get_context("spawn").Process(target=lw.run_log_writer, args=(str(data_dir), endpoint, settings))
+    proc.start()
+    assert proc.pid is not None
+    try:
+        yield proc
+    finally:
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join(10)
+        assert not proc.is_alive()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_writer_process_acks_snapshots_and_stops_when_driven_by_the_client(tmp_path: Path, short_dir: Path) -> None:
+    """Over ipc: handshake, persist, acks, snapshot notice, stats, graceful stop."""
+    endpoint = f"ipc://{short_dir}/w.sock"
+    settings = lw.WriterSettings(snapshot_entries=10, state_machine="tests.storage.fake_sm:DictMachine")
+    ctx = zmq.Context()
+    client = lw.LogWriterClient(endpoint, ctx)
+    try:
+        with writer_process(tmp_path, endpoint, settings) as proc:
+            recovered = client.handshake(20)
+            assert ([], HardState(), None) == (recovered.entries, recovered.hard_state, recovered.snapshot)
+            entries = _put_entries(1, 12)
+            for n in range(1, 13):
+                client.persist(n, entries[n - 1 : n], HardState(1, NodeId("n1"), n), None, True)
+            events: list[lw.WriterEvent] = []
+            while lw.Persisted(12) not in events:
+                events += client.recv(timeout_ms=5000)
+            numbers = [e.number for e in events if isinstance(e, lw.Persisted)]
+            assert sorted(numbers) == numbers
+            client.committed(12, CS)
+            while not any(isinstance(e, lw.SnapshotWritten) for e in events):
+                events += client.recv(timeout_ms=5000)
+            expected = DictMachine()
+            for e in entries:
+                apply_entry(expected, e)
+            assert [lw.SnapshotWritten(12, 1, CS, expected.state_hash())] == [
+                e for e in events if isinstance(e, lw.SnapshotWritten)
+            ]
+            client.request_stats()
+            stats = [e for e in client.recv(timeout_ms=5000) if isinstance(e, lw.WriterStats)]
+            assert 12 == stats[0].values["applied_index"]
+            assert stats[0].values["syncs"] <= 12
+            client.stop()
+            proc.join(10)
+            assert 0 == proc.exitcode
+    finally:
+        client.close()
+        ctx.term()
+    assert 1 == len(list_snapshots(tmp_path / "snap"))
+
