@@ -1,0 +1,114 @@
+"""SIGKILL of the writer process at many seeded moments never loses an acknowledged record."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from concord.ids import NodeId
+from concord.node import log_writer as lw
+from concord.raft.messages import Entry
+from concord.raft.state import HardState
+from concord.storage.recovery import RecoveredState, recover
+from tests.storage.test_log_writer import writer_process
+
+SEED = 20261121
+KILL_POINTS = 24
+
+State = tuple[tuple[Entry, ...], HardState]
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="concord-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _next_request(rng: random.Random, state: State) -> tuple[list[Entry], HardState | None, bool, State]:
+    """A random Ready-like request and the state after it: appends, conflicting rewrites, hard states."""
+    log, hs = list(state[0]), state[1]
+    last = log[-1].index if log else 0
+    roll = rng.random()
+    if roll < 0.15 and last > hs.commit:
+        term = hs.term + 1
+        start = rng.randint(hs.commit + 1, last)  # rewrite an uncommitted suffix (Raft §5.3)
+        entries = [Entry(term, i, data=rng.randbytes(rng.randint(0, 200)), timestamp_ms=i) for i in range(start, start + rng.randint(1, 5))]
+        hs = HardState(term, NodeId("n2"), hs.commit)
+        del log[start - 1 :]
+        log += entries
+        return entries, hs, True, (tuple(log), hs)
+    if roll < 0.25:
+        hs = HardState(hs.term, hs.vote, rng.randint(hs.commit, last))
+        return [], hs, False, (tuple(log), hs)  # commit-only: written, not synced
+    term = max(hs.term, 1)
+    entries = [
+        Entry(term, i, data=rng.randbytes(rng.randint(0, 300)), timestamp_ms=i) for i in range(last + 1, last + 1 + rng.randint(1, 20))
+    ]
+    new_hs = hs if hs.term == term else HardState(term, NodeId("n1"), hs.commit)
+    log += entries
+    return entries, (new_hs if new_hs != hs or rng.random() < 0.3 else None), True, (tuple(log), new_hs)
+
+
+def _as_state(recovered: RecoveredState) -> State:
+    return tuple(recovered.entries), recovered.hard_state
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_acknowledged_records_survive_when_writer_is_killed_at_random_moments(tmp_path: Path, short_dir: Path) -> None:
+    """24 seeded SIGKILLs mid-stream: recovery always equals the state after some request at or past the last ack."""
+    rng = random.Random(SEED)
+    print(f"seed={SEED}")
+    endpoint = f"ipc://{short_dir}/w.sock"
+    settings = lw.WriterSettings(segment_bytes=4096, replica=False)
+    ctx = zmq.Context()
+    allowed: list[State] = [((), HardState())]  # states the next recovery may legally show
+    total_acked = 0
+    try:
+        for round_no in range(KILL_POINTS):
+            client = lw.LogWriterClient(endpoint, ctx)
+            try:
+                with writer_process(tmp_path, endpoint, settings) as proc:
+                    state = _as_state(client.handshake(20))
+                    assert state in allowed, f"round {round_no}: recovered state is not one the writer may have made durable"
+                    n_requests = rng.randint(5, 80)
+                    kill_at_ack = rng.randint(0, n_requests)
+                    window = rng.choice([1, 3, 8, 32])
+                    states = [state]
+                    acked = sent = 0
+                    while True:
+                        while sent < n_requests and sent - acked < window:
+                            entries, hs, sync, state = _next_request(rng, state)
+                            sent += 1
+                            client.persist(sent, entries, hs, None, sync)
+                            states.append(state)
+                        if acked >= kill_at_ack or acked == n_requests:
+                            break
+                        for event in client.recv(timeout_ms=10_000):
+                            assert isinstance(event, lw.Persisted)
+                            acked = max(acked, event.number)
+                        if acked >= kill_at_ack:
+                            break
+                    # SIGKILL now, with (sent - acked) requests still in flight.
+                    assert proc.pid is not None
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.join(10)
+                    total_acked += acked
+                    allowed = states[acked:]
+            finally:
+                client.close()
+        final = _as_state(recover(tmp_path))
+        assert final in allowed
+        assert total_acked > KILL_POINTS
+    finally:
+        ctx.term()
