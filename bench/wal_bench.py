@@ -1,0 +1,183 @@
+"""
+WAL append benchmark: what one group commit costs next to one raw fdatasync.
+
+For batch sizes 1, 10, 100 and 1000 of 128-byte entries (fsync on), it measures appends
+per second and per-batch latency p50/p99, and, in the same run and the same folder, the
+raw rate of "write 4 KiB + fdatasync". The ratio column is (p50 cost of one batch) /
+(p50 cost of one raw fdatasync); the goal is under 1.10.
+
+Modes:
+    wal      (default) concord.storage.wal.WAL in this process: encode, one write, one
+             fdatasync per batch.
+    process  the log writer process over ipc: LogWriterClient.persist() -> Persisted,
+             one request per batch, waiting for each ack (adds the ipc round trip).
+
+Usage:
+    python bench/wal_bench.py [--dir DIR] [--seconds 2] [--mode wal|process]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import sys
+from multiprocessing import get_context
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from concord.raft.messages import Entry
+from concord.raft.state import HardState
+from concord.storage.wal import WAL, WalOptions, read_wal
+
+BATCH_SIZES = (1, 10, 100, 1000)
+ENTRY_BYTES = 128
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class RawSync:
+    """write(4 KiB) + fdatasync appended to one file: the disk's own cost of one sync."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "raw.bin"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.block = os.urandom(4096)
+
+    def once(self) -> float:
+        t0 = time.perf_counter()
+        os.write(self.fd, self.block)
+        os.fdatasync(self.fd)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.path.unlink()
+
+
+def make_batch(first: int, size: int) -> list[Entry]:
+    payload = os.urandom(ENTRY_BYTES)
+    return [Entry(1, i, data=payload, timestamp_ms=i) for i in range(first, first + size)]
+
+
+class WalTarget:
+    """One batch = append_entries + hard state + flush (one write, one fdatasync), in process."""
+
+    def __init__(self, folder: Path, size: int) -> None:
+        self.dir = folder / f"wal-{size}"
+        self.wal = WAL(self.dir, WalOptions(segment_bytes=64 << 20), read_wal(self.dir))
+
+    def once(self, batch: list[Entry]) -> float:
+        t0 = time.perf_counter()
+        self.wal.append_entries(batch)
+        self.wal.set_hard_state(HardState(1, None, batch[0].index - 1))
+        self.wal.flush()
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.wal.close()
+        shutil.rmtree(self.dir)
+
+
+class ProcessTarget:
+    """One batch = LogWriterClient.persist(...) until Persisted(number) comes back (ipc)."""
+
+    def __init__(self, folder: Path, size: int) -> None:
+        import zmq
+
+        from concord.node import log_writer as lw
+
+        self.lw = lw
+        self.data_dir = folder / f"node-{size}"
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="concord-bench-"))
+        endpoint = f"ipc://{self.sock_dir}/w.sock"
+        self.proc = get_context("spawn").Process(
+            target=lw.run_log_writer, args=(str(self.data_dir), endpoint, lw.WriterSettings(replica=False))
+        )
+        self.proc.start()
+        self.ctx = zmq.Context()
+        self.client = lw.LogWriterClient(endpoint, self.ctx)
+        self.client.handshake(30)
+        self.number = 0
+
+    def once(self, batch: list[Entry]) -> float:
+        self.number += 1
+        t0 = time.perf_counter()
+        self.client.persist(self.number, batch, HardState(1, None, batch[0].index - 1), None, True)
+        acked = 0
+        while acked < self.number:
+            for event in self.client.recv(timeout_ms=10_000):
+                if isinstance(event, self.lw.Persisted):
+                    acked = event.number
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        try:
+            self.client.stop()
+            self.proc.join(10)
+        finally:
+            self.client.close()
+            self.ctx.term()
+            if self.proc.is_alive() and self.proc.pid is not None:
+                os.kill(self.proc.pid, 9)
+                self.proc.join(10)
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+
+def measure(folder: Path, size: int, seconds: float, mode: str) -> tuple[list[float], list[float]]:
+    """Alternate one raw sync and one batch, so both see the same disk conditions."""
+    target: WalTarget | ProcessTarget = WalTarget(folder, size) if mode == "wal" else ProcessTarget(folder, size)
+    raw = RawSync(folder)
+    raw_samples: list[float] = []
+    samples: list[float] = []
+    next_index = 1
+    deadline = time.perf_counter() + seconds
+    try:
+        while time.perf_counter() < deadline or len(samples) < 20:
+            batch = make_batch(next_index, size)  # built outside the timing: the raft worker's job
+            raw_samples.append(raw.once())
+            samples.append(target.once(batch))
+            next_index += size
+    finally:
+        raw.close()
+        target.close()
+    return raw_samples, samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", type=Path, default=None, help="folder on the disk to measure (default: a temp dir)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    parser.add_argument("--mode", choices=("wal", "process"), default="wal")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="concord-walbench-", dir=args.dir))
+    try:
+        results = [(size, *measure(folder, size, args.seconds, args.mode)) for size in BATCH_SIZES]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"disk folder: {args.dir or tempfile.gettempdir()}  mode: {args.mode}  entry: {ENTRY_BYTES} B  fsync: on")
+    print("raw = write(4 KiB) + fdatasync, interleaved one-for-one with the batches of the same row")
+    print(
+        f"{'batch':>6} {'batches/s':>10} {'appends/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'raw/s':>8} {'raw p50':>8} {'raw p99':>8} {'batch/raw p50':>14}"
+    )
+    for size, raw, samples in results:
+        rate = len(samples) / sum(samples)
+        p50 = statistics.median(samples)
+        raw_p50 = statistics.median(raw)
+        print(
+            f"{size:>6} {rate:>10.0f} {rate * size:>11.0f} {p50 * 1e3:>8.3f} {percentile(samples, 0.99) * 1e3:>8.3f} "
+            f"{len(raw) / sum(raw):>8.0f} {raw_p50 * 1e3:>8.3f} {percentile(raw, 0.99) * 1e3:>8.3f} {p50 / raw_p50:>14.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
