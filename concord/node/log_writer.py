@@ -77,8 +77,9 @@ STATS_REPLY = 104
 STOPPED = 105
 FAILED = 106
 
-#: The default state machine the writer replicates (the kv engineer's concord.kv).
-DEFAULT_STATE_MACHINE: str | None = None
+#: The default state machine the writer replicates: concord.kv, the same one the raft
+#: worker applies (tests inject their own through WriterSettings.state_machine).
+DEFAULT_STATE_MACHINE: str | None = "concord.kv.machine:KvStateMachine"
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,31 @@ def test_writer_installs_leader_snapshot_when_persist_carries_one(tmp_path: Path
     assert _put_entries(41, 2, term=3) == state.entries
 
 
+def test_writer_replicates_the_kv_state_machine_when_no_machine_is_configured(tmp_path: Path) -> None:
+    """By default the replica is concord.kv's KvStateMachine; its snapshot matches a direct apply."""
+    from concord.kv import KvStateMachine, encode_command
+
+    entries = [Entry(1, 1, EntryType.NORMAL, b"", 1000)] + [
+        Entry(1, i, EntryType.NORMAL, encode_command("put", {"key": f"k{i % 5}", "value": i}), 1000 + i)
+        for i in range(2, 13)
+    ]
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=12))
+    writer.handle_batch([_persist(1, entries), _committed(12)])
+    writer.outbox.clear()
+    writer.apply_some()
+    assert writer.poll_snapshot(block=True)
+    expected = KvStateMachine()
+    for e in entries:
+        apply_entry(expected, e)
+    assert [lw._msg(lw.SNAPSHOT_WRITTEN, 12, 1, lw.codec.conf_state_to_obj(CS), expected.state_hash())] == writer.outbox
+    writer.close()
+    state = recover(tmp_path)
+    assert state.snapshot is not None
+    restored = KvStateMachine()
+    restored.restore(state.snapshot.data)
+    assert expected.state_hash() == restored.state_hash()
+
+
 def test_replica_check_logs_error_when_hashes_differ(caplog: pytest.LogCaptureFixture) -> None:
     """A hash mismatch is an ERROR naming both hashes and the index, and returns False."""
     with caplog.at_level(logging.ERROR):
