@@ -243,9 +243,9 @@ class LogWriter:
         self._wal = WAL(wal_dir(self._data_dir), WalOptions(settings.segment_bytes, settings.fsync), recovery.wal, sync_hook)
         self._snap_dir = snap_dir(self._data_dir)
         spec = settings.state_machine or DEFAULT_STATE_MACHINE
-        factory = state_machine or (load_factory(spec) if spec else None)
-        if not settings.replica:
-            factory = None
+        factory = None
+        if settings.replica:
+            factory = state_machine or (load_factory(spec) if spec else None)
         self._sm: StateMachine | None = factory() if factory is not None else None
         snap = recovery.state.snapshot
         self._applied = 0

@@ -21,14 +21,14 @@ conf_states = st.builds(ConfState, node_ids, node_ids, node_ids, node_ids, st.bo
 metas = st.builds(SnapshotMeta, u64, u64, conf_states)
 
 
-@settings(derandomize=True, max_examples=200)
+@settings(derandomize=True, max_examples=100)
 @given(entries)
 def test_entry_round_trips_when_encoded(entry: Entry) -> None:
     """Any entry decodes to an equal entry."""
     assert entry == codec.decode_entry(codec.encode_entry(entry))
 
 
-@settings(derandomize=True, max_examples=200)
+@settings(derandomize=True, max_examples=100)
 @given(hard_states, conf_states, metas)
 def test_state_types_round_trip_when_encoded(hs: HardState, cs: ConfState, meta: SnapshotMeta) -> None:
     """HardState, ConfState and SnapshotMeta decode to equal values."""

@@ -33,6 +33,7 @@ def _write_three_records(data_dir: Path) -> tuple[Path, list[int]]:
     return wal.segments[-1].path, offsets
 
 
+@pytest.mark.slow
 def test_recovery_keeps_complete_records_when_last_record_is_cut_at_every_byte(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -51,6 +52,7 @@ def test_recovery_keeps_complete_records_when_last_record_is_cut_at_every_byte(
         assert f"file={seg} offset={start} bytes_dropped={cut - start}" in caplog.text
 
 
+@pytest.mark.slow
 def test_recovery_raises_naming_file_and_offset_when_a_middle_record_has_a_flipped_bit(tmp_path: Path) -> None:
     """A flipped bit anywhere in a middle record gives CorruptionError naming file and offset."""
     seg, offsets = _write_three_records(tmp_path)
