@@ -652,6 +652,9 @@ def run_log_writer(
     except (StorageError, ProtocolError, ValueError) as exc:
         logger.error("log writer failed data_dir=%s error=%s", data_dir, exc)
         raise SystemExit(1) from exc
+    except Exception as exc:  # the process's top level: log once, exit non-zero
+        logger.exception("log writer crashed data_dir=%s", data_dir)
+        raise SystemExit(1) from exc
 
 
 # --- the raft worker's side -----------------------------------------------------------------------

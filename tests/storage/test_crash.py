@@ -17,11 +17,15 @@ from concord.ids import NodeId
 from concord.node import log_writer as lw
 from concord.raft.messages import Entry
 from concord.raft.state import HardState
+from concord.raft.messages import ConfState
 from concord.storage.recovery import RecoveredState, recover
+from concord.storage.replica import apply_entry
+from tests.storage.fake_sm import DictMachine
 from tests.storage.test_log_writer import writer_process
 
 SEED = 20261121
 KILL_POINTS = 24
+CS = ConfState(voters=(NodeId("n1"),))
 
 State = tuple[tuple[Entry, ...], HardState]
 
@@ -110,5 +114,80 @@ def test_acknowledged_records_survive_when_writer_is_killed_at_random_moments(tm
         final = _as_state(recover(tmp_path))
         assert final in allowed
         assert total_acked > KILL_POINTS
+    finally:
+        ctx.term()
+
+
+def _replica_matches(recovered: RecoveredState, allowed: list[State]) -> bool:
+    """Recovered = some allowed state, seen through its snapshot (entries <= S folded into it)."""
+    snap_index = recovered.snapshot.meta.index if recovered.snapshot is not None else 0
+    for log, hs in allowed:
+        if snap_index > hs.commit or snap_index > len(log):
+            continue
+        if tuple(recovered.entries) != log[snap_index:]:
+            continue
+        if recovered.hard_state != HardState(hs.term, hs.vote, max(hs.commit, snap_index)):
+            continue
+        if recovered.snapshot is not None:
+            machine = DictMachine()
+            for entry in log[:snap_index]:
+                apply_entry(machine, entry)
+            if machine.snapshot() != recovered.snapshot.data or log[snap_index - 1].term != recovered.snapshot.meta.term:
+                continue
+        return True
+    return False
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_acknowledged_records_and_snapshots_survive_when_writer_is_killed_during_snapshots(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    """20 seeded SIGKILLs while the replica snapshots often and old segments are removed: nothing acked is lost."""
+    seed = SEED + 1
+    rng = random.Random(seed)
+    print(f"seed={seed}")
+    endpoint = f"ipc://{short_dir}/w.sock"
+    settings = lw.WriterSettings(
+        segment_bytes=2048, snapshot_entries=15, state_machine="tests.storage.fake_sm:DictMachine"
+    )
+    ctx = zmq.Context()
+    allowed: list[State] = [((), HardState())]
+    snapshots_seen = set()
+    try:
+        for round_no in range(20):
+            client = lw.LogWriterClient(endpoint, ctx)
+            try:
+                with writer_process(tmp_path, endpoint, settings) as proc:
+                    recovered = client.handshake(20)
+                    assert _replica_matches(recovered, allowed), f"round {round_no}: recovered state was never acknowledged-or-later"
+                    if recovered.snapshot is not None:
+                        snapshots_seen.add(recovered.snapshot.meta.index)
+                    # Continue from whichever allowed state was recovered.
+                    state = next(s for s in allowed if _replica_matches(recovered, [s]))
+                    n_requests = rng.randint(5, 60)
+                    kill_at_ack = rng.randint(1, n_requests)
+                    window = rng.choice([1, 4, 16])
+                    states = [state]
+                    acked = sent = 0
+                    while acked < kill_at_ack:
+                        while sent < n_requests and sent - acked < window:
+                            entries, hs, sync, state = _next_request(rng, state)
+                            sent += 1
+                            client.persist(sent, entries, hs, None, sync)
+                            client.committed(state[1].commit, CS)
+                            states.append(state)
+                        for event in client.recv(timeout_ms=10_000):
+                            if isinstance(event, lw.Persisted):
+                                acked = max(acked, event.number)
+                    assert proc.pid is not None
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.join(10)
+                    allowed = states[acked:]
+            finally:
+                client.close()
+        assert _replica_matches(recover(tmp_path), allowed)
+        assert len(snapshots_seen) >= 3, f"too few snapshots exercised: {sorted(snapshots_seen)}"
     finally:
         ctx.term()

@@ -222,3 +222,25 @@ def test_writer_process_acks_snapshots_and_stops_when_driven_by_the_client(tmp_p
         ctx.term()
     assert 1 == len(list_snapshots(tmp_path / "snap"))
 
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_writer_process_exits_nonzero_when_the_wal_is_corrupt(tmp_path: Path, short_dir: Path) -> None:
+    """Corruption found at start-up stops the writer (exit 1) and the client is told nothing is ready."""
+    from tests.storage.util import open_wal
+
+    wal = open_wal(tmp_path)
+    for first in (1, 4, 7):
+        wal.append_entries(make_entries(first, 3))
+        wal.flush()
+    wal.close()
+    seg = wal.segments[0].path
+    data = bytearray(seg.read_bytes())
+    data[60] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    endpoint = f"ipc://{short_dir}/w.sock"
+    with writer_process(tmp_path, endpoint, lw.WriterSettings(replica=False)) as proc:
+        proc.join(20)
+        assert 1 == proc.exitcode
+    assert bytes(data) == seg.read_bytes()
