@@ -12,8 +12,15 @@ Modes:
     process  the log writer process over ipc: LogWriterClient.persist() -> Persisted,
              one request per batch, waiting for each ack (adds the ipc round trip).
 
+With --snapshot-keys N it instead measures what producing a snapshot costs the write
+path: a LogWriter replicating concord.kv with N keys starts a snapshot ("fork": the
+replica is serialized in a forked child; "thread": serialized on the loop, compressed and
+written in a thread), and the bench reports how long the loop was blocked starting it and
+the persist latencies (10 entries + fdatasync) while it runs, next to a baseline.
+
 Usage:
     python bench/wal_bench.py [--dir DIR] [--seconds 2] [--mode wal|process]
+    python bench/wal_bench.py [--dir DIR] --snapshot-keys 200000
 """
 
 from __future__ import annotations
@@ -152,12 +159,100 @@ def measure(folder: Path, size: int, seconds: float, mode: str) -> tuple[list[fl
     return raw_samples, samples
 
 
+def snapshot_stall(folder: Path, keys: int, mode: str) -> dict[str, float]:
+    """Loop-blocking time to start a snapshot of a `keys`-key kv replica, and persist latencies."""
+    from concord import codec
+    from concord.ids import NodeId
+    from concord.kv import encode_command
+    from concord.node import log_writer as lw
+    from concord.raft.messages import ConfState
+
+    cs = codec.conf_state_to_obj(ConfState(voters=(NodeId("n1"),)))
+    data_dir = folder / f"snap-{mode}"
+    writer = lw.LogWriter(data_dir, lw.WriterSettings(snapshot_entries=keys, snapshot_mode=mode))
+    value = "v" * 100
+    number = 0
+
+    def persist(first: int, count: int) -> None:
+        nonlocal number
+        number += 1
+        batch = [
+            Entry(1, i, data=encode_command("put", {"key": f"key-{i:09d}", "value": value}), timestamp_ms=i)
+            for i in range(first, first + count)
+        ]
+        writer.handle_batch([lw.encode_persist(number, batch, None, None, True)])
+
+    def commit(index: int) -> None:
+        writer.handle_batch([lw._msg(lw.COMMITTED, index, cs)])
+
+    try:
+        for first in range(1, keys, 5000):
+            persist(first, min(5000, keys - first))
+        commit(keys - 1)
+        while writer.apply_some(100_000):
+            pass
+        persist(keys, 1)
+        next_index = keys + 1
+        baseline = []
+        for _ in range(100):
+            t0 = time.perf_counter()
+            persist(next_index, 10)
+            baseline.append(time.perf_counter() - t0)
+            next_index += 10
+        commit(keys)
+        t0 = time.perf_counter()
+        writer.apply_some()
+        start_s = time.perf_counter() - t0
+        assert writer.snapshot_job is not None
+        during = []
+        t_snap = time.perf_counter()
+        while not writer.poll_snapshot():
+            t0 = time.perf_counter()
+            persist(next_index, 10)
+            during.append(time.perf_counter() - t0)
+            next_index += 10
+        total_s = time.perf_counter() - t_snap
+    finally:
+        writer.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    during = during or [0.0]
+    return {
+        "start_ms": start_s * 1e3,
+        "snapshot_s": total_s,
+        "base_p50_ms": statistics.median(baseline) * 1e3,
+        "base_p99_ms": percentile(baseline, 0.99) * 1e3,
+        "p50_ms": statistics.median(during) * 1e3,
+        "p99_ms": percentile(during, 0.99) * 1e3,
+        "max_ms": max(during) * 1e3,
+        "persists": float(len(during)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=None, help="folder on the disk to measure (default: a temp dir)")
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument("--mode", choices=("wal", "process"), default="wal")
+    parser.add_argument("--snapshot-keys", type=int, default=0, help="measure snapshot stall instead")
     args = parser.parse_args()
+    if args.snapshot_keys:
+        folder = Path(tempfile.mkdtemp(prefix="concord-snapbench-", dir=args.dir))
+        try:
+            print(f"snapshot of a concord.kv replica with {args.snapshot_keys} keys; persist = 10 entries + fdatasync")
+            print(
+                f"{'mode':>6} {'loop blocked ms':>16} {'snapshot s':>11} {'persists':>9} "
+                f"{'base p50/p99 ms':>16} {'during p50/p99/max ms':>22}"
+            )
+            for mode in ("fork", "thread"):
+                r = snapshot_stall(folder, args.snapshot_keys, mode)
+                print(
+                    f"{mode:>6} {r['start_ms']:>16.1f} {r['snapshot_s']:>11.2f} {r['persists']:>9.0f} "
+                    f"{r['base_p50_ms']:>7.2f}/{r['base_p99_ms']:<8.2f} "
+                    f"{r['p50_ms']:>7.2f}/{r['p99_ms']:.2f}/{r['max_ms']:.2f}"
+                )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
     folder = Path(tempfile.mkdtemp(prefix="concord-walbench-", dir=args.dir))
     try:
         results = [(size, *measure(folder, size, args.seconds, args.mode)) for size in BATCH_SIZES]
