@@ -22,7 +22,8 @@ Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
     writer -> worker
       READY       101  [snapshot|nil, hard_state, [entry...]]   the recovered state
       PERSISTED   102  [number]   every PERSIST up to `number` is durable (cumulative)
-      SNAPSHOT_WRITTEN 103 [index, term, conf_state, state_hash]
+      SNAPSHOT_WRITTEN 103 [index, term, conf_state, state_hash, path]  path: the
+                       snapshot file (read it with concord.storage.snapshot.read_snapshot)
       STATS_REPLY 104  [{name: int}]
       STOPPED     105  []
       FAILED      106  [message]  sent just before the writer exits non-zero
@@ -194,6 +195,17 @@ class SnapshotWritten:
     term: int
     conf_state: ConfState
     state_hash: int
+    path: str
+
+    def load(self) -> Snapshot:
+        """
+        Read the snapshot file (e.g. to give the driver its bytes for InstallSnapshot).
+        Valid until `keep_snapshots` newer snapshots have been written.
+
+        Raises:
+            CorruptionError, StorageError: the file is damaged or gone.
+        """
+        return snapfile.read_snapshot(Path(self.path)).snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +223,7 @@ WriterEvent = Persisted | SnapshotWritten | WriterStats
 class _SnapshotJob:
     meta: SnapshotMeta
     started_s: float
+    path: Path
     pid: int = 0  # fork mode
     fd: int = -1  # fork mode: read end of the result pipe
     thread: threading.Thread | None = None
@@ -446,13 +459,13 @@ class LogWriter:
                 os._exit(status)
         os.close(write_fd)
         logger.info("snapshot started mode=fork index=%d term=%d pid=%d", meta.index, meta.term, pid)
-        return _SnapshotJob(meta, started, pid=pid, fd=read_fd)
+        return _SnapshotJob(meta, started, self._snap_path(meta), pid=pid, fd=read_fd)
 
     def _thread_snapshot(self, sm: StateMachine, meta: SnapshotMeta) -> _SnapshotJob:
         started = time.monotonic()
         data = sm.snapshot()  # NB: on the loop: the replica must not change while serialized
         state_hash = sm.state_hash()
-        job = _SnapshotJob(meta, started, state_hash=state_hash)
+        job = _SnapshotJob(meta, started, self._snap_path(meta), state_hash=state_hash)
 
         def write() -> None:
             try:
@@ -467,6 +480,9 @@ class LogWriter:
         job.thread.start()
         logger.info("snapshot started mode=thread index=%d term=%d", meta.index, meta.term)
         return job
+
+    def _snap_path(self, meta: SnapshotMeta) -> Path:
+        return self._snap_dir / snapfile.snapshot_name(meta.index, meta.term)
 
     def poll_snapshot(self, block: bool = False) -> bool:
         """
@@ -520,7 +536,9 @@ class LogWriter:
             state_hash,
             (time.monotonic() - job.started_s) * 1000,
         )
-        self.outbox.append(_msg(SNAPSHOT_WRITTEN, meta.index, meta.term, codec.conf_state_to_obj(meta.conf_state), state_hash))
+        self.outbox.append(
+            _msg(SNAPSHOT_WRITTEN, meta.index, meta.term, codec.conf_state_to_obj(meta.conf_state), state_hash, str(job.path))
+        )
 
     def _abandon_job(self) -> None:
         job = self._job
@@ -743,10 +761,12 @@ class LogWriterClient:
                 (number,) = _fields(args, 1, "persisted")
                 return Persisted(_int(number, "number"))
             if kind == SNAPSHOT_WRITTEN:
-                index, term, cs, state_hash = _fields(args, 4, "snapshot written")
-                if type(state_hash) is not int:
-                    raise RemoteProtocolError("malformed snapshot written message: state_hash")
-                return SnapshotWritten(_int(index, "index"), _int(term, "term"), codec.conf_state_from_obj(cs), state_hash)
+                index, term, cs, state_hash, path = _fields(args, 5, "snapshot written")
+                if type(state_hash) is not int or type(path) is not str:
+                    raise RemoteProtocolError("malformed snapshot written message: state_hash or path")
+                return SnapshotWritten(
+                    _int(index, "index"), _int(term, "term"), codec.conf_state_from_obj(cs), state_hash, path
+                )
             if kind == STATS_REPLY:
                 (values,) = _fields(args, 1, "stats")
                 if not isinstance(values, dict):

@@ -77,6 +77,46 @@ def check_replica_hash(
     return False
 
 
+class ReplicaChecker:
+    """
+    The raft worker's side of the replica check: remember its own state hash at the
+    indexes it reported to the writer (COMMITTED), compare when the writer reports a
+    snapshot at one of them.
+
+    Args:
+        capacity: how many recent (index, hash) pairs to keep.
+    """
+
+    def __init__(self, capacity: int = 4096, log: logging.Logger | None = None) -> None:
+        self._hashes: dict[int, int] = {}
+        self._capacity = capacity
+        self._log = log or logger
+        self.mismatches = 0
+
+    def record(self, index: int, own_hash: int) -> None:
+        """Remember the worker's state hash after applying up to `index`."""
+        self._hashes[index] = own_hash
+        if len(self._hashes) > self._capacity:
+            for old in sorted(self._hashes)[: len(self._hashes) - self._capacity]:
+                del self._hashes[old]
+
+    def check(self, index: int, writer_hash: int) -> bool | None:
+        """
+        Returns:
+            True/False as `check_replica_hash`; None if the worker's hash at `index` is not
+            known (too old, or never recorded) -- nothing to compare.
+        """
+        own = self._hashes.get(index)
+        if own is None:
+            return None
+        for old in [i for i in self._hashes if i <= index]:
+            del self._hashes[old]
+        ok = check_replica_hash(index, own, writer_hash, self._log)
+        if not ok:
+            self.mismatches += 1
+        return ok
+
+
 def load_factory(spec: str) -> StateMachineFactory:
     """
     Resolve "package.module:callable" to a state-machine factory.

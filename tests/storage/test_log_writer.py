@@ -21,7 +21,7 @@ from concord.node import log_writer as lw
 from concord.raft.messages import ConfState, Entry, EntryType, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
 from concord.storage.recovery import recover
-from concord.storage.replica import apply_entry, check_replica_hash
+from concord.storage.replica import ReplicaChecker, apply_entry, check_replica_hash
 from concord.storage.snapshot import list_snapshots
 from tests.storage.fake_sm import DictMachine
 from tests.storage.util import make_entries
@@ -93,7 +93,8 @@ def test_writer_writes_snapshot_from_its_replica_when_enough_entries_are_applied
     expected = DictMachine()
     for e in entries[:25]:
         apply_entry(expected, e)
-    assert [lw._msg(lw.SNAPSHOT_WRITTEN, 25, 2, lw.codec.conf_state_to_obj(CS), expected.state_hash())] == writer.outbox
+    path = str(tmp_path / "snap" / "0000000000000019-0000000000000002.snap")
+    assert [lw._msg(lw.SNAPSHOT_WRITTEN, 25, 2, lw.codec.conf_state_to_obj(CS), expected.state_hash(), path)] == writer.outbox
     assert len(writer.wal.segments) < segments_before
     writer.close()
     state = recover(tmp_path)
@@ -135,13 +136,27 @@ def test_writer_replicates_the_kv_state_machine_when_no_machine_is_configured(tm
     expected = KvStateMachine()
     for e in entries:
         apply_entry(expected, e)
-    assert [lw._msg(lw.SNAPSHOT_WRITTEN, 12, 1, lw.codec.conf_state_to_obj(CS), expected.state_hash())] == writer.outbox
+    path = str(tmp_path / "snap" / "000000000000000c-0000000000000001.snap")
+    assert [lw._msg(lw.SNAPSHOT_WRITTEN, 12, 1, lw.codec.conf_state_to_obj(CS), expected.state_hash(), path)] == writer.outbox
     writer.close()
     state = recover(tmp_path)
     assert state.snapshot is not None
     restored = KvStateMachine()
     restored.restore(state.snapshot.data)
     assert expected.state_hash() == restored.state_hash()
+
+
+def test_replica_checker_compares_recorded_hash_when_writer_reports_a_snapshot(caplog: pytest.LogCaptureFixture) -> None:
+    """The worker's hash recorded at index I is compared with the writer's at I; unknown I gives None."""
+    checker = ReplicaChecker(capacity=3)
+    for index in range(1, 6):
+        checker.record(index, index * 11)
+    assert checker.check(1, 11) is None  # evicted: only the last 3 are kept
+    assert checker.check(4, 44)
+    with caplog.at_level(logging.ERROR):
+        assert checker.check(5, 99) is False
+    assert 1 == checker.mismatches
+    assert "index=5 worker_hash=0x0000000000000037 writer_hash=0x0000000000000063" in caplog.text
 
 
 def test_replica_check_logs_error_when_hashes_differ(caplog: pytest.LogCaptureFixture) -> None:
@@ -207,9 +222,9 @@ def test_writer_process_acks_snapshots_and_stops_when_driven_by_the_client(tmp_p
             expected = DictMachine()
             for e in entries:
                 apply_entry(expected, e)
-            assert [lw.SnapshotWritten(12, 1, CS, expected.state_hash())] == [
-                e for e in events if isinstance(e, lw.SnapshotWritten)
-            ]
+            (notice,) = [e for e in events if isinstance(e, lw.SnapshotWritten)]
+            assert (12, 1, CS, expected.state_hash()) == (notice.index, notice.term, notice.conf_state, notice.state_hash)
+            assert Snapshot(SnapshotMeta(12, 1, CS), expected.snapshot()) == notice.load()
             client.request_stats()
             stats = [e for e in client.recv(timeout_ms=5000) if isinstance(e, lw.WriterStats)]
             assert 12 == stats[0].values["applied_index"]
