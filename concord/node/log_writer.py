@@ -277,6 +277,7 @@ class LogWriter:
         self._commit_conf_index = self._applied  # the index at which _conf_state is exact
         self._job: _SnapshotJob | None = None
         self._persisted_number = 0
+        self._last_number = 0
         self.snapshots_written = 0
         self.outbox: list[bytes] = []
 
@@ -348,8 +349,9 @@ class LogWriter:
         number = _int(number, "number")
         if type(must_sync) is not bool:
             raise RemoteProtocolError("malformed persist message: must_sync is not a bool")
-        if number <= self._persisted_number:
-            raise RemoteProtocolError(f"persist number {number} is not above {self._persisted_number}")
+        if number <= self._last_number:
+            raise RemoteProtocolError(f"persist number {number} is not above {self._last_number}")
+        self._last_number = number
         entries = codec.entries_from_obj(entries_obj)
         hs = None if hs_obj is None else codec.hard_state_from_obj(hs_obj)
         snap = _snapshot_from_obj(snap_obj)
@@ -377,6 +379,7 @@ class LogWriter:
         self._commit = max(self._commit, snap.meta.index)
         self._commit_conf_index = snap.meta.index
         self._unapplied.clear()
+        snapfile.prune(self._snap_dir, self._settings.keep_snapshots, self._settings.fsync)
         logger.info("installed snapshot from leader index=%d term=%d", snap.meta.index, snap.meta.term)
 
     def _append_unapplied(self, entries: list[Entry]) -> None:
@@ -654,7 +657,8 @@ def run_log_writer(
 ) -> None:
     """
     Process entry point (a multiprocessing target): recover `data_dir`, then serve
-    `endpoint` (e.g. "ipc:///run/concord/n1-writer.sock") until STOP or SIGTERM.
+    `endpoint` (e.g. "ipc:///run/concord/n1-writer.sock") until STOP, SIGTERM or SIGINT
+    (graceful: everything handled so far is already flushed).
 
     Exits non-zero (after one ERROR line) if recovery finds corruption or the disk fails.
     """
@@ -664,6 +668,7 @@ def run_log_writer(
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     try:
         writer = LogWriter(Path(data_dir), settings or WriterSettings(), state_machine)
         serve(writer, endpoint, stop)

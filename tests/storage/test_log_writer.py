@@ -259,3 +259,25 @@ def test_writer_process_exits_nonzero_when_the_wal_is_corrupt(tmp_path: Path, sh
         proc.join(20)
         assert 1 == proc.exitcode
     assert bytes(data) == seg.read_bytes()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_writer_process_exits_cleanly_when_sent_sigterm(tmp_path: Path, short_dir: Path) -> None:
+    """SIGTERM is a graceful stop: exit 0, everything acknowledged is on disk."""
+    endpoint = f"ipc://{short_dir}/w.sock"
+    ctx = zmq.Context()
+    client = lw.LogWriterClient(endpoint, ctx)
+    try:
+        with writer_process(tmp_path, endpoint, lw.WriterSettings(replica=False)) as proc:
+            client.handshake(20)
+            client.persist(1, make_entries(1, 5), HardState(1, NodeId("n1"), 0), None, True)
+            assert [lw.Persisted(1)] == client.recv(timeout_ms=10_000)
+            assert proc.pid is not None
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.join(10)
+            assert 0 == proc.exitcode
+    finally:
+        client.close()
+        ctx.term()
+    assert make_entries(1, 5) == recover(tmp_path).entries
