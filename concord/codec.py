@@ -107,7 +107,31 @@ def entry_to_obj(entry: Entry) -> list[object]:
     return [CODEC_VERSION, entry.term, entry.index, int(entry.type), entry.data, entry.timestamp_ms]
 
 
+_ENTRY_TYPE_BY_INT = {int(t): t for t in EntryType}
+
+
 def entry_from_obj(obj: object) -> Entry:
+    # Fast path for well-formed input (the WAL replays and the writer decodes millions).
+    if type(obj) is list and len(obj) == 6:
+        version, term, index, etype, data, ts = obj
+        if (
+            type(version) is int
+            and version == CODEC_VERSION
+            and type(term) is int
+            and type(index) is int
+            and type(ts) is int
+            and type(data) is bytes
+            and type(etype) is int
+            and term >= 0
+            and index >= 0
+            and ts >= 0
+            and etype in _ENTRY_TYPE_BY_INT
+        ):
+            return Entry(term, index, _ENTRY_TYPE_BY_INT[etype], data, ts)
+    return _entry_from_obj_checked(obj)
+
+
+def _entry_from_obj_checked(obj: object) -> Entry:
     what = "entry"
     _, term, index, etype, data, ts = _array(obj, what, 6)
     term = _uint(term, what, "term")

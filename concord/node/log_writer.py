@@ -358,7 +358,17 @@ class LogWriter:
         if snap is not None:
             self._install_snapshot(snap)
         if entries:
-            self._wal.append_entries(entries)
+            assert isinstance(entries_obj, list)  # entries_from_obj checked it
+            next_index = max(self._wal.last_index, self._snapshot_index, self._applied) + 1
+            if entries[0].index > next_index:
+                raise RemoteProtocolError(
+                    f"persist appends index {entries[0].index} but the log ends at {next_index - 1} (gap)"
+                )
+            try:
+                # NB: entries_obj was just validated entry by entry, so it is written as is.
+                self._wal.append_entries(entries, entries_obj)
+            except ValueError as exc:
+                raise RemoteProtocolError(f"malformed persist message: {exc}") from exc
             self._append_unapplied(entries)
         if hs is not None:
             self._wal.set_hard_state(hs)
@@ -391,8 +401,6 @@ class LogWriter:
         tail = self._unapplied
         while tail and tail[-1].index >= first:
             tail.pop()
-        if tail and tail[-1].index + 1 != first:
-            raise StorageError(f"persist appends index {first} after index {tail[-1].index} (gap)")
         tail.extend(entries)
 
     def _committed(self, index: int, conf_state: ConfState) -> None:

@@ -196,8 +196,13 @@ def find_valid_record_after(data: bytes | memoryview, offset: int) -> int | None
 # --- payloads ----------------------------------------------------------------------------
 
 
-def encode_entries_payload(entries: list[Entry] | tuple[Entry, ...]) -> bytes:
-    return codec.packb([RECORD_PAYLOAD_VERSION, codec.entries_to_obj(entries)])
+def encode_entries_payload(entries: list[Entry] | tuple[Entry, ...], entries_obj: list[object] | None = None) -> bytes:
+    """
+    Args:
+        entries_obj: `codec.entries_to_obj(entries)` if the caller already has it (the
+            writer decoded it from a request), to skip re-building it.
+    """
+    return codec.packb([RECORD_PAYLOAD_VERSION, codec.entries_to_obj(entries) if entries_obj is None else entries_obj])
 
 
 def encode_hard_state_payload(hs: HardState) -> bytes:

@@ -321,12 +321,24 @@ class WAL:
 
     # --- batching ------------------------------------------------------------------------
 
-    def append_entries(self, entries: Sequence[Entry]) -> None:
-        """Queue entries (consecutive indexes); the first one's index truncates from there on."""
+    def append_entries(self, entries: Sequence[Entry], entries_obj: list[object] | None = None) -> None:
+        """
+        Queue entries (consecutive indexes); the first one's index truncates from there on.
+
+        Args:
+            entries_obj: their codec objects, if already at hand (equal to
+                `codec.entries_to_obj(entries)`), to skip re-building them.
+
+        Raises:
+            ValueError: the indexes are not consecutive (nothing is queued).
+        """
         if not entries:
             return
         batch = list(entries)
-        self._pending.append(encode_record(RecordType.ENTRIES, encode_entries_payload(batch)))
+        for prev, nxt in zip(batch, batch[1:]):
+            if nxt.index != prev.index + 1:
+                raise ValueError(f"entry index {nxt.index} follows {prev.index}")
+        self._pending.append(encode_record(RecordType.ENTRIES, encode_entries_payload(batch, entries_obj)))
         self._pending_max_index = max(self._pending_max_index, batch[-1].index)
         self._last_index = batch[-1].index
 

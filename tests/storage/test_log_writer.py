@@ -281,3 +281,16 @@ def test_writer_process_exits_cleanly_when_sent_sigterm(tmp_path: Path, short_di
         client.close()
         ctx.term()
     assert make_entries(1, 5) == recover(tmp_path).entries
+
+
+def test_writer_rejects_persist_when_entries_leave_a_gap(tmp_path: Path) -> None:
+    """Entries must continue the log (or rewrite a suffix); a gap is a protocol error, nothing is written."""
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(replica=False))
+    writer.handle_batch([_persist(1, make_entries(1, 3))])
+    with pytest.raises(lw.ProtocolError, match="persist appends index 5 but the log ends at 3"):
+        writer.handle_batch([_persist(2, make_entries(5, 1))])
+    bad_run = make_entries(4, 1) + make_entries(6, 1)
+    with pytest.raises(lw.ProtocolError, match="entry index 6 follows 4"):
+        writer.handle_batch([_persist(3, bad_run)])
+    writer.close()
+    assert make_entries(1, 3) == recover(tmp_path).entries
