@@ -183,13 +183,21 @@ def find_valid_record_after(data: bytes | memoryview, offset: int) -> int | None
     middle of a file (valid records follow). A random 64-bit checksum match is negligible.
     """
     end = len(data)
-    for pos in range(offset + 1, end - RECORD_HEADER_SIZE + 1):
-        length, checksum, rtype = RECORD_HEADER.unpack_from(data, pos)
-        if rtype not in _RECORD_TYPES or pos + RECORD_HEADER_SIZE + length > end:
+    raw = bytes(data)
+    pos = offset + 1
+    while pos <= end - RECORD_HEADER_SIZE:
+        length, checksum, rtype = RECORD_HEADER.unpack_from(raw, pos)
+        if length == 0 and checksum == 0 and rtype == 0:
+            # A run of zeros (a file extended but never written): skip it at C speed.
+            pos = max(pos + 1, end - len(raw[pos:].lstrip(b"\0")) - RECORD_HEADER_SIZE + 1)
             continue
-        payload = data[pos + RECORD_HEADER_SIZE : pos + RECORD_HEADER_SIZE + length]
+        if rtype not in _RECORD_TYPES or pos + RECORD_HEADER_SIZE + length > end:
+            pos += 1
+            continue
+        payload = raw[pos + RECORD_HEADER_SIZE : pos + RECORD_HEADER_SIZE + length]
         if record_checksum(rtype, payload) == checksum:
             return pos
+        pos += 1
     return None
 
 

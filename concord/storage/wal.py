@@ -313,6 +313,12 @@ class WAL:
             wal_dir.mkdir(parents=True, exist_ok=True)
             if self._segments:
                 active = self._segments[-1]
+                on_disk = active.path.stat().st_size
+                if on_disk != active.size:
+                    raise StorageError(
+                        f"wal file {active.path} is {on_disk} bytes but its valid records end at "
+                        f"{active.size}: open the WAL from read_wal(..., repair=True)"
+                    )
                 self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
             else:
                 self._start_segment()

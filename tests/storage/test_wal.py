@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from concord.errors import CorruptionError
+from concord.errors import CorruptionError, StorageError
 from concord.ids import NodeId
 from concord.raft.messages import SnapshotMeta
 from concord.raft.state import HardState
@@ -252,3 +252,23 @@ def test_group_commit_uses_fewer_fdatasyncs_when_requests_arrive_during_a_sync(t
     assert 2 == len(synced)
     assert 2 == wal.write_count
     assert recover(tmp_path).hard_state.commit in range(1, n)
+
+
+def test_recovery_cuts_tail_when_file_was_extended_with_zeros(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A crash that left the file extended with zeros (size updated, data never written) is a torn tail."""
+    seg, offsets = _write_three_records(tmp_path)
+    with seg.open("ab") as f:
+        f.write(b"\0" * (1 << 20))
+    with caplog.at_level(logging.WARNING):
+        assert make_entries(1, 9) == recover(tmp_path).entries
+    assert offsets[3] == seg.stat().st_size
+    assert f"offset={offsets[3]} bytes_dropped={1 << 20}" in caplog.text
+
+
+def test_wal_refuses_to_open_when_replay_was_not_repaired(tmp_path: Path) -> None:
+    """Appending after an un-cut torn tail would bury records behind garbage: refused."""
+    seg, offsets = _write_three_records(tmp_path)
+    seg.write_bytes(seg.read_bytes()[:-3])
+    contents = read_wal(wal_dir(tmp_path), repair=False)
+    with pytest.raises(StorageError, match="valid records end at"):
+        WAL(wal_dir(tmp_path), WalOptions(), contents)
