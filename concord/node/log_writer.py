@@ -278,6 +278,7 @@ class LogWriter:
         self._job: _SnapshotJob | None = None
         self._persisted_number = 0
         self._last_number = 0
+        self._next_snapshot_attempt = 0
         self.snapshots_written = 0
         self.outbox: list[bytes] = []
 
@@ -438,11 +439,22 @@ class LogWriter:
             return
         if self._applied != self._commit_conf_index:
             return  # NB: the membership is only known exactly at a COMMITTED point
+        if self._applied < self._next_snapshot_attempt:
+            return
         meta = SnapshotMeta(self._applied, self._applied_term, self._conf_state)
-        if self._settings.snapshot_mode == "fork":
-            self._job = self._fork_snapshot(self._sm, meta)
-        else:
-            self._job = self._thread_snapshot(self._sm, meta)
+        try:
+            if self._settings.snapshot_mode == "fork":
+                self._job = self._fork_snapshot(self._sm, meta)
+            else:
+                self._job = self._thread_snapshot(self._sm, meta)
+        except OSError as exc:  # fork() or thread start failed (memory, limits): retry later
+            self._next_snapshot_attempt = self._applied + max(1, every // 4)
+            logger.warning(
+                "cannot start snapshot, will retry index=%d retry_at=%d error=%s",
+                meta.index,
+                self._next_snapshot_attempt,
+                exc,
+            )
 
     def _fork_snapshot(self, sm: StateMachine, meta: SnapshotMeta) -> _SnapshotJob:
         read_fd, write_fd = os.pipe()

@@ -294,3 +294,31 @@ def test_writer_rejects_persist_when_entries_leave_a_gap(tmp_path: Path) -> None
         writer.handle_batch([_persist(3, bad_run)])
     writer.close()
     assert make_entries(1, 3) == recover(tmp_path).entries
+
+
+def test_writer_keeps_writing_and_retries_snapshot_later_when_fork_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """fork() failing (e.g. ENOMEM) is a WARNING and a later retry, never a stop of the WAL path."""
+
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(lw.os, "fork", no_fork)
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=8), state_machine=DictMachine)
+    with caplog.at_level(logging.WARNING):
+        writer.handle_batch([_persist(1, _put_entries(1, 8)), _committed(8)])
+        writer.apply_some()
+    assert writer.snapshot_job is None
+    assert "cannot start snapshot, will retry index=8 retry_at=10" in caplog.text
+    writer.handle_batch([_persist(2, _put_entries(9, 1)), _committed(9)])
+    writer.apply_some()
+    assert writer.snapshot_job is None
+    monkeypatch.undo()
+    writer.handle_batch([_persist(3, _put_entries(10, 1)), _committed(10)])
+    writer.apply_some()
+    assert writer.snapshot_job is not None
+    assert writer.poll_snapshot(block=True)
+    writer.close()
+    state = recover(tmp_path)
+    assert state.snapshot is not None and 10 == state.snapshot.meta.index
