@@ -657,7 +657,7 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
                     sock.send(reply)
                 writer.outbox.clear()
     except (StorageError, ProtocolError) as exc:
-        logger.error("log writer stopping on error error=%s", exc)
+        # NB: logged once, by the process's top level (run_log_writer)
         try:
             sock.send(_msg(FAILED, str(exc)), zmq.NOBLOCK)
         except zmq.ZMQError:
