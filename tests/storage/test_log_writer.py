@@ -322,3 +322,25 @@ def test_writer_keeps_writing_and_retries_snapshot_later_when_fork_fails(
     writer.close()
     state = recover(tmp_path)
     assert state.snapshot is not None and 10 == state.snapshot.meta.index
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_client_raises_and_writer_exits_when_worker_sends_a_bad_request(tmp_path: Path, short_dir: Path) -> None:
+    """A request that breaks the protocol gets FAILED (StorageError at the client) and exit 1."""
+    from concord.errors import StorageError
+
+    endpoint = f"ipc://{short_dir}/w.sock"
+    ctx = zmq.Context()
+    client = lw.LogWriterClient(endpoint, ctx)
+    try:
+        with writer_process(tmp_path, endpoint, lw.WriterSettings(replica=False)) as proc:
+            client.handshake(20)
+            client.persist(1, make_entries(3, 1), None, None, True)  # index 3 on an empty log: a gap
+            with pytest.raises(StorageError, match="log writer failed: persist appends index 3 but the log ends at 0"):
+                client.recv(timeout_ms=10_000)
+            proc.join(10)
+            assert 1 == proc.exitcode
+    finally:
+        client.close()
+        ctx.term()
