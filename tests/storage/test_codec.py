@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -57,18 +59,21 @@ def test_decode_entry_raises_when_malformed(obj: object, message: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "message"),
+    ("decode", "data", "message"),
     [
-        (b"", "not valid msgpack"),
-        (b"\xc1", "not valid msgpack"),
-        (b"\x96\x01\x01\x01\x00\xc4\x00\x00\x00", "trailing bytes"),
-        (b"\x94\x01\x01\xa2\xff\xfe\x00", "not valid msgpack"),
+        (codec.decode_entry, b"", "not valid msgpack"),
+        (codec.decode_entry, b"\xc1", "not valid msgpack"),
+        (codec.decode_entry, b"\x96\x01\x01\x01\x00\xc4\x00\x00\x00", "trailing bytes"),
+        (codec.decode_hard_state, b"\x94\x01\x01\xa2\xff\xfe\x00", "not valid msgpack"),
+        (codec.decode_snapshot_meta, b"\x94\x01\x01", "not valid msgpack"),
     ],
 )
-def test_decode_raises_when_bytes_are_not_one_msgpack_object(data: bytes, message: str) -> None:
-    """Truncated, invalid, trailing or non-UTF-8 input raises ProtocolError."""
+def test_decode_raises_when_bytes_are_not_one_msgpack_object(
+    decode: Callable[[bytes], object], data: bytes, message: str
+) -> None:
+    """Empty, invalid, trailing, truncated or non-UTF-8 input raises ProtocolError."""
     with pytest.raises(ProtocolError, match=message):
-        codec.decode_hard_state(data) if data.startswith(b"\x94") else codec.decode_entry(data)
+        decode(data)
 
 
 def test_decode_hard_state_raises_when_vote_is_empty() -> None:
