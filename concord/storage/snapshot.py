@@ -115,7 +115,10 @@ def write_snapshot(
     """
     path = snap_dir / snapshot_name(snapshot.meta.index, snapshot.meta.term)
     try:
-        snap_dir.mkdir(parents=True, exist_ok=True)
+        if not snap_dir.is_dir():
+            snap_dir.mkdir(parents=True)
+            if sync:
+                fileutil.fsync_dir(snap_dir.parent)
         fileutil.atomic_write(
             path,
             encode_snapshot_file(snapshot, state_hash, level),

@@ -310,7 +310,10 @@ class WAL:
         self.write_count = 0
         self._fd = -1
         try:
-            wal_dir.mkdir(parents=True, exist_ok=True)
+            if not wal_dir.is_dir():
+                wal_dir.mkdir(parents=True)
+                if self._sync is not None:
+                    fileutil.fsync_dir(wal_dir.parent)  # the new folder's entry must be durable too
             if self._segments:
                 active = self._segments[-1]
                 on_disk = active.path.stat().st_size
