@@ -61,7 +61,7 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 def atomic_write(
     path: Path,
     chunks: list[bytes],
-    sync: SyncHook | None = fdatasync,
+    sync: bool = True,
     before_rename: Callable[[Path], None] | None = None,
 ) -> None:
     """
@@ -72,7 +72,7 @@ def atomic_write(
     most a stray temporary file that `remove_stale_temp_files` cleans up.
 
     Args:
-        sync: the data-sync hook; None when fsync is disabled.
+        sync: False when fsync is disabled (tests and benchmarks).
         before_rename: test hook called with the synced temporary file.
     """
     tmp = path.with_name(path.name + TMP_SUFFIX)
@@ -80,14 +80,14 @@ def atomic_write(
     try:
         for chunk in chunks:
             write_all(fd, chunk)
-        if sync is not None:
+        if sync:
             os.fsync(fd)  # NB: fsync, not fdatasync: the new inode's metadata matters too
     finally:
         os.close(fd)
     if before_rename is not None:
         before_rename(tmp)
     os.replace(tmp, path)
-    if sync is not None:
+    if sync:
         fsync_dir(path.parent)
 
 

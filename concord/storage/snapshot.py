@@ -122,7 +122,7 @@ def write_snapshot(
         fileutil.atomic_write(
             path,
             encode_snapshot_file(snapshot, state_hash, level),
-            fileutil.fdatasync if sync else None,
+            sync,
             before_rename,
         )
     except OSError as exc:
