@@ -78,6 +78,10 @@ STATS_REPLY = 104
 STOPPED = 105
 FAILED = 106
 
+#: Committed entries applied to the replica per loop turn when requests wait / when idle.
+APPLY_SLICE_BUSY = 64
+APPLY_SLICE_IDLE = 1000
+
 #: The default state machine the writer replicates: concord.kv, the same one the raft
 #: worker applies (tests inject their own through WriterSettings.state_machine).
 DEFAULT_STATE_MACHINE: str | None = "concord.kv.machine:KvStateMachine"
@@ -651,7 +655,10 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
                 writer.outbox.clear()
             if writer.snapshot_job is not None:
                 writer.poll_snapshot()
-            more_to_apply = writer.apply_some()
+            # The replica is off the WAL path: while requests wait, apply only a small
+            # slice (so it never starves), otherwise a larger one.
+            busy = bool(sock.poll(0, zmq.POLLIN))
+            more_to_apply = writer.apply_some(APPLY_SLICE_BUSY if busy else APPLY_SLICE_IDLE)
             if writer.outbox:
                 for reply in writer.outbox:
                     sock.send(reply)
