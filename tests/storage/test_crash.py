@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,26 +12,18 @@ import zmq
 
 from concord.ids import NodeId
 from concord.node import log_writer as lw
-from concord.raft.messages import Entry
+from concord.raft.messages import ConfState, Entry
 from concord.raft.state import HardState
-from concord.raft.messages import ConfState
 from concord.storage.recovery import RecoveredState, recover
 from concord.storage.replica import apply_entry
 from tests.storage.fake_sm import DictMachine
-from tests.storage.test_log_writer import writer_process
+from tests.storage.util import writer_process
 
 SEED = 20261121
 KILL_POINTS = 24
 CS = ConfState(voters=(NodeId("n1"),))
 
 State = tuple[tuple[Entry, ...], HardState]
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="concord-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _next_request(rng: random.Random, state: State) -> tuple[list[Entry], HardState | None, bool, State]:

@@ -5,17 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from multiprocessing import get_context
-from multiprocessing.process import BaseProcess
 from pathlib import Path
-import shutil
 
 import pytest
 import zmq
 
+from concord import codec
+from concord.errors import ProtocolError
 from concord.ids import NodeId
 from concord.node import log_writer as lw
 from concord.raft.messages import ConfState, Entry, EntryType, Snapshot, SnapshotMeta
@@ -24,7 +20,7 @@ from concord.storage.recovery import recover
 from concord.storage.replica import ReplicaChecker, apply_entry, check_replica_hash
 from concord.storage.snapshot import list_snapshots
 from tests.storage.fake_sm import DictMachine
-from tests.storage.util import make_entries
+from tests.storage.util import make_entries, writer_process
 
 CS = ConfState(voters=(NodeId("n1"), NodeId("n2"), NodeId("n3")))
 
@@ -38,7 +34,7 @@ def _persist(number: int, entries: list[Entry], hs: HardState | None = None, mus
 
 
 def _committed(index: int) -> bytes:
-    return lw._msg(lw.COMMITTED, index, lw.codec.conf_state_to_obj(CS))
+    return lw._msg(lw.COMMITTED, index, codec.conf_state_to_obj(CS))
 
 
 def test_writer_group_commits_and_acks_after_sync_when_requests_are_drained_together(tmp_path: Path) -> None:
@@ -69,7 +65,7 @@ def test_writer_rejects_request_when_persist_number_does_not_grow(tmp_path: Path
     """Persist numbers are monotonic; a repeat is a protocol error."""
     writer = lw.LogWriter(tmp_path, lw.WriterSettings(replica=False))
     writer.handle_batch([_persist(1, make_entries(1, 1))])
-    with pytest.raises(lw.ProtocolError, match="persist number 1 is not above 1"):
+    with pytest.raises(ProtocolError, match="persist number 1 is not above 1"):
         writer.handle_batch([_persist(1, make_entries(2, 1))])
     writer.close()
 
@@ -94,7 +90,7 @@ def test_writer_writes_snapshot_from_its_replica_when_enough_entries_are_applied
     for e in entries[:25]:
         apply_entry(expected, e)
     path = str(tmp_path / "snap" / "0000000000000019-0000000000000002.snap")
-    assert [lw._msg(lw.SNAPSHOT_WRITTEN, 25, 2, lw.codec.conf_state_to_obj(CS), expected.state_hash(), path)] == writer.outbox
+    assert [lw._msg(lw.SNAPSHOT_WRITTEN, 25, 2, codec.conf_state_to_obj(CS), expected.state_hash(), path)] == writer.outbox
     assert len(writer.wal.segments) < segments_before
     writer.close()
     state = recover(tmp_path)
@@ -137,7 +133,7 @@ def test_writer_replicates_the_kv_state_machine_when_no_machine_is_configured(tm
     for e in entries:
         apply_entry(expected, e)
     path = str(tmp_path / "snap" / "000000000000000c-0000000000000001.snap")
-    assert [lw._msg(lw.SNAPSHOT_WRITTEN, 12, 1, lw.codec.conf_state_to_obj(CS), expected.state_hash(), path)] == writer.outbox
+    assert [lw._msg(lw.SNAPSHOT_WRITTEN, 12, 1, codec.conf_state_to_obj(CS), expected.state_hash(), path)] == writer.outbox
     writer.close()
     state = recover(tmp_path)
     assert state.snapshot is not None
@@ -171,29 +167,6 @@ def test_replica_check_logs_error_when_hashes_differ(caplog: pytest.LogCaptureFi
 
 
 # --- processes ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short folder for ipc endpoints (sun_path is limited to ~107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="concord-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@contextmanager
-def writer_process(data_dir: Path, endpoint: str, settings: lw.WriterSettings) -> Iterator[BaseProcess]:
-    """Run the writer in a spawned process; SIGKILL it by pid on exit if still alive."""
-    proc = get_context("spawn").Process(target=lw.run_log_writer, args=(str(data_dir), endpoint, settings))
-    proc.start()
-    assert proc.pid is not None
-    try:
-        yield proc
-    finally:
-        if proc.is_alive():
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.join(10)
-        assert not proc.is_alive()
 
 
 @pytest.mark.integration
@@ -287,10 +260,10 @@ def test_writer_rejects_persist_when_entries_leave_a_gap(tmp_path: Path) -> None
     """Entries must continue the log (or rewrite a suffix); a gap is a protocol error, nothing is written."""
     writer = lw.LogWriter(tmp_path, lw.WriterSettings(replica=False))
     writer.handle_batch([_persist(1, make_entries(1, 3))])
-    with pytest.raises(lw.ProtocolError, match="persist appends index 5 but the log ends at 3"):
+    with pytest.raises(ProtocolError, match="persist appends index 5 but the log ends at 3"):
         writer.handle_batch([_persist(2, make_entries(5, 1))])
     bad_run = make_entries(4, 1) + make_entries(6, 1)
-    with pytest.raises(lw.ProtocolError, match="entry index 6 follows 4"):
+    with pytest.raises(ProtocolError, match="entry index 6 follows 4"):
         writer.handle_batch([_persist(3, bad_run)])
     writer.close()
     assert make_entries(1, 3) == recover(tmp_path).entries
@@ -304,7 +277,7 @@ def test_writer_keeps_writing_and_retries_snapshot_later_when_fork_fails(
     def no_fork() -> int:
         raise OSError(12, "Cannot allocate memory")
 
-    monkeypatch.setattr(lw.os, "fork", no_fork)
+    monkeypatch.setattr(os, "fork", no_fork)
     writer = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=8), state_machine=DictMachine)
     with caplog.at_level(logging.WARNING):
         writer.handle_batch([_persist(1, _put_entries(1, 8)), _committed(8)])
