@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Sequence
+from typing import Sequence, cast
 
 import zmq
 
@@ -275,8 +275,11 @@ class LogWriter:
             self._conf_state = snap.meta.conf_state
             if self._sm is not None:
                 self._sm.restore(snap.data)
-        # The replica's unapplied tail of the log (applied+1 .. last persisted).
-        self._unapplied: collections.deque[Entry] = collections.deque(recovery.state.entries)
+        # The replica's unapplied tail of the log (applied+1 .. last persisted), kept as
+        # codec entry objects: Entry objects are built only when applied.
+        self._unapplied: collections.deque[list[object]] = collections.deque(
+            codec.entries_to_obj(recovery.state.entries)
+        )
         self._commit = recovery.state.hard_state.commit
         self._commit_conf_index = self._applied  # the index at which _conf_state is exact
         self._job: _SnapshotJob | None = None
@@ -357,27 +360,31 @@ class LogWriter:
         if number <= self._last_number:
             raise RemoteProtocolError(f"persist number {number} is not above {self._last_number}")
         self._last_number = number
-        entries = codec.entries_from_obj(entries_obj)
+        objs = codec.check_entries_obj(entries_obj)
         hs = None if hs_obj is None else codec.hard_state_from_obj(hs_obj)
         snap = _snapshot_from_obj(snap_obj)
         if snap is not None:
             self._install_snapshot(snap)
-        if entries:
-            assert isinstance(entries_obj, list)  # entries_from_obj checked it
+        if objs:
+            first = cast(int, objs[0][2])
             next_index = max(self._wal.last_index, self._snapshot_index, self._applied) + 1
-            if entries[0].index > next_index:
-                raise RemoteProtocolError(
-                    f"persist appends index {entries[0].index} but the log ends at {next_index - 1} (gap)"
-                )
+            if first > next_index:
+                raise RemoteProtocolError(f"persist appends index {first} but the log ends at {next_index - 1} (gap)")
+            if first <= self._applied:
+                raise StorageError(f"persist rewrites entry {first} but the writer already applied up to {self._applied}")
             try:
-                # NB: entries_obj was just validated entry by entry, so it is written as is.
-                self._wal.append_entries(entries, entries_obj)
+                # NB: the objects were just validated, so they are written as they are:
+                # no Entry is built on this path (the replica builds them when it applies).
+                self._wal.append_entry_objs(objs)
             except ValueError as exc:
                 raise RemoteProtocolError(f"malformed persist message: {exc}") from exc
-            self._append_unapplied(entries)
+            tail = self._unapplied
+            while tail and cast(int, tail[-1][2]) >= first:
+                tail.pop()
+            tail.extend(objs)
         if hs is not None:
             self._wal.set_hard_state(hs)
-        return number, must_sync or bool(entries) or snap is not None
+        return number, must_sync or bool(objs) or snap is not None
 
     def _install_snapshot(self, snap: Snapshot) -> None:
         """A snapshot received from the leader: durable file first, then the WAL marker."""
@@ -397,17 +404,6 @@ class LogWriter:
         snapfile.prune(self._snap_dir, self._settings.keep_snapshots, self._settings.fsync)
         logger.info("installed snapshot from leader index=%d term=%d", snap.meta.index, snap.meta.term)
 
-    def _append_unapplied(self, entries: list[Entry]) -> None:
-        first = entries[0].index
-        if first <= self._applied:
-            raise StorageError(
-                f"persist rewrites entry {first} but the writer already applied up to {self._applied}"
-            )
-        tail = self._unapplied
-        while tail and tail[-1].index >= first:
-            tail.pop()
-        tail.extend(entries)
-
     def _committed(self, index: int, conf_state: ConfState) -> None:
         if index >= self._commit:
             self._commit = index
@@ -425,15 +421,15 @@ class LogWriter:
         """
         tail = self._unapplied
         done = 0
-        while done < limit and tail and tail[0].index <= self._commit:
-            entry = tail.popleft()
+        while done < limit and tail and cast(int, tail[0][2]) <= self._commit:
+            entry = codec.entry_from_obj(tail.popleft())
             if self._sm is not None:
                 apply_entry(self._sm, entry)
             self._applied = entry.index
             self._applied_term = entry.term
             done += 1
         self._maybe_start_snapshot()
-        return bool(tail) and tail[0].index <= self._commit
+        return bool(tail) and cast(int, tail[0][2]) <= self._commit
 
     def _maybe_start_snapshot(self) -> None:
         every = self._settings.snapshot_entries

@@ -45,6 +45,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Sequence
 
 import xxhash
 
@@ -204,7 +205,7 @@ def find_valid_record_after(data: bytes | memoryview, offset: int) -> int | None
 # --- payloads ----------------------------------------------------------------------------
 
 
-def encode_entries_payload(entries: list[Entry] | tuple[Entry, ...], entries_obj: list[object] | None = None) -> bytes:
+def encode_entries_payload(entries: Sequence[Entry], entries_obj: Sequence[object] | None = None) -> bytes:
     """
     Args:
         entries_obj: `codec.entries_to_obj(entries)` if the caller already has it (the

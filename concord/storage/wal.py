@@ -38,7 +38,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 from concord.errors import CorruptionError, ProtocolError, StorageError
 from concord.raft.messages import Entry, SnapshotMeta
@@ -330,7 +330,7 @@ class WAL:
 
     # --- batching ------------------------------------------------------------------------
 
-    def append_entries(self, entries: Sequence[Entry], entries_obj: list[object] | None = None) -> None:
+    def append_entries(self, entries: Sequence[Entry], entries_obj: Sequence[object] | None = None) -> None:
         """
         Queue entries (consecutive indexes); the first one's index truncates from there on.
 
@@ -350,6 +350,25 @@ class WAL:
         self._pending.append(encode_record(RecordType.ENTRIES, encode_entries_payload(batch, entries_obj)))
         self._pending_max_index = max(self._pending_max_index, batch[-1].index)
         self._last_index = batch[-1].index
+
+    def append_entry_objs(self, objs: list[list[object]]) -> None:
+        """
+        Like `append_entries`, from codec entry objects already validated with
+        `codec.check_entries_obj` (no Entry objects are built: the writer's hot path).
+
+        Raises:
+            ValueError: the indexes are not consecutive (nothing is queued).
+        """
+        if not objs:
+            return
+        first = cast(int, objs[0][2])
+        for offset, obj in enumerate(objs):
+            if obj[2] != first + offset:
+                raise ValueError(f"entry index {obj[2]} follows {first + offset - 1}")
+        last = first + len(objs) - 1
+        self._pending.append(encode_record(RecordType.ENTRIES, encode_entries_payload((), objs)))
+        self._pending_max_index = max(self._pending_max_index, last)
+        self._last_index = last
 
     def set_hard_state(self, hs: HardState) -> None:
         self._pending.append(encode_record(RecordType.HARD_STATE, encode_hard_state_payload(hs)))
