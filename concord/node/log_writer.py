@@ -15,8 +15,10 @@ Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
       HELLO       1    []                                  -> READY
       PERSIST     2    [number, [entry...], hard_state|nil, snapshot|nil, must_sync:bool]
                        snapshot = [snapshot_meta, data:bin] (installed from the leader)
-      COMMITTED   3    [index, conf_state]   entries <= index are committed and applied by
-                       the worker; conf_state is the membership after applying them
+      COMMITTED   3    [index, conf_state|nil]   entries <= index are committed and applied
+                       by the worker; conf_state is the membership after applying them, nil
+                       if unchanged since the previous COMMITTED (the writer takes no
+                       snapshot until one COMMITTED of its life carried a conf_state)
       STATS       4    []                                  -> STATS_REPLY
       STOP        5    []    flush, answer STOPPED, exit 0
     writer -> worker
@@ -282,6 +284,7 @@ class LogWriter:
         )
         self._commit = recovery.state.hard_state.commit
         self._commit_conf_index = self._applied  # the index at which _conf_state is exact
+        self._conf_known = False  # a COMMITTED with a conf_state arrived in this life
         self._job: _SnapshotJob | None = None
         self._persisted_number = 0
         self._last_number = 0
@@ -332,7 +335,7 @@ class LogWriter:
                 persisted = number
             elif kind == COMMITTED:
                 index, cs = _fields(args, 2, "committed")
-                self._committed(_int(index, "index"), codec.conf_state_from_obj(cs))
+                self._committed(_int(index, "index"), None if cs is None else codec.conf_state_from_obj(cs))
             elif kind == HELLO:
                 self.outbox.append(encode_recovered(self.recovered))
             elif kind == STATS:
@@ -400,14 +403,18 @@ class LogWriter:
         self._conf_state = snap.meta.conf_state
         self._commit = max(self._commit, snap.meta.index)
         self._commit_conf_index = snap.meta.index
+        self._conf_known = True
         self._unapplied.clear()
         snapfile.prune(self._snap_dir, self._settings.keep_snapshots, self._settings.fsync)
         logger.info("installed snapshot from leader index=%d term=%d", snap.meta.index, snap.meta.term)
 
-    def _committed(self, index: int, conf_state: ConfState) -> None:
+    def _committed(self, index: int, conf_state: ConfState | None) -> None:
+        if conf_state is not None:
+            self._conf_known = True
         if index >= self._commit:
             self._commit = index
-            self._conf_state = conf_state
+            if conf_state is not None:
+                self._conf_state = conf_state
             self._commit_conf_index = index
 
     # --- the replica ----------------------------------------------------------------------
@@ -437,7 +444,7 @@ class LogWriter:
             return
         if self._applied - self._snapshot_index < every:
             return
-        if self._applied != self._commit_conf_index:
+        if self._applied != self._commit_conf_index or not self._conf_known:
             return  # NB: the membership is only known exactly at a COMMITTED point
         if self._applied < self._next_snapshot_attempt:
             return
@@ -752,9 +759,13 @@ class LogWriterClient:
         """Send one Ready's durable part; `Persisted(number)` comes back through recv()."""
         self.socket.send(encode_persist(number, entries, hard_state, snapshot, must_sync))
 
-    def committed(self, index: int, conf_state: ConfState) -> None:
-        """Entries up to `index` are committed and applied; `conf_state` is in force after them."""
-        self.socket.send(_msg(COMMITTED, index, codec.conf_state_to_obj(conf_state)))
+    def committed(self, index: int, conf_state: ConfState | None = None) -> None:
+        """
+        Entries up to `index` are committed and applied by the worker; `conf_state` is the
+        membership in force after them (None: unchanged since the last call). Send it
+        at least once after connecting, and whenever it changes.
+        """
+        self.socket.send(_msg(COMMITTED, index, None if conf_state is None else codec.conf_state_to_obj(conf_state)))
 
     def request_stats(self) -> None:
         self.socket.send(_msg(STATS))

@@ -317,3 +317,16 @@ def test_client_raises_and_writer_exits_when_worker_sends_a_bad_request(tmp_path
     finally:
         client.close()
         ctx.term()
+
+
+def test_writer_waits_for_a_membership_before_snapshotting_when_committed_omits_it(tmp_path: Path) -> None:
+    """COMMITTED without conf_state means unchanged; no snapshot until one was ever given."""
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=5, snapshot_mode="thread"), state_machine=DictMachine)
+    writer.handle_batch([_persist(1, _put_entries(1, 12)), lw._msg(lw.COMMITTED, 6, None)])
+    writer.apply_some()
+    assert (6, None) == (writer.applied_index, writer.snapshot_job)
+    writer.handle_batch([_committed(8), lw._msg(lw.COMMITTED, 10, None)])
+    writer.apply_some()
+    assert writer.snapshot_job is not None and SnapshotMeta(10, 1, CS) == writer.snapshot_job.meta
+    assert writer.poll_snapshot(block=True)
+    writer.close()
