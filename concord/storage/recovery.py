@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from concord.errors import CorruptionError
+from concord.errors import CorruptionError, StorageError
 from concord.raft.messages import Entry, Snapshot
 from concord.raft.state import HardState
 from concord.storage import fileutil
@@ -69,8 +69,16 @@ def recover_for_writing(data_dir: Path, repair: bool = True) -> Recovery:
 
     Raises:
         CorruptionError: see the module docstring.
+        StorageError: the files could not be read or repaired.
     """
     data_dir = Path(data_dir)
+    try:
+        return _recover(data_dir, repair)
+    except OSError as exc:
+        raise StorageError(f"cannot recover data dir {data_dir}: {exc}") from exc
+
+
+def _recover(data_dir: Path, repair: bool) -> Recovery:
     if repair and snap_dir(data_dir).is_dir():
         fileutil.remove_stale_temp_files(snap_dir(data_dir))
     loaded = load_newest(snap_dir(data_dir), repair=repair)

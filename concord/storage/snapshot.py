@@ -216,7 +216,10 @@ def prune(snap_dir: Path, keep: int = DEFAULT_KEEP, sync: bool = True) -> list[P
             raise StorageError(f"cannot remove old snapshot {path}: {exc}") from exc
     if doomed:
         if sync:
-            fileutil.fsync_dir(snap_dir)
+            try:
+                fileutil.fsync_dir(snap_dir)
+            except OSError as exc:
+                raise StorageError(f"cannot fsync snapshot folder {snap_dir}: {exc}") from exc
         logger.info("removed old snapshots count=%d kept=%d", len(doomed), keep)
     return doomed
 

@@ -475,7 +475,10 @@ class WAL:
             removed.append(seg.path)
         if removed:
             if self._sync is not None:
-                fileutil.fsync_dir(self._dir)
+                try:
+                    fileutil.fsync_dir(self._dir)
+                except OSError as exc:
+                    raise StorageError(f"cannot fsync wal folder {self._dir}: {exc}") from exc
             logger.info(
                 "removed wal segments covered by snapshot index=%d count=%d last=%s",
                 index,
