@@ -171,7 +171,10 @@ def _scan_segment(
         try:
             header = decode_segment_header(data)
         except ValueError as exc:
-            if not (is_last and len(data) == SEGMENT_HEADER_SIZE):
+            # A bad header on the last segment with no valid record in it is a crash while
+            # the segment was being created (e.g. its size reached the disk, its bytes did
+            # not); with valid records after it, it is corruption.
+            if not is_last or find_valid_record_after(memoryview(data), SEGMENT_HEADER_SIZE - 1) is not None:
                 raise _corrupt(path, 0, str(exc)) from exc
             header_ok = False
     if not header_ok:

@@ -272,3 +272,29 @@ def test_wal_refuses_to_open_when_replay_was_not_repaired(tmp_path: Path) -> Non
     contents = read_wal(wal_dir(tmp_path), repair=False)
     with pytest.raises(StorageError, match="valid records end at"):
         WAL(wal_dir(tmp_path), WalOptions(), contents)
+
+
+def test_zeroed_new_segment_is_removed_when_its_creation_never_reached_the_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A last segment of zeros (size persisted, data not) holds nothing: removed with a warning."""
+    wal = open_wal(tmp_path)
+    wal.append_entries(make_entries(1, 3))
+    wal.flush()
+    wal.close()
+    torn = wal_dir(tmp_path) / "0000000000000002-0000000000000004.wal"
+    torn.write_bytes(bytes(SEGMENT_HEADER_SIZE + 40))
+    with caplog.at_level(logging.WARNING):
+        assert make_entries(1, 3) == recover(tmp_path).entries
+    assert not torn.exists()
+    assert f"file={torn} offset=0 bytes_dropped={SEGMENT_HEADER_SIZE + 40}" in caplog.text
+
+
+def test_recovery_raises_when_last_segment_header_is_damaged_but_records_follow(tmp_path: Path) -> None:
+    """A flipped bit in the active segment's header, with valid records after it, is corruption."""
+    seg, _ = _write_three_records(tmp_path)
+    data = bytearray(seg.read_bytes())
+    data[9] ^= 0x01
+    seg.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match=f"wal file {seg} is corrupt at offset 0: segment header checksum mismatch"):
+        recover(tmp_path)
