@@ -87,7 +87,9 @@ def test_acknowledged_records_survive_when_writer_is_killed_at_random_moments(tm
                             states.append(state)
                         if acked >= kill_at_ack or acked == n_requests:
                             break
-                        for event in client.recv(timeout_ms=10_000):
+                        events = client.recv(timeout_ms=10_000)
+                        assert events, f"round {round_no}: writer stopped answering (acked={acked} sent={sent})"
+                        for event in events:
                             assert isinstance(event, lw.Persisted)
                             acked = max(acked, event.number)
                         if acked >= kill_at_ack:
@@ -167,7 +169,9 @@ def test_acknowledged_records_and_snapshots_survive_when_writer_is_killed_during
                             client.persist(sent, entries, hs, None, sync)
                             client.committed(state[1].commit, CS)
                             states.append(state)
-                        for event in client.recv(timeout_ms=10_000):
+                        events = client.recv(timeout_ms=10_000)
+                        assert events, f"round {round_no}: writer stopped answering (acked={acked} sent={sent})"
+                        for event in events:
                             if isinstance(event, lw.Persisted):
                                 acked = max(acked, event.number)
                     assert proc.pid is not None
