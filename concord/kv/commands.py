@@ -48,7 +48,7 @@ from concord.errors import (
     ValueTooLargeError,
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
-from concord.kv.query import QuerySpec, parse_query
+from concord.kv.query import QUERY_ARGS, QuerySpec, parse_query
 from concord.kv.record import RecordFlags
 from concord.kv.values import Path, decode_stored, encode_value, pack_value, parse_path
 
@@ -357,8 +357,12 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
         raise InvalidRequestError(f"command is not valid msgpack: {exc}") from exc
     if not isinstance(m, dict):
         raise InvalidRequestError("command must be a msgpack map")
+    if len(m) == 6 and m.get("op") == "put":
+        fast = _fast_put(m, config)
+        if fast is not None:
+            return fast
     version = m.get("v")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise InvalidRequestError(f"unsupported command format version {version!r}")
     op = m.get("op")
     client_id = m.get("client_id")
@@ -433,9 +437,38 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
     return Envelope(command, client_id, seq)
 
 
+def _fast_put(m: dict[str, object], config: KvConfig) -> Envelope | None:
+    """
+    The write hot path: a plain put (no session) whose fields are all well-formed.
+
+    Returns:
+        The envelope, or None to let the full decoder judge (and explain) the command.
+    """
+    version, key, value, flags, ttl_ms = (
+        m.get("v"), m.get("key"), m.get("value"), m.get("flags"), m.get("ttl_ms")
+    )
+    if (
+        type(version) is int
+        and version == FORMAT_VERSION
+        and type(key) is str
+        and key.isascii()
+        and 0 < len(key) <= config.max_key_bytes
+        and type(value) is bytes
+        and len(value) <= config.max_value_bytes
+        and type(flags) is int
+        and (flags == 0 or flags == 1)
+        and type(ttl_ms) is int
+        and 0 <= ttl_ms <= config.max_ttl_ms
+    ):
+        return Envelope(Put(key, value, flags, ttl_ms))
+    return None
+
+
 def _check_client_id(client_id: object) -> str:
     if not isinstance(client_id, str) or not 1 <= len(client_id) <= _MAX_CLIENT_ID_BYTES:
-        raise InvalidRequestError(f"client_id must be a string of 1..256 characters, got {client_id!r}")
+        raise InvalidRequestError(
+            f"client_id must be a string of 1..256 characters, got {client_id!r}"
+        )
     return client_id
 
 
@@ -488,9 +521,6 @@ def _encode_cond(args: Mapping[str, object]) -> dict[str, object]:
     return {kind: _int(operand, kind)}
 
 
-_QUERY_ARGS: Final = ("prefix", "suffix", "contains", "pattern", "range", "where", "limit", "offset")
-
-
 def build_command(
     op: str, args: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG
 ) -> dict[str, object]:
@@ -527,7 +557,9 @@ def build_command(
         items = []
         for item in _check_count(args.get("items"), "items", config):
             if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
-                raise InvalidRequestError("put_many items must be [key, value] or [key, value, ttl]")
+                raise InvalidRequestError(
+                    "put_many items must be [key, value] or [key, value, ttl]"
+                )
             value, flags = _encode_value(item[1], args.get("compress"), config)
             ttl_ms = ttl_to_ms(item[2] if len(item) == 3 else None, config)
             items.append([check_key(item[0], config), value, flags, ttl_ms])
@@ -555,7 +587,7 @@ def build_command(
         _no_duplicates([str(t[0]) for t in touches])
         cmd["items"] = touches
     elif op == "delete_where":
-        _args_only(args, op, _QUERY_ARGS)
+        _args_only(args, op, tuple(QUERY_ARGS))
         query = dict(args)
         parse_query(query, config)
         cmd["query"] = query

@@ -34,7 +34,7 @@ import logging
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import msgpack
 import xxhash
@@ -66,8 +66,8 @@ from concord.kv.commands import (
     decode_command,
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
-from concord.kv.index import IndexDef, IndexSet
-from concord.kv.query import select
+from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
+from concord.kv.query import KeySource, select
 from concord.kv.reads import Reply, error_reply, serve_read, serve_request
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.kv.sessions import Session, SessionTable
@@ -99,22 +99,39 @@ class Applied:
     changes: list[Change]
 
 
+class StateMachine(Protocol):
+    """The state-machine Protocol of RAFT_API.md, which KvStateMachine implements."""
+
+    applied_index: int
+
+    def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied: ...
+
+    def apply_noop(self, index: int, timestamp_ms: int) -> None: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+    def state_hash(self) -> int: ...
+
+
 def record_digest(space: int, record: KeyRecord) -> int:
     """xxh3_64 of a record's canonical encoding (part of the state hash)."""
     key = record.key.encode("utf-8")
-    h = xxhash.xxh3_64(
-        _RECORD_HEADER.pack(
-            space,
-            record.flags,
-            record.create_revision,
-            record.mod_revision,
-            record.version,
-            record.expires_at_ms,
-            len(key),
-        )
-        + key
+    head = _RECORD_HEADER.pack(
+        space,
+        record.flags,
+        record.create_revision,
+        record.mod_revision,
+        record.version,
+        record.expires_at_ms,
+        len(key),
     )
-    h.update(record.value)
+    value = record.value
+    if len(value) < 4096:  # one-shot hashing is faster than streaming for small values
+        return xxhash.xxh3_64_intdigest(head + key + value)
+    h = xxhash.xxh3_64(head + key)
+    h.update(value)
     return h.intdigest()
 
 
@@ -147,10 +164,14 @@ class KvStateMachine:
         Apply one committed NORMAL entry.
 
         A malformed command yields an error result and changes nothing but applied_index.
+        Empty data (the leader's no-op) is `apply_noop` with an empty result.
 
         Raises:
             ValueError: `index` is not above `applied_index` (a caller bug).
         """
+        if not data:
+            self.apply_noop(index, timestamp_ms)
+            return Applied({}, [])
         self._advance_check(index)
         try:
             envelope = decode_command(data, self.config)
@@ -281,12 +302,18 @@ class KvStateMachine:
     # --- reads and leader helpers ---------------------------------------------------------
 
     def read(self, op: str, args: Mapping[str, object], now_ms: int) -> Reply:
-        """Evaluate a read op (concord.kv.reads.READ_OPS) at cluster time `now_ms`."""
-        return serve_read(self, op, args, now_ms, self.config)
+        """
+        Evaluate a read op (concord.kv.reads.READ_OPS) at cluster time `now_ms`.
+
+        NB: reads are evaluated at max(now_ms, last_ts_ms): a key that an applied entry
+        already treated as expired must never reappear to a read with an older clock
+        (a new leader's clock may lag the entry timestamps of its predecessor).
+        """
+        return serve_read(self, op, args, max(now_ms, self.last_ts_ms), self.config)
 
     def read_request(self, request: Mapping[str, object], now_ms: int) -> Reply:
-        """Evaluate a read request map ({"op": ..., args...}) at cluster time `now_ms`."""
-        return serve_request(self, request, now_ms, self.config)
+        """Evaluate a read request map ({"op": ..., args...}) like `read`."""
+        return serve_request(self, request, max(now_ms, self.last_ts_ms), self.config)
 
     def get(self, key: str, now_ms: int, meta: bool = False) -> Reply:
         return self.read("get", {"key": key, "meta": meta}, now_ms)
@@ -311,6 +338,10 @@ class KvStateMachine:
 
     def count(self, query: Mapping[str, object], now_ms: int) -> Reply:
         return self.read("count", query, now_ms)
+
+    def read_time(self, now_ms: int) -> int:
+        """The cluster time reads at `now_ms` are evaluated at: max(now_ms, last_ts_ms)."""
+        return max(now_ms, self.last_ts_ms)
 
     def due_expirations(self, now_ms: int, limit: int) -> list[str]:
         """
@@ -358,7 +389,8 @@ class KvStateMachine:
             if seq < session.seq:
                 return error_reply(
                     InvalidRequestError(
-                        f"seq {seq} of client {client_id!r} is older than its last write {session.seq}"
+                        f"seq {seq} of client {client_id!r} is older than"
+                        f" its last write {session.seq}"
                     )
                 ), []
         result, changes = self._execute(envelope.command, index, ts)
@@ -418,18 +450,28 @@ class KvStateMachine:
         )
 
     def _put(self, put: Put, index: int, ts: int) -> tuple[Reply, list[Change]]:
-        record = self._new_record(put, index, ts)
-        self._store(record)
-        return {"revision": index}, [Change(ChangeType.PUT, Space.USER, put.key, record, index, ts)]
+        # The write hot path: one dict lookup serves both the new record and the store.
+        key = put.key
+        old = self._user.get(key)
+        if old is not None and (old.expires_at_ms == 0 or old.expires_at_ms > ts):
+            create_revision, version = old.create_revision, old.version + 1
+        else:
+            create_revision, version = index, 1
+        expires_at_ms = ts + put.ttl_ms if put.ttl_ms else 0
+        record = KeyRecord(
+            key, put.value, put.flags, create_revision, index, version, expires_at_ms
+        )
+        self._store(record, old)
+        return {"revision": index}, [Change(ChangeType.PUT, Space.USER, key, record, index, ts)]
 
     def _put_many(self, command: PutMany, index: int, ts: int) -> tuple[Reply, list[Change]]:
         # Invariant: decode_command validated every item, so nothing below can fail.
         records = [self._new_record(put, index, ts) for put in command.items]
         changes = []
         for record in records:
-            self._store(record)
+            self._store(record, self._user.get(record.key))
             changes.append(Change(ChangeType.PUT, Space.USER, record.key, record, index, ts))
-        return {"revision": index}, changes
+        return {"revision": index if changes else self.revision}, changes
 
     def _delete_keys(
         self, keys: Iterable[str], index: int, ts: int, single: bool
@@ -465,9 +507,9 @@ class KvStateMachine:
                 old.version,
                 ts + touch.ttl_ms if touch.ttl_ms else 0,
             )
-            self._store(record, same_value=True)
+            self._store(record, old, same_value=True)
             changes.append(Change(ChangeType.TOUCH, Space.USER, record.key, record, index, ts))
-        return {"revision": index}, changes
+        return {"revision": index if changes else self.revision}, changes
 
     def _check(self, cond: Condition, key: str, ts: int) -> None:
         live = self._live(key, ts)
@@ -530,9 +572,9 @@ class KvStateMachine:
 
     # --- storage primitives (every mutation goes through these) ---------------------------
 
-    def _store(self, record: KeyRecord, same_value: bool = False) -> None:
+    def _store(self, record: KeyRecord, old: KeyRecord | None, same_value: bool = False) -> None:
+        """Store a user record over `old` (the key's stored record, due or not, or None)."""
         key = record.key
-        old = self._user.get(key)
         digest = self._digest
         if old is None:
             self._keys.add(key)
@@ -593,6 +635,8 @@ class KvStateMachine:
     def _rebuild_indexes(self) -> None:
         self._indexes.clear()
         for record in self.system_records():
+            if not record.key.startswith(INDEX_PREFIX):
+                continue  # other system records (auth, tenants) are not indexes
             try:
                 definition = IndexDef.decode(record.key, record.value)
             except InvalidRequestError:
@@ -635,3 +679,13 @@ def _row_session(row: object) -> Session:
         if not isinstance(number, int) or isinstance(number, bool):
             raise ValueError("session numbers must be integers")
     return Session(client_id, seq, result, last_index, last_ts_ms)
+
+
+def _conforms(machine: KvStateMachine) -> StateMachine:
+    """Static check (mypy): KvStateMachine implements the StateMachine Protocol."""
+    return machine
+
+
+def _is_key_source(machine: KvStateMachine) -> KeySource:
+    """Static check (mypy): KvStateMachine is a KeySource for the query engine."""
+    return machine

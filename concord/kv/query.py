@@ -36,6 +36,7 @@ from concord.kv.values import (
     parse_path,
     record_value,
     resolve,
+    sort_key,
     values_equal,
 )
 
@@ -73,7 +74,7 @@ class KeySource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Compare:
-    """A comparison of the value at `path` with `operand` (op: eq ne lt le gt ge in prefix exists)."""
+    """The value at `path` compared with `operand` (eq ne lt le gt ge in prefix exists)."""
 
     op: str
     path: Path
@@ -248,7 +249,9 @@ def parse_query(args: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG) -
     if limit is not None and (
         isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= config.max_limit
     ):
-        raise InvalidRequestError(f"limit must be an integer in 0..{config.max_limit}, got {limit!r}")
+        raise InvalidRequestError(
+            f"limit must be an integer in 0..{config.max_limit}, got {limit!r}"
+        )
     offset = args.get("offset", 0)
     if offset is None:
         offset = 0
@@ -303,6 +306,14 @@ def _index_clause(flt: Filter, indexes: IndexSet) -> list[str] | None:
     index = indexes.for_path(flt.path)
     if index is None:
         return None
+    # An index holds scalars only: an operand it cannot hold (a list or map to compare
+    # equal) could match values the index lacks, so such clauses are served by a scan.
+    if flt.op == "eq" and sort_key(flt.operand) is None:
+        return None
+    if flt.op == "in":
+        assert isinstance(flt.operand, (list, tuple))
+        if any(sort_key(item) is None for item in flt.operand):
+            return None
     try:
         if flt.op == "eq":
             keys = index.equal(flt.operand)

@@ -148,3 +148,28 @@ def test_ttl_rounds_up_to_milliseconds_when_fractional() -> None:
     """A ttl of 0.0001 s is 1 ms, never 0 (which would mean no expiry)."""
     assert 1 == ttl_to_ms(0.0001, KvConfig())
     assert 2500 == ttl_to_ms(2.5, KvConfig())
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"key": "ключ", "value": b"\x01", "flags": 0, "ttl_ms": 5},
+         Put("ключ", b"\x01", 0, 5)),
+        ({"key": "k", "value": b"\x01", "flags": 1, "ttl_ms": 0}, Put("k", b"\x01", 1, 0)),
+        ({"key": "k", "value": b"\x01", "flags": True, "ttl_ms": 0}, None),
+        ({"key": "k", "value": b"\x01", "flags": 0, "ttl_ms": -1}, None),
+        ({"key": "k" * 1025, "value": b"\x01", "flags": 0, "ttl_ms": 0}, None),
+        ({"key": "k", "value": "text", "flags": 0, "ttl_ms": 0}, None),
+        ({"key": "k", "value": b"\x01", "flags": 0, "other": 0}, None),
+    ],
+)
+def test_plain_put_decodes_like_full_decoder_when_fields_vary(
+    fields: dict[str, object], expected: Put | None
+) -> None:
+    """The put fast path accepts exactly what the full decoder accepts."""
+    data = msgpack.packb({"v": 1, "op": "put", **fields}, use_bin_type=True)
+    if expected is None:
+        with pytest.raises(InvalidRequestError):
+            decode_command(data)
+    else:
+        assert expected == decode_command(data).command

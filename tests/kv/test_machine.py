@@ -89,6 +89,15 @@ def test_key_is_hidden_when_its_ttl_is_due(d: Driver) -> None:
     assert {"ttl": 1.5} == d.sm.ttl("a", 1_500)
 
 
+def test_read_never_shows_key_when_an_applied_entry_saw_it_expired(d: Driver) -> None:
+    """Reads use max(now_ms, last entry time): a lagging clock cannot revive a due key."""
+    d.do("put", {"key": "a", "value": 1, "ttl": 1})
+    d.ts_ms = 2_500
+    assert "condition_failed" == d.do("delete_if", {"key": "a", "version": 1}).result["error"]
+    assert "not_found" == d.sm.get("a", 1_500)["error"]
+    assert 2_500 == d.sm.read_time(1_500)
+
+
 def test_ttl_is_nil_when_key_never_expires(d: Driver) -> None:
     """A key put without ttl reports ttl nil."""
     d.do("put", {"key": "a", "value": 1})
@@ -171,7 +180,6 @@ def test_malformed_command_yields_error_when_applied(d: Driver) -> None:
     d.do("put", {"key": "a", "value": 1})
     before = d.sm.state_hash()
     bad = [
-        b"",
         b"\xc1",
         msgpack.packb([1, 2]),
         msgpack.packb({"v": 2, "op": "put"}),
@@ -200,6 +208,15 @@ def test_apply_rejects_index_when_not_above_applied(d: Driver) -> None:
     d.do("put", {"key": "a", "value": 1})
     with pytest.raises(ValueError, match="not above applied index 1"):
         d.sm.apply(1, 0, encode_command("delete", {"key": "a"}))
+
+
+def test_apply_treats_empty_data_as_noop_when_entry_is_empty(d: Driver) -> None:
+    """The leader's empty entry applies as a no-op with an empty result."""
+    d.do("put", {"key": "a", "value": 1})
+    d.ts_ms = 4_000
+    applied = d.raw(b"")
+    assert ({}, []) == (applied.result, applied.changes)
+    assert (2, 1, 4_000) == (d.sm.applied_index, d.sm.revision, d.sm.last_ts_ms)
 
 
 def test_apply_noop_moves_applied_index_when_called(d: Driver) -> None:

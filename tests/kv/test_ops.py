@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
-from concord.kv import ChangeType, KvConfig, KvStateMachine, Space
+from concord.kv import ChangeType, KeyRecord, KvConfig, KvStateMachine, Space
 from tests.kv.helpers import Driver
 
 
@@ -21,6 +22,27 @@ def test_put_many_shares_one_revision_when_applied(d: Driver) -> None:
         (c.key, c.revision, c.record.expires_at_ms if c.record else -1) for c in applied.changes
     ]
     assert {"values": {"a": 1, "b": 2}} == d.sm.get_many(["a", "b", "c"], d.ts_ms)
+
+
+def test_put_many_changes_nothing_when_one_logged_item_is_invalid(d: Driver) -> None:
+    """A put_many whose log entry holds one bad item applies none of its items."""
+    d.do("put", {"key": "a", "value": 1})
+    data = msgpack.packb({"v": 1, "op": "put_many", "items": [
+        ["a", b"\x02", 0, 0], ["b", b"\x03", 0, 0], ["", b"\x04", 0, 0],
+    ]}, use_bin_type=True)
+    applied = d.raw(data)
+    assert ("invalid_key", []) == (applied.result["error"], applied.changes)
+    assert {"values": {"a": 1}} == d.sm.get_many(["a", "b"], d.ts_ms)
+
+
+def test_system_records_other_than_indexes_survive_restore_when_present(d: Driver) -> None:
+    """restore only rebuilds indexes from index/ records and keeps the others as they are."""
+    d.do("create_index", {"name": "n", "field": "n"})
+    d.sm._store_system(KeyRecord("tenant/acme", b"\x80", 0, 2, 2, 1))
+    other = KvStateMachine()
+    other.restore(d.sm.snapshot())
+    assert d.sm.system_records() == other.system_records()
+    assert {"indexes": [{"name": "n", "field": "n"}]} == other.read("list_indexes", {}, 0)
 
 
 def test_delete_many_counts_only_live_keys_when_some_are_missing(d: Driver) -> None:

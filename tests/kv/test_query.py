@@ -176,6 +176,7 @@ def test_read_rejects_request_when_malformed(filled: Driver) -> None:
     sm, ts = filled.sm, filled.ts_ms
     assert "invalid_key" == sm.read("get", {"key": ""}, ts)["error"]
     assert "invalid_request" == sm.read("get", {"key": "a", "x": 1}, ts)["error"]
+    assert "invalid_request" == sm.read("get", {"key": "zeta", "meta": 1}, ts)["error"]
     assert "too_many_items" == sm.read("get_many", {"keys": ["a"] * 501}, ts)["error"]
     assert "invalid_request" == sm.read("get_all", {"after": 3}, ts)["error"]
     assert "invalid_request" == sm.read("keys", {"pattern": "("}, ts)["error"]
