@@ -59,7 +59,7 @@ from concord.errors import ProtocolError, RemoteProtocolError, StorageError
 from concord.raft.messages import ConfState, Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
 from concord.storage import snapshot as snapfile
-from concord.storage.fileutil import SyncHook
+from concord.storage.fileutil import TMP_SUFFIX, SyncHook
 from concord.storage.recovery import RecoveredState, recover_for_writing, snap_dir, wal_dir
 from concord.storage.replica import StateMachine, StateMachineFactory, apply_entry, load_factory
 from concord.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, WalOptions
@@ -548,7 +548,15 @@ class LogWriter:
                 outcome = f"snapshot child exited with status {status} and no result"
         self._job = None
         if type(outcome) is not int:
-            logger.warning("snapshot failed, will retry index=%d error=%s", job.meta.index, outcome)
+            _discard_temp(job.path)
+            every = self._settings.snapshot_entries
+            self._next_snapshot_attempt = self._applied + max(1, every // 4)
+            logger.warning(
+                "snapshot failed, will retry index=%d retry_at=%d error=%s",
+                job.meta.index,
+                self._next_snapshot_attempt,
+                outcome,
+            )
             return True
         self._finish_snapshot(job, outcome)
         return True
@@ -577,9 +585,10 @@ class LogWriter:
         if job.thread is not None:
             job.thread.join()
         else:
-            os.kill(job.pid, signal.SIGKILL)
+            os.kill(job.pid, signal.SIGKILL)  # our own child, by pid
             os.waitpid(job.pid, 0)
             os.close(job.fd)
+            _discard_temp(job.path)
         self._job = None
 
     def stats(self) -> dict[str, int]:
@@ -597,6 +606,14 @@ class LogWriter:
     def close(self) -> None:
         self._abandon_job()
         self._wal.close()
+
+
+def _discard_temp(path: Path) -> None:
+    """Remove the temporary file of a snapshot that will not complete."""
+    try:
+        path.with_name(path.name + TMP_SUFFIX).unlink(missing_ok=True)
+    except OSError as exc:
+        logger.warning("cannot remove temporary snapshot file path=%s error=%s", path, exc)
 
 
 def _readable(fd: int) -> bool:

@@ -330,3 +330,32 @@ def test_writer_waits_for_a_membership_before_snapshotting_when_committed_omits_
     assert writer.snapshot_job is not None and SnapshotMeta(10, 1, CS) == writer.snapshot_job.meta
     assert writer.poll_snapshot(block=True)
     writer.close()
+
+
+def test_writer_retries_later_and_cleans_up_when_a_snapshot_fails(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A failed snapshot (here: the state machine raises) is a WARNING, no temp file, a later retry."""
+
+    class Flaky(DictMachine):
+        fail = True
+
+        def snapshot(self) -> bytes:
+            if Flaky.fail:
+                raise RuntimeError("disk full, say")
+            return super().snapshot()
+
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=8), state_machine=Flaky)
+    writer.handle_batch([_persist(1, _put_entries(1, 12)), _committed(8)])
+    writer.apply_some()
+    with caplog.at_level(logging.WARNING):
+        assert writer.poll_snapshot(block=True)
+    assert "snapshot failed, will retry index=8 retry_at=10 error=RuntimeError: disk full, say" in caplog.text
+    assert [] == list((tmp_path / "snap").glob("*"))
+    Flaky.fail = False
+    writer.handle_batch([_committed(9)])
+    writer.apply_some()
+    assert writer.snapshot_job is None
+    writer.handle_batch([_committed(10)])
+    writer.apply_some()
+    assert writer.poll_snapshot(block=True)
+    writer.close()
+    assert [10] == [i for i, _, _ in list_snapshots(tmp_path / "snap")]
