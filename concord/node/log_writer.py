@@ -736,6 +736,24 @@ class LogWriterClient:
 
     `persist()` only sends; acknowledgements arrive later through `recv()`. Register
     `socket` with a zmq.Poller (POLLIN) to wake up when the writer replies.
+
+    Wiring in the raft worker (sketch):
+
+        client = LogWriterClient(endpoint)
+        recovered = client.handshake(timeout_s=30)     # load into MemoryStorage
+        driver = Driver(..., log_sink=client)          # persist() goes to the writer
+        checker = ReplicaChecker()
+        # after applying committed entries up to `applied`:
+        checker.record(applied, state_machine.state_hash())
+        client.committed(applied, conf_state)          # conf_state may be None if unchanged
+        # when poller says client.socket is readable:
+        for event in client.recv():
+            if isinstance(event, Persisted):
+                driver.on_persisted(event.number)
+            elif isinstance(event, SnapshotWritten):
+                checker.check(event.index, event.state_hash)
+                meta = SnapshotMeta(event.index, event.term, event.conf_state)
+                driver.on_snapshot_written(meta, event.load().data)
     """
 
     def __init__(self, endpoint: str, context: zmq.Context | None = None) -> None:  # type: ignore[type-arg]
