@@ -197,6 +197,20 @@ class Publisher:
         offsets = self._offsets
         dead: list[int] = []
         slots: list[int] = []
+        if len(changes) > self._ring_cap // 2:
+            # Too big for the ring to carry (a reader could never replay it whole): apply
+            # it in place and publish a new lineage; readers rebuild from a scan. Marks
+            # in the old generation are harmless: a scan of it is abandoned on the
+            # lineage change.
+            for ch in changes:
+                d = offsets[ch.space]
+                old = d.pop(ch.key, None)
+                if ch.record is not None and ch.type in _PUTS:
+                    d[ch.key] = self._append(ch.space, ch.record)
+                if old is not None:
+                    self._mark_dead([old])
+            self._compact(applied_index, revision, leader_time_ms)
+            return
         for ch in changes:
             d = offsets[ch.space]
             old = d.get(ch.key)
@@ -258,6 +272,10 @@ class Publisher:
 
         Readers notice the lineage change and rebuild their local index from a scan.
         """
+        st = self._status
+        self._compact(st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME])
+
+    def _compact(self, applied_index: int, revision: int, leader_time_ms: int) -> None:
         old_mm, old_mv = self._mm, self._mv
         order = sorted(
             (off, space) for space, d in enumerate(self._offsets) for off in d.values()
@@ -283,10 +301,7 @@ class Publisher:
         for d in self._offsets:
             for key, off in d.items():
                 d[key] = remap[off]
-        st = self._status
-        self._publish_header(
-            st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME], lineage_only=True
-        )
+        self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
         self._unlink_retired()
         logger.info(
             "shm compacted gen=%d live_bytes=%d records=%d", self._gen, self._live_bytes, len(order)

@@ -107,8 +107,10 @@ class ShmView:
             raise ValueError(f"segment {names.ctl} is not a concord store version 1")
         self._cap = int(self._w[W_RING_CAP])
         self._mask = self._cap - 1
-        self._mm: mmap.mmap | None = None
-        self._mv: memoryview | None = None
+        # An empty placeholder until the first generation is mapped, so that the hot
+        # path needs no None check.
+        self._mm: mmap.mmap = mmap.mmap(-1, mmap.PAGESIZE)
+        self._mv: memoryview = memoryview(self._mm)
         self._gen = -1
         self._lineage = -1
         self._seen = 0
@@ -128,7 +130,11 @@ class ShmView:
         self.retries = 0
         self.max_retries = 0
         self.applied_changes = 0
-        self._catch_up()
+        try:
+            self._catch_up()
+        except BaseException:
+            self._release()
+            raise
 
     @classmethod
     def attach(cls, names: SegmentNames) -> ShmView:
@@ -148,14 +154,13 @@ class ShmView:
 
     def close(self) -> None:
         """Unmap the store (never unlinks it)."""
-        if self._mv is not None:
-            self._mv.release()
-            self._mv = None
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
-        self._w.release()
+        self._release()
         self._ctl.close()
+
+    def _release(self) -> None:
+        self._mv.release()
+        self._mm.close()
+        self._w.release()
 
     def __enter__(self) -> ShmView:
         return self
@@ -210,7 +215,6 @@ class ShmView:
             if loc & 1:
                 return self._decompressed(loc)
         start = loc >> 32
-        assert self._mm is not None
         return self._mm[start : start + ((loc >> 2) & 0x3FFFFFFF)]
 
     def get_value(self, key: str) -> object:
@@ -226,7 +230,6 @@ class ShmView:
             if loc & 1:
                 return _unpackb(self._decompressed(loc))
         start = loc >> 32
-        assert self._mm is not None
         return _unpackb(self._mm[start : start + ((loc >> 2) & 0x3FFFFFFF)])
 
     def get_many_encoded(self, keys: Iterable[str]) -> list[bytes | None]:
@@ -235,7 +238,6 @@ class ShmView:
             self._catch_up()
         get = self._user.get
         mm = self._mm
-        assert mm is not None
         out: list[bytes | None] = []
         append = out.append
         for key in keys:
@@ -255,7 +257,6 @@ class ShmView:
             self._catch_up()
         get = self._user.get
         mm = self._mm
-        assert mm is not None
         unpackb = _unpackb
         out: list[object] = []
         append = out.append
@@ -307,7 +308,6 @@ class ShmView:
         if loc & LOC_COMPRESSED:
             return self._decompressed(loc)
         start = loc >> LOC_SHIFT
-        assert self._mm is not None
         return self._mm[start : start + ((loc >> 2) & LOC_LEN_MASK)]
 
     def record_at(self, loc: int, key: str) -> KeyRecord:
@@ -366,7 +366,6 @@ class ShmView:
 
     def _decompressed(self, loc: int) -> bytes:
         start = loc >> LOC_SHIFT
-        assert self._mm is not None
         return _decompress(self._mm[start : start + ((loc >> 2) & LOC_LEN_MASK)])
 
     def _slow_encoded(self, space: int, key: str, loc: int) -> bytes | None:
@@ -375,7 +374,6 @@ class ShmView:
         return self.encoded_at(loc)
 
     def _record_at(self, loc: int, key: str) -> KeyRecord:
-        assert self._mm is not None
         off = (loc >> LOC_SHIFT) - RECORD_HEAD_SIZE
         _, _, _, flags, vlen, cr, mr, ver, exp, _ = RECORD_HEAD.unpack_from(self._mm, off)
         start = off + RECORD_HEAD_SIZE
@@ -422,10 +420,8 @@ class ShmView:
         if read_gen_header(mm)[0] != gen:
             mm.close()
             raise CorruptionError(f"segment {self._names.gen(gen)} names another generation")
-        if self._mv is not None:
-            self._mv.release()
-        if self._mm is not None:
-            self._mm.close()
+        self._mv.release()
+        self._mm.close()
         self._mm, self._mv, self._gen = mm, memoryview(mm), gen
         self.remaps += 1
         return True
@@ -437,7 +433,6 @@ class ShmView:
         self.rebuilds += 1
         mm = self._mm
         mv = self._mv
-        assert mm is not None and mv is not None
         maps: list[dict[str, int]] = [{} for _ in range(_SPACES)]
         exps: list[dict[str, int]] = [{} for _ in range(_SPACES)]
         unpack = RECORD_VIEW.unpack_from
@@ -455,7 +450,7 @@ class ShmView:
                     )
                 key = mm[vstart + vlen : kend].decode()
                 maps[space][key] = (
-                    vstart << 32 | vlen << 2 | (2 if exp else 0) | (flags & RecordFlags.COMPRESSED)
+                    vstart << 32 | vlen << 2 | (2 if exp else 0) | (flags & 1)
                 )
                 if exp:
                     exps[space][key] = exp
@@ -498,7 +493,6 @@ class ShmView:
         mask = self._mask
         mm = self._mm
         mv = self._mv
-        assert mm is not None and mv is not None
         unpack = RECORD_VIEW.unpack_from
         maps = self._maps
         exps = self._exps
