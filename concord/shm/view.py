@@ -22,6 +22,7 @@ import logging
 import mmap
 import struct
 import zlib
+from functools import partial
 from collections.abc import Callable, Iterable, Iterator, KeysView
 from enum import Enum
 from typing import Final
@@ -68,7 +69,7 @@ logger = logging.getLogger(__name__)
 
 _U64 = struct.Struct("<Q")
 _xxh = xxhash.xxh3_64_intdigest
-_unpackb = msgpack.unpackb
+_unpackb = partial(msgpack.unpackb, raw=False, strict_map_key=False)
 _decompress = zlib.decompress
 _DELETES = (int(ChangeType.DELETE), int(ChangeType.EXPIRE))
 _SPACES = len(Space)
