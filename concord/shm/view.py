@@ -182,6 +182,10 @@ class ShmView:
             self._catch_up()
         return status_from_words(self._seq, self._st)
 
+    def synced_status(self) -> ShmStatus:
+        """The status the local state matches now, without catching up."""
+        return status_from_words(self._seq, self._st)
+
     def current_status(self) -> ShmStatus:
         """The status published now, without catching up (cheap; for waiting loops)."""
         while True:
