@@ -130,6 +130,8 @@ class ShmView:
         self.remaps = 0
         self.retries = 0
         self.max_retries = 0
+        self.overflows = 0
+        self._attempt_retries = 0
         self.applied_changes = 0
         try:
             self._catch_up()
@@ -384,17 +386,27 @@ class ShmView:
         start = off + RECORD_HEAD_SIZE
         return KeyRecord(key, self._mm[start : start + vlen], flags, cr, mr, ver, exp)
 
-    def _catch_up(self) -> None:
-        retries = 0
+    def _read_status(self) -> tuple[int, list[int]]:
+        """A consistent status snapshot; each collision with the writer is a retry."""
         while True:
             snap = read_status_words(self._w)
             if snap is not None:
-                reached = self._advance(snap)
-                if reached is not None:
-                    self._seq, self._st = reached
-                    self._leader_time = self._st[S_LEADER_TIME]
-                    break
-            retries += 1
+                return snap
+            self._attempt_retries += 1
+
+    def _catch_up(self) -> None:
+        # A retry is a status read that collided with the writer publishing twice, or an
+        # attempt the writer invalidated (generation unlinked, lineage changed during a
+        # rebuild). Falling behind the ring is not a retry: it rebuilds at once.
+        self._attempt_retries = 0
+        while True:
+            reached = self._advance(self._read_status())
+            if reached is not None:
+                self._seq, self._st = reached
+                self._leader_time = self._st[S_LEADER_TIME]
+                break
+            self._attempt_retries += 1
+        retries = self._attempt_retries
         if retries:
             self.retries += retries
             self.max_retries = max(self.max_retries, retries)
@@ -408,14 +420,19 @@ class ShmView:
             status.
         """
         st = snap[1]
-        if st[S_LINEAGE] != self._lineage or st[S_RING_HEAD] - self._seen > self._cap:
+        if st[S_LINEAGE] != self._lineage:
+            return self._rebuild(st)
+        if st[S_RING_HEAD] - self._seen > self._cap:
+            self.overflows += 1
             return self._rebuild(st)
         if st[S_LIVE_GEN] != self._gen and not self._map(st[S_LIVE_GEN]):
             return None
         if self._replay(self._seen, st[S_RING_HEAD]):
             return snap
-        self._lineage = -1  # the ring overtook us: rebuild on the retry
-        return None
+        # The ring overtook us while we replayed: rebuild from a fresh status.
+        self.overflows += 1
+        self._lineage = -1
+        return self._rebuild(self._read_status()[1])
 
     def _map(self, gen: int) -> bool:
         try:
@@ -471,10 +488,7 @@ class ShmView:
             reset()
         # Marks seen by the scan may come from publishes after `st`; replaying up to a
         # status read after the scan makes the state exact (marks follow publication).
-        while True:
-            snap = read_status_words(self._w)
-            if snap is not None:
-                break
+        snap = self._read_status()
         st2 = snap[1]
         if st2[S_LINEAGE] != self._lineage or (
             st2[S_LIVE_GEN] != self._gen and not self._map(st2[S_LIVE_GEN])

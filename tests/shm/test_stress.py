@@ -190,8 +190,9 @@ def reader(node: str, token: str, seed: int, stop: Event, out: Queue) -> None:  
                     errors.append(f"group g{g} mixes revisions {sorted(revs)}")
                 if [d[0] for d in present] != keys:
                     errors.append(f"group g{g} values name other keys")
-    counts.update(rebuilds=view.rebuilds, remaps=view.remaps, retries=view.retries,
-                  max_retries=view.max_retries, applied_changes=view.applied_changes)
+    counts.update(rebuilds=view.rebuilds, overflows=view.overflows, remaps=view.remaps,
+                  retries=view.retries, max_retries=view.max_retries,
+                  applied_changes=view.applied_changes)
     view.close()
     out.put(("reader", {"counts": counts, "errors": errors[:20]}))
 
