@@ -29,7 +29,10 @@ Control segment, little-endian, every field an aligned u64 word (index = offset 
     24     8    ring_capacity    slots in the ring (a power of two), fixed at creation
     32     8    max_gen          highest generation ever created (set before creating it)
     40     8    writer_epoch     incremented each time a writer attaches
-    48     16   reserved (0)
+    48     8    lease_until_ns   CLOCK_MONOTONIC ns until which this node, as leader, holds
+                                 a read lease (0: none); one aligned word, written alone by
+                                 the writer (added by the node branch; was reserved, 0)
+    56     8    reserved (0)
     64     144  status slot 0    (layout below)
     208    144  status slot 1
     352    32   reserved (0)
@@ -115,6 +118,7 @@ W_SEQ: Final = 2
 W_RING_CAP: Final = 3
 W_MAX_GEN: Final = 4
 W_WRITER_EPOCH: Final = 5
+W_LEASE_UNTIL_NS: Final = 6
 STATUS_BASE: Final = (8, 26)
 STATUS_WORDS: Final = 18
 # Word indexes inside a status slot.

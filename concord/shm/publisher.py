@@ -55,6 +55,7 @@ from concord.shm.layout import (
     W_MAX_GEN,
     W_RING_CAP,
     W_SEQ,
+    W_LEASE_UNTIL_NS,
     W_VERSION,
     W_WRITER_EPOCH,
     SegmentNames,
@@ -170,6 +171,14 @@ class Publisher:
         st[S_TERM] = term
         st[S_ROLE] = int(role)
         write_status_words(self._words, st)
+
+    def set_lease(self, until_ns: int) -> None:
+        """
+        Publish the leader read lease: valid while time.monotonic_ns() < until_ns (0 ends
+        it). One aligned word, independent of the status seqlock: readers check it
+        together with role and term from the status.
+        """
+        self._words[W_LEASE_UNTIL_NS] = max(0, until_ns)
 
     # -- publishing ---------------------------------------------------------------
 

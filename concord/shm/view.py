@@ -54,6 +54,7 @@ from concord.shm.layout import (
     S_PREV_HEAD,
     S_RING_HEAD,
     STATE_LIVE,
+    W_LEASE_UNTIL_NS,
     W_RING_CAP,
     W_SEQ,
     W_VERSION,
@@ -201,6 +202,10 @@ class ShmView:
             snap = read_status_words(self._w)
             if snap is not None:
                 return snap[1][S_APPLIED]
+
+    def lease_until_ns(self) -> int:
+        """The writer's leader read lease end (CLOCK_MONOTONIC ns; 0: no lease)."""
+        return int(self._w[W_LEASE_UNTIL_NS])
 
     @property
     def leader_time_ms(self) -> int:
