@@ -780,6 +780,11 @@ class Driver:
         return self.role is Role.LEADER and self._clock.now_ms() < self._lease_until_ms
 
     @property
+    def lease_until_ms(self) -> int:
+        """When the leader lease ends on the driver's clock (-1: no lease held)."""
+        return self._lease_until_ms if self.role is Role.LEADER else -1
+
+    @property
     def pending_writes(self) -> int:
         return len(self._writes)
 
