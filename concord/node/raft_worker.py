@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import random
 import signal
 import time
@@ -710,6 +711,7 @@ class RaftWorker:
         leader = d.leader_id
         return {
             "node": self.node_id,
+            "pid": os.getpid(),
             "role": _role_name(d.role),
             "term": d.term,
             "leader": leader,
