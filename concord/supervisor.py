@@ -51,7 +51,7 @@ from concord.node.log_writer import LogWriter, WriterSettings, serve
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_worker
 from concord.node.read_worker import run_read_worker
 from concord.shm.layout import SegmentNames
-from concord.shm.segments import create_store, unlink_store
+from concord.shm.segments import DEV_SHM, create_store, unlink_store
 from supervisor import (
     Backoff,
     ChildSpec,
@@ -88,12 +88,50 @@ class NodeLayout:
         )
 
     def setup(self) -> None:
+        self.sweep_stale()
         self.ipc_dir.mkdir(mode=0o700)
         create_store(self.names)
+
+    def sweep_stale(self) -> None:
+        """
+        Remove what a SIGKILLed predecessor of this node left (its cleanup() never ran):
+        shm stores and ipc folders of this node id whose supervisor pid is gone.
+        """
+        node = self.names.node
+        for name in sorted(os.listdir(DEV_SHM)) if os.path.isdir(DEV_SHM) else []:
+            token = _stale_token(name, f"concord-{node}-")
+            if token is not None:
+                removed = unlink_store(SegmentNames(node, token))
+                logger.warning("removed shm left by a dead supervisor token=%s segments=%d",
+                               token, len(removed))
+        tmp = self.ipc_dir.parent
+        for entry in tmp.glob(f"concord-{node[:16]}-*x*"):
+            if _stale_token(entry.name, f"concord-{node[:16]}-") is not None:
+                shutil.rmtree(entry, ignore_errors=True)
 
     def cleanup(self) -> None:
         unlink_store(self.names)
         shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+
+def _stale_token(name: str, prefix: str) -> str | None:
+    """The token of `name` (prefix + "<pid>x<hex>"...) if that supervisor pid is dead."""
+    if not name.startswith(prefix):
+        return None
+    token = name[len(prefix):].split("-", 1)[0]
+    pid_text, sep, _ = token.partition("x")
+    if not sep or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return token
+    except PermissionError:
+        return None
+    return None
 
 
 # -- children -------------------------------------------------------------------------------

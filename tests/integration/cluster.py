@@ -121,6 +121,7 @@ class NodeProc:
     endpoints: dict[str, str] = field(default_factory=dict)
     pids: set[int] = field(default_factory=set)  # every pid ever seen in this node's tree
     supervisor_pids: list[int] = field(default_factory=list)
+    killed_supervisors: list[int] = field(default_factory=list)  # SIGKILLed: no cleanup()
 
     @property
     def client(self) -> str:
@@ -211,6 +212,7 @@ class NodeProc:
             except psutil.NoSuchProcess:
                 pass
         if self.proc is not None:
+            self.killed_supervisors.append(self.proc.pid)
             self.proc.wait(timeout=10)
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
@@ -227,10 +229,13 @@ class NodeProc:
                 pass
         return alive
 
-    def shm_segments(self) -> list[str]:
+    def shm_segments(self, killed: bool = False) -> list[str]:
+        """Segments left by this node's supervisors (those SIGKILLed if `killed`)."""
         names: list[str] = []
         prefix_node = "".join(c if c.isalnum() or c in "_." else "_" for c in self.id)[:32]
-        for spid in self.supervisor_pids:
+        for spid in self.killed_supervisors if killed else self.supervisor_pids:
+            if not killed and spid in self.killed_supervisors:
+                continue
             prefix = f"concord-{prefix_node}-{spid}x"
             names += [n for n in os.listdir(DEV_SHM) if n.startswith(prefix)]
         return names
@@ -303,6 +308,12 @@ class Cluster:
         pids = [p for n in self.nodes.values() for p in n.alive_pids()]
         segs = [s for n in self.nodes.values() for s in n.shm_segments()]
         return pids, segs
+
+    def remove_killed_segments(self) -> None:
+        """Unlink the stores of supervisors a test SIGKILLed (their cleanup() never ran)."""
+        for node in self.nodes.values():
+            for name in node.shm_segments(killed=True):
+                (DEV_SHM / name).unlink(missing_ok=True)
 
     # -- talking to it -------------------------------------------------------------------
 

@@ -36,4 +36,5 @@ def cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
         for node in c.nodes.values():
             node.kill_tree()  # belt and braces: nothing of ours may outlive the test
         assert [] == pids, "processes left running"
+        c.remove_killed_segments()
         assert [] == segments, "shared-memory segments left behind"
