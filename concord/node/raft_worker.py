@@ -201,6 +201,7 @@ class RaftWorker:
         self._expiry_pending: int | None = None
         self._next_expiry_ms = 0
         self._promoting: set[NodeId] = set()
+        self._joining: set[NodeId] = set()  # added by add_member, not yet in the conf
         self._stopping = False
         self._conf_sent: ConfState | None = None
         self._published_status: tuple[int, str | None, Role] | None = None
@@ -219,7 +220,11 @@ class RaftWorker:
         empty = (
             recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
         )
-        bootstrap = ConfState() if join else ConfState(tuple(m.id for m in config.members))
+        # A joining node starts from the config's other members as the voters: the log
+        # it replays (from index 1, or a snapshot) then adds it as a learner; it is not a
+        # voter of its own bootstrap, so it never campaigns before the leader adds it.
+        voters = tuple(m.id for m in config.members if not join or m.id != self.node_id)
+        bootstrap = ConfState(voters)
         self.storage = MemoryStorage(bootstrap)
         load_memory_storage(self.storage, recovered)
         kv = KvStateMachine(kv_config_of(config))
@@ -506,6 +511,7 @@ class RaftWorker:
             # Replicate the address first (an ordinary entry), then change the membership.
             self.driver.submit_write(self._internal_id(), encode_address(address))
             self.book.set(address)
+            self._joining.add(member)
             self._sync_peers()
             change = ConfChange.add_learner(member)
             if args.get("learner") is False:
@@ -654,12 +660,14 @@ class RaftWorker:
         conf = self.driver.conf_state
         wanted = set(conf.voters) | set(conf.learners) | set(conf.voters_outgoing)
         wanted |= set(conf.learners_next)
-        peers = {p: e for p, e in self.book.peer_endpoints().items() if p in wanted}
-        # A node joining (empty membership) still needs links to answer the leader.
-        for peer_id, endpoint in self.book.peer_endpoints().items():
-            if not wanted or peer_id in self._promoting:
-                peers[peer_id] = endpoint
-        self.transport.set_peers(peers)
+        self._joining -= wanted
+        wanted |= self._joining
+        if self.node_id not in wanted:
+            # Not (yet, or no longer) a member: keep links to everyone we know, so the
+            # leader that adds us gets answers.
+            wanted |= set(self.book.peer_endpoints())
+        self.transport.set_peers(
+            {p: e for p, e in self.book.peer_endpoints().items() if p in wanted})
 
     def _publish_events(self, changes: list[Change]) -> None:
         for ch in changes:

@@ -294,6 +294,24 @@ class Cluster:
             node.id, node.data_dir, self.members if members is None else members,
             self.settings, self.read_workers))
 
+    def add_node(self, node_id: str) -> NodeProc:
+        """Start a new node that joins (--join) with a config listing every member."""
+        ports = free_ports(3)
+        member = MemberPorts(node_id, *ports)
+        node = NodeProc(node_id, self.tmp_path / f"{node_id}.toml",
+                        self.tmp_path / "data" / node_id, self.tmp_path / f"{node_id}.log",
+                        extra_args=("--join",))
+        self.nodes[node_id] = node
+        self.ids.append(node_id)
+        self.members.append(member)
+        self.write_config(node)
+        node.launch()
+        node.wait_ready()
+        return node
+
+    def member_ports(self, node_id: str) -> MemberPorts:
+        return next(m for m in self.members if m.id == node_id)
+
     def restart(self, node_id: str) -> None:
         node = self.nodes[node_id]
         node.launch()
