@@ -630,6 +630,10 @@ class RaftWorker:
             self.publisher.set_status(driver.term, driver.leader_id, driver.role)
             self.log.info("role changed leader=%s", driver.leader_id)
         lease_ms = driver.lease_until_ms
+        if driver.applied_term != driver.term or driver.applied_index < driver.commit:
+            # Read workers serve leader reads from shm: only once everything committed
+            # (earlier terms' entries included) is applied and published.
+            lease_ms = -1
         if lease_ms != self._published_lease_ms:
             self._published_lease_ms = lease_ms
             remaining_ms = lease_ms - self.clock.now_ms()
