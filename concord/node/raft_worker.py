@@ -233,7 +233,7 @@ class RaftWorker:
         self.machine = NodeMachine(kv, self.book)
         hard_state, conf_state = self.storage.initial_state()
         raft = config.raft
-        raw = RawNode(
+        self.raw = raw = RawNode(
             RaftConfig(
                 id=self.node_id,
                 election_ticks=raft.election_ticks,
@@ -303,7 +303,8 @@ class RaftWorker:
         self._shm_synced = False
         self._maybe_resync_shm()
         # -- front door --------------------------------------------------------------------
-        self.link = BackendLink(self.ctx, endpoints.backend, Backend.RAFT, f"raft-{self.node_id}")
+        self.link = BackendLink(self.ctx, endpoints.backend, Backend.RAFT, f"raft-{self.node_id}",
+                                heartbeat_interval_s=0.1)
         self.poller = zmq.Poller()
         self.transport.register(self.poller)
         self.link.register(self.poller)
@@ -397,7 +398,7 @@ class RaftWorker:
     def _on_tick(self) -> None:
         self.driver.on_tick()
         for peer in self.transport.unreachable():
-            self.driver.raw.report_unreachable(peer)  # type: ignore[attr-defined]
+            self.raw.report_unreachable(peer)
         if self.driver.role is not Role.LEADER:
             return
         now = self.clock.now_ms()
@@ -412,7 +413,7 @@ class RaftWorker:
         self._maybe_promote_learners()
 
     def _maybe_promote_learners(self) -> None:
-        status = self.driver.raw.status()  # type: ignore[attr-defined]
+        status = self.raw.status()
         for learner in status.conf_state.learners:
             pr = status.progress.get(learner)
             if pr is None or learner in self._promoting:
@@ -536,7 +537,7 @@ class RaftWorker:
         target = request.args.get("member_id")
         voters = [v for v in self.driver.conf_state.voters if v != self.node_id]
         if target is None:
-            status = self.driver.raw.status()  # type: ignore[attr-defined]
+            status = self.raw.status()
             ranked = sorted(voters, key=lambda v: -status.progress[v].match
                             if v in status.progress else 0)
             if not ranked:

@@ -58,7 +58,7 @@ class ReadWorker:
         self.reader = Reader(self.view, kv_config_of(config))
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.link = BackendLink(self.ctx, endpoints.backend, Backend.READ,
-                                f"read-{self.node_id}-{index}")
+                                f"read-{self.node_id}-{index}", heartbeat_interval_s=0.1)
         self.poller = zmq.Poller()
         self.link.register(self.poller)
         self._stopping = False

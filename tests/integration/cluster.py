@@ -318,6 +318,10 @@ class Cluster:
         node.wait_ready()
 
     def stop(self) -> None:
+        for node in self.nodes.values():  # SIGTERM every node first, then wait for each
+            node.remember_children()
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)
         for node in self.nodes.values():
             node.terminate()
 
