@@ -52,9 +52,8 @@ class Writer:
             hint = reply.get("leader")
             if reply.get("error") == "not_leader" and isinstance(hint, str):
                 self.target = next(n for n, p in self.c.nodes.items() if p.client == hint)
-            else:
+            else:  # no_leader (an election is running) or an unknown outcome: try on
                 self.target = candidates[(candidates.index(self.target) + 1) % len(candidates)]
-                wait_until(lambda: True, 0.05)
         raise AssertionError(f"write w{i} not acknowledged within {deadline_s}s")
 
 
