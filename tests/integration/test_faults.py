@@ -9,6 +9,8 @@ import time
 import pytest
 
 from concord.errors import RequestTimeoutError
+from concord.shm.layout import SegmentNames
+from concord.shm.view import ShmView
 from tests.helpers import wait_until
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import ClusterFactory
@@ -133,6 +135,11 @@ def test_eventual_reads_never_fail_when_raft_worker_is_killed(cluster: ClusterFa
     status = c.status(victim)
     assert status is not None
     old_pid = int(status["pid"])  # type: ignore[arg-type]
+    shm = status["shm"]
+    assert isinstance(shm, dict)
+    # Attach the store the way a same-host client does (read-only, never unlinked).
+    view = ShmView.attach(SegmentNames(str(shm["node"]), str(shm["token"])))
+    applied = [view.applied_index_now()]
     os.kill(old_pid, signal.SIGKILL)
     reads = 0
     restarted_at: float | None = None
@@ -142,6 +149,8 @@ def test_eventual_reads_never_fail_when_raft_worker_is_killed(cluster: ClusterFa
                           timeout_ms=2000)
         assert 49 == reply.get("value"), reply
         reads += 1
+        applied.append(view.applied_index_now())
+        assert applied[-2] <= applied[-1], "the published state went backwards"
         if restarted_at is None:
             st = c.status(victim)
             if st is not None and int(st["pid"]) != old_pid:  # type: ignore[arg-type]
@@ -153,6 +162,8 @@ def test_eventual_reads_never_fail_when_raft_worker_is_killed(cluster: ClusterFa
     w.put(50)
     c.wait_converged()
     assert_all_present(c, victim, w.acked)
+    wait_until(lambda: view.applied_index_now() > applied[0], 10, "shm not updated after restart")
+    view.close()
 
 
 @pytest.mark.timeout(150)
