@@ -246,7 +246,8 @@ class SimNode:
         self.trace(f"install {self.id} index={meta.index} term={meta.term}")
 
     def _applied(self, entry: Entry) -> None:
-        self.checker.on_apply(self.id, entry)
+        assert self.driver is not None
+        self.checker.on_apply(self.id, entry, self.driver.term)
 
     def process(self) -> None:
         """Run the driver's Ready loop, then the per-step safety checks."""
