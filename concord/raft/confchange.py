@@ -84,7 +84,8 @@ class Changer:
             auto_leave=conf_state.auto_leave,
         )
         prs: ProgressMap = {}
-        for node_id in cfg.voters | cfg.voters_outgoing | cfg.learners | cfg.learners_next:
+        # NB: sorted, so that the progress map (and message order) is deterministic.
+        for node_id in sorted(cfg.voters | cfg.voters_outgoing | cfg.learners | cfg.learners_next):
             prs[node_id] = self._new_progress(node_id in cfg.learners)
         return self._check_and_return(cfg, prs)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from concord.errors import CompactedError, ProposalDroppedError, RaftInvariantError
@@ -35,10 +34,11 @@ from concord.raft.confchange import Changer, ConfChangeError
 from concord.raft.config import RaftConfig, Rng
 from concord.raft.log import RaftLog
 from concord.raft.messages import CAMPAIGN_TRANSFER, ConfChange, ConfState, Entry, EntryType
-from concord.raft.messages import Message, MessageType, Snapshot, SnapshotMeta
+from concord.raft.messages import Message, MessageType, Snapshot
 from concord.raft.progress import Progress, ProgressState
 from concord.raft.quorum import VoteResult
 from concord.raft.readonly import ReadOnly
+from concord.raft.snapshot_transfer import SnapshotReceiver, snapshot_chunks
 from concord.raft.state import HardState, ReadState, Role, SoftState
 from concord.raft.storage import Storage
 from concord.raft.tracker import ProgressMap, ProgressTracker, TrackerConfig
@@ -69,16 +69,6 @@ class RaftLogger(_AdapterBase):
     ) -> tuple[object, MutableMapping[str, object]]:
         r = self._raft
         return f"{msg} node={r.id} term={r.term} role={r.role.name.lower()}", kwargs
-
-
-@dataclass(slots=True)
-class _SnapshotAssembly:
-    """A snapshot being received in chunks."""
-
-    meta: SnapshotMeta
-    leader: NodeId
-    chunks: list[bytes]
-    expected_offset: int
 
 
 class Raft:
@@ -121,7 +111,7 @@ class Raft:
         self.now_ms = 0
         self.max_timestamp_seen_ms = self.log.last_timestamp_ms()
         self._last_stamp_ms = 0
-        self._snapshot_recv: _SnapshotAssembly | None = None
+        self._snapshot_recv = SnapshotReceiver(4 * config.snapshot_inflight_chunks)
         self._outgoing_snapshots: dict[NodeId, Snapshot] = {}
 
         hard_state, conf_state = storage.initial_state()
@@ -150,12 +140,15 @@ class Raft:
         return SoftState(self.lead, self.role)
 
     def _load_state(self, hs: HardState) -> None:
-        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+        if hs.commit > self.log.last_index():
             raise RaftInvariantError(
-                f"hard state commit {hs.commit} is out of range "
-                f"[{self.log.committed}, {self.log.last_index()}]"
+                f"hard state commit {hs.commit} is beyond last index {self.log.last_index()}"
             )
-        self.log.committed = hs.commit
+        # NB: the hard state's commit may lag the snapshot (the state machine snapshots
+        # what it applied while the commit index was still being persisted); a snapshot
+        # is committed by definition.
+        if hs.commit > self.log.committed:
+            self.log.committed = hs.commit
         self.term = hs.term
         self.vote = hs.vote
 
@@ -236,38 +229,22 @@ class Raft:
         return True
 
     def _send_snapshot_chunks(self, to: NodeId) -> None:
-        """
-        Send chunks of the snapshot in transfer to `to`, keeping at most
-        snapshot_inflight_chunks unacknowledged. `snapshot_sent_offset` is len(data) + 1
-        once the last chunk went out.
-        """
+        """Send the chunks of the transfer to `to` that its window allows."""
         pr = self.tracker.progress[to]
         snapshot = self._outgoing_snapshots.get(to)
         if pr.state != ProgressState.SNAPSHOT or snapshot is None:
             return
-        chunk = self.config.snapshot_chunk_bytes
-        window = chunk * self.config.snapshot_inflight_chunks
-        data = snapshot.data
-        total = len(data)
-        while (
-            pr.snapshot_sent_offset <= total
-            and pr.snapshot_sent_offset - pr.snapshot_acked_offset < window
-        ):
-            start = pr.snapshot_sent_offset
-            end = min(start + chunk, total)
-            done = end == total
-            self.msgs.append(
-                Message(
-                    MT.SNAPSHOT,
-                    to,
-                    self.id,
-                    self.term,
-                    snapshot=Snapshot(snapshot.meta, data[start:end]),
-                    snapshot_offset=start,
-                    snapshot_done=done,
-                )
+        self.msgs.extend(
+            snapshot_chunks(
+                snapshot,
+                pr,
+                to,
+                self.id,
+                self.term,
+                self.config.snapshot_chunk_bytes,
+                self.config.snapshot_inflight_chunks,
             )
-            pr.snapshot_sent_offset = total + 1 if done else end
+        )
 
     def _bcast_append(self) -> None:
         """One APPEND to every peer (commit news), then pipeline what the window allows."""
@@ -633,28 +610,34 @@ class Raft:
                     pr.become_probe()
                 self._maybe_send_append(m.frm)
             return
-        if not (
-            pr.maybe_update(m.index)
-            or (pr.match == m.index and pr.state == ProgressState.PROBE)
-        ):
-            return
-        if pr.state == ProgressState.PROBE:
-            pr.become_replicate()
-        elif pr.state == ProgressState.SNAPSHOT:
+        updated = pr.maybe_update(m.index)
+        if pr.state == ProgressState.SNAPSHOT:
             first = self.log.first_index()
-            if pr.match + 1 >= first or pr.match >= pr.pending_snapshot:
-                self._outgoing_snapshots.pop(m.frm, None)
-                pr.become_probe()
-                if pr.match + 1 >= first:
-                    pr.become_replicate()
+            if pr.match + 1 < first and pr.match < pr.pending_snapshot:
+                return  # the transfer goes on
+            # Installed (or not needed: the follower already had it committed).
+            self._outgoing_snapshots.pop(m.frm, None)
+            pr.become_probe()
+            if pr.match + 1 >= first:
+                pr.become_replicate()
+        elif pr.state == ProgressState.PROBE:
+            if not updated and pr.match != m.index:
+                return
+            pr.become_replicate()
         else:
+            if not updated:
+                return
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
             self._release_pending_read_index_messages()
             # Commit news goes out with the next Ready (flush), once for all the
             # acknowledgements stepped before it.
             self.append_pending = True
-        elif m.frm != self.id and pr.can_bump_commit(self.log.committed):
+        elif (
+            m.frm != self.id
+            and not self.append_pending
+            and pr.can_bump_commit(self.log.committed)
+        ):
             self._maybe_send_append(m.frm)
         if m.frm != self.id:
             while self._maybe_send_append(m.frm, send_if_empty=False):
@@ -835,48 +818,25 @@ class Raft:
         self.log.commit_to(m.commit)
         self.msgs.append(Message(MT.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
 
-    def _snapshot_ack(self, m: Message, index: int, offset: int, reject: bool) -> None:
-        self.msgs.append(
-            Message(
-                MT.SNAPSHOT_RESP,
-                m.frm,
-                self.id,
-                self.term,
-                index=index,
-                snapshot_offset=offset,
-                reject=reject,
-            )
-        )
-
     def _handle_snapshot_chunk(self, m: Message) -> None:
         chunk = m.snapshot
         if chunk is None:
             raise RaftInvariantError(f"snapshot message from {m.frm} has no snapshot")
-        meta = chunk.meta
-        asm = self._snapshot_recv
-        if asm is not None and (asm.meta != meta or asm.leader != m.frm):
-            asm = None
-        if asm is None:
-            if m.snapshot_offset != 0:
-                # We hold no partial snapshot to continue: ask for a restart.
-                self._snapshot_ack(m, meta.index, 0, reject=True)
-                return
-            asm = _SnapshotAssembly(meta, m.frm, [], 0)
-            self._snapshot_recv = asm
-        if m.snapshot_offset < asm.expected_offset:
-            self._snapshot_ack(m, meta.index, asm.expected_offset, reject=False)
-            return
-        if m.snapshot_offset > asm.expected_offset:
-            self._snapshot_ack(m, meta.index, asm.expected_offset, reject=True)
-            return
-        asm.chunks.append(chunk.data)
-        asm.expected_offset += len(chunk.data)
-        if not m.snapshot_done:
-            self._snapshot_ack(m, meta.index, asm.expected_offset, reject=False)
-            return
-        self._snapshot_recv = None
-        data = asm.chunks[0] if len(asm.chunks) == 1 else b"".join(asm.chunks)
-        self._handle_snapshot(m.frm, Snapshot(meta, data))
+        result = self._snapshot_recv.receive(m, chunk)
+        if result.ack_offset is not None:
+            self.msgs.append(
+                Message(
+                    MT.SNAPSHOT_RESP,
+                    m.frm,
+                    self.id,
+                    self.term,
+                    index=chunk.meta.index,
+                    snapshot_offset=result.ack_offset,
+                    reject=result.reject,
+                )
+            )
+        if result.snapshot is not None:
+            self._handle_snapshot(m.frm, result.snapshot)
 
     def _handle_snapshot(self, frm: NodeId, snapshot: Snapshot) -> None:
         if self._restore(snapshot):
@@ -1032,4 +992,7 @@ class Raft:
             and self.lead_transferee is None
         ):
             self.logger.info("leaving joint config automatically")
-            self.propose_conf_change(ConfChange())
+            try:
+                self.propose_conf_change(ConfChange())
+            except ProposalDroppedError as exc:
+                self.logger.warning("could not leave joint config yet: %s", exc)

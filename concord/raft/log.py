@@ -13,7 +13,7 @@ from __future__ import annotations
 from concord.errors import CompactedError, RaftInvariantError, StorageError
 from concord.errors import UnavailableError
 from concord.raft.messages import Entry, Snapshot
-from concord.raft.storage import ENTRY_OVERHEAD_BYTES, Storage, limit_size
+from concord.raft.storage import ENTRY_OVERHEAD_BYTES, MemoryStorage, Storage, limit_size
 from concord.raft.unstable import Unstable
 
 
@@ -261,6 +261,10 @@ class RaftLog:
         try:
             entries = self.slice(last, last + 1, None)
         except StorageError:
+            storage = self.storage
+            # MemoryStorage keeps the compacted entry's stamp on its dummy entry.
+            if isinstance(storage, MemoryStorage) and storage.last_index() == last:
+                return storage.last_timestamp_ms()
             return 0
         return entries[0].timestamp_ms if entries else 0
 

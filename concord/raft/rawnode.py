@@ -16,6 +16,17 @@ The loop that owns a RawNode:
        then calls on_applied(last index);
      - answers rd.read_states once applied >= index.
 
+Bootstrap and restart:
+  - A new cluster: each member's storage is `MemoryStorage(ConfState(voters=members))`
+    (the bootstrap membership acts as a snapshot at index 0). A node joining later starts
+    the same way (it is no voter there, so it never campaigns) and catches up from the
+    leader, applying the CONF_CHANGE entries that add it.
+  - A restart: load the recovered snapshot (apply_snapshot), then the hard state
+    (set_hard_state) and the entries (append) into a MemoryStorage, create the RawNode,
+    and restore the state machine from the snapshot. Committed entries past the snapshot
+    come back in Readys; apply them again (CONF_CHANGE ones with apply_conf_change).
+  - Within one Ready, persist the snapshot before the entries.
+
 Additions to docs/team RAFT_API.md (added, nothing renamed):
   - `Status` also carries `conf_state`, `lead_transferee` and `committed`.
   - `RawNode.raft` exposes the core for tests and describe; not part of the API.
@@ -23,6 +34,14 @@ Additions to docs/team RAFT_API.md (added, nothing renamed):
     appear in a Ready: they are stepped inside on_persisted(number) for the Ready they
     belong to. So the leader counts its own entries toward a quorum only once persisted.
   - `must_sync` is also true when a snapshot is to be persisted.
+  - RaftConfig also has `snapshot_inflight_chunks` (chunks in flight per follower) and
+    `step_down_on_removal` (default True); the Rng Protocol lives in config.py and is
+    exported by concord.raft.
+  - MemoryStorage also has `hard_state` (property) and `last_timestamp_ms()`.
+  - messages.py also has `LOCAL_MESSAGE_TYPES`, `CAMPAIGN_TRANSFER` and the ConfChange
+    helpers `add_voter`, `add_learner`, `remove`, `encode`, `decode`.
+  - `step` raises ValueError for local message types and for messages addressed to
+    another node (a routing bug in the caller).
   - After a snapshot in a Ready is persisted, `applied` moves to its index (the caller
     installs it while persisting).
 """
@@ -211,7 +230,7 @@ class RawNode:
             or r.lead != self._prev_soft.leader_id
             or r.role != self._prev_soft.role
             or self._hard_state_changed()
-            or log.unstable.next_entries()
+            or log.unstable.has_next_entries()
             or log.unstable.next_snapshot() is not None
             or log.has_next_committed_entries()
         )

@@ -109,7 +109,17 @@ class MemoryStorage:
         last = offset + len(self._ents) - 1
         if hi > last + 1:
             raise UnavailableError(f"entries up to {hi - 1} requested, last index is {last}")
-        return limit_size(self._ents[lo - offset : hi - offset], max_bytes)
+        start, end = lo - offset, hi - offset
+        if max_bytes is not None:
+            # Walk to the budget first: never copy more than is returned.
+            ents = self._ents
+            total = 0
+            for k in range(start, end):
+                total += len(ents[k].data) + ENTRY_OVERHEAD_BYTES
+                if total > max_bytes and k > start:
+                    end = k
+                    break
+        return self._ents[start:end]
 
     def term(self, i: int) -> int:
         offset = self._ents[0].index

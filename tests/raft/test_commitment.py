@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from concord.ids import NodeId
@@ -24,7 +25,7 @@ def figure8_cluster() -> Network:
     return net
 
 
-def strip_term(term: int) -> object:
+def strip_term(term: int) -> Callable[[Message], Message]:
     def transform(m: Message) -> Message:
         if m.type == MessageType.APPEND:
             return replace(m, entries=tuple(e for e in m.entries if e.term != term))

@@ -201,6 +201,7 @@ def test_invalid_conf_change_is_dropped_when_proposed() -> None:
 node_ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
 
 
+@pytest.mark.slow
 @settings(derandomize=True, max_examples=100)
 @given(
     st.lists(st.tuples(st.sampled_from(list(ConfChangeType)), node_ids), max_size=6),

@@ -10,7 +10,9 @@ from concord.errors import ProposalDroppedError, RaftInvariantError
 from concord.ids import NodeId
 from concord.raft import ConfState, MemoryStorage, MessageType, RaftConfig, RawNode, Role
 from concord.raft.messages import Entry, Message
+from concord.raft.progress import ProgressState
 from concord.raft.state import HardState, SoftState
+from tests.raft.network import Network
 
 N1 = NodeId("n1")
 N2 = NodeId("n2")
@@ -141,3 +143,31 @@ def test_must_sync_is_false_when_only_commit_changed() -> None:
     assert not rd.must_sync
     assert [MessageType.HEARTBEAT_RESP] == [m.type for m in rd.messages]
     assert [Entry(1, 1)] == list(rd.committed_entries)
+
+
+def test_replication_falls_back_to_probe_when_peer_is_reported_unreachable() -> None:
+    """report_unreachable stops pipelining to the peer until it answers again."""
+    net = Network(["n1", "n2", "n3"])
+    net.elect("n1")
+    leader = net.nodes[N1]
+    assert ProgressState.REPLICATE == leader.status().progress[N2].state
+    leader.report_unreachable(N2)
+    assert ProgressState.PROBE == leader.status().progress[N2].state
+    net.propose("n1", b"x")
+    net.tick_all(1)
+    assert ProgressState.REPLICATE == leader.status().progress[N2].state
+    assert [b"x"] == net.applied[N2]
+
+
+def test_status_reports_progress_when_leader() -> None:
+    """Status carries hard and soft state, applied, membership and each peer's progress."""
+    net = Network(["n1", "n2", "n3"])
+    net.elect("n1")
+    status = net.nodes[N1].status()
+    assert (HardState(1, N1, 1), SoftState(N1, Role.LEADER)) == (
+        status.hard_state,
+        status.soft_state,
+    )
+    assert (1, (N1, N2, N3)) == (status.applied, status.conf_state.voters)
+    assert [1, 1, 1] == [status.progress[n].match for n in (N1, N2, N3)]
+    assert {} == net.nodes[N2].status().progress

@@ -12,9 +12,9 @@ A, B, C = NodeId("a"), NodeId("b"), NodeId("c")
 VALUES = [b"value-%03d-" % i + b"p" * 80 for i in range(30)]
 
 
-def lagging_cluster(**overrides: object) -> Network:
+def lagging_cluster(**overrides: int | bool) -> Network:
     """c misses 30 entries, then a compacts its log past them."""
-    net = Network(["a", "b", "c"], snapshot_chunk_bytes=256, **overrides)
+    net = Network(["a", "b", "c"], 1, None, (), snapshot_chunk_bytes=256, **overrides)
     net.elect("a")
     net.isolate("c")
     for value in VALUES:

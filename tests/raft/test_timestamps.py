@@ -62,3 +62,17 @@ def test_stamps_stay_monotonic_when_new_leader_restarted_from_storage() -> None:
     net.elect("b")
     net.propose("b", b"y")
     assert [9000, 9000, 9000, 9000] == stamps(net, "b")
+
+
+def test_stamps_stay_monotonic_when_new_leader_log_is_compacted() -> None:
+    """A leader whose whole log was compacted continues from the compacted entry's stamp."""
+    net = Network(["a", "b", "c"], check_quorum=False)
+    net.nodes[A].set_time(7000)
+    net.elect("a")
+    net.propose("a", b"x")
+    net.compact("b", net.committed("b"))
+    net.restart(B)
+    net.isolate("a")
+    net.elect("b")
+    net.propose("b", b"y")
+    assert [7000, 7000] == [e.timestamp_ms for e in net.log_entries("b")]
