@@ -6,8 +6,11 @@ Figure 3):
 - log matching: two logs with an entry of the same index and term agree on it and on
   everything before it (checked inductively: every (index, term) has one content and one
   predecessor term, across all nodes and all time);
-- leader completeness: a leader's log holds every entry known committed when it was
-  elected (checked once its first entry of its term is in its storage);
+- leader completeness: a leader of term T holds every entry committed in a term below
+  T (checked once its first entry of its term is in its storage). The term an entry was
+  committed in is bounded by the applying node's term at its first apply; only entries
+  whose bound is below T are checked, so a stale-term leader elected later in time is
+  not held to entries a higher term committed;
 - state-machine safety: every node applies the same entry at each index.
 
 Pure. Violations are collected as text (the first one also stops the run).
@@ -43,7 +46,7 @@ def _digest(entry: Entry) -> tuple[EntryType, int]:
 class _Election:
     node: NodeId
     term: int
-    committed: dict[int, int]  # index -> term known committed at election
+    committed: dict[int, tuple[int, int]]  # index -> (term, bound of the committing term)
 
 
 @dataclass(slots=True)
@@ -53,7 +56,7 @@ class SafetyChecker:
         default_factory=dict
     )
     applied: dict[int, tuple[int, tuple[EntryType, int], NodeId]] = field(default_factory=dict)
-    committed: dict[int, int] = field(default_factory=dict)
+    committed: dict[int, tuple[int, int]] = field(default_factory=dict)
     pending_elections: list[_Election] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     now_ms: int = 0
@@ -90,13 +93,15 @@ class SafetyChecker:
                               f"another log has it after term {seen_prev}")
             prev = e.term
 
-    def on_apply(self, node: NodeId, entry: Entry) -> None:
-        """`node` applied `entry` to its state machine."""
+    def on_apply(self, node: NodeId, entry: Entry, node_term: int) -> None:
+        """`node`, now in `node_term`, applied `entry` to its state machine."""
         digest = _digest(entry)
         seen = self.applied.get(entry.index)
         if seen is None:
             self.applied[entry.index] = (entry.term, digest, node)
-            self.committed[entry.index] = entry.term
+            # Whoever applies first learned the commit from a leader of a term no
+            # higher than its own: node_term bounds the committing term from above.
+            self.committed[entry.index] = (entry.term, node_term)
             return
         term, seen_digest, other = seen
         if term != entry.term or seen_digest != digest:
@@ -126,8 +131,8 @@ class SafetyChecker:
                 continue  # a later term already: skip
             first = log.first_index()
             last = log.last_index()
-            for index, term in election.committed.items():
-                if index < first:
+            for index, (term, bound) in election.committed.items():
+                if index < first or bound >= election.term:
                     continue
                 if index > last:
                     self.fail("leader_completeness",

@@ -103,11 +103,17 @@ class Simulation:
             long_delay_p=knobs.choice([0.0, 0.005]) if f else 0.0,
         )
         self.network = Network(self.loop, self.rng.fork("network"), self.link_faults)
+        # One seed in four runs the Figure 8 program (class _Figure8) with one entry per
+        # APPEND and one APPEND in flight, so a leader's old-term entries reach a
+        # follower before its no-op does.
+        self.figure8 = f and knobs.chance(0.25) and config.nodes >= 3
         self.raft_config_base = dict(
             election_ticks=10,
             heartbeat_ticks=knobs.choice([1, 2]),
-            max_inflight_msgs=knobs.choice([1, 4, 64]),
-            max_size_per_msg=knobs.choice([256, 4096, 1 << 20]),
+            max_inflight_msgs=1 if self.figure8 else knobs.choice([1, 1, 4, 64]),
+            # 1 byte: one entry per APPEND, so a leader's old-term entries and its no-op
+            # travel apart (the Raft Figure 8 window).
+            max_size_per_msg=1 if self.figure8 else knobs.choice([1, 256, 4096, 1 << 20]),
             snapshot_chunk_bytes=knobs.choice([64, 1024, 1 << 20]),
         )
         self.driver_config = DriverConfig(
@@ -120,6 +126,10 @@ class Simulation:
             snapshot_keep_entries=knobs.choice([0, 5, 50]),
         )
         self.fsync_ms = (1, knobs.choice([2, 5, 15]))
+        # Crash a leader right after it advanced its commit index, with this probability
+        # (FoundationDB-style attrition at the interesting moment).
+        self.crash_on_commit_p = knobs.choice([0.0, 0.05, 0.2]) if f else 0.0
+        self.crash_on_election_p = knobs.choice([0.0, 0.2, 0.5]) if f else 0.0
         ids = [NodeId(f"n{i + 1}") for i in range(config.nodes)]
         self.spares = [NodeId(f"n{config.nodes + i + 1}") for i in range(2)]
         bootstrap = ConfState(voters=tuple(sorted(ids)))
@@ -155,7 +165,7 @@ class Simulation:
             self.trace_lines.append(text)
 
     def _make_node(self, node_id: NodeId, bootstrap: ConfState) -> SimNode:
-        return SimNode(
+        node = SimNode(
             node_id,
             bootstrap,
             self.loop,
@@ -169,6 +179,30 @@ class Simulation:
             self.fsync_ms,
             self.trace,
         )
+        node.on_leader_step = self._leader_step
+        return node
+
+    def _leader_step(self, node: SimNode, became_leader: bool) -> None:
+        """Maybe crash a leader just elected or just past a commit, before it sends."""
+        if self.loop.now >= self.config.duration_ms - 200 or not self.config.faults:
+            return
+        if self._figure8 is not None and self._figure8.on_leader_step(node, became_leader):
+            return
+        rng = self.nemesis_rng
+        p = self.crash_on_election_p if became_leader else self.crash_on_commit_p
+        if not rng.chance(p):
+            return
+        moment = "election" if became_leader else "commit"
+        if rng.random() < 0.5:
+            # Cut it off before its first messages leave: its new entries (the term's
+            # no-op) stay on it alone, the ingredient of the Raft Figure 8 anomaly.
+            self.trace(f"isolate at {moment} {node.id}")
+            self.network.isolate(node.id, list(self.nodes))
+            self.loop.after(rng.randint(50, 400), self._heal_network)
+            return
+        self.trace(f"crash at {moment} {node.id}")
+        node.crash()
+        self.loop.after(rng.randint(10, 300), partial(self._restart, node.id))
 
     def _client_nodes(self) -> list[NodeId]:
         return [n for n in self.nodes if n not in self.removed]
@@ -247,6 +281,9 @@ class Simulation:
             node.start()
         self.workload.start()
         if cfg.faults:
+            if self.figure8:
+                self._figure8 = _Figure8(self)
+                self.loop.after(self.nemesis_rng.randint(200, 1500), self._figure8.start)
             self.loop.after(self.nemesis_rng.randint(100, 400), self._nemesis)
         self.loop.run_until(cfg.duration_ms, stop=self._step_check)
         if not self.checker.violations:
@@ -273,6 +310,7 @@ class Simulation:
         return result
 
     _lin_result: CheckResult | None = None
+    _figure8: _Figure8 | None = None
 
     # -- nemesis --------------------------------------------------------------------------
 
@@ -283,8 +321,8 @@ class Simulation:
         members = [n for n in self.nodes if n not in self.removed]
         action = rng.choices(
             ["crash", "partition", "oneway", "isolate_leader", "clog", "heal", "transfer",
-             "membership", "crash_all"],
-            weights=[20, 12, 8, 10, 8, 15, 10, 12 if self.config.membership else 0, 2],
+             "membership", "crash_all", "crash_leader"],
+            weights=[20, 12, 8, 10, 8, 15, 10, 12 if self.config.membership else 0, 2, 15],
         )[0]
         now = self.loop.now
         if action == "crash":
@@ -292,6 +330,11 @@ class Simulation:
             if victim.alive:
                 victim.crash()
                 self.loop.after(rng.randint(50, 600), lambda: self._restart(victim.id))
+        elif action == "crash_leader":
+            leader = self.leader()
+            if leader is not None:
+                leader.crash()
+                self.loop.after(rng.randint(10, 300), partial(self._restart, leader.id))
         elif action == "crash_all":
             for node in self.nodes.values():
                 if node.alive:
@@ -466,6 +509,73 @@ class Simulation:
         self._lin_result = result
         for verdict in result.violations:
             self.checker.fail("linearizability", verdict.describe())
+
+
+class _Figure8:
+    """
+    A nemesis program that steers the cluster into the Raft paper's Figure 8 shape.
+
+    1. isolate the leader A (it keeps appending client writes no one else has);
+    2. the majority elects B: isolate B before its first messages leave (its term's
+       no-op stays on B), then crash B and heal the network;
+    3. A is elected again and replicates its old-term entries; the moment A advances
+       its commit index, crash A before that step's messages leave, and restart B;
+    4. B may now win an election (its last term is higher than the others').
+    A correct core commits nothing of A's old term before A's own no-op is on a
+    majority, so step 4 cannot overwrite a committed entry; a core that commits
+    old-term entries by counting replicas does (state-machine safety fires).
+    """
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.stage = 0
+        self.a: NodeId | None = None
+        self.b: NodeId | None = None
+
+    def start(self) -> None:
+        leader = self.sim.leader()
+        if leader is None or len(self.sim.nodes) < 3:
+            return
+        self.a = leader.id
+        self.stage = 1
+        self.sim.trace(f"figure8 isolate A={self.a}")
+        self.sim.network.isolate(leader.id, list(self.sim.nodes))
+
+    def on_leader_step(self, node: SimNode, became_leader: bool) -> bool:
+        sim = self.sim
+        if self.stage == 1 and became_leader and node.id != self.a:
+            self.b = node.id
+            self.stage = 2
+            sim.trace(f"figure8 isolate B={self.b}")
+            sim.network.isolate(node.id, list(sim.nodes))
+            sim.loop.after(30, self._crash_b)
+            return True
+        if self.stage == 3 and not became_leader and node.id == self.a:
+            self.stage = 4
+            sim.trace(f"figure8 crash A={self.a} at commit, restart B={self.b}")
+            node.crash()
+            b = self.b
+            assert b is not None
+            sim.loop.after(5, partial(sim._restart, b))
+            sim.loop.after(400, partial(sim._restart, node.id))
+            return True
+        return self.stage in (2, 3)
+
+    def _crash_b(self) -> None:
+        sim = self.sim
+        assert self.b is not None
+        sim.nodes[self.b].crash()
+        sim.network.heal()
+        self.stage = 3
+        sim.trace("figure8 crashed B, healed")
+        # Give up if A never leads again.
+        sim.loop.after(1500, self._give_up)
+
+    def _give_up(self) -> None:
+        if self.stage == 3:
+            self.stage = 5
+            if self.b is not None:
+                self.sim._restart(self.b)
 
 
 class _TraceHandler(logging.Handler):

@@ -108,6 +108,11 @@ class SimNode:
         self._tick_timer: Timer | None = None
         self._processing = False
         self._outbox: list[Message] = []
+        self._last_commit = 0
+        self._was_leader = False
+        #: Called when this node became leader (True) or, as leader, advanced its commit
+        #: index (False), before the step's messages are sent (a nemesis hook).
+        self.on_leader_step: Callable[[SimNode, bool], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -176,6 +181,7 @@ class SimNode:
         self.network.unregister(self.id)
         self.disk.crash(self.rng.fork(f"crash/{self.incarnation}"))
         self._outbox = []
+        self._was_leader = False
         self.driver = None
         self.machine = None
         self.storage = None
@@ -240,7 +246,8 @@ class SimNode:
         self.trace(f"install {self.id} index={meta.index} term={meta.term}")
 
     def _applied(self, entry: Entry) -> None:
-        self.checker.on_apply(self.id, entry)
+        assert self.driver is not None
+        self.checker.on_apply(self.id, entry, self.driver.term)
 
     def process(self) -> None:
         """Run the driver's Ready loop, then the per-step safety checks."""
@@ -252,9 +259,20 @@ class SimNode:
             driver.process_ready()
         finally:
             self._processing = False
-        self._flush()
         if driver.role is Role.LEADER:
             self.checker.on_leader(self.id, driver.term)
+            became = not self._was_leader
+            advanced = driver.commit > self._last_commit
+            self._was_leader, self._last_commit = True, driver.commit
+            if (became or advanced) and self.on_leader_step is not None:
+                # NB: before the flush: the nemesis may crash the node right here, and
+                # then this step's messages never leave (a legal crash point).
+                self.on_leader_step(self, became)
+                if self.driver is None:
+                    return
+        else:
+            self._was_leader, self._last_commit = False, driver.commit
+        self._flush()
 
     @property
     def is_leader(self) -> bool:

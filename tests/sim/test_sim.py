@@ -189,3 +189,24 @@ def test_register_machine_runs_when_chosen_instead_of_kv() -> None:
     """The simulator runs the minimal register machine too (same Protocol)."""
     result = Simulation(SimConfig(seed=6, nodes=3), adapter=RegisterAdapter()).run()
     assert [] == result.violations
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_cli_prints_seed_line_when_replaying_one_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--seed S` prints `seed=S nodes=N buggify=on ... ok` and exits 0 on a good seed."""
+    from concord.sim.__main__ import main
+
+    assert 0 == main(["--seed", "3", "--nodes", "3"])
+    out = capsys.readouterr().out
+    assert "seed=3 nodes=3 buggify=on" in out and out.rstrip().endswith("ok")
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_cli_summarizes_when_running_many_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--seeds N` runs N seeds and prints a summary line with the failure count."""
+    from concord.sim.__main__ import main
+
+    assert 0 == main(["--seeds", "2", "--start-seed", "40", "--nodes", "3", "--workers", "1"])
+    assert "seeds=2 nodes=3 buggify=on failures=0" in capsys.readouterr().out
