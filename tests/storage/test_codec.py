@@ -30,6 +30,7 @@ def test_entry_round_trips_when_encoded(entry: Entry) -> None:
     assert entry == codec.decode_entry(codec.encode_entry(entry))
 
 
+@pytest.mark.slow
 @settings(derandomize=True, max_examples=100)
 @given(hard_states, conf_states, metas)
 def test_state_types_round_trip_when_encoded(hs: HardState, cs: ConfState, meta: SnapshotMeta) -> None:
