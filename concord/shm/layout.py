@@ -30,18 +30,20 @@ Control segment, little-endian, every field an aligned u64 word (index = offset 
     32     8    max_gen          highest generation ever created (set before creating it)
     40     8    writer_epoch     incremented each time a writer attaches
     48     16   reserved (0)
-    64     144  status slot 0    (layout below)
-    208    144  status slot 1
-    352    32   reserved (0)
+    64     152  status slot 0    (layout below)
+    216    152  status slot 1
+    368    16   reserved (0)
     384    16*C ring slots; the change with sequence s lives in slot s % C:
                     [seq u64][word u64 = record_offset << 2 | ChangeType]
                  PUT and TOUCH point at the new record, DELETE and EXPIRE at the dead one
                  (readers take the key from it). The writer writes seq=0, word, then seq.
 
-Status slot (18 words), read by readers as one consistent snapshot: read seq, read the
-slot, re-read seq; equal means consistent (a writer stalled half-way through writing the
-other slot never blocks readers; a reader retries only if the writer published twice
-while it read):
+Status slot (19 words), read by readers as one consistent snapshot: read seq, read the
+slot's own slot_seq, the slot, and slot_seq again; both equal to seq means consistent.
+The writer fills the unpublished slot as slot_seq = 0, words 0..17, slot_seq = seq + 1,
+then sets seq = seq + 1. A writer stalled half-way through the other slot never blocks
+readers, and one publish during a read does not disturb it either: a reader retries only
+if the writer published twice while it read (and so rewrote the slot it was reading):
 
     word field
     0    applied_index    last applied Raft index
@@ -56,6 +58,7 @@ while it read):
     9    role             concord.raft.state.Role value
     10   leader_id_len    bytes of leader_id used (0: no leader known)
     11   leader_id        7 words: UTF-8 NodeId, leader_id_len bytes used
+    18   slot_seq         the seq this slot was published as (0 while being written)
 
 Generation segment:
 
@@ -65,8 +68,22 @@ Generation segment:
     16     8    generation       N
     24     8    lineage_gen      as in the control header when this generation was created
     32     8    capacity         size of the segment in bytes
-    40     24   reserved (0)
+    40     8    dir_offset       offset of the directory (0: none)
+    48     8    dir_head         ring_head the directory reflects
+    56     8    reserved (0)
     64     ...  records, each starting at a multiple of 8, appended in publish order
+
+Directory (written by compaction and reset, right after the records they copy, so that
+a reader rebuilds its index at C speed instead of parsing every record):
+
+    offset size field
+    0      8    n_user           keys of Space.USER
+    8      8    n_system         keys of Space.SYSTEM
+    16     8    blob_len
+    24     8*n  locators         (n = n_user + n_system; user first), as defined below
+    24+8n  b    msgpack [user_keys, system_keys, user_ttl, system_ttl], *_ttl flat
+                [key, expires_at_ms, key, expires_at_ms, ...] of the keys with a TTL,
+                keys in the same order as the locators
 
 Record (immutable once published, except `state`):
 
@@ -115,8 +132,9 @@ W_SEQ: Final = 2
 W_RING_CAP: Final = 3
 W_MAX_GEN: Final = 4
 W_WRITER_EPOCH: Final = 5
-STATUS_BASE: Final = (8, 26)
-STATUS_WORDS: Final = 18
+STATUS_BASE: Final = (8, 27)
+STATUS_WORDS: Final = 18  # the status itself; word 18 of a slot is its slot_seq
+S_SLOT_SEQ: Final = 18
 # Word indexes inside a status slot.
 S_APPLIED: Final = 0
 S_REVISION: Final = 1
@@ -137,6 +155,9 @@ RING_SLOT_SIZE: Final = 16
 DEFAULT_RING_CAPACITY: Final = 1 << 18
 
 GEN_HEADER: Final = struct.Struct("<8sQQQQ24x")
+GEN_DIRECTORY: Final = struct.Struct("<QQ")  # dir_offset, dir_head at offset 40
+GEN_DIRECTORY_AT: Final = 40
+DIR_HEAD: Final = struct.Struct("<QQQ")
 GEN_HEADER_SIZE: Final = 64
 assert GEN_HEADER.size == GEN_HEADER_SIZE
 
@@ -189,8 +210,10 @@ def read_status_words(words: memoryview) -> tuple[int, list[int]] | None:
     """
     seq = int(words[W_SEQ])
     base = STATUS_BASE[seq & 1]
+    if words[base + S_SLOT_SEQ] != seq:
+        return None  # the writer is already rewriting it (published twice since)
     values: list[int] = words[base : base + STATUS_WORDS].tolist()
-    if words[W_SEQ] != seq:
+    if words[base + S_SLOT_SEQ] != seq:
         return None
     return seq, values
 
@@ -219,7 +242,9 @@ def write_status_words(words: memoryview, values: list[int]) -> None:
     """Writer only: fill the unpublished slot with `values`, then publish it."""
     seq = int(words[W_SEQ])
     base = STATUS_BASE[(seq + 1) & 1]
+    words[base + S_SLOT_SEQ] = 0
     words[base : base + STATUS_WORDS] = array("Q", values)
+    words[base + S_SLOT_SEQ] = seq + 1
     words[W_SEQ] = seq + 1
 
 
@@ -339,6 +364,26 @@ def segment_exists(name: str) -> bool:
 def write_gen_header(buf: mmap.mmap, generation: int, lineage: int, capacity: int) -> None:
     """Fill the header of a freshly created generation segment."""
     GEN_HEADER.pack_into(buf, 0, GEN_MAGIC, FORMAT_VERSION, generation, lineage, capacity)
+
+
+def read_gen_directory(buf: mmap.mmap) -> tuple[int, int]:
+    """(dir_offset, dir_head) of a generation; dir_offset 0 means no directory."""
+    offset, head = GEN_DIRECTORY.unpack_from(buf, GEN_DIRECTORY_AT)
+    return int(offset), int(head)
+
+
+def directory_span(buf: mmap.mmap) -> tuple[int, int]:
+    """[start, end) of the generation's directory in the arena; (0, 0) if none."""
+    offset = int(GEN_DIRECTORY.unpack_from(buf, GEN_DIRECTORY_AT)[0])
+    if not offset:
+        return 0, 0
+    n_user, n_system, blob_len = DIR_HEAD.unpack_from(buf, offset)
+    return offset, offset + align8(DIR_HEAD.size + 8 * (n_user + n_system) + blob_len)
+
+
+def set_gen_directory(buf: mmap.mmap, offset: int, head: int) -> None:
+    """Writer only, before the generation is published: record its directory."""
+    GEN_DIRECTORY.pack_into(buf, GEN_DIRECTORY_AT, offset, head)
 
 
 def read_gen_header(buf: mmap.mmap) -> tuple[int, int, int]:

@@ -22,7 +22,9 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import msgpack
 import xxhash
+from array import array
 
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.raft.state import Role
@@ -64,6 +66,11 @@ from concord.shm.layout import (
     read_gen_header,
     record_size,
     unlink_segment,
+    DIR_HEAD,
+    align8,
+    directory_span,
+    read_gen_directory,
+    set_gen_directory,
     write_gen_header,
     write_status_words,
 )
@@ -86,6 +93,16 @@ class ArenaStats:
     used_bytes: int
     live_bytes: int
     live_records: int
+    directory_bytes: int
+
+
+# Upper bound of the directory bytes: header and msgpack list headers, then per key a
+# locator, the key (str header <= 3 bytes) and, with a TTL, the key again and an int.
+_DIR_FIXED = 64
+
+
+def _dir_bytes(key_len: int, expires_at_ms: int) -> int:
+    return 8 + 3 + key_len + (3 + key_len + 9 if expires_at_ms else 0)
 
 
 class Publisher:
@@ -118,6 +135,7 @@ class Publisher:
         # (space, key) -> offset of the key's live record, one dict per space.
         self._offsets: list[dict[str, int]] = [{} for _ in Space]
         self._live_bytes = 0
+        self._dir_bytes = 0
         self._retired: list[tuple[str, mmap.mmap, memoryview]] = []
         self._recover()
         self._words[W_WRITER_EPOCH] += 1
@@ -161,6 +179,7 @@ class Publisher:
             used_bytes=self._end - GEN_HEADER_SIZE,
             live_bytes=self._live_bytes,
             live_records=sum(len(d) for d in self._offsets),
+            directory_bytes=self._dir_bytes,
         )
 
     def set_status(self, term: int, leader_id: str | None, role: Role) -> None:
@@ -245,7 +264,10 @@ class Publisher:
         Builds a new lineage generation from `records`; readers rebuild from a scan.
         """
         items = list(records)
-        need = sum(record_size(len(r.key.encode()), len(r.value)) for _, r in items)
+        need = _DIR_FIXED
+        for _, r in items:
+            klen = len(r.key.encode())
+            need += record_size(klen, len(r.value)) + _dir_bytes(klen, r.expires_at_ms)
         self._new_generation(need, lineage=True)
         self._offsets = [{} for _ in Space]
         self._live_bytes = 0
@@ -255,13 +277,15 @@ class Publisher:
             d[rec.key] = self._append(space, rec)
             if old is not None:  # a duplicate key in `records`: the last one wins
                 self._mark_dead([old])
+        self._write_directory()
         self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
         self._unlink_retired()
 
     def maybe_compact(self, min_dead_ratio: float = 0.5, min_used_bytes: int = 1 << 20) -> bool:
         """Compact if dead records take more than `min_dead_ratio` of the used arena."""
         used = self._end - GEN_HEADER_SIZE
-        if used < min_used_bytes or used - self._live_bytes <= used * min_dead_ratio:
+        dead = used - self._live_bytes - self._dir_bytes
+        if used < min_used_bytes or dead <= used * min_dead_ratio:
             return False
         self.compact()
         return True
@@ -280,32 +304,73 @@ class Publisher:
         order = sorted(
             (off, space) for space, d in enumerate(self._offsets) for off in d.values()
         )
-        self._new_generation(self._live_bytes, lineage=True)
+        # Plan first (new offsets, size with the directory), then copy runs of adjacent
+        # live records in one slice each.
         remap: dict[int, int] = {}
-        pos = self._end
+        runs: list[tuple[int, int, int]] = []
+        pos = GEN_HEADER_SIZE
+        need = _DIR_FIXED
         run_src = run_dst = run_len = 0
+        unpack = RECORD_VIEW.unpack_from
         for off, _ in order:
-            _, _, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(old_mm, off)
+            _, _, _, vlen, _, _, _, exp, klen = unpack(old_mm, off)
             size = record_size(klen, vlen)
+            need += size + _dir_bytes(klen, exp)
             remap[off] = pos
             if run_len and run_src + run_len == off:
                 run_len += size
             else:
                 if run_len:
-                    self._mm[run_dst : run_dst + run_len] = old_mv[run_src : run_src + run_len]
+                    runs.append((run_src, run_dst, run_len))
                 run_src, run_dst, run_len = off, pos, size
             pos += size
         if run_len:
-            self._mm[run_dst : run_dst + run_len] = old_mv[run_src : run_src + run_len]
+            runs.append((run_src, run_dst, run_len))
+        self._new_generation(need, lineage=True)
+        mm = self._mm
+        for src, dst, length in runs:
+            mm[dst : dst + length] = old_mv[src : src + length]
         self._end = pos
         for d in self._offsets:
             for key, off in d.items():
                 d[key] = remap[off]
+        self._write_directory()
         self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
         self._unlink_retired()
         logger.info(
             "shm compacted gen=%d live_bytes=%d records=%d", self._gen, self._live_bytes, len(order)
         )
+
+    def _write_directory(self) -> None:
+        """Append the directory of the live records (see layout.py) and record it."""
+        mm = self._mm
+        unpack = RECORD_VIEW.unpack_from
+        locs = array("Q")
+        keys: list[list[str]] = []
+        ttls: list[list[object]] = []
+        for d in self._offsets:
+            keys.append(list(d))
+            flat: list[object] = []
+            for key, off in d.items():
+                _, _, flags, vlen, _, _, _, exp, _ = unpack(mm, off)
+                locs.append((off + RECORD_HEAD_SIZE) << 32 | vlen << 2 | (2 if exp else 0) | (flags & 1))
+                if exp:
+                    flat += (key, exp)
+            ttls.append(flat)
+        blob: bytes = msgpack.packb([*keys, *ttls])
+        size = align8(DIR_HEAD.size + 8 * len(locs) + len(blob))
+        if self._end + size > self._cap:
+            self._new_generation(self._end - GEN_HEADER_SIZE + size, lineage=False)
+            mm = self._mm
+        off = self._end
+        DIR_HEAD.pack_into(mm, off, len(keys[Space.USER]), len(keys[Space.SYSTEM]), len(blob))
+        start = off + DIR_HEAD.size
+        mm[start : start + 8 * len(locs)] = locs.tobytes()
+        start += 8 * len(locs)
+        mm[start : start + len(blob)] = blob
+        set_gen_directory(mm, off, self._head)
+        self._end = off + size
+        self._dir_bytes = size
 
     def close(self) -> None:
         """Unmap everything; never unlinks the live segments (the supervisor owns them)."""
@@ -377,7 +442,9 @@ class Publisher:
         """Create generation max_gen+1; copy the arena unless starting a new lineage."""
         w = self._words
         if lineage:
-            cap = GEN_HEADER_SIZE + max(int(need_bytes * self._growth), PAGE)
+            # Compaction knows the size exactly: leave 1/8 to grow into, not a whole
+            # growth step (shm bytes per key matter more than one early growth).
+            cap = GEN_HEADER_SIZE + max(need_bytes + need_bytes // 8, PAGE)
         else:
             cap = max(int(self._cap * self._growth), GEN_HEADER_SIZE + int(need_bytes * 1.25))
         cap = (cap + PAGE - 1) // PAGE * PAGE
@@ -390,6 +457,7 @@ class Publisher:
         else:
             end = self._end
             mm[GEN_HEADER_SIZE:end] = self._mv[GEN_HEADER_SIZE:end]
+            set_gen_directory(mm, *read_gen_directory(self._mm))
         self._retired.append((self._names.gen(self._gen), self._mm, self._mv))
         self._mm, self._mv = mm, memoryview(mm)
         self._gen, self._cap, self._end = gen, cap, end
@@ -410,7 +478,12 @@ class Publisher:
         mm = self._mm
         pos = GEN_HEADER_SIZE
         end = self._end
+        dir_start, dir_end = directory_span(mm)
+        self._dir_bytes = dir_end - dir_start
         while pos < end:
+            if pos == dir_start:
+                pos = dir_end
+                continue
             state, space, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(mm, pos)
             size = record_size(klen, vlen)
             if state == STATE_LIVE:

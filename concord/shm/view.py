@@ -59,7 +59,10 @@ from concord.shm.layout import (
     W_VERSION,
     SegmentNames,
     ShmStatus,
+    DIR_HEAD,
+    directory_span,
     open_segment,
+    read_gen_directory,
     read_gen_header,
     read_status_words,
     status_from_words,
@@ -131,6 +134,13 @@ class ShmView:
         self.retries = 0
         self.max_retries = 0
         self.overflows = 0
+        self.directory_loads = 0
+        #: Why retries happened: the writer published twice during one status read; the
+        #: generation named by a status was already replaced and unlinked; the lineage
+        #: changed while rebuilding.
+        self.status_collisions = 0
+        self.generation_races = 0
+        self.lineage_races = 0
         self._attempt_retries = 0
         self.applied_changes = 0
         try:
@@ -392,6 +402,7 @@ class ShmView:
             snap = read_status_words(self._w)
             if snap is not None:
                 return snap
+            self.status_collisions += 1
             self._attempt_retries += 1
 
     def _catch_up(self) -> None:
@@ -426,6 +437,7 @@ class ShmView:
             self.overflows += 1
             return self._rebuild(st)
         if st[S_LIVE_GEN] != self._gen and not self._map(st[S_LIVE_GEN]):
+            self.generation_races += 1
             return None
         if self._replay(self._seen, st[S_RING_HEAD]):
             return snap
@@ -451,8 +463,24 @@ class ShmView:
     def _rebuild(self, st: list[int]) -> tuple[int, list[int]] | None:
         """Scan the live generation of status `st`, then replay the ring past it."""
         if st[S_LIVE_GEN] != self._gen and not self._map(st[S_LIVE_GEN]):
+            self.generation_races += 1
             return None
         self.rebuilds += 1
+        dir_offset, dir_head = read_gen_directory(self._mm)
+        if dir_offset and st[S_RING_HEAD] - dir_head <= self._cap:
+            self._load_directory(dir_offset)
+            self._lineage = st[S_LINEAGE]
+            self._seen = dir_head
+            for reset in self._reset_listeners:
+                reset()
+            self.directory_loads += 1
+            snap = self._read_status()
+            st2 = snap[1]
+            if not self._same_lineage(st2):
+                return None
+            if self._replay(self._seen, st2[S_RING_HEAD]):
+                return snap
+            # The writer got more than a ring ahead of the directory: scan instead.
         mm = self._mm
         mv = self._mv
         maps: list[dict[str, int]] = [{} for _ in range(_SPACES)]
@@ -460,7 +488,11 @@ class ShmView:
         unpack = RECORD_VIEW.unpack_from
         pos = GEN_HEADER_SIZE
         end = st[S_ARENA_END]
+        dir_start, dir_end = directory_span(mm)
         while pos < end:
+            if pos == dir_start:
+                pos = dir_end
+                continue
             state, space, flags, vlen, _, _, _, exp, klen = unpack(mm, pos)
             vstart = pos + RECORD_HEAD_SIZE
             kend = vstart + vlen + klen
@@ -481,7 +513,7 @@ class ShmView:
             pos = (kend + 7) & ~7
         self._maps, self._exps = maps, exps
         self._user, self._user_exp = maps[Space.USER], exps[Space.USER]
-        self._sorted = [None if s is None else SortedList(maps[i]) for i, s in enumerate(self._sorted)]
+        self._sorted = [None] * _SPACES  # rebuilt on first use, not during the pause
         self._lineage = st[S_LINEAGE]
         self._seen = st[S_PREV_HEAD]
         for reset in self._reset_listeners:
@@ -490,16 +522,44 @@ class ShmView:
         # status read after the scan makes the state exact (marks follow publication).
         snap = self._read_status()
         st2 = snap[1]
-        if st2[S_LINEAGE] != self._lineage or (
-            st2[S_LIVE_GEN] != self._gen and not self._map(st2[S_LIVE_GEN])
-        ):
-            self._lineage = -1
+        if not self._same_lineage(st2):
             return None
         if not self._replay(self._seen, st2[S_RING_HEAD]):
             self._lineage = -1
             return None
         logger.debug("shm view rebuilt gen=%d keys=%d", self._gen, len(self._user))
         return snap
+
+    def _same_lineage(self, st: list[int]) -> bool:
+        """
+        After a rebuild: can the state be carried to status `st` by replay? If the
+        lineage changed, no (rebuild again). If only the generation changed and it is
+        already unlinked, not now, but the state stays valid: the retry replays from
+        `_seen` instead of rebuilding.
+        """
+        if st[S_LINEAGE] != self._lineage:
+            self.lineage_races += 1
+            self._lineage = -1
+            return False
+        if st[S_LIVE_GEN] != self._gen and not self._map(st[S_LIVE_GEN]):
+            self.generation_races += 1
+            return False
+        return True
+
+    def _load_directory(self, offset: int) -> None:
+        """Replace the local index with a generation's directory (C-speed bulk loads)."""
+        mm, mv = self._mm, self._mv
+        n_user, n_system, blob_len = DIR_HEAD.unpack_from(mm, offset)
+        start = offset + DIR_HEAD.size
+        n = n_user + n_system
+        locs = mv[start : start + 8 * n].cast("Q").tolist()
+        start += 8 * n
+        user_keys, system_keys, user_ttl, system_ttl = _unpackb(mm[start : start + blob_len])
+        maps = [dict(zip(user_keys, locs[:n_user])), dict(zip(system_keys, locs[n_user:]))]
+        exps = [dict(zip(t[::2], t[1::2])) for t in (user_ttl, system_ttl)]
+        self._maps, self._exps = maps, exps
+        self._user, self._user_exp = maps[Space.USER], exps[Space.USER]
+        self._sorted = [None] * _SPACES
 
     def _replay(self, seen: int, head: int) -> bool:
         """Apply ring slots seen+1..head; False if a slot was overwritten (fell behind)."""

@@ -192,6 +192,9 @@ def reader(node: str, token: str, seed: int, stop: Event, out: Queue) -> None:  
                     errors.append(f"group g{g} values name other keys")
     counts.update(rebuilds=view.rebuilds, overflows=view.overflows, remaps=view.remaps,
                   retries=view.retries, max_retries=view.max_retries,
+                  status_collisions=view.status_collisions,
+                  generation_races=view.generation_races, lineage_races=view.lineage_races,
+                  directory_loads=view.directory_loads,
                   applied_changes=view.applied_changes)
     view.close()
     out.put(("reader", {"counts": counts, "errors": errors[:20]}))
