@@ -442,9 +442,9 @@ class Publisher:
         """Create generation max_gen+1; copy the arena unless starting a new lineage."""
         w = self._words
         if lineage:
-            # Compaction knows the size exactly: leave 1/8 to grow into, not a whole
+            # Compaction knows the size exactly: leave 1/16 to grow into, not a whole
             # growth step (shm bytes per key matter more than one early growth).
-            cap = GEN_HEADER_SIZE + max(need_bytes + need_bytes // 8, PAGE)
+            cap = GEN_HEADER_SIZE + max(need_bytes + need_bytes // 16, PAGE)
         else:
             cap = max(int(self._cap * self._growth), GEN_HEADER_SIZE + int(need_bytes * 1.25))
         cap = (cap + PAGE - 1) // PAGE * PAGE

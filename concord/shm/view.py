@@ -165,6 +165,10 @@ class ShmView:
             ctl.close()
             raise
 
+    @property
+    def names(self) -> SegmentNames:
+        return self._names
+
     def close(self) -> None:
         """Unmap the store (never unlinks it)."""
         self._release()

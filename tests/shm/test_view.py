@@ -140,6 +140,39 @@ def test_view_rebuilds_when_compacted(pub: Publisher, view: ShmView) -> None:
     assert pub.stats().lineage_gen == view.status().lineage_gen
 
 
+def test_view_loads_directory_when_rebuilding_after_compaction(
+    pub: Publisher, view: ShmView
+) -> None:
+    """After a compaction readers load the directory instead of parsing every record."""
+    pub.publish([put(f"k{i}", i, 1, expires_at_ms=10**9 if i % 2 else 0) for i in range(20)]
+                + [put("s", "sys", 1, space=Space.SYSTEM)], 1, 1, 0)
+    pub.publish([delete("k0", 2)], 2, 2, 0)
+    pub.compact()
+    pub.publish([put("k1", "new", 3, version=2)], 3, 3, 0)
+    assert ["new", 2, MISSING] == view.get_many_values(["k1", "k2", "k0"])
+    assert 1 == view.directory_loads
+    assert 10**9 == view.expires_at_ms("k3")
+    assert 0 == view.expires_at_ms("k2")
+    assert msgpack.packb("sys") == view.get_encoded_in(Space.SYSTEM, "s")
+    fresh = ShmView.attach(view.names)
+    assert {f"k{i}" for i in range(1, 20)} == set(fresh.keys())
+    assert 1 == fresh.directory_loads
+    fresh.close()
+
+
+def test_view_scans_when_directory_is_more_than_a_ring_behind(
+    pub: Publisher, view: ShmView
+) -> None:
+    """A directory older than the ring can bridge is not used: the view scans."""
+    pub.publish([put(f"k{i}", i, 1) for i in range(5)], 1, 1, 0)
+    pub.compact()
+    for i in range(2, 100):  # more than the 64 ring slots since the directory
+        pub.publish([put(f"k{i % 7}", i, i)], i, i, 0)
+    assert 99 == view.get_value("k1")
+    assert 0 == view.directory_loads
+    assert 2 == view.rebuilds
+
+
 def test_maybe_compact_acts_when_mostly_dead(pub: Publisher) -> None:
     """maybe_compact compacts only past the dead-ratio threshold."""
     pub.publish([put("a", "x" * 100, 1)], 1, 1, 0)
@@ -219,8 +252,9 @@ def test_listeners_see_changes_when_subscribed(pub: Publisher, view: ShmView) ->
 def test_new_writer_continues_when_previous_writer_closed(store: SegmentNames) -> None:
     """A restarted writer recovers the published state and keeps publishing."""
     first = Publisher.attach(store)
-    first.publish([put("a", 1, 1), put("b", 1, 1)], 1, 1, 0)
-    first.publish([delete("a", 2), put("b", 2, 2, version=2)], 2, 2, 0)
+    first.publish([put("a", 1, 1), put("b", 1, 1), put("z", 1, 1)], 1, 1, 0)
+    first.compact()  # a directory in the middle of the arena
+    first.publish([delete("a", 2), put("b", 2, 2, version=2), delete("z", 2)], 2, 2, 0)
     first.close()
     second = Publisher.attach(store)
     assert 1 == second.stats().live_records
