@@ -179,7 +179,8 @@ LOC_TTL: Final = 2
 LOC_COMPRESSED: Final = 1
 
 PAGE: Final = mmap.PAGESIZE
-_NAME_PART = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
+_NODE_PART = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TOKEN_PART = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,16 +277,29 @@ class SegmentNames:
     """
     The names of one node's segments: `concord-<node>-<token>-ctl` and `-g<N>`.
 
-    `token` distinguishes two runs (or two tests) of the same node id on one host.
+    `token` distinguishes two runs (or two tests) of the same node id on one host (the
+    supervisor picks one per start, e.g. its pid or a random hex string).
     """
 
     node: str
     token: str
 
     def __post_init__(self) -> None:
-        for part in (self.node, self.token):
-            if not _NAME_PART.match(part):
-                raise ValueError(f"segment name part {part!r} must match {_NAME_PART.pattern}")
+        if not _NODE_PART.match(self.node):
+            raise ValueError(f"node {self.node!r} must match {_NODE_PART.pattern}")
+        if not _TOKEN_PART.match(self.token):
+            raise ValueError(f"token {self.token!r} must match {_TOKEN_PART.pattern}")
+
+    def owns(self, segment: str) -> bool:
+        """
+        True if `segment` is one of this store's names. Exact (`-ctl` or `-g<digits>`),
+        so that node "a-b" never claims the segments of node "a" with token "b-..."
+        (tokens have no '-', so (node, token) -> base is one-to-one).
+        """
+        rest = segment[len(self.base) + 1 :]
+        return segment.startswith(self.base + "-") and (
+            rest == "ctl" or (rest[:1] == "g" and rest[1:].isdigit())
+        )
 
     @property
     def base(self) -> str:
