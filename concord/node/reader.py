@@ -59,8 +59,8 @@ class ShmKeySource:
 
     def get_record(self, key: str) -> KeyRecord | None:
         """The user record of `key` (possibly due to expire), or None."""
-        loc = self._view.locator(key)
-        return None if loc is None else self._view.record_at(loc, key)
+        slc = self._view.locator(key)
+        return None if slc is None else self._view.record_at(slc, key)
 
     def iter_keys(self, start: str | None = None, inclusive: bool = True) -> Iterator[str]:
         """User keys in ascending code point order from `start`."""
@@ -284,24 +284,24 @@ class Reader:
 
     def _user_records(self) -> Iterator[KeyRecord]:
         view = self._view
-        for key, loc in view.key_map(Space.USER).items():
-            yield view.record_at(loc, key)
+        for key, slc in view.items(Space.USER):
+            yield view.record_at(slc, key)
 
-    def _on_change(self, space: int, key: str, loc: int | None) -> None:
+    def _on_change(self, space: int, key: str, slc: slice | None) -> None:
         if space == Space.SYSTEM:
             if key.startswith(INDEX_PREFIX):
-                self._apply_definition(key, loc)
+                self._apply_definition(key, slc)
             return
         if self._indexes:
-            self._indexes.update(key, None if loc is None else self._view.record_at(loc, key))
+            self._indexes.update(key, None if slc is None else self._view.record_at(slc, key))
 
-    def _apply_definition(self, key: str, loc: int | None) -> None:
+    def _apply_definition(self, key: str, slc: slice | None) -> None:
         name = key[len(INDEX_PREFIX) :]
-        if loc is None:
+        if slc is None:
             self._indexes.drop(name)
             return
         try:
-            definition = IndexDef.decode(key, self._view.encoded_at(loc))
+            definition = IndexDef.decode(key, self._view.encoded_at(slc))
         except InvalidRequestError:
             logger.warning("ignoring bad index definition key=%s", key)
             self._indexes.drop(name)
@@ -310,9 +310,9 @@ class Reader:
 
     def _rebuild_indexes(self) -> None:
         self._indexes.clear()
-        for key, loc in list(self._view.key_map(Space.SYSTEM).items()):
+        for key, slc in list(self._view.items(Space.SYSTEM)):
             if key.startswith(INDEX_PREFIX):
-                self._apply_definition(key, loc)
+                self._apply_definition(key, slc)
 
 
 __all__ = ["Meta", "Reader", "ShmKeySource", "WaitStats"]

@@ -77,13 +77,16 @@ Directory (written by compaction and reset, right after the records they copy, s
 a reader rebuilds its index at C speed instead of parsing every record):
 
     offset size field
-    0      8    n_user           keys of Space.USER
-    8      8    n_system         keys of Space.SYSTEM
-    16     8    blob_len
-    24     8*n  locators         (n = n_user + n_system; user first), as defined below
-    24+8n  b    msgpack [user_keys, system_keys, user_ttl, system_ttl], *_ttl flat
-                [key, expires_at_ms, key, expires_at_ms, ...] of the keys with a TTL,
-                keys in the same order as the locators
+    0      8    n                live keys, all keyspaces
+    8      8    blob_len
+    16     8    reserved (0)
+    24     8*n  value starts     u64 offsets of each key's value
+    24+8n  8*n  value ends       u64 (start + value_len)
+    24+16n b    msgpack, per keyspace (USER, SYSTEM):
+                [plain_keys, special_keys, ttl, zipped]: starts/ends hold the plain keys
+                (no TTL, not compressed) then the special keys of USER, then those of
+                SYSTEM; ttl is flat [key, expires_at_ms, ...], zipped lists the keys whose
+                value is compressed
 
 Record (immutable once published, except `state`):
 
@@ -104,8 +107,8 @@ Record (immutable once published, except `state`):
     50+v   k    key              UTF-8
                  padding to a multiple of 8 (zeros)
 
-A reader-local *locator* packs what a lookup needs into one int:
-`(record_offset + 50) << 32 | value_len << 2 | has_ttl << 1 | compressed`.
+Readers locate a value by the Python slice `record_offset + 50 : record_offset + 50 +
+value_len` of the mapping (valid for the whole lineage).
 """
 
 from __future__ import annotations
@@ -173,10 +176,8 @@ STATE_OFFSET: Final = 8
 STATE_LIVE: Final = 0
 STATE_DEAD: Final = 1
 
-LOC_SHIFT: Final = 32
-LOC_LEN_MASK: Final = 0x3FFFFFFF
-LOC_TTL: Final = 2
-LOC_COMPRESSED: Final = 1
+# The flags byte sits this many bytes before a record's value.
+RECORD_FLAGS_FROM_VALUE: Final = RECORD_HEAD_SIZE - 10
 
 PAGE: Final = mmap.PAGESIZE
 _NODE_PART = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -391,8 +392,8 @@ def directory_span(buf: mmap.mmap) -> tuple[int, int]:
     offset = int(GEN_DIRECTORY.unpack_from(buf, GEN_DIRECTORY_AT)[0])
     if not offset:
         return 0, 0
-    n_user, n_system, blob_len = DIR_HEAD.unpack_from(buf, offset)
-    return offset, offset + align8(DIR_HEAD.size + 8 * (n_user + n_system) + blob_len)
+    n, blob_len, _ = DIR_HEAD.unpack_from(buf, offset)
+    return offset, offset + align8(DIR_HEAD.size + 16 * n + blob_len)
 
 
 def set_gen_directory(buf: mmap.mmap, offset: int, head: int) -> None:

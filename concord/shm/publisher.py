@@ -96,13 +96,19 @@ class ArenaStats:
     directory_bytes: int
 
 
-# Upper bound of the directory bytes: header and msgpack list headers, then per key a
-# locator, the key (str header <= 3 bytes) and, with a TTL, the key again and an int.
-_DIR_FIXED = 64
+# Upper bound of the directory bytes: header and msgpack list headers, then per key its
+# value start and end, the key (str header <= 3 bytes) and, with a TTL, the key again
+# and an int, and if compressed the key again.
+_DIR_FIXED = 128
 
 
-def _dir_bytes(key_len: int, expires_at_ms: int) -> int:
-    return 8 + 3 + key_len + (3 + key_len + 9 if expires_at_ms else 0)
+def _dir_bytes(key_len: int, expires_at_ms: int, flags: int) -> int:
+    n = 16 + 3 + key_len
+    if expires_at_ms:
+        n += 3 + key_len + 9
+    if flags & 1:
+        n += 3 + key_len
+    return n
 
 
 class Publisher:
@@ -267,7 +273,7 @@ class Publisher:
         need = _DIR_FIXED
         for _, r in items:
             klen = len(r.key.encode())
-            need += record_size(klen, len(r.value)) + _dir_bytes(klen, r.expires_at_ms)
+            need += record_size(klen, len(r.value)) + _dir_bytes(klen, r.expires_at_ms, r.flags)
         self._new_generation(need, lineage=True)
         self._offsets = [{} for _ in Space]
         self._live_bytes = 0
@@ -313,9 +319,9 @@ class Publisher:
         run_src = run_dst = run_len = 0
         unpack = RECORD_VIEW.unpack_from
         for off, _ in order:
-            _, _, _, vlen, _, _, _, exp, klen = unpack(old_mm, off)
+            _, _, flags, vlen, _, _, _, exp, klen = unpack(old_mm, off)
             size = record_size(klen, vlen)
-            need += size + _dir_bytes(klen, exp)
+            need += size + _dir_bytes(klen, exp, flags)
             remap[off] = pos
             if run_len and run_src + run_len == off:
                 run_len += size
@@ -345,29 +351,48 @@ class Publisher:
         """Append the directory of the live records (see layout.py) and record it."""
         mm = self._mm
         unpack = RECORD_VIEW.unpack_from
-        locs = array("Q")
-        keys: list[list[str]] = []
-        ttls: list[list[object]] = []
+        starts = array("Q")
+        ends = array("Q")
+        parts: list[list[list[object]]] = []
         for d in self._offsets:
-            keys.append(list(d))
-            flat: list[object] = []
+            plain: list[object] = []
+            special: list[object] = []
+            special_starts: list[int] = []
+            special_ends: list[int] = []
+            ttl: list[object] = []
+            zipped: list[object] = []
             for key, off in d.items():
                 _, _, flags, vlen, _, _, _, exp, _ = unpack(mm, off)
-                locs.append((off + RECORD_HEAD_SIZE) << 32 | vlen << 2 | (2 if exp else 0) | (flags & 1))
-                if exp:
-                    flat += (key, exp)
-            ttls.append(flat)
-        blob: bytes = msgpack.packb([*keys, *ttls])
-        size = align8(DIR_HEAD.size + 8 * len(locs) + len(blob))
+                start = off + RECORD_HEAD_SIZE
+                if exp or flags & 1:
+                    special.append(key)
+                    special_starts.append(start)
+                    special_ends.append(start + vlen)
+                    if exp:
+                        ttl += (key, exp)
+                    if flags & 1:
+                        zipped.append(key)
+                else:
+                    plain.append(key)
+                    starts.append(start)
+                    ends.append(start + vlen)
+            starts.extend(special_starts)
+            ends.extend(special_ends)
+            parts.append([plain, special, ttl, zipped])
+        blob: bytes = msgpack.packb(parts)
+        n = len(starts)
+        size = align8(DIR_HEAD.size + 16 * n + len(blob))
         if self._end + size > self._cap:
             self._new_generation(self._end - GEN_HEADER_SIZE + size, lineage=False)
             mm = self._mm
         off = self._end
-        DIR_HEAD.pack_into(mm, off, len(keys[Space.USER]), len(keys[Space.SYSTEM]), len(blob))
-        start = off + DIR_HEAD.size
-        mm[start : start + 8 * len(locs)] = locs.tobytes()
-        start += 8 * len(locs)
-        mm[start : start + len(blob)] = blob
+        DIR_HEAD.pack_into(mm, off, n, len(blob), 0)
+        pos = off + DIR_HEAD.size
+        mm[pos : pos + 8 * n] = starts.tobytes()
+        pos += 8 * n
+        mm[pos : pos + 8 * n] = ends.tobytes()
+        pos += 8 * n
+        mm[pos : pos + len(blob)] = blob
         set_gen_directory(mm, off, self._head)
         self._end = off + size
         self._dir_bytes = size

@@ -116,9 +116,12 @@ def writer(node: str, token: str, seconds: float, seed: int, started: Event, out
         pub.publish(changes, rev, rev, ts)
         counts["publishes"] += 1
         counts["changes"] += len(changes)
-        if rev % 5000 == 0 or pub.maybe_compact(min_dead_ratio=0.6, min_used_bytes=256 << 10):
-            if rev % 5000 == 0:
-                pub.compact()
+        # Compaction when dead records pass half the arena (as the raft worker would run
+        # it), and forced every 20,000 publishes so short runs exercise it too.
+        if rev % 20_000 == 0:
+            pub.compact()
+            counts["compact"] += 1
+        elif pub.maybe_compact(min_dead_ratio=0.5, min_used_bytes=256 << 10):
             counts["compact"] += 1
     stats = pub.stats()
     counts["generation"] = stats.generation
