@@ -83,6 +83,13 @@ assert W_SEQ == 2
 ChangeListener = Callable[[int, str, "slice | None"], None]
 
 
+class _Overtaken(Enum):
+    OVERTAKEN = 0
+
+
+_OVERTAKEN: Final = _Overtaken.OVERTAKEN
+
+
 class Missing(Enum):
     """The type of `MISSING`: absent, distinct from a stored nil."""
 
@@ -490,7 +497,8 @@ class ShmView:
             return None
         if self._replay(self._seen, st[S_RING_HEAD]):
             return snap
-        # The ring overtook us while we replayed: rebuild from a fresh status.
+        # The ring overtook us while we replayed: rebuild from a fresh status (a slow
+        # reader, not a retry).
         self.overflows += 1
         self._lineage = -1
         return self._rebuild(self._read_status()[1])
@@ -511,6 +519,19 @@ class ShmView:
         return True
 
     def _rebuild(self, st: list[int]) -> tuple[int, list[int]] | None:
+        """
+        Rebuild the local index for status `st` (see `_rebuild_once`). The writer getting
+        a whole ring ahead during a rebuild is not a retry (the reader was slow): rebuild
+        again at once from a fresh status.
+        """
+        while True:
+            result = self._rebuild_once(st)
+            if result is not _OVERTAKEN:
+                return result
+            self.overflows += 1
+            st = self._read_status()[1]
+
+    def _rebuild_once(self, st: list[int]) -> tuple[int, list[int]] | None | _Overtaken:
         """Load the directory or scan the live generation of `st`, then replay the ring."""
         if st[S_LIVE_GEN] != self._gen and not self._map(st[S_LIVE_GEN]):
             self.generation_races += 1
@@ -541,9 +562,8 @@ class ShmView:
         if not self._same_lineage(snap[1]):
             return None
         if not self._replay(self._seen, snap[1][S_RING_HEAD]):
-            self.overflows += 1  # the writer got a ring ahead during the scan
             self._lineage = -1
-            return None
+            return _OVERTAKEN
         logger.debug("shm view rebuilt gen=%d keys=%d", self._gen, len(self._user))
         return snap
 
