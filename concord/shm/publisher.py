@@ -69,6 +69,7 @@ from concord.shm.layout import (
     DIR_HEAD,
     align8,
     directory_span,
+    gc_paused,
     read_gen_directory,
     set_gen_directory,
     write_gen_header,
@@ -109,6 +110,50 @@ def _dir_bytes(key_len: int, expires_at_ms: int, flags: int) -> int:
     if flags & 1:
         n += 3 + key_len
     return n
+
+
+class _DirectoryBuilder:
+    """The directory entries of one keyspace (layout.py), plain and special keys apart."""
+
+    __slots__ = ("plain", "starts", "ends", "special", "s_starts", "s_ends", "ttl", "zipped")
+
+    def __init__(self) -> None:
+        self.plain: list[str] = []
+        self.starts = array("Q")
+        self.ends = array("Q")
+        self.special: list[str] = []
+        self.s_starts = array("Q")
+        self.s_ends = array("Q")
+        self.ttl: list[object] = []
+        self.zipped: list[str] = []
+
+    def add(self, key: str, start: int, vlen: int, expires_at_ms: int, flags: int) -> None:
+        if expires_at_ms or flags & 1:
+            self.special.append(key)
+            self.s_starts.append(start)
+            self.s_ends.append(start + vlen)
+            if expires_at_ms:
+                self.ttl += (key, expires_at_ms)
+            if flags & 1:
+                self.zipped.append(key)
+        else:
+            self.plain.append(key)
+            self.starts.append(start)
+            self.ends.append(start + vlen)
+
+    @staticmethod
+    def encode(spaces: list[_DirectoryBuilder]) -> bytes:
+        """The directory bytes (padded to 8) for all keyspaces, in Space order."""
+        starts = array("Q")
+        ends = array("Q")
+        for d in spaces:
+            starts += d.starts
+            starts += d.s_starts
+            ends += d.ends
+            ends += d.s_ends
+        blob: bytes = msgpack.packb([[d.plain, d.special, d.ttl, d.zipped] for d in spaces])
+        out = DIR_HEAD.pack(len(starts), len(blob), 0) + starts.tobytes() + ends.tobytes() + blob
+        return out + bytes(align8(len(out)) - len(out))
 
 
 class Publisher:
@@ -234,7 +279,8 @@ class Publisher:
                     d[ch.key] = self._append(ch.space, ch.record)
                 if old is not None:
                     self._mark_dead([old])
-            self._compact(applied_index, revision, leader_time_ms)
+            with gc_paused():
+                self._compact(applied_index, revision, leader_time_ms)
             return
         for ch in changes:
             d = offsets[ch.space]
@@ -300,29 +346,31 @@ class Publisher:
         """
         Copy the live records into a new lineage generation and switch readers to it.
 
-        Readers notice the lineage change and rebuild their local index from a scan.
+        Readers notice the lineage change and rebuild their local index from the new
+        generation's directory.
         """
         st = self._status
-        self._compact(st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME])
+        with gc_paused():
+            self._compact(st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME])
 
     def _compact(self, applied_index: int, revision: int, leader_time_ms: int) -> None:
         old_mm, old_mv = self._mm, self._mv
+        # One pass in offset order plans everything: new offsets, the directory, and runs
+        # of adjacent live records to copy with one slice each.
         order = sorted(
-            (off, space) for space, d in enumerate(self._offsets) for off in d.values()
+            (off, space, key) for space, d in enumerate(self._offsets) for key, off in d.items()
         )
-        # Plan first (new offsets, size with the directory), then copy runs of adjacent
-        # live records in one slice each.
-        remap: dict[int, int] = {}
+        offsets: list[dict[str, int]] = [{} for _ in Space]
+        dirs = [_DirectoryBuilder() for _ in Space]
         runs: list[tuple[int, int, int]] = []
         pos = GEN_HEADER_SIZE
-        need = _DIR_FIXED
         run_src = run_dst = run_len = 0
         unpack = RECORD_VIEW.unpack_from
-        for off, _ in order:
+        for off, space, key in order:
             _, _, flags, vlen, _, _, _, exp, klen = unpack(old_mm, off)
-            size = record_size(klen, vlen)
-            need += size + _dir_bytes(klen, exp, flags)
-            remap[off] = pos
+            size = (RECORD_HEAD_SIZE + vlen + klen + 7) & ~7
+            offsets[space][key] = pos
+            dirs[space].add(key, pos + RECORD_HEAD_SIZE, vlen, exp, flags)
             if run_len and run_src + run_len == off:
                 run_len += size
             else:
@@ -332,15 +380,14 @@ class Publisher:
             pos += size
         if run_len:
             runs.append((run_src, run_dst, run_len))
-        self._new_generation(need, lineage=True)
+        directory = _DirectoryBuilder.encode(dirs)
+        self._new_generation(pos - GEN_HEADER_SIZE + len(directory), lineage=True)
         mm = self._mm
         for src, dst, length in runs:
             mm[dst : dst + length] = old_mv[src : src + length]
         self._end = pos
-        for d in self._offsets:
-            for key, off in d.items():
-                d[key] = remap[off]
-        self._write_directory()
+        self._offsets = offsets
+        self._place_directory(directory)
         self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
         self._unlink_retired()
         logger.info(
@@ -349,53 +396,24 @@ class Publisher:
 
     def _write_directory(self) -> None:
         """Append the directory of the live records (see layout.py) and record it."""
-        mm = self._mm
         unpack = RECORD_VIEW.unpack_from
-        starts = array("Q")
-        ends = array("Q")
-        parts: list[list[list[object]]] = []
-        for d in self._offsets:
-            plain: list[object] = []
-            special: list[object] = []
-            special_starts: list[int] = []
-            special_ends: list[int] = []
-            ttl: list[object] = []
-            zipped: list[object] = []
+        mm = self._mm
+        dirs = [_DirectoryBuilder() for _ in Space]
+        for space, d in enumerate(self._offsets):
+            add = dirs[space].add
             for key, off in d.items():
                 _, _, flags, vlen, _, _, _, exp, _ = unpack(mm, off)
-                start = off + RECORD_HEAD_SIZE
-                if exp or flags & 1:
-                    special.append(key)
-                    special_starts.append(start)
-                    special_ends.append(start + vlen)
-                    if exp:
-                        ttl += (key, exp)
-                    if flags & 1:
-                        zipped.append(key)
-                else:
-                    plain.append(key)
-                    starts.append(start)
-                    ends.append(start + vlen)
-            starts.extend(special_starts)
-            ends.extend(special_ends)
-            parts.append([plain, special, ttl, zipped])
-        blob: bytes = msgpack.packb(parts)
-        n = len(starts)
-        size = align8(DIR_HEAD.size + 16 * n + len(blob))
-        if self._end + size > self._cap:
-            self._new_generation(self._end - GEN_HEADER_SIZE + size, lineage=False)
-            mm = self._mm
+                add(key, off + RECORD_HEAD_SIZE, vlen, exp, flags)
+        self._place_directory(_DirectoryBuilder.encode(dirs))
+
+    def _place_directory(self, directory: bytes) -> None:
+        if self._end + len(directory) > self._cap:
+            self._new_generation(self._end - GEN_HEADER_SIZE + len(directory), lineage=False)
         off = self._end
-        DIR_HEAD.pack_into(mm, off, n, len(blob), 0)
-        pos = off + DIR_HEAD.size
-        mm[pos : pos + 8 * n] = starts.tobytes()
-        pos += 8 * n
-        mm[pos : pos + 8 * n] = ends.tobytes()
-        pos += 8 * n
-        mm[pos : pos + len(blob)] = blob
-        set_gen_directory(mm, off, self._head)
-        self._end = off + size
-        self._dir_bytes = size
+        self._mm[off : off + len(directory)] = directory
+        set_gen_directory(self._mm, off, self._head)
+        self._end = off + len(directory)
+        self._dir_bytes = len(directory)
 
     def close(self) -> None:
         """Unmap everything; never unlinks the live segments (the supervisor owns them)."""

@@ -60,6 +60,7 @@ from concord.shm.layout import (
     ShmStatus,
     DIR_HEAD,
     directory_span,
+    gc_paused,
     open_segment,
     read_gen_directory,
     read_gen_header,
@@ -540,7 +541,8 @@ class ShmView:
         dir_offset, dir_head = read_gen_directory(self._mm)
         if dir_offset and st[S_RING_HEAD] - dir_head <= self._cap:
             self.directory_loads += 1
-            self._set_spaces(self._load_directory(dir_offset))
+            with gc_paused():
+                self._set_spaces(self._load_directory(dir_offset))
             self._lineage = st[S_LINEAGE]
             self._seen = dir_head
             for reset in self._reset_listeners:
@@ -551,7 +553,8 @@ class ShmView:
             if self._replay(self._seen, snap[1][S_RING_HEAD]):
                 return snap
             # The writer got more than a ring ahead of the directory: scan instead.
-        self._set_spaces(self._scan(st[S_ARENA_END]))
+        with gc_paused():
+            self._set_spaces(self._scan(st[S_ARENA_END]))
         self._lineage = st[S_LINEAGE]
         self._seen = st[S_PREV_HEAD]
         for reset in self._reset_listeners:
