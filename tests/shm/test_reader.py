@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 
 import pytest
@@ -168,6 +169,21 @@ def test_wait_applied_returns_at_once_when_already_applied(node: Node, reader: R
     node.write({"op": "put", "key": "a", "value": 1})
     assert 0.0 == reader.wait_applied(node.index, timeout_s=1.0)
     assert 0 == reader.wait_stats().waits
+
+
+def test_wait_applied_waits_when_index_applied_later(node: Node, reader: Reader) -> None:
+    """A strong read waits until the writer publishes its read index, and says how long."""
+    target = node.index + 1
+    timer = threading.Timer(0.02, node.write, args=({"op": "put", "key": "late", "value": 7},))
+    timer.start()
+    try:
+        waited = reader.wait_applied(target, timeout_s=10.0)
+    finally:
+        timer.join()
+    assert waited > 0.0
+    assert 7 == reader.get("late")
+    stats = reader.wait_stats()
+    assert (1, waited, waited) == (stats.waits, stats.total_wait_s, stats.max_wait_s)
 
 
 def test_wait_applied_times_out_when_index_not_reached(node: Node, reader: Reader) -> None:
