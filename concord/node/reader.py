@@ -22,9 +22,6 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import partial
-
-import msgpack
 
 from concord.errors import (
     ERROR_CLASSES,
@@ -38,11 +35,10 @@ from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
 from concord.kv.reads import Reply, serve_read, ttl_seconds
 from concord.kv.record import KeyRecord, Space
 from concord.kv.values import decode_stored
-from concord.shm.view import ShmView
+from concord.shm.view import ShmView, decode_value
 
 logger = logging.getLogger(__name__)
 
-_unpackb = partial(msgpack.unpackb, raw=False, strict_map_key=False)
 _FIRST_DELAY_S = 20e-6
 _MAX_DELAY_S = 1e-3
 
@@ -149,7 +145,7 @@ class Reader:
         raw = self._view.get_encoded(key)
         if raw is None:
             raise NotFoundError(f"key {key!r} not found")
-        return _unpackb(raw)
+        return decode_value(raw)
 
     def get_encoded(self, key: str) -> bytes:
         """
@@ -173,7 +169,7 @@ class Reader:
         out: dict[str, object] = {}
         for key, raw in zip(keys, self._view.get_many_encoded(keys)):
             if raw is not None:
-                out[key] = _unpackb(raw)
+                out[key] = decode_value(raw)
         return out
 
     def get_with_ttl(self, key: str) -> tuple[object, float | None]:

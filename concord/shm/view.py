@@ -73,6 +73,18 @@ logger = logging.getLogger(__name__)
 _U64 = struct.Struct("<Q")
 _xxh = xxhash.xxh3_64_intdigest
 _unpackb = partial(msgpack.unpackb, raw=False, strict_map_key=False)
+# NB: keyword arguments cost as much as the decode itself (a kwargs dict per call), so
+# the hot paths call unpackb bare (raw=False is the default) and fall back to
+# strict_map_key=False only for maps with non-string keys, which raise ValueError.
+_unpackb_fast = msgpack.unpackb
+
+
+def decode_value(data: bytes) -> object:
+    """Decode stored msgpack bytes (maps may have non-string keys)."""
+    try:
+        return _unpackb_fast(data)
+    except ValueError:
+        return _unpackb(data)
 _decompress = zlib.decompress
 _DELETES = (int(ChangeType.DELETE), int(ChangeType.EXPIRE))
 _SPACES = len(Space)
@@ -309,9 +321,15 @@ class ShmView:
             self._catch_up()
         slc = self._user_fast.get(key)
         if slc is not None:
-            return _unpackb(self._mm[slc])
-        raw = self._special_encoded(self._user, key)
-        return MISSING if raw is None else _unpackb(raw)
+            raw: bytes | None = self._mm[slc]
+        else:
+            raw = self._special_encoded(self._user, key)
+        if raw is None:
+            return MISSING
+        try:
+            return _unpackb_fast(raw)
+        except ValueError:
+            return _unpackb(raw)
 
     def get_many_encoded(self, keys: Iterable[str]) -> list[bytes | None]:
         """`get_encoded` for many USER keys, all from one synced state."""
@@ -330,9 +348,9 @@ class ShmView:
 
     def get_many_values(self, keys: Iterable[str]) -> list[object]:
         """`get_value` for many USER keys (`MISSING` where absent), from one synced state."""
-        unpackb = _unpackb
+        decode = decode_value
         return [
-            MISSING if raw is None else unpackb(raw) for raw in self.get_many_encoded(keys)
+            MISSING if raw is None else decode(raw) for raw in self.get_many_encoded(keys)
         ]
 
     # -- lookups in any keyspace ---------------------------------------------------------
@@ -679,4 +697,4 @@ class ShmView:
         return True
 
 
-__all__ = ["MISSING", "ChangeListener", "KeyIndex", "Missing", "ShmView"]
+__all__ = ["MISSING", "ChangeListener", "KeyIndex", "Missing", "ShmView", "decode_value"]

@@ -46,6 +46,13 @@ def test_get_returns_missing_when_never_put(view: ShmView) -> None:
     assert MISSING is view.get_value("nope")
 
 
+def test_get_decodes_map_when_keys_are_not_strings(pub: Publisher, view: ShmView) -> None:
+    """Maps with integer keys decode (msgpack values may have any scalar keys)."""
+    pub.publish([put("m", {1: "a", "b": 2}, 1)], 1, 1, 0)
+    assert {1: "a", "b": 2} == view.get_value("m")
+    assert [{1: "a", "b": 2}] == view.get_many_values(["m"])
+
+
 def test_get_returns_nil_when_value_is_nil(pub: Publisher, view: ShmView) -> None:
     """A stored nil decodes to None, not MISSING."""
     pub.publish([put("n", None, 1)], 1, 1, 0)
