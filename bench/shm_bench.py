@@ -153,7 +153,9 @@ def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
             "shm get hot 1000 keys": _rate(shm_hot_bytes, seconds),
         }
         print(f"\n== {n_keys:,} keys, {len(value)}-byte values, seed={seed} ==")
-        print(f"publish {n_keys / publish_s:,.0f} keys/s; reader attach (scan) {attach_s:.3f} s CPU")
+        print(
+            f"publish {n_keys / publish_s:,.0f} keys/s; reader attach (scan) {attach_s:.3f} s CPU"
+        )
         for name, ops in r.items():
             print(f"  {name:22s} {ops:>13,.0f} /s")
         print(
@@ -168,7 +170,8 @@ def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
         print(
             f"  shm bytes/key: segments {shm_total / n_keys:.1f}, records "
             f"{stats.used_bytes / n_keys:.1f}; raw key+value {raw_per_key:.1f} "
-            f"(ratio {shm_total / raw_bytes:.2f} segments, {stats.used_bytes / raw_bytes:.2f} records)"
+            f"(ratio {shm_total / raw_bytes:.2f} segments, "
+            f"{stats.used_bytes / raw_bytes:.2f} records)"
         )
         # Compaction: the reader rebuilds from the directory (the pause a reader sees).
         for k in keys[: n_keys // 10]:  # 10% overwritten: something to compact away
@@ -193,7 +196,8 @@ def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
         shm_total = ctl_size(DEFAULT_RING_CAPACITY) + stats.capacity_bytes
         print(
             f"  after compaction: writer compact {compact_s:.3f} s CPU, reader rebuild "
-            f"(directory) {rebuild_s:.3f} s CPU ({rebuild_wall_s:.3f} s wall); shm bytes/key: segments "
+            f"(directory) {rebuild_s:.3f} s CPU ({rebuild_wall_s:.3f} s wall); "
+            f"shm bytes/key: segments "
             f"{shm_total / n_keys:.1f} (ratio {shm_total / raw_bytes:.2f}), records+directory "
             f"{stats.used_bytes / n_keys:.1f}"
         )

@@ -6,12 +6,13 @@ The view keeps process-local structures current from the change ring, per keyspa
 dict `key -> slice` of the value's bytes in the mapping for plain keys, the same for keys
 with a TTL or a compressed value ("special" keys, with their expiry times and the set of
 compressed ones), and, built on first use, a sorted key index (sortedcontainers). A
-lookup of a plain key is one dict probe and one slice of the mapping. A lookup checks one header word (the status `seq`);
-only when it changed does the view catch up, replaying ring slots (each record's checksum
-is verified as it is ingested). Records are immutable, so a value is one slice of the
-mapping and can never be torn. A view that fell behind the ring, or that sees a new
-lineage (compaction, reset), rebuilds from a scan of the live generation; a grown
-generation is simply re-mapped (same offsets).
+lookup checks one header word (the status `seq`) and, for a plain key, is then one dict
+probe and one slice of the mapping. Only when `seq` changed does the view catch up,
+replaying ring slots (each record's checksum is verified as it is ingested). Records are
+immutable, so a value can never be torn. A view that fell behind the ring, or that sees a
+new lineage (compaction, reset), rebuilds: from the generation's directory when it has
+one (C-speed bulk loads), else from a scan; a grown generation is simply re-mapped (same
+offsets).
 
 Never writes to shared memory, never unlinks anything, never registers a segment with
 the resource tracker: a read worker may exit or crash at any time.

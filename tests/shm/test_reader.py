@@ -115,7 +115,8 @@ def test_indexes_rebuilt_from_system_records_when_created_and_dropped(
     node.write({"op": "put", "key": "user:07", "value": {"age": 3}})
     node.write({"op": "delete", "key": "user:10"})
     _same_answers(node, reader)
-    assert 3 == len(reader.serve("index_lookup", {"name": "by_age", "value": 3})["items"])  # type: ignore[arg-type]
+    found = reader.serve("index_lookup", {"name": "by_age", "value": 3})["items"]
+    assert 3 == len(found)  # type: ignore[arg-type]
     node.write({"op": "drop_index", "name": "by_age"})
     _same_answers(node, reader)
 

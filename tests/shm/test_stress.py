@@ -49,7 +49,9 @@ def _value(key: str, version: int, revision: int, pad: int) -> bytes:
     return packed
 
 
-def writer(node: str, token: str, seconds: float, seed: int, started: Event, out: Queue) -> None:  # type: ignore[type-arg]
+def writer(  # type: ignore[type-arg]
+    node: str, token: str, seconds: float, seed: int, started: Event, out: Queue
+) -> None:
     rng = random.Random(seed)
     pub = Publisher.attach(SegmentNames(node, token))
     live: dict[str, KeyRecord] = {}
@@ -98,7 +100,8 @@ def writer(node: str, token: str, seconds: float, seed: int, started: Event, out
             g = rng.randrange(N_GROUPS)
             if f"g{g}/0" in live:
                 for m in range(GROUP_SIZE):
-                    changes.append(Change(ChangeType.DELETE, Space.USER, f"g{g}/{m}", None, rev, ts))
+                    key = f"g{g}/{m}"
+                    changes.append(Change(ChangeType.DELETE, Space.USER, key, None, rev, ts))
                 counts["bulk_delete"] += 1
         # Expiry, as the leader proposes it: keys due at ts.
         due = [k for k, e in expiring.items() if e <= ts]
@@ -131,7 +134,9 @@ def writer(node: str, token: str, seconds: float, seed: int, started: Event, out
     out.put(("writer", counts))
 
 
-def reader(node: str, token: str, seed: int, stop: Event, out: Queue) -> None:  # type: ignore[type-arg]
+def reader(  # type: ignore[type-arg]
+    node: str, token: str, seed: int, stop: Event, out: Queue
+) -> None:
     rng = random.Random(seed)
     view = ShmView.attach(SegmentNames(node, token))
     floor: dict[str, int] = {}  # key -> revision it must be above (absent) or at least (seen)
