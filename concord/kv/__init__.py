@@ -5,6 +5,11 @@ Pure: no IO, no clock, no randomness. `KvStateMachine.apply(index, timestamp_ms,
 applies a command built by `encode_command` / `encode_request` on the leader; reads are
 evaluated at a caller-given cluster time. The query engine (`concord.kv.query`) works
 over any `KeySource`, so the shared-memory store serves queries with the same code.
+
+Modules: commands (command format, encode/decode), machine (apply, snapshot, state
+hash), reads (read ops over a KeySource), query (selection and filters), index
+(secondary indexes), sessions (exactly-once), values (encoding, paths, comparison),
+config (KvConfig), record (frozen: KeyRecord, Change). Formats: docs/formats/kv.md.
 """
 
 from __future__ import annotations

@@ -64,6 +64,7 @@ from concord.kv.commands import (
     Touch,
     TouchMany,
     decode_command,
+    expire_command,
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
@@ -354,6 +355,15 @@ class KvStateMachine:
                 break
             out.append(key)
         return out
+
+    def expiry_command(self, now_ms: int, limit: int = 500) -> bytes | None:
+        """
+        The `expire` command the leader should propose at `now_ms`, or None if no key is
+        due. Applying it deletes only keys still due at that entry's timestamp, so a
+        duplicate or late proposal is harmless.
+        """
+        keys = self.due_expirations(now_ms, limit)
+        return expire_command(keys) if keys else None
 
     def records(self) -> Iterator[KeyRecord]:
         """Every stored user record in key order (due ones included)."""

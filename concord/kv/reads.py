@@ -84,13 +84,16 @@ def _dispatch(
 ) -> Reply:
     if op in ("get", "get_with_ttl", "ttl"):
         _allowed(op, args, ("key", "meta") if op == "get" else ("key",))
+        meta = args.get("meta")
+        if meta is not None and not isinstance(meta, bool):
+            raise InvalidRequestError(f"meta must be true or false, got {meta!r}")
         record = _live(source, check_key(args.get("key"), config), now_ms)
         if op == "ttl":
             return {"ttl": ttl_seconds(record, now_ms)}
         reply: Reply = {"value": _value(record)}
         if op == "get_with_ttl":
             reply["ttl"] = ttl_seconds(record, now_ms)
-        elif args.get("meta"):
+        elif meta:
             reply["revision"] = record.mod_revision
             reply["version"] = record.version
             reply["create_revision"] = record.create_revision

@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
+from hypothesis import HealthCheck, settings
+
 from concord.kv import Applied, KvStateMachine, encode_command
+
+# Hypothesis settings of the kv tests, applied per test (not loaded globally, so other
+# packages' profiles are untouched). CI (env CI set) runs derandomized: the same examples
+# every run. KV_HYPOTHESIS_PROFILE=thorough runs 2000 examples per test (use --timeout).
+settings.register_profile(
+    "kv-ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("kv-dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "kv-thorough", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+KV_SETTINGS = settings.get_profile(
+    "kv-" + os.environ.get("KV_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
+)
 
 
 class Driver:

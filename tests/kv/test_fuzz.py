@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from concord.kv import KvStateMachine, encode_command
+from tests.kv.helpers import KV_SETTINGS
 
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(),
@@ -36,6 +37,7 @@ def _seeded() -> KvStateMachine:
     return sm
 
 
+@KV_SETTINGS
 @given(st.binary(max_size=64))
 def test_apply_answers_error_when_entry_is_random_bytes(data: bytes) -> None:
     """Random bytes never raise out of apply()."""
@@ -47,6 +49,7 @@ def test_apply_answers_error_when_entry_is_random_bytes(data: bytes) -> None:
 
 
 @pytest.mark.slow
+@KV_SETTINGS
 @given(OPS, st.dictionaries(FIELDS, ANY, max_size=6), st.sampled_from([1, 1, 2, None]))
 def test_apply_never_raises_when_command_map_is_random(
     op: str, fields: dict[str, object], version: object

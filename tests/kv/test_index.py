@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from concord.kv import Change, IndexSet, KeyRecord, KvStateMachine, Space, serve_read
 from concord.kv.index import IndexDef
-from tests.kv.helpers import Driver
+from tests.kv.helpers import KV_SETTINGS, Driver
 
 
 class ChangeFedSource:
@@ -88,6 +88,7 @@ OPS = st.sampled_from(["eq", "ne", "lt", "le", "gt", "ge", "in"])
 
 
 @pytest.mark.slow
+@KV_SETTINGS
 @given(
     st.lists(st.one_of(FIELD_VALUES.map(lambda v: {"f": v}), st.just({"g": 1})), max_size=12),
     OPS,

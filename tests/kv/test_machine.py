@@ -135,6 +135,17 @@ def test_expire_deletes_only_due_keys_when_applied(d: Driver) -> None:
     assert [] == d.sm.due_expirations(2_000, 10)
 
 
+def test_expiry_command_is_none_when_nothing_is_due(d: Driver) -> None:
+    """expiry_command proposes only when some key is due, at most `limit` keys."""
+    d.do("put_many", {"items": [["a", 1, 1], ["b", 1, 1], ["c", 1]]})
+    assert d.sm.expiry_command(1_999) is None
+    data = d.sm.expiry_command(2_000, limit=1)
+    assert data is not None
+    d.ts_ms = 2_000
+    assert {"expired": 1, "revision": 2} == d.raw(data).result
+    assert ["b"] == d.sm.due_expirations(2_000, 10)
+
+
 def test_expire_does_nothing_when_key_was_renewed(d: Driver) -> None:
     """An expire proposed for a key that was touched since is a no-op for it."""
     d.do("put", {"key": "a", "value": 1, "ttl": 1})

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from concord.kv import KvStateMachine, encode_command, expire_command
+from concord.kv import ChangeType, KeyRecord, KvStateMachine, Space, encode_command, expire_command
 from concord.kv.values import values_equal
+from tests.kv.helpers import KV_SETTINGS
 
 KEYS = ["a", "b", "c", "d", "p:1", "p:2", "q"]
 VALUES = st.one_of(
@@ -206,6 +207,7 @@ def _compare(expected: dict[str, object], actual: dict[str, object]) -> None:
 
 
 @pytest.mark.slow
+@KV_SETTINGS
 @given(steps())
 def test_apply_agrees_with_dict_model_when_driven_by_random_commands(
     plan: list[tuple[int, str, dict[str, object], tuple[str, int] | None]]
@@ -319,6 +321,7 @@ def _run(sm: KvStateMachine, entries: list[tuple[int, int, bytes | None]]) -> li
 
 
 @pytest.mark.slow
+@KV_SETTINGS
 @given(steps(), st.integers(0, 40))
 def test_replay_gives_same_state_when_log_is_applied_twice_or_restored_midway(
     plan: list[tuple[int, str, dict[str, object], tuple[str, int] | None]], cut: int
@@ -343,3 +346,35 @@ def test_replay_gives_same_state_when_log_is_applied_twice_or_restored_midway(
     assert first.state_hash() == restored.state_hash()
     assert first.snapshot() == restored.snapshot()
     assert restored.verify_digest()
+
+
+@pytest.mark.slow
+@KV_SETTINGS
+@given(steps())
+def test_changes_mirror_the_store_when_folded_into_a_dict(
+    plan: list[tuple[int, str, dict[str, object], tuple[str, int] | None]]
+) -> None:
+    """Every physical change is published: folding the Changes rebuilds the exact store."""
+    sm = KvStateMachine()
+    mirror: dict[tuple[Space, str], KeyRecord] = {}
+    for index, ts, data in _log(plan):
+        if data is None:
+            sm.apply_noop(index, ts)
+            continue
+        applied = sm.apply(index, ts, data)
+        keys = [(c.space, c.key) for c in applied.changes]
+        assert len(set(keys)) == len(keys)  # one change per key
+        for change in applied.changes:
+            assert (index, ts) == (change.revision, change.ts_ms)
+            if change.type in (ChangeType.PUT, ChangeType.TOUCH):
+                assert change.record is not None
+                mirror[(change.space, change.key)] = change.record
+            else:
+                assert change.record is None
+                del mirror[(change.space, change.key)]
+        assert list(sm.records()) == [
+            mirror[k] for k in sorted(k for k in mirror if k[0] == Space.USER)
+        ]
+        assert sm.system_records() == [
+            mirror[k] for k in sorted(k for k in mirror if k[0] == Space.SYSTEM)
+        ]

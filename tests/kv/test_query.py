@@ -7,11 +7,20 @@ from collections.abc import Iterator
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from concord.errors import InvalidRequestError
-from concord.kv import IndexSet, KeyRecord, KvStateMachine, parse_query, serve_read
+from concord.kv import (
+    IndexSet,
+    KeyRecord,
+    KvStateMachine,
+    encode_command,
+    parse_query,
+    serve_read,
+)
 from concord.kv.query import matches, parse_filter
-from tests.kv.helpers import Driver
+from tests.kv.helpers import KV_SETTINGS, Driver
 
 DOC = {"name": "ann", "age": 31, "tags": ["a", "b"], "addr": {"city": "Oslo", "zip": b"01"},
        "score": 2.5, "ok": True, "none": None, "7": "seven", 3: "three"}
@@ -176,6 +185,7 @@ def test_read_rejects_request_when_malformed(filled: Driver) -> None:
     sm, ts = filled.sm, filled.ts_ms
     assert "invalid_key" == sm.read("get", {"key": ""}, ts)["error"]
     assert "invalid_request" == sm.read("get", {"key": "a", "x": 1}, ts)["error"]
+    assert "invalid_request" == sm.read("get", {"key": "zeta", "meta": 1}, ts)["error"]
     assert "too_many_items" == sm.read("get_many", {"keys": ["a"] * 501}, ts)["error"]
     assert "invalid_request" == sm.read("get_all", {"after": 3}, ts)["error"]
     assert "invalid_request" == sm.read("keys", {"pattern": "("}, ts)["error"]
@@ -227,3 +237,54 @@ def test_query_skips_record_when_value_does_not_decode() -> None:
     good = KeyRecord("b", msgpack.packb({"x": 1}), 0, 1, 1, 1)
     got = serve_read(ListSource([bad, good]), "keys", {"where": ["exists", "x"]}, 0)
     assert {"keys": ["b"], "more": False} == got
+
+
+QUERY_KEYS = st.lists(st.text(alphabet="ab:é", min_size=1, max_size=4), unique=True, max_size=15)
+FRAGMENTS = st.text(alphabet="ab:é", max_size=2)
+
+
+@pytest.mark.slow
+@KV_SETTINGS
+@given(
+    QUERY_KEYS,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "prefix": FRAGMENTS,
+            "suffix": FRAGMENTS,
+            "contains": FRAGMENTS,
+            "range": st.tuples(st.one_of(st.none(), FRAGMENTS), st.one_of(st.none(), FRAGMENTS)),
+            "limit": st.integers(0, 5),
+            "offset": st.integers(0, 5),
+        },
+    ),
+)
+def test_keys_equal_naive_filter_when_query_is_random(
+    keys: list[str], args: dict[str, object]
+) -> None:
+    """keys/count/query agree with filtering the sorted key list by hand."""
+    rng = args.get("range")
+    if isinstance(rng, tuple):
+        lo, hi = rng
+        if lo is not None and hi is not None and lo > hi:
+            lo, hi = hi, lo
+        args["range"] = [lo, hi]
+    sm = KvStateMachine()
+    if keys:
+        sm.apply(1, 0, encode_command("put_many", {"items": [[k, k] for k in keys]}))
+    lo, hi = args.get("range", [None, None])  # type: ignore[misc]
+    expected = [
+        k for k in sorted(keys)
+        if k.startswith(str(args.get("prefix", "")))
+        and k.endswith(str(args.get("suffix", "")))
+        and str(args.get("contains", "")) in k
+        and (lo is None or k >= lo)
+        and (hi is None or k <= hi)
+    ]
+    assert {"count": len(expected)} == sm.count(args, 0)
+    offset = int(args.get("offset", 0))  # type: ignore[call-overload]
+    limit = int(args.get("limit", 1000))  # type: ignore[call-overload]
+    page = expected[offset: offset + limit]
+    more = len(expected) > offset + limit
+    assert {"keys": page, "more": more} == sm.keys(args, 0)
+    assert {"items": [[k, k] for k in page], "more": more} == sm.query(args, 0)
