@@ -22,9 +22,6 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import partial
-
-import msgpack
 
 from concord.errors import (
     ERROR_CLASSES,
@@ -38,11 +35,10 @@ from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
 from concord.kv.reads import Reply, serve_read, ttl_seconds
 from concord.kv.record import KeyRecord, Space
 from concord.kv.values import decode_stored
-from concord.shm.view import ShmView
+from concord.shm.view import ShmView, decode_value
 
 logger = logging.getLogger(__name__)
 
-_unpackb = partial(msgpack.unpackb, raw=False, strict_map_key=False)
 _FIRST_DELAY_S = 20e-6
 _MAX_DELAY_S = 1e-3
 
@@ -59,8 +55,8 @@ class ShmKeySource:
 
     def get_record(self, key: str) -> KeyRecord | None:
         """The user record of `key` (possibly due to expire), or None."""
-        loc = self._view.locator(key)
-        return None if loc is None else self._view.record_at(loc, key)
+        slc = self._view.locator(key)
+        return None if slc is None else self._view.record_at(slc, key)
 
     def iter_keys(self, start: str | None = None, inclusive: bool = True) -> Iterator[str]:
         """User keys in ascending code point order from `start`."""
@@ -149,7 +145,7 @@ class Reader:
         raw = self._view.get_encoded(key)
         if raw is None:
             raise NotFoundError(f"key {key!r} not found")
-        return _unpackb(raw)
+        return decode_value(raw)
 
     def get_encoded(self, key: str) -> bytes:
         """
@@ -173,7 +169,7 @@ class Reader:
         out: dict[str, object] = {}
         for key, raw in zip(keys, self._view.get_many_encoded(keys)):
             if raw is not None:
-                out[key] = _unpackb(raw)
+                out[key] = decode_value(raw)
         return out
 
     def get_with_ttl(self, key: str) -> tuple[object, float | None]:
@@ -284,24 +280,24 @@ class Reader:
 
     def _user_records(self) -> Iterator[KeyRecord]:
         view = self._view
-        for key, loc in view.key_map(Space.USER).items():
-            yield view.record_at(loc, key)
+        for key, slc in view.items(Space.USER):
+            yield view.record_at(slc, key)
 
-    def _on_change(self, space: int, key: str, loc: int | None) -> None:
+    def _on_change(self, space: int, key: str, slc: slice | None) -> None:
         if space == Space.SYSTEM:
             if key.startswith(INDEX_PREFIX):
-                self._apply_definition(key, loc)
+                self._apply_definition(key, slc)
             return
         if self._indexes:
-            self._indexes.update(key, None if loc is None else self._view.record_at(loc, key))
+            self._indexes.update(key, None if slc is None else self._view.record_at(slc, key))
 
-    def _apply_definition(self, key: str, loc: int | None) -> None:
+    def _apply_definition(self, key: str, slc: slice | None) -> None:
         name = key[len(INDEX_PREFIX) :]
-        if loc is None:
+        if slc is None:
             self._indexes.drop(name)
             return
         try:
-            definition = IndexDef.decode(key, self._view.encoded_at(loc))
+            definition = IndexDef.decode(key, self._view.encoded_at(slc))
         except InvalidRequestError:
             logger.warning("ignoring bad index definition key=%s", key)
             self._indexes.drop(name)
@@ -310,9 +306,9 @@ class Reader:
 
     def _rebuild_indexes(self) -> None:
         self._indexes.clear()
-        for key, loc in list(self._view.key_map(Space.SYSTEM).items()):
+        for key, slc in list(self._view.items(Space.SYSTEM)):
             if key.startswith(INDEX_PREFIX):
-                self._apply_definition(key, loc)
+                self._apply_definition(key, slc)
 
 
 __all__ = ["Meta", "Reader", "ShmKeySource", "WaitStats"]

@@ -33,18 +33,20 @@ Control segment, little-endian, every field an aligned u64 word (index = offset 
                                  a read lease (0: none); one aligned word, written alone by
                                  the writer (added by the node branch; was reserved, 0)
     56     8    reserved (0)
-    64     144  status slot 0    (layout below)
-    208    144  status slot 1
-    352    32   reserved (0)
+    64     152  status slot 0    (layout below)
+    216    152  status slot 1
+    368    16   reserved (0)
     384    16*C ring slots; the change with sequence s lives in slot s % C:
                     [seq u64][word u64 = record_offset << 2 | ChangeType]
                  PUT and TOUCH point at the new record, DELETE and EXPIRE at the dead one
                  (readers take the key from it). The writer writes seq=0, word, then seq.
 
-Status slot (18 words), read by readers as one consistent snapshot: read seq, read the
-slot, re-read seq; equal means consistent (a writer stalled half-way through writing the
-other slot never blocks readers; a reader retries only if the writer published twice
-while it read):
+Status slot (19 words), read by readers as one consistent snapshot: read seq, read the
+slot's own slot_seq, the slot, and slot_seq again; both equal to seq means consistent.
+The writer fills the unpublished slot as slot_seq = 0, words 0..17, slot_seq = seq + 1,
+then sets seq = seq + 1. A writer stalled half-way through the other slot never blocks
+readers, and one publish during a read does not disturb it either: a reader retries only
+if the writer published twice while it read (and so rewrote the slot it was reading):
 
     word field
     0    applied_index    last applied Raft index
@@ -59,6 +61,7 @@ while it read):
     9    role             concord.raft.state.Role value
     10   leader_id_len    bytes of leader_id used (0: no leader known)
     11   leader_id        7 words: UTF-8 NodeId, leader_id_len bytes used
+    18   slot_seq         the seq this slot was published as (0 while being written)
 
 Generation segment:
 
@@ -68,8 +71,25 @@ Generation segment:
     16     8    generation       N
     24     8    lineage_gen      as in the control header when this generation was created
     32     8    capacity         size of the segment in bytes
-    40     24   reserved (0)
+    40     8    dir_offset       offset of the directory (0: none)
+    48     8    dir_head         ring_head the directory reflects
+    56     8    reserved (0)
     64     ...  records, each starting at a multiple of 8, appended in publish order
+
+Directory (written by compaction and reset, right after the records they copy, so that
+a reader rebuilds its index at C speed instead of parsing every record):
+
+    offset size field
+    0      8    n                live keys, all keyspaces
+    8      8    blob_len
+    16     8    reserved (0)
+    24     8*n  value starts     u64 offsets of each key's value
+    24+8n  8*n  value ends       u64 (start + value_len)
+    24+16n b    msgpack, per keyspace (USER, SYSTEM):
+                [plain_keys, special_keys, ttl, zipped]: starts/ends hold the plain keys
+                (no TTL, not compressed) then the special keys of USER, then those of
+                SYSTEM; ttl is flat [key, expires_at_ms, ...], zipped lists the keys whose
+                value is compressed
 
 Record (immutable once published, except `state`):
 
@@ -90,13 +110,16 @@ Record (immutable once published, except `state`):
     50+v   k    key              UTF-8
                  padding to a multiple of 8 (zeros)
 
-A reader-local *locator* packs what a lookup needs into one int:
-`(record_offset + 50) << 32 | value_len << 2 | has_ttl << 1 | compressed`.
+Readers locate a value by the Python slice `record_offset + 50 : record_offset + 50 +
+value_len` of the mapping (valid for the whole lineage).
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from array import array
 import mmap
 import os
@@ -119,8 +142,9 @@ W_RING_CAP: Final = 3
 W_MAX_GEN: Final = 4
 W_WRITER_EPOCH: Final = 5
 W_LEASE_UNTIL_NS: Final = 6
-STATUS_BASE: Final = (8, 26)
-STATUS_WORDS: Final = 18
+STATUS_BASE: Final = (8, 27)
+STATUS_WORDS: Final = 18  # the status itself; word 18 of a slot is its slot_seq
+S_SLOT_SEQ: Final = 18
 # Word indexes inside a status slot.
 S_APPLIED: Final = 0
 S_REVISION: Final = 1
@@ -141,6 +165,9 @@ RING_SLOT_SIZE: Final = 16
 DEFAULT_RING_CAPACITY: Final = 1 << 18
 
 GEN_HEADER: Final = struct.Struct("<8sQQQQ24x")
+GEN_DIRECTORY: Final = struct.Struct("<QQ")  # dir_offset, dir_head at offset 40
+GEN_DIRECTORY_AT: Final = 40
+DIR_HEAD: Final = struct.Struct("<QQQ")
 GEN_HEADER_SIZE: Final = 64
 assert GEN_HEADER.size == GEN_HEADER_SIZE
 
@@ -156,13 +183,12 @@ STATE_OFFSET: Final = 8
 STATE_LIVE: Final = 0
 STATE_DEAD: Final = 1
 
-LOC_SHIFT: Final = 32
-LOC_LEN_MASK: Final = 0x3FFFFFFF
-LOC_TTL: Final = 2
-LOC_COMPRESSED: Final = 1
+# The flags byte sits this many bytes before a record's value.
+RECORD_FLAGS_FROM_VALUE: Final = RECORD_HEAD_SIZE - 10
 
 PAGE: Final = mmap.PAGESIZE
-_NAME_PART = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
+_NODE_PART = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TOKEN_PART = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +219,10 @@ def read_status_words(words: memoryview) -> tuple[int, list[int]] | None:
     """
     seq = int(words[W_SEQ])
     base = STATUS_BASE[seq & 1]
+    if words[base + S_SLOT_SEQ] != seq:
+        return None  # the writer is already rewriting it (published twice since)
     values: list[int] = words[base : base + STATUS_WORDS].tolist()
-    if words[W_SEQ] != seq:
+    if words[base + S_SLOT_SEQ] != seq:
         return None
     return seq, values
 
@@ -223,7 +251,9 @@ def write_status_words(words: memoryview, values: list[int]) -> None:
     """Writer only: fill the unpublished slot with `values`, then publish it."""
     seq = int(words[W_SEQ])
     base = STATUS_BASE[(seq + 1) & 1]
+    words[base + S_SLOT_SEQ] = 0
     words[base : base + STATUS_WORDS] = array("Q", values)
+    words[base + S_SLOT_SEQ] = seq + 1
     words[W_SEQ] = seq + 1
 
 
@@ -233,6 +263,22 @@ def leader_id_words(leader_id: str | None) -> list[int]:
     if len(raw) > LEADER_ID_MAX:
         raise ValueError(f"leader id {leader_id!r} is longer than {LEADER_ID_MAX} bytes")
     return [len(raw), *struct.unpack("<7Q", raw.ljust(LEADER_ID_MAX, b"\0"))]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """
+    Pause the cyclic GC around bulk builds of millions of small objects (slices, dict
+    entries): they hold no cycles, and generation scans would otherwise cost more than
+    the build itself.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def align8(n: int) -> int:
@@ -255,16 +301,29 @@ class SegmentNames:
     """
     The names of one node's segments: `concord-<node>-<token>-ctl` and `-g<N>`.
 
-    `token` distinguishes two runs (or two tests) of the same node id on one host.
+    `token` distinguishes two runs (or two tests) of the same node id on one host (the
+    supervisor picks one per start, e.g. its pid or a random hex string).
     """
 
     node: str
     token: str
 
     def __post_init__(self) -> None:
-        for part in (self.node, self.token):
-            if not _NAME_PART.match(part):
-                raise ValueError(f"segment name part {part!r} must match {_NAME_PART.pattern}")
+        if not _NODE_PART.match(self.node):
+            raise ValueError(f"node {self.node!r} must match {_NODE_PART.pattern}")
+        if not _TOKEN_PART.match(self.token):
+            raise ValueError(f"token {self.token!r} must match {_TOKEN_PART.pattern}")
+
+    def owns(self, segment: str) -> bool:
+        """
+        True if `segment` is one of this store's names. Exact (`-ctl` or `-g<digits>`),
+        so that node "a-b" never claims the segments of node "a" with token "b-..."
+        (tokens have no '-', so (node, token) -> base is one-to-one).
+        """
+        rest = segment[len(self.base) + 1 :]
+        return segment.startswith(self.base + "-") and (
+            rest == "ctl" or (rest[:1] == "g" and rest[1:].isdigit())
+        )
 
     @property
     def base(self) -> str:
@@ -343,6 +402,26 @@ def segment_exists(name: str) -> bool:
 def write_gen_header(buf: mmap.mmap, generation: int, lineage: int, capacity: int) -> None:
     """Fill the header of a freshly created generation segment."""
     GEN_HEADER.pack_into(buf, 0, GEN_MAGIC, FORMAT_VERSION, generation, lineage, capacity)
+
+
+def read_gen_directory(buf: mmap.mmap) -> tuple[int, int]:
+    """(dir_offset, dir_head) of a generation; dir_offset 0 means no directory."""
+    offset, head = GEN_DIRECTORY.unpack_from(buf, GEN_DIRECTORY_AT)
+    return int(offset), int(head)
+
+
+def directory_span(buf: mmap.mmap) -> tuple[int, int]:
+    """[start, end) of the generation's directory in the arena; (0, 0) if none."""
+    offset = int(GEN_DIRECTORY.unpack_from(buf, GEN_DIRECTORY_AT)[0])
+    if not offset:
+        return 0, 0
+    n, blob_len, _ = DIR_HEAD.unpack_from(buf, offset)
+    return offset, offset + align8(DIR_HEAD.size + 16 * n + blob_len)
+
+
+def set_gen_directory(buf: mmap.mmap, offset: int, head: int) -> None:
+    """Writer only, before the generation is published: record its directory."""
+    GEN_DIRECTORY.pack_into(buf, GEN_DIRECTORY_AT, offset, head)
 
 
 def read_gen_header(buf: mmap.mmap) -> tuple[int, int, int]:

@@ -22,7 +22,9 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import msgpack
 import xxhash
+from array import array
 
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.raft.state import Role
@@ -65,6 +67,12 @@ from concord.shm.layout import (
     read_gen_header,
     record_size,
     unlink_segment,
+    DIR_HEAD,
+    align8,
+    directory_span,
+    gc_paused,
+    read_gen_directory,
+    set_gen_directory,
     write_gen_header,
     write_status_words,
 )
@@ -87,6 +95,66 @@ class ArenaStats:
     used_bytes: int
     live_bytes: int
     live_records: int
+    directory_bytes: int
+
+
+# Upper bound of the directory bytes: header and msgpack list headers, then per key its
+# value start and end, the key (str header <= 3 bytes) and, with a TTL, the key again
+# and an int, and if compressed the key again.
+_DIR_FIXED = 128
+
+
+def _dir_bytes(key_len: int, expires_at_ms: int, flags: int) -> int:
+    n = 16 + 3 + key_len
+    if expires_at_ms:
+        n += 3 + key_len + 9
+    if flags & 1:
+        n += 3 + key_len
+    return n
+
+
+class _DirectoryBuilder:
+    """The directory entries of one keyspace (layout.py), plain and special keys apart."""
+
+    __slots__ = ("plain", "starts", "ends", "special", "s_starts", "s_ends", "ttl", "zipped")
+
+    def __init__(self) -> None:
+        self.plain: list[str] = []
+        self.starts = array("Q")
+        self.ends = array("Q")
+        self.special: list[str] = []
+        self.s_starts = array("Q")
+        self.s_ends = array("Q")
+        self.ttl: list[object] = []
+        self.zipped: list[str] = []
+
+    def add(self, key: str, start: int, vlen: int, expires_at_ms: int, flags: int) -> None:
+        if expires_at_ms or flags & 1:
+            self.special.append(key)
+            self.s_starts.append(start)
+            self.s_ends.append(start + vlen)
+            if expires_at_ms:
+                self.ttl += (key, expires_at_ms)
+            if flags & 1:
+                self.zipped.append(key)
+        else:
+            self.plain.append(key)
+            self.starts.append(start)
+            self.ends.append(start + vlen)
+
+    @staticmethod
+    def encode(spaces: list[_DirectoryBuilder]) -> bytes:
+        """The directory bytes (padded to 8) for all keyspaces, in Space order."""
+        starts = array("Q")
+        ends = array("Q")
+        for d in spaces:
+            starts += d.starts
+            starts += d.s_starts
+            ends += d.ends
+            ends += d.s_ends
+        blob: bytes = msgpack.packb([[d.plain, d.special, d.ttl, d.zipped] for d in spaces])
+        out = DIR_HEAD.pack(len(starts), len(blob), 0) + starts.tobytes() + ends.tobytes() + blob
+        return out + bytes(align8(len(out)) - len(out))
 
 
 class Publisher:
@@ -119,6 +187,7 @@ class Publisher:
         # (space, key) -> offset of the key's live record, one dict per space.
         self._offsets: list[dict[str, int]] = [{} for _ in Space]
         self._live_bytes = 0
+        self._dir_bytes = 0
         self._retired: list[tuple[str, mmap.mmap, memoryview]] = []
         self._recover()
         self._words[W_WRITER_EPOCH] += 1
@@ -162,6 +231,7 @@ class Publisher:
             used_bytes=self._end - GEN_HEADER_SIZE,
             live_bytes=self._live_bytes,
             live_records=sum(len(d) for d in self._offsets),
+            directory_bytes=self._dir_bytes,
         )
 
     def set_status(self, term: int, leader_id: str | None, role: Role) -> None:
@@ -218,7 +288,8 @@ class Publisher:
                     d[ch.key] = self._append(ch.space, ch.record)
                 if old is not None:
                     self._mark_dead([old])
-            self._compact(applied_index, revision, leader_time_ms)
+            with gc_paused():
+                self._compact(applied_index, revision, leader_time_ms)
             return
         for ch in changes:
             d = offsets[ch.space]
@@ -254,7 +325,10 @@ class Publisher:
         Builds a new lineage generation from `records`; readers rebuild from a scan.
         """
         items = list(records)
-        need = sum(record_size(len(r.key.encode()), len(r.value)) for _, r in items)
+        need = _DIR_FIXED
+        for _, r in items:
+            klen = len(r.key.encode())
+            need += record_size(klen, len(r.value)) + _dir_bytes(klen, r.expires_at_ms, r.flags)
         self._new_generation(need, lineage=True)
         self._offsets = [{} for _ in Space]
         self._live_bytes = 0
@@ -264,13 +338,15 @@ class Publisher:
             d[rec.key] = self._append(space, rec)
             if old is not None:  # a duplicate key in `records`: the last one wins
                 self._mark_dead([old])
+        self._write_directory()
         self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
         self._unlink_retired()
 
     def maybe_compact(self, min_dead_ratio: float = 0.5, min_used_bytes: int = 1 << 20) -> bool:
         """Compact if dead records take more than `min_dead_ratio` of the used arena."""
         used = self._end - GEN_HEADER_SIZE
-        if used < min_used_bytes or used - self._live_bytes <= used * min_dead_ratio:
+        dead = used - self._live_bytes - self._dir_bytes
+        if used < min_used_bytes or dead <= used * min_dead_ratio:
             return False
         self.compact()
         return True
@@ -279,42 +355,74 @@ class Publisher:
         """
         Copy the live records into a new lineage generation and switch readers to it.
 
-        Readers notice the lineage change and rebuild their local index from a scan.
+        Readers notice the lineage change and rebuild their local index from the new
+        generation's directory.
         """
         st = self._status
-        self._compact(st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME])
+        with gc_paused():
+            self._compact(st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME])
 
     def _compact(self, applied_index: int, revision: int, leader_time_ms: int) -> None:
         old_mm, old_mv = self._mm, self._mv
+        # One pass in offset order plans everything: new offsets, the directory, and runs
+        # of adjacent live records to copy with one slice each.
         order = sorted(
-            (off, space) for space, d in enumerate(self._offsets) for off in d.values()
+            (off, space, key) for space, d in enumerate(self._offsets) for key, off in d.items()
         )
-        self._new_generation(self._live_bytes, lineage=True)
-        remap: dict[int, int] = {}
-        pos = self._end
+        offsets: list[dict[str, int]] = [{} for _ in Space]
+        dirs = [_DirectoryBuilder() for _ in Space]
+        runs: list[tuple[int, int, int]] = []
+        pos = GEN_HEADER_SIZE
         run_src = run_dst = run_len = 0
-        for off, _ in order:
-            _, _, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(old_mm, off)
-            size = record_size(klen, vlen)
-            remap[off] = pos
+        unpack = RECORD_VIEW.unpack_from
+        for off, space, key in order:
+            _, _, flags, vlen, _, _, _, exp, klen = unpack(old_mm, off)
+            size = (RECORD_HEAD_SIZE + vlen + klen + 7) & ~7
+            offsets[space][key] = pos
+            dirs[space].add(key, pos + RECORD_HEAD_SIZE, vlen, exp, flags)
             if run_len and run_src + run_len == off:
                 run_len += size
             else:
                 if run_len:
-                    self._mm[run_dst : run_dst + run_len] = old_mv[run_src : run_src + run_len]
+                    runs.append((run_src, run_dst, run_len))
                 run_src, run_dst, run_len = off, pos, size
             pos += size
         if run_len:
-            self._mm[run_dst : run_dst + run_len] = old_mv[run_src : run_src + run_len]
+            runs.append((run_src, run_dst, run_len))
+        directory = _DirectoryBuilder.encode(dirs)
+        self._new_generation(pos - GEN_HEADER_SIZE + len(directory), lineage=True)
+        mm = self._mm
+        for src, dst, length in runs:
+            mm[dst : dst + length] = old_mv[src : src + length]
         self._end = pos
-        for d in self._offsets:
-            for key, off in d.items():
-                d[key] = remap[off]
+        self._offsets = offsets
+        self._place_directory(directory)
         self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
         self._unlink_retired()
         logger.info(
             "shm compacted gen=%d live_bytes=%d records=%d", self._gen, self._live_bytes, len(order)
         )
+
+    def _write_directory(self) -> None:
+        """Append the directory of the live records (see layout.py) and record it."""
+        unpack = RECORD_VIEW.unpack_from
+        mm = self._mm
+        dirs = [_DirectoryBuilder() for _ in Space]
+        for space, d in enumerate(self._offsets):
+            add = dirs[space].add
+            for key, off in d.items():
+                _, _, flags, vlen, _, _, _, exp, _ = unpack(mm, off)
+                add(key, off + RECORD_HEAD_SIZE, vlen, exp, flags)
+        self._place_directory(_DirectoryBuilder.encode(dirs))
+
+    def _place_directory(self, directory: bytes) -> None:
+        if self._end + len(directory) > self._cap:
+            self._new_generation(self._end - GEN_HEADER_SIZE + len(directory), lineage=False)
+        off = self._end
+        self._mm[off : off + len(directory)] = directory
+        set_gen_directory(self._mm, off, self._head)
+        self._end = off + len(directory)
+        self._dir_bytes = len(directory)
 
     def close(self) -> None:
         """Unmap everything; never unlinks the live segments (the supervisor owns them)."""
@@ -386,7 +494,9 @@ class Publisher:
         """Create generation max_gen+1; copy the arena unless starting a new lineage."""
         w = self._words
         if lineage:
-            cap = GEN_HEADER_SIZE + max(int(need_bytes * self._growth), PAGE)
+            # Compaction knows the size exactly: leave 1/16 to grow into, not a whole
+            # growth step (shm bytes per key matter more than one early growth).
+            cap = GEN_HEADER_SIZE + max(need_bytes + need_bytes // 16, PAGE)
         else:
             cap = max(int(self._cap * self._growth), GEN_HEADER_SIZE + int(need_bytes * 1.25))
         cap = (cap + PAGE - 1) // PAGE * PAGE
@@ -399,6 +509,7 @@ class Publisher:
         else:
             end = self._end
             mm[GEN_HEADER_SIZE:end] = self._mv[GEN_HEADER_SIZE:end]
+            set_gen_directory(mm, *read_gen_directory(self._mm))
         self._retired.append((self._names.gen(self._gen), self._mm, self._mv))
         self._mm, self._mv = mm, memoryview(mm)
         self._gen, self._cap, self._end = gen, cap, end
@@ -419,7 +530,12 @@ class Publisher:
         mm = self._mm
         pos = GEN_HEADER_SIZE
         end = self._end
+        dir_start, dir_end = directory_span(mm)
+        self._dir_bytes = dir_end - dir_start
         while pos < end:
+            if pos == dir_start:
+                pos = dir_end
+                continue
             state, space, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(mm, pos)
             size = record_size(klen, vlen)
             if state == STATE_LIVE:

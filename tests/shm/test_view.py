@@ -46,6 +46,13 @@ def test_get_returns_missing_when_never_put(view: ShmView) -> None:
     assert MISSING is view.get_value("nope")
 
 
+def test_get_decodes_map_when_keys_are_not_strings(pub: Publisher, view: ShmView) -> None:
+    """Maps with integer keys decode (msgpack values may have any scalar keys)."""
+    pub.publish([put("m", {1: "a", "b": 2}, 1)], 1, 1, 0)
+    assert {1: "a", "b": 2} == view.get_value("m")
+    assert [{1: "a", "b": 2}] == view.get_many_values(["m"])
+
+
 def test_get_returns_nil_when_value_is_nil(pub: Publisher, view: ShmView) -> None:
     """A stored nil decodes to None, not MISSING."""
     pub.publish([put("n", None, 1)], 1, 1, 0)
@@ -133,10 +140,44 @@ def test_view_rebuilds_when_compacted(pub: Publisher, view: ShmView) -> None:
     assert 59 == view.get_value("k9")
     assert 1 == view.rebuilds
     pub.compact()
-    assert pub.stats().used_bytes < used_before / 5
+    stats = pub.stats()
+    assert stats.used_bytes - stats.directory_bytes < used_before / 5
     assert [50 + i for i in range(10)] == view.get_many_values([f"k{i}" for i in range(10)])
     assert 2 == view.rebuilds
     assert pub.stats().lineage_gen == view.status().lineage_gen
+
+
+def test_view_loads_directory_when_rebuilding_after_compaction(
+    pub: Publisher, view: ShmView
+) -> None:
+    """After a compaction readers load the directory instead of parsing every record."""
+    pub.publish([put(f"k{i}", i, 1, expires_at_ms=10**9 if i % 2 else 0) for i in range(20)]
+                + [put("s", "sys", 1, space=Space.SYSTEM)], 1, 1, 0)
+    pub.publish([delete("k0", 2)], 2, 2, 0)
+    pub.compact()
+    pub.publish([put("k1", "new", 3, version=2)], 3, 3, 0)
+    assert ["new", 2, MISSING] == view.get_many_values(["k1", "k2", "k0"])
+    assert 1 == view.directory_loads
+    assert 10**9 == view.expires_at_ms("k3")
+    assert 0 == view.expires_at_ms("k2")
+    assert msgpack.packb("sys") == view.get_encoded_in(Space.SYSTEM, "s")
+    fresh = ShmView.attach(view.names)
+    assert {f"k{i}" for i in range(1, 20)} == set(fresh.keys())
+    assert 1 == fresh.directory_loads
+    fresh.close()
+
+
+def test_view_scans_when_directory_is_more_than_a_ring_behind(
+    pub: Publisher, view: ShmView
+) -> None:
+    """A directory older than the ring can bridge is not used: the view scans."""
+    pub.publish([put(f"k{i}", i, 1) for i in range(5)], 1, 1, 0)
+    pub.compact()
+    for i in range(2, 100):  # more than the 64 ring slots since the directory
+        pub.publish([put(f"k{i % 7}", i, i)], i, i, 0)
+    assert 99 == view.get_value("k1")
+    assert 0 == view.directory_loads
+    assert 2 == view.rebuilds
 
 
 def test_maybe_compact_acts_when_mostly_dead(pub: Publisher) -> None:
@@ -146,7 +187,9 @@ def test_maybe_compact_acts_when_mostly_dead(pub: Publisher) -> None:
     for i in range(2, 5):
         pub.publish([put("a", "x" * 100, i)], i, i, 0)
     assert pub.maybe_compact(min_used_bytes=0)
-    assert pub.stats().used_bytes == pub.stats().live_bytes
+    stats = pub.stats()
+    assert stats.used_bytes == stats.live_bytes + stats.directory_bytes
+    assert not pub.maybe_compact(min_used_bytes=0)
 
 
 def test_view_rebuilds_when_ring_overflows(pub: Publisher, view: ShmView) -> None:
@@ -216,8 +259,9 @@ def test_listeners_see_changes_when_subscribed(pub: Publisher, view: ShmView) ->
 def test_new_writer_continues_when_previous_writer_closed(store: SegmentNames) -> None:
     """A restarted writer recovers the published state and keeps publishing."""
     first = Publisher.attach(store)
-    first.publish([put("a", 1, 1), put("b", 1, 1)], 1, 1, 0)
-    first.publish([delete("a", 2), put("b", 2, 2, version=2)], 2, 2, 0)
+    first.publish([put("a", 1, 1), put("b", 1, 1), put("z", 1, 1)], 1, 1, 0)
+    first.compact()  # a directory in the middle of the arena
+    first.publish([delete("a", 2), put("b", 2, 2, version=2), delete("z", 2)], 2, 2, 0)
     first.close()
     second = Publisher.attach(store)
     assert 1 == second.stats().live_records
