@@ -1,0 +1,15 @@
+"""
+Durable storage of one node: the write-ahead log, snapshots and start-up recovery.
+
+Only the log/snapshot writer process (concord.node.log_writer) writes a data directory.
+
+- `wal`: segments of checksummed records, group commit, rotation, removal
+  (`WAL`, `WalOptions`, `read_wal`, `GroupCommitter`);
+- `snapshot`: atomic snapshot files, the newest two kept (`write_snapshot`, `read_snapshot`,
+  `load_newest`, `prune`);
+- `recovery`: `recover(data_dir) -> RecoveredState(snapshot, hard_state, entries)`;
+- `replica`: the state-machine Protocol, `apply_entry`, `check_replica_hash`, `ReplicaChecker`;
+- `format`, `fileutil`: byte layouts and durable-file helpers.
+
+Formats and the way forward after corruption: docs/formats/storage.md.
+"""

@@ -1,0 +1,307 @@
+"""
+Versioned msgpack encoding of the consensus types, shared by storage and the network.
+
+Never trusts its input: every decoder checks the version, the shape and the type of every
+field, and raises `concord.errors.RemoteProtocolError` (a `ProtocolError`) naming what
+was wrong. Storage translates that into `CorruptionError` naming the file and offset.
+
+Encoding (msgpack arrays; the first element is the codec version, currently 1):
+
+    Entry         [1, term:uint, index:uint, type:uint (EntryType), data:bin, timestamp_ms:uint]
+    HardState     [1, term:uint, vote:str|nil, commit:uint]
+    ConfState     [1, voters:[str], learners:[str], voters_outgoing:[str],
+                   learners_next:[str], auto_leave:bool]
+    SnapshotMeta  [1, index:uint, term:uint, conf_state:ConfState]
+
+`*_to_obj` / `*_from_obj` convert to and from the plain msgpack object so a larger
+message (a WAL record, a writer request, a peer message) can embed the types without
+packing twice; `encode_*` / `decode_*` produce and parse standalone bytes.
+
+A reader that meets a version it does not know refuses the data (never guesses). To
+change an encoding, bump CODEC_VERSION, keep decoding the old version, and document both
+in docs/formats/storage.md.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import msgpack
+
+from concord.errors import RemoteProtocolError
+from concord.ids import NodeId
+from concord.raft.messages import ConfState, Entry, EntryType, SnapshotMeta
+from concord.raft.state import HardState
+
+CODEC_VERSION = 1
+
+_ENTRY_TYPES = frozenset(int(t) for t in EntryType)
+
+
+def _fail(what: str, detail: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"malformed {what}: {detail}")
+
+
+def _array(obj: object, what: str, length: int) -> list[object]:
+    if not isinstance(obj, (list, tuple)):
+        raise _fail(what, f"expected an array, got {type(obj).__name__}")
+    if len(obj) == 0:
+        raise _fail(what, "empty array")
+    version = obj[0]
+    if type(version) is not int:
+        raise _fail(what, f"version is {type(version).__name__}, not int")
+    if version != CODEC_VERSION:
+        raise _fail(what, f"unsupported codec version {version} (this build reads {CODEC_VERSION})")
+    if len(obj) != length:
+        raise _fail(what, f"expected {length} fields, got {len(obj)}")
+    return list(obj)
+
+
+def _uint(value: object, what: str, name: str) -> int:
+    # NB: bool is a subclass of int; a bool where an int belongs is malformed.
+    if type(value) is not int:
+        raise _fail(what, f"{name} is {type(value).__name__}, not int")
+    if value < 0:
+        raise _fail(what, f"{name} is negative ({value})")
+    return value
+
+
+def _node_ids(value: object, what: str, name: str) -> tuple[NodeId, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _fail(what, f"{name} is {type(value).__name__}, not an array")
+    out: list[NodeId] = []
+    for item in value:
+        if type(item) is not str or not item:
+            raise _fail(what, f"{name} holds {item!r}, not a non-empty string")
+        out.append(NodeId(item))
+    return tuple(out)
+
+
+def unpackb(data: bytes, what: str) -> object:
+    """
+    Unpack one msgpack object strictly: no trailing bytes, valid UTF-8, string map keys.
+
+    Raises:
+        RemoteProtocolError: the bytes are not exactly one msgpack object.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise _fail(what, f"expected bytes, got {type(data).__name__}")
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except msgpack.ExtraData as exc:
+        raise _fail(what, "trailing bytes after the msgpack object") from exc
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        # UnicodeDecodeError and msgpack's FormatError/StackError are ValueErrors.
+        raise _fail(what, f"not valid msgpack ({exc})") from exc
+
+
+def packb(obj: object) -> bytes:
+    """Pack a plain object (bin for bytes, str for text)."""
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+# --- Entry -------------------------------------------------------------------------------
+
+
+def entry_to_obj(entry: Entry) -> list[object]:
+    return [CODEC_VERSION, entry.term, entry.index, int(entry.type), entry.data, entry.timestamp_ms]
+
+
+_ENTRY_TYPE_BY_INT = {int(t): t for t in EntryType}
+
+
+def entry_from_obj(obj: object) -> Entry:
+    # Fast path for well-formed input (the WAL replays and the writer decodes millions).
+    if type(obj) is list and len(obj) == 6:
+        version, term, index, etype, data, ts = obj
+        if (
+            type(version) is int
+            and version == CODEC_VERSION
+            and type(term) is int
+            and type(index) is int
+            and type(ts) is int
+            and type(data) is bytes
+            and type(etype) is int
+            and term >= 0
+            and index >= 0
+            and ts >= 0
+            and etype in _ENTRY_TYPE_BY_INT
+        ):
+            return Entry(term, index, _ENTRY_TYPE_BY_INT[etype], data, ts)
+    return _entry_from_obj_checked(obj)
+
+
+def _entry_from_obj_checked(obj: object) -> Entry:
+    what = "entry"
+    _, term, index, etype, data, ts = _array(obj, what, 6)
+    term = _uint(term, what, "term")
+    index = _uint(index, what, "index")
+    etype = _uint(etype, what, "type")
+    if etype not in _ENTRY_TYPES:
+        raise _fail(what, f"unknown entry type {etype}")
+    if type(data) is not bytes:
+        raise _fail(what, f"data is {type(data).__name__}, not bytes")
+    return Entry(term, index, EntryType(etype), data, _uint(ts, what, "timestamp_ms"))
+
+
+def check_entries_obj(obj: object) -> list[list[object]]:
+    """
+    Validate a decoded list of entry objects WITHOUT building Entry objects (the log
+    writer's hot path writes them to the WAL as they are).
+
+    Returns:
+        `obj`, typed; every item passes `entry_from_obj`.
+
+    Raises:
+        RemoteProtocolError: as `entry_from_obj` would.
+    """
+    if type(obj) is not list:
+        raise _fail("entry list", f"expected an array, got {type(obj).__name__}")
+    for item in obj:
+        if type(item) is list and len(item) == 6:
+            version, term, index, etype, data, ts = item
+            if (
+                type(version) is int
+                and version == CODEC_VERSION
+                and type(term) is int
+                and type(index) is int
+                and type(ts) is int
+                and type(data) is bytes
+                and type(etype) is int
+                and term >= 0
+                and index >= 0
+                and ts >= 0
+                and etype in _ENTRY_TYPE_BY_INT
+            ):
+                continue
+        entry_from_obj(item)  # raises the precise error
+    checked: list[list[object]] = obj
+    return checked
+
+
+def entries_to_obj(entries: Sequence[Entry]) -> list[list[object]]:
+    return [[CODEC_VERSION, e.term, e.index, int(e.type), e.data, e.timestamp_ms] for e in entries]
+
+
+def entries_from_obj(obj: object) -> list[Entry]:
+    if not isinstance(obj, list):
+        raise _fail("entry list", f"expected an array, got {type(obj).__name__}")
+    return [entry_from_obj(item) for item in obj]
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return packb(entry_to_obj(entry))
+
+
+def decode_entry(data: bytes) -> Entry:
+    return entry_from_obj(unpackb(data, "entry"))
+
+
+# --- HardState ---------------------------------------------------------------------------
+
+
+def hard_state_to_obj(hs: HardState) -> list[object]:
+    return [CODEC_VERSION, hs.term, hs.vote, hs.commit]
+
+
+def hard_state_from_obj(obj: object) -> HardState:
+    what = "hard state"
+    _, term, vote, commit = _array(obj, what, 4)
+    if vote is not None and (type(vote) is not str or not vote):
+        raise _fail(what, f"vote is {vote!r}, not a node id or nil")
+    return HardState(
+        _uint(term, what, "term"),
+        NodeId(vote) if vote is not None else None,
+        _uint(commit, what, "commit"),
+    )
+
+
+def encode_hard_state(hs: HardState) -> bytes:
+    return packb(hard_state_to_obj(hs))
+
+
+def decode_hard_state(data: bytes) -> HardState:
+    return hard_state_from_obj(unpackb(data, "hard state"))
+
+
+# --- ConfState ---------------------------------------------------------------------------
+
+
+def conf_state_to_obj(cs: ConfState) -> list[object]:
+    return [
+        CODEC_VERSION,
+        list(cs.voters),
+        list(cs.learners),
+        list(cs.voters_outgoing),
+        list(cs.learners_next),
+        cs.auto_leave,
+    ]
+
+
+def conf_state_from_obj(obj: object) -> ConfState:
+    what = "conf state"
+    _, voters, learners, outgoing, learners_next, auto_leave = _array(obj, what, 6)
+    if type(auto_leave) is not bool:
+        raise _fail(what, f"auto_leave is {type(auto_leave).__name__}, not bool")
+    return ConfState(
+        _node_ids(voters, what, "voters"),
+        _node_ids(learners, what, "learners"),
+        _node_ids(outgoing, what, "voters_outgoing"),
+        _node_ids(learners_next, what, "learners_next"),
+        auto_leave,
+    )
+
+
+def encode_conf_state(cs: ConfState) -> bytes:
+    return packb(conf_state_to_obj(cs))
+
+
+def decode_conf_state(data: bytes) -> ConfState:
+    return conf_state_from_obj(unpackb(data, "conf state"))
+
+
+# --- SnapshotMeta ------------------------------------------------------------------------
+
+
+def snapshot_meta_to_obj(meta: SnapshotMeta) -> list[object]:
+    return [CODEC_VERSION, meta.index, meta.term, conf_state_to_obj(meta.conf_state)]
+
+
+def snapshot_meta_from_obj(obj: object) -> SnapshotMeta:
+    what = "snapshot meta"
+    _, index, term, cs = _array(obj, what, 4)
+    return SnapshotMeta(_uint(index, what, "index"), _uint(term, what, "term"), conf_state_from_obj(cs))
+
+
+def encode_snapshot_meta(meta: SnapshotMeta) -> bytes:
+    return packb(snapshot_meta_to_obj(meta))
+
+
+def decode_snapshot_meta(data: bytes) -> SnapshotMeta:
+    return snapshot_meta_from_obj(unpackb(data, "snapshot meta"))
+
+
+__all__ = [
+    "CODEC_VERSION",
+    "packb",
+    "unpackb",
+    "entry_to_obj",
+    "entry_from_obj",
+    "entries_to_obj",
+    "entries_from_obj",
+    "check_entries_obj",
+    "encode_entry",
+    "decode_entry",
+    "hard_state_to_obj",
+    "hard_state_from_obj",
+    "encode_hard_state",
+    "decode_hard_state",
+    "conf_state_to_obj",
+    "conf_state_from_obj",
+    "encode_conf_state",
+    "decode_conf_state",
+    "snapshot_meta_to_obj",
+    "snapshot_meta_from_obj",
+    "encode_snapshot_meta",
+    "decode_snapshot_meta",
+]

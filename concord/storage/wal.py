@@ -1,0 +1,563 @@
+"""
+The write-ahead log: segment files of checksummed records, group commit, rotation,
+suffix truncation by replay, and removal of segments covered by a snapshot.
+
+Byte layout (full table in concord/storage/format.py and docs/formats/storage.md):
+
+    segment  = header(32: magic "CWAL", version u8=1, 3 reserved, seq u64, first_index u64,
+               xxh3_64 u64 of the first 24 bytes) record*
+    record   = length u32 | xxh3_64(length, type, payload) u64 | type u8 | payload
+    types    = 1 ENTRIES [1, [entry...]] | 2 HARD_STATE [1, hs] | 3 SNAPSHOT [1, meta, installed]
+
+Writing. Records are encoded into an in-memory batch; `flush()` issues ONE write of the
+whole batch and ONE fdatasync (group commit: the caller collects everything that arrived
+while the previous fdatasync ran, then flushes once). A batch never spans segments: when
+the active segment has reached `segment_bytes`, the next flush first starts a new segment
+whose first record is the current hard state, so removing old segments never loses it.
+
+Suffix truncation. Appending entries that start at index i means "drop everything from i
+on" (Raft §5.3). The WAL never rewrites a file in place for that: it appends, and replay
+(`read_wal`) resolves it. That keeps every write an append, so a crash can only tear the
+tail.
+
+Reading. `read_wal` replays every segment in order. A record that fails its checksum or
+framing at the tail of the LAST segment, with nothing valid after it, is a torn write: it
+is cut off (the file truncated) with a WARNING naming the file, offset and bytes dropped.
+Anything else (a bad record followed by valid ones, a bad record in an earlier segment, a
+checksum-valid record that does not decode, a gap in the indexes) raises CorruptionError
+naming the file and offset. Nothing is dropped silently.
+
+Must never: acknowledge anything itself (callers do, after `flush()` returns), or modify
+a record that `flush()` has returned for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, cast
+
+from concord.errors import CorruptionError, ProtocolError, StorageError
+from concord.raft.messages import Entry, SnapshotMeta
+from concord.raft.state import HardState
+from concord.storage import fileutil
+from concord.storage.fileutil import SyncHook
+from concord.storage.format import (
+    RECORD_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
+    WAY_FORWARD,
+    RawRecord,
+    RecordType,
+    SegmentHeader,
+    decode_entries_payload,
+    decode_hard_state_payload,
+    decode_segment_header,
+    decode_snapshot_payload,
+    encode_entries_payload,
+    encode_hard_state_payload,
+    encode_record,
+    encode_segment_header,
+    encode_snapshot_payload,
+    find_valid_record_after,
+    parse_segment_name,
+    read_record,
+    segment_name,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class WalOptions:
+    """
+    Attributes:
+        segment_bytes: a new segment is started once the active one reaches this size.
+        fsync: False skips every fdatasync (tests and benchmarks only; logged as WARNING).
+    """
+
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    fsync: bool = True
+
+    def __post_init__(self) -> None:
+        if self.segment_bytes < SEGMENT_HEADER_SIZE + 1:
+            raise ValueError(f"segment_bytes {self.segment_bytes} is too small")
+
+
+@dataclass(slots=True)
+class SegmentInfo:
+    """One segment file as the WAL knows it (mutable: the active one grows)."""
+
+    path: Path
+    seq: int
+    first_index: int
+    size: int
+    max_index: int = 0  # largest entry index recorded in the segment, 0 if none
+
+
+@dataclass(slots=True)
+class WalContents:
+    """
+    The result of replaying the WAL.
+
+    Attributes:
+        segments: the segment files, oldest first.
+        entries: the log after resolving truncations and snapshot markers (consecutive).
+        hard_state: the last hard state recorded, if any.
+        snapshot: the last snapshot marker recorded, if any.
+        torn_bytes_dropped: bytes cut from the tail of the last segment.
+    """
+
+    segments: list[SegmentInfo] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    hard_state: HardState | None = None
+    snapshot: SnapshotMeta | None = None
+    torn_bytes_dropped: int = 0
+
+
+def _corrupt(path: Path, offset: int, reason: str) -> CorruptionError:
+    return CorruptionError(f"wal file {path} is corrupt at offset {offset}: {reason}; {WAY_FORWARD}")
+
+
+def list_segments(wal_dir: Path) -> list[tuple[int, int, Path]]:
+    """(seq, first_index, path) of every segment file in `wal_dir`, by seq."""
+    found = []
+    if not wal_dir.is_dir():
+        return []
+    for path in wal_dir.iterdir():
+        parsed = parse_segment_name(path.name)
+        if parsed is not None:
+            found.append((parsed[0], parsed[1], path))
+    found.sort()
+    return found
+
+
+class _LogReplay:
+    """Applies ENTRIES and SNAPSHOT records in order to an in-memory log."""
+
+    def __init__(self) -> None:
+        self.log: list[Entry] = []
+
+    def append(self, batch: list[Entry], path: Path, offset: int) -> None:
+        if not batch:
+            return
+        log = self.log
+        start = batch[0].index
+        if not log or start < log[0].index:
+            self.log = list(batch)
+            return
+        last = log[-1].index
+        if start > last + 1:
+            raise _corrupt(path, offset, f"entries start at index {start} but the log ends at {last} (gap)")
+        del log[start - log[0].index :]
+        log.extend(batch)
+
+    def snapshot(self, meta: SnapshotMeta, installed: bool) -> None:
+        if installed:
+            self.log = []
+        else:
+            self.log = [e for e in self.log if e.index > meta.index]
+
+
+def _scan_segment(
+    path: Path, data: bytes, is_last: bool, repair: bool, contents: WalContents, replay: _LogReplay
+) -> SegmentInfo | None:
+    header_ok = len(data) >= SEGMENT_HEADER_SIZE
+    if header_ok:
+        try:
+            header = decode_segment_header(data)
+        except ValueError as exc:
+            # A bad header on the last segment with no valid record in it is a crash while
+            # the segment was being created (e.g. its size reached the disk, its bytes did
+            # not); with valid records after it, it is corruption.
+            if not is_last or find_valid_record_after(memoryview(data), SEGMENT_HEADER_SIZE - 1) is not None:
+                raise _corrupt(path, 0, str(exc)) from exc
+            header_ok = False
+    if not header_ok:
+        if not is_last:
+            raise _corrupt(path, 0, f"segment is {len(data)} bytes, shorter than its header")
+        # A crash while the segment was being created: nothing was ever acknowledged in it.
+        logger.warning(
+            "removing torn segment left by a crash during creation file=%s offset=0 bytes_dropped=%d",
+            path,
+            len(data),
+        )
+        contents.torn_bytes_dropped += len(data)
+        if repair:
+            path.unlink()
+            fileutil.fsync_dir(path.parent)
+        return None
+    parsed = parse_segment_name(path.name)
+    if parsed is None or parsed[0] != header.seq:
+        raise _corrupt(path, 0, f"segment header says seq {header.seq} but the file name disagrees")
+    info = SegmentInfo(path, header.seq, header.first_index, len(data))
+    view = memoryview(data)
+    offset = SEGMENT_HEADER_SIZE
+    while offset < len(data):
+        rec = read_record(view, offset)
+        if isinstance(rec, str):
+            if not is_last:
+                raise _corrupt(path, offset, f"{rec} (not the last segment)")
+            following = find_valid_record_after(view, offset)
+            if following is not None:
+                raise _corrupt(path, offset, f"{rec}, and a valid record follows at offset {following}")
+            dropped = len(data) - offset
+            logger.warning(
+                "cutting torn tail of the last wal segment file=%s offset=%d bytes_dropped=%d reason=%s",
+                path,
+                offset,
+                dropped,
+                rec,
+            )
+            contents.torn_bytes_dropped += dropped
+            if repair:
+                _truncate(path, offset)
+            info.size = offset
+            break
+        _replay_record(path, rec, contents, replay, info)
+        offset = rec.offset + RECORD_HEADER_SIZE + len(rec.payload)
+    return info
+
+
+def _truncate(path: Path, size: int) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replay_record(path: Path, rec: RawRecord, contents: WalContents, replay: _LogReplay, info: SegmentInfo) -> None:
+    try:
+        if rec.type is RecordType.ENTRIES:
+            batch = decode_entries_payload(rec.payload)
+            replay.append(batch, path, rec.offset)
+            if batch:
+                info.max_index = max(info.max_index, batch[-1].index)
+        elif rec.type is RecordType.HARD_STATE:
+            contents.hard_state = decode_hard_state_payload(rec.payload)
+        else:
+            meta, installed = decode_snapshot_payload(rec.payload)
+            replay.snapshot(meta, installed)
+            contents.snapshot = meta
+    except ProtocolError as exc:
+        raise _corrupt(path, rec.offset, f"checksum-valid {rec.type.name} record does not decode ({exc})") from exc
+
+
+def read_wal(wal_dir: Path, repair: bool = True) -> WalContents:
+    """
+    Replay every segment of `wal_dir` (see the module docstring for the rules).
+
+    Args:
+        repair: truncate a torn tail / remove a torn new segment on disk (the writer does
+            this once at start-up); False only reports them.
+
+    Raises:
+        CorruptionError: a bad record anywhere but the torn tail of the last segment.
+    """
+    contents = WalContents()
+    replay = _LogReplay()
+    segments = list_segments(wal_dir)
+    for pos, (_, _, path) in enumerate(segments):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read wal file {path}: {exc}") from exc
+        info = _scan_segment(path, data, pos == len(segments) - 1, repair, contents, replay)
+        if info is not None:
+            contents.segments.append(info)
+    contents.entries = replay.log
+    return contents
+
+
+class WAL:
+    """
+    Appends records to the active segment; see the module docstring.
+
+    Not thread-safe: one owner (the log writer loop, or `GroupCommitter`).
+
+    Args:
+        wal_dir: the folder of segment files (created if missing).
+        options: segment size and fsync switch.
+        contents: the replay of `wal_dir` (from `read_wal(..., repair=True)`).
+        sync_hook: called with the fd for each data sync (default os.fdatasync); tests
+            inject a counting hook.
+    """
+
+    def __init__(
+        self,
+        wal_dir: Path,
+        options: WalOptions,
+        contents: WalContents,
+        sync_hook: SyncHook | None = None,
+    ) -> None:
+        self._dir = wal_dir
+        self._options = options
+        self._sync: SyncHook | None = (sync_hook or fileutil.fdatasync) if options.fsync else None
+        if not options.fsync:
+            fileutil.warn_fsync_disabled("wal", wal_dir)
+        self._segments: list[SegmentInfo] = list(contents.segments)
+        self._hard_state = contents.hard_state or HardState()
+        self._last_index = contents.entries[-1].index if contents.entries else (
+            contents.snapshot.index if contents.snapshot else 0
+        )
+        self._pending: list[bytes] = []
+        self._pending_max_index = 0
+        self._pending_hard_state: HardState | None = None
+        self.sync_count = 0
+        self.write_count = 0
+        self._fd = -1
+        try:
+            if not wal_dir.is_dir():
+                wal_dir.mkdir(parents=True)
+                if self._sync is not None:
+                    fileutil.fsync_dir(wal_dir.parent)  # the new folder's entry must be durable too
+            if self._segments:
+                active = self._segments[-1]
+                on_disk = active.path.stat().st_size
+                if on_disk != active.size:
+                    raise StorageError(
+                        f"wal file {active.path} is {on_disk} bytes but its valid records end at "
+                        f"{active.size}: open the WAL from read_wal(..., repair=True)"
+                    )
+                self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
+            else:
+                self._start_segment()
+        except OSError as exc:
+            raise StorageError(f"cannot open wal in {wal_dir}: {exc}") from exc
+
+    # --- batching ------------------------------------------------------------------------
+
+    def append_entries(self, entries: Sequence[Entry], entries_obj: Sequence[object] | None = None) -> None:
+        """
+        Queue entries (consecutive indexes); the first one's index truncates from there on.
+
+        Args:
+            entries_obj: their codec objects, if already at hand (equal to
+                `codec.entries_to_obj(entries)`), to skip re-building them.
+
+        Raises:
+            ValueError: the indexes are not consecutive (nothing is queued).
+        """
+        if not entries:
+            return
+        batch = list(entries)
+        for prev, nxt in zip(batch, batch[1:]):
+            if nxt.index != prev.index + 1:
+                raise ValueError(f"entry index {nxt.index} follows {prev.index}")
+        self._pending.append(encode_record(RecordType.ENTRIES, encode_entries_payload(batch, entries_obj)))
+        self._pending_max_index = max(self._pending_max_index, batch[-1].index)
+        self._last_index = batch[-1].index
+
+    def append_entry_objs(self, objs: list[list[object]]) -> None:
+        """
+        Like `append_entries`, from codec entry objects already validated with
+        `codec.check_entries_obj` (no Entry objects are built: the writer's hot path).
+
+        Raises:
+            ValueError: the indexes are not consecutive (nothing is queued).
+        """
+        if not objs:
+            return
+        first = cast(int, objs[0][2])
+        for offset, obj in enumerate(objs):
+            if obj[2] != first + offset:
+                raise ValueError(f"entry index {obj[2]} follows {first + offset - 1}")
+        last = first + len(objs) - 1
+        self._pending.append(encode_record(RecordType.ENTRIES, encode_entries_payload((), objs)))
+        self._pending_max_index = max(self._pending_max_index, last)
+        self._last_index = last
+
+    def set_hard_state(self, hs: HardState) -> None:
+        self._pending.append(encode_record(RecordType.HARD_STATE, encode_hard_state_payload(hs)))
+        self._pending_hard_state = hs
+
+    def mark_snapshot(self, meta: SnapshotMeta, installed: bool) -> None:
+        """Queue a snapshot marker (the snapshot file must already be durable)."""
+        self._pending.append(encode_record(RecordType.SNAPSHOT, encode_snapshot_payload(meta, installed)))
+        if installed:
+            self._last_index = meta.index
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def flush(self, sync: bool = True) -> int:
+        """
+        Write everything queued with one write, then one fdatasync if `sync`.
+
+        Returns:
+            The number of bytes written.
+
+        Raises:
+            StorageError: the write or sync failed (the process must stop: the state of
+                the tail is unknown).
+        """
+        if not self._pending:
+            return 0
+        try:
+            active = self._segments[-1]
+            if active.size >= self._options.segment_bytes:
+                self._rotate()
+                active = self._segments[-1]
+            data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+            fileutil.write_all(self._fd, data)
+            self.write_count += 1
+            active.size += len(data)
+            if sync and self._sync is not None:
+                self._sync(self._fd)
+                self.sync_count += 1
+        except OSError as exc:
+            raise StorageError(f"wal write failed in {self._dir}: {exc}") from exc
+        active.max_index = max(active.max_index, self._pending_max_index)
+        if self._pending_hard_state is not None:
+            self._hard_state = self._pending_hard_state
+        self._pending = []
+        self._pending_max_index = 0
+        self._pending_hard_state = None
+        return len(data)
+
+    # --- segments ------------------------------------------------------------------------
+
+    def _start_segment(self) -> None:
+        seq = self._segments[-1].seq + 1 if self._segments else 1
+        first_index = self._last_index + 1
+        path = self._dir / segment_name(seq, first_index)
+        data = encode_segment_header(SegmentHeader(seq, first_index))
+        if not self._hard_state.is_empty:
+            # Each segment restates the hard state, so removing older segments never
+            # loses the latest one.
+            data += encode_record(RecordType.HARD_STATE, encode_hard_state_payload(self._hard_state))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            fileutil.write_all(fd, data)
+            if self._sync is not None:
+                os.fsync(fd)
+                fileutil.fsync_dir(self._dir)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd
+        self._segments.append(SegmentInfo(path, seq, first_index, len(data)))
+        logger.info("started wal segment file=%s first_index=%d", path.name, first_index)
+
+    def _rotate(self) -> None:
+        # The hard state in flight belongs to the new segment's restatement only once durable.
+        self._start_segment()
+
+    @property
+    def segments(self) -> list[SegmentInfo]:
+        return list(self._segments)
+
+    @property
+    def last_index(self) -> int:
+        return self._last_index
+
+    def remove_covered(self, index: int) -> list[Path]:
+        """
+        Delete the oldest segments whose entries all have index <= `index` (covered by a
+        durable snapshot at `index`). The active segment is never removed.
+
+        Returns:
+            The removed files.
+        """
+        removed: list[Path] = []
+        while len(self._segments) > 1 and self._segments[0].max_index <= index:
+            seg = self._segments.pop(0)
+            try:
+                seg.path.unlink()
+            except OSError as exc:
+                raise StorageError(f"cannot remove wal segment {seg.path}: {exc}") from exc
+            removed.append(seg.path)
+        if removed:
+            if self._sync is not None:
+                try:
+                    fileutil.fsync_dir(self._dir)
+                except OSError as exc:
+                    raise StorageError(f"cannot fsync wal folder {self._dir}: {exc}") from exc
+            logger.info(
+                "removed wal segments covered by snapshot index=%d count=%d last=%s",
+                index,
+                len(removed),
+                removed[-1].name,
+            )
+        return removed
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class GroupCommitter:
+    """
+    Thread-safe group commit over a WAL (leader/follower).
+
+    Each `submit()` queues its records and blocks until they are durable. The first caller
+    to find no flush running becomes the leader: it takes the WHOLE queue, does one write
+    and one fdatasync outside the lock, then wakes everyone. Requests that arrive while
+    that fdatasync runs wait together and go out in the next single write + fdatasync.
+    """
+
+    def __init__(self, wal: WAL) -> None:
+        self._wal = wal
+        self._cond = threading.Condition()
+        self._queue: list[tuple[int, Sequence[Entry], HardState | None, bool]] = []
+        self._next_ticket = 1
+        self._durable_ticket = 0
+        self._flushing = False
+        self._failure: StorageError | None = None
+
+    @property
+    def queued(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def submit(self, entries: Sequence[Entry] = (), hard_state: HardState | None = None, must_sync: bool = True) -> None:
+        """
+        Raises:
+            StorageError: the flush carrying this request failed.
+        """
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._queue.append((ticket, entries, hard_state, must_sync))
+            while self._durable_ticket < ticket:
+                if self._failure is not None:
+                    raise self._failure
+                if self._flushing:
+                    self._cond.wait()
+                    continue
+                self._flushing = True
+                batch, self._queue = self._queue, []
+                self._cond.release()
+                try:
+                    failure = self._flush(batch)
+                finally:
+                    self._cond.acquire()
+                self._flushing = False
+                if failure is not None:
+                    self._failure = failure
+                else:
+                    self._durable_ticket = batch[-1][0]
+                self._cond.notify_all()
+            if self._failure is not None and self._durable_ticket < ticket:
+                raise self._failure
+
+    def _flush(self, batch: list[tuple[int, Sequence[Entry], HardState | None, bool]]) -> StorageError | None:
+        try:
+            for _, entries, hs, _ in batch:
+                self._wal.append_entries(entries)
+                if hs is not None:
+                    self._wal.set_hard_state(hs)
+            self._wal.flush(sync=any(sync or bool(entries) for _, entries, _, sync in batch))
+        except StorageError as exc:
+            return exc
+        return None
