@@ -47,7 +47,7 @@ import random
 import threading
 import time
 from enum import Enum
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Literal, Mapping, Sequence, overload
 
 import zmq
 
@@ -441,6 +441,14 @@ class Client:
         """
         reply = self.call("put", {"key": key, "value": _Value(value), "ttl": ttl, "compress": compress})
         return int_field(reply, "put", "revision")
+
+    @overload
+    def get(self, key: str, consistency: Consistency = ..., *, meta: Literal[True]) -> ValueWithMeta: ...
+
+    @overload
+    def get(
+        self, key: str, consistency: Consistency = ..., meta: bool = ..., default: object = ...
+    ) -> object: ...
 
     def get(
         self,
