@@ -13,7 +13,7 @@ themselves are guarded by a module lock.
 from __future__ import annotations
 
 import threading
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Literal, Mapping, Sequence, overload
 
 from concord.client.client import Client, Condition, Consistency, Range
 from concord.client.results import (
@@ -22,6 +22,7 @@ from concord.client.results import (
     EventsPage,
     KeysPage,
     Page,
+    ValueWithMeta,
     ValueWithTTL,
 )
 from concord.errors import ShuttingDownError
@@ -100,6 +101,14 @@ def default_client() -> Client:
 def put(key: str, value: object, ttl: float | None = None, compress: bool | None = None) -> int:
     """Client.put on the default client."""
     return default_client().put(key, value, ttl, compress)
+
+
+@overload
+def get(key: str, consistency: Consistency = ..., *, meta: Literal[True]) -> ValueWithMeta: ...
+
+
+@overload
+def get(key: str, consistency: Consistency = ..., meta: bool = ..., default: object = ...) -> object: ...
 
 
 def get(key: str, consistency: Consistency = "leader", meta: bool = False, default: object = _NO_DEFAULT) -> object:

@@ -7,7 +7,8 @@ One `Client` talks to a cluster through any of its nodes' client endpoints. It
   msgpack map), with its own zmq context unless one is passed in (LINGER=0 everywhere);
 - gives every call a deadline (`timeout_s`) and waits at most `attempt_timeout_s` per
   attempt; a silent attempt closes and reopens that endpoint's socket (Lazy Pirate) and
-  moves on to the next endpoint, at most `retries` times per call;
+  moves on to the next endpoint (reads: at most `retries` times per call; session
+  writes: until the deadline);
 - follows leaders: `not_leader` with a hint sends the request there at once (at most
   `max_redirects` hops per call) and remembers it for the next call; `no_leader`,
   `shutting_down` or `not_leader` without a hint try the next endpoint after a backoff
@@ -154,8 +155,8 @@ class Client:
         endpoints: one client endpoint ("tcp://host:port") or several (any nodes of the
             cluster; the leader is found by following hints).
         timeout_s: deadline of each call, retries included.
-        retries: resends after silent attempts, per call (no_leader replies are retried
-            until the deadline instead).
+        retries: resends of a read after silent attempts, per call (session writes are
+            resent until the deadline; no_leader replies are retried until the deadline).
         attempt_timeout_s: wait per attempt (default: timeout_s / (retries + 1), at least
             0.05 s).
         client_id: session id for exactly-once writes (default: 64 random bits, hex).
@@ -170,6 +171,9 @@ class Client:
         max_redirects: not_leader hops followed per call.
         backoff_s, max_backoff_s: wait before retrying after no_leader (doubling).
         cas_retries: attempts of a `put_if(condition=fn)` loop.
+        first_seq: the session seq to count up from (default: 0 for a random client_id,
+            the wall clock in microseconds for a given one, so a restarted process
+            reusing its client_id never goes below its earlier seqs).
 
     Raises:
         ConfigError: no endpoint, or a bad timing value.
@@ -192,6 +196,7 @@ class Client:
         backoff_s: float = 0.02,
         max_backoff_s: float = 0.5,
         cas_retries: int = 16,
+        first_seq: int | None = None,
     ) -> None:
         eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not eps or not all(isinstance(e, str) and e for e in eps):
@@ -205,6 +210,8 @@ class Client:
             raise ConfigError(f"attempt_timeout_s must be > 0, got {attempt_timeout_s}")
         if backoff_s <= 0 or max_backoff_s < backoff_s:
             raise ConfigError(f"need 0 < backoff_s <= max_backoff_s, got {backoff_s}, {max_backoff_s}")
+        if first_seq is not None and first_seq < 0:
+            raise ConfigError(f"first_seq must be >= 0, got {first_seq}")
         if client_id is not None and not (isinstance(client_id, str) and 1 <= len(client_id) <= 256):
             raise ConfigError(f"client_id must be a string of 1..256 characters, got {client_id!r}")
         self.endpoints: tuple[str, ...] = tuple(eps)
@@ -226,7 +233,11 @@ class Client:
         self._transport = Transport(self._ctx)
         self._lock = threading.RLock()
         self._ids = itertools.count(random.getrandbits(30))
-        self._seq = 0
+        # NB: the state machine refuses a seq below the last one it applied for this
+        # client_id, so a client_id reused across processes must not start over: a given
+        # id starts from the wall clock in microseconds (monotonic across restarts at
+        # fewer than a million writes a second); a fresh random id starts at 0.
+        self._seq = first_seq if first_seq is not None else (0 if client_id is None else time.time_ns() // 1000)
         self._cursor = 0
         self._leader: str | None = None
         self._closed = False
@@ -390,7 +401,9 @@ class Client:
                 log.warning("no answer op=%s endpoint=%s attempt=%d", op, target, silent)
                 if self._leader == target:
                     self._leader = None
-                if silent > self.retries:
+                # Reads stop after `retries` silent attempts; a session write goes on
+                # until the deadline (giving up early only leaves its outcome unknown).
+                if session is None and silent > self.retries:
                     break
                 target = self._next_endpoint(target) if reply is None else target
                 continue
