@@ -1,0 +1,671 @@
+"""
+Commands: the bytes of a NORMAL log entry, built on the leader, decoded strictly by apply.
+
+Pure. No clock, no randomness. The leader turns a client request into a command with
+`encode_request` (or `encode_command`); it validates everything it can, encodes the value
+once (msgpack) and decides compression once, so that `apply()` on every replica stores
+the bytes as they are. Compressing on the leader, not in apply, keeps apply cheap, makes
+the log entry smaller, and keeps replicas bit-identical even if their zlib builds differ.
+
+Layout (format version 1): one msgpack map with string keys.
+
+    common     "v": 1                     format version (required)
+               "op": str                  one of OPS below (required)
+               "client_id": str, "seq": int >= 0   optional exactly-once session pair
+    put        "key": str, "value": bin, "flags": int (RecordFlags), "ttl_ms": int >= 0
+    delete     "key": str
+    touch      "key": str, "ttl_ms": int >= 0          (0: the key no longer expires)
+    put_many   "items": [[key, value bin, flags, ttl_ms], ...]
+    delete_many "keys": [str, ...]
+    touch_many "items": [[key, ttl_ms], ...]
+    put_if     as put, plus "cond": {"expected": bin} | {"version": int}
+                                    | {"mod_revision": int} | {"absent": true}
+    delete_if  "key": str, "cond": as put_if
+    expire     "keys": [str, ...]        delete each key only if due at the entry's time
+    delete_where "query": map            the query arguments of docs/formats/kv.md
+    create_index "name": str, "field": str | [str | int, ...]
+    drop_index "name": str
+
+Unknown keys, missing keys and wrong types are errors: `decode_command` raises
+InvalidRequestError (or InvalidKeyError, ValueTooLargeError, TooManyItemsError), which
+apply turns into an error result that changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Union
+
+import msgpack
+
+from concord.errors import (
+    InvalidKeyError,
+    InvalidRequestError,
+    TooManyItemsError,
+    ValueTooLargeError,
+)
+from concord.kv.config import DEFAULT_CONFIG, KvConfig
+from concord.kv.query import QUERY_ARGS, QuerySpec, parse_query
+from concord.kv.record import RecordFlags
+from concord.kv.values import Path, decode_stored, encode_value, pack_value, parse_path
+
+FORMAT_VERSION: Final = 1
+
+WRITE_OPS: Final = frozenset(
+    {
+        "put",
+        "delete",
+        "touch",
+        "put_many",
+        "delete_many",
+        "touch_many",
+        "put_if",
+        "delete_if",
+        "expire",
+        "delete_where",
+        "create_index",
+        "drop_index",
+    }
+)
+
+#: Write ops a client may send (`expire` is proposed by the leader only).
+CLIENT_WRITE_OPS: Final = WRITE_OPS - {"expire"}
+
+_INDEX_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+_MAX_CLIENT_ID_BYTES: Final = 256
+
+
+# --- decoded commands -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    value: bytes
+    flags: int
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    key: str
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutMany:
+    items: tuple[Put, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMany:
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TouchMany:
+    items: tuple[Touch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """
+    A CAS condition on a key's live state.
+
+    kind is "expected" (operand: the decoded expected value), "version", "mod_revision"
+    (operand: int; 0 matches an absent key) or "absent" (operand None).
+    """
+
+    kind: str
+    operand: object
+
+
+@dataclass(frozen=True, slots=True)
+class PutIf:
+    put: Put
+    cond: Condition
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteIf:
+    key: str
+    cond: Condition
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteWhere:
+    query: QuerySpec
+
+
+@dataclass(frozen=True, slots=True)
+class CreateIndex:
+    name: str
+    field: str | list[str | int]
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class DropIndex:
+    name: str
+
+
+Command = Union[
+    Put,
+    Delete,
+    Touch,
+    PutMany,
+    DeleteMany,
+    TouchMany,
+    PutIf,
+    DeleteIf,
+    Expire,
+    DeleteWhere,
+    CreateIndex,
+    DropIndex,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded command with its optional exactly-once session pair."""
+
+    command: Command
+    client_id: str | None = None
+    seq: int | None = None
+
+
+# --- shared validation ------------------------------------------------------------------
+
+
+def check_key(key: object, config: KvConfig) -> str:
+    """
+    Validate a key: a str of 1..max_key_bytes UTF-8 bytes.
+
+    Raises:
+        InvalidKeyError.
+    """
+    if type(key) is str and key.isascii() and 0 < len(key) <= config.max_key_bytes:
+        return key  # fast path
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"key must be a string, got {type(key).__name__}")
+    n = len(key)
+    if n == 0:
+        raise InvalidKeyError("key is empty")
+    if not key.isascii():
+        try:
+            n = len(key.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise InvalidKeyError(f"key {key!r} is not valid UTF-8") from exc
+    if n > config.max_key_bytes:
+        raise InvalidKeyError(f"key is {n} bytes, more than max_key_bytes {config.max_key_bytes}")
+    return key
+
+
+def check_name(name: object) -> str:
+    """Validate an index name: 1..128 of [A-Za-z0-9_.-]."""
+    if not isinstance(name, str) or _INDEX_NAME.fullmatch(name) is None:
+        raise InvalidRequestError(f"index name must match [A-Za-z0-9_.-]{{1,128}}, got {name!r}")
+    return name
+
+
+def _int(value: object, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidRequestError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def ttl_to_ms(ttl: object, config: KvConfig) -> int:
+    """
+    Convert a wire `ttl` (seconds, int or float, > 0; nil for none) to milliseconds (0 none).
+
+    Raises:
+        InvalidRequestError.
+    """
+    if ttl is None:
+        return 0
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise InvalidRequestError(f"ttl must be a number of seconds, got {ttl!r}")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise InvalidRequestError(f"ttl must be positive, got {ttl!r}")
+    ms = max(1, math.ceil(ttl * 1000))
+    if ms > config.max_ttl_ms:
+        raise InvalidRequestError(f"ttl {ttl} s exceeds the maximum {config.max_ttl_ms / 1000} s")
+    return ms
+
+
+def _check_ttl_ms(value: object, config: KvConfig) -> int:
+    if type(value) is int and 0 <= value <= config.max_ttl_ms:
+        return value  # fast path
+    ms = _int(value, "ttl_ms")
+    if ms > config.max_ttl_ms:
+        raise InvalidRequestError(f"ttl_ms {ms} exceeds max_ttl_ms {config.max_ttl_ms}")
+    return ms
+
+
+def _check_stored(value: object, flags: object, config: KvConfig) -> tuple[bytes, int]:
+    if type(value) is bytes and (flags == 0 or flags == 1) and type(flags) is int:
+        if len(value) <= config.max_value_bytes:
+            return value, flags  # fast path
+    if not isinstance(value, bytes):
+        raise InvalidRequestError(f"value must be bin, got {type(value).__name__}")
+    flags_int = _int(flags, "flags")
+    if flags_int & ~int(RecordFlags.COMPRESSED):
+        raise InvalidRequestError(f"unknown record flags {flags_int}")
+    if len(value) > config.max_value_bytes:
+        raise ValueTooLargeError(
+            f"value is {len(value)} bytes, more than max_value_bytes {config.max_value_bytes}"
+        )
+    return value, flags_int
+
+
+def _check_count(items: object, what: str, config: KvConfig) -> list[object]:
+    if not isinstance(items, list):
+        raise InvalidRequestError(f"{what} must be a list")
+    if len(items) > config.max_items:
+        raise TooManyItemsError(f"{len(items)} {what}, more than the maximum {config.max_items}")
+    return items
+
+
+# --- decoding (apply side) --------------------------------------------------------------
+
+
+_COMMON: Final = frozenset({"v", "op", "client_id", "seq"})
+_REQUIRED: Final[dict[str, frozenset[str]]] = {
+    "put": frozenset({"key", "value", "flags", "ttl_ms"}),
+    "delete": frozenset({"key"}),
+    "touch": frozenset({"key", "ttl_ms"}),
+    "put_many": frozenset({"items"}),
+    "delete_many": frozenset({"keys"}),
+    "touch_many": frozenset({"items"}),
+    "put_if": frozenset({"key", "value", "flags", "ttl_ms", "cond"}),
+    "delete_if": frozenset({"key", "cond"}),
+    "expire": frozenset({"keys"}),
+    "delete_where": frozenset({"query"}),
+    "create_index": frozenset({"name", "field"}),
+    "drop_index": frozenset({"name"}),
+}
+_ALLOWED: Final = {op: fields | _COMMON for op, fields in _REQUIRED.items()}
+
+
+def _fields(m: Mapping[str, object], op: str) -> None:
+    keys = m.keys()
+    if not keys >= _REQUIRED[op]:
+        missing = sorted(_REQUIRED[op] - keys)
+        raise InvalidRequestError(f"command {op!r} lacks field {missing[0]!r}")
+    if not keys <= _ALLOWED[op]:
+        unknown = sorted(str(k) for k in keys - _ALLOWED[op])
+        raise InvalidRequestError(f"command {op!r} has unknown field {unknown[0]!r}")
+
+
+def _decode_cond(raw: object) -> Condition:
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise InvalidRequestError("cond must be a map with exactly one entry")
+    ((kind, operand),) = raw.items()
+    if kind == "expected":
+        if not isinstance(operand, bytes):
+            raise InvalidRequestError("cond expected must be bin (a packed value)")
+        try:
+            expected = decode_stored(operand, 0)
+        except ValueError as exc:
+            raise InvalidRequestError("cond expected is not a packed value") from exc
+        return Condition("expected", expected)
+    if kind in ("version", "mod_revision"):
+        return Condition(kind, _int(operand, f"cond {kind}"))
+    if kind == "absent":
+        if operand is not True:
+            raise InvalidRequestError("cond absent must be true")
+        return Condition("absent", None)
+    raise InvalidRequestError(f"unknown condition {kind!r}")
+
+
+def _decode_put(m: Mapping[str, object], config: KvConfig) -> Put:
+    key = check_key(m["key"], config)
+    value, flags = _check_stored(m["value"], m["flags"], config)
+    return Put(key, value, flags, _check_ttl_ms(m["ttl_ms"], config))
+
+
+def _decode_keys(raw: object, config: KvConfig, limited: bool = True) -> tuple[str, ...]:
+    keys = _check_count(raw, "keys", config) if limited else raw
+    if not isinstance(keys, list):
+        raise InvalidRequestError("keys must be a list")
+    return tuple(check_key(k, config) for k in keys)
+
+
+def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
+    """
+    Decode and validate the bytes of a command.
+
+    Raises:
+        InvalidRequestError (or a subclass): anything malformed, with a clear message.
+    """
+    try:
+        m = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise InvalidRequestError(f"command is not valid msgpack: {exc}") from exc
+    if not isinstance(m, dict):
+        raise InvalidRequestError("command must be a msgpack map")
+    if len(m) == 6 and m.get("op") == "put":
+        fast = _fast_put(m, config)
+        if fast is not None:
+            return fast
+    version = m.get("v")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise InvalidRequestError(f"unsupported command format version {version!r}")
+    op = m.get("op")
+    client_id = m.get("client_id")
+    seq = m.get("seq")
+    if (client_id is None) != (seq is None):
+        raise InvalidRequestError("client_id and seq go together")
+    if client_id is not None:
+        client_id = _check_client_id(client_id)
+        seq = _int(seq, "seq")
+    command: Command
+    if op == "put":
+        _fields(m, op)
+        command = _decode_put(m, config)
+    elif op == "delete":
+        _fields(m, op)
+        command = Delete(check_key(m["key"], config))
+    elif op == "touch":
+        _fields(m, op)
+        command = Touch(check_key(m["key"], config), _check_ttl_ms(m["ttl_ms"], config))
+    elif op == "put_many":
+        _fields(m, op)
+        puts = []
+        for item in _check_count(m["items"], "items", config):
+            if not isinstance(item, list) or len(item) != 4:
+                raise InvalidRequestError("put_many items must be [key, value, flags, ttl_ms]")
+            value, flags = _check_stored(item[1], item[2], config)
+            puts.append(
+                Put(check_key(item[0], config), value, flags, _check_ttl_ms(item[3], config))
+            )
+        _no_duplicates([p.key for p in puts])
+        command = PutMany(tuple(puts))
+    elif op == "delete_many":
+        _fields(m, op)
+        command = DeleteMany(_decode_keys(m["keys"], config))
+    elif op == "touch_many":
+        _fields(m, op)
+        touches = []
+        for item in _check_count(m["items"], "items", config):
+            if not isinstance(item, list) or len(item) != 2:
+                raise InvalidRequestError("touch_many items must be [key, ttl_ms]")
+            touches.append(Touch(check_key(item[0], config), _check_ttl_ms(item[1], config)))
+        _no_duplicates([t.key for t in touches])
+        command = TouchMany(tuple(touches))
+    elif op == "put_if":
+        _fields(m, op)
+        command = PutIf(_decode_put(m, config), _decode_cond(m["cond"]))
+    elif op == "delete_if":
+        _fields(m, op)
+        command = DeleteIf(check_key(m["key"], config), _decode_cond(m["cond"]))
+    elif op == "expire":
+        _fields(m, op)
+        command = Expire(_decode_keys(m["keys"], config, limited=False))
+    elif op == "delete_where":
+        _fields(m, op)
+        query = m["query"]
+        if not isinstance(query, dict):
+            raise InvalidRequestError("delete_where query must be a map")
+        command = DeleteWhere(parse_query(query, config))
+    elif op == "create_index":
+        _fields(m, op)
+        field = m["field"]
+        path = parse_path(field)
+        if not path:
+            raise InvalidRequestError("an index needs a non-empty field path")
+        assert isinstance(field, (str, list))
+        command = CreateIndex(check_name(m["name"]), field, path)
+    elif op == "drop_index":
+        _fields(m, op)
+        command = DropIndex(check_name(m["name"]))
+    else:
+        raise InvalidRequestError(f"unknown command op {op!r}")
+    return Envelope(command, client_id, seq)
+
+
+def _fast_put(m: dict[str, object], config: KvConfig) -> Envelope | None:
+    """
+    The write hot path: a plain put (no session) whose fields are all well-formed.
+
+    Returns:
+        The envelope, or None to let the full decoder judge (and explain) the command.
+    """
+    version, key, value, flags, ttl_ms = (
+        m.get("v"), m.get("key"), m.get("value"), m.get("flags"), m.get("ttl_ms")
+    )
+    if (
+        type(version) is int
+        and version == FORMAT_VERSION
+        and type(key) is str
+        and key.isascii()
+        and 0 < len(key) <= config.max_key_bytes
+        and type(value) is bytes
+        and len(value) <= config.max_value_bytes
+        and type(flags) is int
+        and (flags == 0 or flags == 1)
+        and type(ttl_ms) is int
+        and 0 <= ttl_ms <= config.max_ttl_ms
+    ):
+        return Envelope(Put(key, value, flags, ttl_ms))
+    return None
+
+
+def _check_client_id(client_id: object) -> str:
+    if not isinstance(client_id, str) or not 1 <= len(client_id) <= _MAX_CLIENT_ID_BYTES:
+        raise InvalidRequestError(
+            f"client_id must be a string of 1..256 characters, got {client_id!r}"
+        )
+    return client_id
+
+
+def _no_duplicates(keys: list[str]) -> None:
+    if len(set(keys)) != len(keys):
+        seen: set[str] = set()
+        for key in keys:
+            if key in seen:
+                raise InvalidRequestError(f"key {key!r} appears twice")
+            seen.add(key)
+
+
+# --- encoding (leader side) -------------------------------------------------------------
+
+
+def _args_only(args: Mapping[str, object], op: str, allowed: Sequence[str]) -> None:
+    for name in args:
+        if name not in allowed:
+            raise InvalidRequestError(f"{op} does not take argument {name!r}")
+
+
+def _encode_value(value: object, compress: object, config: KvConfig) -> tuple[bytes, int]:
+    if compress is not None and not isinstance(compress, bool):
+        raise InvalidRequestError(f"compress must be true, false or nil, got {compress!r}")
+    data, flags = encode_value(
+        value,
+        max_value_bytes=config.max_value_bytes,
+        threshold_bytes=config.compress_threshold_bytes,
+        level=config.compress_level,
+        compress=compress,
+    )
+    return data, int(flags)
+
+
+def _encode_cond(args: Mapping[str, object]) -> dict[str, object]:
+    given = [n for n in ("expected", "version", "mod_revision", "absent") if n in args]
+    if len(given) != 1:
+        raise InvalidRequestError(
+            "give exactly one of expected, version, mod_revision, absent; got "
+            + (", ".join(given) or "none")
+        )
+    kind = given[0]
+    operand = args[kind]
+    if kind == "expected":
+        return {"expected": pack_value(operand)}
+    if kind == "absent":
+        if operand is not True:
+            raise InvalidRequestError("absent must be true")
+        return {"absent": True}
+    return {kind: _int(operand, kind)}
+
+
+def build_command(
+    op: str, args: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG
+) -> dict[str, object]:
+    """
+    Turn a write request's arguments (wire names, docs/formats/kv.md) into the command map.
+
+    Raises:
+        InvalidRequestError (or a subclass).
+    """
+    cmd: dict[str, object] = {"v": FORMAT_VERSION, "op": op}
+    if op in ("put", "put_if"):
+        extra = ("expected", "version", "mod_revision", "absent") if op == "put_if" else ()
+        _args_only(args, op, ("key", "value", "ttl", "compress", *extra))
+        if "value" not in args:
+            raise InvalidRequestError(f"{op} needs a value")
+        cmd["key"] = check_key(args.get("key"), config)
+        cmd["value"], cmd["flags"] = _encode_value(args["value"], args.get("compress"), config)
+        cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
+        if op == "put_if":
+            cmd["cond"] = _encode_cond(args)
+    elif op == "delete":
+        _args_only(args, op, ("key",))
+        cmd["key"] = check_key(args.get("key"), config)
+    elif op == "delete_if":
+        _args_only(args, op, ("key", "expected", "version", "mod_revision", "absent"))
+        cmd["key"] = check_key(args.get("key"), config)
+        cmd["cond"] = _encode_cond(args)
+    elif op == "touch":
+        _args_only(args, op, ("key", "ttl"))
+        cmd["key"] = check_key(args.get("key"), config)
+        cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
+    elif op == "put_many":
+        _args_only(args, op, ("items", "compress"))
+        items = []
+        for item in _check_count(args.get("items"), "items", config):
+            if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
+                raise InvalidRequestError(
+                    "put_many items must be [key, value] or [key, value, ttl]"
+                )
+            value, flags = _encode_value(item[1], args.get("compress"), config)
+            ttl_ms = ttl_to_ms(item[2] if len(item) == 3 else None, config)
+            items.append([check_key(item[0], config), value, flags, ttl_ms])
+        _no_duplicates([str(i[0]) for i in items])
+        cmd["items"] = items
+    elif op in ("delete_many", "expire"):
+        _args_only(args, op, ("keys",))
+        keys = args.get("keys")
+        cmd["keys"] = list(_decode_keys(keys if not isinstance(keys, tuple) else list(keys),
+                                        config, limited=op != "expire"))
+    elif op == "touch_many":
+        _args_only(args, op, ("items", "keys", "ttl"))
+        if "items" in args:
+            if "keys" in args or "ttl" in args:
+                raise InvalidRequestError("touch_many takes items, or keys with ttl, not both")
+            raw_items = _check_count(args["items"], "items", config)
+        else:
+            keys_arg = _check_count(args.get("keys"), "keys", config)
+            raw_items = [[k, args.get("ttl")] for k in keys_arg]
+        touches = []
+        for item in raw_items:
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise InvalidRequestError("touch_many items must be [key, ttl]")
+            touches.append([check_key(item[0], config), ttl_to_ms(item[1], config)])
+        _no_duplicates([str(t[0]) for t in touches])
+        cmd["items"] = touches
+    elif op == "delete_where":
+        _args_only(args, op, tuple(QUERY_ARGS))
+        query = dict(args)
+        parse_query(query, config)
+        cmd["query"] = query
+    elif op == "create_index":
+        _args_only(args, op, ("name", "field"))
+        field = args.get("field")
+        if not parse_path(field):
+            raise InvalidRequestError("an index needs a non-empty field path")
+        cmd["name"] = check_name(args.get("name"))
+        cmd["field"] = list(field) if isinstance(field, tuple) else field
+    elif op == "drop_index":
+        _args_only(args, op, ("name",))
+        cmd["name"] = check_name(args.get("name"))
+    else:
+        raise InvalidRequestError(f"unknown write op {op!r}")
+    return cmd
+
+
+def encode_command(
+    op: str,
+    args: Mapping[str, object],
+    *,
+    client_id: str | None = None,
+    seq: int | None = None,
+    config: KvConfig = DEFAULT_CONFIG,
+) -> bytes:
+    """
+    Encode a write op as the bytes of a log entry.
+
+    Args:
+        op: a write op (WRITE_OPS), e.g. "put".
+        args: its arguments by their wire names, e.g. {"key": "a", "value": 1, "ttl": 5}.
+        client_id, seq: optional exactly-once session pair (both or neither).
+        config: limits and compression settings.
+
+    Raises:
+        InvalidRequestError (or InvalidKeyError, ValueTooLargeError, TooManyItemsError).
+    """
+    cmd = build_command(op, args, config)
+    if (client_id is None) != (seq is None):
+        raise InvalidRequestError("client_id and seq go together")
+    if client_id is not None:
+        cmd["client_id"] = _check_client_id(client_id)
+        cmd["seq"] = _int(seq, "seq")
+    packed: bytes = msgpack.packb(cmd, use_bin_type=True)
+    return packed
+
+
+_ENVELOPE_FIELDS: Final = frozenset({"op", "id", "token", "ns", "timeout_ms", "client_id", "seq",
+                                     "traceparent", "consistency"})
+
+
+def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG) -> bytes:
+    """
+    Encode a wire request map ({"op": ..., "id": ..., args..., "client_id"?, "seq"?}) as a
+    command. Envelope fields (id, token, ns, timeout_ms, traceparent) are not replicated.
+
+    Raises:
+        InvalidRequestError (or a subclass).
+    """
+    op = request.get("op")
+    if not isinstance(op, str) or op not in CLIENT_WRITE_OPS:
+        raise InvalidRequestError(f"{op!r} is not a write op")
+    args = {k: v for k, v in request.items() if k not in _ENVELOPE_FIELDS}
+    client_id = request.get("client_id")
+    if isinstance(client_id, int) and not isinstance(client_id, bool):
+        client_id = str(client_id)
+    if client_id is not None and not isinstance(client_id, str):
+        raise InvalidRequestError(f"client_id must be a string, got {client_id!r}")
+    seq = request.get("seq")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+        raise InvalidRequestError(f"seq must be an integer, got {seq!r}")
+    return encode_command(op, args, client_id=client_id, seq=seq, config=config)
+
+
+def expire_command(keys: Sequence[str]) -> bytes:
+    """The command the leader proposes to expire `keys` (from `due_expirations`)."""
+    packed: bytes = msgpack.packb(
+        {"v": FORMAT_VERSION, "op": "expire", "keys": list(keys)}, use_bin_type=True
+    )
+    return packed

@@ -1,0 +1,701 @@
+"""
+The deterministic key-value state machine: `apply(index, timestamp_ms, data) -> Applied`.
+
+Deterministic: no clock, no randomness, and nothing observable (results, changes, state
+hash, snapshots) depends on dict or set iteration order. Time is the leader's entry
+timestamp; a key with 0 < expires_at_ms <= timestamp is expired for that entry, and for
+reads at `now_ms`. Due keys stay stored until an `expire` command (or an overwrite)
+removes them, so every physical change is published as a Change.
+
+The store revision is the Raft index of the last entry that changed something; every
+Change of one entry carries that revision.
+
+Snapshot layout (format version 1), all integers little-endian:
+
+    offset  size  field
+    0       4     magic b"CKVS"
+    4       1     format version (1)
+    5       8     state hash (uint64, `state_hash()` of the state it encodes)
+    13      ...   msgpack array [applied_index, revision, last_ts_ms,
+                                 user_records, system_records, sessions]
+                  record  = [key, value bin, flags, create_revision, mod_revision,
+                             version, expires_at_ms]    (sorted by key)
+                  session = [client_id, seq, result map, last_index, last_ts_ms]
+                                                        (least recently used first)
+
+The state hash is xxh3_64 over (applied_index, revision, last_ts_ms, record digest,
+session digest), where the record digest is the sum mod 2**64 of xxh3_64 over each
+record's canonical encoding (kept incrementally, so state_hash() is O(1)).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import msgpack
+import xxhash
+from sortedcontainers import SortedList
+
+from concord.errors import (
+    ClientError,
+    ConditionFailedError,
+    CorruptionError,
+    InvalidRequestError,
+    NotFoundError,
+)
+from concord.kv.commands import (
+    Command,
+    Condition,
+    CreateIndex,
+    Delete,
+    DeleteIf,
+    DeleteMany,
+    DeleteWhere,
+    DropIndex,
+    Envelope,
+    Expire,
+    Put,
+    PutIf,
+    PutMany,
+    Touch,
+    TouchMany,
+    decode_command,
+    expire_command,
+)
+from concord.kv.config import DEFAULT_CONFIG, KvConfig
+from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
+from concord.kv.query import KeySource, select
+from concord.kv.reads import Reply, error_reply, serve_read, serve_request
+from concord.kv.record import Change, ChangeType, KeyRecord, Space
+from concord.kv.sessions import Session, SessionTable
+from concord.kv.values import record_value, values_equal
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_MAGIC: Final = b"CKVS"
+SNAPSHOT_VERSION: Final = 1
+_SNAPSHOT_HEADER = struct.Struct("<4sBQ")
+_RECORD_HEADER = struct.Struct("<BqqqqqI")
+_STATE = struct.Struct("<qqqQQ")
+_MASK: Final = (1 << 64) - 1
+_UNLIMITED: Final = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """
+    The outcome of one applied entry.
+
+    Attributes:
+        result: the reply map for the client (msgpack-able; errors as
+            {"error": code, "message": text}).
+        changes: one Change per changed key, all with the entry's index as revision.
+    """
+
+    result: Reply
+    changes: list[Change]
+
+
+class StateMachine(Protocol):
+    """The state-machine Protocol of RAFT_API.md, which KvStateMachine implements."""
+
+    applied_index: int
+
+    def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied: ...
+
+    def apply_noop(self, index: int, timestamp_ms: int) -> None: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+    def state_hash(self) -> int: ...
+
+
+def record_digest(space: int, record: KeyRecord) -> int:
+    """xxh3_64 of a record's canonical encoding (part of the state hash)."""
+    key = record.key.encode("utf-8")
+    head = _RECORD_HEADER.pack(
+        space,
+        record.flags,
+        record.create_revision,
+        record.mod_revision,
+        record.version,
+        record.expires_at_ms,
+        len(key),
+    )
+    value = record.value
+    if len(value) < 4096:  # one-shot hashing is faster than streaming for small values
+        return xxhash.xxh3_64_intdigest(head + key + value)
+    h = xxhash.xxh3_64(head + key)
+    h.update(value)
+    return h.intdigest()
+
+
+class KvStateMachine:
+    """
+    The replicated key-value store of one node (or of the log writer's replica).
+
+    Implements the state-machine Protocol of RAFT_API.md (apply, apply_noop, snapshot,
+    restore, state_hash, applied_index) and the query engine's KeySource.
+    """
+
+    def __init__(self, config: KvConfig = DEFAULT_CONFIG) -> None:
+        self.config = config.validate()
+        self.applied_index = 0
+        self.revision = 0
+        self.last_ts_ms = 0
+        self._user: dict[str, KeyRecord] = {}
+        self._keys: SortedList = SortedList()
+        self._system: dict[str, KeyRecord] = {}
+        self._expiry: SortedList = SortedList()  # (expires_at_ms, key) of user keys
+        self._indexes = IndexSet()
+        self._sessions = SessionTable(config.max_sessions, config.session_ttl_ms)
+        self._digest = 0  # sum of record digests mod 2**64
+        self._digests: dict[str, int] = {}  # user key -> record_digest, to spare rehashing
+
+    # --- the state-machine Protocol -----------------------------------------------------
+
+    def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
+        """
+        Apply one committed NORMAL entry.
+
+        A malformed command yields an error result and changes nothing but applied_index.
+        Empty data (the leader's no-op) is `apply_noop` with an empty result.
+
+        Raises:
+            ValueError: `index` is not above `applied_index` (a caller bug).
+        """
+        if not data:
+            self.apply_noop(index, timestamp_ms)
+            return Applied({}, [])
+        self._advance_check(index)
+        try:
+            envelope = decode_command(data, self.config)
+        except ClientError as exc:
+            result: Reply = error_reply(exc)
+            changes: list[Change] = []
+        else:
+            result, changes = self._apply_envelope(envelope, index, timestamp_ms)
+        self.applied_index = index
+        self.last_ts_ms = timestamp_ms
+        if changes:
+            self.revision = index
+        return Applied(result, changes)
+
+    def apply_noop(self, index: int, timestamp_ms: int) -> None:
+        """Apply an empty entry (or a CONF_CHANGE): moves applied_index and time only."""
+        self._advance_check(index)
+        self.applied_index = index
+        self.last_ts_ms = timestamp_ms
+
+    def state_hash(self) -> int:
+        """A 64-bit digest of the whole state; equal on replicas at the same index."""
+        return xxhash.xxh3_64_intdigest(
+            _STATE.pack(
+                self.applied_index,
+                self.revision,
+                self.last_ts_ms,
+                self._digest,
+                self._sessions.digest,
+            )
+        )
+
+    def snapshot(self) -> bytes:
+        """The whole state in the versioned snapshot format (module docstring)."""
+        packer = msgpack.Packer(use_bin_type=True)
+        parts = [
+            _SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, self.state_hash()),
+            packer.pack_array_header(6),
+            packer.pack(self.applied_index),
+            packer.pack(self.revision),
+            packer.pack(self.last_ts_ms),
+            packer.pack_array_header(len(self._user)),
+        ]
+        for key in self._keys:
+            parts.append(packer.pack(_record_row(self._user[key])))
+        parts.append(packer.pack_array_header(len(self._system)))
+        for key in sorted(self._system):
+            parts.append(packer.pack(_record_row(self._system[key])))
+        parts.append(packer.pack([s.to_list() for s in self._sessions]))
+        return b"".join(parts)
+
+    def restore(self, data: bytes) -> None:
+        """
+        Replace the whole state with a snapshot's.
+
+        Raises:
+            CorruptionError: bad magic, version, shape, or a state hash that does not
+                match the header (the state is then empty).
+        """
+        if len(data) < _SNAPSHOT_HEADER.size:
+            raise CorruptionError(f"kv snapshot is {len(data)} bytes, shorter than its header")
+        magic, version, expected_hash = _SNAPSHOT_HEADER.unpack_from(data)
+        if magic != SNAPSHOT_MAGIC:
+            raise CorruptionError(f"kv snapshot has bad magic {magic!r}")
+        if version != SNAPSHOT_VERSION:
+            raise CorruptionError(f"kv snapshot format version {version} is not supported")
+        try:
+            body = msgpack.unpackb(
+                data[_SNAPSHOT_HEADER.size:], raw=False, strict_map_key=False
+            )
+            applied_index, revision, last_ts_ms, users, systems, sessions = body
+            user_records = [_row_record(row) for row in users]
+            system_records = [_row_record(row) for row in systems]
+            session_list = [_row_session(row) for row in sessions]
+            for value in (applied_index, revision, last_ts_ms):
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError("bad position fields")
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            self._reset()
+            raise CorruptionError(f"kv snapshot body is malformed: {exc}") from exc
+        self._reset()
+        self.applied_index = applied_index
+        self.revision = revision
+        self.last_ts_ms = last_ts_ms
+        for record in user_records:
+            self._user[record.key] = record
+            if record.expires_at_ms:
+                self._expiry.add((record.expires_at_ms, record.key))
+        self._keys.update(self._user)
+        for record in system_records:
+            self._system[record.key] = record
+        self._digests = {k: record_digest(Space.USER, r) for k, r in self._user.items()}
+        total = sum(self._digests.values())
+        total += sum(record_digest(Space.SYSTEM, r) for r in self._system.values())
+        self._digest = total & _MASK
+        self._sessions.load(session_list)
+        self._rebuild_indexes()
+        actual = self.state_hash()
+        if actual != expected_hash:
+            self._reset()
+            raise CorruptionError(
+                f"kv snapshot state hash {actual:#x} does not match its header {expected_hash:#x}"
+            )
+        logger.info(
+            "kv restored applied_index=%d revision=%d keys=%d",
+            self.applied_index,
+            self.revision,
+            len(self._user),
+        )
+
+    # --- KeySource ------------------------------------------------------------------------
+
+    def get_record(self, key: str) -> KeyRecord | None:
+        """The stored user record of `key` (possibly due to expire), or None."""
+        return self._user.get(key)
+
+    def iter_keys(self, start: str | None = None, inclusive: bool = True) -> Iterator[str]:
+        """User keys in ascending order from `start`. Do not apply while iterating."""
+        if start is None:
+            return iter(self._keys)
+        it: Iterator[str] = self._keys.irange(minimum=start, inclusive=(inclusive, True))
+        return it
+
+    def index_set(self) -> IndexSet:
+        """The secondary indexes."""
+        return self._indexes
+
+    # --- reads and leader helpers ---------------------------------------------------------
+
+    def read(self, op: str, args: Mapping[str, object], now_ms: int) -> Reply:
+        """
+        Evaluate a read op (concord.kv.reads.READ_OPS) at cluster time `now_ms`.
+
+        NB: reads are evaluated at max(now_ms, last_ts_ms): a key that an applied entry
+        already treated as expired must never reappear to a read with an older clock
+        (a new leader's clock may lag the entry timestamps of its predecessor).
+        """
+        return serve_read(self, op, args, max(now_ms, self.last_ts_ms), self.config)
+
+    def read_request(self, request: Mapping[str, object], now_ms: int) -> Reply:
+        """Evaluate a read request map ({"op": ..., args...}) like `read`."""
+        return serve_request(self, request, max(now_ms, self.last_ts_ms), self.config)
+
+    def get(self, key: str, now_ms: int, meta: bool = False) -> Reply:
+        return self.read("get", {"key": key, "meta": meta}, now_ms)
+
+    def get_many(self, keys: Sequence[str], now_ms: int) -> Reply:
+        return self.read("get_many", {"keys": list(keys)}, now_ms)
+
+    def get_with_ttl(self, key: str, now_ms: int) -> Reply:
+        return self.read("get_with_ttl", {"key": key}, now_ms)
+
+    def ttl(self, key: str, now_ms: int) -> Reply:
+        return self.read("ttl", {"key": key}, now_ms)
+
+    def get_all(self, now_ms: int, limit: int | None = None, after: str | None = None) -> Reply:
+        return self.read("get_all", {"limit": limit, "after": after}, now_ms)
+
+    def keys(self, query: Mapping[str, object], now_ms: int) -> Reply:
+        return self.read("keys", query, now_ms)
+
+    def query(self, query: Mapping[str, object], now_ms: int) -> Reply:
+        return self.read("query", query, now_ms)
+
+    def count(self, query: Mapping[str, object], now_ms: int) -> Reply:
+        return self.read("count", query, now_ms)
+
+    def read_time(self, now_ms: int) -> int:
+        """The cluster time reads at `now_ms` are evaluated at: max(now_ms, last_ts_ms)."""
+        return max(now_ms, self.last_ts_ms)
+
+    def due_expirations(self, now_ms: int, limit: int) -> list[str]:
+        """
+        Keys due to expire at `now_ms` (expires_at_ms <= now_ms), soonest first, at most
+        `limit`: the leader proposes `expire_command(keys)` for them.
+        """
+        out: list[str] = []
+        for expires_at_ms, key in self._expiry:
+            if expires_at_ms > now_ms or len(out) >= limit:
+                break
+            out.append(key)
+        return out
+
+    def expiry_command(self, now_ms: int, limit: int = 500) -> bytes | None:
+        """
+        The `expire` command the leader should propose at `now_ms`, or None if no key is
+        due. Applying it deletes only keys still due at that entry's timestamp, so a
+        duplicate or late proposal is harmless.
+        """
+        keys = self.due_expirations(now_ms, limit)
+        return expire_command(keys) if keys else None
+
+    def records(self) -> Iterator[KeyRecord]:
+        """Every stored user record in key order (due ones included)."""
+        return (self._user[k] for k in self._keys)
+
+    def system_records(self) -> list[KeyRecord]:
+        """Every SYSTEM record in key order."""
+        return [self._system[k] for k in sorted(self._system)]
+
+    def __len__(self) -> int:
+        return len(self._user)
+
+    def verify_digest(self) -> bool:
+        """Whether the incremental record digest equals one recomputed from scratch."""
+        return self._digest == self._full_digest()
+
+    # --- apply internals ------------------------------------------------------------------
+
+    def _advance_check(self, index: int) -> None:
+        if index <= self.applied_index:
+            raise ValueError(f"entry index {index} is not above applied index {self.applied_index}")
+
+    def _apply_envelope(
+        self, envelope: Envelope, index: int, ts: int
+    ) -> tuple[Reply, list[Change]]:
+        client_id, seq = envelope.client_id, envelope.seq
+        if client_id is None or seq is None:
+            return self._execute(envelope.command, index, ts)
+        session = self._sessions.get(client_id)
+        if session is not None:
+            if seq == session.seq:
+                return dict(session.result), []
+            if seq < session.seq:
+                return error_reply(
+                    InvalidRequestError(
+                        f"seq {seq} of client {client_id!r} is older than"
+                        f" its last write {session.seq}"
+                    )
+                ), []
+        result, changes = self._execute(envelope.command, index, ts)
+        self._sessions.record(Session(client_id, seq, dict(result), index, ts))
+        self._sessions.evict(ts)
+        return result, changes
+
+    def _execute(self, command: Command, index: int, ts: int) -> tuple[Reply, list[Change]]:
+        try:
+            if isinstance(command, Put):
+                return self._put(command, index, ts)
+            if isinstance(command, Delete):
+                return self._delete_keys((command.key,), index, ts, single=True)
+            if isinstance(command, Touch):
+                return self._touch((command,), index, ts)
+            if isinstance(command, PutMany):
+                return self._put_many(command, index, ts)
+            if isinstance(command, DeleteMany):
+                return self._delete_keys(command.keys, index, ts, single=False)
+            if isinstance(command, TouchMany):
+                return self._touch(command.items, index, ts)
+            if isinstance(command, PutIf):
+                self._check(command.cond, command.put.key, ts)
+                return self._put(command.put, index, ts)
+            if isinstance(command, DeleteIf):
+                self._check(command.cond, command.key, ts)
+                return self._delete_keys((command.key,), index, ts, single=True)
+            if isinstance(command, Expire):
+                return self._expire(command, index, ts)
+            if isinstance(command, DeleteWhere):
+                rows, _ = select(self, command.query, ts, _UNLIMITED)
+                keys = [record.key for record, _ in rows]
+                result, changes = self._delete_keys(keys, index, ts, single=False)
+                return result, changes
+            if isinstance(command, CreateIndex):
+                return self._create_index(command, index, ts)
+            return self._drop_index(command, index, ts)
+        except ClientError as exc:
+            return error_reply(exc), []
+
+    def _live(self, key: str, ts: int) -> KeyRecord | None:
+        record = self._user.get(key)
+        if record is None or (record.expires_at_ms and record.expires_at_ms <= ts):
+            return None
+        return record
+
+    def _new_record(self, put: Put, index: int, ts: int) -> KeyRecord:
+        old = self._live(put.key, ts)
+        return KeyRecord(
+            put.key,
+            put.value,
+            put.flags,
+            index if old is None else old.create_revision,
+            index,
+            1 if old is None else old.version + 1,
+            ts + put.ttl_ms if put.ttl_ms else 0,
+        )
+
+    def _put(self, put: Put, index: int, ts: int) -> tuple[Reply, list[Change]]:
+        # The write hot path: one dict lookup serves both the new record and the store.
+        key = put.key
+        old = self._user.get(key)
+        if old is not None and (old.expires_at_ms == 0 or old.expires_at_ms > ts):
+            create_revision, version = old.create_revision, old.version + 1
+        else:
+            create_revision, version = index, 1
+        expires_at_ms = ts + put.ttl_ms if put.ttl_ms else 0
+        record = KeyRecord(
+            key, put.value, put.flags, create_revision, index, version, expires_at_ms
+        )
+        self._store(record, old)
+        return {"revision": index}, [Change(ChangeType.PUT, Space.USER, key, record, index, ts)]
+
+    def _put_many(self, command: PutMany, index: int, ts: int) -> tuple[Reply, list[Change]]:
+        # Invariant: decode_command validated every item, so nothing below can fail.
+        records = [self._new_record(put, index, ts) for put in command.items]
+        changes = []
+        for record in records:
+            self._store(record, self._user.get(record.key))
+            changes.append(Change(ChangeType.PUT, Space.USER, record.key, record, index, ts))
+        return {"revision": index if changes else self.revision}, changes
+
+    def _delete_keys(
+        self, keys: Iterable[str], index: int, ts: int, single: bool
+    ) -> tuple[Reply, list[Change]]:
+        changes = []
+        for key in keys:
+            if self._live(key, ts) is None:
+                continue  # absent, due, or a duplicate already deleted
+            self._remove(key)
+            changes.append(Change(ChangeType.DELETE, Space.USER, key, None, index, ts))
+        revision = index if changes else self.revision
+        if single:
+            return {"deleted": bool(changes), "revision": revision}, changes
+        return {"deleted": len(changes), "revision": revision}, changes
+
+    def _touch(
+        self, touches: Sequence[Touch], index: int, ts: int
+    ) -> tuple[Reply, list[Change]]:
+        olds = []
+        for touch in touches:
+            old = self._live(touch.key, ts)
+            if old is None:
+                raise NotFoundError(f"key {touch.key!r} not found")
+            olds.append(old)
+        changes = []
+        for touch, old in zip(touches, olds):
+            record = KeyRecord(
+                old.key,
+                old.value,
+                old.flags,
+                old.create_revision,
+                index,
+                old.version,
+                ts + touch.ttl_ms if touch.ttl_ms else 0,
+            )
+            self._store(record, old, same_value=True)
+            changes.append(Change(ChangeType.TOUCH, Space.USER, record.key, record, index, ts))
+        return {"revision": index if changes else self.revision}, changes
+
+    def _check(self, cond: Condition, key: str, ts: int) -> None:
+        live = self._live(key, ts)
+        if cond.kind == "absent":
+            if live is not None:
+                raise ConditionFailedError(f"key {key!r} exists")
+            return
+        if cond.kind in ("version", "mod_revision"):
+            actual = 0 if live is None else getattr(live, cond.kind)
+            if actual != cond.operand:
+                raise ConditionFailedError(
+                    f"key {key!r} has {cond.kind} {actual}, expected {cond.operand}"
+                )
+            return
+        if live is None:
+            raise ConditionFailedError(f"key {key!r} does not exist")
+        try:
+            current = record_value(live)
+        except ValueError as exc:
+            raise ConditionFailedError(f"stored value of key {key!r} does not decode") from exc
+        if not values_equal(current, cond.operand):
+            raise ConditionFailedError(f"key {key!r} does not hold the expected value")
+
+    def _expire(self, command: Expire, index: int, ts: int) -> tuple[Reply, list[Change]]:
+        changes = []
+        for key in command.keys:
+            record = self._user.get(key)
+            if record is None or not record.expires_at_ms or record.expires_at_ms > ts:
+                continue
+            self._remove(key)
+            changes.append(Change(ChangeType.EXPIRE, Space.USER, key, None, index, ts))
+        revision = index if changes else self.revision
+        return {"expired": len(changes), "revision": revision}, changes
+
+    def _create_index(
+        self, command: CreateIndex, index: int, ts: int
+    ) -> tuple[Reply, list[Change]]:
+        existing = self._indexes.get(command.name)
+        if existing is not None:
+            if existing.definition.path != command.path:
+                raise InvalidRequestError(
+                    f"index {command.name!r} already exists on field {existing.definition.field!r}"
+                )
+            return {"created": False, "revision": self.revision}, []
+        definition = IndexDef(command.name, command.field, command.path)
+        record = KeyRecord(definition.system_key, definition.encode(), 0, index, index, 1, 0)
+        self._store_system(record)
+        self._indexes.create(definition, self.records())
+        change = Change(ChangeType.PUT, Space.SYSTEM, record.key, record, index, ts)
+        return {"created": True, "revision": index}, [change]
+
+    def _drop_index(self, command: DropIndex, index: int, ts: int) -> tuple[Reply, list[Change]]:
+        if not self._indexes.drop(command.name):
+            return {"dropped": False, "revision": self.revision}, []
+        key = IndexDef(command.name, "", ()).system_key
+        old = self._system.pop(key)
+        self._digest = (self._digest - record_digest(Space.SYSTEM, old)) & _MASK
+        change = Change(ChangeType.DELETE, Space.SYSTEM, key, None, index, ts)
+        return {"dropped": True, "revision": index}, [change]
+
+    # --- storage primitives (every mutation goes through these) ---------------------------
+
+    def _store(self, record: KeyRecord, old: KeyRecord | None, same_value: bool = False) -> None:
+        """Store a user record over `old` (the key's stored record, due or not, or None)."""
+        key = record.key
+        digest = self._digest
+        if old is None:
+            self._keys.add(key)
+        else:
+            digest -= self._digests[key]
+            if old.expires_at_ms:
+                self._expiry.remove((old.expires_at_ms, key))
+        self._user[key] = record
+        new_digest = record_digest(Space.USER, record)
+        self._digests[key] = new_digest
+        self._digest = (digest + new_digest) & _MASK
+        if record.expires_at_ms:
+            self._expiry.add((record.expires_at_ms, key))
+        if self._indexes and not same_value:
+            self._indexes.update(key, record)
+
+    def _remove(self, key: str) -> None:
+        old = self._user.pop(key)
+        self._keys.remove(key)
+        if old.expires_at_ms:
+            self._expiry.remove((old.expires_at_ms, key))
+        self._digest = (self._digest - self._digests.pop(key)) & _MASK
+        if self._indexes:
+            self._indexes.update(key, None)
+
+    def _store_system(self, record: KeyRecord) -> None:
+        old = self._system.get(record.key)
+        digest = self._digest
+        if old is not None:
+            digest -= record_digest(Space.SYSTEM, old)
+        self._system[record.key] = record
+        self._digest = (digest + record_digest(Space.SYSTEM, record)) & _MASK
+
+    def _full_digest(self) -> int:
+        total = 0
+        for key, record in self._user.items():
+            digest = record_digest(Space.USER, record)
+            if self._digests.get(key) != digest:
+                return -1  # the per-key cache is wrong: never equal to a real digest
+            total += digest
+        for record in self._system.values():
+            total += record_digest(Space.SYSTEM, record)
+        return total & _MASK
+
+    def _reset(self) -> None:
+        self.applied_index = 0
+        self.revision = 0
+        self.last_ts_ms = 0
+        self._user.clear()
+        self._digests.clear()
+        self._keys.clear()
+        self._system.clear()
+        self._expiry.clear()
+        self._indexes.clear()
+        self._sessions.clear()
+        self._digest = 0
+
+    def _rebuild_indexes(self) -> None:
+        self._indexes.clear()
+        for record in self.system_records():
+            if not record.key.startswith(INDEX_PREFIX):
+                continue  # other system records (auth, tenants) are not indexes
+            try:
+                definition = IndexDef.decode(record.key, record.value)
+            except InvalidRequestError:
+                logger.warning("kv skipped bad index definition key=%s", record.key)
+                continue
+            self._indexes.create(definition, self.records())
+
+
+def _record_row(record: KeyRecord) -> list[object]:
+    return [
+        record.key,
+        record.value,
+        record.flags,
+        record.create_revision,
+        record.mod_revision,
+        record.version,
+        record.expires_at_ms,
+    ]
+
+
+def _row_record(row: object) -> KeyRecord:
+    if not isinstance(row, list) or len(row) != 7:
+        raise ValueError("record row must be a list of 7")
+    key, value, flags, create, mod, version, expires = row
+    if not isinstance(key, str) or not isinstance(value, bytes):
+        raise ValueError("record key must be str and value bin")
+    for number in (flags, create, mod, version, expires):
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise ValueError("record numbers must be integers")
+    return KeyRecord(key, value, flags, create, mod, version, expires)
+
+
+def _row_session(row: object) -> Session:
+    if not isinstance(row, list) or len(row) != 5:
+        raise ValueError("session row must be a list of 5")
+    client_id, seq, result, last_index, last_ts_ms = row
+    if not isinstance(client_id, str) or not isinstance(result, dict):
+        raise ValueError("session client_id must be str and result a map")
+    for number in (seq, last_index, last_ts_ms):
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise ValueError("session numbers must be integers")
+    return Session(client_id, seq, result, last_index, last_ts_ms)
+
+
+def _conforms(machine: KvStateMachine) -> StateMachine:
+    """Static check (mypy): KvStateMachine implements the StateMachine Protocol."""
+    return machine
+
+
+def _is_key_source(machine: KvStateMachine) -> KeySource:
+    """Static check (mypy): KvStateMachine is a KeySource for the query engine."""
+    return machine
