@@ -48,7 +48,7 @@ import random
 import threading
 import time
 from enum import Enum
-from typing import Callable, Iterable, Literal, Mapping, Sequence, overload
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Sequence, overload
 
 import zmq
 
@@ -85,6 +85,9 @@ from concord.errors import (
     UnknownResultError,
 )
 from concord.net.wire import pack, validate
+
+if TYPE_CHECKING:
+    from concord.client.local import LocalStore
 
 __all__ = ["Client", "OpKind", "Outcome", "OPS_KIND"]
 
@@ -140,11 +143,23 @@ _NO_DEFAULT = object()
 
 Range = tuple[str, str]
 Condition = Callable[[object], bool]
-LocalReadFn = Callable[[str, Mapping[str, object]], "dict[str, object] | None"]
 
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def _server_timeout_ms(wait_s: float) -> int:
+    """
+    The `timeout_ms` sent with an attempt we wait `wait_s` for: the server answers
+    `timeout` a little before we stop listening (the front door adds ~100 ms of grace),
+    so that the socket need not be reopened.
+    """
+    if wait_s > 0.5:
+        return _ms(wait_s - 0.3)
+    if wait_s > 0.3:
+        return _ms(wait_s - 0.15)
+    return _ms(wait_s)
 
 
 class Client:
@@ -166,6 +181,9 @@ class Client:
         ns: tenant namespace sent with every request.
         shm: serve eventual (and leased leader) reads from a same-host node's shared
             memory when the node advertises it in `status` (see concord.client.local).
+        shm_lease_s: how old the leader time in shared memory may be for a local
+            `leader` read; keep it below the cluster's minimum election timeout.
+        shm_probe_every_s: how often to ask `status` for a store while none is attached.
         context: a zmq context to use (not terminated by close()); default: the client
             creates and terminates its own.
         max_redirects: not_leader hops followed per call.
@@ -197,6 +215,8 @@ class Client:
         max_backoff_s: float = 0.5,
         cas_retries: int = 16,
         first_seq: int | None = None,
+        shm_lease_s: float = 0.3,
+        shm_probe_every_s: float = 10.0,
     ) -> None:
         eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not eps or not all(isinstance(e, str) and e for e in eps):
@@ -242,9 +262,10 @@ class Client:
         self._leader: str | None = None
         self._closed = False
         self._want_shm = shm
-        #: Same-host shared-memory reader, set by `attach_local` (concord.client.local).
-        self._local: LocalReadFn | None = None
-        self._local_close: Callable[[], None] | None = None
+        self.shm_lease_s = shm_lease_s
+        self.shm_probe_every_s = shm_probe_every_s
+        self._store: LocalStore | None = None
+        self._next_probe = 0.0
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -269,10 +290,9 @@ class Client:
             if self._closed:
                 return
             self._closed = True
-            if self._local_close is not None:
-                self._local_close()
-            self._local = None
-            self._local_close = None
+            if self._store is not None:
+                self._store.close()
+                self._store = None
             self._transport.close()
             if self._own_ctx:
                 self._ctx.term()
@@ -353,9 +373,7 @@ class Client:
             if session is not None:
                 msg["client_id"], msg["seq"] = session
             wait_s = min(remaining, self.attempt_timeout_s)
-            # Ask the server to answer `timeout` a little before we stop listening (the
-            # front door adds ~100 ms of grace), so the socket need not be reopened.
-            msg["timeout_ms"] = _ms(wait_s - 0.15 if wait_s > 0.3 else wait_s)
+            msg["timeout_ms"] = _server_timeout_ms(wait_s)
             reply = self._transport.exchange(target, pack(msg), request_id, wait_s)
             outcome, error = _classify(reply, request_id)
             if outcome is Outcome.OK:
@@ -387,9 +405,12 @@ class Client:
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
             if outcome is Outcome.TIMEOUT:
-                last = error or RequestTimeoutError(
+                timed_out = error or RequestTimeoutError(
                     f"no reply from {target} to {op} within {wait_s:.3f} s", request_id
                 )
+                # A refusal (no_leader, not_leader) says more than silence: keep it.
+                if last is None or isinstance(last, RequestTimeoutError):
+                    last = timed_out
                 if kind is not OpKind.READ:
                     unanswered = True
                     if session is None:
@@ -421,26 +442,51 @@ class Client:
         self, op: str, args: Mapping[str, object], consistency: str
     ) -> dict[str, object]:
         """Serve a read from same-host shared memory when allowed, else over the wire."""
-        local = self._local
-        if local is not None and consistency in ("eventual", "leader"):
+        if self._want_shm and consistency in ("eventual", "leader"):
+            full = {**args, "consistency": consistency}
             with self._lock:
-                if self._local is not None and not self._closed:
-                    reply = self._local(op, {**args, "consistency": consistency})
+                store = self._local_store_locked()
+                if store is not None:
+                    validate(self._envelope(op, 0, full))
+                    reply = store.read(op, full)
                     if reply is not None:
                         if reply.get("ok") is False:
                             _raise_error_map(reply)
                         return reply
         return self.call(op, {**args, "consistency": consistency})
 
-    def attach_local(self, read: LocalReadFn, close: Callable[[], None]) -> None:
-        """
-        Install a same-host reader (used by concord.client.local): `read(op, args)`
-        returns a reply map, or None to fall back to the wire.
-        """
-        with self._lock:
-            if self._local_close is not None:
-                self._local_close()
-            self._local, self._local_close = read, close
+    def _local_store_locked(self) -> LocalStore | None:
+        """The attached same-host store, probing `status` for one at most every shm_probe_every_s."""
+        if self._closed:
+            return None
+        store = self._store
+        if store is not None:
+            if store.alive:
+                return store
+            self._store = None
+        now = time.monotonic()
+        if now < self._next_probe:
+            return None
+        self._next_probe = now + self.shm_probe_every_s
+        from concord.client.local import LocalStore, shm_names  # noqa: PLC0415 - optional part
+
+        try:
+            status = self._call_locked("status", {}, OpKind.READ, self.timeout_s)
+        except ClientError as exc:
+            log.debug("shm probe failed error=%s", exc)
+            return None
+        names = shm_names(status)
+        if names is None:
+            return None
+        self._store = LocalStore.open(names, self.shm_lease_s)
+        if self._store is not None:
+            log.info("reading from same-host shared memory ctl=%s", names.ctl)
+        return self._store
+
+    @property
+    def local_store(self) -> LocalStore | None:
+        """The attached same-host store, if any (its counters are useful in tests)."""
+        return self._store
 
     # -- key-value ops ---------------------------------------------------------------
 

@@ -14,6 +14,7 @@ obeys commands on its control pipe:
         drop_replies: n      apply the next n writes but send no reply (lost reply)
         ignore: n            neither apply nor answer the next n requests
         error: [code, message, leader]   answer every request with this error
+        status_extra: {...}  fields added to every status reply (e.g. "shm")
     "stop" or EOF            exit
 
 Sessions work as in the real state machine: a write carrying (client_id, seq) already
@@ -251,6 +252,9 @@ def _serve(kv: FakeKv, payload: bytes, seen: list[dict[str, object]], mode: dict
         result = kv.apply(req)
     except ClientError as exc:
         return reply_for_error(exc, req.id)
+    extra = mode.get("status_extra")
+    if req.op == "status" and isinstance(extra, dict):
+        result = {**result, **extra}
     if req.op not in _READS and _take(mode, "drop_replies"):
         return None
     return ok_reply(req.id, result)
