@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Final, Mapping
 
 from concord.errors import RemoteProtocolError
+from concord.kv.record import ChangeType
 
 __all__ = [
     "MISSING",
@@ -107,7 +108,8 @@ class Event:
     One change from the retained history (`events`), same fields as the PUB payload.
 
     Attributes:
-        type: "put", "delete", "expire" or "touch" (as the server names it).
+        type: "put", "delete", "expire" or "touch" (a server sending
+            concord.kv.record.ChangeType numbers is understood too).
         key: the key.
         value: the new value for put, else None.
         revision: the store revision of the change (bulk ops share one).
@@ -137,6 +139,9 @@ class EventsPage:
     events: tuple[Event, ...]
     next_revision: int
     compacted: bool
+
+
+_CHANGE_NAMES: Final = {int(t): t.name.lower() for t in ChangeType}
 
 
 # -- reply field accessors ---------------------------------------------------------
@@ -196,6 +201,8 @@ def event_from(obj: object) -> Event:
         raise RemoteProtocolError(f"reply to events: an event is a {type(obj).__name__}, not a map")
     kind = field(obj, "events", "type")
     key = field(obj, "events", "key")
+    if isinstance(kind, int) and not isinstance(kind, bool) and kind in _CHANGE_NAMES:
+        kind = _CHANGE_NAMES[kind]  # a server sending ChangeType numbers
     if not isinstance(kind, str) or not isinstance(key, str):
         raise RemoteProtocolError("reply to events: event type and key must be strings")
     return Event(
