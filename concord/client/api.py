@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from typing import Iterable, Literal, Mapping, Sequence, overload
 
-from concord.client.client import Client, Condition, Consistency, Range
+from concord.client.client import Client, Condition, Consistency, Filter, Range
 from concord.client.results import (
     BulkDeleteResult,
     DeleteResult,
@@ -205,7 +205,7 @@ def keys(
     contains: str | None = None,
     pattern: str | None = None,
     range: Range | None = None,
-    where: Mapping[str, object] | None = None,
+    where: Filter | None = None,
     limit: int | None = None,
     offset: int | None = None,
     consistency: Consistency = "leader",
@@ -223,7 +223,7 @@ def query(
     contains: str | None = None,
     pattern: str | None = None,
     range: Range | None = None,
-    where: Mapping[str, object] | None = None,
+    where: Filter | None = None,
     limit: int | None = None,
     offset: int | None = None,
     consistency: Consistency = "leader",
@@ -241,7 +241,7 @@ def count(
     contains: str | None = None,
     pattern: str | None = None,
     range: Range | None = None,
-    where: Mapping[str, object] | None = None,
+    where: Filter | None = None,
     limit: int | None = None,
     offset: int | None = None,
     consistency: Consistency = "leader",
@@ -259,7 +259,7 @@ def delete_where(
     contains: str | None = None,
     pattern: str | None = None,
     range: Range | None = None,
-    where: Mapping[str, object] | None = None,
+    where: Filter | None = None,
     limit: int | None = None,
     offset: int | None = None,
 ) -> BulkDeleteResult:

@@ -141,7 +141,10 @@ _DROPPED_CODES = frozenset({"no_leader", "shutting_down"})
 
 _NO_DEFAULT = object()
 
-Range = tuple[str, str]
+#: An inclusive key range [lo, hi] (None: open end, per docs/formats/kv.md).
+Range = tuple["str | None", "str | None"]
+#: A declarative value filter (docs/formats/kv.md): ["eq", field, value], ["and", ...], ...
+Filter = Sequence[object] | Mapping[str, object]
 Condition = Callable[[object], bool]
 
 
@@ -711,7 +714,7 @@ class Client:
         contains: str | None = None,
         pattern: str | None = None,
         range: Range | None = None,
-        where: Mapping[str, object] | None = None,
+        where: Filter | None = None,
         limit: int | None = None,
         offset: int | None = None,
         consistency: Consistency = "leader",
@@ -732,7 +735,7 @@ class Client:
         contains: str | None = None,
         pattern: str | None = None,
         range: Range | None = None,
-        where: Mapping[str, object] | None = None,
+        where: Filter | None = None,
         limit: int | None = None,
         offset: int | None = None,
         consistency: Consistency = "leader",
@@ -750,7 +753,7 @@ class Client:
         contains: str | None = None,
         pattern: str | None = None,
         range: Range | None = None,
-        where: Mapping[str, object] | None = None,
+        where: Filter | None = None,
         limit: int | None = None,
         offset: int | None = None,
         consistency: Consistency = "leader",
@@ -767,7 +770,7 @@ class Client:
         contains: str | None = None,
         pattern: str | None = None,
         range: Range | None = None,
-        where: Mapping[str, object] | None = None,
+        where: Filter | None = None,
         limit: int | None = None,
         offset: int | None = None,
     ) -> BulkDeleteResult:
@@ -896,14 +899,14 @@ def _query_args(
     contains: str | None,
     pattern: str | None,
     range_: Range | None,
-    where: Mapping[str, object] | None,
+    where: Filter | None,
     limit: int | None,
     offset: int | None,
 ) -> dict[str, object]:
     return {
         "prefix": prefix, "suffix": suffix, "contains": contains, "pattern": pattern,
         "range": None if range_ is None else list(range_),
-        "where": None if where is None else dict(where),
+        "where": None if where is None else dict(where) if isinstance(where, Mapping) else list(where),
         "limit": limit, "offset": offset,
     }
 
