@@ -434,7 +434,8 @@ class Client:
         if unanswered:
             rid = last.request_id if last is not None else None
             raise UnknownResultError(
-                f"{op} (client_id={self.client_id} seq={self._seq}) got no answer within "
+                f"{op} (client_id={session[0] if session else None} seq={session[1] if session else None}) "
+                f"got no answer within "
                 f"{timeout_s} s; outcome unknown", rid
             )
         if last is not None:
@@ -459,7 +460,12 @@ class Client:
         return self.call(op, {**args, "consistency": consistency})
 
     def _local_store_locked(self) -> LocalStore | None:
-        """The attached same-host store, probing `status` for one at most every shm_probe_every_s."""
+        """
+        The attached same-host store. While none is attached, at most every
+        `shm_probe_every_s`: ask `status` of each endpoint on this host (the last known
+        leader first; remote endpoints are never asked) and attach the first store that
+        exists here.
+        """
         if self._closed:
             return None
         store = self._store
@@ -471,20 +477,25 @@ class Client:
         if now < self._next_probe:
             return None
         self._next_probe = now + self.shm_probe_every_s
-        from concord.client.local import LocalStore, shm_names  # noqa: PLC0415 - optional part
+        from concord.client.local import LocalStore, is_local_endpoint, shm_names  # noqa: PLC0415
 
-        try:
-            status = self._call_locked("status", {}, OpKind.READ, self.timeout_s)
-        except ClientError as exc:
-            log.debug("shm probe failed error=%s", exc)
-            return None
-        names = shm_names(status)
-        if names is None:
-            return None
-        self._store = LocalStore.open(names, self.shm_lease_s)
-        if self._store is not None:
-            log.info("reading from same-host shared memory ctl=%s", names.ctl)
-        return self._store
+        candidates = ([self._leader] if self._leader else []) + list(self.endpoints)
+        for endpoint in dict.fromkeys(candidates):
+            if not is_local_endpoint(endpoint):
+                continue
+            try:
+                status = self._status_at_locked(endpoint, min(self.timeout_s, self.attempt_timeout_s))
+            except ClientError as exc:
+                log.debug("shm probe failed endpoint=%s error=%s", endpoint, exc)
+                continue
+            names = shm_names(status)
+            if names is None:
+                continue
+            self._store = LocalStore.open(names, self.shm_lease_s)
+            if self._store is not None:
+                log.info("reading from same-host shared memory endpoint=%s ctl=%s", endpoint, names.ctl)
+                return self._store
+        return None
 
     @property
     def local_store(self) -> LocalStore | None:
@@ -796,10 +807,11 @@ class Client:
         `id` and `ok`). `endpoint` asks that node rather than the leader.
         """
         if endpoint is None:
-            reply = self.call("status")
-        else:
-            reply = self._call_at(endpoint, "status")
-        return _strip(reply)
+            return _strip(self.call("status"))
+        with self._lock:
+            if self._closed:
+                raise ShuttingDownError("client is closed")
+            return _strip(self._status_at_locked(endpoint, self.timeout_s))
 
     def members(self) -> list[dict[str, object]]:
         """The cluster members as the node lists them (`members` field)."""
@@ -841,24 +853,22 @@ class Client:
             self._leader = None  # the next call finds the new leader through hints
         return reply
 
-    def _call_at(self, endpoint: str, op: str) -> dict[str, object]:
-        """One read op at a given endpoint (no redirects), retried on silence."""
-        with self._lock:
-            if self._closed:
-                raise ShuttingDownError("client is closed")
-            deadline = time.monotonic() + self.timeout_s
-            while True:
-                request_id = next(self._ids)
-                wait_s = min(self.attempt_timeout_s, deadline - time.monotonic())
-                if wait_s <= 0:
-                    raise RequestTimeoutError(f"no reply from {endpoint} to {op} within {self.timeout_s} s")
-                msg = self._envelope(op, request_id, {})
-                reply = self._transport.exchange(endpoint, pack(msg), request_id, wait_s)
-                if reply is None:
-                    continue
-                if reply.get("ok") is True:
-                    return reply
-                _raise_error_map(reply)
+    def _status_at_locked(self, endpoint: str, timeout_s: float) -> dict[str, object]:
+        """`status` of one given endpoint (no redirects), resent on silence until `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            wait_s = min(self.attempt_timeout_s, deadline - time.monotonic())
+            if wait_s <= 0:
+                raise RequestTimeoutError(f"no reply from {endpoint} to status within {timeout_s} s")
+            request_id = next(self._ids)
+            msg = self._envelope("status", request_id, {})
+            msg["timeout_ms"] = _server_timeout_ms(wait_s)
+            reply = self._transport.exchange(endpoint, pack(msg), request_id, wait_s)
+            if reply is None:
+                continue
+            if reply.get("ok") is True:
+                return reply
+            raise error_from_reply(reply, request_id)
 
 
 class _Value:

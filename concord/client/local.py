@@ -37,10 +37,14 @@ Not thread-safe: the Client calls it under its lock.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import socket
 import time
+from functools import lru_cache
 from typing import Callable, Final, Mapping
+from urllib.parse import urlsplit
 
 from concord.errors import ClientError
 from concord.node.reader import Reader
@@ -49,12 +53,54 @@ from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.segments import DEV_SHM
 from concord.shm.view import ShmView
 
-__all__ = ["LOCAL_OPS", "LocalStore", "shm_names"]
+__all__ = ["LOCAL_OPS", "LocalStore", "is_local_endpoint", "shm_names"]
 
 log = logging.getLogger(__name__)
 
 #: Ops the client may serve from shared memory.
 LOCAL_OPS: Final = frozenset({"get", "get_many", "ttl", "get_with_ttl", "get_all", "keys", "query", "count"})
+
+
+@lru_cache(maxsize=256)
+def is_local_endpoint(endpoint: str) -> bool:
+    """
+    True if `endpoint` points at this host: ipc://, or tcp:// to a loopback address or
+    an address this host's name resolves to (names resolved once, cached).
+    Only such endpoints are asked whether they have a store to attach.
+    """
+    if endpoint.startswith("ipc://"):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    try:
+        host = urlsplit(endpoint).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return False
+    local = _host_addresses()
+    for address in addresses:
+        text = str(address).split("%")[0]
+        try:
+            if ipaddress.ip_address(text).is_loopback or text in local:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _host_addresses() -> set[str]:
+    out: set[str] = set()
+    for name in {socket.gethostname(), socket.getfqdn()}:
+        try:
+            out.update(str(info[4][0]).split("%")[0] for info in socket.getaddrinfo(name, None))
+        except (OSError, UnicodeError):
+            continue
+    return out
 
 
 def shm_names(status: Mapping[str, object]) -> SegmentNames | None:

@@ -9,6 +9,7 @@ obeys commands on its control pipe:
     ("requests",)            -> list of request maps seen so far
     ("mode", {...})          -> "ok"; behaviour for the next requests:
         redirect: endpoint   answer every request not_leader with this leader hint
+        redirect_except: [op, ...]   ops served normally despite redirect
         not_leader: n        answer the next n requests not_leader with no hint
         no_leader: n         answer the next n requests no_leader
         drop_replies: n      apply the next n writes but send no reply (lost reply)
@@ -237,7 +238,8 @@ def _serve(kv: FakeKv, payload: bytes, seen: list[dict[str, object]], mode: dict
                                       ("token", req.token), ("ns", req.ns),
                                       ("timeout_ms", req.timeout_ms)) if v is not None}})
     redirect = mode.get("redirect")
-    if isinstance(redirect, str):
+    exempt = mode.get("redirect_except")
+    if isinstance(redirect, str) and not (isinstance(exempt, list) and req.op in exempt):
         return error_reply(req.id, "not_leader", "not the leader", redirect)
     error = mode.get("error")
     if isinstance(error, list):

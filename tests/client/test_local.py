@@ -160,3 +160,29 @@ def test_local_store_declines_when_op_not_local(names: SegmentNames, pub: Publis
         }
     finally:
         store.close()
+
+
+def test_endpoint_local_when_loopback_or_ipc() -> None:
+    """Only endpoints on this host are probed for a store."""
+    from concord.client.local import is_local_endpoint
+
+    assert is_local_endpoint("tcp://127.0.0.1:7400")
+    assert is_local_endpoint("tcp://localhost:7400")
+    assert is_local_endpoint("ipc:///tmp/concord-x.ipc")
+    assert not is_local_endpoint("tcp://192.0.2.250:7400")  # TEST-NET-1, never this host
+    assert not is_local_endpoint("tcp://name.invalid:7400")
+    assert not is_local_endpoint("inproc://x")
+
+
+def test_store_of_local_node_attached_when_leader_elsewhere(a: FakeNode, b: FakeNode, names: SegmentNames,
+                                                            pub: Publisher) -> None:
+    """The probe asks each local endpoint's status, so a local follower's store serves eventual reads."""
+    pub.publish([put("fol:k", "local", 1)], 1, 1, now_ms())
+    a.mode(redirect=b.endpoint, redirect_except=["status"],
+           status_extra={"shm": {"node": names.node, "token": names.token, "version": 1}})
+    with Client([a.endpoint], timeout_s=5.0, attempt_timeout_s=2.0) as c:
+        c.put("fol:k", "wire")  # a follows the hint: b is the leader
+        assert b.endpoint == c.leader
+        assert "wire" == c.get("fol:k")  # leader read: a's store says FOLLOWER
+        assert "local" == c.get("fol:k", consistency="eventual")
+        assert c.local_store is not None
