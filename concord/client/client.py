@@ -28,6 +28,9 @@ Outcomes of one attempt are a closed set (STYLE.md §8): OK, NOT_LEADER, DROPPED
 certainly not applied), TIMEOUT (no answer, or the server's `timeout`), and a final error
 reply; a call whose write attempts timed out ends as UNKNOWN.
 
+Processes: a Client owns a zmq context, which must not cross a fork: create clients in
+the process that uses them (after forking).
+
 Thread safety: a Client may be shared by threads. One lock per client serializes calls
 (one request in flight per client; this also keeps session seqs in order, which the
 state machine requires). Use one Client per thread for parallel requests.
