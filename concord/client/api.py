@@ -111,7 +111,9 @@ def get(key: str, consistency: Consistency = ..., *, meta: Literal[True]) -> Val
 def get(key: str, consistency: Consistency = ..., meta: bool = ..., default: object = ...) -> object: ...
 
 
-def get(key: str, consistency: Consistency = "leader", meta: bool = False, default: object = _NO_DEFAULT) -> object:
+def get(
+    key: str, consistency: Consistency = "leader", meta: bool = False, default: object = _NO_DEFAULT
+) -> object:
     """Client.get on the default client (NotFoundError unless `default` is given)."""
     if default is _NO_DEFAULT:
         return default_client().get(key, consistency, meta)

@@ -80,6 +80,7 @@ from concord.errors import (
     ClientError,
     ConditionFailedError,
     ConfigError,
+    InvalidRequestError,
     NotFoundError,
     NotLeaderError,
     RemoteProtocolError,
@@ -263,7 +264,9 @@ class Client:
         # client_id, so a client_id reused across processes must not start over: a given
         # id starts from the wall clock in microseconds (monotonic across restarts at
         # fewer than a million writes a second); a fresh random id starts at 0.
-        self._seq = first_seq if first_seq is not None else (0 if client_id is None else time.time_ns() // 1000)
+        if first_seq is None:
+            first_seq = 0 if client_id is None else time.time_ns() // 1000
+        self._seq = first_seq
         self._cursor = 0
         self._leader: str | None = None
         self._closed = False
@@ -567,7 +570,7 @@ class Client:
     def delete(self, key: str) -> DeleteResult:
         """Delete `key`; `deleted` is False if it was absent."""
         reply = self.call("delete", {"key": key})
-        return DeleteResult(bool_field(reply, "delete", "deleted"), int_field(reply, "delete", "revision"))
+        return _deleted(reply, "delete")
 
     def put_many(self, items: Iterable[tuple[str, object] | tuple[str, object, float | None]]) -> int:
         """
@@ -597,7 +600,7 @@ class Client:
     def delete_many(self, keys: Iterable[str]) -> BulkDeleteResult:
         """Delete several keys atomically; `deleted` counts those that existed."""
         reply = self.call("delete_many", {"keys": list(keys)})
-        return BulkDeleteResult(int_field(reply, "delete_many", "deleted"), int_field(reply, "delete_many", "revision"))
+        return _bulk_deleted(reply, "delete_many")
 
     def touch(self, key: str, ttl: float) -> int:
         """
@@ -677,7 +680,9 @@ class Client:
         conds = _conditions(expected, version, mod_revision, absent)
         if condition is not None:
             if conds:
-                raise ConfigError("put_if takes condition= alone, without expected/version/mod_revision/absent")
+                raise InvalidRequestError(
+                    "put_if takes condition= alone, without expected, version, mod_revision or absent"
+                )
             return self._put_if_callable(key, value, ttl, condition)
         args: dict[str, object] = {"key": key, "value": _Value(value), "ttl": ttl, **conds}
         return int_field(self.call("put_if", args), "put_if", "revision")
@@ -716,7 +721,7 @@ class Client:
         """
         args: dict[str, object] = {"key": key, **_conditions(expected, version, mod_revision, absent)}
         reply = self.call("delete_if", args)
-        return DeleteResult(bool_field(reply, "delete_if", "deleted"), int_field(reply, "delete_if", "revision"))
+        return _deleted(reply, "delete_if")
 
     # -- queries ---------------------------------------------------------------------
 
@@ -791,7 +796,7 @@ class Client:
         """Delete every key matching the conditions, atomically."""
         args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
         reply = self.call("delete_where", args)
-        return BulkDeleteResult(int_field(reply, "delete_where", "deleted"), int_field(reply, "delete_where", "revision"))
+        return _bulk_deleted(reply, "delete_where")
 
     def events(self, since_revision: int, prefix: str | None = None, limit: int | None = None) -> EventsPage:
         """Changes after `since_revision` from the retained history (catch-up for PUB/SUB)."""
@@ -922,6 +927,14 @@ def _query_args(
         "where": None if where is None else dict(where) if isinstance(where, Mapping) else list(where),
         "limit": limit, "offset": offset,
     }
+
+
+def _deleted(reply: Mapping[str, object], op: str) -> DeleteResult:
+    return DeleteResult(bool_field(reply, op, "deleted"), int_field(reply, op, "revision"))
+
+
+def _bulk_deleted(reply: Mapping[str, object], op: str) -> BulkDeleteResult:
+    return BulkDeleteResult(int_field(reply, op, "deleted"), int_field(reply, op, "revision"))
 
 
 def _strip(reply: Mapping[str, object]) -> dict[str, object]:

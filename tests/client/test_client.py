@@ -348,6 +348,8 @@ def test_bad_arguments_rejected_locally_when_wire_table_forbids(a: FakeNode, cli
         client.get("k", consistency="sloppy")
     with pytest.raises(InvalidRequestError):
         client.get_all(limit=-1)
+    with pytest.raises(InvalidRequestError):
+        client.put_if("k", 1, absent=True, condition=lambda cur: True)
     assert [] == since(a, before)
 
 
