@@ -188,6 +188,7 @@ class Client:
         ns: tenant namespace sent with every request.
         shm: serve eventual (and leased leader) reads from a same-host node's shared
             memory when the node advertises it in `status` (see concord.client.local).
+            Off whenever `token` or `ns` is given (shared memory knows neither).
         shm_lease_s: how old the leader time in shared memory may be for a local
             `leader` read; keep it below the cluster's minimum election timeout.
         shm_probe_every_s: how often to ask `status` for a store while none is attached.
@@ -270,7 +271,7 @@ class Client:
         self._cursor = 0
         self._leader: str | None = None
         self._closed = False
-        self._want_shm = shm
+        self._local_ok = shm and token is None and ns is None
         self.shm_lease_s = shm_lease_s
         self.shm_probe_every_s = shm_probe_every_s
         self._store: LocalStore | None = None
@@ -452,12 +453,14 @@ class Client:
         self, op: str, args: Mapping[str, object], consistency: str
     ) -> dict[str, object]:
         """Serve a read from same-host shared memory when allowed, else over the wire."""
-        if self._want_shm and consistency in ("eventual", "leader"):
+        # NB: token and ns are checked by the node, never by shared memory: a client
+        # that sends them reads over the wire only.
+        if self._local_ok and consistency in ("eventual", "leader"):
             full = {**args, "consistency": consistency}
             with self._lock:
                 store = self._local_store_locked()
                 if store is not None:
-                    validate(self._envelope(op, 0, full))
+                    # Arguments are checked by the kv read logic (same error classes).
                     reply = store.read(op, full)
                     if reply is not None:
                         if reply.get("ok") is False:
