@@ -944,6 +944,11 @@ def _strip(reply: Mapping[str, object]) -> dict[str, object]:
     return {k: v for k, v in reply.items() if k not in ("id", "ok")}
 
 
+def normalize_endpoint(endpoint: str) -> str:
+    """A leader hint as a zmq endpoint: "host:port" gets the "tcp://" scheme."""
+    return endpoint if "://" in endpoint else f"tcp://{endpoint}"
+
+
 def error_from_reply(reply: Mapping[str, object], request_id: int | None = None) -> ClientError:
     """The ClientError an error reply stands for (unknown codes: ClientError itself)."""
     code = reply.get("error")
@@ -954,7 +959,8 @@ def error_from_reply(reply: Mapping[str, object], request_id: int | None = None)
     cls = ERROR_CLASSES.get(code) if isinstance(code, str) else None
     if cls is NotLeaderError:
         leader = reply.get("leader")
-        return NotLeaderError(text, rid, leader if isinstance(leader, str) and leader else None)
+        hint = normalize_endpoint(leader) if isinstance(leader, str) and leader else None
+        return NotLeaderError(text, rid, hint)
     if cls is None:
         return ClientError(f"{text} (unknown error code {code!r})", rid)
     return cls(text, rid)

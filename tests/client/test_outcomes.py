@@ -34,6 +34,8 @@ def test_leader_hint_kept_when_not_leader() -> None:
     assert isinstance(exc, NotLeaderError) and "tcp://h:1" == exc.leader_hint
     exc = error_from_reply(err("not_leader", ""))
     assert isinstance(exc, NotLeaderError) and None is exc.leader_hint
+    exc = error_from_reply(err("not_leader", "10.0.0.2:7400"))
+    assert isinstance(exc, NotLeaderError) and "tcp://10.0.0.2:7400" == exc.leader_hint
 
 
 @pytest.mark.parametrize("reply, outcome, cls", [
