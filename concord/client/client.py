@@ -83,6 +83,7 @@ from concord.errors import (
     InvalidRequestError,
     NotFoundError,
     NotLeaderError,
+    ProtocolError,
     RemoteProtocolError,
     RequestTimeoutError,
     ShuttingDownError,
@@ -494,7 +495,7 @@ class Client:
                 continue
             try:
                 status = self._status_at_locked(endpoint, min(self.timeout_s, self.attempt_timeout_s))
-            except ClientError as exc:
+            except (ClientError, ProtocolError) as exc:
                 log.debug("shm probe failed endpoint=%s error=%s", endpoint, exc)
                 continue
             names = shm_names(status)

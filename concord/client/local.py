@@ -46,7 +46,7 @@ from functools import lru_cache
 from typing import Callable, Final, Mapping
 from urllib.parse import urlsplit
 
-from concord.errors import ClientError
+from concord.errors import ClientError, ConcordError
 from concord.node.reader import Reader
 from concord.raft.state import Role
 from concord.shm.layout import FORMAT_VERSION, SegmentNames
@@ -154,7 +154,7 @@ class LocalStore:
         """Attach to a store, or None if it is not on this host (or not a v1 store)."""
         try:
             view = ShmView.attach(names)
-        except (FileNotFoundError, ValueError, OSError) as exc:
+        except (FileNotFoundError, ValueError, OSError, ConcordError) as exc:
             log.info("shared-memory store not attachable ctl=%s error=%s", names.ctl, exc)
             return None
         try:
@@ -191,6 +191,12 @@ class LocalStore:
             reply = self._reader.serve(op, plain)
         except ClientError as exc:
             reply = {"error": exc.code, "message": exc.message}
+        except ConcordError as exc:
+            # E.g. CorruptionError: never trust this mapping again; the wire still works.
+            log.warning("shared-memory read failed, detaching ctl=%s error=%s", self._names.ctl, exc)
+            self.close()
+            self.declined += 1
+            return None
         if consistency == "leader":
             # Judge the state the reply was evaluated on (the view's synced status).
             status = self._view.synced_status()

@@ -196,3 +196,21 @@ def test_wire_used_when_token_or_ns_given(advertised: FakeNode, pub: Publisher) 
             c.put("auth:k", "wire")
             assert "wire" == c.get("auth:k", consistency="eventual")
             assert None is c.local_store
+
+
+def test_store_detached_when_read_hits_corruption(
+    names: SegmentNames, pub: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CorruptionError while reading detaches the view and declines (the wire takes over)."""
+    from concord.errors import CorruptionError
+
+    store = LocalStore.open(names)
+    assert store is not None
+
+    def corrupt(op: str, args: object) -> dict[str, object]:
+        raise CorruptionError("record at offset 64 fails its checksum")
+
+    monkeypatch.setattr(store._reader, "serve", corrupt)
+    assert None is store.read("get", {"key": "k", "consistency": "eventual"})
+    assert False is store.alive
+    store.close()
