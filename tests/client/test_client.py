@@ -281,7 +281,7 @@ def test_next_endpoint_tried_when_no_leader(a: FakeNode, leaderless: FakeNode) -
 
 def test_no_leader_raised_when_deadline_passes(leaderless: FakeNode) -> None:
     """Only a leaderless node: NoLeaderError once the deadline passes."""
-    with Client(leaderless.endpoint, timeout_s=0.3, attempt_timeout_s=0.3, shm=False) as c:
+    with Client(leaderless.endpoint, timeout_s=1.0, attempt_timeout_s=1.0, shm=False) as c:
         with pytest.raises(NoLeaderError):
             c.get("nl:k")
 
