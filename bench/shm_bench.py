@@ -1,0 +1,177 @@
+"""
+Lookups per second through the shared-memory store, next to a plain dict in the same run.
+
+    python bench/shm_bench.py [--keys 100000 1000000] [--value-bytes 100] [--seconds 1.0]
+
+For each key count: publishes that many keys (stored values of --value-bytes msgpack
+bytes), attaches a reader view, then times random-order lookups returning the stored bytes
+and decoded values (one call per key, and get_many in batches of 100), a plain dict lookup
+of the same bytes, and prints ratios plus shm bytes per key. One process: the numbers are
+what one read worker gets from one core. Results, not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+
+import msgpack
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from concord.kv.record import Change, ChangeType, KeyRecord, Space  # noqa: E402
+from concord.shm.layout import SegmentNames, ctl_size  # noqa: E402
+from concord.shm.publisher import Publisher  # noqa: E402
+from concord.shm.segments import create_store, unlink_store  # noqa: E402
+from concord.shm.view import ShmView  # noqa: E402
+
+
+def _rate(fn: Callable[[], int], seconds: float, rounds: int = 3) -> float:
+    """Best of `rounds` runs of ~seconds each of `fn` (returns ops done); ops per CPU second.
+
+    CPU time of this process, not wall time: the host is shared, and a read worker that
+    is scheduled gets the CPU rate.
+    """
+    fn()  # warm up
+    best = 0.0
+    for _ in range(rounds):
+        ops = 0
+        start = time.process_time()
+        while True:
+            ops += fn()
+            elapsed = time.process_time() - start
+            if elapsed >= seconds / rounds:
+                break
+        best = max(best, ops / elapsed)
+    return best
+
+
+def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
+    rng = random.Random(seed)
+    names = SegmentNames("bench", f"p{os.getpid()}")
+    keys = [f"user:{i:08d}" for i in range(n_keys)]
+    value = msgpack.packb("x" * (value_bytes - 2 if value_bytes < 34 else value_bytes - 2))
+    assert len(value) == value_bytes or value_bytes < 34, len(value)
+    raw_bytes = sum(len(k.encode()) for k in keys) + n_keys * len(value)
+    # Distinct but equal key objects, as keys arriving off the wire would be: the dict
+    # gets no identity shortcut the shm view cannot have.
+    plain = {(k + ".")[:-1]: value for k in keys}
+    create_store(names, initial_bytes=1 << 20)
+    try:
+        pub = Publisher.attach(names)
+        t0 = time.process_time()
+        batch: list[Change] = []
+        rev = 0
+        for k in keys:
+            rev += 1
+            rec = KeyRecord(k, value, 0, rev, rev, 1, 0)
+            batch.append(Change(ChangeType.PUT, Space.USER, k, rec, rev, 0))
+            if len(batch) == 1000:
+                pub.publish(batch, rev, rev, 0)
+                batch = []
+        pub.publish(batch, rev, rev, 0)
+        publish_s = time.process_time() - t0
+        t0 = time.process_time()
+        view = ShmView.attach(names)
+        attach_s = time.process_time() - t0
+        stats = pub.stats()
+        shm_total = ctl_size(1 << 16) + stats.capacity_bytes
+        order = keys[:]
+        rng.shuffle(order)
+        probe = order[: min(len(order), 200_000)]
+
+        get_encoded = view.get_encoded
+        get_value = view.get_value
+        get_many = view.get_many_encoded
+        get_many_values = view.get_many_values
+        unpackb = msgpack.unpackb
+        batches = [probe[i : i + 100] for i in range(0, len(probe), 100)]
+
+        def dict_bytes() -> int:
+            for k in probe:
+                plain[k]
+            return len(probe)
+
+        def dict_get_bytes() -> int:
+            g = plain.get
+            for k in probe:
+                g(k)
+            return len(probe)
+
+        def dict_decoded() -> int:
+            for k in probe:
+                unpackb(plain[k])
+            return len(probe)
+
+        def shm_bytes() -> int:
+            for k in probe:
+                get_encoded(k)
+            return len(probe)
+
+        def shm_decoded() -> int:
+            for k in probe:
+                get_value(k)
+            return len(probe)
+
+        def shm_many_bytes() -> int:
+            for b in batches:
+                get_many(b)
+            return len(probe)
+
+        def shm_many_decoded() -> int:
+            for b in batches:
+                get_many_values(b)
+            return len(probe)
+
+        assert get_encoded(probe[0]) == value
+        r = {
+            "dict[k] bytes": _rate(dict_bytes, seconds),
+            "dict.get bytes": _rate(dict_get_bytes, seconds),
+            "dict decoded": _rate(dict_decoded, seconds),
+            "shm get bytes": _rate(shm_bytes, seconds),
+            "shm get decoded": _rate(shm_decoded, seconds),
+            "shm get_many bytes": _rate(shm_many_bytes, seconds),
+            "shm get_many decoded": _rate(shm_many_decoded, seconds),
+        }
+        print(f"\n== {n_keys:,} keys, {len(value)}-byte values, seed={seed} ==")
+        print(f"publish {n_keys / publish_s:,.0f} keys/s; reader attach (scan) {attach_s:.3f} s")
+        for name, ops in r.items():
+            print(f"  {name:22s} {ops:>13,.0f} /s")
+        print(
+            "  ratios: shm/dict bytes {:.2f}, shm/dict decoded {:.2f}, "
+            "get_many/dict bytes {:.2f}".format(
+                r["shm get bytes"] / r["dict[k] bytes"],
+                r["shm get decoded"] / r["dict decoded"],
+                r["shm get_many bytes"] / r["dict[k] bytes"],
+            )
+        )
+        raw_per_key = raw_bytes / n_keys
+        print(
+            f"  shm bytes/key: segments {shm_total / n_keys:.1f}, records "
+            f"{stats.used_bytes / n_keys:.1f}; raw key+value {raw_per_key:.1f} "
+            f"(ratio {shm_total / raw_bytes:.2f} segments, {stats.used_bytes / raw_bytes:.2f} records)"
+        )
+        view.close()
+        pub.close()
+    finally:
+        unlink_store(names)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--keys", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--value-bytes", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    print(f"python {sys.version.split()[0]} pid={os.getpid()}")
+    for n in args.keys:
+        bench(n, args.value_bytes, args.seconds, args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+"""
+The shared-memory layout of the committed store, and segment ownership.
+
+One writer (the raft worker's `Publisher`) appends immutable records to an arena and
+announces them on a change ring; any number of readers (`ShmView`) keep a process-local
+dict `key -> locator` current from that ring and read values with one slice. Nothing here
+takes a lock. This module only defines the bytes and opens, creates and unlinks segments;
+it never decides what to publish.
+
+Segments of one node (`<base>` = `concord-<node>-<token>`, see `SegmentNames`):
+
+    <base>-ctl      control segment: header + change ring; fixed size, lives as long as the
+                    node (created by the supervisor)
+    <base>-g<N>     generation N of the record arena (N = 0, 1, 2, ...). g0 is created by the
+                    supervisor; later generations by the writer when it grows (a larger copy,
+                    same offsets) or compacts (live records only, new offsets). The writer
+                    unlinks a generation once the next one is live (readers that still map it
+                    keep reading it safely); `unlink_all` removes every generation up to
+                    `max_gen`.
+
+Control segment, little-endian, every field an aligned u64 word (index = offset / 8):
+
+    offset size field
+    0      8    magic            b"CNCDSHMC"
+    8      8    version          FORMAT_VERSION (1)
+    16     8    seq              status generation (seqlock, latch variant): status slot
+                                 `seq & 1` is the published one; the writer fills slot
+                                 `(seq + 1) & 1`, then increments seq
+    24     8    ring_capacity    slots in the ring (a power of two), fixed at creation
+    32     8    max_gen          highest generation ever created (set before creating it)
+    40     8    writer_epoch     incremented each time a writer attaches
+    48     16   reserved (0)
+    64     152  status slot 0    (layout below)
+    216    152  status slot 1
+    368    16   reserved (0)
+    384    16*C ring slots; the change with sequence s lives in slot s % C:
+                    [seq u64][word u64 = record_offset << 2 | ChangeType]
+                 PUT and TOUCH point at the new record, DELETE and EXPIRE at the dead one
+                 (readers take the key from it). The writer writes seq=0, word, then seq.
+
+Status slot (19 words), read by readers as one consistent snapshot: read seq, read the
+slot's own slot_seq, the slot, and slot_seq again; both equal to seq means consistent.
+The writer fills the unpublished slot as slot_seq = 0, words 0..17, slot_seq = seq + 1,
+then sets seq = seq + 1. A writer stalled half-way through the other slot never blocks
+readers, and one publish during a read does not disturb it either: a reader retries only
+if the writer published twice while it read (and so rewrote the slot it was reading):
+
+    word field
+    0    applied_index    last applied Raft index
+    1    revision         store revision after applied_index
+    2    term             current term of this node
+    3    leader_time_ms   leader timestamp of the last applied entry (cluster time)
+    4    ring_head        sequence number of the last published change (0: none)
+    5    prev_head        ring_head before the last publish (its dead marks may be pending)
+    6    arena_end        bytes used in the live generation (records end before it)
+    7    live_gen         generation readers must use
+    8    lineage_gen      generation whose record offsets live_gen preserves
+    9    role             concord.raft.state.Role value
+    10   leader_id_len    bytes of leader_id used (0: no leader known)
+    11   leader_id        7 words: UTF-8 NodeId, leader_id_len bytes used
+    18   slot_seq         the seq this slot was published as (0 while being written)
+
+Generation segment:
+
+    offset size field
+    0      8    magic            b"CNCDSHMG"
+    8      8    version          FORMAT_VERSION (1)
+    16     8    generation       N
+    24     8    lineage_gen      as in the control header when this generation was created
+    32     8    capacity         size of the segment in bytes
+    40     8    dir_offset       offset of the directory (0: none)
+    48     8    dir_head         ring_head the directory reflects
+    56     8    reserved (0)
+    64     ...  records, each starting at a multiple of 8, appended in publish order
+
+Directory (written by compaction and reset, right after the records they copy, so that
+a reader rebuilds its index at C speed instead of parsing every record):
+
+    offset size field
+    0      8    n_user           keys of Space.USER
+    8      8    n_system         keys of Space.SYSTEM
+    16     8    blob_len
+    24     8*n  locators         (n = n_user + n_system; user first), as defined below
+    24+8n  b    msgpack [user_keys, system_keys, user_ttl, system_ttl], *_ttl flat
+                [key, expires_at_ms, key, expires_at_ms, ...] of the keys with a TTL,
+                keys in the same order as the locators
+
+Record (immutable once published, except `state`):
+
+    offset size field
+    0      8    checksum         xxh3_64 of bytes [9, 50 + value_len + key_len)
+    8      1    state            0 live, 1 dead (set once by the writer after the change
+                                 that superseded it is published; not checksummed)
+    9      1    space            concord.kv.record.Space
+    10     1    flags            concord.kv.record.RecordFlags
+    11     1    reserved (0)
+    12     4    value_len        u32
+    16     8    create_revision  u64
+    24     8    mod_revision     u64
+    32     8    version          u64
+    40     8    expires_at_ms    u64, 0 = never
+    48     2    key_len          u16 (keys are at most 1024 UTF-8 bytes; 65535 here)
+    50     v    value            stored bytes (msgpack, zlib-compressed if flags say so)
+    50+v   k    key              UTF-8
+                 padding to a multiple of 8 (zeros)
+
+A reader-local *locator* packs what a lookup needs into one int:
+`(record_offset + 50) << 32 | value_len << 2 | has_ttl << 1 | compressed`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from array import array
+import mmap
+import os
+import re
+import struct
+from dataclasses import dataclass
+from typing import Callable, Final, cast
+
+from concord.raft.state import Role
+
+FORMAT_VERSION: Final = 1
+CTL_MAGIC: Final = b"CNCDSHMC"
+GEN_MAGIC: Final = b"CNCDSHMG"
+
+# Control header word indexes (offset / 8).
+W_MAGIC: Final = 0
+W_VERSION: Final = 1
+W_SEQ: Final = 2
+W_RING_CAP: Final = 3
+W_MAX_GEN: Final = 4
+W_WRITER_EPOCH: Final = 5
+STATUS_BASE: Final = (8, 27)
+STATUS_WORDS: Final = 18  # the status itself; word 18 of a slot is its slot_seq
+S_SLOT_SEQ: Final = 18
+# Word indexes inside a status slot.
+S_APPLIED: Final = 0
+S_REVISION: Final = 1
+S_TERM: Final = 2
+S_LEADER_TIME: Final = 3
+S_RING_HEAD: Final = 4
+S_PREV_HEAD: Final = 5
+S_ARENA_END: Final = 6
+S_LIVE_GEN: Final = 7
+S_LINEAGE: Final = 8
+S_ROLE: Final = 9
+S_LEADER_LEN: Final = 10
+S_LEADER_ID: Final = 11
+LEADER_ID_MAX: Final = 56
+CTL_HEADER_SIZE: Final = 384
+RING_BASE_WORD: Final = CTL_HEADER_SIZE // 8
+RING_SLOT_SIZE: Final = 16
+DEFAULT_RING_CAPACITY: Final = 1 << 18
+
+GEN_HEADER: Final = struct.Struct("<8sQQQQ24x")
+GEN_DIRECTORY: Final = struct.Struct("<QQ")  # dir_offset, dir_head at offset 40
+GEN_DIRECTORY_AT: Final = 40
+DIR_HEAD: Final = struct.Struct("<QQQ")
+GEN_HEADER_SIZE: Final = 64
+assert GEN_HEADER.size == GEN_HEADER_SIZE
+
+# Record header after the checksum: state, space, flags, reserved, value_len,
+# create_revision, mod_revision, version, expires_at_ms, key_len.
+RECORD_HEAD: Final = struct.Struct("<QBBBxIQQQQH")
+RECORD_HEAD_SIZE: Final = 50
+assert RECORD_HEAD.size == RECORD_HEAD_SIZE
+# What a scan or an ingest needs: state, space, flags, value_len, ..., key_len.
+RECORD_VIEW: Final = struct.Struct("<8xBBBxIQQQQH")
+CHECKSUM_FROM: Final = 9
+STATE_OFFSET: Final = 8
+STATE_LIVE: Final = 0
+STATE_DEAD: Final = 1
+
+LOC_SHIFT: Final = 32
+LOC_LEN_MASK: Final = 0x3FFFFFFF
+LOC_TTL: Final = 2
+LOC_COMPRESSED: Final = 1
+
+PAGE: Final = mmap.PAGESIZE
+_NAME_PART = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ShmStatus:
+    """One consistent snapshot of the published status (see the layout above)."""
+
+    seq: int
+    applied_index: int
+    revision: int
+    term: int
+    leader_time_ms: int
+    ring_head: int
+    prev_head: int
+    arena_end: int
+    live_gen: int
+    lineage_gen: int
+    role: Role
+    leader_id: str | None
+
+
+def read_status_words(words: memoryview) -> tuple[int, list[int]] | None:
+    """
+    Read the published status slot.
+
+    Returns:
+        (seq, the slot's STATUS_WORDS words), or None if the writer published twice
+        while we read (retry).
+    """
+    seq = int(words[W_SEQ])
+    base = STATUS_BASE[seq & 1]
+    if words[base + S_SLOT_SEQ] != seq:
+        return None  # the writer is already rewriting it (published twice since)
+    values: list[int] = words[base : base + STATUS_WORDS].tolist()
+    if words[base + S_SLOT_SEQ] != seq:
+        return None
+    return seq, values
+
+
+def status_from_words(seq: int, values: list[int]) -> ShmStatus:
+    """Decode a status slot read by `read_status_words`."""
+    n = values[S_LEADER_LEN]
+    raw = struct.pack("<7Q", *values[S_LEADER_ID : S_LEADER_ID + 7])[:n]
+    return ShmStatus(
+        seq=seq,
+        applied_index=values[S_APPLIED],
+        revision=values[S_REVISION],
+        term=values[S_TERM],
+        leader_time_ms=values[S_LEADER_TIME],
+        ring_head=values[S_RING_HEAD],
+        prev_head=values[S_PREV_HEAD],
+        arena_end=values[S_ARENA_END],
+        live_gen=values[S_LIVE_GEN],
+        lineage_gen=values[S_LINEAGE],
+        role=Role(values[S_ROLE]),
+        leader_id=raw.decode() if n else None,
+    )
+
+
+def write_status_words(words: memoryview, values: list[int]) -> None:
+    """Writer only: fill the unpublished slot with `values`, then publish it."""
+    seq = int(words[W_SEQ])
+    base = STATUS_BASE[(seq + 1) & 1]
+    words[base + S_SLOT_SEQ] = 0
+    words[base : base + STATUS_WORDS] = array("Q", values)
+    words[base + S_SLOT_SEQ] = seq + 1
+    words[W_SEQ] = seq + 1
+
+
+def leader_id_words(leader_id: str | None) -> list[int]:
+    """The 8 status words `leader_id_len, leader_id...` for a leader id."""
+    raw = (leader_id or "").encode()
+    if len(raw) > LEADER_ID_MAX:
+        raise ValueError(f"leader id {leader_id!r} is longer than {LEADER_ID_MAX} bytes")
+    return [len(raw), *struct.unpack("<7Q", raw.ljust(LEADER_ID_MAX, b"\0"))]
+
+
+def align8(n: int) -> int:
+    """Round `n` up to a multiple of 8."""
+    return (n + 7) & ~7
+
+
+def record_size(key_len: int, value_len: int) -> int:
+    """Bytes one record takes in the arena, padding included."""
+    return align8(RECORD_HEAD_SIZE + value_len + key_len)
+
+
+def ctl_size(ring_capacity: int) -> int:
+    """Size of the control segment for a ring of `ring_capacity` slots."""
+    return CTL_HEADER_SIZE + RING_SLOT_SIZE * ring_capacity
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentNames:
+    """
+    The names of one node's segments: `concord-<node>-<token>-ctl` and `-g<N>`.
+
+    `token` distinguishes two runs (or two tests) of the same node id on one host.
+    """
+
+    node: str
+    token: str
+
+    def __post_init__(self) -> None:
+        for part in (self.node, self.token):
+            if not _NAME_PART.match(part):
+                raise ValueError(f"segment name part {part!r} must match {_NAME_PART.pattern}")
+
+    @property
+    def base(self) -> str:
+        return f"concord-{self.node}-{self.token}"
+
+    @property
+    def ctl(self) -> str:
+        return f"{self.base}-ctl"
+
+    def gen(self, n: int) -> str:
+        return f"{self.base}-g{n}"
+
+
+# NB: attach and create through _posixshmem, never multiprocessing.shared_memory: on
+# Python 3.11 SharedMemory registers every segment it opens with the resource tracker,
+# which unlinks it when that process exits, so a reader that merely attached would
+# destroy the store. Here nothing is registered; unlinking is explicit and owned.
+_posixshmem = importlib.import_module("_posixshmem")
+_shm_open = cast(Callable[..., int], getattr(_posixshmem, "shm_open"))
+_shm_unlink = cast(Callable[[str], None], getattr(_posixshmem, "shm_unlink"))
+
+
+def create_segment(name: str, size: int) -> mmap.mmap:
+    """
+    Create a new segment of `size` bytes (zero-filled) and map it read-write.
+
+    Raises:
+        FileExistsError: a segment of that name exists.
+    """
+    fd = _shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        return mmap.mmap(fd, size)
+    except BaseException:
+        _shm_unlink("/" + name)
+        raise
+    finally:
+        os.close(fd)
+
+
+def open_segment(name: str, writable: bool = False) -> mmap.mmap:
+    """
+    Map an existing segment, whole, without registering it with any resource tracker.
+
+    Raises:
+        FileNotFoundError: no segment of that name (never created, or unlinked).
+    """
+    fd = _shm_open("/" + name, os.O_RDWR if writable else os.O_RDONLY, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+        return mmap.mmap(fd, size, access=access)
+    finally:
+        os.close(fd)
+
+
+def unlink_segment(name: str) -> bool:
+    """Unlink a segment; return False if it did not exist."""
+    try:
+        _shm_unlink("/" + name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def segment_exists(name: str) -> bool:
+    """True if a segment of that name exists."""
+    try:
+        fd = _shm_open("/" + name, os.O_RDONLY, 0o600)
+    except FileNotFoundError:
+        return False
+    os.close(fd)
+    return True
+
+
+def write_gen_header(buf: mmap.mmap, generation: int, lineage: int, capacity: int) -> None:
+    """Fill the header of a freshly created generation segment."""
+    GEN_HEADER.pack_into(buf, 0, GEN_MAGIC, FORMAT_VERSION, generation, lineage, capacity)
+
+
+def read_gen_directory(buf: mmap.mmap) -> tuple[int, int]:
+    """(dir_offset, dir_head) of a generation; dir_offset 0 means no directory."""
+    offset, head = GEN_DIRECTORY.unpack_from(buf, GEN_DIRECTORY_AT)
+    return int(offset), int(head)
+
+
+def directory_span(buf: mmap.mmap) -> tuple[int, int]:
+    """[start, end) of the generation's directory in the arena; (0, 0) if none."""
+    offset = int(GEN_DIRECTORY.unpack_from(buf, GEN_DIRECTORY_AT)[0])
+    if not offset:
+        return 0, 0
+    n_user, n_system, blob_len = DIR_HEAD.unpack_from(buf, offset)
+    return offset, offset + align8(DIR_HEAD.size + 8 * (n_user + n_system) + blob_len)
+
+
+def set_gen_directory(buf: mmap.mmap, offset: int, head: int) -> None:
+    """Writer only, before the generation is published: record its directory."""
+    GEN_DIRECTORY.pack_into(buf, GEN_DIRECTORY_AT, offset, head)
+
+
+def read_gen_header(buf: mmap.mmap) -> tuple[int, int, int]:
+    """
+    Check and read a generation header.
+
+    Returns:
+        (generation, lineage_gen, capacity).
+
+    Raises:
+        ValueError: wrong magic or version.
+    """
+    magic, version, generation, lineage, capacity = GEN_HEADER.unpack_from(buf, 0)
+    if magic != GEN_MAGIC or version != FORMAT_VERSION:
+        raise ValueError(f"not a concord generation segment magic={magic!r} version={version}")
+    return int(generation), int(lineage), int(capacity)
+
+
+def initial_gen_capacity(expected_bytes: int) -> int:
+    """Segment size for a generation meant to hold `expected_bytes` of records."""
+    need = GEN_HEADER_SIZE + max(expected_bytes, 1)
+    return (need + PAGE - 1) // PAGE * PAGE
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "SegmentNames",
+    "ShmStatus",
+    "align8",
+    "create_segment",
+    "ctl_size",
+    "initial_gen_capacity",
+    "open_segment",
+    "read_gen_header",
+    "record_size",
+    "segment_exists",
+    "unlink_segment",
+    "write_gen_header",
+]

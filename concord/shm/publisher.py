@@ -1,0 +1,518 @@
+"""
+The single writer of the shared-memory store (used by the raft worker only).
+
+`publish()` appends one immutable record per PUT/TOUCH, puts one ring slot per change,
+then publishes the new status (applied index, revision, ring head, arena end, ...) in
+one seqlock write, and only then marks superseded records dead. Readers therefore never
+see a half-applied batch: everything a batch wrote becomes reachable through a single
+header update. Growth copies the arena into a larger generation at the same offsets;
+compaction copies live records only into a new lineage. Both switch readers over through
+the same header update, and the writer then unlinks the old generation (readers that
+still map it keep a valid mapping).
+
+Never reads the clock: leader time comes from the applied entries. Never unlinks the
+control segment (the supervisor owns it).
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgpack
+import xxhash
+from array import array
+
+from concord.kv.record import Change, ChangeType, KeyRecord, Space
+from concord.raft.state import Role
+from concord.shm.layout import (
+    CHECKSUM_FROM,
+    CTL_MAGIC,
+    FORMAT_VERSION,
+    GEN_HEADER_SIZE,
+    PAGE,
+    RECORD_HEAD,
+    RECORD_HEAD_SIZE,
+    RECORD_VIEW,
+    RING_BASE_WORD,
+    S_APPLIED,
+    S_ARENA_END,
+    S_LEADER_LEN,
+    S_LEADER_TIME,
+    S_LINEAGE,
+    S_LIVE_GEN,
+    S_PREV_HEAD,
+    S_REVISION,
+    S_RING_HEAD,
+    S_ROLE,
+    S_TERM,
+    STATE_DEAD,
+    STATE_LIVE,
+    STATE_OFFSET,
+    STATUS_BASE,
+    STATUS_WORDS,
+    W_MAX_GEN,
+    W_RING_CAP,
+    W_SEQ,
+    W_VERSION,
+    W_WRITER_EPOCH,
+    SegmentNames,
+    create_segment,
+    leader_id_words,
+    open_segment,
+    read_gen_header,
+    record_size,
+    unlink_segment,
+    DIR_HEAD,
+    align8,
+    directory_span,
+    read_gen_directory,
+    set_gen_directory,
+    write_gen_header,
+    write_status_words,
+)
+
+logger = logging.getLogger(__name__)
+
+_U64 = struct.Struct("<Q")
+_xxh = xxhash.xxh3_64_intdigest
+_RING_BASE_WORD = RING_BASE_WORD
+_PUTS = (ChangeType.PUT, ChangeType.TOUCH)
+
+
+@dataclass(frozen=True, slots=True)
+class ArenaStats:
+    """Writer-side accounting of the live generation."""
+
+    generation: int
+    lineage_gen: int
+    capacity_bytes: int
+    used_bytes: int
+    live_bytes: int
+    live_records: int
+    directory_bytes: int
+
+
+# Upper bound of the directory bytes: header and msgpack list headers, then per key a
+# locator, the key (str header <= 3 bytes) and, with a TTL, the key again and an int.
+_DIR_FIXED = 64
+
+
+def _dir_bytes(key_len: int, expires_at_ms: int) -> int:
+    return 8 + 3 + key_len + (3 + key_len + 9 if expires_at_ms else 0)
+
+
+class Publisher:
+    """
+    The only writer of a node's store. Not thread-safe; one per node at a time.
+
+    Use `Publisher.attach(names)` after the supervisor ran `create_store(names)`.
+    """
+
+    def __init__(self, names: SegmentNames, ctl: mmap.mmap, growth_factor: float) -> None:
+        self._names = names
+        self._ctl = ctl
+        self._words = memoryview(ctl).cast("Q")
+        if bytes(ctl[0:8]) != CTL_MAGIC or self._words[W_VERSION] != FORMAT_VERSION:
+            raise ValueError(f"segment {names.ctl} is not a concord store version 1")
+        self._growth = max(growth_factor, 1.1)
+        self._ring_cap = int(self._words[W_RING_CAP])
+        self._ring_mask = self._ring_cap - 1
+        seq = int(self._words[W_SEQ])
+        base = STATUS_BASE[seq & 1]
+        # The writer's copy of the published status slot (it is the only writer).
+        self._status: list[int] = self._words[base : base + STATUS_WORDS].tolist()
+        self._head = self._status[S_RING_HEAD]
+        self._gen = self._status[S_LIVE_GEN]
+        self._lineage = self._status[S_LINEAGE]
+        self._mm = open_segment(names.gen(self._gen), writable=True)
+        self._mv = memoryview(self._mm)
+        _, _, self._cap = read_gen_header(self._mm)
+        self._end = self._status[S_ARENA_END]
+        # (space, key) -> offset of the key's live record, one dict per space.
+        self._offsets: list[dict[str, int]] = [{} for _ in Space]
+        self._live_bytes = 0
+        self._dir_bytes = 0
+        self._retired: list[tuple[str, mmap.mmap, memoryview]] = []
+        self._recover()
+        self._words[W_WRITER_EPOCH] += 1
+
+    @classmethod
+    def attach(cls, names: SegmentNames, growth_factor: float = 1.5) -> Publisher:
+        """
+        Attach as the writer to a store created by `segments.create_store`.
+
+        A restarted writer finds the state its predecessor published: it rebuilds its
+        key -> offset map from a scan and finishes the predecessor's pending dead marks.
+        Anything the predecessor wrote but never published is ignored (overwritten).
+
+        Raises:
+            FileNotFoundError: the store does not exist.
+            ValueError: the control segment is not a concord store of this version.
+        """
+        ctl = open_segment(names.ctl, writable=True)
+        try:
+            return cls(names, ctl, growth_factor)
+        except BaseException:
+            ctl.close()
+            raise
+
+    # -- status -------------------------------------------------------------------
+
+    @property
+    def applied_index(self) -> int:
+        return self._status[S_APPLIED]
+
+    @property
+    def ring_head(self) -> int:
+        return self._head
+
+    def stats(self) -> ArenaStats:
+        """Sizes of the live generation, for compaction decisions and benchmarks."""
+        return ArenaStats(
+            generation=self._gen,
+            lineage_gen=self._lineage,
+            capacity_bytes=self._cap,
+            used_bytes=self._end - GEN_HEADER_SIZE,
+            live_bytes=self._live_bytes,
+            live_records=sum(len(d) for d in self._offsets),
+            directory_bytes=self._dir_bytes,
+        )
+
+    def set_status(self, term: int, leader_id: str | None, role: Role) -> None:
+        """Publish term, leader id and role (SoftState changes) in one status update."""
+        st = self._status
+        st[S_LEADER_LEN : S_LEADER_LEN + 8] = leader_id_words(leader_id)
+        st[S_TERM] = term
+        st[S_ROLE] = int(role)
+        write_status_words(self._words, st)
+
+    # -- publishing ---------------------------------------------------------------
+
+    def publish(
+        self,
+        changes: Sequence[Change],
+        applied_index: int,
+        revision: int,
+        leader_time_ms: int,
+    ) -> None:
+        """
+        Publish the changes of applied entries up to `applied_index`, atomically.
+
+        Readers see either none or all of `changes` (one header update). Changes apply in
+        order; a DELETE or EXPIRE of an absent key is ignored.
+
+        Args:
+            changes: from `concord.kv` apply(), in apply order (may be empty, e.g. for a
+                no-op entry; applied_index still advances).
+            applied_index: the last applied Raft index.
+            revision: the store revision after these entries.
+            leader_time_ms: leader timestamp of the last applied entry (readers hide keys
+                with expires_at_ms <= this).
+        """
+        offsets = self._offsets
+        dead: list[int] = []
+        slots: list[int] = []
+        if len(changes) > self._ring_cap // 2:
+            # Too big for the ring to carry (a reader could never replay it whole): apply
+            # it in place and publish a new lineage; readers rebuild from a scan. Marks
+            # in the old generation are harmless: a scan of it is abandoned on the
+            # lineage change.
+            for ch in changes:
+                d = offsets[ch.space]
+                old = d.pop(ch.key, None)
+                if ch.record is not None and ch.type in _PUTS:
+                    d[ch.key] = self._append(ch.space, ch.record)
+                if old is not None:
+                    self._mark_dead([old])
+            self._compact(applied_index, revision, leader_time_ms)
+            return
+        for ch in changes:
+            d = offsets[ch.space]
+            old = d.get(ch.key)
+            rec = ch.record
+            if rec is None or ch.type not in _PUTS:
+                if old is None:
+                    continue
+                del d[ch.key]
+                dead.append(old)
+                slots.append(old << 2 | int(ch.type))
+            else:
+                off = self._append(ch.space, rec)
+                d[ch.key] = off
+                if old is not None:
+                    dead.append(old)
+                slots.append(off << 2 | int(ch.type))
+        self._write_slots(slots)
+        self._publish_header(applied_index, revision, leader_time_ms)
+        self._mark_dead(dead)
+        self._unlink_retired()
+
+    def reset(
+        self,
+        records: Iterable[tuple[Space, KeyRecord]],
+        applied_index: int,
+        revision: int,
+        leader_time_ms: int,
+    ) -> None:
+        """
+        Replace the whole published state (after a snapshot install or a writer restart).
+
+        Builds a new lineage generation from `records`; readers rebuild from a scan.
+        """
+        items = list(records)
+        need = _DIR_FIXED
+        for _, r in items:
+            klen = len(r.key.encode())
+            need += record_size(klen, len(r.value)) + _dir_bytes(klen, r.expires_at_ms)
+        self._new_generation(need, lineage=True)
+        self._offsets = [{} for _ in Space]
+        self._live_bytes = 0
+        for space, rec in items:
+            d = self._offsets[space]
+            old = d.get(rec.key)
+            d[rec.key] = self._append(space, rec)
+            if old is not None:  # a duplicate key in `records`: the last one wins
+                self._mark_dead([old])
+        self._write_directory()
+        self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
+        self._unlink_retired()
+
+    def maybe_compact(self, min_dead_ratio: float = 0.5, min_used_bytes: int = 1 << 20) -> bool:
+        """Compact if dead records take more than `min_dead_ratio` of the used arena."""
+        used = self._end - GEN_HEADER_SIZE
+        dead = used - self._live_bytes - self._dir_bytes
+        if used < min_used_bytes or dead <= used * min_dead_ratio:
+            return False
+        self.compact()
+        return True
+
+    def compact(self) -> None:
+        """
+        Copy the live records into a new lineage generation and switch readers to it.
+
+        Readers notice the lineage change and rebuild their local index from a scan.
+        """
+        st = self._status
+        self._compact(st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME])
+
+    def _compact(self, applied_index: int, revision: int, leader_time_ms: int) -> None:
+        old_mm, old_mv = self._mm, self._mv
+        order = sorted(
+            (off, space) for space, d in enumerate(self._offsets) for off in d.values()
+        )
+        # Plan first (new offsets, size with the directory), then copy runs of adjacent
+        # live records in one slice each.
+        remap: dict[int, int] = {}
+        runs: list[tuple[int, int, int]] = []
+        pos = GEN_HEADER_SIZE
+        need = _DIR_FIXED
+        run_src = run_dst = run_len = 0
+        unpack = RECORD_VIEW.unpack_from
+        for off, _ in order:
+            _, _, _, vlen, _, _, _, exp, klen = unpack(old_mm, off)
+            size = record_size(klen, vlen)
+            need += size + _dir_bytes(klen, exp)
+            remap[off] = pos
+            if run_len and run_src + run_len == off:
+                run_len += size
+            else:
+                if run_len:
+                    runs.append((run_src, run_dst, run_len))
+                run_src, run_dst, run_len = off, pos, size
+            pos += size
+        if run_len:
+            runs.append((run_src, run_dst, run_len))
+        self._new_generation(need, lineage=True)
+        mm = self._mm
+        for src, dst, length in runs:
+            mm[dst : dst + length] = old_mv[src : src + length]
+        self._end = pos
+        for d in self._offsets:
+            for key, off in d.items():
+                d[key] = remap[off]
+        self._write_directory()
+        self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
+        self._unlink_retired()
+        logger.info(
+            "shm compacted gen=%d live_bytes=%d records=%d", self._gen, self._live_bytes, len(order)
+        )
+
+    def _write_directory(self) -> None:
+        """Append the directory of the live records (see layout.py) and record it."""
+        mm = self._mm
+        unpack = RECORD_VIEW.unpack_from
+        locs = array("Q")
+        keys: list[list[str]] = []
+        ttls: list[list[object]] = []
+        for d in self._offsets:
+            keys.append(list(d))
+            flat: list[object] = []
+            for key, off in d.items():
+                _, _, flags, vlen, _, _, _, exp, _ = unpack(mm, off)
+                locs.append((off + RECORD_HEAD_SIZE) << 32 | vlen << 2 | (2 if exp else 0) | (flags & 1))
+                if exp:
+                    flat += (key, exp)
+            ttls.append(flat)
+        blob: bytes = msgpack.packb([*keys, *ttls])
+        size = align8(DIR_HEAD.size + 8 * len(locs) + len(blob))
+        if self._end + size > self._cap:
+            self._new_generation(self._end - GEN_HEADER_SIZE + size, lineage=False)
+            mm = self._mm
+        off = self._end
+        DIR_HEAD.pack_into(mm, off, len(keys[Space.USER]), len(keys[Space.SYSTEM]), len(blob))
+        start = off + DIR_HEAD.size
+        mm[start : start + 8 * len(locs)] = locs.tobytes()
+        start += 8 * len(locs)
+        mm[start : start + len(blob)] = blob
+        set_gen_directory(mm, off, self._head)
+        self._end = off + size
+        self._dir_bytes = size
+
+    def close(self) -> None:
+        """Unmap everything; never unlinks the live segments (the supervisor owns them)."""
+        self._unlink_retired()
+        self._mv.release()
+        self._mm.close()
+        self._words.release()
+        self._ctl.close()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _append(self, space: int, rec: KeyRecord) -> int:
+        kb = rec.key.encode()
+        value = rec.value
+        vlen = len(value)
+        klen = len(kb)
+        size = record_size(klen, vlen)
+        if self._end + size > self._cap:
+            self._new_generation(self._end - GEN_HEADER_SIZE + size, lineage=False)
+        off = self._end
+        mm = self._mm
+        RECORD_HEAD.pack_into(
+            mm, off, 0, STATE_LIVE, space, rec.flags, vlen, rec.create_revision,
+            rec.mod_revision, rec.version, rec.expires_at_ms, klen,
+        )
+        vstart = off + RECORD_HEAD_SIZE
+        mm[vstart : vstart + vlen] = value
+        mm[vstart + vlen : vstart + vlen + klen] = kb
+        _U64.pack_into(mm, off, _xxh(self._mv[off + CHECKSUM_FROM : vstart + vlen + klen]))
+        self._end = off + size
+        self._live_bytes += size
+        return off
+
+    def _write_slots(self, slots: list[int]) -> None:
+        w = self._words
+        mask = self._ring_mask
+        seq = self._head
+        for word in slots:
+            seq += 1
+            i = _RING_BASE_WORD + 2 * (seq & mask)
+            w[i] = 0  # invalidate: a reader of the old occupant sees its seq change
+            w[i + 1] = word
+            w[i] = seq
+        self._head = seq
+
+    def _publish_header(
+        self, applied_index: int, revision: int, leader_time_ms: int, lineage_only: bool = False
+    ) -> None:
+        st = self._status
+        # After a compaction or reset no dead marks are pending.
+        st[S_PREV_HEAD] = self._head if lineage_only else st[S_RING_HEAD]
+        st[S_APPLIED] = applied_index
+        st[S_REVISION] = revision
+        st[S_LEADER_TIME] = leader_time_ms
+        st[S_RING_HEAD] = self._head
+        st[S_ARENA_END] = self._end
+        st[S_LIVE_GEN] = self._gen
+        st[S_LINEAGE] = self._lineage
+        write_status_words(self._words, st)
+
+    def _mark_dead(self, offsets: list[int]) -> None:
+        mm = self._mm
+        for off in offsets:
+            _, _, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(mm, off)
+            mm[off + STATE_OFFSET] = STATE_DEAD
+            self._live_bytes -= record_size(klen, vlen)
+
+    def _new_generation(self, need_bytes: int, lineage: bool) -> None:
+        """Create generation max_gen+1; copy the arena unless starting a new lineage."""
+        w = self._words
+        if lineage:
+            # Compaction knows the size exactly: leave 1/8 to grow into, not a whole
+            # growth step (shm bytes per key matter more than one early growth).
+            cap = GEN_HEADER_SIZE + max(need_bytes + need_bytes // 8, PAGE)
+        else:
+            cap = max(int(self._cap * self._growth), GEN_HEADER_SIZE + int(need_bytes * 1.25))
+        cap = (cap + PAGE - 1) // PAGE * PAGE
+        gen = int(w[W_MAX_GEN]) + 1
+        w[W_MAX_GEN] = gen  # before creating it, so unlink_store always finds it
+        mm = create_segment(self._names.gen(gen), cap)
+        write_gen_header(mm, gen, gen if lineage else self._lineage, cap)
+        if lineage:
+            end = GEN_HEADER_SIZE
+        else:
+            end = self._end
+            mm[GEN_HEADER_SIZE:end] = self._mv[GEN_HEADER_SIZE:end]
+            set_gen_directory(mm, *read_gen_directory(self._mm))
+        self._retired.append((self._names.gen(self._gen), self._mm, self._mv))
+        self._mm, self._mv = mm, memoryview(mm)
+        self._gen, self._cap, self._end = gen, cap, end
+        if lineage:
+            self._lineage = gen
+        logger.info("shm new generation gen=%d lineage=%d capacity=%d", gen, self._lineage, cap)
+
+    def _unlink_retired(self) -> None:
+        # Only called after the header names the new generation: new readers open that.
+        for name, mm, mv in self._retired:
+            mv.release()
+            mm.close()
+            unlink_segment(name)
+        self._retired.clear()
+
+    def _recover(self) -> None:
+        """Rebuild the key -> offset map from the live generation; finish dead marks."""
+        mm = self._mm
+        pos = GEN_HEADER_SIZE
+        end = self._end
+        dir_start, dir_end = directory_span(mm)
+        self._dir_bytes = dir_end - dir_start
+        while pos < end:
+            if pos == dir_start:
+                pos = dir_end
+                continue
+            state, space, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(mm, pos)
+            size = record_size(klen, vlen)
+            if state == STATE_LIVE:
+                kstart = pos + RECORD_HEAD_SIZE + vlen
+                key = bytes(mm[kstart : kstart + klen]).decode()
+                d = self._offsets[space]
+                old = d.get(key)
+                if old is not None:  # superseded; its mark was pending
+                    self._mark_dead([old])
+                d[key] = pos
+                self._live_bytes += size
+            pos = pos + size
+        # Deletions of the last publish whose marks may not have happened.
+        w = self._words
+        mask = self._ring_mask
+        for seq in range(self._status[S_PREV_HEAD] + 1, self._head + 1):
+            i = _RING_BASE_WORD + 2 * (seq & mask)
+            if w[i] != seq:
+                continue
+            word = int(w[i + 1])
+            if word & 3 in (ChangeType.DELETE, ChangeType.EXPIRE):
+                off = word >> 2
+                state, space, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(mm, off)
+                if state == STATE_LIVE:
+                    kstart = off + RECORD_HEAD_SIZE + vlen
+                    key = bytes(mm[kstart : kstart + klen]).decode()
+                    if self._offsets[space].get(key) == off:
+                        del self._offsets[space][key]
+                    self._mark_dead([off])
+
+
+__all__ = ["ArenaStats", "Publisher"]

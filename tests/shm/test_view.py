@@ -1,0 +1,259 @@
+"""Publishing and lookups: values, deletes, TTL, growth, compaction, ring overflow, header."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+
+import msgpack
+import pytest
+
+from concord.errors import CorruptionError
+from concord.kv.record import Change, ChangeType, KeyRecord, RecordFlags, Space
+from concord.raft.state import Role
+from concord.shm.layout import GEN_HEADER_SIZE, SegmentNames, open_segment
+from concord.shm.publisher import Publisher
+from concord.shm.view import MISSING, ShmView
+
+from .helpers import delete, put, rec
+
+
+@pytest.fixture
+def pub(store: SegmentNames) -> Iterator[Publisher]:
+    p = Publisher.attach(store)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def view(store: SegmentNames, pub: Publisher) -> Iterator[ShmView]:
+    v = ShmView.attach(store)
+    yield v
+    v.close()
+
+
+def test_get_returns_value_when_published(pub: Publisher, view: ShmView) -> None:
+    """A published PUT is visible with its stored bytes and decoded value."""
+    pub.publish([put("a", {"x": 1}, 5)], 5, 5, 1000)
+    assert msgpack.packb({"x": 1}) == view.get_encoded("a")
+    assert {"x": 1} == view.get_value("a")
+    assert rec("a", {"x": 1}, 5) == view.record("a")
+
+
+def test_get_returns_missing_when_never_put(view: ShmView) -> None:
+    """Absent keys are None (bytes) or MISSING (values), distinct from a stored nil."""
+    assert view.get_encoded("nope") is None
+    assert MISSING is view.get_value("nope")
+
+
+def test_get_returns_nil_when_value_is_nil(pub: Publisher, view: ShmView) -> None:
+    """A stored nil decodes to None, not MISSING."""
+    pub.publish([put("n", None, 1)], 1, 1, 0)
+    assert view.get_value("n") is None
+
+
+def test_get_returns_latest_when_overwritten(pub: Publisher, view: ShmView) -> None:
+    """A later PUT of the same key replaces the earlier one."""
+    pub.publish([put("a", 1, 1)], 1, 1, 0)
+    assert 1 == view.get_value("a")
+    pub.publish([put("a", 2, 2, version=2)], 2, 2, 0)
+    assert 2 == view.get_value("a")
+    assert 2 == view.record("a").version  # type: ignore[union-attr]
+
+
+def test_get_returns_missing_when_deleted(pub: Publisher, view: ShmView) -> None:
+    """DELETE and EXPIRE remove the key; a delete of an absent key is ignored."""
+    pub.publish([put("a", 1, 1), put("b", 2, 1)], 1, 1, 0)
+    pub.publish(
+        [delete("a", 2), Change(ChangeType.EXPIRE, Space.USER, "b", None, 2, 0), delete("zz", 2)],
+        2, 2, 0,
+    )
+    assert MISSING is view.get_value("a")
+    assert MISSING is view.get_value("b")
+    assert [] == list(view.keys())
+
+
+def test_get_hides_key_when_leader_time_passes_expiry(pub: Publisher, view: ShmView) -> None:
+    """Keys whose expires_at_ms <= the published leader time are hidden."""
+    pub.publish([put("t", "v", 1, expires_at_ms=2000), put("p", "w", 1)], 1, 1, 1999)
+    assert "v" == view.get_value("t")
+    assert [b"\xa1v", b"\xa1w"] == view.get_many_encoded(["t", "p"])
+    pub.publish([], 2, 1, 2000)
+    assert MISSING is view.get_value("t")
+    assert view.get_encoded("t") is None
+    assert view.record("t") is None
+    assert [None, b"\xa1w"] == view.get_many_encoded(["t", "p"])
+    assert [MISSING, "w"] == view.get_many_values(["t", "p"])
+
+
+def test_ttl_cleared_when_key_put_again_without_ttl(pub: Publisher, view: ShmView) -> None:
+    """A PUT without TTL after one with TTL makes the key permanent."""
+    pub.publish([put("t", "v", 1, expires_at_ms=10)], 1, 1, 0)
+    pub.publish([put("t", "w", 2, version=2)], 2, 2, 50)
+    assert "w" == view.get_value("t")
+    assert 0 == view.expires_at_ms("t")
+
+
+def test_get_decompresses_when_record_compressed(pub: Publisher, view: ShmView) -> None:
+    """Compressed records are returned as their msgpack bytes."""
+    packed = msgpack.packb("z" * 5000)
+    r = KeyRecord("c", zlib.compress(packed, 6), int(RecordFlags.COMPRESSED), 1, 1, 1)
+    pub.publish([Change(ChangeType.PUT, Space.USER, "c", r, 1, 0)], 1, 1, 0)
+    assert packed == view.get_encoded("c")
+    assert "z" * 5000 == view.get_value("c")
+    assert r == view.record("c")
+
+
+def test_spaces_are_separate_when_same_key(pub: Publisher, view: ShmView) -> None:
+    """USER and SYSTEM keys with one name do not collide."""
+    pub.publish([put("k", "user", 1), put("k", "sys", 1, space=Space.SYSTEM)], 1, 1, 0)
+    assert "user" == view.get_value("k")
+    assert msgpack.packb("sys") == view.get_encoded_in(Space.SYSTEM, "k")
+    pub.publish([delete("k", 2, space=Space.SYSTEM)], 2, 2, 0)
+    assert "user" == view.get_value("k")
+    assert view.get_encoded_in(Space.SYSTEM, "k") is None
+
+
+def test_values_survive_when_store_grows(pub: Publisher, view: ShmView) -> None:
+    """Growth copies records at the same offsets: readers re-map, no rebuild."""
+    for i in range(300):
+        pub.publish([put(f"k{i}", i, i + 1)], i + 1, i + 1, 0)
+        assert i == view.get_value(f"k{i}")
+    assert pub.stats().generation >= 2
+    assert 1 == view.rebuilds  # the initial attach only
+    assert view.remaps >= 2
+    assert list(range(300)) == view.get_many_values([f"k{i}" for i in range(300)])
+
+
+def test_view_rebuilds_when_compacted(pub: Publisher, view: ShmView) -> None:
+    """Compaction drops dead records; readers rebuild from a scan and see the same data."""
+    for i in range(60):  # fewer than the 64 ring slots: the view keeps up
+        pub.publish([put(f"k{i % 10}", i, i + 1, version=i // 10 + 1)], i + 1, i + 1, 0)
+    used_before = pub.stats().used_bytes
+    assert 59 == view.get_value("k9")
+    assert 1 == view.rebuilds
+    pub.compact()
+    stats = pub.stats()
+    assert stats.used_bytes - stats.directory_bytes < used_before / 5
+    assert [50 + i for i in range(10)] == view.get_many_values([f"k{i}" for i in range(10)])
+    assert 2 == view.rebuilds
+    assert pub.stats().lineage_gen == view.status().lineage_gen
+
+
+def test_maybe_compact_acts_when_mostly_dead(pub: Publisher) -> None:
+    """maybe_compact compacts only past the dead-ratio threshold."""
+    pub.publish([put("a", "x" * 100, 1)], 1, 1, 0)
+    assert not pub.maybe_compact(min_used_bytes=0)
+    for i in range(2, 5):
+        pub.publish([put("a", "x" * 100, i)], i, i, 0)
+    assert pub.maybe_compact(min_used_bytes=0)
+    stats = pub.stats()
+    assert stats.used_bytes == stats.live_bytes + stats.directory_bytes
+    assert not pub.maybe_compact(min_used_bytes=0)
+
+
+def test_view_rebuilds_when_ring_overflows(pub: Publisher, view: ShmView) -> None:
+    """A reader more than ring_capacity changes behind rebuilds from a scan."""
+    pub.publish([put("gone", 0, 1)], 1, 1, 0)
+    assert 0 == view.get_value("gone")
+    for i in range(2, 200):  # ring has 64 slots
+        pub.publish([put(f"k{i % 50}", i, i)], i, i, 0)
+    pub.publish([delete("gone", 200)], 200, 200, 0)
+    assert MISSING is view.get_value("gone")
+    assert 2 == view.rebuilds
+    assert {f"k{i}" for i in range(50)} == set(view.keys())
+    assert 199 == view.get_value("k49")
+
+
+def test_publish_is_applied_whole_when_larger_than_ring(pub: Publisher, view: ShmView) -> None:
+    """A batch too big for the ring is published as a new lineage, atomically."""
+    pub.publish([put("old", 1, 1)], 1, 1, 0)
+    assert 1 == view.get_value("old")
+    big = [put(f"b{i}", i, 2) for i in range(40)] + [delete("old", 2)]
+    pub.publish(big, 2, 2, 0)
+    assert MISSING is view.get_value("old")
+    assert list(range(40)) == view.get_many_values([f"b{i}" for i in range(40)])
+    assert 2 == view.status().applied_index
+
+
+def test_header_publishes_status_when_set(pub: Publisher, view: ShmView) -> None:
+    """applied index, revision, term, leader, role and leader time reach readers."""
+    pub.set_status(7, "n3", Role.FOLLOWER)
+    pub.publish([put("a", 1, 40)], 42, 40, 123456789)
+    st = view.status()
+    assert (42, 40, 7, "n3", Role.FOLLOWER, 123456789) == (
+        st.applied_index, st.revision, st.term, st.leader_id, st.role, st.leader_time_ms
+    )
+    assert 123456789 == view.leader_time_ms
+    assert 42 == view.applied_index_now()
+    pub.set_status(8, None, Role.CANDIDATE)
+    st = view.current_status()
+    assert (8, None, Role.CANDIDATE) == (st.term, st.leader_id, st.role)
+
+
+def test_sorted_keys_kept_current_when_changed(pub: Publisher, view: ShmView) -> None:
+    """The sorted key index follows puts and deletes after it was built."""
+    pub.publish([put("b", 1, 1), put("a", 1, 1)], 1, 1, 0)
+    view.sync()
+    assert ["a", "b"] == list(view.sorted_keys())
+    pub.publish([put("c", 1, 2), delete("a", 2), put("b", 2, 2)], 2, 2, 0)
+    view.sync()
+    assert ["b", "c"] == list(view.sorted_keys())
+    assert ["b", "c"] == [k for k, _ in view.iter_live()]
+
+
+def test_listeners_see_changes_when_subscribed(pub: Publisher, view: ShmView) -> None:
+    """Subscribers get every ingested put and removal, and a reset on rebuild."""
+    seen: list[tuple[int, str, bool]] = []
+    resets: list[int] = []
+    view.subscribe(lambda s, k, loc: seen.append((s, k, loc is not None)), lambda: resets.append(1))
+    pub.publish([put("a", 1, 1), put("x", 1, 1, space=Space.SYSTEM)], 1, 1, 0)
+    pub.publish([delete("a", 2)], 2, 2, 0)
+    view.sync()
+    assert [(0, "a", True), (1, "x", True), (0, "a", False)] == seen
+    pub.compact()
+    view.sync()
+    assert [1] == resets
+
+
+def test_new_writer_continues_when_previous_writer_closed(store: SegmentNames) -> None:
+    """A restarted writer recovers the published state and keeps publishing."""
+    first = Publisher.attach(store)
+    first.publish([put("a", 1, 1), put("b", 1, 1)], 1, 1, 0)
+    first.publish([delete("a", 2), put("b", 2, 2, version=2)], 2, 2, 0)
+    first.close()
+    second = Publisher.attach(store)
+    assert 1 == second.stats().live_records
+    second.publish([put("c", 3, 3)], 3, 3, 0)
+    view = ShmView.attach(store)
+    assert [MISSING, 2, 3] == view.get_many_values(["a", "b", "c"])
+    view.close()
+    second.close()
+
+
+def test_reset_replaces_state_when_called(pub: Publisher, view: ShmView) -> None:
+    """reset() publishes a whole new state; readers rebuild to exactly it."""
+    pub.publish([put("a", 1, 1)], 1, 1, 0)
+    assert 1 == view.get_value("a")
+    pub.reset([(Space.USER, rec("b", 2, 9)), (Space.SYSTEM, rec("s", 3, 9))], 9, 9, 77)
+    assert MISSING is view.get_value("a")
+    assert 2 == view.get_value("b")
+    assert 9 == view.status().applied_index
+
+
+def test_attach_raises_when_record_corrupt(store: SegmentNames, pub: Publisher) -> None:
+    """A record whose bytes no longer match its checksum stops the reader loudly."""
+    pub.publish([put("a", "value", 1)], 1, 1, 0)
+    mm = open_segment(store.gen(0), writable=True)
+    try:
+        mm[GEN_HEADER_SIZE + 52] ^= 0xFF  # inside the value
+    finally:
+        mm.close()
+    with pytest.raises(CorruptionError):
+        ShmView.attach(store)
+
+
+def test_attach_raises_when_store_missing(names: SegmentNames) -> None:
+    """Attaching to nothing is a clear FileNotFoundError."""
+    with pytest.raises(FileNotFoundError):
+        ShmView.attach(names)
