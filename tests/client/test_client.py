@@ -98,7 +98,7 @@ def test_every_method_sends_contract_shape_when_called(client: Client, a: FakeNo
     client.put_if("s:4", 4, absent=True, ttl=3)
     client.delete_if("s:4", version=1)
     client.keys(prefix="s:", limit=5, offset=1)
-    client.query(prefix="s:", range=("s:0", "s:9"), where={"f": 1})
+    client.query(prefix="s:", range=("s:0", "s:9"), where=["eq", "f", 1])
     client.count(prefix="s:", consistency="eventual")
     client.delete_many(["s:2"])
     client.delete_where(prefix="s:")
@@ -126,7 +126,7 @@ def test_every_method_sends_contract_shape_when_called(client: Client, a: FakeNo
         ("put_if", {"key": "s:4", "value": 4, "absent": True, "ttl": 3}),
         ("delete_if", {"key": "s:4", "version": 1}),
         ("keys", {"prefix": "s:", "limit": 5, "offset": 1, "consistency": "leader"}),
-        ("query", {"prefix": "s:", "range": ["s:0", "s:9"], "where": {"f": 1}, "consistency": "leader"}),
+        ("query", {"prefix": "s:", "range": ["s:0", "s:9"], "where": ["eq", "f", 1], "consistency": "leader"}),
         ("count", {"prefix": "s:", "consistency": "eventual"}),
         ("delete_many", {"keys": ["s:2"]}),
         ("delete_where", {"prefix": "s:"}),
