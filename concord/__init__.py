@@ -1,14 +1,97 @@
 """
 Concord: a distributed, strongly consistent key-value store for coordination data.
 
-The public API is what `__all__` lists; a test asserts it.
+The public API is what `__all__` lists; a test asserts it. Module-level functions
+(`concord.put`, `concord.get`, ...) use the default client set by `concord.connect`.
 """
 
 from __future__ import annotations
 
 from concord import errors
+from concord.client import (
+    MISSING,
+    BulkDeleteResult,
+    Client,
+    DeleteResult,
+    Event,
+    EventsPage,
+    KeysPage,
+    Page,
+    ValueWithMeta,
+    ValueWithTTL,
+)
+from concord.client.api import (
+    add_member,
+    connect,
+    count,
+    default_client,
+    delete,
+    delete_if,
+    delete_many,
+    delete_where,
+    disconnect,
+    events,
+    get,
+    get_all,
+    get_many,
+    get_with_ttl,
+    keys,
+    members,
+    promote_member,
+    put,
+    put_if,
+    put_many,
+    query,
+    remove_member,
+    status,
+    touch,
+    touch_many,
+    transfer_leader,
+    ttl,
+)
 from concord.errors import ConcordError
 
 __version__ = "0.1.0"
 
-__all__ = ["ConcordError", "errors", "__version__"]
+__all__ = [
+    "ConcordError",
+    "errors",
+    "__version__",
+    "Client",
+    "MISSING",
+    "ValueWithMeta",
+    "ValueWithTTL",
+    "DeleteResult",
+    "BulkDeleteResult",
+    "Page",
+    "KeysPage",
+    "Event",
+    "EventsPage",
+    "connect",
+    "disconnect",
+    "default_client",
+    "put",
+    "get",
+    "delete",
+    "put_many",
+    "get_many",
+    "delete_many",
+    "touch",
+    "touch_many",
+    "ttl",
+    "get_with_ttl",
+    "get_all",
+    "put_if",
+    "delete_if",
+    "keys",
+    "query",
+    "count",
+    "delete_where",
+    "events",
+    "status",
+    "members",
+    "add_member",
+    "remove_member",
+    "promote_member",
+    "transfer_leader",
+]

@@ -69,6 +69,10 @@ class ArgType(enum.Enum):
     MAP = "map"  # map with str keys
     STR_LIST = "str_list"
     STR_PAIR = "str_pair"  # [lo, hi]
+    KEY_RANGE = "key_range"  # [lo, hi], each a str or nil (an open end)
+    FILTER = "filter"  # a `where` filter: ["op", ...] (docs/formats/kv.md)
+    OPT_NUMBER = "opt_number"  # a number, or nil
+    FIELD_PATH = "field_path"  # "a.b" or ["a", "b", 0]
     ITEMS = "items"  # [[key, value, ttl?], ...]
     TTL_ITEMS = "ttl_items"  # [[key, ttl], ...]
     CONSISTENCY = "consistency"  # "eventual" | "leader" | "strong"
@@ -119,6 +123,13 @@ _CHECKS: dict[ArgType, Callable[[object], bool]] = {
     ArgType.STR_PAIR: lambda v: isinstance(v, list)
     and len(v) == 2
     and all(isinstance(x, str) for x in v),
+    ArgType.KEY_RANGE: lambda v: isinstance(v, list)
+    and len(v) == 2
+    and all(x is None or isinstance(x, str) for x in v),
+    ArgType.FILTER: lambda v: isinstance(v, list) and len(v) > 0 and isinstance(v[0], str),
+    ArgType.OPT_NUMBER: lambda v: v is None or _is_number(v),
+    ArgType.FIELD_PATH: lambda v: isinstance(v, str)
+    or (isinstance(v, list) and all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v)),
     ArgType.ITEMS: _is_items,
     ArgType.TTL_ITEMS: _is_ttl_items,
     ArgType.CONSISTENCY: lambda v: isinstance(v, str) and v in CONSISTENCY_LEVELS,
@@ -136,6 +147,10 @@ _TYPE_TEXT: dict[ArgType, str] = {
     ArgType.MAP: "a map",
     ArgType.STR_LIST: "a list of strings",
     ArgType.STR_PAIR: "a list of two strings [lo, hi]",
+    ArgType.KEY_RANGE: "a list [lo, hi] of two strings or nils",
+    ArgType.FILTER: "a filter list [op, ...]",
+    ArgType.OPT_NUMBER: "a number or nil",
+    ArgType.FIELD_PATH: "a field path (a string or a list of strings and integers)",
     ArgType.ITEMS: "a list of [key, value] or [key, value, ttl] lists",
     ArgType.TTL_ITEMS: "a list of [key, ttl] lists",
     ArgType.CONSISTENCY: "one of eventual, leader, strong",
@@ -193,8 +208,8 @@ _FILTER_ARGS: tuple[Arg, ...] = (
     Arg("suffix", ArgType.STR),
     Arg("contains", ArgType.STR),
     Arg("pattern", ArgType.STR, doc="regular expression"),
-    Arg("range", ArgType.STR_PAIR, doc="inclusive [lo, hi]"),
-    Arg("where", ArgType.MAP, doc="declarative value filter"),
+    Arg("range", ArgType.KEY_RANGE, doc="inclusive [lo, hi], nil: open end"),
+    Arg("where", ArgType.FILTER, doc="declarative value filter (docs/formats/kv.md)"),
     Arg("limit", ArgType.NON_NEGATIVE_INT),
     Arg("offset", ArgType.NON_NEGATIVE_INT),
 )
@@ -216,23 +231,33 @@ _OP_LIST: tuple[OpSpec, ...] = (
     OpSpec("get", _R, (_KEY, _CONSISTENCY, Arg("meta", ArgType.BOOL)),
            doc="-> {value} (+ revision, version, create_revision, ttl with meta), or not_found"),
     OpSpec("delete", _W, (_KEY,), doc="-> {deleted, revision}"),
-    OpSpec("put_many", _W, (Arg("items", ArgType.ITEMS, True),), doc="-> {revision}"),
+    OpSpec("put_many", _W, (Arg("items", ArgType.ITEMS, True), Arg("compress", ArgType.BOOL)),
+           doc="-> {revision}"),
     OpSpec("get_many", _R, (Arg("keys", ArgType.STR_LIST, True), _CONSISTENCY),
            doc="-> {values: {key: value}}"),
     OpSpec("delete_many", _W, (Arg("keys", ArgType.STR_LIST, True),)),
-    OpSpec("touch", _W, (_KEY, Arg("ttl", ArgType.NUMBER, True))),
+    OpSpec("touch", _W, (_KEY, Arg("ttl", ArgType.OPT_NUMBER, True, doc="nil: never expire"))),
     OpSpec("touch_many", _W, (Arg("items", ArgType.TTL_ITEMS, True),)),
     OpSpec("ttl", _R, (_KEY, _CONSISTENCY), doc="-> {ttl}"),
     OpSpec("get_with_ttl", _R, (_KEY, _CONSISTENCY), doc="-> {value, ttl}"),
     OpSpec("get_all", _R, (Arg("limit", ArgType.NON_NEGATIVE_INT), Arg("after", ArgType.STR),
                            _CONSISTENCY)),
-    OpSpec("put_if", _W, (_KEY, Arg("value", ArgType.ANY, True), *_CONDITION_ARGS, _TTL),
+    OpSpec("put_if", _W, (_KEY, Arg("value", ArgType.ANY, True), *_CONDITION_ARGS, _TTL,
+                          Arg("compress", ArgType.BOOL)),
            one_of=(_CONDITIONS,)),
     OpSpec("delete_if", _W, (_KEY, *_CONDITION_ARGS), one_of=(_CONDITIONS,)),
     OpSpec("keys", _R, (*_FILTER_ARGS, _CONSISTENCY)),
     OpSpec("query", _R, (*_FILTER_ARGS, _CONSISTENCY)),
     OpSpec("count", _R, (*_FILTER_ARGS, _CONSISTENCY)),
     OpSpec("delete_where", _W, _FILTER_ARGS),
+    OpSpec("create_index", _W, (Arg("name", ArgType.STR, True),
+                                Arg("field", ArgType.FIELD_PATH, True))),
+    OpSpec("drop_index", _W, (Arg("name", ArgType.STR, True),)),
+    OpSpec("list_indexes", _R, (_CONSISTENCY,), doc="-> {indexes}"),
+    OpSpec("index_lookup", _R, (Arg("name", ArgType.STR, True), Arg("value", ArgType.ANY),
+                                Arg("range", ArgType.ANY, doc="[lo, hi] of index values, nil: open"),
+                                Arg("limit", ArgType.NON_NEGATIVE_INT),
+                                _CONSISTENCY)),
     OpSpec("events", _W, (Arg("since_revision", ArgType.NON_NEGATIVE_INT, True),
                           Arg("prefix", ArgType.STR), Arg("limit", ArgType.NON_NEGATIVE_INT)),
            doc="-> {events, next_revision, compacted}"),

@@ -1,0 +1,992 @@
+"""
+The Python client of Concord: wire protocol v1 (DESIGN.md §7, concord.net.wire).
+
+One `Client` talks to a cluster through any of its nodes' client endpoints. It
+
+- speaks the protocol over one DEALER per endpoint (empty delimiter frame, then one
+  msgpack map), with its own zmq context unless one is passed in (LINGER=0 everywhere);
+- gives every call a deadline (`timeout_s`) and waits at most `attempt_timeout_s` per
+  attempt; a silent attempt closes and reopens that endpoint's socket (Lazy Pirate) and
+  moves on to the next endpoint (reads: at most `retries` times per call; session
+  writes: until the deadline);
+- follows leaders: `not_leader` with a hint sends the request there at once (at most
+  `max_redirects` hops per call) and remembers it for the next call; `no_leader`,
+  `shutting_down` or `not_leader` without a hint try the next endpoint after a backoff
+  (doubling from `backoff_s` up to `max_backoff_s`) until the deadline;
+- makes writes exactly-once: the client has a session id (`client_id`, random 64-bit
+  hex unless given) and every write carries (client_id, seq) with a fresh seq; a write
+  retried after a timeout carries the SAME pair, so the state machine applies it once
+  and answers the retry with the first result. Reads carry no session. When every
+  attempt of a write ends without an answer, the call raises UnknownResultError (it may
+  or may not have been applied). Writes without a session (`sessions=False`) and the
+  membership ops (not deduplicated by the state machine) are never resent after an
+  unanswered attempt: they raise UnknownResultError at once;
+- maps error replies to concord.errors classes (ERROR_CLASSES), with `request_id` and,
+  for NotLeaderError, `leader_hint`.
+
+Outcomes of one attempt are a closed set (STYLE.md §8): OK, NOT_LEADER, DROPPED (refused:
+certainly not applied), TIMEOUT (no answer, or the server's `timeout`), and a final error
+reply; a call whose write attempts timed out ends as UNKNOWN.
+
+Processes: a Client owns a zmq context, which must not cross a fork: create clients in
+the process that uses them (after forking).
+
+Thread safety: a Client may be shared by threads. One lock per client serializes calls
+(one request in flight per client; this also keeps session seqs in order, which the
+state machine requires). Use one Client per thread for parallel requests.
+
+Missing keys: `get` raises NotFoundError unless `default=` is given, then returns it;
+`get_many` omits missing keys from its dict. Python-callable conditions
+(`put_if(key, value, condition=fn)`) run an optimistic loop: read the key with its
+mod_revision, call `fn(current)` (current is the value, or MISSING when absent), and
+`put_if(mod_revision=...)`; a concurrent change makes it read again, at most
+`cas_retries` times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+import time
+from enum import Enum
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Sequence, overload
+
+import zmq
+
+from concord.client.results import (
+    MISSING,
+    BulkDeleteResult,
+    DeleteResult,
+    Event,
+    EventsPage,
+    KeysPage,
+    Missing,
+    Page,
+    ValueWithMeta,
+    ValueWithTTL,
+    bool_field,
+    event_from,
+    field,
+    int_field,
+    list_field,
+    pairs,
+    ttl_field,
+)
+from concord.client.transport import Transport
+from concord.errors import (
+    ERROR_CLASSES,
+    ClientError,
+    ConditionFailedError,
+    ConfigError,
+    InvalidRequestError,
+    NotFoundError,
+    NotLeaderError,
+    ProtocolError,
+    RemoteProtocolError,
+    RequestTimeoutError,
+    ShuttingDownError,
+    UnknownResultError,
+)
+from concord.net.wire import pack, validate
+
+if TYPE_CHECKING:
+    from concord.client.local import LocalStore
+
+__all__ = ["Client", "OpKind", "Outcome", "OPS_KIND"]
+
+log = logging.getLogger(__name__)
+
+Socket = zmq.Socket[bytes]
+Context = zmq.Context[Socket]
+
+Consistency = str  # "eventual" | "leader" | "strong" (checked against the wire table)
+
+
+class OpKind(Enum):
+    """How the client may retry an op."""
+
+    READ = "read"
+    """Idempotent: resent freely, no session."""
+
+    WRITE = "write"
+    """Carries (client_id, seq); resent with the same pair after a timeout."""
+
+    ADMIN = "admin"
+    """Membership: not deduplicated, never resent after an unanswered attempt."""
+
+
+class Outcome(Enum):
+    """The closed set of outcomes of one attempt (STYLE.md §8)."""
+
+    OK = "ok"
+    NOT_LEADER = "not_leader"
+    DROPPED = "dropped"
+    TIMEOUT = "timeout"
+    UNKNOWN = "unknown"
+
+
+#: The retry class of every op the client sends.
+OPS_KIND: Mapping[str, OpKind] = {
+    **{op: OpKind.READ for op in (
+        "get", "get_many", "ttl", "get_with_ttl", "get_all", "keys", "query", "count",
+        "events", "status", "members",
+    )},
+    **{op: OpKind.WRITE for op in (
+        "put", "delete", "put_many", "delete_many", "touch", "touch_many", "put_if",
+        "delete_if", "delete_where",
+    )},
+    **{op: OpKind.ADMIN for op in (
+        "add_member", "remove_member", "promote_member", "transfer_leader",
+    )},
+}
+
+_DROPPED_CODES = frozenset({"no_leader", "shutting_down"})
+
+_NO_DEFAULT = object()
+
+#: An inclusive key range [lo, hi] (None: open end, per docs/formats/kv.md).
+Range = tuple["str | None", "str | None"]
+#: A declarative value filter (docs/formats/kv.md): ["eq", field, value], ["and", ...], ...
+Filter = Sequence[object] | Mapping[str, object]
+Condition = Callable[[object], bool]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _server_timeout_ms(wait_s: float) -> int:
+    """
+    The `timeout_ms` sent with an attempt we wait `wait_s` for: the server answers
+    `timeout` a little before we stop listening (the front door adds ~100 ms of grace),
+    so that the socket need not be reopened.
+    """
+    if wait_s > 0.5:
+        return _ms(wait_s - 0.3)
+    if wait_s > 0.3:
+        return _ms(wait_s - 0.15)
+    return _ms(wait_s)
+
+
+class Client:
+    """
+    A connection to a Concord cluster.
+
+    Args:
+        endpoints: one client endpoint ("tcp://host:port") or several (any nodes of the
+            cluster; the leader is found by following hints).
+        timeout_s: deadline of each call, retries included.
+        retries: resends of a read after silent attempts, per call (session writes are
+            resent until the deadline; no_leader replies are retried until the deadline).
+        attempt_timeout_s: wait per attempt (default: timeout_s / (retries + 1), at least
+            0.05 s).
+        client_id: session id for exactly-once writes (default: 64 random bits, hex).
+        sessions: attach (client_id, seq) to writes; False sends writes bare and never
+            resends them after an unanswered attempt.
+        token: auth token sent with every request.
+        ns: tenant namespace sent with every request.
+        shm: serve eventual (and leased leader) reads from a same-host node's shared
+            memory when the node advertises it in `status` (see concord.client.local).
+            Off whenever `token` or `ns` is given (shared memory knows neither).
+        shm_lease_s: how old the leader time in shared memory may be for a local
+            `leader` read; keep it below the cluster's minimum election timeout.
+        shm_probe_every_s: how often to ask `status` for a store while none is attached.
+        context: a zmq context to use (not terminated by close()); default: the client
+            creates and terminates its own.
+        max_redirects: not_leader hops followed per call.
+        backoff_s, max_backoff_s: wait before retrying after no_leader (doubling).
+        cas_retries: attempts of a `put_if(condition=fn)` loop.
+        first_seq: the session seq to count up from (default: 0 for a random client_id,
+            the wall clock in microseconds for a given one, so a restarted process
+            reusing its client_id never goes below its earlier seqs).
+
+    Raises:
+        ConfigError: no endpoint, or a bad timing value.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        timeout_s: float = 5.0,
+        retries: int = 4,
+        attempt_timeout_s: float | None = None,
+        client_id: str | None = None,
+        sessions: bool = True,
+        token: str | None = None,
+        ns: str | None = None,
+        shm: bool = True,
+        context: Context | None = None,
+        max_redirects: int = 5,
+        backoff_s: float = 0.02,
+        max_backoff_s: float = 0.5,
+        cas_retries: int = 16,
+        first_seq: int | None = None,
+        shm_lease_s: float = 0.3,
+        shm_probe_every_s: float = 10.0,
+    ) -> None:
+        eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not eps or not all(isinstance(e, str) and e for e in eps):
+            raise ConfigError(f"endpoints must be one or more non-empty strings, got {endpoints!r}")
+        if timeout_s <= 0 or retries < 0 or max_redirects < 0 or cas_retries < 1:
+            raise ConfigError(
+                f"need timeout_s > 0, retries >= 0, max_redirects >= 0, cas_retries >= 1, got "
+                f"{timeout_s}, {retries}, {max_redirects}, {cas_retries}"
+            )
+        if attempt_timeout_s is not None and attempt_timeout_s <= 0:
+            raise ConfigError(f"attempt_timeout_s must be > 0, got {attempt_timeout_s}")
+        if backoff_s <= 0 or max_backoff_s < backoff_s:
+            raise ConfigError(f"need 0 < backoff_s <= max_backoff_s, got {backoff_s}, {max_backoff_s}")
+        if first_seq is not None and first_seq < 0:
+            raise ConfigError(f"first_seq must be >= 0, got {first_seq}")
+        if client_id is not None and not (isinstance(client_id, str) and 1 <= len(client_id) <= 256):
+            raise ConfigError(f"client_id must be a string of 1..256 characters, got {client_id!r}")
+        self.endpoints: tuple[str, ...] = tuple(eps)
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.attempt_timeout_s = (
+            attempt_timeout_s if attempt_timeout_s is not None else max(0.05, timeout_s / (retries + 1))
+        )
+        self.client_id: str = client_id if client_id is not None else f"{random.getrandbits(64):016x}"
+        self.sessions = sessions
+        self.token = token
+        self.ns = ns
+        self.max_redirects = max_redirects
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.cas_retries = cas_retries
+        self._own_ctx = context is None
+        self._ctx: Context = zmq.Context() if context is None else context
+        self._transport = Transport(self._ctx)
+        self._lock = threading.RLock()
+        self._ids = itertools.count(random.getrandbits(30))
+        # NB: the state machine refuses a seq below the last one it applied for this
+        # client_id, so a client_id reused across processes must not start over: a given
+        # id starts from the wall clock in microseconds (monotonic across restarts at
+        # fewer than a million writes a second); a fresh random id starts at 0.
+        if first_seq is None:
+            first_seq = 0 if client_id is None else time.time_ns() // 1000
+        self._seq = first_seq
+        self._cursor = 0
+        self._leader: str | None = None
+        self._closed = False
+        self._local_ok = shm and token is None and ns is None
+        self.shm_lease_s = shm_lease_s
+        self.shm_probe_every_s = shm_probe_every_s
+        self._store: LocalStore | None = None
+        self._next_probe = 0.0
+
+    # -- lifetime ------------------------------------------------------------------
+
+    @property
+    def leader(self) -> str | None:
+        """The endpoint this client currently sends to first (last known leader)."""
+        return self._leader
+
+    @property
+    def seq(self) -> int:
+        """The session seq of the last write sent (0 before any)."""
+        return self._seq
+
+    @property
+    def transport(self) -> Transport:
+        """The socket layer (its counters are useful in tests and metrics)."""
+        return self._transport
+
+    def close(self) -> None:
+        """Close sockets and the shared-memory view; terminate the context if owned. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self._transport.close()
+            if self._own_ctx:
+                self._ctx.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(endpoints={list(self.endpoints)!r}, client_id={self.client_id!r})"
+
+    # -- the request loop ----------------------------------------------------------
+
+    def _next_endpoint(self, current: str) -> str:
+        if current in self.endpoints:
+            self._cursor = (self.endpoints.index(current) + 1) % len(self.endpoints)
+        else:
+            self._cursor = (self._cursor + 1) % len(self.endpoints)
+        return self.endpoints[self._cursor]
+
+    def _envelope(self, op: str, request_id: int, args: Mapping[str, object]) -> dict[str, object]:
+        msg: dict[str, object] = {"op": op, "id": request_id}
+        for name, value in args.items():
+            if value is not None:
+                msg[name] = _unwrap(value)
+        if self.token is not None:
+            msg["token"] = self.token
+        if self.ns is not None:
+            msg["ns"] = self.ns
+        return msg
+
+    def call(
+        self, op: str, args: Mapping[str, object] | None = None, *, timeout_s: float | None = None
+    ) -> dict[str, object]:
+        """
+        Send one op (arguments whose value is None are left out) and return the ok reply.
+
+        This is the raw form under every typed method; ops the client has no method for
+        are sent as reads (never with a session).
+
+        Raises:
+            ClientError: the error reply's class (concord.errors.ERROR_CLASSES), or
+                UnknownResultError / RequestTimeoutError / NoLeaderError at the deadline.
+            InvalidRequestError: the arguments break the wire table (checked before sending).
+            RemoteProtocolError: the server answered something that is not a reply map.
+            ShuttingDownError: the client is closed.
+        """
+        kind = OPS_KIND.get(op, OpKind.READ)
+        with self._lock:
+            if self._closed:
+                raise ShuttingDownError("client is closed")
+            return self._call_locked(op, dict(args or {}), kind, timeout_s or self.timeout_s)
+
+    def _call_locked(
+        self, op: str, args: dict[str, object], kind: OpKind, timeout_s: float
+    ) -> dict[str, object]:
+        deadline = time.monotonic() + timeout_s
+        session: tuple[str, int] | None = None
+        if kind is OpKind.WRITE and self.sessions:
+            self._seq += 1
+            session = (self.client_id, self._seq)
+        # Check the arguments once against the wire table, before anything is sent.
+        validate(self._envelope(op, 0, args))
+        target = self._leader or self.endpoints[self._cursor]
+        unanswered = False  # a write attempt went out and got no answer: outcome unknown
+        silent = 0
+        hops = 0
+        backoff = self.backoff_s
+        last: ClientError | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            request_id = next(self._ids)
+            msg = self._envelope(op, request_id, args)
+            if session is not None:
+                msg["client_id"], msg["seq"] = session
+            wait_s = min(remaining, self.attempt_timeout_s)
+            msg["timeout_ms"] = _server_timeout_ms(wait_s)
+            reply = self._transport.exchange(target, pack(msg), request_id, wait_s)
+            outcome, error = _classify(reply, request_id)
+            if outcome is Outcome.OK:
+                assert reply is not None
+                if error is not None:
+                    raise error
+                if msg.get("consistency") != "eventual":
+                    self._leader = target
+                return reply
+            if outcome is Outcome.NOT_LEADER:
+                assert isinstance(error, NotLeaderError)
+                hint = error.leader_hint
+                last = error
+                if hint and hint != target and hops < self.max_redirects:
+                    hops += 1
+                    log.debug("following leader hint op=%s from=%s to=%s", op, target, hint)
+                    self._leader = target = hint
+                    continue
+                outcome = Outcome.DROPPED
+            if outcome is Outcome.DROPPED:
+                assert error is not None
+                last = error
+                if self._leader == target:
+                    self._leader = None
+                target = self._next_endpoint(target)
+                pause = min(backoff, deadline - time.monotonic())
+                if pause > 0:
+                    time.sleep(pause)
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            if outcome is Outcome.TIMEOUT:
+                timed_out = error or RequestTimeoutError(
+                    f"no reply from {target} to {op} within {wait_s:.3f} s", request_id
+                )
+                # A refusal (no_leader, not_leader) says more than silence: keep it.
+                if last is None or isinstance(last, RequestTimeoutError):
+                    last = timed_out
+                if kind is not OpKind.READ:
+                    unanswered = True
+                    if session is None:
+                        raise UnknownResultError(
+                            f"{op} sent to {target} got no answer and carries no session; "
+                            f"outcome unknown", request_id
+                        )
+                silent += 1
+                log.warning("no answer op=%s endpoint=%s attempt=%d", op, target, silent)
+                if self._leader == target:
+                    self._leader = None
+                # Reads stop after `retries` silent attempts; a session write goes on
+                # until the deadline (giving up early only leaves its outcome unknown).
+                if session is None and silent > self.retries:
+                    break
+                target = self._next_endpoint(target) if reply is None else target
+                continue
+        if unanswered:
+            rid = last.request_id if last is not None else None
+            raise UnknownResultError(
+                f"{op} (client_id={session[0] if session else None} seq={session[1] if session else None}) "
+                f"got no answer within "
+                f"{timeout_s} s; outcome unknown", rid
+            )
+        if last is not None:
+            raise last
+        raise RequestTimeoutError(f"{op} got no answer within {timeout_s} s")
+
+    def _local_or_call(
+        self, op: str, args: Mapping[str, object], consistency: str
+    ) -> dict[str, object]:
+        """Serve a read from same-host shared memory when allowed, else over the wire."""
+        # NB: token and ns are checked by the node, never by shared memory: a client
+        # that sends them reads over the wire only.
+        if self._local_ok and consistency in ("eventual", "leader"):
+            full = {**args, "consistency": consistency}
+            with self._lock:
+                store = self._local_store_locked()
+                if store is not None:
+                    # Arguments are checked by the kv read logic (same error classes).
+                    reply = store.read(op, full)
+                    if reply is not None:
+                        if reply.get("ok") is False:
+                            _raise_error_map(reply)
+                        return reply
+        return self.call(op, {**args, "consistency": consistency})
+
+    def _local_store_locked(self) -> LocalStore | None:
+        """
+        The attached same-host store. While none is attached, at most every
+        `shm_probe_every_s`: ask `status` of each endpoint on this host (the last known
+        leader first; remote endpoints are never asked) and attach the first store that
+        exists here.
+        """
+        if self._closed:
+            return None
+        store = self._store
+        if store is not None:
+            if store.alive:
+                return store
+            self._store = None
+        now = time.monotonic()
+        if now < self._next_probe:
+            return None
+        self._next_probe = now + self.shm_probe_every_s
+        from concord.client.local import LocalStore, is_local_endpoint, shm_names  # noqa: PLC0415
+
+        candidates = ([self._leader] if self._leader else []) + list(self.endpoints)
+        for endpoint in dict.fromkeys(candidates):
+            if not is_local_endpoint(endpoint):
+                continue
+            try:
+                status = self._status_at_locked(endpoint, min(self.timeout_s, self.attempt_timeout_s))
+            except (ClientError, ProtocolError) as exc:
+                log.debug("shm probe failed endpoint=%s error=%s", endpoint, exc)
+                continue
+            names = shm_names(status)
+            if names is None:
+                continue
+            self._store = LocalStore.open(names, self.shm_lease_s)
+            if self._store is not None:
+                log.info("reading from same-host shared memory endpoint=%s ctl=%s", endpoint, names.ctl)
+                return self._store
+        return None
+
+    @property
+    def local_store(self) -> LocalStore | None:
+        """The attached same-host store, if any (its counters are useful in tests)."""
+        return self._store
+
+    # -- key-value ops ---------------------------------------------------------------
+
+    def put(self, key: str, value: object, ttl: float | None = None, compress: bool | None = None) -> int:
+        """
+        Store `value` under `key`; `ttl` seconds of life (None: forever); `compress`
+        forces (True) or forbids (False) zlib compression (None: the server's threshold).
+
+        Returns:
+            The store revision of the write.
+        """
+        reply = self.call("put", {"key": key, "value": _Value(value), "ttl": ttl, "compress": compress})
+        return int_field(reply, "put", "revision")
+
+    @overload
+    def get(self, key: str, consistency: Consistency = ..., *, meta: Literal[True]) -> ValueWithMeta: ...
+
+    @overload
+    def get(
+        self, key: str, consistency: Consistency = ..., meta: bool = ..., default: object = ...
+    ) -> object: ...
+
+    def get(
+        self,
+        key: str,
+        consistency: Consistency = "leader",
+        meta: bool = False,
+        default: object = _NO_DEFAULT,
+    ) -> object:
+        """
+        The value of `key` (a ValueWithMeta with `meta=True`).
+
+        Args:
+            consistency: "eventual" (any node's local state), "leader" (default; the
+                leader under a valid lease) or "strong" (linearizable, ReadIndex).
+            default: returned when the key is absent; without it, NotFoundError.
+
+        Raises:
+            NotFoundError: the key is absent and no default was given.
+        """
+        args: dict[str, object] = {"key": key}
+        if meta:
+            args["meta"] = True
+        try:
+            reply = self._local_or_call("get", args, consistency)
+        except NotFoundError:
+            if default is _NO_DEFAULT:
+                raise
+            return default
+        value = field(reply, "get", "value")
+        if not meta:
+            return value
+        return ValueWithMeta(
+            value=value,
+            revision=int_field(reply, "get", "revision"),
+            version=int_field(reply, "get", "version"),
+            create_revision=int_field(reply, "get", "create_revision"),
+            ttl=ttl_field(reply, "get"),
+        )
+
+    def delete(self, key: str) -> DeleteResult:
+        """Delete `key`; `deleted` is False if it was absent."""
+        reply = self.call("delete", {"key": key})
+        return _deleted(reply, "delete")
+
+    def put_many(self, items: Iterable[tuple[str, object] | tuple[str, object, float | None]]) -> int:
+        """
+        Store several keys atomically (all or none, at most 500): items are
+        (key, value) or (key, value, ttl).
+
+        Returns:
+            The one store revision of all the writes.
+        """
+        wire_items: list[object] = []
+        for item in items:
+            if len(item) == 2:
+                wire_items.append([item[0], _Value(item[1])])
+            else:
+                wire_items.append([item[0], _Value(item[1]), item[2]])
+        reply = self.call("put_many", {"items": wire_items})
+        return int_field(reply, "put_many", "revision")
+
+    def get_many(self, keys: Iterable[str], consistency: Consistency = "leader") -> dict[str, object]:
+        """The values of the keys that exist (absent keys are left out)."""
+        reply = self._local_or_call("get_many", {"keys": list(keys)}, consistency)
+        values = field(reply, "get_many", "values")
+        if not isinstance(values, dict):
+            raise RemoteProtocolError("reply to get_many: field values is not a map")
+        return dict(values)
+
+    def delete_many(self, keys: Iterable[str]) -> BulkDeleteResult:
+        """Delete several keys atomically; `deleted` counts those that existed."""
+        reply = self.call("delete_many", {"keys": list(keys)})
+        return _bulk_deleted(reply, "delete_many")
+
+    def touch(self, key: str, ttl: float) -> int:
+        """
+        Give `key` a new ttl (seconds from now).
+
+        Returns:
+            The store revision.
+
+        Raises:
+            NotFoundError: the key is absent.
+        """
+        return int_field(self.call("touch", {"key": key, "ttl": ttl}), "touch", "revision")
+
+    def touch_many(self, items: Iterable[tuple[str, float]]) -> int:
+        """New ttls for several keys atomically; NotFoundError (nothing changes) if one is absent."""
+        reply = self.call("touch_many", {"items": [[key, ttl] for key, ttl in items]})
+        return int_field(reply, "touch_many", "revision")
+
+    def ttl(self, key: str, consistency: Consistency = "leader") -> float | None:
+        """
+        Seconds left before `key` expires; None if it never does.
+
+        Raises:
+            NotFoundError: the key is absent.
+        """
+        reply = self._local_or_call("ttl", {"key": key}, consistency)
+        field(reply, "ttl", "ttl")
+        return ttl_field(reply, "ttl")
+
+    def get_with_ttl(self, key: str, consistency: Consistency = "leader") -> ValueWithTTL:
+        """
+        The value and seconds left of `key`.
+
+        Raises:
+            NotFoundError: the key is absent.
+        """
+        reply = self._local_or_call("get_with_ttl", {"key": key}, consistency)
+        return ValueWithTTL(field(reply, "get_with_ttl", "value"), ttl_field(reply, "get_with_ttl"))
+
+    def get_all(
+        self, limit: int | None = None, after: str | None = None, consistency: Consistency = "leader"
+    ) -> Page:
+        """One page of (key, value) pairs in key order, keys > `after`."""
+        reply = self._local_or_call("get_all", {"limit": limit, "after": after}, consistency)
+        return Page(pairs(reply, "get_all"), bool_field(reply, "get_all", "more"))
+
+    # -- conditional writes ----------------------------------------------------------
+
+    def put_if(
+        self,
+        key: str,
+        value: object,
+        *,
+        expected: object = _NO_DEFAULT,
+        version: int | None = None,
+        mod_revision: int | None = None,
+        absent: bool | None = None,
+        ttl: float | None = None,
+        condition: Condition | None = None,
+    ) -> int:
+        """
+        Store `value` only if a condition holds; exactly one of:
+
+        - `expected`: the current value equals it (kv comparison rules);
+        - `version` / `mod_revision`: the key's (0 matches an absent key);
+        - `absent=True`: the key does not exist;
+        - `condition`: a Python callable given the current value (MISSING if absent),
+          run as an optimistic read / compare / put_if(mod_revision) loop.
+
+        Returns:
+            The store revision of the write.
+
+        Raises:
+            ConditionFailedError: the condition does not hold (for `condition`: the
+                callable said no, or the key kept changing for `cas_retries` rounds).
+        """
+        conds = _conditions(expected, version, mod_revision, absent)
+        if condition is not None:
+            if conds:
+                raise InvalidRequestError(
+                    "put_if takes condition= alone, without expected, version, mod_revision or absent"
+                )
+            return self._put_if_callable(key, value, ttl, condition)
+        args: dict[str, object] = {"key": key, "value": _Value(value), "ttl": ttl, **conds}
+        return int_field(self.call("put_if", args), "put_if", "revision")
+
+    def _put_if_callable(self, key: str, value: object, ttl: float | None, condition: Condition) -> int:
+        for attempt in range(self.cas_retries):
+            current = self.get(key, consistency="leader", meta=True, default=None)
+            if current is None:
+                seen: object = MISSING
+                revision = 0  # mod_revision 0 matches an absent key
+            else:
+                assert isinstance(current, ValueWithMeta)
+                seen, revision = current.value, current.revision
+            if not condition(seen):
+                raise ConditionFailedError(f"condition on key {key!r} is false")
+            try:
+                return self.put_if(key, value, mod_revision=revision, ttl=ttl)
+            except ConditionFailedError:
+                log.debug("put_if condition lost a race key=%s attempt=%d", key, attempt + 1)
+        raise ConditionFailedError(f"key {key!r} changed during each of {self.cas_retries} put_if attempts")
+
+    def delete_if(
+        self,
+        key: str,
+        *,
+        expected: object = _NO_DEFAULT,
+        version: int | None = None,
+        mod_revision: int | None = None,
+        absent: bool | None = None,
+    ) -> DeleteResult:
+        """
+        Delete `key` only if exactly one given condition holds (as for put_if).
+
+        Raises:
+            ConditionFailedError: the condition does not hold.
+        """
+        args: dict[str, object] = {"key": key, **_conditions(expected, version, mod_revision, absent)}
+        reply = self.call("delete_if", args)
+        return _deleted(reply, "delete_if")
+
+    # -- queries ---------------------------------------------------------------------
+
+    def keys(
+        self,
+        *,
+        prefix: str | None = None,
+        suffix: str | None = None,
+        contains: str | None = None,
+        pattern: str | None = None,
+        range: Range | None = None,
+        where: Filter | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        consistency: Consistency = "leader",
+    ) -> KeysPage:
+        """Keys matching every given condition, in key order (one page)."""
+        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        reply = self._local_or_call("keys", args, consistency)
+        raw = list_field(reply, "keys", "keys")
+        if not all(isinstance(k, str) for k in raw):
+            raise RemoteProtocolError("reply to keys: a key is not a string")
+        return KeysPage(tuple(str(k) for k in raw), bool_field(reply, "keys", "more"))
+
+    def query(
+        self,
+        *,
+        prefix: str | None = None,
+        suffix: str | None = None,
+        contains: str | None = None,
+        pattern: str | None = None,
+        range: Range | None = None,
+        where: Filter | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        consistency: Consistency = "leader",
+    ) -> Page:
+        """(key, value) pairs matching every given condition, in key order (one page)."""
+        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        reply = self._local_or_call("query", args, consistency)
+        return Page(pairs(reply, "query"), bool_field(reply, "query", "more"))
+
+    def count(
+        self,
+        *,
+        prefix: str | None = None,
+        suffix: str | None = None,
+        contains: str | None = None,
+        pattern: str | None = None,
+        range: Range | None = None,
+        where: Filter | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        consistency: Consistency = "leader",
+    ) -> int:
+        """How many keys match every given condition."""
+        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return int_field(self._local_or_call("count", args, consistency), "count", "count")
+
+    def delete_where(
+        self,
+        *,
+        prefix: str | None = None,
+        suffix: str | None = None,
+        contains: str | None = None,
+        pattern: str | None = None,
+        range: Range | None = None,
+        where: Filter | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> BulkDeleteResult:
+        """Delete every key matching the conditions, atomically."""
+        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        reply = self.call("delete_where", args)
+        return _bulk_deleted(reply, "delete_where")
+
+    def events(self, since_revision: int, prefix: str | None = None, limit: int | None = None) -> EventsPage:
+        """Changes after `since_revision` from the retained history (catch-up for PUB/SUB)."""
+        reply = self.call("events", {"since_revision": since_revision, "prefix": prefix, "limit": limit})
+        return EventsPage(
+            tuple(event_from(e) for e in list_field(reply, "events", "events")),
+            int_field(reply, "events", "next_revision"),
+            bool_field(reply, "events", "compacted"),
+        )
+
+    # -- cluster ---------------------------------------------------------------------
+
+    def status(self, endpoint: str | None = None) -> dict[str, object]:
+        """
+        The answering node's status map (fields defined by the node; the reply minus
+        `id` and `ok`). `endpoint` asks that node rather than the leader.
+        """
+        if endpoint is None:
+            return _strip(self.call("status"))
+        with self._lock:
+            if self._closed:
+                raise ShuttingDownError("client is closed")
+            return _strip(self._status_at_locked(endpoint, self.timeout_s))
+
+    def members(self) -> list[dict[str, object]]:
+        """The cluster members as the node lists them (`members` field)."""
+        reply = self.call("members")
+        out: list[dict[str, object]] = []
+        for member in list_field(reply, "members", "members"):
+            if not isinstance(member, dict):
+                raise RemoteProtocolError("reply to members: a member is not a map")
+            out.append(member)
+        return out
+
+    def add_member(
+        self,
+        member_id: str,
+        host: str,
+        client_port: int,
+        peer_port: int,
+        events_port: int,
+        learner: bool | None = None,
+    ) -> dict[str, object]:
+        """Add a member (as a learner with `learner=True`); returns the reply fields."""
+        return _strip(self.call("add_member", {
+            "member_id": member_id, "host": host, "client_port": client_port,
+            "peer_port": peer_port, "events_port": events_port, "learner": learner,
+        }))
+
+    def remove_member(self, member_id: str) -> dict[str, object]:
+        """Remove a member (the leader too); returns the reply fields."""
+        return _strip(self.call("remove_member", {"member_id": member_id}))
+
+    def promote_member(self, member_id: str) -> dict[str, object]:
+        """Promote a learner to voter; returns the reply fields."""
+        return _strip(self.call("promote_member", {"member_id": member_id}))
+
+    def transfer_leader(self, member_id: str | None = None) -> dict[str, object]:
+        """Hand leadership to `member_id` (default: the best follower); returns the reply fields."""
+        reply = _strip(self.call("transfer_leader", {"member_id": member_id}))
+        with self._lock:
+            self._leader = None  # the next call finds the new leader through hints
+        return reply
+
+    def _status_at_locked(self, endpoint: str, timeout_s: float) -> dict[str, object]:
+        """`status` of one given endpoint (no redirects), resent on silence until `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            wait_s = min(self.attempt_timeout_s, deadline - time.monotonic())
+            if wait_s <= 0:
+                raise RequestTimeoutError(f"no reply from {endpoint} to status within {timeout_s} s")
+            request_id = next(self._ids)
+            msg = self._envelope("status", request_id, {})
+            msg["timeout_ms"] = _server_timeout_ms(wait_s)
+            reply = self._transport.exchange(endpoint, pack(msg), request_id, wait_s)
+            if reply is None:
+                continue
+            if reply.get("ok") is True:
+                return reply
+            raise error_from_reply(reply, request_id)
+
+
+class _Value:
+    """Marks an argument as a user value (never dropped when it is None)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+def _unwrap(obj: object) -> object:
+    if isinstance(obj, _Value):
+        return obj.value
+    if isinstance(obj, list):
+        return [_unwrap(x) for x in obj]
+    return obj
+
+
+def _conditions(
+    expected: object, version: int | None, mod_revision: int | None, absent: bool | None
+) -> dict[str, object]:
+    conds: dict[str, object] = {}
+    if expected is not _NO_DEFAULT:
+        conds["expected"] = _Value(expected)
+    if version is not None:
+        conds["version"] = version
+    if mod_revision is not None:
+        conds["mod_revision"] = mod_revision
+    if absent is not None:
+        conds["absent"] = absent
+    return conds
+
+
+def _query_args(
+    prefix: str | None,
+    suffix: str | None,
+    contains: str | None,
+    pattern: str | None,
+    range_: Range | None,
+    where: Filter | None,
+    limit: int | None,
+    offset: int | None,
+) -> dict[str, object]:
+    return {
+        "prefix": prefix, "suffix": suffix, "contains": contains, "pattern": pattern,
+        "range": None if range_ is None else list(range_),
+        "where": None if where is None else dict(where) if isinstance(where, Mapping) else list(where),
+        "limit": limit, "offset": offset,
+    }
+
+
+def _deleted(reply: Mapping[str, object], op: str) -> DeleteResult:
+    return DeleteResult(bool_field(reply, op, "deleted"), int_field(reply, op, "revision"))
+
+
+def _bulk_deleted(reply: Mapping[str, object], op: str) -> BulkDeleteResult:
+    return BulkDeleteResult(int_field(reply, op, "deleted"), int_field(reply, op, "revision"))
+
+
+def _strip(reply: Mapping[str, object]) -> dict[str, object]:
+    return {k: v for k, v in reply.items() if k not in ("id", "ok")}
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """A leader hint as a zmq endpoint: "host:port" gets the "tcp://" scheme."""
+    return endpoint if "://" in endpoint else f"tcp://{endpoint}"
+
+
+def error_from_reply(reply: Mapping[str, object], request_id: int | None = None) -> ClientError:
+    """The ClientError an error reply stands for (unknown codes: ClientError itself)."""
+    code = reply.get("error")
+    message = reply.get("message")
+    text = message if isinstance(message, str) else f"error {code!r}"
+    rid_raw = reply.get("id")
+    rid = rid_raw if isinstance(rid_raw, int) and not isinstance(rid_raw, bool) else request_id
+    cls = ERROR_CLASSES.get(code) if isinstance(code, str) else None
+    if cls is NotLeaderError:
+        leader = reply.get("leader")
+        hint = normalize_endpoint(leader) if isinstance(leader, str) and leader else None
+        return NotLeaderError(text, rid, hint)
+    if cls is None:
+        return ClientError(f"{text} (unknown error code {code!r})", rid)
+    return cls(text, rid)
+
+
+def _raise_error_map(reply: Mapping[str, object]) -> None:
+    raise error_from_reply(reply)
+
+
+def _classify(reply: dict[str, object] | None, request_id: int) -> tuple[Outcome, ClientError | None]:
+    if reply is None:
+        return Outcome.TIMEOUT, None
+    ok = reply.get("ok")
+    if ok is True:
+        return Outcome.OK, None
+    if ok is not False:
+        raise RemoteProtocolError(f"reply to request {request_id} has no boolean ok field")
+    error = error_from_reply(reply, request_id)
+    code = reply.get("error")
+    if code == "not_leader":
+        return Outcome.NOT_LEADER, error
+    if code in _DROPPED_CODES:
+        return Outcome.DROPPED, error
+    if code == "timeout":
+        return Outcome.TIMEOUT, error
+    # A definitive answer (not_found, condition_failed, invalid_request, ...): the
+    # exchange completed; the caller raises the error.
+    return Outcome.OK, error

@@ -1,0 +1,217 @@
+"""
+Same-host reads from a node's shared-memory store (DESIGN.md §5, §8).
+
+When a node runs on this host, its `status` reply advertises its store:
+
+    "shm": {"node": str, "token": str, "version": 1}
+
+`node` and `token` are the `concord.shm.layout.SegmentNames` parts (segments
+`concord-<node>-<token>-ctl` and `-g<N>`), `version` the shm format version (only 1 is
+understood; another version is ignored). The client attaches READ-ONLY through
+`concord.shm.view.ShmView`, which maps segments with `_posixshmem` + mmap and never
+registers them with Python's resource tracker (on 3.11 `SharedMemory` would, and the
+tracker would unlink the node's store when this process exits); nothing here ever
+unlinks. A store advertised by a node on another host does not exist here: attaching
+fails with FileNotFoundError and the client keeps using the wire.
+
+Which reads are served locally:
+
+- `eventual`: always, from whatever the node has applied (ops get, get_many, ttl,
+  get_with_ttl, get_all, keys, query, count), with the node's read logic
+  (`concord.node.reader.Reader`, which is `concord.kv.reads` over the view), so replies
+  are identical to a read worker's;
+- `leader`: only if the state the read was evaluated on says the node is the LEADER and
+  its leader time (timestamp of the last applied entry, stamped from the leader's wall
+  clock, the same clock as ours on one host) is at most `lease_s` old: an entry the
+  leader stamped and then committed that recently shows it held a quorum then, and no
+  other leader can commit within less than an election timeout. `lease_s` must stay
+  below the cluster's minimum election timeout. An idle leader has an old leader time,
+  so its reads go over the wire (correct, just slower);
+- `strong`: never (ReadIndex needs the leader).
+
+Every `check_every_s` the control segment's name is looked up in /dev/shm; once the
+supervisor has unlinked it (node stopped) the view is dropped and reads use the wire.
+
+Not thread-safe: the Client calls it under its lock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import time
+from functools import lru_cache
+from typing import Callable, Final, Mapping
+from urllib.parse import urlsplit
+
+from concord.errors import ClientError, ConcordError
+from concord.node.reader import Reader
+from concord.raft.state import Role
+from concord.shm.layout import FORMAT_VERSION, SegmentNames
+from concord.shm.segments import DEV_SHM
+from concord.shm.view import ShmView
+
+__all__ = ["LOCAL_OPS", "LocalStore", "is_local_endpoint", "shm_names"]
+
+log = logging.getLogger(__name__)
+
+#: Ops the client may serve from shared memory.
+LOCAL_OPS: Final = frozenset({"get", "get_many", "ttl", "get_with_ttl", "get_all", "keys", "query", "count"})
+
+
+@lru_cache(maxsize=256)
+def is_local_endpoint(endpoint: str) -> bool:
+    """
+    True if `endpoint` points at this host: ipc://, or tcp:// to a loopback address or
+    an address this host's name resolves to (names resolved once, cached).
+    Only such endpoints are asked whether they have a store to attach.
+    """
+    if endpoint.startswith("ipc://"):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    try:
+        host = urlsplit(endpoint).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return False
+    local = _host_addresses()
+    for address in addresses:
+        text = str(address).split("%")[0]
+        try:
+            if ipaddress.ip_address(text).is_loopback or text in local:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _host_addresses() -> set[str]:
+    out: set[str] = set()
+    for name in {socket.gethostname(), socket.getfqdn()}:
+        try:
+            out.update(str(info[4][0]).split("%")[0] for info in socket.getaddrinfo(name, None))
+        except (OSError, UnicodeError):
+            continue
+    return out
+
+
+def shm_names(status: Mapping[str, object]) -> SegmentNames | None:
+    """The segment names a `status` reply advertises, or None (absent, malformed, other version)."""
+    info = status.get("shm")
+    if not isinstance(info, dict):
+        return None
+    node, token, version = info.get("node"), info.get("token"), info.get("version", FORMAT_VERSION)
+    if not isinstance(node, str) or not isinstance(token, str) or version != FORMAT_VERSION:
+        return None
+    try:
+        return SegmentNames(node, token)
+    except ValueError:
+        return None
+
+
+class LocalStore:
+    """
+    A read-only view of one node's store serving reads as that node's read workers would.
+
+    Args:
+        view: the attached view (owned: closed by `close`).
+        names: the segment names it was attached with.
+        lease_s: how old the leader time may be for a local `leader` read.
+        check_every_s: how often to check that the store still exists.
+        wall_ms: wall clock in milliseconds (injected for tests).
+    """
+
+    def __init__(
+        self,
+        view: ShmView,
+        names: SegmentNames,
+        lease_s: float = 0.3,
+        check_every_s: float = 1.0,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._view = view
+        self._names = names
+        self._reader = Reader(view)
+        self._lease_ms = int(lease_s * 1000)
+        self._check_every_s = check_every_s
+        self._next_check = time.monotonic() + check_every_s
+        self._wall_ms = wall_ms
+        self._closed = False
+        #: Counters, for tests and metrics.
+        self.served = 0
+        self.declined = 0
+
+    @classmethod
+    def open(cls, names: SegmentNames, lease_s: float = 0.3) -> LocalStore | None:
+        """Attach to a store, or None if it is not on this host (or not a v1 store)."""
+        try:
+            view = ShmView.attach(names)
+        except (FileNotFoundError, ValueError, OSError, ConcordError) as exc:
+            log.info("shared-memory store not attachable ctl=%s error=%s", names.ctl, exc)
+            return None
+        try:
+            return cls(view, names, lease_s)
+        except BaseException:
+            view.close()
+            raise
+
+    @property
+    def alive(self) -> bool:
+        """False once closed, or once the store's control segment is gone."""
+        if self._closed:
+            return False
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self._check_every_s
+            if not os.path.exists(os.path.join(DEV_SHM, self._names.ctl)):
+                log.info("shared-memory store is gone ctl=%s", self._names.ctl)
+                self.close()
+                return False
+        return True
+
+    def read(self, op: str, args: Mapping[str, object]) -> dict[str, object] | None:
+        """
+        A reply map ({"ok": true, ...} or {"ok": false, "error", "message", "leader"}) for a
+        read served here, or None: not servable locally, go over the wire.
+        """
+        consistency = args.get("consistency", "leader")
+        if op not in LOCAL_OPS or consistency not in ("eventual", "leader") or not self.alive:
+            self.declined += 1
+            return None
+        plain = {k: v for k, v in args.items() if k != "consistency" and v is not None}
+        try:
+            reply = self._reader.serve(op, plain)
+        except ClientError as exc:
+            reply = {"error": exc.code, "message": exc.message}
+        except ConcordError as exc:
+            # E.g. CorruptionError: never trust this mapping again; the wire still works.
+            log.warning("shared-memory read failed, detaching ctl=%s error=%s", self._names.ctl, exc)
+            self.close()
+            self.declined += 1
+            return None
+        if consistency == "leader":
+            # Judge the state the reply was evaluated on (the view's synced status).
+            status = self._view.synced_status()
+            age_ms = self._wall_ms() - status.leader_time_ms
+            if status.role is not Role.LEADER or not 0 <= age_ms <= self._lease_ms:
+                self.declined += 1
+                return None
+        self.served += 1
+        if "error" in reply:
+            return {"ok": False, "error": reply["error"], "message": reply.get("message", ""), "leader": None}
+        return {"ok": True, **reply}
+
+    def close(self) -> None:
+        """Unmap the view (never unlinks). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._view.close()
+
