@@ -137,3 +137,22 @@ def test_change_stream_publishes_each_key_when_written(cluster: ClusterFactory) 
     finally:
         sub.close(0)
         ctx.term()
+
+
+@pytest.mark.timeout(90)
+def test_python_client_works_when_given_every_endpoint(cluster: ClusterFactory) -> None:
+    """concord.client.Client follows leader hints and attaches a same-host store via status."""
+    from concord.client import Client
+
+    c = cluster(3)
+    c.wait_leader()
+    with Client([c.nodes[n].client for n in c.ids]) as client:
+        assert client.put("a", {"x": 1}) > 0
+        assert {"x": 1} == client.get("a", consistency="strong")
+        assert {"a": {"x": 1}} == client.get_many(["a"], consistency="strong")
+        assert True is client.delete("a").deleted
+        wait_until(lambda: client.get("b", consistency="eventual", default=None) is None, 5)
+        client.put("b", 2)
+        wait_until(lambda: client.get("b", consistency="eventual", default=None) == 2, 10,
+                   "eventual read never saw the write")
+        assert client.local_store is not None
