@@ -39,7 +39,7 @@ import zmq
 
 from concord import codec
 from concord.config import NodeConfig
-from concord.errors import ClientError, InvalidRequestError, ProtocolError, StorageError
+from concord.errors import ClientError, ConfigError, InvalidRequestError, ProtocolError, StorageError
 from concord.ids import NodeId
 from concord.kv import CLIENT_WRITE_OPS, KvConfig, KvStateMachine
 from concord.kv import encode_request as kv_encode_request
@@ -54,7 +54,7 @@ from concord.node.driver import Consistency, Driver, DriverConfig, Reply, ReplyS
 from concord.node.log_writer import LogWriterClient, Persisted, SnapshotWritten
 from concord.node.members import Address, AddressBook, decode_address, encode_address
 from concord.raft.config import RaftConfig
-from concord.raft.messages import ConfChange, ConfState, Message, SnapshotMeta
+from concord.raft.messages import ConfChange, ConfState, Message, Snapshot, SnapshotMeta
 from concord.raft.rawnode import RawNode
 from concord.raft.state import Role
 from concord.raft.storage import MemoryStorage
@@ -147,6 +147,23 @@ class NodeMachine:
         return self.kv.state_hash()
 
 
+class _ConfChangeSnapshots:
+    """
+    The driver's SnapshotSink, used only right after a membership change: the driver then
+    snapshots its state machine so that a member just added can be sent a snapshot that
+    includes it (an older one, without it, would be refused). The log writer makes the
+    durable snapshots itself; these only feed InstallSnapshot, so the worker hands each
+    back to the driver as "written" after the Ready round (the in-memory log may then be
+    compacted; the WAL keeps every entry until the writer's own snapshot covers it).
+    """
+
+    def __init__(self) -> None:
+        self.taken: list[SnapshotMeta] = []
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        self.taken.append(snapshot.meta)
+
+
 @dataclass(slots=True)
 class _Pending:
     token: int
@@ -207,6 +224,7 @@ class RaftWorker:
         self._published_status: tuple[int, str | None, Role] | None = None
         self._published_lease_ms = -2
         self.checker = ReplicaChecker()
+        self._conf_snapshots = _ConfChangeSnapshots()
         previous = previous or {}
 
         self.book = AddressBook(
@@ -279,9 +297,13 @@ class RaftWorker:
                 heartbeat_ticks=raft.heartbeat_ticks,
                 read_timeout_ms=max(1000, 3 * raft.election_ticks * raft.tick_ms),
                 unknown_grace_ms=raft.election_ticks * raft.tick_ms,
+                # Only after membership changes (_ConfChangeSnapshots); the periodic
+                # durable snapshots are the log writer's.
+                snapshot_every_entries=1 << 62,
             ),
             conf_state,
             hard_state,
+            snapshot_sink=self._conf_snapshots,
             snapshot_observer=self._on_snapshot_installed,
         )
         self.log = _Adapter(logger, self)
@@ -348,6 +370,10 @@ class RaftWorker:
                 self._on_tick()
             self.driver.process_ready()
             self._after_ready()
+            if self._conf_snapshots.taken:
+                for meta in self._conf_snapshots.taken:
+                    self.driver.on_snapshot_written(meta)
+                self._conf_snapshots.taken.clear()
 
     def close(self) -> None:
         for closer in (self.link.close, self.transport.close, self.writer.close):
@@ -748,7 +774,11 @@ def run_raft_worker(
     """Process entry point (a supervisor child): recover, report READY, serve until SIGTERM."""
     from supervisor import notify_ready, previous_info
 
-    worker = RaftWorker(config, endpoints, join=join, previous=previous_info())
+    try:
+        worker = RaftWorker(config, endpoints, join=join, previous=previous_info())
+    except (StorageError, ConfigError) as exc:
+        logger.error("raft worker cannot start node=%s: %s", config.node.id, exc)
+        raise SystemExit(1) from exc
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         worker.stop()
@@ -760,6 +790,9 @@ def run_raft_worker(
                   "peer_port": peer_port, "events_port": events_port})
     try:
         worker.run()
+    except Exception as exc:  # the process's top level: log once, exit non-zero (restart)
+        worker.log.exception("raft worker failed")
+        raise SystemExit(1) from exc
     finally:
         worker.close()
     worker.log.info("raft worker stopped")

@@ -132,5 +132,8 @@ def run_read_worker(config: NodeConfig, endpoints: WorkerEndpoints, index: int) 
     notify_ready({"index": index})
     try:
         worker.run()
+    except Exception as exc:  # the process's top level: log once, exit non-zero (restart)
+        logger.exception("read worker failed node=%s index=%d", config.node.id, index)
+        raise SystemExit(1) from exc
     finally:
         worker.close()

@@ -26,10 +26,11 @@ def test_leadership_moves_when_transfer_leader_is_asked(cluster: ClusterFactory)
 
 @pytest.mark.timeout(120)
 def test_new_node_joins_and_leaves_when_added_and_removed(cluster: ClusterFactory) -> None:
-    """add_member: a new empty node joins as a learner, is promoted, serves; then removed."""
-    c = cluster(3)
+    """add_member: a new empty node joins as a learner (through a snapshot: the log was
+    compacted), is promoted, serves; then removed."""
+    c = cluster(3, storage={"snapshot_entries": 20})
     leader = c.wait_leader()
-    for i in range(20):
+    for i in range(150):
         assert True is c.request(leader, {"op": "put", "key": f"k{i}", "value": i})["ok"]
     c.add_node("n4")
     ports = c.member_ports("n4")
@@ -45,7 +46,7 @@ def test_new_node_joins_and_leaves_when_added_and_removed(cluster: ClusterFactor
 
     wait_until(n4_is_voter, 20, lambda: f"leader status={c.status(leader)}")
     c.wait_converged()
-    assert 19 == c.request("n4", {"op": "get", "key": "k19", "consistency": "strong"})["value"]
+    assert 149 == c.request("n4", {"op": "get", "key": "k149", "consistency": "strong"})["value"]
     # Every node learned the new member's address (replicated with the change).
     for nid in c.ids:
         members = c.request(nid, {"op": "members"})["members"]
@@ -55,3 +56,17 @@ def test_new_node_joins_and_leaves_when_added_and_removed(cluster: ClusterFactor
     assert True is removed["ok"]
     assert ["n1", "n2", "n3"] == sorted(m["id"] for m in removed["members"])  # type: ignore[union-attr]
     assert True is c.request(leader, {"op": "put", "key": "after", "value": 1})["ok"]
+
+
+@pytest.mark.timeout(90)
+def test_rest_elect_new_leader_when_leader_is_removed(cluster: ClusterFactory) -> None:
+    """remove_member of the leader itself: it steps down; the other two carry on."""
+    c = cluster(3)
+    leader = c.wait_leader()
+    reply = c.request(leader, {"op": "remove_member", "member_id": leader})
+    assert True is reply["ok"], reply
+    rest = [n for n in c.ids if n != leader]
+    new = c.wait_leader(rest)
+    assert True is c.request(new, {"op": "put", "key": "after", "value": 1})["ok"]
+    members = c.request(new, {"op": "members"})["members"]
+    assert sorted(rest) == sorted(m["id"] for m in members)  # type: ignore[union-attr]
