@@ -45,9 +45,9 @@ import zmq
 
 from concord.config import NodeConfig, load_config
 from concord.errors import ConfigError, ProtocolError, StorageError
-from concord.kv import KvStateMachine
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.node.log_writer import LogWriter, WriterSettings, serve
+from concord.node.members import NodeStateMachine
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_worker
 from concord.node.read_worker import run_read_worker
 from concord.shm.layout import SegmentNames
@@ -158,7 +158,7 @@ def log_writer_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
     )
     try:
         writer = LogWriter(config.node.data_dir, settings,
-                           partial(KvStateMachine, kv_config_of(config)))
+                           partial(NodeStateMachine, kv_config_of(config)))
     except (StorageError, ProtocolError, ValueError) as exc:
         logger.error("log writer cannot start data_dir=%s: %s", config.node.data_dir, exc)
         raise SystemExit(1) from exc

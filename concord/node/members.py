@@ -1,5 +1,6 @@
 """
-The member address book of a node, and the replicated record that carries it.
+The member address book of a node, the replicated record that carries it, and the
+node's state machine (concord.kv plus the replicated addresses).
 
 Raft's ConfChange entries carry node ids only, so the addresses of a member added at run
 time travel in a NORMAL entry proposed by the leader just before the conf change:
@@ -7,10 +8,16 @@ time travel in a NORMAL entry proposed by the leader just before the conf change
     data = MAGIC (4 bytes b"\\xc1CNM") + msgpack [1, id, host, client_port, peer_port,
                                                   events_port]        (version 1)
 
-0xc1 is never the first byte of valid msgpack, so concord.kv refuses such an entry as a
-malformed command and changes nothing but its applied index (exactly what `apply_noop`
-does): the log writer's replica and the raft worker's state machine stay identical. The
-raft worker's `NodeMachine` recognizes the prefix and updates its address book instead.
+0xc1 is never the first byte of valid msgpack, so it can never be taken for a kv command.
+`NodeStateMachine` (the state machine of both the raft worker and the log writer's
+replica) recognizes the prefix, records the address and moves kv's applied index as
+`apply_noop` does. The addresses are part of its snapshots, so a node restarting from a
+snapshot (or installing one) still knows every member added at run time:
+
+    snapshot = b"CNDS" + msgpack [1, kv_snapshot: bin, [[id, host, client_port,
+                                   peer_port, events_port], ...]]     (version 1)
+
+A snapshot without the magic is a plain concord.kv snapshot (no addresses).
 
 Pure: no IO.
 """
@@ -21,12 +28,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import msgpack
+import xxhash
 
 from concord.ids import NodeId
+from concord.kv import DEFAULT_CONFIG, KvConfig, KvStateMachine
+from concord.kv.machine import Applied
 
-__all__ = ["MAGIC", "Address", "AddressBook", "decode_address", "encode_address"]
+__all__ = [
+    "MAGIC",
+    "SNAPSHOT_MAGIC",
+    "Address",
+    "AddressBook",
+    "NodeStateMachine",
+    "decode_address",
+    "encode_address",
+]
 
 MAGIC = b"\xc1CNM"
+SNAPSHOT_MAGIC = b"CNDS"
 _VERSION = 1
 
 
@@ -82,12 +101,25 @@ def decode_address(data: bytes) -> Address | None:
         return None
     if not isinstance(obj, list) or len(obj) != 6 or obj[0] != _VERSION:
         return None
-    _, node_id, host, client_port, peer_port, events_port = obj
+    return _address_from_fields(obj[1:])
+
+
+def _address_fields(address: Address) -> list[object]:
+    return [address.id, address.host, address.client_port, address.peer_port,
+            address.events_port]
+
+
+def _address_from_fields(fields: list[object]) -> Address | None:
+    if len(fields) != 5:
+        return None
+    node_id, host, client_port, peer_port, events_port = fields
     if not isinstance(node_id, str) or not node_id or not isinstance(host, str):
         return None
     ports = (client_port, peer_port, events_port)
     if not all(type(p) is int and 0 <= p <= 65535 for p in ports):
         return None
+    assert isinstance(client_port, int) and isinstance(peer_port, int)
+    assert isinstance(events_port, int)
     return Address(NodeId(node_id), host, client_port, peer_port, events_port)
 
 
@@ -109,3 +141,70 @@ class AddressBook:
 
     def peer_endpoints(self) -> dict[NodeId, str]:
         return {i: a.peer for i, a in self._by_id.items() if a.peer is not None}
+
+
+class NodeStateMachine:
+    """
+    The node's replicated state machine: concord.kv plus the member addresses (module
+    docstring). The raft worker and the log writer's replica both use it, so their
+    snapshots and state hashes agree.
+    """
+
+    def __init__(self, config: KvConfig = DEFAULT_CONFIG) -> None:
+        self.kv = KvStateMachine(config)
+        self.addresses: dict[NodeId, Address] = {}
+
+    @property
+    def applied_index(self) -> int:
+        return self.kv.applied_index
+
+    def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
+        address = decode_address(data)
+        if address is None:
+            return self.kv.apply(index, timestamp_ms, data)
+        self.kv.apply_noop(index, timestamp_ms)
+        self.addresses[address.id] = address
+        return Applied({}, [])
+
+    def apply_noop(self, index: int, timestamp_ms: int) -> None:
+        self.kv.apply_noop(index, timestamp_ms)
+
+    def _packed_addresses(self) -> list[list[object]]:
+        return [_address_fields(self.addresses[k]) for k in sorted(self.addresses)]
+
+    def snapshot(self) -> bytes:
+        body: bytes = msgpack.packb([_VERSION, self.kv.snapshot(), self._packed_addresses()],
+                                    use_bin_type=True)
+        return SNAPSHOT_MAGIC + body
+
+    def restore(self, data: bytes) -> None:
+        """
+        Raises:
+            ValueError: a node snapshot of another version or shape (kv raises its own
+                errors for a bad kv snapshot).
+        """
+        if not data.startswith(SNAPSHOT_MAGIC):
+            self.kv.restore(data)
+            self.addresses = {}
+            return
+        try:
+            obj = msgpack.unpackb(data[len(SNAPSHOT_MAGIC):], raw=False)
+        except (TypeError, msgpack.UnpackException) as exc:
+            raise ValueError(f"malformed node snapshot: {exc}") from exc
+        if not isinstance(obj, list) or len(obj) != 3 or obj[0] != _VERSION:
+            raise ValueError("malformed node snapshot: expected [1, kv, addresses]")
+        _, kv_data, rows = obj
+        if not isinstance(kv_data, bytes) or not isinstance(rows, list):
+            raise ValueError("malformed node snapshot: kv bytes or address list")
+        addresses: dict[NodeId, Address] = {}
+        for row in rows:
+            address = _address_from_fields(row) if isinstance(row, list) else None
+            if address is None:
+                raise ValueError(f"malformed node snapshot: address {row!r}")
+            addresses[address.id] = address
+        self.kv.restore(kv_data)
+        self.addresses = addresses
+
+    def state_hash(self) -> int:
+        packed: bytes = msgpack.packb(self._packed_addresses(), use_bin_type=True)
+        return xxhash.xxh3_64_intdigest(packed, seed=self.kv.state_hash())

@@ -41,7 +41,7 @@ from concord import codec
 from concord.config import NodeConfig
 from concord.errors import ClientError, ConfigError, InvalidRequestError, ProtocolError, StorageError
 from concord.ids import NodeId
-from concord.kv import CLIENT_WRITE_OPS, KvConfig, KvStateMachine
+from concord.kv import CLIENT_WRITE_OPS, KvConfig
 from concord.kv import encode_request as kv_encode_request
 from concord.kv.machine import Applied
 from concord.kv.record import Change, ChangeType, Space
@@ -52,7 +52,7 @@ from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.wire import Backend, Request, decode_request, error_reply, ok_reply
 from concord.node.driver import Consistency, Driver, DriverConfig, Reply, ReplyStatus, load_memory_storage
 from concord.node.log_writer import LogWriterClient, Persisted, SnapshotWritten
-from concord.node.members import Address, AddressBook, decode_address, encode_address
+from concord.node.members import MAGIC, Address, AddressBook, NodeStateMachine, encode_address
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfChange, ConfState, Message, Snapshot, SnapshotMeta
 from concord.raft.rawnode import RawNode
@@ -103,48 +103,53 @@ class _WallClock:
 
 class NodeMachine:
     """
-    The driver's state machine: concord.kv plus the node's address entries.
-
-    Collects the changes of applied entries for shared memory and the change stream, and
-    notices snapshot installs (the published state must then be replaced whole).
+    The driver's state machine: the node's replicated `NodeStateMachine` (kv plus member
+    addresses), observed. Collects the changes of applied entries for shared memory and
+    the change stream, keeps the worker's address book current, and notices snapshot
+    installs (the published state must then be replaced whole).
     """
 
-    def __init__(self, kv: KvStateMachine, book: AddressBook) -> None:
-        self.kv = kv
+    def __init__(self, state: NodeStateMachine, book: AddressBook) -> None:
+        self.state = state
+        self.kv = state.kv
         self.book = book
         self.changes: list[Change] = []
         self.restored = False
         self.addresses_changed = False
+        self._sync_book()
 
     @property
     def applied_index(self) -> int:
-        return self.kv.applied_index
+        return self.state.applied_index
 
     def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
-        address = decode_address(data)
-        if address is not None:
-            # Same effect on kv as its refusal of this (non-msgpack) command: see members.py.
-            self.kv.apply_noop(index, timestamp_ms)
-            self.book.set(address)
-            self.addresses_changed = True
-            return Applied({}, [])
-        applied = self.kv.apply(index, timestamp_ms, data)
-        self.changes.extend(applied.changes)
+        applied = self.state.apply(index, timestamp_ms, data)
+        if data.startswith(MAGIC):
+            self._sync_book()
+        else:
+            self.changes.extend(applied.changes)
         return applied
 
     def apply_noop(self, index: int, timestamp_ms: int) -> None:
-        self.kv.apply_noop(index, timestamp_ms)
+        self.state.apply_noop(index, timestamp_ms)
 
     def snapshot(self) -> bytes:
-        return self.kv.snapshot()
+        return self.state.snapshot()
 
     def restore(self, data: bytes) -> None:
-        self.kv.restore(data)
+        self.state.restore(data)
         self.changes.clear()
         self.restored = True
+        self._sync_book()
 
     def state_hash(self) -> int:
-        return self.kv.state_hash()
+        return self.state.state_hash()
+
+    def _sync_book(self) -> None:
+        for address in self.state.addresses.values():
+            if self.book.get(address.id) != address:
+                self.book.set(address)
+                self.addresses_changed = True
 
 
 class _ConfChangeSnapshots:
@@ -245,10 +250,10 @@ class RaftWorker:
         bootstrap = ConfState(voters)
         self.storage = MemoryStorage(bootstrap)
         load_memory_storage(self.storage, recovered)
-        kv = KvStateMachine(kv_config_of(config))
+        state = NodeStateMachine(kv_config_of(config))
         if recovered.snapshot is not None and not recovered.snapshot.is_empty:
-            kv.restore(recovered.snapshot.data)
-        self.machine = NodeMachine(kv, self.book)
+            state.restore(recovered.snapshot.data)
+        self.machine = NodeMachine(state, self.book)
         hard_state, conf_state = self.storage.initial_state()
         raft = config.raft
         self.raw = raw = RawNode(

@@ -52,6 +52,18 @@ def test_new_node_joins_and_leaves_when_added_and_removed(cluster: ClusterFactor
         members = c.request(nid, {"op": "members"})["members"]
         n4 = next(m for m in members if m["id"] == "n4")  # type: ignore[union-attr]
         assert c.nodes["n4"].client == n4["client"], nid
+    # A follower restarted from a snapshot taken after the address entry still knows it.
+    for i in range(150, 200):
+        assert True is c.request(leader, {"op": "put", "key": f"k{i}", "value": i})["ok"]
+    c.wait_converged()
+    follower = next(n for n in ("n1", "n2", "n3") if n != leader)
+    c.nodes[follower].terminate()
+    c.restart(follower)
+    status = c.status(follower)
+    assert status is not None and int(status["first_index"]) > 1  # type: ignore[arg-type]
+    members = c.request(follower, {"op": "members"})["members"]
+    n4 = next(m for m in members if m["id"] == "n4")  # type: ignore[union-attr]
+    assert c.nodes["n4"].client == n4["client"]
     removed = c.request(leader, {"op": "remove_member", "member_id": "n4"})
     assert True is removed["ok"]
     assert ["n1", "n2", "n3"] == sorted(m["id"] for m in removed["members"])  # type: ignore[union-attr]

@@ -35,3 +35,31 @@ def test_book_gives_client_endpoint_when_port_is_known() -> None:
     assert (None, "tcp://[::1]:7") == (book.client_endpoint(NodeId("a")),
                                        book.client_endpoint(NodeId("b")))
     assert {"a": "tcp://h:5", "b": "tcp://[::1]:8"} == book.peer_endpoints()
+
+
+def test_node_machine_snapshot_keeps_addresses_when_restored() -> None:
+    """Addresses survive snapshot/restore; the state hash covers them."""
+    from concord.node.members import NodeStateMachine
+
+    machine = NodeStateMachine()
+    machine.apply(1, 5, encode_address(Address(NodeId("n4"), "h", 1, 2, 3)))
+    machine.apply(2, 6, b"\x83\xa1v\x01\xa2op\xa3put\xa3key\xa1a")  # may be refused by kv
+    copy = NodeStateMachine()
+    copy.restore(machine.snapshot())
+    assert machine.addresses == copy.addresses
+    assert machine.state_hash() == copy.state_hash()
+    assert 2 == copy.applied_index
+    empty = NodeStateMachine()
+    empty.kv.restore(machine.kv.snapshot())
+    assert machine.state_hash() != empty.state_hash()
+
+
+def test_node_machine_restores_plain_kv_snapshot_when_magic_is_absent() -> None:
+    """A plain concord.kv snapshot restores with no addresses."""
+    from concord.node.members import NodeStateMachine
+
+    kv = KvStateMachine()
+    kv.apply_noop(3, 1)
+    machine = NodeStateMachine()
+    machine.restore(kv.snapshot())
+    assert (3, {}) == (machine.applied_index, machine.addresses)
