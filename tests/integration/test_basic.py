@@ -36,14 +36,29 @@ def read(c: Cluster, node_id: str, msg: dict[str, object], level: str) -> dict[s
     return reply
 
 
+RETRYABLE = ("no_leader", "not_leader", "timeout")
+
+
+def read_answered(c: Cluster, node_id: str, msg: dict[str, object], level: str) -> dict[str, object]:
+    """`read`, retried while the answer is only "ask again" (e.g. a lease being renewed)."""
+    last: list[dict[str, object]] = []
+
+    def answered() -> dict[str, object] | None:
+        reply = read(c, node_id, msg, level)
+        last[:] = [reply]
+        return None if reply.get("error") in RETRYABLE else reply
+
+    return wait_until(answered, 10, lambda: f"{node_id} {level} {msg} -> {last}")
+
+
 def read_settled(c: Cluster, node_id: str, msg: dict[str, object], level: str,
                  field: str, expected: object) -> None:
     """Eventual reads may lag: wait for them; leader and strong reads must match at once."""
     if level == "eventual":
         wait_until(lambda: read(c, node_id, msg, level).get(field) == expected, 10,
                    lambda: f"{node_id} {msg} -> {read(c, node_id, msg, level)}")
-    else:
-        assert expected == read(c, node_id, msg, level).get(field), (node_id, level, msg)
+    else:  # never stale: the first real answer must already be the new value
+        assert expected == read_answered(c, node_id, msg, level).get(field), (node_id, level, msg)
 
 
 @pytest.mark.timeout(120)
