@@ -63,8 +63,18 @@ def assert_all_present(c: Cluster, node_id: str, acked: dict[str, int]) -> None:
     keys = sorted(acked)
     for start in range(0, len(keys), 400):
         chunk = keys[start:start + 400]
-        reply = c.request(node_id, {"op": "get_many", "keys": chunk, "consistency": "strong"})
-        assert {k: acked[k] for k in chunk} == reply["values"]
+        msg = {"op": "get_many", "keys": chunk, "consistency": "strong"}
+        replies: list[dict[str, object]] = []
+
+        def answered() -> bool:
+            try:
+                replies[:] = [c.request(node_id, msg)]
+            except RequestTimeoutError:
+                return False
+            return replies[0].get("error") not in ("no_leader", "not_leader", "timeout")
+
+        wait_until(answered, 15, lambda: f"{node_id}: {replies}")
+        assert {k: acked[k] for k in chunk} == replies[0]["values"]
 
 
 @pytest.mark.timeout(150)
@@ -187,7 +197,10 @@ def test_old_leader_stops_serving_when_partitioned_from_majority(cluster: Cluste
         w.put(i)
 
     def old_refuses() -> bool:
-        write = c.request(old, {"op": "put", "key": "lost", "value": 1}, timeout_ms=3000)
+        try:
+            write = c.request(old, {"op": "put", "key": "lost", "value": 1}, timeout_ms=3000)
+        except RequestTimeoutError:
+            write = {"ok": False}  # not acknowledged either
         lease = c.request(old, {"op": "get", "key": "w0", "consistency": "leader"})
         return not write.get("ok") and lease.get("error") in ("not_leader", "no_leader")
 
