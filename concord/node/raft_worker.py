@@ -226,6 +226,7 @@ class RaftWorker:
         self._joining: set[NodeId] = set()  # added by add_member, not yet in the conf
         self._stopping = False
         self._conf_sent: ConfState | None = None
+        self._last_committed_sent = 0
         self._published_status: tuple[int, str | None, Role] | None = None
         self._published_lease_ms = -2
         self.checker = ReplicaChecker()
@@ -653,14 +654,12 @@ class RaftWorker:
             changes, machine.changes = machine.changes, []
             self.publisher.publish(changes, kv.applied_index, kv.revision, kv.last_ts_ms)
             self._publish_events(changes)
-        elif machine.changes:
-            machine.changes.clear()
         driver = self.driver
         status = (driver.term, driver.leader_id, driver.role)
         if status != self._published_status:
             self._published_status = status
             self.publisher.set_status(driver.term, driver.leader_id, driver.role)
-            self.log.info("role changed leader=%s", driver.leader_id)
+            self.log.info("raft status changed leader=%s", driver.leader_id)
         lease_ms = driver.lease_until_ms
         if driver.applied_term != driver.term or driver.applied_index < driver.commit:
             # Read workers serve leader reads from shm: only once everything committed
@@ -687,7 +686,7 @@ class RaftWorker:
             self.writer.committed(applied, conf)
             self.checker.record(applied, machine.state_hash())
             self._last_committed_sent = applied
-        elif applied > getattr(self, "_last_committed_sent", 0):
+        elif applied > self._last_committed_sent:
             self.writer.committed(applied)
             self.checker.record(applied, machine.state_hash())
             self._last_committed_sent = applied
