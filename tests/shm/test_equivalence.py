@@ -1,6 +1,7 @@
 """
 Randomized equivalence: after every applied entry, the read path over shared memory
-answers exactly as the state machine does (seeded; the seed is printed).
+answers exactly as the state machine does (seeded: CONCORD_SEED, default 1121; the seed
+is printed).
 
 Writes, deletes, TTL puts and touches, bulk puts and deletes, index creation and drops,
 and expiry entries are applied to a real `KvStateMachine`; their changes are published
