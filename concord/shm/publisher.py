@@ -189,6 +189,12 @@ class Publisher:
         self._dir_bytes = 0
         self._retired: list[tuple[str, mmap.mmap, memoryview]] = []
         self._recover()
+        # A predecessor that died between creating a generation and publishing it, or
+        # between publishing one and unlinking the one before, left segments nobody can
+        # reach any more (readers that still map one keep their mapping).
+        for gen in range(int(self._words[W_MAX_GEN]) + 1):
+            if gen != self._gen and unlink_segment(names.gen(gen)):
+                logger.warning("shm unlinked orphan generation gen=%d", gen)
         self._words[W_WRITER_EPOCH] += 1
 
     @classmethod
