@@ -74,6 +74,8 @@ READS: list[tuple[str, dict[str, object]]] = [
     ("index_lookup", {"name": "by_n", "range": [3, None]}),
     ("index_lookup", {"name": "by_tag", "value": "x"}),
     ("get", {"key": "c:07", "meta": True}),
+    ("get", {"key": "b:05"}),
+    ("get_many", {"keys": ["c:01", "c:02", "a:03"]}),
     ("get_with_ttl", {"key": "a:03"}),
 ]
 
