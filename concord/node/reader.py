@@ -34,7 +34,14 @@ from concord.errors import (
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
 from concord.kv.commands import check_key
-from concord.kv.reads import Reply, error_reply, serve_read, ttl_seconds
+from concord.kv.reads import (
+    ENVELOPE_FIELDS,
+    READ_OPS,
+    Reply,
+    error_reply,
+    serve_read,
+    ttl_seconds,
+)
 from concord.kv.record import KeyRecord, Space
 from concord.kv.values import decode_stored
 from concord.shm.view import ShmView, decode_value
@@ -174,6 +181,13 @@ class Reader:
             return decode_value(raw)
         except ValueError as exc:
             raise InvalidRequestError(f"stored value of key {key!r} does not decode") from exc
+
+    def serve_request(self, request: Mapping[str, object]) -> Reply:
+        """`serve` for a whole wire request map (envelope fields are ignored)."""
+        op = request.get("op")
+        if not isinstance(op, str) or op not in READ_OPS:
+            return error_reply(InvalidRequestError(f"{op!r} is not a read op"))
+        return self.serve(op, {k: v for k, v in request.items() if k not in ENVELOPE_FIELDS})
 
     # -- typed fast paths ---------------------------------------------------------------
 

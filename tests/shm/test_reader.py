@@ -110,6 +110,20 @@ def test_serve_answers_like_state_machine_when_store_populated(node: Node, reade
     _same_answers(node, reader)
 
 
+def test_serve_request_answers_like_state_machine_when_given_wire_maps(
+    node: Node, reader: Reader
+) -> None:
+    """Whole wire requests (envelope fields included) get the state machine's replies."""
+    _fill(node)
+    for request in (
+        {"op": "get", "id": 7, "key": "user:01", "consistency": "eventual"},
+        {"op": "keys", "id": 8, "prefix": "sess:", "timeout_ms": 50},
+        {"op": "put", "id": 9, "key": "x", "value": 1},
+        {"id": 10},
+    ):
+        assert node.machine.read_request(request, node.ts) == reader.serve_request(request)
+
+
 def test_indexes_rebuilt_from_system_records_when_created_and_dropped(
     node: Node, reader: Reader
 ) -> None:
