@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from concord.errors import (
     ERROR_CLASSES,
+    ClientError,
     InvalidRequestError,
     NotFoundError,
     RequestTimeoutError,
@@ -32,13 +33,23 @@ from concord.errors import (
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
-from concord.kv.reads import Reply, serve_read, ttl_seconds
+from concord.kv.commands import check_key
+from concord.kv.reads import (
+    ENVELOPE_FIELDS,
+    READ_OPS,
+    Reply,
+    error_reply,
+    serve_read,
+    ttl_seconds,
+)
 from concord.kv.record import KeyRecord, Space
 from concord.kv.values import decode_stored
 from concord.shm.view import ShmView, decode_value
 
 logger = logging.getLogger(__name__)
 
+_GET_ARGS = frozenset({"key", "meta"})
+_GET_MANY_ARGS = frozenset({"keys"})
 _FIRST_DELAY_S = 20e-6
 _MAX_DELAY_S = 1e-3
 
@@ -130,8 +141,53 @@ class Reader:
         Evaluate a read op (`concord.kv.reads.READ_OPS`) with the wire reply shape of
         DESIGN.md §7 (errors as {"error": code, "message": text}).
         """
-        self._view.sync()
-        return serve_read(self._source, op, args, self._view.leader_time_ms, self._config)
+        view = self._view
+        view.sync()
+        # Fast paths for the hottest ops, with kv's exact replies and errors (the
+        # equivalence tests hold them to it); everything else is kv's code.
+        if op == "get" and args.keys() <= _GET_ARGS and not args.get("meta"):
+            try:
+                key = check_key(args.get("key"), self._config)
+                raw = view.get_encoded(key)
+                if raw is None:
+                    raise NotFoundError(f"key {key!r} not found")
+                return {"value": self._decode(key, raw)}
+            except ClientError as exc:
+                return error_reply(exc)
+        if op == "get_many" and args.keys() <= _GET_MANY_ARGS:
+            try:
+                return {"values": self._get_many(args.get("keys"))}
+            except ClientError as exc:
+                return error_reply(exc)
+        return serve_read(self._source, op, args, view.leader_time_ms, self._config)
+
+    def _get_many(self, keys: object) -> dict[str, object]:
+        if not isinstance(keys, (list, tuple)):
+            raise InvalidRequestError("get_many needs a list of keys")
+        if len(keys) > self._config.max_items:
+            raise TooManyItemsError(
+                f"{len(keys)} keys, more than the maximum {self._config.max_items}"
+            )
+        checked = [check_key(k, self._config) for k in keys]
+        values: dict[str, object] = {}
+        for key, raw in zip(checked, self._view.get_many_encoded(checked)):
+            if raw is not None:
+                values[key] = self._decode(key, raw)
+        return values
+
+    @staticmethod
+    def _decode(key: str, raw: bytes) -> object:
+        try:
+            return decode_value(raw)
+        except ValueError as exc:
+            raise InvalidRequestError(f"stored value of key {key!r} does not decode") from exc
+
+    def serve_request(self, request: Mapping[str, object]) -> Reply:
+        """`serve` for a whole wire request map (envelope fields are ignored)."""
+        op = request.get("op")
+        if not isinstance(op, str) or op not in READ_OPS:
+            return error_reply(InvalidRequestError(f"{op!r} is not a read op"))
+        return self.serve(op, {k: v for k, v in request.items() if k not in ENVELOPE_FIELDS})
 
     # -- typed fast paths ---------------------------------------------------------------
 
@@ -161,16 +217,7 @@ class Reader:
 
     def get_many(self, keys: Iterable[str]) -> dict[str, object]:
         """Decoded values of the keys present and unexpired (absent ones are left out)."""
-        keys = list(keys)
-        if len(keys) > self._config.max_items:
-            raise TooManyItemsError(
-                f"{len(keys)} keys, more than the maximum {self._config.max_items}"
-            )
-        out: dict[str, object] = {}
-        for key, raw in zip(keys, self._view.get_many_encoded(keys)):
-            if raw is not None:
-                out[key] = decode_value(raw)
-        return out
+        return self._get_many(list(keys))
 
     def get_with_ttl(self, key: str) -> tuple[object, float | None]:
         """

@@ -3,7 +3,7 @@ The shared-memory layout of the committed store, and segment ownership.
 
 One writer (the raft worker's `Publisher`) appends immutable records to an arena and
 announces them on a change ring; any number of readers (`ShmView`) keep a process-local
-dict `key -> locator` current from that ring and read values with one slice. Nothing here
+dict `key -> value slice` current from that ring and read values with one slice. Nothing here
 takes a lock. This module only defines the bytes and opens, creates and unlinks segments;
 it never decides what to publish.
 

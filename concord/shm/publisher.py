@@ -190,6 +190,12 @@ class Publisher:
         self._dir_bytes = 0
         self._retired: list[tuple[str, mmap.mmap, memoryview]] = []
         self._recover()
+        # A predecessor that died between creating a generation and publishing it, or
+        # between publishing one and unlinking the one before, left segments nobody can
+        # reach any more (readers that still map one keep their mapping).
+        for gen in range(int(self._words[W_MAX_GEN]) + 1):
+            if gen != self._gen and unlink_segment(names.gen(gen)):
+                logger.warning("shm unlinked orphan generation gen=%d", gen)
         self._words[W_WRITER_EPOCH] += 1
 
     @classmethod
@@ -364,29 +370,40 @@ class Publisher:
 
     def _compact(self, applied_index: int, revision: int, leader_time_ms: int) -> None:
         old_mm, old_mv = self._mm, self._mv
-        # One pass in offset order plans everything: new offsets, the directory, and runs
-        # of adjacent live records to copy with one slice each.
-        order = sorted(
-            (off, space, key) for space, d in enumerate(self._offsets) for key, off in d.items()
-        )
+        # One pass plans everything: new offsets, the directory, and the copies. Records
+        # go in key insertion order (no sort: after a compaction every key has one
+        # record, so their order does not matter); adjacent ones merge into one copy.
         offsets: list[dict[str, int]] = [{} for _ in Space]
         dirs = [_DirectoryBuilder() for _ in Space]
         runs: list[tuple[int, int, int]] = []
         pos = GEN_HEADER_SIZE
         run_src = run_dst = run_len = 0
         unpack = RECORD_VIEW.unpack_from
-        for off, space, key in order:
-            _, _, flags, vlen, _, _, _, exp, klen = unpack(old_mm, off)
-            size = (RECORD_HEAD_SIZE + vlen + klen + 7) & ~7
-            offsets[space][key] = pos
-            dirs[space].add(key, pos + RECORD_HEAD_SIZE, vlen, exp, flags)
-            if run_len and run_src + run_len == off:
-                run_len += size
-            else:
-                if run_len:
-                    runs.append((run_src, run_dst, run_len))
-                run_src, run_dst, run_len = off, pos, size
-            pos += size
+        count = 0
+        for space, d in enumerate(self._offsets):
+            new = offsets[space]
+            builder = dirs[space]
+            add = builder.add
+            plain, starts, ends = builder.plain.append, builder.starts.append, builder.ends.append
+            for key, off in d.items():
+                _, _, flags, vlen, _, _, _, exp, klen = unpack(old_mm, off)
+                size = (RECORD_HEAD_SIZE + vlen + klen + 7) & ~7
+                new[key] = pos
+                start = pos + RECORD_HEAD_SIZE
+                if exp or flags & 1:
+                    add(key, start, vlen, exp, flags)
+                else:  # inlined add() of the common case
+                    plain(key)
+                    starts(start)
+                    ends(start + vlen)
+                if run_src + run_len == off:
+                    run_len += size
+                else:
+                    if run_len:
+                        runs.append((run_src, run_dst, run_len))
+                    run_src, run_dst, run_len = off, pos, size
+                pos += size
+            count += len(d)
         if run_len:
             runs.append((run_src, run_dst, run_len))
         directory = _DirectoryBuilder.encode(dirs)
@@ -400,7 +417,7 @@ class Publisher:
         self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
         self._unlink_retired()
         logger.info(
-            "shm compacted gen=%d live_bytes=%d records=%d", self._gen, self._live_bytes, len(order)
+            "shm compacted gen=%d live_bytes=%d records=%d", self._gen, self._live_bytes, count
         )
 
     def _write_directory(self) -> None:

@@ -390,7 +390,7 @@ class ShmView:
     # -- access to the synced state (no catch-up: call sync() once, then these) ---------
 
     def locator(self, key: str, space: Space = Space.USER) -> slice | None:
-        """The slice of the key's value bytes, expired or not."""
+        """The slice of the key's value bytes in the mapping, expired or not."""
         return self._spaces[space].get(key)
 
     def expires_at_ms(self, key: str, space: Space = Space.USER) -> int:

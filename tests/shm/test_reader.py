@@ -73,6 +73,12 @@ QUERIES: list[tuple[str, dict[str, object]]] = [
     ("get", {"key": "bulk:2"}),
     ("get", {"key": ""}),
     ("get_many", {"keys": ["user:01", "user:03", "sess:b", "nope"]}),
+    ("get_many", {"keys": ["user:01", ""]}),
+    ("get_many", {"keys": "user:01"}),
+    ("get_many", {"keys": ["k"] * 501}),
+    ("get", {"key": "user:01", "meta": False}),
+    ("get", {"key": "user:01", "extra": 1}),
+    ("get", {"key": 5}),
     ("get_with_ttl", {"key": "sess:b"}),
     ("ttl", {"key": "sess:b"}),
     ("ttl", {"key": "user:01"}),
@@ -102,6 +108,20 @@ def test_serve_answers_like_state_machine_when_store_populated(node: Node, reade
     """Every read op over shm gives the state machine's reply, errors included."""
     _fill(node)
     _same_answers(node, reader)
+
+
+def test_serve_request_answers_like_state_machine_when_given_wire_maps(
+    node: Node, reader: Reader
+) -> None:
+    """Whole wire requests (envelope fields included) get the state machine's replies."""
+    _fill(node)
+    for request in (
+        {"op": "get", "id": 7, "key": "user:01", "consistency": "eventual"},
+        {"op": "keys", "id": 8, "prefix": "sess:", "timeout_ms": 50},
+        {"op": "put", "id": 9, "key": "x", "value": 1},
+        {"id": 10},
+    ):
+        assert node.machine.read_request(request, node.ts) == reader.serve_request(request)
 
 
 def test_indexes_rebuilt_from_system_records_when_created_and_dropped(

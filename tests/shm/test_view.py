@@ -11,7 +11,14 @@ import pytest
 from concord.errors import CorruptionError
 from concord.kv.record import Change, ChangeType, KeyRecord, RecordFlags, Space
 from concord.raft.state import Role
-from concord.shm.layout import GEN_HEADER_SIZE, SegmentNames, open_segment
+from concord.shm.layout import (
+    GEN_HEADER_SIZE,
+    W_MAX_GEN,
+    SegmentNames,
+    create_segment,
+    open_segment,
+)
+from concord.shm.segments import store_segments
 from concord.shm.publisher import Publisher
 from concord.shm.view import MISSING, ShmView
 
@@ -268,6 +275,29 @@ def test_new_writer_continues_when_previous_writer_closed(store: SegmentNames) -
     second.publish([put("c", 3, 3)], 3, 3, 0)
     view = ShmView.attach(store)
     assert [MISSING, 2, 3] == view.get_many_values(["a", "b", "c"])
+    view.close()
+    second.close()
+
+
+def test_new_writer_unlinks_orphans_when_previous_writer_died_mid_growth(
+    store: SegmentNames,
+) -> None:
+    """Generations a dead writer created but never published are unlinked on attach."""
+    first = Publisher.attach(store)
+    first.publish([put("a", 1, 1)], 1, 1, 0)
+    first.close()
+    ctl = open_segment(store.ctl, writable=True)
+    words = memoryview(ctl).cast("Q")
+    words[W_MAX_GEN] = 3  # as _new_generation does before creating the segment
+    words.release()
+    ctl.close()
+    create_segment(store.gen(3), 4096).close()
+    second = Publisher.attach(store)
+    assert [store.ctl, store.gen(0)] == store_segments(store)
+    second.publish([put("b", 2, 2)], 2, 2, 0)
+    assert 0 == second.stats().generation
+    view = ShmView.attach(store)
+    assert [1, 2] == view.get_many_values(["a", "b"])
     view.close()
     second.close()
 
