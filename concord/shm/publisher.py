@@ -81,6 +81,7 @@ logger = logging.getLogger(__name__)
 _U64 = struct.Struct("<Q")
 _xxh = xxhash.xxh3_64_intdigest
 _RING_BASE_WORD = RING_BASE_WORD
+LOC_MAX_VALUE = 0xFFFFFFFF  # value_len is a u32
 _PUTS = (ChangeType.PUT, ChangeType.TOUCH)
 
 
@@ -110,6 +111,23 @@ def _dir_bytes(key_len: int, expires_at_ms: int, flags: int) -> int:
     if flags & 1:
         n += 3 + key_len
     return n
+
+
+def _check_sizes(records: Iterable[KeyRecord | None]) -> None:
+    """
+    Raises:
+        ValueError: a key over 65535 UTF-8 bytes or a value over 4 GiB (the format's
+            u16 and u32 fields).
+    """
+    for r in records:
+        if r is None:
+            continue
+        # Cheap first: at most 4 bytes per code point.
+        if (len(r.key) > 0x3FFF and len(r.key.encode()) > 0xFFFF) or len(r.value) > LOC_MAX_VALUE:
+            raise ValueError(
+                f"record of key {r.key[:40]!r} too large for the shm format: key "
+                f"{len(r.key.encode())} bytes (max 65535), value {len(r.value)} bytes"
+            )
 
 
 class _DirectoryBuilder:
@@ -270,6 +288,7 @@ class Publisher:
             leader_time_ms: leader timestamp of the last applied entry (readers hide keys
                 with expires_at_ms <= this).
         """
+        _check_sizes(ch.record for ch in changes)  # before anything changes: all or none
         offsets = self._offsets
         dead: list[int] = []
         slots: list[int] = []
@@ -322,6 +341,7 @@ class Publisher:
         Builds a new lineage generation from `records`; readers rebuild from a scan.
         """
         items = list(records)
+        _check_sizes(r for _, r in items)
         need = _DIR_FIXED
         for _, r in items:
             klen = len(r.key.encode())
