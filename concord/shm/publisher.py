@@ -294,16 +294,16 @@ class Publisher:
         slots: list[int] = []
         if len(changes) > self._ring_cap // 2:
             # Too big for the ring to carry (a reader could never replay it whole): apply
-            # it in place and publish a new lineage; readers rebuild from a scan. Marks
-            # in the old generation are harmless: a scan of it is abandoned on the
-            # lineage change.
+            # it to the writer's map only and publish it as a new lineage. NB: no dead
+            # marks here: a reader scanning the old lineage right now must not see any
+            # effect of a batch that is not published.
             for ch in changes:
                 d = offsets[ch.space]
                 old = d.pop(ch.key, None)
                 if ch.record is not None and ch.type in _PUTS:
                     d[ch.key] = self._append(ch.space, ch.record)
                 if old is not None:
-                    self._mark_dead([old])
+                    self._live_bytes -= self._size_at(old)
             with gc_paused():
                 self._compact(applied_index, revision, leader_time_ms)
             return
@@ -512,11 +512,16 @@ class Publisher:
         write_status_words(self._words, st)
 
     def _mark_dead(self, offsets: list[int]) -> None:
+        # Invariant: only records whose superseding change is already published.
         mm = self._mm
         for off in offsets:
             _, _, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(mm, off)
             mm[off + STATE_OFFSET] = STATE_DEAD
             self._live_bytes -= record_size(klen, vlen)
+
+    def _size_at(self, off: int) -> int:
+        _, _, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(self._mm, off)
+        return record_size(klen, vlen)
 
     def _new_generation(self, need_bytes: int, lineage: bool) -> None:
         """Create generation max_gen+1; copy the arena unless starting a new lineage."""
