@@ -338,7 +338,8 @@ class Publisher:
         """
         Replace the whole published state (after a snapshot install or a writer restart).
 
-        Builds a new lineage generation from `records`; readers rebuild from a scan.
+        Builds a new lineage generation (with a directory) from `records`; readers
+        rebuild from it. Every record must fit the format (keys <= 65535 UTF-8 bytes).
         """
         items = list(records)
         _check_sizes(r for _, r in items)
