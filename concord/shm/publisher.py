@@ -82,6 +82,7 @@ logger = logging.getLogger(__name__)
 _U64 = struct.Struct("<Q")
 _xxh = xxhash.xxh3_64_intdigest
 _RING_BASE_WORD = RING_BASE_WORD
+LOC_MAX_VALUE = 0xFFFFFFFF  # value_len is a u32
 _PUTS = (ChangeType.PUT, ChangeType.TOUCH)
 
 
@@ -111,6 +112,23 @@ def _dir_bytes(key_len: int, expires_at_ms: int, flags: int) -> int:
     if flags & 1:
         n += 3 + key_len
     return n
+
+
+def _check_sizes(records: Iterable[KeyRecord | None]) -> None:
+    """
+    Raises:
+        ValueError: a key over 65535 UTF-8 bytes or a value over 4 GiB (the format's
+            u16 and u32 fields).
+    """
+    for r in records:
+        if r is None:
+            continue
+        # Cheap first: at most 4 bytes per code point.
+        if (len(r.key) > 0x3FFF and len(r.key.encode()) > 0xFFFF) or len(r.value) > LOC_MAX_VALUE:
+            raise ValueError(
+                f"record of key {r.key[:40]!r} too large for the shm format: key "
+                f"{len(r.key.encode())} bytes (max 65535), value {len(r.value)} bytes"
+            )
 
 
 class _DirectoryBuilder:
@@ -279,21 +297,22 @@ class Publisher:
             leader_time_ms: leader timestamp of the last applied entry (readers hide keys
                 with expires_at_ms <= this).
         """
+        _check_sizes(ch.record for ch in changes)  # before anything changes: all or none
         offsets = self._offsets
         dead: list[int] = []
         slots: list[int] = []
         if len(changes) > self._ring_cap // 2:
             # Too big for the ring to carry (a reader could never replay it whole): apply
-            # it in place and publish a new lineage; readers rebuild from a scan. Marks
-            # in the old generation are harmless: a scan of it is abandoned on the
-            # lineage change.
+            # it to the writer's map only and publish it as a new lineage. NB: no dead
+            # marks here: a reader scanning the old lineage right now must not see any
+            # effect of a batch that is not published.
             for ch in changes:
                 d = offsets[ch.space]
                 old = d.pop(ch.key, None)
                 if ch.record is not None and ch.type in _PUTS:
                     d[ch.key] = self._append(ch.space, ch.record)
                 if old is not None:
-                    self._mark_dead([old])
+                    self._live_bytes -= self._size_at(old)
             with gc_paused():
                 self._compact(applied_index, revision, leader_time_ms)
             return
@@ -328,9 +347,11 @@ class Publisher:
         """
         Replace the whole published state (after a snapshot install or a writer restart).
 
-        Builds a new lineage generation from `records`; readers rebuild from a scan.
+        Builds a new lineage generation (with a directory) from `records`; readers
+        rebuild from it. Every record must fit the format (keys <= 65535 UTF-8 bytes).
         """
         items = list(records)
+        _check_sizes(r for _, r in items)
         need = _DIR_FIXED
         for _, r in items:
             klen = len(r.key.encode())
@@ -501,11 +522,16 @@ class Publisher:
         write_status_words(self._words, st)
 
     def _mark_dead(self, offsets: list[int]) -> None:
+        # Invariant: only records whose superseding change is already published.
         mm = self._mm
         for off in offsets:
             _, _, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(mm, off)
             mm[off + STATE_OFFSET] = STATE_DEAD
             self._live_bytes -= record_size(klen, vlen)
+
+    def _size_at(self, off: int) -> int:
+        _, _, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(self._mm, off)
+        return record_size(klen, vlen)
 
     def _new_generation(self, need_bytes: int, lineage: bool) -> None:
         """Create generation max_gen+1; copy the arena unless starting a new lineage."""

@@ -324,6 +324,17 @@ def test_attach_raises_when_record_corrupt(store: SegmentNames, pub: Publisher) 
         ShmView.attach(store)
 
 
+def test_publish_rejects_batch_when_key_longer_than_format_allows(
+    pub: Publisher, view: ShmView
+) -> None:
+    """A key over 65535 UTF-8 bytes fails the whole batch before anything changes."""
+    with pytest.raises(ValueError):
+        pub.publish([put("ok", 1, 1), put("k" * 70000, 1, 1)], 1, 1, 0)
+    assert 0 == pub.stats().live_records
+    pub.publish([put("b", 2, 2)], 2, 2, 0)
+    assert [MISSING, 2] == view.get_many_values(["ok", "b"])
+
+
 def test_attach_raises_when_store_missing(names: SegmentNames) -> None:
     """Attaching to nothing is a clear FileNotFoundError."""
     with pytest.raises(FileNotFoundError):
