@@ -39,7 +39,13 @@ import zmq
 
 from concord import codec
 from concord.config import NodeConfig
-from concord.errors import ClientError, ConfigError, InvalidRequestError, ProtocolError, StorageError
+from concord.errors import (
+    ClientError,
+    ConfigError,
+    InvalidRequestError,
+    ProtocolError,
+    StorageError,
+)
 from concord.ids import NodeId
 from concord.kv import CLIENT_WRITE_OPS, KvConfig
 from concord.kv import encode_request as kv_encode_request
@@ -50,7 +56,14 @@ from concord.net.admin import fault_reply
 from concord.net.backend import BackendLink
 from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.wire import Backend, Request, decode_request, error_reply, ok_reply
-from concord.node.driver import Consistency, Driver, DriverConfig, Reply, ReplyStatus, load_memory_storage
+from concord.node.driver import (
+    Consistency,
+    Driver,
+    DriverConfig,
+    Reply,
+    ReplyStatus,
+    load_memory_storage,
+)
 from concord.node.log_writer import LogWriterClient, Persisted, SnapshotWritten
 from concord.node.members import MAGIC, Address, AddressBook, NodeStateMachine, encode_address
 from concord.raft.config import RaftConfig
@@ -320,7 +333,8 @@ class RaftWorker:
         try:
             self.events.bind(me.endpoint(events_port))
         except zmq.ZMQError as exc:
-            raise StorageError(f"cannot bind events endpoint {me.endpoint(events_port)}: {exc}") from exc
+            endpoint = me.endpoint(events_port)
+            raise ConfigError(f"cannot bind events endpoint {endpoint}: {exc}") from exc
         raw_ep = self.events.getsockopt(zmq.LAST_ENDPOINT)
         self.events_endpoint = raw_ep.decode() if isinstance(raw_ep, bytes) else str(raw_ep)
         # -- shared memory -----------------------------------------------------------------
@@ -404,7 +418,8 @@ class RaftWorker:
                 try:
                     data = event.load().data
                 except StorageError as exc:
-                    self.log.warning("cannot load written snapshot index=%d error=%s", event.index, exc)
+                    self.log.warning("cannot load written snapshot index=%d error=%s",
+                                     event.index, exc)
                     continue
                 self.driver.on_snapshot_written(meta, data)
                 self.log.info("snapshot written index=%d first_index=%d", event.index,
@@ -610,12 +625,14 @@ class RaftWorker:
                 result = reply.result
                 if isinstance(result, dict):
                     if "error" in result:
-                        return error_reply(rid, str(result["error"]), str(result.get("message", "")))
+                        return error_reply(rid, str(result["error"]),
+                                           str(result.get("message", "")))
                     return ok_reply(rid, result)
                 return ok_reply(rid, {})
             if isinstance(reply.result, ConfState):
                 return ok_reply(rid, {"members": self._members(reply.result)})
-            body = {"op": request.op, **{k: v for k, v in request.args.items() if k != "consistency"}}
+            args = {k: v for k, v in request.args.items() if k != "consistency"}
+            body = {"op": request.op, **args}
             result = self.machine.kv.read_request(body, self.clock.now_ms())
             if "error" in result:
                 return error_reply(rid, str(result["error"]), str(result.get("message", "")))
@@ -627,7 +644,8 @@ class RaftWorker:
                                "nothing was applied", self._hint())
         if status is ReplyStatus.TIMEOUT:
             return error_reply(rid, "timeout", "the read could not be confirmed in time")
-        return error_reply(rid, "timeout", "leadership changed: the outcome is unknown", self._hint())
+        return error_reply(rid, "timeout", "leadership changed: the outcome is unknown",
+                           self._hint())
 
     # -- after each round of Readys ------------------------------------------------------------
 
