@@ -219,12 +219,17 @@ class Simulation:
         node = self.nodes.get(node_id)
         if node is None or node.driver is None:
             return  # lost: the client times out
-        if kind is OpKind.GET:
-            assert consistency is not None
-            node.driver.submit_read(rid, key, consistency)
-        else:
-            node.driver.submit_write(rid, self.adapter.encode(kind, key, args))
-        node.process()
+
+        def handle() -> None:
+            assert node is not None and node.driver is not None
+            if kind is OpKind.GET:
+                assert consistency is not None
+                node.driver.submit_read(rid, key, consistency)
+            else:
+                node.driver.submit_write(rid, self.adapter.encode(kind, key, args))
+            node.process()
+
+        node.submit(handle)
 
     def _on_reply(self, node_id: NodeId, reply: Reply) -> None:
         if reply.request_id in self._control:
@@ -321,8 +326,8 @@ class Simulation:
         members = [n for n in self.nodes if n not in self.removed]
         action = rng.choices(
             ["crash", "partition", "oneway", "isolate_leader", "clog", "heal", "transfer",
-             "membership", "crash_all", "crash_leader"],
-            weights=[20, 12, 8, 10, 8, 15, 10, 12 if self.config.membership else 0, 2, 15],
+             "membership", "crash_all", "crash_leader", "pause"],
+            weights=[20, 12, 8, 10, 8, 15, 10, 12 if self.config.membership else 0, 2, 15, 15],
         )[0]
         now = self.loop.now
         if action == "crash":
@@ -330,6 +335,13 @@ class Simulation:
             if victim.alive:
                 victim.crash()
                 self.loop.after(rng.randint(50, 600), lambda: self._restart(victim.id))
+        elif action == "pause":
+            # A stopped process (GC pause, SIGSTOP), most often the leader: when it
+            # resumes it must not serve reads from before its deposition.
+            paused = self.leader()
+            if paused is None or rng.random() >= 0.7:
+                paused = self.nodes[rng.choice(members)]
+            paused.pause(now + rng.randint(100, 500))
         elif action == "crash_leader":
             leader = self.leader()
             if leader is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from functools import partial
 from collections.abc import Callable
 
 from concord.errors import CompactedError, UnavailableError
@@ -110,6 +111,8 @@ class SimNode:
         self._outbox: list[Message] = []
         self._last_commit = 0
         self._was_leader = False
+        self.paused_until = 0
+        self._deferred: list[tuple[bool, Callable[[], None]]] = []
         #: Called when this node became leader (True) or, as leader, advanced its commit
         #: index (False), before the step's messages are sent (a nemesis hook).
         self.on_leader_step: Callable[[SimNode, bool], None] | None = None
@@ -182,6 +185,8 @@ class SimNode:
         self.disk.crash(self.rng.fork(f"crash/{self.incarnation}"))
         self._outbox = []
         self._was_leader = False
+        self.paused_until = 0
+        self._deferred = []
         self.driver = None
         self.machine = None
         self.storage = None
@@ -215,8 +220,55 @@ class SimNode:
                 continue  # a legal loss
             self.network.send(msg)
 
+    # -- pauses (a stopped process: a GC pause, SIGSTOP, a VM migration) ------------------
+
+    def pause(self, until_ms: int) -> None:
+        """Freeze the node: it handles nothing (messages, ticks, acks) until `until_ms`."""
+        if self.alive:
+            self.paused_until = max(self.paused_until, until_ms)
+            self.trace(f"pause {self.id} until={until_ms}")
+
+    def frozen(self) -> bool:
+        return self.loop.now < self.paused_until
+
+    def _defer(self, call: Callable[[], None], client: bool = False) -> None:
+        """Run `call` when the pause ends, unless the node crashed meanwhile."""
+        if not self._deferred:
+            incarnation = self.incarnation
+            self.loop.at(self.paused_until, partial(self._resume, incarnation))
+        self._deferred.append((client, call))
+
+    def _resume(self, incarnation: int) -> None:
+        """
+        The pause ends: handle what queued up. NB: a resumed process may poll its client
+        socket before its peer socket, so half the time client requests go first (a
+        deposed leader then meets them before the news of its deposition).
+        """
+        calls, self._deferred = self._deferred, []
+        if self.incarnation != incarnation or not self.alive:
+            return
+        if self.frozen():  # paused again meanwhile
+            for client, call in calls:
+                self._defer(call, client)
+            return
+        if self.rng.random() < 0.5:
+            calls = [c for c in calls if c[0]] + [c for c in calls if not c[0]]
+        for _, call in calls:
+            if self.alive and self.incarnation == incarnation:
+                call()
+
+    def submit(self, call: Callable[[], None]) -> None:
+        """A client request arrives: handle it now, or when a pause ends."""
+        if self.frozen():
+            self._defer(call, client=True)
+        else:
+            call()
+
     def _receive(self, msg: Message) -> None:
         if self.driver is None:
+            return
+        if self.frozen():
+            self._defer(partial(self._receive, msg))
             return
         self.trace(f"msg {msg.frm}>{msg.to} {msg.type.name} t{msg.term} i{msg.index}")
         self.driver.on_message(msg)
@@ -225,6 +277,9 @@ class SimNode:
     def _tick(self) -> None:
         if self.driver is None:
             return
+        if self.frozen():
+            self._defer(self._tick)
+            return
         self.driver.on_tick()
         self.process()
         self._tick_timer = self.loop.after(self.driver_config.tick_ms, self._tick)
@@ -232,11 +287,17 @@ class SimNode:
     def _persisted(self, number: int) -> None:
         if self.driver is None:
             return
+        if self.frozen():
+            self._defer(partial(self._persisted, number))
+            return
         self.driver.on_persisted(number)
         self.process()
 
     def _snapshot_written(self, snapshot: Snapshot) -> None:
         if self.driver is None:
+            return
+        if self.frozen():
+            self._defer(partial(self._snapshot_written, snapshot))
             return
         self.driver.on_snapshot_written(snapshot.meta)
         self.trace(f"snapshot {self.id} index={snapshot.meta.index}")

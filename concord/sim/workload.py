@@ -27,6 +27,7 @@ class WorkloadConfig:
     keys: int = 3
     think_ms: tuple[int, int] = (2, 30)
     timeout_ms: int = 400
+    stray_p: float = 0.2  # an op goes to a random node instead of the believed leader
     client_delay_ms: tuple[int, int] = (1, 3)
     # weights of put, get(strong), get(leader), get(eventual), delete, put_if, delete_if
     weights: tuple[int, int, int, int, int, int, int] = (30, 20, 15, 5, 8, 15, 7)
@@ -159,6 +160,9 @@ class Workload:
         self._next_request += 1
         rid = self._next_request
         target = node if node is not None else client.leader_guess
+        if node is None and client.rng.random() < self.config.stray_p:
+            # Clients with stale or no leader information (and followers' strong reads).
+            target = client.rng.choice(self._nodes())
         flight = _InFlight(rid, kind, key, args, consistency, self.loop.now, target)
         client.inflight = flight
         self._by_request[rid] = client

@@ -178,7 +178,7 @@ def test_same_seed_gives_same_digest_when_hash_seed_differs() -> None:
 @pytest.mark.slow
 def test_run_passes_when_cluster_has_no_faults() -> None:
     """Without faults, every check passes and clients complete many operations."""
-    result = Simulation(SimConfig(seed=5, nodes=3, buggify=False)).run()
+    result = Simulation(SimConfig(seed=5, nodes=3, buggify=False, faults=False)).run()
     assert [] == result.violations
     assert 100 < result.ops
 
