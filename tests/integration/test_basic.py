@@ -171,3 +171,24 @@ def test_python_client_works_when_given_every_endpoint(cluster: ClusterFactory) 
         wait_until(lambda: client.get("b", consistency="eventual", default=None) == 2, 10,
                    "eventual read never saw the write")
         assert client.local_store is not None
+
+
+@pytest.mark.timeout(60)
+def test_status_reply_has_documented_shape_when_asked(cluster: ClusterFactory) -> None:
+    """The status fields of docs/formats/node.md, with the shm names a client attaches."""
+    c = cluster(1)
+    c.wait_leader()
+    status = c.request("n1", {"op": "status"})
+    expected = {"id", "ok", "node", "pid", "role", "term", "leader", "leader_client", "commit",
+                "applied", "revision", "state_hash", "lease", "first_index", "last_index",
+                "members", "shm"}
+    assert expected == set(status)
+    assert ("n1", "leader", "n1") == (status["node"], status["role"], status["leader"])
+    shm = status["shm"]
+    assert isinstance(shm, dict)
+    assert {"version", "base", "ctl", "node", "token"} == set(shm)
+    assert f"concord-{shm['node']}-{shm['token']}-ctl" == shm["ctl"]
+    (member,) = status["members"]  # type: ignore[misc]
+    assert ("n1", "voter", c.nodes["n1"].endpoints["peer"]) == (
+        member["id"], member["role"], member["peer"])
+    assert [member] == c.request("n1", {"op": "members"})["members"]
