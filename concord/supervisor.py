@@ -7,9 +7,10 @@
      └─ door     one_for_one   [door (client front door, concord.net.frontdoor)]
 
 Start-up: the config is loaded (a ConfigError is one line on stderr, exit 2), the data
-dir is created if needed and must be writable (exit 2), this node's fixed ports must be
-free (exit 3), then `setup()` creates the shm store and the private ipc folder, the
-children start in order and, once all are READY, ONE line goes to stdout:
+dir is created if needed and must be writable (exit 2) and not in use by another node
+(an flock on <data_dir>/concord.lock, exit 3), this node's fixed ports must be free
+(exit 3), then `setup()` creates the shm store and the private ipc folder, the children
+start in order and, once all are READY, ONE line goes to stdout:
 
     concord ready node=n1 client=tcp://127.0.0.1:7401 peer=tcp://127.0.0.1:7501 events=tcp://127.0.0.1:7601
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import logging
 import os
 import secrets
@@ -36,6 +38,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -243,6 +246,36 @@ def check_data_dir(config: NodeConfig) -> None:
                                 ExitCode.USAGE)
 
 
+LOCK_FILE = "concord.lock"
+_held_locks: list[int] = []  # fds kept open (inherited by children) for the process's life
+
+
+def lock_data_dir(config: NodeConfig, wait_s: float = 3.0) -> None:
+    """
+    Take an exclusive flock on `<data_dir>/concord.lock` for this node's lifetime, so two
+    nodes never share a data dir. The children inherit the descriptor: the lock is
+    released only when the whole tree is gone (after a SIGKILL of the supervisor, once
+    its children exited through the lifeline; hence the short wait).
+    """
+    path = Path(config.node.data_dir) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError as exc:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StartupCheckError(
+                    f"node.data_dir: {config.node.data_dir} is in use by another running node "
+                    f"(lock {path})", ExitCode.STARTUP_FAILED) from exc
+            time.sleep(0.05)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held_locks.append(fd)
+
+
 def check_ports(config: NodeConfig) -> None:
     """Every fixed port of this node must be free to bind on its host."""
     me = config.member
@@ -290,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         check_data_dir(config)
+        lock_data_dir(config)
         check_ports(config)
     except StartupCheckError as exc:
         print(f"concord: {exc.message}", file=sys.stderr)

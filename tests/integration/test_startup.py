@@ -153,3 +153,19 @@ def test_shipped_node_config_runs_when_started_as_is(tmp_path: Path) -> None:
     assert 0 == code
     assert [] == node.alive_pids()
     assert [] == node.shm_segments()
+
+
+@pytest.mark.timeout(60)
+def test_second_node_stops_when_data_dir_is_in_use(cluster: ClusterFactory) -> None:
+    """Two nodes never share a data dir: the second one exits naming the lock."""
+    c = cluster(1)
+    first = c.nodes["n1"]
+    config = first.config_path.with_name("second.toml")
+    text = first.config_path.read_text()
+    for key in ("client_port", "peer_port", "events_port"):
+        text = text.replace(f"{key} = ", f"{key} = 0 # ", 1)
+    config.write_text(text)
+    result = run_supervisor(config)
+    assert 3 == result.returncode
+    assert "in use by another running node" in result.stderr
+    assert True is c.request("n1", {"op": "put", "key": "a", "value": 1})["ok"]
