@@ -262,5 +262,5 @@ def test_readers_see_no_torn_or_impossible_values_when_writer_runs_flat_out(
         # loaded host that chains rarely; a broken protocol or a livelock would not be.
         reasons = counts["status_collisions"] + counts["generation_races"] + counts["lineage_races"]
         assert counts["retries"] == reasons
-        assert counts["retries"] <= counts["reads"] // 1000 + 2
+        assert counts["retries"] <= 10 + counts["applied_changes"] // 1000
     assert writer_counts["compact"] > 0 and writer_counts["generation"] > 2
