@@ -41,6 +41,18 @@ BASE_SETTINGS: dict[str, dict[str, object]] = {
 }
 
 
+def as_int(value: object) -> int:
+    """A reply field that must be an int."""
+    assert isinstance(value, int), value
+    return value
+
+
+def as_maps(value: object) -> list[dict[str, object]]:
+    """A reply field that must be a list of maps (e.g. members)."""
+    assert isinstance(value, list) and all(isinstance(v, dict) for v in value), value
+    return value
+
+
 def free_ports(count: int) -> list[int]:
     """Ports the OS reports free right now (a later bind can still lose a race)."""
     socks = []
@@ -372,9 +384,10 @@ class Cluster:
 
     def wait_leader(self, ids: Iterable[str] | None = None, timeout_s: float = 20.0) -> str:
         ids = list(ids) if ids is not None else None
-        leader: str = wait_until(lambda: self.leader(ids), timeout_s,
-                                 lambda: f"statuses={self.statuses(ids)}")
-        return leader
+        found = wait_until(lambda: self.leader(ids), timeout_s,
+                           lambda: f"statuses={self.statuses(ids)}")
+        assert found is not None
+        return found
 
     def followers(self) -> list[str]:
         leader = self.wait_leader()

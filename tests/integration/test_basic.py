@@ -7,7 +7,7 @@ import pytest
 import zmq
 
 from tests.helpers import wait_until
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, as_maps
 from tests.integration.conftest import ClusterFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,12 +43,12 @@ def read_answered(c: Cluster, node_id: str, msg: dict[str, object], level: str) 
     """`read`, retried while the answer is only "ask again" (e.g. a lease being renewed)."""
     last: list[dict[str, object]] = []
 
-    def answered() -> dict[str, object] | None:
-        reply = read(c, node_id, msg, level)
-        last[:] = [reply]
-        return None if reply.get("error") in RETRYABLE else reply
+    def answered() -> bool:
+        last[:] = [read(c, node_id, msg, level)]
+        return last[0].get("error") not in RETRYABLE
 
-    return wait_until(answered, 10, lambda: f"{node_id} {level} {msg} -> {last}")
+    wait_until(answered, 10, lambda: f"{node_id} {level} {msg} -> {last}")
+    return last[0]
 
 
 def read_settled(c: Cluster, node_id: str, msg: dict[str, object], level: str,
@@ -188,7 +188,7 @@ def test_status_reply_has_documented_shape_when_asked(cluster: ClusterFactory) -
     assert isinstance(shm, dict)
     assert {"version", "base", "ctl", "node", "token"} == set(shm)
     assert f"concord-{shm['node']}-{shm['token']}-ctl" == shm["ctl"]
-    (member,) = status["members"]  # type: ignore[misc]
+    (member,) = as_maps(status["members"])
     assert ("n1", "voter", c.nodes["n1"].endpoints["peer"]) == (
         member["id"], member["role"], member["peer"])
     assert [member] == c.request("n1", {"op": "members"})["members"]

@@ -12,7 +12,7 @@ from concord.errors import RequestTimeoutError
 from concord.shm.layout import SegmentNames
 from concord.shm.view import ShmView
 from tests.helpers import wait_until
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, as_int
 from tests.integration.conftest import ClusterFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -99,7 +99,7 @@ def test_new_leader_takes_writes_when_leader_is_killed(cluster: ClusterFactory) 
         w.put(i)
     new = c.wait_leader([n for n in c.ids if n != old])
     status = c.status(new)
-    assert status is not None and int(status["first_index"]) > 40  # type: ignore[arg-type]
+    assert status is not None and as_int(status["first_index"]) > 40
     c.restart(old)
     c.wait_converged()
     assert "snapshot installed" in c.nodes[old].stderr()
@@ -144,7 +144,7 @@ def test_eventual_reads_never_fail_when_raft_worker_is_killed(cluster: ClusterFa
     c.wait_converged()
     status = c.status(victim)
     assert status is not None
-    old_pid = int(status["pid"])  # type: ignore[arg-type]
+    old_pid = as_int(status["pid"])
     shm = status["shm"]
     assert isinstance(shm, dict)
     # Attach the store the way a same-host client does (read-only, never unlinked).
@@ -163,7 +163,7 @@ def test_eventual_reads_never_fail_when_raft_worker_is_killed(cluster: ClusterFa
         assert applied[-2] <= applied[-1], "the published state went backwards"
         if restarted_at is None:
             st = c.status(victim)
-            if st is not None and int(st["pid"]) != old_pid:  # type: ignore[arg-type]
+            if st is not None and as_int(st["pid"]) != old_pid:
                 restarted_at = time.monotonic()
         elif time.monotonic() - restarted_at > 0.5:
             break

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import wait_until
+from tests.integration.cluster import as_int, as_maps
 from tests.integration.conftest import ClusterFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,7 +43,7 @@ def test_new_node_joins_and_leaves_when_added_and_removed(cluster: ClusterFactor
     def n4_is_voter() -> bool:
         st = c.status(leader)
         return st is not None and any(m["id"] == "n4" and m["role"] == "voter"
-                                      for m in st["members"])  # type: ignore[union-attr]
+                                      for m in as_maps(st["members"]))
 
     wait_until(n4_is_voter, 20, lambda: f"leader status={c.status(leader)}")
     c.wait_converged()
@@ -50,7 +51,7 @@ def test_new_node_joins_and_leaves_when_added_and_removed(cluster: ClusterFactor
     # Every node learned the new member's address (replicated with the change).
     for nid in c.ids:
         members = c.request(nid, {"op": "members"})["members"]
-        n4 = next(m for m in members if m["id"] == "n4")  # type: ignore[union-attr]
+        n4 = next(m for m in as_maps(members) if m["id"] == "n4")
         assert c.nodes["n4"].client == n4["client"], nid
     # A follower restarted from a snapshot taken after the address entry still knows it.
     for i in range(150, 200):
@@ -60,13 +61,13 @@ def test_new_node_joins_and_leaves_when_added_and_removed(cluster: ClusterFactor
     c.nodes[follower].terminate()
     c.restart(follower)
     status = c.status(follower)
-    assert status is not None and int(status["first_index"]) > 1  # type: ignore[arg-type]
+    assert status is not None and as_int(status["first_index"]) > 1
     members = c.request(follower, {"op": "members"})["members"]
-    n4 = next(m for m in members if m["id"] == "n4")  # type: ignore[union-attr]
+    n4 = next(m for m in as_maps(members) if m["id"] == "n4")
     assert c.nodes["n4"].client == n4["client"]
     removed = c.request(leader, {"op": "remove_member", "member_id": "n4"})
     assert True is removed["ok"]
-    assert ["n1", "n2", "n3"] == sorted(m["id"] for m in removed["members"])  # type: ignore[union-attr]
+    assert ["n1", "n2", "n3"] == sorted(str(m["id"]) for m in as_maps(removed["members"]))
     assert True is c.request(leader, {"op": "put", "key": "after", "value": 1})["ok"]
 
 
@@ -81,4 +82,4 @@ def test_rest_elect_new_leader_when_leader_is_removed(cluster: ClusterFactory) -
     new = c.wait_leader(rest)
     assert True is c.request(new, {"op": "put", "key": "after", "value": 1})["ok"]
     members = c.request(new, {"op": "members"})["members"]
-    assert sorted(rest) == sorted(m["id"] for m in members)  # type: ignore[union-attr]
+    assert sorted(rest) == sorted(str(m["id"]) for m in as_maps(members))
