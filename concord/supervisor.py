@@ -18,7 +18,7 @@ start in order and, once all are READY, ONE line goes to stdout:
 finding a corrupt WAL: its ERROR line names the file and offset) stops start-up, exit 3.
 SIGTERM/SIGINT: the children stop in reverse order, `cleanup()` unlinks every segment
 and removes the ipc folder, exit 0. If this process dies, the children exit through the
-lifeline. Exit codes: docs/formats/super.md.
+lifeline. Exit codes: docs/operations.md.
 
 `--join` starts a node whose data dir is empty as a new member of a running cluster (no
 bootstrap membership: it waits for the leader, after an `add_member` naming it).

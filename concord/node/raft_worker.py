@@ -766,7 +766,7 @@ class RaftWorker:
         return out
 
     def status(self) -> dict[str, object]:
-        """The `status` op's result (docs/formats/node.md)."""
+        """The `status` op's result (docs/node.md)."""
         d = self.driver
         kv = self.machine.kv
         leader = d.leader_id

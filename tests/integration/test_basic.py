@@ -175,7 +175,7 @@ def test_python_client_works_when_given_every_endpoint(cluster: ClusterFactory) 
 
 @pytest.mark.timeout(60)
 def test_status_reply_has_documented_shape_when_asked(cluster: ClusterFactory) -> None:
-    """The status fields of docs/formats/node.md, with the shm names a client attaches."""
+    """The status fields of docs/node.md, with the shm names a client attaches."""
     c = cluster(1)
     c.wait_leader()
     status = c.request("n1", {"op": "status"})
