@@ -85,6 +85,8 @@ class Subscription:
 
     Raises:
         ConfigError: a bad argument.
+        RequestTimeoutError: no node's change stream could be subscribed within timeout_s.
+        CompactedError: the node no longer holds the changes after since_revision.
     """
 
     def __init__(
@@ -146,6 +148,12 @@ class Subscription:
         self.switches = 0  # nodes left for another
         self.received = 0  # changes read from the SUB socket
         self.fetched = 0  # changes read from `events` replies
+        # Subscribe now, so that changes from here on are queued (or known to be lost).
+        try:
+            self._connect(time.monotonic() + timeout_s)
+        except BaseException:
+            self.close()
+            raise
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -287,17 +295,20 @@ class Subscription:
         deadline = time.monotonic() + timeout_s
         while not self._ready:
             now = time.monotonic()
-            if now - self._heard > self.dead_after_s:
-                log.warning("events node silent node=%s endpoint=%s after_s=%.1f",
-                            self.node, self.events_endpoint, self.dead_after_s)
-                self.switches += 1
-                self._close_sub()
-                self._cursor += 1
-                return
             wait_s = min(deadline - now, self._heard + self.dead_after_s - now)
-            if wait_s <= 0:
-                return
-            if not sub.poll(max(1, int(wait_s * 1000)), zmq.POLLIN):
+            # NB: poll before judging silence: messages queued while the application was
+            # not reading are signs of life too.
+            if not sub.poll(max(0, int(wait_s * 1000)), zmq.POLLIN):
+                now = time.monotonic()
+                if now - self._heard >= self.dead_after_s:
+                    log.warning("events node silent node=%s endpoint=%s after_s=%.1f",
+                                self.node, self.events_endpoint, self.dead_after_s)
+                    self.switches += 1
+                    self._close_sub()
+                    self._cursor += 1
+                    return
+                if now >= deadline:
+                    return
                 continue
             # Drain what is queued without polling again (a burst is read in one go).
             for _ in range(1000):

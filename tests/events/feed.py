@@ -63,6 +63,8 @@ class Feed:
         self.published: list[Published] = []
         self.applied = 0
         self._queue: deque[bytes | None] = deque()
+        self._submitted = 0
+        self._done = 0
         self._index = 0
         self._ts = 1_000
         self._stop = threading.Event()
@@ -74,13 +76,19 @@ class Feed:
     # -- test thread ---------------------------------------------------------------
 
     def submit(self, op: str, args: dict[str, object]) -> None:
+        self._submitted += 1
         self._queue.append(encode_command(op, args))
 
     def submit_noop(self) -> None:
+        self._submitted += 1
         self._queue.append(None)
 
     def idle(self) -> bool:
-        return not self._queue
+        """Every queued command is applied and its changes published."""
+        return self._done == self._submitted
+
+    def backlog(self) -> str:
+        return f"feed {self.name} applied {self._done} of {self._submitted} commands"
 
     def reset_stream(self) -> None:
         """Like a raft-worker restart: the history restarts at the current revision."""
@@ -108,10 +116,12 @@ class Feed:
                 self._reset_to = None
                 self.stream.reset(self.kv.revision)
             changes: list[Change] = []
+            taken = 0
             for _ in range(self.batch):
                 if not self._queue:
                     break
                 data = self._queue.popleft()
+                taken += 1
                 self._index += 1
                 self._ts += 1
                 if data is None or (self.noop_every and self._index % self.noop_every == 0):
@@ -130,6 +140,7 @@ class Feed:
                         i = counts.get(ch.revision, 0)
                         counts[ch.revision] = i + 1
                         self.published.append(Published(ch.revision, i, ch.type.name.lower(), ch.key))
+            self._done += taken
 
     def _serve(self) -> None:
         while True:
