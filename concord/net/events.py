@@ -88,7 +88,8 @@ MAX_EVENTS_LIMIT: Final = 100_000
 #: Bytes counted per history entry on top of its encoded body (tuple, list slots).
 ENTRY_OVERHEAD_BYTES: Final = 96
 
-_TYPE_NAMES: Final = {t: t.name.lower() for t in ChangeType}
+_NOBLOCK: Final = int(zmq.NOBLOCK)
+_SNDMORE: Final = int(zmq.SNDMORE)
 _packer = msgpack.Packer(use_bin_type=True)
 
 
@@ -119,30 +120,42 @@ class HistoryEntry:
         return header + self.body
 
 
+def _key(name: str) -> bytes:
+    packed: bytes = msgpack.packb(name)
+    return packed
+
+
+# Pre-packed map keys and constants of the change map (the publish hot path).
+_HEAD: Final = _key("v") + msgpack.packb(EVENTS_VERSION) + _key("type")
+_TYPE_VALUES: Final = {t: msgpack.packb(t.name.lower()) for t in ChangeType}
+_K_KEY, _K_REVISION, _K_TS, _K_I, _K_N = (_key(k) for k in ("key", "revision", "ts", "i", "n"))
+_K_TTL, _K_VALUE = _key("ttl"), _key("value")
+_K_EPOCH_SEQS: Final = (_key("epoch"), _key("seqs"))
+
+
 def encode_change(change: Change, index: int, count: int, send_values: bool) -> HistoryEntry:
     """
     Encode one user change (the `index`-th of `count` in its revision).
 
     The value is spliced in as stored msgpack (decompressed if needed), never re-encoded.
     """
-    p = _packer
+    pack_ = _packer.pack
     parts = [
-        p.pack("v"), p.pack(EVENTS_VERSION),
-        p.pack("type"), p.pack(_TYPE_NAMES[change.type]),
-        p.pack("key"), p.pack(change.key),
-        p.pack("revision"), p.pack(change.revision),
-        p.pack("ts"), p.pack(change.ts_ms),
-        p.pack("i"), p.pack(index),
-        p.pack("n"), p.pack(count),
+        _HEAD, _TYPE_VALUES[change.type],
+        _K_KEY, pack_(change.key),
+        _K_REVISION, pack_(change.revision),
+        _K_TS, pack_(change.ts_ms),
+        _K_I, pack_(index),
+        _K_N, pack_(count),
     ]
     fields = 7
     record = change.record
     if record is not None and change.type in (ChangeType.PUT, ChangeType.TOUCH):
         if record.expires_at_ms:
-            parts += [p.pack("ttl"), p.pack(max(0, record.expires_at_ms - change.ts_ms) / 1000.0)]
+            parts += [_K_TTL, pack_(max(0, record.expires_at_ms - change.ts_ms) / 1000.0)]
             fields += 1
         if send_values:
-            parts += [p.pack("value"), raw_value(record)]
+            parts += [_K_VALUE, raw_value(record)]
             fields += 1
     return HistoryEntry(change.revision, index, change.key, b"".join(parts), fields)
 
@@ -449,16 +462,22 @@ class EventStream:
         self.service()  # subscriptions that arrived before these changes get seqs first
         self.history.append(entries)
         p = _packer
-        epoch_part = p.pack("epoch") + p.pack(self.epoch) + p.pack("seqs")
-        for entry in entries:
-            topic = entry.key.encode("utf-8")
-            payload = b"".join((
-                p.pack_map_header(entry.fields + 2),
-                entry.body,
-                epoch_part,
-                p.pack(self.counters.match(topic)),
-            ))
-            self._send([topic, payload])
+        epoch_part = _K_EPOCH_SEQS[0] + p.pack(self.epoch) + _K_EPOCH_SEQS[1]
+        match = self.counters.match
+        send = self.socket.send
+        more, last = _NOBLOCK | _SNDMORE, _NOBLOCK
+        try:
+            for entry in entries:
+                topic = entry.key.encode("utf-8")
+                send(topic, more)
+                send(b"".join((p.pack_map_header(entry.fields + 2), entry.body, epoch_part,
+                               p.pack(match(topic)))), last)
+        except zmq.Again:
+            self.dropped += 1  # only with XPUB_NODROP; XPUB drops silently otherwise
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.ETERM:
+                raise ShuttingDownError("events stream context terminated") from exc
+            raise ConfigError(f"events publish failed: {exc}") from exc
         self.published += len(entries)
 
     def advance(self, revision: int) -> None:
