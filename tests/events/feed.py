@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import msgpack
 
 import zmq
 
@@ -29,6 +32,51 @@ class Published:
     key: str
 
 
+class LossyProxy:
+    """
+    An XSUB -> XPUB forwarder between the feed's stream and a subscriber that loses the
+    messages `lose(topic, payload map)` picks (subscriptions are forwarded upstream
+    untouched), so tests decide exactly which messages a subscriber never gets.
+    """
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], upstream: str,
+                 lose: Callable[[bytes, dict[str, object]], bool]) -> None:
+        self.lose = lose
+        self.lost = 0
+        self.xsub = ctx.socket(zmq.XSUB)
+        self.xsub.setsockopt(zmq.LINGER, 0)
+        self.xsub.connect(upstream)
+        self.xpub = ctx.socket(zmq.XPUB)
+        self.xpub.setsockopt(zmq.LINGER, 0)
+        self.xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.xpub.bind("tcp://127.0.0.1:0")
+        self.endpoint = self.xpub.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+    def register(self, poller: zmq.Poller) -> None:
+        poller.register(self.xsub, zmq.POLLIN)
+        poller.register(self.xpub, zmq.POLLIN)
+
+    def forward(self) -> None:
+        while True:
+            try:
+                self.xsub.send(self.xpub.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        while True:
+            try:
+                frames = self.xsub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if self.lose(frames[0], msgpack.unpackb(frames[1], raw=False)):
+                self.lost += 1
+                continue
+            self.xpub.send_multipart(frames)
+
+    def close(self) -> None:
+        self.xsub.close(0)
+        self.xpub.close(0)
+
+
 class Feed:
     """
     One fake node. `submit(op, args)` queues a write; the loop applies up to `batch`
@@ -46,6 +94,7 @@ class Feed:
         heartbeat_s: float = 0.1,
         batch: int = 64,
         noop_every: int = 7,
+        lose: Callable[[bytes, dict[str, object]], bool] | None = None,
     ) -> None:
         self.name = name
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -58,6 +107,7 @@ class Feed:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind("tcp://127.0.0.1:0")
         self.client_endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.proxy = None if lose is None else LossyProxy(self.ctx, self.stream.endpoint, lose)
         self.batch = batch
         self.noop_every = noop_every
         self.published: list[Published] = []
@@ -98,6 +148,8 @@ class Feed:
         self._stop.set()
         self._thread.join(10.0)
         self.router.close(0)
+        if self.proxy is not None:
+            self.proxy.close()
         self.stream.close()
         self.ctx.term()
 
@@ -107,9 +159,13 @@ class Feed:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.stream.socket, zmq.POLLIN)
+        if self.proxy is not None:
+            self.proxy.register(poller)
         while not self._stop.is_set():
             events = dict(poller.poll(0 if self._queue else 5))
             self.stream.service()
+            if self.proxy is not None:
+                self.proxy.forward()
             if self.router in events:
                 self._serve()
             if self._reset_to is not None:

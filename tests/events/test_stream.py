@@ -233,3 +233,45 @@ def test_published_positions_match_between_feeds_when_same_commands() -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_subscriber_fetches_lost_tail_when_heartbeat_sync_reveals_it() -> None:
+    """The last changes of a burst never arrive; the next heartbeat sync tells, events repairs."""
+    feed = Feed(lose=lambda topic, msg: topic.startswith(b"user:tail"))
+    try:
+        assert feed.proxy is not None
+        with Client(feed.client_endpoint, shm=False) as client, \
+                client.subscribe(since_revision=0, events_endpoint=feed.proxy.endpoint) as sub:
+            assert feed.proxy.endpoint == sub.events_endpoint
+            burst(feed, 100)
+            for n in range(5):
+                feed.submit("put", {"key": f"user:tail{n}", "value": n})
+            wait_until(feed.idle, 10.0, describe=feed.backlog)
+            want = expected(feed)
+            assert want == positions(read(sub, len(want), 5.0))
+            assert (1, 5) == (sub.gaps, feed.proxy.lost)
+    finally:
+        feed.stop()
+
+
+def test_prefix_subscriber_repairs_exactly_the_lost_matching_changes_when_every_third_lost() -> None:
+    """Losing every third user: change is detected from the user: seqs and repaired."""
+    def every_third(topic: bytes, msg: dict[str, object]) -> bool:
+        seqs = msg.get("seqs")
+        return isinstance(seqs, list) and any(p == b"user:" and s % 3 == 0 for p, s in seqs)
+
+    feed = Feed(lose=every_third)
+    try:
+        assert feed.proxy is not None
+        with Client(feed.client_endpoint, shm=False) as client, \
+                client.subscribe(prefix="user:", since_revision=0,
+                                 events_endpoint=feed.proxy.endpoint) as sub:
+            burst(feed, 600)
+            wait_until(feed.idle, 10.0, describe=feed.backlog)
+            want = expected(feed, "user:")
+            assert want == positions(read(sub, len(want), 5.0))
+            assert None is sub.next(0.2)
+            assert feed.proxy.lost == sub.gaps
+            assert len(want) - feed.proxy.lost == sub.received
+    finally:
+        feed.stop()
