@@ -52,7 +52,7 @@ from concord.errors import (
 )
 from concord.net.wire import pack
 
-__all__ = ["EVENT_TYPES", "Subscription"]
+__all__ = ["EVENT_TYPES", "Subscription", "UntrackedPrefixError"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ Context = zmq.Context[Socket]
 EVENT_TYPES: Final = frozenset({"put", "delete", "expire", "touch"})
 _COMPLETE: Final = 1 << 62  # batch index of a position known to close its revision
 _PAGE: Final = 1000
+
+
+class UntrackedPrefixError(RemoteProtocolError):
+    """The node tracks too many subscription prefixes to sequence this one (not retried)."""
 
 
 class Subscription:
@@ -227,6 +231,9 @@ class Subscription:
                 self._explicit_events = None
                 if self._subscribe(client_ep, events_ep):
                     return
+            except UntrackedPrefixError:
+                self._close_sub()
+                raise
             except (ClientError, ProtocolError) as exc:
                 last_error = exc
                 log.warning("events subscribe failed endpoint=%s error=%s", client_ep, exc)
@@ -342,7 +349,7 @@ class Subscription:
 
     def _on_sync(self, msg: Mapping[str, object]) -> None:
         if msg.get("tracked") is False:
-            raise RemoteProtocolError(
+            raise UntrackedPrefixError(
                 f"node {self.node} tracks too many subscription prefixes to sequence {self.prefix!r}"
             )
         epoch, seq, head = msg.get("epoch"), msg.get("seq"), msg.get("revision")

@@ -95,6 +95,7 @@ class Feed:
         batch: int = 64,
         noop_every: int = 7,
         lose: Callable[[bytes, dict[str, object]], bool] | None = None,
+        max_prefixes: int = 4096,
     ) -> None:
         self.name = name
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -102,6 +103,7 @@ class Feed:
         self.stream = EventStream(
             self.ctx, "tcp://127.0.0.1:0", history_entries=history_entries,
             history_bytes=history_bytes, sndhwm=sndhwm, heartbeat_s=heartbeat_s,
+            max_prefixes=max_prefixes,
         )
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)

@@ -14,7 +14,7 @@ import zmq
 
 from concord.client import Client, Event
 from concord.client.subscribe import Subscription
-from concord.errors import CompactedError
+from concord.errors import CompactedError, ConfigError, RemoteProtocolError
 from tests.events.feed import Feed, Published
 from tests.helpers import wait_until
 
@@ -275,3 +275,26 @@ def test_prefix_subscriber_repairs_exactly_the_lost_matching_changes_when_every_
             assert len(want) - feed.proxy.lost == sub.received
     finally:
         feed.stop()
+
+
+def test_subscribe_raises_when_publisher_cannot_track_the_prefix() -> None:
+    """Beyond max_prefixes the sync says untracked and subscribe refuses, never unsequenced."""
+    feed = Feed(max_prefixes=1)
+    try:
+        with Client(feed.client_endpoint, shm=False) as client, \
+                client.subscribe(prefix="a") as first:
+            with pytest.raises(RemoteProtocolError, match="too many subscription prefixes"):
+                client.subscribe(prefix="b")
+            feed.submit("put", {"key": "a1", "value": 1})
+            event = first.next(5.0)
+            assert event is not None and "a1" == event.key
+    finally:
+        feed.stop()
+
+
+@pytest.mark.parametrize("bad", [{"types": ["put", "nope"]}, {"since_revision": -1}, {"hwm": -1}])
+def test_subscribe_refuses_when_argument_bad(bad: dict[str, object]) -> None:
+    """Bad arguments raise ConfigError before anything is sent."""
+    with Client("tcp://127.0.0.1:1", shm=False) as client:
+        with pytest.raises(ConfigError):
+            client.subscribe(**bad)  # type: ignore[arg-type]
