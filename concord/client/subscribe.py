@@ -386,7 +386,8 @@ class Subscription:
         elif seq < self._expected:
             return  # already seen
         self._expected = seq + 1
-        self._offer(event)
+        if event.type in EVENT_TYPES:  # a type from a later version is counted, not yielded
+            self._offer(event)
 
     def _seq_of(self, msg: Mapping[str, object]) -> int | None:
         seqs = msg.get("seqs")

@@ -460,7 +460,14 @@ class EventStream:
         if not entries:
             return
         self.service()  # subscriptions that arrived before these changes get seqs first
-        self.history.append(entries)
+        try:
+            self.history.append(entries)
+        except ValueError as exc:
+            # NB: never crash the raft loop over the stream: restart it in a new epoch, so
+            # subscribers catch up (or learn they cannot) instead of missing changes.
+            log.error("events history out of order, resetting error=%s", exc)
+            self.reset(entries[0].revision - 1)
+            self.history.append(entries)
         p = _packer
         epoch_part = _K_EPOCH_SEQS[0] + p.pack(self.epoch) + _K_EPOCH_SEQS[1]
         match = self.counters.match

@@ -146,9 +146,13 @@ class Feed:
         """Like a raft-worker restart: the history restarts at the current revision."""
         self._reset_to = -1
 
-    def stop(self) -> None:
+    def stop_loop(self) -> None:
+        """Stop the loop thread (the test thread may then use the stream directly)."""
         self._stop.set()
         self._thread.join(10.0)
+
+    def stop(self) -> None:
+        self.stop_loop()
         self.router.close(0)
         if self.proxy is not None:
             self.proxy.close()

@@ -298,3 +298,18 @@ def test_subscribe_refuses_when_argument_bad(bad: dict[str, object]) -> None:
     with Client("tcp://127.0.0.1:1", shm=False) as client:
         with pytest.raises(ConfigError):
             client.subscribe(**bad)  # type: ignore[arg-type]
+
+
+def test_stream_resets_in_new_epoch_when_revisions_go_backwards(feed: Feed) -> None:
+    """An out-of-order publish restarts the history (new epoch) instead of failing the loop."""
+    from concord.kv.record import Change, ChangeType, Space
+
+    stream = feed.stream
+    stale = Change(ChangeType.DELETE, Space.USER, "k", None, 1, 5)
+    burst(feed, 20)
+    wait_until(feed.idle, 10.0, describe=feed.backlog)
+    feed.stop_loop()
+    epoch = stream.epoch
+    stream.publish([stale])
+    assert epoch != stream.epoch
+    assert (0, 1, 1) == (stream.history.floor, stream.history.head, len(stream.history))
