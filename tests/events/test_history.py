@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -211,6 +212,7 @@ def test_reset_restarts_seqs_when_new_epoch() -> None:
     assert [[b"k", 1]] == counters.match(b"k2")
 
 
+@pytest.mark.slow
 @settings(max_examples=60, derandomize=True, deadline=None)
 @given(st.integers(0, 2**32), st.sampled_from([b"", b"a", b"ab", b"b"]))
 def test_seq_jump_tells_exactly_the_lost_messages_when_prefix_filtered(seed: int, mine: bytes) -> None:

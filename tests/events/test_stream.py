@@ -144,6 +144,7 @@ def test_subscriber_catches_up_from_since_revision_when_history_holds_it(feed: F
         assert 0 < sub.fetched
 
 
+@pytest.mark.slow
 def test_subscriber_yields_only_new_changes_when_since_revision_none(feed: Feed) -> None:
     """since_revision None: only changes after the subscription (and types filter)."""
     burst(feed, 100)
@@ -158,6 +159,7 @@ def test_subscriber_yields_only_new_changes_when_since_revision_none(feed: Feed)
         assert None is sub.next(0.2)
 
 
+@pytest.mark.slow
 def test_subscribe_raises_compacted_when_history_no_longer_holds_since() -> None:
     """Asking for changes the node evicted raises CompactedError instead of skipping."""
     feed = Feed(history_entries=50)
@@ -175,6 +177,7 @@ def test_subscribe_raises_compacted_when_history_no_longer_holds_since() -> None
         feed.stop()
 
 
+@pytest.mark.slow
 def test_subscriber_continues_in_new_epoch_when_publisher_restarts_at_its_revision(feed: Feed) -> None:
     """A restarted history (new epoch) is caught up through events with no loss."""
     with Client(feed.client_endpoint, shm=False) as client, \
@@ -235,6 +238,7 @@ def test_published_positions_match_between_feeds_when_same_commands() -> None:
         b.stop()
 
 
+@pytest.mark.slow
 def test_subscriber_fetches_lost_tail_when_heartbeat_sync_reveals_it() -> None:
     """The last changes of a burst never arrive; the next heartbeat sync tells, events repairs."""
     feed = Feed(lose=lambda topic, msg: topic.startswith(b"user:tail"))
@@ -254,6 +258,7 @@ def test_subscriber_fetches_lost_tail_when_heartbeat_sync_reveals_it() -> None:
         feed.stop()
 
 
+@pytest.mark.slow
 def test_prefix_subscriber_repairs_exactly_the_lost_matching_changes_when_every_third_lost() -> None:
     """Losing every third user: change is detected from the user: seqs and repaired."""
     def every_third(topic: bytes, msg: dict[str, object]) -> bool:
@@ -277,6 +282,7 @@ def test_prefix_subscriber_repairs_exactly_the_lost_matching_changes_when_every_
         feed.stop()
 
 
+@pytest.mark.slow
 def test_subscribe_raises_when_publisher_cannot_track_the_prefix() -> None:
     """Beyond max_prefixes the sync says untracked and subscribe refuses, never unsequenced."""
     feed = Feed(max_prefixes=1)
@@ -300,6 +306,7 @@ def test_subscribe_refuses_when_argument_bad(bad: dict[str, object]) -> None:
             client.subscribe(**bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_stream_resets_in_new_epoch_when_revisions_go_backwards(feed: Feed) -> None:
     """An out-of-order publish restarts the history (new epoch) instead of failing the loop."""
     from concord.kv.record import Change, ChangeType, Space
