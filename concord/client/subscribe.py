@@ -135,6 +135,7 @@ class Subscription:
         self._ids = itertools.count(random.getrandbits(30))
         self._sub: Socket | None = None
         self._closed = False
+        self._failed: CompactedError | UntrackedPrefixError | None = None
         # Position of the last change delivered (or skipped by `types`).
         self._rev = -1 if since_revision is None else since_revision
         self._index = _COMPLETE
@@ -202,15 +203,24 @@ class Subscription:
         """
         if self._closed:
             raise ShuttingDownError("subscription is closed")
+        if self._failed is not None and not self._ready:
+            raise self._failed
         deadline = time.monotonic() + timeout_s
-        while not self._ready:
-            if self._sub is None:
-                self._connect(deadline + self.timeout_s)
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            self._pump(remaining)
+        try:
+            while not self._ready:
+                if self._sub is None:
+                    self._connect(deadline + self.timeout_s)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._pump(remaining)
+        except (CompactedError, UntrackedPrefixError) as exc:
+            # Final: the events already queued are still delivered, then this again.
+            self._failed = exc
+            self._close_sub()
+            if not self._ready:
+                raise
         return self._ready.popleft()
 
     # -- connecting ----------------------------------------------------------------

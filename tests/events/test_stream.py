@@ -320,3 +320,27 @@ def test_stream_resets_in_new_epoch_when_revisions_go_backwards(feed: Feed) -> N
     stream.publish([stale])
     assert epoch != stream.epoch
     assert (0, 1, 1) == (stream.history.floor, stream.history.head, len(stream.history))
+
+
+@pytest.mark.slow
+def test_subscriber_delivers_what_it_has_then_raises_compacted_when_it_falls_behind() -> None:
+    """Falling behind a small history: every event up to the hole, then CompactedError, for good."""
+    feed = Feed(history_entries=100, lose=lambda topic, msg: topic == b"user:lost")
+    try:
+        assert feed.proxy is not None
+        with Client(feed.client_endpoint, shm=False) as client, \
+                client.subscribe(since_revision=0, events_endpoint=feed.proxy.endpoint) as sub:
+            feed.submit("put", {"key": "user:first", "value": 0})
+            feed.submit("put", {"key": "user:lost", "value": 0})
+            burst(feed, 400)  # pushes user:lost out of the history before the next sync
+            wait_until(feed.idle, 10.0, describe=feed.backlog)
+            first = sub.next(5.0)
+            assert first is not None and "user:first" == first.key
+            with pytest.raises(CompactedError):
+                while True:
+                    event = sub.next(5.0)
+                    assert event is not None and event.key != "user:lost"
+            with pytest.raises(CompactedError):
+                sub.next(0.1)
+    finally:
+        feed.stop()
