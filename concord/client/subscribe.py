@@ -337,11 +337,22 @@ class Subscription:
                 msg = self._decode(frames)
                 if msg is None:
                     continue
-                if msg.get("type") == "sync":
-                    if msg.get("prefix") == self._topic:
-                        self._on_sync(msg)
-                else:
-                    self._on_change(msg)
+                try:
+                    if msg.get("type") == "sync":
+                        if msg.get("prefix") == self._topic:
+                            self._on_sync(msg)
+                    else:
+                        self._on_change(msg)
+                except UntrackedPrefixError:
+                    raise
+                except (ClientError, ProtocolError) as exc:
+                    # The node's history could not be read (it died, or lags for good):
+                    # resume at another node from the last delivered position.
+                    log.warning("events catch-up failed node=%s error=%s", self.node, exc)
+                    self.switches += 1
+                    self._close_sub()
+                    self._cursor += 1
+                    return
                 if self._sub is None:
                     return
 
