@@ -80,7 +80,8 @@ class Subscription:
         since_revision: yield changes after this revision (None: from now on).
         hwm: RCVHWM of the SUB socket (messages queued before ZeroMQ drops; drops are
             detected and repaired).
-        events_endpoint: subscribe here first instead of asking `status`.
+        events_endpoint: subscribe here first instead of asking `status` (again after a
+            missing sync, until the first subscription through it succeeds).
         token, ns: sent with every request.
         timeout_s: deadline of each `status` / `events` exchange.
         dead_after_s: a node silent this long (heartbeats come every 0.5 s) is left for
@@ -238,17 +239,19 @@ class Subscription:
             client_ep = self._candidates[self._cursor % len(self._candidates)]
             try:
                 events_ep = self._explicit_events or self._discover(client_ep)
-                self._explicit_events = None
                 if self._subscribe(client_ep, events_ep):
+                    self._explicit_events = None  # later reconnects ask `status`
                     return
             except UntrackedPrefixError:
                 self._close_sub()
                 raise
             except (ClientError, ProtocolError) as exc:
                 last_error = exc
+                self._explicit_events = None
                 log.warning("events subscribe failed endpoint=%s error=%s", client_ep, exc)
             self._close_sub()
-            self._cursor += 1
+            if self._explicit_events is None:
+                self._cursor += 1
         raise RequestTimeoutError(f"could not subscribe to any node's change stream: {last_error}")
 
     def _discover(self, client_ep: str) -> str:

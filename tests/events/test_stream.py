@@ -344,3 +344,27 @@ def test_subscriber_delivers_what_it_has_then_raises_compacted_when_it_falls_beh
                 sub.next(0.1)
     finally:
         feed.stop()
+
+
+@pytest.mark.slow
+def test_subscriber_subscribes_again_when_its_first_sync_is_lost() -> None:
+    """A lost sync leaves no baseline: the subscriber resubscribes and gets a new one."""
+    syncs: list[bytes] = []
+
+    def first_sync(topic: bytes, msg: dict[str, object]) -> bool:
+        if msg.get("type") != "sync" or msg.get("prefix") != b"k":
+            return False
+        syncs.append(topic)
+        return len(syncs) == 1
+
+    feed = Feed(lose=first_sync, heartbeat_s=60.0)
+    try:
+        assert feed.proxy is not None
+        with Subscription(feed.client_endpoint, prefix="k", since_revision=0,
+                          events_endpoint=feed.proxy.endpoint, sync_timeout_s=0.2) as sub:
+            assert 2 == len(syncs)
+            feed.submit("put", {"key": "k1", "value": 1})
+            event = sub.next(5.0)
+            assert event is not None and "k1" == event.key
+    finally:
+        feed.stop()
