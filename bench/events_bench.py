@@ -11,6 +11,12 @@ the delivery rate per subscriber (first to last event) and in aggregate, and the
 repaired and events fetched through `events` (summed over subscribers).
 
     python bench/events_bench.py [--writes 50000] [--subscribers 1 10] [--sndhwm 10000]
+    python bench/events_bench.py --nodes 3 [--writes 20000] [--subscribers 1 10]
+
+With `--nodes N` the publisher is a real cluster instead (`python -m concord.supervisor`
+processes started with tests/integration/cluster.py): the writer sends `put_many`
+batches of `--bulk` keys through `concord.client.Client`, and the subscribers subscribe
+at a follower (the leader when N = 1); the write rate is then acknowledged writes.
 
 Spawned processes, each with its own zmq context. The machine's other load shows in
 the figures: compare runs made together.
@@ -116,6 +122,62 @@ def run(writes: int, subscribers: int, sndhwm: int, hwm: int, batch: int) -> dic
                 proc.join()
 
 
+def run_cluster(writes: int, subscribers: int, hwm: int, nodes: int, bulk: int) -> dict[str, float]:
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from concord.client import Client  # noqa: PLC0415
+    from tests.integration.cluster import Cluster  # noqa: PLC0415
+
+    ctx = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="concord-bench-") as tmp:
+        c = Cluster(Path(tmp) / "c", nodes, events={"history_entries": max(10_000, 2 * writes)},
+                    logging={"level": "WARNING"})
+        c.tmp_path.mkdir(parents=True)
+        procs = []
+        try:
+            c.start()
+            leader = c.wait_leader()
+            target = next((n for n in c.ids if n != leader), leader)
+            conns = []
+            for _ in range(subscribers):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=run_subscriber,
+                                   args=(child, c.nodes[target].client, writes, hwm))
+                proc.start()
+                procs.append(proc)
+                conns.append(parent)
+            for conn in conns:
+                assert "ready" == conn.recv()
+            with Client([c.nodes[n].client for n in c.ids], shm=False, timeout_s=30.0) as client:
+                started = time.perf_counter()
+                for base in range(0, writes, bulk):
+                    client.put_many([(f"bench:{n}", {"n": n, "pad": "x" * 32})
+                                     for n in range(base, min(writes, base + bulk))])
+                write_s = time.perf_counter() - started
+            results = [conn.recv() for conn in conns]
+        finally:
+            for proc in procs:
+                proc.join(60)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+            c.stop()
+    errors = [r for r in results if r[0] != "done" or r[1] != writes]
+    if errors:
+        raise SystemExit(f"subscriber failed: {errors[0]}")
+    rates = [r[1] / r[2] if r[2] > 0 else float("inf") for r in results]
+    return {
+        "subscribers": subscribers,
+        "writes_per_s": writes / write_s,
+        "per_sub_per_s": min(rates),
+        "aggregate_per_s": sum(rates),
+        "gaps": sum(r[3] for r in results),
+        "fetched": sum(r[4] for r in results),
+        "published": writes,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--writes", type=int, default=50_000)
@@ -123,15 +185,22 @@ def main() -> None:
     parser.add_argument("--sndhwm", type=int, default=10_000, help="publisher SNDHWM")
     parser.add_argument("--hwm", type=int, default=10_000, help="subscriber RCVHWM")
     parser.add_argument("--batch", type=int, default=256, help="commands applied per round")
+    parser.add_argument("--nodes", type=int, default=0,
+                        help="publish from a real cluster of this many nodes (0: standalone)")
+    parser.add_argument("--bulk", type=int, default=100, help="keys per put_many (--nodes)")
     args = parser.parse_args()
-    print(f"writes={args.writes} sndhwm={args.sndhwm} hwm={args.hwm} batch={args.batch} "
-          f"cpus={os.cpu_count()}")
+    where = f"cluster of {args.nodes}, put_many of {args.bulk}" if args.nodes else "standalone"
+    print(f"publisher={where} writes={args.writes} sndhwm={args.sndhwm} hwm={args.hwm} "
+          f"batch={args.batch} cpus={os.cpu_count()}")
     header = (f"{'subscribers':>11} {'writes/s':>10} {'events/s/sub (min)':>19} "
               f"{'events/s total':>15} {'gaps':>6} {'fetched':>8}")
     print(header)
     print("-" * len(header))
     for count in args.subscribers:
-        r = run(args.writes, count, args.sndhwm, args.hwm, args.batch)
+        if args.nodes:
+            r = run_cluster(args.writes, count, args.hwm, args.nodes, args.bulk)
+        else:
+            r = run(args.writes, count, args.sndhwm, args.hwm, args.batch)
         print(f"{r['subscribers']:>11} {r['writes_per_s']:>10,.0f} {r['per_sub_per_s']:>19,.0f} "
               f"{r['aggregate_per_s']:>15,.0f} {r['gaps']:>6} {r['fetched']:>8}")
 
