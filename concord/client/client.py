@@ -93,6 +93,7 @@ from concord.net.wire import pack, validate
 
 if TYPE_CHECKING:
     from concord.client.local import LocalStore
+    from concord.client.subscribe import Subscription
 
 __all__ = ["Client", "OpKind", "Outcome", "OPS_KIND"]
 
@@ -809,6 +810,33 @@ class Client:
             tuple(event_from(e) for e in list_field(reply, "events", "events")),
             int_field(reply, "events", "next_revision"),
             bool_field(reply, "events", "compacted"),
+        )
+
+    def subscribe(
+        self,
+        prefix: str = "",
+        types: Iterable[str] | None = None,
+        since_revision: int | None = None,
+        hwm: int = 10_000,
+        *,
+        events_endpoint: str | None = None,
+        dead_after_s: float = 2.0,
+    ) -> Subscription:
+        """
+        Follow the change stream of keys starting with `prefix`: an iterator of `Event`
+        in revision order, with no gap and no duplicate (concord.client.subscribe).
+        `since_revision` None starts from now; `types` keeps only those event types;
+        `hwm` is the SUB socket's RCVHWM. The subscription owns its sockets: close it.
+
+        Raises:
+            CompactedError: (while iterating) changes to deliver are no longer retained.
+        """
+        from concord.client.subscribe import Subscription  # noqa: PLC0415
+
+        return Subscription(
+            self.endpoints, prefix=prefix, types=types, since_revision=since_revision, hwm=hwm,
+            events_endpoint=events_endpoint, token=self.token, ns=self.ns,
+            timeout_s=self.timeout_s, dead_after_s=dead_after_s,
         )
 
     # -- cluster ---------------------------------------------------------------------

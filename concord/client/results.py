@@ -115,6 +115,10 @@ class Event:
         revision: the store revision of the change (bulk ops share one).
         ts: the entry's leader timestamp, milliseconds.
         ttl: seconds of life given by the change, None if none.
+        batch_index: position of this change among the user changes of its revision
+            (0-based; change stream v1 field `i`).
+        batch_size: number of user changes of its revision (field `n`), so
+            (revision, batch_index) orders every change and tells a revision complete.
     """
 
     type: str
@@ -123,6 +127,8 @@ class Event:
     revision: int
     ts: int
     ttl: float | None
+    batch_index: int = 0
+    batch_size: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,4 +218,6 @@ def event_from(obj: object) -> Event:
         revision=int_field(obj, "events", "revision"),
         ts=int_field(obj, "events", "ts"),
         ttl=ttl_field(obj, "events"),
+        batch_index=int_field(obj, "events", "i") if "i" in obj else 0,
+        batch_size=int_field(obj, "events", "n") if "n" in obj else 1,
     )

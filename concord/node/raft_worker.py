@@ -15,8 +15,9 @@ code the simulator proves):
 - the front door link (`BackendLink`, Backend.RAFT): writes, strong reads (ReadIndex, then
   served from this process's kv), status, membership, leader transfer and fault ops;
 - after apply: the changes go to shared memory (`Publisher`), the header carries applied
-  index, revision, term, leader, role, leader time and the read lease; one PUB message per
-  changed user key goes out on the events port.
+  index, revision, term, leader, role, leader time and the read lease; the change
+  stream (concord.net.events.EventStream: one message per changed user key, a retained
+  history for the `events` op) publishes them on the events port.
 
 Writes reaching a follower are answered `not_leader` with the leader's CLIENT endpoint
 (never forwarded: the client follows the hint). Never unlinks shared memory.
@@ -34,7 +35,6 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from types import FrameType
 
-import msgpack
 import zmq
 
 from concord import codec
@@ -50,10 +50,10 @@ from concord.ids import NodeId
 from concord.kv import CLIENT_WRITE_OPS, KvConfig
 from concord.kv import encode_request as kv_encode_request
 from concord.kv.machine import Applied
-from concord.kv.record import Change, ChangeType, Space
-from concord.kv.values import decode_stored
+from concord.kv.record import Change, Space
 from concord.net.admin import fault_reply
 from concord.net.backend import BackendLink
+from concord.net.events import EventStream
 from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.wire import Backend, Request, decode_request, error_reply, ok_reply
 from concord.node.driver import (
@@ -327,16 +327,17 @@ class RaftWorker:
         )
         self.log = _Adapter(logger, self)
         # -- change stream -----------------------------------------------------------------
-        self.events = self.ctx.socket(zmq.PUB)
-        self.events.setsockopt(zmq.LINGER, 0)
         events_port = me.events_port or int(str(previous.get("events_port", 0)))
-        try:
-            self.events.bind(me.endpoint(events_port))
-        except zmq.ZMQError as exc:
-            endpoint = me.endpoint(events_port)
-            raise ConfigError(f"cannot bind events endpoint {endpoint}: {exc}") from exc
-        raw_ep = self.events.getsockopt(zmq.LAST_ENDPOINT)
-        self.events_endpoint = raw_ep.decode() if isinstance(raw_ep, bytes) else str(raw_ep)
+        # NB: a bind failure raises ConfigError("cannot bind events endpoint ...").
+        self.events = EventStream(
+            self.ctx,
+            me.endpoint(events_port),
+            history_entries=config.events.history_entries,
+            history_bytes=config.events.history_bytes,
+            send_values=config.events.send_values,
+            start_revision=self.machine.kv.revision,
+        )
+        self.events_endpoint = self.events.endpoint
         # -- shared memory -----------------------------------------------------------------
         self.shm_names = endpoints.shm
         self.publisher = Publisher.attach(endpoints.shm)
@@ -350,6 +351,7 @@ class RaftWorker:
         self.poller = zmq.Poller()
         self.transport.register(self.poller)
         self.link.register(self.poller)
+        self.poller.register(self.events.socket, zmq.POLLIN)
         self.poller.register(self.writer.socket, zmq.POLLIN)
         self.log.info(
             "raft worker started empty=%s snapshot_index=%d entries=%d commit=%d peer=%s",
@@ -376,11 +378,13 @@ class RaftWorker:
         self._after_ready()
         while not self._stopping:
             now = time.monotonic()
-            deadline = min(next_tick, self.transport.next_deadline(), self.link.next_deadline())
+            deadline = min(next_tick, self.transport.next_deadline(), self.link.next_deadline(),
+                           self.events.next_deadline())
             events = dict(self.poller.poll(max(0, int((deadline - now) * 1000)) + 1))
             now = time.monotonic()
             self.transport.service_timers(now)
             self.link.service_timers(now)
+            self.events.service(now)
             if self.writer.socket in events:
                 self._on_writer_events()
             self._drain_peers()
@@ -401,7 +405,7 @@ class RaftWorker:
                 closer()
             except (zmq.ZMQError, StorageError, ProtocolError):
                 pass
-        self.events.close(0)
+        self.events.close()
         self.publisher.set_lease(0)
         self.publisher.close()
         self.ctx.term()
@@ -517,8 +521,7 @@ class RaftWorker:
             if op == "transfer_leader":
                 return self._transfer(request)
             if op == "events":
-                return error_reply(request.id, "invalid_request",
-                                   "the events history is not served by this node version")
+                return self.events.handle(request)
             return self._read(token, request)
         except ClientError as exc:
             return error_reply(request.id, exc.code, exc.message)
@@ -661,6 +664,7 @@ class RaftWorker:
         self.publisher.reset(records, kv.applied_index, kv.revision, kv.last_ts_ms)
         self.machine.changes.clear()
         self.machine.restored = False
+        self.events.reset(kv.revision)
         self._shm_synced = True
 
     def _after_ready(self) -> None:
@@ -671,7 +675,7 @@ class RaftWorker:
         elif machine.changes or kv.applied_index > self.publisher.applied_index:
             changes, machine.changes = machine.changes, []
             self.publisher.publish(changes, kv.applied_index, kv.revision, kv.last_ts_ms)
-            self._publish_events(changes)
+            self.events.publish(changes)
         driver = self.driver
         status = (driver.term, driver.leader_id, driver.role)
         if status != self._published_status:
@@ -721,31 +725,6 @@ class RaftWorker:
             wanted |= set(self.book.peer_endpoints())
         self.transport.set_peers(
             {p: e for p, e in self.book.peer_endpoints().items() if p in wanted})
-
-    def _publish_events(self, changes: list[Change]) -> None:
-        for ch in changes:
-            if ch.space != Space.USER:
-                continue
-            event: dict[str, object] = {
-                "type": ch.type.name.lower(),
-                "key": ch.key,
-                "revision": ch.revision,
-                "ts": ch.ts_ms,
-            }
-            rec = ch.record
-            if rec is not None and ch.type in (ChangeType.PUT, ChangeType.TOUCH):
-                if self.config.events.send_values:
-                    event["value"] = decode_stored(rec.value, rec.flags)
-                if rec.expires_at_ms:
-                    event["ttl"] = max(0, rec.expires_at_ms - ch.ts_ms) / 1000.0
-            else:
-                event["value"] = None
-            try:
-                self.events.send_multipart(
-                    [ch.key.encode(), msgpack.packb(event, use_bin_type=True)], zmq.NOBLOCK
-                )
-            except zmq.Again:
-                pass
 
     # -- status -------------------------------------------------------------------------------
 

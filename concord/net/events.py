@@ -1,0 +1,582 @@
+"""
+The change stream of a node (DESIGN.md §7): an XPUB publisher of one message per changed
+user key, a bounded retained history served by the `events` op, and the per-prefix
+sequence numbers that let a subscriber detect every lost message, even with a prefix
+filter.
+
+Used by every node's raft worker after apply: `publish(changes)` never blocks (XPUB
+drops for a subscriber whose queue is full, SNDHWM per subscriber), `service(now_s)`
+reads the subscriptions the XPUB socket reports and sends heartbeats. SYSTEM-space
+changes are never published. Never raises zmq errors: they become concord.errors types.
+
+Wire layout (change stream v1; docs/formats/events.md is the reference). Every message
+is two frames:
+
+    frame 0  topic    the key's UTF-8 bytes (change), or the subscribed prefix (sync)
+    frame 1  payload  one msgpack map (str keys, bin for bytes):
+
+    change  {"v": 1,                  # format version of the payload
+             "type": "put" | "delete" | "expire" | "touch",
+             "key": str,
+             "revision": int,         # Raft index of the entry; bulk ops share one
+             "ts": int,               # the entry's leader timestamp, ms
+             "i": int, "n": int,      # position of this change among the n user changes
+                                      #   of its revision (0 <= i < n)
+             "ttl"?: float,           # put/touch of a key that expires: seconds of life
+             "value"?: any,           # put/touch, when [events] send_values
+             "epoch": int,            # publisher epoch (changes at every (re)start/reset)
+             "seqs": [[prefix bin, seq int], ...]}
+                                      # for every ACTIVE subscription prefix the key
+                                      #   starts with: messages sent on that prefix in
+                                      #   this epoch, this one included (1, 2, 3, ...)
+    sync    {"v": 1, "type": "sync",
+             "prefix": bin,           # the subscription prefix it is about (= topic)
+             "seq": int,              # messages sent on that prefix so far this epoch
+             "epoch": int,
+             "revision": int,         # the last revision published (head)
+             "floor": int,            # history holds every change with revision > floor
+             "tracked": bool}         # false: too many prefixes, no seqs for this one
+
+History entries (the `events` op) are the change maps without "epoch" and "seqs".
+
+The gap scheme: the XPUB socket (XPUB_VERBOSE) hands the publisher every subscription,
+duplicates included. The publisher keeps a counter per active prefix and answers every
+subscribe with a sync on that prefix; from the sync on, every change whose key starts
+with the prefix carries the prefix's next seq. A subscriber of prefix P therefore sees
+P's seqs s+1, s+2, ... after a sync with seq s; a jump means lost messages (repair them
+through `events`), a different epoch means a restarted publisher (catch up through
+`events`). A sync is also sent on every active prefix every `heartbeat_s`, so a lost
+tail and a dead publisher are noticed too.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import msgpack
+import zmq
+
+from concord.errors import ConfigError, ShuttingDownError
+from concord.kv.record import Change, ChangeType, Space
+from concord.kv.values import raw_value
+from concord.net._zmqutil import Context, Socket, new_socket
+from concord.net.wire import Request, error_reply, pack
+
+__all__ = [
+    "EVENTS_VERSION",
+    "DEFAULT_EVENTS_LIMIT",
+    "MAX_EVENTS_LIMIT",
+    "EventHistory",
+    "EventStream",
+    "EventsPage",
+    "HistoryEntry",
+    "PrefixCounters",
+    "encode_change",
+]
+
+log = logging.getLogger(__name__)
+
+EVENTS_VERSION: Final = 1
+DEFAULT_EVENTS_LIMIT: Final = 1000
+MAX_EVENTS_LIMIT: Final = 100_000
+#: Bytes counted per history entry on top of its encoded body (tuple, list slots).
+ENTRY_OVERHEAD_BYTES: Final = 96
+
+_NOBLOCK: Final = int(zmq.NOBLOCK)
+_SNDMORE: Final = int(zmq.SNDMORE)
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """
+    One published change as retained: `body` is the msgpack encoding of the change map's
+    `fields` entries without the map header (so the live message can append epoch and
+    seqs without re-encoding).
+    """
+
+    revision: int
+    index: int
+    key: str
+    body: bytes
+    fields: int
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.body) + ENTRY_OVERHEAD_BYTES
+
+    def encode(self) -> bytes:
+        """The change map as retained (what the `events` op returns)."""
+        header: bytes = _packer.pack_map_header(self.fields)
+        return header + self.body
+
+
+def _key(name: str) -> bytes:
+    packed: bytes = msgpack.packb(name)
+    return packed
+
+
+# Pre-packed map keys and constants of the change map (the publish hot path).
+_HEAD: Final = _key("v") + msgpack.packb(EVENTS_VERSION) + _key("type")
+_TYPE_VALUES: Final = {t: msgpack.packb(t.name.lower()) for t in ChangeType}
+_K_KEY, _K_REVISION, _K_TS, _K_I, _K_N = (_key(k) for k in ("key", "revision", "ts", "i", "n"))
+_K_TTL, _K_VALUE = _key("ttl"), _key("value")
+_K_EPOCH_SEQS: Final = (_key("epoch"), _key("seqs"))
+
+
+def encode_change(change: Change, index: int, count: int, send_values: bool) -> HistoryEntry:
+    """
+    Encode one user change (the `index`-th of `count` in its revision).
+
+    The value is spliced in as stored msgpack (decompressed if needed), never re-encoded.
+    """
+    pack_ = _packer.pack
+    parts = [
+        _HEAD, _TYPE_VALUES[change.type],
+        _K_KEY, pack_(change.key),
+        _K_REVISION, pack_(change.revision),
+        _K_TS, pack_(change.ts_ms),
+        _K_I, pack_(index),
+        _K_N, pack_(count),
+    ]
+    fields = 7
+    record = change.record
+    if record is not None and change.type in (ChangeType.PUT, ChangeType.TOUCH):
+        if record.expires_at_ms:
+            parts += [_K_TTL, pack_(max(0, record.expires_at_ms - change.ts_ms) / 1000.0)]
+            fields += 1
+        if send_values:
+            parts += [_K_VALUE, raw_value(record)]
+            fields += 1
+    return HistoryEntry(change.revision, index, change.key, b"".join(parts), fields)
+
+
+def user_entries(changes: Iterable[Change], send_values: bool) -> list[HistoryEntry]:
+    """The history entries of `changes` (SYSTEM changes dropped), numbered per revision."""
+    user = [c for c in changes if c.space == Space.USER]
+    out: list[HistoryEntry] = []
+    start = 0
+    while start < len(user):
+        revision = user[start].revision
+        end = start + 1
+        while end < len(user) and user[end].revision == revision:
+            end += 1
+        count = end - start
+        for i in range(count):
+            out.append(encode_change(user[start + i], i, count, send_values))
+        start = end
+    return out
+
+
+# --------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True, slots=True)
+class EventsPage:
+    """
+    The answer to `events`.
+
+    Attributes:
+        entries: changes with revision > since_revision (matching the prefix), in order.
+        next_revision: pass it as since_revision to continue (after a compacted answer:
+            the floor, the oldest since_revision that can be served).
+        compacted: since_revision < floor: changes after it are no longer retained.
+    """
+
+    entries: tuple[HistoryEntry, ...]
+    next_revision: int
+    compacted: bool
+
+
+class EventHistory:
+    """
+    The retained history: whole revisions, newest last, bounded by entry count and bytes.
+
+    Invariant: the history holds every user change with `floor < revision <= head`;
+    eviction removes the oldest revision whole and raises `floor` to it.
+
+    Args:
+        max_entries: [events] history_entries (0: keep nothing).
+        max_bytes: [events] history_bytes (encoded bodies plus ENTRY_OVERHEAD_BYTES each).
+        start_revision: the store revision when publishing starts (floor and head).
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int, start_revision: int = 0) -> None:
+        if max_entries < 0 or max_bytes < 0 or start_revision < 0:
+            raise ConfigError(
+                f"history bounds must be >= 0, got entries={max_entries} bytes={max_bytes}"
+                f" start_revision={start_revision}"
+            )
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.floor = start_revision
+        self.head = start_revision
+        self.size_bytes = 0
+        self._entries: list[HistoryEntry] = []
+        self._revisions: list[int] = []
+        self._start = 0  # entries before it are evicted (amortized list compaction)
+
+    def __len__(self) -> int:
+        return len(self._entries) - self._start
+
+    def reset(self, revision: int) -> None:
+        """Forget everything: the history restarts at `revision` (a snapshot install)."""
+        self._entries.clear()
+        self._revisions.clear()
+        self._start = 0
+        self.size_bytes = 0
+        self.floor = self.head = revision
+
+    def advance(self, revision: int) -> None:
+        """Raise head to `revision` (an applied entry that changed no user key)."""
+        self.head = max(self.head, revision)
+
+    def append(self, entries: Sequence[HistoryEntry]) -> None:
+        """
+        Retain `entries` (whole revisions, in revision order, above head), then evict.
+
+        Raises:
+            ValueError: an entry's revision is not above the head (a caller bug).
+        """
+        for entry in entries:
+            if entry.revision < self.head or (
+                entry.revision == self.head and entry.index == 0
+            ):
+                raise ValueError(f"event revision {entry.revision} is not above head {self.head}")
+            self._entries.append(entry)
+            self._revisions.append(entry.revision)
+            self.size_bytes += entry.size_bytes
+            self.head = entry.revision
+        self._evict()
+
+    def _evict(self) -> None:
+        while len(self) > self.max_entries or self.size_bytes > self.max_bytes:
+            revision = self._entries[self._start].revision
+            while self._start < len(self._entries) and self._entries[self._start].revision == revision:
+                self.size_bytes -= self._entries[self._start].size_bytes
+                self._start += 1
+            self.floor = revision
+        if self._start > 1024 and self._start * 2 > len(self._entries):
+            del self._entries[: self._start]
+            del self._revisions[: self._start]
+            self._start = 0
+
+    def query(self, since_revision: int, prefix: str = "", limit: int = 0) -> EventsPage:
+        """
+        Changes after `since_revision` whose key starts with `prefix`: at most `limit`
+        (0: DEFAULT_EVENTS_LIMIT), cut only between revisions (a revision is never split,
+        so a page may exceed the limit by the rest of one bulk revision).
+        """
+        if since_revision < self.floor:
+            return EventsPage((), self.floor, True)
+        limit = min(limit or DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)
+        start = bisect.bisect_right(self._revisions, since_revision, lo=self._start)
+        out: list[HistoryEntry] = []
+        entries = self._entries
+        for pos in range(start, len(entries)):
+            entry = entries[pos]
+            if len(out) >= limit and entry.revision != out[-1].revision:
+                return EventsPage(tuple(out), out[-1].revision, False)
+            if entry.key.startswith(prefix):
+                out.append(entry)
+        return EventsPage(tuple(out), max(since_revision, self.head), False)
+
+
+def encode_events_reply(request_id: int, page: EventsPage) -> bytes:
+    """The ok reply `{id, ok, events, next_revision, compacted}`, events spliced in raw."""
+    p = _packer
+    parts = [
+        p.pack_map_header(5),
+        p.pack("id"), p.pack(request_id),
+        p.pack("ok"), p.pack(True),
+        p.pack("events"), p.pack_array_header(len(page.entries)),
+    ]
+    for entry in page.entries:
+        parts.append(p.pack_map_header(entry.fields))
+        parts.append(entry.body)
+    parts += [
+        p.pack("next_revision"), p.pack(page.next_revision),
+        p.pack("compacted"), p.pack(page.compacted),
+    ]
+    return b"".join(parts)
+
+
+# --------------------------------------------------------------------------- gap scheme
+
+
+class PrefixCounters:
+    """
+    Per-prefix sequence numbers of one publisher epoch (the gap scheme, module docstring).
+
+    Pure. `match(topic)` counts one message on every active prefix the topic starts with
+    and returns their [prefix, seq] pairs. Lookup is one dict probe per distinct prefix
+    length, not per prefix.
+
+    Args:
+        max_prefixes: prefixes tracked at most; a subscription beyond it is untracked
+            (its sync says so, and the subscriber reports an error).
+    """
+
+    def __init__(self, max_prefixes: int = 4096) -> None:
+        self.max_prefixes = max_prefixes
+        self._seqs: dict[bytes, int] = {}
+        self._lengths: dict[int, int] = {}  # prefix length -> number of active prefixes
+
+    def __contains__(self, prefix: bytes) -> bool:
+        return prefix in self._seqs
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    def prefixes(self) -> list[bytes]:
+        return sorted(self._seqs)
+
+    def seq(self, prefix: bytes) -> int:
+        return self._seqs.get(prefix, 0)
+
+    def subscribe(self, prefix: bytes) -> bool:
+        """Activate `prefix` (idempotent); False when it cannot be tracked."""
+        if prefix in self._seqs:
+            return True
+        if len(self._seqs) >= self.max_prefixes:
+            return False
+        self._seqs[prefix] = 0
+        self._lengths[len(prefix)] = self._lengths.get(len(prefix), 0) + 1
+        return True
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        """Deactivate `prefix` (the last subscriber of it left)."""
+        if self._seqs.pop(prefix, None) is None:
+            return
+        left = self._lengths[len(prefix)] - 1
+        if left:
+            self._lengths[len(prefix)] = left
+        else:
+            del self._lengths[len(prefix)]
+
+    def reset(self) -> None:
+        """A new epoch: every active prefix starts again from 0."""
+        for prefix in self._seqs:
+            self._seqs[prefix] = 0
+
+    def match(self, topic: bytes) -> list[list[bytes | int]]:
+        """Count one message on `topic`; the [prefix, seq] pairs it carries."""
+        seqs = self._seqs
+        out: list[list[bytes | int]] = []
+        size = len(topic)
+        for length in self._lengths:
+            if length <= size:
+                prefix = topic[:length]
+                seq = seqs.get(prefix)
+                if seq is not None:
+                    seqs[prefix] = seq + 1
+                    out.append([prefix, seq + 1])
+        return out
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+def new_epoch() -> int:
+    """A random 63-bit epoch (a restarted publisher never repeats its predecessor's)."""
+    return int.from_bytes(os.urandom(8), "big") >> 1
+
+
+class EventStream:
+    """
+    The node's change stream: XPUB socket, prefix counters and retained history.
+
+    Not thread-safe: one owner (the raft worker loop) calls everything.
+
+    Args:
+        ctx: the process's zmq context.
+        endpoint: where to bind ("tcp://host:port", port 0: any free port).
+        history_entries, history_bytes: retention bounds ([events] section).
+        send_values: changes carry their values ([events] send_values).
+        start_revision: the store revision when the stream starts.
+        sndhwm: messages queued per subscriber before XPUB drops for it.
+        heartbeat_s: interval of the sync heartbeat on every active prefix.
+        max_prefixes: subscription prefixes tracked at most.
+
+    Raises:
+        ConfigError: the endpoint cannot be bound.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        endpoint: str,
+        *,
+        history_entries: int = 10_000,
+        history_bytes: int = 64 * 1024 * 1024,
+        send_values: bool = True,
+        start_revision: int = 0,
+        sndhwm: int = 10_000,
+        heartbeat_s: float = 0.5,
+        max_prefixes: int = 4096,
+    ) -> None:
+        if heartbeat_s <= 0 or sndhwm < 0:
+            raise ConfigError(f"need heartbeat_s > 0 and sndhwm >= 0, got {heartbeat_s}, {sndhwm}")
+        self.history = EventHistory(history_entries, history_bytes, start_revision)
+        self.send_values = send_values
+        self.heartbeat_s = heartbeat_s
+        self.counters = PrefixCounters(max_prefixes)
+        self.epoch = new_epoch()
+        self.socket: Socket = new_socket(ctx, zmq.XPUB, "events XPUB")
+        #: Counters, for tests and metrics.
+        self.published = 0
+        self.dropped = 0
+        self.syncs = 0
+        try:
+            self.socket.setsockopt(zmq.SNDHWM, sndhwm)
+            self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+            self.socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self.socket.close(0)
+            raise ConfigError(f"cannot bind events endpoint {endpoint}: {exc}") from exc
+        raw = self.socket.getsockopt(zmq.LAST_ENDPOINT)
+        self.endpoint: str = raw.decode() if isinstance(raw, bytes) else str(raw)
+        self._next_heartbeat = time.monotonic() + heartbeat_s
+        log.info("events stream bound endpoint=%s epoch=%d revision=%d",
+                 self.endpoint, self.epoch, start_revision)
+
+    # -- publishing ------------------------------------------------------------------
+
+    def publish(self, changes: Sequence[Change]) -> None:
+        """
+        Retain and send the user changes of applied entries (in apply order). Call it
+        after every apply round; never blocks.
+        """
+        entries = user_entries(changes, self.send_values)
+        if not entries:
+            return
+        self.service()  # subscriptions that arrived before these changes get seqs first
+        try:
+            self.history.append(entries)
+        except ValueError as exc:
+            # NB: never crash the raft loop over the stream: restart it in a new epoch, so
+            # subscribers catch up (or learn they cannot) instead of missing changes.
+            log.error("events history out of order, resetting error=%s", exc)
+            self.reset(entries[0].revision - 1)
+            self.history.append(entries)
+        p = _packer
+        epoch_part = _K_EPOCH_SEQS[0] + p.pack(self.epoch) + _K_EPOCH_SEQS[1]
+        match = self.counters.match
+        send = self.socket.send
+        more, last = _NOBLOCK | _SNDMORE, _NOBLOCK
+        try:
+            for entry in entries:
+                topic = entry.key.encode("utf-8")
+                send(topic, more)
+                send(b"".join((p.pack_map_header(entry.fields + 2), entry.body, epoch_part,
+                               p.pack(match(topic)))), last)
+        except zmq.Again:
+            self.dropped += 1  # only with XPUB_NODROP; XPUB drops silently otherwise
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.ETERM:
+                raise ShuttingDownError("events stream context terminated") from exc
+            raise ConfigError(f"events publish failed: {exc}") from exc
+        self.published += len(entries)
+
+    def advance(self, revision: int) -> None:
+        """The applied revision moved without a user change (next_revision follows it)."""
+        self.history.advance(revision)
+
+    def reset(self, revision: int) -> None:
+        """
+        The published state was replaced whole (a snapshot install): the history restarts
+        at `revision` in a new epoch, and every active prefix gets a sync.
+        """
+        self.history.reset(revision)
+        self.epoch = new_epoch()
+        self.counters.reset()
+        log.info("events stream reset epoch=%d revision=%d", self.epoch, revision)
+        for prefix in self.counters.prefixes():
+            self._sync(prefix, True)
+
+    # -- subscriptions and heartbeats ----------------------------------------------------
+
+    def next_deadline(self) -> float:
+        """time.monotonic() of the next heartbeat (for the owner's poll timeout)."""
+        return self._next_heartbeat
+
+    def service(self, now_s: float | None = None) -> None:
+        """Handle subscription messages waiting on the XPUB socket; heartbeat when due."""
+        sock = self.socket
+        for _ in range(10_000):
+            try:
+                msg = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.ETERM:
+                    raise ShuttingDownError("events stream context terminated") from exc
+                raise
+            if not msg:
+                continue
+            prefix = bytes(msg[1:])
+            if msg[0] == 1:
+                tracked = self.counters.subscribe(prefix)
+                if not tracked:
+                    log.warning("events prefix not tracked prefixes=%d", len(self.counters))
+                self._sync(prefix, tracked)
+            elif msg[0] == 0:
+                self.counters.unsubscribe(prefix)
+        now = time.monotonic() if now_s is None else now_s
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.heartbeat_s
+            for prefix in self.counters.prefixes():
+                self._sync(prefix, True)
+
+    def _sync(self, prefix: bytes, tracked: bool) -> None:
+        payload = pack({
+            "v": EVENTS_VERSION,
+            "type": "sync",
+            "prefix": prefix,
+            "seq": self.counters.seq(prefix),
+            "epoch": self.epoch,
+            "revision": self.history.head,
+            "floor": self.history.floor,
+            "tracked": tracked,
+        })
+        self._send([prefix, payload])
+        self.syncs += 1
+
+    def _send(self, frames: list[bytes]) -> None:
+        try:
+            self.socket.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1  # only with XPUB_NODROP; XPUB drops silently otherwise
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.ETERM:
+                raise ShuttingDownError("events stream context terminated") from exc
+            raise ConfigError(f"events publish failed: {exc}") from exc
+
+    # -- the `events` op ---------------------------------------------------------------
+
+    def query(self, since_revision: int, prefix: str = "", limit: int = 0) -> EventsPage:
+        """The retained changes after `since_revision` (see EventHistory.query)."""
+        return self.history.query(since_revision, prefix, limit)
+
+    def handle(self, request: Request) -> bytes:
+        """The reply payload to a validated `events` request."""
+        args: Mapping[str, object] = request.args
+        since = args.get("since_revision")
+        prefix = args.get("prefix", "")
+        limit = args.get("limit", 0)
+        if not isinstance(since, int) or not isinstance(prefix, str) or not isinstance(limit, int):
+            return error_reply(request.id, "invalid_request", "events takes since_revision, prefix?, limit?")
+        return encode_events_reply(request.id, self.history.query(since, prefix, limit))
+
+    def close(self) -> None:
+        """Close the socket (LINGER=0). Idempotent."""
+        self.socket.close(0)
