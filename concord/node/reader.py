@@ -131,8 +131,8 @@ class Reader:
         return self._source
 
     def now_ms(self) -> int:
-        """The cluster time reads are evaluated at: the synced leader time."""
-        return self._view.leader_time_ms
+        """The cluster time reads are evaluated at (ShmView.now_ms)."""
+        return self._view.now_ms()
 
     # -- the wire ops -----------------------------------------------------------------
 
@@ -159,7 +159,7 @@ class Reader:
                 return {"values": self._get_many(args.get("keys"))}
             except ClientError as exc:
                 return error_reply(exc)
-        return serve_read(self._source, op, args, view.leader_time_ms, self._config)
+        return serve_read(self._source, op, args, view.now_ms(), self._config)
 
     def _get_many(self, keys: object) -> dict[str, object]:
         if not isinstance(keys, (list, tuple)):
@@ -236,7 +236,7 @@ class Reader:
         Raises:
             NotFoundError: absent or expired.
         """
-        return ttl_seconds(self._live(key), self._view.leader_time_ms)
+        return ttl_seconds(self._live(key), self.now_ms())
 
     def meta(self, key: str) -> Meta:
         """

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import mmap
 import struct
+import time
 import zlib
 from functools import partial
 from collections.abc import Callable, Iterable, Iterator
@@ -186,6 +187,11 @@ class KeyIndex:
         return self.sorted
 
 
+def _wall_ms() -> int:
+    """This host's wall clock in ms: the clock the raft worker stamps entries with."""
+    return time.time_ns() // 1_000_000
+
+
 class ShmView:
     """
     One process's read-only view of a node's store. Not thread-safe (one per thread).
@@ -195,7 +201,10 @@ class ShmView:
     by the same call, and a bulk change is seen whole or not at all.
     """
 
-    def __init__(self, names: SegmentNames, ctl: mmap.mmap) -> None:
+    def __init__(
+        self, names: SegmentNames, ctl: mmap.mmap, wall_ms: Callable[[], int] = _wall_ms
+    ) -> None:
+        self._wall_ms = wall_ms
         self._names = names
         self._ctl = ctl
         self._w = memoryview(ctl).cast("Q")
@@ -240,9 +249,11 @@ class ShmView:
             raise
 
     @classmethod
-    def attach(cls, names: SegmentNames) -> ShmView:
+    def attach(cls, names: SegmentNames, wall_ms: Callable[[], int] | None = None) -> ShmView:
         """
         Map a store read-only and build the local index (from the directory or a scan).
+
+        `wall_ms` is this host's clock for expiry (`now_ms`); tests inject a fixed one.
 
         Raises:
             FileNotFoundError: the store does not exist.
@@ -251,7 +262,7 @@ class ShmView:
         """
         ctl = open_segment(names.ctl)
         try:
-            return cls(names, ctl)
+            return cls(names, ctl) if wall_ms is None else cls(names, ctl, wall_ms)
         except BaseException:
             ctl.close()
             raise
@@ -307,8 +318,18 @@ class ShmView:
 
     @property
     def leader_time_ms(self) -> int:
-        """Leader time of the synced status: keys with expires_at_ms <= it are hidden."""
+        """Leader timestamp of the last entry in the synced status."""
         return self._leader_time
+
+    def now_ms(self) -> int:
+        """
+        Cluster time reads are evaluated at: keys with expires_at_ms <= it are hidden.
+
+        max(leader time of the synced status, this host's wall clock), the rule of the raft
+        worker's reads (KvStateMachine.read): an idle store still expires keys on time,
+        and a lagging clock never revives a key an applied entry already saw expired.
+        """
+        return max(self._leader_time, self._wall_ms())
 
     # -- lookups (USER keyspace, catching up first) -----------------------------------
 
@@ -383,7 +404,7 @@ class ShmView:
         if slc is None:
             return None
         exp = idx.exps.get(key, 0)
-        if exp and exp <= self._leader_time:
+        if exp and exp <= self.now_ms():
             return None
         return self.record_at(slc, key)
 
@@ -418,7 +439,7 @@ class ShmView:
         if key not in idx.special:
             return False
         exp = idx.exps.get(key, 0)
-        return not (exp and exp <= self._leader_time)
+        return not (exp and exp <= self.now_ms())
 
     def items(self, space: Space = Space.USER) -> Iterator[tuple[str, slice]]:
         """(key, slice) of every key of a keyspace, expired ones included, unordered."""
@@ -441,7 +462,7 @@ class ShmView:
     def iter_live(self, space: Space = Space.USER) -> Iterator[tuple[str, slice]]:
         """(key, slice) of every unexpired key, in key order."""
         idx = self._spaces[space]
-        now = self._leader_time
+        now = self.now_ms()
         for key in idx.sorted_keys():
             slc = idx.fast.get(key)
             if slc is None:
@@ -471,7 +492,7 @@ class ShmView:
         if slc is None:
             return None
         exp = idx.exps.get(key, 0)
-        if exp and exp <= self._leader_time:
+        if exp and exp <= self.now_ms():
             return None
         if key in idx.zipped:
             return _decompress(self._mm[slc])

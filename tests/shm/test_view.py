@@ -32,9 +32,24 @@ def pub(store: SegmentNames) -> Iterator[Publisher]:
     p.close()
 
 
+class FakeWallClock:
+    """This host's wall clock as the view sees it; tests move it by hand."""
+
+    def __init__(self) -> None:
+        self.now_ms = 0
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
 @pytest.fixture
-def view(store: SegmentNames, pub: Publisher) -> Iterator[ShmView]:
-    v = ShmView.attach(store)
+def wall() -> FakeWallClock:
+    return FakeWallClock()
+
+
+@pytest.fixture
+def view(store: SegmentNames, pub: Publisher, wall: FakeWallClock) -> Iterator[ShmView]:
+    v = ShmView.attach(store, wall_ms=wall)
     yield v
     v.close()
 
@@ -98,6 +113,29 @@ def test_get_hides_key_when_leader_time_passes_expiry(pub: Publisher, view: ShmV
     assert view.record("t") is None
     assert [None, b"\xa1w"] == view.get_many_encoded(["t", "p"])
     assert [MISSING, "w"] == view.get_many_values(["t", "p"])
+
+
+def test_get_hides_key_when_wall_clock_passes_expiry_on_idle_store(
+    pub: Publisher, view: ShmView, wall: FakeWallClock
+) -> None:
+    """With no new entry, this host's clock alone expires a key (as the raft worker's reads)."""
+    pub.publish([put("t", "v", 1, expires_at_ms=2000)], 1, 1, 1000)
+    wall.now_ms = 1999
+    assert "v" == view.get_value("t")
+    assert 1999 == view.now_ms()
+    wall.now_ms = 2000
+    assert MISSING is view.get_value("t")
+    assert view.record("t") is None
+
+
+def test_leader_time_wins_when_wall_clock_lags(
+    pub: Publisher, view: ShmView, wall: FakeWallClock
+) -> None:
+    """A lagging clock never revives a key an applied entry already saw expired."""
+    pub.publish([put("t", "v", 1, expires_at_ms=2000)], 1, 1, 2500)
+    wall.now_ms = 100
+    assert MISSING is view.get_value("t")
+    assert 2500 == view.now_ms()
 
 
 def test_ttl_cleared_when_key_put_again_without_ttl(pub: Publisher, view: ShmView) -> None:
