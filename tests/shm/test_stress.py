@@ -122,8 +122,8 @@ def writer(  # type: ignore[type-arg]
         counts["publishes"] += 1
         counts["changes"] += len(changes)
         # Compaction when dead records pass half the arena (as the raft worker would run
-        # it), and forced every 20,000 publishes so short runs exercise it too.
-        if rev % 20_000 == 0:
+        # it), and forced every 5,000 publishes so short runs exercise it too.
+        if rev % 5_000 == 0:
             pub.compact()
             counts["compact"] += 1
         elif pub.maybe_compact(min_dead_ratio=0.5, min_used_bytes=1 << 20):
