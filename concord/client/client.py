@@ -191,8 +191,6 @@ class Client:
         shm: serve eventual (and leased leader) reads from a same-host node's shared
             memory when the node advertises it in `status` (see concord.client.local).
             Off whenever `token` or `ns` is given (shared memory knows neither).
-        shm_lease_s: how old the leader time in shared memory may be for a local
-            `leader` read; keep it below the cluster's minimum election timeout.
         shm_probe_every_s: how often to ask `status` for a store while none is attached.
         context: a zmq context to use (not terminated by close()); default: the client
             creates and terminates its own.
@@ -225,7 +223,6 @@ class Client:
         max_backoff_s: float = 0.5,
         cas_retries: int = 16,
         first_seq: int | None = None,
-        shm_lease_s: float = 0.3,
         shm_probe_every_s: float = 10.0,
     ) -> None:
         eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
@@ -274,7 +271,6 @@ class Client:
         self._leader: str | None = None
         self._closed = False
         self._local_ok = shm and token is None and ns is None
-        self.shm_lease_s = shm_lease_s
         self.shm_probe_every_s = shm_probe_every_s
         self._store: LocalStore | None = None
         self._next_probe = 0.0
@@ -502,7 +498,7 @@ class Client:
             names = shm_names(status)
             if names is None:
                 continue
-            self._store = LocalStore.open(names, self.shm_lease_s)
+            self._store = LocalStore.open(names)
             if self._store is not None:
                 log.info("reading from same-host shared memory endpoint=%s ctl=%s", endpoint, names.ctl)
                 return self._store

@@ -20,13 +20,10 @@ Which reads are served locally:
   get_with_ttl, get_all, keys, query, count), with the node's read logic
   (`concord.node.reader.Reader`, which is `concord.kv.reads` over the view), so replies
   are identical to a read worker's;
-- `leader`: only if the state the read was evaluated on says the node is the LEADER and
-  its leader time (timestamp of the last applied entry, stamped from the leader's wall
-  clock, the same clock as ours on one host) is at most `lease_s` old: an entry the
-  leader stamped and then committed that recently shows it held a quorum then, and no
-  other leader can commit within less than an election timeout. `lease_s` must stay
-  below the cluster's minimum election timeout. An idle leader has an old leader time,
-  so its reads go over the wire (correct, just slower);
+- `leader`: only while the store's node is the LEADER and holds its read lease
+  (`ShmView.holds_leader_lease`: the lease the raft worker publishes on CLOCK_MONOTONIC,
+  the same clock as ours on one host), checked after the read: the same rule as the
+  node's read workers. Otherwise the read goes over the wire;
 - `strong`: never (ReadIndex needs the leader).
 
 Every `check_every_s` the control segment's name is looked up in /dev/shm; once the
@@ -48,7 +45,6 @@ from urllib.parse import urlsplit
 
 from concord.errors import ClientError, ConcordError
 from concord.node.reader import Reader
-from concord.raft.state import Role
 from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.segments import DEV_SHM
 from concord.shm.view import ShmView
@@ -124,33 +120,27 @@ class LocalStore:
     Args:
         view: the attached view (owned: closed by `close`).
         names: the segment names it was attached with.
-        lease_s: how old the leader time may be for a local `leader` read.
         check_every_s: how often to check that the store still exists.
-        wall_ms: wall clock in milliseconds (injected for tests).
     """
 
     def __init__(
         self,
         view: ShmView,
         names: SegmentNames,
-        lease_s: float = 0.3,
         check_every_s: float = 1.0,
-        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._view = view
         self._names = names
         self._reader = Reader(view)
-        self._lease_ms = int(lease_s * 1000)
         self._check_every_s = check_every_s
         self._next_check = time.monotonic() + check_every_s
-        self._wall_ms = wall_ms
         self._closed = False
         #: Counters, for tests and metrics.
         self.served = 0
         self.declined = 0
 
     @classmethod
-    def open(cls, names: SegmentNames, lease_s: float = 0.3) -> LocalStore | None:
+    def open(cls, names: SegmentNames) -> LocalStore | None:
         """Attach to a store, or None if it is not on this host (or not a v1 store)."""
         try:
             view = ShmView.attach(names)
@@ -158,7 +148,7 @@ class LocalStore:
             log.info("shared-memory store not attachable ctl=%s error=%s", names.ctl, exc)
             return None
         try:
-            return cls(view, names, lease_s)
+            return cls(view, names)
         except BaseException:
             view.close()
             raise
@@ -197,13 +187,9 @@ class LocalStore:
             self.close()
             self.declined += 1
             return None
-        if consistency == "leader":
-            # Judge the state the reply was evaluated on (the view's synced status).
-            status = self._view.synced_status()
-            age_ms = self._wall_ms() - status.leader_time_ms
-            if status.role is not Role.LEADER or not 0 <= age_ms <= self._lease_ms:
-                self.declined += 1
-                return None
+        if consistency == "leader" and not self._view.holds_leader_lease():
+            self.declined += 1
+            return None
         self.served += 1
         if "error" in reply:
             return {"ok": False, "error": reply["error"], "message": reply.get("message", ""), "leader": None}

@@ -31,7 +31,6 @@ from concord.net.backend import BackendLink
 from concord.net.wire import Backend, Request, decode_request, error_reply, ok_reply
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of
 from concord.node.reader import Reader
-from concord.raft.state import Role
 from concord.shm.view import ShmView
 
 __all__ = ["ReadWorker", "run_read_worker"]
@@ -87,25 +86,17 @@ class ReadWorker:
         if consistency == "strong":
             return error_reply(request.id, "invalid_request",
                                "strong reads are served by the raft worker")
-        if consistency == "leader":
-            refusal = self._leader_refusal(request)
-            if refusal is not None:
-                return refusal
         args = {k: v for k, v in request.args.items() if k != "consistency"}
         result = self.reader.serve(request.op, args)
+        if consistency == "leader" and not self.view.holds_leader_lease():
+            return self._leader_refusal(request)
         if "error" in result:
             return error_reply(request.id, str(result["error"]), str(result.get("message", "")))
         return ok_reply(request.id, result)
 
-    def _leader_refusal(self, request: Request) -> bytes | None:
-        status = self.view.current_status()
-        if (
-            status.role is Role.LEADER
-            and status.leader_id == self.node_id
-            and time.monotonic_ns() < self.view.lease_until_ns()
-        ):
-            return None
-        leader = status.leader_id
+    def _leader_refusal(self, request: Request) -> bytes:
+        """not_leader with the leader's client endpoint as hint, or no_leader."""
+        leader = self.view.current_status().leader_id
         if leader is None or leader == self.node_id:
             return error_reply(request.id, "no_leader",
                                f"node {self.node_id} holds no leader lease and knows no leader")

@@ -37,6 +37,7 @@ from sortedcontainers import SortedList
 
 from concord.errors import CorruptionError
 from concord.kv.record import ChangeType, KeyRecord, Space
+from concord.raft.state import Role
 from concord.shm.layout import (
     CHECKSUM_FROM,
     CTL_MAGIC,
@@ -315,6 +316,22 @@ class ShmView:
     def lease_until_ns(self) -> int:
         """The writer's leader read lease end (CLOCK_MONOTONIC ns; 0: no lease)."""
         return int(self._w[W_LEASE_UNTIL_NS])
+
+    def holds_leader_lease(self) -> bool:
+        """
+        Whether this store's node is the leader and its read lease runs now.
+
+        The one rule for serving a `leader` read from shared memory (read workers and
+        same-host clients). Check it AFTER reading: a lease running now covers the state
+        the read saw. The raft worker grants the lease only while everything committed is
+        applied and published, so such a read is as fresh as the leader's.
+        """
+        status = self.current_status()
+        return (
+            status.role is Role.LEADER
+            and status.leader_id == self._names.node
+            and time.monotonic_ns() < self.lease_until_ns()
+        )
 
     @property
     def leader_time_ms(self) -> int:

@@ -80,21 +80,25 @@ def test_eventual_read_served_from_shm_when_node_advertises_store(advertised: Fa
         assert c.local_store is not None and 5 == c.local_store.served
 
 
-def test_leader_read_local_when_role_leader_and_leader_time_fresh(advertised: FakeNode, pub: Publisher) -> None:
-    """A leader read is local only while the store says LEADER with a fresh leader time."""
-    with Client(advertised.endpoint, timeout_s=3.0, shm_lease_s=5.0) as c:
+def test_leader_read_local_when_role_leader_and_lease_runs(
+    advertised: FakeNode, pub: Publisher, names: SegmentNames
+) -> None:
+    """A leader read is local only while the store says LEADER and its read lease runs."""
+    with Client(advertised.endpoint, timeout_s=3.0) as c:
         c.put("ld:k", "wire")
-        pub.set_status(2, "n1", Role.FOLLOWER)
+        pub.set_status(2, names.node, Role.FOLLOWER)
         pub.publish([put("ld:k", "local", 2)], 2, 2, now_ms())
         before = len(advertised.requests())
         assert "wire" == c.get("ld:k")  # follower: over the wire
-        pub.set_status(2, "n1", Role.LEADER)
+        pub.set_status(2, names.node, Role.LEADER)
+        assert "wire" == c.get("ld:k")  # leader without a lease: over the wire
+        pub.set_lease(time.monotonic_ns() + 60 * 10**9)
         assert "local" == c.get("ld:k")
         assert ValueWithMeta("local", 2, 1, 2, None) == c.get("ld:k", meta=True)
-        pub.publish([], 3, 2, now_ms() - 60_000)  # leader time a minute old
+        pub.set_lease(time.monotonic_ns() - 1)  # the lease ran out
         assert "wire" == c.get("ld:k")
         assert "wire" == c.get("ld:k", consistency="strong")
-        assert ["ld:k", "ld:k", "ld:k"] == wire_gets(advertised, before)
+        assert ["ld:k", "ld:k", "ld:k", "ld:k"] == wire_gets(advertised, before)
 
 
 def test_wire_used_when_store_not_on_this_host(a: FakeNode) -> None:
