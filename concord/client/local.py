@@ -40,7 +40,7 @@ import os
 import socket
 import time
 from functools import lru_cache
-from typing import Callable, Final, Mapping
+from typing import Final, Mapping
 from urllib.parse import urlsplit
 
 from concord.errors import ClientError, ConcordError
