@@ -43,6 +43,7 @@ class LoadSpec:
     max_ops: int  # per load process; bounds every loop
     keys: int  # keys are k0000000..k{keys-1}; reads hit existing keys
     proc_index: int
+    api: str = ""  # concord: "client" = concord.client.Client per thread (latency probes)
 
 
 @dataclass
@@ -74,7 +75,26 @@ def read_endpoints(spec: LoadSpec) -> Sequence[str]:
 
 # -- concord ---------------------------------------------------------------------------
 
+def run_concord_client(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+    """K threads, each its own concord.client.Client (shm off: reads go over the wire)."""
+    from concord.client import Client
+
+    op, _, level = spec.op.partition(":")
+
+    def make_call(c: int) -> Callable[[int], object]:
+        eps = list(read_endpoints(spec))
+        eps = eps[(c + spec.proc_index) % len(eps):] + eps[:(c + spec.proc_index) % len(eps)]
+        cl = Client(eps, shm=False, timeout_s=10)
+        if op == "put":
+            return lambda i: cl.put(key_name(i), value_for(i))
+        return lambda i: cl.get(key_name(i), consistency=level)  # type: ignore[arg-type]
+
+    return _run_threads(spec, start, make_call)
+
+
 def run_concord(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+    if spec.api == "client":
+        return run_concord_client(spec, start)
     import msgpack
     import zmq
 

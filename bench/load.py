@@ -86,6 +86,11 @@ def run_load(spec: LoadSpec, clients: int, processes: int | None = None) -> Load
                 p.join(5)
     if failures:
         raise RuntimeError(f"load process failed: {failures[0]}")
+    return summarize(results, clients, procs_n)
+
+
+def summarize(results: list[LoadResult], clients: int, processes: int) -> LoadSummary:
+    """Merge the results of the load processes of one run."""
     lat = array("d")
     for r in results:
         lat.extend(r.latencies_us)
@@ -94,7 +99,7 @@ def run_load(spec: LoadSpec, clients: int, processes: int | None = None) -> Load
     elapsed = max(r.elapsed_s for r in results)
     step = max(1, len(ordered) // 20000)
     return LoadSummary(
-        clients=clients, processes=procs_n, ok=ok, errors=sum(r.errors for r in results),
+        clients=clients, processes=processes, ok=ok, errors=sum(r.errors for r in results),
         elapsed_s=elapsed, ops_per_s=ok / elapsed if elapsed > 0 else 0.0,
         p50_us=percentile(ordered, 0.50), p99_us=percentile(ordered, 0.99),
         first_error=next((r.first_error for r in results if r.first_error), ""),

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import psutil
 
+from bench.drivers import LoadResult
+from bench.load import LoadSummary, summarize
 from bench.procs import Procs, free_ports, sweep_concord_shm, wait_for
 
 log = logging.getLogger(__name__)
@@ -451,6 +453,21 @@ class PySyncObj(System):
     def version(self) -> str:
         from importlib.metadata import version
         return f"pysyncobj {version('pysyncobj')}"
+
+    def run(self, op: str, clients: int, duration_s: float, max_ops: int, keys: int) -> LoadSummary:
+        """A closed-loop run inside the leader process (K callbacks in flight)."""
+        from array import array
+
+        m = self.members[self.leader_index()]
+        got = self.call(m, {"cmd": "run", "op": op.partition(":")[0], "clients": clients,
+                            "duration_s": duration_s, "max_ops": max_ops, "keys": keys},
+                        duration_s + 120)
+        if got is None:
+            raise RuntimeError("pysyncobj run: no reply")
+        lat = array("d")
+        lat.frombytes(got["latencies_us"])  # type: ignore[arg-type]
+        r = LoadResult(int(got["ok"]), int(got["errors"]), float(got["elapsed_s"]), lat)  # type: ignore[call-overload, arg-type]
+        return summarize([r], clients, 1)
 
     def load_keys(self, n: int, batch: int = 500) -> None:
         m = self.members[self.leader_index()]
