@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
+    if not args.verbose:  # retries during the failover scenario are expected
+        logging.getLogger("concord").setLevel(logging.ERROR)
     only = {s for s in args.only.split(",") if s}
     systems = [s for s in args.systems.split(",") if s]
     bad = sorted(only - set(SCENARIOS)) + sorted(set(systems) - set(SYSTEMS))
