@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [s for s in systems if s in needs and shutil.which(needs[s]) is None]
     if missing:
         ap.error(f"not installed: {', '.join(missing)} (run `python -m bench setup`)")
+    from bench.procs import install_signal_handlers
     from bench.scenarios import run
+    install_signal_handlers()  # Ctrl-C / SIGTERM: the finally blocks stop every process
     run(args.size, systems, only)
     return 0
 

@@ -9,6 +9,7 @@ the total acknowledged requests over the longest process's elapsed time.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import statistics
 from array import array
@@ -37,7 +38,8 @@ class LoadSummary:
 def percentile(sorted_values: list[float] | array, q: float) -> float:  # type: ignore[type-arg]
     if not sorted_values:
         return float("nan")
-    k = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    # nearest rank: the smallest value with at least q of the values at or below it
+    k = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
     return float(sorted_values[k])
 
 

@@ -168,7 +168,7 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
     return out
 
 
-def plots(res: dict[str, dict[str, dict[str, Runs]]], size: str) -> list[str]:
+def plots(res: dict[str, dict[str, dict[str, Runs]]], size: str, out_dir: Path = BENCH) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -190,7 +190,7 @@ def plots(res: dict[str, dict[str, dict[str, Runs]]], size: str) -> list[str]:
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     name = "write_throughput.png"
-    fig.savefig(BENCH / name, dpi=100)
+    fig.savefig(out_dir / name, dpi=100)
     plt.close(fig)
     made.append(name)
     # latency distributions (CDF of the first run's sample)
@@ -214,7 +214,7 @@ def plots(res: dict[str, dict[str, dict[str, Runs]]], size: str) -> list[str]:
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
-        fig.savefig(BENCH / name, dpi=100)
+        fig.savefig(out_dir / name, dpi=100)
         plt.close(fig)
         made.append(name)
     # read throughput per level
@@ -231,17 +231,18 @@ def plots(res: dict[str, dict[str, dict[str, Runs]]], size: str) -> list[str]:
     ax.set_ylabel("reads / s (128 clients)")
     ax.set_title(f"Read throughput per consistency level ({size})")
     fig.tight_layout()
-    fig.savefig(BENCH / "read_throughput.png", dpi=100)
+    fig.savefig(out_dir / "read_throughput.png", dpi=100)
     plt.close(fig)
     made.append("read_throughput.png")
     return made
 
 
-def report(size: str) -> Path:
-    data = json.loads((OUT / f"results-{size}.json").read_text())
+def report(size: str, in_dir: Path = OUT, out_dir: Path = BENCH) -> Path:
+    """Write RESULTS.md and the PNGs into `out_dir` from `in_dir`/results-<size>.json."""
+    data = json.loads((in_dir / f"results-{size}.json").read_text())
     meta, res = data["meta"], data["results"]
     m = meta["machine"]
-    pngs = plots(res, size)
+    pngs = plots(res, size, out_dir)
     lines = [
         "# Concord benchmark results",
         "",
@@ -291,7 +292,7 @@ def report(size: str) -> Path:
     notes = BENCH / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text()]
-    path = BENCH / "RESULTS.md"
+    path = out_dir / "RESULTS.md"
     path.write_text("\n".join(lines))
     print(f"wrote {path} and {', '.join(pngs)}")
     return path

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.drivers import LoadSpec, key_name
 from bench.load import LoadSummary, run_load
-from bench.procs import Procs, install_signal_handlers
+from bench.procs import Procs
 from bench.systems import SYSTEMS, Concord, Etcd, PySyncObj, Redis, System
 
 log = logging.getLogger(__name__)
@@ -289,11 +289,11 @@ def machine_info() -> dict[str, object]:
         "kernel": platform.release(), "python": sys.version.split()[0]}
 
 
-def run(size_name: str, systems_names: list[str], only: set[str]) -> Path:
+def run(size_name: str, systems_names: list[str], only: set[str], size: Size | None = None,
+        out_dir: Path = OUT) -> Path:
     """Measure every selected scenario; write bench/out/results-<size>.json; return its path."""
-    install_signal_handlers()
-    size = SIZES[size_name]
-    OUT.mkdir(exist_ok=True)
+    size = size or SIZES[size_name]
+    out_dir.mkdir(exist_ok=True)
     results: Results = {}
     meta: dict[str, object] = {
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "size": asdict(size),
@@ -301,7 +301,7 @@ def run(size_name: str, systems_names: list[str], only: set[str]) -> Path:
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "systems": systems_names, "scenarios": sorted(only),
     }
-    path = OUT / f"results-{size_name}.json"
+    path = out_dir / f"results-{size_name}.json"
     with tempfile.TemporaryDirectory(prefix="concord-bench-") as tmp, Procs() as procs:
         systems: list[System] = [SYSTEMS[n](procs, Path(tmp)) for n in systems_names]
         meta["versions"] = {s.name: s.version() for s in systems}
