@@ -60,7 +60,7 @@ class Size:
 SIZES = {
     "short": Size("short", runs=1, latency_ops=200, seconds=1.5, keys=1000, restart_keys=10_000,
                   failovers=1, shm_seconds=0.5),
-    "full": Size("full", runs=3, latency_ops=2000, seconds=5.0, keys=10_000, restart_keys=1_000_000,
+    "full": Size("full", runs=3, latency_ops=1000, seconds=3.0, keys=10_000, restart_keys=1_000_000,
                  failovers=3, shm_seconds=2.0),
 }
 
@@ -89,7 +89,8 @@ def measure_load(system: System, op: str, clients: int, size: Size, api: str = "
                  latency_probe: bool = False) -> LoadSummary:
     """One closed-loop run against a system."""
     max_ops = size.latency_ops if latency_probe else MAX_OPS
-    duration = 120.0 if latency_probe else size.seconds
+    # a latency probe stops after latency_ops requests or 10 s (PySyncObj: ~50 ms a write)
+    duration = 10.0 if latency_probe else size.seconds
     if isinstance(system, PySyncObj):
         return system.run(op, clients, duration, max_ops, size.keys)
     spec = LoadSpec(system.name, system.endpoints_leader_first(), op, clients, duration, max_ops,
@@ -302,6 +303,15 @@ def run(size_name: str, systems_names: list[str], only: set[str], size: Size | N
         "systems": systems_names, "scenarios": sorted(only),
     }
     path = out_dir / f"results-{size_name}.json"
+    if path.exists():  # measuring some scenarios again keeps the others' results
+        old = json.loads(path.read_text())
+        for scenario, per_system in old.get("results", {}).items():
+            if scenario not in only:
+                results[scenario] = per_system
+        meta["earlier_runs"] = [*old.get("meta", {}).get("earlier_runs", []),
+                                {k: old.get("meta", {}).get(k) for k in
+                                 ("date_utc", "command", "scenarios", "loadavg_start", "loadavg_end",
+                                  "versions")}]
     with tempfile.TemporaryDirectory(prefix="concord-bench-") as tmp, Procs() as procs:
         systems: list[System] = [SYSTEMS[n](procs, Path(tmp)) for n in systems_names]
         meta["versions"] = {s.name: s.version() for s in systems}
