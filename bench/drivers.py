@@ -55,6 +55,7 @@ class LoadResult:
     elapsed_s: float
     latencies_us: array  # type: ignore[type-arg]
     first_error: str = ""
+    client_cpu_s: float = 0.0  # CPU time of the load process while measuring
 
 
 def key_name(i: int) -> str:
@@ -129,6 +130,7 @@ def run_concord(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     first_error = ""
     sent_at: dict[object, float] = {}
     start()
+    c0 = time.process_time()
     t0 = time.perf_counter()
     deadline = t0 + spec.duration_s
     issued = 0
@@ -162,10 +164,11 @@ def run_concord(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
             else:
                 inflight -= 1
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     for s in socks:
         s.close(linger=0)
     ctx.term()
-    return LoadResult(ok, errors, elapsed, lat, first_error)
+    return LoadResult(ok, errors, elapsed, lat, first_error, cpu)
 
 
 # -- threaded clients (etcd, redis) ---------------------------------------------------------
@@ -214,13 +217,15 @@ def _run_threads(spec: LoadSpec, start: Callable[[], None],
 
     threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in range(spec.clients)]
     start()
+    c0 = time.process_time()
     t0_box.append(time.perf_counter())
     for t in threads:
         t.start()
     for t in threads:
         t.join(spec.duration_s + 60)
     elapsed = time.perf_counter() - t0_box[0]
-    return LoadResult(counts["ok"], counts["errors"], elapsed, lat, first_error[0] if first_error else "")
+    return LoadResult(counts["ok"], counts["errors"], elapsed, lat, first_error[0] if first_error else "",
+                      time.process_time() - c0)
 
 
 def etcd_client(endpoint: str) -> object:

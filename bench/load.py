@@ -32,6 +32,7 @@ class LoadSummary:
     p50_us: float
     p99_us: float
     first_error: str
+    client_cpu_s: float  # CPU of the load processes while measuring
     latencies_us: list[float]  # a sample (at most 20,000), for the plots
 
 
@@ -105,6 +106,7 @@ def summarize(results: list[LoadResult], clients: int, processes: int) -> LoadSu
         elapsed_s=elapsed, ops_per_s=ok / elapsed if elapsed > 0 else 0.0,
         p50_us=percentile(ordered, 0.50), p99_us=percentile(ordered, 0.99),
         first_error=next((r.first_error for r in results if r.first_error), ""),
+        client_cpu_s=sum(r.client_cpu_s for r in results),
         latencies_us=[float(x) for x in ordered[::step]],
     )
 

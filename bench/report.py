@@ -137,6 +137,21 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
                        f"({peers.get('etcd', '-')}) | {fmt(p_r, key, scale, digits)} | "
                        f"{fmt(r_r, key, scale, digits)} | {ratio(c, med(e_r, key))} | {ratio(c, med(p_r, key))} |")
 
+    out += ["", "### Where the time goes: CPU per acknowledged request (µs; server = all member "
+            "processes, client = the load processes; PySyncObj's load runs inside its server)", ""]
+    header(["scenario", *[f"{s} server / client" for s in systems]])
+    for scen, variants in (("write_throughput", ["1", "16", "128"]),
+                           ("read_throughput", ["eventual", "leader", "strong", "serializable",
+                                                "linearizable", "local", "get"])):
+        for v in variants:
+            cells = []
+            for s in systems:
+                rs = _get(res, scen, s, v)
+                cells.append("" if not rs else
+                             f"{fmt(rs, 'server_cpu_us_per_op')} / {fmt(rs, 'client_cpu_us_per_op')}")
+            if any(cells):
+                out.append(f"| {scen} {v} | " + " | ".join(cells) + " |")
+
     out += ["", "### Same-host shared-memory reads (one application process, reads/s)", ""]
     header(["path", "Concord reads/s (wall)", "reads per CPU second", "served from shm",
             "PySyncObj in-process dict", "Concord/PySyncObj"])

@@ -24,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
+
 from bench.drivers import LoadSpec, key_name
 from bench.load import LoadSummary, run_load
 from bench.procs import Procs
@@ -78,8 +80,27 @@ def _record(results: Results, scenario: str, system: str, variant: str, run: dic
     print(f"  {scenario:17s} {system:9s} {variant:13s} {brief}", flush=True)
 
 
-def _summary_run(s: LoadSummary, keep_latencies: bool) -> dict[str, object]:
+def server_cpu_s(system: System) -> float:
+    """CPU seconds used so far by every process of the system's members (trees)."""
+    total = 0.0
+    for m in system.members:
+        if m.pid is None:
+            continue
+        for pid in system.procs.pids_of(m.pid):
+            try:
+                t = psutil.Process(pid).cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+def _summary_run(s: LoadSummary, keep_latencies: bool, server_cpu: float | None = None) -> dict[str, object]:
     d = asdict(s)
+    if server_cpu is not None and s.ok:
+        # where the time goes: CPU per request on each side (2 cores shared by both)
+        d["server_cpu_us_per_op"] = server_cpu / s.ok * 1e6
+        d["client_cpu_us_per_op"] = s.client_cpu_s / s.ok * 1e6
     if not keep_latencies:
         d.pop("latencies_us")
     return d
@@ -112,8 +133,10 @@ def steady_state(systems: list[System], size: Size, only: set[str], results: Res
         if "write_throughput" in only:
             for clients in WRITE_CLIENTS:
                 for s in systems:
+                    c0 = server_cpu_s(s)
                     r = measure_load(s, "put", clients, size)
-                    _record(results, "write_throughput", s.name, str(clients), _summary_run(r, keep))
+                    _record(results, "write_throughput", s.name, str(clients),
+                            _summary_run(r, keep, server_cpu_s(s) - c0))
         if "read_latency" in only:
             for s in systems:
                 for level in READ_LEVELS[s.name]:
@@ -122,8 +145,10 @@ def steady_state(systems: list[System], size: Size, only: set[str], results: Res
         if "read_throughput" in only:
             for s in systems:
                 for level in READ_LEVELS[s.name]:
+                    c0 = server_cpu_s(s)
                     r = measure_load(s, f"get:{level}", READ_CLIENTS, size)
-                    _record(results, "read_throughput", s.name, level, _summary_run(r, keep))
+                    _record(results, "read_throughput", s.name, level,
+                            _summary_run(r, keep, server_cpu_s(s) - c0))
         if "shm_reads" in only:
             for s in systems:
                 if isinstance(s, Concord):
