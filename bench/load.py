@@ -46,7 +46,10 @@ def percentile(sorted_values: list[float] | array, q: float) -> float:  # type: 
 
 def _child(spec: LoadSpec, barrier: Barrier, out: "multiprocessing.Queue[LoadResult | str]") -> None:
     try:
-        result = RUNNERS[spec.system](spec, lambda: barrier.wait(120))
+        def start() -> None:
+            barrier.wait(120)
+
+        result = RUNNERS[spec.system](spec, start)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the run
         barrier.abort()
         out.put(f"{type(exc).__name__}: {exc}")

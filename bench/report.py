@@ -114,10 +114,10 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
     out += ["", "### Write throughput (acknowledged writes/s)", ""]
     header(["clients", *systems, "Concord/etcd", "Concord/PySyncObj"])
     for k in ("1", "16", "128"):
-        rs = {s: _get(res, "write_throughput", s, k) for s in systems}
-        c = med(rs["concord"], "ops_per_s")
-        out.append(f"| {k} | " + " | ".join(fmt(rs[s], "ops_per_s") for s in systems) +
-                   f" | {ratio(c, med(rs['etcd'], 'ops_per_s'))} | {ratio(c, med(rs['pysyncobj'], 'ops_per_s'))} |")
+        by = {s: _get(res, "write_throughput", s, k) for s in systems}
+        c = med(by["concord"], "ops_per_s")
+        out.append(f"| {k} | " + " | ".join(fmt(by[s], "ops_per_s") for s in systems) +
+                   f" | {ratio(c, med(by['etcd'], 'ops_per_s'))} | {ratio(c, med(by['pysyncobj'], 'ops_per_s'))} |")
 
     for scen, key, title, scale, digits in (
             ("read_latency", "p50_us", "Read latency, 1 client, p50 (ms)", 1e-3, 3),
@@ -140,9 +140,10 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
     out += ["", "### Where the time goes: CPU per acknowledged request (µs; server = all member "
             "processes, client = the load processes; PySyncObj's load runs inside its server)", ""]
     header(["scenario", *[f"{s} server / client" for s in systems]])
-    for scen, variants in (("write_throughput", ["1", "16", "128"]),
+    scen_variants: tuple[tuple[str, list[str]], ...] = (("write_throughput", ["1", "16", "128"]),
                            ("read_throughput", ["eventual", "leader", "strong", "serializable",
-                                                "linearizable", "local", "get"])):
+                                                "linearizable", "local", "get"]))
+    for scen, variants in scen_variants:
         for v in variants:
             cells = []
             for s in systems:
@@ -171,15 +172,14 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
     out += ["", "### Restart time and memory per key", ""]
     header(["system", "keys", "load (s)", "restart → serving (s)", "memory/key (bytes, leader)",
             "restart Concord/system", "memory Concord/system"])
-    rk = next(iter(res.get("restart", {}).get("concord", {}) or {"": None}), "")
+    rk = next(iter(res.get("restart", {}).get("concord", {})), "")
     c_r = _get(res, "restart", "concord", rk)
     for s in systems:
-        runs = res.get("restart", {}).get(s, {})
-        for k, r in runs.items():
-            rs = "n/a (no persistence)" if s == "redis" else fmt(r, "restart_s", 1, 2)
-            out.append(f"| {s} | {int(k):,} | {fmt(r, 'load_s', 1, 1)} | {rs} | {fmt(r, 'bytes_per_key')} | "
-                       f"{'' if s in ('concord', 'redis') else ratio(med(c_r, 'restart_s'), med(r, 'restart_s'))} | "
-                       f"{'' if s == 'concord' else ratio(med(c_r, 'bytes_per_key'), med(r, 'bytes_per_key'))} |")
+        for k, rr in res.get("restart", {}).get(s, {}).items():
+            rs = "n/a (no persistence)" if s == "redis" else fmt(rr, "restart_s", 1, 2)
+            out.append(f"| {s} | {int(k):,} | {fmt(rr, 'load_s', 1, 1)} | {rs} | {fmt(rr, 'bytes_per_key')} | "
+                       f"{'' if s in ('concord', 'redis') else ratio(med(c_r, 'restart_s'), med(rr, 'restart_s'))} | "
+                       f"{'' if s == 'concord' else ratio(med(c_r, 'bytes_per_key'), med(rr, 'bytes_per_key'))} |")
     return out
 
 
@@ -234,7 +234,9 @@ def plots(res: dict[str, dict[str, dict[str, Runs]]], size: str, out_dir: Path =
         made.append(name)
     # read throughput per level
     fig, ax = plt.subplots(figsize=(7, 4))
-    labels, values, cols = [], [], []
+    labels: list[str] = []
+    values: list[float] = []
+    cols: list[str] = []
     for s, variants in res.get("read_throughput", {}).items():
         for v, runs in variants.items():
             labels.append(f"{s}\n{v}")

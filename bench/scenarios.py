@@ -290,7 +290,7 @@ def restart_and_memory(s: System, keys: int) -> dict[str, object]:
             return True
     else:
         def served() -> bool:
-            return s.read_probe(last)  # type: ignore[attr-defined, no-any-return]
+            return s.read_probe(last)
     from bench.procs import wait_for
     wait_for(served, 900.0, f"{s.name} to serve key {last} after restart")
     restart_s = time.perf_counter() - t0

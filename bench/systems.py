@@ -105,6 +105,14 @@ class System:
     def version(self) -> str:
         return ""
 
+    def load_keys(self, n: int, batch: int = 500) -> None:
+        """Put keys k0..k{n-1} (64-byte values) in batches."""
+        raise NotImplementedError
+
+    def read_probe(self, key: str) -> bool:
+        """True once some member serves `key`."""
+        raise NotImplementedError
+
     def memory_bytes(self, index: int) -> int:
         pid = self.members[index].pid
         return tree_memory_bytes(pid) if pid is not None else 0
@@ -422,7 +430,7 @@ class PySyncObj(System):
         """One control request to a member process (zmq REQ, msgpack); None on silence."""
         import msgpack
         import zmq
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         s = ctx.socket(zmq.REQ)
         s.setsockopt(zmq.LINGER, 0)
         try:
