@@ -1,8 +1,8 @@
 """
 The benchmark scenarios and the run that measures them.
 
-Results go to bench/out/results-<size>.json as
-  {"meta": {...}, "results": {scenario: {system: {variant: [run, ...]}}}}
+Results go to bench/out/results-<size>.json (format version 1, docs/formats/bench.md):
+  {"meta": {"format_version": 1, ...}, "results": {scenario: {system: {variant: [run, ...]}}}}
 where a run is a dict (ops_per_s, p50_us, p99_us, ... or ms / seconds / bytes_per_key).
 
 Fairness: all clusters run at once during the steady-state scenarios, and the runs are
@@ -34,6 +34,7 @@ from bench.systems import SYSTEMS, Concord, Etcd, PySyncObj, Redis, System
 log = logging.getLogger(__name__)
 
 OUT = Path(__file__).resolve().parent / "out"
+RESULTS_FORMAT = 1
 
 SCENARIOS = ("write_latency", "write_throughput", "read_latency", "read_throughput",
              "shm_reads", "failover", "restart")
@@ -322,6 +323,7 @@ def run(size_name: str, systems_names: list[str], only: set[str], size: Size | N
     out_dir.mkdir(exist_ok=True)
     results: Results = {}
     meta: dict[str, object] = {
+        "format_version": RESULTS_FORMAT,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "size": asdict(size),
         "machine": machine_info(), "loadavg_start": os.getloadavg(),
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
