@@ -177,6 +177,9 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
     for s in systems:
         for k, rr in res.get("restart", {}).get(s, {}).items():
             rs = "n/a (no persistence)" if s == "redis" else fmt(rr, "restart_s", 1, 2)
+            errs = [str(x["error"]) for x in rr if "error" in x]
+            if errs:
+                rs = f"**failed**: {errs[0]}"
             out.append(f"| {s} | {int(k):,} | {fmt(rr, 'load_s', 1, 1)} | {rs} | {fmt(rr, 'bytes_per_key')} | "
                        f"{'' if s in ('concord', 'redis') else ratio(med(c_r, 'restart_s'), med(rr, 'restart_s'))} | "
                        f"{'' if s == 'concord' else ratio(med(c_r, 'bytes_per_key'), med(rr, 'bytes_per_key'))} |")

@@ -279,12 +279,13 @@ def restart_and_memory(s: System, keys: int) -> dict[str, object]:
     li = s.leader_index()
     after = s.memory_bytes(li)
     last = key_name(keys - 1)
+    print(f"  {s.name}: {keys} keys loaded in {load_s:.1f} s; restarting", flush=True)
     s.stop()
     t0 = time.perf_counter()
-    s.start()
+    s.start(wait_leader=False)
     if isinstance(s, PySyncObj):
         def served() -> bool:
-            st = s.call(s.members[s.leader_index()], {"cmd": "status"}, 1.0)
+            st = s.call(s.members[s.leader_index(900.0)], {"cmd": "status"}, 1.0)
             return bool(st and int(st.get("keys", 0)) >= keys)  # type: ignore[call-overload]
     elif isinstance(s, Redis):
         def served() -> bool:
@@ -362,8 +363,15 @@ def run(size_name: str, systems_names: list[str], only: set[str], size: Size | N
             if "restart" in only:
                 for s in systems:
                     s.start()
-                    _record(results, "restart", s.name, str(size.restart_keys),
-                            restart_and_memory(s, size.restart_keys))
+                    try:
+                        _record(results, "restart", s.name, str(size.restart_keys),
+                                restart_and_memory(s, size.restart_keys))
+                    except (TimeoutError, RuntimeError) as exc:
+                        s.save_logs(out_dir / "failed-logs")
+                        print(f"  restart {s.name} FAILED: {exc} (logs in {out_dir / 'failed-logs'})",
+                              flush=True)
+                        _record(results, "restart", s.name, str(size.restart_keys),
+                                {"keys": size.restart_keys, "error": str(exc)})
                     s.wipe()
         finally:
             meta["loadavg_end"] = os.getloadavg()

@@ -79,7 +79,7 @@ class System:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.members: list[Member] = []
 
-    def start(self) -> None:
+    def start(self, wait_leader: bool = True) -> None:
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -94,8 +94,14 @@ class System:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.members = []
 
-    def leader_index(self) -> int:
+    def leader_index(self, timeout_s: float = 30.0) -> int:
         raise NotImplementedError
+
+    def save_logs(self, dest: Path) -> None:
+        """Copy the members' log files (kept when a scenario fails)."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in self.workdir.glob("*.log"):
+            shutil.copy(f, dest / f"{self.name}-{f.name}")
 
     def endpoints_leader_first(self) -> tuple[str, ...]:
         li = self.leader_index()
@@ -124,7 +130,7 @@ class Etcd(System):
     name = "etcd"
     client_desc = "etcd3gw 2.x (PyPI, maintained) over etcd's gRPC-JSON gateway /v3/ (HTTP/JSON, requests)"
 
-    def start(self) -> None:
+    def start(self, wait_leader: bool = True) -> None:
         if not self.members:
             for i in range(3):
                 ports = free_ports(2)
@@ -143,7 +149,8 @@ class Etcd(System):
                     "--max-txn-ops", "500", "--quota-backend-bytes", str(8 * 1024**3),
                     "--log-level", "warn"]
             m.pid = self.procs.start(argv, self.workdir / f"{m.id}.log").pid
-        wait_for(lambda: self._leader_or_none() is not None, 30.0, "etcd leader")
+        if wait_leader:
+            wait_for(lambda: self._leader_or_none() is not None, 30.0, "etcd leader")
 
     def _status(self, m: Member) -> dict[str, object] | None:
         import requests
@@ -165,8 +172,8 @@ class Etcd(System):
                     return i
         return None
 
-    def leader_index(self) -> int:
-        wait_for(lambda: self._leader_or_none() is not None, 30.0, "etcd leader")
+    def leader_index(self, timeout_s: float = 30.0) -> int:
+        wait_for(lambda: self._leader_or_none() is not None, timeout_s, "etcd leader")
         li = self._leader_or_none()
         assert li is not None
         return li
@@ -216,7 +223,7 @@ class Redis(System):
     name = "redis"
     client_desc = "redis-py (one connection per client thread); server without persistence"
 
-    def start(self) -> None:
+    def start(self, wait_leader: bool = True) -> None:
         port = free_ports(1)[0]
         m = Member("r1", [port], self.workdir / "r1")
         m.data_dir.mkdir(parents=True, exist_ok=True)
@@ -234,7 +241,7 @@ class Redis(System):
                 return False
         wait_for(up, 15.0, "redis ping")
 
-    def leader_index(self) -> int:
+    def leader_index(self, timeout_s: float = 30.0) -> int:
         return 0
 
     def version(self) -> str:
@@ -285,7 +292,7 @@ class Concord(System):
             lines.append("")
         return "\n".join(lines)
 
-    def start(self) -> None:
+    def start(self, wait_leader: bool = True) -> None:
         if not self.members:
             for i in range(3):
                 self.members.append(Member(f"n{i + 1}", free_ports(3), self.workdir / f"n{i + 1}"))
@@ -294,8 +301,9 @@ class Concord(System):
         for m in self.members:
             self.launch(m)
         for m in self.members:
-            self.wait_ready(m)
-        self.leader_index()
+            self.wait_ready(m, 900.0 if not wait_leader else 60.0)
+        if wait_leader:
+            self.leader_index()
 
     def launch(self, m: Member) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -344,8 +352,8 @@ class Concord(System):
                 return i
         return None
 
-    def leader_index(self) -> int:
-        wait_for(lambda: self._leader_or_none() is not None, 30.0, "concord leader")
+    def leader_index(self, timeout_s: float = 30.0) -> int:
+        wait_for(lambda: self._leader_or_none() is not None, timeout_s, "concord leader")
         li = self._leader_or_none()
         assert li is not None
         return li
@@ -402,7 +410,7 @@ class PySyncObj(System):
     client_desc = ("in-process: the application is a PySyncObj member (bench/pysyncobj_node.py); "
                    "writes are @replicated calls with callbacks, reads are local dict lookups")
 
-    def start(self) -> None:
+    def start(self, wait_leader: bool = True) -> None:
         if not self.members:
             for i in range(3):
                 self.members.append(Member(f"p{i + 1}", free_ports(2), self.workdir / f"p{i + 1}"))
@@ -410,8 +418,9 @@ class PySyncObj(System):
         for i, m in enumerate(self.members):
             self.launch(m, addrs, i)
         for m in self.members:
-            wait_for(lambda m=m: self.call(m, {"cmd": "ping"}, 1.0) is not None, 30.0, f"{m.id} control")
-        self.leader_index()
+            wait_for(lambda m=m: self.call(m, {"cmd": "ping"}, 1.0) is not None, 600.0, f"{m.id} control")
+        if wait_leader:
+            self.leader_index()
 
     def launch(self, m: Member, addrs: list[str] | None = None, i: int | None = None) -> None:
         if addrs is None or i is None:
@@ -452,8 +461,8 @@ class PySyncObj(System):
                 return i
         return None
 
-    def leader_index(self) -> int:
-        wait_for(lambda: self._leader_or_none() is not None, 30.0, "pysyncobj leader")
+    def leader_index(self, timeout_s: float = 30.0) -> int:
+        wait_for(lambda: self._leader_or_none() is not None, timeout_s, "pysyncobj leader")
         li = self._leader_or_none()
         assert li is not None
         return li
