@@ -331,11 +331,12 @@ def run(size_name: str, systems_names: list[str], only: set[str], size: Size | N
         "systems": systems_names, "scenarios": sorted(only),
     }
     path = out_dir / f"results-{size_name}.json"
-    if path.exists():  # measuring some scenarios again keeps the others' results
+    if path.exists():  # a partial run keeps the results of the other scenarios and systems
         old = json.loads(path.read_text())
         for scenario, per_system in old.get("results", {}).items():
-            if scenario not in only:
-                results[scenario] = per_system
+            kept = {k: v for k, v in per_system.items() if scenario not in only or k not in systems_names}
+            if kept:
+                results[scenario] = kept
         meta["earlier_runs"] = [*old.get("meta", {}).get("earlier_runs", []),
                                 {k: old.get("meta", {}).get(k) for k in
                                  ("date_utc", "command", "scenarios", "loadavg_start", "loadavg_end",
