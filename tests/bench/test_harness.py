@@ -6,16 +6,16 @@ import importlib.util
 import json
 import os
 import shutil
+from array import array
 from pathlib import Path
 
 import pytest
 
-from bench.load import percentile, summarize
 from bench.drivers import LoadResult
+from bench.load import percentile, summarize
 from bench.report import report
 from bench.scenarios import Size, run
 from bench.systems import ROOT
-from array import array
 
 TINY = Size("tiny", runs=1, latency_ops=20, seconds=0.3, keys=50, restart_keys=200, failovers=1,
             shm_seconds=0.1)
