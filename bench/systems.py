@@ -7,7 +7,8 @@ acknowledging. Data dirs live under the run's temp folder; every process is star
 stopped through bench.procs.Procs, by pid.
 
   Concord    python -m concord.supervisor --config nK.toml (tick 50 ms, election 5 ticks,
-             heartbeat 1 tick, storage.fsync = true, 1 read worker per node)
+             heartbeat 1 tick, storage.fsync = true, 1 read worker per node,
+             supervisor.ready_timeout_s = 600 for the 1M-key restart)
   etcd       /usr/bin/etcd (Debian etcd-server), --heartbeat-interval 50
              --election-timeout 250 (etcd always fsyncs its WAL)
   PySyncObj  bench/pysyncobj_node.py: SyncObj with a journal file (fsync on commit), 3
@@ -276,6 +277,8 @@ class Concord(System):
         "raft": {"tick_ms": HEARTBEAT_MS, "election_ticks": ELECTION_MS // HEARTBEAT_MS,
                  "heartbeat_ticks": 1},
         "storage": {"fsync": True},
+        # NB: the default (30 s) is shorter than recovering 1,000,000 keys on this machine
+        "supervisor": {"ready_timeout_s": 600.0},
         "logging": {"level": "WARNING"},
     }
 
