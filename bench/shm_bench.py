@@ -24,7 +24,7 @@ import msgpack
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from concord.kv.record import Change, ChangeType, KeyRecord, Space  # noqa: E402
-from concord.shm.layout import SegmentNames, ctl_size  # noqa: E402
+from concord.shm.layout import DEFAULT_RING_CAPACITY, SegmentNames, ctl_size  # noqa: E402
 from concord.shm.publisher import Publisher  # noqa: E402
 from concord.shm.segments import create_store, unlink_store  # noqa: E402
 from concord.shm.view import ShmView  # noqa: E402
@@ -77,9 +77,9 @@ def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
         publish_s = time.process_time() - t0
         t0 = time.process_time()
         view = ShmView.attach(names)
-        attach_s = time.process_time() - t0
+        attach_s = time.process_time() - t0  # a scan: no directory before a compaction
         stats = pub.stats()
-        shm_total = ctl_size(1 << 16) + stats.capacity_bytes
+        shm_total = ctl_size(DEFAULT_RING_CAPACITY) + stats.capacity_bytes
         order = keys[:]
         rng.shuffle(order)
         probe = order[: min(len(order), 200_000)]
@@ -90,6 +90,19 @@ def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
         get_many_values = view.get_many_values
         unpackb = msgpack.unpackb
         batches = [probe[i : i + 100] for i in range(0, len(probe), 100)]
+        # A hot set (1,000 keys) next to uniform access over all keys: what a skewed
+        # workload sees when its keys stay in the CPU caches.
+        hot = probe[:1000] * (len(probe) // 1000)
+
+        def shm_hot_bytes() -> int:
+            for k in hot:
+                get_encoded(k)
+            return len(hot)
+
+        def dict_hot_bytes() -> int:
+            for k in hot:
+                plain[k]
+            return len(hot)
 
         def dict_bytes() -> int:
             for k in probe:
@@ -136,9 +149,13 @@ def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
             "shm get decoded": _rate(shm_decoded, seconds),
             "shm get_many bytes": _rate(shm_many_bytes, seconds),
             "shm get_many decoded": _rate(shm_many_decoded, seconds),
+            "dict[k] hot 1000 keys": _rate(dict_hot_bytes, seconds),
+            "shm get hot 1000 keys": _rate(shm_hot_bytes, seconds),
         }
         print(f"\n== {n_keys:,} keys, {len(value)}-byte values, seed={seed} ==")
-        print(f"publish {n_keys / publish_s:,.0f} keys/s; reader attach (scan) {attach_s:.3f} s")
+        print(
+            f"publish {n_keys / publish_s:,.0f} keys/s; reader attach (scan) {attach_s:.3f} s CPU"
+        )
         for name, ops in r.items():
             print(f"  {name:22s} {ops:>13,.0f} /s")
         print(
@@ -153,7 +170,36 @@ def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
         print(
             f"  shm bytes/key: segments {shm_total / n_keys:.1f}, records "
             f"{stats.used_bytes / n_keys:.1f}; raw key+value {raw_per_key:.1f} "
-            f"(ratio {shm_total / raw_bytes:.2f} segments, {stats.used_bytes / raw_bytes:.2f} records)"
+            f"(ratio {shm_total / raw_bytes:.2f} segments, "
+            f"{stats.used_bytes / raw_bytes:.2f} records)"
+        )
+        # Compaction: the reader rebuilds from the directory (the pause a reader sees).
+        for k in keys[: n_keys // 10]:  # 10% overwritten: something to compact away
+            rev += 1
+            rec = KeyRecord(k, value, 0, rev, rev, 2, 0)
+            batch.append(Change(ChangeType.PUT, Space.USER, k, rec, rev, 0))
+            if len(batch) == 1000:
+                pub.publish(batch, rev, rev, 0)
+                batch = []
+        pub.publish(batch, rev, rev, 0)
+        view.sync()
+        t0 = time.process_time()
+        pub.compact()
+        compact_s = time.process_time() - t0
+        t0 = time.process_time()
+        w0 = time.perf_counter()
+        view.sync()
+        rebuild_s = time.process_time() - t0
+        rebuild_wall_s = time.perf_counter() - w0
+        assert view.directory_loads == 1 and get_encoded(keys[0]) == value
+        stats = pub.stats()
+        shm_total = ctl_size(DEFAULT_RING_CAPACITY) + stats.capacity_bytes
+        print(
+            f"  after compaction: writer compact {compact_s:.3f} s CPU, reader rebuild "
+            f"(directory) {rebuild_s:.3f} s CPU ({rebuild_wall_s:.3f} s wall); "
+            f"shm bytes/key: segments "
+            f"{shm_total / n_keys:.1f} (ratio {shm_total / raw_bytes:.2f}), records+directory "
+            f"{stats.used_bytes / n_keys:.1f}"
         )
         view.close()
         pub.close()

@@ -2,7 +2,8 @@
 Concord: a distributed, strongly consistent key-value store for coordination data.
 
 The public API is what `__all__` lists; a test asserts it. Module-level functions
-(`concord.put`, `concord.get`, ...) use the default client set by `concord.connect`.
+(`concord.put`, `concord.get`, ...) use the default client set by `concord.connect`, or by
+`concord.start`, which runs a node as a child of the application.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from concord.client.api import (
     transfer_leader,
     ttl,
 )
+from concord.embedded import EmbeddedNode, start
 from concord.errors import ConcordError
 
 __version__ = "0.1.0"
@@ -58,6 +60,8 @@ __all__ = [
     "errors",
     "__version__",
     "Client",
+    "start",
+    "EmbeddedNode",
     "MISSING",
     "ValueWithMeta",
     "ValueWithTTL",

@@ -12,6 +12,11 @@ Encoding (msgpack arrays; the first element is the codec version, currently 1):
     ConfState     [1, voters:[str], learners:[str], voters_outgoing:[str],
                    learners_next:[str], auto_leave:bool]
     SnapshotMeta  [1, index:uint, term:uint, conf_state:ConfState]
+    Message       [1, type:uint (MessageType >= 4), to:str, frm:str, term:uint,
+                   log_term:uint, index:uint, entries:[Entry], commit:uint, reject:bool,
+                   reject_hint:uint, context:bin, snapshot:[SnapshotMeta, data:bin]|nil,
+                   snapshot_offset:uint, snapshot_done:bool]
+                  (a raft peer message; the payload of a peer DATA frame)
 
 `*_to_obj` / `*_from_obj` convert to and from the plain msgpack object so a larger
 message (a WAL record, a writer request, a peer message) can embed the types without
@@ -30,7 +35,16 @@ import msgpack
 
 from concord.errors import RemoteProtocolError
 from concord.ids import NodeId
-from concord.raft.messages import ConfState, Entry, EntryType, SnapshotMeta
+from concord.raft.messages import (
+    LOCAL_MESSAGE_TYPES,
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMeta,
+)
 from concord.raft.state import HardState
 
 CODEC_VERSION = 1
@@ -281,8 +295,99 @@ def decode_snapshot_meta(data: bytes) -> SnapshotMeta:
     return snapshot_meta_from_obj(unpackb(data, "snapshot meta"))
 
 
+# --- Message (raft peer traffic) ------------------------------------------------------------
+
+_WIRE_MESSAGE_TYPES = {int(t): t for t in MessageType if t not in LOCAL_MESSAGE_TYPES}
+
+
+def message_to_obj(msg: Message) -> list[object]:
+    snap: object = None
+    if msg.snapshot is not None:
+        snap = [snapshot_meta_to_obj(msg.snapshot.meta), msg.snapshot.data]
+    return [
+        CODEC_VERSION,
+        int(msg.type),
+        msg.to,
+        msg.frm,
+        msg.term,
+        msg.log_term,
+        msg.index,
+        entries_to_obj(msg.entries),
+        msg.commit,
+        msg.reject,
+        msg.reject_hint,
+        msg.context,
+        snap,
+        msg.snapshot_offset,
+        msg.snapshot_done,
+    ]
+
+
+def _bool(value: object, what: str, name: str) -> bool:
+    if type(value) is not bool:
+        raise _fail(what, f"{name} is {type(value).__name__}, not bool")
+    return value
+
+
+def _node_id(value: object, what: str, name: str) -> NodeId:
+    if type(value) is not str or not value:
+        raise _fail(what, f"{name} is {value!r}, not a node id")
+    return NodeId(value)
+
+
+def message_from_obj(obj: object) -> Message:
+    what = "message"
+    (_, mtype, to, frm, term, log_term, index, ents, commit, reject, reject_hint, context,
+     snap, snap_offset, snap_done) = _array(obj, what, 15)
+    kind = _uint(mtype, what, "type")
+    if kind not in _WIRE_MESSAGE_TYPES:
+        raise _fail(what, f"type {kind} is not a network message type")
+    if type(context) is not bytes:
+        raise _fail(what, f"context is {type(context).__name__}, not bytes")
+    snapshot: Snapshot | None = None
+    if snap is not None:
+        if not isinstance(snap, list) or len(snap) != 2 or type(snap[1]) is not bytes:
+            raise _fail(what, "snapshot is not [snapshot_meta, data]")
+        snapshot = Snapshot(snapshot_meta_from_obj(snap[0]), snap[1])
+    return Message(
+        type=_WIRE_MESSAGE_TYPES[kind],
+        to=_node_id(to, what, "to"),
+        frm=_node_id(frm, what, "frm"),
+        term=_uint(term, what, "term"),
+        log_term=_uint(log_term, what, "log_term"),
+        index=_uint(index, what, "index"),
+        entries=tuple(entries_from_obj(ents)),
+        commit=_uint(commit, what, "commit"),
+        reject=_bool(reject, what, "reject"),
+        reject_hint=_uint(reject_hint, what, "reject_hint"),
+        context=context,
+        snapshot=snapshot,
+        snapshot_offset=_uint(snap_offset, what, "snapshot_offset"),
+        snapshot_done=_bool(snap_done, what, "snapshot_done"),
+    )
+
+
+def encode_message(msg: Message) -> bytes:
+    """A raft message as the bytes of one peer DATA frame."""
+    return packb(message_to_obj(msg))
+
+
+def decode_message(data: bytes) -> Message:
+    """
+    Parse one peer DATA frame.
+
+    Raises:
+        RemoteProtocolError: malformed bytes, unknown version or a local message type.
+    """
+    return message_from_obj(unpackb(data, "message"))
+
+
 __all__ = [
     "CODEC_VERSION",
+    "message_to_obj",
+    "message_from_obj",
+    "encode_message",
+    "decode_message",
     "packb",
     "unpackb",
     "entry_to_obj",

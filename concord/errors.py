@@ -15,6 +15,7 @@ The exception tree of Concord (one tree, as in httpx).
     │   └── ShuttingDownError
     ├── StorageError → CompactedError | UnavailableError | SnapshotOutOfDateError | CorruptionError
     ├── ConfigError(ConcordError, ValueError)
+    ├── EmbeddedNodeError            # concord.start(): the node did not come up
     ├── ProtocolError → LocalProtocolError | RemoteProtocolError
     └── RaftInvariantError           # a bug: fail-stop, caught only at a process's top level
 
@@ -147,6 +148,10 @@ class CorruptionError(StorageError):
 
 class ConfigError(ConcordError, ValueError):
     """A config file or value is invalid; the message names the key."""
+
+
+class EmbeddedNodeError(ConcordError):
+    """An embedded node (`concord.start`) exited or was not ready in time; says why."""
 
 
 class ProtocolError(ConcordError):

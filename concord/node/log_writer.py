@@ -60,7 +60,7 @@ from concord.raft.messages import ConfState, Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
 from concord.storage import snapshot as snapfile
 from concord.storage.fileutil import TMP_SUFFIX, SyncHook
-from concord.storage.recovery import RecoveredState, recover_for_writing, snap_dir, wal_dir
+from concord.storage.recovery import RecoveredState, recover, recover_for_writing, snap_dir, wal_dir
 from concord.storage.replica import StateMachine, StateMachineFactory, apply_entry, load_factory
 from concord.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, WalOptions
 
@@ -288,6 +288,7 @@ class LogWriter:
         self._job: _SnapshotJob | None = None
         self._persisted_number = 0
         self._last_number = 0
+        self._hellos = 0
         self._next_snapshot_attempt = 0
         self.snapshots_written = 0
         self.outbox: list[bytes] = []
@@ -307,6 +308,20 @@ class LogWriter:
     @property
     def snapshot_job(self) -> _SnapshotJob | None:
         return self._job
+
+    def _hello_state(self) -> RecoveredState:
+        """
+        The state to answer HELLO with. The first HELLO gets what start-up recovered; a
+        later one comes from a restarted raft worker (the supervisor restarts the raft
+        worker alone, rest_for_one), which needs the state durable NOW: everything
+        written so far is flushed, so it is re-read from disk (read only), and the new
+        worker's PERSIST numbering starts afresh.
+        """
+        self._hellos += 1
+        if self._hellos == 1:
+            return self.recovered
+        self._last_number = 0
+        return recover(self._data_dir, repair=False)
 
     # --- one group commit ---------------------------------------------------------------
 
@@ -337,7 +352,7 @@ class LogWriter:
                 index, cs = _fields(args, 2, "committed")
                 self._committed(_int(index, "index"), None if cs is None else codec.conf_state_from_obj(cs))
             elif kind == HELLO:
-                self.outbox.append(encode_recovered(self.recovered))
+                self.outbox.append(encode_recovered(self._hello_state()))
             elif kind == STATS:
                 after_flush.append(b"")
             elif kind == STOP:

@@ -22,12 +22,10 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import partial
-
-import msgpack
 
 from concord.errors import (
     ERROR_CLASSES,
+    ClientError,
     InvalidRequestError,
     NotFoundError,
     RequestTimeoutError,
@@ -35,14 +33,23 @@ from concord.errors import (
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
-from concord.kv.reads import Reply, serve_read, ttl_seconds
+from concord.kv.commands import check_key
+from concord.kv.reads import (
+    ENVELOPE_FIELDS,
+    READ_OPS,
+    Reply,
+    error_reply,
+    serve_read,
+    ttl_seconds,
+)
 from concord.kv.record import KeyRecord, Space
 from concord.kv.values import decode_stored
-from concord.shm.view import ShmView
+from concord.shm.view import ShmView, decode_value
 
 logger = logging.getLogger(__name__)
 
-_unpackb = partial(msgpack.unpackb, raw=False, strict_map_key=False)
+_GET_ARGS = frozenset({"key", "meta"})
+_GET_MANY_ARGS = frozenset({"keys"})
 _FIRST_DELAY_S = 20e-6
 _MAX_DELAY_S = 1e-3
 
@@ -59,8 +66,8 @@ class ShmKeySource:
 
     def get_record(self, key: str) -> KeyRecord | None:
         """The user record of `key` (possibly due to expire), or None."""
-        loc = self._view.locator(key)
-        return None if loc is None else self._view.record_at(loc, key)
+        slc = self._view.locator(key)
+        return None if slc is None else self._view.record_at(slc, key)
 
     def iter_keys(self, start: str | None = None, inclusive: bool = True) -> Iterator[str]:
         """User keys in ascending code point order from `start`."""
@@ -134,8 +141,53 @@ class Reader:
         Evaluate a read op (`concord.kv.reads.READ_OPS`) with the wire reply shape of
         DESIGN.md §7 (errors as {"error": code, "message": text}).
         """
-        self._view.sync()
-        return serve_read(self._source, op, args, self._view.leader_time_ms, self._config)
+        view = self._view
+        view.sync()
+        # Fast paths for the hottest ops, with kv's exact replies and errors (the
+        # equivalence tests hold them to it); everything else is kv's code.
+        if op == "get" and args.keys() <= _GET_ARGS and not args.get("meta"):
+            try:
+                key = check_key(args.get("key"), self._config)
+                raw = view.get_encoded(key)
+                if raw is None:
+                    raise NotFoundError(f"key {key!r} not found")
+                return {"value": self._decode(key, raw)}
+            except ClientError as exc:
+                return error_reply(exc)
+        if op == "get_many" and args.keys() <= _GET_MANY_ARGS:
+            try:
+                return {"values": self._get_many(args.get("keys"))}
+            except ClientError as exc:
+                return error_reply(exc)
+        return serve_read(self._source, op, args, view.leader_time_ms, self._config)
+
+    def _get_many(self, keys: object) -> dict[str, object]:
+        if not isinstance(keys, (list, tuple)):
+            raise InvalidRequestError("get_many needs a list of keys")
+        if len(keys) > self._config.max_items:
+            raise TooManyItemsError(
+                f"{len(keys)} keys, more than the maximum {self._config.max_items}"
+            )
+        checked = [check_key(k, self._config) for k in keys]
+        values: dict[str, object] = {}
+        for key, raw in zip(checked, self._view.get_many_encoded(checked)):
+            if raw is not None:
+                values[key] = self._decode(key, raw)
+        return values
+
+    @staticmethod
+    def _decode(key: str, raw: bytes) -> object:
+        try:
+            return decode_value(raw)
+        except ValueError as exc:
+            raise InvalidRequestError(f"stored value of key {key!r} does not decode") from exc
+
+    def serve_request(self, request: Mapping[str, object]) -> Reply:
+        """`serve` for a whole wire request map (envelope fields are ignored)."""
+        op = request.get("op")
+        if not isinstance(op, str) or op not in READ_OPS:
+            return error_reply(InvalidRequestError(f"{op!r} is not a read op"))
+        return self.serve(op, {k: v for k, v in request.items() if k not in ENVELOPE_FIELDS})
 
     # -- typed fast paths ---------------------------------------------------------------
 
@@ -149,7 +201,7 @@ class Reader:
         raw = self._view.get_encoded(key)
         if raw is None:
             raise NotFoundError(f"key {key!r} not found")
-        return _unpackb(raw)
+        return decode_value(raw)
 
     def get_encoded(self, key: str) -> bytes:
         """
@@ -165,16 +217,7 @@ class Reader:
 
     def get_many(self, keys: Iterable[str]) -> dict[str, object]:
         """Decoded values of the keys present and unexpired (absent ones are left out)."""
-        keys = list(keys)
-        if len(keys) > self._config.max_items:
-            raise TooManyItemsError(
-                f"{len(keys)} keys, more than the maximum {self._config.max_items}"
-            )
-        out: dict[str, object] = {}
-        for key, raw in zip(keys, self._view.get_many_encoded(keys)):
-            if raw is not None:
-                out[key] = _unpackb(raw)
-        return out
+        return self._get_many(list(keys))
 
     def get_with_ttl(self, key: str) -> tuple[object, float | None]:
         """
@@ -284,24 +327,24 @@ class Reader:
 
     def _user_records(self) -> Iterator[KeyRecord]:
         view = self._view
-        for key, loc in view.key_map(Space.USER).items():
-            yield view.record_at(loc, key)
+        for key, slc in view.items(Space.USER):
+            yield view.record_at(slc, key)
 
-    def _on_change(self, space: int, key: str, loc: int | None) -> None:
+    def _on_change(self, space: int, key: str, slc: slice | None) -> None:
         if space == Space.SYSTEM:
             if key.startswith(INDEX_PREFIX):
-                self._apply_definition(key, loc)
+                self._apply_definition(key, slc)
             return
         if self._indexes:
-            self._indexes.update(key, None if loc is None else self._view.record_at(loc, key))
+            self._indexes.update(key, None if slc is None else self._view.record_at(slc, key))
 
-    def _apply_definition(self, key: str, loc: int | None) -> None:
+    def _apply_definition(self, key: str, slc: slice | None) -> None:
         name = key[len(INDEX_PREFIX) :]
-        if loc is None:
+        if slc is None:
             self._indexes.drop(name)
             return
         try:
-            definition = IndexDef.decode(key, self._view.encoded_at(loc))
+            definition = IndexDef.decode(key, self._view.encoded_at(slc))
         except InvalidRequestError:
             logger.warning("ignoring bad index definition key=%s", key)
             self._indexes.drop(name)
@@ -310,9 +353,9 @@ class Reader:
 
     def _rebuild_indexes(self) -> None:
         self._indexes.clear()
-        for key, loc in list(self._view.key_map(Space.SYSTEM).items()):
+        for key, slc in list(self._view.items(Space.SYSTEM)):
             if key.startswith(INDEX_PREFIX):
-                self._apply_definition(key, loc)
+                self._apply_definition(key, slc)
 
 
 __all__ = ["Meta", "Reader", "ShmKeySource", "WaitStats"]

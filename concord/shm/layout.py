@@ -3,7 +3,7 @@ The shared-memory layout of the committed store, and segment ownership.
 
 One writer (the raft worker's `Publisher`) appends immutable records to an arena and
 announces them on a change ring; any number of readers (`ShmView`) keep a process-local
-dict `key -> locator` current from that ring and read values with one slice. Nothing here
+dict `key -> value slice` current from that ring and read values with one slice. Nothing here
 takes a lock. This module only defines the bytes and opens, creates and unlinks segments;
 it never decides what to publish.
 
@@ -29,7 +29,10 @@ Control segment, little-endian, every field an aligned u64 word (index = offset 
     24     8    ring_capacity    slots in the ring (a power of two), fixed at creation
     32     8    max_gen          highest generation ever created (set before creating it)
     40     8    writer_epoch     incremented each time a writer attaches
-    48     16   reserved (0)
+    48     8    lease_until_ns   CLOCK_MONOTONIC ns until which this node, as leader, holds
+                                 a read lease (0: none); one aligned word, written alone by
+                                 the writer (added by the node branch; was reserved, 0)
+    56     8    reserved (0)
     64     152  status slot 0    (layout below)
     216    152  status slot 1
     368    16   reserved (0)
@@ -77,13 +80,16 @@ Directory (written by compaction and reset, right after the records they copy, s
 a reader rebuilds its index at C speed instead of parsing every record):
 
     offset size field
-    0      8    n_user           keys of Space.USER
-    8      8    n_system         keys of Space.SYSTEM
-    16     8    blob_len
-    24     8*n  locators         (n = n_user + n_system; user first), as defined below
-    24+8n  b    msgpack [user_keys, system_keys, user_ttl, system_ttl], *_ttl flat
-                [key, expires_at_ms, key, expires_at_ms, ...] of the keys with a TTL,
-                keys in the same order as the locators
+    0      8    n                live keys, all keyspaces
+    8      8    blob_len
+    16     8    reserved (0)
+    24     8*n  value starts     u64 offsets of each key's value
+    24+8n  8*n  value ends       u64 (start + value_len)
+    24+16n b    msgpack, per keyspace (USER, SYSTEM):
+                [plain_keys, special_keys, ttl, zipped]: starts/ends hold the plain keys
+                (no TTL, not compressed) then the special keys of USER, then those of
+                SYSTEM; ttl is flat [key, expires_at_ms, ...], zipped lists the keys whose
+                value is compressed
 
 Record (immutable once published, except `state`):
 
@@ -104,13 +110,16 @@ Record (immutable once published, except `state`):
     50+v   k    key              UTF-8
                  padding to a multiple of 8 (zeros)
 
-A reader-local *locator* packs what a lookup needs into one int:
-`(record_offset + 50) << 32 | value_len << 2 | has_ttl << 1 | compressed`.
+Readers locate a value by the Python slice `record_offset + 50 : record_offset + 50 +
+value_len` of the mapping (valid for the whole lineage).
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from array import array
 import mmap
 import os
@@ -132,6 +141,7 @@ W_SEQ: Final = 2
 W_RING_CAP: Final = 3
 W_MAX_GEN: Final = 4
 W_WRITER_EPOCH: Final = 5
+W_LEASE_UNTIL_NS: Final = 6
 STATUS_BASE: Final = (8, 27)
 STATUS_WORDS: Final = 18  # the status itself; word 18 of a slot is its slot_seq
 S_SLOT_SEQ: Final = 18
@@ -173,13 +183,12 @@ STATE_OFFSET: Final = 8
 STATE_LIVE: Final = 0
 STATE_DEAD: Final = 1
 
-LOC_SHIFT: Final = 32
-LOC_LEN_MASK: Final = 0x3FFFFFFF
-LOC_TTL: Final = 2
-LOC_COMPRESSED: Final = 1
+# The flags byte sits this many bytes before a record's value.
+RECORD_FLAGS_FROM_VALUE: Final = RECORD_HEAD_SIZE - 10
 
 PAGE: Final = mmap.PAGESIZE
-_NAME_PART = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
+_NODE_PART = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TOKEN_PART = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +265,22 @@ def leader_id_words(leader_id: str | None) -> list[int]:
     return [len(raw), *struct.unpack("<7Q", raw.ljust(LEADER_ID_MAX, b"\0"))]
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """
+    Pause the cyclic GC around bulk builds of millions of small objects (slices, dict
+    entries): they hold no cycles, and generation scans would otherwise cost more than
+    the build itself.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def align8(n: int) -> int:
     """Round `n` up to a multiple of 8."""
     return (n + 7) & ~7
@@ -276,16 +301,29 @@ class SegmentNames:
     """
     The names of one node's segments: `concord-<node>-<token>-ctl` and `-g<N>`.
 
-    `token` distinguishes two runs (or two tests) of the same node id on one host.
+    `token` distinguishes two runs (or two tests) of the same node id on one host (the
+    supervisor picks one per start, e.g. its pid or a random hex string).
     """
 
     node: str
     token: str
 
     def __post_init__(self) -> None:
-        for part in (self.node, self.token):
-            if not _NAME_PART.match(part):
-                raise ValueError(f"segment name part {part!r} must match {_NAME_PART.pattern}")
+        if not _NODE_PART.match(self.node):
+            raise ValueError(f"node {self.node!r} must match {_NODE_PART.pattern}")
+        if not _TOKEN_PART.match(self.token):
+            raise ValueError(f"token {self.token!r} must match {_TOKEN_PART.pattern}")
+
+    def owns(self, segment: str) -> bool:
+        """
+        True if `segment` is one of this store's names. Exact (`-ctl` or `-g<digits>`),
+        so that node "a-b" never claims the segments of node "a" with token "b-..."
+        (tokens have no '-', so (node, token) -> base is one-to-one).
+        """
+        rest = segment[len(self.base) + 1 :]
+        return segment.startswith(self.base + "-") and (
+            rest == "ctl" or (rest[:1] == "g" and rest[1:].isdigit())
+        )
 
     @property
     def base(self) -> str:
@@ -377,8 +415,8 @@ def directory_span(buf: mmap.mmap) -> tuple[int, int]:
     offset = int(GEN_DIRECTORY.unpack_from(buf, GEN_DIRECTORY_AT)[0])
     if not offset:
         return 0, 0
-    n_user, n_system, blob_len = DIR_HEAD.unpack_from(buf, offset)
-    return offset, offset + align8(DIR_HEAD.size + 8 * (n_user + n_system) + blob_len)
+    n, blob_len, _ = DIR_HEAD.unpack_from(buf, offset)
+    return offset, offset + align8(DIR_HEAD.size + 16 * n + blob_len)
 
 
 def set_gen_directory(buf: mmap.mmap, offset: int, head: int) -> None:

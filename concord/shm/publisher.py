@@ -57,6 +57,7 @@ from concord.shm.layout import (
     W_MAX_GEN,
     W_RING_CAP,
     W_SEQ,
+    W_LEASE_UNTIL_NS,
     W_VERSION,
     W_WRITER_EPOCH,
     SegmentNames,
@@ -69,6 +70,7 @@ from concord.shm.layout import (
     DIR_HEAD,
     align8,
     directory_span,
+    gc_paused,
     read_gen_directory,
     set_gen_directory,
     write_gen_header,
@@ -80,6 +82,7 @@ logger = logging.getLogger(__name__)
 _U64 = struct.Struct("<Q")
 _xxh = xxhash.xxh3_64_intdigest
 _RING_BASE_WORD = RING_BASE_WORD
+LOC_MAX_VALUE = 0xFFFFFFFF  # value_len is a u32
 _PUTS = (ChangeType.PUT, ChangeType.TOUCH)
 
 
@@ -96,13 +99,80 @@ class ArenaStats:
     directory_bytes: int
 
 
-# Upper bound of the directory bytes: header and msgpack list headers, then per key a
-# locator, the key (str header <= 3 bytes) and, with a TTL, the key again and an int.
-_DIR_FIXED = 64
+# Upper bound of the directory bytes: header and msgpack list headers, then per key its
+# value start and end, the key (str header <= 3 bytes) and, with a TTL, the key again
+# and an int, and if compressed the key again.
+_DIR_FIXED = 128
 
 
-def _dir_bytes(key_len: int, expires_at_ms: int) -> int:
-    return 8 + 3 + key_len + (3 + key_len + 9 if expires_at_ms else 0)
+def _dir_bytes(key_len: int, expires_at_ms: int, flags: int) -> int:
+    n = 16 + 3 + key_len
+    if expires_at_ms:
+        n += 3 + key_len + 9
+    if flags & 1:
+        n += 3 + key_len
+    return n
+
+
+def _check_sizes(records: Iterable[KeyRecord | None]) -> None:
+    """
+    Raises:
+        ValueError: a key over 65535 UTF-8 bytes or a value over 4 GiB (the format's
+            u16 and u32 fields).
+    """
+    for r in records:
+        if r is None:
+            continue
+        # Cheap first: at most 4 bytes per code point.
+        if (len(r.key) > 0x3FFF and len(r.key.encode()) > 0xFFFF) or len(r.value) > LOC_MAX_VALUE:
+            raise ValueError(
+                f"record of key {r.key[:40]!r} too large for the shm format: key "
+                f"{len(r.key.encode())} bytes (max 65535), value {len(r.value)} bytes"
+            )
+
+
+class _DirectoryBuilder:
+    """The directory entries of one keyspace (layout.py), plain and special keys apart."""
+
+    __slots__ = ("plain", "starts", "ends", "special", "s_starts", "s_ends", "ttl", "zipped")
+
+    def __init__(self) -> None:
+        self.plain: list[str] = []
+        self.starts = array("Q")
+        self.ends = array("Q")
+        self.special: list[str] = []
+        self.s_starts = array("Q")
+        self.s_ends = array("Q")
+        self.ttl: list[object] = []
+        self.zipped: list[str] = []
+
+    def add(self, key: str, start: int, vlen: int, expires_at_ms: int, flags: int) -> None:
+        if expires_at_ms or flags & 1:
+            self.special.append(key)
+            self.s_starts.append(start)
+            self.s_ends.append(start + vlen)
+            if expires_at_ms:
+                self.ttl += (key, expires_at_ms)
+            if flags & 1:
+                self.zipped.append(key)
+        else:
+            self.plain.append(key)
+            self.starts.append(start)
+            self.ends.append(start + vlen)
+
+    @staticmethod
+    def encode(spaces: list[_DirectoryBuilder]) -> bytes:
+        """The directory bytes (padded to 8) for all keyspaces, in Space order."""
+        starts = array("Q")
+        ends = array("Q")
+        for d in spaces:
+            starts += d.starts
+            starts += d.s_starts
+            ends += d.ends
+            ends += d.s_ends
+        blob: bytes = msgpack.packb([[d.plain, d.special, d.ttl, d.zipped] for d in spaces])
+        out = DIR_HEAD.pack(len(starts), len(blob), 0) + starts.tobytes() + ends.tobytes() + blob
+        return out + bytes(align8(len(out)) - len(out))
 
 
 class Publisher:
@@ -138,6 +208,12 @@ class Publisher:
         self._dir_bytes = 0
         self._retired: list[tuple[str, mmap.mmap, memoryview]] = []
         self._recover()
+        # A predecessor that died between creating a generation and publishing it, or
+        # between publishing one and unlinking the one before, left segments nobody can
+        # reach any more (readers that still map one keep their mapping).
+        for gen in range(int(self._words[W_MAX_GEN]) + 1):
+            if gen != self._gen and unlink_segment(names.gen(gen)):
+                logger.warning("shm unlinked orphan generation gen=%d", gen)
         self._words[W_WRITER_EPOCH] += 1
 
     @classmethod
@@ -190,6 +266,14 @@ class Publisher:
         st[S_ROLE] = int(role)
         write_status_words(self._words, st)
 
+    def set_lease(self, until_ns: int) -> None:
+        """
+        Publish the leader read lease: valid while time.monotonic_ns() < until_ns (0 ends
+        it). One aligned word, independent of the status seqlock: readers check it
+        together with role and term from the status.
+        """
+        self._words[W_LEASE_UNTIL_NS] = max(0, until_ns)
+
     # -- publishing ---------------------------------------------------------------
 
     def publish(
@@ -213,22 +297,24 @@ class Publisher:
             leader_time_ms: leader timestamp of the last applied entry (readers hide keys
                 with expires_at_ms <= this).
         """
+        _check_sizes(ch.record for ch in changes)  # before anything changes: all or none
         offsets = self._offsets
         dead: list[int] = []
         slots: list[int] = []
         if len(changes) > self._ring_cap // 2:
             # Too big for the ring to carry (a reader could never replay it whole): apply
-            # it in place and publish a new lineage; readers rebuild from a scan. Marks
-            # in the old generation are harmless: a scan of it is abandoned on the
-            # lineage change.
+            # it to the writer's map only and publish it as a new lineage. NB: no dead
+            # marks here: a reader scanning the old lineage right now must not see any
+            # effect of a batch that is not published.
             for ch in changes:
                 d = offsets[ch.space]
                 old = d.pop(ch.key, None)
                 if ch.record is not None and ch.type in _PUTS:
                     d[ch.key] = self._append(ch.space, ch.record)
                 if old is not None:
-                    self._mark_dead([old])
-            self._compact(applied_index, revision, leader_time_ms)
+                    self._live_bytes -= self._size_at(old)
+            with gc_paused():
+                self._compact(applied_index, revision, leader_time_ms)
             return
         for ch in changes:
             d = offsets[ch.space]
@@ -261,13 +347,15 @@ class Publisher:
         """
         Replace the whole published state (after a snapshot install or a writer restart).
 
-        Builds a new lineage generation from `records`; readers rebuild from a scan.
+        Builds a new lineage generation (with a directory) from `records`; readers
+        rebuild from it. Every record must fit the format (keys <= 65535 UTF-8 bytes).
         """
         items = list(records)
+        _check_sizes(r for _, r in items)
         need = _DIR_FIXED
         for _, r in items:
             klen = len(r.key.encode())
-            need += record_size(klen, len(r.value)) + _dir_bytes(klen, r.expires_at_ms)
+            need += record_size(klen, len(r.value)) + _dir_bytes(klen, r.expires_at_ms, r.flags)
         self._new_generation(need, lineage=True)
         self._offsets = [{} for _ in Space]
         self._live_bytes = 0
@@ -294,83 +382,85 @@ class Publisher:
         """
         Copy the live records into a new lineage generation and switch readers to it.
 
-        Readers notice the lineage change and rebuild their local index from a scan.
+        Readers notice the lineage change and rebuild their local index from the new
+        generation's directory.
         """
         st = self._status
-        self._compact(st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME])
+        with gc_paused():
+            self._compact(st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME])
 
     def _compact(self, applied_index: int, revision: int, leader_time_ms: int) -> None:
         old_mm, old_mv = self._mm, self._mv
-        order = sorted(
-            (off, space) for space, d in enumerate(self._offsets) for off in d.values()
-        )
-        # Plan first (new offsets, size with the directory), then copy runs of adjacent
-        # live records in one slice each.
-        remap: dict[int, int] = {}
+        # One pass plans everything: new offsets, the directory, and the copies. Records
+        # go in key insertion order (no sort: after a compaction every key has one
+        # record, so their order does not matter); adjacent ones merge into one copy.
+        offsets: list[dict[str, int]] = [{} for _ in Space]
+        dirs = [_DirectoryBuilder() for _ in Space]
         runs: list[tuple[int, int, int]] = []
         pos = GEN_HEADER_SIZE
-        need = _DIR_FIXED
         run_src = run_dst = run_len = 0
         unpack = RECORD_VIEW.unpack_from
-        for off, _ in order:
-            _, _, _, vlen, _, _, _, exp, klen = unpack(old_mm, off)
-            size = record_size(klen, vlen)
-            need += size + _dir_bytes(klen, exp)
-            remap[off] = pos
-            if run_len and run_src + run_len == off:
-                run_len += size
-            else:
-                if run_len:
-                    runs.append((run_src, run_dst, run_len))
-                run_src, run_dst, run_len = off, pos, size
-            pos += size
+        count = 0
+        for space, d in enumerate(self._offsets):
+            new = offsets[space]
+            builder = dirs[space]
+            add = builder.add
+            plain, starts, ends = builder.plain.append, builder.starts.append, builder.ends.append
+            for key, off in d.items():
+                _, _, flags, vlen, _, _, _, exp, klen = unpack(old_mm, off)
+                size = (RECORD_HEAD_SIZE + vlen + klen + 7) & ~7
+                new[key] = pos
+                start = pos + RECORD_HEAD_SIZE
+                if exp or flags & 1:
+                    add(key, start, vlen, exp, flags)
+                else:  # inlined add() of the common case
+                    plain(key)
+                    starts(start)
+                    ends(start + vlen)
+                if run_src + run_len == off:
+                    run_len += size
+                else:
+                    if run_len:
+                        runs.append((run_src, run_dst, run_len))
+                    run_src, run_dst, run_len = off, pos, size
+                pos += size
+            count += len(d)
         if run_len:
             runs.append((run_src, run_dst, run_len))
-        self._new_generation(need, lineage=True)
+        directory = _DirectoryBuilder.encode(dirs)
+        self._new_generation(pos - GEN_HEADER_SIZE + len(directory), lineage=True)
         mm = self._mm
         for src, dst, length in runs:
             mm[dst : dst + length] = old_mv[src : src + length]
         self._end = pos
-        for d in self._offsets:
-            for key, off in d.items():
-                d[key] = remap[off]
-        self._write_directory()
+        self._offsets = offsets
+        self._place_directory(directory)
         self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
         self._unlink_retired()
         logger.info(
-            "shm compacted gen=%d live_bytes=%d records=%d", self._gen, self._live_bytes, len(order)
+            "shm compacted gen=%d live_bytes=%d records=%d", self._gen, self._live_bytes, count
         )
 
     def _write_directory(self) -> None:
         """Append the directory of the live records (see layout.py) and record it."""
-        mm = self._mm
         unpack = RECORD_VIEW.unpack_from
-        locs = array("Q")
-        keys: list[list[str]] = []
-        ttls: list[list[object]] = []
-        for d in self._offsets:
-            keys.append(list(d))
-            flat: list[object] = []
+        mm = self._mm
+        dirs = [_DirectoryBuilder() for _ in Space]
+        for space, d in enumerate(self._offsets):
+            add = dirs[space].add
             for key, off in d.items():
                 _, _, flags, vlen, _, _, _, exp, _ = unpack(mm, off)
-                locs.append((off + RECORD_HEAD_SIZE) << 32 | vlen << 2 | (2 if exp else 0) | (flags & 1))
-                if exp:
-                    flat += (key, exp)
-            ttls.append(flat)
-        blob: bytes = msgpack.packb([*keys, *ttls])
-        size = align8(DIR_HEAD.size + 8 * len(locs) + len(blob))
-        if self._end + size > self._cap:
-            self._new_generation(self._end - GEN_HEADER_SIZE + size, lineage=False)
-            mm = self._mm
+                add(key, off + RECORD_HEAD_SIZE, vlen, exp, flags)
+        self._place_directory(_DirectoryBuilder.encode(dirs))
+
+    def _place_directory(self, directory: bytes) -> None:
+        if self._end + len(directory) > self._cap:
+            self._new_generation(self._end - GEN_HEADER_SIZE + len(directory), lineage=False)
         off = self._end
-        DIR_HEAD.pack_into(mm, off, len(keys[Space.USER]), len(keys[Space.SYSTEM]), len(blob))
-        start = off + DIR_HEAD.size
-        mm[start : start + 8 * len(locs)] = locs.tobytes()
-        start += 8 * len(locs)
-        mm[start : start + len(blob)] = blob
-        set_gen_directory(mm, off, self._head)
-        self._end = off + size
-        self._dir_bytes = size
+        self._mm[off : off + len(directory)] = directory
+        set_gen_directory(self._mm, off, self._head)
+        self._end = off + len(directory)
+        self._dir_bytes = len(directory)
 
     def close(self) -> None:
         """Unmap everything; never unlinks the live segments (the supervisor owns them)."""
@@ -432,19 +522,24 @@ class Publisher:
         write_status_words(self._words, st)
 
     def _mark_dead(self, offsets: list[int]) -> None:
+        # Invariant: only records whose superseding change is already published.
         mm = self._mm
         for off in offsets:
             _, _, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(mm, off)
             mm[off + STATE_OFFSET] = STATE_DEAD
             self._live_bytes -= record_size(klen, vlen)
 
+    def _size_at(self, off: int) -> int:
+        _, _, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(self._mm, off)
+        return record_size(klen, vlen)
+
     def _new_generation(self, need_bytes: int, lineage: bool) -> None:
         """Create generation max_gen+1; copy the arena unless starting a new lineage."""
         w = self._words
         if lineage:
-            # Compaction knows the size exactly: leave 1/8 to grow into, not a whole
+            # Compaction knows the size exactly: leave 1/16 to grow into, not a whole
             # growth step (shm bytes per key matter more than one early growth).
-            cap = GEN_HEADER_SIZE + max(need_bytes + need_bytes // 8, PAGE)
+            cap = GEN_HEADER_SIZE + max(need_bytes + need_bytes // 16, PAGE)
         else:
             cap = max(int(self._cap * self._growth), GEN_HEADER_SIZE + int(need_bytes * 1.25))
         cap = (cap + PAGE - 1) // PAGE * PAGE

@@ -93,8 +93,7 @@ def store_segments(names: SegmentNames) -> list[str]:
     """Names of this node's segments that exist now (control segment first)."""
     found: list[str] = []
     if os.path.isdir(DEV_SHM):
-        prefix = names.base + "-"
-        found = sorted(n for n in os.listdir(DEV_SHM) if n.startswith(prefix))
+        found = sorted(n for n in os.listdir(DEV_SHM) if names.owns(n))
         if names.ctl in found:
             found.remove(names.ctl)
             found.insert(0, names.ctl)
@@ -128,8 +127,8 @@ def unlink_store(names: SegmentNames) -> list[str]:
     removed = [n for n in (names.gen(g) for g in range(max_gen + 1)) if unlink_segment(n)]
     if unlink_segment(names.ctl):
         removed.append(names.ctl)
-    # Belt and braces (Linux): anything else under our prefix, e.g. a control segment
-    # that was lost before max_gen could be read.
+    # Belt and braces (Linux): any other segment of ours, e.g. generations left after
+    # the control segment was lost before max_gen could be read.
     for name in store_segments(names):
         if unlink_segment(name):
             removed.append(name)

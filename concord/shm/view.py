@@ -2,15 +2,17 @@
 A reader's view of the shared-memory store: lock-free lookups for read workers and
 same-host clients.
 
-The view keeps process-local structures current from the change ring: one dict per
-keyspace `key -> locator` (layout.py: where the value is, its length, has-TTL and
-compressed bits), a dict of expiry times for keys with a TTL, and, built on first use, a
-sorted key index (sortedcontainers). A lookup checks one header word (the status `seq`);
-only when it changed does the view catch up, replaying ring slots (each record's checksum
-is verified as it is ingested). Records are immutable, so a value is one slice of the
-mapping and can never be torn. A view that fell behind the ring, or that sees a new
-lineage (compaction, reset), rebuilds from a scan of the live generation; a grown
-generation is simply re-mapped (same offsets).
+The view keeps process-local structures current from the change ring, per keyspace: a
+dict `key -> slice` of the value's bytes in the mapping for plain keys, the same for keys
+with a TTL or a compressed value ("special" keys, with their expiry times and the set of
+compressed ones), and, built on first use, a sorted key index (sortedcontainers). A
+lookup checks one header word (the status `seq`) and, for a plain key, is then one dict
+probe and one slice of the mapping. Only when `seq` changed does the view catch up,
+replaying ring slots (each record's checksum is verified as it is ingested). Records are
+immutable, so a value can never be torn. A view that fell behind the ring, or that sees a
+new lineage (compaction, reset), rebuilds: from the generation's directory when it has
+one (C-speed bulk loads), else from a scan; a grown generation is simply re-mapped (same
+offsets).
 
 Never writes to shared memory, never unlinks anything, never registers a segment with
 the resource tracker: a read worker may exit or crash at any time.
@@ -23,7 +25,8 @@ import mmap
 import struct
 import zlib
 from functools import partial
-from collections.abc import Callable, Iterable, Iterator, KeysView
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from enum import Enum
 from typing import Final
 
@@ -32,18 +35,15 @@ import xxhash
 from sortedcontainers import SortedList
 
 from concord.errors import CorruptionError
-from concord.kv.record import ChangeType, KeyRecord, RecordFlags, Space
+from concord.kv.record import ChangeType, KeyRecord, Space
 from concord.shm.layout import (
     CHECKSUM_FROM,
     CTL_MAGIC,
     FORMAT_VERSION,
     GEN_HEADER_SIZE,
-    LOC_COMPRESSED,
-    LOC_LEN_MASK,
-    LOC_SHIFT,
-    LOC_TTL,
     RECORD_HEAD,
     RECORD_HEAD_SIZE,
+    RECORD_FLAGS_FROM_VALUE,
     RECORD_VIEW,
     RING_BASE_WORD,
     S_APPLIED,
@@ -54,6 +54,7 @@ from concord.shm.layout import (
     S_PREV_HEAD,
     S_RING_HEAD,
     STATE_LIVE,
+    W_LEASE_UNTIL_NS,
     W_RING_CAP,
     W_SEQ,
     W_VERSION,
@@ -61,6 +62,7 @@ from concord.shm.layout import (
     ShmStatus,
     DIR_HEAD,
     directory_span,
+    gc_paused,
     open_segment,
     read_gen_directory,
     read_gen_header,
@@ -73,15 +75,34 @@ logger = logging.getLogger(__name__)
 _U64 = struct.Struct("<Q")
 _xxh = xxhash.xxh3_64_intdigest
 _unpackb = partial(msgpack.unpackb, raw=False, strict_map_key=False)
+# NB: keyword arguments cost as much as the decode itself (a kwargs dict per call), so
+# the hot paths call unpackb bare (raw=False is the default) and fall back to
+# strict_map_key=False only for maps with non-string keys, which raise ValueError.
+_unpackb_fast = msgpack.unpackb
+
+
+def decode_value(data: bytes) -> object:
+    """Decode stored msgpack bytes (maps may have non-string keys)."""
+    try:
+        return _unpackb_fast(data)
+    except ValueError:
+        return _unpackb(data)
 _decompress = zlib.decompress
 _DELETES = (int(ChangeType.DELETE), int(ChangeType.EXPIRE))
 _SPACES = len(Space)
 # NB: literal word index in the hot path (a global lookup costs more than the compare).
 assert W_SEQ == 2
 
-#: A listener gets (space, key, locator) after a key was put, (space, key, None) after it
-#: was removed.
-ChangeListener = Callable[[int, str, "int | None"], None]
+#: A listener gets (space, key, value slice) after a key was put, (space, key, None)
+#: after it was removed.
+ChangeListener = Callable[[int, str, "slice | None"], None]
+
+
+class _Overtaken(Enum):
+    OVERTAKEN = 0
+
+
+_OVERTAKEN: Final = _Overtaken.OVERTAKEN
 
 
 class Missing(Enum):
@@ -91,6 +112,78 @@ class Missing(Enum):
 
 
 MISSING: Final = Missing.MISSING
+
+
+class KeyIndex:
+    """
+    One keyspace of a view: `fast` holds plain keys, `special` keys with a TTL or a
+    compressed value (`exps`, `zipped`); `sorted` is built on first use. Values are the
+    slices of the values' bytes in the view's current mapping.
+    """
+
+    __slots__ = ("fast", "special", "exps", "zipped", "sorted")
+
+    def __init__(self) -> None:
+        self.fast: dict[str, slice] = {}
+        self.special: dict[str, slice] = {}
+        self.exps: dict[str, int] = {}
+        self.zipped: set[str] = set()
+        self.sorted: SortedList | None = None
+
+    def __len__(self) -> int:
+        return len(self.fast) + len(self.special)
+
+    def get(self, key: str) -> slice | None:
+        slc = self.fast.get(key)
+        return slc if slc is not None else self.special.get(key)
+
+    def keys(self) -> Iterator[str]:
+        return chain(self.fast, self.special)
+
+    def items(self) -> Iterator[tuple[str, slice]]:
+        return chain(self.fast.items(), self.special.items())
+
+    def put(self, key: str, slc: slice, expires_at_ms: int, compressed: int) -> None:
+        """Set a key's value slice (last one wins)."""
+        if expires_at_ms or compressed:
+            new = self.fast.pop(key, None) is None and key not in self.special
+            self.special[key] = slc
+            if expires_at_ms:
+                self.exps[key] = expires_at_ms
+            else:
+                self.exps.pop(key, None)
+            if compressed:
+                self.zipped.add(key)
+            else:
+                self.zipped.discard(key)
+        else:
+            special = self.special
+            if special and key in special:
+                del special[key]
+                self.exps.pop(key, None)
+                self.zipped.discard(key)
+                new = False
+            else:
+                new = key not in self.fast
+            self.fast[key] = slc
+        if new and self.sorted is not None:
+            self.sorted.add(key)
+
+    def remove(self, key: str) -> bool:
+        """Forget a key; False if it was absent."""
+        if self.fast.pop(key, None) is None:
+            if self.special.pop(key, None) is None:
+                return False
+            self.exps.pop(key, None)
+            self.zipped.discard(key)
+        if self.sorted is not None:
+            self.sorted.discard(key)
+        return True
+
+    def sorted_keys(self) -> SortedList:
+        if self.sorted is None:
+            self.sorted = SortedList(self.keys())
+        return self.sorted
 
 
 class ShmView:
@@ -121,28 +214,25 @@ class ShmView:
         self._seq = -1
         self._st: list[int] = []
         self._leader_time = 0
-        self._maps: list[dict[str, int]] = [{} for _ in range(_SPACES)]
-        self._user = self._maps[Space.USER]
-        self._exps: list[dict[str, int]] = [{} for _ in range(_SPACES)]
-        self._user_exp = self._exps[Space.USER]
-        self._sorted: list[SortedList | None] = [None] * _SPACES
+        self._spaces: list[KeyIndex] = []
+        self._set_spaces([KeyIndex() for _ in range(_SPACES)])
         self._listeners: list[ChangeListener] = []
         self._reset_listeners: list[Callable[[], None]] = []
         #: Counters, for tests and metrics.
         self.rebuilds = 0
-        self.remaps = 0
-        self.retries = 0
-        self.max_retries = 0
-        self.overflows = 0
         self.directory_loads = 0
-        #: Why retries happened: the writer published twice during one status read; the
+        self.remaps = 0
+        self.overflows = 0
+        self.applied_changes = 0
+        #: Retries, and why: the writer published twice during one status read; the
         #: generation named by a status was already replaced and unlinked; the lineage
         #: changed while rebuilding.
+        self.retries = 0
+        self.max_retries = 0
         self.status_collisions = 0
         self.generation_races = 0
         self.lineage_races = 0
         self._attempt_retries = 0
-        self.applied_changes = 0
         try:
             self._catch_up()
         except BaseException:
@@ -152,11 +242,12 @@ class ShmView:
     @classmethod
     def attach(cls, names: SegmentNames) -> ShmView:
         """
-        Map a store read-only and build the local index from a scan.
+        Map a store read-only and build the local index (from the directory or a scan).
 
         Raises:
             FileNotFoundError: the store does not exist.
             ValueError: not a concord store of this version.
+            CorruptionError: a record failed its checksum.
         """
         ctl = open_segment(names.ctl)
         try:
@@ -164,6 +255,10 @@ class ShmView:
         except BaseException:
             ctl.close()
             raise
+
+    @property
+    def names(self) -> SegmentNames:
+        return self._names
 
     def close(self) -> None:
         """Unmap the store (never unlinks it)."""
@@ -200,103 +295,81 @@ class ShmView:
 
     def current_status(self) -> ShmStatus:
         """The status published now, without catching up (cheap; for waiting loops)."""
-        while True:
-            snap = read_status_words(self._w)
-            if snap is not None:
-                return status_from_words(*snap)
+        return status_from_words(*self._read_status())
 
     def applied_index_now(self) -> int:
         """The applied index published now (one consistent status read, no catch-up)."""
-        while True:
-            snap = read_status_words(self._w)
-            if snap is not None:
-                return snap[1][S_APPLIED]
+        return self._read_status()[1][S_APPLIED]
+
+    def lease_until_ns(self) -> int:
+        """The writer's leader read lease end (CLOCK_MONOTONIC ns; 0: no lease)."""
+        return int(self._w[W_LEASE_UNTIL_NS])
 
     @property
     def leader_time_ms(self) -> int:
         """Leader time of the synced status: keys with expires_at_ms <= it are hidden."""
         return self._leader_time
 
-    # -- lookups --------------------------------------------------------------------
+    # -- lookups (USER keyspace, catching up first) -----------------------------------
 
     def get_encoded(self, key: str) -> bytes | None:
         """The msgpack bytes of a USER key's value (decompressed), or None if absent."""
         if self._w[2] != self._seq:
             self._catch_up()
-        loc = self._user.get(key)
-        if loc is None:
-            return None
-        if loc & 3:
-            if loc & 2 and self._user_exp[key] <= self._leader_time:
-                return None
-            if loc & 1:
-                return self._decompressed(loc)
-        start = loc >> 32
-        return self._mm[start : start + ((loc >> 2) & 0x3FFFFFFF)]
+        slc = self._user_fast.get(key)
+        if slc is not None:
+            return self._mm[slc]
+        return self._special_encoded(self._user, key)
 
     def get_value(self, key: str) -> object:
         """The decoded value of a USER key, or `MISSING`."""
         if self._w[2] != self._seq:
             self._catch_up()
-        loc = self._user.get(key)
-        if loc is None:
+        slc = self._user_fast.get(key)
+        if slc is not None:
+            raw: bytes | None = self._mm[slc]
+        else:
+            raw = self._special_encoded(self._user, key)
+        if raw is None:
             return MISSING
-        if loc & 3:
-            if loc & 2 and self._user_exp[key] <= self._leader_time:
-                return MISSING
-            if loc & 1:
-                return _unpackb(self._decompressed(loc))
-        start = loc >> 32
-        return _unpackb(self._mm[start : start + ((loc >> 2) & 0x3FFFFFFF)])
+        try:
+            return _unpackb_fast(raw)
+        except ValueError:
+            return _unpackb(raw)
 
     def get_many_encoded(self, keys: Iterable[str]) -> list[bytes | None]:
         """`get_encoded` for many USER keys, all from one synced state."""
         if self._w[2] != self._seq:
             self._catch_up()
-        get = self._user.get
+        get = self._user_fast.get
         mm = self._mm
+        special = self._special_encoded
+        user = self._user
         out: list[bytes | None] = []
         append = out.append
         for key in keys:
-            loc = get(key)
-            if loc is None:
-                append(None)
-            elif loc & 3:
-                append(self._slow_encoded(Space.USER, key, loc))
-            else:
-                start = loc >> 32
-                append(mm[start : start + ((loc >> 2) & 0x3FFFFFFF)])
+            slc = get(key)
+            append(mm[slc] if slc is not None else special(user, key))
         return out
 
     def get_many_values(self, keys: Iterable[str]) -> list[object]:
         """`get_value` for many USER keys (`MISSING` where absent), from one synced state."""
-        if self._w[2] != self._seq:
-            self._catch_up()
-        get = self._user.get
-        mm = self._mm
-        unpackb = _unpackb
-        out: list[object] = []
-        append = out.append
-        for key in keys:
-            loc = get(key)
-            if loc is None:
-                append(MISSING)
-            elif loc & 3:
-                raw = self._slow_encoded(Space.USER, key, loc)
-                append(MISSING if raw is None else unpackb(raw))
-            else:
-                start = loc >> 32
-                append(unpackb(mm[start : start + ((loc >> 2) & 0x3FFFFFFF)]))
-        return out
+        decode = decode_value
+        return [
+            MISSING if raw is None else decode(raw) for raw in self.get_many_encoded(keys)
+        ]
+
+    # -- lookups in any keyspace ---------------------------------------------------------
 
     def get_encoded_in(self, space: Space, key: str) -> bytes | None:
         """`get_encoded` in any keyspace."""
         if self._w[2] != self._seq:
             self._catch_up()
-        loc = self._maps[space].get(key)
-        if loc is None:
-            return None
-        return self._slow_encoded(space, key, loc)
+        idx = self._spaces[space]
+        slc = idx.fast.get(key)
+        if slc is not None:
+            return self._mm[slc]
+        return self._special_encoded(idx, key)
 
     def record(self, key: str, space: Space = Space.USER) -> KeyRecord | None:
         """
@@ -305,96 +378,104 @@ class ShmView:
         """
         if self._w[2] != self._seq:
             self._catch_up()
-        loc = self._maps[space].get(key)
-        if loc is None:
+        idx = self._spaces[space]
+        slc = idx.get(key)
+        if slc is None:
             return None
-        if loc & LOC_TTL and self._exps[space][key] <= self._leader_time:
+        exp = idx.exps.get(key, 0)
+        if exp and exp <= self._leader_time:
             return None
-        return self._record_at(loc, key)
+        return self.record_at(slc, key)
 
-    def locator(self, key: str, space: Space = Space.USER) -> int | None:
-        """The key's locator, expired or not (no catch-up: for callers that just synced)."""
-        return self._maps[space].get(key)
+    # -- access to the synced state (no catch-up: call sync() once, then these) ---------
+
+    def locator(self, key: str, space: Space = Space.USER) -> slice | None:
+        """The slice of the key's value bytes in the mapping, expired or not."""
+        return self._spaces[space].get(key)
 
     def expires_at_ms(self, key: str, space: Space = Space.USER) -> int:
-        """The key's expiry (0: none), expired or not; no catch-up."""
-        return self._exps[space].get(key, 0)
+        """The key's expiry (0: none), expired or not."""
+        return self._spaces[space].exps.get(key, 0)
 
-    def encoded_at(self, loc: int) -> bytes:
-        """The msgpack bytes (decompressed) at a locator from this synced state."""
-        if loc & LOC_COMPRESSED:
-            return self._decompressed(loc)
-        start = loc >> LOC_SHIFT
-        return self._mm[start : start + ((loc >> 2) & LOC_LEN_MASK)]
+    def encoded_at(self, slc: slice) -> bytes:
+        """The msgpack bytes (decompressed) of the value at a slice."""
+        data = self._mm[slc]
+        if self._mm[slc.start - RECORD_FLAGS_FROM_VALUE] & 1:
+            return _decompress(data)
+        return data
 
-    def record_at(self, loc: int, key: str) -> KeyRecord:
-        """The record at a locator from this synced state."""
-        return self._record_at(loc, key)
+    def record_at(self, slc: slice, key: str) -> KeyRecord:
+        """The record whose value is at a slice."""
+        off = slc.start - RECORD_HEAD_SIZE
+        _, _, _, flags, _, cr, mr, ver, exp, _ = RECORD_HEAD.unpack_from(self._mm, off)
+        return KeyRecord(key, self._mm[slc], flags, cr, mr, ver, exp)
 
     def is_live(self, key: str, space: Space = Space.USER) -> bool:
-        """Present and not expired at the synced leader time (no catch-up)."""
-        loc = self._maps[space].get(key)
-        if loc is None:
+        """Present and not expired at the synced leader time."""
+        idx = self._spaces[space]
+        if key in idx.fast:
+            return True
+        if key not in idx.special:
             return False
-        return not (loc & LOC_TTL and self._exps[space][key] <= self._leader_time)
+        exp = idx.exps.get(key, 0)
+        return not (exp and exp <= self._leader_time)
 
-    def key_map(self, space: Space = Space.USER) -> dict[str, int]:
-        """
-        The live dict `key -> locator` of a keyspace (expired keys included). Read it
-        only right after `sync()`, and never mutate it.
-        """
-        return self._maps[space]
+    def items(self, space: Space = Space.USER) -> Iterator[tuple[str, slice]]:
+        """(key, slice) of every key of a keyspace, expired ones included, unordered."""
+        return self._spaces[space].items()
 
-    def keys(self, space: Space = Space.USER) -> KeysView[str]:
-        """All keys of a keyspace, expired ones included (after `sync()`)."""
-        return self._maps[space].keys()
+    def keys(self, space: Space = Space.USER) -> list[str]:
+        """All keys of a keyspace, expired ones included, unordered."""
+        return list(self._spaces[space].keys())
+
+    def __len__(self) -> int:
+        return len(self._user)
 
     def sorted_keys(self, space: Space = Space.USER) -> SortedList:
         """
         The sorted key index of a keyspace (expired keys included), built on first use and
-        then kept current. Read it only right after `sync()`, and never mutate it.
+        then kept current. Never mutate it.
         """
-        idx = self._sorted[space]
-        if idx is None:
-            idx = SortedList(self._maps[space])
-            self._sorted[space] = idx
-        return idx
+        return self._spaces[space].sorted_keys()
 
-    def iter_live(self, space: Space = Space.USER) -> Iterator[tuple[str, int]]:
-        """(key, locator) of every unexpired key, in key order (after `sync()`)."""
-        m = self._maps[space]
-        exps = self._exps[space]
+    def iter_live(self, space: Space = Space.USER) -> Iterator[tuple[str, slice]]:
+        """(key, slice) of every unexpired key, in key order."""
+        idx = self._spaces[space]
         now = self._leader_time
-        for key in self.sorted_keys(space):
-            loc = m[key]
-            if loc & LOC_TTL and exps[key] <= now:
-                continue
-            yield key, loc
+        for key in idx.sorted_keys():
+            slc = idx.fast.get(key)
+            if slc is None:
+                slc = idx.special[key]
+                exp = idx.exps.get(key, 0)
+                if exp and exp <= now:
+                    continue
+            yield key, slc
 
     def subscribe(self, on_change: ChangeListener, on_reset: Callable[[], None]) -> None:
         """
         Be told of every key change the view ingests, and of every rebuild (after which
-        the listener must rebuild from `key_map`). Listeners run inside catch-up.
+        the listener must rebuild from `items`). Listeners run inside catch-up.
         """
         self._listeners.append(on_change)
         self._reset_listeners.append(on_reset)
 
     # -- internals ------------------------------------------------------------------
 
-    def _decompressed(self, loc: int) -> bytes:
-        start = loc >> LOC_SHIFT
-        return _decompress(self._mm[start : start + ((loc >> 2) & LOC_LEN_MASK)])
+    def _set_spaces(self, spaces: list[KeyIndex]) -> None:
+        self._spaces = spaces
+        self._user = spaces[Space.USER]
+        self._user_fast = self._user.fast
 
-    def _slow_encoded(self, space: int, key: str, loc: int) -> bytes | None:
-        if loc & LOC_TTL and self._exps[space][key] <= self._leader_time:
+    def _special_encoded(self, idx: KeyIndex, key: str) -> bytes | None:
+        slc = idx.special.get(key)
+        if slc is None:
             return None
-        return self.encoded_at(loc)
-
-    def _record_at(self, loc: int, key: str) -> KeyRecord:
-        off = (loc >> LOC_SHIFT) - RECORD_HEAD_SIZE
-        _, _, _, flags, vlen, cr, mr, ver, exp, _ = RECORD_HEAD.unpack_from(self._mm, off)
-        start = off + RECORD_HEAD_SIZE
-        return KeyRecord(key, self._mm[start : start + vlen], flags, cr, mr, ver, exp)
+        exp = idx.exps.get(key, 0)
+        if exp and exp <= self._leader_time:
+            return None
+        if key in idx.zipped:
+            return _decompress(self._mm[slc])
+        return self._mm[slc]
 
     def _read_status(self) -> tuple[int, list[int]]:
         """A consistent status snapshot; each collision with the writer is a retry."""
@@ -441,7 +522,8 @@ class ShmView:
             return None
         if self._replay(self._seen, st[S_RING_HEAD]):
             return snap
-        # The ring overtook us while we replayed: rebuild from a fresh status.
+        # The ring overtook us while we replayed: rebuild from a fresh status (a slow
+        # reader, not a retry).
         self.overflows += 1
         self._lineage = -1
         return self._rebuild(self._read_status()[1])
@@ -454,6 +536,7 @@ class ShmView:
         if read_gen_header(mm)[0] != gen:
             mm.close()
             raise CorruptionError(f"segment {self._names.gen(gen)} names another generation")
+        # NB: slices stay valid across a growth (same offsets); only the mapping changes.
         self._mv.release()
         self._mm.close()
         self._mm, self._mv, self._gen = mm, memoryview(mm), gen
@@ -461,59 +544,41 @@ class ShmView:
         return True
 
     def _rebuild(self, st: list[int]) -> tuple[int, list[int]] | None:
-        """Scan the live generation of status `st`, then replay the ring past it."""
+        """
+        Rebuild the local index for status `st` (see `_rebuild_once`). The writer getting
+        a whole ring ahead during a rebuild is not a retry (the reader was slow): rebuild
+        again at once from a fresh status.
+        """
+        while True:
+            result = self._rebuild_once(st)
+            if result is not _OVERTAKEN:
+                return result
+            self.overflows += 1
+            st = self._read_status()[1]
+
+    def _rebuild_once(self, st: list[int]) -> tuple[int, list[int]] | None | _Overtaken:
+        """Load the directory or scan the live generation of `st`, then replay the ring."""
         if st[S_LIVE_GEN] != self._gen and not self._map(st[S_LIVE_GEN]):
             self.generation_races += 1
             return None
         self.rebuilds += 1
         dir_offset, dir_head = read_gen_directory(self._mm)
         if dir_offset and st[S_RING_HEAD] - dir_head <= self._cap:
-            self._load_directory(dir_offset)
+            self.directory_loads += 1
+            with gc_paused():
+                self._set_spaces(self._load_directory(dir_offset))
             self._lineage = st[S_LINEAGE]
             self._seen = dir_head
             for reset in self._reset_listeners:
                 reset()
-            self.directory_loads += 1
             snap = self._read_status()
-            st2 = snap[1]
-            if not self._same_lineage(st2):
+            if not self._same_lineage(snap[1]):
                 return None
-            if self._replay(self._seen, st2[S_RING_HEAD]):
+            if self._replay(self._seen, snap[1][S_RING_HEAD]):
                 return snap
             # The writer got more than a ring ahead of the directory: scan instead.
-        mm = self._mm
-        mv = self._mv
-        maps: list[dict[str, int]] = [{} for _ in range(_SPACES)]
-        exps: list[dict[str, int]] = [{} for _ in range(_SPACES)]
-        unpack = RECORD_VIEW.unpack_from
-        pos = GEN_HEADER_SIZE
-        end = st[S_ARENA_END]
-        dir_start, dir_end = directory_span(mm)
-        while pos < end:
-            if pos == dir_start:
-                pos = dir_end
-                continue
-            state, space, flags, vlen, _, _, _, exp, klen = unpack(mm, pos)
-            vstart = pos + RECORD_HEAD_SIZE
-            kend = vstart + vlen + klen
-            if state == STATE_LIVE:
-                if _xxh(mv[pos + CHECKSUM_FROM : kend]) != _U64.unpack_from(mm, pos)[0]:
-                    raise CorruptionError(
-                        f"record checksum mismatch segment={self._names.gen(self._gen)} "
-                        f"offset={pos}"
-                    )
-                key = mm[vstart + vlen : kend].decode()
-                maps[space][key] = (
-                    vstart << 32 | vlen << 2 | (2 if exp else 0) | (flags & 1)
-                )
-                if exp:
-                    exps[space][key] = exp
-                else:
-                    exps[space].pop(key, None)
-            pos = (kend + 7) & ~7
-        self._maps, self._exps = maps, exps
-        self._user, self._user_exp = maps[Space.USER], exps[Space.USER]
-        self._sorted = [None] * _SPACES  # rebuilt on first use, not during the pause
+        with gc_paused():
+            self._set_spaces(self._scan(st[S_ARENA_END]))
         self._lineage = st[S_LINEAGE]
         self._seen = st[S_PREV_HEAD]
         for reset in self._reset_listeners:
@@ -521,12 +586,11 @@ class ShmView:
         # Marks seen by the scan may come from publishes after `st`; replaying up to a
         # status read after the scan makes the state exact (marks follow publication).
         snap = self._read_status()
-        st2 = snap[1]
-        if not self._same_lineage(st2):
+        if not self._same_lineage(snap[1]):
             return None
-        if not self._replay(self._seen, st2[S_RING_HEAD]):
+        if not self._replay(self._seen, snap[1][S_RING_HEAD]):
             self._lineage = -1
-            return None
+            return _OVERTAKEN
         logger.debug("shm view rebuilt gen=%d keys=%d", self._gen, len(self._user))
         return snap
 
@@ -546,20 +610,54 @@ class ShmView:
             return False
         return True
 
-    def _load_directory(self, offset: int) -> None:
-        """Replace the local index with a generation's directory (C-speed bulk loads)."""
+    def _scan(self, end: int) -> list[KeyIndex]:
+        """Every live record of the mapped generation up to `end` (last one wins)."""
         mm, mv = self._mm, self._mv
-        n_user, n_system, blob_len = DIR_HEAD.unpack_from(mm, offset)
+        spaces = [KeyIndex() for _ in range(_SPACES)]
+        unpack = RECORD_VIEW.unpack_from
+        pos = GEN_HEADER_SIZE
+        dir_start, dir_end = directory_span(mm)
+        while pos < end:
+            if pos == dir_start:
+                pos = dir_end
+                continue
+            state, space, flags, vlen, _, _, _, exp, klen = unpack(mm, pos)
+            vstart = pos + RECORD_HEAD_SIZE
+            kend = vstart + vlen + klen
+            if state == STATE_LIVE:
+                if _xxh(mv[pos + CHECKSUM_FROM : kend]) != _U64.unpack_from(mm, pos)[0]:
+                    raise CorruptionError(
+                        f"record checksum mismatch segment={self._names.gen(self._gen)} "
+                        f"offset={pos}"
+                    )
+                key = mm[vstart + vlen : kend].decode()
+                spaces[space].put(key, slice(vstart, vstart + vlen), exp, flags & 1)
+            pos = (kend + 7) & ~7
+        return spaces
+
+    def _load_directory(self, offset: int) -> list[KeyIndex]:
+        """A generation's directory as key indexes (bulk loads at C speed)."""
+        mm, mv = self._mm, self._mv
+        n, blob_len, _ = DIR_HEAD.unpack_from(mm, offset)
         start = offset + DIR_HEAD.size
-        n = n_user + n_system
-        locs = mv[start : start + 8 * n].cast("Q").tolist()
+        starts = mv[start : start + 8 * n].cast("Q").tolist()
         start += 8 * n
-        user_keys, system_keys, user_ttl, system_ttl = _unpackb(mm[start : start + blob_len])
-        maps = [dict(zip(user_keys, locs[:n_user])), dict(zip(system_keys, locs[n_user:]))]
-        exps = [dict(zip(t[::2], t[1::2])) for t in (user_ttl, system_ttl)]
-        self._maps, self._exps = maps, exps
-        self._user, self._user_exp = maps[Space.USER], exps[Space.USER]
-        self._sorted = [None] * _SPACES
+        ends = mv[start : start + 8 * n].cast("Q").tolist()
+        start += 8 * n
+        parts = _unpackb(mm[start : start + blob_len])
+        spaces: list[KeyIndex] = []
+        i = 0
+        for plain, special, ttl, zipped in parts:
+            idx = KeyIndex()
+            j = i + len(plain)
+            idx.fast = dict(zip(plain, map(slice, starts[i:j], ends[i:j])))
+            i, j = j, j + len(special)
+            idx.special = dict(zip(special, map(slice, starts[i:j], ends[i:j])))
+            i = j
+            idx.exps = dict(zip(ttl[::2], ttl[1::2]))
+            idx.zipped = set(zipped)
+            spaces.append(idx)
+        return spaces
 
     def _replay(self, seen: int, head: int) -> bool:
         """Apply ring slots seen+1..head; False if a slot was overwritten (fell behind)."""
@@ -570,12 +668,9 @@ class ShmView:
             return False
         w = self._w
         mask = self._mask
-        mm = self._mm
-        mv = self._mv
+        mm, mv = self._mm, self._mv
         unpack = RECORD_VIEW.unpack_from
-        maps = self._maps
-        exps = self._exps
-        sorted_idx = self._sorted
+        spaces = self._spaces
         listeners = self._listeners
         for seq in range(seen + 1, head + 1):
             i = RING_BASE_WORD + 2 * (seq & mask)
@@ -589,13 +684,8 @@ class ShmView:
             vstart = off + RECORD_HEAD_SIZE
             kend = vstart + vlen + klen
             key = mm[vstart + vlen : kend].decode()
-            m = maps[space]
-            idx = sorted_idx[space]
             if word & 3 in _DELETES:
-                if m.pop(key, None) is not None:
-                    exps[space].pop(key, None)
-                    if idx is not None:
-                        idx.discard(key)
+                if spaces[space].remove(key):
                     for fn in listeners:
                         fn(space, key, None)
             else:
@@ -604,19 +694,13 @@ class ShmView:
                         f"record checksum mismatch segment={self._names.gen(self._gen)} "
                         f"offset={off} seq={seq}"
                     )
-                loc = vstart << 32 | vlen << 2 | (2 if exp else 0) | (flags & 1)
-                if idx is not None and key not in m:
-                    idx.add(key)
-                m[key] = loc
-                if exp:
-                    exps[space][key] = exp
-                else:
-                    exps[space].pop(key, None)
+                slc = slice(vstart, vstart + vlen)
+                spaces[space].put(key, slc, exp, flags & 1)
                 for fn in listeners:
-                    fn(space, key, loc)
+                    fn(space, key, slc)
         self.applied_changes += head - seen
         self._seen = head
         return True
 
 
-__all__ = ["MISSING", "ChangeListener", "Missing", "ShmView"]
+__all__ = ["MISSING", "ChangeListener", "KeyIndex", "Missing", "ShmView", "decode_value"]

@@ -48,9 +48,22 @@ def test_segment_names_follow_convention_when_valid() -> None:
 
 
 def test_segment_names_rejected_when_part_has_slash() -> None:
-    """A node or token that could escape the name is refused."""
+    """A node or token that could escape the name is refused; tokens have no '-'."""
     with pytest.raises(ValueError):
         SegmentNames("n1/../x", "abc")
+    with pytest.raises(ValueError):
+        SegmentNames("n1", "a-b")
+
+
+def test_segment_names_claim_only_own_segments_when_node_has_dash() -> None:
+    """Node "a-b" and node "a" with token "b" never claim each other's segments."""
+    ab = SegmentNames("a-b", "t")
+    a = SegmentNames("a", "b")
+    assert ab.owns("concord-a-b-t-g3") and ab.owns("concord-a-b-t-ctl")
+    assert not a.owns("concord-a-b-t-g3")
+    assert not a.owns("concord-a-b-t-ctl")
+    assert a.owns("concord-a-b-g12")
+    assert not a.owns("concord-a-b-gx")
 
 
 def test_status_round_trips_when_written() -> None:

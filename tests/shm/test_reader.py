@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 
 import pytest
@@ -72,6 +73,12 @@ QUERIES: list[tuple[str, dict[str, object]]] = [
     ("get", {"key": "bulk:2"}),
     ("get", {"key": ""}),
     ("get_many", {"keys": ["user:01", "user:03", "sess:b", "nope"]}),
+    ("get_many", {"keys": ["user:01", ""]}),
+    ("get_many", {"keys": "user:01"}),
+    ("get_many", {"keys": ["k"] * 501}),
+    ("get", {"key": "user:01", "meta": False}),
+    ("get", {"key": "user:01", "extra": 1}),
+    ("get", {"key": 5}),
     ("get_with_ttl", {"key": "sess:b"}),
     ("ttl", {"key": "sess:b"}),
     ("ttl", {"key": "user:01"}),
@@ -103,6 +110,20 @@ def test_serve_answers_like_state_machine_when_store_populated(node: Node, reade
     _same_answers(node, reader)
 
 
+def test_serve_request_answers_like_state_machine_when_given_wire_maps(
+    node: Node, reader: Reader
+) -> None:
+    """Whole wire requests (envelope fields included) get the state machine's replies."""
+    _fill(node)
+    for request in (
+        {"op": "get", "id": 7, "key": "user:01", "consistency": "eventual"},
+        {"op": "keys", "id": 8, "prefix": "sess:", "timeout_ms": 50},
+        {"op": "put", "id": 9, "key": "x", "value": 1},
+        {"id": 10},
+    ):
+        assert node.machine.read_request(request, node.ts) == reader.serve_request(request)
+
+
 def test_indexes_rebuilt_from_system_records_when_created_and_dropped(
     node: Node, reader: Reader
 ) -> None:
@@ -114,7 +135,8 @@ def test_indexes_rebuilt_from_system_records_when_created_and_dropped(
     node.write({"op": "put", "key": "user:07", "value": {"age": 3}})
     node.write({"op": "delete", "key": "user:10"})
     _same_answers(node, reader)
-    assert 3 == len(reader.serve("index_lookup", {"name": "by_age", "value": 3})["items"])  # type: ignore[arg-type]
+    found = reader.serve("index_lookup", {"name": "by_age", "value": 3})["items"]
+    assert 3 == len(found)  # type: ignore[arg-type]
     node.write({"op": "drop_index", "name": "by_age"})
     _same_answers(node, reader)
 
@@ -168,6 +190,21 @@ def test_wait_applied_returns_at_once_when_already_applied(node: Node, reader: R
     node.write({"op": "put", "key": "a", "value": 1})
     assert 0.0 == reader.wait_applied(node.index, timeout_s=1.0)
     assert 0 == reader.wait_stats().waits
+
+
+def test_wait_applied_waits_when_index_applied_later(node: Node, reader: Reader) -> None:
+    """A strong read waits until the writer publishes its read index, and says how long."""
+    target = node.index + 1
+    timer = threading.Timer(0.02, node.write, args=({"op": "put", "key": "late", "value": 7},))
+    timer.start()
+    try:
+        waited = reader.wait_applied(target, timeout_s=10.0)
+    finally:
+        timer.join()
+    assert waited > 0.0
+    assert 7 == reader.get("late")
+    stats = reader.wait_stats()
+    assert (1, waited, waited) == (stats.waits, stats.total_wait_s, stats.max_wait_s)
 
 
 def test_wait_applied_times_out_when_index_not_reached(node: Node, reader: Reader) -> None:

@@ -11,7 +11,14 @@ import pytest
 from concord.errors import CorruptionError
 from concord.kv.record import Change, ChangeType, KeyRecord, RecordFlags, Space
 from concord.raft.state import Role
-from concord.shm.layout import GEN_HEADER_SIZE, SegmentNames, open_segment
+from concord.shm.layout import (
+    GEN_HEADER_SIZE,
+    W_MAX_GEN,
+    SegmentNames,
+    create_segment,
+    open_segment,
+)
+from concord.shm.segments import store_segments
 from concord.shm.publisher import Publisher
 from concord.shm.view import MISSING, ShmView
 
@@ -44,6 +51,13 @@ def test_get_returns_missing_when_never_put(view: ShmView) -> None:
     """Absent keys are None (bytes) or MISSING (values), distinct from a stored nil."""
     assert view.get_encoded("nope") is None
     assert MISSING is view.get_value("nope")
+
+
+def test_get_decodes_map_when_keys_are_not_strings(pub: Publisher, view: ShmView) -> None:
+    """Maps with integer keys decode (msgpack values may have any scalar keys)."""
+    pub.publish([put("m", {1: "a", "b": 2}, 1)], 1, 1, 0)
+    assert {1: "a", "b": 2} == view.get_value("m")
+    assert [{1: "a", "b": 2}] == view.get_many_values(["m"])
 
 
 def test_get_returns_nil_when_value_is_nil(pub: Publisher, view: ShmView) -> None:
@@ -140,6 +154,39 @@ def test_view_rebuilds_when_compacted(pub: Publisher, view: ShmView) -> None:
     assert pub.stats().lineage_gen == view.status().lineage_gen
 
 
+def test_view_loads_directory_when_rebuilding_after_compaction(
+    pub: Publisher, view: ShmView
+) -> None:
+    """After a compaction readers load the directory instead of parsing every record."""
+    pub.publish([put(f"k{i}", i, 1, expires_at_ms=10**9 if i % 2 else 0) for i in range(20)]
+                + [put("s", "sys", 1, space=Space.SYSTEM)], 1, 1, 0)
+    pub.publish([delete("k0", 2)], 2, 2, 0)
+    pub.compact()
+    pub.publish([put("k1", "new", 3, version=2)], 3, 3, 0)
+    assert ["new", 2, MISSING] == view.get_many_values(["k1", "k2", "k0"])
+    assert 1 == view.directory_loads
+    assert 10**9 == view.expires_at_ms("k3")
+    assert 0 == view.expires_at_ms("k2")
+    assert msgpack.packb("sys") == view.get_encoded_in(Space.SYSTEM, "s")
+    fresh = ShmView.attach(view.names)
+    assert {f"k{i}" for i in range(1, 20)} == set(fresh.keys())
+    assert 1 == fresh.directory_loads
+    fresh.close()
+
+
+def test_view_scans_when_directory_is_more_than_a_ring_behind(
+    pub: Publisher, view: ShmView
+) -> None:
+    """A directory older than the ring can bridge is not used: the view scans."""
+    pub.publish([put(f"k{i}", i, 1) for i in range(5)], 1, 1, 0)
+    pub.compact()
+    for i in range(2, 100):  # more than the 64 ring slots since the directory
+        pub.publish([put(f"k{i % 7}", i, i)], i, i, 0)
+    assert 99 == view.get_value("k1")
+    assert 0 == view.directory_loads
+    assert 2 == view.rebuilds
+
+
 def test_maybe_compact_acts_when_mostly_dead(pub: Publisher) -> None:
     """maybe_compact compacts only past the dead-ratio threshold."""
     pub.publish([put("a", "x" * 100, 1)], 1, 1, 0)
@@ -219,14 +266,38 @@ def test_listeners_see_changes_when_subscribed(pub: Publisher, view: ShmView) ->
 def test_new_writer_continues_when_previous_writer_closed(store: SegmentNames) -> None:
     """A restarted writer recovers the published state and keeps publishing."""
     first = Publisher.attach(store)
-    first.publish([put("a", 1, 1), put("b", 1, 1)], 1, 1, 0)
-    first.publish([delete("a", 2), put("b", 2, 2, version=2)], 2, 2, 0)
+    first.publish([put("a", 1, 1), put("b", 1, 1), put("z", 1, 1)], 1, 1, 0)
+    first.compact()  # a directory in the middle of the arena
+    first.publish([delete("a", 2), put("b", 2, 2, version=2), delete("z", 2)], 2, 2, 0)
     first.close()
     second = Publisher.attach(store)
     assert 1 == second.stats().live_records
     second.publish([put("c", 3, 3)], 3, 3, 0)
     view = ShmView.attach(store)
     assert [MISSING, 2, 3] == view.get_many_values(["a", "b", "c"])
+    view.close()
+    second.close()
+
+
+def test_new_writer_unlinks_orphans_when_previous_writer_died_mid_growth(
+    store: SegmentNames,
+) -> None:
+    """Generations a dead writer created but never published are unlinked on attach."""
+    first = Publisher.attach(store)
+    first.publish([put("a", 1, 1)], 1, 1, 0)
+    first.close()
+    ctl = open_segment(store.ctl, writable=True)
+    words = memoryview(ctl).cast("Q")
+    words[W_MAX_GEN] = 3  # as _new_generation does before creating the segment
+    words.release()
+    ctl.close()
+    create_segment(store.gen(3), 4096).close()
+    second = Publisher.attach(store)
+    assert [store.ctl, store.gen(0)] == store_segments(store)
+    second.publish([put("b", 2, 2)], 2, 2, 0)
+    assert 0 == second.stats().generation
+    view = ShmView.attach(store)
+    assert [1, 2] == view.get_many_values(["a", "b"])
     view.close()
     second.close()
 
@@ -251,6 +322,17 @@ def test_attach_raises_when_record_corrupt(store: SegmentNames, pub: Publisher) 
         mm.close()
     with pytest.raises(CorruptionError):
         ShmView.attach(store)
+
+
+def test_publish_rejects_batch_when_key_longer_than_format_allows(
+    pub: Publisher, view: ShmView
+) -> None:
+    """A key over 65535 UTF-8 bytes fails the whole batch before anything changes."""
+    with pytest.raises(ValueError):
+        pub.publish([put("ok", 1, 1), put("k" * 70000, 1, 1)], 1, 1, 0)
+    assert 0 == pub.stats().live_records
+    pub.publish([put("b", 2, 2)], 2, 2, 0)
+    assert [MISSING, 2] == view.get_many_values(["ok", "b"])
 
 
 def test_attach_raises_when_store_missing(names: SegmentNames) -> None:

@@ -112,7 +112,7 @@ def test_defaults_are_permanent_restart_when_spec_is_minimal() -> None:
 
 
 def test_exit_codes_are_stable_when_documented() -> None:
-    """The exit codes are a contract (docs/formats/super.md)."""
+    """The exit codes are a contract (docs/operations.md)."""
     assert {"OK": 0, "INTERNAL": 1, "USAGE": 2, "STARTUP_FAILED": 3, "INTENSITY": 4, "LIFELINE": 75} == {
         code.name: int(code) for code in ExitCode
     }

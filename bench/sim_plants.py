@@ -1,0 +1,158 @@
+"""
+Proof that the simulator catches bugs: plant a known mistake into a throw-away copy of
+the code, run the fixed CI seed set (tests/sim/test_seeds.py) against it, and report the
+first seed that caught it and which check fired. The repository is never modified.
+
+    python bench/sim_plants.py [--plants a,b,...] [--workers 2]
+
+Prints one line per plant: `plant=<name> caught=yes seed=<s> nodes=<n> check=<check>`
+(or caught=NO after all 500 seeds), plus the seeds run and the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Plant:
+    name: str
+    what: str
+    path: str
+    old: str
+    new: str
+
+
+PLANTS = [
+    Plant(
+        "commit_prev_term",
+        "count replicas to commit an entry from a previous term (Raft Figure 8)",
+        "concord/raft/log.py",
+        "if max_index > self.committed and self.term_or_zero(max_index) == term:",
+        "if max_index > self.committed:",
+    ),
+    Plant(
+        "vote_without_log_check",
+        "grant a vote without the log up-to-date check (Raft §5.4.1)",
+        "concord/raft/core.py",
+        "if can_vote and self.log.is_up_to_date(m.index, m.log_term):",
+        "if can_vote:",
+    ),
+    Plant(
+        "ack_before_persist",
+        "send append/vote responses before the entries and vote are durable",
+        "concord/raft/core.py",
+        "_AFTER_PERSIST_TYPES = frozenset({MT.APPEND_RESP, MT.VOTE_RESP, MT.PRE_VOTE_RESP})",
+        "_AFTER_PERSIST_TYPES: frozenset[MT] = frozenset()",
+    ),
+    Plant(
+        "no_truncate_conflict",
+        "follower keeps a conflicting suffix instead of truncating it (Raft §5.3)",
+        "concord/raft/log.py",
+        "self.append(entries[conflict - (index + 1) :])",
+        "self.append([e for e in entries if e.index > self.last_index()])",
+    ),
+    Plant(
+        "commit_beyond_last_new",
+        "follower commits up to the leader's commit even past the entries it checked",
+        "concord/raft/log.py",
+        "self.commit_to(min(committed, last_new))",
+        "self.commit_to(min(committed, self.last_index()))",
+    ),
+    Plant(
+        "read_index_no_heartbeat",
+        "serve ReadIndex at once, without the heartbeat round (thesis §6.4)",
+        "concord/raft/core.py",
+        "if self.tracker.is_singleton() and self.id in self.tracker.config.voters:",
+        "if True:",
+    ),
+    Plant(
+        "read_index_before_term_commit",
+        "serve ReadIndex before the leader committed an entry of its term (thesis §6.4)",
+        "concord/raft/core.py",
+        "        if not self._committed_entry_in_current_term():\n"
+        "            self.pending_read_index_messages.append(m)",
+        "        if False:\n"
+        "            self.pending_read_index_messages.append(m)",
+    ),
+    Plant(
+        "leader_read_without_lease",
+        "serve leader reads whenever the node is leader (no lease / quorum check)",
+        "concord/node/driver.py",
+        "if self.role is not Role.LEADER or now >= self._lease_until_ms:",
+        "if self.role is not Role.LEADER:",
+    ),
+    Plant(
+        "vote_within_lease",
+        "followers grant votes while they still hear from a leader (check_quorum lease)",
+        "concord/raft/core.py",
+        "if not force and in_lease:",
+        "if False:",
+    ),
+    Plant(
+        "no_vote_hold_after_restart",
+        "a restarted node votes at once, forgetting the lease it granted before the crash",
+        "concord/node/driver.py",
+        "if self._clock.now_ms() < self._vote_hold_until_ms:",
+        "if False:",
+    ),
+]
+
+CI_SETS = [(3, 1000, 300), (5, 5000, 200)]
+
+
+def run_plant(plant: Plant, workers: int) -> str:
+    with tempfile.TemporaryDirectory(prefix="concord-plant-") as tmp:
+        shutil.copytree(ROOT / "concord", Path(tmp) / "concord")
+        target = Path(tmp) / plant.path
+        text = target.read_text()
+        if text.count(plant.old) != 1:
+            return f"plant={plant.name} NOT APPLIED (code moved: update the plant)"
+        target.write_text(text.replace(plant.old, plant.new))
+        env = dict(os.environ, PYTHONPATH=tmp)
+        ran = 0
+        started = time.monotonic()
+        for nodes, start, count in CI_SETS:
+            out = subprocess.run(
+                [sys.executable, "-m", "concord.sim", "--seeds", str(count),
+                 "--start-seed", str(start), "--nodes", str(nodes),
+                 "--workers", str(workers), "--max-failures", "1"],
+                cwd=tmp, env=env, capture_output=True, text=True, check=False,
+            )
+            summary = [ln for ln in out.stdout.splitlines() if ln.startswith("seeds=")]
+            ran += int(summary[0].split()[0].split("=")[1]) if summary else 0
+            failed = [ln for ln in out.stdout.splitlines() if "FAILED" in ln]
+            if failed:
+                line = failed[0]
+                seed = line.split()[0].split("=")[1]
+                check = line.split("FAILED: ")[1].split(" at ")[0].split(":")[0]
+                return (f"plant={plant.name} caught=yes seed={seed} nodes={nodes} "
+                        f"check={check} seeds_run={ran} "
+                        f"wall_s={time.monotonic() - started:.0f}\n    {line[:300]}")
+        return (f"plant={plant.name} caught=NO seeds_run={ran} "
+                f"wall_s={time.monotonic() - started:.0f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--plants", default="", help="comma-separated names (default: all)")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    chosen = [p for p in PLANTS if not args.plants or p.name in args.plants.split(",")]
+    for plant in chosen:
+        print(run_plant(plant, args.workers), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""
+`python -m concord.cluster up|status|down [--dir conf/cluster]`: a local dev cluster.
+
+`up` starts one `python -m concord.supervisor --config <dir>/<name>.toml` per TOML file
+in the folder (n1.toml, n2.toml, n3.toml for conf/cluster), each in the background in its
+own session, and waits for every ready line. Run files go to `<dir>/run/`:
+
+    <name>.pid     the supervisor's pid
+    <name>.ready   its ready line (client, peer and events endpoints)
+    <name>.log     its stderr (every process of that node logs there)
+
+`status` prints one line per node (running or not, role, term, leader, applied index) and
+exits 0 if every node runs; `down` sends SIGTERM to each supervisor it started (by the
+pid in its pid file), waits, then SIGKILL, and removes the pid files. Exit codes: 0 ok,
+1 a node failed to start / is not running, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from concord.errors import ConcordError
+from concord.net.client import request
+from supervisor import parse_ready_line
+
+__all__ = ["down", "main", "status", "up"]
+
+DEFAULT_DIR = "conf/cluster"
+
+
+def _run_dir(folder: Path) -> Path:
+    return folder / "run"
+
+
+def _configs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.toml") if p.is_file())
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def up(folder: Path, timeout_s: float = 30.0) -> int:
+    """Start every node of `folder` that is not running; wait for the ready lines."""
+    run = _run_dir(folder)
+    run.mkdir(exist_ok=True)
+    started: list[tuple[str, subprocess.Popen[bytes]]] = []
+    for config in _configs(folder):
+        name = config.stem
+        pid = _pid(run / f"{name}.pid")
+        if pid is not None and _alive(pid):
+            print(f"{name}: already running pid={pid}")
+            continue
+        (run / f"{name}.ready").unlink(missing_ok=True)
+        with open(run / f"{name}.ready", "wb") as out, open(run / f"{name}.log", "ab") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "concord.supervisor", "--config", str(config.resolve())],
+                stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        (run / f"{name}.pid").write_text(f"{proc.pid}\n")
+        started.append((name, proc))
+    deadline = time.monotonic() + timeout_s
+    failed = 0
+    for name, proc in started:
+        ready = run / f"{name}.ready"
+        while True:
+            text = ready.read_text()
+            if text.endswith("\n"):
+                print(f"{name}: {text.strip()}")
+                break
+            if proc.poll() is not None:
+                print(f"{name}: exited with code {proc.returncode} before ready; "
+                      f"see {run / (name + '.log')}", file=sys.stderr)
+                failed += 1
+                break
+            if time.monotonic() > deadline:
+                print(f"{name}: not ready within {timeout_s}s; see {run / (name + '.log')}",
+                      file=sys.stderr)
+                failed += 1
+                break
+            time.sleep(0.05)
+    return 1 if failed else 0
+
+
+def status(folder: Path) -> int:
+    """One line per node; 0 if every node runs."""
+    run = _run_dir(folder)
+    down_count = 0
+    for config in _configs(folder):
+        name = config.stem
+        pid = _pid(run / f"{name}.pid")
+        if pid is None or not _alive(pid):
+            print(f"{name}: not running")
+            down_count += 1
+            continue
+        line = ""
+        try:
+            line = (run / f"{name}.ready").read_text().strip()
+        except OSError:
+            pass
+        if not line:
+            print(f"{name}: starting pid={pid}")
+            continue
+        _, endpoints = parse_ready_line(line)
+        try:
+            st = request(endpoints["client"], {"op": "status"}, timeout_ms=1000, retries=0)
+        except ConcordError as exc:
+            print(f"{name}: running pid={pid} client={endpoints['client']} (no answer: {exc})")
+            continue
+        print(f"{name}: running pid={pid} client={endpoints['client']} role={st.get('role')} "
+              f"term={st.get('term')} leader={st.get('leader')} applied={st.get('applied')}")
+    return 1 if down_count else 0
+
+
+def down(folder: Path, timeout_s: float = 15.0) -> int:
+    """SIGTERM every node started by `up`, wait, SIGKILL what remains."""
+    run = _run_dir(folder)
+    pids: dict[str, int] = {}
+    for config in _configs(folder):
+        pid_file = run / f"{config.stem}.pid"
+        pid = _pid(pid_file)
+        if pid is not None and _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            pids[config.stem] = pid
+        pid_file.unlink(missing_ok=True)
+    deadline = time.monotonic() + timeout_s
+    while pids and time.monotonic() < deadline:
+        pids = {n: p for n, p in pids.items() if _alive(p)}
+        time.sleep(0.05)
+    for name, pid in pids.items():
+        print(f"{name}: did not stop within {timeout_s}s; SIGKILL pid={pid}", file=sys.stderr)
+        os.killpg(pid, signal.SIGKILL)
+    for config in _configs(folder):
+        (run / f"{config.stem}.ready").unlink(missing_ok=True)
+    print("cluster down")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m concord.cluster",
+                                     description="A local Concord dev cluster.")
+    parser.add_argument("command", choices=("up", "status", "down"))
+    parser.add_argument("--dir", default=DEFAULT_DIR, help="folder of node TOML files")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    args = parser.parse_args(argv)
+    folder = Path(args.dir)
+    if not folder.is_dir() or not _configs(folder):
+        print(f"concord.cluster: {folder} holds no *.toml node configs", file=sys.stderr)
+        return 2
+    if args.command == "up":
+        return up(folder, args.timeout)
+    if args.command == "status":
+        return status(folder)
+    return down(folder, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,835 @@
+"""
+The Ready loop around a RawNode: the code the raft worker process and the simulator share.
+
+Pure of IO. The driver owns the `RawNode`, its `MemoryStorage`, the state machine and the
+client requests waiting on them, and talks to the world only through the injected
+`Transport`, `LogSink`, `Clock`, `SnapshotSink` and reply callback. Whoever owns a driver
+(the zmq poll loop of `raft_worker.py`, or `concord.sim`) feeds it the same inputs:
+
+    on_message(msg)          a message from a peer
+    on_tick()                every tick_ms of the owner's clock
+    on_persisted(number)     the LogSink reports Readys up to `number` durable
+    on_snapshot_written(...) a snapshot is durable: compact the in-memory log
+    submit_write / submit_read / submit_conf_change / transfer_leader
+
+and then calls `process_ready()`, which drains every pending Ready:
+
+1. soft state: role/leader changes (a lost leadership settles pending requests);
+2. `messages` go to the transport now;
+3. entries, hard state and snapshot go to the LogSink; `messages_after_persist` wait in
+   a queue keyed by the Ready number (durability before acknowledgement, STYLE §0.3);
+4. committed entries are applied (state machine for NORMAL entries with data,
+   `apply_noop` for the leader's empty entries, `RawNode.apply_conf_change` for
+   CONF_CHANGE), writes are answered by (index, term), and `on_applied` is called;
+5. read states release strong reads once `applied >= index`.
+
+Client outcomes are the closed set of STYLE §8: OK, NOT_LEADER, DROPPED, TIMEOUT,
+UNKNOWN. A write answered UNKNOWN may still commit.
+
+Leader reads and their lease (NB, a divergence worth knowing): a `leader` read is served
+from local state only while this node is leader and holds a lease. The lease is renewed
+by a ReadIndex probe every heartbeat: when the probe issued at time T is confirmed by a
+quorum, every voter of that quorum heard from this leader after T, and (check_quorum)
+ignores votes for `election_ticks` of its own ticks after that. The lease therefore
+lasts `(election_ticks - 1) * tick_ms - lease_margin_ms` from T. Assumptions, documented
+as STYLE §3 requires: tick rates differ by less than the margin, and a restarted node
+does not vote for `election_ticks` ticks (the driver enforces this by holding VOTE and
+PRE_VOTE requests after start: a restart would otherwise forget the lease it granted).
+Leadership transfer (TimeoutNow overrides the voters' lease) ends the lease at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from concord.errors import ProposalDroppedError, SnapshotOutOfDateError
+from concord.ids import NodeId
+from concord.raft.messages import (
+    ConfChange,
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMeta,
+)
+from concord.raft.state import HardState, ReadState, Role, SoftState
+
+__all__ = [
+    "Applied",
+    "Clock",
+    "Consistency",
+    "Driver",
+    "DriverConfig",
+    "LogSink",
+    "RaftNode",
+    "ReadyView",
+    "Recovered",
+    "Reply",
+    "ReplyStatus",
+    "SnapshotSink",
+    "StateMachine",
+    "Transport",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# -- what the driver is given -----------------------------------------------------------
+
+
+class Transport(Protocol):
+    """Sends one message to `msg.to`; may drop it (Raft tolerates loss)."""
+
+    def send(self, msg: Message) -> None: ...
+
+
+class LogSink(Protocol):
+    """
+    The log writer. Asynchronous: the owner later calls `Driver.on_persisted(number)`
+    once everything handed over up to `number` is durable (fsynced if `must_sync`).
+    """
+
+    def persist(
+        self,
+        number: int,
+        entries: Sequence[Entry],
+        hard_state: HardState | None,
+        snapshot: Snapshot | None,
+        must_sync: bool,
+    ) -> None: ...
+
+
+class SnapshotSink(Protocol):
+    """
+    Writes a snapshot the driver took of its state machine (optional: in production the
+    log writer may make snapshots from its own replica instead). Asynchronous: the owner
+    calls `Driver.on_snapshot_written(meta)` once it is durable.
+    """
+
+    def write_snapshot(self, snapshot: Snapshot) -> None: ...
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class Applied(Protocol):
+    """What the state machine returns from apply(): the client's reply body."""
+
+    @property
+    def result(self) -> object: ...
+
+
+class StateMachine(Protocol):
+    """The deterministic state machine (concord.kv provides the real one)."""
+
+    @property
+    def applied_index(self) -> int: ...
+
+    def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied: ...
+
+    def apply_noop(self, index: int, timestamp_ms: int) -> None: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+    def state_hash(self) -> int: ...
+
+
+class ReadyView(Protocol):
+    """The fields of `concord.raft.rawnode.Ready` the driver uses."""
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def soft_state(self) -> SoftState | None: ...
+
+    @property
+    def hard_state(self) -> HardState | None: ...
+
+    @property
+    def entries(self) -> tuple[Entry, ...]: ...
+
+    @property
+    def snapshot(self) -> Snapshot | None: ...
+
+    @property
+    def must_sync(self) -> bool: ...
+
+    @property
+    def messages(self) -> tuple[Message, ...]: ...
+
+    @property
+    def messages_after_persist(self) -> tuple[Message, ...]: ...
+
+    @property
+    def committed_entries(self) -> tuple[Entry, ...]: ...
+
+    @property
+    def read_states(self) -> tuple[ReadState, ...]: ...
+
+
+class RaftNode(Protocol):
+    """The part of `concord.raft.rawnode.RawNode` the driver uses (fakes implement it)."""
+
+    def tick(self) -> None: ...
+
+    def set_time(self, now_ms: int) -> None: ...
+
+    def step(self, msg: Message) -> None: ...
+
+    def propose(self, data: bytes) -> tuple[int, int]: ...
+
+    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]: ...
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState: ...
+
+    def read_index(self, ctx: bytes) -> None: ...
+
+    def transfer_leadership(self, to: NodeId) -> None: ...
+
+    def has_ready(self) -> bool: ...
+
+    def ready(self) -> ReadyView: ...
+
+    def on_persisted(self, number: int) -> None: ...
+
+    def on_applied(self, index: int) -> None: ...
+
+
+class MemoryLog(Protocol):
+    """The write side of `concord.raft.storage.MemoryStorage` the driver uses."""
+
+    def append(self, entries: list[Entry] | tuple[Entry, ...]) -> None: ...
+
+    def set_hard_state(self, hard_state: HardState) -> None: ...
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None: ...
+
+    def create_snapshot(
+        self, index: int, conf_state: ConfState | None, data: bytes
+    ) -> Snapshot: ...
+
+    def compact(self, compact_index: int) -> None: ...
+
+    def first_index(self) -> int: ...
+
+    def last_index(self) -> int: ...
+
+    def snapshot(self) -> Snapshot: ...
+
+
+class Recovered(Protocol):
+    """What storage recovery returns (RecoveredState in RAFT_API.md)."""
+
+    @property
+    def snapshot(self) -> Snapshot | None: ...
+
+    @property
+    def hard_state(self) -> HardState: ...
+
+    @property
+    def entries(self) -> Sequence[Entry]: ...
+
+
+# -- what the driver gives back ---------------------------------------------------------
+
+
+class Consistency(enum.Enum):
+    EVENTUAL = "eventual"  # local state, whatever it is
+    LEADER = "leader"  # the leader's state while it holds a lease
+    STRONG = "strong"  # ReadIndex, then wait for applied >= index
+
+
+class ReplyStatus(enum.Enum):
+    """Client outcomes, a closed set (STYLE §8)."""
+
+    OK = "ok"
+    NOT_LEADER = "not_leader"  # definitely not done; `leader_hint` names the leader
+    DROPPED = "dropped"  # definitely not done (the core refused or overwrote it)
+    TIMEOUT = "timeout"  # a read that got no answer in time (reads change nothing)
+    UNKNOWN = "unknown"  # a write that may or may not take effect
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """
+    The answer to one request.
+
+    For a write, `result` is the state machine's `Applied.result` and `index` the entry's
+    index. For a read, the caller reads the key from the state machine it gave the driver
+    at once, inside the reply callback: `index` is the applied index it is served at.
+    For a conf change, `result` is the new `ConfState`.
+    """
+
+    request_id: int
+    status: ReplyStatus
+    result: object = None
+    index: int = 0
+    leader_hint: NodeId | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DriverConfig:
+    """
+    Settings of the loop (the core's own settings are in RaftConfig).
+
+    Attributes:
+        tick_ms: the owner calls on_tick() every this many ms.
+        election_ticks, heartbeat_ticks: as given to RaftConfig (the lease uses them).
+        read_timeout_ms: a strong or leader read not served by then gets TIMEOUT.
+        unknown_grace_ms: after leadership is lost, pending writes wait this long for
+            their entry to be applied (an exact OK/DROPPED) before the answer UNKNOWN.
+        leader_reads: serve `leader` reads under a lease; False answers them with a
+            ReadIndex round like `strong`.
+        lease_margin_ms: subtracted from the lease for clock-rate drift.
+        snapshot_every_entries: take a snapshot of the state machine every this many
+            applied entries (needs a SnapshotSink); 0 turns it off.
+        snapshot_keep_entries: entries kept below a snapshot for slow followers.
+    """
+
+    tick_ms: int = 10
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    read_timeout_ms: int = 1000
+    unknown_grace_ms: int = 0
+    leader_reads: bool = True
+    lease_margin_ms: int = 5
+    snapshot_every_entries: int = 0
+    snapshot_keep_entries: int = 100
+
+    @property
+    def lease_ms(self) -> int:
+        return (self.election_ticks - 1) * self.tick_ms - self.lease_margin_ms
+
+
+ReplyCallback = Callable[[Reply], None]
+
+_LEASE_CTX = b"\x00L"  # ReadIndex contexts of lease probes
+_READ_CTX = b"\x00R"  # ReadIndex contexts of client reads
+_CTX_NUMBER = struct.Struct(">Q")
+
+
+@dataclass(slots=True)
+class _PendingWrite:
+    request_id: int
+    term: int
+    is_conf_change: bool
+    deadline_ms: int | None = None  # set once leadership is lost
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    request_id: int
+    key: str
+    deadline_ms: int
+    consistency: Consistency
+    index: int | None = None  # the read index, once known
+
+
+@dataclass(slots=True)
+class _Persisting:
+    number: int
+    entries: tuple[Entry, ...]
+    hard_state: HardState | None
+    snapshot: Snapshot | None
+    after: tuple[Message, ...]
+
+
+@dataclass(slots=True)
+class DriverStats:
+    readys: int = 0
+    messages_sent: int = 0
+    entries_applied: int = 0
+    snapshots_taken: int = 0
+    votes_held: int = 0
+    leases_granted: int = 0
+
+
+class Driver:
+    """
+    Runs one node's RawNode. Not thread-safe: one owner calls every method.
+
+    Args:
+        node_id: this node's id.
+        raw: the RawNode, built over `storage`.
+        storage: the MemoryStorage `raw` reads.
+        transport, log_sink, clock, state_machine, reply: the injected world.
+        config: loop settings.
+        conf_state: the membership `storage` starts from (bootstrap or snapshot).
+        hard_state: the hard state `storage` starts from.
+        snapshot_sink: where driver-taken snapshots go (if configured).
+        applied_observer: called with every entry once applied (tracing, checkers).
+        snapshot_observer: called when a snapshot from the leader replaces the state.
+    """
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        raw: RaftNode,
+        storage: MemoryLog,
+        transport: Transport,
+        log_sink: LogSink,
+        clock: Clock,
+        state_machine: StateMachine,
+        reply: ReplyCallback,
+        config: DriverConfig,
+        conf_state: ConfState,
+        hard_state: HardState,
+        snapshot_sink: SnapshotSink | None = None,
+        applied_observer: Callable[[Entry], None] | None = None,
+        snapshot_observer: Callable[[SnapshotMeta], None] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.raw = raw
+        self.storage = storage
+        self.state_machine = state_machine
+        self.config = config
+        self.stats = DriverStats()
+        self._transport = transport
+        self._log_sink = log_sink
+        self._clock = clock
+        self._reply = reply
+        self._snapshot_sink = snapshot_sink
+        self._applied_observer = applied_observer
+        self._snapshot_observer = snapshot_observer
+        self.conf_state = conf_state
+        self.term = hard_state.term
+        self.commit = hard_state.commit
+        self.role = Role.FOLLOWER
+        self.leader_id: NodeId | None = None
+        self.applied_index = state_machine.applied_index
+        self.applied_term = 0
+        self._writes: dict[int, _PendingWrite] = {}
+        self._reads: dict[bytes, _PendingRead] = {}
+        self._waiting_reads: list[_PendingRead] = []  # read index known, not yet applied
+        self._leader_reads: list[_PendingRead] = []  # waiting for the term's first apply
+        self._persisting: deque[_Persisting] = deque()
+        self._ctx_counter = 0
+        self._lease_probes: dict[bytes, tuple[int, int]] = {}  # ctx -> (sent_ms, term)
+        self._lease_until_ms = -1
+        self._ticks = 0
+        self._last_snapshot_index = storage.snapshot().meta.index
+        self._snapshot_in_flight: dict[int, Snapshot] = {}
+        self._snapshot_due = False
+        now = clock.now_ms()
+        # See the module docstring: a restarted node must not vote while a lease it may
+        # have granted before the crash could still be running.
+        self._vote_hold_until_ms = now + config.election_ticks * config.tick_ms
+        raw.set_time(now)
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def on_message(self, msg: Message) -> None:
+        """Step a message from a peer into the core."""
+        if msg.type in (MessageType.VOTE, MessageType.PRE_VOTE) and self.config.leader_reads:
+            if self._clock.now_ms() < self._vote_hold_until_ms:
+                self.stats.votes_held += 1
+                return
+        if msg.type is MessageType.TRANSFER_LEADER:
+            self._end_lease()
+        self.raw.step(msg)
+
+    def on_tick(self) -> None:
+        """Advance the core one tick; renew the lease; time out waiting requests."""
+        now = self._clock.now_ms()
+        self.raw.set_time(now)
+        self.raw.tick()
+        self._ticks += 1
+        if (
+            self.role is Role.LEADER
+            and self.config.leader_reads
+            and self._ticks % self.config.heartbeat_ticks == 0
+        ):
+            ctx = self._next_ctx(_LEASE_CTX)
+            self._lease_probes[ctx] = (now, self.term)
+            self.raw.read_index(ctx)
+        self._expire(now)
+
+    def on_persisted(self, number: int) -> None:
+        """Everything handed to the LogSink up to Ready `number` is durable."""
+        sent: list[Message] = []
+        while self._persisting and self._persisting[0].number <= number:
+            item = self._persisting.popleft()
+            if item.snapshot is not None:
+                try:
+                    self.storage.apply_snapshot(item.snapshot)
+                except SnapshotOutOfDateError as exc:
+                    logger.debug("snapshot not applied to storage reason=%s", exc)
+            if item.entries:
+                self.storage.append(item.entries)
+            if item.hard_state is not None:
+                self.storage.set_hard_state(item.hard_state)
+            sent.extend(item.after)
+        self.raw.on_persisted(number)
+        for msg in sent:
+            self._send(msg)
+
+    def on_snapshot_written(self, meta: SnapshotMeta, data: bytes | None = None) -> None:
+        """
+        A snapshot up to `meta.index` is durable: record it and compact the memory log.
+
+        Args:
+            meta: the snapshot's position and membership.
+            data: its bytes, unless the driver took it itself (SnapshotSink).
+        """
+        snapshot = self._snapshot_in_flight.pop(meta.index, None)
+        body = data if data is not None else (snapshot.data if snapshot else None)
+        if body is None:
+            logger.warning("unknown snapshot written index=%d", meta.index)
+            return
+        self._offer_snapshot(meta, body)
+        # Compact only below what is durable (the in-memory snapshot may be newer).
+        compact_to = min(meta.index, self.storage.snapshot().meta.index)
+        compact_to -= self.config.snapshot_keep_entries
+        if compact_to >= self.storage.first_index():
+            self.storage.compact(compact_to)
+
+    def _offer_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Make `meta` the snapshot the core sends to followers, if newer and possible."""
+        if meta.index <= self.storage.snapshot().meta.index:
+            return
+        if meta.index > self.storage.last_index():
+            return  # the entry is not in the memory log yet; a later snapshot will do
+        self.storage.create_snapshot(meta.index, meta.conf_state, data)
+
+    def submit_write(self, request_id: int, command: bytes) -> None:
+        """Propose a state-machine command; the reply comes once it is applied."""
+        if not command:
+            raise ValueError("an empty command is the leader's no-op and cannot be proposed")
+        self.raw.set_time(self._clock.now_ms())
+        try:
+            index, term = self.raw.propose(command)
+        except ProposalDroppedError:
+            self._refuse(request_id)
+            return
+        self._writes[index] = _PendingWrite(request_id, term, False)
+
+    def submit_conf_change(self, request_id: int, cc: ConfChange) -> None:
+        """Propose a membership change; the reply carries the new ConfState."""
+        self.raw.set_time(self._clock.now_ms())
+        try:
+            index, term = self.raw.propose_conf_change(cc)
+        except ProposalDroppedError:
+            self._refuse(request_id)
+            return
+        self._writes[index] = _PendingWrite(request_id, term, True)
+
+    def submit_read(self, request_id: int, key: str, consistency: Consistency) -> None:
+        """
+        Ask to read `key`. The reply says when (and at which applied index) the caller
+        may read its state machine; the caller reads inside the reply callback.
+        """
+        now = self._clock.now_ms()
+        read = _PendingRead(request_id, key, now + self.config.read_timeout_ms, consistency)
+        if consistency is Consistency.EVENTUAL:
+            self._answer_read(read)
+            return
+        if consistency is Consistency.LEADER and self.config.leader_reads:
+            if self.role is not Role.LEADER or now >= self._lease_until_ms:
+                self._reply(
+                    Reply(request_id, ReplyStatus.NOT_LEADER, leader_hint=self._hint(), key=key)
+                )
+                return
+            if self.applied_term != self.term:
+                # Not yet applied an entry of its own term: earlier terms' committed
+                # entries may be missing from the state machine.
+                self._leader_reads.append(read)
+            elif self.applied_index >= self.commit:
+                self._answer_read(read)
+            else:
+                # NB: the leader may commit (through a quorum of followers) before it
+                # applies; a follower may already serve those entries. Wait for them.
+                read.index = self.commit
+                self._waiting_reads.append(read)
+            return
+        ctx = self._next_ctx(_READ_CTX)
+        self._reads[ctx] = read
+        self.raw.read_index(ctx)
+
+    def transfer_leader(self, to: NodeId) -> None:
+        """Ask the core to hand leadership to `to` (TimeoutNow); ends the lease now."""
+        self._end_lease()
+        self.raw.transfer_leadership(to)
+
+    # -- the Ready loop -----------------------------------------------------------------
+
+    def process_ready(self) -> int:
+        """
+        Drain every pending Ready.
+
+        Returns:
+            The number of Readys handled.
+        """
+        handled = 0
+        while self.raw.has_ready():
+            self._handle(self.raw.ready())
+            handled += 1
+        return handled
+
+    def _handle(self, rd: ReadyView) -> None:
+        self.stats.readys += 1
+        if rd.hard_state is not None:
+            if rd.hard_state.term != self.term:
+                self._end_lease()
+            self.term = rd.hard_state.term
+            self.commit = rd.hard_state.commit
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        for msg in rd.messages:
+            self._send(msg)
+        if rd.snapshot is not None:
+            self._install_snapshot(rd.snapshot)
+        self._hand_to_sink(rd)
+        if rd.committed_entries:
+            for entry in rd.committed_entries:
+                self._apply(entry)
+            self.raw.on_applied(rd.committed_entries[-1].index)
+            self._maybe_snapshot()
+        for rs in rd.read_states:
+            self._on_read_state(rs)
+        self._release_reads()
+
+    def _hand_to_sink(self, rd: ReadyView) -> None:
+        nothing = (
+            not rd.entries
+            and rd.hard_state is None
+            and rd.snapshot is None
+            and not rd.messages_after_persist
+        )
+        if nothing and not self._persisting:
+            # NB: acks are cumulative, so this shortcut is only safe with nothing in
+            # flight before it.
+            self.raw.on_persisted(rd.number)
+            return
+        self._persisting.append(
+            _Persisting(rd.number, rd.entries, rd.hard_state, rd.snapshot,
+                        rd.messages_after_persist)
+        )
+        self._log_sink.persist(rd.number, rd.entries, rd.hard_state, rd.snapshot, rd.must_sync)
+
+    def _on_soft_state(self, soft: SoftState) -> None:
+        was_leader = self.role is Role.LEADER
+        self.role = soft.role
+        self.leader_id = soft.leader_id
+        if was_leader and soft.role is not Role.LEADER:
+            self._end_lease()
+            self._lost_leadership()
+        logger.debug(
+            "soft state node=%s role=%s leader=%s term=%d",
+            self.node_id, soft.role.name, soft.leader_id, self.term,
+        )
+
+    def _lost_leadership(self) -> None:
+        now = self._clock.now_ms()
+        grace = self.config.unknown_grace_ms
+        for index, write in list(self._writes.items()):
+            if write.deadline_ms is not None:
+                continue
+            if grace <= 0:
+                del self._writes[index]
+                self._reply(Reply(write.request_id, ReplyStatus.UNKNOWN, index=index,
+                                  leader_hint=self._hint()))
+            else:
+                write.deadline_ms = now + grace
+        # Reads waiting on this leader's heartbeat round will not be confirmed.
+        for ctx, read in list(self._reads.items()):
+            if read.index is None:
+                del self._reads[ctx]
+                self._reply(Reply(read.request_id, ReplyStatus.NOT_LEADER,
+                                  leader_hint=self._hint(), key=read.key))
+        for read in self._leader_reads:
+            self._reply(Reply(read.request_id, ReplyStatus.NOT_LEADER,
+                              leader_hint=self._hint(), key=read.key))
+        self._leader_reads.clear()
+        self._lease_probes.clear()
+
+    def _install_snapshot(self, snapshot: Snapshot) -> None:
+        """A snapshot from the leader: the state machine jumps to it."""
+        if snapshot.meta.index <= self.applied_index:
+            return
+        self.state_machine.restore(snapshot.data)
+        self.applied_index = snapshot.meta.index
+        self.applied_term = snapshot.meta.term
+        self.conf_state = snapshot.meta.conf_state
+        self._last_snapshot_index = snapshot.meta.index
+        if self._snapshot_observer is not None:
+            self._snapshot_observer(snapshot.meta)
+        for index in [i for i in self._writes if i <= snapshot.meta.index]:
+            write = self._writes.pop(index)
+            # The entry is somewhere inside the snapshot: its fate and result are unknown.
+            self._reply(Reply(write.request_id, ReplyStatus.UNKNOWN, index=index))
+
+    def _apply(self, entry: Entry) -> None:
+        if entry.index <= self.applied_index:
+            return  # already inside the state machine (a snapshot covered it)
+        result: object = None
+        if entry.type is EntryType.CONF_CHANGE:
+            cc = ConfChange.decode(entry.data)
+            self.conf_state = self.raw.apply_conf_change(cc)
+            self.state_machine.apply_noop(entry.index, entry.timestamp_ms)
+            result = self.conf_state
+            # A member added now cannot install an older snapshot (it is not in that
+            # snapshot's membership): make the next snapshot soon.
+            self._snapshot_due = True
+        elif entry.data:
+            result = self.state_machine.apply(entry.index, entry.timestamp_ms, entry.data).result
+        else:
+            self.state_machine.apply_noop(entry.index, entry.timestamp_ms)
+        self.applied_index = entry.index
+        self.applied_term = entry.term
+        self.stats.entries_applied += 1
+        if self._applied_observer is not None:
+            self._applied_observer(entry)
+        write = self._writes.pop(entry.index, None)
+        if write is None:
+            return
+        if write.term == entry.term:
+            self._reply(Reply(write.request_id, ReplyStatus.OK, result, entry.index))
+        else:
+            # Log Matching: another entry is committed at this index, so ours never will be.
+            self._reply(Reply(write.request_id, ReplyStatus.DROPPED, index=entry.index,
+                              leader_hint=self._hint()))
+
+    def _maybe_snapshot(self) -> None:
+        every = self.config.snapshot_every_entries
+        if every <= 0 or self._snapshot_sink is None:
+            return
+        if self.applied_index - self._last_snapshot_index < every and not self._snapshot_due:
+            return
+        self._snapshot_due = False
+        meta = SnapshotMeta(self.applied_index, self.applied_term, self.conf_state)
+        snapshot = Snapshot(meta, self.state_machine.snapshot())
+        self._last_snapshot_index = self.applied_index
+        self._snapshot_in_flight[meta.index] = snapshot
+        self.stats.snapshots_taken += 1
+        # NB: followers may get it before it is durable here: it holds committed state
+        # only. A member just added needs a snapshot that includes it (the core ignores
+        # one whose membership lacks it), so this matters right after a conf change.
+        self._offer_snapshot(meta, snapshot.data)
+        self._snapshot_sink.write_snapshot(snapshot)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _on_read_state(self, rs: ReadState) -> None:
+        probe = self._lease_probes.pop(rs.request_ctx, None)
+        if probe is not None:
+            sent_ms, term = probe
+            # Older probes are answered by this one too (a quorum acked after them).
+            for ctx in [c for c, (t, _) in self._lease_probes.items() if t <= sent_ms]:
+                del self._lease_probes[ctx]
+            if self.role is Role.LEADER and term == self.term:
+                self._lease_until_ms = max(self._lease_until_ms, sent_ms + self.config.lease_ms)
+                self.stats.leases_granted += 1
+            return
+        read = self._reads.pop(rs.request_ctx, None)
+        if read is None:
+            return
+        read.index = rs.index
+        self._waiting_reads.append(read)
+
+    def _release_reads(self) -> None:
+        if self._waiting_reads:
+            still = []
+            for read in self._waiting_reads:
+                if read.index is not None and read.index <= self.applied_index:
+                    self._answer_read(read)
+                else:
+                    still.append(read)
+            self._waiting_reads = still
+        if self._leader_reads and self.applied_term == self.term:
+            reads, self._leader_reads = self._leader_reads, []
+            for read in reads:
+                self.submit_read(read.request_id, read.key, Consistency.LEADER)
+
+    def _answer_read(self, read: _PendingRead) -> None:
+        self._reply(Reply(read.request_id, ReplyStatus.OK, index=self.applied_index,
+                          key=read.key))
+
+    def _expire(self, now: int) -> None:
+        for index, write in list(self._writes.items()):
+            if write.deadline_ms is not None and now >= write.deadline_ms:
+                del self._writes[index]
+                self._reply(Reply(write.request_id, ReplyStatus.UNKNOWN, index=index,
+                                  leader_hint=self._hint()))
+        for ctx, read in list(self._reads.items()):
+            if now >= read.deadline_ms:
+                del self._reads[ctx]
+                self._reply(Reply(read.request_id, ReplyStatus.TIMEOUT, key=read.key))
+        for pending in (self._waiting_reads, self._leader_reads):
+            expired = [r for r in pending if now >= r.deadline_ms]
+            for read in expired:
+                pending.remove(read)
+                self._reply(Reply(read.request_id, ReplyStatus.TIMEOUT, key=read.key))
+
+    # -- helpers ------------------------------------------------------------------------
+
+    @property
+    def lease_valid(self) -> bool:
+        return self.role is Role.LEADER and self._clock.now_ms() < self._lease_until_ms
+
+    @property
+    def lease_until_ms(self) -> int:
+        """When the leader lease ends on the driver's clock (-1: no lease held)."""
+        return self._lease_until_ms if self.role is Role.LEADER else -1
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self._writes)
+
+    def _end_lease(self) -> None:
+        self._lease_until_ms = -1
+
+    def _refuse(self, request_id: int) -> None:
+        status = ReplyStatus.DROPPED if self.role is Role.LEADER else ReplyStatus.NOT_LEADER
+        self._reply(Reply(request_id, status, leader_hint=self._hint()))
+
+    def _hint(self) -> NodeId | None:
+        return self.leader_id if self.leader_id != self.node_id else None
+
+    def _next_ctx(self, prefix: bytes) -> bytes:
+        self._ctx_counter += 1
+        return prefix + _CTX_NUMBER.pack(self._ctx_counter)
+
+    def _send(self, msg: Message) -> None:
+        self.stats.messages_sent += 1
+        self._transport.send(msg)
+
+
+def load_memory_storage(storage: MemoryLog, recovered: Recovered) -> HardState:
+    """
+    Load what storage recovery returned into a fresh MemoryStorage.
+
+    NB: snapshots are written apart from the log, so a crash can leave a snapshot newer
+    than the persisted hard state's commit; a snapshot only holds committed entries, so
+    the commit is raised to the snapshot's index (the core requires commit >= it).
+
+    Returns:
+        The hard state loaded (after that repair).
+
+    Raises:
+        RaftInvariantError: the recovered entries leave a gap after the snapshot.
+    """
+    hard_state = recovered.hard_state
+    if recovered.snapshot is not None and not recovered.snapshot.is_empty:
+        storage.apply_snapshot(recovered.snapshot)
+        index = recovered.snapshot.meta.index
+        if hard_state.commit < index:
+            hard_state = HardState(hard_state.term, hard_state.vote, index)
+    if not hard_state.is_empty:
+        storage.set_hard_state(hard_state)
+    entries = [e for e in recovered.entries if e.index > storage.first_index() - 1]
+    if entries:
+        storage.append(entries)
+    return hard_state

@@ -1,0 +1,210 @@
+"""
+The member address book of a node, the replicated record that carries it, and the
+node's state machine (concord.kv plus the replicated addresses).
+
+Raft's ConfChange entries carry node ids only, so the addresses of a member added at run
+time travel in a NORMAL entry proposed by the leader just before the conf change:
+
+    data = MAGIC (4 bytes b"\\xc1CNM") + msgpack [1, id, host, client_port, peer_port,
+                                                  events_port]        (version 1)
+
+0xc1 is never the first byte of valid msgpack, so it can never be taken for a kv command.
+`NodeStateMachine` (the state machine of both the raft worker and the log writer's
+replica) recognizes the prefix, records the address and moves kv's applied index as
+`apply_noop` does. The addresses are part of its snapshots, so a node restarting from a
+snapshot (or installing one) still knows every member added at run time:
+
+    snapshot = b"CNDS" + msgpack [1, kv_snapshot: bin, [[id, host, client_port,
+                                   peer_port, events_port], ...]]     (version 1)
+
+A snapshot without the magic is a plain concord.kv snapshot (no addresses).
+
+Pure: no IO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgpack
+import xxhash
+
+from concord.ids import NodeId
+from concord.kv import DEFAULT_CONFIG, KvConfig, KvStateMachine
+from concord.kv.machine import Applied
+
+__all__ = [
+    "MAGIC",
+    "SNAPSHOT_MAGIC",
+    "Address",
+    "AddressBook",
+    "NodeStateMachine",
+    "decode_address",
+    "encode_address",
+]
+
+MAGIC = b"\xc1CNM"
+SNAPSHOT_MAGIC = b"CNDS"
+_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a member listens (port 0: not known, e.g. this node's own port chosen by the OS)."""
+
+    id: NodeId
+    host: str
+    client_port: int
+    peer_port: int
+    events_port: int
+
+    def endpoint(self, port: int) -> str | None:
+        if port <= 0:
+            return None
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{shown}:{port}"
+
+    @property
+    def client(self) -> str | None:
+        return self.endpoint(self.client_port)
+
+    @property
+    def peer(self) -> str | None:
+        return self.endpoint(self.peer_port)
+
+    @property
+    def events(self) -> str | None:
+        return self.endpoint(self.events_port)
+
+    def as_map(self) -> dict[str, object]:
+        return {"id": self.id, "client": self.client, "peer": self.peer, "events": self.events}
+
+
+def encode_address(address: Address) -> bytes:
+    """The NORMAL entry data announcing `address` to every replica."""
+    body: bytes = msgpack.packb(
+        [_VERSION, address.id, address.host, address.client_port, address.peer_port,
+         address.events_port],
+        use_bin_type=True,
+    )
+    return MAGIC + body
+
+
+def decode_address(data: bytes) -> Address | None:
+    """The address in an entry made by `encode_address`, or None if it is not one."""
+    if not data.startswith(MAGIC):
+        return None
+    try:
+        obj = msgpack.unpackb(data[len(MAGIC):], raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if not isinstance(obj, list) or len(obj) != 6 or obj[0] != _VERSION:
+        return None
+    return _address_from_fields(obj[1:])
+
+
+def _address_fields(address: Address) -> list[object]:
+    return [address.id, address.host, address.client_port, address.peer_port,
+            address.events_port]
+
+
+def _address_from_fields(fields: list[object]) -> Address | None:
+    if len(fields) != 5:
+        return None
+    node_id, host, client_port, peer_port, events_port = fields
+    if not isinstance(node_id, str) or not node_id or not isinstance(host, str):
+        return None
+    ports = (client_port, peer_port, events_port)
+    if not all(type(p) is int and 0 <= p <= 65535 for p in ports):
+        return None
+    assert isinstance(client_port, int) and isinstance(peer_port, int)
+    assert isinstance(events_port, int)
+    return Address(NodeId(node_id), host, client_port, peer_port, events_port)
+
+
+class AddressBook:
+    """node id -> Address; seeded from the config, updated by replicated address entries."""
+
+    def __init__(self, addresses: Iterable[Address] = ()) -> None:
+        self._by_id: dict[NodeId, Address] = {a.id: a for a in addresses}
+
+    def get(self, node_id: NodeId | None) -> Address | None:
+        return None if node_id is None else self._by_id.get(node_id)
+
+    def set(self, address: Address) -> None:
+        self._by_id[address.id] = address
+
+    def client_endpoint(self, node_id: NodeId | None) -> str | None:
+        address = self.get(node_id)
+        return None if address is None else address.client
+
+    def peer_endpoints(self) -> dict[NodeId, str]:
+        return {i: a.peer for i, a in self._by_id.items() if a.peer is not None}
+
+
+class NodeStateMachine:
+    """
+    The node's replicated state machine: concord.kv plus the member addresses (module
+    docstring). The raft worker and the log writer's replica both use it, so their
+    snapshots and state hashes agree.
+    """
+
+    def __init__(self, config: KvConfig = DEFAULT_CONFIG) -> None:
+        self.kv = KvStateMachine(config)
+        self.addresses: dict[NodeId, Address] = {}
+
+    @property
+    def applied_index(self) -> int:
+        return self.kv.applied_index
+
+    def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
+        address = decode_address(data)
+        if address is None:
+            return self.kv.apply(index, timestamp_ms, data)
+        self.kv.apply_noop(index, timestamp_ms)
+        self.addresses[address.id] = address
+        return Applied({}, [])
+
+    def apply_noop(self, index: int, timestamp_ms: int) -> None:
+        self.kv.apply_noop(index, timestamp_ms)
+
+    def _packed_addresses(self) -> list[list[object]]:
+        return [_address_fields(self.addresses[k]) for k in sorted(self.addresses)]
+
+    def snapshot(self) -> bytes:
+        body: bytes = msgpack.packb([_VERSION, self.kv.snapshot(), self._packed_addresses()],
+                                    use_bin_type=True)
+        return SNAPSHOT_MAGIC + body
+
+    def restore(self, data: bytes) -> None:
+        """
+        Raises:
+            ValueError: a node snapshot of another version or shape (kv raises its own
+                errors for a bad kv snapshot).
+        """
+        if not data.startswith(SNAPSHOT_MAGIC):
+            self.kv.restore(data)
+            self.addresses = {}
+            return
+        try:
+            obj = msgpack.unpackb(data[len(SNAPSHOT_MAGIC):], raw=False)
+        except (TypeError, msgpack.UnpackException) as exc:
+            raise ValueError(f"malformed node snapshot: {exc}") from exc
+        if not isinstance(obj, list) or len(obj) != 3 or obj[0] != _VERSION:
+            raise ValueError("malformed node snapshot: expected [1, kv, addresses]")
+        _, kv_data, rows = obj
+        if not isinstance(kv_data, bytes) or not isinstance(rows, list):
+            raise ValueError("malformed node snapshot: kv bytes or address list")
+        addresses: dict[NodeId, Address] = {}
+        for row in rows:
+            address = _address_from_fields(row) if isinstance(row, list) else None
+            if address is None:
+                raise ValueError(f"malformed node snapshot: address {row!r}")
+            addresses[address.id] = address
+        self.kv.restore(kv_data)
+        self.addresses = addresses
+
+    def state_hash(self) -> int:
+        packed: bytes = msgpack.packb(self._packed_addresses(), use_bin_type=True)
+        return xxhash.xxh3_64_intdigest(packed, seed=self.kv.state_hash())

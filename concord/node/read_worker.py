@@ -1,0 +1,139 @@
+"""
+The read worker process: serves reads from the node's shared-memory store.
+
+Attaches the store read-only (`ShmView`, never registered with the resource tracker,
+never unlinked) and answers the front door's READ requests (`BackendLink`,
+Backend.READ) with `concord.node.reader.Reader`:
+
+- `eventual`: the local published state, whatever it is;
+- `leader` (the default): served only while the shm header says this node is the leader
+  of the current term and the raft worker's read lease (`lease_until_ns`, on
+  CLOCK_MONOTONIC, shared by every process of the host) has not run out; otherwise
+  `not_leader` with the leader's client endpoint as hint (`no_leader` if none is known);
+- `strong` never arrives here (the front door sends it to the raft worker).
+
+Keeps serving the last committed state while the raft worker restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Mapping
+from types import FrameType
+
+import zmq
+
+from concord.config import NodeConfig
+from concord.errors import InvalidRequestError
+from concord.net.backend import BackendLink
+from concord.net.wire import Backend, Request, decode_request, error_reply, ok_reply
+from concord.node.raft_worker import WorkerEndpoints, kv_config_of
+from concord.node.reader import Reader
+from concord.raft.state import Role
+from concord.shm.view import ShmView
+
+__all__ = ["ReadWorker", "run_read_worker"]
+
+logger = logging.getLogger(__name__)
+
+
+class ReadWorker:
+    """
+    One read worker's loop. Not thread-safe.
+
+    Args:
+        config: the node configuration (member client endpoints give the leader hint).
+        endpoints: the front door's backend endpoint and the shm names.
+        index: this worker's number (its backend name is read-<node>-<index>).
+    """
+
+    def __init__(self, config: NodeConfig, endpoints: WorkerEndpoints, index: int) -> None:
+        self.node_id = config.node.id
+        self._clients: Mapping[str, str] = {
+            m.id: m.client_endpoint for m in config.members if m.client_port
+        }
+        self.view = ShmView.attach(endpoints.shm)
+        self.reader = Reader(self.view, kv_config_of(config))
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.link = BackendLink(self.ctx, endpoints.backend, Backend.READ,
+                                f"read-{self.node_id}-{index}", heartbeat_interval_s=0.1)
+        self.poller = zmq.Poller()
+        self.link.register(self.poller)
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def run(self) -> None:
+        while not self._stopping:
+            timeout_s = self.link.next_deadline() - time.monotonic()
+            self.poller.poll(max(0, int(timeout_s * 1000)) + 1)
+            self.link.service_timers(time.monotonic())
+            for _ in range(1000):
+                req = self.link.recv()
+                if req is None:
+                    break
+                self.link.reply(req.token, self.handle(req.payload))
+
+    def handle(self, payload: bytes) -> bytes:
+        """Answer one request payload (a validated wire request) with a reply payload."""
+        try:
+            request = decode_request(payload, max_bytes=1 << 30)
+        except InvalidRequestError as exc:
+            return error_reply(exc.request_id, exc.code, exc.message)
+        consistency = request.consistency
+        if consistency == "strong":
+            return error_reply(request.id, "invalid_request",
+                               "strong reads are served by the raft worker")
+        if consistency == "leader":
+            refusal = self._leader_refusal(request)
+            if refusal is not None:
+                return refusal
+        args = {k: v for k, v in request.args.items() if k != "consistency"}
+        result = self.reader.serve(request.op, args)
+        if "error" in result:
+            return error_reply(request.id, str(result["error"]), str(result.get("message", "")))
+        return ok_reply(request.id, result)
+
+    def _leader_refusal(self, request: Request) -> bytes | None:
+        status = self.view.current_status()
+        if (
+            status.role is Role.LEADER
+            and status.leader_id == self.node_id
+            and time.monotonic_ns() < self.view.lease_until_ns()
+        ):
+            return None
+        leader = status.leader_id
+        if leader is None or leader == self.node_id:
+            return error_reply(request.id, "no_leader",
+                               f"node {self.node_id} holds no leader lease and knows no leader")
+        return error_reply(request.id, "not_leader",
+                           f"node {self.node_id} is not the leader; the leader is {leader}",
+                           self._clients.get(leader))
+
+    def close(self) -> None:
+        self.link.close()
+        self.ctx.term()
+        self.view.close()
+
+
+def run_read_worker(config: NodeConfig, endpoints: WorkerEndpoints, index: int) -> None:
+    """Process entry point (a supervisor child): attach, report READY, serve until SIGTERM."""
+    from supervisor import notify_ready
+
+    worker = ReadWorker(config, endpoints, index)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    notify_ready({"index": index})
+    try:
+        worker.run()
+    except Exception as exc:  # the process's top level: log once, exit non-zero (restart)
+        logger.exception("read worker failed node=%s index=%d", config.node.id, index)
+        raise SystemExit(1) from exc
+    finally:
+        worker.close()

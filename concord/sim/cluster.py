@@ -1,0 +1,611 @@
+"""
+One deterministic simulation run: a cluster of `SimNode`s, a fake network, clients, a
+nemesis, and the checkers. Everything derives from one seed (STYLE §4).
+
+Phases of a run:
+1. chaos (`duration_ms`): clients run while the nemesis crashes and restarts nodes,
+   partitions (two-way, one-way, isolating the leader), clogs, transfers leadership and
+   changes membership (add a learner, promote it, remove a voter); the network drops,
+   duplicates, delays and reorders; buggify sites misbehave. Safety invariants are
+   checked after every step.
+2. heal: faults stop, crashed members restart, clients finish.
+3. checks: a leader is elected and commits a new write (progress); every live member
+   converges to the same applied state; a strong read of every key is appended to the
+   history, which must be linearizable.
+
+Pure: no wall clock, no global randomness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+import logging
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from concord.ids import NodeId
+from concord.node.driver import Consistency, DriverConfig, Reply, ReplyStatus
+from concord.raft.config import RaftConfig
+from concord.raft.messages import ConfChange, ConfState
+from concord.sim import buggify as buggify_mod
+from concord.sim.checks import LogView, SafetyChecker, Violation
+from concord.sim.linearizability import CheckResult, OpKind, check_history
+from concord.sim.loop import EventLoop
+from concord.sim.machine import Adapter, KvAdapter
+from concord.sim.network import LinkFaults, Network
+from concord.sim.node import SimNode
+from concord.sim.rng import SimRandom
+from concord.sim.workload import Client, Workload, WorkloadConfig
+
+__all__ = ["DEFAULT_DURATION_MS", "SimConfig", "SimResult", "Simulation", "run_seed"]
+
+logger = logging.getLogger(__name__)
+
+
+DEFAULT_DURATION_MS = 3000
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """What a run varies besides its seed."""
+
+    seed: int
+    nodes: int = 3
+    duration_ms: int = DEFAULT_DURATION_MS
+    buggify: bool = True
+    faults: bool = True
+    membership: bool = True
+    trace: bool = False
+    heal_ms: int = 1500
+    progress_deadline_ms: int = 3000
+
+
+@dataclass(slots=True)
+class SimResult:
+    seed: int
+    nodes: int
+    violations: list[Violation] = field(default_factory=list)
+    digest: str = ""
+    ops: int = 0
+    linearizability: CheckResult | None = None
+    events: int = 0
+    trace_lines: list[str] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def replay_command(self) -> str:
+        return f"python -m concord.sim --seed {self.seed} --nodes {self.nodes} --trace"
+
+
+class Simulation:
+    """Builds the world of one seed and runs it (see the module docstring)."""
+
+    def __init__(self, config: SimConfig, adapter: Adapter | None = None) -> None:
+        self.config = config
+        self.rng = SimRandom(config.seed)
+        self.loop = EventLoop()
+        self.checker = SafetyChecker()
+        self.adapter: Adapter = adapter or KvAdapter()
+        self._digest = hashlib.blake2b(digest_size=16)
+        self.trace_lines: list[str] = []
+        knobs = self.rng.fork("knobs")
+        f = config.faults
+        self.link_faults = LinkFaults(
+            min_delay_ms=1,
+            max_delay_ms=knobs.randint(2, 12),
+            drop_p=knobs.choice([0.0, 0.01, 0.05]) if f else 0.0,
+            duplicate_p=knobs.choice([0.0, 0.01, 0.03]) if f else 0.0,
+            reorder_p=knobs.choice([0.0, 0.05, 0.2]) if f else 0.0,
+            long_delay_p=knobs.choice([0.0, 0.005]) if f else 0.0,
+        )
+        self.network = Network(self.loop, self.rng.fork("network"), self.link_faults)
+        # One seed in four runs the Figure 8 program (class _Figure8) with one entry per
+        # APPEND and one APPEND in flight, so a leader's old-term entries reach a
+        # follower before its no-op does.
+        self.figure8 = f and knobs.chance(0.25) and config.nodes >= 3
+        self.raft_config_base = dict(
+            election_ticks=10,
+            heartbeat_ticks=knobs.choice([1, 2]),
+            max_inflight_msgs=1 if self.figure8 else knobs.choice([1, 1, 4, 64]),
+            # 1 byte: one entry per APPEND, so a leader's old-term entries and its no-op
+            # travel apart (the Raft Figure 8 window).
+            max_size_per_msg=1 if self.figure8 else knobs.choice([1, 256, 4096, 1 << 20]),
+            snapshot_chunk_bytes=knobs.choice([64, 1024, 1 << 20]),
+        )
+        self.driver_config = DriverConfig(
+            tick_ms=10,
+            election_ticks=10,
+            heartbeat_ticks=self.raft_config_base["heartbeat_ticks"],
+            read_timeout_ms=300,
+            unknown_grace_ms=knobs.choice([0, 200]),
+            snapshot_every_entries=knobs.choice([0, 10, 40]) if f else 0,
+            snapshot_keep_entries=knobs.choice([0, 5, 50]),
+        )
+        self.fsync_ms = (1, knobs.choice([2, 5, 15]))
+        # Crash a leader right after it advanced its commit index, with this probability
+        # (FoundationDB-style attrition at the interesting moment).
+        self.crash_on_commit_p = knobs.choice([0.0, 0.05, 0.2]) if f else 0.0
+        self.crash_on_election_p = knobs.choice([0.0, 0.2, 0.5]) if f else 0.0
+        ids = [NodeId(f"n{i + 1}") for i in range(config.nodes)]
+        self.spares = [NodeId(f"n{config.nodes + i + 1}") for i in range(2)]
+        bootstrap = ConfState(voters=tuple(sorted(ids)))
+        # NB: a joining node starts from the same bootstrap membership (the cluster's
+        # "initial members", as in etcd): replaying the log from index 1 must reproduce
+        # the membership, and the bootstrap is not in the log.
+        self.bootstrap = bootstrap
+        self.nodes: dict[NodeId, SimNode] = {}
+        for node_id in ids:
+            self.nodes[node_id] = self._make_node(node_id, bootstrap)
+        self.removed: set[NodeId] = set()
+        self.workload = Workload(
+            self.loop,
+            self.rng.fork("workload"),
+            WorkloadConfig(clients=knobs.randint(2, 5), keys=knobs.randint(1, 4)),
+            self.adapter,
+            self._submit,
+            self._client_nodes,
+            self.trace,
+        )
+        self.nemesis_rng = self.rng.fork("nemesis")
+        self._conf_change_busy = False
+        self._request_ids = 1 << 40  # the nemesis' and checker's own requests
+        self._control: dict[int, str] = {}
+        self._control_results: dict[int, ReplyStatus] = {}
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def trace(self, line: str) -> None:
+        text = f"{self.loop.now} {line}"
+        self._digest.update(text.encode())
+        if self.config.trace:
+            self.trace_lines.append(text)
+
+    def _make_node(self, node_id: NodeId, bootstrap: ConfState) -> SimNode:
+        node = SimNode(
+            node_id,
+            bootstrap,
+            self.loop,
+            self.network,
+            self.checker,
+            self.rng.fork(f"node/{node_id}"),
+            self.adapter.new_machine,
+            RaftConfig(id=node_id, **self.raft_config_base),  # type: ignore[arg-type]
+            self.driver_config,
+            self._on_reply,
+            self.fsync_ms,
+            self.trace,
+        )
+        node.on_leader_step = self._leader_step
+        return node
+
+    def _leader_step(self, node: SimNode, became_leader: bool) -> None:
+        """Maybe crash a leader just elected or just past a commit, before it sends."""
+        if self.loop.now >= self.config.duration_ms - 200 or not self.config.faults:
+            return
+        if self._figure8 is not None and self._figure8.on_leader_step(node, became_leader):
+            return
+        rng = self.nemesis_rng
+        p = self.crash_on_election_p if became_leader else self.crash_on_commit_p
+        if not rng.chance(p):
+            return
+        moment = "election" if became_leader else "commit"
+        if rng.random() < 0.5:
+            # Cut it off before its first messages leave: its new entries (the term's
+            # no-op) stay on it alone, the ingredient of the Raft Figure 8 anomaly.
+            self.trace(f"isolate at {moment} {node.id}")
+            self.network.isolate(node.id, list(self.nodes))
+            self.loop.after(rng.randint(50, 400), self._heal_network)
+            return
+        self.trace(f"crash at {moment} {node.id}")
+        node.crash()
+        self.loop.after(rng.randint(10, 300), partial(self._restart, node.id))
+
+    def _client_nodes(self) -> list[NodeId]:
+        return [n for n in self.nodes if n not in self.removed]
+
+    def _submit(
+        self,
+        node_id: NodeId,
+        rid: int,
+        kind: OpKind,
+        key: str,
+        args: tuple[Hashable, ...],
+        consistency: Consistency | None,
+    ) -> None:
+        node = self.nodes.get(node_id)
+        if node is None or node.driver is None:
+            return  # lost: the client times out
+
+        def handle() -> None:
+            assert node is not None and node.driver is not None
+            if kind is OpKind.GET:
+                assert consistency is not None
+                node.driver.submit_read(rid, key, consistency)
+            else:
+                node.driver.submit_write(rid, self.adapter.encode(kind, key, args))
+            node.process()
+
+        node.submit(handle)
+
+    def _on_reply(self, node_id: NodeId, reply: Reply) -> None:
+        if reply.request_id in self._control:
+            self._control_results[reply.request_id] = reply.status
+            what = self._control.pop(reply.request_id)
+            self.trace(f"control {what} -> {reply.status.value}")
+            if what.startswith("cc"):
+                self._conf_change_busy = False
+            return
+        value: Hashable = None
+        node = self.nodes[node_id]
+        if reply.status is ReplyStatus.OK and reply.key is not None and node.machine is not None:
+            value = self.adapter.read(node.machine, reply.key)
+        self.workload.on_reply(node_id, reply, value)
+
+    def leader(self) -> SimNode | None:
+        best: SimNode | None = None
+        for node in self.nodes.values():
+            if node.is_leader and node.driver is not None:
+                if best is None or (best.driver is not None and node.driver.term > best.driver.term):
+                    best = node
+        return best
+
+    def _log_views(self) -> dict[NodeId, LogView]:
+        return {n.id: n.storage for n in self.nodes.values() if n.storage is not None}
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        state = buggify_mod.Buggify(self.config.seed, enabled=self.config.buggify)
+        buggify_mod.activate(state)
+        handler: logging.Handler | None = None
+        raft_log = logging.getLogger("concord.sim.raft")
+        if self.config.trace:
+            handler = _TraceHandler(self)
+            raft_log.addHandler(handler)
+            raft_log.setLevel(logging.INFO)
+        try:
+            return self._run()
+        finally:
+            buggify_mod.activate(None)
+            if handler is not None:
+                raft_log.removeHandler(handler)
+                raft_log.setLevel(logging.CRITICAL)
+
+    def _step_check(self) -> bool:
+        self.checker.now_ms = self.loop.now
+        self.checker.check_leader_logs(self._log_views())
+        return bool(self.checker.violations)
+
+    def _run(self) -> SimResult:
+        cfg = self.config
+        for node in self.nodes.values():
+            node.start()
+        self.workload.start()
+        if cfg.faults:
+            if self.figure8:
+                self._figure8 = _Figure8(self)
+                self.loop.after(self.nemesis_rng.randint(200, 1500), self._figure8.start)
+            self.loop.after(self.nemesis_rng.randint(100, 400), self._nemesis)
+        self.loop.run_until(cfg.duration_ms, stop=self._step_check)
+        if not self.checker.violations:
+            self._heal()
+            self.loop.run_until(self.loop.now + cfg.heal_ms, stop=self._step_check)
+        if not self.checker.violations:
+            self._final_checks()
+        result = SimResult(cfg.seed, cfg.nodes, list(self.checker.violations))
+        result.digest = self._digest.hexdigest()
+        result.ops = len(self.workload.history)
+        result.events = self.loop.events_run
+        result.trace_lines = self.trace_lines
+        result.linearizability = self._lin_result
+        result.stats = {
+            "messages": self.network.sent,
+            "dropped": self.network.dropped,
+            "eventual_reads": self.workload.eventual_reads,
+            "crashes": sum(n.disk.crashes for n in self.nodes.values()),
+            "snapshots": sum(
+                n.driver.stats.snapshots_taken for n in self.nodes.values() if n.driver
+            ),
+            "terms": len(self.checker.leaders),
+        }
+        return result
+
+    _lin_result: CheckResult | None = None
+    _figure8: _Figure8 | None = None
+
+    # -- nemesis --------------------------------------------------------------------------
+
+    def _nemesis(self) -> None:
+        if self.loop.now >= self.config.duration_ms - 200:
+            return
+        rng = self.nemesis_rng
+        members = [n for n in self.nodes if n not in self.removed]
+        action = rng.choices(
+            ["crash", "partition", "oneway", "isolate_leader", "clog", "heal", "transfer",
+             "membership", "crash_all", "crash_leader", "pause"],
+            weights=[20, 12, 8, 10, 8, 15, 10, 12 if self.config.membership else 0, 2, 15, 15],
+        )[0]
+        now = self.loop.now
+        if action == "crash":
+            victim = self.nodes[rng.choice(members)]
+            if victim.alive:
+                victim.crash()
+                self.loop.after(rng.randint(50, 600), lambda: self._restart(victim.id))
+        elif action == "pause":
+            # A stopped process (GC pause, SIGSTOP), most often the leader: when it
+            # resumes it must not serve reads from before its deposition.
+            paused = self.leader()
+            if paused is None or rng.random() >= 0.7:
+                paused = self.nodes[rng.choice(members)]
+            paused.pause(now + rng.randint(100, 500))
+        elif action == "crash_leader":
+            leader = self.leader()
+            if leader is not None:
+                leader.crash()
+                self.loop.after(rng.randint(10, 300), partial(self._restart, leader.id))
+        elif action == "crash_all":
+            for node in self.nodes.values():
+                if node.alive:
+                    node.crash()
+                    self.loop.after(rng.randint(20, 300), partial(self._restart, node.id))
+        elif action == "partition":
+            shuffled = sorted(members)
+            rng.shuffle(shuffled)
+            cut = rng.randint(1, max(1, len(shuffled) - 1))
+            self.network.partition(shuffled[:cut], shuffled[cut:])
+            self.trace(f"partition {shuffled[:cut]} | {shuffled[cut:]}")
+            self.loop.after(rng.randint(100, 800), self._heal_network)
+        elif action == "oneway":
+            a, b = rng.sample(sorted(members), 2)
+            self.network.block(a, b)
+            self.trace(f"block {a}->{b}")
+            self.loop.after(rng.randint(100, 800), self._heal_network)
+        elif action == "isolate_leader":
+            leader = self.leader()
+            if leader is not None:
+                self.network.isolate(leader.id, members)
+                self.trace(f"isolate {leader.id}")
+                self.loop.after(rng.randint(100, 800), self._heal_network)
+        elif action == "clog":
+            victim_id = rng.choice(members)
+            self.network.clog(victim_id, now + rng.randint(20, 300))
+            self.trace(f"clog {victim_id}")
+        elif action == "heal":
+            self._heal_network()
+        elif action == "transfer":
+            leader = self.leader()
+            if leader is not None and leader.driver is not None:
+                voters = [v for v in leader.driver.conf_state.voters if v != leader.id]
+                if voters:
+                    to = rng.choice(sorted(voters))
+                    self.trace(f"transfer {leader.id}->{to}")
+                    leader.driver.transfer_leader(to)
+                    leader.process()
+        elif action == "membership":
+            self._membership()
+        self.loop.after(rng.randint(50, 400), self._nemesis)
+
+    def _restart(self, node_id: NodeId) -> None:
+        node = self.nodes[node_id]
+        if not node.alive and node_id not in self.removed:
+            node.start()
+
+    def _heal_network(self) -> None:
+        if self.network.partitions:
+            self.trace("heal network")
+        self.network.heal()
+
+    def _control_request(self, what: str) -> int:
+        self._request_ids += 1
+        self._control[self._request_ids] = what
+        return self._request_ids
+
+    def _membership(self) -> None:
+        leader = self.leader()
+        if leader is None or leader.driver is None or self._conf_change_busy:
+            return
+        rng = self.nemesis_rng
+        conf = leader.driver.conf_state
+        if conf.voters_outgoing:
+            return
+        voters, learners = sorted(conf.voters), sorted(conf.learners)
+        options = []
+        if self.spares:
+            options.append("add_learner")
+        if learners:
+            options.append("promote")
+        if len(voters) > max(3, self.config.nodes - 1) or (len(voters) > 1 and self.config.nodes < 3):
+            options.append("remove")
+        if not options:
+            return
+        choice = rng.choice(options)
+        if choice == "add_learner":
+            new_id = self.spares.pop(0)
+            node = self._make_node(new_id, self.bootstrap)
+            self.nodes[new_id] = node
+            node.start()
+            cc = ConfChange.add_learner(new_id)
+        elif choice == "promote":
+            cc = ConfChange.add_voter(rng.choice(learners))
+        else:
+            victim = rng.choice(voters)
+            cc = ConfChange.remove(victim)
+            self.loop.after(1500, lambda: self._retire(victim))
+        rid = self._control_request(f"cc {choice} {cc.changes[0].node_id}")
+        self._conf_change_busy = True
+        self.trace(f"conf change {choice} {cc.changes[0].node_id} via {leader.id}")
+        leader.driver.submit_conf_change(rid, cc)
+        leader.process()
+
+    def _retire(self, node_id: NodeId) -> None:
+        """Stop a removed node once its removal is surely applied (if it was)."""
+        leader = self.leader()
+        if leader is None or leader.driver is None:
+            self.loop.after(500, lambda: self._retire(node_id))
+            return
+        conf = leader.driver.conf_state
+        if node_id in conf.voters or node_id in conf.learners or node_id in conf.voters_outgoing:
+            return  # the removal did not happen
+        self.removed.add(node_id)
+        self.nodes[node_id].crash()
+        self.trace(f"retire {node_id}")
+
+    # -- end of run ---------------------------------------------------------------------
+
+    def _heal(self) -> None:
+        self.trace("heal all")
+        self.network.heal()
+        self.link_faults.drop_p = 0.0
+        self.link_faults.duplicate_p = 0.0
+        self.link_faults.long_delay_p = 0.0
+        buggify_mod.activate(None)
+        for node in self.nodes.values():
+            if not node.alive and node.id not in self.removed:
+                node.start()
+        self.workload.stop()
+
+    def _final_checks(self) -> None:
+        deadline = self.loop.now + self.config.progress_deadline_ms
+        # Progress: a leader exists and commits a new write.
+        rid = self._control_request("progress write")
+        submitted = False
+        while self.loop.now < deadline and rid not in self._control_results:
+            leader = self.leader()
+            if leader is not None and leader.driver is not None and not submitted:
+                leader.driver.submit_write(
+                    rid, self.adapter.encode(OpKind.PUT, "__progress__", (1,))
+                )
+                leader.process()
+                submitted = True
+            self.loop.run_until(self.loop.now + 20, stop=self._step_check)
+            if rid in self._control_results and self._control_results[rid] is not ReplyStatus.OK:
+                # Lost the leader meanwhile: try again.
+                del self._control_results[rid]
+                rid = self._control_request("progress write")
+                submitted = False
+        if self.checker.violations:
+            return
+        if self._control_results.get(rid) is not ReplyStatus.OK:
+            self.checker.fail("progress", "no write committed after faults healed")
+            return
+        # Let followers catch up, then compare the members' state.
+        self.loop.run_until(self.loop.now + 500, stop=self._step_check)
+        leader = self.leader()
+        if leader is None or leader.driver is None:
+            self.checker.fail("progress", "leader lost after healing")
+            return
+        conf = leader.driver.conf_state
+        members = [self.nodes[m] for m in (*conf.voters, *conf.learners) if m in self.nodes]
+        states = {
+            n.id: (n.driver.applied_index, n.machine.state_hash())
+            for n in members
+            if n.driver is not None and n.machine is not None
+        }
+        if len(set(states.values())) != 1:
+            self.checker.fail("convergence", f"members' (applied, hash) differ: {states} "
+                              f"conf={conf}")
+            return
+        # Final strong reads of every key, through the leader, join the history.
+        reader = Client(-1, self.rng.fork("final-reads"), leader.id, stopped=True)
+        for key in self.workload.keys:
+            reader.inflight = None
+            self.workload.invoke(reader, OpKind.GET, key, (), Consistency.STRONG, leader.id)
+            end = self.loop.now + self.workload.config.timeout_ms + 10
+            self.loop.run_until(end, stop=lambda: reader.inflight is None)
+        self.checker.now_ms = self.loop.now
+        result = check_history(self.workload.history, max_steps_per_key=500_000)
+        self._lin_result = result
+        for verdict in result.violations:
+            self.checker.fail("linearizability", verdict.describe())
+
+
+class _Figure8:
+    """
+    A nemesis program that steers the cluster into the Raft paper's Figure 8 shape.
+
+    1. isolate the leader A (it keeps appending client writes no one else has);
+    2. the majority elects B: isolate B before its first messages leave (its term's
+       no-op stays on B), then crash B and heal the network;
+    3. A is elected again and replicates its old-term entries; the moment A advances
+       its commit index, crash A before that step's messages leave, and restart B;
+    4. B may now win an election (its last term is higher than the others').
+    A correct core commits nothing of A's old term before A's own no-op is on a
+    majority, so step 4 cannot overwrite a committed entry; a core that commits
+    old-term entries by counting replicas does (state-machine safety fires).
+    """
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.stage = 0
+        self.a: NodeId | None = None
+        self.b: NodeId | None = None
+
+    def start(self) -> None:
+        leader = self.sim.leader()
+        if leader is None or len(self.sim.nodes) < 3:
+            return
+        self.a = leader.id
+        self.stage = 1
+        self.sim.trace(f"figure8 isolate A={self.a}")
+        self.sim.network.isolate(leader.id, list(self.sim.nodes))
+
+    def on_leader_step(self, node: SimNode, became_leader: bool) -> bool:
+        sim = self.sim
+        if self.stage == 1 and became_leader and node.id != self.a:
+            self.b = node.id
+            self.stage = 2
+            sim.trace(f"figure8 isolate B={self.b}")
+            sim.network.isolate(node.id, list(sim.nodes))
+            sim.loop.after(30, self._crash_b)
+            return True
+        if self.stage == 3 and not became_leader and node.id == self.a:
+            self.stage = 4
+            sim.trace(f"figure8 crash A={self.a} at commit, restart B={self.b}")
+            node.crash()
+            b = self.b
+            assert b is not None
+            sim.loop.after(5, partial(sim._restart, b))
+            sim.loop.after(400, partial(sim._restart, node.id))
+            return True
+        return self.stage in (2, 3)
+
+    def _crash_b(self) -> None:
+        sim = self.sim
+        assert self.b is not None
+        sim.nodes[self.b].crash()
+        sim.network.heal()
+        self.stage = 3
+        sim.trace("figure8 crashed B, healed")
+        # Give up if A never leads again.
+        sim.loop.after(1500, self._give_up)
+
+    def _give_up(self) -> None:
+        if self.stage == 3:
+            self.stage = 5
+            if self.b is not None:
+                self.sim._restart(self.b)
+
+
+class _TraceHandler(logging.Handler):
+    """Puts the cores' log lines into the trace, in virtual-time order (not digested)."""
+
+    def __init__(self, sim: Simulation) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sim.trace_lines.append(f"{self.sim.loop.now}   | {record.getMessage()}")
+
+
+def run_seed(
+    seed: int, nodes: int, duration_ms: int = 3000, trace: bool = False, buggify: bool = True
+) -> SimResult:
+    """Run one seed and return its result (violations empty when all checks pass)."""
+    return Simulation(
+        SimConfig(seed=seed, nodes=nodes, duration_ms=duration_ms, trace=trace, buggify=buggify)
+    ).run()
+

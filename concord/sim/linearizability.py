@@ -1,0 +1,540 @@
+"""
+Linearizability checker for key-value histories.
+
+Pure. No IO, no global randomness. The only clock it may read is the optional wall-clock
+budget (`time_budget_s`); the deterministic simulator uses the step budget instead, so a
+seed's verdict never depends on machine speed.
+
+Used by the simulator (concord.sim), by tests, and by the chaos mode against real
+processes: all three record `Operation`s and call `check_history`.
+
+Algorithm: Wing & Gong's search over the history's call/return list, with Lowe's
+memoization (a cache of `(linearized-set bitset, model state)`; Lowe, "Testing for
+linearizability", 2017; the same scheme as porcupine). Each key is an independent
+register, so the history is split per key and each part is checked on its own
+(P-compositionality, Herlihy & Wing §3.3).
+
+Outcomes:
+- `OK`: the operation took effect exactly once, between invocation and completion, and
+  its `result` is checked against the model.
+- `FAIL`: the operation definitely did not take effect (rejected before it was proposed,
+  e.g. not_leader); it is dropped. NB: a put_if whose condition did not hold is not a
+  FAIL: it completed OK with result False.
+- `UNKNOWN`: it may have taken effect at any point after its invocation, or never; its
+  result is not checked.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = [
+    "ABSENT",
+    "Absent",
+    "CheckResult",
+    "KeyVerdict",
+    "OpKind",
+    "Operation",
+    "Outcome",
+    "Verdict",
+    "check_history",
+    "check_key",
+]
+
+
+class Absent:
+    """The value of a key that does not exist (a singleton: use `ABSENT`)."""
+
+    _instance: Absent | None = None
+
+    def __new__(cls) -> Absent:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Final = Absent()
+
+
+class OpKind(enum.Enum):
+    """
+    Register operations and the shape of their `args` and `result`.
+
+    - PUT: args `(value,)`; result ignored.
+    - GET: args `()`; result the value read, or `ABSENT`.
+    - DELETE: args `()`; result `deleted: bool` (True if the key existed).
+    - PUT_IF: args `(expected, new)`, `expected` may be `ABSENT` ("put if absent");
+      result `bool` (the condition held and the put happened).
+    - DELETE_IF: args `(expected,)`; result `bool`.
+    """
+
+    PUT = "put"
+    GET = "get"
+    DELETE = "delete"
+    PUT_IF = "put_if"
+    DELETE_IF = "delete_if"
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    FAIL = "fail"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """
+    One client operation as observed by the client.
+
+    Values must be hashable. Times are in any one unit (virtual ms in the simulator);
+    an operation invoked at the same instant another completes counts as concurrent
+    with it (the conservative choice).
+    """
+
+    client_id: int
+    kind: OpKind
+    key: str
+    args: tuple[Hashable, ...]
+    invoke_time: float
+    complete_time: float | None
+    outcome: Outcome
+    result: Hashable = None
+
+    def describe(self) -> str:
+        """Return one line such as `c3 put_if(k1, 4 -> 9) = True [10.0, 12.5] ok`."""
+        args = ", ".join([self.key, *(repr(a) for a in self.args)])
+        if self.kind is OpKind.PUT_IF:
+            args = f"{self.key}, {self.args[0]!r} -> {self.args[1]!r}"
+        end = "?" if self.complete_time is None else f"{self.complete_time:g}"
+        shown = "" if self.outcome is not Outcome.OK else f" = {self.result!r}"
+        return (
+            f"c{self.client_id} {self.kind.value}({args}){shown} "
+            f"[{self.invoke_time:g}, {end}] {self.outcome.value}"
+        )
+
+
+class Verdict(enum.Enum):
+    OK = "ok"
+    VIOLATION = "violation"
+    UNKNOWN = "unknown"  # the budget ran out before the search finished
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVerdict:
+    """
+    The verdict for one key.
+
+    `explanation` (violations only) is a small set of operations that cannot be
+    linearized together; `message` says in words where the search got stuck.
+    """
+
+    key: str
+    verdict: Verdict
+    ops_checked: int
+    steps: int
+    explanation: tuple[Operation, ...] = ()
+    message: str = ""
+
+    def describe(self) -> str:
+        lines = [f"key={self.key!r} verdict={self.verdict.value} ops={self.ops_checked}"]
+        if self.message:
+            lines.append(f"  {self.message}")
+        lines.extend(f"  {op.describe()}" for op in self.explanation)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """Per-key verdicts of one history."""
+
+    keys: dict[str, KeyVerdict] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no key has a violation (keys with verdict UNKNOWN do not count)."""
+        return not self.violations
+
+    @property
+    def violations(self) -> list[KeyVerdict]:
+        return [v for v in self.keys.values() if v.verdict is Verdict.VIOLATION]
+
+    @property
+    def unknown_keys(self) -> list[str]:
+        return [k for k, v in self.keys.items() if v.verdict is Verdict.UNKNOWN]
+
+    def describe(self) -> str:
+        bad = [v for v in self.keys.values() if v.verdict is not Verdict.OK]
+        if not bad:
+            return f"linearizable keys={len(self.keys)}"
+        return "\n".join(v.describe() for v in bad)
+
+
+# -- the register model ---------------------------------------------------------------
+
+
+def _step(state: Hashable, op: Operation) -> tuple[bool, Hashable]:
+    """
+    Apply `op` to the register `state`.
+
+    Returns:
+        (legal, new_state): legal is False when `op` completed OK with a result the
+        model cannot produce from `state`.
+    """
+    kind = op.kind
+    check = op.outcome is Outcome.OK
+    if kind is OpKind.GET:
+        return (not check or op.result == state), state
+    if kind is OpKind.PUT:
+        return True, op.args[0]
+    if kind is OpKind.DELETE:
+        existed = state is not ABSENT
+        return (not check or op.result == existed), ABSENT
+    if kind is OpKind.PUT_IF:
+        held = state == op.args[0]
+        return (not check or op.result == held), (op.args[1] if held else state)
+    # DELETE_IF
+    held = state == op.args[0] and state is not ABSENT
+    return (not check or op.result == held), (ABSENT if held else state)
+
+
+# -- the search ------------------------------------------------------------------------
+
+
+class _Budget:
+    """Step and wall-clock limits shared by one key's searches."""
+
+    def __init__(self, max_steps: int | None, time_budget_s: float | None) -> None:
+        self.max_steps = max_steps
+        self.deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+        self.steps = 0
+
+    def exhausted(self) -> bool:
+        if self.max_steps is not None and self.steps >= self.max_steps:
+            return True
+        # NB: read the clock only every 1024 steps; it costs more than a step.
+        if self.deadline is not None and self.steps & 1023 == 0:
+            return time.monotonic() >= self.deadline
+        return False
+
+
+@dataclass(slots=True)
+class _Stuck:
+    """Where the search got deepest before backtracking (for the explanation)."""
+
+    depth: int = -1
+    blocking: int = -1  # index of the op whose return could not be passed
+    state: Hashable = None
+    tail: tuple[int, ...] = ()
+
+
+_EXPLAIN_STEPS: Final = 300_000
+
+
+class _OutOfBudget(Exception):
+    pass
+
+
+def _search(
+    ops: Sequence[Operation], initial: Hashable, budget: _Budget, stuck: _Stuck | None
+) -> bool:
+    """
+    Return True if `ops` (one key, no FAIL ops) are linearizable from `initial`.
+
+    Raises:
+        _OutOfBudget: when `budget` runs out first.
+    """
+    n = len(ops)
+    if n == 0:
+        return True
+    # Nodes 0..n-1 are calls, n..2n-1 returns (op i's return is n + i); node 2n is head.
+    events: list[tuple[float, int, int]] = []
+    for i, op in enumerate(ops):
+        events.append((op.invoke_time, 0, i))
+        if op.outcome is Outcome.OK:
+            assert op.complete_time is not None, f"ok op without completion: {op}"
+            events.append((op.complete_time, 1, n + i))
+    # Calls sort before returns at the same instant: touching intervals are concurrent.
+    events.sort()
+    head = 2 * n
+    nxt = [-1] * (2 * n + 1)
+    prv = [-1] * (2 * n + 1)
+    last = head
+    for _, _, node in events:
+        nxt[last] = node
+        prv[node] = last
+        last = node
+    definite = [op.outcome is Outcome.OK for op in ops]
+    remaining = sum(definite)
+
+    def lift(c: int) -> None:
+        p, q = prv[c], nxt[c]
+        nxt[p] = q
+        if q != -1:
+            prv[q] = p
+        if definite[c]:
+            r = n + c
+            p, q = prv[r], nxt[r]
+            nxt[p] = q
+            if q != -1:
+                prv[q] = p
+
+    def unlift(c: int) -> None:
+        if definite[c]:
+            r = n + c
+            nxt[prv[r]] = r
+            if nxt[r] != -1:
+                prv[nxt[r]] = r
+        nxt[prv[c]] = c
+        if nxt[c] != -1:
+            prv[nxt[c]] = c
+
+    state = initial
+    linearized = 0
+    stack: list[tuple[int, Hashable]] = []
+    cache: set[tuple[int, Hashable]] = set()
+    entry = nxt[head]
+    while remaining > 0:
+        budget.steps += 1
+        if budget.exhausted():
+            raise _OutOfBudget
+        # Invariant: a definite op's return is still listed, so the scan meets a return
+        # before the end of the list.
+        assert entry != -1
+        if entry < n:
+            legal, new_state = _step(state, ops[entry])
+            if legal:
+                grown = linearized | (1 << entry)
+                memo = (grown, new_state)
+                if memo not in cache:
+                    cache.add(memo)
+                    stack.append((entry, state))
+                    state = new_state
+                    linearized = grown
+                    if definite[entry]:
+                        remaining -= 1
+                    lift(entry)
+                    entry = nxt[head]
+                    continue
+            entry = nxt[entry]
+        else:
+            # The return of an op not yet linearized: undo the last choice.
+            if stuck is not None and len(stack) > stuck.depth:
+                stuck.depth = len(stack)
+                stuck.blocking = entry - n
+                stuck.state = state
+                stuck.tail = tuple(c for c, _ in stack[-6:])
+            if not stack:
+                return False
+            entry, state = stack.pop()
+            linearized &= ~(1 << entry)
+            if definite[entry]:
+                remaining += 1
+            unlift(entry)
+            entry = nxt[entry]
+    return True
+
+
+def _written_values(op: Operation) -> tuple[Hashable, ...]:
+    if op.kind is OpKind.PUT:
+        return (op.args[0],)
+    if op.kind is OpKind.PUT_IF:
+        return (op.args[1],)
+    return ()
+
+
+def _observed_values(ops: Iterable[Operation]) -> set[Hashable]:
+    """Values some OK op's outcome depends on (read, or matched by a condition)."""
+    seen: set[Hashable] = set()
+    for op in ops:
+        if op.outcome is not Outcome.OK:
+            continue
+        if op.kind is OpKind.GET:
+            seen.add(op.result)
+        elif op.kind in (OpKind.PUT_IF, OpKind.DELETE_IF):
+            seen.add(op.args[0])
+    return seen
+
+
+def _prune_unknown(ops: Sequence[Operation]) -> list[Operation]:
+    """
+    Drop UNKNOWN ops whose written value no OK op observed (and UNKNOWN reads).
+
+    A first pass only, and sound as such: if the pruned history is linearizable, so is
+    the full one (the dropped ops simply never took effect). Unknown writes nobody read
+    are the common case after leader loss, and each one kept can double the search.
+    """
+    observed = _observed_values(ops)
+    kept = []
+    for op in ops:
+        if op.outcome is Outcome.UNKNOWN:
+            if op.kind is OpKind.GET:
+                continue
+            written = _written_values(op)
+            if written and not (set(written) & observed):
+                continue
+        kept.append(op)
+    return kept
+
+
+def _honest(ops: Sequence[Operation], initial: Hashable) -> bool:
+    """An explanation is honest when every value it reads is written within it."""
+    written = {initial, ABSENT}
+    for op in ops:
+        written.update(_written_values(op))
+    return _observed_values(ops) <= written
+
+
+def _minimize(
+    ops: list[Operation], initial: Hashable, budget: _Budget
+) -> list[Operation]:
+    """
+    Shrink a non-linearizable history to a 1-minimal one (greedy ddmin), keeping it honest.
+
+    Stops early (returning the smallest set found) when the budget runs out.
+    """
+    current = ops
+    chunk = max(1, len(current) // 2)
+    try:
+        while True:
+            i = 0
+            removed_any = False
+            while i < len(current):
+                candidate = current[:i] + current[i + chunk :]
+                if (
+                    candidate
+                    and _honest(candidate, initial)
+                    and not _search(candidate, initial, budget, None)
+                ):
+                    current = candidate
+                    removed_any = True
+                else:
+                    i += chunk
+            if chunk > 1:
+                chunk //= 2
+            elif not removed_any:
+                break
+    except _OutOfBudget:
+        pass
+    return current
+
+
+def check_key(
+    key: str,
+    ops: Sequence[Operation],
+    *,
+    initial: Hashable = ABSENT,
+    max_steps: int | None = 2_000_000,
+    time_budget_s: float | None = None,
+    explain: bool = True,
+) -> KeyVerdict:
+    """
+    Check the history of one key.
+
+    Args:
+        key: the key (for the verdict only).
+        ops: the key's operations, any order; FAIL ops are ignored.
+        initial: the key's value before the history (`ABSENT` by default).
+        max_steps: deterministic search budget; None for no limit.
+        time_budget_s: wall-clock budget; None for no limit.
+        explain: on a violation, minimize the history to the operations involved.
+
+    Returns:
+        The verdict; UNKNOWN when a budget ran out.
+    """
+    live = [op for op in ops if op.outcome is not Outcome.FAIL]
+    live.sort(key=lambda op: op.invoke_time)
+    budget = _Budget(max_steps, time_budget_s)
+    stuck = _Stuck()
+    try:
+        if _search(live, initial, budget, stuck):
+            return KeyVerdict(key, Verdict.OK, len(live), budget.steps)
+    except _OutOfBudget:
+        # Unknown writes nobody observed are what usually blows the search up: retry
+        # without them (a sufficient condition only, so it can prove OK, never a violation).
+        pruned = _prune_unknown(live)
+        retry = _Budget(max_steps, time_budget_s)
+        try:
+            if len(pruned) < len(live) and _search(pruned, initial, retry, None):
+                return KeyVerdict(key, Verdict.OK, len(live), budget.steps + retry.steps)
+        except _OutOfBudget:
+            pass
+        return KeyVerdict(
+            key,
+            Verdict.UNKNOWN,
+            len(live),
+            budget.steps + retry.steps,
+            message=f"search budget exhausted after {budget.steps + retry.steps} steps",
+        )
+    steps = budget.steps
+    blocking = live[stuck.blocking]
+    message = (
+        f"no linearization passes {blocking.describe()}; deepest partial order had "
+        f"{stuck.depth} ops, register={stuck.state!r}"
+    )
+    explanation: list[Operation] = [live[i] for i in stuck.tail] + [blocking]
+    if explain:
+        # First cut: nothing invoked after the blocking op completed is needed.
+        end = blocking.complete_time if blocking.complete_time is not None else 0.0
+        prefix = [op for op in live if op.invoke_time <= end]
+        # Explaining is a courtesy: bounded, and independent of the verdict.
+        mini_budget = _Budget(_EXPLAIN_STEPS, time_budget_s)
+        try:
+            if _search(prefix, initial, mini_budget, None):
+                prefix = live
+        except _OutOfBudget:
+            prefix = live
+        minimal = _minimize(prefix, initial, mini_budget)
+        if len(minimal) < len(live) and len(minimal) <= 64:
+            explanation = sorted(minimal, key=lambda op: op.invoke_time)
+    return KeyVerdict(
+        key, Verdict.VIOLATION, len(live), steps, tuple(explanation), message
+    )
+
+
+def check_history(
+    ops: Iterable[Operation],
+    *,
+    initial: dict[str, Hashable] | None = None,
+    max_steps_per_key: int | None = 2_000_000,
+    time_budget_s_per_key: float | None = None,
+    explain: bool = True,
+) -> CheckResult:
+    """
+    Check a whole key-value history, key by key.
+
+    Args:
+        ops: every recorded operation (any order, any keys).
+        initial: values of keys before the history; missing keys start `ABSENT`.
+        max_steps_per_key: deterministic search budget per key; None for no limit.
+        time_budget_s_per_key: wall-clock budget per key; None for no limit.
+        explain: minimize violating histories to the operations involved.
+
+    Returns:
+        A `CheckResult` with one `KeyVerdict` per key.
+    """
+    by_key: dict[str, list[Operation]] = {}
+    for op in ops:
+        by_key.setdefault(op.key, []).append(op)
+    start = initial or {}
+    verdicts = {
+        key: check_key(
+            key,
+            key_ops,
+            initial=start.get(key, ABSENT),
+            max_steps=max_steps_per_key,
+            time_budget_s=time_budget_s_per_key,
+            explain=explain,
+        )
+        for key, key_ops in sorted(by_key.items())
+    }
+    return CheckResult(verdicts)

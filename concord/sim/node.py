@@ -1,0 +1,340 @@
+"""
+One simulated node: the production `Driver` around the real `RawNode`, over a fake disk
+(`SimLogWriter`) and the fake network. Crash and restart rebuild everything but the disk.
+
+Pure: time, randomness and IO are the simulator's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from functools import partial
+from collections.abc import Callable
+
+from concord.errors import CompactedError, UnavailableError
+from concord.ids import NodeId
+from concord.node.driver import Driver, DriverConfig, Reply, StateMachine, load_memory_storage
+from concord.raft.config import RaftConfig
+from concord.raft.messages import ConfState, Entry, Message, Snapshot, SnapshotMeta
+from concord.raft.rawnode import RawNode
+from concord.raft.state import Role
+from concord.raft.storage import MemoryStorage
+from concord.sim.buggify import buggify
+from concord.sim.checks import SafetyChecker
+from concord.sim.disk import FakeDisk, SimLogWriter
+from concord.sim.loop import EventLoop, Timer
+from concord.sim.network import Network
+from concord.sim.rng import SimRandom
+
+__all__ = ["ObservedStorage", "SimNode"]
+
+# The cores' log lines stay out of the way of a many-seed run (--trace turns them on).
+_raft_logger = logging.getLogger("concord.sim.raft")
+_raft_logger.propagate = False
+_raft_logger.setLevel(logging.CRITICAL)
+
+
+class ObservedStorage(MemoryStorage):
+    """A MemoryStorage that reports every append to the safety checker."""
+
+    def __init__(self, node: NodeId, checker: SafetyChecker, conf_state: ConfState) -> None:
+        super().__init__(conf_state)
+        self._node = node
+        self._checker = checker
+
+    def append(self, entries: list[Entry] | tuple[Entry, ...]) -> None:
+        ents = [e for e in entries if e.index >= self.first_index()]
+        prev: int | None = None
+        if ents:
+            try:
+                prev = self.term(ents[0].index - 1)
+            except (CompactedError, UnavailableError):
+                prev = None  # compacted or beyond: the predecessor is unknown
+        super().append(entries)
+        if ents:
+            self._checker.on_append(self._node, prev, ents)
+
+
+class SimNode:
+    """
+    A node of the simulated cluster.
+
+    Args:
+        node_id: its id.
+        bootstrap: the initial membership (empty for a node added later).
+        loop, network, checker: the shared world.
+        rng: this node's stream (forked per incarnation for the core's jitter).
+        machine_factory: makes a fresh state machine.
+        raft_config, driver_config: settings.
+        on_reply: where client replies go (the workload).
+        fsync_ms: fake-disk latency range.
+    """
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        bootstrap: ConfState,
+        loop: EventLoop,
+        network: Network,
+        checker: SafetyChecker,
+        rng: SimRandom,
+        machine_factory: Callable[[], StateMachine],
+        raft_config: RaftConfig,
+        driver_config: DriverConfig,
+        on_reply: Callable[[NodeId, Reply], None],
+        fsync_ms: tuple[int, int],
+        trace: Callable[[str], None],
+    ) -> None:
+        self.id = node_id
+        self.bootstrap = bootstrap
+        self.loop = loop
+        self.network = network
+        self.checker = checker
+        self.rng = rng
+        self.disk = FakeDisk()
+        self.machine_factory = machine_factory
+        self.raft_config = raft_config
+        self.driver_config = driver_config
+        self.on_reply = on_reply
+        self.fsync_ms = fsync_ms
+        self.trace = trace
+        self.incarnation = 0
+        self.logger = logging.getLogger(f"concord.sim.raft.{node_id}")
+        self.alive = False
+        self.driver: Driver | None = None
+        self.machine: StateMachine | None = None
+        self.storage: ObservedStorage | None = None
+        self._writer: SimLogWriter | None = None
+        self._tick_timer: Timer | None = None
+        self._processing = False
+        self._outbox: list[Message] = []
+        self._last_commit = 0
+        self._was_leader = False
+        self.paused_until = 0
+        self._deferred: list[tuple[bool, Callable[[], None]]] = []
+        #: Called when this node became leader (True) or, as leader, advanced its commit
+        #: index (False), before the step's messages are sent (a nemesis hook).
+        self.on_leader_step: Callable[[SimNode, bool], None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or restart) from what the disk holds."""
+        self.incarnation += 1
+        recovered = self.disk.recover()
+        storage = ObservedStorage(self.id, self.checker, self.bootstrap)
+        load_memory_storage(storage, recovered)
+        machine = self.machine_factory()
+        if recovered.snapshot is not None and not recovered.snapshot.is_empty:
+            machine.restore(recovered.snapshot.data)
+            self.checker.on_snapshot_applied(
+                self.id, recovered.snapshot.meta.index, recovered.snapshot.meta.term
+            )
+        raw = RawNode(
+            self.raft_config if self.raft_config.logger is not None
+            else replace(self.raft_config, logger=self.logger),
+            storage,
+            self.rng.fork(f"raft/{self.incarnation}"),
+        )
+        writer = SimLogWriter(
+            self.loop,
+            self.disk,
+            self.rng.fork(f"disk/{self.incarnation}"),
+            self._persisted,
+            self._snapshot_written,
+            self.fsync_ms,
+        )
+        hard_state, conf_state = storage.initial_state()
+        driver = Driver(
+            self.id,
+            raw,
+            storage,
+            self,
+            writer,
+            self,
+            machine,
+            lambda reply: self.on_reply(self.id, reply),
+            self.driver_config,
+            conf_state,
+            hard_state,
+            snapshot_sink=writer,
+            applied_observer=self._applied,
+            snapshot_observer=self._snapshot_installed,
+        )
+        self.storage, self.machine, self.driver, self._writer = storage, machine, driver, writer
+        self.alive = True
+        self.network.register(self.id, self._receive)
+        tick = self.driver_config.tick_ms
+        self._tick_timer = self.loop.after(self.rng.randint(1, tick), self._tick)
+        self.trace(f"start {self.id} inc={self.incarnation} "
+                   f"snap={recovered.snapshot.meta.index if recovered.snapshot else 0} "
+                   f"hs={recovered.hard_state.term}/{recovered.hard_state.commit} "
+                   f"ents={len(recovered.entries)}")
+
+    def crash(self) -> None:
+        """Stop now: lose memory and unsynced writes (maybe tearing the last one)."""
+        if not self.alive:
+            return
+        self.alive = False
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+        if self._writer is not None:
+            self._writer.dead = True
+        self.network.unregister(self.id)
+        self.disk.crash(self.rng.fork(f"crash/{self.incarnation}"))
+        self._outbox = []
+        self._was_leader = False
+        self.paused_until = 0
+        self._deferred = []
+        self.driver = None
+        self.machine = None
+        self.storage = None
+        self._writer = None
+        self.trace(f"crash {self.id}")
+
+    # -- the world's view of the driver ---------------------------------------------------
+
+    def now_ms(self) -> int:
+        """Clock: virtual time."""
+        return self.loop.now
+
+    def send(self, msg: Message) -> None:
+        """Transport: into the outbox, flushed to the network at the end of the step."""
+        self._outbox.append(msg)
+
+    def _flush(self) -> None:
+        """
+        Hand this step's messages to the network in a canonical order.
+
+        NB: the core builds its progress map from sets of node ids, so the order of its
+        messages within one step depends on PYTHONHASHSEED; sorting them here keeps the
+        network's random draws (and so the whole run) a function of the seed alone.
+        """
+        if not self._outbox:
+            return
+        out, self._outbox = self._outbox, []
+        out.sort(key=lambda m: (m.to, m.type, m.index, m.term))
+        for msg in out:
+            if buggify("node.drop_send"):
+                continue  # a legal loss
+            self.network.send(msg)
+
+    # -- pauses (a stopped process: a GC pause, SIGSTOP, a VM migration) ------------------
+
+    def pause(self, until_ms: int) -> None:
+        """Freeze the node: it handles nothing (messages, ticks, acks) until `until_ms`."""
+        if self.alive:
+            self.paused_until = max(self.paused_until, until_ms)
+            self.trace(f"pause {self.id} until={until_ms}")
+
+    def frozen(self) -> bool:
+        return self.loop.now < self.paused_until
+
+    def _defer(self, call: Callable[[], None], client: bool = False) -> None:
+        """Run `call` when the pause ends, unless the node crashed meanwhile."""
+        if not self._deferred:
+            incarnation = self.incarnation
+            self.loop.at(self.paused_until, partial(self._resume, incarnation))
+        self._deferred.append((client, call))
+
+    def _resume(self, incarnation: int) -> None:
+        """
+        The pause ends: handle what queued up. NB: a resumed process may poll its client
+        socket before its peer socket, so half the time client requests go first (a
+        deposed leader then meets them before the news of its deposition).
+        """
+        calls, self._deferred = self._deferred, []
+        if self.incarnation != incarnation or not self.alive:
+            return
+        if self.frozen():  # paused again meanwhile
+            for client, call in calls:
+                self._defer(call, client)
+            return
+        if self.rng.random() < 0.5:
+            calls = [c for c in calls if c[0]] + [c for c in calls if not c[0]]
+        for _, call in calls:
+            if self.alive and self.incarnation == incarnation:
+                call()
+
+    def submit(self, call: Callable[[], None]) -> None:
+        """A client request arrives: handle it now, or when a pause ends."""
+        if self.frozen():
+            self._defer(call, client=True)
+        else:
+            call()
+
+    def _receive(self, msg: Message) -> None:
+        if self.driver is None:
+            return
+        if self.frozen():
+            self._defer(partial(self._receive, msg))
+            return
+        self.trace(f"msg {msg.frm}>{msg.to} {msg.type.name} t{msg.term} i{msg.index}")
+        self.driver.on_message(msg)
+        self.process()
+
+    def _tick(self) -> None:
+        if self.driver is None:
+            return
+        if self.frozen():
+            self._defer(self._tick)
+            return
+        self.driver.on_tick()
+        self.process()
+        self._tick_timer = self.loop.after(self.driver_config.tick_ms, self._tick)
+
+    def _persisted(self, number: int) -> None:
+        if self.driver is None:
+            return
+        if self.frozen():
+            self._defer(partial(self._persisted, number))
+            return
+        self.driver.on_persisted(number)
+        self.process()
+
+    def _snapshot_written(self, snapshot: Snapshot) -> None:
+        if self.driver is None:
+            return
+        if self.frozen():
+            self._defer(partial(self._snapshot_written, snapshot))
+            return
+        self.driver.on_snapshot_written(snapshot.meta)
+        self.trace(f"snapshot {self.id} index={snapshot.meta.index}")
+
+    def _snapshot_installed(self, meta: SnapshotMeta) -> None:
+        self.checker.on_snapshot_applied(self.id, meta.index, meta.term)
+        self.trace(f"install {self.id} index={meta.index} term={meta.term}")
+
+    def _applied(self, entry: Entry) -> None:
+        assert self.driver is not None
+        self.checker.on_apply(self.id, entry, self.driver.term)
+
+    def process(self) -> None:
+        """Run the driver's Ready loop, then the per-step safety checks."""
+        driver = self.driver
+        if driver is None or self._processing:
+            return
+        self._processing = True
+        try:
+            driver.process_ready()
+        finally:
+            self._processing = False
+        if driver.role is Role.LEADER:
+            self.checker.on_leader(self.id, driver.term)
+            became = not self._was_leader
+            advanced = driver.commit > self._last_commit
+            self._was_leader, self._last_commit = True, driver.commit
+            if (became or advanced) and self.on_leader_step is not None:
+                # NB: before the flush: the nemesis may crash the node right here, and
+                # then this step's messages never leave (a legal crash point).
+                self.on_leader_step(self, became)
+                if self.driver is None:
+                    return
+        else:
+            self._was_leader, self._last_commit = False, driver.commit
+        self._flush()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.driver is not None and self.driver.role is Role.LEADER

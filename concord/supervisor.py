@@ -1,0 +1,342 @@
+"""
+`python -m concord.supervisor --config FILE`: one Concord node as a tree of processes.
+
+    supervisor (this process: owns the shared-memory store and the ipc folder)
+     ├─ core     rest_for_one  [writer (log/snapshot writer), raft (raft worker)]
+     ├─ readers  one_for_one   [reader0 .. reader<N-1> (read workers)]
+     └─ door     one_for_one   [door (client front door, concord.net.frontdoor)]
+
+Start-up: the config is loaded (a ConfigError is one line on stderr, exit 2), the data
+dir is created if needed and must be writable (exit 2) and not in use by another node
+(an flock on <data_dir>/concord.lock, exit 3), this node's fixed ports must be free
+(exit 3), then `setup()` creates the shm store and the private ipc folder, the children
+start in order and, once all are READY, ONE line goes to stdout:
+
+    concord ready node=n1 client=tcp://127.0.0.1:7401 peer=tcp://127.0.0.1:7501 events=tcp://127.0.0.1:7601
+
+(real ports when the config says 0). A child failing before READY (e.g. the writer
+finding a corrupt WAL: its ERROR line names the file and offset) stops start-up, exit 3.
+SIGTERM/SIGINT: the children stop in reverse order, `cleanup()` unlinks every segment
+and removes the ipc folder, exit 0. If this process dies, the children exit through the
+lifeline. Exit codes: docs/operations.md.
+
+`--join` starts a node whose data dir is empty as a new member of a running cluster (no
+bootstrap membership: it waits for the leader, after an `add_member` naming it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from types import FrameType
+
+import zmq
+
+from concord.config import NodeConfig, load_config
+from concord.errors import ConfigError, ProtocolError, StorageError
+from concord.net.frontdoor import FrontDoor, FrontDoorOptions
+from concord.node.log_writer import LogWriter, WriterSettings, serve
+from concord.node.members import NodeStateMachine
+from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_worker
+from concord.node.read_worker import run_read_worker
+from concord.shm.layout import SegmentNames
+from concord.shm.segments import DEV_SHM, create_store, unlink_store
+from supervisor import (
+    Backoff,
+    ChildSpec,
+    ExitCode,
+    Group,
+    Intensity,
+    Strategy,
+    Supervisor,
+    Tree,
+    format_ready_line,
+    notify_ready,
+    previous_info,
+)
+from supervisor.readiness import InfoValue
+
+__all__ = ["NodeLayout", "build_tree", "main"]
+
+logger = logging.getLogger("concord.supervisor")
+
+
+class NodeLayout:
+    """Names of this run's process-local resources: shm segments and ipc endpoints."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        token = f"{os.getpid()}x{secrets.token_hex(3)}"
+        node = "".join(c if c.isalnum() or c in "_." else "_" for c in config.node.id)[:32]
+        self.names = SegmentNames(node, token)
+        # NB: ipc paths must stay under 108 bytes: a short private folder in /tmp.
+        self.ipc_dir = Path(tempfile.gettempdir()) / f"concord-{node[:16]}-{token}"
+        self.endpoints = WorkerEndpoints(
+            writer=f"ipc://{self.ipc_dir}/writer",
+            backend=f"ipc://{self.ipc_dir}/door",
+            shm=self.names,
+        )
+
+    def setup(self) -> None:
+        self.sweep_stale()
+        self.ipc_dir.mkdir(mode=0o700)
+        create_store(self.names)
+
+    def sweep_stale(self) -> None:
+        """
+        Remove what a SIGKILLed predecessor of this node left (its cleanup() never ran):
+        shm stores and ipc folders of this node id whose supervisor pid is gone.
+        """
+        node = self.names.node
+        for name in sorted(os.listdir(DEV_SHM)) if os.path.isdir(DEV_SHM) else []:
+            token = _stale_token(name, f"concord-{node}-")
+            if token is not None:
+                removed = unlink_store(SegmentNames(node, token))
+                logger.warning("removed shm left by a dead supervisor token=%s segments=%d",
+                               token, len(removed))
+        tmp = self.ipc_dir.parent
+        for entry in tmp.glob(f"concord-{node[:16]}-*x*"):
+            if _stale_token(entry.name, f"concord-{node[:16]}-") is not None:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def cleanup(self) -> None:
+        unlink_store(self.names)
+        shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+
+def _stale_token(name: str, prefix: str) -> str | None:
+    """The token of `name` (prefix + "<pid>x<hex>"...) if that supervisor pid is dead."""
+    if not name.startswith(prefix):
+        return None
+    token = name[len(prefix):].split("-", 1)[0]
+    pid_text, sep, _ = token.partition("x")
+    if not sep or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return token
+    except PermissionError:
+        return None
+    return None
+
+
+# -- children -------------------------------------------------------------------------------
+
+
+def _stop_on_term() -> threading.Event:
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    return stop
+
+
+def log_writer_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
+    """The writer child: recover the data dir, report READY, serve the raft worker."""
+    stop = _stop_on_term()
+    settings = WriterSettings(
+        fsync=config.storage.fsync,
+        segment_bytes=config.storage.segment_bytes,
+        snapshot_entries=config.storage.snapshot_entries,
+        keep_snapshots=config.storage.keep_snapshots,
+    )
+    try:
+        writer = LogWriter(config.node.data_dir, settings,
+                           partial(NodeStateMachine, kv_config_of(config)))
+    except (StorageError, ProtocolError, ValueError) as exc:
+        logger.error("log writer cannot start data_dir=%s: %s", config.node.data_dir, exc)
+        raise SystemExit(1) from exc
+    notify_ready({"data_dir": str(config.node.data_dir)})
+    try:
+        serve(writer, endpoints.writer, stop)
+    except (StorageError, ProtocolError) as exc:
+        logger.error("log writer failed data_dir=%s error=%s", config.node.data_dir, exc)
+        raise SystemExit(1) from exc
+
+
+def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
+    """The door child: the node's one client ROUTER, brokering to the backends."""
+    stop = _stop_on_term()
+    me = config.member
+    port = me.client_port or int(str(previous_info().get("client_port", 0)))
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        door = FrontDoor(ctx, FrontDoorOptions(
+            client_endpoint=me.endpoint(port),
+            backend_endpoint=endpoints.backend,
+            max_request_bytes=config.limits.max_request_bytes,
+        ))
+        with door:
+            real_port = int(door.client_endpoint.rsplit(":", 1)[1])
+            notify_ready({"client": door.client_endpoint, "client_port": real_port})
+            door.serve(stop.is_set, tick_ms=100.0)
+    finally:
+        ctx.term()
+
+
+def build_tree(config: NodeConfig, endpoints: WorkerEndpoints, join: bool = False) -> Tree:
+    """The node's supervision tree (module docstring)."""
+    s = config.supervisor
+    timeout = s.shutdown_timeout_s
+    return Tree(
+        (
+            Group("core", Strategy.REST_FOR_ONE, (
+                ChildSpec("writer", log_writer_main, (config, endpoints), reports_ready=True,
+                          ready_before_next=True, shutdown_timeout_s=timeout),
+                ChildSpec("raft", run_raft_worker, (config, endpoints, join),
+                          reports_ready=True, shutdown_timeout_s=timeout,
+                          max_rss_bytes=s.max_rss_bytes),
+            )),
+            Group("readers", Strategy.ONE_FOR_ONE, tuple(
+                ChildSpec(f"reader{i}", run_read_worker, (config, endpoints, i),
+                          reports_ready=True, shutdown_timeout_s=timeout,
+                          max_rss_bytes=s.max_rss_bytes)
+                for i in range(config.node.read_workers)
+            )),
+            Group("door", Strategy.ONE_FOR_ONE, (
+                ChildSpec("door", front_door_main, (config, endpoints), reports_ready=True,
+                          shutdown_timeout_s=timeout),
+            )),
+        ),
+        intensity=Intensity(s.max_restarts, s.restart_window_s),
+        backoff=Backoff(initial_s=s.backoff_initial_s, max_s=s.backoff_max_s),
+        ready_timeout_s=s.ready_timeout_s,
+    )
+
+
+# -- start-up checks ----------------------------------------------------------------------------
+
+
+class StartupCheckError(Exception):
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def check_data_dir(config: NodeConfig) -> None:
+    """Create the data dir if missing; it must be a writable folder."""
+    data_dir = Path(config.node.data_dir)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupCheckError(f"node.data_dir: cannot create {data_dir}: {exc.strerror}",
+                                ExitCode.USAGE) from exc
+    if not data_dir.is_dir() or not os.access(data_dir, os.W_OK | os.X_OK):
+        raise StartupCheckError(f"node.data_dir: {data_dir} is not a writable folder",
+                                ExitCode.USAGE)
+
+
+LOCK_FILE = "concord.lock"
+_held_locks: list[int] = []  # fds kept open (inherited by children) for the process's life
+
+
+def lock_data_dir(config: NodeConfig, wait_s: float = 3.0) -> None:
+    """
+    Take an exclusive flock on `<data_dir>/concord.lock` for this node's lifetime, so two
+    nodes never share a data dir. The children inherit the descriptor: the lock is
+    released only when the whole tree is gone (after a SIGKILL of the supervisor, once
+    its children exited through the lifeline; hence the short wait).
+    """
+    path = Path(config.node.data_dir) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError as exc:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StartupCheckError(
+                    f"node.data_dir: {config.node.data_dir} is in use by another running node "
+                    f"(lock {path})", ExitCode.STARTUP_FAILED) from exc
+            time.sleep(0.05)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held_locks.append(fd)
+
+
+def check_ports(config: NodeConfig) -> None:
+    """Every fixed port of this node must be free to bind on its host."""
+    me = config.member
+    for name, port in (("client_port", me.client_port), ("peer_port", me.peer_port),
+                       ("events_port", me.events_port)):
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in me.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((me.host, port))
+            except OSError as exc:
+                reason = "is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                raise StartupCheckError(
+                    f"cluster.members[{me.id}].{name}: port {port} on {me.host} {reason}",
+                    ExitCode.STARTUP_FAILED,
+                ) from exc
+
+
+def _ready_line(node_id: str, infos: Mapping[str, Mapping[str, InfoValue]]) -> str:
+    return format_ready_line("concord", node_id, {
+        "client": infos["door"]["client"],
+        "peer": infos["raft"]["peer"],
+        "events": infos["raft"]["events"],
+    })
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m concord.supervisor",
+                                     description="Run one Concord node.")
+    parser.add_argument("--config", required=True, help="the node's TOML file")
+    parser.add_argument("--join", action="store_true",
+                        help="an empty data dir joins a running cluster (no bootstrap)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"concord: {exc}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    logging.basicConfig(
+        level=config.logging.level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s %(name)s [{config.node.id} %(process)d] %(message)s",
+    )
+    try:
+        check_data_dir(config)
+        lock_data_dir(config)
+        check_ports(config)
+    except StartupCheckError as exc:
+        print(f"concord: {exc.message}", file=sys.stderr)
+        return int(exc.code)
+    layout = NodeLayout(config)
+    tree = build_tree(config, layout.endpoints, join=args.join)
+    return Supervisor(
+        tree,
+        setup=layout.setup,
+        cleanup=layout.cleanup,
+        ready_line=partial(_ready_line, config.node.id),
+    ).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Membership and leadership ops on a running cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import wait_until
+from tests.integration.cluster import as_int, as_maps
+from tests.integration.conftest import ClusterFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.mark.timeout(90)
+def test_leadership_moves_when_transfer_leader_is_asked(cluster: ClusterFactory) -> None:
+    """transfer_leader hands leadership to the named voter (TimeoutNow)."""
+    c = cluster(3)
+    leader = c.wait_leader()
+    target = next(n for n in c.ids if n != leader)
+    reply = c.request(leader, {"op": "transfer_leader", "member_id": target})
+    assert (True, target) == (reply["ok"], reply["transferring_to"])
+    wait_until(lambda: c.leader() == target, 10, lambda: f"statuses={c.statuses()}")
+    follower_reply = c.request(leader, {"op": "transfer_leader"})
+    assert "not_leader" == follower_reply["error"]
+    assert True is c.request(target, {"op": "put", "key": "after", "value": 1})["ok"]
+
+
+@pytest.mark.timeout(120)
+def test_new_node_joins_and_leaves_when_added_and_removed(cluster: ClusterFactory) -> None:
+    """add_member: a new empty node joins as a learner (through a snapshot: the log was
+    compacted), is promoted, serves; then removed."""
+    c = cluster(3, storage={"snapshot_entries": 20})
+    leader = c.wait_leader()
+    for i in range(150):
+        assert True is c.request(leader, {"op": "put", "key": f"k{i}", "value": i})["ok"]
+    c.add_node("n4")
+    ports = c.member_ports("n4")
+    reply = c.request(leader, {"op": "add_member", "member_id": "n4", "host": "127.0.0.1",
+                               "client_port": ports.client_port, "peer_port": ports.peer_port,
+                               "events_port": ports.events_port})
+    assert True is reply["ok"], reply
+
+    def n4_is_voter() -> bool:
+        st = c.status(leader)
+        return st is not None and any(m["id"] == "n4" and m["role"] == "voter"
+                                      for m in as_maps(st["members"]))
+
+    wait_until(n4_is_voter, 20, lambda: f"leader status={c.status(leader)}")
+    c.wait_converged()
+    assert 149 == c.request("n4", {"op": "get", "key": "k149", "consistency": "strong"})["value"]
+    # Every node learned the new member's address (replicated with the change).
+    for nid in c.ids:
+        members = c.request(nid, {"op": "members"})["members"]
+        n4 = next(m for m in as_maps(members) if m["id"] == "n4")
+        assert c.nodes["n4"].client == n4["client"], nid
+    # A follower restarted from a snapshot taken after the address entry still knows it.
+    for i in range(150, 200):
+        assert True is c.request(leader, {"op": "put", "key": f"k{i}", "value": i})["ok"]
+    c.wait_converged()
+    follower = next(n for n in ("n1", "n2", "n3") if n != leader)
+    c.nodes[follower].terminate()
+    c.restart(follower)
+    status = c.status(follower)
+    assert status is not None and as_int(status["first_index"]) > 1
+    members = c.request(follower, {"op": "members"})["members"]
+    n4 = next(m for m in as_maps(members) if m["id"] == "n4")
+    assert c.nodes["n4"].client == n4["client"]
+    removed = c.request(leader, {"op": "remove_member", "member_id": "n4"})
+    assert True is removed["ok"]
+    assert ["n1", "n2", "n3"] == sorted(str(m["id"]) for m in as_maps(removed["members"]))
+    assert True is c.request(leader, {"op": "put", "key": "after", "value": 1})["ok"]
+
+
+@pytest.mark.timeout(90)
+def test_rest_elect_new_leader_when_leader_is_removed(cluster: ClusterFactory) -> None:
+    """remove_member of the leader itself: it steps down; the other two carry on."""
+    c = cluster(3)
+    leader = c.wait_leader()
+    reply = c.request(leader, {"op": "remove_member", "member_id": leader})
+    assert True is reply["ok"], reply
+    rest = [n for n in c.ids if n != leader]
+    new = c.wait_leader(rest)
+    assert True is c.request(new, {"op": "put", "key": "after", "value": 1})["ok"]
+    members = c.request(new, {"op": "members"})["members"]
+    assert sorted(rest) == sorted(str(m["id"]) for m in as_maps(members))

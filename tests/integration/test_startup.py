@@ -1,0 +1,171 @@
+"""Start-up and shutdown of `python -m concord.supervisor`: clear failures, clean exits."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from concord.storage.format import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, RawRecord, read_record
+from tests.integration.cluster import ROOT, NodeProc, StartFailed
+from tests.integration.conftest import ClusterFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def run_supervisor(config: Path, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "concord.supervisor", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+
+
+@pytest.mark.timeout(60)
+def test_startup_stops_with_message_when_config_has_unknown_key(tmp_path: Path) -> None:
+    """An unknown key: one line naming it on stderr, exit 2, nothing started."""
+    config = tmp_path / "bad.toml"
+    config.write_text('[node]\nid = "n1"\nbogus = 1\n')
+    result = run_supervisor(config)
+    assert 2 == result.returncode
+    assert "" == result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert 1 == len(lines)
+    assert "node.bogus" in lines[0]
+
+
+@pytest.mark.timeout(60)
+def test_startup_stops_with_message_when_port_is_in_use(tmp_path: Path) -> None:
+    """A fixed client port another process holds: a message naming it, non-zero exit."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        config = tmp_path / "n.toml"
+        config.write_text(f'[node]\nid = "n1"\ndata_dir = "data"\n[[cluster.members]]\n'
+                          f'id = "n1"\nclient_port = {port}\n')
+        result = run_supervisor(config)
+    finally:
+        holder.close()
+    assert 0 != result.returncode
+    assert "" == result.stdout
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+
+
+def _records(path: Path) -> list[RawRecord]:
+    data = path.read_bytes()
+    out: list[RawRecord] = []
+    offset = SEGMENT_HEADER_SIZE
+    while offset < len(data):
+        record = read_record(data, offset)
+        assert isinstance(record, RawRecord), record
+        out.append(record)
+        offset += RECORD_HEADER_SIZE + len(record.payload)
+    return out
+
+
+@pytest.mark.timeout(90)
+def test_startup_stops_naming_file_when_wal_record_is_corrupt(cluster: ClusterFactory) -> None:
+    """A byte flipped in a middle WAL record: start-up fails naming the file and offset."""
+    c = cluster(1)
+    for i in range(20):
+        assert True is c.request("n1", {"op": "put", "key": f"k{i}", "value": i})["ok"]
+    c.stop()
+    node = c.nodes["n1"]
+    (segment,) = sorted((node.data_dir / "wal").glob("*.wal"))
+    records = _records(segment)
+    middle = records[len(records) // 2]
+    raw = bytearray(segment.read_bytes())
+    raw[middle.offset + RECORD_HEADER_SIZE] ^= 0xFF
+    segment.write_bytes(bytes(raw))
+    node.launch()
+    with pytest.raises(StartFailed) as failed:
+        node.wait_ready()
+    assert 0 != failed.value.code
+    assert str(segment) in failed.value.stderr
+    assert f"offset {middle.offset}" in failed.value.stderr
+
+
+@pytest.mark.timeout(60)
+def test_every_process_exits_when_supervisor_gets_sigterm(cluster: ClusterFactory) -> None:
+    """SIGTERM: exit 0, every child gone, no /dev/shm segment or ipc folder left."""
+    c = cluster(1, read_workers=2)
+    node = c.nodes["n1"]
+    assert True is c.request("n1", {"op": "put", "key": "a", "value": 1})["ok"]
+    node.remember_children()
+    assert 5 == len(node.pids) - 1  # writer, raft, 2 readers, door
+    status = c.status("n1")
+    assert status is not None
+    shm = status["shm"]
+    assert isinstance(shm, dict)
+    assert Path("/dev/shm", str(shm["ctl"])).exists()
+    assert 0 == node.terminate()
+    assert [] == node.alive_pids()
+    assert [] == node.shm_segments()
+    assert not Path("/dev/shm", str(shm["ctl"])).exists()
+
+
+@pytest.mark.timeout(60)
+def test_children_exit_when_supervisor_is_killed(cluster: ClusterFactory) -> None:
+    """SIGKILL of the supervisor alone: its children exit through the lifeline."""
+    c = cluster(1)
+    node = c.nodes["n1"]
+    node.remember_children()
+    assert node.proc is not None
+    children = [p for p in node.pids if p != node.proc.pid]
+    psutil.Process(node.proc.pid).kill()
+    node.proc.wait(timeout=10)
+    gone, alive = psutil.wait_procs([psutil.Process(p) for p in children if psutil.pid_exists(p)],
+                                    timeout=10)
+    assert [] == alive
+    node.kill_tree()
+
+
+@pytest.mark.timeout(60)
+def test_shipped_node_config_runs_when_started_as_is(tmp_path: Path) -> None:
+    """conf/node.toml as shipped (data dir in a tmp copy): ready line, put/get, SIGTERM."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    shutil.copy(ROOT / "conf" / "node.toml", conf / "node.toml")
+    node = NodeProc("node", conf / "node.toml", conf / "data" / "node", tmp_path / "node.log")
+    node.launch()
+    try:
+        endpoints = node.wait_ready()
+        assert {"client", "peer", "events"} <= set(endpoints)
+        from concord.net.client import request
+
+        def put_ok() -> bool:
+            return bool(request(endpoints["client"], {"op": "put", "key": "a", "value": 1})
+                        .get("ok"))
+
+        from tests.helpers import wait_until
+
+        wait_until(put_ok, 15, lambda: node.stderr()[-2000:])
+        # A leader read needs the lease of the new leader's first heartbeat round.
+        wait_until(lambda: request(endpoints["client"], {"op": "get", "key": "a"}).get("value")
+                   == 1, 15, "leader read never served")
+        assert (conf / "data" / "node" / "wal").is_dir()
+    finally:
+        code = node.terminate()
+    assert 0 == code
+    assert [] == node.alive_pids()
+    assert [] == node.shm_segments()
+
+
+@pytest.mark.timeout(60)
+def test_second_node_stops_when_data_dir_is_in_use(cluster: ClusterFactory) -> None:
+    """Two nodes never share a data dir: the second one exits naming the lock."""
+    c = cluster(1)
+    first = c.nodes["n1"]
+    config = first.config_path.with_name("second.toml")
+    text = first.config_path.read_text()
+    for key in ("client_port", "peer_port", "events_port"):
+        text = text.replace(f"{key} = ", f"{key} = 0 # ", 1)
+    config.write_text(text)
+    result = run_supervisor(config)
+    assert 3 == result.returncode
+    assert "in use by another running node" in result.stderr
+    assert True is c.request("n1", {"op": "put", "key": "a", "value": 1})["ok"]

@@ -1,0 +1,65 @@
+"""The replicated member address entry (concord/node/members.py)."""
+
+from __future__ import annotations
+
+from concord.ids import NodeId
+from concord.kv import KvStateMachine
+from concord.node.members import MAGIC, Address, AddressBook, decode_address, encode_address
+
+
+def test_address_round_trips_when_encoded() -> None:
+    """An address entry decodes to the same address."""
+    address = Address(NodeId("n4"), "127.0.0.1", 7404, 7504, 7604)
+    assert address == decode_address(encode_address(address))
+
+
+def test_decode_returns_none_when_data_is_a_kv_command() -> None:
+    """Ordinary commands are not address entries."""
+    assert None is decode_address(b"\x81\xa2op\xa3put")
+    assert None is decode_address(MAGIC + b"\xc1")
+
+
+def test_kv_changes_only_applied_index_when_it_applies_an_address_entry() -> None:
+    """The writer's replica (plain kv) ends in the state the worker's apply_noop gives."""
+    data = encode_address(Address(NodeId("n4"), "h", 1, 2, 3))
+    replica, worker = KvStateMachine(), KvStateMachine()
+    applied = replica.apply(1, 10, data)
+    worker.apply_noop(1, 10)
+    assert [] == applied.changes
+    assert worker.state_hash() == replica.state_hash()
+
+
+def test_book_gives_client_endpoint_when_port_is_known() -> None:
+    """Port 0 means unknown: no endpoint."""
+    book = AddressBook([Address(NodeId("a"), "h", 0, 5, 6), Address(NodeId("b"), "::1", 7, 8, 9)])
+    assert (None, "tcp://[::1]:7") == (book.client_endpoint(NodeId("a")),
+                                       book.client_endpoint(NodeId("b")))
+    assert {"a": "tcp://h:5", "b": "tcp://[::1]:8"} == book.peer_endpoints()
+
+
+def test_node_machine_snapshot_keeps_addresses_when_restored() -> None:
+    """Addresses survive snapshot/restore; the state hash covers them."""
+    from concord.node.members import NodeStateMachine
+
+    machine = NodeStateMachine()
+    machine.apply(1, 5, encode_address(Address(NodeId("n4"), "h", 1, 2, 3)))
+    machine.apply(2, 6, b"\x83\xa1v\x01\xa2op\xa3put\xa3key\xa1a")  # may be refused by kv
+    copy = NodeStateMachine()
+    copy.restore(machine.snapshot())
+    assert machine.addresses == copy.addresses
+    assert machine.state_hash() == copy.state_hash()
+    assert 2 == copy.applied_index
+    empty = NodeStateMachine()
+    empty.kv.restore(machine.kv.snapshot())
+    assert machine.state_hash() != empty.state_hash()
+
+
+def test_node_machine_restores_plain_kv_snapshot_when_magic_is_absent() -> None:
+    """A plain concord.kv snapshot restores with no addresses."""
+    from concord.node.members import NodeStateMachine
+
+    kv = KvStateMachine()
+    kv.apply_noop(3, 1)
+    machine = NodeStateMachine()
+    machine.restore(kv.snapshot())
+    assert (3, {}) == (machine.applied_index, machine.addresses)
