@@ -257,6 +257,12 @@ def plots(res: dict[str, dict[str, dict[str, Runs]]], size: str, out_dir: Path =
     return made
 
 
+def _stamps(res: dict[str, dict[str, dict[str, Runs]]]) -> set[str]:
+    """The start times of the runs whose records are in the results."""
+    return {str(r.get("at")) for per in res.values() for variants in per.values()
+            for runs in variants.values() for r in runs}
+
+
 def report(size: str, in_dir: Path = OUT, out_dir: Path = BENCH) -> Path:
     """Write RESULTS.md and the PNGs into `out_dir` from `in_dir`/results-<size>.json."""
     data = json.loads((in_dir / f"results-{size}.json").read_text())
@@ -279,7 +285,7 @@ def report(size: str, in_dir: Path = OUT, out_dir: Path = BENCH) -> Path:
         *[f"- Earlier run kept for the scenarios not measured again: {e['date_utc']} `{e['command']}` "
           f"(scenarios {', '.join(e['scenarios'] or [])}; load average {tuple(round(x, 2) for x in e['loadavg_start'])}"
           f"..{tuple(round(x, 2) for x in e['loadavg_end'])}; versions {e['versions']})"
-          for e in meta.get("earlier_runs", [])],
+          for e in meta.get("earlier_runs", []) if e["date_utc"] in _stamps(res)],
         "- Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()),
         "",
         "Clients used:",

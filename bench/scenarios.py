@@ -75,7 +75,11 @@ MAX_OPS = 2_000_000  # bound on every load loop
 Results = dict[str, dict[str, dict[str, list[dict[str, object]]]]]
 
 
+RUN_AT = {"date_utc": ""}  # the run's start time, stamped on every record it makes
+
+
 def _record(results: Results, scenario: str, system: str, variant: str, run: dict[str, object]) -> None:
+    run["at"] = RUN_AT["date_utc"]
     results.setdefault(scenario, {}).setdefault(system, {}).setdefault(variant, []).append(run)
     brief = {k: (round(v, 1) if isinstance(v, float) else v) for k, v in run.items() if k != "latencies_us"}
     print(f"  {scenario:17s} {system:9s} {variant:13s} {brief}", flush=True)
@@ -330,6 +334,7 @@ def run(size_name: str, systems_names: list[str], only: set[str], size: Size | N
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "systems": systems_names, "scenarios": sorted(only),
     }
+    RUN_AT["date_utc"] = str(meta["date_utc"])
     path = out_dir / f"results-{size_name}.json"
     if path.exists():  # a partial run keeps the results of the other scenarios and systems
         old = json.loads(path.read_text())
