@@ -282,7 +282,7 @@ def report(size: str, in_dir: Path = OUT, out_dir: Path = BENCH) -> Path:
            "ratios are fairer than the absolute numbers."
            if max(meta["loadavg_start"][0], meta["loadavg_end"][0]) > 1.5 else "The machine was quiet."),
         f"- Command: `{meta['command']}` then `python -m bench report --size {size}`",
-        *[f"- Earlier run kept for the scenarios not measured again: {e['date_utc']} `{e['command']}` "
+        *[f"- Also from an earlier run: {e['date_utc']} `{e['command']}` "
           f"(scenarios {', '.join(e['scenarios'] or [])}; load average {tuple(round(x, 2) for x in e['loadavg_start'])}"
           f"..{tuple(round(x, 2) for x in e['loadavg_end'])}; versions {e['versions']})"
           for e in meta.get("earlier_runs", []) if e["date_utc"] in _stamps(res)],
