@@ -304,8 +304,9 @@ def report(size: str, in_dir: Path = OUT, out_dir: Path = BENCH) -> Path:
         "flight. Writes and `leader` reads go to the leader; other reads are spread over all "
         "members. Values are 64 bytes, keys `k0000000`.. Throughput points last "
         f"{meta['size']['seconds']} s; latency probes are {meta['size']['latency_ops']} sequential "
-        f"requests; every measurement was repeated {meta['size']['runs']}× (interleaved across systems) "
-        "and is shown as median (min..max).",
+        f"requests; each measurement was planned {meta['size']['runs']}× (interleaved across systems) "
+        "and is shown as median (min..max) of the runs that completed; a figure without a range "
+        "comes from a single run.",
         "",
         "## Goals (2-core machine)",
         "",
