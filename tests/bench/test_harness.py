@@ -1,0 +1,83 @@
+"""Smoke tests of the benchmark harness (bench/): not timed tests, only that it runs and cleans up."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from array import array
+from pathlib import Path
+
+import pytest
+
+from bench.drivers import LoadResult
+from bench.load import percentile, summarize
+from bench.report import report
+from bench.scenarios import Size, run
+from bench.systems import ROOT
+
+TINY = Size("tiny", runs=1, latency_ops=20, seconds=0.3, keys=50, restart_keys=200, failovers=1,
+            shm_seconds=0.1)
+
+
+def _has_concord_node() -> bool:
+    return (ROOT / "concord" / "node" / "raft_worker.py").exists()
+
+
+def _concord_segments() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("concord-n")}
+
+
+def test_percentile_picks_nearest_rank_when_values_are_sorted() -> None:
+    """p50 and p99 of 1..100 are the nearest ranks."""
+    values = [float(i) for i in range(1, 101)]
+    assert (50.0, 99.0) == (percentile(values, 0.5), percentile(values, 0.99))
+
+
+def test_summarize_merges_processes_when_several_report() -> None:
+    """Throughput is all acknowledged requests over the longest process's time."""
+    a = LoadResult(100, 0, 1.0, array("d", [1.0] * 100))
+    b = LoadResult(300, 2, 2.0, array("d", [3.0] * 300), "timeout: x")
+    s = summarize([a, b], clients=8, processes=2)
+    assert (400, 2, 200.0, 3.0, "timeout: x") == (s.ok, s.errors, s.ops_per_s, s.p50_us, s.first_error)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_short_run_measures_concord_and_cleans_up_when_the_node_exists(tmp_path: Path) -> None:
+    """A tiny run of every scenario against Concord alone writes results and leaves nothing behind."""
+    if not _has_concord_node():
+        pytest.skip(f"no concord/node/raft_worker.py under {ROOT} yet")
+    before = _concord_segments()
+    path = run("tiny", ["concord"], {"write_latency", "write_throughput", "read_latency",
+                                     "read_throughput", "shm_reads", "failover", "restart"},
+               size=TINY, out_dir=tmp_path)
+    res = json.loads(path.read_text())["results"]
+    tput = res["write_throughput"]["concord"]
+    assert ["1", "16", "128"] == sorted(tput, key=int)
+    assert all(r[0]["ok"] > 0 and r[0]["errors"] == 0 for r in tput.values())
+    assert {"eventual", "leader", "strong"} == set(res["read_throughput"]["concord"])
+    assert res["shm_reads"]["concord"]["client.get eventual"][0]["served_from_shm"] > 0
+    assert 0 < res["failover"]["concord"]["ms"][0]["ms"] < 20_000
+    assert res["restart"]["concord"]["200"][0]["restart_s"] > 0
+    assert set() == _concord_segments() - before
+    md = report("tiny", in_dir=tmp_path, out_dir=tmp_path)
+    assert "write throughput, 128 clients" in md.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_etcd_and_redis_answer_when_their_binaries_are_installed(tmp_path: Path) -> None:
+    """The peers start, take writes and reads from the load generator, and stop."""
+    missing = [b for b in ("etcd", "redis-server") if shutil.which(b) is None]
+    if missing or importlib.util.find_spec("etcd3gw") is None:
+        pytest.skip(f"peer not installed: {missing or 'etcd3gw'} (python -m bench setup)")
+    path = run("tiny", ["etcd", "redis"], {"write_throughput", "read_throughput"}, size=TINY,
+               out_dir=tmp_path)
+    res = json.loads(path.read_text())["results"]
+    for system in ("etcd", "redis"):
+        assert all(r[0]["ok"] > 0 and r[0]["errors"] == 0 for r in res["write_throughput"][system].values())
+    assert {"serializable", "linearizable"} == set(res["read_throughput"]["etcd"])
