@@ -1,7 +1,7 @@
 """
 The benchmark scenarios and the run that measures them.
 
-Results go to bench/out/results-<size>.json (format version 1, docs/formats/bench.md):
+Results go to bench/out/results-<size>.json (format version 1, docs/benchmarks.md):
   {"meta": {"format_version": 1, ...}, "results": {scenario: {system: {variant: [run, ...]}}}}
 where a run is a dict (ops_per_s, p50_us, p99_us, ... or ms / seconds / bytes_per_key).
 
