@@ -1,6 +1,7 @@
 """
-The benchmark's command line: `python -m bench setup | run | report`.
+The benchmark's command line: `python -m bench all | setup | run | report`.
 
+    python -m bench all [--size full]      # setup, run every scenario on every system, report
     python -m bench setup
     python -m bench run --size short|full [--only SCENARIO[,..]] [--systems concord,etcd,...]
     python -m bench report [--size full]
@@ -27,16 +28,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("setup", help="install etcd, redis, pysyncobj, etcd3gw, matplotlib")
     r = sub.add_parser("run", help="measure")
-    r.add_argument("--size", choices=sorted(SIZES), default="short")
-    r.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
-    r.add_argument("--systems", default="concord,etcd,pysyncobj,redis")
-    r.add_argument("-v", "--verbose", action="store_true")
+    a = sub.add_parser("all", help="setup, run and report in one go (a fresh machine)")
+    for p in (r, a):
+        p.add_argument("--size", choices=sorted(SIZES), default="short" if p is r else "full")
+        p.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+        p.add_argument("--systems", default="concord,etcd,pysyncobj,redis")
+        p.add_argument("-v", "--verbose", action="store_true")
     rep = sub.add_parser("report", help="write bench/RESULTS.md and PNG plots from the JSON")
     rep.add_argument("--size", choices=sorted(SIZES), default="full")
     args = ap.parse_args(argv)
-    if args.cmd == "setup":
+    if args.cmd in ("setup", "all"):
         from bench.setup_step import setup
-        return setup()
+        code = setup()
+        if args.cmd == "setup" or code != 0:
+            return code
     if args.cmd == "report":
         from bench.report import report
         report(args.size)
@@ -58,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     from bench.scenarios import run
     install_signal_handlers()  # Ctrl-C / SIGTERM: the finally blocks stop every process
     run(args.size, systems, only)
+    if args.cmd == "all":
+        from bench.report import report
+        report(args.size)
     return 0
 
 
