@@ -18,6 +18,21 @@ processes started with tests/integration/cluster.py): the writer sends `put_many
 batches of `--bulk` keys through `concord.client.Client`, and the subscribers subscribe
 at a follower (the leader when N = 1); the write rate is then acknowledged writes.
 
+    python bench/events_bench.py --nodes 3 --latency [--writes 1000] [--rounds 3]
+        [--subscribers 10]
+
+`--latency` measures the write latency the change stream adds: this (the client) process
+sends sequential single `put`s (one in flight, `concord.client.Client`, leader first in
+its endpoint list) and times each one, under three conditions: no subscriber, the
+`--subscribers` processes subscribed to all keys (prefix "") at a follower, and the same
+at the leader. Every subscriber checks each event (key and value, in order; exactly
+`--writes` per segment). Each round runs `--writes` puts per condition, conditions
+rotated from round to round so the machine's other load hits all alike; the subscriber
+processes stay up (idle on a pipe) for the whole run and subscribe and unsubscribe per
+segment, so their start-up is never inside a timed segment. Printed: p50/p99/mean per
+condition (pooled over rounds), the p50 of each round, and the added latency against no
+subscriber (difference and ratio).
+
 Spawned processes, each with its own zmq context. The machine's other load shows in
 the figures: compare runs made together.
 """
@@ -178,6 +193,136 @@ def run_cluster(writes: int, subscribers: int, hwm: int, nodes: int, bulk: int) 
     }
 
 
+def run_latency_subscriber(conn: Connection, hwm: int) -> None:
+    """Per command (endpoint, tag, writes): subscribe to all keys, check `writes` events."""
+    from concord.client import Client  # noqa: PLC0415
+
+    while True:
+        command = conn.recv()
+        if command is None:
+            return
+        endpoint, tag, writes = command
+        with Client(endpoint, shm=False, timeout_s=10.0) as client, \
+                client.subscribe(prefix="", hwm=hwm) as sub:
+            conn.send("ready")
+            count = 0
+            error = ""
+            while count < writes:
+                event = sub.next(30.0)
+                if event is None:
+                    error = f"timeout after {count} events"
+                    break
+                want = f"lat:{tag}:{count}"
+                if event.key != want or event.value != {"n": count, "pad": "x" * 32}:
+                    error = f"event {count} is {event.key}={event.value!r}, expected {want}"
+                    break
+                count += 1
+            conn.send(("error", error) if error else ("done", count, sub.gaps, sub.fetched))
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an ascending list."""
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def run_latency(writes: int, rounds: int, subscribers: int, hwm: int, nodes: int) -> None:
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from concord.client import Client  # noqa: PLC0415
+    from tests.integration.cluster import Cluster  # noqa: PLC0415
+
+    ctx = multiprocessing.get_context("spawn")
+    conditions = ["none", "follower", "leader"]
+    samples: dict[str, list[list[float]]] = {c: [] for c in conditions}
+    gaps = fetched = 0
+    with tempfile.TemporaryDirectory(prefix="concord-bench-") as tmp:
+        c = Cluster(Path(tmp) / "c", nodes,
+                    events={"history_entries": max(10_000, 2 * writes * rounds * 3)},
+                    logging={"level": "WARNING"})
+        c.tmp_path.mkdir(parents=True)
+        procs = []
+        conns: list[Connection] = []
+        try:
+            c.start()
+            leader = c.wait_leader()
+            follower = next(n for n in c.ids if n != leader)
+            for _ in range(subscribers):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=run_latency_subscriber, args=(child, hwm))
+                proc.start()
+                procs.append(proc)
+                conns.append(parent)
+            endpoints = [c.nodes[leader].client] + [c.nodes[n].client for n in c.ids
+                                                    if n != leader]
+            print(f"leader={leader} follower={follower} (subscribers at the follower: "
+                  f"{follower}; at the leader: {leader})")
+            with Client(endpoints, shm=False, timeout_s=30.0) as client:
+                for n in range(200):  # warm-up, not recorded
+                    client.put(f"warm:{n}", {"n": n, "pad": "x" * 32})
+                for r in range(rounds):
+                    for k in range(len(conditions)):
+                        cond = conditions[(k + r) % len(conditions)]
+                        tag = f"{r}:{cond}"
+                        active = conns if cond != "none" else []
+                        target = follower if cond == "follower" else leader
+                        for conn in active:
+                            conn.send((c.nodes[target].client, tag, writes))
+                        for conn in active:
+                            ready = conn.recv()
+                            assert "ready" == ready, ready
+                        times = []
+                        for n in range(writes):
+                            started = time.perf_counter()
+                            client.put(f"lat:{tag}:{n}", {"n": n, "pad": "x" * 32})
+                            times.append(time.perf_counter() - started)
+                        samples[cond].append(times)
+                        for conn in active:
+                            result = conn.recv()
+                            if result[0] != "done" or result[1] != writes:
+                                raise SystemExit(f"subscriber failed ({tag}): {result}")
+                            gaps += result[2]
+                            fetched += result[3]
+                        now = c.leader()
+                        if now != leader:
+                            raise SystemExit(f"leader changed {leader} -> {now} in {tag}")
+        finally:
+            for conn in conns:
+                try:
+                    conn.send(None)
+                except OSError:
+                    pass
+            for proc in procs:
+                proc.join(30)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+            c.stop()
+            pids, segs = c.leftovers()
+            if pids or segs:
+                print(f"LEFTOVERS pids={pids} shm={segs}")
+    header = (f"{'condition':>22} {'writes':>7} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>8} "
+              f"{'p50 per round ms':>18}")
+    print(header)
+    print("-" * len(header))
+    stats: dict[str, tuple[float, float]] = {}
+    for cond in conditions:
+        pooled = sorted(t for times in samples[cond] for t in times)
+        p50, p99 = percentile(pooled, 50), percentile(pooled, 99)
+        stats[cond] = (p50, p99)
+        per_round = " ".join(f"{percentile(sorted(t), 50) * 1e3:.2f}" for t in samples[cond])
+        label = "0 subscribers" if cond == "none" else f"{subscribers} subs at {cond}"
+        print(f"{label:>22} {len(pooled):>7} {p50 * 1e3:>7.2f} {p99 * 1e3:>7.2f} "
+              f"{sum(pooled) / len(pooled) * 1e3:>8.2f} {per_round:>18}")
+    base50, base99 = stats["none"]
+    for cond in conditions[1:]:
+        p50, p99 = stats[cond]
+        print(f"added by {subscribers} subs at {cond}: p50 {(p50 - base50) * 1e3:+.2f} ms "
+              f"(x{p50 / base50:.2f}), p99 {(p99 - base99) * 1e3:+.2f} ms (x{p99 / base99:.2f})")
+    print(f"subscriber gaps repaired={gaps} events fetched={fetched} (summed)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--writes", type=int, default=50_000)
@@ -188,7 +333,19 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=0,
                         help="publish from a real cluster of this many nodes (0: standalone)")
     parser.add_argument("--bulk", type=int, default=100, help="keys per put_many (--nodes)")
+    parser.add_argument("--latency", action="store_true",
+                        help="per-write latency with 0 and --subscribers subscribers (--nodes)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --latency")
     args = parser.parse_args()
+    if args.latency:
+        if not args.nodes:
+            parser.error("--latency needs --nodes")
+        count = max(args.subscribers)
+        print(f"latency: cluster of {args.nodes}, sequential put, writes={args.writes} per "
+              f"segment, rounds={args.rounds}, subscribers={count} hwm={args.hwm} "
+              f"cpus={os.cpu_count()}")
+        run_latency(args.writes, args.rounds, count, args.hwm, args.nodes)
+        return
     where = f"cluster of {args.nodes}, put_many of {args.bulk}" if args.nodes else "standalone"
     print(f"publisher={where} writes={args.writes} sndhwm={args.sndhwm} hwm={args.hwm} "
           f"batch={args.batch} cpus={os.cpu_count()}")
