@@ -33,6 +33,23 @@ segment, so their start-up is never inside a timed segment. Printed: p50/p99/mea
 condition (pooled over rounds), the p50 of each round, and the added latency against no
 subscriber (difference and ratio).
 
+Measured 2026-11-22 (2 cores shared with other engineers' runs, one of them a shm bench):
+
+    python bench/events_bench.py --nodes 3 --latency --writes 1000 --rounds 3 --subscribers 10
+
+                 condition  writes  p50 ms  p99 ms  mean ms   p50 per round ms
+    --------------------------------------------------------------------------
+             0 subscribers    3000    5.26   11.70     5.61     5.66 4.49 5.54
+       10 subs at follower    3000    9.03   17.10     9.27     8.68 9.56 8.90
+         10 subs at leader    3000    7.62   15.33     7.95     8.84 6.94 7.01
+    added by 10 subs at follower: p50 +3.77 ms (x1.72), p99 +5.40 ms (x1.46)
+    added by 10 subs at leader: p50 +2.36 ms (x1.45), p99 +3.63 ms (x1.31)
+    subscriber gaps repaired=0 events fetched=0 (summed)
+
+The subscriber processes run on the same 2 cores as the 3 nodes and the writer, so the
+added latency includes their own CPU use (decoding and checking 10 copies of each event),
+not only the publishing node's cost; on separate machines expect less.
+
 Spawned processes, each with its own zmq context. The machine's other load shows in
 the figures: compare runs made together.
 """
