@@ -48,7 +48,7 @@ Measured 2026-11-22 (2 cores shared with other engineers' runs, one of them a sh
 
 The subscriber processes run on the same 2 cores as the 3 nodes and the writer, so the
 added latency includes their own CPU use (decoding and checking 10 copies of each event),
-not only the publishing node's cost; on separate machines expect less.
+not only the publishing node's cost; this run does not separate the two.
 
 Spawned processes, each with its own zmq context. The machine's other load shows in
 the figures: compare runs made together.
