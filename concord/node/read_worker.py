@@ -62,6 +62,8 @@ class ReadWorker:
         self.poller = zmq.Poller()
         self.link.register(self.poller)
         self._stopping = False
+        # A deliberately broken build for the chaos tool's self-test (docs/chaos.md).
+        self._unsafe_leader_reads = config.faults.enabled and config.faults.unsafe_leader_reads
 
     def stop(self) -> None:
         self._stopping = True
@@ -98,6 +100,8 @@ class ReadWorker:
         return ok_reply(request.id, result)
 
     def _leader_refusal(self, request: Request) -> bytes | None:
+        if self._unsafe_leader_reads:
+            return None
         status = self.view.current_status()
         if (
             status.role is Role.LEADER
