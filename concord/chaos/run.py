@@ -143,7 +143,8 @@ class ChaosReport:
     def render(self) -> str:
         """The report printed at the end of a run."""
         o = self.options
-        lines = [f"chaos report: seed={o.seed} nodes={o.nodes} duration_s={self.elapsed_s:.1f}"
+        lines = [f"chaos report: seed={o.seed} nodes={o.nodes} duration_s={o.duration_s:g} "
+                 f"elapsed_s={self.elapsed_s:.1f}"
                  + (" (interrupted)" if self.interrupted else "")
                  + (" unsafe_leader_reads=on" if o.unsafe_leader_reads else "")]
         lines.append("operations (kind: ok / fail / unknown):")
@@ -577,8 +578,17 @@ class ChaosRun:
                 return
             if self.stop.wait(rng.uniform(0.2, 1.5)):
                 return
-            self._reconfigure(ctx, {"op": "promote_member", "member_id": victim},
-                              f"promoted={victim}")
+            # The leader promotes a caught-up learner by itself (docs/formats/node.md).
+            reply = self.admin({"op": "members"}, ctx)
+            members = reply.get("members") if reply is not None else None
+            role = next((m.get("role") for m in members if isinstance(m, dict)
+                         and m.get("id") == victim), None) if isinstance(members, list) else None
+            if role == "voter":
+                self._log(f"reconfigure: success promoted={victim} by=leader (automatic)")
+                self.rec.op("reconfigure", "ok")
+            else:
+                self._reconfigure(ctx, {"op": "promote_member", "member_id": victim},
+                                  f"promoted={victim}")
         finally:
             self._release(victim)
 
