@@ -253,6 +253,8 @@ class ChaosRun:
         self.disturbed: set[str] = set()
         self.paused: dict[str, list[int]] = {}
         self.old_logs: list[tuple[str, Path]] = []
+        self.removed: set[str] = set()
+        self.down: set[str] = set()
         self.leaders_by_term: dict[int, set[str]] = collections.defaultdict(set)
         self.leader: str | None = None
         self.leader_changes = 0
@@ -550,25 +552,53 @@ class ChaosRun:
         return ok
 
     def membership(self, rng: random.Random, ctx: Context) -> None:
+        """Remove a voter, restart it empty with --join, add it back as a learner, promote it.
+
+        A removed node stays claimed (disturbed) until it is a voter again: a step that
+        failed is retried on the next turn, so voters never drop below a majority of the
+        original size.
+        """
+        with self.lock:
+            pending = sorted(self.removed)
+        if pending:
+            self._readd(rng, ctx, pending[0])
+            return
         victim = self._claim(rng, self.running())
         if victim is None:
             return
-        try:
-            self.rec.fault("membership")
-            if not self._reconfigure(ctx, {"op": "remove_member", "member_id": victim},
-                                     f"removed={victim}"):
-                return
-            node = self.nodes[victim]
-            node.terminate(timeout_s=10.0)
-            old = node.data_dir.with_name(f"{victim}.gen{len(self.old_logs) + 1}")
-            if node.data_dir.exists():
-                node.data_dir.rename(old)
-                self.old_logs.append((old.name, old))
-            node.extra_args = ("--join",)
+        self.rec.fault("membership")
+        if not self._reconfigure(ctx, {"op": "remove_member", "member_id": victim},
+                                 f"removed={victim}"):
+            self._release(victim)
+            return
+        with self.lock:
+            self.removed.add(victim)
+        node = self.nodes[victim]
+        node.terminate(timeout_s=10.0)
+        old = node.data_dir.with_name(f"{victim}.gen{len(self.old_logs) + 1}")
+        if node.data_dir.exists():
+            node.data_dir.rename(old)
+            self.old_logs.append((old.name, old))
+        node.extra_args = ("--join",)
+        if not self.stop.wait(rng.uniform(0.2, 1.0)):
+            self._readd(rng, ctx, victim)
+
+    def _role(self, ctx: Context, nid: str) -> str | None:
+        reply = self.admin({"op": "members"}, ctx)
+        members = reply.get("members") if reply is not None else None
+        if not isinstance(members, list):
+            return "unknown"
+        role = next((m.get("role") for m in members if isinstance(m, dict) and m.get("id") == nid),
+                    None)
+        return str(role) if role is not None else None
+
+    def _readd(self, rng: random.Random, ctx: Context, victim: str) -> None:
+        node = self.nodes[victim]
+        if not node.running:
             node.launch()
             node.wait_ready()
-            if self.stop.wait(rng.uniform(0.2, 1.0)):
-                return
+        role = self._role(ctx, victim)
+        if role is None:
             ports = next(m for m in self.members if m.id == victim)
             if not self._reconfigure(ctx, {"op": "add_member", "member_id": victim,
                                            "host": "127.0.0.1", "client_port": ports.client_port,
@@ -578,19 +608,20 @@ class ChaosRun:
                 return
             if self.stop.wait(rng.uniform(0.2, 1.5)):
                 return
+            role = self._role(ctx, victim)
+        if role == "learner":
+            if not self._reconfigure(ctx, {"op": "promote_member", "member_id": victim},
+                                     f"promoted={victim}"):
+                return
+        elif role == "voter":
             # The leader promotes a caught-up learner by itself (docs/formats/node.md).
-            reply = self.admin({"op": "members"}, ctx)
-            members = reply.get("members") if reply is not None else None
-            role = next((m.get("role") for m in members if isinstance(m, dict)
-                         and m.get("id") == victim), None) if isinstance(members, list) else None
-            if role == "voter":
-                self._log(f"reconfigure: success promoted={victim} by=leader (automatic)")
-                self.rec.op("reconfigure", "ok")
-            else:
-                self._reconfigure(ctx, {"op": "promote_member", "member_id": victim},
-                                  f"promoted={victim}")
-        finally:
-            self._release(victim)
+            self._log(f"reconfigure: success promoted={victim} by=leader (automatic)")
+            self.rec.op("reconfigure", "ok")
+        else:
+            return
+        with self.lock:
+            self.removed.discard(victim)
+        self._release(victim)
 
     def link_fault(self, rng: random.Random, ctx: Context) -> None:
         kinds = [k for k in ("drop", "delay", "partition") if k in self.o.faults]
@@ -630,21 +661,33 @@ class ChaosRun:
         self._log(f"heal: success nodes={healed}")
 
     def kill(self, rng: random.Random, ctx: Context) -> None:
+        with self.lock:
+            down = sorted(self.down)
+        if down:  # a restart that failed last time: the node stays claimed until it runs
+            self._restart(down[0])
+            return
         victim = self._claim(rng, self.running())
         if victim is None:
             return
-        try:
-            node = self.nodes[victim]
+        with self.lock:
+            self.down.add(victim)
+        self.nodes[victim].kill_tree()
+        self.rec.fault("kill")
+        self._log(f"kill: success node={victim} signal=SIGKILL")
+        if not self.stop.wait(rng.uniform(0.5, 3.0)):
+            self._restart(victim)
+
+    def _restart(self, victim: str) -> None:
+        node = self.nodes[victim]
+        t = time.monotonic()
+        if node.proc is not None:
             node.kill_tree()
-            self.rec.fault("kill")
-            self._log(f"kill: success node={victim} signal=SIGKILL")
-            self.stop.wait(rng.uniform(0.5, 3.0))
-            t = time.monotonic()
-            node.launch()
-            node.wait_ready()
-            self._log(f"restart: success node={victim} latency_ms={(time.monotonic() - t) * 1000:.0f}")
-        finally:
-            self._release(victim)
+        node.launch()
+        node.wait_ready()
+        self._log(f"restart: success node={victim} latency_ms={(time.monotonic() - t) * 1000:.0f}")
+        with self.lock:
+            self.down.discard(victim)
+        self._release(victim)
 
     def pause(self, rng: random.Random, ctx: Context) -> None:
         victim = self._claim(rng, self.running())

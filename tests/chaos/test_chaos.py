@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,22 @@ def test_short_run_finds_no_violation_when_the_build_is_sound() -> None:
     assert report.linearizability is not None and report.linearizability.keys
     assert report.logs is not None and report.logs.checked > 0
     assert sum(report.faults.values()) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_short_run_reports_a_violation_when_leader_reads_skip_the_leader_check() -> None:
+    """The deliberately broken build (faults.unsafe_leader_reads): stale reads are caught."""
+    report = run_chaos(ChaosOptions(nodes=3, duration_s=20.0, seed=9, unsafe_leader_reads=True))
+    print(report.render())
+    assert report.linearizability is not None and report.linearizability.violations
+    assert not report.ok
+    assert "replay: python -m concord.chaos --nodes 3 --duration 20 --seed 9 --unsafe-leader-reads" \
+        in report.render()
+    assert ([], []) == (report.leftover_pids, report.leftover_segments)
+    assert report.workdir is not None  # kept for the post-mortem; removed here
+    shutil.rmtree(report.workdir, ignore_errors=True)
 
 
 @pytest.mark.slow
