@@ -190,6 +190,8 @@ class ChaosReport:
         if self.workdir is not None:
             lines.append(f"data dirs and node logs kept in {self.workdir}")
         verdict = "PASS" if self.ok else "FAIL"
+        if self.ok and lin is not None and lin.unknown_keys:
+            verdict = f"PASS except {len(lin.unknown_keys)} key(s) whose verdict is unknown"
         lines.append(f"verdict: {verdict} seed={o.seed}")
         if not self.ok:
             lines.append(f"replay: {o.replay_command()}")
@@ -569,8 +571,15 @@ class ChaosRun:
         self.rec.fault("membership")
         if not self._reconfigure(ctx, {"op": "remove_member", "member_id": victim},
                                  f"removed={victim}"):
-            self._release(victim)
-            return
+            role = self._role(ctx, victim)  # no reply: the removal may have happened
+            if role == "voter":
+                self._release(victim)
+                return
+            if role is not None:  # unknown: stays claimed; the next turn looks again
+                with self.lock:
+                    self.removed.add(victim)
+                return
+            self._log(f"reconfigure: success removed={victim} (seen in the members list)")
         with self.lock:
             self.removed.add(victim)
         node = self.nodes[victim]
