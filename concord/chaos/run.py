@@ -711,12 +711,20 @@ class ChaosRun:
                 pids = [root.pid] + [c.pid for c in root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
+            scope = rng.choice(["node", "raft"])
+            if scope == "raft":  # the raft worker alone: read workers keep serving meanwhile
+                st = self.call(victim, {"op": "status"}, ctx, timeout_ms=500)
+                raft_pid = st.get("pid") if st is not None else None
+                if not isinstance(raft_pid, int) or raft_pid not in pids:
+                    return
+                pids = [raft_pid]
             hold = rng.uniform(0.3, 2.0)
             with self.lock:
                 self.paused[victim] = pids
             _signal_pids(pids, signal.SIGSTOP)
             self.rec.fault("pause")
-            self._log(f"pause: success node={victim} signal=SIGSTOP hold_ms={hold * 1000:.0f}")
+            self._log(f"pause: success node={victim} process={scope} signal=SIGSTOP "
+                      f"hold_ms={hold * 1000:.0f}")
             self.stop.wait(hold)
             with self.lock:
                 self.paused.pop(victim, None)
