@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--nodes must be >= 1, --duration > 0, --writers/--readers >= 0")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     if args.dir is not None:
+        if (args.dir / "data").exists():
+            parser.error(f"--dir {args.dir} holds the data of an earlier run; give an empty folder")
         args.dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stdout,
                         format="%(asctime)s.%(msecs)03d %(message)s", datefmt="%H:%M:%S")
