@@ -743,11 +743,11 @@ class ChaosRun:
         out.append(threading.Thread(target=self.poller, name="poller"))
         f = self.o.faults
         plan: list[tuple[str, Callable[[random.Random, Context], None], tuple[float, float]]] = []
-        if "preempt" in f:
+        if "preempt" in f and self.o.nodes >= 2:
             plan.append(("preempt", self.preempt, (3.0, 7.0)))
         if "membership" in f and self.o.nodes >= 3:
             plan.append(("membership", self.membership, (5.0, 10.0)))
-        if {"drop", "delay", "partition"} & set(f):
+        if {"drop", "delay", "partition"} & set(f) and self.o.nodes >= 2:
             plan.append(("links", self.link_fault, (1.0, 3.0)))
         if "kill" in f and self.o.nodes >= 3:
             plan.append(("kill", self.kill, (4.0, 9.0)))
