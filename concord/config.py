@@ -305,6 +305,11 @@ class FaultsSection:
     """[faults]: the test-only peer fault filter; never enable in production."""
 
     enabled: bool = field(default=False, metadata=_check(boolean, "test-only peer fault filter"))
+    unsafe_leader_reads: bool = field(
+        default=False,
+        metadata=_check(boolean, "chaos self-test only: serve leader reads without the leader check "
+                        "(a deliberately broken build; honoured only when faults.enabled)"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

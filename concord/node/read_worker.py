@@ -61,6 +61,8 @@ class ReadWorker:
         self.poller = zmq.Poller()
         self.link.register(self.poller)
         self._stopping = False
+        # A deliberately broken build for the chaos tool's self-test (docs/chaos.md).
+        self._unsafe_leader_reads = config.faults.enabled and config.faults.unsafe_leader_reads
 
     def stop(self) -> None:
         self._stopping = True
@@ -88,7 +90,11 @@ class ReadWorker:
                                "strong reads are served by the raft worker")
         args = {k: v for k, v in request.args.items() if k != "consistency"}
         result = self.reader.serve(request.op, args)
-        if consistency == "leader" and not self.view.holds_leader_lease():
+        if (
+            consistency == "leader"
+            and not self._unsafe_leader_reads
+            and not self.view.holds_leader_lease()
+        ):
             return self._leader_refusal(request)
         if "error" in result:
             return error_reply(request.id, str(result["error"]), str(result.get("message", "")))
