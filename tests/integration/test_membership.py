@@ -60,7 +60,9 @@ def test_new_node_joins_and_leaves_when_added_and_removed(cluster: ClusterFactor
     follower = next(n for n in ("n1", "n2", "n3") if n != leader)
     c.nodes[follower].terminate()
     c.restart(follower)
-    status = c.status(follower)
+    # Ready means serving, not caught up: under load the raft worker may still be
+    # replaying when the first status request arrives.
+    status = wait_until(lambda: c.status(follower), 30, f"no status from restarted {follower}")
     assert status is not None and as_int(status["first_index"]) > 1
     members = c.request(follower, {"op": "members"})["members"]
     n4 = next(m for m in as_maps(members) if m["id"] == "n4")
