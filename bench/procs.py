@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -22,24 +21,11 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 import psutil
+from concord.chaos.procs import free_ports  # noqa: F401  (re-exported for bench)
 
 log = logging.getLogger(__name__)
 
 DEV_SHM = Path("/dev/shm")
-
-
-def free_ports(count: int) -> list[int]:
-    """Loopback ports the OS reports free right now (a later bind can still lose a race)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_for(predicate: object, timeout_s: float, what: str, poll_s: float = 0.02) -> None:
