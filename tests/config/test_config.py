@@ -58,6 +58,7 @@ DEFAULTS = [
     ("events", "history_bytes", 64 * 1024 * 1024),
     ("events", "send_values", True),
     ("faults", "enabled", False),
+    ("faults", "unsafe_leader_reads", False),
     ("logging", "level", "INFO"),
     ("supervisor", "max_restarts", 5),
     ("supervisor", "restart_window_s", 60.0),
