@@ -124,24 +124,31 @@ def entry_to_obj(entry: Entry) -> list[object]:
 _ENTRY_TYPE_BY_INT = {int(t): t for t in EntryType}
 
 
+def _is_wellformed_entry(obj: object) -> bool:
+    """The fast check of an entry object; what fails it goes through the checked path."""
+    if type(obj) is not list or len(obj) != 6:
+        return False
+    version, term, index, etype, data, ts = obj
+    return (
+        type(version) is int
+        and version == CODEC_VERSION
+        and type(term) is int
+        and type(index) is int
+        and type(ts) is int
+        and type(data) is bytes
+        and type(etype) is int
+        and term >= 0
+        and index >= 0
+        and ts >= 0
+        and etype in _ENTRY_TYPE_BY_INT
+    )
+
+
 def entry_from_obj(obj: object) -> Entry:
     # Fast path for well-formed input (the WAL replays and the writer decodes millions).
-    if type(obj) is list and len(obj) == 6:
-        version, term, index, etype, data, ts = obj
-        if (
-            type(version) is int
-            and version == CODEC_VERSION
-            and type(term) is int
-            and type(index) is int
-            and type(ts) is int
-            and type(data) is bytes
-            and type(etype) is int
-            and term >= 0
-            and index >= 0
-            and ts >= 0
-            and etype in _ENTRY_TYPE_BY_INT
-        ):
-            return Entry(term, index, _ENTRY_TYPE_BY_INT[etype], data, ts)
+    if type(obj) is list and _is_wellformed_entry(obj):
+        _, term, index, etype, data, ts = obj
+        return Entry(term, index, _ENTRY_TYPE_BY_INT[etype], data, ts)
     return _entry_from_obj_checked(obj)
 
 
@@ -172,23 +179,8 @@ def check_entries_obj(obj: object) -> list[list[object]]:
     if type(obj) is not list:
         raise _fail("entry list", f"expected an array, got {type(obj).__name__}")
     for item in obj:
-        if type(item) is list and len(item) == 6:
-            version, term, index, etype, data, ts = item
-            if (
-                type(version) is int
-                and version == CODEC_VERSION
-                and type(term) is int
-                and type(index) is int
-                and type(ts) is int
-                and type(data) is bytes
-                and type(etype) is int
-                and term >= 0
-                and index >= 0
-                and ts >= 0
-                and etype in _ENTRY_TYPE_BY_INT
-            ):
-                continue
-        entry_from_obj(item)  # raises the precise error
+        if not _is_wellformed_entry(item):
+            _entry_from_obj_checked(item)  # raises the precise error
     checked: list[list[object]] = obj
     return checked
 
