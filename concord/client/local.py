@@ -3,11 +3,11 @@ Same-host reads from a node's shared-memory store (DESIGN.md §5, §8).
 
 When a node runs on this host, its `status` reply advertises its store:
 
-    "shm": {"node": str, "token": str, "version": 1}
+    "shm": {"node": str, "token": str, "version": int}
 
 `node` and `token` are the `concord.shm.layout.SegmentNames` parts (segments
-`concord-<node>-<token>-ctl` and `-g<N>`), `version` the shm format version (only 1 is
-understood; another version is ignored). The client attaches READ-ONLY through
+`concord-<node>-<token>-ctl` and `-g<N>`), `version` the shm format version (only
+`FORMAT_VERSION` is understood; another version is ignored). The client attaches READ-ONLY through
 `concord.shm.view.ShmView`, which maps segments with `_posixshmem` + mmap and never
 registers them with Python's resource tracker (on 3.11 `SharedMemory` would, and the
 tracker would unlink the node's store when this process exits); nothing here ever

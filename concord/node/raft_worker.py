@@ -71,7 +71,7 @@ from concord.raft.messages import ConfChange, ConfState, Message, Snapshot, Snap
 from concord.raft.rawnode import RawNode
 from concord.raft.state import Role
 from concord.raft.storage import MemoryStorage
-from concord.shm.layout import SegmentNames
+from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.publisher import Publisher
 from concord.storage.replica import ReplicaChecker
 
@@ -764,7 +764,7 @@ class RaftWorker:
             "first_index": self.storage.first_index(),
             "last_index": self.storage.last_index(),
             "members": self._members(),
-            "shm": {"version": 1, "base": self.shm_names.base, "ctl": self.shm_names.ctl,
+            "shm": {"version": FORMAT_VERSION, "base": self.shm_names.base, "ctl": self.shm_names.ctl,
                     "node": self.shm_names.node, "token": self.shm_names.token},
         }
 

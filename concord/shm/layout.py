@@ -22,31 +22,32 @@ Control segment, little-endian, every field an aligned u64 word (index = offset 
 
     offset size field
     0      8    magic            b"CNCDSHMC"
-    8      8    version          FORMAT_VERSION (1)
-    16     8    seq              status generation (seqlock, latch variant): status slot
-                                 `seq & 1` is the published one; the writer fills slot
-                                 `(seq + 1) & 1`, then increments seq
+    8      8    version          FORMAT_VERSION (2)
+    16     8    seq              status generation: status slot `seq % STATUS_SLOTS` is the
+                                 published one; the writer fills slot `(seq + 1) %
+                                 STATUS_SLOTS`, then increments seq
     24     8    ring_capacity    slots in the ring (a power of two), fixed at creation
     32     8    max_gen          highest generation ever created (set before creating it)
     40     8    writer_epoch     incremented each time a writer attaches
     48     8    lease_until_ns   CLOCK_MONOTONIC ns until which this node, as leader, holds
                                  a read lease (0: none); one aligned word, written alone by
-                                 the writer (added by the node branch; was reserved, 0)
+                                 the writer
     56     8    reserved (0)
-    64     152  status slot 0    (layout below)
-    216    152  status slot 1
-    368    16   reserved (0)
-    384    16*C ring slots; the change with sequence s lives in slot s % C:
+    64     160*S status slots, S = STATUS_SLOTS (1024): slot i at 64 + 160 * i (layout
+                 below, 19 words and one reserved word)
+    64+160S 16*C ring slots; the change with sequence s lives in slot s % C:
                     [seq u64][word u64 = record_offset << 2 | ChangeType]
                  PUT and TOUCH point at the new record, DELETE and EXPIRE at the dead one
                  (readers take the key from it). The writer writes seq=0, word, then seq.
 
-Status slot (19 words), read by readers as one consistent snapshot: read seq, read the
-slot's own slot_seq, the slot, and slot_seq again; both equal to seq means consistent.
-The writer fills the unpublished slot as slot_seq = 0, words 0..17, slot_seq = seq + 1,
-then sets seq = seq + 1. A writer stalled half-way through the other slot never blocks
-readers, and one publish during a read does not disturb it either: a reader retries only
-if the writer published twice while it read (and so rewrote the slot it was reading):
+Status slots form a ring of STATUS_SLOTS snapshots (a seqlock with many slots). A reader
+reads seq, then slot `seq % S`: its own slot_seq, the words, and slot_seq again; both
+equal to seq means consistent. The writer fills the next slot as slot_seq = 0, words
+0..17, slot_seq = seq + 1, then sets seq = seq + 1. A writer stalled half-way through a
+slot never blocks readers, and a reader's slot is rewritten only after S - 1 further
+publishes: a reader retries only if it was stalled (preempted) inside its
+sub-microsecond read for that many publishes (1,023 publishes: tens of milliseconds at
+the writer's full speed).
 
     word field
     0    applied_index    last applied Raft index
@@ -62,12 +63,13 @@ if the writer published twice while it read (and so rewrote the slot it was read
     10   leader_id_len    bytes of leader_id used (0: no leader known)
     11   leader_id        7 words: UTF-8 NodeId, leader_id_len bytes used
     18   slot_seq         the seq this slot was published as (0 while being written)
+    19   reserved (0)
 
 Generation segment:
 
     offset size field
     0      8    magic            b"CNCDSHMG"
-    8      8    version          FORMAT_VERSION (1)
+    8      8    version          FORMAT_VERSION (2)
     16     8    generation       N
     24     8    lineage_gen      as in the control header when this generation was created
     32     8    capacity         size of the segment in bytes
@@ -130,7 +132,9 @@ from typing import Callable, Final, cast
 
 from concord.raft.state import Role
 
-FORMAT_VERSION: Final = 1
+#: 2: many status slots (was 2 slots in a 384-byte header). Generation segments are
+#: unchanged but carry the same version: one store, one format.
+FORMAT_VERSION: Final = 2
 CTL_MAGIC: Final = b"CNCDSHMC"
 GEN_MAGIC: Final = b"CNCDSHMG"
 
@@ -142,7 +146,10 @@ W_RING_CAP: Final = 3
 W_MAX_GEN: Final = 4
 W_WRITER_EPOCH: Final = 5
 W_LEASE_UNTIL_NS: Final = 6
-STATUS_BASE: Final = (8, 27)
+STATUS_SLOTS: Final = 1024  # a power of two
+STATUS_MASK: Final = STATUS_SLOTS - 1
+STATUS_SLOT_WORDS: Final = 20
+STATUS_BASE_WORD: Final = 8
 STATUS_WORDS: Final = 18  # the status itself; word 18 of a slot is its slot_seq
 S_SLOT_SEQ: Final = 18
 # Word indexes inside a status slot.
@@ -159,7 +166,7 @@ S_ROLE: Final = 9
 S_LEADER_LEN: Final = 10
 S_LEADER_ID: Final = 11
 LEADER_ID_MAX: Final = 56
-CTL_HEADER_SIZE: Final = 384
+CTL_HEADER_SIZE: Final = 8 * (STATUS_BASE_WORD + STATUS_SLOTS * STATUS_SLOT_WORDS)
 RING_BASE_WORD: Final = CTL_HEADER_SIZE // 8
 RING_SLOT_SIZE: Final = 16
 DEFAULT_RING_CAPACITY: Final = 1 << 18
@@ -218,9 +225,9 @@ def read_status_words(words: memoryview) -> tuple[int, list[int]] | None:
         while we read (retry).
     """
     seq = int(words[W_SEQ])
-    base = STATUS_BASE[seq & 1]
+    base = 8 + 20 * (seq & 1023)  # status_base(seq), inlined: this is every catch-up
     if words[base + S_SLOT_SEQ] != seq:
-        return None  # the writer is already rewriting it (published twice since)
+        return None  # the writer is already rewriting it (published S - 1 times since)
     values: list[int] = words[base : base + STATUS_WORDS].tolist()
     if words[base + S_SLOT_SEQ] != seq:
         return None
@@ -247,10 +254,18 @@ def status_from_words(seq: int, values: list[int]) -> ShmStatus:
     )
 
 
+def status_base(seq: int) -> int:
+    """Word index of the status slot that status `seq` is published in."""
+    return STATUS_BASE_WORD + STATUS_SLOT_WORDS * (seq & STATUS_MASK)
+
+
+assert status_base(STATUS_SLOTS + 1) == 8 + 20 * 1  # the inlined form in read_status_words
+
+
 def write_status_words(words: memoryview, values: list[int]) -> None:
     """Writer only: fill the unpublished slot with `values`, then publish it."""
     seq = int(words[W_SEQ])
-    base = STATUS_BASE[(seq + 1) & 1]
+    base = status_base(seq + 1)
     words[base + S_SLOT_SEQ] = 0
     words[base : base + STATUS_WORDS] = array("Q", values)
     words[base + S_SLOT_SEQ] = seq + 1

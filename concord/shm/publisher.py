@@ -52,7 +52,7 @@ from concord.shm.layout import (
     STATE_DEAD,
     STATE_LIVE,
     STATE_OFFSET,
-    STATUS_BASE,
+    status_base,
     STATUS_WORDS,
     W_MAX_GEN,
     W_RING_CAP,
@@ -187,12 +187,14 @@ class Publisher:
         self._ctl = ctl
         self._words = memoryview(ctl).cast("Q")
         if bytes(ctl[0:8]) != CTL_MAGIC or self._words[W_VERSION] != FORMAT_VERSION:
-            raise ValueError(f"segment {names.ctl} is not a concord store version 1")
+            raise ValueError(
+                f"segment {names.ctl} is not a concord store version {FORMAT_VERSION}"
+            )
         self._growth = max(growth_factor, 1.1)
         self._ring_cap = int(self._words[W_RING_CAP])
         self._ring_mask = self._ring_cap - 1
         seq = int(self._words[W_SEQ])
-        base = STATUS_BASE[seq & 1]
+        base = status_base(seq)
         # The writer's copy of the published status slot (it is the only writer).
         self._status: list[int] = self._words[base : base + STATUS_WORDS].tolist()
         self._head = self._status[S_RING_HEAD]

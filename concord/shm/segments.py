@@ -23,7 +23,7 @@ from concord.shm.layout import (
     FORMAT_VERSION,
     GEN_HEADER_SIZE,
     S_ARENA_END,
-    STATUS_BASE,
+    status_base,
     W_MAX_GEN,
     W_RING_CAP,
     W_VERSION,
@@ -77,7 +77,7 @@ def create_store(
             words[W_RING_CAP] = ring_capacity
             words[W_MAX_GEN] = 0
             # seq = 0: slot 0 is published; an empty store at generation 0.
-            words[STATUS_BASE[0] + S_ARENA_END] = GEN_HEADER_SIZE
+            words[status_base(0) + S_ARENA_END] = GEN_HEADER_SIZE
         finally:
             words.release()
         # Magic last: a reader that sees it sees an initialized header.

@@ -211,7 +211,9 @@ class ShmView:
         self._w = memoryview(ctl).cast("Q")
         if bytes(ctl[0:8]) != CTL_MAGIC or self._w[W_VERSION] != FORMAT_VERSION:
             self._w.release()
-            raise ValueError(f"segment {names.ctl} is not a concord store version 1")
+            raise ValueError(
+                f"segment {names.ctl} is not a concord store version {FORMAT_VERSION}"
+            )
         self._cap = int(self._w[W_RING_CAP])
         self._mask = self._cap - 1
         # An empty placeholder until the first generation is mapped, so that the hot

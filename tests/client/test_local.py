@@ -17,7 +17,7 @@ from concord.client.local import LocalStore, shm_names
 from concord.errors import NotFoundError
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.raft.state import Role
-from concord.shm.layout import SegmentNames
+from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.publisher import Publisher
 from concord.shm.segments import DEV_SHM, create_store, unlink_store
 from tests.client.fakes import FakeNode
@@ -56,7 +56,7 @@ def pub(names: SegmentNames) -> Iterator[Publisher]:
 @pytest.fixture
 def advertised(a: FakeNode, names: SegmentNames) -> FakeNode:
     """Node a's status advertises the test store; its wire KV holds "wire" values."""
-    a.mode(status_extra={"shm": {"node": names.node, "token": names.token, "version": 1}})
+    a.mode(status_extra={"shm": {"node": names.node, "token": names.token, "version": FORMAT_VERSION}})
     return a
 
 
@@ -103,7 +103,7 @@ def test_leader_read_local_when_role_leader_and_lease_runs(
 
 def test_wire_used_when_store_not_on_this_host(a: FakeNode) -> None:
     """A store that does not exist here (another host's) is skipped; reads use the wire."""
-    a.mode(status_extra={"shm": {"node": "elsewhere", "token": "nope", "version": 1}})
+    a.mode(status_extra={"shm": {"node": "elsewhere", "token": "nope", "version": FORMAT_VERSION}})
     with Client(a.endpoint, timeout_s=3.0) as c:
         c.put("nh:k", "wire")
         assert "wire" == c.get("nh:k", consistency="eventual")
@@ -129,7 +129,7 @@ def test_store_survives_when_attaching_process_exits(names: SegmentNames, pub: P
     pub.publish([put("rt:k", "v", 1)], 1, 1, now_ms())
     code = (
         "from concord.client.local import LocalStore\n"
-        "from concord.shm.layout import SegmentNames\n"
+        "from concord.shm.layout import FORMAT_VERSION, SegmentNames\n"
         f"s = LocalStore.open(SegmentNames({names.node!r}, {names.token!r}))\n"
         "assert s is not None\n"
         "r = s.read('get', {'key': 'rt:k', 'consistency': 'eventual'})\n"
@@ -143,10 +143,10 @@ def test_store_survives_when_attaching_process_exits(names: SegmentNames, pub: P
 
 
 def test_shm_names_rejected_when_advertisement_malformed() -> None:
-    """Only a well-formed v1 advertisement names a store."""
-    assert SegmentNames("n1", "t1") == shm_names({"shm": {"node": "n1", "token": "t1", "version": 1}})
+    """Only a well-formed advertisement of this format version names a store."""
+    assert SegmentNames("n1", "t1") == shm_names({"shm": {"node": "n1", "token": "t1", "version": FORMAT_VERSION}})
     assert None is shm_names({})
-    assert None is shm_names({"shm": {"node": "n1", "token": "t1", "version": 2}})
+    assert None is shm_names({"shm": {"node": "n1", "token": "t1", "version": 1}})
     assert None is shm_names({"shm": {"node": "n/1", "token": "t1"}})
     assert None is shm_names({"shm": "concord-n1-t1-ctl"})
 
@@ -183,7 +183,7 @@ def test_store_of_local_node_attached_when_leader_elsewhere(a: FakeNode, b: Fake
     """The probe asks each local endpoint's status, so a local follower's store serves eventual reads."""
     pub.publish([put("fol:k", "local", 1)], 1, 1, now_ms())
     a.mode(redirect=b.endpoint, redirect_except=["status"],
-           status_extra={"shm": {"node": names.node, "token": names.token, "version": 1}})
+           status_extra={"shm": {"node": names.node, "token": names.token, "version": FORMAT_VERSION}})
     with Client([a.endpoint], timeout_s=5.0, attempt_timeout_s=2.0) as c:
         c.put("fol:k", "wire")  # a follows the hint: b is the leader
         assert b.endpoint == c.leader

@@ -10,7 +10,10 @@ from concord.raft.state import Role
 from concord.shm.layout import (
     CTL_HEADER_SIZE,
     RECORD_HEAD_SIZE,
-    STATUS_BASE,
+    STATUS_BASE_WORD,
+    STATUS_SLOT_WORDS,
+    STATUS_SLOTS,
+    status_base,
     STATUS_WORDS,
     W_SEQ,
     SegmentNames,
@@ -35,9 +38,12 @@ def test_record_size_is_aligned_when_lengths_vary() -> None:
 
 
 def test_status_slots_fit_header_when_laid_out() -> None:
-    """The two status slots lie inside the control header, before the ring."""
-    assert STATUS_BASE[1] == STATUS_BASE[0] + STATUS_WORDS + 1  # + slot_seq
-    assert (STATUS_BASE[1] + STATUS_WORDS + 1) * 8 <= CTL_HEADER_SIZE
+    """The status slots follow the 64-byte header and end where the ring starts."""
+    assert 8 == STATUS_BASE_WORD and 0 == STATUS_SLOTS & (STATUS_SLOTS - 1)
+    assert STATUS_WORDS + 1 <= STATUS_SLOT_WORDS  # + slot_seq
+    assert status_base(1) == status_base(0) + STATUS_SLOT_WORDS
+    assert status_base(STATUS_SLOTS) == status_base(0)  # a ring
+    assert (status_base(STATUS_SLOTS - 1) + STATUS_SLOT_WORDS) * 8 == CTL_HEADER_SIZE
 
 
 def test_segment_names_follow_convention_when_valid() -> None:
@@ -90,24 +96,26 @@ def test_status_round_trips_when_written() -> None:
         buf.close()
 
 
-def test_status_read_survives_one_publish_when_reading(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One publish during a read leaves the read slot alone; two make the reader retry."""
+def test_status_read_survives_publishes_until_its_slot_comes_round() -> None:
+    """A read slot stays intact for STATUS_SLOTS - 1 later publishes, then is rewritten."""
     buf = mmap.mmap(-1, CTL_HEADER_SIZE)
     words = memoryview(buf).cast("Q")
     try:
         values = [0] * STATUS_WORDS
         values[0] = 1
-        write_status_words(words, values)  # seq 1, slot 1
+        write_status_words(words, values)  # seq 1
         seq = int(words[W_SEQ])
-        values[0] = 2
-        write_status_words(words, values)  # seq 2, slot 0: not the one seq 1 names
-        base = STATUS_BASE[seq & 1]
-        assert seq == words[base + 18]
-        values[0] = 3
-        write_status_words(words, values)  # seq 3 rewrote slot 1
-        assert seq + 2 == words[base + 18]
+        base = status_base(seq)
+        for n in range(2, STATUS_SLOTS + 1):  # seq 2 .. S: other slots
+            values[0] = n
+            write_status_words(words, values)
+            assert seq == words[base + 18] and 1 == words[base]
+        values[0] = STATUS_SLOTS + 1
+        write_status_words(words, values)  # seq S + 1 rewrote the slot seq 1 used
+        assert seq + STATUS_SLOTS == words[base + 18]
         snap = read_status_words(words)
-        assert snap is not None and 3 == snap[1][0]
+        assert snap is not None and STATUS_SLOTS + 1 == snap[1][0]
+        assert STATUS_SLOTS + 1 == snap[0]
     finally:
         words.release()
         buf.close()
