@@ -50,6 +50,15 @@ def _rate(fn: Callable[[], int], seconds: float, rounds: int = 3) -> float:
     return best
 
 
+def _rss_anon() -> int:
+    """This process's anonymous resident memory (heap), bytes; mapped shm not included."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
     rng = random.Random(seed)
     names = SegmentNames("bench", f"p{os.getpid()}")
@@ -58,8 +67,10 @@ def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
     assert len(value) == value_bytes or value_bytes < 34, len(value)
     raw_bytes = sum(len(k.encode()) for k in keys) + n_keys * len(value)
     # Distinct but equal key objects, as keys arriving off the wire would be: the dict
-    # gets no identity shortcut the shm view cannot have.
-    plain = {(k + ".")[:-1]: value for k in keys}
+    # gets no identity shortcut the shm view cannot have. Distinct value objects too, as
+    # any real store holds: one shared value object would stay in the CPU caches, and
+    # returning it (a reference count) would cost nothing at 1M keys.
+    plain = {(k + ".")[:-1]: (value + b".")[:-1] for k in keys}
     create_store(names, initial_bytes=1 << 20)
     try:
         pub = Publisher.attach(names)
@@ -76,8 +87,10 @@ def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
         pub.publish(batch, rev, rev, 0)
         publish_s = time.process_time() - t0
         t0 = time.process_time()
+        heap0 = _rss_anon()
         view = ShmView.attach(names)
         attach_s = time.process_time() - t0  # a scan: no directory before a compaction
+        view_heap = _rss_anon() - heap0
         stats = pub.stats()
         shm_total = ctl_size(DEFAULT_RING_CAPACITY) + stats.capacity_bytes
         order = keys[:]
@@ -154,7 +167,8 @@ def bench(n_keys: int, value_bytes: int, seconds: float, seed: int) -> None:
         }
         print(f"\n== {n_keys:,} keys, {len(value)}-byte values, seed={seed} ==")
         print(
-            f"publish {n_keys / publish_s:,.0f} keys/s; reader attach (scan) {attach_s:.3f} s CPU"
+            f"publish {n_keys / publish_s:,.0f} keys/s; reader attach (scan) {attach_s:.3f} s CPU; "
+            f"reader index heap {view_heap / n_keys:.0f} B/key"
         )
         for name, ops in r.items():
             print(f"  {name:22s} {ops:>13,.0f} /s")

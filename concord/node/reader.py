@@ -44,7 +44,7 @@ from concord.kv.reads import (
 )
 from concord.kv.record import KeyRecord, Space
 from concord.kv.values import decode_stored
-from concord.shm.view import ShmView, decode_value
+from concord.shm.view import Locator, ShmView, decode_value
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ class ShmKeySource:
 
     def get_record(self, key: str) -> KeyRecord | None:
         """The user record of `key` (possibly due to expire), or None."""
-        slc = self._view.locator(key)
-        return None if slc is None else self._view.record_at(slc, key)
+        loc = self._view.locator(key)
+        return None if loc is None else self._view.record_at(loc, key)
 
     def iter_keys(self, start: str | None = None, inclusive: bool = True) -> Iterator[str]:
         """User keys in ascending code point order from `start`."""
@@ -327,24 +327,24 @@ class Reader:
 
     def _user_records(self) -> Iterator[KeyRecord]:
         view = self._view
-        for key, slc in view.items(Space.USER):
-            yield view.record_at(slc, key)
+        for key, loc in view.items(Space.USER):
+            yield view.record_at(loc, key)
 
-    def _on_change(self, space: int, key: str, slc: slice | None) -> None:
+    def _on_change(self, space: int, key: str, loc: Locator | None) -> None:
         if space == Space.SYSTEM:
             if key.startswith(INDEX_PREFIX):
-                self._apply_definition(key, slc)
+                self._apply_definition(key, loc)
             return
         if self._indexes:
-            self._indexes.update(key, None if slc is None else self._view.record_at(slc, key))
+            self._indexes.update(key, None if loc is None else self._view.record_at(loc, key))
 
-    def _apply_definition(self, key: str, slc: slice | None) -> None:
+    def _apply_definition(self, key: str, loc: Locator | None) -> None:
         name = key[len(INDEX_PREFIX) :]
-        if slc is None:
+        if loc is None:
             self._indexes.drop(name)
             return
         try:
-            definition = IndexDef.decode(key, self._view.encoded_at(slc))
+            definition = IndexDef.decode(key, self._view.encoded_at(loc))
         except InvalidRequestError:
             logger.warning("ignoring bad index definition key=%s", key)
             self._indexes.drop(name)
@@ -353,9 +353,9 @@ class Reader:
 
     def _rebuild_indexes(self) -> None:
         self._indexes.clear()
-        for key, slc in list(self._view.items(Space.SYSTEM)):
+        for key, loc in list(self._view.items(Space.SYSTEM)):
             if key.startswith(INDEX_PREFIX):
-                self._apply_definition(key, slc)
+                self._apply_definition(key, loc)
 
 
 __all__ = ["Meta", "Reader", "ShmKeySource", "WaitStats"]

@@ -20,7 +20,7 @@ from concord.shm.layout import (
 )
 from concord.shm.segments import store_segments
 from concord.shm.publisher import Publisher
-from concord.shm.view import MISSING, ShmView
+from concord.shm.view import INLINE_MAX, MISSING, ShmView
 
 from .helpers import delete, put, rec
 
@@ -175,6 +175,45 @@ def test_values_survive_when_store_grows(pub: Publisher, view: ShmView) -> None:
     assert 1 == view.rebuilds  # the initial attach only
     assert view.remaps >= 2
     assert list(range(300)) == view.get_many_values([f"k{i}" for i in range(300)])
+
+
+def test_values_agree_when_a_key_moves_between_small_big_and_special(
+    pub: Publisher, view: ShmView
+) -> None:
+    """
+    Small plain values are held inline by the view, big ones sliced from the mapping,
+    TTL ones kept apart: a key moving between the three reads right through the ring, a
+    directory load and a scan, and its record always matches its bytes.
+    """
+    big = "b" * (INLINE_MAX + 1)
+    edge = "e" * (INLINE_MAX - 2)  # a 2-byte msgpack str8 header: exactly INLINE_MAX bytes
+    assert INLINE_MAX == len(msgpack.packb(edge))
+    steps: list[tuple[object, int]] = [
+        ("small", 0), (big, 0), (edge, 0), ("ttl", 10**15), (big, 10**15), ("small again", 0),
+    ]
+
+    def check(v: ShmView, value: object, expires: int, version: int) -> None:
+        raw = msgpack.packb(value)
+        assert raw == v.get_encoded("k")
+        assert value == v.get_value("k")
+        assert [raw, None] == v.get_many_encoded(["k", "absent"])
+        record = v.record("k")
+        assert record is not None and (raw, version, expires) == (
+            record.value, record.version, record.expires_at_ms
+        )
+
+    for version, (value, expires) in enumerate(steps, start=1):
+        pub.publish([put("k", value, version, version, expires)], version, version, 0)
+        check(view, value, expires, version)
+        pub.publish([put("other", version, version)], version, version, 0)
+        pub.compact()  # the next read loads the directory
+        check(view, value, expires, version)
+        fresh = ShmView.attach(view.names)  # a directory load, or after growth a scan
+        check(fresh, value, expires, version)
+        fresh.close()
+    pub.publish([delete("k", 99)], 99, 99, 0)
+    assert None is view.get_encoded("k") and MISSING is view.get_value("k")
+    assert None is view.record("k")
 
 
 def test_view_rebuilds_when_compacted(pub: Publisher, view: ShmView) -> None:
