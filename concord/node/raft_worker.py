@@ -81,6 +81,13 @@ logger = logging.getLogger(__name__)
 
 #: How often the leader looks for due TTLs to expire (ms of its clock).
 EXPIRY_INTERVAL_MS = 100
+#: The shared-memory arena is compacted (dead records dropped: every reader then rebuilds
+#: its index from the new directory) at most this often, and only when dead records
+#: pass SHM_COMPACT_IDLE_RATIO of it at an idle moment (no input this loop turn), or
+#: SHM_COMPACT_BUSY_RATIO at any moment (a node that is never idle must not grow forever).
+SHM_COMPACT_INTERVAL_S = 5.0
+SHM_COMPACT_IDLE_RATIO = 0.5
+SHM_COMPACT_BUSY_RATIO = 0.75
 #: A learner within this many entries of the leader's commit index is promoted.
 PROMOTE_LAG_ENTRIES = 10
 
@@ -235,6 +242,7 @@ class RaftWorker:
         self._internal: set[int] = set()
         self._expiry_pending: int | None = None
         self._next_expiry_ms = 0
+        self._next_shm_compact = time.monotonic() + SHM_COMPACT_INTERVAL_S
         self._promoting: set[NodeId] = set()
         self._joining: set[NodeId] = set()  # added by add_member, not yet in the conf
         self._stopping = False
@@ -398,6 +406,8 @@ class RaftWorker:
                 for meta in self._conf_snapshots.taken:
                     self.driver.on_snapshot_written(meta)
                 self._conf_snapshots.taken.clear()
+            if now >= self._next_shm_compact:
+                self._maybe_compact_shm(idle=not events)
 
     def close(self) -> None:
         for closer in (self.link.close, self.transport.close, self.writer.close):
@@ -462,6 +472,18 @@ class RaftWorker:
                 self._expiry_pending = rid
                 self.driver.submit_write(rid, command)
         self._maybe_promote_learners()
+
+    def _maybe_compact_shm(self, idle: bool) -> None:
+        ratio = SHM_COMPACT_IDLE_RATIO if idle else SHM_COMPACT_BUSY_RATIO
+        started = time.monotonic()
+        if self.publisher.maybe_compact(min_dead_ratio=ratio):
+            done = time.monotonic()
+            self._next_shm_compact = done + SHM_COMPACT_INTERVAL_S
+            stats = self.publisher.stats()
+            self.log.info("shm compacted in %.3f s idle=%s used_bytes=%d generation=%d",
+                          done - started, idle, stats.used_bytes, stats.generation)
+        elif idle:
+            self._next_shm_compact = started + SHM_COMPACT_INTERVAL_S
 
     def _maybe_promote_learners(self) -> None:
         status = self.raw.status()

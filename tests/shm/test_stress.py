@@ -12,9 +12,9 @@ so a reader can tell a torn, misplaced or stale value from a good one. Readers c
 - a group (written and deleted only as a whole by one bulk op) is all present with one
   revision, or all absent;
 - no returned record has expired at the leader time the reader is synced to;
-- retries are rare and each has a cause (the writer published twice, grew or compacted
-  during the reader's status read or rebuild); the run prints the most consecutive
-  retries one catch-up needed (`max_retries`).
+- retries are rare, each has a cause (the writer published 1,023 times, grew twice or
+  compacted during the reader's status read or rebuild), and no catch-up needs more than
+  one (`max_retries`).
 
 Duration: CONCORD_STRESS_SECONDS (default 5; the acceptance run is 30).
 """
@@ -42,6 +42,11 @@ N_KEYS = 3000
 N_GROUPS = 40
 GROUP_SIZE = 8
 SEED = 20261121
+# Each compaction makes every reader rebuild (from the new directory). The raft worker
+# compacts at most every COMPACT_MIN_INTERVAL_S of concord.node.raft_worker (seconds); a
+# quarter second here still compacts about 4 times a second.
+COMPACT_MIN_INTERVAL_S = 0.25
+COMPACT_FORCE_S = 0.5
 
 
 def _value(key: str, version: int, revision: int, pad: int) -> bytes:
@@ -62,6 +67,7 @@ def writer(  # type: ignore[type-arg]
               "bulk_delete": 0, "compact": 0, "publishes": 0, "changes": 0}
     started.set()
     deadline = time.monotonic() + seconds
+    last_compact = time.monotonic()
 
     def record(key: str, expires: int = 0) -> KeyRecord:
         old = live.get(key)
@@ -121,13 +127,19 @@ def writer(  # type: ignore[type-arg]
         pub.publish(changes, rev, rev, ts)
         counts["publishes"] += 1
         counts["changes"] += len(changes)
-        # Compaction when dead records pass half the arena (as the raft worker would run
-        # it), and forced every 5,000 publishes so short runs exercise it too.
-        if rev % 5_000 == 0:
+        # Compaction when dead records pass half the arena, at most every
+        # COMPACT_MIN_INTERVAL_S (the raft worker's rule, with a shorter interval), and
+        # forced every COMPACT_FORCE_S so short runs exercise it too.
+        now = time.monotonic()
+        if now - last_compact >= COMPACT_FORCE_S:
             pub.compact()
-            counts["compact"] += 1
-        elif pub.maybe_compact(min_dead_ratio=0.5, min_used_bytes=1 << 20):
-            counts["compact"] += 1
+        elif not (
+            now - last_compact >= COMPACT_MIN_INTERVAL_S
+            and pub.maybe_compact(min_dead_ratio=0.5, min_used_bytes=1 << 20)
+        ):
+            continue
+        counts["compact"] += 1
+        last_compact = now
     stats = pub.stats()
     counts["generation"] = stats.generation
     pub.close()
@@ -256,11 +268,11 @@ def test_readers_see_no_torn_or_impossible_values_when_writer_runs_flat_out(
     for r in reader_results:
         counts = r["counts"]  # type: ignore[index]
         assert counts["values_checked"] > 0 and counts["groups_present"] > 0
-        # A reader never waits for the writer: a retry happens only when the writer
-        # published twice (or grew or compacted) during the reader's sub-microsecond
-        # status read or rebuild, i.e. when the OS preempted the reader there. On a
-        # loaded host that chains rarely; a broken protocol or a livelock would not be.
+        # A reader never waits for the writer: it retries only when the writer published
+        # 1,023 times (a status slot came round), grew twice or compacted during its
+        # status read or rebuild, i.e. when the OS stalled it there; never twice in a row
+        # (a broken protocol or a livelock would).
         reasons = counts["status_collisions"] + counts["generation_races"] + counts["lineage_races"]
         assert counts["retries"] == reasons
-        assert counts["retries"] <= 10 + counts["applied_changes"] // 1000
+        assert counts["max_retries"] <= 1, counts
     assert writer_counts["compact"] > 0 and writer_counts["generation"] > 2
