@@ -146,6 +146,7 @@ OPS_KIND: Mapping[str, OpKind] = {
 _DROPPED_CODES = frozenset({"no_leader", "shutting_down"})
 
 _NO_DEFAULT = object()
+_NOT_LOCAL = object()  # not served from same-host shared memory: ask a node
 
 #: An inclusive key range [lo, hi] (None: open end, per docs/formats/kv.md).
 Range = tuple["str | None", "str | None"]
@@ -466,6 +467,15 @@ class Client:
                         return reply
         return self.call(op, {**args, "consistency": consistency})
 
+    def _local_get(self, key: str, consistency: str) -> object:
+        """`LocalStore.get` of the attached store: a value, `MISSING`, or `_NOT_LOCAL`."""
+        with self._lock:
+            store = self._local_store_locked()
+            if store is None:
+                return _NOT_LOCAL
+            value = store.get(key, consistency)
+            return _NOT_LOCAL if value is store.DECLINED else value
+
     def _local_store_locked(self) -> LocalStore | None:
         """
         The attached same-host store. While none is attached, at most every
@@ -548,6 +558,14 @@ class Client:
         Raises:
             NotFoundError: the key is absent and no default was given.
         """
+        if not meta and self._local_ok and consistency != "strong":
+            value = self._local_get(key, consistency)
+            if value is not _NOT_LOCAL:
+                if value is MISSING:
+                    if default is _NO_DEFAULT:
+                        raise NotFoundError(f"key {key!r} not found")
+                    return default
+                return value
         args: dict[str, object] = {"key": key}
         if meta:
             args["meta"] = True

@@ -39,15 +39,27 @@ import logging
 import os
 import socket
 import time
+from enum import Enum
 from functools import lru_cache
 from typing import Final, Mapping
 from urllib.parse import urlsplit
 
 from concord.errors import ClientError, ConcordError
+from concord.kv.commands import check_key
 from concord.node.reader import Reader
 from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.segments import DEV_SHM
-from concord.shm.view import ShmView
+from concord.shm.view import MISSING, ShmView
+
+
+class Declined(Enum):
+    """The type of `DECLINED`."""
+
+    DECLINED = 0
+
+
+#: `LocalStore.get`: not servable from shared memory, ask a node.
+DECLINED: Final = Declined.DECLINED
 
 __all__ = ["LOCAL_OPS", "LocalStore", "is_local_endpoint", "shm_names"]
 
@@ -123,6 +135,9 @@ class LocalStore:
         check_every_s: how often to check that the store still exists.
     """
 
+    #: What `get` returns when it declines (also reachable without importing this module).
+    DECLINED: Final = DECLINED
+
     def __init__(
         self,
         view: ShmView,
@@ -132,6 +147,7 @@ class LocalStore:
         self._view = view
         self._names = names
         self._reader = Reader(view)
+        self._config = self._reader.config
         self._check_every_s = check_every_s
         self._next_check = time.monotonic() + check_every_s
         self._closed = False
@@ -166,6 +182,37 @@ class LocalStore:
                 self.close()
                 return False
         return True
+
+    def get(self, key: object, consistency: str) -> object:
+        """
+        `get` without meta, the hot path of `Client.get`: the decoded value, `MISSING`
+        (absent or expired), or `DECLINED` (not servable here: go over the wire). The same
+        answers and errors as `read("get", ...)`, without building request and reply maps.
+
+        Raises:
+            InvalidKeyError, InvalidRequestError: as the node would answer.
+        """
+        # NB: `_closed`, not `alive`: the Client checked `alive` just before (it looks the
+        # control segment up in /dev/shm every check_every_s).
+        if self._closed or (consistency != "eventual" and consistency != "leader"):
+            self.declined += 1
+            return DECLINED
+        checked = check_key(key, self._config)
+        view = self._view
+        try:
+            raw = view.get_encoded(checked)
+        except ConcordError as exc:  # not a ClientError: e.g. CorruptionError
+            log.warning("shared-memory read failed, detaching ctl=%s error=%s", self._names.ctl, exc)
+            self.close()
+            self.declined += 1
+            return DECLINED
+        if consistency == "leader" and not view.holds_leader_lease():
+            self.declined += 1
+            return DECLINED
+        self.served += 1
+        if raw is None:
+            return MISSING
+        return Reader.decode_checked(checked, raw)
 
     def read(self, op: str, args: Mapping[str, object]) -> dict[str, object] | None:
         """

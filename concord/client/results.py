@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Final, Mapping
 
 from concord.errors import RemoteProtocolError
-from concord.kv.record import ChangeType
+from concord.kv.record import MISSING, ChangeType, Missing
 
 __all__ = [
     "MISSING",
@@ -29,17 +29,7 @@ __all__ = [
 ]
 
 
-class Missing(Enum):
-    """The type of `MISSING`: a key that is absent, distinct from a stored nil."""
-
-    MISSING = 0
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-#: Passed to a `put_if(..., condition=fn)` callable when the key is absent.
-MISSING: Final = Missing.MISSING
+# `MISSING` is also passed to a `put_if(..., condition=fn)` callable when the key is absent.
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ that publishing and serving them never re-encodes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum, IntFlag
+from enum import Enum, IntEnum, IntFlag
+from typing import Final
 
 
 class Space(IntEnum):
@@ -73,3 +74,16 @@ class Change:
     record: KeyRecord | None
     revision: int
     ts_ms: int
+
+
+class Missing(Enum):
+    """The type of `MISSING`: a key that is absent, distinct from a stored nil."""
+
+    MISSING = 0
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: An absent key (shared-memory lookups, the client's results): not a stored nil.
+MISSING: Final = Missing.MISSING

@@ -126,6 +126,11 @@ class Reader:
         return self._view
 
     @property
+    def config(self) -> KvConfig:
+        """The kv limits reads are checked against."""
+        return self._config
+
+    @property
     def source(self) -> ShmKeySource:
         """The KeySource (valid for the state of the last sync)."""
         return self._source
@@ -151,7 +156,7 @@ class Reader:
                 raw = view.get_encoded(key)
                 if raw is None:
                     raise NotFoundError(f"key {key!r} not found")
-                return {"value": self._decode(key, raw)}
+                return {"value": self.decode_checked(key, raw)}
             except ClientError as exc:
                 return error_reply(exc)
         if op == "get_many" and args.keys() <= _GET_MANY_ARGS:
@@ -172,11 +177,17 @@ class Reader:
         values: dict[str, object] = {}
         for key, raw in zip(checked, self._view.get_many_encoded(checked)):
             if raw is not None:
-                values[key] = self._decode(key, raw)
+                values[key] = self.decode_checked(key, raw)
         return values
 
     @staticmethod
-    def _decode(key: str, raw: bytes) -> object:
+    def decode_checked(key: str, raw: bytes) -> object:
+        """
+        A stored value's bytes decoded.
+
+        Raises:
+            InvalidRequestError: they do not decode (named after the key).
+        """
         try:
             return decode_value(raw)
         except ValueError as exc:

@@ -39,7 +39,7 @@ import xxhash
 from sortedcontainers import SortedList
 
 from concord.errors import CorruptionError
-from concord.kv.record import ChangeType, KeyRecord, Space
+from concord.kv.record import MISSING, ChangeType, KeyRecord, Missing, Space
 from concord.raft.state import Role
 from concord.shm.layout import (
     CHECKSUM_FROM,
@@ -58,6 +58,8 @@ from concord.shm.layout import (
     S_LIVE_GEN,
     S_PREV_HEAD,
     S_RING_HEAD,
+    S_ROLE,
+    S_LEADER_LEN,
     STATE_LIVE,
     W_LEASE_UNTIL_NS,
     W_RING_CAP,
@@ -68,6 +70,7 @@ from concord.shm.layout import (
     DIR_HEAD,
     directory_span,
     gc_paused,
+    leader_id_words,
     open_segment,
     read_gen_directory,
     read_gen_header,
@@ -95,6 +98,7 @@ def decode_value(data: bytes) -> object:
 _decompress = zlib.decompress
 _DELETES = (int(ChangeType.DELETE), int(ChangeType.EXPIRE))
 _SPACES = len(Space)
+_LEADER = int(Role.LEADER)
 # NB: literal word index in the hot path (a global lookup costs more than the compare).
 assert W_SEQ == 2
 
@@ -119,15 +123,6 @@ class _Overtaken(Enum):
 
 
 _OVERTAKEN: Final = _Overtaken.OVERTAKEN
-
-
-class Missing(Enum):
-    """The type of `MISSING`: absent, distinct from a stored nil."""
-
-    MISSING = 0
-
-
-MISSING: Final = Missing.MISSING
 
 
 class KeyIndex:
@@ -234,6 +229,8 @@ class ShmView:
     ) -> None:
         self._wall_ms = wall_ms
         self._names = names
+        # The status words naming this store's node as leader (holds_leader_lease).
+        self._own_leader_words = leader_id_words(names.node)
         self._ctl = ctl
         self._w = memoryview(ctl).cast("Q")
         if bytes(ctl[0:8]) != CTL_MAGIC or self._w[W_VERSION] != FORMAT_VERSION:
@@ -355,11 +352,12 @@ class ShmView:
         the read saw. The raft worker grants the lease only while everything committed is
         applied and published, so such a read is as fresh as the leader's.
         """
-        status = self.current_status()
+        if time.monotonic_ns() >= self._w[W_LEASE_UNTIL_NS]:
+            return False
+        st = self._read_status()[1]
         return (
-            status.role is Role.LEADER
-            and status.leader_id == self._names.node
-            and time.monotonic_ns() < self.lease_until_ns()
+            st[S_ROLE] == _LEADER
+            and st[S_LEADER_LEN : S_LEADER_LEN + 8] == self._own_leader_words
         )
 
     @property

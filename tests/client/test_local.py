@@ -14,7 +14,8 @@ import pytest
 
 from concord.client import Client, ValueWithMeta
 from concord.client.local import LocalStore, shm_names
-from concord.errors import NotFoundError
+from concord.errors import InvalidKeyError, NotFoundError
+from concord.kv.record import MISSING
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.raft.state import Role
 from concord.shm.layout import FORMAT_VERSION, SegmentNames
@@ -99,6 +100,47 @@ def test_leader_read_local_when_role_leader_and_lease_runs(
         assert "wire" == c.get("ld:k")
         assert "wire" == c.get("ld:k", consistency="strong")
         assert ["ld:k", "ld:k", "ld:k", "ld:k"] == wire_gets(advertised, before)
+
+
+def test_local_get_answers_like_read_when_served_or_declined(
+    names: SegmentNames, pub: Publisher
+) -> None:
+    """LocalStore.get, the hot path of Client.get, gives read("get")'s answers and errors."""
+    pub.publish([put("fg:k", {"a": 1}, 1), put("fg:nil", None, 1),
+                 put("fg:gone", "x", 1, expires_at_ms=now_ms() - 1)], 1, 1, now_ms())
+    store = LocalStore.open(names)
+    assert store is not None
+    try:
+        assert {"a": 1} == store.get("fg:k", "eventual")
+        assert {"ok": True, "value": {"a": 1}} == store.read("get", {"key": "fg:k", "consistency": "eventual"})
+        assert None is store.get("fg:nil", "eventual")  # a stored nil is a value
+        assert MISSING is store.get("fg:x", "eventual")
+        assert MISSING is store.get("fg:gone", "eventual")  # expired
+        with pytest.raises(InvalidKeyError):
+            store.get("", "eventual")
+        assert "invalid_key" == (store.read("get", {"key": "", "consistency": "eventual"}) or {}).get("error")
+        assert LocalStore.DECLINED is store.get("fg:k", "leader")  # no lease
+        assert LocalStore.DECLINED is store.get("fg:k", "strong")
+        pub.set_status(1, names.node, Role.LEADER)
+        pub.set_lease(time.monotonic_ns() + 60 * 10**9)
+        assert {"a": 1} == store.get("fg:k", "leader")
+        pub.set_status(2, "other", Role.FOLLOWER)  # the lease word alone is not enough
+        assert LocalStore.DECLINED is store.get("fg:k", "leader")
+    finally:
+        store.close()
+    assert LocalStore.DECLINED is store.get("fg:k", "eventual")
+
+
+def test_client_get_default_and_errors_when_served_locally(advertised: FakeNode, pub: Publisher) -> None:
+    """Client.get's local path: default for an absent key, the wire's error for a bad one."""
+    pub.publish([put("cd:k", "local", 1)], 1, 1, now_ms())
+    with Client(advertised.endpoint, timeout_s=3.0) as c:
+        before = len(advertised.requests())
+        assert "local" == c.get("cd:k", consistency="eventual")
+        assert "dflt" == c.get("cd:x", consistency="eventual", default="dflt")
+        with pytest.raises(InvalidKeyError):
+            c.get("", consistency="eventual")
+        assert [] == wire_gets(advertised, before)
 
 
 def test_wire_used_when_store_not_on_this_host(a: FakeNode) -> None:
