@@ -216,6 +216,17 @@ class Raft:
             return False
         if snapshot.is_empty:
             raise RaftInvariantError(f"entries for {to} are compacted but the snapshot is empty")
+        cs = snapshot.meta.conf_state
+        if to not in cs.voters + cs.learners + cs.voters_outgoing:
+            # A member added after the snapshot would ignore it (it restores only a
+            # configuration that includes it): wait for the application's next snapshot
+            # instead of shipping this one over and over.
+            self.logger.debug(
+                "snapshot does not include peer to=%s snapshot_index=%d",
+                to,
+                snapshot.meta.index,
+            )
+            return False
         self.logger.info(
             "sending snapshot to=%s snapshot_index=%d snapshot_term=%d bytes=%d",
             to,
@@ -614,7 +625,27 @@ class Raft:
         if pr.state == ProgressState.SNAPSHOT:
             first = self.log.first_index()
             if pr.match + 1 < first and pr.match < pr.pending_snapshot:
-                return  # the transfer goes on
+                outgoing = self._outgoing_snapshots.get(m.frm)
+                if (
+                    outgoing is None
+                    or pr.snapshot_sent_offset <= len(outgoing.data)
+                    or m.index >= pr.pending_snapshot
+                ):
+                    return  # the transfer goes on
+                # Every chunk went out and the follower answers below the snapshot: it
+                # assembled the snapshot and did not restore it. Start over from a probe
+                # (and, if still needed, the newest snapshot) instead of resending this one.
+                self.logger.info(
+                    "snapshot not restored by peer from=%s snapshot_index=%d index=%d",
+                    m.frm,
+                    pr.pending_snapshot,
+                    m.index,
+                )
+                self._outgoing_snapshots.pop(m.frm, None)
+                pr.become_probe()
+                pr.next = pr.match + 1
+                self._maybe_send_append(m.frm)
+                return
             # Installed (or not needed: the follower already had it committed).
             self._outgoing_snapshots.pop(m.frm, None)
             pr.become_probe()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from concord.ids import NodeId
-from concord.raft import MessageType
+from concord.raft import ConfChange, MessageType
 from concord.raft.messages import Message
 from concord.raft.progress import ProgressState
 from tests.raft.network import Network
 
-A, B, C = NodeId("a"), NodeId("b"), NodeId("c")
+A, B, C, D = NodeId("a"), NodeId("b"), NodeId("c"), NodeId("d")
 VALUES = [b"value-%03d-" % i + b"p" * 80 for i in range(30)]
 
 
@@ -103,4 +103,57 @@ def test_leader_resends_when_the_last_chunk_is_lost() -> None:
     net.tick_all(2)
     assert [] == net.applied[C]
     net.tick_all(12)
+    assert VALUES == net.applied[C]
+
+
+def test_leader_waits_for_newer_snapshot_when_member_was_added_after_it() -> None:
+    """A learner added after the leader's snapshot would ignore it (it is not in that
+    configuration): the leader sends nothing until a snapshot that includes it exists,
+    then the learner installs that one and catches up."""
+    net = Network(["a", "b", "c", "d"], 1, voters=["a", "b", "c"], snapshot_chunk_bytes=256,
+                  election_ticks=10)
+    net.elect("a")
+    for value in VALUES:
+        net.propose("a", value)
+    net.compact("a", net.committed("a"))  # configuration a, b, c: without d
+    net.nodes[A].propose_conf_change(ConfChange.add_learner(D))
+    net.stabilize()
+    assert (D,) == net.nodes[A].status().conf_state.learners
+    net.tick_all(30)  # three election timeouts of heartbeats and resend timers
+    to_d = [m for m in snapshot_chunks(net) if m.to == D]
+    assert [] == to_d
+    assert [] == net.applied[D]
+    net.compact("a", net.committed("a"))  # the application's next snapshot includes d
+    net.tick_all(3)
+    installed = [rd.snapshot for rd in net.readys[D] if rd.snapshot is not None]
+    assert 1 == len(installed)
+    assert (D,) == installed[0].meta.conf_state.learners
+    assert VALUES == net.applied[D]
+    assert ProgressState.REPLICATE == net.nodes[A].raft.tracker.progress[D].state
+
+
+def test_leader_drops_snapshot_when_follower_assembled_but_did_not_restore_it() -> None:
+    """A follower that received every chunk and answers below the snapshot did not
+    restore it: the leader stops resending that snapshot and probes again."""
+    net = lagging_cluster(election_ticks=10, check_quorum=False)
+    answered: list[Message] = []
+
+    def refuse_install(m: Message) -> Message:
+        # c answers the assembled snapshot as if it ignored it (its committed index).
+        if (m.type == MessageType.APPEND_RESP and m.frm == C and not m.reject and m.index >= 30
+                and not answered):
+            answered.append(m)
+            return Message(MessageType.APPEND_RESP, m.to, m.frm, m.term, index=0)
+        return m
+
+    net.transform = refuse_install
+    net.tick_all(3)
+    assert 1 == len(answered)
+    pr = net.nodes[A].raft.tracker.progress[C]
+    sends_after_refusal = len(snapshot_chunks(net))
+    net.transform = None
+    net.tick_all(12)
+    # c really holds the snapshot: the probe finds it, no chunk is sent again.
+    assert sends_after_refusal == len(snapshot_chunks(net))
+    assert ProgressState.REPLICATE == pr.state
     assert VALUES == net.applied[C]
