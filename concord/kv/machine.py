@@ -187,6 +187,11 @@ class KvStateMachine:
             self.revision = index
         return Applied(result, changes)
 
+    @property
+    def last_timestamp_ms(self) -> int:
+        """The timestamp of the last applied entry (kept in snapshots)."""
+        return self.last_ts_ms
+
     def apply_noop(self, index: int, timestamp_ms: int) -> None:
         """Apply an empty entry (or a CONF_CHANGE): moves applied_index and time only."""
         self._advance_check(index)

@@ -134,6 +134,11 @@ class StateMachine(Protocol):
     @property
     def applied_index(self) -> int: ...
 
+    @property
+    def last_timestamp_ms(self) -> int:
+        """The timestamp of the last applied entry (also after a restore)."""
+        ...
+
     def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied: ...
 
     def apply_noop(self, index: int, timestamp_ms: int) -> None: ...
@@ -185,6 +190,8 @@ class RaftNode(Protocol):
     def tick(self) -> None: ...
 
     def set_time(self, now_ms: int) -> None: ...
+
+    def observe_timestamp(self, timestamp_ms: int) -> None: ...
 
     def step(self, msg: Message) -> None: ...
 
@@ -428,6 +435,8 @@ class Driver:
         # have granted before the crash could still be running.
         self._vote_hold_until_ms = now + config.election_ticks * config.tick_ms
         raw.set_time(now)
+        # The log may start after a snapshot: its time is the state machine's.
+        raw.observe_timestamp(state_machine.last_timestamp_ms)
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -660,6 +669,7 @@ class Driver:
         if snapshot.meta.index <= self.applied_index:
             return
         self.state_machine.restore(snapshot.data)
+        self.raw.observe_timestamp(self.state_machine.last_timestamp_ms)
         self.applied_index = snapshot.meta.index
         self.applied_term = snapshot.meta.term
         self.conf_state = snapshot.meta.conf_state

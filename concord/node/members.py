@@ -158,6 +158,10 @@ class NodeStateMachine:
     def applied_index(self) -> int:
         return self.kv.applied_index
 
+    @property
+    def last_timestamp_ms(self) -> int:
+        return self.kv.last_ts_ms
+
     def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
         address = decode_address(data)
         if address is None:

@@ -142,6 +142,10 @@ class NodeMachine:
     def applied_index(self) -> int:
         return self.state.applied_index
 
+    @property
+    def last_timestamp_ms(self) -> int:
+        return self.state.last_timestamp_ms
+
     def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
         applied = self.state.apply(index, timestamp_ms, data)
         if data.startswith(MAGIC):

@@ -213,6 +213,15 @@ class RawNode:
             )
         )
 
+    def observe_timestamp(self, timestamp_ms: int) -> None:
+        """
+        Cluster time the application has seen applied (e.g. the last entry inside a
+        snapshot it restored, which the log no longer holds): entries this node stamps
+        as leader are never older.
+        """
+        if timestamp_ms > self.raft.max_timestamp_seen_ms:
+            self.raft.max_timestamp_seen_ms = timestamp_ms
+
     def report_unreachable(self, to: NodeId) -> None:
         """The transport failed to reach `to`: stop pipelining to it."""
         self.raft.step(Message(MessageType.UNREACHABLE, self.raft.id, to))

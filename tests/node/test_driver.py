@@ -55,9 +55,13 @@ class FakeRaw:
         self.transfers: list[NodeId] = []
         self.ticks = 0
         self.now_ms = 0
+        self.observed_ms: list[int] = []
 
     def tick(self) -> None:
         self.ticks += 1
+
+    def observe_timestamp(self, timestamp_ms: int) -> None:
+        self.observed_ms.append(timestamp_ms)
 
     def set_time(self, now_ms: int) -> None:
         self.now_ms = now_ms
@@ -386,6 +390,25 @@ def test_recovery_raises_commit_when_snapshot_is_newer_than_hard_state() -> None
     hard_state = load_memory_storage(storage, recovered)
     assert HardState(2, N1, 5) == hard_state
     assert (6, 7) == (storage.last_index(), storage.first_index() + 1)
+
+
+def test_core_learns_applied_time_when_started_or_snapshot_installed() -> None:
+    """The log may start after a snapshot: the core is told the state machine's time (at
+    start and after each installed snapshot), so it never stamps older entries as leader."""
+    machine = RegisterMachine()
+    machine.apply_noop(1, 7_000)
+    raw, world = FakeRaw(), World()
+    driver = Driver(N1, raw, MemoryStorage(VOTERS), world, world, world, machine,
+                    world.replies.append, DriverConfig(), VOTERS, HardState())
+    assert [7_000] == raw.observed_ms
+    other = RegisterMachine()
+    for i in range(1, 4):
+        other.apply_noop(i, 9_000 + i)
+    snap = Snapshot(SnapshotMeta(3, 1, VOTERS), other.snapshot())
+    raw.readys.append(Ready(1, snapshot=snap))
+    driver.process_ready()
+    driver.on_persisted(1)
+    assert [7_000, 9_003] == raw.observed_ms
 
 
 def test_empty_command_is_rejected_when_submitted() -> None:

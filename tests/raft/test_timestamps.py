@@ -76,3 +76,14 @@ def test_stamps_stay_monotonic_when_new_leader_log_is_compacted() -> None:
     net.elect("b")
     net.propose("b", b"y")
     assert [7000, 7000] == [e.timestamp_ms for e in net.log_entries("b")]
+
+
+def test_stamps_stay_monotonic_when_leader_log_starts_after_a_snapshot() -> None:
+    """A node whose log holds no entry (all inside a snapshot) stamps no older than the
+    time the application tells it it applied."""
+    net = Network(["a", "b", "c"])
+    net.nodes[B].observe_timestamp(8000)
+    net.nodes[B].set_time(3000)
+    net.elect("b")
+    net.propose("b", b"x")
+    assert [8000, 8000] == stamps(net, "a")
