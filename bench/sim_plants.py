@@ -113,7 +113,8 @@ CI_SETS = [(3, 1000, 300), (5, 5000, 200)]
 
 def run_plant(plant: Plant, workers: int) -> str:
     with tempfile.TemporaryDirectory(prefix="concord-plant-") as tmp:
-        shutil.copytree(ROOT / "concord", Path(tmp) / "concord")
+        for package in ("concord", "supervisor"):  # concord imports supervisor
+            shutil.copytree(ROOT / package, Path(tmp) / package)
         target = Path(tmp) / plant.path
         text = target.read_text()
         if text.count(plant.old) != 1:

@@ -23,11 +23,13 @@ from functools import partial
 import logging
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from concord.ids import NodeId
 from concord.node.driver import Consistency, DriverConfig, Reply, ReplyStatus
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfChange, ConfState
+from concord.raft.state import Role
 from concord.sim import buggify as buggify_mod
 from concord.sim.checks import LogView, SafetyChecker, Violation
 from concord.sim.linearizability import CheckResult, OpKind, check_history
@@ -107,6 +109,14 @@ class Simulation:
         # APPEND and one APPEND in flight, so a leader's old-term entries reach a
         # follower before its no-op does.
         self.figure8 = f and knobs.chance(0.25) and config.nodes >= 3
+        # One seed in four of the others runs the lease-split program (class _LeaseSplit),
+        # from its own stream so that the other seeds keep their draws.
+        programs = self.rng.fork("programs")
+        self.lease_split = (
+            f and not self.figure8 and config.nodes >= 3 and programs.chance(0.25)
+        )
+        self.lease_split_restart = programs.chance(0.5)
+        self.program_rng = programs.fork("lease-split")
         self.raft_config_base = dict(
             election_ticks=10,
             heartbeat_ticks=knobs.choice([1, 2]),
@@ -155,6 +165,9 @@ class Simulation:
         self._request_ids = 1 << 40  # the nemesis' and checker's own requests
         self._control: dict[int, str] = {}
         self._control_results: dict[int, ReplyStatus] = {}
+        #: Nodes clients cannot reach (their requests are lost), but for these requests.
+        self.clients_cut: set[NodeId] = set()
+        self.clients_cut_exempt: set[int] = set()
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -219,6 +232,8 @@ class Simulation:
         node = self.nodes.get(node_id)
         if node is None or node.driver is None:
             return  # lost: the client times out
+        if node_id in self.clients_cut and rid not in self.clients_cut_exempt:
+            return
 
         def handle() -> None:
             assert node is not None and node.driver is not None
@@ -289,6 +304,9 @@ class Simulation:
             if self.figure8:
                 self._figure8 = _Figure8(self)
                 self.loop.after(self.nemesis_rng.randint(200, 1500), self._figure8.start)
+            if self.lease_split:
+                program = _LeaseSplit(self, self.program_rng, self.lease_split_restart)
+                self.loop.after(self.program_rng.randint(300, 1200), program.start)
             self.loop.after(self.nemesis_rng.randint(100, 400), self._nemesis)
         self.loop.run_until(cfg.duration_ms, stop=self._step_check)
         if not self.checker.violations:
@@ -459,6 +477,7 @@ class Simulation:
     def _heal(self) -> None:
         self.trace("heal all")
         self.network.heal()
+        self.clients_cut.clear()
         self.link_faults.drop_p = 0.0
         self.link_faults.duplicate_p = 0.0
         self.link_faults.long_delay_p = 0.0
@@ -588,6 +607,155 @@ class _Figure8:
             self.stage = 5
             if self.b is not None:
                 self.sim._restart(self.b)
+
+
+class _Stage(Enum):
+    """Where a `_LeaseSplit` program is."""
+
+    IDLE = 0  # not started (or no leader with a lease yet)
+    DRAIN = 1  # clients cut from L: waiting for F to hold all of L's log
+    SPLIT = 2  # L -> F cut: waiting for F to campaign
+    ELECTING = 3  # everyone -> L cut: waiting for a leader other than L
+    WRITING = 4  # a fresh write through the new leader
+    WRITTEN = 5  # acknowledged: the read starts at the next watch
+    READING = 6  # a `leader` read at L
+    DONE = 7  # healed
+
+
+class _LeaseSplit:
+    """
+    A nemesis program aimed at leader leases (thesis §6.4.1): elect a new leader while the
+    old one still holds its read lease, and read at the old one.
+
+    1. Leader L holds a lease. Clients lose their way to L (their requests to it are
+       dropped; peers still reach it), so its log stops growing; once a voter F holds
+       all of L's log, cut L -> F one way: F stops hearing L and campaigns with an
+       up-to-date log, while the other voters still hear L and keep renewing its lease.
+    2. The moment F (pre-)campaigns, the others' messages to L are cut too (L must not
+       learn of a new term). With `restart`, one tick before F's election timer fires,
+       the other voters crash and restart at once and stop hearing L: they no longer
+       remember granting L's lease, and F's (pre-)votes find them just restarted.
+    3. If F (or anyone but L) still wins, a program client writes a fresh value through
+       the new leader and, once acknowledged, reads it with `leader` consistency at L.
+    A correct node never lets stage 3 happen while L's lease runs: voters that hear a
+    leader refuse votes (check-quorum leases), and a restarted voter holds its vote for
+    an election timeout (it may have granted a lease before the crash). A stale answer
+    at L is then a linearizability violation.
+    """
+
+    def __init__(self, sim: Simulation, rng: SimRandom, restart: bool) -> None:
+        self.sim = sim
+        self.rng = rng
+        self.restart = restart
+        self.restarted = False
+        self.stage = _Stage.IDLE
+        self.l: NodeId | None = None
+        self.f: NodeId | None = None
+        self.deadline = 0
+        self.key = ""
+        self.writer = Client(100, rng.fork("writer"), NodeId(""), stopped=True)
+        self.reader = Client(101, rng.fork("reader"), NodeId(""), stopped=True)
+
+    def start(self) -> None:
+        sim = self.sim
+        if sim.loop.now >= sim.config.duration_ms - 600:
+            return
+        leader = sim.leader()
+        if leader is None or leader.driver is None or not leader.driver.lease_valid:
+            sim.loop.after(50, self.start)  # wait for a leader with a lease
+            return
+        voters = [
+            v for v in leader.driver.conf_state.voters
+            if v != leader.id and v not in sim.removed and sim.nodes[v].alive
+        ]
+        if len(voters) < 2:
+            return
+        self.l, self.f = leader.id, self.rng.choice(sorted(voters))
+        self.stage = _Stage.DRAIN
+        self.deadline = sim.loop.now + 1500
+        sim.trace(f"lease-split clients cut from {self.l} restart={self.restart}")
+        sim.clients_cut.add(self.l)
+        sim.loop.after(1, self._watch)
+
+    def _watch(self) -> None:
+        sim = self.sim
+        l, f = self.l, self.f
+        assert l is not None and f is not None
+        if sim.loop.now >= self.deadline:
+            self._end("gave up")
+            return
+        if self.stage is _Stage.DRAIN:
+            leader, follower = sim.nodes[l], sim.nodes[f]
+            if not leader.is_leader or leader.storage is None:
+                self._end("lost the leader")
+                return
+            if (
+                follower.storage is not None
+                and follower.storage.last_index() == leader.storage.last_index()
+            ):
+                self.stage = _Stage.SPLIT
+                sim.trace(f"lease-split block {l}->{f} at index {leader.storage.last_index()}")
+                sim.network.block(l, f)
+        elif self.stage is _Stage.SPLIT:
+            node = sim.nodes[f]
+            core = node.raw.raft if node.raw is not None else None
+            if (
+                self.restart
+                and not self.restarted
+                and core is not None
+                and core.election_elapsed >= core.randomized_election_timeout - 1
+            ):
+                self.restarted = True
+                for other in sorted(sim.nodes):
+                    peer = sim.nodes[other]
+                    if other not in (l, f) and peer.alive and other not in sim.removed:
+                        sim.trace(f"lease-split crash and restart {other}, cut {l}->{other}")
+                        sim.network.block(l, other)
+                        peer.crash()
+                        sim.loop.after(1, partial(sim._restart, other))
+            if node.driver is not None and node.driver.role in (
+                Role.PRE_CANDIDATE, Role.CANDIDATE
+            ):
+                self.stage = _Stage.ELECTING
+                sim.trace(f"lease-split {f} campaigns: cut everyone -> {l}")
+                for other in sim.nodes:
+                    if other != l:
+                        sim.network.block(other, l)
+        elif self.stage is _Stage.ELECTING:
+            new = next(
+                (n for n in sim.nodes.values() if n.is_leader and n.id != l), None
+            )
+            if new is not None:
+                self.stage = _Stage.WRITING
+                key = self.rng.choice(sim.workload.keys)
+                self.key = key
+                sim.trace(f"lease-split new leader {new.id}: write {key}")
+                sim.workload.invoke(
+                    self.writer, OpKind.PUT, key, (777_000_000 + sim.loop.now,), None, new.id
+                )
+        elif self.stage is _Stage.WRITING:
+            if self.writer.inflight is None:
+                # The read starts strictly after the write was acknowledged (the next
+                # watch, 1 ms on): real-time order makes a stale answer a violation.
+                self.stage = _Stage.WRITTEN
+        elif self.stage is _Stage.WRITTEN:
+            self.stage = _Stage.READING
+            sim.trace(f"lease-split leader read of {self.key} at {l}")
+            rid = sim.workload.invoke(
+                self.reader, OpKind.GET, self.key, (), Consistency.LEADER, l
+            )
+            sim.clients_cut_exempt.add(rid)
+        elif self.stage is _Stage.READING:
+            if self.reader.inflight is None:
+                self._end("done")
+                return
+        sim.loop.after(1, self._watch)
+
+    def _end(self, why: str) -> None:
+        self.stage = _Stage.DONE
+        self.sim.trace(f"lease-split {why}: heal")
+        self.sim.network.heal()
+        self.sim.clients_cut.clear()
 
 
 class _TraceHandler(logging.Handler):

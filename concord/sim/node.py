@@ -103,6 +103,8 @@ class SimNode:
         self.logger = logging.getLogger(f"concord.sim.raft.{node_id}")
         self.alive = False
         self.driver: Driver | None = None
+        #: The core the driver runs (nemesis programs look at its timers).
+        self.raw: RawNode | None = None
         self.machine: StateMachine | None = None
         self.storage: ObservedStorage | None = None
         self._writer: SimLogWriter | None = None
@@ -163,6 +165,7 @@ class SimNode:
             snapshot_observer=self._snapshot_installed,
         )
         self.storage, self.machine, self.driver, self._writer = storage, machine, driver, writer
+        self.raw = raw
         self.alive = True
         self.network.register(self.id, self._receive)
         tick = self.driver_config.tick_ms
