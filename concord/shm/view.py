@@ -407,14 +407,15 @@ class ShmView:
         """`get_encoded` for many USER keys, all from one synced state."""
         if self._w[2] != self._seq:
             self._catch_up()
-        get = self._user_small.get
-        other = self._other_encoded
-        user = self._user
-        out: list[bytes | None] = []
-        append = out.append
-        for key in keys:
-            raw = get(key)
-            append(raw if raw is not None else other(user, key))
+        keys = keys if isinstance(keys, (list, tuple)) else list(keys)
+        # Small plain values at C speed (map over dict.get), then the rest one by one.
+        out: list[bytes | None] = list(map(self._user_small.get, keys))
+        if None in out:
+            other = self._other_encoded
+            user = self._user
+            for i, raw in enumerate(out):
+                if raw is None:
+                    out[i] = other(user, keys[i])
         return out
 
     def get_many_values(self, keys: Iterable[str]) -> list[object]:
