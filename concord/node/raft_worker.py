@@ -260,7 +260,10 @@ class RaftWorker:
         )
         me = config.member
         # -- log writer: recovery --------------------------------------------------------
-        self.writer = LogWriterClient(endpoints.writer, self.ctx)
+        # One packer for the writer's PERSIST and every peer's AppendEntries: each entry
+        # is packed once, however many of them carry it.
+        self.packer = codec.EntryPacker()
+        self.writer = LogWriterClient(endpoints.writer, self.ctx, self.packer)
         recovered = self.writer.handshake(timeout_s=config.supervisor.ready_timeout_s)
         empty = (
             recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
@@ -373,7 +376,7 @@ class RaftWorker:
     # -- Transport (the driver's) ----------------------------------------------------------
 
     def send(self, msg: Message) -> None:
-        self.transport.send(msg.to, codec.encode_message(msg))
+        self.transport.send(msg.to, codec.encode_message(msg, self.packer))
 
     # -- the loop ---------------------------------------------------------------------------
 
