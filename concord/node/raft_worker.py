@@ -91,8 +91,9 @@ SHM_COMPACT_BUSY_RATIO = 0.75
 #: The log writer hears COMMITTED (it applies to its replica, then snapshots) once this
 #: many entries were applied since the last one, on every tick, and at once when the
 #: membership changed; not after every entry: each message wakes the writer, and on a
-#: node short of cores that wakeup competes with the write path.
-COMMITTED_EVERY_ENTRIES = 64
+#: node short of cores that wakeup competes with the write path. Kept small, because the
+#: writer then applies that many entries in one go, and a PERSIST waits behind them.
+COMMITTED_EVERY_ENTRIES = 16
 #: A learner within this many entries of the leader's commit index is promoted.
 PROMOTE_LAG_ENTRIES = 10
 
