@@ -22,6 +22,12 @@ Encoding (msgpack arrays; the first element is the codec version, currently 1):
 message (a WAL record, a writer request, a peer message) can embed the types without
 packing twice; `encode_*` / `decode_*` produce and parse standalone bytes.
 
+Encode once. A msgpack array is its header followed by its items' encodings, so the bytes
+of an entry list can be spliced into a larger array (`splice_array`) with no change to a
+single byte. `EntryPacker` keeps each recently sent entry's packed bytes, so the leader
+packs an entry once for every AppendEntries to every peer and for the log writer's
+PERSIST request, instead of once per message (the same bytes `encode_message` would give).
+
 A reader that meets a version it does not know refuses the data (never guesses). To
 change an encoding, bump CODEC_VERSION, keep decoding the old version, and document both
 in docs/formats/storage.md.
@@ -114,6 +120,33 @@ def packb(obj: object) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
+def array_header(length: int) -> bytes:
+    """The msgpack header of an array of `length` items (what `packb` writes before them)."""
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
+def splice_array(head: Sequence[object], packed: bytes, tail: Sequence[object]) -> bytes:
+    """
+    `packb([*head, X, *tail])` where `packed` is `packb(X)`, without unpacking or
+    re-packing X: byte-identical to packing the whole array at once.
+    """
+    # NB: packb of a list writes its array header first; [1:] drops it only when it is
+    # one byte (fixarray), which holds for <= 15 items, asserted by the length check.
+    if len(head) + len(tail) + 1 > 15:
+        raise ValueError("splice_array handles arrays of at most 15 items")
+    parts = [array_header(len(head) + 1 + len(tail))]
+    if head:
+        parts.append(packb(list(head))[1:])
+    parts.append(packed)
+    if tail:
+        parts.append(packb(list(tail))[1:])
+    return b"".join(parts)
+
+
 # --- Entry -------------------------------------------------------------------------------
 
 
@@ -187,6 +220,57 @@ def check_entries_obj(obj: object) -> list[list[object]]:
 
 def entries_to_obj(entries: Sequence[Entry]) -> list[list[object]]:
     return [[CODEC_VERSION, e.term, e.index, int(e.type), e.data, e.timestamp_ms] for e in entries]
+
+
+class EntryPacker:
+    """
+    Packs entries, remembering the bytes of the most recent ones by identity, so the same
+    Entry object (the raft core hands the same objects to every AppendEntries and to the
+    Ready's `entries`) is packed once however many messages carry it.
+
+    Bounded by `max_entries` and `max_bytes` (oldest forgotten first); a forgotten entry
+    is simply packed again. Holds a reference to each remembered entry, so an `id()` is
+    never reused while remembered. Not thread-safe (one per raft worker).
+    """
+
+    def __init__(self, max_entries: int = 4096, max_bytes: int = 16 << 20) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError("max_entries and max_bytes must be positive")
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._packed: dict[int, tuple[Entry, bytes]] = {}
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def pack(self, entry: Entry) -> bytes:
+        """`encode_entry(entry)`, from memory when this object was packed recently."""
+        # Invariant: a remembered entry is referenced here, so no other live object can
+        # have its id(); the identity check is belt and braces.
+        key = id(entry)
+        known = self._packed.get(key)
+        if known is not None and known[0] is entry:
+            self.hits += 1
+            return known[1]
+        self.misses += 1
+        data = packb([CODEC_VERSION, entry.term, entry.index, int(entry.type), entry.data, entry.timestamp_ms])
+        if known is None and len(data) <= self._max_bytes:
+            packed = self._packed
+            while packed and (len(packed) >= self._max_entries or self._bytes + len(data) > self._max_bytes):
+                # NB: dicts keep insertion order, so the first key is the oldest
+                _, old = packed.pop(next(iter(packed)))
+                self._bytes -= len(old)
+            packed[key] = (entry, data)
+            self._bytes += len(data)
+        return data
+
+    def pack_entries(self, entries: Sequence[Entry]) -> bytes:
+        """`packb(entries_to_obj(entries))`, byte for byte."""
+        pack = self.pack
+        return array_header(len(entries)) + b"".join([pack(e) for e in entries])
 
 
 def entries_from_obj(obj: object) -> list[Entry]:
@@ -293,26 +377,9 @@ _WIRE_MESSAGE_TYPES = {int(t): t for t in MessageType if t not in LOCAL_MESSAGE_
 
 
 def message_to_obj(msg: Message) -> list[object]:
-    snap: object = None
-    if msg.snapshot is not None:
-        snap = [snapshot_meta_to_obj(msg.snapshot.meta), msg.snapshot.data]
-    return [
-        CODEC_VERSION,
-        int(msg.type),
-        msg.to,
-        msg.frm,
-        msg.term,
-        msg.log_term,
-        msg.index,
-        entries_to_obj(msg.entries),
-        msg.commit,
-        msg.reject,
-        msg.reject_hint,
-        msg.context,
-        snap,
-        msg.snapshot_offset,
-        msg.snapshot_done,
-    ]
+    obj = message_to_obj_without_entries(msg)
+    obj[7] = entries_to_obj(msg.entries)
+    return obj
 
 
 def _bool(value: object, what: str, name: str) -> bool:
@@ -359,9 +426,30 @@ def message_from_obj(obj: object) -> Message:
     )
 
 
-def encode_message(msg: Message) -> bytes:
-    """A raft message as the bytes of one peer DATA frame."""
-    return packb(message_to_obj(msg))
+def encode_message(msg: Message, packer: EntryPacker | None = None) -> bytes:
+    """
+    A raft message as the bytes of one peer DATA frame.
+
+    Args:
+        packer: packs the entries (each once across messages); the bytes are the same
+            with or without it.
+    """
+    if packer is None or not msg.entries:
+        return packb(message_to_obj(msg))
+    obj = message_to_obj_without_entries(msg)
+    return splice_array(obj[:7], packer.pack_entries(msg.entries), obj[8:])
+
+
+def message_to_obj_without_entries(msg: Message) -> list[object]:
+    """`message_to_obj(msg)` with an empty entry list in its place (index 7)."""
+    snap: object = None
+    if msg.snapshot is not None:
+        snap = [snapshot_meta_to_obj(msg.snapshot.meta), msg.snapshot.data]
+    return [
+        CODEC_VERSION, int(msg.type), msg.to, msg.frm, msg.term, msg.log_term, msg.index, [],
+        msg.commit, msg.reject, msg.reject_hint, msg.context, snap, msg.snapshot_offset,
+        msg.snapshot_done,
+    ]
 
 
 def decode_message(data: bytes) -> Message:
@@ -382,6 +470,10 @@ __all__ = [
     "decode_message",
     "packb",
     "unpackb",
+    "array_header",
+    "splice_array",
+    "EntryPacker",
+    "message_to_obj_without_entries",
     "entry_to_obj",
     "entry_from_obj",
     "entries_to_obj",

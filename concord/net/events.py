@@ -509,10 +509,16 @@ class EventStream:
         """time.monotonic() of the next heartbeat (for the owner's poll timeout)."""
         return self._next_heartbeat
 
-    def service(self, now_s: float | None = None) -> None:
-        """Handle subscription messages waiting on the XPUB socket; heartbeat when due."""
+    def service(self, now_s: float | None = None, readable: bool = True) -> None:
+        """
+        Handle subscription messages waiting on the XPUB socket; heartbeat when due.
+
+        Args:
+            readable: False when the owner's poll saw nothing on `socket`, which skips
+                the (raising) non-blocking receive.
+        """
         sock = self.socket
-        for _ in range(10_000):
+        for _ in range(10_000 if readable else 0):
             try:
                 msg = sock.recv(zmq.NOBLOCK)
             except zmq.Again:

@@ -24,8 +24,9 @@ Wire layout (peer envelope v1). A DEALER sends two frames; the ROUTER receives t
 A message with another version, an unknown kind, or another frame count is discarded and
 counted (`stats.bad_envelope`); it never raises.
 
-Liveness: every `heartbeat_interval_s` we PING each peer; any message from a peer
-(DATA or PING) updates its last-heard time. `unreachable()` lists peers not heard from
+Liveness: every `heartbeat_interval_s` we PING each peer we sent no DATA to since the
+previous ping round (that DATA already told it we are alive); any message from a peer (DATA or
+PING) updates its last-heard time. `unreachable()` lists peers not heard from
 within `dead_after_s` (a freshly added peer gets `dead_after_s` of grace). ZMTP
 heartbeats and bounded reconnect intervals are set on the sockets so libzmq notices dead
 TCP connections and reconnects by itself; IMMEDIATE=1 keeps messages for an unconnected
@@ -174,6 +175,10 @@ class PeerTransport:
         self._endpoints: dict[NodeId, str] = {}
         self._last_heard: dict[NodeId, float] = {}
         self._added_at: dict[NodeId, float] = {}
+        # When a DATA message last left for each peer: a peer that got one since the
+        # previous ping round has heard from us, so it gets no PING (saves it a wakeup).
+        self._data_sent_at: dict[NodeId, float] = {}
+        self._last_ping_round = float("-inf")
         # Delayed outgoing messages: (release_at, seq, dst, payload, is_ping).
         self._delayed: list[tuple[float, int, NodeId, bytes, bool]] = []
         self._delay_seq = 0
@@ -265,6 +270,7 @@ class PeerTransport:
         self._endpoints.pop(peer_id, None)
         self._added_at.pop(peer_id, None)
         self._last_heard.pop(peer_id, None)
+        self._data_sent_at.pop(peer_id, None)
         self._delayed = [d for d in self._delayed if d[2] != peer_id]
         heapq.heapify(self._delayed)
         log.info("peer link removed node=%s peer=%s", self.node_id, peer_id)
@@ -334,6 +340,7 @@ class PeerTransport:
             self.stats.pings_sent += 1
         else:
             self.stats.sent += 1
+            self._data_sent_at[to] = self._clock()
         return True
 
     # -- timers --------------------------------------------------------------------
@@ -356,9 +363,14 @@ class PeerTransport:
                 continue
             self._send_now(sock, to, payload, ping)
         if now >= self._next_ping_at:
-            for peer_id in list(self._dealers):
-                self._send(peer_id, b"", ping=True, now=now)
             interval = self.options.heartbeat_interval_s
+            since = self._last_ping_round
+            for peer_id in list(self._dealers):
+                sent_at = self._data_sent_at.get(peer_id)
+                if sent_at is not None and sent_at >= since:
+                    continue  # DATA since the last round: it heard from us (liveness counts both)
+                self._send(peer_id, b"", ping=True, now=now)
+            self._last_ping_round = now
             # Never schedule in the past: a stalled loop pings once, not in a burst.
             self._next_ping_at += interval
             if self._next_ping_at <= now:

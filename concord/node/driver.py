@@ -423,6 +423,10 @@ class Driver:
         self._waiting_reads: list[_PendingRead] = []  # read index known, not yet applied
         self._leader_reads: list[_PendingRead] = []  # waiting for the term's first apply
         self._persisting: deque[_Persisting] = deque()
+        # (Ready number, hard state) of a commit-only Ready acknowledged without the sink
+        # (see _hand_to_sink); written with the next Ready that goes to the sink, or at
+        # the next tick.
+        self._lazy_hard_state: tuple[int, HardState] | None = None
         self._ctx_counter = 0
         self._lease_probes: dict[bytes, tuple[int, int]] = {}  # ctx -> (sent_ms, term)
         self._lease_until_ms = -1
@@ -465,6 +469,20 @@ class Driver:
             self._lease_probes[ctx] = (now, self.term)
             self.raw.read_index(ctx)
         self._expire(now)
+        self._flush_lazy_hard_state()
+
+    def _flush_lazy_hard_state(self) -> None:
+        """Hand a lazily kept commit-only hard state to the sink (nothing in flight)."""
+        lazy = self._lazy_hard_state
+        if lazy is None or self._persisting:
+            return
+        self._lazy_hard_state = None
+        number, hard_state = lazy
+        # NB: `number` was never handed to the sink (a later Ready that went there would
+        # have carried this hard state and cleared it), so the sink sees numbers rise;
+        # the core already had on_persisted(number), and acks are cumulative.
+        self._persisting.append(_Persisting(number, (), None, None, ()))
+        self._log_sink.persist(number, (), hard_state, None, False)
 
     def on_persisted(self, number: int) -> None:
         """Everything handed to the LogSink up to Ready `number` is durable."""
@@ -622,11 +640,30 @@ class Driver:
             # flight before it.
             self.raw.on_persisted(rd.number)
             return
+        if not rd.must_sync and not rd.entries and rd.snapshot is None and not self._persisting:
+            # Only the commit index moved (must_sync false) and everything before is
+            # durable. The commit index is volatile state (Raft Figure 2): a node that
+            # restarts with an older one learns it again from the leader. So acknowledge
+            # now: the held responses (to appends carrying no entries) claim only what is
+            # already durable. The hard state is written later (_lazy_hard_state); this
+            # saves a writer round trip per commit, on every node.
+            if rd.hard_state is not None:
+                self.storage.set_hard_state(rd.hard_state)
+                self._lazy_hard_state = (rd.number, rd.hard_state)
+            self.raw.on_persisted(rd.number)
+            for msg in rd.messages_after_persist:
+                self._send(msg)
+            return
+        hard_state = rd.hard_state
+        if self._lazy_hard_state is not None:
+            if hard_state is None:
+                hard_state = self._lazy_hard_state[1]  # NB: storage already holds it
+            self._lazy_hard_state = None
         self._persisting.append(
             _Persisting(rd.number, rd.entries, rd.hard_state, rd.snapshot,
                         rd.messages_after_persist)
         )
-        self._log_sink.persist(rd.number, rd.entries, rd.hard_state, rd.snapshot, rd.must_sync)
+        self._log_sink.persist(rd.number, rd.entries, hard_state, rd.snapshot, rd.must_sync)
 
     def _on_soft_state(self, soft: SoftState) -> None:
         was_leader = self.role is Role.LEADER

@@ -165,15 +165,23 @@ def _snapshot_from_obj(obj: object) -> Snapshot | None:
 
 
 def encode_persist(
-    number: int, entries: Sequence[Entry], hard_state: HardState | None, snapshot: Snapshot | None, must_sync: bool
+    number: int,
+    entries: Sequence[Entry],
+    hard_state: HardState | None,
+    snapshot: Snapshot | None,
+    must_sync: bool,
+    packer: codec.EntryPacker | None = None,
 ) -> bytes:
-    return _msg(
-        PERSIST,
-        number,
-        codec.entries_to_obj(entries),
-        None if hard_state is None else codec.hard_state_to_obj(hard_state),
-        _snapshot_to_obj(snapshot),
-        must_sync,
+    """
+    A PERSIST request. With `packer`, the entries' bytes are spliced in (each entry packed
+    once for this request and every AppendEntries carrying it); the bytes are identical.
+    """
+    hs = None if hard_state is None else codec.hard_state_to_obj(hard_state)
+    snap = _snapshot_to_obj(snapshot)
+    if packer is None or not entries:
+        return _msg(PERSIST, number, codec.entries_to_obj(entries), hs, snap, must_sync)
+    return codec.splice_array(
+        (PROTOCOL_VERSION, PERSIST, number), packer.pack_entries(entries), (hs, snap, must_sync)
     )
 
 
@@ -771,8 +779,19 @@ class LogWriterClient:
                 driver.on_snapshot_written(meta, event.load().data)
     """
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None) -> None:  # type: ignore[type-arg]
+    def __init__(
+        self,
+        endpoint: str,
+        context: zmq.Context | None = None,  # type: ignore[type-arg]
+        packer: codec.EntryPacker | None = None,
+    ) -> None:
+        """
+        Args:
+            packer: shared with the peer transport's encoder so an entry is packed once
+                for the writer and every peer (None: pack per request).
+        """
         self._ctx = context or zmq.Context.instance()
+        self._packer = packer
         self.socket: zmq.Socket = self._ctx.socket(zmq.PAIR)  # type: ignore[type-arg]
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.connect(endpoint)
@@ -807,7 +826,7 @@ class LogWriterClient:
         must_sync: bool,
     ) -> None:
         """Send one Ready's durable part; `Persisted(number)` comes back through recv()."""
-        self.socket.send(encode_persist(number, entries, hard_state, snapshot, must_sync))
+        self.socket.send(encode_persist(number, entries, hard_state, snapshot, must_sync, self._packer))
 
     def committed(self, index: int, conf_state: ConfState | None = None) -> None:
         """

@@ -88,6 +88,12 @@ EXPIRY_INTERVAL_MS = 100
 SHM_COMPACT_INTERVAL_S = 5.0
 SHM_COMPACT_IDLE_RATIO = 0.5
 SHM_COMPACT_BUSY_RATIO = 0.75
+#: The log writer hears COMMITTED (it applies to its replica, then snapshots) once this
+#: many entries were applied since the last one, on every tick, and at once when the
+#: membership changed; not after every entry: each message wakes the writer, and on a
+#: node short of cores that wakeup competes with the write path. Kept small, because the
+#: writer then applies that many entries in one go, and a PERSIST waits behind them.
+COMMITTED_EVERY_ENTRIES = 16
 #: A learner within this many entries of the leader's commit index is promoted.
 PROMOTE_LAG_ENTRIES = 10
 
@@ -264,7 +270,10 @@ class RaftWorker:
         )
         me = config.member
         # -- log writer: recovery --------------------------------------------------------
-        self.writer = LogWriterClient(endpoints.writer, self.ctx)
+        # One packer for the writer's PERSIST and every peer's AppendEntries: each entry
+        # is packed once, however many of them carry it.
+        self.packer = codec.EntryPacker()
+        self.writer = LogWriterClient(endpoints.writer, self.ctx, self.packer)
         recovered = self.writer.handshake(timeout_s=config.supervisor.ready_timeout_s)
         empty = (
             recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
@@ -377,7 +386,7 @@ class RaftWorker:
     # -- Transport (the driver's) ----------------------------------------------------------
 
     def send(self, msg: Message) -> None:
-        self.transport.send(msg.to, codec.encode_message(msg))
+        self.transport.send(msg.to, codec.encode_message(msg, self.packer))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -396,14 +405,20 @@ class RaftWorker:
             now = time.monotonic()
             self.transport.service_timers(now)
             self.link.service_timers(now)
-            self.events.service(now)
+            # NB: zmq polling is level-triggered, so a socket left unread (nothing was
+            # reported on it, or more than one drain's worth waits) is reported again by
+            # the next poll; skipping it saves a raising non-blocking receive.
+            self.events.service(now, self.events.socket in events)
             if self.writer.socket in events:
                 self._on_writer_events()
-            self._drain_peers()
-            self._drain_requests()
+            if self.transport.router in events:
+                self._drain_peers()
+            if self.link.socket in events:
+                self._drain_requests()
             if now >= next_tick:
                 next_tick = max(next_tick + tick_s, now)
                 self._on_tick()
+                self._send_committed(force=True)
             self.driver.process_ready()
             self._after_ready()
             if self._conf_snapshots.taken:
@@ -734,9 +749,18 @@ class RaftWorker:
             self.writer.committed(applied, conf)
             self.checker.record(applied, machine.state_hash())
             self._last_committed_sent = applied
-        elif applied > self._last_committed_sent:
+        else:
+            self._send_committed(force=False)
+
+    def _send_committed(self, force: bool) -> None:
+        """Tell the writer what is applied: if `force`, anything new, else in batches."""
+        applied = self.driver.applied_index
+        if self._conf_sent is None:
+            return  # the first COMMITTED carries the membership (_after_ready sends it)
+        due = self._last_committed_sent + (1 if force else COMMITTED_EVERY_ENTRIES)
+        if applied >= due:
             self.writer.committed(applied)
-            self.checker.record(applied, machine.state_hash())
+            self.checker.record(applied, self.machine.state_hash())
             self._last_committed_sent = applied
 
     def _sync_peers(self) -> None:

@@ -364,3 +364,21 @@ def test_add_peer_repoints_link_when_endpoint_changes(
         assert (N1, b"moved") == recv_one(moved)
     finally:
         moved.close()
+
+
+def test_ping_is_skipped_when_data_went_to_the_peer_within_the_interval(
+    clock: FakeClock, cluster: dict[NodeId, PeerTransport]
+) -> None:
+    """A peer sent DATA since the last ping round gets no PING (it heard from us); others do."""
+    t1 = cluster[N1]
+    interval = t1.options.heartbeat_interval_s
+    now = clock.advance(interval * 10)
+    t1.service_timers(now)  # a ping round for every peer
+    before = t1.stats.pings_sent
+    t1.send(N2, b"data")
+    now = clock.advance(interval)
+    t1.service_timers(now)  # due again: only N3 is pinged (N2 got DATA just now)
+    assert before + 1 == t1.stats.pings_sent
+    now = clock.advance(interval)
+    t1.service_timers(now)  # no DATA since the last round: both are pinged
+    assert before + 3 == t1.stats.pings_sent

@@ -105,6 +105,7 @@ class World:
     now: int = 0
     sent: list[Message] = field(default_factory=list)
     persists: list[tuple[int, int, bool]] = field(default_factory=list)
+    persisted_hard_states: list[HardState | None] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
 
     def now_ms(self) -> int:
@@ -122,6 +123,7 @@ class World:
         must_sync: bool,
     ) -> None:
         self.persists.append((number, len(entries), must_sync))
+        self.persisted_hard_states.append(hard_state)
 
     def by_id(self, request_id: int) -> Reply:
         (reply,) = [r for r in self.replies if r.request_id == request_id]
@@ -184,6 +186,48 @@ def test_empty_ready_is_acked_at_once_when_nothing_is_in_flight() -> None:
     driver.process_ready()
     assert [1] == raw.persisted
     assert [2, 3] == [p[0] for p in world.persists]
+
+
+def test_commit_only_ready_is_acked_at_once_when_nothing_is_in_flight() -> None:
+    """Only the commit moved: acked and its responses sent now; the hard state goes at the tick."""
+    driver, raw, world, storage, _ = make()
+    held = msg(MessageType.APPEND_RESP)
+    raw.readys.append(Ready(1, hard_state=HardState(1, None, 3), must_sync=False,
+                            messages_after_persist=(held,)))
+    driver.process_ready()
+    assert ([1], [held], []) == (raw.persisted, world.sent, world.persists)
+    assert HardState(1, None, 3) == storage.hard_state
+    driver.on_tick()
+    assert [(1, 0, False)] == world.persists
+    assert [HardState(1, None, 3)] == world.persisted_hard_states
+    driver.on_tick()
+    assert 1 == len(world.persists)
+
+
+def test_commit_only_ready_waits_when_an_earlier_ready_is_in_flight() -> None:
+    """Acks are cumulative: behind an unacked Ready, a commit-only one goes through the sink."""
+    driver, raw, world, _, _ = make()
+    held = msg(MessageType.APPEND_RESP)
+    raw.readys.append(Ready(1, entries=(Entry(1, 1),), must_sync=True))
+    raw.readys.append(Ready(2, hard_state=HardState(1, None, 1), must_sync=False,
+                            messages_after_persist=(held,)))
+    driver.process_ready()
+    assert ([], [], [1, 2]) == (raw.persisted, world.sent, [p[0] for p in world.persists])
+    driver.on_persisted(2)
+    assert ([2], [held]) == (raw.persisted, world.sent)
+
+
+def test_lazy_hard_state_is_persisted_with_the_next_ready_when_entries_follow() -> None:
+    """A commit-only hard state acked early rides with the next Ready the sink gets."""
+    driver, raw, world, _, _ = make()
+    raw.readys.append(Ready(1, hard_state=HardState(1, None, 3), must_sync=False))
+    raw.readys.append(Ready(2, entries=(Entry(1, 1),), must_sync=True))
+    driver.process_ready()
+    assert [(2, 1, True)] == world.persists
+    assert [HardState(1, None, 3)] == world.persisted_hard_states
+    driver.on_persisted(2)
+    driver.on_tick()
+    assert 1 == len(world.persists)
 
 
 def test_write_completes_when_its_entry_is_applied_at_the_same_term() -> None:
