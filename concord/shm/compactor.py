@@ -228,6 +228,10 @@ class Compactor:
                 break
         self.steps += 1
         self.max_step_s = max(self.max_step_s, time.perf_counter() - started)
+        return self.ready()
+
+    def ready(self) -> bool:
+        """True if `finish` may run: the directory is written and few keys are dirty."""
         return self.phase is Phase.FOLD and self.dirty_count() <= FINISH_DIRTY_MAX
 
     def finish(self, src: memoryview, offsets: list[dict[str, int]], head: int) -> list[int]:
@@ -239,6 +243,7 @@ class Compactor:
             The ring words to publish after `head`: one per delta key.
         """
         assert self.phase is Phase.FOLD
+        started = time.perf_counter()
         self._fold(src, offsets, None)
         words: list[int] = []
         for space in range(_SPACES):
@@ -254,6 +259,8 @@ class Compactor:
         # Leave 1/16 to grow into, not a whole growth step (as a full compaction did).
         self._resize(_page_round(GEN_HEADER_SIZE + max(used + used // 16, PAGE)))
         self.phase = Phase.DONE
+        self.steps += 1
+        self.max_step_s = max(self.max_step_s, time.perf_counter() - started)
         return words
 
     def abort(self) -> None:

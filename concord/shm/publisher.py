@@ -402,15 +402,15 @@ class Publisher:
         c = self._compaction
         if c is None:
             return False
-        deadline = time.perf_counter() + budget_s
         with gc_paused():
-            ready = c.step(self._mv, self._offsets, deadline)
+            if c.ready():
+                # A call of its own: folding the last dirty keys and writing the delta's
+                # ring slots is the one step whose size the budget does not bound.
+                return self._finish_compaction()
+            c.step(self._mv, self._offsets, time.perf_counter() + budget_s)
             if c.over_delta():
                 self._restart_compaction("delta outgrew the ring")
-                return False
-            if not ready or (time.perf_counter() >= deadline and c.dirty_count()):
-                return False  # finish with a fresh budget next time
-            return self._finish_compaction()
+            return False
 
     def maybe_compact(self, min_dead_ratio: float = 0.5, min_used_bytes: int = 1 << 20) -> bool:
         """
