@@ -61,7 +61,7 @@ ENCODE_KEYS = 16384
 #: Bytes per memcpy when writing the directory.
 WRITE_BYTES = 1 << 20
 #: FINISH waits until at most this many keys are dirty (it folds them in one step).
-FINISH_DIRTY_MAX = 2048
+FINISH_DIRTY_MAX = 512
 
 _PUT = int(ChangeType.PUT)
 _DELETE = int(ChangeType.DELETE)
@@ -136,6 +136,73 @@ class DirectoryBuilder:
         return out + bytes(align8(len(out)) - len(out))
 
 
+#: What a Releaser frees: key maps, key lists, mappings.
+Garbage = dict[str, int] | list[str] | list[object] | mmap.mmap
+
+
+class Releaser:
+    """
+    Frees big things in bounded pieces, so that no single step pays for all of it: a
+    dict of a million keys takes tens of ms to deallocate at once, and unmapping a
+    generation of hundreds of MB as long (the page tables). Dicts are emptied with
+    `popitem` and lists from the end, in chunks; a mapping drops its pages with
+    MADV_DONTNEED in chunks, then closes.
+    """
+
+    #: Items per chunk (dicts, lists) and bytes per chunk (mappings).
+    ITEMS = 32768
+    BYTES = 32 << 20
+
+    def __init__(self) -> None:
+        self._objects: list[Garbage] = []
+        self._at = 0  # bytes of the first mapping already dropped
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._objects)
+
+    def add(self, obj: Garbage) -> None:
+        """Hand over the last reference to `obj` (a mapping: no exported buffers)."""
+        self._objects.append(obj)
+
+    def step(self, deadline: float) -> None:
+        """Free until `deadline` (perf_counter seconds; at least one chunk)."""
+        while self._objects:
+            self._chunk()
+            if time.perf_counter() >= deadline:
+                return
+
+    def release_all(self) -> None:
+        """Free everything now (closing, or a caller that does not mind the pause)."""
+        for obj in self._objects:
+            if isinstance(obj, mmap.mmap):
+                obj.close()
+        self._objects.clear()
+        self._at = 0
+
+    def _chunk(self) -> None:
+        obj = self._objects[-1]
+        if isinstance(obj, dict):
+            pop = obj.popitem
+            for _ in range(min(self.ITEMS, len(obj))):
+                pop()
+            done = not obj
+        elif isinstance(obj, list):
+            del obj[-self.ITEMS :]
+            done = not obj
+        else:
+            if self._at < len(obj):
+                n = min(self.BYTES, len(obj) - self._at)
+                obj.madvise(mmap.MADV_DONTNEED, self._at, n)
+                self._at += n
+            done = self._at >= len(obj)
+            if done:
+                obj.close()
+                self._at = 0
+        if done:
+            self._objects.pop()
+
+
 class Compactor:
     """
     One compaction in progress (see the module docstring). Created by the publisher,
@@ -146,21 +213,26 @@ class Compactor:
         self,
         target: mmap.mmap,
         generation: int,
-        offsets: list[dict[str, int]],
         max_delta: int,
+        releaser: Releaser,
     ) -> None:
         """
         Args:
             target: the new generation, created and mapped read-write, header written.
             generation: its number (it starts a lineage of its own).
-            offsets: the publisher's key -> offset maps now (copied, not kept).
             max_delta: most delta keys readers can replay (half the ring).
+            releaser: where big garbage goes (freed in later steps).
         """
         self.generation = generation
         self.phase = Phase.COPY
         self._mm = target
         self._max_delta = max_delta
-        self._items: list[Iterator[tuple[str, int]]] = [iter(d.copy().items()) for d in offsets]
+        self._releaser = releaser
+        # COPY iterates a copy of one keyspace's key -> offset map at a time, taken when
+        # it starts on that keyspace (a step of its own: about 10 ms at 1M keys). Later
+        # than the start is fine: a key not dirty is unchanged since the start.
+        self._frozen: dict[str, int] | None = None
+        self._items: Iterator[tuple[str, int]] = iter(())
         self._space = 0
         self._pos = GEN_HEADER_SIZE
         #: Keys changed since the start, not folded since (per space).
@@ -169,6 +241,8 @@ class Compactor:
         self.new: list[dict[str, int]] = [{} for _ in range(_SPACES)]
         #: Folded keys -> offset of their directory copy (None: not in the directory).
         self.delta: list[dict[str, int | None]] = [{} for _ in range(_SPACES)]
+        #: Folded keys -> the ring word that brings a directory reader up to date.
+        self._words: list[dict[str, int]] = [{} for _ in range(_SPACES)]
         self.delta_count = 0
         self._dirs = [DirectoryBuilder() for _ in range(_SPACES)]
         self.live_bytes = 0
@@ -217,7 +291,7 @@ class Compactor:
         started = time.perf_counter()
         while True:
             if self.phase is Phase.COPY:
-                self._copy_chunk(src)
+                self._copy_chunk(src, offsets)
             elif self.phase is Phase.DIRECTORY:
                 self._directory_unit()
             else:
@@ -246,14 +320,8 @@ class Compactor:
         started = time.perf_counter()
         self._fold(src, offsets, None)
         words: list[int] = []
-        for space in range(_SPACES):
-            new = self.new[space]
-            for key, dir_copy in self.delta[space].items():
-                off = new.get(key)
-                if off is not None:
-                    words.append(off << 2 | _PUT)
-                elif dir_copy is not None:
-                    words.append(dir_copy << 2 | _DELETE)
+        for w in self._words:
+            words += w.values()
         set_gen_directory(self._mm, self.dir_offset, head)
         used = self._pos - GEN_HEADER_SIZE
         # Leave 1/16 to grow into, not a whole growth step (as a full compaction did).
@@ -270,14 +338,20 @@ class Compactor:
 
     # -- phases -----------------------------------------------------------------------
 
-    def _copy_chunk(self, src: memoryview) -> None:
+    def _copy_chunk(self, src: memoryview, offsets: list[dict[str, int]]) -> None:
         """COPY: up to CHUNK_KEYS keys of the current keyspace."""
         space = self._space
-        chunk = list(islice(self._items[space], CHUNK_KEYS))
+        if self._frozen is None:
+            self._frozen = offsets[space].copy()
+            self._items = iter(self._frozen.items())
+            return
+        chunk = list(islice(self._items, CHUNK_KEYS))
         if len(chunk) < CHUNK_KEYS:
+            self._releaser.add(self._frozen)
+            self._frozen = None
+            self._items = iter(())
             self._space += 1
             if self._space == _SPACES:
-                self._items = []
                 self._start_directory()
         if not chunk:
             return
@@ -362,6 +436,10 @@ class Compactor:
         self._mm[off : off + len(data)] = data
         if not self._writes:
             self._blob = []
+            for d in self._dirs:
+                self._releaser.add(d.plain)
+                self._releaser.add(d.special)
+                self._releaser.add(d.ttl)
             self._dirs = []
             self.phase = Phase.FOLD
 
@@ -406,13 +484,16 @@ class Compactor:
             cur_map = offsets[space]
             new = self.new[space]
             delta = self.delta[space]
+            words = self._words[space]
             while dirty and (budget is None or budget > 0):
                 if budget is not None:
                     budget -= 1
                 key = dirty.pop()
                 prev = new.pop(key, None)
-                if key not in delta:
-                    delta[key] = prev  # its directory copy, if any
+                if key in delta:
+                    dir_copy = delta[key]
+                else:
+                    dir_copy = delta[key] = prev  # its directory copy, if any
                     self.delta_count += 1
                 if prev is not None:
                     _, _, _, vlen, _, _, _, _, klen = unpack(mm, prev)
@@ -420,10 +501,15 @@ class Compactor:
                     self.live_bytes -= (RECORD_HEAD_SIZE + vlen + klen + 7) & ~7
                 cur = cur_map.get(key)
                 if cur is None:
+                    if dir_copy is None:
+                        words.pop(key, None)  # never in the directory: nothing to replay
+                    else:
+                        words[key] = dir_copy << 2 | _DELETE  # readers take the key from it
                     continue
                 _, _, _, vlen, _, _, _, _, klen = unpack(src, cur)
                 size = (RECORD_HEAD_SIZE + vlen + klen + 7) & ~7
                 pos = self._pos
+                words[key] = pos << 2 | _PUT
                 self._reserve(pos + size)
                 mm = self._mm
                 mm[pos : pos + size] = src[cur : cur + size]
@@ -448,4 +534,4 @@ class Compactor:
             _U64.pack_into(self._mm, GEN_CAPACITY_AT, capacity)
 
 
-__all__ = ["CHUNK_KEYS", "FINISH_DIRTY_MAX", "Compactor", "DirectoryBuilder", "Phase"]
+__all__ = ["CHUNK_KEYS", "FINISH_DIRTY_MAX", "Compactor", "DirectoryBuilder", "Phase", "Releaser"]

@@ -28,7 +28,7 @@ from array import array
 
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.raft.state import Role
-from concord.shm.compactor import Compactor, DirectoryBuilder
+from concord.shm.compactor import Compactor, DirectoryBuilder, Releaser
 from concord.shm.layout import (
     CHECKSUM_FROM,
     CTL_MAGIC,
@@ -167,6 +167,7 @@ class Publisher:
         self._dir_bytes = 0
         self._retired: list[tuple[str, mmap.mmap, memoryview]] = []
         self._compaction: Compactor | None = None
+        self._releaser = Releaser()
         #: Diagnostics of the last finished compaction: steps, longest step (s), total (s).
         self.last_compaction: tuple[int, float, float] | None = None
         self._recover()
@@ -344,8 +345,11 @@ class Publisher:
 
     @property
     def compacting(self) -> bool:
-        """True while a compaction is in progress (call `compact_step` to advance it)."""
-        return self._compaction is not None
+        """
+        True while compaction work remains: a compaction in progress, or what the last
+        one replaced still being freed. Call `compact_step` to advance it.
+        """
+        return self._compaction is not None or self._releaser.pending
 
     def dead_ratio(self) -> float:
         """Share of the used arena taken by dead records (0.0 for an empty arena)."""
@@ -385,7 +389,7 @@ class Publisher:
         self._words[W_MAX_GEN] = gen  # before creating it, so unlink_store always finds it
         mm = create_segment(self._names.gen(gen), cap)
         write_gen_header(mm, gen, gen, cap)
-        self._compaction = Compactor(mm, gen, self._offsets, self._ring_cap // 2)
+        self._compaction = Compactor(mm, gen, self._ring_cap // 2, self._releaser)
         logger.info("shm compaction started gen=%d keys=%d live_bytes=%d", gen, n,
                     self._live_bytes)
 
@@ -401,6 +405,7 @@ class Publisher:
         """
         c = self._compaction
         if c is None:
+            self._releaser.step(time.perf_counter() + budget_s)
             return False
         with gc_paused():
             if c.ready():
@@ -432,8 +437,8 @@ class Publisher:
         """
         self.begin_compaction()
         while not self.compact_step(float("inf")):
-            if self._compaction is None:  # pragma: no cover - aborted by a failure
-                raise RuntimeError("shm compaction stopped")
+            pass
+        self._releaser.release_all()
 
     def _finish_compaction(self) -> bool:
         """Switch to the compacted generation in one status update (compactor.py)."""
@@ -444,7 +449,8 @@ class Publisher:
             self._restart_compaction("delta outgrew the ring")
             return False
         self._write_slots(words)
-        self._retired.append((self._names.gen(self._gen), self._mm, self._mv))
+        old_name, old_mm, old_offsets = self._names.gen(self._gen), self._mm, self._offsets
+        self._mv.release()
         self._mm = c.mm
         self._mv = memoryview(c.mm)
         self._gen = self._lineage = c.generation
@@ -456,7 +462,12 @@ class Publisher:
         self._compaction = None
         st = self._status
         self._publish_header(st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME], lineage_only=True)
-        self._unlink_retired()
+        # Readers that still map the old generation keep it; the writer lets go of its
+        # mapping and of the old key -> offset maps in later steps (Releaser).
+        unlink_segment(old_name)
+        self._releaser.add(old_mm)
+        for d in old_offsets:
+            self._releaser.add(d)
         total_s = time.perf_counter() - c.started
         self.last_compaction = (c.steps, c.max_step_s, total_s)
         logger.info(
@@ -502,6 +513,7 @@ class Publisher:
     def close(self) -> None:
         """Unmap everything; never unlinks the live segments (the supervisor owns them)."""
         self._abort_compaction()
+        self._releaser.release_all()
         self._unlink_retired()
         self._mv.release()
         self._mm.close()
