@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import random
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ import msgpack
 import pytest
 
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
-from concord.shm.compactor import FINISH_DIRTY_MAX, Phase
+from concord.shm.compactor import FINISH_DIRTY_MAX, Phase, Releaser
 from concord.shm.layout import SegmentNames, read_gen_directory
 from concord.shm.publisher import Publisher
 from concord.shm.segments import create_store, store_segments
@@ -350,3 +351,40 @@ def test_maybe_begin_compaction_acts_when_mostly_dead(pub: Publisher) -> None:
     pub.compact()
     assert not pub.compacting
     assert pub.dead_ratio() < 0.01
+
+
+def test_releaser_frees_in_chunks_when_stepped() -> None:
+    """Dicts, lists and mappings go one bounded chunk per step, in the order handed over."""
+    r = Releaser()
+    d = {str(i): i for i in range(3 * Releaser.ITEMS)}
+    keys: list[str] = [str(i) for i in range(2 * Releaser.ITEMS)]
+    m = mmap.mmap(-1, 3 * Releaser.BYTES)  # anonymous, never touched
+    r.add(d)
+    r.add(keys)
+    r.add(m)
+    r.step(0.0)  # the deadline has passed: one chunk
+    assert r.pending and 2 * Releaser.ITEMS == len(d)
+    steps = 1
+    while r.pending:
+        r.step(0.0)
+        steps += 1
+    assert 3 + 2 + 3 == steps
+    r.release_all()  # joins the thread that closed the mapping
+    assert m.closed and not d and [None] * len(keys) == keys
+
+
+def test_compacting_until_old_generation_released_when_switched(
+    big_ring: SegmentNames, pub: Publisher
+) -> None:
+    """After the switch, steps free what it replaced; then the publisher is idle."""
+    w = Writer(pub, random.Random(8))
+    w.fill(1000)
+    pub.begin_compaction()
+    while not pub.compact_step(0.0):
+        pass
+    assert pub.compacting  # the old key maps and mapping are still being freed
+    while pub.compacting:
+        pub.compact_step(0.0)
+    assert not pub.compact_step(0.0)
+    assert 2 == len(store_segments(big_ring))  # the old generation is unlinked
+    assert pub.last_compaction is not None and pub.last_compaction[0] > 1
