@@ -38,7 +38,8 @@ import time
 from array import array
 from collections.abc import Iterator
 from enum import Enum
-from itertools import islice
+from collections import deque
+from itertools import islice, repeat, starmap
 from typing import cast
 
 import msgpack
@@ -199,9 +200,8 @@ class Releaser:
         obj = self._objects[-1]
         at = self._at
         if isinstance(obj, dict):
-            pop = obj.popitem
-            for _ in range(min(self.ITEMS, len(obj))):
-                pop()
+            # popitem takes from the end (no scan past deleted entries), called in C.
+            deque(starmap(obj.popitem, repeat((), min(self.ITEMS, len(obj)))), maxlen=0)
             done = not obj
         elif isinstance(obj, list):
             # NB: not `del obj[-n:]`: a shrinking list is reallocated (copied) as it goes.
