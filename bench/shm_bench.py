@@ -248,10 +248,12 @@ def _incremental(
                             rev, 0)], rev, rev, 0)
     view.sync()
     loads = view.directory_loads
-    c0, w0 = time.process_time(), time.perf_counter()
+    # The raft worker's stall is its own thread's time (thread_time): the process's CPU
+    # also counts the short-lived thread that closes the old mapping (Releaser).
+    c0, w0 = time.thread_time(), time.perf_counter()
     pub.begin_compaction()
     longest_wall = time.perf_counter() - w0
-    longest_cpu = time.process_time() - c0
+    longest_cpu = time.thread_time() - c0
     begin_ms = longest_wall * 1000
     total_cpu = longest_cpu
     turns = 0
@@ -264,9 +266,9 @@ def _incremental(
             batch.append(Change(ChangeType.PUT, Space.USER, k,
                                 KeyRecord(k, value, 0, rev, rev, 5, 0), rev, 0))
         pub.publish(batch, rev, rev, 0)
-        c0, w0 = time.process_time(), time.perf_counter()
+        c0, w0 = time.thread_time(), time.perf_counter()
         pub.compact_step(budget_s)
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
         longest_wall, longest_cpu = max(longest_wall, wall), max(longest_cpu, cpu)
         cpus.append(cpu)
         total_cpu += cpu
@@ -283,8 +285,9 @@ def _incremental(
         f"published per turn): begin {begin_ms:.1f} ms, {turns} turns in {elapsed:.2f} s, "
         f"longest call {longest_wall * 1000:.1f} ms wall / {longest_cpu * 1000:.1f} ms CPU "
         f"(next longest CPU: {', '.join(f'{c * 1000:.1f}' for c in sorted(cpus)[-4:-1])} ms), "
-        f"total compaction {total_cpu:.3f} s CPU; reader rebuild (directory + {delta} "
-        f"changed keys) {rebuild_cpu:.3f} s CPU ({rebuild_wall:.3f} s wall)"
+        f"total compaction {total_cpu:.3f} s CPU (raft worker thread); reader rebuild "
+        f"(directory + {delta} changed keys) {rebuild_cpu:.3f} s CPU ({rebuild_wall:.3f} s "
+        f"wall)"
     )
 
 
