@@ -6,9 +6,10 @@ then publishes the new status (applied index, revision, ring head, arena end, ..
 one seqlock write, and only then marks superseded records dead. Readers therefore never
 see a half-applied batch: everything a batch wrote becomes reachable through a single
 header update. Growth copies the arena into a larger generation at the same offsets;
-compaction copies live records only into a new lineage. Both switch readers over through
-the same header update, and the writer then unlinks the old generation (readers that
-still map it keep a valid mapping).
+compaction copies live records only into a new lineage, in bounded steps between
+publishes (`begin_compaction` / `compact_step`, see concord/shm/compactor.py). Both
+switch readers over through the same header update, and the writer then unlinks the old
+generation (readers that still map it keep a valid mapping).
 
 Never reads the clock: leader time comes from the applied entries. Never unlinks the
 control segment (the supervisor owns it).
