@@ -7,10 +7,10 @@ publishes, in steps of a time budget, so the raft worker never stalls on a big s
 Nothing it writes is visible to readers until the publisher switches lineage in one
 status update (`Publisher._finish_compaction`). Phases:
 
-1. COPY: iterate a private copy of the key -> offset maps taken at the start and copy
-   each key's record into the target (whole records, checksum included: a checksum does
-   not cover the record's offset), appending its directory entry. Keys changed since the
-   start ("dirty", noted by every publish) are skipped.
+1. COPY: per keyspace, copy the key -> offset map (that copy becomes the new map) and
+   walk it in chunks, copying each key's record into the target (whole records, checksum
+   included: a checksum does not cover the record's offset) and appending its directory
+   entry. Keys changed since the start ("dirty", noted by every publish) are skipped.
 2. DIRECTORY: encode the directory of the copied keys (msgpack in chunks) and write it
    right after them, in pieces.
 3. FOLD: copy the current record of each dirty key (or forget a deleted one) after the
@@ -25,8 +25,9 @@ status update (`Publisher._finish_compaction`). Phases:
    the slots (no dead marks pending).
 
 If the delta outgrows what readers can replay (half the ring) the publisher starts over.
-Never reads the clock except to keep a step within its budget; never touches the
-control segment.
+After the switch, `Releaser` frees what was replaced (the old generation's mapping, the
+old key -> offset dicts) in pieces too. Never reads the clock except to keep a step
+within its budget; never writes to the control segment or to a published generation.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ import struct
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Iterator
 from enum import Enum
-from collections import deque
 from itertools import islice, repeat, starmap
 from typing import cast
 
