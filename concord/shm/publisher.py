@@ -304,10 +304,10 @@ class Publisher:
         self._publish_header(applied_index, revision, leader_time_ms)
         self._mark_dead(dead)
         self._unlink_retired()
-        if self._compaction is not None:
-            note = self._compaction.note
+        if self._compaction is not None:  # the keys it must bring up to date
+            dirty = self._compaction.dirty
             for ch in changes:
-                note(ch.space, ch.key)
+                dirty[ch.space].add(ch.key)
 
     def reset(
         self,
