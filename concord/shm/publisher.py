@@ -362,9 +362,9 @@ class Publisher:
     ) -> bool:
         """
         Start an incremental compaction if none runs and dead records take more than
-        `min_dead_ratio` of a used arena of at least `min_used_bytes`. Cheap (it copies
-        the key -> offset maps: about 10 ms at 1M keys); the work happens in
-        `compact_step`.
+        `min_dead_ratio` of a used arena of at least `min_used_bytes`. Cheap (it creates
+        the new generation's segment); the work happens in `compact_step`, whose longest
+        call copies a keyspace's key -> offset dict (about 10 ms at 1M keys).
         """
         if self._compaction is not None:
             return False
