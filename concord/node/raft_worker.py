@@ -83,7 +83,8 @@ logger = logging.getLogger(__name__)
 EXPIRY_INTERVAL_MS = 100
 #: The shared-memory arena is compacted (dead records dropped: every reader then rebuilds
 #: its index from the new directory) when dead records pass SHM_COMPACT_RATIO of it,
-#: looked at most every SHM_COMPACT_INTERVAL_S. The compaction runs incrementally: one
+#: looked at most every SHM_COMPACT_INTERVAL_S (and that long after the last compaction
+#: switched readers over). The compaction runs incrementally: one
 #: `compact_step` of SHM_COMPACT_STEP_S per loop turn, and the loop does not sleep in
 #: poll while one runs.
 SHM_COMPACT_INTERVAL_S = 5.0
@@ -483,6 +484,9 @@ class RaftWorker:
             self._next_shm_compact = now + SHM_COMPACT_INTERVAL_S
             publisher.maybe_begin_compaction(min_dead_ratio=SHM_COMPACT_RATIO)
         elif publisher.compact_step(SHM_COMPACT_STEP_S):
+            # The interval runs from the switch: readers rebuild after each one, and two
+            # switches closer than a rebuild would make them start over.
+            self._next_shm_compact = now + SHM_COMPACT_INTERVAL_S
             stats = publisher.stats()
             self.log.info("shm compacted used_bytes=%d generation=%d", stats.used_bytes,
                           stats.generation)
