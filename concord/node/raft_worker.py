@@ -82,12 +82,14 @@ logger = logging.getLogger(__name__)
 #: How often the leader looks for due TTLs to expire (ms of its clock).
 EXPIRY_INTERVAL_MS = 100
 #: The shared-memory arena is compacted (dead records dropped: every reader then rebuilds
-#: its index from the new directory) at most this often, and only when dead records
-#: pass SHM_COMPACT_IDLE_RATIO of it at an idle moment (no input this loop turn), or
-#: SHM_COMPACT_BUSY_RATIO at any moment (a node that is never idle must not grow forever).
+#: its index from the new directory) when dead records pass SHM_COMPACT_RATIO of it,
+#: looked at most every SHM_COMPACT_INTERVAL_S (and that long after the last compaction
+#: switched readers over). The compaction runs incrementally: one
+#: `compact_step` of SHM_COMPACT_STEP_S per loop turn, and the loop does not sleep in
+#: poll while one runs.
 SHM_COMPACT_INTERVAL_S = 5.0
-SHM_COMPACT_IDLE_RATIO = 0.5
-SHM_COMPACT_BUSY_RATIO = 0.75
+SHM_COMPACT_RATIO = 0.5
+SHM_COMPACT_STEP_S = 0.005
 #: The log writer hears COMMITTED (it applies to its replica, then snapshots) once this
 #: many entries were applied since the last one, on every tick, and at once when the
 #: membership changed; not after every entry: each message wakes the writer, and on a
@@ -401,6 +403,8 @@ class RaftWorker:
             now = time.monotonic()
             deadline = min(next_tick, self.transport.next_deadline(), self.link.next_deadline(),
                            self.events.next_deadline())
+            if self.publisher.compacting:
+                deadline = now  # shm compaction steps to take: look for input, no sleep
             events = dict(self.poller.poll(max(0, int((deadline - now) * 1000)) + 1))
             now = time.monotonic()
             self.transport.service_timers(now)
@@ -425,8 +429,8 @@ class RaftWorker:
                 for meta in self._conf_snapshots.taken:
                     self.driver.on_snapshot_written(meta)
                 self._conf_snapshots.taken.clear()
-            if now >= self._next_shm_compact:
-                self._maybe_compact_shm(idle=not events)
+            if self.publisher.compacting or now >= self._next_shm_compact:
+                self._compact_shm_step(now)
 
     def close(self) -> None:
         for closer in (self.link.close, self.transport.close, self.writer.close):
@@ -492,17 +496,19 @@ class RaftWorker:
                 self.driver.submit_write(rid, command)
         self._maybe_promote_learners()
 
-    def _maybe_compact_shm(self, idle: bool) -> None:
-        ratio = SHM_COMPACT_IDLE_RATIO if idle else SHM_COMPACT_BUSY_RATIO
-        started = time.monotonic()
-        if self.publisher.maybe_compact(min_dead_ratio=ratio):
-            done = time.monotonic()
-            self._next_shm_compact = done + SHM_COMPACT_INTERVAL_S
-            stats = self.publisher.stats()
-            self.log.info("shm compacted in %.3f s idle=%s used_bytes=%d generation=%d",
-                          done - started, idle, stats.used_bytes, stats.generation)
-        elif idle:
-            self._next_shm_compact = started + SHM_COMPACT_INTERVAL_S
+    def _compact_shm_step(self, now: float) -> None:
+        """Start a shm compaction when due, or advance the one running by one step."""
+        publisher = self.publisher
+        if not publisher.compacting:
+            self._next_shm_compact = now + SHM_COMPACT_INTERVAL_S
+            publisher.maybe_begin_compaction(min_dead_ratio=SHM_COMPACT_RATIO)
+        elif publisher.compact_step(SHM_COMPACT_STEP_S):
+            # The interval runs from the switch: readers rebuild after each one, and two
+            # switches closer than a rebuild would make them start over.
+            self._next_shm_compact = now + SHM_COMPACT_INTERVAL_S
+            stats = publisher.stats()
+            self.log.info("shm compacted used_bytes=%d generation=%d", stats.used_bytes,
+                          stats.generation)
 
     def _maybe_promote_learners(self) -> None:
         status = self.raw.status()

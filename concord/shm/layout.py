@@ -74,12 +74,20 @@ Generation segment:
     24     8    lineage_gen      as in the control header when this generation was created
     32     8    capacity         size of the segment in bytes
     40     8    dir_offset       offset of the directory (0: none)
-    48     8    dir_head         ring_head the directory reflects
+    48     8    dir_head         ring head from which a reader that loaded the directory
+                                 replays the ring to reach the published state
     56     8    reserved (0)
-    64     ...  records, each starting at a multiple of 8, appended in publish order
+    64     ...  records, each starting at a multiple of 8, appended in publish order;
+                 after a compaction: the copied records, the directory, then the copies
+                 of keys changed during the compaction (superseded copies are dead)
 
 Directory (written by compaction and reset, right after the records they copy, so that
-a reader rebuilds its index at C speed instead of parsing every record):
+a reader rebuilds its index at C speed instead of parsing every record). A compaction
+runs in steps while publishes go on (concord/shm/compactor.py): its directory lists the
+keys it copied as they were when copied, and the keys changed meanwhile are published as
+ring slots dir_head+1..ring_head of the status that switches to it (PUT at the key's new
+copy, DELETE at its copy in the directory), so directory + replay from dir_head is the
+published state, as after a reset (where no slot follows):
 
     offset size field
     0      8    n                live keys, all keyspaces

@@ -6,9 +6,10 @@ then publishes the new status (applied index, revision, ring head, arena end, ..
 one seqlock write, and only then marks superseded records dead. Readers therefore never
 see a half-applied batch: everything a batch wrote becomes reachable through a single
 header update. Growth copies the arena into a larger generation at the same offsets;
-compaction copies live records only into a new lineage. Both switch readers over through
-the same header update, and the writer then unlinks the old generation (readers that
-still map it keep a valid mapping).
+compaction copies live records only into a new lineage, in bounded steps between
+publishes (`begin_compaction` / `compact_step`, see concord/shm/compactor.py). Both
+switch readers over through the same header update, and the writer then unlinks the old
+generation (readers that still map it keep a valid mapping).
 
 Never reads the clock: leader time comes from the applied entries. Never unlinks the
 control segment (the supervisor owns it).
@@ -19,15 +20,16 @@ from __future__ import annotations
 import logging
 import mmap
 import struct
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import msgpack
 import xxhash
 from array import array
 
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.raft.state import Role
+from concord.shm.compactor import Compactor, DirectoryBuilder, Releaser
 from concord.shm.layout import (
     CHECKSUM_FROM,
     CTL_MAGIC,
@@ -67,8 +69,6 @@ from concord.shm.layout import (
     read_gen_header,
     record_size,
     unlink_segment,
-    DIR_HEAD,
-    align8,
     directory_span,
     gc_paused,
     read_gen_directory,
@@ -84,6 +84,8 @@ _xxh = xxhash.xxh3_64_intdigest
 _RING_BASE_WORD = RING_BASE_WORD
 LOC_MAX_VALUE = 0xFFFFFFFF  # value_len is a u32
 _PUTS = (ChangeType.PUT, ChangeType.TOUCH)
+#: Batches of more changes than this write their ring slots in bulk.
+_BULK_SLOTS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,50 +133,6 @@ def _check_sizes(records: Iterable[KeyRecord | None]) -> None:
             )
 
 
-class _DirectoryBuilder:
-    """The directory entries of one keyspace (layout.py), plain and special keys apart."""
-
-    __slots__ = ("plain", "starts", "ends", "special", "s_starts", "s_ends", "ttl", "zipped")
-
-    def __init__(self) -> None:
-        self.plain: list[str] = []
-        self.starts = array("Q")
-        self.ends = array("Q")
-        self.special: list[str] = []
-        self.s_starts = array("Q")
-        self.s_ends = array("Q")
-        self.ttl: list[object] = []
-        self.zipped: list[str] = []
-
-    def add(self, key: str, start: int, vlen: int, expires_at_ms: int, flags: int) -> None:
-        if expires_at_ms or flags & 1:
-            self.special.append(key)
-            self.s_starts.append(start)
-            self.s_ends.append(start + vlen)
-            if expires_at_ms:
-                self.ttl += (key, expires_at_ms)
-            if flags & 1:
-                self.zipped.append(key)
-        else:
-            self.plain.append(key)
-            self.starts.append(start)
-            self.ends.append(start + vlen)
-
-    @staticmethod
-    def encode(spaces: list[_DirectoryBuilder]) -> bytes:
-        """The directory bytes (padded to 8) for all keyspaces, in Space order."""
-        starts = array("Q")
-        ends = array("Q")
-        for d in spaces:
-            starts += d.starts
-            starts += d.s_starts
-            ends += d.ends
-            ends += d.s_ends
-        blob: bytes = msgpack.packb([[d.plain, d.special, d.ttl, d.zipped] for d in spaces])
-        out = DIR_HEAD.pack(len(starts), len(blob), 0) + starts.tobytes() + ends.tobytes() + blob
-        return out + bytes(align8(len(out)) - len(out))
-
-
 class Publisher:
     """
     The only writer of a node's store. Not thread-safe; one per node at a time.
@@ -209,6 +167,10 @@ class Publisher:
         self._live_bytes = 0
         self._dir_bytes = 0
         self._retired: list[tuple[str, mmap.mmap, memoryview]] = []
+        self._compaction: Compactor | None = None
+        self._releaser = Releaser()
+        #: Diagnostics of the last finished compaction: steps, longest step (s), total (s).
+        self.last_compaction: tuple[int, float, float] | None = None
         self._recover()
         # A predecessor that died between creating a generation and publishing it, or
         # between publishing one and unlinking the one before, left segments nobody can
@@ -308,6 +270,7 @@ class Publisher:
             # it to the writer's map only and publish it as a new lineage. NB: no dead
             # marks here: a reader scanning the old lineage right now must not see any
             # effect of a batch that is not published.
+            self._abort_compaction()
             for ch in changes:
                 d = offsets[ch.space]
                 old = d.pop(ch.key, None)
@@ -315,8 +278,11 @@ class Publisher:
                     d[ch.key] = self._append(ch.space, ch.record)
                 if old is not None:
                     self._live_bytes -= self._size_at(old)
-            with gc_paused():
-                self._compact(applied_index, revision, leader_time_ms)
+            st = self._status
+            st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME] = (
+                applied_index, revision, leader_time_ms
+            )
+            self.compact()
             return
         for ch in changes:
             d = offsets[ch.space]
@@ -338,6 +304,10 @@ class Publisher:
         self._publish_header(applied_index, revision, leader_time_ms)
         self._mark_dead(dead)
         self._unlink_retired()
+        if self._compaction is not None:  # the keys it must bring up to date
+            dirty = self._compaction.dirty
+            for ch in changes:
+                dirty[ch.space].add(ch.key)
 
     def reset(
         self,
@@ -354,6 +324,7 @@ class Publisher:
         """
         items = list(records)
         _check_sizes(r for _, r in items)
+        self._abort_compaction()
         need = _DIR_FIXED
         for _, r in items:
             klen = len(r.key.encode())
@@ -371,89 +342,165 @@ class Publisher:
         self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
         self._unlink_retired()
 
-    def maybe_compact(self, min_dead_ratio: float = 0.5, min_used_bytes: int = 1 << 20) -> bool:
-        """Compact if dead records take more than `min_dead_ratio` of the used arena."""
+    # -- compaction (see concord.shm.compactor) --------------------------------------------
+
+    @property
+    def compacting(self) -> bool:
+        """
+        True while compaction work remains: a compaction in progress, or what the last
+        one replaced still being freed. Call `compact_step` to advance it.
+        """
+        return self._compaction is not None or self._releaser.pending
+
+    def dead_ratio(self) -> float:
+        """Share of the used arena taken by dead records (0.0 for an empty arena)."""
         used = self._end - GEN_HEADER_SIZE
-        dead = used - self._live_bytes - self._dir_bytes
-        if used < min_used_bytes or dead <= used * min_dead_ratio:
+        return (used - self._live_bytes - self._dir_bytes) / used if used > 0 else 0.0
+
+    def maybe_begin_compaction(
+        self, min_dead_ratio: float = 0.5, min_used_bytes: int = 1 << 20
+    ) -> bool:
+        """
+        Start an incremental compaction if none runs and dead records take more than
+        `min_dead_ratio` of a used arena of at least `min_used_bytes`. Cheap (it creates
+        the new generation's segment); the work happens in `compact_step`, whose longest
+        call copies a keyspace's key -> offset dict (about 10 ms at 1M keys).
+        """
+        if self._compaction is not None:
+            return False
+        if self._end - GEN_HEADER_SIZE < min_used_bytes or self.dead_ratio() <= min_dead_ratio:
+            return False
+        self.begin_compaction()
+        return True
+
+    def begin_compaction(self) -> None:
+        """
+        Start an incremental compaction (no-op if one runs): create the next generation,
+        which starts a new lineage. Publishes carry on in the current one meanwhile.
+        """
+        if self._compaction is not None:
+            return
+        n = sum(len(d) for d in self._offsets)
+        # Sparse (tmpfs allocates pages on first touch): room for every live record, the
+        # directory, and records rewritten meanwhile; shrunk to size before it is
+        # published, grown in place if ever short.
+        need = self._live_bytes + self._live_bytes // 4 + 64 * n + PAGE
+        cap = (GEN_HEADER_SIZE + need + PAGE - 1) // PAGE * PAGE
+        gen = int(self._words[W_MAX_GEN]) + 1
+        self._words[W_MAX_GEN] = gen  # before creating it, so unlink_store always finds it
+        mm = create_segment(self._names.gen(gen), cap)
+        write_gen_header(mm, gen, gen, cap)
+        self._compaction = Compactor(mm, gen, self._ring_cap // 2, self._releaser)
+        logger.info("shm compaction started gen=%d keys=%d live_bytes=%d", gen, n,
+                    self._live_bytes)
+
+    def compact_step(self, budget_s: float) -> bool:
+        """
+        Advance the compaction in progress by about `budget_s` seconds of work (at least
+        one chunk: 256 keys or one directory piece); switch readers to the new lineage when
+        it is complete.
+
+        Returns:
+            True if this call finished the compaction (readers now rebuild from the new
+            generation's directory); False if it is still in progress, or none runs.
+        """
+        c = self._compaction
+        if c is None:
+            self._releaser.step(time.perf_counter() + budget_s)
+            return False
+        with gc_paused():
+            if c.ready():
+                # A call of its own: folding the last dirty keys and writing the delta's
+                # ring slots is the one step whose size the budget does not bound.
+                return self._finish_compaction()
+            c.step(self._mv, self._offsets, time.perf_counter() + budget_s)
+            if c.over_delta():
+                self._restart_compaction("delta outgrew the ring")
+            return False
+
+    def maybe_compact(self, min_dead_ratio: float = 0.5, min_used_bytes: int = 1 << 20) -> bool:
+        """
+        Compact at once (all steps in one call) if dead records take more than
+        `min_dead_ratio` of the used arena; True if it compacted.
+        """
+        if not self.maybe_begin_compaction(min_dead_ratio, min_used_bytes):
             return False
         self.compact()
         return True
 
     def compact(self) -> None:
         """
-        Copy the live records into a new lineage generation and switch readers to it.
+        Copy the live records into a new lineage generation and switch readers to it, in
+        this call (finishing the compaction in progress, if any).
 
         Readers notice the lineage change and rebuild their local index from the new
         generation's directory.
         """
-        st = self._status
-        with gc_paused():
-            self._compact(st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME])
+        self.begin_compaction()
+        while not self.compact_step(float("inf")):
+            pass
+        self._releaser.release_all()
 
-    def _compact(self, applied_index: int, revision: int, leader_time_ms: int) -> None:
-        old_mm, old_mv = self._mm, self._mv
-        # One pass plans everything: new offsets, the directory, and the copies. Records
-        # go in key insertion order (no sort: after a compaction every key has one
-        # record, so their order does not matter); adjacent ones merge into one copy.
-        offsets: list[dict[str, int]] = [{} for _ in Space]
-        dirs = [_DirectoryBuilder() for _ in Space]
-        runs: list[tuple[int, int, int]] = []
-        pos = GEN_HEADER_SIZE
-        run_src = run_dst = run_len = 0
-        unpack = RECORD_VIEW.unpack_from
-        count = 0
-        for space, d in enumerate(self._offsets):
-            new = offsets[space]
-            builder = dirs[space]
-            add = builder.add
-            plain, starts, ends = builder.plain.append, builder.starts.append, builder.ends.append
-            for key, off in d.items():
-                _, _, flags, vlen, _, _, _, exp, klen = unpack(old_mm, off)
-                size = (RECORD_HEAD_SIZE + vlen + klen + 7) & ~7
-                new[key] = pos
-                start = pos + RECORD_HEAD_SIZE
-                if exp or flags & 1:
-                    add(key, start, vlen, exp, flags)
-                else:  # inlined add() of the common case
-                    plain(key)
-                    starts(start)
-                    ends(start + vlen)
-                if run_src + run_len == off:
-                    run_len += size
-                else:
-                    if run_len:
-                        runs.append((run_src, run_dst, run_len))
-                    run_src, run_dst, run_len = off, pos, size
-                pos += size
-            count += len(d)
-        if run_len:
-            runs.append((run_src, run_dst, run_len))
-        directory = _DirectoryBuilder.encode(dirs)
-        self._new_generation(pos - GEN_HEADER_SIZE + len(directory), lineage=True)
-        mm = self._mm
-        for src, dst, length in runs:
-            mm[dst : dst + length] = old_mv[src : src + length]
-        self._end = pos
-        self._offsets = offsets
-        self._place_directory(directory)
-        self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
-        self._unlink_retired()
+    def _finish_compaction(self) -> bool:
+        """Switch to the compacted generation in one status update (compactor.py)."""
+        c = self._compaction
+        assert c is not None
+        words = c.finish(self._mv, self._offsets, self._head)
+        if len(words) > self._ring_cap // 2:
+            self._restart_compaction("delta outgrew the ring")
+            return False
+        self._write_slots(words)
+        old_name, old_mm, old_offsets = self._names.gen(self._gen), self._mm, self._offsets
+        self._mv.release()
+        self._mm = c.mm
+        self._mv = memoryview(c.mm)
+        self._gen = self._lineage = c.generation
+        self._cap = len(c.mm)
+        self._end = c.end
+        self._offsets = c.new
+        self._live_bytes = c.live_bytes
+        self._dir_bytes = c.dir_bytes
+        self._compaction = None
+        st = self._status
+        self._publish_header(st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME], lineage_only=True)
+        # Readers that still map the old generation keep it; the writer lets go of its
+        # mapping and of the old key -> offset maps in later steps (Releaser).
+        unlink_segment(old_name)
+        self._releaser.add(old_mm)
+        for d in old_offsets:
+            self._releaser.add(d)
+        total_s = time.perf_counter() - c.started
+        self.last_compaction = (c.steps, c.max_step_s, total_s)
         logger.info(
-            "shm compacted gen=%d live_bytes=%d records=%d", self._gen, self._live_bytes, count
+            "shm compacted gen=%d live_bytes=%d records=%d delta=%d steps=%d max_step_ms=%.1f "
+            "elapsed_s=%.2f", self._gen, self._live_bytes, c.copied, len(words), c.steps,
+            c.max_step_s * 1000, total_s,
         )
+        return True
+
+    def _abort_compaction(self) -> None:
+        c = self._compaction
+        if c is not None:
+            self._compaction = None
+            c.abort()
+            unlink_segment(self._names.gen(c.generation))
+
+    def _restart_compaction(self, why: str) -> None:
+        logger.warning("shm compaction restarted reason=%r", why)
+        self._abort_compaction()
+        self.begin_compaction()
 
     def _write_directory(self) -> None:
         """Append the directory of the live records (see layout.py) and record it."""
         unpack = RECORD_VIEW.unpack_from
         mm = self._mm
-        dirs = [_DirectoryBuilder() for _ in Space]
+        dirs = [DirectoryBuilder() for _ in Space]
         for space, d in enumerate(self._offsets):
             add = dirs[space].add
             for key, off in d.items():
                 _, _, flags, vlen, _, _, _, exp, _ = unpack(mm, off)
                 add(key, off + RECORD_HEAD_SIZE, vlen, exp, flags)
-        self._place_directory(_DirectoryBuilder.encode(dirs))
+        self._place_directory(DirectoryBuilder.encode(dirs))
 
     def _place_directory(self, directory: bytes) -> None:
         if self._end + len(directory) > self._cap:
@@ -466,6 +513,8 @@ class Publisher:
 
     def close(self) -> None:
         """Unmap everything; never unlinks the live segments (the supervisor owns them)."""
+        self._abort_compaction()
+        self._releaser.release_all()
         self._unlink_retired()
         self._mv.release()
         self._mm.close()
@@ -497,6 +546,9 @@ class Publisher:
         return off
 
     def _write_slots(self, slots: list[int]) -> None:
+        if len(slots) > _BULK_SLOTS:
+            self._write_slots_bulk(slots)
+            return
         w = self._words
         mask = self._ring_mask
         seq = self._head
@@ -506,6 +558,29 @@ class Publisher:
             w[i] = 0  # invalidate: a reader of the old occupant sees its seq change
             w[i + 1] = word
             w[i] = seq
+        self._head = seq
+
+    def _write_slots_bulk(self, slots: list[int]) -> None:
+        """
+        `_write_slots` for many slots, three strided copies per contiguous run of slots:
+        every seq = 0, then every word, then every seq. NB: the same store order as one
+        slot at a time (a slot's word is never written before its seq is 0, nor its seq
+        before its word), at C speed.
+        """
+        w = self._words
+        cap = self._ring_cap
+        seq = self._head
+        done = 0
+        while done < len(slots):
+            first = seq + 1
+            slot = first & self._ring_mask
+            n = min(len(slots) - done, cap - slot)  # up to the ring's end
+            i = _RING_BASE_WORD + 2 * slot
+            w[i : i + 2 * n : 2] = array("Q", bytes(8 * n))
+            w[i + 1 : i + 2 * n : 2] = array("Q", slots[done : done + n])
+            w[i : i + 2 * n : 2] = array("Q", range(first, first + n))
+            seq += n
+            done += n
         self._head = seq
 
     def _publish_header(

@@ -19,9 +19,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.mark.timeout(90)
 def test_shm_arena_shrinks_when_overwrites_left_it_mostly_dead(cluster: ClusterFactory) -> None:
     """
-    3 MB of overwrites of 50 keys: within SHM_COMPACT_INTERVAL_S of going idle the node
-    compacts, the live generation shrinks to about the live data, and a reader attached
-    throughout rebuilds and reads every key's last value.
+    3 MB of overwrites of 50 keys: within SHM_COMPACT_INTERVAL_S the node compacts (in
+    steps, between its other work), the live generation shrinks to about the live data,
+    and a reader attached throughout rebuilds and reads every key's last value.
     """
     c = cluster(1)
     node = c.wait_leader()

@@ -6,8 +6,9 @@ is printed).
 Writes, deletes, TTL puts and touches, bulk puts and deletes, index creation and drops,
 and expiry entries are applied to a real `KvStateMachine`; their changes are published
 through `Publisher`; a reader checks a rotating set of reads. The ring is small (64
-slots) and the writer compacts at random, so readers also rebuild from directories and
-scans along the way, and the reader regularly stays away long enough to be overtaken.
+slots) and the writer compacts at random (at once, or incrementally: one step per entry
+while the entries go on), so readers also rebuild from directories and scans along the
+way, and the reader regularly stays away long enough to be overtaken.
 """
 
 from __future__ import annotations
@@ -102,8 +103,13 @@ def test_reader_answers_like_state_machine_when_random_writes_applied(
             applied = machine.apply(index, ts, data)
             pub.publish(applied.changes, index, machine.revision, ts)
             away = (index // 100) % 4 == 3  # 100 entries unread: the 64-slot ring overtakes
-            if rng.random() < 0.03 and not away:
-                pub.compact()
+            if pub.compacting:
+                pub.compact_step(0.0)  # one chunk per entry, as the raft worker steps
+            elif rng.random() < 0.03 and not away:
+                if rng.random() < 0.5:
+                    pub.compact()
+                else:
+                    pub.begin_compaction()
             if away:
                 continue
             op, args = READS[index % len(READS)]

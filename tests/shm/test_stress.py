@@ -2,8 +2,9 @@
 Multi-process stress: one writer at full speed, two readers verifying every read.
 
 The writer publishes puts, deletes, TTL puts and their expiry, bulk puts and bulk deletes
-of key groups, while the arena grows and is compacted; its ring is small (1024 slots) so
-readers also fall behind and rebuild. Every value names its own key, version and revision,
+of key groups, while the arena grows and is compacted incrementally (one compaction step
+between publishes, as the raft worker does); its ring is small (1024 slots) so readers
+also fall behind and rebuild. Every value names its own key, version and revision,
 so a reader can tell a torn, misplaced or stale value from a good one. Readers check:
 
 - value == [key, version, mod_revision, padding] of the record it came with;
@@ -47,6 +48,8 @@ SEED = 20261121
 # quarter second here still compacts about 4 times a second.
 COMPACT_MIN_INTERVAL_S = 0.25
 COMPACT_FORCE_S = 0.5
+#: Budget of one compaction step (Publisher.compact_step): at least one chunk of keys.
+STEP_BUDGET_S = 0.0002
 
 
 def _value(key: str, version: int, revision: int, pad: int) -> bytes:
@@ -64,7 +67,8 @@ def writer(  # type: ignore[type-arg]
     rev = 0
     ts = 1_000
     counts = {"put": 0, "delete": 0, "ttl_put": 0, "expire": 0, "bulk_put": 0,
-              "bulk_delete": 0, "compact": 0, "publishes": 0, "changes": 0}
+              "bulk_delete": 0, "compact": 0, "compact_steps": 0, "publishes": 0,
+              "changes": 0}
     started.set()
     deadline = time.monotonic() + seconds
     last_compact = time.monotonic()
@@ -127,19 +131,23 @@ def writer(  # type: ignore[type-arg]
         pub.publish(changes, rev, rev, ts)
         counts["publishes"] += 1
         counts["changes"] += len(changes)
-        # Compaction when dead records pass half the arena, at most every
-        # COMPACT_MIN_INTERVAL_S (the raft worker's rule, with a shorter interval), and
+        # Incremental compaction, as the raft worker runs it: one step between publishes
+        # (a tiny budget here, so that a compaction spans many publishes). A compaction
+        # starts when dead records pass half the arena, at most every
+        # COMPACT_MIN_INTERVAL_S (a shorter interval than the raft worker's), and is
         # forced every COMPACT_FORCE_S so short runs exercise it too.
+        # The intervals run from the last switch (as in the raft worker).
+        if pub.compacting:
+            counts["compact_steps"] += 1
+            if pub.compact_step(STEP_BUDGET_S):
+                counts["compact"] += 1
+                last_compact = time.monotonic()
+            continue
         now = time.monotonic()
         if now - last_compact >= COMPACT_FORCE_S:
-            pub.compact()
-        elif not (
-            now - last_compact >= COMPACT_MIN_INTERVAL_S
-            and pub.maybe_compact(min_dead_ratio=0.5, min_used_bytes=1 << 20)
-        ):
-            continue
-        counts["compact"] += 1
-        last_compact = now
+            pub.begin_compaction()
+        elif now - last_compact >= COMPACT_MIN_INTERVAL_S:
+            pub.maybe_begin_compaction(min_dead_ratio=0.5, min_used_bytes=1 << 20)
     stats = pub.stats()
     counts["generation"] = stats.generation
     pub.close()
@@ -276,3 +284,5 @@ def test_readers_see_no_torn_or_impossible_values_when_writer_runs_flat_out(
         assert counts["retries"] == reasons
         assert counts["max_retries"] <= 1, counts
     assert writer_counts["compact"] > 0 and writer_counts["generation"] > 2
+    # Each compaction ran in many steps, with publishes in between.
+    assert writer_counts["compact_steps"] > 5 * writer_counts["compact"]
