@@ -268,6 +268,9 @@ class ShmView:
         self.status_collisions = 0
         self.generation_races = 0
         self.lineage_races = 0
+        #: Rebuilds that ended at the status they started from because the writer had
+        #: moved to another lineage meanwhile (not a retry: that state was published).
+        self.settled_behind = 0
         self._attempt_retries = 0
         try:
             self._catch_up()
@@ -585,10 +588,10 @@ class ShmView:
         """
         st = snap[1]
         if st[S_LINEAGE] != self._lineage:
-            return self._rebuild(st)
+            return self._rebuild(snap)
         if st[S_RING_HEAD] - self._seen > self._cap:
             self.overflows += 1
-            return self._rebuild(st)
+            return self._rebuild(snap)
         if st[S_LIVE_GEN] != self._gen and not self._map(st[S_LIVE_GEN]):
             self.generation_races += 1
             return None
@@ -598,7 +601,7 @@ class ShmView:
         # reader, not a retry).
         self.overflows += 1
         self._lineage = -1
-        return self._rebuild(self._read_status()[1])
+        return self._rebuild(self._read_status())
 
     def _map(self, gen: int) -> bool:
         try:
@@ -615,21 +618,24 @@ class ShmView:
         self.remaps += 1
         return True
 
-    def _rebuild(self, st: list[int]) -> tuple[int, list[int]] | None:
+    def _rebuild(self, snap: tuple[int, list[int]]) -> tuple[int, list[int]] | None:
         """
-        Rebuild the local index for status `st` (see `_rebuild_once`). The writer getting
-        a whole ring ahead during a rebuild is not a retry (the reader was slow): rebuild
-        again at once from a fresh status.
+        Rebuild the local index for status `snap` (see `_rebuild_once`). The writer
+        getting a whole ring ahead during a rebuild is not a retry (the reader was slow):
+        rebuild again at once from a fresh status.
         """
         while True:
-            result = self._rebuild_once(st)
+            result = self._rebuild_once(snap)
             if result is not _OVERTAKEN:
                 return result
             self.overflows += 1
-            st = self._read_status()[1]
+            snap = self._read_status()
 
-    def _rebuild_once(self, st: list[int]) -> tuple[int, list[int]] | None | _Overtaken:
-        """Load the directory or scan the live generation of `st`, then replay the ring."""
+    def _rebuild_once(
+        self, start: tuple[int, list[int]]
+    ) -> tuple[int, list[int]] | None | _Overtaken:
+        """Load the directory or scan the live generation of `start`, then replay the ring."""
+        st = start[1]
         if st[S_LIVE_GEN] != self._gen and not self._map(st[S_LIVE_GEN]):
             self.generation_races += 1
             return None
@@ -644,8 +650,16 @@ class ShmView:
             for reset in self._reset_listeners:
                 reset()
             snap = self._read_status()
-            if not self._same_lineage(snap[1]):
-                return None
+            if snap[1][S_LINEAGE] != st[S_LINEAGE] or (
+                snap[1][S_LIVE_GEN] != self._gen and not self._map(snap[1][S_LIVE_GEN])
+            ):
+                # The writer moved on while we loaded (compacted again, or grew past
+                # the mapped generation and unlinked the next): settle for the state
+                # of `start` itself. The directory and the mapped generation hold it
+                # (ring slots up to its head name records below its arena end), it was
+                # published during this call, and the next lookup catches up from it.
+                self.settled_behind += 1
+                snap = start
             if self._replay(self._seen, snap[1][S_RING_HEAD]):
                 return snap
             # The writer got more than a ring ahead of the directory: scan instead.

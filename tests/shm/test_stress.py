@@ -223,7 +223,7 @@ def reader(  # type: ignore[type-arg]
     counts.update(rebuilds=view.rebuilds, overflows=view.overflows, remaps=view.remaps,
                   retries=view.retries, max_retries=view.max_retries,
                   status_collisions=view.status_collisions,
-                  generation_races=view.generation_races, lineage_races=view.lineage_races,
+                  generation_races=view.generation_races, lineage_races=view.lineage_races, settled_behind=view.settled_behind,
                   directory_loads=view.directory_loads,
                   applied_changes=view.applied_changes)
     view.close()

@@ -251,6 +251,34 @@ def test_view_loads_directory_when_rebuilding_after_compaction(
     fresh.close()
 
 
+def test_rebuild_settles_without_retry_when_writer_compacts_during_it(
+    pub: Publisher, view: ShmView
+) -> None:
+    """
+    A compaction that lands while a reader loads the previous one's directory does not
+    make it retry: it ends at the status it started from (published during the call),
+    and the next lookup catches up with the new lineage.
+    """
+    pub.publish([put(f"k{i}", i, 1) for i in range(10)], 1, 1, 0)
+    pub.compact()
+    pub.publish([put("k1", "new", 2, version=2)], 2, 2, 0)
+    racing: list[bool] = []
+
+    def compact_again() -> None:
+        if not racing:
+            racing.append(True)
+            pub.publish([put("k2", "newer", 3, version=2)], 3, 3, 0)
+            pub.compact()
+
+    view.subscribe(lambda space, key, loc: None, compact_again)
+    assert "new" == view.get_value("k1")
+    assert 2 == view.synced_status().revision  # the status the call started at
+    assert (1, 0, 0) == (view.settled_behind, view.retries, view.lineage_races)
+    assert "newer" == view.get_value("k2")  # the next lookup catches up
+    assert 3 == view.synced_status().revision
+    assert (1, 0, 0) == (view.settled_behind, view.retries, view.max_retries)
+
+
 def test_view_scans_when_directory_is_more_than_a_ring_behind(
     pub: Publisher, view: ShmView
 ) -> None:
