@@ -10,8 +10,10 @@ applied entry data, whichever comes first, without stalling the WAL path (the re
 serialized in a forked child; see WriterSettings.snapshot_mode).
 
 Start-up order matters for restart time: the writer answers the raft worker's HELLO
-before it restores its own replica from the snapshot or applies anything, so the two
-processes rebuild their copies of the state at the same time (not one after the other).
+first, and restores its own replica from the snapshot and applies the recovered log only
+once the worker reported (COMMITTED) that it applied everything recovered as committed,
+so the worker's start-up (restore, replay, shared-memory publish) never competes with
+the replica's for the CPU. The replica only feeds snapshots; it may lag.
 
 Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
 
@@ -55,7 +57,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Sequence, cast
+from typing import Iterator, Sequence, cast
 
 import zmq
 
@@ -66,7 +68,13 @@ from concord.raft.state import HardState
 from concord.storage import snapshot as snapfile
 from concord.storage.fileutil import TMP_SUFFIX, SyncHook
 from concord.storage.recovery import RecoveredState, recover, recover_for_writing, snap_dir, wal_dir
-from concord.storage.replica import StateMachine, StateMachineFactory, apply_entry, load_factory
+from concord.storage.replica import (
+    StateMachine,
+    StateMachineFactory,
+    apply_entry,
+    load_factory,
+    restore_steps,
+)
 from concord.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, WalOptions
 
 logger = logging.getLogger(__name__)
@@ -237,6 +245,8 @@ class WriterStats:
 
 WriterEvent = Persisted | SnapshotWritten | WriterStats
 
+_DONE = object()  # next()'s default: the iterator is exhausted
+
 
 # --- the writer -------------------------------------------------------------------------------
 
@@ -292,6 +302,8 @@ class LogWriter:
         # serve loop calls it only after answering the raft worker's HELLO, so the worker
         # rebuilds its state while this process rebuilds the replica.
         self._restore_pending: bytes | None = None
+        self._restoring: Iterator[None] | None = None
+        self._restore_started = 0.0
         if snap is not None:
             self._applied = self._snapshot_index = snap.meta.index
             self._applied_term = snap.meta.term
@@ -308,6 +320,9 @@ class LogWriter:
             codec.entries_to_obj(recovery.state.entries)
         )
         self._commit = recovery.state.hard_state.commit
+        # The replica waits until the worker applied what was committed at start-up.
+        self._replica_waits_for = self._commit
+        self._worker_applied = 0
         self._commit_conf_index = self._applied  # the index at which _conf_state is exact
         self._conf_known = False  # a COMMITTED with a conf_state arrived in this life
         self._job: _SnapshotJob | None = None
@@ -336,9 +351,12 @@ class LogWriter:
         return self._job
 
     @property
-    def hello_answered(self) -> bool:
-        """Whether a raft worker's HELLO was answered (the replica waits for it)."""
-        return self._hellos > 0
+    def replica_may_run(self) -> bool:
+        """
+        Whether the serve loop may restore and apply the replica: once a raft worker's
+        HELLO was answered and it reported applying everything committed at start-up.
+        """
+        return self._hellos > 0 and self._worker_applied >= self._replica_waits_for
 
     def _hello_state(self) -> RecoveredState:
         """
@@ -439,7 +457,8 @@ class LogWriter:
         """A snapshot received from the leader: durable file first, then the WAL marker."""
         self._abandon_job()
         state_hash = None
-        self._restore_pending = None
+        self._restore_pending = self._restoring = None
+        self._replica_waits_for = 0  # the replica is current from here on
         self._snapshot_bytes_mark = self._applied_bytes
         if self._sm is not None:
             self._sm.restore(snap.data)
@@ -457,6 +476,7 @@ class LogWriter:
         logger.info("installed snapshot from leader index=%d term=%d", snap.meta.index, snap.meta.term)
 
     def _committed(self, index: int, conf_state: ConfState | None) -> None:
+        self._worker_applied = max(self._worker_applied, index)
         if conf_state is not None:
             self._conf_known = True
         if index >= self._commit:
@@ -477,12 +497,16 @@ class LogWriter:
             True if committed entries the writer holds remain to be applied.
         """
         if self._restore_pending is not None:
+            # One bounded step per call (the serve loop keeps answering in between).
             assert self._sm is not None  # Invariant: set only with a replica
-            started = time.monotonic()
-            data, self._restore_pending = self._restore_pending, None
-            self._sm.restore(data)
+            if self._restoring is None:
+                self._restoring = restore_steps(self._sm, self._restore_pending)
+                self._restore_started = time.monotonic()
+            if next(self._restoring, _DONE) is not _DONE:
+                return True
+            self._restore_pending = self._restoring = None
             logger.info("replica restored index=%d duration_ms=%.1f", self._snapshot_index,
-                        (time.monotonic() - started) * 1000)
+                        (time.monotonic() - self._restore_started) * 1000)
         tail = self._unapplied
         done = 0
         size = 0
@@ -727,8 +751,8 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         running = True
-        # NB: nothing is applied (nor the replica restored) before the raft worker's HELLO
-        # is answered: the worker's recovery must not wait for the replica's.
+        # NB: nothing is applied (nor the replica restored) before the raft worker has
+        # recovered (replica_may_run): the worker's start-up must not wait for the replica.
         more_to_apply = False
         max_batch = writer.settings.max_batch_requests
         while running and not (stop is not None and stop.is_set()):
@@ -755,7 +779,7 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
                 writer.poll_snapshot()
             # The replica is off the WAL path: while requests wait, apply only a small
             # slice (so it never starves), otherwise a larger one.
-            if writer.hello_answered:
+            if writer.replica_may_run:
                 busy = bool(sock.poll(0, zmq.POLLIN))
                 more_to_apply = writer.apply_some(
                     APPLY_SLICE_BUSY if busy else APPLY_SLICE_IDLE,
