@@ -34,9 +34,11 @@ import gc
 import logging
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import repeat
+from types import MemberDescriptorType
 from typing import Final, Protocol, cast
 
 import msgpack
@@ -262,9 +264,10 @@ class KvStateMachine:
         is exhausted, the machine must not be used.
 
         Bulk build (1,000,000 keys restore in about 2 s of CPU): the per-key work is
-        C-level maps and zips over columns of records, with the GC paused during each
-        step (the millions of new objects hold no cycles; generation scans would
-        otherwise dominate).
+        C-level maps and zips over columns of records, with the cyclic GC paused from the
+        first step to the last (the millions of new objects hold no cycles; generation
+        scans would otherwise dominate). NB: so a caller interleaving other work runs
+        it with the GC paused too.
 
         Raises:
             CorruptionError: as `restore`.
@@ -291,20 +294,23 @@ class KvStateMachine:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ValueError("bad position fields")
             remaining = unpacker.read_array_header()
-            while remaining:
-                with _gc_paused():
+            # NB: the GC stays paused for the whole build, between steps too: re-enabled
+            # in between, each step's allocations would trigger collections traversing
+            # every record built so far.
+            with _gc_paused():
+                while remaining:
                     count = min(remaining, rows_per_step)
                     remaining -= count
                     unpack = unpacker.unpack
                     columns = _row_columns([unpack() for _ in range(count)])
-                    chunk_keys, values, flags, creates, mods, versions, expires = columns
-                    user.update(zip(chunk_keys, map(
-                        KeyRecord, chunk_keys, values, flags, creates, mods, versions, expires)))
+                    chunk_keys = columns[0]
+                    user.update(zip(chunk_keys, _bulk_records(columns)))
                     keys.update(chunk_keys)
+                    expires = columns[6]
                     if any(expires):
                         expiry += [(e, k) for e, k in zip(expires, chunk_keys) if e]
                     total += sum(_bulk_digests(Space.USER, columns))
-                yield
+                    yield
             systems, sessions = unpacker.unpack(), unpacker.unpack()
             if not isinstance(systems, list) or not isinstance(sessions, list):
                 raise ValueError("system records and sessions must be lists")
@@ -763,6 +769,24 @@ def _row_columns(rows: object) -> _Columns:
         if set(map(type, column)) != {int}:  # NB: type(True) is bool, not int
             raise ValueError("record numbers must be integers")
     return cast(_Columns, columns)
+
+
+#: KeyRecord's slot descriptors, in field order.
+_RECORD_SLOTS: Final[tuple[MemberDescriptorType, ...]] = tuple(
+    cast(MemberDescriptorType, getattr(KeyRecord, f.name)) for f in fields(KeyRecord)
+)
+
+
+def _bulk_records(columns: _Columns) -> list[KeyRecord]:
+    """
+    KeyRecords from columns in field order, built by C-level maps: one object.__new__
+    per record, then each slot descriptor's __set__ over a whole column (a frozen
+    dataclass's __init__ is Python code, twice as slow for millions of records).
+    """
+    records: list[KeyRecord] = list(map(object.__new__, repeat(KeyRecord, len(columns[0]))))
+    for slot, column in zip(_RECORD_SLOTS, cast(tuple[list[object], ...], columns)):
+        deque(map(slot.__set__, records, column), maxlen=0)
+    return records
 
 
 def _bulk_digests(space: int, columns: _Columns) -> list[int]:
