@@ -11,9 +11,11 @@ serialized in a forked child; see WriterSettings.snapshot_mode).
 
 Start-up order matters for restart time: the writer answers the raft worker's HELLO
 first, and restores its own replica from the snapshot and applies the recovered log only
-once the worker reported (COMMITTED) that it applied everything recovered as committed,
-so the worker's start-up (restore, replay, shared-memory publish) never competes with
-the replica's for the CPU. The replica only feeds snapshots; it may lag.
+once the worker reported (COMMITTED) applying an entry committed after the start (the
+cluster is serving again: a leader committed at least its no-op), so neither this
+worker's start-up (restore, replay, shared-memory publish) nor the election, nor on a
+shared host the other members' start-up, competes with the replica for the CPU. The
+replica only feeds snapshots; it may lag.
 
 Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
 
@@ -320,7 +322,7 @@ class LogWriter:
             codec.entries_to_obj(recovery.state.entries)
         )
         self._commit = recovery.state.hard_state.commit
-        # The replica waits until the worker applied what was committed at start-up.
+        # The replica waits until the worker applied an entry committed after the start.
         self._replica_waits_for = self._commit
         self._worker_applied = 0
         self._commit_conf_index = self._applied  # the index at which _conf_state is exact
@@ -354,9 +356,9 @@ class LogWriter:
     def replica_may_run(self) -> bool:
         """
         Whether the serve loop may restore and apply the replica: once a raft worker's
-        HELLO was answered and it reported applying everything committed at start-up.
+        HELLO was answered and it reported applying an entry committed after the start.
         """
-        return self._hellos > 0 and self._worker_applied >= self._replica_waits_for
+        return self._hellos > 0 and self._worker_applied > self._replica_waits_for
 
     def _hello_state(self) -> RecoveredState:
         """
@@ -458,7 +460,7 @@ class LogWriter:
         self._abandon_job()
         state_hash = None
         self._restore_pending = self._restoring = None
-        self._replica_waits_for = 0  # the replica is current from here on
+        self._replica_waits_for = -1  # the replica is current from here on
         self._snapshot_bytes_mark = self._applied_bytes
         if self._sm is not None:
             self._sm.restore(snap.data)

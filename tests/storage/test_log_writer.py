@@ -397,8 +397,8 @@ def test_writer_takes_no_snapshot_by_size_when_snapshot_bytes_is_zero(tmp_path: 
 
 
 def test_writer_restores_replica_only_when_worker_applied_what_was_committed(tmp_path: Path) -> None:
-    """After a restart the replica waits for HELLO and the worker's COMMITTED up to the
-    recovered commit, then restores and applies the recovered log."""
+    """After a restart the replica waits for HELLO and a COMMITTED beyond the recovered
+    commit (the cluster serves again), then restores and applies the recovered log."""
     first = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=5, snapshot_mode="thread"),
                          state_machine=DictMachine)
     first.handle_batch([_persist(1, _put_entries(1, 8), HardState(1, None, 8)), _committed(8)])
@@ -409,14 +409,14 @@ def test_writer_restores_replica_only_when_worker_applied_what_was_committed(tmp
     assert not writer.replica_may_run
     writer.handle_batch([lw._msg(lw.HELLO)])
     assert not writer.replica_may_run
-    writer.handle_batch([_committed(7)])
-    assert not writer.replica_may_run
     writer.handle_batch([_committed(8)])
+    assert not writer.replica_may_run
+    writer.handle_batch([_persist(1, _put_entries(9, 1), HardState(2, None, 9)), _committed(9)])
     assert writer.replica_may_run
     while writer.apply_some():
         pass
     expected = DictMachine()
-    for e in _put_entries(1, 8):
+    for e in _put_entries(1, 9):
         apply_entry(expected, e)
-    assert (8, expected.state_hash()) == (writer.applied_index, writer._sm.state_hash() if writer._sm else 0)
+    assert (9, expected.state_hash()) == (writer.applied_index, writer._sm.state_hash() if writer._sm else 0)
     writer.close()
