@@ -380,7 +380,7 @@ class Publisher:
 
         Bulk: the per-record work (encoding, checksums, directory) is done by C-level
         maps over the records' fields, and the arena is written in large chunks, with the
-        GC paused (1,000,000 records take about a second).
+        GC paused (1,000,000 records take about 2 s of CPU).
 
         Raises:
             ValueError: a record does not fit the format (nothing changed).
