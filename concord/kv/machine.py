@@ -280,7 +280,6 @@ class KvStateMachine:
         if version != SNAPSHOT_VERSION:
             raise CorruptionError(f"kv snapshot format version {version} is not supported")
         user: dict[str, KeyRecord] = {}
-        keys = SortedList()
         expiry: list[tuple[int, str]] = []
         total = 0
         try:
@@ -293,7 +292,7 @@ class KvStateMachine:
             for value in (applied_index, revision, last_ts_ms):
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ValueError("bad position fields")
-            remaining = unpacker.read_array_header()
+            remaining = user_count = unpacker.read_array_header()
             # NB: the GC stays paused for the whole build, between steps too: re-enabled
             # in between, each step's allocations would trigger collections traversing
             # every record built so far.
@@ -305,7 +304,6 @@ class KvStateMachine:
                     columns = _row_columns([unpack() for _ in range(count)])
                     chunk_keys = columns[0]
                     user.update(zip(chunk_keys, _bulk_records(columns)))
-                    keys.update(chunk_keys)
                     expires = columns[6]
                     if any(expires):
                         expiry += [(e, k) for e, k in zip(expires, chunk_keys) if e]
@@ -322,7 +320,7 @@ class KvStateMachine:
                 pass
             else:
                 raise ValueError("extra data after the body")
-            if len(user) != len(keys):
+            if len(user) != user_count:
                 raise ValueError("a user key appears twice")
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             self._reset()
@@ -332,7 +330,9 @@ class KvStateMachine:
         self.revision = revision
         self.last_ts_ms = last_ts_ms
         self._user = user
-        self._keys = keys
+        # NB: one sort of all keys (the snapshot lists them in order: linear), not a
+        # SortedList.update per step (which inserts one by one once the list is big).
+        self._keys = SortedList(user)
         self._expiry.update(expiry)
         for record in system_records:
             self._system[record.key] = record
