@@ -254,6 +254,10 @@ class StorageSection:
     snapshot_entries: int = field(
         default=10_000, metadata=_check(int_in(1), "entries applied between snapshots")
     )
+    snapshot_bytes: int = field(
+        default=64 * MiB,
+        metadata=_check(int_in(0), "bytes of log applied between snapshots (0: no size trigger)"),
+    )
     keep_snapshots: int = field(
         default=2, metadata=_check(int_in(1), "snapshot files kept on disk")
     )

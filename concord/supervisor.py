@@ -157,6 +157,7 @@ def log_writer_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
         fsync=config.storage.fsync,
         segment_bytes=config.storage.segment_bytes,
         snapshot_entries=config.storage.snapshot_entries,
+        snapshot_bytes=config.storage.snapshot_bytes,
         keep_snapshots=config.storage.keep_snapshots,
     )
     try:

@@ -5,8 +5,17 @@ The writer owns `<data_dir>`: it recovers it at start, appends what the raft wor
 it to persist to the WAL with group commit, answers "persisted up to N" only after the
 fdatasync covering N has returned, keeps a replica of the state machine by applying
 committed entries (`concord.storage.replica.apply_entry`, the raft worker's code), and
-writes a snapshot every `snapshot_entries` applied entries without stalling the WAL path
-(the replica is serialized in a forked child; see WriterSettings.snapshot_mode).
+writes a snapshot every `snapshot_entries` applied entries or `snapshot_bytes` bytes of
+applied entry data, whichever comes first, without stalling the WAL path (the replica is
+serialized in a forked child; see WriterSettings.snapshot_mode).
+
+Start-up order matters for restart time: the writer answers the raft worker's HELLO
+first, and restores its own replica from the snapshot and applies the recovered log only
+once the worker reported (COMMITTED) applying an entry committed after the start (the
+cluster is serving again: a leader committed at least its no-op), so neither this
+worker's start-up (restore, replay, shared-memory publish) nor the election, nor on a
+shared host the other members' start-up, competes with the replica for the CPU. The
+replica only feeds snapshots; it may lag.
 
 Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
 
@@ -50,7 +59,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Sequence, cast
+from typing import Iterator, Sequence, cast
 
 import zmq
 
@@ -61,7 +70,13 @@ from concord.raft.state import HardState
 from concord.storage import snapshot as snapfile
 from concord.storage.fileutil import TMP_SUFFIX, SyncHook
 from concord.storage.recovery import RecoveredState, recover, recover_for_writing, snap_dir, wal_dir
-from concord.storage.replica import StateMachine, StateMachineFactory, apply_entry, load_factory
+from concord.storage.replica import (
+    StateMachine,
+    StateMachineFactory,
+    apply_entry,
+    load_factory,
+    restore_steps,
+)
 from concord.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, WalOptions
 
 logger = logging.getLogger(__name__)
@@ -83,6 +98,11 @@ FAILED = 106
 #: Committed entries applied to the replica per loop turn when requests wait / when idle.
 APPLY_SLICE_BUSY = 64
 APPLY_SLICE_IDLE = 1000
+#: ... and at most this many bytes of entry data (a put_many entry holds 500 keys).
+APPLY_SLICE_BUSY_BYTES = 256 * 1024
+APPLY_SLICE_IDLE_BYTES = 4 * 1024 * 1024
+#: Default of WriterSettings.snapshot_bytes (and of the config's storage.snapshot_bytes).
+DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 #: The default state machine the writer replicates: concord.kv, the same one the raft
 #: worker applies (tests inject their own through WriterSettings.state_machine).
@@ -96,6 +116,9 @@ class WriterSettings:
         fsync: False disables every fdatasync (tests/benchmarks only; logged as WARNING).
         segment_bytes: WAL segment size at which a new segment starts.
         snapshot_entries: write a snapshot every this many applied entries (0: never).
+        snapshot_bytes: ... or once this many bytes of entry data were applied since the
+            last snapshot, whichever comes first (0: no size trigger). Entries alone
+            miss bulk writes: 1,000,000 keys put 500 at a time are only 2,000 entries.
         keep_snapshots: snapshot files kept (the newest ones; at least 2 is safest).
         snapshot_mode: "fork" serializes the replica in a forked child (copy-on-write
             view; the WAL path only pays for fork()); "thread" serializes on the writer's
@@ -110,6 +133,7 @@ class WriterSettings:
     fsync: bool = True
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     snapshot_entries: int = 10_000
+    snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES
     keep_snapshots: int = 2
     snapshot_mode: str = "fork"
     snapshot_compress_level: int = 6
@@ -120,8 +144,10 @@ class WriterSettings:
     def __post_init__(self) -> None:
         if self.snapshot_mode not in ("fork", "thread"):
             raise ValueError(f"snapshot_mode must be 'fork' or 'thread', got {self.snapshot_mode!r}")
-        if self.snapshot_entries < 0 or self.keep_snapshots < 1 or self.max_batch_requests < 1:
-            raise ValueError("snapshot_entries >= 0, keep_snapshots >= 1, max_batch_requests >= 1")
+        if (self.snapshot_entries < 0 or self.snapshot_bytes < 0 or self.keep_snapshots < 1
+                or self.max_batch_requests < 1):
+            raise ValueError("snapshot_entries >= 0, snapshot_bytes >= 0, keep_snapshots >= 1, "
+                             "max_batch_requests >= 1")
 
 
 # --- protocol encoding ---------------------------------------------------------------------
@@ -229,6 +255,8 @@ class WriterStats:
 
 WriterEvent = Persisted | SnapshotWritten | WriterStats
 
+_DONE = object()  # next()'s default: the iterator is exhausted
+
 
 # --- the writer -------------------------------------------------------------------------------
 
@@ -243,6 +271,7 @@ class _SnapshotJob:
     thread: threading.Thread | None = None
     result: list[object] = field(default_factory=list)  # thread mode: [state_hash] or [error]
     state_hash: int = 0
+    applied_bytes: int = 0  # LogWriter._applied_bytes when the job started
 
 
 class LogWriter:
@@ -279,18 +308,31 @@ class LogWriter:
         self._applied_term = 0
         self._snapshot_index = 0
         self._conf_state = ConfState()
+        # The replica is restored from the snapshot lazily, by the first apply_some(): the
+        # serve loop calls it only after answering the raft worker's HELLO, so the worker
+        # rebuilds its state while this process rebuilds the replica.
+        self._restore_pending: bytes | None = None
+        self._restoring: Iterator[None] | None = None
+        self._restore_started = 0.0
         if snap is not None:
             self._applied = self._snapshot_index = snap.meta.index
             self._applied_term = snap.meta.term
             self._conf_state = snap.meta.conf_state
             if self._sm is not None:
-                self._sm.restore(snap.data)
+                self._restore_pending = snap.data
+        # Bytes of entry data applied in this life, and their count when the last
+        # snapshot (written or installed) was taken: the snapshot_bytes trigger.
+        self._applied_bytes = 0
+        self._snapshot_bytes_mark = 0
         # The replica's unapplied tail of the log (applied+1 .. last persisted), kept as
         # codec entry objects: Entry objects are built only when applied.
         self._unapplied: collections.deque[list[object]] = collections.deque(
             codec.entries_to_obj(recovery.state.entries)
         )
         self._commit = recovery.state.hard_state.commit
+        # The replica waits until the worker applied an entry committed after the start.
+        self._replica_waits_for = self._commit
+        self._worker_applied = 0
         self._commit_conf_index = self._applied  # the index at which _conf_state is exact
         self._conf_known = False  # a COMMITTED with a conf_state arrived in this life
         self._job: _SnapshotJob | None = None
@@ -298,6 +340,7 @@ class LogWriter:
         self._last_number = 0
         self._hellos = 0
         self._next_snapshot_attempt = 0
+        self._next_snapshot_attempt_bytes = 0
         self.snapshots_written = 0
         self.outbox: list[bytes] = []
 
@@ -316,6 +359,14 @@ class LogWriter:
     @property
     def snapshot_job(self) -> _SnapshotJob | None:
         return self._job
+
+    @property
+    def replica_may_run(self) -> bool:
+        """
+        Whether the serve loop may restore and apply the replica: once a raft worker's
+        HELLO was answered and it reported applying an entry committed after the start.
+        """
+        return self._hellos > 0 and self._worker_applied > self._replica_waits_for
 
     def _hello_state(self) -> RecoveredState:
         """
@@ -416,6 +467,9 @@ class LogWriter:
         """A snapshot received from the leader: durable file first, then the WAL marker."""
         self._abandon_job()
         state_hash = None
+        self._restore_pending = self._restoring = None
+        self._replica_waits_for = -1  # the replica is current from here on
+        self._snapshot_bytes_mark = self._applied_bytes
         if self._sm is not None:
             self._sm.restore(snap.data)
             state_hash = self._sm.state_hash()
@@ -432,6 +486,7 @@ class LogWriter:
         logger.info("installed snapshot from leader index=%d term=%d", snap.meta.index, snap.meta.term)
 
     def _committed(self, index: int, conf_state: ConfState | None) -> None:
+        self._worker_applied = max(self._worker_applied, index)
         if conf_state is not None:
             self._conf_known = True
         if index >= self._commit:
@@ -442,34 +497,58 @@ class LogWriter:
 
     # --- the replica ----------------------------------------------------------------------
 
-    def apply_some(self, limit: int = 1000) -> bool:
+    def apply_some(self, limit: int = APPLY_SLICE_IDLE, limit_bytes: int = 1 << 62) -> bool:
         """
-        Apply up to `limit` committed entries to the replica; maybe start a snapshot.
+        Apply up to `limit` committed entries (and about `limit_bytes` bytes of entry
+        data: at least one entry) to the replica; maybe start a snapshot. The first call
+        restores the replica from the recovered snapshot.
 
         Returns:
             True if committed entries the writer holds remain to be applied.
         """
+        if self._restore_pending is not None:
+            # One bounded step per call (the serve loop keeps answering in between).
+            assert self._sm is not None  # Invariant: set only with a replica
+            if self._restoring is None:
+                self._restoring = restore_steps(self._sm, self._restore_pending)
+                self._restore_started = time.monotonic()
+            if next(self._restoring, _DONE) is not _DONE:
+                return True
+            self._restore_pending = self._restoring = None
+            logger.info("replica restored index=%d duration_ms=%.1f", self._snapshot_index,
+                        (time.monotonic() - self._restore_started) * 1000)
         tail = self._unapplied
         done = 0
-        while done < limit and tail and cast(int, tail[0][2]) <= self._commit:
+        size = 0
+        while done < limit and size < limit_bytes and tail and cast(int, tail[0][2]) <= self._commit:
             entry = codec.entry_from_obj(tail.popleft())
             if self._sm is not None:
                 apply_entry(self._sm, entry)
             self._applied = entry.index
             self._applied_term = entry.term
+            size += len(entry.data)
             done += 1
+        self._applied_bytes += size
         self._maybe_start_snapshot()
         return bool(tail) and cast(int, tail[0][2]) <= self._commit
 
     def _maybe_start_snapshot(self) -> None:
         every = self._settings.snapshot_entries
-        if self._sm is None or every == 0 or self._job is not None:
+        every_bytes = self._settings.snapshot_bytes
+        if self._sm is None or (every == 0 and every_bytes == 0) or self._job is not None:
             return
-        if self._applied - self._snapshot_index < every:
+        due_entries = every > 0 and self._applied - self._snapshot_index >= every
+        due_bytes = (
+            every_bytes > 0
+            and self._applied > self._snapshot_index
+            and self._applied_bytes - self._snapshot_bytes_mark >= every_bytes
+        )
+        if not (due_entries or due_bytes):
             return
         if self._applied != self._commit_conf_index or not self._conf_known:
             return  # NB: the membership is only known exactly at a COMMITTED point
-        if self._applied < self._next_snapshot_attempt:
+        if (self._applied < self._next_snapshot_attempt
+                and self._applied_bytes < self._next_snapshot_attempt_bytes):
             return
         meta = SnapshotMeta(self._applied, self._applied_term, self._conf_state)
         try:
@@ -477,14 +556,22 @@ class LogWriter:
                 self._job = self._fork_snapshot(self._sm, meta)
             else:
                 self._job = self._thread_snapshot(self._sm, meta)
+            self._job.applied_bytes = self._applied_bytes
         except OSError as exc:  # fork() or thread start failed (memory, limits): retry later
-            self._next_snapshot_attempt = self._applied + max(1, every // 4)
+            self._defer_snapshot()
             logger.warning(
                 "cannot start snapshot, will retry index=%d retry_at=%d error=%s",
                 meta.index,
                 self._next_snapshot_attempt,
                 exc,
             )
+
+    def _defer_snapshot(self) -> None:
+        """After a failed snapshot: retry once a quarter of either trigger has passed."""
+        every, every_bytes = self._settings.snapshot_entries, self._settings.snapshot_bytes
+        self._next_snapshot_attempt = self._applied + max(1, every // 4 if every else 1 << 62)
+        self._next_snapshot_attempt_bytes = self._applied_bytes + max(
+            1, every_bytes // 4 if every_bytes else 1 << 62)
 
     def _fork_snapshot(self, sm: StateMachine, meta: SnapshotMeta) -> _SnapshotJob:
         read_fd, write_fd = os.pipe()
@@ -572,8 +659,7 @@ class LogWriter:
         self._job = None
         if type(outcome) is not int:
             _discard_temp(job.path)
-            every = self._settings.snapshot_entries
-            self._next_snapshot_attempt = self._applied + max(1, every // 4)
+            self._defer_snapshot()
             logger.warning(
                 "snapshot failed, will retry index=%d retry_at=%d error=%s",
                 job.meta.index,
@@ -587,6 +673,7 @@ class LogWriter:
     def _finish_snapshot(self, job: _SnapshotJob, state_hash: int) -> None:
         meta = job.meta
         self._snapshot_index = max(self._snapshot_index, meta.index)
+        self._snapshot_bytes_mark = max(self._snapshot_bytes_mark, job.applied_bytes)
         self.snapshots_written += 1
         snapfile.prune(self._snap_dir, self._settings.keep_snapshots, self._settings.fsync)
         self._wal.remove_covered(meta.index)
@@ -674,7 +761,9 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         running = True
-        more_to_apply = bool(writer.apply_some())
+        # NB: nothing is applied (nor the replica restored) before the raft worker has
+        # recovered (replica_may_run): the worker's start-up must not wait for the replica.
+        more_to_apply = False
         max_batch = writer.settings.max_batch_requests
         while running and not (stop is not None and stop.is_set()):
             job = writer.snapshot_job
@@ -700,8 +789,12 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
                 writer.poll_snapshot()
             # The replica is off the WAL path: while requests wait, apply only a small
             # slice (so it never starves), otherwise a larger one.
-            busy = bool(sock.poll(0, zmq.POLLIN))
-            more_to_apply = writer.apply_some(APPLY_SLICE_BUSY if busy else APPLY_SLICE_IDLE)
+            if writer.replica_may_run:
+                busy = bool(sock.poll(0, zmq.POLLIN))
+                more_to_apply = writer.apply_some(
+                    APPLY_SLICE_BUSY if busy else APPLY_SLICE_IDLE,
+                    APPLY_SLICE_BUSY_BYTES if busy else APPLY_SLICE_IDLE_BYTES,
+                )
             if writer.outbox:
                 for reply in writer.outbox:
                     sock.send(reply)

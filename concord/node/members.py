@@ -24,7 +24,7 @@ Pure: no IO.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import msgpack
@@ -187,8 +187,13 @@ class NodeStateMachine:
             ValueError: a node snapshot of another version or shape (kv raises its own
                 errors for a bad kv snapshot).
         """
+        for _ in self.restore_steps(data):
+            pass
+
+    def restore_steps(self, data: bytes) -> Iterator[None]:
+        """`restore(data)` in bounded steps (see KvStateMachine.restore_steps)."""
         if not data.startswith(SNAPSHOT_MAGIC):
-            self.kv.restore(data)
+            yield from self.kv.restore_steps(data)
             self.addresses = {}
             return
         try:
@@ -206,7 +211,7 @@ class NodeStateMachine:
             if address is None:
                 raise ValueError(f"malformed node snapshot: address {row!r}")
             addresses[address.id] = address
-        self.kv.restore(kv_data)
+        yield from self.kv.restore_steps(kv_data)
         self.addresses = addresses
 
     def state_hash(self) -> int:

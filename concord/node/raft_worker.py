@@ -26,6 +26,7 @@ Writes reaching a follower are answered `not_leader` with the leader's CLIENT en
 from __future__ import annotations
 
 import itertools
+from itertools import chain, repeat
 import logging
 import os
 import random
@@ -286,10 +287,18 @@ class RaftWorker:
         voters = tuple(m.id for m in config.members if not join or m.id != self.node_id)
         bootstrap = ConfState(voters)
         self.storage = MemoryStorage(bootstrap)
-        load_memory_storage(self.storage, recovered)
+        started = time.monotonic()
+        loaded = load_memory_storage(self.storage, recovered)
         state = NodeStateMachine(kv_config_of(config))
         if recovered.snapshot is not None and not recovered.snapshot.is_empty:
             state.restore(recovered.snapshot.data)
+        self._restored_s = time.monotonic() - started
+        # Start-up replay: the entries committed before this start are applied to the
+        # state machine only; shared memory and the change stream get the result once,
+        # in bulk (_maybe_resync_shm), when applied_index reaches this index.
+        self._replay_until = loaded.commit
+        self._started_s = started
+        self._run_started_s = time.monotonic()  # run() sets it again
         self.machine = NodeMachine(state, self.book)
         hard_state, conf_state = self.storage.initial_state()
         raft = config.raft
@@ -397,7 +406,8 @@ class RaftWorker:
 
     def run(self) -> None:
         tick_s = self.config.raft.tick_ms / 1000.0
-        next_tick = time.monotonic() + tick_s
+        next_tick = self._run_started_s = time.monotonic()
+        next_tick += tick_s
         self._after_ready()
         while not self._stopping:
             now = time.monotonic()
@@ -703,15 +713,35 @@ class RaftWorker:
         self.log.info("snapshot installed index=%d", meta.index)
 
     def _maybe_resync_shm(self) -> None:
-        kv = self.machine.kv
-        if kv.applied_index < self.publisher.applied_index:
+        """
+        Publish the whole state to shared memory in one reset, and restart the change
+        stream's history at its revision, once the state machine has caught up with
+        both what shared memory already holds (this worker restarted alone: never go
+        backwards) and what was committed when this worker started (start-up replay:
+        one bulk publish instead of one per replayed change, and no replayed events; a
+        subscriber asking for an earlier revision gets `compacted`, never a gap).
+        """
+        machine = self.machine
+        kv = machine.kv
+        if kv.applied_index < max(self.publisher.applied_index, self._replay_until):
+            machine.changes.clear()  # the reset publishes them
             return
-        records = [(Space.USER, r) for r in kv.records()]
-        records += [(Space.SYSTEM, r) for r in kv.system_records()]
+        started = time.monotonic()
+        records = chain(zip(repeat(Space.USER), kv.records()),
+                        zip(repeat(Space.SYSTEM), kv.system_records()))
         self.publisher.reset(records, kv.applied_index, kv.revision, kv.last_ts_ms)
-        self.machine.changes.clear()
-        self.machine.restored = False
+        machine.changes.clear()
+        machine.restored = False
         self.events.reset(kv.revision)
+        if not self._shm_synced:
+            done = time.monotonic()
+            self.log.info(
+                "start-up state published applied=%d keys=%d restore_s=%.3f replay_s=%.3f "
+                "shm_publish_s=%.3f total_s=%.3f",
+                kv.applied_index, len(kv), self._restored_s,
+                started - self._run_started_s,
+                done - started, done - self._started_s,
+            )
         self._shm_synced = True
 
     def _after_ready(self) -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Callable, Protocol
+from collections.abc import Iterator
+from typing import Callable, Protocol, runtime_checkable
 
 from concord.raft.messages import Entry, EntryType
 
@@ -39,6 +40,24 @@ class StateMachine(Protocol):
 
 
 StateMachineFactory = Callable[[], StateMachine]
+
+
+@runtime_checkable
+class SteppedRestore(Protocol):
+    """A state machine that can also restore in bounded steps (concord.kv can)."""
+
+    def restore_steps(self, data: bytes) -> Iterator[None]: ...
+
+
+def restore_steps(sm: StateMachine, data: bytes) -> Iterator[None]:
+    """
+    `sm.restore(data)` as an iterator of bounded steps when `sm` supports it, else as
+    one step. The state machine must not be used until the iterator is exhausted.
+    """
+    if isinstance(sm, SteppedRestore):
+        yield from sm.restore_steps(data)
+    else:
+        sm.restore(data)
 
 
 def apply_entry(sm: StateMachine, entry: Entry) -> object:

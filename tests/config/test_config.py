@@ -46,6 +46,7 @@ DEFAULTS = [
     ("storage", "fsync", True),
     ("storage", "segment_bytes", 64 * 1024 * 1024),
     ("storage", "snapshot_entries", 10_000),
+    ("storage", "snapshot_bytes", 64 * 1024 * 1024),
     ("storage", "keep_snapshots", 2),
     ("limits", "max_key_bytes", 1024),
     ("limits", "max_value_bytes", 1024 * 1024),
@@ -420,6 +421,7 @@ def _valid_sections() -> st.SearchStrategy[dict[str, object]]:
             "fsync": st.booleans(),
             "segment_bytes": st.integers(4096, 2**40),
             "snapshot_entries": positive,
+            "snapshot_bytes": st.integers(0, 2**40),
             "keep_snapshots": st.integers(1, 100),
         },
     )

@@ -444,3 +444,33 @@ def test_attach_raises_when_store_missing(names: SegmentNames) -> None:
     """Attaching to nothing is a clear FileNotFoundError."""
     with pytest.raises(FileNotFoundError):
         ShmView.attach(names)
+
+
+def test_reset_publishes_every_kind_of_record_when_given_in_bulk(
+    pub: Publisher, view: ShmView
+) -> None:
+    """reset() of plain, TTL and compressed user records, SYSTEM records interleaved and a
+    duplicate key (the last wins): readers find exactly those records."""
+    packed = msgpack.packb({"big": "v" * 2000})
+    zipped = KeyRecord("z", zlib.compress(packed, 6), int(RecordFlags.COMPRESSED), 3, 4, 2)
+    records = [
+        (Space.USER, rec("a", 1, 5)),
+        (Space.SYSTEM, rec("s1", "sys", 6)),
+        (Space.USER, rec("t", "ttl", 7, expires_at_ms=5_000)),
+        (Space.USER, zipped),
+        (Space.USER, rec("a", 2, 8, version=2)),
+        (Space.SYSTEM, rec("s2", "sys2", 9)),
+    ]
+    pub.reset(records, 9, 9, 1_000)
+    assert (9, 2) == (view.status().applied_index, view.get_value("a"))
+    assert rec("a", 2, 8, version=2) == view.record("a")
+    assert zipped == view.record("z")
+    assert {"big": "v" * 2000} == view.get_value("z")
+    assert rec("t", "ttl", 7, expires_at_ms=5_000) == view.record("t")
+    assert "ttl" == view.get_value("t")
+    assert ["a", "t", "z"] == sorted(view.keys())
+    assert ["s1", "s2"] == sorted(view.keys(Space.SYSTEM))
+    assert rec("s2", "sys2", 9) == view.record("s2", Space.SYSTEM)
+    assert 5 == pub.stats().live_records
+    pub.reset(records, 10, 10, 6_000)  # leader time passed the TTL
+    assert MISSING is view.get_value("t")

@@ -359,3 +359,64 @@ def test_writer_retries_later_and_cleans_up_when_a_snapshot_fails(tmp_path: Path
     assert writer.poll_snapshot(block=True)
     writer.close()
     assert [10] == [i for i, _, _ in list_snapshots(tmp_path / "snap")]
+
+
+def _big_entries(first: int, count: int, data_bytes: int) -> list[Entry]:
+    return [Entry(1, i, EntryType.NORMAL, f"k{i}=".encode() + b"v" * data_bytes, 1000 + i)
+            for i in range(first, first + count)]
+
+
+@pytest.mark.slow
+def test_writer_writes_snapshot_when_applied_entry_bytes_reach_snapshot_bytes(tmp_path: Path) -> None:
+    """Few but large entries (bulk writes): the size trigger takes the snapshot."""
+    settings = lw.WriterSettings(snapshot_entries=1000, snapshot_bytes=10_000, snapshot_mode="thread")
+    writer = lw.LogWriter(tmp_path, settings, state_machine=DictMachine)
+    writer.handle_batch([_persist(1, _big_entries(1, 4, 2_000)), _committed(4)])
+    writer.apply_some()
+    assert writer.snapshot_job is None  # 8,000 bytes: below both triggers
+    writer.handle_batch([_persist(2, _big_entries(5, 2, 2_000)), _committed(6)])
+    writer.apply_some()
+    assert writer.snapshot_job is not None
+    assert writer.poll_snapshot(block=True)
+    assert [6] == [index for index, _, _ in list_snapshots(tmp_path / "snap")]
+    # The trigger restarts from the snapshot: 2,000 more bytes do not take another one.
+    writer.handle_batch([_persist(3, _big_entries(7, 1, 2_000)), _committed(7)])
+    writer.apply_some()
+    assert writer.snapshot_job is None
+    writer.close()
+
+
+def test_writer_takes_no_snapshot_by_size_when_snapshot_bytes_is_zero(tmp_path: Path) -> None:
+    """snapshot_bytes = 0 turns the size trigger off."""
+    settings = lw.WriterSettings(snapshot_entries=1000, snapshot_bytes=0, snapshot_mode="thread")
+    writer = lw.LogWriter(tmp_path, settings, state_machine=DictMachine)
+    writer.handle_batch([_persist(1, _big_entries(1, 10, 2_000)), _committed(10)])
+    writer.apply_some()
+    assert writer.snapshot_job is None
+    writer.close()
+
+
+def test_writer_restores_replica_only_when_worker_applied_what_was_committed(tmp_path: Path) -> None:
+    """After a restart the replica waits for HELLO and a COMMITTED beyond the recovered
+    commit (the cluster serves again), then restores and applies the recovered log."""
+    first = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=5, snapshot_mode="thread"),
+                         state_machine=DictMachine)
+    first.handle_batch([_persist(1, _put_entries(1, 8), HardState(1, None, 8)), _committed(8)])
+    first.apply_some()
+    assert first.poll_snapshot(block=True)
+    first.close()
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=0), state_machine=DictMachine)
+    assert not writer.replica_may_run
+    writer.handle_batch([lw._msg(lw.HELLO)])
+    assert not writer.replica_may_run
+    writer.handle_batch([_committed(8)])
+    assert not writer.replica_may_run
+    writer.handle_batch([_persist(1, _put_entries(9, 1), HardState(2, None, 9)), _committed(9)])
+    assert writer.replica_may_run
+    while writer.apply_some():
+        pass
+    expected = DictMachine()
+    for e in _put_entries(1, 9):
+        apply_entry(expected, e)
+    assert (9, expected.state_hash()) == (writer.applied_index, writer._sm.state_hash() if writer._sm else 0)
+    writer.close()
