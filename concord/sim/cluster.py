@@ -637,6 +637,9 @@ class _LeaseSplit:
        remember granting L's lease, and F's (pre-)votes find them just restarted.
     3. If F (or anyone but L) still wins, a program client writes a fresh value through
        the new leader and, once acknowledged, reads it with `leader` consistency at L.
+    Buggify losses are off from step 1 until the program ends (the window is a few tens
+    of ms; the seed's network faults still apply), and a try that fails (no leader with
+    a lease, the leader lost, no new leader in 1.5 s) is made again while the run lasts.
     A correct node never lets stage 3 happen while L's lease runs: voters that hear a
     leader refuse votes (check-quorum leases), and a restarted voter holds its vote for
     an election timeout (it may have granted a lease before the crash). A stale answer
@@ -648,6 +651,7 @@ class _LeaseSplit:
         self.rng = rng
         self.restart = restart
         self.restarted = False
+        self.paused_buggify: buggify_mod.Buggify | None = None
         self.stage = _Stage.IDLE
         self.l: NodeId | None = None
         self.f: NodeId | None = None
@@ -669,8 +673,16 @@ class _LeaseSplit:
             if v != leader.id and v not in sim.removed and sim.nodes[v].alive
         ]
         if len(voters) < 2:
+            sim.loop.after(50, self.start)  # wait for the other voters to be up
             return
         self.l, self.f = leader.id, self.rng.choice(sorted(voters))
+        self.restarted = False
+        # The window is a few tens of ms wide: no buggify losses inside it (a dropped
+        # vote reply alone would close it). Network faults of the seed still apply.
+        state = buggify_mod.active()
+        if state is not None and state.enabled:
+            state.enabled = False
+            self.paused_buggify = state
         self.stage = _Stage.DRAIN
         self.deadline = sim.loop.now + 1500
         sim.trace(f"lease-split clients cut from {self.l} restart={self.restart}")
@@ -752,10 +764,17 @@ class _LeaseSplit:
         sim.loop.after(1, self._watch)
 
     def _end(self, why: str) -> None:
+        sim = self.sim
         self.stage = _Stage.DONE
-        self.sim.trace(f"lease-split {why}: heal")
-        self.sim.network.heal()
-        self.sim.clients_cut.clear()
+        sim.trace(f"lease-split {why}: heal")
+        sim.network.heal()
+        sim.clients_cut.clear()
+        if self.paused_buggify is not None:
+            self.paused_buggify.enabled = True
+            self.paused_buggify = None
+        if why != "done":  # another try while the run lasts (start() checks the time)
+            self.stage = _Stage.IDLE
+            sim.loop.after(self.rng.randint(100, 300), self.start)
 
 
 class _TraceHandler(logging.Handler):
