@@ -48,6 +48,7 @@ import msgpack
 from concord.kv.record import ChangeType, Space
 from concord.shm.layout import (
     DIR_HEAD,
+    GEN_CAPACITY_AT,
     GEN_HEADER_SIZE,
     PAGE,
     RECORD_HEAD_SIZE,
@@ -76,8 +77,6 @@ _U64 = struct.Struct("<Q")
 _COPY_VIEW = struct.Struct("<10xBxI24xQH")
 _SIZE_VIEW = struct.Struct("<12xI32xH")
 assert _COPY_VIEW.size == _SIZE_VIEW.size == RECORD_HEAD_SIZE
-#: Offset of the capacity field in a generation header (layout.py).
-GEN_CAPACITY_AT = 32
 
 
 class Phase(Enum):

@@ -12,17 +12,20 @@ Segments of one node (`<base>` = `concord-<node>-<token>`, see `SegmentNames`):
     <base>-ctl      control segment: header + change ring; fixed size, lives as long as the
                     node (created by the supervisor)
     <base>-g<N>     generation N of the record arena (N = 0, 1, 2, ...). g0 is created by the
-                    supervisor; later generations by the writer when it grows (a larger copy,
-                    same offsets) or compacts (live records only, new offsets). The writer
-                    unlinks a generation once the next one is live (readers that still map it
-                    keep reading it safely); `unlink_all` removes every generation up to
-                    `max_gen`.
+                    supervisor; later generations by the writer when it compacts or resets
+                    (live records only, new offsets: a new lineage). To grow, the writer
+                    enlarges the live generation's segment in place (ftruncate; the same
+                    pages, more of them; `capacity` in its header follows): a reader maps
+                    the segment again once a status's arena_end passes the end of its
+                    mapping. The writer unlinks a generation once the next one is live
+                    (readers that still map it keep reading it safely); `unlink_all`
+                    removes every generation up to `max_gen`.
 
 Control segment, little-endian, every field an aligned u64 word (index = offset / 8):
 
     offset size field
     0      8    magic            b"CNCDSHMC"
-    8      8    version          FORMAT_VERSION (2)
+    8      8    version          FORMAT_VERSION (3)
     16     8    seq              status generation: status slot `seq % STATUS_SLOTS` is the
                                  published one; the writer fills slot `(seq + 1) %
                                  STATUS_SLOTS`, then increments seq
@@ -69,7 +72,7 @@ Generation segment:
 
     offset size field
     0      8    magic            b"CNCDSHMG"
-    8      8    version          FORMAT_VERSION (2)
+    8      8    version          FORMAT_VERSION (3)
     16     8    generation       N
     24     8    lineage_gen      as in the control header when this generation was created
     32     8    capacity         size of the segment in bytes
@@ -140,9 +143,11 @@ from typing import Callable, Final, cast
 
 from concord.raft.state import Role
 
-#: 2: many status slots (was 2 slots in a 384-byte header). Generation segments are
-#: unchanged but carry the same version: one store, one format.
-FORMAT_VERSION: Final = 2
+#: 2: many status slots (was 2 slots in a 384-byte header). 3: a generation grows in
+#: place (readers remap it when arena_end passes their mapping; it used to be copied
+#: into a new generation). Generation segments carry the same version: one store, one
+#: format.
+FORMAT_VERSION: Final = 3
 CTL_MAGIC: Final = b"CNCDSHMC"
 GEN_MAGIC: Final = b"CNCDSHMG"
 
@@ -182,6 +187,7 @@ DEFAULT_RING_CAPACITY: Final = 1 << 18
 GEN_HEADER: Final = struct.Struct("<8sQQQQ24x")
 GEN_DIRECTORY: Final = struct.Struct("<QQ")  # dir_offset, dir_head at offset 40
 GEN_DIRECTORY_AT: Final = 40
+GEN_CAPACITY_AT: Final = 32  # u64: the writer updates it when it grows a segment in place
 DIR_HEAD: Final = struct.Struct("<QQQ")
 GEN_HEADER_SIZE: Final = 64
 assert GEN_HEADER.size == GEN_HEADER_SIZE

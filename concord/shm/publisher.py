@@ -33,6 +33,7 @@ from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.raft.state import Role
 from concord.shm.compactor import Compactor, DirectoryBuilder, Releaser
 from concord.shm.layout import (
+    GEN_CAPACITY_AT,
     CHECKSUM_FROM,
     CTL_MAGIC,
     FORMAT_VERSION,
@@ -185,7 +186,9 @@ class Publisher:
         self._lineage = self._status[S_LINEAGE]
         self._mm = open_segment(names.gen(self._gen), writable=True)
         self._mv = memoryview(self._mm)
-        _, _, self._cap = read_gen_header(self._mm)
+        # NB: the segment's size, not the header's capacity: a writer that died between
+        # growing the segment and updating the header left it larger.
+        self._cap = len(self._mm)
         self._end = self._status[S_ARENA_END]
         # (space, key) -> offset of the key's live record, one dict per space.
         self._offsets: list[dict[str, int]] = [{} for _ in Space]
@@ -409,7 +412,7 @@ class Publisher:
             dirs[space] = _bulk_directory(
                 keys[lo:hi], starts[lo:hi], vlens[lo:hi], expires[lo:hi], flags[lo:hi])
         directory = DirectoryBuilder.encode(dirs)
-        self._new_generation(end - GEN_HEADER_SIZE + len(directory), lineage=True)
+        self._new_lineage(end - GEN_HEADER_SIZE + len(directory))
         mm = self._mm
         record_spaces = list(chain.from_iterable(
             repeat(space, hi - lo) for space, lo, hi in zip(spaces, bounds, bounds[1:])))
@@ -584,7 +587,7 @@ class Publisher:
 
     def _place_directory(self, directory: bytes) -> None:
         if self._end + len(directory) > self._cap:
-            self._new_generation(self._end - GEN_HEADER_SIZE + len(directory), lineage=False)
+            self._grow(self._end - GEN_HEADER_SIZE + len(directory))
         off = self._end
         self._mm[off : off + len(directory)] = directory
         set_gen_directory(self._mm, off, self._head)
@@ -610,7 +613,7 @@ class Publisher:
         klen = len(kb)
         size = record_size(klen, vlen)
         if self._end + size > self._cap:
-            self._new_generation(self._end - GEN_HEADER_SIZE + size, lineage=False)
+            self._grow(self._end - GEN_HEADER_SIZE + size)
         off = self._end
         mm = self._mm
         RECORD_HEAD.pack_into(
@@ -690,31 +693,37 @@ class Publisher:
         _, _, _, vlen, _, _, _, _, klen = RECORD_VIEW.unpack_from(self._mm, off)
         return record_size(klen, vlen)
 
-    def _new_generation(self, need_bytes: int, lineage: bool) -> None:
-        """Create generation max_gen+1; copy the arena unless starting a new lineage."""
+    def _grow(self, need_bytes: int) -> None:
+        """
+        Grow the live generation's segment in place (ftruncate and mremap: no copy;
+        tmpfs allocates pages only as they are written). Offsets, lineage and generation
+        stay; readers map the larger segment when a status's arena_end passes the end of
+        their mapping (records before it are the same pages).
+        """
+        cap = max(int(self._cap * self._growth), GEN_HEADER_SIZE + int(need_bytes * 1.25))
+        cap = (cap + PAGE - 1) // PAGE * PAGE
+        self._mv.release()  # NB: mmap.resize refuses while a buffer is exported
+        self._mm.resize(cap)
+        self._mv = memoryview(self._mm)
+        _U64.pack_into(self._mm, GEN_CAPACITY_AT, cap)
+        self._cap = cap
+        logger.info("shm generation grown in place gen=%d capacity=%d", self._gen, cap)
+
+    def _new_lineage(self, need_bytes: int) -> None:
+        """Create generation max_gen+1, empty, starting a lineage of its own."""
         w = self._words
-        if lineage:
-            # Compaction knows the size exactly: leave 1/16 to grow into, not a whole
-            # growth step (shm bytes per key matter more than one early growth).
-            cap = GEN_HEADER_SIZE + max(need_bytes + need_bytes // 16, PAGE)
-        else:
-            cap = max(int(self._cap * self._growth), GEN_HEADER_SIZE + int(need_bytes * 1.25))
+        # Compaction and reset know the size exactly: leave 1/16 to grow into, not a
+        # whole growth step (shm bytes per key matter more than one early growth).
+        cap = GEN_HEADER_SIZE + max(need_bytes + need_bytes // 16, PAGE)
         cap = (cap + PAGE - 1) // PAGE * PAGE
         gen = int(w[W_MAX_GEN]) + 1
         w[W_MAX_GEN] = gen  # before creating it, so unlink_store always finds it
         mm = create_segment(self._names.gen(gen), cap)
-        write_gen_header(mm, gen, gen if lineage else self._lineage, cap)
-        if lineage:
-            end = GEN_HEADER_SIZE
-        else:
-            end = self._end
-            mm[GEN_HEADER_SIZE:end] = self._mv[GEN_HEADER_SIZE:end]
-            set_gen_directory(mm, *read_gen_directory(self._mm))
+        write_gen_header(mm, gen, gen, cap)
         self._retired.append((self._names.gen(self._gen), self._mm, self._mv))
         self._mm, self._mv = mm, memoryview(mm)
-        self._gen, self._cap, self._end = gen, cap, end
-        if lineage:
-            self._lineage = gen
+        self._gen, self._cap, self._end = gen, cap, GEN_HEADER_SIZE
+        self._lineage = gen
         logger.info("shm new generation gen=%d lineage=%d capacity=%d", gen, self._lineage, cap)
 
     def _unlink_retired(self) -> None:

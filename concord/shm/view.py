@@ -592,7 +592,7 @@ class ShmView:
         if st[S_RING_HEAD] - self._seen > self._cap:
             self.overflows += 1
             return self._rebuild(snap)
-        if st[S_LIVE_GEN] != self._gen and not self._map(st[S_LIVE_GEN]):
+        if self._must_map(st) and not self._map(st[S_LIVE_GEN]):
             self.generation_races += 1
             return None
         if self._replay(self._seen, st[S_RING_HEAD]):
@@ -603,6 +603,11 @@ class ShmView:
         self._lineage = -1
         return self._rebuild(self._read_status())
 
+    def _must_map(self, st: list[int]) -> bool:
+        """Whether status `st` needs another mapping: a new generation, or the live one
+        grown in place past the end of ours."""
+        return st[S_LIVE_GEN] != self._gen or st[S_ARENA_END] > len(self._mm)
+
     def _map(self, gen: int) -> bool:
         try:
             mm = open_segment(self._names.gen(gen))
@@ -612,6 +617,7 @@ class ShmView:
             mm.close()
             raise CorruptionError(f"segment {self._names.gen(gen)} names another generation")
         # NB: locators stay valid across a growth (same offsets); only the mapping changes.
+        # A generation grown in place is mapped again whole (the same pages, and more).
         self._mv.release()
         self._mm.close()
         self._mm, self._mv, self._gen = mm, memoryview(mm), gen
@@ -636,7 +642,7 @@ class ShmView:
     ) -> tuple[int, list[int]] | None | _Overtaken:
         """Load the directory or scan the live generation of `start`, then replay the ring."""
         st = start[1]
-        if st[S_LIVE_GEN] != self._gen and not self._map(st[S_LIVE_GEN]):
+        if self._must_map(st) and not self._map(st[S_LIVE_GEN]):
             self.generation_races += 1
             return None
         self.rebuilds += 1
@@ -651,7 +657,7 @@ class ShmView:
                 reset()
             snap = self._read_status()
             if snap[1][S_LINEAGE] != st[S_LINEAGE] or (
-                snap[1][S_LIVE_GEN] != self._gen and not self._map(snap[1][S_LIVE_GEN])
+                self._must_map(snap[1]) and not self._map(snap[1][S_LIVE_GEN])
             ):
                 # The writer moved on while we loaded (compacted again, or grew past
                 # the mapped generation and unlinked the next): settle for the state
@@ -691,7 +697,7 @@ class ShmView:
             self.lineage_races += 1
             self._lineage = -1
             return False
-        if st[S_LIVE_GEN] != self._gen and not self._map(st[S_LIVE_GEN]):
+        if self._must_map(st) and not self._map(st[S_LIVE_GEN]):
             self.generation_races += 1
             return False
         return True

@@ -167,11 +167,16 @@ def test_spaces_are_separate_when_same_key(pub: Publisher, view: ShmView) -> Non
 
 
 def test_values_survive_when_store_grows(pub: Publisher, view: ShmView) -> None:
-    """Growth copies records at the same offsets: readers re-map, no rebuild."""
+    """
+    The writer grows the live segment in place (same generation, same offsets, no copy):
+    readers map it again once the arena passes their mapping, no rebuild.
+    """
+    capacity = pub.stats().capacity_bytes
     for i in range(300):
         pub.publish([put(f"k{i}", i, i + 1)], i + 1, i + 1, 0)
         assert i == view.get_value(f"k{i}")
-    assert pub.stats().generation >= 2
+    assert 0 == pub.stats().generation
+    assert pub.stats().capacity_bytes >= 2 * capacity
     assert 1 == view.rebuilds  # the initial attach only
     assert view.remaps >= 2
     assert list(range(300)) == view.get_many_values([f"k{i}" for i in range(300)])
@@ -384,16 +389,17 @@ def test_new_writer_continues_when_previous_writer_closed(store: SegmentNames) -
     second.close()
 
 
-def test_new_writer_unlinks_orphans_when_previous_writer_died_mid_growth(
+def test_new_writer_unlinks_orphans_when_previous_writer_died_mid_compaction(
     store: SegmentNames,
 ) -> None:
-    """Generations a dead writer created but never published are unlinked on attach."""
+    """Generations a dead writer created but never published (a compaction target) are
+    unlinked on attach."""
     first = Publisher.attach(store)
     first.publish([put("a", 1, 1)], 1, 1, 0)
     first.close()
     ctl = open_segment(store.ctl, writable=True)
     words = memoryview(ctl).cast("Q")
-    words[W_MAX_GEN] = 3  # as _new_generation does before creating the segment
+    words[W_MAX_GEN] = 3  # as a new lineage does before creating the segment
     words.release()
     ctl.close()
     create_segment(store.gen(3), 4096).close()
