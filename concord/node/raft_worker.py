@@ -261,7 +261,7 @@ class RaftWorker:
         self._stopping = False
         self._conf_sent: ConfState | None = None
         self._last_committed_sent = 0
-        self._published_status: tuple[int, str | None, Role] | None = None
+        self._published_status: tuple[int, str | None, Role, str | None] | None = None
         self._published_lease_ms = -2
         self.checker = ReplicaChecker()
         self._conf_snapshots = _ConfChangeSnapshots()
@@ -754,11 +754,15 @@ class RaftWorker:
             self.publisher.publish(changes, kv.applied_index, kv.revision, kv.last_ts_ms)
             self.events.publish(changes)
         driver = self.driver
-        status = (driver.term, driver.leader_id, driver.role)
+        # The leader's client endpoint rides along: read workers hint with it (members
+        # added at run time are known only to this address book).
+        status = (driver.term, driver.leader_id, driver.role,
+                  self.book.client_endpoint(driver.leader_id))
         if status != self._published_status:
+            if status[:3] != (self._published_status or (None, None, None))[:3]:
+                self.log.info("raft status changed leader=%s", driver.leader_id)
             self._published_status = status
-            self.publisher.set_status(driver.term, driver.leader_id, driver.role)
-            self.log.info("raft status changed leader=%s", driver.leader_id)
+            self.publisher.set_status(*status)
         lease_ms = driver.lease_until_ms
         if driver.applied_term != driver.term or driver.applied_index < driver.commit:
             # Read workers serve leader reads from shm: only once everything committed

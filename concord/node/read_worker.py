@@ -102,13 +102,17 @@ class ReadWorker:
 
     def _leader_refusal(self, request: Request) -> bytes:
         """not_leader with the leader's client endpoint as hint, or no_leader."""
-        leader = self.view.current_status().leader_id
+        status = self.view.current_status()
+        leader = status.leader_id
         if leader is None or leader == self.node_id:
             return error_reply(request.id, "no_leader",
                                f"node {self.node_id} holds no leader lease and knows no leader")
+        # The raft worker publishes the endpoint from its address book (members added at
+        # run time included); the configured members are the fallback.
+        hint = status.leader_client or self._clients.get(leader)
         return error_reply(request.id, "not_leader",
                            f"node {self.node_id} is not the leader; the leader is {leader}",
-                           self._clients.get(leader))
+                           hint)
 
     def close(self) -> None:
         self.link.close()

@@ -36,9 +36,9 @@ Control segment, little-endian, every field an aligned u64 word (index = offset 
                                  a read lease (0: none); one aligned word, written alone by
                                  the writer
     56     8    reserved (0)
-    64     160*S status slots, S = STATUS_SLOTS (1024): slot i at 64 + 160 * i (layout
-                 below, 19 words and one reserved word)
-    64+160S 16*C ring slots; the change with sequence s lives in slot s % C:
+    64     256*S status slots, S = STATUS_SLOTS (1024): slot i at 64 + 256 * i (layout
+                 below, 31 words and one reserved word)
+    64+256S 16*C ring slots; the change with sequence s lives in slot s % C:
                     [seq u64][word u64 = record_offset << 2 | ChangeType]
                  PUT and TOUCH point at the new record, DELETE and EXPIRE at the dead one
                  (readers take the key from it). The writer writes seq=0, word, then seq.
@@ -46,7 +46,7 @@ Control segment, little-endian, every field an aligned u64 word (index = offset 
 Status slots form a ring of STATUS_SLOTS snapshots (a seqlock with many slots). A reader
 reads seq, then slot `seq % S`: its own slot_seq, the words, and slot_seq again; both
 equal to seq means consistent. The writer fills the next slot as slot_seq = 0, words
-0..17, slot_seq = seq + 1, then sets seq = seq + 1. A writer stalled half-way through a
+0..29, slot_seq = seq + 1, then sets seq = seq + 1. A writer stalled half-way through a
 slot never blocks readers, and a reader's slot is rewritten only after S - 1 further
 publishes: a reader retries only if it was stalled (preempted) inside its
 sub-microsecond read for that many publishes (1,023 publishes: tens of milliseconds at
@@ -65,8 +65,12 @@ the writer's full speed).
     9    role             concord.raft.state.Role value
     10   leader_id_len    bytes of leader_id used (0: no leader known)
     11   leader_id        7 words: UTF-8 NodeId, leader_id_len bytes used
-    18   slot_seq         the seq this slot was published as (0 while being written)
-    19   reserved (0)
+    18   leader_client_len bytes of leader_client used (0: unknown, or longer than 88)
+    19   leader_client    11 words: UTF-8 client endpoint of the leader (the hint a read
+                          worker gives; members added at run time are only in the raft
+                          worker's address book)
+    30   slot_seq         the seq this slot was published as (0 while being written)
+    31   reserved (0)
 
 Generation segment:
 
@@ -145,7 +149,7 @@ from concord.raft.state import Role
 
 #: 2: many status slots (was 2 slots in a 384-byte header). 3: a generation grows in
 #: place (readers remap it when arena_end passes their mapping; it used to be copied
-#: into a new generation). Generation segments carry the same version: one store, one
+#: into a new generation), and a status slot carries the leader's client endpoint. Generation segments carry the same version: one store, one
 #: format.
 FORMAT_VERSION: Final = 3
 CTL_MAGIC: Final = b"CNCDSHMC"
@@ -161,10 +165,10 @@ W_WRITER_EPOCH: Final = 5
 W_LEASE_UNTIL_NS: Final = 6
 STATUS_SLOTS: Final = 1024  # a power of two
 STATUS_MASK: Final = STATUS_SLOTS - 1
-STATUS_SLOT_WORDS: Final = 20
+STATUS_SLOT_WORDS: Final = 32
 STATUS_BASE_WORD: Final = 8
-STATUS_WORDS: Final = 18  # the status itself; word 18 of a slot is its slot_seq
-S_SLOT_SEQ: Final = 18
+STATUS_WORDS: Final = 30  # the status itself; word 30 of a slot is its slot_seq
+S_SLOT_SEQ: Final = 30
 # Word indexes inside a status slot.
 S_APPLIED: Final = 0
 S_REVISION: Final = 1
@@ -179,6 +183,9 @@ S_ROLE: Final = 9
 S_LEADER_LEN: Final = 10
 S_LEADER_ID: Final = 11
 LEADER_ID_MAX: Final = 56
+S_LEADER_CLIENT_LEN: Final = 18
+S_LEADER_CLIENT: Final = 19
+LEADER_CLIENT_MAX: Final = 88
 CTL_HEADER_SIZE: Final = 8 * (STATUS_BASE_WORD + STATUS_SLOTS * STATUS_SLOT_WORDS)
 RING_BASE_WORD: Final = CTL_HEADER_SIZE // 8
 RING_SLOT_SIZE: Final = 16
@@ -228,6 +235,7 @@ class ShmStatus:
     lineage_gen: int
     role: Role
     leader_id: str | None
+    leader_client: str | None = None
 
 
 def read_status_words(words: memoryview) -> tuple[int, list[int]] | None:
@@ -239,7 +247,7 @@ def read_status_words(words: memoryview) -> tuple[int, list[int]] | None:
         while we read (retry).
     """
     seq = int(words[W_SEQ])
-    base = 8 + 20 * (seq & 1023)  # status_base(seq), inlined: this is every catch-up
+    base = 8 + 32 * (seq & 1023)  # status_base(seq), inlined: this is every catch-up
     if words[base + S_SLOT_SEQ] != seq:
         return None  # the writer is already rewriting it (published S - 1 times since)
     values: list[int] = words[base : base + STATUS_WORDS].tolist()
@@ -252,6 +260,8 @@ def status_from_words(seq: int, values: list[int]) -> ShmStatus:
     """Decode a status slot read by `read_status_words`."""
     n = values[S_LEADER_LEN]
     raw = struct.pack("<7Q", *values[S_LEADER_ID : S_LEADER_ID + 7])[:n]
+    m = values[S_LEADER_CLIENT_LEN]
+    client = struct.pack("<11Q", *values[S_LEADER_CLIENT : S_LEADER_CLIENT + 11])[:m]
     return ShmStatus(
         seq=seq,
         applied_index=values[S_APPLIED],
@@ -265,6 +275,7 @@ def status_from_words(seq: int, values: list[int]) -> ShmStatus:
         lineage_gen=values[S_LINEAGE],
         role=Role(values[S_ROLE]),
         leader_id=raw.decode() if n else None,
+        leader_client=client.decode() if m else None,
     )
 
 
@@ -273,7 +284,7 @@ def status_base(seq: int) -> int:
     return STATUS_BASE_WORD + STATUS_SLOT_WORDS * (seq & STATUS_MASK)
 
 
-assert status_base(STATUS_SLOTS + 1) == 8 + 20 * 1  # the inlined form in read_status_words
+assert status_base(STATUS_SLOTS + 1) == 8 + 32 * 1  # the inlined form in read_status_words
 
 
 def write_status_words(words: memoryview, values: list[int]) -> None:
@@ -284,6 +295,17 @@ def write_status_words(words: memoryview, values: list[int]) -> None:
     words[base : base + STATUS_WORDS] = array("Q", values)
     words[base + S_SLOT_SEQ] = seq + 1
     words[W_SEQ] = seq + 1
+
+
+def leader_client_words(endpoint: str | None) -> list[int]:
+    """
+    The 12 status words `leader_client_len, leader_client...`; an endpoint longer than
+    the field is published as unknown (readers fall back to their configured members).
+    """
+    raw = (endpoint or "").encode()
+    if len(raw) > LEADER_CLIENT_MAX:
+        raw = b""
+    return [len(raw), *struct.unpack("<11Q", raw.ljust(LEADER_CLIENT_MAX, b"\0"))]
 
 
 def leader_id_words(leader_id: str | None) -> list[int]:

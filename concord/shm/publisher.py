@@ -45,6 +45,7 @@ from concord.shm.layout import (
     RING_BASE_WORD,
     S_APPLIED,
     S_ARENA_END,
+    S_LEADER_CLIENT_LEN,
     S_LEADER_LEN,
     S_LEADER_TIME,
     S_LINEAGE,
@@ -67,6 +68,7 @@ from concord.shm.layout import (
     W_WRITER_EPOCH,
     SegmentNames,
     create_segment,
+    leader_client_words,
     leader_id_words,
     open_segment,
     read_gen_header,
@@ -250,10 +252,16 @@ class Publisher:
             directory_bytes=self._dir_bytes,
         )
 
-    def set_status(self, term: int, leader_id: str | None, role: Role) -> None:
-        """Publish term, leader id and role (SoftState changes) in one status update."""
+    def set_status(
+        self, term: int, leader_id: str | None, role: Role, leader_client: str | None = None
+    ) -> None:
+        """
+        Publish term, leader id and role (SoftState changes), and the leader's client
+        endpoint (the hint read workers give), in one status update.
+        """
         st = self._status
         st[S_LEADER_LEN : S_LEADER_LEN + 8] = leader_id_words(leader_id)
+        st[S_LEADER_CLIENT_LEN : S_LEADER_CLIENT_LEN + 12] = leader_client_words(leader_client)
         st[S_TERM] = term
         st[S_ROLE] = int(role)
         write_status_words(self._words, st)

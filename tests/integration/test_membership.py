@@ -73,6 +73,39 @@ def test_new_node_joins_and_leaves_when_added_and_removed(cluster: ClusterFactor
     assert True is c.request(leader, {"op": "put", "key": "after", "value": 1})["ok"]
 
 
+@pytest.mark.timeout(120)
+def test_followers_hint_at_leader_when_it_was_added_at_run_time(cluster: ClusterFactory) -> None:
+    """A leader read at a follower's read worker answers not_leader with the leader's
+    client endpoint, also for a member added at run time (not in any config file)."""
+    c = cluster(3)
+    leader = c.wait_leader()
+    c.add_node("n4")
+    ports = c.member_ports("n4")
+    reply = c.request(leader, {"op": "add_member", "member_id": "n4", "host": "127.0.0.1",
+                               "client_port": ports.client_port, "peer_port": ports.peer_port,
+                               "events_port": ports.events_port})
+    assert True is reply["ok"], reply
+
+    def n4_is_voter() -> bool:
+        st = c.status(leader)
+        return st is not None and any(m["id"] == "n4" and m["role"] == "voter"
+                                      for m in as_maps(st["members"]))
+
+    wait_until(n4_is_voter, 30, lambda: f"leader status={c.status(leader)}")
+    reply = c.request(leader, {"op": "transfer_leader", "member_id": "n4"})
+    assert True is reply["ok"], reply
+    wait_until(lambda: c.leader() == "n4", 20, lambda: f"statuses={c.statuses()}")
+    follower = next(n for n in ("n1", "n2", "n3") if n != leader)
+    last: list[dict[str, object]] = []
+
+    def hinted() -> bool:
+        last[:] = [c.request(follower, {"op": "get", "key": "k", "consistency": "leader"})]
+        return last[0].get("error") == "not_leader" and last[0].get("leader") is not None
+
+    wait_until(hinted, 20, lambda: f"{follower} answered {last}")
+    assert c.nodes["n4"].client == last[0]["leader"]
+
+
 @pytest.mark.timeout(90)
 def test_rest_elect_new_leader_when_leader_is_removed(cluster: ClusterFactory) -> None:
     """remove_member of the leader itself: it steps down; the other two carry on."""

@@ -11,6 +11,7 @@ from concord.shm.layout import (
     CTL_HEADER_SIZE,
     RECORD_HEAD_SIZE,
     STATUS_BASE_WORD,
+    S_SLOT_SEQ,
     STATUS_SLOT_WORDS,
     STATUS_SLOTS,
     status_base,
@@ -18,6 +19,7 @@ from concord.shm.layout import (
     W_SEQ,
     SegmentNames,
     align8,
+    leader_client_words,
     leader_id_words,
     read_status_words,
     record_size,
@@ -81,6 +83,7 @@ def test_status_round_trips_when_written() -> None:
         values[0:5] = [10, 11, 3, 123456, 9]
         values[9] = int(Role.LEADER)
         values[10:18] = leader_id_words("n2")
+        values[18:30] = leader_client_words("tcp://10.1.2.3:7400")
         write_status_words(words, values)
         snap = read_status_words(words)
         assert snap is not None
@@ -89,8 +92,12 @@ def test_status_round_trips_when_written() -> None:
             st.seq, st.applied_index, st.revision, st.term, st.leader_time_ms, st.ring_head
         )
         assert Role.LEADER == st.role
-        assert "n2" == st.leader_id
+        assert ("n2", "tcp://10.1.2.3:7400") == (st.leader_id, st.leader_client)
         assert 1 == words[W_SEQ]
+        values[18:30] = leader_client_words("tcp://" + "h" * 90 + ":1")  # too long: unknown
+        write_status_words(words, values)
+        snap = read_status_words(words)
+        assert snap is not None and None is status_from_words(*snap).leader_client
     finally:
         words.release()
         buf.close()
@@ -109,10 +116,10 @@ def test_status_read_survives_publishes_until_its_slot_comes_round() -> None:
         for n in range(2, STATUS_SLOTS + 1):  # seq 2 .. S: other slots
             values[0] = n
             write_status_words(words, values)
-            assert seq == words[base + 18] and 1 == words[base]
+            assert seq == words[base + S_SLOT_SEQ] and 1 == words[base]
         values[0] = STATUS_SLOTS + 1
         write_status_words(words, values)  # seq S + 1 rewrote the slot seq 1 used
-        assert seq + STATUS_SLOTS == words[base + 18]
+        assert seq + STATUS_SLOTS == words[base + S_SLOT_SEQ]
         snap = read_status_words(words)
         assert snap is not None and STATUS_SLOTS + 1 == snap[1][0]
         assert STATUS_SLOTS + 1 == snap[0]
