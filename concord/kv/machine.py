@@ -30,12 +30,10 @@ record's canonical encoding (kept incrementally, so state_hash() is O(1)).
 
 from __future__ import annotations
 
-import gc
 import logging
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from itertools import repeat
 from types import MemberDescriptorType
@@ -45,6 +43,7 @@ import msgpack
 import xxhash
 from sortedcontainers import SortedList
 
+from concord.bulk import gc_paused
 from concord.errors import (
     ClientError,
     ConditionFailedError,
@@ -121,18 +120,6 @@ class StateMachine(Protocol):
     def restore(self, data: bytes) -> None: ...
 
     def state_hash(self) -> int: ...
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC around a bulk build (as concord.shm.layout.gc_paused does)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def record_digest(space: int, record: KeyRecord) -> int:
@@ -301,7 +288,7 @@ class KvStateMachine:
             # NB: the GC stays paused for the whole build, between steps too: re-enabled
             # in between, each step's allocations would trigger collections traversing
             # every record built so far.
-            with _gc_paused():
+            with gc_paused():
                 while remaining:
                     count = min(remaining, rows_per_step)
                     remaining -= count

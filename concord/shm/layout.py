@@ -133,10 +133,7 @@ value_len` of the mapping (valid for the whole lineage).
 
 from __future__ import annotations
 
-import gc
 import importlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from array import array
 import mmap
 import os
@@ -314,22 +311,6 @@ def leader_id_words(leader_id: str | None) -> list[int]:
     if len(raw) > LEADER_ID_MAX:
         raise ValueError(f"leader id {leader_id!r} is longer than {LEADER_ID_MAX} bytes")
     return [len(raw), *struct.unpack("<7Q", raw.ljust(LEADER_ID_MAX, b"\0"))]
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """
-    Pause the cyclic GC around bulk builds of millions of small objects (slices, dict
-    entries): they hold no cycles, and generation scans would otherwise cost more than
-    the build itself.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def align8(n: int) -> int:

@@ -29,6 +29,7 @@ from operator import add, and_, attrgetter, itemgetter, not_
 import xxhash
 from array import array
 
+from concord.bulk import gc_paused
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.raft.state import Role
 from concord.shm.compactor import Compactor, DirectoryBuilder, Releaser
@@ -75,7 +76,6 @@ from concord.shm.layout import (
     record_size,
     unlink_segment,
     directory_span,
-    gc_paused,
     read_gen_directory,
     set_gen_directory,
     write_gen_header,

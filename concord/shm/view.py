@@ -38,6 +38,7 @@ import msgpack
 import xxhash
 from sortedcontainers import SortedList
 
+from concord.bulk import gc_paused
 from concord.errors import CorruptionError
 from concord.kv.record import MISSING, ChangeType, KeyRecord, Missing, Space
 from concord.raft.state import Role
@@ -69,7 +70,6 @@ from concord.shm.layout import (
     ShmStatus,
     DIR_HEAD,
     directory_span,
-    gc_paused,
     leader_id_words,
     open_segment,
     read_gen_directory,

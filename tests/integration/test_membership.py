@@ -5,10 +5,27 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import wait_until
-from tests.integration.cluster import as_int, as_maps
+from tests.integration.cluster import Cluster, as_int, as_maps
 from tests.integration.conftest import ClusterFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def add_voter(c: Cluster, leader: str, node_id: str, timeout_s: float) -> None:
+    """Start `node_id`, add it through `leader` (a learner first), wait until a voter."""
+    c.add_node(node_id)
+    ports = c.member_ports(node_id)
+    reply = c.request(leader, {"op": "add_member", "member_id": node_id, "host": "127.0.0.1",
+                               "client_port": ports.client_port, "peer_port": ports.peer_port,
+                               "events_port": ports.events_port})
+    assert True is reply["ok"], reply
+
+    def is_voter() -> bool:
+        st = c.status(leader)
+        return st is not None and any(m["id"] == node_id and m["role"] == "voter"
+                                      for m in as_maps(st["members"]))
+
+    wait_until(is_voter, timeout_s, lambda: f"leader status={c.status(leader)}")
 
 
 @pytest.mark.timeout(90)
@@ -33,19 +50,7 @@ def test_new_node_joins_and_leaves_when_added_and_removed(cluster: ClusterFactor
     leader = c.wait_leader()
     for i in range(150):
         assert True is c.request(leader, {"op": "put", "key": f"k{i}", "value": i})["ok"]
-    c.add_node("n4")
-    ports = c.member_ports("n4")
-    reply = c.request(leader, {"op": "add_member", "member_id": "n4", "host": "127.0.0.1",
-                               "client_port": ports.client_port, "peer_port": ports.peer_port,
-                               "events_port": ports.events_port})
-    assert True is reply["ok"], reply
-
-    def n4_is_voter() -> bool:
-        st = c.status(leader)
-        return st is not None and any(m["id"] == "n4" and m["role"] == "voter"
-                                      for m in as_maps(st["members"]))
-
-    wait_until(n4_is_voter, 20, lambda: f"leader status={c.status(leader)}")
+    add_voter(c, leader, "n4", 20)
     c.wait_converged()
     assert 149 == c.request("n4", {"op": "get", "key": "k149", "consistency": "strong"})["value"]
     # Every node learned the new member's address (replicated with the change).
@@ -79,19 +84,7 @@ def test_followers_hint_at_leader_when_it_was_added_at_run_time(cluster: Cluster
     client endpoint, also for a member added at run time (not in any config file)."""
     c = cluster(3)
     leader = c.wait_leader()
-    c.add_node("n4")
-    ports = c.member_ports("n4")
-    reply = c.request(leader, {"op": "add_member", "member_id": "n4", "host": "127.0.0.1",
-                               "client_port": ports.client_port, "peer_port": ports.peer_port,
-                               "events_port": ports.events_port})
-    assert True is reply["ok"], reply
-
-    def n4_is_voter() -> bool:
-        st = c.status(leader)
-        return st is not None and any(m["id"] == "n4" and m["role"] == "voter"
-                                      for m in as_maps(st["members"]))
-
-    wait_until(n4_is_voter, 30, lambda: f"leader status={c.status(leader)}")
+    add_voter(c, leader, "n4", 30)
     reply = c.request(leader, {"op": "transfer_leader", "member_id": "n4"})
     assert True is reply["ok"], reply
     wait_until(lambda: c.leader() == "n4", 20, lambda: f"statuses={c.statuses()}")
