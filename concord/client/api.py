@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from typing import Iterable, Literal, Mapping, Sequence, overload
 
-from concord.client.client import Client, Condition, Consistency, Filter, Range
+from concord.client.client import NO_DEFAULT, Client, Condition, Consistency, Filter, Range
 from concord.client.results import (
     BulkDeleteResult,
     DeleteResult,
@@ -59,7 +59,6 @@ __all__ = [
 
 _lock = threading.Lock()
 _default: Client | None = None
-_NO_DEFAULT = object()
 
 
 def connect(endpoints: str | Sequence[str], **options: object) -> Client:
@@ -112,11 +111,9 @@ def get(key: str, consistency: Consistency = ..., meta: bool = ..., default: obj
 
 
 def get(
-    key: str, consistency: Consistency = "leader", meta: bool = False, default: object = _NO_DEFAULT
+    key: str, consistency: Consistency = "leader", meta: bool = False, default: object = NO_DEFAULT
 ) -> object:
     """Client.get on the default client (NotFoundError unless `default` is given)."""
-    if default is _NO_DEFAULT:
-        return default_client().get(key, consistency, meta)
     return default_client().get(key, consistency, meta, default)
 
 
@@ -169,7 +166,7 @@ def put_if(
     key: str,
     value: object,
     *,
-    expected: object = _NO_DEFAULT,
+    expected: object = NO_DEFAULT,
     version: int | None = None,
     mod_revision: int | None = None,
     absent: bool | None = None,
@@ -177,27 +174,22 @@ def put_if(
     condition: Condition | None = None,
 ) -> int:
     """Client.put_if on the default client."""
-    client = default_client()
-    if expected is _NO_DEFAULT:
-        return client.put_if(key, value, version=version, mod_revision=mod_revision, absent=absent,
-                             ttl=ttl, condition=condition)
-    return client.put_if(key, value, expected=expected, version=version, mod_revision=mod_revision,
-                         absent=absent, ttl=ttl, condition=condition)
+    return default_client().put_if(key, value, expected=expected, version=version,
+                                   mod_revision=mod_revision, absent=absent, ttl=ttl,
+                                   condition=condition)
 
 
 def delete_if(
     key: str,
     *,
-    expected: object = _NO_DEFAULT,
+    expected: object = NO_DEFAULT,
     version: int | None = None,
     mod_revision: int | None = None,
     absent: bool | None = None,
 ) -> DeleteResult:
     """Client.delete_if on the default client."""
-    client = default_client()
-    if expected is _NO_DEFAULT:
-        return client.delete_if(key, version=version, mod_revision=mod_revision, absent=absent)
-    return client.delete_if(key, expected=expected, version=version, mod_revision=mod_revision, absent=absent)
+    return default_client().delete_if(key, expected=expected, version=version,
+                                      mod_revision=mod_revision, absent=absent)
 
 
 def keys(

@@ -51,7 +51,7 @@ import random
 import threading
 import time
 from enum import Enum
-from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Sequence, overload
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping, Sequence, overload
 
 import zmq
 
@@ -145,7 +145,8 @@ OPS_KIND: Mapping[str, OpKind] = {
 
 _DROPPED_CODES = frozenset({"no_leader", "shutting_down"})
 
-_NO_DEFAULT = object()
+#: An argument that was not given (None may be a value: a stored nil, an expected nil).
+NO_DEFAULT = object()
 _NOT_LOCAL = object()  # not served from same-host shared memory: ask a node
 
 #: An inclusive key range [lo, hi] (None: open end, per docs/formats/kv.md).
@@ -170,6 +171,57 @@ def _server_timeout_ms(wait_s: float) -> int:
     if wait_s > 0.3:
         return _ms(wait_s - 0.15)
     return _ms(wait_s)
+
+
+def envelope(
+    op: str, request_id: int, args: Mapping[str, object], token: str | None, ns: str | None
+) -> dict[str, object]:
+    """A request map: `args` whose value is None are left out; token and ns if set."""
+    msg: dict[str, object] = {"op": op, "id": request_id}
+    for name, value in args.items():
+        if value is not None:
+            msg[name] = _unwrap(value)
+    if token is not None:
+        msg["token"] = token
+    if ns is not None:
+        msg["ns"] = ns
+    return msg
+
+
+def call_endpoint(
+    transport: Transport,
+    ids: Iterator[int],
+    endpoint: str,
+    op: str,
+    build: Callable[[int], dict[str, object]],
+    timeout_s: float,
+    attempt_s: float,
+) -> dict[str, object]:
+    """
+    One request to one given endpoint (no redirects): `build(request_id)` makes it; it
+    is resent on silence (a new id each attempt) until `timeout_s`.
+
+    Returns:
+        The ok reply.
+
+    Raises:
+        RequestTimeoutError: no reply within `timeout_s`.
+        ClientError: the error the endpoint answered.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        wait_s = min(attempt_s, deadline - time.monotonic())
+        if wait_s <= 0:
+            raise RequestTimeoutError(f"no reply from {endpoint} to {op} within {timeout_s} s")
+        request_id = next(ids)
+        msg = build(request_id)
+        msg["timeout_ms"] = _server_timeout_ms(wait_s)
+        reply = transport.exchange(endpoint, pack(msg), request_id, wait_s)
+        if reply is None:
+            continue
+        if reply.get("ok") is True:
+            return reply
+        raise error_from_reply(reply, request_id)
 
 
 class Client:
@@ -325,15 +377,7 @@ class Client:
         return self.endpoints[self._cursor]
 
     def _envelope(self, op: str, request_id: int, args: Mapping[str, object]) -> dict[str, object]:
-        msg: dict[str, object] = {"op": op, "id": request_id}
-        for name, value in args.items():
-            if value is not None:
-                msg[name] = _unwrap(value)
-        if self.token is not None:
-            msg["token"] = self.token
-        if self.ns is not None:
-            msg["ns"] = self.ns
-        return msg
+        return envelope(op, request_id, args, self.token, self.ns)
 
     def call(
         self, op: str, args: Mapping[str, object] | None = None, *, timeout_s: float | None = None
@@ -545,7 +589,7 @@ class Client:
         key: str,
         consistency: Consistency = "leader",
         meta: bool = False,
-        default: object = _NO_DEFAULT,
+        default: object = NO_DEFAULT,
     ) -> object:
         """
         The value of `key` (a ValueWithMeta with `meta=True`).
@@ -558,21 +602,26 @@ class Client:
         Raises:
             NotFoundError: the key is absent and no default was given.
         """
+        local_tried = False
         if not meta and self._local_ok and consistency != "strong":
             value = self._local_get(key, consistency)
             if value is not _NOT_LOCAL:
                 if value is MISSING:
-                    if default is _NO_DEFAULT:
+                    if default is NO_DEFAULT:
                         raise NotFoundError(f"key {key!r} not found")
                     return default
                 return value
+            local_tried = True  # declined, or no store here: the wire, not shm again
         args: dict[str, object] = {"key": key}
         if meta:
             args["meta"] = True
         try:
-            reply = self._local_or_call("get", args, consistency)
+            if local_tried:
+                reply = self.call("get", {**args, "consistency": consistency})
+            else:
+                reply = self._local_or_call("get", args, consistency)
         except NotFoundError:
-            if default is _NO_DEFAULT:
+            if default is NO_DEFAULT:
                 raise
             return default
         value = field(reply, "get", "value")
@@ -673,7 +722,7 @@ class Client:
         key: str,
         value: object,
         *,
-        expected: object = _NO_DEFAULT,
+        expected: object = NO_DEFAULT,
         version: int | None = None,
         mod_revision: int | None = None,
         absent: bool | None = None,
@@ -727,7 +776,7 @@ class Client:
         self,
         key: str,
         *,
-        expected: object = _NO_DEFAULT,
+        expected: object = NO_DEFAULT,
         version: int | None = None,
         mod_revision: int | None = None,
         absent: bool | None = None,
@@ -909,20 +958,11 @@ class Client:
 
     def _status_at_locked(self, endpoint: str, timeout_s: float) -> dict[str, object]:
         """`status` of one given endpoint (no redirects), resent on silence until `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            wait_s = min(self.attempt_timeout_s, deadline - time.monotonic())
-            if wait_s <= 0:
-                raise RequestTimeoutError(f"no reply from {endpoint} to status within {timeout_s} s")
-            request_id = next(self._ids)
-            msg = self._envelope("status", request_id, {})
-            msg["timeout_ms"] = _server_timeout_ms(wait_s)
-            reply = self._transport.exchange(endpoint, pack(msg), request_id, wait_s)
-            if reply is None:
-                continue
-            if reply.get("ok") is True:
-                return reply
-            raise error_from_reply(reply, request_id)
+        return call_endpoint(
+            self._transport, self._ids, endpoint, "status",
+            lambda request_id: self._envelope("status", request_id, {}),
+            timeout_s, self.attempt_timeout_s,
+        )
 
 
 class _Value:
@@ -946,7 +986,7 @@ def _conditions(
     expected: object, version: int | None, mod_revision: int | None, absent: bool | None
 ) -> dict[str, object]:
     conds: dict[str, object] = {}
-    if expected is not _NO_DEFAULT:
+    if expected is not NO_DEFAULT:
         conds["expected"] = _Value(expected)
     if version is not None:
         conds["version"] = version

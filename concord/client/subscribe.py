@@ -37,7 +37,7 @@ from typing import Final
 import msgpack
 import zmq
 
-from concord.client.client import error_from_reply, normalize_endpoint
+from concord.client.client import call_endpoint, envelope, normalize_endpoint
 from concord.client.results import Event, event_from
 from concord.client.transport import Transport
 from concord.errors import (
@@ -50,7 +50,6 @@ from concord.errors import (
     RequestTimeoutError,
     ShuttingDownError,
 )
-from concord.net.wire import pack
 
 __all__ = ["EVENT_TYPES", "Subscription", "UntrackedPrefixError"]
 
@@ -481,23 +480,8 @@ class Subscription:
 
     def _exchange(self, endpoint: str, op: str, args: Mapping[str, object]) -> dict[str, object]:
         """One request to one endpoint (no redirects), resent on silence until timeout_s."""
-        deadline = time.monotonic() + self.timeout_s
-        attempt_s = max(0.05, self.timeout_s / 4)
-        while True:
-            wait_s = min(attempt_s, deadline - time.monotonic())
-            if wait_s <= 0:
-                raise RequestTimeoutError(f"no reply from {endpoint} to {op} within {self.timeout_s} s")
-            request_id = next(self._ids)
-            msg: dict[str, object] = {"op": op, "id": request_id}
-            msg.update({k: v for k, v in args.items() if v is not None})
-            if self.token is not None:
-                msg["token"] = self.token
-            if self.ns is not None:
-                msg["ns"] = self.ns
-            msg["timeout_ms"] = max(1, int(wait_s * 1000))
-            reply = self._transport.exchange(endpoint, pack(msg), request_id, wait_s)
-            if reply is None:
-                continue
-            if reply.get("ok") is True:
-                return reply
-            raise error_from_reply(reply, request_id)
+        return call_endpoint(
+            self._transport, self._ids, endpoint, op,
+            lambda request_id: envelope(op, request_id, args, self.token, self.ns),
+            self.timeout_s, max(0.05, self.timeout_s / 4),
+        )

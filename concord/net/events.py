@@ -55,7 +55,8 @@ import bisect
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -473,18 +474,12 @@ class EventStream:
         match = self.counters.match
         send = self.socket.send
         more, last = _NOBLOCK | _SNDMORE, _NOBLOCK
-        try:
+        with self._sending():
             for entry in entries:
                 topic = entry.key.encode("utf-8")
                 send(topic, more)
                 send(b"".join((p.pack_map_header(entry.fields + 2), entry.body, epoch_part,
                                p.pack(match(topic)))), last)
-        except zmq.Again:
-            self.dropped += 1  # only with XPUB_NODROP; XPUB drops silently otherwise
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.ETERM:
-                raise ShuttingDownError("events stream context terminated") from exc
-            raise ConfigError(f"events publish failed: {exc}") from exc
         self.published += len(entries)
 
     def advance(self, revision: int) -> None:
@@ -558,8 +553,14 @@ class EventStream:
         self.syncs += 1
 
     def _send(self, frames: list[bytes]) -> None:
-        try:
+        with self._sending():
             self.socket.send_multipart(frames, zmq.NOBLOCK)
+
+    @contextmanager
+    def _sending(self) -> Iterator[None]:
+        """Around sends (once per batch): a full queue counts a drop; errors are named."""
+        try:
+            yield
         except zmq.Again:
             self.dropped += 1  # only with XPUB_NODROP; XPUB drops silently otherwise
         except zmq.ZMQError as exc:
