@@ -23,3 +23,16 @@ def test_readme_links_resolve_when_scanning_readme() -> None:
     targets = re.findall(r"\]\(([^)#:]+)\)", text)
     missing = [t for t in targets if not (ROOT / t).exists()]
     assert [] == missing
+
+
+def test_code_references_in_docs_name_files_that_exist_when_scanning_docs() -> None:
+    """Every `concord/...`, `supervisor/...`, `tests/...` or `bench/...` path in the docs exists."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    pattern = re.compile(r"`((?:concord|supervisor|tests|bench)/[A-Za-z0-9_./-]+?)(?:::[A-Za-z0-9_]+)?`")
+    missing = [
+        f"{page.relative_to(ROOT)}: {path}"
+        for page in pages
+        for path in pattern.findall(page.read_text())
+        if not (ROOT / path.rstrip("/")).exists()
+    ]
+    assert [] == missing
