@@ -17,8 +17,9 @@ start in order and, once all are READY, ONE line goes to stdout:
 (real ports when the config says 0). A child failing before READY (e.g. the writer
 finding a corrupt WAL: its ERROR line names the file and offset) stops start-up, exit 3.
 SIGTERM/SIGINT: the children stop in reverse order, `cleanup()` unlinks every segment
-and removes the ipc folder, exit 0. If this process dies, the children exit through the
-lifeline. Exit codes: docs/operations.md.
+and removes the ipc folder, exit 0. If this process dies (SIGKILL), the children exit
+through the lifeline and the last of them runs `cleanup()` (supervisor/treelock.py).
+Exit codes: docs/operations.md.
 
 `--join` starts a node whose data dir is empty as a new member of a running cluster (no
 bootstrap membership: it waits for the leader, after an `add_member` naming it).
