@@ -130,11 +130,7 @@ def test_children_exit_and_leave_nothing_when_supervisor_is_killed(tmp_path: Pat
     """SIGKILL of the supervisor alone: its children exit through the lifeline, and by
     then the last of them removed the node's shm segments and ipc folder."""
     # NB: a node id no other test uses: a start of the same id would sweep the leftovers.
-    node_id = f"orphan{os.getpid()}"
-    config = tmp_path / "node.toml"
-    config.write_text(render_config(node_id, tmp_path / "data", [MemberPorts(node_id, 0, 0, 0)],
-                                    BASE_SETTINGS))
-    node = NodeProc(node_id, config, tmp_path / "data", tmp_path / "node.log")
+    node = single_node(tmp_path, f"orphan{os.getpid()}")
     node.launch()
     assert node.proc is not None
     supervisor_pid = node.proc.pid
@@ -150,6 +146,48 @@ def test_children_exit_and_leave_nothing_when_supervisor_is_killed(tmp_path: Pat
     finally:
         node.kill_tree()
         for name in leftovers_of(supervisor_pid):
+            shutil.rmtree(Path(tempfile.gettempdir()) / name, ignore_errors=True)
+            (DEV_SHM / name).unlink(missing_ok=True)
+
+
+def single_node(tmp_path: Path, node_id: str) -> NodeProc:
+    """A one-node config with OS-chosen ports under tmp_path/node_id (not started)."""
+    folder = tmp_path / node_id
+    folder.mkdir()
+    config = folder / "node.toml"
+    config.write_text(render_config(node_id, folder / "data", [MemberPorts(node_id, 0, 0, 0)],
+                                    BASE_SETTINGS))
+    return NodeProc(node_id, config, folder / "data", folder / "node.log")
+
+
+@pytest.mark.timeout(60)
+def test_next_node_start_reclaims_leftovers_when_a_whole_node_was_killed(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of a node's every process at once (no child left to clean up): the next
+    start of a node with ANOTHER id on the host removes its segments and ipc folder."""
+    dead = single_node(tmp_path, f"dead{os.getpid()}")
+    other = single_node(tmp_path, f"next{os.getpid()}")
+    dead.launch()
+    assert dead.proc is not None
+    dead_pid = dead.proc.pid
+    try:
+        dead.wait_ready()
+        assert [] != leftovers_of(dead_pid)
+        dead.remember_children()
+        tree = [psutil.Process(p) for p in sorted(dead.pids)]
+        for proc in tree:  # frozen first: no child may see its lifeline fire and clean up
+            proc.suspend()
+        dead.kill_tree()
+        assert [] != leftovers_of(dead_pid)
+        other.launch()
+        other.wait_ready()
+        assert [] == leftovers_of(dead_pid)
+        assert 0 == other.terminate()
+    finally:
+        other.kill_tree()
+        dead.kill_tree()
+        for name in leftovers_of(dead_pid):
             shutil.rmtree(Path(tempfile.gettempdir()) / name, ignore_errors=True)
             (DEV_SHM / name).unlink(missing_ok=True)
 
