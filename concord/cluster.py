@@ -5,9 +5,16 @@
 in the folder (n1.toml, n2.toml, n3.toml for conf/cluster), each in the background in its
 own session, and waits for every ready line. Run files go to `<dir>/run/`:
 
-    <name>.pid     the supervisor's pid
+    <name>.pid     the supervisor's pid and start time: "<pid> <create_time>\n"
+                   (create_time as psutil reports it, seconds since the epoch)
     <name>.ready   its ready line (client, peer and events endpoints)
     <name>.log     its stderr (every process of that node logs there)
+
+A node counts as running only if the process of its pid file is that node's supervisor:
+alive and not a zombie, started at the recorded time, running `concord.supervisor` with
+that node's config. A crashed node (its pid gone, a zombie nobody reaped, or the pid
+reused by another process) is started again by `up`; `down` never signals a process
+that is not the node's supervisor.
 
 `status` prints one line per node (running or not, role, term, leader, applied index) and
 exits 0 if every node runs; `down` sends SIGTERM to each supervisor it started (by the
@@ -26,6 +33,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil  # type: ignore[import-untyped, unused-ignore]
+
 from concord.errors import ConcordError
 from concord.net.client import request
 from supervisor import parse_ready_line
@@ -43,25 +52,51 @@ def _configs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.toml") if p.is_file())
 
 
-def _pid(path: Path) -> int | None:
+#: Tolerance when comparing start times (psutil derives them from clock ticks since boot).
+_CREATE_TIME_SLACK_S = 0.5
+
+
+def _write_pid(path: Path, pid: int) -> None:
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
+        created = 0.0  # already gone: the identity check will say so
+    path.write_text(f"{pid} {created:.3f}\n")
+
+
+def _supervisor(run: Path, config: Path) -> psutil.Process | None:
+    """
+    The running supervisor of `config`'s node per its pid file, or None: no pid file,
+    the process gone or a zombie, or its pid now names another process (module
+    docstring).
+    """
+    try:
+        fields = (run / f"{config.stem}.pid").read_text().split()
+        pid = int(fields[0])
+        created = float(fields[1]) if len(fields) > 1 else None
+    except (OSError, ValueError, IndexError):
         return None
-
-
-def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(pid)
+            return None
+        if created is not None and abs(proc.create_time() - created) > _CREATE_TIME_SLACK_S:
+            return None
+        cmdline = proc.cmdline()
+    except psutil.Error:  # gone, a zombie, or not ours to inspect: not this node
+        return None
+    if "concord.supervisor" not in cmdline or str(config.resolve()) not in cmdline:
+        return None
+    return proc
+
+
+def _reap(pid: int) -> None:
+    """Collect a zombie if it is a child of this process (else its parent must)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return True
+        pass
 
 
 def up(folder: Path, timeout_s: float = 30.0) -> int:
@@ -71,9 +106,9 @@ def up(folder: Path, timeout_s: float = 30.0) -> int:
     started: list[tuple[str, subprocess.Popen[bytes]]] = []
     for config in _configs(folder):
         name = config.stem
-        pid = _pid(run / f"{name}.pid")
-        if pid is not None and _alive(pid):
-            print(f"{name}: already running pid={pid}")
+        running = _supervisor(run, config)
+        if running is not None:
+            print(f"{name}: already running pid={running.pid}")
             continue
         (run / f"{name}.ready").unlink(missing_ok=True)
         with open(run / f"{name}.ready", "wb") as out, open(run / f"{name}.log", "ab") as err:
@@ -81,7 +116,7 @@ def up(folder: Path, timeout_s: float = 30.0) -> int:
                 [sys.executable, "-m", "concord.supervisor", "--config", str(config.resolve())],
                 stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        (run / f"{name}.pid").write_text(f"{proc.pid}\n")
+        _write_pid(run / f"{name}.pid", proc.pid)
         started.append((name, proc))
     deadline = time.monotonic() + timeout_s
     failed = 0
@@ -112,11 +147,12 @@ def status(folder: Path) -> int:
     down_count = 0
     for config in _configs(folder):
         name = config.stem
-        pid = _pid(run / f"{name}.pid")
-        if pid is None or not _alive(pid):
+        running = _supervisor(run, config)
+        if running is None:
             print(f"{name}: not running")
             down_count += 1
             continue
+        pid = running.pid
         line = ""
         try:
             line = (run / f"{name}.ready").read_text().strip()
@@ -139,25 +175,42 @@ def status(folder: Path) -> int:
 def down(folder: Path, timeout_s: float = 15.0) -> int:
     """SIGTERM every node started by `up`, wait, SIGKILL what remains."""
     run = _run_dir(folder)
-    pids: dict[str, int] = {}
+    procs: dict[str, psutil.Process] = {}
     for config in _configs(folder):
-        pid_file = run / f"{config.stem}.pid"
-        pid = _pid(pid_file)
-        if pid is not None and _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            pids[config.stem] = pid
-        pid_file.unlink(missing_ok=True)
+        running = _supervisor(run, config)
+        if running is not None:
+            try:
+                running.send_signal(signal.SIGTERM)
+                procs[config.stem] = running
+            except psutil.NoSuchProcess:
+                pass
+        (run / f"{config.stem}.pid").unlink(missing_ok=True)
     deadline = time.monotonic() + timeout_s
-    while pids and time.monotonic() < deadline:
-        pids = {n: p for n, p in pids.items() if _alive(p)}
+    while procs and time.monotonic() < deadline:
+        procs = {n: p for n, p in procs.items() if _still_running(p)}
         time.sleep(0.05)
-    for name, pid in pids.items():
-        print(f"{name}: did not stop within {timeout_s}s; SIGKILL pid={pid}", file=sys.stderr)
-        os.killpg(pid, signal.SIGKILL)
+    for name, proc in procs.items():
+        print(f"{name}: did not stop within {timeout_s}s; SIGKILL pid={proc.pid}",
+              file=sys.stderr)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # `up` made it a session (group) leader
+        except ProcessLookupError:
+            pass
     for config in _configs(folder):
         (run / f"{config.stem}.ready").unlink(missing_ok=True)
     print("cluster down")
     return 0
+
+
+def _still_running(proc: psutil.Process) -> bool:
+    """`proc` (checked to be the node's supervisor) has not exited yet."""
+    try:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return bool(proc.is_running())  # NB: is_running also compares create_time
+    except psutil.Error:
+        return False
+    _reap(proc.pid)
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,9 @@ Embedded start: run a Concord node as a child of the application.
 `start()` runs `python -m concord.supervisor --config FILE` as a child process (the same
 node, process tree and guarantees as a standalone one), waits for its ready line, and
 returns an `EmbeddedNode` whose `client` is connected to it. Without a config file it
-writes one for a single node on 127.0.0.1 with ports chosen by the OS.
+configures a single node on 127.0.0.1 with ports chosen by the OS, handed over through
+an inherited pipe (`--config /dev/fd/N`): no file is written, so nothing is left behind
+however the application ends.
 
 Lifetime: `stop()` (or leaving the `with` block) sends SIGTERM and waits for the ordered
 shutdown. If the application dies without stopping it, the kernel sends the node SIGTERM
@@ -81,14 +83,12 @@ class EmbeddedNode:
         node_id: str,
         endpoints: dict[str, str],
         client: Client,
-        workdir: tempfile.TemporaryDirectory[str] | None,
         is_default: bool,
     ) -> None:
         self._process = process
         self.node_id = node_id
         self.endpoints = endpoints
         self.client = client
-        self._workdir = workdir
         self._is_default = is_default
 
     @property
@@ -125,9 +125,6 @@ class EmbeddedNode:
             self._process.stderr.close()
         if self._process.stdout is not None:
             self._process.stdout.close()
-        if self._workdir is not None:
-            self._workdir.cleanup()
-            self._workdir = None
         return self._process.returncode
 
     def __enter__(self) -> EmbeddedNode:
@@ -172,24 +169,34 @@ def start(
         EmbeddedNodeError: the node exited or did not become ready in time; the message
             names the reason from its log.
     """
-    workdir: tempfile.TemporaryDirectory[str] | None = None
+    pass_fds: tuple[int, ...] = ()
     if config is None:
-        workdir = tempfile.TemporaryDirectory(prefix="concord-embedded-")
-        config_path = Path(workdir.name) / "node.toml"
-        config_path.write_text(
-            _single_node_config(node_id, Path(data_dir).resolve(), read_workers)
-        )
+        # The generated config travels through a pipe the node inherits and reads once
+        # at start-up: a temp file would outlive an application killed before stop().
+        text = _single_node_config(node_id, Path(data_dir).resolve(), read_workers).encode()
+        read_fd, write_fd = os.pipe()
+        try:
+            os.write(write_fd, text)  # NB: far below the pipe's buffer: never blocks
+        finally:
+            os.close(write_fd)
+        pass_fds = (read_fd,)
+        config_path = f"/dev/fd/{read_fd}"
     else:
-        config_path = Path(config)
+        config_path = str(Path(config))
     log_file: IO[bytes] = open(stderr, "ab") if stderr is not None else tempfile.TemporaryFile()
     with log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "concord.supervisor", "--config", str(config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            preexec_fn=_die_with_parent,
-        )
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "concord.supervisor", "--config", config_path],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                pass_fds=pass_fds,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
         try:
             fields = _wait_ready(process, ready_timeout_s)
         except EmbeddedNodeError as exc:
@@ -198,12 +205,10 @@ def start(
             process.wait()
             assert process.stdout is not None
             process.stdout.close()
-            if workdir is not None:
-                workdir.cleanup()
             raise EmbeddedNodeError(f"{exc}{_log_tail(log_file, stderr is None)}") from None
     node = fields.pop("node", node_id)
     client = connect(fields["client"]) if set_default else Client(fields["client"])
-    return EmbeddedNode(process, node, fields, client, workdir, set_default)
+    return EmbeddedNode(process, node, fields, client, set_default)
 
 
 def _log_tail(log_file: IO[bytes], readable: bool) -> str:

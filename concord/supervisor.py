@@ -17,8 +17,9 @@ start in order and, once all are READY, ONE line goes to stdout:
 (real ports when the config says 0). A child failing before READY (e.g. the writer
 finding a corrupt WAL: its ERROR line names the file and offset) stops start-up, exit 3.
 SIGTERM/SIGINT: the children stop in reverse order, `cleanup()` unlinks every segment
-and removes the ipc folder, exit 0. If this process dies, the children exit through the
-lifeline. Exit codes: docs/operations.md.
+and removes the ipc folder, exit 0. If this process dies (SIGKILL), the children exit
+through the lifeline and the last of them runs `cleanup()` (supervisor/treelock.py).
+Exit codes: docs/operations.md.
 
 `--join` starts a node whose data dir is empty as a new member of a running cluster (no
 bootstrap membership: it waits for the leader, after an `add_member` naming it).
@@ -44,6 +45,7 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 
+import psutil  # type: ignore[import-untyped, unused-ignore]
 import zmq
 
 from concord.config import NodeConfig, load_config
@@ -54,7 +56,7 @@ from concord.node.members import NodeStateMachine
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_worker
 from concord.node.read_worker import run_read_worker
 from concord.shm.layout import SegmentNames
-from concord.shm.segments import DEV_SHM, create_store, unlink_store
+from concord.shm.segments import DEV_SHM, create_store, reclaim_dead_stores, unlink_store
 from supervisor import (
     Backoff,
     ChildSpec,
@@ -92,49 +94,61 @@ class NodeLayout:
 
     def setup(self) -> None:
         self.sweep_stale()
-        self.ipc_dir.mkdir(mode=0o700)
+        # NB: the store first: an ipc folder is stale when no store has its token.
         create_store(self.names)
+        self.ipc_dir.mkdir(mode=0o700)
 
     def sweep_stale(self) -> None:
         """
-        Remove what a SIGKILLed predecessor of this node left (its cleanup() never ran):
-        shm stores and ipc folders of this node id whose supervisor pid is gone.
+        Remove what SIGKILLed nodes of ANY id on this host left, when a whole tree was
+        killed at once (otherwise the last child ran cleanup()): every node's shm store
+        whose owner lock is free (concord/shm/segments.py) and whose supervisor is gone,
+        then every ipc folder in this temp dir whose token no remaining store carries.
         """
-        node = self.names.node
-        for name in sorted(os.listdir(DEV_SHM)) if os.path.isdir(DEV_SHM) else []:
-            token = _stale_token(name, f"concord-{node}-")
-            if token is not None:
-                removed = unlink_store(SegmentNames(node, token))
-                logger.warning("removed shm left by a dead supervisor token=%s segments=%d",
-                               token, len(removed))
-        tmp = self.ipc_dir.parent
-        for entry in tmp.glob(f"concord-{node[:16]}-*x*"):
-            if _stale_token(entry.name, f"concord-{node[:16]}-") is not None:
+        reclaim_dead_stores(keep=_owner_may_live)
+        try:
+            live = {_token_of(n[:-len("-ctl")]) for n in os.listdir(DEV_SHM)
+                    if n.startswith("concord-") and n.endswith("-ctl")}
+        except FileNotFoundError:
+            return
+        for entry in self.ipc_dir.parent.glob("concord-*"):
+            token = _token_of(entry.name)
+            if (token is not None and token not in live and entry.is_dir()
+                    and not _owner_may_live(entry.name)):
                 shutil.rmtree(entry, ignore_errors=True)
+                logger.warning("removed ipc folder of a dead node path=%s", entry)
 
     def cleanup(self) -> None:
-        unlink_store(self.names)
         shutil.rmtree(self.ipc_dir, ignore_errors=True)
+        unlink_store(self.names)
 
 
-def _stale_token(name: str, prefix: str) -> str | None:
-    """The token of `name` (prefix + "<pid>x<hex>"...) if that supervisor pid is dead."""
-    if not name.startswith(prefix):
+def _token_of(name: str) -> str | None:
+    """The run token ("<pid>x<hex>") that ends `name`, or None."""
+    token = name.rsplit("-", 1)[-1]
+    pid_text, sep, rest = token.partition("x")
+    if not (sep and pid_text.isdigit() and rest) or any(c not in "0123456789abcdef" for c in rest):
         return None
-    token = name[len(prefix):].split("-", 1)[0]
-    pid_text, sep, _ = token.partition("x")
-    if not sep or not pid_text.isdigit():
-        return None
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return None
+    return token
+
+
+def _owner_may_live(base: str) -> bool:
+    """
+    True to spare a store whose owner lock is free: it is not a node's (no "<pid>x<hex>"
+    token: e.g. a test's or a benchmark's, whose creator may not lock), or the
+    supervisor pid in its token still runs concord.supervisor (maybe a node of a version
+    that takes no lock). A zombie, or another program under that pid, does not count.
+    """
+    token = _token_of(base)
+    if token is None:
+        return True
+    pid = int(token.partition("x")[0])
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return token
-    except PermissionError:
-        return None
-    return None
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and any(
+            "concord.supervisor" in part for part in proc.cmdline())
+    except psutil.Error:
+        return False
 
 
 # -- children -------------------------------------------------------------------------------

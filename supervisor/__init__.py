@@ -8,13 +8,16 @@ Knows nothing about Raft or keys and imports nothing from `concord`.
                    ExitCode (pure data)
     supervisor.py  Supervisor: start / poll / stop / status, or run() for a main program
     child.py       runs in children: bootstrap after fork, notify_ready(), lifeline_fd(),
-                   previous_info(), restart_count()
+                   previous_info(), restart_count(), exit_orphaned(), leave_tree()
+    treelock.py    the tree lock: the last child of a SIGKILLed supervisor runs cleanup()
     readiness.py   the READY frame (versioned) and the one-line ready banner
 """
 
 from __future__ import annotations
 
 from supervisor.child import (
+    exit_orphaned,
+    leave_tree,
     lifeline_fd,
     notify_ready,
     previous_info,
@@ -50,7 +53,9 @@ __all__ = [
     "Strategy",
     "Supervisor",
     "Tree",
+    "exit_orphaned",
     "format_ready_line",
+    "leave_tree",
     "lifeline_fd",
     "notify_ready",
     "parse_ready_line",

@@ -11,11 +11,15 @@ read end and nothing is ever written to it. When the supervisor dies, however it
 A child learns of it in one of two ways, chosen by `ChildSpec.lifeline`:
 
 - `Lifeline.THREAD` (default): a daemon thread blocks in `os.read(lifeline_fd)` and calls
-  `os._exit(ExitCode.LIFELINE)` on EOF. Nothing to do in the child's code.
+  `exit_orphaned()` on EOF. Nothing to do in the child's code.
 - `Lifeline.POLL`: no thread. The child registers `lifeline_fd()` in its own poller, e.g.
   `zmq.Poller().register(lifeline_fd(), zmq.POLLIN)` or
   `selectors.DefaultSelector().register(lifeline_fd(), EVENT_READ)`, and exits when it
-  becomes readable (`supervisor_alive()` tells). For single-threaded children.
+  becomes readable (`supervisor_alive()` tells), best with `exit_orphaned()`. For
+  single-threaded children.
+
+`exit_orphaned()` makes the last process of the tree run the supervisor's `cleanup()`
+(supervisor/treelock.py), then exits with ExitCode.LIFELINE.
 
 Signals in a child: SIGINT is ignored (a terminal's Ctrl-C reaches the whole process
 group; the supervisor then stops children in order with SIGTERM); SIGTERM has the default
@@ -26,17 +30,19 @@ Never imports `concord`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from supervisor.readiness import InfoValue, encode_ready
 from supervisor.spec import ChildSpec, ExitCode, Lifeline
+from supervisor.treelock import exit_orphaned as _exit_orphaned
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +56,8 @@ class ChildContext:
     ready_fd: int
     previous_info: Mapping[str, InfoValue]
     restarts: int
+    tree_fd: int = -1  # the inherited tree lock (supervisor/treelock.py), -1: none
+    cleanup: Callable[[], None] | None = None  # the supervisor's, for exit_orphaned()
 
 
 _context: ChildContext | None = None
@@ -104,6 +112,36 @@ def supervisor_alive() -> bool:
     return not readable
 
 
+def exit_orphaned() -> None:
+    """
+    Exit because the supervisor is gone (ExitCode.LIFELINE); the last process of the tree
+    first runs the supervisor's `cleanup()` (supervisor/treelock.py). Never returns.
+    """
+    if _context is None:
+        os._exit(ExitCode.LIFELINE)
+    _exit_orphaned(_context.tree_fd, _context.cleanup, _context.name, ExitCode.LIFELINE)
+
+
+def leave_tree() -> None:
+    """
+    In a process a child forked by itself (not through the supervisor), first thing:
+    close the inherited tree lock, so that an orphaned tree's `cleanup()` does not wait
+    for this process. No-op outside a supervised child.
+    """
+    if _context is not None and _context.tree_fd >= 0:
+        try:
+            os.close(_context.tree_fd)
+        except OSError:
+            pass  # already closed
+    _set_tree_fd(-1)
+
+
+def _set_tree_fd(fd: int) -> None:
+    global _context
+    if _context is not None:
+        _context = dataclasses.replace(_context, tree_fd=fd)
+
+
 def notify_ready(info: Mapping[str, InfoValue] | None = None) -> bool:
     """
     Tell the supervisor this child serves, with its endpoint info (a small dict).
@@ -136,9 +174,9 @@ def _watch_lifeline(fd: int) -> None:
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             continue
         if not data:
-            # The supervisor is gone: exit now, without running atexit handlers that
-            # could block on resources the supervisor owned.
-            os._exit(ExitCode.LIFELINE)
+            # The supervisor is gone: exit now (os._exit: no atexit handlers that could
+            # block on resources the supervisor owned); the last one out cleans up.
+            exit_orphaned()
 
 
 def start_lifeline_thread(fd: int) -> threading.Thread:
@@ -157,6 +195,8 @@ def bootstrap(
     private_fds: tuple[int, ...],
     previous: Mapping[str, InfoValue] | None = None,
     restarts: int = 0,
+    tree_fd: int = -1,
+    cleanup: Callable[[], None] | None = None,
 ) -> None:
     """
     First code run in a freshly forked child: isolate it, then run `spec.target`.
@@ -170,6 +210,9 @@ def bootstrap(
             sibling ever keeps the lifeline's write end open.
         previous: READY info of the previous incarnation (see `previous_info`).
         restarts: restarts of this child so far.
+        tree_fd: the inherited tree lock (kept; -1: none), see supervisor/treelock.py.
+        cleanup: the supervisor's cleanup(), run by the tree's last process after the
+            supervisor died.
     """
     global _context
     for fd in private_fds:
@@ -185,7 +228,8 @@ def bootstrap(
         sys.stdout.flush()
         os.dup2(2, 1)
     _context = ChildContext(
-        spec.name, lifeline_read_fd, ready_write_fd, dict(previous or {}), restarts
+        spec.name, lifeline_read_fd, ready_write_fd, dict(previous or {}), restarts,
+        tree_fd, cleanup,
     )
     if spec.lifeline is Lifeline.THREAD:
         start_lifeline_thread(lifeline_read_fd)

@@ -15,8 +15,9 @@ resources (zmq contexts, sockets, shared-memory attachments) after start.
 
 Resource ownership: `setup()` runs before the first child starts; `cleanup()` runs after
 every child has exited, whatever happened (normal end, crash, intensity exceeded,
-SIGTERM/SIGINT, an exception in the supervisor). Only SIGKILL of the supervisor itself
-skips it; the children then exit by themselves through the lifeline.
+SIGTERM/SIGINT, an exception in the supervisor). If the supervisor itself is SIGKILLed,
+the children exit by themselves through the lifeline and the last of them runs
+`cleanup()` (supervisor/treelock.py; Linux).
 
 Must never import `concord`.
 """
@@ -42,6 +43,7 @@ from typing import TextIO
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from supervisor.child import bootstrap
+from supervisor.treelock import open_tree_lock
 from supervisor.readiness import FrameDecoder, InfoValue, ReadinessProtocolError
 from supervisor.spec import ChildSpec, ExitCode, Group, Restart, Strategy, Tree
 
@@ -158,7 +160,8 @@ class Supervisor:
         tree: the children and policies.
         setup: called once before any child starts (e.g. create shared memory).
         cleanup: called once after every child exited, whatever happened; also after a
-            failed `setup()`, so it must cope with partial set-up.
+            failed `setup()`, so it must cope with partial set-up. If the supervisor is
+            SIGKILLed, the last child alive calls it (its forked copy) before it exits.
         ready_line: builds the one line printed to `out` when every child is READY, from
             each child's READY info (child name -> info); see `format_ready_line`.
         out: where the ready line goes (default: sys.stdout, flushed).
@@ -191,6 +194,7 @@ class Supervisor:
         self._selector: selectors.BaseSelector | None = None
         self._lifeline: tuple[int, int] | None = None
         self._wakeup: tuple[int, int] | None = None
+        self._tree_lock: int | None = None
         self._signal: int | None = None
         self._status_requested = False
         self._child_signal = False
@@ -412,6 +416,7 @@ class Supervisor:
     def _open(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._lifeline = os.pipe()
+        self._tree_lock = open_tree_lock()
         wakeup = os.pipe()
         for fd in wakeup:
             os.set_blocking(fd, False)
@@ -425,12 +430,15 @@ class Supervisor:
             self._selector.close()
             self._selector = None
         fds = list(self._lifeline or ()) + list(self._wakeup or ())
+        if self._tree_lock is not None:
+            fds.append(self._tree_lock)
         if self._wakeup is not None and self._handlers_installed:
             signal.set_wakeup_fd(-1)
         for fd in fds:
             os.close(fd)
         self._lifeline = None
         self._wakeup = None
+        self._tree_lock = None
 
     def _private_fds(self, exclude: int) -> tuple[int, ...]:
         assert self._lifeline is not None and self._wakeup is not None
@@ -460,6 +468,8 @@ class Supervisor:
                 self._private_fds(ready_r),
                 dict(slot.info),
                 slot.restarts,
+                -1 if self._tree_lock is None else self._tree_lock,
+                self._cleanup,
             ),
             name=slot.spec.name,
             daemon=False,

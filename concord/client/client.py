@@ -935,7 +935,11 @@ class Client:
         events_port: int,
         learner: bool | None = None,
     ) -> dict[str, object]:
-        """Add a member (as a learner with `learner=True`); returns the reply fields."""
+        """
+        Add a member; returns the reply fields. `learner`: None, a learner the leader
+        promotes once caught up; True, a learner that stays one; False, a voter at once
+        (docs/protocol.md `add_member`).
+        """
         return _strip(self.call("add_member", {
             "member_id": member_id, "host": host, "client_port": client_port,
             "peer_port": peer_port, "events_port": events_port, "learner": learner,

@@ -582,6 +582,9 @@ class LogWriter:
             status = 1
             try:
                 os.close(read_fd)
+                from supervisor.child import leave_tree  # the process entry's import
+
+                leave_tree()  # an orphaned node's cleanup must not wait for a snapshot
                 _die_with_parent(parent)
                 data = sm.snapshot()
                 state_hash = sm.state_hash()

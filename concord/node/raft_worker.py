@@ -67,6 +67,7 @@ from concord.node.driver import (
 )
 from concord.node.log_writer import LogWriterClient, Persisted, SnapshotWritten
 from concord.node.members import MAGIC, Address, AddressBook, NodeStateMachine, encode_address
+from concord.node.promotion import LeaderView, Promotions, decide_promotions
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfChange, ConfState, Message, Snapshot, SnapshotMeta
 from concord.raft.rawnode import RawNode
@@ -97,8 +98,6 @@ SHM_COMPACT_STEP_S = 0.005
 #: node short of cores that wakeup competes with the write path. Kept small, because the
 #: writer then applies that many entries in one go, and a PERSIST waits behind them.
 COMMITTED_EVERY_ENTRIES = 16
-#: A learner within this many entries of the leader's commit index is promoted.
-PROMOTE_LAG_ENTRIES = 10
 
 
 def kv_config_of(config: NodeConfig) -> KvConfig:
@@ -256,7 +255,7 @@ class RaftWorker:
         self._expiry_pending: int | None = None
         self._next_expiry_ms = 0
         self._next_shm_compact = time.monotonic() + SHM_COMPACT_INTERVAL_S
-        self._promoting: set[NodeId] = set()
+        self._promotions = Promotions()  # learner auto-promotion (concord.node.promotion)
         self._joining: set[NodeId] = set()  # added by add_member, not yet in the conf
         self._stopping = False
         self._conf_sent: ConfState | None = None
@@ -493,6 +492,7 @@ class RaftWorker:
         self.driver.on_tick()
         for peer in self.transport.unreachable():
             self.raw.report_unreachable(peer)
+        self._maybe_promote_learners()
         if self.driver.role is not Role.LEADER:
             return
         now = self.clock.now_ms()
@@ -504,7 +504,6 @@ class RaftWorker:
                 self._internal.add(rid)
                 self._expiry_pending = rid
                 self.driver.submit_write(rid, command)
-        self._maybe_promote_learners()
 
     def _compact_shm_step(self, now: float) -> None:
         """Start a shm compaction when due, or advance the one running by one step."""
@@ -521,17 +520,21 @@ class RaftWorker:
                           stats.generation)
 
     def _maybe_promote_learners(self) -> None:
-        status = self.raw.status()
-        for learner in status.conf_state.learners:
-            pr = status.progress.get(learner)
-            if pr is None or learner in self._promoting:
-                continue
-            if pr.match + PROMOTE_LAG_ENTRIES >= status.committed:
-                self._promoting.add(learner)
-                rid = next(self._ids)
-                self._internal.add(rid)
-                self.log.info("promoting learner member=%s match=%d", learner, pr.match)
-                self.driver.submit_conf_change(rid, ConfChange.add_voter(learner))
+        """Carry out concord.node.promotion's decision for this tick (every role)."""
+        driver = self.driver
+        if driver.role is Role.LEADER:
+            status = self.raw.status()
+            view = LeaderView(driver.term, True, status.conf_state, status.committed,
+                              {member: pr.match for member, pr in status.progress.items()})
+        else:
+            view = LeaderView(driver.term, False, driver.conf_state, driver.commit, {})
+        self._promotions, due = decide_promotions(self._promotions, view)
+        for learner in due:
+            rid = self._internal_id()
+            # Recorded before the proposal: a refused one is answered at once.
+            self._promotions = self._promotions.proposed(rid, learner)
+            self.log.info("promoting learner member=%s match=%d", learner, view.match[learner])
+            self.driver.submit_conf_change(rid, ConfChange.add_voter(learner))
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -621,8 +624,11 @@ class RaftWorker:
             self.book.set(address)
             self._joining.add(member)
             self._sync_peers()
+            learner = args.get("learner")
+            self._promotions = self._promotions.added(
+                member, learner if isinstance(learner, bool) else None, self.driver.term)
             change = ConfChange.add_learner(member)
-            if args.get("learner") is False:
+            if learner is False:
                 change = ConfChange.add_voter(member)
         elif request.op == "remove_member":
             if member not in conf.voters and member not in conf.learners:
@@ -631,10 +637,11 @@ class RaftWorker:
         else:
             if member not in conf.learners:
                 raise InvalidRequestError(f"{member} is not a learner")
-            self._promoting.add(member)
             change = ConfChange.add_voter(member)
         rid = next(self._ids)
         self._pending[rid] = _Pending(token, request)
+        if request.op == "promote_member":
+            self._promotions = self._promotions.proposed(rid, member)
         self.driver.submit_conf_change(rid, change)
         return None
 
@@ -665,6 +672,7 @@ class RaftWorker:
 
     def _on_reply(self, reply: Reply) -> None:
         rid = reply.request_id
+        self._promotions = self._promotions.answered(rid)
         if rid in self._internal:
             self._internal.discard(rid)
             if rid == self._expiry_pending:

@@ -60,7 +60,10 @@ def test_start_fails_clearly_when_config_is_bad(tmp_path: Path) -> None:
 
 
 def test_node_exits_when_application_is_killed(tmp_path: Path) -> None:
-    """SIGKILL of the application that started the node stops the node (no orphan)."""
+    """SIGKILL of the application that started the node stops the node: no orphan, no
+    segment, and nothing left in the temp folder (no generated config file)."""
+    tmp = tmp_path / "tmp"  # the application's and the node's temp folder
+    tmp.mkdir()
     script = (
         "import sys, concord\n"
         f"node = concord.start(data_dir={str(tmp_path / 'data')!r}, set_default=False)\n"
@@ -68,7 +71,8 @@ def test_node_exits_when_application_is_killed(tmp_path: Path) -> None:
         "sys.stdin.read()\n"
     )
     app = subprocess.Popen(
-        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp)},
     )
     try:
         assert app.stdout is not None
@@ -82,6 +86,7 @@ def test_node_exits_when_application_is_killed(tmp_path: Path) -> None:
 
         wait_until(all_gone, 30, describe=lambda: str([p.pid for p in tree if p.is_running()]))
         assert [] == _node_shm("node", node_pid)
+        assert [] == os.listdir(tmp)
     finally:
         if app.poll() is None:
             app.kill()

@@ -24,9 +24,8 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.timeout(120)
-def test_dev_cluster_serves_when_brought_up_and_leaves_nothing_when_down(tmp_path: Path) -> None:
-    """up starts three nodes, status reports them, down stops every process."""
+def dev_cluster(tmp_path: Path) -> Path:
+    """A copy of conf/cluster on free ports."""
     folder = tmp_path / "cluster"
     shutil.copytree(ROOT / "conf" / "cluster", folder, ignore=shutil.ignore_patterns("data", "run"))
     originals: dict[str, int] = {}
@@ -37,11 +36,22 @@ def test_dev_cluster_serves_when_brought_up_and_leaves_nothing_when_down(tmp_pat
     for config in folder.glob("*.toml"):
         config.write_text(re.sub(r"_port = (\d+)", lambda m: f"_port = {mapping[m.group(1)]}",
                                  config.read_text()))
+    return folder
+
+
+def supervisor_pid(folder: Path, name: str) -> int:
+    return int((folder / "run" / f"{name}.pid").read_text().split()[0])
+
+
+@pytest.mark.timeout(120)
+def test_dev_cluster_serves_when_brought_up_and_leaves_nothing_when_down(tmp_path: Path) -> None:
+    """up starts three nodes, status reports them, down stops every process."""
+    folder = dev_cluster(tmp_path)
     pids: list[int] = []
     try:
         started = cli("up", "--dir", str(folder))
         assert 0 == started.returncode, started.stderr
-        pids = [int((folder / "run" / f"n{i}.pid").read_text()) for i in (1, 2, 3)]
+        pids = [supervisor_pid(folder, f"n{i}") for i in (1, 2, 3)]
         _, endpoints = parse_ready_line((folder / "run" / "n1.ready").read_text().strip())
 
         def leader_known() -> bool:
@@ -62,3 +72,54 @@ def test_dev_cluster_serves_when_brought_up_and_leaves_nothing_when_down(tmp_pat
     assert [] == [n for n in DEV_SHM.iterdir()
                   if any(n.name.startswith(f"concord-n{i}-{p}x") for i in (1, 2, 3) for p in pids)]
     assert 1 == cli("status", "--dir", str(folder)).returncode
+
+
+def kill_supervisor(pid: int) -> None:
+    """SIGKILL a node's supervisor alone; wait until its children exited (the lifeline)."""
+    proc = psutil.Process(pid)
+    children = proc.children(recursive=True)
+    proc.kill()
+    wait_until(lambda: proc.status() == psutil.STATUS_ZOMBIE if proc.is_running() else True,
+               10, f"supervisor {pid} still running")
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert [] == alive
+
+
+@pytest.mark.timeout(180)
+def test_up_restarts_a_node_when_its_supervisor_crashed(tmp_path: Path) -> None:
+    """up after a SIGKILLed supervisor starts that node again: its pid (a zombie nobody
+    reaps, or a pid reused by another process) does not count as running."""
+    folder = dev_cluster(tmp_path)
+    started: list[int] = []
+    # A live process that is not a node: the pid file of a crashed node will name it.
+    impostor = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                stdin=subprocess.PIPE)
+    try:
+        assert 0 == cli("up", "--dir", str(folder)).returncode
+        started += [supervisor_pid(folder, f"n{i}") for i in (1, 2, 3)]
+        kill_supervisor(started[0])  # the pid may stay a zombie: our child is `cli`
+        again = cli("up", "--dir", str(folder))
+        assert 0 == again.returncode, again.stderr
+        assert "n1: concord ready" in again.stdout and "n2: already running" in again.stdout
+        restarted = supervisor_pid(folder, "n1")
+        assert restarted != started[0]
+        started.append(restarted)
+        kill_supervisor(restarted)
+        pid_file = folder / "run" / "n1.pid"
+        pid_file.write_text(f"{impostor.pid}\n")  # the pid now names another live process
+        third = cli("up", "--dir", str(folder))
+        assert 0 == third.returncode, third.stderr
+        assert "n1: concord ready" in third.stdout, third.stdout
+        started.append(supervisor_pid(folder, "n1"))
+        assert "n1: running" in cli("status", "--dir", str(folder)).stdout
+    finally:
+        stopped = cli("down", "--dir", str(folder))
+        impostor_alive = impostor.poll() is None
+        assert impostor.stdin is not None
+        impostor.stdin.close()
+        impostor.wait(timeout=10)
+    assert 0 == stopped.returncode, stopped.stderr
+    assert impostor_alive  # neither up nor down took it for the node
+    assert [] == [p for p in started if psutil.pid_exists(p)
+                  and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert [] == [n for n in DEV_SHM.iterdir() if any(f"-{p}x" in n.name for p in started)]

@@ -111,3 +111,54 @@ def test_rest_elect_new_leader_when_leader_is_removed(cluster: ClusterFactory) -
     assert True is c.request(new, {"op": "put", "key": "after", "value": 1})["ok"]
     members = c.request(new, {"op": "members"})["members"]
     assert sorted(rest) == sorted(str(m["id"]) for m in as_maps(members))
+
+
+def member_role(c: Cluster, at: str, node_id: str) -> str | None:
+    """`node_id`'s role in `at`'s configuration, or None (not a member, or no answer)."""
+    st = c.status(at)
+    if st is None:
+        return None
+    return next((str(m["role"]) for m in as_maps(st["members"]) if m["id"] == node_id), None)
+
+
+def add_member_request(c: Cluster, node_id: str, learner: bool | None = None) -> dict[str, object]:
+    ports = c.member_ports(node_id)
+    msg: dict[str, object] = {"op": "add_member", "member_id": node_id, "host": "127.0.0.1",
+                              "client_port": ports.client_port, "peer_port": ports.peer_port,
+                              "events_port": ports.events_port}
+    if learner is not None:
+        msg["learner"] = learner
+    return msg
+
+
+@pytest.mark.timeout(120)
+def test_learner_stays_learner_when_added_with_learner_true(cluster: ClusterFactory) -> None:
+    """add_member learner=true: caught up, it is not promoted, while a member added
+    without the flag after it is (the leader's promotion check ran meanwhile)."""
+    c = cluster(3)
+    leader = c.wait_leader()
+    c.add_node("n5")
+    reply = c.request(leader, add_member_request(c, "n5", learner=True))
+    assert True is reply["ok"], reply
+    for i in range(20):
+        assert True is c.request(leader, {"op": "put", "key": f"k{i}", "value": i})["ok"]
+    c.wait_converged()  # n5 caught up: within any promotion lag of the commit index
+    add_voter(c, leader, "n4", 30)
+    assert "learner" == member_role(c, leader, "n5")
+    assert 19 == c.request("n5", {"op": "get", "key": "k19", "consistency": "eventual"})["value"]
+
+
+@pytest.mark.timeout(120)
+def test_member_is_promoted_when_removed_and_added_again(cluster: ClusterFactory) -> None:
+    """A member promoted, removed and added again on the same leader is promoted again."""
+    c = cluster(3)
+    leader = c.wait_leader()
+    add_voter(c, leader, "n4", 30)
+    removed = c.request(leader, {"op": "remove_member", "member_id": "n4"})
+    assert True is removed["ok"], removed
+    assert None is member_role(c, leader, "n4")
+    reply = c.request(leader, add_member_request(c, "n4"))
+    assert True is reply["ok"], reply
+    assert leader == c.wait_leader(["n1", "n2", "n3"])  # still the same leader
+    wait_until(lambda: member_role(c, leader, "n4") == "voter", 30,
+               lambda: f"leader status={c.status(leader)}")

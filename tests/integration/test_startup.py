@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psutil
 import pytest
 
 from concord.storage.format import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, RawRecord, read_record
-from tests.integration.cluster import ROOT, NodeProc, StartFailed
+from tests.integration.cluster import (
+    BASE_SETTINGS,
+    DEV_SHM,
+    ROOT,
+    MemberPorts,
+    NodeProc,
+    StartFailed,
+    render_config,
+)
 from tests.integration.conftest import ClusterFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -108,20 +118,78 @@ def test_every_process_exits_when_supervisor_gets_sigterm(cluster: ClusterFactor
     assert not Path("/dev/shm", str(shm["ctl"])).exists()
 
 
+def leftovers_of(supervisor_pid: int) -> list[str]:
+    """/dev/shm segments and temp-dir ipc folders named after a supervisor's pid."""
+    tag = f"-{supervisor_pid}x"
+    return ([n for n in os.listdir(DEV_SHM) if n.startswith("concord-") and tag in n]
+            + [p.name for p in Path(tempfile.gettempdir()).glob(f"concord-*{tag}*")])
+
+
 @pytest.mark.timeout(60)
-def test_children_exit_when_supervisor_is_killed(cluster: ClusterFactory) -> None:
-    """SIGKILL of the supervisor alone: its children exit through the lifeline."""
-    c = cluster(1)
-    node = c.nodes["n1"]
-    node.remember_children()
+def test_children_exit_and_leave_nothing_when_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the supervisor alone: its children exit through the lifeline, and by
+    then the last of them removed the node's shm segments and ipc folder."""
+    # NB: a node id no other test uses: a start of the same id would sweep the leftovers.
+    node = single_node(tmp_path, f"orphan{os.getpid()}")
+    node.launch()
     assert node.proc is not None
-    children = [p for p in node.pids if p != node.proc.pid]
-    psutil.Process(node.proc.pid).kill()
-    node.proc.wait(timeout=10)
-    gone, alive = psutil.wait_procs([psutil.Process(p) for p in children if psutil.pid_exists(p)],
-                                    timeout=10)
-    assert [] == alive
-    node.kill_tree()
+    supervisor_pid = node.proc.pid
+    try:
+        node.wait_ready()
+        children = [psutil.Process(p) for p in node.pids if p != supervisor_pid]
+        assert [] != children and [] != leftovers_of(supervisor_pid)
+        psutil.Process(supervisor_pid).kill()
+        node.proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert [] == alive
+        assert [] == leftovers_of(supervisor_pid)
+    finally:
+        node.kill_tree()
+        for name in leftovers_of(supervisor_pid):
+            shutil.rmtree(Path(tempfile.gettempdir()) / name, ignore_errors=True)
+            (DEV_SHM / name).unlink(missing_ok=True)
+
+
+def single_node(tmp_path: Path, node_id: str) -> NodeProc:
+    """A one-node config with OS-chosen ports under tmp_path/node_id (not started)."""
+    folder = tmp_path / node_id
+    folder.mkdir()
+    config = folder / "node.toml"
+    config.write_text(render_config(node_id, folder / "data", [MemberPorts(node_id, 0, 0, 0)],
+                                    BASE_SETTINGS))
+    return NodeProc(node_id, config, folder / "data", folder / "node.log")
+
+
+@pytest.mark.timeout(60)
+def test_next_node_start_reclaims_leftovers_when_a_whole_node_was_killed(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of a node's every process at once (no child left to clean up): the next
+    start of a node with ANOTHER id on the host removes its segments and ipc folder."""
+    dead = single_node(tmp_path, f"dead{os.getpid()}")
+    other = single_node(tmp_path, f"next{os.getpid()}")
+    dead.launch()
+    assert dead.proc is not None
+    dead_pid = dead.proc.pid
+    try:
+        dead.wait_ready()
+        assert [] != leftovers_of(dead_pid)
+        dead.remember_children()
+        tree = [psutil.Process(p) for p in sorted(dead.pids)]
+        for proc in tree:  # frozen first: no child may see its lifeline fire and clean up
+            proc.suspend()
+        dead.kill_tree()
+        assert [] != leftovers_of(dead_pid)
+        other.launch()
+        other.wait_ready()
+        assert [] == leftovers_of(dead_pid)
+        assert 0 == other.terminate()
+    finally:
+        other.kill_tree()
+        dead.kill_tree()
+        for name in leftovers_of(dead_pid):
+            shutil.rmtree(Path(tempfile.gettempdir()) / name, ignore_errors=True)
+            (DEV_SHM / name).unlink(missing_ok=True)
 
 
 @pytest.mark.timeout(60)

@@ -5,13 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from concord.shm.layout import SegmentNames, segment_exists
+from concord.shm.layout import SegmentNames, create_segment, segment_exists
 from concord.shm.publisher import Publisher
-from concord.shm.segments import create_store, store_segments, unlink_store
+from concord.shm.segments import (
+    DEV_SHM,
+    RECLAIM_GRACE_S,
+    create_store,
+    reclaim_dead_stores,
+    store_segments,
+    unlink_store,
+)
 from concord.shm.view import ShmView
 
 from tests.helpers import wait_until
@@ -113,3 +122,64 @@ def test_naive_attach_unlinks_segment_when_reader_process_exits(store: SegmentNa
     assert 0 == done.returncode, done.stderr
     # The child's resource tracker unlinks after the child exited.
     wait_until(lambda: not segment_exists(store.ctl), 10.0, describe="ctl still exists")
+
+
+_OWNER = """
+import sys
+from concord.shm.layout import SegmentNames
+from concord.shm.segments import create_store
+create_store(SegmentNames(sys.argv[1], sys.argv[2]), ring_capacity=64, initial_bytes=4096)
+print("created", flush=True)
+sys.stdin.read()
+"""
+
+
+def _owner(names: SegmentNames) -> subprocess.Popen[str]:
+    """A process that creates the store `names`, then waits for EOF on stdin."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", _OWNER, names.node, names.token], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert "created\n" == proc.stdout.readline()
+    return proc
+
+
+def _only(names: SegmentNames) -> Callable[[str], bool]:
+    """keep= for reclaim_dead_stores: spare every store but this test's (others may run)."""
+    return lambda base: base != names.base
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_reclaim_removes_store_when_its_owner_was_killed(names: SegmentNames) -> None:
+    """SIGKILL of the creating process frees the owner lock: the store is reclaimed."""
+    with _owner(names) as owner:
+        owner.kill()
+    assert [names.ctl, names.gen(0)] == store_segments(names)
+    assert [names.base] == reclaim_dead_stores(keep=_only(names))
+    assert [] == store_segments(names)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_reclaim_spares_store_when_its_owner_lives(names: SegmentNames) -> None:
+    """The owner lock is held while the creating process lives (and by its forks)."""
+    with _owner(names):  # leaving closes its stdin: it exits
+        assert [] == reclaim_dead_stores(keep=_only(names))
+        assert [names.ctl, names.gen(0)] == store_segments(names)
+
+
+def test_reclaim_spares_store_when_this_process_created_it(store: SegmentNames) -> None:
+    """A store of the calling process is never its own leftover."""
+    assert [] == reclaim_dead_stores(keep=_only(store))
+    assert [store.ctl, store.gen(0)] == store_segments(store)
+
+
+def test_reclaim_spares_control_segment_when_it_is_being_created(names: SegmentNames) -> None:
+    """Unlocked but without its magic and recently modified: a creator is at work."""
+    create_segment(names.ctl, 4096).close()  # no magic, no lock: as between open and flock
+    assert [] == reclaim_dead_stores(keep=_only(names))
+    assert segment_exists(names.ctl)
+    os.utime(f"{DEV_SHM}/{names.ctl}", (0, time.time() - RECLAIM_GRACE_S - 1))
+    assert [names.base] == reclaim_dead_stores(keep=_only(names))
+    assert not segment_exists(names.ctl)

@@ -6,7 +6,7 @@ process (its own signal handlers, its own exit code), the way `concord.superviso
 Children report their pid in their READY info, and the ready line names every child's pid,
 so a test learns them. Every child also records its pid as MARKER_DIR/pid-<pid> before
 anything else, so a test can check that every process ever started is gone, and
-`cleanup()` writes MARKER_DIR/cleanup.
+`cleanup()` writes MARKER_DIR/cleanup and appends its pid to MARKER_DIR/cleanup-pids.
 """
 
 from __future__ import annotations
@@ -168,6 +168,8 @@ def build(scenario: str, marker_dir: Path) -> Supervisor:
 
     def cleanup() -> None:
         (marker_dir / "cleanup").write_text("done")
+        with open(marker_dir / "cleanup-pids", "a") as runs:  # who ran it, once per line
+            runs.write(f"{os.getpid()}\n")
 
     if scenario == "pair":
         groups: tuple[Group, ...] = (

@@ -656,7 +656,8 @@ def test_every_process_is_gone_and_cleanup_ran_when_supervisor_gets_stop_signal(
 def test_children_exit_by_themselves_when_supervisor_is_sigkilled(
     running: Callable[[str], Running], marker_dir: Path
 ) -> None:
-    """The lifeline (thread mode for a and r, poll mode for b) leaves no orphans."""
+    """The lifeline (thread mode for a and r, poll mode for b) leaves no orphans, and the
+    last child alive runs cleanup() once (the tree lock)."""
     sup = running("pair")
     fields = sup.ready_fields()
     child_pids = [int(fields[name]) for name in ("a", "b", "r")]
@@ -664,6 +665,8 @@ def test_children_exit_by_themselves_when_supervisor_is_sigkilled(
     sup.wait()
     wait_until(lambda: all(gone(pid) for pid in child_pids), 10, describe=lambda: str(child_pids))
     assert all_gone(marker_dir)
+    runs = [int(line) for line in (marker_dir / "cleanup-pids").read_text().split()]
+    assert 1 == len(runs) and runs[0] in child_pids, runs
 
 
 def test_supervisor_stops_everything_and_exits_nonzero_when_restart_intensity_is_exceeded(
