@@ -35,7 +35,13 @@ lasts `(election_ticks - 1) * tick_ms - lease_margin_ms` from T. Assumptions, do
 as STYLE §3 requires: tick rates differ by less than the margin, and a restarted node
 does not vote for `election_ticks` ticks (the driver enforces this by holding VOTE and
 PRE_VOTE requests after start: a restart would otherwise forget the lease it granted).
-Leadership transfer (TimeoutNow overrides the voters' lease) ends the lease at once.
+Leadership transfer (TimeoutNow overrides the voters' lease) ends the lease when it
+starts, and it stays ended until a probe sent after the transfer was abandoned is
+confirmed: the probes in flight when it starts are dropped, and none goes out while the
+core has a transfer pending (`RaftNode.lead_transferee`). NB: this assumes a TimeoutNow
+reaches its target within the election timeout the leader waits before abandoning the
+transfer, or never (one delayed longer could still start a forced election while a
+later lease runs).
 """
 
 from __future__ import annotations
@@ -204,6 +210,11 @@ class RaftNode(Protocol):
     def read_index(self, ctx: bytes) -> None: ...
 
     def transfer_leadership(self, to: NodeId) -> None: ...
+
+    @property
+    def lead_transferee(self) -> NodeId | None:
+        """The target of the leader transfer in progress, if any."""
+        ...
 
     def has_ready(self) -> bool: ...
 
@@ -451,7 +462,7 @@ class Driver:
                 self.stats.votes_held += 1
                 return
         if msg.type is MessageType.TRANSFER_LEADER:
-            self._end_lease()
+            self._fence_lease()
         self.raw.step(msg)
 
     def on_tick(self) -> None:
@@ -465,9 +476,12 @@ class Driver:
             and self.config.leader_reads
             and self._ticks % self.config.heartbeat_ticks == 0
         ):
-            ctx = self._next_ctx(_LEASE_CTX)
-            self._lease_probes[ctx] = (now, self.term)
-            self.raw.read_index(ctx)
+            if self.raw.lead_transferee is not None:
+                self._fence_lease()  # no probe while a transfer is pending
+            else:
+                ctx = self._next_ctx(_LEASE_CTX)
+                self._lease_probes[ctx] = (now, self.term)
+                self.raw.read_index(ctx)
         self._expire(now)
         self._flush_lazy_hard_state()
 
@@ -587,7 +601,7 @@ class Driver:
 
     def transfer_leader(self, to: NodeId) -> None:
         """Ask the core to hand leadership to `to` (TimeoutNow); ends the lease now."""
-        self._end_lease()
+        self._fence_lease()
         self.raw.transfer_leadership(to)
 
     # -- the Ready loop -----------------------------------------------------------------
@@ -776,7 +790,11 @@ class Driver:
             # Older probes are answered by this one too (a quorum acked after them).
             for ctx in [c for c, (t, _) in self._lease_probes.items() if t <= sent_ms]:
                 del self._lease_probes[ctx]
-            if self.role is Role.LEADER and term == self.term:
+            if (
+                self.role is Role.LEADER
+                and term == self.term
+                and self.raw.lead_transferee is None
+            ):
                 self._lease_until_ms = max(self._lease_until_ms, sent_ms + self.config.lease_ms)
                 self.stats.leases_granted += 1
             return
@@ -837,6 +855,14 @@ class Driver:
 
     def _end_lease(self) -> None:
         self._lease_until_ms = -1
+
+    def _fence_lease(self) -> None:
+        """
+        A leader transfer starts (or is pending): end the lease and drop the probes in
+        flight, so that only a probe sent after the transfer was abandoned renews it.
+        """
+        self._lease_until_ms = -1
+        self._lease_probes.clear()
 
     def _refuse(self, request_id: int) -> None:
         status = ReplyStatus.DROPPED if self.role is Role.LEADER else ReplyStatus.NOT_LEADER
