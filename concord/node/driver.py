@@ -42,6 +42,10 @@ core has a transfer pending (`RaftNode.lead_transferee`). NB: this assumes a Tim
 reaches its target within the election timeout the leader waits before abandoning the
 transfer, or never (one delayed longer could still start a forced election while a
 later lease runs).
+
+A `leader` read at a leader without a valid lease (a new leader before its first lease
+round, a transfer pending) is not refused: it takes a ReadIndex round, as a `strong`
+read does, and is served once applied reaches the read index.
 """
 
 from __future__ import annotations
@@ -265,7 +269,7 @@ class Recovered(Protocol):
 
 class Consistency(enum.Enum):
     EVENTUAL = "eventual"  # local state, whatever it is
-    LEADER = "leader"  # the leader's state while it holds a lease
+    LEADER = "leader"  # the leader's state under its lease, else after a ReadIndex round
     STRONG = "strong"  # ReadIndex, then wait for applied >= index
 
 
@@ -309,8 +313,9 @@ class DriverConfig:
         read_timeout_ms: a strong or leader read not served by then gets TIMEOUT.
         unknown_grace_ms: after leadership is lost, pending writes wait this long for
             their entry to be applied (an exact OK/DROPPED) before the answer UNKNOWN.
-        leader_reads: serve `leader` reads under a lease; False answers them with a
-            ReadIndex round like `strong`.
+        leader_reads: serve `leader` reads under a lease (without one, with a
+            ReadIndex round); False answers them all with a ReadIndex round like
+            `strong`.
         lease_margin_ms: subtracted from the lease for clock-rate drift.
         snapshot_every_entries: take a snapshot of the state machine every this many
             applied entries (needs a SnapshotSink); 0 turns it off.
@@ -578,10 +583,15 @@ class Driver:
             self._answer_read(read)
             return
         if consistency is Consistency.LEADER and self.config.leader_reads:
-            if self.role is not Role.LEADER or now >= self._lease_until_ms:
+            if self.role is not Role.LEADER:
                 self._reply(
                     Reply(request_id, ReplyStatus.NOT_LEADER, leader_hint=self._hint(), key=key)
                 )
+                return
+            if now >= self._lease_until_ms:
+                # No lease (a new leader before its first lease round, a transfer
+                # pending): a ReadIndex round, as for a strong read, instead of a refusal.
+                self._read_index(read)
                 return
             if self.applied_term != self.term:
                 # Not yet applied an entry of its own term: earlier terms' committed
@@ -595,6 +605,10 @@ class Driver:
                 read.index = self.commit
                 self._waiting_reads.append(read)
             return
+        self._read_index(read)
+
+    def _read_index(self, read: _PendingRead) -> None:
+        """Serve `read` once applied reaches the index a ReadIndex round confirms."""
         ctx = self._next_ctx(_READ_CTX)
         self._reads[ctx] = read
         self.raw.read_index(ctx)

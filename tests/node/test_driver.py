@@ -318,12 +318,29 @@ def test_strong_read_times_out_when_no_read_state_arrives() -> None:
     assert ReplyStatus.TIMEOUT == world.by_id(9).status
 
 
-def test_leader_read_is_refused_when_no_lease_is_held() -> None:
-    """A leader without a confirmed lease answers leader reads with NOT_LEADER."""
+def test_leader_read_takes_read_index_round_when_no_lease_is_held() -> None:
+    """A new leader without a lease serves leader reads through ReadIndex, not NOT_LEADER."""
     driver, raw, world, _, _ = make()
     become_leader(driver, raw)
     driver.submit_read(9, "a", Consistency.LEADER)
-    assert ReplyStatus.NOT_LEADER == world.by_id(9).status
+    assert [] == world.replies
+    (ctx,) = raw.read_ctxs
+    raw.readys.append(Ready(2, read_states=(ReadState(1, ctx),)))
+    driver.process_ready()
+    assert [] == world.replies  # applied 0 < read index 1
+    raw.readys.append(Ready(3, committed_entries=(Entry(1, 1),)))
+    driver.process_ready()
+    assert Reply(9, ReplyStatus.OK, index=1, key="a") == world.by_id(9)
+
+
+def test_leader_read_is_refused_when_node_is_not_leader() -> None:
+    """A follower answers leader reads with NOT_LEADER and the leader as hint."""
+    driver, raw, world, _, _ = make()
+    raw.readys.append(Ready(1, soft_state=FOLLOWER))
+    driver.process_ready()
+    driver.submit_read(9, "a", Consistency.LEADER)
+    assert Reply(9, ReplyStatus.NOT_LEADER, leader_hint=N2, key="a") == world.by_id(9)
+    assert [] == raw.read_ctxs
 
 
 def test_leader_read_is_served_when_lease_probe_confirmed_and_until_it_expires() -> None:
@@ -343,7 +360,8 @@ def test_leader_read_is_served_when_lease_probe_confirmed_and_until_it_expires()
     assert ReplyStatus.OK == world.by_id(9).status
     world.now = 10 + config.lease_ms
     driver.submit_read(10, "a", Consistency.LEADER)
-    assert ReplyStatus.NOT_LEADER == world.by_id(10).status
+    assert [] == [r for r in world.replies if r.request_id == 10]
+    assert [probe] == raw.read_ctxs[:-1]  # and one ReadIndex round for read 10
 
 
 def test_lease_ends_when_leadership_transfer_starts() -> None:
