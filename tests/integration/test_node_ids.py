@@ -9,7 +9,7 @@ from concord.client.local import shm_names
 from concord.ids import NODE_ID_MAX_CHARS, is_node_id
 from concord.shm.view import ShmView
 from tests.helpers import wait_until
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, as_maps
 from tests.integration.conftest import ClusterFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -75,5 +75,5 @@ def test_every_consistency_level_is_served_when_node_ids_have_any_allowed_shape(
     bad = c.request(leader, {"op": "add_member", "member_id": "no spaces", "host": "127.0.0.1",
                              "client_port": 1, "peer_port": 2, "events_port": 3})
     assert "invalid_request" == bad.get("error") and "member_id must be" in str(bad["message"])
-    members = c.request(leader, {"op": "members"})["members"]
-    assert sorted(IDS) == sorted(m["id"] for m in members)  # type: ignore[union-attr]
+    members = as_maps(c.request(leader, {"op": "members"})["members"])
+    assert sorted(IDS) == sorted(str(m["id"]) for m in members)
