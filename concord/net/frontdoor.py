@@ -432,11 +432,12 @@ class FrontDoor:
     def _hand_off(self, token: int, pending: _Pending, payload: bytes) -> None:
         """Forward a request a read worker handed back to the raft worker (same token)."""
         if pending.role is not Backend.READ:
-            # Only read workers hand off: anything else would loop.
+            # Only read workers hand off: from the raft worker it would loop (a bug there).
             self.stats.bad_backend_messages += 1
+            log.warning("handoff from a %s backend refused", pending.role.value)
             self._send_client(pending.envelope, error_reply(
-                pending.request_id, "invalid_request",
-                f"the {pending.role.value} backend handed the request back", None
+                pending.request_id, "no_leader",
+                f"the {pending.role.value} backend handed the request back; retry", None
             ))
             return
         backend = self._pick(Backend.RAFT)
