@@ -89,8 +89,15 @@ PLANTS = [
         "leader_read_without_lease",
         "serve leader reads whenever the node is leader (no lease / quorum check)",
         "concord/node/driver.py",
-        "if self.role is not Role.LEADER or now >= self._lease_until_ms:",
-        "if self.role is not Role.LEADER:",
+        "            if now >= self._lease_until_ms:\n",
+        "            if False:\n",
+    ),
+    Plant(
+        "lease_renewed_during_transfer",
+        "the driver never sees a pending leader transfer: probes sent meanwhile renew the lease",
+        "concord/raft/rawnode.py",
+        "        return self.raft.lead_transferee\n",
+        "        return None\n",
     ),
     Plant(
         "vote_within_lease",

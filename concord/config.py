@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeGuard, TypeVar
 
 from concord.errors import ConfigError
-from concord.ids import NodeId
+from concord.ids import NODE_ID_RULE, NodeId, is_node_id
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 MiB = 1024 * 1024
 
-_NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -113,9 +112,9 @@ def boolean(key: str, value: object) -> object:
 
 
 def node_id(key: str, value: object) -> object:
-    """A member id: 1-64 letters, digits, '_', '.' or '-'."""
-    if not isinstance(value, str) or not _NODE_ID.match(value):
-        raise _fail(key, "must be 1-64 letters, digits, '_', '.' or '-'", value)
+    """A member id (concord.ids.NODE_ID_RULE)."""
+    if not isinstance(value, str) or not is_node_id(value):
+        raise _fail(key, f"must be {NODE_ID_RULE}", value)
     return NodeId(value)
 
 

@@ -55,7 +55,7 @@ from concord.node.log_writer import LogWriter, WriterSettings, serve
 from concord.node.members import NodeStateMachine
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_worker
 from concord.node.read_worker import run_read_worker
-from concord.shm.layout import SegmentNames
+from concord.shm.layout import SegmentNames, node_part
 from concord.shm.segments import DEV_SHM, create_store, reclaim_dead_stores, unlink_store
 from supervisor import (
     Backoff,
@@ -82,7 +82,7 @@ class NodeLayout:
 
     def __init__(self, config: NodeConfig) -> None:
         token = f"{os.getpid()}x{secrets.token_hex(3)}"
-        node = "".join(c if c.isalnum() or c in "_." else "_" for c in config.node.id)[:32]
+        node = node_part(config.node.id)
         self.names = SegmentNames(node, token)
         # NB: ipc paths must stay under 108 bytes: a short private folder in /tmp.
         self.ipc_dir = Path(tempfile.gettempdir()) / f"concord-{node[:16]}-{token}"

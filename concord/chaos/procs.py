@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
+from concord.shm.layout import node_part
 from supervisor import parse_ready_line
 
 __all__ = [
@@ -246,7 +247,7 @@ class NodeProc:
     def shm_segments(self, killed: bool = False) -> list[str]:
         """Segments left by this node's supervisors (those SIGKILLed if `killed`)."""
         names: list[str] = []
-        prefix_node = "".join(c if c.isalnum() or c in "_." else "_" for c in self.id)[:32]
+        prefix_node = node_part(self.id)
         for spid in self.killed_supervisors if killed else self.supervisor_pids:
             if not killed and spid in self.killed_supervisors:
                 continue

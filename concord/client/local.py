@@ -23,7 +23,8 @@ Which reads are served locally:
 - `leader`: only while the store's node is the LEADER and holds its read lease
   (`ShmView.holds_leader_lease`: the lease the raft worker publishes on CLOCK_MONOTONIC,
   the same clock as ours on one host), checked after the read: the same rule as the
-  node's read workers. Otherwise the read goes over the wire;
+  node's read workers. Otherwise the read goes over the wire (declined, never failed:
+  a leader without a lease serves it there after a ReadIndex round);
 - `strong`: never (ReadIndex needs the leader).
 
 Every `check_every_s` the control segment's name is looked up in /dev/shm; once the

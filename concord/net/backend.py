@@ -10,19 +10,26 @@ client's request payload, already validated, under a token; the backend answers 
 complete reply payload (built with concord.net.wire, carrying the request's id) under
 the same token. Client identities never reach backends.
 
-Wire layout (backend link v1). Each message is two frames after the ROUTER's routing-id
+Wire layout (backend link v2). Each message is two frames after the ROUTER's routing-id
 frame:
 
     frame 0  header, 10 bytes
-               byte 0     version = 1 (BACKEND_VERSION)
+               byte 0     version = 2 (BACKEND_VERSION)
                byte 1     kind    1 = HELLO    backend -> front door, token 0,
                                                payload = role, UTF-8 ("read" | "raft")
                                   2 = REQUEST  front door -> backend,
                                                payload = the client's request (msgpack map)
                                   3 = REPLY    backend -> front door,
                                                payload = the reply (msgpack map)
+                                  4 = HANDOFF  read worker -> front door, payload = the
+                                               request of `token`, unchanged: forward it
+                                               to the raft worker under the same token
                bytes 2-9  token   u64 big-endian; chosen by the front door per request
     frame 1  payload
+
+v2 added HANDOFF (a `leader` read at a leader without a valid lease: the raft worker
+serves it after a ReadIndex round). v1 is not read: both ends are children of one
+supervisor and run the same code.
 
 Anything else is discarded and counted. Never blocks: sends are NOBLOCK; the DEALER has
 IMMEDIATE=1, so while the front door is down replies are dropped (their clients time
@@ -45,6 +52,7 @@ from concord.net.wire import Backend
 
 __all__ = [
     "BACKEND_VERSION",
+    "KIND_HANDOFF",
     "KIND_HELLO",
     "KIND_REQUEST",
     "KIND_REPLY",
@@ -56,10 +64,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BACKEND_VERSION = 1
+BACKEND_VERSION = 2
 KIND_HELLO = 1
 KIND_REQUEST = 2
 KIND_REPLY = 3
+KIND_HANDOFF = 4
 _HEADER = struct.Struct(">BBQ")
 HEADER_SIZE = _HEADER.size
 
@@ -77,7 +86,9 @@ def unpack_header(header: bytes) -> tuple[int, int] | None:
     if len(header) != HEADER_SIZE:
         return None
     version, kind, token = _HEADER.unpack(header)
-    if version != BACKEND_VERSION or kind not in (KIND_HELLO, KIND_REQUEST, KIND_REPLY):
+    if version != BACKEND_VERSION or kind not in (
+        KIND_HELLO, KIND_REQUEST, KIND_REPLY, KIND_HANDOFF
+    ):
         return None
     return kind, token
 
@@ -177,6 +188,14 @@ class BackendLink:
         """Send the reply for `token`. False if it had to be dropped (front door away)."""
         self._require_open()
         return self._send((pack_header(KIND_REPLY, token), payload))
+
+    def hand_off(self, token: int, payload: bytes) -> bool:
+        """
+        Give request `token` (its `payload`, unchanged) back to the front door for the
+        raft worker. False if it had to be dropped (front door away).
+        """
+        self._require_open()
+        return self._send((pack_header(KIND_HANDOFF, token), payload))
 
     def _send(self, frames: tuple[bytes, bytes]) -> bool:
         try:

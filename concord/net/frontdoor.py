@@ -16,7 +16,10 @@ Per client message the loop:
    admin, fault) goes to the raft worker. Among read workers it picks the least loaded
    (fewest requests in flight), ties broken round robin;
 3. remembers (token -> client envelope, id, deadline) and forwards the raw payload;
-4. when the backend replies, sends the reply to the client with the same envelope; if no
+4. when the backend replies, sends the reply to the client with the same envelope; a
+   read worker may instead hand the request back (HANDOFF: a `leader` read at a leader
+   without a valid lease), and it goes to the raft worker under the same token and
+   deadline (no raft worker connected: `no_leader`); if no
    reply comes by the deadline (`timeout_ms` of the request, else `default_timeout_ms`,
    plus `reply_grace_ms`), the client gets a `timeout` error (outcome unknown for writes).
 
@@ -52,7 +55,14 @@ import zmq
 
 from concord.errors import ClientError, ConfigError, InvalidRequestError, ShuttingDownError
 from concord.net._zmqutil import new_socket
-from concord.net.backend import KIND_HELLO, KIND_REPLY, KIND_REQUEST, pack_header, unpack_header
+from concord.net.backend import (
+    KIND_HANDOFF,
+    KIND_HELLO,
+    KIND_REPLY,
+    KIND_REQUEST,
+    pack_header,
+    unpack_header,
+)
 from concord.net.wire import (
     DEFAULT_MAX_REQUEST_BYTES,
     OPS,
@@ -137,6 +147,7 @@ class FrontDoorStats:
     timeouts: int = 0
     unroutable: int = 0
     late_replies: int = 0  # backend answered after the deadline or for an unknown token
+    handoffs: int = 0  # requests a read worker handed to the raft worker
     client_gone: int = 0  # reply dropped: client disconnected or not reading
     bad_backend_messages: int = 0
 
@@ -402,7 +413,7 @@ class FrontDoor:
             else:
                 info.last_heard = self._clock()
             return
-        if kind != KIND_REPLY:
+        if kind not in (KIND_REPLY, KIND_HANDOFF):
             self.stats.bad_backend_messages += 1
             return
         info = self._backends.get(ident)
@@ -413,7 +424,35 @@ class FrontDoor:
             self.stats.late_replies += 1
             return
         self._done(pending)
+        if kind == KIND_HANDOFF:
+            self._hand_off(token, pending, frames[2])
+            return
         self._send_client(pending.envelope, frames[2])
+
+    def _hand_off(self, token: int, pending: _Pending, payload: bytes) -> None:
+        """Forward a request a read worker handed back to the raft worker (same token)."""
+        if pending.role is not Backend.READ:
+            # Only read workers hand off: from the raft worker it would loop (a bug there).
+            self.stats.bad_backend_messages += 1
+            log.warning("handoff from a %s backend refused", pending.role.value)
+            self._send_client(pending.envelope, error_reply(
+                pending.request_id, "no_leader",
+                f"the {pending.role.value} backend handed the request back; retry", None
+            ))
+            return
+        backend = self._pick(Backend.RAFT)
+        if backend is None or not self._forward(backend, token, payload):
+            self.stats.unroutable += 1
+            self._send_client(pending.envelope, error_reply(
+                pending.request_id, "no_leader",
+                "no raft worker is connected to this node's front door; retry", None
+            ))
+            return
+        self.stats.handoffs += 1
+        self._backends[backend].inflight += 1
+        pending.backend = backend
+        pending.role = Backend.RAFT
+        self._pending[token] = pending
 
     def _done(self, pending: _Pending) -> None:
         info = self._backends.get(pending.backend)

@@ -35,7 +35,17 @@ lasts `(election_ticks - 1) * tick_ms - lease_margin_ms` from T. Assumptions, do
 as STYLE §3 requires: tick rates differ by less than the margin, and a restarted node
 does not vote for `election_ticks` ticks (the driver enforces this by holding VOTE and
 PRE_VOTE requests after start: a restart would otherwise forget the lease it granted).
-Leadership transfer (TimeoutNow overrides the voters' lease) ends the lease at once.
+Leadership transfer (TimeoutNow overrides the voters' lease) ends the lease when it
+starts, and it stays ended until a probe sent after the transfer was abandoned is
+confirmed: the probes in flight when it starts are dropped, and none goes out while the
+core has a transfer pending (`RaftNode.lead_transferee`). NB: this assumes a TimeoutNow
+reaches its target within the election timeout the leader waits before abandoning the
+transfer, or never (one delayed longer could still start a forced election while a
+later lease runs).
+
+A `leader` read at a leader without a valid lease (a new leader before its first lease
+round, a transfer pending) is not refused: it takes a ReadIndex round, as a `strong`
+read does, and is served once applied reaches the read index.
 """
 
 from __future__ import annotations
@@ -205,6 +215,11 @@ class RaftNode(Protocol):
 
     def transfer_leadership(self, to: NodeId) -> None: ...
 
+    @property
+    def lead_transferee(self) -> NodeId | None:
+        """The target of the leader transfer in progress, if any."""
+        ...
+
     def has_ready(self) -> bool: ...
 
     def ready(self) -> ReadyView: ...
@@ -254,7 +269,7 @@ class Recovered(Protocol):
 
 class Consistency(enum.Enum):
     EVENTUAL = "eventual"  # local state, whatever it is
-    LEADER = "leader"  # the leader's state while it holds a lease
+    LEADER = "leader"  # the leader's state under its lease, else after a ReadIndex round
     STRONG = "strong"  # ReadIndex, then wait for applied >= index
 
 
@@ -298,8 +313,9 @@ class DriverConfig:
         read_timeout_ms: a strong or leader read not served by then gets TIMEOUT.
         unknown_grace_ms: after leadership is lost, pending writes wait this long for
             their entry to be applied (an exact OK/DROPPED) before the answer UNKNOWN.
-        leader_reads: serve `leader` reads under a lease; False answers them with a
-            ReadIndex round like `strong`.
+        leader_reads: serve `leader` reads under a lease (without one, with a
+            ReadIndex round); False answers them all with a ReadIndex round like
+            `strong`.
         lease_margin_ms: subtracted from the lease for clock-rate drift.
         snapshot_every_entries: take a snapshot of the state machine every this many
             applied entries (needs a SnapshotSink); 0 turns it off.
@@ -451,7 +467,7 @@ class Driver:
                 self.stats.votes_held += 1
                 return
         if msg.type is MessageType.TRANSFER_LEADER:
-            self._end_lease()
+            self._fence_lease()
         self.raw.step(msg)
 
     def on_tick(self) -> None:
@@ -465,9 +481,12 @@ class Driver:
             and self.config.leader_reads
             and self._ticks % self.config.heartbeat_ticks == 0
         ):
-            ctx = self._next_ctx(_LEASE_CTX)
-            self._lease_probes[ctx] = (now, self.term)
-            self.raw.read_index(ctx)
+            if self.raw.lead_transferee is not None:
+                self._fence_lease()  # no probe while a transfer is pending
+            else:
+                ctx = self._next_ctx(_LEASE_CTX)
+                self._lease_probes[ctx] = (now, self.term)
+                self.raw.read_index(ctx)
         self._expire(now)
         self._flush_lazy_hard_state()
 
@@ -564,10 +583,15 @@ class Driver:
             self._answer_read(read)
             return
         if consistency is Consistency.LEADER and self.config.leader_reads:
-            if self.role is not Role.LEADER or now >= self._lease_until_ms:
+            if self.role is not Role.LEADER:
                 self._reply(
                     Reply(request_id, ReplyStatus.NOT_LEADER, leader_hint=self._hint(), key=key)
                 )
+                return
+            if now >= self._lease_until_ms:
+                # No lease (a new leader before its first lease round, a transfer
+                # pending): a ReadIndex round, as for a strong read, instead of a refusal.
+                self._read_index(read)
                 return
             if self.applied_term != self.term:
                 # Not yet applied an entry of its own term: earlier terms' committed
@@ -581,13 +605,17 @@ class Driver:
                 read.index = self.commit
                 self._waiting_reads.append(read)
             return
+        self._read_index(read)
+
+    def _read_index(self, read: _PendingRead) -> None:
+        """Serve `read` once applied reaches the index a ReadIndex round confirms."""
         ctx = self._next_ctx(_READ_CTX)
         self._reads[ctx] = read
         self.raw.read_index(ctx)
 
     def transfer_leader(self, to: NodeId) -> None:
         """Ask the core to hand leadership to `to` (TimeoutNow); ends the lease now."""
-        self._end_lease()
+        self._fence_lease()
         self.raw.transfer_leadership(to)
 
     # -- the Ready loop -----------------------------------------------------------------
@@ -776,7 +804,11 @@ class Driver:
             # Older probes are answered by this one too (a quorum acked after them).
             for ctx in [c for c, (t, _) in self._lease_probes.items() if t <= sent_ms]:
                 del self._lease_probes[ctx]
-            if self.role is Role.LEADER and term == self.term:
+            if (
+                self.role is Role.LEADER
+                and term == self.term
+                and self.raw.lead_transferee is None
+            ):
                 self._lease_until_ms = max(self._lease_until_ms, sent_ms + self.config.lease_ms)
                 self.stats.leases_granted += 1
             return
@@ -837,6 +869,14 @@ class Driver:
 
     def _end_lease(self) -> None:
         self._lease_until_ms = -1
+
+    def _fence_lease(self) -> None:
+        """
+        A leader transfer starts (or is pending): end the lease and drop the probes in
+        flight, so that only a probe sent after the transfer was abandoned renews it.
+        """
+        self._lease_until_ms = -1
+        self._lease_probes.clear()
 
     def _refuse(self, request_id: int) -> None:
         status = ReplyStatus.DROPPED if self.role is Role.LEADER else ReplyStatus.NOT_LEADER

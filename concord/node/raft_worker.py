@@ -47,7 +47,7 @@ from concord.errors import (
     ProtocolError,
     StorageError,
 )
-from concord.ids import NodeId
+from concord.ids import NODE_ID_RULE, NodeId, is_node_id
 from concord.kv import CLIENT_WRITE_OPS, KvConfig
 from concord.kv import encode_request as kv_encode_request
 from concord.kv.machine import Applied
@@ -611,6 +611,8 @@ class RaftWorker:
             return self._not_leader(request)
         args = request.args
         member = NodeId(str(args["member_id"]))
+        if not is_node_id(member):
+            raise InvalidRequestError(f"member_id must be {NODE_ID_RULE}, got {member!r}")
         conf = self.driver.conf_state
         if request.op == "add_member":
             address = Address(

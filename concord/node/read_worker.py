@@ -7,9 +7,12 @@ Backend.READ) with `concord.node.reader.Reader`:
 
 - `eventual`: the local published state, whatever it is;
 - `leader` (the default): served only while the shm header says this node is the leader
-  of the current term and the raft worker's read lease (`lease_until_ns`, on
-  CLOCK_MONOTONIC, shared by every process of the host) has not run out; otherwise
-  `not_leader` with the leader's client endpoint as hint (`no_leader` if none is known);
+  and the raft worker's read lease (`lease_until_ns`, on CLOCK_MONOTONIC, shared by
+  every process of the host) has not run out. Otherwise, if another node is the leader,
+  `not_leader` with its client endpoint as hint; if not (this node leads without a
+  lease yet, e.g. just elected, or no leader is known here), the request is handed to
+  the raft worker (backend HANDOFF), which serves it after a ReadIndex round or answers
+  `not_leader` / `no_leader` itself;
 - `strong` never arrives here (the front door sends it to the raft worker).
 
 Keeps serving the last committed state while the raft worker restarts.
@@ -76,10 +79,17 @@ class ReadWorker:
                 req = self.link.recv()
                 if req is None:
                     break
-                self.link.reply(req.token, self.handle(req.payload))
+                reply = self.handle(req.payload)
+                if reply is None:
+                    self.link.hand_off(req.token, req.payload)
+                else:
+                    self.link.reply(req.token, reply)
 
-    def handle(self, payload: bytes) -> bytes:
-        """Answer one request payload (a validated wire request) with a reply payload."""
+    def handle(self, payload: bytes) -> bytes | None:
+        """
+        Answer one request payload (a validated wire request) with a reply payload, or
+        None: the raft worker must answer it (hand it off).
+        """
         try:
             request = decode_request(payload, max_bytes=1 << 30)
         except InvalidRequestError as exc:
@@ -100,13 +110,12 @@ class ReadWorker:
             return error_reply(request.id, str(result["error"]), str(result.get("message", "")))
         return ok_reply(request.id, result)
 
-    def _leader_refusal(self, request: Request) -> bytes:
-        """not_leader with the leader's client endpoint as hint, or no_leader."""
+    def _leader_refusal(self, request: Request) -> bytes | None:
+        """not_leader with the leader's client endpoint as hint; None: hand it off."""
         status = self.view.current_status()
         leader = status.leader_id
         if leader is None or leader == self.node_id:
-            return error_reply(request.id, "no_leader",
-                               f"node {self.node_id} holds no leader lease and knows no leader")
+            return None
         # The raft worker publishes the endpoint from its address book (members added at
         # run time included); the configured members are the fallback.
         hint = status.leader_client or self._clients.get(leader)

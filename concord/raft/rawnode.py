@@ -213,6 +213,11 @@ class RawNode:
             )
         )
 
+    @property
+    def lead_transferee(self) -> NodeId | None:
+        """The target of the leader transfer in progress (leader only), or None."""
+        return self.raft.lead_transferee
+
     def observe_timestamp(self, timestamp_ms: int) -> None:
         """
         Cluster time the application has seen applied (e.g. the last entry inside a

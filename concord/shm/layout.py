@@ -25,7 +25,7 @@ Control segment, little-endian, every field an aligned u64 word (index = offset 
 
     offset size field
     0      8    magic            b"CNCDSHMC"
-    8      8    version          FORMAT_VERSION (3)
+    8      8    version          FORMAT_VERSION (4)
     16     8    seq              status generation: status slot `seq % STATUS_SLOTS` is the
                                  published one; the writer fills slot `(seq + 1) %
                                  STATUS_SLOTS`, then increments seq
@@ -62,13 +62,15 @@ the writer's full speed).
     6    arena_end        bytes used in the live generation (records end before it)
     7    live_gen         generation readers must use
     8    lineage_gen      generation whose record offsets live_gen preserves
-    9    role             concord.raft.state.Role value
+    9    role             concord.raft.state.Role value of this node (LEADER: this node
+                          is the leader)
     10   leader_id_len    bytes of leader_id used (0: no leader known)
-    11   leader_id        7 words: UTF-8 NodeId, leader_id_len bytes used
-    18   leader_client_len bytes of leader_client used (0: unknown, or longer than 88)
-    19   leader_client    11 words: UTF-8 client endpoint of the leader (the hint a read
+    11   leader_client_len bytes of leader_client used (0: unknown, or it did not fit)
+    12   names            18 words (144 bytes): the leader's UTF-8 NodeId (leader_id_len
+                          bytes, at most 128: every valid id fits, concord.ids), then its
+                          UTF-8 client endpoint (leader_client_len bytes: the hint a read
                           worker gives; members added at run time are only in the raft
-                          worker's address book)
+                          worker's address book), published only if it fits after the id
     30   slot_seq         the seq this slot was published as (0 while being written)
     31   reserved (0)
 
@@ -76,7 +78,7 @@ Generation segment:
 
     offset size field
     0      8    magic            b"CNCDSHMG"
-    8      8    version          FORMAT_VERSION (3)
+    8      8    version          FORMAT_VERSION (4)
     16     8    generation       N
     24     8    lineage_gen      as in the control header when this generation was created
     32     8    capacity         size of the segment in bytes
@@ -142,13 +144,16 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Final, cast
 
+from concord.ids import NODE_ID_MAX_BYTES
 from concord.raft.state import Role
 
 #: 2: many status slots (was 2 slots in a 384-byte header). 3: a generation grows in
 #: place (readers remap it when arena_end passes their mapping; it used to be copied
-#: into a new generation), and a status slot carries the leader's client endpoint. Generation segments carry the same version: one store, one
-#: format.
-FORMAT_VERSION: Final = 3
+#: into a new generation), and a status slot carries the leader's client endpoint.
+#: 4: leader id and client endpoint share one 144-byte field, so that every valid node
+#: id fits (the id had 56 bytes: a longer one stopped the writer). Generation segments
+#: carry the same version: one store, one format.
+FORMAT_VERSION: Final = 4
 CTL_MAGIC: Final = b"CNCDSHMC"
 GEN_MAGIC: Final = b"CNCDSHMG"
 
@@ -178,11 +183,12 @@ S_LIVE_GEN: Final = 7
 S_LINEAGE: Final = 8
 S_ROLE: Final = 9
 S_LEADER_LEN: Final = 10
-S_LEADER_ID: Final = 11
-LEADER_ID_MAX: Final = 56
-S_LEADER_CLIENT_LEN: Final = 18
-S_LEADER_CLIENT: Final = 19
-LEADER_CLIENT_MAX: Final = 88
+S_LEADER_CLIENT_LEN: Final = 11
+S_NAMES: Final = 12
+NAMES_WORDS: Final = 18
+NAMES_BYTES: Final = 8 * NAMES_WORDS
+LEADER_ID_MAX: Final = NODE_ID_MAX_BYTES
+assert S_NAMES + NAMES_WORDS == STATUS_WORDS and LEADER_ID_MAX <= NAMES_BYTES
 CTL_HEADER_SIZE: Final = 8 * (STATUS_BASE_WORD + STATUS_SLOTS * STATUS_SLOT_WORDS)
 RING_BASE_WORD: Final = CTL_HEADER_SIZE // 8
 RING_SLOT_SIZE: Final = 16
@@ -256,9 +262,9 @@ def read_status_words(words: memoryview) -> tuple[int, list[int]] | None:
 def status_from_words(seq: int, values: list[int]) -> ShmStatus:
     """Decode a status slot read by `read_status_words`."""
     n = values[S_LEADER_LEN]
-    raw = struct.pack("<7Q", *values[S_LEADER_ID : S_LEADER_ID + 7])[:n]
     m = values[S_LEADER_CLIENT_LEN]
-    client = struct.pack("<11Q", *values[S_LEADER_CLIENT : S_LEADER_CLIENT + 11])[:m]
+    names = _NAMES.pack(*values[S_NAMES : S_NAMES + NAMES_WORDS])
+    raw, client = names[:n], names[n : n + m]
     return ShmStatus(
         seq=seq,
         applied_index=values[S_APPLIED],
@@ -294,23 +300,36 @@ def write_status_words(words: memoryview, values: list[int]) -> None:
     words[W_SEQ] = seq + 1
 
 
-def leader_client_words(endpoint: str | None) -> list[int]:
-    """
-    The 12 status words `leader_client_len, leader_client...`; an endpoint longer than
-    the field is published as unknown (readers fall back to their configured members).
-    """
-    raw = (endpoint or "").encode()
-    if len(raw) > LEADER_CLIENT_MAX:
-        raw = b""
-    return [len(raw), *struct.unpack("<11Q", raw.ljust(LEADER_CLIENT_MAX, b"\0"))]
+_NAMES = struct.Struct(f"<{NAMES_WORDS}Q")
 
 
-def leader_id_words(leader_id: str | None) -> list[int]:
-    """The 8 status words `leader_id_len, leader_id...` for a leader id."""
+def leader_words(leader_id: str | None, leader_client: str | None = None) -> list[int]:
+    """
+    The 20 status words `leader_id_len, leader_client_len, names...` (words 10..29). An
+    endpoint that does not fit after the id is published as unknown (readers fall back
+    to their configured members).
+
+    Raises:
+        ValueError: the id is longer than LEADER_ID_MAX bytes (no valid id is).
+    """
     raw = (leader_id or "").encode()
     if len(raw) > LEADER_ID_MAX:
         raise ValueError(f"leader id {leader_id!r} is longer than {LEADER_ID_MAX} bytes")
-    return [len(raw), *struct.unpack("<7Q", raw.ljust(LEADER_ID_MAX, b"\0"))]
+    client = (leader_client or "").encode()
+    if len(raw) + len(client) > NAMES_BYTES:
+        client = b""
+    names = _NAMES.unpack((raw + client).ljust(NAMES_BYTES, b"\0"))
+    return [len(raw), len(client), *names]
+
+
+def node_part(node_id: str) -> str:
+    """
+    The form of a node id used in segment and folder names: ASCII letters, digits, '_'
+    and '.', every other character '_', at most 32 characters. Not one-to-one (ids
+    "a-b" and "a_b" share it): never compare it with an id; the token tells runs apart.
+    """
+    part = "".join(c if (c.isascii() and c.isalnum()) or c in "_." else "_" for c in node_id)
+    return part[:32]
 
 
 def align8(n: int) -> int:

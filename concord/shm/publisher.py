@@ -46,7 +46,6 @@ from concord.shm.layout import (
     RING_BASE_WORD,
     S_APPLIED,
     S_ARENA_END,
-    S_LEADER_CLIENT_LEN,
     S_LEADER_LEN,
     S_LEADER_TIME,
     S_LINEAGE,
@@ -69,8 +68,7 @@ from concord.shm.layout import (
     W_WRITER_EPOCH,
     SegmentNames,
     create_segment,
-    leader_client_words,
-    leader_id_words,
+    leader_words,
     open_segment,
     read_gen_header,
     record_size,
@@ -260,8 +258,7 @@ class Publisher:
         endpoint (the hint read workers give), in one status update.
         """
         st = self._status
-        st[S_LEADER_LEN : S_LEADER_LEN + 8] = leader_id_words(leader_id)
-        st[S_LEADER_CLIENT_LEN : S_LEADER_CLIENT_LEN + 12] = leader_client_words(leader_client)
+        st[S_LEADER_LEN:STATUS_WORDS] = leader_words(leader_id, leader_client)
         st[S_TERM] = term
         st[S_ROLE] = int(role)
         write_status_words(self._words, st)

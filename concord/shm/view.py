@@ -60,7 +60,6 @@ from concord.shm.layout import (
     S_PREV_HEAD,
     S_RING_HEAD,
     S_ROLE,
-    S_LEADER_LEN,
     STATE_LIVE,
     W_LEASE_UNTIL_NS,
     W_RING_CAP,
@@ -70,7 +69,6 @@ from concord.shm.layout import (
     ShmStatus,
     DIR_HEAD,
     directory_span,
-    leader_id_words,
     open_segment,
     read_gen_directory,
     read_gen_header,
@@ -229,8 +227,6 @@ class ShmView:
     ) -> None:
         self._wall_ms = wall_ms
         self._names = names
-        # The status words naming this store's node as leader (holds_leader_lease).
-        self._own_leader_words = leader_id_words(names.node)
         self._ctl = ctl
         self._w = memoryview(ctl).cast("Q")
         if bytes(ctl[0:8]) != CTL_MAGIC or self._w[W_VERSION] != FORMAT_VERSION:
@@ -354,14 +350,13 @@ class ShmView:
         same-host clients). Check it AFTER reading: a lease running now covers the state
         the read saw. The raft worker grants the lease only while everything committed is
         applied and published, so such a read is as fresh as the leader's.
+
+        NB: the role word is this node's own role (LEADER means this node leads), so no
+        id is compared: the segment names carry only a sanitised form of the id.
         """
         if time.monotonic_ns() >= self._w[W_LEASE_UNTIL_NS]:
             return False
-        st = self._read_status()[1]
-        return (
-            st[S_ROLE] == _LEADER
-            and st[S_LEADER_LEN : S_LEADER_LEN + 8] == self._own_leader_words
-        )
+        return bool(self._read_status()[1][S_ROLE] == _LEADER)
 
     @property
     def leader_time_ms(self) -> int:

@@ -615,6 +615,7 @@ class _Stage(Enum):
     IDLE = 0  # not started (or no leader with a lease yet)
     DRAIN = 1  # clients cut from L: waiting for F to hold all of L's log
     SPLIT = 2  # L -> F cut: waiting for F to campaign
+    TRANSFERRING = 8  # L asked to hand leadership to F: waiting for a leader other than L
     ELECTING = 3  # everyone -> L cut: waiting for a leader other than L
     WRITING = 4  # a fresh write through the new leader
     WRITTEN = 5  # acknowledged: the read starts at the next watch
@@ -637,6 +638,15 @@ class _LeaseSplit:
        remember granting L's lease, and F's (pre-)votes find them just restarted.
     3. If F (or anyone but L) still wins, a program client writes a fresh value through
        the new leader and, once acknowledged, reads it with `leader` consistency at L.
+    In the transfer variant (half of the tries, drawn from the program's "mode" stream),
+    step 2 is a leadership transfer instead: once F holds all of L's log, F -> L is cut
+    and L is asked to transfer leadership to F (TimeoutNow: F's election overrides the
+    voters' lease), and every other voter's messages to L are cut the moment it reaches
+    a term above L's, so L never learns of the new term while the others keep answering
+    its heartbeats of the old one. A correct L holds no lease from the start of the
+    transfer (node/driver.py), so its `leader` read takes a ReadIndex round that no
+    quorum confirms; a lease renewed by a probe in flight, or sent while the transfer
+    was pending, answers with the old value.
     Buggify losses are off from step 1 until the program ends (the window is a few tens
     of ms; the seed's network faults still apply), and a try that fails (no leader with
     a lease, the leader lost, no new leader in 1.5 s) is made again while the run lasts.
@@ -659,6 +669,9 @@ class _LeaseSplit:
         self.key = ""
         self.writer = Client(100, rng.fork("writer"), NodeId(""), stopped=True)
         self.reader = Client(101, rng.fork("reader"), NodeId(""), stopped=True)
+        # NB: its own stream, so that the link-cut tries keep the draws they had.
+        self.mode_rng = rng.fork("mode")
+        self.transfer = False
 
     def start(self) -> None:
         sim = self.sim
@@ -677,6 +690,7 @@ class _LeaseSplit:
             return
         self.l, self.f = leader.id, self.rng.choice(sorted(voters))
         self.restarted = False
+        self.transfer = self.mode_rng.chance(0.5)
         # The window is a few tens of ms wide: no buggify losses inside it (a dropped
         # vote reply alone would close it). Network faults of the seed still apply.
         state = buggify_mod.active()
@@ -685,7 +699,10 @@ class _LeaseSplit:
             self.paused_buggify = state
         self.stage = _Stage.DRAIN
         self.deadline = sim.loop.now + 1500
-        sim.trace(f"lease-split clients cut from {self.l} restart={self.restart}")
+        sim.trace(
+            f"lease-split clients cut from {self.l} restart={self.restart} "
+            f"transfer={self.transfer}"
+        )
         sim.clients_cut.add(self.l)
         sim.loop.after(1, self._watch)
 
@@ -705,9 +722,14 @@ class _LeaseSplit:
                 follower.storage is not None
                 and follower.storage.last_index() == leader.storage.last_index()
             ):
-                self.stage = _Stage.SPLIT
-                sim.trace(f"lease-split block {l}->{f} at index {leader.storage.last_index()}")
-                sim.network.block(l, f)
+                if self.transfer:
+                    self._start_transfer(leader)
+                else:
+                    self.stage = _Stage.SPLIT
+                    sim.trace(
+                        f"lease-split block {l}->{f} at index {leader.storage.last_index()}"
+                    )
+                    sim.network.block(l, f)
         elif self.stage is _Stage.SPLIT:
             node = sim.nodes[f]
             core = node.raw.raft if node.raw is not None else None
@@ -734,17 +756,10 @@ class _LeaseSplit:
                     if other != l:
                         sim.network.block(other, l)
         elif self.stage is _Stage.ELECTING:
-            new = next(
-                (n for n in sim.nodes.values() if n.is_leader and n.id != l), None
-            )
-            if new is not None:
-                self.stage = _Stage.WRITING
-                key = self.rng.choice(sim.workload.keys)
-                self.key = key
-                sim.trace(f"lease-split new leader {new.id}: write {key}")
-                sim.workload.invoke(
-                    self.writer, OpKind.PUT, key, (777_000_000 + sim.loop.now,), None, new.id
-                )
+            self._write_through_new_leader()
+        elif self.stage is _Stage.TRANSFERRING:
+            self._cut_new_terms()
+            self._write_through_new_leader()
         elif self.stage is _Stage.WRITING:
             if self.writer.inflight is None:
                 # The read starts strictly after the write was acknowledged (the next
@@ -762,6 +777,47 @@ class _LeaseSplit:
                 self._end("done")
                 return
         sim.loop.after(1, self._watch)
+
+    def _write_through_new_leader(self) -> None:
+        """Step 3: once anyone but L leads, write a fresh value through it."""
+        sim = self.sim
+        new = next((n for n in sim.nodes.values() if n.is_leader and n.id != self.l), None)
+        if new is None:
+            return
+        self.stage = _Stage.WRITING
+        key = self.rng.choice(sim.workload.keys)
+        self.key = key
+        sim.trace(f"lease-split new leader {new.id}: write {key}")
+        sim.workload.invoke(
+            self.writer, OpKind.PUT, key, (777_000_000 + sim.loop.now,), None, new.id
+        )
+
+    def _start_transfer(self, leader: SimNode) -> None:
+        """The transfer variant's step 2: cut F -> L and ask L to hand over to F."""
+        sim, f = self.sim, self.f
+        assert f is not None and leader.driver is not None
+        self.stage = _Stage.TRANSFERRING
+        sim.trace(f"lease-split transfer {leader.id}->{f}: cut {f}->{leader.id}")
+        sim.network.block(f, leader.id)
+        leader.driver.transfer_leader(f)
+        leader.process()
+
+    def _cut_new_terms(self) -> None:
+        """Cut every node that reached a term above L's from L (L must not learn it)."""
+        sim, l = self.sim, self.l
+        assert l is not None
+        old = sim.nodes[l]
+        if old.driver is None:
+            return
+        for other, node in sorted(sim.nodes.items()):
+            if (
+                other != l
+                and node.driver is not None
+                and node.driver.term > old.driver.term
+                and not sim.network.is_blocked(other, l)
+            ):
+                sim.trace(f"lease-split {other} is at term {node.driver.term}: cut {other}->{l}")
+                sim.network.block(other, l)
 
     def _end(self, why: str) -> None:
         sim = self.sim

@@ -73,6 +73,10 @@ class Network:
         """One-way partition: messages frm -> to are dropped."""
         self._blocked.add((frm, to))
 
+    def is_blocked(self, frm: NodeId, to: NodeId) -> bool:
+        """Whether messages from `frm` to `to` are cut."""
+        return (frm, to) in self._blocked
+
     def partition(self, side_a: list[NodeId], side_b: list[NodeId]) -> None:
         """Two-way partition between the sides."""
         for a in side_a:

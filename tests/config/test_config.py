@@ -184,7 +184,9 @@ ERRORS = [
     ({"logging": {"level": "LOUD"}}, 'logging.level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got "LOUD"'),
     ({"logging": {"format": "json"}}, "logging.format: unknown key"),
     ({"metrics": {}}, "metrics: unknown key"),
-    ({"node": {"id": "has space"}}, "node.id: must be 1-64 letters, digits, '_', '.' or '-', got \"has space\""),
+    ({"node": {"id": "has space"}}, "node.id: must be 1-64 characters, each a letter or digit (any script), '_', '.' or '-', at most 128 bytes in UTF-8, got \"has space\""),
+    ({"node": {"id": "n" * 65}}, "node.id: must be 1-64 characters"),
+    ({"node": {"id": "\U00020000" * 33}}, "node.id: must be 1-64 characters"),
     ({"node": {"read_workers": 0}}, "node.read_workers: must be an integer from 1 to 64, got 0"),
     ({"node": {"data_dir": ""}}, 'node.data_dir: must be a non-empty path, got ""'),
     ({"node": {"data_dir": 5}}, "node.data_dir: must be a non-empty path, got 5"),
@@ -265,6 +267,13 @@ def test_host_is_accepted_when_it_is_an_address_or_dns_name(host: str) -> None:
     """IPv4, IPv6 and RFC 1123 host names are valid member hosts."""
     members = [{"id": "n1", "host": host}]
     assert host == parse_config({"cluster": {"members": members}}, BASE).member.host
+
+
+@pytest.mark.parametrize("node_id", ["db-east.1", "nœud-2", "節點3", "x" * 64, "ü" * 64])
+def test_node_id_is_accepted_when_it_follows_the_rule(node_id: str) -> None:
+    """Letters and digits of any script, '_', '.', '-': 64 characters, 128 bytes at most."""
+    data = {"node": {"id": node_id}, "cluster": {"members": [{"id": node_id}]}}
+    assert node_id == parse_config(data, BASE).node.id
 
 
 def test_same_port_is_allowed_when_hosts_differ() -> None:
@@ -398,7 +407,7 @@ def test_module_entry_point_exits_2_when_run_on_a_bad_file(tmp_path: Path) -> No
         timeout=30,
     )
     assert (2, "") == (result.returncode, result.stdout)
-    assert f"config error: {file}: node.id: must be 1-64 letters" in result.stderr
+    assert f"config error: {file}: node.id: must be 1-64 characters" in result.stderr
 
 
 def _valid_sections() -> st.SearchStrategy[dict[str, object]]:

@@ -11,7 +11,7 @@ segments. Only processes this module started are ever signalled, by pid.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from concord.chaos.procs import (
@@ -45,14 +45,16 @@ class Cluster:
         tmp_path: where data dirs, configs and logs go.
         n: number of nodes (n1..nN).
         overrides: config sections merged over BASE_SETTINGS.
+        ids: the node ids instead of n1..nN (n is then their number).
     """
 
     def __init__(self, tmp_path: Path, n: int = 3, read_workers: int = 1,
+                 ids: Sequence[str] | None = None,
                  **overrides: Mapping[str, object]) -> None:
         self.tmp_path = tmp_path
         self.settings = merged(BASE_SETTINGS, overrides)
         self.read_workers = read_workers
-        self.ids = [f"n{i + 1}" for i in range(n)]
+        self.ids = list(ids) if ids is not None else [f"n{i + 1}" for i in range(n)]
         self.nodes: dict[str, NodeProc] = {}
         self.members: list[MemberPorts] = []
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,8 +22,8 @@ def cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
     made: list[Cluster] = []
 
     def make(n: int = 3, start: bool = True, read_workers: int = 1,
-             **overrides: Mapping[str, object]) -> Cluster:
-        c = Cluster(tmp_path / f"c{len(made)}", n, read_workers, **overrides)
+             ids: Sequence[str] | None = None, **overrides: Mapping[str, object]) -> Cluster:
+        c = Cluster(tmp_path / f"c{len(made)}", n, read_workers, ids, **overrides)
         c.tmp_path.mkdir(parents=True)
         made.append(c)
         return c.start() if start else c

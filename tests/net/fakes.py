@@ -2,7 +2,8 @@
 Fake backends and peer processes for the net tests.
 
 Echo backends answer every request with who served it; the key "silent" is never
-answered and the key "flaky" only on its second delivery (for timeout and retry tests).
+answered and the key "flaky" only on its second delivery (for timeout and retry tests);
+a read backend hands the key "handoff" back to the front door (for the raft worker).
 Process entry points create their own zmq context, report readiness on a pipe, and
 exit when the pipe says "stop" or closes (a lifeline if the test runner dies).
 """
@@ -61,6 +62,9 @@ def run_echo_backend(
                     continue
                 key = request.args.get("key")
                 if key == "silent":
+                    continue
+                if key == "handoff" and role == "read":
+                    link.hand_off(req.token, req.payload)
                     continue
                 if key == "flaky":
                     seen["flaky"] = seen.get("flaky", 0) + 1

@@ -270,6 +270,34 @@ def test_no_leader_reply_when_no_backend_connected(ctx: Context) -> None:
         d.stop()
 
 
+def test_read_goes_to_raft_worker_when_read_worker_hands_it_off(
+    ctx: Context, door: DoorThread
+) -> None:
+    """A HANDOFF from a read worker sends the same request to the raft worker."""
+    before = door.door.stats.handoffs
+    reply = request(door.endpoint, {"op": "get", "id": 5, "key": "handoff"}, ctx=ctx)
+    assert (5, True, "raft", "get", "leader") == tuple(
+        reply[k] for k in ("id", "ok", "role", "op", "consistency")
+    )
+    assert before + 1 == door.door.stats.handoffs
+
+
+def test_no_leader_reply_when_handoff_finds_no_raft_worker(ctx: Context) -> None:
+    """A read handed off with no raft worker connected gets no_leader, not a timeout."""
+    d = DoorThread(ctx)
+    reader = EchoThread(ctx, d.backend_endpoint, "read", "read-0")
+    try:
+        wait_until(
+            lambda: "read-0" in d.door.backends, 20.0, describe=lambda: str(d.door.backends)
+        )
+        reply = request(d.endpoint, {"op": "get", "id": 6, "key": "handoff"}, ctx=ctx)
+        assert (6, False, "no_leader") == (reply["id"], reply["ok"], reply["error"])
+        assert "raft worker" in str(reply["message"])
+    finally:
+        reader.stop()
+        d.stop()
+
+
 def test_config_error_when_endpoint_unbindable(ctx: Context) -> None:
     """A bad endpoint is a ConfigError naming it, and no socket leaks."""
     with pytest.raises(ConfigError, match="cannot bind front door endpoint tcp://256"):

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concord.errors import InvalidRequestError, NotLeaderError
-from concord.net.backend import KIND_REPLY, pack_header, unpack_header
+from concord.net.backend import KIND_HANDOFF, KIND_REPLY, pack_header, unpack_header
 from concord.net.frontdoor import route
 from concord.net.wire import (
     OPS,
@@ -137,9 +137,11 @@ def test_describe_ops_lists_every_op_when_rendered() -> None:
 def test_backend_header_roundtrips_when_valid_and_rejects_garbage() -> None:
     """The 10-byte backend header decodes back; wrong size, version or kind give None."""
     assert (KIND_REPLY, 2**63 + 5) == unpack_header(pack_header(KIND_REPLY, 2**63 + 5))
-    assert unpack_header(b"\x01\x03") is None
-    assert unpack_header(b"\x02\x03" + bytes(8)) is None
-    assert unpack_header(b"\x01\x09" + bytes(8)) is None
+    assert (KIND_HANDOFF, 7) == unpack_header(pack_header(KIND_HANDOFF, 7))
+    assert unpack_header(b"\x02\x03") is None
+    assert unpack_header(b"\x01\x03" + bytes(8)) is None  # v1: no longer read
+    assert unpack_header(b"\x03\x03" + bytes(8)) is None
+    assert unpack_header(b"\x02\x09" + bytes(8)) is None
 
 
 _msgpack_values = st.recursive(

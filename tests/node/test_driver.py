@@ -53,6 +53,7 @@ class FakeRaw:
         self.applied: list[int] = []
         self.conf_changes: list[ConfChange] = []
         self.transfers: list[NodeId] = []
+        self.lead_transferee: NodeId | None = None
         self.ticks = 0
         self.now_ms = 0
         self.observed_ms: list[int] = []
@@ -86,6 +87,7 @@ class FakeRaw:
 
     def transfer_leadership(self, to: NodeId) -> None:
         self.transfers.append(to)
+        self.lead_transferee = to
 
     def has_ready(self) -> bool:
         return bool(self.readys)
@@ -316,12 +318,29 @@ def test_strong_read_times_out_when_no_read_state_arrives() -> None:
     assert ReplyStatus.TIMEOUT == world.by_id(9).status
 
 
-def test_leader_read_is_refused_when_no_lease_is_held() -> None:
-    """A leader without a confirmed lease answers leader reads with NOT_LEADER."""
+def test_leader_read_takes_read_index_round_when_no_lease_is_held() -> None:
+    """A new leader without a lease serves leader reads through ReadIndex, not NOT_LEADER."""
     driver, raw, world, _, _ = make()
     become_leader(driver, raw)
     driver.submit_read(9, "a", Consistency.LEADER)
-    assert ReplyStatus.NOT_LEADER == world.by_id(9).status
+    assert [] == world.replies
+    (ctx,) = raw.read_ctxs
+    raw.readys.append(Ready(2, read_states=(ReadState(1, ctx),)))
+    driver.process_ready()
+    assert [] == world.replies  # applied 0 < read index 1
+    raw.readys.append(Ready(3, committed_entries=(Entry(1, 1),)))
+    driver.process_ready()
+    assert Reply(9, ReplyStatus.OK, index=1, key="a") == world.by_id(9)
+
+
+def test_leader_read_is_refused_when_node_is_not_leader() -> None:
+    """A follower answers leader reads with NOT_LEADER and the leader as hint."""
+    driver, raw, world, _, _ = make()
+    raw.readys.append(Ready(1, soft_state=FOLLOWER))
+    driver.process_ready()
+    driver.submit_read(9, "a", Consistency.LEADER)
+    assert Reply(9, ReplyStatus.NOT_LEADER, leader_hint=N2, key="a") == world.by_id(9)
+    assert [] == raw.read_ctxs
 
 
 def test_leader_read_is_served_when_lease_probe_confirmed_and_until_it_expires() -> None:
@@ -341,7 +360,8 @@ def test_leader_read_is_served_when_lease_probe_confirmed_and_until_it_expires()
     assert ReplyStatus.OK == world.by_id(9).status
     world.now = 10 + config.lease_ms
     driver.submit_read(10, "a", Consistency.LEADER)
-    assert ReplyStatus.NOT_LEADER == world.by_id(10).status
+    assert [] == [r for r in world.replies if r.request_id == 10]
+    assert [probe] == raw.read_ctxs[:-1]  # and one ReadIndex round for read 10
 
 
 def test_lease_ends_when_leadership_transfer_starts() -> None:
@@ -357,6 +377,69 @@ def test_lease_ends_when_leadership_transfer_starts() -> None:
     driver.transfer_leader(N2)
     assert not driver.lease_valid
     assert [N2] == raw.transfers
+
+
+def leader_with_lease(config: DriverConfig | None = None) -> tuple[Driver, FakeRaw, World]:
+    """A leader that applied its term's entry and holds a lease from a probe at t=0."""
+    driver, raw, world, _, _ = make(config)
+    become_leader(driver, raw)
+    raw.readys.append(Ready(2, committed_entries=(Entry(1, 1),)))
+    driver.process_ready()
+    driver.on_tick()
+    raw.readys.append(Ready(3, read_states=(ReadState(1, raw.read_ctxs.pop()),)))
+    driver.process_ready()
+    assert driver.lease_valid
+    return driver, raw, world
+
+
+def test_lease_stays_ended_when_probe_in_flight_at_transfer_start_is_confirmed() -> None:
+    """A probe sent before a transfer started grants nothing, even once it is abandoned."""
+    driver, raw, world = leader_with_lease()
+    world.now = 10
+    driver.on_tick()
+    in_flight = raw.read_ctxs.pop()
+    driver.transfer_leader(N2)
+    raw.lead_transferee = None  # the core abandoned the transfer (election timeout)
+    raw.readys.append(Ready(4, read_states=(ReadState(1, in_flight),)))
+    driver.process_ready()
+    assert not driver.lease_valid
+    assert -1 == driver.lease_until_ms
+
+
+def test_no_lease_probe_goes_out_when_transfer_is_pending() -> None:
+    """While the core has a transfer pending, ticks send no probe and renew nothing."""
+    driver, raw, world = leader_with_lease()
+    driver.transfer_leader(N2)
+    for now in (10, 20, 30):
+        world.now = now
+        driver.on_tick()
+    assert [] == raw.read_ctxs
+    assert not driver.lease_valid
+
+
+def test_lease_ends_when_peer_asks_leader_to_transfer() -> None:
+    """A TRANSFER_LEADER from a follower fences the lease like a local request."""
+    driver, raw, world = leader_with_lease()
+    world.now = 10
+    driver.on_tick()
+    in_flight = raw.read_ctxs.pop()
+    driver.on_message(Message(MessageType.TRANSFER_LEADER, N1, N2, term=1, context=b"n2"))
+    raw.readys.append(Ready(4, read_states=(ReadState(1, in_flight),)))
+    driver.process_ready()
+    assert not driver.lease_valid
+
+
+def test_lease_returns_when_probe_sent_after_transfer_was_abandoned_is_confirmed() -> None:
+    """Once the core abandoned the transfer, the next confirmed probe grants a lease."""
+    driver, raw, world = leader_with_lease()
+    driver.transfer_leader(N2)
+    raw.lead_transferee = None
+    world.now = 10
+    driver.on_tick()
+    raw.readys.append(Ready(4, read_states=(ReadState(1, raw.read_ctxs.pop()),)))
+    driver.process_ready()
+    assert driver.lease_valid
+    assert 10 + driver.config.lease_ms == driver.lease_until_ms
 
 
 def test_vote_requests_are_held_when_node_just_started() -> None:

@@ -68,6 +68,18 @@ def test_transfer_is_aborted_when_it_takes_an_election_timeout() -> None:
     assert (2, 1) == net.nodes[A].propose(b"resumed")
 
 
+def test_lead_transferee_is_reported_when_transfer_is_pending_until_aborted() -> None:
+    """The driver fences its read lease on this (node/driver.py): set from the start."""
+    net = Network(["a", "b", "c"], election_ticks=10)
+    net.elect("a")
+    net.isolate("b")
+    net.nodes[A].transfer_leadership(B)
+    net.stabilize()
+    assert B == net.nodes[A].lead_transferee
+    net.tick(A, 10)
+    assert net.nodes[A].lead_transferee is None
+
+
 def test_transfer_is_forwarded_when_requested_on_a_follower() -> None:
     """A follower forwards the request to its leader."""
     net = Network(["a", "b", "c"])

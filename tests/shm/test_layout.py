@@ -19,8 +19,8 @@ from concord.shm.layout import (
     W_SEQ,
     SegmentNames,
     align8,
-    leader_client_words,
-    leader_id_words,
+    leader_words,
+    node_part,
     read_status_words,
     record_size,
     status_from_words,
@@ -82,8 +82,7 @@ def test_status_round_trips_when_written() -> None:
         values = [0] * STATUS_WORDS
         values[0:5] = [10, 11, 3, 123456, 9]
         values[9] = int(Role.LEADER)
-        values[10:18] = leader_id_words("n2")
-        values[18:30] = leader_client_words("tcp://10.1.2.3:7400")
+        values[10:30] = leader_words("n2", "tcp://10.1.2.3:7400")
         write_status_words(words, values)
         snap = read_status_words(words)
         assert snap is not None
@@ -94,10 +93,20 @@ def test_status_round_trips_when_written() -> None:
         assert Role.LEADER == st.role
         assert ("n2", "tcp://10.1.2.3:7400") == (st.leader_id, st.leader_client)
         assert 1 == words[W_SEQ]
-        values[18:30] = leader_client_words("tcp://" + "h" * 90 + ":1")  # too long: unknown
+        long_id = "nœud-" + "x" * 122  # 128 bytes, the longest id
+        values[10:30] = leader_words(long_id, "tcp://10.1.2.3:7400")  # no room: unknown
         write_status_words(words, values)
         snap = read_status_words(words)
-        assert snap is not None and None is status_from_words(*snap).leader_client
+        assert snap is not None
+        assert (long_id, None) == (status_from_words(*snap).leader_id,
+                                   status_from_words(*snap).leader_client)
+        values[10:30] = leader_words(None, "tcp://" + "h" * 130 + ":1")  # 138 bytes fit
+        write_status_words(words, values)
+        snap = read_status_words(words)
+        assert snap is not None
+        assert (None, "tcp://" + "h" * 130 + ":1") == (
+            status_from_words(*snap).leader_id, status_from_words(*snap).leader_client
+        )
     finally:
         words.release()
         buf.close()
@@ -129,6 +138,19 @@ def test_status_read_survives_publishes_until_its_slot_comes_round() -> None:
 
 
 def test_leader_id_rejected_when_too_long() -> None:
-    """A leader id longer than the header field is an error, not a truncation."""
+    """A leader id longer than any valid id is an error, not a truncation."""
+    assert 128 == leader_words("x" * 128)[0]
     with pytest.raises(ValueError):
-        leader_id_words("x" * 57)
+        leader_words("x" * 129)
+
+
+@pytest.mark.parametrize(
+    "node_id, part",
+    [("n1", "n1"), ("db-east.1", "db_east.1"), ("nœud", "n_ud"), ("x" * 64, "x" * 32)],
+)
+def test_node_part_is_a_valid_segment_name_when_id_is_any_valid_id(
+    node_id: str, part: str
+) -> None:
+    """Every valid id gives a name part SegmentNames accepts (ASCII, at most 32)."""
+    assert part == node_part(node_id)
+    assert SegmentNames(node_part(node_id), "123x9f3a01").ctl.startswith(f"concord-{part}-")
