@@ -32,34 +32,40 @@ class SnapshotMembership:
         commit: the recovered commit index (>= the snapshot's index).
     """
 
-    __slots__ = ("commit", "_conf_state", "_index", "_known")
+    __slots__ = ("commit", "_reported", "_conf_state", "_index")
 
     def __init__(self, snapshot: SnapshotMeta | None, commit: int) -> None:
         #: The highest index known committed: the replica applies up to it.
         self.commit = commit
-        self._conf_state = snapshot.conf_state if snapshot is not None else ConfState()
+        # The membership of the latest report of this life (None before the first). NB:
+        # not the recovered snapshot's: the worker's log after it may change it.
+        self._reported: ConfState | None = None
+        # The membership at `_index`, the one index where it is known exactly.
+        self._conf_state: ConfState | None = None
         self._index = snapshot.index if snapshot is not None else 0
-        self._known = False  # a report with a conf_state arrived in this life
 
     def committed(self, index: int, conf_state: ConfState | None) -> None:
         """The worker applied the entries up to `index`; `conf_state`: see the class."""
+        # Invariant: reports arrive in log order, so the latest membership reported is
+        # the one in force at every later report until the next one carrying a change.
+        # NB: a report below `commit` (a restarted worker's first report carries the
+        # membership at its recovered snapshot, before it replays the committed log)
+        # still counts: dropping it left the membership of an earlier life in force,
+        # or none at all, and the next snapshot carried it (a cluster restarted from
+        # snapshots with no voters never elects a leader).
         if conf_state is not None:
-            self._known = True
+            self._reported = conf_state
         if index >= self.commit:
             self.commit = index
-            if conf_state is not None:
-                self._conf_state = conf_state
+            self._conf_state = self._reported
             self._index = index
 
     def installed(self, meta: SnapshotMeta) -> None:
         """A snapshot received from the leader replaced the log up to `meta.index`."""
-        self._conf_state = meta.conf_state
+        self._reported = self._conf_state = meta.conf_state
         self._index = meta.index
         self.commit = max(self.commit, meta.index)
-        self._known = True
 
     def at(self, index: int) -> ConfState | None:
         """The membership in force at `index`, or None where it is not known exactly."""
-        if not self._known or index != self._index:
-            return None
-        return self._conf_state
+        return self._conf_state if index == self._index else None
