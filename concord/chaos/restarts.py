@@ -51,6 +51,8 @@ class RoundResult:
         lost: acknowledged keys that are missing or hold another value after the restart.
         leader: the leader elected after the restart (None: none within the deadline).
         recovery_s: kill -> first write acknowledged after the restart (None: none).
+        ready_s: kill -> every node printed its ready line.
+        leader_s: kill -> a leader every node agrees on was seen (None: none).
         no_membership: snapshots (files) written with an empty voter list.
     """
 
@@ -60,6 +62,8 @@ class RoundResult:
     lost: list[str] = field(default_factory=list)
     leader: str | None = None
     recovery_s: float | None = None
+    ready_s: float = 0.0
+    leader_s: float | None = None
     no_membership: list[str] = field(default_factory=list)
 
     @property
@@ -291,6 +295,7 @@ class RestartRounds:
         with self._lock:
             self._first_ack_after = killed_at
         self._launch()
+        result.ready_s = time.monotonic() - killed_at
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
             found: list[str] = []
@@ -303,6 +308,7 @@ class RestartRounds:
 
             if self._wait(elected):
                 result.leader = found[-1]
+                result.leader_s = time.monotonic() - killed_at
             if self._wait(lambda: self._first_ack_at is not None):
                 assert self._first_ack_at is not None
                 result.recovery_s = self._first_ack_at - killed_at
