@@ -72,7 +72,10 @@ class SnapshotMembership:
     `installed(meta)` (a snapshot from the leader replaced the log).
 
     Args:
-        snapshot: the meta of the snapshot recovered at start, if any.
+        snapshot: the meta of the snapshot recovered at start, if any. NB: its membership
+            is not taken as known: only the worker's reports of this life say what is in
+            force (the log after the snapshot may change it; a snapshot written before
+            the fix of issue 12 may have none).
         commit: the recovered commit index (>= the snapshot's index).
     """
 
