@@ -69,6 +69,7 @@ from concord.raft.messages import ConfState, Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
 from concord.storage import snapshot as snapfile
 from concord.storage.fileutil import TMP_SUFFIX, SyncHook
+from concord.storage.membership import SnapshotMembership
 from concord.storage.recovery import RecoveredState, recover, recover_for_writing, snap_dir, wal_dir
 from concord.storage.replica import (
     StateMachine,
@@ -307,7 +308,6 @@ class LogWriter:
         self._applied = 0
         self._applied_term = 0
         self._snapshot_index = 0
-        self._conf_state = ConfState()
         # The replica is restored from the snapshot lazily, by the first apply_some(): the
         # serve loop calls it only after answering the raft worker's HELLO, so the worker
         # rebuilds its state while this process rebuilds the replica.
@@ -317,7 +317,6 @@ class LogWriter:
         if snap is not None:
             self._applied = self._snapshot_index = snap.meta.index
             self._applied_term = snap.meta.term
-            self._conf_state = snap.meta.conf_state
             if self._sm is not None:
                 self._restore_pending = snap.data
         # Bytes of entry data applied in this life, and their count when the last
@@ -329,12 +328,12 @@ class LogWriter:
         self._unapplied: collections.deque[list[object]] = collections.deque(
             codec.entries_to_obj(recovery.state.entries)
         )
-        self._commit = recovery.state.hard_state.commit
+        # The commit index and the membership at it, from the worker's COMMITTED reports.
+        self._membership = SnapshotMembership(
+            snap.meta if snap is not None else None, recovery.state.hard_state.commit)
         # The replica waits until the worker applied an entry committed after the start.
-        self._replica_waits_for = self._commit
+        self._replica_waits_for = self._membership.commit
         self._worker_applied = 0
-        self._commit_conf_index = self._applied  # the index at which _conf_state is exact
-        self._conf_known = False  # a COMMITTED with a conf_state arrived in this life
         self._job: _SnapshotJob | None = None
         self._persisted_number = 0
         self._last_number = 0
@@ -477,23 +476,14 @@ class LogWriter:
         self._wal.mark_snapshot(snap.meta, installed=True)
         self._applied = self._snapshot_index = snap.meta.index
         self._applied_term = snap.meta.term
-        self._conf_state = snap.meta.conf_state
-        self._commit = max(self._commit, snap.meta.index)
-        self._commit_conf_index = snap.meta.index
-        self._conf_known = True
+        self._membership.installed(snap.meta)
         self._unapplied.clear()
         snapfile.prune(self._snap_dir, self._settings.keep_snapshots, self._settings.fsync)
         logger.info("installed snapshot from leader index=%d term=%d", snap.meta.index, snap.meta.term)
 
     def _committed(self, index: int, conf_state: ConfState | None) -> None:
         self._worker_applied = max(self._worker_applied, index)
-        if conf_state is not None:
-            self._conf_known = True
-        if index >= self._commit:
-            self._commit = index
-            if conf_state is not None:
-                self._conf_state = conf_state
-            self._commit_conf_index = index
+        self._membership.committed(index, conf_state)
 
     # --- the replica ----------------------------------------------------------------------
 
@@ -518,9 +508,10 @@ class LogWriter:
             logger.info("replica restored index=%d duration_ms=%.1f", self._snapshot_index,
                         (time.monotonic() - self._restore_started) * 1000)
         tail = self._unapplied
+        commit = self._membership.commit
         done = 0
         size = 0
-        while done < limit and size < limit_bytes and tail and cast(int, tail[0][2]) <= self._commit:
+        while done < limit and size < limit_bytes and tail and cast(int, tail[0][2]) <= commit:
             entry = codec.entry_from_obj(tail.popleft())
             if self._sm is not None:
                 apply_entry(self._sm, entry)
@@ -530,7 +521,7 @@ class LogWriter:
             done += 1
         self._applied_bytes += size
         self._maybe_start_snapshot()
-        return bool(tail) and cast(int, tail[0][2]) <= self._commit
+        return bool(tail) and cast(int, tail[0][2]) <= commit
 
     def _maybe_start_snapshot(self) -> None:
         every = self._settings.snapshot_entries
@@ -545,12 +536,13 @@ class LogWriter:
         )
         if not (due_entries or due_bytes):
             return
-        if self._applied != self._commit_conf_index or not self._conf_known:
+        conf_state = self._membership.at(self._applied)
+        if conf_state is None:
             return  # NB: the membership is only known exactly at a COMMITTED point
         if (self._applied < self._next_snapshot_attempt
                 and self._applied_bytes < self._next_snapshot_attempt_bytes):
             return
-        meta = SnapshotMeta(self._applied, self._applied_term, self._conf_state)
+        meta = SnapshotMeta(self._applied, self._applied_term, conf_state)
         try:
             if self._settings.snapshot_mode == "fork":
                 self._job = self._fork_snapshot(self._sm, meta)

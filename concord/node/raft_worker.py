@@ -75,6 +75,7 @@ from concord.raft.state import Role
 from concord.raft.storage import MemoryStorage
 from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.publisher import Publisher
+from concord.storage.recovery import with_snapshot_membership
 from concord.storage.replica import ReplicaChecker
 
 __all__ = ["NodeMachine", "RaftWorker", "WorkerEndpoints", "kv_config_of", "run_raft_worker"]
@@ -285,6 +286,7 @@ class RaftWorker:
         # voter of its own bootstrap, so it never campaigns before the leader adds it.
         voters = tuple(m.id for m in config.members if not join or m.id != self.node_id)
         bootstrap = ConfState(voters)
+        recovered = with_snapshot_membership(config.node.data_dir, recovered, bootstrap)
         self.storage = MemoryStorage(bootstrap)
         started = time.monotonic()
         loaded = load_memory_storage(self.storage, recovered)

@@ -11,7 +11,7 @@ to them only when the ConfChange entry is applied.
 from __future__ import annotations
 
 from concord.ids import NodeId
-from concord.raft.messages import ConfChangeSingle, ConfChangeType, ConfState
+from concord.raft.messages import ConfChange, ConfChangeSingle, ConfChangeType, ConfState
 from concord.raft.progress import Progress
 from concord.raft.tracker import ProgressMap, ProgressTracker, TrackerConfig
 
@@ -196,3 +196,22 @@ class Changer:
                 raise ConfChangeError("learners_next must be empty when not joint")
             if cfg.auto_leave:
                 raise ConfChangeError("auto_leave must be false when not joint")
+
+
+def conf_state_after(conf_state: ConfState, cc: ConfChange) -> ConfState:
+    """
+    The membership after applying the committed change `cc` to `conf_state`, as the
+    core's apply_conf_change computes it (for code that folds a log without a core).
+
+    Raises:
+        ConfChangeError: `cc` cannot apply to `conf_state`.
+    """
+    tracker = ProgressTracker(1)
+    tracker.config, tracker.progress = Changer(tracker, 0).restore(conf_state)
+    changer = Changer(tracker, 0)
+    if cc.leave_joint():
+        cfg, _ = changer.leave_joint()
+    else:
+        auto_leave, joint = cc.enter_joint()
+        cfg, _ = changer.enter_joint(auto_leave, cc.changes) if joint else changer.simple(cc.changes)
+    return cfg.conf_state()

@@ -37,6 +37,7 @@ from concord.sim.loop import EventLoop
 from concord.sim.machine import Adapter, KvAdapter
 from concord.sim.network import LinkFaults, Network
 from concord.sim.node import SimNode
+from concord.sim.restarts import Liveness, WholeRestart
 from concord.sim.rng import SimRandom
 from concord.sim.workload import Client, Workload, WorkloadConfig
 
@@ -117,6 +118,11 @@ class Simulation:
         )
         self.lease_split_restart = programs.chance(0.5)
         self.program_rng = programs.fork("lease-split")
+        # Two seeds in five of the rest run the whole-cluster restart program (class
+        # WholeRestart), from a stream of its own.
+        whole = self.rng.fork("whole-restart")
+        self.whole_restart = f and not self.figure8 and not self.lease_split and whole.chance(0.4)
+        self.whole_restart_rng = whole.fork("program")
         self.raft_config_base = dict(
             election_ticks=10,
             heartbeat_ticks=knobs.choice([1, 2]),
@@ -168,6 +174,8 @@ class Simulation:
         #: Nodes clients cannot reach (their requests are lost), but for these requests.
         self.clients_cut: set[NodeId] = set()
         self.clients_cut_exempt: set[int] = set()
+        self.liveness = Liveness(self)
+        self._whole_restart: WholeRestart | None = None
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -307,6 +315,9 @@ class Simulation:
             if self.lease_split:
                 program = _LeaseSplit(self, self.program_rng, self.lease_split_restart)
                 self.loop.after(self.program_rng.randint(300, 1200), program.start)
+            if self.whole_restart:
+                self._whole_restart = WholeRestart(self, self.whole_restart_rng)
+                self._whole_restart.start()
             self.loop.after(self.nemesis_rng.randint(100, 400), self._nemesis)
         self.loop.run_until(cfg.duration_ms, stop=self._step_check)
         if not self.checker.violations:
@@ -329,6 +340,7 @@ class Simulation:
                 n.driver.stats.snapshots_taken for n in self.nodes.values() if n.driver
             ),
             "terms": len(self.checker.leaders),
+            "whole_restarts": self._whole_restart.restarts if self._whole_restart else 0,
         }
         return result
 
@@ -486,8 +498,12 @@ class Simulation:
             if not node.alive and node.id not in self.removed:
                 node.start()
         self.workload.stop()
+        self.liveness.start()
 
     def _final_checks(self) -> None:
+        self.liveness.check()
+        if self.checker.violations:
+            return
         deadline = self.loop.now + self.config.progress_deadline_ms
         # Progress: a leader exists and commits a new write.
         rid = self._control_request("progress write")

@@ -11,15 +11,21 @@ written atomically (temp file, fsync, rename), so a crash keeps the old or the n
 
 The writer does group commit: writes that arrive while an fsync runs wait for the next
 one, then one fsync acknowledges them all with the highest Ready number.
+
+Like the production log writer, it decides the membership a durable snapshot carries
+with `concord.storage.membership.SnapshotMembership`, fed by the node with the reports
+the raft worker sends (`committed`); a snapshot at an index where that membership is
+not known exactly is not made durable (the production writer waits for such an index).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from concord.raft.messages import Entry, Snapshot
+from concord.raft.messages import ConfState, Entry, Snapshot
 from concord.raft.state import HardState
+from concord.storage.membership import SnapshotMembership
 from concord.sim.buggify import buggify
 from concord.sim.loop import EventLoop
 from concord.sim.rng import SimRandom
@@ -152,8 +158,9 @@ class SimLogWriter:
         disk: the node's disk.
         rng: the writer's stream (fsync latencies).
         on_persisted: called with the highest Ready number made durable.
-        on_snapshot: called once a snapshot is durable.
+        on_snapshot: called once a snapshot is durable (with the durable meta).
         fsync_ms: (min, max) fsync latency.
+        membership: the membership bookkeeping of this incarnation (see the module).
     """
 
     def __init__(
@@ -164,6 +171,7 @@ class SimLogWriter:
         on_persisted: Callable[[int], None],
         on_snapshot: Callable[[Snapshot], None],
         fsync_ms: tuple[int, int] = (1, 4),
+        membership: SnapshotMembership | None = None,
     ) -> None:
         self._loop = loop
         self._disk = disk
@@ -175,6 +183,16 @@ class SimLogWriter:
         self._queued_count = 0
         self._syncing = False
         self.dead = False
+        recovered = disk.durable
+        self.membership = membership or SnapshotMembership(
+            recovered.snapshot.meta if recovered.snapshot is not None else None,
+            max(recovered.hard_state.commit, recovered.snapshot_index()))
+        #: Snapshots not made durable: the membership at their index was not known.
+        self.skipped_snapshots = 0
+
+    def committed(self, index: int, conf_state: ConfState | None) -> None:
+        """The raft worker's COMMITTED report (concord.node.log_writer)."""
+        self.membership.committed(index, conf_state)
 
     def persist(
         self,
@@ -184,6 +202,8 @@ class SimLogWriter:
         snapshot: Snapshot | None,
         must_sync: bool,
     ) -> None:
+        if snapshot is not None:
+            self.membership.installed(snapshot.meta)
         self._queued_count = self._disk.write(entries, hard_state, snapshot)
         self._queued_number = number
         if not self._syncing:
@@ -209,6 +229,11 @@ class SimLogWriter:
         self._on_persisted(number)
 
     def write_snapshot(self, snapshot: Snapshot) -> None:
+        conf_state = self.membership.at(snapshot.meta.index)
+        if conf_state is None:
+            self.skipped_snapshots += 1
+            return
+        snapshot = Snapshot(replace(snapshot.meta, conf_state=conf_state), snapshot.data)
         lo, hi = self._fsync_ms
         delay = self._rng.randint(lo, hi) * 2
 

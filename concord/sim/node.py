@@ -113,6 +113,7 @@ class SimNode:
         self._outbox: list[Message] = []
         self._last_commit = 0
         self._was_leader = False
+        self._conf_sent: ConfState | None = None
         self.paused_until = 0
         self._deferred: list[tuple[bool, Callable[[], None]]] = []
         #: Called when this node became leader (True) or, as leader, advanced its commit
@@ -166,6 +167,10 @@ class SimNode:
         )
         self.storage, self.machine, self.driver, self._writer = storage, machine, driver, writer
         self.raw = raw
+        # As the raft worker does before its first Ready (RaftWorker.run): the membership
+        # at the recovered snapshot, below the commit it is about to replay up to.
+        self._conf_sent = conf_state
+        writer.committed(driver.applied_index, conf_state)
         self.alive = True
         self.network.register(self.id, self._receive)
         tick = self.driver_config.tick_ms
@@ -307,11 +312,21 @@ class SimNode:
 
     def _snapshot_installed(self, meta: SnapshotMeta) -> None:
         self.checker.on_snapshot_applied(self.id, meta.index, meta.term)
+        self._report_committed(meta.index, meta.conf_state)
         self.trace(f"install {self.id} index={meta.index} term={meta.term}")
 
     def _applied(self, entry: Entry) -> None:
         assert self.driver is not None
         self.checker.on_apply(self.id, entry, self.driver.term)
+        self._report_committed(entry.index, self.driver.conf_state)
+
+    def _report_committed(self, index: int, conf_state: ConfState) -> None:
+        """The raft worker's COMMITTED report: the membership only when it changed."""
+        if self._writer is None:
+            return
+        changed = conf_state != self._conf_sent
+        self._conf_sent = conf_state
+        self._writer.committed(index, conf_state if changed else None)
 
     def process(self) -> None:
         """Run the driver's Ready loop, then the per-step safety checks."""

@@ -15,6 +15,9 @@ into its MemoryStorage. Rules:
 - `hard_state.commit` is raised to the snapshot index if it was lower (a snapshot only
   ever holds committed entries; the commit-only hard state is written without fsync).
 
+`with_snapshot_membership()` gives a recovered snapshot written without a membership
+(issue 12) the membership the log determines, for the raft worker to start from.
+
 Never deletes data that was not torn: `repair=True` only truncates a torn tail, removes
 a segment torn at creation, deletes stale `*.tmp` files and renames bad snapshots to
 `*.corrupt`.
@@ -27,10 +30,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from concord.errors import CorruptionError, StorageError
-from concord.raft.messages import Entry, Snapshot
+from concord.raft.messages import ConfState, Entry, Snapshot
 from concord.raft.state import HardState
 from concord.storage import fileutil
 from concord.storage.format import WAY_FORWARD
+from concord.storage.membership import has_membership, membership_from_log
 from concord.storage.snapshot import load_newest
 from concord.storage.wal import WalContents, read_wal
 
@@ -126,3 +130,48 @@ def recover(data_dir: Path, repair: bool = True) -> RecoveredState:
         CorruptionError: see the module docstring; the message names the file and offset.
     """
     return recover_for_writing(data_dir, repair).state
+
+
+def with_snapshot_membership(data_dir: Path, state: RecoveredState, bootstrap: ConfState) -> RecoveredState:
+    """
+    `state`, its snapshot given a membership if it was written without one.
+
+    Writers before the fix of issue 12 could write a snapshot whose membership is empty;
+    a node starting from it never campaigns. Its membership is recovered from the log:
+    `bootstrap` changed by every membership change up to the snapshot's index, read
+    (read only) from the WAL, which must still hold the log from index 1 (it does when
+    the snapshot was the first one its writer took; segments are removed only once a
+    snapshot covers them whole). Safe: those entries are committed (a snapshot holds
+    only committed entries), so they are the ones every member applied, and folding
+    them is what this node does when it starts without a snapshot.
+
+    Otherwise `state` is returned unchanged with an ERROR naming the snapshot: the node
+    can still follow a leader, but never campaigns until a newer snapshot or membership
+    change reaches it.
+
+    NB: call it before anything writes to the WAL (the raft worker does, right after its
+    handshake with the writer).
+    """
+    snap = state.snapshot
+    if snap is None or snap.is_empty or has_membership(snap.meta.conf_state):
+        return state
+    try:
+        entries = read_wal(wal_dir(data_dir), repair=False).entries
+    except (StorageError, OSError) as exc:
+        entries = []
+        logger.warning("cannot read wal to recover a snapshot's membership data_dir=%s error=%s",
+                       data_dir, exc)
+    conf_state = membership_from_log(bootstrap, entries, snap.meta)
+    if conf_state is None:
+        logger.error(
+            "snapshot has no membership and the log no longer holds it: this node will not "
+            "campaign data_dir=%s snapshot_index=%d first_wal_index=%d",
+            data_dir, snap.meta.index, entries[0].index if entries else 0,
+        )
+        return state
+    logger.warning(
+        "snapshot has no membership, recovered it from the log data_dir=%s snapshot_index=%d "
+        "voters=%s learners=%s", data_dir, snap.meta.index, ",".join(conf_state.voters),
+        ",".join(conf_state.learners))
+    meta = replace(snap.meta, conf_state=conf_state)
+    return replace(state, snapshot=Snapshot(meta, snap.data))

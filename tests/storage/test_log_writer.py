@@ -420,3 +420,52 @@ def test_writer_restores_replica_only_when_worker_applied_what_was_committed(tmp
         apply_entry(expected, e)
     assert (9, expected.state_hash()) == (writer.applied_index, writer._sm.state_hash() if writer._sm else 0)
     writer.close()
+
+
+def _restart_and_replay(tmp_path: Path, reports: list[bytes], more: int = 6) -> SnapshotMeta:
+    """Restart the writer on tmp_path, feed a restarted worker's reports, then enough new
+    entries for a snapshot; the meta of the snapshot the replica takes."""
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=5, snapshot_mode="thread"),
+                          state_machine=DictMachine)
+    last = writer.wal.last_index
+    writer.handle_batch([lw._msg(lw.HELLO), *reports])
+    writer.handle_batch([_persist(1, _put_entries(last + 1, more), HardState(2, None, last + more)),
+                         lw._msg(lw.COMMITTED, last + more, None)])
+    while writer.apply_some():
+        pass
+    job = writer.snapshot_job
+    assert job is not None, "no snapshot taken"
+    assert writer.poll_snapshot(block=True)
+    writer.close()
+    return job.meta
+
+
+def test_writer_snapshot_carries_the_membership_when_a_restarted_worker_reports_it_below_the_commit(
+    tmp_path: Path,
+) -> None:
+    """Issue 12 #1: a restarted worker's first COMMITTED carries the membership at its
+    recovered snapshot (index 0 here), below the recovered commit: the next snapshot must
+    still carry it, not an empty voter list."""
+    first = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=0), state_machine=DictMachine)
+    first.handle_batch([_persist(1, _put_entries(1, 8), HardState(1, None, 8)), _committed(8)])
+    first.close()
+    meta = _restart_and_replay(tmp_path, [_committed(0), lw._msg(lw.COMMITTED, 8, None)])
+    assert SnapshotMeta(14, 1, CS) == meta
+
+
+def test_writer_snapshot_carries_the_new_membership_when_it_changed_in_the_replayed_log(
+    tmp_path: Path,
+) -> None:
+    """A membership change between the recovered snapshot and the recovered commit,
+    reported while the worker replays, is the membership of the next snapshot."""
+    first = lw.LogWriter(tmp_path, lw.WriterSettings(snapshot_entries=5, snapshot_mode="thread"),
+                         state_machine=DictMachine)
+    first.handle_batch([_persist(1, _put_entries(1, 12), HardState(1, None, 12)), _committed(5)])
+    first.apply_some()
+    assert first.poll_snapshot(block=True)
+    first.handle_batch([_committed(12)])
+    first.close()
+    grown = ConfState(voters=(*CS.voters, NodeId("n4")))
+    reports = [_committed(5), lw._msg(lw.COMMITTED, 9, codec.conf_state_to_obj(grown)),
+               lw._msg(lw.COMMITTED, 12, None)]
+    assert SnapshotMeta(18, 1, grown) == _restart_and_replay(tmp_path, reports)

@@ -1,0 +1,64 @@
+"""SnapshotMembership: the membership the writer's snapshots carry (issue 12 #1)."""
+
+from __future__ import annotations
+
+from concord.ids import NodeId
+from concord.raft.messages import ConfChange, ConfState, Entry, EntryType, SnapshotMeta
+from concord.storage.membership import SnapshotMembership, membership_from_log
+
+OLD = ConfState(voters=(NodeId("n1"), NodeId("n2"), NodeId("n3")))
+NEW = ConfState(voters=(NodeId("n1"), NodeId("n2"), NodeId("n3")), learners=(NodeId("n4"),))
+
+
+def test_membership_is_unknown_when_no_report_carried_one() -> None:
+    """Reports without a conf_state say "unchanged": nothing is known before the first."""
+    m = SnapshotMembership(SnapshotMeta(10, 1, OLD), commit=20)
+    m.committed(20, None)
+    m.committed(25, None)
+    assert (None, 25) == (m.at(25), m.commit)
+
+
+def test_membership_reported_below_the_commit_holds_at_later_reports_when_unchanged() -> None:
+    """A restarted worker reports its membership before replaying up to the commit."""
+    m = SnapshotMembership(None, commit=100)
+    m.committed(0, OLD)
+    assert None is m.at(0)  # below the commit: the replica is not there
+    m.committed(60, NEW)
+    m.committed(100, None)
+    assert (NEW, None) == (m.at(100), m.at(60))
+    m.committed(130, None)
+    assert NEW == m.at(130)
+
+
+def test_membership_of_an_installed_snapshot_holds_when_the_leader_sent_one() -> None:
+    """A snapshot from the leader replaces log and membership."""
+    m = SnapshotMembership(SnapshotMeta(10, 1, OLD), commit=10)
+    m.installed(SnapshotMeta(50, 2, NEW))
+    assert (NEW, 50) == (m.at(50), m.commit)
+    m.committed(55, None)
+    assert NEW == m.at(55)
+
+
+def _log(last: int, changes: dict[int, ConfChange], term: int = 1) -> list[Entry]:
+    return [
+        Entry(term, i, EntryType.CONF_CHANGE, changes[i].encode()) if i in changes
+        else Entry(term, i, EntryType.NORMAL, b"x")
+        for i in range(1, last + 1)
+    ]
+
+
+def test_membership_from_log_folds_the_changes_up_to_the_snapshot_when_the_log_starts_at_one() -> None:
+    """Bootstrap, then the changes at or below the snapshot index (not those after it)."""
+    log = _log(30, {5: ConfChange.add_learner(NodeId("n4")), 20: ConfChange.remove(NodeId("n1"))})
+    assert NEW == membership_from_log(OLD, log, SnapshotMeta(10, 1, ConfState()))
+    assert ConfState(voters=(NodeId("n2"), NodeId("n3")), learners=(NodeId("n4"),)) == (
+        membership_from_log(OLD, log, SnapshotMeta(25, 1, ConfState())))
+
+
+def test_membership_from_log_is_none_when_the_log_cannot_determine_it() -> None:
+    """A log compacted below the snapshot, short of it, or of another term gives None."""
+    log = _log(30, {})
+    assert None is membership_from_log(OLD, log[5:], SnapshotMeta(10, 1, ConfState()))
+    assert None is membership_from_log(OLD, log, SnapshotMeta(31, 1, ConfState()))
+    assert None is membership_from_log(OLD, log, SnapshotMeta(10, 2, ConfState()))
+    assert OLD == membership_from_log(OLD, log, SnapshotMeta(10, 1, ConfState()))
