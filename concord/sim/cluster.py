@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 from functools import partial
 import logging
-from collections.abc import Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from concord.ids import NodeId
@@ -37,6 +37,7 @@ from concord.sim.loop import EventLoop
 from concord.sim.machine import Adapter, KvAdapter
 from concord.sim.network import LinkFaults, Network
 from concord.sim.node import SimNode
+from concord.sim.programs import DivergentSnapshot, JointReplace, replace_change
 from concord.sim.rng import SimRandom
 from concord.sim.workload import Client, Workload, WorkloadConfig
 
@@ -117,6 +118,15 @@ class Simulation:
         )
         self.lease_split_restart = programs.chance(0.5)
         self.program_rng = programs.fork("lease-split")
+        # Of the seeds left, one in three runs the joint-replacement program and one in
+        # three the divergent-snapshot one (concord/sim/programs.py), from their own
+        # stream.
+        more = self.rng.fork("programs/more")
+        pick = more.random()
+        left = f and not self.figure8 and not self.lease_split and config.nodes >= 3
+        self.joint_replace = left and config.membership and pick < 1 / 3
+        self.divergent_snapshot = left and 1 / 3 <= pick < 2 / 3
+        self.more_rng = more.fork("program")
         self.raft_config_base = dict(
             election_ticks=10,
             heartbeat_ticks=knobs.choice([1, 2]),
@@ -135,6 +145,11 @@ class Simulation:
             snapshot_every_entries=knobs.choice([0, 10, 40]) if f else 0,
             snapshot_keep_entries=knobs.choice([0, 5, 50]),
         )
+        if self.divergent_snapshot:
+            # Its new leader must snapshot and compact past the divergent follower.
+            self.driver_config = replace(
+                self.driver_config, snapshot_every_entries=10, snapshot_keep_entries=0
+            )
         self.fsync_ms = (1, knobs.choice([2, 5, 15]))
         # Crash a leader right after it advanced its commit index, with this probability
         # (FoundationDB-style attrition at the interesting moment).
@@ -168,6 +183,10 @@ class Simulation:
         #: Nodes clients cannot reach (their requests are lost), but for these requests.
         self.clients_cut: set[NodeId] = set()
         self.clients_cut_exempt: set[int] = set()
+        #: A program of programs.py runs: the random nemesis holds still.
+        self.program_running = False
+        #: Called like `_Figure8.on_leader_step`; True stops the random attrition.
+        self.leader_step_hooks: list[Callable[[SimNode, bool], bool]] = []
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -193,6 +212,7 @@ class Simulation:
             self.trace,
         )
         node.on_leader_step = self._leader_step
+        node.cluster = self.nodes
         return node
 
     def _leader_step(self, node: SimNode, became_leader: bool) -> None:
@@ -200,6 +220,10 @@ class Simulation:
         if self.loop.now >= self.config.duration_ms - 200 or not self.config.faults:
             return
         if self._figure8 is not None and self._figure8.on_leader_step(node, became_leader):
+            return
+        if any([hook(node, became_leader) for hook in list(self.leader_step_hooks)]):
+            return
+        if self.program_running:
             return
         rng = self.nemesis_rng
         p = self.crash_on_election_p if became_leader else self.crash_on_commit_p
@@ -307,6 +331,10 @@ class Simulation:
             if self.lease_split:
                 program = _LeaseSplit(self, self.program_rng, self.lease_split_restart)
                 self.loop.after(self.program_rng.randint(300, 1200), program.start)
+            if self.joint_replace or self.divergent_snapshot:
+                kind = JointReplace if self.joint_replace else DivergentSnapshot
+                other = kind(self, self.more_rng)
+                self.loop.after(self.more_rng.randint(300, 1000), other.start)
             self.loop.after(self.nemesis_rng.randint(100, 400), self._nemesis)
         self.loop.run_until(cfg.duration_ms, stop=self._step_check)
         if not self.checker.violations:
@@ -341,6 +369,9 @@ class Simulation:
         if self.loop.now >= self.config.duration_ms - 200:
             return
         rng = self.nemesis_rng
+        if self.program_running:
+            self.loop.after(rng.randint(50, 400), self._nemesis)
+            return
         members = [n for n in self.nodes if n not in self.removed]
         action = rng.choices(
             ["crash", "partition", "oneway", "isolate_leader", "clog", "heal", "transfer",
@@ -438,25 +469,52 @@ class Simulation:
             options.append("promote")
         if len(voters) > max(3, self.config.nodes - 1) or (len(voters) > 1 and self.config.nodes < 3):
             options.append("remove")
+        if learners and len(voters) >= 3:
+            options.append("replace")
         if not options:
             return
         choice = rng.choice(options)
         if choice == "add_learner":
-            new_id = self.spares.pop(0)
-            node = self._make_node(new_id, self.bootstrap)
-            self.nodes[new_id] = node
-            node.start()
-            cc = ConfChange.add_learner(new_id)
-        elif choice == "promote":
+            self.add_learner(leader)
+            return
+        if choice == "promote":
             cc = ConfChange.add_voter(rng.choice(learners))
+        elif choice == "replace":
+            # Joint consensus: a learner takes a voter's place in one change.
+            victim = rng.choice([v for v in voters if v != leader.id] or voters)
+            cc = replace_change(rng.choice(learners), victim)
+            self.loop.after(1500, lambda: self._retire(victim))
         else:
             victim = rng.choice(voters)
             cc = ConfChange.remove(victim)
             self.loop.after(1500, lambda: self._retire(victim))
-        rid = self._control_request(f"cc {choice} {cc.changes[0].node_id}")
+        self.submit_conf_change(leader, cc, choice)
+
+    def add_learner(self, leader: SimNode) -> NodeId:
+        """Start a spare node and have `leader` add it as a learner."""
+        new_id = self.spares.pop(0)
+        node = self._make_node(new_id, self.bootstrap)
+        self.nodes[new_id] = node
+        node.start()
+        self.submit_conf_change(leader, ConfChange.add_learner(new_id), "add_learner")
+        return new_id
+
+    def submit_conf_change(self, leader: SimNode, cc: ConfChange, what: str) -> None:
+        assert leader.driver is not None
+        rid = self._control_request(f"cc {what} {cc.changes[0].node_id}")
         self._conf_change_busy = True
-        self.trace(f"conf change {choice} {cc.changes[0].node_id} via {leader.id}")
+        self.trace(f"conf change {what} {cc.changes[0].node_id} via {leader.id}")
         leader.driver.submit_conf_change(rid, cc)
+        leader.process()
+
+    def burst(self, leader: SimNode, count: int, what: str) -> None:
+        """Propose `count` writes of a program's own key at `leader` in one step."""
+        assert leader.driver is not None
+        for i in range(count):
+            rid = self._control_request(f"{what} write")
+            leader.driver.submit_write(
+                rid, self.adapter.encode(OpKind.PUT, f"__{what}__", (i,))
+            )
         leader.process()
 
     def _retire(self, node_id: NodeId) -> None:
