@@ -139,6 +139,27 @@ PLANTS = [
         "_AFTER_PERSIST_TYPES = frozenset({MT.APPEND_RESP, MT.VOTE_RESP, MT.PRE_VOTE_RESP})",
         "_AFTER_PERSIST_TYPES = frozenset({MT.APPEND_RESP, MT.PRE_VOTE_RESP})",
     ),
+    Plant(
+        "session_retry_reapplied",
+        "apply a retried session write again instead of answering its first result",
+        "concord/kv/machine.py",
+        "            if seq == session.seq:\n                return dict(session.result), []",
+        "            if False:\n                return dict(session.result), []",
+    ),
+    Plant(
+        "read_ignores_ttl",
+        "reads return keys whose TTL ran out (expiry not applied to reads)",
+        "concord/kv/query.py",
+        "    return record.expires_at_ms == 0 or record.expires_at_ms > now_ms",
+        "    return True",
+    ),
+    Plant(
+        "version_not_bumped",
+        "a put over a live key keeps its version instead of incrementing it",
+        "concord/kv/machine.py",
+        "            create_revision, version = old.create_revision, old.version + 1",
+        "            create_revision, version = old.create_revision, old.version",
+    ),
 ]
 
 CI_SETS = [(3, 1000, 300), (5, 5000, 200)]

@@ -28,7 +28,7 @@ from enum import Enum
 from concord.ids import NodeId
 from concord.node.driver import Consistency, DriverConfig, Reply, ReplyStatus
 from concord.raft.config import RaftConfig
-from concord.raft.messages import ConfChange, ConfState
+from concord.raft.messages import ConfChange, ConfState, Entry, EntryType
 from concord.raft.state import Role
 from concord.sim import buggify as buggify_mod
 from concord.sim.checks import LogView, SafetyChecker, Violation
@@ -39,7 +39,7 @@ from concord.sim.network import LinkFaults, Network
 from concord.sim.node import SimNode
 from concord.sim.programs import DivergentSnapshot, JointReplace, replace_change
 from concord.sim.rng import SimRandom
-from concord.sim.workload import Client, Workload, WorkloadConfig
+from concord.sim.workload import Client, Request, Workload, WorkloadConfig
 
 __all__ = ["DEFAULT_DURATION_MS", "SimConfig", "SimResult", "Simulation", "run_seed"]
 
@@ -183,6 +183,9 @@ class Simulation:
         #: Nodes clients cannot reach (their requests are lost), but for these requests.
         self.clients_cut: set[NodeId] = set()
         self.clients_cut_exempt: set[int] = set()
+        #: (client id, seq) -> the timestamp of the entry that first applied it.
+        self.applied_ts: dict[tuple[str, int], int] = {}
+        self._observed: set[int] = set()
         #: A program of programs.py runs: the random nemesis holds still.
         self.program_running = False
         #: Called like `_Figure8.on_leader_step`; True stops the random attrition.
@@ -212,6 +215,7 @@ class Simulation:
             self.trace,
         )
         node.on_leader_step = self._leader_step
+        node.on_apply = self._observe_apply
         node.cluster = self.nodes
         return node
 
@@ -241,31 +245,39 @@ class Simulation:
         node.crash()
         self.loop.after(rng.randint(10, 300), partial(self._restart, node.id))
 
+    def _observe_apply(self, entry: Entry) -> None:
+        """Note the cluster time of each session write, at its first apply anywhere."""
+        if entry.index in self._observed or entry.type is not EntryType.NORMAL:
+            return
+        self._observed.add(entry.index)
+        if entry.data:
+            session = self.adapter.session_of(entry.data)
+            if session is not None and session not in self.applied_ts:
+                self.applied_ts[session] = entry.timestamp_ms
+
     def _client_nodes(self) -> list[NodeId]:
         return [n for n in self.nodes if n not in self.removed]
 
-    def _submit(
-        self,
-        node_id: NodeId,
-        rid: int,
-        kind: OpKind,
-        key: str,
-        args: tuple[Hashable, ...],
-        consistency: Consistency | None,
-    ) -> None:
+    def _submit(self, node_id: NodeId, request: Request) -> None:
         node = self.nodes.get(node_id)
         if node is None or node.driver is None:
             return  # lost: the client times out
+        rid = request.request_id
         if node_id in self.clients_cut and rid not in self.clients_cut_exempt:
             return
 
         def handle() -> None:
             assert node is not None and node.driver is not None
-            if kind is OpKind.GET:
-                assert consistency is not None
-                node.driver.submit_read(rid, key, consistency)
+            if request.kind in (OpKind.GET, OpKind.GET_MANY):
+                # A bulk read takes the first key's barrier, then reads every key at
+                # that point (as a read worker serves get_many).
+                assert request.consistency is not None
+                node.driver.submit_read(rid, request.key, request.consistency)
             else:
-                node.driver.submit_write(rid, self.adapter.encode(kind, key, args))
+                data = self.adapter.encode(
+                    request.kind, request.key, request.args, request.keys, request.session
+                )
+                node.driver.submit_write(rid, data)
             node.process()
 
         node.submit(handle)
@@ -279,10 +291,18 @@ class Simulation:
                 self._conf_change_busy = False
             return
         value: Hashable = None
+        ts: float | None = None
         node = self.nodes[node_id]
-        if reply.status is ReplyStatus.OK and reply.key is not None and node.machine is not None:
-            value = self.adapter.read(node.machine, reply.key)
-        self.workload.on_reply(node_id, reply, value)
+        request = self.workload.request_of(reply.request_id)
+        machine = node.machine
+        if reply.status is ReplyStatus.OK and request is not None and machine is not None:
+            if request.kind is OpKind.GET:
+                value = self.adapter.read(machine, request.key)
+                ts = self.adapter.now_ms(machine)
+            elif request.kind is OpKind.GET_MANY:
+                value = self.adapter.read_many(machine, request.keys)
+                ts = self.adapter.now_ms(machine)
+        self.workload.on_reply(node_id, reply, value, ts)
 
     def leader(self) -> SimNode | None:
         best: SimNode | None = None
@@ -594,7 +614,8 @@ class Simulation:
             end = self.loop.now + self.workload.config.timeout_ms + 10
             self.loop.run_until(end, stop=lambda: reader.inflight is None)
         self.checker.now_ms = self.loop.now
-        result = check_history(self.workload.history, max_steps_per_key=500_000)
+        history = self.workload.timed_history(self.applied_ts)
+        result = check_history(history, max_steps_per_key=500_000)
         self._lin_result = result
         for verdict in result.violations:
             self.checker.fail("linearizability", verdict.describe())

@@ -125,6 +125,8 @@ class SimNode:
         #: Called when this node became leader (True) or, as leader, advanced its commit
         #: index (False), before the step's messages are sent (a nemesis hook).
         self.on_leader_step: Callable[[SimNode, bool], None] | None = None
+        #: Called with every entry this node applies.
+        self.on_apply: Callable[[Entry], None] | None = None
         #: Every node of the cluster (the simulation's map): whose disks hold what.
         self.cluster: dict[NodeId, SimNode] = {}
         self._conf_before: Config = (frozenset(), frozenset())
@@ -352,6 +354,8 @@ class SimNode:
     def _applied(self, entry: Entry) -> None:
         assert self.driver is not None
         self.checker.on_apply(self.id, entry, self.driver.term)
+        if self.on_apply is not None:
+            self.on_apply(entry)
 
     def _conf(self) -> Config:
         """The core's configuration now (its two halves)."""
