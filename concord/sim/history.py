@@ -100,7 +100,8 @@ class Operation:
     with it (the conservative choice). `keys` names every key of a multi-key op (`key`
     is then its first). `ts` is the cluster time the operation took effect at, when
     known (a write's entry timestamp, a read's state-machine time): the order of
-    operations must agree with it, and TTLs expire by it.
+    operations must agree with it, and TTLs expire by it. An UNKNOWN operation with a
+    `ts` took effect (the recorder saw it applied); its result is still unknown.
     """
 
     client_id: int

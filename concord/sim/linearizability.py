@@ -23,12 +23,14 @@ Outcomes:
   e.g. not_leader); it is dropped. NB: a put_if whose condition did not hold is not a
   FAIL: it completed OK with result False.
 - `UNKNOWN`: it may have taken effect at any point after its invocation, or never; its
-  result is not checked.
+  result is not checked. With a cluster time (`Operation.ts`: the simulator knows the
+  entry that applied it) it took effect, at a point consistent with that time.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -185,11 +187,15 @@ def _search(
         return True
     # Nodes 0..n-1 are calls, n..2n-1 returns (op i's return is n + i); node 2n is head.
     events: list[tuple[float, int, int]] = []
+    definite = [_took_effect(op) for op in ops]
     for i, op in enumerate(ops):
         events.append((op.invoke_time, 0, i))
         if op.outcome is Outcome.OK:
             assert op.complete_time is not None, f"ok op without completion: {op}"
             events.append((op.complete_time, 1, n + i))
+        elif definite[i]:
+            # It took effect, when is not known to the client: before the history ends.
+            events.append((math.inf, 1, n + i))
     # Calls sort before returns at the same instant: touching intervals are concurrent.
     events.sort()
     head = 2 * n
@@ -200,7 +206,6 @@ def _search(
         nxt[last] = node
         prv[node] = last
         last = node
-    definite = [op.outcome is Outcome.OK for op in ops]
     remaining = sum(definite)
 
     def lift(c: int) -> None:
@@ -271,6 +276,11 @@ def _search(
     return True
 
 
+def _took_effect(op: Operation) -> bool:
+    """OK ops took effect; so did UNKNOWN ones whose cluster time is known."""
+    return op.outcome is Outcome.OK or (op.outcome is Outcome.UNKNOWN and op.ts is not None)
+
+
 def _written_values(op: Operation) -> tuple[Hashable, ...]:
     if op.kind is OpKind.PUT:
         return (op.args[0],)
@@ -312,7 +322,7 @@ def _prune_unknown(ops: Sequence[Operation]) -> list[Operation]:
     observed = _observed_values(ops)
     kept = []
     for op in ops:
-        if op.outcome is Outcome.UNKNOWN:
+        if op.outcome is Outcome.UNKNOWN and op.ts is None:
             if op.kind in (OpKind.GET, OpKind.GET_MANY):
                 continue
             written = _written_values(op)

@@ -333,3 +333,13 @@ def test_retried_write_is_rejected_when_applied_twice() -> None:
     reads = [get(3, 5, 1, 2), get(3, 6, 7, 8), get(3, 5, 21, 22)]
     assert not check_history([retried, other, *reads]).ok
     assert check_history([retried, other, *reads[:2]]).ok
+
+
+def test_unknown_write_must_take_effect_when_its_cluster_time_is_known() -> None:
+    """An UNKNOWN op with a ts was applied: it is not optional."""
+    from dataclasses import replace
+
+    applied = replace(put(1, 5, 0, None, outcome=Outcome.UNKNOWN), ts=10)
+    read_absent = replace(get(2, ABSENT, 20, 21), ts=20)
+    assert not check_history([applied, read_absent]).ok
+    assert check_history([replace(applied, ts=None), read_absent]).ok
