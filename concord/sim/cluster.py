@@ -62,6 +62,8 @@ class SimConfig:
     trace: bool = False
     heal_ms: int = 1500
     progress_deadline_ms: int = 3000
+    #: Force one program of concord/sim/programs.py (by its `name`) instead of the draw.
+    program: str = ""
 
 
 @dataclass(slots=True)
@@ -126,6 +128,12 @@ class Simulation:
         left = f and not self.figure8 and not self.lease_split and config.nodes >= 3
         self.joint_replace = left and config.membership and pick < 1 / 3
         self.divergent_snapshot = left and 1 / 3 <= pick < 2 / 3
+        if config.program:
+            if config.program not in (JointReplace.name, DivergentSnapshot.name):
+                raise ValueError(f"unknown program {config.program!r}")
+            self.figure8 = self.lease_split = False
+            self.joint_replace = config.program == JointReplace.name
+            self.divergent_snapshot = config.program == DivergentSnapshot.name
         self.more_rng = more.fork("program")
         self.raft_config_base = dict(
             election_ticks=10,

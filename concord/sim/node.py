@@ -133,6 +133,7 @@ class SimNode:
         #: Senders of HEARTBEAT_RESP per read-round context, in `_acks_term`.
         self._read_acks: dict[bytes, set[NodeId]] = {}
         self._acks_term = 0
+        self._checked_commit = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -184,6 +185,7 @@ class SimNode:
         self.alive = True
         self._conf_before = self._conf()
         self._read_acks, self._acks_term = {}, 0
+        self._checked_commit = storage.hard_state.commit
         self.checker.check_stored(self.id, storage, storage.hard_state.commit)
         self.network.register(self.id, self._receive)
         tick = self.driver_config.tick_ms
@@ -364,18 +366,23 @@ class SimNode:
         config = self.raw.raft.tracker.config
         return (frozenset(config.voters), frozenset(config.voters_outgoing))
 
-    def _check_commit_quorum(self, conf_before: Config) -> None:
-        """The leader's commit index is durable on a majority of its configuration."""
-        assert self.driver is not None and self.raw is not None
-        index = self.driver.commit
+    def _check_commit_quorum(self, configs: list[Config]) -> None:
+        """
+        A leader's new commit index is durable on a majority of (each half of) the
+        configuration it was decided in, one of `configs`.
+        """
+        assert self.raw is not None
+        core = self.raw.raft
+        index = core.log.committed
+        if core.role is not Role.LEADER or index <= self._checked_commit:
+            return
+        self._checked_commit = index
         try:
-            term = self.raw.raft.log.term(index)
+            term = core.log.term(index)
         except StorageError:
             return  # compacted meanwhile: an earlier step checked it
         holders = {n for n, node in self.cluster.items() if node.disk.durable.holds(index, term)}
-        self.checker.check_commit_quorum(
-            self.id, self.driver.term, index, holders, [conf_before, self._conf()]
-        )
+        self.checker.check_commit_quorum(self.id, core.term, index, holders, configs)
 
     def process(self) -> None:
         """Run the driver's Ready loop, then the per-step safety checks."""
@@ -384,17 +391,21 @@ class SimNode:
             return
         self._processing = True
         conf_before = self._conf_before
+        # NB: a step decides commits in the configuration it started with; applying a
+        # membership change (in process_ready) may commit more in the next one.
+        if self.cluster:
+            self._check_commit_quorum([conf_before])
         try:
             driver.process_ready()
         finally:
             self._processing = False
         self._conf_before = self._conf()
+        if self.cluster:
+            self._check_commit_quorum([conf_before, self._conf_before])
         if driver.role is Role.LEADER:
             self.checker.on_leader(self.id, driver.term)
             became = not self._was_leader
             advanced = driver.commit > self._last_commit
-            if advanced and self.cluster:
-                self._check_commit_quorum(conf_before)
             self._was_leader, self._last_commit = True, driver.commit
             if (became or advanced) and self.on_leader_step is not None:
                 # NB: before the flush: the nemesis may crash the node right here, and

@@ -35,8 +35,10 @@ __all__ = ["DivergentSnapshot", "JointReplace", "replace_change"]
 
 #: Give up a try after this long (another try follows while the run lasts).
 _TRY_MS = 2000
-#: Writes per burst of the divergent-snapshot program (more than a snapshot interval).
-_BURST = 25
+#: Writes of the divergent-snapshot program: the follower's divergent suffix must
+#: reach past the snapshot the new leader sends (it snapshots every 10 entries).
+_DIVERGE_BURST = 40
+_CONVERGE_BURST = 15
 
 
 def replace_change(add: NodeId, remove: NodeId) -> ConfChange:
@@ -229,7 +231,7 @@ class DivergentSnapshot(_Program):
         pair = [leader.id, follower]
         sim.network.partition(pair, [n for n in sim.nodes if n not in pair])
         sim.trace(f"{self.name} {leader.id} (disk stalled) with {follower} alone")
-        sim.burst(leader, _BURST, "diverge")
+        sim.burst(leader, _DIVERGE_BURST, "diverge")
         sim.loop.after(1, self._watch)
         return True
 
@@ -266,7 +268,8 @@ class DivergentSnapshot(_Program):
         assert self.old is not None and self.follower is not None and follower.storage
         old = sim.nodes[self.old]
         if not self.cut:
-            if follower.storage.last_index() < self.base + _BURST // 2 and old.is_leader:
+            long_enough = self.base + 3 * _DIVERGE_BURST // 4
+            if follower.storage.last_index() < long_enough and old.is_leader:
                 sim.loop.after(1, self._watch)
                 return
             sim.trace(f"{self.name} crash {self.old}, cut {self.follower} off")
@@ -284,5 +287,5 @@ class DivergentSnapshot(_Program):
             return
         self.new = new.id
         sim.trace(f"{self.name} new leader {new.id}: burst")
-        sim.burst(new, _BURST, "converge")
+        sim.burst(new, _CONVERGE_BURST, "converge")
         sim.loop.after(5, self._watch)
