@@ -374,7 +374,10 @@ class SimNode:
         assert self.raw is not None
         core = self.raw.raft
         index = core.log.committed
-        if core.role is not Role.LEADER or index <= self._checked_commit:
+        if core.role is not Role.LEADER:
+            self._checked_commit = index  # a leader is held to the commits it decides
+            return
+        if index <= self._checked_commit:
             return
         self._checked_commit = index
         try:
