@@ -113,6 +113,60 @@ PLANTS = [
         "if self._clock.now_ms() < self._vote_hold_until_ms:",
         "if False:",
     ),
+    Plant(
+        "read_index_minority",
+        "release a ReadIndex round confirmed by fewer than a quorum of heartbeat answers",
+        "concord/raft/core.py",
+        "if acks is not None and self.tracker.vote_result(acks) == VoteResult.WON:",
+        "if acks is not None and len(acks) >= len(self.tracker.config.voters) // 2:",
+    ),
+    Plant(
+        "joint_commit_incoming_only",
+        "count an entry committed in a joint configuration by the incoming majority alone",
+        "concord/raft/quorum.py",
+        "    return min(\n"
+        "        majority_committed_index(incoming, acked), "
+        "majority_committed_index(outgoing, acked)\n"
+        "    )",
+        "    return majority_committed_index(incoming, acked)",
+    ),
+    Plant(
+        "snapshot_keeps_conflicting_suffix",
+        "a snapshot install keeps the follower's (conflicting) entries after its index",
+        "concord/raft/storage.py",
+        "        self._ents = [Entry(term=snapshot.meta.term, index=snapshot.meta.index)]",
+        "        self._ents = [Entry(term=snapshot.meta.term, index=snapshot.meta.index)] + [\n"
+        "            e for e in self._ents if e.index > snapshot.meta.index\n"
+        "        ]",
+    ),
+    Plant(
+        "vote_before_persist",
+        "answer a vote before the hard state that records it is durable",
+        "concord/raft/core.py",
+        "_AFTER_PERSIST_TYPES = frozenset({MT.APPEND_RESP, MT.VOTE_RESP, MT.PRE_VOTE_RESP})",
+        "_AFTER_PERSIST_TYPES = frozenset({MT.APPEND_RESP, MT.PRE_VOTE_RESP})",
+    ),
+    Plant(
+        "session_retry_reapplied",
+        "apply a retried session write again instead of answering its first result",
+        "concord/kv/machine.py",
+        "            if seq == session.seq:\n                return dict(session.result), []",
+        "            if False:\n                return dict(session.result), []",
+    ),
+    Plant(
+        "read_ignores_ttl",
+        "reads return keys whose TTL ran out (expiry not applied to reads)",
+        "concord/kv/query.py",
+        "    return record.expires_at_ms == 0 or record.expires_at_ms > now_ms",
+        "    return True",
+    ),
+    Plant(
+        "version_not_bumped",
+        "a put over a live key keeps its version instead of incrementing it",
+        "concord/kv/machine.py",
+        "            create_revision, version = old.create_revision, old.version + 1",
+        "            create_revision, version = old.create_revision, old.version",
+    ),
 ]
 
 CI_SETS = [(3, 1000, 300), (5, 5000, 200)]

@@ -11,7 +11,19 @@ Figure 3):
   committed in is bounded by the applying node's term at its first apply; only entries
   whose bound is below T are checked, so a stale-term leader elected later in time is
   not held to entries a higher term committed;
-- state-machine safety: every node applies the same entry at each index.
+- state-machine safety: every node applies the same entry at each index;
+- stored-log agreement: every entry a node stores (not only those it was given to
+  append: a snapshot install or a compaction changes the log too) has the content and
+  predecessor term the cluster saw for its (index, term), and agrees with the committed
+  log up to the node's commit index;
+- quorums: an entry a leader counts committed, and a read round a leader releases, was
+  acknowledged by a voter majority of every half of the leader's configuration (the
+  one before or the one after the step that decided it: a step may apply a membership
+  change). Commit acknowledgements are read off the members' fake disks, read
+  acknowledgements off the HEARTBEAT_RESP messages delivered to the leader, so neither
+  trusts the core's own bookkeeping;
+- durability before acknowledgement: a granted vote leaves a node only once its disk
+  holds that vote (or a later term).
 
 Pure. Violations are collected as text (the first one also stops the run).
 """
@@ -25,7 +37,7 @@ from typing import Protocol
 from concord.ids import NodeId
 from concord.raft.messages import Entry, EntryType
 
-__all__ = ["SafetyChecker", "Violation"]
+__all__ = ["Config", "SafetyChecker", "StoredLog", "Violation", "has_quorum"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +52,26 @@ class Violation:
 
 def _digest(entry: Entry) -> tuple[EntryType, int]:
     return entry.type, zlib.crc32(entry.data)
+
+
+#: A configuration as two halves (incoming voters, outgoing voters; outgoing empty unless
+#: joint).
+Config = tuple[frozenset[NodeId], frozenset[NodeId]]
+
+
+def has_quorum(configs: list[Config], acked: set[NodeId]) -> bool:
+    """Whether `acked` holds a majority of every non-empty half of one of `configs`."""
+    return any(
+        all(not half or 2 * len(half & acked) > len(half) for half in config)
+        for config in configs
+    )
+
+
+def describe_configs(configs: list[Config]) -> str:
+    return " or ".join(
+        "(" + " ".join(sorted(i)) + ")" + ("&&(" + " ".join(sorted(o)) + ")" if o else "")
+        for i, o in configs
+    )
 
 
 @dataclass(slots=True)
@@ -116,6 +148,55 @@ class SafetyChecker:
                       f"{node} installed a snapshot at {index}/{term}, "
                       f"{seen[2]} applied term {seen[0]} there")
 
+    def check_stored(self, node: NodeId, log: StoredLog, commit: int) -> None:
+        """Every entry `node` stores agrees with the cluster's (see the module docstring)."""
+        first, last = log.first_index(), log.last_index()
+        if last < first:
+            return
+        prev = log.term(first - 1)
+        for e in log.entries(first, last + 1):
+            seen = self.entries.get((e.index, e.term))
+            if seen is not None and (seen[0] != _digest(e) or seen[1] != prev):
+                self.fail("stored_log",
+                          f"{node} stores {e.index}/{e.term} after term {prev}; the cluster "
+                          f"saw it after term {seen[1]} (or with other data)")
+                return
+            applied = self.applied.get(e.index)
+            if e.index <= commit and applied is not None and applied[0] != e.term:
+                self.fail("stored_log",
+                          f"{node} stores {e.index}/{e.term} at or below its commit "
+                          f"{commit}; the committed entry is {e.index}/{applied[0]}")
+                return
+            prev = e.term
+
+    def check_commit_quorum(
+        self, node: NodeId, term: int, index: int, holders: set[NodeId], configs: list[Config]
+    ) -> None:
+        """Leader `node` counts `index` committed; `holders` have it on disk."""
+        if not has_quorum(configs, holders):
+            self.fail("commit_quorum",
+                      f"leader {node} term {term} committed index {index}, on disk only at "
+                      f"{sorted(holders)}: no majority of {describe_configs(configs)}")
+
+    def check_read_quorum(
+        self, node: NodeId, term: int, acks: set[NodeId], configs: list[Config]
+    ) -> None:
+        """Leader `node` released a read round acknowledged by `acks` (itself included)."""
+        if not has_quorum(configs, acks):
+            self.fail("read_quorum",
+                      f"leader {node} term {term} released a read round acknowledged by "
+                      f"{sorted(acks)}: no majority of {describe_configs(configs)}")
+
+    def check_vote_durable(
+        self, node: NodeId, to: NodeId, term: int, durable_term: int, durable_vote: NodeId | None
+    ) -> None:
+        """`node` sends a granted vote for `to` in `term`; its disk holds this hard state."""
+        if durable_term > term or (durable_term == term and durable_vote == to):
+            return
+        self.fail("vote_durable",
+                  f"{node} granted its term-{term} vote to {to} while its disk holds "
+                  f"term {durable_term} vote {durable_vote}")
+
     def check_leader_logs(self, log_of: dict[NodeId, LogView]) -> None:
         """Verify pending elections whose leader has persisted an entry of its term."""
         still = []
@@ -156,3 +237,9 @@ class LogView(Protocol):
     def last_index(self) -> int: ...
 
     def term(self, i: int) -> int: ...
+
+
+class StoredLog(LogView, Protocol):
+    """A node's stored log, entries included (MemoryStorage satisfies it)."""
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]: ...

@@ -21,14 +21,14 @@ from __future__ import annotations
 import hashlib
 from functools import partial
 import logging
-from collections.abc import Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from concord.ids import NodeId
 from concord.node.driver import Consistency, DriverConfig, Reply, ReplyStatus
 from concord.raft.config import RaftConfig
-from concord.raft.messages import ConfChange, ConfState
+from concord.raft.messages import ConfChange, ConfState, Entry, EntryType
 from concord.raft.state import Role
 from concord.sim import buggify as buggify_mod
 from concord.sim.checks import LogView, SafetyChecker, Violation
@@ -37,9 +37,10 @@ from concord.sim.loop import EventLoop
 from concord.sim.machine import Adapter, KvAdapter
 from concord.sim.network import LinkFaults, Network
 from concord.sim.node import SimNode
+from concord.sim.programs import DivergentSnapshot, JointReplace, replace_change
 from concord.sim.restarts import Liveness, WholeRestart
 from concord.sim.rng import SimRandom
-from concord.sim.workload import Client, Workload, WorkloadConfig
+from concord.sim.workload import Client, Request, Workload, WorkloadConfig
 
 __all__ = ["DEFAULT_DURATION_MS", "SimConfig", "SimResult", "Simulation", "run_seed"]
 
@@ -62,6 +63,9 @@ class SimConfig:
     trace: bool = False
     heal_ms: int = 1500
     progress_deadline_ms: int = 3000
+    #: Force one program (by its `name`: concord/sim/programs.py, `WholeRestart`)
+    #: instead of the draw.
+    program: str = ""
 
 
 @dataclass(slots=True)
@@ -123,6 +127,23 @@ class Simulation:
         whole = self.rng.fork("whole-restart")
         self.whole_restart = f and not self.figure8 and not self.lease_split and whole.chance(0.4)
         self.whole_restart_rng = whole.fork("program")
+        # Of the seeds left, one in three runs the joint-replacement program and one in
+        # three the divergent-snapshot one (concord/sim/programs.py), from their own
+        # stream. One program at a time: each expects the cluster the way it left it.
+        more = self.rng.fork("programs/more")
+        pick = more.random()
+        left = (f and not self.figure8 and not self.lease_split and not self.whole_restart
+                and config.nodes >= 3)
+        self.joint_replace = left and config.membership and pick < 1 / 3
+        self.divergent_snapshot = left and 1 / 3 <= pick < 2 / 3
+        if config.program:
+            if config.program not in (JointReplace.name, DivergentSnapshot.name, WholeRestart.name):
+                raise ValueError(f"unknown program {config.program!r}")
+            self.figure8 = self.lease_split = False
+            self.joint_replace = config.program == JointReplace.name
+            self.divergent_snapshot = config.program == DivergentSnapshot.name
+            self.whole_restart = config.program == WholeRestart.name
+        self.more_rng = more.fork("program")
         self.raft_config_base = dict(
             election_ticks=10,
             heartbeat_ticks=knobs.choice([1, 2]),
@@ -141,6 +162,11 @@ class Simulation:
             snapshot_every_entries=knobs.choice([0, 10, 40]) if f else 0,
             snapshot_keep_entries=knobs.choice([0, 5, 50]),
         )
+        if self.divergent_snapshot:
+            # Its new leader must snapshot and compact past the divergent follower.
+            self.driver_config = replace(
+                self.driver_config, snapshot_every_entries=10, snapshot_keep_entries=0
+            )
         self.fsync_ms = (1, knobs.choice([2, 5, 15]))
         # Crash a leader right after it advanced its commit index, with this probability
         # (FoundationDB-style attrition at the interesting moment).
@@ -176,6 +202,13 @@ class Simulation:
         self.clients_cut_exempt: set[int] = set()
         self.liveness = Liveness(self)
         self._whole_restart: WholeRestart | None = None
+        #: (client id, seq) -> the timestamp of the entry that first applied it.
+        self.applied_ts: dict[tuple[str, int], int] = {}
+        self._observed: set[int] = set()
+        #: A program of programs.py runs: the random nemesis holds still.
+        self.program_running = False
+        #: Called like `_Figure8.on_leader_step`; True stops the random attrition.
+        self.leader_step_hooks: list[Callable[[SimNode, bool], bool]] = []
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -201,6 +234,8 @@ class Simulation:
             self.trace,
         )
         node.on_leader_step = self._leader_step
+        node.on_apply = self._observe_apply
+        node.cluster = self.nodes
         return node
 
     def _leader_step(self, node: SimNode, became_leader: bool) -> None:
@@ -208,6 +243,10 @@ class Simulation:
         if self.loop.now >= self.config.duration_ms - 200 or not self.config.faults:
             return
         if self._figure8 is not None and self._figure8.on_leader_step(node, became_leader):
+            return
+        if any([hook(node, became_leader) for hook in list(self.leader_step_hooks)]):
+            return
+        if self.program_running:
             return
         rng = self.nemesis_rng
         p = self.crash_on_election_p if became_leader else self.crash_on_commit_p
@@ -225,31 +264,39 @@ class Simulation:
         node.crash()
         self.loop.after(rng.randint(10, 300), partial(self._restart, node.id))
 
+    def _observe_apply(self, entry: Entry) -> None:
+        """Note the cluster time of each session write, at its first apply anywhere."""
+        if entry.index in self._observed or entry.type is not EntryType.NORMAL:
+            return
+        self._observed.add(entry.index)
+        if entry.data:
+            session = self.adapter.session_of(entry.data)
+            if session is not None and session not in self.applied_ts:
+                self.applied_ts[session] = entry.timestamp_ms
+
     def _client_nodes(self) -> list[NodeId]:
         return [n for n in self.nodes if n not in self.removed]
 
-    def _submit(
-        self,
-        node_id: NodeId,
-        rid: int,
-        kind: OpKind,
-        key: str,
-        args: tuple[Hashable, ...],
-        consistency: Consistency | None,
-    ) -> None:
+    def _submit(self, node_id: NodeId, request: Request) -> None:
         node = self.nodes.get(node_id)
         if node is None or node.driver is None:
             return  # lost: the client times out
+        rid = request.request_id
         if node_id in self.clients_cut and rid not in self.clients_cut_exempt:
             return
 
         def handle() -> None:
             assert node is not None and node.driver is not None
-            if kind is OpKind.GET:
-                assert consistency is not None
-                node.driver.submit_read(rid, key, consistency)
+            if request.kind in (OpKind.GET, OpKind.GET_MANY):
+                # A bulk read takes the first key's barrier, then reads every key at
+                # that point (as a read worker serves get_many).
+                assert request.consistency is not None
+                node.driver.submit_read(rid, request.key, request.consistency)
             else:
-                node.driver.submit_write(rid, self.adapter.encode(kind, key, args))
+                data = self.adapter.encode(
+                    request.kind, request.key, request.args, request.keys, request.session
+                )
+                node.driver.submit_write(rid, data)
             node.process()
 
         node.submit(handle)
@@ -263,10 +310,18 @@ class Simulation:
                 self._conf_change_busy = False
             return
         value: Hashable = None
+        ts: float | None = None
         node = self.nodes[node_id]
-        if reply.status is ReplyStatus.OK and reply.key is not None and node.machine is not None:
-            value = self.adapter.read(node.machine, reply.key)
-        self.workload.on_reply(node_id, reply, value)
+        request = self.workload.request_of(reply.request_id)
+        machine = node.machine
+        if reply.status is ReplyStatus.OK and request is not None and machine is not None:
+            if request.kind is OpKind.GET:
+                value = self.adapter.read(machine, request.key)
+                ts = self.adapter.now_ms(machine)
+            elif request.kind is OpKind.GET_MANY:
+                value = self.adapter.read_many(machine, request.keys)
+                ts = self.adapter.now_ms(machine)
+        self.workload.on_reply(node_id, reply, value, ts)
 
     def leader(self) -> SimNode | None:
         best: SimNode | None = None
@@ -318,6 +373,10 @@ class Simulation:
             if self.whole_restart:
                 self._whole_restart = WholeRestart(self, self.whole_restart_rng)
                 self._whole_restart.start()
+            if self.joint_replace or self.divergent_snapshot:
+                kind = JointReplace if self.joint_replace else DivergentSnapshot
+                other = kind(self, self.more_rng)
+                self.loop.after(self.more_rng.randint(300, 1000), other.start)
             self.loop.after(self.nemesis_rng.randint(100, 400), self._nemesis)
         self.loop.run_until(cfg.duration_ms, stop=self._step_check)
         if not self.checker.violations:
@@ -353,6 +412,9 @@ class Simulation:
         if self.loop.now >= self.config.duration_ms - 200:
             return
         rng = self.nemesis_rng
+        if self.program_running:
+            self.loop.after(rng.randint(50, 400), self._nemesis)
+            return
         members = [n for n in self.nodes if n not in self.removed]
         action = rng.choices(
             ["crash", "partition", "oneway", "isolate_leader", "clog", "heal", "transfer",
@@ -450,25 +512,52 @@ class Simulation:
             options.append("promote")
         if len(voters) > max(3, self.config.nodes - 1) or (len(voters) > 1 and self.config.nodes < 3):
             options.append("remove")
+        if learners and len(voters) >= 3:
+            options.append("replace")
         if not options:
             return
         choice = rng.choice(options)
         if choice == "add_learner":
-            new_id = self.spares.pop(0)
-            node = self._make_node(new_id, self.bootstrap)
-            self.nodes[new_id] = node
-            node.start()
-            cc = ConfChange.add_learner(new_id)
-        elif choice == "promote":
+            self.add_learner(leader)
+            return
+        if choice == "promote":
             cc = ConfChange.add_voter(rng.choice(learners))
+        elif choice == "replace":
+            # Joint consensus: a learner takes a voter's place in one change.
+            victim = rng.choice([v for v in voters if v != leader.id] or voters)
+            cc = replace_change(rng.choice(learners), victim)
+            self.loop.after(1500, lambda: self._retire(victim))
         else:
             victim = rng.choice(voters)
             cc = ConfChange.remove(victim)
             self.loop.after(1500, lambda: self._retire(victim))
-        rid = self._control_request(f"cc {choice} {cc.changes[0].node_id}")
+        self.submit_conf_change(leader, cc, choice)
+
+    def add_learner(self, leader: SimNode) -> NodeId:
+        """Start a spare node and have `leader` add it as a learner."""
+        new_id = self.spares.pop(0)
+        node = self._make_node(new_id, self.bootstrap)
+        self.nodes[new_id] = node
+        node.start()
+        self.submit_conf_change(leader, ConfChange.add_learner(new_id), "add_learner")
+        return new_id
+
+    def submit_conf_change(self, leader: SimNode, cc: ConfChange, what: str) -> None:
+        assert leader.driver is not None
+        rid = self._control_request(f"cc {what} {cc.changes[0].node_id}")
         self._conf_change_busy = True
-        self.trace(f"conf change {choice} {cc.changes[0].node_id} via {leader.id}")
+        self.trace(f"conf change {what} {cc.changes[0].node_id} via {leader.id}")
         leader.driver.submit_conf_change(rid, cc)
+        leader.process()
+
+    def burst(self, leader: SimNode, count: int, what: str) -> None:
+        """Propose `count` writes of a program's own key at `leader` in one step."""
+        assert leader.driver is not None
+        for i in range(count):
+            rid = self._control_request(f"{what} write")
+            leader.driver.submit_write(
+                rid, self.adapter.encode(OpKind.PUT, f"__{what}__", (i,))
+            )
         leader.process()
 
     def _retire(self, node_id: NodeId) -> None:
@@ -552,7 +641,8 @@ class Simulation:
             end = self.loop.now + self.workload.config.timeout_ms + 10
             self.loop.run_until(end, stop=lambda: reader.inflight is None)
         self.checker.now_ms = self.loop.now
-        result = check_history(self.workload.history, max_steps_per_key=500_000)
+        history = self.workload.timed_history(self.applied_ts)
+        result = check_history(history, max_steps_per_key=500_000)
         self._lin_result = result
         for verdict in result.violations:
             self.checker.fail("linearizability", verdict.describe())

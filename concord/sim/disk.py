@@ -51,6 +51,15 @@ class DiskState:
     def snapshot_index(self) -> int:
         return 0 if self.snapshot is None else self.snapshot.meta.index
 
+    def holds(self, index: int, term: int) -> bool:
+        """Whether the durable log has entry `index` of `term` (or a snapshot past it)."""
+        if index <= self.snapshot_index():
+            return True
+        if not self.entries:
+            return False
+        k = index - self.entries[0].index
+        return 0 <= k < len(self.entries) and self.entries[k].term == term
+
     def write_entries(self, entries: Sequence[Entry]) -> None:
         """Append; an entry at index i replaces everything from i on (WAL truncation)."""
         base = self.snapshot_index()
@@ -101,6 +110,8 @@ class FakeDisk:
         self._unsynced: list[_Record] = []
         self.syncs = 0
         self.crashes = 0
+        #: A stalled disk (virtual ms): no fsync completes before this time.
+        self.stalled_until = 0
 
     def write(
         self, entries: Sequence[Entry], hard_state: HardState | None, snapshot: Snapshot | None
@@ -216,6 +227,7 @@ class SimLogWriter:
         delay = self._rng.randint(lo, hi)
         if buggify("disk.slow_fsync"):
             delay += self._rng.randint(20, 200)
+        delay = max(delay, self._disk.stalled_until - self._loop.now)
         self._loop.after(delay, lambda: self._synced(upto, number))
 
     def _synced(self, upto: int, number: int) -> None:

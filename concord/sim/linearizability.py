@@ -10,9 +10,11 @@ processes: all three record `Operation`s and call `check_history`.
 
 Algorithm: Wing & Gong's search over the history's call/return list, with Lowe's
 memoization (a cache of `(linearized-set bitset, model state)`; Lowe, "Testing for
-linearizability", 2017; the same scheme as porcupine). Each key is an independent
-register, so the history is split per key and each part is checked on its own
-(P-compositionality, Herlihy & Wing §3.3).
+linearizability", 2017; the same scheme as porcupine). Keys are independent, so the
+history is split into components of keys that no operation spans (a bulk operation
+joins its keys) and each is checked on its own (P-compositionality, Herlihy & Wing
+§3.3). The sequential model is `concord.sim.kvmodel`: values, versions, TTL expiry by
+cluster time, conditional and bulk operations.
 
 Outcomes:
 - `OK`: the operation took effect exactly once, between invocation and completion, and
@@ -21,16 +23,29 @@ Outcomes:
   e.g. not_leader); it is dropped. NB: a put_if whose condition did not hold is not a
   FAIL: it completed OK with result False.
 - `UNKNOWN`: it may have taken effect at any point after its invocation, or never; its
-  result is not checked.
+  result is not checked. With a cluster time (`Operation.ts`: the simulator knows the
+  entry that applied it) it took effect, at a point consistent with that time.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+
+from concord.sim import kvmodel
+from concord.sim.history import (
+    ABSENT,
+    Absent,
+    Operation,
+    OpKind,
+    Outcome,
+    Version,
+    Versioned,
+)
 
 __all__ = [
     "ABSENT",
@@ -41,86 +56,11 @@ __all__ = [
     "Operation",
     "Outcome",
     "Verdict",
+    "Version",
+    "Versioned",
     "check_history",
     "check_key",
 ]
-
-
-class Absent:
-    """The value of a key that does not exist (a singleton: use `ABSENT`)."""
-
-    _instance: Absent | None = None
-
-    def __new__(cls) -> Absent:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-    def __reduce__(self) -> str:
-        return "ABSENT"
-
-
-ABSENT: Final = Absent()
-
-
-class OpKind(enum.Enum):
-    """
-    Register operations and the shape of their `args` and `result`.
-
-    - PUT: args `(value,)`; result ignored.
-    - GET: args `()`; result the value read, or `ABSENT`.
-    - DELETE: args `()`; result `deleted: bool` (True if the key existed).
-    - PUT_IF: args `(expected, new)`, `expected` may be `ABSENT` ("put if absent");
-      result `bool` (the condition held and the put happened).
-    - DELETE_IF: args `(expected,)`; result `bool`.
-    """
-
-    PUT = "put"
-    GET = "get"
-    DELETE = "delete"
-    PUT_IF = "put_if"
-    DELETE_IF = "delete_if"
-
-
-class Outcome(enum.Enum):
-    OK = "ok"
-    FAIL = "fail"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """
-    One client operation as observed by the client.
-
-    Values must be hashable. Times are in any one unit (virtual ms in the simulator);
-    an operation invoked at the same instant another completes counts as concurrent
-    with it (the conservative choice).
-    """
-
-    client_id: int
-    kind: OpKind
-    key: str
-    args: tuple[Hashable, ...]
-    invoke_time: float
-    complete_time: float | None
-    outcome: Outcome
-    result: Hashable = None
-
-    def describe(self) -> str:
-        """Return one line such as `c3 put_if(k1, 4 -> 9) = True [10.0, 12.5] ok`."""
-        args = ", ".join([self.key, *(repr(a) for a in self.args)])
-        if self.kind is OpKind.PUT_IF:
-            args = f"{self.key}, {self.args[0]!r} -> {self.args[1]!r}"
-        end = "?" if self.complete_time is None else f"{self.complete_time:g}"
-        shown = "" if self.outcome is not Outcome.OK else f" = {self.result!r}"
-        return (
-            f"c{self.client_id} {self.kind.value}({args}){shown} "
-            f"[{self.invoke_time:g}, {end}] {self.outcome.value}"
-        )
 
 
 class Verdict(enum.Enum):
@@ -179,32 +119,20 @@ class CheckResult:
         return "\n".join(v.describe() for v in bad)
 
 
-# -- the register model ---------------------------------------------------------------
+# -- the model -------------------------------------------------------------------------
 
 
-def _step(state: Hashable, op: Operation) -> tuple[bool, Hashable]:
-    """
-    Apply `op` to the register `state`.
+class _Model:
+    """The sequential model of one component: its keys' slots and initial state."""
 
-    Returns:
-        (legal, new_state): legal is False when `op` completed OK with a result the
-        model cannot produce from `state`.
-    """
-    kind = op.kind
-    check = op.outcome is Outcome.OK
-    if kind is OpKind.GET:
-        return (not check or op.result == state), state
-    if kind is OpKind.PUT:
-        return True, op.args[0]
-    if kind is OpKind.DELETE:
-        existed = state is not ABSENT
-        return (not check or op.result == existed), ABSENT
-    if kind is OpKind.PUT_IF:
-        held = state == op.args[0]
-        return (not check or op.result == held), (op.args[1] if held else state)
-    # DELETE_IF
-    held = state == op.args[0] and state is not ABSENT
-    return (not check or op.result == held), (ABSENT if held else state)
+    __slots__ = ("slots", "initial")
+
+    def __init__(self, keys: Sequence[str], initial: Sequence[Hashable]) -> None:
+        self.slots = {key: i for i, key in enumerate(keys)}
+        self.initial: Hashable = kvmodel.initial_state(initial)
+
+    def step(self, state: Hashable, op: Operation) -> tuple[bool, Hashable]:
+        return kvmodel.step(state, op, self.slots)  # type: ignore[arg-type]
 
 
 # -- the search ------------------------------------------------------------------------
@@ -245,10 +173,11 @@ class _OutOfBudget(Exception):
 
 
 def _search(
-    ops: Sequence[Operation], initial: Hashable, budget: _Budget, stuck: _Stuck | None
+    ops: Sequence[Operation], model: _Model, budget: _Budget, stuck: _Stuck | None
 ) -> bool:
     """
-    Return True if `ops` (one key, no FAIL ops) are linearizable from `initial`.
+    Return True if `ops` (one component, no FAIL ops) are linearizable from the model's
+    initial state.
 
     Raises:
         _OutOfBudget: when `budget` runs out first.
@@ -258,11 +187,15 @@ def _search(
         return True
     # Nodes 0..n-1 are calls, n..2n-1 returns (op i's return is n + i); node 2n is head.
     events: list[tuple[float, int, int]] = []
+    definite = [_took_effect(op) for op in ops]
     for i, op in enumerate(ops):
         events.append((op.invoke_time, 0, i))
         if op.outcome is Outcome.OK:
             assert op.complete_time is not None, f"ok op without completion: {op}"
             events.append((op.complete_time, 1, n + i))
+        elif definite[i]:
+            # It took effect, when is not known to the client: before the history ends.
+            events.append((math.inf, 1, n + i))
     # Calls sort before returns at the same instant: touching intervals are concurrent.
     events.sort()
     head = 2 * n
@@ -273,7 +206,6 @@ def _search(
         nxt[last] = node
         prv[node] = last
         last = node
-    definite = [op.outcome is Outcome.OK for op in ops]
     remaining = sum(definite)
 
     def lift(c: int) -> None:
@@ -298,7 +230,7 @@ def _search(
         if nxt[c] != -1:
             prv[nxt[c]] = c
 
-    state = initial
+    state = model.initial
     linearized = 0
     stack: list[tuple[int, Hashable]] = []
     cache: set[tuple[int, Hashable]] = set()
@@ -311,7 +243,7 @@ def _search(
         # before the end of the list.
         assert entry != -1
         if entry < n:
-            legal, new_state = _step(state, ops[entry])
+            legal, new_state = model.step(state, ops[entry])
             if legal:
                 grown = linearized | (1 << entry)
                 memo = (grown, new_state)
@@ -344,11 +276,20 @@ def _search(
     return True
 
 
+def _took_effect(op: Operation) -> bool:
+    """OK ops took effect; so did UNKNOWN ones whose cluster time is known."""
+    return op.outcome is Outcome.OK or (op.outcome is Outcome.UNKNOWN and op.ts is not None)
+
+
 def _written_values(op: Operation) -> tuple[Hashable, ...]:
     if op.kind is OpKind.PUT:
         return (op.args[0],)
     if op.kind is OpKind.PUT_IF:
         return (op.args[1],)
+    if op.kind is OpKind.PUT_MANY:
+        values = op.args[0]
+        assert isinstance(values, tuple)
+        return values
     return ()
 
 
@@ -359,8 +300,13 @@ def _observed_values(ops: Iterable[Operation]) -> set[Hashable]:
         if op.outcome is not Outcome.OK:
             continue
         if op.kind is OpKind.GET:
-            seen.add(op.result)
-        elif op.kind in (OpKind.PUT_IF, OpKind.DELETE_IF):
+            seen.add(op.result.value if isinstance(op.result, Versioned) else op.result)
+        elif op.kind is OpKind.GET_MANY:
+            assert isinstance(op.result, tuple)
+            seen.update(op.result)
+        elif op.kind in (OpKind.PUT_IF, OpKind.DELETE_IF) and not isinstance(
+            op.args[0], Version
+        ):
             seen.add(op.args[0])
     return seen
 
@@ -376,8 +322,8 @@ def _prune_unknown(ops: Sequence[Operation]) -> list[Operation]:
     observed = _observed_values(ops)
     kept = []
     for op in ops:
-        if op.outcome is Outcome.UNKNOWN:
-            if op.kind is OpKind.GET:
+        if op.outcome is Outcome.UNKNOWN and op.ts is None:
+            if op.kind in (OpKind.GET, OpKind.GET_MANY):
                 continue
             written = _written_values(op)
             if written and not (set(written) & observed):
@@ -386,16 +332,16 @@ def _prune_unknown(ops: Sequence[Operation]) -> list[Operation]:
     return kept
 
 
-def _honest(ops: Sequence[Operation], initial: Hashable) -> bool:
+def _honest(ops: Sequence[Operation], initial: Sequence[Hashable]) -> bool:
     """An explanation is honest when every value it reads is written within it."""
-    written = {initial, ABSENT}
+    written = {*initial, ABSENT}
     for op in ops:
         written.update(_written_values(op))
     return _observed_values(ops) <= written
 
 
 def _minimize(
-    ops: list[Operation], initial: Hashable, budget: _Budget
+    ops: list[Operation], model: _Model, initial: Sequence[Hashable], budget: _Budget
 ) -> list[Operation]:
     """
     Shrink a non-linearizable history to a 1-minimal one (greedy ddmin), keeping it honest.
@@ -413,7 +359,7 @@ def _minimize(
                 if (
                     candidate
                     and _honest(candidate, initial)
-                    and not _search(candidate, initial, budget, None)
+                    and not _search(candidate, model, budget, None)
                 ):
                     current = candidate
                     removed_any = True
@@ -451,25 +397,41 @@ def check_key(
     Returns:
         The verdict; UNKNOWN when a budget ran out.
     """
+    return _check_component(
+        key, (key,), (initial,), ops, max_steps, time_budget_s, explain
+    )
+
+
+def _check_component(
+    name: str,
+    keys: Sequence[str],
+    initial: Sequence[Hashable],
+    ops: Sequence[Operation],
+    max_steps: int | None,
+    time_budget_s: float | None,
+    explain: bool,
+) -> KeyVerdict:
+    """Check the history of `keys` (no op outside them), which start at `initial`."""
+    model = _Model(keys, initial)
     live = [op for op in ops if op.outcome is not Outcome.FAIL]
     live.sort(key=lambda op: op.invoke_time)
     budget = _Budget(max_steps, time_budget_s)
     stuck = _Stuck()
     try:
-        if _search(live, initial, budget, stuck):
-            return KeyVerdict(key, Verdict.OK, len(live), budget.steps)
+        if _search(live, model, budget, stuck):
+            return KeyVerdict(name, Verdict.OK, len(live), budget.steps)
     except _OutOfBudget:
         # Unknown writes nobody observed are what usually blows the search up: retry
         # without them (a sufficient condition only, so it can prove OK, never a violation).
         pruned = _prune_unknown(live)
         retry = _Budget(max_steps, time_budget_s)
         try:
-            if len(pruned) < len(live) and _search(pruned, initial, retry, None):
-                return KeyVerdict(key, Verdict.OK, len(live), budget.steps + retry.steps)
+            if len(pruned) < len(live) and _search(pruned, model, retry, None):
+                return KeyVerdict(name, Verdict.OK, len(live), budget.steps + retry.steps)
         except _OutOfBudget:
             pass
         return KeyVerdict(
-            key,
+            name,
             Verdict.UNKNOWN,
             len(live),
             budget.steps + retry.steps,
@@ -479,7 +441,7 @@ def check_key(
     blocking = live[stuck.blocking]
     message = (
         f"no linearization passes {blocking.describe()}; deepest partial order had "
-        f"{stuck.depth} ops, register={stuck.state!r}"
+        f"{stuck.depth} ops, state={_describe_state(keys, stuck.state)}"
     )
     explanation: list[Operation] = [live[i] for i in stuck.tail] + [blocking]
     if explain:
@@ -489,16 +451,52 @@ def check_key(
         # Explaining is a courtesy: bounded, and independent of the verdict.
         mini_budget = _Budget(_EXPLAIN_STEPS, time_budget_s)
         try:
-            if _search(prefix, initial, mini_budget, None):
+            if _search(prefix, model, mini_budget, None):
                 prefix = live
         except _OutOfBudget:
             prefix = live
-        minimal = _minimize(prefix, initial, mini_budget)
+        minimal = _minimize(prefix, model, initial, mini_budget)
         if len(minimal) < len(live) and len(minimal) <= 64:
             explanation = sorted(minimal, key=lambda op: op.invoke_time)
     return KeyVerdict(
-        key, Verdict.VIOLATION, len(live), steps, tuple(explanation), message
+        name, Verdict.VIOLATION, len(live), steps, tuple(explanation), message
     )
+
+
+def _describe_state(keys: Sequence[str], state: Hashable) -> str:
+    """`k1=(value, version, expires_at)` per key, and the clock."""
+    if not isinstance(state, tuple) or len(state) != 2:
+        return repr(state)
+    clock, cells = state
+    shown = ", ".join(f"{k}={c!r}" for k, c in zip(keys, cells))
+    return f"{{{shown}}} clock={clock!r}"
+
+
+def _components(ops: Iterable[Operation]) -> dict[tuple[str, ...], list[Operation]]:
+    """Split a history into groups of keys no operation spans (union-find over keys)."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        root = parent.setdefault(key, key)
+        while root != parent[root]:
+            root = parent[root]
+        parent[key] = root
+        return root
+
+    ops = list(ops)
+    for op in ops:
+        first, *rest = op.all_keys
+        for other in rest:
+            a, b = find(first), find(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    groups: dict[str, list[Operation]] = {}
+    members: dict[str, set[str]] = {}
+    for op in ops:
+        root = find(op.key)
+        groups.setdefault(root, []).append(op)
+        members.setdefault(root, set()).update(op.all_keys)
+    return {tuple(sorted(members[root])): group for root, group in groups.items()}
 
 
 def check_history(
@@ -510,31 +508,30 @@ def check_history(
     explain: bool = True,
 ) -> CheckResult:
     """
-    Check a whole key-value history, key by key.
+    Check a whole key-value history, one component of keys at a time.
 
     Args:
         ops: every recorded operation (any order, any keys).
         initial: values of keys before the history; missing keys start `ABSENT`.
-        max_steps_per_key: deterministic search budget per key; None for no limit.
-        time_budget_s_per_key: wall-clock budget per key; None for no limit.
+        max_steps_per_key: deterministic search budget per component; None for no limit.
+        time_budget_s_per_key: wall-clock budget per component; None for no limit.
         explain: minimize violating histories to the operations involved.
 
     Returns:
-        A `CheckResult` with one `KeyVerdict` per key.
+        A `CheckResult` with one `KeyVerdict` per component, named by its keys joined
+        with "+" (a single key's component is named by the key).
     """
-    by_key: dict[str, list[Operation]] = {}
-    for op in ops:
-        by_key.setdefault(op.key, []).append(op)
     start = initial or {}
-    verdicts = {
-        key: check_key(
-            key,
-            key_ops,
-            initial=start.get(key, ABSENT),
-            max_steps=max_steps_per_key,
-            time_budget_s=time_budget_s_per_key,
-            explain=explain,
+    verdicts = {}
+    for keys, group in sorted(_components(ops).items()):
+        name = "+".join(keys)
+        verdicts[name] = _check_component(
+            name,
+            keys,
+            tuple(start.get(k, ABSENT) for k in keys),
+            group,
+            max_steps_per_key,
+            time_budget_s_per_key,
+            explain,
         )
-        for key, key_ops in sorted(by_key.items())
-    }
     return CheckResult(verdicts)

@@ -16,9 +16,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
-from concord.kv import KvStateMachine, encode_command
+from concord.kv import KvStateMachine, decode_command, encode_command
 from concord.node.driver import StateMachine
-from concord.sim.linearizability import ABSENT, OpKind
+from concord.sim.history import ABSENT, OpKind, Version, Versioned
 
 __all__ = ["Adapter", "KvAdapter", "RegisterAdapter", "RegisterApplied", "RegisterMachine"]
 
@@ -97,40 +97,112 @@ class RegisterMachine:
         return self.values.get(key)
 
 
+_SINGLE_KEY_KINDS = frozenset(
+    {OpKind.PUT, OpKind.GET, OpKind.DELETE, OpKind.PUT_IF, OpKind.DELETE_IF}
+)
+
+
 class Adapter(Protocol):
-    """Turns client operations into commands, replies into results, and reads keys."""
+    """
+    Turns client operations into commands, replies into results, and reads keys.
+
+    `kinds` are the operations its machine runs (the workload draws from them);
+    `sessions` says whether its machine applies a (client id, seq) write once, `ttl`
+    whether it expires keys, `versions` whether it keeps key versions.
+    """
 
     name: str
+    kinds: frozenset[OpKind]
+    sessions: bool
+    ttl: bool
+    versions: bool
 
     def new_machine(self) -> StateMachine: ...
 
-    def encode(self, kind: OpKind, key: str, args: tuple[Hashable, ...]) -> bytes: ...
+    def encode(
+        self,
+        kind: OpKind,
+        key: str,
+        args: tuple[Hashable, ...],
+        keys: tuple[str, ...] = (),
+        session: tuple[str, int] | None = None,
+    ) -> bytes: ...
 
     def decode(self, kind: OpKind, result: object) -> Hashable: ...
 
     def read(self, machine: StateMachine, key: str) -> Hashable: ...
+
+    def read_many(self, machine: StateMachine, keys: tuple[str, ...]) -> Hashable: ...
+
+    def now_ms(self, machine: StateMachine) -> int:
+        """The cluster time reads of `machine` are evaluated at."""
+        ...
+
+    def session_of(self, data: bytes) -> tuple[str, int] | None:
+        """The (client id, seq) a command carries, if any."""
+        ...
+
+
+def _ttl_s(ms: Hashable) -> float | None:
+    """The wire `ttl` (seconds) of a model TTL in ms (0: none)."""
+    return ms / 1000 if isinstance(ms, int) and ms > 0 else None
 
 
 class KvAdapter:
     """The adapter for the real state machine, concord.kv (values are ints)."""
 
     name = "kv"
+    kinds = frozenset(OpKind)
+    sessions = True
+    ttl = True
+    versions = True
 
     def new_machine(self) -> StateMachine:
         return KvStateMachine()
 
-    def encode(self, kind: OpKind, key: str, args: tuple[Hashable, ...]) -> bytes:
+    def encode(
+        self,
+        kind: OpKind,
+        key: str,
+        args: tuple[Hashable, ...],
+        keys: tuple[str, ...] = (),
+        session: tuple[str, int] | None = None,
+    ) -> bytes:
+        op, body = self._command(kind, key, args, keys)
+        if session is None:
+            return encode_command(op, body)
+        return encode_command(op, body, client_id=session[0], seq=session[1])
+
+    def _command(
+        self, kind: OpKind, key: str, args: tuple[Hashable, ...], keys: tuple[str, ...]
+    ) -> tuple[str, dict[str, object]]:
         if kind is OpKind.PUT:
-            return encode_command("put", {"key": key, "value": args[0]})
+            return "put", {"key": key, "value": args[0],
+                           "ttl": _ttl_s(args[1] if len(args) > 1 else 0)}
         if kind is OpKind.DELETE:
-            return encode_command("delete", {"key": key})
+            return "delete", {"key": key}
         if kind is OpKind.PUT_IF:
-            expected, value = args
+            expected, value = args[0], args[1]
+            body: dict[str, object] = {
+                "key": key, "value": value, "ttl": _ttl_s(args[2] if len(args) > 2 else 0)
+            }
             if expected is ABSENT:
-                return encode_command("put_if", {"key": key, "value": value, "absent": True})
-            return encode_command("put_if", {"key": key, "value": value, "expected": expected})
+                body["absent"] = True
+            elif isinstance(expected, Version):
+                body["version"] = expected.version
+            else:
+                body["expected"] = expected
+            return "put_if", body
         if kind is OpKind.DELETE_IF:
-            return encode_command("delete_if", {"key": key, "expected": args[0]})
+            return "delete_if", {"key": key, "expected": args[0]}
+        if kind is OpKind.PUT_MANY:
+            values, ttl_ms = args
+            assert isinstance(values, tuple)
+            ttl = _ttl_s(ttl_ms)
+            items = [[k, v] if ttl is None else [k, v, ttl] for k, v in zip(keys, values)]
+            return "put_many", {"items": items}
+        if kind is OpKind.DELETE_MANY:
+            return "delete_many", {"keys": list(keys)}
         raise ValueError(f"{kind} is not a write")
 
     def decode(self, kind: OpKind, result: object) -> Hashable:
@@ -144,27 +216,59 @@ class KvAdapter:
         assert error is None, result
         if kind is OpKind.DELETE:
             return bool(result["deleted"])
+        if kind is OpKind.DELETE_MANY:
+            deleted = result["deleted"]
+            assert isinstance(deleted, int), result
+            return deleted
         return None
 
     def read(self, machine: StateMachine, key: str) -> Hashable:
         assert isinstance(machine, KvStateMachine)
-        reply = machine.get(key, machine.last_ts_ms)
+        reply = machine.get(key, machine.last_ts_ms, meta=True)
         if reply.get("error") == "not_found":
             return ABSENT
-        value = reply["value"]
-        assert isinstance(value, int), reply
-        return value
+        value, version = reply["value"], reply["version"]
+        assert isinstance(value, int) and isinstance(version, int), reply
+        return Versioned(value, version)
+
+    def read_many(self, machine: StateMachine, keys: tuple[str, ...]) -> Hashable:
+        assert isinstance(machine, KvStateMachine)
+        reply = machine.get_many(keys, machine.last_ts_ms)
+        values = reply["values"]
+        assert isinstance(values, dict), reply
+        return tuple(values.get(k, ABSENT) for k in keys)
+
+    def now_ms(self, machine: StateMachine) -> int:
+        assert isinstance(machine, KvStateMachine)
+        return machine.last_ts_ms
+
+    def session_of(self, data: bytes) -> tuple[str, int] | None:
+        envelope = decode_command(data)
+        if envelope.client_id is None or envelope.seq is None:
+            return None
+        return envelope.client_id, envelope.seq
 
 
 class RegisterAdapter:
-    """The adapter for RegisterMachine."""
+    """The adapter for RegisterMachine (single keys, no TTL, no sessions)."""
 
     name = "register"
+    kinds = _SINGLE_KEY_KINDS
+    sessions = False
+    ttl = False
+    versions = False
 
     def new_machine(self) -> StateMachine:
         return RegisterMachine()
 
-    def encode(self, kind: OpKind, key: str, args: tuple[Hashable, ...]) -> bytes:
+    def encode(
+        self,
+        kind: OpKind,
+        key: str,
+        args: tuple[Hashable, ...],
+        keys: tuple[str, ...] = (),
+        session: tuple[str, int] | None = None,
+    ) -> bytes:
         cmd: dict[str, object] = {"v": COMMAND_VERSION, "op": kind.value, "key": key}
         if kind is OpKind.PUT:
             cmd["value"] = args[0]
@@ -190,3 +294,13 @@ class RegisterAdapter:
         assert isinstance(machine, RegisterMachine)
         value = machine.get(key)
         return ABSENT if value is None else value
+
+    def read_many(self, machine: StateMachine, keys: tuple[str, ...]) -> Hashable:
+        return tuple(self.read(machine, k) for k in keys)
+
+    def now_ms(self, machine: StateMachine) -> int:
+        assert isinstance(machine, RegisterMachine)
+        return machine.last_timestamp_ms
+
+    def session_of(self, data: bytes) -> tuple[str, int] | None:
+        return None

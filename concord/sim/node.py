@@ -12,16 +12,16 @@ from dataclasses import replace
 from functools import partial
 from collections.abc import Callable
 
-from concord.errors import CompactedError, UnavailableError
+from concord.errors import CompactedError, StorageError, UnavailableError
 from concord.ids import NodeId
 from concord.node.driver import Driver, DriverConfig, Reply, StateMachine, load_memory_storage
 from concord.raft.config import RaftConfig
-from concord.raft.messages import ConfState, Entry, Message, Snapshot, SnapshotMeta
+from concord.raft.messages import ConfState, Entry, Message, MessageType, Snapshot, SnapshotMeta
 from concord.raft.rawnode import RawNode
 from concord.raft.state import Role
 from concord.raft.storage import MemoryStorage
 from concord.sim.buggify import buggify
-from concord.sim.checks import SafetyChecker
+from concord.sim.checks import Config, SafetyChecker
 from concord.sim.disk import FakeDisk, SimLogWriter
 from concord.sim.loop import EventLoop, Timer
 from concord.sim.network import Network
@@ -36,7 +36,10 @@ _raft_logger.setLevel(logging.CRITICAL)
 
 
 class ObservedStorage(MemoryStorage):
-    """A MemoryStorage that reports every append to the safety checker."""
+    """
+    A MemoryStorage that reports every append to the safety checker, and has the checker
+    look over every stored entry when a snapshot replaces the log.
+    """
 
     def __init__(self, node: NodeId, checker: SafetyChecker, conf_state: ConfState) -> None:
         super().__init__(conf_state)
@@ -54,6 +57,10 @@ class ObservedStorage(MemoryStorage):
         super().append(entries)
         if ents:
             self._checker.on_append(self._node, prev, ents)
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        super().apply_snapshot(snapshot)
+        self._checker.check_stored(self._node, self, self.hard_state.commit)
 
 
 class SimNode:
@@ -119,6 +126,15 @@ class SimNode:
         #: Called when this node became leader (True) or, as leader, advanced its commit
         #: index (False), before the step's messages are sent (a nemesis hook).
         self.on_leader_step: Callable[[SimNode, bool], None] | None = None
+        #: Called with every entry this node applies.
+        self.on_apply: Callable[[Entry], None] | None = None
+        #: Every node of the cluster (the simulation's map): whose disks hold what.
+        self.cluster: dict[NodeId, SimNode] = {}
+        self._conf_before: Config = (frozenset(), frozenset())
+        #: Senders of HEARTBEAT_RESP per read-round context, in `_acks_term`.
+        self._read_acks: dict[bytes, set[NodeId]] = {}
+        self._acks_term = 0
+        self._checked_commit = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -172,6 +188,10 @@ class SimNode:
         self._conf_sent = conf_state
         writer.committed(driver.applied_index, conf_state)
         self.alive = True
+        self._conf_before = self._conf()
+        self._read_acks, self._acks_term = {}, 0
+        self._checked_commit = storage.hard_state.commit
+        self.checker.check_stored(self.id, storage, storage.hard_state.commit)
         self.network.register(self.id, self._receive)
         tick = self.driver_config.tick_ms
         self._tick_timer = self.loop.after(self.rng.randint(1, tick), self._tick)
@@ -223,7 +243,10 @@ class SimNode:
             return
         out, self._outbox = self._outbox, []
         out.sort(key=lambda m: (m.to, m.type, m.index, m.term))
+        hs = self.disk.durable.hard_state
         for msg in out:
+            if msg.type is MessageType.VOTE_RESP and not msg.reject:
+                self.checker.check_vote_durable(self.id, msg.to, msg.term, hs.term, hs.vote)
             if buggify("node.drop_send"):
                 continue  # a legal loss
             self.network.send(msg)
@@ -279,8 +302,29 @@ class SimNode:
             self._defer(partial(self._receive, msg))
             return
         self.trace(f"msg {msg.frm}>{msg.to} {msg.type.name} t{msg.term} i{msg.index}")
+        core = self.raw.raft if self.raw is not None else None
+        rounds: list[bytes] = []
+        if core is not None and core.role is Role.LEADER:
+            if msg.type is MessageType.HEARTBEAT_RESP and msg.context:
+                if msg.term != self._acks_term:
+                    self._read_acks, self._acks_term = {}, msg.term
+                self._read_acks.setdefault(msg.context, set()).add(msg.frm)
+            rounds = list(core.read_only.rounds)
+        read_only = core.read_only if core is not None else None
+        term = core.term if core is not None else 0
+        conf_before = self._conf_before
         self.driver.on_message(msg)
         self.process()
+        if rounds and core is not None and core.read_only is read_only:
+            released = [ctx for ctx in rounds if ctx not in core.read_only.rounds]
+            if released:
+                # Rounds are released in order up to the one confirmed, the last here.
+                acks = {self.id}
+                if term == self._acks_term:
+                    acks |= self._read_acks.get(released[-1], set())
+                self.checker.check_read_quorum(
+                    self.id, term, acks, [conf_before, self._conf()]
+                )
 
     def _tick(self) -> None:
         if self.driver is None:
@@ -319,6 +363,8 @@ class SimNode:
         assert self.driver is not None
         self.checker.on_apply(self.id, entry, self.driver.term)
         self._report_committed(entry.index, self.driver.conf_state)
+        if self.on_apply is not None:
+            self.on_apply(entry)
 
     def _report_committed(self, index: int, conf_state: ConfState) -> None:
         """The raft worker's COMMITTED report: the membership only when it changed."""
@@ -328,16 +374,52 @@ class SimNode:
         self._conf_sent = conf_state
         self._writer.committed(index, conf_state if changed else None)
 
+    def _conf(self) -> Config:
+        """The core's configuration now (its two halves)."""
+        if self.raw is None:
+            return (frozenset(), frozenset())
+        config = self.raw.raft.tracker.config
+        return (frozenset(config.voters), frozenset(config.voters_outgoing))
+
+    def _check_commit_quorum(self, configs: list[Config]) -> None:
+        """
+        A leader's new commit index is durable on a majority of (each half of) the
+        configuration it was decided in, one of `configs`.
+        """
+        assert self.raw is not None
+        core = self.raw.raft
+        index = core.log.committed
+        if core.role is not Role.LEADER:
+            self._checked_commit = index  # a leader is held to the commits it decides
+            return
+        if index <= self._checked_commit:
+            return
+        self._checked_commit = index
+        try:
+            term = core.log.term(index)
+        except StorageError:
+            return  # compacted meanwhile: an earlier step checked it
+        holders = {n for n, node in self.cluster.items() if node.disk.durable.holds(index, term)}
+        self.checker.check_commit_quorum(self.id, core.term, index, holders, configs)
+
     def process(self) -> None:
         """Run the driver's Ready loop, then the per-step safety checks."""
         driver = self.driver
         if driver is None or self._processing:
             return
         self._processing = True
+        conf_before = self._conf_before
+        # NB: a step decides commits in the configuration it started with; applying a
+        # membership change (in process_ready) may commit more in the next one.
+        if self.cluster:
+            self._check_commit_quorum([conf_before])
         try:
             driver.process_ready()
         finally:
             self._processing = False
+        self._conf_before = self._conf()
+        if self.cluster:
+            self._check_commit_quorum([conf_before, self._conf_before])
         if driver.role is Role.LEADER:
             self.checker.on_leader(self.id, driver.term)
             became = not self._was_leader

@@ -49,6 +49,8 @@ _WATCH_MS = 5
 class WholeRestart:
     """The whole-cluster crash and restart program (see the module docstring)."""
 
+    name = "whole-restart"
+
     def __init__(self, sim: Simulation, rng: SimRandom) -> None:
         self.sim = sim
         self.rng = rng

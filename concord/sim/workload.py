@@ -3,22 +3,49 @@ Simulated clients: each issues one operation at a time to the node it believes l
 follows leader hints, gives up after a timeout, and records every operation with its
 invocation and completion times and outcome for the linearizability checker.
 
+The operations are what users run (DESIGN §4): puts with and without TTLs, reads at
+every consistency level (with the key's version), deletes, conditional puts on a value,
+on absence or on a version, conditional deletes, and atomic bulk puts, deletes and
+reads. Writes carry an exactly-once session pair (client id, seq) when the state
+machine has sessions, and a write without a definite answer is retried with the same
+pair at another node (twice at most), as the client library does: the retries make one
+operation of the history, which the state machine must apply once.
+
 Pure: time and randomness are the simulator's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from concord.ids import NodeId
 from concord.node.driver import Consistency, Reply, ReplyStatus
-from concord.sim.linearizability import ABSENT, Operation, OpKind, Outcome
+from concord.sim.history import ABSENT, Operation, OpKind, Outcome, Version, Versioned
 from concord.sim.loop import EventLoop, Timer
 from concord.sim.machine import Adapter
 from concord.sim.rng import SimRandom
 
-__all__ = ["Client", "Workload", "WorkloadConfig"]
+__all__ = ["Client", "Request", "Workload", "WorkloadConfig"]
+
+#: What a client picks from (kind, consistency or a variant), with weights.
+_CHOICES: tuple[tuple[OpKind, str, int], ...] = (
+    (OpKind.PUT, "", 22),
+    (OpKind.PUT, "ttl", 6),
+    (OpKind.GET, "strong", 14),
+    (OpKind.GET, "leader", 12),
+    (OpKind.GET, "eventual", 4),
+    (OpKind.DELETE, "", 6),
+    (OpKind.PUT_IF, "value", 10),
+    (OpKind.PUT_IF, "version", 6),
+    (OpKind.DELETE_IF, "", 5),
+    (OpKind.PUT_MANY, "", 6),
+    (OpKind.DELETE_MANY, "", 3),
+    (OpKind.GET_MANY, "strong", 3),
+    (OpKind.GET_MANY, "leader", 2),
+)
+#: TTLs drawn for puts that expire (ms): short enough to expire within a run.
+_TTLS_MS = (40, 150, 600)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,20 +56,41 @@ class WorkloadConfig:
     timeout_ms: int = 400
     stray_p: float = 0.2  # an op goes to a random node instead of the believed leader
     client_delay_ms: tuple[int, int] = (1, 3)
-    # weights of put, get(strong), get(leader), get(eventual), delete, put_if, delete_if
-    weights: tuple[int, int, int, int, int, int, int] = (30, 20, 15, 5, 8, 15, 7)
+    retries: int = 2  # more tries of a write without a definite answer (sessions only)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One try of an operation, as a node receives it."""
+
+    request_id: int
+    kind: OpKind
+    keys: tuple[str, ...]
+    args: tuple[Hashable, ...]
+    consistency: Consistency | None
+    session: tuple[str, int] | None  # (client id, seq) of an exactly-once write
+
+    @property
+    def key(self) -> str:
+        return self.keys[0]
 
 
 @dataclass(slots=True)
 class _InFlight:
-    request_id: int
-    kind: OpKind
-    key: str
-    args: tuple[Hashable, ...]
-    consistency: Consistency | None
+    request: Request
     invoke_ms: int
     node: NodeId
     timer: Timer | None = None
+    tries: int = 1
+    maybe_applied: bool = False  # an earlier try may have taken effect
+
+    @property
+    def request_id(self) -> int:
+        return self.request.request_id
+
+    @property
+    def kind(self) -> OpKind:
+        return self.request.kind
 
 
 @dataclass(slots=True)
@@ -54,6 +102,7 @@ class Client:
     stopped: bool = False
     counter: int = 0
     last_values: list[int] = field(default_factory=list)
+    seq: int = 0
 
 
 class Workload:
@@ -65,7 +114,7 @@ class Workload:
         rng: the workload's stream (each client forks its own).
         config: rates and sizes.
         adapter: encodes commands and reads keys for the state machine in use.
-        submit: delivers a request to a node (returns False if the node is down).
+        submit: delivers a request to a node (lost if the node is down).
         nodes: the node ids a client may pick.
         trace: the run's trace sink.
     """
@@ -76,8 +125,7 @@ class Workload:
         rng: SimRandom,
         config: WorkloadConfig,
         adapter: Adapter,
-        submit: Callable[[NodeId, int, OpKind, str, tuple[Hashable, ...],
-                          Consistency | None], None],
+        submit: Callable[[NodeId, Request], None],
         nodes: Callable[[], list[NodeId]],
         trace: Callable[[str], None],
     ) -> None:
@@ -89,6 +137,10 @@ class Workload:
         self._nodes = nodes
         self._trace = trace
         self.history: list[Operation] = []
+        #: The session pair of history entries that carried one (by position).
+        self.sessions: dict[int, tuple[str, int]] = {}
+        #: Versions read per key, for put_if on a version.
+        self.versions: dict[str, set[int]] = {}
         self.eventual_reads = 0
         self._next_request = 0
         self._by_request: dict[int, Client] = {}
@@ -119,33 +171,51 @@ class Workload:
         if client.stopped or client.inflight is not None:
             return
         rng = client.rng
+        adapter = self.adapter
+        choices = [
+            c for c in _CHOICES
+            if c[0] in adapter.kinds
+            and (c[1] != "ttl" or adapter.ttl)
+            and (c[1] != "version" or adapter.versions)
+        ]
+        kind, variant, _ = rng.choices(choices, weights=[c[2] for c in choices])[0]
         key = rng.choice(self.keys)
-        choice = rng.choices(range(7), weights=self.config.weights)[0]
+        keys: tuple[str, ...] = (key,)
         client.counter += 1
         value = client.id * 1_000_000 + client.counter
         consistency: Consistency | None = None
         args: tuple[Hashable, ...] = ()
-        if choice == 0:
-            kind, args = OpKind.PUT, (value,)
-        elif choice in (1, 2, 3):
-            kind = OpKind.GET
-            consistency = (Consistency.STRONG, Consistency.LEADER, Consistency.EVENTUAL)[
-                choice - 1
-            ]
-        elif choice == 4:
-            kind = OpKind.DELETE
-        elif choice == 5:
-            seen = sorted(v for v in self.written.get(key, set()) if isinstance(v, int))
+        bulk: tuple[int, ...] = ()
+        ttl_ms = 0
+        if adapter.ttl and (variant == "ttl" or rng.random() < 0.1):
+            ttl_ms = rng.choice(_TTLS_MS)
+        if kind in (OpKind.GET, OpKind.GET_MANY):
+            consistency = Consistency(variant)
+        if kind in (OpKind.PUT_MANY, OpKind.DELETE_MANY, OpKind.GET_MANY):
+            keys = tuple(sorted(rng.sample(self.keys, min(len(self.keys), 2))))
+        if kind is OpKind.PUT:
+            args = (value, ttl_ms) if ttl_ms else (value,)
+        elif kind is OpKind.PUT_IF:
             expected: Hashable = ABSENT
-            if seen and rng.random() < 0.8:
-                expected = rng.choice(seen[-4:])
-            kind, args = OpKind.PUT_IF, (expected, value)
-        else:
+            if variant == "version":
+                seen_versions = sorted(self.versions.get(key, set()))
+                expected = Version(rng.choice(seen_versions[-3:]) if seen_versions else 0)
+            else:
+                seen = sorted(v for v in self.written.get(key, set()) if isinstance(v, int))
+                if seen and rng.random() < 0.8:
+                    expected = rng.choice(seen[-4:])
+            args = (expected, value, ttl_ms) if ttl_ms else (expected, value)
+        elif kind is OpKind.DELETE_IF:
             seen = sorted(v for v in self.written.get(key, set()) if isinstance(v, int))
-            kind, args = OpKind.DELETE_IF, (rng.choice(seen[-4:]) if seen else value,)
+            args = (rng.choice(seen[-4:]) if seen else value,)
+        elif kind is OpKind.PUT_MANY:
+            bulk = tuple(value * 10 + i for i in range(len(keys)))
+            args = (bulk, ttl_ms)
+            for k, v in zip(keys, bulk):
+                self.written.setdefault(k, set()).add(v)
         if kind in (OpKind.PUT, OpKind.PUT_IF):
             self.written.setdefault(key, set()).add(value)
-        self.invoke(client, kind, key, args, consistency)
+        self.invoke(client, kind, key, args, consistency, keys=keys)
 
     def invoke(
         self,
@@ -155,48 +225,81 @@ class Workload:
         args: tuple[Hashable, ...],
         consistency: Consistency | None,
         node: NodeId | None = None,
+        keys: tuple[str, ...] = (),
     ) -> int:
         """Send one operation now (the final reads of the checker use this too)."""
+        session: tuple[str, int] | None = None
+        if kind not in (OpKind.GET, OpKind.GET_MANY) and self.adapter.sessions:
+            client.seq += 1
+            session = (f"sim-c{client.id}", client.seq)
         self._next_request += 1
-        rid = self._next_request
+        request = Request(self._next_request, kind, keys or (key,), args, consistency, session)
         target = node if node is not None else client.leader_guess
         if node is None and client.rng.random() < self.config.stray_p:
             # Clients with stale or no leader information (and followers' strong reads).
             target = client.rng.choice(self._nodes())
-        flight = _InFlight(rid, kind, key, args, consistency, self.loop.now, target)
-        client.inflight = flight
+        client.inflight = _InFlight(request, self.loop.now, target)
+        self._send(client, target)
+        return request.request_id
+
+    def _send(self, client: Client, target: NodeId) -> None:
+        """Send (or send again) the client's request to `target`, with a timeout."""
+        flight = client.inflight
+        assert flight is not None
+        flight.node = target
+        rid = flight.request_id
         self._by_request[rid] = client
         flight.timer = self.loop.after(self.config.timeout_ms, lambda: self._timeout(client, rid))
         lo, hi = self.config.client_delay_ms
-        self.loop.after(
-            client.rng.randint(lo, hi),
-            lambda: self._submit(target, rid, kind, key, args, consistency),
-        )
-        return rid
+        request = flight.request
+        self.loop.after(client.rng.randint(lo, hi), lambda: self._submit(target, request))
 
-    def on_reply(self, node: NodeId, reply: Reply, value: Hashable) -> None:
-        """A node answered (`value` is what a read saw, read inside the reply callback)."""
+    def _retry(self, client: Client, maybe_applied: bool) -> bool:
+        """Try a session write again at another node; False when out of tries."""
+        flight = client.inflight
+        assert flight is not None
+        flight.maybe_applied = flight.maybe_applied or maybe_applied
+        if flight.request.session is None or flight.tries > self.config.retries:
+            return False
+        flight.tries += 1
+        self._next_request += 1
+        flight.request = replace(flight.request, request_id=self._next_request)
+        self._send(client, client.leader_guess)
+        return True
+
+    def request_of(self, request_id: int) -> Request | None:
+        """The request in flight with this id, if any."""
+        client = self._by_request.get(request_id)
+        flight = client.inflight if client is not None else None
+        return flight.request if flight is not None and flight.request_id == request_id else None
+
+    def on_reply(self, node: NodeId, reply: Reply, value: Hashable, ts: float | None) -> None:
+        """
+        A node answered: `value` is what a read saw and `ts` the cluster time it saw it
+        at, both read inside the reply callback.
+        """
         client = self._by_request.get(reply.request_id)
         if client is None:
             return
         lo, hi = self.config.client_delay_ms
         delay = client.rng.randint(lo, hi)
-        self.loop.after(delay, lambda: self._complete(client, node, reply, value))
+        self.loop.after(delay, lambda: self._complete(client, node, reply, value, ts))
 
-    def _complete(self, client: Client, node: NodeId, reply: Reply, value: Hashable) -> None:
+    def _complete(
+        self, client: Client, node: NodeId, reply: Reply, value: Hashable, ts: float | None
+    ) -> None:
         flight = client.inflight
         if flight is None or flight.request_id != reply.request_id:
             return  # timed out already
         if flight.timer is not None:
             flight.timer.cancel()
         del self._by_request[reply.request_id]
-        client.inflight = None
         status = reply.status
         result: Hashable = None
         if status is ReplyStatus.OK:
             outcome = Outcome.OK
-            result = value if flight.kind is OpKind.GET else self.adapter.decode(
-                flight.kind, reply.result
+            result = value if flight.kind in (OpKind.GET, OpKind.GET_MANY) else (
+                self.adapter.decode(flight.kind, reply.result)
             )
         elif status is ReplyStatus.UNKNOWN:
             outcome = Outcome.UNKNOWN
@@ -208,7 +311,12 @@ class Workload:
             client.leader_guess = (
                 hint if hint is not None and hint in nodes else client.rng.choice(nodes)
             )
-        self._record(client, flight, outcome, result)
+        if outcome is not Outcome.OK and self._retry(client, outcome is Outcome.UNKNOWN):
+            return
+        if outcome is Outcome.FAIL and flight.maybe_applied:
+            outcome = Outcome.UNKNOWN
+        client.inflight = None
+        self._record(client, flight, outcome, result, ts)
         self._schedule(client)
 
     def _timeout(self, client: Client, rid: int) -> None:
@@ -216,26 +324,51 @@ class Workload:
         if flight is None or flight.request_id != rid:
             return
         self._by_request.pop(rid, None)
-        client.inflight = None
-        # A write may still take effect; a read has no effect at all.
-        outcome = Outcome.FAIL if flight.kind is OpKind.GET else Outcome.UNKNOWN
         client.leader_guess = client.rng.choice(self._nodes())
-        self._record(client, flight, outcome, None)
+        # A write may still take effect; a read has no effect at all.
+        is_read = flight.kind in (OpKind.GET, OpKind.GET_MANY)
+        if not is_read and self._retry(client, maybe_applied=True):
+            return
+        client.inflight = None
+        outcome = Outcome.FAIL if is_read else Outcome.UNKNOWN
+        self._record(client, flight, outcome, None, None)
         self._schedule(client)
 
     def _record(
-        self, client: Client, flight: _InFlight, outcome: Outcome, result: Hashable
+        self,
+        client: Client,
+        flight: _InFlight,
+        outcome: Outcome,
+        result: Hashable,
+        ts: float | None,
     ) -> None:
         done = None if outcome is Outcome.UNKNOWN else self.loop.now
+        request = flight.request
         self._trace(
-            f"op c{client.id}@{flight.node} {flight.kind.value} {flight.key} {flight.args} "
-            f"{flight.consistency.value if flight.consistency else ''} -> "
-            f"{outcome.value} {result!r}"
+            f"op c{client.id}@{flight.node} {request.kind.value} {' '.join(request.keys)} "
+            f"{request.args} {request.consistency.value if request.consistency else ''} "
+            f"tries={flight.tries} -> {outcome.value} {result!r}"
         )
-        if flight.consistency is Consistency.EVENTUAL:
+        if request.consistency is Consistency.EVENTUAL:
             self.eventual_reads += 1
             return  # not linearizable by contract
+        if request.kind not in (OpKind.GET, OpKind.GET_MANY) or outcome is not Outcome.OK:
+            ts = None
+        if isinstance(result, Versioned):
+            self.versions.setdefault(request.key, set()).add(result.version)
+        multi = request.kind in (OpKind.PUT_MANY, OpKind.DELETE_MANY, OpKind.GET_MANY)
+        if request.session is not None:
+            self.sessions[len(self.history)] = request.session
         self.history.append(
-            Operation(client.id, flight.kind, flight.key, flight.args, flight.invoke_ms,
-                      done, outcome, result)
+            Operation(client.id, request.kind, request.key, request.args, flight.invoke_ms,
+                      done, outcome, result, keys=request.keys if multi else (), ts=ts)
         )
+
+    def timed_history(self, applied_ts: dict[tuple[str, int], int]) -> list[Operation]:
+        """The history with each session write's cluster time (its entry's timestamp)."""
+        out = list(self.history)
+        for i, session in self.sessions.items():
+            ts = applied_ts.get(session)
+            if ts is not None:
+                out[i] = replace(out[i], ts=ts)
+        return out

@@ -62,3 +62,63 @@ def test_leader_completeness_holds_when_stale_term_leader_is_elected_later() -> 
     checker.on_leader(N3, 8)
     checker.check_leader_logs({N3: log_with(2, 8)})
     assert [] == checker.violations
+
+
+def test_quorum_needs_every_half_when_configuration_is_joint() -> None:
+    """Thesis §4.3: a joint configuration's quorum is a majority of both halves."""
+    from concord.sim.checks import has_quorum
+
+    n4 = NodeId("n4")
+    joint = (frozenset({N1, N2, n4}), frozenset({N1, N2, N3}))
+    assert has_quorum([joint], {N1, N2})
+    assert not has_quorum([joint], {N1, n4})  # the incoming majority alone
+    assert has_quorum([joint, (frozenset({N1, N2, n4}), frozenset())], {N1, n4})
+
+
+def test_read_round_is_reported_when_acknowledged_by_a_minority() -> None:
+    """A released read round needs a voter majority (a learner's answer does not count)."""
+    checker = SafetyChecker()
+    config = (frozenset({N1, N2, N3}), frozenset[NodeId]())
+    checker.check_read_quorum(N1, 2, {N1, N2}, [config])
+    assert [] == checker.violations
+    checker.check_read_quorum(N1, 2, {N1, NodeId("n4")}, [config])
+    assert ["read_quorum"] == [v.check for v in checker.violations]
+
+
+def test_commit_is_reported_when_not_durable_on_a_majority() -> None:
+    """An entry counted committed must be on the disks of a majority of every half."""
+    checker = SafetyChecker()
+    joint = (frozenset({N1, N2, NodeId("n4")}), frozenset({N1, N2, N3}))
+    checker.check_commit_quorum(N1, 2, 7, {N1, N2}, [joint])
+    assert [] == checker.violations
+    checker.check_commit_quorum(N1, 2, 8, {N1, NodeId("n4")}, [joint])
+    assert ["commit_quorum"] == [v.check for v in checker.violations]
+
+
+def test_vote_is_reported_when_sent_before_it_is_durable() -> None:
+    """A granted vote leaves only once the disk holds it (or a later term)."""
+    checker = SafetyChecker()
+    checker.check_vote_durable(N1, N2, 3, 3, N2)
+    checker.check_vote_durable(N1, N2, 3, 4, None)
+    assert [] == checker.violations
+    checker.check_vote_durable(N1, N2, 3, 2, N3)
+    assert ["vote_durable"] == [v.check for v in checker.violations]
+
+
+def test_stored_entries_are_reported_when_a_snapshot_kept_a_conflicting_suffix() -> None:
+    """Entries kept after a snapshot must follow the snapshot's term as they did when appended."""
+    from concord.raft.messages import ConfState, Snapshot, SnapshotMeta
+
+    checker = SafetyChecker()
+    stale = MemoryStorage()
+    checker.on_append(N2, 0, [Entry(1, 1), Entry(2, 2), Entry(2, 3)])
+    stale.append([Entry(1, 1), Entry(2, 2), Entry(2, 3)])
+    checker.check_stored(N2, stale, 1)
+    assert [] == checker.violations
+    snap = Snapshot(SnapshotMeta(2, 3, ConfState(voters=(N1, N2, N3))), b"")
+    # What a snapshot install that keeps the suffix would leave: (2, 3) after (2, 3)...
+    kept = MemoryStorage()
+    kept.apply_snapshot(snap)
+    kept.append([Entry(2, 3)])
+    checker.check_stored(N2, kept, 2)
+    assert ["stored_log"] == [v.check for v in checker.violations]

@@ -171,6 +171,9 @@ def test_operation_pickles_when_it_holds_absent() -> None:
     assert pickle.loads(pickle.dumps(ABSENT)) is ABSENT
 
 
+SINGLE_KEY_KINDS = [OpKind.PUT, OpKind.GET, OpKind.DELETE, OpKind.PUT_IF, OpKind.DELETE_IF]
+
+
 def generate_history(
     seed: int, clients: int, ops_per_client: int, keys: int, unknown_p: float = 0.02
 ) -> list[Operation]:
@@ -185,7 +188,7 @@ def generate_history(
             end = start + rng.uniform(0.5, 20)
             point = rng.uniform(start, end)
             key = f"k{rng.randrange(keys)}"
-            kind = rng.choice(list(OpKind))
+            kind = rng.choice(SINGLE_KEY_KINDS)
             counter += 1
             if kind is OpKind.PUT:
                 args: tuple[Hashable, ...] = (counter,)
@@ -257,3 +260,86 @@ def test_large_history_passes_quickly_when_linearizable() -> None:
     assert [] == result.unknown_keys
     # About 0.3 s of CPU on an idle machine; the bound leaves room for a loaded one.
     assert elapsed < 8.0, f"took {elapsed:.2f}s"
+
+
+# -- the key-value model: versions, TTLs by cluster time, conditions, bulk operations --
+
+
+def test_ttl_read_is_judged_by_cluster_time_when_operations_carry_it() -> None:
+    """A key put with a TTL is gone for reads at cluster time >= put time + ttl."""
+    from dataclasses import replace
+
+    ttl_put = replace(op(1, OpKind.PUT, (5, 100), 0, 1), ts=10)
+    before = replace(get(2, 5, 2, 3), ts=109)
+    after_value = replace(get(2, 5, 4, 5), ts=110)
+    after_absent = replace(get(2, ABSENT, 4, 5), ts=110)
+    assert check_history([ttl_put, before, after_absent]).ok
+    assert not check_history([ttl_put, before, after_value]).ok
+    # Cluster time must not run backwards along the order: a read at ts 105 cannot
+    # follow one at ts 110.
+    late = replace(get(3, 5, 6, 7), ts=105)
+    assert not check_history([ttl_put, after_absent, late]).ok
+
+
+def test_versions_are_checked_when_reads_return_them() -> None:
+    """Version: 1 on create, +1 per put, back to 1 after a delete."""
+    from concord.sim.linearizability import Versioned
+
+    history = [
+        put(1, 5, 0, 1), put(1, 6, 2, 3),
+        get(2, Versioned(6, 2), 4, 5),
+        op(1, OpKind.DELETE, (), 6, 7, True), put(1, 7, 8, 9),
+        get(2, Versioned(7, 1), 10, 11),
+    ]
+    assert check_history(history).ok
+    history[2] = get(2, Versioned(6, 3), 4, 5)
+    assert not check_history(history).ok
+
+
+def test_put_if_version_holds_only_when_the_version_matches() -> None:
+    """A put_if on version n succeeds exactly when the key's version is n (0: absent)."""
+    from concord.sim.linearizability import Version
+
+    ok = [
+        op(1, OpKind.PUT_IF, (Version(0), 5), 0, 1, True),
+        op(1, OpKind.PUT_IF, (Version(2), 6), 2, 3, False),
+        op(1, OpKind.PUT_IF, (Version(1), 7), 4, 5, True),
+        get(2, 7, 6, 7),
+    ]
+    assert check_history(ok).ok
+    ok[1] = op(1, OpKind.PUT_IF, (Version(1), 6), 2, 3, False)
+    assert not check_history(ok).ok
+
+
+def test_bulk_put_is_rejected_when_seen_half_applied() -> None:
+    """put_many is atomic: no read may see one key new and another old after it."""
+    bulk = Operation(1, OpKind.PUT_MANY, "a", ((1, 2), 0), 0, 10, Outcome.UNKNOWN,
+                     keys=("a", "b"))
+    new_a = get(2, 1, 3, 4, key="a")
+    old_b = get(2, ABSENT, 5, 6, key="b")
+    assert not check_history([bulk, new_a, old_b]).ok
+    assert check_history([bulk, new_a, get(2, 2, 5, 6, key="b")]).ok
+    both = Operation(3, OpKind.GET_MANY, "a", (), 7, 8, Outcome.OK, (1, 2), keys=("a", "b"))
+    torn = Operation(3, OpKind.GET_MANY, "a", (), 7, 8, Outcome.OK, (1, ABSENT),
+                     keys=("a", "b"))
+    assert check_history([bulk, both]).ok
+    assert not check_history([bulk, torn]).ok
+
+
+def test_retried_write_is_rejected_when_applied_twice() -> None:
+    """Exactly-once: a session write retried across a failover takes effect once."""
+    retried = put(1, 5, 0, 20)  # first try at 0, the retry's answer at 20
+    other = put(2, 6, 5, 6)
+    reads = [get(3, 5, 1, 2), get(3, 6, 7, 8), get(3, 5, 21, 22)]
+    assert not check_history([retried, other, *reads]).ok
+    assert check_history([retried, other, *reads[:2]]).ok
+
+
+def test_unknown_write_must_take_effect_when_its_cluster_time_is_known() -> None:
+    """An UNKNOWN op with a ts was applied: it is not optional."""
+    from dataclasses import replace
+
+    applied = replace(put(1, 5, 0, None, outcome=Outcome.UNKNOWN), ts=10)
+    read_absent = replace(get(2, ABSENT, 20, 21), ts=20)
+    assert not check_history([applied, read_absent]).ok
+    assert check_history([replace(applied, ts=None), read_absent]).ok

@@ -210,3 +210,64 @@ def test_cli_summarizes_when_running_many_seeds(capsys: pytest.CaptureFixture[st
 
     assert 0 == main(["--seeds", "2", "--start-seed", "40", "--nodes", "3", "--workers", "1"])
     assert "seeds=2 nodes=3 buggify=on failures=0" in capsys.readouterr().out
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_joint_replace_program_catches_commit_by_incoming_majority_when_planted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The joint-replacement program splits at the joint entry; a core that commits by
+    the incoming majority alone then fails the commit-quorum check (seed 1, 3 nodes)."""
+    import concord.raft.tracker as tracker
+    from concord.raft.quorum import majority_committed_index
+
+    config = SimConfig(seed=1, nodes=3, trace=True, program="joint-replace")
+    clean = Simulation(config).run()
+    assert [] == clean.violations
+    assert any("joint-replace split" in line for line in clean.trace_lines)
+    monkeypatch.setattr(
+        tracker, "joint_committed_index",
+        lambda incoming, outgoing, acked: majority_committed_index(incoming, acked),
+    )
+    planted = Simulation(config).run()
+    assert ["commit_quorum"] == [v.check for v in planted.violations]
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_divergent_snapshot_program_catches_a_kept_suffix_when_planted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The divergent-snapshot program installs a snapshot over a conflicting log; keeping
+    the entries after the snapshot index fails the stored-log check (seed 3, 3 nodes)."""
+    from concord.raft.messages import Entry, Snapshot
+    from concord.raft.storage import MemoryStorage
+
+    config = SimConfig(seed=3, nodes=3, trace=True, program="divergent-snapshot")
+    clean = Simulation(config).run()
+    assert [] == clean.violations
+    assert any("divergent-snapshot" in line and "rejoins" in line for line in clean.trace_lines)
+
+    def keep_suffix(self: MemoryStorage, snapshot: Snapshot) -> None:
+        kept = [e for e in self._ents if e.index > snapshot.meta.index]
+        self._snapshot = snapshot
+        self._ents = [Entry(term=snapshot.meta.term, index=snapshot.meta.index), *kept]
+
+    monkeypatch.setattr(MemoryStorage, "apply_snapshot", keep_suffix)
+    planted = Simulation(config).run()
+    assert ["stored_log"] == [v.check for v in planted.violations]
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_vote_durability_check_fires_when_votes_leave_before_persist(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A vote answered before its hard state is durable fails the vote-durability check."""
+    import concord.raft.core as core
+    from concord.raft.messages import MessageType as MT
+
+    monkeypatch.setattr(core, "_AFTER_PERSIST_TYPES", frozenset({MT.APPEND_RESP}))
+    planted = Simulation(SimConfig(seed=1000, nodes=3)).run()
+    assert ["vote_durable"] == [v.check for v in planted.violations]

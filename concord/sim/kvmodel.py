@@ -1,0 +1,130 @@
+"""
+The sequential model of the key-value store that linearizability is checked against
+(concord.kv's semantics, docs/formats/kv.md): per key a value, a version (1 on create,
++1 per put, 0 when absent) and an expiry time in cluster milliseconds; TTL expiry by
+the leader's entry timestamps; conditional puts on a value, on absence or on a version;
+atomic multi-key puts, deletes and reads.
+
+A model state is `(clock, cells)`: `clock` the cluster time of the last operation with
+a known time (`Operation.ts`; operations must take effect in non-decreasing cluster
+time, as log entries are stamped), `cells` one `(value, version, expires_at_ms)` per
+key of the checked component, in `slots` order. A version of None is unknown (a key
+with an initial value given to the checker).
+
+Pure and deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+from concord.sim.history import ABSENT, Operation, OpKind, Outcome, Version, Versioned
+
+__all__ = ["Cell", "State", "initial_state", "step"]
+
+Cell = tuple[Hashable, int | None, float]
+State = tuple[float, tuple[Cell, ...]]
+
+_EMPTY: Cell = (ABSENT, 0, 0)
+
+
+def initial_state(values: Sequence[Hashable]) -> State:
+    """The state of keys holding `values` (ABSENT: no key), with no expiry."""
+    return (0.0, tuple(_EMPTY if v is ABSENT else (v, None, 0) for v in values))
+
+
+def _live(cell: Cell, now: float) -> Cell:
+    """The cell as a read at `now` sees it (an expired key is absent)."""
+    expires = cell[2]
+    if cell[0] is not ABSENT and expires and expires <= now:
+        return _EMPTY
+    return cell
+
+
+def _put(old: Cell, value: Hashable, ttl_ms: Hashable, now: float) -> Cell:
+    if old[0] is ABSENT:
+        version: int | None = 1
+    else:
+        version = None if old[1] is None else old[1] + 1
+    expires = now + ttl_ms if isinstance(ttl_ms, int) and ttl_ms > 0 else 0
+    return (value, version, expires)
+
+
+def _read_matches(cell: Cell, result: Hashable) -> bool:
+    if isinstance(result, Versioned):
+        return cell[0] == result.value and (cell[1] is None or cell[1] == result.version)
+    return cell[0] == result
+
+
+def _condition_holds(cell: Cell, expected: Hashable) -> bool:
+    if isinstance(expected, Version):
+        return cell[1] is not None and (cell[1] if cell[0] is not ABSENT else 0) == expected.version
+    if expected is ABSENT:
+        return cell[0] is ABSENT
+    return cell[0] is not ABSENT and cell[0] == expected
+
+
+def step(state: State, op: Operation, slots: Mapping[str, int]) -> tuple[bool, State]:
+    """
+    Apply `op` to `state`.
+
+    Returns:
+        (legal, new_state): legal is False when `op` cannot take effect here (its cluster
+        time is before the state's) or completed OK with a result the model cannot
+        produce from `state`.
+    """
+    clock, cells = state
+    if op.ts is not None:
+        if op.ts < clock:
+            return False, state
+        clock = op.ts
+    check = op.outcome is Outcome.OK
+    kind = op.kind
+    if kind in (OpKind.PUT_MANY, OpKind.DELETE_MANY, OpKind.GET_MANY):
+        return _step_many(clock, cells, op, slots, check)
+    i = slots[op.key]
+    cell = _live(cells[i], clock)
+    new = cell
+    legal = True
+    if kind is OpKind.GET:
+        legal = not check or _read_matches(cell, op.result)
+    elif kind is OpKind.PUT:
+        new = _put(cell, op.args[0], op.args[1] if len(op.args) > 1 else 0, clock)
+    elif kind is OpKind.DELETE:
+        legal = not check or op.result == (cell[0] is not ABSENT)
+        new = _EMPTY
+    elif kind is OpKind.PUT_IF:
+        held = _condition_holds(cell, op.args[0])
+        legal = not check or op.result == held
+        if held:
+            new = _put(cell, op.args[1], op.args[2] if len(op.args) > 2 else 0, clock)
+    else:  # DELETE_IF
+        held = _condition_holds(cell, op.args[0]) and cell[0] is not ABSENT
+        legal = not check or op.result == held
+        if held:
+            new = _EMPTY
+    if new is cells[i] or not legal:
+        return legal, (clock, cells)
+    return True, (clock, cells[:i] + (new,) + cells[i + 1 :])
+
+
+def _step_many(
+    clock: float, cells: tuple[Cell, ...], op: Operation, slots: Mapping[str, int], check: bool
+) -> tuple[bool, State]:
+    now = [_live(cells[slots[k]], clock) for k in op.keys]
+    if op.kind is OpKind.GET_MANY:
+        legal = not check or op.result == tuple(c[0] for c in now)
+        return legal, (clock, cells)
+    out = list(cells)
+    if op.kind is OpKind.DELETE_MANY:
+        deleted = sum(1 for c in now if c[0] is not ABSENT)
+        if check and op.result != deleted:
+            return False, (clock, cells)
+        for k in op.keys:
+            out[slots[k]] = _EMPTY
+    else:  # PUT_MANY
+        values, ttl_ms = op.args
+        assert isinstance(values, tuple)
+        for k, cell, value in zip(op.keys, now, values):
+            out[slots[k]] = _put(cell, value, ttl_ms, clock)
+    return True, (clock, tuple(out))
