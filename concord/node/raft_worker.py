@@ -855,6 +855,7 @@ class RaftWorker:
             "applied": d.applied_index,
             "revision": kv.revision,
             "state_hash": kv.state_hash(),
+            "data_hash": kv.data_hash(),
             "lease": d.lease_valid,
             "first_index": self.storage.first_index(),
             "last_index": self.storage.last_index(),
