@@ -191,10 +191,10 @@ def _collect_replies(books: dict[zmq.Socket[bytes], _ClientBook], strict: set[zm
 
 
 def _fuzz_peer(ctx: Ctx, c: Cluster, gen: FrameGen, figures: dict[str, int]) -> None:
-    endpoints = [n.endpoints["peer"] for n in c.nodes.values()]
+    targets = [(nid.encode(), n.endpoints["peer"]) for nid, n in c.nodes.items()]
     sent = 0
     while sent < PEER_MESSAGES:
-        endpoint = gen.rng.choice(endpoints)
+        node_id, endpoint = gen.rng.choice(targets)
         if gen.rng.random() < 0.1:
             # The pattern of issue 12 #5: two connections announce a member's id, send, reset.
             identity = gen.rng.choice((b"n1", b"n2", b"n3"))
@@ -224,7 +224,11 @@ def _fuzz_peer(ctx: Ctx, c: Cluster, gen: FrameGen, figures: dict[str, int]) -> 
             sock.setsockopt(zmq.ROUTING_ID, identity)
         sock.connect(endpoint)
         for _ in range(gen.rng.randrange(20, 200)):
-            frames = gen.peer_message()
+            if gen.rng.random() < 0.02:
+                frames = gen.forged_raft(node_id)
+                figures["peer_forged_raft_messages"] += 1
+            else:
+                frames = gen.peer_message()
             sock.send_multipart(frames)  # SNDHWM 0: queued until connected, never blocks
             sent += 1
             figures["peer_frames"] += len(frames)

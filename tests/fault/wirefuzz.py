@@ -24,7 +24,11 @@ from dataclasses import dataclass
 
 import msgpack
 
+from concord import codec
+from concord.codec import MAX_UINT
+from concord.ids import NodeId
 from concord.net.wire import OPS, Backend
+from concord.raft.messages import Entry, EntryType, Message, MessageType
 
 __all__ = ["ClientCase", "FrameGen", "MUTATING_OPS", "NODE_IDS"]
 
@@ -208,6 +212,25 @@ class FrameGen:
         if shape < 9:
             return [b"", header, payload]
         return [r.randbytes(r.randrange(0, 10)) for _ in range(r.randrange(1, 5))]
+
+    def forged_raft(self, to: bytes) -> list[bytes]:
+        """
+        A well-formed raft message from a member's id with a term past codec.MAX_UINT
+        (and maybe other counters): the decoder must refuse it. Every other counter is
+        small, so nothing about it could pass as current if the term were refused.
+        """
+        r = self.rng
+        frm = r.choice([n for n in NODE_IDS if n != to])
+        big = r.choice((MAX_UINT + 1, 2**63, 2**64 - 1))
+        small = r.randrange(0, 4)
+        mtype = r.choice((MessageType.HEARTBEAT, MessageType.VOTE, MessageType.PRE_VOTE,
+                          MessageType.APPEND, MessageType.HEARTBEAT_RESP))
+        entries = (Entry(big, r.choice((small, big)), EntryType.NORMAL, b"", small),) \
+            if mtype is MessageType.APPEND else ()
+        msg = Message(mtype, NodeId(to.decode()), NodeId(frm.decode()), term=big,
+                      log_term=r.choice((small, big)), index=r.choice((small, big)),
+                      entries=entries, commit=r.choice((small, big)))
+        return [bytes((2, 1)) + frm, codec.encode_message(msg)]
 
     def events_message(self) -> bytes:
         """One frame an XSUB sends upstream: (un)subscriptions or junk."""
