@@ -27,7 +27,7 @@ import msgpack
 from concord import codec
 from concord.codec import MAX_UINT
 from concord.ids import NodeId
-from concord.net.wire import OPS, Backend
+from concord.net.wire import DEFAULT_MAX_REQUEST_BYTES, OPS, Backend
 from concord.raft.messages import Entry, EntryType, Message, MessageType
 
 __all__ = ["ClientCase", "FrameGen", "MUTATING_OPS", "NODE_IDS"]
@@ -232,6 +232,53 @@ class FrameGen:
                       entries=entries, commit=r.choice((small, big)))
         return [bytes((2, 1)) + frm, codec.encode_message(msg)]
 
+    def typed_write(self, request_id: int) -> dict[str, object]:
+        """
+        A write whose arguments have the right types but extreme values (ttl 1e308, seq
+        2**64 - 1, values nested near the limit...), on keys under "fuzzw/" only. It may
+        be accepted: it is sent after the data check.
+        """
+        r = self.rng
+        extreme = (1e308, 1.7e305, 2**64 - 1, 2**63, 2**62, 1e-300, 5e-324, 0.5, 1)
+        key = f"fuzzw/{r.randrange(50)}"
+        # NB: at most 600 items of 4 KiB: over max_request_bytes (an invalid_request with
+        # id nil), under the hard limit that closes the connection (docs/protocol.md).
+        value = r.choice((self.nested(r.randrange(1, 70)), "v" * r.choice((0, 1, 2**12)),
+                          2**64 - 1, -(2**63), 1e308, b"\x00" * 1000, [None] * 100))
+        op = r.choice(("put", "touch", "put_many", "touch_many", "put_if", "delete_if",
+                       "delete", "delete_many", "create_index", "drop_index", "delete_where"))
+        req: dict[str, object] = {"op": op, "id": request_id}
+        if op in ("put", "touch", "put_if", "delete_if", "delete"):
+            req["key"] = key
+        if op in ("put", "put_if"):
+            req["value"] = value
+        if op in ("put", "put_if", "touch") or (op == "touch" and r.random() < 0.5):
+            req["ttl"] = r.choice(extreme)
+        if op in ("put_if", "delete_if"):
+            cond = r.choice(("version", "mod_revision", "expected", "absent"))
+            req[cond] = {"version": r.choice(extreme[2:5]), "mod_revision": r.choice(extreme[2:5]),
+                         "expected": value, "absent": True}[cond]
+        if op == "put_many":
+            req["items"] = [[f"fuzzw/{i}", value, r.choice(extreme)] for i in range(r.randrange(1, 600))]
+        if op == "touch_many":
+            req["items"] = [[f"fuzzw/{i}", r.choice(extreme)] for i in range(r.randrange(1, 600))]
+        if op == "delete_many":
+            req["keys"] = [f"fuzzw/{i}" for i in range(r.randrange(1, 600))]
+        if op in ("create_index", "drop_index"):
+            req["name"] = r.choice(("fz", "fz2", "x" * 129))
+        if op == "create_index":
+            req["field"] = r.choice(("a", "a.b.c", "", "." * 70))
+        if op == "delete_where":
+            req["prefix"] = "fuzzw/"
+            req["pattern"] = r.choice(("(a*)*b", "[", ".*", "\\"))
+            req["limit"] = r.choice(extreme[2:5])
+        if r.random() < 0.3:
+            req["client_id"] = r.choice(("fz", "", "x" * 300))
+            req["seq"] = r.choice((0, 2**64 - 1, 2**63, 2**62))
+        if r.random() < 0.2:
+            req["timeout_ms"] = r.choice((1, 120000, 2**64 - 1))
+        return req
+
     def events_message(self) -> bytes:
         """One frame an XSUB sends upstream: (un)subscriptions or junk."""
         r = self.rng
@@ -275,7 +322,8 @@ def _refuse_ext(code: int, data: bytes) -> object:
 def expected_reply_id(frames: list[bytes]) -> int | None:
     """
     The id a correct node's reply must carry (docs/protocol.md, "Answered or refused"):
-    the request's when the envelope is well formed and the payload decodes as one msgpack
+    the request's when the envelope is well formed, the payload is at most
+    max_request_bytes (the test clusters keep the default) and decodes as one msgpack
     value that is a map with an integer id, else None (nil). Decoded here independently of
     the node's code, with the msgpack library's own rules.
     """
@@ -284,6 +332,8 @@ def expected_reply_id(frames: list[bytes]) -> int | None:
     elif len(frames) == 1 and frames[0] != b"":
         payload = frames[0]
     else:
+        return None
+    if len(payload) > DEFAULT_MAX_REQUEST_BYTES:  # refused unread
         return None
     try:
         obj = msgpack.unpackb(payload, raw=False, strict_map_key=False, ext_hook=_refuse_ext)
