@@ -36,7 +36,8 @@ itself `_io_error` without being torn down; its ZMTP heartbeat timer then calls 
 which asserts `!_io_error` (src/stream_engine_base.cpp:310) and aborts the process
 (libzmq issue 4841). So: our DEALERs set no routing id (the ROUTER numbers connections
 itself, and no member's connection can be displaced), the ROUTER has no ROUTER_HANDOVER
-(a stranger repeating an id is refused by libzmq, never handed another's connection) and no
+(a connection repeating an id in use never displaces the first: libzmq keeps it apart, and
+at worst its first message arrives misframed, a bad envelope) and no
 ZMTP heartbeat (no timer can run on an engine stalled that way); TCP keepalive finds dead
 incoming connections instead. The sender id in the header is not authenticated (CURVE is
 issue 16): a stranger who knows a member's id can still send as it; what it cannot do is
