@@ -4,7 +4,9 @@ Rate-limited warnings for input that anyone can send (hostile or broken peers, c
 A node must log what it drops, but a flood of bad frames must not become a flood of log
 lines: `RateLimitedLog.warning(key, ...)` writes at most one line per `key` per
 `interval_s` and counts the calls it held back, reporting them as `suppressed=N` on the
-next line it writes for that key. Pure bookkeeping: no IO besides the logger, no threads.
+next line it writes for that key. Keys are a fixed set of reasons chosen by the caller,
+never taken from input (the tables would grow with it). Pure bookkeeping: no IO besides
+the logger, no threads.
 """
 
 from __future__ import annotations
