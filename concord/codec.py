@@ -28,6 +28,8 @@ single byte. `EntryPacker` keeps each recently sent entry's packed bytes, so the
 packs an entry once for every AppendEntries to every peer and for the log writer's
 PERSIST request, instead of once per message (the same bytes `encode_message` would give).
 
+Every `uint` is 0..MAX_UINT (2**62 - 1); a larger one is malformed (see MAX_UINT).
+
 A reader that meets a version it does not know refuses the data (never guesses). To
 change an encoding, bump CODEC_VERSION, keep decoding the old version, and document both
 in docs/formats/storage.md.
@@ -77,12 +79,24 @@ def _array(obj: object, what: str, length: int) -> list[object]:
     return list(obj)
 
 
+#: The largest uint any decoder accepts. Terms, indexes and timestamps live in 64-bit
+#: fields everywhere (msgpack, the WAL, shared memory, the state hash), and Raft adds to
+#: them (a term grows by one per election): a value that decodes must leave room for that.
+#: 2**62 - 1 leaves 2**62 increments before any int64 field could overflow. Without this
+#: bound one forged peer message with term 2**64 - 1 was persisted by every node, whose
+#: next election then overflowed msgpack: every raft worker crashed and crashed again on
+#: restart (issue 13, found by the wire fuzzer).
+MAX_UINT = 2**62 - 1
+
+
 def _uint(value: object, what: str, name: str) -> int:
     # NB: bool is a subclass of int; a bool where an int belongs is malformed.
     if type(value) is not int:
         raise _fail(what, f"{name} is {type(value).__name__}, not int")
     if value < 0:
         raise _fail(what, f"{name} is negative ({value})")
+    if value > MAX_UINT:
+        raise _fail(what, f"{name} {value} is over the limit {MAX_UINT}")
     return value
 
 
@@ -170,9 +184,9 @@ def _is_wellformed_entry(obj: object) -> bool:
         and type(ts) is int
         and type(data) is bytes
         and type(etype) is int
-        and term >= 0
-        and index >= 0
-        and ts >= 0
+        and 0 <= term <= MAX_UINT
+        and 0 <= index <= MAX_UINT
+        and 0 <= ts <= MAX_UINT
         and etype in _ENTRY_TYPE_BY_INT
     )
 
@@ -464,6 +478,7 @@ def decode_message(data: bytes) -> Message:
 
 __all__ = [
     "CODEC_VERSION",
+    "MAX_UINT",
     "message_to_obj",
     "message_from_obj",
     "encode_message",

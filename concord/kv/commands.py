@@ -240,10 +240,11 @@ def ttl_to_ms(ttl: object, config: KvConfig) -> int:
         raise InvalidRequestError(f"ttl must be a number of seconds, got {ttl!r}")
     if not math.isfinite(ttl) or ttl <= 0:
         raise InvalidRequestError(f"ttl must be positive, got {ttl!r}")
-    ms = max(1, math.ceil(ttl * 1000))
-    if ms > config.max_ttl_ms:
+    # NB: compare in seconds first: a finite float such as 1e308 overflows to inf when
+    # multiplied by 1000, and math.ceil(inf) raises OverflowError (it crashed the leader).
+    if ttl > config.max_ttl_ms / 1000 or max(1, math.ceil(ttl * 1000)) > config.max_ttl_ms:
         raise InvalidRequestError(f"ttl {ttl} s exceeds the maximum {config.max_ttl_ms / 1000} s")
-    return ms
+    return max(1, math.ceil(ttl * 1000))
 
 
 def _check_ttl_ms(value: object, config: KvConfig) -> int:

@@ -7,32 +7,49 @@ blocks the raft loop: every send is NOBLOCK, and a message that cannot be queued
 down, high-water mark reached) is dropped and counted, since Raft retransmits.
 
 Topology: each node binds one ROUTER on its peer endpoint and keeps one DEALER per peer,
-connected to that peer's ROUTER, with routing id = our node id (UTF-8). Traffic is
-one-way per socket: we send on our DEALERs and receive on our ROUTER, so the sender of
-every received message is the ROUTER's routing-id frame. The ROUTER never sends (it has
-ROUTER_MANDATORY set anyway, so a send to an unknown peer would raise, not vanish).
+connected to that peer's ROUTER. Traffic is one-way per socket: we send on our DEALERs and
+receive on our ROUTER. The ROUTER never sends (it has ROUTER_MANDATORY set anyway, so a
+send to an unknown peer would raise, not vanish).
 
-Wire layout (peer envelope v1). A DEALER sends two frames; the ROUTER receives three:
+Wire layout (peer envelope v2). A DEALER sends two frames; the ROUTER receives three:
 
-    frame 0  routing id      sender node id, UTF-8, 1..255 bytes (added by the ROUTER)
-    frame 1  header, 2 bytes
-               byte 0  version   = 1 (PEER_VERSION)
-               byte 1  kind      1 = DATA (frame 2 is an opaque raft message)
-                                 2 = PING (liveness; frame 2 is empty)
+    frame 0  routing id      assigned by the receiving ROUTER; ignored (see below)
+    frame 1  header, 3..257 bytes
+               byte 0   version   = 2 (PEER_VERSION)
+               byte 1   kind      1 = DATA (frame 2 is an opaque raft message)
+                                  2 = PING (liveness; frame 2 is empty)
+               byte 2.. sender    the sending node's id, UTF-8, 1..255 bytes
     frame 2  payload          opaque bytes
 
-A message with another version, an unknown kind, or another frame count is discarded and
-counted (`stats.bad_envelope`); it never raises.
+A message with another version, an unknown kind, another frame count or a sender id that
+is not UTF-8 is discarded and counted (`stats.bad_envelope`); one from a sender that is not
+one of our current peers is discarded and counted (`stats.dropped_unknown_sender`). Both
+are logged at most once per `drop_log_interval_s` per reason. Nothing here ever raises on
+input: anyone who can reach the port can send anything.
+
+Why the sender is in the header and not the ZeroMQ routing id (found by issue 12 #5):
+with peer-chosen routing ids the ROUTER needed ROUTER_HANDOVER (so a restarted peer's new
+connection is not ignored while its old one lingers), and any stranger could then take a
+member's routing id. In libzmq 4.3.5 the displaced connection's engine keeps reading into a
+terminated pipe, stops its input, and on the next input event (a close, a reset) marks
+itself `_io_error` without being torn down; its ZMTP heartbeat timer then calls out_event,
+which asserts `!_io_error` (src/stream_engine_base.cpp:310) and aborts the process
+(libzmq issue 4841). So: our DEALERs set no routing id (the ROUTER numbers connections
+itself, and no member's connection can be displaced), the ROUTER has no ROUTER_HANDOVER
+(a connection repeating an id in use never displaces the first: libzmq keeps it apart, and
+at worst its first message arrives misframed, a bad envelope) and no
+ZMTP heartbeat (no timer can run on an engine stalled that way); TCP keepalive finds dead
+incoming connections instead. The sender id in the header is not authenticated (CURVE is
+issue 16): a stranger who knows a member's id can still send as it; what it cannot do is
+stop the process or cut a member's link.
 
 Liveness: every `heartbeat_interval_s` we PING each peer we sent no DATA to since the
 previous ping round (that DATA already told it we are alive); any message from a peer (DATA or
 PING) updates its last-heard time. `unreachable()` lists peers not heard from
 within `dead_after_s` (a freshly added peer gets `dead_after_s` of grace). ZMTP
-heartbeats and bounded reconnect intervals are set on the sockets so libzmq notices dead
+heartbeats and bounded reconnect intervals are set on the DEALERs so libzmq notices dead
 TCP connections and reconnects by itself; IMMEDIATE=1 keeps messages for an unconnected
-peer from piling up in its queue (they are dropped instead). ROUTER_HANDOVER=1 lets a
-restarted peer's new connection take over its routing id even if the old TCP connection
-is not yet known to be dead (without it libzmq silently ignores the newcomer).
+peer from piling up in its queue (they are dropped instead).
 
 Caller loop (timers are serviced by the caller; this module never sleeps):
 
@@ -59,16 +76,15 @@ from concord.errors import ConfigError, ShuttingDownError
 from concord.ids import NodeId
 from concord.net._zmqutil import new_socket
 from concord.net.faults import Action, FaultFilter
+from concord.net.ratelog import RateLimitedLog
 
 __all__ = ["PeerOptions", "PeerStats", "PeerTransport", "PEER_VERSION", "KIND_DATA", "KIND_PING"]
 
 log = logging.getLogger(__name__)
 
-PEER_VERSION = 1
+PEER_VERSION = 2
 KIND_DATA = 1
 KIND_PING = 2
-_DATA_HEADER = bytes((PEER_VERSION, KIND_DATA))
-_PING_HEADER = bytes((PEER_VERSION, KIND_PING))
 
 Socket = zmq.Socket[bytes]
 Context = zmq.Context[Socket]
@@ -86,6 +102,10 @@ class PeerOptions:
     rcvhwm: int = 10000
     zmtp_heartbeat_ivl_ms: int = 500
     zmtp_heartbeat_timeout_ms: int = 2000
+    tcp_keepalive_idle_s: int = 10
+    tcp_keepalive_intvl_s: int = 2
+    tcp_keepalive_cnt: int = 3
+    drop_log_interval_s: float = 10.0
     max_message_bytes: int = 64 * 1024 * 1024
     faults_enabled: bool = False
     faults_seed: int = 0
@@ -109,6 +129,11 @@ class PeerOptions:
             )
         if self.sndhwm <= 0 or self.rcvhwm <= 0:
             raise ConfigError(f"peer sndhwm and rcvhwm must be > 0, got {self.sndhwm} and {self.rcvhwm}")
+        keepalive = (self.tcp_keepalive_idle_s, self.tcp_keepalive_intvl_s, self.tcp_keepalive_cnt)
+        if min(keepalive) <= 0:
+            raise ConfigError(f"peer tcp keepalive idle, interval and count must be > 0, got {keepalive}")
+        if self.drop_log_interval_s < 0:
+            raise ConfigError(f"peer drop_log_interval_s must be >= 0, got {self.drop_log_interval_s}")
 
 
 @dataclass(slots=True)
@@ -124,6 +149,7 @@ class PeerStats:
     dropped_fault: int = 0  # fault filter dropped (send or receive side)
     delayed: int = 0  # fault filter delayed (released later by service_timers)
     bad_envelope: int = 0  # malformed incoming message, discarded
+    dropped_unknown_sender: int = 0  # well-formed, but the sender is not a current peer
     send_errors: int = 0  # unexpected zmq error on send (logged, dropped)
 
 
@@ -164,9 +190,12 @@ class PeerTransport:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.node_id = node_id
-        self._identity = _check_node_id(node_id)
+        identity = _check_node_id(node_id)
         self.options = options if options is not None else PeerOptions()
         self.options.validate()
+        self._data_header = bytes((PEER_VERSION, KIND_DATA)) + identity
+        self._ping_header = bytes((PEER_VERSION, KIND_PING)) + identity
+        self._drop_log = RateLimitedLog(log, self.options.drop_log_interval_s, clock)
         self._ctx = ctx
         self._clock = clock
         self.stats = PeerStats()
@@ -200,12 +229,14 @@ class PeerTransport:
         opts = self.options
         sock = new_socket(self._ctx, zmq.ROUTER, "peer router")
         try:
+            # NB: no ROUTER_HANDOVER and no ZMTP heartbeat here: see the module docstring.
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
             sock.setsockopt(zmq.RCVHWM, opts.rcvhwm)
             sock.setsockopt(zmq.MAXMSGSIZE, opts.max_message_bytes)
-            sock.setsockopt(zmq.HEARTBEAT_IVL, opts.zmtp_heartbeat_ivl_ms)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, opts.zmtp_heartbeat_timeout_ms)
+            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, opts.tcp_keepalive_idle_s)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, opts.tcp_keepalive_intvl_s)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, opts.tcp_keepalive_cnt)
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
@@ -221,7 +252,6 @@ class PeerTransport:
         opts = self.options
         sock = new_socket(self._ctx, zmq.DEALER, "peer dealer")
         try:
-            sock.setsockopt(zmq.ROUTING_ID, self._identity)
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, opts.sndhwm)
             sock.setsockopt(zmq.RECONNECT_IVL, opts.reconnect_ivl_ms)
@@ -324,7 +354,7 @@ class PeerTransport:
         return self._send_now(sock, to, payload, ping)
 
     def _send_now(self, sock: Socket, to: NodeId, payload: bytes, ping: bool) -> bool:
-        header = _PING_HEADER if ping else _DATA_HEADER
+        header = self._ping_header if ping else self._data_header
         try:
             sock.send_multipart((header, payload), flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -411,27 +441,36 @@ class PeerTransport:
                 return message
 
     def _accept(self, frames: list[bytes]) -> tuple[NodeId, bytes] | None:
-        if len(frames) != 3 or len(frames[1]) != 2 or frames[1][0] != PEER_VERSION:
-            self.stats.bad_envelope += 1
-            return None
-        kind = frames[1][1]
-        if kind not in (KIND_DATA, KIND_PING):
-            self.stats.bad_envelope += 1
+        header = frames[1] if len(frames) == 3 else b""
+        if len(header) < 3 or header[0] != PEER_VERSION or header[1] not in (KIND_DATA, KIND_PING):
+            self._drop("bad_envelope", frames)
             return None
         try:
-            sender = NodeId(frames[0].decode("utf-8"))
+            sender = NodeId(header[2:].decode("utf-8"))
         except UnicodeDecodeError:
-            self.stats.bad_envelope += 1
+            self._drop("bad_envelope", frames)
+            return None
+        if sender not in self._dealers:
+            self._drop("dropped_unknown_sender", frames, sender)
             return None
         if self.faults.enabled and self.faults.on_recv(sender).action is Action.DROP:
             self.stats.dropped_fault += 1
             return None
         self._last_heard[sender] = self._clock()
-        if kind == KIND_PING:
+        if header[1] == KIND_PING:
             self.stats.pings_received += 1
             return None
         self.stats.received += 1
         return sender, frames[2]
+
+    def _drop(self, reason: str, frames: list[bytes], sender: str | None = None) -> None:
+        """Count a discarded incoming message under `reason` and log it, rate-limited."""
+        count = getattr(self.stats, reason) + 1
+        setattr(self.stats, reason, count)
+        self._drop_log.warning(
+            reason, "peer message dropped node=%s reason=%s sender=%r frames=%d header=%r total=%d",
+            self.node_id, reason, sender, len(frames), frames[1][:16] if len(frames) > 1 else b"",
+            count)
 
     # -- liveness ------------------------------------------------------------------
 

@@ -321,7 +321,10 @@ def _check_plain(value: object, depth: int) -> None:
 
 def unpack_map(payload: bytes, max_bytes: int) -> dict[str, object]:
     """
-    Decode one msgpack map with str keys, or raise InvalidRequestError (request_id None).
+    Decode one msgpack map with str keys and plain values, or raise InvalidRequestError.
+
+    The error carries the map's `id` when the payload decoded to a map with an integer
+    `id` (the id could be read), else None.
     """
     if len(payload) > max_bytes:
         raise InvalidRequestError(f"request of {len(payload)} bytes exceeds max_request_bytes {max_bytes}")
@@ -344,10 +347,16 @@ def unpack_map(payload: bytes, max_bytes: int) -> dict[str, object]:
         raise InvalidRequestError(f"payload is not one msgpack value: {type(exc).__name__}") from exc
     if not isinstance(obj, dict):
         raise InvalidRequestError(f"payload is a msgpack {type(obj).__name__}, not a map")
+    # The map decoded, so its id can be read: every refusal from here on carries it.
+    raw_id = obj.get("id")
+    request_id = raw_id if _is_int(raw_id) else None
     for key in obj:
         if not isinstance(key, str):
-            raise InvalidRequestError(f"map key {key!r} is not a string")
-    _check_plain(obj, 0)
+            raise InvalidRequestError(f"map key {repr(key)[:64]} is not a string", request_id)
+    try:
+        _check_plain(obj, 0)
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(exc.message, request_id) from None
     return obj
 
 

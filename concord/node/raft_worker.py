@@ -56,6 +56,7 @@ from concord.net.admin import fault_reply
 from concord.net.backend import BackendLink
 from concord.net.events import EventStream
 from concord.net.peer import PeerOptions, PeerTransport
+from concord.net.ratelog import RateLimitedLog
 from concord.net.wire import Backend, Request, decode_request, error_reply, ok_reply
 from concord.node.driver import (
     Consistency,
@@ -359,6 +360,9 @@ class RaftWorker:
             snapshot_observer=self._on_snapshot_installed,
         )
         self.log = _Adapter(logger, self)
+        # Anyone who can reach the peer port can send as a member (no CURVE yet): what we
+        # drop is logged, but at most once per reason per interval.
+        self._peer_drop_log = RateLimitedLog(self.log, self.transport.options.drop_log_interval_s)
         # -- change stream -----------------------------------------------------------------
         events_port = me.events_port or int(str(previous.get("events_port", 0)))
         # NB: a bind failure raises ConfigError("cannot bind events endpoint ...").
@@ -482,11 +486,12 @@ class RaftWorker:
             try:
                 msg = codec.decode_message(payload)
             except ProtocolError as exc:
-                self.log.warning("bad peer message from=%s error=%s", sender, exc)
+                self._peer_drop_log.warning("bad", "bad peer message from=%s error=%s", sender, exc)
                 continue
             if msg.frm != sender or msg.to != self.node_id:
-                self.log.warning("misaddressed peer message from=%s frm=%s to=%s",
-                                 sender, msg.frm, msg.to)
+                self._peer_drop_log.warning("misaddressed",
+                                            "misaddressed peer message from=%s frm=%s to=%s",
+                                            sender, msg.frm, msg.to)
                 continue
             self.driver.on_message(msg)
 
@@ -862,6 +867,7 @@ class RaftWorker:
             "applied": d.applied_index,
             "revision": kv.revision,
             "state_hash": kv.state_hash(),
+            "data_hash": kv.data_hash(),
             "lease": d.lease_valid,
             "first_index": self.storage.first_index(),
             "last_index": self.storage.last_index(),

@@ -150,6 +150,15 @@ def test_ttl_rounds_up_to_milliseconds_when_fractional() -> None:
     assert 2500 == ttl_to_ms(2.5, KvConfig())
 
 
+@pytest.mark.parametrize("ttl", [1e308, 1.7e305, 2**64 - 1, 2**1000])
+def test_ttl_refused_when_too_large_to_convert(ttl: float) -> None:
+    """A finite ttl whose milliseconds overflow a float is invalid_request, not OverflowError."""
+    with pytest.raises(InvalidRequestError, match="exceeds the maximum"):
+        ttl_to_ms(ttl, KvConfig())
+    with pytest.raises(InvalidRequestError):
+        encode_request({"op": "put", "id": 1, "key": "k", "value": 1, "ttl": ttl})
+
+
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [

@@ -308,3 +308,14 @@ def test_get_all_pages_when_limit_and_after_given(d: Driver) -> None:
     assert {"items": [["c", "c"], ["d", "d"]], "more": False} == d.sm.get_all(
         d.ts_ms, limit=2, after="b"
     )
+
+
+def test_data_hash_is_unchanged_when_entries_change_no_data(d: Driver) -> None:
+    """data_hash moves with data only; state_hash also moves with every applied entry."""
+    d.do("put", {"key": "a", "value": 1})
+    data, state = d.sm.data_hash(), d.sm.state_hash()
+    d.sm.apply_noop(d.sm.applied_index + 1, 5000)  # a new leader's empty entry
+    assert data == d.sm.data_hash()
+    assert state != d.sm.state_hash()
+    d.do("put", {"key": "a", "value": 2})
+    assert data != d.sm.data_hash()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import selectors
 import socket
+import subprocess
 import time
 from typing import Iterable
 
@@ -82,3 +84,25 @@ def closed_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+
+def read_lines(proc: subprocess.Popen[bytes], timeout_s: float) -> list[str]:
+    """
+    Lines the child printed, waiting at most `timeout_s` for the first (a real event).
+
+    The child's stdout must be unbuffered on our side (Popen(bufsize=0)), so that select
+    sees every byte not yet read.
+    """
+    assert proc.stdout is not None
+    out: list[str] = []
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        wait = timeout_s
+        while sel.select(wait):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line.decode().strip())
+            wait = 0
+    return out

@@ -130,7 +130,7 @@ _BAD_PAYLOADS: list[tuple[str, bytes, int | None, str]] = [
     ("not a map", msgpack.packb([1, 2, 3]), None, "not a map"),
     ("empty payload", b"", None, "payload is empty"),
     ("bad utf-8", b"\x81\xa2\xff\xfe\x01", None, "not one msgpack value"),
-    ("non-str key", msgpack.packb({"op": "get", "id": 2, 5: "x"}), None, "not a string"),
+    ("non-str key", msgpack.packb({"op": "get", "id": 2, 5: "x"}), 2, "not a string"),
     ("ext type", msgpack.packb({"op": "get", "id": 3, "key": msgpack.ExtType(5, b"x")}), None, "ext type"),
     ("missing id", pack({"op": "get", "key": "k"}), None, "missing field id"),
     ("id not int", pack({"op": "get", "id": "1", "key": "k"}), None, "id must be an integer"),

@@ -177,15 +177,39 @@ def test_bad_envelope_discarded_when_version_or_shape_wrong(
     """Malformed peer traffic is counted and skipped; good traffic behind it still arrives."""
     rogue = ctx.socket(zmq.DEALER)
     rogue.setsockopt(zmq.LINGER, 0)
-    rogue.setsockopt(zmq.ROUTING_ID, b"rogue")
     rogue.connect(cluster[N1].endpoint)
     try:
-        rogue.send_multipart([b"\x09\x01", b"wrong version"])
-        rogue.send_multipart([b"\x01\x07", b"unknown kind"])
+        rogue.send_multipart([b"\x01\x01", b"envelope v1"])
+        rogue.send_multipart([b"\x09\x01n2", b"wrong version"])
+        rogue.send_multipart([b"\x02\x07n2", b"unknown kind"])
+        rogue.send_multipart([b"\x02\x01\xff\xfe", b"sender not utf-8"])
         rogue.send_multipart([b"only one frame"])
-        rogue.send_multipart([b"\x01\x01", b"good"])
-        assert (NodeId("rogue"), b"good") == recv_one(cluster[N1])
-        assert 3 == cluster[N1].stats.bad_envelope
+        rogue.send_multipart([b"\x02\x01n2", b"good", b"extra frame"])
+        rogue.send_multipart([b"\x02\x01n2", b"good"])
+        assert (N2, b"good") == recv_one(cluster[N1])
+        assert 6 == cluster[N1].stats.bad_envelope
+    finally:
+        rogue.close()
+
+
+def test_message_dropped_when_sender_not_a_peer(
+    ctx: zmq.Context[zmq.Socket[bytes]], cluster: dict[NodeId, PeerTransport],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only current peers are served: a stranger's well-formed message is counted, logged once."""
+    rogue = ctx.socket(zmq.DEALER)
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(cluster[N1].endpoint)
+    cluster[N1].remove_peer(N3)
+    try:
+        with caplog.at_level("WARNING", logger="concord.net.peer"):
+            for sender in (b"n9", b"n3", b"n1", b"n9"):
+                rogue.send_multipart([b"\x02\x01" + sender, b"from a stranger"])
+            rogue.send_multipart([b"\x02\x01n2", b"from a peer"])
+            assert (N2, b"from a peer") == recv_one(cluster[N1])
+        assert 4 == cluster[N1].stats.dropped_unknown_sender
+        dropped = [r for r in caplog.records if "reason=dropped_unknown_sender" in r.getMessage()]
+        assert 1 == len(dropped), "rate-limited: one line per reason per interval"
     finally:
         rogue.close()
 
@@ -356,7 +380,8 @@ def test_add_peer_repoints_link_when_endpoint_changes(
     ctx: Zmq, clock: FakeClock, cluster: dict[NodeId, PeerTransport]
 ) -> None:
     """add_peer with a new endpoint for a known id moves the link there."""
-    moved = PeerTransport(ctx, N3, LOCAL, options=cluster[N3].options, clock=clock)
+    moved = PeerTransport(ctx, N3, LOCAL, peers={N1: cluster[N1].endpoint},
+                          options=cluster[N3].options, clock=clock)
     try:
         cluster[N1].add_peer(N3, moved.endpoint)
         assert moved.endpoint == cluster[N1].peers[N3]

@@ -97,6 +97,21 @@ def test_decode_rejects_payload_when_too_deep() -> None:
         decode_request(pack({"op": "put", "id": 1, "key": "k", "value": value}))
 
 
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("bad", [{"value": _nested(80)}, {7: "an int map key"}])
+def test_invalid_request_carries_id_when_map_decoded_but_content_refused(bad: dict[object, object]) -> None:
+    """The id of a map that decoded is echoed even when a value or key inside is refused."""
+    with pytest.raises(InvalidRequestError) as info:
+        decode_request(msgpack.packb({"op": "put", "id": 42, "key": "k", **bad}, use_bin_type=True))
+    assert 42 == info.value.request_id
+
+
 def test_route_sends_reads_to_read_pool_when_not_strong() -> None:
     """READ ops go to read workers unless strong; every other op goes to raft."""
     def where(msg: dict[str, object]) -> Backend:

@@ -14,11 +14,11 @@ from concord.raft.state import HardState
 _entries = st.lists(
     st.builds(
         Entry,
-        term=st.integers(0, 2**64 - 1),
-        index=st.integers(0, 2**64 - 1),
+        term=st.integers(0, codec.MAX_UINT),
+        index=st.integers(0, codec.MAX_UINT),
         type=st.sampled_from(list(EntryType)),
         data=st.binary(max_size=300),
-        timestamp_ms=st.integers(0, 2**64 - 1),
+        timestamp_ms=st.integers(0, codec.MAX_UINT),
     ),
     max_size=20,
 )

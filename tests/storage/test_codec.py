@@ -15,7 +15,7 @@ from concord.ids import NodeId
 from concord.raft.messages import ConfState, Entry, EntryType, SnapshotMeta
 from concord.raft.state import HardState
 
-u64 = st.integers(min_value=0, max_value=2**64 - 1)
+u64 = st.integers(min_value=0, max_value=codec.MAX_UINT)  # the codec's uint range
 node_ids = st.lists(st.text(min_size=1, max_size=8).map(NodeId), max_size=4).map(tuple)
 entries = st.builds(Entry, u64, u64, st.sampled_from(list(EntryType)), st.binary(max_size=64), u64)
 hard_states = st.builds(HardState, u64, st.none() | st.text(min_size=1, max_size=8).map(NodeId), u64)
