@@ -65,7 +65,7 @@ from concord.node.driver import (
     ReplyStatus,
     load_memory_storage,
 )
-from concord.node.log_writer import LogWriterClient, Persisted, SnapshotWritten
+from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, SnapshotWritten
 from concord.node.members import MAGIC, Address, AddressBook, NodeStateMachine, encode_address
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfChange, ConfState, Message, Snapshot, SnapshotMeta
@@ -265,6 +265,7 @@ class RaftWorker:
         self._published_lease_ms = -2
         self.checker = ReplicaChecker()
         self._conf_snapshots = _ConfChangeSnapshots()
+        self._disk = DiskStatus(None, None)  # the writer's last DISK report
         previous = previous or {}
 
         self.book = AddressBook(
@@ -471,6 +472,44 @@ class RaftWorker:
                 self.driver.on_snapshot_written(meta, data)
                 self.log.info("snapshot written index=%d first_index=%d", event.index,
                               self.storage.first_index())
+            elif isinstance(event, DiskStatus):
+                self._on_disk(event)
+
+    def _on_disk(self, disk: DiskStatus) -> None:
+        """
+        The writer's disk health changed. While the WAL fails, this node refuses writes
+        (storage_unavailable) and, if it leads, hands leadership to the most caught-up
+        other voter: it cannot count itself toward a quorum until its WAL works again.
+        """
+        was_failing = self._disk.wal_error is not None
+        self._disk = disk
+        if disk.wal_error is not None and not was_failing:
+            self.log.warning("storage failing: refusing writes until the wal recovers error=%s",
+                             disk.wal_error)
+            target = self._best_other_voter()
+            if self.driver.role is Role.LEADER and target is not None:
+                self.driver.transfer_leader(target)
+                self.log.info("leadership transfer requested to=%s reason=storage_failing", target)
+        elif disk.wal_error is None and was_failing:
+            self.log.info("storage recovered: accepting writes again")
+        if disk.snapshot_error is not None:
+            self.log.warning("snapshot writes failing: the wal grows until one succeeds error=%s",
+                             disk.snapshot_error)
+
+    def _best_other_voter(self) -> NodeId | None:
+        """The other voter with the longest matched log (None: this node is alone)."""
+        voters = [v for v in self.driver.conf_state.voters if v != self.node_id]
+        status = self.raw.status()
+        ranked = sorted(voters, key=lambda v: -status.progress[v].match if v in status.progress else 0)
+        return ranked[0] if ranked else None
+
+    def _storage_unavailable(self, request: Request) -> bytes | None:
+        """The refusal of a write while this node's WAL fails, None while it works."""
+        if self._disk.wal_error is None:
+            return None
+        return error_reply(request.id, "storage_unavailable",
+                           f"node {self.node_id} cannot persist writes ({self._disk.wal_error}); "
+                           "nothing was applied; retry (another node may lead)")
 
     def _drain_peers(self) -> None:
         for _ in range(1000):
@@ -586,6 +625,9 @@ class RaftWorker:
     def _write(self, token: int, request: Request) -> bytes | None:
         if self.driver.role is not Role.LEADER:
             return self._not_leader(request)
+        refused = self._storage_unavailable(request)
+        if refused is not None:
+            return refused
         body: dict[str, object] = {"op": request.op, **request.args}
         if request.client_id is not None:
             body["client_id"] = request.client_id
@@ -606,6 +648,9 @@ class RaftWorker:
     def _membership(self, token: int, request: Request) -> bytes | None:
         if self.driver.role is not Role.LEADER:
             return self._not_leader(request)
+        refused = self._storage_unavailable(request)
+        if refused is not None:
+            return refused
         args = request.args
         member = NodeId(str(args["member_id"]))
         conf = self.driver.conf_state
@@ -644,12 +689,9 @@ class RaftWorker:
         target = request.args.get("member_id")
         voters = [v for v in self.driver.conf_state.voters if v != self.node_id]
         if target is None:
-            status = self.raw.status()
-            ranked = sorted(voters, key=lambda v: -status.progress[v].match
-                            if v in status.progress else 0)
-            if not ranked:
+            target = self._best_other_voter()
+            if target is None:
                 raise InvalidRequestError("no other voter to transfer leadership to")
-            target = ranked[0]
         if target not in voters:
             raise InvalidRequestError(f"{target} is not another voter")
         self.driver.transfer_leader(NodeId(str(target)))
@@ -854,6 +896,8 @@ class RaftWorker:
             "first_index": self.storage.first_index(),
             "last_index": self.storage.last_index(),
             "members": self._members(),
+            "storage": {"ok": self._disk.ok, "wal_error": self._disk.wal_error,
+                        "snapshot_error": self._disk.snapshot_error},
             "shm": {"version": FORMAT_VERSION, "base": self.shm_names.base, "ctl": self.shm_names.ctl,
                     "node": self.shm_names.node, "token": self.shm_names.token},
         }

@@ -126,7 +126,7 @@ def write_snapshot(
             _with_fault_seam(before_rename),
         )
     except OSError as exc:
-        raise DiskError(f"cannot write snapshot {path}: {exc}") from exc
+        raise DiskError(f"cannot write snapshot {path}: {fileutil.describe_os_error(exc)}") from exc
     return path
 
 

@@ -433,7 +433,7 @@ class WAL:
         except OSError as exc:
             self._sync_owed = self._sync_owed or sync
             self.failures += 1
-            raise DiskError(f"wal write failed in {self._dir}: {exc}") from exc
+            raise DiskError(f"wal write failed in {self._dir}: {fileutil.describe_os_error(exc)}") from exc
         self._sync_owed = False
         active.max_index = max(active.max_index, self._pending_max_index)
         if self._pending_hard_state is not None:

@@ -1,0 +1,90 @@
+"""
+A client history recorder for fault tests against real processes: each put/get/delete is
+recorded as a `concord.sim.linearizability.Operation` (times: time.monotonic()) with the
+outcome the reply proves, and `check()` runs the linearizability checker over it.
+
+Outcomes: an `ok` reply is OK; a refusal that certainly applied nothing (`not_leader`,
+`no_leader`, `storage_unavailable`, `shutting_down`) is FAIL; silence or `timeout` is
+UNKNOWN for writes (it may still apply) and dropped for reads. Any other error fails
+the test at once: a fault must never produce a wrong answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from concord.errors import RequestTimeoutError
+from concord.sim.linearizability import ABSENT, CheckResult, Operation, OpKind, Outcome, check_history
+from tests.integration.cluster import Cluster
+
+REFUSED = frozenset({"not_leader", "no_leader", "storage_unavailable", "shutting_down"})
+
+
+@dataclass
+class History:
+    """Operations recorded against one cluster, and counters for the report."""
+
+    c: Cluster
+    ops: list[Operation] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def _call(self, node: str, msg: dict[str, object], timeout_ms: int) -> dict[str, object] | None:
+        try:
+            reply = self.c.request(node, msg, timeout_ms=timeout_ms)
+        except RequestTimeoutError:
+            self.errors["silence"] = self.errors.get("silence", 0) + 1
+            return None
+        if not reply.get("ok"):
+            code = str(reply.get("error"))
+            self.errors[code] = self.errors.get(code, 0) + 1
+            assert code in REFUSED or code == "timeout" or code == "not_found", reply
+        return reply
+
+    def put(self, node: str, key: str, value: Hashable, timeout_ms: int = 1000) -> dict[str, object] | None:
+        start = time.monotonic()
+        reply = self._call(node, {"op": "put", "key": key, "value": value}, timeout_ms)
+        end = time.monotonic()
+        if reply is None or reply.get("error") == "timeout":
+            outcome = Outcome.UNKNOWN
+            end_time: float | None = None
+        elif reply.get("ok"):
+            outcome, end_time = Outcome.OK, end
+        else:
+            outcome, end_time = Outcome.FAIL, end
+        self.ops.append(Operation(next(self._ids), OpKind.PUT, key, (value,), start, end_time, outcome))
+        return reply
+
+    def get(self, node: str, key: str, consistency: str = "leader", timeout_ms: int = 1000) -> Hashable:
+        """The value read (ABSENT if missing), or None when the read was refused or unanswered."""
+        start = time.monotonic()
+        reply = self._call(node, {"op": "get", "key": key, "consistency": consistency}, timeout_ms)
+        end = time.monotonic()
+        if reply is None:
+            return None
+        if reply.get("ok"):
+            value = reply.get("value")
+            assert isinstance(value, Hashable)
+        elif reply.get("error") == "not_found":
+            value = ABSENT
+        else:
+            return None
+        self.ops.append(Operation(next(self._ids), OpKind.GET, key, (), start, end, Outcome.OK, value))
+        return value
+
+    def counts(self) -> dict[str, int]:
+        writes = [op for op in self.ops if op.kind is not OpKind.GET]
+        return {
+            "writes_ok": sum(op.outcome is Outcome.OK for op in writes),
+            "writes_refused": sum(op.outcome is Outcome.FAIL for op in writes),
+            "writes_unknown": sum(op.outcome is Outcome.UNKNOWN for op in writes),
+            "reads_checked": sum(op.kind is OpKind.GET for op in self.ops),
+        }
+
+    def check(self) -> CheckResult:
+        result = check_history(self.ops, time_budget_s_per_key=10.0)
+        assert result.ok, result.describe()
+        return result

@@ -1,0 +1,128 @@
+"""
+Disk faults on real nodes through the test-only seam (concord/storage/faults.py,
+`faults.disk_file`): ENOSPC/EIO on WAL append, WAL fdatasync and snapshot write, and
+fdatasync stalls. The node never acknowledges an unpersisted write, refuses writes with
+`storage_unavailable` while its WAL fails, says so in `status` and its log, and recovers
+without a restart; the figures are printed (run with -s to see them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_until
+from tests.integration.cluster import Cluster
+from tests.integration.conftest import ClusterFactory
+from tests.integration.history import History
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def set_disk_faults(path: Path, **rules: object) -> None:
+    """Replace the fault file atomically (the writer re-reads it when it changes)."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(json.dumps(rules))
+    os.replace(tmp, path)
+
+
+def storage(c: Cluster, node: str) -> dict[str, object]:
+    st = c.status(node)
+    assert st is not None
+    value = st["storage"]
+    assert isinstance(value, dict)
+    return value
+
+
+def faulty_cluster(cluster: ClusterFactory, tmp_path: Path, n: int, **overrides: object) -> tuple[Cluster, Path]:
+    fault_file = tmp_path / "disk-faults.json"
+    set_disk_faults(fault_file)
+    c = cluster(n, faults={"enabled": True, "disk_file": str(fault_file)}, **overrides)
+    return c, fault_file
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("site, error", [("wal_write", "ENOSPC"), ("wal_sync", "EIO")])
+def test_writes_refused_then_recovered_without_restart_when_wal_fails(
+    cluster: ClusterFactory, tmp_path: Path, site: str, error: str
+) -> None:
+    """A failing WAL: no ack, storage_unavailable, status and log say so; space returns: writes resume; nothing acked lost."""
+    c, fault_file = faulty_cluster(cluster, tmp_path, 1)
+    h = History(c)
+    for i in range(20):
+        assert (h.put("n1", f"k{i}", i) or {}).get("ok")
+    pid = c.status("n1")["pid"]  # type: ignore[index]
+    set_disk_faults(fault_file, **{site: error})
+    injected_at = time.monotonic()
+    # The write that meets the fault is never acknowledged while the disk is bad.
+    assert h.put("n1", "k-during", "x", timeout_ms=500) is None or h.ops[-1].outcome.value != "ok"
+    wait_until(lambda: storage(c, "n1")["wal_error"], 10, lambda: f"storage={storage(c, 'n1')}")
+    st = storage(c, "n1")
+    assert False is st["ok"] and error in str(st["wal_error"])
+    refused = h.put("n1", "k-refused", "y")
+    assert refused is not None and "storage_unavailable" == refused["error"], refused
+    assert "cannot persist writes" in str(refused["message"])
+    log = c.nodes["n1"].log_path.read_text()
+    assert "wal write failed" in log and "storage failing: refusing writes" in log
+    for i in range(5):
+        assert h.get("n1", f"k{i}") == i  # committed data stays readable
+    set_disk_faults(fault_file)
+    cleared_at = time.monotonic()
+    wait_until(lambda: storage(c, "n1")["ok"], 10, lambda: f"storage={storage(c, 'n1')}")
+    recovered = time.monotonic() - cleared_at
+    assert (h.put("n1", "k-after", "z") or {}).get("ok")
+    assert pid == c.status("n1")["pid"]  # type: ignore[index]  # recovered without a restart
+    assert "wal writable again" in c.nodes["n1"].log_path.read_text()
+    # The batch that met the fault was rewritten from memory into a fresh segment.
+    assert h.get("n1", "k-during") == "x"
+    assert h.get("n1", "k-refused") is not None and h.ops[-1].result != "y"
+    # Everything acknowledged survives SIGKILL: the sealed segment replays cleanly.
+    c.nodes["n1"].kill_tree()
+    c.remove_killed_segments()
+    c.restart("n1")
+    c.wait_leader()
+    for op in h.ops:
+        if op.kind.value == "put" and op.outcome.value == "ok":
+            assert h.get("n1", op.key, "strong", timeout_ms=3000) == op.args[0]
+    h.check()
+    print(f"\ndisk fault {site}={error}: injected_for_s={cleared_at - injected_at:.2f} "
+          f"recovery_s={recovered:.3f} {h.counts()} errors={h.errors}")
+
+
+@pytest.mark.timeout(90)
+def test_snapshot_failure_reported_and_cleared_when_snapshot_write_fails(
+    cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    """ENOSPC on snapshot write: writes go on, status reports it; space returns: the next snapshot clears it."""
+    c, fault_file = faulty_cluster(cluster, tmp_path, 1, storage={"snapshot_entries": 20})
+    h = History(c)
+    set_disk_faults(fault_file, snapshot_write="ENOSPC")
+    i = 0
+
+    def snapshot_failed() -> bool:
+        nonlocal i
+        i += 1
+        assert (h.put("n1", f"s{i}", i) or {}).get("ok")  # the WAL still works
+        return storage(c, "n1")["snapshot_error"] is not None
+
+    wait_until(snapshot_failed, 30, lambda: f"storage={storage(c, 'n1')}")
+    st = storage(c, "n1")
+    assert False is st["ok"] and None is st["wal_error"] and "No space" in str(st["snapshot_error"])
+    assert [] == list((c.nodes["n1"].data_dir / "snap").glob("*.tmp"))  # the temp file went
+    set_disk_faults(fault_file)
+    cleared_at = time.monotonic()
+
+    def cleared() -> bool:
+        nonlocal i
+        i += 1
+        assert (h.put("n1", f"s{i}", i) or {}).get("ok")
+        return bool(storage(c, "n1")["ok"])
+
+    wait_until(cleared, 30, lambda: f"storage={storage(c, 'n1')}")
+    assert list((c.nodes["n1"].data_dir / "snap").glob("*.snap"))
+    h.check()
+    print(f"\nsnapshot_write=ENOSPC: writes={i} recovery_s={time.monotonic() - cleared_at:.3f} {h.counts()}")
