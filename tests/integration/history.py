@@ -88,3 +88,39 @@ class History:
         result = check_history(self.ops, time_budget_s_per_key=10.0)
         assert result.ok, result.describe()
         return result
+
+
+@dataclass
+class Workload:
+    """
+    One sequential client: puts `v<n>` to a few keys on the node it believes leads
+    (following `not_leader` hints, moving on after silence or a refusal) and reads them
+    back with `leader` consistency, from that node and from every other node in turn.
+    """
+
+    h: History
+    keys: tuple[str, ...] = ("a", "b", "c")
+    timeout_ms: int = 1000
+    target: str = ""
+    _n: int = 0
+
+    def step(self) -> None:
+        c = self.h.c
+        ids = c.running_ids()
+        if self.target not in ids:
+            self.target = ids[0]
+        self._n += 1
+        key = self.keys[self._n % len(self.keys)]
+        reply = self.h.put(self.target, key, f"v{self._n}", self.timeout_ms)
+        hint = None if reply is None else reply.get("leader")
+        if reply is not None and isinstance(hint, str):
+            self.target = next((n for n in ids if c.nodes[n].client == hint), self.target)
+        elif reply is None or not reply.get("ok"):
+            self.target = ids[(ids.index(self.target) + 1) % len(ids)]
+        self.h.get(self.target, key, "leader", self.timeout_ms)
+        self.h.get(ids[self._n % len(ids)], key, "leader", self.timeout_ms)
+
+    def run_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.step()
