@@ -138,6 +138,11 @@ def per_node_fault_files(c: Cluster, tmp_path: Path) -> dict[str, Path]:
     return files
 
 
+def _answered(value: object) -> list[object] | None:
+    """A read's value wrapped so that a falsy value still ends a wait (None: no answer)."""
+    return None if value is None else [value]
+
+
 def acked_present(c: Cluster, h: History) -> int:
     """Every key's last acknowledged value is what every node reads (strong); returns the count."""
     last: dict[str, object] = {}
@@ -146,7 +151,9 @@ def acked_present(c: Cluster, h: History) -> int:
             last[op.key] = op.args[0]
     for nid in c.ids:
         for key, value in last.items():
-            got = wait_until(lambda: h.get(nid, key, "strong", 2000), 15, f"{nid} {key}")
+            read = wait_until(lambda: _answered(h.get(nid, key, "strong", 2000)), 15,
+                              lambda: f"{nid} {key} {h.errors}")
+            got = read[0]
             assert value == got or any(  # a later unknown-outcome put may have landed
                 op.key == key and op.outcome.value == "unknown" and op.args[0] == got for op in h.ops
             ), (nid, key, value, got)

@@ -96,3 +96,27 @@ def test_no_wrong_answer_and_nothing_lost_when_peer_links_are_delayed_by_seconds
     print(f"\nlinks {old}->{slow}, then {old}->{other} delayed 2s: one_link={one_link} "
           f"all_links_both_ways={both_links} leadership_moved_to={new} in {moved_s:.2f}s "
           f"keys_checked_on_every_node={checked} total={h.counts()} errors={h.errors}")
+
+
+@pytest.mark.timeout(90)
+def test_no_ack_before_the_stalled_fsync_when_node_is_killed_during_the_stall(
+    cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    """One node, fdatasync stalled 3 s: a write is not acknowledged within 1 s; SIGKILL mid-stall loses nothing acknowledged."""
+    c = cluster(1, start=False)
+    files = per_node_fault_files(c, tmp_path)
+    c.start()
+    h = History(c)
+    for i in range(10):
+        assert (h.put("n1", f"k{i}", i) or {}).get("ok")
+    set_disk_faults(files["n1"], wal_sync_delay_ms=3000)
+    stalled = [h.put("n1", f"s{i}", i, timeout_ms=400) for i in range(2)]
+    assert [None, None] == stalled, stalled  # silence, not an acknowledgement
+    c.nodes["n1"].kill_tree()  # while the writer sleeps in the stalled fdatasync
+    c.remove_killed_segments()
+    set_disk_faults(files["n1"])
+    c.restart("n1")
+    c.wait_leader()
+    checked = acked_present(c, h)
+    h.check()
+    print(f"\nfsync stalled 3s, SIGKILL mid-stall: acked keys checked={checked} {h.counts()}")
