@@ -130,6 +130,16 @@ class _WallClock:
         return time.time_ns() // 1_000_000
 
 
+class _MonotonicClock:
+    """
+    The driver's timer: CLOCK_MONOTONIC ms (lease, vote hold, deadlines). A wall-clock
+    step (NTP, a wrong RTC, `faketime`) never moves it, so it cannot stretch a lease.
+    """
+
+    def now_ms(self) -> int:
+        return time.monotonic_ns() // 1_000_000
+
+
 class NodeMachine:
     """
     The driver's state machine: the node's replicated `NodeStateMachine` (kv plus member
@@ -249,6 +259,7 @@ class RaftWorker:
         self.node_id = config.node.id
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.clock = _WallClock()
+        self.timer = _MonotonicClock()
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._outbox: list[tuple[int, bytes]] = []
@@ -357,6 +368,7 @@ class RaftWorker:
             hard_state,
             snapshot_sink=self._conf_snapshots,
             snapshot_observer=self._on_snapshot_installed,
+            timer=self.timer,
         )
         self.log = _Adapter(logger, self)
         # -- change stream -----------------------------------------------------------------
@@ -430,6 +442,13 @@ class RaftWorker:
                 self._drain_peers()
             if self.link.socket in events:
                 self._drain_requests()
+            if next_tick - now > 2 * tick_s:
+                # NB: time.monotonic() never steps back on Linux, but a test harness can
+                # fake it (libfaketime without FAKETIME_DONT_FAKE_MONOTONIC): re-base
+                # rather than stop ticking (no ticks = no heartbeats, no elections).
+                self.log.warning("monotonic clock stepped back by %.3fs: re-basing ticks",
+                                 next_tick - now - tick_s)
+                next_tick = now
             if now >= next_tick:
                 next_tick = max(next_tick + tick_s, now)
                 self._on_tick()
@@ -812,11 +831,9 @@ class RaftWorker:
             lease_ms = -1
         if lease_ms != self._published_lease_ms:
             self._published_lease_ms = lease_ms
-            remaining_ms = lease_ms - self.clock.now_ms()
-            self.publisher.set_lease(
-                0 if lease_ms < 0 or remaining_ms <= 0
-                else time.monotonic_ns() + remaining_ms * 1_000_000
-            )
+            # NB: the driver's lease is on the monotonic timer already (the read
+            # workers compare it with time.monotonic_ns() too): never on the wall clock.
+            self.publisher.set_lease(0 if lease_ms < 0 else lease_ms * 1_000_000)
         for token, payload in self._outbox:
             self.link.reply(token, payload)
         self._outbox.clear()
