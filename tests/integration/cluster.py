@@ -53,6 +53,8 @@ class Cluster:
         self.settings = merged(BASE_SETTINGS, overrides)
         #: per-node config overrides merged over `settings` (e.g. each node's fault file)
         self.node_settings: dict[str, dict[str, dict[str, object]]] = {}
+        #: per-node environment additions for the supervisor (e.g. libfaketime's)
+        self.node_env: dict[str, dict[str, str]] = {}
         self.read_workers = read_workers
         self.ids = [f"n{i + 1}" for i in range(n)]
         self.nodes: dict[str, NodeProc] = {}
@@ -83,7 +85,7 @@ class Cluster:
             node = self.nodes.get(nid)
             if node is None:
                 node = NodeProc(nid, self.tmp_path / f"{nid}.toml", self.tmp_path / "data" / nid,
-                                self.tmp_path / f"{nid}.log")
+                                self.tmp_path / f"{nid}.log", env=self.node_env.get(nid, {}))
                 self.nodes[nid] = node
             self.write_config(node)
 
