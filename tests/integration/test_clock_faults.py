@@ -76,6 +76,31 @@ def live_keys(c: Cluster, nid: str) -> list[str]:
     return sorted(str(k) for k in keys)
 
 
+def cut_off_after_step_back(c: Cluster, h: History, offset_file: Path, key: str) -> int:
+    """n1 leads with a lease, steps its wall clock back 1 h, is partitioned; returns reads it served."""
+    set_offset(offset_file, "+0")
+    transfer_to(c, FAKE)
+    wait_until(lambda: (st := c.status(FAKE)) is not None and st["lease"], 10, "n1 never got a lease")
+    set_offset(offset_file, "-1h")
+    fault(c, {"cmd": "partition", "a": [FAKE], "b": ["n2", "n3"]})
+    cut_at = time.monotonic()
+    served = 0
+    new: str | None = None
+    j = 0
+    while time.monotonic() - cut_at < 2.5:
+        j += 1
+        if new is None:
+            new = c.leader(["n2", "n3"])
+        elif h.put(new, key, f"{key}-{j}", timeout_ms=300) is None:
+            new = None
+        for _ in range(3):
+            if h.get(FAKE, key, "leader", timeout_ms=300) is not None:
+                served += 1
+    fault(c, {"cmd": "heal"})
+    set_offset(offset_file, "+0")
+    return served
+
+
 @pytest.mark.timeout(150)
 def test_ttl_identical_and_no_stale_leader_read_when_one_clock_jumps(cluster: ClusterFactory, tmp_path: Path) -> None:
     """n1's wall clock +1h, -1h, jumping both ways, leading and following: same TTL expiry everywhere, linearizable reads."""
@@ -99,25 +124,12 @@ def test_ttl_identical_and_no_stale_leader_read_when_one_clock_jumps(cluster: Cl
         w.run_for(1.0)
 
     # The leader's clock steps back an hour, then it is cut off: its lease must end on
-    # time (it is measured on CLOCK_MONOTONIC), not an hour later.
-    set_offset(offset_file, "+0")
-    transfer_to(c, FAKE)
-    wait_until(lambda: (st := c.status(FAKE)) is not None and st["lease"], 10, "n1 never got a lease")
-    set_offset(offset_file, "-1h")
-    fault(c, {"cmd": "partition", "a": [FAKE], "b": ["n2", "n3"]})
-    cut_at = time.monotonic()
-    stale_window_reads = 0
-    new = ""
-    j = 0
-    while time.monotonic() - cut_at < 4.0:
-        j += 1
-        new = c.leader(["n2", "n3"]) or new
-        if new:
-            h.put(new, "z", f"z{j}", timeout_ms=500)
-        if h.get(FAKE, "z", "leader", timeout_ms=300) is not None:
-            stale_window_reads += 1
-    fault(c, {"cmd": "heal"})
-    set_offset(offset_file, "+0")
+    # time (it is measured on CLOCK_MONOTONIC), not an hour later. Three rounds: the
+    # window in which a stretched lease would show (the others elected a new leader and
+    # wrote, the old one has not yet stepped down) is short.
+    served = 0
+    for rnd in range(3):
+        served += cut_off_after_step_back(c, h, offset_file, f"z{rnd}")
     c.wait_leader()
     c.wait_converged()  # same applied index and state hash: TTL expiry decided identically
     expired_everywhere = {nid: live_keys(c, nid) for nid in c.ids}
@@ -125,5 +137,5 @@ def test_ttl_identical_and_no_stale_leader_read_when_one_clock_jumps(cluster: Cl
     checked = acked_present(c, h)
     result = h.check()
     print(f"\nclock phases {phases} on {FAKE}, then -1h and cut off: reads served by the cut-off "
-          f"node={stale_window_reads}; live ttl keys on every node={len(expired_everywhere[FAKE])}; "
+          f"node={served}; live ttl keys on every node={len(expired_everywhere[FAKE])}; "
           f"keys checked={checked} linearizable_keys={len(result.keys)} {h.counts()} errors={h.errors}")
