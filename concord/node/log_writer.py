@@ -110,6 +110,8 @@ DISK = 107
 
 #: While the WAL is failing, the writer retries its flush this often.
 RETRY_INTERVAL_S = 0.25
+#: A WAL flush slower than this is logged (a stalling disk delays every write).
+SLOW_FLUSH_S = 1.0
 
 #: Committed entries applied to the replica per loop turn when requests wait / when idle.
 APPLY_SLICE_BUSY = 64
@@ -468,6 +470,7 @@ class LogWriter:
         send nothing but the DISK report, and let the serve loop call again later
         (`retry_due`). Returns whether the WAL is healthy now.
         """
+        started = time.monotonic()
         try:
             self._wal.flush(sync=sync)
         except DiskError as exc:
@@ -479,6 +482,9 @@ class LogWriter:
             self._next_retry = time.monotonic() + RETRY_INTERVAL_S
             self._report_disk()
             return False
+        took = time.monotonic() - started
+        if took >= SLOW_FLUSH_S:
+            logger.warning("slow wal flush: every write waits for it duration_ms=%.0f", took * 1000)
         if self._wal_error is not None:
             logger.info("wal writable again, unacknowledged batch rewritten outage_ms=%.0f",
                         (time.monotonic() - self._wal_failed_at) * 1000)

@@ -48,6 +48,7 @@ def test_no_wrong_answer_and_nothing_lost_when_leader_fsync_stalls_for_seconds(
     checked = acked_present(c, h)
     h.check()
     assert during["writes_ok"] > 0  # writes waited for the stalled fsyncs, then completed
+    assert "slow wal flush" in c.nodes[old].log_path.read_text()
     print(f"\nleader {old} fsync stalls 2s for 6s: during={during} leader_after={c.wait_leader()} "
           f"first_write_after_clear_s={recovered_s:.3f} keys_checked_on_every_node={checked} "
           f"total={h.counts()} errors={h.errors}")
