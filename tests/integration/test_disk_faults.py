@@ -217,6 +217,7 @@ def test_documented_way_forward_works_when_a_snapshot_is_corrupt_at_start_up(clu
     assert 0 != failed.value.code
     assert str(snaps[0].parent) in failed.value.stderr and "offset" in failed.value.stderr
     assert "Recovering from corruption" in failed.value.stderr
+    node.terminate()  # reap the failed supervisor (and close its stdout pipe)
     # The documented way forward (docs/formats/storage.md): move the data dir aside and
     # let the node rejoin from its peers.
     for nid in ("n1", "n2"):
