@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -420,3 +421,28 @@ def test_writer_restores_replica_only_when_worker_applied_what_was_committed(tmp
         apply_entry(expected, e)
     assert (9, expected.state_hash()) == (writer.applied_index, writer._sm.state_hash() if writer._sm else 0)
     writer.close()
+
+
+def test_writer_withholds_persisted_and_reports_disk_until_a_retry_succeeds_when_sync_fails(tmp_path: Path) -> None:
+    """EIO on fdatasync: no PERSISTED, a DISK report, the writer keeps serving; the retry acks everything."""
+    failing = [True]
+
+    def sync(fd: int) -> None:
+        if failing[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fdatasync(fd)
+
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(replica=False), sync_hook=sync)
+    assert writer.handle_batch([_persist(1, make_entries(1, 2))])
+    assert writer.handle_batch([_persist(2, make_entries(3, 1))])  # joins the failed batch
+    (disk,) = writer.outbox
+    kind, (wal_error, snapshot_error) = lw._parse(disk)
+    assert lw.DISK == kind and "EIO" in str(wal_error) and None is snapshot_error
+    assert writer.retry_due is not None
+    writer.outbox.clear()
+    failing[0] = False
+    assert writer.flush()
+    assert [lw._msg(lw.DISK, None, None), lw._msg(lw.PERSISTED, 2)] == writer.outbox
+    assert None is writer.retry_due
+    writer.close()
+    assert make_entries(1, 3) == recover(tmp_path).entries
