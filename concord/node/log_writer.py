@@ -415,7 +415,7 @@ class LogWriter:
         self._hellos += 1
         if self._hellos == 1:
             return self.recovered
-        self._last_number = 0
+        self._last_number = self._owed_number = self._persisted_number = 0
         return recover(self._data_dir, repair=False)
 
     # --- one group commit ---------------------------------------------------------------

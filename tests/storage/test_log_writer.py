@@ -446,3 +446,14 @@ def test_writer_withholds_persisted_and_reports_disk_until_a_retry_succeeds_when
     assert None is writer.retry_due
     writer.close()
     assert make_entries(1, 3) == recover(tmp_path).entries
+
+
+def test_writer_acks_a_restarted_worker_when_its_persist_numbers_start_again(tmp_path: Path) -> None:
+    """A second HELLO (the raft worker restarted alone) restarts PERSIST numbering: PERSISTED(1) is sent again."""
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(replica=False))
+    writer.handle_batch([lw._msg(lw.HELLO), _persist(1, make_entries(1, 1)), _persist(2, make_entries(2, 1))])
+    writer.outbox.clear()
+    writer.handle_batch([lw._msg(lw.HELLO), _persist(1, make_entries(3, 1))])
+    assert lw._msg(lw.PERSISTED, 1) == writer.outbox[-1]
+    writer.close()
+    assert make_entries(1, 3) == recover(tmp_path).entries
