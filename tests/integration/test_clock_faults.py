@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_until
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import DEV_SHM, Cluster
 from tests.integration.conftest import ClusterFactory
 from tests.integration.history import History, Workload
 from tests.integration.test_disk_faults import acked_present
@@ -109,8 +109,27 @@ def test_ttl_identical_and_no_stale_leader_read_when_one_clock_jumps(cluster: Cl
     set_offset(offset_file, "+0")
     c = cluster(3, start=False, faults={"enabled": True})
     c.node_env[FAKE] = {"LD_PRELOAD": lib, "FAKETIME_TIMESTAMP_FILE": str(offset_file),
-                "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-    c.start()
+                        "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    try:
+        c.start()
+        run_clock_phases(c, offset_file)
+    finally:
+        c.stop()
+        remove_libfaketime_segments(c)
+
+
+def remove_libfaketime_segments(c: Cluster) -> None:
+    """
+    libfaketime (0.9.10) preloaded into a process tree creates /dev/shm/faketime_shm_<pid>
+    and sem.faketime_sem_<pid> for its top process (the supervisor; the children attach)
+    and never removes them: remove ours.
+    """
+    for pid in c.nodes[FAKE].supervisor_pids:
+        for name in (f"faketime_shm_{pid}", f"sem.faketime_sem_{pid}"):
+            (DEV_SHM / name).unlink(missing_ok=True)
+
+
+def run_clock_phases(c: Cluster, offset_file: Path) -> None:
     h = History(c)
     w = Workload(h)
     phases = ["+1h", "-1h", "+0", "-1h", "+1h", "-2h", "+0"]
