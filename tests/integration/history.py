@@ -7,17 +7,27 @@ Outcomes: an `ok` reply is OK; a refusal that certainly applied nothing (`not_le
 `no_leader`, `storage_unavailable`, `shutting_down`) is FAIL; silence or `timeout` is
 UNKNOWN for writes (it may still apply) and dropped for reads. Any other error fails
 the test at once: a fault must never produce a wrong answer.
+
+Also the fault tests' shared helpers: the test-only disk fault file of each node
+(concord/storage/faults.py) and the end-of-test check that every acknowledged write is
+read back from every node.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from concord.errors import RequestTimeoutError
+from pathlib import Path
+
 from concord.sim.linearizability import ABSENT, CheckResult, Operation, OpKind, Outcome, check_history
+
+from tests.helpers import wait_until
 from tests.integration.cluster import Cluster
 
 REFUSED = frozenset({"not_leader", "no_leader", "storage_unavailable", "shutting_down"})
@@ -124,3 +134,43 @@ class Workload:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.step()
+
+
+def set_disk_faults(path: Path, **rules: object) -> None:
+    """Replace the fault file atomically (the writer re-reads it when it changes)."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(json.dumps(rules))
+    os.replace(tmp, path)
+
+
+def per_node_fault_files(c: Cluster, tmp_path: Path) -> dict[str, Path]:
+    """Give every node of a not-yet-started cluster its own fault file."""
+    files = {}
+    for nid in c.ids:
+        files[nid] = tmp_path / f"disk-faults-{nid}.json"
+        set_disk_faults(files[nid])
+        c.node_settings[nid] = {"faults": {"enabled": True, "disk_file": str(files[nid])}}
+    return files
+
+
+def _answered(value: object) -> list[object] | None:
+    """A read's value wrapped so that a falsy value still ends a wait (None: no answer)."""
+    return None if value is None else [value]
+
+
+def acked_present(c: Cluster, h: History) -> int:
+    """Every key's last acknowledged value is what every node reads (strong); returns the count."""
+    last: dict[str, object] = {}
+    for op in h.ops:  # sequential client: the last acknowledged put per key wins
+        if op.kind.value == "put" and op.outcome.value == "ok":
+            last[op.key] = op.args[0]
+    for nid in c.ids:
+        for key, value in last.items():
+            read = wait_until(lambda: _answered(h.get(nid, key, "strong", 2000)), 15,
+                              lambda: f"{nid} {key} {h.errors}")
+            assert read is not None
+            got = read[0]
+            assert value == got or any(  # a later unknown-outcome put may have landed
+                op.key == key and op.outcome.value == "unknown" and op.args[0] == got for op in h.ops
+            ), (nid, key, value, got)
+    return len(last)

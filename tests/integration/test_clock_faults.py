@@ -28,8 +28,7 @@ import pytest
 from tests.helpers import wait_until
 from tests.integration.cluster import DEV_SHM, Cluster
 from tests.integration.conftest import ClusterFactory
-from tests.integration.history import History, Workload
-from tests.integration.test_disk_faults import acked_present
+from tests.integration.history import History, Workload, acked_present
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

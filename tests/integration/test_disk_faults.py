@@ -8,8 +8,6 @@ without a restart; the figures are printed (run with -s to see them).
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
@@ -18,16 +16,9 @@ import pytest
 from tests.helpers import wait_until
 from tests.integration.cluster import Cluster, StartFailed
 from tests.integration.conftest import ClusterFactory
-from tests.integration.history import History, Workload
+from tests.integration.history import History, Workload, acked_present, per_node_fault_files, set_disk_faults
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def set_disk_faults(path: Path, **rules: object) -> None:
-    """Replace the fault file atomically (the writer re-reads it when it changes)."""
-    tmp = path.with_name(path.name + ".new")
-    tmp.write_text(json.dumps(rules))
-    os.replace(tmp, path)
 
 
 def storage(c: Cluster, node: str) -> dict[str, object]:
@@ -128,38 +119,6 @@ def test_snapshot_failure_reported_and_cleared_when_snapshot_write_fails(
     print(f"\nsnapshot_write=ENOSPC: writes={i} recovery_s={time.monotonic() - cleared_at:.3f} {h.counts()}")
 
 
-def per_node_fault_files(c: Cluster, tmp_path: Path) -> dict[str, Path]:
-    """Give every node of a not-yet-started cluster its own fault file."""
-    files = {}
-    for nid in c.ids:
-        files[nid] = tmp_path / f"disk-faults-{nid}.json"
-        set_disk_faults(files[nid])
-        c.node_settings[nid] = {"faults": {"enabled": True, "disk_file": str(files[nid])}}
-    return files
-
-
-def _answered(value: object) -> list[object] | None:
-    """A read's value wrapped so that a falsy value still ends a wait (None: no answer)."""
-    return None if value is None else [value]
-
-
-def acked_present(c: Cluster, h: History) -> int:
-    """Every key's last acknowledged value is what every node reads (strong); returns the count."""
-    last: dict[str, object] = {}
-    for op in h.ops:  # sequential client: the last acknowledged put per key wins
-        if op.kind.value == "put" and op.outcome.value == "ok":
-            last[op.key] = op.args[0]
-    for nid in c.ids:
-        for key, value in last.items():
-            read = wait_until(lambda: _answered(h.get(nid, key, "strong", 2000)), 15,
-                              lambda: f"{nid} {key} {h.errors}")
-            got = read[0]
-            assert value == got or any(  # a later unknown-outcome put may have landed
-                op.key == key and op.outcome.value == "unknown" and op.args[0] == got for op in h.ops
-            ), (nid, key, value, got)
-    return len(last)
-
-
 @pytest.mark.timeout(120)
 def test_leadership_moves_and_nothing_is_lost_when_leader_disk_fills(cluster: ClusterFactory, tmp_path: Path) -> None:
     """ENOSPC on the leader's WAL: it hands leadership over, writes go on elsewhere, it recovers and catches up."""
@@ -172,8 +131,13 @@ def test_leadership_moves_and_nothing_is_lost_when_leader_disk_fills(cluster: Cl
     old = c.wait_leader()
     set_disk_faults(files[old], wal_write="ENOSPC")
     injected_at = time.monotonic()
-    new = wait_until(lambda: (lead := c.leader()) is not None and lead != old and lead, 20,
-                     lambda: f"statuses={c.statuses()}")
+
+    def moved() -> str | None:
+        h.put(old, "trigger", 1, timeout_ms=300)  # an append meets the fault (an idle WAL writes nothing)
+        lead = c.leader()
+        return lead if lead is not None and lead != old else None
+
+    new = wait_until(moved, 20, lambda: f"statuses={c.statuses()}")
     moved_s = time.monotonic() - injected_at
     assert storage(c, old)["wal_error"] is not None
     w.run_for(2.0)

@@ -16,8 +16,7 @@ import pytest
 from tests.helpers import wait_until
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import ClusterFactory
-from tests.integration.history import History, Workload
-from tests.integration.test_disk_faults import acked_present, per_node_fault_files, set_disk_faults
+from tests.integration.history import History, Workload, acked_present, per_node_fault_files, set_disk_faults
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
