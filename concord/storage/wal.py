@@ -313,8 +313,10 @@ class WAL:
         self.sync_count = 0
         self.write_count = 0
         self.failures = 0
-        # After a failed flush: the active segment's size before the failed write (its
-        # durable end), and whether the retried batch owes an fdatasync.
+        # The active segment's size the last successful fdatasync covered (commit-only
+        # hard states written after it are not synced); after a failed flush, that
+        # durable end; and whether the retried batch owes an fdatasync.
+        self._synced_size = 0
         self._failed_size: int | None = None
         self._sync_owed = False
         self._fd = -1
@@ -332,6 +334,7 @@ class WAL:
                         f"{active.size}: open the WAL from read_wal(..., repair=True)"
                     )
                 self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
+                self._synced_size = active.size  # replayed from disk at start
             else:
                 self._start_segment()
         except OSError as exc:
@@ -427,8 +430,12 @@ class WAL:
                 if sync and self._sync is not None:
                     self._sync(self._fd)
                     self.sync_count += 1
+                    self._synced_size = active.size
             except OSError:
-                self._failed_size = good_size
+                # NB: what earlier unsynced flushes (commit-only hard states) wrote may
+                # have been in the writeback that failed, so the durable end is the last
+                # synced size; the hard state is restated at the head of the new segment.
+                self._failed_size = self._synced_size if self._sync is not None else good_size
                 raise
         except OSError as exc:
             self._sync_owed = self._sync_owed or sync
@@ -519,6 +526,7 @@ class WAL:
             os.close(self._fd)
         self._fd = fd
         self._segments.append(SegmentInfo(path, seq, first_index, len(data)))
+        self._synced_size = len(data)
         logger.info("started wal segment file=%s first_index=%d", path.name, first_index)
 
     def _rotate(self) -> None:

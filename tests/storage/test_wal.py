@@ -353,3 +353,32 @@ def test_torn_append_sealed_and_recovered_when_disk_fills(tmp_path: Path) -> Non
         faults.configure(None)
     assert 2 == len(list(wal_dir(tmp_path).glob("*.wal")))
     assert make_entries(1, 6) == recover(tmp_path).entries
+
+
+def test_seal_cuts_back_to_the_last_synced_size_when_unsynced_hard_states_preceded_the_failure(tmp_path: Path) -> None:
+    """Unsynced commit-only hard states may have been in the failed writeback: the cut drops them; the new segment restates the hard state."""
+    failing = [False]
+
+    def sync(fd: int) -> None:
+        if failing[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fdatasync(fd)
+
+    wal = WAL(wal_dir(tmp_path), WalOptions(), read_wal(wal_dir(tmp_path)), sync_hook=sync)
+    wal.append_entries(make_entries(1, 3))
+    wal.flush()
+    synced = wal.segments[-1].size
+    first = wal.segments[-1].path
+    wal.set_hard_state(HardState(1, None, 2))
+    wal.flush(sync=False)  # a commit-only hard state: written, not synced
+    failing[0] = True
+    wal.append_entries(make_entries(4, 1))
+    with pytest.raises(DiskError):
+        wal.flush()
+    failing[0] = False
+    wal.flush()
+    wal.close()
+    assert synced == first.stat().st_size
+    state = recover(tmp_path)
+    assert make_entries(1, 4) == state.entries
+    assert 2 == state.hard_state.commit
