@@ -153,6 +153,13 @@ def path(key: str, value: object) -> object:
     return value
 
 
+def optional_path(key: str, value: object) -> object:
+    """A path or "" (off); relative ones resolve against the file's folder later."""
+    if not isinstance(value, str) or "\x00" in value:
+        raise _fail(key, "must be a path or an empty string", value)
+    return value
+
+
 def log_level(key: str, value: object) -> object:
     """A logging level name, any case."""
     if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
@@ -312,6 +319,11 @@ class FaultsSection:
         default=False,
         metadata=_check(boolean, "chaos self-test only: serve leader reads without the leader check "
                         "(a deliberately broken build; honoured only when faults.enabled)"),
+    )
+    disk_file: str = field(
+        default="",
+        metadata=_check(optional_path, "test-only disk fault file (concord/storage/faults.py); "
+                        "\"\" = off; honoured only when faults.enabled"),
     )
 
 
@@ -498,13 +510,19 @@ def parse_config(data: Mapping[str, object], base_dir: Path, source: Path | None
         limits=_parse_table(LimitsSection, "limits", data.get("limits", {})),
         compression=_parse_table(CompressionSection, "compression", data.get("compression", {})),
         events=_parse_table(EventsSection, "events", data.get("events", {})),
-        faults=_parse_table(FaultsSection, "faults", data.get("faults", {})),
+        faults=_resolve_disk_file(_parse_table(FaultsSection, "faults", data.get("faults", {})), base_dir),
         logging=_parse_table(LoggingSection, "logging", data.get("logging", {})),
         supervisor=_parse_table(SupervisorSection, "supervisor", data.get("supervisor", {})),
         source=source,
     )
     _check_relations(config)
     return config
+
+
+def _resolve_disk_file(faults: FaultsSection, base_dir: Path) -> FaultsSection:
+    if not faults.disk_file or os.path.isabs(faults.disk_file):
+        return faults
+    return dataclasses.replace(faults, disk_file=_normalize((base_dir / faults.disk_file).absolute()))
 
 
 def _normalize(p: Path) -> str:

@@ -12,8 +12,10 @@ The exception tree of Concord (one tree, as in httpx).
     │   ├── ConditionFailedError
     │   ├── UnauthorizedError | ForbiddenError | QuotaExceededError
     │   ├── InvalidRequestError → InvalidKeyError | ValueTooLargeError | TooManyItemsError
-    │   └── ShuttingDownError
+    │   ├── ShuttingDownError
+    │   └── StorageUnavailableError  # this node's disk is failing: writes refused, nothing applied
     ├── StorageError → CompactedError | UnavailableError | SnapshotOutOfDateError | CorruptionError
+    │                  | DiskError (a write or sync failed; the WAL can retry in a new segment)
     ├── ConfigError(ConcordError, ValueError)
     ├── EmbeddedNodeError            # concord.start(): the node did not come up
     ├── ProtocolError → LocalProtocolError | RemoteProtocolError
@@ -126,6 +128,12 @@ class ShuttingDownError(ClientError):
     code = "shutting_down"
 
 
+class StorageUnavailableError(ClientError):
+    """This node cannot persist (disk full or failing): the write was refused, not applied."""
+
+    code = "storage_unavailable"
+
+
 class StorageError(ConcordError):
     """A storage-layer failure."""
 
@@ -140,6 +148,10 @@ class UnavailableError(StorageError):
 
 class SnapshotOutOfDateError(StorageError):
     """The snapshot offered is older than the one already held."""
+
+
+class DiskError(StorageError):
+    """A write or sync to disk failed (ENOSPC, EIO): nothing of it may be acknowledged."""
 
 
 class CorruptionError(StorageError):
@@ -185,4 +197,5 @@ ERROR_CLASSES: dict[str, type[ClientError]] = {
     "value_too_large": ValueTooLargeError,
     "too_many_items": TooManyItemsError,
     "shutting_down": ShuttingDownError,
+    "storage_unavailable": StorageUnavailableError,
 }

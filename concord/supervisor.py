@@ -57,6 +57,7 @@ from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_wor
 from concord.node.read_worker import run_read_worker
 from concord.shm.layout import SegmentNames, node_part
 from concord.shm.segments import DEV_SHM, create_store, reclaim_dead_stores, unlink_store
+from concord.storage import faults as disk_faults
 from supervisor import (
     Backoff,
     ChildSpec,
@@ -167,6 +168,8 @@ def _stop_on_term() -> threading.Event:
 def log_writer_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
     """The writer child: recover the data dir, report READY, serve the raft worker."""
     stop = _stop_on_term()
+    if config.faults.enabled and config.faults.disk_file:
+        disk_faults.configure(Path(config.faults.disk_file))  # test-only seam
     settings = WriterSettings(
         fsync=config.storage.fsync,
         segment_bytes=config.storage.segment_bytes,

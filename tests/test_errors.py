@@ -46,7 +46,7 @@ def test_every_wire_code_maps_to_a_class() -> None:
     codes = {
         "not_found", "condition_failed", "not_leader", "no_leader", "timeout",
         "unauthorized", "forbidden", "quota_exceeded", "invalid_request", "invalid_key",
-        "value_too_large", "too_many_items", "shutting_down",
+        "value_too_large", "too_many_items", "shutting_down", "storage_unavailable",
     }
     assert codes == set(errors.ERROR_CLASSES)
     for code, cls in errors.ERROR_CLASSES.items():

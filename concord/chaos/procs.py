@@ -132,6 +132,10 @@ class NodeProc:
     data_dir: Path
     log_path: Path
     extra_args: tuple[str, ...] = ()
+    #: run the supervisor under this command (e.g. ("faketime", "-f", "+1h")) ...
+    prefix: tuple[str, ...] = ()
+    #: ... with these variables added to the environment (tests only)
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
     endpoints: dict[str, str] = field(default_factory=dict)
     pids: set[int] = field(default_factory=set)  # every pid ever seen in this node's tree
@@ -146,9 +150,10 @@ class NodeProc:
         log = open(self.log_path, "a")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "concord.supervisor", "--config", str(self.config_path),
-                 *self.extra_args],
+                [*self.prefix, sys.executable, "-m", "concord.supervisor", "--config",
+                 str(self.config_path), *self.extra_args],
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+                env={**os.environ, **self.env} if self.env else None,
             )
         finally:
             log.close()

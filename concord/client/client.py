@@ -11,8 +11,9 @@ One `Client` talks to a cluster through any of its nodes' client endpoints. It
   writes: until the deadline);
 - follows leaders: `not_leader` with a hint sends the request there at once (at most
   `max_redirects` hops per call) and remembers it for the next call; `no_leader`,
-  `shutting_down` or `not_leader` without a hint try the next endpoint after a backoff
-  (doubling from `backoff_s` up to `max_backoff_s`) until the deadline;
+  `shutting_down`, `storage_unavailable` or `not_leader` without a hint try the next
+  endpoint after a backoff (doubling from `backoff_s` up to `max_backoff_s`) until the
+  deadline;
 - makes writes exactly-once: the client has a session id (`client_id`, random 64-bit
   hex unless given) and every write carries (client_id, seq) with a fresh seq; a write
   retried after a timeout carries the SAME pair, so the state machine applies it once
@@ -143,7 +144,7 @@ OPS_KIND: Mapping[str, OpKind] = {
     )},
 }
 
-_DROPPED_CODES = frozenset({"no_leader", "shutting_down"})
+_DROPPED_CODES = frozenset({"no_leader", "shutting_down", "storage_unavailable"})
 
 #: An argument that was not given (None may be a value: a stored nil, an expected nil).
 NO_DEFAULT = object()

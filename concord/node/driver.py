@@ -388,7 +388,13 @@ class Driver:
         node_id: this node's id.
         raw: the RawNode, built over `storage`.
         storage: the MemoryStorage `raw` reads.
-        transport, log_sink, clock, state_machine, reply: the injected world.
+        transport, log_sink, clock, state_machine, reply: the injected world. `clock`
+            is cluster time: the leader stamps entries with it (TTLs are decided from
+            those stamps).
+        timer: the clock every duration is measured on: the lease, the vote hold after
+            start, request deadlines. It must never step (CLOCK_MONOTONIC in a node): a
+            wall clock stepped back would stretch a lease past its real end (a stale
+            `leader` read). None: `clock` (the simulator's virtual time never steps).
         config: loop settings.
         conf_state: the membership `storage` starts from (bootstrap or snapshot).
         hard_state: the hard state `storage` starts from.
@@ -413,6 +419,7 @@ class Driver:
         snapshot_sink: SnapshotSink | None = None,
         applied_observer: Callable[[Entry], None] | None = None,
         snapshot_observer: Callable[[SnapshotMeta], None] | None = None,
+        timer: Clock | None = None,
     ) -> None:
         self.node_id = node_id
         self.raw = raw
@@ -423,6 +430,7 @@ class Driver:
         self._transport = transport
         self._log_sink = log_sink
         self._clock = clock
+        self._timer = timer or clock
         self._reply = reply
         self._snapshot_sink = snapshot_sink
         self._applied_observer = applied_observer
@@ -446,15 +454,15 @@ class Driver:
         self._ctx_counter = 0
         self._lease_probes: dict[bytes, tuple[int, int]] = {}  # ctx -> (sent_ms, term)
         self._lease_until_ms = -1
+        self._last_tick_ms = -1 << 62
         self._ticks = 0
         self._last_snapshot_index = storage.snapshot().meta.index
         self._snapshot_in_flight: dict[int, Snapshot] = {}
         self._snapshot_due = False
-        now = clock.now_ms()
         # See the module docstring: a restarted node must not vote while a lease it may
         # have granted before the crash could still be running.
-        self._vote_hold_until_ms = now + config.election_ticks * config.tick_ms
-        raw.set_time(now)
+        self._vote_hold_until_ms = self._timer.now_ms() + config.election_ticks * config.tick_ms
+        raw.set_time(clock.now_ms())
         # The log may start after a snapshot: its time is the state machine's.
         raw.observe_timestamp(state_machine.last_timestamp_ms)
 
@@ -463,7 +471,7 @@ class Driver:
     def on_message(self, msg: Message) -> None:
         """Step a message from a peer into the core."""
         if msg.type in (MessageType.VOTE, MessageType.PRE_VOTE) and self.config.leader_reads:
-            if self._clock.now_ms() < self._vote_hold_until_ms:
+            if self._timer.now_ms() < self._vote_hold_until_ms:
                 self.stats.votes_held += 1
                 return
         if msg.type is MessageType.TRANSFER_LEADER:
@@ -472,8 +480,15 @@ class Driver:
 
     def on_tick(self) -> None:
         """Advance the core one tick; renew the lease; time out waiting requests."""
-        now = self._clock.now_ms()
-        self.raw.set_time(now)
+        self.raw.set_time(self._clock.now_ms())
+        now = self._timer.now_ms()
+        if now < self._last_tick_ms:
+            # Only a faked timer steps back (libfaketime without DONT_FAKE_MONOTONIC):
+            # the lease, measured on it, could otherwise outlive its real end.
+            logger.warning("timer stepped back node=%s by_ms=%d: lease ended",
+                           self.node_id, self._last_tick_ms - now)
+            self._end_lease()
+        self._last_tick_ms = now
         self.raw.tick()
         self._ticks += 1
         if (
@@ -577,7 +592,7 @@ class Driver:
         Ask to read `key`. The reply says when (and at which applied index) the caller
         may read its state machine; the caller reads inside the reply callback.
         """
-        now = self._clock.now_ms()
+        now = self._timer.now_ms()
         read = _PendingRead(request_id, key, now + self.config.read_timeout_ms, consistency)
         if consistency is Consistency.EVENTUAL:
             self._answer_read(read)
@@ -706,7 +721,7 @@ class Driver:
         )
 
     def _lost_leadership(self) -> None:
-        now = self._clock.now_ms()
+        now = self._timer.now_ms()
         grace = self.config.unknown_grace_ms
         for index, write in list(self._writes.items()):
             if write.deadline_ms is not None:
@@ -856,7 +871,7 @@ class Driver:
 
     @property
     def lease_valid(self) -> bool:
-        return self.role is Role.LEADER and self._clock.now_ms() < self._lease_until_ms
+        return self.role is Role.LEADER and self._timer.now_ms() < self._lease_until_ms
 
     @property
     def lease_until_ms(self) -> int:

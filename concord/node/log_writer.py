@@ -38,6 +38,9 @@ Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
       STATS_REPLY 104  [{name: int}]
       STOPPED     105  []
       FAILED      106  [message]  sent just before the writer exits non-zero
+      DISK        107  [wal_error|nil, snapshot_error|nil]  the disk's health changed:
+                       a message per failing path (WAL append/sync, snapshot write), nil
+                       once it works again; sent on every change
 
 Entries, hard states, conf states and snapshot metas use concord.codec (version 1).
 
@@ -45,6 +48,15 @@ Durability rule (STYLE §0.3): PERSISTED(n) leaves only after the WAL flush hold
 request <= n returned, including its fdatasync whenever any of them had must_sync set or
 carried entries or a snapshot. A batch of commit-only hard-state updates (must_sync
 false, the Raft rule for "only the commit index moved") is written but not synced.
+
+A failing disk (ENOSPC, EIO on a WAL write or fdatasync) does not stop the writer: the
+batch stays in memory, unacknowledged (no PERSISTED), the writer reports DISK with the
+error, and retries every RETRY_INTERVAL_S; WAL.flush seals the segment that failed at its
+last durable offset and rewrites the batch into a fresh segment (fsyncgate: a failed
+fdatasync is never retried on the same file; see WAL._seal_failed_segment). Requests that
+arrive meanwhile join the batch. The first successful flush sends the PERSISTED owed and
+DISK with wal_error nil: recovery needs no restart. A failed snapshot write is retried
+later (the WAL keeps everything meanwhile) and reported the same way.
 """
 
 from __future__ import annotations
@@ -64,7 +76,7 @@ from typing import Iterator, Sequence, cast
 import zmq
 
 from concord import codec
-from concord.errors import ProtocolError, RemoteProtocolError, StorageError
+from concord.errors import DiskError, ProtocolError, RemoteProtocolError, StorageError
 from concord.raft.messages import ConfState, Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
 from concord.storage import snapshot as snapfile
@@ -95,6 +107,12 @@ SNAPSHOT_WRITTEN = 103
 STATS_REPLY = 104
 STOPPED = 105
 FAILED = 106
+DISK = 107
+
+#: While the WAL is failing, the writer retries its flush this often.
+RETRY_INTERVAL_S = 0.25
+#: A WAL flush slower than this is logged (a stalling disk delays every write).
+SLOW_FLUSH_S = 1.0
 
 #: Committed entries applied to the replica per loop turn when requests wait / when idle.
 APPLY_SLICE_BUSY = 64
@@ -254,7 +272,19 @@ class WriterStats:
     values: dict[str, int] = field(default_factory=dict)
 
 
-WriterEvent = Persisted | SnapshotWritten | WriterStats
+@dataclass(frozen=True, slots=True)
+class DiskStatus:
+    """The writer's disk health: an error message per failing path, None when it works."""
+
+    wal_error: str | None
+    snapshot_error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.wal_error is None and self.snapshot_error is None
+
+
+WriterEvent = Persisted | SnapshotWritten | WriterStats | DiskStatus
 
 _DONE = object()  # next()'s default: the iterator is exhausted
 
@@ -335,7 +365,13 @@ class LogWriter:
         self._replica_waits_for = self._membership.commit
         self._worker_applied = 0
         self._job: _SnapshotJob | None = None
+        self._next_retry = 0.0
         self._persisted_number = 0
+        self._owed_number = 0  # the last PERSIST number handled (acknowledged once flushed)
+        self._wal_error: str | None = None
+        self._wal_failed_at = 0.0
+        self._snapshot_error: str | None = None
+        self._reported_disk = DiskStatus(None, None)
         self._last_number = 0
         self._hellos = 0
         self._next_snapshot_attempt = 0
@@ -378,7 +414,7 @@ class LogWriter:
         self._hellos += 1
         if self._hellos == 1:
             return self.recovered
-        self._last_number = 0
+        self._last_number = self._owed_number = self._persisted_number = 0
         return recover(self._data_dir, repair=False)
 
     # --- one group commit ---------------------------------------------------------------
@@ -418,15 +454,56 @@ class LogWriter:
                 break
             else:
                 raise RemoteProtocolError(f"unknown writer request kind {kind}")
-        self._wal.flush(sync=need_sync)
         if persisted is not None:
-            self._persisted_number = persisted
-            self.outbox.append(_msg(PERSISTED, persisted))
+            self._owed_number = persisted
+        self.flush(need_sync)
         for _ in after_flush:
             self.outbox.append(_msg(STATS_REPLY, self.stats()))
         if not running:
             self.outbox.append(_msg(STOPPED))
         return running
+
+    def flush(self, sync: bool = False) -> bool:
+        """
+        Flush the WAL and send the PERSISTED owed; on a disk failure keep the batch,
+        send nothing but the DISK report, and let the serve loop call again later
+        (`retry_due`). Returns whether the WAL is healthy now.
+        """
+        started = time.monotonic()
+        try:
+            self._wal.flush(sync=sync)
+        except DiskError as exc:
+            if self._wal_error is None:
+                self._wal_failed_at = time.monotonic()
+                logger.warning("wal write failed: nothing more is acknowledged until a retry "
+                               "succeeds retry_every_s=%.2f error=%s", RETRY_INTERVAL_S, exc)
+            self._wal_error = str(exc)
+            self._next_retry = time.monotonic() + RETRY_INTERVAL_S
+            self._report_disk()
+            return False
+        took = time.monotonic() - started
+        if took >= SLOW_FLUSH_S:
+            logger.warning("slow wal flush: every write waits for it duration_ms=%.0f", took * 1000)
+        if self._wal_error is not None:
+            logger.info("wal writable again, unacknowledged batch rewritten outage_ms=%.0f",
+                        (time.monotonic() - self._wal_failed_at) * 1000)
+            self._wal_error = None
+            self._report_disk()
+        if self._owed_number > self._persisted_number:
+            self._persisted_number = self._owed_number
+            self.outbox.append(_msg(PERSISTED, self._owed_number))
+        return True
+
+    @property
+    def retry_due(self) -> float | None:
+        """When the failed WAL flush is to be retried (monotonic seconds), None if healthy."""
+        return None if self._wal_error is None else self._next_retry
+
+    def _report_disk(self) -> None:
+        status = DiskStatus(self._wal_error, self._snapshot_error)
+        if status != self._reported_disk:
+            self._reported_disk = status
+            self.outbox.append(_msg(DISK, status.wal_error, status.snapshot_error))
 
     def _persist(self, args: list[object]) -> tuple[int, bool]:
         number, entries_obj, hs_obj, snap_obj, must_sync = _fields(args, 5, "persist")
@@ -661,8 +738,13 @@ class LogWriter:
                 self._next_snapshot_attempt,
                 outcome,
             )
+            self._snapshot_error = str(outcome)
+            self._report_disk()
             return True
         self._finish_snapshot(job, outcome)
+        if self._snapshot_error is not None:
+            self._snapshot_error = None
+            self._report_disk()
         return True
 
     def _finish_snapshot(self, job: _SnapshotJob, state_hash: int) -> None:
@@ -706,6 +788,7 @@ class LogWriter:
             "snapshots_written": self.snapshots_written,
             "snapshot_index": self._snapshot_index,
             "segments": len(self._wal.segments),
+            "disk_failures": self._wal.failures,
         }
 
     def close(self) -> None:
@@ -766,6 +849,9 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
             if job_fd is not None:
                 poller.register(job_fd, zmq.POLLIN)
             timeout = 0 if more_to_apply else (20 if job is not None and job_fd is None else 200)
+            retry_at = writer.retry_due
+            if retry_at is not None:
+                timeout = min(timeout, max(0, int((retry_at - time.monotonic()) * 1000)))
             events = dict(poller.poll(timeout))
             if job_fd is not None:
                 poller.unregister(job_fd)
@@ -780,6 +866,9 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
                 for reply in writer.outbox:
                     sock.send(reply)
                 writer.outbox.clear()
+            retry_at = writer.retry_due
+            if retry_at is not None and time.monotonic() >= retry_at:
+                writer.flush()
             if writer.snapshot_job is not None:
                 writer.poll_snapshot()
             # The replica is off the WAL path: while requests wait, apply only a small
@@ -970,6 +1059,12 @@ class LogWriterClient:
                 return WriterStats({str(k): int(v) for k, v in values.items()})
             if kind == STOPPED:
                 return None
+            if kind == DISK:
+                wal_error, snapshot_error = _fields(args, 2, "disk")
+                for value in (wal_error, snapshot_error):
+                    if value is not None and type(value) is not str:
+                        raise RemoteProtocolError("malformed disk message: errors are str or nil")
+                return DiskStatus(cast("str | None", wal_error), cast("str | None", snapshot_error))
             if kind == FAILED:
                 raise StorageError(f"log writer failed: {args[0] if args else 'no reason given'}")
             if kind == READY:

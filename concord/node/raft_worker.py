@@ -66,7 +66,7 @@ from concord.node.driver import (
     ReplyStatus,
     load_memory_storage,
 )
-from concord.node.log_writer import LogWriterClient, Persisted, SnapshotWritten
+from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, SnapshotWritten
 from concord.node.members import MAGIC, Address, AddressBook, NodeStateMachine, encode_address
 from concord.node.promotion import LeaderView, Promotions, decide_promotions
 from concord.raft.config import RaftConfig
@@ -129,6 +129,16 @@ class _WallClock:
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
+
+
+class _MonotonicClock:
+    """
+    The driver's timer: CLOCK_MONOTONIC ms (lease, vote hold, deadlines). A wall-clock
+    step (NTP, a wrong RTC, `faketime`) never moves it, so it cannot stretch a lease.
+    """
+
+    def now_ms(self) -> int:
+        return time.monotonic_ns() // 1_000_000
 
 
 class NodeMachine:
@@ -250,6 +260,7 @@ class RaftWorker:
         self.node_id = config.node.id
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.clock = _WallClock()
+        self.timer = _MonotonicClock()
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._outbox: list[tuple[int, bytes]] = []
@@ -266,6 +277,7 @@ class RaftWorker:
         self._published_lease_ms = -2
         self.checker = ReplicaChecker()
         self._conf_snapshots = _ConfChangeSnapshots()
+        self._disk = DiskStatus(None, None)  # the writer's last DISK report
         previous = previous or {}
 
         self.book = AddressBook(
@@ -358,6 +370,7 @@ class RaftWorker:
             hard_state,
             snapshot_sink=self._conf_snapshots,
             snapshot_observer=self._on_snapshot_installed,
+            timer=self.timer,
         )
         self.log = _Adapter(logger, self)
         # Anyone who can reach the peer port can send as a member (no CURVE yet): what we
@@ -434,6 +447,13 @@ class RaftWorker:
                 self._drain_peers()
             if self.link.socket in events:
                 self._drain_requests()
+            if next_tick - now > 2 * tick_s:
+                # NB: time.monotonic() never steps back on Linux, but a test harness can
+                # fake it (libfaketime without FAKETIME_DONT_FAKE_MONOTONIC): re-base
+                # rather than stop ticking (no ticks = no heartbeats, no elections).
+                self.log.warning("monotonic clock stepped back by %.3fs: re-basing ticks",
+                                 next_tick - now - tick_s)
+                next_tick = now
             if now >= next_tick:
                 next_tick = max(next_tick + tick_s, now)
                 self._on_tick()
@@ -476,6 +496,44 @@ class RaftWorker:
                 self.driver.on_snapshot_written(meta, data)
                 self.log.info("snapshot written index=%d first_index=%d", event.index,
                               self.storage.first_index())
+            elif isinstance(event, DiskStatus):
+                self._on_disk(event)
+
+    def _on_disk(self, disk: DiskStatus) -> None:
+        """
+        The writer's disk health changed. While the WAL fails, this node refuses writes
+        (storage_unavailable) and, if it leads, hands leadership to the most caught-up
+        other voter: it cannot count itself toward a quorum until its WAL works again.
+        """
+        was_failing = self._disk.wal_error is not None
+        self._disk = disk
+        if disk.wal_error is not None and not was_failing:
+            self.log.warning("storage failing: refusing writes until the wal recovers error=%s",
+                             disk.wal_error)
+            target = self._best_other_voter()
+            if self.driver.role is Role.LEADER and target is not None:
+                self.driver.transfer_leader(target)
+                self.log.info("leadership transfer requested to=%s reason=storage_failing", target)
+        elif disk.wal_error is None and was_failing:
+            self.log.info("storage recovered: accepting writes again")
+        if disk.snapshot_error is not None:
+            self.log.warning("snapshot writes failing: the wal grows until one succeeds error=%s",
+                             disk.snapshot_error)
+
+    def _best_other_voter(self) -> NodeId | None:
+        """The other voter with the longest matched log (None: this node is alone)."""
+        voters = [v for v in self.driver.conf_state.voters if v != self.node_id]
+        status = self.raw.status()
+        ranked = sorted(voters, key=lambda v: -status.progress[v].match if v in status.progress else 0)
+        return ranked[0] if ranked else None
+
+    def _storage_unavailable(self, request: Request) -> bytes | None:
+        """The refusal of a write while this node's WAL fails, None while it works."""
+        if self._disk.wal_error is None:
+            return None
+        return error_reply(request.id, "storage_unavailable",
+                           f"node {self.node_id} cannot persist writes ({self._disk.wal_error}); "
+                           "nothing was applied; retry (another node may lead)")
 
     def _drain_peers(self) -> None:
         for _ in range(1000):
@@ -596,6 +654,9 @@ class RaftWorker:
     def _write(self, token: int, request: Request) -> bytes | None:
         if self.driver.role is not Role.LEADER:
             return self._not_leader(request)
+        refused = self._storage_unavailable(request)
+        if refused is not None:
+            return refused
         body: dict[str, object] = {"op": request.op, **request.args}
         if request.client_id is not None:
             body["client_id"] = request.client_id
@@ -616,6 +677,9 @@ class RaftWorker:
     def _membership(self, token: int, request: Request) -> bytes | None:
         if self.driver.role is not Role.LEADER:
             return self._not_leader(request)
+        refused = self._storage_unavailable(request)
+        if refused is not None:
+            return refused
         args = request.args
         member = NodeId(str(args["member_id"]))
         if not is_node_id(member):
@@ -660,12 +724,9 @@ class RaftWorker:
         target = request.args.get("member_id")
         voters = [v for v in self.driver.conf_state.voters if v != self.node_id]
         if target is None:
-            status = self.raw.status()
-            ranked = sorted(voters, key=lambda v: -status.progress[v].match
-                            if v in status.progress else 0)
-            if not ranked:
+            target = self._best_other_voter()
+            if target is None:
                 raise InvalidRequestError("no other voter to transfer leadership to")
-            target = ranked[0]
         if target not in voters:
             raise InvalidRequestError(f"{target} is not another voter")
         self.driver.transfer_leader(NodeId(str(target)))
@@ -787,11 +848,9 @@ class RaftWorker:
             lease_ms = -1
         if lease_ms != self._published_lease_ms:
             self._published_lease_ms = lease_ms
-            remaining_ms = lease_ms - self.clock.now_ms()
-            self.publisher.set_lease(
-                0 if lease_ms < 0 or remaining_ms <= 0
-                else time.monotonic_ns() + remaining_ms * 1_000_000
-            )
+            # NB: the driver's lease is on the monotonic timer already (the read
+            # workers compare it with time.monotonic_ns() too): never on the wall clock.
+            self.publisher.set_lease(0 if lease_ms < 0 else lease_ms * 1_000_000)
         for token, payload in self._outbox:
             self.link.reply(token, payload)
         self._outbox.clear()
@@ -872,6 +931,8 @@ class RaftWorker:
             "first_index": self.storage.first_index(),
             "last_index": self.storage.last_index(),
             "members": self._members(),
+            "storage": {"ok": self._disk.ok, "wal_error": self._disk.wal_error,
+                        "snapshot_error": self._disk.snapshot_error},
             "shm": {"version": FORMAT_VERSION, "base": self.shm_names.base, "ctl": self.shm_names.ctl,
                     "node": self.shm_names.node, "token": self.shm_names.token},
         }

@@ -8,6 +8,7 @@ which file they were handling; these helpers let `OSError` through.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -25,6 +26,12 @@ TMP_SUFFIX = ".tmp"
 def fdatasync(fd: int) -> None:
     """Flush file data (and the size) to stable storage."""
     os.fdatasync(fd)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`ENOSPC [Errno 28] No space left on device`: the errno's name first, for operators."""
+    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    return f"{name} {exc}".strip()
 
 
 def no_sync(fd: int) -> None:

@@ -34,9 +34,9 @@ from typing import Callable
 import xxhash
 
 from concord import codec
-from concord.errors import CorruptionError, ProtocolError, StorageError
+from concord.errors import CorruptionError, DiskError, ProtocolError, StorageError
 from concord.raft.messages import Snapshot, SnapshotMeta
-from concord.storage import fileutil
+from concord.storage import faults, fileutil
 from concord.storage.format import WAY_FORWARD
 
 logger = logging.getLogger(__name__)
@@ -123,11 +123,22 @@ def write_snapshot(
             path,
             encode_snapshot_file(snapshot, state_hash, level),
             sync,
-            before_rename,
+            _with_fault_seam(before_rename),
         )
     except OSError as exc:
-        raise StorageError(f"cannot write snapshot {path}: {exc}") from exc
+        raise DiskError(f"cannot write snapshot {path}: {fileutil.describe_os_error(exc)}") from exc
     return path
+
+
+def _with_fault_seam(before_rename: Callable[[Path], None] | None) -> Callable[[Path], None]:
+    """The rename hook, behind the test-only seam: a fault leaves the temp file, as ENOSPC would."""
+
+    def hook(tmp: Path) -> None:
+        faults.check("snapshot_write")
+        if before_rename is not None:
+            before_rename(tmp)
+
+    return hook
 
 
 def _bad(path: Path, reason: str) -> CorruptionError:

@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, cast
 
-from concord.errors import CorruptionError, ProtocolError, StorageError
+from concord.errors import CorruptionError, DiskError, ProtocolError, StorageError
 from concord.raft.messages import Entry, SnapshotMeta
 from concord.raft.state import HardState
-from concord.storage import fileutil
+from concord.storage import faults, fileutil
 from concord.storage.fileutil import SyncHook
 from concord.storage.format import (
     RECORD_HEADER_SIZE,
@@ -298,7 +298,8 @@ class WAL:
     ) -> None:
         self._dir = wal_dir
         self._options = options
-        self._sync: SyncHook | None = (sync_hook or fileutil.fdatasync) if options.fsync else None
+        self._sync_hook = sync_hook or fileutil.fdatasync
+        self._sync: SyncHook | None = self._synced if options.fsync else None
         if not options.fsync:
             fileutil.warn_fsync_disabled("wal", wal_dir)
         self._segments: list[SegmentInfo] = list(contents.segments)
@@ -311,6 +312,13 @@ class WAL:
         self._pending_hard_state: HardState | None = None
         self.sync_count = 0
         self.write_count = 0
+        self.failures = 0
+        # The active segment's size the last successful fdatasync covered (commit-only
+        # hard states written after it are not synced); after a failed flush, that
+        # durable end; and whether the retried batch owes an fdatasync.
+        self._synced_size = 0
+        self._failed_size: int | None = None
+        self._sync_owed = False
         self._fd = -1
         try:
             if not wal_dir.is_dir():
@@ -326,6 +334,7 @@ class WAL:
                         f"{active.size}: open the WAL from read_wal(..., repair=True)"
                     )
                 self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
+                self._synced_size = active.size  # replayed from disk at start
             else:
                 self._start_segment()
         except OSError as exc:
@@ -391,29 +400,48 @@ class WAL:
         """
         Write everything queued with one write, then one fdatasync if `sync`.
 
+        After a failed flush the batch stays queued (it was never acknowledged) and the
+        next call first seals the segment that failed (`_seal_failed_segment`), so a
+        caller can simply call `flush()` again later, e.g. once disk space returns.
+
         Returns:
             The number of bytes written.
 
         Raises:
-            StorageError: the write or sync failed (the process must stop: the state of
-                the tail is unknown).
+            DiskError: the write or sync failed (ENOSPC, EIO, ...): nothing queued is
+                durable; the WAL is left able to retry.
         """
         if not self._pending:
             return 0
+        sync = sync or self._sync_owed
         try:
+            if self._failed_size is not None:
+                self._seal_failed_segment()
             active = self._segments[-1]
             if active.size >= self._options.segment_bytes:
                 self._rotate()
                 active = self._segments[-1]
             data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
-            fileutil.write_all(self._fd, data)
-            self.write_count += 1
-            active.size += len(data)
-            if sync and self._sync is not None:
-                self._sync(self._fd)
-                self.sync_count += 1
+            good_size = active.size
+            try:
+                self._write(data)
+                self.write_count += 1
+                active.size += len(data)
+                if sync and self._sync is not None:
+                    self._sync(self._fd)
+                    self.sync_count += 1
+                    self._synced_size = active.size
+            except OSError:
+                # NB: what earlier unsynced flushes (commit-only hard states) wrote may
+                # have been in the writeback that failed, so the durable end is the last
+                # synced size; the hard state is restated at the head of the new segment.
+                self._failed_size = self._synced_size if self._sync is not None else good_size
+                raise
         except OSError as exc:
-            raise StorageError(f"wal write failed in {self._dir}: {exc}") from exc
+            self._sync_owed = self._sync_owed or sync
+            self.failures += 1
+            raise DiskError(f"wal write failed in {self._dir}: {fileutil.describe_os_error(exc)}") from exc
+        self._sync_owed = False
         active.max_index = max(active.max_index, self._pending_max_index)
         if self._pending_hard_state is not None:
             self._hard_state = self._pending_hard_state
@@ -421,6 +449,54 @@ class WAL:
         self._pending_max_index = 0
         self._pending_hard_state = None
         return len(data)
+
+    def _write(self, data: bytes) -> None:
+        code = faults.hit("wal_write")
+        if code:  # test-only: a torn append, as a full disk leaves it
+            fileutil.write_all(self._fd, data[: len(data) // 2])
+            raise OSError(code, f"{os.strerror(code)} (injected disk fault at wal_write)")
+        fileutil.write_all(self._fd, data)
+
+    def _synced(self, fd: int) -> None:
+        """The data sync of every flush: the configured hook, behind the test-only seam."""
+        faults.check("wal_sync")
+        assert self._sync_hook is not None
+        self._sync_hook(fd)
+
+    def _seal_failed_segment(self) -> None:
+        """
+        Make the WAL writable again after a failed write or fdatasync.
+
+        NB (fsyncgate): after a failed fdatasync the kernel may have dropped the dirty
+        pages or marked them clean, so a second fdatasync of the same file can report
+        success for data that never reached the disk. The batch that failed is therefore
+        never re-synced in place: the failed segment is cut back to the last offset a
+        successful fdatasync covered (ftruncate + fsync: the unknown pages are discarded,
+        what precedes them was durable already), closed, and a FRESH segment is started;
+        the caller then rewrites the batch from its in-memory copy (it was never
+        acknowledged, so memory is its authoritative copy). Replay sees a valid sealed
+        segment followed by the new one, never a torn record mid-log.
+
+        Raises:
+            OSError: the cut or the new segment failed (still failed: try again later).
+        """
+        active = self._segments[-1]
+        assert self._failed_size is not None
+        os.ftruncate(self._fd, self._failed_size)
+        if self._sync is not None:
+            os.fsync(self._fd)
+        active.size = self._failed_size
+        # Until the new segment exists the old one is the tail again (a restart replays
+        # it); if starting it fails, the next retry cuts again (idempotent) and retries.
+        self._start_segment()
+        self._failed_size = None
+        logger.info("wal continues in a new segment after a failed write sealed=%s size=%d",
+                    active.path.name, active.size)
+
+    @property
+    def failed(self) -> bool:
+        """A write or sync failed and has not been retried successfully yet."""
+        return self._failed_size is not None or self._sync_owed
 
     # --- segments ------------------------------------------------------------------------
 
@@ -435,17 +511,22 @@ class WAL:
             data += encode_record(RecordType.HARD_STATE, encode_hard_state_payload(self._hard_state))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         try:
+            faults.check("wal_write")
             fileutil.write_all(fd, data)
             if self._sync is not None:
                 os.fsync(fd)
                 fileutil.fsync_dir(self._dir)
         except BaseException:
             os.close(fd)
+            # Nothing in it was ever acknowledged; leaving it would make a retry's
+            # O_EXCL create fail (and a restart see a torn new segment).
+            path.unlink(missing_ok=True)
             raise
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = fd
         self._segments.append(SegmentInfo(path, seq, first_index, len(data)))
+        self._synced_size = len(data)
         logger.info("started wal segment file=%s first_index=%d", path.name, first_index)
 
     def _rotate(self) -> None:

@@ -13,6 +13,7 @@ from concord.errors import (
     RemoteProtocolError,
     RequestTimeoutError,
     ShuttingDownError,
+    StorageUnavailableError,
 )
 
 
@@ -44,6 +45,7 @@ def test_leader_hint_kept_when_not_leader() -> None:
     (err("not_leader", "tcp://h:1"), Outcome.NOT_LEADER, NotLeaderError),
     (err("no_leader"), Outcome.DROPPED, NoLeaderError),
     (err("shutting_down"), Outcome.DROPPED, ShuttingDownError),
+    (err("storage_unavailable"), Outcome.DROPPED, StorageUnavailableError),
     (err("timeout"), Outcome.TIMEOUT, RequestTimeoutError),
     (err("condition_failed"), Outcome.OK, ConditionFailedError),
 ])

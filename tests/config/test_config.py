@@ -60,6 +60,7 @@ DEFAULTS = [
     ("events", "send_values", True),
     ("faults", "enabled", False),
     ("faults", "unsafe_leader_reads", False),
+    ("faults", "disk_file", ""),
     ("logging", "level", "INFO"),
     ("supervisor", "max_restarts", 5),
     ("supervisor", "restart_window_s", 60.0),

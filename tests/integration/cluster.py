@@ -53,6 +53,10 @@ class Cluster:
                  **overrides: Mapping[str, object]) -> None:
         self.tmp_path = tmp_path
         self.settings = merged(BASE_SETTINGS, overrides)
+        #: per-node config overrides merged over `settings` (e.g. each node's fault file)
+        self.node_settings: dict[str, dict[str, dict[str, object]]] = {}
+        #: per-node environment additions for the supervisor (e.g. libfaketime's)
+        self.node_env: dict[str, dict[str, str]] = {}
         self.read_workers = read_workers
         self.ids = list(ids) if ids is not None else [f"n{i + 1}" for i in range(n)]
         self.nodes: dict[str, NodeProc] = {}
@@ -83,14 +87,14 @@ class Cluster:
             node = self.nodes.get(nid)
             if node is None:
                 node = NodeProc(nid, self.tmp_path / f"{nid}.toml", self.tmp_path / "data" / nid,
-                                self.tmp_path / f"{nid}.log")
+                                self.tmp_path / f"{nid}.log", env=self.node_env.get(nid, {}))
                 self.nodes[nid] = node
             self.write_config(node)
 
     def write_config(self, node: NodeProc, members: Iterable[MemberPorts] | None = None) -> None:
         node.config_path.write_text(render_config(
             node.id, node.data_dir, self.members if members is None else members,
-            self.settings, self.read_workers))
+            merged(self.settings, self.node_settings.get(node.id, {})), self.read_workers))
 
     def add_node(self, node_id: str) -> NodeProc:
         """Start a new node that joins (--join) with a config listing every member."""

@@ -364,6 +364,52 @@ def test_leader_read_is_served_when_lease_probe_confirmed_and_until_it_expires()
     assert [probe] == raw.read_ctxs[:-1]  # and one ReadIndex round for read 10
 
 
+@dataclass
+class Timer:
+    now: int = 0
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+def test_lease_ends_on_time_when_wall_clock_steps_back() -> None:
+    """The lease runs on the timer (CLOCK_MONOTONIC), so a wall clock stepped back an hour cannot stretch it."""
+    config = DriverConfig(tick_ms=10, election_ticks=10, lease_margin_ms=5)
+    raw, world, timer = FakeRaw(), World(), Timer()
+    world.now = 1_000_000_000  # the wall clock
+    driver = Driver(N1, raw, MemoryStorage(VOTERS), world, world, world, RegisterMachine(),
+                    world.replies.append, config, VOTERS, HardState(), timer=timer)
+    become_leader(driver, raw)
+    raw.readys.append(Ready(2, committed_entries=(Entry(1, 1),)))
+    driver.process_ready()
+    timer.now = 10
+    driver.on_tick()
+    raw.readys.append(Ready(3, read_states=(ReadState(1, raw.read_ctxs[0]),)))
+    driver.process_ready()
+    assert driver.lease_valid
+    world.now -= 3_600_000  # NTP steps the wall clock back an hour
+    timer.now = 10 + config.lease_ms
+    driver.submit_read(9, "a", Consistency.LEADER)
+    assert ReplyStatus.NOT_LEADER == world.by_id(9).status
+    assert not driver.lease_valid
+
+
+def test_lease_ends_when_timer_steps_back() -> None:
+    """A timer that steps back (only a faked CLOCK_MONOTONIC does) ends the lease at the next tick."""
+    driver, raw, world, _, _ = make()
+    become_leader(driver, raw)
+    raw.readys.append(Ready(2, committed_entries=(Entry(1, 1),)))
+    driver.process_ready()
+    world.now = 3_600_000
+    driver.on_tick()
+    raw.readys.append(Ready(3, read_states=(ReadState(1, raw.read_ctxs[0]),)))
+    driver.process_ready()
+    assert driver.lease_valid
+    world.now = 1
+    driver.on_tick()
+    assert not driver.lease_valid
+
+
 def test_lease_ends_when_leadership_transfer_starts() -> None:
     """TimeoutNow overrides the voters' lease, so the leader stops lease reads at once."""
     driver, raw, world, _, _ = make()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -469,3 +470,39 @@ def test_writer_snapshot_carries_the_new_membership_when_it_changed_in_the_repla
     reports = [_committed(5), lw._msg(lw.COMMITTED, 9, codec.conf_state_to_obj(grown)),
                lw._msg(lw.COMMITTED, 12, None)]
     assert SnapshotMeta(18, 1, grown) == _restart_and_replay(tmp_path, reports)
+
+
+def test_writer_withholds_persisted_and_reports_disk_until_a_retry_succeeds_when_sync_fails(tmp_path: Path) -> None:
+    """EIO on fdatasync: no PERSISTED, a DISK report, the writer keeps serving; the retry acks everything."""
+    failing = [True]
+
+    def sync(fd: int) -> None:
+        if failing[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fdatasync(fd)
+
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(replica=False), sync_hook=sync)
+    assert writer.handle_batch([_persist(1, make_entries(1, 2))])
+    assert writer.handle_batch([_persist(2, make_entries(3, 1))])  # joins the failed batch
+    (disk,) = writer.outbox
+    kind, (wal_error, snapshot_error) = lw._parse(disk)
+    assert lw.DISK == kind and "EIO" in str(wal_error) and None is snapshot_error
+    assert writer.retry_due is not None
+    writer.outbox.clear()
+    failing[0] = False
+    assert writer.flush()
+    assert [lw._msg(lw.DISK, None, None), lw._msg(lw.PERSISTED, 2)] == writer.outbox
+    assert None is writer.retry_due
+    writer.close()
+    assert make_entries(1, 3) == recover(tmp_path).entries
+
+
+def test_writer_acks_a_restarted_worker_when_its_persist_numbers_start_again(tmp_path: Path) -> None:
+    """A second HELLO (the raft worker restarted alone) restarts PERSIST numbering: PERSISTED(1) is sent again."""
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings(replica=False))
+    writer.handle_batch([lw._msg(lw.HELLO), _persist(1, make_entries(1, 1)), _persist(2, make_entries(2, 1))])
+    writer.outbox.clear()
+    writer.handle_batch([lw._msg(lw.HELLO), _persist(1, make_entries(3, 1))])
+    assert lw._msg(lw.PERSISTED, 1) == writer.outbox[-1]
+    writer.close()
+    assert make_entries(1, 3) == recover(tmp_path).entries

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from concord.errors import CorruptionError, StorageError
+from concord.errors import CorruptionError, DiskError, StorageError
 from concord.ids import NodeId
 from concord.raft.messages import SnapshotMeta
 from concord.raft.state import HardState
+from concord.storage import faults
 from concord.storage.format import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE
 from concord.storage.recovery import recover, wal_dir
 from concord.storage.wal import WAL, GroupCommitter, WalOptions, read_wal
@@ -298,3 +300,85 @@ def test_recovery_raises_when_last_segment_header_is_damaged_but_records_follow(
     seg.write_bytes(bytes(data))
     with pytest.raises(CorruptionError, match=f"wal file {seg} is corrupt at offset 0: segment header checksum mismatch"):
         recover(tmp_path)
+
+
+def test_batch_rewritten_into_a_fresh_segment_when_fdatasync_failed(tmp_path: Path) -> None:
+    """fsyncgate: after a failed fdatasync the batch is never re-synced in place: cut, new segment, rewrite."""
+    calls: list[int] = []
+
+    def failing_once(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fdatasync(fd)
+
+    wal = WAL(wal_dir(tmp_path), WalOptions(), read_wal(wal_dir(tmp_path)), sync_hook=failing_once)
+    wal.append_entries(make_entries(1, 3))
+    wal.flush()
+    durable = wal.segments[-1].size
+    first = wal.segments[-1].path
+    wal.append_entries(make_entries(4, 3))
+    with pytest.raises(DiskError, match="EIO"):
+        wal.flush()
+    assert wal.failed and wal.has_pending
+    assert durable < first.stat().st_size  # the batch reached the page cache, not the disk
+    wal.append_entries(make_entries(7, 2))  # arrives while failed: joins the batch
+    wal.flush()
+    wal.close()
+    assert not wal.failed
+    assert [first, wal.segments[-1].path] == [s.path for s in wal.segments]
+    assert durable == first.stat().st_size  # sealed at its durable end
+    assert calls[-1] != calls[1]  # the retry synced the NEW file
+    assert make_entries(1, 8) == recover(tmp_path).entries
+
+
+def test_torn_append_sealed_and_recovered_when_disk_fills(tmp_path: Path) -> None:
+    """ENOSPC halfway through an append (the test-only seam): the retry leaves no torn record mid-log."""
+    fault_file = tmp_path / "faults.json"
+    faults.configure(fault_file)
+    try:
+        wal = open_wal(tmp_path)
+        wal.append_entries(make_entries(1, 3))
+        wal.flush()
+        fault_file.write_text('{"wal_write": "ENOSPC"}')
+        wal.append_entries(make_entries(4, 3))
+        for _ in range(2):  # the seam also fails the new segment the retry starts
+            with pytest.raises(DiskError, match="ENOSPC"):
+                wal.flush()
+        assert 1 == len(list(wal_dir(tmp_path).glob("*.wal")))  # no half-made segment left
+        fault_file.write_text("{}")
+        wal.flush()
+        wal.close()
+    finally:
+        faults.configure(None)
+    assert 2 == len(list(wal_dir(tmp_path).glob("*.wal")))
+    assert make_entries(1, 6) == recover(tmp_path).entries
+
+
+def test_seal_cuts_back_to_the_last_synced_size_when_unsynced_hard_states_preceded_the_failure(tmp_path: Path) -> None:
+    """Unsynced commit-only hard states may have been in the failed writeback: the cut drops them; the new segment restates the hard state."""
+    failing = [False]
+
+    def sync(fd: int) -> None:
+        if failing[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fdatasync(fd)
+
+    wal = WAL(wal_dir(tmp_path), WalOptions(), read_wal(wal_dir(tmp_path)), sync_hook=sync)
+    wal.append_entries(make_entries(1, 3))
+    wal.flush()
+    synced = wal.segments[-1].size
+    first = wal.segments[-1].path
+    wal.set_hard_state(HardState(1, None, 2))
+    wal.flush(sync=False)  # a commit-only hard state: written, not synced
+    failing[0] = True
+    wal.append_entries(make_entries(4, 1))
+    with pytest.raises(DiskError):
+        wal.flush()
+    failing[0] = False
+    wal.flush()
+    wal.close()
+    assert synced == first.stat().st_size
+    state = recover(tmp_path)
+    assert make_entries(1, 4) == state.entries
+    assert 2 == state.hard_state.commit
