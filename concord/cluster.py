@@ -28,6 +28,7 @@ from pathlib import Path
 
 from concord.errors import ConcordError
 from concord.net.client import request
+import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
 from supervisor import parse_ready_line
 
 __all__ = ["down", "main", "status", "up"]

@@ -55,6 +55,7 @@ from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_wor
 from concord.node.read_worker import run_read_worker
 from concord.shm.layout import SegmentNames
 from concord.shm.segments import DEV_SHM, create_store, unlink_store
+import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
 from supervisor import (
     Backoff,
     ChildSpec,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
+import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
 from supervisor import parse_ready_line
 
 __all__ = [
