@@ -263,6 +263,8 @@ _OP_LIST: tuple[OpSpec, ...] = (
            doc="-> {events, next_revision, compacted}"),
     OpSpec("status", _W),
     OpSpec("members", _W),
+    OpSpec("hash_kv", _W, (Arg("index", ArgType.NON_NEGATIVE_INT, doc="default: applied index"),),
+           doc="-> {node, applied, index, hash}: the kv state hash right after `index`"),
     OpSpec("add_member", _W, (_MEMBER_ID, Arg("host", ArgType.STR, True),
                               Arg("client_port", ArgType.NON_NEGATIVE_INT, True),
                               Arg("peer_port", ArgType.NON_NEGATIVE_INT, True),

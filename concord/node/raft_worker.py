@@ -25,6 +25,8 @@ Writes reaching a follower are answered `not_leader` with the leader's CLIENT en
 
 from __future__ import annotations
 
+import bisect
+import collections
 import itertools
 from itertools import chain, repeat
 import logging
@@ -34,6 +36,7 @@ import signal
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import zmq
@@ -44,6 +47,7 @@ from concord.errors import (
     ClientError,
     ConfigError,
     InvalidRequestError,
+    NotFoundError,
     ProtocolError,
     StorageError,
 )
@@ -100,6 +104,10 @@ COMMITTED_EVERY_ENTRIES = 16
 #: A learner within this many entries of the leader's commit index is promoted.
 PROMOTE_LAG_ENTRIES = 10
 
+#: Applied indexes whose kv state hash the worker remembers for `hash_kv` (the replica
+#: check compares nodes at one index; about 1 MB).
+HASH_HISTORY_ENTRIES = 16384
+
 
 def kv_config_of(config: NodeConfig) -> KvConfig:
     """The replicated kv settings derived from a node config (the same on every node)."""
@@ -145,6 +153,10 @@ class NodeMachine:
         self.changes: list[Change] = []
         self.restored = False
         self.addresses_changed = False
+        # (applied index, kv state hash) after each applied entry, oldest first: the
+        # `hash_kv` op answers from it (docs/protocol.md). A restore starts it over.
+        self.hashes: collections.deque[tuple[int, int]] = collections.deque(
+            maxlen=HASH_HISTORY_ENTRIES)
         self._sync_book()
 
     @property
@@ -157,6 +169,7 @@ class NodeMachine:
 
     def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
         applied = self.state.apply(index, timestamp_ms, data)
+        self.hashes.append((index, self.kv.state_hash()))
         if data.startswith(MAGIC):
             self._sync_book()
         else:
@@ -165,6 +178,7 @@ class NodeMachine:
 
     def apply_noop(self, index: int, timestamp_ms: int) -> None:
         self.state.apply_noop(index, timestamp_ms)
+        self.hashes.append((index, self.kv.state_hash()))
 
     def snapshot(self) -> bytes:
         return self.state.snapshot()
@@ -172,6 +186,8 @@ class NodeMachine:
     def restore(self, data: bytes) -> None:
         self.state.restore(data)
         self.changes.clear()
+        self.hashes.clear()
+        self.hashes.append((self.state.applied_index, self.kv.state_hash()))
         self.restored = True
         self._sync_book()
 
@@ -571,6 +587,8 @@ class RaftWorker:
                 return ok_reply(request.id, self.status())
             if op == "members":
                 return ok_reply(request.id, {"members": self._members()})
+            if op == "hash_kv":
+                return ok_reply(request.id, self.hash_kv(request))
             if op == "fault":
                 return fault_reply(self.transport, request)
             if op in ("add_member", "remove_member", "promote_member"):
@@ -834,6 +852,35 @@ class RaftWorker:
                 out.append(entry)
         return out
 
+    def hash_kv(self, request: Request) -> dict[str, object]:
+        """
+        The `hash_kv` op's result (docs/protocol.md): the kv state hash this node had
+        right after applying log index `index` (default: its applied index now), with
+        `hash: nil` while it has not applied that far yet.
+
+        Raises:
+            NotFoundError: `index` is older than the hashes this node remembers.
+        """
+        hashes = self.machine.hashes
+        applied = self.driver.applied_index
+        index = request.args.get("index")
+        if not isinstance(index, int):
+            index = applied
+        result: dict[str, object] = {"node": self.node_id, "applied": applied,
+                                     "index": index, "hash": None}
+        if index > applied:
+            return result
+        if index == applied:
+            result["hash"] = self.machine.kv.state_hash()
+            return result
+        position = bisect.bisect_left(hashes, (index, -1))
+        if position < len(hashes) and hashes[position][0] == index:
+            result["hash"] = hashes[position][1]
+            return result
+        oldest = hashes[0][0] if hashes else applied
+        raise NotFoundError(f"node {self.node_id} holds no state hash at index {index} "
+                            f"(it remembers {oldest}..{applied})")
+
     def status(self) -> dict[str, object]:
         """The `status` op's result (docs/node.md)."""
         d = self.driver
@@ -850,6 +897,8 @@ class RaftWorker:
             "applied": d.applied_index,
             "revision": kv.revision,
             "state_hash": kv.state_hash(),
+            "keys": len(kv),
+            "db_bytes": _tree_bytes(self.config.node.data_dir),
             "lease": d.lease_valid,
             "first_index": self.storage.first_index(),
             "last_index": self.storage.last_index(),
@@ -857,6 +906,24 @@ class RaftWorker:
             "shm": {"version": FORMAT_VERSION, "base": self.shm_names.base, "ctl": self.shm_names.ctl,
                     "node": self.shm_names.node, "token": self.shm_names.token},
         }
+
+
+def _tree_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder` (WAL segments and snapshots: the `db_bytes` status field)."""
+    total = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                total += _tree_bytes(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue  # removed while we looked (a pruned segment or snapshot)
+    return total
 
 
 def run_raft_worker(
