@@ -177,7 +177,8 @@ def describe(exc: BaseException, ctx: Context | None) -> str:
 
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     if isinstance(exc, UnknownResultError):
-        return f"outcome unknown (the write may or may not have been applied): {text}"
+        where = f" at {','.join(ctx.endpoints)}" if ctx is not None else ""
+        return f"outcome unknown (the write may or may not have been applied){where}: {text}"
     if isinstance(exc, (RequestTimeoutError, NoLeaderError)) and ctx is not None:
         return f"cannot reach the cluster at {','.join(ctx.endpoints)}: {text}"
     return str(text)
