@@ -132,7 +132,7 @@ class Outcome(Enum):
 OPS_KIND: Mapping[str, OpKind] = {
     **{op: OpKind.READ for op in (
         "get", "get_many", "ttl", "get_with_ttl", "get_all", "keys", "query", "count",
-        "events", "status", "members", "hash_kv",
+        "events", "status", "members", "hash_kv", "backup",
     )},
     **{op: OpKind.WRITE for op in (
         "put", "delete", "put_many", "delete_many", "touch", "touch_many", "put_if",

@@ -69,6 +69,7 @@ from concord.node.driver import (
     ReplyStatus,
     load_memory_storage,
 )
+from concord.node.backup import BackupJobs
 from concord.node.log_writer import LogWriterClient, Persisted, SnapshotWritten
 from concord.node.members import MAGIC, Address, AddressBook, NodeStateMachine, encode_address
 from concord.raft.config import RaftConfig
@@ -316,6 +317,7 @@ class RaftWorker:
         self._started_s = started
         self._run_started_s = time.monotonic()  # run() sets it again
         self.machine = NodeMachine(state, self.book)
+        self.backups = BackupJobs(config.node.data_dir / "backup", state.snapshot, state.state_hash)
         hard_state, conf_state = self.storage.initial_state()
         raft = config.raft
         self.raw = raw = RawNode(
@@ -459,6 +461,7 @@ class RaftWorker:
                 self._compact_shm_step(now)
 
     def close(self) -> None:
+        self.backups.close()
         for closer in (self.link.close, self.transport.close, self.writer.close):
             try:
                 closer()
@@ -589,6 +592,8 @@ class RaftWorker:
                 return ok_reply(request.id, {"members": self._members()})
             if op == "hash_kv":
                 return ok_reply(request.id, self.hash_kv(request))
+            if op == "backup":
+                return ok_reply(request.id, self.backup(request))
             if op == "fault":
                 return fault_reply(self.transport, request)
             if op in ("add_member", "remove_member", "promote_member"):
@@ -851,6 +856,26 @@ class RaftWorker:
                     entry["events"] = self.events_endpoint
                 out.append(entry)
         return out
+
+    def backup(self, request: Request) -> dict[str, object]:
+        """
+        The `backup` op's result (docs/protocol.md): without `index`, start a
+        point-in-time image at the applied index (concord.node.backup) and answer
+        `{index, term, state: "pending"}`; with `index`, `{state: "pending"}` while it is
+        written, then `{state: "ready", index, term, size, offset, data}` chunk by chunk.
+        """
+        index = request.args.get("index")
+        if not isinstance(index, int):
+            d = self.driver
+            meta = self.backups.start(SnapshotMeta(d.applied_index, d.applied_term, d.conf_state))
+            return {"node": self.node_id, "index": meta.index, "term": meta.term, "state": "pending"}
+        offset = request.args.get("offset")
+        got = self.backups.read(index, offset if isinstance(offset, int) else 0)
+        if got is None:
+            return {"node": self.node_id, "index": index, "state": "pending"}
+        meta, size, chunk = got
+        return {"node": self.node_id, "index": meta.index, "term": meta.term, "state": "ready",
+                "size": size, "offset": offset or 0, "data": chunk}
 
     def hash_kv(self, request: Request) -> dict[str, object]:
         """

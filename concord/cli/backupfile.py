@@ -1,0 +1,197 @@
+"""
+The backup file of `concord backup`, format version 1 (docs/backup.md, docs/formats.md).
+
+    offset  size        field
+    0       4           magic        b"CBAK"
+    4       1           version      BACKUP_VERSION (1)
+    5       3           reserved     zero
+    8       4           header_len   u32 little-endian
+    12      header_len  header       msgpack map (below)
+    ...     body_len    body         a node snapshot file, exactly as the node wrote it
+                                     (concord.storage.snapshot "CSNP" v1: its own xxh3
+                                     checksum, zlib-compressed state-machine bytes)
+    end-32  32          sha256       SHA-256 of every byte before it
+
+    header = {"format": 1, "cluster_id": nil (reserved: nodes carry no cluster id yet),
+              "node": str, "index": int, "term": int, "revision": int,
+              "created_at": float (unix seconds), "keys": int, "state_hash": int (the
+              node state machine's, as in the snapshot file), "body_bytes": int,
+              "members": [str, ...] (voters at the index)}
+
+Verification (`verify`) checks, in order: the magic and version, the header, the length,
+the SHA-256 over the whole file, then decodes the body completely (snapshot checksum,
+zlib, every record) and checks that the state hash and key count match the header. Any
+flipped byte or truncation fails one of these and raises CorruptionError naming the
+file and the check.
+
+Pure file code: no sockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from concord.errors import CorruptionError
+
+__all__ = ["BACKUP_MAGIC", "BACKUP_SUFFIX", "BACKUP_VERSION", "BackupHeader", "Decoded",
+           "decode_body", "read_header", "verify", "write_backup"]
+
+BACKUP_MAGIC = b"CBAK"
+BACKUP_VERSION = 1
+BACKUP_SUFFIX = ".cbak"
+_PREFIX = struct.Struct("<4sB3xI")
+_DIGEST = 32
+
+
+@dataclass(frozen=True, slots=True)
+class BackupHeader:
+    node: str
+    index: int
+    term: int
+    revision: int
+    created_at: float
+    keys: int
+    state_hash: int
+    body_bytes: int
+    members: tuple[str, ...]
+    cluster_id: str | None = None
+
+    def to_map(self) -> dict[str, object]:
+        return {"format": BACKUP_VERSION, "cluster_id": self.cluster_id, "node": self.node,
+                "index": self.index, "term": self.term, "revision": self.revision,
+                "created_at": self.created_at, "keys": self.keys, "state_hash": self.state_hash,
+                "body_bytes": self.body_bytes, "members": list(self.members)}
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A backup body decoded: the state machine restored from it, and its snapshot meta."""
+
+    index: int
+    term: int
+    members: tuple[str, ...]
+    state_hash: int
+    revision: int
+    keys: int
+    last_ts_ms: int
+    records: list[tuple[str, object, int]]  # (key, value, expires_at_ms or 0)
+
+
+def decode_body(body: bytes, name: str) -> Decoded:
+    """
+    Decode a node snapshot file's bytes completely.
+
+    Raises:
+        CorruptionError: any check of the snapshot file or of the state fails.
+    """
+    from concord.kv.values import record_value  # noqa: PLC0415
+    from concord.node.members import NodeStateMachine  # noqa: PLC0415
+    from concord.storage.snapshot import read_snapshot  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="concord-backup-") as folder:
+        path = Path(folder) / "body.snap"
+        path.write_bytes(body)
+        try:
+            loaded = read_snapshot(path)
+        except CorruptionError as exc:
+            raise CorruptionError(f"backup {name}: body: {exc}") from exc
+    machine = NodeStateMachine()
+    try:
+        machine.restore(loaded.snapshot.data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptionError(f"backup {name}: the state does not decode: {exc}") from exc
+    state_hash = machine.state_hash()
+    if loaded.state_hash is not None and loaded.state_hash != state_hash:
+        raise CorruptionError(f"backup {name}: state hash {state_hash:#x} differs from the "
+                              f"snapshot's {loaded.state_hash:#x}")
+    kv = machine.kv
+    records = [(r.key, record_value(r), r.expires_at_ms) for r in kv.records()]
+    meta = loaded.snapshot.meta
+    return Decoded(meta.index, meta.term, tuple(meta.conf_state.voters), state_hash, kv.revision,
+                   len(records), kv.last_ts_ms, records)
+
+
+def write_backup(path: Path, header: BackupHeader, body: bytes) -> None:
+    """Write the backup file atomically: temp file, fsync, rename, folder fsync."""
+    packed = msgpack.packb(header.to_map(), use_bin_type=True)
+    digest = hashlib.sha256()
+    parts = [_PREFIX.pack(BACKUP_MAGIC, BACKUP_VERSION, len(packed)), packed, body]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                digest.update(part)
+                out.write(part)
+            out.write(digest.digest())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_header(path: Path) -> tuple[BackupHeader, int]:
+    """
+    The header and the body's offset, without reading the body (`backup list`).
+
+    Raises:
+        CorruptionError: bad magic, version or header.
+    """
+    with open(path, "rb") as f:
+        prefix = f.read(_PREFIX.size)
+        if len(prefix) < _PREFIX.size:
+            raise CorruptionError(f"backup {path}: truncated header ({len(prefix)} bytes)")
+        magic, version, header_len = _PREFIX.unpack(prefix)
+        if magic != BACKUP_MAGIC:
+            raise CorruptionError(f"backup {path}: bad magic {magic!r} (not a Concord backup)")
+        if version != BACKUP_VERSION:
+            raise CorruptionError(f"backup {path}: format version {version} is not {BACKUP_VERSION}")
+        raw = f.read(header_len)
+    if len(raw) < header_len:
+        raise CorruptionError(f"backup {path}: truncated header")
+    try:
+        obj = msgpack.unpackb(raw, raw=False)
+        header = BackupHeader(
+            node=str(obj["node"]), index=int(obj["index"]), term=int(obj["term"]),
+            revision=int(obj["revision"]), created_at=float(obj["created_at"]),
+            keys=int(obj["keys"]), state_hash=int(obj["state_hash"]),
+            body_bytes=int(obj["body_bytes"]), members=tuple(str(m) for m in obj["members"]),
+            cluster_id=obj.get("cluster_id"),
+        )
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+        raise CorruptionError(f"backup {path}: header does not decode: {exc}") from exc
+    return header, _PREFIX.size + header_len
+
+
+def verify(path: Path) -> tuple[BackupHeader, Decoded]:
+    """
+    Check everything (module docstring).
+
+    Raises:
+        CorruptionError: naming the file and the failed check.
+    """
+    header, offset = read_header(path)
+    data = path.read_bytes()
+    expected = offset + header.body_bytes + _DIGEST
+    if len(data) != expected:
+        raise CorruptionError(f"backup {path}: {len(data)} bytes, expected {expected} (truncated or padded)")
+    if hashlib.sha256(data[:-_DIGEST]).digest() != data[-_DIGEST:]:
+        raise CorruptionError(f"backup {path}: SHA-256 mismatch (the file was altered)")
+    decoded = decode_body(data[offset:-_DIGEST], str(path))
+    if (decoded.state_hash, decoded.keys, decoded.index) != (header.state_hash, header.keys, header.index):
+        raise CorruptionError(f"backup {path}: body (index {decoded.index}, {decoded.keys} keys) "
+                              f"does not match its header (index {header.index}, {header.keys} keys)")
+    return header, decoded
