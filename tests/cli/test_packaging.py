@@ -71,3 +71,28 @@ def test_setup_cfg_declares_console_scripts_and_no_multiprocess_when_read() -> N
     assert {"concord": "concord.cli.main:main", "concord-node": "concord.cli.node:main"} == scripts
     assert "concord-kv" == cfg["metadata"]["name"]
     assert "multiprocess" not in cfg["options"]["install_requires"]
+
+
+def test_generated_cluster_configs_match_conf_cluster_when_written(tmp_path: Path) -> None:
+    """`python -m concord.cluster up` away from a checkout writes the same three nodes as conf/cluster."""
+    from concord.cluster import write_default_configs
+    from concord.config import load_config
+
+    write_default_configs(tmp_path)
+    for i in (1, 2, 3):
+        written = load_config(tmp_path / f"n{i}.toml")
+        shipped = load_config(ROOT / "conf" / "cluster" / f"n{i}.toml")
+        assert shipped.members == written.members
+        assert (f"n{i}", tmp_path / "data" / f"n{i}") == (written.node.id, written.node.data_dir)
+
+
+def test_cluster_reset_removes_data_and_run_files_when_nothing_runs(tmp_path: Path) -> None:
+    """reset: a fresh cluster at the next up (data/ and run/ gone, configs kept)."""
+    from concord.cluster import write_default_configs
+
+    write_default_configs(tmp_path)
+    for name in ("data/n1/wal", "run"):
+        (tmp_path / name).mkdir(parents=True)
+    result = _python(["-m", "concord.cluster", "reset", "--dir", str(tmp_path)])
+    assert 0 == result.returncode, result.stderr
+    assert ["n1.toml", "n2.toml", "n3.toml"] == sorted(p.name for p in tmp_path.iterdir())

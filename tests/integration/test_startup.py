@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import psutil
 import pytest
 
 from concord.storage.format import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, RawRecord, read_record
-from tests.integration.cluster import ROOT, NodeProc, StartFailed
+from tests.integration.cluster import ROOT, NodeProc, StartFailed, free_ports
 from tests.integration.conftest import ClusterFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -126,10 +125,14 @@ def test_children_exit_when_supervisor_is_killed(cluster: ClusterFactory) -> Non
 
 @pytest.mark.timeout(60)
 def test_shipped_node_config_runs_when_started_as_is(tmp_path: Path) -> None:
-    """conf/node.toml as shipped (data dir in a tmp copy): ready line, put/get, SIGTERM."""
+    """conf/node.toml as shipped (data dir in a tmp copy; its well-known ports swapped for
+    free ones, never hard-coded in a test): ready line, put/get, SIGTERM."""
     conf = tmp_path / "conf"
     conf.mkdir()
-    shutil.copy(ROOT / "conf" / "node.toml", conf / "node.toml")
+    text = (ROOT / "conf" / "node.toml").read_text()
+    for old, new in zip(("7379", "7380", "7381"), free_ports(3)):
+        text = text.replace(f"_port = {old}", f"_port = {new}")
+    (conf / "node.toml").write_text(text)
     node = NodeProc("node", conf / "node.toml", conf / "data" / "node", tmp_path / "node.log")
     node.launch()
     try:
