@@ -68,6 +68,7 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> Output:
     created = time.time()
     header = BackupHeader(node=node, index=decoded.index, term=decoded.term, revision=decoded.revision,
                           created_at=created, keys=decoded.keys, state_hash=decoded.state_hash,
+                          kv_state_hash=decoded.kv_state_hash,
                           body_bytes=len(body), members=decoded.members)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
     path = folder / f"concord-{stamp}-{index:012d}{BACKUP_SUFFIX}"
@@ -134,10 +135,35 @@ def cmd_cleanup(ctx: Context, args: argparse.Namespace) -> Output:
     return Output(("file", "action", "age_days"), rows)
 
 
+def _restore_offline(args: argparse.Namespace) -> Output:
+    """
+    New data dirs for a new cluster from the node configs given (concord.node.restore).
+    NB: the one CLI path that uses node internals rather than the client, as etcdutl
+    does for etcd: it writes files for nodes that are not running.
+    """
+    from concord.config import load_config  # noqa: PLC0415
+    from concord.node.restore import restore_offline  # noqa: PLC0415
+
+    header, decoded = verify(Path(args.file))
+    configs = [load_config(path) for path in args.config]
+    written = restore_offline(configs, decoded.state, decoded.index, decoded.term)
+    rows: list[dict[str, object]] = [
+        {"node": config.node.id, "data_dir": str(config.node.data_dir), "snapshot": str(path),
+         "index": header.index, "keys": header.keys}
+        for config, path in zip(configs, written)]
+    return Output(("node", "data_dir", "index", "keys"), rows)
+
+
 def cmd_restore(ctx: Context, args: argparse.Namespace) -> Output:
     """Online import: every key of the backup written through Raft in atomic batches."""
     from concord.client.client import explicit  # noqa: PLC0415
 
+    if args.offline:
+        if not args.config:
+            raise CliError("restore --offline needs --config FILE for every node of the new cluster")
+        return _restore_offline(args)
+    if args.config:
+        raise CliError("--config is for --offline restores; an online import uses -e ENDPOINTS")
     header, decoded = verify(Path(args.file))
     if not args.yes:
         if not sys.stdin.isatty():
@@ -200,8 +226,13 @@ def register(commands: Subparsers) -> None:
     sub.add_argument("--dry-run", action="store_true", help="show, delete nothing")
     sub.set_defaults(handler=cmd_cleanup)
 
-    sub = actions.add_parser("restore", help="import a backup into a running cluster through Raft")
+    sub = actions.add_parser("restore", help="import into a running cluster through Raft, "
+                             "or --offline into new data dirs")
     sub.add_argument("file", metavar="FILE")
+    sub.add_argument("--offline", action="store_true",
+                     help="write new data dirs for a new cluster (nodes stopped) instead")
+    sub.add_argument("--config", action="append", metavar="NODE_TOML",
+                     help="with --offline: a node config of the new cluster (repeat per node)")
     sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sub.add_argument("--batch", type=non_negative_int, default=RESTORE_BATCH,
                      help=f"keys per atomic put_many (default {RESTORE_BATCH})")

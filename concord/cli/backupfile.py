@@ -15,7 +15,8 @@ The backup file of `concord backup`, format version 1 (docs/backup.md, docs/form
     header = {"format": 1, "cluster_id": nil (reserved: nodes carry no cluster id yet),
               "node": str, "index": int, "term": int, "revision": int,
               "created_at": float (unix seconds), "keys": int, "state_hash": int (the
-              node state machine's, as in the snapshot file), "body_bytes": int,
+              node state machine's, as in the snapshot file), "kv_state_hash": int (the
+              kv state hash alone: what `hash_kv` answers at `index`), "body_bytes": int,
               "members": [str, ...] (voters at the index)}
 
 Verification (`verify`) checks, in order: the magic and version, the header, the length,
@@ -59,6 +60,7 @@ class BackupHeader:
     created_at: float
     keys: int
     state_hash: int
+    kv_state_hash: int
     body_bytes: int
     members: tuple[str, ...]
     cluster_id: str | None = None
@@ -67,7 +69,7 @@ class BackupHeader:
         return {"format": BACKUP_VERSION, "cluster_id": self.cluster_id, "node": self.node,
                 "index": self.index, "term": self.term, "revision": self.revision,
                 "created_at": self.created_at, "keys": self.keys, "state_hash": self.state_hash,
-                "body_bytes": self.body_bytes, "members": list(self.members)}
+                "kv_state_hash": self.kv_state_hash, "body_bytes": self.body_bytes, "members": list(self.members)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +80,12 @@ class Decoded:
     term: int
     members: tuple[str, ...]
     state_hash: int
+    kv_state_hash: int
     revision: int
     keys: int
     last_ts_ms: int
     records: list[tuple[str, object, int]]  # (key, value, expires_at_ms or 0)
+    state: bytes  # the node state machine bytes (the snapshot body, uncompressed)
 
 
 def decode_body(body: bytes, name: str) -> Decoded:
@@ -114,8 +118,9 @@ def decode_body(body: bytes, name: str) -> Decoded:
     kv = machine.kv
     records = [(r.key, record_value(r), r.expires_at_ms) for r in kv.records()]
     meta = loaded.snapshot.meta
-    return Decoded(meta.index, meta.term, tuple(meta.conf_state.voters), state_hash, kv.revision,
-                   len(records), kv.last_ts_ms, records)
+    return Decoded(meta.index, meta.term, tuple(meta.conf_state.voters), state_hash,
+                   kv.state_hash(), kv.revision,
+                   len(records), kv.last_ts_ms, records, loaded.snapshot.data)
 
 
 def write_backup(path: Path, header: BackupHeader, body: bytes) -> None:
@@ -168,6 +173,7 @@ def read_header(path: Path) -> tuple[BackupHeader, int]:
             node=str(obj["node"]), index=int(obj["index"]), term=int(obj["term"]),
             revision=int(obj["revision"]), created_at=float(obj["created_at"]),
             keys=int(obj["keys"]), state_hash=int(obj["state_hash"]),
+            kv_state_hash=int(obj["kv_state_hash"]),
             body_bytes=int(obj["body_bytes"]), members=tuple(str(m) for m in obj["members"]),
             cluster_id=obj.get("cluster_id"),
         )
@@ -191,7 +197,8 @@ def verify(path: Path) -> tuple[BackupHeader, Decoded]:
     if hashlib.sha256(data[:-_DIGEST]).digest() != data[-_DIGEST:]:
         raise CorruptionError(f"backup {path}: SHA-256 mismatch (the file was altered)")
     decoded = decode_body(data[offset:-_DIGEST], str(path))
-    if (decoded.state_hash, decoded.keys, decoded.index) != (header.state_hash, header.keys, header.index):
+    if ((decoded.state_hash, decoded.kv_state_hash, decoded.keys, decoded.index)
+            != (header.state_hash, header.kv_state_hash, header.keys, header.index)):
         raise CorruptionError(f"backup {path}: body (index {decoded.index}, {decoded.keys} keys) "
                               f"does not match its header (index {header.index}, {header.keys} keys)")
     return header, decoded

@@ -151,6 +151,7 @@ def exit_code_of(exc: BaseException) -> int:
     """The documented exit code of an exception a command raised."""
     from concord.errors import (  # noqa: PLC0415
         ClientError,
+        ConfigError,
         CorruptionError,
         NoLeaderError,
         ProposalDroppedError,
@@ -161,6 +162,8 @@ def exit_code_of(exc: BaseException) -> int:
 
     if isinstance(exc, CliError):
         return exc.code
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE
     if isinstance(exc, UnknownResultError):
         return EXIT_UNKNOWN
     if isinstance(exc, (RequestTimeoutError, NoLeaderError, ProposalDroppedError, ShuttingDownError)):

@@ -157,7 +157,7 @@ class NodeMachine:
         # (applied index, kv state hash) after each applied entry, oldest first: the
         # `hash_kv` op answers from it (docs/protocol.md). A restore starts it over.
         self.hashes: collections.deque[tuple[int, int]] = collections.deque(
-            maxlen=HASH_HISTORY_ENTRIES)
+            [(state.applied_index, state.kv.state_hash())], maxlen=HASH_HISTORY_ENTRIES)
         self._sync_book()
 
     @property

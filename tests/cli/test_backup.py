@@ -97,3 +97,41 @@ def test_cleanup_keeps_the_newest_when_given_keep(tmp_path: Path) -> None:
     ok(run_cli("backup", "cleanup", "--dir", str(tmp_path), "--keep", "2"))
     assert ["b2.cbak", "b3.cbak"] == sorted(p.name for p in tmp_path.glob("*.cbak"))
     assert 2 == run_cli("backup", "cleanup", "--dir", str(tmp_path)).code
+
+
+@pytest.mark.timeout(240)
+def test_offline_restore_starts_a_new_cluster_with_the_same_state_when_nodes_start_on_it(
+        three: tuple[Cluster, Concord], cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+    """restore --offline into new data dirs: the new cluster serves every key, its state hash
+    equals the backup's, and its next revision is above the backup's (monotonic)."""
+    from tests.cli.conftest import run_cli
+
+    _, concord = three
+    ok(concord("bulk", "put", stdin="".join(json.dumps({"key": f"o/{i:04d}", "value": i}) + "\n"
+                                            for i in range(1500))))
+    created = ok(concord("-w", "json", "backup", "create", "--dir", str(tmp_path))).json()
+    assert isinstance(created, dict)
+    new = cluster(3, start=False)
+    new._write_configs()  # the configs the nodes will run with: restore writes their addresses
+    configs = [arg for node in new.nodes.values() for arg in ("--config", str(node.config_path))]
+    restored = ok(run_cli("-w", "json", "backup", "restore", str(created["file"]), "--offline",
+                          *configs)).json()
+    assert isinstance(restored, list) and ["n1", "n2", "n3"] == [r["node"] for r in restored]
+    again = run_cli("backup", "restore", str(created["file"]), "--offline", *configs)
+    assert 2 == again.code and "is not empty" in again.err
+    for node in new.nodes.values():
+        node.launch()
+    for node in new.nodes.values():
+        node.wait_ready()
+    new.wait_leader()
+    target = ",".join(node.client for node in new.nodes.values())
+    source = ok(concord("-w", "json", "get", "o/", "--prefix", "--all")).json()
+    assert source == ok(run_cli("-w", "json", "get", "o/", "--prefix", "--all", endpoints=target)).json()
+    at_backup = ok(run_cli("-w", "json", "check", "hash", "--index", str(created["index"]),
+                           endpoints=target)).json()
+    assert isinstance(at_backup, dict)
+    assert {f"{created['kv_state_hash']:016x}"} == {m["hash"] for m in at_backup["members"]}
+    revision = int(ok(run_cli("put", "after", "1", endpoints=target)).out)
+    assert revision > int(created["revision"])  # type: ignore[call-overload]
+    check = ok(run_cli("-w", "json", "check", "hash", endpoints=target)).json()
+    assert isinstance(check, dict) and [] == check["diverged"]
