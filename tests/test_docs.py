@@ -23,3 +23,16 @@ def test_readme_links_resolve_when_scanning_readme() -> None:
     targets = re.findall(r"\]\(([^)#:]+)\)", text)
     missing = [t for t in targets if not (ROOT / t).exists()]
     assert [] == missing
+
+
+def test_cli_doc_has_a_section_per_command_when_compared_to_the_parser() -> None:
+    """docs/cli.md documents exactly the top-level commands of `concord`."""
+    import argparse
+
+    from concord.cli.main import build_parser
+
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    text = (ROOT / "docs" / "cli.md").read_text()
+    documented = set(re.findall(r"^### ([a-z-]+)$", text, flags=re.MULTILINE))
+    assert set(commands.choices) == documented

@@ -178,3 +178,22 @@ def test_check_perf_gives_a_verdict_when_run_briefly(three: tuple[Cluster, Conco
     assert (0 if result["verdict"] == "PASS" else 5) == run.code
     assert result["writes"] > 0
     assert "0\n" == ok(concord("count", "--prefix", "__concord_perf/")).out
+
+
+@pytest.mark.timeout(180)
+def test_quickstart_script_succeeds_when_run_twice(three: tuple[Cluster, Concord]) -> None:
+    """docs/quickstart.sh runs as is, any number of times (the lock is released each time)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.cluster import ROOT
+
+    c, _ = three
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CONCORD": f"{sys.executable} -m concord.cli",
+           "CONCORD_ENDPOINTS": ",".join(node.client for node in c.nodes.values())}
+    for _ in range(2):
+        run = subprocess.run(["sh", str(ROOT / "docs" / "quickstart.sh")], capture_output=True,
+                             text=True, timeout=120, env=env)
+        assert 0 == run.returncode, run.stderr
+        assert "hello\n" in run.stdout and "user/ann" in run.stdout
