@@ -197,3 +197,39 @@ def test_quickstart_script_succeeds_when_run_twice(three: tuple[Cluster, Concord
                              text=True, timeout=120, env=env)
         assert 0 == run.returncode, run.stderr
         assert "hello\n" in run.stdout and "user/ann" in run.stdout
+
+
+@pytest.mark.timeout(180)
+def test_watch_keeps_following_when_its_node_stops(three: tuple[Cluster, Concord]) -> None:
+    """watch attached to the leader; the leader stops; later changes still arrive."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.cluster import ROOT
+
+    c, concord = three
+    leader = c.wait_leader()
+    first = c.nodes[leader].client
+    others = [node.client for nid, node in c.nodes.items() if nid != leader]
+    ok(concord("put", "w/1", "a"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "concord.cli", "-e", ",".join([first, *others]), "-w", "json",
+         "watch", "w/", "--rev", "0", "--max-events", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert watch.stdout is not None
+        line = watch.stdout.readline()  # the replayed w/1: the watch is attached to the leader
+        assert "w/1" in line
+        c.nodes[leader].terminate()
+        c.wait_leader([nid for nid in c.ids if nid != leader])
+        from tests.cli.conftest import run_cli
+        ok(run_cli("put", "w/2", "b", endpoints=",".join(others)))
+        out, err = watch.communicate(timeout=60)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    assert 0 == watch.returncode, err
+    assert ["w/2"] == [json.loads(x)["key"] for x in out.splitlines()]
