@@ -58,13 +58,13 @@ def _fetch_image(ctx: Context, endpoint: str) -> tuple[str, int, bytes]:
 
 
 def cmd_create(ctx: Context, args: argparse.Namespace) -> Output:
-    from concord.cli.backupfile import decode_body  # noqa: PLC0415
+    from concord.cli.backupfile import summarize_body  # noqa: PLC0415
 
     folder = Path(args.dir)
     folder.mkdir(parents=True, exist_ok=True)
     endpoint = args.node or ctx.endpoints[0]
     node, index, body = _fetch_image(ctx, endpoint)
-    decoded = decode_body(body, f"from node {node}")
+    decoded = summarize_body(body, f"from node {node}")
     created = time.time()
     header = BackupHeader(node=node, index=decoded.index, term=decoded.term, revision=decoded.revision,
                           created_at=created, keys=decoded.keys, state_hash=decoded.state_hash,

@@ -42,7 +42,7 @@ import msgpack
 from concord.errors import CorruptionError
 
 __all__ = ["BACKUP_MAGIC", "BACKUP_SUFFIX", "BACKUP_VERSION", "BackupHeader", "Decoded",
-           "decode_body", "read_header", "verify", "write_backup"]
+           "Summary", "decode_body", "read_header", "summarize_body", "verify", "write_backup"]
 
 BACKUP_MAGIC = b"CBAK"
 BACKUP_VERSION = 1
@@ -97,6 +97,38 @@ def decode_body(body: bytes, name: str) -> Decoded:
     """
     from concord.kv.values import record_value  # noqa: PLC0415
     from concord.node.members import NodeStateMachine  # noqa: PLC0415
+
+    data, index, term, voters, snapshot_hash = _read_body(body, name)
+    machine = NodeStateMachine()
+    try:
+        machine.restore(data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptionError(f"backup {name}: the state does not decode: {exc}") from exc
+    state_hash = machine.state_hash()
+    if snapshot_hash is not None and snapshot_hash != state_hash:
+        raise CorruptionError(f"backup {name}: state hash {state_hash:#x} differs from the "
+                              f"snapshot's {snapshot_hash:#x}")
+    kv = machine.kv
+    records = [(r.key, record_value(r), r.expires_at_ms) for r in kv.records()]
+    return Decoded(index, term, voters, state_hash, kv.state_hash(), kv.revision,
+                   len(records), kv.last_ts_ms, records, data)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What `backup create` needs for the header, read without rebuilding the state."""
+
+    index: int
+    term: int
+    members: tuple[str, ...]
+    state_hash: int
+    kv_state_hash: int
+    revision: int
+    keys: int
+
+
+def _read_body(body: bytes, name: str) -> tuple[bytes, int, int, tuple[str, ...], int | None]:
+    """(state bytes, index, term, voters, state hash) of a snapshot file's bytes, checked."""
     from concord.storage.snapshot import read_snapshot  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="concord-backup-") as folder:
@@ -106,21 +138,47 @@ def decode_body(body: bytes, name: str) -> Decoded:
             loaded = read_snapshot(path)
         except CorruptionError as exc:
             raise CorruptionError(f"backup {name}: body: {exc}") from exc
-    machine = NodeStateMachine()
-    try:
-        machine.restore(loaded.snapshot.data)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CorruptionError(f"backup {name}: the state does not decode: {exc}") from exc
-    state_hash = machine.state_hash()
-    if loaded.state_hash is not None and loaded.state_hash != state_hash:
-        raise CorruptionError(f"backup {name}: state hash {state_hash:#x} differs from the "
-                              f"snapshot's {loaded.state_hash:#x}")
-    kv = machine.kv
-    records = [(r.key, record_value(r), r.expires_at_ms) for r in kv.records()]
     meta = loaded.snapshot.meta
-    return Decoded(meta.index, meta.term, tuple(meta.conf_state.voters), state_hash,
-                   kv.state_hash(), kv.revision,
-                   len(records), kv.last_ts_ms, records, loaded.snapshot.data)
+    return loaded.snapshot.data, meta.index, meta.term, tuple(meta.conf_state.voters), loaded.state_hash
+
+
+def summarize_body(body: bytes, name: str) -> Summary:
+    """
+    The header fields of a snapshot file's bytes: its checksum and compression are
+    checked, and the kv snapshot's own header and key count are read (docs/formats/kv.md:
+    "CKVS", version, state hash, then msgpack [applied, revision, last_ts, [user rows]...])
+    inside the node snapshot ("CNDS" + msgpack [1, kv bytes, addresses], docs/node.md),
+    without rebuilding the state (`verify` does that).
+
+    Raises:
+        CorruptionError: a check fails or the layout is not the expected version.
+    """
+    from concord.kv.machine import _SNAPSHOT_HEADER, SNAPSHOT_MAGIC, SNAPSHOT_VERSION  # noqa: PLC0415
+    from concord.node.members import SNAPSHOT_MAGIC as NODE_MAGIC  # noqa: PLC0415
+
+    data, index, term, voters, state_hash = _read_body(body, name)
+    try:
+        kv_bytes = data
+        if data.startswith(NODE_MAGIC):
+            version, kv_bytes, _ = msgpack.unpackb(memoryview(data)[len(NODE_MAGIC):], raw=False)
+            if version != 1 or not isinstance(kv_bytes, bytes):
+                raise ValueError(f"node snapshot version {version}")
+        magic, kv_version, kv_hash = _SNAPSHOT_HEADER.unpack_from(kv_bytes)
+        if magic != SNAPSHOT_MAGIC or kv_version != SNAPSHOT_VERSION:
+            raise ValueError(f"kv snapshot magic {magic!r} version {kv_version}")
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(memoryview(kv_bytes)[_SNAPSHOT_HEADER.size:])
+        if unpacker.read_array_header() != 6:
+            raise ValueError("kv snapshot is not a 6-element array")
+        unpacker.unpack()  # applied index
+        revision = unpacker.unpack()
+        unpacker.unpack()  # cluster time
+        keys = unpacker.read_array_header()
+    except (ValueError, TypeError, struct.error, msgpack.UnpackException) as exc:
+        raise CorruptionError(f"backup {name}: the state does not decode: {exc}") from exc
+    if state_hash is None or not isinstance(revision, int):
+        raise CorruptionError(f"backup {name}: the snapshot carries no state hash or revision")
+    return Summary(index, term, voters, state_hash, kv_hash, revision, keys)
 
 
 def write_backup(path: Path, header: BackupHeader, body: bytes) -> None:
