@@ -24,8 +24,9 @@ from concord.errors import ConfigError
 from concord.ids import NodeId
 from concord.node.members import Address, NodeStateMachine
 from concord.raft.messages import ConfState, Snapshot, SnapshotMeta
+from concord.storage import fileutil
 from concord.storage.recovery import snap_dir
-from concord.storage.snapshot import write_snapshot
+from concord.storage.snapshot import encode_snapshot_file, snapshot_name
 
 __all__ = ["restore_offline"]
 
@@ -67,7 +68,13 @@ def restore_offline(configs: Sequence[NodeConfig], state: bytes, index: int, ter
     body = machine.snapshot()
     state_hash = machine.state_hash()
     meta = SnapshotMeta(index, term, ConfState(voters=tuple(NodeId(i) for i in ids)))
+    chunks = encode_snapshot_file(Snapshot(meta, body), state_hash)  # compressed once for all
     written = []
     for config in configs:
-        written.append(write_snapshot(snap_dir(config.node.data_dir), Snapshot(meta, body), state_hash))
+        folder = snap_dir(config.node.data_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / snapshot_name(index, term)
+        fileutil.atomic_write(path, chunks, True)
+        fileutil.fsync_dir(folder.parent)
+        written.append(path)
     return written
