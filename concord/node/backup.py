@@ -20,11 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from concord.errors import ClientError, NotFoundError
+# NB: the log writer's helper for its own forked snapshot writer (PR_SET_PDEATHSIG).
+from concord.node.log_writer import _die_with_parent
 from concord.raft.messages import Snapshot, SnapshotMeta
 from concord.storage.snapshot import write_snapshot
 
@@ -71,10 +74,12 @@ class BackupJobs:
         self.discard()
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{meta.index:016x}-{meta.term:016x}.snap"
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: serialize, write, leave without running any cleanup
             code = 1
             try:
+                _die_with_parent(parent)  # no orphan if the raft worker dies meanwhile
                 write_snapshot(self.folder, Snapshot(meta, self._snapshot()), self._state_hash(), sync=True)
                 code = 0
             finally:
@@ -133,7 +138,7 @@ class BackupJobs:
             return
         if job.pid is not None:
             try:
-                os.kill(job.pid, 9)
+                os.kill(job.pid, signal.SIGKILL)
                 os.waitpid(job.pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
