@@ -93,7 +93,7 @@ def bench_concord(n: int, work: Path, procs: Procs) -> dict[str, object]:
     out["keys"] = created["keys"]
     took, (header, decoded) = _timed(lambda: verify(Path(created["file"])))  # type: ignore[misc]
     out["verify_s"] = round(took, 2)
-    present = {key: value for key, value, _ in decoded.records}
+    present = {key: value for key, value, _ in decoded.records()}
     before = [(k, r) for k, r in acked if r <= created["revision"]]
     missing = [k for k, _ in before if k not in present]
     out["acked_writes_before_backup"] = len(before)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 RESTORE_BATCH = 500
+RESTORE_PARALLEL = 4
 
 
 def _fetch_image(ctx: Context, endpoint: str) -> tuple[str, int, bytes]:
@@ -144,14 +146,58 @@ def _restore_offline(args: argparse.Namespace) -> Output:
     from concord.config import load_config  # noqa: PLC0415
     from concord.node.restore import restore_offline  # noqa: PLC0415
 
-    header, decoded = verify(Path(args.file))
     configs = [load_config(path) for path in args.config]
-    written = restore_offline(configs, decoded.state, decoded.index, decoded.term)
+    header, decoded = verify(Path(args.file), values=False)
+    written = restore_offline(configs, decoded.machine, decoded.index, decoded.term)
     rows: list[dict[str, object]] = [
         {"node": config.node.id, "data_dir": str(config.node.data_dir), "snapshot": str(path),
          "index": header.index, "keys": header.keys}
         for config, path in zip(configs, written)]
     return Output(("node", "data_dir", "index", "keys"), rows)
+
+
+def _put_batches(ctx: Context, batches: Iterator[list[object]], parallel: int,
+                 advance: Callable[[float], None]) -> tuple[int, int | None]:
+    """
+    Send each batch as one atomic put_many, `parallel` in flight (one client per worker:
+    a Client has one request in flight). Returns (keys written, highest revision).
+
+    Raises:
+        ConcordError: the first failed batch's error (batches already sent stay written).
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait  # noqa: PLC0415
+
+    from concord.client.client import Client  # noqa: PLC0415
+
+    clients = [Client(ctx.endpoints, timeout_s=ctx.timeout_s, token=ctx.token, shm=False)
+               for _ in range(max(1, parallel))]
+    free = list(clients)
+    written, revision = 0, None
+    try:
+        with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+            running: dict[Future[dict[str, object]], tuple[Client, int]] = {}
+
+            def settle(done: set[Future[dict[str, object]]]) -> None:
+                nonlocal written, revision
+                for future in done:
+                    client, count = running.pop(future)
+                    free.append(client)
+                    got = future.result().get("revision")  # raises the batch's error
+                    if isinstance(got, int):
+                        revision = got if revision is None else max(revision, got)
+                    written += count
+                    advance(count)
+
+            for batch in batches:
+                if not free:
+                    settle(wait(running, return_when=FIRST_COMPLETED).done)
+                client = free.pop()
+                running[pool.submit(client.call, "put_many", {"items": batch})] = (client, len(batch))
+            settle(wait(running).done)
+    finally:
+        for client in clients:
+            client.close()
+    return written, revision
 
 
 def cmd_restore(ctx: Context, args: argparse.Namespace) -> Output:
@@ -173,14 +219,14 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> Output:
                        f"{','.join(ctx.endpoints)}, overwriting those keys? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             raise CliError("restore cancelled", EXIT_REFUSED)
-    now_ms = decoded.last_ts_ms
-    written = expired = 0
-    revision: object = None
-    batch: list[object] = []
-    with progressbar(f"restore {header.keys} keys", header.keys, in_bytes=False) as bar:
-        for key, value, expires_at_ms in decoded.records:
+    expired = 0
+
+    def batches() -> Iterator[list[object]]:
+        nonlocal expired
+        batch: list[object] = []
+        for key, value, expires_at_ms in decoded.records():
             if expires_at_ms:
-                left_s = (expires_at_ms - now_ms) / 1000
+                left_s = (expires_at_ms - decoded.last_ts_ms) / 1000
                 if left_s <= 0:
                     expired += 1
                     continue
@@ -188,14 +234,13 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> Output:
             else:
                 batch.append([key, explicit(value)])
             if len(batch) >= args.batch:
-                revision = ctx.client.call("put_many", {"items": batch}).get("revision")
-                written += len(batch)
-                bar.advance(len(batch))
+                yield batch
                 batch = []
         if batch:
-            revision = ctx.client.call("put_many", {"items": batch}).get("revision")
-            written += len(batch)
-            bar.advance(len(batch))
+            yield batch
+
+    with progressbar(f"restore {header.keys} keys", header.keys, in_bytes=False) as bar:
+        written, revision = _put_batches(ctx, batches(), args.parallel, bar.advance)
     row = {"file": args.file, "keys": written, "expired_skipped": expired, "revision": revision}
     return Output(("keys", "expired_skipped", "revision"), [row], data=row)
 
@@ -236,4 +281,6 @@ def register(commands: Subparsers) -> None:
     sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sub.add_argument("--batch", type=non_negative_int, default=RESTORE_BATCH,
                      help=f"keys per atomic put_many (default {RESTORE_BATCH})")
+    sub.add_argument("--parallel", type=non_negative_int, default=RESTORE_PARALLEL,
+                     help=f"batches in flight (default {RESTORE_PARALLEL})")
     sub.set_defaults(handler=cmd_restore)

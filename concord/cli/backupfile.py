@@ -30,16 +30,23 @@ Pure file code: no sockets.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 
 from concord.errors import CorruptionError
+
+if TYPE_CHECKING:
+    from concord.node.members import NodeStateMachine
 
 __all__ = ["BACKUP_MAGIC", "BACKUP_SUFFIX", "BACKUP_VERSION", "BackupHeader", "Decoded",
            "Summary", "decode_body", "read_header", "summarize_body", "verify", "write_backup"]
@@ -84,8 +91,14 @@ class Decoded:
     revision: int
     keys: int
     last_ts_ms: int
-    records: list[tuple[str, object, int]]  # (key, value, expires_at_ms or 0)
-    state: bytes  # the node state machine bytes (the snapshot body, uncompressed)
+    machine: NodeStateMachine  # the state, rebuilt (every record checked against the hash)
+
+    def records(self) -> Iterator[tuple[str, object, int]]:
+        """(key, value, expires_at_ms or 0) of every user key, in key order, values decoded."""
+        from concord.kv.values import record_value  # noqa: PLC0415
+
+        for r in self.machine.kv.records():
+            yield r.key, record_value(r), r.expires_at_ms
 
 
 def decode_body(body: bytes, name: str) -> Decoded:
@@ -95,7 +108,6 @@ def decode_body(body: bytes, name: str) -> Decoded:
     Raises:
         CorruptionError: any check of the snapshot file or of the state fails.
     """
-    from concord.kv.values import record_value  # noqa: PLC0415
     from concord.node.members import NodeStateMachine  # noqa: PLC0415
 
     data, index, term, voters, snapshot_hash = _read_body(body, name)
@@ -109,9 +121,8 @@ def decode_body(body: bytes, name: str) -> Decoded:
         raise CorruptionError(f"backup {name}: state hash {state_hash:#x} differs from the "
                               f"snapshot's {snapshot_hash:#x}")
     kv = machine.kv
-    records = [(r.key, record_value(r), r.expires_at_ms) for r in kv.records()]
     return Decoded(index, term, voters, state_hash, kv.state_hash(), kv.revision,
-                   len(records), kv.last_ts_ms, records, data)
+                   len(kv), kv.last_ts_ms, machine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +251,10 @@ def read_header(path: Path) -> tuple[BackupHeader, int]:
     return header, _PREFIX.size + header_len
 
 
-def verify(path: Path) -> tuple[BackupHeader, Decoded]:
+def verify(path: Path, values: bool = True) -> tuple[BackupHeader, Decoded]:
     """
-    Check everything (module docstring).
+    Check everything (module docstring); `values`: also decode every value (the state
+    rebuild already checks every record's bytes against the state hash).
 
     Raises:
         CorruptionError: naming the file and the failed check.
@@ -259,4 +271,9 @@ def verify(path: Path) -> tuple[BackupHeader, Decoded]:
             != (header.state_hash, header.kv_state_hash, header.keys, header.index)):
         raise CorruptionError(f"backup {path}: body (index {decoded.index}, {decoded.keys} keys) "
                               f"does not match its header (index {header.index}, {header.keys} keys)")
+    if values:
+        try:
+            collections.deque(decoded.records(), maxlen=0)  # decode every value, keep none
+        except (ValueError, TypeError, zlib.error, msgpack.UnpackException) as exc:
+            raise CorruptionError(f"backup {path}: a value does not decode: {exc}") from exc
     return header, decoded

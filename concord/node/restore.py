@@ -31,13 +31,15 @@ from concord.storage.snapshot import encode_snapshot_file, snapshot_name
 __all__ = ["restore_offline"]
 
 
-def restore_offline(configs: Sequence[NodeConfig], state: bytes, index: int, term: int) -> list[Path]:
+def restore_offline(
+    configs: Sequence[NodeConfig], machine: NodeStateMachine, index: int, term: int
+) -> list[Path]:
     """
     Write the restored snapshot into every config's data dir.
 
     Args:
         configs: the new cluster's node configs (the same members in each).
-        state: the node state machine bytes of the backup (a snapshot body).
+        machine: the backup's state, rebuilt (its addresses are replaced).
         index, term: the backup's snapshot position.
 
     Returns:
@@ -59,8 +61,6 @@ def restore_offline(configs: Sequence[NodeConfig], state: bytes, index: int, ter
         if data_dir.exists() and any(data_dir.iterdir()):
             raise ConfigError(f"node {config.node.id}: data dir {data_dir} is not empty; offline "
                               "restore only writes into new, empty data dirs")
-    machine = NodeStateMachine()
-    machine.restore(state)
     machine.addresses = {
         NodeId(m.id): Address(NodeId(m.id), m.host, m.client_port, m.peer_port, m.events_port)
         for m in members
