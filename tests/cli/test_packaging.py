@@ -6,6 +6,7 @@ import configparser
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,16 @@ pytestmark = [pytest.mark.slow]
 
 
 def _python(code_or_args: list[str], extra_path: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run Python outside the checkout (so that `-m` puts no `supervisor/` first on sys.path)."""
+    """
+    Run Python outside the checkout (so that `-m` puts no `supervisor/` first on sys.path)
+    with `-S`: no .pth files, so no editable-install finder can resolve `supervisor.*`
+    to another checkout behind the shadowing package; site-packages come through
+    PYTHONPATH instead.
+    """
     path = [str(extra_path)] if extra_path else []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, str(ROOT)])}
-    return subprocess.run([sys.executable, *code_or_args], capture_output=True, text=True,
+    site = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, str(ROOT), *site])}
+    return subprocess.run([sys.executable, "-S", *code_or_args], capture_output=True, text=True,
                           timeout=60, env=env, cwd=(extra_path or ROOT).parent)
 
 
