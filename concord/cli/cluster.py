@@ -18,7 +18,7 @@ from concord.cli.output import Output
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-__all__ = ["member_endpoints", "node_statuses", "register"]
+__all__ = ["judge", "member_endpoints", "node_statuses", "register"]
 
 #: Seconds a single node has to answer `status` in a cluster-wide command.
 NODE_TIMEOUT_S = 2.0
@@ -151,6 +151,27 @@ def _hash_at(ctx: Context, endpoint: str, index: int, deadline: float) -> dict[s
         time.sleep(0.05)  # the node applies the index within a heartbeat or two
 
 
+def judge(rows: list[dict[str, object]]) -> list[str]:
+    """
+    Set each compared row's verdict: "ok" when its hash is the one a majority of ALL
+    members (compared or not) reported, "DIVERGED" when another hash has that majority,
+    "no majority" when no hash has one. Returns the nodes not "ok" among those compared.
+    """
+    votes = Counter(r["hash"] for r in rows if r["hash"] is not None)
+    majority, count = votes.most_common(1)[0] if votes else (None, 0)
+    has_majority = count * 2 > len(rows)
+    diverged = []
+    for row in rows:
+        if row["hash"] is None:
+            continue
+        if has_majority and row["hash"] == majority:
+            row["verdict"] = "ok"
+        else:
+            row["verdict"] = "DIVERGED" if has_majority else "no majority"
+            diverged.append(str(row["node"]))
+    return diverged
+
+
 def cmd_check_hash(ctx: Context, args: argparse.Namespace) -> Output:
     """Compare every member's kv state hash at one applied index; name a diverged node."""
     from concord.errors import ClientError  # noqa: PLC0415
@@ -180,19 +201,9 @@ def cmd_check_hash(ctx: Context, args: argparse.Namespace) -> Output:
         rows.append({"node": st.get("node"), "endpoint": endpoint, "index": index,
                      "hash": f"{value:016x}" if isinstance(value, int) else None,
                      "verdict": "" if isinstance(value, int) else "not applied yet"})
-    votes = Counter(r["hash"] for r in rows if r["hash"] is not None)
-    if not votes:
+    if not any(r["hash"] is not None for r in rows):
         raise CliError(f"no member could report a state hash at index {index}", EXIT_CHECK_FAILED)
-    majority, count = votes.most_common(1)[0]
-    diverged = []
-    for row in rows:
-        if row["hash"] is None:
-            continue
-        if row["hash"] == majority and count * 2 > len(rows):
-            row["verdict"] = "ok"
-        else:
-            row["verdict"] = "DIVERGED" if count * 2 > len(rows) else "no majority"
-            diverged.append(str(row["node"]))
+    diverged = judge(rows)
     incomplete = [r for r in rows if r["hash"] is None]
     note = ""
     if diverged:

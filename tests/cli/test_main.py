@@ -61,3 +61,17 @@ def test_context_uses_the_well_known_endpoint_when_nothing_is_given(monkeypatch:
 def test_exit_code_follows_the_documented_table_when_a_command_fails(exc: BaseException, code: int) -> None:
     """docs/cli.md's exit codes."""
     assert code == exit_code_of(exc)
+
+
+def test_judge_names_the_diverged_node_when_one_hash_differs_from_the_majority() -> None:
+    """check hash's verdicts: the odd one out is DIVERGED; without a majority nobody is ok."""
+    from concord.cli.cluster import judge
+
+    rows: list[dict[str, object]] = [
+        {"node": "n1", "hash": "aa"}, {"node": "n2", "hash": "bb"}, {"node": "n3", "hash": "aa"}]
+    assert ["n2"] == judge(rows)
+    assert ["ok", "DIVERGED", "ok"] == [r["verdict"] for r in rows]
+    split: list[dict[str, object]] = [
+        {"node": "n1", "hash": "aa"}, {"node": "n2", "hash": "bb"}, {"node": "n3", "hash": None}]
+    assert ["n1", "n2"] == judge(split)
+    assert ["no majority", "no majority"] == [r["verdict"] for r in split[:2]]
