@@ -182,8 +182,8 @@ def test_status_reply_has_documented_shape_when_asked(cluster: ClusterFactory) -
     c.wait_leader()
     status = c.request("n1", {"op": "status"})
     expected = {"id", "ok", "node", "pid", "role", "term", "leader", "leader_client", "commit",
-                "applied", "revision", "state_hash", "lease", "first_index", "last_index",
-                "members", "shm"}
+                "applied", "revision", "state_hash", "keys", "db_bytes", "lease", "first_index",
+                "last_index", "members", "shm"}
     assert expected == set(status)
     assert ("n1", "leader", "n1") == (status["node"], status["role"], status["leader"])
     shm = status["shm"]
