@@ -8,6 +8,8 @@ The public API is what `__all__` lists; a test asserts it. Module-level function
 
 from __future__ import annotations
 
+import logging
+
 from concord import errors
 from concord.client import (
     MISSING,
@@ -54,6 +56,12 @@ from concord.embedded import EmbeddedNode, start
 from concord.errors import ConcordError
 
 __version__ = "0.1.0"
+
+# A library logs through a NullHandler: an application that has not configured logging
+# gets no "No handlers could be found" fallback lines on stderr (Python logging HOWTO,
+# "Configuring Logging for a Library"). Node processes configure the root logger.
+logging.getLogger("concord").addHandler(logging.NullHandler())
+logging.getLogger("supervisor").addHandler(logging.NullHandler())
 
 __all__ = [
     "ConcordError",

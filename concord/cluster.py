@@ -1,5 +1,11 @@
 """
-`python -m concord.cluster up|status|down [--dir conf/cluster]`: a local dev cluster.
+`python -m concord.cluster up|status|down|reset [--dir DIR]`: a local dev cluster.
+
+DIR defaults to `conf/cluster` when the current directory has it (a checkout), else to
+`~/.concord/cluster`, where `up` first writes n1.toml..n3.toml (the same three nodes as
+conf/cluster: client ports 7401-7403, peer 7501-7503, events 7601-7603), so the command
+works from any directory after `pip install`. `reset` stops the nodes and deletes their
+data and run files (a fresh, empty cluster at the next `up`).
 
 `up` starts one `python -m concord.supervisor --config <dir>/<name>.toml` per TOML file
 in the folder (n1.toml, n2.toml, n3.toml for conf/cluster), each in the background in its
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,11 +44,38 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from concord.errors import ConcordError
 from concord.net.client import request
+import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
 from supervisor import parse_ready_line
 
-__all__ = ["down", "main", "status", "up"]
+__all__ = ["down", "main", "reset", "status", "up", "write_default_configs"]
 
 DEFAULT_DIR = "conf/cluster"
+#: Where `up` writes the three node configs when there is no conf/cluster here.
+HOME_DIR = Path("~/.concord/cluster")
+
+_NODE_TEMPLATE = """# Concord: node {id} of a local three-node cluster (written by python -m concord.cluster)
+[node]
+id = "{id}"
+data_dir = "data/{id}"
+read_workers = 2
+{members}"""
+_MEMBER_TEMPLATE = """
+[[cluster.members]]
+id = "n{i}"
+host = "127.0.0.1"
+client_port = {client}
+peer_port = {peer}
+events_port = {events}
+"""
+
+
+def write_default_configs(folder: Path) -> None:
+    """n1.toml..n3.toml of the local three-node cluster into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    members = "".join(_MEMBER_TEMPLATE.format(i=i, client=7400 + i, peer=7500 + i, events=7600 + i)
+                      for i in (1, 2, 3))
+    for i in (1, 2, 3):
+        (folder / f"n{i}.toml").write_text(_NODE_TEMPLATE.format(id=f"n{i}", members=members))
 
 
 def _run_dir(folder: Path) -> Path:
@@ -213,14 +247,34 @@ def _still_running(proc: psutil.Process) -> bool:
     return False
 
 
+def reset(folder: Path, timeout_s: float = 15.0) -> int:
+    """`down`, then delete every node's data dir and run files."""
+    down(folder, timeout_s)
+    for name in ("data", "run"):
+        shutil.rmtree(folder / name, ignore_errors=True)
+    print(f"cluster reset: removed {folder / 'data'} and {folder / 'run'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m concord.cluster",
                                      description="A local Concord dev cluster.")
-    parser.add_argument("command", choices=("up", "status", "down"))
-    parser.add_argument("--dir", default=DEFAULT_DIR, help="folder of node TOML files")
+    parser.add_argument("command", choices=("up", "status", "down", "reset"))
+    parser.add_argument("--dir", default=None,
+                        help=f"folder of node TOML files (default {DEFAULT_DIR} if present, "
+                             f"else {HOME_DIR})")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
     args = parser.parse_args(argv)
-    folder = Path(args.dir)
+    if args.dir is not None:
+        folder = Path(args.dir)
+    elif Path(DEFAULT_DIR).is_dir():
+        folder = Path(DEFAULT_DIR)
+    else:
+        folder = HOME_DIR.expanduser()
+        if args.command == "up" and not _configs(folder):
+            write_default_configs(folder)
+    if args.command == "reset":
+        return reset(folder, args.timeout) if folder.is_dir() else 0
     if not folder.is_dir() or not _configs(folder):
         print(f"concord.cluster: {folder} holds no *.toml node configs", file=sys.stderr)
         return 2

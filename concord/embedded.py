@@ -39,7 +39,6 @@ from typing import IO
 from concord.client import Client
 from concord.client.api import connect, default_client, disconnect
 from concord.errors import EmbeddedNodeError
-from supervisor.readiness import ReadinessProtocolError, parse_ready_line
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +221,11 @@ def _log_tail(log_file: IO[bytes], readable: bool) -> str:
 
 def _wait_ready(process: subprocess.Popen[bytes], timeout_s: float) -> dict[str, str]:
     """Read the supervisor's stdout until its ready line."""
+    # NB: imported here, not at the top: `import concord` must work for client-only
+    # users even when PyPI's supervisord shadows the `supervisor` package.
+    import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
+    from supervisor.readiness import ReadinessProtocolError, parse_ready_line
+
     assert process.stdout is not None
     deadline = time.monotonic() + timeout_s
     buffer = b""

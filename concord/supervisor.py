@@ -58,6 +58,7 @@ from concord.node.read_worker import run_read_worker
 from concord.shm.layout import SegmentNames, node_part
 from concord.shm.segments import DEV_SHM, create_store, reclaim_dead_stores, unlink_store
 from concord.storage import faults as disk_faults
+import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
 from supervisor import (
     Backoff,
     ChildSpec,

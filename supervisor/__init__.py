@@ -15,6 +15,10 @@ Knows nothing about Raft or keys and imports nothing from `concord`.
 
 from __future__ import annotations
 
+#: Concord's mark: concord.supervisor_clash tells this package from PyPI's supervisord
+#: (which installs a top-level package of the same name).
+CONCORD_SUPERVISOR = True
+
 from supervisor.child import (
     exit_orphaned,
     leave_tree,
@@ -39,6 +43,7 @@ from supervisor.spec import (
 from supervisor.supervisor import ChildState, Health, StartupError, Status, Supervisor
 
 __all__ = [
+    "CONCORD_SUPERVISOR",
     "Backoff",
     "ChildSpec",
     "ChildState",

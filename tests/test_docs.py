@@ -36,3 +36,16 @@ def test_code_references_in_docs_name_files_that_exist_when_scanning_docs() -> N
         if not (ROOT / path.rstrip("/")).exists()
     ]
     assert [] == missing
+
+
+def test_cli_doc_has_a_section_per_command_when_compared_to_the_parser() -> None:
+    """docs/cli.md documents exactly the top-level commands of `concord`."""
+    import argparse
+
+    from concord.cli.main import build_parser
+
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    text = (ROOT / "docs" / "cli.md").read_text()
+    documented = set(re.findall(r"^### ([a-z-]+)$", text, flags=re.MULTILINE))
+    assert set(commands.choices) == documented

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
+import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
 from concord.shm.layout import node_part
 from supervisor import parse_ready_line
 

@@ -96,7 +96,7 @@ if TYPE_CHECKING:
     from concord.client.local import LocalStore
     from concord.client.subscribe import Subscription
 
-__all__ = ["Client", "OpKind", "Outcome", "OPS_KIND"]
+__all__ = ["Client", "OpKind", "Outcome", "OPS_KIND", "explicit"]
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Outcome(Enum):
 OPS_KIND: Mapping[str, OpKind] = {
     **{op: OpKind.READ for op in (
         "get", "get_many", "ttl", "get_with_ttl", "get_all", "keys", "query", "count",
-        "events", "status", "members",
+        "events", "status", "members", "hash_kv", "backup",
     )},
     **{op: OpKind.WRITE for op in (
         "put", "delete", "put_many", "delete_many", "touch", "touch_many", "put_if",
@@ -546,7 +546,8 @@ class Client:
             if not is_local_endpoint(endpoint):
                 continue
             try:
-                status = self._status_at_locked(endpoint, min(self.timeout_s, self.attempt_timeout_s))
+                status = self._call_at_locked(
+                    endpoint, "status", {}, min(self.timeout_s, self.attempt_timeout_s))
             except (ClientError, ProtocolError) as exc:
                 log.debug("shm probe failed endpoint=%s error=%s", endpoint, exc)
                 continue
@@ -912,10 +913,36 @@ class Client:
         """
         if endpoint is None:
             return _strip(self.call("status"))
+        return _strip(self.call_at(endpoint, "status"))
+
+    def call_at(
+        self, endpoint: str, op: str, args: Mapping[str, object] | None = None,
+        *, timeout_s: float | None = None,
+    ) -> dict[str, object]:
+        """
+        Send one op to the node at `endpoint` itself: no leader redirect, no other
+        endpoint; resent on silence (a fresh id each attempt) until the deadline. For
+        per-node ops (`status`, `hash_kv`) and reads meant for one node.
+
+        Raises:
+            RequestTimeoutError: no reply within the deadline.
+            ClientError: the error reply's class.
+        """
+        clean = {k: v for k, v in (args or {}).items() if v is not None}
+        validate(self._envelope(op, 0, clean))
         with self._lock:
             if self._closed:
                 raise ShuttingDownError("client is closed")
-            return _strip(self._status_at_locked(endpoint, self.timeout_s))
+            return self._call_at_locked(endpoint, op, clean, timeout_s or self.timeout_s)
+
+    def _call_at_locked(
+        self, endpoint: str, op: str, args: Mapping[str, object], timeout_s: float
+    ) -> dict[str, object]:
+        return call_endpoint(
+            self._transport, self._ids, endpoint, op,
+            lambda request_id: self._envelope(op, request_id, args),
+            timeout_s, self.attempt_timeout_s,
+        )
 
     def members(self) -> list[dict[str, object]]:
         """The cluster members as the node lists them (`members` field)."""
@@ -961,13 +988,10 @@ class Client:
             self._leader = None  # the next call finds the new leader through hints
         return reply
 
-    def _status_at_locked(self, endpoint: str, timeout_s: float) -> dict[str, object]:
-        """`status` of one given endpoint (no redirects), resent on silence until `timeout_s`."""
-        return call_endpoint(
-            self._transport, self._ids, endpoint, "status",
-            lambda request_id: self._envelope("status", request_id, {}),
-            timeout_s, self.attempt_timeout_s,
-        )
+
+def explicit(value: object) -> object:
+    """An argument for `Client.call` that is sent even when it is None (a stored nil)."""
+    return _Value(value)
 
 
 class _Value:

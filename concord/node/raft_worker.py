@@ -25,6 +25,8 @@ Writes reaching a follower are answered `not_leader` with the leader's CLIENT en
 
 from __future__ import annotations
 
+import bisect
+import collections
 import itertools
 from itertools import chain, repeat
 import logging
@@ -34,6 +36,7 @@ import signal
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import zmq
@@ -44,6 +47,7 @@ from concord.errors import (
     ClientError,
     ConfigError,
     InvalidRequestError,
+    NotFoundError,
     ProtocolError,
     StorageError,
 )
@@ -66,6 +70,7 @@ from concord.node.driver import (
     ReplyStatus,
     load_memory_storage,
 )
+from concord.node.backup import BackupJobs
 from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, SnapshotWritten
 from concord.node.members import MAGIC, Address, AddressBook, NodeStateMachine, encode_address
 from concord.node.promotion import LeaderView, Promotions, decide_promotions
@@ -100,6 +105,10 @@ SHM_COMPACT_STEP_S = 0.005
 #: node short of cores that wakeup competes with the write path. Kept small, because the
 #: writer then applies that many entries in one go, and a PERSIST waits behind them.
 COMMITTED_EVERY_ENTRIES = 16
+
+#: Applied indexes whose kv state hash the worker remembers for `hash_kv` (the replica
+#: check compares nodes at one index; about 1 MB).
+HASH_HISTORY_ENTRIES = 16384
 
 
 def kv_config_of(config: NodeConfig) -> KvConfig:
@@ -156,6 +165,10 @@ class NodeMachine:
         self.changes: list[Change] = []
         self.restored = False
         self.addresses_changed = False
+        # (applied index, kv state hash) after each applied entry, oldest first: the
+        # `hash_kv` op answers from it (docs/protocol.md). A restore starts it over.
+        self.hashes: collections.deque[tuple[int, int]] = collections.deque(
+            [(state.applied_index, state.kv.state_hash())], maxlen=HASH_HISTORY_ENTRIES)
         self._sync_book()
 
     @property
@@ -168,6 +181,7 @@ class NodeMachine:
 
     def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
         applied = self.state.apply(index, timestamp_ms, data)
+        self.hashes.append((index, self.kv.state_hash()))
         if data.startswith(MAGIC):
             self._sync_book()
         else:
@@ -176,6 +190,7 @@ class NodeMachine:
 
     def apply_noop(self, index: int, timestamp_ms: int) -> None:
         self.state.apply_noop(index, timestamp_ms)
+        self.hashes.append((index, self.kv.state_hash()))
 
     def snapshot(self) -> bytes:
         return self.state.snapshot()
@@ -183,6 +198,8 @@ class NodeMachine:
     def restore(self, data: bytes) -> None:
         self.state.restore(data)
         self.changes.clear()
+        self.hashes.clear()
+        self.hashes.append((self.state.applied_index, self.kv.state_hash()))
         self.restored = True
         self._sync_book()
 
@@ -314,6 +331,7 @@ class RaftWorker:
         self._started_s = started
         self._run_started_s = time.monotonic()  # run() sets it again
         self.machine = NodeMachine(state, self.book)
+        self.backups = BackupJobs(config.node.data_dir / "backup", state.snapshot, state.state_hash)
         hard_state, conf_state = self.storage.initial_state()
         raft = config.raft
         self.raw = raw = RawNode(
@@ -468,6 +486,7 @@ class RaftWorker:
                 self._compact_shm_step(now)
 
     def close(self) -> None:
+        self.backups.close()
         for closer in (self.link.close, self.transport.close, self.writer.close):
             try:
                 closer()
@@ -639,6 +658,10 @@ class RaftWorker:
                 return ok_reply(request.id, self.status())
             if op == "members":
                 return ok_reply(request.id, {"members": self._members()})
+            if op == "hash_kv":
+                return ok_reply(request.id, self.hash_kv(request))
+            if op == "backup":
+                return ok_reply(request.id, self.backup(request))
             if op == "fault":
                 return fault_reply(self.transport, request)
             if op in ("add_member", "remove_member", "promote_member"):
@@ -910,6 +933,55 @@ class RaftWorker:
                 out.append(entry)
         return out
 
+    def backup(self, request: Request) -> dict[str, object]:
+        """
+        The `backup` op's result (docs/protocol.md): without `index`, start a
+        point-in-time image at the applied index (concord.node.backup) and answer
+        `{index, term, state: "pending"}`; with `index`, `{state: "pending"}` while it is
+        written, then `{state: "ready", index, term, size, offset, data}` chunk by chunk.
+        """
+        index = request.args.get("index")
+        if not isinstance(index, int):
+            d = self.driver
+            meta = self.backups.start(SnapshotMeta(d.applied_index, d.applied_term, d.conf_state))
+            return {"node": self.node_id, "index": meta.index, "term": meta.term, "state": "pending"}
+        offset = request.args.get("offset")
+        got = self.backups.read(index, offset if isinstance(offset, int) else 0)
+        if got is None:
+            return {"node": self.node_id, "index": index, "state": "pending"}
+        meta, size, chunk = got
+        return {"node": self.node_id, "index": meta.index, "term": meta.term, "state": "ready",
+                "size": size, "offset": offset or 0, "data": chunk}
+
+    def hash_kv(self, request: Request) -> dict[str, object]:
+        """
+        The `hash_kv` op's result (docs/protocol.md): the kv state hash this node had
+        right after applying log index `index` (default: its applied index now), with
+        `hash: nil` while it has not applied that far yet.
+
+        Raises:
+            NotFoundError: `index` is older than the hashes this node remembers.
+        """
+        hashes = self.machine.hashes
+        applied = self.driver.applied_index
+        index = request.args.get("index")
+        if not isinstance(index, int):
+            index = applied
+        result: dict[str, object] = {"node": self.node_id, "applied": applied,
+                                     "index": index, "hash": None}
+        if index > applied:
+            return result
+        if index == applied:
+            result["hash"] = self.machine.kv.state_hash()
+            return result
+        position = bisect.bisect_left(hashes, (index, -1))
+        if position < len(hashes) and hashes[position][0] == index:
+            result["hash"] = hashes[position][1]
+            return result
+        oldest = hashes[0][0] if hashes else applied
+        raise NotFoundError(f"node {self.node_id} holds no state hash at index {index} "
+                            f"(it remembers {oldest}..{applied})")
+
     def status(self) -> dict[str, object]:
         """The `status` op's result (docs/node.md)."""
         d = self.driver
@@ -927,6 +999,8 @@ class RaftWorker:
             "revision": kv.revision,
             "state_hash": kv.state_hash(),
             "data_hash": kv.data_hash(),
+            "keys": len(kv),
+            "db_bytes": _tree_bytes(self.config.node.data_dir),
             "lease": d.lease_valid,
             "first_index": self.storage.first_index(),
             "last_index": self.storage.last_index(),
@@ -936,6 +1010,24 @@ class RaftWorker:
             "shm": {"version": FORMAT_VERSION, "base": self.shm_names.base, "ctl": self.shm_names.ctl,
                     "node": self.shm_names.node, "token": self.shm_names.token},
         }
+
+
+def _tree_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder` (WAL segments and snapshots: the `db_bytes` status field)."""
+    total = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                total += _tree_bytes(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue  # removed while we looked (a pruned segment or snapshot)
+    return total
 
 
 def run_raft_worker(

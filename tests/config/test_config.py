@@ -323,11 +323,12 @@ def test_shipped_config_loads_when_checked(name: str) -> None:
     assert isinstance(config, NodeConfig)
 
 
-def test_single_node_config_uses_any_free_port_when_shipped() -> None:
-    """conf/node.toml: one member, ports 0, data under conf/data/node."""
+def test_single_node_config_uses_well_known_ports_when_shipped() -> None:
+    """conf/node.toml: one member on 7379/7380/7381 (the CLI's default), data under conf/data/node."""
     config = load_config(CONF / "node.toml")
     assert ["node"] == [m.id for m in config.members]
-    assert (0, 0, 0) == (config.member.client_port, config.member.peer_port, config.member.events_port)
+    assert (7379, 7380, 7381) == (config.member.client_port, config.member.peer_port,
+                                  config.member.events_port)
     assert CONF / "data" / "node" == config.node.data_dir
 
 

@@ -21,6 +21,7 @@ from tests.integration.cluster import (
     MemberPorts,
     NodeProc,
     StartFailed,
+    free_ports,
     render_config,
 )
 from tests.integration.conftest import ClusterFactory
@@ -194,10 +195,14 @@ def test_next_node_start_reclaims_leftovers_when_a_whole_node_was_killed(
 
 @pytest.mark.timeout(60)
 def test_shipped_node_config_runs_when_started_as_is(tmp_path: Path) -> None:
-    """conf/node.toml as shipped (data dir in a tmp copy): ready line, put/get, SIGTERM."""
+    """conf/node.toml as shipped (data dir in a tmp copy; its well-known ports swapped for
+    free ones, never hard-coded in a test): ready line, put/get, SIGTERM."""
     conf = tmp_path / "conf"
     conf.mkdir()
-    shutil.copy(ROOT / "conf" / "node.toml", conf / "node.toml")
+    text = (ROOT / "conf" / "node.toml").read_text()
+    for old, new in zip(("7379", "7380", "7381"), free_ports(3)):
+        text = text.replace(f"_port = {old}", f"_port = {new}")
+    (conf / "node.toml").write_text(text)
     node = NodeProc("node", conf / "node.toml", conf / "data" / "node", tmp_path / "node.log")
     node.launch()
     try:

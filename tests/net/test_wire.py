@@ -31,9 +31,11 @@ CONTRACT_OPS = {
 
 
 def test_op_table_covers_contract_when_compared_to_design() -> None:
-    """Every op of DESIGN.md §7 is registered; the extras are fault and the index ops of §4."""
+    """Every op of DESIGN.md §7 is registered; the extras are fault, the index ops of §4 and
+    the operations ops of the CLI (backup, hash_kv: docs/protocol.md)."""
     index_ops = {"create_index", "drop_index", "list_indexes", "index_lookup"}
-    assert CONTRACT_OPS | {"fault"} | index_ops == set(OPS)
+    operations_ops = {"backup", "hash_kv"}
+    assert CONTRACT_OPS | {"fault"} | index_ops | operations_ops == set(OPS)
 
 
 VALID = [
