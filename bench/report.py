@@ -9,6 +9,7 @@ ratio below 1 is better, for throughputs above 1 is better).
 from __future__ import annotations
 
 import json
+import sys
 import statistics
 from pathlib import Path
 
@@ -187,7 +188,13 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
 
 
 def plots(res: dict[str, dict[str, dict[str, Runs]]], size: str, out_dir: Path = BENCH) -> list[str]:
-    import matplotlib
+    """The PNG plots of `res` in `out_dir` (none, said on stderr, without matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("bench report: matplotlib is not installed (pip install '.[bench]'): no plots",
+              file=sys.stderr)
+        return []
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
