@@ -110,7 +110,7 @@ PLANTS = [
         "no_vote_hold_after_restart",
         "a restarted node votes at once, forgetting the lease it granted before the crash",
         "concord/node/driver.py",
-        "if self._clock.now_ms() < self._vote_hold_until_ms:",
+        "if self._timer.now_ms() < self._vote_hold_until_ms:",
         "if False:",
     ),
     Plant(
