@@ -71,7 +71,8 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> Output:
     header = BackupHeader(node=node, index=decoded.index, term=decoded.term, revision=decoded.revision,
                           created_at=created, keys=decoded.keys, state_hash=decoded.state_hash,
                           kv_state_hash=decoded.kv_state_hash,
-                          body_bytes=len(body), members=decoded.members)
+                          body_bytes=len(body), members=decoded.members,
+                          cluster_id=decoded.cluster_id)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
     path = folder / f"concord-{stamp}-{index:012d}{BACKUP_SUFFIX}"
     write_backup(path, header, body)
@@ -151,9 +152,10 @@ def _restore_offline(args: argparse.Namespace) -> Output:
     written = restore_offline(configs, decoded.machine, decoded.index, decoded.term)
     rows: list[dict[str, object]] = [
         {"node": config.node.id, "data_dir": str(config.node.data_dir), "snapshot": str(path),
-         "index": header.index, "keys": header.keys}
+         "index": header.index, "keys": header.keys, "cluster_id": decoded.machine.cluster_id,
+         "source_cluster_id": header.cluster_id}
         for config, path in zip(configs, written)]
-    return Output(("node", "data_dir", "index", "keys"), rows)
+    return Output(("node", "data_dir", "index", "keys", "cluster_id"), rows)
 
 
 def _put_batches(ctx: Context, batches: Iterator[list[object]], parallel: int,
