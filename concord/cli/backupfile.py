@@ -94,6 +94,16 @@ class Decoded:
     last_ts_ms: int
     machine: NodeStateMachine  # the state, rebuilt (every record checked against the hash)
 
+    def content_hash(self) -> tuple[int, int]:
+        """
+        (content hash, live keys) of the state at the backup's cluster time
+        (concord.kv.content): what `concord check hash --content` answers on a cluster
+        holding the same keys, values and TTLs, whatever their revisions.
+        """
+        from concord.kv.content import content_hash  # noqa: PLC0415
+
+        return content_hash(self.machine.kv.records(), self.last_ts_ms)
+
     def records(self) -> Iterator[tuple[str, object, int]]:
         """(key, value, expires_at_ms or 0) of every user key, in key order, values decoded."""
         from concord.kv.values import record_value  # noqa: PLC0415
