@@ -92,7 +92,8 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> Output:
                      "term": st.get("term"), "leader": st.get("leader"), "commit": st.get("commit"),
                      "applied": applied, "revision": st.get("revision"), "lag": lag,
                      "keys": st.get("keys"), "db_size": _size(st.get("db_bytes")),
-                     "db_bytes": st.get("db_bytes"), "health": health})
+                     "db_bytes": st.get("db_bytes"), "cluster_id": st.get("cluster_id"),
+                     "health": health})
     return Output(STATUS_COLUMNS, rows, exit_code=EXIT_CHECK_FAILED if unhealthy else 0)
 
 
