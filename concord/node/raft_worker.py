@@ -91,6 +91,8 @@ logger = logging.getLogger(__name__)
 
 #: How often the leader looks for due TTLs to expire (ms of its clock).
 EXPIRY_INTERVAL_MS = 100
+#: Milliseconds between a leader's cluster-id proposals while none is applied.
+CLUSTER_ID_RETRY_MS = 1000
 #: The shared-memory arena is compacted (dead records dropped: every reader then rebuilds
 #: its index from the new directory) when dead records pass SHM_COMPACT_RATIO of it,
 #: looked at most every SHM_COMPACT_INTERVAL_S (and that long after the last compaction
@@ -285,6 +287,7 @@ class RaftWorker:
         self._internal: set[int] = set()
         self._expiry_pending: int | None = None
         self._cluster_id_pending: int | None = None  # the cluster-id proposal in flight
+        self._next_cluster_id_ms = 0
         self._next_expiry_ms = 0
         self._next_shm_compact = time.monotonic() + SHM_COMPACT_INTERVAL_S
         self._promotions = Promotions()  # learner auto-promotion (concord.node.promotion)
@@ -600,6 +603,10 @@ class RaftWorker:
         """
         if self.machine.state.cluster_id is not None or self._cluster_id_pending in self._internal:
             return
+        now = self.clock.now_ms()
+        if now < self._next_cluster_id_ms:  # a refused proposal is retried, not every tick
+            return
+        self._next_cluster_id_ms = now + CLUSTER_ID_RETRY_MS
         cluster_id = new_cluster_id()
         self._cluster_id_pending = self._internal_id()
         self.log.info("proposing cluster id cluster_id=%s", cluster_id)
