@@ -77,7 +77,9 @@ def _missing(endpoints: list[str], wanted: dict[str, int]) -> int:
 
     keys = sorted(wanted)
     missing = 0
-    with Client(endpoints, shm=False) as client:
+    # NB: a long timeout: a node just started on a 1M-key snapshot answers reads only once
+    # its read workers have mapped the state.
+    with Client(endpoints, shm=False, timeout_s=300.0) as client:
         for start in range(0, len(keys), 500):
             got = client.get_many(keys[start:start + 500])
             missing += sum(1 for k in keys[start:start + 500] if got.get(k) != wanted[k])
