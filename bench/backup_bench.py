@@ -8,10 +8,12 @@ runs. Then:
 - every write acknowledged with a revision <= the backup's is in the backup (checked by
   decoding it), and the backup verifies;
 - offline restore (`concord backup restore --offline`) into 3 new data dirs: time of the
-  command, time until the new cluster has a leader, and every node's `hash_kv` at the
-  backup index equals the backup's kv_state_hash;
-- online import (`concord backup restore --yes`) into an empty 3-node cluster: time, and
-  the key count equals the backup's.
+  command, time until the new cluster has a leader, every node's `hash_kv` at the
+  backup index equals the backup's kv_state_hash, its cluster id is new, and every
+  write acknowledged at or before the backup's revision is there;
+- online import (`concord backup restore --yes`) into an empty 3-node cluster: time, its
+  content hash equals the backup's (the import's own check), and every write
+  acknowledged at or before the backup's revision is there.
 etcd: a 3-member cluster loaded with the same keys (txns of 500 puts); `etcdctl snapshot
 save` and `etcdutl snapshot restore` (or `etcdctl snapshot restore` when etcdutl is
 missing) are timed the same way.
@@ -69,6 +71,28 @@ def _writer(endpoints: tuple[str, ...], stop: threading.Event, acked: list[tuple
         client.close()
 
 
+def _missing(endpoints: list[str], wanted: dict[str, int]) -> int:
+    """How many of the keys `wanted` do not hold their value on the cluster."""
+    from concord.client import Client
+
+    keys = sorted(wanted)
+    missing = 0
+    # NB: a long timeout: a node just started on a 1M-key snapshot answers reads only once
+    # its read workers have mapped the state.
+    with Client(endpoints, shm=False, timeout_s=300.0) as client:
+        for start in range(0, len(keys), 500):
+            got = client.get_many(keys[start:start + 500])
+            missing += sum(1 for k in keys[start:start + 500] if got.get(k) != wanted[k])
+    return missing
+
+
+def _cluster_id(endpoints: list[str]) -> object:
+    from concord.client import Client
+
+    with Client(endpoints, shm=False) as client:
+        return client.status()["cluster_id"]
+
+
 def bench_concord(n: int, work: Path, procs: Procs) -> dict[str, object]:
     from concord.cli.backupfile import verify
 
@@ -93,12 +117,16 @@ def bench_concord(n: int, work: Path, procs: Procs) -> dict[str, object]:
     out["keys"] = created["keys"]
     took, (header, decoded) = _timed(lambda: verify(Path(created["file"])))  # type: ignore[misc]
     out["verify_s"] = round(took, 2)
+    took, _ = _timed(decoded.content_hash)
+    out["content_hash_backup_s"] = round(took, 2)
     present = {key: value for key, value, _ in decoded.records()}
     before = [(k, r) for k, r in acked if r <= created["revision"]]
     missing = [k for k, _ in before if k not in present]
+    wanted = {k: int(k[2:]) for k, _ in before}
     out["acked_writes_before_backup"] = len(before)
-    out["acked_writes_missing"] = len(missing)
+    out["acked_writes_missing_backup"] = len(missing)
     out["writes_during_backup"] = len(acked)
+    out["source_cluster_id"] = str(created["cluster_id"])[:8]
     source.stop()
 
     target = Concord(procs, work / "offline")
@@ -125,15 +153,23 @@ def bench_concord(n: int, work: Path, procs: Procs) -> dict[str, object]:
     check = json.loads(_cli("-w", "json", "check", "hash", "--index", str(created["index"]),
                             endpoints=eps).stdout)
     out["offline_hash_equal"] = {m["hash"] for m in check["members"]} == {f"{header.kv_state_hash:016x}"}
+    out["offline_cluster_id"] = str(_cluster_id(eps.split(",")))[:8]
+    out["offline_acked_missing"] = _missing(eps.split(","), wanted)
     target.stop()
 
     empty = Concord(procs, work / "online")
     empty.start()
     eps = ",".join(empty.endpoints_leader_first())
-    took, _ = _timed(lambda: _cli("backup", "restore", created["file"], "--yes", endpoints=eps))
-    out["online_import_s"] = round(took, 2)
+    took, run = _timed(lambda: _cli("-w", "json", "backup", "restore", created["file"], "--yes",
+                                    endpoints=eps))
+    out["online_import_s"] = round(took, 2)  # includes the content-hash comparison
+    imported = json.loads(run.stdout)  # type: ignore[attr-defined]
+    out["online_content_equal"] = imported["content_equal"]
+    took, _ = _timed(lambda: _cli("check", "hash", "--content", endpoints=eps))
+    out["content_hash_cluster_s"] = round(took, 2)
     count = int(_cli("count", "--prefix", "", endpoints=eps).stdout)
     out["online_keys_equal"] = count == created["keys"]
+    out["online_acked_missing"] = _missing(eps.split(","), wanted)
     empty.stop()
     return out
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from concord.cli.backupfile import BACKUP_SUFFIX, BackupHeader, read_header, verify, write_backup
+from concord.cli.backupfile import BACKUP_SUFFIX, BackupHeader, Decoded, read_header, verify, write_backup
 from concord.cli.main import EXIT_CHECK_FAILED, EXIT_REFUSED, CliError, Context, non_negative_int
 from concord.cli.output import Output, progressbar
 
@@ -71,7 +71,8 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> Output:
     header = BackupHeader(node=node, index=decoded.index, term=decoded.term, revision=decoded.revision,
                           created_at=created, keys=decoded.keys, state_hash=decoded.state_hash,
                           kv_state_hash=decoded.kv_state_hash,
-                          body_bytes=len(body), members=decoded.members)
+                          body_bytes=len(body), members=decoded.members,
+                          cluster_id=decoded.cluster_id)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
     path = folder / f"concord-{stamp}-{index:012d}{BACKUP_SUFFIX}"
     write_backup(path, header, body)
@@ -107,13 +108,16 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> Output:
     bad = 0
     for name in args.files:
         try:
-            header, _ = verify(Path(name))
+            header, decoded = verify(Path(name))
         except (CorruptionError, OSError) as exc:
             rows.append({"file": name, "ok": False, "detail": str(exc)})
             bad += 1
             continue
-        rows.append({"file": name, "ok": True,
-                     "detail": f"index {header.index}, revision {header.revision}, {header.keys} keys"})
+        content, live = decoded.content_hash()
+        rows.append({"file": name, "ok": True, "cluster_id": header.cluster_id,
+                     "content_hash": f"{content:016x}",
+                     "detail": f"index {header.index}, revision {header.revision}, {header.keys} keys "
+                               f"({live} live), content hash {content:016x}"})
     note = f"{bad} of {len(rows)} backups failed verification" if bad else ""
     return Output(("file", "ok", "detail"), rows, note=note, exit_code=EXIT_CHECK_FAILED if bad else 0)
 
@@ -151,9 +155,10 @@ def _restore_offline(args: argparse.Namespace) -> Output:
     written = restore_offline(configs, decoded.machine, decoded.index, decoded.term)
     rows: list[dict[str, object]] = [
         {"node": config.node.id, "data_dir": str(config.node.data_dir), "snapshot": str(path),
-         "index": header.index, "keys": header.keys}
+         "index": header.index, "keys": header.keys, "cluster_id": decoded.machine.cluster_id,
+         "source_cluster_id": header.cluster_id}
         for config, path in zip(configs, written)]
-    return Output(("node", "data_dir", "index", "keys"), rows)
+    return Output(("node", "data_dir", "index", "keys", "cluster_id"), rows)
 
 
 def _put_batches(ctx: Context, batches: Iterator[list[object]], parallel: int,
@@ -239,10 +244,38 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> Output:
         if batch:
             yield batch
 
+    before = ctx.client.call("count", {"consistency": "strong"}).get("count")
+    indexes = [{"name": d.name, "field": d.field} for d in decoded.machine.kv.index_set().definitions()]
+    for definition in indexes:  # first: an index built as keys arrive costs no big apply
+        ctx.client.call("create_index", definition)
     with progressbar(f"restore {header.keys} keys", header.keys, in_bytes=False) as bar:
         written, revision = _put_batches(ctx, batches(), args.parallel, bar.advance)
-    row = {"file": args.file, "keys": written, "expired_skipped": expired, "revision": revision}
-    return Output(("keys", "expired_skipped", "revision"), [row], data=row)
+    return _import_result(ctx, args.file, decoded, before, (written, expired, revision, len(indexes)))
+
+
+def _import_result(ctx: Context, file: str, decoded: Decoded, keys_before: object,
+                   counts: tuple[int, int, int | None, int]) -> Output:
+    """The import's row, after comparing the cluster's content hash with the backup's."""
+    from concord.cli.cluster import content_hash  # noqa: PLC0415
+
+    written, expired, revision, indexes = counts
+    expected, _ = decoded.content_hash()
+    got, live = content_hash(ctx)
+    equal = expected == got
+    row: dict[str, object] = {
+        "file": file, "keys": written, "expired_skipped": expired, "indexes": indexes,
+        "revision": revision, "content_hash": f"{got:016x}", "backup_content_hash": f"{expected:016x}",
+        "content_equal": equal, "cluster_keys": live}
+    code, note = 0, "content hash equals the backup's: the cluster holds exactly its keys and values"
+    if not equal and keys_before == 0:
+        code = EXIT_CHECK_FAILED
+        note = (f"content hash {got:016x} differs from the backup's {expected:016x} after an "
+                "import into an empty cluster (written to meanwhile, or keys lost)")
+    elif not equal:
+        note = (f"content hash differs from the backup's, as expected: the cluster held "
+                f"{keys_before} keys before the import")
+    return Output(("keys", "expired_skipped", "indexes", "revision", "content_equal"), [row],
+                  data=row, note=note, exit_code=code)
 
 
 def register(commands: Subparsers) -> None:

@@ -12,7 +12,8 @@ The backup file of `concord backup`, format version 1 (docs/backup.md, docs/form
                                      checksum, zlib-compressed state-machine bytes)
     end-32  32          sha256       SHA-256 of every byte before it
 
-    header = {"format": 1, "cluster_id": nil (reserved: nodes carry no cluster id yet),
+    header = {"format": 1, "cluster_id": str (the source cluster's id; nil for a node
+              snapshot that carries none: an older release's),
               "node": str, "index": int, "term": int, "revision": int,
               "created_at": float (unix seconds), "keys": int, "state_hash": int (the
               node state machine's, as in the snapshot file), "kv_state_hash": int (the
@@ -93,6 +94,16 @@ class Decoded:
     last_ts_ms: int
     machine: NodeStateMachine  # the state, rebuilt (every record checked against the hash)
 
+    def content_hash(self) -> tuple[int, int]:
+        """
+        (content hash, live keys) of the state at the backup's cluster time
+        (concord.kv.content): what `concord check hash --content` answers on a cluster
+        holding the same keys, values and TTLs, whatever their revisions.
+        """
+        from concord.kv.content import content_hash  # noqa: PLC0415
+
+        return content_hash(self.machine.kv.records(), self.last_ts_ms)
+
     def records(self) -> Iterator[tuple[str, object, int]]:
         """(key, value, expires_at_ms or 0) of every user key, in key order, values decoded."""
         from concord.kv.values import record_value  # noqa: PLC0415
@@ -136,6 +147,7 @@ class Summary:
     kv_state_hash: int
     revision: int
     keys: int
+    cluster_id: str | None
 
 
 def _read_body(body: bytes, name: str) -> tuple[bytes, int, int, tuple[str, ...], int | None]:
@@ -158,7 +170,8 @@ def summarize_body(body: bytes, name: str) -> Summary:
     The header fields of a snapshot file's bytes: its checksum and compression are
     checked, and the kv snapshot's own header and key count are read (docs/formats/kv.md:
     "CKVS", version, state hash, then msgpack [applied, revision, last_ts, [user rows]...])
-    inside the node snapshot ("CNDS" + msgpack [1, kv bytes, addresses], docs/node.md),
+    inside the node snapshot ("CNDS" + msgpack [2, kv bytes, addresses, cluster_id], or
+    version 1 without cluster_id; concord.node.members),
     without rebuilding the state (`verify` does that).
 
     Raises:
@@ -168,12 +181,15 @@ def summarize_body(body: bytes, name: str) -> Summary:
     from concord.node.members import SNAPSHOT_MAGIC as NODE_MAGIC  # noqa: PLC0415
 
     data, index, term, voters, state_hash = _read_body(body, name)
+    cluster_id = None
     try:
         kv_bytes = data
         if data.startswith(NODE_MAGIC):
-            version, kv_bytes, _ = msgpack.unpackb(memoryview(data)[len(NODE_MAGIC):], raw=False)
-            if version != 1 or not isinstance(kv_bytes, bytes):
+            node = msgpack.unpackb(memoryview(data)[len(NODE_MAGIC):], raw=False)
+            version, kv_bytes = node[0], node[1]
+            if (version, len(node)) not in ((1, 3), (2, 4)) or not isinstance(kv_bytes, bytes):
                 raise ValueError(f"node snapshot version {version}")
+            cluster_id = node[3] if version == 2 else None
         magic, kv_version, kv_hash = _SNAPSHOT_HEADER.unpack_from(kv_bytes)
         if magic != SNAPSHOT_MAGIC or kv_version != SNAPSHOT_VERSION:
             raise ValueError(f"kv snapshot magic {magic!r} version {kv_version}")
@@ -189,7 +205,9 @@ def summarize_body(body: bytes, name: str) -> Summary:
         raise CorruptionError(f"backup {name}: the state does not decode: {exc}") from exc
     if state_hash is None or not isinstance(revision, int):
         raise CorruptionError(f"backup {name}: the snapshot carries no state hash or revision")
-    return Summary(index, term, voters, state_hash, kv_hash, revision, keys)
+    if cluster_id is not None and not isinstance(cluster_id, str):
+        raise CorruptionError(f"backup {name}: cluster id {cluster_id!r} is not a string")
+    return Summary(index, term, voters, state_hash, kv_hash, revision, keys, cluster_id)
 
 
 def write_backup(path: Path, header: BackupHeader, body: bytes) -> None:
@@ -267,8 +285,8 @@ def verify(path: Path, values: bool = True) -> tuple[BackupHeader, Decoded]:
     if hashlib.sha256(data[:-_DIGEST]).digest() != data[-_DIGEST:]:
         raise CorruptionError(f"backup {path}: SHA-256 mismatch (the file was altered)")
     decoded = decode_body(data[offset:-_DIGEST], str(path))
-    if ((decoded.state_hash, decoded.kv_state_hash, decoded.keys, decoded.index)
-            != (header.state_hash, header.kv_state_hash, header.keys, header.index)):
+    if ((decoded.state_hash, decoded.kv_state_hash, decoded.keys, decoded.index, decoded.machine.cluster_id)
+            != (header.state_hash, header.kv_state_hash, header.keys, header.index, header.cluster_id)):
         raise CorruptionError(f"backup {path}: body (index {decoded.index}, {decoded.keys} keys) "
                               f"does not match its header (index {header.index}, {header.keys} keys)")
     if values:

@@ -18,7 +18,10 @@ from concord.cli.output import Output
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-__all__ = ["judge", "member_endpoints", "node_statuses", "register"]
+__all__ = ["content_hash", "judge", "member_endpoints", "node_statuses", "register"]
+
+#: Keys per `hash_content` page.
+CONTENT_PAGE_KEYS = 10_000
 
 #: Seconds a single node has to answer `status` in a cluster-wide command.
 NODE_TIMEOUT_S = 2.0
@@ -89,7 +92,8 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> Output:
                      "term": st.get("term"), "leader": st.get("leader"), "commit": st.get("commit"),
                      "applied": applied, "revision": st.get("revision"), "lag": lag,
                      "keys": st.get("keys"), "db_size": _size(st.get("db_bytes")),
-                     "db_bytes": st.get("db_bytes"), "health": health})
+                     "db_bytes": st.get("db_bytes"), "cluster_id": st.get("cluster_id"),
+                     "health": health})
     return Output(STATUS_COLUMNS, rows, exit_code=EXIT_CHECK_FAILED if unhealthy else 0)
 
 
@@ -172,9 +176,42 @@ def judge(rows: list[dict[str, object]]) -> list[str]:
     return diverged
 
 
+def content_hash(ctx: Context) -> tuple[int, int]:
+    """
+    (content hash, live keys) of the cluster (docs/formats/kv.md "Content hash"): the
+    `hash_content` pages, strongly consistent each, added up. Pages are read one after
+    another, so the result is a point in time only while no one writes.
+    """
+    total = keys = 0
+    after: str | None = None
+    while True:
+        args: dict[str, object] = {"limit": CONTENT_PAGE_KEYS, "consistency": "strong"}
+        if after is not None:
+            args["after"] = after
+        reply = ctx.client.call("hash_content", args)
+        page, count, last = reply.get("hash"), reply.get("keys"), reply.get("last")
+        if not isinstance(page, int) or not isinstance(count, int):
+            raise CliError(f"malformed hash_content reply: {reply!r}", EXIT_CHECK_FAILED)
+        total, keys = (total + page) & ((1 << 64) - 1), keys + count
+        if not reply.get("more") or not isinstance(last, str):
+            return total, keys
+        after = last
+
+
+def _check_content(ctx: Context, args: argparse.Namespace) -> Output:
+    if args.index is not None:
+        raise CliError("--content hashes the current state; it takes no --index")
+    digest, keys = content_hash(ctx)
+    row: dict[str, object] = {"content_hash": f"{digest:016x}", "keys": keys}
+    return Output(("content_hash", "keys"), [row], data=row)
+
+
 def cmd_check_hash(ctx: Context, args: argparse.Namespace) -> Output:
     """Compare every member's kv state hash at one applied index; name a diverged node."""
     from concord.errors import ClientError  # noqa: PLC0415
+
+    if args.content:
+        return _check_content(ctx, args)
 
     statuses = node_statuses(ctx, member_endpoints(ctx))
     reachable = [(m, ep, st) for m, ep, st in statuses if isinstance(st, dict)]
@@ -257,6 +294,9 @@ def register(commands: Subparsers) -> None:
     hashp = checks.add_parser("hash", help="compare every member's state hash at one index")
     hashp.add_argument("--index", type=non_negative_int,
                        help="log index to compare at (default: the lowest applied index)")
+    hashp.add_argument("--content", action="store_true",
+                       help="instead: the cluster's content hash (keys, values, TTL or not; "
+                            "no revisions), to compare with a backup's")
     hashp.set_defaults(handler=cmd_check_hash)
     from concord.cli import perf  # noqa: PLC0415
 

@@ -132,8 +132,8 @@ class Outcome(Enum):
 #: The retry class of every op the client sends.
 OPS_KIND: Mapping[str, OpKind] = {
     **{op: OpKind.READ for op in (
-        "get", "get_many", "ttl", "get_with_ttl", "get_all", "keys", "query", "count",
-        "events", "status", "members", "hash_kv", "backup",
+        "get", "get_many", "ttl", "get_with_ttl", "get_all", "hash_content", "keys", "query",
+        "count", "events", "status", "members", "hash_kv", "backup",
     )},
     **{op: OpKind.WRITE for op in (
         "put", "delete", "put_many", "delete_many", "touch", "touch_many", "put_if",

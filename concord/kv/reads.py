@@ -1,8 +1,8 @@
 """
 Read operations over any `KeySource`, evaluated at a given cluster time.
 
-Pure. Serves get, get_many, get_with_ttl, ttl, get_all, keys, query, count, list_indexes
-and index_lookup with the reply maps of DESIGN.md §7 (errors as {"error": code,
+Pure. Serves get, get_many, get_with_ttl, ttl, get_all, hash_content, keys, query, count,
+list_indexes and index_lookup with the reply maps of DESIGN.md §7 (errors as {"error": code,
 "message": text}). The raft worker calls it on the state machine for leader and strong
 reads; read workers call it on the shared-memory store. TTLs in replies are seconds
 remaining (float, millisecond precision), nil when the key never expires.
@@ -16,6 +16,7 @@ from typing import Final
 from concord.errors import ClientError, InvalidRequestError, NotFoundError, TooManyItemsError
 from concord.kv.commands import check_key, check_name
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
+from concord.kv.content import CONTENT_MASK, content_digest
 from concord.kv.query import KeySource, count, is_live, parse_query, select
 from concord.kv.record import KeyRecord
 from concord.kv.values import MISSING, record_value
@@ -29,6 +30,7 @@ READ_OPS: Final = frozenset(
         "get_with_ttl",
         "ttl",
         "get_all",
+        "hash_content",
         "keys",
         "query",
         "count",
@@ -112,6 +114,8 @@ def _dispatch(
             if found is not None and is_live(found, now_ms):
                 values[found.key] = _value(found)
         return {"values": values}
+    if op == "hash_content":
+        return _hash_content(source, args, now_ms, config)
     if op == "get_all":
         _allowed(op, args, ("limit", "after"))
         after = args.get("after")
@@ -153,6 +157,34 @@ def _limit(raw: object, config: KvConfig) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= config.max_limit:
         raise InvalidRequestError(f"limit must be an integer in 0..{config.max_limit}, got {raw!r}")
     return raw
+
+
+def _hash_content(
+    source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig
+) -> Reply:
+    """One page of the content hash (concord.kv.content): the live keys after `after`."""
+    _allowed("hash_content", args, ("limit", "after"))
+    after = args.get("after")
+    if after is not None and not isinstance(after, str):
+        raise InvalidRequestError(f"after must be a string, got {after!r}")
+    limit = _limit(args.get("limit"), config)
+    total = keys = 0
+    last: str | None = None
+    more = False
+    for key in source.iter_keys(after, inclusive=False):
+        row = source.get_record(key)
+        if row is None or not is_live(row, now_ms):
+            continue
+        if keys == limit:
+            more = True
+            break
+        try:
+            total += content_digest(row)
+        except ValueError as exc:
+            raise InvalidRequestError(f"stored value of key {key!r} does not decode") from exc
+        keys += 1
+        last = key
+    return {"hash": total & CONTENT_MASK, "keys": keys, "last": last, "more": more}
 
 
 def _index_lookup(

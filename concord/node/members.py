@@ -8,16 +8,27 @@ time travel in a NORMAL entry proposed by the leader just before the conf change
     data = MAGIC (4 bytes b"\\xc1CNM") + msgpack [1, id, host, client_port, peer_port,
                                                   events_port]        (version 1)
 
+The cluster id (docs/formats/storage.md) is minted by the first leader of a new cluster
+and replicated the same way, so every replica holds the same one:
+
+    data = CLUSTER_ID_MAGIC (4 bytes b"\xc1CNC") + msgpack [1, cluster_id: str]  (version 1)
+
+The first such entry applied sets it; later ones (a second leader that proposed one
+before applying the first) change nothing, so every replica keeps the first.
+
 0xc1 is never the first byte of valid msgpack, so it can never be taken for a kv command.
 `NodeStateMachine` (the state machine of both the raft worker and the log writer's
-replica) recognizes the prefix, records the address and moves kv's applied index as
-`apply_noop` does. The addresses are part of its snapshots, so a node restarting from a
-snapshot (or installing one) still knows every member added at run time:
+replica) recognizes the prefixes, records the address (or the cluster id) and moves kv's
+applied index as `apply_noop` does. The addresses and the cluster id are part of its
+snapshots, so a node restarting from a snapshot (or installing one) still knows them:
 
-    snapshot = b"CNDS" + msgpack [1, kv_snapshot: bin, [[id, host, client_port,
-                                   peer_port, events_port], ...]]     (version 1)
+    snapshot = b"CNDS" + msgpack [2, kv_snapshot: bin, [[id, host, client_port,
+                                   peer_port, events_port], ...],
+                                   cluster_id: str | nil]            (version 2)
 
-A snapshot without the magic is a plain concord.kv snapshot (no addresses).
+Version 1 (the same without cluster_id: a node of an older release) is still read, with
+no cluster id; the next leader mints one. A snapshot without the magic is a plain
+concord.kv snapshot (no addresses, no cluster id).
 
 Pure: no IO.
 """
@@ -26,6 +37,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+import uuid
 
 import msgpack
 import xxhash
@@ -36,17 +49,23 @@ from concord.kv.machine import Applied
 
 __all__ = [
     "MAGIC",
+    "CLUSTER_ID_MAGIC",
     "SNAPSHOT_MAGIC",
     "Address",
     "AddressBook",
     "NodeStateMachine",
     "decode_address",
+    "decode_cluster_id",
     "encode_address",
+    "encode_cluster_id",
+    "new_cluster_id",
 ]
 
 MAGIC = b"\xc1CNM"
+CLUSTER_ID_MAGIC = b"\xc1CNC"
 SNAPSHOT_MAGIC = b"CNDS"
 _VERSION = 1
+_SNAPSHOT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +123,31 @@ def decode_address(data: bytes) -> Address | None:
     return _address_from_fields(obj[1:])
 
 
+def new_cluster_id() -> str:
+    """A fresh cluster id: 32 lower-case hex digits (a random UUID)."""
+    return uuid.uuid4().hex
+
+
+def encode_cluster_id(cluster_id: str) -> bytes:
+    """The NORMAL entry data that sets the cluster id (if none is set yet)."""
+    body: bytes = msgpack.packb([_VERSION, cluster_id], use_bin_type=True)
+    return CLUSTER_ID_MAGIC + body
+
+
+def decode_cluster_id(data: bytes) -> str | None:
+    """The cluster id in an entry made by `encode_cluster_id`, or None if it is not one."""
+    if not data.startswith(CLUSTER_ID_MAGIC):
+        return None
+    try:
+        obj = msgpack.unpackb(data[len(CLUSTER_ID_MAGIC):], raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if not isinstance(obj, list) or len(obj) != 2 or obj[0] != _VERSION:
+        return None
+    cluster_id = obj[1]
+    return cluster_id if isinstance(cluster_id, str) and cluster_id else None
+
+
 def _address_fields(address: Address) -> list[object]:
     return [address.id, address.host, address.client_port, address.peer_port,
             address.events_port]
@@ -153,6 +197,7 @@ class NodeStateMachine:
     def __init__(self, config: KvConfig = DEFAULT_CONFIG) -> None:
         self.kv = KvStateMachine(config)
         self.addresses: dict[NodeId, Address] = {}
+        self.cluster_id: str | None = None  # set once, by the first cluster-id entry
 
     @property
     def applied_index(self) -> int:
@@ -164,10 +209,14 @@ class NodeStateMachine:
 
     def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
         address = decode_address(data)
-        if address is None:
+        cluster_id = None if address is not None else decode_cluster_id(data)
+        if address is None and cluster_id is None:
             return self.kv.apply(index, timestamp_ms, data)
         self.kv.apply_noop(index, timestamp_ms)
-        self.addresses[address.id] = address
+        if address is not None:
+            self.addresses[address.id] = address
+        elif self.cluster_id is None:
+            self.cluster_id = cluster_id
         return Applied({}, [])
 
     def apply_noop(self, index: int, timestamp_ms: int) -> None:
@@ -177,8 +226,8 @@ class NodeStateMachine:
         return [_address_fields(self.addresses[k]) for k in sorted(self.addresses)]
 
     def snapshot(self) -> bytes:
-        body: bytes = msgpack.packb([_VERSION, self.kv.snapshot(), self._packed_addresses()],
-                                    use_bin_type=True)
+        body: bytes = msgpack.packb([_SNAPSHOT_VERSION, self.kv.snapshot(),
+                                     self._packed_addresses(), self.cluster_id], use_bin_type=True)
         return SNAPSHOT_MAGIC + body
 
     def restore(self, data: bytes) -> None:
@@ -195,16 +244,21 @@ class NodeStateMachine:
         if not data.startswith(SNAPSHOT_MAGIC):
             yield from self.kv.restore_steps(data)
             self.addresses = {}
+            self.cluster_id = None
             return
         try:
             obj = msgpack.unpackb(data[len(SNAPSHOT_MAGIC):], raw=False)
         except (TypeError, msgpack.UnpackException) as exc:
             raise ValueError(f"malformed node snapshot: {exc}") from exc
-        if not isinstance(obj, list) or len(obj) != 3 or obj[0] != _VERSION:
-            raise ValueError("malformed node snapshot: expected [1, kv, addresses]")
-        _, kv_data, rows = obj
+        if not isinstance(obj, list) or (obj[:1], len(obj)) not in (([1], 3), ([2], 4)):
+            raise ValueError("malformed node snapshot: expected [1, kv, addresses] or "
+                             "[2, kv, addresses, cluster_id]")
+        kv_data, rows = obj[1], obj[2]
+        cluster_id = obj[3] if len(obj) == 4 else None
         if not isinstance(kv_data, bytes) or not isinstance(rows, list):
             raise ValueError("malformed node snapshot: kv bytes or address list")
+        if cluster_id is not None and (not isinstance(cluster_id, str) or not cluster_id):
+            raise ValueError(f"malformed node snapshot: cluster id {cluster_id!r}")
         addresses: dict[NodeId, Address] = {}
         for row in rows:
             address = _address_from_fields(row) if isinstance(row, list) else None
@@ -213,7 +267,11 @@ class NodeStateMachine:
             addresses[address.id] = address
         yield from self.kv.restore_steps(kv_data)
         self.addresses = addresses
+        self.cluster_id = cluster_id
 
     def state_hash(self) -> int:
-        packed: bytes = msgpack.packb(self._packed_addresses(), use_bin_type=True)
+        node_state: list[object] = [*self._packed_addresses()]
+        if self.cluster_id is not None:  # NB: a state without one hashes as before
+            node_state.append(self.cluster_id)
+        packed: bytes = msgpack.packb(node_state, use_bin_type=True)
         return xxhash.xxh3_64_intdigest(packed, seed=self.kv.state_hash())

@@ -72,7 +72,8 @@ from concord.node.driver import (
 )
 from concord.node.backup import BackupJobs
 from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, SnapshotWritten
-from concord.node.members import MAGIC, Address, AddressBook, NodeStateMachine, encode_address
+from concord.node.members import (
+    MAGIC, Address, AddressBook, NodeStateMachine, encode_address, encode_cluster_id, new_cluster_id)
 from concord.node.promotion import LeaderView, Promotions, decide_promotions
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfChange, ConfState, Message, Snapshot, SnapshotMeta
@@ -90,6 +91,8 @@ logger = logging.getLogger(__name__)
 
 #: How often the leader looks for due TTLs to expire (ms of its clock).
 EXPIRY_INTERVAL_MS = 100
+#: Milliseconds between a leader's cluster-id proposals while none is applied.
+CLUSTER_ID_RETRY_MS = 1000
 #: The shared-memory arena is compacted (dead records dropped: every reader then rebuilds
 #: its index from the new directory) when dead records pass SHM_COMPACT_RATIO of it,
 #: looked at most every SHM_COMPACT_INTERVAL_S (and that long after the last compaction
@@ -283,6 +286,8 @@ class RaftWorker:
         self._outbox: list[tuple[int, bytes]] = []
         self._internal: set[int] = set()
         self._expiry_pending: int | None = None
+        self._cluster_id_pending: int | None = None  # the cluster-id proposal in flight
+        self._next_cluster_id_ms = 0
         self._next_expiry_ms = 0
         self._next_shm_compact = time.monotonic() + SHM_COMPACT_INTERVAL_S
         self._promotions = Promotions()  # learner auto-promotion (concord.node.promotion)
@@ -579,6 +584,7 @@ class RaftWorker:
         self._maybe_promote_learners()
         if self.driver.role is not Role.LEADER:
             return
+        self._maybe_mint_cluster_id()
         now = self.clock.now_ms()
         if self._expiry_pending is None and now >= self._next_expiry_ms:
             self._next_expiry_ms = now + EXPIRY_INTERVAL_MS
@@ -588,6 +594,23 @@ class RaftWorker:
                 self._internal.add(rid)
                 self._expiry_pending = rid
                 self.driver.submit_write(rid, command)
+
+    def _maybe_mint_cluster_id(self) -> None:
+        """
+        A leader whose state has no cluster id (a new cluster, or one of an older release)
+        proposes one through Raft; the first applied wins (concord.node.members), so a
+        proposal racing another leader's is harmless. One in flight at a time.
+        """
+        if self.machine.state.cluster_id is not None or self._cluster_id_pending in self._internal:
+            return
+        now = self.clock.now_ms()
+        if now < self._next_cluster_id_ms:  # a refused proposal is retried, not every tick
+            return
+        self._next_cluster_id_ms = now + CLUSTER_ID_RETRY_MS
+        cluster_id = new_cluster_id()
+        self._cluster_id_pending = self._internal_id()
+        self.log.info("proposing cluster id cluster_id=%s", cluster_id)
+        self.driver.submit_write(self._cluster_id_pending, encode_cluster_id(cluster_id))
 
     def _compact_shm_step(self, now: float) -> None:
         """Start a shm compaction when due, or advance the one running by one step."""
@@ -989,6 +1012,7 @@ class RaftWorker:
         leader = d.leader_id
         return {
             "node": self.node_id,
+            "cluster_id": self.machine.state.cluster_id,
             "pid": os.getpid(),
             "role": _role_name(d.role),
             "term": d.term,

@@ -6,7 +6,8 @@ For each node config given, its data dir must be absent or empty; it receives on
 snapshot file (concord.storage.snapshot, the node's own format) at the backup's index
 and term whose membership is the configs' members (every one a voter) and whose state
 is the backup's kv state with the member addresses of the NEW configs (the old
-cluster's addresses are dropped). Revisions stay as they were (the index is kept), so
+cluster's addresses are dropped) and a NEW cluster id (the restored cluster is another
+cluster than the backup's source, as etcd's snapshot restore makes a new cluster id). Revisions stay as they were (the index is kept), so
 the restored cluster's next revision is above every revision a watcher has seen.
 Nodes started on these dirs recover from the snapshot as after a compaction, elect a
 leader, and serve.
@@ -22,7 +23,7 @@ from pathlib import Path
 from concord.config import NodeConfig
 from concord.errors import ConfigError
 from concord.ids import NodeId
-from concord.node.members import Address, NodeStateMachine
+from concord.node.members import Address, NodeStateMachine, new_cluster_id
 from concord.raft.messages import ConfState, Snapshot, SnapshotMeta
 from concord.storage import fileutil
 from concord.storage.recovery import snap_dir
@@ -39,7 +40,7 @@ def restore_offline(
 
     Args:
         configs: the new cluster's node configs (the same members in each).
-        machine: the backup's state, rebuilt (its addresses are replaced).
+        machine: the backup's state, rebuilt (its addresses and cluster id are replaced).
         index, term: the backup's snapshot position.
 
     Returns:
@@ -65,6 +66,7 @@ def restore_offline(
         NodeId(m.id): Address(NodeId(m.id), m.host, m.client_port, m.peer_port, m.events_port)
         for m in members
     }
+    machine.cluster_id = new_cluster_id()  # never the source's (DESIGN.md §11)
     body = machine.snapshot()
     state_hash = machine.state_hash()
     meta = SnapshotMeta(index, term, ConfState(voters=tuple(NodeId(i) for i in ids)))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.cli.conftest import Run
+from tests.helpers import wait_until
 from tests.integration.cluster import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -135,3 +137,102 @@ def test_offline_restore_starts_a_new_cluster_with_the_same_state_when_nodes_sta
     assert revision > int(created["revision"])  # type: ignore[call-overload]
     check = ok(run_cli("-w", "json", "check", "hash", endpoints=target)).json()
     assert isinstance(check, dict) and [] == check["diverged"]
+
+
+def _write_until(endpoints: list[str], stop: threading.Event, acked: list[tuple[str, int]]) -> None:
+    """Put w/<i> = i until `stop`, recording (key, revision) of every acknowledged write."""
+    from concord.client import Client
+    from concord.errors import ConcordError
+
+    client = Client(endpoints, shm=False)
+    try:
+        i = 0
+        while not stop.is_set():
+            key = f"w/{i:06d}"
+            try:
+                acked.append((key, client.put(key, i)))
+            except ConcordError:
+                pass  # not acknowledged: the test makes no claim about it
+            i += 1
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(420)
+def test_restores_equal_the_backup_when_it_was_taken_under_a_concurrent_write_load(
+        three: tuple[Cluster, Concord], cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+    """issue 18's "done when" at CI size: writers run during `backup create`; an offline
+    restore into a new 3-node cluster has the backup's state hash and a new cluster id; an
+    online import into an empty cluster has its content hash and index; both hold every
+    write acknowledged at or before the backup's revision and none after it."""
+    from tests.cli.conftest import run_cli
+
+    source, concord = three
+    ok(concord("bulk", "put", stdin="".join(json.dumps({"key": f"u/{i:04d}", "value": {"age": i}}) + "\n"
+                                            for i in range(2000))))
+    ok(concord("put", "ttl-key", "v", "--ttl", "600"))
+    from concord.client import Client
+    with Client([n.client for n in source.nodes.values()], shm=False) as admin:
+        admin.call("create_index", {"name": "by_age", "field": "age"})
+        source_id = admin.status()["cluster_id"]  # the first leader set it through Raft
+    assert isinstance(source_id, str) and 32 == len(source_id)
+    stop, acked = threading.Event(), list[tuple[str, int]]()
+    writer = threading.Thread(target=_write_until, args=([n.client for n in source.nodes.values()],
+                                                         stop, acked))
+    writer.start()
+    try:
+        wait_until(lambda: len(acked) >= 20, 30, describe=lambda: f"{len(acked)} writes acknowledged")
+        created = ok(concord("-w", "json", "backup", "create", "--dir", str(tmp_path))).json()
+        assert isinstance(created, dict)
+        revision = int(created["revision"])
+        wait_until(lambda: any(r > revision for _, r in acked), 30,
+                   describe=lambda: f"last acknowledged {acked[-1:]} vs backup revision {revision}")
+    finally:
+        stop.set()
+        writer.join(30)
+    before = {k: int(k[2:]) for k, r in acked if r <= revision}
+    after = {k for k, r in acked if r > revision}
+    assert before and after and source_id == created["cluster_id"]
+    verified = ok(concord("-w", "json", "backup", "verify", str(created["file"]))).json()
+    assert isinstance(verified, list)
+    content = verified[0]["content_hash"]
+
+    def check_writes(endpoints: str) -> None:
+        got = ok(run_cli("-w", "json", "get", "w/", "--prefix", "--all", endpoints=endpoints)).json()
+        assert isinstance(got, dict)
+        held = {item["key"]: item["value"] for item in got["items"]}
+        assert before == {k: held.get(k) for k in before}  # every acknowledged write is there
+        assert set() == after & set(held)  # and nothing written after the backup's revision
+
+    offline = cluster(3, start=False)
+    offline._write_configs()
+    ok(run_cli("backup", "restore", str(created["file"]), "--offline",
+               *[a for n in offline.nodes.values() for a in ("--config", str(n.config_path))]))
+    for node in offline.nodes.values():
+        node.launch()
+    for node in offline.nodes.values():
+        node.wait_ready()
+    offline.wait_leader()
+    target = ",".join(n.client for n in offline.nodes.values())
+    at_backup = ok(run_cli("-w", "json", "check", "hash", "--index", str(created["index"]),
+                           endpoints=target)).json()
+    assert isinstance(at_backup, dict)
+    assert {f"{created['kv_state_hash']:016x}"} == {m["hash"] for m in at_backup["members"]}
+    rows = ok(run_cli("-w", "json", "status", endpoints=target)).json()
+    assert isinstance(rows, list) and 3 == len(rows)
+    ids = {row["cluster_id"] for row in rows}  # one new id, the same on every node
+    assert 1 == len(ids) and source_id not in ids and None not in ids
+    check_writes(target)
+
+    online = cluster(3)
+    target = ",".join(n.client for n in online.nodes.values())
+    imported = ok(run_cli("-w", "json", "backup", "restore", str(created["file"]), "--yes",
+                          endpoints=target)).json()
+    assert isinstance(imported, dict)
+    assert (True, content, 1) == (imported["content_equal"], imported["content_hash"], imported["indexes"])
+    live = ok(run_cli("-w", "json", "check", "hash", "--content", endpoints=target)).json()
+    assert isinstance(live, dict) and content == live["content_hash"]
+    indexes = ok(run_cli("-w", "json", "query", "--prefix", "u/", "--where", '["ge", "age", 1999]',
+                         endpoints=target)).json()
+    assert isinstance(indexes, dict) and ["u/1999"] == [i["key"] for i in indexes["items"]]
+    check_writes(target)

@@ -181,7 +181,7 @@ def test_status_reply_has_documented_shape_when_asked(cluster: ClusterFactory) -
     c = cluster(1)
     c.wait_leader()
     status = c.request("n1", {"op": "status"})
-    expected = {"id", "ok", "node", "pid", "role", "term", "leader", "leader_client", "commit",
+    expected = {"id", "ok", "node", "cluster_id", "pid", "role", "term", "leader", "leader_client", "commit",
                 "applied", "revision", "state_hash", "data_hash", "keys", "db_bytes", "lease", "first_index",
                 "last_index", "members", "storage", "shm"}
     assert expected == set(status)

@@ -63,3 +63,39 @@ def test_node_machine_restores_plain_kv_snapshot_when_magic_is_absent() -> None:
     machine = NodeStateMachine()
     machine.restore(kv.snapshot())
     assert (3, {}) == (machine.applied_index, machine.addresses)
+
+
+def test_node_machine_keeps_the_first_cluster_id_when_two_are_applied() -> None:
+    """Two leaders' proposals: every replica keeps the first applied; the second is a no-op."""
+    from concord.node.members import NodeStateMachine, encode_cluster_id
+
+    machine = NodeStateMachine()
+    assert [] == machine.apply(1, 10, encode_cluster_id("a" * 32)).changes
+    machine.apply(2, 11, encode_cluster_id("b" * 32))
+    assert ("a" * 32, 2) == (machine.cluster_id, machine.applied_index)
+
+
+def test_node_machine_snapshot_keeps_cluster_id_when_restored() -> None:
+    """The cluster id travels in the node snapshot (v2) and is part of the state hash."""
+    from concord.node.members import NodeStateMachine, encode_cluster_id
+
+    machine = NodeStateMachine()
+    without = machine.state_hash()
+    machine.apply(1, 10, encode_cluster_id("c" * 32))
+    copy = NodeStateMachine()
+    copy.restore(machine.snapshot())
+    assert ("c" * 32, machine.state_hash()) == (copy.cluster_id, copy.state_hash())
+    assert without != machine.state_hash()
+
+
+def test_node_machine_restores_a_version_1_snapshot_when_it_has_no_cluster_id() -> None:
+    """An older release's snapshot ([1, kv, addresses]) is read, with no cluster id."""
+    import msgpack
+
+    from concord.node.members import SNAPSHOT_MAGIC, NodeStateMachine
+
+    kv = KvStateMachine()
+    kv.apply_noop(1, 10)
+    machine = NodeStateMachine()
+    machine.restore(SNAPSHOT_MAGIC + msgpack.packb([1, kv.snapshot(), [["n1", "h", 1, 2, 3]]]))
+    assert (None, 1, ["n1"]) == (machine.cluster_id, machine.applied_index, list(machine.addresses))
