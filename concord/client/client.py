@@ -32,9 +32,10 @@ reply; a call whose write attempts timed out ends as UNKNOWN.
 Processes: a Client owns a zmq context, which must not cross a fork: create clients in
 the process that uses them (after forking).
 
-Thread safety: a Client may be shared by threads. One lock per client serializes calls
-(one request in flight per client; this also keeps session seqs in order, which the
-state machine requires). Use one Client per thread for parallel requests.
+Thread safety: a Client may be shared by threads, with many requests in flight at once
+on one connection per endpoint (concord.client.transport matches replies to callers by
+request id; no lock is held over a round trip). Writes in flight at once use distinct
+session ids (concord.client.plan.SessionSlots), so exactly-once holds for each.
 
 Missing keys: `get` raises NotFoundError unless `default=` is given, then returns it;
 `get_many` omits missing keys from its dict. Python-callable conditions
@@ -51,7 +52,6 @@ import logging
 import random
 import threading
 import time
-from enum import Enum
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping, Sequence, overload
 
 import zmq
@@ -90,13 +90,32 @@ from concord.errors import (
     ShuttingDownError,
     UnknownResultError,
 )
+from concord.client.plan import (
+    MAX_CLIENT_ID_BYTES,
+    OPS_KIND,
+    Attempt,
+    CallPlan,
+    OpKind,
+    Outcome,
+    Policy,
+    Routing,
+    SessionSlots,
+    _Value,
+    envelope,
+    error_from_reply,
+    normalize_endpoint,
+    server_timeout_ms,
+)
 from concord.net.wire import pack, validate
 
 if TYPE_CHECKING:
     from concord.client.local import LocalStore
     from concord.client.subscribe import Subscription
 
-__all__ = ["Client", "OpKind", "Outcome", "OPS_KIND", "explicit"]
+__all__ = [
+    "Client", "OpKind", "Outcome", "OPS_KIND", "call_endpoint", "envelope", "error_from_reply",
+    "explicit", "normalize_endpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,46 +124,6 @@ Context = zmq.Context[Socket]
 
 Consistency = str  # "eventual" | "leader" | "strong" (checked against the wire table)
 
-
-class OpKind(Enum):
-    """How the client may retry an op."""
-
-    READ = "read"
-    """Idempotent: resent freely, no session."""
-
-    WRITE = "write"
-    """Carries (client_id, seq); resent with the same pair after a timeout."""
-
-    ADMIN = "admin"
-    """Membership: not deduplicated, never resent after an unanswered attempt."""
-
-
-class Outcome(Enum):
-    """The closed set of outcomes of one attempt (STYLE.md §8)."""
-
-    OK = "ok"
-    NOT_LEADER = "not_leader"
-    DROPPED = "dropped"
-    TIMEOUT = "timeout"
-    UNKNOWN = "unknown"
-
-
-#: The retry class of every op the client sends.
-OPS_KIND: Mapping[str, OpKind] = {
-    **{op: OpKind.READ for op in (
-        "get", "get_many", "ttl", "get_with_ttl", "get_all", "keys", "query", "count",
-        "events", "status", "members", "hash_kv", "backup",
-    )},
-    **{op: OpKind.WRITE for op in (
-        "put", "delete", "put_many", "delete_many", "touch", "touch_many", "put_if",
-        "delete_if", "delete_where",
-    )},
-    **{op: OpKind.ADMIN for op in (
-        "add_member", "remove_member", "promote_member", "transfer_leader",
-    )},
-}
-
-_DROPPED_CODES = frozenset({"no_leader", "shutting_down", "storage_unavailable"})
 
 #: An argument that was not given (None may be a value: a stored nil, an expected nil).
 NO_DEFAULT = object()
@@ -155,38 +134,6 @@ Range = tuple["str | None", "str | None"]
 #: A declarative value filter (docs/formats/kv.md): ["eq", field, value], ["and", ...], ...
 Filter = Sequence[object] | Mapping[str, object]
 Condition = Callable[[object], bool]
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
-
-
-def _server_timeout_ms(wait_s: float) -> int:
-    """
-    The `timeout_ms` sent with an attempt we wait `wait_s` for: the server answers
-    `timeout` a little before we stop listening (the front door adds ~100 ms of grace),
-    so that the socket need not be reopened.
-    """
-    if wait_s > 0.5:
-        return _ms(wait_s - 0.3)
-    if wait_s > 0.3:
-        return _ms(wait_s - 0.15)
-    return _ms(wait_s)
-
-
-def envelope(
-    op: str, request_id: int, args: Mapping[str, object], token: str | None, ns: str | None
-) -> dict[str, object]:
-    """A request map: `args` whose value is None are left out; token and ns if set."""
-    msg: dict[str, object] = {"op": op, "id": request_id}
-    for name, value in args.items():
-        if value is not None:
-            msg[name] = _unwrap(value)
-    if token is not None:
-        msg["token"] = token
-    if ns is not None:
-        msg["ns"] = ns
-    return msg
 
 
 def call_endpoint(
@@ -216,7 +163,7 @@ def call_endpoint(
             raise RequestTimeoutError(f"no reply from {endpoint} to {op} within {timeout_s} s")
         request_id = next(ids)
         msg = build(request_id)
-        msg["timeout_ms"] = _server_timeout_ms(wait_s)
+        msg["timeout_ms"] = server_timeout_ms(wait_s)
         reply = transport.exchange(endpoint, pack(msg), request_id, wait_s)
         if reply is None:
             continue
@@ -293,8 +240,11 @@ class Client:
             raise ConfigError(f"need 0 < backoff_s <= max_backoff_s, got {backoff_s}, {max_backoff_s}")
         if first_seq is not None and first_seq < 0:
             raise ConfigError(f"first_seq must be >= 0, got {first_seq}")
-        if client_id is not None and not (isinstance(client_id, str) and 1 <= len(client_id) <= 256):
-            raise ConfigError(f"client_id must be a string of 1..256 characters, got {client_id!r}")
+        if client_id is not None and not (
+            isinstance(client_id, str) and 1 <= len(client_id.encode("utf-8")) <= MAX_CLIENT_ID_BYTES
+        ):
+            raise ConfigError(
+                f"client_id must be a string of 1..{MAX_CLIENT_ID_BYTES} UTF-8 bytes, got {client_id!r}")
         self.endpoints: tuple[str, ...] = tuple(eps)
         self.timeout_s = timeout_s
         self.retries = retries
@@ -312,7 +262,9 @@ class Client:
         self._own_ctx = context is None
         self._ctx: Context = zmq.Context() if context is None else context
         self._transport = Transport(self._ctx)
+        # Guards the shared-memory view and `_closed`; never held over a network round trip.
         self._lock = threading.RLock()
+        self._probe_lock = threading.Lock()
         self._ids = itertools.count(random.getrandbits(30))
         # NB: the state machine refuses a seq below the last one it applied for this
         # client_id, so a client_id reused across processes must not start over: a given
@@ -320,9 +272,9 @@ class Client:
         # fewer than a million writes a second); a fresh random id starts at 0.
         if first_seq is None:
             first_seq = 0 if client_id is None else time.time_ns() // 1000
-        self._seq = first_seq
-        self._cursor = 0
-        self._leader: str | None = None
+        self._slots = SessionSlots(self.client_id, first_seq)
+        self._routing = Routing(self.endpoints)
+        self._policy = Policy(self.attempt_timeout_s, retries, max_redirects, backoff_s, max_backoff_s)
         self._closed = False
         self._local_ok = shm and token is None and ns is None
         self.shm_probe_every_s = shm_probe_every_s
@@ -334,12 +286,17 @@ class Client:
     @property
     def leader(self) -> str | None:
         """The endpoint this client currently sends to first (last known leader)."""
-        return self._leader
+        return self._routing.leader
 
     @property
     def seq(self) -> int:
-        """The session seq of the last write sent (0 before any)."""
-        return self._seq
+        """The session seq of the last write sent (`first_seq` before any)."""
+        return self._slots.last_seq
+
+    @property
+    def session_slots(self) -> int:
+        """How many session ids this client has used (the most writes it had in flight at once)."""
+        return self._slots.slots
 
     @property
     def transport(self) -> Transport:
@@ -370,13 +327,6 @@ class Client:
 
     # -- the request loop ----------------------------------------------------------
 
-    def _next_endpoint(self, current: str) -> str:
-        if current in self.endpoints:
-            self._cursor = (self.endpoints.index(current) + 1) % len(self.endpoints)
-        else:
-            self._cursor = (self._cursor + 1) % len(self.endpoints)
-        return self.endpoints[self._cursor]
-
     def _envelope(self, op: str, request_id: int, args: Mapping[str, object]) -> dict[str, object]:
         return envelope(op, request_id, args, self.token, self.ns)
 
@@ -396,102 +346,34 @@ class Client:
             RemoteProtocolError: the server answered something that is not a reply map.
             ShuttingDownError: the client is closed.
         """
+        if self._closed:
+            raise ShuttingDownError("client is closed")
         kind = OPS_KIND.get(op, OpKind.READ)
-        with self._lock:
-            if self._closed:
-                raise ShuttingDownError("client is closed")
-            return self._call_locked(op, dict(args or {}), kind, timeout_s or self.timeout_s)
-
-    def _call_locked(
-        self, op: str, args: dict[str, object], kind: OpKind, timeout_s: float
-    ) -> dict[str, object]:
-        deadline = time.monotonic() + timeout_s
+        slot: int | None = None
         session: tuple[str, int] | None = None
         if kind is OpKind.WRITE and self.sessions:
-            self._seq += 1
-            session = (self.client_id, self._seq)
-        # Check the arguments once against the wire table, before anything is sent.
-        validate(self._envelope(op, 0, args))
-        target = self._leader or self.endpoints[self._cursor]
-        unanswered = False  # a write attempt went out and got no answer: outcome unknown
-        silent = 0
-        hops = 0
-        backoff = self.backoff_s
-        last: ClientError | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            request_id = next(self._ids)
-            msg = self._envelope(op, request_id, args)
-            if session is not None:
-                msg["client_id"], msg["seq"] = session
-            wait_s = min(remaining, self.attempt_timeout_s)
-            msg["timeout_ms"] = _server_timeout_ms(wait_s)
-            reply = self._transport.exchange(target, pack(msg), request_id, wait_s)
-            outcome, error = _classify(reply, request_id)
-            if outcome is Outcome.OK:
-                assert reply is not None
-                if error is not None:
-                    raise error
-                if msg.get("consistency") != "eventual":
-                    self._leader = target
-                return reply
-            if outcome is Outcome.NOT_LEADER:
-                assert isinstance(error, NotLeaderError)
-                hint = error.leader_hint
-                last = error
-                if hint and hint != target and hops < self.max_redirects:
-                    hops += 1
-                    log.debug("following leader hint op=%s from=%s to=%s", op, target, hint)
-                    self._leader = target = hint
-                    continue
-                outcome = Outcome.DROPPED
-            if outcome is Outcome.DROPPED:
-                assert error is not None
-                last = error
-                if self._leader == target:
-                    self._leader = None
-                target = self._next_endpoint(target)
-                pause = min(backoff, deadline - time.monotonic())
-                if pause > 0:
-                    time.sleep(pause)
-                backoff = min(backoff * 2, self.max_backoff_s)
-                continue
-            if outcome is Outcome.TIMEOUT:
-                timed_out = error or RequestTimeoutError(
-                    f"no reply from {target} to {op} within {wait_s:.3f} s", request_id
-                )
-                # A refusal (no_leader, not_leader) says more than silence: keep it.
-                if last is None or isinstance(last, RequestTimeoutError):
-                    last = timed_out
-                if kind is not OpKind.READ:
-                    unanswered = True
-                    if session is None:
-                        raise UnknownResultError(
-                            f"{op} sent to {target} got no answer and carries no session; "
-                            f"outcome unknown", request_id
-                        )
-                silent += 1
-                log.warning("no answer op=%s endpoint=%s attempt=%d", op, target, silent)
-                if self._leader == target:
-                    self._leader = None
-                # Reads stop after `retries` silent attempts; a session write goes on
-                # until the deadline (giving up early only leaves its outcome unknown).
-                if session is None and silent > self.retries:
-                    break
-                target = self._next_endpoint(target) if reply is None else target
-                continue
-        if unanswered:
-            rid = last.request_id if last is not None else None
-            raise UnknownResultError(
-                f"{op} (client_id={session[0] if session else None} seq={session[1] if session else None}) "
-                f"got no answer within "
-                f"{timeout_s} s; outcome unknown", rid
-            )
-        if last is not None:
-            raise last
-        raise RequestTimeoutError(f"{op} got no answer within {timeout_s} s")
+            slot, client_id, seq = self._slots.take()
+            session = (client_id, seq)
+        try:
+            plan = CallPlan(op, dict(args or {}), session, self._routing, self._policy, self._ids,
+                            self._envelope, timeout_s or self.timeout_s, time.monotonic())
+            return self._run(plan)
+        finally:
+            if slot is not None:
+                self._slots.give_back(slot)
+
+    def _run(self, plan: CallPlan) -> dict[str, object]:
+        while (attempt := plan.attempt(time.monotonic())) is not None:
+            reply = self._exchange(attempt)
+            outcome = plan.settle(attempt, reply, time.monotonic())
+            if isinstance(outcome, dict):
+                return outcome
+            if outcome > 0:
+                time.sleep(outcome)
+        raise plan.failure()
+
+    def _exchange(self, attempt: Attempt) -> dict[str, object] | None:
+        return self._transport.exchange(attempt.target, pack(attempt.msg), attempt.request_id, attempt.wait_s)
 
     def _local_or_call(
         self, op: str, args: Mapping[str, object], consistency: str
@@ -501,9 +383,9 @@ class Client:
         # that sends them reads over the wire only.
         if self._local_ok and consistency in ("eventual", "leader"):
             full = {**args, "consistency": consistency}
+            store = self._local_store()
             with self._lock:
-                store = self._local_store_locked()
-                if store is not None:
+                if store is not None and not self._closed:
                     # Arguments are checked by the kv read logic (same error classes).
                     reply = store.read(op, full)
                     if reply is not None:
@@ -514,19 +396,19 @@ class Client:
 
     def _local_get(self, key: str, consistency: str) -> object:
         """`LocalStore.get` of the attached store: a value, `MISSING`, or `_NOT_LOCAL`."""
+        store = self._local_store()
         with self._lock:
-            store = self._local_store_locked()
-            if store is None:
+            if store is None or self._closed:
                 return _NOT_LOCAL
             value = store.get(key, consistency)
             return _NOT_LOCAL if value is store.DECLINED else value
 
-    def _local_store_locked(self) -> LocalStore | None:
+    def _local_store(self) -> LocalStore | None:
         """
         The attached same-host store. While none is attached, at most every
         `shm_probe_every_s`: ask `status` of each endpoint on this host (the last known
         leader first; remote endpoints are never asked) and attach the first store that
-        exists here.
+        exists here. One thread probes; the others go over the wire meanwhile.
         """
         if self._closed:
             return None
@@ -536,17 +418,31 @@ class Client:
                 return store
             self._store = None
         now = time.monotonic()
-        if now < self._next_probe:
+        if now < self._next_probe or not self._probe_lock.acquire(blocking=False):
             return None
-        self._next_probe = now + self.shm_probe_every_s
+        try:
+            self._next_probe = now + self.shm_probe_every_s
+            found = self._probe_local_store()
+        finally:
+            self._probe_lock.release()
+        with self._lock:
+            if self._closed:
+                if found is not None:
+                    found.close()
+                return None
+            self._store = found
+        return found
+
+    def _probe_local_store(self) -> LocalStore | None:
         from concord.client.local import LocalStore, is_local_endpoint, shm_names  # noqa: PLC0415
 
-        candidates = ([self._leader] if self._leader else []) + list(self.endpoints)
+        leader = self._routing.leader
+        candidates = ([leader] if leader else []) + list(self.endpoints)
         for endpoint in dict.fromkeys(candidates):
             if not is_local_endpoint(endpoint):
                 continue
             try:
-                status = self._call_at_locked(
+                status = self._call_at(
                     endpoint, "status", {}, min(self.timeout_s, self.attempt_timeout_s))
             except (ClientError, ProtocolError) as exc:
                 log.debug("shm probe failed endpoint=%s error=%s", endpoint, exc)
@@ -554,10 +450,10 @@ class Client:
             names = shm_names(status)
             if names is None:
                 continue
-            self._store = LocalStore.open(names)
-            if self._store is not None:
+            store = LocalStore.open(names)
+            if store is not None:
                 log.info("reading from same-host shared memory endpoint=%s ctl=%s", endpoint, names.ctl)
-                return self._store
+                return store
         return None
 
     @property
@@ -930,12 +826,11 @@ class Client:
         """
         clean = {k: v for k, v in (args or {}).items() if v is not None}
         validate(self._envelope(op, 0, clean))
-        with self._lock:
-            if self._closed:
-                raise ShuttingDownError("client is closed")
-            return self._call_at_locked(endpoint, op, clean, timeout_s or self.timeout_s)
+        if self._closed:
+            raise ShuttingDownError("client is closed")
+        return self._call_at(endpoint, op, clean, timeout_s or self.timeout_s)
 
-    def _call_at_locked(
+    def _call_at(
         self, endpoint: str, op: str, args: Mapping[str, object], timeout_s: float
     ) -> dict[str, object]:
         return call_endpoint(
@@ -984,31 +879,13 @@ class Client:
     def transfer_leader(self, member_id: str | None = None) -> dict[str, object]:
         """Hand leadership to `member_id` (default: the best follower); returns the reply fields."""
         reply = _strip(self.call("transfer_leader", {"member_id": member_id}))
-        with self._lock:
-            self._leader = None  # the next call finds the new leader through hints
+        self._routing.follow(None)  # the next call finds the new leader through hints
         return reply
 
 
 def explicit(value: object) -> object:
     """An argument for `Client.call` that is sent even when it is None (a stored nil)."""
     return _Value(value)
-
-
-class _Value:
-    """Marks an argument as a user value (never dropped when it is None)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-
-def _unwrap(obj: object) -> object:
-    if isinstance(obj, _Value):
-        return obj.value
-    if isinstance(obj, list):
-        return [_unwrap(x) for x in obj]
-    return obj
 
 
 def _conditions(
@@ -1056,48 +933,5 @@ def _strip(reply: Mapping[str, object]) -> dict[str, object]:
     return {k: v for k, v in reply.items() if k not in ("id", "ok")}
 
 
-def normalize_endpoint(endpoint: str) -> str:
-    """A leader hint as a zmq endpoint: "host:port" gets the "tcp://" scheme."""
-    return endpoint if "://" in endpoint else f"tcp://{endpoint}"
-
-
-def error_from_reply(reply: Mapping[str, object], request_id: int | None = None) -> ClientError:
-    """The ClientError an error reply stands for (unknown codes: ClientError itself)."""
-    code = reply.get("error")
-    message = reply.get("message")
-    text = message if isinstance(message, str) else f"error {code!r}"
-    rid_raw = reply.get("id")
-    rid = rid_raw if isinstance(rid_raw, int) and not isinstance(rid_raw, bool) else request_id
-    cls = ERROR_CLASSES.get(code) if isinstance(code, str) else None
-    if cls is NotLeaderError:
-        leader = reply.get("leader")
-        hint = normalize_endpoint(leader) if isinstance(leader, str) and leader else None
-        return NotLeaderError(text, rid, hint)
-    if cls is None:
-        return ClientError(f"{text} (unknown error code {code!r})", rid)
-    return cls(text, rid)
-
-
 def _raise_error_map(reply: Mapping[str, object]) -> None:
     raise error_from_reply(reply)
-
-
-def _classify(reply: dict[str, object] | None, request_id: int) -> tuple[Outcome, ClientError | None]:
-    if reply is None:
-        return Outcome.TIMEOUT, None
-    ok = reply.get("ok")
-    if ok is True:
-        return Outcome.OK, None
-    if ok is not False:
-        raise RemoteProtocolError(f"reply to request {request_id} has no boolean ok field")
-    error = error_from_reply(reply, request_id)
-    code = reply.get("error")
-    if code == "not_leader":
-        return Outcome.NOT_LEADER, error
-    if code in _DROPPED_CODES:
-        return Outcome.DROPPED, error
-    if code == "timeout":
-        return Outcome.TIMEOUT, error
-    # A definitive answer (not_found, condition_failed, invalid_request, ...): the
-    # exchange completed; the caller raises the error.
-    return Outcome.OK, error

@@ -421,27 +421,37 @@ def test_expected_condition_compares_value_when_put_if(client: Client) -> None:
     assert "gone" == client.get("exp:k", default="gone")
 
 
-def test_requests_serialized_when_client_shared_by_threads(a: FakeNode, client: Client) -> None:
-    """Threads sharing one client each get their answer; session seqs stay unique."""
+def test_replies_matched_and_writes_applied_once_when_threads_share_client(a: FakeNode) -> None:
+    """16 threads on one Client, some replies lost: each gets its own answer, each write applies once."""
     before = len(a.requests())
     errors: list[BaseException] = []
+    with Client(a.endpoint, timeout_s=30.0, attempt_timeout_s=1.0, shm=False) as c:
+        a.mode(drop_replies=8)
+        start = threading.Barrier(16)
 
-    def work(n: int) -> None:
-        try:
-            for i in range(5):
-                client.put(f"th:{n}:{i}", i)
-                assert i == client.get(f"th:{n}:{i}")
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        def work(n: int) -> None:
+            try:
+                start.wait(10.0)
+                for i in range(10):
+                    c.put(f"hm:{n}:{i}", f"{n}:{i}")
+                    assert f"{n}:{i}" == c.get(f"hm:{n}:{i}")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30.0)
-    assert [] == errors
-    seqs = [r["seq"] for r in since(a, before) if r["op"] == "put"]
-    assert 20 == len(seqs) == len(set(seqs))
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60.0)
+        assert [] == errors
+        a.mode()
+        versions = {c.get(f"hm:{n}:{i}", meta=True).version for n in range(16) for i in range(10)}
+        assert {1} == versions  # a resent write was answered from its session, not applied again
+        assert 1 < c.session_slots <= 16
+    puts = [r for r in since(a, before) if r["op"] == "put"]
+    pairs = {(r["client_id"], r["seq"]) for r in puts}
+    assert 160 == len(pairs)  # one session pair per write, shared by its resends only
+    assert len(puts) > 160  # replies were lost and writes resent
 
 
 def test_token_and_ns_sent_when_configured(a: FakeNode) -> None:
