@@ -52,7 +52,7 @@ import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping, Sequence, overload
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar, overload
 
 import zmq
 
@@ -60,35 +60,22 @@ from concord.client.results import (
     MISSING,
     BulkDeleteResult,
     DeleteResult,
-    Event,
     EventsPage,
     KeysPage,
-    Missing,
     Page,
     ValueWithMeta,
     ValueWithTTL,
-    bool_field,
-    event_from,
-    field,
-    int_field,
-    list_field,
-    pairs,
-    ttl_field,
 )
 from concord.client.transport import Transport
 from concord.errors import (
-    ERROR_CLASSES,
     ClientError,
     ConditionFailedError,
     ConfigError,
     InvalidRequestError,
     NotFoundError,
-    NotLeaderError,
     ProtocolError,
-    RemoteProtocolError,
     RequestTimeoutError,
     ShuttingDownError,
-    UnknownResultError,
 )
 from concord.client.plan import (
     MAX_CLIENT_ID_BYTES,
@@ -106,6 +93,8 @@ from concord.client.plan import (
     normalize_endpoint,
     server_timeout_ms,
 )
+from concord.client import requests
+from concord.client.requests import NO_DEFAULT, Filter, Range, Req
 from concord.net.wire import pack, validate
 
 if TYPE_CHECKING:
@@ -114,7 +103,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Client", "OpKind", "Outcome", "OPS_KIND", "call_endpoint", "envelope", "error_from_reply",
-    "explicit", "normalize_endpoint",
+    "explicit", "normalize_endpoint", "NO_DEFAULT", "Filter", "Range", "Condition", "Consistency",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,14 +114,9 @@ Context = zmq.Context[Socket]
 Consistency = str  # "eventual" | "leader" | "strong" (checked against the wire table)
 
 
-#: An argument that was not given (None may be a value: a stored nil, an expected nil).
-NO_DEFAULT = object()
 _NOT_LOCAL = object()  # not served from same-host shared memory: ask a node
+T = TypeVar("T")
 
-#: An inclusive key range [lo, hi] (None: open end, per docs/formats/kv.md).
-Range = tuple["str | None", "str | None"]
-#: A declarative value filter (docs/formats/kv.md): ["eq", field, value], ["and", ...], ...
-Filter = Sequence[object] | Mapping[str, object]
 Condition = Callable[[object], bool]
 
 
@@ -463,6 +447,12 @@ class Client:
 
     # -- key-value ops ---------------------------------------------------------------
 
+    def _do(self, req: Req[T]) -> T:
+        """Send a typed op (a same-host shared-memory read when allowed) and decode its reply."""
+        if req.consistency is not None:
+            return req.decode(self._local_or_call(req.op, req.args, req.consistency))
+        return req.decode(self.call(req.op, req.args))
+
     def put(self, key: str, value: object, ttl: float | None = None, compress: bool | None = None) -> int:
         """
         Store `value` under `key`; `ttl` seconds of life (None: forever); `compress`
@@ -471,8 +461,7 @@ class Client:
         Returns:
             The store revision of the write.
         """
-        reply = self.call("put", {"key": key, "value": _Value(value), "ttl": ttl, "compress": compress})
-        return int_field(reply, "put", "revision")
+        return self._do(requests.put(key, value, ttl, compress))
 
     @overload
     def get(self, key: str, consistency: Consistency = ..., *, meta: Literal[True]) -> ValueWithMeta: ...
@@ -500,7 +489,7 @@ class Client:
         Raises:
             NotFoundError: the key is absent and no default was given.
         """
-        local_tried = False
+        req = requests.get(key, consistency, meta)
         if not meta and self._local_ok and consistency != "strong":
             value = self._local_get(key, consistency)
             if value is not _NOT_LOCAL:
@@ -509,34 +498,18 @@ class Client:
                         raise NotFoundError(f"key {key!r} not found")
                     return default
                 return value
-            local_tried = True  # declined, or no store here: the wire, not shm again
-        args: dict[str, object] = {"key": key}
-        if meta:
-            args["meta"] = True
+            # declined, or no store here: the wire, not shm again
+            req = Req(req.op, {**req.args, "consistency": consistency}, req.decode)
         try:
-            if local_tried:
-                reply = self.call("get", {**args, "consistency": consistency})
-            else:
-                reply = self._local_or_call("get", args, consistency)
+            return self._do(req)
         except NotFoundError:
             if default is NO_DEFAULT:
                 raise
             return default
-        value = field(reply, "get", "value")
-        if not meta:
-            return value
-        return ValueWithMeta(
-            value=value,
-            revision=int_field(reply, "get", "revision"),
-            version=int_field(reply, "get", "version"),
-            create_revision=int_field(reply, "get", "create_revision"),
-            ttl=ttl_field(reply, "get"),
-        )
 
     def delete(self, key: str) -> DeleteResult:
         """Delete `key`; `deleted` is False if it was absent."""
-        reply = self.call("delete", {"key": key})
-        return _deleted(reply, "delete")
+        return self._do(requests.delete(key))
 
     def put_many(self, items: Iterable[tuple[str, object] | tuple[str, object, float | None]]) -> int:
         """
@@ -546,31 +519,19 @@ class Client:
         Returns:
             The one store revision of all the writes.
         """
-        wire_items: list[object] = []
-        for item in items:
-            if len(item) == 2:
-                wire_items.append([item[0], _Value(item[1])])
-            else:
-                wire_items.append([item[0], _Value(item[1]), item[2]])
-        reply = self.call("put_many", {"items": wire_items})
-        return int_field(reply, "put_many", "revision")
+        return self._do(requests.put_many(items))
 
     def get_many(self, keys: Iterable[str], consistency: Consistency = "leader") -> dict[str, object]:
         """The values of the keys that exist (absent keys are left out)."""
-        reply = self._local_or_call("get_many", {"keys": list(keys)}, consistency)
-        values = field(reply, "get_many", "values")
-        if not isinstance(values, dict):
-            raise RemoteProtocolError("reply to get_many: field values is not a map")
-        return dict(values)
+        return self._do(requests.get_many(keys, consistency))
 
     def delete_many(self, keys: Iterable[str]) -> BulkDeleteResult:
         """Delete several keys atomically; `deleted` counts those that existed."""
-        reply = self.call("delete_many", {"keys": list(keys)})
-        return _bulk_deleted(reply, "delete_many")
+        return self._do(requests.delete_many(keys))
 
-    def touch(self, key: str, ttl: float) -> int:
+    def touch(self, key: str, ttl: float | None) -> int:
         """
-        Give `key` a new ttl (seconds from now).
+        Give `key` a new ttl (seconds from now); None clears its ttl (never expires).
 
         Returns:
             The store revision.
@@ -578,12 +539,11 @@ class Client:
         Raises:
             NotFoundError: the key is absent.
         """
-        return int_field(self.call("touch", {"key": key, "ttl": ttl}), "touch", "revision")
+        return self._do(requests.touch(key, ttl))
 
     def touch_many(self, items: Iterable[tuple[str, float]]) -> int:
         """New ttls for several keys atomically; NotFoundError (nothing changes) if one is absent."""
-        reply = self.call("touch_many", {"items": [[key, ttl] for key, ttl in items]})
-        return int_field(reply, "touch_many", "revision")
+        return self._do(requests.touch_many(items))
 
     def ttl(self, key: str, consistency: Consistency = "leader") -> float | None:
         """
@@ -592,9 +552,7 @@ class Client:
         Raises:
             NotFoundError: the key is absent.
         """
-        reply = self._local_or_call("ttl", {"key": key}, consistency)
-        field(reply, "ttl", "ttl")
-        return ttl_field(reply, "ttl")
+        return self._do(requests.ttl(key, consistency))
 
     def get_with_ttl(self, key: str, consistency: Consistency = "leader") -> ValueWithTTL:
         """
@@ -603,15 +561,13 @@ class Client:
         Raises:
             NotFoundError: the key is absent.
         """
-        reply = self._local_or_call("get_with_ttl", {"key": key}, consistency)
-        return ValueWithTTL(field(reply, "get_with_ttl", "value"), ttl_field(reply, "get_with_ttl"))
+        return self._do(requests.get_with_ttl(key, consistency))
 
     def get_all(
         self, limit: int | None = None, after: str | None = None, consistency: Consistency = "leader"
     ) -> Page:
         """One page of (key, value) pairs in key order, keys > `after`."""
-        reply = self._local_or_call("get_all", {"limit": limit, "after": after}, consistency)
-        return Page(pairs(reply, "get_all"), bool_field(reply, "get_all", "more"))
+        return self._do(requests.get_all(limit, after, consistency))
 
     # -- conditional writes ----------------------------------------------------------
 
@@ -643,25 +599,12 @@ class Client:
             ConditionFailedError: the condition does not hold (for `condition`: the
                 callable said no, or the key kept changing for `cas_retries` rounds).
         """
-        conds = _conditions(expected, version, mod_revision, absent)
-        if condition is not None:
-            if conds:
-                raise InvalidRequestError(
-                    "put_if takes condition= alone, without expected, version, mod_revision or absent"
-                )
-            return self._put_if_callable(key, value, ttl, condition)
-        args: dict[str, object] = {"key": key, "value": _Value(value), "ttl": ttl, **conds}
-        return int_field(self.call("put_if", args), "put_if", "revision")
-
-    def _put_if_callable(self, key: str, value: object, ttl: float | None, condition: Condition) -> int:
+        conds = requests.conditions(expected, version, mod_revision, absent)
+        if condition is None:
+            return self._do(requests.put_if(key, value, conds, ttl))
+        check_condition_alone(conds)
         for attempt in range(self.cas_retries):
-            current = self.get(key, consistency="leader", meta=True, default=None)
-            if current is None:
-                seen: object = MISSING
-                revision = 0  # mod_revision 0 matches an absent key
-            else:
-                assert isinstance(current, ValueWithMeta)
-                seen, revision = current.value, current.revision
+            seen, revision = cas_view(self.get(key, consistency="leader", meta=True, default=None))
             if not condition(seen):
                 raise ConditionFailedError(f"condition on key {key!r} is false")
             try:
@@ -685,93 +628,77 @@ class Client:
         Raises:
             ConditionFailedError: the condition does not hold.
         """
-        args: dict[str, object] = {"key": key, **_conditions(expected, version, mod_revision, absent)}
-        reply = self.call("delete_if", args)
-        return _deleted(reply, "delete_if")
+        return self._do(requests.delete_if(key, requests.conditions(expected, version, mod_revision, absent)))
 
     # -- queries ---------------------------------------------------------------------
 
     def keys(
-        self,
-        *,
-        prefix: str | None = None,
-        suffix: str | None = None,
-        contains: str | None = None,
-        pattern: str | None = None,
-        range: Range | None = None,
-        where: Filter | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        consistency: Consistency = "leader",
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None, consistency: Consistency = "leader",
     ) -> KeysPage:
         """Keys matching every given condition, in key order (one page)."""
-        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
-        reply = self._local_or_call("keys", args, consistency)
-        raw = list_field(reply, "keys", "keys")
-        if not all(isinstance(k, str) for k in raw):
-            raise RemoteProtocolError("reply to keys: a key is not a string")
-        return KeysPage(tuple(str(k) for k in raw), bool_field(reply, "keys", "more"))
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return self._do(requests.keys(args, consistency))
 
     def query(
-        self,
-        *,
-        prefix: str | None = None,
-        suffix: str | None = None,
-        contains: str | None = None,
-        pattern: str | None = None,
-        range: Range | None = None,
-        where: Filter | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        consistency: Consistency = "leader",
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None, consistency: Consistency = "leader",
     ) -> Page:
         """(key, value) pairs matching every given condition, in key order (one page)."""
-        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
-        reply = self._local_or_call("query", args, consistency)
-        return Page(pairs(reply, "query"), bool_field(reply, "query", "more"))
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return self._do(requests.query(args, consistency))
 
     def count(
-        self,
-        *,
-        prefix: str | None = None,
-        suffix: str | None = None,
-        contains: str | None = None,
-        pattern: str | None = None,
-        range: Range | None = None,
-        where: Filter | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        consistency: Consistency = "leader",
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None, consistency: Consistency = "leader",
     ) -> int:
         """How many keys match every given condition."""
-        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
-        return int_field(self._local_or_call("count", args, consistency), "count", "count")
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return self._do(requests.count(args, consistency))
 
     def delete_where(
-        self,
-        *,
-        prefix: str | None = None,
-        suffix: str | None = None,
-        contains: str | None = None,
-        pattern: str | None = None,
-        range: Range | None = None,
-        where: Filter | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None,
     ) -> BulkDeleteResult:
         """Delete every key matching the conditions, atomically."""
-        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
-        reply = self.call("delete_where", args)
-        return _bulk_deleted(reply, "delete_where")
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return self._do(requests.delete_where(args))
 
     def events(self, since_revision: int, prefix: str | None = None, limit: int | None = None) -> EventsPage:
         """Changes after `since_revision` from the retained history (catch-up for PUB/SUB)."""
-        reply = self.call("events", {"since_revision": since_revision, "prefix": prefix, "limit": limit})
-        return EventsPage(
-            tuple(event_from(e) for e in list_field(reply, "events", "events")),
-            int_field(reply, "events", "next_revision"),
-            bool_field(reply, "events", "compacted"),
-        )
+        return self._do(requests.events(since_revision, prefix, limit))
+
+    # -- secondary indexes -----------------------------------------------------------
+
+    def create_index(self, name: str, field: str | Sequence[str | int]) -> bool:
+        """Index the values' `field` (a path) under `name`; False if it already existed."""
+        return self._do(requests.create_index(name, field))
+
+    def drop_index(self, name: str) -> bool:
+        """Drop the index `name`; False if there was none."""
+        return self._do(requests.drop_index(name))
+
+    def list_indexes(self, consistency: Consistency = "leader") -> list[dict[str, object]]:
+        """The indexes as `{name, field}` maps."""
+        return self._do(requests.list_indexes(consistency))
+
+    def lookup(
+        self, name: str, value: object = NO_DEFAULT, *, range: tuple[object, object] | None = None,
+        limit: int | None = None, consistency: Consistency = "leader",
+    ) -> Page:
+        """
+        (key, value) pairs whose indexed field equals `value`, or lies in the inclusive
+        `range` [lo, hi] (None: open end), in (indexed value, key) order (wire op
+        `index_lookup`; exactly one of value and range).
+
+        Raises:
+            NotFoundError: no index of that name.
+        """
+        return self._do(requests.index_lookup(name, value, range, limit, consistency))
 
     def subscribe(
         self,
@@ -807,9 +734,10 @@ class Client:
         The answering node's status map (fields defined by the node; the reply minus
         `id` and `ok`). `endpoint` asks that node rather than the leader.
         """
+        req = requests.status()
         if endpoint is None:
-            return _strip(self.call("status"))
-        return _strip(self.call_at(endpoint, "status"))
+            return self._do(req)
+        return req.decode(self.call_at(endpoint, req.op))
 
     def call_at(
         self, endpoint: str, op: str, args: Mapping[str, object] | None = None,
@@ -841,21 +769,10 @@ class Client:
 
     def members(self) -> list[dict[str, object]]:
         """The cluster members as the node lists them (`members` field)."""
-        reply = self.call("members")
-        out: list[dict[str, object]] = []
-        for member in list_field(reply, "members", "members"):
-            if not isinstance(member, dict):
-                raise RemoteProtocolError("reply to members: a member is not a map")
-            out.append(member)
-        return out
+        return self._do(requests.members())
 
     def add_member(
-        self,
-        member_id: str,
-        host: str,
-        client_port: int,
-        peer_port: int,
-        events_port: int,
+        self, member_id: str, host: str, client_port: int, peer_port: int, events_port: int,
         learner: bool | None = None,
     ) -> dict[str, object]:
         """
@@ -863,22 +780,19 @@ class Client:
         promotes once caught up; True, a learner that stays one; False, a voter at once
         (docs/protocol.md `add_member`).
         """
-        return _strip(self.call("add_member", {
-            "member_id": member_id, "host": host, "client_port": client_port,
-            "peer_port": peer_port, "events_port": events_port, "learner": learner,
-        }))
+        return self._do(requests.add_member(member_id, host, client_port, peer_port, events_port, learner))
 
     def remove_member(self, member_id: str) -> dict[str, object]:
         """Remove a member (the leader too); returns the reply fields."""
-        return _strip(self.call("remove_member", {"member_id": member_id}))
+        return self._do(requests.remove_member(member_id))
 
     def promote_member(self, member_id: str) -> dict[str, object]:
         """Promote a learner to voter; returns the reply fields."""
-        return _strip(self.call("promote_member", {"member_id": member_id}))
+        return self._do(requests.promote_member(member_id))
 
     def transfer_leader(self, member_id: str | None = None) -> dict[str, object]:
         """Hand leadership to `member_id` (default: the best follower); returns the reply fields."""
-        reply = _strip(self.call("transfer_leader", {"member_id": member_id}))
+        reply = self._do(requests.transfer_leader(member_id))
         self._routing.follow(None)  # the next call finds the new leader through hints
         return reply
 
@@ -888,49 +802,20 @@ def explicit(value: object) -> object:
     return _Value(value)
 
 
-def _conditions(
-    expected: object, version: int | None, mod_revision: int | None, absent: bool | None
-) -> dict[str, object]:
-    conds: dict[str, object] = {}
-    if expected is not NO_DEFAULT:
-        conds["expected"] = _Value(expected)
-    if version is not None:
-        conds["version"] = version
-    if mod_revision is not None:
-        conds["mod_revision"] = mod_revision
-    if absent is not None:
-        conds["absent"] = absent
-    return conds
+def check_condition_alone(conds: Mapping[str, object]) -> None:
+    """put_if(condition=fn) takes no other condition."""
+    if conds:
+        raise InvalidRequestError(
+            "put_if takes condition= alone, without expected, version, mod_revision or absent"
+        )
 
 
-def _query_args(
-    prefix: str | None,
-    suffix: str | None,
-    contains: str | None,
-    pattern: str | None,
-    range_: Range | None,
-    where: Filter | None,
-    limit: int | None,
-    offset: int | None,
-) -> dict[str, object]:
-    return {
-        "prefix": prefix, "suffix": suffix, "contains": contains, "pattern": pattern,
-        "range": None if range_ is None else list(range_),
-        "where": None if where is None else dict(where) if isinstance(where, Mapping) else list(where),
-        "limit": limit, "offset": offset,
-    }
-
-
-def _deleted(reply: Mapping[str, object], op: str) -> DeleteResult:
-    return DeleteResult(bool_field(reply, op, "deleted"), int_field(reply, op, "revision"))
-
-
-def _bulk_deleted(reply: Mapping[str, object], op: str) -> BulkDeleteResult:
-    return BulkDeleteResult(int_field(reply, op, "deleted"), int_field(reply, op, "revision"))
-
-
-def _strip(reply: Mapping[str, object]) -> dict[str, object]:
-    return {k: v for k, v in reply.items() if k not in ("id", "ok")}
+def cas_view(current: object) -> tuple[object, int]:
+    """What a condition callable sees and the mod_revision to put_if on (0: absent)."""
+    if current is None:
+        return MISSING, 0  # mod_revision 0 matches an absent key
+    assert isinstance(current, ValueWithMeta)
+    return current.value, current.revision
 
 
 def _raise_error_map(reply: Mapping[str, object]) -> None:

@@ -499,3 +499,26 @@ def test_config_error_raised_when_options_bad() -> None:
         Client("tcp://127.0.0.1:1", timeout_s=0)
     with pytest.raises(ConfigError):
         Client("tcp://127.0.0.1:1", client_id="")
+
+
+def test_index_ops_classified_from_wire_table_when_called(client: Client, a: FakeNode) -> None:
+    """create_index / drop_index carry a session (kv writes); list_indexes / index_lookup do not."""
+    before = len(a.requests())
+    client.call("create_index", {"name": "i", "field": "f"})
+    client.call("drop_index", {"name": "i"})
+    client.call("list_indexes")
+    client.call("index_lookup", {"name": "i", "value": 1})
+    sent = since(a, before)
+    assert [("create_index", True), ("drop_index", True), ("list_indexes", False), ("index_lookup", False)] == [
+        (r["op"], "client_id" in r and "seq" in r) for r in sent
+    ]
+
+
+def test_touch_sends_nil_ttl_when_ttl_is_none(client: Client, a: FakeNode) -> None:
+    """touch(key, None) clears the ttl: the request carries ttl nil, not no ttl."""
+    client.put("tn:clear", 1, ttl=5)
+    before = len(a.requests())
+    client.touch("tn:clear", None)
+    assert [("touch", {"key": "tn:clear", "ttl": None})] == [
+        (r["op"], {k: r[k] for k in ("key", "ttl")}) for r in since(a, before)
+    ]
