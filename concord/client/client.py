@@ -47,9 +47,7 @@ mod_revision, call `fn(current)` (current is the value, or MISSING when absent),
 
 from __future__ import annotations
 
-import itertools
 import logging
-import random
 import threading
 import time
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar, overload
@@ -70,7 +68,6 @@ from concord.client.transport import Transport
 from concord.errors import (
     ClientError,
     ConditionFailedError,
-    ConfigError,
     InvalidRequestError,
     NotFoundError,
     ProtocolError,
@@ -78,15 +75,12 @@ from concord.errors import (
     ShuttingDownError,
 )
 from concord.client.plan import (
-    MAX_CLIENT_ID_BYTES,
+    ClientCore,
     OPS_KIND,
     Attempt,
     CallPlan,
     OpKind,
     Outcome,
-    Policy,
-    Routing,
-    SessionSlots,
     _Value,
     envelope,
     error_from_reply,
@@ -156,7 +150,7 @@ def call_endpoint(
         raise error_from_reply(reply, request_id)
 
 
-class Client:
+class Client(ClientCore):
     """
     A connection to a Concord cluster.
 
@@ -210,55 +204,17 @@ class Client:
         first_seq: int | None = None,
         shm_probe_every_s: float = 10.0,
     ) -> None:
-        eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        if not eps or not all(isinstance(e, str) and e for e in eps):
-            raise ConfigError(f"endpoints must be one or more non-empty strings, got {endpoints!r}")
-        if timeout_s <= 0 or retries < 0 or max_redirects < 0 or cas_retries < 1:
-            raise ConfigError(
-                f"need timeout_s > 0, retries >= 0, max_redirects >= 0, cas_retries >= 1, got "
-                f"{timeout_s}, {retries}, {max_redirects}, {cas_retries}"
-            )
-        if attempt_timeout_s is not None and attempt_timeout_s <= 0:
-            raise ConfigError(f"attempt_timeout_s must be > 0, got {attempt_timeout_s}")
-        if backoff_s <= 0 or max_backoff_s < backoff_s:
-            raise ConfigError(f"need 0 < backoff_s <= max_backoff_s, got {backoff_s}, {max_backoff_s}")
-        if first_seq is not None and first_seq < 0:
-            raise ConfigError(f"first_seq must be >= 0, got {first_seq}")
-        if client_id is not None and not (
-            isinstance(client_id, str) and 1 <= len(client_id.encode("utf-8")) <= MAX_CLIENT_ID_BYTES
-        ):
-            raise ConfigError(
-                f"client_id must be a string of 1..{MAX_CLIENT_ID_BYTES} UTF-8 bytes, got {client_id!r}")
-        self.endpoints: tuple[str, ...] = tuple(eps)
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.attempt_timeout_s = (
-            attempt_timeout_s if attempt_timeout_s is not None else max(0.05, timeout_s / (retries + 1))
+        super().__init__(
+            endpoints, timeout_s=timeout_s, retries=retries, attempt_timeout_s=attempt_timeout_s,
+            client_id=client_id, sessions=sessions, token=token, ns=ns, max_redirects=max_redirects,
+            backoff_s=backoff_s, max_backoff_s=max_backoff_s, cas_retries=cas_retries, first_seq=first_seq,
         )
-        self.client_id: str = client_id if client_id is not None else f"{random.getrandbits(64):016x}"
-        self.sessions = sessions
-        self.token = token
-        self.ns = ns
-        self.max_redirects = max_redirects
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.cas_retries = cas_retries
         self._own_ctx = context is None
         self._ctx: Context = zmq.Context() if context is None else context
         self._transport = Transport(self._ctx)
         # Guards the shared-memory view and `_closed`; never held over a network round trip.
         self._lock = threading.RLock()
         self._probe_lock = threading.Lock()
-        self._ids = itertools.count(random.getrandbits(30))
-        # NB: the state machine refuses a seq below the last one it applied for this
-        # client_id, so a client_id reused across processes must not start over: a given
-        # id starts from the wall clock in microseconds (monotonic across restarts at
-        # fewer than a million writes a second); a fresh random id starts at 0.
-        if first_seq is None:
-            first_seq = 0 if client_id is None else time.time_ns() // 1000
-        self._slots = SessionSlots(self.client_id, first_seq)
-        self._routing = Routing(self.endpoints)
-        self._policy = Policy(self.attempt_timeout_s, retries, max_redirects, backoff_s, max_backoff_s)
         self._closed = False
         self._local_ok = shm and token is None and ns is None
         self.shm_probe_every_s = shm_probe_every_s
@@ -266,21 +222,6 @@ class Client:
         self._next_probe = 0.0
 
     # -- lifetime ------------------------------------------------------------------
-
-    @property
-    def leader(self) -> str | None:
-        """The endpoint this client currently sends to first (last known leader)."""
-        return self._routing.leader
-
-    @property
-    def seq(self) -> int:
-        """The session seq of the last write sent (`first_seq` before any)."""
-        return self._slots.last_seq
-
-    @property
-    def session_slots(self) -> int:
-        """How many session ids this client has used (the most writes it had in flight at once)."""
-        return self._slots.slots
 
     @property
     def transport(self) -> Transport:
@@ -311,9 +252,6 @@ class Client:
 
     # -- the request loop ----------------------------------------------------------
 
-    def _envelope(self, op: str, request_id: int, args: Mapping[str, object]) -> dict[str, object]:
-        return envelope(op, request_id, args, self.token, self.ns)
-
     def call(
         self, op: str, args: Mapping[str, object] | None = None, *, timeout_s: float | None = None
     ) -> dict[str, object]:
@@ -332,19 +270,8 @@ class Client:
         """
         if self._closed:
             raise ShuttingDownError("client is closed")
-        kind = OPS_KIND.get(op, OpKind.READ)
-        slot: int | None = None
-        session: tuple[str, int] | None = None
-        if kind is OpKind.WRITE and self.sessions:
-            slot, client_id, seq = self._slots.take()
-            session = (client_id, seq)
-        try:
-            plan = CallPlan(op, dict(args or {}), session, self._routing, self._policy, self._ids,
-                            self._envelope, timeout_s or self.timeout_s, time.monotonic())
-            return self._run(plan)
-        finally:
-            if slot is not None:
-                self._slots.give_back(slot)
+        with self._session(op) as session:
+            return self._run(self._plan(op, args, session, timeout_s))
 
     def _run(self, plan: CallPlan) -> dict[str, object]:
         while (attempt := plan.attempt(time.monotonic())) is not None:

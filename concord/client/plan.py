@@ -9,15 +9,20 @@ construction (docs/client.md). No sockets, no sleeping here; thread-safe where n
 
 from __future__ import annotations
 
+import itertools
 import logging
+import random
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterator, Mapping, Protocol
+from typing import Iterator, Mapping, Protocol, Sequence
 
 from concord.errors import (
     ERROR_CLASSES,
     ClientError,
+    ConfigError,
     NotLeaderError,
     RemoteProtocolError,
     RequestTimeoutError,
@@ -26,7 +31,7 @@ from concord.errors import (
 from concord.net.wire import OPS, OpKind, validate
 
 __all__ = [
-    "Attempt", "CallPlan", "OPS_KIND", "OpKind", "Outcome", "Policy", "Routing", "SessionSlots",
+    "Attempt", "CallPlan", "ClientCore", "OPS_KIND", "OpKind", "Outcome", "Policy", "Routing", "SessionSlots",
     "classify", "envelope", "error_from_reply", "normalize_endpoint", "server_timeout_ms",
 ]
 
@@ -367,3 +372,112 @@ class CallPlan:
         if self._last is not None:
             return self._last
         return RequestTimeoutError(f"{self.op} got no answer within {self.timeout_s} s")
+
+
+class ClientCore:
+    """
+    What the sync and asyncio clients share: checked settings, leader routing, session
+    slots and request ids (docs/client.md); each adds its own sockets and waiting.
+
+    Raises:
+        ConfigError: no endpoint, or a bad timing value or client_id.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        timeout_s: float,
+        retries: int,
+        attempt_timeout_s: float | None,
+        client_id: str | None,
+        sessions: bool,
+        token: str | None,
+        ns: str | None,
+        max_redirects: int,
+        backoff_s: float,
+        max_backoff_s: float,
+        cas_retries: int,
+        first_seq: int | None,
+    ) -> None:
+        eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not eps or not all(isinstance(e, str) and e for e in eps):
+            raise ConfigError(f"endpoints must be one or more non-empty strings, got {endpoints!r}")
+        if timeout_s <= 0 or retries < 0 or max_redirects < 0 or cas_retries < 1:
+            raise ConfigError(
+                f"need timeout_s > 0, retries >= 0, max_redirects >= 0, cas_retries >= 1, got "
+                f"{timeout_s}, {retries}, {max_redirects}, {cas_retries}"
+            )
+        if attempt_timeout_s is not None and attempt_timeout_s <= 0:
+            raise ConfigError(f"attempt_timeout_s must be > 0, got {attempt_timeout_s}")
+        if backoff_s <= 0 or max_backoff_s < backoff_s:
+            raise ConfigError(f"need 0 < backoff_s <= max_backoff_s, got {backoff_s}, {max_backoff_s}")
+        if first_seq is not None and first_seq < 0:
+            raise ConfigError(f"first_seq must be >= 0, got {first_seq}")
+        if client_id is not None and not (
+            isinstance(client_id, str) and 1 <= len(client_id.encode("utf-8")) <= MAX_CLIENT_ID_BYTES
+        ):
+            raise ConfigError(
+                f"client_id must be a string of 1..{MAX_CLIENT_ID_BYTES} UTF-8 bytes, got {client_id!r}")
+        self.endpoints: tuple[str, ...] = tuple(eps)
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.attempt_timeout_s = (
+            attempt_timeout_s if attempt_timeout_s is not None else max(0.05, timeout_s / (retries + 1))
+        )
+        self.client_id: str = client_id if client_id is not None else f"{random.getrandbits(64):016x}"
+        self.sessions = sessions
+        self.token = token
+        self.ns = ns
+        self.max_redirects = max_redirects
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.cas_retries = cas_retries
+        self._ids = itertools.count(random.getrandbits(30))
+        # NB: the state machine refuses a seq below the last one it applied for this
+        # client_id, so a client_id reused across processes must not start over: a given
+        # id starts from the wall clock in microseconds (monotonic across restarts at
+        # fewer than a million writes a second); a fresh random id starts at 0.
+        if first_seq is None:
+            first_seq = 0 if client_id is None else time.time_ns() // 1000
+        self._slots = SessionSlots(self.client_id, first_seq)
+        self._routing = Routing(self.endpoints)
+        self._policy = Policy(self.attempt_timeout_s, retries, max_redirects, backoff_s, max_backoff_s)
+        self._closed = False
+
+    @property
+    def leader(self) -> str | None:
+        """The endpoint this client currently sends to first (last known leader)."""
+        return self._routing.leader
+
+    @property
+    def seq(self) -> int:
+        """The session seq of the last write sent (`first_seq` before any)."""
+        return self._slots.last_seq
+
+    @property
+    def session_slots(self) -> int:
+        """How many session ids this client has used (the most writes it had in flight at once)."""
+        return self._slots.slots
+
+    def _envelope(self, op: str, request_id: int, args: Mapping[str, object]) -> dict[str, object]:
+        return envelope(op, request_id, args, self.token, self.ns)
+
+    @contextmanager
+    def _session(self, op: str) -> Iterator[tuple[str, int] | None]:
+        """The (client_id, seq) of one call of `op`: a slot held for the whole call, or None."""
+        if OPS_KIND.get(op, OpKind.READ) is not OpKind.WRITE or not self.sessions:
+            yield None
+            return
+        slot, client_id, seq = self._slots.take()
+        try:
+            yield client_id, seq
+        finally:
+            self._slots.give_back(slot)
+
+    def _plan(
+        self, op: str, args: Mapping[str, object] | None, session: tuple[str, int] | None,
+        timeout_s: float | None,
+    ) -> CallPlan:
+        return CallPlan(op, dict(args or {}), session, self._routing, self._policy, self._ids,
+                        self._envelope, timeout_s or self.timeout_s, time.monotonic())
