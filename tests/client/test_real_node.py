@@ -68,3 +68,33 @@ def test_threads_get_own_replies_and_writes_apply_once_when_sharing_client(
             meta = client.get(f"cnt:{n}", meta=True)
             assert (25, 25) == (meta.value, meta.version)
         assert 1 < client.session_slots <= 16
+
+
+def test_aio_subscription_yields_changes_in_order_when_iterated(cluster: ClusterFactory) -> None:  # noqa: F811
+    """`async for` over aio.Client.subscribe yields every change of the prefix, in revision order."""
+    import asyncio
+
+    from concord import aio
+
+    c = cluster(1)
+    c.wait_leader()
+
+    async def main() -> list[tuple[str, str, object]]:
+        async with aio.Client(c.nodes[c.ids[0]].client, timeout_s=10.0) as client:
+            first = await client.put("other", 0)
+            async with client.subscribe("s:", since_revision=first) as sub:
+                await asyncio.gather(*(client.put(f"s:{i}", i) for i in range(5)))
+                await client.delete("s:0")
+                seen: list[tuple[str, str, object]] = []
+                revisions: list[int] = []
+                async for event in sub:
+                    seen.append((event.type, event.key, event.value))
+                    revisions.append(event.revision)
+                    if len(seen) == 6:
+                        break
+                assert sorted(revisions) == revisions and first < revisions[0]
+                return seen
+
+    seen = asyncio.run(main())
+    assert sorted(("put", f"s:{i}", i) for i in range(5)) == sorted(seen[:5])
+    assert ("delete", "s:0", None) == seen[5]
