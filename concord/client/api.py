@@ -4,7 +4,7 @@ Module-level API over a default client (DESIGN.md §8): `concord.put`, `concord.
 `connect(endpoints, **options)` creates the default Client (closing a previous one) and
 returns it; every function below delegates to it and raises ShuttingDownError if
 `connect` was not called (or after `disconnect()`). The default client is process-wide
-and thread-safe (Client serializes calls under its lock); `connect` and `disconnect`
+and thread-safe (threads share it, many requests in flight); `connect` and `disconnect`
 themselves are guarded by a module lock.
 
 `DEFAULT_API` lists the delegating functions, in the order of DESIGN.md §7.

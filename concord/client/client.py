@@ -32,9 +32,10 @@ reply; a call whose write attempts timed out ends as UNKNOWN.
 Processes: a Client owns a zmq context, which must not cross a fork: create clients in
 the process that uses them (after forking).
 
-Thread safety: a Client may be shared by threads. One lock per client serializes calls
-(one request in flight per client; this also keeps session seqs in order, which the
-state machine requires). Use one Client per thread for parallel requests.
+Thread safety: a Client may be shared by threads, with many requests in flight at once
+on one connection per endpoint (concord.client.transport matches replies to callers by
+request id; no lock is held over a round trip). Writes in flight at once use distinct
+session ids (concord.client.plan.SessionSlots), so exactly-once holds for each.
 
 Missing keys: `get` raises NotFoundError unless `default=` is given, then returns it;
 `get_many` omits missing keys from its dict. Python-callable conditions
@@ -46,13 +47,10 @@ mod_revision, call `fn(current)` (current is the value, or MISSING when absent),
 
 from __future__ import annotations
 
-import itertools
 import logging
-import random
 import threading
 import time
-from enum import Enum
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping, Sequence, overload
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar, overload
 
 import zmq
 
@@ -60,43 +58,47 @@ from concord.client.results import (
     MISSING,
     BulkDeleteResult,
     DeleteResult,
-    Event,
     EventsPage,
     KeysPage,
-    Missing,
     Page,
     ValueWithMeta,
     ValueWithTTL,
-    bool_field,
-    event_from,
-    field,
-    int_field,
-    list_field,
-    pairs,
-    ttl_field,
 )
 from concord.client.transport import Transport
 from concord.errors import (
-    ERROR_CLASSES,
     ClientError,
     ConditionFailedError,
-    ConfigError,
     InvalidRequestError,
     NotFoundError,
-    NotLeaderError,
     ProtocolError,
-    RemoteProtocolError,
     RequestTimeoutError,
     ShuttingDownError,
-    UnknownResultError,
 )
+from concord.client.plan import (
+    ClientCore,
+    OPS_KIND,
+    Attempt,
+    CallPlan,
+    OpKind,
+    Outcome,
+    _Value,
+    envelope,
+    error_from_reply,
+    normalize_endpoint,
+    server_timeout_ms,
+)
+from concord.client import requests
+from concord.client.requests import NO_DEFAULT, Filter, Range, Req
 from concord.net.wire import pack, validate
 
 if TYPE_CHECKING:
     from concord.client.local import LocalStore
     from concord.client.subscribe import Subscription
 
-__all__ = ["Client", "OpKind", "Outcome", "OPS_KIND", "explicit"]
+__all__ = [
+    "Client", "OpKind", "Outcome", "OPS_KIND", "call_endpoint", "envelope", "error_from_reply",
+    "explicit", "normalize_endpoint", "NO_DEFAULT", "Filter", "Range", "Condition", "Consistency",
+]
 
 log = logging.getLogger(__name__)
 
@@ -106,87 +108,10 @@ Context = zmq.Context[Socket]
 Consistency = str  # "eventual" | "leader" | "strong" (checked against the wire table)
 
 
-class OpKind(Enum):
-    """How the client may retry an op."""
-
-    READ = "read"
-    """Idempotent: resent freely, no session."""
-
-    WRITE = "write"
-    """Carries (client_id, seq); resent with the same pair after a timeout."""
-
-    ADMIN = "admin"
-    """Membership: not deduplicated, never resent after an unanswered attempt."""
-
-
-class Outcome(Enum):
-    """The closed set of outcomes of one attempt (STYLE.md §8)."""
-
-    OK = "ok"
-    NOT_LEADER = "not_leader"
-    DROPPED = "dropped"
-    TIMEOUT = "timeout"
-    UNKNOWN = "unknown"
-
-
-#: The retry class of every op the client sends.
-OPS_KIND: Mapping[str, OpKind] = {
-    **{op: OpKind.READ for op in (
-        "get", "get_many", "ttl", "get_with_ttl", "get_all", "hash_content", "keys", "query",
-        "count", "events", "status", "members", "hash_kv", "backup",
-    )},
-    **{op: OpKind.WRITE for op in (
-        "put", "delete", "put_many", "delete_many", "touch", "touch_many", "put_if",
-        "delete_if", "delete_where",
-    )},
-    **{op: OpKind.ADMIN for op in (
-        "add_member", "remove_member", "promote_member", "transfer_leader",
-    )},
-}
-
-_DROPPED_CODES = frozenset({"no_leader", "shutting_down", "storage_unavailable"})
-
-#: An argument that was not given (None may be a value: a stored nil, an expected nil).
-NO_DEFAULT = object()
 _NOT_LOCAL = object()  # not served from same-host shared memory: ask a node
+T = TypeVar("T")
 
-#: An inclusive key range [lo, hi] (None: open end, per docs/formats/kv.md).
-Range = tuple["str | None", "str | None"]
-#: A declarative value filter (docs/formats/kv.md): ["eq", field, value], ["and", ...], ...
-Filter = Sequence[object] | Mapping[str, object]
 Condition = Callable[[object], bool]
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
-
-
-def _server_timeout_ms(wait_s: float) -> int:
-    """
-    The `timeout_ms` sent with an attempt we wait `wait_s` for: the server answers
-    `timeout` a little before we stop listening (the front door adds ~100 ms of grace),
-    so that the socket need not be reopened.
-    """
-    if wait_s > 0.5:
-        return _ms(wait_s - 0.3)
-    if wait_s > 0.3:
-        return _ms(wait_s - 0.15)
-    return _ms(wait_s)
-
-
-def envelope(
-    op: str, request_id: int, args: Mapping[str, object], token: str | None, ns: str | None
-) -> dict[str, object]:
-    """A request map: `args` whose value is None are left out; token and ns if set."""
-    msg: dict[str, object] = {"op": op, "id": request_id}
-    for name, value in args.items():
-        if value is not None:
-            msg[name] = _unwrap(value)
-    if token is not None:
-        msg["token"] = token
-    if ns is not None:
-        msg["ns"] = ns
-    return msg
 
 
 def call_endpoint(
@@ -216,7 +141,7 @@ def call_endpoint(
             raise RequestTimeoutError(f"no reply from {endpoint} to {op} within {timeout_s} s")
         request_id = next(ids)
         msg = build(request_id)
-        msg["timeout_ms"] = _server_timeout_ms(wait_s)
+        msg["timeout_ms"] = server_timeout_ms(wait_s)
         reply = transport.exchange(endpoint, pack(msg), request_id, wait_s)
         if reply is None:
             continue
@@ -225,7 +150,7 @@ def call_endpoint(
         raise error_from_reply(reply, request_id)
 
 
-class Client:
+class Client(ClientCore):
     """
     A connection to a Concord cluster.
 
@@ -279,50 +204,17 @@ class Client:
         first_seq: int | None = None,
         shm_probe_every_s: float = 10.0,
     ) -> None:
-        eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        if not eps or not all(isinstance(e, str) and e for e in eps):
-            raise ConfigError(f"endpoints must be one or more non-empty strings, got {endpoints!r}")
-        if timeout_s <= 0 or retries < 0 or max_redirects < 0 or cas_retries < 1:
-            raise ConfigError(
-                f"need timeout_s > 0, retries >= 0, max_redirects >= 0, cas_retries >= 1, got "
-                f"{timeout_s}, {retries}, {max_redirects}, {cas_retries}"
-            )
-        if attempt_timeout_s is not None and attempt_timeout_s <= 0:
-            raise ConfigError(f"attempt_timeout_s must be > 0, got {attempt_timeout_s}")
-        if backoff_s <= 0 or max_backoff_s < backoff_s:
-            raise ConfigError(f"need 0 < backoff_s <= max_backoff_s, got {backoff_s}, {max_backoff_s}")
-        if first_seq is not None and first_seq < 0:
-            raise ConfigError(f"first_seq must be >= 0, got {first_seq}")
-        if client_id is not None and not (isinstance(client_id, str) and 1 <= len(client_id) <= 256):
-            raise ConfigError(f"client_id must be a string of 1..256 characters, got {client_id!r}")
-        self.endpoints: tuple[str, ...] = tuple(eps)
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.attempt_timeout_s = (
-            attempt_timeout_s if attempt_timeout_s is not None else max(0.05, timeout_s / (retries + 1))
+        super().__init__(
+            endpoints, timeout_s=timeout_s, retries=retries, attempt_timeout_s=attempt_timeout_s,
+            client_id=client_id, sessions=sessions, token=token, ns=ns, max_redirects=max_redirects,
+            backoff_s=backoff_s, max_backoff_s=max_backoff_s, cas_retries=cas_retries, first_seq=first_seq,
         )
-        self.client_id: str = client_id if client_id is not None else f"{random.getrandbits(64):016x}"
-        self.sessions = sessions
-        self.token = token
-        self.ns = ns
-        self.max_redirects = max_redirects
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.cas_retries = cas_retries
         self._own_ctx = context is None
         self._ctx: Context = zmq.Context() if context is None else context
         self._transport = Transport(self._ctx)
+        # Guards the shared-memory view and `_closed`; never held over a network round trip.
         self._lock = threading.RLock()
-        self._ids = itertools.count(random.getrandbits(30))
-        # NB: the state machine refuses a seq below the last one it applied for this
-        # client_id, so a client_id reused across processes must not start over: a given
-        # id starts from the wall clock in microseconds (monotonic across restarts at
-        # fewer than a million writes a second); a fresh random id starts at 0.
-        if first_seq is None:
-            first_seq = 0 if client_id is None else time.time_ns() // 1000
-        self._seq = first_seq
-        self._cursor = 0
-        self._leader: str | None = None
+        self._probe_lock = threading.Lock()
         self._closed = False
         self._local_ok = shm and token is None and ns is None
         self.shm_probe_every_s = shm_probe_every_s
@@ -330,16 +222,6 @@ class Client:
         self._next_probe = 0.0
 
     # -- lifetime ------------------------------------------------------------------
-
-    @property
-    def leader(self) -> str | None:
-        """The endpoint this client currently sends to first (last known leader)."""
-        return self._leader
-
-    @property
-    def seq(self) -> int:
-        """The session seq of the last write sent (0 before any)."""
-        return self._seq
 
     @property
     def transport(self) -> Transport:
@@ -370,16 +252,6 @@ class Client:
 
     # -- the request loop ----------------------------------------------------------
 
-    def _next_endpoint(self, current: str) -> str:
-        if current in self.endpoints:
-            self._cursor = (self.endpoints.index(current) + 1) % len(self.endpoints)
-        else:
-            self._cursor = (self._cursor + 1) % len(self.endpoints)
-        return self.endpoints[self._cursor]
-
-    def _envelope(self, op: str, request_id: int, args: Mapping[str, object]) -> dict[str, object]:
-        return envelope(op, request_id, args, self.token, self.ns)
-
     def call(
         self, op: str, args: Mapping[str, object] | None = None, *, timeout_s: float | None = None
     ) -> dict[str, object]:
@@ -396,102 +268,23 @@ class Client:
             RemoteProtocolError: the server answered something that is not a reply map.
             ShuttingDownError: the client is closed.
         """
-        kind = OPS_KIND.get(op, OpKind.READ)
-        with self._lock:
-            if self._closed:
-                raise ShuttingDownError("client is closed")
-            return self._call_locked(op, dict(args or {}), kind, timeout_s or self.timeout_s)
+        if self._closed:
+            raise ShuttingDownError("client is closed")
+        with self._session(op) as session:
+            return self._run(self._plan(op, args, session, timeout_s))
 
-    def _call_locked(
-        self, op: str, args: dict[str, object], kind: OpKind, timeout_s: float
-    ) -> dict[str, object]:
-        deadline = time.monotonic() + timeout_s
-        session: tuple[str, int] | None = None
-        if kind is OpKind.WRITE and self.sessions:
-            self._seq += 1
-            session = (self.client_id, self._seq)
-        # Check the arguments once against the wire table, before anything is sent.
-        validate(self._envelope(op, 0, args))
-        target = self._leader or self.endpoints[self._cursor]
-        unanswered = False  # a write attempt went out and got no answer: outcome unknown
-        silent = 0
-        hops = 0
-        backoff = self.backoff_s
-        last: ClientError | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            request_id = next(self._ids)
-            msg = self._envelope(op, request_id, args)
-            if session is not None:
-                msg["client_id"], msg["seq"] = session
-            wait_s = min(remaining, self.attempt_timeout_s)
-            msg["timeout_ms"] = _server_timeout_ms(wait_s)
-            reply = self._transport.exchange(target, pack(msg), request_id, wait_s)
-            outcome, error = _classify(reply, request_id)
-            if outcome is Outcome.OK:
-                assert reply is not None
-                if error is not None:
-                    raise error
-                if msg.get("consistency") != "eventual":
-                    self._leader = target
-                return reply
-            if outcome is Outcome.NOT_LEADER:
-                assert isinstance(error, NotLeaderError)
-                hint = error.leader_hint
-                last = error
-                if hint and hint != target and hops < self.max_redirects:
-                    hops += 1
-                    log.debug("following leader hint op=%s from=%s to=%s", op, target, hint)
-                    self._leader = target = hint
-                    continue
-                outcome = Outcome.DROPPED
-            if outcome is Outcome.DROPPED:
-                assert error is not None
-                last = error
-                if self._leader == target:
-                    self._leader = None
-                target = self._next_endpoint(target)
-                pause = min(backoff, deadline - time.monotonic())
-                if pause > 0:
-                    time.sleep(pause)
-                backoff = min(backoff * 2, self.max_backoff_s)
-                continue
-            if outcome is Outcome.TIMEOUT:
-                timed_out = error or RequestTimeoutError(
-                    f"no reply from {target} to {op} within {wait_s:.3f} s", request_id
-                )
-                # A refusal (no_leader, not_leader) says more than silence: keep it.
-                if last is None or isinstance(last, RequestTimeoutError):
-                    last = timed_out
-                if kind is not OpKind.READ:
-                    unanswered = True
-                    if session is None:
-                        raise UnknownResultError(
-                            f"{op} sent to {target} got no answer and carries no session; "
-                            f"outcome unknown", request_id
-                        )
-                silent += 1
-                log.warning("no answer op=%s endpoint=%s attempt=%d", op, target, silent)
-                if self._leader == target:
-                    self._leader = None
-                # Reads stop after `retries` silent attempts; a session write goes on
-                # until the deadline (giving up early only leaves its outcome unknown).
-                if session is None and silent > self.retries:
-                    break
-                target = self._next_endpoint(target) if reply is None else target
-                continue
-        if unanswered:
-            rid = last.request_id if last is not None else None
-            raise UnknownResultError(
-                f"{op} (client_id={session[0] if session else None} seq={session[1] if session else None}) "
-                f"got no answer within "
-                f"{timeout_s} s; outcome unknown", rid
-            )
-        if last is not None:
-            raise last
-        raise RequestTimeoutError(f"{op} got no answer within {timeout_s} s")
+    def _run(self, plan: CallPlan) -> dict[str, object]:
+        while (attempt := plan.attempt(time.monotonic())) is not None:
+            reply = self._exchange(attempt)
+            outcome = plan.settle(attempt, reply, time.monotonic())
+            if isinstance(outcome, dict):
+                return outcome
+            if outcome > 0:
+                time.sleep(outcome)
+        raise plan.failure()
+
+    def _exchange(self, attempt: Attempt) -> dict[str, object] | None:
+        return self._transport.exchange(attempt.target, pack(attempt.msg), attempt.request_id, attempt.wait_s)
 
     def _local_or_call(
         self, op: str, args: Mapping[str, object], consistency: str
@@ -501,9 +294,9 @@ class Client:
         # that sends them reads over the wire only.
         if self._local_ok and consistency in ("eventual", "leader"):
             full = {**args, "consistency": consistency}
+            store = self._local_store()
             with self._lock:
-                store = self._local_store_locked()
-                if store is not None:
+                if store is not None and not self._closed:
                     # Arguments are checked by the kv read logic (same error classes).
                     reply = store.read(op, full)
                     if reply is not None:
@@ -514,19 +307,19 @@ class Client:
 
     def _local_get(self, key: str, consistency: str) -> object:
         """`LocalStore.get` of the attached store: a value, `MISSING`, or `_NOT_LOCAL`."""
+        store = self._local_store()
         with self._lock:
-            store = self._local_store_locked()
-            if store is None:
+            if store is None or self._closed:
                 return _NOT_LOCAL
             value = store.get(key, consistency)
             return _NOT_LOCAL if value is store.DECLINED else value
 
-    def _local_store_locked(self) -> LocalStore | None:
+    def _local_store(self) -> LocalStore | None:
         """
         The attached same-host store. While none is attached, at most every
         `shm_probe_every_s`: ask `status` of each endpoint on this host (the last known
         leader first; remote endpoints are never asked) and attach the first store that
-        exists here.
+        exists here. One thread probes; the others go over the wire meanwhile.
         """
         if self._closed:
             return None
@@ -536,17 +329,31 @@ class Client:
                 return store
             self._store = None
         now = time.monotonic()
-        if now < self._next_probe:
+        if now < self._next_probe or not self._probe_lock.acquire(blocking=False):
             return None
-        self._next_probe = now + self.shm_probe_every_s
+        try:
+            self._next_probe = now + self.shm_probe_every_s
+            found = self._probe_local_store()
+        finally:
+            self._probe_lock.release()
+        with self._lock:
+            if self._closed:
+                if found is not None:
+                    found.close()
+                return None
+            self._store = found
+        return found
+
+    def _probe_local_store(self) -> LocalStore | None:
         from concord.client.local import LocalStore, is_local_endpoint, shm_names  # noqa: PLC0415
 
-        candidates = ([self._leader] if self._leader else []) + list(self.endpoints)
+        leader = self._routing.leader
+        candidates = ([leader] if leader else []) + list(self.endpoints)
         for endpoint in dict.fromkeys(candidates):
             if not is_local_endpoint(endpoint):
                 continue
             try:
-                status = self._call_at_locked(
+                status = self._call_at(
                     endpoint, "status", {}, min(self.timeout_s, self.attempt_timeout_s))
             except (ClientError, ProtocolError) as exc:
                 log.debug("shm probe failed endpoint=%s error=%s", endpoint, exc)
@@ -554,10 +361,10 @@ class Client:
             names = shm_names(status)
             if names is None:
                 continue
-            self._store = LocalStore.open(names)
-            if self._store is not None:
+            store = LocalStore.open(names)
+            if store is not None:
                 log.info("reading from same-host shared memory endpoint=%s ctl=%s", endpoint, names.ctl)
-                return self._store
+                return store
         return None
 
     @property
@@ -567,6 +374,12 @@ class Client:
 
     # -- key-value ops ---------------------------------------------------------------
 
+    def _do(self, req: Req[T]) -> T:
+        """Send a typed op (a same-host shared-memory read when allowed) and decode its reply."""
+        if req.consistency is not None:
+            return req.decode(self._local_or_call(req.op, req.args, req.consistency))
+        return req.decode(self.call(req.op, req.args))
+
     def put(self, key: str, value: object, ttl: float | None = None, compress: bool | None = None) -> int:
         """
         Store `value` under `key`; `ttl` seconds of life (None: forever); `compress`
@@ -575,8 +388,7 @@ class Client:
         Returns:
             The store revision of the write.
         """
-        reply = self.call("put", {"key": key, "value": _Value(value), "ttl": ttl, "compress": compress})
-        return int_field(reply, "put", "revision")
+        return self._do(requests.put(key, value, ttl, compress))
 
     @overload
     def get(self, key: str, consistency: Consistency = ..., *, meta: Literal[True]) -> ValueWithMeta: ...
@@ -604,7 +416,7 @@ class Client:
         Raises:
             NotFoundError: the key is absent and no default was given.
         """
-        local_tried = False
+        req = requests.get(key, consistency, meta)
         if not meta and self._local_ok and consistency != "strong":
             value = self._local_get(key, consistency)
             if value is not _NOT_LOCAL:
@@ -613,34 +425,18 @@ class Client:
                         raise NotFoundError(f"key {key!r} not found")
                     return default
                 return value
-            local_tried = True  # declined, or no store here: the wire, not shm again
-        args: dict[str, object] = {"key": key}
-        if meta:
-            args["meta"] = True
+            # declined, or no store here: the wire, not shm again
+            req = Req(req.op, {**req.args, "consistency": consistency}, req.decode)
         try:
-            if local_tried:
-                reply = self.call("get", {**args, "consistency": consistency})
-            else:
-                reply = self._local_or_call("get", args, consistency)
+            return self._do(req)
         except NotFoundError:
             if default is NO_DEFAULT:
                 raise
             return default
-        value = field(reply, "get", "value")
-        if not meta:
-            return value
-        return ValueWithMeta(
-            value=value,
-            revision=int_field(reply, "get", "revision"),
-            version=int_field(reply, "get", "version"),
-            create_revision=int_field(reply, "get", "create_revision"),
-            ttl=ttl_field(reply, "get"),
-        )
 
     def delete(self, key: str) -> DeleteResult:
         """Delete `key`; `deleted` is False if it was absent."""
-        reply = self.call("delete", {"key": key})
-        return _deleted(reply, "delete")
+        return self._do(requests.delete(key))
 
     def put_many(self, items: Iterable[tuple[str, object] | tuple[str, object, float | None]]) -> int:
         """
@@ -650,31 +446,19 @@ class Client:
         Returns:
             The one store revision of all the writes.
         """
-        wire_items: list[object] = []
-        for item in items:
-            if len(item) == 2:
-                wire_items.append([item[0], _Value(item[1])])
-            else:
-                wire_items.append([item[0], _Value(item[1]), item[2]])
-        reply = self.call("put_many", {"items": wire_items})
-        return int_field(reply, "put_many", "revision")
+        return self._do(requests.put_many(items))
 
     def get_many(self, keys: Iterable[str], consistency: Consistency = "leader") -> dict[str, object]:
         """The values of the keys that exist (absent keys are left out)."""
-        reply = self._local_or_call("get_many", {"keys": list(keys)}, consistency)
-        values = field(reply, "get_many", "values")
-        if not isinstance(values, dict):
-            raise RemoteProtocolError("reply to get_many: field values is not a map")
-        return dict(values)
+        return self._do(requests.get_many(keys, consistency))
 
     def delete_many(self, keys: Iterable[str]) -> BulkDeleteResult:
         """Delete several keys atomically; `deleted` counts those that existed."""
-        reply = self.call("delete_many", {"keys": list(keys)})
-        return _bulk_deleted(reply, "delete_many")
+        return self._do(requests.delete_many(keys))
 
-    def touch(self, key: str, ttl: float) -> int:
+    def touch(self, key: str, ttl: float | None) -> int:
         """
-        Give `key` a new ttl (seconds from now).
+        Give `key` a new ttl (seconds from now); None clears its ttl (never expires).
 
         Returns:
             The store revision.
@@ -682,12 +466,11 @@ class Client:
         Raises:
             NotFoundError: the key is absent.
         """
-        return int_field(self.call("touch", {"key": key, "ttl": ttl}), "touch", "revision")
+        return self._do(requests.touch(key, ttl))
 
     def touch_many(self, items: Iterable[tuple[str, float]]) -> int:
         """New ttls for several keys atomically; NotFoundError (nothing changes) if one is absent."""
-        reply = self.call("touch_many", {"items": [[key, ttl] for key, ttl in items]})
-        return int_field(reply, "touch_many", "revision")
+        return self._do(requests.touch_many(items))
 
     def ttl(self, key: str, consistency: Consistency = "leader") -> float | None:
         """
@@ -696,9 +479,7 @@ class Client:
         Raises:
             NotFoundError: the key is absent.
         """
-        reply = self._local_or_call("ttl", {"key": key}, consistency)
-        field(reply, "ttl", "ttl")
-        return ttl_field(reply, "ttl")
+        return self._do(requests.ttl(key, consistency))
 
     def get_with_ttl(self, key: str, consistency: Consistency = "leader") -> ValueWithTTL:
         """
@@ -707,15 +488,13 @@ class Client:
         Raises:
             NotFoundError: the key is absent.
         """
-        reply = self._local_or_call("get_with_ttl", {"key": key}, consistency)
-        return ValueWithTTL(field(reply, "get_with_ttl", "value"), ttl_field(reply, "get_with_ttl"))
+        return self._do(requests.get_with_ttl(key, consistency))
 
     def get_all(
         self, limit: int | None = None, after: str | None = None, consistency: Consistency = "leader"
     ) -> Page:
         """One page of (key, value) pairs in key order, keys > `after`."""
-        reply = self._local_or_call("get_all", {"limit": limit, "after": after}, consistency)
-        return Page(pairs(reply, "get_all"), bool_field(reply, "get_all", "more"))
+        return self._do(requests.get_all(limit, after, consistency))
 
     # -- conditional writes ----------------------------------------------------------
 
@@ -747,25 +526,12 @@ class Client:
             ConditionFailedError: the condition does not hold (for `condition`: the
                 callable said no, or the key kept changing for `cas_retries` rounds).
         """
-        conds = _conditions(expected, version, mod_revision, absent)
-        if condition is not None:
-            if conds:
-                raise InvalidRequestError(
-                    "put_if takes condition= alone, without expected, version, mod_revision or absent"
-                )
-            return self._put_if_callable(key, value, ttl, condition)
-        args: dict[str, object] = {"key": key, "value": _Value(value), "ttl": ttl, **conds}
-        return int_field(self.call("put_if", args), "put_if", "revision")
-
-    def _put_if_callable(self, key: str, value: object, ttl: float | None, condition: Condition) -> int:
+        conds = requests.conditions(expected, version, mod_revision, absent)
+        if condition is None:
+            return self._do(requests.put_if(key, value, conds, ttl))
+        check_condition_alone(conds)
         for attempt in range(self.cas_retries):
-            current = self.get(key, consistency="leader", meta=True, default=None)
-            if current is None:
-                seen: object = MISSING
-                revision = 0  # mod_revision 0 matches an absent key
-            else:
-                assert isinstance(current, ValueWithMeta)
-                seen, revision = current.value, current.revision
+            seen, revision = cas_view(self.get(key, consistency="leader", meta=True, default=None))
             if not condition(seen):
                 raise ConditionFailedError(f"condition on key {key!r} is false")
             try:
@@ -789,93 +555,77 @@ class Client:
         Raises:
             ConditionFailedError: the condition does not hold.
         """
-        args: dict[str, object] = {"key": key, **_conditions(expected, version, mod_revision, absent)}
-        reply = self.call("delete_if", args)
-        return _deleted(reply, "delete_if")
+        return self._do(requests.delete_if(key, requests.conditions(expected, version, mod_revision, absent)))
 
     # -- queries ---------------------------------------------------------------------
 
     def keys(
-        self,
-        *,
-        prefix: str | None = None,
-        suffix: str | None = None,
-        contains: str | None = None,
-        pattern: str | None = None,
-        range: Range | None = None,
-        where: Filter | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        consistency: Consistency = "leader",
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None, consistency: Consistency = "leader",
     ) -> KeysPage:
         """Keys matching every given condition, in key order (one page)."""
-        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
-        reply = self._local_or_call("keys", args, consistency)
-        raw = list_field(reply, "keys", "keys")
-        if not all(isinstance(k, str) for k in raw):
-            raise RemoteProtocolError("reply to keys: a key is not a string")
-        return KeysPage(tuple(str(k) for k in raw), bool_field(reply, "keys", "more"))
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return self._do(requests.keys(args, consistency))
 
     def query(
-        self,
-        *,
-        prefix: str | None = None,
-        suffix: str | None = None,
-        contains: str | None = None,
-        pattern: str | None = None,
-        range: Range | None = None,
-        where: Filter | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        consistency: Consistency = "leader",
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None, consistency: Consistency = "leader",
     ) -> Page:
         """(key, value) pairs matching every given condition, in key order (one page)."""
-        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
-        reply = self._local_or_call("query", args, consistency)
-        return Page(pairs(reply, "query"), bool_field(reply, "query", "more"))
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return self._do(requests.query(args, consistency))
 
     def count(
-        self,
-        *,
-        prefix: str | None = None,
-        suffix: str | None = None,
-        contains: str | None = None,
-        pattern: str | None = None,
-        range: Range | None = None,
-        where: Filter | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        consistency: Consistency = "leader",
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None, consistency: Consistency = "leader",
     ) -> int:
         """How many keys match every given condition."""
-        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
-        return int_field(self._local_or_call("count", args, consistency), "count", "count")
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return self._do(requests.count(args, consistency))
 
     def delete_where(
-        self,
-        *,
-        prefix: str | None = None,
-        suffix: str | None = None,
-        contains: str | None = None,
-        pattern: str | None = None,
-        range: Range | None = None,
-        where: Filter | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None,
     ) -> BulkDeleteResult:
         """Delete every key matching the conditions, atomically."""
-        args = _query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
-        reply = self.call("delete_where", args)
-        return _bulk_deleted(reply, "delete_where")
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return self._do(requests.delete_where(args))
 
     def events(self, since_revision: int, prefix: str | None = None, limit: int | None = None) -> EventsPage:
         """Changes after `since_revision` from the retained history (catch-up for PUB/SUB)."""
-        reply = self.call("events", {"since_revision": since_revision, "prefix": prefix, "limit": limit})
-        return EventsPage(
-            tuple(event_from(e) for e in list_field(reply, "events", "events")),
-            int_field(reply, "events", "next_revision"),
-            bool_field(reply, "events", "compacted"),
-        )
+        return self._do(requests.events(since_revision, prefix, limit))
+
+    # -- secondary indexes -----------------------------------------------------------
+
+    def create_index(self, name: str, field: str | Sequence[str | int]) -> bool:
+        """Index the values' `field` (a path) under `name`; False if it already existed."""
+        return self._do(requests.create_index(name, field))
+
+    def drop_index(self, name: str) -> bool:
+        """Drop the index `name`; False if there was none."""
+        return self._do(requests.drop_index(name))
+
+    def list_indexes(self, consistency: Consistency = "leader") -> list[dict[str, object]]:
+        """The indexes as `{name, field}` maps."""
+        return self._do(requests.list_indexes(consistency))
+
+    def lookup(
+        self, name: str, value: object = NO_DEFAULT, *, range: tuple[object, object] | None = None,
+        limit: int | None = None, consistency: Consistency = "leader",
+    ) -> Page:
+        """
+        (key, value) pairs whose indexed field equals `value`, or lies in the inclusive
+        `range` [lo, hi] (None: open end), in (indexed value, key) order (wire op
+        `index_lookup`; exactly one of value and range).
+
+        Raises:
+            NotFoundError: no index of that name.
+        """
+        return self._do(requests.index_lookup(name, value, range, limit, consistency))
 
     def subscribe(
         self,
@@ -911,9 +661,10 @@ class Client:
         The answering node's status map (fields defined by the node; the reply minus
         `id` and `ok`). `endpoint` asks that node rather than the leader.
         """
+        req = requests.status()
         if endpoint is None:
-            return _strip(self.call("status"))
-        return _strip(self.call_at(endpoint, "status"))
+            return self._do(req)
+        return req.decode(self.call_at(endpoint, req.op))
 
     def call_at(
         self, endpoint: str, op: str, args: Mapping[str, object] | None = None,
@@ -930,12 +681,11 @@ class Client:
         """
         clean = {k: v for k, v in (args or {}).items() if v is not None}
         validate(self._envelope(op, 0, clean))
-        with self._lock:
-            if self._closed:
-                raise ShuttingDownError("client is closed")
-            return self._call_at_locked(endpoint, op, clean, timeout_s or self.timeout_s)
+        if self._closed:
+            raise ShuttingDownError("client is closed")
+        return self._call_at(endpoint, op, clean, timeout_s or self.timeout_s)
 
-    def _call_at_locked(
+    def _call_at(
         self, endpoint: str, op: str, args: Mapping[str, object], timeout_s: float
     ) -> dict[str, object]:
         return call_endpoint(
@@ -946,21 +696,10 @@ class Client:
 
     def members(self) -> list[dict[str, object]]:
         """The cluster members as the node lists them (`members` field)."""
-        reply = self.call("members")
-        out: list[dict[str, object]] = []
-        for member in list_field(reply, "members", "members"):
-            if not isinstance(member, dict):
-                raise RemoteProtocolError("reply to members: a member is not a map")
-            out.append(member)
-        return out
+        return self._do(requests.members())
 
     def add_member(
-        self,
-        member_id: str,
-        host: str,
-        client_port: int,
-        peer_port: int,
-        events_port: int,
+        self, member_id: str, host: str, client_port: int, peer_port: int, events_port: int,
         learner: bool | None = None,
     ) -> dict[str, object]:
         """
@@ -968,24 +707,20 @@ class Client:
         promotes once caught up; True, a learner that stays one; False, a voter at once
         (docs/protocol.md `add_member`).
         """
-        return _strip(self.call("add_member", {
-            "member_id": member_id, "host": host, "client_port": client_port,
-            "peer_port": peer_port, "events_port": events_port, "learner": learner,
-        }))
+        return self._do(requests.add_member(member_id, host, client_port, peer_port, events_port, learner))
 
     def remove_member(self, member_id: str) -> dict[str, object]:
         """Remove a member (the leader too); returns the reply fields."""
-        return _strip(self.call("remove_member", {"member_id": member_id}))
+        return self._do(requests.remove_member(member_id))
 
     def promote_member(self, member_id: str) -> dict[str, object]:
         """Promote a learner to voter; returns the reply fields."""
-        return _strip(self.call("promote_member", {"member_id": member_id}))
+        return self._do(requests.promote_member(member_id))
 
     def transfer_leader(self, member_id: str | None = None) -> dict[str, object]:
         """Hand leadership to `member_id` (default: the best follower); returns the reply fields."""
-        reply = _strip(self.call("transfer_leader", {"member_id": member_id}))
-        with self._lock:
-            self._leader = None  # the next call finds the new leader through hints
+        reply = self._do(requests.transfer_leader(member_id))
+        self._routing.follow(None)  # the next call finds the new leader through hints
         return reply
 
 
@@ -994,110 +729,21 @@ def explicit(value: object) -> object:
     return _Value(value)
 
 
-class _Value:
-    """Marks an argument as a user value (never dropped when it is None)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-
-def _unwrap(obj: object) -> object:
-    if isinstance(obj, _Value):
-        return obj.value
-    if isinstance(obj, list):
-        return [_unwrap(x) for x in obj]
-    return obj
+def check_condition_alone(conds: Mapping[str, object]) -> None:
+    """put_if(condition=fn) takes no other condition."""
+    if conds:
+        raise InvalidRequestError(
+            "put_if takes condition= alone, without expected, version, mod_revision or absent"
+        )
 
 
-def _conditions(
-    expected: object, version: int | None, mod_revision: int | None, absent: bool | None
-) -> dict[str, object]:
-    conds: dict[str, object] = {}
-    if expected is not NO_DEFAULT:
-        conds["expected"] = _Value(expected)
-    if version is not None:
-        conds["version"] = version
-    if mod_revision is not None:
-        conds["mod_revision"] = mod_revision
-    if absent is not None:
-        conds["absent"] = absent
-    return conds
-
-
-def _query_args(
-    prefix: str | None,
-    suffix: str | None,
-    contains: str | None,
-    pattern: str | None,
-    range_: Range | None,
-    where: Filter | None,
-    limit: int | None,
-    offset: int | None,
-) -> dict[str, object]:
-    return {
-        "prefix": prefix, "suffix": suffix, "contains": contains, "pattern": pattern,
-        "range": None if range_ is None else list(range_),
-        "where": None if where is None else dict(where) if isinstance(where, Mapping) else list(where),
-        "limit": limit, "offset": offset,
-    }
-
-
-def _deleted(reply: Mapping[str, object], op: str) -> DeleteResult:
-    return DeleteResult(bool_field(reply, op, "deleted"), int_field(reply, op, "revision"))
-
-
-def _bulk_deleted(reply: Mapping[str, object], op: str) -> BulkDeleteResult:
-    return BulkDeleteResult(int_field(reply, op, "deleted"), int_field(reply, op, "revision"))
-
-
-def _strip(reply: Mapping[str, object]) -> dict[str, object]:
-    return {k: v for k, v in reply.items() if k not in ("id", "ok")}
-
-
-def normalize_endpoint(endpoint: str) -> str:
-    """A leader hint as a zmq endpoint: "host:port" gets the "tcp://" scheme."""
-    return endpoint if "://" in endpoint else f"tcp://{endpoint}"
-
-
-def error_from_reply(reply: Mapping[str, object], request_id: int | None = None) -> ClientError:
-    """The ClientError an error reply stands for (unknown codes: ClientError itself)."""
-    code = reply.get("error")
-    message = reply.get("message")
-    text = message if isinstance(message, str) else f"error {code!r}"
-    rid_raw = reply.get("id")
-    rid = rid_raw if isinstance(rid_raw, int) and not isinstance(rid_raw, bool) else request_id
-    cls = ERROR_CLASSES.get(code) if isinstance(code, str) else None
-    if cls is NotLeaderError:
-        leader = reply.get("leader")
-        hint = normalize_endpoint(leader) if isinstance(leader, str) and leader else None
-        return NotLeaderError(text, rid, hint)
-    if cls is None:
-        return ClientError(f"{text} (unknown error code {code!r})", rid)
-    return cls(text, rid)
+def cas_view(current: object) -> tuple[object, int]:
+    """What a condition callable sees and the mod_revision to put_if on (0: absent)."""
+    if current is None:
+        return MISSING, 0  # mod_revision 0 matches an absent key
+    assert isinstance(current, ValueWithMeta)
+    return current.value, current.revision
 
 
 def _raise_error_map(reply: Mapping[str, object]) -> None:
     raise error_from_reply(reply)
-
-
-def _classify(reply: dict[str, object] | None, request_id: int) -> tuple[Outcome, ClientError | None]:
-    if reply is None:
-        return Outcome.TIMEOUT, None
-    ok = reply.get("ok")
-    if ok is True:
-        return Outcome.OK, None
-    if ok is not False:
-        raise RemoteProtocolError(f"reply to request {request_id} has no boolean ok field")
-    error = error_from_reply(reply, request_id)
-    code = reply.get("error")
-    if code == "not_leader":
-        return Outcome.NOT_LEADER, error
-    if code in _DROPPED_CODES:
-        return Outcome.DROPPED, error
-    if code == "timeout":
-        return Outcome.TIMEOUT, error
-    # A definitive answer (not_found, condition_failed, invalid_request, ...): the
-    # exchange completed; the caller raises the error.
-    return Outcome.OK, error

@@ -1,28 +1,44 @@
 """
-The client's sockets: one DEALER per endpoint, Lazy Pirate style (zguide ch. 4).
+The client's sockets: one DEALER per endpoint, many requests in flight on each, matched
+to their callers by request id (zguide ch. 3 "asynchronous client", ch. 4 Lazy Pirate).
 
-Each endpoint gets a DEALER (LINGER=0) the first time it is used. A request is sent as
-[b"", payload] and the socket polled until a reply with our request id arrives or the
-attempt's wait runs out; replies with another id (late answers to earlier attempts) are
-skipped. On silence the socket is closed (dropping anything queued) and reopened on the
-next use, so a dead peer never leaves stale requests behind.
+One I/O thread per Transport owns every socket (zmq sockets are not thread-safe); any
+number of caller threads hand it requests and wait on their own event, so the network
+round trip is never under a lock. Each endpoint gets a DEALER (LINGER=0) the first time
+it is used; a request goes out as [b"", payload].
 
-Not thread-safe: `Client` serializes all use under its lock. Never lets a zmq error
-escape: they become LocalProtocolError (bad endpoint) or ShuttingDownError (context
-terminated).
+Matching: a reply is handed to the caller whose request id it carries. A reply with an
+id nobody waits for (a late answer to an abandoned attempt) is counted and dropped. A
+reply with a nil id that is `invalid_request` (the server could not read our id) goes to
+the one caller waiting on that endpoint when there is exactly one; with several it
+cannot be attributed and is dropped (they time out): the client validates requests with
+the wire table before sending, so this only happens with a server that disagrees.
+
+Silence (Lazy Pirate): a caller that waited its whole attempt without a reply tells the
+I/O thread, which closes and reopens that endpoint's socket only if no reply at all came
+from it since the request went out (a live endpoint that is slow to answer one request
+keeps its socket and the other requests on it). A reset answers every caller still
+waiting on that endpoint with silence at once, so they retry elsewhere without waiting
+out their own attempt.
+
+Never lets a zmq error escape: they become LocalProtocolError (bad endpoint) or
+ShuttingDownError (context terminated, transport closed).
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass, field
 
 import msgpack
 import zmq
 
-from concord.errors import LocalProtocolError, RemoteProtocolError, ShuttingDownError
+from concord.errors import ConcordError, LocalProtocolError, RemoteProtocolError, ShuttingDownError
 
-__all__ = ["Transport"]
+__all__ = ["Transport", "decode_reply"]
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +46,21 @@ Socket = zmq.Socket[bytes]
 Context = zmq.Context[Socket]
 
 
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    """One request in flight: filled in by the I/O thread, waited on by its caller."""
+
+    endpoint: str
+    event: threading.Event = field(default_factory=threading.Event)
+    reply: dict[str, object] | None = None
+    error: ConcordError | None = None
+    replies_at_send: int = -1  # the endpoint's reply count when the request went out
+    socket_gen: int = -1  # which socket of the endpoint it went out on
+
+
 class Transport:
     """
-    DEALER sockets keyed by endpoint.
+    DEALER sockets keyed by endpoint, served by one I/O thread.
 
     Args:
         ctx: the zmq context (owned by the Client, or passed in by the application).
@@ -40,21 +68,160 @@ class Transport:
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
+        self._lock = threading.Lock()  # guards the fields below; never held over I/O
+        self._commands: deque[tuple[str, str, int, bytes | int]] = deque()
+        self._waiters: dict[int, _Waiter] = {}
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        # Owned by the I/O thread only.
         self._sockets: dict[str, Socket] = {}
+        self._endpoint_of: dict[Socket, str] = {}
+        self._replies: dict[str, int] = {}
+        self._socket_gen: dict[str, int] = {}
         #: Counters, for tests and metrics.
         self.reopens = 0
         self.skipped_replies = 0
 
-    def _socket(self, endpoint: str) -> Socket:
+    # -- caller side -------------------------------------------------------------------
+
+    def exchange(
+        self, endpoint: str, payload: bytes, request_id: int, wait_s: float
+    ) -> dict[str, object] | None:
+        """
+        Send one request and wait up to `wait_s` for its reply. Thread-safe.
+
+        Returns:
+            The reply map, or None if nothing came in time.
+
+        Raises:
+            LocalProtocolError: the endpoint is malformed.
+            ShuttingDownError: the transport was closed or the context terminated.
+        """
+        waiter = self.submit(endpoint, payload, request_id)
+        waiter.event.wait(max(0.0, wait_s))
+        return self.collect(request_id, waiter)
+
+    def submit(self, endpoint: str, payload: bytes, request_id: int) -> _Waiter:
+        """Hand a request to the I/O thread; wait on the returned waiter's `event`."""
+        waiter = _Waiter(endpoint)
+        with self._lock:
+            if self._closed:
+                raise ShuttingDownError("client is closed")
+            if request_id in self._waiters:
+                raise LocalProtocolError(f"request id {request_id} is already in flight")
+            self._waiters[request_id] = waiter
+            self._commands.append(("send", endpoint, request_id, payload))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="concord-client-io", daemon=True)
+                self._thread.start()
+        self._wake()
+        return waiter
+
+    def collect(self, request_id: int, waiter: _Waiter) -> dict[str, object] | None:
+        """The outcome of a submitted request once its caller stops waiting (see exchange)."""
+        with self._lock:
+            self._waiters.pop(request_id, None)
+            done = waiter.event.is_set()
+            if not done and not self._closed:
+                self._commands.append(("silent", waiter.endpoint, waiter.socket_gen, waiter.replies_at_send))
+        if not done:
+            self._wake()
+            return None
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.reply
+
+    def close(self) -> None:
+        """Stop the I/O thread and close every socket (LINGER=0). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            self._commands.append(("stop", "", 0, 0))
+        self._wake()
+        if thread is not None:
+            thread.join()
+        else:
+            self._close_sockets()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake-up is pending) or closed (transport closed)
+
+    # -- the I/O thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        try:
+            while True:
+                events = dict(poller.poll())
+                if self._wake_r in events and not self._do_commands(poller):
+                    return
+                for sock in list(self._sockets.values()):
+                    if events.get(sock):
+                        self._receive(sock)
+        except zmq.ZMQError as exc:
+            error = ShuttingDownError("client context is terminated") if exc.errno == zmq.ETERM \
+                else LocalProtocolError(f"client socket failed: {exc}")
+            log.warning("client i/o stopped error=%s", exc)
+            self._fail_all(error)
+        finally:
+            self._close_sockets()
+
+    def _do_commands(self, poller: zmq.Poller) -> bool:
+        """Run queued commands; False once told to stop."""
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            commands = list(self._commands)
+            self._commands.clear()
+        for kind, endpoint, number, data in commands:
+            if kind == "stop":
+                self._fail_all(ShuttingDownError("client is closed"))
+                return False
+            if kind == "send":
+                assert isinstance(data, bytes)
+                self._send(poller, endpoint, number, data)
+            elif kind == "silent":
+                assert isinstance(data, int)
+                if self._socket_gen.get(endpoint) == number and self._replies.get(endpoint, 0) == data:
+                    self._reset(poller, endpoint)
+        return True
+
+    def _send(self, poller: zmq.Poller, endpoint: str, request_id: int, payload: bytes) -> None:
+        with self._lock:
+            waiter = self._waiters.get(request_id)
+        if waiter is None:
+            return  # its caller already gave up
+        try:
+            sock = self._socket(poller, endpoint)
+            waiter.replies_at_send = self._replies.get(endpoint, 0)
+            waiter.socket_gen = self._socket_gen[endpoint]
+            sock.send_multipart([b"", payload], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            # NB: a DEALER with no connected peer queues; Again means the pipe is full:
+            # silence for everyone on it, and a fresh socket for the next attempt.
+            self._reset(poller, endpoint)
+        except LocalProtocolError as exc:
+            self._finish(request_id, None, exc)
+
+    def _socket(self, poller: zmq.Poller, endpoint: str) -> Socket:
         sock = self._sockets.get(endpoint)
         if sock is not None:
             return sock
-        try:
-            sock = self._ctx.socket(zmq.DEALER)
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.ETERM:
-                raise ShuttingDownError("client context is terminated") from exc
-            raise LocalProtocolError(f"cannot create a socket: {exc}") from exc
+        sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         try:
             sock.connect(endpoint)
@@ -62,67 +229,77 @@ class Transport:
             sock.close(linger=0)
             raise LocalProtocolError(f"cannot connect to endpoint {endpoint!r}: {exc}") from exc
         self._sockets[endpoint] = sock
+        self._endpoint_of[sock] = endpoint
+        self._socket_gen[endpoint] = self._socket_gen.get(endpoint, 0) + 1
+        poller.register(sock, zmq.POLLIN)
         return sock
 
-    def reset(self, endpoint: str) -> None:
-        """Close the endpoint's socket; the next use opens a fresh one (Lazy Pirate)."""
+    def _reset(self, poller: zmq.Poller, endpoint: str) -> None:
+        """Close the endpoint's socket (Lazy Pirate); its waiters get silence now."""
         sock = self._sockets.pop(endpoint, None)
-        if sock is not None:
-            sock.close(linger=0)
-            self.reopens += 1
+        if sock is None:
+            return
+        del self._endpoint_of[sock]
+        poller.unregister(sock)
+        sock.close(linger=0)
+        self.reopens += 1
+        with self._lock:
+            stranded = [rid for rid, w in self._waiters.items() if w.endpoint == endpoint]
+        for rid in stranded:
+            self._finish(rid, None, None)
 
-    def exchange(
-        self, endpoint: str, payload: bytes, request_id: int, wait_s: float
-    ) -> dict[str, object] | None:
-        """
-        Send one request and wait up to `wait_s` for its reply.
-
-        Returns:
-            The reply map, or None if nothing came in time (the socket is then reset).
-
-        Raises:
-            RemoteProtocolError: the reply was not a msgpack map.
-            LocalProtocolError: the endpoint is malformed.
-            ShuttingDownError: the context was terminated.
-        """
-        sock = self._socket(endpoint)
-        deadline = time.monotonic() + wait_s
-        try:
-            sock.send_multipart([b"", payload], flags=zmq.NOBLOCK)
-            while True:
-                remaining_ms = (deadline - time.monotonic()) * 1000.0
-                if remaining_ms <= 0 or not sock.poll(max(1, int(remaining_ms)), zmq.POLLIN):
-                    self.reset(endpoint)
-                    return None
-                frames = sock.recv_multipart()
-                reply = _decode(frames[-1])
-                rid = reply.get("id")
-                if rid == request_id:
-                    return reply
-                if rid is None and reply.get("error") == "invalid_request":
-                    # The server could not read our id: the answer is ours.
-                    return reply
+    def _receive(self, sock: Socket) -> None:
+        endpoint = self._endpoint_of[sock]
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._replies[endpoint] = self._replies.get(endpoint, 0) + 1
+            try:
+                reply = decode_reply(frames[-1])
+            except RemoteProtocolError as exc:
                 self.skipped_replies += 1
-                log.debug("skipped reply endpoint=%s id=%s want=%d", endpoint, rid, request_id)
-        except zmq.Again:
-            # NB: a DEALER with no connected peer queues; Again means the pipe is full:
-            # treat it as silence and start over on a fresh socket.
-            self.reset(endpoint)
-            return None
-        except zmq.ZMQError as exc:
-            self.reset(endpoint)
-            if exc.errno == zmq.ETERM:
-                raise ShuttingDownError("client context is terminated") from exc
-            raise LocalProtocolError(f"request to {endpoint} failed: {exc}") from exc
+                log.warning("undecodable reply endpoint=%s error=%s", endpoint, exc)
+                continue
+            rid = reply.get("id")
+            if rid is None and reply.get("error") == "invalid_request":
+                with self._lock:
+                    mine = [r for r, w in self._waiters.items() if w.endpoint == endpoint]
+                rid = mine[0] if len(mine) == 1 else None
+            if not (isinstance(rid, int) and self._finish(rid, reply, None)):
+                self.skipped_replies += 1
+                log.debug("skipped reply endpoint=%s id=%s", endpoint, rid)
 
-    def close(self) -> None:
-        """Close every socket (LINGER=0). Idempotent."""
+    def _finish(self, request_id: int, reply: dict[str, object] | None, error: ConcordError | None) -> bool:
+        with self._lock:
+            waiter = self._waiters.get(request_id)
+            if waiter is None or waiter.event.is_set():
+                return False
+            waiter.reply, waiter.error = reply, error
+            waiter.event.set()
+            return True
+
+    def _fail_all(self, error: ConcordError) -> None:
+        with self._lock:
+            rids = list(self._waiters)
+        for rid in rids:
+            self._finish(rid, None, error)
+
+    def _close_sockets(self) -> None:
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()
+        self._endpoint_of.clear()
 
 
-def _decode(data: bytes) -> dict[str, object]:
+def decode_reply(data: bytes) -> dict[str, object]:
+    """
+    A reply payload as a map.
+
+    Raises:
+        RemoteProtocolError: not msgpack, or not a map.
+    """
     try:
         reply = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:

@@ -58,6 +58,20 @@ class Backend(enum.Enum):
     """The raft worker: writes, strong-read barriers, membership, admin."""
 
 
+class OpKind(enum.Enum):
+    """What retrying an op may do: the client's resend rule (docs/client.md)."""
+
+    READ = "read"
+    """Changes nothing: resent freely, no session."""
+
+    WRITE = "write"
+    """A log entry the state machine deduplicates: carries (client_id, seq) and is
+    resent with the same pair after silence."""
+
+    ADMIN = "admin"
+    """Changes the cluster and is not deduplicated: never resent after silence."""
+
+
 class ArgType(enum.Enum):
     """The declared type of one argument."""
 
@@ -183,6 +197,7 @@ class OpSpec:
     args: tuple[Arg, ...] = ()
     one_of: tuple[tuple[str, ...], ...] = ()
     doc: str = ""
+    kind: OpKind = OpKind.READ
     arg_index: Mapping[str, Arg] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -224,20 +239,22 @@ _MEMBER_ID = Arg("member_id", ArgType.STR, required=True)
 
 _R = Backend.READ
 _W = Backend.RAFT
+_WRITE = OpKind.WRITE
+_ADMIN = OpKind.ADMIN
 
 _OP_LIST: tuple[OpSpec, ...] = (
     OpSpec("put", _W, (_KEY, Arg("value", ArgType.ANY, True), _TTL, Arg("compress", ArgType.BOOL)),
-           doc="-> {revision}"),
+           doc="-> {revision}", kind=_WRITE),
     OpSpec("get", _R, (_KEY, _CONSISTENCY, Arg("meta", ArgType.BOOL)),
            doc="-> {value} (+ revision, version, create_revision, ttl with meta), or not_found"),
-    OpSpec("delete", _W, (_KEY,), doc="-> {deleted, revision}"),
+    OpSpec("delete", _W, (_KEY,), doc="-> {deleted, revision}", kind=_WRITE),
     OpSpec("put_many", _W, (Arg("items", ArgType.ITEMS, True), Arg("compress", ArgType.BOOL)),
-           doc="-> {revision}"),
+           doc="-> {revision}", kind=_WRITE),
     OpSpec("get_many", _R, (Arg("keys", ArgType.STR_LIST, True), _CONSISTENCY),
            doc="-> {values: {key: value}}"),
-    OpSpec("delete_many", _W, (Arg("keys", ArgType.STR_LIST, True),)),
-    OpSpec("touch", _W, (_KEY, Arg("ttl", ArgType.OPT_NUMBER, True, doc="nil: never expire"))),
-    OpSpec("touch_many", _W, (Arg("items", ArgType.TTL_ITEMS, True),)),
+    OpSpec("delete_many", _W, (Arg("keys", ArgType.STR_LIST, True),), kind=_WRITE),
+    OpSpec("touch", _W, (_KEY, Arg("ttl", ArgType.OPT_NUMBER, True, doc="nil: never expire")), kind=_WRITE),
+    OpSpec("touch_many", _W, (Arg("items", ArgType.TTL_ITEMS, True),), kind=_WRITE),
     OpSpec("ttl", _R, (_KEY, _CONSISTENCY), doc="-> {ttl}"),
     OpSpec("get_with_ttl", _R, (_KEY, _CONSISTENCY), doc="-> {value, ttl}"),
     OpSpec("get_all", _R, (Arg("limit", ArgType.NON_NEGATIVE_INT), Arg("after", ArgType.STR),
@@ -247,15 +264,15 @@ _OP_LIST: tuple[OpSpec, ...] = (
            doc="-> {hash, keys, last, more}: one page of the content hash (keys after `after`)"),
     OpSpec("put_if", _W, (_KEY, Arg("value", ArgType.ANY, True), *_CONDITION_ARGS, _TTL,
                           Arg("compress", ArgType.BOOL)),
-           one_of=(_CONDITIONS,)),
-    OpSpec("delete_if", _W, (_KEY, *_CONDITION_ARGS), one_of=(_CONDITIONS,)),
+           one_of=(_CONDITIONS,), kind=_WRITE),
+    OpSpec("delete_if", _W, (_KEY, *_CONDITION_ARGS), one_of=(_CONDITIONS,), kind=_WRITE),
     OpSpec("keys", _R, (*_FILTER_ARGS, _CONSISTENCY)),
     OpSpec("query", _R, (*_FILTER_ARGS, _CONSISTENCY)),
     OpSpec("count", _R, (*_FILTER_ARGS, _CONSISTENCY)),
-    OpSpec("delete_where", _W, _FILTER_ARGS),
+    OpSpec("delete_where", _W, _FILTER_ARGS, kind=_WRITE),
     OpSpec("create_index", _W, (Arg("name", ArgType.STR, True),
-                                Arg("field", ArgType.FIELD_PATH, True))),
-    OpSpec("drop_index", _W, (Arg("name", ArgType.STR, True),)),
+                                Arg("field", ArgType.FIELD_PATH, True)), kind=_WRITE),
+    OpSpec("drop_index", _W, (Arg("name", ArgType.STR, True),), kind=_WRITE),
     OpSpec("list_indexes", _R, (_CONSISTENCY,), doc="-> {indexes}"),
     OpSpec("index_lookup", _R, (Arg("name", ArgType.STR, True), Arg("value", ArgType.ANY),
                                 Arg("range", ArgType.ANY, doc="[lo, hi] of index values, nil: open"),
@@ -275,12 +292,12 @@ _OP_LIST: tuple[OpSpec, ...] = (
                               Arg("client_port", ArgType.NON_NEGATIVE_INT, True),
                               Arg("peer_port", ArgType.NON_NEGATIVE_INT, True),
                               Arg("events_port", ArgType.NON_NEGATIVE_INT, True),
-                              Arg("learner", ArgType.BOOL))),
-    OpSpec("remove_member", _W, (_MEMBER_ID,)),
-    OpSpec("promote_member", _W, (_MEMBER_ID,)),
-    OpSpec("transfer_leader", _W, (Arg("member_id", ArgType.STR, doc="default: best follower"),)),
+                              Arg("learner", ArgType.BOOL)), kind=_ADMIN),
+    OpSpec("remove_member", _W, (_MEMBER_ID,), kind=_ADMIN),
+    OpSpec("promote_member", _W, (_MEMBER_ID,), kind=_ADMIN),
+    OpSpec("transfer_leader", _W, (Arg("member_id", ArgType.STR, doc="default: best follower"),), kind=_ADMIN),
     OpSpec("fault", _W, (Arg("command", ArgType.MAP, True),),
-           doc="test-only: PeerTransport.apply_fault_command(command); needs faults.enabled"),
+           doc="test-only: PeerTransport.apply_fault_command(command); needs faults.enabled", kind=_ADMIN),
 )
 
 #: The op registry: the ONE table of ops, their args and their backend.

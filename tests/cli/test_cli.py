@@ -64,6 +64,12 @@ def test_conditional_puts_refuse_with_exit_1_when_condition_fails(three: tuple[C
     assert 1 == concord("put", "lock", "f", "--if-value", "c").code
     assert 1 == concord("del", "lock", "--if-value", "zzz").code
     assert "e\n" == ok(concord("get", "lock", "-c", "strong")).out
+    # A token is sent only when given, and the node (no auth yet) refuses it by name.
+    for refused in (concord("--token", "t", "put", "lock", "g"),
+                    concord("put", "lock", "g", env={"CONCORD_TOKEN": "t"})):
+        assert refused.code != 0
+        assert "request carries 'token' but authentication is not enabled on this node" in refused.err
+    assert "e\n" == ok(concord("get", "lock", "-c", "strong")).out
 
 
 @pytest.mark.timeout(180)

@@ -421,36 +421,56 @@ def test_expected_condition_compares_value_when_put_if(client: Client) -> None:
     assert "gone" == client.get("exp:k", default="gone")
 
 
-def test_requests_serialized_when_client_shared_by_threads(a: FakeNode, client: Client) -> None:
-    """Threads sharing one client each get their answer; session seqs stay unique."""
+def test_replies_matched_and_writes_applied_once_when_threads_share_client(a: FakeNode) -> None:
+    """16 threads on one Client, some replies lost: each gets its own answer, each write applies once."""
     before = len(a.requests())
     errors: list[BaseException] = []
+    with Client(a.endpoint, timeout_s=30.0, attempt_timeout_s=1.0, shm=False) as c:
+        a.mode(drop_replies=8)
+        start = threading.Barrier(16)
 
-    def work(n: int) -> None:
-        try:
-            for i in range(5):
-                client.put(f"th:{n}:{i}", i)
-                assert i == client.get(f"th:{n}:{i}")
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        def work(n: int) -> None:
+            try:
+                start.wait(10.0)
+                for i in range(10):
+                    c.put(f"hm:{n}:{i}", f"{n}:{i}")
+                    assert f"{n}:{i}" == c.get(f"hm:{n}:{i}")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30.0)
-    assert [] == errors
-    seqs = [r["seq"] for r in since(a, before) if r["op"] == "put"]
-    assert 20 == len(seqs) == len(set(seqs))
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60.0)
+        assert [] == errors
+        a.mode()
+        versions = {c.get(f"hm:{n}:{i}", meta=True).version for n in range(16) for i in range(10)}
+        assert {1} == versions  # a resent write was answered from its session, not applied again
+        assert 1 < c.session_slots <= 16
+    puts = [r for r in since(a, before) if r["op"] == "put"]
+    pairs = {(r["client_id"], r["seq"]) for r in puts}
+    assert 160 == len(pairs)  # one session pair per write, shared by its resends only
+    assert len(puts) > 160  # replies were lost and writes resent
 
 
-def test_token_and_ns_sent_when_configured(a: FakeNode) -> None:
-    """token and ns ride on every request."""
-    with Client(a.endpoint, token="t0k", ns="tenant1", shm=False) as c:
+@pytest.mark.parametrize("option, reason", [
+    ({"token": "t0k"}, "authentication is not enabled on this node"),
+    ({"ns": "tenant1"}, "tenants are not enabled on this node"),
+])
+def test_token_and_ns_refused_by_node_when_not_enabled(a: FakeNode, option: dict[str, str], reason: str) -> None:
+    """token / ns are sent, and the node refuses them by name instead of ignoring them."""
+    (name,) = option
+    with Client(a.endpoint, shm=False, timeout_s=5.0, **option) as c:  # type: ignore[arg-type]
         before = len(a.requests())
-        c.put("tn:k", 1)
-        c.get("tn:k")
-        assert [("t0k", "tenant1")] * 2 == [(r["token"], r["ns"]) for r in since(a, before)]
+        with pytest.raises(InvalidRequestError, match=f"request carries '{name}' but {reason}"):
+            c.put("tn:k", 1)
+        with pytest.raises(InvalidRequestError, match=name):
+            c.get("tn:k")
+        assert [] == since(a, before)  # refused at the front door: no backend saw them
+    with Client(a.endpoint, shm=False) as c:
+        with pytest.raises(NotFoundError):
+            c.get("tn:k")  # nothing was written
 
 
 def test_given_client_id_used_when_passed(a: FakeNode) -> None:
@@ -489,3 +509,26 @@ def test_config_error_raised_when_options_bad() -> None:
         Client("tcp://127.0.0.1:1", timeout_s=0)
     with pytest.raises(ConfigError):
         Client("tcp://127.0.0.1:1", client_id="")
+
+
+def test_index_ops_classified_from_wire_table_when_called(client: Client, a: FakeNode) -> None:
+    """create_index / drop_index carry a session (kv writes); list_indexes / index_lookup do not."""
+    before = len(a.requests())
+    client.call("create_index", {"name": "i", "field": "f"})
+    client.call("drop_index", {"name": "i"})
+    client.call("list_indexes")
+    client.call("index_lookup", {"name": "i", "value": 1})
+    sent = since(a, before)
+    assert [("create_index", True), ("drop_index", True), ("list_indexes", False), ("index_lookup", False)] == [
+        (r["op"], "client_id" in r and "seq" in r) for r in sent
+    ]
+
+
+def test_touch_sends_nil_ttl_when_ttl_is_none(client: Client, a: FakeNode) -> None:
+    """touch(key, None) clears the ttl: the request carries ttl nil, not no ttl."""
+    client.put("tn:clear", 1, ttl=5)
+    before = len(a.requests())
+    client.touch("tn:clear", None)
+    assert [("touch", {"key": "tn:clear", "ttl": None})] == [
+        (r["op"], {k: r[k] for k in ("key", "ttl")}) for r in since(a, before)
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from concord.client.client import Outcome, _classify, _server_timeout_ms, error_from_reply
+from concord.client.plan import Outcome, classify as _classify, error_from_reply, server_timeout_ms as _server_timeout_ms
 from concord.errors import (
     ERROR_CLASSES,
     ConditionFailedError,

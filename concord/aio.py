@@ -1,0 +1,481 @@
+"""
+The asyncio client of Concord: `concord.aio.Client`, the same methods, errors and
+semantics as the sync `concord.Client`, awaited.
+
+Both clients drive the same sans-IO code: `concord.client.plan` (settings, leader
+routing, session slots, the retry plan, reply classification and error mapping) and
+`concord.client.requests` (each method's request and typed result). Only the waiting
+differs: here one DEALER per endpoint (zmq.asyncio, LINGER=0) with one reader task that
+resolves the future of the request whose id a reply carries, so any number of
+coroutines have requests in flight on one connection.
+
+Lazy Pirate as in the sync transport: a silent attempt reopens its endpoint's socket
+only if nothing came from that endpoint since the request was sent, and a reset answers
+every request still waiting on it with silence. Not served from same-host shared memory
+(that read is a blocking call; use the sync Client for microsecond reads).
+
+Use from one event loop; create the client inside it (`async with Client(...)`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import AsyncIterator, Iterable, Literal, Mapping, Sequence, TypeVar, overload
+
+import zmq
+import zmq.asyncio
+
+from concord.client import requests
+from concord.client.client import Condition, check_condition_alone, cas_view
+from concord.client.plan import Attempt, CallPlan, ClientCore
+from concord.client.requests import NO_DEFAULT, Filter, Range, Req
+from concord.client.results import (
+    BulkDeleteResult,
+    DeleteResult,
+    Event,
+    EventsPage,
+    KeysPage,
+    Page,
+    ValueWithMeta,
+    ValueWithTTL,
+)
+from concord.client.subscribe import Subscription
+from concord.client.transport import decode_reply
+from concord.errors import (
+    ConditionFailedError,
+    LocalProtocolError,
+    NotFoundError,
+    RemoteProtocolError,
+    ShuttingDownError,
+)
+from concord.net.wire import pack
+
+__all__ = ["Client", "AsyncSubscription"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Socket = zmq.asyncio.Socket
+
+
+class _Link:
+    """One endpoint's DEALER and its reader task."""
+
+    def __init__(self, sock: Socket, task: asyncio.Task[None]) -> None:
+        self.sock = sock
+        self.task = task
+        self.replies = 0
+
+
+class _AioTransport:
+    """DEALER sockets keyed by endpoint; futures keyed by request id."""
+
+    def __init__(self, ctx: zmq.asyncio.Context) -> None:
+        self._ctx = ctx
+        self._links: dict[str, _Link] = {}
+        self._waiting: dict[int, tuple[str, asyncio.Future[dict[str, object] | None]]] = {}
+        self._closed = False
+        #: Counters, for tests and metrics.
+        self.reopens = 0
+        self.skipped_replies = 0
+
+    def _link(self, endpoint: str) -> _Link:
+        link = self._links.get(endpoint)
+        if link is not None:
+            return link
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise LocalProtocolError(f"cannot connect to endpoint {endpoint!r}: {exc}") from exc
+        task = asyncio.get_running_loop().create_task(self._read(endpoint, sock))
+        link = self._links[endpoint] = _Link(sock, task)
+        return link
+
+    async def exchange(
+        self, endpoint: str, payload: bytes, request_id: int, wait_s: float
+    ) -> dict[str, object] | None:
+        """Send one request and wait up to `wait_s` for its reply (None: silence)."""
+        if self._closed:
+            raise ShuttingDownError("client is closed")
+        link = self._link(endpoint)
+        future: asyncio.Future[dict[str, object] | None] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = (endpoint, future)
+        replies_at_send = link.replies
+        try:
+            try:
+                await link.sock.send_multipart([b"", payload], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self._reset(endpoint)  # NB: the pipe is full: silence, and a fresh socket
+                return None
+            except zmq.ZMQError as exc:
+                raise LocalProtocolError(f"request to {endpoint} failed: {exc}") from exc
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), max(0.0, wait_s))
+            except asyncio.TimeoutError:
+                if self._links.get(endpoint) is link and link.replies == replies_at_send:
+                    self._reset(endpoint)
+                return None
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def _read(self, endpoint: str, sock: Socket) -> None:
+        while True:
+            try:
+                frames = await sock.recv_multipart()
+            except (zmq.ZMQError, asyncio.CancelledError):
+                return
+            link = self._links.get(endpoint)
+            if link is not None and link.sock is sock:
+                link.replies += 1
+            self._dispatch(endpoint, frames[-1])
+
+    def _dispatch(self, endpoint: str, data: bytes) -> None:
+        try:
+            reply = decode_reply(data)
+        except RemoteProtocolError as exc:
+            self.skipped_replies += 1
+            log.warning("undecodable reply endpoint=%s error=%s", endpoint, exc)
+            return
+        rid = reply.get("id")
+        if rid is None and reply.get("error") == "invalid_request":
+            mine = [r for r, (ep, _) in self._waiting.items() if ep == endpoint]
+            rid = mine[0] if len(mine) == 1 else None
+        entry = self._waiting.get(rid) if isinstance(rid, int) else None
+        if entry is None or entry[1].done():
+            self.skipped_replies += 1
+            return
+        entry[1].set_result(reply)
+
+    def _reset(self, endpoint: str) -> None:
+        link = self._links.pop(endpoint, None)
+        if link is None:
+            return
+        link.task.cancel()
+        link.sock.close(linger=0)
+        self.reopens += 1
+        for ep, future in self._waiting.values():
+            if ep == endpoint and not future.done():
+                future.set_result(None)
+
+    async def close(self) -> None:
+        """Close every socket; requests still waiting get silence. Idempotent."""
+        self._closed = True
+        for link in self._links.values():
+            link.task.cancel()
+            link.sock.close(linger=0)
+        tasks = [link.task for link in self._links.values()]
+        self._links.clear()
+        for _, future in self._waiting.values():
+            if not future.done():
+                future.set_result(None)
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+class Client(ClientCore):
+    """
+    An asyncio connection to a Concord cluster; arguments as for `concord.Client`
+    (no shared-memory reads; `context` is a zmq.asyncio.Context).
+
+    Raises:
+        ConfigError: no endpoint, or a bad timing value.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        timeout_s: float = 5.0,
+        retries: int = 4,
+        attempt_timeout_s: float | None = None,
+        client_id: str | None = None,
+        sessions: bool = True,
+        token: str | None = None,
+        ns: str | None = None,
+        context: zmq.asyncio.Context | None = None,
+        max_redirects: int = 5,
+        backoff_s: float = 0.02,
+        max_backoff_s: float = 0.5,
+        cas_retries: int = 16,
+        first_seq: int | None = None,
+    ) -> None:
+        super().__init__(
+            endpoints, timeout_s=timeout_s, retries=retries, attempt_timeout_s=attempt_timeout_s,
+            client_id=client_id, sessions=sessions, token=token, ns=ns, max_redirects=max_redirects,
+            backoff_s=backoff_s, max_backoff_s=max_backoff_s, cas_retries=cas_retries, first_seq=first_seq,
+        )
+        self._own_ctx = context is None
+        self._ctx = zmq.asyncio.Context() if context is None else context
+        self._transport = _AioTransport(self._ctx)
+
+    @property
+    def transport(self) -> _AioTransport:
+        """The socket layer (its counters are useful in tests and metrics)."""
+        return self._transport
+
+    async def close(self) -> None:
+        """Close sockets; terminate the context if owned. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._transport.close()
+        if self._own_ctx:
+            self._ctx.term()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"aio.Client(endpoints={list(self.endpoints)!r}, client_id={self.client_id!r})"
+
+    # -- the request loop ----------------------------------------------------------
+
+    async def call(
+        self, op: str, args: Mapping[str, object] | None = None, *, timeout_s: float | None = None
+    ) -> dict[str, object]:
+        """As `concord.Client.call`, awaited."""
+        if self._closed:
+            raise ShuttingDownError("client is closed")
+        with self._session(op) as session:
+            return await self._run(self._plan(op, args, session, timeout_s))
+
+    async def _run(self, plan: CallPlan) -> dict[str, object]:
+        while (attempt := plan.attempt(time.monotonic())) is not None:
+            reply = await self._exchange(attempt)
+            outcome = plan.settle(attempt, reply, time.monotonic())
+            if isinstance(outcome, dict):
+                return outcome
+            if outcome > 0:
+                await asyncio.sleep(outcome)
+        raise plan.failure()
+
+    async def _exchange(self, attempt: Attempt) -> dict[str, object] | None:
+        return await self._transport.exchange(
+            attempt.target, pack(attempt.msg), attempt.request_id, attempt.wait_s)
+
+    async def _do(self, req: Req[T]) -> T:
+        args = req.args if req.consistency is None else {**req.args, "consistency": req.consistency}
+        return req.decode(await self.call(req.op, args))
+
+    # -- key-value ops (docstrings: concord.Client) ---------------------------------------
+
+    async def put(self, key: str, value: object, ttl: float | None = None, compress: bool | None = None) -> int:
+        return await self._do(requests.put(key, value, ttl, compress))
+
+    @overload
+    async def get(self, key: str, consistency: str = ..., *, meta: Literal[True]) -> ValueWithMeta: ...
+
+    @overload
+    async def get(self, key: str, consistency: str = ..., meta: bool = ..., default: object = ...) -> object: ...
+
+    async def get(
+        self, key: str, consistency: str = "leader", meta: bool = False, default: object = NO_DEFAULT
+    ) -> object:
+        try:
+            return await self._do(requests.get(key, consistency, meta))
+        except NotFoundError:
+            if default is NO_DEFAULT:
+                raise
+            return default
+
+    async def delete(self, key: str) -> DeleteResult:
+        return await self._do(requests.delete(key))
+
+    async def put_many(self, items: Iterable[tuple[str, object] | tuple[str, object, float | None]]) -> int:
+        return await self._do(requests.put_many(items))
+
+    async def get_many(self, keys: Iterable[str], consistency: str = "leader") -> dict[str, object]:
+        return await self._do(requests.get_many(keys, consistency))
+
+    async def delete_many(self, keys: Iterable[str]) -> BulkDeleteResult:
+        return await self._do(requests.delete_many(keys))
+
+    async def touch(self, key: str, ttl: float | None) -> int:
+        return await self._do(requests.touch(key, ttl))
+
+    async def touch_many(self, items: Iterable[tuple[str, float]]) -> int:
+        return await self._do(requests.touch_many(items))
+
+    async def ttl(self, key: str, consistency: str = "leader") -> float | None:
+        return await self._do(requests.ttl(key, consistency))
+
+    async def get_with_ttl(self, key: str, consistency: str = "leader") -> ValueWithTTL:
+        return await self._do(requests.get_with_ttl(key, consistency))
+
+    async def get_all(self, limit: int | None = None, after: str | None = None, consistency: str = "leader") -> Page:
+        return await self._do(requests.get_all(limit, after, consistency))
+
+    async def put_if(
+        self, key: str, value: object, *, expected: object = NO_DEFAULT, version: int | None = None,
+        mod_revision: int | None = None, absent: bool | None = None, ttl: float | None = None,
+        condition: Condition | None = None,
+    ) -> int:
+        conds = requests.conditions(expected, version, mod_revision, absent)
+        if condition is None:
+            return await self._do(requests.put_if(key, value, conds, ttl))
+        check_condition_alone(conds)
+        for attempt in range(self.cas_retries):
+            seen, revision = cas_view(await self.get(key, consistency="leader", meta=True, default=None))
+            if not condition(seen):
+                raise ConditionFailedError(f"condition on key {key!r} is false")
+            try:
+                return await self.put_if(key, value, mod_revision=revision, ttl=ttl)
+            except ConditionFailedError:
+                log.debug("put_if condition lost a race key=%s attempt=%d", key, attempt + 1)
+        raise ConditionFailedError(f"key {key!r} changed during each of {self.cas_retries} put_if attempts")
+
+    async def delete_if(
+        self, key: str, *, expected: object = NO_DEFAULT, version: int | None = None,
+        mod_revision: int | None = None, absent: bool | None = None,
+    ) -> DeleteResult:
+        return await self._do(requests.delete_if(key, requests.conditions(expected, version, mod_revision, absent)))
+
+    async def keys(
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None, consistency: str = "leader",
+    ) -> KeysPage:
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return await self._do(requests.keys(args, consistency))
+
+    async def query(
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None, consistency: str = "leader",
+    ) -> Page:
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return await self._do(requests.query(args, consistency))
+
+    async def count(
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None, consistency: str = "leader",
+    ) -> int:
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return await self._do(requests.count(args, consistency))
+
+    async def delete_where(
+        self, *, prefix: str | None = None, suffix: str | None = None, contains: str | None = None,
+        pattern: str | None = None, range: Range | None = None, where: Filter | None = None,
+        limit: int | None = None, offset: int | None = None,
+    ) -> BulkDeleteResult:
+        args = requests.query_args(prefix, suffix, contains, pattern, range, where, limit, offset)
+        return await self._do(requests.delete_where(args))
+
+    async def events(self, since_revision: int, prefix: str | None = None, limit: int | None = None) -> EventsPage:
+        return await self._do(requests.events(since_revision, prefix, limit))
+
+    async def create_index(self, name: str, field: str | Sequence[str | int]) -> bool:
+        return await self._do(requests.create_index(name, field))
+
+    async def drop_index(self, name: str) -> bool:
+        return await self._do(requests.drop_index(name))
+
+    async def list_indexes(self, consistency: str = "leader") -> list[dict[str, object]]:
+        return await self._do(requests.list_indexes(consistency))
+
+    async def lookup(
+        self, name: str, value: object = NO_DEFAULT, *, range: tuple[object, object] | None = None,
+        limit: int | None = None, consistency: str = "leader",
+    ) -> Page:
+        return await self._do(requests.index_lookup(name, value, range, limit, consistency))
+
+    # -- cluster ---------------------------------------------------------------------
+
+    async def status(self) -> dict[str, object]:
+        return await self._do(requests.status())
+
+    async def members(self) -> list[dict[str, object]]:
+        return await self._do(requests.members())
+
+    async def add_member(
+        self, member_id: str, host: str, client_port: int, peer_port: int, events_port: int,
+        learner: bool | None = None,
+    ) -> dict[str, object]:
+        return await self._do(requests.add_member(member_id, host, client_port, peer_port, events_port, learner))
+
+    async def remove_member(self, member_id: str) -> dict[str, object]:
+        return await self._do(requests.remove_member(member_id))
+
+    async def promote_member(self, member_id: str) -> dict[str, object]:
+        return await self._do(requests.promote_member(member_id))
+
+    async def transfer_leader(self, member_id: str | None = None) -> dict[str, object]:
+        reply = await self._do(requests.transfer_leader(member_id))
+        self._routing.follow(None)  # the next call finds the new leader through hints
+        return reply
+
+    # -- change stream -----------------------------------------------------------------
+
+    def subscribe(
+        self, prefix: str = "", types: Iterable[str] | None = None, since_revision: int | None = None,
+        hwm: int = 10_000, *, events_endpoint: str | None = None, dead_after_s: float = 2.0,
+    ) -> AsyncSubscription:
+        """
+        As `concord.Client.subscribe`, as an async iterator of `Event`
+        (`async for event in client.subscribe("user:")`); close it with `aclose()` or
+        `async with`.
+        """
+        return AsyncSubscription(Subscription(
+            self.endpoints, prefix=prefix, types=types, since_revision=since_revision, hwm=hwm,
+            events_endpoint=events_endpoint, token=self.token, ns=self.ns,
+            timeout_s=self.timeout_s, dead_after_s=dead_after_s,
+        ))
+
+
+class AsyncSubscription:
+    """
+    A `concord.client.subscribe.Subscription` as an async iterator: the same ordering,
+    gap detection and catch-up, each wait run in a worker thread in slices of `slice_s`
+    so the loop never blocks and a cancelled iteration ends within one slice.
+    """
+
+    def __init__(self, sub: Subscription, slice_s: float = 0.1) -> None:
+        self._sub = sub
+        self._slice_s = slice_s
+        self._busy: asyncio.Future[Event | None] | None = None
+
+    @property
+    def revision(self) -> int:
+        """The revision of the last change delivered (as Subscription.revision)."""
+        return self._sub.revision
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            event = await self.next(self._slice_s)
+            if event is not None:
+                return event
+
+    async def next(self, timeout_s: float) -> Event | None:
+        """The next event within `timeout_s`, or None."""
+        loop = asyncio.get_running_loop()
+        self._busy = loop.run_in_executor(None, self._sub.next, timeout_s)
+        try:
+            return await asyncio.shield(self._busy)
+        finally:
+            if self._busy.done():
+                self._busy = None
+
+    async def aclose(self) -> None:
+        """Close the subscription's sockets (after any wait in progress ends). Idempotent."""
+        busy = self._busy
+        if busy is not None:
+            await asyncio.wait([busy])
+        self._sub.close()
+
+    async def __aenter__(self) -> AsyncSubscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
