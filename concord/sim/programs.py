@@ -372,8 +372,8 @@ class VoteCrash(_Program):
     def _crash(self, term: int, candidate: NodeId) -> None:
         """
         V loses its vote for `candidate` in `term`; then `candidate` and the voters that
-        gave it their vote in `term` are cut from the rest (V and the old leader among
-        them). The rest reaches a majority only with V's vote counted twice: V may
+        gave it their vote in `term` are cut from the rest, which holds V and the old
+        leader. The rest reaches a majority only if V's vote counts twice: V may
         campaign in `term` again (its disk holds an older term) and win it.
         """
         sim = self.sim
