@@ -817,7 +817,8 @@ class RaftWorker:
                 return ok_reply(rid, {"members": self._members(reply.result)})
             args = {k: v for k, v in request.args.items() if k != "consistency"}
             body = {"op": request.op, **args}
-            result = self.machine.kv.read_request(body, self.clock.now_ms())
+            # Cluster time, not this host's wall clock (shm layout.py, "Cluster time").
+            result = self.machine.kv.read_request(body, self.publisher.cluster_now_ms())
             if "error" in result:
                 return error_reply(rid, str(result["error"]), str(result.get("message", "")))
             return ok_reply(rid, result)

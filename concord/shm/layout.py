@@ -25,7 +25,7 @@ Control segment, little-endian, every field an aligned u64 word (index = offset 
 
     offset size field
     0      8    magic            b"CNCDSHMC"
-    8      8    version          FORMAT_VERSION (4)
+    8      8    version          FORMAT_VERSION (5)
     16     8    seq              status generation: status slot `seq % STATUS_SLOTS` is the
                                  published one; the writer fills slot `(seq + 1) %
                                  STATUS_SLOTS`, then increments seq
@@ -37,7 +37,7 @@ Control segment, little-endian, every field an aligned u64 word (index = offset 
                                  the writer
     56     8    reserved (0)
     64     256*S status slots, S = STATUS_SLOTS (1024): slot i at 64 + 256 * i (layout
-                 below, 31 words and one reserved word)
+                 below, 31 words and the slot's seq)
     64+256S 16*C ring slots; the change with sequence s lives in slot s % C:
                     [seq u64][word u64 = record_offset << 2 | ChangeType]
                  PUT and TOUCH point at the new record, DELETE and EXPIRE at the dead one
@@ -46,7 +46,7 @@ Control segment, little-endian, every field an aligned u64 word (index = offset 
 Status slots form a ring of STATUS_SLOTS snapshots (a seqlock with many slots). A reader
 reads seq, then slot `seq % S`: its own slot_seq, the words, and slot_seq again; both
 equal to seq means consistent. The writer fills the next slot as slot_seq = 0, words
-0..29, slot_seq = seq + 1, then sets seq = seq + 1. A writer stalled half-way through a
+0..30, slot_seq = seq + 1, then sets seq = seq + 1. A writer stalled half-way through a
 slot never blocks readers, and a reader's slot is rewritten only after S - 1 further
 publishes: a reader retries only if it was stalled (preempted) inside its
 sub-microsecond read for that many publishes (1,023 publishes: tens of milliseconds at
@@ -71,14 +71,34 @@ the writer's full speed).
                           UTF-8 client endpoint (leader_client_len bytes: the hint a read
                           worker gives; members added at run time are only in the raft
                           worker's address book), published only if it fits after the id
-    30   slot_seq         the seq this slot was published as (0 while being written)
-    31   reserved (0)
+    30   clock_origin_ns  CLOCK_MONOTONIC ns of this host at which the node's cluster
+                          clock read leader_time_ms: cluster time at monotonic time t is
+                          leader_time_ms + max(0, t - clock_origin_ns) // 1_000_000 (the
+                          time reads evaluate TTLs at; see "Cluster time" below)
+    31   slot_seq         the seq this slot was published as (0 while being written)
+
+Cluster time. Reads hide keys with expires_at_ms <= cluster time, and cluster time must
+not depend on this host's wall clock (a node whose clock is an hour ahead would hide TTL
+keys an hour early). The writer publishes, with each status, the leader timestamp of the
+last applied entry and the monotonic instant `clock_origin_ns` from which readers
+extrapolate it with CLOCK_MONOTONIC (system-wide on the host, never stepped by NTP or
+`faketime`). The writer picks
+
+    clock_origin_ns = min(now, prev_origin + (leader_time_ms - prev_leader_time_ms) * 10**6)
+
+(`now` at the first publish on a fresh store), so that for every t the new status gives
+a cluster time >= the previous status's: cluster time on one host never goes backwards,
+across statuses and across processes, even when the leader's timestamps stall (its wall
+clock behind: it stamps max(previous, wall)) or a restarted writer republishes an older
+state (it inherits the last published slot). A reader that saw a newer status cannot
+see an older one later (statuses only advance), so a read that starts after another read
+on the same host returned evaluates TTLs at a time at least as late.
 
 Generation segment:
 
     offset size field
     0      8    magic            b"CNCDSHMG"
-    8      8    version          FORMAT_VERSION (4)
+    8      8    version          FORMAT_VERSION (5)
     16     8    generation       N
     24     8    lineage_gen      as in the control header when this generation was created
     32     8    capacity         size of the segment in bytes
@@ -153,7 +173,9 @@ from concord.raft.state import Role
 #: 4: leader id and client endpoint share one 144-byte field, so that every valid node
 #: id fits (the id had 56 bytes: a longer one stopped the writer). Generation segments
 #: carry the same version: one store, one format.
-FORMAT_VERSION: Final = 4
+#: 5: a status slot carries clock_origin_ns (word 30; slot_seq moved to word 31), so
+#: that readers evaluate TTLs at cluster time instead of this host's wall clock.
+FORMAT_VERSION: Final = 5
 CTL_MAGIC: Final = b"CNCDSHMC"
 GEN_MAGIC: Final = b"CNCDSHMG"
 
@@ -169,8 +191,8 @@ STATUS_SLOTS: Final = 1024  # a power of two
 STATUS_MASK: Final = STATUS_SLOTS - 1
 STATUS_SLOT_WORDS: Final = 32
 STATUS_BASE_WORD: Final = 8
-STATUS_WORDS: Final = 30  # the status itself; word 30 of a slot is its slot_seq
-S_SLOT_SEQ: Final = 30
+STATUS_WORDS: Final = 31  # the status itself; word 31 of a slot is its slot_seq
+S_SLOT_SEQ: Final = 31
 # Word indexes inside a status slot.
 S_APPLIED: Final = 0
 S_REVISION: Final = 1
@@ -187,8 +209,10 @@ S_LEADER_CLIENT_LEN: Final = 11
 S_NAMES: Final = 12
 NAMES_WORDS: Final = 18
 NAMES_BYTES: Final = 8 * NAMES_WORDS
+S_CLOCK_ORIGIN: Final = 30
 LEADER_ID_MAX: Final = NODE_ID_MAX_BYTES
-assert S_NAMES + NAMES_WORDS == STATUS_WORDS and LEADER_ID_MAX <= NAMES_BYTES
+assert S_NAMES + NAMES_WORDS == S_CLOCK_ORIGIN and LEADER_ID_MAX <= NAMES_BYTES
+assert S_CLOCK_ORIGIN + 1 == STATUS_WORDS == S_SLOT_SEQ
 CTL_HEADER_SIZE: Final = 8 * (STATUS_BASE_WORD + STATUS_SLOTS * STATUS_SLOT_WORDS)
 RING_BASE_WORD: Final = CTL_HEADER_SIZE // 8
 RING_SLOT_SIZE: Final = 16
@@ -239,6 +263,7 @@ class ShmStatus:
     role: Role
     leader_id: str | None
     leader_client: str | None = None
+    clock_origin_ns: int = 0
 
 
 def read_status_words(words: memoryview) -> tuple[int, list[int]] | None:
@@ -279,6 +304,7 @@ def status_from_words(seq: int, values: list[int]) -> ShmStatus:
         role=Role(values[S_ROLE]),
         leader_id=raw.decode() if n else None,
         leader_client=client.decode() if m else None,
+        clock_origin_ns=values[S_CLOCK_ORIGIN],
     )
 
 

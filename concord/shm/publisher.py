@@ -21,7 +21,7 @@ import logging
 import mmap
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress, groupby, repeat
 from operator import add, and_, attrgetter, itemgetter, not_
@@ -47,6 +47,7 @@ from concord.shm.layout import (
     S_APPLIED,
     S_ARENA_END,
     S_LEADER_LEN,
+    S_CLOCK_ORIGIN,
     S_LEADER_TIME,
     S_LINEAGE,
     S_LIVE_GEN,
@@ -166,8 +167,15 @@ class Publisher:
     Use `Publisher.attach(names)` after the supervisor ran `create_store(names)`.
     """
 
-    def __init__(self, names: SegmentNames, ctl: mmap.mmap, growth_factor: float) -> None:
+    def __init__(
+        self,
+        names: SegmentNames,
+        ctl: mmap.mmap,
+        growth_factor: float,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self._names = names
+        self._mono_ns = mono_ns
         self._ctl = ctl
         self._words = memoryview(ctl).cast("Q")
         if bytes(ctl[0:8]) != CTL_MAGIC or self._words[W_VERSION] != FORMAT_VERSION:
@@ -209,9 +217,17 @@ class Publisher:
         self._words[W_WRITER_EPOCH] += 1
 
     @classmethod
-    def attach(cls, names: SegmentNames, growth_factor: float = 1.5) -> Publisher:
+    def attach(
+        cls,
+        names: SegmentNames,
+        growth_factor: float = 1.5,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> Publisher:
         """
         Attach as the writer to a store created by `segments.create_store`.
+
+        `mono_ns` is this host's CLOCK_MONOTONIC (the clock of `cluster_now_ms` and of
+        the published `clock_origin_ns`); tests inject a fake one.
 
         A restarted writer finds the state its predecessor published: it rebuilds its
         key -> offset map from a scan and finishes the predecessor's pending dead marks.
@@ -223,7 +239,7 @@ class Publisher:
         """
         ctl = open_segment(names.ctl, writable=True)
         try:
-            return cls(names, ctl, growth_factor)
+            return cls(names, ctl, growth_factor, mono_ns)
         except BaseException:
             ctl.close()
             raise
@@ -237,6 +253,30 @@ class Publisher:
     @property
     def ring_head(self) -> int:
         return self._head
+
+    def cluster_now_ms(self) -> int:
+        """
+        Cluster time now by the published status: the time the raft worker's own reads
+        evaluate TTLs at, the same function readers compute (ShmView.now_ms; the rule
+        and its properties are in layout.py, "Cluster time").
+        """
+        st = self._status
+        return st[S_LEADER_TIME] + max(0, self._mono_ns() - st[S_CLOCK_ORIGIN]) // 1_000_000
+
+    def _advance_clock(self, leader_time_ms: int) -> None:
+        """
+        Set the next status's leader time and clock origin so that cluster time on this
+        host never goes backwards (layout.py, "Cluster time").
+        """
+        st = self._status
+        now = self._mono_ns()
+        prev_time, prev_origin = st[S_LEADER_TIME], st[S_CLOCK_ORIGIN]
+        if prev_origin == 0 and prev_time == 0:  # a fresh store: the clock starts now
+            origin = now
+        else:
+            origin = min(now, prev_origin + (leader_time_ms - prev_time) * 1_000_000)
+        st[S_LEADER_TIME] = leader_time_ms
+        st[S_CLOCK_ORIGIN] = max(0, origin)
 
     def stats(self) -> ArenaStats:
         """Sizes of the live generation, for compaction decisions and benchmarks."""
@@ -258,7 +298,7 @@ class Publisher:
         endpoint (the hint read workers give), in one status update.
         """
         st = self._status
-        st[S_LEADER_LEN:STATUS_WORDS] = leader_words(leader_id, leader_client)
+        st[S_LEADER_LEN:S_CLOCK_ORIGIN] = leader_words(leader_id, leader_client)
         st[S_TERM] = term
         st[S_ROLE] = int(role)
         write_status_words(self._words, st)
@@ -312,9 +352,8 @@ class Publisher:
                 if old is not None:
                     self._live_bytes -= self._size_at(old)
             st = self._status
-            st[S_APPLIED], st[S_REVISION], st[S_LEADER_TIME] = (
-                applied_index, revision, leader_time_ms
-            )
+            st[S_APPLIED], st[S_REVISION] = applied_index, revision
+            self._advance_clock(leader_time_ms)
             self.compact()
             return
         for ch in changes:
@@ -679,7 +718,7 @@ class Publisher:
         st[S_PREV_HEAD] = self._head if lineage_only else st[S_RING_HEAD]
         st[S_APPLIED] = applied_index
         st[S_REVISION] = revision
-        st[S_LEADER_TIME] = leader_time_ms
+        self._advance_clock(leader_time_ms)
         st[S_RING_HEAD] = self._head
         st[S_ARENA_END] = self._end
         st[S_LIVE_GEN] = self._gen

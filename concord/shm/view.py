@@ -54,6 +54,7 @@ from concord.shm.layout import (
     RING_BASE_WORD,
     S_APPLIED,
     S_ARENA_END,
+    S_CLOCK_ORIGIN,
     S_LEADER_TIME,
     S_LINEAGE,
     S_LIVE_GEN,
@@ -208,11 +209,6 @@ class KeyIndex:
         return self.sorted
 
 
-def _wall_ms() -> int:
-    """This host's wall clock in ms: the clock the raft worker stamps entries with."""
-    return time.time_ns() // 1_000_000
-
-
 class ShmView:
     """
     One process's read-only view of a node's store. Not thread-safe (one per thread).
@@ -223,9 +219,12 @@ class ShmView:
     """
 
     def __init__(
-        self, names: SegmentNames, ctl: mmap.mmap, wall_ms: Callable[[], int] = _wall_ms
+        self,
+        names: SegmentNames,
+        ctl: mmap.mmap,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
-        self._wall_ms = wall_ms
+        self._mono_ns = mono_ns
         self._names = names
         self._ctl = ctl
         self._w = memoryview(ctl).cast("Q")
@@ -246,6 +245,9 @@ class ShmView:
         self._seq = -1
         self._st: list[int] = []
         self._leader_time = 0
+        self._clock_origin = 0
+        # The latest cluster time this view answered (now_ms never goes backwards).
+        self._last_now = 0
         self._spaces: list[KeyIndex] = []
         self._set_spaces([KeyIndex() for _ in range(_SPACES)])
         self._listeners: list[ChangeListener] = []
@@ -275,11 +277,13 @@ class ShmView:
             raise
 
     @classmethod
-    def attach(cls, names: SegmentNames, wall_ms: Callable[[], int] | None = None) -> ShmView:
+    def attach(cls, names: SegmentNames, mono_ns: Callable[[], int] | None = None) -> ShmView:
         """
         Map a store read-only and build the local index (from the directory or a scan).
 
-        `wall_ms` is this host's clock for expiry (`now_ms`); tests inject a fixed one.
+        `mono_ns` is this host's CLOCK_MONOTONIC (ns), the clock cluster time is
+        extrapolated with (`now_ms`); tests inject a fake one (a constant 0: the entries'
+        leader time alone).
 
         Raises:
             FileNotFoundError: the store does not exist.
@@ -288,7 +292,7 @@ class ShmView:
         """
         ctl = open_segment(names.ctl)
         try:
-            return cls(names, ctl) if wall_ms is None else cls(names, ctl, wall_ms)
+            return cls(names, ctl) if mono_ns is None else cls(names, ctl, mono_ns)
         except BaseException:
             ctl.close()
             raise
@@ -367,11 +371,18 @@ class ShmView:
         """
         Cluster time reads are evaluated at: keys with expires_at_ms <= it are hidden.
 
-        max(leader time of the synced status, this host's wall clock), the rule of the raft
-        worker's reads (KvStateMachine.read): an idle store still expires keys on time,
-        and a lagging clock never revives a key an applied entry already saw expired.
+        The leader time of the synced status extrapolated with this host's monotonic
+        clock from the status's clock origin, the rule of the raft worker's reads
+        (Publisher.cluster_now_ms; layout.py, "Cluster time"). Never this host's wall
+        clock: a node whose clock is ahead would hide keys early. An idle store still
+        expires keys on time, and the answer never decreases within this view (a key
+        once hidden stays hidden).
         """
-        return max(self._leader_time, self._wall_ms())
+        elapsed = self._mono_ns() - self._clock_origin
+        now = self._leader_time + (elapsed // 1_000_000 if elapsed > 0 else 0)
+        if now > self._last_now:
+            self._last_now = now
+        return self._last_now
 
     # -- lookups (USER keyspace, catching up first) -----------------------------------
 
@@ -566,6 +577,7 @@ class ShmView:
             if reached is not None:
                 self._seq, self._st = reached
                 self._leader_time = self._st[S_LEADER_TIME]
+                self._clock_origin = self._st[S_CLOCK_ORIGIN]
                 break
             self._attempt_retries += 1
         retries = self._attempt_retries

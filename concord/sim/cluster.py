@@ -37,7 +37,13 @@ from concord.sim.loop import EventLoop
 from concord.sim.machine import Adapter, KvAdapter
 from concord.sim.network import LinkFaults, Network
 from concord.sim.node import SimNode
-from concord.sim.programs import DivergentSnapshot, JointReplace, replace_change
+from concord.sim.programs import (
+    DivergentSnapshot,
+    JointReplace,
+    MinorityReads,
+    VoteCrash,
+    replace_change,
+)
 from concord.sim.restarts import Liveness, WholeRestart
 from concord.sim.rng import SimRandom
 from concord.sim.workload import Client, Request, Workload, WorkloadConfig
@@ -48,6 +54,11 @@ logger = logging.getLogger(__name__)
 
 
 DEFAULT_DURATION_MS = 3000
+#: The programs `SimConfig.program` can force, by name.
+_PROGRAMS = frozenset({
+    JointReplace.name, DivergentSnapshot.name, WholeRestart.name, VoteCrash.name,
+    MinorityReads.name,
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,22 +138,27 @@ class Simulation:
         whole = self.rng.fork("whole-restart")
         self.whole_restart = f and not self.figure8 and not self.lease_split and whole.chance(0.4)
         self.whole_restart_rng = whole.fork("program")
-        # Of the seeds left, one in three runs the joint-replacement program and one in
-        # three the divergent-snapshot one (concord/sim/programs.py), from their own
-        # stream. One program at a time: each expects the cluster the way it left it.
+        # Of the seeds left, one in three runs the joint-replacement program, one in
+        # three the divergent-snapshot one, one in six the vote-crash one and one in six
+        # the minority-reads one (concord/sim/programs.py), from their own stream. One
+        # program at a time: each expects the cluster the way it left it.
         more = self.rng.fork("programs/more")
         pick = more.random()
         left = (f and not self.figure8 and not self.lease_split and not self.whole_restart
                 and config.nodes >= 3)
         self.joint_replace = left and config.membership and pick < 1 / 3
         self.divergent_snapshot = left and 1 / 3 <= pick < 2 / 3
+        self.vote_crash = left and 2 / 3 <= pick < 5 / 6
+        self.minority_reads = left and 5 / 6 <= pick
         if config.program:
-            if config.program not in (JointReplace.name, DivergentSnapshot.name, WholeRestart.name):
-                raise ValueError(f"unknown program {config.program!r}")
+            if config.program not in _PROGRAMS:
+                raise ValueError(f"unknown program {config.program!r} (one of {sorted(_PROGRAMS)})")
             self.figure8 = self.lease_split = False
             self.joint_replace = config.program == JointReplace.name
             self.divergent_snapshot = config.program == DivergentSnapshot.name
             self.whole_restart = config.program == WholeRestart.name
+            self.vote_crash = config.program == VoteCrash.name
+            self.minority_reads = config.program == MinorityReads.name
         self.more_rng = more.fork("program")
         self.raft_config_base = dict(
             election_ticks=10,
@@ -373,8 +389,13 @@ class Simulation:
             if self.whole_restart:
                 self._whole_restart = WholeRestart(self, self.whole_restart_rng)
                 self._whole_restart.start()
-            if self.joint_replace or self.divergent_snapshot:
-                kind = JointReplace if self.joint_replace else DivergentSnapshot
+            kind = next((k for k, on in (
+                (JointReplace, self.joint_replace),
+                (DivergentSnapshot, self.divergent_snapshot),
+                (VoteCrash, self.vote_crash),
+                (MinorityReads, self.minority_reads),
+            ) if on), None)
+            if kind is not None:
                 other = kind(self, self.more_rng)
                 self.loop.after(self.more_rng.randint(300, 1000), other.start)
             self.loop.after(self.nemesis_rng.randint(100, 400), self._nemesis)

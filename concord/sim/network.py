@@ -73,6 +73,10 @@ class Network:
         """One-way partition: messages frm -> to are dropped."""
         self._blocked.add((frm, to))
 
+    def unblock(self, frm: NodeId, to: NodeId) -> None:
+        """Open the one way frm -> to again (the rest of a partition stays)."""
+        self._blocked.discard((frm, to))
+
     def is_blocked(self, frm: NodeId, to: NodeId) -> bool:
         """Whether messages from `frm` to `to` are cut."""
         return (frm, to) in self._blocked

@@ -8,8 +8,10 @@ FAKETIME_DONT_FAKE_MONOTONIC=1. A real clock fault (an NTP step, a wrong RTC) mo
 CLOCK_REALTIME, so the node runs with FAKETIME_DONT_FAKE_MONOTONIC=1: entries are stamped
 with the skewed wall clock, while the lease, ticks and deadlines run on CLOCK_MONOTONIC.
 
-Checked: TTL expiry is identical on every node (same state hash, same live keys), and no
-stale `leader` read is served (a recorded history is checked for linearizability), also
+Checked: TTL expiry is identical on every node (same state hash, same live keys), a node
+whose clock is an hour ahead serves a TTL key with the same remaining TTL as the others
+at every consistency level (reads evaluate TTLs at cluster time, never at the host's wall
+clock: docs/formats/shm.md, "Cluster time"), and no stale `leader` read is served (a recorded history is checked for linearizability), also
 when the leader's clock steps back an hour and it is then cut off from the others.
 
 Skipped when libfaketime is missing, except under CI=true (.ci/run installs it), where
@@ -75,6 +77,44 @@ def live_keys(c: Cluster, nid: str) -> list[str]:
     return sorted(str(k) for k in keys)
 
 
+def read_ttl(c: Cluster, nid: str, key: str, consistency: str) -> float | None:
+    """The remaining TTL `nid` serves for `key` (None: not_found)."""
+    reply = c.request(nid, {"op": "get", "key": key, "consistency": consistency, "meta": True})
+    if reply.get("error") == "not_found":
+        return None
+    assert reply["ok"] and reply["value"] == key, (nid, consistency, reply)
+    ttl = reply["ttl"]
+    assert isinstance(ttl, (int, float)), reply
+    return float(ttl)
+
+
+def ttl_served_alike_when_one_clock_is_ahead(c: Cluster, offset_file: Path) -> None:
+    """
+    n1 follows with its wall clock an hour ahead; n2 leads on a true clock and writes a
+    key with 30 minutes to live. Every node, n1 included, serves it at every read level
+    with the same remaining TTL (a wall-clock rule hid it on n1: 30 min < 1 h of skew).
+    """
+    set_offset(offset_file, "+1h")
+    transfer_to(c, "n2")
+    key = "skew-ttl"
+    assert c.request("n2", {"op": "put", "key": key, "value": key, "ttl": 1800}, retries=3)["ok"]
+    c.wait_converged()
+
+    def every_node_answers() -> bool:  # read workers connect to the front door after start-up
+        replies = [c.request(nid, {"op": "get", "key": key, "consistency": "eventual"}) for nid in c.ids]
+        return all(r.get("ok") or r.get("error") == "not_found" for r in replies)
+
+    wait_until(every_node_answers, 20, "a node's read workers never answered")
+    for consistency in ("eventual", "strong"):
+        ttls = {nid: read_ttl(c, nid, key, consistency) for nid in c.ids}
+        assert all(t is not None for t in ttls.values()), (consistency, ttls)
+        values = [t for t in ttls.values() if t is not None]
+        # Read one after the other (seconds apart at most on a loaded host): the same
+        # cluster time, not one an hour ahead.
+        assert max(values) - min(values) < 10 and 1780 < min(values) <= 1800, (consistency, ttls)
+    set_offset(offset_file, "+0")
+
+
 def cut_off_after_step_back(c: Cluster, h: History, offset_file: Path, key: str) -> int:
     """n1 leads with a lease, steps its wall clock back 1 h, is partitioned; returns reads it served."""
     set_offset(offset_file, "+0")
@@ -129,6 +169,9 @@ def remove_libfaketime_segments(c: Cluster) -> None:
 
 
 def run_clock_phases(c: Cluster, offset_file: Path) -> None:
+    # First, while every leader time so far is true time (once n1 leads an hour ahead,
+    # leader time stays an hour ahead: a leader stamps max(previous, wall)).
+    ttl_served_alike_when_one_clock_is_ahead(c, offset_file)
     h = History(c)
     w = Workload(h)
     phases = ["+1h", "-1h", "+0", "-1h", "+1h", "-2h", "+0"]

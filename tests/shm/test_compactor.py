@@ -36,7 +36,7 @@ def pub(big_ring: SegmentNames) -> Iterator[Publisher]:
 
 
 def _view(names: SegmentNames) -> ShmView:
-    return ShmView.attach(names, wall_ms=lambda: 0)
+    return ShmView.attach(names, mono_ns=lambda: 0)
 
 
 def _state(view: ShmView) -> Model:

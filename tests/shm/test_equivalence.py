@@ -90,7 +90,7 @@ def test_reader_answers_like_state_machine_when_random_writes_applied(
     rng = random.Random(SEED)
     machine = KvStateMachine(KvConfig(compress_threshold_bytes=128))
     pub = Publisher.attach(store)
-    view = ShmView.attach(store, wall_ms=lambda: 0)  # time is the entries' ts alone
+    view = ShmView.attach(store, mono_ns=lambda: 0)  # time is the entries' ts alone
     reader = Reader(view, machine.config)
     ts = 10_000
     try:

@@ -49,7 +49,7 @@ def node(store: SegmentNames) -> Iterator[Node]:
 
 @pytest.fixture
 def reader(store: SegmentNames, node: Node) -> Iterator[Reader]:
-    view = ShmView.attach(store, wall_ms=lambda: 0)  # time is the entries' ts alone
+    view = ShmView.attach(store, mono_ns=lambda: 0)  # time is the entries' ts alone
     yield Reader(view, node.machine.config)
     view.close()
 

@@ -158,7 +158,7 @@ def reader(  # type: ignore[type-arg]
     node: str, token: str, seed: int, stop: Event, out: Queue
 ) -> None:
     rng = random.Random(seed)
-    view = ShmView.attach(SegmentNames(node, token), wall_ms=lambda: 0)  # entry time only
+    view = ShmView.attach(SegmentNames(node, token), mono_ns=lambda: 0)  # entry time only
     floor: dict[str, int] = {}  # key -> revision it must be above (absent) or at least (seen)
     errors: list[str] = []
     counts = {"reads": 0, "values_checked": 0, "absent": 0, "groups_checked": 0,

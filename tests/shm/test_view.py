@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterator
 
@@ -25,31 +26,34 @@ from concord.shm.view import INLINE_MAX, MISSING, ShmView
 from .helpers import delete, put, rec
 
 
+class FakeMonotonicClock:
+    """This host's CLOCK_MONOTONIC (ns) as writer and readers see it; tests move it."""
+
+    def __init__(self) -> None:
+        self.now_ns = 10**12
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance_ms(self, ms: int) -> None:
+        self.now_ns += ms * 1_000_000
+
+
 @pytest.fixture
-def pub(store: SegmentNames) -> Iterator[Publisher]:
-    p = Publisher.attach(store)
+def mono() -> FakeMonotonicClock:
+    return FakeMonotonicClock()
+
+
+@pytest.fixture
+def pub(store: SegmentNames, mono: FakeMonotonicClock) -> Iterator[Publisher]:
+    p = Publisher.attach(store, mono_ns=mono)
     yield p
     p.close()
 
 
-class FakeWallClock:
-    """This host's wall clock as the view sees it; tests move it by hand."""
-
-    def __init__(self) -> None:
-        self.now_ms = 0
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-
 @pytest.fixture
-def wall() -> FakeWallClock:
-    return FakeWallClock()
-
-
-@pytest.fixture
-def view(store: SegmentNames, pub: Publisher, wall: FakeWallClock) -> Iterator[ShmView]:
-    v = ShmView.attach(store, wall_ms=wall)
+def view(store: SegmentNames, pub: Publisher, mono: FakeMonotonicClock) -> Iterator[ShmView]:
+    v = ShmView.attach(store, mono_ns=mono)
     yield v
     v.close()
 
@@ -115,27 +119,88 @@ def test_get_hides_key_when_leader_time_passes_expiry(pub: Publisher, view: ShmV
     assert [MISSING, "w"] == view.get_many_values(["t", "p"])
 
 
-def test_get_hides_key_when_wall_clock_passes_expiry_on_idle_store(
-    pub: Publisher, view: ShmView, wall: FakeWallClock
+def test_get_hides_key_when_cluster_time_passes_expiry_on_idle_store(
+    pub: Publisher, view: ShmView, mono: FakeMonotonicClock
 ) -> None:
-    """With no new entry, this host's clock alone expires a key (as the raft worker's reads)."""
+    """
+    With no new entry, cluster time runs on from the last entry's leader time at the
+    host's monotonic rate and expires a key on time (as the raft worker's reads do).
+    """
     pub.publish([put("t", "v", 1, expires_at_ms=2000)], 1, 1, 1000)
-    wall.now_ms = 1999
+    mono.advance_ms(999)
     assert "v" == view.get_value("t")
-    assert 1999 == view.now_ms()
-    wall.now_ms = 2000
+    assert 1999 == view.now_ms() == pub.cluster_now_ms()
+    mono.advance_ms(1)
     assert MISSING is view.get_value("t")
     assert view.record("t") is None
 
 
-def test_leader_time_wins_when_wall_clock_lags(
-    pub: Publisher, view: ShmView, wall: FakeWallClock
+def test_ttl_key_served_when_host_wall_clock_is_an_hour_ahead(
+    store: SegmentNames, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A lagging clock never revives a key an applied entry already saw expired."""
-    pub.publish([put("t", "v", 1, expires_at_ms=2000)], 1, 1, 2500)
-    wall.now_ms = 100
+    """
+    Regression (issue 13): reads evaluated TTLs at max(leader time, this host's wall
+    clock), so a node whose clock was an hour ahead hid a key with an hour to live. With
+    the real monotonic clock and the wall clock an hour ahead, the key is served and its
+    cluster time is the leader's.
+    """
+    ahead = time.time_ns() + 3600 * 10**9
+    monkeypatch.setattr(time, "time_ns", lambda: ahead)
+    monkeypatch.setattr(time, "time", lambda: ahead / 1e9)
+    leader_time = (ahead - 3600 * 10**9) // 1_000_000
+    pub = Publisher.attach(store)
+    try:
+        pub.publish([put("t", "v", 1, expires_at_ms=leader_time + 1_800_000)], 1, 1, leader_time)
+        with ShmView.attach(store) as view:
+            assert "v" == view.get_value("t")
+            assert leader_time <= view.now_ms() < leader_time + 60_000
+            assert leader_time <= pub.cluster_now_ms() < leader_time + 60_000
+    finally:
+        pub.close()
+
+
+def test_leader_time_wins_when_it_is_ahead_of_the_extrapolation(
+    pub: Publisher, view: ShmView, mono: FakeMonotonicClock
+) -> None:
+    """A new entry whose leader time is ahead moves cluster time forward at once."""
+    pub.publish([put("t", "v", 1, expires_at_ms=2000)], 1, 1, 1000)
+    mono.advance_ms(10)
+    pub.publish([], 2, 1, 2500)
     assert MISSING is view.get_value("t")
     assert 2500 == view.now_ms()
+
+
+def test_cluster_time_never_goes_backwards_when_leader_time_stalls_or_drops(
+    store: SegmentNames, mono: FakeMonotonicClock
+) -> None:
+    """
+    A leader whose wall clock is behind stamps max(previous, wall), and a restarted
+    writer may republish an older state: cluster time keeps running from the furthest
+    point, for this view, a view attached later (another process) and the writer.
+    """
+    pub = Publisher.attach(store, mono_ns=mono)
+    view = ShmView.attach(store, mono_ns=mono)
+    pub.publish([put("t", "v", 1, expires_at_ms=1500)], 1, 1, 1000)
+    mono.advance_ms(500)
+    assert MISSING is view.get_value("t")  # 1500: hidden
+    pub.publish([], 2, 1, 1000)  # leader time stalled
+    mono.advance_ms(100)
+    pub.publish([], 3, 1, 1050)  # behind the extrapolation
+    assert MISSING is view.get_value("t")
+    assert 1600 == view.now_ms() == pub.cluster_now_ms()
+    with ShmView.attach(store, mono_ns=mono) as later:
+        assert MISSING is later.get_value("t")
+        assert 1600 == later.now_ms()
+    pub.close()
+    restarted = Publisher.attach(store, mono_ns=mono)
+    try:
+        restarted.publish([], 1, 1, 900)  # recovered from an older state
+        mono.advance_ms(5)
+        assert 1605 == view.now_ms() == restarted.cluster_now_ms()
+        assert MISSING is view.get_value("t")
+    finally:
+        restarted.close()
+        view.close()
 
 
 def test_ttl_cleared_when_key_put_again_without_ttl(pub: Publisher, view: ShmView) -> None:

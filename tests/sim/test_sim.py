@@ -271,3 +271,87 @@ def test_vote_durability_check_fires_when_votes_leave_before_persist(
     monkeypatch.setattr(core, "_AFTER_PERSIST_TYPES", frozenset({MT.APPEND_RESP}))
     planted = Simulation(SimConfig(seed=1000, nodes=3)).run()
     assert ["vote_durable"] == [v.check for v in planted.violations]
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_vote_crash_program_catches_votes_answered_before_persist_when_planted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    The vote-crash program crashes a voter between its vote and the vote's fsync, then
+    lets it campaign in the same term: with votes answered before persist (the plant
+    `vote_before_persist`), two leaders of one term follow, caught by election safety
+    even with the vote-durability invariant switched off (seed 1, 3 nodes).
+    """
+    import concord.raft.core as core
+    from concord.raft.messages import MessageType as MT
+    from concord.sim.checks import SafetyChecker
+
+    config = SimConfig(seed=1, nodes=3, trace=True, program="vote-crash")
+    clean = Simulation(config).run()
+    assert [] == clean.violations
+    assert any("vote-crash crash" in line for line in clean.trace_lines)
+    monkeypatch.setattr(core, "_AFTER_PERSIST_TYPES", frozenset({MT.APPEND_RESP, MT.PRE_VOTE_RESP}))
+    planted = Simulation(config).run()
+    assert ["vote_durable"] == [v.check for v in planted.violations]
+    monkeypatch.setattr(SafetyChecker, "check_vote_durable", lambda self, *args: None)
+    outcome = Simulation(config).run()
+    assert ["election_safety"] == [v.check for v in outcome.violations]
+    assert any("before its term-" in line and "is durable" in line for line in outcome.trace_lines)
+
+
+def plant_read_index_minority(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The plant `read_index_minority` in-process: a ReadIndex round is released once the
+    heartbeat answers reach half the voters (`len(acks) >= len(voters) // 2`), any node
+    counting; every other use of the quorum rule is unchanged.
+    """
+    import concord.raft.readonly as readonly
+    import concord.raft.tracker as tracker
+    from concord.raft.quorum import VoteResult
+
+    class ReadAcks(dict[NodeId, bool]):
+        pass
+
+    recv_ack = readonly.ReadOnly.recv_ack
+    vote_result = tracker.ProgressTracker.vote_result
+
+    def planted_recv_ack(self: readonly.ReadOnly, node_id: NodeId, ctx: bytes) -> dict[NodeId, bool] | None:
+        acks = recv_ack(self, node_id, ctx)
+        return None if acks is None else ReadAcks(acks)
+
+    def planted_vote_result(self: tracker.ProgressTracker, votes: dict[NodeId, bool]) -> VoteResult:
+        if isinstance(votes, ReadAcks):
+            won = len(votes) >= len(self.config.voters) // 2
+            return VoteResult.WON if won else VoteResult.PENDING
+        return vote_result(self, votes)
+
+    monkeypatch.setattr(readonly.ReadOnly, "recv_ack", planted_recv_ack)
+    monkeypatch.setattr(tracker.ProgressTracker, "vote_result", planted_vote_result)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_minority_reads_program_catches_a_read_round_without_quorum_when_planted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    The minority-reads program leaves the leader with a learner and no other voter of
+    three, and reads at it: a core that releases a read round at half the voters' answers
+    (the plant `read_index_minority`; with three voters only a learner's answer gets it
+    there) fails the read-quorum check inside the program's split (seed 1, 3 nodes).
+    """
+    config = SimConfig(seed=1, nodes=3, trace=True, program="minority-reads")
+    clean = Simulation(config).run()
+    assert [] == clean.violations
+    split = [line for line in clean.trace_lines if "minority-reads" in line and "keeps only" in line]
+    assert split
+    plant_read_index_minority(monkeypatch)
+    planted = Simulation(config).run()
+    assert ["read_quorum"] == [v.check for v in planted.violations]
+    split_at = int(split[0].split()[0])
+    learner = next(line for line in clean.trace_lines if "minority-reads leader=" in line)
+    learner_id = learner.split("learner=")[1].split()[0]
+    violation = planted.violations[0]
+    assert violation.time_ms >= split_at and learner_id in violation.detail, (split[0], violation)
