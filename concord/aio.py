@@ -42,7 +42,7 @@ from concord.client.results import (
     ValueWithTTL,
 )
 from concord.client.subscribe import Subscription
-from concord.client.transport import decode_reply
+from concord.client.transport import connect_dealer, decode_reply
 from concord.errors import (
     ConditionFailedError,
     LocalProtocolError,
@@ -86,12 +86,7 @@ class _AioTransport:
         if link is not None:
             return link
         sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        try:
-            sock.connect(endpoint)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise LocalProtocolError(f"cannot connect to endpoint {endpoint!r}: {exc}") from exc
+        connect_dealer(sock, endpoint)
         task = asyncio.get_running_loop().create_task(self._read(endpoint, sock))
         link = self._links[endpoint] = _Link(sock, task)
         return link

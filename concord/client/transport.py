@@ -32,6 +32,7 @@ import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgpack
 import zmq
@@ -222,12 +223,7 @@ class Transport:
         if sock is not None:
             return sock
         sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        try:
-            sock.connect(endpoint)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise LocalProtocolError(f"cannot connect to endpoint {endpoint!r}: {exc}") from exc
+        connect_dealer(sock, endpoint)
         self._sockets[endpoint] = sock
         self._endpoint_of[sock] = endpoint
         self._socket_gen[endpoint] = self._socket_gen.get(endpoint, 0) + 1
@@ -291,6 +287,31 @@ class Transport:
             sock.close(linger=0)
         self._sockets.clear()
         self._endpoint_of.clear()
+
+
+class _Dealer(Protocol):
+    """What `connect_dealer` needs of a socket (sync or zmq.asyncio)."""
+
+    def setsockopt(self, option: int, value: int) -> None: ...
+
+    def connect(self, addr: str) -> object: ...
+
+    def close(self, linger: int | None = None) -> None: ...
+
+
+def connect_dealer(sock: _Dealer, endpoint: str) -> None:
+    """
+    Set LINGER=0 on a new DEALER and connect it to `endpoint`; closes it on failure.
+
+    Raises:
+        LocalProtocolError: the endpoint cannot be connected (a malformed address).
+    """
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        raise LocalProtocolError(f"cannot connect to endpoint {endpoint!r}: {exc}") from exc
 
 
 def decode_reply(data: bytes) -> dict[str, object]:
