@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 
 from concord.errors import ClientError, ConcordError
 from concord.kv.commands import check_key
+from concord.net import wire
 from concord.node.reader import Reader
 from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.segments import DEV_SHM
@@ -66,8 +67,8 @@ __all__ = ["LOCAL_OPS", "LocalStore", "is_local_endpoint", "shm_names"]
 
 log = logging.getLogger(__name__)
 
-#: Ops the client may serve from shared memory.
-LOCAL_OPS: Final = frozenset({"get", "get_many", "ttl", "get_with_ttl", "get_all", "keys", "query", "count"})
+#: Ops the client may serve from shared memory (derived from the wire table).
+LOCAL_OPS: Final = wire.LOCAL_OPS
 
 
 @lru_cache(maxsize=256)

@@ -33,9 +33,9 @@ from concord.errors import (
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
-from concord.kv.commands import check_key
+from concord.kv.commands import ENVELOPE_FIELDS, check_key
 from concord.kv.reads import (
-    ENVELOPE_FIELDS,
+    READ_ARGS,
     READ_OPS,
     Reply,
     error_reply,
@@ -48,8 +48,8 @@ from concord.shm.view import Locator, ShmView, decode_value
 
 logger = logging.getLogger(__name__)
 
-_GET_ARGS = frozenset({"key", "meta"})
-_GET_MANY_ARGS = frozenset({"keys"})
+_GET_ARGS = READ_ARGS["get"]
+_GET_MANY_ARGS = READ_ARGS["get_many"]
 _FIRST_DELAY_S = 20e-6
 _MAX_DELAY_S = 1e-3
 

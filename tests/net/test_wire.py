@@ -198,11 +198,3 @@ def test_decode_raises_only_invalid_request_when_map_fields_random(
         assert (msg.get("id") if readable else None) == exc.request_id
     else:
         assert (msg["op"], msg["id"]) == (request.op, request.id)
-
-
-def test_write_kind_matches_kv_client_writes_when_ops_declared() -> None:
-    """The ops the wire table marks `write` are exactly those kv deduplicates by session."""
-    from concord.kv import CLIENT_WRITE_OPS
-    from concord.net.wire import OPS, OpKind
-
-    assert set(CLIENT_WRITE_OPS) == {name for name, spec in OPS.items() if spec.kind is OpKind.WRITE}
