@@ -181,7 +181,7 @@ def measure(folder: Path, size: int, seconds: float, mode: str) -> tuple[list[fl
 
 def snapshot_stall(folder: Path, keys: int, mode: str) -> dict[str, float]:
     """Loop-blocking time to start a snapshot of a `keys`-key kv replica, and persist latencies."""
-    from concord import codec
+    from concord.storage import codec
     from concord.ids import NodeId
     from concord.kv import encode_command
     from concord.node import log_writer as lw

@@ -18,7 +18,7 @@ Which reads are served locally:
 
 - `eventual`: always, from whatever the node has applied (ops get, get_many, ttl,
   get_with_ttl, get_all, keys, query, count), with the node's read logic
-  (`concord.node.reader.Reader`, which is `concord.kv.reads` over the view), so replies
+  (`concord.shm.reader.Reader`, which is `concord.kv.reads` over the view), so replies
   are identical to a read worker's;
 - `leader`: only while the store's node is the LEADER and holds its read lease
   (`ShmView.holds_leader_lease`: the lease the raft worker publishes on CLOCK_MONOTONIC,
@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 from concord.errors import ClientError, ConcordError
 from concord.kv.commands import check_key
 from concord.net import wire
-from concord.node.reader import Reader
+from concord.shm.reader import Reader
 from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.segments import DEV_SHM
 from concord.shm.view import MISSING, ShmView

@@ -1,6 +1,6 @@
 """
 ZeroMQ transport of a node. Every zmq and OS error is translated at this boundary into
-concord.errors types; nothing here knows Raft message encoding (concord/codec.py) or keys.
+concord.errors types; nothing here knows Raft message encoding (concord/storage/codec.py) or keys.
 
     peer.py       PeerTransport: Raft peer links (ROUTER in, one DEALER per peer out),
                   liveness, membership; faults.py: the test-only fault filter

@@ -2,7 +2,7 @@
 Raft peer links over ZeroMQ ROUTER/DEALER, bytes-level.
 
 Owned by the raft worker process (one `zmq.Context`, created in that process). The
-payload is opaque: raft message encoding belongs to concord/codec.py. This module never
+payload is opaque: raft message encoding belongs to concord/storage/codec.py. This module never
 blocks the raft loop: every send is NOBLOCK, and a message that cannot be queued (peer
 down, high-water mark reached) is dropped and counted, since Raft retransmits.
 

@@ -8,7 +8,10 @@ Only the log/snapshot writer process (concord.node.log_writer) writes a data dir
 - `snapshot`: atomic snapshot files, the newest two kept (`write_snapshot`, `read_snapshot`,
   `load_newest`, `prune`);
 - `recovery`: `recover(data_dir) -> RecoveredState(snapshot, hard_state, entries)`;
-- `replica`: the state-machine Protocol, `apply_entry`, `check_replica_hash`, `ReplicaChecker`;
+- `replica`: `apply_entry`, `check_replica_hash`, `ReplicaChecker` (the state machine's
+  Protocol is concord.raft.statemachine);
+- `codec`: the versioned msgpack encoding of the consensus types (entries, hard and conf
+  state, snapshot metadata, peer messages), used by the WAL, snapshots and peer frames;
 - `format`, `fileutil`: byte layouts and durable-file helpers.
 
 Formats and the way forward after corruption: docs/formats/storage.md.

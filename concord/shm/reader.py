@@ -1,5 +1,5 @@
 """
-The read logic of a read worker: serves reads from the shared-memory store.
+The read logic over the shared-memory store: what read workers and same-host clients serve.
 
 Pure logic over a `ShmView`: no sockets, no threads. Every op first brings the view up to
 date with the writer (one header-word check when nothing changed) and then answers from

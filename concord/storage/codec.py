@@ -1,6 +1,9 @@
 """
 Versioned msgpack encoding of the consensus types, shared by storage and the network.
 
+It lives in storage, the lowest layer that may use msgpack and that both the WAL and the
+node's peer messaging reach (the consensus core stays free of it).
+
 Never trusts its input: every decoder checks the version, the shape and the type of every
 field, and raises `concord.errors.RemoteProtocolError` (a `ProtocolError`) naming what
 was wrong. Storage translates that into `CorruptionError` naming the file and offset.
