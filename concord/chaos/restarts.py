@@ -31,7 +31,7 @@ from concord.chaos.procs import (
     render_config,
 )
 from concord.errors import ConcordError
-from concord.net.client import request
+from concord.client.raw import request
 from concord.storage.membership import has_membership
 from concord.storage.snapshot import list_snapshots, read_snapshot
 

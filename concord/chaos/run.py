@@ -56,7 +56,7 @@ from concord.chaos.procs import (
     render_config,
 )
 from concord.errors import ConcordError
-from concord.net.client import request
+from concord.client.raw import request
 from concord.sim.linearizability import (
     ABSENT,
     CheckResult,

@@ -64,6 +64,7 @@ from concord.client.results import (
     ValueWithMeta,
     ValueWithTTL,
 )
+from concord.client.raw import call_endpoint, exchange_over
 from concord.client.transport import Transport
 from concord.errors import (
     ClientError,
@@ -77,11 +78,11 @@ from concord.errors import (
 from concord.client.plan import (
     ClientCore,
     OPS_KIND,
-    Attempt,
     CallPlan,
     OpKind,
     Outcome,
     _Value,
+    drive,
     envelope,
     error_from_reply,
     normalize_endpoint,
@@ -89,7 +90,7 @@ from concord.client.plan import (
 )
 from concord.client import requests
 from concord.client.requests import NO_DEFAULT, Filter, Range, Req
-from concord.net.wire import pack, validate
+from concord.net.wire import validate
 
 if TYPE_CHECKING:
     from concord.client.local import LocalStore
@@ -112,42 +113,6 @@ _NOT_LOCAL = object()  # not served from same-host shared memory: ask a node
 T = TypeVar("T")
 
 Condition = Callable[[object], bool]
-
-
-def call_endpoint(
-    transport: Transport,
-    ids: Iterator[int],
-    endpoint: str,
-    op: str,
-    build: Callable[[int], dict[str, object]],
-    timeout_s: float,
-    attempt_s: float,
-) -> dict[str, object]:
-    """
-    One request to one given endpoint (no redirects): `build(request_id)` makes it; it
-    is resent on silence (a new id each attempt) until `timeout_s`.
-
-    Returns:
-        The ok reply.
-
-    Raises:
-        RequestTimeoutError: no reply within `timeout_s`.
-        ClientError: the error the endpoint answered.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        wait_s = min(attempt_s, deadline - time.monotonic())
-        if wait_s <= 0:
-            raise RequestTimeoutError(f"no reply from {endpoint} to {op} within {timeout_s} s")
-        request_id = next(ids)
-        msg = build(request_id)
-        msg["timeout_ms"] = server_timeout_ms(wait_s)
-        reply = transport.exchange(endpoint, pack(msg), request_id, wait_s)
-        if reply is None:
-            continue
-        if reply.get("ok") is True:
-            return reply
-        raise error_from_reply(reply, request_id)
 
 
 class Client(ClientCore):
@@ -212,6 +177,7 @@ class Client(ClientCore):
         self._own_ctx = context is None
         self._ctx: Context = zmq.Context() if context is None else context
         self._transport = Transport(self._ctx)
+        self._exchange = exchange_over(self._transport)
         # Guards the shared-memory view and `_closed`; never held over a network round trip.
         self._lock = threading.RLock()
         self._probe_lock = threading.Lock()
@@ -274,17 +240,7 @@ class Client(ClientCore):
             return self._run(self._plan(op, args, session, timeout_s))
 
     def _run(self, plan: CallPlan) -> dict[str, object]:
-        while (attempt := plan.attempt(time.monotonic())) is not None:
-            reply = self._exchange(attempt)
-            outcome = plan.settle(attempt, reply, time.monotonic())
-            if isinstance(outcome, dict):
-                return outcome
-            if outcome > 0:
-                time.sleep(outcome)
-        raise plan.failure()
-
-    def _exchange(self, attempt: Attempt) -> dict[str, object] | None:
-        return self._transport.exchange(attempt.target, pack(attempt.msg), attempt.request_id, attempt.wait_s)
+        return drive(plan, self._exchange)
 
     def _local_or_call(
         self, op: str, args: Mapping[str, object], consistency: str
@@ -688,11 +644,8 @@ class Client(ClientCore):
     def _call_at(
         self, endpoint: str, op: str, args: Mapping[str, object], timeout_s: float
     ) -> dict[str, object]:
-        return call_endpoint(
-            self._transport, self._ids, endpoint, op,
-            lambda request_id: self._envelope(op, request_id, args),
-            timeout_s, self.attempt_timeout_s,
-        )
+        return call_endpoint(self._transport, self._ids, endpoint, op, args, self._envelope,
+                             timeout_s, self.attempt_timeout_s)
 
     def members(self) -> list[dict[str, object]]:
         """The cluster members as the node lists them (`members` field)."""

@@ -7,7 +7,6 @@ concord.errors types; nothing here knows Raft message encoding (concord/storage/
     wire.py       the client envelope (DESIGN.md §7) and OPS, the one table of ops
     frontdoor.py  FrontDoor: the node's client ROUTER; validates and routes to backends
     backend.py    BackendLink: a read worker's or the raft worker's link to the front door
-    client.py     request(): a Lazy Pirate request helper for tests and concord.client
     events.py     EventStream: the change stream (XPUB), its retained history and the
                   per-prefix sequence numbers that make every lost message detectable
 """
