@@ -1,5 +1,5 @@
 """
-Whole-cluster crash rounds (issue 12): writers write, every node takes a snapshot, every
+Whole-cluster crash rounds: writers write, every node takes a snapshot, every
 process of every node is SIGKILLed at once, all nodes restart; then a leader must be
 elected and every acknowledged write must be there.
 

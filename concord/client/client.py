@@ -1,5 +1,5 @@
 """
-The Python client of Concord: wire protocol v1 (DESIGN.md §7, concord.net.wire).
+The Python client of Concord: wire protocol v1 (docs/protocol.md, concord.net.wire).
 
 One `Client` talks to a cluster through any of its nodes' client endpoints. It
 
@@ -25,7 +25,7 @@ One `Client` talks to a cluster through any of its nodes' client endpoints. It
 - maps error replies to concord.errors classes (ERROR_CLASSES), with `request_id` and,
   for NotLeaderError, `leader_hint`.
 
-Outcomes of one attempt are a closed set (STYLE.md §8): OK, NOT_LEADER, DROPPED (refused:
+Outcomes of one attempt are a closed set (docs/client.md): OK, NOT_LEADER, DROPPED (refused:
 certainly not applied), TIMEOUT (no answer, or the server's `timeout`), and a final error
 reply; a call whose write attempts timed out ends as UNKNOWN.
 

@@ -1,5 +1,5 @@
 """
-Same-host reads from a node's shared-memory store (DESIGN.md §5, §8).
+Same-host reads from a node's shared-memory store (docs/client.md, docs/formats/shm.md).
 
 When a node runs on this host, its `status` reply advertises its store:
 

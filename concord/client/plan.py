@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class Outcome(Enum):
-    """The closed set of outcomes of one attempt (STYLE.md §8)."""
+    """The closed set of outcomes of one attempt (docs/client.md "Retries and outcomes")."""
 
     OK = "ok"
     NOT_LEADER = "not_leader"

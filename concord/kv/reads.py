@@ -2,7 +2,7 @@
 Read operations over any `KeySource`, evaluated at a given cluster time.
 
 Pure. Serves get, get_many, get_with_ttl, ttl, get_all, hash_content, keys, query, count,
-list_indexes and index_lookup with the reply maps of DESIGN.md §7 (errors as {"error": code,
+list_indexes and index_lookup with the reply maps of docs/protocol.md (errors as {"error": code,
 "message": text}). The raft worker calls it on the state machine for leader and strong
 reads; read workers call it on the shared-memory store. TTLs in replies are seconds
 remaining (float, millisecond precision), nil when the key never expires.

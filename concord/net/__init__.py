@@ -4,7 +4,7 @@ concord.errors types; nothing here knows Raft message encoding (concord/storage/
 
     peer.py       PeerTransport: Raft peer links (ROUTER in, one DEALER per peer out),
                   liveness, membership; faults.py: the test-only fault filter
-    wire.py       the client envelope (DESIGN.md §7) and OPS, the one table of ops
+    wire.py       the client envelope (docs/protocol.md) and OPS, the one table of ops
     frontdoor.py  FrontDoor: the node's client ROUTER; validates and routes to backends
     backend.py    BackendLink: a read worker's or the raft worker's link to the front door
     events.py     EventStream: the change stream (XPUB), its retained history and the

@@ -1,11 +1,12 @@
 """
-The client wire envelope (DESIGN.md §7, protocol v1): decode, validate and encode.
+The client wire envelope (protocol v1, docs/protocol.md): decode, validate and encode.
 
 Pure: no sockets, no clock. The front door, the backends and the Python client all use
 this module, so the envelope rules live in exactly one place.
 
 Layout (protocol v1; the version is the op table below, carried by the protocol, since
-a client request is a single msgpack map with no header byte — §7 is the contract):
+a client request is a single msgpack map with no header byte; docs/protocol.md is the
+contract):
 
     request  = msgpack map {
         "op": str,                      # a name in OPS
@@ -219,7 +220,7 @@ class OpSpec:
         return self.kind is OpKind.WRITE
 
 
-#: Optional fields allowed on every request (DESIGN.md §7).
+#: Optional fields allowed on every request (docs/protocol.md "Requests").
 ENVELOPE_ARGS: tuple[Arg, ...] = (
     Arg("token", ArgType.STR, doc="auth token"),
     Arg("ns", ArgType.STR, doc="tenant namespace"),

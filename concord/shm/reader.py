@@ -144,7 +144,7 @@ class Reader:
     def serve(self, op: str, args: Mapping[str, object]) -> Reply:
         """
         Evaluate a read op (`concord.kv.reads.READ_OPS`) with the wire reply shape of
-        DESIGN.md §7 (errors as {"error": code, "message": text}).
+        docs/protocol.md (errors as {"error": code, "message": text}).
         """
         view = self._view
         view.sync()

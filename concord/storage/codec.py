@@ -88,7 +88,7 @@ def _array(obj: object, what: str, length: int) -> list[object]:
 #: 2**62 - 1 leaves 2**62 increments before any int64 field could overflow. Without this
 #: bound one forged peer message with term 2**64 - 1 was persisted by every node, whose
 #: next election then overflowed msgpack: every raft worker crashed and crashed again on
-#: restart (issue 13, found by the wire fuzzer).
+#: restart (found by the wire fuzzer, tests/fault/test_fuzz_wire.py).
 MAX_UINT = 2**62 - 1
 
 
