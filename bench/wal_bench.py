@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from concord.raft.messages import Entry
 from concord.raft.state import HardState
-from concord.storage.wal import WAL, WalOptions, read_wal
+from concord.storage.wal import WAL, WalOptions
+from concord.storage.walread import read_wal
 
 BATCH_SIZES = (1, 10, 100, 1000)
 ENTRY_BYTES = 128

@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar, overload
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Sequence, TypeVar, overload
 
 import zmq
 
@@ -72,7 +72,6 @@ from concord.errors import (
     InvalidRequestError,
     NotFoundError,
     ProtocolError,
-    RequestTimeoutError,
     ShuttingDownError,
 )
 from concord.client.plan import (
@@ -86,7 +85,6 @@ from concord.client.plan import (
     envelope,
     error_from_reply,
     normalize_endpoint,
-    server_timeout_ms,
 )
 from concord.client import requests
 from concord.client.requests import NO_DEFAULT, Filter, Range, Req

@@ -4,7 +4,8 @@ Durable storage of one node: the write-ahead log, snapshots and start-up recover
 Only the log/snapshot writer process (concord.node.log_writer) writes a data directory.
 
 - `wal`: segments of checksummed records, group commit, rotation, removal
-  (`WAL`, `WalOptions`, `read_wal`, `GroupCommitter`);
+  (`WAL`, `WalOptions`, `GroupCommitter`); `walread`: replay and torn-tail repair
+  (`read_wal`, `WalContents`);
 - `snapshot`: atomic snapshot files, the newest two kept (`write_snapshot`, `read_snapshot`,
   `load_newest`, `prune`);
 - `recovery`: `recover(data_dir) -> RecoveredState(snapshot, hard_state, entries)`;

@@ -36,7 +36,7 @@ from concord.storage import fileutil
 from concord.storage.format import WAY_FORWARD
 from concord.storage.membership import has_membership, membership_from_log
 from concord.storage.snapshot import load_newest
-from concord.storage.wal import WalContents, read_wal
+from concord.storage.walread import WalContents, read_wal
 
 logger = logging.getLogger(__name__)
 
