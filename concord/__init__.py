@@ -69,63 +69,25 @@ __version__ = "0.1.0"
 logging.getLogger("concord").addHandler(logging.NullHandler())
 logging.getLogger("supervisor").addHandler(logging.NullHandler())
 
-#: Where each lazily imported public name lives. `import concord.raft` (or any other
-#: subpackage) runs this file, and must not pull in the client, pyzmq, msgpack or xxhash:
-#: they are imported on first use of a name (PEP 562).
-_LAZY: dict[str, str] = {
-    "MISSING": "concord.client",
-    "BulkDeleteResult": "concord.client",
-    "Client": "concord.client",
-    "DeleteResult": "concord.client",
-    "Event": "concord.client",
-    "EventsPage": "concord.client",
-    "KeysPage": "concord.client",
-    "Page": "concord.client",
-    "ValueWithMeta": "concord.client",
-    "ValueWithTTL": "concord.client",
-    "add_member": "concord.client.api",
-    "connect": "concord.client.api",
-    "count": "concord.client.api",
-    "default_client": "concord.client.api",
-    "delete": "concord.client.api",
-    "delete_if": "concord.client.api",
-    "delete_many": "concord.client.api",
-    "delete_where": "concord.client.api",
-    "disconnect": "concord.client.api",
-    "events": "concord.client.api",
-    "get": "concord.client.api",
-    "get_all": "concord.client.api",
-    "get_many": "concord.client.api",
-    "get_with_ttl": "concord.client.api",
-    "keys": "concord.client.api",
-    "members": "concord.client.api",
-    "promote_member": "concord.client.api",
-    "put": "concord.client.api",
-    "put_if": "concord.client.api",
-    "put_many": "concord.client.api",
-    "query": "concord.client.api",
-    "remove_member": "concord.client.api",
-    "status": "concord.client.api",
-    "touch": "concord.client.api",
-    "touch_many": "concord.client.api",
-    "transfer_leader": "concord.client.api",
-    "ttl": "concord.client.api",
-    "EmbeddedNode": "concord.embedded",
-    "start": "concord.embedded",
-}
+#: Where the public names of `__all__` not defined here live. `import concord.raft` (or
+#: any other subpackage) runs this file, and must not pull in the client, pyzmq, msgpack
+#: or xxhash: a name is imported from these modules on its first use (PEP 562).
+_LAZY_MODULES = ("concord.client", "concord.client.api", "concord.embedded")
 
 
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'concord' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+    if name in __all__:
+        for module_name in _LAZY_MODULES:
+            module = importlib.import_module(module_name)
+            if hasattr(module, name):
+                value = getattr(module, name)
+                globals()[name] = value  # later lookups skip __getattr__
+                return value
+    raise AttributeError(f"module 'concord' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

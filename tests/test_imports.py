@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,5 +151,6 @@ def test_root_package_names_resolve_when_imported_lazily() -> None:
 
     missing = [name for name in concord.__all__ if not hasattr(concord, name)]
     assert [] == missing
+    assert [] == [n for n in concord.__all__ if n != "errors" and isinstance(getattr(concord, n), types.ModuleType)]
     assert concord.Client.__module__ == "concord.client.client"
     assert "put" in dir(concord)

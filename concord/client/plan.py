@@ -268,6 +268,12 @@ class CallPlan:
     `attempt(now)`; None means give up (raise `failure()`); else send it, wait, and pass
     the reply (None for silence) to `settle`, which returns the ok reply, raises the
     final error, or returns seconds to pause before the next attempt.
+
+    `pinned`: talk to that endpoint only: silence is resent there (a fresh id each
+    attempt) until the deadline, any error reply is final, routing is left alone.
+    `raw` (pinned only): send the map as built (not checked against the wire table, no
+    `timeout_ms` added), resend it on silence whatever its op, and return the first reply
+    map as it is, error replies included (the caller's rule: tests and tools).
     """
 
     def __init__(
@@ -275,13 +281,6 @@ class CallPlan:
         routing: Routing, policy: Policy, ids: Iterator[int], build: Envelope,
         timeout_s: float, now: float, *, pinned: str | None = None, raw: bool = False,
     ) -> None:
-        """
-        `pinned`: talk to that endpoint only: silence is resent there (a fresh id each
-        attempt) until the deadline, any error reply is final, routing is left alone.
-        `raw` (pinned only): send the map as built (not checked against the wire table,
-        no `timeout_ms` added), resend it on silence whatever its op, and return the first
-        reply map as it is, error replies included (the caller's rule: tests and tools).
-        """
         self.op = op
         self.args = args
         self.kind = OpKind.READ if raw else OPS_KIND.get(op, OpKind.READ)

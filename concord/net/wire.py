@@ -414,6 +414,31 @@ def unpack_map(payload: bytes, max_bytes: int) -> dict[str, object]:
     return obj
 
 
+def _split_args(
+    obj: Mapping[str, object], spec: OpSpec, request_id: int
+) -> tuple[dict[str, object], dict[str, object]]:
+    """The op's own args and the envelope fields of a request map, each type-checked."""
+    op = spec.name
+    args: dict[str, object] = {}
+    envelope: dict[str, object] = {}
+    for name, value in obj.items():
+        if name in ("op", "id"):
+            continue
+        arg = spec.arg_index.get(name)
+        target = args
+        if arg is None:
+            arg = _ENVELOPE_INDEX.get(name)
+            target = envelope
+        if arg is None:
+            raise InvalidRequestError(f"op {op} does not take argument {name!r}", request_id)
+        if not _CHECKS[arg.type](value):
+            raise InvalidRequestError(
+                f"argument {name} of op {op} must be {_TYPE_TEXT[arg.type]}", request_id
+            )
+        target[name] = value
+    return args, envelope
+
+
 def validate(obj: Mapping[str, object], registry: Mapping[str, OpSpec] = OPS) -> Request:
     """
     Check a decoded request map against the op registry.
@@ -436,23 +461,7 @@ def validate(obj: Mapping[str, object], registry: Mapping[str, OpSpec] = OPS) ->
     spec = registry.get(op)
     if spec is None:
         raise InvalidRequestError(f"unknown op {op!r}", request_id)
-    args: dict[str, object] = {}
-    envelope: dict[str, object] = {}
-    for name, value in obj.items():
-        if name in ("op", "id"):
-            continue
-        arg = spec.arg_index.get(name)
-        target = args
-        if arg is None:
-            arg = _ENVELOPE_INDEX.get(name)
-            target = envelope
-        if arg is None:
-            raise InvalidRequestError(f"op {op} does not take argument {name!r}", request_id)
-        if not _CHECKS[arg.type](value):
-            raise InvalidRequestError(
-                f"argument {name} of op {op} must be {_TYPE_TEXT[arg.type]}", request_id
-            )
-        target[name] = value
+    args, envelope = _split_args(obj, spec, request_id)
     for arg in spec.args:
         if arg.required and arg.name not in args:
             raise InvalidRequestError(f"op {op} requires argument {arg.name}", request_id)
