@@ -78,7 +78,9 @@ def test_protocol_doc_op_table_is_generated_when_compared_to_describe_ops() -> N
     text = (ROOT / "docs" / "protocol.md").read_text()
     match = re.search(r"<!-- op table:[^\n]*-->\n(.*?)\n<!-- end of op table -->", text, re.DOTALL)
     assert match is not None
-    assert wire.describe_ops() == match.group(1)
+    assert wire.describe_ops() == match.group(1), (
+        "docs/protocol.md's op table is stale: replace it with the output of "
+        "python3 -c 'from concord.net.wire import describe_ops; print(describe_ops())'")
 
 
 def test_protocol_doc_has_a_section_per_op_when_compared_to_op_table() -> None:

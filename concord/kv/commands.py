@@ -266,12 +266,11 @@ def _check_count(items: object, what: str, config: KvConfig) -> list[object]:
 _COMMON: Final = frozenset({"v", "op", "client_id", "seq"})
 
 
-def _fields(m: Mapping[str, object], op: str, required: frozenset[str]) -> None:
+def _fields(m: Mapping[str, object], op: str, required: frozenset[str], allowed: frozenset[str]) -> None:
     keys = m.keys()
     if not keys >= required:
         missing = sorted(required - keys)
         raise InvalidRequestError(f"command {op!r} lacks field {missing[0]!r}")
-    allowed = required | _COMMON
     if not keys <= allowed:
         unknown = sorted(str(k) for k in keys - allowed)
         raise InvalidRequestError(f"command {op!r} has unknown field {unknown[0]!r}")
@@ -380,7 +379,7 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
     if write is None:
         raise InvalidRequestError(f"unknown command op {op!r}")
     assert isinstance(op, str)
-    _fields(m, op, write.fields)
+    _fields(m, op, write.fields, write.allowed)
     command = write.decode(m, config)
     return Envelope(command, client_id, seq)
 
@@ -552,12 +551,13 @@ class WriteOp:
     How kv builds and decodes one write op.
 
     `args`: the wire arguments a request may carry; `fields`: the command's fields
-    (besides v, op, client_id, seq; all required); `leader_only`: proposed by the leader,
-    never by a client.
+    (besides v, op, client_id, seq; all required); `allowed`: every field a command may
+    hold; `leader_only`: proposed by the leader, never by a client.
     """
 
     args: frozenset[str]
     fields: frozenset[str]
+    allowed: frozenset[str]
     build: Builder
     decode: Decoder
     leader_only: bool = False
@@ -565,7 +565,7 @@ class WriteOp:
 
 def _write(args: Iterable[str], fields: Iterable[str], build: Builder, decode: Decoder,
            leader_only: bool = False) -> WriteOp:
-    return WriteOp(frozenset(args), frozenset(fields), build, decode, leader_only)
+    return WriteOp(frozenset(args), frozenset(fields), frozenset(fields) | _COMMON, build, decode, leader_only)
 
 
 _PUT_ARGS: Final = ("key", "value", "ttl", "compress")
