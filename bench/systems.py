@@ -339,7 +339,7 @@ class Concord(System):
         return time.monotonic() - float(m.extra["launched_at"])
 
     def status(self, m: Member) -> dict[str, object] | None:
-        from concord.net.client import request
+        from concord.client.raw import request
         if m.pid is None or not m.endpoint:
             return None
         try:
