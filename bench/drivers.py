@@ -8,8 +8,11 @@ K clients are multiplexed follows each client library:
   concord   K zmq DEALER sockets (one per client) in one thread, one zmq.Poller; the
             requests are wire protocol v1 maps (msgpack), exactly what concord.client
             sends, without its per-call lock (which serialises callers).
-  etcd      K threads, each its own etcd3gw.Etcd3Client (its own requests.Session, so
-            its own keep-alive HTTP connection) to etcd's gRPC-JSON gateway (/v3/).
+  etcd      K grpc.aio channels (one connection each) on one asyncio loop, speaking
+            etcd's native gRPC API with hand-encoded protobuf (bench/etcd_grpc.py).
+  etcd-gw   a labelled extra: K threads, each its own etcd3gw.Etcd3Client (its own
+            requests.Session) to etcd's gRPC-JSON gateway (/v3/), HTTP/JSON: about 8x
+            slower than gRPC for the same cluster, so never the comparison baseline.
   redis     K threads, each its own redis-py connection.
 
 PySyncObj has no network client (the application process is a Raft member), so its
@@ -236,7 +239,7 @@ def etcd_client(endpoint: str) -> object:
     return Etcd3Client(host=host, port=int(port), api_path="/v3/", timeout=10)
 
 
-def run_etcd(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+def run_etcd_gateway(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     eps = read_endpoints(spec)
     op, _, level = spec.op.partition(":")
 
@@ -277,9 +280,16 @@ def run_redis(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     return _run_threads(spec, start, make_call)
 
 
+def run_etcd(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+    from bench.etcd_grpc import run_etcd_grpc  # imports this module: loaded on first use
+
+    return run_etcd_grpc(spec, start)
+
+
 RUNNERS: dict[str, Callable[[LoadSpec, Callable[[], None]], LoadResult]] = {
     "concord": run_concord,
     "etcd": run_etcd,
+    "etcd-gw": run_etcd_gateway,
     "redis": run_redis,
 }
 

@@ -43,6 +43,7 @@ SCENARIOS = ("write_latency", "write_throughput", "read_latency", "read_throughp
 READ_LEVELS: dict[str, list[str]] = {
     "concord": ["eventual", "leader", "strong"],
     "etcd": ["serializable", "linearizable"],
+    "etcd-gw": ["serializable", "linearizable"],
     "pysyncobj": ["local"],
     "redis": ["get"],
 }

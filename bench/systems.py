@@ -129,7 +129,8 @@ class System:
 
 class Etcd(System):
     name = "etcd"
-    client_desc = "etcd3gw 2.x (PyPI, maintained) over etcd's gRPC-JSON gateway /v3/ (HTTP/JSON, requests)"
+    client_desc = ("grpcio (grpc.aio, one channel = one connection per client) over etcd's native gRPC "
+                   "API, protobuf encoded by hand (bench/etcd_grpc.py)")
 
     def start(self, wait_leader: bool = True) -> None:
         if not self.members:
@@ -496,6 +497,13 @@ class PySyncObj(System):
             raise RuntimeError(f"pysyncobj load failed: {got}")
 
 
+class EtcdGateway(Etcd):
+    """The same etcd cluster, driven through its gRPC-JSON gateway: a labelled extra."""
+
+    name = "etcd-gw"
+    client_desc = "etcd3gw 2.x (PyPI) over etcd's gRPC-JSON gateway /v3/ (HTTP/JSON, requests)"
+
+
 SYSTEMS: dict[str, type[System]] = {
-    "concord": Concord, "etcd": Etcd, "pysyncobj": PySyncObj, "redis": Redis,
+    "concord": Concord, "etcd": Etcd, "etcd-gw": EtcdGateway, "pysyncobj": PySyncObj, "redis": Redis,
 }
