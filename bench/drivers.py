@@ -31,7 +31,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-VALUE_BYTES = 64
+VALUE_BYTES = 100  # the issue's load shape: 100-byte values, 10,000 keys
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class LoadSpec:
     keys: int  # keys are k0000000..k{keys-1}; reads hit existing keys
     proc_index: int
     api: str = ""  # concord: "client" = concord.client.Client per thread (latency probes)
+    value_bytes: int = VALUE_BYTES  # size of every value a put writes
 
 
 @dataclass
@@ -65,8 +66,10 @@ def key_name(i: int) -> str:
     return f"k{i:07d}"
 
 
-def value_for(i: int) -> bytes:
-    return (b"%08d" % i) * (VALUE_BYTES // 8)
+def value_for(i: int, size: int = VALUE_BYTES) -> bytes:
+    """`size` bytes that differ per key (the key number, repeated)."""
+    stamp = b"%08d" % i
+    return (stamp * (size // 8 + 1))[:size]
 
 
 def read_endpoints(spec: LoadSpec) -> Sequence[str]:
@@ -90,7 +93,7 @@ def run_concord_client(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
         eps = eps[(c + spec.proc_index) % len(eps):] + eps[:(c + spec.proc_index) % len(eps)]
         cl = Client(eps, shm=False, timeout_s=10)
         if op == "put":
-            return lambda i: cl.put(key_name(i), value_for(i))
+            return lambda i: cl.put(key_name(i), value_for(i, spec.value_bytes))
         return lambda i: cl.get(key_name(i), consistency=level)  # type: ignore[arg-type]
 
     return _run_threads(spec, start, make_call)
@@ -122,7 +125,8 @@ def run_concord(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     def request() -> bytes:
         i = next(keyseq) % spec.keys
         if op == "put":
-            body: dict[str, object] = {"op": "put", "id": next(ids), "key": key_name(i), "value": value_for(i)}
+            body: dict[str, object] = {"op": "put", "id": next(ids), "key": key_name(i),
+                                       "value": value_for(i, spec.value_bytes)}
         else:
             body = {"op": "get", "id": next(ids), "key": key_name(i), "consistency": level}
         data: bytes = packb(body, use_bin_type=True)

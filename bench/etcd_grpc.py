@@ -87,6 +87,24 @@ def target(endpoint: str) -> str:
     return endpoint.rsplit("//", 1)[-1]
 
 
+_PROBE_CHANNELS: dict[str, object] = {}
+
+
+def put_once(endpoint: str, key: str, value: str, timeout_s: float) -> bool:
+    """One gRPC Put to one member (a cached blocking channel); True once acknowledged."""
+    import grpc
+
+    ch = _PROBE_CHANNELS.get(endpoint)
+    if ch is None:
+        ch = _PROBE_CHANNELS[endpoint] = grpc.insecure_channel(target(endpoint), options=CHANNEL_OPTIONS)
+    call = ch.unary_unary(PUT)  # type: ignore[attr-defined]
+    try:
+        call(encode_put(key.encode(), value.encode()), timeout=timeout_s)
+    except grpc.RpcError:
+        return False
+    return True
+
+
 def run_etcd_grpc(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     """spec.clients closed-loop gRPC clients, each on its own channel (connection)."""
     return asyncio.run(_run(spec, start))
@@ -119,7 +137,7 @@ async def _run(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
         while counts["issued"] < spec.max_ops and perf() < deadline:
             counts["issued"] += 1
             key = key_name(i % spec.keys).encode()
-            body = encode_put(key, value_for(i % spec.keys)) if op == "put" else encode_range(key, serializable)
+            body = encode_put(key, value_for(i % spec.keys, spec.value_bytes)) if op == "put" else encode_range(key, serializable)
             i += 1
             t = perf()
             try:
