@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
+from zmq.utils import z85
 
 from concord.errors import ConfigError, ShuttingDownError
 from concord.ids import NodeId, is_node_id
@@ -305,7 +306,7 @@ class ZapHandler:
             user = None
             key = ""
         else:
-            key = zmq.z85_encode(frames[6]).decode("ascii")
+            key = z85.encode(frames[6]).decode("ascii")
             user = self.decide(name, key)
         if user is None:
             self.refused += 1
