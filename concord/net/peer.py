@@ -84,6 +84,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from concord.errors import ConfigError, ShuttingDownError
 from concord.ids import NodeId
@@ -103,6 +104,14 @@ KIND_PING = 2
 
 Socket = zmq.Socket[bytes]
 Context = zmq.Context[Socket]
+
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+#: libzmq protocol error codes of a failed handshake -> the reason we log
+_HANDSHAKE_REASONS: dict[int, str] = {
+    int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH): "no_curve",  # the peer speaks plaintext
+    int(zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC): "cryptographic",  # wrong server key, garbage
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +192,7 @@ class PeerStats:
     refused_other_cluster: int = 0  # the sender's cluster id is known and not ours
     refused_wrong_key: int = 0  # CURVE: the sender id is not the one its key belongs to
     no_peer_key: int = 0  # CURVE: a peer with no key in the allow-list (no link to it)
+    refused_handshakes: int = 0  # CURVE: incoming connections whose handshake failed
     send_errors: int = 0  # unexpected zmq error on send (logged, dropped)
 
 
@@ -259,6 +269,11 @@ class PeerTransport:
         self._next_ping_at = clock()
         self._closed = False
         self.router = self._make_router(bind_endpoint)
+        # CURVE: the ROUTER's failed handshakes (a peer with no key, a wrong key, a wrong
+        # server key) reach us only through a socket monitor; each is logged.
+        self.monitor: Socket | None = None
+        if curve is not None:
+            self.monitor = self.router.get_monitor_socket(_HANDSHAKE_FAILED)
         try:
             self.endpoint = self._last_endpoint(self.router)
             for peer_id, peer_endpoint in (peers or {}).items():
@@ -314,13 +329,14 @@ class PeerTransport:
         return sock
 
     def register(self, poller: zmq.Poller) -> None:
-        """Register the receiving socket for POLLIN with the caller's poller."""
-        poller.register(self.router, zmq.POLLIN)
+        """Register the receiving sockets for POLLIN with the caller's poller."""
+        for sock in self.sockets:
+            poller.register(sock, zmq.POLLIN)
 
     @property
     def sockets(self) -> tuple[Socket, ...]:
-        """The sockets the caller should poll for POLLIN (just the ROUTER)."""
-        return (self.router,)
+        """The sockets the caller should poll for POLLIN (the ROUTER; with CURVE its monitor)."""
+        return (self.router,) if self.monitor is None else (self.router, self.monitor)
 
     # -- membership ----------------------------------------------------------------
 
@@ -518,6 +534,8 @@ class PeerTransport:
             ShuttingDownError: the transport was closed.
         """
         self._require_open()
+        if self.monitor is not None:
+            self._drain_monitor()
         while True:
             user: str | None = None
             try:
@@ -580,6 +598,24 @@ class PeerTransport:
             reason, "peer message dropped node=%s reason=%s sender=%r %sframes=%d header=%r "
             "total=%d", self.node_id, reason, sender, f"{detail} " if detail else "", len(frames),
             frames[1][:16] if len(frames) > 1 else b"", count)
+
+    def _drain_monitor(self) -> None:
+        assert self.monitor is not None
+        while True:
+            try:
+                event = parse_monitor_message(self.monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                raise ShuttingDownError(f"peer transport of {self.node_id} is shutting down") from exc
+            reason = _HANDSHAKE_REASONS.get(int(event["value"]), "protocol_error")
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                reason = "key_not_allowed"
+            self.stats.refused_handshakes += 1
+            self._drop_log.warning(
+                f"handshake:{reason}", "peer connection refused (CURVE handshake failed) "
+                "node=%s reason=%s endpoint=%s total=%d", self.node_id, reason,
+                self.endpoint, self.stats.refused_handshakes)
 
     # -- cluster id ----------------------------------------------------------------
 
@@ -651,6 +687,10 @@ class PeerTransport:
         self._dealers.clear()
         self._delayed.clear()
         router = getattr(self, "router", None)
+        monitor = getattr(self, "monitor", None)
+        if monitor is not None and router is not None:
+            router.disable_monitor()
+            monitor.close(linger=0)
         if router is not None:
             router.close(linger=0)
 
