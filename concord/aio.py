@@ -50,6 +50,7 @@ from concord.errors import (
     RemoteProtocolError,
     ShuttingDownError,
 )
+from concord.net.curve import CurveClient
 from concord.net.wire import pack
 
 __all__ = ["Client", "AsyncSubscription"]
@@ -72,8 +73,9 @@ class _Link:
 class _AioTransport:
     """DEALER sockets keyed by endpoint; futures keyed by request id."""
 
-    def __init__(self, ctx: zmq.asyncio.Context) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, curve: CurveClient | None = None) -> None:
         self._ctx = ctx
+        self._curve = curve
         self._links: dict[str, _Link] = {}
         self._waiting: dict[int, tuple[str, asyncio.Future[dict[str, object] | None]]] = {}
         self._closed = False
@@ -86,7 +88,7 @@ class _AioTransport:
         if link is not None:
             return link
         sock = self._ctx.socket(zmq.DEALER)
-        connect_dealer(sock, endpoint)
+        connect_dealer(sock, endpoint, self._curve)
         task = asyncio.get_running_loop().create_task(self._read(endpoint, sock))
         link = self._links[endpoint] = _Link(sock, task)
         return link
@@ -198,6 +200,8 @@ class Client(ClientCore):
         max_backoff_s: float = 0.5,
         cas_retries: int = 16,
         first_seq: int | None = None,
+        server_key: str | None = None,
+        key_pair: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(
             endpoints, timeout_s=timeout_s, retries=retries, attempt_timeout_s=attempt_timeout_s,
@@ -206,7 +210,8 @@ class Client(ClientCore):
         )
         self._own_ctx = context is None
         self._ctx = zmq.asyncio.Context() if context is None else context
-        self._transport = _AioTransport(self._ctx)
+        self._curve = CurveClient.of(server_key, key_pair)
+        self._transport = _AioTransport(self._ctx, self._curve)
 
     @property
     def transport(self) -> _AioTransport:
@@ -422,7 +427,7 @@ class Client(ClientCore):
         return AsyncSubscription(Subscription(
             self.endpoints, prefix=prefix, types=types, since_revision=since_revision, hwm=hwm,
             events_endpoint=events_endpoint, token=self.token, ns=self.ns,
-            timeout_s=self.timeout_s, dead_after_s=dead_after_s,
+            timeout_s=self.timeout_s, dead_after_s=dead_after_s, curve=self._curve,
         ))
 
 

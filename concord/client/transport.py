@@ -38,6 +38,7 @@ import msgpack
 import zmq
 
 from concord.errors import ConcordError, LocalProtocolError, RemoteProtocolError, ShuttingDownError
+from concord.net.curve import CurveClient
 
 __all__ = ["Transport", "decode_reply"]
 
@@ -65,10 +66,13 @@ class Transport:
 
     Args:
         ctx: the zmq context (owned by the Client, or passed in by the application).
+        curve: CURVE on every socket (the nodes' client endpoints need it when they have
+            `curve.client_secret_key_file`).
     """
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, curve: CurveClient | None = None) -> None:
         self._ctx = ctx
+        self.curve = curve
         self._lock = threading.Lock()  # guards the fields below; never held over I/O
         self._commands: deque[tuple[str, str, int, bytes | int]] = deque()
         self._waiters: dict[int, _Waiter] = {}
@@ -223,7 +227,7 @@ class Transport:
         if sock is not None:
             return sock
         sock = self._ctx.socket(zmq.DEALER)
-        connect_dealer(sock, endpoint)
+        connect_dealer(sock, endpoint, self.curve)
         self._sockets[endpoint] = sock
         self._endpoint_of[sock] = endpoint
         self._socket_gen[endpoint] = self._socket_gen.get(endpoint, 0) + 1
@@ -292,21 +296,24 @@ class Transport:
 class _Dealer(Protocol):
     """What `connect_dealer` needs of a socket (sync or zmq.asyncio)."""
 
-    def setsockopt(self, option: int, value: int) -> None: ...
+    def setsockopt(self, option: int, value: int | bytes) -> None: ...
 
     def connect(self, addr: str) -> object: ...
 
     def close(self, linger: int | None = None) -> None: ...
 
 
-def connect_dealer(sock: _Dealer, endpoint: str) -> None:
+def connect_dealer(sock: _Dealer, endpoint: str, curve: CurveClient | None = None) -> None:
     """
-    Set LINGER=0 on a new DEALER and connect it to `endpoint`; closes it on failure.
+    Set LINGER=0 on a new DEALER (and CURVE, with `curve`) and connect it to `endpoint`;
+    closes it on failure.
 
     Raises:
         LocalProtocolError: the endpoint cannot be connected (a malformed address).
     """
     sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.apply(sock)
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:

@@ -38,6 +38,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Protocol
+
 import zmq
 from zmq.utils import z85
 
@@ -206,6 +208,12 @@ class PeerKeys:
 # --------------------------------------------------------------------------- sockets
 
 
+class _Settable(Protocol):
+    """What `apply` needs of a socket (sync or zmq.asyncio)."""
+
+    def setsockopt(self, option: int, value: int | bytes) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CurveServer:
     """The binding side of CURVE links: our secret key and the ZAP domain of the socket."""
@@ -229,12 +237,23 @@ class CurveClient:
     secret_key: str
 
     @classmethod
-    def ephemeral(cls, server_key: str) -> CurveClient:
-        """A client with a fresh key pair (encryption without a client identity)."""
-        public, secret = generate_key_pair()
-        return cls(_check_z85_key(server_key, "server key"), public, secret)
+    def of(cls, server_key: str | None, key_pair: tuple[str, str] | None = None) -> CurveClient | None:
+        """
+        A client's CURVE settings: None without `server_key`; `key_pair` (public, secret)
+        defaults to a fresh one (encryption without a client identity).
 
-    def apply(self, sock: Socket) -> None:
+        Raises:
+            ConfigError: a key is not 40 Z85 characters.
+        """
+        if server_key is None:
+            if key_pair is not None:
+                raise ConfigError("key_pair needs server_key (the node's public key)")
+            return None
+        public, secret = key_pair if key_pair is not None else generate_key_pair()
+        return cls(_check_z85_key(server_key, "server_key"), _check_z85_key(public, "key_pair public"),
+                   _check_z85_key(secret, "key_pair secret"))
+
+    def apply(self, sock: _Settable) -> None:
         """Make `sock` a CURVE client of `server_key`. Call before connect()."""
         sock.setsockopt(zmq.CURVE_SERVERKEY, self.server_key.encode("ascii"))
         sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public_key.encode("ascii"))

@@ -228,3 +228,49 @@ def test_node_of_another_cluster_is_refused_when_it_tries_to_join(cluster: Clust
     assert "reason=refused_other_cluster" in logs(a, ["n4"])
     st = a.request("n4", {"op": "status"}, timeout_ms=5000)
     assert (True, b_id, 0) == (st["ok"], st["cluster_id"], st["keys"]), st
+
+
+@pytest.mark.timeout(90)
+def test_client_needs_the_server_key_when_client_endpoints_use_curve(
+        cluster: ClusterFactory, tmp_path: Path) -> None:
+    """With curve.client_secret_key_file, a client with the server key reads, writes and
+    subscribes; one without it gets no answer (a timeout), sync and asyncio alike."""
+    import asyncio
+
+    import concord.aio
+    from concord.client import Client
+    from concord.errors import RequestTimeoutError
+    from concord.net.curve import read_key_file
+
+    pub, secret = write_key_pair(tmp_path / "keys", "clients")
+    server_key = read_key_file(pub, "public")
+    c = cluster(1, start=False, curve={"client_secret_key_file": str(secret)})
+    c.request = lambda node_id, msg, timeout_ms=3000, retries=0: _curve_request(  # type: ignore[method-assign]
+        c, server_key, node_id, msg, timeout_ms)
+    c.start()
+    endpoint = c.nodes["n1"].client
+    with Client(endpoint, server_key=server_key, shm=False) as client:
+        with client.subscribe("secret/") as sub:
+            client.put("secret/a", SECRET_VALUE)
+            assert SECRET_VALUE == client.get("secret/a", consistency="strong")
+            event = sub.next(10.0)
+            assert event is not None and (("secret/a", SECRET_VALUE) == (event.key, event.value))
+    with Client(endpoint, shm=False, timeout_s=1.0) as plain:
+        with pytest.raises(RequestTimeoutError):
+            plain.get("secret/a")
+
+    async def aio_round() -> object:
+        async with concord.aio.Client(endpoint, server_key=server_key) as client:
+            return await client.get("secret/a")
+
+    assert SECRET_VALUE == asyncio.run(aio_round())
+
+
+def _curve_request(c: Cluster, server_key: str, node_id: str, msg: dict[str, object],
+                   timeout_ms: int) -> dict[str, object]:
+    from concord.client import Client
+
+    with Client(c.nodes[node_id].client, server_key=server_key, shm=False,
+                timeout_s=timeout_ms / 1000, retries=0) as client:
+        args = {k: v for k, v in msg.items() if k != "op"}
+        return {"ok": True, **client.call(str(msg["op"]), args)}
