@@ -175,7 +175,6 @@ def deliver(sender: Node, to: NodeId, receiver: Node, payload: bytes, *others: N
     wait_until(arrived, 10.0, lambda: f"{receiver.transport.stats} zap={receiver.zap.refused}")
 
 
-@pytest.mark.slow
 def test_messages_flow_when_both_keys_are_allowed(pair: tuple[Node, Node, FakeClock]) -> None:
     """Two allow-listed nodes exchange DATA over CURVE in both directions."""
     a, b, _ = pair
@@ -184,7 +183,6 @@ def test_messages_flow_when_both_keys_are_allowed(pair: tuple[Node, Node, FakeCl
     assert 0 == a.zap.refused + b.zap.refused
 
 
-@pytest.mark.slow
 def test_stranger_key_is_refused_when_not_in_the_allow_list(
         tmp_path: Path, pair: tuple[Node, Node, FakeClock], keys: dict[NodeId, str],
         caplog: pytest.LogCaptureFixture) -> None:
@@ -218,7 +216,6 @@ def test_stranger_key_is_refused_when_not_in_the_allow_list(
         stranger.close()
 
 
-@pytest.mark.slow
 def test_plaintext_peer_is_refused_when_links_use_curve(
         tmp_path: Path, pair: tuple[Node, Node, FakeClock], keys: dict[NodeId, str]) -> None:
     """A node without CURVE fails the handshake; the CURVE node counts and logs it."""
@@ -240,7 +237,6 @@ def test_plaintext_peer_is_refused_when_links_use_curve(
         plain.close()
 
 
-@pytest.mark.slow
 def test_sender_id_must_match_its_key_when_links_use_curve(
         tmp_path: Path, pair: tuple[Node, Node, FakeClock], keys: dict[NodeId, str]) -> None:
     """An allow-listed node (n3) that claims to be n2 is refused: the key belongs to n3."""
@@ -261,7 +257,6 @@ def test_sender_id_must_match_its_key_when_links_use_curve(
         liar.close()
 
 
-@pytest.mark.slow
 def test_key_rotation_takes_effect_when_the_allow_list_folder_changes(
         tmp_path: Path, pair: tuple[Node, Node, FakeClock]) -> None:
     """n2 restarts with a new key pair; n1 re-reads the folder and links to it again."""
