@@ -374,6 +374,12 @@ class PeerTransport:
             self._dealer_keys[peer_id] = key
         self._dealers[peer_id] = self._make_dealer(self._endpoints[peer_id], key)
 
+    def maybe_reload_keys(self, now: float) -> None:
+        """CURVE: re-read the allow-list if `reload_interval_s` passed since the last time."""
+        if self._curve is not None and now >= self._next_reload_at:
+            self._next_reload_at = now + self._curve.reload_interval_s
+            self._reload_keys()
+
     def _reload_keys(self) -> None:
         """CURVE: re-read the allow-list; re-make the links whose peer key changed."""
         assert self._curve is not None
@@ -487,9 +493,7 @@ class PeerTransport:
     def service_timers(self, now: float) -> None:
         """Send pings that are due and release delayed messages whose time has come."""
         self._require_open()
-        if self._curve is not None and now >= self._next_reload_at:
-            self._next_reload_at = now + self._curve.reload_interval_s
-            self._reload_keys()
+        self.maybe_reload_keys(now)
         while self._delayed and self._delayed[0][0] <= now:
             _, _, to, payload, ping = heapq.heappop(self._delayed)
             sock = self._dealers.get(to)

@@ -361,10 +361,10 @@ class RaftWorker:
         # -- peers -----------------------------------------------------------------------
         links = load_links(config.curve)
         # CURVE: one ZAP handler per context answers the peer ROUTER's handshakes (the
-        # allow-list) and the events endpoint's (any key).
-        self.zap = None if links.peer is None else ZapHandler(
+        # allow-list) and the events endpoint's (any key; its User-Id is the key).
+        self.zap = None if links.peer is None and links.events is None else ZapHandler(
             self.ctx, lambda: links.peer.keys.by_key if links.peer else {}, self.log,
-            on_unknown=self._reload_peer_keys)
+            on_unknown=lambda: self.transport.maybe_reload_keys(time.monotonic()))
         peer_port = me.peer_port or int(str(previous.get("peer_port", 0)))
         tick_s = raft.tick_ms / 1000.0
         self.transport = PeerTransport(
@@ -594,10 +594,6 @@ class RaftWorker:
                                             sender, msg.frm, msg.to)
                 continue
             self.driver.on_message(msg)
-
-    def _reload_peer_keys(self) -> None:
-        """A handshake with an unknown key: the allow-list may have changed (at most 1/s)."""
-        self.transport.service_timers(time.monotonic())
 
     def _on_tick(self) -> None:
         self.driver.on_tick()
