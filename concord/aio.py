@@ -26,6 +26,7 @@ from typing import AsyncIterator, Iterable, Literal, Mapping, Sequence, TypeVar,
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from concord.client import requests
 from concord.client.client import Condition, check_condition_alone, cas_view
@@ -50,7 +51,7 @@ from concord.errors import (
     RemoteProtocolError,
     ShuttingDownError,
 )
-from concord.net.curve import CurveClient
+from concord.net.curve import HANDSHAKE_EVENTS, CurveClient, HandshakeWatch
 from concord.net.wire import pack
 
 __all__ = ["Client", "AsyncSubscription"]
@@ -62,12 +63,22 @@ Socket = zmq.asyncio.Socket
 
 
 class _Link:
-    """One endpoint's DEALER and its reader task."""
+    """One endpoint's DEALER, its reader task and its handshake watcher (monitor) task."""
 
-    def __init__(self, sock: Socket, task: asyncio.Task[None]) -> None:
+    def __init__(self, sock: Socket, task: asyncio.Task[None], monitor: Socket,
+                 watcher: asyncio.Task[None]) -> None:
         self.sock = sock
         self.task = task
+        self.monitor = monitor
+        self.watcher = watcher
         self.replies = 0
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.watcher.cancel()
+        self.sock.disable_monitor()
+        self.monitor.close(linger=0)
+        self.sock.close(linger=0)
 
 
 class _AioTransport:
@@ -89,9 +100,26 @@ class _AioTransport:
             return link
         sock = self._ctx.socket(zmq.DEALER)
         connect_dealer(sock, endpoint, self._curve)
-        task = asyncio.get_running_loop().create_task(self._read(endpoint, sock))
-        link = self._links[endpoint] = _Link(sock, task)
+        monitor: Socket = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._read(endpoint, sock))
+        watcher = loop.create_task(self._watch(HandshakeWatch(endpoint, self._curve is not None), monitor))
+        link = self._links[endpoint] = _Link(sock, task, monitor, watcher)
         return link
+
+    async def _watch(self, watch: HandshakeWatch, monitor: Socket) -> None:
+        """Fail the endpoint's requests at once when its handshake cannot succeed."""
+        while True:
+            try:
+                event = parse_monitor_message(await monitor.recv_multipart())
+            except (zmq.ZMQError, asyncio.CancelledError):
+                return
+            why = watch.on_event(int(event["event"]), int(event["value"]))
+            if why is None:
+                continue
+            for ep, future in self._waiting.values():
+                if ep == watch.endpoint and not future.done():
+                    future.set_exception(LocalProtocolError(f"cannot talk to {ep}: {why}"))
 
     async def exchange(
         self, endpoint: str, payload: bytes, request_id: int, wait_s: float
@@ -152,8 +180,7 @@ class _AioTransport:
         link = self._links.pop(endpoint, None)
         if link is None:
             return
-        link.task.cancel()
-        link.sock.close(linger=0)
+        link.close()
         self.reopens += 1
         for ep, future in self._waiting.values():
             if ep == endpoint and not future.done():
@@ -163,9 +190,8 @@ class _AioTransport:
         """Close every socket; requests still waiting get silence. Idempotent."""
         self._closed = True
         for link in self._links.values():
-            link.task.cancel()
-            link.sock.close(linger=0)
-        tasks = [link.task for link in self._links.values()]
+            link.close()
+        tasks = [t for link in self._links.values() for t in (link.task, link.watcher)]
         self._links.clear()
         for _, future in self._waiting.values():
             if not future.done():

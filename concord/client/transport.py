@@ -36,9 +36,10 @@ from typing import Protocol
 
 import msgpack
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from concord.errors import ConcordError, LocalProtocolError, RemoteProtocolError, ShuttingDownError
-from concord.net.curve import CurveClient
+from concord.net.curve import HANDSHAKE_EVENTS, CurveClient, HandshakeWatch
 
 __all__ = ["Transport", "decode_reply"]
 
@@ -86,6 +87,10 @@ class Transport:
         self._endpoint_of: dict[Socket, str] = {}
         self._replies: dict[str, int] = {}
         self._socket_gen: dict[str, int] = {}
+        # A socket monitor per DEALER: a handshake that cannot succeed (CURVE on one side
+        # only, a wrong server key) fails the endpoint's requests at once, saying why.
+        self._monitors: dict[Socket, HandshakeWatch] = {}
+        self._monitor_of: dict[str, Socket] = {}
         #: Counters, for tests and metrics.
         self.reopens = 0
         self.skipped_replies = 0
@@ -174,6 +179,9 @@ class Transport:
                 for sock in list(self._sockets.values()):
                     if events.get(sock):
                         self._receive(sock)
+                for monitor in list(self._monitors):
+                    if events.get(monitor):
+                        self._on_handshake(monitor)
         except zmq.ZMQError as exc:
             error = ShuttingDownError("client context is terminated") if exc.errno == zmq.ETERM \
                 else LocalProtocolError(f"client socket failed: {exc}")
@@ -228,6 +236,10 @@ class Transport:
             return sock
         sock = self._ctx.socket(zmq.DEALER)
         connect_dealer(sock, endpoint, self.curve)
+        monitor: Socket = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        self._monitors[monitor] = HandshakeWatch(endpoint, self.curve is not None)
+        self._monitor_of[endpoint] = monitor
+        poller.register(monitor, zmq.POLLIN)
         self._sockets[endpoint] = sock
         self._endpoint_of[sock] = endpoint
         self._socket_gen[endpoint] = self._socket_gen.get(endpoint, 0) + 1
@@ -241,6 +253,9 @@ class Transport:
             return
         del self._endpoint_of[sock]
         poller.unregister(sock)
+        monitor = self._monitor_of.pop(endpoint)
+        poller.unregister(monitor)
+        self._close_monitor(sock, monitor)
         sock.close(linger=0)
         self.reopens += 1
         with self._lock:
@@ -280,6 +295,27 @@ class Transport:
             waiter.event.set()
             return True
 
+    def _on_handshake(self, monitor: Socket) -> None:
+        watch = self._monitors[monitor]
+        while True:
+            try:
+                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            why = watch.on_event(int(event["event"]), int(event["value"]))
+            if why is None:
+                continue
+            error = LocalProtocolError(f"cannot talk to {watch.endpoint}: {why}")
+            with self._lock:
+                stranded = [rid for rid, w in self._waiters.items() if w.endpoint == watch.endpoint]
+            for rid in stranded:
+                self._finish(rid, None, error)
+
+    def _close_monitor(self, sock: Socket, monitor: Socket) -> None:
+        del self._monitors[monitor]
+        sock.disable_monitor()
+        monitor.close(linger=0)
+
     def _fail_all(self, error: ConcordError) -> None:
         with self._lock:
             rids = list(self._waiters)
@@ -287,7 +323,8 @@ class Transport:
             self._finish(rid, None, error)
 
     def _close_sockets(self) -> None:
-        for sock in self._sockets.values():
+        for endpoint, sock in self._sockets.items():
+            self._close_monitor(sock, self._monitor_of.pop(endpoint))
             sock.close(linger=0)
         self._sockets.clear()
         self._endpoint_of.clear()

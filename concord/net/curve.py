@@ -56,7 +56,10 @@ __all__ = [
     "CurveServer",
     "PeerKeys",
     "ZapHandler",
+    "HANDSHAKE_EVENTS",
+    "HandshakeWatch",
     "generate_key_pair",
+    "handshake_reason",
     "public_key_of",
     "read_key_file",
     "write_key_pair",
@@ -258,6 +261,68 @@ class CurveClient:
         sock.setsockopt(zmq.CURVE_SERVERKEY, self.server_key.encode("ascii"))
         sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public_key.encode("ascii"))
         sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret_key.encode("ascii"))
+
+
+# --------------------------------------------------------------------------- handshakes
+
+#: The socket-monitor events of a handshake's outcome (zmq_socket_monitor).
+HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+
+
+def handshake_reason(event: int, value: int) -> str | None:
+    """A short name for a failed handshake's monitor event; None for a success."""
+    if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+        return None
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return "key_not_allowed"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return "mechanism_mismatch"  # one side speaks CURVE, the other plaintext
+        if value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+            return "cryptographic"  # a wrong server key, or garbage
+        return "protocol_error"
+    return "no_detail"  # e.g. the server hung up: with CURVE, a wrong server key
+
+
+class HandshakeWatch:
+    """
+    A client's view of one endpoint's handshakes: when to stop waiting for a reply that
+    cannot come, with a message that names the cause. Pure.
+
+    Args:
+        endpoint: the endpoint watched (for messages).
+        curve: the client uses CURVE (has a server key).
+        no_detail_limit: consecutive unexplained failures (a server that hangs up during
+            the handshake) that count as a wrong server key when `curve`.
+    """
+
+    def __init__(self, endpoint: str, curve: bool, no_detail_limit: int = 3) -> None:
+        self.endpoint = endpoint
+        self.curve = curve
+        self.no_detail_limit = no_detail_limit
+        self._no_detail = 0
+
+    def on_event(self, event: int, value: int) -> str | None:
+        """The reason to fail the endpoint's requests now, or None to keep waiting."""
+        reason = handshake_reason(event, value)
+        if reason is None:
+            self._no_detail = 0
+            return None
+        if reason == "mechanism_mismatch":
+            if self.curve:
+                return (f"the node at {self.endpoint} does not use CURVE on this endpoint: "
+                        "connect without server_key")
+            return (f"the node at {self.endpoint} requires CURVE on this endpoint: pass "
+                    "server_key, the nodes' client public key (docs/encryption.md)")
+        if reason == "key_not_allowed":
+            return f"the node at {self.endpoint} refused this client's CURVE key"
+        if reason == "no_detail":
+            self._no_detail += 1
+            if not self.curve or self._no_detail < self.no_detail_limit:
+                return None
+        return (f"the CURVE handshake with {self.endpoint} failed ({reason}): is server_key "
+                "that node's client public key?")
 
 
 # --------------------------------------------------------------------------- ZAP

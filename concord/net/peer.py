@@ -89,7 +89,15 @@ from zmq.utils.monitor import parse_monitor_message
 from concord.errors import ConfigError, ShuttingDownError
 from concord.ids import NodeId
 from concord.net._zmqutil import new_socket
-from concord.net.curve import CurveClient, CurveServer, PEER_DOMAIN, PeerKeys, public_key_of
+from concord.net.curve import (
+    HANDSHAKE_EVENTS,
+    PEER_DOMAIN,
+    CurveClient,
+    CurveServer,
+    PeerKeys,
+    handshake_reason,
+    public_key_of,
+)
 from concord.net.faults import Action, FaultFilter
 from concord.net.ratelog import RateLimitedLog, WarningLogger
 
@@ -104,14 +112,6 @@ KIND_PING = 2
 
 Socket = zmq.Socket[bytes]
 Context = zmq.Context[Socket]
-
-_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-#: libzmq protocol error codes of a failed handshake -> the reason we log
-_HANDSHAKE_REASONS: dict[int, str] = {
-    int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH): "no_curve",  # the peer speaks plaintext
-    int(zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC): "cryptographic",  # wrong server key, garbage
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +273,7 @@ class PeerTransport:
         # server key) reach us only through a socket monitor; each is logged.
         self.monitor: Socket | None = None
         if curve is not None:
-            self.monitor = self.router.get_monitor_socket(_HANDSHAKE_FAILED)
+            self.monitor = self.router.get_monitor_socket(HANDSHAKE_EVENTS)
         try:
             self.endpoint = self._last_endpoint(self.router)
             for peer_id, peer_endpoint in (peers or {}).items():
@@ -612,9 +612,9 @@ class PeerTransport:
                 return
             except zmq.ZMQError as exc:
                 raise ShuttingDownError(f"peer transport of {self.node_id} is shutting down") from exc
-            reason = _HANDSHAKE_REASONS.get(int(event["value"]), "protocol_error")
-            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                reason = "key_not_allowed"
+            reason = handshake_reason(int(event["event"]), int(event["value"]))
+            if reason is None:
+                continue
             self.stats.refused_handshakes += 1
             self._drop_log.warning(
                 f"handshake:{reason}", "peer connection refused (CURVE handshake failed) "

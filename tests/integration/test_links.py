@@ -188,7 +188,7 @@ def test_node_cannot_join_or_read_when_its_curve_key_is_wrong_or_missing(
         refusal = "peer refused: its public key is not in the allow-list"
     else:
         c.node_settings["n4"] = {"curve": {"secret_key_file": "", "peer_keys_dir": ""}}
-        refusal = "reason=no_curve"
+        refusal = "reason=mechanism_mismatch"
     c.add_node("n4")
     add_member(c, leader, "n4")
     others = [i for i in c.ids if i != "n4"]
@@ -234,13 +234,14 @@ def test_node_of_another_cluster_is_refused_when_it_tries_to_join(cluster: Clust
 def test_client_needs_the_server_key_when_client_endpoints_use_curve(
         cluster: ClusterFactory, tmp_path: Path) -> None:
     """With curve.client_secret_key_file, a client with the server key reads, writes and
-    subscribes; one without it gets no answer (a timeout), sync and asyncio alike."""
+    subscribes; one without it, or with a wrong one, fails at once saying why (sync and
+    asyncio alike)."""
     import asyncio
 
     import concord.aio
     from concord.client import Client
-    from concord.errors import RequestTimeoutError
-    from concord.net.curve import read_key_file
+    from concord.errors import LocalProtocolError
+    from concord.net.curve import generate_key_pair, read_key_file
 
     pub, secret = write_key_pair(tmp_path / "keys", "clients")
     server_key = read_key_file(pub, "public")
@@ -255,15 +256,20 @@ def test_client_needs_the_server_key_when_client_endpoints_use_curve(
             assert SECRET_VALUE == client.get("secret/a", consistency="strong")
             event = sub.next(10.0)
             assert event is not None and (("secret/a", SECRET_VALUE) == (event.key, event.value))
-    with Client(endpoint, shm=False, timeout_s=1.0) as plain:
-        with pytest.raises(RequestTimeoutError):
+    with Client(endpoint, shm=False, timeout_s=30.0) as plain:
+        with pytest.raises(LocalProtocolError, match="requires CURVE on this endpoint: pass server_key"):
             plain.get("secret/a")
+    with Client(endpoint, shm=False, timeout_s=30.0, server_key=generate_key_pair()[0]) as wrong:
+        with pytest.raises(LocalProtocolError, match="CURVE handshake with .* failed"):
+            wrong.get("secret/a")
 
-    async def aio_round() -> object:
-        async with concord.aio.Client(endpoint, server_key=server_key) as client:
+    async def aio_round(key: str | None) -> object:
+        async with concord.aio.Client(endpoint, server_key=key, timeout_s=30.0) as client:
             return await client.get("secret/a")
 
-    assert SECRET_VALUE == asyncio.run(aio_round())
+    assert SECRET_VALUE == asyncio.run(aio_round(server_key))
+    with pytest.raises(LocalProtocolError, match="requires CURVE"):
+        asyncio.run(aio_round(None))
 
 
 def _curve_request(c: Cluster, server_key: str, node_id: str, msg: dict[str, object],

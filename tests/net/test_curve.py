@@ -16,6 +16,7 @@ from concord.errors import ConfigError
 from concord.ids import NodeId
 from concord.net.curve import (
     CurveClient,
+    HandshakeWatch,
     PeerKeys,
     ZapHandler,
     generate_key_pair,
@@ -103,6 +104,21 @@ def test_client_curve_is_refused_when_a_key_is_malformed() -> None:
         CurveClient.of("short")
     with pytest.raises(ConfigError, match="needs server_key"):
         CurveClient.of(None, generate_key_pair())
+
+
+def test_client_gives_up_when_a_handshake_cannot_succeed() -> None:
+    """Mechanism mismatch fails at once; unexplained failures only with CURVE, after 3 in a row."""
+    failed_protocol, failed = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    mismatch = zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+    plain = HandshakeWatch("tcp://h:1", curve=False)
+    assert "requires CURVE" in (plain.on_event(failed_protocol, mismatch) or "")
+    assert [None, None, None] == [plain.on_event(failed, 32) for _ in range(3)]
+    secure = HandshakeWatch("tcp://h:1", curve=True)
+    assert "does not use CURVE" in (secure.on_event(failed_protocol, mismatch) or "")
+    assert [None, None] == [secure.on_event(failed, 32) for _ in range(2)]
+    assert None is secure.on_event(zmq.EVENT_HANDSHAKE_SUCCEEDED, 0)  # resets the count
+    assert [None, None] == [secure.on_event(failed, 32) for _ in range(2)]
+    assert "server_key" in (secure.on_event(failed, 32) or "")
 
 
 # -- peer links with CURVE --------------------------------------------------------------
