@@ -7,7 +7,8 @@ the client endpoint), in one run.
 
 Each round starts a fresh cluster per mode (off, on, interleaved) and measures 1 then 64
 closed-loop clients for `--duration` seconds. Prints one line per measurement and the
-median ratios (on / off).
+median ratios (on / off) over the runs without errors (the load generator does not follow
+a leader change: a run during which leadership moved is shown, and left out).
 """
 
 from __future__ import annotations
@@ -86,14 +87,19 @@ def main() -> None:
                 try:
                     for clients in CLIENTS:
                         s = measure(system, clients, args.duration, key)
-                        rates.setdefault((mode, clients), []).append(s.ops_per_s)
-                        p50s.setdefault((mode, clients), []).append(s.p50_us)
+                        if not s.errors:  # NB: a leader change mid-run fails the rest of it
+                            rates.setdefault((mode, clients), []).append(s.ops_per_s)
+                            p50s.setdefault((mode, clients), []).append(s.p50_us)
                         print(f"round={r} curve={mode} clients={clients} ok={s.ok} errors={s.errors} "
                               f"writes/s={s.ops_per_s:.0f} p50={s.p50_us / 1000:.2f}ms "
-                              f"p99={s.p99_us / 1000:.2f}ms", flush=True)
+                              f"p99={s.p99_us / 1000:.2f}ms first_error={s.first_error!r}",
+                              flush=True)
                 finally:
                     system.stop()
     for clients in CLIENTS:
+        if ("off", clients) not in rates or ("on", clients) not in rates:
+            print(f"clients={clients}: no error-free run in one of the modes")
+            continue
         off = statistics.median(rates[("off", clients)])
         on = statistics.median(rates[("on", clients)])
         p_off = statistics.median(p50s[("off", clients)])
