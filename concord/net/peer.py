@@ -269,12 +269,12 @@ class PeerTransport:
         self._next_ping_at = clock()
         self._closed = False
         self.router = self._make_router(bind_endpoint)
-        # CURVE: the ROUTER's failed handshakes (a peer with no key, a wrong key, a wrong
-        # server key) reach us only through a socket monitor; each is logged.
         self.monitor: Socket | None = None
-        if curve is not None:
-            self.monitor = self.router.get_monitor_socket(HANDSHAKE_EVENTS)
         try:
+            # CURVE: the ROUTER's failed handshakes (a peer with no key, a wrong key, a
+            # wrong server key) reach us only through a socket monitor; each is logged.
+            if curve is not None:
+                self.monitor = self.router.get_monitor_socket(HANDSHAKE_EVENTS)
             self.endpoint = self._last_endpoint(self.router)
             for peer_id, peer_endpoint in (peers or {}).items():
                 if peer_id != node_id:
@@ -547,8 +547,7 @@ class PeerTransport:
                     frames = self.router.recv_multipart(flags=zmq.NOBLOCK)
                 else:
                     parts = self.router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                    # The node the connection's key belongs to (our ZAP handler's User-Id).
-                    user = str(parts[0].get("User-Id"))
+                    user = self._key_owner(parts[0])
                     frames = [part.bytes for part in parts]
             except zmq.Again:
                 return None
@@ -557,6 +556,14 @@ class PeerTransport:
             message = self._accept(frames, user)
             if message is not None:
                 return message
+
+    @staticmethod
+    def _key_owner(frame: zmq.Frame) -> str | None:
+        """The node the connection's CURVE key belongs to (our ZAP handler's User-Id)."""
+        try:
+            return str(frame.get("User-Id"))
+        except zmq.ZMQError:  # no ZAP handler answered for this connection
+            return None
 
     def _accept(self, frames: list[bytes], user: str | None = None) -> tuple[NodeId, bytes] | None:
         header = frames[1] if len(frames) == 3 else b""
