@@ -11,7 +11,7 @@ import select
 import shutil
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
@@ -246,8 +246,7 @@ def test_client_needs_the_server_key_when_client_endpoints_use_curve(
     pub, secret = write_key_pair(tmp_path / "keys", "clients")
     server_key = read_key_file(pub, "public")
     c = cluster(1, start=False, curve={"client_secret_key_file": str(secret)})
-    c.request = lambda node_id, msg, timeout_ms=3000, retries=0: _curve_request(  # type: ignore[method-assign]
-        c, server_key, node_id, msg, timeout_ms)
+    speak_curve(c, server_key)
     c.start()
     endpoint = c.nodes["n1"].client
     with Client(endpoint, server_key=server_key, shm=False) as client:
@@ -272,11 +271,15 @@ def test_client_needs_the_server_key_when_client_endpoints_use_curve(
         asyncio.run(aio_round(None))
 
 
-def _curve_request(c: Cluster, server_key: str, node_id: str, msg: dict[str, object],
-                   timeout_ms: int) -> dict[str, object]:
+def speak_curve(c: Cluster, server_key: str) -> None:
+    """Make the cluster helper's own requests (status, ...) with CURVE and `server_key`."""
     from concord.client import Client
 
-    with Client(c.nodes[node_id].client, server_key=server_key, shm=False,
-                timeout_s=timeout_ms / 1000, retries=0) as client:
-        args = {k: v for k, v in msg.items() if k != "op"}
-        return {"ok": True, **client.call(str(msg["op"]), args)}
+    def request(node_id: str, msg: Mapping[str, object], timeout_ms: int = 3000,
+                retries: int = 0) -> dict[str, object]:
+        with Client(c.nodes[node_id].client, server_key=server_key, shm=False,
+                    timeout_s=timeout_ms / 1000, retries=retries) as client:
+            args = {k: v for k, v in msg.items() if k != "op"}
+            return {"ok": True, **client.call(str(msg["op"]), args)}
+
+    c.request = request  # type: ignore[method-assign]
