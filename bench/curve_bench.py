@@ -4,6 +4,7 @@ The cost of CURVE (docs/encryption.md): writes at 1 and 64 clients on a 3-node c
 the client endpoint), in one run.
 
     python -m bench.curve_bench [--duration 10] [--rounds 2]
+    python -m bench.curve_bench --micro 5000    # the transport alone (one process)
 
 Each round starts a fresh cluster per mode (off, on, interleaved) and measures 1 then 64
 closed-loop clients for `--duration` seconds. Prints one line per measurement and the
@@ -69,11 +70,60 @@ def measure(system: Concord, clients: int, duration_s: float, server_key: str) -
     return run_load(spec, clients)
 
 
+def micro(n: int) -> None:
+    """
+    The transport alone: DEALER -> ROUTER round trips over loopback TCP in one process,
+    payloads of 64 B and 4 KiB, CURVE off and on interleaved; the median of 5 rounds.
+    """
+    import time
+
+    import zmq
+
+    from concord.net.curve import CurveClient, CurveServer, generate_key_pair
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    server_public, server_secret = generate_key_pair()
+    results: dict[tuple[str, int], list[float]] = {}
+    for _ in range(5):
+        for mode in MODES:
+            router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+            if mode == "on":
+                CurveServer(server_secret, "bench").apply(router)
+                curve = CurveClient.of(server_public)
+                assert curve is not None
+                curve.apply(dealer)
+            port = router.bind_to_random_port("tcp://127.0.0.1")
+            dealer.connect(f"tcp://127.0.0.1:{port}")
+            for size in (64, 4096):
+                payload = b"x" * size
+                for i in range(n + 200):  # the first 200: warm-up (and the handshake)
+                    if i == 200:
+                        t0 = time.perf_counter()
+                    dealer.send(payload)
+                    ident, got = router.recv_multipart()
+                    router.send_multipart([ident, got])
+                    dealer.recv()
+                results.setdefault((mode, size), []).append((time.perf_counter() - t0) / n * 1e6)
+            router.close(0)
+            dealer.close(0)
+    ctx.term()
+    for size in (64, 4096):
+        off = statistics.median(results[("off", size)])
+        on = statistics.median(results[("on", size)])
+        print(f"micro payload={size}B round trip off={off:.1f}us on={on:.1f}us "
+              f"added={on - off:.1f}us ratio={on / off:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.curve_bench")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--micro", type=int, metavar="N", default=0,
+                        help="only the transport micro-benchmark, N round trips per case")
     args = parser.parse_args()
+    if args.micro:
+        micro(args.micro)
+        return
     rates: dict[tuple[str, int], list[float]] = {}
     p50s: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="concord-curve-bench-") as tmp, Procs() as procs:
