@@ -48,6 +48,7 @@ class LoadSpec:
     proc_index: int
     api: str = ""  # concord: "client" = concord.client.Client per thread (latency probes)
     value_bytes: int = VALUE_BYTES  # size of every value a put writes
+    server_key: str = ""  # concord: CURVE on the client sockets with this server key (bench/curve_bench.py)
 
 
 @dataclass
@@ -105,12 +106,17 @@ def run_concord(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     import msgpack
     import zmq
 
+    from concord.net.curve import CurveClient
+
     ctx = zmq.Context()
     eps = read_endpoints(spec)
     socks = []
+    curve = CurveClient.of(spec.server_key or None)
     for c in range(spec.clients):
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.apply(s)
         s.connect(eps[(c + spec.proc_index) % len(eps)])
         socks.append(s)
     poller = zmq.Poller()

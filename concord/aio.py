@@ -26,6 +26,7 @@ from typing import AsyncIterator, Iterable, Literal, Mapping, Sequence, TypeVar,
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from concord.client import requests
 from concord.client.client import Condition, check_condition_alone, cas_view
@@ -50,6 +51,7 @@ from concord.errors import (
     RemoteProtocolError,
     ShuttingDownError,
 )
+from concord.net.curve import HANDSHAKE_EVENTS, CurveClient, HandshakeWatch
 from concord.net.wire import pack
 
 __all__ = ["Client", "AsyncSubscription"]
@@ -61,19 +63,30 @@ Socket = zmq.asyncio.Socket
 
 
 class _Link:
-    """One endpoint's DEALER and its reader task."""
+    """One endpoint's DEALER, its reader task and its handshake watcher (monitor) task."""
 
-    def __init__(self, sock: Socket, task: asyncio.Task[None]) -> None:
+    def __init__(self, sock: Socket, task: asyncio.Task[None], monitor: Socket,
+                 watcher: asyncio.Task[None]) -> None:
         self.sock = sock
         self.task = task
+        self.monitor = monitor
+        self.watcher = watcher
         self.replies = 0
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.watcher.cancel()
+        self.sock.disable_monitor()
+        self.monitor.close(linger=0)
+        self.sock.close(linger=0)
 
 
 class _AioTransport:
     """DEALER sockets keyed by endpoint; futures keyed by request id."""
 
-    def __init__(self, ctx: zmq.asyncio.Context) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, curve: CurveClient | None = None) -> None:
         self._ctx = ctx
+        self._curve = curve
         self._links: dict[str, _Link] = {}
         self._waiting: dict[int, tuple[str, asyncio.Future[dict[str, object] | None]]] = {}
         self._closed = False
@@ -86,10 +99,27 @@ class _AioTransport:
         if link is not None:
             return link
         sock = self._ctx.socket(zmq.DEALER)
-        connect_dealer(sock, endpoint)
-        task = asyncio.get_running_loop().create_task(self._read(endpoint, sock))
-        link = self._links[endpoint] = _Link(sock, task)
+        connect_dealer(sock, endpoint, self._curve)
+        monitor: Socket = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._read(endpoint, sock))
+        watcher = loop.create_task(self._watch(HandshakeWatch(endpoint, self._curve is not None), monitor))
+        link = self._links[endpoint] = _Link(sock, task, monitor, watcher)
         return link
+
+    async def _watch(self, watch: HandshakeWatch, monitor: Socket) -> None:
+        """Fail the endpoint's requests at once when its handshake cannot succeed."""
+        while True:
+            try:
+                event = parse_monitor_message(await monitor.recv_multipart())
+            except (zmq.ZMQError, asyncio.CancelledError):
+                return
+            why = watch.on_event(int(event["event"]), int(event["value"]))
+            if why is None:
+                continue
+            for ep, future in self._waiting.values():
+                if ep == watch.endpoint and not future.done():
+                    future.set_exception(LocalProtocolError(f"cannot talk to {ep}: {why}"))
 
     async def exchange(
         self, endpoint: str, payload: bytes, request_id: int, wait_s: float
@@ -150,8 +180,7 @@ class _AioTransport:
         link = self._links.pop(endpoint, None)
         if link is None:
             return
-        link.task.cancel()
-        link.sock.close(linger=0)
+        link.close()
         self.reopens += 1
         for ep, future in self._waiting.values():
             if ep == endpoint and not future.done():
@@ -161,9 +190,8 @@ class _AioTransport:
         """Close every socket; requests still waiting get silence. Idempotent."""
         self._closed = True
         for link in self._links.values():
-            link.task.cancel()
-            link.sock.close(linger=0)
-        tasks = [link.task for link in self._links.values()]
+            link.close()
+        tasks = [t for link in self._links.values() for t in (link.task, link.watcher)]
         self._links.clear()
         for _, future in self._waiting.values():
             if not future.done():
@@ -198,6 +226,8 @@ class Client(ClientCore):
         max_backoff_s: float = 0.5,
         cas_retries: int = 16,
         first_seq: int | None = None,
+        server_key: str | None = None,
+        key_pair: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(
             endpoints, timeout_s=timeout_s, retries=retries, attempt_timeout_s=attempt_timeout_s,
@@ -206,7 +236,8 @@ class Client(ClientCore):
         )
         self._own_ctx = context is None
         self._ctx = zmq.asyncio.Context() if context is None else context
-        self._transport = _AioTransport(self._ctx)
+        self._curve = CurveClient.of(server_key, key_pair)
+        self._transport = _AioTransport(self._ctx, self._curve)
 
     @property
     def transport(self) -> _AioTransport:
@@ -422,7 +453,7 @@ class Client(ClientCore):
         return AsyncSubscription(Subscription(
             self.endpoints, prefix=prefix, types=types, since_revision=since_revision, hwm=hwm,
             events_endpoint=events_endpoint, token=self.token, ns=self.ns,
-            timeout_s=self.timeout_s, dead_after_s=dead_after_s,
+            timeout_s=self.timeout_s, dead_after_s=dead_after_s, curve=self._curve,
         ))
 
 

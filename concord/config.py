@@ -360,6 +360,32 @@ class SupervisorSection:
 
 
 @dataclass(frozen=True, slots=True)
+class CurveSection:
+    """[curve]: CURVE encryption and authentication of links (docs/encryption.md)."""
+
+    secret_key_file: str = field(
+        default="",
+        metadata=_check(optional_path, "this node's peer secret key (`concord keys generate`); "
+                        "\"\" = peer links in plaintext"),
+    )
+    peer_keys_dir: str = field(
+        default="",
+        metadata=_check(optional_path, "the peer allow-list: a folder of <node-id>.pub files; "
+                        "required with secret_key_file; re-read when it changes"),
+    )
+    client_secret_key_file: str = field(
+        default="",
+        metadata=_check(optional_path, "server secret key of the client and events endpoints "
+                        "(one pair for every node); \"\" = those endpoints in plaintext"),
+    )
+
+    @property
+    def peers_enabled(self) -> bool:
+        """CURVE on the Raft peer links."""
+        return bool(self.secret_key_file)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """
     The whole configuration of one node, validated.
@@ -378,6 +404,7 @@ class NodeConfig:
     faults: FaultsSection = field(default_factory=FaultsSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     supervisor: SupervisorSection = field(default_factory=SupervisorSection)
+    curve: CurveSection = field(default_factory=CurveSection)
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -405,6 +432,7 @@ SECTIONS: dict[str, type[DataclassInstance]] = {
     "faults": FaultsSection,
     "logging": LoggingSection,
     "supervisor": SupervisorSection,
+    "curve": CurveSection,
 }
 
 S = TypeVar("S", bound="DataclassInstance")
@@ -513,6 +541,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, source: Path | None
         faults=_resolve_disk_file(_parse_table(FaultsSection, "faults", data.get("faults", {})), base_dir),
         logging=_parse_table(LoggingSection, "logging", data.get("logging", {})),
         supervisor=_parse_table(SupervisorSection, "supervisor", data.get("supervisor", {})),
+        curve=_resolve_paths(_parse_table(CurveSection, "curve", data.get("curve", {})), base_dir),
         source=source,
     )
     _check_relations(config)
@@ -523,6 +552,16 @@ def _resolve_disk_file(faults: FaultsSection, base_dir: Path) -> FaultsSection:
     if not faults.disk_file or os.path.isabs(faults.disk_file):
         return faults
     return dataclasses.replace(faults, disk_file=_normalize((base_dir / faults.disk_file).absolute()))
+
+
+def _resolve_paths(section: S, base_dir: Path) -> S:
+    """Every non-empty path field of `section` made absolute against `base_dir`."""
+    changes = {
+        f.name: _normalize((base_dir / os.path.expanduser(value)).absolute())
+        for f in dataclasses.fields(section)
+        if f.metadata["check"] is optional_path and (value := getattr(section, f.name))
+    }
+    return dataclasses.replace(section, **changes)
 
 
 def _normalize(p: Path) -> str:
@@ -543,6 +582,12 @@ def _check_relations(config: NodeConfig) -> None:
         raise ConfigError(
             f"limits.max_request_bytes: must be at least limits.max_key_bytes + "
             f"limits.max_value_bytes ({needed}), got {limits.max_request_bytes}"
+        )
+    curve = config.curve
+    if bool(curve.secret_key_file) != bool(curve.peer_keys_dir):
+        raise ConfigError(
+            "curve.peer_keys_dir: must be set together with curve.secret_key_file "
+            f"(both or neither), got {_show(curve.peer_keys_dir)}"
         )
     sup = config.supervisor
     if sup.backoff_max_s < sup.backoff_initial_s:

@@ -52,6 +52,7 @@ from concord.config import NodeConfig, load_config
 from concord.errors import ConfigError, ProtocolError, StorageError
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.node.log_writer import LogWriter, WriterSettings, serve
+from concord.node.links import load_links
 from concord.node.members import NodeStateMachine
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_worker
 from concord.node.read_worker import run_read_worker
@@ -203,6 +204,7 @@ def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
             client_endpoint=me.endpoint(port),
             backend_endpoint=endpoints.backend,
             max_request_bytes=config.limits.max_request_bytes,
+            curve=load_links(config.curve).client,
         ))
         with door:
             real_port = int(door.client_endpoint.rsplit(":", 1)[1])
@@ -332,6 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        try:  # every key file readable and valid, before anything starts
+            load_links(config.curve)
+        except ConfigError as exc:
+            raise ConfigError(f"{args.config}: {exc}") from exc
     except ConfigError as exc:
         print(f"concord: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)

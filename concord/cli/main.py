@@ -68,6 +68,7 @@ class Context:
         if not self.endpoints:
             raise CliError(f"no endpoint in {raw!r}")
         self.token: str | None = args.token or os.environ.get("CONCORD_TOKEN") or None
+        self.server_key: str | None = args.server_key or os.environ.get("CONCORD_SERVER_KEY") or None
         self.fmt: str = args.write_out
         self.timeout_s: float = args.timeout
         self._client: Client | None = None
@@ -78,12 +79,30 @@ class Context:
             from concord.client.client import Client  # noqa: PLC0415 (lazy: start-up time)
 
             self._client = Client(self.endpoints, timeout_s=self.timeout_s, token=self.token,
-                                  shm=False, retries=2)
+                                  shm=False, retries=2, server_key=_server_key(self.server_key))
         return self._client
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+def _server_key(given: str | None) -> str | None:
+    """--server-key: a key itself (40 Z85 characters) or a .pub / .key file holding it."""
+    if given is None:
+        return None
+    from concord.net.curve import public_key_of, read_key_file  # noqa: PLC0415
+
+    if len(given) == 40 and not os.path.exists(given):
+        return given
+    from pathlib import Path  # noqa: PLC0415
+
+    from concord.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        return read_key_file(Path(given), "public")
+    except ConfigError:
+        return public_key_of(read_key_file(Path(given), "secret"))
 
 
 def normalize(endpoint: str) -> str:
@@ -120,12 +139,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from concord.cli import backup, cluster, data  # noqa: PLC0415
+    from concord.cli import backup, cluster, data, keys  # noqa: PLC0415
 
     parser = _Parser(prog="concord", description="Command line of the Concord key-value store.")
     parser.add_argument("-e", "--endpoints", help="comma-separated client endpoints "
                         f"(env CONCORD_ENDPOINTS; default {DEFAULT_ENDPOINT})")
     parser.add_argument("--token", help="auth token sent with every request (env CONCORD_TOKEN)")
+    parser.add_argument("--server-key", metavar="KEY|FILE",
+                        help="the nodes' CURVE client public key, or a .pub file holding it "
+                        "(env CONCORD_SERVER_KEY; docs/encryption.md)")
     parser.add_argument("-w", "--write-out", choices=FORMATS, default="simple",
                         help="output format (default simple)")
     parser.add_argument("--timeout", type=positive_float, default=5.0,
@@ -137,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(commands)
     cluster.register(commands)
     backup.register(commands)
+    keys.register(commands)
 
     return parser
 

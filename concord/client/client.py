@@ -88,6 +88,7 @@ from concord.client.plan import (
 )
 from concord.client import requests
 from concord.client.requests import NO_DEFAULT, Filter, Range, Req
+from concord.net.curve import CurveClient
 from concord.net.wire import validate
 
 if TYPE_CHECKING:
@@ -142,6 +143,9 @@ class Client(ClientCore):
         first_seq: the session seq to count up from (default: 0 for a random client_id,
             the wall clock in microseconds for a given one, so a restarted process
             reusing its client_id never goes below its earlier seqs).
+        server_key: the nodes' client public key (Z85, `concord keys show`), for nodes
+            whose client and events endpoints use CURVE (docs/encryption.md); None: plaintext.
+        key_pair: this client's CURVE (public, secret) keys; default a fresh pair.
 
     Raises:
         ConfigError: no endpoint, or a bad timing value.
@@ -166,6 +170,8 @@ class Client(ClientCore):
         cas_retries: int = 16,
         first_seq: int | None = None,
         shm_probe_every_s: float = 10.0,
+        server_key: str | None = None,
+        key_pair: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(
             endpoints, timeout_s=timeout_s, retries=retries, attempt_timeout_s=attempt_timeout_s,
@@ -174,7 +180,8 @@ class Client(ClientCore):
         )
         self._own_ctx = context is None
         self._ctx: Context = zmq.Context() if context is None else context
-        self._transport = Transport(self._ctx)
+        self._curve = CurveClient.of(server_key, key_pair)
+        self._transport = Transport(self._ctx, self._curve)
         self._exchange = exchange_over(self._transport)
         # Guards the shared-memory view and `_closed`; never held over a network round trip.
         self._lock = threading.RLock()
@@ -605,7 +612,7 @@ class Client(ClientCore):
         return Subscription(
             self.endpoints, prefix=prefix, types=types, since_revision=since_revision, hwm=hwm,
             events_endpoint=events_endpoint, token=self.token, ns=self.ns,
-            timeout_s=self.timeout_s, dead_after_s=dead_after_s,
+            timeout_s=self.timeout_s, dead_after_s=dead_after_s, curve=self._curve,
         )
 
     # -- cluster ---------------------------------------------------------------------

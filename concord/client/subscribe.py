@@ -51,6 +51,7 @@ from concord.errors import (
     RequestTimeoutError,
     ShuttingDownError,
 )
+from concord.net.curve import CurveClient
 
 __all__ = ["EVENT_TYPES", "Subscription", "UntrackedPrefixError"]
 
@@ -108,6 +109,7 @@ class Subscription:
         timeout_s: float = 5.0,
         dead_after_s: float = 2.0,
         sync_timeout_s: float = 1.0,
+        curve: CurveClient | None = None,
     ) -> None:
         eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not eps or not all(isinstance(e, str) and e for e in eps):
@@ -132,7 +134,8 @@ class Subscription:
         self._cursor = 0
         self._explicit_events = events_endpoint
         self._ctx: Context = zmq.Context()
-        self._transport = Transport(self._ctx)
+        self._curve = curve
+        self._transport = Transport(self._ctx, curve)
         self._ids = itertools.count(random.getrandbits(30))
         self._sub: Socket | None = None
         self._closed = False
@@ -282,6 +285,8 @@ class Subscription:
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, self.hwm)
         sub.setsockopt(zmq.SUBSCRIBE, self._topic)
+        if self._curve is not None:
+            self._curve.apply(sub)
         try:
             sub.connect(events_ep)
         except zmq.ZMQError as exc:

@@ -36,8 +36,10 @@ from typing import Protocol
 
 import msgpack
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from concord.errors import ConcordError, LocalProtocolError, RemoteProtocolError, ShuttingDownError
+from concord.net.curve import HANDSHAKE_EVENTS, CurveClient, HandshakeWatch
 
 __all__ = ["Transport", "decode_reply"]
 
@@ -65,10 +67,13 @@ class Transport:
 
     Args:
         ctx: the zmq context (owned by the Client, or passed in by the application).
+        curve: CURVE on every socket (the nodes' client endpoints need it when they have
+            `curve.client_secret_key_file`).
     """
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, curve: CurveClient | None = None) -> None:
         self._ctx = ctx
+        self.curve = curve
         self._lock = threading.Lock()  # guards the fields below; never held over I/O
         self._commands: deque[tuple[str, str, int, bytes | int]] = deque()
         self._waiters: dict[int, _Waiter] = {}
@@ -82,6 +87,10 @@ class Transport:
         self._endpoint_of: dict[Socket, str] = {}
         self._replies: dict[str, int] = {}
         self._socket_gen: dict[str, int] = {}
+        # A socket monitor per DEALER: a handshake that cannot succeed (CURVE on one side
+        # only, a wrong server key) fails the endpoint's requests at once, saying why.
+        self._monitors: dict[Socket, HandshakeWatch] = {}
+        self._monitor_of: dict[str, Socket] = {}
         #: Counters, for tests and metrics.
         self.reopens = 0
         self.skipped_replies = 0
@@ -170,6 +179,9 @@ class Transport:
                 for sock in list(self._sockets.values()):
                     if events.get(sock):
                         self._receive(sock)
+                for monitor in list(self._monitors):
+                    if events.get(monitor):
+                        self._on_handshake(monitor)
         except zmq.ZMQError as exc:
             error = ShuttingDownError("client context is terminated") if exc.errno == zmq.ETERM \
                 else LocalProtocolError(f"client socket failed: {exc}")
@@ -223,7 +235,11 @@ class Transport:
         if sock is not None:
             return sock
         sock = self._ctx.socket(zmq.DEALER)
-        connect_dealer(sock, endpoint)
+        connect_dealer(sock, endpoint, self.curve)
+        monitor: Socket = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        self._monitors[monitor] = HandshakeWatch(endpoint, self.curve is not None)
+        self._monitor_of[endpoint] = monitor
+        poller.register(monitor, zmq.POLLIN)
         self._sockets[endpoint] = sock
         self._endpoint_of[sock] = endpoint
         self._socket_gen[endpoint] = self._socket_gen.get(endpoint, 0) + 1
@@ -237,6 +253,9 @@ class Transport:
             return
         del self._endpoint_of[sock]
         poller.unregister(sock)
+        monitor = self._monitor_of.pop(endpoint)
+        poller.unregister(monitor)
+        self._close_monitor(sock, monitor)
         sock.close(linger=0)
         self.reopens += 1
         with self._lock:
@@ -276,6 +295,27 @@ class Transport:
             waiter.event.set()
             return True
 
+    def _on_handshake(self, monitor: Socket) -> None:
+        watch = self._monitors[monitor]
+        while True:
+            try:
+                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            why = watch.on_event(int(event["event"]), int(event["value"]))
+            if why is None:
+                continue
+            error = LocalProtocolError(f"cannot talk to {watch.endpoint}: {why}")
+            with self._lock:
+                stranded = [rid for rid, w in self._waiters.items() if w.endpoint == watch.endpoint]
+            for rid in stranded:
+                self._finish(rid, None, error)
+
+    def _close_monitor(self, sock: Socket, monitor: Socket) -> None:
+        del self._monitors[monitor]
+        sock.disable_monitor()
+        monitor.close(linger=0)
+
     def _fail_all(self, error: ConcordError) -> None:
         with self._lock:
             rids = list(self._waiters)
@@ -283,7 +323,8 @@ class Transport:
             self._finish(rid, None, error)
 
     def _close_sockets(self) -> None:
-        for sock in self._sockets.values():
+        for endpoint, sock in self._sockets.items():
+            self._close_monitor(sock, self._monitor_of.pop(endpoint))
             sock.close(linger=0)
         self._sockets.clear()
         self._endpoint_of.clear()
@@ -292,21 +333,24 @@ class Transport:
 class _Dealer(Protocol):
     """What `connect_dealer` needs of a socket (sync or zmq.asyncio)."""
 
-    def setsockopt(self, option: int, value: int) -> None: ...
+    def setsockopt(self, option: int, value: int | bytes) -> None: ...
 
     def connect(self, addr: str) -> object: ...
 
     def close(self, linger: int | None = None) -> None: ...
 
 
-def connect_dealer(sock: _Dealer, endpoint: str) -> None:
+def connect_dealer(sock: _Dealer, endpoint: str, curve: CurveClient | None = None) -> None:
     """
-    Set LINGER=0 on a new DEALER and connect it to `endpoint`; closes it on failure.
+    Set LINGER=0 on a new DEALER (and CURVE, with `curve`) and connect it to `endpoint`;
+    closes it on failure.
 
     Raises:
         LocalProtocolError: the endpoint cannot be connected (a malformed address).
     """
     sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.apply(sock)
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:

@@ -67,6 +67,7 @@ from concord.errors import ConfigError, ShuttingDownError
 from concord.kv.record import Change, ChangeType, Space
 from concord.kv.values import raw_value
 from concord.net._zmqutil import Context, Socket, new_socket
+from concord.net.curve import CurveServer
 from concord.net.wire import Request, error_reply, pack
 
 __all__ = [
@@ -407,6 +408,8 @@ class EventStream:
         sndhwm: messages queued per subscriber before XPUB drops for it.
         heartbeat_s: interval of the sync heartbeat on every active prefix.
         max_prefixes: subscription prefixes tracked at most.
+        curve: CURVE on the endpoint (concord.net.curve; None: plaintext). Only the
+            transport: what a subscriber may receive is decided above it.
 
     Raises:
         ConfigError: the endpoint cannot be bound.
@@ -424,6 +427,7 @@ class EventStream:
         sndhwm: int = 10_000,
         heartbeat_s: float = 0.5,
         max_prefixes: int = 4096,
+        curve: CurveServer | None = None,
     ) -> None:
         if heartbeat_s <= 0 or sndhwm < 0:
             raise ConfigError(f"need heartbeat_s > 0 and sndhwm >= 0, got {heartbeat_s}, {sndhwm}")
@@ -440,6 +444,8 @@ class EventStream:
         try:
             self.socket.setsockopt(zmq.SNDHWM, sndhwm)
             self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+            if curve is not None:
+                curve.apply(self.socket)
             self.socket.bind(endpoint)
         except zmq.ZMQError as exc:
             self.socket.close(0)

@@ -55,6 +55,7 @@ import zmq
 
 from concord.errors import ClientError, ConfigError, InvalidRequestError, ShuttingDownError
 from concord.net._zmqutil import new_socket
+from concord.net.curve import CurveServer
 from concord.net.backend import (
     KIND_HANDOFF,
     KIND_HELLO,
@@ -118,6 +119,7 @@ class FrontDoorOptions:
         client_endpoint: the node's client ROUTER, e.g. "tcp://127.0.0.1:7400" (port 0:
             any free port, see FrontDoor.client_endpoint).
         backend_endpoint: the ipc endpoint backends connect to, e.g. "ipc:///run/c/n1.ipc".
+        curve: CURVE on the client endpoint (concord.net.curve; None: plaintext).
     """
 
     client_endpoint: str
@@ -129,6 +131,7 @@ class FrontDoorOptions:
     backend_dead_after_s: float = 3.0
     client_sndhwm: int = 10000
     client_rcvhwm: int = 10000
+    curve: CurveServer | None = None
 
     def validate(self) -> None:
         """
@@ -238,6 +241,8 @@ class FrontDoor:
             # instead of being buffered; frames up to it get an invalid_request reply.
             self.client.setsockopt(zmq.MAXMSGSIZE, 4 * options.max_request_bytes + 4096)
             self.backend.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            if options.curve is not None:
+                options.curve.apply(self.client)
             self.client_endpoint = self._bind(self.client, options.client_endpoint)
             self.backend_endpoint = self._bind(self.backend, options.backend_endpoint)
         except BaseException:

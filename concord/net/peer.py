@@ -11,21 +11,31 @@ connected to that peer's ROUTER. Traffic is one-way per socket: we send on our D
 receive on our ROUTER. The ROUTER never sends (it has ROUTER_MANDATORY set anyway, so a
 send to an unknown peer would raise, not vanish).
 
-Wire layout (peer envelope v2). A DEALER sends two frames; the ROUTER receives three:
+Wire layout (peer envelope v3). A DEALER sends two frames; the ROUTER receives three:
 
     frame 0  routing id      assigned by the receiving ROUTER; ignored (see below)
-    frame 1  header, 3..257 bytes
-               byte 0   version   = 2 (PEER_VERSION)
+    frame 1  header, 4..513 bytes
+               byte 0   version   = 3 (PEER_VERSION)
                byte 1   kind      1 = DATA (frame 2 is an opaque raft message)
                                   2 = PING (liveness; frame 2 is empty)
-               byte 2.. sender    the sending node's id, UTF-8, 1..255 bytes
+               byte 2   n         length of the sender's cluster id, 0..255
+                                  (0: it has none yet, e.g. a node that has not joined)
+               byte 3   cluster   the sender's cluster id, UTF-8, n bytes
+               3+n..    sender    the sending node's id, UTF-8, 1..255 bytes
     frame 2  payload          opaque bytes
 
 A message with another version, an unknown kind, another frame count or a sender id that
 is not UTF-8 is discarded and counted (`stats.bad_envelope`); one from a sender that is not
-one of our current peers is discarded and counted (`stats.dropped_unknown_sender`). Both
-are logged at most once per `drop_log_interval_s` per reason. Nothing here ever raises on
-input: anyone who can reach the port can send anything.
+one of our current peers is discarded and counted (`stats.dropped_unknown_sender`); one
+whose cluster id and ours are both known and differ is discarded and counted
+(`stats.refused_other_cluster`): a node never takes Raft traffic from another cluster,
+and a node of another cluster cannot join ours. A node with no cluster id yet (a new
+cluster before its first leader's id entry is applied, a node that joins) takes traffic
+from any cluster and is taken by any: it learns its id from the log it is sent. With
+CURVE (`PeerCurve`), a message whose sender id is not the node the connection's key
+belongs to (the ZAP User-Id) is discarded and counted (`stats.refused_wrong_key`).
+Each is logged at most once per `drop_log_interval_s` per reason. Nothing here ever
+raises on input: anyone who can reach the port can send anything.
 
 Why the sender is in the header and not the ZeroMQ routing id (found by the whole-cluster restart tests):
 with peer-chosen routing ids the ROUTER needed ROUTER_HANDOVER (so a restarted peer's new
@@ -39,9 +49,12 @@ itself, and no member's connection can be displaced), the ROUTER has no ROUTER_H
 (a connection repeating an id in use never displaces the first: libzmq keeps it apart, and
 at worst its first message arrives misframed, a bad envelope) and no
 ZMTP heartbeat (no timer can run on an engine stalled that way); TCP keepalive finds dead
-incoming connections instead. The sender id in the header is not authenticated (CURVE is
-issue 16): a stranger who knows a member's id can still send as it; what it cannot do is
-stop the process or cut a member's link.
+incoming connections instead. Without CURVE the sender id in the header is not
+authenticated: a stranger who knows a member's id can still send as it; what it cannot do
+is stop the process or cut a member's link. With CURVE (concord/net/curve.py) the ROUTER
+is a CURVE server whose ZAP handler accepts only the allow-listed keys and names the node
+each key belongs to, and every DEALER is a CURVE client that knows its peer's public key,
+so neither a stranger nor a node holding another member's id can read or send.
 
 Liveness: every `heartbeat_interval_s` we PING each peer we sent no DATA to since the
 previous ping round (that DATA already told it we are alive); any message from a peer (DATA or
@@ -71,18 +84,29 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from concord.errors import ConfigError, ShuttingDownError
 from concord.ids import NodeId
 from concord.net._zmqutil import new_socket
+from concord.net.curve import (
+    HANDSHAKE_EVENTS,
+    PEER_DOMAIN,
+    CurveClient,
+    CurveServer,
+    PeerKeys,
+    handshake_reason,
+    public_key_of,
+)
 from concord.net.faults import Action, FaultFilter
-from concord.net.ratelog import RateLimitedLog
+from concord.net.ratelog import RateLimitedLog, WarningLogger
 
-__all__ = ["PeerOptions", "PeerStats", "PeerTransport", "PEER_VERSION", "KIND_DATA", "KIND_PING"]
+__all__ = ["PeerCurve", "PeerOptions", "PeerStats", "PeerTransport", "PEER_VERSION", "KIND_DATA",
+           "KIND_PING"]
 
 log = logging.getLogger(__name__)
 
-PEER_VERSION = 2
+PEER_VERSION = 3
 KIND_DATA = 1
 KIND_PING = 2
 
@@ -136,6 +160,21 @@ class PeerOptions:
             raise ConfigError(f"peer drop_log_interval_s must be >= 0, got {self.drop_log_interval_s}")
 
 
+@dataclass(frozen=True, slots=True)
+class PeerCurve:
+    """
+    CURVE on the peer links: this node's secret key and the allow-list of peer keys.
+
+    The process must serve a `concord.net.curve.ZapHandler` over the same `keys` in the
+    transport's context (the ROUTER's handshakes ask it). `keys` is re-read every
+    `reload_interval_s` (`service_timers`); a link whose peer key changed is re-made.
+    """
+
+    secret_key: str
+    keys: PeerKeys
+    reload_interval_s: float = 1.0
+
+
 @dataclass(slots=True)
 class PeerStats:
     """Counters (monotonic; read them for metrics and tests)."""
@@ -150,6 +189,10 @@ class PeerStats:
     delayed: int = 0  # fault filter delayed (released later by service_timers)
     bad_envelope: int = 0  # malformed incoming message, discarded
     dropped_unknown_sender: int = 0  # well-formed, but the sender is not a current peer
+    refused_other_cluster: int = 0  # the sender's cluster id is known and not ours
+    refused_wrong_key: int = 0  # CURVE: the sender id is not the one its key belongs to
+    no_peer_key: int = 0  # CURVE: a peer with no key in the allow-list (no link to it)
+    refused_handshakes: int = 0  # CURVE: incoming connections whose handshake failed
     send_errors: int = 0  # unexpected zmq error on send (logged, dropped)
 
 
@@ -175,6 +218,9 @@ class PeerTransport:
         peers: initial peers, node id -> their peer endpoint (our own id is ignored).
         options: tuning and the fault filter switch.
         clock: monotonic seconds; injected for tests.
+        curve: CURVE on every link (None: plaintext).
+        logger: where dropped and refused messages are logged, rate-limited (the raft
+            worker's adapter adds term and role); default this module's logger.
 
     Raises:
         ConfigError: bad node id, options or endpoint, or the endpoint cannot be bound.
@@ -188,14 +234,23 @@ class PeerTransport:
         peers: Mapping[NodeId, str] | None = None,
         options: PeerOptions | None = None,
         clock: Callable[[], float] = time.monotonic,
+        curve: PeerCurve | None = None,
+        logger: WarningLogger | None = None,
     ) -> None:
         self.node_id = node_id
-        identity = _check_node_id(node_id)
+        self._identity = _check_node_id(node_id)
         self.options = options if options is not None else PeerOptions()
         self.options.validate()
-        self._data_header = bytes((PEER_VERSION, KIND_DATA)) + identity
-        self._ping_header = bytes((PEER_VERSION, KIND_PING)) + identity
-        self._drop_log = RateLimitedLog(log, self.options.drop_log_interval_s, clock)
+        self._cluster_id: str | None = None
+        self._cluster_raw = b""
+        self._data_header = self._ping_header = b""
+        self._set_headers()
+        self._drop_log = RateLimitedLog(logger if logger is not None else log,
+                                        self.options.drop_log_interval_s, clock)
+        self._curve = curve
+        self._public_key = public_key_of(curve.secret_key) if curve is not None else ""
+        self._dealer_keys: dict[NodeId, str] = {}  # CURVE: the server key each dealer uses
+        self._next_reload_at = clock()
         self._ctx = ctx
         self._clock = clock
         self.stats = PeerStats()
@@ -214,7 +269,12 @@ class PeerTransport:
         self._next_ping_at = clock()
         self._closed = False
         self.router = self._make_router(bind_endpoint)
+        self.monitor: Socket | None = None
         try:
+            # CURVE: the ROUTER's failed handshakes (a peer with no key, a wrong key, a
+            # wrong server key) reach us only through a socket monitor; each is logged.
+            if curve is not None:
+                self.monitor = self.router.get_monitor_socket(HANDSHAKE_EVENTS)
             self.endpoint = self._last_endpoint(self.router)
             for peer_id, peer_endpoint in (peers or {}).items():
                 if peer_id != node_id:
@@ -229,6 +289,8 @@ class PeerTransport:
         opts = self.options
         sock = new_socket(self._ctx, zmq.ROUTER, "peer router")
         try:
+            if self._curve is not None:
+                CurveServer(self._curve.secret_key, PEER_DOMAIN).apply(sock)
             # NB: no ROUTER_HANDOVER and no ZMTP heartbeat here: see the module docstring.
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             sock.setsockopt(zmq.RCVHWM, opts.rcvhwm)
@@ -248,10 +310,12 @@ class PeerTransport:
         raw = sock.getsockopt(zmq.LAST_ENDPOINT)
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
-    def _make_dealer(self, endpoint: str) -> Socket:
+    def _make_dealer(self, endpoint: str, server_key: str | None) -> Socket:
         opts = self.options
         sock = new_socket(self._ctx, zmq.DEALER, "peer dealer")
         try:
+            if self._curve is not None and server_key is not None:
+                CurveClient(server_key, self._public_key, self._curve.secret_key).apply(sock)
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, opts.sndhwm)
             sock.setsockopt(zmq.RECONNECT_IVL, opts.reconnect_ivl_ms)
@@ -265,13 +329,14 @@ class PeerTransport:
         return sock
 
     def register(self, poller: zmq.Poller) -> None:
-        """Register the receiving socket for POLLIN with the caller's poller."""
-        poller.register(self.router, zmq.POLLIN)
+        """Register the receiving sockets for POLLIN with the caller's poller."""
+        for sock in self.sockets:
+            poller.register(sock, zmq.POLLIN)
 
     @property
     def sockets(self) -> tuple[Socket, ...]:
-        """The sockets the caller should poll for POLLIN (just the ROUTER)."""
-        return (self.router,)
+        """The sockets the caller should poll for POLLIN (the ROUTER; with CURVE its monitor)."""
+        return (self.router,) if self.monitor is None else (self.router, self.monitor)
 
     # -- membership ----------------------------------------------------------------
 
@@ -283,21 +348,62 @@ class PeerTransport:
             raise ConfigError(f"cannot add a peer link to ourselves ({peer_id})")
         if self._endpoints.get(peer_id) == endpoint:
             return
-        if peer_id in self._dealers:
-            self._dealers.pop(peer_id).close(linger=0)
-        self._dealers[peer_id] = self._make_dealer(endpoint)
         self._endpoints[peer_id] = endpoint
         self._added_at[peer_id] = self._clock()
         self._last_heard.pop(peer_id, None)
+        if self._curve is not None and peer_id not in self._curve.keys.by_node:
+            self._reload_keys()
+        self._link(peer_id)
         log.info("peer link added node=%s peer=%s endpoint=%s", self.node_id, peer_id, endpoint)
+
+    def _link(self, peer_id: NodeId) -> None:
+        """(Re)make the DEALER to `peer_id`; with CURVE, only if its key is known."""
+        old = self._dealers.pop(peer_id, None)
+        if old is not None:
+            old.close(linger=0)
+        self._dealer_keys.pop(peer_id, None)
+        key = None
+        if self._curve is not None:
+            key = self._curve.keys.by_node.get(peer_id)
+            if key is None:
+                self.stats.no_peer_key += 1
+                self._drop_log.warning(
+                    "no_peer_key", "peer has no public key in the allow-list: no link to it "
+                    "node=%s peer=%s keys=%s", self.node_id, peer_id, self._curve.keys.directory)
+                return
+            self._dealer_keys[peer_id] = key
+        self._dealers[peer_id] = self._make_dealer(self._endpoints[peer_id], key)
+
+    def maybe_reload_keys(self, now: float) -> None:
+        """CURVE: re-read the allow-list if `reload_interval_s` passed since the last time."""
+        if self._curve is not None and now >= self._next_reload_at:
+            self._next_reload_at = now + self._curve.reload_interval_s
+            self._reload_keys()
+
+    def _reload_keys(self) -> None:
+        """CURVE: re-read the allow-list; re-make the links whose peer key changed."""
+        assert self._curve is not None
+        try:
+            changed = self._curve.keys.reload()
+        except ConfigError as exc:
+            self._drop_log.warning("bad_peer_keys", "peer keys not reloaded (the previous "
+                                   "ones stay in force) node=%s error=%s", self.node_id, exc)
+            return
+        if not changed:
+            return
+        log.info("peer keys reloaded node=%s keys=%d", self.node_id, len(self._curve.keys.by_node))
+        for peer_id in list(self._endpoints):
+            if self._curve.keys.by_node.get(peer_id) != self._dealer_keys.get(peer_id):
+                self._link(peer_id)
 
     def remove_peer(self, peer_id: NodeId) -> None:
         """Close the link to `peer_id` and forget it (no-op if unknown)."""
-        sock = self._dealers.pop(peer_id, None)
-        if sock is None:
+        if self._endpoints.pop(peer_id, None) is None:
             return
-        sock.close(linger=0)
-        self._endpoints.pop(peer_id, None)
+        sock = self._dealers.pop(peer_id, None)
+        if sock is not None:
+            sock.close(linger=0)
+        self._dealer_keys.pop(peer_id, None)
         self._added_at.pop(peer_id, None)
         self._last_heard.pop(peer_id, None)
         self._data_sent_at.pop(peer_id, None)
@@ -308,7 +414,7 @@ class PeerTransport:
     def set_peers(self, peers: Mapping[NodeId, str]) -> None:
         """Make the links match `peers` exactly (our own id is ignored)."""
         wanted = {p: e for p, e in peers.items() if p != self.node_id}
-        for peer_id in list(self._dealers):
+        for peer_id in list(self._endpoints):
             if peer_id not in wanted:
                 self.remove_peer(peer_id)
         for peer_id, endpoint in wanted.items():
@@ -338,7 +444,7 @@ class PeerTransport:
     def _send(self, to: NodeId, payload: bytes, ping: bool, now: float | None) -> bool:
         sock = self._dealers.get(to)
         if sock is None:
-            self.stats.dropped_unknown_peer += 1
+            self.stats.dropped_unknown_peer += 1  # (with CURVE: also a peer with no key)
             return False
         verdict = self.faults.on_send(to) if self.faults.enabled else None
         if verdict is not None:
@@ -378,6 +484,8 @@ class PeerTransport:
     def next_deadline(self) -> float:
         """The earliest clock time at which `service_timers` has work (ping or delay)."""
         deadline = self._next_ping_at
+        if self._curve is not None and self._next_reload_at < deadline:
+            deadline = self._next_reload_at
         if self._delayed and self._delayed[0][0] < deadline:
             deadline = self._delayed[0][0]
         return deadline
@@ -385,6 +493,7 @@ class PeerTransport:
     def service_timers(self, now: float) -> None:
         """Send pings that are due and release delayed messages whose time has come."""
         self._require_open()
+        self.maybe_reload_keys(now)
         while self._delayed and self._delayed[0][0] <= now:
             _, _, to, payload, ping = heapq.heappop(self._delayed)
             sock = self._dealers.get(to)
@@ -429,29 +538,57 @@ class PeerTransport:
             ShuttingDownError: the transport was closed.
         """
         self._require_open()
+        if self.monitor is not None:
+            self._drain_monitor()
         while True:
+            user: str | None = None
             try:
-                frames = self.router.recv_multipart(flags=zmq.NOBLOCK)
+                if self._curve is None:
+                    frames = self.router.recv_multipart(flags=zmq.NOBLOCK)
+                else:
+                    parts = self.router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    user = self._key_owner(parts[0])
+                    frames = [part.bytes for part in parts]
             except zmq.Again:
                 return None
             except zmq.ZMQError as exc:
                 raise ShuttingDownError(f"peer transport of {self.node_id} is shutting down") from exc
-            message = self._accept(frames)
+            message = self._accept(frames, user)
             if message is not None:
                 return message
 
-    def _accept(self, frames: list[bytes]) -> tuple[NodeId, bytes] | None:
+    @staticmethod
+    def _key_owner(frame: zmq.Frame) -> str | None:
+        """The node the connection's CURVE key belongs to (our ZAP handler's User-Id)."""
+        try:
+            return str(frame.get("User-Id"))
+        except zmq.ZMQError:  # no ZAP handler answered for this connection
+            return None
+
+    def _accept(self, frames: list[bytes], user: str | None = None) -> tuple[NodeId, bytes] | None:
         header = frames[1] if len(frames) == 3 else b""
-        if len(header) < 3 or header[0] != PEER_VERSION or header[1] not in (KIND_DATA, KIND_PING):
+        if len(header) < 4 or header[0] != PEER_VERSION or header[1] not in (KIND_DATA, KIND_PING):
             self._drop("bad_envelope", frames)
             return None
+        end = 3 + header[2]
         try:
-            sender = NodeId(header[2:].decode("utf-8"))
+            cluster_id = header[3:end].decode("utf-8")
+            sender = NodeId(header[end:].decode("utf-8"))
         except UnicodeDecodeError:
             self._drop("bad_envelope", frames)
             return None
-        if sender not in self._dealers:
+        if not sender:
+            self._drop("bad_envelope", frames)
+            return None
+        if self._curve is not None and user != sender:
+            self._drop("refused_wrong_key", frames, sender, f"key_owner={user}")
+            return None
+        if sender not in self._endpoints:
             self._drop("dropped_unknown_sender", frames, sender)
+            return None
+        if cluster_id and self._cluster_id is not None and cluster_id != self._cluster_id:
+            self._drop("refused_other_cluster", frames, sender,
+                       f"cluster_id={self._cluster_id} peer_cluster_id={cluster_id}")
             return None
         if self.faults.enabled and self.faults.on_recv(sender).action is Action.DROP:
             self.stats.dropped_fault += 1
@@ -463,14 +600,57 @@ class PeerTransport:
         self.stats.received += 1
         return sender, frames[2]
 
-    def _drop(self, reason: str, frames: list[bytes], sender: str | None = None) -> None:
+    def _drop(self, reason: str, frames: list[bytes], sender: str | None = None,
+              detail: str = "") -> None:
         """Count a discarded incoming message under `reason` and log it, rate-limited."""
         count = getattr(self.stats, reason) + 1
         setattr(self.stats, reason, count)
         self._drop_log.warning(
-            reason, "peer message dropped node=%s reason=%s sender=%r frames=%d header=%r total=%d",
-            self.node_id, reason, sender, len(frames), frames[1][:16] if len(frames) > 1 else b"",
-            count)
+            reason, "peer message dropped node=%s reason=%s sender=%r %sframes=%d header=%r "
+            "total=%d", self.node_id, reason, sender, f"{detail} " if detail else "", len(frames),
+            frames[1][:16] if len(frames) > 1 else b"", count)
+
+    def _drain_monitor(self) -> None:
+        assert self.monitor is not None
+        while True:
+            try:
+                event = parse_monitor_message(self.monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                raise ShuttingDownError(f"peer transport of {self.node_id} is shutting down") from exc
+            reason = handshake_reason(int(event["event"]), int(event["value"]))
+            if reason is None:
+                continue
+            self.stats.refused_handshakes += 1
+            self._drop_log.warning(
+                f"handshake:{reason}", "peer connection refused (CURVE handshake failed) "
+                "node=%s reason=%s endpoint=%s total=%d", self.node_id, reason,
+                self.endpoint, self.stats.refused_handshakes)
+
+    # -- cluster id ----------------------------------------------------------------
+
+    @property
+    def cluster_id(self) -> str | None:
+        """Our cluster id as sent in every header (None: not known yet)."""
+        return self._cluster_id
+
+    @cluster_id.setter
+    def cluster_id(self, cluster_id: str | None) -> None:
+        if cluster_id == self._cluster_id:
+            return
+        raw = (cluster_id or "").encode("utf-8")
+        if len(raw) > 255:
+            raise ConfigError(f"cluster id {cluster_id!r} is longer than 255 UTF-8 bytes")
+        self._cluster_id = cluster_id or None
+        self._cluster_raw = raw
+        self._set_headers()
+        log.info("peer envelope cluster id set node=%s cluster_id=%s", self.node_id, cluster_id)
+
+    def _set_headers(self) -> None:
+        tail = bytes((len(self._cluster_raw),)) + self._cluster_raw + self._identity
+        self._data_header = bytes((PEER_VERSION, KIND_DATA)) + tail
+        self._ping_header = bytes((PEER_VERSION, KIND_PING)) + tail
 
     # -- liveness ------------------------------------------------------------------
 
@@ -483,7 +663,7 @@ class PeerTransport:
         now = self._clock() if now is None else now
         limit = self.options.dead_after_s
         dead = []
-        for peer_id in self._dealers:
+        for peer_id in self._endpoints:
             seen = self._last_heard.get(peer_id, self._added_at[peer_id])
             if now - seen > limit:
                 dead.append(peer_id)
@@ -518,6 +698,10 @@ class PeerTransport:
         self._dealers.clear()
         self._delayed.clear()
         router = getattr(self, "router", None)
+        monitor = getattr(self, "monitor", None)
+        if monitor is not None and router is not None:
+            router.disable_monitor()
+            monitor.close(linger=0)
         if router is not None:
             router.close(linger=0)
 

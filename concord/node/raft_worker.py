@@ -58,6 +58,7 @@ from concord.kv.machine import Applied
 from concord.kv.record import Change, Space
 from concord.net.admin import fault_reply
 from concord.net.backend import BackendLink
+from concord.net.curve import ZapHandler
 from concord.net.events import EventStream
 from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.ratelog import RateLimitedLog
@@ -71,6 +72,7 @@ from concord.node.driver import (
     load_memory_storage,
 )
 from concord.node.backup import BackupJobs
+from concord.node.links import load_links
 from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, SnapshotWritten
 from concord.node.members import (
     MAGIC, Address, AddressBook, NodeStateMachine, encode_address, encode_cluster_id, new_cluster_id)
@@ -249,8 +251,9 @@ class _Adapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(
         self, msg: object, kwargs: MutableMapping[str, object]
     ) -> tuple[object, MutableMapping[str, object]]:
-        d = self._worker.driver
-        return f"{msg} node={self._worker.node_id} term={d.term} role={d.role.name}", kwargs
+        d = getattr(self._worker, "driver", None)  # None while the worker is being built
+        term, role = (d.term, d.role.name) if d is not None else ("-", "-")
+        return f"{msg} node={self._worker.node_id} term={term} role={role}", kwargs
 
 
 def _role_name(role: Role) -> str:
@@ -278,6 +281,7 @@ class RaftWorker:
     ) -> None:
         self.config = config
         self.node_id = config.node.id
+        self.log = _Adapter(logger, self)
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.clock = _WallClock()
         self.timer = _MonotonicClock()
@@ -355,6 +359,12 @@ class RaftWorker:
             random.Random(),
         )
         # -- peers -----------------------------------------------------------------------
+        links = load_links(config.curve)
+        # CURVE: one ZAP handler per context answers the peer ROUTER's handshakes (the
+        # allow-list) and the events endpoint's (any key; its User-Id is the key).
+        self.zap = None if links.peer is None and links.events is None else ZapHandler(
+            self.ctx, lambda: links.peer.keys.by_key if links.peer else {}, self.log,
+            on_unknown=lambda: self.transport.maybe_reload_keys(time.monotonic()))
         peer_port = me.peer_port or int(str(previous.get("peer_port", 0)))
         tick_s = raft.tick_ms / 1000.0
         self.transport = PeerTransport(
@@ -367,6 +377,8 @@ class RaftWorker:
                 dead_after_s=max(tick_s * raft.election_ticks, 0.05),
                 faults_enabled=config.faults.enabled,
             ),
+            curve=links.peer,
+            logger=self.log,
         )
         self.peer_endpoint = self.transport.endpoint
         # -- the driver --------------------------------------------------------------------
@@ -395,8 +407,7 @@ class RaftWorker:
             snapshot_observer=self._on_snapshot_installed,
             timer=self.timer,
         )
-        self.log = _Adapter(logger, self)
-        # Anyone who can reach the peer port can send as a member (no CURVE yet): what we
+        # Without CURVE anyone who can reach the peer port can send as a member: what we
         # drop is logged, but at most once per reason per interval.
         self._peer_drop_log = RateLimitedLog(self.log, self.transport.options.drop_log_interval_s)
         # -- change stream -----------------------------------------------------------------
@@ -409,6 +420,7 @@ class RaftWorker:
             history_bytes=config.events.history_bytes,
             send_values=config.events.send_values,
             start_revision=self.machine.kv.revision,
+            curve=links.events,
         )
         self.events_endpoint = self.events.endpoint
         # -- shared memory -----------------------------------------------------------------
@@ -426,6 +438,8 @@ class RaftWorker:
         self.link.register(self.poller)
         self.poller.register(self.events.socket, zmq.POLLIN)
         self.poller.register(self.writer.socket, zmq.POLLIN)
+        if self.zap is not None:
+            self.poller.register(self.zap.socket, zmq.POLLIN)
         self.log.info(
             "raft worker started empty=%s snapshot_index=%d entries=%d commit=%d peer=%s",
             empty,
@@ -464,9 +478,11 @@ class RaftWorker:
             # reported on it, or more than one drain's worth waits) is reported again by
             # the next poll; skipping it saves a raising non-blocking receive.
             self.events.service(now, self.events.socket in events)
+            if self.zap is not None and self.zap.socket in events:
+                self.zap.handle()
             if self.writer.socket in events:
                 self._on_writer_events()
-            if self.transport.router in events:
+            if self.transport.router in events or self.transport.monitor in events:
                 self._drain_peers()
             if self.link.socket in events:
                 self._drain_requests()
@@ -498,6 +514,8 @@ class RaftWorker:
             except (zmq.ZMQError, StorageError, ProtocolError):
                 pass
         self.events.close()
+        if self.zap is not None:
+            self.zap.close()
         self.publisher.set_lease(0)
         self.publisher.close()
         self.ctx.term()
@@ -878,6 +896,8 @@ class RaftWorker:
             changes, machine.changes = machine.changes, []
             self.publisher.publish(changes, kv.applied_index, kv.revision, kv.last_ts_ms)
             self.events.publish(changes)
+        # Every peer message carries the cluster id; peers of another cluster are refused.
+        self.transport.cluster_id = machine.state.cluster_id
         driver = self.driver
         # The leader's client endpoint rides along: read workers hint with it (members
         # added at run time are known only to this address book).

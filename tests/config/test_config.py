@@ -69,6 +69,9 @@ DEFAULTS = [
     ("supervisor", "backoff_initial_s", 0.1),
     ("supervisor", "backoff_max_s", 5.0),
     ("supervisor", "max_rss_bytes", 0),
+    ("curve", "secret_key_file", ""),
+    ("curve", "peer_keys_dir", ""),
+    ("curve", "client_secret_key_file", ""),
 ]
 
 
@@ -203,6 +206,11 @@ ERRORS = [
         {"supervisor": {"backoff_initial_s": 2.0, "backoff_max_s": 1.0}},
         "supervisor.backoff_max_s: must be at least supervisor.backoff_initial_s (2), got 1",
     ),
+    (
+        {"curve": {"secret_key_file": "keys/n1.key"}},
+        'curve.peer_keys_dir: must be set together with curve.secret_key_file (both or neither), got ""',
+    ),
+    ({"curve": {"peer_keys_dir": 3}}, "curve.peer_keys_dir: must be a path or an empty string, got 3"),
     ({"supervisor": {"max_restarts": -1}}, "supervisor.max_restarts: must be a non-negative integer, got -1"),
     ({"cluster": {"members": []}}, "cluster.members: must list at least one member"),
     ({"cluster": {"members": {"id": "n1"}}}, "cluster.members: must be an array of tables ([[cluster.members]]), got a table"),
@@ -285,6 +293,14 @@ def test_same_port_is_allowed_when_hosts_differ() -> None:
     ]
     config = parse_config({"cluster": {"members": members}}, BASE)
     assert 3 == len(config.members)
+
+
+def test_curve_paths_resolve_against_the_base_dir_when_relative() -> None:
+    """[curve] key paths resolve like data_dir; "" stays off."""
+    config = parse_config({"curve": {"secret_key_file": "keys/n1.key", "peer_keys_dir": "/etc/peers"}},
+                          BASE)
+    assert ("/srv/concord/keys/n1.key", "/etc/peers", "") == (
+        config.curve.secret_key_file, config.curve.peer_keys_dir, config.curve.client_secret_key_file)
 
 
 def test_config_error_is_a_value_error_when_caught_generically() -> None:

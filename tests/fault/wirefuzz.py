@@ -186,9 +186,11 @@ class FrameGen:
         """Frames a hostile DEALER sends to a peer port."""
         r = self.rng
         sender = r.choice(NODE_IDS + (b"n9", b"", r.randbytes(r.randrange(1, 8))))
-        version = r.choice((2, 2, 2, 1, 0, 255))
+        version = r.choice((3, 3, 3, 2, 1, 0, 255))
         kind = r.choice((1, 1, 2, 0, 7))
-        header = bytes((version, kind)) + sender
+        cluster = r.choice((b"", b"", r.randbytes(32), b"0" * 32, r.randbytes(r.randrange(0, 4))))
+        length = r.choice((len(cluster), len(cluster), r.randrange(256)))
+        header = bytes((version, kind, length)) + cluster + sender
         roll = r.randrange(10)
         if roll < 4:
             payload = _pack(self.value())
@@ -227,7 +229,7 @@ class FrameGen:
         msg = Message(mtype, NodeId(to.decode()), NodeId(frm.decode()), term=big,
                       log_term=r.choice((small, big)), index=r.choice((small, big)),
                       entries=entries, commit=r.choice((small, big)))
-        return [bytes((2, 1)) + frm, codec.encode_message(msg)]
+        return [bytes((3, 1, 0)) + frm, codec.encode_message(msg)]
 
     def typed_write(self, request_id: int) -> dict[str, object]:
         """

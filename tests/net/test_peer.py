@@ -180,14 +180,17 @@ def test_bad_envelope_discarded_when_version_or_shape_wrong(
     rogue.connect(cluster[N1].endpoint)
     try:
         rogue.send_multipart([b"\x01\x01", b"envelope v1"])
-        rogue.send_multipart([b"\x09\x01n2", b"wrong version"])
-        rogue.send_multipart([b"\x02\x07n2", b"unknown kind"])
-        rogue.send_multipart([b"\x02\x01\xff\xfe", b"sender not utf-8"])
+        rogue.send_multipart([b"\x02\x01n2", b"envelope v2"])
+        rogue.send_multipart([b"\x09\x01\x00n2", b"wrong version"])
+        rogue.send_multipart([b"\x03\x07\x00n2", b"unknown kind"])
+        rogue.send_multipart([b"\x03\x01\x00\xff\xfe", b"sender not utf-8"])
+        rogue.send_multipart([b"\x03\x01\x02\xff\xfen2", b"cluster id not utf-8"])
+        rogue.send_multipart([b"\x03\x01\x09n2", b"cluster id longer than the header"])
         rogue.send_multipart([b"only one frame"])
-        rogue.send_multipart([b"\x02\x01n2", b"good", b"extra frame"])
-        rogue.send_multipart([b"\x02\x01n2", b"good"])
+        rogue.send_multipart([b"\x03\x01\x00n2", b"good", b"extra frame"])
+        rogue.send_multipart([b"\x03\x01\x00n2", b"good"])
         assert (N2, b"good") == recv_one(cluster[N1])
-        assert 6 == cluster[N1].stats.bad_envelope
+        assert 9 == cluster[N1].stats.bad_envelope
     finally:
         rogue.close()
 
@@ -204,8 +207,8 @@ def test_message_dropped_when_sender_not_a_peer(
     try:
         with caplog.at_level("WARNING", logger="concord.net.peer"):
             for sender in (b"n9", b"n3", b"n1", b"n9"):
-                rogue.send_multipart([b"\x02\x01" + sender, b"from a stranger"])
-            rogue.send_multipart([b"\x02\x01n2", b"from a peer"])
+                rogue.send_multipart([b"\x03\x01\x00" + sender, b"from a stranger"])
+            rogue.send_multipart([b"\x03\x01\x00n2", b"from a peer"])
             assert (N2, b"from a peer") == recv_one(cluster[N1])
         assert 4 == cluster[N1].stats.dropped_unknown_sender
         dropped = [r for r in caplog.records if "reason=dropped_unknown_sender" in r.getMessage()]
