@@ -48,6 +48,7 @@ from types import FrameType
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import zmq
 
+from concord.audit.door import DoorAudit, door_audit_of
 from concord.config import NodeConfig, load_config
 from concord.errors import ConfigError, ProtocolError, StorageError
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
@@ -192,23 +193,36 @@ def log_writer_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
         raise SystemExit(1) from exc
 
 
+def door_observers(config: NodeConfig) -> list[DoorAudit]:
+    """What watches the front door's requests: the audit log when `[audit]` is on."""
+    audit = door_audit_of(config)
+    return [] if audit is None else [audit]
+
+
 def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
     """The door child: the node's one client ROUTER, brokering to the backends."""
     stop = _stop_on_term()
     me = config.member
     port = me.client_port or int(str(previous_info().get("client_port", 0)))
+    try:
+        observers = door_observers(config)
+    except ConfigError as exc:
+        logger.error("front door cannot start: %s", exc)
+        raise SystemExit(int(ExitCode.USAGE)) from exc
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         door = FrontDoor(ctx, FrontDoorOptions(
             client_endpoint=me.endpoint(port),
             backend_endpoint=endpoints.backend,
             max_request_bytes=config.limits.max_request_bytes,
-        ))
+        ), observers=observers)
         with door:
             real_port = int(door.client_endpoint.rsplit(":", 1)[1])
             notify_ready({"client": door.client_endpoint, "client_port": real_port})
             door.serve(stop.is_set, tick_ms=100.0)
     finally:
+        for observer in observers:
+            observer.close()
         ctx.term()
 
 

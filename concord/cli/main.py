@@ -120,7 +120,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from concord.cli import backup, cluster, data  # noqa: PLC0415
+    from concord.cli import audit, backup, cluster, data  # noqa: PLC0415
 
     parser = _Parser(prog="concord", description="Command line of the Concord key-value store.")
     parser.add_argument("-e", "--endpoints", help="comma-separated client endpoints "
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(commands)
     cluster.register(commands)
     backup.register(commands)
+    audit.register(commands)
 
     return parser
 
