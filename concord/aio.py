@@ -51,6 +51,7 @@ from concord.errors import (
     ShuttingDownError,
 )
 from concord.net.wire import pack
+from concord.tracing import client_span
 
 __all__ = ["Client", "AsyncSubscription"]
 
@@ -239,7 +240,7 @@ class Client(ClientCore):
         """As `concord.Client.call`, awaited."""
         if self._closed:
             raise ShuttingDownError("client is closed")
-        with self._session(op) as session:
+        with client_span(op), self._session(op) as session:
             return await self._run(self._plan(op, args, session, timeout_s))
 
     async def _run(self, plan: CallPlan) -> dict[str, object]:

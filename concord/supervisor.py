@@ -52,13 +52,16 @@ from concord.audit.door import DoorAudit, door_audit_of
 from concord.config import NodeConfig, load_config
 from concord.errors import ConfigError, ProtocolError, StorageError
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
+from concord.net.tracing import DoorTracing
 from concord.node.log_writer import LogWriter, WriterSettings, serve
 from concord.node.members import NodeStateMachine
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_worker
 from concord.node.read_worker import run_read_worker
 from concord.shm.layout import SegmentNames, node_part
 from concord.shm.segments import DEV_SHM, create_store, reclaim_dead_stores, unlink_store
+from concord.node.tracing import WriterTracing
 from concord.storage import faults as disk_faults
+from concord.tracing import setup_process
 import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
 from supervisor import (
     Backoff,
@@ -185,18 +188,38 @@ def log_writer_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
     except (StorageError, ProtocolError, ValueError) as exc:
         logger.error("log writer cannot start data_dir=%s: %s", config.node.data_dir, exc)
         raise SystemExit(1) from exc
+    try:
+        tracing = setup_process(config.tracing, config.node.id, "writer")
+    except ConfigError as exc:
+        logger.error("log writer cannot start: %s", exc)
+        raise SystemExit(int(ExitCode.USAGE)) from exc
+    if tracing is not None:
+        writer.tracing = WriterTracing(tracing)
     notify_ready({"data_dir": str(config.node.data_dir)})
     try:
         serve(writer, endpoints.writer, stop)
     except (StorageError, ProtocolError) as exc:
         logger.error("log writer failed data_dir=%s error=%s", config.node.data_dir, exc)
         raise SystemExit(1) from exc
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
 
 
-def door_observers(config: NodeConfig) -> list[DoorAudit]:
-    """What watches the front door's requests: the audit log when `[audit]` is on."""
+def door_observers(config: NodeConfig) -> list[DoorAudit | DoorTracing]:
+    """
+    What watches the front door's requests: tracing spans when `[tracing]` is on, then
+    the audit log when `[audit]` is on (after tracing, so it logs the trace id of a
+    trace the door started).
+    """
+    observers: list[DoorAudit | DoorTracing] = []
+    tracing = setup_process(config.tracing, config.node.id, "door")
+    if tracing is not None:
+        observers.append(DoorTracing(tracing))
     audit = door_audit_of(config)
-    return [] if audit is None else [audit]
+    if audit is not None:
+        observers.append(audit)
+    return observers
 
 
 def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
