@@ -1,5 +1,5 @@
 """
-The audit log's front-door observer (concord.net.frontdoor.DoorObserver): notes every
+The audit log's front-door observer (concord.net.observer.DoorObserver): notes every
 audited request when it arrives and writes its line when the client's reply is known.
 
 Why the front door writes the log (docs/observability-audit.md): it is the one process

@@ -36,6 +36,10 @@ which is counted.
 
 No backend of the needed kind connected: the client gets no_leader with a message
 naming what is missing, at once (it should retry or try another node).
+
+Observers (concord/net/observer.py: the audit log, tracing spans) see each decoded
+request and the reply its client gets, refusals and timeouts included; with none, the
+loop does nothing more than before.
 """
 
 from __future__ import annotations
@@ -49,9 +53,8 @@ import random
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Sequence
 
-import msgpack
 import zmq
 
 from concord.errors import ClientError, ConfigError, InvalidRequestError, ShuttingDownError
@@ -64,6 +67,7 @@ from concord.net.backend import (
     pack_header,
     unpack_header,
 )
+from concord.net.observer import DoorObserver, peer_of, reply_map
 from concord.net.wire import (
     DEFAULT_MAX_REQUEST_BYTES,
     OPS,
@@ -75,8 +79,7 @@ from concord.net.wire import (
     reply_for_error,
 )
 
-__all__ = ["DoorObserver", "FrontDoor", "FrontDoorOptions", "FrontDoorStats", "route",
-           "serve_in_process"]
+__all__ = ["FrontDoor", "FrontDoorOptions", "FrontDoorStats", "route", "serve_in_process"]
 
 log = logging.getLogger(__name__)
 
@@ -103,50 +106,6 @@ def refuse_not_enabled(request: Request) -> InvalidRequestError | None:
             return InvalidRequestError(
                 f"request carries {name!r} but {reason}; send it without {name!r}", request.id)
     return None
-
-
-class DoorObserver(Protocol):
-    """
-    Sees requests and their replies at the front door (the audit log, tracing spans):
-    `begin` when a request is decoded (its note rides with the request, None: not
-    interested), `end` once with the reply map the client gets (the backend's, a refusal
-    or a timeout), `flush` after every poll round. With `hold_replies`, replies of noted
-    requests are sent only after that round's `flush` (audit fsync = "always").
-    """
-
-    hold_replies: bool
-
-    def begin(self, request: Request, payload: bytes, peer: Callable[[], str | None]
-              ) -> tuple[object | None, Request, bytes]:
-        """
-        (note, the request and payload the next observers see and the backend gets:
-        the same, or both carrying a new traceparent).
-        """
-        ...
-
-    def end(self, note: object, reply: Mapping[object, object]) -> None: ...
-
-    def flush(self) -> None: ...
-
-
-def _peer_of(frame: zmq.Frame | None) -> Callable[[], str | None]:
-    def peer() -> str | None:
-        if frame is None:
-            return None
-        try:
-            return str(frame.get("Peer-Address"))
-        except zmq.ZMQError:
-            return None
-
-    return peer
-
-
-def _reply_map(reply: bytes) -> Mapping[object, object]:
-    try:
-        obj = msgpack.unpackb(reply, raw=False, strict_map_key=False)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return {}
-    return obj if isinstance(obj, dict) else {}
 
 
 def route(request: Request, registry: Mapping[str, OpSpec] = OPS) -> Backend:
@@ -426,7 +385,7 @@ class FrontDoor:
     def _begin(self, request: Request, payload: bytes, frame: zmq.Frame | None
                ) -> tuple[tuple[object | None, ...] | None, bytes]:
         notes = []
-        peer = _peer_of(frame)
+        peer = peer_of(frame)
         for observer in self._observers:
             note, request, payload = observer.begin(request, payload, peer)
             notes.append(note)
@@ -438,7 +397,7 @@ class FrontDoor:
         if notes is None:
             self._send_client(envelope, reply)
             return
-        reply_map = _reply_map(reply)
+        reply_map = reply_map(reply)
         for observer, note in zip(self._observers, notes):
             if note is not None:
                 observer.end(note, reply_map)

@@ -1,5 +1,5 @@
 """
-The front door's tracing observer (concord.net.frontdoor.DoorObserver): a
+The front door's tracing observer (concord.net.observer.DoorObserver): a
 `concord.door/<op>` span per traced request, from its arrival to the reply, whose
 context replaces the request's traceparent on the way to the backend (so the raft
 worker's spans are its children). Only a traced request's payload is re-encoded.
