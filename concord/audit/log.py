@@ -85,10 +85,15 @@ class AuditOptions:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {self.fsync!r}")
 
 
+_second_text: list[object] = [-1, ""]  # (second, its "%Y-%m-%dT%H:%M:%S"): one strftime a second
+
+
 def _timestamp(now: float) -> str:
     seconds = int(now)
     micros = int((now - seconds) * 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+    if _second_text[0] != seconds:
+        _second_text[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_second_text[1]}.{micros:06d}Z"
 
 
 class AuditLog:

@@ -14,8 +14,9 @@ with "\n". Every line has:
     op         the wire op, or "audit_open" / "audit_retention" (the log's own events)
     prev       `hash` of the line before (across rotated files), "" before the first
     hash       HMAC-SHA256 hex, keyed with the chain key, of (prev + "\n" + the line's
-               object without `hash`, serialized with sorted keys, separators "," and
-               ":", non-ASCII kept)
+               object without `hash`, serialized as JSON in the order its keys appear
+               in the line, separators "," and ":", non-ASCII kept); `hash` is the
+               last key of the line
 
 Keys derived from the cluster secret S (domain separation, so neither use leaks the
 other): key HMACs use HMAC-SHA256(S, "concord-audit-key-v1"), the chain uses
@@ -60,8 +61,11 @@ _ZERO_TRACE = "0" * 32
 
 
 def canonical(obj: Mapping[str, object]) -> str:
-    """The serialization the chain hashes (and the line is written in)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """
+    The serialization the chain hashes (and the line is written in): key order as
+    given (json.loads keeps a line's order, so a reader re-serializes it the same).
+    """
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def seal(keys: AuditKeys, obj: dict[str, object], prev: str) -> tuple[str, str]:
@@ -100,13 +104,12 @@ class AuditKeys:
 
     def hmac(self, key: str) -> str:
         """The key's HMAC as logged (32 hex characters)."""
-        digest = hmac.new(self._key_key, key.encode("utf-8", "surrogatepass"), hashlib.sha256)
-        return digest.hexdigest()[:32]
+        return hmac.digest(self._key_key, key.encode("utf-8", "surrogatepass"), "sha256")[:16].hex()
 
     def chain_hash(self, prev: str, body: str) -> str:
         """`hash` of a line whose object without `hash` serializes to `body`."""
-        return hmac.new(self._chain_key, f"{prev}\n{body}".encode("utf-8", "surrogatepass"),
-                        hashlib.sha256).hexdigest()
+        return hmac.digest(self._chain_key, f"{prev}\n{body}".encode("utf-8", "surrogatepass"),
+                           "sha256").hex()
 
     def clear(self, key: str) -> str | None:
         """The key if it may be logged in clear, else None."""
