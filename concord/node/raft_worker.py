@@ -726,9 +726,14 @@ class RaftWorker:
         command = kv_encode_request(body, self.machine.kv.config)
         rid = next(self._ids)
         self._pending[rid] = _Pending(token, request)
+        if self.tracing is None:
+            self.driver.submit_write(rid, command)
+            return None
+        # NB: begun first: a refused proposal is answered inside submit_write.
+        self.tracing.begin_request(rid, request.op, request.traceparent)
         index = self.driver.submit_write(rid, command)
-        if self.tracing is not None:
-            self.tracing.begin_request(rid, request.op, request.traceparent, index)
+        if index is not None:
+            self.tracing.proposed(rid, index)
         return None
 
     def _read(self, token: int, request: Request) -> bytes | None:

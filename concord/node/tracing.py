@@ -50,17 +50,18 @@ class RaftTracing:
 
     # -- requests (any node) -------------------------------------------------------------
 
-    def begin_request(self, request_id: int, op: str, traceparent: str | None,
-                      index: int | None = None) -> None:
-        """A request the raft worker handles; `index`: its entry's, for a write."""
+    def begin_request(self, request_id: int, op: str, traceparent: str | None) -> None:
+        """A request the raft worker handles (traced if its traceparent is sampled)."""
         if not is_sampled(traceparent):
             return
-        attributes: dict[str, object] = {"concord.op": op, "concord.node": self.tracing.node}
-        if index is not None:
-            attributes["concord.index"] = index
-        span = self.tracing.start(f"concord.raft/{op}", traceparent, attributes)
-        self._requests[request_id] = span
-        if index is not None:
+        self._requests[request_id] = self.tracing.start(
+            f"concord.raft/{op}", traceparent, {"concord.op": op, "concord.node": self.tracing.node})
+
+    def proposed(self, request_id: int, index: int) -> None:
+        """The write `request_id` became the entry at `index`: its spans follow the entry."""
+        span = self._requests.get(request_id) if self._requests else None
+        if span is not None:
+            span.set_attribute("concord.index", index)
             self._remember(index, traceparent_of(span))
 
     def end_request(self, request_id: int, status: str) -> None:
