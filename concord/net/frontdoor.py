@@ -397,10 +397,10 @@ class FrontDoor:
         if notes is None:
             self._send_client(envelope, reply)
             return
-        reply_map = reply_map(reply)
+        decoded = reply_map(reply)
         for observer, note in zip(self._observers, notes):
             if note is not None:
-                observer.end(note, reply_map)
+                observer.end(note, decoded)
         if self._hold:
             self._held.append((envelope, reply))
         else:

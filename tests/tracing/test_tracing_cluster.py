@@ -71,7 +71,8 @@ def test_spans_reach_the_fsync_on_leader_and_follower_when_a_put_is_traced(
     door = found[(leader, "concord.door")]
     raft = found[(leader, "concord.raft")]
     wal = found[(leader, "concord.wal.fsync")]
-    follower = next(n for n, name in found if name == "concord.wal.fsync" and n != leader)
+    follower = next(n for n, name in found if name == "concord.wal.fsync" and n != leader
+                    and (n, "concord.raft.append") in found)
     append = found[(follower, "concord.raft.append")]
     follower_wal = found[(follower, "concord.wal.fsync")]
     assert client_span_id == door["parent_span_id"]
