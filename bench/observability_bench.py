@@ -16,8 +16,10 @@ measured; the order rotates each round so the machine's other load hits them ali
 
 The load is bench/load.py's closed loop of `put`s (64-byte values, 10,000 keys) over raw
 zmq DEALERs (no traceparent: the front door samples), spread over the load processes;
-printed per variant and client count: writes/s summed over rounds, p50 latency, and the
-ratio to `off`. Figures of a run are in docs/observability-audit.md and
+printed per variant and client count: the median over rounds of writes/s, of p50
+latency and of the CPU the cluster's processes spent per write (user + system, all nodes,
+from psutil: the figure least disturbed by other load on the machine), and their ratios
+to `off` (medians: other load hits single rounds). Figures of a run are in docs/observability-audit.md and
 docs/observability-tracing.md.
 """
 
@@ -38,6 +40,8 @@ from bench.load import run_load  # noqa: E402
 from bench.procs import Procs  # noqa: E402
 from bench.systems import Concord  # noqa: E402
 
+import psutil  # noqa: E402
+
 SECRET = "bench-audit-secret"
 
 
@@ -54,6 +58,26 @@ def variant_settings(name: str, workdir: Path) -> dict[str, dict[str, object]]:
     return table[name]
 
 
+def cluster_cpu_s(system: Concord) -> float:
+    """CPU seconds (user + system) used so far by every process of the cluster's nodes."""
+    total = 0.0
+    for m in system.members:
+        if m.pid is None:
+            continue
+        try:
+            root = psutil.Process(m.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    return total
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -66,6 +90,7 @@ def main() -> int:
     procs = Procs()
     systems: dict[str, Concord] = {}
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}  # server CPU microseconds per put
     with tempfile.TemporaryDirectory(prefix="concord-obsbench-") as tmp:
         try:
             for name in variants:
@@ -83,26 +108,37 @@ def main() -> int:
                         system = systems[name]
                         spec = LoadSpec("concord", system.endpoints_leader_first(), "put", clients,
                                         args.seconds, 2_000_000, 10_000, 0)
+                        cpu_before = cluster_cpu_s(system)
                         summary = run_load(spec, clients)
+                        if summary.ok:
+                            cpu.setdefault((name, clients), []).append(
+                                (cluster_cpu_s(system) - cpu_before) / summary.ok * 1e6)
                         if summary.errors:
                             print(f"  {name} x{clients}: {summary.errors} errors: {summary.first_error}")
                         results.setdefault((name, clients), []).append(
                             (summary.ops_per_s, summary.p50_us))
                         print(f"round {round_} {name:>12} clients={clients:<4} "
-                              f"{summary.ops_per_s:8.0f} put/s p50 {summary.p50_us / 1000:7.2f} ms",
+                              f"{summary.ops_per_s:8.0f} put/s p50 {summary.p50_us / 1000:7.2f} ms "
+                              f"server cpu {cpu.get((name, clients), [0.0])[-1]:6.0f} us/put",
                               flush=True)
         finally:
             for system in systems.values():
                 system.stop()
     print()
-    print(f"{'variant':>12} {'clients':>7} {'put/s':>8} {'p50 ms':>7} {'vs off':>7}")
+    print(f"{'variant':>12} {'clients':>7} {'put/s':>8} {'p50 ms':>7} {'cpu us/put':>10} "
+          f"{'put/s vs off':>13} {'p50 vs off':>11} {'cpu vs off':>11}")
     for clients in client_counts:
-        base = statistics.mean(r for r, _ in results.get(("off", clients), [(float("nan"), 0)]))
+        base = results.get(("off", clients))
+        base_rate = statistics.median(r for r, _ in base) if base else float("nan")
+        base_p50 = statistics.median(p for _, p in base) / 1000 if base else float("nan")
+        base_cpu = statistics.median(cpu.get(("off", clients), [float("nan")]))
         for name in variants:
             runs = results[(name, clients)]
-            rate = statistics.mean(r for r, _ in runs)
+            rate = statistics.median(r for r, _ in runs)
             p50 = statistics.median(p for _, p in runs) / 1000
-            print(f"{name:>12} {clients:>7} {rate:8.0f} {p50:7.2f} {rate / base:7.3f}")
+            per_put = statistics.median(cpu.get((name, clients), [float("nan")]))
+            print(f"{name:>12} {clients:>7} {rate:8.0f} {p50:7.2f} {per_put:10.0f} "
+                  f"{rate / base_rate:13.3f} {p50 / base_p50:11.3f} {per_put / base_cpu:11.3f}")
     return 0
 
 
