@@ -20,8 +20,9 @@ bytes after the last newline (a line torn by a crash) are cut, and the count is 
 
 Buffering and fsync: `append` only buffers; `flush()` writes the buffer with one
 os.write; `fsync = "always"`: flush fsyncs (the front door flushes before it sends the
-replies of audited requests); "interval": fsync at most every `fsync_interval_ms`
-(`tick()`); "never": the OS decides.
+replies of audited requests); "interval": a thread of the writing process fsyncs every
+`fsync_interval_ms` when something was written (started by `tick()`); "never": the OS
+decides.
 
 Never raises on a full disk or an I/O error in `flush`: the lines stay buffered (up to
 MAX_BUFFERED_LINES; beyond, the oldest are dropped and counted in `lost`, and `audit
@@ -35,6 +36,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -114,8 +116,14 @@ class AuditLog:
         self._failing = False
         self._fd = -1
         self._size = 0
-        self._last_fsync = time.monotonic()
         self._dirty = False
+        # NB: fsync = "interval" runs on a thread of its own (started by the first
+        # tick, so in the process that writes): an fsync can take tens of ms on a busy
+        # disk, and the front door must not stop routing meanwhile. The lock keeps the
+        # fd from being swapped (rotation) or closed under a running fsync.
+        self._fd_lock = threading.Lock()
+        self._syncer: threading.Thread | None = None
+        self._stop_syncer = threading.Event()
         options.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._number, self._seq, self._prev, truncated = self._recover()
         self._open(self._number + 1 if self._number else 1, "start", truncated)
@@ -150,9 +158,10 @@ class AuditLog:
     def _open(self, number: int, reason: str, truncated: int = 0) -> None:
         path = self.options.folder / file_name(number)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd, self._number, self._size = fd, number, os.fstat(fd).st_size
+        with self._fd_lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+            self._fd, self._number, self._size = fd, number, os.fstat(fd).st_size
         extra: dict[str, object] = {"file": number, "reason": reason}
         if truncated:
             extra["truncated_bytes"] = truncated
@@ -235,20 +244,28 @@ class AuditLog:
         return True
 
     def _fsync(self) -> None:
-        try:
-            os.fsync(self._fd)
-        except OSError as exc:
-            log.warning("audit log fsync failed error=%s", exc)
-            return
         self._dirty = False
-        self._last_fsync = time.monotonic()
+        with self._fd_lock:
+            if self._fd < 0:
+                return
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._dirty = True
+                log.warning("audit log fsync failed error=%s", exc)
 
     def tick(self) -> None:
-        """Flush, and fsync if the policy says it is time. Call at least every interval."""
+        """Write what is buffered; with fsync = "interval", make sure the syncer runs."""
         self.flush(sync=False)
-        if (self.options.fsync == "interval" and self._dirty
-                and (time.monotonic() - self._last_fsync) * 1000 >= self.options.fsync_interval_ms):
-            self._fsync()
+        if self.options.fsync == "interval" and self._syncer is None:
+            self._syncer = threading.Thread(target=self._sync_loop, name="audit-fsync", daemon=True)
+            self._syncer.start()
+
+    def _sync_loop(self) -> None:
+        interval_s = self.options.fsync_interval_ms / 1000.0
+        while not self._stop_syncer.wait(interval_s):
+            if self._dirty:
+                self._fsync()
 
     def _rotate(self) -> None:
         self._fsync()
@@ -285,9 +302,13 @@ class AuditLog:
         """Write and fsync what is buffered; close the file. Idempotent."""
         if self._fd < 0:
             return
+        if self._syncer is not None:
+            self._stop_syncer.set()
+            self._syncer.join()
         self.flush(sync=True)
-        os.close(self._fd)
-        self._fd = -1
+        with self._fd_lock:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _last_hash(path: Path) -> str:

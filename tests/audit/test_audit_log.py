@@ -188,3 +188,27 @@ def test_since_is_a_time_prefix_when_given_a_duration_or_a_date() -> None:
     assert "2026-12-07T07:00:00" == parse_since("2026-12-07T07:00:00Z")
     with pytest.raises(ValueError, match="--since"):
         parse_since("yesterday")
+
+
+def test_interval_fsync_runs_off_the_writing_thread_when_lines_were_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsync = "interval": the syncer thread fsyncs written lines; the caller never does."""
+    import threading
+
+    from tests.helpers import wait_until
+
+    real_fsync = os.fsync
+    callers: list[str] = []
+
+    def fsync(fd: int) -> None:
+        callers.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    log = _log(tmp_path, fsync="interval", fsync_interval_ms=10)
+    monkeypatch.setattr(os, "fsync", fsync)
+    fields = request_fields(KEYS, "put", {"key": "k"}, None, None, None)
+    log.append({**fields, "client": None, "result": "ok", "revision": 1})
+    log.tick()
+    wait_until(lambda: "audit-fsync" in callers, 5.0, lambda: f"fsync callers: {callers}")
+    assert {"audit-fsync"} == set(callers)
+    log.close()
