@@ -110,11 +110,14 @@ def main() -> int:
                                         args.seconds, 2_000_000, 10_000, 0)
                         cpu_before = cluster_cpu_s(system)
                         summary = run_load(spec, clients)
-                        if summary.ok:
-                            cpu.setdefault((name, clients), []).append(
-                                (cluster_cpu_s(system) - cpu_before) / summary.ok * 1e6)
                         if summary.errors:
-                            print(f"  {name} x{clients}: {summary.errors} errors: {summary.first_error}")
+                            # A leader change mid-round (the machine is shared): not a
+                            # measurement of the variant; left out of the medians.
+                            print(f"  {name} x{clients}: {summary.errors} errors, round left out: "
+                                  f"{summary.first_error}")
+                            continue
+                        cpu.setdefault((name, clients), []).append(
+                            (cluster_cpu_s(system) - cpu_before) / summary.ok * 1e6)
                         results.setdefault((name, clients), []).append(
                             (summary.ops_per_s, summary.p50_us))
                         print(f"round {round_} {name:>12} clients={clients:<4} "
@@ -133,7 +136,10 @@ def main() -> int:
         base_p50 = statistics.median(p for _, p in base) / 1000 if base else float("nan")
         base_cpu = statistics.median(cpu.get(("off", clients), [float("nan")]))
         for name in variants:
-            runs = results[(name, clients)]
+            runs = results.get((name, clients))
+            if not runs:
+                print(f"{name:>12} {clients:>7} no round without errors")
+                continue
             rate = statistics.median(r for r, _ in runs)
             p50 = statistics.median(p for _, p in runs) / 1000
             per_put = statistics.median(cpu.get((name, clients), [float("nan")]))
