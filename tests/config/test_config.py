@@ -520,3 +520,26 @@ def test_config_pickles_when_sent_to_another_process() -> None:
 
     config = load_config(CONF / "cluster" / "n3.toml")
     assert config == pickle.loads(pickle.dumps(config))
+
+
+def test_audit_needs_a_secret_file_when_enabled() -> None:
+    """[audit] enabled without secret_file stops start-up naming the key; paths resolve."""
+    with pytest.raises(ConfigError, match=r"^audit\.secret_file: required when audit\.enabled"):
+        parse_config({"audit": {"enabled": True}}, BASE)
+    config = parse_config({"audit": {"enabled": True, "secret_file": "s", "dir": "logs",
+                                     "loggable_prefixes": ["config/"]}}, BASE)
+    assert (str(BASE / "s"), str(BASE / "logs"), ("config/",)) == (
+        config.audit.secret_file, config.audit.dir, config.audit.loggable_prefixes)
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("audit", "fsync", "sometimes", "must be one of always, interval, never"),
+    ("audit", "loggable_prefixes", ["ok", ""], "must be an array of non-empty strings"),
+    ("audit", "retention_days", -1, "must be a number >= 0"),
+    ("tracing", "sample_ratio", 1.5, "must be a number from 0 to 1"),
+    ("tracing", "exporter", "zipkin", "must be one of file, otlp"),
+])
+def test_observability_keys_are_refused_when_bad(section: str, key: str, value: object, message: str) -> None:
+    """Each bad [audit] / [tracing] value names its key and the rule."""
+    with pytest.raises(ConfigError, match=rf"^{section}\.{key}: {message}"):
+        parse_config({section: {key: value}}, BASE)
