@@ -53,6 +53,7 @@ from concord.errors import (
 )
 from concord.net.curve import HANDSHAKE_EVENTS, CurveClient, HandshakeWatch
 from concord.net.wire import pack
+from concord.tracing import client_span
 
 __all__ = ["Client", "AsyncSubscription"]
 
@@ -270,7 +271,7 @@ class Client(ClientCore):
         """As `concord.Client.call`, awaited."""
         if self._closed:
             raise ShuttingDownError("client is closed")
-        with self._session(op) as session:
+        with client_span(op), self._session(op) as session:
             return await self._run(self._plan(op, args, session, timeout_s))
 
     async def _run(self, plan: CallPlan) -> dict[str, object]:

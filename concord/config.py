@@ -167,6 +167,39 @@ def log_level(key: str, value: object) -> object:
     return value.upper()
 
 
+def one_of(*choices: str) -> Checker:
+    """One of the given strings."""
+
+    def check(key: str, value: object) -> object:
+        if not isinstance(value, str) or value not in choices:
+            raise _fail(key, f"must be one of {', '.join(choices)}", value)
+        return value
+
+    return check
+
+
+def non_negative(key: str, value: object) -> object:
+    """A finite number >= 0 (TOML integer or float)."""
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not math.isfinite(value) or value < 0):
+        raise _fail(key, "must be a number >= 0", value)
+    return float(value)
+
+
+def ratio(key: str, value: object) -> object:
+    """A number from 0 to 1."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise _fail(key, "must be a number from 0 to 1", value)
+    return float(value)
+
+
+def prefixes(key: str, value: object) -> object:
+    """An array of non-empty strings."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(key, "must be an array of non-empty strings", value)
+    return tuple(value)
+
+
 def _check(checker: Checker, doc: str) -> dict[str, object]:
     return {"check": checker, "doc": doc}
 
@@ -386,6 +419,54 @@ class CurveSection:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSection:
+    """[audit]: the per-node audit log of writes and admin ops (docs/observability-audit.md)."""
+
+    enabled: bool = field(default=False, metadata=_check(boolean, "write the audit log"))
+    dir: str = field(
+        default="", metadata=_check(optional_path, "log folder; \"\" = <data_dir>/audit")
+    )
+    secret_file: str = field(
+        default="", metadata=_check(optional_path, "file holding the cluster's key-HMAC secret")
+    )
+    loggable_prefixes: tuple[str, ...] = field(
+        default=(), metadata=_check(prefixes, "keys under these prefixes are logged in clear")
+    )
+    log_reads: bool = field(default=False, metadata=_check(boolean, "also log read ops"))
+    max_file_bytes: int = field(
+        default=64 * MiB, metadata=_check(int_in(4096), "rotate the file above this size")
+    )
+    retention_days: float = field(
+        default=30.0, metadata=_check(non_negative, "delete rotated files older (days); 0 = keep all")
+    )
+    fsync: str = field(
+        default="interval", metadata=_check(one_of("always", "interval", "never"), "when to fsync")
+    )
+    fsync_interval_ms: int = field(
+        default=1000, metadata=_check(int_in(1), "fsync period of fsync = \"interval\"")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSection:
+    """[tracing]: OpenTelemetry spans of sampled requests (docs/observability-tracing.md)."""
+
+    enabled: bool = field(default=False, metadata=_check(boolean, "record spans"))
+    sample_ratio: float = field(
+        default=0.01, metadata=_check(ratio, "share of requests without a sampled parent traced")
+    )
+    exporter: str = field(
+        default="file", metadata=_check(one_of("file", "otlp"), "where spans go")
+    )
+    file_dir: str = field(
+        default="", metadata=_check(optional_path, "file exporter's folder; \"\" = <data_dir>/traces")
+    )
+    otlp_endpoint: str = field(
+        default="", metadata=_check(optional_path, "OTLP/gRPC collector; \"\" = the SDK default")
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """
     The whole configuration of one node, validated.
@@ -405,6 +486,8 @@ class NodeConfig:
     logging: LoggingSection = field(default_factory=LoggingSection)
     supervisor: SupervisorSection = field(default_factory=SupervisorSection)
     curve: CurveSection = field(default_factory=CurveSection)
+    audit: AuditSection = field(default_factory=AuditSection)
+    tracing: TracingSection = field(default_factory=TracingSection)
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -433,6 +516,8 @@ SECTIONS: dict[str, type[DataclassInstance]] = {
     "logging": LoggingSection,
     "supervisor": SupervisorSection,
     "curve": CurveSection,
+    "audit": AuditSection,
+    "tracing": TracingSection,
 }
 
 S = TypeVar("S", bound="DataclassInstance")
@@ -542,6 +627,10 @@ def parse_config(data: Mapping[str, object], base_dir: Path, source: Path | None
         logging=_parse_table(LoggingSection, "logging", data.get("logging", {})),
         supervisor=_parse_table(SupervisorSection, "supervisor", data.get("supervisor", {})),
         curve=_resolve_paths(_parse_table(CurveSection, "curve", data.get("curve", {})), base_dir),
+        audit=_resolve_audit(_parse_table(AuditSection, "audit", data.get("audit", {})),
+                             base_dir, node.data_dir),
+        tracing=_resolve_tracing(_parse_table(TracingSection, "tracing", data.get("tracing", {})),
+                                 base_dir, node.data_dir),
         source=source,
     )
     _check_relations(config)
@@ -562,6 +651,24 @@ def _resolve_paths(section: S, base_dir: Path) -> S:
         if f.metadata["check"] is optional_path and (value := getattr(section, f.name))
     }
     return dataclasses.replace(section, **changes)
+def _resolve(value: str, base_dir: Path) -> str:
+    if not value:
+        return value
+    expanded = Path(os.path.expanduser(value))
+    return _normalize(expanded if expanded.is_absolute() else (base_dir / expanded).absolute())
+
+
+def _resolve_audit(audit: AuditSection, base_dir: Path, data_dir: Path) -> AuditSection:
+    return dataclasses.replace(
+        audit,
+        dir=_resolve(audit.dir, base_dir) or _normalize(data_dir / "audit"),
+        secret_file=_resolve(audit.secret_file, base_dir),
+    )
+
+
+def _resolve_tracing(tracing: TracingSection, base_dir: Path, data_dir: Path) -> TracingSection:
+    return dataclasses.replace(
+        tracing, file_dir=_resolve(tracing.file_dir, base_dir) or _normalize(data_dir / "traces"))
 
 
 def _normalize(p: Path) -> str:
@@ -588,6 +695,11 @@ def _check_relations(config: NodeConfig) -> None:
         raise ConfigError(
             "curve.peer_keys_dir: must be set together with curve.secret_key_file "
             f"(both or neither), got {_show(curve.peer_keys_dir)}"
+        )
+    if config.audit.enabled and not config.audit.secret_file:
+        raise ConfigError(
+            "audit.secret_file: required when audit.enabled is true (the cluster's secret "
+            "for key HMACs, the same file on every node), got \"\""
         )
     sup = config.supervisor
     if sup.backoff_max_s < sup.backoff_initial_s:
@@ -623,6 +735,8 @@ def load_config(file: str | Path) -> NodeConfig:
 
 
 def _toml_value(value: object) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

@@ -48,9 +48,11 @@ from types import FrameType
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import zmq
 
+from concord.audit.door import DoorAudit, door_audit_of
 from concord.config import NodeConfig, load_config
 from concord.errors import ConfigError, ProtocolError, StorageError
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
+from concord.net.tracing import DoorTracing
 from concord.node.log_writer import LogWriter, WriterSettings, serve
 from concord.node.links import load_links
 from concord.node.members import NodeStateMachine
@@ -58,7 +60,9 @@ from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_wor
 from concord.node.read_worker import run_read_worker
 from concord.shm.layout import SegmentNames, node_part
 from concord.shm.segments import DEV_SHM, create_store, reclaim_dead_stores, unlink_store
+from concord.node.tracing import WriterTracing
 from concord.storage import faults as disk_faults
+from concord.tracing import setup_process
 import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
 from supervisor import (
     Backoff,
@@ -185,12 +189,38 @@ def log_writer_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
     except (StorageError, ProtocolError, ValueError) as exc:
         logger.error("log writer cannot start data_dir=%s: %s", config.node.data_dir, exc)
         raise SystemExit(1) from exc
+    try:
+        tracing = setup_process(config.tracing, config.node.id, "writer")
+    except ConfigError as exc:
+        logger.error("log writer cannot start: %s", exc)
+        raise SystemExit(int(ExitCode.USAGE)) from exc
+    if tracing is not None:
+        writer.tracing = WriterTracing(tracing)
     notify_ready({"data_dir": str(config.node.data_dir)})
     try:
         serve(writer, endpoints.writer, stop)
     except (StorageError, ProtocolError) as exc:
         logger.error("log writer failed data_dir=%s error=%s", config.node.data_dir, exc)
         raise SystemExit(1) from exc
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
+
+
+def door_observers(config: NodeConfig) -> list[DoorAudit | DoorTracing]:
+    """
+    What watches the front door's requests: tracing spans when `[tracing]` is on, then
+    the audit log when `[audit]` is on (after tracing, so it logs the trace id of a
+    trace the door started).
+    """
+    observers: list[DoorAudit | DoorTracing] = []
+    tracing = setup_process(config.tracing, config.node.id, "door")
+    if tracing is not None:
+        observers.append(DoorTracing(tracing))
+    audit = door_audit_of(config)
+    if audit is not None:
+        observers.append(audit)
+    return observers
 
 
 def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
@@ -198,6 +228,11 @@ def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
     stop = _stop_on_term()
     me = config.member
     port = me.client_port or int(str(previous_info().get("client_port", 0)))
+    try:
+        observers = door_observers(config)
+    except ConfigError as exc:
+        logger.error("front door cannot start: %s", exc)
+        raise SystemExit(int(ExitCode.USAGE)) from exc
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         door = FrontDoor(ctx, FrontDoorOptions(
@@ -205,12 +240,14 @@ def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
             backend_endpoint=endpoints.backend,
             max_request_bytes=config.limits.max_request_bytes,
             curve=load_links(config.curve).client,
-        ))
+        ), observers=observers)
         with door:
             real_port = int(door.client_endpoint.rsplit(":", 1)[1])
             notify_ready({"client": door.client_endpoint, "client_port": real_port})
             door.serve(stop.is_set, tick_ms=100.0)
     finally:
+        for observer in observers:
+            observer.close()
         ctx.term()
 
 

@@ -139,7 +139,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from concord.cli import backup, cluster, data, keys  # noqa: PLC0415
+    from concord.cli import audit, backup, cluster, data, keys  # noqa: PLC0415
 
     parser = _Parser(prog="concord", description="Command line of the Concord key-value store.")
     parser.add_argument("-e", "--endpoints", help="comma-separated client endpoints "
@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.register(commands)
     backup.register(commands)
     keys.register(commands)
+    audit.register(commands)
 
     return parser
 

@@ -90,6 +90,7 @@ from concord.client import requests
 from concord.client.requests import NO_DEFAULT, Filter, Range, Req
 from concord.net.curve import CurveClient
 from concord.net.wire import validate
+from concord.tracing import client_span
 
 if TYPE_CHECKING:
     from concord.client.local import LocalStore
@@ -241,7 +242,7 @@ class Client(ClientCore):
         """
         if self._closed:
             raise ShuttingDownError("client is closed")
-        with self._session(op) as session:
+        with client_span(op), self._session(op) as session:
             return self._run(self._plan(op, args, session, timeout_s))
 
     def _run(self, plan: CallPlan) -> dict[str, object]:

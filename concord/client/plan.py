@@ -31,6 +31,7 @@ from concord.errors import (
     UnknownResultError,
 )
 from concord.net.wire import OPS, OpKind, validate
+from concord.tracing import current_traceparent
 
 __all__ = [
     "Attempt", "CallPlan", "ClientCore", "Envelope", "Exchange", "drive", "OPS_KIND", "OpKind", "Outcome", "Policy", "Routing", "SessionSlots",
@@ -80,7 +81,10 @@ def unwrap(obj: object) -> object:
 def envelope(
     op: str, request_id: int, args: Mapping[str, object], token: str | None, ns: str | None
 ) -> dict[str, object]:
-    """A request map: `args` whose value is None are left out; token and ns if set."""
+    """
+    A request map: `args` whose value is None are left out; token and ns if set; the
+    caller's traceparent inside a recording OpenTelemetry span (concord.tracing).
+    """
     msg: dict[str, object] = {"op": op, "id": request_id}
     for name, value in args.items():
         if value is not None:
@@ -89,6 +93,9 @@ def envelope(
         msg["token"] = token
     if ns is not None:
         msg["ns"] = ns
+    traceparent = current_traceparent()
+    if traceparent is not None:
+        msg["traceparent"] = traceparent
     return msg
 
 

@@ -36,6 +36,10 @@ which is counted.
 
 No backend of the needed kind connected: the client gets no_leader with a message
 naming what is missing, at once (it should retry or try another node).
+
+Observers (concord/net/observer.py: the audit log, tracing spans) see each decoded
+request and the reply its client gets, refusals and timeouts included; with none, the
+loop does nothing more than before.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import zmq
 
@@ -64,6 +68,7 @@ from concord.net.backend import (
     pack_header,
     unpack_header,
 )
+from concord.net.observer import DoorObserver, peer_of, reply_map
 from concord.net.wire import (
     DEFAULT_MAX_REQUEST_BYTES,
     OPS,
@@ -187,6 +192,7 @@ class _Pending:
     backend: bytes
     deadline: float
     role: Backend = field(default=Backend.RAFT)
+    notes: tuple[object | None, ...] | None = None  # one per DoorObserver, None: none cares
 
 
 class FrontDoor:
@@ -210,9 +216,13 @@ class FrontDoor:
         options: FrontDoorOptions,
         registry: Mapping[str, OpSpec] = OPS,
         clock: Callable[[], float] = time.monotonic,
+        observers: Sequence[DoorObserver] = (),
     ) -> None:
         options.validate()
         self.options = options
+        self._observers = tuple(observers)
+        self._hold = any(o.hold_replies for o in observers)
+        self._held: list[tuple[list[bytes], bytes]] = []
         self.registry = registry
         self.stats = FrontDoorStats()
         self._clock = clock
@@ -291,7 +301,16 @@ class FrontDoor:
         except zmq.ZMQError as exc:
             raise ShuttingDownError(f"front door socket failed: {exc}") from exc
         self.expire(self._clock())
+        if self._observers:
+            self._flush_observers()
         return events
+
+    def _flush_observers(self) -> None:
+        for observer in self._observers:
+            observer.flush()
+        held, self._held = self._held, []
+        for envelope, reply in held:
+            self._send_client(envelope, reply)
 
     def register_fd(self, fd: int) -> None:
         """Also wake `poll_once` when the OS file descriptor `fd` is readable."""
@@ -305,14 +324,19 @@ class FrontDoor:
     # -- clients -------------------------------------------------------------------
 
     def _drain_clients(self) -> None:
+        observed = bool(self._observers)
         for _ in range(_BATCH):
             try:
-                frames = self.client.recv_multipart(flags=zmq.NOBLOCK)
+                if observed:
+                    # NB: frames (copy=False) only to read the client's address, lazily.
+                    raw = self.client.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    self._handle_client([f.bytes for f in raw], raw[-1])
+                else:
+                    self._handle_client(self.client.recv_multipart(flags=zmq.NOBLOCK))
             except zmq.Again:
                 return
-            self._handle_client(frames)
 
-    def _handle_client(self, frames: list[bytes]) -> None:
+    def _handle_client(self, frames: list[bytes], frame: zmq.Frame | None = None) -> None:
         self.stats.requests += 1
         if len(frames) == 3 and frames[1] == b"":
             envelope, payload = frames[:2], frames[2]
@@ -329,18 +353,22 @@ class FrontDoor:
         except InvalidRequestError as exc:
             self._reject(envelope, exc)
             return
+        notes = None
+        if self._observers:
+            notes, payload = self._begin(request, payload, frame)
         refused = refuse_not_enabled(request)
         if refused is not None:
-            self._reject(envelope, refused)
+            self.stats.invalid += 1
+            self._answer(envelope, reply_for_error(refused), notes)
             return
         target = route(request, self.registry)
         backend = self._pick(target)
         if backend is None:
             self.stats.unroutable += 1
             what = "read worker" if target is Backend.READ else "raft worker"
-            self._send_client(envelope, error_reply(
+            self._answer(envelope, error_reply(
                 request.id, "no_leader", f"no {what} is connected to this node's front door; retry", None
-            ))
+            ), notes)
             return
         timeout_ms = min(request.timeout_ms or self.options.default_timeout_ms, self.options.max_timeout_ms)
         token = self._epoch | (next(self._tokens) & ((1 << 40) - 1))
@@ -350,14 +378,38 @@ class FrontDoor:
             backend = self._pick(target, exclude=backend)
             if backend is None or not self._forward(backend, token, payload):
                 self.stats.unroutable += 1
-                self._send_client(envelope, error_reply(
+                self._answer(envelope, error_reply(
                     request.id, "no_leader", "backend unavailable on this node; retry", None
-                ))
+                ), notes)
                 return
         self._backends[backend].inflight += 1
-        self._pending[token] = _Pending(envelope, request.id, backend, deadline, target)
+        self._pending[token] = _Pending(envelope, request.id, backend, deadline, target, notes)
         heapq.heappush(self._deadlines, (deadline, token))
         self.stats.forwarded += 1
+
+    def _begin(self, request: Request, payload: bytes, frame: zmq.Frame | None
+               ) -> tuple[tuple[object | None, ...] | None, bytes]:
+        notes = []
+        peer = peer_of(frame)
+        for observer in self._observers:
+            note, request, payload = observer.begin(request, payload, peer)
+            notes.append(note)
+        return (tuple(notes) if any(n is not None for n in notes) else None), payload
+
+    def _answer(self, envelope: list[bytes], reply: bytes,
+                notes: tuple[object | None, ...] | None) -> None:
+        """Send `reply`, after telling the observers of a noted request about it."""
+        if notes is None:
+            self._send_client(envelope, reply)
+            return
+        decoded = reply_map(reply)
+        for observer, note in zip(self._observers, notes):
+            if note is not None:
+                observer.end(note, decoded)
+        if self._hold:
+            self._held.append((envelope, reply))
+        else:
+            self._send_client(envelope, reply)
 
     def _reject(self, envelope: list[bytes], exc: ClientError) -> None:
         self.stats.invalid += 1
@@ -454,7 +506,7 @@ class FrontDoor:
         if kind == KIND_HANDOFF:
             self._hand_off(token, pending, frames[2])
             return
-        self._send_client(pending.envelope, frames[2])
+        self._answer(pending.envelope, frames[2], pending.notes)
 
     def _hand_off(self, token: int, pending: _Pending, payload: bytes) -> None:
         """Forward a request a read worker handed back to the raft worker (same token)."""
@@ -462,18 +514,18 @@ class FrontDoor:
             # Only read workers hand off: from the raft worker it would loop (a bug there).
             self.stats.bad_backend_messages += 1
             log.warning("handoff from a %s backend refused", pending.role.value)
-            self._send_client(pending.envelope, error_reply(
+            self._answer(pending.envelope, error_reply(
                 pending.request_id, "no_leader",
                 f"the {pending.role.value} backend handed the request back; retry", None
-            ))
+            ), pending.notes)
             return
         backend = self._pick(Backend.RAFT)
         if backend is None or not self._forward(backend, token, payload):
             self.stats.unroutable += 1
-            self._send_client(pending.envelope, error_reply(
+            self._answer(pending.envelope, error_reply(
                 pending.request_id, "no_leader",
                 "no raft worker is connected to this node's front door; retry", None
-            ))
+            ), pending.notes)
             return
         self.stats.handoffs += 1
         self._backends[backend].inflight += 1
@@ -497,12 +549,12 @@ class FrontDoor:
             count += 1
             self._done(pending)
             self.stats.timeouts += 1
-            self._send_client(pending.envelope, error_reply(
+            self._answer(pending.envelope, error_reply(
                 pending.request_id,
                 "timeout",
                 f"no reply from the {pending.role.value} backend in time; outcome unknown",
                 None,
-            ))
+            ), pending.notes)
         return count
 
     @property

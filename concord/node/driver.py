@@ -537,8 +537,13 @@ class Driver:
             return  # the entry is not in the memory log yet; a later snapshot will do
         self.storage.create_snapshot(meta.index, meta.conf_state, data)
 
-    def submit_write(self, request_id: int, command: bytes) -> None:
-        """Propose a state-machine command; the reply comes once it is applied."""
+    def submit_write(self, request_id: int, command: bytes) -> int | None:
+        """
+        Propose a state-machine command; the reply comes once it is applied.
+
+        Returns:
+            The entry's index, or None if the proposal was refused (already answered).
+        """
         if not command:
             raise ValueError("an empty command is the leader's no-op and cannot be proposed")
         self.raw.set_time(self._clock.now_ms())
@@ -546,8 +551,9 @@ class Driver:
             index, term = self.raw.propose(command)
         except ProposalDroppedError:
             self._refuse(request_id)
-            return
+            return None
         self._writes[index] = _PendingWrite(request_id, term, False)
+        return index
 
     def submit_conf_change(self, request_id: int, cc: ConfChange) -> None:
         """Propose a membership change; the reply carries the new ConfState."""

@@ -30,6 +30,10 @@ Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
                        snapshot until one COMMITTED of its life carried a conf_state)
       STATS       4    []                                  -> STATS_REPLY
       STOP        5    []    flush, answer STOPPED, exit 0
+      TRACE       6    [number, [traceparent...]]   sent just before the PERSIST numbered
+                       `number` when it carries sampled entries (tracing on): the writer
+                       records a span per traceparent until that PERSIST is durable
+                       (concord/node/tracing.py); never sent with tracing off
     writer -> worker
       READY       101  [snapshot|nil, hard_state, [entry...]]   the recovered state
       PERSISTED   102  [number]   every PERSIST up to `number` is durable (cumulative)
@@ -92,6 +96,7 @@ from concord.storage.replica import (
     restore_steps,
 )
 from concord.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, WalOptions
+from concord.node.tracing import WriterTracing
 # NB: imported here, not in the snapshot child: importing the package there cost every
 # fork snapshot ~35 ms whenever the writer did not run under the supervisor.
 from supervisor.child import leave_tree
@@ -105,6 +110,7 @@ PERSIST = 2
 COMMITTED = 3
 STATS = 4
 STOP = 5
+TRACE = 6
 READY = 101
 PERSISTED = 102
 SNAPSHOT_WRITTEN = 103
@@ -329,6 +335,8 @@ class LogWriter:
     ) -> None:
         self._data_dir = Path(data_dir)
         self._settings = settings
+        #: spans of traced PERSISTs (set by the process's main when tracing is on)
+        self.tracing: WriterTracing | None = None
         recovery = recover_for_writing(self._data_dir)
         self.recovered = recovery.state
         self._wal = WAL(wal_dir(self._data_dir), WalOptions(settings.segment_bytes, settings.fsync), recovery.wal, sync_hook)
@@ -442,7 +450,9 @@ class LogWriter:
         running = True
         for frame in frames:
             kind, args = _parse(frame)
-            if kind == PERSIST:
+            if kind == TRACE:
+                self._trace(args)
+            elif kind == PERSIST:
                 number, sync = self._persist(args)
                 need_sync = need_sync or sync
                 persisted = number
@@ -460,7 +470,9 @@ class LogWriter:
                 raise RemoteProtocolError(f"unknown writer request kind {kind}")
         if persisted is not None:
             self._owed_number = persisted
-        self.flush(need_sync)
+        started_ns = time.time_ns()
+        if self.flush(need_sync) and self.tracing is not None:
+            self.tracing.on_flushed(self._persisted_number, need_sync, started_ns)
         for _ in after_flush:
             self.outbox.append(_msg(STATS_REPLY, self.stats()))
         if not running:
@@ -508,6 +520,13 @@ class LogWriter:
         if status != self._reported_disk:
             self._reported_disk = status
             self.outbox.append(_msg(DISK, status.wal_error, status.snapshot_error))
+
+    def _trace(self, args: list[object]) -> None:
+        number, traceparents = _fields(args, 2, "trace")
+        if not isinstance(traceparents, list) or not all(isinstance(t, str) for t in traceparents):
+            raise RemoteProtocolError("malformed trace message: expected [number, [str...]]")
+        if self.tracing is not None:
+            self.tracing.on_trace(_int(number, "number"), traceparents)
 
     def _persist(self, args: list[object]) -> tuple[int, bool]:
         number, entries_obj, hs_obj, snap_obj, must_sync = _fields(args, 5, "persist")
@@ -1006,6 +1025,10 @@ class LogWriterClient:
     ) -> None:
         """Send one Ready's durable part; `Persisted(number)` comes back through recv()."""
         self.socket.send(encode_persist(number, entries, hard_state, snapshot, must_sync, self._packer))
+
+    def trace(self, number: int, traceparents: list[str]) -> None:
+        """Announce that the PERSIST numbered `number` carries these sampled traces."""
+        self.socket.send(_msg(TRACE, number, traceparents))
 
     def committed(self, index: int, conf_state: ConfState | None = None) -> None:
         """

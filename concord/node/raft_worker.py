@@ -67,6 +67,7 @@ from concord.node.driver import (
     Consistency,
     Driver,
     DriverConfig,
+    LogSink,
     Reply,
     ReplyStatus,
     load_memory_storage,
@@ -77,8 +78,9 @@ from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, Snap
 from concord.node.members import (
     MAGIC, Address, AddressBook, NodeStateMachine, encode_address, encode_cluster_id, new_cluster_id)
 from concord.node.promotion import LeaderView, Promotions, decide_promotions
+from concord.node.tracing import RaftTracing, TracedSink
 from concord.raft.config import RaftConfig
-from concord.raft.messages import ConfChange, ConfState, Message, Snapshot, SnapshotMeta
+from concord.raft.messages import ConfChange, ConfState, Message, MessageType, Snapshot, SnapshotMeta
 from concord.raft.rawnode import RawNode
 from concord.raft.state import Role
 from concord.raft.storage import MemoryStorage
@@ -86,6 +88,7 @@ from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.publisher import Publisher
 from concord.storage.recovery import with_snapshot_membership
 from concord.storage.replica import ReplicaChecker
+from concord.tracing import setup_process
 
 __all__ = ["NodeMachine", "RaftWorker", "WorkerEndpoints", "kv_config_of", "run_raft_worker"]
 
@@ -381,13 +384,17 @@ class RaftWorker:
             logger=self.log,
         )
         self.peer_endpoint = self.transport.endpoint
+        # -- tracing (off: None, and every hook below is one `is None` test) ---------------
+        process_tracing = setup_process(config.tracing, self.node_id, "raft")
+        self.tracing = None if process_tracing is None else RaftTracing(process_tracing)
+        sink: LogSink = self.writer if self.tracing is None else TracedSink(self.writer, self.tracing)
         # -- the driver --------------------------------------------------------------------
         self.driver = Driver(
             self.node_id,
             raw,
             self.storage,
             self,
-            self.writer,
+            sink,
             self.clock,
             self.machine,
             self._on_reply,
@@ -452,7 +459,10 @@ class RaftWorker:
     # -- Transport (the driver's) ----------------------------------------------------------
 
     def send(self, msg: Message) -> None:
-        self.transport.send(msg.to, codec.encode_message(msg, self.packer))
+        trace = None
+        if self.tracing is not None and msg.type is MessageType.APPEND:
+            trace = self.tracing.append_trace(msg.entries)
+        self.transport.send(msg.to, codec.encode_message(msg, self.packer, trace))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -507,6 +517,8 @@ class RaftWorker:
                 self._compact_shm_step(now)
 
     def close(self) -> None:
+        if self.tracing is not None:
+            self.tracing.shutdown()
         self.backups.close()
         for closer in (self.link.close, self.transport.close, self.writer.close):
             try:
@@ -526,6 +538,8 @@ class RaftWorker:
         for event in self.writer.recv():
             if isinstance(event, Persisted):
                 self.driver.on_persisted(event.number)
+                if self.tracing is not None:
+                    self.tracing.on_persisted(event.number)
             elif isinstance(event, SnapshotWritten):
                 self.checker.check(event.index, event.state_hash)
                 meta = SnapshotMeta(event.index, event.term, event.conf_state)
@@ -584,7 +598,7 @@ class RaftWorker:
                 return
             sender, payload = got
             try:
-                msg = codec.decode_message(payload)
+                msg, trace = codec.decode_message_and_trace(payload)
             except ProtocolError as exc:
                 self._peer_drop_log.warning("bad", "bad peer message from=%s error=%s", sender, exc)
                 continue
@@ -593,6 +607,8 @@ class RaftWorker:
                                             "misaddressed peer message from=%s frm=%s to=%s",
                                             sender, msg.frm, msg.to)
                 continue
+            if trace is not None and self.tracing is not None:
+                self.tracing.on_append(sender, trace)
             self.driver.on_message(msg)
 
     def _on_tick(self) -> None:
@@ -728,13 +744,22 @@ class RaftWorker:
         command = kv_encode_request(body, self.machine.kv.config)
         rid = next(self._ids)
         self._pending[rid] = _Pending(token, request)
-        self.driver.submit_write(rid, command)
+        if self.tracing is None:
+            self.driver.submit_write(rid, command)
+            return None
+        # NB: begun first: a refused proposal is answered inside submit_write.
+        self.tracing.begin_request(rid, request.op, request.traceparent)
+        index = self.driver.submit_write(rid, command)
+        if index is not None:
+            self.tracing.proposed(rid, index)
         return None
 
     def _read(self, token: int, request: Request) -> bytes | None:
         consistency = Consistency(request.consistency)
         rid = next(self._ids)
         self._pending[rid] = _Pending(token, request)
+        if self.tracing is not None:
+            self.tracing.begin_request(rid, request.op, request.traceparent)
         self.driver.submit_read(rid, str(request.args.get("key", "")), consistency)
         return None
 
@@ -815,6 +840,8 @@ class RaftWorker:
         pending = self._pending.pop(rid, None)
         if pending is None:
             return
+        if self.tracing is not None:
+            self.tracing.end_request(rid, reply.status.name)
         # NB: sent only after the round's changes are in shared memory (_after_ready), so
         # a client that saw its write acknowledged finds it in every later read here.
         self._outbox.append((pending.token, self._encode_reply(pending.request, reply)))
@@ -926,6 +953,8 @@ class RaftWorker:
             self._sync_peers()
         conf = driver.conf_state
         applied = driver.applied_index
+        if self.tracing is not None:
+            self.tracing.prune(applied)
         if conf != self._conf_sent:
             self._conf_sent = conf
             self._sync_peers()

@@ -18,8 +18,12 @@ Encoding (msgpack arrays; the first element is the codec version, currently 1):
     Message       [1, type:uint (MessageType >= 4), to:str, frm:str, term:uint,
                    log_term:uint, index:uint, entries:[Entry], commit:uint, reject:bool,
                    reject_hint:uint, context:bin, snapshot:[SnapshotMeta, data:bin]|nil,
-                   snapshot_offset:uint, snapshot_done:bool]
-                  (a raft peer message; the payload of a peer DATA frame)
+                   snapshot_offset:uint, snapshot_done:bool, trace?]
+                  (a raft peer message; the payload of a peer DATA frame). `trace`, an
+                  optional 16th item sent only on an APPEND carrying sampled entries,
+                  is [[entry index:uint, W3C traceparent:str]...] (pairs, since map keys
+                  must be strings here; concord/node/tracing.py); a reader with tracing
+                  off ignores it
 
 `*_to_obj` / `*_from_obj` convert to and from the plain msgpack object so a larger
 message (a WAL record, a writer request, a peer message) can embed the types without
@@ -67,7 +71,7 @@ def _fail(what: str, detail: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"malformed {what}: {detail}")
 
 
-def _array(obj: object, what: str, length: int) -> list[object]:
+def _array(obj: object, what: str, length: int, optional: int = 0) -> list[object]:
     if not isinstance(obj, (list, tuple)):
         raise _fail(what, f"expected an array, got {type(obj).__name__}")
     if len(obj) == 0:
@@ -77,7 +81,7 @@ def _array(obj: object, what: str, length: int) -> list[object]:
         raise _fail(what, f"version is {type(version).__name__}, not int")
     if version != CODEC_VERSION:
         raise _fail(what, f"unsupported codec version {version} (this build reads {CODEC_VERSION})")
-    if len(obj) != length:
+    if not length <= len(obj) <= length + optional:
         raise _fail(what, f"expected {length} fields, got {len(obj)}")
     return list(obj)
 
@@ -153,8 +157,8 @@ def splice_array(head: Sequence[object], packed: bytes, tail: Sequence[object]) 
     """
     # NB: packb of a list writes its array header first; [1:] drops it only when it is
     # one byte (fixarray), which holds for <= 15 items, asserted by the length check.
-    if len(head) + len(tail) + 1 > 15:
-        raise ValueError("splice_array handles arrays of at most 15 items")
+    if len(head) > 15 or len(tail) > 15:
+        raise ValueError("splice_array handles a head and a tail of at most 15 items each")
     parts = [array_header(len(head) + 1 + len(tail))]
     if head:
         parts.append(packb(list(head))[1:])
@@ -412,9 +416,24 @@ def _node_id(value: object, what: str, name: str) -> NodeId:
 
 
 def message_from_obj(obj: object) -> Message:
+    return message_and_trace_from_obj(obj)[0]
+
+
+def _trace_map(value: object, what: str) -> dict[int, str]:
+    if not isinstance(value, list) or not all(
+            isinstance(p, list) and len(p) == 2 and type(p[0]) is int and 0 <= p[0] <= MAX_UINT
+            and type(p[1]) is str and len(p[1]) <= 64 for p in value):
+        raise _fail(what, "trace is not a list of [index, traceparent] pairs")
+    return {p[0]: p[1] for p in value}
+
+
+def message_and_trace_from_obj(obj: object) -> tuple[Message, dict[int, str] | None]:
+    """A message and its optional trace map (the 16th item; module docstring)."""
     what = "message"
+    fields = _array(obj, what, 15, optional=1)
+    trace = _trace_map(fields.pop(), what) if len(fields) == 16 else None
     (_, mtype, to, frm, term, log_term, index, ents, commit, reject, reject_hint, context,
-     snap, snap_offset, snap_done) = _array(obj, what, 15)
+     snap, snap_offset, snap_done) = fields
     kind = _uint(mtype, what, "type")
     if kind not in _WIRE_MESSAGE_TYPES:
         raise _fail(what, f"type {kind} is not a network message type")
@@ -440,21 +459,24 @@ def message_from_obj(obj: object) -> Message:
         snapshot=snapshot,
         snapshot_offset=_uint(snap_offset, what, "snapshot_offset"),
         snapshot_done=_bool(snap_done, what, "snapshot_done"),
-    )
+    ), trace
 
 
-def encode_message(msg: Message, packer: EntryPacker | None = None) -> bytes:
+def encode_message(msg: Message, packer: EntryPacker | None = None,
+                   trace: dict[int, str] | None = None) -> bytes:
     """
     A raft message as the bytes of one peer DATA frame.
 
     Args:
         packer: packs the entries (each once across messages); the bytes are the same
             with or without it.
+        trace: the optional trace map of a traced APPEND (module docstring).
     """
+    extra: list[object] = [] if trace is None else [[[i, t] for i, t in trace.items()]]
     if packer is None or not msg.entries:
-        return packb(message_to_obj(msg))
+        return packb(message_to_obj(msg) + extra)
     obj = message_to_obj_without_entries(msg)
-    return splice_array(obj[:7], packer.pack_entries(msg.entries), obj[8:])
+    return splice_array(obj[:7], packer.pack_entries(msg.entries), obj[8:] + extra)
 
 
 def message_to_obj_without_entries(msg: Message) -> list[object]:
@@ -479,6 +501,11 @@ def decode_message(data: bytes) -> Message:
     return message_from_obj(unpackb(data, "message"))
 
 
+def decode_message_and_trace(data: bytes) -> tuple[Message, dict[int, str] | None]:
+    """`decode_message`, with the optional trace map of a traced APPEND."""
+    return message_and_trace_from_obj(unpackb(data, "message"))
+
+
 __all__ = [
     "CODEC_VERSION",
     "MAX_UINT",
@@ -486,6 +513,7 @@ __all__ = [
     "message_from_obj",
     "encode_message",
     "decode_message",
+    "decode_message_and_trace",
     "packb",
     "unpackb",
     "array_header",

@@ -72,7 +72,25 @@ DEFAULTS = [
     ("curve", "secret_key_file", ""),
     ("curve", "peer_keys_dir", ""),
     ("curve", "client_secret_key_file", ""),
+    ("audit", "enabled", False),
+    ("audit", "dir", str(BASE / "data" / "n1" / "audit")),
+    ("audit", "secret_file", ""),
+    ("audit", "loggable_prefixes", ()),
+    ("audit", "log_reads", False),
+    ("audit", "max_file_bytes", 64 * 1024 * 1024),
+    ("audit", "retention_days", 30.0),
+    ("audit", "fsync", "interval"),
+    ("audit", "fsync_interval_ms", 1000),
+    ("tracing", "enabled", False),
+    ("tracing", "sample_ratio", 0.01),
+    ("tracing", "exporter", "file"),
+    ("tracing", "file_dir", str(BASE / "data" / "n1" / "traces")),
+    ("tracing", "otlp_endpoint", ""),
 ]
+
+
+#: Keys whose default "" resolves to a folder under node.data_dir.
+DERIVED_DEFAULTS = {("audit", "dir"), ("tracing", "file_dir")}
 
 
 @pytest.mark.parametrize("section, key, expected", DEFAULTS)
@@ -373,7 +391,10 @@ def test_commented_defaults_in_node_toml_match_the_code_when_uncommented() -> No
             shown[(section, entry.group(1))] = tomllib.loads(f"v = {entry.group(2)}")["v"]
     defaults = parse_config({}, BASE)
     for (name, key), value in shown.items():
-        if name in SECTIONS and not (name == "node" and key in ("id", "data_dir")):
+        if (name, key) in DERIVED_DEFAULTS:
+            assert "" == value  # shown as "", resolved under node.data_dir
+        elif name in SECTIONS and not (name == "node" and key in ("id", "data_dir")):
+            value = tuple(value) if isinstance(value, list) else value
             assert (name, key, getattr(getattr(defaults, name), key)) == (name, key, value)
     every = {(s, f.name) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
     assert set() == every - set(shown)
@@ -515,3 +536,26 @@ def test_config_pickles_when_sent_to_another_process() -> None:
 
     config = load_config(CONF / "cluster" / "n3.toml")
     assert config == pickle.loads(pickle.dumps(config))
+
+
+def test_audit_needs_a_secret_file_when_enabled() -> None:
+    """[audit] enabled without secret_file stops start-up naming the key; paths resolve."""
+    with pytest.raises(ConfigError, match=r"^audit\.secret_file: required when audit\.enabled"):
+        parse_config({"audit": {"enabled": True}}, BASE)
+    config = parse_config({"audit": {"enabled": True, "secret_file": "s", "dir": "logs",
+                                     "loggable_prefixes": ["config/"]}}, BASE)
+    assert (str(BASE / "s"), str(BASE / "logs"), ("config/",)) == (
+        config.audit.secret_file, config.audit.dir, config.audit.loggable_prefixes)
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("audit", "fsync", "sometimes", "must be one of always, interval, never"),
+    ("audit", "loggable_prefixes", ["ok", ""], "must be an array of non-empty strings"),
+    ("audit", "retention_days", -1, "must be a number >= 0"),
+    ("tracing", "sample_ratio", 1.5, "must be a number from 0 to 1"),
+    ("tracing", "exporter", "zipkin", "must be one of file, otlp"),
+])
+def test_observability_keys_are_refused_when_bad(section: str, key: str, value: object, message: str) -> None:
+    """Each bad [audit] / [tracing] value names its key and the rule."""
+    with pytest.raises(ConfigError, match=rf"^{section}\.{key}: {message}"):
+        parse_config({section: {key: value}}, BASE)

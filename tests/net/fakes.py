@@ -18,7 +18,7 @@ import time
 import uuid
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Callable
+from typing import Callable, Sequence
 
 import zmq
 
@@ -26,6 +26,7 @@ from concord.errors import ClientError
 from concord.ids import NodeId
 from concord.net.backend import BackendLink
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
+from concord.net.observer import DoorObserver
 from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.wire import Backend, decode_request, ok_reply, reply_for_error
 
@@ -196,6 +197,7 @@ class DoorThread:
         ctx: Context,
         backend_endpoint: str | None = None,
         max_request_bytes: int = 4096,
+        observers: Sequence[DoorObserver] = (),
         **overrides: object,
     ) -> None:
         options = FrontDoorOptions(
@@ -204,7 +206,7 @@ class DoorThread:
             max_request_bytes=max_request_bytes,
             **overrides,  # type: ignore[arg-type]
         )
-        self.door = FrontDoor(ctx, options)
+        self.door = FrontDoor(ctx, options, observers=observers)
         self.endpoint = self.door.client_endpoint
         self.backend_endpoint = self.door.backend_endpoint
         self._stop = threading.Event()
