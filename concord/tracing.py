@@ -26,7 +26,7 @@ Spans (names, parents, attributes: docs/observability-tracing.md):
 Across processes the context travels as a traceparent string: in the request payload
 (client -> door -> backends), in the log writer's TRACE message (raft worker -> writer,
 concord/node/log_writer.py) and in a traced APPEND's optional trace map (leader ->
-followers, concord/codec.py), which is sent only for sampled entries.
+followers, concord/storage/codec.py), which is sent only for sampled entries.
 
 This module imports opentelemetry lazily: a node with tracing off, and a client that
 never imported opentelemetry, pay nothing.

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "ids", "bulk", "supervisor_clash"}),  # leaves: import nothing of ours
     frozenset({"raft", "kv"}),  # the pure cores
-    frozenset({"storage", "shm", "net", "config", "supervisor/"}),  # files, shared memory, sockets
-    frozenset({"node", "client", "aio"}),  # the node's processes; the clients beside them
+    frozenset({"storage", "shm", "net", "config", "tracing", "supervisor/"}),  # files, shared memory, sockets
+    frozenset({"node", "client", "aio", "audit"}),  # the node's processes; the clients beside them
     frozenset({"sim"}),  # runs the node's driver over fakes
     frozenset({"supervisor"}),  # `python -m concord.supervisor`: one node's process tree
     frozenset({"embedded", "cluster", "cli", "chaos"}),  # what runs nodes: tools, embedding
@@ -31,7 +31,7 @@ LAYERS: tuple[frozenset[str], ...] = (
 )
 
 #: Imports allowed inside one layer (importer, imported).
-SIDEWAYS = frozenset({("aio", "client")})
+SIDEWAYS = frozenset({("aio", "client"), ("net", "tracing"), ("tracing", "config")})
 
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

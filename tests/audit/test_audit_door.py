@@ -12,7 +12,7 @@ import zmq
 from concord.audit.door import DoorAudit
 from concord.audit.log import AuditLog, AuditOptions, list_files
 from concord.audit.record import AuditKeys
-from concord.net.client import request
+from concord.client.raw import request
 from concord.net.wire import Request
 from tests.helpers import wait_until
 from tests.net.fakes import DoorThread, EchoThread

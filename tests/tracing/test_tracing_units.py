@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from concord import codec
+from concord.storage import codec
 from concord.errors import RemoteProtocolError
 from concord.ids import NodeId
 from concord.raft.messages import Entry, EntryType, Message, MessageType
