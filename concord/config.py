@@ -360,6 +360,18 @@ class SupervisorSection:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSection:
+    """[metrics]: the Prometheus endpoint (docs/observability.md)."""
+
+    enabled: bool = field(
+        default=False, metadata=_check(boolean, "serve /metrics (a `metrics` process)")
+    )
+    port: int = field(
+        default=0, metadata=_check(port, "HTTP port on the member's host; 0 = any")
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """
     The whole configuration of one node, validated.
@@ -378,6 +390,7 @@ class NodeConfig:
     faults: FaultsSection = field(default_factory=FaultsSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     supervisor: SupervisorSection = field(default_factory=SupervisorSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -405,6 +418,7 @@ SECTIONS: dict[str, type[DataclassInstance]] = {
     "faults": FaultsSection,
     "logging": LoggingSection,
     "supervisor": SupervisorSection,
+    "metrics": MetricsSection,
 }
 
 S = TypeVar("S", bound="DataclassInstance")
@@ -513,6 +527,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, source: Path | None
         faults=_resolve_disk_file(_parse_table(FaultsSection, "faults", data.get("faults", {})), base_dir),
         logging=_parse_table(LoggingSection, "logging", data.get("logging", {})),
         supervisor=_parse_table(SupervisorSection, "supervisor", data.get("supervisor", {})),
+        metrics=_parse_table(MetricsSection, "metrics", data.get("metrics", {})),
         source=source,
     )
     _check_relations(config)
@@ -550,6 +565,9 @@ def _check_relations(config: NodeConfig) -> None:
             f"supervisor.backoff_max_s: must be at least supervisor.backoff_initial_s "
             f"({sup.backoff_initial_s:g}), got {sup.backoff_max_s:g}"
         )
+    me, port = config.member, config.metrics.port
+    if config.metrics.enabled and port and port in (me.client_port, me.peer_port, me.events_port):
+        raise ConfigError(f"metrics.port: port {port} is already used by this node's member entry")
 
 
 def load_config(file: str | Path) -> NodeConfig:

@@ -56,6 +56,7 @@ from concord.kv import CLIENT_WRITE_OPS, KvConfig
 from concord.kv import encode_request as kv_encode_request
 from concord.kv.machine import Applied
 from concord.kv.record import Change, Space
+from concord.metrics.node import RaftMetrics
 from concord.net.admin import fault_reply
 from concord.net.backend import BackendLink
 from concord.net.events import EventStream
@@ -426,6 +427,7 @@ class RaftWorker:
         self.link.register(self.poller)
         self.poller.register(self.events.socket, zmq.POLLIN)
         self.poller.register(self.writer.socket, zmq.POLLIN)
+        self.metrics = RaftMetrics(self)
         self.log.info(
             "raft worker started empty=%s snapshot_index=%d entries=%d commit=%d peer=%s",
             empty,
@@ -438,6 +440,7 @@ class RaftWorker:
     # -- Transport (the driver's) ----------------------------------------------------------
 
     def send(self, msg: Message) -> None:
+        self.metrics.on_send(msg)
         self.transport.send(msg.to, codec.encode_message(msg, self.packer))
 
     # -- the loop ---------------------------------------------------------------------------
@@ -575,10 +578,12 @@ class RaftWorker:
                                             "misaddressed peer message from=%s frm=%s to=%s",
                                             sender, msg.frm, msg.to)
                 continue
+            self.metrics.on_message(msg)
             self.driver.on_message(msg)
 
     def _on_tick(self) -> None:
         self.driver.on_tick()
+        self.metrics.on_tick(time.monotonic())
         for peer in self.transport.unreachable():
             self.raw.report_unreachable(peer)
         self._maybe_promote_learners()
@@ -787,6 +792,7 @@ class RaftWorker:
     # -- replies -------------------------------------------------------------------------------
 
     def _on_reply(self, reply: Reply) -> None:
+        self.metrics.on_reply(reply)
         rid = reply.request_id
         self._promotions = self._promotions.answered(rid)
         if rid in self._internal:
@@ -888,6 +894,7 @@ class RaftWorker:
                 self.log.info("raft status changed leader=%s", driver.leader_id)
             self._published_status = status
             self.publisher.set_status(*status)
+            self.metrics.on_status()
         lease_ms = driver.lease_until_ms
         if driver.applied_term != driver.term or driver.applied_index < driver.commit:
             # Read workers serve leader reads from shm: only once everything committed

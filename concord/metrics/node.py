@@ -1,0 +1,323 @@
+"""
+What each node process records: small observers its loop calls at a few points.
+
+- `RaftMetrics`: the raft worker (status changes, failed proposals, heartbeat round trips,
+  a sample of counters and sizes every SAMPLE_INTERVAL_S from its tick);
+- `DoorMetrics`: the front door (every request's op, consistency, result and duration);
+- `ReaderMetrics`: each read worker (served and handed-off counts);
+- `wal_flushed`, `snapshot_saved`, ...: the log writer's WAL and snapshots.
+
+Every entry point returns at once while `RECORDER.enabled` is False (metrics off, or a
+process that was not set up: tests, benchmarks, the simulator).
+
+Auth and tenant counters (issue 16) belong here too once that code exists: a row in
+concord/metrics/families.py and a method on the observer of the process that makes the
+decision (the front door and read workers for reads, the raft worker at apply for writes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from concord.metrics.recorder import RECORDER
+
+if TYPE_CHECKING:
+    from concord.node.driver import Reply
+    from concord.node.raft_worker import RaftWorker
+    from concord.raft.messages import Message
+
+__all__ = [
+    "DoorMetrics",
+    "RaftMetrics",
+    "ReaderMetrics",
+    "reply_result",
+    "snapshot_failed",
+    "snapshot_installed",
+    "snapshot_saved",
+    "wal_failed",
+    "wal_flushed",
+]
+
+#: How often the raft worker samples its counters and sizes (from its tick).
+SAMPLE_INTERVAL_S = 0.5
+#: How often it measures the data dir on disk (a directory walk and a statvfs).
+DISK_INTERVAL_S = 5.0
+#: A heartbeat unanswered this long no longer times a round trip (it was lost).
+RTT_GIVE_UP_S = 5.0
+
+_HEARTBEAT = 10  # concord.raft.messages.MessageType.HEARTBEAT (not imported: hot path)
+_HEARTBEAT_RESP = 11
+
+
+class RaftMetrics:
+    """The raft worker's metrics. Not thread-safe (the worker's loop owns it)."""
+
+    def __init__(self, worker: RaftWorker) -> None:
+        self.on = RECORDER.enabled
+        self._worker = worker
+        self._leader: object = ()  # never a leader id: the first status counts no change
+        self._commit = worker.driver.commit
+        self._applied = worker.driver.applied_index
+        self._peer_stats: dict[str, int] = {}
+        self._events_published = 0
+        self._events_dropped = 0
+        self._heartbeats: dict[str, float] = {}  # follower -> oldest unanswered heartbeat
+        self._next_sample = 0.0
+        self._next_disk = 0.0
+        if self.on:
+            self._failed = RECORDER.counter("concord_server_proposals_failed_total")
+            self.on_status()
+
+    def on_status(self) -> None:
+        """The term, leader or role changed (the worker publishes it to shm)."""
+        if not self.on:
+            return
+        d = self._worker.driver
+        leader = d.leader_id
+        if leader != self._leader:
+            if self._leader != ():
+                RECORDER.counter("concord_server_leader_changes_seen_total").add()
+            self._leader = leader
+        RECORDER.gauge("concord_server_has_leader").set(0 if leader is None else 1)
+        RECORDER.gauge("concord_server_is_leader").set(1 if leader == self._worker.node_id else 0)
+        RECORDER.gauge("concord_server_term").set(d.term)
+
+    def on_reply(self, reply: Reply) -> None:
+        """A request's reply: dropped and unknown-outcome proposals failed."""
+        if self.on and reply.status.value in ("dropped", "unknown"):
+            self._failed.add()
+
+    def on_send(self, msg: Message) -> None:
+        """A raft message is sent: time the heartbeat round trip."""
+        if self.on and msg.type == _HEARTBEAT and msg.to not in self._heartbeats:
+            self._heartbeats[msg.to] = time.monotonic()
+
+    def on_message(self, msg: Message) -> None:
+        """A raft message arrived: a heartbeat response ends a round trip."""
+        if self.on and msg.type == _HEARTBEAT_RESP:
+            sent = self._heartbeats.pop(msg.frm, None)
+            if sent is not None:
+                RECORDER.histogram("concord_network_peer_round_trip_time_seconds",
+                                   msg.frm).observe(time.monotonic() - sent)
+
+    def on_tick(self, now: float) -> None:
+        """Every tick: sample when due, then flush what is due."""
+        if not self.on or now < self._next_sample:
+            return
+        self._next_sample = now + SAMPLE_INTERVAL_S
+        self._sample()
+        if now >= self._next_disk:
+            self._next_disk = now + DISK_INTERVAL_S
+            self._sample_disk()
+        for peer, sent in list(self._heartbeats.items()):
+            if now - sent > RTT_GIVE_UP_S:
+                del self._heartbeats[peer]
+        RECORDER.flush_due(now)
+
+    def _sample(self) -> None:
+        w = self._worker
+        d = w.driver
+        commit, applied = d.commit, d.applied_index
+        if commit > self._commit:
+            RECORDER.counter("concord_server_proposals_committed_total").add(commit - self._commit)
+        if applied > self._applied:
+            RECORDER.counter("concord_server_proposals_applied_total").add(applied - self._applied)
+        self._commit, self._applied = max(self._commit, commit), max(self._applied, applied)
+        gauge = RECORDER.gauge
+        gauge("concord_server_proposals_pending").set(len(w._pending))
+        gauge("concord_server_apply_lag_entries").set(max(0, commit - applied))
+        gauge("concord_server_applied_index").set(applied)
+        gauge("concord_mvcc_keys_total").set(len(w.machine.kv))
+        stats = w.publisher.stats()
+        gauge("concord_shm_used_bytes").set(stats.used_bytes)
+        gauge("concord_shm_live_bytes").set(stats.live_bytes)
+        gauge("concord_shm_capacity_bytes").set(stats.capacity_bytes)
+        peer = w.transport.stats
+        self._delta("concord_network_peer_sent_messages_total", "sent", peer.sent)
+        self._delta("concord_network_peer_received_messages_total", "received", peer.received)
+        self._delta("concord_network_peer_sent_failures_total", "failed",
+                    peer.dropped_unreachable + peer.send_errors)
+        events = w.events
+        self._delta("concord_events_published_total", "published", events.published)
+        self._delta("concord_events_dropped_total", "dropped", events.dropped)
+        gauge("concord_events_subscribed_prefixes").set(len(events.counters.prefixes()))
+
+    def _delta(self, name: str, key: str, total: int) -> None:
+        """Add what a cumulative in-process count grew by since the last sample."""
+        last = self._peer_stats.get(key, 0)
+        if total > last:
+            RECORDER.counter(name).add(total - last)
+        self._peer_stats[key] = total
+
+    def _sample_disk(self) -> None:
+        data_dir = Path(self._worker.config.node.data_dir)
+        used = _tree_bytes(data_dir)
+        RECORDER.gauge("concord_mvcc_db_total_size_in_bytes").set(used)
+        try:
+            vfs = os.statvfs(data_dir)
+        except OSError:
+            return
+        RECORDER.gauge("concord_server_quota_backend_bytes").set(used + vfs.f_bavail * vfs.f_frsize)
+
+
+def _tree_bytes(folder: Path) -> int:
+    """Bytes of the regular files under `folder` (files vanishing meanwhile are skipped)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+# -- front door ---------------------------------------------------------------------------------
+
+#: Reply error codes a label may carry (docs/protocol.md); anything else is "other".
+_ERROR_CODES = frozenset((
+    "not_found", "condition_failed", "not_leader", "no_leader", "timeout", "unauthorized",
+    "forbidden", "quota_exceeded", "invalid_request", "invalid_key", "value_too_large",
+    "too_many_items", "shutting_down", "storage_unavailable", "compacted",
+))
+
+
+def reply_result(payload: bytes) -> str:
+    """
+    "ok" or the error code of a wire reply, read from its first bytes.
+
+    Replies are `{"id", "ok", ...}` maps packed in that order (concord.net.wire.ok_reply,
+    error_reply): the 3-byte key "ok" is followed by true or false, and an error's "error"
+    key by its code as a short string. A reply of another shape is unpacked whole.
+    """
+    at = payload.find(b"\xa2ok", 0, 24)
+    if at >= 0 and at + 3 < len(payload):
+        flag = payload[at + 3]
+        if flag == 0xC3:
+            return "ok"
+        if flag == 0xC2:
+            err = payload.find(b"\xa5error", at + 4, at + 12)
+            if err >= 0 and err + 6 < len(payload):
+                head = payload[err + 6]
+                if 0xA0 <= head <= 0xBF:
+                    code = payload[err + 7: err + 7 + (head - 0xA0)].decode("ascii", "replace")
+                    return code if code in _ERROR_CODES else "other"
+    return _unpacked_result(payload)
+
+
+def _unpacked_result(payload: bytes) -> str:
+    import msgpack  # noqa: PLC0415 - the rare path
+
+    try:
+        reply = msgpack.unpackb(payload)
+    except (ValueError, msgpack.UnpackException):
+        return "other"
+    if not isinstance(reply, dict):
+        return "other"
+    if reply.get("ok") is True:
+        return "ok"
+    code = reply.get("error")
+    return code if isinstance(code, str) and code in _ERROR_CODES else "other"
+
+
+class DoorMetrics:
+    """The front door's metrics (one process; its loop owns it)."""
+
+    def __init__(self) -> None:
+        self.on = RECORDER.enabled
+        self._stats: dict[str, int] = {}
+
+    def on_done(self, op: str, consistency: str, result: str, duration_s: float,
+                by_read_worker: bool | None) -> None:
+        """
+        One request answered: `by_read_worker` is True/False for a read answered by a
+        read worker / the raft worker, None for anything else.
+        """
+        if not self.on:
+            return
+        RECORDER.histogram("concord_server_request_duration_seconds", op, consistency,
+                           result).observe(duration_s)
+        if by_read_worker is not None:
+            RECORDER.counter("concord_server_reads_served_total",
+                             "read_worker" if by_read_worker else "raft_worker").add()
+
+    def sample(self, handoffs: int, invalid: int, client_gone: int) -> None:
+        """The door's cumulative stats, then a flush when due (called from its loop)."""
+        if not self.on:
+            return
+        for name, total in (("concord_server_read_handoffs_total", handoffs),
+                            ("concord_server_invalid_requests_total", invalid),
+                            ("concord_server_client_replies_dropped_total", client_gone)):
+            last = self._stats.get(name, 0)
+            if total > last:
+                RECORDER.counter(name).add(total - last)
+            self._stats[name] = total
+        RECORDER.flush_due()
+
+
+class ReaderMetrics:
+    """One read worker's metrics (label `worker`: its process id, e.g. reader0)."""
+
+    def __init__(self) -> None:
+        self.on = RECORDER.enabled
+        if self.on:
+            worker = RECORDER.process_id
+            self._served = RECORDER.counter("concord_read_worker_requests_total", worker, "served")
+            self._handed = RECORDER.counter("concord_read_worker_requests_total", worker,
+                                            "handed_off")
+
+    def on_round(self, served: int, handed_off: int) -> None:
+        """One loop turn handled this many requests; flush when due."""
+        if not self.on:
+            return
+        if served:
+            self._served.add(served)
+        if handed_off:
+            self._handed.add(handed_off)
+        RECORDER.flush_due()
+
+
+# -- log writer ---------------------------------------------------------------------------------
+
+
+def wal_flushed(write_s: float, sync_s: float | None, nbytes: int, records: int) -> None:
+    """One WAL group commit: its write, its fdatasync (None: none), bytes and records."""
+    if not RECORDER.enabled:
+        return
+    RECORDER.histogram("concord_disk_wal_write_duration_seconds").observe(write_s)
+    if sync_s is not None:
+        RECORDER.histogram("concord_disk_wal_fsync_duration_seconds").observe(sync_s)
+    RECORDER.counter("concord_disk_wal_write_bytes_total").add(nbytes)
+    RECORDER.histogram("concord_disk_wal_batch_records").observe(records)
+    # NB: written through: one group commit costs an fdatasync, next to which these few
+    # mmap writes are nothing, and the writer's loop has no other flush point.
+    RECORDER.flush()
+
+
+def wal_failed() -> None:
+    if RECORDER.enabled:
+        RECORDER.counter("concord_disk_wal_failures_total").add()
+        RECORDER.flush()
+
+
+def snapshot_saved(duration_s: float, size_bytes: int) -> None:
+    if RECORDER.enabled:
+        RECORDER.counter("concord_snapshot_saved_total").add()
+        RECORDER.histogram("concord_snapshot_save_duration_seconds").observe(duration_s)
+        RECORDER.gauge("concord_snapshot_size_bytes").set(size_bytes)
+        RECORDER.flush()
+
+
+def snapshot_installed() -> None:
+    if RECORDER.enabled:
+        RECORDER.counter("concord_snapshot_installed_total").add()
+        RECORDER.flush()
+
+
+def snapshot_failed() -> None:
+    if RECORDER.enabled:
+        RECORDER.counter("concord_snapshot_failures_total").add()
+        RECORDER.flush()
