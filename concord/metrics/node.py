@@ -84,6 +84,7 @@ class RaftMetrics:
         RECORDER.gauge("concord_server_has_leader").set(0 if leader is None else 1)
         RECORDER.gauge("concord_server_is_leader").set(1 if leader == self._worker.node_id else 0)
         RECORDER.gauge("concord_server_term").set(d.term)
+        RECORDER.flush()  # rare: the change count is seen together with the gauges
 
     def on_reply(self, reply: Reply) -> None:
         """A request's reply: dropped and unknown-outcome proposals failed."""
