@@ -155,6 +155,13 @@ class Recorder:
         self._children.clear()
         self._batched.clear()
         self.enabled = True
+        # Every unlabeled family this process writes exists from the start (at 0): a
+        # series that appears only after its first event breaks rate() and alerts.
+        kind = process_id.rstrip("0123456789")
+        make = {Kind.COUNTER: self.counter, Kind.GAUGE: self.gauge, Kind.HISTOGRAM: self.histogram}
+        for fam in FAMILIES:
+            if fam.writer.value == kind and not fam.labels:
+                make[fam.kind](fam.name)
 
     def _metric(self, fam: Family) -> object:
         metric = self._metrics.get(fam.name)
@@ -164,8 +171,11 @@ class Recorder:
             if fam.kind is Kind.COUNTER:
                 metric = prom.Counter(fam.base, fam.help, fam.labels, registry=None)
             elif fam.kind is Kind.GAUGE:
+                # NB: each gauge has ONE writer process (families.Writer), so "max" over
+                # processes is its value. Not "mostrecent": a gauge never set yet (0 in
+                # its file, timestamp 0) would be left out of the merged view.
                 metric = prom.Gauge(fam.base, fam.help, fam.labels, registry=None,
-                                    multiprocess_mode="mostrecent")
+                                    multiprocess_mode="max")
             else:
                 metric = prom.Histogram(fam.base, fam.help, fam.labels, registry=None,
                                         buckets=fam.buckets)

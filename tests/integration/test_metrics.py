@@ -2,7 +2,8 @@
 /metrics on a real 3-node cluster under load, through a leader change and a read-worker
 restart (issue 20, "Done when"): the text parses with prometheus_client's parser, no
 counter ever goes backwards, at most one node is leader per term and exactly one once
-the cluster is stable, and the values move as the cluster works.
+the cluster is stable, the values move as the cluster works, and every series the
+shipped dashboard and alert rules read (deploy/) is exported by the running nodes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from concord.net.client import request
 from tests.helpers import wait_until
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import ClusterFactory
+from tests.metrics.promql import deploy_metric_names
 
 Series = tuple[str, tuple[tuple[str, str], ...]]
 Scrape = dict[Series, float]
@@ -218,3 +220,6 @@ def test_metrics_move_as_they_should_when_leader_changes_and_a_read_worker_resta
                                 for nid, s in watch.round().items()},
                10, lambda: f"keys by status={keys}")
     assert watch.scrapes > 20
+    # deploy/: every series the dashboard and the alert rules read is exported here.
+    exported = {name for samples in final.values() for name, _ in samples}
+    assert set() == deploy_metric_names() - exported
