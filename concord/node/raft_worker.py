@@ -1035,6 +1035,7 @@ class RaftWorker:
             "db_bytes": _tree_bytes(self.config.node.data_dir),
             "lease": d.lease_valid,
             "first_index": self.storage.first_index(),
+            "snapshot_index": self.storage.snapshot().meta.index,
             "last_index": self.storage.last_index(),
             "members": self._members(),
             "storage": {"ok": self._disk.ok, "wal_error": self._disk.wal_error,
