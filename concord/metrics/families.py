@@ -85,7 +85,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("concord_server_apply_lag_entries", _G, _R,
            "Committed entries not yet applied (commit index - applied index)."),
     Family("concord_server_applied_index", _G, _R, "This node's applied log index."),
-    Family("concord_mvcc_keys_total", _G, _R, "Live user keys in the store (a gauge)."),
+    Family("concord_store_keys", _G, _R, "Live user keys in the store."),
     Family("concord_shm_used_bytes", _G, _R,
            "Bytes of the shared-memory store's live generation in use (records, dead ones "
            "included until compaction)."),

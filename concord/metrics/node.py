@@ -37,6 +37,7 @@ __all__ = [
     "snapshot_failed",
     "snapshot_installed",
     "snapshot_saved",
+    "flush_due",
     "wal_failed",
     "wal_flushed",
 ]
@@ -131,7 +132,7 @@ class RaftMetrics:
         gauge("concord_server_proposals_pending").set(len(w._pending))
         gauge("concord_server_apply_lag_entries").set(max(0, commit - applied))
         gauge("concord_server_applied_index").set(applied)
-        gauge("concord_mvcc_keys_total").set(len(w.machine.kv))
+        gauge("concord_store_keys").set(len(w.machine.kv))
         stats = w.publisher.stats()
         gauge("concord_shm_used_bytes").set(stats.used_bytes)
         gauge("concord_shm_live_bytes").set(stats.live_bytes)
@@ -293,9 +294,12 @@ def wal_flushed(write_s: float, sync_s: float | None, nbytes: int, records: int)
         RECORDER.histogram("concord_disk_wal_fsync_duration_seconds").observe(sync_s)
     RECORDER.counter("concord_disk_wal_write_bytes_total").add(nbytes)
     RECORDER.histogram("concord_disk_wal_batch_records").observe(records)
-    # NB: written through: one group commit costs an fdatasync, next to which these few
-    # mmap writes are nothing, and the writer's loop has no other flush point.
-    RECORDER.flush()
+
+
+def flush_due() -> None:
+    """The log writer's loop turn (at least every 200 ms): flush what is due."""
+    if RECORDER.enabled:
+        RECORDER.flush_due()
 
 
 def wal_failed() -> None:

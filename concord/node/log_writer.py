@@ -896,6 +896,7 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
                 for reply in writer.outbox:
                     sock.send(reply)
                 writer.outbox.clear()
+            metrics.flush_due()
     except (StorageError, ProtocolError) as exc:
         # NB: logged once, by the process's top level (run_log_writer)
         try:

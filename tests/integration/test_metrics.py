@@ -11,7 +11,9 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import signal
+import subprocess
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -38,11 +40,16 @@ MONOTONIC = (
 )
 
 
-def scrape(url: str) -> Scrape:
-    """One GET of `url`, parsed by prometheus_client's text parser."""
+def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         assert 200 == response.status
-        text = response.read().decode()
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return str(response.read().decode())
+
+
+def scrape(url: str) -> Scrape:
+    """One GET of `url`, parsed by prometheus_client's text parser."""
+    text = fetch(url)
     samples: Scrape = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -216,10 +223,17 @@ def test_metrics_move_as_they_should_when_leader_changes_and_a_read_worker_resta
         assert total(samples, "concord_server_reads_served_total", by="read_worker") > 0, nid
     c.wait_converged()
     keys = {nid: (st or {}).get("keys") for nid, st in c.statuses().items()}
-    wait_until(lambda: keys == {nid: value(s, "concord_mvcc_keys_total")
+    wait_until(lambda: keys == {nid: value(s, "concord_store_keys")
                                 for nid, s in watch.round().items()},
                10, lambda: f"keys by status={keys}")
     assert watch.scrapes > 20
     # deploy/: every series the dashboard and the alert rules read is exported here.
     exported = {name for samples in final.values() for name, _ in samples}
     assert set() == deploy_metric_names() - exported
+    # Prometheus's own linter accepts the names, types and help texts (when installed).
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        text = fetch(c.nodes[new_leader].endpoints["metrics"])
+        lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert 0 == lint.returncode, lint.stdout + lint.stderr

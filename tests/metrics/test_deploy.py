@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -46,3 +47,18 @@ def test_metric_names_skip_functions_labels_and_ranges_when_reading_promql() -> 
     expr = ('histogram_quantile(0.99, sum by (instance, le) (rate(a_bucket{job="x", le=~"1"}'
             '[$__rate_interval]))) / on (instance) group_left b_total > bool 3 and up')
     assert {"a_bucket", "b_total", "up"} == metric_names(expr)
+
+
+def test_observability_doc_lists_every_metric_and_event_when_compared_to_the_tables() -> None:
+    """docs/observability.md has a row per metric family and per telemetry event, and
+    names no metric that does not exist."""
+    from concord.metrics import FAMILIES
+    from concord.telemetry import EVENTS
+
+    text = (ALERTS.parents[2] / "docs" / "observability.md").read_text()
+    rows = {line.split("`")[1] for line in text.splitlines() if line.startswith("| `concord_")}
+    assert {f.name for f in FAMILIES} == rows
+    events = {line.split("`")[1] for line in text.splitlines() if line.startswith("| `concord.")}
+    assert set(EVENTS) == events
+    named = set(re.findall(r"\bconcord_[a-z_]+[a-z](?![a-z_(])", text))
+    assert set() == named - exposed_names() - {f.name for f in FAMILIES}
