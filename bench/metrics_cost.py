@@ -1,12 +1,15 @@
 """
-Cost of the Prometheus metrics (issue 20): two 3-node Concord clusters up at once, one
-with `[metrics] enabled = true` (scraped on every node once a second while measured, 15x
-Prometheus's usual rate) and one without, at 1 and 128 clients, `put` and `get:leader`
-over the wire (bench/drivers.py), in one run.
+Cost of the Prometheus metrics (issue 20): one 3-node Concord cluster, restarted (same
+ports, same data) with `[metrics] enabled = true` (every node scraped once a second while
+measured, 15x Prometheus's usual rate) or false, at 1 and 128 clients, `put` and
+`get:leader` over the wire (bench/drivers.py), in one run. (A first version ran two
+clusters side by side, the metered one started second: it was faster in all four cells,
+ratios 1.07-1.35, per-round 0.84-2.69, i.e. it measured the two clusters and the shared
+machine, not the metrics.)
 
     PYTHONPATH=$PWD nice -n 10 python3 bench/metrics_cost.py [--seconds 5]
 
-Each cell runs `--rounds` rounds of off, on, on, off (ABBA, so a drift of the shared
+Each cell runs `--rounds` rounds of off, on, on, off (a restart at each switch; ABBA, so a drift of the shared
 machine's load hits both alike) and compares the summed throughput: ratio = on / off
 (1.00 = no cost); the per-round ratios show the noise. First, `micro()` prints the CPU
 per call of each hot-path hook with metrics off and on (best of 5 repeats).
@@ -33,16 +36,24 @@ from bench.systems import Concord, Member
 KEYS = 1000
 
 
-class _Metered(Concord):
-    """Concord with the metrics process on, on a free port per node."""
+class _Switchable(Concord):
+    """Concord whose configs carry `[metrics] enabled = self.metrics` on a fixed free port."""
 
     def __init__(self, procs: Procs, workdir: Path) -> None:
         super().__init__(procs, workdir)
+        self.metrics = False
         self.metrics_ports: dict[str, int] = {}
 
     def _config(self, m: Member) -> str:
         port = self.metrics_ports.setdefault(m.id, free_ports(1)[0])
-        return f"{super()._config(m)}\n[metrics]\nenabled = true\nport = {port}\n"
+        on = "true" if self.metrics else "false"
+        return f"{super()._config(m)}\n[metrics]\nenabled = {on}\nport = {port}\n"
+
+    def restart(self, metrics: bool) -> None:
+        """Stop every node; start them again (same ports and data) with metrics on or off."""
+        self.stop()
+        self.metrics = metrics
+        self.start()
 
     def urls(self) -> list[str]:
         return [f"http://127.0.0.1:{port}/metrics" for port in self.metrics_ports.values()]
@@ -145,39 +156,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.micro_only:
         return 0
     with tempfile.TemporaryDirectory(prefix="concord-bench-") as tmp, Procs() as procs:
-        off_dir, on_dir = Path(tmp) / "off", Path(tmp) / "on"
-        off_dir.mkdir()
-        on_dir.mkdir()
-        off, on = Concord(procs, off_dir), _Metered(procs, on_dir)
+        system = _Switchable(procs, Path(tmp))
         try:
-            for system in (off, on):
-                system.start()
-                system.load_keys(KEYS)
-            urls = on.urls()
-            print(f"metrics endpoints: {' '.join(urls)}")
+            system.start()
+            system.load_keys(KEYS)
             print(f"{'op':>10} {'clients':>7} {'off ops/s':>10} {'on ops/s':>10} {'ratio':>6} "
                   f"{'off p50 ms':>10} {'on p50 ms':>10} {'per-round ratios':>16}")
             for op in ("put", "get:leader"):
                 for clients in (1, 128):
-                    runs: dict[str, list[LoadSummary]] = {"off": [], "on": []}
+                    runs: dict[bool, list[LoadSummary]] = {False: [], True: []}
                     pairs: list[float] = []
                     for _ in range(args.rounds):
-                        got: dict[str, list[LoadSummary]] = {"off": [], "on": []}
-                        for which in ("off", "on", "on", "off"):
-                            system = off if which == "off" else on
-                            got[which].append(_measure(system, op, clients, args.seconds,
-                                                       urls if which == "on" else None))
-                        pairs.append(_rate(got["on"]) / _rate(got["off"]))
+                        got: dict[bool, list[LoadSummary]] = {False: [], True: []}
+                        for metrics in (False, True, True, False):
+                            if metrics != system.metrics:
+                                system.restart(metrics)
+                            got[metrics].append(_measure(system, op, clients, args.seconds,
+                                                         system.urls() if metrics else None))
+                        pairs.append(_rate(got[True]) / _rate(got[False]))
                         for k in got:
                             runs[k] += got[k]
                     rate = {k: _rate(v) for k, v in runs.items()}
                     p50 = {k: statistics.median(r.p50_us for r in v) / 1000 for k, v in runs.items()}
-                    print(f"{op:>10} {clients:>7} {rate['off']:>10.0f} {rate['on']:>10.0f} "
-                          f"{rate['on'] / rate['off']:>6.3f} {p50['off']:>10.2f} {p50['on']:>10.2f} "
+                    print(f"{op:>10} {clients:>7} {rate[False]:>10.0f} {rate[True]:>10.0f} "
+                          f"{rate[True] / rate[False]:>6.3f} {p50[False]:>10.2f} {p50[True]:>10.2f} "
                           f"{min(pairs):>6.3f}..{max(pairs):.3f}", flush=True)
         finally:
-            for system in (off, on):
-                system.stop()
+            system.stop()
     return 0
 
 
