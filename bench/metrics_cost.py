@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench.drivers import LoadSpec
 from bench.load import LoadSummary, run_load
-from bench.procs import Procs, free_ports
+from bench.procs import Procs
 from bench.systems import Concord, Member
 
 KEYS = 1000
@@ -44,8 +44,20 @@ class _Switchable(Concord):
         self.metrics = False
         self.metrics_ports: dict[str, int] = {}
 
+    def start(self, wait_leader: bool = True) -> None:
+        if not self.members:
+            # NB: below the kernel's ephemeral range (ip_local_port_range 32768-60999 here):
+            # a port the OS handed out (free_ports) can be taken by another program's
+            # connection while the node restarts; these are never handed out by the OS.
+            ports = _ports_below_ephemeral(12)
+            for i in range(3):
+                self.members.append(Member(f"n{i + 1}", ports[4 * i:4 * i + 3],
+                                           self.workdir / f"n{i + 1}"))
+                self.metrics_ports[f"n{i + 1}"] = ports[4 * i + 3]
+        super().start(wait_leader)
+
     def _config(self, m: Member) -> str:
-        port = self.metrics_ports.setdefault(m.id, free_ports(1)[0])
+        port = self.metrics_ports[m.id]
         on = "true" if self.metrics else "false"
         return f"{super()._config(m)}\n[metrics]\nenabled = {on}\nport = {port}\n"
 
@@ -57,6 +69,25 @@ class _Switchable(Concord):
 
     def urls(self) -> list[str]:
         return [f"http://127.0.0.1:{port}/metrics" for port in self.metrics_ports.values()]
+
+
+def _ports_below_ephemeral(count: int) -> list[int]:
+    """`count` distinct ports in 20000..31999 that are free to bind now."""
+    import random
+    import socket
+
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randrange(20000, 32000)
+        if port in chosen:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.append(port)
+    return chosen
 
 
 class _Scraper:
