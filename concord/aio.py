@@ -28,6 +28,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from concord import telemetry
 from concord.client import requests
 from concord.client.client import Condition, check_condition_alone, cas_view
 from concord.client.plan import Attempt, CallPlan, ClientCore
@@ -271,8 +272,17 @@ class Client(ClientCore):
         """As `concord.Client.call`, awaited."""
         if self._closed:
             raise ShuttingDownError("client is closed")
-        with client_span(op), self._session(op) as session:
-            return await self._run(self._plan(op, args, session, timeout_s))
+        started = time.perf_counter()
+        outcome: BaseException | None = None
+        try:
+            with client_span(op), self._session(op) as session:
+                return await self._run(self._plan(op, args, session, timeout_s))
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            if telemetry.listening(telemetry.CLIENT_CALL):
+                telemetry.client_call(op, args, time.perf_counter() - started, outcome, "wire")
 
     async def _run(self, plan: CallPlan) -> dict[str, object]:
         while (attempt := plan.attempt(time.monotonic())) is not None:

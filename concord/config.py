@@ -467,6 +467,18 @@ class TracingSection:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSection:
+    """[metrics]: the Prometheus endpoint (docs/observability.md)."""
+
+    enabled: bool = field(
+        default=False, metadata=_check(boolean, "serve /metrics (a `metrics` process)")
+    )
+    port: int = field(
+        default=0, metadata=_check(port, "HTTP port on the member's host; 0 = any")
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """
     The whole configuration of one node, validated.
@@ -488,6 +500,7 @@ class NodeConfig:
     curve: CurveSection = field(default_factory=CurveSection)
     audit: AuditSection = field(default_factory=AuditSection)
     tracing: TracingSection = field(default_factory=TracingSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -518,6 +531,7 @@ SECTIONS: dict[str, type[DataclassInstance]] = {
     "curve": CurveSection,
     "audit": AuditSection,
     "tracing": TracingSection,
+    "metrics": MetricsSection,
 }
 
 S = TypeVar("S", bound="DataclassInstance")
@@ -631,6 +645,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, source: Path | None
                              base_dir, node.data_dir),
         tracing=_resolve_tracing(_parse_table(TracingSection, "tracing", data.get("tracing", {})),
                                  base_dir, node.data_dir),
+        metrics=_parse_table(MetricsSection, "metrics", data.get("metrics", {})),
         source=source,
     )
     _check_relations(config)
@@ -707,6 +722,9 @@ def _check_relations(config: NodeConfig) -> None:
             f"supervisor.backoff_max_s: must be at least supervisor.backoff_initial_s "
             f"({sup.backoff_initial_s:g}), got {sup.backoff_max_s:g}"
         )
+    me, port = config.member, config.metrics.port
+    if config.metrics.enabled and port and port in (me.client_port, me.peer_port, me.events_port):
+        raise ConfigError(f"metrics.port: port {port} is already used by this node's member entry")
 
 
 def load_config(file: str | Path) -> NodeConfig:

@@ -14,6 +14,13 @@ configures a single node on 127.0.0.1 with ports chosen by the OS, handed over t
 an inherited pipe (`--config /dev/fd/N`): no file is written, so nothing is left behind
 however the application ends.
 
+Telemetry: while handlers are attached to `concord.node.*` events (concord.telemetry),
+a watcher thread asks the node for its `status` every `status_interval_s` and emits
+`concord.node.status`, plus `concord.node.state_change` and `concord.node.snapshot` when
+the role, leader or term, or the snapshot index, differ from the previous status. Events
+are therefore at most `status_interval_s` late, and two changes within one interval are
+one event.
+
 Lifetime: `stop()` (or leaving the `with` block) sends SIGTERM and waits for the ordered
 shutdown. If the application dies without stopping it, the kernel sends the node SIGTERM
 (Linux `PR_SET_PDEATHSIG`, set in the child before exec): no orphaned node. NB: the
@@ -31,14 +38,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from collections.abc import Mapping
 from typing import IO
 
+from concord import telemetry
 from concord.client import Client
 from concord.client.api import connect, default_client, disconnect
-from concord.errors import EmbeddedNodeError
+from concord.errors import ConcordError, EmbeddedNodeError
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +93,17 @@ class EmbeddedNode:
         endpoints: dict[str, str],
         client: Client,
         is_default: bool,
+        status_interval_s: float = 5.0,
     ) -> None:
         self._process = process
         self.node_id = node_id
         self.endpoints = endpoints
         self.client = client
         self._is_default = is_default
+        self._watcher: _StatusWatcher | None = None
+        if status_interval_s > 0:
+            self._watcher = _StatusWatcher(self.endpoints["client"], status_interval_s)
+            self._watcher.start()
 
     @property
     def pid(self) -> int:
@@ -108,6 +123,8 @@ class EmbeddedNode:
         Returns:
             The supervisor's exit status.
         """
+        if self._watcher is not None:
+            self._watcher.stop()
         if self._is_default and default_client() is self.client:
             disconnect()
         else:
@@ -147,6 +164,7 @@ def start(
     ready_timeout_s: float = 60.0,
     set_default: bool = True,
     stderr: str | os.PathLike[str] | None = None,
+    status_interval_s: float = 5.0,
 ) -> EmbeddedNode:
     """
     Start a node as a child process and wait until it serves.
@@ -160,6 +178,8 @@ def start(
         ready_timeout_s: how long to wait for the ready line.
         set_default: also make the node's client the default of `concord.put/get/...`.
         stderr: a file for the node's log lines; default: discarded after start-up.
+        status_interval_s: how often the node's status is read for the `concord.node.*`
+            telemetry events while a handler is attached to one (0: never).
 
     Returns:
         The running node.
@@ -207,7 +227,76 @@ def start(
             raise EmbeddedNodeError(f"{exc}{_log_tail(log_file, stderr is None)}") from None
     node = fields.pop("node", node_id)
     client = connect(fields["client"]) if set_default else Client(fields["client"])
-    return EmbeddedNode(process, node, fields, client, set_default)
+    return EmbeddedNode(process, node, fields, client, set_default, status_interval_s)
+
+
+_NODE_EVENTS = ("concord.node.status", "concord.node.state_change", "concord.node.snapshot")
+
+
+class _StatusWatcher:
+    """The thread behind the `concord.node.*` telemetry events (module docstring)."""
+
+    def __init__(self, endpoint: str, interval_s: float) -> None:
+        self.endpoint = endpoint
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._previous: dict[str, object] | None = None
+        self._thread = threading.Thread(target=self._run, name="concord-node-status", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if not any(telemetry.listening(e) for e in _NODE_EVENTS):
+                continue
+            try:
+                status = self._status()
+            except ConcordError as exc:
+                log.debug("embedded node status failed endpoint=%s error=%s", self.endpoint, exc)
+                continue
+            self.observe(status)
+
+    def _status(self) -> dict[str, object]:
+        from concord.client.raw import request  # noqa: PLC0415
+
+        timeout_ms = int(max(0.1, min(self.interval_s, 2.0)) * 1000)
+        reply = request(self.endpoint, {"op": "status"}, timeout_ms=timeout_ms)
+        if reply.get("ok") is not True:
+            raise EmbeddedNodeError(f"status failed: {reply.get('error')}")
+        return reply
+
+    def observe(self, status: Mapping[str, object]) -> None:
+        """Emit the events one status reply calls for (compared with the previous one)."""
+        previous, self._previous = self._previous, dict(status)
+        node = status.get("node")
+        members = status.get("members")
+        telemetry.emit("concord.node.status", {
+            "term": _number(status, "term"), "commit": _number(status, "commit"),
+            "applied": _number(status, "applied"), "keys": _number(status, "keys"),
+            "db_bytes": _number(status, "db_bytes"),
+            "members": float(len(members)) if isinstance(members, list) else 0.0,
+        }, {"node": node, "role": status.get("role"), "leader": status.get("leader"),
+            "cluster_id": status.get("cluster_id")})
+        if previous is None:
+            return
+        if any(previous.get(k) != status.get(k) for k in ("role", "leader", "term")):
+            telemetry.emit("concord.node.state_change", {"term": _number(status, "term")}, {
+                "node": node, "role": status.get("role"), "leader": status.get("leader"),
+                "previous_role": previous.get("role"), "previous_leader": previous.get("leader"),
+                "previous_term": previous.get("term")})
+        if _number(status, "snapshot_index") > _number(previous, "snapshot_index"):
+            telemetry.emit("concord.node.snapshot", {"index": _number(status, "snapshot_index")},
+                           {"node": node, "previous_index": previous.get("snapshot_index")})
+
+
+def _number(status: Mapping[str, object], key: str) -> float:
+    value = status.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _log_tail(log_file: IO[bytes], readable: bool) -> str:

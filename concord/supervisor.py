@@ -4,7 +4,8 @@
     supervisor (this process: owns the shared-memory store and the ipc folder)
      ├─ core     rest_for_one  [writer (log/snapshot writer), raft (raft worker)]
      ├─ readers  one_for_one   [reader0 .. reader<N-1> (read workers)]
-     └─ door     one_for_one   [door (client front door, concord.net.frontdoor)]
+     ├─ door     one_for_one   [door (client front door, concord.net.frontdoor)]
+     └─ metrics  one_for_one   [metrics (/metrics, concord.node.metrics_server)]  if [metrics] enabled
 
 Start-up: the config is loaded (a ConfigError is one line on stderr, exit 2), the data
 dir is created if needed and must be writable (exit 2) and not in use by another node
@@ -40,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -51,6 +52,7 @@ import zmq
 from concord.audit.door import DoorAudit, door_audit_of
 from concord.config import NodeConfig, load_config
 from concord.errors import ConfigError, ProtocolError, StorageError
+from concord.node.metrics_server import metered, metrics_main
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.tracing import DoorTracing
 from concord.node.log_writer import LogWriter, WriterSettings, serve
@@ -98,12 +100,16 @@ class NodeLayout:
             backend=f"ipc://{self.ipc_dir}/door",
             shm=self.names,
         )
+        # prometheus_client's multiprocess files: one set per child, by its stable name.
+        self.metrics_dir = self.ipc_dir / "metrics"
 
     def setup(self) -> None:
         self.sweep_stale()
         # NB: the store first: an ipc folder is stale when no store has its token.
         create_store(self.names)
         self.ipc_dir.mkdir(mode=0o700)
+        # Created empty before the first fork: no process's files survive a node restart.
+        self.metrics_dir.mkdir(mode=0o700)
 
     def sweep_stale(self) -> None:
         """
@@ -251,30 +257,44 @@ def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
         ctx.term()
 
 
-def build_tree(config: NodeConfig, endpoints: WorkerEndpoints, join: bool = False) -> Tree:
-    """The node's supervision tree (module docstring)."""
+def build_tree(config: NodeConfig, endpoints: WorkerEndpoints, join: bool = False,
+               metrics_dir: Path | None = None) -> Tree:
+    """
+    The node's supervision tree (module docstring). With `metrics_dir` (metrics on),
+    every child records into it under its own name and a `metrics` child serves it.
+    """
     s = config.supervisor
     timeout = s.shutdown_timeout_s
+
+    def target(name: str, run: Callable[..., object]) -> Callable[..., object]:
+        return run if metrics_dir is None else metered(metrics_dir, name, run)
+
+    groups: tuple[Group, ...] = (
+        Group("core", Strategy.REST_FOR_ONE, (
+            ChildSpec("writer", target("writer", log_writer_main), (config, endpoints),
+                      reports_ready=True, ready_before_next=True, shutdown_timeout_s=timeout),
+            ChildSpec("raft", target("raft", run_raft_worker), (config, endpoints, join),
+                      reports_ready=True, shutdown_timeout_s=timeout,
+                      max_rss_bytes=s.max_rss_bytes),
+        )),
+        Group("readers", Strategy.ONE_FOR_ONE, tuple(
+            ChildSpec(f"reader{i}", target(f"reader{i}", run_read_worker), (config, endpoints, i),
+                      reports_ready=True, shutdown_timeout_s=timeout,
+                      max_rss_bytes=s.max_rss_bytes)
+            for i in range(config.node.read_workers)
+        )),
+        Group("door", Strategy.ONE_FOR_ONE, (
+            ChildSpec("door", target("door", front_door_main), (config, endpoints),
+                      reports_ready=True, shutdown_timeout_s=timeout),
+        )),
+    )
+    if metrics_dir is not None:
+        groups += (Group("metrics", Strategy.ONE_FOR_ONE, (
+            ChildSpec("metrics", metrics_main, (config, metrics_dir), reports_ready=True,
+                      shutdown_timeout_s=timeout),
+        )),)
     return Tree(
-        (
-            Group("core", Strategy.REST_FOR_ONE, (
-                ChildSpec("writer", log_writer_main, (config, endpoints), reports_ready=True,
-                          ready_before_next=True, shutdown_timeout_s=timeout),
-                ChildSpec("raft", run_raft_worker, (config, endpoints, join),
-                          reports_ready=True, shutdown_timeout_s=timeout,
-                          max_rss_bytes=s.max_rss_bytes),
-            )),
-            Group("readers", Strategy.ONE_FOR_ONE, tuple(
-                ChildSpec(f"reader{i}", run_read_worker, (config, endpoints, i),
-                          reports_ready=True, shutdown_timeout_s=timeout,
-                          max_rss_bytes=s.max_rss_bytes)
-                for i in range(config.node.read_workers)
-            )),
-            Group("door", Strategy.ONE_FOR_ONE, (
-                ChildSpec("door", front_door_main, (config, endpoints), reports_ready=True,
-                          shutdown_timeout_s=timeout),
-            )),
-        ),
+        groups,
         intensity=Intensity(s.max_restarts, s.restart_window_s),
         backoff=Backoff(initial_s=s.backoff_initial_s, max_s=s.backoff_max_s),
         ready_timeout_s=s.ready_timeout_s,
@@ -337,8 +357,9 @@ def lock_data_dir(config: NodeConfig, wait_s: float = 3.0) -> None:
 def check_ports(config: NodeConfig) -> None:
     """Every fixed port of this node must be free to bind on its host."""
     me = config.member
+    metrics_port = config.metrics.port if config.metrics.enabled else 0
     for name, port in (("client_port", me.client_port), ("peer_port", me.peer_port),
-                       ("events_port", me.events_port)):
+                       ("events_port", me.events_port), ("metrics.port", metrics_port)):
         if port == 0:
             continue
         family = socket.AF_INET6 if ":" in me.host else socket.AF_INET
@@ -348,18 +369,22 @@ def check_ports(config: NodeConfig) -> None:
                 sock.bind((me.host, port))
             except OSError as exc:
                 reason = "is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                where = name if "." in name else f"cluster.members[{me.id}].{name}"
                 raise StartupCheckError(
-                    f"cluster.members[{me.id}].{name}: port {port} on {me.host} {reason}",
+                    f"{where}: port {port} on {me.host} {reason}",
                     ExitCode.STARTUP_FAILED,
                 ) from exc
 
 
 def _ready_line(node_id: str, infos: Mapping[str, Mapping[str, InfoValue]]) -> str:
-    return format_ready_line("concord", node_id, {
+    endpoints = {
         "client": infos["door"]["client"],
         "peer": infos["raft"]["peer"],
         "events": infos["raft"]["events"],
-    })
+    }
+    if "metrics" in infos:
+        endpoints["metrics"] = infos["metrics"]["metrics"]
+    return format_ready_line("concord", node_id, endpoints)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -391,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"concord: {exc.message}", file=sys.stderr)
         return int(exc.code)
     layout = NodeLayout(config)
-    tree = build_tree(config, layout.endpoints, join=args.join)
+    tree = build_tree(config, layout.endpoints, join=args.join,
+                      metrics_dir=layout.metrics_dir if config.metrics.enabled else None)
     return Supervisor(
         tree,
         setup=layout.setup,

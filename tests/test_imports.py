@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: `supervisor/` package.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "ids", "bulk", "supervisor_clash"}),  # leaves: import nothing of ours
-    frozenset({"raft", "kv"}),  # the pure cores
-    frozenset({"storage", "shm", "net", "config", "tracing", "supervisor/"}),  # files, shared memory, sockets
+    frozenset({"raft", "kv", "metrics"}),  # the pure cores; the metric table and recorder
+    frozenset({"storage", "shm", "net", "config", "tracing", "telemetry", "supervisor/"}),  # files, shared memory, sockets
     frozenset({"node", "client", "aio", "audit"}),  # the node's processes; the clients beside them
     frozenset({"sim"}),  # runs the node's driver over fakes
     frozenset({"supervisor"}),  # `python -m concord.supervisor`: one node's process tree

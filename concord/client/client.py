@@ -86,6 +86,7 @@ from concord.client.plan import (
     error_from_reply,
     normalize_endpoint,
 )
+from concord import telemetry
 from concord.client import requests
 from concord.client.requests import NO_DEFAULT, Filter, Range, Req
 from concord.net.curve import CurveClient
@@ -242,8 +243,17 @@ class Client(ClientCore):
         """
         if self._closed:
             raise ShuttingDownError("client is closed")
-        with client_span(op), self._session(op) as session:
-            return self._run(self._plan(op, args, session, timeout_s))
+        started = time.perf_counter()
+        outcome: BaseException | None = None
+        try:
+            with client_span(op), self._session(op) as session:
+                return self._run(self._plan(op, args, session, timeout_s))
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            if telemetry.listening(telemetry.CLIENT_CALL):
+                telemetry.client_call(op, args, time.perf_counter() - started, outcome, "wire")
 
     def _run(self, plan: CallPlan) -> dict[str, object]:
         return drive(plan, self._exchange)
@@ -255,6 +265,7 @@ class Client(ClientCore):
         # NB: token and ns are checked by the node, never by shared memory: a client
         # that sends them reads over the wire only.
         if self._local_ok and consistency in ("eventual", "leader"):
+            started = time.perf_counter()
             full = {**args, "consistency": consistency}
             store = self._local_store()
             with self._lock:
@@ -262,6 +273,9 @@ class Client(ClientCore):
                     # Arguments are checked by the kv read logic (same error classes).
                     reply = store.read(op, full)
                     if reply is not None:
+                        if telemetry.listening(telemetry.CLIENT_CALL):
+                            telemetry.client_call(op, full, time.perf_counter() - started,
+                                                  reply, "shm")
                         if reply.get("ok") is False:
                             _raise_error_map(reply)
                         return reply
@@ -380,8 +394,13 @@ class Client(ClientCore):
         """
         req = requests.get(key, consistency, meta)
         if not meta and self._local_ok and consistency != "strong":
+            started = time.perf_counter()
             value = self._local_get(key, consistency)
             if value is not _NOT_LOCAL:
+                if telemetry.listening(telemetry.CLIENT_CALL):
+                    telemetry.client_call(
+                        "get", {"consistency": consistency}, time.perf_counter() - started,
+                        {"ok": False, "error": "not_found"} if value is MISSING else None, "shm")
                 if value is MISSING:
                     if default is NO_DEFAULT:
                         raise NotFoundError(f"key {key!r} not found")

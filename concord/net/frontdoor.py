@@ -58,6 +58,7 @@ from typing import Callable, Mapping, Sequence
 import zmq
 
 from concord.errors import ClientError, ConfigError, InvalidRequestError, ShuttingDownError
+from concord.metrics.node import DoorMetrics, reply_result
 from concord.net._zmqutil import new_socket
 from concord.net.curve import CurveServer
 from concord.net.backend import (
@@ -193,6 +194,9 @@ class _Pending:
     deadline: float
     role: Backend = field(default=Backend.RAFT)
     notes: tuple[object | None, ...] | None = None  # one per DoorObserver, None: none cares
+    op: str = ""  # for metrics: op, consistency label ("none": not a read), receive time
+    consistency: str = "none"
+    started: float = 0.0
 
 
 class FrontDoor:
@@ -236,6 +240,7 @@ class FrontDoor:
         # (deadline, token); entries whose token was answered are skipped lazily.
         self._deadlines: list[tuple[float, int]] = []
         self._closed = False
+        self.metrics = DoorMetrics()
         self.client = new_socket(ctx, zmq.ROUTER, "front door client")
         try:
             self.backend = new_socket(ctx, zmq.ROUTER, "front door backend")
@@ -320,6 +325,8 @@ class FrontDoor:
         """Run `poll_once` until `should_stop()` is true (checked every `tick_ms`)."""
         while not should_stop():
             self.poll_once(tick_ms)
+            stats = self.stats
+            self.metrics.sample(stats.handoffs, stats.invalid, stats.client_gone)
 
     # -- clients -------------------------------------------------------------------
 
@@ -363,7 +370,12 @@ class FrontDoor:
             return
         target = route(request, self.registry)
         backend = self._pick(target)
+        now = self._clock()
+        is_read = self.registry[request.op].backend is Backend.READ
+        pending = _Pending(envelope, request.id, b"", 0.0, target, notes, request.op,
+                           request.consistency if is_read else "none", now)
         if backend is None:
+            self._observe(pending, "no_leader")
             self.stats.unroutable += 1
             what = "read worker" if target is Backend.READ else "raft worker"
             self._answer(envelope, error_reply(
@@ -372,18 +384,20 @@ class FrontDoor:
             return
         timeout_ms = min(request.timeout_ms or self.options.default_timeout_ms, self.options.max_timeout_ms)
         token = self._epoch | (next(self._tokens) & ((1 << 40) - 1))
-        deadline = self._clock() + (timeout_ms + self.options.reply_grace_ms) / 1000.0
+        deadline = now + (timeout_ms + self.options.reply_grace_ms) / 1000.0
         if not self._forward(backend, token, payload):
             # The chosen backend vanished or is full (HWM): one retry on another.
             backend = self._pick(target, exclude=backend)
             if backend is None or not self._forward(backend, token, payload):
+                self._observe(pending, "no_leader")
                 self.stats.unroutable += 1
                 self._answer(envelope, error_reply(
                     request.id, "no_leader", "backend unavailable on this node; retry", None
                 ), notes)
                 return
         self._backends[backend].inflight += 1
-        self._pending[token] = _Pending(envelope, request.id, backend, deadline, target, notes)
+        pending.backend, pending.deadline = backend, deadline
+        self._pending[token] = pending
         heapq.heappush(self._deadlines, (deadline, token))
         self.stats.forwarded += 1
 
@@ -506,6 +520,7 @@ class FrontDoor:
         if kind == KIND_HANDOFF:
             self._hand_off(token, pending, frames[2])
             return
+        self._observe(pending, None, frames[2])
         self._answer(pending.envelope, frames[2], pending.notes)
 
     def _hand_off(self, token: int, pending: _Pending, payload: bytes) -> None:
@@ -521,6 +536,7 @@ class FrontDoor:
             return
         backend = self._pick(Backend.RAFT)
         if backend is None or not self._forward(backend, token, payload):
+            self._observe(pending, "no_leader")
             self.stats.unroutable += 1
             self._answer(pending.envelope, error_reply(
                 pending.request_id, "no_leader",
@@ -532,6 +548,14 @@ class FrontDoor:
         pending.backend = backend
         pending.role = Backend.RAFT
         self._pending[token] = pending
+
+    def _observe(self, pending: _Pending, result: str | None, reply: bytes = b"") -> None:
+        """Record an answered request (`result`, or read from the `reply` payload)."""
+        if self.metrics.on:
+            by_read = None if pending.consistency == "none" else pending.role is Backend.READ
+            self.metrics.on_done(pending.op, pending.consistency,
+                                 result or reply_result(reply),
+                                 self._clock() - pending.started, by_read)
 
     def _done(self, pending: _Pending) -> None:
         info = self._backends.get(pending.backend)
@@ -548,6 +572,7 @@ class FrontDoor:
                 continue
             count += 1
             self._done(pending)
+            self._observe(pending, "timeout")
             self.stats.timeouts += 1
             self._answer(pending.envelope, error_reply(
                 pending.request_id,

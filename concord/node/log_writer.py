@@ -82,6 +82,7 @@ import zmq
 import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
 from concord.storage import codec
 from concord.errors import DiskError, ProtocolError, RemoteProtocolError, StorageError
+from concord.metrics import node as metrics
 from concord.raft.messages import ConfState, Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
 from concord.raft.statemachine import StateMachine
@@ -580,6 +581,7 @@ class LogWriter:
         self._unapplied.clear()
         snapfile.prune(self._snap_dir, self._settings.keep_snapshots, self._settings.fsync)
         logger.info("installed snapshot from leader index=%d term=%d", snap.meta.index, snap.meta.term)
+        metrics.snapshot_installed()
 
     def _committed(self, index: int, conf_state: ConfState | None) -> None:
         self._worker_applied = max(self._worker_applied, index)
@@ -761,6 +763,7 @@ class LogWriter:
             )
             self._snapshot_error = str(outcome)
             self._report_disk()
+            metrics.snapshot_failed()
             return True
         self._finish_snapshot(job, outcome)
         if self._snapshot_error is not None:
@@ -773,6 +776,7 @@ class LogWriter:
         self._snapshot_index = max(self._snapshot_index, meta.index)
         self._snapshot_bytes_mark = max(self._snapshot_bytes_mark, job.applied_bytes)
         self.snapshots_written += 1
+        metrics.snapshot_saved(time.monotonic() - job.started_s, _file_size(job.path))
         snapfile.prune(self._snap_dir, self._settings.keep_snapshots, self._settings.fsync)
         self._wal.remove_covered(meta.index)
         logger.info(
@@ -815,6 +819,13 @@ class LogWriter:
     def close(self) -> None:
         self._abandon_job()
         self._wal.close()
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _discard_temp(path: Path) -> None:
@@ -904,6 +915,7 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
                 for reply in writer.outbox:
                     sock.send(reply)
                 writer.outbox.clear()
+            metrics.flush_due()
     except (StorageError, ProtocolError) as exc:
         # NB: logged once, by the process's top level (run_log_writer)
         try:

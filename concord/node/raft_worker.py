@@ -56,6 +56,7 @@ from concord.kv import CLIENT_WRITE_OPS, KvConfig
 from concord.kv import encode_request as kv_encode_request
 from concord.kv.machine import Applied
 from concord.kv.record import Change, Space
+from concord.node.raft_metrics import RaftMetrics
 from concord.net.admin import fault_reply
 from concord.net.backend import BackendLink
 from concord.net.curve import ZapHandler
@@ -447,6 +448,7 @@ class RaftWorker:
         self.poller.register(self.writer.socket, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.socket, zmq.POLLIN)
+        self.metrics = RaftMetrics(self)
         self.log.info(
             "raft worker started empty=%s snapshot_index=%d entries=%d commit=%d peer=%s",
             empty,
@@ -459,6 +461,7 @@ class RaftWorker:
     # -- Transport (the driver's) ----------------------------------------------------------
 
     def send(self, msg: Message) -> None:
+        self.metrics.on_send(msg)
         trace = None
         if self.tracing is not None and msg.type is MessageType.APPEND:
             trace = self.tracing.append_trace(msg.entries)
@@ -607,12 +610,14 @@ class RaftWorker:
                                             "misaddressed peer message from=%s frm=%s to=%s",
                                             sender, msg.frm, msg.to)
                 continue
+            self.metrics.on_message(msg)
             if trace is not None and self.tracing is not None:
                 self.tracing.on_append(sender, trace)
             self.driver.on_message(msg)
 
     def _on_tick(self) -> None:
         self.driver.on_tick()
+        self.metrics.on_tick(time.monotonic())
         for peer in self.transport.unreachable():
             self.raw.report_unreachable(peer)
         self._maybe_promote_learners()
@@ -830,6 +835,7 @@ class RaftWorker:
     # -- replies -------------------------------------------------------------------------------
 
     def _on_reply(self, reply: Reply) -> None:
+        self.metrics.on_reply(reply)
         rid = reply.request_id
         self._promotions = self._promotions.answered(rid)
         if rid in self._internal:
@@ -935,6 +941,7 @@ class RaftWorker:
                 self.log.info("raft status changed leader=%s", driver.leader_id)
             self._published_status = status
             self.publisher.set_status(*status)
+            self.metrics.on_status()
         lease_ms = driver.lease_until_ms
         if driver.applied_term != driver.term or driver.applied_index < driver.commit:
             # Read workers serve leader reads from shm: only once everything committed
@@ -1077,6 +1084,7 @@ class RaftWorker:
             "db_bytes": _tree_bytes(self.config.node.data_dir),
             "lease": d.lease_valid,
             "first_index": self.storage.first_index(),
+            "snapshot_index": self.storage.snapshot().meta.index,
             "last_index": self.storage.last_index(),
             "members": self._members(),
             "storage": {"ok": self._disk.ok, "wal_error": self._disk.wal_error,

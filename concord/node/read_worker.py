@@ -30,6 +30,7 @@ import zmq
 
 from concord.config import NodeConfig
 from concord.errors import InvalidRequestError
+from concord.metrics.node import ReaderMetrics
 from concord.net.backend import BackendLink
 from concord.net.wire import Backend, Request, decode_request, error_reply, ok_reply
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of
@@ -64,6 +65,7 @@ class ReadWorker:
         self.poller = zmq.Poller()
         self.link.register(self.poller)
         self._stopping = False
+        self.metrics = ReaderMetrics()
         # A deliberately broken build for the chaos tool's self-test (docs/chaos.md).
         self._unsafe_leader_reads = config.faults.enabled and config.faults.unsafe_leader_reads
 
@@ -75,15 +77,19 @@ class ReadWorker:
             timeout_s = self.link.next_deadline() - time.monotonic()
             self.poller.poll(max(0, int(timeout_s * 1000)) + 1)
             self.link.service_timers(time.monotonic())
+            served = handed_off = 0
             for _ in range(1000):
                 req = self.link.recv()
                 if req is None:
                     break
                 reply = self.handle(req.payload)
                 if reply is None:
+                    handed_off += 1
                     self.link.hand_off(req.token, req.payload)
                 else:
+                    served += 1
                     self.link.reply(req.token, reply)
+            self.metrics.on_round(served, handed_off)
 
     def handle(self, payload: bytes) -> bytes | None:
         """

@@ -33,11 +33,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, cast
 
-from concord.errors import CorruptionError, DiskError, StorageError
+from concord.errors import CorruptionError, DiskError, ProtocolError, StorageError
+from concord.metrics import node as metrics
 from concord.raft.messages import Entry, SnapshotMeta
 from concord.raft.state import HardState
 from concord.storage import faults, fileutil
@@ -225,13 +227,18 @@ class WAL:
             data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
             good_size = active.size
             try:
+                started = time.perf_counter()
                 self._write(data)
+                written = time.perf_counter()
                 self.write_count += 1
                 active.size += len(data)
+                synced = None
                 if sync and self._sync is not None:
                     self._sync(self._fd)
+                    synced = time.perf_counter() - written
                     self.sync_count += 1
                     self._synced_size = active.size
+                metrics.wal_flushed(written - started, synced, len(data), len(self._pending))
             except OSError:
                 # NB: what earlier unsynced flushes (commit-only hard states) wrote may
                 # have been in the writeback that failed, so the durable end is the last
@@ -241,6 +248,7 @@ class WAL:
         except OSError as exc:
             self._sync_owed = self._sync_owed or sync
             self.failures += 1
+            metrics.wal_failed()
             raise DiskError(f"wal write failed in {self._dir}: {fileutil.describe_os_error(exc)}") from exc
         self._sync_owed = False
         active.max_index = max(active.max_index, self._pending_max_index)

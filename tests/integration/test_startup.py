@@ -66,6 +66,25 @@ def test_startup_stops_with_message_when_port_is_in_use(tmp_path: Path) -> None:
     assert f"port {port}" in result.stderr and "already in use" in result.stderr
 
 
+@pytest.mark.timeout(60)
+def test_startup_stops_with_message_when_metrics_port_is_in_use(tmp_path: Path) -> None:
+    """[metrics] port held by another process: exit 3 naming metrics.port, nothing started."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        config = tmp_path / "n.toml"
+        config.write_text(f'[node]\nid = "n1"\ndata_dir = "data"\n[metrics]\nenabled = true\n'
+                          f'port = {port}\n')
+        result = run_supervisor(config)
+    finally:
+        holder.close()
+    assert 3 == result.returncode
+    assert "" == result.stdout
+    assert f"metrics.port: port {port} on 127.0.0.1 is already in use" in result.stderr
+
+
 def _records(path: Path) -> list[RawRecord]:
     data = path.read_bytes()
     out: list[RawRecord] = []
@@ -200,14 +219,14 @@ def test_shipped_node_config_runs_when_started_as_is(tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     conf.mkdir()
     text = (ROOT / "conf" / "node.toml").read_text()
-    for old, new in zip(("7379", "7380", "7381"), free_ports(3)):
-        text = text.replace(f"_port = {old}", f"_port = {new}")
+    for old, new in zip(("7379", "7380", "7381", "7382"), free_ports(4)):
+        text = text.replace(f"port = {old}", f"port = {new}")
     (conf / "node.toml").write_text(text)
     node = NodeProc("node", conf / "node.toml", conf / "data" / "node", tmp_path / "node.log")
     node.launch()
     try:
         endpoints = node.wait_ready()
-        assert {"client", "peer", "events"} <= set(endpoints)
+        assert {"client", "peer", "events", "metrics"} <= set(endpoints)
         from concord.client.raw import request
 
         def put_ok() -> bool:
@@ -221,6 +240,10 @@ def test_shipped_node_config_runs_when_started_as_is(tmp_path: Path) -> None:
         wait_until(lambda: request(endpoints["client"], {"op": "get", "key": "a"}).get("value")
                    == 1, 15, "leader read never served")
         assert (conf / "data" / "node" / "wal").is_dir()
+        import urllib.request
+
+        with urllib.request.urlopen(endpoints["metrics"], timeout=5) as response:
+            assert b"concord_server_is_leader 1.0" in response.read()
     finally:
         code = node.terminate()
     assert 0 == code
