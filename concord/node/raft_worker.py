@@ -74,9 +74,26 @@ from concord.node.backup import BackupJobs
 from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, SnapshotWritten
 from concord.node.members import (
     MAGIC, Address, AddressBook, NodeStateMachine, encode_address, encode_cluster_id, new_cluster_id)
-from concord.node.promotion import LeaderView, Promotions, decide_promotions
+from concord.node.core.effects import (
+    Committed,
+    DropChanges,
+    Effect,
+    MintClusterId,
+    ProposeAddress,
+    ProposeConfChange,
+    ProposeExpiry,
+    PublishChanges,
+    PublishStatus,
+    ResyncShm,
+    SendReplies,
+    SetLease,
+    SetPeers,
+    TransferLeader,
+)
+from concord.node.core.node import NodeCore, NodeView
+from concord.node.promotion import LeaderView
 from concord.raft.config import RaftConfig
-from concord.raft.messages import ConfChange, ConfState, Message, Snapshot, SnapshotMeta
+from concord.raft.messages import ConfState, Message, Snapshot, SnapshotMeta
 from concord.raft.rawnode import RawNode
 from concord.raft.state import Role
 from concord.raft.storage import MemoryStorage
@@ -89,10 +106,6 @@ __all__ = ["NodeMachine", "RaftWorker", "WorkerEndpoints", "kv_config_of", "run_
 
 logger = logging.getLogger(__name__)
 
-#: How often the leader looks for due TTLs to expire (ms of its clock).
-EXPIRY_INTERVAL_MS = 100
-#: Milliseconds between a leader's cluster-id proposals while none is applied.
-CLUSTER_ID_RETRY_MS = 1000
 #: The shared-memory arena is compacted (dead records dropped: every reader then rebuilds
 #: its index from the new directory) when dead records pass SHM_COMPACT_RATIO of it,
 #: looked at most every SHM_COMPACT_INTERVAL_S (and that long after the last compaction
@@ -102,12 +115,6 @@ CLUSTER_ID_RETRY_MS = 1000
 SHM_COMPACT_INTERVAL_S = 5.0
 SHM_COMPACT_RATIO = 0.5
 SHM_COMPACT_STEP_S = 0.005
-#: The log writer hears COMMITTED (it applies to its replica, then snapshots) once this
-#: many entries were applied since the last one, on every tick, and at once when the
-#: membership changed; not after every entry: each message wakes the writer, and on a
-#: node short of cores that wakeup competes with the write path. Kept small, because the
-#: writer then applies that many entries in one go, and a PERSIST waits behind them.
-COMMITTED_EVERY_ENTRIES = 16
 
 #: Applied indexes whose kv state hash the worker remembers for `hash_kv` (the replica
 #: check compares nodes at one index; about 1 MB).
@@ -284,19 +291,8 @@ class RaftWorker:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._outbox: list[tuple[int, bytes]] = []
-        self._internal: set[int] = set()
-        self._expiry_pending: int | None = None
-        self._cluster_id_pending: int | None = None  # the cluster-id proposal in flight
-        self._next_cluster_id_ms = 0
-        self._next_expiry_ms = 0
         self._next_shm_compact = time.monotonic() + SHM_COMPACT_INTERVAL_S
-        self._promotions = Promotions()  # learner auto-promotion (concord.node.promotion)
-        self._joining: set[NodeId] = set()  # added by add_member, not yet in the conf
         self._stopping = False
-        self._conf_sent: ConfState | None = None
-        self._last_committed_sent = 0
-        self._published_status: tuple[int, str | None, Role, str | None] | None = None
-        self._published_lease_ms = -2
         self.checker = ReplicaChecker()
         self._conf_snapshots = _ConfChangeSnapshots()
         self._disk = DiskStatus(None, None)  # the writer's last DISK report
@@ -329,10 +325,6 @@ class RaftWorker:
         if recovered.snapshot is not None and not recovered.snapshot.is_empty:
             state.restore(recovered.snapshot.data)
         self._restored_s = time.monotonic() - started
-        # Start-up replay: the entries committed before this start are applied to the
-        # state machine only; shared memory and the change stream get the result once,
-        # in bulk (_maybe_resync_shm), when applied_index reaches this index.
-        self._replay_until = loaded.commit
         self._started_s = started
         self._run_started_s = time.monotonic()  # run() sets it again
         self.machine = NodeMachine(state, self.book)
@@ -414,10 +406,14 @@ class RaftWorker:
         # -- shared memory -----------------------------------------------------------------
         self.shm_names = endpoints.shm
         self.publisher = Publisher.attach(endpoints.shm)
-        # Never go backwards: after a restart of this worker alone, shm may hold a later
-        # state than the recovered one; it is replaced only once we have caught up.
-        self._shm_synced = False
-        self._maybe_resync_shm()
+        # The decisions (concord.node.core): shm never goes backwards (after a restart of
+        # this worker alone it may hold a later state than the recovered one), and the
+        # start-up replay (the entries committed before this start) is published once, in
+        # bulk, when applied reaches the recovered commit.
+        self.core = NodeCore(self.node_id, self._ids.__next__,
+                             shm_applied=self.publisher.applied_index,
+                             replay_until=loaded.commit)
+        self._carry_out(self.core.on_start(self._view()))
         # -- front door --------------------------------------------------------------------
         self.link = BackendLink(self.ctx, endpoints.backend, Backend.RAFT, f"raft-{self.node_id}",
                                 heartbeat_interval_s=0.1)
@@ -480,7 +476,6 @@ class RaftWorker:
             if now >= next_tick:
                 next_tick = max(next_tick + tick_s, now)
                 self._on_tick()
-                self._send_committed(force=True)
             self.driver.process_ready()
             self._after_ready()
             if self._conf_snapshots.taken:
@@ -524,25 +519,19 @@ class RaftWorker:
                 self._on_disk(event)
 
     def _on_disk(self, disk: DiskStatus) -> None:
-        """
-        The writer's disk health changed. While the WAL fails, this node refuses writes
-        (storage_unavailable) and, if it leads, hands leadership to the most caught-up
-        other voter: it cannot count itself toward a quorum until its WAL works again.
-        """
+        """The writer's disk health changed (the decision: NodeCore.on_disk)."""
         was_failing = self._disk.wal_error is not None
         self._disk = disk
         if disk.wal_error is not None and not was_failing:
             self.log.warning("storage failing: refusing writes until the wal recovers error=%s",
                              disk.wal_error)
-            target = self._best_other_voter()
-            if self.driver.role is Role.LEADER and target is not None:
-                self.driver.transfer_leader(target)
-                self.log.info("leadership transfer requested to=%s reason=storage_failing", target)
         elif disk.wal_error is None and was_failing:
             self.log.info("storage recovered: accepting writes again")
         if disk.snapshot_error is not None:
             self.log.warning("snapshot writes failing: the wal grows until one succeeds error=%s",
                              disk.snapshot_error)
+        best = self._best_other_voter() if self.driver.role is Role.LEADER else None
+        self._carry_out(self.core.on_disk(disk.wal_error, self.driver.role, best))
 
     def _best_other_voter(self) -> NodeId | None:
         """The other voter with the longest matched log (None: this node is alone)."""
@@ -553,7 +542,7 @@ class RaftWorker:
 
     def _storage_unavailable(self, request: Request) -> bytes | None:
         """The refusal of a write while this node's WAL fails, None while it works."""
-        if self._disk.wal_error is None:
+        if not self.core.refuses_writes:
             return None
         return error_reply(request.id, "storage_unavailable",
                            f"node {self.node_id} cannot persist writes ({self._disk.wal_error}); "
@@ -581,36 +570,15 @@ class RaftWorker:
         self.driver.on_tick()
         for peer in self.transport.unreachable():
             self.raw.report_unreachable(peer)
-        self._maybe_promote_learners()
-        if self.driver.role is not Role.LEADER:
-            return
-        self._maybe_mint_cluster_id()
-        now = self.clock.now_ms()
-        if self._expiry_pending is None and now >= self._next_expiry_ms:
-            self._next_expiry_ms = now + EXPIRY_INTERVAL_MS
-            command = self.machine.kv.expiry_command(now)
-            if command is not None:
-                rid = next(self._ids)
-                self._internal.add(rid)
-                self._expiry_pending = rid
-                self.driver.submit_write(rid, command)
-
-    def _maybe_mint_cluster_id(self) -> None:
-        """
-        A leader whose state has no cluster id (a new cluster, or one of an older release)
-        proposes one through Raft; the first applied wins (concord.node.members), so a
-        proposal racing another leader's is harmless. One in flight at a time.
-        """
-        if self.machine.state.cluster_id is not None or self._cluster_id_pending in self._internal:
-            return
-        now = self.clock.now_ms()
-        if now < self._next_cluster_id_ms:  # a refused proposal is retried, not every tick
-            return
-        self._next_cluster_id_ms = now + CLUSTER_ID_RETRY_MS
-        cluster_id = new_cluster_id()
-        self._cluster_id_pending = self._internal_id()
-        self.log.info("proposing cluster id cluster_id=%s", cluster_id)
-        self.driver.submit_write(self._cluster_id_pending, encode_cluster_id(cluster_id))
+        driver = self.driver
+        if driver.role is Role.LEADER:
+            status = self.raw.status()
+            leader = LeaderView(driver.term, True, status.conf_state, status.committed,
+                                {member: pr.match for member, pr in status.progress.items()})
+        else:
+            leader = LeaderView(driver.term, False, driver.conf_state, driver.commit, {})
+        self._carry_out(self.core.on_tick(self._view(), leader, self.clock.now_ms(),
+                                          self.machine.state.cluster_id is not None))
 
     def _compact_shm_step(self, now: float) -> None:
         """Start a shm compaction when due, or advance the one running by one step."""
@@ -625,23 +593,6 @@ class RaftWorker:
             stats = publisher.stats()
             self.log.info("shm compacted used_bytes=%d generation=%d", stats.used_bytes,
                           stats.generation)
-
-    def _maybe_promote_learners(self) -> None:
-        """Carry out concord.node.promotion's decision for this tick (every role)."""
-        driver = self.driver
-        if driver.role is Role.LEADER:
-            status = self.raw.status()
-            view = LeaderView(driver.term, True, status.conf_state, status.committed,
-                              {member: pr.match for member, pr in status.progress.items()})
-        else:
-            view = LeaderView(driver.term, False, driver.conf_state, driver.commit, {})
-        self._promotions, due = decide_promotions(self._promotions, view)
-        for learner in due:
-            rid = self._internal_id()
-            # Recorded before the proposal: a refused one is answered at once.
-            self._promotions = self._promotions.proposed(rid, learner)
-            self.log.info("promoting learner member=%s match=%d", learner, view.match[learner])
-            self.driver.submit_conf_change(rid, ConfChange.add_voter(learner))
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -731,6 +682,7 @@ class RaftWorker:
         if not is_node_id(member):
             raise InvalidRequestError(f"member_id must be {NODE_ID_RULE}, got {member!r}")
         conf = self.driver.conf_state
+        rid = next(self._ids)
         if request.op == "add_member":
             address = Address(
                 member, str(args["host"]), int(str(args["client_port"])),
@@ -738,30 +690,16 @@ class RaftWorker:
             )
             if address.peer is None:
                 raise InvalidRequestError("add_member needs a non-zero peer_port")
-            # Replicate the address first (an ordinary entry), then change the membership.
-            self.driver.submit_write(self._internal_id(), encode_address(address))
             self.book.set(address)
-            self._joining.add(member)
-            self._sync_peers()
             learner = args.get("learner")
-            self._promotions = self._promotions.added(
-                member, learner if isinstance(learner, bool) else None, self.driver.term)
-            change = ConfChange.add_learner(member)
-            if learner is False:
-                change = ConfChange.add_voter(member)
+            effects = self.core.add_member(self._view(), member,
+                                           learner if isinstance(learner, bool) else None, rid)
         elif request.op == "remove_member":
-            if member not in conf.voters and member not in conf.learners:
-                raise InvalidRequestError(f"{member} is not a member")
-            change = ConfChange.remove(member)
+            effects = self.core.remove_member(conf, member, rid)
         else:
-            if member not in conf.learners:
-                raise InvalidRequestError(f"{member} is not a learner")
-            change = ConfChange.add_voter(member)
-        rid = next(self._ids)
+            effects = self.core.promote_member(conf, member, rid)
         self._pending[rid] = _Pending(token, request)
-        if request.op == "promote_member":
-            self._promotions = self._promotions.proposed(rid, member)
-        self.driver.submit_conf_change(rid, change)
+        self._carry_out(effects)
         return None
 
     def _transfer(self, request: Request) -> bytes:
@@ -779,21 +717,12 @@ class RaftWorker:
         self.log.info("leadership transfer requested to=%s", target)
         return ok_reply(request.id, {"transferring_to": target})
 
-    def _internal_id(self) -> int:
-        rid = next(self._ids)
-        self._internal.add(rid)
-        return rid
-
     # -- replies -------------------------------------------------------------------------------
 
     def _on_reply(self, reply: Reply) -> None:
         rid = reply.request_id
-        self._promotions = self._promotions.answered(rid)
-        if rid in self._internal:
-            self._internal.discard(rid)
-            if rid == self._expiry_pending:
-                self._expiry_pending = None
-            return
+        if self.core.on_reply(rid):
+            return  # one of the core's own proposals
         pending = self._pending.pop(rid, None)
         if pending is None:
             return
@@ -837,20 +766,100 @@ class RaftWorker:
     def _on_snapshot_installed(self, meta: SnapshotMeta) -> None:
         self.log.info("snapshot installed index=%d", meta.index)
 
-    def _maybe_resync_shm(self) -> None:
+    def _view(self) -> NodeView:
+        """What the node core needs of the driver and the state machine now."""
+        d = self.driver
+        machine = self.machine
+        changed = machine.addresses_changed
+        machine.addresses_changed = False
+        # The leader's client endpoint rides along: read workers hint with it (members
+        # added at run time are known only to this address book).
+        return NodeView(
+            d.term, d.leader_id, d.role, d.commit, d.applied_index, d.applied_term,
+            d.lease_until_ms, d.conf_state, machine.restored, bool(machine.changes), changed,
+            self.book.client_endpoint(d.leader_id), frozenset(self.book.peer_endpoints()))
+
+    def _after_ready(self) -> None:
+        self._carry_out(self.core.after_ready(self._view()))
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        """Carry out the node core's effects, in order (concord.node.core.effects)."""
+        for effect in effects:
+            match effect:
+                case SendReplies():
+                    for token, payload in self._outbox:
+                        self.link.reply(token, payload)
+                    self._outbox.clear()
+                case PublishChanges():
+                    self._publish_changes()
+                case Committed(index, conf_state):
+                    self.writer.committed(index, conf_state)
+                    self.checker.record(index, self.machine.state_hash())
+                case SetLease(until_ms):
+                    # NB: the driver's lease is on the monotonic timer already (the read
+                    # workers compare it with time.monotonic_ns() too): never the wall clock.
+                    self.publisher.set_lease(0 if until_ms < 0 else until_ms * 1_000_000)
+                case PublishStatus():
+                    if effect.leader_changed:
+                        self.log.info("raft status changed leader=%s", effect.leader_id)
+                    self.publisher.set_status(effect.term, effect.leader_id, effect.role,
+                                              effect.leader_client)
+                case SetPeers(members):
+                    self.transport.set_peers(
+                        {p: e for p, e in self.book.peer_endpoints().items() if p in members})
+                case _:
+                    self._carry_out_rare(effect)
+
+    def _carry_out_rare(self, effect: Effect) -> None:
+        """The effects of ticks, requests and restarts (not of every round)."""
+        match effect:
+            case ResyncShm(_, first):
+                self._resync_shm(first)
+            case DropChanges():
+                self.machine.changes.clear()  # the coming reset publishes them
+            case ProposeConfChange(rid, change, reason):
+                if reason == "promote":
+                    member = change.changes[0].node_id
+                    progress = self.raw.status().progress.get(member)
+                    self.log.info("promoting learner member=%s match=%d", member,
+                                  progress.match if progress is not None else 0)
+                self.driver.submit_conf_change(rid, change)
+            case ProposeAddress(rid, member):
+                address = self.book.get(member)
+                assert address is not None  # Invariant: set in the book before add_member
+                self.driver.submit_write(rid, encode_address(address))
+            case ProposeExpiry(rid, now_ms):
+                command = self.machine.kv.expiry_command(now_ms)
+                if command is None:
+                    self.core.on_reply(rid)  # nothing to expire: no proposal in flight
+                else:
+                    self.driver.submit_write(rid, command)
+            case MintClusterId(rid):
+                cluster_id = new_cluster_id()
+                self.log.info("proposing cluster id cluster_id=%s", cluster_id)
+                self.driver.submit_write(rid, encode_cluster_id(cluster_id))
+            case TransferLeader(to, reason):
+                self.driver.transfer_leader(to)
+                self.log.info("leadership transfer requested to=%s reason=%s", to, reason)
+            case _:
+                raise AssertionError(f"unhandled node core effect {effect!r}")
+
+    def _publish_changes(self) -> None:
+        machine = self.machine
+        kv = machine.kv
+        changes, machine.changes = machine.changes, []
+        self.publisher.publish(changes, kv.applied_index, kv.revision, kv.last_ts_ms)
+        self.events.publish(changes)
+
+    def _resync_shm(self, first: bool) -> None:
         """
         Publish the whole state to shared memory in one reset, and restart the change
-        stream's history at its revision, once the state machine has caught up with
-        both what shared memory already holds (this worker restarted alone: never go
-        backwards) and what was committed when this worker started (start-up replay:
-        one bulk publish instead of one per replayed change, and no replayed events; a
-        subscriber asking for an earlier revision gets `compacted`, never a gap).
+        stream's history at its revision (NodeCore decided it may: the state caught up
+        with shm and with the start-up replay). A subscriber asking for an earlier
+        revision gets `compacted`, never a gap.
         """
         machine = self.machine
         kv = machine.kv
-        if kv.applied_index < max(self.publisher.applied_index, self._replay_until):
-            machine.changes.clear()  # the reset publishes them
-            return
         started = time.monotonic()
         records = chain(zip(repeat(Space.USER), kv.records()),
                         zip(repeat(Space.SYSTEM), kv.system_records()))
@@ -858,7 +867,7 @@ class RaftWorker:
         machine.changes.clear()
         machine.restored = False
         self.events.reset(kv.revision)
-        if not self._shm_synced:
+        if first:
             done = time.monotonic()
             self.log.info(
                 "start-up state published applied=%d keys=%d restore_s=%.3f replay_s=%.3f "
@@ -867,77 +876,6 @@ class RaftWorker:
                 started - self._run_started_s,
                 done - started, done - self._started_s,
             )
-        self._shm_synced = True
-
-    def _after_ready(self) -> None:
-        machine = self.machine
-        kv = machine.kv
-        if machine.restored or not self._shm_synced:
-            self._maybe_resync_shm()
-        elif machine.changes or kv.applied_index > self.publisher.applied_index:
-            changes, machine.changes = machine.changes, []
-            self.publisher.publish(changes, kv.applied_index, kv.revision, kv.last_ts_ms)
-            self.events.publish(changes)
-        driver = self.driver
-        # The leader's client endpoint rides along: read workers hint with it (members
-        # added at run time are known only to this address book).
-        status = (driver.term, driver.leader_id, driver.role,
-                  self.book.client_endpoint(driver.leader_id))
-        if status != self._published_status:
-            if status[:3] != (self._published_status or (None, None, None))[:3]:
-                self.log.info("raft status changed leader=%s", driver.leader_id)
-            self._published_status = status
-            self.publisher.set_status(*status)
-        lease_ms = driver.lease_until_ms
-        if driver.applied_term != driver.term or driver.applied_index < driver.commit:
-            # Read workers serve leader reads from shm: only once everything committed
-            # (earlier terms' entries included) is applied and published.
-            lease_ms = -1
-        if lease_ms != self._published_lease_ms:
-            self._published_lease_ms = lease_ms
-            # NB: the driver's lease is on the monotonic timer already (the read
-            # workers compare it with time.monotonic_ns() too): never on the wall clock.
-            self.publisher.set_lease(0 if lease_ms < 0 else lease_ms * 1_000_000)
-        for token, payload in self._outbox:
-            self.link.reply(token, payload)
-        self._outbox.clear()
-        if machine.addresses_changed:
-            machine.addresses_changed = False
-            self._sync_peers()
-        conf = driver.conf_state
-        applied = driver.applied_index
-        if conf != self._conf_sent:
-            self._conf_sent = conf
-            self._sync_peers()
-            self.writer.committed(applied, conf)
-            self.checker.record(applied, machine.state_hash())
-            self._last_committed_sent = applied
-        else:
-            self._send_committed(force=False)
-
-    def _send_committed(self, force: bool) -> None:
-        """Tell the writer what is applied: if `force`, anything new, else in batches."""
-        applied = self.driver.applied_index
-        if self._conf_sent is None:
-            return  # the first COMMITTED carries the membership (_after_ready sends it)
-        due = self._last_committed_sent + (1 if force else COMMITTED_EVERY_ENTRIES)
-        if applied >= due:
-            self.writer.committed(applied)
-            self.checker.record(applied, self.machine.state_hash())
-            self._last_committed_sent = applied
-
-    def _sync_peers(self) -> None:
-        conf = self.driver.conf_state
-        wanted = set(conf.voters) | set(conf.learners) | set(conf.voters_outgoing)
-        wanted |= set(conf.learners_next)
-        self._joining -= wanted
-        wanted |= self._joining
-        if self.node_id not in wanted:
-            # Not (yet, or no longer) a member: keep links to everyone we know, so the
-            # leader that adds us gets answers.
-            wanted |= set(self.book.peer_endpoints())
-        self.transport.set_peers(
-            {p: e for p, e in self.book.peer_endpoints().items() if p in wanted})
 
     # -- status -------------------------------------------------------------------------------
 

@@ -155,7 +155,11 @@ class NodeCore:
         self.published_lease_ms = -2
         self.wal_failing = False
 
-    # -- after every round of Readys -------------------------------------------------------
+    # -- start and after every round of Readys ------------------------------------------------
+
+    def on_start(self, view: NodeView) -> list[Effect]:
+        """The owner attached shared memory: publish the recovered state if it may."""
+        return [self._resync(view)]
 
     def after_ready(self, view: NodeView) -> list[Effect]:
         """The effects of one round: publish, status, lease, replies, peers, COMMITTED."""
