@@ -90,7 +90,7 @@ from concord.node.core.effects import (
     SetPeers,
     TransferLeader,
 )
-from concord.node.core.node import NodeCore, NodeView
+from concord.node.core.node import ConfChangeSnapshots, NodeCore, NodeView
 from concord.node.promotion import LeaderView
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfState, Message, Snapshot, SnapshotMeta
@@ -223,23 +223,6 @@ class NodeMachine:
                 self.addresses_changed = True
 
 
-class _ConfChangeSnapshots:
-    """
-    The driver's SnapshotSink, used only right after a membership change: the driver then
-    snapshots its state machine so that a member just added can be sent a snapshot that
-    includes it (an older one, without it, would be refused). The log writer makes the
-    durable snapshots itself; these only feed InstallSnapshot, so the worker hands each
-    back to the driver as "written" after the Ready round (the in-memory log may then be
-    compacted; the WAL keeps every entry until the writer's own snapshot covers it).
-    """
-
-    def __init__(self) -> None:
-        self.taken: list[SnapshotMeta] = []
-
-    def write_snapshot(self, snapshot: Snapshot) -> None:
-        self.taken.append(snapshot.meta)
-
-
 @dataclass(slots=True)
 class _Pending:
     token: int
@@ -294,7 +277,7 @@ class RaftWorker:
         self._next_shm_compact = time.monotonic() + SHM_COMPACT_INTERVAL_S
         self._stopping = False
         self.checker = ReplicaChecker()
-        self._conf_snapshots = _ConfChangeSnapshots()
+        self._conf_snapshots = ConfChangeSnapshots()
         self._disk = DiskStatus(None, None)  # the writer's last DISK report
         previous = previous or {}
 
@@ -377,7 +360,7 @@ class RaftWorker:
                 heartbeat_ticks=raft.heartbeat_ticks,
                 read_timeout_ms=max(1000, 3 * raft.election_ticks * raft.tick_ms),
                 unknown_grace_ms=raft.election_ticks * raft.tick_ms,
-                # Only after membership changes (_ConfChangeSnapshots); the periodic
+                # Only after membership changes (ConfChangeSnapshots); the periodic
                 # durable snapshots are the log writer's.
                 snapshot_every_entries=1 << 62,
             ),

@@ -160,6 +160,7 @@ class Simulation:
             self.vote_crash = config.program == VoteCrash.name
             self.minority_reads = config.program == MinorityReads.name
         self.more_rng = more.fork("program")
+        self.promotion_rng = self.rng.fork("auto-promotion")
         self.raft_config_base = dict(
             election_ticks=10,
             heartbeat_ticks=knobs.choice([1, 2]),
@@ -211,6 +212,7 @@ class Simulation:
         self.nemesis_rng = self.rng.fork("nemesis")
         self._conf_change_busy = False
         self._request_ids = 1 << 40  # the nemesis' and checker's own requests
+        self._core_ids = 1 << 50  # the node cores' own proposals
         self._control: dict[int, str] = {}
         self._control_results: dict[int, ReplyStatus] = {}
         #: Nodes clients cannot reach (their requests are lost), but for these requests.
@@ -248,6 +250,7 @@ class Simulation:
             self._on_reply,
             self.fsync_ms,
             self.trace,
+            self._core_request_id,
         )
         node.on_leader_step = self._leader_step
         node.on_apply = self._observe_apply
@@ -512,6 +515,11 @@ class Simulation:
             self.trace("heal network")
         self.network.heal()
 
+    def _core_request_id(self) -> int:
+        """Ids of the node cores' own proposals (promotions): apart from everyone else's."""
+        self._core_ids += 1
+        return self._core_ids
+
     def _control_request(self, what: str) -> int:
         self._request_ids += 1
         self._control[self._request_ids] = what
@@ -542,26 +550,43 @@ class Simulation:
             self.add_learner(leader)
             return
         if choice == "promote":
-            cc = ConfChange.add_voter(rng.choice(learners))
-        elif choice == "replace":
+            self.member_change(leader, "promote_member", rng.choice(learners))
+            return
+        if choice == "replace":
             # Joint consensus: a learner takes a voter's place in one change.
             victim = rng.choice([v for v in voters if v != leader.id] or voters)
             cc = replace_change(rng.choice(learners), victim)
             self.loop.after(1500, lambda: self._retire(victim))
         else:
             victim = rng.choice(voters)
-            cc = ConfChange.remove(victim)
             self.loop.after(1500, lambda: self._retire(victim))
+            self.member_change(leader, "remove_member", victim)
+            return
         self.submit_conf_change(leader, cc, choice)
 
-    def add_learner(self, leader: SimNode) -> NodeId:
-        """Start a spare node and have `leader` add it as a learner."""
+    def add_learner(self, leader: SimNode, stays: bool = False) -> NodeId:
+        """
+        Start a spare node and have `leader` add it as a learner (one that stays a learner
+        if `stays`: the programs that need one pass True).
+        """
         new_id = self.spares.pop(0)
         node = self._make_node(new_id, self.bootstrap)
         self.nodes[new_id] = node
         node.start()
-        self.submit_conf_change(leader, ConfChange.add_learner(new_id), "add_learner")
+        # Half of the learners ask to be promoted once caught up (add_member without
+        # `learner: true`): the node core's auto-promotion. From a stream of its own.
+        learner = True if stays or self.promotion_rng.chance(0.5) else None
+        self.member_change(leader, "add_member", new_id, learner)
         return new_id
+
+    def member_change(self, leader: SimNode, op: str, member: NodeId,
+                      learner: bool | None = None) -> None:
+        """A membership request at `leader`, decided by its node core (as the raft worker)."""
+        rid = self._control_request(f"cc {op} {member}")
+        self._conf_change_busy = True
+        self.trace(f"conf change {op} {member} via {leader.id} learner={learner}")
+        leader.member_change(op, member, rid, learner)
+        leader.process()
 
     def submit_conf_change(self, leader: SimNode, cc: ConfChange, what: str) -> None:
         assert leader.driver is not None

@@ -60,12 +60,13 @@ from concord.node.core.effects import (
     TransferLeader,
 )
 from concord.node.promotion import LeaderView, Promotions, decide_promotions
-from concord.raft.messages import ConfChange, ConfState
+from concord.raft.messages import ConfChange, ConfState, Snapshot, SnapshotMeta
 from concord.raft.state import Role
 
 __all__ = [
     "CLUSTER_ID_RETRY_MS",
     "COMMITTED_EVERY_ENTRIES",
+    "ConfChangeSnapshots",
     "EXPIRY_INTERVAL_MS",
     "NodeCore",
     "NodeView",
@@ -120,6 +121,28 @@ def conf_members(conf: ConfState) -> frozenset[NodeId]:
     """Every member of `conf`, voter or learner, incoming or outgoing."""
     return (frozenset(conf.voters) | frozenset(conf.learners) | frozenset(conf.voters_outgoing)
             | frozenset(conf.learners_next))
+
+
+class ConfChangeSnapshots:
+    """
+    The driver's SnapshotSink, used only right after a membership change: the driver then
+    snapshots its state machine so that a member just added can be sent a snapshot that
+    includes it (an older one, without it, would be refused). The log writer makes the
+    durable snapshots itself; these only feed InstallSnapshot, so the owner hands each
+    back to the driver as "written" after the Ready round (the in-memory log may then be
+    compacted; the WAL keeps every entry until the writer's own snapshot covers it).
+    """
+
+    def __init__(self) -> None:
+        self.taken: list[SnapshotMeta] = []
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        self.taken.append(snapshot.meta)
+
+    def drain(self) -> list[SnapshotMeta]:
+        """The snapshots taken since the last call (to hand back as written)."""
+        taken, self.taken = self.taken, []
+        return taken
 
 
 class NodeCore:
