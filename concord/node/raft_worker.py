@@ -25,55 +25,41 @@ Writes reaching a follower are answered `not_leader` with the leader's CLIENT en
 
 from __future__ import annotations
 
-import bisect
-import collections
 import itertools
 from itertools import chain, repeat
 import logging
-import os
 import random
 import signal
 import time
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 
 import zmq
 
 from concord import codec
 from concord.config import NodeConfig
-from concord.errors import (
-    ClientError,
-    ConfigError,
-    InvalidRequestError,
-    NotFoundError,
-    ProtocolError,
-    StorageError,
-)
-from concord.ids import NODE_ID_RULE, NodeId, is_node_id
-from concord.kv import CLIENT_WRITE_OPS, KvConfig
-from concord.kv import encode_request as kv_encode_request
-from concord.kv.machine import Applied
-from concord.kv.record import Change, Space
-from concord.net.admin import fault_reply
+from concord.errors import ConfigError, ProtocolError, StorageError
+from concord.ids import NodeId
+from concord.kv.record import Space
 from concord.net.backend import BackendLink
 from concord.net.events import EventStream
 from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.ratelog import RateLimitedLog
-from concord.net.wire import Backend, Request, decode_request, error_reply, ok_reply
-from concord.node.driver import (
-    Consistency,
-    Driver,
-    DriverConfig,
-    Reply,
-    ReplyStatus,
-    load_memory_storage,
-)
+from concord.net.wire import Backend
+from concord.node import worker_requests
+from concord.node.driver import Driver, DriverConfig, Reply, load_memory_storage
+from concord.node.worker_requests import Pending
 from concord.node.backup import BackupJobs
+from concord.node.node_machine import (
+    MonotonicClock,
+    NodeMachine,
+    WallClock,
+    WorkerEndpoints,
+    kv_config_of,
+)
 from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, SnapshotWritten
 from concord.node.members import (
-    MAGIC, Address, AddressBook, NodeStateMachine, encode_address, encode_cluster_id, new_cluster_id)
+    Address, AddressBook, NodeStateMachine, encode_address, encode_cluster_id, new_cluster_id)
 from concord.node.core.effects import (
     Committed,
     DropChanges,
@@ -93,13 +79,12 @@ from concord.node.core.effects import (
 from concord.node.core.node import ConfChangeSnapshots, NodeCore, NodeView
 from concord.node.promotion import LeaderView
 from concord.raft.config import RaftConfig
-from concord.raft.messages import ConfState, Message, Snapshot, SnapshotMeta
+from concord.raft.messages import ConfState, Message, SnapshotMeta
 from concord.raft.rawnode import RawNode
-from concord.raft.state import Role
+from concord.raft.state import HardState, Role
 from concord.raft.storage import MemoryStorage
-from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.publisher import Publisher
-from concord.storage.recovery import with_snapshot_membership
+from concord.storage.recovery import RecoveredState, with_snapshot_membership
 from concord.storage.replica import ReplicaChecker
 
 __all__ = ["NodeMachine", "RaftWorker", "WorkerEndpoints", "kv_config_of", "run_raft_worker"]
@@ -116,117 +101,20 @@ SHM_COMPACT_INTERVAL_S = 5.0
 SHM_COMPACT_RATIO = 0.5
 SHM_COMPACT_STEP_S = 0.005
 
-#: Applied indexes whose kv state hash the worker remembers for `hash_kv` (the replica
-#: check compares nodes at one index; about 1 MB).
-HASH_HISTORY_ENTRIES = 16384
-
-
-def kv_config_of(config: NodeConfig) -> KvConfig:
-    """The replicated kv settings derived from a node config (the same on every node)."""
-    return KvConfig(
-        max_key_bytes=config.limits.max_key_bytes,
-        max_value_bytes=config.limits.max_value_bytes,
-        max_items=config.limits.max_batch_items,
-        compress_threshold_bytes=(
-            config.compression.threshold_bytes if config.compression.enabled else 1 << 62
-        ),
-        compress_level=config.compression.level,
+def raft_config_of(config: NodeConfig) -> RaftConfig:
+    """The consensus core's settings from a node config."""
+    raft = config.raft
+    return RaftConfig(
+        id=config.node.id,
+        election_ticks=raft.election_ticks,
+        heartbeat_ticks=raft.heartbeat_ticks,
+        max_inflight_msgs=raft.max_inflight_msgs,
+        max_size_per_msg=raft.max_batch_bytes,
+        pre_vote=raft.pre_vote,
+        check_quorum=raft.check_quorum,
+        snapshot_chunk_bytes=raft.snapshot_chunk_bytes,
+        logger=logging.getLogger("concord.raft"),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerEndpoints:
-    """Process-local endpoints and shm names the supervisor hands its children."""
-
-    writer: str  # ipc endpoint of the log writer's PAIR
-    backend: str  # ipc endpoint of the front door's backend ROUTER
-    shm: SegmentNames
-
-
-class _WallClock:
-    """Cluster time for the driver: wall-clock ms (entries are stamped with it; TTLs)."""
-
-    def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
-
-
-class _MonotonicClock:
-    """
-    The driver's timer: CLOCK_MONOTONIC ms (lease, vote hold, deadlines). A wall-clock
-    step (NTP, a wrong RTC, `faketime`) never moves it, so it cannot stretch a lease.
-    """
-
-    def now_ms(self) -> int:
-        return time.monotonic_ns() // 1_000_000
-
-
-class NodeMachine:
-    """
-    The driver's state machine: the node's replicated `NodeStateMachine` (kv plus member
-    addresses), observed. Collects the changes of applied entries for shared memory and
-    the change stream, keeps the worker's address book current, and notices snapshot
-    installs (the published state must then be replaced whole).
-    """
-
-    def __init__(self, state: NodeStateMachine, book: AddressBook) -> None:
-        self.state = state
-        self.kv = state.kv
-        self.book = book
-        self.changes: list[Change] = []
-        self.restored = False
-        self.addresses_changed = False
-        # (applied index, kv state hash) after each applied entry, oldest first: the
-        # `hash_kv` op answers from it (docs/protocol.md). A restore starts it over.
-        self.hashes: collections.deque[tuple[int, int]] = collections.deque(
-            [(state.applied_index, state.kv.state_hash())], maxlen=HASH_HISTORY_ENTRIES)
-        self._sync_book()
-
-    @property
-    def applied_index(self) -> int:
-        return self.state.applied_index
-
-    @property
-    def last_timestamp_ms(self) -> int:
-        return self.state.last_timestamp_ms
-
-    def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
-        applied = self.state.apply(index, timestamp_ms, data)
-        self.hashes.append((index, self.kv.state_hash()))
-        if data.startswith(MAGIC):
-            self._sync_book()
-        else:
-            self.changes.extend(applied.changes)
-        return applied
-
-    def apply_noop(self, index: int, timestamp_ms: int) -> None:
-        self.state.apply_noop(index, timestamp_ms)
-        self.hashes.append((index, self.kv.state_hash()))
-
-    def snapshot(self) -> bytes:
-        return self.state.snapshot()
-
-    def restore(self, data: bytes) -> None:
-        self.state.restore(data)
-        self.changes.clear()
-        self.hashes.clear()
-        self.hashes.append((self.state.applied_index, self.kv.state_hash()))
-        self.restored = True
-        self._sync_book()
-
-    def state_hash(self) -> int:
-        return self.state.state_hash()
-
-    def _sync_book(self) -> None:
-        for address in self.state.addresses.values():
-            if self.book.get(address.id) != address:
-                self.book.set(address)
-                self.addresses_changed = True
-
-
-@dataclass(slots=True)
-class _Pending:
-    token: int
-    request: Request
 
 
 class _Adapter(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -241,10 +129,6 @@ class _Adapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     ) -> tuple[object, MutableMapping[str, object]]:
         d = self._worker.driver
         return f"{msg} node={self._worker.node_id} term={d.term} role={d.role.name}", kwargs
-
-
-def _role_name(role: Role) -> str:
-    return role.name.lower()
 
 
 class RaftWorker:
@@ -269,32 +153,74 @@ class RaftWorker:
         self.config = config
         self.node_id = config.node.id
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.clock = _WallClock()
-        self.timer = _MonotonicClock()
-        self._ids = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
+        self.clock = WallClock()
+        self.timer = MonotonicClock()
+        self.ids = itertools.count(1)
+        self.pending: dict[int, Pending] = {}
         self._outbox: list[tuple[int, bytes]] = []
         self._next_shm_compact = time.monotonic() + SHM_COMPACT_INTERVAL_S
         self._stopping = False
         self.checker = ReplicaChecker()
         self._conf_snapshots = ConfChangeSnapshots()
-        self._disk = DiskStatus(None, None)  # the writer's last DISK report
+        self.disk = DiskStatus(None, None)  # the writer's last DISK report
         previous = previous or {}
 
         self.book = AddressBook(
             Address(m.id, m.host, m.client_port, m.peer_port, m.events_port)
             for m in config.members
         )
-        me = config.member
-        # -- log writer: recovery --------------------------------------------------------
+        recovered, loaded = self._recover(endpoints, join)
+        hard_state, conf_state = self.storage.initial_state()
+        self.raw = RawNode(raft_config_of(config), self.storage, random.Random())
+        self._open_peers(previous)
+        self.driver = self._build_driver(conf_state, hard_state)
+        self.log = _Adapter(logger, self)
+        # Anyone who can reach the peer port can send as a member (no CURVE yet): what we
+        # drop is logged, but at most once per reason per interval.
+        self._peer_drop_log = RateLimitedLog(self.log, self.transport.options.drop_log_interval_s)
+        self._open_events(previous)
+        # -- shared memory -----------------------------------------------------------------
+        self.shm_names = endpoints.shm
+        self.publisher = Publisher.attach(endpoints.shm)
+        # The decisions (concord.node.core): shm never goes backwards (after a restart of
+        # this worker alone it may hold a later state than the recovered one), and the
+        # start-up replay (the entries committed before this start) is published once, in
+        # bulk, when applied reaches the recovered commit.
+        self.core = NodeCore(self.node_id, self.ids.__next__,
+                             shm_applied=self.publisher.applied_index,
+                             replay_until=loaded.commit)
+        self.carry_out(self.core.on_start(self.view()))
+        # -- front door --------------------------------------------------------------------
+        self.link = BackendLink(self.ctx, endpoints.backend, Backend.RAFT, f"raft-{self.node_id}",
+                                heartbeat_interval_s=0.1)
+        self.poller = zmq.Poller()
+        self.transport.register(self.poller)
+        self.link.register(self.poller)
+        self.poller.register(self.events.socket, zmq.POLLIN)
+        self.poller.register(self.writer.socket, zmq.POLLIN)
+        empty = (
+            recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
+        )
+        self.log.info(
+            "raft worker started empty=%s snapshot_index=%d entries=%d commit=%d peer=%s",
+            empty,
+            recovered.snapshot.meta.index if recovered.snapshot else 0,
+            len(recovered.entries),
+            hard_state.commit,
+            self.peer_endpoint,
+        )
+
+    def _recover(self, endpoints: WorkerEndpoints, join: bool) -> tuple[RecoveredState, HardState]:
+        """
+        Ask the log writer for the recovered state, load it into the in-memory log and the
+        state machine. Returns it and the hard state loaded.
+        """
+        config = self.config
         # One packer for the writer's PERSIST and every peer's AppendEntries: each entry
         # is packed once, however many of them carry it.
         self.packer = codec.EntryPacker()
         self.writer = LogWriterClient(endpoints.writer, self.ctx, self.packer)
         recovered = self.writer.handshake(timeout_s=config.supervisor.ready_timeout_s)
-        empty = (
-            recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
-        )
         # A joining node starts from the config's other members as the voters: the log
         # it replays (from index 1, or a snapshot) then adds it as a learner; it is not a
         # voter of its own bootstrap, so it never campaigns before the leader adds it.
@@ -312,24 +238,10 @@ class RaftWorker:
         self._run_started_s = time.monotonic()  # run() sets it again
         self.machine = NodeMachine(state, self.book)
         self.backups = BackupJobs(config.node.data_dir / "backup", state.snapshot, state.state_hash)
-        hard_state, conf_state = self.storage.initial_state()
-        raft = config.raft
-        self.raw = raw = RawNode(
-            RaftConfig(
-                id=self.node_id,
-                election_ticks=raft.election_ticks,
-                heartbeat_ticks=raft.heartbeat_ticks,
-                max_inflight_msgs=raft.max_inflight_msgs,
-                max_size_per_msg=raft.max_batch_bytes,
-                pre_vote=raft.pre_vote,
-                check_quorum=raft.check_quorum,
-                snapshot_chunk_bytes=raft.snapshot_chunk_bytes,
-                logger=logging.getLogger("concord.raft"),
-            ),
-            self.storage,
-            random.Random(),
-        )
-        # -- peers -----------------------------------------------------------------------
+        return recovered, loaded
+
+    def _open_peers(self, previous: Mapping[str, object]) -> None:
+        raft, me = self.config.raft, self.config.member
         peer_port = me.peer_port or int(str(previous.get("peer_port", 0)))
         tick_s = raft.tick_ms / 1000.0
         self.transport = PeerTransport(
@@ -340,14 +252,16 @@ class RaftWorker:
             PeerOptions(
                 heartbeat_interval_s=max(tick_s, 0.01),
                 dead_after_s=max(tick_s * raft.election_ticks, 0.05),
-                faults_enabled=config.faults.enabled,
+                faults_enabled=self.config.faults.enabled,
             ),
         )
         self.peer_endpoint = self.transport.endpoint
-        # -- the driver --------------------------------------------------------------------
-        self.driver = Driver(
+
+    def _build_driver(self, conf_state: ConfState, hard_state: HardState) -> Driver:
+        raft = self.config.raft
+        return Driver(
             self.node_id,
-            raw,
+            self.raw,
             self.storage,
             self,
             self.writer,
@@ -370,11 +284,9 @@ class RaftWorker:
             snapshot_observer=self._on_snapshot_installed,
             timer=self.timer,
         )
-        self.log = _Adapter(logger, self)
-        # Anyone who can reach the peer port can send as a member (no CURVE yet): what we
-        # drop is logged, but at most once per reason per interval.
-        self._peer_drop_log = RateLimitedLog(self.log, self.transport.options.drop_log_interval_s)
-        # -- change stream -----------------------------------------------------------------
+
+    def _open_events(self, previous: Mapping[str, object]) -> None:
+        config, me = self.config, self.config.member
         events_port = me.events_port or int(str(previous.get("events_port", 0)))
         # NB: a bind failure raises ConfigError("cannot bind events endpoint ...").
         self.events = EventStream(
@@ -386,33 +298,6 @@ class RaftWorker:
             start_revision=self.machine.kv.revision,
         )
         self.events_endpoint = self.events.endpoint
-        # -- shared memory -----------------------------------------------------------------
-        self.shm_names = endpoints.shm
-        self.publisher = Publisher.attach(endpoints.shm)
-        # The decisions (concord.node.core): shm never goes backwards (after a restart of
-        # this worker alone it may hold a later state than the recovered one), and the
-        # start-up replay (the entries committed before this start) is published once, in
-        # bulk, when applied reaches the recovered commit.
-        self.core = NodeCore(self.node_id, self._ids.__next__,
-                             shm_applied=self.publisher.applied_index,
-                             replay_until=loaded.commit)
-        self._carry_out(self.core.on_start(self._view()))
-        # -- front door --------------------------------------------------------------------
-        self.link = BackendLink(self.ctx, endpoints.backend, Backend.RAFT, f"raft-{self.node_id}",
-                                heartbeat_interval_s=0.1)
-        self.poller = zmq.Poller()
-        self.transport.register(self.poller)
-        self.link.register(self.poller)
-        self.poller.register(self.events.socket, zmq.POLLIN)
-        self.poller.register(self.writer.socket, zmq.POLLIN)
-        self.log.info(
-            "raft worker started empty=%s snapshot_index=%d entries=%d commit=%d peer=%s",
-            empty,
-            recovered.snapshot.meta.index if recovered.snapshot else 0,
-            len(recovered.entries),
-            hard_state.commit,
-            self.peer_endpoint,
-        )
 
     # -- Transport (the driver's) ----------------------------------------------------------
 
@@ -448,7 +333,7 @@ class RaftWorker:
             if self.transport.router in events:
                 self._drain_peers()
             if self.link.socket in events:
-                self._drain_requests()
+                worker_requests.drain_requests(self)
             if next_tick - now > 2 * tick_s:
                 # NB: time.monotonic() never steps back on Linux, but a test harness can
                 # fake it (libfaketime without FAKETIME_DONT_FAKE_MONOTONIC): re-base
@@ -503,8 +388,8 @@ class RaftWorker:
 
     def _on_disk(self, disk: DiskStatus) -> None:
         """The writer's disk health changed (the decision: NodeCore.on_disk)."""
-        was_failing = self._disk.wal_error is not None
-        self._disk = disk
+        was_failing = self.disk.wal_error is not None
+        self.disk = disk
         if disk.wal_error is not None and not was_failing:
             self.log.warning("storage failing: refusing writes until the wal recovers error=%s",
                              disk.wal_error)
@@ -513,23 +398,15 @@ class RaftWorker:
         if disk.snapshot_error is not None:
             self.log.warning("snapshot writes failing: the wal grows until one succeeds error=%s",
                              disk.snapshot_error)
-        best = self._best_other_voter() if self.driver.role is Role.LEADER else None
-        self._carry_out(self.core.on_disk(disk.wal_error, self.driver.role, best))
+        best = self.best_other_voter() if self.driver.role is Role.LEADER else None
+        self.carry_out(self.core.on_disk(disk.wal_error, self.driver.role, best))
 
-    def _best_other_voter(self) -> NodeId | None:
+    def best_other_voter(self) -> NodeId | None:
         """The other voter with the longest matched log (None: this node is alone)."""
         voters = [v for v in self.driver.conf_state.voters if v != self.node_id]
         status = self.raw.status()
         ranked = sorted(voters, key=lambda v: -status.progress[v].match if v in status.progress else 0)
         return ranked[0] if ranked else None
-
-    def _storage_unavailable(self, request: Request) -> bytes | None:
-        """The refusal of a write while this node's WAL fails, None while it works."""
-        if not self.core.refuses_writes:
-            return None
-        return error_reply(request.id, "storage_unavailable",
-                           f"node {self.node_id} cannot persist writes ({self._disk.wal_error}); "
-                           "nothing was applied; retry (another node may lead)")
 
     def _drain_peers(self) -> None:
         for _ in range(1000):
@@ -560,7 +437,7 @@ class RaftWorker:
                                 {member: pr.match for member, pr in status.progress.items()})
         else:
             leader = LeaderView(driver.term, False, driver.conf_state, driver.commit, {})
-        self._carry_out(self.core.on_tick(self._view(), leader, self.clock.now_ms(),
+        self.carry_out(self.core.on_tick(self.view(), leader, self.clock.now_ms(),
                                           self.machine.state.cluster_id is not None))
 
     def _compact_shm_step(self, now: float) -> None:
@@ -577,179 +454,25 @@ class RaftWorker:
             self.log.info("shm compacted used_bytes=%d generation=%d", stats.used_bytes,
                           stats.generation)
 
-    # -- requests ----------------------------------------------------------------------------
-
-    def _drain_requests(self) -> None:
-        for _ in range(1000):
-            req = self.link.recv()
-            if req is None:
-                return
-            try:
-                request = decode_request(req.payload, max_bytes=1 << 30)
-            except InvalidRequestError as exc:
-                self.link.reply(req.token, error_reply(exc.request_id, exc.code, exc.message))
-                continue
-            reply = self._handle(req.token, request)
-            if reply is not None:
-                self.link.reply(req.token, reply)
-
-    def _hint(self) -> str | None:
-        leader = self.driver.leader_id
-        if leader is None or leader == self.node_id:
-            return None
-        return self.book.client_endpoint(leader)
-
-    def _not_leader(self, request: Request) -> bytes:
-        leader = self.driver.leader_id
-        if leader is None or leader == self.node_id:
-            return error_reply(request.id, "no_leader", "no leader is known; retry shortly")
-        return error_reply(request.id, "not_leader", f"node {self.node_id} is not the leader; "
-                           f"the leader is {leader}", self._hint())
-
-    def _handle(self, token: int, request: Request) -> bytes | None:
-        op = request.op
-        try:
-            if op in CLIENT_WRITE_OPS:
-                return self._write(token, request)
-            if op == "status":
-                return ok_reply(request.id, self.status())
-            if op == "members":
-                return ok_reply(request.id, {"members": self._members()})
-            if op == "hash_kv":
-                return ok_reply(request.id, self.hash_kv(request))
-            if op == "backup":
-                return ok_reply(request.id, self.backup(request))
-            if op == "fault":
-                return fault_reply(self.transport, request)
-            if op in ("add_member", "remove_member", "promote_member"):
-                return self._membership(token, request)
-            if op == "transfer_leader":
-                return self._transfer(request)
-            if op == "events":
-                return self.events.handle(request)
-            return self._read(token, request)
-        except ClientError as exc:
-            return error_reply(request.id, exc.code, exc.message)
-
-    def _write(self, token: int, request: Request) -> bytes | None:
-        if self.driver.role is not Role.LEADER:
-            return self._not_leader(request)
-        refused = self._storage_unavailable(request)
-        if refused is not None:
-            return refused
-        body: dict[str, object] = {"op": request.op, **request.args}
-        if request.client_id is not None:
-            body["client_id"] = request.client_id
-            body["seq"] = request.seq
-        command = kv_encode_request(body, self.machine.kv.config)
-        rid = next(self._ids)
-        self._pending[rid] = _Pending(token, request)
-        self.driver.submit_write(rid, command)
-        return None
-
-    def _read(self, token: int, request: Request) -> bytes | None:
-        consistency = Consistency(request.consistency)
-        rid = next(self._ids)
-        self._pending[rid] = _Pending(token, request)
-        self.driver.submit_read(rid, str(request.args.get("key", "")), consistency)
-        return None
-
-    def _membership(self, token: int, request: Request) -> bytes | None:
-        if self.driver.role is not Role.LEADER:
-            return self._not_leader(request)
-        refused = self._storage_unavailable(request)
-        if refused is not None:
-            return refused
-        args = request.args
-        member = NodeId(str(args["member_id"]))
-        if not is_node_id(member):
-            raise InvalidRequestError(f"member_id must be {NODE_ID_RULE}, got {member!r}")
-        conf = self.driver.conf_state
-        rid = next(self._ids)
-        if request.op == "add_member":
-            address = Address(
-                member, str(args["host"]), int(str(args["client_port"])),
-                int(str(args["peer_port"])), int(str(args["events_port"])),
-            )
-            if address.peer is None:
-                raise InvalidRequestError("add_member needs a non-zero peer_port")
-            self.book.set(address)
-            learner = args.get("learner")
-            effects = self.core.add_member(self._view(), member,
-                                           learner if isinstance(learner, bool) else None, rid)
-        elif request.op == "remove_member":
-            effects = self.core.remove_member(conf, member, rid)
-        else:
-            effects = self.core.promote_member(conf, member, rid)
-        self._pending[rid] = _Pending(token, request)
-        self._carry_out(effects)
-        return None
-
-    def _transfer(self, request: Request) -> bytes:
-        if self.driver.role is not Role.LEADER:
-            return self._not_leader(request)
-        target = request.args.get("member_id")
-        voters = [v for v in self.driver.conf_state.voters if v != self.node_id]
-        if target is None:
-            target = self._best_other_voter()
-            if target is None:
-                raise InvalidRequestError("no other voter to transfer leadership to")
-        if target not in voters:
-            raise InvalidRequestError(f"{target} is not another voter")
-        self.driver.transfer_leader(NodeId(str(target)))
-        self.log.info("leadership transfer requested to=%s", target)
-        return ok_reply(request.id, {"transferring_to": target})
-
     # -- replies -------------------------------------------------------------------------------
 
     def _on_reply(self, reply: Reply) -> None:
         rid = reply.request_id
         if self.core.on_reply(rid):
             return  # one of the core's own proposals
-        pending = self._pending.pop(rid, None)
+        pending = self.pending.pop(rid, None)
         if pending is None:
             return
         # NB: sent only after the round's changes are in shared memory (_after_ready), so
         # a client that saw its write acknowledged finds it in every later read here.
-        self._outbox.append((pending.token, self._encode_reply(pending.request, reply)))
-
-    def _encode_reply(self, request: Request, reply: Reply) -> bytes:
-        rid = request.id
-        status = reply.status
-        if status is ReplyStatus.OK:
-            if request.op in CLIENT_WRITE_OPS:
-                result = reply.result
-                if isinstance(result, dict):
-                    if "error" in result:
-                        return error_reply(rid, str(result["error"]),
-                                           str(result.get("message", "")))
-                    return ok_reply(rid, result)
-                return ok_reply(rid, {})
-            if isinstance(reply.result, ConfState):
-                return ok_reply(rid, {"members": self._members(reply.result)})
-            args = {k: v for k, v in request.args.items() if k != "consistency"}
-            body = {"op": request.op, **args}
-            # Cluster time, not this host's wall clock (shm layout.py, "Cluster time").
-            result = self.machine.kv.read_request(body, self.publisher.cluster_now_ms())
-            if "error" in result:
-                return error_reply(rid, str(result["error"]), str(result.get("message", "")))
-            return ok_reply(rid, result)
-        if status is ReplyStatus.NOT_LEADER:
-            return self._not_leader(request)
-        if status is ReplyStatus.DROPPED:
-            return error_reply(rid, "not_leader", "the proposal was dropped (leadership changed); "
-                               "nothing was applied", self._hint())
-        if status is ReplyStatus.TIMEOUT:
-            return error_reply(rid, "timeout", "the read could not be confirmed in time")
-        return error_reply(rid, "timeout", "leadership changed: the outcome is unknown",
-                           self._hint())
+        self._outbox.append((pending.token, worker_requests.encode_reply(self, pending.request, reply)))
 
     # -- after each round of Readys ------------------------------------------------------------
 
     def _on_snapshot_installed(self, meta: SnapshotMeta) -> None:
         self.log.info("snapshot installed index=%d", meta.index)
 
-    def _view(self) -> NodeView:
+    def view(self) -> NodeView:
         """What the node core needs of the driver and the state machine now."""
         d = self.driver
         machine = self.machine
@@ -763,9 +486,9 @@ class RaftWorker:
             self.book.client_endpoint(d.leader_id), frozenset(self.book.peer_endpoints()))
 
     def _after_ready(self) -> None:
-        self._carry_out(self.core.after_ready(self._view()))
+        self.carry_out(self.core.after_ready(self.view()))
 
-    def _carry_out(self, effects: list[Effect]) -> None:
+    def carry_out(self, effects: list[Effect]) -> None:
         """Carry out the node core's effects, in order (concord.node.core.effects)."""
         for effect in effects:
             match effect:
@@ -859,122 +582,6 @@ class RaftWorker:
                 started - self._run_started_s,
                 done - started, done - self._started_s,
             )
-
-    # -- status -------------------------------------------------------------------------------
-
-    def _members(self, conf: ConfState | None = None) -> list[dict[str, object]]:
-        conf = conf or self.driver.conf_state
-        out: list[dict[str, object]] = []
-        for role, ids in (("voter", conf.voters), ("learner", conf.learners)):
-            for member in ids:
-                address = self.book.get(member)
-                entry: dict[str, object] = {"id": member, "role": role,
-                                            "client": None, "peer": None, "events": None}
-                if address is not None:
-                    entry.update(address.as_map())
-                if member == self.node_id:
-                    entry["peer"] = self.peer_endpoint
-                    entry["events"] = self.events_endpoint
-                out.append(entry)
-        return out
-
-    def backup(self, request: Request) -> dict[str, object]:
-        """
-        The `backup` op's result (docs/protocol.md): without `index`, start a
-        point-in-time image at the applied index (concord.node.backup) and answer
-        `{index, term, state: "pending"}`; with `index`, `{state: "pending"}` while it is
-        written, then `{state: "ready", index, term, size, offset, data}` chunk by chunk.
-        """
-        index = request.args.get("index")
-        if not isinstance(index, int):
-            d = self.driver
-            meta = self.backups.start(SnapshotMeta(d.applied_index, d.applied_term, d.conf_state))
-            return {"node": self.node_id, "index": meta.index, "term": meta.term, "state": "pending"}
-        offset = request.args.get("offset")
-        got = self.backups.read(index, offset if isinstance(offset, int) else 0)
-        if got is None:
-            return {"node": self.node_id, "index": index, "state": "pending"}
-        meta, size, chunk = got
-        return {"node": self.node_id, "index": meta.index, "term": meta.term, "state": "ready",
-                "size": size, "offset": offset or 0, "data": chunk}
-
-    def hash_kv(self, request: Request) -> dict[str, object]:
-        """
-        The `hash_kv` op's result (docs/protocol.md): the kv state hash this node had
-        right after applying log index `index` (default: its applied index now), with
-        `hash: nil` while it has not applied that far yet.
-
-        Raises:
-            NotFoundError: `index` is older than the hashes this node remembers.
-        """
-        hashes = self.machine.hashes
-        applied = self.driver.applied_index
-        index = request.args.get("index")
-        if not isinstance(index, int):
-            index = applied
-        result: dict[str, object] = {"node": self.node_id, "applied": applied,
-                                     "index": index, "hash": None}
-        if index > applied:
-            return result
-        if index == applied:
-            result["hash"] = self.machine.kv.state_hash()
-            return result
-        position = bisect.bisect_left(hashes, (index, -1))
-        if position < len(hashes) and hashes[position][0] == index:
-            result["hash"] = hashes[position][1]
-            return result
-        oldest = hashes[0][0] if hashes else applied
-        raise NotFoundError(f"node {self.node_id} holds no state hash at index {index} "
-                            f"(it remembers {oldest}..{applied})")
-
-    def status(self) -> dict[str, object]:
-        """The `status` op's result (docs/node.md)."""
-        d = self.driver
-        kv = self.machine.kv
-        leader = d.leader_id
-        return {
-            "node": self.node_id,
-            "cluster_id": self.machine.state.cluster_id,
-            "pid": os.getpid(),
-            "role": _role_name(d.role),
-            "term": d.term,
-            "leader": leader,
-            "leader_client": self.book.client_endpoint(leader),
-            "commit": d.commit,
-            "applied": d.applied_index,
-            "revision": kv.revision,
-            "state_hash": kv.state_hash(),
-            "data_hash": kv.data_hash(),
-            "keys": len(kv),
-            "db_bytes": _tree_bytes(self.config.node.data_dir),
-            "lease": d.lease_valid,
-            "first_index": self.storage.first_index(),
-            "last_index": self.storage.last_index(),
-            "members": self._members(),
-            "storage": {"ok": self._disk.ok, "wal_error": self._disk.wal_error,
-                        "snapshot_error": self._disk.snapshot_error},
-            "shm": {"version": FORMAT_VERSION, "base": self.shm_names.base, "ctl": self.shm_names.ctl,
-                    "node": self.shm_names.node, "token": self.shm_names.token},
-        }
-
-
-def _tree_bytes(folder: Path) -> int:
-    """Bytes of the files under `folder` (WAL segments and snapshots: the `db_bytes` status field)."""
-    total = 0
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return 0
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                total += _tree_bytes(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
-        except OSError:
-            continue  # removed while we looked (a pruned segment or snapshot)
-    return total
-
 
 def run_raft_worker(
     config: NodeConfig, endpoints: WorkerEndpoints, join: bool = False
