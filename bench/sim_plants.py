@@ -167,6 +167,20 @@ PLANTS = [
         "            create_revision, version = old.create_revision, old.version + 1",
         "            create_revision, version = old.create_revision, old.version",
     ),
+    Plant(
+        "shm_resync_backwards",
+        "a restarted raft worker republishes shared memory before catching up with it",
+        "concord/node/core/node.py",
+        "if view.applied_index < max(self.shm_applied, self.replay_until):",
+        "if view.applied_index < self.replay_until:",
+    ),
+    Plant(
+        "lease_before_apply",
+        "publish the read lease while committed entries are not yet applied to shm",
+        "concord/node/core/node.py",
+        "if view.applied_term != view.term or view.applied_index < view.commit:",
+        "if view.applied_term != view.term:",
+    ),
 ]
 
 CI_SETS = [(3, 1000, 300), (5, 5000, 200)]

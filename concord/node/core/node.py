@@ -199,11 +199,7 @@ class NodeCore:
             self.published_status = status
             effects.append(PublishStatus(view.term, view.leader_id, view.role,
                                          view.leader_client, changed))
-        lease_ms = view.lease_until_ms
-        if view.applied_term != view.term or view.applied_index < view.commit:
-            # Read workers serve leader reads from shm: only once everything committed
-            # (earlier terms' entries included) is applied and published.
-            lease_ms = -1
+        lease_ms = self._lease_ms(view)
         if lease_ms != self.published_lease_ms:
             self.published_lease_ms = lease_ms
             effects.append(SetLease(lease_ms))
@@ -218,6 +214,15 @@ class NodeCore:
         else:
             effects.extend(self._committed(view.applied_index, force=False))
         return effects
+
+    @staticmethod
+    def _lease_ms(view: NodeView) -> int:
+        """The lease read workers may use: the driver's, once everything committed is applied."""
+        if view.applied_term != view.term or view.applied_index < view.commit:
+            # Read workers serve leader reads from shm: only once everything committed
+            # (earlier terms' entries included) is applied and published.
+            return -1
+        return view.lease_until_ms
 
     def _resync(self, view: NodeView) -> Effect:
         """
