@@ -65,16 +65,8 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
             if job_fd is not None:
                 poller.unregister(job_fd)
             if sock in events:
-                frames: list[bytes] = []
-                while len(frames) < max_batch:
-                    try:
-                        frames.append(sock.recv(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
-                running = writer.handle_batch(frames)
-                for reply in writer.outbox:
-                    sock.send(reply)
-                writer.outbox.clear()
+                running = writer.handle_batch(_drain(sock, max_batch))
+                _send_outbox(writer, sock)
             retry_at = writer.retry_due
             if retry_at is not None and time.monotonic() >= retry_at:
                 writer.flush()
@@ -88,10 +80,7 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
                     APPLY_SLICE_BUSY if busy else APPLY_SLICE_IDLE,
                     APPLY_SLICE_BUSY_BYTES if busy else APPLY_SLICE_IDLE_BYTES,
                 )
-            if writer.outbox:
-                for reply in writer.outbox:
-                    sock.send(reply)
-                writer.outbox.clear()
+            _send_outbox(writer, sock)
     except (StorageError, ProtocolError) as exc:
         # NB: logged once, by the process's top level (run_log_writer)
         try:
@@ -103,6 +92,23 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
         writer.close()
         sock.close(0)
         ctx.term()
+
+
+def _drain(sock: zmq.Socket[bytes], max_batch: int) -> list[bytes]:
+    """Every request waiting now, up to `max_batch`: one group commit."""
+    frames: list[bytes] = []
+    while len(frames) < max_batch:
+        try:
+            frames.append(sock.recv(zmq.NOBLOCK))
+        except zmq.Again:
+            break
+    return frames
+
+
+def _send_outbox(writer: LogWriter, sock: zmq.Socket[bytes]) -> None:
+    for reply in writer.outbox:
+        sock.send(reply)
+    writer.outbox.clear()
 
 
 def run_log_writer(
