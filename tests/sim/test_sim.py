@@ -265,7 +265,7 @@ def test_vote_durability_check_fires_when_votes_leave_before_persist(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A vote answered before its hard state is durable fails the vote-durability check."""
-    import concord.raft.core as core
+    import concord.raft.replication as core
     from concord.raft.messages import MessageType as MT
 
     monkeypatch.setattr(core, "_AFTER_PERSIST_TYPES", frozenset({MT.APPEND_RESP}))
@@ -284,7 +284,7 @@ def test_vote_crash_program_catches_votes_answered_before_persist_when_planted(
     `vote_before_persist`), two leaders of one term follow, caught by election safety
     even with the vote-durability invariant switched off (seed 1, 3 nodes).
     """
-    import concord.raft.core as core
+    import concord.raft.replication as core
     from concord.raft.messages import MessageType as MT
     from concord.sim.checks import SafetyChecker
 
