@@ -19,6 +19,15 @@ code the simulator proves):
   stream (concord.net.events.EventStream: one message per changed user key, a retained
   history for the `events` op) publishes them on the events port.
 
+Every decision that touches no socket or file is the node core's
+(concord.node.core.NodeCore: when to publish or resync shared memory, the read lease,
+replies after the publish, peer links, COMMITTED to the writer, learner promotion,
+member-address entries, expiry and cluster-id proposals, the reaction to a failing
+disk): this loop feeds it events (`after_ready`, `on_tick`, `on_reply`, membership
+requests, `on_disk`) and carries out the effects it returns (`_carry_out`). The
+simulator feeds it the same events. Request handling is concord.node.worker_requests,
+the informational ops concord.node.worker_ops.
+
 Writes reaching a follower are answered `not_leader` with the leader's CLIENT endpoint
 (never forwarded: the client follows the hint). Never unlinks shared memory.
 """
