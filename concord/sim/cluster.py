@@ -127,34 +127,7 @@ class Simulation:
         self.figure8 = f and knobs.chance(0.25) and config.nodes >= 3
         self._draw_programs()
         self.promotion_rng = self.rng.fork("auto-promotion")
-        self.raft_config_base = dict(
-            election_ticks=10,
-            heartbeat_ticks=knobs.choice([1, 2]),
-            max_inflight_msgs=1 if self.figure8 else knobs.choice([1, 1, 4, 64]),
-            # 1 byte: one entry per APPEND, so a leader's old-term entries and its no-op
-            # travel apart (the Raft Figure 8 window).
-            max_size_per_msg=1 if self.figure8 else knobs.choice([1, 256, 4096, 1 << 20]),
-            snapshot_chunk_bytes=knobs.choice([64, 1024, 1 << 20]),
-        )
-        self.driver_config = DriverConfig(
-            tick_ms=10,
-            election_ticks=10,
-            heartbeat_ticks=self.raft_config_base["heartbeat_ticks"],
-            read_timeout_ms=300,
-            unknown_grace_ms=knobs.choice([0, 200]),
-            snapshot_every_entries=knobs.choice([0, 10, 40]) if f else 0,
-            snapshot_keep_entries=knobs.choice([0, 5, 50]),
-        )
-        if self.divergent_snapshot:
-            # Its new leader must snapshot and compact past the divergent follower.
-            self.driver_config = replace(
-                self.driver_config, snapshot_every_entries=10, snapshot_keep_entries=0
-            )
-        self.fsync_ms = (1, knobs.choice([2, 5, 15]))
-        # Crash a leader right after it advanced its commit index, with this probability
-        # (FoundationDB-style attrition at the interesting moment).
-        self.crash_on_commit_p = knobs.choice([0.0, 0.05, 0.2]) if f else 0.0
-        self.crash_on_election_p = knobs.choice([0.0, 0.2, 0.5]) if f else 0.0
+        self._draw_knobs(knobs)
         ids = [NodeId(f"n{i + 1}") for i in range(config.nodes)]
         self.spares = [NodeId(f"n{config.nodes + i + 1}") for i in range(2)]
         bootstrap = ConfState(voters=tuple(sorted(ids)))
@@ -193,6 +166,38 @@ class Simulation:
         self.program_running = False
         #: Called like `Figure8.on_leader_step`; True stops the random attrition.
         self.leader_step_hooks: list[Callable[[SimNode, bool], bool]] = []
+
+    def _draw_knobs(self, knobs: SimRandom) -> None:
+        """The cores', drivers' and disks' settings and the attrition rates of this seed."""
+        f = self.config.faults
+        self.raft_config_base = dict(
+            election_ticks=10,
+            heartbeat_ticks=knobs.choice([1, 2]),
+            max_inflight_msgs=1 if self.figure8 else knobs.choice([1, 1, 4, 64]),
+            # 1 byte: one entry per APPEND, so a leader's old-term entries and its no-op
+            # travel apart (the Raft Figure 8 window).
+            max_size_per_msg=1 if self.figure8 else knobs.choice([1, 256, 4096, 1 << 20]),
+            snapshot_chunk_bytes=knobs.choice([64, 1024, 1 << 20]),
+        )
+        self.driver_config = DriverConfig(
+            tick_ms=10,
+            election_ticks=10,
+            heartbeat_ticks=self.raft_config_base["heartbeat_ticks"],
+            read_timeout_ms=300,
+            unknown_grace_ms=knobs.choice([0, 200]),
+            snapshot_every_entries=knobs.choice([0, 10, 40]) if f else 0,
+            snapshot_keep_entries=knobs.choice([0, 5, 50]),
+        )
+        if self.divergent_snapshot:
+            # Its new leader must snapshot and compact past the divergent follower.
+            self.driver_config = replace(
+                self.driver_config, snapshot_every_entries=10, snapshot_keep_entries=0
+            )
+        self.fsync_ms = (1, knobs.choice([2, 5, 15]))
+        # Crash a leader right after it advanced its commit index, with this probability
+        # (FoundationDB-style attrition at the interesting moment).
+        self.crash_on_commit_p = knobs.choice([0.0, 0.05, 0.2]) if f else 0.0
+        self.crash_on_election_p = knobs.choice([0.0, 0.2, 0.5]) if f else 0.0
 
     def _draw_programs(self) -> None:
         """Which program this seed runs (at most one), each from a stream of its own."""

@@ -185,23 +185,7 @@ class SimNode:
             self.driver_config.snapshot_every_entries,
             self,
         )
-        hard_state, conf_state = storage.initial_state()
-        driver = Driver(
-            self.id,
-            raw,
-            storage,
-            self,
-            writer,
-            self,
-            machine,
-            self._reply,
-            replace(self.driver_config, snapshot_every_entries=1 << 62),
-            conf_state,
-            hard_state,
-            snapshot_sink=self._conf_snapshots,
-            applied_observer=self._applied,
-            snapshot_observer=self._snapshot_installed,
-        )
+        driver = self._build_driver(raw, storage, writer, machine)
         self.storage, self.machine, self.driver, self.writer = storage, machine, driver, writer
         self.raw = raw
         self._conf_snapshots.drain()
@@ -225,6 +209,27 @@ class SimNode:
                    f"snap={recovered.snapshot.meta.index if recovered.snapshot else 0} "
                    f"hs={recovered.hard_state.term}/{recovered.hard_state.commit} "
                    f"ents={len(recovered.entries)}")
+
+    def _build_driver(self, raw: RawNode, storage: ObservedStorage, writer: SimLogWriter,
+                      machine: StateMachine) -> Driver:
+        """The production driver over this incarnation's core, log, writer and machine."""
+        hard_state, conf_state = storage.initial_state()
+        return Driver(
+            self.id,
+            raw,
+            storage,
+            self,
+            writer,
+            self,
+            machine,
+            self._reply,
+            replace(self.driver_config, snapshot_every_entries=1 << 62),
+            conf_state,
+            hard_state,
+            snapshot_sink=self._conf_snapshots,
+            applied_observer=self._applied,
+            snapshot_observer=self._snapshot_installed,
+        )
 
     def crash(self) -> None:
         """Stop now: lose memory and unsynced writes (maybe tearing the last one)."""
