@@ -485,17 +485,18 @@ class RaftWorker:
         """What the node core needs of the driver and the state machine now."""
         d = self.driver
         machine = self.machine
-        changed = machine.addresses_changed
-        machine.addresses_changed = False
         # The leader's client endpoint rides along: read workers hint with it (members
         # added at run time are known only to this address book).
         return NodeView(
             d.term, d.leader_id, d.role, d.commit, d.applied_index, d.applied_term,
-            d.lease_until_ms, d.conf_state, machine.restored, bool(machine.changes), changed,
-            self.book.client_endpoint(d.leader_id), frozenset(self.book.peer_endpoints()))
+            d.lease_until_ms, d.conf_state, machine.restored, bool(machine.changes),
+            machine.addresses_changed, self.book.client_endpoint(d.leader_id),
+            frozenset(self.book.peer_endpoints()))
 
     def _after_ready(self) -> None:
-        self.carry_out(self.core.after_ready(self.view()))
+        view = self.view()
+        self.machine.addresses_changed = False  # after_ready acts on it (SetPeers)
+        self.carry_out(self.core.after_ready(view))
 
     def carry_out(self, effects: list[Effect]) -> None:
         """Carry out the node core's effects, in order (concord.node.core.effects)."""
