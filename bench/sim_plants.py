@@ -51,7 +51,7 @@ PLANTS = [
     Plant(
         "ack_before_persist",
         "send append/vote responses before the entries and vote are durable",
-        "concord/raft/core.py",
+        "concord/raft/replication.py",
         "_AFTER_PERSIST_TYPES = frozenset({MT.APPEND_RESP, MT.VOTE_RESP, MT.PRE_VOTE_RESP})",
         "_AFTER_PERSIST_TYPES: frozenset[MT] = frozenset()",
     ),
@@ -72,18 +72,18 @@ PLANTS = [
     Plant(
         "read_index_no_heartbeat",
         "serve ReadIndex at once, without the heartbeat round (thesis §6.4)",
-        "concord/raft/core.py",
-        "if self.tracker.is_singleton() and self.id in self.tracker.config.voters:",
+        "concord/raft/reads.py",
+        "if r.tracker.is_singleton() and r.id in r.tracker.config.voters:",
         "if True:",
     ),
     Plant(
         "read_index_before_term_commit",
         "serve ReadIndex before the leader committed an entry of its term (thesis §6.4)",
-        "concord/raft/core.py",
-        "        if not self._committed_entry_in_current_term():\n"
-        "            self.pending_read_index_messages.append(m)",
-        "        if False:\n"
-        "            self.pending_read_index_messages.append(m)",
+        "concord/raft/reads.py",
+        "    if not r._committed_entry_in_current_term():\n"
+        "        r.pending_read_index_messages.append(m)",
+        "    if False:\n"
+        "        r.pending_read_index_messages.append(m)",
     ),
     Plant(
         "leader_read_without_lease",
@@ -142,7 +142,7 @@ PLANTS = [
     Plant(
         "vote_before_persist",
         "answer a vote before the hard state that records it is durable",
-        "concord/raft/core.py",
+        "concord/raft/replication.py",
         "_AFTER_PERSIST_TYPES = frozenset({MT.APPEND_RESP, MT.VOTE_RESP, MT.PRE_VOTE_RESP})",
         "_AFTER_PERSIST_TYPES = frozenset({MT.APPEND_RESP, MT.PRE_VOTE_RESP})",
     ),
@@ -166,6 +166,20 @@ PLANTS = [
         "concord/kv/machine.py",
         "            create_revision, version = old.create_revision, old.version + 1",
         "            create_revision, version = old.create_revision, old.version",
+    ),
+    Plant(
+        "shm_resync_backwards",
+        "a restarted raft worker republishes shared memory before catching up with it",
+        "concord/node/core/node.py",
+        "if view.applied_index < max(self.shm_applied, self.replay_until):",
+        "if view.applied_index < self.replay_until:",
+    ),
+    Plant(
+        "lease_before_apply",
+        "publish the read lease while committed entries are not yet applied to shm",
+        "concord/node/core/node.py",
+        "if view.applied_term != view.term or view.applied_index < view.commit:",
+        "if view.applied_term != view.term:",
     ),
 ]
 

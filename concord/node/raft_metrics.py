@@ -108,7 +108,7 @@ class RaftMetrics:
             RECORDER.counter("concord_server_proposals_applied_total").add(applied - self._applied)
         self._commit, self._applied = max(self._commit, commit), max(self._applied, applied)
         gauge = RECORDER.gauge
-        gauge("concord_server_proposals_pending").set(len(w._pending))
+        gauge("concord_server_proposals_pending").set(len(w.pending))
         gauge("concord_server_apply_lag_entries").set(max(0, commit - applied))
         gauge("concord_server_applied_index").set(applied)
         gauge("concord_store_keys").set(len(w.machine.kv))
@@ -134,7 +134,7 @@ class RaftMetrics:
         self._peer_stats[key] = total
 
     def _sample_disk(self) -> None:
-        from concord.node.raft_worker import _tree_bytes  # noqa: PLC0415 - the status op's count
+        from concord.node.worker_ops import _tree_bytes  # noqa: PLC0415 - the status op's count
 
         data_dir = Path(self._worker.config.node.data_dir)
         used = _tree_bytes(data_dir)

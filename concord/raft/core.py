@@ -7,6 +7,11 @@ Pure. No IO, no clock, no global randomness, no threads; stdlib-only imports. In
 `msgs_after_persist`, `read_states` and the log's unstable tail, and RawNode turns them
 into a Ready. Use RawNode, not this class, from outside the package.
 
+The class is split by concern: elections, ticks, stepping and the leader's handling of
+responses are here; sending and the per-Ready flush in replication.py, ReadIndex and
+leader transfer in reads.py, the follower in follower.py, proposals and membership in
+membership.py (functions bound as methods in the class body).
+
 Divergences from etcd-io/raft, on purpose:
   - Messages a node sends to itself (its vote, the leader's append acknowledgement) sit
     in `msgs_after_persist` and are stepped by RawNode when the Ready holding them is
@@ -27,29 +32,25 @@ import logging
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
 
-from concord.errors import CompactedError, ProposalDroppedError, RaftInvariantError
-from concord.errors import StorageError, UnavailableError
+from concord.errors import RaftInvariantError, StorageError
 from concord.ids import NodeId
-from concord.raft.confchange import Changer, ConfChangeError
+from concord.raft import follower, membership, reads, replication
+from concord.raft.confchange import Changer
 from concord.raft.config import RaftConfig, Rng
 from concord.raft.log import RaftLog
-from concord.raft.messages import CAMPAIGN_TRANSFER, ConfChange, ConfState, Entry, EntryType
-from concord.raft.messages import Message, MessageType, Snapshot
+from concord.raft.messages import CAMPAIGN_TRANSFER, EntryType, Message, MessageType, Snapshot
 from concord.raft.progress import Progress, ProgressState
 from concord.raft.quorum import VoteResult
 from concord.raft.readonly import ReadOnly
-from concord.raft.snapshot_transfer import SnapshotReceiver, snapshot_chunks
+from concord.raft.snapshot_transfer import SnapshotReceiver
 from concord.raft.state import HardState, ReadState, Role, SoftState
 from concord.raft.storage import Storage
-from concord.raft.tracker import ProgressMap, ProgressTracker, TrackerConfig
+from concord.raft.tracker import ProgressTracker
 
 _module_logger = logging.getLogger(__name__)
 
 MT = MessageType
 
-#: Message types that depend on state persisted in the same Ready (Raft §5: respond only
-#: after updating stable storage).
-_AFTER_PERSIST_TYPES = frozenset({MT.APPEND_RESP, MT.VOTE_RESP, MT.PRE_VOTE_RESP})
 
 if TYPE_CHECKING:
     _AdapterBase = logging.LoggerAdapter[logging.Logger]
@@ -157,145 +158,15 @@ class Raft:
         pr = self.tracker.progress.get(self.id)
         return pr is not None and not pr.is_learner and self.log.unstable.snapshot is None
 
-    # ----------------------------------------------------------------- sending
-
-    def _send(self, m: Message) -> None:
-        if m.type in _AFTER_PERSIST_TYPES:
-            self.msgs_after_persist.append(m)
-        else:
-            self.msgs.append(m)
-
-    def _maybe_send_append(self, to: NodeId, send_if_empty: bool = True) -> bool:
-        """Send an APPEND to `to` if flow control allows (Raft §5.3); True if sent."""
-        pr = self.tracker.progress[to]
-        if pr.is_paused():
-            return False
-        log = self.log
-        prev_index = pr.next - 1
-        try:
-            prev_term = log.term(prev_index)
-        except CompactedError:
-            return self._maybe_send_snapshot(to, pr)
-        except UnavailableError as exc:
-            raise RaftInvariantError(
-                f"next index {pr.next} of {to} is beyond last index {log.last_index()}"
-            ) from exc
-        entries: list[Entry] = []
-        if pr.state != ProgressState.REPLICATE or not pr.inflights.full():
-            try:
-                entries = log.entries(pr.next, self.config.max_size_per_msg)
-            except CompactedError:
-                return self._maybe_send_snapshot(to, pr)
-        if not entries and not send_if_empty:
-            return False
-        self.msgs.append(
-            Message(
-                MT.APPEND,
-                to,
-                self.id,
-                self.term,
-                log_term=prev_term,
-                index=prev_index,
-                entries=tuple(entries),
-                commit=log.committed,
-            )
-        )
-        pr.sent_entries(len(entries))
-        pr.sent_commit = log.committed
-        return True
-
-    def _maybe_send_snapshot(self, to: NodeId, pr: Progress) -> bool:
-        """Start an InstallSnapshot transfer to a follower behind our first index."""
-        if not pr.recent_active:
-            self.logger.debug("not sending snapshot to inactive peer to=%s", to)
-            return False
-        try:
-            snapshot = self.log.snapshot()
-        except UnavailableError:
-            self.logger.debug("snapshot temporarily unavailable to=%s", to)
-            return False
-        if snapshot.is_empty:
-            raise RaftInvariantError(f"entries for {to} are compacted but the snapshot is empty")
-        cs = snapshot.meta.conf_state
-        if to not in cs.voters + cs.learners + cs.voters_outgoing:
-            # A member added after the snapshot would ignore it (it restores only a
-            # configuration that includes it): wait for the application's next snapshot
-            # instead of shipping this one over and over.
-            self.logger.debug(
-                "snapshot does not include peer to=%s snapshot_index=%d",
-                to,
-                snapshot.meta.index,
-            )
-            return False
-        self.logger.info(
-            "sending snapshot to=%s snapshot_index=%d snapshot_term=%d bytes=%d",
-            to,
-            snapshot.meta.index,
-            snapshot.meta.term,
-            len(snapshot.data),
-        )
-        pr.become_snapshot(snapshot.meta.index)
-        self._outgoing_snapshots[to] = snapshot
-        self._send_snapshot_chunks(to)
-        return True
-
-    def _send_snapshot_chunks(self, to: NodeId) -> None:
-        """Send the chunks of the transfer to `to` that its window allows."""
-        pr = self.tracker.progress[to]
-        snapshot = self._outgoing_snapshots.get(to)
-        if pr.state != ProgressState.SNAPSHOT or snapshot is None:
-            return
-        self.msgs.extend(
-            snapshot_chunks(
-                snapshot,
-                pr,
-                to,
-                self.id,
-                self.term,
-                self.config.snapshot_chunk_bytes,
-                self.config.snapshot_inflight_chunks,
-            )
-        )
-
-    def _bcast_append(self) -> None:
-        """One APPEND to every peer (commit news), then pipeline what the window allows."""
-        committed = self.log.committed
-        for node_id, pr in self.tracker.progress.items():
-            if node_id == self.id:
-                continue
-            # An empty APPEND only if it tells something: a probe, or a new commit index.
-            send_if_empty = pr.state != ProgressState.REPLICATE or pr.can_bump_commit(committed)
-            if self._maybe_send_append(node_id, send_if_empty):
-                while pr.state == ProgressState.REPLICATE and self._maybe_send_append(
-                    node_id, send_if_empty=False
-                ):
-                    pass
-
-    def _bcast_heartbeat(self, ctx: bytes) -> None:
-        committed = self.log.committed
-        for node_id, pr in self.tracker.progress.items():
-            if node_id == self.id:
-                continue
-            commit = min(pr.match, committed)
-            if commit > pr.sent_commit:
-                pr.sent_commit = commit
-            self.msgs.append(
-                Message(MT.HEARTBEAT, node_id, self.id, self.term, commit=commit, context=ctx)
-            )
-
-    def flush(self) -> None:
-        """Broadcast proposals appended and start a ReadIndex round (before a Ready)."""
-        if self.role != Role.LEADER:
-            return
-        if self.append_pending:
-            self.append_pending = False
-            self._bcast_append()
-        ctx = self.read_only.take_round(self.id)
-        if ctx is not None:
-            self._bcast_heartbeat(ctx)
-
-    def has_flush_work(self) -> bool:
-        return self.role == Role.LEADER and (self.append_pending or self.read_only.has_unsent())
+    # -- replication (concord/raft/replication.py) --
+    _send = replication.send
+    _maybe_send_append = replication.maybe_send_append
+    _maybe_send_snapshot = replication.maybe_send_snapshot
+    _send_snapshot_chunks = replication.send_snapshot_chunks
+    _bcast_append = replication.bcast_append
+    _bcast_heartbeat = replication.bcast_heartbeat
+    flush = replication.flush
+    has_flush_work = replication.has_flush_work
 
     # ----------------------------------------------------------------- role changes
 
@@ -684,68 +555,13 @@ class Raft:
     def _committed_entry_in_current_term(self) -> bool:
         return self.log.term_or_zero(self.log.committed) == self.term
 
-    def _leader_read_index(self, m: Message) -> None:
-        # Thesis §6.4 step 1: the leader must have committed an entry of its term, so its
-        # commit index is at least that of any earlier leader.
-        if not self._committed_entry_in_current_term():
-            self.pending_read_index_messages.append(m)
-            return
-        if self.tracker.is_singleton() and self.id in self.tracker.config.voters:
-            self._respond_read_index(m, self.log.committed)
-            return
-        self.read_only.add_request(self.log.committed, m)
-
-    def _release_pending_read_index_messages(self) -> None:
-        if not self.pending_read_index_messages:
-            return
-        if not self._committed_entry_in_current_term():
-            return
-        pending = self.pending_read_index_messages
-        self.pending_read_index_messages = []
-        for m in pending:
-            self._leader_read_index(m)
-
-    def _respond_read_index(self, request: Message, index: int) -> None:
-        if request.frm == self.id:
-            self.read_states.append(ReadState(index, request.context))
-        else:
-            self._send(
-                Message(
-                    MT.READ_INDEX_RESP,
-                    request.frm,
-                    self.id,
-                    self.term,
-                    index=index,
-                    context=request.context,
-                )
-            )
-
-    def _leader_transfer(self, transferee: NodeId) -> None:
-        pr = self.tracker.progress.get(transferee)
-        if pr is None or pr.is_learner:
-            self.logger.info("ignored leader transfer to non-voter to=%s", transferee)
-            return
-        if self.lead_transferee is not None:
-            if self.lead_transferee == transferee:
-                return
-            self._abort_leader_transfer()
-        if transferee == self.id:
-            return
-        # Thesis §3.10: stop proposals, catch the target up, then TIMEOUT_NOW; give up
-        # after an election timeout.
-        self.election_elapsed = 0
-        self.lead_transferee = transferee
-        self.logger.info("starting leader transfer to=%s match=%d", transferee, pr.match)
-        if pr.match == self.log.last_index():
-            self._send_timeout_now(transferee)
-        else:
-            self._maybe_send_append(transferee)
-
-    def _send_timeout_now(self, to: NodeId) -> None:
-        self.msgs.append(Message(MT.TIMEOUT_NOW, to, self.id, self.term))
-
-    def _abort_leader_transfer(self) -> None:
-        self.lead_transferee = None
+    # -- reads (concord/raft/reads.py) --
+    _leader_read_index = reads.leader_read_index
+    _release_pending_read_index_messages = reads.release_pending_read_index_messages
+    _respond_read_index = reads.respond_read_index
+    _leader_transfer = reads.leader_transfer
+    _send_timeout_now = reads.send_timeout_now
+    _abort_leader_transfer = reads.abort_leader_transfer
 
     # ----------------------------------------------------------------- candidate
 
@@ -772,258 +588,20 @@ class Raft:
             elif result == VoteResult.LOST:
                 self.become_follower(self.term, None)
 
-    # ----------------------------------------------------------------- follower
+    # -- follower (concord/raft/follower.py) --
+    _step_follower = follower.step_follower
+    _handle_append = follower.handle_append
+    _handle_heartbeat = follower.handle_heartbeat
+    _handle_snapshot_chunk = follower.handle_snapshot_chunk
+    _handle_snapshot = follower.handle_snapshot
+    _restore = follower.restore
 
-    def _step_follower(self, m: Message) -> None:
-        t = m.type
-        if t == MT.APPEND:
-            self.election_elapsed = 0
-            self.lead = m.frm
-            self._handle_append(m)
-        elif t == MT.HEARTBEAT:
-            self.election_elapsed = 0
-            self.lead = m.frm
-            self._handle_heartbeat(m)
-        elif t == MT.SNAPSHOT:
-            self.election_elapsed = 0
-            self.lead = m.frm
-            self._handle_snapshot_chunk(m)
-        elif t == MT.TRANSFER_LEADER:
-            if self.lead is None or m.frm != self.id:
-                self.logger.info("dropped leader transfer: no leader")
-                return
-            self.msgs.append(
-                Message(MT.TRANSFER_LEADER, self.lead, self.id, self.term, context=m.context)
-            )
-        elif t == MT.TIMEOUT_NOW:
-            self.logger.info("received timeout-now from=%s", m.frm)
-            # Thesis §3.10: campaign at once, past pre-vote and leader stickiness.
-            self._hup(transfer=True)
-        elif t == MT.READ_INDEX:
-            if self.lead is None or m.frm != self.id:
-                self.logger.debug("dropped read index: no leader")
-                return
-            self.msgs.append(
-                Message(MT.READ_INDEX, self.lead, self.id, self.term, context=m.context)
-            )
-        elif t == MT.READ_INDEX_RESP:
-            self.read_states.append(ReadState(m.index, m.context))
-
-    def _handle_append(self, m: Message) -> None:
-        log = self.log
-        if m.index < log.committed:
-            self._send(Message(MT.APPEND_RESP, m.frm, self.id, self.term, index=log.committed))
-            return
-        last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
-        if last_new is not None:
-            if m.entries:
-                stamp = m.entries[-1].timestamp_ms
-                if stamp > self.max_timestamp_seen_ms:
-                    self.max_timestamp_seen_ms = stamp
-            self._send(Message(MT.APPEND_RESP, m.frm, self.id, self.term, index=last_new))
-            return
-        hint_index = min(m.index, log.last_index())
-        hint_index, hint_term = log.find_conflict_by_term(hint_index, m.log_term)
-        self.logger.debug(
-            "rejected append from=%s index=%d log_term=%d hint=%d hint_term=%d",
-            m.frm,
-            m.index,
-            m.log_term,
-            hint_index,
-            hint_term,
-        )
-        self._send(
-            Message(
-                MT.APPEND_RESP,
-                m.frm,
-                self.id,
-                self.term,
-                index=m.index,
-                reject=True,
-                reject_hint=hint_index,
-                log_term=hint_term,
-            )
-        )
-
-    def _handle_heartbeat(self, m: Message) -> None:
-        self.log.commit_to(m.commit)
-        self.msgs.append(Message(MT.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
-
-    def _handle_snapshot_chunk(self, m: Message) -> None:
-        chunk = m.snapshot
-        if chunk is None:
-            raise RaftInvariantError(f"snapshot message from {m.frm} has no snapshot")
-        result = self._snapshot_recv.receive(m, chunk)
-        if result.ack_offset is not None:
-            self.msgs.append(
-                Message(
-                    MT.SNAPSHOT_RESP,
-                    m.frm,
-                    self.id,
-                    self.term,
-                    index=chunk.meta.index,
-                    snapshot_offset=result.ack_offset,
-                    reject=result.reject,
-                )
-            )
-        if result.snapshot is not None:
-            self._handle_snapshot(m.frm, result.snapshot)
-
-    def _handle_snapshot(self, frm: NodeId, snapshot: Snapshot) -> None:
-        if self._restore(snapshot):
-            self.logger.info(
-                "restored snapshot snapshot_index=%d snapshot_term=%d",
-                snapshot.meta.index,
-                snapshot.meta.term,
-            )
-            self._send(Message(MT.APPEND_RESP, frm, self.id, self.term, index=self.log.last_index()))
-        else:
-            self.logger.info("ignored snapshot snapshot_index=%d", snapshot.meta.index)
-            self._send(Message(MT.APPEND_RESP, frm, self.id, self.term, index=self.log.committed))
-
-    def _restore(self, snapshot: Snapshot) -> bool:
-        meta = snapshot.meta
-        if meta.index <= self.log.committed:
-            return False
-        if self.role != Role.FOLLOWER:
-            self.logger.warning("non-follower attempted to restore snapshot")
-            self.become_follower(self.term + 1, None)
-            return False
-        cs = meta.conf_state
-        if self.id not in cs.voters + cs.learners + cs.voters_outgoing:
-            self.logger.warning("ignored snapshot: not in its configuration")
-            return False
-        if self.log.match_term(meta.index, meta.term):
-            # Thesis §5.1: our log already holds it; keep the entries after it.
-            self.log.commit_to(meta.index)
-            return False
-        self.log.restore(snapshot)
-        self.tracker = ProgressTracker(self.config.max_inflight_msgs)
-        cfg, prs = Changer(self.tracker, self.log.last_index()).restore(cs)
-        restored = self._switch_to_config(cfg, prs)
-        if restored != cs:
-            raise RaftInvariantError(f"restored {restored}, expected {cs}")
-        return True
-
-    # ----------------------------------------------------------------- proposals
-
-    def _append_entries(self, items: list[tuple[EntryType, bytes]]) -> int:
-        """Leader: append entries of this term stamped with cluster time; the last index."""
-        index = self.log.last_index()
-        stamp = self.now_ms if self.now_ms > self._last_stamp_ms else self._last_stamp_ms
-        self._last_stamp_ms = stamp
-        if stamp > self.max_timestamp_seen_ms:
-            self.max_timestamp_seen_ms = stamp
-        term = self.term
-        entries = []
-        for kind, data in items:
-            index += 1
-            entries.append(Entry(term, index, kind, data, stamp))
-        last = self.log.append(entries)
-        # The leader acknowledges its own entries once they are durable: coalesce with a
-        # self-acknowledgement already waiting for the same Ready.
-        ack = Message(MT.APPEND_RESP, self.id, self.id, term, index=last)
-        pending = self.msgs_after_persist
-        if pending and pending[-1].to == self.id and pending[-1].type == MT.APPEND_RESP:
-            pending[-1] = ack
-        else:
-            pending.append(ack)
-        return last
-
-    def _check_can_propose(self) -> None:
-        if self.role != Role.LEADER:
-            raise ProposalDroppedError(f"node {self.id} is not the leader (leader {self.lead})")
-        if self.lead_transferee is not None:
-            raise ProposalDroppedError(
-                f"leader transfer to {self.lead_transferee} is in progress"
-            )
-        if self.id not in self.tracker.progress:
-            raise ProposalDroppedError(f"node {self.id} was removed from the configuration")
-
-    def propose(self, data: bytes) -> tuple[int, int]:
-        self._check_can_propose()
-        index = self._append_entries([(EntryType.NORMAL, data)])
-        self.append_pending = True
-        return index, self.term
-
-    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
-        self._check_can_propose()
-        applied = self.log.applied
-        if self.pending_conf_index > applied:
-            raise ProposalDroppedError(
-                f"conf change at index {self.pending_conf_index} is not applied yet "
-                f"(applied {applied})"
-            )
-        joint = self.tracker.config.is_joint()
-        if joint and not cc.leave_joint():
-            raise ProposalDroppedError("must leave the joint config first")
-        if not joint and cc.leave_joint():
-            raise ProposalDroppedError("not in a joint config")
-        try:
-            self._compute_conf_change(cc)
-        except ConfChangeError as exc:
-            raise ProposalDroppedError(f"invalid conf change: {exc}") from exc
-        index = self._append_entries([(EntryType.CONF_CHANGE, cc.encode())])
-        self.pending_conf_index = index
-        self.append_pending = True
-        return index, self.term
-
-    # ----------------------------------------------------------------- membership
-
-    def _compute_conf_change(self, cc: ConfChange) -> tuple[TrackerConfig, ProgressMap]:
-        changer = Changer(self.tracker, self.log.last_index())
-        if cc.leave_joint():
-            return changer.leave_joint()
-        auto_leave, joint = cc.enter_joint()
-        if joint:
-            return changer.enter_joint(auto_leave, cc.changes)
-        return changer.simple(cc.changes)
-
-    def apply_conf_change(self, cc: ConfChange) -> ConfState:
-        try:
-            cfg, prs = self._compute_conf_change(cc)
-        except ConfChangeError as exc:
-            raise RaftInvariantError(f"cannot apply committed conf change: {exc}") from exc
-        return self._switch_to_config(cfg, prs)
-
-    def _switch_to_config(self, cfg: TrackerConfig, prs: ProgressMap) -> ConfState:
-        self.tracker.config = cfg
-        self.tracker.progress = prs
-        self.logger.info("switched config config=%s", cfg)
-        cs = self.tracker.conf_state()
-        pr = prs.get(self.id)
-        if (pr is None or pr.is_learner) and self.role == Role.LEADER:
-            # Thesis §4.2.2: a removed leader steps down once the change is applied; it
-            # no longer counts itself in any majority.
-            if self.config.step_down_on_removal:
-                self.logger.info("stepping down: removed from the configuration")
-                self.become_follower(self.term, None)
-            return cs
-        if self.role != Role.LEADER or not cs.voters:
-            return cs
-        if self._maybe_commit():
-            self._release_pending_read_index_messages()
-            self._bcast_append()
-        else:
-            for node_id in prs:
-                if node_id != self.id:
-                    self._maybe_send_append(node_id, send_if_empty=False)
-        if self.lead_transferee is not None and self.lead_transferee not in (
-            cfg.voters | cfg.voters_outgoing
-        ):
-            self._abort_leader_transfer()
-        return cs
-
-    def maybe_auto_leave(self) -> None:
-        """Leader: propose leaving a joint config with auto_leave once it is applied."""
-        if (
-            self.role == Role.LEADER
-            and self.tracker.config.auto_leave
-            and self.log.applied >= self.pending_conf_index
-            and self.lead_transferee is None
-        ):
-            self.logger.info("leaving joint config automatically")
-            try:
-                self.propose_conf_change(ConfChange())
-            except ProposalDroppedError as exc:
-                self.logger.warning("could not leave joint config yet: %s", exc)
+    # -- membership (concord/raft/membership.py) --
+    _append_entries = membership.append_entries
+    _check_can_propose = membership.check_can_propose
+    propose = membership.propose
+    propose_conf_change = membership.propose_conf_change
+    _compute_conf_change = membership.compute_conf_change
+    apply_conf_change = membership.apply_conf_change
+    _switch_to_config = membership.switch_to_config
+    maybe_auto_leave = membership.maybe_auto_leave

@@ -23,16 +23,16 @@ from functools import partial
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
-from enum import Enum
 
 from concord.ids import NodeId
-from concord.node.driver import Consistency, DriverConfig, Reply, ReplyStatus
+from concord.node.driver import DriverConfig, Reply, ReplyStatus
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfChange, ConfState, Entry, EntryType
-from concord.raft.state import Role
 from concord.sim import buggify as buggify_mod
+from concord.sim import finish
 from concord.sim.checks import LogView, SafetyChecker, Violation
-from concord.sim.linearizability import CheckResult, OpKind, check_history
+from concord.sim.classic import Figure8, LeaseSplit
+from concord.sim.linearizability import CheckResult, OpKind
 from concord.sim.loop import EventLoop
 from concord.sim.machine import Adapter, KvAdapter
 from concord.sim.network import LinkFaults, Network
@@ -46,7 +46,7 @@ from concord.sim.programs import (
 )
 from concord.sim.restarts import Liveness, WholeRestart
 from concord.sim.rng import SimRandom
-from concord.sim.workload import Client, Request, Workload, WorkloadConfig
+from concord.sim.workload import Request, Workload, WorkloadConfig
 
 __all__ = ["DEFAULT_DURATION_MS", "SimConfig", "SimResult", "Simulation", "run_seed"]
 
@@ -121,12 +121,89 @@ class Simulation:
             long_delay_p=knobs.choice([0.0, 0.005]) if f else 0.0,
         )
         self.network = Network(self.loop, self.rng.fork("network"), self.link_faults)
-        # One seed in four runs the Figure 8 program (class _Figure8) with one entry per
-        # APPEND and one APPEND in flight, so a leader's old-term entries reach a
-        # follower before its no-op does.
+        # One seed in four runs the Figure 8 program (concord/sim/classic.py, Figure8)
+        # with one entry per APPEND and one APPEND in flight, so a leader's old-term
+        # entries reach a follower before its no-op does.
         self.figure8 = f and knobs.chance(0.25) and config.nodes >= 3
-        # One seed in four of the others runs the lease-split program (class _LeaseSplit),
-        # from its own stream so that the other seeds keep their draws.
+        self._draw_programs()
+        self.promotion_rng = self.rng.fork("auto-promotion")
+        self._draw_knobs(knobs)
+        ids = [NodeId(f"n{i + 1}") for i in range(config.nodes)]
+        self.spares = [NodeId(f"n{config.nodes + i + 1}") for i in range(2)]
+        bootstrap = ConfState(voters=tuple(sorted(ids)))
+        # NB: a joining node starts from the same bootstrap membership (the cluster's
+        # "initial members", as in etcd): replaying the log from index 1 must reproduce
+        # the membership, and the bootstrap is not in the log.
+        self.bootstrap = bootstrap
+        self.nodes: dict[NodeId, SimNode] = {}
+        for node_id in ids:
+            self.nodes[node_id] = self._make_node(node_id, bootstrap)
+        self.removed: set[NodeId] = set()
+        self.workload = Workload(
+            self.loop,
+            self.rng.fork("workload"),
+            WorkloadConfig(clients=knobs.randint(2, 5), keys=knobs.randint(1, 4)),
+            self.adapter,
+            self._submit,
+            self._client_nodes,
+            self.trace,
+        )
+        self.nemesis_rng = self.rng.fork("nemesis")
+        self._conf_change_busy = False
+        self._request_ids = 1 << 40  # the nemesis' and checker's own requests
+        self._core_ids = 1 << 50  # the node cores' own proposals
+        self._control: dict[int, str] = {}
+        self._control_results: dict[int, ReplyStatus] = {}
+        #: Nodes clients cannot reach (their requests are lost), but for these requests.
+        self.clients_cut: set[NodeId] = set()
+        self.clients_cut_exempt: set[int] = set()
+        self.liveness = Liveness(self)
+        self._whole_restart: WholeRestart | None = None
+        #: (client id, seq) -> the timestamp of the entry that first applied it.
+        self.applied_ts: dict[tuple[str, int], int] = {}
+        self._observed: set[int] = set()
+        #: A program of programs.py runs: the random nemesis holds still.
+        self.program_running = False
+        #: Called like `Figure8.on_leader_step`; True stops the random attrition.
+        self.leader_step_hooks: list[Callable[[SimNode, bool], bool]] = []
+
+    def _draw_knobs(self, knobs: SimRandom) -> None:
+        """The cores', drivers' and disks' settings and the attrition rates of this seed."""
+        f = self.config.faults
+        self.raft_config_base = dict(
+            election_ticks=10,
+            heartbeat_ticks=knobs.choice([1, 2]),
+            max_inflight_msgs=1 if self.figure8 else knobs.choice([1, 1, 4, 64]),
+            # 1 byte: one entry per APPEND, so a leader's old-term entries and its no-op
+            # travel apart (the Raft Figure 8 window).
+            max_size_per_msg=1 if self.figure8 else knobs.choice([1, 256, 4096, 1 << 20]),
+            snapshot_chunk_bytes=knobs.choice([64, 1024, 1 << 20]),
+        )
+        self.driver_config = DriverConfig(
+            tick_ms=10,
+            election_ticks=10,
+            heartbeat_ticks=self.raft_config_base["heartbeat_ticks"],
+            read_timeout_ms=300,
+            unknown_grace_ms=knobs.choice([0, 200]),
+            snapshot_every_entries=knobs.choice([0, 10, 40]) if f else 0,
+            snapshot_keep_entries=knobs.choice([0, 5, 50]),
+        )
+        if self.divergent_snapshot:
+            # Its new leader must snapshot and compact past the divergent follower.
+            self.driver_config = replace(
+                self.driver_config, snapshot_every_entries=10, snapshot_keep_entries=0
+            )
+        self.fsync_ms = (1, knobs.choice([2, 5, 15]))
+        # Crash a leader right after it advanced its commit index, with this probability
+        # (FoundationDB-style attrition at the interesting moment).
+        self.crash_on_commit_p = knobs.choice([0.0, 0.05, 0.2]) if f else 0.0
+        self.crash_on_election_p = knobs.choice([0.0, 0.2, 0.5]) if f else 0.0
+
+    def _draw_programs(self) -> None:
+        """Which program this seed runs (at most one), each from a stream of its own."""
+        config, f = self.config, self.config.faults
+        # One seed in four of the others runs the lease-split program (concord/sim/classic.py,
+        # LeaseSplit), from its own stream so that the other seeds keep their draws.
         programs = self.rng.fork("programs")
         self.lease_split = (
             f and not self.figure8 and config.nodes >= 3 and programs.chance(0.25)
@@ -160,71 +237,6 @@ class Simulation:
             self.vote_crash = config.program == VoteCrash.name
             self.minority_reads = config.program == MinorityReads.name
         self.more_rng = more.fork("program")
-        self.raft_config_base = dict(
-            election_ticks=10,
-            heartbeat_ticks=knobs.choice([1, 2]),
-            max_inflight_msgs=1 if self.figure8 else knobs.choice([1, 1, 4, 64]),
-            # 1 byte: one entry per APPEND, so a leader's old-term entries and its no-op
-            # travel apart (the Raft Figure 8 window).
-            max_size_per_msg=1 if self.figure8 else knobs.choice([1, 256, 4096, 1 << 20]),
-            snapshot_chunk_bytes=knobs.choice([64, 1024, 1 << 20]),
-        )
-        self.driver_config = DriverConfig(
-            tick_ms=10,
-            election_ticks=10,
-            heartbeat_ticks=self.raft_config_base["heartbeat_ticks"],
-            read_timeout_ms=300,
-            unknown_grace_ms=knobs.choice([0, 200]),
-            snapshot_every_entries=knobs.choice([0, 10, 40]) if f else 0,
-            snapshot_keep_entries=knobs.choice([0, 5, 50]),
-        )
-        if self.divergent_snapshot:
-            # Its new leader must snapshot and compact past the divergent follower.
-            self.driver_config = replace(
-                self.driver_config, snapshot_every_entries=10, snapshot_keep_entries=0
-            )
-        self.fsync_ms = (1, knobs.choice([2, 5, 15]))
-        # Crash a leader right after it advanced its commit index, with this probability
-        # (FoundationDB-style attrition at the interesting moment).
-        self.crash_on_commit_p = knobs.choice([0.0, 0.05, 0.2]) if f else 0.0
-        self.crash_on_election_p = knobs.choice([0.0, 0.2, 0.5]) if f else 0.0
-        ids = [NodeId(f"n{i + 1}") for i in range(config.nodes)]
-        self.spares = [NodeId(f"n{config.nodes + i + 1}") for i in range(2)]
-        bootstrap = ConfState(voters=tuple(sorted(ids)))
-        # NB: a joining node starts from the same bootstrap membership (the cluster's
-        # "initial members", as in etcd): replaying the log from index 1 must reproduce
-        # the membership, and the bootstrap is not in the log.
-        self.bootstrap = bootstrap
-        self.nodes: dict[NodeId, SimNode] = {}
-        for node_id in ids:
-            self.nodes[node_id] = self._make_node(node_id, bootstrap)
-        self.removed: set[NodeId] = set()
-        self.workload = Workload(
-            self.loop,
-            self.rng.fork("workload"),
-            WorkloadConfig(clients=knobs.randint(2, 5), keys=knobs.randint(1, 4)),
-            self.adapter,
-            self._submit,
-            self._client_nodes,
-            self.trace,
-        )
-        self.nemesis_rng = self.rng.fork("nemesis")
-        self._conf_change_busy = False
-        self._request_ids = 1 << 40  # the nemesis' and checker's own requests
-        self._control: dict[int, str] = {}
-        self._control_results: dict[int, ReplyStatus] = {}
-        #: Nodes clients cannot reach (their requests are lost), but for these requests.
-        self.clients_cut: set[NodeId] = set()
-        self.clients_cut_exempt: set[int] = set()
-        self.liveness = Liveness(self)
-        self._whole_restart: WholeRestart | None = None
-        #: (client id, seq) -> the timestamp of the entry that first applied it.
-        self.applied_ts: dict[tuple[str, int], int] = {}
-        self._observed: set[int] = set()
-        #: A program of programs.py runs: the random nemesis holds still.
-        self.program_running = False
-        #: Called like `_Figure8.on_leader_step`; True stops the random attrition.
-        self.leader_step_hooks: list[Callable[[SimNode, bool], bool]] = []
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -248,6 +260,7 @@ class Simulation:
             self._on_reply,
             self.fsync_ms,
             self.trace,
+            self._core_request_id,
         )
         node.on_leader_step = self._leader_step
         node.on_apply = self._observe_apply
@@ -381,10 +394,10 @@ class Simulation:
         self.workload.start()
         if cfg.faults:
             if self.figure8:
-                self._figure8 = _Figure8(self)
+                self._figure8 = Figure8(self)
                 self.loop.after(self.nemesis_rng.randint(200, 1500), self._figure8.start)
             if self.lease_split:
-                program = _LeaseSplit(self, self.program_rng, self.lease_split_restart)
+                program = LeaseSplit(self, self.program_rng, self.lease_split_restart)
                 self.loop.after(self.program_rng.randint(300, 1200), program.start)
             if self.whole_restart:
                 self._whole_restart = WholeRestart(self, self.whole_restart_rng)
@@ -401,16 +414,16 @@ class Simulation:
             self.loop.after(self.nemesis_rng.randint(100, 400), self._nemesis)
         self.loop.run_until(cfg.duration_ms, stop=self._step_check)
         if not self.checker.violations:
-            self._heal()
+            finish.heal(self)
             self.loop.run_until(self.loop.now + cfg.heal_ms, stop=self._step_check)
         if not self.checker.violations:
-            self._final_checks()
+            finish.final_checks(self)
         result = SimResult(cfg.seed, cfg.nodes, list(self.checker.violations))
         result.digest = self._digest.hexdigest()
         result.ops = len(self.workload.history)
         result.events = self.loop.events_run
         result.trace_lines = self.trace_lines
-        result.linearizability = self._lin_result
+        result.linearizability = self.lin_result
         result.stats = {
             "messages": self.network.sent,
             "dropped": self.network.dropped,
@@ -424,8 +437,8 @@ class Simulation:
         }
         return result
 
-    _lin_result: CheckResult | None = None
-    _figure8: _Figure8 | None = None
+    lin_result: CheckResult | None = None
+    _figure8: Figure8 | None = None
 
     # -- nemesis --------------------------------------------------------------------------
 
@@ -442,7 +455,15 @@ class Simulation:
              "membership", "crash_all", "crash_leader", "pause"],
             weights=[20, 12, 8, 10, 8, 15, 10, 12 if self.config.membership else 0, 2, 15, 15],
         )[0]
-        now = self.loop.now
+        if action in ("partition", "oneway", "isolate_leader", "clog", "heal"):
+            self._network_fault(action, members)
+        else:
+            self._node_fault(action, members)
+        self.loop.after(rng.randint(50, 400), self._nemesis)
+
+    def _node_fault(self, action: str, members: list[NodeId]) -> None:
+        """One of the nemesis' node actions: crashes, a pause, a transfer, membership."""
+        rng, now = self.nemesis_rng, self.loop.now
         if action == "crash":
             victim = self.nodes[rng.choice(members)]
             if victim.alive:
@@ -465,7 +486,22 @@ class Simulation:
                 if node.alive:
                     node.crash()
                     self.loop.after(rng.randint(20, 300), partial(self._restart, node.id))
-        elif action == "partition":
+        elif action == "transfer":
+            leader = self.leader()
+            if leader is not None and leader.driver is not None:
+                voters = [v for v in leader.driver.conf_state.voters if v != leader.id]
+                if voters:
+                    to = rng.choice(sorted(voters))
+                    self.trace(f"transfer {leader.id}->{to}")
+                    leader.driver.transfer_leader(to)
+                    leader.process()
+        elif action == "membership":
+            self._membership()
+
+    def _network_fault(self, action: str, members: list[NodeId]) -> None:
+        """One of the nemesis' network actions: partitions, blocks, clogs, heal."""
+        rng, now = self.nemesis_rng, self.loop.now
+        if action == "partition":
             shuffled = sorted(members)
             rng.shuffle(shuffled)
             cut = rng.randint(1, max(1, len(shuffled) - 1))
@@ -489,18 +525,6 @@ class Simulation:
             self.trace(f"clog {victim_id}")
         elif action == "heal":
             self._heal_network()
-        elif action == "transfer":
-            leader = self.leader()
-            if leader is not None and leader.driver is not None:
-                voters = [v for v in leader.driver.conf_state.voters if v != leader.id]
-                if voters:
-                    to = rng.choice(sorted(voters))
-                    self.trace(f"transfer {leader.id}->{to}")
-                    leader.driver.transfer_leader(to)
-                    leader.process()
-        elif action == "membership":
-            self._membership()
-        self.loop.after(rng.randint(50, 400), self._nemesis)
 
     def _restart(self, node_id: NodeId) -> None:
         node = self.nodes[node_id]
@@ -511,6 +535,11 @@ class Simulation:
         if self.network.partitions:
             self.trace("heal network")
         self.network.heal()
+
+    def _core_request_id(self) -> int:
+        """Ids of the node cores' own proposals (promotions): apart from everyone else's."""
+        self._core_ids += 1
+        return self._core_ids
 
     def _control_request(self, what: str) -> int:
         self._request_ids += 1
@@ -542,26 +571,43 @@ class Simulation:
             self.add_learner(leader)
             return
         if choice == "promote":
-            cc = ConfChange.add_voter(rng.choice(learners))
-        elif choice == "replace":
+            self.member_change(leader, "promote_member", rng.choice(learners))
+            return
+        if choice == "replace":
             # Joint consensus: a learner takes a voter's place in one change.
             victim = rng.choice([v for v in voters if v != leader.id] or voters)
             cc = replace_change(rng.choice(learners), victim)
             self.loop.after(1500, lambda: self._retire(victim))
         else:
             victim = rng.choice(voters)
-            cc = ConfChange.remove(victim)
             self.loop.after(1500, lambda: self._retire(victim))
+            self.member_change(leader, "remove_member", victim)
+            return
         self.submit_conf_change(leader, cc, choice)
 
-    def add_learner(self, leader: SimNode) -> NodeId:
-        """Start a spare node and have `leader` add it as a learner."""
+    def add_learner(self, leader: SimNode, stays: bool = False) -> NodeId:
+        """
+        Start a spare node and have `leader` add it as a learner (one that stays a learner
+        if `stays`: the programs that need one pass True).
+        """
         new_id = self.spares.pop(0)
         node = self._make_node(new_id, self.bootstrap)
         self.nodes[new_id] = node
         node.start()
-        self.submit_conf_change(leader, ConfChange.add_learner(new_id), "add_learner")
+        # Half of the learners ask to be promoted once caught up (add_member without
+        # `learner: true`): the node core's auto-promotion. From a stream of its own.
+        learner = True if stays or self.promotion_rng.chance(0.5) else None
+        self.member_change(leader, "add_member", new_id, learner)
         return new_id
+
+    def member_change(self, leader: SimNode, op: str, member: NodeId,
+                      learner: bool | None = None) -> None:
+        """A membership request at `leader`, decided by its node core (as the raft worker)."""
+        rid = self._control_request(f"cc {op} {member}")
+        self._conf_change_busy = True
+        self.trace(f"conf change {op} {member} via {leader.id} learner={learner}")
+        leader.member_change(op, member, rid, learner)
+        leader.process()
 
     def submit_conf_change(self, leader: SimNode, cc: ConfChange, what: str) -> None:
         assert leader.driver is not None
@@ -595,369 +641,6 @@ class Simulation:
         self.trace(f"retire {node_id}")
 
     # -- end of run ---------------------------------------------------------------------
-
-    def _heal(self) -> None:
-        self.trace("heal all")
-        self.network.heal()
-        self.clients_cut.clear()
-        self.link_faults.drop_p = 0.0
-        self.link_faults.duplicate_p = 0.0
-        self.link_faults.long_delay_p = 0.0
-        buggify_mod.activate(None)
-        for node in self.nodes.values():
-            if not node.alive and node.id not in self.removed:
-                node.start()
-        self.workload.stop()
-        self.liveness.start()
-
-    def _final_checks(self) -> None:
-        self.liveness.check()
-        if self.checker.violations:
-            return
-        deadline = self.loop.now + self.config.progress_deadline_ms
-        # Progress: a leader exists and commits a new write.
-        rid = self._control_request("progress write")
-        submitted = False
-        while self.loop.now < deadline and rid not in self._control_results:
-            leader = self.leader()
-            if leader is not None and leader.driver is not None and not submitted:
-                leader.driver.submit_write(
-                    rid, self.adapter.encode(OpKind.PUT, "__progress__", (1,))
-                )
-                leader.process()
-                submitted = True
-            self.loop.run_until(self.loop.now + 20, stop=self._step_check)
-            if rid in self._control_results and self._control_results[rid] is not ReplyStatus.OK:
-                # Lost the leader meanwhile: try again.
-                del self._control_results[rid]
-                rid = self._control_request("progress write")
-                submitted = False
-        if self.checker.violations:
-            return
-        if self._control_results.get(rid) is not ReplyStatus.OK:
-            self.checker.fail("progress", "no write committed after faults healed")
-            return
-        # Let followers catch up, then compare the members' state.
-        self.loop.run_until(self.loop.now + 500, stop=self._step_check)
-        leader = self.leader()
-        if leader is None or leader.driver is None:
-            self.checker.fail("progress", "leader lost after healing")
-            return
-        conf = leader.driver.conf_state
-        members = [self.nodes[m] for m in (*conf.voters, *conf.learners) if m in self.nodes]
-        states = {
-            n.id: (n.driver.applied_index, n.machine.state_hash())
-            for n in members
-            if n.driver is not None and n.machine is not None
-        }
-        if len(set(states.values())) != 1:
-            self.checker.fail("convergence", f"members' (applied, hash) differ: {states} "
-                              f"conf={conf}")
-            return
-        # Final strong reads of every key, through the leader, join the history.
-        reader = Client(-1, self.rng.fork("final-reads"), leader.id, stopped=True)
-        for key in self.workload.keys:
-            reader.inflight = None
-            self.workload.invoke(reader, OpKind.GET, key, (), Consistency.STRONG, leader.id)
-            end = self.loop.now + self.workload.config.timeout_ms + 10
-            self.loop.run_until(end, stop=lambda: reader.inflight is None)
-        self.checker.now_ms = self.loop.now
-        history = self.workload.timed_history(self.applied_ts)
-        result = check_history(history, max_steps_per_key=500_000)
-        self._lin_result = result
-        for verdict in result.violations:
-            self.checker.fail("linearizability", verdict.describe())
-
-
-class _Figure8:
-    """
-    A nemesis program that steers the cluster into the Raft paper's Figure 8 shape.
-
-    1. isolate the leader A (it keeps appending client writes no one else has);
-    2. the majority elects B: isolate B before its first messages leave (its term's
-       no-op stays on B), then crash B and heal the network;
-    3. A is elected again and replicates its old-term entries; the moment A advances
-       its commit index, crash A before that step's messages leave, and restart B;
-    4. B may now win an election (its last term is higher than the others').
-    A correct core commits nothing of A's old term before A's own no-op is on a
-    majority, so step 4 cannot overwrite a committed entry; a core that commits
-    old-term entries by counting replicas does (state-machine safety fires).
-    """
-
-    def __init__(self, sim: Simulation) -> None:
-        self.sim = sim
-        self.stage = 0
-        self.a: NodeId | None = None
-        self.b: NodeId | None = None
-
-    def start(self) -> None:
-        leader = self.sim.leader()
-        if leader is None or len(self.sim.nodes) < 3:
-            return
-        self.a = leader.id
-        self.stage = 1
-        self.sim.trace(f"figure8 isolate A={self.a}")
-        self.sim.network.isolate(leader.id, list(self.sim.nodes))
-
-    def on_leader_step(self, node: SimNode, became_leader: bool) -> bool:
-        sim = self.sim
-        if self.stage == 1 and became_leader and node.id != self.a:
-            self.b = node.id
-            self.stage = 2
-            sim.trace(f"figure8 isolate B={self.b}")
-            sim.network.isolate(node.id, list(sim.nodes))
-            sim.loop.after(30, self._crash_b)
-            return True
-        if self.stage == 3 and not became_leader and node.id == self.a:
-            self.stage = 4
-            sim.trace(f"figure8 crash A={self.a} at commit, restart B={self.b}")
-            node.crash()
-            b = self.b
-            assert b is not None
-            sim.loop.after(5, partial(sim._restart, b))
-            sim.loop.after(400, partial(sim._restart, node.id))
-            return True
-        return self.stage in (2, 3)
-
-    def _crash_b(self) -> None:
-        sim = self.sim
-        assert self.b is not None
-        sim.nodes[self.b].crash()
-        sim.network.heal()
-        self.stage = 3
-        sim.trace("figure8 crashed B, healed")
-        # Give up if A never leads again.
-        sim.loop.after(1500, self._give_up)
-
-    def _give_up(self) -> None:
-        if self.stage == 3:
-            self.stage = 5
-            if self.b is not None:
-                self.sim._restart(self.b)
-
-
-class _Stage(Enum):
-    """Where a `_LeaseSplit` program is."""
-
-    IDLE = 0  # not started (or no leader with a lease yet)
-    DRAIN = 1  # clients cut from L: waiting for F to hold all of L's log
-    SPLIT = 2  # L -> F cut: waiting for F to campaign
-    TRANSFERRING = 8  # L asked to hand leadership to F: waiting for a leader other than L
-    ELECTING = 3  # everyone -> L cut: waiting for a leader other than L
-    WRITING = 4  # a fresh write through the new leader
-    WRITTEN = 5  # acknowledged: the read starts at the next watch
-    READING = 6  # a `leader` read at L
-    DONE = 7  # healed
-
-
-class _LeaseSplit:
-    """
-    A nemesis program aimed at leader leases (thesis §6.4.1): elect a new leader while the
-    old one still holds its read lease, and read at the old one.
-
-    1. Leader L holds a lease. Clients lose their way to L (their requests to it are
-       dropped; peers still reach it), so its log stops growing; once a voter F holds
-       all of L's log, cut L -> F one way: F stops hearing L and campaigns with an
-       up-to-date log, while the other voters still hear L and keep renewing its lease.
-    2. The moment F (pre-)campaigns, the others' messages to L are cut too (L must not
-       learn of a new term). With `restart`, one tick before F's election timer fires,
-       the other voters crash and restart at once and stop hearing L: they no longer
-       remember granting L's lease, and F's (pre-)votes find them just restarted.
-    3. If F (or anyone but L) still wins, a program client writes a fresh value through
-       the new leader and, once acknowledged, reads it with `leader` consistency at L.
-    In the transfer variant (half of the tries, drawn from the program's "mode" stream),
-    step 2 is a leadership transfer instead: once F holds all of L's log, F -> L is cut
-    and L is asked to transfer leadership to F (TimeoutNow: F's election overrides the
-    voters' lease), and every other voter's messages to L are cut the moment it reaches
-    a term above L's, so L never learns of the new term while the others keep answering
-    its heartbeats of the old one. A correct L holds no lease from the start of the
-    transfer (node/driver.py), so its `leader` read takes a ReadIndex round that no
-    quorum confirms; a lease renewed by a probe in flight, or sent while the transfer
-    was pending, answers with the old value.
-    Buggify losses are off from step 1 until the program ends (the window is a few tens
-    of ms; the seed's network faults still apply), and a try that fails (no leader with
-    a lease, the leader lost, no new leader in 1.5 s) is made again while the run lasts.
-    A correct node never lets stage 3 happen while L's lease runs: voters that hear a
-    leader refuse votes (check-quorum leases), and a restarted voter holds its vote for
-    an election timeout (it may have granted a lease before the crash). A stale answer
-    at L is then a linearizability violation.
-    """
-
-    def __init__(self, sim: Simulation, rng: SimRandom, restart: bool) -> None:
-        self.sim = sim
-        self.rng = rng
-        self.restart = restart
-        self.restarted = False
-        self.paused_buggify: buggify_mod.Buggify | None = None
-        self.stage = _Stage.IDLE
-        self.l: NodeId | None = None
-        self.f: NodeId | None = None
-        self.deadline = 0
-        self.key = ""
-        self.writer = Client(100, rng.fork("writer"), NodeId(""), stopped=True)
-        self.reader = Client(101, rng.fork("reader"), NodeId(""), stopped=True)
-        # NB: its own stream, so that the link-cut tries keep the draws they had.
-        self.mode_rng = rng.fork("mode")
-        self.transfer = False
-
-    def start(self) -> None:
-        sim = self.sim
-        if sim.loop.now >= sim.config.duration_ms - 600:
-            return
-        leader = sim.leader()
-        if leader is None or leader.driver is None or not leader.driver.lease_valid:
-            sim.loop.after(50, self.start)  # wait for a leader with a lease
-            return
-        voters = [
-            v for v in leader.driver.conf_state.voters
-            if v != leader.id and v not in sim.removed and sim.nodes[v].alive
-        ]
-        if len(voters) < 2:
-            sim.loop.after(50, self.start)  # wait for the other voters to be up
-            return
-        self.l, self.f = leader.id, self.rng.choice(sorted(voters))
-        self.restarted = False
-        self.transfer = self.mode_rng.chance(0.5)
-        # The window is a few tens of ms wide: no buggify losses inside it (a dropped
-        # vote reply alone would close it). Network faults of the seed still apply.
-        state = buggify_mod.active()
-        if state is not None and state.enabled:
-            state.enabled = False
-            self.paused_buggify = state
-        self.stage = _Stage.DRAIN
-        self.deadline = sim.loop.now + 1500
-        sim.trace(
-            f"lease-split clients cut from {self.l} restart={self.restart} "
-            f"transfer={self.transfer}"
-        )
-        sim.clients_cut.add(self.l)
-        sim.loop.after(1, self._watch)
-
-    def _watch(self) -> None:
-        sim = self.sim
-        l, f = self.l, self.f
-        assert l is not None and f is not None
-        if sim.loop.now >= self.deadline:
-            self._end("gave up")
-            return
-        if self.stage is _Stage.DRAIN:
-            leader, follower = sim.nodes[l], sim.nodes[f]
-            if not leader.is_leader or leader.storage is None:
-                self._end("lost the leader")
-                return
-            if (
-                follower.storage is not None
-                and follower.storage.last_index() == leader.storage.last_index()
-            ):
-                if self.transfer:
-                    self._start_transfer(leader)
-                else:
-                    self.stage = _Stage.SPLIT
-                    sim.trace(
-                        f"lease-split block {l}->{f} at index {leader.storage.last_index()}"
-                    )
-                    sim.network.block(l, f)
-        elif self.stage is _Stage.SPLIT:
-            node = sim.nodes[f]
-            core = node.raw.raft if node.raw is not None else None
-            if (
-                self.restart
-                and not self.restarted
-                and core is not None
-                and core.election_elapsed >= core.randomized_election_timeout - 1
-            ):
-                self.restarted = True
-                for other in sorted(sim.nodes):
-                    peer = sim.nodes[other]
-                    if other not in (l, f) and peer.alive and other not in sim.removed:
-                        sim.trace(f"lease-split crash and restart {other}, cut {l}->{other}")
-                        sim.network.block(l, other)
-                        peer.crash()
-                        sim.loop.after(1, partial(sim._restart, other))
-            if node.driver is not None and node.driver.role in (
-                Role.PRE_CANDIDATE, Role.CANDIDATE
-            ):
-                self.stage = _Stage.ELECTING
-                sim.trace(f"lease-split {f} campaigns: cut everyone -> {l}")
-                for other in sim.nodes:
-                    if other != l:
-                        sim.network.block(other, l)
-        elif self.stage is _Stage.ELECTING:
-            self._write_through_new_leader()
-        elif self.stage is _Stage.TRANSFERRING:
-            self._cut_new_terms()
-            self._write_through_new_leader()
-        elif self.stage is _Stage.WRITING:
-            if self.writer.inflight is None:
-                # The read starts strictly after the write was acknowledged (the next
-                # watch, 1 ms on): real-time order makes a stale answer a violation.
-                self.stage = _Stage.WRITTEN
-        elif self.stage is _Stage.WRITTEN:
-            self.stage = _Stage.READING
-            sim.trace(f"lease-split leader read of {self.key} at {l}")
-            rid = sim.workload.invoke(
-                self.reader, OpKind.GET, self.key, (), Consistency.LEADER, l
-            )
-            sim.clients_cut_exempt.add(rid)
-        elif self.stage is _Stage.READING:
-            if self.reader.inflight is None:
-                self._end("done")
-                return
-        sim.loop.after(1, self._watch)
-
-    def _write_through_new_leader(self) -> None:
-        """Step 3: once anyone but L leads, write a fresh value through it."""
-        sim = self.sim
-        new = next((n for n in sim.nodes.values() if n.is_leader and n.id != self.l), None)
-        if new is None:
-            return
-        self.stage = _Stage.WRITING
-        key = self.rng.choice(sim.workload.keys)
-        self.key = key
-        sim.trace(f"lease-split new leader {new.id}: write {key}")
-        sim.workload.invoke(
-            self.writer, OpKind.PUT, key, (777_000_000 + sim.loop.now,), None, new.id
-        )
-
-    def _start_transfer(self, leader: SimNode) -> None:
-        """The transfer variant's step 2: cut F -> L and ask L to hand over to F."""
-        sim, f = self.sim, self.f
-        assert f is not None and leader.driver is not None
-        self.stage = _Stage.TRANSFERRING
-        sim.trace(f"lease-split transfer {leader.id}->{f}: cut {f}->{leader.id}")
-        sim.network.block(f, leader.id)
-        leader.driver.transfer_leader(f)
-        leader.process()
-
-    def _cut_new_terms(self) -> None:
-        """Cut every node that reached a term above L's from L (L must not learn it)."""
-        sim, l = self.sim, self.l
-        assert l is not None
-        old = sim.nodes[l]
-        if old.driver is None:
-            return
-        for other, node in sorted(sim.nodes.items()):
-            if (
-                other != l
-                and node.driver is not None
-                and node.driver.term > old.driver.term
-                and not sim.network.is_blocked(other, l)
-            ):
-                sim.trace(f"lease-split {other} is at term {node.driver.term}: cut {other}->{l}")
-                sim.network.block(other, l)
-
-    def _end(self, why: str) -> None:
-        sim = self.sim
-        self.stage = _Stage.DONE
-        sim.trace(f"lease-split {why}: heal")
-        sim.network.heal()
-        sim.clients_cut.clear()
-        if self.paused_buggify is not None:
-            self.paused_buggify.enabled = True
-            self.paused_buggify = None
-        if why != "done":  # another try while the run lasts (start() checks the time)
-            self.stage = _Stage.IDLE
-            sim.loop.after(self.rng.randint(100, 300), self.start)
 
 
 class _TraceHandler(logging.Handler):

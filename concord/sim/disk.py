@@ -12,17 +12,19 @@ written atomically (temp file, fsync, rename), so a crash keeps the old or the n
 The writer does group commit: writes that arrive while an fsync runs wait for the next
 one, then one fsync acknowledges them all with the highest Ready number.
 
-Like the production log writer, it decides the membership a durable snapshot carries
-with `concord.storage.membership.SnapshotMembership`, fed by the node with the reports
-the raft worker sends (`committed`); a snapshot at an index where that membership is
-not known exactly is not made durable (the production writer waits for such an index).
+It runs the production log writer's decisions (concord.node.core.writer.WriterCore):
+when PERSISTED goes out, when the replica may run, when a durable snapshot is due and
+the membership it carries (`concord.storage.membership.SnapshotMembership`, fed by the
+COMMITTED reports the node core decides), so a wrong decision there is a failing seed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Protocol
 
+from concord.node.core.writer import ReportPersisted, SnapshotPolicy, WriterCore
 from concord.raft.messages import ConfState, Entry, Snapshot
 from concord.raft.state import HardState
 from concord.storage.membership import SnapshotMembership
@@ -30,7 +32,7 @@ from concord.sim.buggify import buggify
 from concord.sim.loop import EventLoop
 from concord.sim.rng import SimRandom
 
-__all__ = ["DiskState", "FakeDisk", "RecoveredState", "SimLogWriter"]
+__all__ = ["DiskState", "FakeDisk", "RecoveredState", "ReplicaSource", "SimLogWriter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,18 +162,37 @@ class FakeDisk:
         return RecoveredState(d.snapshot, d.hard_state, list(d.entries))
 
 
+class ReplicaSource(Protocol):
+    """What the simulated writer snapshots: the node's state where COMMITTED said."""
+
+    def replica_position(self) -> tuple[int, int]:
+        """(index, term) of the last entry applied by the node (the COMMITTED index)."""
+        ...
+
+    def replica_snapshot(self) -> bytes:
+        """The state machine's snapshot at that position."""
+        ...
+
+
 class SimLogWriter:
     """
-    The LogSink and SnapshotSink of one node incarnation, over its FakeDisk.
+    The LogSink of one node incarnation, over its FakeDisk, around the production writer
+    core (concord.node.core.writer.WriterCore): it decides when PERSISTED goes out, when
+    the replica may run and when a durable snapshot is due, with which membership.
+
+    NB: the simulated replica is the node's own state at each COMMITTED report (the
+    production writer's replica applies the same entries later, in its own process); so
+    a snapshot is taken exactly where the production writer may take one.
 
     Args:
         loop: virtual time.
         disk: the node's disk.
         rng: the writer's stream (fsync latencies).
         on_persisted: called with the highest Ready number made durable.
-        on_snapshot: called once a snapshot is durable (with the durable meta).
+        on_snapshot: called once a snapshot is durable (with it).
         fsync_ms: (min, max) fsync latency.
-        membership: the membership bookkeeping of this incarnation (see the module).
+        snapshot_entries: WriterSettings.snapshot_entries (0: no durable snapshots).
+        replica: the state the durable snapshots are taken of (None: none are).
     """
 
     def __init__(
@@ -182,7 +203,8 @@ class SimLogWriter:
         on_persisted: Callable[[int], None],
         on_snapshot: Callable[[Snapshot], None],
         fsync_ms: tuple[int, int] = (1, 4),
-        membership: SnapshotMembership | None = None,
+        snapshot_entries: int = 0,
+        replica: ReplicaSource | None = None,
     ) -> None:
         self._loop = loop
         self._disk = disk
@@ -190,20 +212,38 @@ class SimLogWriter:
         self._on_persisted = on_persisted
         self._on_snapshot = on_snapshot
         self._fsync_ms = fsync_ms
+        self._replica = replica
         self._queued_number = 0
         self._queued_count = 0
         self._syncing = False
+        self._snapshotting = False
         self.dead = False
         recovered = disk.durable
-        self.membership = membership or SnapshotMembership(
+        self.core = WriterCore(
+            SnapshotPolicy(snapshot_entries, 0, replica is not None),
             recovered.snapshot.meta if recovered.snapshot is not None else None,
             max(recovered.hard_state.commit, recovered.snapshot_index()))
-        #: Snapshots not made durable: the membership at their index was not known.
-        self.skipped_snapshots = 0
+        self.core.on_hello()  # this incarnation's worker connected
+
+    @property
+    def membership(self) -> SnapshotMembership:
+        return self.core.membership
 
     def committed(self, index: int, conf_state: ConfState | None) -> None:
-        """The raft worker's COMMITTED report (concord.node.log_writer)."""
-        self.membership.committed(index, conf_state)
+        """The raft worker's COMMITTED report (concord.node.logwriter)."""
+        core = self.core
+        core.on_committed(index, conf_state)
+        if self._replica is None or not core.replica_may_run:
+            return
+        applied, term = self._replica.replica_position()
+        if applied != index or index <= core.applied:
+            return  # NB: only where the replica is exactly at a COMMITTED point
+        core.on_applied(index, term, 0)
+        if self._snapshotting:
+            return
+        meta = core.snapshot_due()
+        if meta is not None:
+            self._start_snapshot(Snapshot(meta, self._replica.replica_snapshot()))
 
     def persist(
         self,
@@ -213,8 +253,9 @@ class SimLogWriter:
         snapshot: Snapshot | None,
         must_sync: bool,
     ) -> None:
+        self.core.on_persist(number)
         if snapshot is not None:
-            self.membership.installed(snapshot.meta)
+            self.core.on_installed(snapshot.meta)
         self._queued_count = self._disk.write(entries, hard_state, snapshot)
         self._queued_number = number
         if not self._syncing:
@@ -238,21 +279,24 @@ class SimLogWriter:
         self._syncing = False
         if self._queued_count > 0:
             self._start_sync()
-        self._on_persisted(number)
+        self.core.on_batch(number)
+        effects, _ = self.core.on_flushed(self._loop.now / 1000)
+        for effect in effects:
+            if isinstance(effect, ReportPersisted):
+                self._on_persisted(effect.number)
 
-    def write_snapshot(self, snapshot: Snapshot) -> None:
-        conf_state = self.membership.at(snapshot.meta.index)
-        if conf_state is None:
-            self.skipped_snapshots += 1
-            return
-        snapshot = Snapshot(replace(snapshot.meta, conf_state=conf_state), snapshot.data)
+    def _start_snapshot(self, snapshot: Snapshot) -> None:
+        """Write `snapshot` atomically after a while (the forked child's work)."""
+        self._snapshotting = True
         lo, hi = self._fsync_ms
         delay = self._rng.randint(lo, hi) * 2
 
         def done() -> None:
             if self.dead:
                 return
+            self._snapshotting = False
             self._disk.write_snapshot_atomically(snapshot)
+            self.core.on_snapshot_written(snapshot.meta, 0)
             self._on_snapshot(snapshot)
 
         self._loop.after(delay, done)

@@ -1,12 +1,18 @@
 """
-One simulated node: the production `Driver` around the real `RawNode`, over a fake disk
-(`SimLogWriter`) and the fake network. Crash and restart rebuild everything but the disk.
+One simulated node: the production `Driver` around the real `RawNode` and the production
+node core (`concord.node.core.NodeCore`: shared-memory publishing and resync, the read
+lease, COMMITTED reports, learner promotion, membership requests), over a fake disk with
+the production writer core (`SimLogWriter`), fake shared memory (`SimShm`) and the fake
+network. It feeds them the raft worker's events in the raft worker's order. Crash and
+restart rebuild everything but the disk (and, half of the time, shared memory: the raft
+worker restarted alone).
 
 Pure: time, randomness and IO are the simulator's.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import replace
 from functools import partial
@@ -14,7 +20,9 @@ from collections.abc import Callable
 
 from concord.errors import CompactedError, StorageError, UnavailableError
 from concord.ids import NodeId
+from concord.node.core.node import ConfChangeSnapshots, NodeCore, NodeView
 from concord.node.driver import Driver, DriverConfig, Reply, StateMachine, load_memory_storage
+from concord.node.promotion import LeaderView
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfState, Entry, Message, MessageType, Snapshot, SnapshotMeta
 from concord.raft.rawnode import RawNode
@@ -26,6 +34,7 @@ from concord.sim.disk import FakeDisk, SimLogWriter
 from concord.sim.loop import EventLoop, Timer
 from concord.sim.network import Network
 from concord.sim.rng import SimRandom
+from concord.sim.shm import SimShm, carry_out
 
 __all__ = ["ObservedStorage", "SimNode"]
 
@@ -76,6 +85,8 @@ class SimNode:
         raft_config, driver_config: settings.
         on_reply: where client replies go (the workload).
         fsync_ms: fake-disk latency range.
+        new_request_id: ids for the node core's own proposals (distinct from the
+            workload's and the nemesis').
     """
 
     def __init__(
@@ -92,6 +103,7 @@ class SimNode:
         on_reply: Callable[[NodeId, Reply], None],
         fsync_ms: tuple[int, int],
         trace: Callable[[str], None],
+        new_request_id: Callable[[], int] | None = None,
     ) -> None:
         self.id = node_id
         self.bootstrap = bootstrap
@@ -114,13 +126,18 @@ class SimNode:
         self.raw: RawNode | None = None
         self.machine: StateMachine | None = None
         self.storage: ObservedStorage | None = None
-        self._writer: SimLogWriter | None = None
+        self.writer: SimLogWriter | None = None
+        #: The production node core of this incarnation, and the shared memory it writes.
+        self.core: NodeCore | None = None
+        self.shm = SimShm()
+        self.restored = False  # a snapshot from the leader replaced the state
+        self._conf_snapshots = ConfChangeSnapshots()
+        self._new_request_id = new_request_id or _local_ids()
         self._tick_timer: Timer | None = None
         self._processing = False
         self._outbox: list[Message] = []
         self._last_commit = 0
         self._was_leader = False
-        self._conf_sent: ConfState | None = None
         self.paused_until = 0
         self._deferred: list[tuple[bool, Callable[[], None]]] = []
         #: Called when this node became leader (True) or, as leader, advanced its commit
@@ -143,7 +160,7 @@ class SimNode:
         self.incarnation += 1
         recovered = self.disk.recover()
         storage = ObservedStorage(self.id, self.checker, self.bootstrap)
-        load_memory_storage(storage, recovered)
+        loaded = load_memory_storage(storage, recovered)
         machine = self.machine_factory()
         if recovered.snapshot is not None and not recovered.snapshot.is_empty:
             machine.restore(recovered.snapshot.data)
@@ -163,30 +180,23 @@ class SimNode:
             self._persisted,
             self._snapshot_written,
             self.fsync_ms,
-        )
-        hard_state, conf_state = storage.initial_state()
-        driver = Driver(
-            self.id,
-            raw,
-            storage,
+            # The knob is the log writer's snapshot interval (WriterSettings); the driver
+            # snapshots only after membership changes, as in the raft worker.
+            self.driver_config.snapshot_every_entries,
             self,
-            writer,
-            self,
-            machine,
-            lambda reply: self.on_reply(self.id, reply),
-            self.driver_config,
-            conf_state,
-            hard_state,
-            snapshot_sink=writer,
-            applied_observer=self._applied,
-            snapshot_observer=self._snapshot_installed,
         )
-        self.storage, self.machine, self.driver, self._writer = storage, machine, driver, writer
+        driver = self._build_driver(raw, storage, writer, machine)
+        self.storage, self.machine, self.driver, self.writer = storage, machine, driver, writer
         self.raw = raw
-        # As the raft worker does before its first Ready (RaftWorker.run): the membership
-        # at the recovered snapshot, below the commit it is about to replay up to.
-        self._conf_sent = conf_state
-        writer.committed(driver.applied_index, conf_state)
+        self._conf_snapshots.drain()
+        self.restored = False
+        # As the raft worker starts (RaftWorker.__init__ and run): attach shared memory,
+        # then one round before the first Ready (COMMITTED with the membership at the
+        # recovered snapshot, below the commit it is about to replay up to).
+        self.core = NodeCore(self.id, self._new_request_id, self.shm.applied_index,
+                             loaded.commit)
+        carry_out(self, self.core.on_start(self.view()))
+        carry_out(self, self.core.after_ready(self.view()))
         self.alive = True
         self._conf_before = self._conf()
         self._read_acks, self._acks_term = {}, 0
@@ -200,6 +210,27 @@ class SimNode:
                    f"hs={recovered.hard_state.term}/{recovered.hard_state.commit} "
                    f"ents={len(recovered.entries)}")
 
+    def _build_driver(self, raw: RawNode, storage: ObservedStorage, writer: SimLogWriter,
+                      machine: StateMachine) -> Driver:
+        """The production driver over this incarnation's core, log, writer and machine."""
+        hard_state, conf_state = storage.initial_state()
+        return Driver(
+            self.id,
+            raw,
+            storage,
+            self,
+            writer,
+            self,
+            machine,
+            self._reply,
+            replace(self.driver_config, snapshot_every_entries=1 << 62),
+            conf_state,
+            hard_state,
+            snapshot_sink=self._conf_snapshots,
+            applied_observer=self._applied,
+            snapshot_observer=self._snapshot_installed,
+        )
+
     def crash(self) -> None:
         """Stop now: lose memory and unsynced writes (maybe tearing the last one)."""
         if not self.alive:
@@ -207,10 +238,12 @@ class SimNode:
         self.alive = False
         if self._tick_timer is not None:
             self._tick_timer.cancel()
-        if self._writer is not None:
-            self._writer.dead = True
+        if self.writer is not None:
+            self.writer.dead = True
         self.network.unregister(self.id)
         self.disk.crash(self.rng.fork(f"crash/{self.incarnation}"))
+        if not self.rng.fork(f"shm/{self.incarnation}").chance(0.5):
+            self.shm = SimShm()  # the whole node restarted: fresh segments
         self._outbox = []
         self._was_leader = False
         self.paused_until = 0
@@ -218,10 +251,46 @@ class SimNode:
         self.driver = None
         self.machine = None
         self.storage = None
-        self._writer = None
+        self.writer = None
+        self.core = None
         self.trace(f"crash {self.id}")
 
-    # -- the world's view of the driver ---------------------------------------------------
+    # -- the world's view of the driver and the node core -----------------------------------
+
+    def view(self) -> NodeView:
+        """The node core's view of the driver (RaftWorker._view)."""
+        d = self.driver
+        assert d is not None
+        return NodeView(d.term, d.leader_id, d.role, d.commit, d.applied_index, d.applied_term,
+                        d.lease_until_ms, d.conf_state, self.restored)
+
+    def replica_position(self) -> tuple[int, int]:
+        """ReplicaSource: where the state machine is (for the writer's snapshots)."""
+        assert self.driver is not None
+        return self.driver.applied_index, self.driver.applied_term
+
+    def replica_snapshot(self) -> bytes:
+        assert self.machine is not None
+        return self.machine.snapshot()
+
+    def _reply(self, reply: Reply) -> None:
+        """The driver's reply callback: the core's own proposals stop here."""
+        if self.core is not None and self.core.on_reply(reply.request_id):
+            return
+        self.on_reply(self.id, reply)
+
+    def member_change(self, op: str, member: NodeId, request_id: int,
+                      learner: bool | None = None) -> None:
+        """A membership request at this node (the raft worker's add/remove/promote_member)."""
+        assert self.core is not None and self.driver is not None
+        core, conf = self.core, self.driver.conf_state
+        if op == "add_member":
+            effects = core.add_member(self.view(), member, learner, request_id)
+        elif op == "remove_member":
+            effects = core.remove_member(conf, member, request_id)
+        else:
+            effects = core.promote_member(conf, member, request_id)
+        carry_out(self, effects)
 
     def now_ms(self) -> int:
         """Clock: virtual time."""
@@ -333,8 +402,21 @@ class SimNode:
             self._defer(self._tick)
             return
         self.driver.on_tick()
+        self._core_tick()
         self.process()
         self._tick_timer = self.loop.after(self.driver_config.tick_ms, self._tick)
+
+    def _core_tick(self) -> None:
+        """The node core's tick (RaftWorker._on_tick), after the driver's."""
+        driver, raw, core = self.driver, self.raw, self.core
+        assert driver is not None and raw is not None and core is not None
+        if driver.role is Role.LEADER:
+            status = raw.status()
+            leader = LeaderView(driver.term, True, status.conf_state, status.committed,
+                                {member: pr.match for member, pr in status.progress.items()})
+        else:
+            leader = LeaderView(driver.term, False, driver.conf_state, driver.commit, {})
+        carry_out(self, core.on_tick(self.view(), leader, self.loop.now))
 
     def _persisted(self, number: int) -> None:
         if self.driver is None:
@@ -351,28 +433,19 @@ class SimNode:
         if self.frozen():
             self._defer(partial(self._snapshot_written, snapshot))
             return
-        self.driver.on_snapshot_written(snapshot.meta)
+        self.driver.on_snapshot_written(snapshot.meta, snapshot.data)
         self.trace(f"snapshot {self.id} index={snapshot.meta.index}")
 
     def _snapshot_installed(self, meta: SnapshotMeta) -> None:
         self.checker.on_snapshot_applied(self.id, meta.index, meta.term)
-        self._report_committed(meta.index, meta.conf_state)
+        self.restored = True
         self.trace(f"install {self.id} index={meta.index} term={meta.term}")
 
     def _applied(self, entry: Entry) -> None:
         assert self.driver is not None
         self.checker.on_apply(self.id, entry, self.driver.term)
-        self._report_committed(entry.index, self.driver.conf_state)
         if self.on_apply is not None:
             self.on_apply(entry)
-
-    def _report_committed(self, index: int, conf_state: ConfState) -> None:
-        """The raft worker's COMMITTED report: the membership only when it changed."""
-        if self._writer is None:
-            return
-        changed = conf_state != self._conf_sent
-        self._conf_sent = conf_state
-        self._writer.committed(index, conf_state if changed else None)
 
     def _conf(self) -> Config:
         """The core's configuration now (its two halves)."""
@@ -415,6 +488,12 @@ class SimNode:
             self._check_commit_quorum([conf_before])
         try:
             driver.process_ready()
+            # As the raft worker's loop: the node core's round, then the snapshots
+            # taken after a membership change handed back as written.
+            assert self.core is not None
+            carry_out(self, self.core.after_ready(self.view()))
+            for meta in self._conf_snapshots.drain():
+                driver.on_snapshot_written(meta)
         finally:
             self._processing = False
         self._conf_before = self._conf()
@@ -438,3 +517,8 @@ class SimNode:
     @property
     def is_leader(self) -> bool:
         return self.driver is not None and self.driver.role is Role.LEADER
+
+
+def _local_ids() -> Callable[[], int]:
+    """Request ids for a node built without the simulation's counter (tests)."""
+    return itertools.count(1 << 50).__next__

@@ -154,7 +154,7 @@ class JointReplace(_Program):
         if learners:
             self.learner = learners[0]
         else:
-            self.learner = sim.add_learner(leader)
+            self.learner = sim.add_learner(leader, stays=True)
         sim.trace(f"{self.name} leader={self.leader} learner={self.learner} "
                   f"victim={self.victim}")
         sim.loop.after(1, self._wait_learner)
@@ -432,7 +432,7 @@ class MinorityReads(_Program):
         if learners:
             self.learner = learners[0]
         elif sim.spares:
-            self.learner = sim.add_learner(leader)
+            self.learner = sim.add_learner(leader, stays=True)
         else:
             self.learner = None
         sim.trace(f"{self.name} leader={leader.id} learner={self.learner}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from concord.raft.messages import ConfState, SnapshotMeta
-from concord.sim import disk as disk_mod
+from concord.node.core import writer as writer_core
 from concord.sim.cluster import SimConfig, Simulation
 from concord.storage.membership import SnapshotMembership
 
@@ -48,8 +48,9 @@ def test_seed_restarts_the_whole_cluster_and_stays_live_when_it_runs_the_program
 def test_liveness_fails_when_snapshots_lose_the_membership_reported_below_the_commit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With the defect planted in the simulated writers, the restarted cluster has no
-    voter: the liveness check fails (the simulator catches issue 12 #1)."""
-    monkeypatch.setattr(disk_mod, "SnapshotMembership", _DropsEarlyReports)
+    """With the defect planted in the writer core (the simulated writers run it), the
+    restarted cluster has no voter: the liveness check fails (the simulator catches
+    issue 12 #1)."""
+    monkeypatch.setattr(writer_core, "SnapshotMembership", _DropsEarlyReports)
     result = Simulation(SimConfig(seed=SEED, nodes=3)).run()
     assert ["liveness"] == [v.check for v in result.violations]

@@ -1,0 +1,174 @@
+"""
+The raft worker's side of the log writer: `LogWriterClient`, the driver's LogSink.
+
+It sends the requests of concord.node.logwriter.ipc over a ZeroMQ PAIR and turns the
+writer's replies into events (`Persisted`, `SnapshotWritten`, `DiskStatus`, ...). It
+decides nothing: the raft worker feeds the events to the driver and the node core.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import zmq
+
+from concord.storage import codec
+from concord.errors import ProtocolError, StorageError
+from concord.node.logwriter.ipc import (
+    COMMITTED,
+    FAILED,
+    HELLO,
+    READY,
+    STATS,
+    STOP,
+    TRACE,
+    WriterEvent,
+    _fields,
+    _msg,
+    _parse,
+    _snapshot_from_obj,
+    decode_event,
+    encode_persist,
+)
+from concord.raft.messages import ConfState, Entry, Snapshot
+from concord.raft.state import HardState
+from concord.storage.recovery import RecoveredState
+
+__all__ = ["LogWriterClient"]
+
+
+class LogWriterClient:
+    """
+    The raft worker's handle on the writer: implements the driver's LogSink protocol.
+
+    `persist()` only sends; acknowledgements arrive later through `recv()`. Register
+    `socket` with a zmq.Poller (POLLIN) to wake up when the writer replies.
+
+    Wiring in the raft worker (sketch):
+
+        client = LogWriterClient(endpoint)
+        recovered = client.handshake(timeout_s=30)     # load into MemoryStorage
+        driver = Driver(..., log_sink=client)          # persist() goes to the writer
+        checker = ReplicaChecker()
+        # after applying committed entries up to `applied`:
+        checker.record(applied, state_machine.state_hash())
+        client.committed(applied, conf_state)          # conf_state may be None if unchanged
+        # when poller says client.socket is readable:
+        for event in client.recv():
+            if isinstance(event, Persisted):
+                driver.on_persisted(event.number)
+            elif isinstance(event, SnapshotWritten):
+                checker.check(event.index, event.state_hash)
+                meta = SnapshotMeta(event.index, event.term, event.conf_state)
+                driver.on_snapshot_written(meta, event.load().data)
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        context: zmq.Context | None = None,  # type: ignore[type-arg]
+        packer: codec.EntryPacker | None = None,
+    ) -> None:
+        """
+        Args:
+            packer: shared with the peer transport's encoder so an entry is packed once
+                for the writer and every peer (None: pack per request).
+        """
+        self._ctx = context or zmq.Context.instance()
+        self._packer = packer
+        self.socket: zmq.Socket = self._ctx.socket(zmq.PAIR)  # type: ignore[type-arg]
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(endpoint)
+        self._endpoint = endpoint
+
+    def fileno(self) -> int:
+        """The zmq notification fd (edge-triggered: drain `recv()` when it fires)."""
+        fd = self.socket.getsockopt(zmq.FD)
+        assert isinstance(fd, int)
+        return fd
+
+    def handshake(self, timeout_s: float) -> RecoveredState:
+        """
+        Ask the writer for the state it recovered.
+
+        Raises:
+            StorageError: no answer within `timeout_s`, or the writer failed.
+        """
+        self.socket.send(_msg(HELLO))
+        reply = self._wait_for(READY, timeout_s)
+        snap_obj, hs_obj, entries_obj = _fields(reply, 3, "ready")
+        return RecoveredState(
+            _snapshot_from_obj(snap_obj), codec.hard_state_from_obj(hs_obj), codec.entries_from_obj(entries_obj)
+        )
+
+    def persist(
+        self,
+        number: int,
+        entries: Sequence[Entry],
+        hard_state: HardState | None,
+        snapshot: Snapshot | None,
+        must_sync: bool,
+    ) -> None:
+        """Send one Ready's durable part; `Persisted(number)` comes back through recv()."""
+        self.socket.send(encode_persist(number, entries, hard_state, snapshot, must_sync, self._packer))
+
+    def trace(self, number: int, traceparents: list[str]) -> None:
+        """Announce that the PERSIST numbered `number` carries these sampled traces."""
+        self.socket.send(_msg(TRACE, number, traceparents))
+
+    def committed(self, index: int, conf_state: ConfState | None = None) -> None:
+        """
+        Entries up to `index` are committed and applied by the worker; `conf_state` is the
+        membership in force after them (None: unchanged since the last call). Send it
+        at least once after connecting, and whenever it changes.
+        """
+        self.socket.send(_msg(COMMITTED, index, None if conf_state is None else codec.conf_state_to_obj(conf_state)))
+
+    def request_stats(self) -> None:
+        self.socket.send(_msg(STATS))
+
+    def stop(self) -> None:
+        """Ask the writer to flush and exit 0 (it answers STOPPED)."""
+        self.socket.send(_msg(STOP))
+
+    def recv(self, timeout_ms: int = 0) -> list[WriterEvent]:
+        """
+        Every event available now (waiting up to `timeout_ms` for the first).
+
+        Raises:
+            StorageError: the writer reported a failure (FAILED), or spoke nonsense.
+        """
+        events: list[WriterEvent] = []
+        if timeout_ms and not self.socket.poll(timeout_ms, zmq.POLLIN):
+            return events
+        while True:
+            try:
+                frame = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return events
+            event = self._decode(frame)
+            if event is not None:
+                events.append(event)
+
+    def _decode(self, frame: bytes) -> WriterEvent | None:
+        try:
+            return decode_event(frame)
+        except ProtocolError as exc:
+            raise StorageError(f"log writer at {self._endpoint} sent a malformed reply: {exc}") from exc
+
+    def _wait_for(self, kind: int, timeout_s: float) -> list[object]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not self.socket.poll(remaining_ms, zmq.POLLIN):
+                raise StorageError(f"log writer at {self._endpoint} did not answer within {timeout_s}s")
+            frame = self.socket.recv()
+            got, args = _parse(frame)
+            if got == kind:
+                return args
+            if got == FAILED:
+                raise StorageError(f"log writer failed: {args[0] if args else 'no reason given'}")
+
+    def close(self) -> None:
+        self.socket.close(0)

@@ -1,0 +1,218 @@
+"""
+The log writer's IPC: the messages between the raft worker and the writer process.
+
+Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
+
+    every message      [PROTOCOL_VERSION=1, kind:uint, ...fields]
+    worker -> writer
+      HELLO       1    []                                  -> READY
+      PERSIST     2    [number, [entry...], hard_state|nil, snapshot|nil, must_sync:bool]
+                       snapshot = [snapshot_meta, data:bin] (installed from the leader)
+      COMMITTED   3    [index, conf_state|nil]   entries <= index are committed and applied
+                       by the worker; conf_state is the membership after applying them, nil
+                       if unchanged since the previous COMMITTED (the writer takes no
+                       snapshot until one COMMITTED of its life carried a conf_state)
+      STATS       4    []                                  -> STATS_REPLY
+      STOP        5    []    flush, answer STOPPED, exit 0
+      TRACE       6    [number, [traceparent...]]   sent just before the PERSIST numbered
+                       `number` when it carries sampled entries (tracing on): the writer
+                       records a span per traceparent until that PERSIST is durable
+                       (concord/node/tracing.py); never sent with tracing off
+    writer -> worker
+      READY       101  [snapshot|nil, hard_state, [entry...]]   the recovered state
+      PERSISTED   102  [number]   every PERSIST up to `number` is durable (cumulative)
+      SNAPSHOT_WRITTEN 103 [index, term, conf_state, state_hash, path]  path: the
+                       snapshot file (read it with concord.storage.snapshot.read_snapshot)
+      STATS_REPLY 104  [{name: int}]
+      STOPPED     105  []
+      FAILED      106  [message]  sent just before the writer exits non-zero
+      DISK        107  [wal_error|nil, snapshot_error|nil]  the disk's health changed:
+                       a message per failing path (WAL append/sync, snapshot write), nil
+                       once it works again; sent on every change
+
+Entries, hard states, conf states and snapshot metas use concord.storage.codec (version 1).
+
+Pure: encoding and decoding only (no socket: concord.node.logwriter.loop and
+concord.node.logwriter.client own those).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, cast
+
+from concord.storage import codec
+from concord.errors import RemoteProtocolError, StorageError
+from concord.raft.messages import ConfState, Entry, Snapshot
+from concord.raft.state import HardState
+from concord.storage import snapshot as snapfile
+from concord.storage.recovery import RecoveredState
+
+PROTOCOL_VERSION = 1
+
+HELLO = 1
+PERSIST = 2
+COMMITTED = 3
+STATS = 4
+STOP = 5
+TRACE = 6
+READY = 101
+PERSISTED = 102
+SNAPSHOT_WRITTEN = 103
+STATS_REPLY = 104
+STOPPED = 105
+FAILED = 106
+DISK = 107
+
+
+def _msg(kind: int, *fields: object) -> bytes:
+    return codec.packb([PROTOCOL_VERSION, kind, *fields])
+
+
+def _parse(frame: bytes) -> tuple[int, list[object]]:
+    obj = codec.unpackb(frame, "writer message")
+    if not isinstance(obj, list) or len(obj) < 2 or type(obj[1]) is not int:
+        raise RemoteProtocolError("malformed writer message: expected [version, kind, ...]")
+    if obj[0] != PROTOCOL_VERSION:
+        raise RemoteProtocolError(f"unsupported writer protocol version {obj[0]!r} (this build speaks {PROTOCOL_VERSION})")
+    return obj[1], obj[2:]
+
+
+def _fields(args: list[object], count: int, kind: str) -> list[object]:
+    if len(args) != count:
+        raise RemoteProtocolError(f"malformed {kind} message: expected {count} fields, got {len(args)}")
+    return args
+
+
+def _int(value: object, name: str) -> int:
+    if type(value) is not int or value < 0:
+        raise RemoteProtocolError(f"malformed writer message: {name} is {value!r}, not a uint")
+    return value
+
+
+def _snapshot_to_obj(snap: Snapshot | None) -> object:
+    return None if snap is None else [codec.snapshot_meta_to_obj(snap.meta), snap.data]
+
+
+def _snapshot_from_obj(obj: object) -> Snapshot | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, list) or len(obj) != 2 or type(obj[1]) is not bytes:
+        raise RemoteProtocolError("malformed snapshot: expected [meta, data]")
+    return Snapshot(codec.snapshot_meta_from_obj(obj[0]), obj[1])
+
+
+def encode_persist(
+    number: int,
+    entries: Sequence[Entry],
+    hard_state: HardState | None,
+    snapshot: Snapshot | None,
+    must_sync: bool,
+    packer: codec.EntryPacker | None = None,
+) -> bytes:
+    """
+    A PERSIST request. With `packer`, the entries' bytes are spliced in (each entry packed
+    once for this request and every AppendEntries carrying it); the bytes are identical.
+    """
+    hs = None if hard_state is None else codec.hard_state_to_obj(hard_state)
+    snap = _snapshot_to_obj(snapshot)
+    if packer is None or not entries:
+        return _msg(PERSIST, number, codec.entries_to_obj(entries), hs, snap, must_sync)
+    return codec.splice_array(
+        (PROTOCOL_VERSION, PERSIST, number), packer.pack_entries(entries), (hs, snap, must_sync)
+    )
+
+
+def encode_recovered(state: RecoveredState) -> bytes:
+    return _msg(
+        READY, _snapshot_to_obj(state.snapshot), codec.hard_state_to_obj(state.hard_state), codec.entries_to_obj(state.entries)
+    )
+
+
+# --- events seen by the raft worker ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Persisted:
+    """Every PERSIST request up to `number` is durable."""
+
+    number: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotWritten:
+    """The writer made a snapshot durable at (index, term) with this membership and hash."""
+
+    index: int
+    term: int
+    conf_state: ConfState
+    state_hash: int
+    path: str
+
+    def load(self) -> Snapshot:
+        """
+        Read the snapshot file (e.g. to give the driver its bytes for InstallSnapshot).
+        Valid until `keep_snapshots` newer snapshots have been written.
+
+        Raises:
+            CorruptionError, StorageError: the file is damaged or gone.
+        """
+        return snapfile.read_snapshot(Path(self.path)).snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    values: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStatus:
+    """The writer's disk health: an error message per failing path, None when it works."""
+
+    wal_error: str | None
+    snapshot_error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.wal_error is None and self.snapshot_error is None
+
+
+WriterEvent = Persisted | SnapshotWritten | WriterStats | DiskStatus
+
+
+def decode_event(frame: bytes) -> WriterEvent | None:
+    """
+    One writer -> worker message as an event (None: READY and STOPPED, which carry none).
+
+    Raises:
+        RemoteProtocolError: a malformed message.
+        StorageError: the writer reported FAILED.
+    """
+    kind, args = _parse(frame)
+    if kind == PERSISTED:
+        (number,) = _fields(args, 1, "persisted")
+        return Persisted(_int(number, "number"))
+    if kind == SNAPSHOT_WRITTEN:
+        index, term, cs, state_hash, path = _fields(args, 5, "snapshot written")
+        if type(state_hash) is not int or type(path) is not str:
+            raise RemoteProtocolError("malformed snapshot written message: state_hash or path")
+        return SnapshotWritten(
+            _int(index, "index"), _int(term, "term"), codec.conf_state_from_obj(cs), state_hash, path
+        )
+    if kind == STATS_REPLY:
+        (values,) = _fields(args, 1, "stats")
+        if not isinstance(values, dict):
+            raise RemoteProtocolError("malformed stats message")
+        return WriterStats({str(k): int(v) for k, v in values.items()})
+    if kind == DISK:
+        wal_error, snapshot_error = _fields(args, 2, "disk")
+        for value in (wal_error, snapshot_error):
+            if value is not None and type(value) is not str:
+                raise RemoteProtocolError("malformed disk message: errors are str or nil")
+        return DiskStatus(cast("str | None", wal_error), cast("str | None", snapshot_error))
+    if kind == FAILED:
+        raise StorageError(f"log writer failed: {args[0] if args else 'no reason given'}")
+    if kind in (READY, STOPPED):
+        return None
+    raise RemoteProtocolError(f"unknown writer reply kind {kind}")

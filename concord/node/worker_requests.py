@@ -1,0 +1,210 @@
+"""
+The raft worker's request handling: client ops that reach the raft worker through the
+front door (writes, strong and leader reads, membership, leader transfer, status and
+the other informational ops), and the encoding of the driver's replies.
+
+A write is proposed through the driver, a membership request decided by the node core
+(concord.node.core.NodeCore) and its effects carried out by the worker; the reply
+leaves once the driver answers, after the round's changes are published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from concord.errors import ClientError, InvalidRequestError
+from concord.ids import NODE_ID_RULE, NodeId, is_node_id
+from concord.kv import CLIENT_WRITE_OPS
+from concord.kv import encode_request as kv_encode_request
+from concord.net.admin import fault_reply
+from concord.net.wire import Request, decode_request, error_reply, ok_reply
+from concord.node import worker_ops
+from concord.node.driver import Consistency, Reply, ReplyStatus
+from concord.node.members import Address
+from concord.raft.messages import ConfState
+from concord.raft.state import Role
+
+if TYPE_CHECKING:
+    from concord.node.raft_worker import RaftWorker
+
+__all__ = ["Pending", "drain_requests", "encode_reply", "not_leader"]
+
+
+@dataclass(slots=True)
+class Pending:
+    """A client request waiting for the driver's reply."""
+
+    token: int
+    request: Request
+
+
+def _storage_unavailable(worker: RaftWorker, request: Request) -> bytes | None:
+    """The refusal of a write while this node's WAL fails, None while it works."""
+    if not worker.core.refuses_writes:
+        return None
+    return error_reply(request.id, "storage_unavailable",
+                       f"node {worker.node_id} cannot persist writes ({worker.disk.wal_error}); "
+                       "nothing was applied; retry (another node may lead)")
+
+def drain_requests(worker: RaftWorker) -> None:
+    for _ in range(1000):
+        req = worker.link.recv()
+        if req is None:
+            return
+        try:
+            request = decode_request(req.payload, max_bytes=1 << 30)
+        except InvalidRequestError as exc:
+            worker.link.reply(req.token, error_reply(exc.request_id, exc.code, exc.message))
+            continue
+        reply = _handle(worker, req.token, request)
+        if reply is not None:
+            worker.link.reply(req.token, reply)
+
+def _hint(worker: RaftWorker) -> str | None:
+    leader = worker.driver.leader_id
+    if leader is None or leader == worker.node_id:
+        return None
+    return worker.book.client_endpoint(leader)
+
+def not_leader(worker: RaftWorker, request: Request) -> bytes:
+    leader = worker.driver.leader_id
+    if leader is None or leader == worker.node_id:
+        return error_reply(request.id, "no_leader", "no leader is known; retry shortly")
+    return error_reply(request.id, "not_leader", f"node {worker.node_id} is not the leader; "
+                       f"the leader is {leader}", _hint(worker))
+
+def _handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
+    op = request.op
+    try:
+        if op in CLIENT_WRITE_OPS:
+            return _write(worker, token, request)
+        if op == "status":
+            return ok_reply(request.id, worker_ops.status(worker))
+        if op == "members":
+            return ok_reply(request.id, {"members": worker_ops.members(worker)})
+        if op == "hash_kv":
+            return ok_reply(request.id, worker_ops.hash_kv(worker, request))
+        if op == "backup":
+            return ok_reply(request.id, worker_ops.backup(worker, request))
+        if op == "fault":
+            return fault_reply(worker.transport, request)
+        if op in ("add_member", "remove_member", "promote_member"):
+            return _membership(worker, token, request)
+        if op == "transfer_leader":
+            return _transfer(worker, request)
+        if op == "events":
+            return worker.events.handle(request)
+        return _read(worker, token, request)
+    except ClientError as exc:
+        return error_reply(request.id, exc.code, exc.message)
+
+def _write(worker: RaftWorker, token: int, request: Request) -> bytes | None:
+    if worker.driver.role is not Role.LEADER:
+        return not_leader(worker, request)
+    refused = _storage_unavailable(worker, request)
+    if refused is not None:
+        return refused
+    body: dict[str, object] = {"op": request.op, **request.args}
+    if request.client_id is not None:
+        body["client_id"] = request.client_id
+        body["seq"] = request.seq
+    command = kv_encode_request(body, worker.machine.kv.config)
+    rid = next(worker.ids)
+    worker.pending[rid] = Pending(token, request)
+    tracing = worker.tracing
+    if tracing is None:
+        worker.driver.submit_write(rid, command)
+        return None
+    # NB: begun first: a refused proposal is answered inside submit_write.
+    tracing.begin_request(rid, request.op, request.traceparent)
+    index = worker.driver.submit_write(rid, command)
+    if index is not None:
+        tracing.proposed(rid, index)
+    return None
+
+def _read(worker: RaftWorker, token: int, request: Request) -> bytes | None:
+    consistency = Consistency(request.consistency)
+    rid = next(worker.ids)
+    worker.pending[rid] = Pending(token, request)
+    if worker.tracing is not None:
+        worker.tracing.begin_request(rid, request.op, request.traceparent)
+    worker.driver.submit_read(rid, str(request.args.get("key", "")), consistency)
+    return None
+
+def _membership(worker: RaftWorker, token: int, request: Request) -> bytes | None:
+    if worker.driver.role is not Role.LEADER:
+        return not_leader(worker, request)
+    refused = _storage_unavailable(worker, request)
+    if refused is not None:
+        return refused
+    args = request.args
+    member = NodeId(str(args["member_id"]))
+    if not is_node_id(member):
+        raise InvalidRequestError(f"member_id must be {NODE_ID_RULE}, got {member!r}")
+    conf = worker.driver.conf_state
+    rid = next(worker.ids)
+    if request.op == "add_member":
+        address = Address(
+            member, str(args["host"]), int(str(args["client_port"])),
+            int(str(args["peer_port"])), int(str(args["events_port"])),
+        )
+        if address.peer is None:
+            raise InvalidRequestError("add_member needs a non-zero peer_port")
+        worker.book.set(address)
+        learner = args.get("learner")
+        effects = worker.core.add_member(worker.view(), member,
+                                       learner if isinstance(learner, bool) else None, rid)
+    elif request.op == "remove_member":
+        effects = worker.core.remove_member(conf, member, rid)
+    else:
+        effects = worker.core.promote_member(conf, member, rid)
+    worker.pending[rid] = Pending(token, request)
+    worker.carry_out(effects)
+    return None
+
+def _transfer(worker: RaftWorker, request: Request) -> bytes:
+    if worker.driver.role is not Role.LEADER:
+        return not_leader(worker, request)
+    target = request.args.get("member_id")
+    voters = [v for v in worker.driver.conf_state.voters if v != worker.node_id]
+    if target is None:
+        target = worker.best_other_voter()
+        if target is None:
+            raise InvalidRequestError("no other voter to transfer leadership to")
+    if target not in voters:
+        raise InvalidRequestError(f"{target} is not another voter")
+    worker.driver.transfer_leader(NodeId(str(target)))
+    worker.log.info("leadership transfer requested to=%s", target)
+    return ok_reply(request.id, {"transferring_to": target})
+
+def encode_reply(worker: RaftWorker, request: Request, reply: Reply) -> bytes:
+    rid = request.id
+    status = reply.status
+    if status is ReplyStatus.OK:
+        if request.op in CLIENT_WRITE_OPS:
+            result = reply.result
+            if isinstance(result, dict):
+                if "error" in result:
+                    return error_reply(rid, str(result["error"]),
+                                       str(result.get("message", "")))
+                return ok_reply(rid, result)
+            return ok_reply(rid, {})
+        if isinstance(reply.result, ConfState):
+            return ok_reply(rid, {"members": worker_ops.members(worker, reply.result)})
+        args = {k: v for k, v in request.args.items() if k != "consistency"}
+        body = {"op": request.op, **args}
+        # Cluster time, not this host's wall clock (shm layout.py, "Cluster time").
+        result = worker.machine.kv.read_request(body, worker.publisher.cluster_now_ms())
+        if "error" in result:
+            return error_reply(rid, str(result["error"]), str(result.get("message", "")))
+        return ok_reply(rid, result)
+    if status is ReplyStatus.NOT_LEADER:
+        return not_leader(worker, request)
+    if status is ReplyStatus.DROPPED:
+        return error_reply(rid, "not_leader", "the proposal was dropped (leadership changed); "
+                           "nothing was applied", _hint(worker))
+    if status is ReplyStatus.TIMEOUT:
+        return error_reply(rid, "timeout", "the read could not be confirmed in time")
+    return error_reply(rid, "timeout", "leadership changed: the outcome is unknown",
+                       _hint(worker))

@@ -1,0 +1,173 @@
+"""The raft worker's decisions as effects (concord/node/core/node.py): assert on effects."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+
+from concord.errors import InvalidRequestError
+from concord.ids import NodeId
+from concord.node.core.effects import (
+    Committed,
+    DropChanges,
+    MintClusterId,
+    ProposeAddress,
+    ProposeConfChange,
+    ProposeExpiry,
+    PublishChanges,
+    PublishStatus,
+    ResyncShm,
+    SendReplies,
+    SetLease,
+    SetPeers,
+    TransferLeader,
+)
+from concord.node.core.node import COMMITTED_EVERY_ENTRIES, NodeCore, NodeView
+from concord.node.promotion import PROMOTE_LAG_ENTRIES, LeaderView
+from concord.raft.messages import ConfChange, ConfState
+from concord.raft.state import Role
+
+N1, N2, N3, N4 = (NodeId(f"n{i}") for i in range(1, 5))
+CONF = ConfState((N1, N2, N3))
+
+
+def core(shm_applied: int = 0, replay_until: int = 0) -> NodeCore:
+    return NodeCore(N1, itertools.count(100).__next__, shm_applied, replay_until)
+
+
+def view(applied: int = 5, commit: int = 5, term: int = 2, role: Role = Role.LEADER,
+         lease: int = 900, conf: ConfState = CONF, **kw: object) -> NodeView:
+    return replace(NodeView(term, N1 if role is Role.LEADER else N2, role, commit, applied, term,
+                            lease, conf, known_peers=frozenset({N1, N2, N3})), **kw)  # type: ignore[arg-type]
+
+
+def leader_view(conf: ConfState = CONF, match: int = 5, committed: int = 5) -> LeaderView:
+    return LeaderView(2, True, conf, committed, {m: match for m in (*conf.voters, *conf.learners)})
+
+
+def of(effects: list[object], kind: type) -> list[object]:
+    return [e for e in effects if isinstance(e, kind)]
+
+
+def test_shm_is_not_resynced_when_the_state_is_behind_what_shm_holds() -> None:
+    """A worker restarted alone never publishes a state older than shm's (never backwards)."""
+    c = core(shm_applied=10)
+    assert [DropChanges()] == of(c.after_ready(view(applied=9, commit=9)), DropChanges)
+    effects = c.after_ready(view(applied=10, commit=10))
+    assert [ResyncShm(10, True)] == of(effects, ResyncShm)
+    assert [PublishChanges(11)] == of(c.after_ready(view(applied=11, commit=11, has_changes=True)),
+                                      PublishChanges)
+
+
+def test_start_up_replay_is_published_once_when_it_reaches_the_recovered_commit() -> None:
+    """Replayed entries are not published one by one: one reset at the recovered commit."""
+    c = core(replay_until=8)
+    for applied in (3, 7):
+        assert [] == of(c.after_ready(view(applied=applied, commit=8)), PublishChanges)
+    assert [ResyncShm(8, True)] == of(c.after_ready(view(applied=8, commit=8)), ResyncShm)
+    assert [ResyncShm(20, False)] == of(c.after_ready(view(applied=20, commit=20, restored=True)),
+                                        ResyncShm)
+
+
+def test_replies_follow_the_publish_when_a_round_applied_changes() -> None:
+    """SendReplies comes after PublishChanges: an acknowledged write is readable here."""
+    c = core()
+    c.after_ready(view())
+    effects = c.after_ready(view(applied=6, commit=6, has_changes=True))
+    kinds = [type(e) for e in effects]
+    assert kinds.index(PublishChanges) < kinds.index(SendReplies)
+
+
+def test_lease_is_withdrawn_when_committed_entries_are_not_applied() -> None:
+    """Read workers get no lease while applied < commit or no entry of the term is applied."""
+    c = core()
+    assert [SetLease(900)] == of(c.after_ready(view()), SetLease)
+    assert [] == of(c.after_ready(view()), SetLease)  # unchanged: not published again
+    assert [SetLease(-1)] == of(c.after_ready(view(applied=5, commit=6)), SetLease)
+    assert [SetLease(900)] == of(c.after_ready(view(applied=6, commit=6)), SetLease)
+    behind = view(applied=6, commit=6, applied_term=1)
+    assert [SetLease(-1)] == of(c.after_ready(behind), SetLease)
+
+
+def test_status_is_published_when_it_changes_only() -> None:
+    """PublishStatus once per change; leader_changed false when only the endpoint moved."""
+    c = core()
+    assert 1 == len(of(c.after_ready(view()), PublishStatus))
+    assert [] == of(c.after_ready(view()), PublishStatus)
+    (status,) = of(c.after_ready(view(leader_client="tcp://x:1")), PublishStatus)
+    assert isinstance(status, PublishStatus) and not status.leader_changed
+
+
+def test_committed_carries_the_membership_first_then_every_n_entries_and_on_ticks() -> None:
+    """The COMMITTED cadence: membership at once, every COMMITTED_EVERY_ENTRIES, each tick."""
+    c = core()
+    assert [Committed(5, CONF)] == of(c.after_ready(view()), Committed)
+    n = COMMITTED_EVERY_ENTRIES
+    assert [] == of(c.after_ready(view(applied=5 + n - 1, commit=5 + n - 1)), Committed)
+    assert [Committed(5 + n, None)] == of(c.after_ready(view(applied=5 + n, commit=5 + n)),
+                                          Committed)
+    tick = c.on_tick(view(applied=6 + n, commit=6 + n), leader_view(), 0)
+    assert [Committed(6 + n, None)] == of(tick, Committed)
+    changed = ConfState((N1, N2, N3), (N4,))
+    effects = c.after_ready(view(applied=7 + n, commit=7 + n, conf=changed))
+    assert [Committed(7 + n, changed)] == of(effects, Committed)
+    assert [SetPeers(frozenset({N1, N2, N3, N4}))] == of(effects, SetPeers)
+
+
+def test_address_entry_is_proposed_before_the_conf_change_when_a_member_is_added() -> None:
+    """add_member: the address record, then links to the member, then ADD_LEARNER."""
+    c = core()
+    effects = c.add_member(view(), N4, None, request_id=7)
+    assert [ProposeAddress, SetPeers, ProposeConfChange] == [type(e) for e in effects]
+    assert SetPeers(frozenset({N1, N2, N3, N4})) == effects[1]
+    assert ProposeConfChange(7, ConfChange.add_learner(N4), "add_member") == effects[2]
+    voter = c.add_member(view(), N4, False, request_id=8)[-1]
+    assert ProposeConfChange(8, ConfChange.add_voter(N4), "add_member") == voter
+
+
+def test_learner_is_promoted_by_the_tick_when_added_without_flag_and_caught_up() -> None:
+    """Auto-promotion (concord.node.promotion) wired into ticks; one proposal at a time."""
+    c = core()
+    c.add_member(view(), N4, None, request_id=7)
+    conf = ConfState((N1, N2, N3), (N4,))
+    lagging = leader_view(conf, match=5 - PROMOTE_LAG_ENTRIES - 1)
+    assert [] == of(c.on_tick(view(conf=conf), lagging, 0), ProposeConfChange)
+    (promote,) = of(c.on_tick(view(conf=conf), leader_view(conf), 0), ProposeConfChange)
+    assert isinstance(promote, ProposeConfChange)
+    assert ConfChange.add_voter(N4) == promote.change
+    assert [] == of(c.on_tick(view(conf=conf), leader_view(conf), 0), ProposeConfChange)
+    assert c.on_reply(promote.request_id)  # the core's own: nobody else waits for it
+    assert 1 == len(of(c.on_tick(view(conf=conf), leader_view(conf), 0), ProposeConfChange))
+
+
+def test_membership_requests_are_refused_when_they_name_no_such_member() -> None:
+    """remove_member of a stranger, promote_member of a voter: invalid_request."""
+    c = core()
+    with pytest.raises(InvalidRequestError):
+        c.remove_member(CONF, N4, 1)
+    with pytest.raises(InvalidRequestError):
+        c.promote_member(CONF, N2, 1)
+
+
+def test_leader_proposes_expiry_and_cluster_id_when_due_only() -> None:
+    """One expiry proposal in flight, at most every EXPIRY_INTERVAL_MS; the cluster id once."""
+    c = core()
+    first = c.on_tick(view(), leader_view(), 1000, has_cluster_id=False)
+    assert 1 == len(of(first, MintClusterId)) and 1 == len(of(first, ProposeExpiry))
+    again = c.on_tick(view(), leader_view(), 5000, has_cluster_id=False)
+    assert [] == of(again, MintClusterId) + of(again, ProposeExpiry)
+    (expiry,) = of(first, ProposeExpiry)
+    assert isinstance(expiry, ProposeExpiry) and c.on_reply(expiry.request_id)
+    assert 1 == len(of(c.on_tick(view(), leader_view(), 5000), ProposeExpiry))
+    assert [] == of(c.on_tick(view(role=Role.FOLLOWER), leader_view(), 9000), ProposeExpiry)
+
+
+def test_leader_hands_over_when_its_wal_starts_failing() -> None:
+    """A failing WAL: writes refused, leadership to the best other voter (once)."""
+    c = core()
+    assert [TransferLeader(N2, "storage_failing")] == c.on_disk("EIO", Role.LEADER, N2)
+    assert c.refuses_writes
+    assert [] == c.on_disk("EIO", Role.LEADER, N2)
+    assert [] == c.on_disk(None, Role.LEADER, N2) and not c.refuses_writes
