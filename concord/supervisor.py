@@ -4,7 +4,8 @@
     supervisor (this process: owns the shared-memory store and the ipc folder)
      ├─ core     rest_for_one  [writer (log/snapshot writer), raft (raft worker)]
      ├─ readers  one_for_one   [reader0 .. reader<N-1> (read workers)]
-     └─ door     one_for_one   [door (client front door, concord.net.frontdoor)]
+     ├─ door     one_for_one   [door (client front door, concord.net.frontdoor)]
+     └─ http     one_for_one   [http (HTTP/JSON gateway, concord.gateway)]  only with [http] enabled
 
 Start-up: the config is loaded (a ConfigError is one line on stderr, exit 2), the data
 dir is created if needed and must be writable (exit 2) and not in use by another node
@@ -14,7 +15,7 @@ start in order and, once all are READY, ONE line goes to stdout:
 
     concord ready node=n1 client=tcp://127.0.0.1:7401 peer=tcp://127.0.0.1:7501 events=tcp://127.0.0.1:7601
 
-(real ports when the config says 0). A child failing before READY (e.g. the writer
+(plus `http=http://127.0.0.1:PORT` when the gateway is on; real ports when the config says 0). A child failing before READY (e.g. the writer
 finding a corrupt WAL: its ERROR line names the file and offset) stops start-up, exit 3.
 SIGTERM/SIGINT: the children stop in reverse order, `cleanup()` unlinks every segment
 and removes the ipc folder, exit 0. If this process dies (SIGKILL), the children exit
@@ -212,6 +213,23 @@ def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
         ctx.term()
 
 
+def http_gateway_main(config: NodeConfig) -> None:
+    """The http child: the HTTP/JSON gateway (concord.gateway), when [http] is enabled."""
+    # NB: imported here: starlette and uvicorn load only in the gateway process.
+    from concord.gateway.process import run_gateway
+
+    run_gateway(config)
+
+
+def _http_groups(config: NodeConfig) -> tuple[Group, ...]:
+    if not config.http.enabled:
+        return ()
+    return (Group("http", Strategy.ONE_FOR_ONE, (
+        ChildSpec("http", http_gateway_main, (config,), reports_ready=True,
+                  shutdown_timeout_s=config.supervisor.shutdown_timeout_s),
+    )),)
+
+
 def build_tree(config: NodeConfig, endpoints: WorkerEndpoints, join: bool = False) -> Tree:
     """The node's supervision tree (module docstring)."""
     s = config.supervisor
@@ -235,6 +253,7 @@ def build_tree(config: NodeConfig, endpoints: WorkerEndpoints, join: bool = Fals
                 ChildSpec("door", front_door_main, (config, endpoints), reports_ready=True,
                           shutdown_timeout_s=timeout),
             )),
+            *_http_groups(config),
         ),
         intensity=Intensity(s.max_restarts, s.restart_window_s),
         backoff=Backoff(initial_s=s.backoff_initial_s, max_s=s.backoff_max_s),
@@ -298,29 +317,36 @@ def lock_data_dir(config: NodeConfig, wait_s: float = 3.0) -> None:
 def check_ports(config: NodeConfig) -> None:
     """Every fixed port of this node must be free to bind on its host."""
     me = config.member
-    for name, port in (("client_port", me.client_port), ("peer_port", me.peer_port),
-                       ("events_port", me.events_port)):
+    ports = [(f"cluster.members[{me.id}].{name}", me.host, port) for name, port in (
+        ("client_port", me.client_port), ("peer_port", me.peer_port),
+        ("events_port", me.events_port))]
+    if config.http.enabled:
+        ports.append(("http.port", config.http.bind or me.host, config.http.port))
+    for key, host, port in ports:
         if port == 0:
             continue
-        family = socket.AF_INET6 if ":" in me.host else socket.AF_INET
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind((me.host, port))
+                sock.bind((host, port))
             except OSError as exc:
                 reason = "is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
                 raise StartupCheckError(
-                    f"cluster.members[{me.id}].{name}: port {port} on {me.host} {reason}",
+                    f"{key}: port {port} on {host} {reason}",
                     ExitCode.STARTUP_FAILED,
                 ) from exc
 
 
 def _ready_line(node_id: str, infos: Mapping[str, Mapping[str, InfoValue]]) -> str:
-    return format_ready_line("concord", node_id, {
+    endpoints = {
         "client": infos["door"]["client"],
         "peer": infos["raft"]["peer"],
         "events": infos["raft"]["events"],
-    })
+    }
+    if "http" in infos:
+        endpoints["http"] = infos["http"]["http"]
+    return format_ready_line("concord", node_id, endpoints)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
