@@ -36,7 +36,10 @@ EXECUTOR_THREADS = 64
 
 def _listen(bind: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # NB: proto IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets
+    # whose proto says TCP, and without it every response (headers and body are two
+    # writes) waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((bind, port))
