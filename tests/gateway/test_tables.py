@@ -104,3 +104,19 @@ def test_event_id_round_trips_when_parsed() -> None:
     for bad in ("", "x", "7:", "-1", "7:x"):
         with pytest.raises(InvalidRequestError):
             parse_event_id(bad)
+
+
+def test_http_doc_has_a_section_and_a_curl_example_per_route_when_compared_to_the_table() -> None:
+    """docs/http.md: one `### METHOD path` section per route, each with a curl line."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "http.md").read_text()
+    sections = re.split(r"^### ", text, flags=re.M)[1:]
+    documented = {}
+    for section in sections:
+        heading = section.splitlines()[0].strip("`")
+        documented[heading] = "curl " in section
+    expected = {f"{r.method} /api/v1{r.path}" for r in ROUTES}
+    assert expected == set(documented)
+    assert [] == [h for h, has_curl in documented.items() if not has_curl]

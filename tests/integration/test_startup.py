@@ -200,14 +200,14 @@ def test_shipped_node_config_runs_when_started_as_is(tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     conf.mkdir()
     text = (ROOT / "conf" / "node.toml").read_text()
-    for old, new in zip(("7379", "7380", "7381"), free_ports(3)):
-        text = text.replace(f"_port = {old}", f"_port = {new}")
+    for old, new in zip(("7379", "7380", "7381", "7382"), free_ports(4)):
+        text = text.replace(f"port = {old}", f"port = {new}")
     (conf / "node.toml").write_text(text)
     node = NodeProc("node", conf / "node.toml", conf / "data" / "node", tmp_path / "node.log")
     node.launch()
     try:
         endpoints = node.wait_ready()
-        assert {"client", "peer", "events"} <= set(endpoints)
+        assert {"client", "peer", "events", "http"} <= set(endpoints)
         from concord.net.client import request
 
         def put_ok() -> bool:
