@@ -135,6 +135,7 @@ class Gateway:
 
     async def call(self, token: str | None, op: str, args: Mapping[str, object], local: bool) -> dict[str, object]:
         """One wire call; the reply without `id` and `ok` (raises the reply's ClientError)."""
+        codec.check_packable(args)
         # NB: explicit(): a JSON null is an argument (a stored nil, "never expire"), not "absent".
         sent = {name: explicit(value) for name, value in args.items()}
         reply = await self.upstream.client(token, local).call(op, sent)

@@ -20,7 +20,7 @@ from concord.net.wire import Arg, ArgType
 
 __all__ = [
     "ERROR_STATUS", "GATEWAY_ERRORS", "JSON", "MSGPACK", "QUERY_SCALARS", "RETRY_AFTER_S",
-    "decode_body", "encode", "error_body", "parse_query_value", "status_of",
+    "check_packable", "decode_body", "encode", "error_body", "parse_query_value", "status_of",
 ]
 
 JSON = "application/json"
@@ -142,6 +142,18 @@ def decode_body(data: bytes, content_type: str) -> dict[str, object]:
     if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
         raise InvalidRequestError(f"request body must be an object of arguments, got {type(obj).__name__}")
     return obj
+
+
+def check_packable(args: Mapping[str, object]) -> None:
+    """
+    Raises:
+        InvalidRequestError: an argument msgpack cannot carry (an integer beyond 64 bits,
+            nesting too deep), so that it is refused before it reaches the wire.
+    """
+    try:
+        msgpack.packb(dict(args), use_bin_type=True)
+    except (OverflowError, ValueError, TypeError, RecursionError) as exc:
+        raise InvalidRequestError(f"arguments cannot be sent as msgpack: {exc}") from None
 
 
 def _json_default(value: object) -> object:
