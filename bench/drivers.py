@@ -296,11 +296,56 @@ def run_etcd(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     return run_etcd_grpc(spec, start)
 
 
+def run_http(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+    """
+    K threads, each its own keep-alive http.client connection to `endpoints[0]` (an HTTP
+    base URL); the SAME loop for both HTTP APIs, `spec.api` picks the request shape:
+    "concord" (PUT/GET /api/v1/kv/{key}, JSON) or "etcd" (POST /v3/kv/put and
+    /v3/kv/range, base64 keys and values in JSON: etcd's gRPC-JSON gateway).
+    """
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    url = urlsplit(spec.endpoints[0])
+    op = spec.op.partition(":")[0]
+
+    def make_call(c: int) -> Callable[[int], object]:
+        conn = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=30)
+        headers = {"Content-Type": "application/json"}
+
+        def send(method: str, path: str, body: object) -> bytes:
+            data = None if body is None else json.dumps(body).encode()
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            got = resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}: {got[:200]!r}")
+            return got
+
+        if spec.api == "concord":
+            if op == "put":
+                return lambda i: send("PUT", f"/api/v1/kv/{key_name(i)}", {"value": value_for(i).decode()})
+            return lambda i: send("GET", f"/api/v1/kv/{key_name(i)}", None)
+        if op == "put":
+            return lambda i: send("POST", "/v3/kv/put", {"key": b64(key_name(i)), "value": b64(value_for(i))})
+
+        def etcd_get(i: int) -> object:
+            got = send("POST", "/v3/kv/range", {"key": b64(key_name(i))})
+            if b'"kvs"' not in got:
+                raise KeyError(key_name(i))
+            return got
+        return etcd_get
+
+    return _run_threads(spec, start, make_call)
+
+
 RUNNERS: dict[str, Callable[[LoadSpec, Callable[[], None]], LoadResult]] = {
     "concord": run_concord,
     "etcd": run_etcd,
     "etcd-gw": run_etcd_gateway,
     "redis": run_redis,
+    "http": run_http,
 }
 
 

@@ -160,6 +160,19 @@ def optional_path(key: str, value: object) -> object:
     return value
 
 
+def bind_address(key: str, value: object) -> object:
+    """"" (the member's host), or an IP address or host name to listen on (wildcards allowed)."""
+    if value == "":
+        return value
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            return host(key, value)
+    raise _fail(key, "must be \"\" (the member's host), an IP address or a host name", value)
+
+
 def log_level(key: str, value: object) -> object:
     """A logging level name, any case."""
     if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
@@ -479,6 +492,20 @@ class MetricsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSection:
+    """[http]: the HTTP/JSON gateway process (docs/http.md); off unless enabled."""
+
+    enabled: bool = field(default=False, metadata=_check(boolean, "serve the HTTP gateway"))
+    port: int = field(default=0, metadata=_check(port, "HTTP port; 0 = any free port"))
+    bind: str = field(
+        default="", metadata=_check(bind_address, "address to listen on; \"\" = the member's host")
+    )
+    request_timeout_s: float = field(
+        default=5.0, metadata=_check(seconds(), "deadline of each wire request the gateway makes")
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """
     The whole configuration of one node, validated.
@@ -501,6 +528,7 @@ class NodeConfig:
     audit: AuditSection = field(default_factory=AuditSection)
     tracing: TracingSection = field(default_factory=TracingSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    http: HttpSection = field(default_factory=HttpSection)
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -532,6 +560,7 @@ SECTIONS: dict[str, type[DataclassInstance]] = {
     "audit": AuditSection,
     "tracing": TracingSection,
     "metrics": MetricsSection,
+    "http": HttpSection,
 }
 
 S = TypeVar("S", bound="DataclassInstance")
@@ -646,6 +675,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, source: Path | None
         tracing=_resolve_tracing(_parse_table(TracingSection, "tracing", data.get("tracing", {})),
                                  base_dir, node.data_dir),
         metrics=_parse_table(MetricsSection, "metrics", data.get("metrics", {})),
+        http=_parse_table(HttpSection, "http", data.get("http", {})),
         source=source,
     )
     _check_relations(config)
@@ -716,6 +746,16 @@ def _check_relations(config: NodeConfig) -> None:
             "audit.secret_file: required when audit.enabled is true (the cluster's secret "
             "for key HMACs, the same file on every node), got \"\""
         )
+    http = config.http
+    me = config.member
+    if http.enabled and me.client_port == 0:
+        raise ConfigError(
+            f"http.enabled: the gateway connects to this node's client port, which must then be "
+            f"fixed: set cluster.members[{me.id}].client_port, got true with client_port 0")
+    if http.enabled and http.port and (http.bind or me.host) == me.host and http.port in (
+            me.client_port, me.peer_port, me.events_port):
+        raise ConfigError(f"http.port: port {http.port} is already used by this node's "
+                          f"[[cluster.members]] entry, got {http.port}")
     sup = config.supervisor
     if sup.backoff_max_s < sup.backoff_initial_s:
         raise ConfigError(
@@ -725,6 +765,9 @@ def _check_relations(config: NodeConfig) -> None:
     me, port = config.member, config.metrics.port
     if config.metrics.enabled and port and port in (me.client_port, me.peer_port, me.events_port):
         raise ConfigError(f"metrics.port: port {port} is already used by this node's member entry")
+    if (config.metrics.enabled and http.enabled and port and port == http.port
+            and (http.bind or me.host) == me.host):
+        raise ConfigError(f"http.port: port {port} is already metrics.port, got {http.port}")
 
 
 def load_config(file: str | Path) -> NodeConfig:

@@ -6,6 +6,7 @@
      ├─ readers  one_for_one   [reader0 .. reader<N-1> (read workers)]
      ├─ door     one_for_one   [door (client front door, concord.net.frontdoor)]
      └─ metrics  one_for_one   [metrics (/metrics, concord.node.metrics_server)]  if [metrics] enabled
+     └─ http     one_for_one   [http (HTTP/JSON gateway, concord.gateway)]  only with [http] enabled
 
 Start-up: the config is loaded (a ConfigError is one line on stderr, exit 2), the data
 dir is created if needed and must be writable (exit 2) and not in use by another node
@@ -15,7 +16,7 @@ start in order and, once all are READY, ONE line goes to stdout:
 
     concord ready node=n1 client=tcp://127.0.0.1:7401 peer=tcp://127.0.0.1:7501 events=tcp://127.0.0.1:7601
 
-(real ports when the config says 0). A child failing before READY (e.g. the writer
+(plus `http=http://127.0.0.1:PORT` when the gateway is on; real ports when the config says 0). A child failing before READY (e.g. the writer
 finding a corrupt WAL: its ERROR line names the file and offset) stops start-up, exit 3.
 SIGTERM/SIGINT: the children stop in reverse order, `cleanup()` unlinks every segment
 and removes the ipc folder, exit 0. If this process dies (SIGKILL), the children exit
@@ -257,6 +258,23 @@ def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
         ctx.term()
 
 
+def http_gateway_main(config: NodeConfig) -> None:
+    """The http child: the HTTP/JSON gateway (concord.gateway), when [http] is enabled."""
+    # NB: imported here: starlette and uvicorn load only in the gateway process.
+    from concord.gateway.process import run_gateway
+
+    run_gateway(config)
+
+
+def _http_groups(config: NodeConfig) -> tuple[Group, ...]:
+    if not config.http.enabled:
+        return ()
+    return (Group("http", Strategy.ONE_FOR_ONE, (
+        ChildSpec("http", http_gateway_main, (config,), reports_ready=True,
+                  shutdown_timeout_s=config.supervisor.shutdown_timeout_s),
+    )),)
+
+
 def build_tree(config: NodeConfig, endpoints: WorkerEndpoints, join: bool = False,
                metrics_dir: Path | None = None) -> Tree:
     """
@@ -294,7 +312,7 @@ def build_tree(config: NodeConfig, endpoints: WorkerEndpoints, join: bool = Fals
                       shutdown_timeout_s=timeout),
         )),)
     return Tree(
-        groups,
+        groups + _http_groups(config),
         intensity=Intensity(s.max_restarts, s.restart_window_s),
         backoff=Backoff(initial_s=s.backoff_initial_s, max_s=s.backoff_max_s),
         ready_timeout_s=s.ready_timeout_s,
@@ -358,20 +376,24 @@ def check_ports(config: NodeConfig) -> None:
     """Every fixed port of this node must be free to bind on its host."""
     me = config.member
     metrics_port = config.metrics.port if config.metrics.enabled else 0
-    for name, port in (("client_port", me.client_port), ("peer_port", me.peer_port),
-                       ("events_port", me.events_port), ("metrics.port", metrics_port)):
+    ports = [(f"cluster.members[{me.id}].{name}", me.host, port) for name, port in (
+        ("client_port", me.client_port), ("peer_port", me.peer_port),
+        ("events_port", me.events_port))]
+    ports.append(("metrics.port", me.host, metrics_port))
+    if config.http.enabled:
+        ports.append(("http.port", config.http.bind or me.host, config.http.port))
+    for key, host, port in ports:
         if port == 0:
             continue
-        family = socket.AF_INET6 if ":" in me.host else socket.AF_INET
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind((me.host, port))
+                sock.bind((host, port))
             except OSError as exc:
                 reason = "is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-                where = name if "." in name else f"cluster.members[{me.id}].{name}"
                 raise StartupCheckError(
-                    f"{where}: port {port} on {me.host} {reason}",
+                    f"{key}: port {port} on {host} {reason}",
                     ExitCode.STARTUP_FAILED,
                 ) from exc
 
@@ -384,6 +406,8 @@ def _ready_line(node_id: str, infos: Mapping[str, Mapping[str, InfoValue]]) -> s
     }
     if "metrics" in infos:
         endpoints["metrics"] = infos["metrics"]["metrics"]
+    if "http" in infos:
+        endpoints["http"] = infos["http"]["http"]
     return format_ready_line("concord", node_id, endpoints)
 
 

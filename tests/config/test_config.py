@@ -88,6 +88,10 @@ DEFAULTS = [
     ("tracing", "otlp_endpoint", ""),
     ("metrics", "enabled", False),
     ("metrics", "port", 0),
+    ("http", "enabled", False),
+    ("http", "port", 0),
+    ("http", "bind", ""),
+    ("http", "request_timeout_s", 5.0),
 ]
 
 

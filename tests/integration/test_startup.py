@@ -219,14 +219,14 @@ def test_shipped_node_config_runs_when_started_as_is(tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     conf.mkdir()
     text = (ROOT / "conf" / "node.toml").read_text()
-    for old, new in zip(("7379", "7380", "7381", "7382"), free_ports(4)):
+    for old, new in zip(("7379", "7380", "7381", "7382", "7383"), free_ports(5)):
         text = text.replace(f"port = {old}", f"port = {new}")
     (conf / "node.toml").write_text(text)
     node = NodeProc("node", conf / "node.toml", conf / "data" / "node", tmp_path / "node.log")
     node.launch()
     try:
         endpoints = node.wait_ready()
-        assert {"client", "peer", "events", "metrics"} <= set(endpoints)
+        assert {"client", "peer", "events", "metrics", "http"} <= set(endpoints)
         from concord.client.raw import request
 
         def put_ok() -> bool:
