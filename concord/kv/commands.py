@@ -25,6 +25,10 @@ Layout (format version 1): one msgpack map with string keys.
     delete_where "query": map            the query arguments of docs/formats/kv.md
     create_index "name": str, "field": str | [str | int, ...]
     drop_index "name": str
+    auth ops   token_put, token_revoke, role_put, role_delete, tenant_put,
+               tenant_delete, auth_bootstrap: see concord.auth.commands
+    common     "auth": [token_id: str, secret_hash: bin(32)]   optional credential,
+               checked at apply (concord.auth); never the secret itself
 
 Unknown keys, missing keys and wrong types are errors: `decode_command` raises
 InvalidRequestError (or InvalidKeyError, ValueTooLargeError, TooManyItemsError), which
@@ -41,6 +45,15 @@ from typing import Final, Union
 
 import msgpack
 
+from concord.auth.commands import (
+    AUTH_OPS,
+    AuthCommand,
+    build_auth_command,
+    decode_auth_command,
+    decode_credential,
+    encode_credential,
+)
+from concord.auth.tokens import Credential
 from concord.errors import (
     InvalidKeyError,
     InvalidRequestError,
@@ -175,6 +188,7 @@ Command = Union[
     DeleteWhere,
     CreateIndex,
     DropIndex,
+    AuthCommand,
 ]
 
 
@@ -185,6 +199,7 @@ class Envelope:
     command: Command
     client_id: str | None = None
     seq: int | None = None
+    auth: Credential | None = None
 
 
 # --- shared validation ------------------------------------------------------------------
@@ -283,7 +298,7 @@ def _check_count(items: object, what: str, config: KvConfig) -> list[object]:
 # --- decoding (apply side) --------------------------------------------------------------
 
 
-_COMMON: Final = frozenset({"v", "op", "client_id", "seq"})
+_COMMON: Final = frozenset({"v", "op", "client_id", "seq", "auth"})
 _REQUIRED: Final[dict[str, frozenset[str]]] = {
     "put": frozenset({"key", "value", "flags", "ttl_ms"}),
     "delete": frozenset({"key"}),
@@ -433,9 +448,12 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
     elif op == "drop_index":
         _fields(m, op)
         command = DropIndex(check_name(m["name"]))
+    elif op in AUTH_OPS:
+        command = decode_auth_command(m)
     else:
         raise InvalidRequestError(f"unknown command op {op!r}")
-    return Envelope(command, client_id, seq)
+    auth = None if "auth" not in m else decode_credential(m["auth"])
+    return Envelope(command, client_id, seq, auth)
 
 
 def _fast_put(m: dict[str, object], config: KvConfig) -> Envelope | None:
@@ -602,6 +620,8 @@ def build_command(
     elif op == "drop_index":
         _args_only(args, op, ("name",))
         cmd["name"] = check_name(args.get("name"))
+    elif op in AUTH_OPS:
+        return build_auth_command(op, args)
     else:
         raise InvalidRequestError(f"unknown write op {op!r}")
     return cmd
@@ -614,6 +634,7 @@ def encode_command(
     client_id: str | None = None,
     seq: int | None = None,
     config: KvConfig = DEFAULT_CONFIG,
+    auth: Credential | None = None,
 ) -> bytes:
     """
     Encode a write op as the bytes of a log entry.
@@ -623,6 +644,7 @@ def encode_command(
         args: its arguments by their wire names, e.g. {"key": "a", "value": 1, "ttl": 5}.
         client_id, seq: optional exactly-once session pair (both or neither).
         config: limits and compression settings.
+        auth: the requester's credential (token id and secret hash), checked at apply.
 
     Raises:
         InvalidRequestError (or InvalidKeyError, ValueTooLargeError, TooManyItemsError).
@@ -633,6 +655,8 @@ def encode_command(
     if client_id is not None:
         cmd["client_id"] = _check_client_id(client_id)
         cmd["seq"] = _int(seq, "seq")
+    if auth is not None:
+        cmd["auth"] = encode_credential(auth)
     packed: bytes = msgpack.packb(cmd, use_bin_type=True)
     return packed
 
@@ -641,7 +665,8 @@ _ENVELOPE_FIELDS: Final = frozenset({"op", "id", "token", "ns", "timeout_ms", "c
                                      "traceparent", "consistency"})
 
 
-def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG) -> bytes:
+def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG,
+                   auth: Credential | None = None) -> bytes:
     """
     Encode a wire request map ({"op": ..., "id": ..., args..., "client_id"?, "seq"?}) as a
     command. Envelope fields (id, token, ns, timeout_ms, traceparent) are not replicated.
@@ -661,7 +686,7 @@ def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CON
     seq = request.get("seq")
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
         raise InvalidRequestError(f"seq must be an integer, got {seq!r}")
-    return encode_command(op, args, client_id=client_id, seq=seq, config=config)
+    return encode_command(op, args, client_id=client_id, seq=seq, config=config, auth=auth)
 
 
 def expire_command(keys: Sequence[str]) -> bytes:
