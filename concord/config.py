@@ -359,6 +359,33 @@ class SupervisorSection:
     )
 
 
+def env_name(key: str, value: object) -> object:
+    """An environment variable name or "" (off)."""
+    if not isinstance(value, str) or (value and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) is None):
+        raise _fail(key, "must be an environment variable name or an empty string", value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSection:
+    """[auth]: tokens, roles and tenants (docs/security.md)."""
+
+    enabled: bool = field(
+        default=False,
+        metadata=_check(boolean, "require a valid token on every request (auth state, once "
+                        "bootstrapped, is enforced whatever this says)"),
+    )
+    bootstrap_token_file: str = field(
+        default="",
+        metadata=_check(optional_path, "file holding the first admin token (sk_concord_...), "
+                        "written through Raft by the first leader; \"\" = none"),
+    )
+    bootstrap_token_env: str = field(
+        default="",
+        metadata=_check(env_name, "environment variable holding the first admin token; \"\" = none"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """
@@ -378,6 +405,7 @@ class NodeConfig:
     faults: FaultsSection = field(default_factory=FaultsSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     supervisor: SupervisorSection = field(default_factory=SupervisorSection)
+    auth: AuthSection = field(default_factory=AuthSection)
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -405,6 +433,7 @@ SECTIONS: dict[str, type[DataclassInstance]] = {
     "faults": FaultsSection,
     "logging": LoggingSection,
     "supervisor": SupervisorSection,
+    "auth": AuthSection,
 }
 
 S = TypeVar("S", bound="DataclassInstance")
@@ -513,6 +542,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, source: Path | None
         faults=_resolve_disk_file(_parse_table(FaultsSection, "faults", data.get("faults", {})), base_dir),
         logging=_parse_table(LoggingSection, "logging", data.get("logging", {})),
         supervisor=_parse_table(SupervisorSection, "supervisor", data.get("supervisor", {})),
+        auth=_resolve_token_file(_parse_table(AuthSection, "auth", data.get("auth", {})), base_dir),
         source=source,
     )
     _check_relations(config)
@@ -523,6 +553,13 @@ def _resolve_disk_file(faults: FaultsSection, base_dir: Path) -> FaultsSection:
     if not faults.disk_file or os.path.isabs(faults.disk_file):
         return faults
     return dataclasses.replace(faults, disk_file=_normalize((base_dir / faults.disk_file).absolute()))
+
+
+def _resolve_token_file(auth: AuthSection, base_dir: Path) -> AuthSection:
+    if not auth.bootstrap_token_file or os.path.isabs(auth.bootstrap_token_file):
+        return auth
+    return dataclasses.replace(
+        auth, bootstrap_token_file=_normalize((base_dir / auth.bootstrap_token_file).absolute()))
 
 
 def _normalize(p: Path) -> str:

@@ -206,7 +206,7 @@ def apply_auth(
             raise ForbiddenError("bootstrap is refused: tokens already exist")
         record = TokenRecord(str(f["id"]), _hash(f), "admin", None, 0, ts,
                              0, str(f["description"]))
-        return {"id": record.token_id}, [(TOKEN_PREFIX + record.token_id, record.encode())]
+        return {"token_id": record.token_id}, [(TOKEN_PREFIX + record.token_id, record.encode())]
     if principal is None:
         raise ForbiddenError(f"{op} needs a cluster admin token")
     principal.check_cluster_admin(op)
@@ -223,7 +223,7 @@ def apply_auth(
         record = TokenRecord(token_id, _hash(f), role,
                              None if tenant is None else str(tenant),
                              ts + ttl_ms if ttl_ms else 0, ts, 0, str(f["description"]))
-        return ({"id": token_id, "expires_at_ms": record.expires_at_ms or None},
+        return ({"token_id": token_id, "expires_at_ms": record.expires_at_ms or None},
                 [(TOKEN_PREFIX + token_id, record.encode())])
     if op == "token_revoke":
         token_id = str(f["id"])

@@ -18,7 +18,7 @@ from concord.auth.rules import Perm, common_prefix
 from concord.auth.state import AuthState, Principal
 from concord.auth.tenants import key_prefix
 from concord.auth.tokens import parse_token
-from concord.errors import ForbiddenError
+from concord.errors import ForbiddenError, InvalidRequestError
 from concord.net.wire import Access, OpSpec, Request
 
 _INDEX_OPS = frozenset({"create_index", "drop_index", "list_indexes", "index_lookup"})
@@ -65,6 +65,13 @@ def admit(state: AuthState, required: bool, request: Request, spec: OpSpec,
         ForbiddenError: the token may not do this.
     """
     if not (required or state.active):
+        # NB: refused, never ignored: a client that believes it is authenticated or
+        # confined to a tenant must learn that it is not (docs/protocol.md "Envelope").
+        for name, value, what in (("token", request.token, "authentication is"),
+                                  ("ns", request.ns, "tenants are")):
+            if value is not None:
+                raise InvalidRequestError(f"request carries {name!r} but {what} not enabled "
+                                          f"on this node; send it without {name!r}", request.id)
         return None
     if spec.access is Access.PUBLIC:
         return None

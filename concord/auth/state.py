@@ -69,7 +69,7 @@ class TokenRecord:
         """What `token_list` shows: never the hash."""
         state = "revoked" if self.revoked_ms else (
             "expired" if self.expired(now_ms) else "active")
-        return {"id": self.token_id, "role": self.role, "tenant": self.tenant,
+        return {"token_id": self.token_id, "role": self.role, "tenant": self.tenant,
                 "expires_at_ms": self.expires_at_ms or None, "created_ms": self.created_ms,
                 "revoked_ms": self.revoked_ms or None, "description": self.description,
                 "state": state}

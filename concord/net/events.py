@@ -292,6 +292,17 @@ class EventHistory:
         return EventsPage(tuple(out), max(since_revision, self.head), False)
 
 
+def _rescoped(entry: HistoryEntry, scope: str) -> HistoryEntry:
+    """`entry` with `scope` stripped from its key (the body re-encoded once)."""
+    if not scope:
+        return entry
+    change = msgpack.unpackb(entry.encode(), raw=False)
+    key = entry.key[len(scope):]
+    change["key"] = key
+    body = b"".join(_packer.pack(k) + _packer.pack(v) for k, v in change.items())
+    return HistoryEntry(entry.revision, entry.index, key, body, len(change))
+
+
 def encode_events_reply(request_id: int, page: EventsPage) -> bytes:
     """The ok reply `{id, ok, events, next_revision, compacted}`, events spliced in raw."""
     p = _packer
@@ -574,15 +585,26 @@ class EventStream:
         """The retained changes after `since_revision` (see EventHistory.query)."""
         return self.history.query(since_revision, prefix, limit)
 
-    def handle(self, request: Request) -> bytes:
-        """The reply payload to a validated `events` request."""
+    def handle(self, request: Request, scope: str = "", hide: str | None = None) -> bytes:
+        """
+        The reply payload to a validated `events` request.
+
+        Args:
+            scope: a keyspace prefix (a tenant's): only its keys, returned without it.
+            hide: leave out keys starting with this (tenant keys, for root non-admins).
+        """
         args: Mapping[str, object] = request.args
         since = args.get("since_revision")
         prefix = args.get("prefix", "")
         limit = args.get("limit", 0)
         if not isinstance(since, int) or not isinstance(prefix, str) or not isinstance(limit, int):
             return error_reply(request.id, "invalid_request", "events takes since_revision, prefix?, limit?")
-        return encode_events_reply(request.id, self.history.query(since, prefix, limit))
+        page = self.history.query(since, scope + prefix, limit)
+        if scope or hide is not None:
+            page = EventsPage(tuple(_rescoped(e, scope) for e in page.entries
+                                    if hide is None or not e.key.startswith(hide)),
+                              page.next_revision, page.compacted)
+        return encode_events_reply(request.id, page)
 
     def close(self) -> None:
         """Close the socket (LINGER=0). Idempotent."""

@@ -53,7 +53,6 @@ from concord.errors import (
 )
 from concord.ids import NODE_ID_RULE, NodeId, is_node_id
 from concord.kv import CLIENT_WRITE_OPS, KvConfig
-from concord.kv import encode_request as kv_encode_request
 from concord.kv.machine import Applied
 from concord.kv.record import Change, Space
 from concord.net.admin import fault_reply
@@ -70,6 +69,10 @@ from concord.node.driver import (
     ReplyStatus,
     load_memory_storage,
 )
+from concord.auth.state import Principal
+from concord.auth.tenants import TENANT_MARK, key_prefix
+from concord.kv.reads import serve_request
+from concord.node.auth import AUTH_READ_OPS, AUTH_WRITE_OPS, NodeAuth
 from concord.node.backup import BackupJobs
 from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, SnapshotWritten
 from concord.node.members import (
@@ -237,6 +240,8 @@ class _ConfChangeSnapshots:
 class _Pending:
     token: int
     request: Request
+    principal: Principal | None = None
+    new_token: str | None = None  # a created token's secret, shown once in the reply
 
 
 class _Adapter(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -418,6 +423,10 @@ class RaftWorker:
         # state than the recovered one; it is replaced only once we have caught up.
         self._shm_synced = False
         self._maybe_resync_shm()
+        # -- auth (concord.node.auth) ------------------------------------------------------
+        self.auth = NodeAuth(config.auth, self.machine.kv, self.publisher.cluster_now_ms,
+                             time.monotonic)
+        self._bootstrap_pending: int | None = None
         # -- front door --------------------------------------------------------------------
         self.link = BackendLink(self.ctx, endpoints.backend, Backend.RAFT, f"raft-{self.node_id}",
                                 heartbeat_interval_s=0.1)
@@ -585,6 +594,7 @@ class RaftWorker:
         if self.driver.role is not Role.LEADER:
             return
         self._maybe_mint_cluster_id()
+        self._maybe_bootstrap_auth()
         now = self.clock.now_ms()
         if self._expiry_pending is None and now >= self._next_expiry_ms:
             self._next_expiry_ms = now + EXPIRY_INTERVAL_MS
@@ -611,6 +621,17 @@ class RaftWorker:
         self._cluster_id_pending = self._internal_id()
         self.log.info("proposing cluster id cluster_id=%s", cluster_id)
         self.driver.submit_write(self._cluster_id_pending, encode_cluster_id(cluster_id))
+
+    def _maybe_bootstrap_auth(self) -> None:
+        """A leader writes the configured first admin token through Raft (one in flight)."""
+        if self._bootstrap_pending in self._internal:
+            return
+        command = self.auth.bootstrap_command()
+        if command is None:
+            return
+        self._bootstrap_pending = self._internal_id()
+        self.log.info("proposing the configured bootstrap token")
+        self.driver.submit_write(self._bootstrap_pending, command)
 
     def _compact_shm_step(self, now: float) -> None:
         """Start a shm compaction when due, or advance the one running by one step."""
@@ -675,8 +696,13 @@ class RaftWorker:
     def _handle(self, token: int, request: Request) -> bytes | None:
         op = request.op
         try:
+            principal = self.auth.admit(request)
             if op in CLIENT_WRITE_OPS:
-                return self._write(token, request)
+                return self._write(token, request, principal)
+            if op in AUTH_WRITE_OPS:
+                return self._auth_write(token, request)
+            if op in AUTH_READ_OPS:
+                return ok_reply(request.id, self.auth.read_reply(request, principal))
             if op == "status":
                 return ok_reply(request.id, self.status())
             if op == "members":
@@ -692,31 +718,43 @@ class RaftWorker:
             if op == "transfer_leader":
                 return self._transfer(request)
             if op == "events":
-                return self.events.handle(request)
-            return self._read(token, request)
+                if principal is None or principal.is_cluster_admin:
+                    return self.events.handle(request)
+                if principal.tenant is not None:
+                    return self.events.handle(request, scope=key_prefix(principal.tenant))
+                return self.events.handle(request, hide=TENANT_MARK)
+            return self._read(token, request, principal)
         except ClientError as exc:
             return error_reply(request.id, exc.code, exc.message)
 
-    def _write(self, token: int, request: Request) -> bytes | None:
+    def _write(self, token: int, request: Request, principal: Principal | None) -> bytes | None:
         if self.driver.role is not Role.LEADER:
             return self._not_leader(request)
         refused = self._storage_unavailable(request)
         if refused is not None:
             return refused
-        body: dict[str, object] = {"op": request.op, **request.args}
-        if request.client_id is not None:
-            body["client_id"] = request.client_id
-            body["seq"] = request.seq
-        command = kv_encode_request(body, self.machine.kv.config)
+        command = self.auth.write_command(request, principal)
         rid = next(self._ids)
-        self._pending[rid] = _Pending(token, request)
+        self._pending[rid] = _Pending(token, request, principal)
         self.driver.submit_write(rid, command)
         return None
 
-    def _read(self, token: int, request: Request) -> bytes | None:
+    def _auth_write(self, token: int, request: Request) -> bytes | None:
+        if self.driver.role is not Role.LEADER:
+            return self._not_leader(request)
+        refused = self._storage_unavailable(request)
+        if refused is not None:
+            return refused
+        proposal = self.auth.auth_command(request)
+        rid = next(self._ids)
+        self._pending[rid] = _Pending(token, request, None, proposal.token)
+        self.driver.submit_write(rid, proposal.command)
+        return None
+
+    def _read(self, token: int, request: Request, principal: Principal | None) -> bytes | None:
         consistency = Consistency(request.consistency)
         rid = next(self._ids)
-        self._pending[rid] = _Pending(token, request)
+        self._pending[rid] = _Pending(token, request, principal)
         self.driver.submit_read(rid, str(request.args.get("key", "")), consistency)
         return None
 
@@ -799,18 +837,21 @@ class RaftWorker:
             return
         # NB: sent only after the round's changes are in shared memory (_after_ready), so
         # a client that saw its write acknowledged finds it in every later read here.
-        self._outbox.append((pending.token, self._encode_reply(pending.request, reply)))
+        self._outbox.append((pending.token, self._encode_reply(pending, reply)))
 
-    def _encode_reply(self, request: Request, reply: Reply) -> bytes:
+    def _encode_reply(self, pending: _Pending, reply: Reply) -> bytes:
+        request = pending.request
         rid = request.id
         status = reply.status
         if status is ReplyStatus.OK:
-            if request.op in CLIENT_WRITE_OPS:
+            if request.op in CLIENT_WRITE_OPS or request.op in AUTH_WRITE_OPS:
                 result = reply.result
                 if isinstance(result, dict):
                     if "error" in result:
                         return error_reply(rid, str(result["error"]),
                                            str(result.get("message", "")))
+                    if pending.new_token is not None:
+                        result = {**result, "token": pending.new_token}
                     return ok_reply(rid, result)
                 return ok_reply(rid, {})
             if isinstance(reply.result, ConfState):
@@ -818,7 +859,10 @@ class RaftWorker:
             args = {k: v for k, v in request.args.items() if k != "consistency"}
             body = {"op": request.op, **args}
             # Cluster time, not this host's wall clock (shm layout.py, "Cluster time").
-            result = self.machine.kv.read_request(body, self.publisher.cluster_now_ms())
+            kv = self.machine.kv
+            source = kv if pending.principal is None else pending.principal.source(kv)
+            result = serve_request(source, body, kv.read_time(self.publisher.cluster_now_ms()),
+                                   kv.config)
             if "error" in result:
                 return error_reply(rid, str(result["error"]), str(result.get("message", "")))
             return ok_reply(rid, result)
@@ -1032,6 +1076,7 @@ class RaftWorker:
             "members": self._members(),
             "storage": {"ok": self._disk.ok, "wal_error": self._disk.wal_error,
                         "snapshot_error": self._disk.snapshot_error},
+            "auth": self.auth.status(),
             "shm": {"version": FORMAT_VERSION, "base": self.shm_names.base, "ctl": self.shm_names.ctl,
                     "node": self.shm_names.node, "token": self.shm_names.token},
         }

@@ -29,9 +29,11 @@ from types import FrameType
 import zmq
 
 from concord.config import NodeConfig
-from concord.errors import InvalidRequestError
+from concord.auth.needs import admit
+from concord.errors import ClientError, InvalidRequestError
 from concord.net.backend import BackendLink
-from concord.net.wire import Backend, Request, decode_request, error_reply, ok_reply
+from concord.net.wire import OPS, Backend, Request, decode_request, error_reply, ok_reply
+from concord.node.auth import RateLimiter
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of
 from concord.node.reader import Reader
 from concord.shm.view import ShmView
@@ -66,6 +68,11 @@ class ReadWorker:
         self._stopping = False
         # A deliberately broken build for the chaos tool's self-test (docs/chaos.md).
         self._unsafe_leader_reads = config.faults.enabled and config.faults.unsafe_leader_reads
+        self._auth_required = config.auth.enabled
+        # A tenant's read rate is per node: each of the node's read workers allows its
+        # share (docs/security.md "Rate limits").
+        self._workers = max(1, config.node.read_workers)
+        self._reads = RateLimiter(time.monotonic)
 
     def stop(self) -> None:
         self._stopping = True
@@ -98,8 +105,18 @@ class ReadWorker:
         if consistency == "strong":
             return error_reply(request.id, "invalid_request",
                                "strong reads are served by the raft worker")
+        self.view.sync()  # the auth tables as published, before checking the token
+        try:
+            principal = admit(self.reader.auth, self._auth_required, request, OPS[request.op],
+                              self.view.now_ms())
+            if principal is not None and principal.tenant is not None:
+                quota = self.reader.auth.tenants.get(principal.tenant)
+                if quota is not None and quota.read_rate > 0:
+                    self._reads.take(principal.tenant, quota.read_rate / self._workers, "read")
+        except ClientError as exc:
+            return error_reply(request.id, exc.code, exc.message)
         args = {k: v for k, v in request.args.items() if k != "consistency"}
-        result = self.reader.serve(request.op, args)
+        result = self.reader.serve(request.op, args, principal)
         if (
             consistency == "leader"
             and not self._unsafe_leader_reads

@@ -55,7 +55,7 @@ class Log:
 def bootstrap(log: Log) -> Credential:
     _, admin = new_token()
     result = log.do("auth_bootstrap", {"id": admin.token_id, "hash": admin.secret_hash})
-    assert admin.token_id == result["id"]
+    assert admin.token_id == result["token_id"]
     return admin
 
 

@@ -69,6 +69,9 @@ DEFAULTS = [
     ("supervisor", "backoff_initial_s", 0.1),
     ("supervisor", "backoff_max_s", 5.0),
     ("supervisor", "max_rss_bytes", 0),
+    ("auth", "enabled", False),
+    ("auth", "bootstrap_token_file", ""),
+    ("auth", "bootstrap_token_env", ""),
 ]
 
 

@@ -1,0 +1,251 @@
+"""
+Auth in the node's processes: the raft worker's and the read workers' side of
+concord.auth (docs/security.md).
+
+Every request is checked where it is served, against the replicated auth tables: the raft
+worker's state machine (`kv.auth`), or a read worker's copy rebuilt from shared memory.
+Writes are checked again, authoritatively, at apply on every replica; the raft worker's
+check only refuses early and applies the leader's cluster-wide write rate limit.
+
+- `NodeAuth` (raft worker): admits requests, turns writes and auth ops into commands that
+  carry the requester's credential (token id + secret hash, never the secret), answers
+  the auth tables' read ops, proposes the configured bootstrap token, and limits each
+  tenant's write rate (only the leader accepts writes, so the limit holds cluster-wide;
+  a new leader starts with full buckets).
+- `RateLimiter`: token buckets per tenant (burst: one second's worth).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import msgpack
+
+from concord.auth.commands import build_auth_command, encode_credential
+from concord.auth.rules import BUILTIN_ROLES
+from concord.auth.needs import admit, stored_args
+from concord.auth.state import AuthState, Principal
+from concord.auth.tokens import Credential, new_token, parse_token
+from concord.config import AuthSection
+from concord.errors import (
+    ConfigError,
+    ForbiddenError,
+    NotFoundError,
+    QuotaExceededError,
+    UnauthorizedError,
+)
+from concord.kv import KvStateMachine, encode_request
+from concord.net.wire import OPS, Request
+
+logger = logging.getLogger(__name__)
+
+#: Auth wire ops that become log entries, and their command op (concord.auth.commands).
+AUTH_WRITE_OPS: Mapping[str, str] = {
+    "bootstrap": "auth_bootstrap",
+    "token_create": "token_put",
+    "token_revoke": "token_revoke",
+    "role_put": "role_put",
+    "role_delete": "role_delete",
+    "tenant_put": "tenant_put",
+    "tenant_delete": "tenant_delete",
+}
+#: Auth wire ops the raft worker answers from its state at once.
+AUTH_READ_OPS = frozenset({"whoami", "token_list", "role_list", "tenant_list", "tenant_usage"})
+
+
+def load_bootstrap_token(config: AuthSection) -> Credential | None:
+    """
+    The configured first admin token (file, else environment variable), or None.
+
+    Raises:
+        ConfigError: the file cannot be read, or holds no well-formed token.
+    """
+    text = None
+    where = ""
+    if config.bootstrap_token_file:
+        where = f"auth.bootstrap_token_file {config.bootstrap_token_file}"
+        try:
+            mode = os.stat(config.bootstrap_token_file).st_mode
+            with open(config.bootstrap_token_file, encoding="ascii") as f:
+                text = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read it: {exc}") from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            logger.warning("bootstrap token file is readable by others path=%s mode=%o",
+                           config.bootstrap_token_file, stat.S_IMODE(mode))
+    elif config.bootstrap_token_env:
+        where = f"auth.bootstrap_token_env {config.bootstrap_token_env}"
+        text = os.environ.get(config.bootstrap_token_env)
+        if text is None:
+            raise ConfigError(f"{where}: the variable is not set")
+        text = text.strip()
+    if text is None:
+        return None
+    try:
+        return parse_token(text)
+    except UnauthorizedError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+
+
+class RateLimiter:
+    """Token buckets keyed by tenant; `rate` <= 0 means unlimited. Not thread-safe."""
+
+    def __init__(self, clock_s: Callable[[], float]) -> None:
+        self._clock_s = clock_s
+        self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at_s)
+
+    def take(self, tenant: str, rate: float, what: str) -> None:
+        """
+        Spend one token of `tenant`'s bucket.
+
+        Raises:
+            QuotaExceededError: the bucket is empty.
+        """
+        if rate <= 0:
+            return
+        now = self._clock_s()
+        burst = max(1.0, rate)
+        tokens, at = self._buckets.get(tenant, (burst, now))
+        tokens = min(burst, tokens + (now - at) * rate)
+        if tokens < 1.0:
+            self._buckets[tenant] = (tokens, now)
+            raise QuotaExceededError(f"tenant {tenant!r} is over its {what} rate of {rate:g}/s")
+        self._buckets[tenant] = (tokens - 1.0, now)
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """An auth op turned into a command; `token` is the new secret token, shown once."""
+
+    command: bytes
+    token: str | None = None
+
+
+class NodeAuth:
+    """
+    The raft worker's auth (module docstring).
+
+    Args:
+        config: the [auth] section.
+        kv: the raft worker's state machine (its `auth` tables are the replicated ones).
+        now_ms: cluster time (the shm clock), for token expiry.
+        clock_s: a monotonic clock, for rate limits.
+    """
+
+    def __init__(self, config: AuthSection, kv: KvStateMachine, now_ms: Callable[[], int],
+                 clock_s: Callable[[], float]) -> None:
+        self.required = config.enabled
+        self.bootstrap = load_bootstrap_token(config)
+        self._kv = kv
+        self._now_ms = now_ms
+        self.writes = RateLimiter(clock_s)
+
+    @property
+    def state(self) -> AuthState:
+        return self._kv.auth
+
+    def admit(self, request: Request) -> Principal | None:
+        """
+        Raises:
+            UnauthorizedError, ForbiddenError.
+        """
+        return admit(self.state, self.required, request, OPS[request.op], self._now_ms())
+
+    def write_command(self, request: Request, principal: Principal | None) -> bytes:
+        """
+        The command of a data write: keys in the requester's keyspace, its credential.
+
+        Raises:
+            InvalidRequestError (or a subclass), QuotaExceededError (write rate).
+        """
+        if principal is not None and principal.tenant is not None:
+            quota = self.state.tenants.get(principal.tenant)
+            if quota is not None:
+                self.writes.take(principal.tenant, quota.write_rate, "write")
+        body: dict[str, object] = {"op": request.op, **stored_args(principal, request.args)}
+        if request.client_id is not None:
+            body["client_id"] = request.client_id
+            body["seq"] = request.seq
+        return encode_request(body, self._kv.config, auth=self._credential(request))
+
+    def auth_command(self, request: Request) -> Proposal:
+        """
+        The command of an auth op (AUTH_WRITE_OPS); a new token's secret is drawn here,
+        on the leader, and only its hash enters the log.
+
+        Raises:
+            InvalidRequestError.
+        """
+        op = AUTH_WRITE_OPS[request.op]
+        args = dict(request.args)
+        token = None
+        if op in ("auth_bootstrap", "token_put"):
+            token, fresh = new_token()
+            args["id"], args["hash"] = fresh.token_id, fresh.secret_hash
+        command = build_auth_command(op, args)
+        requester = self._credential(request)
+        if requester is not None and op != "auth_bootstrap":
+            command["auth"] = encode_credential(requester)
+        packed: bytes = msgpack.packb(command, use_bin_type=True)
+        return Proposal(packed, token)
+
+    def bootstrap_command(self) -> bytes | None:
+        """The configured first admin token's bootstrap command while no token exists."""
+        if self.bootstrap is None or self.state.active:
+            return None
+        command = build_auth_command("auth_bootstrap", {
+            "id": self.bootstrap.token_id, "hash": self.bootstrap.secret_hash,
+            "description": "bootstrap token from the node config"})
+        packed: bytes = msgpack.packb(command, use_bin_type=True)
+        return packed
+
+    def read_reply(self, request: Request, principal: Principal | None) -> dict[str, object]:
+        """The result of an AUTH_READ_OPS op (its permission already checked)."""
+        state, now = self.state, self._now_ms()
+        op = request.op
+        if op == "whoami":
+            if principal is None:
+                return {"token_id": None, "role": None, "tenant": None, "auth": state.active}
+            return {"token_id": principal.token_id, "role": principal.role, "tenant": principal.tenant,
+                    "auth": True}
+        if op == "token_list":
+            return {"tokens": [state.tokens[t].public(now) for t in sorted(state.tokens)]}
+        if op == "role_list":
+            roles = [{"name": n, "builtin": True, "rules": [r.to_list() for r in rules]}
+                     for n, rules in BUILTIN_ROLES.items()]
+            roles += [{"name": n, "builtin": False, "rules": [r.to_list() for r in state.roles[n]]}
+                      for n in sorted(state.roles)]
+            return {"roles": roles}
+        if op == "tenant_list":
+            return {"tenants": [self.usage(n) for n in sorted(state.tenants)]}
+        name = request.args.get("name")
+        if principal is not None and not principal.is_cluster_admin:
+            if name is not None and name != principal.tenant:
+                raise ForbiddenError(f"token {principal.token_id} may see only its own tenant's usage")
+            name = principal.tenant
+        if not isinstance(name, str) or name not in state.tenants:
+            raise NotFoundError(f"tenant {name!r} does not exist")
+        return self.usage(name)
+
+    def usage(self, name: str) -> dict[str, object]:
+        """A tenant's quota and usage."""
+        quota = self.state.tenants[name]
+        used = self._kv.usage.get(name)
+        return {"name": name, **quota.to_map(), "keys": 0 if used is None else used.keys,
+                "bytes": 0 if used is None else used.bytes}
+
+    def status(self) -> dict[str, object]:
+        """What `status` shows of auth: whether it is on, and usage per tenant."""
+        state = self.state
+        return {"required": self.required, "active": state.active, "tokens": len(state.tokens),
+                "tenants": {n: {"keys": u.keys, "bytes": u.bytes}
+                            for n, u in sorted(self._kv.usage.items())}}
+
+    @staticmethod
+    def _credential(request: Request) -> Credential | None:
+        return None if request.token is None else parse_token(request.token)
+
