@@ -39,6 +39,20 @@ is two frames:
 
 History entries (the `events` op) are the change maps without "epoch" and "seqs".
 
+Guarded subscriptions (auth, docs/security.md "Change stream"): with a `guard` the XPUB
+socket runs with XPUB_MANUAL, so a subscription takes effect only when the publisher
+sets it. A subscriber authenticates in the subscription itself:
+
+    topic = AUTH_TOPIC + token (ASCII) + b"\x1f" + prefix (UTF-8)
+
+The guard turns that into the prefix to subscribe (a tenant's keys are prefixed, see
+concord.auth.tenants), or refuses it; the publisher then sets that prefix for the pipe
+the message came from, and the subscriber must also subscribe to the same prefix plainly
+(its SUB socket filters locally; the plain one is ignored by a guarded publisher). Any
+change of the auth tables, and the expiry of a token with subscriptions, rebinds the
+socket in a new epoch: every subscriber reconnects and authenticates again, so a
+revocation cuts the stream when it applies.
+
 The gap scheme: the XPUB socket (XPUB_VERBOSE) hands the publisher every subscription,
 duplicates included. The publisher keeps a counter per active prefix and answers every
 subscribe with a sync on that prefix; from the sync on, every change whose key starts
@@ -55,7 +69,7 @@ import bisect
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
@@ -84,6 +98,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVENTS_VERSION: Final = 1
+#: The topic start of an authenticated subscription (module docstring).
+AUTH_TOPIC: Final = b"\x1fauth\x1f"
+
+#: Decides a subscription topic: the prefix to subscribe and the token's expiry (cluster
+#: ms, 0: never), or None to refuse it.
+Guard = Callable[[bytes], "tuple[bytes, int] | None"]
 DEFAULT_EVENTS_LIMIT: Final = 1000
 MAX_EVENTS_LIMIT: Final = 100_000
 #: Bytes counted per history entry on top of its encoded body (tuple, list slots).
@@ -418,6 +438,8 @@ class EventStream:
         sndhwm: messages queued per subscriber before XPUB drops for it.
         heartbeat_s: interval of the sync heartbeat on every active prefix.
         max_prefixes: subscription prefixes tracked at most.
+        guard: decides every subscription (XPUB_MANUAL, module docstring); None: every
+            subscription is taken as sent.
 
     Raises:
         ConfigError: the endpoint cannot be bound.
@@ -435,6 +457,7 @@ class EventStream:
         sndhwm: int = 10_000,
         heartbeat_s: float = 0.5,
         max_prefixes: int = 4096,
+        guard: Guard | None = None,
     ) -> None:
         if heartbeat_s <= 0 or sndhwm < 0:
             raise ConfigError(f"need heartbeat_s > 0 and sndhwm >= 0, got {heartbeat_s}, {sndhwm}")
@@ -443,23 +466,71 @@ class EventStream:
         self.heartbeat_s = heartbeat_s
         self.counters = PrefixCounters(max_prefixes)
         self.epoch = new_epoch()
-        self.socket: Socket = new_socket(ctx, zmq.XPUB, "events XPUB")
+        self._ctx = ctx
+        self._sndhwm = sndhwm
+        self.guard = guard
+        #: Earliest expiry (cluster ms) of a token holding a subscription; 0: none.
+        self.guarded_until_ms = 0
         #: Counters, for tests and metrics.
         self.published = 0
         self.dropped = 0
         self.syncs = 0
-        try:
-            self.socket.setsockopt(zmq.SNDHWM, sndhwm)
-            self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
-            self.socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self.socket.close(0)
-            raise ConfigError(f"cannot bind events endpoint {endpoint}: {exc}") from exc
+        self.refused = 0
+        self._unbound = False  # rebind() waits for the old listener to let the port go
+        self.socket: Socket = self._bind(endpoint)
         raw = self.socket.getsockopt(zmq.LAST_ENDPOINT)
         self.endpoint: str = raw.decode() if isinstance(raw, bytes) else str(raw)
         self._next_heartbeat = time.monotonic() + heartbeat_s
         log.info("events stream bound endpoint=%s epoch=%d revision=%d",
                  self.endpoint, self.epoch, start_revision)
+
+    def _bind(self, endpoint: str) -> Socket:
+        socket = self._new_socket()
+        try:
+            socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            socket.close(0)
+            raise ConfigError(f"cannot bind events endpoint {endpoint}: {exc}") from exc
+        return socket
+
+    def _new_socket(self) -> Socket:
+        socket = new_socket(self._ctx, zmq.XPUB, "events XPUB")
+        socket.setsockopt(zmq.SNDHWM, self._sndhwm)
+        socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        if self.guard is not None:
+            socket.setsockopt(zmq.XPUB_MANUAL, 1)
+        return socket
+
+    def rebind(self, reason: str) -> Socket:
+        """
+        Drop every subscriber: close the socket and bind a new one to the same endpoint,
+        in a new epoch, so each subscriber must subscribe, and authenticate, again.
+        Returns the new socket (the owner polls it instead of the old one).
+
+        NB: libzmq closes a listener asynchronously; until the port is free again the new
+        socket stays unbound (changes are still retained, for `events`) and `service`
+        retries the bind.
+        """
+        self.socket.close(0)
+        self.socket = self._new_socket()
+        self._unbound = True
+        self._try_bind()
+        self.guarded_until_ms = 0
+        self.epoch = new_epoch()
+        for prefix in self.counters.prefixes():
+            self.counters.unsubscribe(prefix)
+        log.info("events stream rebound reason=%s epoch=%d bound=%s", reason, self.epoch,
+                 not self._unbound)
+        return self.socket
+
+    def _try_bind(self) -> None:
+        try:
+            self.socket.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE:
+                raise ConfigError(f"cannot bind events endpoint {self.endpoint}: {exc}") from exc
+            return
+        self._unbound = False
 
     # -- publishing ------------------------------------------------------------------
 
@@ -523,6 +594,8 @@ class EventStream:
             readable: False when the owner's poll saw nothing on `socket`, which skips
                 the (raising) non-blocking receive.
         """
+        if self._unbound:
+            self._try_bind()
         sock = self.socket
         for _ in range(10_000 if readable else 0):
             try:
@@ -536,6 +609,11 @@ class EventStream:
             if not msg:
                 continue
             prefix = bytes(msg[1:])
+            if self.guard is not None:
+                guarded = self._guarded(msg[0], prefix)
+                if guarded is None:
+                    continue
+                prefix = guarded
             if msg[0] == 1:
                 tracked = self.counters.subscribe(prefix)
                 if not tracked:
@@ -548,6 +626,29 @@ class EventStream:
             self._next_heartbeat = now + self.heartbeat_s
             for prefix in self.counters.prefixes():
                 self._sync(prefix, True)
+
+    def _guarded(self, kind: int, topic: bytes) -> bytes | None:
+        """Set (or remove) the guard's prefix for the last pipe; None: refused or ignored."""
+        assert self.guard is not None
+        if kind == 0:
+            # Unsubscribe: narrows this pipe only. The prefix stays counted (another pipe
+            # may hold it: with XPUB_MANUAL every pipe's messages reach us) until a rebind;
+            # an authenticated subscription stays until its pipe closes or a rebind.
+            if not topic.startswith(AUTH_TOPIC):
+                opened = self.guard(topic)
+                if opened is not None:
+                    self.socket.setsockopt(zmq.UNSUBSCRIBE, opened[0])
+            return None
+        decided = self.guard(topic)
+        if decided is None:
+            self.refused += 1
+            log.info("events subscription refused topic_bytes=%d", len(topic))
+            return None
+        prefix, expires_at_ms = decided
+        if expires_at_ms and (not self.guarded_until_ms or expires_at_ms < self.guarded_until_ms):
+            self.guarded_until_ms = expires_at_ms
+        self.socket.setsockopt(zmq.SUBSCRIBE, prefix)
+        return prefix
 
     def _sync(self, prefix: bytes, tracked: bool) -> None:
         payload = pack({

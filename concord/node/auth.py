@@ -26,12 +26,14 @@ from dataclasses import dataclass
 import msgpack
 
 from concord.auth.commands import build_auth_command, encode_credential
-from concord.auth.rules import BUILTIN_ROLES
+from concord.auth.rules import BUILTIN_ROLES, Perm
+from concord.auth.tenants import TENANT_MARK, key_prefix
 from concord.auth.needs import admit, stored_args
 from concord.auth.state import AuthState, Principal
 from concord.auth.tokens import Credential, new_token, parse_token
 from concord.config import AuthSection
 from concord.errors import (
+    ClientError,
     ConfigError,
     ForbiddenError,
     NotFoundError,
@@ -39,6 +41,7 @@ from concord.errors import (
     UnauthorizedError,
 )
 from concord.kv import KvStateMachine, encode_request
+from concord.net.events import AUTH_TOPIC
 from concord.net.wire import OPS, Request
 
 logger = logging.getLogger(__name__)
@@ -237,6 +240,37 @@ class NodeAuth:
         used = self._kv.usage.get(name)
         return {"name": name, **quota.to_map(), "keys": 0 if used is None else used.keys,
                 "bytes": 0 if used is None else used.bytes}
+
+    @property
+    def guards_stream(self) -> bool:
+        """Whether change-stream subscriptions must authenticate (concord.net.events)."""
+        return self.required or self.state.active
+
+    def subscription(self, topic: bytes) -> tuple[bytes, int] | None:
+        """
+        The events Guard: the prefix a subscription topic may subscribe and its token's
+        expiry (cluster ms, 0 never), or None to refuse it. An authenticated topic is
+        AUTH_TOPIC + token + 0x1f + prefix; a tenant's prefix is stored-key form. A root
+        token other than admin may not subscribe a prefix that could hold tenant keys
+        ("" or one starting with TENANT_MARK): XPUB cannot hide them.
+        """
+        if not topic.startswith(AUTH_TOPIC):
+            return None if self.guards_stream else (topic, 0)
+        token, sep, raw_prefix = topic[len(AUTH_TOPIC):].partition(b"\x1f")
+        try:
+            prefix = raw_prefix.decode("utf-8")
+            credential = parse_token(token.decode("ascii"))
+            principal = self.state.authenticate(credential, self._now_ms())
+            principal.check_prefix(prefix, Perm.READ)
+        except (UnicodeDecodeError, ClientError):
+            return None
+        if not sep:
+            return None
+        if principal.tenant is not None:
+            prefix = key_prefix(principal.tenant) + prefix
+        elif not principal.is_cluster_admin and (not prefix or prefix.startswith(TENANT_MARK)):
+            return None
+        return prefix.encode("utf-8"), self.state.tokens[credential.token_id].expires_at_ms
 
     def status(self) -> dict[str, object]:
         """What `status` shows of auth: whether it is on, and usage per tenant."""

@@ -69,7 +69,7 @@ from concord.node.driver import (
     ReplyStatus,
     load_memory_storage,
 )
-from concord.auth.state import Principal
+from concord.auth.state import AUTH_PREFIX, Principal
 from concord.auth.tenants import TENANT_MARK, key_prefix
 from concord.kv.reads import serve_request
 from concord.node.auth import AUTH_READ_OPS, AUTH_WRITE_OPS, NodeAuth
@@ -406,6 +406,10 @@ class RaftWorker:
         self._peer_drop_log = RateLimitedLog(self.log, self.transport.options.drop_log_interval_s)
         # -- change stream -----------------------------------------------------------------
         events_port = me.events_port or int(str(previous.get("events_port", 0)))
+        # -- auth (concord.node.auth) ------------------------------------------------------
+        self.auth = NodeAuth(config.auth, self.machine.kv,
+                             lambda: self.publisher.cluster_now_ms(), time.monotonic)
+        self._bootstrap_pending: int | None = None
         # NB: a bind failure raises ConfigError("cannot bind events endpoint ...").
         self.events = EventStream(
             self.ctx,
@@ -414,6 +418,7 @@ class RaftWorker:
             history_bytes=config.events.history_bytes,
             send_values=config.events.send_values,
             start_revision=self.machine.kv.revision,
+            guard=self.auth.subscription if self.auth.guards_stream else None,
         )
         self.events_endpoint = self.events.endpoint
         # -- shared memory -----------------------------------------------------------------
@@ -423,10 +428,6 @@ class RaftWorker:
         # state than the recovered one; it is replaced only once we have caught up.
         self._shm_synced = False
         self._maybe_resync_shm()
-        # -- auth (concord.node.auth) ------------------------------------------------------
-        self.auth = NodeAuth(config.auth, self.machine.kv, self.publisher.cluster_now_ms,
-                             time.monotonic)
-        self._bootstrap_pending: int | None = None
         # -- front door --------------------------------------------------------------------
         self.link = BackendLink(self.ctx, endpoints.backend, Backend.RAFT, f"raft-{self.node_id}",
                                 heartbeat_interval_s=0.1)
@@ -591,6 +592,9 @@ class RaftWorker:
         for peer in self.transport.unreachable():
             self.raw.report_unreachable(peer)
         self._maybe_promote_learners()
+        until = self.events.guarded_until_ms
+        if until and self.publisher.cluster_now_ms() >= until:
+            self._rebind_events("a subscribed token expired")
         if self.driver.role is not Role.LEADER:
             return
         self._maybe_mint_cluster_id()
@@ -621,6 +625,14 @@ class RaftWorker:
         self._cluster_id_pending = self._internal_id()
         self.log.info("proposing cluster id cluster_id=%s", cluster_id)
         self.driver.submit_write(self._cluster_id_pending, encode_cluster_id(cluster_id))
+
+    def _rebind_events(self, reason: str) -> None:
+        """Drop every change-stream subscriber: each re-authenticates (concord.net.events)."""
+        if not self.auth.guards_stream:
+            return
+        self.poller.unregister(self.events.socket)
+        self.events.guard = self.auth.subscription
+        self.poller.register(self.events.rebind(reason), zmq.POLLIN)
 
     def _maybe_bootstrap_auth(self) -> None:
         """A leader writes the configured first admin token through Raft (one in flight)."""
@@ -922,6 +934,8 @@ class RaftWorker:
             changes, machine.changes = machine.changes, []
             self.publisher.publish(changes, kv.applied_index, kv.revision, kv.last_ts_ms)
             self.events.publish(changes)
+            if any(c.space == Space.SYSTEM and c.key.startswith(AUTH_PREFIX) for c in changes):
+                self._rebind_events("auth tables changed")
         driver = self.driver
         # The leader's client endpoint rides along: read workers hint with it (members
         # added at run time are known only to this address book).

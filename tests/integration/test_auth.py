@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import msgpack
 import pytest
+import zmq
 
+from concord.auth.tenants import key_prefix
 from concord.auth.tokens import new_token
+from concord.net.events import AUTH_TOPIC
 from concord.net.wire import OPS, Access, Backend, OpSpec
 from tests.helpers import wait_until
 from tests.integration.cluster import Cluster
@@ -227,3 +231,99 @@ def test_quota_holds_cluster_wide_when_writers_race_through_every_node(
     for node in c.nodes:
         usage = send(c, node, {"op": "tenant_usage", "id": 1, "token": token})
         assert 25 == usage["keys"]
+
+
+def subscriber(ctx: zmq.Context[zmq.Socket[bytes]], c: Cluster, node: str,
+               token: str | None, prefix: bytes, ns: str | None = None) -> zmq.Socket[bytes]:
+    """
+    A SUB socket on `node`'s change stream, authenticated with `token` when given; a
+    tenant's messages carry stored keys, so its SUB filters on the stored prefix.
+    """
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{c.member_ports(node).events_port}")
+    if token is not None:
+        sock.subscribe(AUTH_TOPIC + token.encode() + b"\x1f" + prefix)
+    sock.subscribe(prefix if ns is None else key_prefix(ns).encode() + prefix)
+    return sock
+
+
+def drain(sock: zmq.Socket[bytes]) -> list[dict[str, object]]:
+    """Every message waiting on `sock` (non-blocking)."""
+    out = []
+    while True:
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return out
+        out.append(msgpack.unpackb(frames[1], raw=False))
+
+
+def changed_keys(messages: list[dict[str, object]]) -> set[object]:
+    return {m["key"] for m in messages if m.get("type") != "sync"}
+
+
+@pytest.mark.timeout(300)
+def test_live_stream_carries_only_what_each_subscriber_may_read(
+        cluster: ClusterFactory, tmp_path: Path) -> None:
+    """
+    Unauthenticated and forbidden subscriptions get nothing; a tenant gets its own keys;
+    a revocation cuts the stream of the revoked token.
+    """
+    c, admin = auth_cluster(cluster, tmp_path)
+    admin_do(c, admin, "tenant_put", name="blue")
+    admin_do(c, admin, "role_put", name="flags", rules=[["f:*", "read", "allow"]])
+    viewer = str(admin_do(c, admin, "token_create", role="viewer")["token"])
+    flags = str(admin_do(c, admin, "token_create", role="flags")["token"])
+    blue = str(admin_do(c, admin, "token_create", role="editor", tenant="blue")["token"])
+    follower = next(n for n in c.nodes if n != c.wait_leader())
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        subs = {
+            "anonymous": subscriber(ctx, c, follower, None, b"m:"),
+            "forbidden": subscriber(ctx, c, follower, flags, b"m:"),
+            "bad_token": subscriber(ctx, c, follower, "sk_concord_" + "0" * 16 + "_" + "0" * 64, b"m:"),
+            "viewer": subscriber(ctx, c, follower, viewer, b"m:"),
+            "admin": subscriber(ctx, c, follower, admin, b""),
+            "blue": subscriber(ctx, c, follower, blue, b"", ns="blue"),
+        }
+        got: dict[str, list[dict[str, object]]] = {name: [] for name in subs}
+
+        def seen(name: str, key: str) -> bool:
+            got[name] += drain(subs[name])
+            return key in changed_keys(got[name])
+
+        def put_until_seen(key: str, token: str, watcher: str, stored: str | None = None) -> None:
+            # NB: a subscription is live only once its sync arrives; re-put until seen.
+            def landed() -> bool:
+                assert send(c, c.wait_leader(), {"op": "put", "id": 1, "key": key, "value": 1,
+                                                  "token": token})["ok"]
+                return wait_for(lambda: seen(watcher, stored or key))
+            wait_until(landed, 30, f"{watcher} never saw {key}")
+
+        def wait_for(pred: Callable[[], bool]) -> bool:
+            try:
+                wait_until(pred, 0.5)
+            except AssertionError:
+                return False
+            return True
+
+        put_until_seen("m:1", admin, "viewer")
+        put_until_seen("k", blue, "blue", stored="\x1fblue\x1fk")
+        assert seen("admin", "m:1")
+        for name in ("anonymous", "forbidden", "bad_token"):
+            got[name] += drain(subs[name])
+            assert [] == got[name], name
+        assert {"\x1fblue\x1fk"} == changed_keys(got["blue"])  # its own keys only
+        assert "m:1" not in changed_keys(got["blue"])
+        # Revocation: the stream rebinds; the viewer's reconnect is refused.
+        admin_do(c, admin, "token_revoke", token_id=viewer.split("_")[2])
+        got["viewer"] += drain(subs["viewer"])
+        before = len(got["viewer"])
+        put_until_seen("m:2", admin, "admin")
+        got["viewer"] += drain(subs["viewer"])
+        assert "m:2" not in changed_keys(got["viewer"][before:])
+    finally:
+        for sock in locals().get("subs", {}).values():
+            sock.close(0)
+        ctx.term()
