@@ -88,6 +88,7 @@ from concord.client.plan import (
     server_timeout_ms,
 )
 from concord.client import requests
+from concord.client.auth import AuthMethods
 from concord.client.requests import NO_DEFAULT, Filter, Range, Req
 from concord.net.wire import pack, validate
 
@@ -150,9 +151,10 @@ def call_endpoint(
         raise error_from_reply(reply, request_id)
 
 
-class Client(ClientCore):
+class Client(AuthMethods, ClientCore):
     """
-    A connection to a Concord cluster.
+    A connection to a Concord cluster. The auth ops (tokens, roles, tenants) are
+    `concord.client.auth.AuthMethods`.
 
     Args:
         endpoints: one client endpoint ("tcp://host:port") or several (any nodes of the

@@ -6,6 +6,7 @@ cluster-wide under concurrent writers through every node.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -15,7 +16,10 @@ import msgpack
 import pytest
 import zmq
 
+from concord.aio import Client as AioClient
 from concord.auth.tenants import key_prefix
+from concord.client import Client
+from concord.errors import ForbiddenError, UnauthorizedError
 from concord.auth.tokens import new_token
 from concord.net.events import AUTH_TOPIC
 from concord.net.wire import OPS, Access, Backend, OpSpec
@@ -327,3 +331,37 @@ def test_live_stream_carries_only_what_each_subscriber_may_read(
         for sock in locals().get("subs", {}).values():
             sock.close(0)
         ctx.term()
+
+
+@pytest.mark.timeout(300)
+def test_clients_manage_tokens_and_tenants_when_given_an_admin_token(
+        cluster: ClusterFactory, tmp_path: Path) -> None:
+    """The sync and asyncio clients' auth methods, end to end; a revoked token is refused."""
+    c, admin_token = auth_cluster(cluster, tmp_path)
+    endpoints = [p.client for p in c.nodes.values()]
+    with Client(endpoints, token=admin_token, timeout_s=10.0) as admin:
+        assert admin.whoami()["role"] == "admin"
+        assert True is admin.tenant_put("team", max_keys=10)
+        assert True is admin.role_put("ro-flags", [["flags:*", "read", "allow"]])
+        created = admin.token_create("editor", tenant="team", description="svc")
+        assert str(created["token"]).startswith("sk_concord_")
+        assert {"admin", "editor", "viewer", "ro-flags"} <= {r["name"] for r in admin.role_list()}
+        listed = {t["token_id"]: t for t in admin.token_list()}
+        assert "active" == listed[created["token_id"]]["state"]
+        assert "token" not in listed[created["token_id"]]
+    with Client(endpoints, token=str(created["token"]), ns="team", timeout_s=10.0) as team:
+        team.put("k", 1)
+        assert 1 == team.get("k", consistency="strong")
+        assert {"keys": 1} == {"keys": team.tenant_usage()["keys"]}
+        with pytest.raises(ForbiddenError):
+            team.token_list()
+
+    async def aio_side() -> None:
+        async with AioClient(endpoints, token=admin_token, timeout_s=10.0) as admin:
+            assert 10 == (await admin.tenant_usage("team"))["max_keys"]
+            assert True is await admin.token_revoke(str(created["token_id"]))
+
+    asyncio.run(aio_side())
+    with Client(endpoints, token=str(created["token"]), timeout_s=10.0) as revoked:
+        with pytest.raises(UnauthorizedError):
+            revoked.get("k", consistency="strong")
