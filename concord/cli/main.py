@@ -68,6 +68,7 @@ class Context:
         if not self.endpoints:
             raise CliError(f"no endpoint in {raw!r}")
         self.token: str | None = args.token or os.environ.get("CONCORD_TOKEN") or None
+        self.ns: str | None = args.ns or os.environ.get("CONCORD_NS") or None
         self.fmt: str = args.write_out
         self.timeout_s: float = args.timeout
         self._client: Client | None = None
@@ -78,7 +79,7 @@ class Context:
             from concord.client.client import Client  # noqa: PLC0415 (lazy: start-up time)
 
             self._client = Client(self.endpoints, timeout_s=self.timeout_s, token=self.token,
-                                  shm=False, retries=2)
+                                  ns=self.ns, shm=False, retries=2)
         return self._client
 
     def close(self) -> None:
@@ -120,12 +121,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from concord.cli import backup, cluster, data  # noqa: PLC0415
+    from concord.cli import auth, backup, cluster, data  # noqa: PLC0415
 
     parser = _Parser(prog="concord", description="Command line of the Concord key-value store.")
     parser.add_argument("-e", "--endpoints", help="comma-separated client endpoints "
                         f"(env CONCORD_ENDPOINTS; default {DEFAULT_ENDPOINT})")
     parser.add_argument("--token", help="auth token sent with every request (env CONCORD_TOKEN)")
+    parser.add_argument("--ns", help="tenant namespace sent with every request (env CONCORD_NS)")
     parser.add_argument("-w", "--write-out", choices=FORMATS, default="simple",
                         help="output format (default simple)")
     parser.add_argument("--timeout", type=positive_float, default=5.0,
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(commands)
     cluster.register(commands)
     backup.register(commands)
+    auth.register(commands)
 
     return parser
 
