@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -365,3 +366,47 @@ def test_clients_manage_tokens_and_tenants_when_given_an_admin_token(
     with Client(endpoints, token=str(created["token"]), timeout_s=10.0) as revoked:
         with pytest.raises(UnauthorizedError):
             revoked.get("k", consistency="strong")
+
+
+@pytest.mark.timeout(300)
+def test_write_rate_holds_cluster_wide_when_writers_use_every_node(
+        cluster: ClusterFactory, tmp_path: Path) -> None:
+    """A tenant's write rate is enforced by the leader: within 10% over all nodes together."""
+    c, admin = auth_cluster(cluster, tmp_path)
+    rate = 40.0
+    admin_do(c, admin, "tenant_put", name="r", write_rate=rate)
+    token = str(admin_do(c, admin, "token_create", role="editor", tenant="r")["token"])
+    leader = c.wait_leader()
+    accepted: list[float] = []
+    refused = 0
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(node: str) -> None:
+        nonlocal refused
+        i = 0
+        while not stop.is_set():
+            i += 1
+            reply = send(c, node, {"op": "put", "id": i, "key": f"{node}-{i}", "value": i,
+                                   "token": token})
+            with lock:
+                if reply.get("ok"):
+                    accepted.append(time.monotonic())
+                elif reply.get("error") == "quota_exceeded":
+                    refused += 1
+                else:
+                    raise AssertionError(reply)
+
+    threads = [threading.Thread(target=writer, args=(node,)) for node in c.nodes for _ in range(2)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    wait_until(lambda: time.monotonic() - started >= 5.0, 10)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    elapsed = time.monotonic() - started
+    assert leader == c.wait_leader()  # one leader, one bucket (a new leader refills it)
+    allowed = rate * elapsed + rate  # steady rate plus one second of burst
+    assert refused > 0  # the writers asked for more than the rate
+    assert abs(len(accepted) - allowed) <= 0.10 * allowed, (len(accepted), allowed, refused)
