@@ -373,10 +373,10 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
         raise InvalidRequestError(f"command is not valid msgpack: {exc}") from exc
     if not isinstance(m, dict):
         raise InvalidRequestError("command must be a msgpack map")
-    if len(m) == 6 and m.get("op") == "put":
+    if m.get("op") == "put" and (len(m) == 6 or (len(m) == 7 and "auth" in m)):
         fast = _fast_put(m, config)
         if fast is not None:
-            return fast
+            return fast if len(m) == 6 else Envelope(fast.command, auth=decode_credential(m["auth"]))
     version = m.get("v")
     if type(version) is not int or version != FORMAT_VERSION:
         raise InvalidRequestError(f"unsupported command format version {version!r}")
