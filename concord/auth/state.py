@@ -21,12 +21,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import msgpack
 
-from concord.auth.rules import BUILTIN_ROLES, Perm, Rule, allows_key, allows_prefix, parse_rules
+from concord.auth.rules import (
+    BUILTIN_ROLES,
+    Effect,
+    Perm,
+    Rule,
+    allows_key,
+    allows_prefix,
+    parse_rules,
+)
 from concord.auth.tenants import (
     TENANT_MARK,
     Quota,
@@ -134,17 +142,29 @@ class Principal:
     role: str
     rules: tuple[Rule, ...]
     tenant: str | None
+    #: The perm granted on every key by rules without a deny (built-in roles), else None:
+    #: spares the per-key evaluation on the hot path. Derived from `rules`.
+    everywhere: Perm | None = field(init=False, repr=False, compare=False)
+    #: A root token with admin on every key (membership, backup, auth ops).
+    is_cluster_admin: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def is_cluster_admin(self) -> bool:
-        """A root token with admin on every key: membership, backup, auth ops."""
-        return self.tenant is None and allows_prefix(self.rules, "", Perm.ADMIN)
+    def __post_init__(self) -> None:
+        rules = self.rules
+        open_perm = None
+        if rules and all(r.effect is Effect.ALLOW for r in rules):
+            open_perm = max((r.perm for r in rules if r.pattern == "*"), default=None)
+        object.__setattr__(self, "everywhere", open_perm)
+        object.__setattr__(self, "is_cluster_admin",
+                           self.tenant is None and allows_prefix(rules, "", Perm.ADMIN))
 
     def check_keys(self, keys: Iterable[str], perm: Perm) -> None:
         """
         Raise ForbiddenError unless every key (as the client names it, in its own
         keyspace) is granted `perm`.
         """
+        if self.everywhere is not None and self.everywhere >= perm and (
+                self.tenant is not None or self.is_cluster_admin):
+            return
         for key in keys:
             if self.tenant is None and key.startswith(TENANT_MARK) and not self.is_cluster_admin:
                 raise ForbiddenError(f"token {self.token_id} may not {perm.name.lower()} "
@@ -205,6 +225,8 @@ class AuthState:
         self.tokens: dict[str, TokenRecord] = {}
         self.roles: dict[str, tuple[Rule, ...]] = {}
         self.tenants: dict[str, Quota] = {}
+        # token id -> its Principal, while its record and role are unchanged
+        self._principals: dict[str, Principal] = {}
 
     @property
     def active(self) -> bool:
@@ -212,6 +234,7 @@ class AuthState:
         return bool(self.tokens)
 
     def clear(self) -> None:
+        self._principals.clear()
         self.tokens.clear()
         self.roles.clear()
         self.tenants.clear()
@@ -221,6 +244,7 @@ class AuthState:
         Apply one SYSTEM record change (None: deleted). A malformed record is logged and
         dropped (it can only come from a bug: apply writes these records itself).
         """
+        self._principals.clear()  # NB: auth changes are rare; rebuild on demand
         try:
             if key.startswith(TOKEN_PREFIX):
                 token_id = key[len(TOKEN_PREFIX):]
@@ -265,5 +289,9 @@ class AuthState:
             raise UnauthorizedError(f"token {credential.token_id} was revoked")
         if record.expired(now_ms):
             raise UnauthorizedError(f"token {credential.token_id} has expired")
-        rules = self.role_rules(record.role)
-        return Principal(record.token_id, record.role, rules or (), record.tenant)
+        principal = self._principals.get(record.token_id)
+        if principal is None:
+            rules = self.role_rules(record.role)
+            principal = Principal(record.token_id, record.role, rules or (), record.tenant)
+            self._principals[record.token_id] = principal
+        return principal
