@@ -410,3 +410,25 @@ def test_write_rate_holds_cluster_wide_when_writers_use_every_node(
     allowed = rate * elapsed + rate  # steady rate plus one second of burst
     assert refused > 0  # the writers asked for more than the rate
     assert abs(len(accepted) - allowed) <= 0.10 * allowed, (len(accepted), allowed, refused)
+
+
+@pytest.mark.timeout(300)
+def test_client_subscribe_authenticates_when_given_a_token(
+        cluster: ClusterFactory, tmp_path: Path) -> None:
+    """Client.subscribe sends the authenticated subscription; a tenant sees its own keys, bare."""
+    c, admin_token = auth_cluster(cluster, tmp_path)
+    endpoints = [p.client for p in c.nodes.values()]
+    with Client(endpoints, token=admin_token, timeout_s=10.0) as admin:
+        admin.tenant_put("team")
+        team_token = str(admin.token_create("editor", tenant="team")["token"])
+        viewer_token = str(admin.token_create("viewer")["token"])
+    with Client(endpoints, token=team_token, timeout_s=10.0) as team, \
+            Client(endpoints, token=viewer_token, timeout_s=10.0) as viewer, \
+            Client(endpoints, token=admin_token, timeout_s=10.0) as admin:
+        with team.subscribe("") as team_sub, viewer.subscribe("app:") as viewer_sub:
+            team.put("k1", 1)
+            admin.put("app:x", 2)
+            got = team_sub.next(10.0)
+            assert got is not None and ("k1", 1) == (got.key, got.value)
+            seen = viewer_sub.next(10.0)
+            assert seen is not None and "app:x" == seen.key
