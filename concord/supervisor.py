@@ -49,6 +49,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 import zmq
 
 from concord.config import NodeConfig, load_config
+from concord.node.auth import load_bootstrap_token
 from concord.errors import ConfigError, ProtocolError, StorageError
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.node.log_writer import LogWriter, WriterSettings, serve
@@ -332,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        load_bootstrap_token(config.auth)  # a missing or malformed token file stops start-up
     except ConfigError as exc:
         print(f"concord: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)

@@ -432,3 +432,18 @@ def test_client_subscribe_authenticates_when_given_a_token(
             assert got is not None and ("k1", 1) == (got.key, got.value)
             seen = viewer_sub.next(10.0)
             assert seen is not None and "app:x" == seen.key
+
+
+@pytest.mark.timeout(300)
+def test_read_rate_is_enforced_per_node_when_a_tenant_reads_fast(
+        cluster: ClusterFactory, tmp_path: Path) -> None:
+    """A tenant's read rate is per node: a burst beyond it is refused with quota_exceeded."""
+    c, admin = auth_cluster(cluster, tmp_path)
+    admin_do(c, admin, "tenant_put", name="r", read_rate=5.0)
+    token = str(admin_do(c, admin, "token_create", role="viewer", tenant="r")["token"])
+    for node in c.nodes:
+        answers = [c.request(node, {"op": "get", "id": i, "key": "k", "consistency": "eventual",
+                                    "token": token}).get("error") for i in range(20)]
+        # One read worker per node: a burst of one second's worth (5), then refusals.
+        assert 5 <= answers.count("not_found") <= 8, answers
+        assert answers.count("quota_exceeded") >= 12, answers
