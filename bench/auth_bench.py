@@ -77,7 +77,7 @@ def many_clients(endpoints: list[str], token: str | None, write: bool, seconds: 
 
 def micro(n: int = 20000) -> None:
     """CPU per request of the checks alone, in this process (no network, no load noise)."""
-    from concord.auth.needs import admit  # noqa: PLC0415
+    from concord.node.auth import admit  # noqa: PLC0415
     from concord.auth.tokens import new_token  # noqa: PLC0415
     from concord.kv import KvStateMachine, encode_command  # noqa: PLC0415
     from concord.net.wire import OPS, decode_request, encode_request  # noqa: PLC0415

@@ -35,17 +35,9 @@ from concord.auth.rules import (
     allows_prefix,
     parse_rules,
 )
-from concord.auth.tenants import (
-    TENANT_MARK,
-    Quota,
-    RootSource,
-    ScopedSource,
-    check_tenant_name,
-    key_prefix,
-)
+from concord.auth.tenants import TENANT_MARK, Quota, check_tenant_name, key_prefix
 from concord.auth.tokens import ID_RE, Credential, hashes_equal
 from concord.errors import ForbiddenError, InvalidRequestError, UnauthorizedError
-from concord.kv.query import KeySource
 
 logger = logging.getLogger(__name__)
 
@@ -200,15 +192,6 @@ class Principal:
                                      f"touch a key outside its tenant")
             relative.append(key[n:])
         self.check_keys(relative, perm)
-
-    def source(self, inner: KeySource) -> KeySource:
-        """
-        The keyspace this principal sees: its tenant's (keys without the prefix), the root
-        keyspace without tenant keys, or everything for a cluster admin.
-        """
-        if self.tenant is not None:
-            return ScopedSource(inner, self.tenant)
-        return inner if self.is_cluster_admin else RootSource(inner)
 
     def stored_keys(self, keys: Iterable[str]) -> Iterator[str]:
         """The keys as stored (tenant prefix added)."""

@@ -7,7 +7,7 @@ Pure. A tenant's key `k` is stored as the user key
 
 so each tenant's keys form one contiguous range of the sorted store and a prefix scan
 never crosses into another tenant. A request of a tenant-bound token names keys without
-the prefix (`ScopedSource` and `scope_key` add and strip it); the max_key_bytes limit
+the prefix (`concord.kv.scope.ScopedSource` adds and strips it); the max_key_bytes limit
 applies to the stored key, prefix included. Root (tenant-less) tokens other than admin
 never reach keys starting with TENANT_MARK.
 """
@@ -15,14 +15,10 @@ never reach keys starting with TENANT_MARK.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Final
 
 from concord.errors import InvalidRequestError
-from concord.kv.index import IndexSet
-from concord.kv.query import KeySource
-from concord.kv.record import KeyRecord
 
 TENANT_MARK: Final = "\x1f"
 TENANT_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -71,63 +67,3 @@ class Usage:
 
     def plus(self, keys: int, nbytes: int) -> Usage:
         return replace(self, keys=self.keys + keys, bytes=self.bytes + nbytes)
-
-
-def record_bytes(record: KeyRecord) -> int:
-    """What a stored record counts against its tenant's byte quota."""
-    return len(record.key.encode("utf-8")) + len(record.value)
-
-
-class ScopedSource:
-    """
-    A tenant's view of a KeySource: keys without the tenant prefix, and only the tenant's.
-
-    The query engine and every read op run on it unchanged, so prefix, suffix, contains,
-    regex, ranges and paging mean the same for a tenant as for the root keyspace.
-    """
-
-    def __init__(self, inner: KeySource, tenant: str) -> None:
-        self._inner = inner
-        self._prefix = key_prefix(tenant)
-
-    def get_record(self, key: str) -> KeyRecord | None:
-        record = self._inner.get_record(self._prefix + key)
-        return None if record is None else replace(record, key=key)
-
-    def iter_keys(self, start: str | None = None, inclusive: bool = True) -> Iterator[str]:
-        prefix = self._prefix
-        n = len(prefix)
-        for key in self._inner.iter_keys(prefix + (start or ""), inclusive or start is None):
-            if not key.startswith(prefix):
-                return
-            yield key[n:]
-
-    def index_set(self) -> IndexSet | None:
-        # NB: secondary indexes span the whole store: a tenant cannot use them (the op
-        # table gives index ops to root tokens only).
-        return None
-
-
-class RootSource:
-    """The root keyspace without tenant keys (what root tokens other than admin see)."""
-
-    def __init__(self, inner: KeySource) -> None:
-        self._inner = inner
-
-    def get_record(self, key: str) -> KeyRecord | None:
-        return None if key.startswith(TENANT_MARK) else self._inner.get_record(key)
-
-    def iter_keys(self, start: str | None = None, inclusive: bool = True) -> Iterator[str]:
-        # Tenant keys form one block: every key from TENANT_MARK up to (not including)
-        # AFTER_TENANTS. Skip it with one seek instead of walking it.
-        for key in self._inner.iter_keys(start, inclusive):
-            if key.startswith(TENANT_MARK):
-                break
-            yield key
-        else:
-            return
-        resume = AFTER_TENANTS if start is None or start < AFTER_TENANTS else start
-        yield from self._inner.iter_keys(resume, inclusive or resume != start)
-
-    def index_set(self) -> IndexSet | None:
-        return self._inner.index_set()

@@ -57,7 +57,7 @@ from concord.auth.commands import AuthCommand, apply_auth
 from concord.auth.rules import Perm, common_prefix
 from concord.auth.state import AUTH_PREFIX, AuthState, Principal
 from concord.auth.tenants import AFTER_TENANTS as _AFTER_TENANTS
-from concord.auth.tenants import TENANT_MARK, Usage, record_bytes, tenant_of
+from concord.auth.tenants import TENANT_MARK, Usage, tenant_of
 from concord.bulk import gc_paused
 from concord.errors import (
     ClientError,
@@ -92,6 +92,7 @@ from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
 from concord.kv.query import KeySource, select
 from concord.kv.reads import Reply, error_reply, serve_read, serve_request
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
+from concord.kv.scope import record_bytes, scoped
 from concord.kv.sessions import Session, SessionTable
 from concord.kv.values import record_value, values_equal
 
@@ -592,7 +593,7 @@ class KvStateMachine:
             if isinstance(command, Expire):
                 return self._expire(command, index, ts)
             if isinstance(command, DeleteWhere):
-                source = self if principal is None else principal.source(self)
+                source = scoped(principal, self)
                 rows, _ = select(source, command.query, ts, _UNLIMITED)
                 keys = [record.key for record, _ in rows]
                 if principal is not None:

@@ -75,7 +75,7 @@ class OpKind(enum.Enum):
 class Access(enum.Enum):
     """
     What an op needs when auth is on (docs/security.md "Permissions"): the ONE place
-    each op's permission is declared; `concord.auth.needs` derives the checks from it.
+    each op's permission is declared; `concord.node.auth` derives the checks from it.
     """
 
     PUBLIC = "public"

@@ -72,6 +72,7 @@ from concord.node.driver import (
 from concord.auth.state import AUTH_PREFIX, Principal
 from concord.auth.tenants import TENANT_MARK, key_prefix
 from concord.kv.reads import serve_request
+from concord.kv.scope import scoped
 from concord.node.auth import AUTH_READ_OPS, AUTH_WRITE_OPS, NodeAuth
 from concord.node.backup import BackupJobs
 from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, SnapshotWritten
@@ -872,7 +873,7 @@ class RaftWorker:
             body = {"op": request.op, **args}
             # Cluster time, not this host's wall clock (shm layout.py, "Cluster time").
             kv = self.machine.kv
-            source = kv if pending.principal is None else pending.principal.source(kv)
+            source = scoped(pending.principal, kv)
             result = serve_request(source, body, kv.read_time(self.publisher.cluster_now_ms()),
                                    kv.config)
             if "error" in result:

@@ -29,11 +29,10 @@ from types import FrameType
 import zmq
 
 from concord.config import NodeConfig
-from concord.auth.needs import admit
 from concord.errors import ClientError, InvalidRequestError
 from concord.net.backend import BackendLink
 from concord.net.wire import OPS, Backend, Request, decode_request, error_reply, ok_reply
-from concord.node.auth import RateLimiter
+from concord.node.auth import RateLimiter, admit
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of
 from concord.node.reader import Reader
 from concord.shm.view import ShmView

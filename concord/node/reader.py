@@ -46,6 +46,7 @@ from concord.kv.reads import (
     ttl_seconds,
 )
 from concord.kv.record import KeyRecord, Space
+from concord.kv.scope import scoped
 from concord.kv.values import decode_stored
 from concord.shm.view import Locator, ShmView, decode_value
 
@@ -160,7 +161,7 @@ class Reader:
                 and not principal.is_cluster_admin:
             # NB: a root token's named keys were checked (tenant keys refused unless
             # admin): they take the fast paths below; ranges must not see tenant keys.
-            return serve_read(principal.source(self._source), op, args, view.now_ms(),
+            return serve_read(scoped(principal, self._source), op, args, view.now_ms(),
                               self._config)
         # Fast paths for the hottest ops, with kv's exact replies and errors (the
         # equivalence tests hold them to it); everything else is kv's code.
