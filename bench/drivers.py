@@ -8,8 +8,11 @@ K clients are multiplexed follows each client library:
   concord   K zmq DEALER sockets (one per client) in one thread, one zmq.Poller; the
             requests are wire protocol v1 maps (msgpack), exactly what concord.client
             sends, without its per-call lock (which serialises callers).
-  etcd      K threads, each its own etcd3gw.Etcd3Client (its own requests.Session, so
-            its own keep-alive HTTP connection) to etcd's gRPC-JSON gateway (/v3/).
+  etcd      K grpc.aio channels (one connection each) on one asyncio loop, speaking
+            etcd's native gRPC API with hand-encoded protobuf (bench/etcd_grpc.py).
+  etcd-gw   a labelled extra: K threads, each its own etcd3gw.Etcd3Client (its own
+            requests.Session) to etcd's gRPC-JSON gateway (/v3/), HTTP/JSON: about 8x
+            slower than gRPC for the same cluster, so never the comparison baseline.
   redis     K threads, each its own redis-py connection.
 
 PySyncObj has no network client (the application process is a Raft member), so its
@@ -28,7 +31,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-VALUE_BYTES = 64
+VALUE_BYTES = 100  # the issue's load shape: 100-byte values, 10,000 keys
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class LoadSpec:
     keys: int  # keys are k0000000..k{keys-1}; reads hit existing keys
     proc_index: int
     api: str = ""  # concord: "client" = concord.client.Client per thread (latency probes)
+    value_bytes: int = VALUE_BYTES  # size of every value a put writes
 
 
 @dataclass
@@ -62,8 +66,10 @@ def key_name(i: int) -> str:
     return f"k{i:07d}"
 
 
-def value_for(i: int) -> bytes:
-    return (b"%08d" % i) * (VALUE_BYTES // 8)
+def value_for(i: int, size: int = VALUE_BYTES) -> bytes:
+    """`size` bytes that differ per key (the key number, repeated)."""
+    stamp = b"%08d" % i
+    return (stamp * (size // 8 + 1))[:size]
 
 
 def read_endpoints(spec: LoadSpec) -> Sequence[str]:
@@ -87,7 +93,7 @@ def run_concord_client(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
         eps = eps[(c + spec.proc_index) % len(eps):] + eps[:(c + spec.proc_index) % len(eps)]
         cl = Client(eps, shm=False, timeout_s=10)
         if op == "put":
-            return lambda i: cl.put(key_name(i), value_for(i))
+            return lambda i: cl.put(key_name(i), value_for(i, spec.value_bytes))
         return lambda i: cl.get(key_name(i), consistency=level)  # type: ignore[arg-type]
 
     return _run_threads(spec, start, make_call)
@@ -119,7 +125,8 @@ def run_concord(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     def request() -> bytes:
         i = next(keyseq) % spec.keys
         if op == "put":
-            body: dict[str, object] = {"op": "put", "id": next(ids), "key": key_name(i), "value": value_for(i)}
+            body: dict[str, object] = {"op": "put", "id": next(ids), "key": key_name(i),
+                                       "value": value_for(i, spec.value_bytes)}
         else:
             body = {"op": "get", "id": next(ids), "key": key_name(i), "consistency": level}
         data: bytes = packb(body, use_bin_type=True)
@@ -236,7 +243,7 @@ def etcd_client(endpoint: str) -> object:
     return Etcd3Client(host=host, port=int(port), api_path="/v3/", timeout=10)
 
 
-def run_etcd(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+def run_etcd_gateway(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     eps = read_endpoints(spec)
     op, _, level = spec.op.partition(":")
 
@@ -277,9 +284,16 @@ def run_redis(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     return _run_threads(spec, start, make_call)
 
 
+def run_etcd(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+    from bench.etcd_grpc import run_etcd_grpc  # imports this module: loaded on first use
+
+    return run_etcd_grpc(spec, start)
+
+
 RUNNERS: dict[str, Callable[[LoadSpec, Callable[[], None]], LoadResult]] = {
     "concord": run_concord,
     "etcd": run_etcd,
+    "etcd-gw": run_etcd_gateway,
     "redis": run_redis,
 }
 

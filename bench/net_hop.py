@@ -32,7 +32,7 @@ import zmq
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from concord.net.backend import BackendLink  # noqa: E402
-from concord.net.client import request  # noqa: E402
+from concord.client.raw import request  # noqa: E402
 from concord.net.frontdoor import FrontDoorOptions, serve_in_process  # noqa: E402
 from concord.net.wire import Backend, decode_request, ok_reply, pack  # noqa: E402
 

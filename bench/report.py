@@ -59,40 +59,54 @@ def _get(res: dict[str, dict[str, dict[str, Runs]]], scenario: str, system: str,
     return res.get(scenario, {}).get(system, {}).get(variant)
 
 
+def _rt(res: dict[str, dict[str, dict[str, Runs]]], system: str, level: str, clients: int) -> Runs | None:
+    """The read_throughput runs of one level at one client count."""
+    return _get(res, "read_throughput", system, f"{level}@{clients}")
+
+
 def goals(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
+    """The performance issue's goals, each with its measured ratio to etcd over gRPC."""
     rows = ["| goal | Concord | etcd | ratio Concord/etcd | target | met? |", "|---|---|---|---|---|---|"]
 
-    def row(name: str, c: float | None, e: float | None, target: str, ok: bool | None, unit: str) -> None:
+    def row(name: str, c: float | None, e: float | None, target: float, higher: bool, unit: str) -> None:
         cs = "n/a" if c is None else f"{c:,.1f} {unit}"
         es = "n/a" if e is None else f"{e:,.1f} {unit}"
+        ok = None if c is None or e is None else (c >= target * e if higher else c <= target * e)
         verdict = "n/a" if ok is None else ("yes" if ok else "**no**")
-        rows.append(f"| {name} | {cs} | {es} | {ratio(c, e)} | {target} | {verdict} |")
+        rows.append(f"| {name} | {cs} | {es} | {ratio(c, e)} | {'≥' if higher else '≤'} {target}× | {verdict} |")
 
+    for wk in ("64", "128"):
+        w_c, w_e = _get(res, "write_throughput", "concord", wk), _get(res, "write_throughput", "etcd", wk)
+        row(f"writes/s, {wk} clients", med(w_c, "ops_per_s"), med(w_e, "ops_per_s"), 1.5, True, "/s")
+        row(f"server CPU per put, {wk} clients", med(w_c, "server_cpu_us_per_op"),
+            med(w_e, "server_cpu_us_per_op"), 0.6, False, "µs")
     c = med(_get(res, "write_latency", "concord", "1"), "p50_us")
     e = med(_get(res, "write_latency", "etcd", "1"), "p50_us")
-    c, e = (c / 1000 if c else None), (e / 1000 if e else None)
-    row("write p50, 1 client", c, e, "≤ 0.70×", None if c is None or e is None else c <= 0.7 * e, "ms")
-    c = med(_get(res, "write_throughput", "concord", "128"), "ops_per_s")
-    e = med(_get(res, "write_throughput", "etcd", "128"), "ops_per_s")
-    row("write throughput, 128 clients", c, e, "≥ 2×", None if c is None or e is None else c >= 2 * e, "/s")
-    c = med(_get(res, "read_throughput", "concord", "strong"), "ops_per_s")
-    e = med(_get(res, "read_throughput", "etcd", "linearizable"), "ops_per_s")
-    row("linearizable read throughput (strong vs linearizable)", c, e, "≥ 2×",
-        None if c is None or e is None else c >= 2 * e, "/s")
-    e = med(_get(res, "read_throughput", "etcd", "serializable"), "ops_per_s")
+    row("write p50, 1 client", None if c is None else c / 1000, None if e is None else e / 1000, 0.8, False, "ms")
+    for k in (1, 64, 128):
+        row(f"strong reads/s vs linearizable, {k} clients", med(_rt(res, "concord", "strong", k), "ops_per_s"),
+            med(_rt(res, "etcd", "linearizable", k), "ops_per_s"), 1.5, True, "/s")
     for level in ("eventual", "leader"):
-        c = med(_get(res, "read_throughput", "concord", level), "ops_per_s")
-        row(f"{level} read throughput (vs etcd serializable)", c, e, "≥ 5×",
-            None if c is None or e is None else c >= 5 * e, "/s")
+        for k in (64, 128):
+            c_r, e_r = _rt(res, "concord", level, k), _rt(res, "etcd", "serializable", k)
+            row(f"{level} reads/s vs serializable, {k} clients", med(c_r, "ops_per_s"), med(e_r, "ops_per_s"),
+                1.5, True, "/s")
+            row(f"server CPU per {level} read, {k} clients", med(c_r, "server_cpu_us_per_op"),
+                med(e_r, "server_cpu_us_per_op"), 0.5, False, "µs")
     shm = res.get("shm_reads", {}).get("concord", {})
     c = med(shm.get("client.get eventual"), "ops_per_s")
-    rows.append(f"| same-host shm reads, 1 process (Client.get eventual) | "
+    rows.append(f"| same-host Client.get, 1 process | "
                 f"{'n/a' if c is None else f'{c:,.0f} /s'} | no such path | n/a | ≥ 1,000,000 /s | "
                 f"{'n/a' if c is None else ('yes' if c >= 1e6 else '**no**')} |")
     c = med(_get(res, "failover", "concord", "ms"), "ms")
     e = med(_get(res, "failover", "etcd", "ms"), "ms")
-    row("failover (SIGKILL leader → next acked write)", c, e, "≤ 500 ms",
-        None if c is None else c <= 500, "ms")
+    rows.append(f"| failover (SIGKILL leader → next acked write, client defaults) | "
+                f"{'n/a' if c is None else f'{c:,.0f} ms'} | {'n/a' if e is None else f'{e:,.0f} ms'} | "
+                f"{ratio(c, e)} | ≤ 500 ms | {'n/a' if c is None else ('yes' if c <= 500 else '**no**')} |")
+    rk = next(iter(res.get("restart", {}).get("concord", {})), "")
+    c_r, e_r = _get(res, "restart", "concord", rk), _get(res, "restart", "etcd", rk)
+    row("memory per key", med(c_r, "bytes_per_key"), med(e_r, "bytes_per_key"), 1.0, False, "B")
+    row(f"restart with {rk or '?'} keys → serving", med(c_r, "restart_s"), med(e_r, "restart_s"), 1.0, False, "s")
     return rows
 
 
@@ -114,25 +128,26 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
 
     out += ["", "### Write throughput (acknowledged writes/s)", ""]
     header(["clients", *systems, "Concord/etcd", "Concord/PySyncObj"])
-    for k in ("1", "16", "128"):
+    for k in ("1", "64", "128"):
         by = {s: _get(res, "write_throughput", s, k) for s in systems}
         c = med(by["concord"], "ops_per_s")
         out.append(f"| {k} | " + " | ".join(fmt(by[s], "ops_per_s") for s in systems) +
                    f" | {ratio(c, med(by['etcd'], 'ops_per_s'))} | {ratio(c, med(by['pysyncobj'], 'ops_per_s'))} |")
 
-    for scen, key, title, scale, digits in (
-            ("read_latency", "p50_us", "Read latency, 1 client, p50 (ms)", 1e-3, 3),
-            ("read_latency", "p99_us", "Read latency, 1 client, p99 (ms)", 1e-3, 3),
-            ("read_throughput", "ops_per_s", "Read throughput, 128 clients (reads/s)", 1.0, 0)):
+    for scen, key, title, scale, digits, suffix in (
+            ("read_latency", "p50_us", "Read latency, 1 client, p50 (ms)", 1e-3, 3, ""),
+            ("read_latency", "p99_us", "Read latency, 1 client, p99 (ms)", 1e-3, 3, ""),
+            *(("read_throughput", "ops_per_s", f"Read throughput, {k} clients (reads/s)", 1.0, 0, f"@{k}")
+              for k in (1, 64, 128))):
         out += ["", f"### {title}", ""]
         header(["Concord level", "Concord", "etcd (level)", "PySyncObj (in-process dict)", "Redis GET",
                 "Concord/etcd", "Concord/PySyncObj"])
         for level in ("eventual", "leader", "strong"):
-            c_r = _get(res, scen, "concord", level)
+            c_r = _get(res, scen, "concord", level + suffix)
             peers = PEER_LEVEL[level]
-            e_r = _get(res, scen, "etcd", peers.get("etcd", "")) if "etcd" in peers else None
-            p_r = _get(res, scen, "pysyncobj", peers["pysyncobj"]) if "pysyncobj" in peers else None
-            r_r = _get(res, scen, "redis", peers["redis"]) if "redis" in peers else None
+            e_r = _get(res, scen, "etcd", peers.get("etcd", "") + suffix) if "etcd" in peers else None
+            p_r = _get(res, scen, "pysyncobj", peers["pysyncobj"] + suffix) if "pysyncobj" in peers else None
+            r_r = _get(res, scen, "redis", peers["redis"] + suffix) if "redis" in peers else None
             c = med(c_r, key)
             out.append(f"| {level} | {fmt(c_r, key, scale, digits)} | {fmt(e_r, key, scale, digits)} "
                        f"({peers.get('etcd', '-')}) | {fmt(p_r, key, scale, digits)} | "
@@ -141,9 +156,10 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
     out += ["", "### Where the time goes: CPU per acknowledged request (µs; server = all member "
             "processes, client = the load processes; PySyncObj's load runs inside its server)", ""]
     header(["scenario", *[f"{s} server / client" for s in systems]])
-    scen_variants: tuple[tuple[str, list[str]], ...] = (("write_throughput", ["1", "16", "128"]),
-                           ("read_throughput", ["eventual", "leader", "strong", "serializable",
-                                                "linearizable", "local", "get"]))
+    levels = ["eventual", "leader", "strong", "serializable", "linearizable", "local", "get"]
+    scen_variants: tuple[tuple[str, list[str]], ...] = (
+        ("write_throughput", ["1", "64", "128"]),
+        ("read_throughput", [f"{lv}@{k}" for k in (1, 64, 128) for lv in levels]))
     for scen, variants in scen_variants:
         for v in variants:
             cells = []
@@ -157,7 +173,7 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
     out += ["", "### Same-host shared-memory reads (one application process, reads/s)", ""]
     header(["path", "Concord reads/s (wall)", "reads per CPU second", "served from shm",
             "PySyncObj in-process dict", "Concord/PySyncObj"])
-    p = med(_get(res, "read_throughput", "pysyncobj", "local"), "ops_per_s")
+    p = med(_get(res, "read_throughput", "pysyncobj", "local@128"), "ops_per_s")
     for variant, runs in res.get("shm_reads", {}).get("concord", {}).items():
         out.append(f"| {variant} | {fmt(runs, 'ops_per_s')} | {fmt(runs, 'ops_per_cpu_s')} | "
                    f"{fmt(runs, 'served_from_shm')} of "
@@ -184,6 +200,43 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
             out.append(f"| {s} | {int(k):,} | {fmt(rr, 'load_s', 1, 1)} | {rs} | {fmt(rr, 'bytes_per_key')} | "
                        f"{'' if s in ('concord', 'redis') else ratio(med(c_r, 'restart_s'), med(rr, 'restart_s'))} | "
                        f"{'' if s == 'concord' else ratio(med(c_r, 'bytes_per_key'), med(rr, 'bytes_per_key'))} |")
+    out += scale_tables(res)
+    return out
+
+
+SCALE_AXES = (("keys", "keys in the store"), ("value_bytes", "value size (bytes)"),
+              ("nodes", "cluster members"))
+
+
+def _scale_points(res: dict[str, dict[str, dict[str, Runs]]], system: str, axis: str,
+                  op: str) -> list[tuple[int, Runs]]:
+    """(point, runs) of one scale axis and op, in ascending order of the point."""
+    got = []
+    for variant, runs in res.get("scale", {}).get(system, {}).items():
+        point, _, v_op = variant.partition(" ")
+        name, _, value = point.partition("=")
+        if name == axis and v_op == op:
+            got.append((int(value), runs))
+    return sorted(got)
+
+
+def scale_tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
+    """How throughput and p99 grow with keys, value size and cluster size."""
+    if "scale" not in res:
+        return []
+    out = ["", "### How cost grows (64 clients; reads: Concord eventual, etcd serializable)", ""]
+    out.append("| axis | point | op | Concord ops/s | Concord p99 (ms) | etcd ops/s | etcd p99 (ms) | "
+               "Concord/etcd ops/s |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for axis, _ in SCALE_AXES:
+        for op in ("put", "get"):
+            c_pts = dict(_scale_points(res, "concord", axis, op))
+            e_pts = dict(_scale_points(res, "etcd", axis, op))
+            for point in sorted(set(c_pts) | set(e_pts)):
+                c_r, e_r = c_pts.get(point), e_pts.get(point)
+                out.append(f"| {axis} | {point:,} | {op} | {fmt(c_r, 'ops_per_s')} | {fmt(c_r, 'p99_us', 1e-3, 1)} | "
+                           f"{fmt(e_r, 'ops_per_s')} | {fmt(e_r, 'p99_us', 1e-3, 1)} | "
+                           f"{ratio(med(c_r, 'ops_per_s'), med(e_r, 'ops_per_s'))} |")
     return out
 
 
@@ -242,6 +295,27 @@ def plots(res: dict[str, dict[str, dict[str, Runs]]], size: str, out_dir: Path =
         fig.savefig(out_dir / name, dpi=100)
         plt.close(fig)
         made.append(name)
+    if "scale" in res:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+        for ax, (axis, label) in zip(axes, SCALE_AXES):
+            for s in ("concord", "etcd"):
+                for op, style in (("put", "-"), ("get", "--")):
+                    pts = _scale_points(res, s, axis, op)
+                    if pts:
+                        ax.plot([p for p, _ in pts], [med(r, "ops_per_s") or 0 for _, r in pts], marker="o",
+                                linestyle=style, color=colors.get(s), label=f"{s} {op}")
+            if axis != "nodes":
+                ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(label)
+            ax.set_ylabel("ops / s (64 clients)")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"How throughput grows ({size})")
+        fig.tight_layout()
+        fig.savefig(out_dir / "scale.png", dpi=100)
+        plt.close(fig)
+        made.append("scale.png")
     # read throughput per level
     fig, ax = plt.subplots(figsize=(7, 4))
     labels: list[str] = []
@@ -249,7 +323,9 @@ def plots(res: dict[str, dict[str, dict[str, Runs]]], size: str, out_dir: Path =
     cols: list[str] = []
     for s, variants in res.get("read_throughput", {}).items():
         for v, runs in variants.items():
-            labels.append(f"{s}\n{v}")
+            if not v.endswith("@128"):
+                continue
+            labels.append(f"{s}\n{v.partition('@')[0]}")
             values.append(med(runs, "ops_per_s") or 0)
             cols.append(colors.get(s, "black"))
     ax.bar(range(len(values)), values, color=cols)
@@ -306,10 +382,11 @@ def report(size: str, in_dir: Path = OUT, out_dir: Path = BENCH) -> Path:
         "Concurrency has the same shape for every networked system: 1 client = 1 process, "
         "otherwise 4 load processes, each with K/4 logical clients, each client one request in "
         "flight (closed loop); Concord multiplexes its clients as one zmq DEALER each on one poller "
-        "per process, etcd and Redis as one thread each with its own connection. PySyncObj "
+        "per process, etcd its clients as one grpc.aio channel (connection) each on one asyncio loop "
+        "per process (native gRPC, not the JSON gateway), Redis as one thread each with its own connection. PySyncObj "
         "has no network client: its loads run inside the leader process with K callbacks in "
         "flight. Writes and `leader` reads go to the leader; other reads are spread over all "
-        "members. Values are 64 bytes, keys `k0000000`.. Throughput points last "
+        "members. Values are 100 bytes, keys `k0000000`.. Throughput points last "
         f"{meta['size']['seconds']} s; latency probes are {meta['size']['latency_ops']} sequential "
         f"requests; each measurement was planned {meta['size']['runs']}× (interleaved across systems) "
         "and is shown as median (min..max) of the runs that completed; a figure without a range "

@@ -37,12 +37,13 @@ OUT = Path(__file__).resolve().parent / "out"
 RESULTS_FORMAT = 1
 
 SCENARIOS = ("write_latency", "write_throughput", "read_latency", "read_throughput",
-             "shm_reads", "failover", "restart")
+             "shm_reads", "failover", "restart", "scale")
 
 #: Read levels per system, in the order of Concord's levels they are compared with.
 READ_LEVELS: dict[str, list[str]] = {
     "concord": ["eventual", "leader", "strong"],
     "etcd": ["serializable", "linearizable"],
+    "etcd-gw": ["serializable", "linearizable"],
     "pysyncobj": ["local"],
     "redis": ["get"],
 }
@@ -58,17 +59,19 @@ class Size:
     restart_keys: int
     failovers: int
     shm_seconds: float
+    scale_keys: tuple[int, ...] = (1_000, 10_000)  # key counts of the scale scenario
+    scale_values: tuple[int, ...] = (100, 1024, 10 * 1024, 100 * 1024)  # value sizes (bytes)
 
 
 SIZES = {
     "short": Size("short", runs=1, latency_ops=200, seconds=1.5, keys=1000, restart_keys=10_000,
                   failovers=1, shm_seconds=0.5),
     "full": Size("full", runs=3, latency_ops=1000, seconds=3.0, keys=10_000, restart_keys=1_000_000,
-                 failovers=3, shm_seconds=2.0),
+                 failovers=3, shm_seconds=2.0, scale_keys=(1_000, 10_000, 100_000, 1_000_000)),
 }
 
-WRITE_CLIENTS = (1, 16, 128)
-READ_CLIENTS = 128
+WRITE_CLIENTS = (1, 64, 128)
+READ_CLIENTS = (1, 64, 128)  # read_throughput variants are "<level>@<clients>"
 MAX_OPS = 2_000_000  # bound on every load loop
 
 
@@ -148,12 +151,13 @@ def steady_state(systems: list[System], size: Size, only: set[str], results: Res
                     r = measure_load(s, f"get:{level}", 1, size, api="client", latency_probe=True)
                     _record(results, "read_latency", s.name, level, _summary_run(r, keep))
         if "read_throughput" in only:
-            for s in systems:
-                for level in READ_LEVELS[s.name]:
-                    c0 = server_cpu_s(s)
-                    r = measure_load(s, f"get:{level}", READ_CLIENTS, size)
-                    _record(results, "read_throughput", s.name, level,
-                            _summary_run(r, keep, server_cpu_s(s) - c0))
+            for clients in READ_CLIENTS:
+                for s in systems:
+                    for level in READ_LEVELS[s.name]:
+                        c0 = server_cpu_s(s)
+                        r = measure_load(s, f"get:{level}", clients, size)
+                        _record(results, "read_throughput", s.name, f"{level}@{clients}",
+                                _summary_run(r, keep, server_cpu_s(s) - c0))
         if "shm_reads" in only:
             for s in systems:
                 if isinstance(s, Concord):
@@ -237,8 +241,7 @@ def failover_once(s: System) -> float:
     if isinstance(s, Concord):
         from concord.client import Client
         eps = [m.endpoint for m in s.members]
-        with Client(eps, shm=False, timeout_s=20, attempt_timeout_s=0.05, backoff_s=0.005,
-                    max_backoff_s=0.05) as c:
+        with Client(eps, shm=False) as c:  # the client's default settings
             c.put("failover-warm", 1)  # the client knows the leader now
             t0 = time.perf_counter()
             s.kill(li)
@@ -305,6 +308,54 @@ def restart_and_memory(s: System, keys: int) -> dict[str, object]:
             "bytes_per_key": (after - before) / keys}
 
 
+# -- how cost grows: keys, value size, cluster size ---------------------------------------------
+
+SCALE_CLIENTS = 64
+SCALE_READ = {"concord": "eventual", "etcd": "serializable"}
+
+
+def _scale_point(s: System, size: Size, results: Results, axis: str, point: str, keys: int,
+                 value_bytes: int, reads: bool = True) -> None:
+    """Puts (and reads) at SCALE_CLIENTS clients: one record per op under scale/<system>."""
+    eps = s.endpoints_leader_first()
+    ops = ["put", f"get:{SCALE_READ[s.name]}"] if reads else ["put"]
+    for op in ops:
+        spec = LoadSpec(s.name, eps, op, SCALE_CLIENTS, size.seconds, MAX_OPS, keys, 0,
+                        value_bytes=value_bytes)
+        c0 = server_cpu_s(s)
+        r = run_load(spec, SCALE_CLIENTS)
+        _record(results, "scale", s.name, f"{axis}={point} {op.partition(':')[0]}",
+                _summary_run(r, False, server_cpu_s(s) - c0))
+
+
+def scale(systems: list[System], size: Size, results: Results) -> None:
+    """Throughput and p99 against key count, value size and cluster size (Concord and etcd)."""
+    for s in systems:
+        if s.name not in SCALE_READ:
+            continue
+        s.start()
+        loaded = 0
+        for keys in size.scale_keys:
+            print(f"  scale {s.name}: loading up to {keys} keys", flush=True)
+            s.load_keys(keys, start=loaded)
+            loaded = keys
+            _scale_point(s, size, results, "keys", str(keys), keys, 100)
+        s.wipe()
+        s.start()
+        s.load_keys(size.keys)
+        for value_bytes in size.scale_values:
+            _scale_point(s, size, results, "value_bytes", str(value_bytes), size.keys, value_bytes,
+                         reads=False)
+        s.wipe()
+        for nodes in (3, 5):
+            s.nodes = nodes
+            s.start()
+            s.load_keys(size.keys)
+            _scale_point(s, size, results, "nodes", str(nodes), size.keys, 100)
+            s.wipe()
+        s.nodes = 3
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 def machine_info() -> dict[str, object]:
@@ -366,6 +417,8 @@ def run(size_name: str, systems_names: list[str], only: set[str], size: Size | N
                         s.start()
                         _record(results, "failover", s.name, "ms", {"ms": failover_once(s)})
                         s.wipe()
+            if "scale" in only:
+                scale(systems, size, results)
             if "restart" in only:
                 for s in systems:
                     s.start()

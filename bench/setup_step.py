@@ -3,7 +3,7 @@
 
 apt (as root): etcd-server, etcd-client, redis-server (Debian). The Debian redis package
 may start a system service; the benchmark never uses it (it starts its own servers on
-free loopback ports). pip: pysyncobj, etcd3gw (the etcd Python client), redis (redis-py)
+free loopback ports). pip: pysyncobj, grpcio (drives etcd over gRPC), etcd3gw (the labelled JSON-gateway extra), redis (redis-py)
 and matplotlib (plots).
 """
 
@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 APT = ["etcd-server", "etcd-client", "redis-server"]
-PIP = ["pysyncobj", "etcd3gw", "redis", "matplotlib"]
+PIP = ["pysyncobj", "grpcio", "etcd3gw", "redis", "matplotlib"]
 
 
 def setup() -> int:

@@ -73,6 +73,7 @@ class System:
     name = ""
     client_desc = ""  # the client library the throughput loops and latency probes use
     levels: dict[str, str] = {}  # read level name -> the Concord level it is compared with
+    nodes = 3  # members of the next cluster start() creates (the scale scenario sets 5)
 
     def __init__(self, procs: Procs, workdir: Path) -> None:
         self.procs = procs
@@ -112,8 +113,8 @@ class System:
     def version(self) -> str:
         return ""
 
-    def load_keys(self, n: int, batch: int = 500) -> None:
-        """Put keys k0..k{n-1} (64-byte values) in batches."""
+    def load_keys(self, n: int, batch: int = 500, start: int = 0) -> None:
+        """Put keys k{start}..k{n-1} (100-byte values) in batches."""
         raise NotImplementedError
 
     def read_probe(self, key: str) -> bool:
@@ -129,11 +130,12 @@ class System:
 
 class Etcd(System):
     name = "etcd"
-    client_desc = "etcd3gw 2.x (PyPI, maintained) over etcd's gRPC-JSON gateway /v3/ (HTTP/JSON, requests)"
+    client_desc = ("grpcio (grpc.aio, one channel = one connection per client) over etcd's native gRPC "
+                   "API, protobuf encoded by hand (bench/etcd_grpc.py)")
 
     def start(self, wait_leader: bool = True) -> None:
         if not self.members:
-            for i in range(3):
+            for i in range(self.nodes):
                 ports = free_ports(2)
                 self.members.append(Member(f"e{i + 1}", ports, self.workdir / f"e{i + 1}"))
         cluster = ",".join(f"{m.id}=http://127.0.0.1:{m.ports[1]}" for m in self.members)
@@ -184,25 +186,16 @@ class Etcd(System):
         return out.stdout.splitlines()[0] if out.stdout else "?"
 
     def write_probe(self, key: str, value: str, endpoints: list[str], attempt_s: float) -> bool:
-        """One put attempt against each given member in turn; True once acknowledged."""
-        import requests
+        """One gRPC put attempt against each given member in turn; True once acknowledged."""
+        from bench.etcd_grpc import put_once
 
-        from bench.drivers import b64
-        for ep in endpoints:
-            try:
-                r = requests.post(f"{ep}/v3/kv/put", json={"key": b64(key), "value": b64(value)},
-                                  timeout=attempt_s)
-                if r.ok and "header" in r.json():
-                    return True
-            except (requests.RequestException, ValueError):
-                continue
-        return False
+        return any(put_once(ep, key, value, attempt_s) for ep in endpoints)
 
-    def load_keys(self, n: int, batch: int = 500) -> None:
+    def load_keys(self, n: int, batch: int = 500, start: int = 0) -> None:
         """Put keys k0..k{n-1} with txns of `batch` puts (etcd3gw transaction)."""
         from bench.drivers import b64, etcd_client, key_name, value_for
         cl = etcd_client(self.endpoints_leader_first()[0])
-        for lo in range(0, n, batch):
+        for lo in range(start, n, batch):
             ops = [{"request_put": {"key": b64(key_name(i)), "value": b64(value_for(i))}}
                    for i in range(lo, min(n, lo + batch))]
             cl.transaction({"compare": [], "success": ops, "failure": []})  # type: ignore[attr-defined]
@@ -249,12 +242,12 @@ class Redis(System):
         out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False)
         return out.stdout.strip()
 
-    def load_keys(self, n: int, batch: int = 500) -> None:
+    def load_keys(self, n: int, batch: int = 500, start: int = 0) -> None:
         import redis
 
         from bench.drivers import key_name, value_for
         r = redis.Redis(port=self.members[0].ports[0])
-        for lo in range(0, n, batch):
+        for lo in range(start, n, batch):
             r.mset({key_name(i): value_for(i) for i in range(lo, min(n, lo + batch))})
 
 
@@ -297,7 +290,7 @@ class Concord(System):
 
     def start(self, wait_leader: bool = True) -> None:
         if not self.members:
-            for i in range(3):
+            for i in range(self.nodes):
                 self.members.append(Member(f"n{i + 1}", free_ports(3), self.workdir / f"n{i + 1}"))
         for m in self.members:
             (self.workdir / f"{m.id}.toml").write_text(self._config(m))
@@ -339,7 +332,7 @@ class Concord(System):
         return time.monotonic() - float(m.extra["launched_at"])
 
     def status(self, m: Member) -> dict[str, object] | None:
-        from concord.net.client import request
+        from concord.client.raw import request
         if m.pid is None or not m.endpoint:
             return None
         try:
@@ -388,12 +381,12 @@ class Concord(System):
                 shm += os.stat(f"/dev/shm/{name}").st_blocks * 512
         return tree_memory_bytes(m.pid) + shm
 
-    def load_keys(self, n: int, batch: int = 500) -> None:
+    def load_keys(self, n: int, batch: int = 500, start: int = 0) -> None:
         from concord.client import Client
 
         from bench.drivers import key_name, value_for
         with Client(list(self.endpoints_leader_first()), timeout_s=30, shm=False) as c:
-            for lo in range(0, n, batch):
+            for lo in range(start, n, batch):
                 c.put_many([(key_name(i), value_for(i)) for i in range(lo, min(n, lo + batch))])
 
     def read_probe(self, key: str) -> bool:
@@ -415,7 +408,7 @@ class PySyncObj(System):
 
     def start(self, wait_leader: bool = True) -> None:
         if not self.members:
-            for i in range(3):
+            for i in range(self.nodes):
                 self.members.append(Member(f"p{i + 1}", free_ports(2), self.workdir / f"p{i + 1}"))
         addrs = [f"127.0.0.1:{m.ports[0]}" for m in self.members]
         for i, m in enumerate(self.members):
@@ -489,13 +482,20 @@ class PySyncObj(System):
         r = LoadResult(int(got["ok"]), int(got["errors"]), float(got["elapsed_s"]), lat)  # type: ignore[call-overload, arg-type]
         return summarize([r], clients, 1)
 
-    def load_keys(self, n: int, batch: int = 500) -> None:
+    def load_keys(self, n: int, batch: int = 500, start: int = 0) -> None:
         m = self.members[self.leader_index()]
         got = self.call(m, {"cmd": "load", "n": n, "batch": batch}, 3600.0)
         if not got or not got.get("ok"):
             raise RuntimeError(f"pysyncobj load failed: {got}")
 
 
+class EtcdGateway(Etcd):
+    """The same etcd cluster, driven through its gRPC-JSON gateway: a labelled extra."""
+
+    name = "etcd-gw"
+    client_desc = "etcd3gw 2.x (PyPI) over etcd's gRPC-JSON gateway /v3/ (HTTP/JSON, requests)"
+
+
 SYSTEMS: dict[str, type[System]] = {
-    "concord": Concord, "etcd": Etcd, "pysyncobj": PySyncObj, "redis": Redis,
+    "concord": Concord, "etcd": Etcd, "etcd-gw": EtcdGateway, "pysyncobj": PySyncObj, "redis": Redis,
 }

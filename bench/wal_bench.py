@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from concord.raft.messages import Entry
 from concord.raft.state import HardState
-from concord.storage.wal import WAL, WalOptions, read_wal
+from concord.storage.wal import WAL, WalOptions
+from concord.storage.walread import read_wal
 
 BATCH_SIZES = (1, 10, 100, 1000)
 ENTRY_BYTES = 128
@@ -181,7 +182,7 @@ def measure(folder: Path, size: int, seconds: float, mode: str) -> tuple[list[fl
 
 def snapshot_stall(folder: Path, keys: int, mode: str) -> dict[str, float]:
     """Loop-blocking time to start a snapshot of a `keys`-key kv replica, and persist latencies."""
-    from concord import codec
+    from concord.storage import codec
     from concord.ids import NodeId
     from concord.kv import encode_command
     from concord.node import log_writer as lw

@@ -43,7 +43,7 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from concord.errors import ConcordError
-from concord.net.client import request
+from concord.client.raw import request
 import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
 from supervisor import parse_ready_line
 

@@ -1,5 +1,5 @@
 """
-Node configuration: one TOML file per node (DESIGN.md §9), parsed into frozen dataclasses.
+Node configuration: one TOML file per node (docs/operations.md), parsed into frozen dataclasses.
 
 Every key has a default (the dataclass defaults below are the only place defaults live);
 relative paths resolve against the config file's folder; an unknown key or a bad value

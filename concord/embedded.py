@@ -152,7 +152,7 @@ def start(
     Start a node as a child process and wait until it serves.
 
     Args:
-        config: a node config file (DESIGN.md §9). When None, a single node on
+        config: a node config file (docs/operations.md). When None, a single node on
             127.0.0.1 with OS-chosen ports is configured from the arguments below.
         data_dir: where the node keeps its log and snapshots (without `config`).
         node_id: the node's id (without `config`).

@@ -1,5 +1,5 @@
 """
-Concord's process supervisor lives in the top-level package `supervisor/` (DESIGN.md §1),
+Concord's process supervisor lives in the top-level package `supervisor/` (docs/architecture.md),
 the same import name as PyPI's `supervisor` distribution (supervisord). Installed into
 one environment, the two overwrite each other's `supervisor/__init__.py`, and whichever
 comes first on `sys.path` wins. Importing this module checks that `import supervisor`

@@ -231,6 +231,16 @@ def bootstrap(
         spec.name, lifeline_read_fd, ready_write_fd, dict(previous or {}), restarts,
         tree_fd, cleanup,
     )
+    _set_process_name(spec.name)
     if spec.lifeline is Lifeline.THREAD:
         start_lifeline_thread(lifeline_read_fd)
     spec.target(*spec.args)
+
+
+def _set_process_name(name: str) -> None:
+    """Show the child's name in ps, top and psutil (Linux: /proc/self/comm, 15 bytes)."""
+    try:
+        with open("/proc/self/comm", "w", encoding="ascii") as f:
+            f.write(name[:15])
+    except OSError:
+        pass  # not Linux, or /proc is not mounted: the name is a convenience only

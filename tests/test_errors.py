@@ -42,7 +42,7 @@ def test_not_leader_keeps_hint_when_pickled() -> None:
 
 
 def test_every_wire_code_maps_to_a_class() -> None:
-    """Each DESIGN.md §7 error code decodes to a ClientError subclass with that code."""
+    """Each docs/protocol.md error code decodes to a ClientError subclass with that code."""
     codes = {
         "not_found", "condition_failed", "not_leader", "no_leader", "timeout",
         "unauthorized", "forbidden", "quota_exceeded", "invalid_request", "invalid_key",

@@ -27,6 +27,7 @@ from concord.shm.layout import node_part
 from supervisor import parse_ready_line
 
 __all__ = [
+    "signal_pids",
     "BASE_SETTINGS", "DEV_SHM", "ROOT", "STARTUP_TIMEOUT_S", "MemberPorts", "NodeProc",
     "StartFailed", "as_int", "as_maps", "free_ports", "merged", "render_config",
 ]
@@ -260,3 +261,12 @@ class NodeProc:
             prefix = f"concord-{prefix_node}-{spid}x"
             names += [n for n in os.listdir(DEV_SHM) if n.startswith(prefix)]
         return names
+
+
+def signal_pids(pids: Iterable[int], sig: signal.Signals) -> None:
+    """Send `sig` to each pid that still runs (by pid; never by name)."""
+    for pid in pids:
+        try:
+            psutil.Process(pid).send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass

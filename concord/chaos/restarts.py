@@ -1,5 +1,5 @@
 """
-Whole-cluster crash rounds (issue 12): writers write, every node takes a snapshot, every
+Whole-cluster crash rounds: writers write, every node takes a snapshot, every
 process of every node is SIGKILLed at once, all nodes restart; then a leader must be
 elected and every acknowledged write must be there.
 
@@ -31,7 +31,7 @@ from concord.chaos.procs import (
     render_config,
 )
 from concord.errors import ConcordError
-from concord.net.client import request
+from concord.client.raw import request
 from concord.storage.membership import has_membership
 from concord.storage.snapshot import list_snapshots, read_snapshot
 

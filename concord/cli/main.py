@@ -3,7 +3,7 @@
 
     concord [-e ENDPOINTS] [--token T] [-w table|json|simple] [--timeout S] COMMAND ...
 
-An adapter (STYLE.md §11): it turns arguments into wire requests through the public
+An adapter (docs/architecture.md "Layers"): it turns arguments into wire requests through the public
 client (concord.client) and replies into output; consistency, errors and auth are the
 node's. Endpoints and token come from the flags or `CONCORD_ENDPOINTS` (comma
 separated) / `CONCORD_TOKEN`. Argument parsing is argparse (the standard library: no

@@ -1,5 +1,5 @@
 """
-The Python client of Concord (DESIGN.md §8): `Client`, its typed results, and the
+The Python client of Concord (docs/client.md): `Client`, its typed results, and the
 module-level API over a default client (`concord.client.api`).
 
 Depends only on concord.net (the wire table and envelope) and concord.errors; the

@@ -1,5 +1,5 @@
 """
-Module-level API over a default client (DESIGN.md §8): `concord.put`, `concord.get`, ...
+Module-level API over a default client (docs/client.md): `concord.put`, `concord.get`, ...
 
 `connect(endpoints, **options)` creates the default Client (closing a previous one) and
 returns it; every function below delegates to it and raises ShuttingDownError if
@@ -7,7 +7,7 @@ returns it; every function below delegates to it and raises ShuttingDownError if
 and thread-safe (threads share it, many requests in flight); `connect` and `disconnect`
 themselves are guarded by a module lock.
 
-`DEFAULT_API` lists the delegating functions, in the order of DESIGN.md §7.
+`DEFAULT_API` lists the delegating functions, in the order of docs/protocol.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """
-The Python client of Concord: wire protocol v1 (DESIGN.md §7, concord.net.wire).
+The Python client of Concord: wire protocol v1 (docs/protocol.md, concord.net.wire).
 
 One `Client` talks to a cluster through any of its nodes' client endpoints. It
 
@@ -25,7 +25,7 @@ One `Client` talks to a cluster through any of its nodes' client endpoints. It
 - maps error replies to concord.errors classes (ERROR_CLASSES), with `request_id` and,
   for NotLeaderError, `leader_hint`.
 
-Outcomes of one attempt are a closed set (STYLE.md §8): OK, NOT_LEADER, DROPPED (refused:
+Outcomes of one attempt are a closed set (docs/client.md): OK, NOT_LEADER, DROPPED (refused:
 certainly not applied), TIMEOUT (no answer, or the server's `timeout`), and a final error
 reply; a call whose write attempts timed out ends as UNKNOWN.
 
@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar, overload
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Sequence, TypeVar, overload
 
 import zmq
 
@@ -64,6 +64,7 @@ from concord.client.results import (
     ValueWithMeta,
     ValueWithTTL,
 )
+from concord.client.raw import call_endpoint, exchange_over
 from concord.client.transport import Transport
 from concord.errors import (
     ClientError,
@@ -71,26 +72,24 @@ from concord.errors import (
     InvalidRequestError,
     NotFoundError,
     ProtocolError,
-    RequestTimeoutError,
     ShuttingDownError,
 )
 from concord.client.plan import (
     ClientCore,
     OPS_KIND,
-    Attempt,
     CallPlan,
     OpKind,
     Outcome,
     _Value,
+    drive,
     envelope,
     error_from_reply,
     normalize_endpoint,
-    server_timeout_ms,
 )
 from concord.client import requests
 from concord.client.auth import AuthMethods
 from concord.client.requests import NO_DEFAULT, Filter, Range, Req
-from concord.net.wire import pack, validate
+from concord.net.wire import validate
 
 if TYPE_CHECKING:
     from concord.client.local import LocalStore
@@ -113,42 +112,6 @@ _NOT_LOCAL = object()  # not served from same-host shared memory: ask a node
 T = TypeVar("T")
 
 Condition = Callable[[object], bool]
-
-
-def call_endpoint(
-    transport: Transport,
-    ids: Iterator[int],
-    endpoint: str,
-    op: str,
-    build: Callable[[int], dict[str, object]],
-    timeout_s: float,
-    attempt_s: float,
-) -> dict[str, object]:
-    """
-    One request to one given endpoint (no redirects): `build(request_id)` makes it; it
-    is resent on silence (a new id each attempt) until `timeout_s`.
-
-    Returns:
-        The ok reply.
-
-    Raises:
-        RequestTimeoutError: no reply within `timeout_s`.
-        ClientError: the error the endpoint answered.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        wait_s = min(attempt_s, deadline - time.monotonic())
-        if wait_s <= 0:
-            raise RequestTimeoutError(f"no reply from {endpoint} to {op} within {timeout_s} s")
-        request_id = next(ids)
-        msg = build(request_id)
-        msg["timeout_ms"] = server_timeout_ms(wait_s)
-        reply = transport.exchange(endpoint, pack(msg), request_id, wait_s)
-        if reply is None:
-            continue
-        if reply.get("ok") is True:
-            return reply
-        raise error_from_reply(reply, request_id)
 
 
 class Client(AuthMethods, ClientCore):
@@ -214,6 +177,7 @@ class Client(AuthMethods, ClientCore):
         self._own_ctx = context is None
         self._ctx: Context = zmq.Context() if context is None else context
         self._transport = Transport(self._ctx)
+        self._exchange = exchange_over(self._transport)
         # Guards the shared-memory view and `_closed`; never held over a network round trip.
         self._lock = threading.RLock()
         self._probe_lock = threading.Lock()
@@ -276,17 +240,7 @@ class Client(AuthMethods, ClientCore):
             return self._run(self._plan(op, args, session, timeout_s))
 
     def _run(self, plan: CallPlan) -> dict[str, object]:
-        while (attempt := plan.attempt(time.monotonic())) is not None:
-            reply = self._exchange(attempt)
-            outcome = plan.settle(attempt, reply, time.monotonic())
-            if isinstance(outcome, dict):
-                return outcome
-            if outcome > 0:
-                time.sleep(outcome)
-        raise plan.failure()
-
-    def _exchange(self, attempt: Attempt) -> dict[str, object] | None:
-        return self._transport.exchange(attempt.target, pack(attempt.msg), attempt.request_id, attempt.wait_s)
+        return drive(plan, self._exchange)
 
     def _local_or_call(
         self, op: str, args: Mapping[str, object], consistency: str
@@ -690,11 +644,8 @@ class Client(AuthMethods, ClientCore):
     def _call_at(
         self, endpoint: str, op: str, args: Mapping[str, object], timeout_s: float
     ) -> dict[str, object]:
-        return call_endpoint(
-            self._transport, self._ids, endpoint, op,
-            lambda request_id: self._envelope(op, request_id, args),
-            timeout_s, self.attempt_timeout_s,
-        )
+        return call_endpoint(self._transport, self._ids, endpoint, op, args, self._envelope,
+                             timeout_s, self.attempt_timeout_s)
 
     def members(self) -> list[dict[str, object]]:
         """The cluster members as the node lists them (`members` field)."""

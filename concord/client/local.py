@@ -1,5 +1,5 @@
 """
-Same-host reads from a node's shared-memory store (DESIGN.md §5, §8).
+Same-host reads from a node's shared-memory store (docs/client.md, docs/formats/shm.md).
 
 When a node runs on this host, its `status` reply advertises its store:
 
@@ -18,7 +18,7 @@ Which reads are served locally:
 
 - `eventual`: always, from whatever the node has applied (ops get, get_many, ttl,
   get_with_ttl, get_all, keys, query, count), with the node's read logic
-  (`concord.node.reader.Reader`, which is `concord.kv.reads` over the view), so replies
+  (`concord.shm.reader.Reader`, which is `concord.kv.reads` over the view), so replies
   are identical to a read worker's;
 - `leader`: only while the store's node is the LEADER and holds its read lease
   (`ShmView.holds_leader_lease`: the lease the raft worker publishes on CLOCK_MONOTONIC,
@@ -47,7 +47,8 @@ from urllib.parse import urlsplit
 
 from concord.errors import ClientError, ConcordError
 from concord.kv.commands import check_key
-from concord.node.reader import Reader
+from concord.net import wire
+from concord.shm.reader import Reader
 from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.segments import DEV_SHM
 from concord.shm.view import MISSING, ShmView
@@ -66,8 +67,8 @@ __all__ = ["LOCAL_OPS", "LocalStore", "is_local_endpoint", "shm_names"]
 
 log = logging.getLogger(__name__)
 
-#: Ops the client may serve from shared memory.
-LOCAL_OPS: Final = frozenset({"get", "get_many", "ttl", "get_with_ttl", "get_all", "keys", "query", "count"})
+#: Ops the client may serve from shared memory (derived from the wire table).
+LOCAL_OPS: Final = wire.LOCAL_OPS
 
 
 @lru_cache(maxsize=256)

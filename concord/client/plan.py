@@ -2,9 +2,11 @@
 The client's request logic without I/O: envelopes, sessions, leader routing, the retry
 plan of one call and the mapping of replies to outcomes and errors.
 
-Shared by the sync `concord.Client` and the asyncio `concord.aio.Client`: each drives a
-`CallPlan` with its own sockets and sleeps, so both have the same semantics by
-construction (docs/client.md). No sockets, no sleeping here; thread-safe where noted.
+Every client-side request goes through a `CallPlan`: the sync `concord.Client` (its calls,
+`call_at`), subscriptions, the raw `concord.client.raw.request` used by tools and tests
+(all through `drive`) and the asyncio `concord.aio.Client` (its awaiting twin of `drive`),
+so all have the same retry semantics by construction (docs/client.md). No sockets here;
+`drive` is the one place that sleeps (a backoff the plan asks for); thread-safe where noted.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterator, Mapping, Protocol, Sequence
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 from concord.errors import (
     ERROR_CLASSES,
@@ -31,7 +33,7 @@ from concord.errors import (
 from concord.net.wire import OPS, OpKind, validate
 
 __all__ = [
-    "Attempt", "CallPlan", "ClientCore", "OPS_KIND", "OpKind", "Outcome", "Policy", "Routing", "SessionSlots",
+    "Attempt", "CallPlan", "ClientCore", "Envelope", "Exchange", "drive", "OPS_KIND", "OpKind", "Outcome", "Policy", "Routing", "SessionSlots",
     "classify", "envelope", "error_from_reply", "normalize_endpoint", "server_timeout_ms",
 ]
 
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class Outcome(Enum):
-    """The closed set of outcomes of one attempt (STYLE.md §8)."""
+    """The closed set of outcomes of one attempt (docs/client.md "Retries and outcomes")."""
 
     OK = "ok"
     NOT_LEADER = "not_leader"
@@ -254,7 +256,9 @@ class Attempt:
     wait_s: float
 
 
-class _Envelope(Protocol):
+class Envelope(Protocol):
+    """Builds the request map of one attempt: (op, request_id, args) -> map."""
+
     def __call__(self, op: str, request_id: int, args: Mapping[str, object]) -> dict[str, object]: ...
 
 
@@ -264,16 +268,22 @@ class CallPlan:
     `attempt(now)`; None means give up (raise `failure()`); else send it, wait, and pass
     the reply (None for silence) to `settle`, which returns the ok reply, raises the
     final error, or returns seconds to pause before the next attempt.
+
+    `pinned`: talk to that endpoint only: silence is resent there (a fresh id each
+    attempt) until the deadline, any error reply is final, routing is left alone.
+    `raw` (pinned only): send the map as built (not checked against the wire table, no
+    `timeout_ms` added), resend it on silence whatever its op, and return the first reply
+    map as it is, error replies included (the caller's rule: tests and tools).
     """
 
     def __init__(
         self, op: str, args: Mapping[str, object], session: tuple[str, int] | None,
-        routing: Routing, policy: Policy, ids: Iterator[int], build: _Envelope,
-        timeout_s: float, now: float,
+        routing: Routing, policy: Policy, ids: Iterator[int], build: Envelope,
+        timeout_s: float, now: float, *, pinned: str | None = None, raw: bool = False,
     ) -> None:
         self.op = op
         self.args = args
-        self.kind = OPS_KIND.get(op, OpKind.READ)
+        self.kind = OpKind.READ if raw else OPS_KIND.get(op, OpKind.READ)
         self.session = session
         self.timeout_s = timeout_s
         self._routing = routing
@@ -281,9 +291,14 @@ class CallPlan:
         self._ids = ids
         self._build = build
         self._deadline = now + timeout_s
-        # Check the arguments once against the wire table, before anything is sent.
-        validate(build(op, 0, args))
-        self._target = routing.first()
+        if pinned is None and raw:
+            raise ValueError("a raw plan must be pinned to one endpoint")
+        self._pinned = pinned
+        self._raw = raw
+        if not raw:
+            # Check the arguments once against the wire table, before anything is sent.
+            validate(build(op, 0, args))
+        self._target = pinned if pinned is not None else routing.first()
         self._unanswered = False  # a write attempt went out and got no answer: outcome unknown
         self._silent = 0
         self._hops = 0
@@ -300,12 +315,17 @@ class CallPlan:
         if self.session is not None:
             msg["client_id"], msg["seq"] = self.session
         wait_s = min(remaining, self._policy.attempt_timeout_s)
-        msg["timeout_ms"] = server_timeout_ms(wait_s)
+        if not self._raw:
+            msg["timeout_ms"] = server_timeout_ms(wait_s)
         return Attempt(self._target, request_id, msg, wait_s)
 
     def settle(self, attempt: Attempt, reply: dict[str, object] | None, now: float) -> dict[str, object] | float:
         target = attempt.target
+        if self._raw and reply is not None:
+            return reply
         outcome, error = classify(reply, attempt.request_id)
+        if self._pinned is not None:
+            return self._settle_pinned(attempt, reply, error)
         if outcome is Outcome.OK:
             assert reply is not None
             if error is not None:
@@ -333,6 +353,27 @@ class CallPlan:
             self._backoff = min(self._backoff * 2, self._policy.max_backoff_s)
             return max(0.0, pause)
         return self._silence(attempt, reply, error)
+
+    def _settle_pinned(
+        self, attempt: Attempt, reply: dict[str, object] | None, error: ClientError | None
+    ) -> dict[str, object] | float:
+        """One endpoint only: an answer ends the call, silence is resent there."""
+        if error is not None:
+            raise error
+        if reply is not None:
+            return reply
+        self._last = RequestTimeoutError(
+            f"no reply from {attempt.target} to {self.op} within {self.timeout_s} s", attempt.request_id
+        )
+        if self.kind is not OpKind.READ:
+            self._unanswered = True
+            if self.session is None:
+                raise UnknownResultError(
+                    f"{self.op} sent to {attempt.target} got no answer and carries no session; "
+                    f"outcome unknown", attempt.request_id
+                )
+        self._silent += 1
+        return 0.0
 
     def _silence(self, attempt: Attempt, reply: dict[str, object] | None, error: ClientError | None) -> float:
         target = attempt.target
@@ -372,6 +413,31 @@ class CallPlan:
         if self._last is not None:
             return self._last
         return RequestTimeoutError(f"{self.op} got no answer within {self.timeout_s} s")
+
+
+Exchange = Callable[[Attempt], dict[str, object] | None]
+
+
+def drive(plan: CallPlan, exchange: Exchange) -> dict[str, object]:
+    """
+    Run a plan to its end over a blocking `exchange` (send one attempt, wait up to its
+    `wait_s`, return the reply or None for silence): the one request/retry loop of the
+    sync callers. concord.aio has its awaiting twin.
+
+    Returns:
+        The reply the plan ends with.
+
+    Raises:
+        ClientError: the plan's final error (`plan.failure()`, or an error reply).
+    """
+    while (attempt := plan.attempt(time.monotonic())) is not None:
+        reply = exchange(attempt)
+        outcome = plan.settle(attempt, reply, time.monotonic())
+        if isinstance(outcome, dict):
+            return outcome
+        if outcome > 0:
+            time.sleep(outcome)
+    raise plan.failure()
 
 
 class ClientCore:

@@ -1,5 +1,5 @@
 """
-Typed results of the client ops (DESIGN.md §7 reply shapes, docs/formats/kv.md).
+Typed results of the client ops (reply shapes: docs/protocol.md, docs/formats/kv.md).
 
 Pure data: frozen dataclasses built from decoded reply maps. A reply that lacks a field
 the op promises, or carries one of the wrong type, raises RemoteProtocolError naming the

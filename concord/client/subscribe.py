@@ -38,7 +38,8 @@ import msgpack
 import zmq
 
 from concord.auth.tenants import key_prefix
-from concord.client.client import call_endpoint, envelope, normalize_endpoint
+from concord.client.plan import envelope, normalize_endpoint
+from concord.client.raw import call_endpoint
 from concord.client.results import Event, event_from
 from concord.client.transport import Transport
 from concord.net.events import AUTH_TOPIC
@@ -498,7 +499,7 @@ class Subscription:
     def _exchange(self, endpoint: str, op: str, args: Mapping[str, object]) -> dict[str, object]:
         """One request to one endpoint (no redirects), resent on silence until timeout_s."""
         return call_endpoint(
-            self._transport, self._ids, endpoint, op,
-            lambda request_id: envelope(op, request_id, args, self.token, self.ns),
+            self._transport, self._ids, endpoint, op, args,
+            lambda op_, request_id, args_: envelope(op_, request_id, args_, self.token, self.ns),
             self.timeout_s, max(0.05, self.timeout_s / 4),
         )

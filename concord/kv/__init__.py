@@ -24,7 +24,7 @@ from concord.kv.commands import (
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.index import IndexDef, IndexSet
-from concord.kv.machine import Applied, KvStateMachine, StateMachine
+from concord.kv.machine import Applied, KvStateMachine
 from concord.kv.query import KeySource, QuerySpec, parse_query
 from concord.kv.reads import READ_OPS, serve_read, serve_request
 from concord.kv.record import Change, ChangeType, KeyRecord, RecordFlags, Space
@@ -46,7 +46,6 @@ __all__ = [
     "READ_OPS",
     "RecordFlags",
     "Space",
-    "StateMachine",
     "WRITE_OPS",
     "decode_command",
     "decode_stored",

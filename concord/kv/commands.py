@@ -10,7 +10,7 @@ the log entry smaller, and keeps replicas bit-identical even if their zlib build
 Layout (format version 1): one msgpack map with string keys.
 
     common     "v": 1                     format version (required)
-               "op": str                  one of OPS below (required)
+               "op": str                  one of WRITE_OPS (required)
                "client_id": str, "seq": int >= 0   optional exactly-once session pair
     put        "key": str, "value": bin, "flags": int (RecordFlags), "ttl_ms": int >= 0
     delete     "key": str
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Union
 
@@ -66,26 +66,6 @@ from concord.kv.record import RecordFlags
 from concord.kv.values import Path, decode_stored, encode_value, pack_value, parse_path
 
 FORMAT_VERSION: Final = 1
-
-WRITE_OPS: Final = frozenset(
-    {
-        "put",
-        "delete",
-        "touch",
-        "put_many",
-        "delete_many",
-        "touch_many",
-        "put_if",
-        "delete_if",
-        "expire",
-        "delete_where",
-        "create_index",
-        "drop_index",
-    }
-)
-
-#: Write ops a client may send (`expire` is proposed by the leader only).
-CLIENT_WRITE_OPS: Final = WRITE_OPS - {"expire"}
 
 _INDEX_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _MAX_CLIENT_ID_BYTES: Final = 256
@@ -299,30 +279,15 @@ def _check_count(items: object, what: str, config: KvConfig) -> list[object]:
 
 
 _COMMON: Final = frozenset({"v", "op", "client_id", "seq", "auth"})
-_REQUIRED: Final[dict[str, frozenset[str]]] = {
-    "put": frozenset({"key", "value", "flags", "ttl_ms"}),
-    "delete": frozenset({"key"}),
-    "touch": frozenset({"key", "ttl_ms"}),
-    "put_many": frozenset({"items"}),
-    "delete_many": frozenset({"keys"}),
-    "touch_many": frozenset({"items"}),
-    "put_if": frozenset({"key", "value", "flags", "ttl_ms", "cond"}),
-    "delete_if": frozenset({"key", "cond"}),
-    "expire": frozenset({"keys"}),
-    "delete_where": frozenset({"query"}),
-    "create_index": frozenset({"name", "field"}),
-    "drop_index": frozenset({"name"}),
-}
-_ALLOWED: Final = {op: fields | _COMMON for op, fields in _REQUIRED.items()}
 
 
-def _fields(m: Mapping[str, object], op: str) -> None:
+def _fields(m: Mapping[str, object], op: str, required: frozenset[str], allowed: frozenset[str]) -> None:
     keys = m.keys()
-    if not keys >= _REQUIRED[op]:
-        missing = sorted(_REQUIRED[op] - keys)
+    if not keys >= required:
+        missing = sorted(required - keys)
         raise InvalidRequestError(f"command {op!r} lacks field {missing[0]!r}")
-    if not keys <= _ALLOWED[op]:
-        unknown = sorted(str(k) for k in keys - _ALLOWED[op])
+    if not keys <= allowed:
+        unknown = sorted(str(k) for k in keys - allowed)
         raise InvalidRequestError(f"command {op!r} has unknown field {unknown[0]!r}")
 
 
@@ -360,6 +325,43 @@ def _decode_keys(raw: object, config: KvConfig, limited: bool = True) -> tuple[s
     return tuple(check_key(k, config) for k in keys)
 
 
+def _decode_put_many(m: Mapping[str, object], config: KvConfig) -> PutMany:
+    puts = []
+    for item in _check_count(m["items"], "items", config):
+        if not isinstance(item, list) or len(item) != 4:
+            raise InvalidRequestError("put_many items must be [key, value, flags, ttl_ms]")
+        value, flags = _check_stored(item[1], item[2], config)
+        puts.append(Put(check_key(item[0], config), value, flags, _check_ttl_ms(item[3], config)))
+    _no_duplicates([p.key for p in puts])
+    return PutMany(tuple(puts))
+
+
+def _decode_touch_many(m: Mapping[str, object], config: KvConfig) -> TouchMany:
+    touches = []
+    for item in _check_count(m["items"], "items", config):
+        if not isinstance(item, list) or len(item) != 2:
+            raise InvalidRequestError("touch_many items must be [key, ttl_ms]")
+        touches.append(Touch(check_key(item[0], config), _check_ttl_ms(item[1], config)))
+    _no_duplicates([t.key for t in touches])
+    return TouchMany(tuple(touches))
+
+
+def _decode_delete_where(m: Mapping[str, object], config: KvConfig) -> DeleteWhere:
+    query = m["query"]
+    if not isinstance(query, dict):
+        raise InvalidRequestError("delete_where query must be a map")
+    return DeleteWhere(parse_query(query, config))
+
+
+def _decode_create_index(m: Mapping[str, object], config: KvConfig) -> CreateIndex:
+    field = m["field"]
+    path = parse_path(field)
+    if not path:
+        raise InvalidRequestError("an index needs a non-empty field path")
+    assert isinstance(field, (str, list))
+    return CreateIndex(check_name(m["name"]), field, path)
+
+
 def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
     """
     Decode and validate the bytes of a command.
@@ -388,71 +390,15 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
     if client_id is not None:
         client_id = _check_client_id(client_id)
         seq = _int(seq, "seq")
-    command: Command
-    if op == "put":
-        _fields(m, op)
-        command = _decode_put(m, config)
-    elif op == "delete":
-        _fields(m, op)
-        command = Delete(check_key(m["key"], config))
-    elif op == "touch":
-        _fields(m, op)
-        command = Touch(check_key(m["key"], config), _check_ttl_ms(m["ttl_ms"], config))
-    elif op == "put_many":
-        _fields(m, op)
-        puts = []
-        for item in _check_count(m["items"], "items", config):
-            if not isinstance(item, list) or len(item) != 4:
-                raise InvalidRequestError("put_many items must be [key, value, flags, ttl_ms]")
-            value, flags = _check_stored(item[1], item[2], config)
-            puts.append(
-                Put(check_key(item[0], config), value, flags, _check_ttl_ms(item[3], config))
-            )
-        _no_duplicates([p.key for p in puts])
-        command = PutMany(tuple(puts))
-    elif op == "delete_many":
-        _fields(m, op)
-        command = DeleteMany(_decode_keys(m["keys"], config))
-    elif op == "touch_many":
-        _fields(m, op)
-        touches = []
-        for item in _check_count(m["items"], "items", config):
-            if not isinstance(item, list) or len(item) != 2:
-                raise InvalidRequestError("touch_many items must be [key, ttl_ms]")
-            touches.append(Touch(check_key(item[0], config), _check_ttl_ms(item[1], config)))
-        _no_duplicates([t.key for t in touches])
-        command = TouchMany(tuple(touches))
-    elif op == "put_if":
-        _fields(m, op)
-        command = PutIf(_decode_put(m, config), _decode_cond(m["cond"]))
-    elif op == "delete_if":
-        _fields(m, op)
-        command = DeleteIf(check_key(m["key"], config), _decode_cond(m["cond"]))
-    elif op == "expire":
-        _fields(m, op)
-        command = Expire(_decode_keys(m["keys"], config, limited=False))
-    elif op == "delete_where":
-        _fields(m, op)
-        query = m["query"]
-        if not isinstance(query, dict):
-            raise InvalidRequestError("delete_where query must be a map")
-        command = DeleteWhere(parse_query(query, config))
-    elif op == "create_index":
-        _fields(m, op)
-        field = m["field"]
-        path = parse_path(field)
-        if not path:
-            raise InvalidRequestError("an index needs a non-empty field path")
-        assert isinstance(field, (str, list))
-        command = CreateIndex(check_name(m["name"]), field, path)
-    elif op == "drop_index":
-        _fields(m, op)
-        command = DropIndex(check_name(m["name"]))
-    elif op in AUTH_OPS:
-        command = decode_auth_command(m)
-    else:
-        raise InvalidRequestError(f"unknown command op {op!r}")
     auth = None if "auth" not in m else decode_credential(m["auth"])
+    if op in AUTH_OPS:
+        return Envelope(decode_auth_command(m), client_id, seq, auth)
+    write = _WRITES.get(op) if isinstance(op, str) else None
+    if write is None:
+        raise InvalidRequestError(f"unknown command op {op!r}")
+    assert isinstance(op, str)
+    _fields(m, op, write.fields, write.allowed)
+    command = write.decode(m, config)
     return Envelope(command, client_id, seq, auth)
 
 
@@ -503,7 +449,7 @@ def _no_duplicates(keys: list[str]) -> None:
 # --- encoding (leader side) -------------------------------------------------------------
 
 
-def _args_only(args: Mapping[str, object], op: str, allowed: Sequence[str]) -> None:
+def _args_only(args: Mapping[str, object], op: str, allowed: frozenset[str]) -> None:
     for name in args:
         if name not in allowed:
             raise InvalidRequestError(f"{op} does not take argument {name!r}")
@@ -540,6 +486,144 @@ def _encode_cond(args: Mapping[str, object]) -> dict[str, object]:
     return {kind: _int(operand, kind)}
 
 
+def _build_put(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
+    if "value" not in args:
+        raise InvalidRequestError(f"{op} needs a value")
+    cmd["key"] = check_key(args.get("key"), config)
+    cmd["value"], cmd["flags"] = _encode_value(args["value"], args.get("compress"), config)
+    cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
+    if op == "put_if":
+        cmd["cond"] = _encode_cond(args)
+
+
+def _build_key(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
+    cmd["key"] = check_key(args.get("key"), config)
+    if op == "delete_if":
+        cmd["cond"] = _encode_cond(args)
+    elif op == "touch":
+        cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
+
+
+def _build_put_many(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
+    items = []
+    for item in _check_count(args.get("items"), "items", config):
+        if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
+            raise InvalidRequestError("put_many items must be [key, value] or [key, value, ttl]")
+        value, flags = _encode_value(item[1], args.get("compress"), config)
+        ttl_ms = ttl_to_ms(item[2] if len(item) == 3 else None, config)
+        items.append([check_key(item[0], config), value, flags, ttl_ms])
+    _no_duplicates([str(i[0]) for i in items])
+    cmd["items"] = items
+
+
+def _build_keys(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
+    keys = args.get("keys")
+    cmd["keys"] = list(_decode_keys(keys if not isinstance(keys, tuple) else list(keys),
+                                    config, limited=op != "expire"))
+
+
+def _build_touch_many(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
+    if "items" in args:
+        if "keys" in args or "ttl" in args:
+            raise InvalidRequestError("touch_many takes items, or keys with ttl, not both")
+        raw_items = _check_count(args["items"], "items", config)
+    else:
+        keys_arg = _check_count(args.get("keys"), "keys", config)
+        raw_items = [[k, args.get("ttl")] for k in keys_arg]
+    touches = []
+    for item in raw_items:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise InvalidRequestError("touch_many items must be [key, ttl]")
+        touches.append([check_key(item[0], config), ttl_to_ms(item[1], config)])
+    _no_duplicates([str(t[0]) for t in touches])
+    cmd["items"] = touches
+
+
+def _build_delete_where(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
+    query = dict(args)
+    parse_query(query, config)
+    cmd["query"] = query
+
+
+def _build_create_index(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
+    field = args.get("field")
+    if not parse_path(field):
+        raise InvalidRequestError("an index needs a non-empty field path")
+    cmd["name"] = check_name(args.get("name"))
+    cmd["field"] = list(field) if isinstance(field, tuple) else field
+
+
+def _build_name(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
+    cmd["name"] = check_name(args.get("name"))
+
+
+# --- the write ops ----------------------------------------------------------------------
+
+Builder = Callable[[str, Mapping[str, object], KvConfig, dict[str, object]], None]
+Decoder = Callable[[Mapping[str, object], KvConfig], Command]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOp:
+    """
+    How kv builds and decodes one write op.
+
+    `args`: the wire arguments a request may carry; `fields`: the command's fields
+    (besides v, op, client_id, seq; all required); `allowed`: every field a command may
+    hold; `leader_only`: proposed by the leader, never by a client.
+    """
+
+    args: frozenset[str]
+    fields: frozenset[str]
+    allowed: frozenset[str]
+    build: Builder
+    decode: Decoder
+    leader_only: bool = False
+
+
+def _write(args: Iterable[str], fields: Iterable[str], build: Builder, decode: Decoder,
+           leader_only: bool = False) -> WriteOp:
+    return WriteOp(frozenset(args), frozenset(fields), frozenset(fields) | _COMMON, build, decode, leader_only)
+
+
+_PUT_ARGS: Final = ("key", "value", "ttl", "compress")
+_PUT_FIELDS: Final = ("key", "value", "flags", "ttl_ms")
+_COND_ARGS: Final = ("expected", "version", "mod_revision", "absent")
+
+# One row per write op: each client write is a row of the wire table too
+# (concord.net.wire.OPS, kind "write"); tests/test_optable.py checks that the two agree.
+_WRITES: Final[Mapping[str, WriteOp]] = {
+    "put": _write(_PUT_ARGS, _PUT_FIELDS, _build_put, _decode_put),
+    "delete": _write(("key",), ("key",), _build_key, lambda m, c: Delete(check_key(m["key"], c))),
+    "touch": _write(("key", "ttl"), ("key", "ttl_ms"), _build_key,
+                    lambda m, c: Touch(check_key(m["key"], c), _check_ttl_ms(m["ttl_ms"], c))),
+    "put_many": _write(("items", "compress"), ("items",), _build_put_many, _decode_put_many),
+    "delete_many": _write(("keys",), ("keys",), _build_keys,
+                          lambda m, c: DeleteMany(_decode_keys(m["keys"], c))),
+    "touch_many": _write(("items", "keys", "ttl"), ("items",), _build_touch_many, _decode_touch_many),
+    "put_if": _write((*_PUT_ARGS, *_COND_ARGS), (*_PUT_FIELDS, "cond"), _build_put,
+                     lambda m, c: PutIf(_decode_put(m, c), _decode_cond(m["cond"]))),
+    "delete_if": _write(("key", *_COND_ARGS), ("key", "cond"), _build_key,
+                        lambda m, c: DeleteIf(check_key(m["key"], c), _decode_cond(m["cond"]))),
+    "expire": _write(("keys",), ("keys",), _build_keys,
+                     lambda m, c: Expire(_decode_keys(m["keys"], c, limited=False)), leader_only=True),
+    "delete_where": _write(QUERY_ARGS, ("query",), _build_delete_where, _decode_delete_where),
+    "create_index": _write(("name", "field"), ("name", "field"), _build_create_index, _decode_create_index),
+    "drop_index": _write(("name",), ("name",), _build_name, lambda m, c: DropIndex(check_name(m["name"]))),
+}
+
+#: Every write op kv applies (derived from its table).
+WRITE_OPS: Final = frozenset(_WRITES)
+
+#: Write ops a client may send (`expire` is proposed by the leader only).
+CLIENT_WRITE_OPS: Final = frozenset(op for op, w in _WRITES.items() if not w.leader_only)
+
+#: The wire arguments each client write op takes.
+WRITE_ARGS: Final[Mapping[str, frozenset[str]]] = {
+    op: w.args for op, w in _WRITES.items() if not w.leader_only
+}
+
+
 def build_command(
     op: str, args: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG
 ) -> dict[str, object]:
@@ -549,81 +633,14 @@ def build_command(
     Raises:
         InvalidRequestError (or a subclass).
     """
-    cmd: dict[str, object] = {"v": FORMAT_VERSION, "op": op}
-    if op in ("put", "put_if"):
-        extra = ("expected", "version", "mod_revision", "absent") if op == "put_if" else ()
-        _args_only(args, op, ("key", "value", "ttl", "compress", *extra))
-        if "value" not in args:
-            raise InvalidRequestError(f"{op} needs a value")
-        cmd["key"] = check_key(args.get("key"), config)
-        cmd["value"], cmd["flags"] = _encode_value(args["value"], args.get("compress"), config)
-        cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
-        if op == "put_if":
-            cmd["cond"] = _encode_cond(args)
-    elif op == "delete":
-        _args_only(args, op, ("key",))
-        cmd["key"] = check_key(args.get("key"), config)
-    elif op == "delete_if":
-        _args_only(args, op, ("key", "expected", "version", "mod_revision", "absent"))
-        cmd["key"] = check_key(args.get("key"), config)
-        cmd["cond"] = _encode_cond(args)
-    elif op == "touch":
-        _args_only(args, op, ("key", "ttl"))
-        cmd["key"] = check_key(args.get("key"), config)
-        cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
-    elif op == "put_many":
-        _args_only(args, op, ("items", "compress"))
-        items = []
-        for item in _check_count(args.get("items"), "items", config):
-            if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
-                raise InvalidRequestError(
-                    "put_many items must be [key, value] or [key, value, ttl]"
-                )
-            value, flags = _encode_value(item[1], args.get("compress"), config)
-            ttl_ms = ttl_to_ms(item[2] if len(item) == 3 else None, config)
-            items.append([check_key(item[0], config), value, flags, ttl_ms])
-        _no_duplicates([str(i[0]) for i in items])
-        cmd["items"] = items
-    elif op in ("delete_many", "expire"):
-        _args_only(args, op, ("keys",))
-        keys = args.get("keys")
-        cmd["keys"] = list(_decode_keys(keys if not isinstance(keys, tuple) else list(keys),
-                                        config, limited=op != "expire"))
-    elif op == "touch_many":
-        _args_only(args, op, ("items", "keys", "ttl"))
-        if "items" in args:
-            if "keys" in args or "ttl" in args:
-                raise InvalidRequestError("touch_many takes items, or keys with ttl, not both")
-            raw_items = _check_count(args["items"], "items", config)
-        else:
-            keys_arg = _check_count(args.get("keys"), "keys", config)
-            raw_items = [[k, args.get("ttl")] for k in keys_arg]
-        touches = []
-        for item in raw_items:
-            if not isinstance(item, (list, tuple)) or len(item) != 2:
-                raise InvalidRequestError("touch_many items must be [key, ttl]")
-            touches.append([check_key(item[0], config), ttl_to_ms(item[1], config)])
-        _no_duplicates([str(t[0]) for t in touches])
-        cmd["items"] = touches
-    elif op == "delete_where":
-        _args_only(args, op, tuple(QUERY_ARGS))
-        query = dict(args)
-        parse_query(query, config)
-        cmd["query"] = query
-    elif op == "create_index":
-        _args_only(args, op, ("name", "field"))
-        field = args.get("field")
-        if not parse_path(field):
-            raise InvalidRequestError("an index needs a non-empty field path")
-        cmd["name"] = check_name(args.get("name"))
-        cmd["field"] = list(field) if isinstance(field, tuple) else field
-    elif op == "drop_index":
-        _args_only(args, op, ("name",))
-        cmd["name"] = check_name(args.get("name"))
-    elif op in AUTH_OPS:
+    if op in AUTH_OPS:
         return build_auth_command(op, args)
-    else:
+    write = _WRITES.get(op)
+    if write is None:
         raise InvalidRequestError(f"unknown write op {op!r}")
+    _args_only(args, op, write.args)
+    cmd: dict[str, object] = {"v": FORMAT_VERSION, "op": op}
+    write.build(op, args, config, cmd)
     return cmd
 
 
@@ -661,8 +678,11 @@ def encode_command(
     return packed
 
 
-_ENVELOPE_FIELDS: Final = frozenset({"op", "id", "token", "ns", "timeout_ms", "client_id", "seq",
-                                     "traceparent", "consistency"})
+#: Request fields that are not arguments of an op (the wire envelope, and a read's
+#: consistency, which is its caller's to honour).
+ENVELOPE_FIELDS: Final = frozenset(
+    {"op", "id", "token", "ns", "timeout_ms", "client_id", "seq", "traceparent", "consistency"}
+)
 
 
 def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG,
@@ -677,7 +697,7 @@ def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CON
     op = request.get("op")
     if not isinstance(op, str) or op not in CLIENT_WRITE_OPS:
         raise InvalidRequestError(f"{op!r} is not a write op")
-    args = {k: v for k, v in request.items() if k not in _ENVELOPE_FIELDS}
+    args = {k: v for k, v in request.items() if k not in ENVELOPE_FIELDS}
     client_id = request.get("client_id")
     if isinstance(client_id, int) and not isinstance(client_id, bool):
         client_id = str(client_id)

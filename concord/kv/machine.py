@@ -47,7 +47,7 @@ from collections import deque
 from dataclasses import dataclass, fields
 from itertools import repeat
 from types import MemberDescriptorType
-from typing import Final, Protocol, cast
+from typing import Final, cast
 
 import msgpack
 import xxhash
@@ -126,22 +126,6 @@ class Applied:
     changes: list[Change]
 
 
-class StateMachine(Protocol):
-    """The state-machine Protocol of RAFT_API.md, which KvStateMachine implements."""
-
-    applied_index: int
-
-    def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied: ...
-
-    def apply_noop(self, index: int, timestamp_ms: int) -> None: ...
-
-    def snapshot(self) -> bytes: ...
-
-    def restore(self, data: bytes) -> None: ...
-
-    def state_hash(self) -> int: ...
-
-
 def record_digest(space: int, record: KeyRecord) -> int:
     """xxh3_64 of a record's canonical encoding (part of the state hash)."""
     key = record.key.encode("utf-8")
@@ -166,7 +150,7 @@ class KvStateMachine:
     """
     The replicated key-value store of one node (or of the log writer's replica).
 
-    Implements the state-machine Protocol of RAFT_API.md (apply, apply_noop, snapshot,
+    Implements concord.raft.statemachine.StateMachine (apply, apply_noop, snapshot,
     restore, state_hash, applied_index) and the query engine's KeySource.
     """
 
@@ -188,7 +172,7 @@ class KvStateMachine:
         self.auth = AuthState()
         self.usage: dict[str, Usage] = {}  # tenant -> stored keys and bytes
 
-    # --- the state-machine Protocol -----------------------------------------------------
+    # --- the state machine (concord.raft.statemachine) ------------------------------
 
     def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
         """
@@ -981,11 +965,6 @@ def _row_session(row: object) -> Session:
         if not isinstance(number, int) or isinstance(number, bool):
             raise ValueError("session numbers must be integers")
     return Session(client_id, seq, result, last_index, last_ts_ms)
-
-
-def _conforms(machine: KvStateMachine) -> StateMachine:
-    """Static check (mypy): KvStateMachine implements the StateMachine Protocol."""
-    return machine
 
 
 def _is_key_source(machine: KvStateMachine) -> KeySource:

@@ -2,7 +2,7 @@
 Read operations over any `KeySource`, evaluated at a given cluster time.
 
 Pure. Serves get, get_many, get_with_ttl, ttl, get_all, hash_content, keys, query, count,
-list_indexes and index_lookup with the reply maps of DESIGN.md §7 (errors as {"error": code,
+list_indexes and index_lookup with the reply maps of docs/protocol.md (errors as {"error": code,
 "message": text}). The raft worker calls it on the state machine for leader and strong
 reads; read workers call it on the shared-memory store. TTLs in replies are seconds
 remaining (float, millisecond precision), nil when the key never expires.
@@ -10,40 +10,19 @@ remaining (float, millisecond precision), nil when the key never expires.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Final
 
 from concord.errors import ClientError, InvalidRequestError, NotFoundError, TooManyItemsError
-from concord.kv.commands import check_key, check_name
+from concord.kv.commands import ENVELOPE_FIELDS, check_key, check_name
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.content import CONTENT_MASK, content_digest
-from concord.kv.query import KeySource, count, is_live, parse_query, select
+from concord.kv.query import QUERY_ARGS, KeySource, count, is_live, parse_query, select
 from concord.kv.record import KeyRecord
 from concord.kv.values import MISSING, record_value
 
 Reply = dict[str, object]
-
-READ_OPS: Final = frozenset(
-    {
-        "get",
-        "get_many",
-        "get_with_ttl",
-        "ttl",
-        "get_all",
-        "hash_content",
-        "keys",
-        "query",
-        "count",
-        "list_indexes",
-        "index_lookup",
-    }
-)
-
-#: Request fields that are not arguments of the op.
-ENVELOPE_FIELDS: Final = frozenset(
-    {"op", "id", "token", "ns", "timeout_ms", "client_id", "seq", "traceparent", "consistency"}
-)
-
 
 def error_reply(exc: ClientError) -> Reply:
     """The reply map of an error."""
@@ -57,7 +36,7 @@ def ttl_seconds(record: KeyRecord, now_ms: int) -> float | None:
     return max(0, record.expires_at_ms - now_ms) / 1000
 
 
-def _allowed(op: str, args: Mapping[str, object], names: tuple[str, ...]) -> None:
+def _allowed(op: str, args: Mapping[str, object], names: frozenset[str]) -> None:
     for name in args:
         if name not in names:
             raise InvalidRequestError(f"{op} does not take argument {name!r}")
@@ -81,74 +60,80 @@ def _items(rows: list[tuple[KeyRecord, object]]) -> list[list[object]]:
     return [[r.key, _value(r) if v is MISSING else v] for r, v in rows]
 
 
-def _dispatch(
-    source: KeySource, op: str, args: Mapping[str, object], now_ms: int, config: KvConfig
-) -> Reply:
-    if op in ("get", "get_with_ttl", "ttl"):
-        _allowed(op, args, ("key", "meta") if op == "get" else ("key",))
-        meta = args.get("meta")
-        if meta is not None and not isinstance(meta, bool):
-            raise InvalidRequestError(f"meta must be true or false, got {meta!r}")
-        record = _live(source, check_key(args.get("key"), config), now_ms)
-        if op == "ttl":
-            return {"ttl": ttl_seconds(record, now_ms)}
-        reply: Reply = {"value": _value(record)}
-        if op == "get_with_ttl":
-            reply["ttl"] = ttl_seconds(record, now_ms)
-        elif meta:
-            reply["revision"] = record.mod_revision
-            reply["version"] = record.version
-            reply["create_revision"] = record.create_revision
-            reply["ttl"] = ttl_seconds(record, now_ms)
-        return reply
-    if op == "get_many":
-        _allowed(op, args, ("keys",))
-        keys = args.get("keys")
-        if not isinstance(keys, (list, tuple)):
-            raise InvalidRequestError("get_many needs a list of keys")
-        if len(keys) > config.max_items:
-            raise TooManyItemsError(f"{len(keys)} keys, more than the maximum {config.max_items}")
-        values: dict[str, object] = {}
-        for key in keys:
-            found = source.get_record(check_key(key, config))
-            if found is not None and is_live(found, now_ms):
-                values[found.key] = _value(found)
-        return {"values": values}
-    if op == "hash_content":
-        return _hash_content(source, args, now_ms, config)
-    if op == "get_all":
-        _allowed(op, args, ("limit", "after"))
-        after = args.get("after")
-        if after is not None and not isinstance(after, str):
-            raise InvalidRequestError(f"after must be a string, got {after!r}")
-        limit = _limit(args.get("limit"), config)
-        items: list[list[object]] = []
-        more = False
-        for key in source.iter_keys(after, inclusive=False):
-            row = source.get_record(key)
-            if row is None or not is_live(row, now_ms):
-                continue
-            if len(items) == limit:
-                more = True
-                break
-            items.append([key, _value(row)])
-        return {"items": items, "more": more}
-    if op in ("keys", "query", "count"):
-        spec = parse_query(args, config)
-        if op == "count":
-            return {"count": count(source, spec, now_ms)}
-        rows, more = select(source, spec, now_ms, config.default_limit)
-        if op == "keys":
-            return {"keys": [r.key for r, _ in rows], "more": more}
-        return {"items": _items(rows), "more": more}
-    if op == "list_indexes":
-        _allowed(op, args, ())
-        indexes = source.index_set()
-        defs = indexes.definitions() if indexes is not None else []
-        return {"indexes": [{"name": d.name, "field": d.field} for d in defs]}
-    if op == "index_lookup":
-        return _index_lookup(source, args, now_ms, config)
-    raise InvalidRequestError(f"unknown read op {op!r}")
+def _get(source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig) -> Reply:
+    meta = args.get("meta")
+    if meta is not None and not isinstance(meta, bool):
+        raise InvalidRequestError(f"meta must be true or false, got {meta!r}")
+    record = _live(source, check_key(args.get("key"), config), now_ms)
+    reply: Reply = {"value": _value(record)}
+    if meta:
+        reply["revision"] = record.mod_revision
+        reply["version"] = record.version
+        reply["create_revision"] = record.create_revision
+        reply["ttl"] = ttl_seconds(record, now_ms)
+    return reply
+
+
+def _get_with_ttl(source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig) -> Reply:
+    record = _live(source, check_key(args.get("key"), config), now_ms)
+    return {"value": _value(record), "ttl": ttl_seconds(record, now_ms)}
+
+
+def _ttl(source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig) -> Reply:
+    record = _live(source, check_key(args.get("key"), config), now_ms)
+    return {"ttl": ttl_seconds(record, now_ms)}
+
+
+def _get_many(source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig) -> Reply:
+    keys = args.get("keys")
+    if not isinstance(keys, (list, tuple)):
+        raise InvalidRequestError("get_many needs a list of keys")
+    if len(keys) > config.max_items:
+        raise TooManyItemsError(f"{len(keys)} keys, more than the maximum {config.max_items}")
+    values: dict[str, object] = {}
+    for key in keys:
+        found = source.get_record(check_key(key, config))
+        if found is not None and is_live(found, now_ms):
+            values[found.key] = _value(found)
+    return {"values": values}
+
+
+def _get_all(source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig) -> Reply:
+    after = args.get("after")
+    if after is not None and not isinstance(after, str):
+        raise InvalidRequestError(f"after must be a string, got {after!r}")
+    limit = _limit(args.get("limit"), config)
+    items: list[list[object]] = []
+    more = False
+    for key in source.iter_keys(after, inclusive=False):
+        row = source.get_record(key)
+        if row is None or not is_live(row, now_ms):
+            continue
+        if len(items) == limit:
+            more = True
+            break
+        items.append([key, _value(row)])
+    return {"items": items, "more": more}
+
+
+def _keys(source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig) -> Reply:
+    rows, more = select(source, parse_query(args, config), now_ms, config.default_limit)
+    return {"keys": [r.key for r, _ in rows], "more": more}
+
+
+def _query(source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig) -> Reply:
+    rows, more = select(source, parse_query(args, config), now_ms, config.default_limit)
+    return {"items": _items(rows), "more": more}
+
+
+def _count(source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig) -> Reply:
+    return {"count": count(source, parse_query(args, config), now_ms)}
+
+
+def _list_indexes(source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig) -> Reply:
+    indexes = source.index_set()
+    defs = indexes.definitions() if indexes is not None else []
+    return {"indexes": [{"name": d.name, "field": d.field} for d in defs]}
 
 
 def _limit(raw: object, config: KvConfig) -> int:
@@ -163,7 +148,6 @@ def _hash_content(
     source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig
 ) -> Reply:
     """One page of the content hash (concord.kv.content): the live keys after `after`."""
-    _allowed("hash_content", args, ("limit", "after"))
     after = args.get("after")
     if after is not None and not isinstance(after, str):
         raise InvalidRequestError(f"after must be a string, got {after!r}")
@@ -190,7 +174,6 @@ def _hash_content(
 def _index_lookup(
     source: KeySource, args: Mapping[str, object], now_ms: int, config: KvConfig
 ) -> Reply:
-    _allowed("index_lookup", args, ("name", "value", "range", "limit"))
     name = check_name(args.get("name"))
     indexes = source.index_set()
     index = indexes.get(name) if indexes is not None else None
@@ -220,6 +203,55 @@ def _index_lookup(
             break
         items.append([key, _value(record)])
     return {"items": items, "more": more}
+
+
+ReadHandler = Callable[[KeySource, Mapping[str, object], int, KvConfig], Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOp:
+    """How kv serves one read op: the arguments it takes (wire names) and its handler."""
+
+    args: frozenset[str]
+    serve: ReadHandler
+
+
+def _read(serve: ReadHandler, *args: str) -> ReadOp:
+    return ReadOp(frozenset(args), serve)
+
+
+# One row per read op of the wire table (concord.net.wire.OPS, backend "read"); the
+# `consistency` envelope argument is the caller's. tests/test_optable.py checks that the
+# two agree.
+_READERS: Final[Mapping[str, ReadOp]] = {
+    "get": _read(_get, "key", "meta"),
+    "get_many": _read(_get_many, "keys"),
+    "get_with_ttl": _read(_get_with_ttl, "key"),
+    "ttl": _read(_ttl, "key"),
+    "get_all": _read(_get_all, "limit", "after"),
+    "hash_content": _read(_hash_content, "limit", "after"),
+    "keys": _read(_keys, *QUERY_ARGS),
+    "query": _read(_query, *QUERY_ARGS),
+    "count": _read(_count, *QUERY_ARGS),
+    "list_indexes": _read(_list_indexes),
+    "index_lookup": _read(_index_lookup, "name", "value", "range", "limit"),
+}
+
+#: The read ops kv serves (derived from its handlers).
+READ_OPS: Final = frozenset(_READERS)
+
+#: The arguments each read op takes (wire names, without `consistency`).
+READ_ARGS: Final[Mapping[str, frozenset[str]]] = {op: r.args for op, r in _READERS.items()}
+
+
+def _dispatch(
+    source: KeySource, op: str, args: Mapping[str, object], now_ms: int, config: KvConfig
+) -> Reply:
+    reader = _READERS.get(op)
+    if reader is None:
+        raise InvalidRequestError(f"unknown read op {op!r}")
+    _allowed(op, args, reader.args)
+    return reader.serve(source, args, now_ms, config)
 
 
 def serve_read(

@@ -1,5 +1,5 @@
 """
-The change stream of a node (DESIGN.md §7): an XPUB publisher of one message per changed
+The change stream of a node (docs/formats/events.md): an XPUB publisher of one message per changed
 user key, a bounded retained history served by the `events` op, and the per-prefix
 sequence numbers that let a subscriber detect every lost message, even with a prefix
 filter.

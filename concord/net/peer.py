@@ -2,7 +2,7 @@
 Raft peer links over ZeroMQ ROUTER/DEALER, bytes-level.
 
 Owned by the raft worker process (one `zmq.Context`, created in that process). The
-payload is opaque: raft message encoding belongs to concord/codec.py. This module never
+payload is opaque: raft message encoding belongs to concord/storage/codec.py. This module never
 blocks the raft loop: every send is NOBLOCK, and a message that cannot be queued (peer
 down, high-water mark reached) is dropped and counted, since Raft retransmits.
 
@@ -27,7 +27,7 @@ one of our current peers is discarded and counted (`stats.dropped_unknown_sender
 are logged at most once per `drop_log_interval_s` per reason. Nothing here ever raises on
 input: anyone who can reach the port can send anything.
 
-Why the sender is in the header and not the ZeroMQ routing id (found by issue 12 #5):
+Why the sender is in the header and not the ZeroMQ routing id (found by the whole-cluster restart tests):
 with peer-chosen routing ids the ROUTER needed ROUTER_HANDOVER (so a restarted peer's new
 connection is not ignored while its old one lingers), and any stranger could then take a
 member's routing id. In libzmq 4.3.5 the displaced connection's engine keeps reading into a

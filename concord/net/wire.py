@@ -1,11 +1,12 @@
 """
-The client wire envelope (DESIGN.md §7, protocol v1): decode, validate and encode.
+The client wire envelope (protocol v1, docs/protocol.md): decode, validate and encode.
 
 Pure: no sockets, no clock. The front door, the backends and the Python client all use
 this module, so the envelope rules live in exactly one place.
 
 Layout (protocol v1; the version is the op table below, carried by the protocol, since
-a client request is a single msgpack map with no header byte — §7 is the contract):
+a client request is a single msgpack map with no header byte; docs/protocol.md is the
+contract):
 
     request  = msgpack map {
         "op": str,                      # a name in OPS
@@ -24,8 +25,13 @@ unknown op, a missing or wrong-typed arg, an arg the op does not declare, an ext
 anywhere, or a payload over `max_request_bytes` is rejected with `InvalidRequestError`
 (wire code invalid_request), whose `request_id` is the id when it could be read.
 
-Every op and its argument schema is declared ONCE, in `OPS`; docs/protocol.md can be
-generated from it (`describe_ops()`).
+Every op is declared ONCE, in `OPS`: its name, arguments, kind (read, write, admin: the
+client's resend rule, and whether it carries a session), the process that serves it
+(`Backend`) and whether a same-host client may serve it from shared memory (`local`).
+Every other op set is derived from it (`READ_OPS`, `WRITE_OPS`, `ADMIN_OPS`, `LOCAL_OPS`,
+`SESSION_OPS` below; the client's `OPS_KIND`); the kv handlers, the client's methods and
+docs/protocol.md are checked against it by tests/test_optable.py. docs/protocol.md's op
+summary can be generated from it (`describe_ops()`).
 """
 
 from __future__ import annotations
@@ -215,10 +221,12 @@ class Arg:
 @dataclass(frozen=True, slots=True)
 class OpSpec:
     """
-    One op of the protocol: its args, where the front door sends it, and (`access`)
-    the permission it needs when auth is on.
+    One op of the protocol: its args, its kind, where the front door sends it, and
+    (`access`) the permission it needs when auth is on.
 
-    `one_of` lists groups of arg names of which exactly one must be present.
+    `one_of` lists groups of arg names of which exactly one must be present. `local`:
+    a same-host client may serve it from the node's shared memory (`eventual`, and
+    `leader` while the node holds its lease; concord.client.local).
     """
 
     name: str
@@ -227,14 +235,22 @@ class OpSpec:
     one_of: tuple[tuple[str, ...], ...] = ()
     doc: str = ""
     kind: OpKind = OpKind.READ
+    local: bool = False
     access: Access = Access.ADMIN
     arg_index: Mapping[str, Arg] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arg_index", {a.name: a for a in self.args})
+        if self.local and (self.backend is not Backend.READ or self.kind is not OpKind.READ):
+            raise ValueError(f"op {self.name}: only a read served by read workers can be local")
+
+    @property
+    def session(self) -> bool:
+        """Whether the op carries (client_id, seq): the writes the state machine deduplicates."""
+        return self.kind is OpKind.WRITE
 
 
-#: Optional fields allowed on every request (DESIGN.md §7).
+#: Optional fields allowed on every request (docs/protocol.md "Requests").
 ENVELOPE_ARGS: tuple[Arg, ...] = (
     Arg("token", ArgType.STR, doc="auth token"),
     Arg("ns", ArgType.STR, doc="tenant namespace"),
@@ -283,19 +299,19 @@ _OP_LIST: tuple[OpSpec, ...] = (
     OpSpec("put", _W, (_KEY, Arg("value", ArgType.ANY, True), _TTL, Arg("compress", ArgType.BOOL)),
            doc="-> {revision}", kind=_WRITE, access=_WK),
     OpSpec("get", _R, (_KEY, _CONSISTENCY, Arg("meta", ArgType.BOOL)),
-           doc="-> {value} (+ revision, version, create_revision, ttl with meta), or not_found", access=_RK),
+           doc="-> {value} (+ revision, version, create_revision, ttl with meta), or not_found", local=True, access=_RK),
     OpSpec("delete", _W, (_KEY,), doc="-> {deleted, revision}", kind=_WRITE, access=_WK),
     OpSpec("put_many", _W, (Arg("items", ArgType.ITEMS, True), Arg("compress", ArgType.BOOL)),
            doc="-> {revision}", kind=_WRITE, access=_WK),
     OpSpec("get_many", _R, (Arg("keys", ArgType.STR_LIST, True), _CONSISTENCY),
-           doc="-> {values: {key: value}}", access=_RK),
+           doc="-> {values: {key: value}}", local=True, access=_RK),
     OpSpec("delete_many", _W, (Arg("keys", ArgType.STR_LIST, True),), kind=_WRITE, access=_WK),
     OpSpec("touch", _W, (_KEY, Arg("ttl", ArgType.OPT_NUMBER, True, doc="nil: never expire")), kind=_WRITE, access=_WK),
     OpSpec("touch_many", _W, (Arg("items", ArgType.TTL_ITEMS, True),), kind=_WRITE, access=_WK),
-    OpSpec("ttl", _R, (_KEY, _CONSISTENCY), doc="-> {ttl}", access=_RK),
-    OpSpec("get_with_ttl", _R, (_KEY, _CONSISTENCY), doc="-> {value, ttl}", access=_RK),
+    OpSpec("ttl", _R, (_KEY, _CONSISTENCY), doc="-> {ttl}", local=True, access=_RK),
+    OpSpec("get_with_ttl", _R, (_KEY, _CONSISTENCY), doc="-> {value, ttl}", local=True, access=_RK),
     OpSpec("get_all", _R, (Arg("limit", ArgType.NON_NEGATIVE_INT), Arg("after", ArgType.STR),
-                           _CONSISTENCY), access=_RR),
+                           _CONSISTENCY), local=True, access=_RR),
     OpSpec("hash_content", _R, (Arg("limit", ArgType.NON_NEGATIVE_INT), Arg("after", ArgType.STR),
                                 _CONSISTENCY),
            doc="-> {hash, keys, last, more}: one page of the content hash (keys after `after`)", access=_RR),
@@ -303,9 +319,9 @@ _OP_LIST: tuple[OpSpec, ...] = (
                           Arg("compress", ArgType.BOOL)),
            one_of=(_CONDITIONS,), kind=_WRITE, access=_WK),
     OpSpec("delete_if", _W, (_KEY, *_CONDITION_ARGS), one_of=(_CONDITIONS,), kind=_WRITE, access=_WK),
-    OpSpec("keys", _R, (*_FILTER_ARGS, _CONSISTENCY), access=_RR),
-    OpSpec("query", _R, (*_FILTER_ARGS, _CONSISTENCY), access=_RR),
-    OpSpec("count", _R, (*_FILTER_ARGS, _CONSISTENCY), access=_RR),
+    OpSpec("keys", _R, (*_FILTER_ARGS, _CONSISTENCY), local=True, access=_RR),
+    OpSpec("query", _R, (*_FILTER_ARGS, _CONSISTENCY), local=True, access=_RR),
+    OpSpec("count", _R, (*_FILTER_ARGS, _CONSISTENCY), local=True, access=_RR),
     OpSpec("delete_where", _W, _FILTER_ARGS, kind=_WRITE, access=_WR),
     OpSpec("create_index", _W, (Arg("name", ArgType.STR, True),
                                 Arg("field", ArgType.FIELD_PATH, True)), kind=_WRITE, access=_WR),
@@ -364,6 +380,19 @@ _OP_LIST: tuple[OpSpec, ...] = (
 
 #: The op registry: the ONE table of ops, their args and their backend.
 OPS: Mapping[str, OpSpec] = {spec.name: spec for spec in _OP_LIST}
+
+# Every other op set is derived from OPS (never listed again anywhere).
+
+#: Reads a read worker serves from shared memory (kv's read handlers: concord.kv.reads).
+READ_OPS: frozenset[str] = frozenset(n for n, s in OPS.items() if s.backend is Backend.READ)
+#: Writes a client may send: log entries kv builds and deduplicates (concord.kv.commands).
+WRITE_OPS: frozenset[str] = frozenset(n for n, s in OPS.items() if s.kind is OpKind.WRITE)
+#: Ops that change the cluster and are never resent after silence.
+ADMIN_OPS: frozenset[str] = frozenset(n for n, s in OPS.items() if s.kind is OpKind.ADMIN)
+#: Ops a same-host client may serve from the node's shared memory.
+LOCAL_OPS: frozenset[str] = frozenset(n for n, s in OPS.items() if s.local)
+#: Ops that carry the (client_id, seq) session pair.
+SESSION_OPS: frozenset[str] = frozenset(n for n, s in OPS.items() if s.session)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +476,31 @@ def unpack_map(payload: bytes, max_bytes: int) -> dict[str, object]:
     return obj
 
 
+def _split_args(
+    obj: Mapping[str, object], spec: OpSpec, request_id: int
+) -> tuple[dict[str, object], dict[str, object]]:
+    """The op's own args and the envelope fields of a request map, each type-checked."""
+    op = spec.name
+    args: dict[str, object] = {}
+    envelope: dict[str, object] = {}
+    for name, value in obj.items():
+        if name in ("op", "id"):
+            continue
+        arg = spec.arg_index.get(name)
+        target = args
+        if arg is None:
+            arg = _ENVELOPE_INDEX.get(name)
+            target = envelope
+        if arg is None:
+            raise InvalidRequestError(f"op {op} does not take argument {name!r}", request_id)
+        if not _CHECKS[arg.type](value):
+            raise InvalidRequestError(
+                f"argument {name} of op {op} must be {_TYPE_TEXT[arg.type]}", request_id
+            )
+        target[name] = value
+    return args, envelope
+
+
 def validate(obj: Mapping[str, object], registry: Mapping[str, OpSpec] = OPS) -> Request:
     """
     Check a decoded request map against the op registry.
@@ -469,23 +523,7 @@ def validate(obj: Mapping[str, object], registry: Mapping[str, OpSpec] = OPS) ->
     spec = registry.get(op)
     if spec is None:
         raise InvalidRequestError(f"unknown op {op!r}", request_id)
-    args: dict[str, object] = {}
-    envelope: dict[str, object] = {}
-    for name, value in obj.items():
-        if name in ("op", "id"):
-            continue
-        arg = spec.arg_index.get(name)
-        target = args
-        if arg is None:
-            arg = _ENVELOPE_INDEX.get(name)
-            target = envelope
-        if arg is None:
-            raise InvalidRequestError(f"op {op} does not take argument {name!r}", request_id)
-        if not _CHECKS[arg.type](value):
-            raise InvalidRequestError(
-                f"argument {name} of op {op} must be {_TYPE_TEXT[arg.type]}", request_id
-            )
-        target[name] = value
+    args, envelope = _split_args(obj, spec, request_id)
     for arg in spec.args:
         if arg.required and arg.name not in args:
             raise InvalidRequestError(f"op {op} requires argument {arg.name}", request_id)
@@ -574,8 +612,12 @@ def peek_id(payload: bytes) -> int | None:
 
 
 def describe_ops(registry: Mapping[str, OpSpec] = OPS) -> str:
-    """Markdown table of ops and args (source for docs/protocol.md)."""
-    lines = ["| op | backend | args | notes |", "|---|---|---|---|"]
+    """
+    Markdown table of the ops: kind, serving process, local, args and notes. It is
+    docs/protocol.md's "Op table" section, checked by tests/test_optable.py; regenerate
+    it with `python3 -c "from concord.net.wire import describe_ops; print(describe_ops())"`.
+    """
+    lines = ["| op | kind | served by | local | args | notes |", "|---|---|---|---|---|---|"]
     for spec in registry.values():
         parts = []
         for arg in spec.args:
@@ -585,5 +627,7 @@ def describe_ops(registry: Mapping[str, OpSpec] = OPS) -> str:
         if spec.one_of:
             notes += " exactly one of: " + "; ".join(", ".join(g) for g in spec.one_of)
         notes = notes.strip().replace("|", "\\|")
-        lines.append(f"| `{spec.name}` | {spec.backend.value} | {', '.join(parts)} | {notes} |")
+        local = "yes" if spec.local else ""
+        lines.append(f"| `{spec.name}` | {spec.kind.value} | {spec.backend.value} worker | {local} "
+                     f"| {', '.join(parts)} | {notes} |")
     return "\n".join(lines)

@@ -71,6 +71,7 @@ from concord.raft.messages import (
     SnapshotMeta,
 )
 from concord.raft.state import HardState, ReadState, Role, SoftState
+from concord.raft.statemachine import Applied, StateMachine
 
 __all__ = [
     "Applied",
@@ -129,35 +130,6 @@ class SnapshotSink(Protocol):
 
 class Clock(Protocol):
     def now_ms(self) -> int: ...
-
-
-class Applied(Protocol):
-    """What the state machine returns from apply(): the client's reply body."""
-
-    @property
-    def result(self) -> object: ...
-
-
-class StateMachine(Protocol):
-    """The deterministic state machine (concord.kv provides the real one)."""
-
-    @property
-    def applied_index(self) -> int: ...
-
-    @property
-    def last_timestamp_ms(self) -> int:
-        """The timestamp of the last applied entry (also after a restore)."""
-        ...
-
-    def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied: ...
-
-    def apply_noop(self, index: int, timestamp_ms: int) -> None: ...
-
-    def snapshot(self) -> bytes: ...
-
-    def restore(self, data: bytes) -> None: ...
-
-    def state_hash(self) -> int: ...
 
 
 class ReadyView(Protocol):

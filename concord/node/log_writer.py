@@ -76,16 +76,16 @@ from typing import Iterator, Sequence, cast
 import zmq
 
 import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
-from concord import codec
+from concord.storage import codec
 from concord.errors import DiskError, ProtocolError, RemoteProtocolError, StorageError
 from concord.raft.messages import ConfState, Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
+from concord.raft.statemachine import StateMachine
 from concord.storage import snapshot as snapfile
 from concord.storage.fileutil import TMP_SUFFIX, SyncHook
 from concord.storage.membership import SnapshotMembership
 from concord.storage.recovery import RecoveredState, recover, recover_for_writing, snap_dir, wal_dir
 from concord.storage.replica import (
-    StateMachine,
     StateMachineFactory,
     apply_entry,
     load_factory,

@@ -41,7 +41,7 @@ from types import FrameType
 
 import zmq
 
-from concord import codec
+from concord.storage import codec
 from concord.config import NodeConfig
 from concord.errors import (
     ClientError,

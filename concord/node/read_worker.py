@@ -3,7 +3,7 @@ The read worker process: serves reads from the node's shared-memory store.
 
 Attaches the store read-only (`ShmView`, never registered with the resource tracker,
 never unlinked) and answers the front door's READ requests (`BackendLink`,
-Backend.READ) with `concord.node.reader.Reader`:
+Backend.READ) with `concord.shm.reader.Reader`:
 
 - `eventual`: the local published state, whatever it is;
 - `leader` (the default): served only while the shm header says this node is the leader
@@ -34,7 +34,7 @@ from concord.net.backend import BackendLink
 from concord.net.wire import OPS, Backend, Request, decode_request, error_reply, ok_reply
 from concord.node.auth import RateLimiter, admit
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of
-from concord.node.reader import Reader
+from concord.shm.reader import Reader
 from concord.shm.view import ShmView
 
 __all__ = ["ReadWorker", "run_read_worker"]

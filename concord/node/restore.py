@@ -66,7 +66,7 @@ def restore_offline(
         NodeId(m.id): Address(NodeId(m.id), m.host, m.client_port, m.peer_port, m.events_port)
         for m in members
     }
-    machine.cluster_id = new_cluster_id()  # never the source's (DESIGN.md §11)
+    machine.cluster_id = new_cluster_id()  # never the source's (docs/backup.md)
     body = machine.snapshot()
     state_hash = machine.state_hash()
     meta = SnapshotMeta(index, term, ConfState(voters=tuple(NodeId(i) for i in ids)))

@@ -1,5 +1,5 @@
 """
-RawNode: the consensus core's only public entry point (STYLE §3, etcd-io/raft RawNode,
+RawNode: the consensus core's only public entry point (etcd-io/raft RawNode,
 raft-rs numbered Readys). Synchronous and not thread-safe.
 
 Pure. No IO, no clock, no global randomness, no threads; stdlib-only imports.
@@ -27,7 +27,7 @@ Bootstrap and restart:
     come back in Readys; apply them again (CONF_CHANGE ones with apply_conf_change).
   - Within one Ready, persist the snapshot before the entries.
 
-Additions to docs/team RAFT_API.md (added, nothing renamed):
+Beyond the etcd-io/raft RawNode API:
   - `Status` also carries `conf_state`, `lead_transferee` and `committed`.
   - `RawNode.raft` exposes the core for tests and describe; not part of the API.
   - Messages a node addresses to itself (its own vote, the leader's own append ack) never

@@ -1,7 +1,9 @@
 """
 The committed store in shared memory: one writer (`Publisher`, in the raft worker), any
 number of lock-free readers (`ShmView`), segments owned by the supervisor
-(`create_store` / `unlink_store`). Formats: layout.py and docs/formats/shm.md.
+(`create_store` / `unlink_store`), and the read logic over a view (`reader.Reader`: kv's
+reads over shared memory, used by read workers and same-host clients). Formats:
+layout.py and docs/formats/shm.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """
 Segment lifetime: what the supervisor calls to create a node's store and to remove it.
 
-The supervisor owns the segments (DESIGN.md §2): it calls `create_store` before starting
+The supervisor owns the segments (docs/architecture.md): it calls `create_store` before starting
 the raft worker and read workers, and `unlink_store` once they have all exited (also after
 a failed start). The writer creates later generations itself, but always records the
 highest generation number in the control header *before* creating it, so `unlink_store`

@@ -1,5 +1,5 @@
 """
-Deterministic simulation of a Concord cluster (STYLE §4), and the linearizability checker.
+Deterministic simulation of a Concord cluster (docs/simulation.md), and the linearizability checker.
 
 The real driver (concord.node.driver), raft core and kv state machine run over a fake
 network, fake disks, virtual time and one seed. Entry points:

@@ -50,7 +50,7 @@ def run_many(
         for job in jobs:
             yield run_one(job)
         return
-    # NB: fork is explicit (STYLE §10): the simulator has no threads and no zmq context.
+    # NB: fork is explicit (docs/contributing.md "Processes"): the simulator has no threads and no zmq context.
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers) as pool:
         yield from pool.imap(run_one, jobs, chunksize=4)

@@ -35,7 +35,7 @@ __all__ = ["DiskState", "FakeDisk", "RecoveredState", "SimLogWriter"]
 
 @dataclass(frozen=True, slots=True)
 class RecoveredState:
-    """What recovery returns (the RAFT_API.md shape)."""
+    """What recovery returns (the shape of concord.storage.recovery.RecoveredState)."""
 
     snapshot: Snapshot | None
     hard_state: HardState

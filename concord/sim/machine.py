@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from concord.kv import KvStateMachine, decode_command, encode_command
-from concord.node.driver import StateMachine
+from concord.raft.statemachine import StateMachine
 from concord.sim.history import ABSENT, OpKind, Version, Versioned
 
 __all__ = ["Adapter", "KvAdapter", "RegisterAdapter", "RegisterApplied", "RegisterMachine"]

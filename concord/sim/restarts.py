@@ -1,5 +1,5 @@
 """
-Whole-cluster crash and restart, and the liveness property (issue 12).
+Whole-cluster crash and restart, and the liveness property.
 
 `WholeRestart` is a nemesis program: it crashes every member at once and restarts them
 all (after 10..100 ms each), at the moments that matter for recovery:

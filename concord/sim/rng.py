@@ -3,7 +3,7 @@ Seeded randomness for the simulator: one root stream per seed, named child strea
 
 Pure. Never touches the global `random` module. `fork(name)` derives a child from the
 parent's seed and the name only, never from the parent's draws, so adding a draw in one
-consumer (the network, say) never shifts what another (the disk) sees (STYLE §4).
+consumer (the network, say) never shifts what another (the disk) sees.
 """
 
 from __future__ import annotations

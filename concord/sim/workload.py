@@ -3,7 +3,7 @@ Simulated clients: each issues one operation at a time to the node it believes l
 follows leader hints, gives up after a timeout, and records every operation with its
 invocation and completion times and outcome for the linearizability checker.
 
-The operations are what users run (DESIGN §4): puts with and without TTLs, reads at
+The operations are what users run (docs/protocol.md): puts with and without TTLs, reads at
 every consistency level (with the key's version), deletes, conditional puts on a value,
 on absence or on a version, conditional deletes, and atomic bulk puts, deletes and
 reads. Writes carry an exactly-once session pair (client id, seq) when the state

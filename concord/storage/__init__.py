@@ -4,11 +4,15 @@ Durable storage of one node: the write-ahead log, snapshots and start-up recover
 Only the log/snapshot writer process (concord.node.log_writer) writes a data directory.
 
 - `wal`: segments of checksummed records, group commit, rotation, removal
-  (`WAL`, `WalOptions`, `read_wal`, `GroupCommitter`);
+  (`WAL`, `WalOptions`, `GroupCommitter`); `walread`: replay and torn-tail repair
+  (`read_wal`, `WalContents`);
 - `snapshot`: atomic snapshot files, the newest two kept (`write_snapshot`, `read_snapshot`,
   `load_newest`, `prune`);
 - `recovery`: `recover(data_dir) -> RecoveredState(snapshot, hard_state, entries)`;
-- `replica`: the state-machine Protocol, `apply_entry`, `check_replica_hash`, `ReplicaChecker`;
+- `replica`: `apply_entry`, `check_replica_hash`, `ReplicaChecker` (the state machine's
+  Protocol is concord.raft.statemachine);
+- `codec`: the versioned msgpack encoding of the consensus types (entries, hard and conf
+  state, snapshot metadata, peer messages), used by the WAL, snapshots and peer frames;
 - `format`, `fileutil`: byte layouts and durable-file helpers.
 
 Formats and the way forward after corruption: docs/formats/storage.md.

@@ -24,7 +24,7 @@ Record (13-byte header + payload):
     0       4     length    u32, payload length in bytes (<= MAX_RECORD_BYTES)
     4       8     checksum  u64, xxh3_64 of (length:u32 LE, type:u8, payload)
     12      1     type      u8, RecordType
-    13      length payload  msgpack, see below (concord.codec objects, version 1)
+    13      length payload  msgpack, see below (concord.storage.codec objects, version 1)
 
 Record payloads (msgpack arrays; first element is RECORD_PAYLOAD_VERSION, 1):
 
@@ -49,7 +49,7 @@ from typing import Sequence
 
 import xxhash
 
-from concord import codec
+from concord.storage import codec
 from concord.errors import RemoteProtocolError
 from concord.raft.messages import Entry, SnapshotMeta
 from concord.raft.state import HardState

@@ -74,8 +74,8 @@ class SnapshotMembership:
     Args:
         snapshot: the meta of the snapshot recovered at start, if any. NB: its membership
             is not taken as known: only the worker's reports of this life say what is in
-            force (the log after the snapshot may change it; a snapshot written before
-            the fix of issue 12 may have none).
+            force (the log after the snapshot may change it; a snapshot written by an
+            older writer may have none).
         commit: the recovered commit index (>= the snapshot's index).
     """
 

@@ -16,7 +16,7 @@ into its MemoryStorage. Rules:
   ever holds committed entries; the commit-only hard state is written without fsync).
 
 `with_snapshot_membership()` gives a recovered snapshot written without a membership
-(issue 12) the membership the log determines, for the raft worker to start from.
+(by an older writer) the membership the log determines, for the raft worker to start from.
 
 Never deletes data that was not torn: `repair=True` only truncates a torn tail, removes
 a segment torn at creation, deletes stale `*.tmp` files and renames bad snapshots to
@@ -36,7 +36,7 @@ from concord.storage import fileutil
 from concord.storage.format import WAY_FORWARD
 from concord.storage.membership import has_membership, membership_from_log
 from concord.storage.snapshot import load_newest
-from concord.storage.wal import WalContents, read_wal
+from concord.storage.walread import WalContents, read_wal
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def snap_dir(data_dir: Path) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class RecoveredState:
-    """What storage recovery hands to the driver (RAFT_API.md, "Recovery shape")."""
+    """What storage recovery hands to the driver."""
 
     snapshot: Snapshot | None
     hard_state: HardState
@@ -136,7 +136,7 @@ def with_snapshot_membership(data_dir: Path, state: RecoveredState, bootstrap: C
     """
     `state`, its snapshot given a membership if it was written without one.
 
-    Writers before the fix of issue 12 could write a snapshot whose membership is empty;
+    Older writers could write a snapshot whose membership is empty;
     a node starting from it never campaigns. Its membership is recovered from the log:
     `bootstrap` changed by every membership change up to the snapshot's index, read
     (read only) from the WAL, which must still hold the log from index 1 (it does when

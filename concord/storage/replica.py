@@ -15,28 +15,15 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Iterator
-from typing import Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 from concord.raft.messages import Entry, EntryType
+from concord.raft.statemachine import StateMachine
+
+if TYPE_CHECKING:
+    from concord.kv.machine import KvStateMachine
 
 logger = logging.getLogger(__name__)
-
-
-class StateMachine(Protocol):
-    """What storage needs from the deterministic state machine (concord.kv implements it)."""
-
-    @property
-    def applied_index(self) -> int: ...
-
-    def apply(self, index: int, timestamp_ms: int, data: bytes) -> object: ...
-
-    def apply_noop(self, index: int, timestamp_ms: int) -> None: ...
-
-    def snapshot(self) -> bytes: ...
-
-    def restore(self, data: bytes) -> None: ...
-
-    def state_hash(self) -> int: ...
 
 
 StateMachineFactory = Callable[[], StateMachine]
@@ -154,3 +141,8 @@ def load_factory(spec: str) -> StateMachineFactory:
         raise ValueError(f"state machine {spec!r} is not callable")
     factory: StateMachineFactory = target
     return factory
+
+
+def _conforms(machine: KvStateMachine) -> StateMachine:
+    """Static check (mypy): the kv machine implements the StateMachine Protocol."""
+    return machine

@@ -13,7 +13,7 @@ File `<data_dir>/snap/<index:016x>-<term:016x>.snap` (little-endian):
     8       4         info_len    u32, length of `info`
     12      8         body_len    u64, length of `body`
     20      8         checksum    u64, xxh3_64 of bytes 0..19, then info, then body
-    28      info_len  info        msgpack [1, snapshot_meta (concord.codec), state_hash:int,
+    28      info_len  info        msgpack [1, snapshot_meta (concord.storage.codec), state_hash:int,
                                   raw_len:uint (uncompressed body length)]
     ...     body_len  body        zlib stream of the state machine's snapshot() bytes
 
@@ -33,7 +33,7 @@ from typing import Callable
 
 import xxhash
 
-from concord import codec
+from concord.storage import codec
 from concord.errors import CorruptionError, DiskError, ProtocolError, StorageError
 from concord.raft.messages import Snapshot, SnapshotMeta
 from concord.storage import faults, fileutil

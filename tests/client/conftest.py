@@ -7,7 +7,7 @@ from typing import Iterator
 import pytest
 import zmq
 
-from concord.net.client import request
+from concord.client.raw import request
 from tests.client.fakes import FakeNode
 from tests.helpers import wait_until
 

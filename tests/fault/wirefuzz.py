@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import msgpack
 
-from concord import codec
-from concord.codec import MAX_UINT
+from concord.storage import codec
+from concord.storage.codec import MAX_UINT
 from concord.ids import NodeId
 from concord.net.wire import DEFAULT_MAX_REQUEST_BYTES, OPS, Backend
 from concord.raft.messages import Entry, EntryType, Message, MessageType

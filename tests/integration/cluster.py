@@ -28,7 +28,7 @@ from concord.chaos.procs import (
     merged,
     render_config,
 )
-from concord.net.client import request
+from concord.client.raw import request
 from tests.helpers import wait_until
 
 __all__ = [  # the node-process helpers live in concord.chaos.procs (shared with the chaos tool)

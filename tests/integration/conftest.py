@@ -1,4 +1,4 @@
-"""The `cluster(n=3, **overrides)` factory fixture (STYLE.md §5)."""
+"""The `cluster(n=3, **overrides)` factory fixture (docs/contributing.md "Tests")."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from concord.net.client import request
+from concord.client.raw import request
 from supervisor import parse_ready_line
 from tests.helpers import wait_until
 from tests.integration.cluster import DEV_SHM, ROOT, free_ports

@@ -208,7 +208,7 @@ def test_shipped_node_config_runs_when_started_as_is(tmp_path: Path) -> None:
     try:
         endpoints = node.wait_ready()
         assert {"client", "peer", "events"} <= set(endpoints)
-        from concord.net.client import request
+        from concord.client.raw import request
 
         def put_ok() -> bool:
             return bool(request(endpoints["client"], {"op": "put", "key": "a", "value": 1})

@@ -11,7 +11,7 @@ from concord.chaos.restarts import RestartRounds
 from concord.kv.machine import KvStateMachine
 from concord.storage.recovery import wal_dir
 from concord.storage.replica import apply_entry
-from concord.storage.wal import read_wal
+from concord.storage.walread import read_wal
 from tests.integration.cluster import as_int, as_maps
 from tests.integration.conftest import ClusterFactory
 

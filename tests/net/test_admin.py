@@ -12,7 +12,7 @@ import zmq
 from concord.ids import NodeId
 from concord.net.admin import fault_reply
 from concord.net.backend import BackendLink
-from concord.net.client import request
+from concord.client.raw import request
 from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.wire import Backend, decode_request
 from tests.helpers import wait_until

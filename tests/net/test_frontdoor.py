@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from concord.errors import ConfigError, RequestTimeoutError
-from concord.net.client import request
+from concord.client.raw import request
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.wire import pack
 from tests.helpers import wait_until
@@ -116,7 +116,7 @@ def test_dealer_client_gets_bare_reply_when_no_delimiter(ctx: Context, door: Doo
 
 
 def test_request_helper_returns_reply_when_server_answers(ctx: Context, door: DoorThread) -> None:
-    """concord.net.client.request round-trips a request map."""
+    """concord.client.raw.request round-trips a request map."""
     reply = request(door.endpoint, {"op": "status", "id": 11}, timeout_ms=2000, ctx=ctx)
     assert {"id": 11, "ok": True, "op": "status", "role": "raft"} == {
         k: reply[k] for k in ("id", "ok", "op", "role")

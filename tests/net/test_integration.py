@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from concord.ids import NodeId
-from concord.net.client import request
+from concord.client.raw import request
 from concord.net.peer import PeerOptions, PeerTransport
 from tests.helpers import wait_until
 from tests.net.fakes import ChildProcess, DoorThread, echo_backend_main, peer_echo_main

@@ -22,7 +22,7 @@ from concord.net.wire import (
     reply_for_error,
 )
 
-#: DESIGN.md §7: the op names are the contract.
+#: docs/protocol.md: the op names are the contract.
 CONTRACT_OPS = {
     "put", "get", "delete", "put_many", "get_many", "delete_many", "touch", "touch_many", "ttl",
     "get_with_ttl", "get_all", "put_if", "delete_if", "keys", "query", "count", "delete_where",
@@ -31,8 +31,8 @@ CONTRACT_OPS = {
 
 
 def test_op_table_covers_contract_when_compared_to_design() -> None:
-    """Every op of DESIGN.md §7 is registered; the extras are fault, the index ops of §4,
-    the operations ops of the CLI (backup, hash_kv, hash_content: docs/protocol.md) and the
+    """Every contract op is registered; the extras are fault, the index ops, the
+    operations ops of the CLI (backup, hash_kv, hash_content: docs/protocol.md) and the
     auth ops (docs/security.md)."""
     index_ops = {"create_index", "drop_index", "list_indexes", "index_lookup"}
     operations_ops = {"backup", "hash_kv", "hash_content"}
@@ -202,11 +202,3 @@ def test_decode_raises_only_invalid_request_when_map_fields_random(
         assert (msg.get("id") if readable else None) == exc.request_id
     else:
         assert (msg["op"], msg["id"]) == (request.op, request.id)
-
-
-def test_write_kind_matches_kv_client_writes_when_ops_declared() -> None:
-    """The ops the wire table marks `write` are exactly those kv deduplicates by session."""
-    from concord.kv import CLIENT_WRITE_OPS
-    from concord.net.wire import OPS, OpKind
-
-    assert set(CLIENT_WRITE_OPS) == {name for name, spec in OPS.items() if spec.kind is OpKind.WRITE}

@@ -159,7 +159,7 @@ def become_leader(driver: Driver, raw: FakeRaw, number: int = 1, term: int = 1) 
 
 
 def test_messages_after_persist_wait_when_sink_has_not_acked() -> None:
-    """Append responses leave only after on_persisted (durability before ack, STYLE §0.3)."""
+    """Append responses leave only after on_persisted (durability before ack, docs/architecture.md)."""
     driver, raw, world, storage, _ = make()
     now_msg, held = msg(MessageType.HEARTBEAT_RESP), msg(MessageType.APPEND_RESP)
     entry = Entry(1, 1, data=put("a", 1))

@@ -1,11 +1,11 @@
-"""concord.codec.EntryPacker and the spliced encodings (peer messages, writer PERSIST)."""
+"""concord.storage.codec.EntryPacker and the spliced encodings (peer messages, writer PERSIST)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from concord import codec
+from concord.storage import codec
 from concord.ids import NodeId
 from concord.node import log_writer as lw
 from concord.raft.messages import ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta

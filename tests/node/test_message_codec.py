@@ -1,10 +1,10 @@
-"""The raft Message encoding of concord.codec (peer DATA frames)."""
+"""The raft Message encoding of concord.storage.codec (peer DATA frames)."""
 
 from __future__ import annotations
 
 import pytest
 
-from concord import codec
+from concord.storage import codec
 from concord.errors import RemoteProtocolError
 from concord.ids import NodeId
 from concord.raft.messages import (

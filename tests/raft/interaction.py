@@ -1,5 +1,5 @@
 """
-Data-driven interaction scripts in the style of etcd-io/raft's `rafttest` (STYLE §4).
+Data-driven interaction scripts in the style of etcd-io/raft's `rafttest` (docs/simulation.md).
 
 A script is a sequence of blocks:
 

@@ -41,7 +41,7 @@ def test_ready_text_lists_fields_when_described() -> None:
 
 
 def test_log_lines_carry_node_term_and_role_when_logged(caplog: pytest.LogCaptureFixture) -> None:
-    """STYLE §7: every core log line has node=, term= and role= pairs."""
+    """Every core log line has node=, term= and role= pairs (docs/contributing.md "Logging")."""
     caplog.set_level(logging.INFO, logger="concord.raft")
     net = Network(["a", "b", "c"])
     net.elect("a")

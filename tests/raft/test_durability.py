@@ -1,4 +1,4 @@
-"""Durability before acknowledgement (STYLE §0.3; Raft §5 Figure 2 "respond after
+"""Durability before acknowledgement (docs/architecture.md "Invariants"; Raft §5 Figure 2 "respond after
 persisting"): messages_after_persist, must_sync, the leader's own persistence."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The consensus core is pure: it imports only an allow-list of stdlib modules (STYLE §0)."""
+"""The consensus core is pure: it imports only an allow-list of stdlib modules (tests/test_imports.py checks the rest of the graph)."""
 
 from __future__ import annotations
 

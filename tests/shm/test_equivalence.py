@@ -22,7 +22,7 @@ import pytest
 from concord.kv.commands import encode_request
 from concord.kv.config import KvConfig
 from concord.kv.machine import KvStateMachine
-from concord.node.reader import Reader
+from concord.shm.reader import Reader
 from concord.shm.layout import SegmentNames
 from concord.shm.publisher import Publisher
 from concord.shm.view import ShmView

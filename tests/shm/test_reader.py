@@ -11,7 +11,7 @@ from concord.errors import NotFoundError, RequestTimeoutError, TooManyItemsError
 from concord.kv.commands import encode_request, expire_command
 from concord.kv.config import KvConfig
 from concord.kv.machine import KvStateMachine
-from concord.node.reader import Meta, Reader
+from concord.shm.reader import Meta, Reader
 from concord.shm.layout import SegmentNames
 from concord.shm.publisher import Publisher
 from concord.shm.view import ShmView

@@ -1,4 +1,4 @@
-"""concord.codec: round trips and strict decoding."""
+"""concord.storage.codec: round trips and strict decoding."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from concord import codec
+from concord.storage import codec
 from concord.errors import ProtocolError
 from concord.ids import NodeId
 from concord.raft.messages import ConfState, Entry, EntryType, SnapshotMeta

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from concord import codec
+from concord.storage import codec
 from concord.errors import ProtocolError
 from concord.ids import NodeId
 from concord.node import log_writer as lw

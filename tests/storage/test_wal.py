@@ -17,7 +17,8 @@ from concord.raft.state import HardState
 from concord.storage import faults
 from concord.storage.format import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE
 from concord.storage.recovery import recover, wal_dir
-from concord.storage.wal import WAL, GroupCommitter, WalOptions, read_wal
+from concord.storage.wal import WAL, GroupCommitter, WalOptions
+from concord.storage.walread import read_wal
 from tests.helpers import wait_until
 from tests.storage.util import make_entries, open_wal
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from concord.node import log_writer as lw
 from concord.raft.messages import Entry
 from concord.storage.recovery import wal_dir
-from concord.storage.wal import WAL, WalOptions, read_wal
+from concord.storage.wal import WAL, WalOptions
+from concord.storage.walread import read_wal
 
 
 def make_entries(first: int, count: int, term: int = 1, size: int = 16) -> list[Entry]:

@@ -145,6 +145,16 @@ def test_only_the_child_restarts_when_strategy_is_one_for_one(
     assert gone(before["r1"] or 0)
 
 
+def test_ps_shows_the_child_name_when_a_child_runs(
+    make_supervisor: Callable[..., Supervisor], marker_dir: Path
+) -> None:
+    """/proc/<pid>/comm (what ps, top and psutil show) is the child's name, not python3."""
+    sup = make_supervisor((Group("readers", Strategy.ONE_FOR_ONE, (serving("r1", marker_dir),)),))
+    sup.start()
+    pid = pids(sup.status())["r1"]
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "r1"
+
+
 def test_later_siblings_restart_in_order_when_strategy_is_rest_for_one(
     make_supervisor: Callable[..., Supervisor], marker_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

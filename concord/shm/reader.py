@@ -1,5 +1,5 @@
 """
-The read logic of a read worker: serves reads from the shared-memory store.
+The read logic over the shared-memory store: what read workers and same-host clients serve.
 
 Pure logic over a `ShmView`: no sockets, no threads. Every op first brings the view up to
 date with the writer (one header-word check when nothing changed) and then answers from
@@ -36,9 +36,9 @@ from concord.errors import (
 from concord.auth.state import AUTH_PREFIX, AuthState, Principal
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
-from concord.kv.commands import check_key
+from concord.kv.commands import ENVELOPE_FIELDS, check_key
 from concord.kv.reads import (
-    ENVELOPE_FIELDS,
+    READ_ARGS,
     READ_OPS,
     Reply,
     error_reply,
@@ -52,8 +52,8 @@ from concord.shm.view import Locator, ShmView, decode_value
 
 logger = logging.getLogger(__name__)
 
-_GET_ARGS = frozenset({"key", "meta"})
-_GET_MANY_ARGS = frozenset({"keys"})
+_GET_ARGS = READ_ARGS["get"]
+_GET_MANY_ARGS = READ_ARGS["get_many"]
 #: Read ops that name their keys (`key`, `keys`): no range to confine.
 _NAMED_KEY_OPS = frozenset({"get", "get_many", "ttl", "get_with_ttl"})
 _FIRST_DELAY_S = 20e-6
@@ -151,7 +151,7 @@ class Reader:
     def serve(self, op: str, args: Mapping[str, object], principal: Principal | None = None) -> Reply:
         """
         Evaluate a read op (`concord.kv.reads.READ_OPS`) with the wire reply shape of
-        DESIGN.md §7 (errors as {"error": code, "message": text}), in the keyspace of
+        docs/protocol.md (errors as {"error": code, "message": text}), in the keyspace of
         `principal` (its tenant's, or the root keyspace without tenant keys; None or a
         cluster admin: every key).
         """

@@ -1,6 +1,9 @@
 """
 Versioned msgpack encoding of the consensus types, shared by storage and the network.
 
+It lives in storage, the lowest layer that may use msgpack and that both the WAL and the
+node's peer messaging reach (the consensus core stays free of it).
+
 Never trusts its input: every decoder checks the version, the shape and the type of every
 field, and raises `concord.errors.RemoteProtocolError` (a `ProtocolError`) naming what
 was wrong. Storage translates that into `CorruptionError` naming the file and offset.
@@ -85,7 +88,7 @@ def _array(obj: object, what: str, length: int) -> list[object]:
 #: 2**62 - 1 leaves 2**62 increments before any int64 field could overflow. Without this
 #: bound one forged peer message with term 2**64 - 1 was persisted by every node, whose
 #: next election then overflowed msgpack: every raft worker crashed and crashed again on
-#: restart (issue 13, found by the wire fuzzer).
+#: restart (found by the wire fuzzer, tests/fault/test_fuzz_wire.py).
 MAX_UINT = 2**62 - 1
 
 
