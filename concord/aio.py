@@ -29,7 +29,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from concord import telemetry
-from concord.client import requests
+from concord.client import auth, requests
 from concord.client.client import Condition, check_condition_alone, cas_view
 from concord.client.plan import Attempt, CallPlan, ClientCore
 from concord.client.requests import NO_DEFAULT, Filter, Range, Req
@@ -449,6 +449,46 @@ class Client(ClientCore):
         reply = await self._do(requests.transfer_leader(member_id))
         self._routing.follow(None)  # the next call finds the new leader through hints
         return reply
+
+    # -- auth (docs/security.md; the sync client's AuthMethods, as coroutines) -----------
+
+    async def bootstrap(self, description: str | None = None) -> dict[str, object]:
+        return await self._do(auth.bootstrap(description))
+
+    async def whoami(self) -> dict[str, object]:
+        return await self._do(auth.whoami())
+
+    async def token_create(self, role: str, tenant: str | None = None, ttl: float | None = None,
+                           description: str | None = None) -> dict[str, object]:
+        return await self._do(auth.token_create(role, tenant, ttl, description))
+
+    async def token_list(self) -> list[dict[str, object]]:
+        return await self._do(auth.token_list())
+
+    async def token_revoke(self, token_id: str) -> bool:
+        return await self._do(auth.token_revoke(token_id))
+
+    async def role_put(self, name: str, rules: Sequence[Sequence[str]]) -> bool:
+        return await self._do(auth.role_put(name, rules))
+
+    async def role_list(self) -> list[dict[str, object]]:
+        return await self._do(auth.role_list())
+
+    async def role_delete(self, name: str) -> bool:
+        return await self._do(auth.role_delete(name))
+
+    async def tenant_put(self, name: str, max_keys: int | None = None, max_bytes: int | None = None,
+                         write_rate: float | None = None, read_rate: float | None = None) -> bool:
+        return await self._do(auth.tenant_put(name, max_keys, max_bytes, write_rate, read_rate))
+
+    async def tenant_list(self) -> list[dict[str, object]]:
+        return await self._do(auth.tenant_list())
+
+    async def tenant_delete(self, name: str) -> bool:
+        return await self._do(auth.tenant_delete(name))
+
+    async def tenant_usage(self, name: str | None = None) -> dict[str, object]:
+        return await self._do(auth.tenant_usage(name))
 
     # -- change stream -----------------------------------------------------------------
 

@@ -405,6 +405,33 @@ class SupervisorSection:
     )
 
 
+def env_name(key: str, value: object) -> object:
+    """An environment variable name or "" (off)."""
+    if not isinstance(value, str) or (value and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) is None):
+        raise _fail(key, "must be an environment variable name or an empty string", value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSection:
+    """[auth]: tokens, roles and tenants (docs/security.md)."""
+
+    enabled: bool = field(
+        default=False,
+        metadata=_check(boolean, "require a valid token on every request (auth state, once "
+                        "bootstrapped, is enforced whatever this says)"),
+    )
+    bootstrap_token_file: str = field(
+        default="",
+        metadata=_check(optional_path, "file holding the first admin token (sk_concord_...), "
+                        "written through Raft by the first leader; \"\" = none"),
+    )
+    bootstrap_token_env: str = field(
+        default="",
+        metadata=_check(env_name, "environment variable holding the first admin token; \"\" = none"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CurveSection:
     """[curve]: CURVE encryption and authentication of links (docs/encryption.md)."""
@@ -529,6 +556,7 @@ class NodeConfig:
     tracing: TracingSection = field(default_factory=TracingSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     http: HttpSection = field(default_factory=HttpSection)
+    auth: AuthSection = field(default_factory=AuthSection)
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -561,6 +589,7 @@ SECTIONS: dict[str, type[DataclassInstance]] = {
     "tracing": TracingSection,
     "metrics": MetricsSection,
     "http": HttpSection,
+    "auth": AuthSection,
 }
 
 S = TypeVar("S", bound="DataclassInstance")
@@ -676,6 +705,7 @@ def parse_config(data: Mapping[str, object], base_dir: Path, source: Path | None
                                  base_dir, node.data_dir),
         metrics=_parse_table(MetricsSection, "metrics", data.get("metrics", {})),
         http=_parse_table(HttpSection, "http", data.get("http", {})),
+        auth=_resolve_token_file(_parse_table(AuthSection, "auth", data.get("auth", {})), base_dir),
         source=source,
     )
     _check_relations(config)
@@ -691,12 +721,15 @@ def _resolve_disk_file(faults: FaultsSection, base_dir: Path) -> FaultsSection:
 def _resolve_paths(section: S, base_dir: Path) -> S:
     """Every non-empty path field of `section` made absolute against `base_dir`."""
     changes = {
-        f.name: _normalize((base_dir / os.path.expanduser(value)).absolute())
+        f.name: _resolve(value, base_dir)
         for f in dataclasses.fields(section)
         if f.metadata["check"] is optional_path and (value := getattr(section, f.name))
     }
     return dataclasses.replace(section, **changes)
+
+
 def _resolve(value: str, base_dir: Path) -> str:
+    """A path from the config made absolute against the file's folder ("" stays "")."""
     if not value:
         return value
     expanded = Path(os.path.expanduser(value))
@@ -714,6 +747,10 @@ def _resolve_audit(audit: AuditSection, base_dir: Path, data_dir: Path) -> Audit
 def _resolve_tracing(tracing: TracingSection, base_dir: Path, data_dir: Path) -> TracingSection:
     return dataclasses.replace(
         tracing, file_dir=_resolve(tracing.file_dir, base_dir) or _normalize(data_dir / "traces"))
+
+
+def _resolve_token_file(auth: AuthSection, base_dir: Path) -> AuthSection:
+    return dataclasses.replace(auth, bootstrap_token_file=_resolve(auth.bootstrap_token_file, base_dir))
 
 
 def _normalize(p: Path) -> str:

@@ -52,6 +52,7 @@ import zmq
 
 from concord.audit.door import DoorAudit, door_audit_of
 from concord.config import NodeConfig, load_config
+from concord.node.auth import load_bootstrap_token
 from concord.errors import ConfigError, ProtocolError, StorageError
 from concord.node.metrics_server import metered, metrics_main
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
@@ -424,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_links(config.curve)
         except ConfigError as exc:
             raise ConfigError(f"{args.config}: {exc}") from exc
+        load_bootstrap_token(config.auth)  # a missing or malformed token file stops start-up
     except ConfigError as exc:
         print(f"concord: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)

@@ -69,6 +69,7 @@ class Context:
             raise CliError(f"no endpoint in {raw!r}")
         self.token: str | None = args.token or os.environ.get("CONCORD_TOKEN") or None
         self.server_key: str | None = args.server_key or os.environ.get("CONCORD_SERVER_KEY") or None
+        self.ns: str | None = args.ns or os.environ.get("CONCORD_NS") or None
         self.fmt: str = args.write_out
         self.timeout_s: float = args.timeout
         self._client: Client | None = None
@@ -79,7 +80,8 @@ class Context:
             from concord.client.client import Client  # noqa: PLC0415 (lazy: start-up time)
 
             self._client = Client(self.endpoints, timeout_s=self.timeout_s, token=self.token,
-                                  shm=False, retries=2, server_key=_server_key(self.server_key))
+                                  ns=self.ns, shm=False, retries=2,
+                                  server_key=_server_key(self.server_key))
         return self._client
 
     def close(self) -> None:
@@ -139,7 +141,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from concord.cli import audit, backup, cluster, data, keys  # noqa: PLC0415
+    from concord.cli import audit, auth, backup, cluster, data, keys  # noqa: PLC0415
 
     parser = _Parser(prog="concord", description="Command line of the Concord key-value store.")
     parser.add_argument("-e", "--endpoints", help="comma-separated client endpoints "
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server-key", metavar="KEY|FILE",
                         help="the nodes' CURVE client public key, or a .pub file holding it "
                         "(env CONCORD_SERVER_KEY; docs/encryption.md)")
+    parser.add_argument("--ns", help="tenant namespace sent with every request (env CONCORD_NS)")
     parser.add_argument("-w", "--write-out", choices=FORMATS, default="simple",
                         help="output format (default simple)")
     parser.add_argument("--timeout", type=positive_float, default=5.0,
@@ -161,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.register(commands)
     keys.register(commands)
     audit.register(commands)
+    auth.register(commands)
 
     return parser
 

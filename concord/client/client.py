@@ -88,6 +88,7 @@ from concord.client.plan import (
 )
 from concord import telemetry
 from concord.client import requests
+from concord.client.auth import AuthMethods
 from concord.client.requests import NO_DEFAULT, Filter, Range, Req
 from concord.net.curve import CurveClient
 from concord.net.wire import validate
@@ -116,9 +117,10 @@ T = TypeVar("T")
 Condition = Callable[[object], bool]
 
 
-class Client(ClientCore):
+class Client(AuthMethods, ClientCore):
     """
-    A connection to a Concord cluster.
+    A connection to a Concord cluster. The auth ops (tokens, roles, tenants) are
+    `concord.client.auth.AuthMethods`.
 
     Args:
         endpoints: one client endpoint ("tcp://host:port") or several (any nodes of the

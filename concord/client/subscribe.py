@@ -37,10 +37,12 @@ from typing import Final
 import msgpack
 import zmq
 
+from concord.auth.tenants import key_prefix
 from concord.client.plan import envelope, normalize_endpoint
 from concord.client.raw import call_endpoint
 from concord.client.results import Event, event_from
 from concord.client.transport import Transport
+from concord.net.events import AUTH_TOPIC
 from concord.errors import (
     ClientError,
     CompactedError,
@@ -130,6 +132,9 @@ class Subscription:
         self.dead_after_s = dead_after_s
         self.sync_timeout_s = sync_timeout_s
         self._topic = prefix.encode("utf-8")
+        # With a token: the stored-key prefix of its tenant ("" for a root token), learnt
+        # from `whoami` at the first subscribe (docs/protocol.md "Change stream").
+        self._scope: str | None = None
         self._candidates: list[str] = list(dict.fromkeys(eps))
         self._cursor = 0
         self._explicit_events = events_endpoint
@@ -281,9 +286,18 @@ class Subscription:
 
     def _subscribe(self, client_ep: str, events_ep: str) -> bool:
         self._close_sub()
+        if self.token is not None and self._scope is None:
+            tenant = self._exchange(client_ep, "whoami", {}).get("tenant")
+            self._scope = key_prefix(tenant) if isinstance(tenant, str) else ""
+            self._topic = (self._scope + self.prefix).encode("utf-8")
         sub: Socket = self._ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, self.hwm)
+        if self.token is not None:
+            # Authenticated subscription: the node sets our prefix from this message; the
+            # plain one below is our SUB socket's local filter (ignored by the node).
+            sub.setsockopt(zmq.SUBSCRIBE, AUTH_TOPIC + self.token.encode("ascii") + b"\x1f"
+                           + self.prefix.encode("utf-8"))
         sub.setsockopt(zmq.SUBSCRIBE, self._topic)
         if self._curve is not None:
             self._curve.apply(sub)
@@ -401,6 +415,9 @@ class Subscription:
         seq = self._seq_of(msg)
         if seq is None:
             return  # sent before the publisher knew our subscription: the catch-up covers it
+        key = msg.get("key")
+        if self._scope and isinstance(key, str) and key.startswith(self._scope):
+            msg = {**msg, "key": key[len(self._scope):]}  # a tenant's keys, as `events` gives them
         event = event_from(msg)
         if epoch != self._epoch:
             # A restarted publisher whose sync we lost: fetch up to this change.

@@ -25,6 +25,10 @@ Layout (format version 1): one msgpack map with string keys.
     delete_where "query": map            the query arguments of docs/formats/kv.md
     create_index "name": str, "field": str | [str | int, ...]
     drop_index "name": str
+    auth ops   token_put, token_revoke, role_put, role_delete, tenant_put,
+               tenant_delete, auth_bootstrap: see concord.auth.commands
+    common     "auth": [token_id: str, secret_hash: bin(32)]   optional credential,
+               checked at apply (concord.auth); never the secret itself
 
 Unknown keys, missing keys and wrong types are errors: `decode_command` raises
 InvalidRequestError (or InvalidKeyError, ValueTooLargeError, TooManyItemsError), which
@@ -41,6 +45,15 @@ from typing import Final, Union
 
 import msgpack
 
+from concord.auth.commands import (
+    AUTH_OPS,
+    AuthCommand,
+    build_auth_command,
+    decode_auth_command,
+    decode_credential,
+    encode_credential,
+)
+from concord.auth.tokens import Credential
 from concord.errors import (
     InvalidKeyError,
     InvalidRequestError,
@@ -155,6 +168,7 @@ Command = Union[
     DeleteWhere,
     CreateIndex,
     DropIndex,
+    AuthCommand,
 ]
 
 
@@ -165,6 +179,7 @@ class Envelope:
     command: Command
     client_id: str | None = None
     seq: int | None = None
+    auth: Credential | None = None
 
 
 # --- shared validation ------------------------------------------------------------------
@@ -263,7 +278,7 @@ def _check_count(items: object, what: str, config: KvConfig) -> list[object]:
 # --- decoding (apply side) --------------------------------------------------------------
 
 
-_COMMON: Final = frozenset({"v", "op", "client_id", "seq"})
+_COMMON: Final = frozenset({"v", "op", "client_id", "seq", "auth"})
 
 
 def _fields(m: Mapping[str, object], op: str, required: frozenset[str], allowed: frozenset[str]) -> None:
@@ -360,10 +375,10 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
         raise InvalidRequestError(f"command is not valid msgpack: {exc}") from exc
     if not isinstance(m, dict):
         raise InvalidRequestError("command must be a msgpack map")
-    if len(m) == 6 and m.get("op") == "put":
+    if m.get("op") == "put" and (len(m) == 6 or (len(m) == 7 and "auth" in m)):
         fast = _fast_put(m, config)
         if fast is not None:
-            return fast
+            return fast if len(m) == 6 else Envelope(fast.command, auth=decode_credential(m["auth"]))
     version = m.get("v")
     if type(version) is not int or version != FORMAT_VERSION:
         raise InvalidRequestError(f"unsupported command format version {version!r}")
@@ -375,13 +390,16 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
     if client_id is not None:
         client_id = _check_client_id(client_id)
         seq = _int(seq, "seq")
+    auth = None if "auth" not in m else decode_credential(m["auth"])
+    if op in AUTH_OPS:
+        return Envelope(decode_auth_command(m), client_id, seq, auth)
     write = _WRITES.get(op) if isinstance(op, str) else None
     if write is None:
         raise InvalidRequestError(f"unknown command op {op!r}")
     assert isinstance(op, str)
     _fields(m, op, write.fields, write.allowed)
     command = write.decode(m, config)
-    return Envelope(command, client_id, seq)
+    return Envelope(command, client_id, seq, auth)
 
 
 def _fast_put(m: dict[str, object], config: KvConfig) -> Envelope | None:
@@ -615,6 +633,8 @@ def build_command(
     Raises:
         InvalidRequestError (or a subclass).
     """
+    if op in AUTH_OPS:
+        return build_auth_command(op, args)
     write = _WRITES.get(op)
     if write is None:
         raise InvalidRequestError(f"unknown write op {op!r}")
@@ -631,6 +651,7 @@ def encode_command(
     client_id: str | None = None,
     seq: int | None = None,
     config: KvConfig = DEFAULT_CONFIG,
+    auth: Credential | None = None,
 ) -> bytes:
     """
     Encode a write op as the bytes of a log entry.
@@ -640,6 +661,7 @@ def encode_command(
         args: its arguments by their wire names, e.g. {"key": "a", "value": 1, "ttl": 5}.
         client_id, seq: optional exactly-once session pair (both or neither).
         config: limits and compression settings.
+        auth: the requester's credential (token id and secret hash), checked at apply.
 
     Raises:
         InvalidRequestError (or InvalidKeyError, ValueTooLargeError, TooManyItemsError).
@@ -650,6 +672,8 @@ def encode_command(
     if client_id is not None:
         cmd["client_id"] = _check_client_id(client_id)
         cmd["seq"] = _int(seq, "seq")
+    if auth is not None:
+        cmd["auth"] = encode_credential(auth)
     packed: bytes = msgpack.packb(cmd, use_bin_type=True)
     return packed
 
@@ -661,7 +685,8 @@ ENVELOPE_FIELDS: Final = frozenset(
 )
 
 
-def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG) -> bytes:
+def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG,
+                   auth: Credential | None = None) -> bytes:
     """
     Encode a wire request map ({"op": ..., "id": ..., args..., "client_id"?, "seq"?}) as a
     command. Envelope fields (id, token, ns, timeout_ms, traceparent) are not replicated.
@@ -681,7 +706,7 @@ def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CON
     seq = request.get("seq")
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
         raise InvalidRequestError(f"seq must be an integer, got {seq!r}")
-    return encode_command(op, args, client_id=client_id, seq=seq, config=config)
+    return encode_command(op, args, client_id=client_id, seq=seq, config=config, auth=auth)
 
 
 def expire_command(keys: Sequence[str]) -> bytes:

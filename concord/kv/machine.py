@@ -10,11 +10,21 @@ removes them, so every physical change is published as a Change.
 The store revision is the Raft index of the last entry that changed something; every
 Change of one entry carries that revision.
 
-Snapshot layout (format version 1), all integers little-endian:
+Auth (concord.auth): the auth tables are SYSTEM records under "auth/" (tokens, roles,
+tenants), so they are in snapshots, the state hash and shared memory like every record.
+Once a token exists, every client write must carry a valid credential, checked here at
+apply against the entry's timestamp (revocation and expiry hold on every replica from
+the entry on), with the permission of its role and inside its tenant's keyspace; tenant
+usage (keys, bytes) is derived from the records and checked against the tenant's quota
+here too. A refused write changes nothing but applied_index. `expire` carries no
+credential: only the leader proposes it.
+
+Snapshot layout (format version 2; version 1 is still read: the same layout, written by a
+release without auth, whose readers would ignore auth records), all integers little-endian:
 
     offset  size  field
     0       4     magic b"CKVS"
-    4       1     format version (1)
+    4       1     format version (2)
     5       8     state hash (uint64, `state_hash()` of the state it encodes)
     13      ...   msgpack array [applied_index, revision, last_ts_ms,
                                  user_records, system_records, sessions]
@@ -43,13 +53,20 @@ import msgpack
 import xxhash
 from sortedcontainers import SortedList
 
+from concord.auth.commands import AuthCommand, apply_auth
+from concord.auth.rules import Perm, common_prefix
+from concord.auth.state import AUTH_PREFIX, AuthState, Principal
+from concord.auth.tenants import AFTER_TENANTS as _AFTER_TENANTS
+from concord.auth.tenants import TENANT_MARK, Usage, tenant_of
 from concord.bulk import gc_paused
 from concord.errors import (
     ClientError,
     ConditionFailedError,
     CorruptionError,
+    ForbiddenError,
     InvalidRequestError,
     NotFoundError,
+    QuotaExceededError,
 )
 from concord.kv.commands import (
     Command,
@@ -75,13 +92,15 @@ from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
 from concord.kv.query import KeySource, select
 from concord.kv.reads import Reply, error_reply, serve_read, serve_request
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
+from concord.kv.scope import record_bytes, scoped
 from concord.kv.sessions import Session, SessionTable
 from concord.kv.values import record_value, values_equal
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_MAGIC: Final = b"CKVS"
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
+_READABLE_VERSIONS: Final = (1, 2)
 _SNAPSHOT_HEADER = struct.Struct("<4sBQ")
 _RECORD_HEADER = struct.Struct("<BqqqqqI")
 _STATE = struct.Struct("<qqqQQ")
@@ -150,6 +169,8 @@ class KvStateMachine:
         # user key -> record_digest, to spare rehashing; may lack keys (restore() does
         # not fill it: _old_digest computes a missing one when its key changes).
         self._digests: dict[str, int] = {}
+        self.auth = AuthState()
+        self.usage: dict[str, Usage] = {}  # tenant -> stored keys and bytes
 
     # --- the state machine (concord.raft.statemachine) ------------------------------
 
@@ -265,7 +286,7 @@ class KvStateMachine:
         magic, version, expected_hash = _SNAPSHOT_HEADER.unpack_from(data)
         if magic != SNAPSHOT_MAGIC:
             raise CorruptionError(f"kv snapshot has bad magic {magic!r}")
-        if version != SNAPSHOT_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise CorruptionError(f"kv snapshot format version {version} is not supported")
         user: dict[str, KeyRecord] = {}
         expiry: list[tuple[int, str]] = []
@@ -324,6 +345,9 @@ class KvStateMachine:
         self._expiry.update(expiry)
         for record in system_records:
             self._system[record.key] = record
+            if record.key.startswith(AUTH_PREFIX):
+                self.auth.set_record(record.key, record.value)
+        self._recount_usage()
         total += sum(record_digest(Space.SYSTEM, r) for r in self._system.values())
         self._digest = total & _MASK
         self._sessions.load(session_list)
@@ -448,8 +472,12 @@ class KvStateMachine:
         self, envelope: Envelope, index: int, ts: int
     ) -> tuple[Reply, list[Change]]:
         client_id, seq = envelope.client_id, envelope.seq
+        try:
+            principal = self._admit(envelope, ts)
+        except ClientError as exc:
+            return error_reply(exc), []
         if client_id is None or seq is None:
-            return self._execute(envelope.command, index, ts)
+            return self._execute(envelope.command, index, ts, principal)
         session = self._sessions.get(client_id)
         if session is not None:
             if seq == session.seq:
@@ -461,12 +489,72 @@ class KvStateMachine:
                         f" its last write {session.seq}"
                     )
                 ), []
-        result, changes = self._execute(envelope.command, index, ts)
+        result, changes = self._execute(envelope.command, index, ts, principal)
         self._sessions.record(Session(client_id, seq, dict(result), index, ts))
         self._sessions.evict(ts)
         return result, changes
 
-    def _execute(self, command: Command, index: int, ts: int) -> tuple[Reply, list[Change]]:
+    def _admit(self, envelope: Envelope, ts: int) -> Principal | None:
+        """
+        The principal of a command at entry time `ts`, checked for what the command does.
+
+        Raises:
+            UnauthorizedError, ForbiddenError, QuotaExceededError.
+        """
+        command = envelope.command
+        if isinstance(command, Expire):
+            return None  # proposed by the leader only (never a client op)
+        if isinstance(command, AuthCommand) and command.op == "auth_bootstrap":
+            return None  # apply_auth refuses it once a token exists
+        if envelope.auth is None and not self.auth.active:
+            return None
+        principal = self.auth.authenticate(envelope.auth, ts)
+        if isinstance(command, AuthCommand):
+            principal.check_cluster_admin(command.op)
+            return principal
+        if isinstance(command, DeleteWhere):
+            query = command.query
+            within = common_prefix(query.lo, query.hi) if query.lo and query.hi else ""
+            prefix = query.prefix or ""
+            principal.check_prefix(within if within.startswith(prefix) else prefix, Perm.WRITE)
+        elif isinstance(command, (CreateIndex, DropIndex)):
+            if principal.tenant is not None:
+                raise ForbiddenError("tenant tokens cannot use secondary indexes")
+            principal.check_prefix("", Perm.WRITE)
+        else:
+            keys = _command_keys(command)
+            principal.check_stored_keys(keys, Perm.WRITE)
+            if principal.tenant is not None:
+                self._check_quota(principal.tenant, command, ts)
+        return principal
+
+    def _check_quota(self, tenant: str, command: Command, ts: int) -> None:
+        """Raise QuotaExceededError if `command` would take `tenant` over its quota."""
+        quota = self.auth.tenants.get(tenant)
+        if quota is None:
+            raise ForbiddenError(f"tenant {tenant!r} does not exist")
+        if not (quota.max_keys or quota.max_bytes):
+            return
+        puts = (command.items if isinstance(command, PutMany)
+                else (command.put,) if isinstance(command, PutIf)
+                else (command,) if isinstance(command, Put) else ())
+        new_keys = new_bytes = 0
+        for put in puts:
+            old = self._user.get(put.key)
+            size = len(put.key.encode("utf-8")) + len(put.value)
+            new_keys += old is None
+            new_bytes += size - (0 if old is None else record_bytes(old))
+        usage = self.usage.get(tenant, Usage())
+        if quota.max_keys and new_keys > 0 and usage.keys + new_keys > quota.max_keys:
+            raise QuotaExceededError(f"tenant {tenant!r} would hold {usage.keys + new_keys} keys, "
+                                     f"over its quota of {quota.max_keys}")
+        if quota.max_bytes and new_bytes > 0 and usage.bytes + new_bytes > quota.max_bytes:
+            raise QuotaExceededError(f"tenant {tenant!r} would hold {usage.bytes + new_bytes} "
+                                     f"bytes, over its quota of {quota.max_bytes}")
+
+    def _execute(
+        self, command: Command, index: int, ts: int, principal: Principal | None = None
+    ) -> tuple[Reply, list[Change]]:
         try:
             if isinstance(command, Put):
                 return self._put(command, index, ts)
@@ -489,12 +577,17 @@ class KvStateMachine:
             if isinstance(command, Expire):
                 return self._expire(command, index, ts)
             if isinstance(command, DeleteWhere):
-                rows, _ = select(self, command.query, ts, _UNLIMITED)
+                source = scoped(principal, self)
+                rows, _ = select(source, command.query, ts, _UNLIMITED)
                 keys = [record.key for record, _ in rows]
+                if principal is not None:
+                    keys = list(principal.stored_keys(keys))
                 result, changes = self._delete_keys(keys, index, ts, single=False)
                 return result, changes
             if isinstance(command, CreateIndex):
                 return self._create_index(command, index, ts)
+            if isinstance(command, AuthCommand):
+                return self._apply_auth(command, principal, index, ts)
             return self._drop_index(command, index, ts)
         except ClientError as exc:
             return error_reply(exc), []
@@ -633,8 +726,7 @@ class KvStateMachine:
         if not self._indexes.drop(command.name):
             return {"dropped": False, "revision": self.revision}, []
         key = IndexDef(command.name, "", ()).system_key
-        old = self._system.pop(key)
-        self._digest = (self._digest - record_digest(Space.SYSTEM, old)) & _MASK
+        self._remove_system(key)
         change = Change(ChangeType.DELETE, Space.SYSTEM, key, None, index, ts)
         return {"dropped": True, "revision": index}, [change]
 
@@ -650,6 +742,10 @@ class KvStateMachine:
             digest -= self._old_digest(key, old)
             if old.expires_at_ms:
                 self._expiry.remove((old.expires_at_ms, key))
+        if key[0] == TENANT_MARK:
+            if old is not None:
+                self._count_usage(old, -1)
+            self._count_usage(record, 1)
         self._user[key] = record
         new_digest = record_digest(Space.USER, record)
         self._digests[key] = new_digest
@@ -662,6 +758,8 @@ class KvStateMachine:
     def _remove(self, key: str) -> None:
         old = self._user.pop(key)
         self._keys.remove(key)
+        if key[0] == TENANT_MARK:
+            self._count_usage(old, -1)
         if old.expires_at_ms:
             self._expiry.remove((old.expires_at_ms, key))
         self._digest = (self._digest - self._old_digest(key, old)) & _MASK
@@ -680,6 +778,47 @@ class KvStateMachine:
             digest -= record_digest(Space.SYSTEM, old)
         self._system[record.key] = record
         self._digest = (digest + record_digest(Space.SYSTEM, record)) & _MASK
+        if record.key.startswith(AUTH_PREFIX):
+            self.auth.set_record(record.key, record.value)
+
+    def _remove_system(self, key: str) -> None:
+        old = self._system.pop(key)
+        self._digest = (self._digest - record_digest(Space.SYSTEM, old)) & _MASK
+        if key.startswith(AUTH_PREFIX):
+            self.auth.set_record(key, None)
+
+    def _apply_auth(
+        self, command: AuthCommand, principal: Principal | None, index: int, ts: int
+    ) -> tuple[Reply, list[Change]]:
+        result, records = apply_auth(self.auth, command, principal, self.usage, ts)
+        changes = []
+        for key, value in records:
+            if value is None:
+                self._remove_system(key)
+                changes.append(Change(ChangeType.DELETE, Space.SYSTEM, key, None, index, ts))
+                continue
+            old = self._system.get(key)
+            record = KeyRecord(key, value, 0, index if old is None else old.create_revision,
+                               index, 1 if old is None else old.version + 1, 0)
+            self._store_system(record)
+            changes.append(Change(ChangeType.PUT, Space.SYSTEM, key, record, index, ts))
+        result["revision"] = index if changes else self.revision
+        return result, changes
+
+    def _count_usage(self, record: KeyRecord, sign: int) -> None:
+        tenant = tenant_of(record.key)
+        if tenant is not None:
+            usage = self.usage.get(tenant, Usage()).plus(sign, sign * record_bytes(record))
+            if usage.keys:
+                self.usage[tenant] = usage
+            else:
+                self.usage.pop(tenant, None)
+
+    def _recount_usage(self) -> None:
+        self.usage.clear()
+        for key in self._keys.irange(minimum=TENANT_MARK, maximum=_AFTER_TENANTS,
+                                     inclusive=(True, False)):
+            self._count_usage(self._user[key], 1)
 
     def _full_digest(self) -> int:
         total = 0
@@ -704,6 +843,8 @@ class KvStateMachine:
         self._indexes.clear()
         self._sessions.clear()
         self._digest = 0
+        self.auth.clear()
+        self.usage.clear()
 
     def _rebuild_indexes(self) -> None:
         self._indexes.clear()
@@ -716,6 +857,19 @@ class KvStateMachine:
                 logger.warning("kv skipped bad index definition key=%s", record.key)
                 continue
             self._indexes.create(definition, self.records())
+
+
+def _command_keys(command: Command) -> list[str]:
+    """The stored keys a key-naming write command changes (or reads, for its condition)."""
+    if isinstance(command, (Put, Delete, Touch, DeleteIf)):
+        return [command.key]
+    if isinstance(command, PutIf):
+        return [command.put.key]
+    if isinstance(command, (PutMany, TouchMany)):
+        return [item.key for item in command.items]
+    if isinstance(command, DeleteMany):
+        return list(command.keys)
+    return []
 
 
 def _record_row(record: KeyRecord) -> list[object]:

@@ -39,6 +39,20 @@ is two frames:
 
 History entries (the `events` op) are the change maps without "epoch" and "seqs".
 
+Guarded subscriptions (auth, docs/security.md "Change stream"): with a `guard` the XPUB
+socket runs with XPUB_MANUAL, so a subscription takes effect only when the publisher
+sets it. A subscriber authenticates in the subscription itself:
+
+    topic = AUTH_TOPIC + token (ASCII) + b"\x1f" + prefix (UTF-8)
+
+The guard turns that into the prefix to subscribe (a tenant's keys are prefixed, see
+concord.auth.tenants), or refuses it; the publisher then sets that prefix for the pipe
+the message came from, and the subscriber must also subscribe to the same prefix plainly
+(its SUB socket filters locally; the plain one is ignored by a guarded publisher). Any
+change of the auth tables, and the expiry of a token with subscriptions, rebinds the
+socket in a new epoch: every subscriber reconnects and authenticates again, so a
+revocation cuts the stream when it applies.
+
 The gap scheme: the XPUB socket (XPUB_VERBOSE) hands the publisher every subscription,
 duplicates included. The publisher keeps a counter per active prefix and answers every
 subscribe with a sync on that prefix; from the sync on, every change whose key starts
@@ -55,7 +69,7 @@ import bisect
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
@@ -85,6 +99,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVENTS_VERSION: Final = 1
+#: The topic start of an authenticated subscription (module docstring).
+AUTH_TOPIC: Final = b"\x1fauth\x1f"
+
+#: Decides a subscription topic: the prefix to subscribe and the token's expiry (cluster
+#: ms, 0: never), or None to refuse it.
+Guard = Callable[[bytes], "tuple[bytes, int] | None"]
 DEFAULT_EVENTS_LIMIT: Final = 1000
 MAX_EVENTS_LIMIT: Final = 100_000
 #: Bytes counted per history entry on top of its encoded body (tuple, list slots).
@@ -293,6 +313,17 @@ class EventHistory:
         return EventsPage(tuple(out), max(since_revision, self.head), False)
 
 
+def _rescoped(entry: HistoryEntry, scope: str) -> HistoryEntry:
+    """`entry` with `scope` stripped from its key (the body re-encoded once)."""
+    if not scope:
+        return entry
+    change = msgpack.unpackb(entry.encode(), raw=False)
+    key = entry.key[len(scope):]
+    change["key"] = key
+    body = b"".join(_packer.pack(k) + _packer.pack(v) for k, v in change.items())
+    return HistoryEntry(entry.revision, entry.index, key, body, len(change))
+
+
 def encode_events_reply(request_id: int, page: EventsPage) -> bytes:
     """The ok reply `{id, ok, events, next_revision, compacted}`, events spliced in raw."""
     p = _packer
@@ -410,6 +441,8 @@ class EventStream:
         max_prefixes: subscription prefixes tracked at most.
         curve: CURVE on the endpoint (concord.net.curve; None: plaintext). Only the
             transport: what a subscriber may receive is decided above it.
+        guard: decides every subscription (XPUB_MANUAL, module docstring); None: every
+            subscription is taken as sent.
 
     Raises:
         ConfigError: the endpoint cannot be bound.
@@ -428,6 +461,7 @@ class EventStream:
         heartbeat_s: float = 0.5,
         max_prefixes: int = 4096,
         curve: CurveServer | None = None,
+        guard: Guard | None = None,
     ) -> None:
         if heartbeat_s <= 0 or sndhwm < 0:
             raise ConfigError(f"need heartbeat_s > 0 and sndhwm >= 0, got {heartbeat_s}, {sndhwm}")
@@ -436,25 +470,74 @@ class EventStream:
         self.heartbeat_s = heartbeat_s
         self.counters = PrefixCounters(max_prefixes)
         self.epoch = new_epoch()
-        self.socket: Socket = new_socket(ctx, zmq.XPUB, "events XPUB")
+        self._ctx = ctx
+        self._sndhwm = sndhwm
+        self.guard = guard
+        #: Earliest expiry (cluster ms) of a token holding a subscription; 0: none.
+        self.guarded_until_ms = 0
         #: Counters, for tests and metrics.
         self.published = 0
         self.dropped = 0
         self.syncs = 0
-        try:
-            self.socket.setsockopt(zmq.SNDHWM, sndhwm)
-            self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
-            if curve is not None:
-                curve.apply(self.socket)
-            self.socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self.socket.close(0)
-            raise ConfigError(f"cannot bind events endpoint {endpoint}: {exc}") from exc
+        self._curve = curve
+        self.refused = 0
+        self._unbound = False  # rebind() waits for the old listener to let the port go
+        self.socket: Socket = self._bind(endpoint)
         raw = self.socket.getsockopt(zmq.LAST_ENDPOINT)
         self.endpoint: str = raw.decode() if isinstance(raw, bytes) else str(raw)
         self._next_heartbeat = time.monotonic() + heartbeat_s
         log.info("events stream bound endpoint=%s epoch=%d revision=%d",
                  self.endpoint, self.epoch, start_revision)
+
+    def _bind(self, endpoint: str) -> Socket:
+        socket = self._new_socket()
+        try:
+            socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            socket.close(0)
+            raise ConfigError(f"cannot bind events endpoint {endpoint}: {exc}") from exc
+        return socket
+
+    def _new_socket(self) -> Socket:
+        socket = new_socket(self._ctx, zmq.XPUB, "events XPUB")
+        socket.setsockopt(zmq.SNDHWM, self._sndhwm)
+        socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        if self.guard is not None:
+            socket.setsockopt(zmq.XPUB_MANUAL, 1)
+        if self._curve is not None:
+            self._curve.apply(socket)
+        return socket
+
+    def rebind(self, reason: str) -> Socket:
+        """
+        Drop every subscriber: close the socket and bind a new one to the same endpoint,
+        in a new epoch, so each subscriber must subscribe, and authenticate, again.
+        Returns the new socket (the owner polls it instead of the old one).
+
+        NB: libzmq closes a listener asynchronously; until the port is free again the new
+        socket stays unbound (changes are still retained, for `events`) and `service`
+        retries the bind.
+        """
+        self.socket.close(0)
+        self.socket = self._new_socket()
+        self._unbound = True
+        self._try_bind()
+        self.guarded_until_ms = 0
+        self.epoch = new_epoch()
+        for prefix in self.counters.prefixes():
+            self.counters.unsubscribe(prefix)
+        log.info("events stream rebound reason=%s epoch=%d bound=%s", reason, self.epoch,
+                 not self._unbound)
+        return self.socket
+
+    def _try_bind(self) -> None:
+        try:
+            self.socket.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE:
+                raise ConfigError(f"cannot bind events endpoint {self.endpoint}: {exc}") from exc
+            return
+        self._unbound = False
 
     # -- publishing ------------------------------------------------------------------
 
@@ -518,6 +601,8 @@ class EventStream:
             readable: False when the owner's poll saw nothing on `socket`, which skips
                 the (raising) non-blocking receive.
         """
+        if self._unbound:
+            self._try_bind()
         sock = self.socket
         for _ in range(10_000 if readable else 0):
             try:
@@ -531,6 +616,11 @@ class EventStream:
             if not msg:
                 continue
             prefix = bytes(msg[1:])
+            if self.guard is not None:
+                guarded = self._guarded(msg[0], prefix)
+                if guarded is None:
+                    continue
+                prefix = guarded
             if msg[0] == 1:
                 tracked = self.counters.subscribe(prefix)
                 if not tracked:
@@ -543,6 +633,29 @@ class EventStream:
             self._next_heartbeat = now + self.heartbeat_s
             for prefix in self.counters.prefixes():
                 self._sync(prefix, True)
+
+    def _guarded(self, kind: int, topic: bytes) -> bytes | None:
+        """Set (or remove) the guard's prefix for the last pipe; None: refused or ignored."""
+        assert self.guard is not None
+        if kind == 0:
+            # Unsubscribe: narrows this pipe only. The prefix stays counted (another pipe
+            # may hold it: with XPUB_MANUAL every pipe's messages reach us) until a rebind;
+            # an authenticated subscription stays until its pipe closes or a rebind.
+            if not topic.startswith(AUTH_TOPIC):
+                opened = self.guard(topic)
+                if opened is not None:
+                    self.socket.setsockopt(zmq.UNSUBSCRIBE, opened[0])
+            return None
+        decided = self.guard(topic)
+        if decided is None:
+            self.refused += 1
+            log.info("events subscription refused topic_bytes=%d", len(topic))
+            return None
+        prefix, expires_at_ms = decided
+        if expires_at_ms and (not self.guarded_until_ms or expires_at_ms < self.guarded_until_ms):
+            self.guarded_until_ms = expires_at_ms
+        self.socket.setsockopt(zmq.SUBSCRIBE, prefix)
+        return prefix
 
     def _sync(self, prefix: bytes, tracked: bool) -> None:
         payload = pack({
@@ -580,15 +693,26 @@ class EventStream:
         """The retained changes after `since_revision` (see EventHistory.query)."""
         return self.history.query(since_revision, prefix, limit)
 
-    def handle(self, request: Request) -> bytes:
-        """The reply payload to a validated `events` request."""
+    def handle(self, request: Request, scope: str = "", hide: str | None = None) -> bytes:
+        """
+        The reply payload to a validated `events` request.
+
+        Args:
+            scope: a keyspace prefix (a tenant's): only its keys, returned without it.
+            hide: leave out keys starting with this (tenant keys, for root non-admins).
+        """
         args: Mapping[str, object] = request.args
         since = args.get("since_revision")
         prefix = args.get("prefix", "")
         limit = args.get("limit", 0)
         if not isinstance(since, int) or not isinstance(prefix, str) or not isinstance(limit, int):
             return error_reply(request.id, "invalid_request", "events takes since_revision, prefix?, limit?")
-        return encode_events_reply(request.id, self.history.query(since, prefix, limit))
+        page = self.history.query(since, scope + prefix, limit)
+        if scope or hide is not None:
+            page = EventsPage(tuple(_rescoped(e, scope) for e in page.entries
+                                    if hide is None or not e.key.startswith(hide)),
+                              page.next_revision, page.compacted)
+        return encode_events_reply(request.id, page)
 
     def close(self) -> None:
         """Close the socket (LINGER=0). Idempotent."""

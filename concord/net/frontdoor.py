@@ -92,24 +92,6 @@ _MAX_IPC_PATH = 107
 _BATCH = 256  # messages handled per socket per poll, so neither side starves the other
 
 
-#: Envelope fields of features this node does not have yet, and why they are refused.
-#: NB: refused, never ignored: a client that believes it is authenticated or confined
-#: to a tenant must learn that it is not (docs/protocol.md "Envelope").
-NOT_ENABLED: Mapping[str, str] = {
-    "token": "authentication is not enabled on this node",
-    "ns": "tenants are not enabled on this node",
-}
-
-
-def refuse_not_enabled(request: Request) -> InvalidRequestError | None:
-    """The invalid_request error for a request carrying a field of NOT_ENABLED, if any."""
-    for name, reason in NOT_ENABLED.items():
-        if getattr(request, name) is not None:
-            return InvalidRequestError(
-                f"request carries {name!r} but {reason}; send it without {name!r}", request.id)
-    return None
-
-
 def route(request: Request, registry: Mapping[str, OpSpec] = OPS) -> Backend:
     """Where a validated request goes: READ (read worker) or RAFT (raft worker)."""
     spec = registry[request.op]
@@ -363,11 +345,6 @@ class FrontDoor:
         notes = None
         if self._observers:
             notes, payload = self._begin(request, payload, frame)
-        refused = refuse_not_enabled(request)
-        if refused is not None:
-            self.stats.invalid += 1
-            self._answer(envelope, reply_for_error(refused), notes)
-            return
         target = route(request, self.registry)
         backend = self._pick(target)
         now = self._clock()

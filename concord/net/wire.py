@@ -78,6 +78,34 @@ class OpKind(enum.Enum):
     """Changes the cluster and is not deduplicated: never resent after silence."""
 
 
+class Access(enum.Enum):
+    """
+    What an op needs when auth is on (docs/security.md "Permissions"): the ONE place
+    each op's permission is declared; `concord.node.auth` derives the checks from it.
+    """
+
+    PUBLIC = "public"
+    """No token (only `bootstrap`, which works only while no token exists)."""
+
+    TOKEN = "token"
+    """Any valid token (status, members, whoami)."""
+
+    READ_KEYS = "read_keys"
+    """Read on every key the op names (`key`, `keys`): all or nothing."""
+
+    WRITE_KEYS = "write_keys"
+    """Write on every key the op names (`key`, `keys`, `items`): all or nothing."""
+
+    READ_RANGE = "read_range"
+    """Read on the whole range the op covers (its `prefix`, `range`; else every key)."""
+
+    WRITE_RANGE = "write_range"
+    """Write on the whole range the op covers (`delete_where`, index ops)."""
+
+    ADMIN = "admin"
+    """A cluster admin token: a root (tenant-less) token with admin on every key."""
+
+
 class ArgType(enum.Enum):
     """The declared type of one argument."""
 
@@ -193,7 +221,8 @@ class Arg:
 @dataclass(frozen=True, slots=True)
 class OpSpec:
     """
-    One op of the protocol: its args, its kind and where the front door sends it.
+    One op of the protocol: its args, its kind, where the front door sends it, and
+    (`access`) the permission it needs when auth is on.
 
     `one_of` lists groups of arg names of which exactly one must be present. `local`:
     a same-host client may serve it from the node's shared memory (`eventual`, and
@@ -207,6 +236,7 @@ class OpSpec:
     doc: str = ""
     kind: OpKind = OpKind.READ
     local: bool = False
+    access: Access = Access.ADMIN
     arg_index: Mapping[str, Arg] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -257,63 +287,95 @@ _R = Backend.READ
 _W = Backend.RAFT
 _WRITE = OpKind.WRITE
 _ADMIN = OpKind.ADMIN
+_PUB = Access.PUBLIC
+_TOK = Access.TOKEN
+_RK = Access.READ_KEYS
+_WK = Access.WRITE_KEYS
+_RR = Access.READ_RANGE
+_WR = Access.WRITE_RANGE
+_ADM = Access.ADMIN
 
 _OP_LIST: tuple[OpSpec, ...] = (
     OpSpec("put", _W, (_KEY, Arg("value", ArgType.ANY, True), _TTL, Arg("compress", ArgType.BOOL)),
-           doc="-> {revision}", kind=_WRITE),
+           doc="-> {revision}", kind=_WRITE, access=_WK),
     OpSpec("get", _R, (_KEY, _CONSISTENCY, Arg("meta", ArgType.BOOL)),
-           doc="-> {value} (+ revision, version, create_revision, ttl with meta), or not_found", local=True),
-    OpSpec("delete", _W, (_KEY,), doc="-> {deleted, revision}", kind=_WRITE),
+           doc="-> {value} (+ revision, version, create_revision, ttl with meta), or not_found", local=True, access=_RK),
+    OpSpec("delete", _W, (_KEY,), doc="-> {deleted, revision}", kind=_WRITE, access=_WK),
     OpSpec("put_many", _W, (Arg("items", ArgType.ITEMS, True), Arg("compress", ArgType.BOOL)),
-           doc="-> {revision}", kind=_WRITE),
+           doc="-> {revision}", kind=_WRITE, access=_WK),
     OpSpec("get_many", _R, (Arg("keys", ArgType.STR_LIST, True), _CONSISTENCY),
-           doc="-> {values: {key: value}}", local=True),
-    OpSpec("delete_many", _W, (Arg("keys", ArgType.STR_LIST, True),), kind=_WRITE),
-    OpSpec("touch", _W, (_KEY, Arg("ttl", ArgType.OPT_NUMBER, True, doc="nil: never expire")), kind=_WRITE),
-    OpSpec("touch_many", _W, (Arg("items", ArgType.TTL_ITEMS, True),), kind=_WRITE),
-    OpSpec("ttl", _R, (_KEY, _CONSISTENCY), doc="-> {ttl}", local=True),
-    OpSpec("get_with_ttl", _R, (_KEY, _CONSISTENCY), doc="-> {value, ttl}", local=True),
+           doc="-> {values: {key: value}}", local=True, access=_RK),
+    OpSpec("delete_many", _W, (Arg("keys", ArgType.STR_LIST, True),), kind=_WRITE, access=_WK),
+    OpSpec("touch", _W, (_KEY, Arg("ttl", ArgType.OPT_NUMBER, True, doc="nil: never expire")), kind=_WRITE, access=_WK),
+    OpSpec("touch_many", _W, (Arg("items", ArgType.TTL_ITEMS, True),), kind=_WRITE, access=_WK),
+    OpSpec("ttl", _R, (_KEY, _CONSISTENCY), doc="-> {ttl}", local=True, access=_RK),
+    OpSpec("get_with_ttl", _R, (_KEY, _CONSISTENCY), doc="-> {value, ttl}", local=True, access=_RK),
     OpSpec("get_all", _R, (Arg("limit", ArgType.NON_NEGATIVE_INT), Arg("after", ArgType.STR),
-                           _CONSISTENCY), local=True),
+                           _CONSISTENCY), local=True, access=_RR),
     OpSpec("hash_content", _R, (Arg("limit", ArgType.NON_NEGATIVE_INT), Arg("after", ArgType.STR),
                                 _CONSISTENCY),
-           doc="-> {hash, keys, last, more}: one page of the content hash (keys after `after`)"),
+           doc="-> {hash, keys, last, more}: one page of the content hash (keys after `after`)", access=_RR),
     OpSpec("put_if", _W, (_KEY, Arg("value", ArgType.ANY, True), *_CONDITION_ARGS, _TTL,
                           Arg("compress", ArgType.BOOL)),
-           one_of=(_CONDITIONS,), kind=_WRITE),
-    OpSpec("delete_if", _W, (_KEY, *_CONDITION_ARGS), one_of=(_CONDITIONS,), kind=_WRITE),
-    OpSpec("keys", _R, (*_FILTER_ARGS, _CONSISTENCY), local=True),
-    OpSpec("query", _R, (*_FILTER_ARGS, _CONSISTENCY), local=True),
-    OpSpec("count", _R, (*_FILTER_ARGS, _CONSISTENCY), local=True),
-    OpSpec("delete_where", _W, _FILTER_ARGS, kind=_WRITE),
+           one_of=(_CONDITIONS,), kind=_WRITE, access=_WK),
+    OpSpec("delete_if", _W, (_KEY, *_CONDITION_ARGS), one_of=(_CONDITIONS,), kind=_WRITE, access=_WK),
+    OpSpec("keys", _R, (*_FILTER_ARGS, _CONSISTENCY), local=True, access=_RR),
+    OpSpec("query", _R, (*_FILTER_ARGS, _CONSISTENCY), local=True, access=_RR),
+    OpSpec("count", _R, (*_FILTER_ARGS, _CONSISTENCY), local=True, access=_RR),
+    OpSpec("delete_where", _W, _FILTER_ARGS, kind=_WRITE, access=_WR),
     OpSpec("create_index", _W, (Arg("name", ArgType.STR, True),
-                                Arg("field", ArgType.FIELD_PATH, True)), kind=_WRITE),
-    OpSpec("drop_index", _W, (Arg("name", ArgType.STR, True),), kind=_WRITE),
-    OpSpec("list_indexes", _R, (_CONSISTENCY,), doc="-> {indexes}"),
+                                Arg("field", ArgType.FIELD_PATH, True)), kind=_WRITE, access=_WR),
+    OpSpec("drop_index", _W, (Arg("name", ArgType.STR, True),), kind=_WRITE, access=_WR),
+    OpSpec("list_indexes", _R, (_CONSISTENCY,), doc="-> {indexes}", access=_RR),
     OpSpec("index_lookup", _R, (Arg("name", ArgType.STR, True), Arg("value", ArgType.ANY),
                                 Arg("range", ArgType.ANY, doc="[lo, hi] of index values, nil: open"),
                                 Arg("limit", ArgType.NON_NEGATIVE_INT),
-                                _CONSISTENCY)),
+                                _CONSISTENCY), access=_RR),
     OpSpec("events", _W, (Arg("since_revision", ArgType.NON_NEGATIVE_INT, True),
                           Arg("prefix", ArgType.STR), Arg("limit", ArgType.NON_NEGATIVE_INT)),
-           doc="-> {events, next_revision, compacted}"),
-    OpSpec("status", _W),
-    OpSpec("members", _W),
+           doc="-> {events, next_revision, compacted}", access=_RR),
+    OpSpec("status", _W, access=_TOK),
+    OpSpec("members", _W, access=_TOK),
     OpSpec("backup", _W, (Arg("index", ArgType.NON_NEGATIVE_INT, doc="the image to read; absent: start one"),
                           Arg("offset", ArgType.NON_NEGATIVE_INT, doc="byte offset of the chunk")),
-           doc="-> {node, index, term, state: pending|ready, size?, offset?, data?}"),
+           doc="-> {node, index, term, state: pending|ready, size?, offset?, data?}", access=_ADM),
     OpSpec("hash_kv", _W, (Arg("index", ArgType.NON_NEGATIVE_INT, doc="default: applied index"),),
-           doc="-> {node, applied, index, hash}: the kv state hash right after `index`"),
+           doc="-> {node, applied, index, hash}: the kv state hash right after `index`", access=_ADM),
     OpSpec("add_member", _W, (_MEMBER_ID, Arg("host", ArgType.STR, True),
                               Arg("client_port", ArgType.NON_NEGATIVE_INT, True),
                               Arg("peer_port", ArgType.NON_NEGATIVE_INT, True),
                               Arg("events_port", ArgType.NON_NEGATIVE_INT, True),
-                              Arg("learner", ArgType.BOOL)), kind=_ADMIN),
-    OpSpec("remove_member", _W, (_MEMBER_ID,), kind=_ADMIN),
-    OpSpec("promote_member", _W, (_MEMBER_ID,), kind=_ADMIN),
-    OpSpec("transfer_leader", _W, (Arg("member_id", ArgType.STR, doc="default: best follower"),), kind=_ADMIN),
+                              Arg("learner", ArgType.BOOL)), kind=_ADMIN, access=_ADM),
+    OpSpec("remove_member", _W, (_MEMBER_ID,), kind=_ADMIN, access=_ADM),
+    OpSpec("promote_member", _W, (_MEMBER_ID,), kind=_ADMIN, access=_ADM),
+    OpSpec("transfer_leader", _W, (Arg("member_id", ArgType.STR, doc="default: best follower"),), kind=_ADMIN, access=_ADM),
     OpSpec("fault", _W, (Arg("command", ArgType.MAP, True),),
-           doc="test-only: PeerTransport.apply_fault_command(command); needs faults.enabled", kind=_ADMIN),
+           doc="test-only: PeerTransport.apply_fault_command(command); needs faults.enabled", kind=_ADMIN, access=_ADM),
+    OpSpec("bootstrap", _W, (Arg("description", ArgType.STR),), kind=_ADMIN, access=_PUB,
+           doc="-> {token, token_id}: the first admin token; only while no token exists (docs/security.md)"),
+    OpSpec("whoami", _W, doc="-> {token_id, role, tenant, auth}", access=_TOK),
+    OpSpec("token_create", _W, (Arg("role", ArgType.STR, True), Arg("tenant", ArgType.STR),
+                                Arg("ttl", ArgType.NUMBER, doc="seconds; absent: never expires"),
+                                Arg("description", ArgType.STR)), kind=_ADMIN, access=_ADM,
+           doc="-> {token, token_id, expires_at_ms}: the secret is shown once"),
+    OpSpec("token_list", _W, doc="-> {tokens: [{id, role, tenant, state, ...}]} (never secrets)",
+           access=_ADM),
+    OpSpec("token_revoke", _W, (Arg("token_id", ArgType.STR, True),), kind=_ADMIN, access=_ADM,
+           doc="-> {revoked: bool}"),
+    OpSpec("role_put", _W, (Arg("name", ArgType.STR, True), Arg("rules", ArgType.ANY, True, doc="[[pattern, perm, effect], ...]")),
+           kind=_ADMIN, access=_ADM, doc="-> {created: bool}"),
+    OpSpec("role_list", _W, doc="-> {roles: [{name, builtin, rules}]}", access=_ADM),
+    OpSpec("role_delete", _W, (Arg("name", ArgType.STR, True),), kind=_ADMIN, access=_ADM,
+           doc="-> {deleted: bool}"),
+    OpSpec("tenant_put", _W, (Arg("name", ArgType.STR, True), Arg("max_keys", ArgType.NON_NEGATIVE_INT),
+                              Arg("max_bytes", ArgType.NON_NEGATIVE_INT), Arg("write_rate", ArgType.NUMBER),
+                              Arg("read_rate", ArgType.NUMBER)), kind=_ADMIN, access=_ADM,
+           doc="-> {created: bool}: quotas, 0 or absent: unlimited"),
+    OpSpec("tenant_list", _W, doc="-> {tenants: [{name, quota..., keys, bytes}]}", access=_ADM),
+    OpSpec("tenant_delete", _W, (Arg("name", ArgType.STR, True),), kind=_ADMIN, access=_ADM,
+           doc="-> {deleted: bool}; refused while it holds keys or live tokens"),
+    OpSpec("tenant_usage", _W, (Arg("name", ArgType.STR, doc="default: the token's tenant"),),
+           doc="-> {name, keys, bytes, max_keys, max_bytes, write_rate, read_rate}", access=_TOK),
 )
 
 #: The op registry: the ONE table of ops, their args and their backend.

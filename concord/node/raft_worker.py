@@ -49,6 +49,7 @@ from concord.storage import codec
 from concord.config import NodeConfig
 from concord.errors import ConfigError, ProtocolError, StorageError
 from concord.ids import NodeId
+from concord.auth.state import AUTH_PREFIX
 from concord.kv.record import Space
 from concord.net.backend import BackendLink
 from concord.net.curve import ZapHandler
@@ -62,6 +63,7 @@ from concord.node.links import NodeLinks, load_links
 from concord.node.raft_metrics import RaftMetrics
 from concord.node.tracing import RaftTracing, TracedSink
 from concord.node.worker_requests import Pending
+from concord.node.auth import NodeAuth
 from concord.node.backup import BackupJobs
 from concord.node.node_machine import (
     MonotonicClock,
@@ -197,6 +199,10 @@ class RaftWorker:
         # Without CURVE anyone who can reach the peer port can send as a member: what we
         # drop is logged, but at most once per reason per interval.
         self._peer_drop_log = RateLimitedLog(self.log, self.transport.options.drop_log_interval_s)
+        # -- auth (concord.node.auth) ------------------------------------------------------
+        self.auth = NodeAuth(config.auth, self.machine.kv,
+                             lambda: self.publisher.cluster_now_ms(), time.monotonic)
+        self._bootstrap_pending: int | None = None
         self._open_events(previous, links)
         # -- shared memory -----------------------------------------------------------------
         self.shm_names = endpoints.shm
@@ -327,6 +333,7 @@ class RaftWorker:
             send_values=config.events.send_values,
             start_revision=self.machine.kv.revision,
             curve=links.events,
+            guard=self.auth.subscription if self.auth.guards_stream else None,
         )
         self.events_endpoint = self.events.endpoint
 
@@ -486,6 +493,30 @@ class RaftWorker:
             leader = LeaderView(driver.term, False, driver.conf_state, driver.commit, {})
         self.carry_out(self.core.on_tick(self.view(), leader, self.clock.now_ms(),
                                           self.machine.state.cluster_id is not None))
+        until = self.events.guarded_until_ms
+        if until and self.publisher.cluster_now_ms() >= until:
+            self._rebind_events("a subscribed token expired")
+        if driver.role is Role.LEADER:
+            self._maybe_bootstrap_auth()
+
+    def _rebind_events(self, reason: str) -> None:
+        """Drop every change-stream subscriber: each re-authenticates (concord.net.events)."""
+        if not self.auth.guards_stream:
+            return
+        self.poller.unregister(self.events.socket)
+        self.events.guard = self.auth.subscription
+        self.poller.register(self.events.rebind(reason), zmq.POLLIN)
+
+    def _maybe_bootstrap_auth(self) -> None:
+        """A leader writes the configured first admin token through Raft (one in flight)."""
+        if self._bootstrap_pending is not None:
+            return
+        command = self.auth.bootstrap_command()
+        if command is None:
+            return
+        self._bootstrap_pending = next(self.ids)
+        self.log.info("proposing the configured bootstrap token")
+        self.driver.submit_write(self._bootstrap_pending, command)
 
     def _compact_shm_step(self, now: float) -> None:
         """Start a shm compaction when due, or advance the one running by one step."""
@@ -508,6 +539,9 @@ class RaftWorker:
         rid = reply.request_id
         if self.core.on_reply(rid):
             return  # one of the core's own proposals
+        if rid == self._bootstrap_pending:
+            self._bootstrap_pending = None  # applied or refused: the next tick looks again
+            return
         pending = self.pending.pop(rid, None)
         if pending is None:
             return
@@ -515,7 +549,7 @@ class RaftWorker:
             self.tracing.end_request(rid, reply.status.name)
         # NB: sent only after the round's changes are in shared memory (_after_ready), so
         # a client that saw its write acknowledged finds it in every later read here.
-        self._outbox.append((pending.token, worker_requests.encode_reply(self, pending.request, reply)))
+        self._outbox.append((pending.token, worker_requests.encode_reply(self, pending, reply)))
 
     # -- after each round of Readys ------------------------------------------------------------
 
@@ -612,6 +646,8 @@ class RaftWorker:
         changes, machine.changes = machine.changes, []
         self.publisher.publish(changes, kv.applied_index, kv.revision, kv.last_ts_ms)
         self.events.publish(changes)
+        if any(c.space == Space.SYSTEM and c.key.startswith(AUTH_PREFIX) for c in changes):
+            self._rebind_events("auth tables changed")
 
     def _resync_shm(self, first: bool) -> None:
         """

@@ -29,10 +29,11 @@ from types import FrameType
 import zmq
 
 from concord.config import NodeConfig
-from concord.errors import InvalidRequestError
+from concord.errors import ClientError, InvalidRequestError
 from concord.metrics.node import ReaderMetrics
 from concord.net.backend import BackendLink
-from concord.net.wire import Backend, Request, decode_request, error_reply, ok_reply
+from concord.net.wire import OPS, Backend, Request, decode_request, error_reply, ok_reply
+from concord.node.auth import RateLimiter, admit
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of
 from concord.shm.reader import Reader
 from concord.shm.view import ShmView
@@ -68,6 +69,11 @@ class ReadWorker:
         self.metrics = ReaderMetrics()
         # A deliberately broken build for the chaos tool's self-test (docs/chaos.md).
         self._unsafe_leader_reads = config.faults.enabled and config.faults.unsafe_leader_reads
+        self._auth_required = config.auth.enabled
+        # A tenant's read rate is per node: each of the node's read workers allows its
+        # share (docs/security.md "Rate limits").
+        self._workers = max(1, config.node.read_workers)
+        self._reads = RateLimiter(time.monotonic)
 
     def stop(self) -> None:
         self._stopping = True
@@ -104,8 +110,18 @@ class ReadWorker:
         if consistency == "strong":
             return error_reply(request.id, "invalid_request",
                                "strong reads are served by the raft worker")
+        self.view.sync()  # the auth tables as published, before checking the token
+        try:
+            principal = admit(self.reader.auth, self._auth_required, request, OPS[request.op],
+                              self.view.now_ms())
+            if principal is not None and principal.tenant is not None:
+                quota = self.reader.auth.tenants.get(principal.tenant)
+                if quota is not None and quota.read_rate > 0:
+                    self._reads.take(principal.tenant, quota.read_rate / self._workers, "read")
+        except ClientError as exc:
+            return error_reply(request.id, exc.code, exc.message)
         args = {k: v for k, v in request.args.items() if k != "consistency"}
-        result = self.reader.serve(request.op, args)
+        result = self.reader.serve(request.op, args, principal)
         if (
             consistency == "leader"
             and not self._unsafe_leader_reads

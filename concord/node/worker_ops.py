@@ -114,6 +114,7 @@ def status(worker: RaftWorker) -> dict[str, object]:
         "members": members(worker),
         "storage": {"ok": worker.disk.ok, "wal_error": worker.disk.wal_error,
                     "snapshot_error": worker.disk.snapshot_error},
+        "auth": worker.auth.status(),
         "shm": {"version": FORMAT_VERSION, "base": worker.shm_names.base, "ctl": worker.shm_names.ctl,
                 "node": worker.shm_names.node, "token": worker.shm_names.token},
     }

@@ -13,14 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from concord.auth.state import Principal
+from concord.auth.tenants import TENANT_MARK, key_prefix
 from concord.errors import ClientError, InvalidRequestError
 from concord.ids import NODE_ID_RULE, NodeId, is_node_id
 from concord.kv import CLIENT_WRITE_OPS
-from concord.kv import encode_request as kv_encode_request
+from concord.kv.reads import serve_request
+from concord.kv.scope import scoped
 from concord.net.admin import fault_reply
 from concord.net.wire import Request, decode_request, error_reply, ok_reply
 from concord.node import worker_ops
 from concord.node.driver import Consistency, Reply, ReplyStatus
+from concord.node.auth import AUTH_READ_OPS, AUTH_WRITE_OPS
 from concord.node.members import Address
 from concord.raft.messages import ConfState
 from concord.raft.state import Role
@@ -37,6 +41,8 @@ class Pending:
 
     token: int
     request: Request
+    principal: Principal | None = None
+    new_token: str | None = None  # a created token's secret, shown once in the reply
 
 
 def _storage_unavailable(worker: RaftWorker, request: Request) -> bytes | None:
@@ -77,8 +83,13 @@ def not_leader(worker: RaftWorker, request: Request) -> bytes:
 def _handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
     op = request.op
     try:
+        principal = worker.auth.admit(request)
         if op in CLIENT_WRITE_OPS:
-            return _write(worker, token, request)
+            return _write(worker, token, request, principal)
+        if op in AUTH_WRITE_OPS:
+            return _auth_write(worker, token, request)
+        if op in AUTH_READ_OPS:
+            return ok_reply(request.id, worker.auth.read_reply(request, principal))
         if op == "status":
             return ok_reply(request.id, worker_ops.status(worker))
         if op == "members":
@@ -94,24 +105,25 @@ def _handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
         if op == "transfer_leader":
             return _transfer(worker, request)
         if op == "events":
-            return worker.events.handle(request)
-        return _read(worker, token, request)
+            if principal is None or principal.is_cluster_admin:
+                return worker.events.handle(request)
+            if principal.tenant is not None:
+                return worker.events.handle(request, scope=key_prefix(principal.tenant))
+            return worker.events.handle(request, hide=TENANT_MARK)
+        return _read(worker, token, request, principal)
     except ClientError as exc:
         return error_reply(request.id, exc.code, exc.message)
 
-def _write(worker: RaftWorker, token: int, request: Request) -> bytes | None:
+def _write(worker: RaftWorker, token: int, request: Request,
+           principal: Principal | None) -> bytes | None:
     if worker.driver.role is not Role.LEADER:
         return not_leader(worker, request)
     refused = _storage_unavailable(worker, request)
     if refused is not None:
         return refused
-    body: dict[str, object] = {"op": request.op, **request.args}
-    if request.client_id is not None:
-        body["client_id"] = request.client_id
-        body["seq"] = request.seq
-    command = kv_encode_request(body, worker.machine.kv.config)
+    command = worker.auth.write_command(request, principal)
     rid = next(worker.ids)
-    worker.pending[rid] = Pending(token, request)
+    worker.pending[rid] = Pending(token, request, principal)
     tracing = worker.tracing
     if tracing is None:
         worker.driver.submit_write(rid, command)
@@ -123,10 +135,23 @@ def _write(worker: RaftWorker, token: int, request: Request) -> bytes | None:
         tracing.proposed(rid, index)
     return None
 
-def _read(worker: RaftWorker, token: int, request: Request) -> bytes | None:
+def _auth_write(worker: RaftWorker, token: int, request: Request) -> bytes | None:
+    if worker.driver.role is not Role.LEADER:
+        return not_leader(worker, request)
+    refused = _storage_unavailable(worker, request)
+    if refused is not None:
+        return refused
+    proposal = worker.auth.auth_command(request)
+    rid = next(worker.ids)
+    worker.pending[rid] = Pending(token, request, None, proposal.token)
+    worker.driver.submit_write(rid, proposal.command)
+    return None
+
+def _read(worker: RaftWorker, token: int, request: Request,
+          principal: Principal | None) -> bytes | None:
     consistency = Consistency(request.consistency)
     rid = next(worker.ids)
-    worker.pending[rid] = Pending(token, request)
+    worker.pending[rid] = Pending(token, request, principal)
     if worker.tracing is not None:
         worker.tracing.begin_request(rid, request.op, request.traceparent)
     worker.driver.submit_read(rid, str(request.args.get("key", "")), consistency)
@@ -178,16 +203,19 @@ def _transfer(worker: RaftWorker, request: Request) -> bytes:
     worker.log.info("leadership transfer requested to=%s", target)
     return ok_reply(request.id, {"transferring_to": target})
 
-def encode_reply(worker: RaftWorker, request: Request, reply: Reply) -> bytes:
+def encode_reply(worker: RaftWorker, pending: Pending, reply: Reply) -> bytes:
+    request = pending.request
     rid = request.id
     status = reply.status
     if status is ReplyStatus.OK:
-        if request.op in CLIENT_WRITE_OPS:
+        if request.op in CLIENT_WRITE_OPS or request.op in AUTH_WRITE_OPS:
             result = reply.result
             if isinstance(result, dict):
                 if "error" in result:
                     return error_reply(rid, str(result["error"]),
                                        str(result.get("message", "")))
+                if pending.new_token is not None:
+                    result = {**result, "token": pending.new_token}
                 return ok_reply(rid, result)
             return ok_reply(rid, {})
         if isinstance(reply.result, ConfState):
@@ -195,7 +223,10 @@ def encode_reply(worker: RaftWorker, request: Request, reply: Reply) -> bytes:
         args = {k: v for k, v in request.args.items() if k != "consistency"}
         body = {"op": request.op, **args}
         # Cluster time, not this host's wall clock (shm layout.py, "Cluster time").
-        result = worker.machine.kv.read_request(body, worker.publisher.cluster_now_ms())
+        kv = worker.machine.kv
+        source = scoped(pending.principal, kv)
+        result = serve_request(source, body, kv.read_time(worker.publisher.cluster_now_ms()),
+                               kv.config)
         if "error" in result:
             return error_reply(rid, str(result["error"]), str(result.get("message", "")))
         return ok_reply(rid, result)

@@ -9,7 +9,9 @@ that one consistent state, evaluated at the published leader time (keys with
 Key selection, filters, paging and reply shapes are `concord.kv`'s: `serve` runs
 `concord.kv.reads.serve_read` over `ShmKeySource`, the `KeySource` this module builds on
 the view (sorted key index, records, and the secondary indexes it rebuilds from the
-SYSTEM-space index definitions it sees). The typed methods (`get`, `get_encoded`,
+SYSTEM-space index definitions it sees), and the auth tables (`auth`, concord.auth.state)
+from the SYSTEM-space auth records, so read workers check tokens against the replicated
+state as published. The typed methods (`get`, `get_encoded`,
 `get_many`, ...) are fast paths over the view for embedded use and the hot wire ops.
 
 Strong reads: `wait_applied(read_index)` polls the published applied index with
@@ -31,6 +33,7 @@ from concord.errors import (
     RequestTimeoutError,
     TooManyItemsError,
 )
+from concord.auth.state import AUTH_PREFIX, AuthState, Principal
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
 from concord.kv.commands import ENVELOPE_FIELDS, check_key
@@ -43,6 +46,7 @@ from concord.kv.reads import (
     ttl_seconds,
 )
 from concord.kv.record import KeyRecord, Space
+from concord.kv.scope import scoped
 from concord.kv.values import decode_stored
 from concord.shm.view import Locator, ShmView, decode_value
 
@@ -50,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 _GET_ARGS = READ_ARGS["get"]
 _GET_MANY_ARGS = READ_ARGS["get_many"]
+#: Read ops that name their keys (`key`, `keys`): no range to confine.
+_NAMED_KEY_OPS = frozenset({"get", "get_many", "ttl", "get_with_ttl"})
 _FIRST_DELAY_S = 20e-6
 _MAX_DELAY_S = 1e-3
 
@@ -115,6 +121,7 @@ class Reader:
         self._config = config
         self._indexes = IndexSet()
         self._source = ShmKeySource(view, self._indexes)
+        self.auth = AuthState()  # the auth tables, rebuilt from SYSTEM records
         self._waits = 0
         self._wait_total_s = 0.0
         self._wait_max_s = 0.0
@@ -141,13 +148,21 @@ class Reader:
 
     # -- the wire ops -----------------------------------------------------------------
 
-    def serve(self, op: str, args: Mapping[str, object]) -> Reply:
+    def serve(self, op: str, args: Mapping[str, object], principal: Principal | None = None) -> Reply:
         """
         Evaluate a read op (`concord.kv.reads.READ_OPS`) with the wire reply shape of
-        docs/protocol.md (errors as {"error": code, "message": text}).
+        docs/protocol.md (errors as {"error": code, "message": text}), in the keyspace of
+        `principal` (its tenant's, or the root keyspace without tenant keys; None or a
+        cluster admin: every key).
         """
         view = self._view
         view.sync()
+        if principal is not None and (principal.tenant is not None or op not in _NAMED_KEY_OPS) \
+                and not principal.is_cluster_admin:
+            # NB: a root token's named keys were checked (tenant keys refused unless
+            # admin): they take the fast paths below; ranges must not see tenant keys.
+            return serve_read(scoped(principal, self._source), op, args, view.now_ms(),
+                              self._config)
         # Fast paths for the hottest ops, with kv's exact replies and errors (the
         # equivalence tests hold them to it); everything else is kv's code.
         if op == "get" and args.keys() <= _GET_ARGS and not args.get("meta"):
@@ -345,6 +360,8 @@ class Reader:
         if space == Space.SYSTEM:
             if key.startswith(INDEX_PREFIX):
                 self._apply_definition(key, loc)
+            elif key.startswith(AUTH_PREFIX):
+                self.auth.set_record(key, None if loc is None else self._view.encoded_at(loc))
             return
         if self._indexes:
             self._indexes.update(key, None if loc is None else self._view.record_at(loc, key))
@@ -364,9 +381,12 @@ class Reader:
 
     def _rebuild_indexes(self) -> None:
         self._indexes.clear()
+        self.auth.clear()
         for key, loc in list(self._view.items(Space.SYSTEM)):
             if key.startswith(INDEX_PREFIX):
                 self._apply_definition(key, loc)
+            elif key.startswith(AUTH_PREFIX):
+                self.auth.set_record(key, self._view.encoded_at(loc))
 
 
 __all__ = ["Meta", "Reader", "ShmKeySource", "WaitStats"]

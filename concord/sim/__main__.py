@@ -17,18 +17,20 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
+from concord.sim.auth import KvAuthAdapter
 from concord.sim.cluster import DEFAULT_DURATION_MS, SimConfig, SimResult, Simulation
 
 __all__ = ["main", "run_one", "run_many"]
 
 
-def run_one(args: tuple[int, int, int, bool]) -> tuple[int, int, list[str], str, int, float]:
+def run_one(args: tuple[int, int, int, bool, bool]) -> tuple[int, int, list[str], str, int, float]:
     """Run one seed (a picklable entry point for worker processes)."""
-    seed, nodes, duration_ms, buggify = args
+    seed, nodes, duration_ms, buggify, auth = args
     started = time.process_time()
     try:
         result = Simulation(
-            SimConfig(seed=seed, nodes=nodes, duration_ms=duration_ms, buggify=buggify)
+            SimConfig(seed=seed, nodes=nodes, duration_ms=duration_ms, buggify=buggify),
+            adapter=KvAuthAdapter() if auth else None,
         ).run()
         problems = [v.describe() for v in result.violations]
         digest, ops = result.digest, result.ops
@@ -39,10 +41,11 @@ def run_one(args: tuple[int, int, int, bool]) -> tuple[int, int, list[str], str,
 
 
 def run_many(
-    seeds: Sequence[int], nodes: int, duration_ms: int, buggify: bool, workers: int
+    seeds: Sequence[int], nodes: int, duration_ms: int, buggify: bool, workers: int,
+    auth: bool = False,
 ) -> Iterator[tuple[int, int, list[str], str, int, float]]:
     """Run seeds, in `workers` processes when more than one; yields results in order."""
-    jobs = [(s, nodes, duration_ms, buggify) for s in seeds]
+    jobs = [(s, nodes, duration_ms, buggify, auth) for s in seeds]
     if workers <= 1:
         for job in jobs:
             yield run_one(job)
@@ -53,8 +56,10 @@ def run_many(
         yield from pool.imap(run_one, jobs, chunksize=4)
 
 
-def replay_command(seed: int, nodes: int, duration_ms: int, buggify: bool) -> str:
+def replay_command(seed: int, nodes: int, duration_ms: int, buggify: bool, auth: bool = False) -> str:
     cmd = f"python -m concord.sim --seed {seed} --nodes {nodes} --trace"
+    if auth:
+        cmd += " --auth"
     if duration_ms != DEFAULT_DURATION_MS:
         cmd += f" --duration-ms {duration_ms}"
     if not buggify:
@@ -81,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="virtual milliseconds of chaos per seed")
     parser.add_argument("--no-buggify", action="store_true")
     parser.add_argument("--trace", action="store_true", help="print the replayed trace")
+    parser.add_argument("--auth", action="store_true",
+                        help="auth on: tokens on every write, a revocation program (concord/sim/auth.py)")
     parser.add_argument("--max-failures", type=int, default=0,
                         help="stop after this many failing seeds (0: run them all)")
     args = parser.parse_args(argv)
@@ -90,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seed is not None:
         result = Simulation(
             SimConfig(seed=args.seed, nodes=args.nodes, duration_ms=args.duration_ms,
-                      buggify=buggify, trace=args.trace)
+                      buggify=buggify, trace=args.trace),
+            adapter=KvAuthAdapter() if args.auth else None,
         ).run()
         if args.trace:
             _print_trace(result)
@@ -108,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ops = 0
     ran = 0
     for seed, nodes, problems, _digest, n_ops, cpu_s in run_many(
-        seeds, args.nodes, args.duration_ms, buggify, args.workers
+        seeds, args.nodes, args.duration_ms, buggify, args.workers, args.auth
     ):
         ran += 1
         cpu += cpu_s
@@ -116,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problems:
             failures += 1
             print(f"seed={seed} nodes={nodes} buggify={flag} FAILED: {problems[0]}")
-            print(f"  replay: {replay_command(seed, nodes, args.duration_ms, buggify)}")
+            print(f"  replay: {replay_command(seed, nodes, args.duration_ms, buggify, args.auth)}")
             sys.stdout.flush()
             if args.max_failures and failures >= args.max_failures:
                 break

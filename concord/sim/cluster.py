@@ -34,6 +34,7 @@ from concord.sim.checks import LogView, SafetyChecker, Violation
 from concord.sim.classic import Figure8, LeaseSplit
 from concord.sim.linearizability import CheckResult, OpKind
 from concord.sim.loop import EventLoop
+from concord.sim.auth import AuthRun, KvAuthAdapter
 from concord.sim.machine import Adapter, KvAdapter
 from concord.sim.network import LinkFaults, Network
 from concord.sim.node import SimNode
@@ -108,6 +109,8 @@ class Simulation:
         self.loop = EventLoop()
         self.checker = SafetyChecker()
         self.adapter: Adapter = adapter or KvAdapter()
+        # Auth on (concord/sim/auth.py): setup through the log, then a revocation program.
+        self._auth_run = AuthRun(self) if isinstance(self.adapter, KvAuthAdapter) else None
         self._digest = hashlib.blake2b(digest_size=16)
         self.trace_lines: list[str] = []
         knobs = self.rng.fork("knobs")
@@ -391,7 +394,10 @@ class Simulation:
         cfg = self.config
         for node in self.nodes.values():
             node.start()
-        self.workload.start()
+        if self._auth_run is not None:
+            self._auth_run.start(then=self.workload.start)
+        else:
+            self.workload.start()
         if cfg.faults:
             if self.figure8:
                 self._figure8 = Figure8(self)
@@ -418,6 +424,8 @@ class Simulation:
             self.loop.run_until(self.loop.now + cfg.heal_ms, stop=self._step_check)
         if not self.checker.violations:
             finish.final_checks(self)
+        if not self.checker.violations and self._auth_run is not None:
+            self._auth_run.check()
         result = SimResult(cfg.seed, cfg.nodes, list(self.checker.violations))
         result.digest = self._digest.hexdigest()
         result.ops = len(self.workload.history)

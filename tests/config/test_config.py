@@ -92,6 +92,9 @@ DEFAULTS = [
     ("http", "port", 0),
     ("http", "bind", ""),
     ("http", "request_timeout_s", 5.0),
+    ("auth", "enabled", False),
+    ("auth", "bootstrap_token_file", ""),
+    ("auth", "bootstrap_token_env", ""),
 ]
 
 

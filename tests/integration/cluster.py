@@ -58,6 +58,8 @@ class Cluster:
         #: per-node environment additions for the supervisor (e.g. libfaketime's)
         self.node_env: dict[str, dict[str, str]] = {}
         self.read_workers = read_workers
+        #: sent with `status` requests (a cluster with [auth] enabled needs one)
+        self.token: str | None = None
         self.ids = list(ids) if ids is not None else [f"n{i + 1}" for i in range(n)]
         self.nodes: dict[str, NodeProc] = {}
         self.members: list[MemberPorts] = []
@@ -147,7 +149,10 @@ class Cluster:
 
     def status(self, node_id: str) -> dict[str, object] | None:
         try:
-            reply = self.request(node_id, {"op": "status"}, timeout_ms=1000)
+            msg: dict[str, object] = {"op": "status"}
+            if self.token is not None:
+                msg["token"] = self.token
+            reply = self.request(node_id, msg, timeout_ms=1000)
         except Exception:  # noqa: BLE001 - a node that does not answer has no status
             return None
         return reply if reply.get("ok") else None

@@ -183,7 +183,7 @@ def test_status_reply_has_documented_shape_when_asked(cluster: ClusterFactory) -
     status = c.request("n1", {"op": "status"})
     expected = {"id", "ok", "node", "cluster_id", "pid", "role", "term", "leader", "leader_client", "commit",
                 "applied", "revision", "state_hash", "data_hash", "keys", "db_bytes", "lease", "first_index",
-                "snapshot_index", "last_index", "members", "storage", "shm"}
+                "snapshot_index", "last_index", "members", "storage", "auth", "shm"}
     assert expected == set(status)
     assert {"ok": True, "wal_error": None, "snapshot_error": None} == status["storage"]
     assert ("n1", "leader", "n1") == (status["node"], status["role"], status["leader"])

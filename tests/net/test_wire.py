@@ -31,11 +31,15 @@ CONTRACT_OPS = {
 
 
 def test_op_table_covers_contract_when_compared_to_design() -> None:
-    """Every contract op is registered; the extras are fault, the index ops and
-    the operations ops of the CLI (backup, hash_kv, hash_content: docs/protocol.md)."""
+    """Every contract op is registered; the extras are fault, the index ops, the
+    operations ops of the CLI (backup, hash_kv, hash_content: docs/protocol.md) and the
+    auth ops (docs/security.md)."""
     index_ops = {"create_index", "drop_index", "list_indexes", "index_lookup"}
     operations_ops = {"backup", "hash_kv", "hash_content"}
-    assert CONTRACT_OPS | {"fault"} | index_ops | operations_ops == set(OPS)
+    auth_ops = {"bootstrap", "whoami", "token_create", "token_list", "token_revoke", "role_put",
+                "role_list", "role_delete", "tenant_put", "tenant_list", "tenant_delete",
+                "tenant_usage"}
+    assert CONTRACT_OPS | {"fault"} | index_ops | operations_ops | auth_ops == set(OPS)
 
 
 VALID = [

@@ -13,8 +13,8 @@ from concord.sim.cluster import DEFAULT_DURATION_MS
 CI_SEEDS: tuple[tuple[int, range], ...] = ((3, range(1000, 1300)), (5, range(5000, 5200)))
 
 
-def ci_jobs() -> list[tuple[int, int, int, bool]]:
-    return [(seed, nodes, DEFAULT_DURATION_MS, True) for nodes, seeds in CI_SEEDS for seed in seeds]
+def ci_jobs() -> list[tuple[int, int, int, bool, bool]]:
+    return [(seed, nodes, DEFAULT_DURATION_MS, True, False) for nodes, seeds in CI_SEEDS for seed in seeds]
 
 
 @pytest.mark.sim
