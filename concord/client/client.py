@@ -34,8 +34,10 @@ the process that uses them (after forking).
 
 Thread safety: a Client may be shared by threads, with many requests in flight at once
 on one connection per endpoint (concord.client.transport matches replies to callers by
-request id; no lock is held over a round trip). Writes in flight at once use distinct
-session ids (concord.client.plan.SessionSlots), so exactly-once holds for each.
+request id; no lock is held over a round trip). Writes in flight at once share one
+session id with distinct seqs and carry `min_seq`, the lowest seq still in flight, so the
+state machine answers a retry of any of them from its first result (Raft thesis §6.3;
+concord.client.plan.SessionSlots, docs/protocol.md "Sessions").
 
 Missing keys: `get` raises NotFoundError unless `default=` is given, then returns it;
 `get_many` omits missing keys from its dict. Python-callable conditions

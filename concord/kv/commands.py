@@ -12,7 +12,10 @@ Layout (format version 1): one msgpack map with string keys.
     common     "v": 1                     format version (required)
                "op": str                  one of OPS below (required)
                "client_id": str, "seq": int >= 0   optional exactly-once session pair
-    put        "key": str, "value": bin, "flags": int (RecordFlags), "ttl_ms": int >= 0
+               "min_seq": int, 0 <= min_seq <= seq  optional with the pair: the client's lowest
+                                          unacknowledged seq (default seq; kv/sessions.py)
+    put        "key": str, "value": bin, "flags": int (RecordFlags), "ttl_ms": int >= 0,
+               "lease"?: int > 0          attach the key to a live lease (kv/leases.py)
     delete     "key": str
     touch      "key": str, "ttl_ms": int >= 0          (0: the key no longer expires)
     put_many   "items": [[key, value bin, flags, ttl_ms], ...]
@@ -25,6 +28,14 @@ Layout (format version 1): one msgpack map with string keys.
     delete_where "query": map            the query arguments of docs/formats/kv.md
     create_index "name": str, "field": str | [str | int, ...]
     drop_index "name": str
+    incr       "key": str, "delta": int, "ttl_ms": int >= 0
+                                         add delta to an integer value (absent: 0); ttl_ms
+                                         applies only when the incr creates the key
+    lease_grant "ttl_ms": int > 0        the lease id is the entry's index
+    lease_keepalive "lease": int         deadline := entry time + the lease's ttl
+    lease_revoke "lease": int            drop the lease, delete its keys
+    lease_expire "leases": [int, ...]    drop each lease only if due at the entry's time
+                                         (proposed by the leader), delete its keys
 
 Unknown keys, missing keys and wrong types are errors: `decode_command` raises
 InvalidRequestError (or InvalidKeyError, ValueTooLargeError, TooManyItemsError), which
@@ -68,11 +79,21 @@ WRITE_OPS: Final = frozenset(
         "delete_where",
         "create_index",
         "drop_index",
+        "incr",
+        "lease_grant",
+        "lease_keepalive",
+        "lease_revoke",
+        "lease_expire",
     }
 )
 
-#: Write ops a client may send (`expire` is proposed by the leader only).
-CLIENT_WRITE_OPS: Final = WRITE_OPS - {"expire"}
+#: Write ops a client may send (`expire` and `lease_expire` are proposed by the leader
+#: only; `decr` is sent by clients and logged as an `incr` of the negated delta).
+CLIENT_WRITE_OPS: Final = (WRITE_OPS - {"expire", "lease_expire"}) | {"decr"}
+
+#: The range of an integer a counter may hold (msgpack's signed 64-bit).
+_INT64_MIN: Final = -(1 << 63)
+_INT64_MAX: Final = (1 << 63) - 1
 
 _INDEX_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _MAX_CLIENT_ID_BYTES: Final = 256
@@ -87,6 +108,7 @@ class Put:
     value: bytes
     flags: int
     ttl_ms: int
+    lease: int = 0  # the lease the key is attached to, 0 for none
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +184,33 @@ class DropIndex:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class Incr:
+    key: str
+    delta: int
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepalive:
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoke:
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpire:
+    leases: tuple[int, ...]
+
+
 Command = Union[
     Put,
     Delete,
@@ -175,6 +224,11 @@ Command = Union[
     DeleteWhere,
     CreateIndex,
     DropIndex,
+    Incr,
+    LeaseGrant,
+    LeaseKeepalive,
+    LeaseRevoke,
+    LeaseExpire,
 ]
 
 
@@ -185,6 +239,7 @@ class Envelope:
     command: Command
     client_id: str | None = None
     seq: int | None = None
+    min_seq: int | None = None
 
 
 # --- shared validation ------------------------------------------------------------------
@@ -283,7 +338,7 @@ def _check_count(items: object, what: str, config: KvConfig) -> list[object]:
 # --- decoding (apply side) --------------------------------------------------------------
 
 
-_COMMON: Final = frozenset({"v", "op", "client_id", "seq"})
+_COMMON: Final = frozenset({"v", "op", "client_id", "seq", "min_seq"})
 _REQUIRED: Final[dict[str, frozenset[str]]] = {
     "put": frozenset({"key", "value", "flags", "ttl_ms"}),
     "delete": frozenset({"key"}),
@@ -297,8 +352,18 @@ _REQUIRED: Final[dict[str, frozenset[str]]] = {
     "delete_where": frozenset({"query"}),
     "create_index": frozenset({"name", "field"}),
     "drop_index": frozenset({"name"}),
+    "incr": frozenset({"key", "delta", "ttl_ms"}),
+    "lease_grant": frozenset({"ttl_ms"}),
+    "lease_keepalive": frozenset({"lease"}),
+    "lease_revoke": frozenset({"lease"}),
+    "lease_expire": frozenset({"leases"}),
 }
-_ALLOWED: Final = {op: fields | _COMMON for op, fields in _REQUIRED.items()}
+_OPTIONAL: Final[dict[str, frozenset[str]]] = {
+    "put": frozenset({"lease"}), "put_if": frozenset({"lease"}),
+}
+_ALLOWED: Final = {
+    op: fields | _COMMON | _OPTIONAL.get(op, frozenset()) for op, fields in _REQUIRED.items()
+}
 
 
 def _fields(m: Mapping[str, object], op: str) -> None:
@@ -335,7 +400,28 @@ def _decode_cond(raw: object) -> Condition:
 def _decode_put(m: Mapping[str, object], config: KvConfig) -> Put:
     key = check_key(m["key"], config)
     value, flags = _check_stored(m["value"], m["flags"], config)
-    return Put(key, value, flags, _check_ttl_ms(m["ttl_ms"], config))
+    lease = _int(m.get("lease", 0), "lease")
+    return Put(key, value, flags, _check_ttl_ms(m["ttl_ms"], config), lease)
+
+
+def _decode_counter(m: Mapping[str, object], config: KvConfig) -> Incr:
+    delta = _int(m["delta"], "delta", _INT64_MIN)
+    if delta > _INT64_MAX:
+        raise InvalidRequestError(f"delta {delta} is out of the signed 64-bit range")
+    return Incr(check_key(m["key"], config), delta, _check_ttl_ms(m["ttl_ms"], config))
+
+
+def _decode_lease_command(op: str, m: Mapping[str, object]) -> Command:
+    if op == "lease_grant":
+        return LeaseGrant(_int(m["ttl_ms"], "ttl_ms", 1))
+    if op == "lease_keepalive":
+        return LeaseKeepalive(_int(m["lease"], "lease", 1))
+    if op == "lease_revoke":
+        return LeaseRevoke(_int(m["lease"], "lease", 1))
+    leases = m["leases"]
+    if not isinstance(leases, list):
+        raise InvalidRequestError("lease_expire leases must be a list")
+    return LeaseExpire(tuple(_int(lease, "lease", 1) for lease in leases))
 
 
 def _decode_keys(raw: object, config: KvConfig, limited: bool = True) -> tuple[str, ...]:
@@ -370,9 +456,13 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
     seq = m.get("seq")
     if (client_id is None) != (seq is None):
         raise InvalidRequestError("client_id and seq go together")
+    min_seq = m.get("min_seq")
     if client_id is not None:
         client_id = _check_client_id(client_id)
         seq = _int(seq, "seq")
+        min_seq = _check_min_seq(min_seq, seq)
+    elif min_seq is not None:
+        raise InvalidRequestError("min_seq needs client_id and seq")
     command: Command
     if op == "put":
         _fields(m, op)
@@ -433,9 +523,15 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
     elif op == "drop_index":
         _fields(m, op)
         command = DropIndex(check_name(m["name"]))
+    elif op == "incr":
+        _fields(m, op)
+        command = _decode_counter(m, config)
+    elif op in ("lease_grant", "lease_keepalive", "lease_revoke", "lease_expire"):
+        _fields(m, op)
+        command = _decode_lease_command(op, m)
     else:
         raise InvalidRequestError(f"unknown command op {op!r}")
-    return Envelope(command, client_id, seq)
+    return Envelope(command, client_id, seq, min_seq)
 
 
 def _fast_put(m: dict[str, object], config: KvConfig) -> Envelope | None:
@@ -471,6 +567,15 @@ def _check_client_id(client_id: object) -> str:
             f"client_id must be a string of 1..256 characters, got {client_id!r}"
         )
     return client_id
+
+
+def _check_min_seq(min_seq: object, seq: int) -> int:
+    if min_seq is None:
+        return seq
+    value = _int(min_seq, "min_seq")
+    if value > seq:
+        raise InvalidRequestError(f"min_seq {value} is above seq {seq}")
+    return value
 
 
 def _no_duplicates(keys: list[str]) -> None:
@@ -534,12 +639,16 @@ def build_command(
     cmd: dict[str, object] = {"v": FORMAT_VERSION, "op": op}
     if op in ("put", "put_if"):
         extra = ("expected", "version", "mod_revision", "absent") if op == "put_if" else ()
-        _args_only(args, op, ("key", "value", "ttl", "compress", *extra))
+        _args_only(args, op, ("key", "value", "ttl", "compress", "lease", *extra))
         if "value" not in args:
             raise InvalidRequestError(f"{op} needs a value")
         cmd["key"] = check_key(args.get("key"), config)
         cmd["value"], cmd["flags"] = _encode_value(args["value"], args.get("compress"), config)
         cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
+        if args.get("lease") is not None:
+            if cmd["ttl_ms"]:
+                raise InvalidRequestError(f"{op} takes ttl or lease, not both")
+            cmd["lease"] = _int(args["lease"], "lease", 1)
         if op == "put_if":
             cmd["cond"] = _encode_cond(args)
     elif op == "delete":
@@ -602,9 +711,43 @@ def build_command(
     elif op == "drop_index":
         _args_only(args, op, ("name",))
         cmd["name"] = check_name(args.get("name"))
+    elif op in ("incr", "decr"):
+        _build_counter(cmd, op, args, config)
+    elif op in ("lease_grant", "lease_keepalive", "lease_revoke"):
+        _build_lease(cmd, op, args, config)
     else:
         raise InvalidRequestError(f"unknown write op {op!r}")
     return cmd
+
+
+def _build_counter(
+    cmd: dict[str, object], op: str, args: Mapping[str, object], config: KvConfig
+) -> None:
+    """incr/decr {key, delta?: int (default 1), ttl?}: one `incr` command."""
+    _args_only(args, op, ("key", "delta", "ttl"))
+    delta = args.get("delta", 1)
+    if isinstance(delta, bool) or not isinstance(delta, int):
+        raise InvalidRequestError(f"delta must be an integer, got {delta!r}")
+    delta = -delta if op == "decr" else delta
+    if not _INT64_MIN <= delta <= _INT64_MAX:
+        raise InvalidRequestError(f"delta {delta} is out of the signed 64-bit range")
+    cmd["op"] = "incr"
+    cmd["key"] = check_key(args.get("key"), config)
+    cmd["delta"] = delta
+    cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
+
+
+def _build_lease(
+    cmd: dict[str, object], op: str, args: Mapping[str, object], config: KvConfig
+) -> None:
+    if op == "lease_grant":
+        _args_only(args, op, ("ttl",))
+        if args.get("ttl") is None:
+            raise InvalidRequestError("lease_grant needs a ttl")
+        cmd["ttl_ms"] = ttl_to_ms(args["ttl"], config)
+        return
+    _args_only(args, op, ("lease",))
+    cmd["lease"] = _int(args.get("lease"), "lease", 1)
 
 
 def encode_command(
@@ -613,6 +756,7 @@ def encode_command(
     *,
     client_id: str | None = None,
     seq: int | None = None,
+    min_seq: int | None = None,
     config: KvConfig = DEFAULT_CONFIG,
 ) -> bytes:
     """
@@ -622,6 +766,7 @@ def encode_command(
         op: a write op (WRITE_OPS), e.g. "put".
         args: its arguments by their wire names, e.g. {"key": "a", "value": 1, "ttl": 5}.
         client_id, seq: optional exactly-once session pair (both or neither).
+        min_seq: with the pair, the client's lowest unacknowledged seq (default: seq).
         config: limits and compression settings.
 
     Raises:
@@ -632,13 +777,17 @@ def encode_command(
         raise InvalidRequestError("client_id and seq go together")
     if client_id is not None:
         cmd["client_id"] = _check_client_id(client_id)
-        cmd["seq"] = _int(seq, "seq")
+        seq_int = cmd["seq"] = _int(seq, "seq")
+        if min_seq is not None:
+            cmd["min_seq"] = _check_min_seq(min_seq, seq_int)
+    elif min_seq is not None:
+        raise InvalidRequestError("min_seq needs client_id and seq")
     packed: bytes = msgpack.packb(cmd, use_bin_type=True)
     return packed
 
 
 _ENVELOPE_FIELDS: Final = frozenset({"op", "id", "token", "ns", "timeout_ms", "client_id", "seq",
-                                     "traceparent", "consistency"})
+                                     "traceparent", "consistency", "min_seq"})
 
 
 def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CONFIG) -> bytes:
@@ -661,7 +810,18 @@ def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CON
     seq = request.get("seq")
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
         raise InvalidRequestError(f"seq must be an integer, got {seq!r}")
-    return encode_command(op, args, client_id=client_id, seq=seq, config=config)
+    min_seq = request.get("min_seq")
+    if min_seq is not None and (isinstance(min_seq, bool) or not isinstance(min_seq, int)):
+        raise InvalidRequestError(f"min_seq must be an integer, got {min_seq!r}")
+    return encode_command(op, args, client_id=client_id, seq=seq, min_seq=min_seq, config=config)
+
+
+def lease_expire_command(leases: Sequence[int]) -> bytes:
+    """The command the leader proposes to expire due leases (and delete their keys)."""
+    packed: bytes = msgpack.packb(
+        {"v": FORMAT_VERSION, "op": "lease_expire", "leases": list(leases)}, use_bin_type=True
+    )
+    return packed
 
 
 def expire_command(keys: Sequence[str]) -> bytes:

@@ -707,6 +707,8 @@ class RaftWorker:
         if request.client_id is not None:
             body["client_id"] = request.client_id
             body["seq"] = request.seq
+            if request.min_seq is not None:
+                body["min_seq"] = request.min_seq
         command = kv_encode_request(body, self.machine.kv.config)
         rid = next(self._ids)
         self._pending[rid] = _Pending(token, request)

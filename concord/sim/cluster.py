@@ -202,7 +202,8 @@ class Simulation:
         self.workload = Workload(
             self.loop,
             self.rng.fork("workload"),
-            WorkloadConfig(clients=knobs.randint(2, 5), keys=knobs.randint(1, 4)),
+            WorkloadConfig(clients=knobs.randint(2, 5), keys=knobs.randint(1, 4),
+                           pipeline=_pipeline(self.rng.fork("pipeline"))),
             self.adapter,
             self._submit,
             self._client_nodes,
@@ -310,7 +311,8 @@ class Simulation:
                 node.driver.submit_read(rid, request.key, request.consistency)
             else:
                 data = self.adapter.encode(
-                    request.kind, request.key, request.args, request.keys, request.session
+                    request.kind, request.key, request.args, request.keys, request.session,
+                    request.min_seq,
                 )
                 node.driver.submit_write(rid, data)
             node.process()
@@ -969,6 +971,11 @@ class _TraceHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.sim.trace_lines.append(f"{self.sim.loop.now}   | {record.getMessage()}")
+
+
+def _pipeline(rng: SimRandom) -> int:
+    """Clients per session id (its writes in flight at once): 1 in half the runs, else 2 or 3."""
+    return 1 if rng.random() < 0.5 else rng.randint(2, 3)
 
 
 def run_seed(

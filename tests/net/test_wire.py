@@ -32,10 +32,12 @@ CONTRACT_OPS = {
 
 def test_op_table_covers_contract_when_compared_to_design() -> None:
     """Every op of DESIGN.md §7 is registered; the extras are fault, the index ops of §4 and
-    the operations ops of the CLI (backup, hash_kv, hash_content: docs/protocol.md)."""
+    the operations ops of the CLI (backup, hash_kv, hash_content: docs/protocol.md), and the
+    counter and lease ops of the recipes (issue 17: docs/recipes.md)."""
     index_ops = {"create_index", "drop_index", "list_indexes", "index_lookup"}
     operations_ops = {"backup", "hash_kv", "hash_content"}
-    assert CONTRACT_OPS | {"fault"} | index_ops | operations_ops == set(OPS)
+    recipe_ops = {"incr", "decr", "lease_grant", "lease_keepalive", "lease_revoke", "lease_list"}
+    assert CONTRACT_OPS | {"fault"} | index_ops | operations_ops | recipe_ops == set(OPS)
 
 
 VALID = [
