@@ -9,7 +9,10 @@ Threads, each on its own rhythm and its own random stream forked from one seed:
 - nemeses: preempt (transfer_leader to a random voter), membership (remove a voter,
   restart it empty with --join, add it back as a learner, promote it), link faults
   (drop / delay / partition through the `fault` admin op), kill (SIGKILL the node's
-  process tree, restart it), pause (SIGSTOP the tree, SIGCONT it).
+  process tree, restart it), pause (SIGSTOP the tree, SIGCONT it), holders (SIGKILL a
+  lock-holder process, restart it);
+- recipes (concord.chaos.recipes): lock-holder processes contending for one lock, and
+  incrementer threads counting with `incr`.
 At most (n - 1) // 2 nodes are disturbed (removed, killed or paused) at any moment, so
 a majority of the original size always remains.
 
@@ -46,6 +49,14 @@ from concord.chaos.checks import (
     check_logs,
     read_log,
 )
+from concord.chaos.recipes import (
+    COUNTER_KEY,
+    Counter,
+    LockerProc,
+    check_counter,
+    check_lock,
+    read_holds,
+)
 from concord.chaos.procs import (
     BASE_SETTINGS,
     DEV_SHM,
@@ -55,6 +66,7 @@ from concord.chaos.procs import (
     merged,
     render_config,
 )
+from concord.client import Client
 from concord.errors import ConcordError
 from concord.net.client import request
 from concord.sim.linearizability import (
@@ -72,7 +84,7 @@ __all__ = ["ALL_FAULTS", "ChaosOptions", "ChaosReport", "ChaosRun", "run_chaos"]
 logger = logging.getLogger(__name__)
 
 #: Every nemesis kind (`--faults` takes a subset).
-ALL_FAULTS = ("preempt", "membership", "drop", "delay", "partition", "kill", "pause")
+ALL_FAULTS = ("preempt", "membership", "drop", "delay", "partition", "kill", "pause", "holders")
 KEYS_PER_GENERATION = 3
 OPS_PER_GENERATION = 240  # then the clients move to fresh keys: bounded history per key
 REQUEST_TIMEOUT_MS = 1000
@@ -94,6 +106,9 @@ class ChaosOptions:
     unsafe_leader_reads: bool = False
     workdir: Path | None = None
     keep: bool = False
+    lockers: int = 2
+    incrementers: int = 2
+    unsafe_lock: bool = False
 
     def replay_command(self) -> str:
         parts = ["python -m concord.chaos", f"--nodes {self.nodes}",
@@ -102,6 +117,10 @@ class ChaosOptions:
             parts.append(f"--faults {','.join(self.faults)}")
         if self.unsafe_leader_reads:
             parts.append("--unsafe-leader-reads")
+        if self.unsafe_lock:
+            parts.append("--unsafe-lock")
+        if (self.lockers, self.incrementers) != (2, 2):
+            parts.append(f"--lockers {self.lockers} --incrementers {self.incrementers}")
         return " ".join(parts)
 
 
@@ -120,6 +139,8 @@ class ChaosReport:
     logs: SafetyResult | None = None
     acked: SafetyResult | None = None
     leaders: SafetyResult | None = None
+    lock: SafetyResult | None = None
+    counter: SafetyResult | None = None
     errors: list[str] = field(default_factory=list)
     leftover_pids: list[int] = field(default_factory=list)
     leftover_segments: list[str] = field(default_factory=list)
@@ -131,7 +152,8 @@ class ChaosReport:
         if self.linearizability is not None:
             out += [f"linearizability: {v.describe()}" for v in self.linearizability.violations]
         for name, result in (("raft log", self.logs), ("acknowledged writes", self.acked),
-                             ("leaders", self.leaders)):
+                             ("leaders", self.leaders), ("lock", self.lock),
+                             ("counter", self.counter)):
             if result is not None:
                 out += [f"{name}: {v}" for v in result.violations]
         return out
@@ -174,7 +196,10 @@ class ChaosReport:
                 lines.append(f"    unknown (search budget exhausted): {lin.unknown_keys}")
         for name, result, what in (("raft log safety", self.logs, "indexes"),
                                    ("acknowledged writes", self.acked, "writes"),
-                                   ("one leader per term", self.leaders, "terms")):
+                                   ("one leader per term", self.leaders, "terms"),
+                                   ("lock: one holder at a time", self.lock, "holds"),
+                                   ("counter = acknowledged increments", self.counter,
+                                    "increments")):
             if result is None:
                 lines.append(f"  {name}: not run")
                 continue
@@ -263,6 +288,8 @@ class ChaosRun:
         self.rec = _Recorder(time.monotonic())
         self.errors: list[str] = []
         self.max_disturbed = (options.nodes - 1) // 2
+        self.lockers: list[LockerProc] = []
+        self.counter = Counter()
 
     # -- processes ---------------------------------------------------------------------
 
@@ -741,6 +768,10 @@ class ChaosRun:
         out += [threading.Thread(target=self.client, args=(self.o.writers + c, False),
                                  name=f"reader{c}") for c in range(self.o.readers)]
         out.append(threading.Thread(target=self.poller, name="poller"))
+        endpoints = [n.client for n in self.nodes.values()]
+        out += [threading.Thread(target=self.counter.run, name=f"incrementer{c}",
+                                 args=(endpoints[c % len(endpoints):] + endpoints[:c % len(endpoints)],
+                                       self.stop)) for c in range(self.o.incrementers)]
         f = self.o.faults
         plan: list[tuple[str, Callable[[random.Random, Context], None], tuple[float, float]]] = []
         if "preempt" in f and self.o.nodes >= 2:
@@ -753,8 +784,40 @@ class ChaosRun:
             plan.append(("kill", self.kill, (4.0, 9.0)))
         if "pause" in f and self.o.nodes >= 3:
             plan.append(("pause", self.pause, (3.0, 7.0)))
+        if "holders" in f and self.lockers:
+            plan.append(("holders", self.kill_holder, (1.0, 4.0)))
         out += [threading.Thread(target=self.nemesis, args=p, name=p[0]) for p in plan]
         return out
+
+    def start_lockers(self) -> None:
+        endpoints = [n.client for n in self.nodes.values()]
+        for i in range(self.o.lockers):
+            locker = LockerProc(f"locker{i}", self.dir / f"locker{i}.log", endpoints,
+                                self.o.seed * 100 + i, unsafe=self.o.unsafe_lock)
+            locker.start()
+            self.lockers.append(locker)
+
+    def kill_holder(self, rng: random.Random, ctx: Context) -> None:
+        victim = rng.choice(self.lockers)
+        victim.kill()
+        self.rec.fault("holders")
+        self._log(f"holders: success process={victim.name} signal=SIGKILL")
+        if not self.stop.wait(rng.uniform(0.2, 2.0)):
+            victim.start()
+
+    def stop_lockers(self) -> None:
+        for locker in self.lockers:
+            locker.stop()
+
+    def final_counter(self) -> object:
+        """The counter, read with strong consistency (None: absent or unreadable)."""
+        endpoints = [n.client for n in self.nodes.values()]
+        try:
+            with Client(endpoints, shm=False, timeout_s=20.0) as client:
+                return client.get(COUNTER_KEY, consistency="strong", default=None)
+        except ConcordError as exc:
+            self.errors.append(f"cannot read the counter: {exc}")
+            return None
 
     def final_reads(self, keys: Iterable[str]) -> None:
         """Heal, then read every key once with strong consistency (recorded)."""
@@ -827,6 +890,7 @@ def run_chaos(options: ChaosOptions, stop: threading.Event | None = None) -> Cha
         run.start_cluster()
         run._log(f"cluster: success nodes={run.ids} dir={run.dir}")
         run.rec.t0 = time.monotonic()
+        run.start_lockers()
         threads = run.threads()
         for t in threads:
             t.start()
@@ -834,8 +898,11 @@ def run_chaos(options: ChaosOptions, stop: threading.Event | None = None) -> Cha
         run.stop.set()
         for t in threads:
             t.join(timeout=60.0)
+        run.stop_lockers()
         if not report.interrupted:
             run.final_reads({op.key for op in run.rec.history})
+            if options.incrementers:
+                report.counter = check_counter(run.counter, run.final_counter())
     except Exception as exc:  # noqa: BLE001 - reported, then everything is cleaned up
         logger.exception("chaos run failed")
         run.errors.append(f"run failed: {type(exc).__name__}: {exc}")
@@ -843,6 +910,7 @@ def run_chaos(options: ChaosOptions, stop: threading.Event | None = None) -> Cha
         run.stop.set()
         for t in threads:
             t.join(timeout=60.0)
+        run.stop_lockers()
         run.stop_cluster()
         report.leftover_pids, report.leftover_segments = run.leftovers()
     report.elapsed_s = time.monotonic() - started
@@ -858,6 +926,8 @@ def run_chaos(options: ChaosOptions, stop: threading.Event | None = None) -> Cha
         report.logs = check_logs(logs)
         report.acked = check_acked(rec.acked, logs)
     report.leaders = check_leaders(run.leaders_by_term)
+    if run.lockers:
+        report.lock = check_lock(read_holds({lk.name: lk.lines() for lk in run.lockers}))
     report.linearizability = check_history(rec.history, max_steps_per_key=500_000,
                                            time_budget_s_per_key=10.0)
     report.errors = run.errors

@@ -29,7 +29,7 @@ class Election:
     """
 
     def __init__(self, client: Client, name: str, *, ttl: float = 10.0,
-                 on_renew: Callable[[float], None] | None = None) -> None:
+                 on_renew: Callable[[int, float], None] | None = None) -> None:
         self._queue = Queue(client, name, ttl, on_renew)
         self.revision: int | None = None
 

@@ -39,15 +39,15 @@ class KeptLease:
     Args:
         client: a concord Client (shared; the keepalives are ordinary session writes).
         ttl: seconds; the lease (and its keys) die this long after the last keepalive.
-        on_renew: called with the new local deadline (time.monotonic) BEFORE `valid()`
-            can see it (the chaos checker logs it there).
+        on_renew: called with (lease id, new local deadline as time.monotonic) BEFORE
+            `valid()` can see it (the chaos checker logs it there).
 
     Raises:
         ClientError: the grant failed.
     """
 
     def __init__(self, client: Client, ttl: float,
-                 on_renew: Callable[[float], None] | None = None) -> None:
+                 on_renew: Callable[[int, float], None] | None = None) -> None:
         if ttl <= 0:
             raise ValueError(f"ttl must be > 0, got {ttl}")
         self.client = client
@@ -76,7 +76,7 @@ class KeptLease:
     def _renewed(self, sent: float) -> float:
         deadline = sent + self.ttl - self._margin
         if self._on_renew is not None:
-            self._on_renew(deadline)
+            self._on_renew(self.id, deadline)
         return deadline
 
     def _run(self) -> None:

@@ -60,7 +60,7 @@ class Queue:
     """
 
     def __init__(self, client: Client, name: str, ttl: float,
-                 on_renew: Callable[[float], None] | None = None) -> None:
+                 on_renew: Callable[[int, float], None] | None = None) -> None:
         if not name or name.endswith("/"):
             raise ValueError(f"name must be non-empty and not end with '/', got {name!r}")
         self.client = client
@@ -144,11 +144,11 @@ class Lock:
         client: a concord Client.
         name: the lock's name (a key prefix without the trailing "/").
         ttl: seconds a dead holder keeps the lock before the next waiter gets it.
-        on_renew: see KeptLease (called with each new local deadline).
+        on_renew: see KeptLease (called with the lease id and each new local deadline).
     """
 
     def __init__(self, client: Client, name: str, *, ttl: float = 10.0,
-                 on_renew: Callable[[float], None] | None = None) -> None:
+                 on_renew: Callable[[int, float], None] | None = None) -> None:
         self._queue = Queue(client, name, ttl, on_renew)
         self.token: int | None = None
 
@@ -176,6 +176,12 @@ class Lock:
         """Whether this holder surely still holds the lock (its lease is live)."""
         lease = self._queue.lease
         return self.token is not None and lease is not None and lease.valid()
+
+    @property
+    def lease_id(self) -> int | None:
+        """The id of the lease under this waiter's key (None before acquire)."""
+        lease = self._queue.lease
+        return lease.id if lease is not None else None
 
     @property
     def deadline(self) -> float | None:
