@@ -19,6 +19,7 @@ function of the log, and snapshots and the state hash capture it.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,8 +46,9 @@ class Session:
     """
     One client's session: the floor and the results of its writes at or above it.
 
-    Invariant: every seq in `results` is >= `floor`; `digest` is the session's share of
-    the table digest (kept incrementally: one result digest per write).
+    Invariant: every seq in `results` is >= `floor`; `_seqs` is a min-heap of the seqs
+    in `results` and `_sum` the sum of their digests mod 2**64, so a write costs
+    O(log n) however many results the session keeps.
     """
 
     client_id: str
@@ -55,26 +57,38 @@ class Session:
     last_ts_ms: int
     results: dict[int, Result] = field(default_factory=dict)
     _result_digests: dict[int, int] = field(default_factory=dict)
+    _seqs: list[int] = field(default_factory=list)
+    _sum: int = 0
 
     def digest(self) -> int:
         """The session's digest: its header plus the sum of its result digests."""
         head = xxhash.xxh3_64_intdigest(
             msgpack.packb([self.client_id, self.floor, self.last_index, self.last_ts_ms],
                           use_bin_type=True))
-        return (head + sum(self._result_digests.values())) & _MASK
+        return (head + self._sum) & _MASK
 
     def add(self, seq: int, result: Result) -> None:
+        digest = _result_digest(self.client_id, seq, result)
         self.results[seq] = result
-        self._result_digests[seq] = _result_digest(self.client_id, seq, result)
+        self._result_digests[seq] = digest
+        heapq.heappush(self._seqs, seq)
+        self._sum = (self._sum + digest) & _MASK
+
+    def kept_from(self, floor: int) -> int:
+        """How many results have a seq >= `floor`."""
+        if not self._seqs or self._seqs[0] >= floor:
+            return len(self.results)
+        return sum(1 for s in self.results if s >= floor)
 
     def raise_floor(self, floor: int) -> None:
         """Forget the results of seqs below `floor` (never lowers it)."""
         if floor <= self.floor:
             return
         self.floor = floor
-        for seq in [s for s in self.results if s < floor]:
+        while self._seqs and self._seqs[0] < floor:
+            seq = heapq.heappop(self._seqs)
             del self.results[seq]
-            del self._result_digests[seq]
+            self._sum = (self._sum - self._result_digests.pop(seq)) & _MASK
 
     def to_list(self) -> list[object]:
         """The snapshot row (format 2): [client_id, floor, [[seq, result], ...], last_index, last_ts_ms]."""
@@ -121,8 +135,10 @@ class SessionTable:
             return _error(InvalidRequestError(
                 f"seq {seq} of client {client_id!r} is below its acknowledged floor"
                 f" {session.floor} (a stale retry)"))
-        floor = max(session.floor, min_seq)
-        kept = sum(1 for s in session.results if s >= floor)
+        # NB: counting is O(n), so only when the session is full before the floor moves.
+        kept = len(session.results)
+        if kept >= self._max_results:
+            kept = session.kept_from(max(session.floor, min_seq))
         if kept >= self._max_results:
             return _error(InvalidRequestError(
                 f"client {client_id!r} has {kept} unacknowledged writes, the most a session"
