@@ -202,8 +202,7 @@ class Simulation:
         self.workload = Workload(
             self.loop,
             self.rng.fork("workload"),
-            WorkloadConfig(clients=knobs.randint(2, 5), keys=knobs.randint(1, 4),
-                           pipeline=_pipeline(self.rng.fork("pipeline"))),
+            _workload_config(knobs, self.rng.fork("pipeline")),
             self.adapter,
             self._submit,
             self._client_nodes,
@@ -976,6 +975,17 @@ class _TraceHandler(logging.Handler):
 def _pipeline(rng: SimRandom) -> int:
     """Clients per session id (its writes in flight at once): 1 in half the runs, else 2 or 3."""
     return 1 if rng.random() < 0.5 else rng.randint(2, 3)
+
+
+def _workload_config(knobs: SimRandom, pipeline_rng: SimRandom) -> WorkloadConfig:
+    """
+    The run's workload. Pipelined runs (a stream of their own, so other runs draw as
+    before) also increment counters: 15 % of their operations are `incr`.
+    """
+    clients, keys = knobs.randint(2, 5), knobs.randint(1, 4)
+    pipeline = _pipeline(pipeline_rng)
+    return WorkloadConfig(clients=clients, keys=keys, pipeline=pipeline,
+                          incr_p=0.15 if pipeline > 1 else 0.0)
 
 
 def run_seed(

@@ -205,6 +205,8 @@ class KvAdapter:
             return "put_many", {"items": items}
         if kind is OpKind.DELETE_MANY:
             return "delete_many", {"keys": list(keys)}
+        if kind is OpKind.INCR:
+            return "incr", {"key": key, "delta": args[0]}
         raise ValueError(f"{kind} is not a write")
 
     def decode(self, kind: OpKind, result: object) -> Hashable:
@@ -216,6 +218,10 @@ class KvAdapter:
             assert error is None, result
             return True
         assert error is None, result
+        if kind is OpKind.INCR:
+            value = result["value"]
+            assert isinstance(value, int), result
+            return value
         if kind is OpKind.DELETE:
             return bool(result["deleted"])
         if kind is OpKind.DELETE_MANY:

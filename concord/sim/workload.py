@@ -63,6 +63,7 @@ class WorkloadConfig:
     client_delay_ms: tuple[int, int] = (1, 3)
     retries: int = 2  # more tries of a write without a definite answer (sessions only)
     pipeline: int = 1  # clients sharing one session id (writes in flight per session)
+    incr_p: float = 0.0  # share of operations that are counter increments (incr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +130,12 @@ class Client:
     counter: int = 0
     last_values: list[int] = field(default_factory=list)
     session: Session = field(default_factory=lambda: Session(""))
+    incr_rng: SimRandom = field(default_factory=lambda: SimRandom(0))
 
     def __post_init__(self) -> None:
         if not self.session.client_id:
             self.session.client_id = f"sim-c{self.id}"
+        self.incr_rng = self.rng.fork("incr")
 
 
 class Workload:
@@ -250,6 +253,11 @@ class Workload:
                 self.written.setdefault(k, set()).add(v)
         if kind in (OpKind.PUT, OpKind.PUT_IF):
             self.written.setdefault(key, set()).add(value)
+        if OpKind.INCR in adapter.kinds and client.incr_rng.chance(self.config.incr_p):
+            # Drawn from the client's own incr stream after the usual draws, so runs
+            # without increments draw exactly as before.
+            kind, keys, consistency = OpKind.INCR, (key,), None
+            args = (client.incr_rng.randint(1, 3),)
         self.invoke(client, kind, key, args, consistency, keys=keys)
 
     def invoke(
