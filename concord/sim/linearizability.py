@@ -319,11 +319,6 @@ def _prune_unknown(ops: Sequence[Operation]) -> list[Operation]:
     the full one (the dropped ops simply never took effect). Unknown writes nobody read
     are the common case after leader loss, and each one kept can double the search.
     """
-    if any(op.kind is OpKind.INCR for op in ops):
-        # NB: an incr's result depends on every earlier write of its key, read or not:
-        # dropping an unread unknown write could make a sound history look broken.
-        return [op for op in ops if not (op.outcome is Outcome.UNKNOWN and op.ts is None
-                                         and op.kind in (OpKind.GET, OpKind.GET_MANY))]
     observed = _observed_values(ops)
     kept = []
     for op in ops:
