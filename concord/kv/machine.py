@@ -30,7 +30,8 @@ Format 1 has no leases (an array of 6) and one result per session:
 The state hash is xxh3_64 over (applied_index, revision, last_ts_ms, record digest,
 session and lease digest), where the record digest is the sum mod 2**64 of xxh3_64 over
 each record's canonical encoding (kept incrementally, so state_hash() is O(1)); the
-session and lease digest is the sum of the session table's and the lease table's.
+session and lease digest is the sum of the session table's and the lease table's. A
+format-1 header hash is checked with format 1's session digest (one xxh3_64 per row).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ from concord.kv.leases import LEASE_COMMANDS, LeaseTable, apply_lease_command
 from concord.kv.query import KeySource, select
 from concord.kv.reads import Reply, error_reply, serve_read, serve_request
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
-from concord.kv.sessions import SessionTable, session_from_row
+from concord.kv.sessions import SessionTable, legacy_sessions_digest, session_from_row
 from concord.kv.values import pack_value, record_value, values_equal
 
 logger = logging.getLogger(__name__)
@@ -365,7 +366,9 @@ class KvStateMachine:
             self._reset()
             raise CorruptionError(f"kv snapshot leases are malformed: {exc}") from exc
         self._rebuild_indexes()
-        actual = self.state_hash()
+        actual = self.state_hash() if version >= 2 else xxhash.xxh3_64_intdigest(_STATE.pack(
+            self.applied_index, self.revision, self.last_ts_ms, self._digest,
+            legacy_sessions_digest(sessions)))
         if actual != expected_hash:
             self._reset()
             raise CorruptionError(

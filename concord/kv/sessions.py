@@ -184,6 +184,14 @@ def _error(exc: InvalidRequestError) -> Result:
     return {"error": exc.code, "message": exc.message}
 
 
+def legacy_sessions_digest(rows: list[object]) -> int:
+    """The session digest of kv snapshot format 1: the sum of xxh3_64(msgpack row)."""
+    total = 0
+    for row in rows:
+        total += xxhash.xxh3_64_intdigest(msgpack.packb(row, use_bin_type=True))
+    return total & _MASK
+
+
 def session_from_row(row: object, version: int) -> Session:
     """
     A session from its snapshot row: format 1 `[client_id, seq, result, last_index,

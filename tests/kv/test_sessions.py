@@ -82,13 +82,12 @@ def test_a_format_1_snapshot_is_read_when_restoring() -> None:
     import struct
     import xxhash
     from concord.kv.machine import _STATE, SNAPSHOT_MAGIC
-    from concord.kv.sessions import Session
 
-    session = Session("c", 3, 7, 1000)
-    session.add(3, {"revision": 7})
-    digest = session.digest()
+    # Format 1's session digest: xxh3_64 of each row [client_id, seq, result, index, ts].
+    row = ["c", 3, {"revision": 7}, 7, 1000]
+    digest = xxhash.xxh3_64_intdigest(msgpack.packb(row, use_bin_type=True))
     state = xxhash.xxh3_64_intdigest(_STATE.pack(7, 0, 1000, 0, digest))
-    body = msgpack.packb([7, 0, 1000, [], [], [["c", 3, {"revision": 7}, 7, 1000]]])
+    body = msgpack.packb([7, 0, 1000, [], [], [row]])
     data = struct.pack("<4sBQ", SNAPSHOT_MAGIC, 1, state) + body
     sm = KvStateMachine()
     sm.restore(data)
