@@ -68,10 +68,15 @@ class Session:
         return (head + self._sum) & _MASK
 
     def add(self, seq: int, result: Result) -> None:
+        """Keep `result` for `seq` (replacing an earlier one: the heap holds each seq once)."""
         digest = _result_digest(self.client_id, seq, result)
+        old = self._result_digests.get(seq)
+        if old is None:
+            heapq.heappush(self._seqs, seq)
+        else:
+            self._sum = (self._sum - old) & _MASK
         self.results[seq] = result
         self._result_digests[seq] = digest
-        heapq.heappush(self._seqs, seq)
         self._sum = (self._sum + digest) & _MASK
 
     def kept_from(self, floor: int) -> int:
