@@ -77,6 +77,8 @@ class SimConfig:
     #: Force one program (by its `name`: concord/sim/programs.py, `WholeRestart`)
     #: instead of the draw.
     program: str = ""
+    #: Clients per session id (pipelined runs); 0: drawn (1 in half the runs, else 2-3).
+    pipeline: int = 0
 
 
 @dataclass(slots=True)
@@ -202,7 +204,7 @@ class Simulation:
         self.workload = Workload(
             self.loop,
             self.rng.fork("workload"),
-            _workload_config(knobs, self.rng.fork("pipeline")),
+            _workload_config(knobs, self.rng.fork("pipeline"), config.pipeline),
             self.adapter,
             self._submit,
             self._client_nodes,
@@ -977,13 +979,14 @@ def _pipeline(rng: SimRandom) -> int:
     return 1 if rng.random() < 0.5 else rng.randint(2, 3)
 
 
-def _workload_config(knobs: SimRandom, pipeline_rng: SimRandom) -> WorkloadConfig:
+def _workload_config(knobs: SimRandom, pipeline_rng: SimRandom, pipeline: int) -> WorkloadConfig:
     """
     The run's workload. Pipelined runs (a stream of their own, so other runs draw as
-    before) also increment counters: 15 % of their operations are `incr`.
+    before) also increment counters: 15 % of their operations are `incr`. `pipeline` > 0
+    forces the clients per session id instead of the draw.
     """
     clients, keys = knobs.randint(2, 5), knobs.randint(1, 4)
-    pipeline = _pipeline(pipeline_rng)
+    pipeline = pipeline or _pipeline(pipeline_rng)
     return WorkloadConfig(clients=clients, keys=keys, pipeline=pipeline,
                           incr_p=0.15 if pipeline > 1 else 0.0)
 
