@@ -30,6 +30,24 @@ cluster was up):
          128 Clients, 1 request each  put     1697   63.53  236.43    75.32
          128 Clients, 1 request each  get     1678   61.67  250.69    76.14
 
+Re-measured 2026-12-07 07:47 UTC after exactly-once sessions moved to one client_id with
+many writes in flight (min_seq; writes of the aio client and of the shared Client now
+share ONE session and the node keeps up to 128 results for it), same command, 1 node,
+load average about 20 (other helpers' runs):
+
+                                mode   op    req/s  p50 ms  p99 ms  mean ms
+    ------------------------------------------------------------------------
+        aio.Client x1, 128 in flight  put     2315   40.62  300.38    55.66
+        aio.Client x1, 128 in flight  get     3007   26.52  388.69    42.82
+      Client x1 shared by 16 threads  put     1788    5.64   63.73     8.95
+      Client x1 shared by 16 threads  get     3418    3.27   34.71     4.68
+         128 Clients, 1 request each  put     1978   48.42  449.68    64.75
+         128 Clients, 1 request each  get     2003   56.29  188.55    63.82
+
+Writes held their rate with one session for all 128 in flight (aio 2315 put/s, 1.17x the
+128 clients; earlier 2287 with 128 session ids); the reads' spread between the two runs
+is the machine's load.
+
 One aio.Client with 128 requests in flight on one connection does 1.35x the writes and
 2.9x the reads of 128 separate clients (128 threads, 128 connections) in the same
 process; one Client shared by 16 threads matches the 128 clients' write rate with an

@@ -149,9 +149,17 @@ PLANTS = [
     Plant(
         "session_retry_reapplied",
         "apply a retried session write again instead of answering its first result",
+        "concord/kv/sessions.py",
+        "        if cached is not None:\n            return dict(cached)",
+        "        if False:\n            return dict(cached)",
+    ),
+    Plant(
+        "session_keeps_latest_only",
+        "a session keeps only its latest result (min_seq ignored): a pipelined retry of an "
+        "earlier write is refused although it was applied",
         "concord/kv/machine.py",
-        "            if seq == session.seq:\n                return dict(session.result), []",
-        "            if False:\n                return dict(session.result), []",
+        "        min_seq = seq if envelope.min_seq is None else envelope.min_seq",
+        "        min_seq = seq",
     ),
     Plant(
         "read_ignores_ttl",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator, Iterable, Literal, Mapping, Sequence, TypeVar, overload
+from typing import AsyncIterator, Callable, Iterable, Literal, Mapping, Sequence, TypeVar, overload
 
 import zmq
 import zmq.asyncio
@@ -304,8 +304,11 @@ class Client(ClientCore):
 
     # -- key-value ops (docstrings: concord.Client) ---------------------------------------
 
-    async def put(self, key: str, value: object, ttl: float | None = None, compress: bool | None = None) -> int:
-        return await self._do(requests.put(key, value, ttl, compress))
+    async def put(
+        self, key: str, value: object, ttl: float | None = None, compress: bool | None = None,
+        *, lease: int | None = None,
+    ) -> int:
+        return await self._do(requests.put(key, value, ttl, compress, lease))
 
     @overload
     async def get(self, key: str, consistency: str = ..., *, meta: Literal[True]) -> ValueWithMeta: ...
@@ -353,21 +356,52 @@ class Client(ClientCore):
     async def put_if(
         self, key: str, value: object, *, expected: object = NO_DEFAULT, version: int | None = None,
         mod_revision: int | None = None, absent: bool | None = None, ttl: float | None = None,
-        condition: Condition | None = None,
+        condition: Condition | None = None, lease: int | None = None,
     ) -> int:
         conds = requests.conditions(expected, version, mod_revision, absent)
         if condition is None:
-            return await self._do(requests.put_if(key, value, conds, ttl))
+            return await self._do(requests.put_if(key, value, conds, ttl, lease))
         check_condition_alone(conds)
         for attempt in range(self.cas_retries):
             seen, revision = cas_view(await self.get(key, consistency="leader", meta=True, default=None))
             if not condition(seen):
                 raise ConditionFailedError(f"condition on key {key!r} is false")
             try:
-                return await self.put_if(key, value, mod_revision=revision, ttl=ttl)
+                return await self.put_if(key, value, mod_revision=revision, ttl=ttl, lease=lease)
             except ConditionFailedError:
                 log.debug("put_if condition lost a race key=%s attempt=%d", key, attempt + 1)
         raise ConditionFailedError(f"key {key!r} changed during each of {self.cas_retries} put_if attempts")
+
+    async def update(self, key: str, fn: Callable[[object], object], *, ttl: float | None = None) -> object:
+        for attempt in range(self.cas_retries):
+            seen, revision = cas_view(await self.get(key, consistency="leader", meta=True, default=None))
+            value = fn(seen)
+            try:
+                await self.put_if(key, value, mod_revision=revision, ttl=ttl)
+                return value
+            except ConditionFailedError:
+                log.debug("update lost a race key=%s attempt=%d", key, attempt + 1)
+        raise ConditionFailedError(f"key {key!r} changed during each of {self.cas_retries} update attempts")
+
+    # -- counters and leases (docstrings: concord.Client) ---------------------------------
+
+    async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
+        return await self._do(requests.counter("incr", key, delta, ttl))
+
+    async def decr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
+        return await self._do(requests.counter("decr", key, delta, ttl))
+
+    async def lease_grant(self, ttl: float) -> int:
+        return await self._do(requests.lease_grant(ttl))
+
+    async def lease_keepalive(self, lease: int) -> float:
+        return await self._do(requests.lease_keepalive(lease))
+
+    async def lease_revoke(self, lease: int) -> int:
+        return await self._do(requests.lease_revoke(lease))
+
+    async def leases(self, consistency: str = "leader") -> list[dict[str, object]]:
+        return await self._do(requests.lease_list(consistency))
 
     async def delete_if(
         self, key: str, *, expected: object = NO_DEFAULT, version: int | None = None,

@@ -47,10 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unsafe-leader-reads", action="store_true",
                         help="self-test: nodes serve leader reads without the leader check "
                              "(faults.unsafe_leader_reads); the run must find a violation")
+    parser.add_argument("--lockers", type=int, default=2,
+                        help="lock-holder processes of the lock recipe (default 2)")
+    parser.add_argument("--incrementers", type=int, default=2,
+                        help="threads incrementing the counter (default 2)")
+    parser.add_argument("--unsafe-lock", action="store_true",
+                        help="self-test: the lock holders take the lock with a plain put; "
+                             "the run must find two holders at once")
     parser.add_argument("--quiet", action="store_true", help="no per-action lines")
     args = parser.parse_args(argv)
-    if args.nodes < 1 or args.duration <= 0 or args.writers < 0 or args.readers < 0:
-        parser.error("--nodes must be >= 1, --duration > 0, --writers/--readers >= 0")
+    if (args.nodes < 1 or args.duration <= 0 or min(args.writers, args.readers, args.lockers,
+                                                      args.incrementers) < 0):
+        parser.error("--nodes must be >= 1, --duration > 0, --writers/--readers/--lockers/"
+                     "--incrementers >= 0")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     if args.dir is not None:
         if (args.dir / "data").exists():
@@ -62,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     options = ChaosOptions(nodes=args.nodes, duration_s=args.duration, seed=seed,
                            faults=args.faults, writers=args.writers, readers=args.readers,
                            unsafe_leader_reads=args.unsafe_leader_reads,
+                           lockers=args.lockers, incrementers=args.incrementers,
+                           unsafe_lock=args.unsafe_lock,
                            workdir=args.dir.resolve() if args.dir is not None else None,
                            keep=args.keep)
     print(f"chaos: seed={seed} replay: {options.replay_command()}", flush=True)

@@ -218,6 +218,16 @@ class Nemeses:
             self.run.down.discard(victim)
         self.run.release(victim)
 
+    def kill_holder(self, rng: random.Random, ctx: Context) -> None:
+        """SIGKILL a lock-holder process (concord.chaos.locker), restart it a little later."""
+        run = self.run
+        victim = rng.choice(run.lockers)
+        victim.kill()
+        run.rec.fault("holders")
+        run.log(f"holders: success process={victim.name} signal=SIGKILL")
+        if not run.stop.wait(rng.uniform(0.2, 2.0)):
+            victim.start()
+
     def pause(self, rng: random.Random, ctx: Context) -> None:
         victim = self.run.claim(rng, self.run.running())
         if victim is None:

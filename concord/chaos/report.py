@@ -14,7 +14,7 @@ from concord.sim.linearizability import CheckResult, Verdict
 __all__ = ["ALL_FAULTS", "GAP_THRESHOLD_S", "ChaosOptions", "ChaosReport"]
 
 #: Every nemesis kind (`--faults` takes a subset).
-ALL_FAULTS = ("preempt", "membership", "drop", "delay", "partition", "kill", "pause")
+ALL_FAULTS = ("preempt", "membership", "drop", "delay", "partition", "kill", "pause", "holders")
 #: A stretch without an acknowledged write longer than this is an availability gap.
 GAP_THRESHOLD_S = 1.0
 
@@ -32,6 +32,9 @@ class ChaosOptions:
     unsafe_leader_reads: bool = False
     workdir: Path | None = None
     keep: bool = False
+    lockers: int = 2
+    incrementers: int = 2
+    unsafe_lock: bool = False
 
     def replay_command(self) -> str:
         parts = ["python -m concord.chaos", f"--nodes {self.nodes}",
@@ -40,6 +43,10 @@ class ChaosOptions:
             parts.append(f"--faults {','.join(self.faults)}")
         if self.unsafe_leader_reads:
             parts.append("--unsafe-leader-reads")
+        if self.unsafe_lock:
+            parts.append("--unsafe-lock")
+        if (self.lockers, self.incrementers) != (2, 2):
+            parts.append(f"--lockers {self.lockers} --incrementers {self.incrementers}")
         return " ".join(parts)
 
 
@@ -58,6 +65,8 @@ class ChaosReport:
     logs: SafetyResult | None = None
     acked: SafetyResult | None = None
     leaders: SafetyResult | None = None
+    lock: SafetyResult | None = None
+    counter: SafetyResult | None = None
     errors: list[str] = field(default_factory=list)
     leftover_pids: list[int] = field(default_factory=list)
     leftover_segments: list[str] = field(default_factory=list)
@@ -69,7 +78,8 @@ class ChaosReport:
         if self.linearizability is not None:
             out += [f"linearizability: {v.describe()}" for v in self.linearizability.violations]
         for name, result in (("raft log", self.logs), ("acknowledged writes", self.acked),
-                             ("leaders", self.leaders)):
+                             ("leaders", self.leaders), ("lock", self.lock),
+                             ("counter", self.counter)):
             if result is not None:
                 out += [f"{name}: {v}" for v in result.violations]
         return out
@@ -131,7 +141,10 @@ class ChaosReport:
                 lines.append(f"    unknown (search budget exhausted): {lin.unknown_keys}")
         for name, result, what in (("raft log safety", self.logs, "indexes"),
                                    ("acknowledged writes", self.acked, "writes"),
-                                   ("one leader per term", self.leaders, "terms")):
+                                   ("one leader per term", self.leaders, "terms"),
+                                   ("lock: one holder at a time", self.lock, "holds"),
+                                   ("counter = acknowledged increments", self.counter,
+                                    "increments")):
             if result is None:
                 lines.append(f"  {name}: not run")
                 continue

@@ -5,7 +5,10 @@ Threads, each on its own rhythm and its own random stream forked from one seed:
 - clients (concord.chaos.clients): writers and readers on a few keys, every operation
   recorded for the linearizability checker;
 - status poller: who leads which term (leader changes, one leader per term);
-- nemeses (concord.chaos.nemeses): preempt, membership changes, link faults, kill, pause.
+- nemeses (concord.chaos.nemeses): preempt, membership changes, link faults, kill, pause,
+  holders (SIGKILL a lock-holder process, restart it);
+- recipes (concord.chaos.recipes): lock-holder processes contending for one lock, and
+  incrementer threads counting with `incr`.
 At most (n - 1) // 2 nodes are disturbed (removed, killed or paused) at any moment, so
 a majority of the original size always remains.
 
@@ -34,6 +37,14 @@ import zmq
 from concord.chaos.checks import NodeLog, check_acked, check_leaders, check_logs, read_log
 from concord.chaos.clients import Recorder, classify, run_client
 from concord.chaos.nemeses import Nemeses
+from concord.chaos.recipes import (
+    COUNTER_KEY,
+    Counter,
+    LockerProc,
+    check_counter,
+    check_lock,
+    read_holds,
+)
 from concord.chaos.procs import (
     BASE_SETTINGS,
     DEV_SHM,
@@ -45,6 +56,7 @@ from concord.chaos.procs import (
     signal_pids,
 )
 from concord.chaos.report import ALL_FAULTS, GAP_THRESHOLD_S, ChaosOptions, ChaosReport
+from concord.client import Client
 from concord.client.raw import request
 from concord.errors import ConcordError
 from concord.sim.linearizability import Operation, OpKind, Outcome, check_history
@@ -87,6 +99,8 @@ class ChaosRun:
         self.rec = Recorder(time.monotonic())
         self.errors: list[str] = []
         self.max_disturbed = (options.nodes - 1) // 2
+        self.lockers: list[LockerProc] = []
+        self.counter = Counter()
         self.nemeses = Nemeses(self)
 
     # -- processes ---------------------------------------------------------------------
@@ -244,6 +258,10 @@ class ChaosRun:
         out += [threading.Thread(target=run_client, args=(self, self.o.writers + c, False),
                                  name=f"reader{c}") for c in range(self.o.readers)]
         out.append(threading.Thread(target=self.poller, name="poller"))
+        endpoints = [n.client for n in self.nodes.values()]
+        out += [threading.Thread(target=self.counter.run, name=f"incrementer{c}",
+                                 args=(endpoints[c % len(endpoints):] + endpoints[:c % len(endpoints)],
+                                       self.stop)) for c in range(self.o.incrementers)]
         f = self.o.faults
         plan: list[tuple[str, Callable[[random.Random, Context], None], tuple[float, float]]] = []
         if "preempt" in f and self.o.nodes >= 2:
@@ -256,8 +274,32 @@ class ChaosRun:
             plan.append(("kill", self.nemeses.kill, (4.0, 9.0)))
         if "pause" in f and self.o.nodes >= 3:
             plan.append(("pause", self.nemeses.pause, (3.0, 7.0)))
+        if "holders" in f and self.lockers:
+            plan.append(("holders", self.nemeses.kill_holder, (1.0, 4.0)))
         out += [threading.Thread(target=self.nemesis, args=p, name=p[0]) for p in plan]
         return out
+
+    def start_lockers(self) -> None:
+        endpoints = [n.client for n in self.nodes.values()]
+        for i in range(self.o.lockers):
+            locker = LockerProc(f"locker{i}", self.dir / f"locker{i}.log", endpoints,
+                                self.o.seed * 100 + i, unsafe=self.o.unsafe_lock)
+            locker.start()
+            self.lockers.append(locker)
+
+    def stop_lockers(self) -> None:
+        for locker in self.lockers:
+            locker.stop()
+
+    def final_counter(self) -> object:
+        """The counter, read with strong consistency (None: absent or unreadable)."""
+        endpoints = [n.client for n in self.nodes.values()]
+        try:
+            with Client(endpoints, shm=False, timeout_s=20.0) as client:
+                return client.get(COUNTER_KEY, consistency="strong", default=None)
+        except ConcordError as exc:
+            self.errors.append(f"cannot read the counter: {exc}")
+            return None
 
     def final_reads(self, keys: Iterable[str]) -> None:
         """Heal, then read every key once with strong consistency (recorded)."""
@@ -314,6 +356,7 @@ def run_chaos(options: ChaosOptions, stop: threading.Event | None = None) -> Cha
         run.start_cluster()
         run.log(f"cluster: success nodes={run.ids} dir={run.dir}")
         run.rec.t0 = time.monotonic()
+        run.start_lockers()
         threads = run.threads()
         for t in threads:
             t.start()
@@ -321,8 +364,11 @@ def run_chaos(options: ChaosOptions, stop: threading.Event | None = None) -> Cha
         run.stop.set()
         for t in threads:
             t.join(timeout=60.0)
+        run.stop_lockers()
         if not report.interrupted:
             run.final_reads({op.key for op in run.rec.history})
+            if options.incrementers:
+                report.counter = check_counter(run.counter, run.final_counter())
     except Exception as exc:  # noqa: BLE001 - reported, then everything is cleaned up
         logger.exception("chaos run failed")
         run.errors.append(f"run failed: {type(exc).__name__}: {exc}")
@@ -330,6 +376,7 @@ def run_chaos(options: ChaosOptions, stop: threading.Event | None = None) -> Cha
         run.stop.set()
         for t in threads:
             t.join(timeout=60.0)
+        run.stop_lockers()
         run.stop_cluster()
         report.leftover_pids, report.leftover_segments = run.leftovers()
     report.elapsed_s = time.monotonic() - started
@@ -345,6 +392,8 @@ def run_chaos(options: ChaosOptions, stop: threading.Event | None = None) -> Cha
         report.logs = check_logs(logs)
         report.acked = check_acked(rec.acked, logs)
     report.leaders = check_leaders(run.leaders_by_term)
+    if run.lockers:
+        report.lock = check_lock(read_holds({lk.name: lk.lines() for lk in run.lockers}))
     report.linearizability = check_history(rec.history, max_steps_per_key=500_000,
                                            time_budget_s_per_key=10.0)
     report.errors = run.errors

@@ -177,7 +177,7 @@ def summarize_body(body: bytes, name: str) -> Summary:
     Raises:
         CorruptionError: a check fails or the layout is not the expected version.
     """
-    from concord.kv.machine import _SNAPSHOT_HEADER, SNAPSHOT_MAGIC, SNAPSHOT_VERSION  # noqa: PLC0415
+    from concord.kv.machine import _SNAPSHOT_FIELDS, _SNAPSHOT_HEADER, SNAPSHOT_MAGIC  # noqa: PLC0415
     from concord.node.members import SNAPSHOT_MAGIC as NODE_MAGIC  # noqa: PLC0415
 
     data, index, term, voters, state_hash = _read_body(body, name)
@@ -191,12 +191,12 @@ def summarize_body(body: bytes, name: str) -> Summary:
                 raise ValueError(f"node snapshot version {version}")
             cluster_id = node[3] if version == 2 else None
         magic, kv_version, kv_hash = _SNAPSHOT_HEADER.unpack_from(kv_bytes)
-        if magic != SNAPSHOT_MAGIC or kv_version != SNAPSHOT_VERSION:
+        if magic != SNAPSHOT_MAGIC or kv_version not in _SNAPSHOT_FIELDS:
             raise ValueError(f"kv snapshot magic {magic!r} version {kv_version}")
         unpacker = msgpack.Unpacker(raw=False)
         unpacker.feed(memoryview(kv_bytes)[_SNAPSHOT_HEADER.size:])
-        if unpacker.read_array_header() != 6:
-            raise ValueError("kv snapshot is not a 6-element array")
+        if unpacker.read_array_header() != _SNAPSHOT_FIELDS[kv_version]:
+            raise ValueError(f"kv snapshot is not a {_SNAPSHOT_FIELDS[kv_version]}-element array")
         unpacker.unpack()  # applied index
         revision = unpacker.unpack()
         unpacker.unpack()  # cluster time

@@ -34,8 +34,10 @@ the process that uses them (after forking).
 
 Thread safety: a Client may be shared by threads, with many requests in flight at once
 on one connection per endpoint (concord.client.transport matches replies to callers by
-request id; no lock is held over a round trip). Writes in flight at once use distinct
-session ids (concord.client.plan.SessionSlots), so exactly-once holds for each.
+request id; no lock is held over a round trip). Writes in flight at once share one
+session id with distinct seqs and carry `min_seq`, the lowest seq still in flight, so the
+state machine answers a retry of any of them from its first result (Raft thesis §6.3;
+concord.client.plan.SessionSlots, docs/protocol.md "Sessions").
 
 Missing keys: `get` raises NotFoundError unless `default=` is given, then returns it;
 `get_many` omits missing keys from its dict. Python-callable conditions
@@ -358,15 +360,23 @@ class Client(AuthMethods, ClientCore):
             return req.decode(self._local_or_call(req.op, req.args, req.consistency))
         return req.decode(self.call(req.op, req.args))
 
-    def put(self, key: str, value: object, ttl: float | None = None, compress: bool | None = None) -> int:
+    def put(
+        self, key: str, value: object, ttl: float | None = None, compress: bool | None = None,
+        *, lease: int | None = None,
+    ) -> int:
         """
         Store `value` under `key`; `ttl` seconds of life (None: forever); `compress`
-        forces (True) or forbids (False) zlib compression (None: the server's threshold).
+        forces (True) or forbids (False) zlib compression (None: the server's threshold);
+        `lease` attaches the key to a lease (`lease_grant`; not with ttl): the key is
+        deleted when the lease expires or is revoked.
 
         Returns:
             The store revision of the write.
+
+        Raises:
+            NotFoundError: the lease is not live.
         """
-        return self._do(requests.put(key, value, ttl, compress))
+        return self._do(requests.put(key, value, ttl, compress, lease))
 
     @overload
     def get(self, key: str, consistency: Consistency = ..., *, meta: Literal[True]) -> ValueWithMeta: ...
@@ -492,9 +502,10 @@ class Client(AuthMethods, ClientCore):
         absent: bool | None = None,
         ttl: float | None = None,
         condition: Condition | None = None,
+        lease: int | None = None,
     ) -> int:
         """
-        Store `value` only if a condition holds; exactly one of:
+        Store `value` only if a condition holds (`ttl` and `lease` as for put); exactly one of:
 
         - `expected`: the current value equals it (kv comparison rules);
         - `version` / `mod_revision`: the key's (0 matches an absent key);
@@ -511,17 +522,77 @@ class Client(AuthMethods, ClientCore):
         """
         conds = requests.conditions(expected, version, mod_revision, absent)
         if condition is None:
-            return self._do(requests.put_if(key, value, conds, ttl))
+            return self._do(requests.put_if(key, value, conds, ttl, lease))
         check_condition_alone(conds)
         for attempt in range(self.cas_retries):
             seen, revision = cas_view(self.get(key, consistency="leader", meta=True, default=None))
             if not condition(seen):
                 raise ConditionFailedError(f"condition on key {key!r} is false")
             try:
-                return self.put_if(key, value, mod_revision=revision, ttl=ttl)
+                return self.put_if(key, value, mod_revision=revision, ttl=ttl, lease=lease)
             except ConditionFailedError:
                 log.debug("put_if condition lost a race key=%s attempt=%d", key, attempt + 1)
         raise ConditionFailedError(f"key {key!r} changed during each of {self.cas_retries} put_if attempts")
+
+    def update(self, key: str, fn: Callable[[object], object], *, ttl: float | None = None) -> object:
+        """
+        Replace the value of `key` by `fn(current)` (current: MISSING if absent), atomically:
+        an optimistic loop of read (with mod_revision) and put_if(mod_revision), retried
+        when another write got in between. `fn` may run several times: keep it pure.
+
+        Returns:
+            The value stored.
+
+        Raises:
+            ConditionFailedError: the key changed during each of `cas_retries` rounds.
+        """
+        for attempt in range(self.cas_retries):
+            seen, revision = cas_view(self.get(key, consistency="leader", meta=True, default=None))
+            value = fn(seen)
+            try:
+                self.put_if(key, value, mod_revision=revision, ttl=ttl)
+                return value
+            except ConditionFailedError:
+                log.debug("update lost a race key=%s attempt=%d", key, attempt + 1)
+        raise ConditionFailedError(f"key {key!r} changed during each of {self.cas_retries} update attempts")
+
+    # -- counters and leases ---------------------------------------------------------
+
+    def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
+        """
+        Add `delta` to the integer at `key` in one log entry (absent: 0) and return the new
+        value. `ttl` applies only when this call creates the key; an existing key keeps its
+        expiry (so `incr(key, ttl=60)` counts in fixed 60 s windows: a rate limiter).
+
+        Raises:
+            InvalidRequestError: the value is not an integer, or would leave int64.
+        """
+        return self._do(requests.counter("incr", key, delta, ttl))
+
+    def decr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
+        """`incr` of -delta."""
+        return self._do(requests.counter("decr", key, delta, ttl))
+
+    def lease_grant(self, ttl: float) -> int:
+        """A new lease of `ttl` seconds; returns its id (keep it alive with lease_keepalive)."""
+        return self._do(requests.lease_grant(ttl))
+
+    def lease_keepalive(self, lease: int) -> float:
+        """
+        Renew `lease` for its ttl (from now, cluster time); returns the ttl.
+
+        Raises:
+            NotFoundError: the lease expired or was revoked (its keys are gone).
+        """
+        return self._do(requests.lease_keepalive(lease))
+
+    def lease_revoke(self, lease: int) -> int:
+        """Drop `lease` and delete its keys; returns how many keys were deleted."""
+        return self._do(requests.lease_revoke(lease))
+
+    def leases(self, consistency: Consistency = "leader") -> list[dict[str, object]]:
+        """The live leases as `{lease, ttl, remaining, keys}` maps (wire op lease_list)."""
+        return self._do(requests.lease_list(consistency))
 
     def delete_if(
         self,

@@ -34,7 +34,7 @@ from concord.net.wire import OPS, OpKind, validate
 from concord.tracing import current_traceparent
 
 __all__ = [
-    "Attempt", "CallPlan", "ClientCore", "Envelope", "Exchange", "drive", "OPS_KIND", "OpKind", "Outcome", "Policy", "Routing", "SessionSlots",
+    "Attempt", "CallPlan", "ClientCore", "Envelope", "Exchange", "drive", "OPS_KIND", "OpKind", "Outcome", "Policy", "Routing", "SessionSlots", "Ticket",
     "classify", "envelope", "error_from_reply", "normalize_endpoint", "server_timeout_ms",
 ]
 
@@ -194,50 +194,77 @@ class Routing:
                 self.leader = None
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """The session of one write call: its (client_id, seq) and where to read min_seq."""
+
+    client_id: str
+    seq: int
+    slot: int
+    slots: SessionSlots
+
+    @property
+    def pair(self) -> tuple[str, int]:
+        return self.client_id, self.seq
+
+    def min_seq(self) -> int:
+        """The slot's lowest seq still in flight (this call's own at most): docs/protocol.md."""
+        return self.slots.min_seq(self.slot)
+
+
 class SessionSlots:
     """
-    Session ids for exactly-once writes with several writes in flight. Thread-safe.
+    Session ids for exactly-once writes with many writes in flight. Thread-safe.
 
-    NB: the state machine remembers only the latest (seq, result) per client_id
-    (concord/kv/sessions.py) and refuses a lower seq, so one client_id must never have
-    two writes in flight. A write takes a free slot, each slot a client_id of its own
-    (slot 0: `client_id`, slot n: `client_id/n`) with its own seq counter, and gives it
-    back when the call ends: at most one write in flight per slot id, all attempts of a
-    write carry its pair, and a slot's seqs only grow. A single-threaded client only
-    ever uses slot 0.
+    Raft thesis §6.3: every write carries (client_id, seq, min_seq), min_seq being the
+    lowest seq of that client_id still in flight here; the state machine keeps the result
+    of every seq >= min_seq (concord/kv/sessions.py), so any retry is answered from its
+    first result. A session keeps at most 1024 results (kv.sessions), so a slot (one
+    client_id) holds at most `WINDOW` writes in flight; beyond that a write takes the next
+    slot (`client_id/n`). Seqs of a slot only grow.
     """
+
+    #: Writes in flight per client_id (below the state machine's 1024 results per session).
+    WINDOW = 512
 
     def __init__(self, client_id: str, first_seq: int) -> None:
         self.client_id = client_id
         self._first_seq = first_seq
         self._lock = threading.Lock()
         self._seqs: list[int] = []  # last seq taken, per slot
-        self._free: list[int] = []  # free slots, lowest last (popped first)
+        self._inflight: list[set[int]] = []  # seqs in flight, per slot
         self.last_seq = first_seq
 
-    def take(self) -> tuple[int, str, int]:
-        """A free slot: (slot, its client_id, the next seq)."""
+    def take(self) -> Ticket:
+        """A seq on the first slot with room in its window."""
         with self._lock:
-            if self._free:
-                slot = self._free.pop()
-            else:
+            slot = next((n for n, f in enumerate(self._inflight) if len(f) < self.WINDOW), None)
+            if slot is None:
                 slot = len(self._seqs)
                 self._seqs.append(self._first_seq)
+                self._inflight.append(set())
             self._seqs[slot] += 1
-            self.last_seq = self._seqs[slot]
-            return slot, self.slot_id(slot), self._seqs[slot]
+            seq = self._seqs[slot]
+            self._inflight[slot].add(seq)
+            self.last_seq = seq
+            return Ticket(self.slot_id(slot), seq, slot, self)
 
-    def give_back(self, slot: int) -> None:
+    def min_seq(self, slot: int) -> int:
         with self._lock:
-            self._free.append(slot)
-            self._free.sort(reverse=True)
+            flying = self._inflight[slot]
+            return min(flying) if flying else self._seqs[slot] + 1
+
+    def give_back(self, ticket: Ticket) -> None:
+        """The call of `ticket` ended (answered or given up): its seq is acknowledged."""
+        with self._lock:
+            self._inflight[ticket.slot].discard(ticket.seq)
 
     def slot_id(self, slot: int) -> str:
         return self.client_id if slot == 0 else f"{self.client_id}/{slot}"
 
     @property
     def slots(self) -> int:
-        """How many slots were ever needed (the most writes in flight at once)."""
+        """How many session ids were ever needed (more than one past WINDOW writes in flight)."""
         with self._lock:
             return len(self._seqs)
 
@@ -284,7 +311,7 @@ class CallPlan:
     """
 
     def __init__(
-        self, op: str, args: Mapping[str, object], session: tuple[str, int] | None,
+        self, op: str, args: Mapping[str, object], session: Ticket | None,
         routing: Routing, policy: Policy, ids: Iterator[int], build: Envelope,
         timeout_s: float, now: float, *, pinned: str | None = None, raw: bool = False,
     ) -> None:
@@ -320,7 +347,8 @@ class CallPlan:
         request_id = next(self._ids)
         msg = self._build(self.op, request_id, self.args)
         if self.session is not None:
-            msg["client_id"], msg["seq"] = self.session
+            msg["client_id"], msg["seq"] = self.session.pair
+            msg["min_seq"] = self.session.min_seq()
         wait_s = min(remaining, self._policy.attempt_timeout_s)
         if not self._raw:
             msg["timeout_ms"] = server_timeout_ms(wait_s)
@@ -412,7 +440,7 @@ class CallPlan:
         """The error a call that gave up raises."""
         if self._unanswered:
             rid = self._last.request_id if self._last is not None else None
-            client_id, seq = self.session if self.session else (None, None)
+            client_id, seq = self.session.pair if self.session else (None, None)
             return UnknownResultError(
                 f"{self.op} (client_id={client_id} seq={seq}) got no answer within "
                 f"{self.timeout_s} s; outcome unknown", rid
@@ -537,19 +565,19 @@ class ClientCore:
         return envelope(op, request_id, args, self.token, self.ns)
 
     @contextmanager
-    def _session(self, op: str) -> Iterator[tuple[str, int] | None]:
-        """The (client_id, seq) of one call of `op`: a slot held for the whole call, or None."""
+    def _session(self, op: str) -> Iterator[Ticket | None]:
+        """The session of one call of `op`, its seq in flight for the whole call, or None."""
         if OPS_KIND.get(op, OpKind.READ) is not OpKind.WRITE or not self.sessions:
             yield None
             return
-        slot, client_id, seq = self._slots.take()
+        ticket = self._slots.take()
         try:
-            yield client_id, seq
+            yield ticket
         finally:
-            self._slots.give_back(slot)
+            self._slots.give_back(ticket)
 
     def _plan(
-        self, op: str, args: Mapping[str, object] | None, session: tuple[str, int] | None,
+        self, op: str, args: Mapping[str, object] | None, session: Ticket | None,
         timeout_s: float | None,
     ) -> CallPlan:
         return CallPlan(op, dict(args or {}), session, self._routing, self._policy, self._ids,

@@ -99,9 +99,10 @@ def query_args(
     }
 
 
-def put(key: str, value: object, ttl: float | None, compress: bool | None) -> Req[int]:
-    return Req("put", {"key": key, "value": _Value(value), "ttl": ttl, "compress": compress},
-               _revision("put"))
+def put(key: str, value: object, ttl: float | None, compress: bool | None,
+        lease: int | None = None) -> Req[int]:
+    return Req("put", {"key": key, "value": _Value(value), "ttl": ttl, "compress": compress,
+                       "lease": lease}, _revision("put"))
 
 
 def get_meta(reply: dict[str, object]) -> ValueWithMeta:
@@ -183,8 +184,32 @@ def get_all(limit: int | None, after: str | None, consistency: str) -> Req[Page]
     return Req("get_all", {"limit": limit, "after": after}, _page("get_all"), consistency)
 
 
-def put_if(key: str, value: object, conds: Mapping[str, object], ttl: float | None) -> Req[int]:
-    return Req("put_if", {"key": key, "value": _Value(value), "ttl": ttl, **conds}, _revision("put_if"))
+def put_if(key: str, value: object, conds: Mapping[str, object], ttl: float | None,
+           lease: int | None = None) -> Req[int]:
+    return Req("put_if", {"key": key, "value": _Value(value), "ttl": ttl, "lease": lease, **conds},
+               _revision("put_if"))
+
+
+def counter(op: str, key: str, delta: int, ttl: float | None) -> Req[int]:
+    """incr / decr: the new value."""
+    return Req(op, {"key": key, "delta": delta, "ttl": ttl}, lambda reply: int_field(reply, op, "value"))
+
+
+def lease_grant(ttl: float) -> Req[int]:
+    return Req("lease_grant", {"ttl": ttl}, lambda reply: int_field(reply, "lease_grant", "lease"))
+
+
+def lease_keepalive(lease: int) -> Req[float]:
+    def decode(reply: dict[str, object]) -> float:
+        ttl = ttl_field(reply, "lease_keepalive")
+        if ttl is None:
+            raise RemoteProtocolError("reply to lease_keepalive: field ttl is nil")
+        return ttl
+    return Req("lease_keepalive", {"lease": lease}, decode)
+
+
+def lease_revoke(lease: int) -> Req[int]:
+    return Req("lease_revoke", {"lease": lease}, lambda reply: int_field(reply, "lease_revoke", "deleted"))
 
 
 def delete_if(key: str, conds: Mapping[str, object]) -> Req[DeleteResult]:
@@ -258,6 +283,10 @@ def index_lookup(
     if range_ is not None:
         args["range"] = [_Value(range_[0]), _Value(range_[1])]
     return Req("index_lookup", args, _page("index_lookup"))
+
+
+def lease_list(consistency: str) -> Req[list[dict[str, object]]]:
+    return Req("lease_list", {"consistency": consistency}, _maps("lease_list", "leases"))
 
 
 def status() -> Req[dict[str, object]]:

@@ -12,7 +12,10 @@ Layout (format version 1): one msgpack map with string keys.
     common     "v": 1                     format version (required)
                "op": str                  one of WRITE_OPS (required)
                "client_id": str, "seq": int >= 0   optional exactly-once session pair
-    put        "key": str, "value": bin, "flags": int (RecordFlags), "ttl_ms": int >= 0
+               "min_seq": int, 0 <= min_seq <= seq  optional with the pair: the client's lowest
+                                          unacknowledged seq (default seq; kv/sessions.py)
+    put        "key": str, "value": bin, "flags": int (RecordFlags), "ttl_ms": int >= 0,
+               "lease"?: int > 0          attach the key to a live lease (kv/leases.py)
     delete     "key": str
     touch      "key": str, "ttl_ms": int >= 0          (0: the key no longer expires)
     put_many   "items": [[key, value bin, flags, ttl_ms], ...]
@@ -25,6 +28,15 @@ Layout (format version 1): one msgpack map with string keys.
     delete_where "query": map            the query arguments of docs/formats/kv.md
     create_index "name": str, "field": str | [str | int, ...]
     drop_index "name": str
+    incr       "key": str, "delta": int, "ttl_ms": int >= 0
+                                         add delta to an integer value (absent: 0); ttl_ms
+                                         applies only when the incr creates the key
+                                         (a client's decr is logged as an incr of -delta)
+    lease_grant "ttl_ms": int > 0        the lease id is the entry's index
+    lease_keepalive "lease": int         deadline := entry time + the lease's ttl
+    lease_revoke "lease": int            drop the lease, delete its keys
+    lease_expire "leases": [int, ...]    drop each lease only if due at the entry's time
+                                         (proposed by the leader), delete its keys
     auth ops   token_put, token_revoke, role_put, role_delete, tenant_put,
                tenant_delete, auth_bootstrap: see concord.auth.commands
     common     "auth": [token_id: str, secret_hash: bin(32)]   optional credential,
@@ -67,6 +79,10 @@ from concord.kv.values import Path, decode_stored, encode_value, pack_value, par
 
 FORMAT_VERSION: Final = 1
 
+#: The range of an integer a counter may hold (msgpack's signed 64-bit).
+_INT64_MIN: Final = -(1 << 63)
+_INT64_MAX: Final = (1 << 63) - 1
+
 _INDEX_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _MAX_CLIENT_ID_BYTES: Final = 256
 
@@ -80,6 +96,7 @@ class Put:
     value: bytes
     flags: int
     ttl_ms: int
+    lease: int = 0  # the lease the key is attached to, 0 for none
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +172,33 @@ class DropIndex:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class Incr:
+    key: str
+    delta: int
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepalive:
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoke:
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpire:
+    leases: tuple[int, ...]
+
+
 Command = Union[
     Put,
     Delete,
@@ -168,6 +212,11 @@ Command = Union[
     DeleteWhere,
     CreateIndex,
     DropIndex,
+    Incr,
+    LeaseGrant,
+    LeaseKeepalive,
+    LeaseRevoke,
+    LeaseExpire,
     AuthCommand,
 ]
 
@@ -180,6 +229,7 @@ class Envelope:
     client_id: str | None = None
     seq: int | None = None
     auth: Credential | None = None
+    min_seq: int | None = None  # the client's lowest unacknowledged seq (kv/sessions.py)
 
 
 # --- shared validation ------------------------------------------------------------------
@@ -278,7 +328,7 @@ def _check_count(items: object, what: str, config: KvConfig) -> list[object]:
 # --- decoding (apply side) --------------------------------------------------------------
 
 
-_COMMON: Final = frozenset({"v", "op", "client_id", "seq", "auth"})
+_COMMON: Final = frozenset({"v", "op", "client_id", "seq", "min_seq", "auth"})
 
 
 def _fields(m: Mapping[str, object], op: str, required: frozenset[str], allowed: frozenset[str]) -> None:
@@ -315,7 +365,8 @@ def _decode_cond(raw: object) -> Condition:
 def _decode_put(m: Mapping[str, object], config: KvConfig) -> Put:
     key = check_key(m["key"], config)
     value, flags = _check_stored(m["value"], m["flags"], config)
-    return Put(key, value, flags, _check_ttl_ms(m["ttl_ms"], config))
+    lease = _int(m.get("lease", 0), "lease")
+    return Put(key, value, flags, _check_ttl_ms(m["ttl_ms"], config), lease)
 
 
 def _decode_keys(raw: object, config: KvConfig, limited: bool = True) -> tuple[str, ...]:
@@ -387,19 +438,23 @@ def decode_command(data: bytes, config: KvConfig = DEFAULT_CONFIG) -> Envelope:
     seq = m.get("seq")
     if (client_id is None) != (seq is None):
         raise InvalidRequestError("client_id and seq go together")
+    min_seq = m.get("min_seq")
     if client_id is not None:
         client_id = _check_client_id(client_id)
         seq = _int(seq, "seq")
+        min_seq = _check_min_seq(min_seq, seq)
+    elif min_seq is not None:
+        raise InvalidRequestError("min_seq needs client_id and seq")
     auth = None if "auth" not in m else decode_credential(m["auth"])
     if op in AUTH_OPS:
-        return Envelope(decode_auth_command(m), client_id, seq, auth)
+        return Envelope(decode_auth_command(m), client_id, seq, auth, min_seq)
     write = _WRITES.get(op) if isinstance(op, str) else None
-    if write is None:
+    if write is None or write.decode is None:
         raise InvalidRequestError(f"unknown command op {op!r}")
     assert isinstance(op, str)
     _fields(m, op, write.fields, write.allowed)
     command = write.decode(m, config)
-    return Envelope(command, client_id, seq, auth)
+    return Envelope(command, client_id, seq, auth, min_seq)
 
 
 def _fast_put(m: dict[str, object], config: KvConfig) -> Envelope | None:
@@ -435,6 +490,15 @@ def _check_client_id(client_id: object) -> str:
             f"client_id must be a string of 1..256 characters, got {client_id!r}"
         )
     return client_id
+
+
+def _check_min_seq(min_seq: object, seq: int) -> int:
+    if min_seq is None:
+        return seq
+    value = _int(min_seq, "min_seq")
+    if value > seq:
+        raise InvalidRequestError(f"min_seq {value} is above seq {seq}")
+    return value
 
 
 def _no_duplicates(keys: list[str]) -> None:
@@ -492,6 +556,10 @@ def _build_put(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[
     cmd["key"] = check_key(args.get("key"), config)
     cmd["value"], cmd["flags"] = _encode_value(args["value"], args.get("compress"), config)
     cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
+    if args.get("lease") is not None:
+        if cmd["ttl_ms"]:
+            raise InvalidRequestError(f"{op} takes ttl or lease, not both")
+        cmd["lease"] = _int(args["lease"], "lease", 1)
     if op == "put_if":
         cmd["cond"] = _encode_cond(args)
 
@@ -557,6 +625,50 @@ def _build_name(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict
     cmd["name"] = check_name(args.get("name"))
 
 
+def _build_counter(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
+    """incr/decr {key, delta?: int (default 1), ttl?}: one `incr` command."""
+    delta = args.get("delta", 1)
+    if isinstance(delta, bool) or not isinstance(delta, int):
+        raise InvalidRequestError(f"delta must be an integer, got {delta!r}")
+    delta = -delta if op == "decr" else delta
+    if not _INT64_MIN <= delta <= _INT64_MAX:
+        raise InvalidRequestError(f"delta {delta} is out of the signed 64-bit range")
+    cmd["op"] = "incr"
+    cmd["key"] = check_key(args.get("key"), config)
+    cmd["delta"] = delta
+    cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
+
+
+def _build_lease(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
+    if op == "lease_grant":
+        if args.get("ttl") is None:
+            raise InvalidRequestError("lease_grant needs a ttl")
+        cmd["ttl_ms"] = ttl_to_ms(args["ttl"], config)
+        return
+    cmd["lease"] = _int(args.get("lease"), "lease", 1)
+
+
+def _build_leases(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
+    leases = args.get("leases")
+    if not isinstance(leases, (list, tuple)):
+        raise InvalidRequestError(f"{op} leases must be a list")
+    cmd["leases"] = [_int(lease, "lease", 1) for lease in leases]
+
+
+def _decode_counter(m: Mapping[str, object], config: KvConfig) -> Incr:
+    delta = _int(m["delta"], "delta", _INT64_MIN)
+    if delta > _INT64_MAX:
+        raise InvalidRequestError(f"delta {delta} is out of the signed 64-bit range")
+    return Incr(check_key(m["key"], config), delta, _check_ttl_ms(m["ttl_ms"], config))
+
+
+def _decode_lease_expire(m: Mapping[str, object], config: KvConfig) -> LeaseExpire:
+    leases = m["leases"]
+    if not isinstance(leases, list):
+        raise InvalidRequestError("lease_expire leases must be a list")
+    return LeaseExpire(tuple(_int(lease, "lease", 1) for lease in leases))
+
+
 # --- the write ops ----------------------------------------------------------------------
 
 Builder = Callable[[str, Mapping[str, object], KvConfig, dict[str, object]], None]
@@ -569,31 +681,33 @@ class WriteOp:
     How kv builds and decodes one write op.
 
     `args`: the wire arguments a request may carry; `fields`: the command's fields
-    (besides v, op, client_id, seq; all required); `allowed`: every field a command may
-    hold; `leader_only`: proposed by the leader, never by a client.
+    (besides v, op, client_id, seq, min_seq; all required); `allowed`: every field a
+    command may hold (`optional` ones too); `leader_only`: proposed by the leader, never
+    by a client; `decode` None: a client op logged as another op's command (decr: incr).
     """
 
     args: frozenset[str]
     fields: frozenset[str]
     allowed: frozenset[str]
     build: Builder
-    decode: Decoder
+    decode: Decoder | None
     leader_only: bool = False
 
 
-def _write(args: Iterable[str], fields: Iterable[str], build: Builder, decode: Decoder,
-           leader_only: bool = False) -> WriteOp:
-    return WriteOp(frozenset(args), frozenset(fields), frozenset(fields) | _COMMON, build, decode, leader_only)
+def _write(args: Iterable[str], fields: Iterable[str], build: Builder, decode: Decoder | None,
+           leader_only: bool = False, optional: Iterable[str] = ()) -> WriteOp:
+    allowed = frozenset(fields) | frozenset(optional) | _COMMON
+    return WriteOp(frozenset(args), frozenset(fields), allowed, build, decode, leader_only)
 
 
-_PUT_ARGS: Final = ("key", "value", "ttl", "compress")
+_PUT_ARGS: Final = ("key", "value", "ttl", "compress", "lease")
 _PUT_FIELDS: Final = ("key", "value", "flags", "ttl_ms")
 _COND_ARGS: Final = ("expected", "version", "mod_revision", "absent")
 
 # One row per write op: each client write is a row of the wire table too
 # (concord.net.wire.OPS, kind "write"); tests/test_optable.py checks that the two agree.
 _WRITES: Final[Mapping[str, WriteOp]] = {
-    "put": _write(_PUT_ARGS, _PUT_FIELDS, _build_put, _decode_put),
+    "put": _write(_PUT_ARGS, _PUT_FIELDS, _build_put, _decode_put, optional=("lease",)),
     "delete": _write(("key",), ("key",), _build_key, lambda m, c: Delete(check_key(m["key"], c))),
     "touch": _write(("key", "ttl"), ("key", "ttl_ms"), _build_key,
                     lambda m, c: Touch(check_key(m["key"], c), _check_ttl_ms(m["ttl_ms"], c))),
@@ -602,7 +716,8 @@ _WRITES: Final[Mapping[str, WriteOp]] = {
                           lambda m, c: DeleteMany(_decode_keys(m["keys"], c))),
     "touch_many": _write(("items", "keys", "ttl"), ("items",), _build_touch_many, _decode_touch_many),
     "put_if": _write((*_PUT_ARGS, *_COND_ARGS), (*_PUT_FIELDS, "cond"), _build_put,
-                     lambda m, c: PutIf(_decode_put(m, c), _decode_cond(m["cond"]))),
+                     lambda m, c: PutIf(_decode_put(m, c), _decode_cond(m["cond"])),
+                     optional=("lease",)),
     "delete_if": _write(("key", *_COND_ARGS), ("key", "cond"), _build_key,
                         lambda m, c: DeleteIf(check_key(m["key"], c), _decode_cond(m["cond"]))),
     "expire": _write(("keys",), ("keys",), _build_keys,
@@ -610,12 +725,23 @@ _WRITES: Final[Mapping[str, WriteOp]] = {
     "delete_where": _write(QUERY_ARGS, ("query",), _build_delete_where, _decode_delete_where),
     "create_index": _write(("name", "field"), ("name", "field"), _build_create_index, _decode_create_index),
     "drop_index": _write(("name",), ("name",), _build_name, lambda m, c: DropIndex(check_name(m["name"]))),
+    "incr": _write(("key", "delta", "ttl"), ("key", "delta", "ttl_ms"), _build_counter, _decode_counter),
+    "decr": _write(("key", "delta", "ttl"), ("key", "delta", "ttl_ms"), _build_counter, None),
+    "lease_grant": _write(("ttl",), ("ttl_ms",), _build_lease,
+                          lambda m, c: LeaseGrant(_int(m["ttl_ms"], "ttl_ms", 1))),
+    "lease_keepalive": _write(("lease",), ("lease",), _build_lease,
+                              lambda m, c: LeaseKeepalive(_int(m["lease"], "lease", 1))),
+    "lease_revoke": _write(("lease",), ("lease",), _build_lease,
+                           lambda m, c: LeaseRevoke(_int(m["lease"], "lease", 1))),
+    "lease_expire": _write(("leases",), ("leases",), _build_leases, _decode_lease_expire,
+                           leader_only=True),
 }
 
-#: Every write op kv applies (derived from its table).
-WRITE_OPS: Final = frozenset(_WRITES)
+#: Every write op kv applies (derived from its table; decr is applied as an incr).
+WRITE_OPS: Final = frozenset(op for op, w in _WRITES.items() if w.decode is not None)
 
-#: Write ops a client may send (`expire` is proposed by the leader only).
+#: Write ops a client may send (`expire` and `lease_expire` are proposed by the leader
+#: only; `decr` is sent by clients and logged as an `incr` of the negated delta).
 CLIENT_WRITE_OPS: Final = frozenset(op for op, w in _WRITES.items() if not w.leader_only)
 
 #: The wire arguments each client write op takes.
@@ -650,6 +776,7 @@ def encode_command(
     *,
     client_id: str | None = None,
     seq: int | None = None,
+    min_seq: int | None = None,
     config: KvConfig = DEFAULT_CONFIG,
     auth: Credential | None = None,
 ) -> bytes:
@@ -660,6 +787,7 @@ def encode_command(
         op: a write op (WRITE_OPS), e.g. "put".
         args: its arguments by their wire names, e.g. {"key": "a", "value": 1, "ttl": 5}.
         client_id, seq: optional exactly-once session pair (both or neither).
+        min_seq: with the pair, the client's lowest unacknowledged seq (default: seq).
         config: limits and compression settings.
         auth: the requester's credential (token id and secret hash), checked at apply.
 
@@ -671,7 +799,11 @@ def encode_command(
         raise InvalidRequestError("client_id and seq go together")
     if client_id is not None:
         cmd["client_id"] = _check_client_id(client_id)
-        cmd["seq"] = _int(seq, "seq")
+        seq_int = cmd["seq"] = _int(seq, "seq")
+        if min_seq is not None:
+            cmd["min_seq"] = _check_min_seq(min_seq, seq_int)
+    elif min_seq is not None:
+        raise InvalidRequestError("min_seq needs client_id and seq")
     if auth is not None:
         cmd["auth"] = encode_credential(auth)
     packed: bytes = msgpack.packb(cmd, use_bin_type=True)
@@ -681,7 +813,8 @@ def encode_command(
 #: Request fields that are not arguments of an op (the wire envelope, and a read's
 #: consistency, which is its caller's to honour).
 ENVELOPE_FIELDS: Final = frozenset(
-    {"op", "id", "token", "ns", "timeout_ms", "client_id", "seq", "traceparent", "consistency"}
+    {"op", "id", "token", "ns", "timeout_ms", "client_id", "seq", "min_seq", "traceparent",
+     "consistency"}
 )
 
 
@@ -706,7 +839,19 @@ def encode_request(request: Mapping[str, object], config: KvConfig = DEFAULT_CON
     seq = request.get("seq")
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
         raise InvalidRequestError(f"seq must be an integer, got {seq!r}")
-    return encode_command(op, args, client_id=client_id, seq=seq, config=config, auth=auth)
+    min_seq = request.get("min_seq")
+    if min_seq is not None and (isinstance(min_seq, bool) or not isinstance(min_seq, int)):
+        raise InvalidRequestError(f"min_seq must be an integer, got {min_seq!r}")
+    return encode_command(op, args, client_id=client_id, seq=seq, min_seq=min_seq, config=config,
+                          auth=auth)
+
+
+def lease_expire_command(leases: Sequence[int]) -> bytes:
+    """The command the leader proposes to expire due leases (and delete their keys)."""
+    packed: bytes = msgpack.packb(
+        {"v": FORMAT_VERSION, "op": "lease_expire", "leases": list(leases)}, use_bin_type=True
+    )
+    return packed
 
 
 def expire_command(keys: Sequence[str]) -> bytes:

@@ -19,23 +19,30 @@ usage (keys, bytes) is derived from the records and checked against the tenant's
 here too. A refused write changes nothing but applied_index. `expire` carries no
 credential: only the leader proposes it.
 
-Snapshot layout (format version 2; version 1 is still read: the same layout, written by a
-release without auth, whose readers would ignore auth records), all integers little-endian:
+Snapshot layout (format version 2; version 1 is still read), integers little-endian:
 
     offset  size  field
     0       4     magic b"CKVS"
     4       1     format version (2)
     5       8     state hash (uint64, `state_hash()` of the state it encodes)
     13      ...   msgpack array [applied_index, revision, last_ts_ms,
-                                 user_records, system_records, sessions]
+                                 user_records, system_records, sessions, leases]
                   record  = [key, value bin, flags, create_revision, mod_revision,
                              version, expires_at_ms]    (sorted by key)
-                  session = [client_id, seq, result map, last_index, last_ts_ms]
-                                                        (least recently used first)
+                  session = [client_id, floor, [[seq, result map], ...], last_index,
+                             last_ts_ms]                (least recently used first)
+                  lease   = [lease_id, ttl_ms, expires_at_ms, [key, ...]] (by id)
+
+Format 1 has no leases (an array of 6) and one result per session:
+`[client_id, seq, result map, last_index, last_ts_ms]`. Format 2 may also hold auth
+records (SYSTEM records under "auth/"), which a format-1 reader would take for data:
+that is why a release with auth writes format 2 only.
 
 The state hash is xxh3_64 over (applied_index, revision, last_ts_ms, record digest,
-session digest), where the record digest is the sum mod 2**64 of xxh3_64 over each
-record's canonical encoding (kept incrementally, so state_hash() is O(1)).
+session and lease digest), where the record digest is the sum mod 2**64 of xxh3_64 over
+each record's canonical encoding (kept incrementally, so state_hash() is O(1)); the
+session and lease digest is the sum of the session table's and the lease table's. A
+format-1 header hash is checked with format 1's session digest (one xxh3_64 per row).
 """
 
 from __future__ import annotations
@@ -79,6 +86,8 @@ from concord.kv.commands import (
     DropIndex,
     Envelope,
     Expire,
+    Incr,
+    LeaseExpire,
     Put,
     PutIf,
     PutMany,
@@ -86,21 +95,23 @@ from concord.kv.commands import (
     TouchMany,
     decode_command,
     expire_command,
+    lease_expire_command,
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
+from concord.kv.leases import LEASE_COMMANDS, LeaseTable, apply_lease_command
 from concord.kv.query import KeySource, select
 from concord.kv.reads import Reply, error_reply, serve_read, serve_request
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.kv.scope import record_bytes, scoped
-from concord.kv.sessions import Session, SessionTable
-from concord.kv.values import record_value, values_equal
+from concord.kv.sessions import SessionTable, legacy_sessions_digest, session_from_row
+from concord.kv.values import pack_value, record_value, values_equal
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_MAGIC: Final = b"CKVS"
 SNAPSHOT_VERSION: Final = 2
-_READABLE_VERSIONS: Final = (1, 2)
+_SNAPSHOT_FIELDS: Final = {1: 6, 2: 7}  # format version -> length of the body array
 _SNAPSHOT_HEADER = struct.Struct("<4sBQ")
 _RECORD_HEADER = struct.Struct("<BqqqqqI")
 _STATE = struct.Struct("<qqqQQ")
@@ -165,6 +176,7 @@ class KvStateMachine:
         self._expiry: SortedList = SortedList()  # (expires_at_ms, key) of user keys
         self._indexes = IndexSet()
         self._sessions = SessionTable(config.max_sessions, config.session_ttl_ms)
+        self._leases = LeaseTable()
         self._digest = 0  # sum of record digests mod 2**64
         # user key -> record_digest, to spare rehashing; may lack keys (restore() does
         # not fill it: _old_digest computes a missing one when its key changes).
@@ -220,7 +232,7 @@ class KvStateMachine:
                 self.revision,
                 self.last_ts_ms,
                 self._digest,
-                self._sessions.digest,
+                self._table_digest(),
             )
         )
 
@@ -233,14 +245,18 @@ class KvStateMachine:
         leave it as it was: "has any data changed" is `data_hash` before == after.
         """
         return xxhash.xxh3_64_intdigest(
-            _DATA.pack(self.revision, self._digest, self._sessions.digest))
+            _DATA.pack(self.revision, self._digest, self._table_digest()))
+
+    def _table_digest(self) -> int:
+        """The session and lease tables' share of the state hash."""
+        return (self._sessions.digest + self._leases.digest) & _MASK
 
     def snapshot(self) -> bytes:
         """The whole state in the versioned snapshot format (module docstring)."""
         packer = msgpack.Packer(use_bin_type=True)
         parts = [
             _SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, self.state_hash()),
-            packer.pack_array_header(6),
+            packer.pack_array_header(7),
             packer.pack(self.applied_index),
             packer.pack(self.revision),
             packer.pack(self.last_ts_ms),
@@ -252,6 +268,7 @@ class KvStateMachine:
         for key in sorted(self._system):
             parts.append(packer.pack(_record_row(self._system[key])))
         parts.append(packer.pack([s.to_list() for s in self._sessions]))
+        parts.append(packer.pack(self._leases.rows()))
         return b"".join(parts)
 
     def restore(self, data: bytes) -> None:
@@ -286,7 +303,7 @@ class KvStateMachine:
         magic, version, expected_hash = _SNAPSHOT_HEADER.unpack_from(data)
         if magic != SNAPSHOT_MAGIC:
             raise CorruptionError(f"kv snapshot has bad magic {magic!r}")
-        if version not in _READABLE_VERSIONS:
+        if version not in _SNAPSHOT_FIELDS:
             raise CorruptionError(f"kv snapshot format version {version} is not supported")
         user: dict[str, KeyRecord] = {}
         expiry: list[tuple[int, str]] = []
@@ -295,8 +312,8 @@ class KvStateMachine:
             unpacker = msgpack.Unpacker(raw=False, strict_map_key=False,
                                         max_buffer_size=max(len(data), 1 << 20))
             unpacker.feed(memoryview(data)[_SNAPSHOT_HEADER.size:])
-            if unpacker.read_array_header() != 6:
-                raise ValueError("body must be an array of 6")
+            if unpacker.read_array_header() != _SNAPSHOT_FIELDS[version]:
+                raise ValueError(f"body must be an array of {_SNAPSHOT_FIELDS[version]}")
             applied_index, revision, last_ts_ms = unpacker.unpack(), unpacker.unpack(), unpacker.unpack()
             for value in (applied_index, revision, last_ts_ms):
                 if not isinstance(value, int) or isinstance(value, bool):
@@ -322,7 +339,8 @@ class KvStateMachine:
             if not isinstance(systems, list) or not isinstance(sessions, list):
                 raise ValueError("system records and sessions must be lists")
             system_records = [_row_record(row) for row in systems]
-            session_list = [_row_session(row) for row in sessions]
+            session_list = [session_from_row(row, version) for row in sessions]
+            lease_rows = unpacker.unpack() if version >= 2 else []
             try:
                 unpacker.unpack()
             except msgpack.OutOfData:
@@ -351,8 +369,15 @@ class KvStateMachine:
         total += sum(record_digest(Space.SYSTEM, r) for r in self._system.values())
         self._digest = total & _MASK
         self._sessions.load(session_list)
+        try:
+            self._leases.load(lease_rows)
+        except ValueError as exc:
+            self._reset()
+            raise CorruptionError(f"kv snapshot leases are malformed: {exc}") from exc
         self._rebuild_indexes()
-        actual = self.state_hash()
+        actual = self.state_hash() if version >= 2 else xxhash.xxh3_64_intdigest(_STATE.pack(
+            self.applied_index, self.revision, self.last_ts_ms, self._digest,
+            legacy_sessions_digest(sessions)))
         if actual != expected_hash:
             self._reset()
             raise CorruptionError(
@@ -396,6 +421,8 @@ class KvStateMachine:
 
     def read_request(self, request: Mapping[str, object], now_ms: int) -> Reply:
         """Evaluate a read request map ({"op": ..., args...}) like `read`."""
+        if request.get("op") == "lease_list":  # leases live in the raft worker's machine only
+            return {"leases": self.leases(now_ms)}
         return serve_request(self, request, max(now_ms, self.last_ts_ms), self.config)
 
     def get(self, key: str, now_ms: int, meta: bool = False) -> Reply:
@@ -445,7 +472,14 @@ class KvStateMachine:
         duplicate or late proposal is harmless.
         """
         keys = self.due_expirations(now_ms, limit)
-        return expire_command(keys) if keys else None
+        if keys:
+            return expire_command(keys)
+        leases = self._leases.due(now_ms, limit)
+        return lease_expire_command(leases) if leases else None
+
+    def leases(self, now_ms: int) -> list[dict[str, object]]:
+        """The live leases at cluster time `now_ms` (the `lease_list` op)."""
+        return self._leases.listing(max(now_ms, self.last_ts_ms))
 
     def records(self) -> Iterator[KeyRecord]:
         """Every stored user record in key order (due ones included)."""
@@ -478,19 +512,12 @@ class KvStateMachine:
             return error_reply(exc), []
         if client_id is None or seq is None:
             return self._execute(envelope.command, index, ts, principal)
-        session = self._sessions.get(client_id)
-        if session is not None:
-            if seq == session.seq:
-                return dict(session.result), []
-            if seq < session.seq:
-                return error_reply(
-                    InvalidRequestError(
-                        f"seq {seq} of client {client_id!r} is older than"
-                        f" its last write {session.seq}"
-                    )
-                ), []
+        min_seq = seq if envelope.min_seq is None else envelope.min_seq
+        answer = self._sessions.lookup(client_id, seq, min_seq)
+        if answer is not None:
+            return answer, []
         result, changes = self._execute(envelope.command, index, ts, principal)
-        self._sessions.record(Session(client_id, seq, dict(result), index, ts))
+        self._sessions.record(client_id, seq, min_seq, result, index, ts)
         self._sessions.evict(ts)
         return result, changes
 
@@ -502,7 +529,7 @@ class KvStateMachine:
             UnauthorizedError, ForbiddenError, QuotaExceededError.
         """
         command = envelope.command
-        if isinstance(command, Expire):
+        if isinstance(command, (Expire, LeaseExpire)):
             return None  # proposed by the leader only (never a client op)
         if isinstance(command, AuthCommand) and command.op == "auth_bootstrap":
             return None  # apply_auth refuses it once a token exists
@@ -521,6 +548,12 @@ class KvStateMachine:
             if principal.tenant is not None:
                 raise ForbiddenError("tenant tokens cannot use secondary indexes")
             principal.check_prefix("", Perm.WRITE)
+        elif isinstance(command, LEASE_COMMANDS):
+            # A lease's expiry or revocation deletes whatever keys hold it: only a token
+            # that may write every key may manage leases (never a tenant's).
+            if principal.tenant is not None:
+                raise ForbiddenError("tenant tokens cannot use leases")
+            principal.check_prefix("", Perm.WRITE)
         else:
             keys = _command_keys(command)
             principal.check_stored_keys(keys, Perm.WRITE)
@@ -537,7 +570,9 @@ class KvStateMachine:
             return
         puts = (command.items if isinstance(command, PutMany)
                 else (command.put,) if isinstance(command, PutIf)
-                else (command,) if isinstance(command, Put) else ())
+                else (command,) if isinstance(command, Put)
+                else (Put(command.key, pack_value(command.delta), 0, command.ttl_ms),)
+                if isinstance(command, Incr) else ())
         new_keys = new_bytes = 0
         for put in puts:
             old = self._user.get(put.key)
@@ -555,8 +590,31 @@ class KvStateMachine:
     def _execute(
         self, command: Command, index: int, ts: int, principal: Principal | None = None
     ) -> tuple[Reply, list[Change]]:
+        result, changes = self._execute_command(command, index, ts, principal)
+        if len(self._leases) and changes:
+            self._sync_leases(command, changes)
+        return result, changes
+
+    def _sync_leases(self, command: Command, changes: list[Change]) -> None:
+        """Attach a put's key to its lease; detach keys replaced, deleted or expired."""
+        put = command if isinstance(command, Put) else command.put if isinstance(command, PutIf) else None
+        for change in changes:
+            if change.space != Space.USER or change.type is ChangeType.TOUCH:
+                continue
+            if isinstance(command, Incr):
+                continue  # a counter keeps its lease
+            if change.type is ChangeType.PUT:
+                self._leases.attach(change.key, put.lease if put is not None else 0)
+            else:
+                self._leases.detach(change.key)
+
+    def _execute_command(
+        self, command: Command, index: int, ts: int, principal: Principal | None = None
+    ) -> tuple[Reply, list[Change]]:
         try:
             if isinstance(command, Put):
+                if command.lease:
+                    self._leases.live(command.lease, ts)
                 return self._put(command, index, ts)
             if isinstance(command, Delete):
                 return self._delete_keys((command.key,), index, ts, single=True)
@@ -570,7 +628,16 @@ class KvStateMachine:
                 return self._touch(command.items, index, ts)
             if isinstance(command, PutIf):
                 self._check(command.cond, command.put.key, ts)
+                if command.put.lease:
+                    self._leases.live(command.put.lease, ts)
                 return self._put(command.put, index, ts)
+            if isinstance(command, Incr):
+                return self._incr(command, index, ts)
+            if isinstance(command, LEASE_COMMANDS):
+                result, changes = apply_lease_command(self._leases, command, index, ts,
+                                                      self._lease_delete)
+                result["revision"] = index if changes else self.revision
+                return result, changes
             if isinstance(command, DeleteIf):
                 self._check(command.cond, command.key, ts)
                 return self._delete_keys((command.key,), index, ts, single=True)
@@ -591,6 +658,43 @@ class KvStateMachine:
             return self._drop_index(command, index, ts)
         except ClientError as exc:
             return error_reply(exc), []
+
+    def _incr(self, command: Incr, index: int, ts: int) -> tuple[Reply, list[Change]]:
+        """Add `delta` to an integer value (absent: 0); a new key gets the ttl, an old one keeps its expiry."""
+        key = command.key
+        old = self._live(key, ts)
+        current = 0
+        if old is not None:
+            try:
+                stored = record_value(old)
+            except ValueError as exc:
+                raise InvalidRequestError(f"stored value of key {key!r} does not decode") from exc
+            if isinstance(stored, bool) or not isinstance(stored, int):
+                raise InvalidRequestError(
+                    f"key {key!r} holds a {type(stored).__name__}, not an integer")
+            current = stored
+        value = current + command.delta
+        if not -(1 << 63) <= value < (1 << 63):
+            raise InvalidRequestError(f"incr of key {key!r} to {value} leaves the signed 64-bit range")
+        if old is None:
+            record = KeyRecord(key, pack_value(value), 0, index, index, 1,
+                               ts + command.ttl_ms if command.ttl_ms else 0)
+        else:
+            record = KeyRecord(key, pack_value(value), 0, old.create_revision, index,
+                               old.version + 1, old.expires_at_ms)
+        self._store(record, self._user.get(key))
+        change = Change(ChangeType.PUT, Space.USER, key, record, index, ts)
+        return {"value": value, "revision": index}, [change]
+
+    def _lease_delete(self, keys: Sequence[str], index: int, ts: int, kind: ChangeType) -> list[Change]:
+        """Delete a lease's live keys (revoke: DELETE changes, expiry: EXPIRE changes)."""
+        changes = []
+        for key in keys:
+            if self._live(key, ts) is None:
+                continue
+            self._remove(key)
+            changes.append(Change(kind, Space.USER, key, None, index, ts))
+        return changes
 
     def _live(self, key: str, ts: int) -> KeyRecord | None:
         record = self._user.get(key)
@@ -842,6 +946,7 @@ class KvStateMachine:
         self._expiry.clear()
         self._indexes.clear()
         self._sessions.clear()
+        self._leases.clear()
         self._digest = 0
         self.auth.clear()
         self.usage.clear()
@@ -861,7 +966,7 @@ class KvStateMachine:
 
 def _command_keys(command: Command) -> list[str]:
     """The stored keys a key-naming write command changes (or reads, for its condition)."""
-    if isinstance(command, (Put, Delete, Touch, DeleteIf)):
+    if isinstance(command, (Put, Delete, Touch, DeleteIf, Incr)):
         return [command.key]
     if isinstance(command, PutIf):
         return [command.put.key]
@@ -953,18 +1058,6 @@ def _row_record(row: object) -> KeyRecord:
         if not isinstance(number, int) or isinstance(number, bool):
             raise ValueError("record numbers must be integers")
     return KeyRecord(key, value, flags, create, mod, version, expires)
-
-
-def _row_session(row: object) -> Session:
-    if not isinstance(row, list) or len(row) != 5:
-        raise ValueError("session row must be a list of 5")
-    client_id, seq, result, last_index, last_ts_ms = row
-    if not isinstance(client_id, str) or not isinstance(result, dict):
-        raise ValueError("session client_id must be str and result a map")
-    for number in (seq, last_index, last_ts_ms):
-        if not isinstance(number, int) or isinstance(number, bool):
-            raise ValueError("session numbers must be integers")
-    return Session(client_id, seq, result, last_index, last_ts_ms)
 
 
 def _is_key_source(machine: KvStateMachine) -> KeySource:

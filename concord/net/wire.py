@@ -257,6 +257,8 @@ ENVELOPE_ARGS: tuple[Arg, ...] = (
     Arg("timeout_ms", ArgType.POSITIVE_INT, doc="server-side deadline for this request"),
     Arg("client_id", ArgType.STR_OR_BYTES, doc="session id for exactly-once writes (with seq)"),
     Arg("seq", ArgType.NON_NEGATIVE_INT, doc="per-session sequence number (with client_id)"),
+    Arg("min_seq", ArgType.NON_NEGATIVE_INT,
+        doc="lowest seq of this client_id not yet answered (with seq; default seq)"),
     Arg("traceparent", ArgType.STR, doc="W3C trace context"),
 )
 _ENVELOPE_INDEX = {a.name: a for a in ENVELOPE_ARGS}
@@ -282,6 +284,11 @@ _CONDITION_ARGS: tuple[Arg, ...] = (
     Arg("absent", ArgType.BOOL),
 )
 _MEMBER_ID = Arg("member_id", ArgType.STR, required=True)
+_LEASE = Arg("lease", ArgType.POSITIVE_INT, doc="attach the key to this lease (not with ttl)")
+_COUNTER_ARGS: tuple[Arg, ...] = (
+    _KEY, Arg("delta", ArgType.INT, doc="default 1"),
+    Arg("ttl", ArgType.NUMBER, doc="seconds; set only when the key is created"),
+)
 
 _R = Backend.READ
 _W = Backend.RAFT
@@ -296,7 +303,8 @@ _WR = Access.WRITE_RANGE
 _ADM = Access.ADMIN
 
 _OP_LIST: tuple[OpSpec, ...] = (
-    OpSpec("put", _W, (_KEY, Arg("value", ArgType.ANY, True), _TTL, Arg("compress", ArgType.BOOL)),
+    OpSpec("put", _W, (_KEY, Arg("value", ArgType.ANY, True), _TTL, Arg("compress", ArgType.BOOL),
+                       _LEASE),
            doc="-> {revision}", kind=_WRITE, access=_WK),
     OpSpec("get", _R, (_KEY, _CONSISTENCY, Arg("meta", ArgType.BOOL)),
            doc="-> {value} (+ revision, version, create_revision, ttl with meta), or not_found", local=True, access=_RK),
@@ -316,7 +324,7 @@ _OP_LIST: tuple[OpSpec, ...] = (
                                 _CONSISTENCY),
            doc="-> {hash, keys, last, more}: one page of the content hash (keys after `after`)", access=_RR),
     OpSpec("put_if", _W, (_KEY, Arg("value", ArgType.ANY, True), *_CONDITION_ARGS, _TTL,
-                          Arg("compress", ArgType.BOOL)),
+                          Arg("compress", ArgType.BOOL), _LEASE),
            one_of=(_CONDITIONS,), kind=_WRITE, access=_WK),
     OpSpec("delete_if", _W, (_KEY, *_CONDITION_ARGS), one_of=(_CONDITIONS,), kind=_WRITE, access=_WK),
     OpSpec("keys", _R, (*_FILTER_ARGS, _CONSISTENCY), local=True, access=_RR),
@@ -376,6 +384,18 @@ _OP_LIST: tuple[OpSpec, ...] = (
            doc="-> {deleted: bool}; refused while it holds keys or live tokens"),
     OpSpec("tenant_usage", _W, (Arg("name", ArgType.STR, doc="default: the token's tenant"),),
            doc="-> {name, keys, bytes, max_keys, max_bytes, write_rate, read_rate}", access=_TOK),
+    OpSpec("incr", _W, _COUNTER_ARGS, doc="-> {value, revision}: add delta to an integer (absent: 0)",
+           kind=_WRITE, access=_WK),
+    OpSpec("decr", _W, _COUNTER_ARGS, doc="-> {value, revision}: subtract delta", kind=_WRITE,
+           access=_WK),
+    OpSpec("lease_grant", _W, (Arg("ttl", ArgType.NUMBER, True, doc="seconds"),),
+           doc="-> {lease, ttl, revision}", kind=_WRITE, access=_WR),
+    OpSpec("lease_keepalive", _W, (Arg("lease", ArgType.POSITIVE_INT, True),),
+           doc="-> {lease, ttl, revision}, or not_found once expired", kind=_WRITE, access=_WR),
+    OpSpec("lease_revoke", _W, (Arg("lease", ArgType.POSITIVE_INT, True),),
+           doc="-> {deleted, revision}: deletes the lease's keys", kind=_WRITE, access=_WR),
+    OpSpec("lease_list", _W, (_CONSISTENCY,), doc="-> {leases: [{lease, ttl, remaining, keys}]}",
+           access=_RR),
 )
 
 #: The op registry: the ONE table of ops, their args and their backend.
@@ -408,6 +428,7 @@ class Request:
     client_id: str | bytes | None = None
     seq: int | None = None
     traceparent: str | None = None
+    min_seq: int | None = None
 
     @property
     def consistency(self) -> str:
@@ -535,6 +556,8 @@ def validate(obj: Mapping[str, object], registry: Mapping[str, OpSpec] = OPS) ->
             )
     if ("client_id" in envelope) != ("seq" in envelope):
         raise InvalidRequestError("client_id and seq go together", request_id)
+    if "min_seq" in envelope and ("seq" not in envelope or envelope["min_seq"] > envelope["seq"]):  # type: ignore[operator]
+        raise InvalidRequestError("min_seq needs seq and may not exceed it", request_id)
     return Request(
         op=op,
         id=request_id,
@@ -545,6 +568,7 @@ def validate(obj: Mapping[str, object], registry: Mapping[str, OpSpec] = OPS) ->
         client_id=envelope.get("client_id"),  # type: ignore[arg-type]
         seq=envelope.get("seq"),  # type: ignore[arg-type]
         traceparent=envelope.get("traceparent"),  # type: ignore[arg-type]
+        min_seq=envelope.get("min_seq"),  # type: ignore[arg-type]
     )
 
 

@@ -183,6 +183,8 @@ class NodeAuth:
         if request.client_id is not None:
             body["client_id"] = request.client_id
             body["seq"] = request.seq
+            if request.min_seq is not None:
+                body["min_seq"] = request.min_seq
         return encode_request(body, self._kv.config, auth=self._credential(request))
 
     def auth_command(self, request: Request) -> Proposal:

@@ -224,6 +224,10 @@ def encode_reply(worker: RaftWorker, pending: Pending, reply: Reply) -> bytes:
         body = {"op": request.op, **args}
         # Cluster time, not this host's wall clock (shm layout.py, "Cluster time").
         kv = worker.machine.kv
+        if request.op == "lease_list":  # leases live in the raft worker's machine only
+            if pending.principal is not None and pending.principal.tenant is not None:
+                return error_reply(rid, "forbidden", "tenant tokens cannot use leases")
+            return ok_reply(rid, {"leases": kv.leases(worker.publisher.cluster_now_ms())})
         source = scoped(pending.principal, kv)
         result = serve_request(source, body, kv.read_time(worker.publisher.cluster_now_ms()),
                                kv.config)

@@ -57,10 +57,12 @@ class KvAuthAdapter(KvAdapter):
         args: tuple[Hashable, ...],
         keys: tuple[str, ...] = (),
         session: tuple[str, int] | None = None,
+        min_seq: int | None = None,
     ) -> bytes:
         op, body = self._command(kind, key, args, keys)
         client_id, seq = (None, None) if session is None else session
-        return encode_command(op, body, client_id=client_id, seq=seq, auth=WRITER)
+        return encode_command(op, body, client_id=client_id, seq=seq,
+                              min_seq=None if session is None else min_seq, auth=WRITER)
 
 
 def setup_commands() -> list[bytes]:

@@ -78,6 +78,8 @@ class SimConfig:
     #: Force one program (by its `name`: concord/sim/programs.py, `WholeRestart`)
     #: instead of the draw.
     program: str = ""
+    #: Clients per session id (pipelined runs); 0: drawn (1 in half the runs, else 2-3).
+    pipeline: int = 0
 
 
 @dataclass(slots=True)
@@ -145,7 +147,7 @@ class Simulation:
         self.workload = Workload(
             self.loop,
             self.rng.fork("workload"),
-            WorkloadConfig(clients=knobs.randint(2, 5), keys=knobs.randint(1, 4)),
+            _workload_config(knobs, self.rng.fork("pipeline"), config.pipeline),
             self.adapter,
             self._submit,
             self._client_nodes,
@@ -326,7 +328,8 @@ class Simulation:
                 node.driver.submit_read(rid, request.key, request.consistency)
             else:
                 data = self.adapter.encode(
-                    request.kind, request.key, request.args, request.keys, request.session
+                    request.kind, request.key, request.args, request.keys, request.session,
+                    request.min_seq,
                 )
                 node.driver.submit_write(rid, data)
             node.process()
@@ -660,6 +663,23 @@ class _TraceHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.sim.trace_lines.append(f"{self.sim.loop.now}   | {record.getMessage()}")
+
+
+def _pipeline(rng: SimRandom) -> int:
+    """Clients per session id (its writes in flight at once): 1 in half the runs, else 2 or 3."""
+    return 1 if rng.random() < 0.5 else rng.randint(2, 3)
+
+
+def _workload_config(knobs: SimRandom, pipeline_rng: SimRandom, pipeline: int) -> WorkloadConfig:
+    """
+    The run's workload. Pipelined runs (a stream of their own, so other runs draw as
+    before) also increment counters: 15 % of their operations are `incr`. `pipeline` > 0
+    forces the clients per session id instead of the draw.
+    """
+    clients, keys = knobs.randint(2, 5), knobs.randint(1, 4)
+    pipeline = pipeline or _pipeline(pipeline_rng)
+    return WorkloadConfig(clients=clients, keys=keys, pipeline=pipeline,
+                          incr_p=0.15 if pipeline > 1 else 0.0)
 
 
 def run_seed(

@@ -68,6 +68,8 @@ class OpKind(enum.Enum):
     - DELETE_MANY: `keys` the keys, args `()`; result the number deleted; atomic.
     - GET_MANY: `keys` the keys, args `()`; result one value (or `ABSENT`) per key, read
       at one point.
+    - INCR: args `(delta,)`; result the new integer value (an absent key counts 0 and is
+      created without expiry; an existing key keeps its expiry).
     """
 
     PUT = "put"
@@ -78,6 +80,7 @@ class OpKind(enum.Enum):
     PUT_MANY = "put_many"
     DELETE_MANY = "delete_many"
     GET_MANY = "get_many"
+    INCR = "incr"
 
 
 #: Operations on several keys (`Operation.keys`).

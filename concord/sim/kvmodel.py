@@ -3,7 +3,7 @@ The sequential model of the key-value store that linearizability is checked agai
 (concord.kv's semantics, docs/formats/kv.md): per key a value, a version (1 on create,
 +1 per put, 0 when absent) and an expiry time in cluster milliseconds; TTL expiry by
 the leader's entry timestamps; conditional puts on a value, on absence or on a version;
-atomic multi-key puts, deletes and reads.
+atomic multi-key puts, deletes and reads; counters (incr).
 
 A model state is `(clock, cells)`: `clock` the cluster time of the last operation with
 a known time (`Operation.ts`; operations must take effect in non-decreasing cluster
@@ -90,6 +90,13 @@ def step(state: State, op: Operation, slots: Mapping[str, int]) -> tuple[bool, S
         legal = not check or _read_matches(cell, op.result)
     elif kind is OpKind.PUT:
         new = _put(cell, op.args[0], op.args[1] if len(op.args) > 1 else 0, clock)
+    elif kind is OpKind.INCR:
+        value = (0 if cell[0] is ABSENT else cell[0]) + op.args[0]  # type: ignore[operator]
+        legal = not check or op.result == value
+        if cell[0] is ABSENT:
+            new = (value, 1, 0)
+        else:
+            new = (value, None if cell[1] is None else cell[1] + 1, cell[2])
     elif kind is OpKind.DELETE:
         legal = not check or op.result == (cell[0] is not ABSENT)
         new = _EMPTY

@@ -126,6 +126,7 @@ class Adapter(Protocol):
         args: tuple[Hashable, ...],
         keys: tuple[str, ...] = (),
         session: tuple[str, int] | None = None,
+        min_seq: int | None = None,
     ) -> bytes: ...
 
     def decode(self, kind: OpKind, result: object) -> Hashable: ...
@@ -167,11 +168,12 @@ class KvAdapter:
         args: tuple[Hashable, ...],
         keys: tuple[str, ...] = (),
         session: tuple[str, int] | None = None,
+        min_seq: int | None = None,
     ) -> bytes:
         op, body = self._command(kind, key, args, keys)
         if session is None:
             return encode_command(op, body)
-        return encode_command(op, body, client_id=session[0], seq=session[1])
+        return encode_command(op, body, client_id=session[0], seq=session[1], min_seq=min_seq)
 
     def _command(
         self, kind: OpKind, key: str, args: tuple[Hashable, ...], keys: tuple[str, ...]
@@ -203,6 +205,8 @@ class KvAdapter:
             return "put_many", {"items": items}
         if kind is OpKind.DELETE_MANY:
             return "delete_many", {"keys": list(keys)}
+        if kind is OpKind.INCR:
+            return "incr", {"key": key, "delta": args[0]}
         raise ValueError(f"{kind} is not a write")
 
     def decode(self, kind: OpKind, result: object) -> Hashable:
@@ -214,6 +218,10 @@ class KvAdapter:
             assert error is None, result
             return True
         assert error is None, result
+        if kind is OpKind.INCR:
+            value = result["value"]
+            assert isinstance(value, int), result
+            return value
         if kind is OpKind.DELETE:
             return bool(result["deleted"])
         if kind is OpKind.DELETE_MANY:
@@ -268,6 +276,7 @@ class RegisterAdapter:
         args: tuple[Hashable, ...],
         keys: tuple[str, ...] = (),
         session: tuple[str, int] | None = None,
+        min_seq: int | None = None,
     ) -> bytes:
         cmd: dict[str, object] = {"v": COMMAND_VERSION, "op": kind.value, "key": key}
         if kind is OpKind.PUT:

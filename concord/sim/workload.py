@@ -11,6 +11,11 @@ machine has sessions, and a write without a definite answer is retried with the 
 pair at another node (twice at most), as the client library does: the retries make one
 operation of the history, which the state machine must apply once.
 
+Pipelined clients (Raft thesis §6.3): with `pipeline` > 1, that many clients share one
+session id, each with its own operation in flight, so one session has several writes in
+flight at once; each try carries `min_seq`, the session's lowest seq still in flight,
+and the state machine must answer a retry of any of them from its first result.
+
 Pure: time and randomness are the simulator's.
 """
 
@@ -57,6 +62,8 @@ class WorkloadConfig:
     stray_p: float = 0.2  # an op goes to a random node instead of the believed leader
     client_delay_ms: tuple[int, int] = (1, 3)
     retries: int = 2  # more tries of a write without a definite answer (sessions only)
+    pipeline: int = 1  # clients sharing one session id (writes in flight per session)
+    incr_p: float = 0.0  # share of operations that are counter increments (incr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,7 @@ class Request:
     args: tuple[Hashable, ...]
     consistency: Consistency | None
     session: tuple[str, int] | None  # (client id, seq) of an exactly-once write
+    min_seq: int | None = None  # the session's lowest seq in flight, when below seq
 
     @property
     def key(self) -> str:
@@ -94,6 +102,25 @@ class _InFlight:
 
 
 @dataclass(slots=True)
+class Session:
+    """One session id shared by `WorkloadConfig.pipeline` clients."""
+
+    client_id: str
+    seq: int = 0
+    inflight: set[int] = field(default_factory=set)
+
+    def take(self) -> int:
+        self.seq += 1
+        self.inflight.add(self.seq)
+        return self.seq
+
+    def min_seq(self, seq: int) -> int | None:
+        """The min_seq to send with `seq`: None when it is `seq` itself (the default)."""
+        floor = min(self.inflight, default=seq)
+        return floor if floor < seq else None
+
+
+@dataclass(slots=True)
 class Client:
     id: int
     rng: SimRandom
@@ -102,7 +129,13 @@ class Client:
     stopped: bool = False
     counter: int = 0
     last_values: list[int] = field(default_factory=list)
-    seq: int = 0
+    session: Session = field(default_factory=lambda: Session(""))
+    incr_rng: SimRandom = field(default_factory=lambda: SimRandom(0))
+
+    def __post_init__(self) -> None:
+        if not self.session.client_id:
+            self.session.client_id = f"sim-c{self.id}"
+        self.incr_rng = self.rng.fork("incr")
 
 
 class Workload:
@@ -142,11 +175,16 @@ class Workload:
         #: Versions read per key, for put_if on a version.
         self.versions: dict[str, set[int]] = {}
         self.eventual_reads = 0
+        #: Session writes sent while a lower seq of their session was in flight.
+        self.overlapping_writes = 0
         self._next_request = 0
         self._by_request: dict[int, Client] = {}
         self.keys = [f"k{i}" for i in range(config.keys)]
+        sessions = [Session(f"sim-c{i}") for i in range(0, config.clients, config.pipeline)]
         self.clients = [
-            Client(i, rng.fork(f"client/{i}"), self._nodes()[0]) for i in range(config.clients)
+            Client(i, rng.fork(f"client/{i}"), self._nodes()[0],
+                   session=sessions[i // config.pipeline])
+            for i in range(config.clients)
         ]
         self.written: dict[str, set[Hashable]] = {}
 
@@ -215,6 +253,11 @@ class Workload:
                 self.written.setdefault(k, set()).add(v)
         if kind in (OpKind.PUT, OpKind.PUT_IF):
             self.written.setdefault(key, set()).add(value)
+        if OpKind.INCR in adapter.kinds and client.incr_rng.chance(self.config.incr_p):
+            # Drawn from the client's own incr stream after the usual draws, so runs
+            # without increments draw exactly as before.
+            kind, keys, consistency = OpKind.INCR, (key,), None
+            args = (client.incr_rng.randint(1, 3),)
         self.invoke(client, kind, key, args, consistency, keys=keys)
 
     def invoke(
@@ -229,11 +272,15 @@ class Workload:
     ) -> int:
         """Send one operation now (the final reads of the checker use this too)."""
         session: tuple[str, int] | None = None
+        min_seq: int | None = None
         if kind not in (OpKind.GET, OpKind.GET_MANY) and self.adapter.sessions:
-            client.seq += 1
-            session = (f"sim-c{client.id}", client.seq)
+            seq = client.session.take()
+            session = (client.session.client_id, seq)
+            min_seq = client.session.min_seq(seq)
+            self.overlapping_writes += min_seq is not None
         self._next_request += 1
-        request = Request(self._next_request, kind, keys or (key,), args, consistency, session)
+        request = Request(self._next_request, kind, keys or (key,), args, consistency, session,
+                          min_seq)
         target = node if node is not None else client.leader_guess
         if node is None and client.rng.random() < self.config.stray_p:
             # Clients with stale or no leader information (and followers' strong reads).
@@ -263,7 +310,8 @@ class Workload:
             return False
         flight.tries += 1
         self._next_request += 1
-        flight.request = replace(flight.request, request_id=self._next_request)
+        min_seq = client.session.min_seq(flight.request.session[1])
+        flight.request = replace(flight.request, request_id=self._next_request, min_seq=min_seq)
         self._send(client, client.leader_guess)
         return True
 
@@ -344,6 +392,8 @@ class Workload:
     ) -> None:
         done = None if outcome is Outcome.UNKNOWN else self.loop.now
         request = flight.request
+        if request.session is not None:
+            client.session.inflight.discard(request.session[1])  # acknowledged, or given up
         self._trace(
             f"op c{client.id}@{flight.node} {request.kind.value} {' '.join(request.keys)} "
             f"{request.args} {request.consistency.value if request.consistency else ''} "

@@ -28,6 +28,9 @@ def test_short_run_finds_no_violation_when_the_build_is_sound() -> None:
     assert report.linearizability is not None and report.linearizability.keys
     assert report.logs is not None and report.logs.checked > 0
     assert sum(report.faults.values()) > 0
+    assert report.lock is not None and report.lock.checked > 0  # holds of the lock recipe
+    assert report.faults["holders"] > 0  # lock holders SIGKILLed
+    assert report.counter is not None and report.counter.checked > 0  # acknowledged increments
 
 
 @pytest.mark.slow
@@ -78,3 +81,18 @@ def test_sigint_ends_every_process_and_prints_the_report_when_sent_mid_run() -> 
     alive = [p for p in tree if psutil.pid_exists(p)
              and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert [] == alive
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_short_run_reports_two_holders_when_the_lock_is_a_plain_put() -> None:
+    """The README's broken lock (put, no queue, no lease): the lock check catches it."""
+    report = run_chaos(ChaosOptions(nodes=3, duration_s=10.0, seed=11, faults=("holders",),
+                                    writers=0, readers=0, lockers=3, unsafe_lock=True))
+    print(report.render())
+    assert report.lock is not None and report.lock.violations
+    assert any("two holders at once" in v for v in report.violations)
+    assert ([], []) == (report.leftover_pids, report.leftover_segments)
+    assert report.workdir is not None
+    shutil.rmtree(report.workdir, ignore_errors=True)

@@ -55,3 +55,41 @@ def test_acked_writes_are_unverifiable_when_compacted_everywhere() -> None:
 def test_leaders_fail_when_a_term_has_two_leaders() -> None:
     """Election safety: one leader per term."""
     assert ["term=4 had leaders ['n1', 'n2']"] == check_leaders({3: {"n1"}, 4: {"n1", "n2"}}).violations
+
+
+def test_lock_check_fails_when_two_holds_overlap() -> None:
+    """A hold that starts before the previous one's local deadline is two holders at once."""
+    from concord.chaos.recipes import check_lock, read_holds
+
+    logs = {
+        "a": ['{"e": "renew", "lease": 1, "deadline": 10.0}',
+              '{"e": "acquired", "lease": 1, "token": 5, "t": 1.0}'],  # SIGKILLed: no release
+        "b": ['{"e": "renew", "lease": 2, "deadline": 30.0}',
+              '{"e": "acquired", "lease": 2, "token": 9, "t": 9.5}',
+              '{"e": "release", "lease": 2, "t": 12.0}', '{"e": "acq'],  # a cut line
+    }
+    result = check_lock(read_holds(logs))
+    assert 2 == result.checked
+    assert 1 == len(result.violations) and "two holders at once" in result.violations[0]
+    logs["b"][1] = '{"e": "acquired", "lease": 2, "token": 9, "t": 10.0}'
+    assert check_lock(read_holds(logs)).ok
+
+
+def test_lock_check_fails_when_a_later_hold_has_a_lower_token() -> None:
+    from concord.chaos.recipes import Hold, check_lock
+
+    holds = [Hold("a", 1, 7, 1.0, 2.0), Hold("b", 2, 6, 3.0, 4.0)]
+    result = check_lock(holds)
+    assert 1 == len(result.violations) and "fencing token did not grow" in result.violations[0]
+
+
+def test_counter_check_fails_when_an_acknowledged_increment_is_missing_or_doubled() -> None:
+    """acked <= value <= acked + unknown."""
+    from concord.chaos.recipes import Counter, check_counter
+
+    counter = Counter()
+    counter.acked, counter.unknown = 10, 2
+    assert check_counter(counter, 11).ok
+    assert not check_counter(counter, 9).ok
+    assert not check_counter(counter, 13).ok
+    assert not check_counter(counter, "x").ok

@@ -51,7 +51,7 @@ class FakeKv:
         # key -> [value, create_revision, mod_revision, version, ttl]
         self.data: dict[str, list[object]] = {}
         self.history: list[dict[str, object]] = []
-        self.sessions: dict[object, tuple[int, dict[str, object]]] = {}
+        self.sessions: dict[object, dict[int, dict[str, object]]] = {}
 
     def _bump(self) -> int:
         self.revision += 1
@@ -87,14 +87,18 @@ class FakeKv:
 
     def apply(self, req: Request) -> dict[str, object]:
         """The ok result of a request, or raise the ClientError it fails with."""
-        if req.op not in _READS and req.client_id is not None:
-            seen = self.sessions.get(req.client_id)
-            if seen is not None and seen[0] == req.seq:
-                return seen[1]
-        result = self._apply(req.op, dict(req.args))
         if req.op not in _READS and req.client_id is not None and req.seq is not None:
-            self.sessions[req.client_id] = (req.seq, result)
-        return result
+            # As kv/sessions.py: results kept for every seq >= min_seq (default seq).
+            floor = req.seq if req.min_seq is None else req.min_seq
+            kept = self.sessions.setdefault(req.client_id, {})
+            if req.seq in kept:
+                return kept[req.seq]
+            for seq in [s for s in kept if s < floor]:
+                del kept[seq]
+            result = self._apply(req.op, dict(req.args))
+            kept[req.seq] = result
+            return result
+        return self._apply(req.op, dict(req.args))
 
     def _apply(self, op: str, a: dict[str, object]) -> dict[str, object]:
         key = str(a.get("key", ""))

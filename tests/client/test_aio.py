@@ -93,7 +93,7 @@ def test_same_requests_and_results_when_every_method_called(plain: FakeNode) -> 
             await c.delete_many(["aio:2"]), await c.delete_where(prefix="aio:"),
             await c.events(0, prefix="aio:", limit=1), await c.members(),
         ]
-        envelope = {"id", "timeout_ms", "client_id", "seq"}
+        envelope = {"id", "timeout_ms", "client_id", "seq", "min_seq"}
         # NB: a revision depends on what ran before; the argument's presence is what counts.
         shapes.append([(r["op"], {k: "*" if k == "mod_revision" else v for k, v in r.items()
                                   if k not in envelope and k != "op"})

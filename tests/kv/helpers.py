@@ -41,9 +41,11 @@ class Driver:
         args: Mapping[str, object],
         client_id: str | None = None,
         seq: int | None = None,
+        min_seq: int | None = None,
     ) -> Applied:
         """Encode and apply one write at the next index."""
-        data = encode_command(op, args, client_id=client_id, seq=seq, config=self.sm.config)
+        data = encode_command(op, args, client_id=client_id, seq=seq, min_seq=min_seq,
+                              config=self.sm.config)
         return self.sm.apply(self.sm.applied_index + 1, self.ts_ms, data)
 
     def raw(self, data: bytes) -> Applied:

@@ -32,14 +32,16 @@ CONTRACT_OPS = {
 
 def test_op_table_covers_contract_when_compared_to_design() -> None:
     """Every contract op is registered; the extras are fault, the index ops, the
-    operations ops of the CLI (backup, hash_kv, hash_content: docs/protocol.md) and the
-    auth ops (docs/security.md)."""
+    operations ops of the CLI (backup, hash_kv, hash_content: docs/protocol.md), the
+    auth ops (docs/security.md) and the counter and lease ops of the recipes
+    (docs/recipes.md)."""
     index_ops = {"create_index", "drop_index", "list_indexes", "index_lookup"}
     operations_ops = {"backup", "hash_kv", "hash_content"}
     auth_ops = {"bootstrap", "whoami", "token_create", "token_list", "token_revoke", "role_put",
                 "role_list", "role_delete", "tenant_put", "tenant_list", "tenant_delete",
                 "tenant_usage"}
-    assert CONTRACT_OPS | {"fault"} | index_ops | operations_ops | auth_ops == set(OPS)
+    recipe_ops = {"incr", "decr", "lease_grant", "lease_keepalive", "lease_revoke", "lease_list"}
+    assert CONTRACT_OPS | {"fault"} | index_ops | operations_ops | auth_ops | recipe_ops == set(OPS)
 
 
 VALID = [

@@ -343,3 +343,19 @@ def test_unknown_write_must_take_effect_when_its_cluster_time_is_known() -> None
     read_absent = replace(get(2, ABSENT, 20, 21), ts=20)
     assert not check_history([applied, read_absent]).ok
     assert check_history([replace(applied, ts=None), read_absent]).ok
+
+
+def incr(c: int, delta: int, s: float, e: float | None, result: Hashable = None,
+         outcome: Outcome = Outcome.OK) -> Operation:
+    return op(c, OpKind.INCR, (delta,), s, e, result, outcome)
+
+
+def test_concurrent_increments_pass_when_each_sees_a_distinct_count() -> None:
+    """Two overlapping incr of 1 from absent: results 1 and 2 in some order; a read sees 2."""
+    assert Verdict.OK == verdict(incr(1, 1, 0, 3, 2), incr(2, 1, 1, 2, 1), get(3, 2, 4, 5))
+
+
+def test_increment_counted_twice_is_rejected_when_one_incr_jumps() -> None:
+    """One incr of 1 that returns 2 (applied twice, or on a lost count) is a violation."""
+    assert Verdict.VIOLATION == verdict(put(1, 5, 0, 1), incr(2, 1, 2, 3, 7))
+    assert Verdict.VIOLATION == verdict(incr(1, 1, 0, 1, 1), incr(2, 1, 2, 3, 1))
