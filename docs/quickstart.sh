@@ -16,8 +16,8 @@ $concord get greeting                                # hello
 $concord -w json get greeting --meta -c strong       # linearizable, with revisions and ttl
 
 # A lock: create-if-absent, then released by its owner only (so the next run can take it).
-$concord put lock/db worker-7 --if-absent --ttl 10
-$concord del lock/db --if-value worker-7
+$concord put owner/db worker-7 --if-absent --ttl 10
+$concord del owner/db --if-value worker-7
 
 # Several keys atomically, from JSON lines; then queries.
 $concord bulk put <<'LINES'
