@@ -107,6 +107,16 @@ FAMILIES: tuple[Family, ...] = (
            "Change-stream messages dropped for a subscriber that could not keep up."),
     Family("concord_events_subscribed_prefixes", _G, _R,
            "Key prefixes with at least one change-stream subscriber."),
+    # -- auth and tenants (raft worker, from the replicated auth tables) -------------------------
+    Family("concord_auth_active", _G, _R,
+           "1 once auth is in force (enabled, or a token exists in the replicated state)."),
+    Family("concord_auth_tokens", _G, _R, "Tokens in the replicated auth tables (any state)."),
+    Family("concord_tenant_keys", _G, _R, "Keys a tenant stores.", ("tenant",)),
+    Family("concord_tenant_bytes", _G, _R,
+           "Bytes a tenant stores (key bytes with the tenant prefix + value bytes).", ("tenant",)),
+    Family("concord_tenant_quota_keys", _G, _R, "A tenant's key quota (0: unlimited).", ("tenant",)),
+    Family("concord_tenant_quota_bytes", _G, _R, "A tenant's byte quota (0: unlimited).",
+           ("tenant",)),
     # -- disk (log writer) ----------------------------------------------------------------------
     Family("concord_disk_wal_fsync_duration_seconds", _H, _W,
            "fdatasync of one WAL group commit.", (), FAST_S),

@@ -10,9 +10,8 @@ What each node process records: small observers its loop calls at a few points.
 Every entry point returns at once while `RECORDER.enabled` is False (metrics off, or a
 process that was not set up: tests, benchmarks, the simulator).
 
-Auth and tenant counters (issue 16) belong here too once that code exists: a row in
-concord/metrics/families.py and a method on the observer of the process that makes the
-decision (the front door and read workers for reads, the raft worker at apply for writes).
+Auth refusals are counted by the door's request histogram (its result label); tenant
+usage and quotas are sampled by the raft worker (concord/node/raft_metrics.py).
 """
 
 from __future__ import annotations

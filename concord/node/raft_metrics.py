@@ -125,6 +125,22 @@ class RaftMetrics:
         self._delta("concord_events_published_total", "published", events.published)
         self._delta("concord_events_dropped_total", "dropped", events.dropped)
         gauge("concord_events_subscribed_prefixes").set(len(events.counters.prefixes()))
+        self._sample_auth()
+
+    def _sample_auth(self) -> None:
+        """Auth and tenants: refusals are counted by the door (request result labels)."""
+        w = self._worker
+        state = w.auth.state
+        gauge = RECORDER.gauge
+        gauge("concord_auth_active").set(1 if state.active else 0)
+        gauge("concord_auth_tokens").set(len(state.tokens))
+        usage = w.machine.kv.usage
+        for tenant, quota in state.tenants.items():
+            used = usage.get(tenant)
+            gauge("concord_tenant_keys", tenant).set(used.keys if used is not None else 0)
+            gauge("concord_tenant_bytes", tenant).set(used.bytes if used is not None else 0)
+            gauge("concord_tenant_quota_keys", tenant).set(quota.max_keys)
+            gauge("concord_tenant_quota_bytes", tenant).set(quota.max_bytes)
 
     def _delta(self, name: str, key: str, total: int) -> None:
         """Add what a cumulative in-process count grew by since the last sample."""
