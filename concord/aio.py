@@ -386,10 +386,10 @@ class Client(ClientCore):
     # -- counters and leases (docstrings: concord.Client) ---------------------------------
 
     async def incr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
-        return await self._do(requests.counter("incr", key, delta, ttl))
+        return await self._do(requests.incr(key, delta, ttl))
 
     async def decr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
-        return await self._do(requests.counter("decr", key, delta, ttl))
+        return await self._do(requests.decr(key, delta, ttl))
 
     async def lease_grant(self, ttl: float) -> int:
         return await self._do(requests.lease_grant(ttl))

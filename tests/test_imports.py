@@ -25,7 +25,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"raft", "kv", "metrics"}),  # the pure cores; the metric table and recorder
     frozenset({"storage", "shm", "net", "config", "tracing", "telemetry", "supervisor/"}),  # files, shared memory, sockets
     frozenset({"node", "client", "aio", "audit"}),  # the node's processes; the clients beside them
-    frozenset({"sim", "gateway"}),  # the simulator over the node core; the HTTP gateway over aio
+    frozenset({"sim", "gateway", "recipes"}),  # the simulator; the HTTP gateway; lock and election recipes over the client
     frozenset({"supervisor"}),  # `python -m concord.supervisor`: one node's process tree
     frozenset({"embedded", "cluster", "cli", "chaos"}),  # what runs nodes: tools, embedding
     frozenset({"concord"}),  # the root package: the public names

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CALL_ONLY = frozenset({"fault", "backup", "hash_kv", "hash_content"})
 
 #: Client methods not named after their op.
-METHOD_NAMES = {"index_lookup": "lookup"}
+METHOD_NAMES = {"index_lookup": "lookup", "lease_list": "leases"}
 
 
 def _arg_names(op: str) -> frozenset[str]:

@@ -567,11 +567,11 @@ class Client(AuthMethods, ClientCore):
         Raises:
             InvalidRequestError: the value is not an integer, or would leave int64.
         """
-        return self._do(requests.counter("incr", key, delta, ttl))
+        return self._do(requests.incr(key, delta, ttl))
 
     def decr(self, key: str, delta: int = 1, *, ttl: float | None = None) -> int:
         """`incr` of -delta."""
-        return self._do(requests.counter("decr", key, delta, ttl))
+        return self._do(requests.decr(key, delta, ttl))
 
     def lease_grant(self, ttl: float) -> int:
         """A new lease of `ttl` seconds; returns its id (keep it alive with lease_keepalive)."""

@@ -190,9 +190,14 @@ def put_if(key: str, value: object, conds: Mapping[str, object], ttl: float | No
                _revision("put_if"))
 
 
-def counter(op: str, key: str, delta: int, ttl: float | None) -> Req[int]:
-    """incr / decr: the new value."""
-    return Req(op, {"key": key, "delta": delta, "ttl": ttl}, lambda reply: int_field(reply, op, "value"))
+def incr(key: str, delta: int, ttl: float | None) -> Req[int]:
+    """The new value."""
+    return Req("incr", {"key": key, "delta": delta, "ttl": ttl}, lambda reply: int_field(reply, "incr", "value"))
+
+
+def decr(key: str, delta: int, ttl: float | None) -> Req[int]:
+    """The new value."""
+    return Req("decr", {"key": key, "delta": delta, "ttl": ttl}, lambda reply: int_field(reply, "decr", "value"))
 
 
 def lease_grant(ttl: float) -> Req[int]:
