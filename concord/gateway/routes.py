@@ -97,6 +97,10 @@ _MEMBER = _obj(("id",), id={"type": "string"}, role={"type": "string"},
                client={"type": ["string", "null"]}, peer={"type": ["string", "null"]},
                events={"type": ["string", "null"]})
 
+_COUNTER = _obj(("value", "revision"), value=_INT, revision=_INT)
+_LEASE = _obj(("lease", "ttl", "revision"), lease=_INT, ttl={"type": "number"}, revision=_INT)
+_AUTH: JsonSchema = {"type": "object", "description": "see docs/protocol.md \"Auth ops\""}
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", None, "alive: the gateway and its node answer",
           source=Source.NONE, local=True,
@@ -160,6 +164,42 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/watch", None, "live changes under a prefix as Server-Sent Events "
           "(resumable with Last-Event-ID)", local=True,
           result={"type": "string", "description": "text/event-stream"}),
+    Route("POST", "/kv/{key}/incr", "incr", "add delta (default 1) to an integer, atomically",
+          source=Source.BODY, result=_COUNTER),
+    Route("POST", "/kv/{key}/decr", "decr", "subtract delta (default 1) from an integer",
+          source=Source.BODY, result=_COUNTER),
+    Route("POST", "/leases", "lease_grant", "grant a lease that keys can share",
+          source=Source.BODY, result=_LEASE),
+    Route("GET", "/leases", "lease_list", "the live leases with their keys",
+          result=_obj(("leases",), leases={"type": "array", "items": {"type": "object"}})),
+    Route("POST", "/leases/keepalive", "lease_keepalive", "renew a lease for its ttl",
+          source=Source.BODY, result=_LEASE),
+    Route("POST", "/leases/revoke", "lease_revoke", "drop a lease and delete its keys",
+          source=Source.BODY, result=_COUNT_DELETED),
+    Route("POST", "/auth/bootstrap", "bootstrap", "the first admin token (only while none exists)",
+          source=Source.BODY, result=_AUTH),
+    Route("GET", "/auth/whoami", "whoami", "the requesting token: id, role, tenant",
+          source=Source.NONE, result=_AUTH),
+    Route("POST", "/auth/tokens", "token_create", "create a token (its secret is shown once)",
+          source=Source.BODY, result=_AUTH),
+    Route("GET", "/auth/tokens", "token_list", "every token, never a secret",
+          source=Source.NONE, result=_AUTH),
+    Route("POST", "/auth/tokens/revoke", "token_revoke", "revoke a token on every node",
+          source=Source.BODY, result=_AUTH),
+    Route("PUT", "/auth/roles/{name}", "role_put", "create or replace a custom role",
+          source=Source.BODY, result=_AUTH),
+    Route("GET", "/auth/roles", "role_list", "the built-in and custom roles",
+          source=Source.NONE, result=_AUTH),
+    Route("DELETE", "/auth/roles/{name}", "role_delete", "delete a custom role",
+          source=Source.NONE, result=_AUTH),
+    Route("PUT", "/auth/tenants/{name}", "tenant_put", "create a tenant or replace its quotas",
+          source=Source.BODY, result=_AUTH),
+    Route("GET", "/auth/tenants", "tenant_list", "every tenant with its quotas and usage",
+          source=Source.NONE, result=_AUTH),
+    Route("DELETE", "/auth/tenants/{name}", "tenant_delete", "delete an empty tenant",
+          source=Source.NONE, result=_AUTH),
+    Route("GET", "/auth/usage", "tenant_usage", "a tenant's usage and quotas (default: the token's)",
+          result=_AUTH),
 )
 
 #: Wire ops with no route, and why (a test checks OPS == routed + these).

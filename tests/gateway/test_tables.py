@@ -48,7 +48,8 @@ def test_route_arguments_come_from_the_op_table_when_derived() -> None:
     """PUT /kv/{key} takes put's and put_if's arguments except the key."""
     put = next(r for r in ROUTES if (r.method, r.path) == ("PUT", "/kv/{key}"))
     names = {a.name for a in route_args(put)}
-    assert {"value", "ttl", "compress", "expected", "version", "mod_revision", "absent"} == names
+    assert {"value", "ttl", "compress", "lease", "expected", "version", "mod_revision",
+            "absent"} == names
 
 
 def test_key_with_a_slash_is_one_segment_when_percent_encoded() -> None:
