@@ -374,9 +374,12 @@ class SimNode:
         core = self.raw.raft if self.raw is not None else None
         rounds: list[bytes] = []
         if core is not None and core.role is Role.LEADER:
-            if msg.type is MessageType.HEARTBEAT_RESP and msg.context:
-                if msg.term != self._acks_term:
-                    self._read_acks, self._acks_term = {}, msg.term
+            # NB: only acks of the leader's own term count (the core drops a stale
+            # response of an older term, whose round numbers restart each term); a stale
+            # one must not reset what this term's acks were.
+            if msg.type is MessageType.HEARTBEAT_RESP and msg.context and msg.term == core.term:
+                if core.term != self._acks_term:
+                    self._read_acks, self._acks_term = {}, core.term
                 self._read_acks.setdefault(msg.context, set()).add(msg.frm)
             rounds = list(core.read_only.rounds)
         read_only = core.read_only if core is not None else None

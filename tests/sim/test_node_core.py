@@ -36,9 +36,9 @@ def test_shm_backwards_fires_when_a_restarted_worker_resyncs_before_catching_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A restarted node keeps its shm half of the time: resyncing early moves it backwards."""
-    assert Simulation(SimConfig(seed=SHM_SEED, nodes=3)).run().ok
+    assert Simulation(SimConfig(seed=SHM_SEED, nodes=3, pipeline=1)).run().ok
     monkeypatch.setattr(node_core.NodeCore, "_resync", _resync_ignoring_shm)
-    planted = Simulation(SimConfig(seed=SHM_SEED, nodes=3)).run()
+    planted = Simulation(SimConfig(seed=SHM_SEED, nodes=3, pipeline=1)).run()
     assert ["shm_backwards"] == [v.check for v in planted.violations][:1]
 
 
@@ -48,9 +48,9 @@ def test_lease_publish_fires_when_the_lease_is_published_before_the_commit_is_ap
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Read workers must not get a lease while shm lacks committed entries."""
-    assert Simulation(SimConfig(seed=LEASE_SEED, nodes=3)).run().ok
+    assert Simulation(SimConfig(seed=LEASE_SEED, nodes=3, pipeline=1)).run().ok
     monkeypatch.setattr(node_core.NodeCore, "_lease_ms", staticmethod(_lease_before_apply))
-    planted = Simulation(SimConfig(seed=LEASE_SEED, nodes=3)).run()
+    planted = Simulation(SimConfig(seed=LEASE_SEED, nodes=3, pipeline=1)).run()
     assert ["lease_publish"] == [v.check for v in planted.violations][:1]
 
 
