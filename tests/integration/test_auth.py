@@ -96,6 +96,8 @@ def op_args(spec: OpSpec, p: str) -> dict[str, object]:
         "token_create": {"role": "viewer", "ttl": 60}, "token_revoke": {"token_id": "0" * 16},
         "role_put": {"name": "tmp", "rules": []}, "role_delete": {"name": "tmp"},
         "tenant_put": {"name": "tmp"}, "tenant_delete": {"name": "tmp"},
+        "incr": {"key": p + "n"}, "decr": {"key": p + "n"}, "lease_grant": {"ttl": 5},
+        "lease_keepalive": {"lease": 999_999}, "lease_revoke": {"lease": 999_999},
     }
     return dict(by_op.get(spec.name, {}))
 
