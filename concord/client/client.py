@@ -422,7 +422,6 @@ class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethod
         """Delete `key`; `deleted` is False if it was absent."""
         return self._do(requests.delete(key))
 
-
     # -- conditional writes ----------------------------------------------------------
 
     def put_if(
@@ -573,7 +572,6 @@ class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethod
     ) -> dict[str, object]:
         return call_endpoint(self._transport, self._ids, endpoint, op, args, self._envelope,
                              timeout_s, self.attempt_timeout_s)
-
 
     def transfer_leader(self, member_id: str | None = None) -> dict[str, object]:
         """Hand leadership to `member_id` (default: the best follower); returns the reply fields."""

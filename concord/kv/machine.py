@@ -386,7 +386,6 @@ class KvStateMachine(WriteCommands):
         """The live leases at cluster time `now_ms` (the `lease_list` op)."""
         return self._leases.listing(max(now_ms, self.last_ts_ms))
 
-
     def __len__(self) -> int:
         return len(self._user)
 
@@ -556,7 +555,6 @@ class KvStateMachine(WriteCommands):
             return self._drop_index(command, index, ts)
         except ClientError as exc:
             return error_reply(exc), []
-
 
     # --- rebuilding (the storage primitives: concord.kv.store) -----------------------------
 

@@ -360,7 +360,6 @@ class Driver:
             return
         self._writes[index] = _PendingWrite(request_id, term, True)
 
-
     def transfer_leader(self, to: NodeId) -> None:
         """Ask the core to hand leadership to `to` (TimeoutNow); ends the lease now."""
         self._fence_lease()

@@ -593,4 +593,3 @@ def run_raft_worker(
     finally:
         worker.close()
     worker.log.info("raft worker stopped")
-

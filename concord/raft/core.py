@@ -337,7 +337,6 @@ class Raft:
         else:
             self._step_candidate(m)
 
-
     # ----------------------------------------------------------------- leader
 
     def _step_leader(self, m: Message) -> None:

@@ -615,7 +615,6 @@ class ShmView:
             return False
         return True
 
-
     def _replay(self, seen: int, head: int) -> bool:
         """Apply ring slots seen+1..head; False if a slot was overwritten (fell behind)."""
         if head <= seen:

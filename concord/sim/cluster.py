@@ -503,4 +503,3 @@ def run_seed(
     return Simulation(
         SimConfig(seed=seed, nodes=nodes, duration_ms=duration_ms, trace=trace, buggify=buggify)
     ).run()
-
