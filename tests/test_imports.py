@@ -23,7 +23,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "ids", "bulk", "supervisor_clash"}),  # leaves: import nothing of ours
     frozenset({"auth"}),  # tokens, roles, tenants: pure tables and checks over the leaves
     frozenset({"raft", "kv", "metrics"}),  # the pure cores; the metric table and recorder
-    frozenset({"storage", "shm", "net", "config", "tracing", "telemetry", "supervisor/"}),  # files, shared memory, sockets
+    frozenset({"storage", "shm", "net", "config", "config_schema", "tracing", "telemetry", "supervisor/"}),  # files, shared memory, sockets
     frozenset({"node", "client", "aio", "audit"}),  # the node's processes; the clients beside them
     frozenset({"sim", "gateway", "recipes"}),  # the simulator; the HTTP gateway; lock and election recipes over the client
     frozenset({"supervisor"}),  # `python -m concord.supervisor`: one node's process tree
@@ -32,7 +32,7 @@ LAYERS: tuple[frozenset[str], ...] = (
 )
 
 #: Imports allowed inside one layer (importer, imported).
-SIDEWAYS = frozenset({("aio", "client"), ("net", "tracing"), ("tracing", "config")})
+SIDEWAYS = frozenset({("aio", "client"), ("net", "tracing"), ("tracing", "config"), ("config", "config_schema")})
 
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

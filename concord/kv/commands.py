@@ -7,40 +7,9 @@ once (msgpack) and decides compression once, so that `apply()` on every replica 
 the bytes as they are. Compressing on the leader, not in apply, keeps apply cheap, makes
 the log entry smaller, and keeps replicas bit-identical even if their zlib builds differ.
 
-Layout (format version 1): one msgpack map with string keys.
-
-    common     "v": 1                     format version (required)
-               "op": str                  one of WRITE_OPS (required)
-               "client_id": str, "seq": int >= 0   optional exactly-once session pair
-               "min_seq": int, 0 <= min_seq <= seq  optional with the pair: the client's lowest
-                                          unacknowledged seq (default seq; kv/sessions.py)
-    put        "key": str, "value": bin, "flags": int (RecordFlags), "ttl_ms": int >= 0,
-               "lease"?: int > 0          attach the key to a live lease (kv/leases.py)
-    delete     "key": str
-    touch      "key": str, "ttl_ms": int >= 0          (0: the key no longer expires)
-    put_many   "items": [[key, value bin, flags, ttl_ms], ...]
-    delete_many "keys": [str, ...]
-    touch_many "items": [[key, ttl_ms], ...]
-    put_if     as put, plus "cond": {"expected": bin} | {"version": int}
-                                    | {"mod_revision": int} | {"absent": true}
-    delete_if  "key": str, "cond": as put_if
-    expire     "keys": [str, ...]        delete each key only if due at the entry's time
-    delete_where "query": map            the query arguments of docs/formats/kv.md
-    create_index "name": str, "field": str | [str | int, ...]
-    drop_index "name": str
-    incr       "key": str, "delta": int, "ttl_ms": int >= 0
-                                         add delta to an integer value (absent: 0); ttl_ms
-                                         applies only when the incr creates the key
-                                         (a client's decr is logged as an incr of -delta)
-    lease_grant "ttl_ms": int > 0        the lease id is the entry's index
-    lease_keepalive "lease": int         deadline := entry time + the lease's ttl
-    lease_revoke "lease": int            drop the lease, delete its keys
-    lease_expire "leases": [int, ...]    drop each lease only if due at the entry's time
-                                         (proposed by the leader), delete its keys
-    auth ops   token_put, token_revoke, role_put, role_delete, tenant_put,
-               tenant_delete, auth_bootstrap: see concord.auth.commands
-    common     "auth": [token_id: str, secret_hash: bin(32)]   optional credential,
-               checked at apply (concord.auth); never the secret itself
+Layout (format version 1): one msgpack map with string keys, each op's fields in
+docs/formats/kv.md "Command format, version 1" (the auth ops and the optional "auth"
+credential: "Auth records and tenant keys" there, and concord.auth.commands).
 
 Unknown keys, missing keys and wrong types are errors: `decode_command` raises
 InvalidRequestError (or InvalidKeyError, ValueTooLargeError, TooManyItemsError), which
@@ -49,280 +18,77 @@ apply turns into an error result that changes nothing.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Union
+from typing import Final
 
 import msgpack
 
 from concord.auth.commands import (
     AUTH_OPS,
-    AuthCommand,
     build_auth_command,
     decode_auth_command,
     decode_credential,
     encode_credential,
 )
 from concord.auth.tokens import Credential
-from concord.errors import (
-    InvalidKeyError,
-    InvalidRequestError,
-    TooManyItemsError,
-    ValueTooLargeError,
+from concord.errors import InvalidRequestError
+from concord.kv.builders import (
+    _args_only,
+    _build_counter,
+    _build_create_index,
+    _build_delete_where,
+    _build_key,
+    _build_keys,
+    _build_lease,
+    _build_leases,
+    _build_name,
+    _build_put,
+    _build_put_many,
+    _build_touch_many,
+)
+from concord.kv.command_checks import (  # public names re-exported: their old home
+    _INT64_MAX,
+    _INT64_MIN,
+    _check_count,
+    _check_stored,
+    _check_ttl_ms,
+    _decode_keys,
+    _int,
+    _no_duplicates,
+    check_key as check_key,
+    check_name as check_name,
+    ttl_to_ms as ttl_to_ms,
+)
+from concord.kv.command_types import (  # the decoded commands, re-exported: their old home
+    Command as Command,
+    Condition as Condition,
+    CreateIndex as CreateIndex,
+    Delete as Delete,
+    DeleteIf as DeleteIf,
+    DeleteMany as DeleteMany,
+    DeleteWhere as DeleteWhere,
+    DropIndex as DropIndex,
+    Envelope as Envelope,
+    Expire as Expire,
+    Incr as Incr,
+    LeaseExpire as LeaseExpire,
+    LeaseGrant as LeaseGrant,
+    LeaseKeepalive as LeaseKeepalive,
+    LeaseRevoke as LeaseRevoke,
+    Put as Put,
+    PutIf as PutIf,
+    PutMany as PutMany,
+    Touch as Touch,
+    TouchMany as TouchMany,
 )
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
-from concord.kv.query import QUERY_ARGS, QuerySpec, parse_query
-from concord.kv.record import RecordFlags
-from concord.kv.values import Path, decode_stored, encode_value, pack_value, parse_path
+from concord.kv.query import QUERY_ARGS, parse_query
+from concord.kv.values import decode_stored, parse_path
 
 FORMAT_VERSION: Final = 1
 
-#: The range of an integer a counter may hold (msgpack's signed 64-bit).
-_INT64_MIN: Final = -(1 << 63)
-_INT64_MAX: Final = (1 << 63) - 1
-
-_INDEX_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _MAX_CLIENT_ID_BYTES: Final = 256
-
-
-# --- decoded commands -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    key: str
-    value: bytes
-    flags: int
-    ttl_ms: int
-    lease: int = 0  # the lease the key is attached to, 0 for none
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class Touch:
-    key: str
-    ttl_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class PutMany:
-    items: tuple[Put, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteMany:
-    keys: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TouchMany:
-    items: tuple[Touch, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """
-    A CAS condition on a key's live state.
-
-    kind is "expected" (operand: the decoded expected value), "version", "mod_revision"
-    (operand: int; 0 matches an absent key) or "absent" (operand None).
-    """
-
-    kind: str
-    operand: object
-
-
-@dataclass(frozen=True, slots=True)
-class PutIf:
-    put: Put
-    cond: Condition
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteIf:
-    key: str
-    cond: Condition
-
-
-@dataclass(frozen=True, slots=True)
-class Expire:
-    keys: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteWhere:
-    query: QuerySpec
-
-
-@dataclass(frozen=True, slots=True)
-class CreateIndex:
-    name: str
-    field: str | list[str | int]
-    path: Path
-
-
-@dataclass(frozen=True, slots=True)
-class DropIndex:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Incr:
-    key: str
-    delta: int
-    ttl_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseGrant:
-    ttl_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseKeepalive:
-    lease: int
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseRevoke:
-    lease: int
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseExpire:
-    leases: tuple[int, ...]
-
-
-Command = Union[
-    Put,
-    Delete,
-    Touch,
-    PutMany,
-    DeleteMany,
-    TouchMany,
-    PutIf,
-    DeleteIf,
-    Expire,
-    DeleteWhere,
-    CreateIndex,
-    DropIndex,
-    Incr,
-    LeaseGrant,
-    LeaseKeepalive,
-    LeaseRevoke,
-    LeaseExpire,
-    AuthCommand,
-]
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A decoded command with its optional exactly-once session pair."""
-
-    command: Command
-    client_id: str | None = None
-    seq: int | None = None
-    auth: Credential | None = None
-    min_seq: int | None = None  # the client's lowest unacknowledged seq (kv/sessions.py)
-
-
-# --- shared validation ------------------------------------------------------------------
-
-
-def check_key(key: object, config: KvConfig) -> str:
-    """
-    Validate a key: a str of 1..max_key_bytes UTF-8 bytes.
-
-    Raises:
-        InvalidKeyError.
-    """
-    if type(key) is str and key.isascii() and 0 < len(key) <= config.max_key_bytes:
-        return key  # fast path
-    if not isinstance(key, str):
-        raise InvalidKeyError(f"key must be a string, got {type(key).__name__}")
-    n = len(key)
-    if n == 0:
-        raise InvalidKeyError("key is empty")
-    if not key.isascii():
-        try:
-            n = len(key.encode("utf-8"))
-        except UnicodeEncodeError as exc:
-            raise InvalidKeyError(f"key {key!r} is not valid UTF-8") from exc
-    if n > config.max_key_bytes:
-        raise InvalidKeyError(f"key is {n} bytes, more than max_key_bytes {config.max_key_bytes}")
-    return key
-
-
-def check_name(name: object) -> str:
-    """Validate an index name: 1..128 of [A-Za-z0-9_.-]."""
-    if not isinstance(name, str) or _INDEX_NAME.fullmatch(name) is None:
-        raise InvalidRequestError(f"index name must match [A-Za-z0-9_.-]{{1,128}}, got {name!r}")
-    return name
-
-
-def _int(value: object, what: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidRequestError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def ttl_to_ms(ttl: object, config: KvConfig) -> int:
-    """
-    Convert a wire `ttl` (seconds, int or float, > 0; nil for none) to milliseconds (0 none).
-
-    Raises:
-        InvalidRequestError.
-    """
-    if ttl is None:
-        return 0
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise InvalidRequestError(f"ttl must be a number of seconds, got {ttl!r}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise InvalidRequestError(f"ttl must be positive, got {ttl!r}")
-    # NB: compare in seconds first: a finite float such as 1e308 overflows to inf when
-    # multiplied by 1000, and math.ceil(inf) raises OverflowError (it crashed the leader).
-    if ttl > config.max_ttl_ms / 1000 or max(1, math.ceil(ttl * 1000)) > config.max_ttl_ms:
-        raise InvalidRequestError(f"ttl {ttl} s exceeds the maximum {config.max_ttl_ms / 1000} s")
-    return max(1, math.ceil(ttl * 1000))
-
-
-def _check_ttl_ms(value: object, config: KvConfig) -> int:
-    if type(value) is int and 0 <= value <= config.max_ttl_ms:
-        return value  # fast path
-    ms = _int(value, "ttl_ms")
-    if ms > config.max_ttl_ms:
-        raise InvalidRequestError(f"ttl_ms {ms} exceeds max_ttl_ms {config.max_ttl_ms}")
-    return ms
-
-
-def _check_stored(value: object, flags: object, config: KvConfig) -> tuple[bytes, int]:
-    if type(value) is bytes and (flags == 0 or flags == 1) and type(flags) is int:
-        if len(value) <= config.max_value_bytes:
-            return value, flags  # fast path
-    if not isinstance(value, bytes):
-        raise InvalidRequestError(f"value must be bin, got {type(value).__name__}")
-    flags_int = _int(flags, "flags")
-    if flags_int & ~int(RecordFlags.COMPRESSED):
-        raise InvalidRequestError(f"unknown record flags {flags_int}")
-    if len(value) > config.max_value_bytes:
-        raise ValueTooLargeError(
-            f"value is {len(value)} bytes, more than max_value_bytes {config.max_value_bytes}"
-        )
-    return value, flags_int
-
-
-def _check_count(items: object, what: str, config: KvConfig) -> list[object]:
-    if not isinstance(items, list):
-        raise InvalidRequestError(f"{what} must be a list")
-    if len(items) > config.max_items:
-        raise TooManyItemsError(f"{len(items)} {what}, more than the maximum {config.max_items}")
-    return items
 
 
 # --- decoding (apply side) --------------------------------------------------------------
@@ -367,13 +133,6 @@ def _decode_put(m: Mapping[str, object], config: KvConfig) -> Put:
     value, flags = _check_stored(m["value"], m["flags"], config)
     lease = _int(m.get("lease", 0), "lease")
     return Put(key, value, flags, _check_ttl_ms(m["ttl_ms"], config), lease)
-
-
-def _decode_keys(raw: object, config: KvConfig, limited: bool = True) -> tuple[str, ...]:
-    keys = _check_count(raw, "keys", config) if limited else raw
-    if not isinstance(keys, list):
-        raise InvalidRequestError("keys must be a list")
-    return tuple(check_key(k, config) for k in keys)
 
 
 def _decode_put_many(m: Mapping[str, object], config: KvConfig) -> PutMany:
@@ -499,160 +258,6 @@ def _check_min_seq(min_seq: object, seq: int) -> int:
     if value > seq:
         raise InvalidRequestError(f"min_seq {value} is above seq {seq}")
     return value
-
-
-def _no_duplicates(keys: list[str]) -> None:
-    if len(set(keys)) != len(keys):
-        seen: set[str] = set()
-        for key in keys:
-            if key in seen:
-                raise InvalidRequestError(f"key {key!r} appears twice")
-            seen.add(key)
-
-
-# --- encoding (leader side) -------------------------------------------------------------
-
-
-def _args_only(args: Mapping[str, object], op: str, allowed: frozenset[str]) -> None:
-    for name in args:
-        if name not in allowed:
-            raise InvalidRequestError(f"{op} does not take argument {name!r}")
-
-
-def _encode_value(value: object, compress: object, config: KvConfig) -> tuple[bytes, int]:
-    if compress is not None and not isinstance(compress, bool):
-        raise InvalidRequestError(f"compress must be true, false or nil, got {compress!r}")
-    data, flags = encode_value(
-        value,
-        max_value_bytes=config.max_value_bytes,
-        threshold_bytes=config.compress_threshold_bytes,
-        level=config.compress_level,
-        compress=compress,
-    )
-    return data, int(flags)
-
-
-def _encode_cond(args: Mapping[str, object]) -> dict[str, object]:
-    given = [n for n in ("expected", "version", "mod_revision", "absent") if n in args]
-    if len(given) != 1:
-        raise InvalidRequestError(
-            "give exactly one of expected, version, mod_revision, absent; got "
-            + (", ".join(given) or "none")
-        )
-    kind = given[0]
-    operand = args[kind]
-    if kind == "expected":
-        return {"expected": pack_value(operand)}
-    if kind == "absent":
-        if operand is not True:
-            raise InvalidRequestError("absent must be true")
-        return {"absent": True}
-    return {kind: _int(operand, kind)}
-
-
-def _build_put(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
-    if "value" not in args:
-        raise InvalidRequestError(f"{op} needs a value")
-    cmd["key"] = check_key(args.get("key"), config)
-    cmd["value"], cmd["flags"] = _encode_value(args["value"], args.get("compress"), config)
-    cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
-    if args.get("lease") is not None:
-        if cmd["ttl_ms"]:
-            raise InvalidRequestError(f"{op} takes ttl or lease, not both")
-        cmd["lease"] = _int(args["lease"], "lease", 1)
-    if op == "put_if":
-        cmd["cond"] = _encode_cond(args)
-
-
-def _build_key(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
-    cmd["key"] = check_key(args.get("key"), config)
-    if op == "delete_if":
-        cmd["cond"] = _encode_cond(args)
-    elif op == "touch":
-        cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
-
-
-def _build_put_many(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
-    items = []
-    for item in _check_count(args.get("items"), "items", config):
-        if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
-            raise InvalidRequestError("put_many items must be [key, value] or [key, value, ttl]")
-        value, flags = _encode_value(item[1], args.get("compress"), config)
-        ttl_ms = ttl_to_ms(item[2] if len(item) == 3 else None, config)
-        items.append([check_key(item[0], config), value, flags, ttl_ms])
-    _no_duplicates([str(i[0]) for i in items])
-    cmd["items"] = items
-
-
-def _build_keys(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
-    keys = args.get("keys")
-    cmd["keys"] = list(_decode_keys(keys if not isinstance(keys, tuple) else list(keys),
-                                    config, limited=op != "expire"))
-
-
-def _build_touch_many(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
-    if "items" in args:
-        if "keys" in args or "ttl" in args:
-            raise InvalidRequestError("touch_many takes items, or keys with ttl, not both")
-        raw_items = _check_count(args["items"], "items", config)
-    else:
-        keys_arg = _check_count(args.get("keys"), "keys", config)
-        raw_items = [[k, args.get("ttl")] for k in keys_arg]
-    touches = []
-    for item in raw_items:
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise InvalidRequestError("touch_many items must be [key, ttl]")
-        touches.append([check_key(item[0], config), ttl_to_ms(item[1], config)])
-    _no_duplicates([str(t[0]) for t in touches])
-    cmd["items"] = touches
-
-
-def _build_delete_where(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
-    query = dict(args)
-    parse_query(query, config)
-    cmd["query"] = query
-
-
-def _build_create_index(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
-    field = args.get("field")
-    if not parse_path(field):
-        raise InvalidRequestError("an index needs a non-empty field path")
-    cmd["name"] = check_name(args.get("name"))
-    cmd["field"] = list(field) if isinstance(field, tuple) else field
-
-
-def _build_name(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
-    cmd["name"] = check_name(args.get("name"))
-
-
-def _build_counter(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
-    """incr/decr {key, delta?: int (default 1), ttl?}: one `incr` command."""
-    delta = args.get("delta", 1)
-    if isinstance(delta, bool) or not isinstance(delta, int):
-        raise InvalidRequestError(f"delta must be an integer, got {delta!r}")
-    delta = -delta if op == "decr" else delta
-    if not _INT64_MIN <= delta <= _INT64_MAX:
-        raise InvalidRequestError(f"delta {delta} is out of the signed 64-bit range")
-    cmd["op"] = "incr"
-    cmd["key"] = check_key(args.get("key"), config)
-    cmd["delta"] = delta
-    cmd["ttl_ms"] = ttl_to_ms(args.get("ttl"), config)
-
-
-def _build_lease(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
-    if op == "lease_grant":
-        if args.get("ttl") is None:
-            raise InvalidRequestError("lease_grant needs a ttl")
-        cmd["ttl_ms"] = ttl_to_ms(args["ttl"], config)
-        return
-    cmd["lease"] = _int(args.get("lease"), "lease", 1)
-
-
-def _build_leases(op: str, args: Mapping[str, object], config: KvConfig, cmd: dict[str, object]) -> None:
-    leases = args.get("leases")
-    if not isinstance(leases, (list, tuple)):
-        raise InvalidRequestError(f"{op} leases must be a list")
-    cmd["leases"] = [_int(lease, "lease", 1) for lease in leases]
 
 
 def _decode_counter(m: Mapping[str, object], config: KvConfig) -> Incr:

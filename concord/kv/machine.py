@@ -19,65 +19,39 @@ usage (keys, bytes) is derived from the records and checked against the tenant's
 here too. A refused write changes nothing but applied_index. `expire` carries no
 credential: only the leader proposes it.
 
-Snapshot layout (format version 2; version 1 is still read), integers little-endian:
-
-    offset  size  field
-    0       4     magic b"CKVS"
-    4       1     format version (2)
-    5       8     state hash (uint64, `state_hash()` of the state it encodes)
-    13      ...   msgpack array [applied_index, revision, last_ts_ms,
-                                 user_records, system_records, sessions, leases]
-                  record  = [key, value bin, flags, create_revision, mod_revision,
-                             version, expires_at_ms]    (sorted by key)
-                  session = [client_id, floor, [[seq, result map], ...], last_index,
-                             last_ts_ms]                (least recently used first)
-                  lease   = [lease_id, ttl_ms, expires_at_ms, [key, ...]] (by id)
-
-Format 1 has no leases (an array of 6) and one result per session:
-`[client_id, seq, result map, last_index, last_ts_ms]`. Format 2 may also hold auth
-records (SYSTEM records under "auth/"), which a format-1 reader would take for data:
-that is why a release with auth writes format 2 only.
-
-The state hash is xxh3_64 over (applied_index, revision, last_ts_ms, record digest,
-session and lease digest), where the record digest is the sum mod 2**64 of xxh3_64 over
-each record's canonical encoding (kept incrementally, so state_hash() is O(1)); the
-session and lease digest is the sum of the session table's and the lease table's. A
-format-1 header hash is checked with format 1's session digest (one xxh3_64 per row).
+Snapshots (concord.kv.snapshot; format: docs/formats/kv.md "Snapshot format"): the
+state hash is xxh3_64 over (applied_index, revision, last_ts_ms, record digest, session
+and lease digest), where the record digest is the sum mod 2**64 of each record's
+`record_digest` (kept incrementally, so state_hash() is O(1)); the session and lease
+digest is the sum of the session table's and the lease table's. A format-1 header hash
+is checked with format 1's session digest (one xxh3_64 per row).
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from collections import deque
-from dataclasses import dataclass, fields
-from itertools import repeat
-from types import MemberDescriptorType
-from typing import Final, cast
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
 
 import msgpack
 import xxhash
 from sortedcontainers import SortedList
 
-from concord.auth.commands import AuthCommand, apply_auth
+from concord.auth.commands import AuthCommand
 from concord.auth.rules import Perm, common_prefix
 from concord.auth.state import AUTH_PREFIX, AuthState, Principal
-from concord.auth.tenants import AFTER_TENANTS as _AFTER_TENANTS
-from concord.auth.tenants import TENANT_MARK, Usage, tenant_of
-from concord.bulk import gc_paused
+from concord.auth.tenants import Usage
 from concord.errors import (
     ClientError,
-    ConditionFailedError,
     CorruptionError,
     ForbiddenError,
     InvalidRequestError,
-    NotFoundError,
     QuotaExceededError,
 )
 from concord.kv.commands import (
     Command,
-    Condition,
     CreateIndex,
     Delete,
     DeleteIf,
@@ -104,19 +78,25 @@ from concord.kv.query import KeySource, select
 from concord.kv.reads import Reply, error_reply, serve_read, serve_request
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.kv.scope import record_bytes, scoped
-from concord.kv.sessions import SessionTable, legacy_sessions_digest, session_from_row
-from concord.kv.values import pack_value, record_value, values_equal
+from concord.kv.sessions import SessionTable, legacy_sessions_digest
+from concord.kv.snapshot import (  # the format's names re-exported: their old home
+    _SNAPSHOT_FIELDS as _SNAPSHOT_FIELDS,
+    _SNAPSHOT_HEADER as _SNAPSHOT_HEADER,
+    SNAPSHOT_MAGIC as SNAPSHOT_MAGIC,
+    SNAPSHOT_VERSION as SNAPSHOT_VERSION,
+    encode_snapshot,
+    read_body,
+    read_header,
+    record_digest as record_digest,
+)
+from concord.kv.store import _MASK
+from concord.kv.values import pack_value
+from concord.kv.writes import WriteCommands
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_MAGIC: Final = b"CKVS"
-SNAPSHOT_VERSION: Final = 2
-_SNAPSHOT_FIELDS: Final = {1: 6, 2: 7}  # format version -> length of the body array
-_SNAPSHOT_HEADER = struct.Struct("<4sBQ")
-_RECORD_HEADER = struct.Struct("<BqqqqqI")
 _STATE = struct.Struct("<qqqQQ")
 _DATA = struct.Struct("<qQQ")  # data_hash: revision, record digest, session digest
-_MASK: Final = (1 << 64) - 1
 #: Records restored per step of `restore_steps` (about 20 ms of CPU each).
 RESTORE_ROWS_PER_STEP: Final = 16384
 _UNLIMITED: Final = 1 << 62
@@ -137,27 +117,7 @@ class Applied:
     changes: list[Change]
 
 
-def record_digest(space: int, record: KeyRecord) -> int:
-    """xxh3_64 of a record's canonical encoding (part of the state hash)."""
-    key = record.key.encode("utf-8")
-    head = _RECORD_HEADER.pack(
-        space,
-        record.flags,
-        record.create_revision,
-        record.mod_revision,
-        record.version,
-        record.expires_at_ms,
-        len(key),
-    )
-    value = record.value
-    if len(value) < 4096:  # one-shot hashing is faster than streaming for small values
-        return xxhash.xxh3_64_intdigest(head + key + value)
-    h = xxhash.xxh3_64(head + key)
-    h.update(value)
-    return h.intdigest()
-
-
-class KvStateMachine:
+class KvStateMachine(WriteCommands):
     """
     The replicated key-value store of one node (or of the log writer's replica).
 
@@ -252,24 +212,17 @@ class KvStateMachine:
         return (self._sessions.digest + self._leases.digest) & _MASK
 
     def snapshot(self) -> bytes:
-        """The whole state in the versioned snapshot format (module docstring)."""
-        packer = msgpack.Packer(use_bin_type=True)
-        parts = [
-            _SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, self.state_hash()),
-            packer.pack_array_header(7),
-            packer.pack(self.applied_index),
-            packer.pack(self.revision),
-            packer.pack(self.last_ts_ms),
-            packer.pack_array_header(len(self._user)),
-        ]
-        for key in self._keys:
-            parts.append(packer.pack(_record_row(self._user[key])))
-        parts.append(packer.pack_array_header(len(self._system)))
-        for key in sorted(self._system):
-            parts.append(packer.pack(_record_row(self._system[key])))
-        parts.append(packer.pack([s.to_list() for s in self._sessions]))
-        parts.append(packer.pack(self._leases.rows()))
-        return b"".join(parts)
+        """The whole state in the versioned snapshot format (concord.kv.snapshot)."""
+        return encode_snapshot(
+            self.state_hash(),
+            (self.applied_index, self.revision, self.last_ts_ms),
+            (self._user[key] for key in self._keys),
+            len(self._user),
+            (self._system[key] for key in sorted(self._system)),
+            len(self._system),
+            [s.to_list() for s in self._sessions],
+            self._leases.rows(),
+        )
 
     def restore(self, data: bytes) -> None:
         """
@@ -298,86 +251,38 @@ class KvStateMachine:
         Raises:
             CorruptionError: as `restore`.
         """
-        if len(data) < _SNAPSHOT_HEADER.size:
-            raise CorruptionError(f"kv snapshot is {len(data)} bytes, shorter than its header")
-        magic, version, expected_hash = _SNAPSHOT_HEADER.unpack_from(data)
-        if magic != SNAPSHOT_MAGIC:
-            raise CorruptionError(f"kv snapshot has bad magic {magic!r}")
-        if version not in _SNAPSHOT_FIELDS:
-            raise CorruptionError(f"kv snapshot format version {version} is not supported")
-        user: dict[str, KeyRecord] = {}
-        expiry: list[tuple[int, str]] = []
-        total = 0
+        version, expected_hash = read_header(data)
         try:
-            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False,
-                                        max_buffer_size=max(len(data), 1 << 20))
-            unpacker.feed(memoryview(data)[_SNAPSHOT_HEADER.size:])
-            if unpacker.read_array_header() != _SNAPSHOT_FIELDS[version]:
-                raise ValueError(f"body must be an array of {_SNAPSHOT_FIELDS[version]}")
-            applied_index, revision, last_ts_ms = unpacker.unpack(), unpacker.unpack(), unpacker.unpack()
-            for value in (applied_index, revision, last_ts_ms):
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise ValueError("bad position fields")
-            remaining = user_count = unpacker.read_array_header()
-            # NB: the GC stays paused for the whole build, between steps too: re-enabled
-            # in between, each step's allocations would trigger collections traversing
-            # every record built so far.
-            with gc_paused():
-                while remaining:
-                    count = min(remaining, rows_per_step)
-                    remaining -= count
-                    unpack = unpacker.unpack
-                    columns = _row_columns([unpack() for _ in range(count)])
-                    chunk_keys = columns[0]
-                    user.update(zip(chunk_keys, _bulk_records(columns)))
-                    expires = columns[6]
-                    if any(expires):
-                        expiry += [(e, k) for e, k in zip(expires, chunk_keys) if e]
-                    total += sum(_bulk_digests(Space.USER, columns))
-                    yield
-            systems, sessions = unpacker.unpack(), unpacker.unpack()
-            if not isinstance(systems, list) or not isinstance(sessions, list):
-                raise ValueError("system records and sessions must be lists")
-            system_records = [_row_record(row) for row in systems]
-            session_list = [session_from_row(row, version) for row in sessions]
-            lease_rows = unpacker.unpack() if version >= 2 else []
-            try:
-                unpacker.unpack()
-            except msgpack.OutOfData:
-                pass
-            else:
-                raise ValueError("extra data after the body")
-            if len(user) != user_count:
-                raise ValueError("a user key appears twice")
+            body = yield from read_body(data, version, rows_per_step)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             self._reset()
             raise CorruptionError(f"kv snapshot body is malformed: {exc}") from exc
         self._reset()
-        self.applied_index = applied_index
-        self.revision = revision
-        self.last_ts_ms = last_ts_ms
-        self._user = user
+        self.applied_index = body.applied_index
+        self.revision = body.revision
+        self.last_ts_ms = body.last_ts_ms
+        self._user = user = body.user
         # NB: one sort of all keys (the snapshot lists them in order: linear), not a
         # SortedList.update per step (which inserts one by one once the list is big).
         self._keys = SortedList(user)
-        self._expiry.update(expiry)
-        for record in system_records:
+        self._expiry.update(body.expiry)
+        for record in body.system_records:
             self._system[record.key] = record
             if record.key.startswith(AUTH_PREFIX):
                 self.auth.set_record(record.key, record.value)
         self._recount_usage()
-        total += sum(record_digest(Space.SYSTEM, r) for r in self._system.values())
+        total = body.user_digest + sum(record_digest(Space.SYSTEM, r) for r in self._system.values())
         self._digest = total & _MASK
-        self._sessions.load(session_list)
+        self._sessions.load(body.sessions)
         try:
-            self._leases.load(lease_rows)
+            self._leases.load(body.lease_rows)
         except ValueError as exc:
             self._reset()
             raise CorruptionError(f"kv snapshot leases are malformed: {exc}") from exc
         self._rebuild_indexes()
         actual = self.state_hash() if version >= 2 else xxhash.xxh3_64_intdigest(_STATE.pack(
             self.applied_index, self.revision, self.last_ts_ms, self._digest,
-            legacy_sessions_digest(sessions)))
+            legacy_sessions_digest(body.session_rows)))
         if actual != expected_hash:
             self._reset()
             raise CorruptionError(
@@ -480,14 +385,6 @@ class KvStateMachine:
     def leases(self, now_ms: int) -> list[dict[str, object]]:
         """The live leases at cluster time `now_ms` (the `lease_list` op)."""
         return self._leases.listing(max(now_ms, self.last_ts_ms))
-
-    def records(self) -> Iterator[KeyRecord]:
-        """Every stored user record in key order (due ones included)."""
-        return map(self._user.__getitem__, self._keys)
-
-    def system_records(self) -> list[KeyRecord]:
-        """Every SYSTEM record in key order."""
-        return [self._system[k] for k in sorted(self._system)]
 
     def __len__(self) -> int:
         return len(self._user)
@@ -659,281 +556,7 @@ class KvStateMachine:
         except ClientError as exc:
             return error_reply(exc), []
 
-    def _incr(self, command: Incr, index: int, ts: int) -> tuple[Reply, list[Change]]:
-        """Add `delta` to an integer value (absent: 0); a new key gets the ttl, an old one keeps its expiry."""
-        key = command.key
-        old = self._live(key, ts)
-        current = 0
-        if old is not None:
-            try:
-                stored = record_value(old)
-            except ValueError as exc:
-                raise InvalidRequestError(f"stored value of key {key!r} does not decode") from exc
-            if isinstance(stored, bool) or not isinstance(stored, int):
-                raise InvalidRequestError(
-                    f"key {key!r} holds a {type(stored).__name__}, not an integer")
-            current = stored
-        value = current + command.delta
-        if not -(1 << 63) <= value < (1 << 63):
-            raise InvalidRequestError(f"incr of key {key!r} to {value} leaves the signed 64-bit range")
-        if old is None:
-            record = KeyRecord(key, pack_value(value), 0, index, index, 1,
-                               ts + command.ttl_ms if command.ttl_ms else 0)
-        else:
-            record = KeyRecord(key, pack_value(value), 0, old.create_revision, index,
-                               old.version + 1, old.expires_at_ms)
-        self._store(record, self._user.get(key))
-        change = Change(ChangeType.PUT, Space.USER, key, record, index, ts)
-        return {"value": value, "revision": index}, [change]
-
-    def _lease_delete(self, keys: Sequence[str], index: int, ts: int, kind: ChangeType) -> list[Change]:
-        """Delete a lease's live keys (revoke: DELETE changes, expiry: EXPIRE changes)."""
-        changes = []
-        for key in keys:
-            if self._live(key, ts) is None:
-                continue
-            self._remove(key)
-            changes.append(Change(kind, Space.USER, key, None, index, ts))
-        return changes
-
-    def _live(self, key: str, ts: int) -> KeyRecord | None:
-        record = self._user.get(key)
-        if record is None or (record.expires_at_ms and record.expires_at_ms <= ts):
-            return None
-        return record
-
-    def _new_record(self, put: Put, index: int, ts: int) -> KeyRecord:
-        old = self._live(put.key, ts)
-        return KeyRecord(
-            put.key,
-            put.value,
-            put.flags,
-            index if old is None else old.create_revision,
-            index,
-            1 if old is None else old.version + 1,
-            ts + put.ttl_ms if put.ttl_ms else 0,
-        )
-
-    def _put(self, put: Put, index: int, ts: int) -> tuple[Reply, list[Change]]:
-        # The write hot path: one dict lookup serves both the new record and the store.
-        key = put.key
-        old = self._user.get(key)
-        if old is not None and (old.expires_at_ms == 0 or old.expires_at_ms > ts):
-            create_revision, version = old.create_revision, old.version + 1
-        else:
-            create_revision, version = index, 1
-        expires_at_ms = ts + put.ttl_ms if put.ttl_ms else 0
-        record = KeyRecord(
-            key, put.value, put.flags, create_revision, index, version, expires_at_ms
-        )
-        self._store(record, old)
-        return {"revision": index}, [Change(ChangeType.PUT, Space.USER, key, record, index, ts)]
-
-    def _put_many(self, command: PutMany, index: int, ts: int) -> tuple[Reply, list[Change]]:
-        # Invariant: decode_command validated every item, so nothing below can fail.
-        records = [self._new_record(put, index, ts) for put in command.items]
-        changes = []
-        for record in records:
-            self._store(record, self._user.get(record.key))
-            changes.append(Change(ChangeType.PUT, Space.USER, record.key, record, index, ts))
-        return {"revision": index if changes else self.revision}, changes
-
-    def _delete_keys(
-        self, keys: Iterable[str], index: int, ts: int, single: bool
-    ) -> tuple[Reply, list[Change]]:
-        changes = []
-        for key in keys:
-            if self._live(key, ts) is None:
-                continue  # absent, due, or a duplicate already deleted
-            self._remove(key)
-            changes.append(Change(ChangeType.DELETE, Space.USER, key, None, index, ts))
-        revision = index if changes else self.revision
-        if single:
-            return {"deleted": bool(changes), "revision": revision}, changes
-        return {"deleted": len(changes), "revision": revision}, changes
-
-    def _touch(
-        self, touches: Sequence[Touch], index: int, ts: int
-    ) -> tuple[Reply, list[Change]]:
-        olds = []
-        for touch in touches:
-            old = self._live(touch.key, ts)
-            if old is None:
-                raise NotFoundError(f"key {touch.key!r} not found")
-            olds.append(old)
-        changes = []
-        for touch, old in zip(touches, olds):
-            record = KeyRecord(
-                old.key,
-                old.value,
-                old.flags,
-                old.create_revision,
-                index,
-                old.version,
-                ts + touch.ttl_ms if touch.ttl_ms else 0,
-            )
-            self._store(record, old, same_value=True)
-            changes.append(Change(ChangeType.TOUCH, Space.USER, record.key, record, index, ts))
-        return {"revision": index if changes else self.revision}, changes
-
-    def _check(self, cond: Condition, key: str, ts: int) -> None:
-        live = self._live(key, ts)
-        if cond.kind == "absent":
-            if live is not None:
-                raise ConditionFailedError(f"key {key!r} exists")
-            return
-        if cond.kind in ("version", "mod_revision"):
-            actual = 0 if live is None else getattr(live, cond.kind)
-            if actual != cond.operand:
-                raise ConditionFailedError(
-                    f"key {key!r} has {cond.kind} {actual}, expected {cond.operand}"
-                )
-            return
-        if live is None:
-            raise ConditionFailedError(f"key {key!r} does not exist")
-        try:
-            current = record_value(live)
-        except ValueError as exc:
-            raise ConditionFailedError(f"stored value of key {key!r} does not decode") from exc
-        if not values_equal(current, cond.operand):
-            raise ConditionFailedError(f"key {key!r} does not hold the expected value")
-
-    def _expire(self, command: Expire, index: int, ts: int) -> tuple[Reply, list[Change]]:
-        changes = []
-        for key in command.keys:
-            record = self._user.get(key)
-            if record is None or not record.expires_at_ms or record.expires_at_ms > ts:
-                continue
-            self._remove(key)
-            changes.append(Change(ChangeType.EXPIRE, Space.USER, key, None, index, ts))
-        revision = index if changes else self.revision
-        return {"expired": len(changes), "revision": revision}, changes
-
-    def _create_index(
-        self, command: CreateIndex, index: int, ts: int
-    ) -> tuple[Reply, list[Change]]:
-        existing = self._indexes.get(command.name)
-        if existing is not None:
-            if existing.definition.path != command.path:
-                raise InvalidRequestError(
-                    f"index {command.name!r} already exists on field {existing.definition.field!r}"
-                )
-            return {"created": False, "revision": self.revision}, []
-        definition = IndexDef(command.name, command.field, command.path)
-        record = KeyRecord(definition.system_key, definition.encode(), 0, index, index, 1, 0)
-        self._store_system(record)
-        self._indexes.create(definition, self.records())
-        change = Change(ChangeType.PUT, Space.SYSTEM, record.key, record, index, ts)
-        return {"created": True, "revision": index}, [change]
-
-    def _drop_index(self, command: DropIndex, index: int, ts: int) -> tuple[Reply, list[Change]]:
-        if not self._indexes.drop(command.name):
-            return {"dropped": False, "revision": self.revision}, []
-        key = IndexDef(command.name, "", ()).system_key
-        self._remove_system(key)
-        change = Change(ChangeType.DELETE, Space.SYSTEM, key, None, index, ts)
-        return {"dropped": True, "revision": index}, [change]
-
-    # --- storage primitives (every mutation goes through these) ---------------------------
-
-    def _store(self, record: KeyRecord, old: KeyRecord | None, same_value: bool = False) -> None:
-        """Store a user record over `old` (the key's stored record, due or not, or None)."""
-        key = record.key
-        digest = self._digest
-        if old is None:
-            self._keys.add(key)
-        else:
-            digest -= self._old_digest(key, old)
-            if old.expires_at_ms:
-                self._expiry.remove((old.expires_at_ms, key))
-        if key[0] == TENANT_MARK:
-            if old is not None:
-                self._count_usage(old, -1)
-            self._count_usage(record, 1)
-        self._user[key] = record
-        new_digest = record_digest(Space.USER, record)
-        self._digests[key] = new_digest
-        self._digest = (digest + new_digest) & _MASK
-        if record.expires_at_ms:
-            self._expiry.add((record.expires_at_ms, key))
-        if self._indexes and not same_value:
-            self._indexes.update(key, record)
-
-    def _remove(self, key: str) -> None:
-        old = self._user.pop(key)
-        self._keys.remove(key)
-        if key[0] == TENANT_MARK:
-            self._count_usage(old, -1)
-        if old.expires_at_ms:
-            self._expiry.remove((old.expires_at_ms, key))
-        self._digest = (self._digest - self._old_digest(key, old)) & _MASK
-        if self._indexes:
-            self._indexes.update(key, None)
-
-    def _old_digest(self, key: str, old: KeyRecord) -> int:
-        """The digest of `key`'s stored record `old`, dropped from the cache."""
-        cached = self._digests.pop(key, None)
-        return record_digest(Space.USER, old) if cached is None else cached
-
-    def _store_system(self, record: KeyRecord) -> None:
-        old = self._system.get(record.key)
-        digest = self._digest
-        if old is not None:
-            digest -= record_digest(Space.SYSTEM, old)
-        self._system[record.key] = record
-        self._digest = (digest + record_digest(Space.SYSTEM, record)) & _MASK
-        if record.key.startswith(AUTH_PREFIX):
-            self.auth.set_record(record.key, record.value)
-
-    def _remove_system(self, key: str) -> None:
-        old = self._system.pop(key)
-        self._digest = (self._digest - record_digest(Space.SYSTEM, old)) & _MASK
-        if key.startswith(AUTH_PREFIX):
-            self.auth.set_record(key, None)
-
-    def _apply_auth(
-        self, command: AuthCommand, principal: Principal | None, index: int, ts: int
-    ) -> tuple[Reply, list[Change]]:
-        result, records = apply_auth(self.auth, command, principal, self.usage, ts)
-        changes = []
-        for key, value in records:
-            if value is None:
-                self._remove_system(key)
-                changes.append(Change(ChangeType.DELETE, Space.SYSTEM, key, None, index, ts))
-                continue
-            old = self._system.get(key)
-            record = KeyRecord(key, value, 0, index if old is None else old.create_revision,
-                               index, 1 if old is None else old.version + 1, 0)
-            self._store_system(record)
-            changes.append(Change(ChangeType.PUT, Space.SYSTEM, key, record, index, ts))
-        result["revision"] = index if changes else self.revision
-        return result, changes
-
-    def _count_usage(self, record: KeyRecord, sign: int) -> None:
-        tenant = tenant_of(record.key)
-        if tenant is not None:
-            usage = self.usage.get(tenant, Usage()).plus(sign, sign * record_bytes(record))
-            if usage.keys:
-                self.usage[tenant] = usage
-            else:
-                self.usage.pop(tenant, None)
-
-    def _recount_usage(self) -> None:
-        self.usage.clear()
-        for key in self._keys.irange(minimum=TENANT_MARK, maximum=_AFTER_TENANTS,
-                                     inclusive=(True, False)):
-            self._count_usage(self._user[key], 1)
-
-    def _full_digest(self) -> int:
-        total = 0
-        for key, record in self._user.items():
-            digest = record_digest(Space.USER, record)
-            if self._digests.get(key, digest) != digest:
-                return -1  # the per-key cache is wrong: never equal to a real digest
-            total += digest
-        for record in self._system.values():
-            total += record_digest(Space.SYSTEM, record)
-        return total & _MASK
+    # --- rebuilding (the storage primitives: concord.kv.store) -----------------------------
 
     def _reset(self) -> None:
         self.applied_index = 0
@@ -975,89 +598,6 @@ def _command_keys(command: Command) -> list[str]:
     if isinstance(command, DeleteMany):
         return list(command.keys)
     return []
-
-
-def _record_row(record: KeyRecord) -> list[object]:
-    return [
-        record.key,
-        record.value,
-        record.flags,
-        record.create_revision,
-        record.mod_revision,
-        record.version,
-        record.expires_at_ms,
-    ]
-
-
-_Columns = tuple[
-    list[str], list[bytes], list[int], list[int], list[int], list[int], list[int]
-]
-
-
-def _row_columns(rows: object) -> _Columns:
-    """
-    The snapshot's record rows as seven columns (key, value, flags, create_revision,
-    mod_revision, version, expires_at_ms), checked in bulk as `_row_record` checks one.
-
-    Raises:
-        ValueError: a row is not a list of 7, or a field has the wrong type.
-    """
-    if type(rows) is not list:
-        raise ValueError("records must be a list")
-    if not rows:
-        return [], [], [], [], [], [], []
-    if set(map(type, rows)) != {list} or set(map(len, rows)) != {7}:
-        raise ValueError("record row must be a list of 7")
-    columns = tuple(map(list, zip(*rows)))
-    keys, values, *numbers = columns
-    if set(map(type, keys)) != {str} or set(map(type, values)) != {bytes}:
-        raise ValueError("record key must be str and value bin")
-    for column in numbers:
-        if set(map(type, column)) != {int}:  # NB: type(True) is bool, not int
-            raise ValueError("record numbers must be integers")
-    return cast(_Columns, columns)
-
-
-#: KeyRecord's slot descriptors, in field order.
-_RECORD_SLOTS: Final[tuple[MemberDescriptorType, ...]] = tuple(
-    cast(MemberDescriptorType, getattr(KeyRecord, f.name)) for f in fields(KeyRecord)
-)
-
-
-def _bulk_records(columns: _Columns) -> list[KeyRecord]:
-    """
-    KeyRecords from columns in field order, built by C-level maps: one object.__new__
-    per record, then each slot descriptor's __set__ over a whole column (a frozen
-    dataclass's __init__ is Python code, twice as slow for millions of records).
-    """
-    records: list[KeyRecord] = list(map(object.__new__, repeat(KeyRecord, len(columns[0]))))
-    for slot, column in zip(_RECORD_SLOTS, cast(tuple[list[object], ...], columns)):
-        deque(map(slot.__set__, records, column), maxlen=0)
-    return records
-
-
-def _bulk_digests(space: int, columns: _Columns) -> list[int]:
-    """`record_digest` of every row of `columns`, computed by C-level maps."""
-    keys, values, flags, creates, mods, versions, expires = columns
-    encoded = list(map(str.encode, keys))
-    heads = map(
-        _RECORD_HEADER.pack, repeat(space), flags, creates, mods, versions, expires,
-        map(len, encoded),
-    )
-    # NB: xxh3_64 of the concatenation, as record_digest computes it (one-shot or not).
-    return list(map(xxhash.xxh3_64_intdigest, map(b"".join, zip(heads, encoded, values))))
-
-
-def _row_record(row: object) -> KeyRecord:
-    if not isinstance(row, list) or len(row) != 7:
-        raise ValueError("record row must be a list of 7")
-    key, value, flags, create, mod, version, expires = row
-    if not isinstance(key, str) or not isinstance(value, bytes):
-        raise ValueError("record key must be str and value bin")
-    for number in (flags, create, mod, version, expires):
-        if not isinstance(number, int) or isinstance(number, bool):
-            raise ValueError("record numbers must be integers")
-    return KeyRecord(key, value, flags, create, mod, version, expires)
 
 
 def _is_key_source(machine: KvStateMachine) -> KeySource:

@@ -9,79 +9,44 @@ drops for a subscriber whose queue is full, SNDHWM per subscriber), `service(now
 reads the subscriptions the XPUB socket reports and sends heartbeats. SYSTEM-space
 changes are never published. Never raises zmq errors: they become concord.errors types.
 
-Wire layout (change stream v1; docs/formats/events.md is the reference). Every message
-is two frames:
-
-    frame 0  topic    the key's UTF-8 bytes (change), or the subscribed prefix (sync)
-    frame 1  payload  one msgpack map (str keys, bin for bytes):
-
-    change  {"v": 1,                  # format version of the payload
-             "type": "put" | "delete" | "expire" | "touch",
-             "key": str,
-             "revision": int,         # Raft index of the entry; bulk ops share one
-             "ts": int,               # the entry's leader timestamp, ms
-             "i": int, "n": int,      # position of this change among the n user changes
-                                      #   of its revision (0 <= i < n)
-             "ttl"?: float,           # put/touch of a key that expires: seconds of life
-             "value"?: any,           # put/touch, when [events] send_values
-             "epoch": int,            # publisher epoch (changes at every (re)start/reset)
-             "seqs": [[prefix bin, seq int], ...]}
-                                      # for every ACTIVE subscription prefix the key
-                                      #   starts with: messages sent on that prefix in
-                                      #   this epoch, this one included (1, 2, 3, ...)
-    sync    {"v": 1, "type": "sync",
-             "prefix": bin,           # the subscription prefix it is about (= topic)
-             "seq": int,              # messages sent on that prefix so far this epoch
-             "epoch": int,
-             "revision": int,         # the last revision published (head)
-             "floor": int,            # history holds every change with revision > floor
-             "tracked": bool}         # false: too many prefixes, no seqs for this one
-
-History entries (the `events` op) are the change maps without "epoch" and "seqs".
-
-Guarded subscriptions (auth, docs/security.md "Change stream"): with a `guard` the XPUB
-socket runs with XPUB_MANUAL, so a subscription takes effect only when the publisher
-sets it. A subscriber authenticates in the subscription itself:
-
-    topic = AUTH_TOPIC + token (ASCII) + b"\x1f" + prefix (UTF-8)
-
-The guard turns that into the prefix to subscribe (a tenant's keys are prefixed, see
-concord.auth.tenants), or refuses it; the publisher then sets that prefix for the pipe
-the message came from, and the subscriber must also subscribe to the same prefix plainly
-(its SUB socket filters locally; the plain one is ignored by a guarded publisher). Any
-change of the auth tables, and the expiry of a token with subscriptions, rebinds the
-socket in a new epoch: every subscriber reconnects and authenticates again, so a
-revocation cuts the stream when it applies.
-
-The gap scheme: the XPUB socket (XPUB_VERBOSE) hands the publisher every subscription,
-duplicates included. The publisher keeps a counter per active prefix and answers every
-subscribe with a sync on that prefix; from the sync on, every change whose key starts
-with the prefix carries the prefix's next seq. A subscriber of prefix P therefore sees
-P's seqs s+1, s+2, ... after a sync with seq s; a jump means lost messages (repair them
-through `events`), a different epoch means a restarted publisher (catch up through
-`events`). A sync is also sent on every active prefix every `heartbeat_s`, so a lost
-tail and a dead publisher are noticed too.
+Wire layout (change stream v1: every message is two frames, topic and one msgpack
+payload map, a change or a sync), guarded subscriptions (`AUTH_TOPIC` + token + 0x1f +
+prefix, with XPUB_MANUAL) and the gap scheme (a counter per active prefix, a sync
+answering every subscribe and every `heartbeat_s`): docs/formats/events.md "Messages",
+"Guarded subscriptions" and "The gap scheme". The change maps and the retained history
+(the `events` op) are built in concord.net.event_history.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Final
 
-import msgpack
 import zmq
 
 from concord.errors import ConfigError, ShuttingDownError
-from concord.kv.record import Change, ChangeType, Space
-from concord.kv.values import raw_value
+from concord.kv.record import Change
 from concord.net._zmqutil import Context, Socket, new_socket
 from concord.net.curve import CurveServer
+from concord.net.event_history import (  # the encoding and history, re-exported: their old home
+    DEFAULT_EVENTS_LIMIT as DEFAULT_EVENTS_LIMIT,
+    ENTRY_OVERHEAD_BYTES as ENTRY_OVERHEAD_BYTES,
+    EVENTS_VERSION as EVENTS_VERSION,
+    MAX_EVENTS_LIMIT as MAX_EVENTS_LIMIT,
+    EventHistory as EventHistory,
+    EventsPage as EventsPage,
+    HistoryEntry as HistoryEntry,
+    _key,
+    _packer,
+    _rescoped,
+    encode_change as encode_change,
+    encode_events_reply as encode_events_reply,
+    user_entries as user_entries,
+)
 from concord.net.wire import Request, error_reply, pack
 
 __all__ = [
@@ -98,249 +63,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EVENTS_VERSION: Final = 1
 #: The topic start of an authenticated subscription (module docstring).
 AUTH_TOPIC: Final = b"\x1fauth\x1f"
 
 #: Decides a subscription topic: the prefix to subscribe and the token's expiry (cluster
 #: ms, 0: never), or None to refuse it.
 Guard = Callable[[bytes], "tuple[bytes, int] | None"]
-DEFAULT_EVENTS_LIMIT: Final = 1000
-MAX_EVENTS_LIMIT: Final = 100_000
-#: Bytes counted per history entry on top of its encoded body (tuple, list slots).
-ENTRY_OVERHEAD_BYTES: Final = 96
 
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 _SNDMORE: Final = int(zmq.SNDMORE)
-_packer = msgpack.Packer(use_bin_type=True)
 
 
-# --------------------------------------------------------------------------- encoding
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """
-    One published change as retained: `body` is the msgpack encoding of the change map's
-    `fields` entries without the map header (so the live message can append epoch and
-    seqs without re-encoding).
-    """
-
-    revision: int
-    index: int
-    key: str
-    body: bytes
-    fields: int
-
-    @property
-    def size_bytes(self) -> int:
-        return len(self.body) + ENTRY_OVERHEAD_BYTES
-
-    def encode(self) -> bytes:
-        """The change map as retained (what the `events` op returns)."""
-        header: bytes = _packer.pack_map_header(self.fields)
-        return header + self.body
-
-
-def _key(name: str) -> bytes:
-    packed: bytes = msgpack.packb(name)
-    return packed
-
-
-# Pre-packed map keys and constants of the change map (the publish hot path).
-_HEAD: Final = _key("v") + msgpack.packb(EVENTS_VERSION) + _key("type")
-_TYPE_VALUES: Final = {t: msgpack.packb(t.name.lower()) for t in ChangeType}
-_K_KEY, _K_REVISION, _K_TS, _K_I, _K_N = (_key(k) for k in ("key", "revision", "ts", "i", "n"))
-_K_TTL, _K_VALUE = _key("ttl"), _key("value")
 _K_EPOCH_SEQS: Final = (_key("epoch"), _key("seqs"))
-
-
-def encode_change(change: Change, index: int, count: int, send_values: bool) -> HistoryEntry:
-    """
-    Encode one user change (the `index`-th of `count` in its revision).
-
-    The value is spliced in as stored msgpack (decompressed if needed), never re-encoded.
-    """
-    pack_ = _packer.pack
-    parts = [
-        _HEAD, _TYPE_VALUES[change.type],
-        _K_KEY, pack_(change.key),
-        _K_REVISION, pack_(change.revision),
-        _K_TS, pack_(change.ts_ms),
-        _K_I, pack_(index),
-        _K_N, pack_(count),
-    ]
-    fields = 7
-    record = change.record
-    if record is not None and change.type in (ChangeType.PUT, ChangeType.TOUCH):
-        if record.expires_at_ms:
-            parts += [_K_TTL, pack_(max(0, record.expires_at_ms - change.ts_ms) / 1000.0)]
-            fields += 1
-        if send_values:
-            parts += [_K_VALUE, raw_value(record)]
-            fields += 1
-    return HistoryEntry(change.revision, index, change.key, b"".join(parts), fields)
-
-
-def user_entries(changes: Iterable[Change], send_values: bool) -> list[HistoryEntry]:
-    """The history entries of `changes` (SYSTEM changes dropped), numbered per revision."""
-    user = [c for c in changes if c.space == Space.USER]
-    out: list[HistoryEntry] = []
-    start = 0
-    while start < len(user):
-        revision = user[start].revision
-        end = start + 1
-        while end < len(user) and user[end].revision == revision:
-            end += 1
-        count = end - start
-        for i in range(count):
-            out.append(encode_change(user[start + i], i, count, send_values))
-        start = end
-    return out
-
-
-# --------------------------------------------------------------------------- history
-
-
-@dataclass(frozen=True, slots=True)
-class EventsPage:
-    """
-    The answer to `events`.
-
-    Attributes:
-        entries: changes with revision > since_revision (matching the prefix), in order.
-        next_revision: pass it as since_revision to continue (after a compacted answer:
-            the floor, the oldest since_revision that can be served).
-        compacted: since_revision < floor: changes after it are no longer retained.
-    """
-
-    entries: tuple[HistoryEntry, ...]
-    next_revision: int
-    compacted: bool
-
-
-class EventHistory:
-    """
-    The retained history: whole revisions, newest last, bounded by entry count and bytes.
-
-    Invariant: the history holds every user change with `floor < revision <= head`;
-    eviction removes the oldest revision whole and raises `floor` to it.
-
-    Args:
-        max_entries: [events] history_entries (0: keep nothing).
-        max_bytes: [events] history_bytes (encoded bodies plus ENTRY_OVERHEAD_BYTES each).
-        start_revision: the store revision when publishing starts (floor and head).
-    """
-
-    def __init__(self, max_entries: int, max_bytes: int, start_revision: int = 0) -> None:
-        if max_entries < 0 or max_bytes < 0 or start_revision < 0:
-            raise ConfigError(
-                f"history bounds must be >= 0, got entries={max_entries} bytes={max_bytes}"
-                f" start_revision={start_revision}"
-            )
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self.floor = start_revision
-        self.head = start_revision
-        self.size_bytes = 0
-        self._entries: list[HistoryEntry] = []
-        self._revisions: list[int] = []
-        self._start = 0  # entries before it are evicted (amortized list compaction)
-
-    def __len__(self) -> int:
-        return len(self._entries) - self._start
-
-    def reset(self, revision: int) -> None:
-        """Forget everything: the history restarts at `revision` (a snapshot install)."""
-        self._entries.clear()
-        self._revisions.clear()
-        self._start = 0
-        self.size_bytes = 0
-        self.floor = self.head = revision
-
-    def advance(self, revision: int) -> None:
-        """Raise head to `revision` (an applied entry that changed no user key)."""
-        self.head = max(self.head, revision)
-
-    def append(self, entries: Sequence[HistoryEntry]) -> None:
-        """
-        Retain `entries` (whole revisions, in revision order, above head), then evict.
-
-        Raises:
-            ValueError: an entry's revision is not above the head (a caller bug).
-        """
-        for entry in entries:
-            if entry.revision < self.head or (
-                entry.revision == self.head and entry.index == 0
-            ):
-                raise ValueError(f"event revision {entry.revision} is not above head {self.head}")
-            self._entries.append(entry)
-            self._revisions.append(entry.revision)
-            self.size_bytes += entry.size_bytes
-            self.head = entry.revision
-        self._evict()
-
-    def _evict(self) -> None:
-        while len(self) > self.max_entries or self.size_bytes > self.max_bytes:
-            revision = self._entries[self._start].revision
-            while self._start < len(self._entries) and self._entries[self._start].revision == revision:
-                self.size_bytes -= self._entries[self._start].size_bytes
-                self._start += 1
-            self.floor = revision
-        if self._start > 1024 and self._start * 2 > len(self._entries):
-            del self._entries[: self._start]
-            del self._revisions[: self._start]
-            self._start = 0
-
-    def query(self, since_revision: int, prefix: str = "", limit: int = 0) -> EventsPage:
-        """
-        Changes after `since_revision` whose key starts with `prefix`: at most `limit`
-        (0: DEFAULT_EVENTS_LIMIT), cut only between revisions (a revision is never split,
-        so a page may exceed the limit by the rest of one bulk revision).
-        """
-        if since_revision < self.floor:
-            return EventsPage((), self.floor, True)
-        limit = min(limit or DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)
-        start = bisect.bisect_right(self._revisions, since_revision, lo=self._start)
-        out: list[HistoryEntry] = []
-        entries = self._entries
-        for pos in range(start, len(entries)):
-            entry = entries[pos]
-            if len(out) >= limit and entry.revision != out[-1].revision:
-                return EventsPage(tuple(out), out[-1].revision, False)
-            if entry.key.startswith(prefix):
-                out.append(entry)
-        return EventsPage(tuple(out), max(since_revision, self.head), False)
-
-
-def _rescoped(entry: HistoryEntry, scope: str) -> HistoryEntry:
-    """`entry` with `scope` stripped from its key (the body re-encoded once)."""
-    if not scope:
-        return entry
-    change = msgpack.unpackb(entry.encode(), raw=False)
-    key = entry.key[len(scope):]
-    change["key"] = key
-    body = b"".join(_packer.pack(k) + _packer.pack(v) for k, v in change.items())
-    return HistoryEntry(entry.revision, entry.index, key, body, len(change))
-
-
-def encode_events_reply(request_id: int, page: EventsPage) -> bytes:
-    """The ok reply `{id, ok, events, next_revision, compacted}`, events spliced in raw."""
-    p = _packer
-    parts = [
-        p.pack_map_header(5),
-        p.pack("id"), p.pack(request_id),
-        p.pack("ok"), p.pack(True),
-        p.pack("events"), p.pack_array_header(len(page.entries)),
-    ]
-    for entry in page.entries:
-        parts.append(p.pack_map_header(entry.fields))
-        parts.append(entry.body)
-    parts += [
-        p.pack("next_revision"), p.pack(page.next_revision),
-        p.pack("compacted"), p.pack(page.compacted),
-    ]
-    return b"".join(parts)
 
 
 # --------------------------------------------------------------------------- gap scheme

@@ -11,58 +11,16 @@ connected to that peer's ROUTER. Traffic is one-way per socket: we send on our D
 receive on our ROUTER. The ROUTER never sends (it has ROUTER_MANDATORY set anyway, so a
 send to an unknown peer would raise, not vanish).
 
-Wire layout (peer envelope v3). A DEALER sends two frames; the ROUTER receives three:
-
-    frame 0  routing id      assigned by the receiving ROUTER; ignored (see below)
-    frame 1  header, 4..513 bytes
-               byte 0   version   = 3 (PEER_VERSION)
-               byte 1   kind      1 = DATA (frame 2 is an opaque raft message)
-                                  2 = PING (liveness; frame 2 is empty)
-               byte 2   n         length of the sender's cluster id, 0..255
-                                  (0: it has none yet, e.g. a node that has not joined)
-               byte 3   cluster   the sender's cluster id, UTF-8, n bytes
-               3+n..    sender    the sending node's id, UTF-8, 1..255 bytes
-    frame 2  payload          opaque bytes
-
-A message with another version, an unknown kind, another frame count or a sender id that
-is not UTF-8 is discarded and counted (`stats.bad_envelope`); one from a sender that is not
-one of our current peers is discarded and counted (`stats.dropped_unknown_sender`); one
-whose cluster id and ours are both known and differ is discarded and counted
-(`stats.refused_other_cluster`): a node never takes Raft traffic from another cluster,
-and a node of another cluster cannot join ours. A node with no cluster id yet (a new
-cluster before its first leader's id entry is applied, a node that joins) takes traffic
-from any cluster and is taken by any: it learns its id from the log it is sent. With
-CURVE (`PeerCurve`), a message whose sender id is not the node the connection's key
-belongs to (the ZAP User-Id) is discarded and counted (`stats.refused_wrong_key`).
-Each is logged at most once per `drop_log_interval_s` per reason. Nothing here ever
-raises on input: anyone who can reach the port can send anything.
-
-Why the sender is in the header and not the ZeroMQ routing id (found by the whole-cluster restart tests):
-with peer-chosen routing ids the ROUTER needed ROUTER_HANDOVER (so a restarted peer's new
-connection is not ignored while its old one lingers), and any stranger could then take a
-member's routing id. In libzmq 4.3.5 the displaced connection's engine keeps reading into a
-terminated pipe, stops its input, and on the next input event (a close, a reset) marks
-itself `_io_error` without being torn down; its ZMTP heartbeat timer then calls out_event,
-which asserts `!_io_error` (src/stream_engine_base.cpp:310) and aborts the process
-(libzmq issue 4841). So: our DEALERs set no routing id (the ROUTER numbers connections
-itself, and no member's connection can be displaced), the ROUTER has no ROUTER_HANDOVER
-(a connection repeating an id in use never displaces the first: libzmq keeps it apart, and
-at worst its first message arrives misframed, a bad envelope) and no
-ZMTP heartbeat (no timer can run on an engine stalled that way); TCP keepalive finds dead
-incoming connections instead. Without CURVE the sender id in the header is not
-authenticated: a stranger who knows a member's id can still send as it; what it cannot do
-is stop the process or cut a member's link. With CURVE (concord/net/curve.py) the ROUTER
-is a CURVE server whose ZAP handler accepts only the allow-listed keys and names the node
-each key belongs to, and every DEALER is a CURVE client that knows its peer's public key,
-so neither a stranger nor a node holding another member's id can read or send.
-
-Liveness: every `heartbeat_interval_s` we PING each peer we sent no DATA to since the
-previous ping round (that DATA already told it we are alive); any message from a peer (DATA or
-PING) updates its last-heard time. `unreachable()` lists peers not heard from
-within `dead_after_s` (a freshly added peer gets `dead_after_s` of grace). ZMTP
-heartbeats and bounded reconnect intervals are set on the DEALERs so libzmq notices dead
-TCP connections and reconnects by itself; IMMEDIATE=1 keeps messages for an unconnected
-peer from piling up in its queue (they are dropped instead).
+Wire layout (peer envelope v3: a header frame with version, kind DATA or PING, the
+sender's cluster id and node id, then the opaque payload), what is discarded and counted
+(`stats.bad_envelope`, `dropped_unknown_sender`, `refused_other_cluster`,
+`refused_wrong_key`; each logged at most once per `drop_log_interval_s` per reason;
+nothing here ever raises on input), why the sender is in the header and not the ZeroMQ
+routing id (no ROUTER_HANDOVER, no ZMTP heartbeat on the ROUTER: libzmq issue 4841),
+the socket options and liveness (a PING to every peer sent no DATA since the last
+round every `heartbeat_interval_s`; `unreachable()` lists peers silent for
+`dead_after_s`): docs/formats/net.md section 1. Options and counters:
+concord.net.peer_options.
 
 Caller loop (timers are serviced by the caller; this module never sleeps):
 
@@ -80,7 +38,6 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import zmq
@@ -94,11 +51,15 @@ from concord.net.curve import (
     PEER_DOMAIN,
     CurveClient,
     CurveServer,
-    PeerKeys,
     handshake_reason,
     public_key_of,
 )
 from concord.net.faults import Action, FaultFilter
+from concord.net.peer_options import (  # re-exported: their old home
+    PeerCurve as PeerCurve,
+    PeerOptions as PeerOptions,
+    PeerStats as PeerStats,
+)
 from concord.net.ratelog import RateLimitedLog, WarningLogger
 
 __all__ = ["PeerCurve", "PeerOptions", "PeerStats", "PeerTransport", "PEER_VERSION", "KIND_DATA",
@@ -112,88 +73,6 @@ KIND_PING = 2
 
 Socket = zmq.Socket[bytes]
 Context = zmq.Context[Socket]
-
-
-@dataclass(frozen=True, slots=True)
-class PeerOptions:
-    """Tuning of the peer links; defaults suit a LAN cluster with 100 ms ticks."""
-
-    heartbeat_interval_s: float = 0.1
-    dead_after_s: float = 1.0
-    reconnect_ivl_ms: int = 50
-    reconnect_ivl_max_ms: int = 1000
-    sndhwm: int = 1000
-    rcvhwm: int = 10000
-    zmtp_heartbeat_ivl_ms: int = 500
-    zmtp_heartbeat_timeout_ms: int = 2000
-    tcp_keepalive_idle_s: int = 10
-    tcp_keepalive_intvl_s: int = 2
-    tcp_keepalive_cnt: int = 3
-    drop_log_interval_s: float = 10.0
-    max_message_bytes: int = 64 * 1024 * 1024
-    faults_enabled: bool = False
-    faults_seed: int = 0
-
-    def validate(self) -> None:
-        """
-        Raises:
-            ConfigError: naming the bad field.
-        """
-        if self.heartbeat_interval_s <= 0:
-            raise ConfigError(f"peer heartbeat_interval_s must be > 0, got {self.heartbeat_interval_s}")
-        if self.dead_after_s <= self.heartbeat_interval_s:
-            raise ConfigError(
-                f"peer dead_after_s {self.dead_after_s} must exceed heartbeat_interval_s "
-                f"{self.heartbeat_interval_s}"
-            )
-        if self.reconnect_ivl_ms <= 0 or self.reconnect_ivl_max_ms < self.reconnect_ivl_ms:
-            raise ConfigError(
-                f"peer reconnect intervals must satisfy 0 < reconnect_ivl_ms <= reconnect_ivl_max_ms, "
-                f"got {self.reconnect_ivl_ms} and {self.reconnect_ivl_max_ms}"
-            )
-        if self.sndhwm <= 0 or self.rcvhwm <= 0:
-            raise ConfigError(f"peer sndhwm and rcvhwm must be > 0, got {self.sndhwm} and {self.rcvhwm}")
-        keepalive = (self.tcp_keepalive_idle_s, self.tcp_keepalive_intvl_s, self.tcp_keepalive_cnt)
-        if min(keepalive) <= 0:
-            raise ConfigError(f"peer tcp keepalive idle, interval and count must be > 0, got {keepalive}")
-        if self.drop_log_interval_s < 0:
-            raise ConfigError(f"peer drop_log_interval_s must be >= 0, got {self.drop_log_interval_s}")
-
-
-@dataclass(frozen=True, slots=True)
-class PeerCurve:
-    """
-    CURVE on the peer links: this node's secret key and the allow-list of peer keys.
-
-    The process must serve a `concord.net.curve.ZapHandler` over the same `keys` in the
-    transport's context (the ROUTER's handshakes ask it). `keys` is re-read every
-    `reload_interval_s` (`service_timers`); a link whose peer key changed is re-made.
-    """
-
-    secret_key: str
-    keys: PeerKeys
-    reload_interval_s: float = 1.0
-
-
-@dataclass(slots=True)
-class PeerStats:
-    """Counters (monotonic; read them for metrics and tests)."""
-
-    sent: int = 0
-    received: int = 0
-    pings_sent: int = 0
-    pings_received: int = 0
-    dropped_unreachable: int = 0  # NOBLOCK send refused: peer not connected or HWM reached
-    dropped_unknown_peer: int = 0  # send to a node id we have no link to
-    dropped_fault: int = 0  # fault filter dropped (send or receive side)
-    delayed: int = 0  # fault filter delayed (released later by service_timers)
-    bad_envelope: int = 0  # malformed incoming message, discarded
-    dropped_unknown_sender: int = 0  # well-formed, but the sender is not a current peer
-    refused_other_cluster: int = 0  # the sender's cluster id is known and not ours
-    refused_wrong_key: int = 0  # CURVE: the sender id is not the one its key belongs to
-    no_peer_key: int = 0  # CURVE: a peer with no key in the allow-list (no link to it)
-    refused_handshakes: int = 0  # CURVE: incoming connections whose handshake failed
-    send_errors: int = 0  # unexpected zmq error on send (logged, dropped)
 
 
 def _check_node_id(node_id: str) -> bytes:
@@ -291,7 +170,7 @@ class PeerTransport:
         try:
             if self._curve is not None:
                 CurveServer(self._curve.secret_key, PEER_DOMAIN).apply(sock)
-            # NB: no ROUTER_HANDOVER and no ZMTP heartbeat here: see the module docstring.
+            # NB: no ROUTER_HANDOVER and no ZMTP heartbeat here: docs/formats/net.md section 1.
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             sock.setsockopt(zmq.RCVHWM, opts.rcvhwm)
             sock.setsockopt(zmq.MAXMSGSIZE, opts.max_message_bytes)

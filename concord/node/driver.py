@@ -74,6 +74,8 @@ from concord.node.driver_types import (  # re-exported (see __all__)
     Transport,
     load_memory_storage,
 )
+import concord.node.driver_reads as driver_reads  # NB: concord.node itself is not pure
+from concord.node.driver_reads import _PendingRead
 from concord.raft.messages import (
     ConfChange,
     ConfState,
@@ -84,7 +86,7 @@ from concord.raft.messages import (
     Snapshot,
     SnapshotMeta,
 )
-from concord.raft.state import HardState, ReadState, Role, SoftState
+from concord.raft.state import HardState, Role, SoftState
 from concord.raft.statemachine import Applied, StateMachine
 
 __all__ = [
@@ -109,16 +111,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 # -- what the driver is given (the rest: concord.node.driver_types) --------------------
-
-
 
 
 ReplyCallback = Callable[[Reply], None]
 
 _LEASE_CTX = b"\x00L"  # ReadIndex contexts of lease probes
-_READ_CTX = b"\x00R"  # ReadIndex contexts of client reads
 _CTX_NUMBER = struct.Struct(">Q")
 
 
@@ -128,15 +126,6 @@ class _PendingWrite:
     term: int
     is_conf_change: bool
     deadline_ms: int | None = None  # set once leadership is lost
-
-
-@dataclass(slots=True)
-class _PendingRead:
-    request_id: int
-    key: str
-    deadline_ms: int
-    consistency: Consistency
-    index: int | None = None  # the read index, once known
 
 
 @dataclass(slots=True)
@@ -371,47 +360,6 @@ class Driver:
             return
         self._writes[index] = _PendingWrite(request_id, term, True)
 
-    def submit_read(self, request_id: int, key: str, consistency: Consistency) -> None:
-        """
-        Ask to read `key`. The reply says when (and at which applied index) the caller
-        may read its state machine; the caller reads inside the reply callback.
-        """
-        now = self._timer.now_ms()
-        read = _PendingRead(request_id, key, now + self.config.read_timeout_ms, consistency)
-        if consistency is Consistency.EVENTUAL:
-            self._answer_read(read)
-            return
-        if consistency is Consistency.LEADER and self.config.leader_reads:
-            if self.role is not Role.LEADER:
-                self._reply(
-                    Reply(request_id, ReplyStatus.NOT_LEADER, leader_hint=self._hint(), key=key)
-                )
-                return
-            if now >= self._lease_until_ms:
-                # No lease (a new leader before its first lease round, a transfer
-                # pending): a ReadIndex round, as for a strong read, instead of a refusal.
-                self._read_index(read)
-                return
-            if self.applied_term != self.term:
-                # Not yet applied an entry of its own term: earlier terms' committed
-                # entries may be missing from the state machine.
-                self._leader_reads.append(read)
-            elif self.applied_index >= self.commit:
-                self._answer_read(read)
-            else:
-                # NB: the leader may commit (through a quorum of followers) before it
-                # applies; a follower may already serve those entries. Wait for them.
-                read.index = self.commit
-                self._waiting_reads.append(read)
-            return
-        self._read_index(read)
-
-    def _read_index(self, read: _PendingRead) -> None:
-        """Serve `read` once applied reaches the index a ReadIndex round confirms."""
-        ctx = self._next_ctx(_READ_CTX)
-        self._reads[ctx] = read
-        self.raw.read_index(ctx)
-
     def transfer_leader(self, to: NodeId) -> None:
         """Ask the core to hand leadership to `to` (TimeoutNow); ends the lease now."""
         self._fence_lease()
@@ -594,46 +542,12 @@ class Driver:
         self._offer_snapshot(meta, snapshot.data)
         self._snapshot_sink.write_snapshot(snapshot)
 
-    # -- reads --------------------------------------------------------------------------
-
-    def _on_read_state(self, rs: ReadState) -> None:
-        probe = self._lease_probes.pop(rs.request_ctx, None)
-        if probe is not None:
-            sent_ms, term = probe
-            # Older probes are answered by this one too (a quorum acked after them).
-            for ctx in [c for c, (t, _) in self._lease_probes.items() if t <= sent_ms]:
-                del self._lease_probes[ctx]
-            if (
-                self.role is Role.LEADER
-                and term == self.term
-                and self.raw.lead_transferee is None
-            ):
-                self._lease_until_ms = max(self._lease_until_ms, sent_ms + self.config.lease_ms)
-                self.stats.leases_granted += 1
-            return
-        read = self._reads.pop(rs.request_ctx, None)
-        if read is None:
-            return
-        read.index = rs.index
-        self._waiting_reads.append(read)
-
-    def _release_reads(self) -> None:
-        if self._waiting_reads:
-            still = []
-            for read in self._waiting_reads:
-                if read.index is not None and read.index <= self.applied_index:
-                    self._answer_read(read)
-                else:
-                    still.append(read)
-            self._waiting_reads = still
-        if self._leader_reads and self.applied_term == self.term:
-            reads, self._leader_reads = self._leader_reads, []
-            for read in reads:
-                self.submit_read(read.request_id, read.key, Consistency.LEADER)
-
-    def _answer_read(self, read: _PendingRead) -> None:
-        self._reply(Reply(read.request_id, ReplyStatus.OK, index=self.applied_index,
-                          key=read.key))
+    # -- reads (concord/node/driver_reads.py) -------------------------------------------
+    submit_read = driver_reads.submit_read
+    _read_index = driver_reads.read_index
+    _on_read_state = driver_reads.on_read_state
+    _release_reads = driver_reads.release_reads
+    _answer_read = driver_reads.answer_read
 
     def _expire(self, now: int) -> None:
         for index, write in list(self._writes.items()):

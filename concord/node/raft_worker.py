@@ -24,9 +24,9 @@ Every decision that touches no socket or file is the node core's
 replies after the publish, peer links, COMMITTED to the writer, learner promotion,
 member-address entries, expiry and cluster-id proposals, the reaction to a failing
 disk): this loop feeds it events (`after_ready`, `on_tick`, `on_reply`, membership
-requests, `on_disk`) and carries out the effects it returns (`_carry_out`). The
-simulator feeds it the same events. Request handling is concord.node.worker_requests,
-the informational ops concord.node.worker_ops.
+requests, `on_disk`) and carries out the effects it returns (`carry_out`, in
+concord.node.worker_effects). The simulator feeds it the same events. Request handling
+is concord.node.worker_requests, the informational ops concord.node.worker_ops.
 
 Writes reaching a follower are answered `not_leader` with the leader's CLIENT endpoint
 (never forwarded: the client follows the hint). Never unlinks shared memory.
@@ -35,7 +35,6 @@ Writes reaching a follower are answered `not_leader` with the leader's CLIENT en
 from __future__ import annotations
 
 import itertools
-from itertools import chain, repeat
 import logging
 import random
 import signal
@@ -49,15 +48,13 @@ from concord.storage import codec
 from concord.config import NodeConfig
 from concord.errors import ConfigError, ProtocolError, StorageError
 from concord.ids import NodeId
-from concord.auth.state import AUTH_PREFIX
-from concord.kv.record import Space
 from concord.net.backend import BackendLink
 from concord.net.curve import ZapHandler
 from concord.net.events import EventStream
 from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.ratelog import RateLimitedLog
 from concord.net.wire import Backend
-from concord.node import worker_requests
+from concord.node import worker_effects, worker_requests
 from concord.node.driver import Driver, DriverConfig, LogSink, Reply, load_memory_storage
 from concord.node.links import NodeLinks, load_links
 from concord.node.raft_metrics import RaftMetrics
@@ -73,24 +70,8 @@ from concord.node.node_machine import (
     kv_config_of,
 )
 from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, SnapshotWritten
-from concord.node.members import (
-    Address, AddressBook, NodeStateMachine, encode_address, encode_cluster_id, new_cluster_id)
-from concord.node.core.effects import (
-    Committed,
-    DropChanges,
-    Effect,
-    MintClusterId,
-    ProposeAddress,
-    ProposeConfChange,
-    ProposeExpiry,
-    PublishChanges,
-    PublishStatus,
-    ResyncShm,
-    SendReplies,
-    SetLease,
-    SetPeers,
-    TransferLeader,
-)
+from concord.node.members import Address, AddressBook, NodeStateMachine
+from concord.node.core.effects import SetPeers
 from concord.node.core.node import ConfChangeSnapshots, NodeCore, NodeView
 from concord.node.promotion import LeaderView
 from concord.raft.config import RaftConfig
@@ -577,103 +558,12 @@ class RaftWorker:
         self.machine.addresses_changed = False  # after_ready acts on it (SetPeers)
         self.carry_out(self.core.after_ready(view))
 
-    def carry_out(self, effects: list[Effect]) -> None:
-        """Carry out the node core's effects, in order (concord.node.core.effects)."""
-        for effect in effects:
-            match effect:
-                case SendReplies():
-                    for token, payload in self._outbox:
-                        self.link.reply(token, payload)
-                    self._outbox.clear()
-                case PublishChanges():
-                    self._publish_changes()
-                case Committed(index, conf_state):
-                    self.writer.committed(index, conf_state)
-                    self.checker.record(index, self.machine.state_hash())
-                case SetLease(until_ms):
-                    # NB: the driver's lease is on the monotonic timer already (the read
-                    # workers compare it with time.monotonic_ns() too): never the wall clock.
-                    self.publisher.set_lease(0 if until_ms < 0 else until_ms * 1_000_000)
-                case PublishStatus():
-                    if effect.leader_changed:
-                        self.log.info("raft status changed leader=%s", effect.leader_id)
-                    self.publisher.set_status(effect.term, effect.leader_id, effect.role,
-                                              effect.leader_client)
-                    self.metrics.on_status()
-                case SetPeers(members):
-                    self.transport.set_peers(
-                        {p: e for p, e in self.book.peer_endpoints().items() if p in members})
-                case _:
-                    self._carry_out_rare(effect)
+    # -- effects (concord/node/worker_effects.py) ------------------------------------------
+    carry_out = worker_effects.carry_out
+    _carry_out_rare = worker_effects.carry_out_rare
+    _publish_changes = worker_effects.publish_changes
+    _resync_shm = worker_effects.resync_shm
 
-    def _carry_out_rare(self, effect: Effect) -> None:
-        """The effects of ticks, requests and restarts (not of every round)."""
-        match effect:
-            case ResyncShm(_, first):
-                self._resync_shm(first)
-            case DropChanges():
-                self.machine.changes.clear()  # the coming reset publishes them
-            case ProposeConfChange(rid, change, reason):
-                if reason == "promote":
-                    member = change.changes[0].node_id
-                    progress = self.raw.status().progress.get(member)
-                    self.log.info("promoting learner member=%s match=%d", member,
-                                  progress.match if progress is not None else 0)
-                self.driver.submit_conf_change(rid, change)
-            case ProposeAddress(rid, member):
-                address = self.book.get(member)
-                assert address is not None  # Invariant: set in the book before add_member
-                self.driver.submit_write(rid, encode_address(address))
-            case ProposeExpiry(rid, now_ms):
-                command = self.machine.kv.expiry_command(now_ms)
-                if command is None:
-                    self.core.on_reply(rid)  # nothing to expire: no proposal in flight
-                else:
-                    self.driver.submit_write(rid, command)
-            case MintClusterId(rid):
-                cluster_id = new_cluster_id()
-                self.log.info("proposing cluster id cluster_id=%s", cluster_id)
-                self.driver.submit_write(rid, encode_cluster_id(cluster_id))
-            case TransferLeader(to, reason):
-                self.driver.transfer_leader(to)
-                self.log.info("leadership transfer requested to=%s reason=%s", to, reason)
-            case _:
-                raise AssertionError(f"unhandled node core effect {effect!r}")
-
-    def _publish_changes(self) -> None:
-        machine = self.machine
-        kv = machine.kv
-        changes, machine.changes = machine.changes, []
-        self.publisher.publish(changes, kv.applied_index, kv.revision, kv.last_ts_ms)
-        self.events.publish(changes)
-        if any(c.space == Space.SYSTEM and c.key.startswith(AUTH_PREFIX) for c in changes):
-            self._rebind_events("auth tables changed")
-
-    def _resync_shm(self, first: bool) -> None:
-        """
-        Publish the whole state to shared memory in one reset, and restart the change
-        stream's history at its revision (NodeCore decided it may: the state caught up
-        with shm and with the start-up replay). A subscriber asking for an earlier
-        revision gets `compacted`, never a gap.
-        """
-        machine = self.machine
-        kv = machine.kv
-        started = time.monotonic()
-        records = chain(zip(repeat(Space.USER), kv.records()),
-                        zip(repeat(Space.SYSTEM), kv.system_records()))
-        self.publisher.reset(records, kv.applied_index, kv.revision, kv.last_ts_ms)
-        machine.changes.clear()
-        machine.restored = False
-        self.events.reset(kv.revision)
-        if first:
-            done = time.monotonic()
-            self.log.info(
-                "start-up state published applied=%d keys=%d restore_s=%.3f replay_s=%.3f "
-                "shm_publish_s=%.3f total_s=%.3f",
-                kv.applied_index, len(kv), self._restored_s,
-                started - self._run_started_s,
-                done - started, done - self._started_s,
-            )
 
 def run_raft_worker(
     config: NodeConfig, endpoints: WorkerEndpoints, join: bool = False
@@ -703,4 +593,3 @@ def run_raft_worker(
     finally:
         worker.close()
     worker.log.info("raft worker stopped")
-

@@ -7,10 +7,11 @@ Pure. No IO, no clock, no global randomness, no threads; stdlib-only imports. In
 `msgs_after_persist`, `read_states` and the log's unstable tail, and RawNode turns them
 into a Ready. Use RawNode, not this class, from outside the package.
 
-The class is split by concern: elections, ticks, stepping and the leader's handling of
-responses are here; sending and the per-Ready flush in replication.py, ReadIndex and
-leader transfer in reads.py, the follower in follower.py, proposals and membership in
-membership.py (functions bound as methods in the class body).
+The class is split by concern: role changes, ticks, stepping and the leader's handling
+of responses are here; campaigns, votes and the candidate in election.py, sending and the
+per-Ready flush in replication.py, ReadIndex and leader transfer in reads.py, the
+follower in follower.py, proposals and membership in membership.py (functions bound as
+methods in the class body).
 
 Divergences from etcd-io/raft, on purpose:
   - Messages a node sends to itself (its vote, the leader's append acknowledgement) sit
@@ -32,9 +33,9 @@ import logging
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
 
-from concord.errors import RaftInvariantError, StorageError
+from concord.errors import RaftInvariantError
 from concord.ids import NodeId
-from concord.raft import follower, membership, reads, replication
+from concord.raft import election, follower, membership, reads, replication
 from concord.raft.confchange import Changer
 from concord.raft.config import RaftConfig, Rng
 from concord.raft.log import RaftLog
@@ -336,87 +337,6 @@ class Raft:
         else:
             self._step_candidate(m)
 
-    def _hup(self, transfer: bool) -> None:
-        if self.role == Role.LEADER:
-            return
-        if not self.promotable():
-            self.logger.warning("cannot campaign: not a voter of the configuration")
-            return
-        if self._has_unapplied_conf_changes():
-            self.logger.warning("cannot campaign: conf changes committed but not applied")
-            return
-        self.logger.info("starting election transfer=%s", transfer)
-        self._campaign(pre=self.config.pre_vote and not transfer, transfer=transfer)
-
-    def _has_unapplied_conf_changes(self) -> bool:
-        log = self.log
-        lo = log.applied + 1
-        hi = min(log.committed, log.last_index()) + 1
-        while lo < hi:
-            try:
-                page = log.slice(lo, hi, 1 << 20)
-            except StorageError:
-                return False
-            for entry in page:
-                if entry.type == EntryType.CONF_CHANGE:
-                    return True
-            lo += len(page)
-        return False
-
-    def _campaign(self, pre: bool, transfer: bool) -> None:
-        if pre:
-            self.become_pre_candidate()
-            vote_type, resp_type, term = MT.PRE_VOTE, MT.PRE_VOTE_RESP, self.term + 1
-        else:
-            self.become_candidate()
-            vote_type, resp_type, term = MT.VOTE, MT.VOTE_RESP, self.term
-        last_index = self.log.last_index()
-        last_term = self.log.last_term()
-        ctx = CAMPAIGN_TRANSFER if transfer else b""
-        for node_id in sorted(self.tracker.voter_ids()):
-            if node_id == self.id:
-                # Our own vote counts once it is durable: it waits for the Ready.
-                self._send(Message(resp_type, self.id, self.id, term))
-                continue
-            self._send(
-                Message(
-                    vote_type,
-                    node_id,
-                    self.id,
-                    term,
-                    log_term=last_term,
-                    index=last_index,
-                    context=ctx,
-                )
-            )
-
-    def _handle_vote_request(self, m: Message) -> None:
-        resp_type = MT.VOTE_RESP if m.type == MT.VOTE else MT.PRE_VOTE_RESP
-        can_vote = (
-            self.vote == m.frm
-            or (self.vote is None and self.lead is None)
-            or (m.type == MT.PRE_VOTE and m.term > self.term)
-        )
-        # Raft §5.4.1: grant only to a candidate whose log is at least as up to date.
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
-            self.logger.info(
-                "granted %s to=%s msg_term=%d", m.type.name.lower(), m.frm, m.term
-            )
-            self._send(Message(resp_type, m.frm, self.id, m.term))
-            if m.type == MT.VOTE:
-                self.election_elapsed = 0
-                self.vote = m.frm
-        else:
-            self.logger.info(
-                "rejected %s to=%s msg_term=%d", m.type.name.lower(), m.frm, m.term
-            )
-            self._send(Message(resp_type, m.frm, self.id, self.term, reject=True))
-
-    def _poll(self, node_id: NodeId, granted: bool) -> VoteResult:
-        self.tracker.record_vote(node_id, granted)
-        _, _, result = self.tracker.tally_votes()
-        return result
-
     # ----------------------------------------------------------------- leader
 
     def _step_leader(self, m: Message) -> None:
@@ -563,30 +483,13 @@ class Raft:
     _send_timeout_now = reads.send_timeout_now
     _abort_leader_transfer = reads.abort_leader_transfer
 
-    # ----------------------------------------------------------------- candidate
-
-    def _step_candidate(self, m: Message) -> None:
-        t = m.type
-        my_resp = MT.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MT.VOTE_RESP
-        if t == MT.APPEND:
-            self.become_follower(m.term, m.frm)
-            self._handle_append(m)
-        elif t == MT.HEARTBEAT:
-            self.become_follower(m.term, m.frm)
-            self._handle_heartbeat(m)
-        elif t == MT.SNAPSHOT:
-            self.become_follower(m.term, m.frm)
-            self._handle_snapshot_chunk(m)
-        elif t == my_resp:
-            result = self._poll(m.frm, not m.reject)
-            if result == VoteResult.WON:
-                if self.role == Role.PRE_CANDIDATE:
-                    self._campaign(pre=False, transfer=False)
-                else:
-                    self.become_leader()
-                    self._bcast_append()
-            elif result == VoteResult.LOST:
-                self.become_follower(self.term, None)
+    # -- elections and the candidate (concord/raft/election.py) --
+    _hup = election.hup
+    _has_unapplied_conf_changes = election.has_unapplied_conf_changes
+    _campaign = election.campaign
+    _handle_vote_request = election.handle_vote_request
+    _poll = election.poll
+    _step_candidate = election.step_candidate
 
     # -- follower (concord/raft/follower.py) --
     _step_follower = follower.step_follower

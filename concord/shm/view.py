@@ -24,29 +24,36 @@ from __future__ import annotations
 
 import logging
 import mmap
-import struct
 import time
 import zlib
-from functools import partial
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain, compress, repeat
-from operator import lshift, or_, sub
 from enum import Enum
 from typing import Final
 
 import msgpack
-import xxhash
 from sortedcontainers import SortedList
 
 from concord.bulk import gc_paused
 from concord.errors import CorruptionError
 from concord.kv.record import MISSING, ChangeType, KeyRecord, Missing, Space
 from concord.raft.state import Role
+from concord.shm.keyindex import (  # the index names re-exported: their old home
+    _SPACES,
+    _U64,
+    INLINE_MAX as INLINE_MAX,
+    LOC_SHIFT as LOC_SHIFT,
+    LOC_STOP as LOC_STOP,
+    KeyIndex as KeyIndex,
+    Locator as Locator,
+    _unpackb,
+    _xxh,
+    load_directory,
+    scan_generation,
+)
 from concord.shm.layout import (
     CHECKSUM_FROM,
     CTL_MAGIC,
     FORMAT_VERSION,
-    GEN_HEADER_SIZE,
     RECORD_HEAD,
     RECORD_HEAD_SIZE,
     RECORD_FLAGS_FROM_VALUE,
@@ -61,15 +68,12 @@ from concord.shm.layout import (
     S_PREV_HEAD,
     S_RING_HEAD,
     S_ROLE,
-    STATE_LIVE,
     W_LEASE_UNTIL_NS,
     W_RING_CAP,
     W_SEQ,
     W_VERSION,
     SegmentNames,
     ShmStatus,
-    DIR_HEAD,
-    directory_span,
     open_segment,
     read_gen_directory,
     read_gen_header,
@@ -79,9 +83,6 @@ from concord.shm.layout import (
 
 logger = logging.getLogger(__name__)
 
-_U64 = struct.Struct("<Q")
-_xxh = xxhash.xxh3_64_intdigest
-_unpackb = partial(msgpack.unpackb, raw=False, strict_map_key=False)
 # NB: keyword arguments cost as much as the decode itself (a kwargs dict per call), so
 # the hot paths call unpackb bare (raw=False is the default) and fall back to
 # strict_map_key=False only for maps with non-string keys, which raise ValueError.
@@ -96,21 +97,10 @@ def decode_value(data: bytes) -> object:
         return _unpackb(data)
 _decompress = zlib.decompress
 _DELETES = (int(ChangeType.DELETE), int(ChangeType.EXPIRE))
-_SPACES = len(Space)
 _LEADER = int(Role.LEADER)
 # NB: literal word index in the hot path (a global lookup costs more than the compare).
 assert W_SEQ == 2
 
-#: Where a value's bytes lie in the mapping: `start << LOC_SHIFT | stop` (one int instead
-#: of a slice and its two ints: a third of the heap, and one object less to miss in the
-#: CPU caches per lookup). Valid for the whole lineage.
-Locator = int
-LOC_SHIFT: Final = 40
-LOC_STOP: Final = (1 << LOC_SHIFT) - 1
-#: Plain values up to this many bytes are also held as bytes in the view's index: a lookup
-#: is then one dict probe. Their heap (a bytes object) is about what the locator's slice
-#: cost before; bigger values are sliced from the mapping per lookup.
-INLINE_MAX: Final = 256
 
 #: A listener gets (space, key, value locator) after a key was put, (space, key, None)
 #: after it was removed.
@@ -122,91 +112,6 @@ class _Overtaken(Enum):
 
 
 _OVERTAKEN: Final = _Overtaken.OVERTAKEN
-
-
-class KeyIndex:
-    """
-    One keyspace of a view: `fast` holds plain keys, `special` keys with a TTL or a
-    compressed value (`exps`, `zipped`); `sorted` is built on first use. Values are the
-    locators of the values' bytes in the view's current lineage. `small` holds the bytes
-    of the plain values up to INLINE_MAX bytes (those keys are in `fast` too).
-    """
-
-    __slots__ = ("fast", "small", "special", "exps", "zipped", "sorted")
-
-    def __init__(self) -> None:
-        self.fast: dict[str, Locator] = {}
-        self.small: dict[str, bytes] = {}
-        self.special: dict[str, Locator] = {}
-        self.exps: dict[str, int] = {}
-        self.zipped: set[str] = set()
-        self.sorted: SortedList | None = None
-
-    def __len__(self) -> int:
-        return len(self.fast) + len(self.special)
-
-    def get(self, key: str) -> Locator | None:
-        loc = self.fast.get(key)
-        return loc if loc is not None else self.special.get(key)
-
-    def keys(self) -> Iterator[str]:
-        return chain(self.fast, self.special)
-
-    def items(self) -> Iterator[tuple[str, Locator]]:
-        return chain(self.fast.items(), self.special.items())
-
-    def put(
-        self, key: str, loc: Locator, expires_at_ms: int, compressed: int, small: bytes | None
-    ) -> None:
-        """
-        Set a key's value locator (last one wins); `small` is the value's bytes if it is
-        at most INLINE_MAX bytes long (else None).
-        """
-        if expires_at_ms or compressed:
-            new = self.fast.pop(key, None) is None and key not in self.special
-            self.small.pop(key, None)
-            self.special[key] = loc
-            if expires_at_ms:
-                self.exps[key] = expires_at_ms
-            else:
-                self.exps.pop(key, None)
-            if compressed:
-                self.zipped.add(key)
-            else:
-                self.zipped.discard(key)
-        else:
-            special = self.special
-            if special and key in special:
-                del special[key]
-                self.exps.pop(key, None)
-                self.zipped.discard(key)
-                new = False
-            else:
-                new = key not in self.fast
-            self.fast[key] = loc
-            if small is not None:
-                self.small[key] = small
-            else:
-                self.small.pop(key, None)
-        if new and self.sorted is not None:
-            self.sorted.add(key)
-
-    def remove(self, key: str) -> bool:
-        """Forget a key; False if it was absent."""
-        self.small.pop(key, None)
-        if self.fast.pop(key, None) is None:
-            if self.special.pop(key, None) is None:
-                return False
-            self.exps.pop(key, None)
-            self.zipped.discard(key)
-        if self.sorted is not None:
-            self.sorted.discard(key)
-        return True
-
-    def sorted_keys(self) -> SortedList:
-        if self.sorted is None:
-            self.sorted = SortedList(self.keys())
-        return self.sorted
 
 
 class ShmView:
@@ -657,7 +562,7 @@ class ShmView:
         if dir_offset and st[S_RING_HEAD] - dir_head <= self._cap:
             self.directory_loads += 1
             with gc_paused():
-                self._set_spaces(self._load_directory(dir_offset))
+                self._set_spaces(load_directory(self._mm, self._mv, dir_offset))
             self._lineage = st[S_LINEAGE]
             self._seen = dir_head
             for reset in self._reset_listeners:
@@ -677,7 +582,8 @@ class ShmView:
                 return snap
             # The writer got more than a ring ahead of the directory: scan instead.
         with gc_paused():
-            self._set_spaces(self._scan(st[S_ARENA_END]))
+            segment = self._names.gen(self._gen)
+            self._set_spaces(scan_generation(self._mm, self._mv, st[S_ARENA_END], segment))
         self._lineage = st[S_LINEAGE]
         self._seen = st[S_PREV_HEAD]
         for reset in self._reset_listeners:
@@ -708,68 +614,6 @@ class ShmView:
             self.generation_races += 1
             return False
         return True
-
-    def _scan(self, end: int) -> list[KeyIndex]:
-        """Every live record of the mapped generation up to `end` (last one wins)."""
-        mm, mv = self._mm, self._mv
-        spaces = [KeyIndex() for _ in range(_SPACES)]
-        unpack = RECORD_VIEW.unpack_from
-        pos = GEN_HEADER_SIZE
-        dir_start, dir_end = directory_span(mm)
-        while pos < end:
-            if pos == dir_start:
-                pos = dir_end
-                continue
-            state, space, flags, vlen, _, _, _, exp, klen = unpack(mm, pos)
-            vstart = pos + RECORD_HEAD_SIZE
-            kend = vstart + vlen + klen
-            if state == STATE_LIVE:
-                if _xxh(mv[pos + CHECKSUM_FROM : kend]) != _U64.unpack_from(mm, pos)[0]:
-                    raise CorruptionError(
-                        f"record checksum mismatch segment={self._names.gen(self._gen)} "
-                        f"offset={pos}"
-                    )
-                vend = vstart + vlen
-                key = mm[vend:kend].decode()
-                spaces[space].put(
-                    key, vstart << LOC_SHIFT | vend, exp, flags & 1,
-                    mm[vstart:vend] if vlen <= INLINE_MAX else None,
-                )
-            pos = (kend + 7) & ~7
-        return spaces
-
-    def _load_directory(self, offset: int) -> list[KeyIndex]:
-        """A generation's directory as key indexes (bulk loads at C speed)."""
-        mm, mv = self._mm, self._mv
-        n, blob_len, _ = DIR_HEAD.unpack_from(mm, offset)
-        start = offset + DIR_HEAD.size
-        starts = mv[start : start + 8 * n].cast("Q").tolist()
-        start += 8 * n
-        ends = mv[start : start + 8 * n].cast("Q").tolist()
-        start += 8 * n
-        parts = _unpackb(mm[start : start + blob_len])
-        locs = list(map(or_, map(lshift, starts, repeat(LOC_SHIFT)), ends))
-        spaces: list[KeyIndex] = []
-        i = 0
-        for plain, special, ttl, zipped in parts:
-            idx = KeyIndex()
-            j = i + len(plain)
-            idx.fast = dict(zip(plain, locs[i:j]))
-            s, e = starts[i:j], ends[i:j]
-            inline = [n <= INLINE_MAX for n in map(sub, e, s)]
-            idx.small = dict(
-                zip(
-                    compress(plain, inline),
-                    map(mm.__getitem__, map(slice, compress(s, inline), compress(e, inline))),
-                )
-            )
-            i, j = j, j + len(special)
-            idx.special = dict(zip(special, locs[i:j]))
-            i = j
-            idx.exps = dict(zip(ttl[::2], ttl[1::2]))
-            idx.zipped = set(zipped)
-            spaces.append(idx)
-        return spaces
 
     def _replay(self, seen: int, head: int) -> bool:
         """Apply ring slots seen+1..head; False if a slot was overwritten (fell behind)."""

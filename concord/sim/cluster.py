@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, replace
 from concord.ids import NodeId
 from concord.node.driver import DriverConfig, Reply, ReplyStatus
 from concord.raft.config import RaftConfig
-from concord.raft.messages import ConfChange, ConfState, Entry, EntryType
+from concord.raft.messages import ConfState, Entry, EntryType
 from concord.sim import buggify as buggify_mod
-from concord.sim import finish
+from concord.sim import finish, nemesis
 from concord.sim.checks import LogView, SafetyChecker, Violation
 from concord.sim.classic import Figure8, LeaseSplit
 from concord.sim.linearizability import CheckResult, OpKind
@@ -43,7 +43,6 @@ from concord.sim.programs import (
     JointReplace,
     MinorityReads,
     VoteCrash,
-    replace_change,
 )
 from concord.sim.restarts import Liveness, WholeRestart
 from concord.sim.rng import SimRandom
@@ -451,205 +450,20 @@ class Simulation:
     lin_result: CheckResult | None = None
     _figure8: Figure8 | None = None
 
-    # -- nemesis --------------------------------------------------------------------------
-
-    def _nemesis(self) -> None:
-        if self.loop.now >= self.config.duration_ms - 200:
-            return
-        rng = self.nemesis_rng
-        if self.program_running:
-            self.loop.after(rng.randint(50, 400), self._nemesis)
-            return
-        members = [n for n in self.nodes if n not in self.removed]
-        action = rng.choices(
-            ["crash", "partition", "oneway", "isolate_leader", "clog", "heal", "transfer",
-             "membership", "crash_all", "crash_leader", "pause"],
-            weights=[20, 12, 8, 10, 8, 15, 10, 12 if self.config.membership else 0, 2, 15, 15],
-        )[0]
-        if action in ("partition", "oneway", "isolate_leader", "clog", "heal"):
-            self._network_fault(action, members)
-        else:
-            self._node_fault(action, members)
-        self.loop.after(rng.randint(50, 400), self._nemesis)
-
-    def _node_fault(self, action: str, members: list[NodeId]) -> None:
-        """One of the nemesis' node actions: crashes, a pause, a transfer, membership."""
-        rng, now = self.nemesis_rng, self.loop.now
-        if action == "crash":
-            victim = self.nodes[rng.choice(members)]
-            if victim.alive:
-                victim.crash()
-                self.loop.after(rng.randint(50, 600), lambda: self._restart(victim.id))
-        elif action == "pause":
-            # A stopped process (GC pause, SIGSTOP), most often the leader: when it
-            # resumes it must not serve reads from before its deposition.
-            paused = self.leader()
-            if paused is None or rng.random() >= 0.7:
-                paused = self.nodes[rng.choice(members)]
-            paused.pause(now + rng.randint(100, 500))
-        elif action == "crash_leader":
-            leader = self.leader()
-            if leader is not None:
-                leader.crash()
-                self.loop.after(rng.randint(10, 300), partial(self._restart, leader.id))
-        elif action == "crash_all":
-            for node in self.nodes.values():
-                if node.alive:
-                    node.crash()
-                    self.loop.after(rng.randint(20, 300), partial(self._restart, node.id))
-        elif action == "transfer":
-            leader = self.leader()
-            if leader is not None and leader.driver is not None:
-                voters = [v for v in leader.driver.conf_state.voters if v != leader.id]
-                if voters:
-                    to = rng.choice(sorted(voters))
-                    self.trace(f"transfer {leader.id}->{to}")
-                    leader.driver.transfer_leader(to)
-                    leader.process()
-        elif action == "membership":
-            self._membership()
-
-    def _network_fault(self, action: str, members: list[NodeId]) -> None:
-        """One of the nemesis' network actions: partitions, blocks, clogs, heal."""
-        rng, now = self.nemesis_rng, self.loop.now
-        if action == "partition":
-            shuffled = sorted(members)
-            rng.shuffle(shuffled)
-            cut = rng.randint(1, max(1, len(shuffled) - 1))
-            self.network.partition(shuffled[:cut], shuffled[cut:])
-            self.trace(f"partition {shuffled[:cut]} | {shuffled[cut:]}")
-            self.loop.after(rng.randint(100, 800), self._heal_network)
-        elif action == "oneway":
-            a, b = rng.sample(sorted(members), 2)
-            self.network.block(a, b)
-            self.trace(f"block {a}->{b}")
-            self.loop.after(rng.randint(100, 800), self._heal_network)
-        elif action == "isolate_leader":
-            leader = self.leader()
-            if leader is not None:
-                self.network.isolate(leader.id, members)
-                self.trace(f"isolate {leader.id}")
-                self.loop.after(rng.randint(100, 800), self._heal_network)
-        elif action == "clog":
-            victim_id = rng.choice(members)
-            self.network.clog(victim_id, now + rng.randint(20, 300))
-            self.trace(f"clog {victim_id}")
-        elif action == "heal":
-            self._heal_network()
-
-    def _restart(self, node_id: NodeId) -> None:
-        node = self.nodes[node_id]
-        if not node.alive and node_id not in self.removed:
-            node.start()
-
-    def _heal_network(self) -> None:
-        if self.network.partitions:
-            self.trace("heal network")
-        self.network.heal()
-
-    def _core_request_id(self) -> int:
-        """Ids of the node cores' own proposals (promotions): apart from everyone else's."""
-        self._core_ids += 1
-        return self._core_ids
-
-    def _control_request(self, what: str) -> int:
-        self._request_ids += 1
-        self._control[self._request_ids] = what
-        return self._request_ids
-
-    def _membership(self) -> None:
-        leader = self.leader()
-        if leader is None or leader.driver is None or self._conf_change_busy:
-            return
-        rng = self.nemesis_rng
-        conf = leader.driver.conf_state
-        if conf.voters_outgoing:
-            return
-        voters, learners = sorted(conf.voters), sorted(conf.learners)
-        options = []
-        if self.spares:
-            options.append("add_learner")
-        if learners:
-            options.append("promote")
-        if len(voters) > max(3, self.config.nodes - 1) or (len(voters) > 1 and self.config.nodes < 3):
-            options.append("remove")
-        if learners and len(voters) >= 3:
-            options.append("replace")
-        if not options:
-            return
-        choice = rng.choice(options)
-        if choice == "add_learner":
-            self.add_learner(leader)
-            return
-        if choice == "promote":
-            self.member_change(leader, "promote_member", rng.choice(learners))
-            return
-        if choice == "replace":
-            # Joint consensus: a learner takes a voter's place in one change.
-            victim = rng.choice([v for v in voters if v != leader.id] or voters)
-            cc = replace_change(rng.choice(learners), victim)
-            self.loop.after(1500, lambda: self._retire(victim))
-        else:
-            victim = rng.choice(voters)
-            self.loop.after(1500, lambda: self._retire(victim))
-            self.member_change(leader, "remove_member", victim)
-            return
-        self.submit_conf_change(leader, cc, choice)
-
-    def add_learner(self, leader: SimNode, stays: bool = False) -> NodeId:
-        """
-        Start a spare node and have `leader` add it as a learner (one that stays a learner
-        if `stays`: the programs that need one pass True).
-        """
-        new_id = self.spares.pop(0)
-        node = self._make_node(new_id, self.bootstrap)
-        self.nodes[new_id] = node
-        node.start()
-        # Half of the learners ask to be promoted once caught up (add_member without
-        # `learner: true`): the node core's auto-promotion. From a stream of its own.
-        learner = True if stays or self.promotion_rng.chance(0.5) else None
-        self.member_change(leader, "add_member", new_id, learner)
-        return new_id
-
-    def member_change(self, leader: SimNode, op: str, member: NodeId,
-                      learner: bool | None = None) -> None:
-        """A membership request at `leader`, decided by its node core (as the raft worker)."""
-        rid = self._control_request(f"cc {op} {member}")
-        self._conf_change_busy = True
-        self.trace(f"conf change {op} {member} via {leader.id} learner={learner}")
-        leader.member_change(op, member, rid, learner)
-        leader.process()
-
-    def submit_conf_change(self, leader: SimNode, cc: ConfChange, what: str) -> None:
-        assert leader.driver is not None
-        rid = self._control_request(f"cc {what} {cc.changes[0].node_id}")
-        self._conf_change_busy = True
-        self.trace(f"conf change {what} {cc.changes[0].node_id} via {leader.id}")
-        leader.driver.submit_conf_change(rid, cc)
-        leader.process()
-
-    def burst(self, leader: SimNode, count: int, what: str) -> None:
-        """Propose `count` writes of a program's own key at `leader` in one step."""
-        assert leader.driver is not None
-        for i in range(count):
-            rid = self._control_request(f"{what} write")
-            leader.driver.submit_write(
-                rid, self.adapter.encode(OpKind.PUT, f"__{what}__", (i,))
-            )
-        leader.process()
-
-    def _retire(self, node_id: NodeId) -> None:
-        """Stop a removed node once its removal is surely applied (if it was)."""
-        leader = self.leader()
-        if leader is None or leader.driver is None:
-            self.loop.after(500, lambda: self._retire(node_id))
-            return
-        conf = leader.driver.conf_state
-        if node_id in conf.voters or node_id in conf.learners or node_id in conf.voters_outgoing:
-            return  # the removal did not happen
-        self.removed.add(node_id)
-        self.nodes[node_id].crash()
-        self.trace(f"retire {node_id}")
+    # -- nemesis and membership changes (concord/sim/nemesis.py) ------------------------
+    _nemesis = nemesis.nemesis
+    _node_fault = nemesis.node_fault
+    _network_fault = nemesis.network_fault
+    _restart = nemesis.restart
+    _heal_network = nemesis.heal_network
+    _core_request_id = nemesis.core_request_id
+    _control_request = nemesis.control_request
+    _membership = nemesis.membership
+    add_learner = nemesis.add_learner
+    member_change = nemesis.member_change
+    submit_conf_change = nemesis.submit_conf_change
+    burst = nemesis.burst
+    _retire = nemesis.retire
 
     # -- end of run ---------------------------------------------------------------------
 
@@ -689,4 +503,3 @@ def run_seed(
     return Simulation(
         SimConfig(seed=seed, nodes=nodes, duration_ms=duration_ms, trace=trace, buggify=buggify)
     ).run()
-

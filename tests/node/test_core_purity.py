@@ -12,13 +12,14 @@ ROOT = Path(concord.__file__).parent
 PURE_MODULES = [
     *sorted((ROOT / "node" / "core").glob("*.py")),
     ROOT / "node" / "driver.py",
+    ROOT / "node" / "driver_reads.py",
     ROOT / "node" / "driver_types.py",
     ROOT / "node" / "promotion.py",
     ROOT / "storage" / "membership.py",
 ]
 PURE_PACKAGES = ("concord.raft", "concord.node.core")
-PURE_EXTRA = {"concord.node.driver", "concord.node.driver_types", "concord.node.promotion",
-              "concord.storage.membership"}
+PURE_EXTRA = {"concord.node.driver", "concord.node.driver_reads", "concord.node.driver_types",
+              "concord.node.promotion", "concord.storage.membership"}
 
 
 def is_allowed(name: str) -> bool:

@@ -1,0 +1,140 @@
+"""
+The raft worker's effects: carrying out what the node core decides
+(concord.node.core.effects), in order: sending replies, publishing changes to shared
+memory and the change stream, reporting commits to the log writer, the read lease and
+status, peer sets, conf changes and other proposals, and resyncing shared memory.
+
+Methods of `concord.node.raft_worker.RaftWorker`, kept here by concern: each function
+takes the worker as `worker` and is bound in the class body.
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import chain, repeat
+from typing import TYPE_CHECKING
+
+from concord.auth.state import AUTH_PREFIX
+from concord.kv.record import Space
+from concord.node.core.effects import (
+    Committed,
+    DropChanges,
+    Effect,
+    MintClusterId,
+    ProposeAddress,
+    ProposeConfChange,
+    ProposeExpiry,
+    PublishChanges,
+    PublishStatus,
+    ResyncShm,
+    SendReplies,
+    SetLease,
+    SetPeers,
+    TransferLeader,
+)
+from concord.node.members import encode_address, encode_cluster_id, new_cluster_id
+
+if TYPE_CHECKING:
+    from concord.node.raft_worker import RaftWorker
+
+
+def carry_out(worker: RaftWorker, effects: list[Effect]) -> None:
+    """Carry out the node core's effects, in order (concord.node.core.effects)."""
+    for effect in effects:
+        match effect:
+            case SendReplies():
+                for token, payload in worker._outbox:
+                    worker.link.reply(token, payload)
+                worker._outbox.clear()
+            case PublishChanges():
+                worker._publish_changes()
+            case Committed(index, conf_state):
+                worker.writer.committed(index, conf_state)
+                worker.checker.record(index, worker.machine.state_hash())
+            case SetLease(until_ms):
+                # NB: the driver's lease is on the monotonic timer already (the read
+                # workers compare it with time.monotonic_ns() too): never the wall clock.
+                worker.publisher.set_lease(0 if until_ms < 0 else until_ms * 1_000_000)
+            case PublishStatus():
+                if effect.leader_changed:
+                    worker.log.info("raft status changed leader=%s", effect.leader_id)
+                worker.publisher.set_status(effect.term, effect.leader_id, effect.role,
+                                          effect.leader_client)
+                worker.metrics.on_status()
+            case SetPeers(members):
+                worker.transport.set_peers(
+                    {p: e for p, e in worker.book.peer_endpoints().items() if p in members})
+            case _:
+                worker._carry_out_rare(effect)
+
+
+def carry_out_rare(worker: RaftWorker, effect: Effect) -> None:
+    """The effects of ticks, requests and restarts (not of every round)."""
+    match effect:
+        case ResyncShm(_, first):
+            worker._resync_shm(first)
+        case DropChanges():
+            worker.machine.changes.clear()  # the coming reset publishes them
+        case ProposeConfChange(rid, change, reason):
+            if reason == "promote":
+                member = change.changes[0].node_id
+                progress = worker.raw.status().progress.get(member)
+                worker.log.info("promoting learner member=%s match=%d", member,
+                              progress.match if progress is not None else 0)
+            worker.driver.submit_conf_change(rid, change)
+        case ProposeAddress(rid, member):
+            address = worker.book.get(member)
+            assert address is not None  # Invariant: set in the book before add_member
+            worker.driver.submit_write(rid, encode_address(address))
+        case ProposeExpiry(rid, now_ms):
+            command = worker.machine.kv.expiry_command(now_ms)
+            if command is None:
+                worker.core.on_reply(rid)  # nothing to expire: no proposal in flight
+            else:
+                worker.driver.submit_write(rid, command)
+        case MintClusterId(rid):
+            cluster_id = new_cluster_id()
+            worker.log.info("proposing cluster id cluster_id=%s", cluster_id)
+            worker.driver.submit_write(rid, encode_cluster_id(cluster_id))
+        case TransferLeader(to, reason):
+            worker.driver.transfer_leader(to)
+            worker.log.info("leadership transfer requested to=%s reason=%s", to, reason)
+        case _:
+            raise AssertionError(f"unhandled node core effect {effect!r}")
+
+
+def publish_changes(worker: RaftWorker) -> None:
+    machine = worker.machine
+    kv = machine.kv
+    changes, machine.changes = machine.changes, []
+    worker.publisher.publish(changes, kv.applied_index, kv.revision, kv.last_ts_ms)
+    worker.events.publish(changes)
+    if any(c.space == Space.SYSTEM and c.key.startswith(AUTH_PREFIX) for c in changes):
+        worker._rebind_events("auth tables changed")
+
+
+def resync_shm(worker: RaftWorker, first: bool) -> None:
+    """
+    Publish the whole state to shared memory in one reset, and restart the change
+    stream's history at its revision (NodeCore decided it may: the state caught up
+    with shm and with the start-up replay). A subscriber asking for an earlier
+    revision gets `compacted`, never a gap.
+    """
+    machine = worker.machine
+    kv = machine.kv
+    started = time.monotonic()
+    records = chain(zip(repeat(Space.USER), kv.records()),
+                    zip(repeat(Space.SYSTEM), kv.system_records()))
+    worker.publisher.reset(records, kv.applied_index, kv.revision, kv.last_ts_ms)
+    machine.changes.clear()
+    machine.restored = False
+    worker.events.reset(kv.revision)
+    if first:
+        done = time.monotonic()
+        worker.log.info(
+            "start-up state published applied=%d keys=%d restore_s=%.3f replay_s=%.3f "
+            "shm_publish_s=%.3f total_s=%.3f",
+            kv.applied_index, len(kv), worker._restored_s,
+            started - worker._run_started_s,
+            done - started, done - worker._started_s,
+        )
