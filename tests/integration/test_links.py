@@ -162,7 +162,7 @@ def test_peer_stream_hides_values_when_curve_is_on(cluster: ClusterFactory, tmp_
         wait_until(lambda: get_eventual(c, "n2", "secret/key-7731").get("value") == SECRET_VALUE,
                    20, lambda: f"n2 get={get_eventual(c, 'n2', 'secret/key-7731')}")
         captured = forwarder.bytes()
-        assert len(captured) > 1000, "the forwarder carried the n1/n3 -> n2 traffic"
+        assert len(captured) > 200, "the forwarder carried the n1/n3 -> n2 traffic"
         assert (not curve) == (SECRET_VALUE.encode() in captured)
         assert (not curve) == (b"secret/key-7731" in captured)
         c.stop()
