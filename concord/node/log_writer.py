@@ -29,38 +29,11 @@ and the decisions (when PERSISTED goes out, DISK reports, the retry after a disk
 failure, when the replica may run, when a snapshot is due and with which membership)
 are concord.node.core.writer.WriterCore, which the simulator's writer runs too.
 
-Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
+The wire protocol between the raft worker and the writer (ZeroMQ PAIR over ipc, one
+msgpack array per message, every kind and its fields) is documented once, in
+concord/node/logwriter/ipc.py.
 
-    every message      [PROTOCOL_VERSION=1, kind:uint, ...fields]
-    worker -> writer
-      HELLO       1    []                                  -> READY
-      PERSIST     2    [number, [entry...], hard_state|nil, snapshot|nil, must_sync:bool]
-                       snapshot = [snapshot_meta, data:bin] (installed from the leader)
-      COMMITTED   3    [index, conf_state|nil]   entries <= index are committed and applied
-                       by the worker; conf_state is the membership after applying them, nil
-                       if unchanged since the previous COMMITTED (the writer takes no
-                       snapshot until one COMMITTED of its life carried a conf_state)
-      STATS       4    []                                  -> STATS_REPLY
-      STOP        5    []    flush, answer STOPPED, exit 0
-      TRACE       6    [number, [traceparent...]]   sent just before the PERSIST numbered
-                       `number` when it carries sampled entries (tracing on): the writer
-                       records a span per traceparent until that PERSIST is durable
-                       (concord/node/tracing.py); never sent with tracing off
-    writer -> worker
-      READY       101  [snapshot|nil, hard_state, [entry...]]   the recovered state
-      PERSISTED   102  [number]   every PERSIST up to `number` is durable (cumulative)
-      SNAPSHOT_WRITTEN 103 [index, term, conf_state, state_hash, path]  path: the
-                       snapshot file (read it with concord.storage.snapshot.read_snapshot)
-      STATS_REPLY 104  [{name: int}]
-      STOPPED     105  []
-      FAILED      106  [message]  sent just before the writer exits non-zero
-      DISK        107  [wal_error|nil, snapshot_error|nil]  the disk's health changed:
-                       a message per failing path (WAL append/sync, snapshot write), nil
-                       once it works again; sent on every change
-
-Entries, hard states, conf states and snapshot metas use concord.storage.codec (version 1).
-
-Durability rule (STYLE §0.3): PERSISTED(n) leaves only after the WAL flush holding every
+Durability rule: PERSISTED(n) leaves only after the WAL flush holding every
 request <= n returned, including its fdatasync whenever any of them had must_sync set or
 carried entries or a snapshot. A batch of commit-only hard-state updates (must_sync
 false, the Raft rule for "only the commit index moved") is written but not synced.

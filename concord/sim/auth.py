@@ -18,7 +18,7 @@ the log carries), not drawn from `secrets`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from concord.auth.state import TOKEN_PREFIX
@@ -26,7 +26,6 @@ from concord.auth.tokens import Credential
 from concord.kv import KvStateMachine, encode_command
 from concord.node.driver import ReplyStatus
 from concord.sim.checks import Violation
-from concord.sim.history import OpKind
 from concord.sim.machine import KvAdapter
 
 if TYPE_CHECKING:
@@ -50,19 +49,7 @@ class KvAuthAdapter(KvAdapter):
 
     name = "kv-auth"
 
-    def encode(
-        self,
-        kind: OpKind,
-        key: str,
-        args: tuple[Hashable, ...],
-        keys: tuple[str, ...] = (),
-        session: tuple[str, int] | None = None,
-        min_seq: int | None = None,
-    ) -> bytes:
-        op, body = self._command(kind, key, args, keys)
-        client_id, seq = (None, None) if session is None else session
-        return encode_command(op, body, client_id=client_id, seq=seq,
-                              min_seq=None if session is None else min_seq, auth=WRITER)
+    credential = WRITER
 
 
 def setup_commands() -> list[bytes]:

@@ -16,6 +16,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
+from concord.auth.tokens import Credential
 from concord.kv import KvStateMachine, decode_command, encode_command
 from concord.raft.statemachine import StateMachine
 from concord.sim.history import ABSENT, OpKind, Version, Versioned
@@ -157,6 +158,8 @@ class KvAdapter:
     sessions = True
     ttl = True
     versions = True
+    #: The credential every write carries (concord.sim.auth's adapter sets one).
+    credential: Credential | None = None
 
     def new_machine(self) -> StateMachine:
         return KvStateMachine()
@@ -172,8 +175,9 @@ class KvAdapter:
     ) -> bytes:
         op, body = self._command(kind, key, args, keys)
         if session is None:
-            return encode_command(op, body)
-        return encode_command(op, body, client_id=session[0], seq=session[1], min_seq=min_seq)
+            return encode_command(op, body, auth=self.credential)
+        return encode_command(op, body, client_id=session[0], seq=session[1], min_seq=min_seq,
+                              auth=self.credential)
 
     def _command(
         self, kind: OpKind, key: str, args: tuple[Hashable, ...], keys: tuple[str, ...]
