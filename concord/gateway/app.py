@@ -1,7 +1,7 @@
 """
 The gateway's ASGI application (Starlette): each HTTP request becomes ONE wire request
 to this node's client endpoint through `concord.aio.Client`, and the reply becomes the
-response (docs/http.md). Adapters translate, never decide (STYLE.md §11): consistency,
+response (docs/http.md). Adapters translate, never decide: consistency,
 auth and every error are the node's, exactly as over ZeroMQ.
 
 - Routes come from concord.gateway.routes (one table); a key is one percent-encoded UTF-8

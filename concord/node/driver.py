@@ -17,13 +17,13 @@ and then calls `process_ready()`, which drains every pending Ready:
 1. soft state: role/leader changes (a lost leadership settles pending requests);
 2. `messages` go to the transport now;
 3. entries, hard state and snapshot go to the LogSink; `messages_after_persist` wait in
-   a queue keyed by the Ready number (durability before acknowledgement, STYLE §0.3);
+   a queue keyed by the Ready number (durability before acknowledgement);
 4. committed entries are applied (state machine for NORMAL entries with data,
    `apply_noop` for the leader's empty entries, `RawNode.apply_conf_change` for
    CONF_CHANGE), writes are answered by (index, term), and `on_applied` is called;
 5. read states release strong reads once `applied >= index`.
 
-Client outcomes are the closed set of STYLE §8: OK, NOT_LEADER, DROPPED, TIMEOUT,
+Client outcomes are a closed set: OK, NOT_LEADER, DROPPED, TIMEOUT,
 UNKNOWN. A write answered UNKNOWN may still commit.
 
 Leader reads and their lease (NB, a divergence worth knowing): a `leader` read is served
@@ -32,7 +32,7 @@ by a ReadIndex probe every heartbeat: when the probe issued at time T is confirm
 quorum, every voter of that quorum heard from this leader after T, and (check_quorum)
 ignores votes for `election_ticks` of its own ticks after that. The lease therefore
 lasts `(election_ticks - 1) * tick_ms - lease_margin_ms` from T. Assumptions, documented
-as STYLE §3 requires: tick rates differ by less than the margin, and a restarted node
+here: tick rates differ by less than the margin, and a restarted node
 does not vote for `election_ticks` ticks (the driver enforces this by holding VOTE and
 PRE_VOTE requests after start: a restart would otherwise forget the lease it granted).
 Leadership transfer (TimeoutNow overrides the voters' lease) ends the lease when it

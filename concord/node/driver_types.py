@@ -167,7 +167,7 @@ class MemoryLog(Protocol):
 
 
 class Recovered(Protocol):
-    """What storage recovery returns (RecoveredState in RAFT_API.md)."""
+    """What storage recovery returns (concord.storage.recovery.RecoveredState)."""
 
     @property
     def snapshot(self) -> Snapshot | None: ...
@@ -189,7 +189,7 @@ class Consistency(enum.Enum):
 
 
 class ReplyStatus(enum.Enum):
-    """Client outcomes, a closed set (STYLE §8)."""
+    """Client outcomes, a closed set."""
 
     OK = "ok"
     NOT_LEADER = "not_leader"  # definitely not done; `leader_hint` names the leader

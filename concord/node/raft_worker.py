@@ -115,7 +115,7 @@ def raft_config_of(config: NodeConfig) -> RaftConfig:
 
 
 class _Adapter(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Adds node, term and role to every line (STYLE §7)."""
+    """Adds node, term and role to every line (docs/contributing.md, logging)."""
 
     def __init__(self, log: logging.Logger, worker: RaftWorker) -> None:
         super().__init__(log, {})

@@ -60,7 +60,7 @@ else:
 
 
 class RaftLogger(_AdapterBase):
-    """Appends `node=… term=… role=…` to every line (STYLE §7)."""
+    """Appends `node=… term=… role=…` to every line (docs/contributing.md, logging)."""
 
     def __init__(self, logger: logging.Logger, raft: Raft) -> None:
         super().__init__(logger, {})

@@ -1,6 +1,6 @@
 """
 One deterministic simulation run: a cluster of `SimNode`s, a fake network, clients, a
-nemesis, and the checkers. Everything derives from one seed (STYLE §4).
+nemesis, and the checkers. Everything derives from one seed.
 
 Phases of a run:
 1. chaos (`duration_ms`): clients run while the nemesis crashes and restarts nodes,

@@ -1,4 +1,4 @@
-"""The node core is pure: the node's decision modules import no IO (STYLE §0, §11)."""
+"""The node core is pure: the node's decision modules import no IO."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ and carry out the effects it returns:
 Invariants enforced here:
 
 - PERSISTED(n) is reported only after a flush that returned, never after one that
-  failed (durability before acknowledgement, STYLE §0.3), and at most once per number;
+  failed (durability before acknowledgement), and at most once per number;
 - a failed flush keeps everything owed and is retried every RETRY_INTERVAL_S;
 - DISK is reported once per change of the disk's health;
 - a snapshot carries the membership at its index, known exactly only at a COMMITTED
