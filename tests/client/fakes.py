@@ -7,6 +7,9 @@ The backend records every request it decodes (the whole map, envelope included) 
 obeys commands on its control pipe:
 
     ("requests",)            -> list of request maps seen so far
+    ("requests", n, wait_s)  -> the same list, once it holds at least n maps or wait_s
+                                has passed (a silent attempt's request may still be on its
+                                way through the front door when the client gives up on it)
     ("mode", {...})          -> "ok"; behaviour for the next requests:
         redirect: endpoint   answer every request not_leader with this leader hint
         redirect_except: [op, ...]   ops served normally despite redirect
@@ -186,6 +189,7 @@ def kv_backend_main(endpoint: str, name: str, conn: Connection) -> None:
     kv = FakeKv(name)
     seen: list[dict[str, object]] = []
     mode: dict[str, object] = {}
+    waiting: tuple[int, float] | None = None  # (at least this many seen, until this deadline)
     try:
         links = [
             BackendLink(ctx, endpoint, Backend.READ, f"{name}-read", heartbeat_interval_s=0.05),
@@ -197,7 +201,8 @@ def kv_backend_main(endpoint: str, name: str, conn: Connection) -> None:
         poller.register(conn.fileno(), zmq.POLLIN)
         conn.send("ready")
         while True:
-            deadline = min(link.next_deadline() for link in links)
+            deadline = min([link.next_deadline() for link in links]
+                           + ([waiting[1]] if waiting is not None else []))
             poller.poll(math.ceil(max(0.0, deadline - time.monotonic()) * 1000))
             for link in links:
                 link.service_timers(time.monotonic())
@@ -211,11 +216,14 @@ def kv_backend_main(endpoint: str, name: str, conn: Connection) -> None:
                     if cmd == "stop" or not isinstance(cmd, tuple):
                         return
                     if cmd[0] == "requests":
-                        conn.send(list(seen))
+                        waiting = (int(cmd[1]), time.monotonic() + float(cmd[2])) if len(cmd) == 3 else (0, 0.0)
                     elif cmd[0] == "mode":
                         mode.clear()
                         mode.update(cmd[1])
                         conn.send("ok")
+                if waiting is not None and (len(seen) >= waiting[0] or time.monotonic() >= waiting[1]):
+                    conn.send(list(seen))
+                    waiting = None
             except (EOFError, OSError):
                 return
     finally:
@@ -293,8 +301,9 @@ class FakeNode:
         self.backend.conn.send(tuple(cmd))
         return self.backend.recv()
 
-    def requests(self) -> list[dict[str, object]]:
-        out = self.command("requests")
+    def requests(self, at_least: int = 0, wait_s: float = 10.0) -> list[dict[str, object]]:
+        """Every request seen so far; with `at_least`, waits until that many have arrived."""
+        out = self.command("requests", at_least, wait_s) if at_least else self.command("requests")
         assert isinstance(out, list)
         return out
 

@@ -53,8 +53,10 @@ def client(a: FakeNode) -> Iterator[Client]:
         yield c
 
 
-def since(node: FakeNode, before: int) -> list[dict[str, object]]:
-    return node.requests()[before:]
+def since(node: FakeNode, before: int, at_least: int = 0) -> list[dict[str, object]]:
+    """The requests `node` saw after the first `before`; with `at_least`, waits for that many
+    (needed after a silent attempt: the client may give up before its request arrives)."""
+    return node.requests(before + at_least if at_least else 0)[before:]
 
 
 def test_put_then_get_returns_value_when_backend_stores_it(client: Client, a: FakeNode) -> None:
@@ -194,7 +196,7 @@ def test_unknown_result_raised_when_write_never_answered(a: FakeNode) -> None:
         with pytest.raises(UnknownResultError):
             c.put("unk:k", 1)
         a.mode()
-        sent = since(a, before)
+        sent = since(a, before, at_least=2)
         assert 2 <= len(sent)
         assert {c.seq} == {r["seq"] for r in sent}
         assert 1 == c.get("unk:k")  # it was applied, once
@@ -208,7 +210,7 @@ def test_write_not_resent_when_sessions_disabled(a: FakeNode) -> None:
         a.mode(ignore=1)
         with pytest.raises(UnknownResultError):
             c.put("nosess:k", 1)
-        sent = since(a, before)
+        sent = since(a, before, at_least=1)
         assert 1 == len(sent)
         assert "client_id" not in sent[0] and "seq" not in sent[0]
 
@@ -220,7 +222,7 @@ def test_read_retried_then_timeout_raised_when_never_answered(a: FakeNode) -> No
         a.mode(ignore=100)
         with pytest.raises(RequestTimeoutError):
             c.get("silent:k")
-        sent = since(a, before)
+        sent = since(a, before, at_least=3)
         assert 3 == len(sent)
         assert all("seq" not in r for r in sent)
 
