@@ -324,7 +324,7 @@ class FrontDoor:
         for observer in self._observers:
             note, request, payload = observer.begin(request, payload, peer)
             notes.append(note)
-        return (tuple(notes) if any(n is not None for n in notes) else None), payload
+        return (tuple(notes) if notes.count(None) < len(notes) else None), payload
 
     def _answer(self, envelope: list[bytes], reply: bytes,
                 notes: tuple[object | None, ...] | None, role: Backend) -> None:
