@@ -44,8 +44,8 @@ PLANTS = [
     Plant(
         "vote_without_log_check",
         "grant a vote without the log up-to-date check (Raft §5.4.1)",
-        "concord/raft/core.py",
-        "if can_vote and self.log.is_up_to_date(m.index, m.log_term):",
+        "concord/raft/election.py",
+        "if can_vote and r.log.is_up_to_date(m.index, m.log_term):",
         "if can_vote:",
     ),
     Plant(
@@ -88,9 +88,9 @@ PLANTS = [
     Plant(
         "leader_read_without_lease",
         "serve leader reads whenever the node is leader (no lease / quorum check)",
-        "concord/node/driver.py",
-        "            if now >= self._lease_until_ms:\n",
-        "            if False:\n",
+        "concord/node/driver_reads.py",
+        "        if now >= d._lease_until_ms:\n",
+        "        if False:\n",
     ),
     Plant(
         "lease_renewed_during_transfer",
@@ -171,7 +171,7 @@ PLANTS = [
     Plant(
         "version_not_bumped",
         "a put over a live key keeps its version instead of incrementing it",
-        "concord/kv/machine.py",
+        "concord/kv/writes.py",
         "            create_revision, version = old.create_revision, old.version + 1",
         "            create_revision, version = old.create_revision, old.version",
     ),

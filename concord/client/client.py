@@ -59,16 +59,8 @@ import zmq
 from concord.client.results import MISSING, DeleteResult, ValueWithMeta
 from concord.client.raw import call_endpoint, exchange_over
 from concord.client.transport import Transport
-from concord.errors import (
-    ClientError,
-    ConditionFailedError,
-    InvalidRequestError,
-    NotFoundError,
-    ProtocolError,
-    ShuttingDownError,
-)
+from concord.errors import ConditionFailedError, InvalidRequestError, NotFoundError, ShuttingDownError
 from concord.client.plan import (
-    ClientCore,
     OPS_KIND,
     CallPlan,
     OpKind,
@@ -85,6 +77,7 @@ from concord.client.auth import AuthMethods
 from concord.client.methods import Consistency as Consistency
 from concord.client.methods import BatchMethods, LeaseMethods, MemberMethods, QueryMethods
 from concord.client.requests import NO_DEFAULT, Filter, Range, Req
+from concord.client.shmreads import NOT_LOCAL, LocalReads
 from concord.net.curve import CurveClient
 from concord.net.wire import validate
 from concord.tracing import client_span
@@ -104,13 +97,12 @@ Socket = zmq.Socket[bytes]
 Context = zmq.Context[Socket]
 
 
-_NOT_LOCAL = object()  # not served from same-host shared memory: ask a node
 T = TypeVar("T")
 
 Condition = Callable[[object], bool]
 
 
-class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethods, ClientCore):
+class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethods, LocalReads):
     """
     A connection to a Concord cluster. The auth ops (tokens, roles, tenants) are
     `concord.client.auth.AuthMethods`.
@@ -253,96 +245,6 @@ class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethod
     def _run(self, plan: CallPlan) -> dict[str, object]:
         return drive(plan, self._exchange)
 
-    def _local_or_call(
-        self, op: str, args: Mapping[str, object], consistency: str
-    ) -> dict[str, object]:
-        """Serve a read from same-host shared memory when allowed, else over the wire."""
-        # NB: token and ns are checked by the node, never by shared memory: a client
-        # that sends them reads over the wire only.
-        if self._local_ok and consistency in ("eventual", "leader"):
-            started = time.perf_counter()
-            full = {**args, "consistency": consistency}
-            store = self._local_store()
-            with self._lock:
-                if store is not None and not self._closed:
-                    # Arguments are checked by the kv read logic (same error classes).
-                    reply = store.read(op, full)
-                    if reply is not None:
-                        if telemetry.listening(telemetry.CLIENT_CALL):
-                            telemetry.client_call(op, full, time.perf_counter() - started,
-                                                  reply, "shm")
-                        if reply.get("ok") is False:
-                            _raise_error_map(reply)
-                        return reply
-        return self.call(op, {**args, "consistency": consistency})
-
-    def _local_get(self, key: str, consistency: str) -> object:
-        """`LocalStore.get` of the attached store: a value, `MISSING`, or `_NOT_LOCAL`."""
-        store = self._local_store()
-        with self._lock:
-            if store is None or self._closed:
-                return _NOT_LOCAL
-            value = store.get(key, consistency)
-            return _NOT_LOCAL if value is store.DECLINED else value
-
-    def _local_store(self) -> LocalStore | None:
-        """
-        The attached same-host store. While none is attached, at most every
-        `shm_probe_every_s`: ask `status` of each endpoint on this host (the last known
-        leader first; remote endpoints are never asked) and attach the first store that
-        exists here. One thread probes; the others go over the wire meanwhile.
-        """
-        if self._closed:
-            return None
-        store = self._store
-        if store is not None:
-            if store.alive:
-                return store
-            self._store = None
-        now = time.monotonic()
-        if now < self._next_probe or not self._probe_lock.acquire(blocking=False):
-            return None
-        try:
-            self._next_probe = now + self.shm_probe_every_s
-            found = self._probe_local_store()
-        finally:
-            self._probe_lock.release()
-        with self._lock:
-            if self._closed:
-                if found is not None:
-                    found.close()
-                return None
-            self._store = found
-        return found
-
-    def _probe_local_store(self) -> LocalStore | None:
-        from concord.client.local import LocalStore, is_local_endpoint, shm_names  # noqa: PLC0415
-
-        leader = self._routing.leader
-        candidates = ([leader] if leader else []) + list(self.endpoints)
-        for endpoint in dict.fromkeys(candidates):
-            if not is_local_endpoint(endpoint):
-                continue
-            try:
-                status = self._call_at(
-                    endpoint, "status", {}, min(self.timeout_s, self.attempt_timeout_s))
-            except (ClientError, ProtocolError) as exc:
-                log.debug("shm probe failed endpoint=%s error=%s", endpoint, exc)
-                continue
-            names = shm_names(status)
-            if names is None:
-                continue
-            store = LocalStore.open(names)
-            if store is not None:
-                log.info("reading from same-host shared memory endpoint=%s ctl=%s", endpoint, names.ctl)
-                return store
-        return None
-
-    @property
-    def local_store(self) -> LocalStore | None:
-        """The attached same-host store, if any (its counters are useful in tests)."""
-        return self._store
-
     # -- key-value ops ---------------------------------------------------------------
 
     def _do(self, req: Req[T]) -> T:
@@ -399,7 +301,7 @@ class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethod
         if not meta and self._local_ok and consistency != "strong":
             started = time.perf_counter()
             value = self._local_get(key, consistency)
-            if value is not _NOT_LOCAL:
+            if value is not NOT_LOCAL:
                 if telemetry.listening(telemetry.CLIENT_CALL):
                     telemetry.client_call(
                         "get", {"consistency": consistency}, time.perf_counter() - started,
@@ -599,7 +501,3 @@ def cas_view(current: object) -> tuple[object, int]:
         return MISSING, 0  # mod_revision 0 matches an absent key
     assert isinstance(current, ValueWithMeta)
     return current.value, current.revision
-
-
-def _raise_error_map(reply: Mapping[str, object]) -> None:
-    raise error_from_reply(reply)

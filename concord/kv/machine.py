@@ -12,12 +12,10 @@ Change of one entry carries that revision.
 
 Auth (concord.auth): the auth tables are SYSTEM records under "auth/" (tokens, roles,
 tenants), so they are in snapshots, the state hash and shared memory like every record.
-Once a token exists, every client write must carry a valid credential, checked here at
-apply against the entry's timestamp (revocation and expiry hold on every replica from
-the entry on), with the permission of its role and inside its tenant's keyspace; tenant
-usage (keys, bytes) is derived from the records and checked against the tenant's quota
-here too. A refused write changes nothing but applied_index. `expire` carries no
-credential: only the leader proposes it.
+Once a token exists, every client write must carry a valid credential, checked at apply
+against the entry's timestamp, with the permission of its role, inside its tenant's
+keyspace and quota (concord.kv.admission). A refused write changes nothing but
+applied_index. `expire` carries no credential: only the leader proposes it.
 
 Snapshots (concord.kv.snapshot; format: docs/formats/kv.md "Snapshot format"): the
 state hash is xxh3_64 over (applied_index, revision, last_ts_ms, record digest, session
@@ -40,16 +38,9 @@ import xxhash
 from sortedcontainers import SortedList
 
 from concord.auth.commands import AuthCommand
-from concord.auth.rules import Perm, common_prefix
 from concord.auth.state import AUTH_PREFIX, AuthState, Principal
 from concord.auth.tenants import Usage
-from concord.errors import (
-    ClientError,
-    CorruptionError,
-    ForbiddenError,
-    InvalidRequestError,
-    QuotaExceededError,
-)
+from concord.errors import ClientError, CorruptionError, InvalidRequestError
 from concord.kv.commands import (
     Command,
     CreateIndex,
@@ -57,11 +48,9 @@ from concord.kv.commands import (
     DeleteIf,
     DeleteMany,
     DeleteWhere,
-    DropIndex,
     Envelope,
     Expire,
     Incr,
-    LeaseExpire,
     Put,
     PutIf,
     PutMany,
@@ -71,13 +60,14 @@ from concord.kv.commands import (
     expire_command,
     lease_expire_command,
 )
+from concord.kv.admission import admit
 from concord.kv.config import DEFAULT_CONFIG, KvConfig
 from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
 from concord.kv.leases import LEASE_COMMANDS, LeaseTable, apply_lease_command
 from concord.kv.query import KeySource, select
 from concord.kv.reads import Reply, error_reply, serve_read, serve_request
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
-from concord.kv.scope import record_bytes, scoped
+from concord.kv.scope import scoped
 from concord.kv.sessions import SessionTable, legacy_sessions_digest
 from concord.kv.snapshot import (  # the format's names re-exported: their old home
     _SNAPSHOT_FIELDS as _SNAPSHOT_FIELDS,
@@ -90,7 +80,6 @@ from concord.kv.snapshot import (  # the format's names re-exported: their old h
     record_digest as record_digest,
 )
 from concord.kv.store import _MASK
-from concord.kv.values import pack_value
 from concord.kv.writes import WriteCommands
 
 logger = logging.getLogger(__name__)
@@ -404,7 +393,7 @@ class KvStateMachine(WriteCommands):
     ) -> tuple[Reply, list[Change]]:
         client_id, seq = envelope.client_id, envelope.seq
         try:
-            principal = self._admit(envelope, ts)
+            principal = admit(envelope, ts, self.auth, self.usage, self._user)
         except ClientError as exc:
             return error_reply(exc), []
         if client_id is None or seq is None:
@@ -417,72 +406,6 @@ class KvStateMachine(WriteCommands):
         self._sessions.record(client_id, seq, min_seq, result, index, ts)
         self._sessions.evict(ts)
         return result, changes
-
-    def _admit(self, envelope: Envelope, ts: int) -> Principal | None:
-        """
-        The principal of a command at entry time `ts`, checked for what the command does.
-
-        Raises:
-            UnauthorizedError, ForbiddenError, QuotaExceededError.
-        """
-        command = envelope.command
-        if isinstance(command, (Expire, LeaseExpire)):
-            return None  # proposed by the leader only (never a client op)
-        if isinstance(command, AuthCommand) and command.op == "auth_bootstrap":
-            return None  # apply_auth refuses it once a token exists
-        if envelope.auth is None and not self.auth.active:
-            return None
-        principal = self.auth.authenticate(envelope.auth, ts)
-        if isinstance(command, AuthCommand):
-            principal.check_cluster_admin(command.op)
-            return principal
-        if isinstance(command, DeleteWhere):
-            query = command.query
-            within = common_prefix(query.lo, query.hi) if query.lo and query.hi else ""
-            prefix = query.prefix or ""
-            principal.check_prefix(within if within.startswith(prefix) else prefix, Perm.WRITE)
-        elif isinstance(command, (CreateIndex, DropIndex)):
-            if principal.tenant is not None:
-                raise ForbiddenError("tenant tokens cannot use secondary indexes")
-            principal.check_prefix("", Perm.WRITE)
-        elif isinstance(command, LEASE_COMMANDS):
-            # A lease's expiry or revocation deletes whatever keys hold it: only a token
-            # that may write every key may manage leases (never a tenant's).
-            if principal.tenant is not None:
-                raise ForbiddenError("tenant tokens cannot use leases")
-            principal.check_prefix("", Perm.WRITE)
-        else:
-            keys = _command_keys(command)
-            principal.check_stored_keys(keys, Perm.WRITE)
-            if principal.tenant is not None:
-                self._check_quota(principal.tenant, command, ts)
-        return principal
-
-    def _check_quota(self, tenant: str, command: Command, ts: int) -> None:
-        """Raise QuotaExceededError if `command` would take `tenant` over its quota."""
-        quota = self.auth.tenants.get(tenant)
-        if quota is None:
-            raise ForbiddenError(f"tenant {tenant!r} does not exist")
-        if not (quota.max_keys or quota.max_bytes):
-            return
-        puts = (command.items if isinstance(command, PutMany)
-                else (command.put,) if isinstance(command, PutIf)
-                else (command,) if isinstance(command, Put)
-                else (Put(command.key, pack_value(command.delta), 0, command.ttl_ms),)
-                if isinstance(command, Incr) else ())
-        new_keys = new_bytes = 0
-        for put in puts:
-            old = self._user.get(put.key)
-            size = len(put.key.encode("utf-8")) + len(put.value)
-            new_keys += old is None
-            new_bytes += size - (0 if old is None else record_bytes(old))
-        usage = self.usage.get(tenant, Usage())
-        if quota.max_keys and new_keys > 0 and usage.keys + new_keys > quota.max_keys:
-            raise QuotaExceededError(f"tenant {tenant!r} would hold {usage.keys + new_keys} keys, "
-                                     f"over its quota of {quota.max_keys}")
-        if quota.max_bytes and new_bytes > 0 and usage.bytes + new_bytes > quota.max_bytes:
-            raise QuotaExceededError(f"tenant {tenant!r} would hold {usage.bytes + new_bytes} "
-                                     f"bytes, over its quota of {quota.max_bytes}")
 
     def _execute(
         self, command: Command, index: int, ts: int, principal: Principal | None = None
@@ -585,19 +508,6 @@ class KvStateMachine(WriteCommands):
                 logger.warning("kv skipped bad index definition key=%s", record.key)
                 continue
             self._indexes.create(definition, self.records())
-
-
-def _command_keys(command: Command) -> list[str]:
-    """The stored keys a key-naming write command changes (or reads, for its condition)."""
-    if isinstance(command, (Put, Delete, Touch, DeleteIf, Incr)):
-        return [command.key]
-    if isinstance(command, PutIf):
-        return [command.put.key]
-    if isinstance(command, (PutMany, TouchMany)):
-        return [item.key for item in command.items]
-    if isinstance(command, DeleteMany):
-        return list(command.keys)
-    return []
 
 
 def _is_key_source(machine: KvStateMachine) -> KeySource:

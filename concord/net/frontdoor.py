@@ -37,9 +37,10 @@ which is counted.
 No backend of the needed kind connected: the client gets no_leader with a message
 naming what is missing, at once (it should retry or try another node).
 
-Observers (concord/net/observer.py: the audit log, tracing spans) see each decoded
-request and the reply its client gets, refusals and timeouts included; with none, the
-loop does nothing more than before.
+Observers (concord/net/observer.py: the audit log, tracing spans, and the request
+metrics, concord/net/door_metrics.py, while metrics are on) see each decoded request and
+the reply its client gets, refusals and timeouts included; with none, the loop does
+nothing more than before.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from typing import Callable, Mapping, Sequence
 import zmq
 
 from concord.errors import ClientError, ConfigError, InvalidRequestError, ShuttingDownError
-from concord.metrics.node import DoorMetrics, reply_result
+from concord.metrics.node import DoorMetrics
 from concord.net._zmqutil import new_socket
 from concord.net.backend import (
     KIND_HANDOFF,
@@ -68,11 +69,12 @@ from concord.net.backend import (
     pack_header,
     unpack_header,
 )
+from concord.net.door_metrics import DoorMetricsObserver
 from concord.net.frontdoor_options import (  # re-exported: their old home
     FrontDoorOptions as FrontDoorOptions,
     FrontDoorStats as FrontDoorStats,
 )
-from concord.net.observer import DoorObserver, peer_of, reply_map
+from concord.net.observer import DoorObserver, DoorReply, peer_of
 from concord.net.wire import (
     OPS,
     Backend,
@@ -116,9 +118,6 @@ class _Pending:
     deadline: float
     role: Backend = field(default=Backend.RAFT)
     notes: tuple[object | None, ...] | None = None  # one per DoorObserver, None: none cares
-    op: str = ""  # for metrics: op, consistency label ("none": not a read), receive time
-    consistency: str = "none"
-    started: float = 0.0
 
 
 class FrontDoor:
@@ -146,6 +145,11 @@ class FrontDoor:
     ) -> None:
         options.validate()
         self.options = options
+        # NB: the metrics observer never reads the client's address (see _drain_clients).
+        self._peer_wanted = bool(observers)
+        self.metrics = DoorMetrics()
+        if self.metrics.on:
+            observers = (*observers, DoorMetricsObserver(self.metrics, registry, clock))
         self._observers = tuple(observers)
         self._hold = any(o.hold_replies for o in observers)
         self._held: list[tuple[list[bytes], bytes]] = []
@@ -162,7 +166,6 @@ class FrontDoor:
         # (deadline, token); entries whose token was answered are skipped lazily.
         self._deadlines: list[tuple[float, int]] = []
         self._closed = False
-        self.metrics = DoorMetrics()
         self.client = new_socket(ctx, zmq.ROUTER, "front door client")
         try:
             self.backend = new_socket(ctx, zmq.ROUTER, "front door backend")
@@ -253,7 +256,7 @@ class FrontDoor:
     # -- clients -------------------------------------------------------------------
 
     def _drain_clients(self) -> None:
-        observed = bool(self._observers)
+        observed = self._peer_wanted
         for _ in range(_BATCH):
             try:
                 if observed:
@@ -288,16 +291,13 @@ class FrontDoor:
         target = route(request, self.registry)
         backend = self._pick(target)
         now = self._clock()
-        is_read = self.registry[request.op].backend is Backend.READ
-        pending = _Pending(envelope, request.id, b"", 0.0, target, notes, request.op,
-                           request.consistency if is_read else "none", now)
+        pending = _Pending(envelope, request.id, b"", 0.0, target, notes)
         if backend is None:
-            self._observe(pending, "no_leader")
             self.stats.unroutable += 1
             what = "read worker" if target is Backend.READ else "raft worker"
             self._answer(envelope, error_reply(
                 request.id, "no_leader", f"no {what} is connected to this node's front door; retry", None
-            ), notes)
+            ), notes, target)
             return
         timeout_ms = min(request.timeout_ms or self.options.default_timeout_ms, self.options.max_timeout_ms)
         token = self._epoch | (next(self._tokens) & ((1 << 40) - 1))
@@ -306,11 +306,10 @@ class FrontDoor:
             # The chosen backend vanished or is full (HWM): one retry on another.
             backend = self._pick(target, exclude=backend)
             if backend is None or not self._forward(backend, token, payload):
-                self._observe(pending, "no_leader")
                 self.stats.unroutable += 1
                 self._answer(envelope, error_reply(
                     request.id, "no_leader", "backend unavailable on this node; retry", None
-                ), notes)
+                ), notes, target)
                 return
         self._backends[backend].inflight += 1
         pending.backend, pending.deadline = backend, deadline
@@ -325,15 +324,15 @@ class FrontDoor:
         for observer in self._observers:
             note, request, payload = observer.begin(request, payload, peer)
             notes.append(note)
-        return (tuple(notes) if any(n is not None for n in notes) else None), payload
+        return (tuple(notes) if notes.count(None) < len(notes) else None), payload
 
     def _answer(self, envelope: list[bytes], reply: bytes,
-                notes: tuple[object | None, ...] | None) -> None:
-        """Send `reply`, after telling the observers of a noted request about it."""
+                notes: tuple[object | None, ...] | None, role: Backend) -> None:
+        """Send `reply`, after telling the observers of a noted request (routed to `role`) about it."""
         if notes is None:
             self._send_client(envelope, reply)
             return
-        decoded = reply_map(reply)
+        decoded = DoorReply(reply, role)
         for observer, note in zip(self._observers, notes):
             if note is not None:
                 observer.end(note, decoded)
@@ -437,8 +436,7 @@ class FrontDoor:
         if kind == KIND_HANDOFF:
             self._hand_off(token, pending, frames[2])
             return
-        self._observe(pending, None, frames[2])
-        self._answer(pending.envelope, frames[2], pending.notes)
+        self._answer(pending.envelope, frames[2], pending.notes, pending.role)
 
     def _hand_off(self, token: int, pending: _Pending, payload: bytes) -> None:
         """Forward a request a read worker handed back to the raft worker (same token)."""
@@ -449,30 +447,21 @@ class FrontDoor:
             self._answer(pending.envelope, error_reply(
                 pending.request_id, "no_leader",
                 f"the {pending.role.value} backend handed the request back; retry", None
-            ), pending.notes)
+            ), pending.notes, pending.role)
             return
         backend = self._pick(Backend.RAFT)
         if backend is None or not self._forward(backend, token, payload):
-            self._observe(pending, "no_leader")
             self.stats.unroutable += 1
             self._answer(pending.envelope, error_reply(
                 pending.request_id, "no_leader",
                 "no raft worker is connected to this node's front door; retry", None
-            ), pending.notes)
+            ), pending.notes, pending.role)
             return
         self.stats.handoffs += 1
         self._backends[backend].inflight += 1
         pending.backend = backend
         pending.role = Backend.RAFT
         self._pending[token] = pending
-
-    def _observe(self, pending: _Pending, result: str | None, reply: bytes = b"") -> None:
-        """Record an answered request (`result`, or read from the `reply` payload)."""
-        if self.metrics.on:
-            by_read = None if pending.consistency == "none" else pending.role is Backend.READ
-            self.metrics.on_done(pending.op, pending.consistency,
-                                 result or reply_result(reply),
-                                 self._clock() - pending.started, by_read)
 
     def _done(self, pending: _Pending) -> None:
         info = self._backends.get(pending.backend)
@@ -489,14 +478,13 @@ class FrontDoor:
                 continue
             count += 1
             self._done(pending)
-            self._observe(pending, "timeout")
             self.stats.timeouts += 1
             self._answer(pending.envelope, error_reply(
                 pending.request_id,
                 "timeout",
                 f"no reply from the {pending.role.value} backend in time; outcome unknown",
                 None,
-            ), pending.notes)
+            ), pending.notes, pending.role)
         return count
 
     @property

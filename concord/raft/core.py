@@ -399,49 +399,12 @@ class Raft:
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
         pr.recent_active = True
         if m.reject:
-            # Fast backtracking: skip the follower's conflicting term at once (Raft §5.3,
-            # "the follower can include the term of the conflicting entry").
-            next_probe = m.reject_hint
-            if m.log_term > 0:
-                next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
-            if pr.maybe_decr_to(m.index, next_probe):
-                self.logger.debug(
-                    "append rejected from=%s index=%d next=%d", m.frm, m.index, pr.next
-                )
-                if pr.state == ProgressState.REPLICATE:
-                    pr.become_probe()
-                self._maybe_send_append(m.frm)
+            self._handle_append_reject(m, pr)
             return
         updated = pr.maybe_update(m.index)
         if pr.state == ProgressState.SNAPSHOT:
-            first = self.log.first_index()
-            if pr.match + 1 < first and pr.match < pr.pending_snapshot:
-                outgoing = self._outgoing_snapshots.get(m.frm)
-                if (
-                    outgoing is None
-                    or pr.snapshot_sent_offset <= len(outgoing.data)
-                    or m.index >= pr.pending_snapshot
-                ):
-                    return  # the transfer goes on
-                # Every chunk went out and the follower answers below the snapshot: it
-                # assembled the snapshot and did not restore it. Start over from a probe
-                # (and, if still needed, the newest snapshot) instead of resending this one.
-                self.logger.info(
-                    "snapshot not restored by peer from=%s snapshot_index=%d index=%d",
-                    m.frm,
-                    pr.pending_snapshot,
-                    m.index,
-                )
-                self._outgoing_snapshots.pop(m.frm, None)
-                pr.become_probe()
-                pr.next = pr.match + 1
-                self._maybe_send_append(m.frm)
+            if not self._maybe_end_snapshot(m, pr):
                 return
-            # Installed (or not needed: the follower already had it committed).
-            self._outgoing_snapshots.pop(m.frm, None)
-            pr.become_probe()
-            if pr.match + 1 >= first:
-                pr.become_replicate()
         elif pr.state == ProgressState.PROBE:
             if not updated and pr.match != m.index:
                 return
@@ -467,6 +430,56 @@ class Raft:
             if m.frm == self.lead_transferee and pr.match == self.log.last_index():
                 self.logger.info("sending timeout-now to transferee to=%s", m.frm)
                 self._send_timeout_now(m.frm)
+
+    def _handle_append_reject(self, m: Message, pr: Progress) -> None:
+        # Fast backtracking: skip the follower's conflicting term at once (Raft §5.3,
+        # "the follower can include the term of the conflicting entry").
+        next_probe = m.reject_hint
+        if m.log_term > 0:
+            next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+        if pr.maybe_decr_to(m.index, next_probe):
+            self.logger.debug(
+                "append rejected from=%s index=%d next=%d", m.frm, m.index, pr.next
+            )
+            if pr.state == ProgressState.REPLICATE:
+                pr.become_probe()
+            self._maybe_send_append(m.frm)
+
+    def _maybe_end_snapshot(self, m: Message, pr: Progress) -> bool:
+        """
+        An append response from a peer in SNAPSHOT state: True if its snapshot transfer
+        is over (installed, or not needed) and it replicates again; False while the
+        transfer goes on, or when it starts over from a probe.
+        """
+        first = self.log.first_index()
+        if pr.match + 1 < first and pr.match < pr.pending_snapshot:
+            outgoing = self._outgoing_snapshots.get(m.frm)
+            if (
+                outgoing is None
+                or pr.snapshot_sent_offset <= len(outgoing.data)
+                or m.index >= pr.pending_snapshot
+            ):
+                return False  # the transfer goes on
+            # Every chunk went out and the follower answers below the snapshot: it
+            # assembled the snapshot and did not restore it. Start over from a probe
+            # (and, if still needed, the newest snapshot) instead of resending this one.
+            self.logger.info(
+                "snapshot not restored by peer from=%s snapshot_index=%d index=%d",
+                m.frm,
+                pr.pending_snapshot,
+                m.index,
+            )
+            self._outgoing_snapshots.pop(m.frm, None)
+            pr.become_probe()
+            pr.next = pr.match + 1
+            self._maybe_send_append(m.frm)
+            return False
+        # Installed (or not needed: the follower already had it committed).
+        self._outgoing_snapshots.pop(m.frm, None)
+        pr.become_probe()
+        if pr.match + 1 >= first:
+            pr.become_replicate()
+        return True
 
     def _maybe_commit(self) -> bool:
         """Raft §5.4.2: advance commit to the quorum's match if it is of our term."""

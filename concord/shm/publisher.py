@@ -19,27 +19,23 @@ from __future__ import annotations
 
 import logging
 import mmap
-import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, chain, compress, groupby, repeat
-from operator import add, and_, attrgetter, itemgetter, not_
-
-from array import array
+from itertools import accumulate, groupby
+from operator import itemgetter
 
 from concord.bulk import gc_paused
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.raft.state import Role
-from concord.shm.arena import Arena, _xxh
-from concord.shm.compactor import Compactor, DirectoryBuilder, Releaser
+from concord.shm.arena import Arena
+from concord.shm.bulkreset import ResetImage, check_sizes
+from concord.shm.compactor import Compactor, Releaser
 from concord.shm.layout import (
-    CHECKSUM_FROM,
     CTL_MAGIC,
     FORMAT_VERSION,
     GEN_HEADER_SIZE,
     PAGE,
-    RECORD_HEAD_SIZE,
     S_APPLIED,
     S_ARENA_END,
     S_LEADER_LEN,
@@ -52,7 +48,6 @@ from concord.shm.layout import (
     S_RING_HEAD,
     S_ROLE,
     S_TERM,
-    STATE_LIVE,
     status_base,
     STATUS_WORDS,
     W_MAX_GEN,
@@ -73,25 +68,9 @@ from concord.shm.layout import (
 
 logger = logging.getLogger(__name__)
 
-LOC_MAX_VALUE = 0xFFFFFFFF  # value_len is a u32
 _PUTS = (ChangeType.PUT, ChangeType.TOUCH)
-
-
-# Bulk reset (Publisher.reset): RECORD_HEAD split at CHECKSUM_FROM, the field getters.
-_RECORD_LEAD = struct.Struct("<QB")  # checksum, state
-_RECORD_TAIL = struct.Struct("<BBxIQQQQH")  # space .. key_len: what the checksum covers first
-assert _RECORD_LEAD.size == CHECKSUM_FROM and _RECORD_TAIL.size == RECORD_HEAD_SIZE - CHECKSUM_FROM
-_PADS = [bytes(n) for n in range(8)]
-_RESET_CHUNK = 65536  # records per arena write
 _SPACE = itemgetter(0)
 _SECOND = itemgetter(1)
-_KEY = attrgetter("key")
-_VALUE = attrgetter("value")
-_FLAGS = attrgetter("flags")
-_CREATE = attrgetter("create_revision")
-_MOD = attrgetter("mod_revision")
-_VERSION = attrgetter("version")
-_EXPIRES = attrgetter("expires_at_ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,44 +84,6 @@ class ArenaStats:
     live_bytes: int
     live_records: int
     directory_bytes: int
-
-
-def _check_sizes(records: Iterable[KeyRecord | None]) -> None:
-    """
-    Raises:
-        ValueError: a key over 65535 UTF-8 bytes or a value over 4 GiB (the format's
-            u16 and u32 fields).
-    """
-    for r in records:
-        if r is None:
-            continue
-        # Cheap first: at most 4 bytes per code point.
-        if (len(r.key) > 0x3FFF and len(r.key.encode()) > 0xFFFF) or len(r.value) > LOC_MAX_VALUE:
-            raise ValueError(
-                f"record of key {r.key[:40]!r} too large for the shm format: key "
-                f"{len(r.key.encode())} bytes (max 65535), value {len(r.value)} bytes"
-            )
-
-
-def _bulk_directory(
-    keys: list[str], starts: list[int], vlens: list[int], expires: list[int], flags: list[int]
-) -> DirectoryBuilder:
-    """The directory entries of one keyspace at once (what add() builds one by one)."""
-    d = DirectoryBuilder()
-    if not any(expires) and not any(map(and_, flags, repeat(1))):
-        d.plain = keys
-        d.starts = array("Q", starts)
-        d.ends = array("Q", map(add, starts, vlens))
-        return d
-    special = [bool(e or f & 1) for e, f in zip(expires, flags)]
-    plain = list(map(not_, special))
-    d.plain = list(compress(keys, plain))
-    d.starts = array("Q", compress(starts, plain))
-    d.ends = array("Q", compress(map(add, starts, vlens), plain))
-    if any(special):
-        for key, start, vlen, exp, flag in compress(zip(keys, starts, vlens, expires, flags), special):
-            d.add(key, start, vlen, exp, flag)
-    return d
 
 
 class Publisher(Arena):
@@ -319,7 +260,7 @@ class Publisher(Arena):
             leader_time_ms: leader timestamp of the last applied entry (readers hide keys
                 with expires_at_ms <= this).
         """
-        _check_sizes(ch.record for ch in changes)  # before anything changes: all or none
+        check_sizes(ch.record for ch in changes)  # before anything changes: all or none
         offsets = self._offsets
         dead: list[int] = []
         slots: list[int] = []
@@ -380,9 +321,9 @@ class Publisher(Arena):
         rebuild from it. Every record must fit the format (keys <= 65535 UTF-8 bytes). A
         key given twice in one space: the last one wins.
 
-        Bulk: the per-record work (encoding, checksums, directory) is done by C-level
-        maps over the records' fields, and the arena is written in large chunks, with the
-        GC paused (1,000,000 records take about 2 s of CPU).
+        Bulk (concord.shm.bulkreset): the per-record work (encoding, checksums, directory)
+        is done by C-level maps over the records' fields, and the arena is written in
+        large chunks, with the GC paused (1,000,000 records take about 2 s of CPU).
 
         Raises:
             ValueError: a record does not fit the format (nothing changed).
@@ -418,50 +359,15 @@ class Publisher(Arena):
         `reset` of records grouped by space: recs[bounds[i]:bounds[i + 1]] are in
         spaces[i]. Returns False, having changed nothing, if a key appears twice in a space.
         """
-        keys = list(map(_KEY, recs))
-        encoded = list(map(str.encode, keys))
-        values = list(map(_VALUE, recs))
-        klens = list(map(len, encoded))
-        vlens = list(map(len, values))
-        if (klens and max(klens) > 0xFFFF) or (vlens and max(vlens) > LOC_MAX_VALUE):
-            _check_sizes(recs)  # raises, naming the record
-        flags = list(map(_FLAGS, recs))
-        expires = list(map(_EXPIRES, recs))
-        # record_size(klen, vlen), and each record's offset in the new generation.
-        sizes = [(RECORD_HEAD_SIZE + 7 + n) & ~7 for n in map(add, klens, vlens)]
-        offs = list(accumulate(sizes, initial=GEN_HEADER_SIZE))
-        end = offs.pop()
-        starts = list(map(add, offs, repeat(RECORD_HEAD_SIZE)))
-        offsets: list[dict[str, int]] = [{} for _ in Space]
-        dirs = [DirectoryBuilder() for _ in Space]
-        for space, lo, hi in zip(spaces, bounds, bounds[1:]):
-            offsets[space] = dict(zip(keys[lo:hi], offs[lo:hi]))
-            if len(offsets[space]) != hi - lo:
-                return False
-            dirs[space] = _bulk_directory(
-                keys[lo:hi], starts[lo:hi], vlens[lo:hi], expires[lo:hi], flags[lo:hi])
-        directory = DirectoryBuilder.encode(dirs)
-        self._new_lineage(end - GEN_HEADER_SIZE + len(directory))
-        mm = self._mm
-        record_spaces = list(chain.from_iterable(
-            repeat(space, hi - lo) for space, lo, hi in zip(spaces, bounds, bounds[1:])))
-        for lo in range(0, len(recs), _RESET_CHUNK):
-            hi = lo + _RESET_CHUNK
-            chunk = recs[lo:hi]
-            tails = map(
-                _RECORD_TAIL.pack, record_spaces[lo:hi], flags[lo:hi], vlens[lo:hi],
-                map(_CREATE, chunk), map(_MOD, chunk), map(_VERSION, chunk),
-                expires[lo:hi], klens[lo:hi],
-            )
-            bodies = list(map(b"".join, zip(tails, values[lo:hi], encoded[lo:hi])))
-            leads = map(_RECORD_LEAD.pack, map(_xxh, bodies), repeat(STATE_LIVE))
-            pads = [_PADS[-(len(b) + CHECKSUM_FROM) & 7] for b in bodies]
-            data = b"".join(chain.from_iterable(zip(leads, bodies, pads)))
-            mm[offs[lo] : offs[lo] + len(data)] = data
-        self._end = end
-        self._offsets = offsets
-        self._live_bytes = end - GEN_HEADER_SIZE
-        self._place_directory(directory)
+        image = ResetImage.plan(spaces, bounds, recs)
+        if image is None:
+            return False
+        self._new_lineage(image.end - GEN_HEADER_SIZE + len(image.directory))
+        image.write(self._mm)
+        self._end = image.end
+        self._offsets = image.offsets
+        self._live_bytes = image.end - GEN_HEADER_SIZE
+        self._place_directory(image.directory)
         self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
         self._unlink_retired()
         return True

@@ -10,11 +10,11 @@ plain keys up to INLINE_MAX bytes (copied once, as the change is ingested), and,
 on first use, a sorted key index (sortedcontainers). A lookup checks one header word (the
 status `seq`) and, for a plain key with a small value, is then one dict probe; a larger
 value is one more probe and one slice of the mapping. Only when `seq` changed does the
-view catch up, replaying ring slots (each record's checksum is verified as it is
-ingested). Records are immutable, so a value can never be torn. A view that fell behind the ring, or that sees a
-new lineage (compaction, reset), rebuilds: from the generation's directory when it has
-one (C-speed bulk loads), else from a scan; a grown generation is simply re-mapped (same
-offsets).
+view catch up (concord/shm/catchup.py), replaying ring slots (each record's checksum is
+verified as it is ingested). Records are immutable, so a value can never be torn. A view
+that fell behind the ring, or that sees a new lineage (compaction, reset), rebuilds: from
+the generation's directory when it has one (C-speed bulk loads), else from a scan; a
+grown generation is simply re-mapped (same offsets).
 
 Never writes to shared memory, never unlinks anything, never registers a segment with
 the resource tracker: a read worker may exit or crash at any time.
@@ -22,66 +22,41 @@ the resource tracker: a read worker may exit or crash at any time.
 
 from __future__ import annotations
 
-import logging
 import mmap
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from enum import Enum
-from typing import Final
 
 import msgpack
 from sortedcontainers import SortedList
 
-from concord.bulk import gc_paused
-from concord.errors import CorruptionError
-from concord.kv.record import MISSING, ChangeType, KeyRecord, Missing, Space
+from concord.kv.record import MISSING, KeyRecord, Missing, Space
 from concord.raft.state import Role
+from concord.shm.catchup import CatchUp, ChangeListener as ChangeListener
 from concord.shm.keyindex import (  # the index names re-exported: their old home
-    _SPACES,
-    _U64,
     INLINE_MAX as INLINE_MAX,
     LOC_SHIFT as LOC_SHIFT,
     LOC_STOP as LOC_STOP,
     KeyIndex as KeyIndex,
     Locator as Locator,
     _unpackb,
-    _xxh,
-    load_directory,
-    scan_generation,
 )
 from concord.shm.layout import (
-    CHECKSUM_FROM,
     CTL_MAGIC,
     FORMAT_VERSION,
     RECORD_HEAD,
     RECORD_HEAD_SIZE,
     RECORD_FLAGS_FROM_VALUE,
-    RECORD_VIEW,
-    RING_BASE_WORD,
     S_APPLIED,
-    S_ARENA_END,
-    S_CLOCK_ORIGIN,
-    S_LEADER_TIME,
-    S_LINEAGE,
-    S_LIVE_GEN,
-    S_PREV_HEAD,
-    S_RING_HEAD,
     S_ROLE,
     W_LEASE_UNTIL_NS,
-    W_RING_CAP,
     W_SEQ,
     W_VERSION,
     SegmentNames,
     ShmStatus,
     open_segment,
-    read_gen_directory,
-    read_gen_header,
-    read_status_words,
     status_from_words,
 )
-
-logger = logging.getLogger(__name__)
 
 # NB: keyword arguments cost as much as the decode itself (a kwargs dict per call), so
 # the hot paths call unpackb bare (raw=False is the default) and fall back to
@@ -95,32 +70,21 @@ def decode_value(data: bytes) -> object:
         return _unpackb_fast(data)
     except ValueError:
         return _unpackb(data)
+
+
 _decompress = zlib.decompress
-_DELETES = (int(ChangeType.DELETE), int(ChangeType.EXPIRE))
 _LEADER = int(Role.LEADER)
 # NB: literal word index in the hot path (a global lookup costs more than the compare).
 assert W_SEQ == 2
 
 
-#: A listener gets (space, key, value locator) after a key was put, (space, key, None)
-#: after it was removed.
-ChangeListener = Callable[[int, str, "Locator | None"], None]
-
-
-class _Overtaken(Enum):
-    OVERTAKEN = 0
-
-
-_OVERTAKEN: Final = _Overtaken.OVERTAKEN
-
-
-class ShmView:
+class ShmView(CatchUp):
     """
     One process's read-only view of a node's store. Not thread-safe (one per thread).
 
     Use `ShmView.attach(names)`; `close()` when done. Every lookup first catches up with
-    the writer if the status changed, so a value read is never older than the status seen
-    by the same call, and a bulk change is seen whole or not at all.
+    the writer if the status changed (concord.shm.catchup), so a value read is never older
+    than the status seen by the same call, and a bulk change is seen whole or not at all.
     """
 
     def __init__(
@@ -130,51 +94,15 @@ class ShmView:
         mono_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self._mono_ns = mono_ns
-        self._names = names
-        self._ctl = ctl
-        self._w = memoryview(ctl).cast("Q")
-        if bytes(ctl[0:8]) != CTL_MAGIC or self._w[W_VERSION] != FORMAT_VERSION:
-            self._w.release()
+        w = memoryview(ctl).cast("Q")
+        if bytes(ctl[0:8]) != CTL_MAGIC or w[W_VERSION] != FORMAT_VERSION:
+            w.release()
             raise ValueError(
                 f"segment {names.ctl} is not a concord store version {FORMAT_VERSION}"
             )
-        self._cap = int(self._w[W_RING_CAP])
-        self._mask = self._cap - 1
-        # An empty placeholder until the first generation is mapped, so that the hot
-        # path needs no None check.
-        self._mm: mmap.mmap = mmap.mmap(-1, mmap.PAGESIZE)
-        self._mv: memoryview = memoryview(self._mm)
-        self._gen = -1
-        self._lineage = -1
-        self._seen = 0
-        self._seq = -1
-        self._st: list[int] = []
-        self._leader_time = 0
-        self._clock_origin = 0
+        super().__init__(names, ctl, w)
         # The latest cluster time this view answered (now_ms never goes backwards).
         self._last_now = 0
-        self._spaces: list[KeyIndex] = []
-        self._set_spaces([KeyIndex() for _ in range(_SPACES)])
-        self._listeners: list[ChangeListener] = []
-        self._reset_listeners: list[Callable[[], None]] = []
-        #: Counters, for tests and metrics.
-        self.rebuilds = 0
-        self.directory_loads = 0
-        self.remaps = 0
-        self.overflows = 0
-        self.applied_changes = 0
-        #: Retries, and why: the writer published twice during one status read; the
-        #: generation named by a status was already replaced and unlinked; the lineage
-        #: changed while rebuilding.
-        self.retries = 0
-        self.max_retries = 0
-        self.status_collisions = 0
-        self.generation_races = 0
-        self.lineage_races = 0
-        #: Rebuilds that ended at the status they started from because the writer had
-        #: moved to another lineage meanwhile (not a retry: that state was published).
-        self.settled_behind = 0
-        self._attempt_retries = 0
         try:
             self._catch_up()
         except BaseException:
@@ -444,11 +372,6 @@ class ShmView:
 
     # -- internals ------------------------------------------------------------------
 
-    def _set_spaces(self, spaces: list[KeyIndex]) -> None:
-        self._spaces = spaces
-        self._user = spaces[Space.USER]
-        self._user_small = self._user.small
-
     def _other_encoded(self, idx: KeyIndex, key: str) -> bytes | None:
         """A value not in `small`: a big plain one, a special one, or absent."""
         loc = idx.fast.get(key)
@@ -463,203 +386,6 @@ class ShmView:
         data = self._mm[loc >> LOC_SHIFT : loc & LOC_STOP]
         return _decompress(data) if key in idx.zipped else data
 
-    def _read_status(self) -> tuple[int, list[int]]:
-        """A consistent status snapshot; each collision with the writer is a retry."""
-        while True:
-            snap = read_status_words(self._w)
-            if snap is not None:
-                return snap
-            self.status_collisions += 1
-            self._attempt_retries += 1
-
-    def _catch_up(self) -> None:
-        # A retry is a status read that collided with the writer publishing twice, or an
-        # attempt the writer invalidated (generation unlinked, lineage changed during a
-        # rebuild). Falling behind the ring is not a retry: it rebuilds at once.
-        self._attempt_retries = 0
-        while True:
-            reached = self._advance(self._read_status())
-            if reached is not None:
-                self._seq, self._st = reached
-                self._leader_time = self._st[S_LEADER_TIME]
-                self._clock_origin = self._st[S_CLOCK_ORIGIN]
-                break
-            self._attempt_retries += 1
-        retries = self._attempt_retries
-        if retries:
-            self.retries += retries
-            self.max_retries = max(self.max_retries, retries)
-
-    def _advance(self, snap: tuple[int, list[int]]) -> tuple[int, list[int]] | None:
-        """
-        Bring local state to status `snap` (or a later one, after a rebuild).
-
-        Returns:
-            The (seq, status) the state now matches exactly, or None: retry with a fresh
-            status.
-        """
-        st = snap[1]
-        if st[S_LINEAGE] != self._lineage:
-            return self._rebuild(snap)
-        if st[S_RING_HEAD] - self._seen > self._cap:
-            self.overflows += 1
-            return self._rebuild(snap)
-        if self._must_map(st) and not self._map(st[S_LIVE_GEN]):
-            self.generation_races += 1
-            return None
-        if self._replay(self._seen, st[S_RING_HEAD]):
-            return snap
-        # The ring overtook us while we replayed: rebuild from a fresh status (a slow
-        # reader, not a retry).
-        self.overflows += 1
-        self._lineage = -1
-        return self._rebuild(self._read_status())
-
-    def _must_map(self, st: list[int]) -> bool:
-        """Whether status `st` needs another mapping: a new generation, or the live one
-        grown in place past the end of ours."""
-        return st[S_LIVE_GEN] != self._gen or st[S_ARENA_END] > len(self._mm)
-
-    def _map(self, gen: int) -> bool:
-        try:
-            mm = open_segment(self._names.gen(gen))
-        except FileNotFoundError:
-            return False  # replaced and unlinked since the status we read: retry
-        if read_gen_header(mm)[0] != gen:
-            mm.close()
-            raise CorruptionError(f"segment {self._names.gen(gen)} names another generation")
-        # NB: locators stay valid across a growth (same offsets); only the mapping changes.
-        # A generation grown in place is mapped again whole (the same pages, and more).
-        self._mv.release()
-        self._mm.close()
-        self._mm, self._mv, self._gen = mm, memoryview(mm), gen
-        self.remaps += 1
-        return True
-
-    def _rebuild(self, snap: tuple[int, list[int]]) -> tuple[int, list[int]] | None:
-        """
-        Rebuild the local index for status `snap` (see `_rebuild_once`). The writer
-        getting a whole ring ahead during a rebuild is not a retry (the reader was slow):
-        rebuild again at once from a fresh status.
-        """
-        while True:
-            result = self._rebuild_once(snap)
-            if result is not _OVERTAKEN:
-                return result
-            self.overflows += 1
-            snap = self._read_status()
-
-    def _rebuild_once(
-        self, start: tuple[int, list[int]]
-    ) -> tuple[int, list[int]] | None | _Overtaken:
-        """Load the directory or scan the live generation of `start`, then replay the ring."""
-        st = start[1]
-        if self._must_map(st) and not self._map(st[S_LIVE_GEN]):
-            self.generation_races += 1
-            return None
-        self.rebuilds += 1
-        dir_offset, dir_head = read_gen_directory(self._mm)
-        if dir_offset and st[S_RING_HEAD] - dir_head <= self._cap:
-            self.directory_loads += 1
-            with gc_paused():
-                self._set_spaces(load_directory(self._mm, self._mv, dir_offset))
-            self._lineage = st[S_LINEAGE]
-            self._seen = dir_head
-            for reset in self._reset_listeners:
-                reset()
-            snap = self._read_status()
-            if snap[1][S_LINEAGE] != st[S_LINEAGE] or (
-                self._must_map(snap[1]) and not self._map(snap[1][S_LIVE_GEN])
-            ):
-                # The writer moved on while we loaded (compacted again, or grew past
-                # the mapped generation and unlinked the next): settle for the state
-                # of `start` itself. The directory and the mapped generation hold it
-                # (ring slots up to its head name records below its arena end), it was
-                # published during this call, and the next lookup catches up from it.
-                self.settled_behind += 1
-                snap = start
-            if self._replay(self._seen, snap[1][S_RING_HEAD]):
-                return snap
-            # The writer got more than a ring ahead of the directory: scan instead.
-        with gc_paused():
-            segment = self._names.gen(self._gen)
-            self._set_spaces(scan_generation(self._mm, self._mv, st[S_ARENA_END], segment))
-        self._lineage = st[S_LINEAGE]
-        self._seen = st[S_PREV_HEAD]
-        for reset in self._reset_listeners:
-            reset()
-        # Marks seen by the scan may come from publishes after `st`; replaying up to a
-        # status read after the scan makes the state exact (marks follow publication).
-        snap = self._read_status()
-        if not self._same_lineage(snap[1]):
-            return None
-        if not self._replay(self._seen, snap[1][S_RING_HEAD]):
-            self._lineage = -1
-            return _OVERTAKEN
-        logger.debug("shm view rebuilt gen=%d keys=%d", self._gen, len(self._user))
-        return snap
-
-    def _same_lineage(self, st: list[int]) -> bool:
-        """
-        After a rebuild: can the state be carried to status `st` by replay? If the
-        lineage changed, no (rebuild again). If only the generation changed and it is
-        already unlinked, not now, but the state stays valid: the retry replays from
-        `_seen` instead of rebuilding.
-        """
-        if st[S_LINEAGE] != self._lineage:
-            self.lineage_races += 1
-            self._lineage = -1
-            return False
-        if self._must_map(st) and not self._map(st[S_LIVE_GEN]):
-            self.generation_races += 1
-            return False
-        return True
-
-    def _replay(self, seen: int, head: int) -> bool:
-        """Apply ring slots seen+1..head; False if a slot was overwritten (fell behind)."""
-        if head <= seen:
-            self._seen = max(seen, self._seen)
-            return True
-        if head - seen > self._cap:
-            return False
-        w = self._w
-        mask = self._mask
-        mm, mv = self._mm, self._mv
-        unpack = RECORD_VIEW.unpack_from
-        spaces = self._spaces
-        listeners = self._listeners
-        for seq in range(seen + 1, head + 1):
-            i = RING_BASE_WORD + 2 * (seq & mask)
-            if w[i] != seq:
-                return False
-            word = w[i + 1]
-            if w[i] != seq:
-                return False
-            off = word >> 2
-            _, space, flags, vlen, _, _, _, exp, klen = unpack(mm, off)
-            vstart = off + RECORD_HEAD_SIZE
-            kend = vstart + vlen + klen
-            key = mm[vstart + vlen : kend].decode()
-            if word & 3 in _DELETES:
-                if spaces[space].remove(key):
-                    for fn in listeners:
-                        fn(space, key, None)
-            else:
-                if _xxh(mv[off + CHECKSUM_FROM : kend]) != _U64.unpack_from(mm, off)[0]:
-                    raise CorruptionError(
-                        f"record checksum mismatch segment={self._names.gen(self._gen)} "
-                        f"offset={off} seq={seq}"
-                    )
-                vend = vstart + vlen
-                loc = vstart << LOC_SHIFT | vend
-                spaces[space].put(
-                    key, loc, exp, flags & 1, mm[vstart:vend] if vlen <= INLINE_MAX else None
-                )
-                for fn in listeners:
-                    fn(space, key, loc)
-        self.applied_changes += head - seen
-        self._seen = head
-        return True
 
 
 __all__ = [

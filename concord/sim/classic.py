@@ -205,47 +205,10 @@ class LeaseSplit:
             self._end("gave up")
             return
         if self.stage is Stage.DRAIN:
-            leader, follower = sim.nodes[l], sim.nodes[f]
-            if not leader.is_leader or leader.storage is None:
-                self._end("lost the leader")
+            if not self._watch_drain(l, f):
                 return
-            if (
-                follower.storage is not None
-                and follower.storage.last_index() == leader.storage.last_index()
-            ):
-                if self.transfer:
-                    self._start_transfer(leader)
-                else:
-                    self.stage = Stage.SPLIT
-                    sim.trace(
-                        f"lease-split block {l}->{f} at index {leader.storage.last_index()}"
-                    )
-                    sim.network.block(l, f)
         elif self.stage is Stage.SPLIT:
-            node = sim.nodes[f]
-            core = node.raw.raft if node.raw is not None else None
-            if (
-                self.restart
-                and not self.restarted
-                and core is not None
-                and core.election_elapsed >= core.randomized_election_timeout - 1
-            ):
-                self.restarted = True
-                for other in sorted(sim.nodes):
-                    peer = sim.nodes[other]
-                    if other not in (l, f) and peer.alive and other not in sim.removed:
-                        sim.trace(f"lease-split crash and restart {other}, cut {l}->{other}")
-                        sim.network.block(l, other)
-                        peer.crash()
-                        sim.loop.after(1, partial(sim._restart, other))
-            if node.driver is not None and node.driver.role in (
-                Role.PRE_CANDIDATE, Role.CANDIDATE
-            ):
-                self.stage = Stage.ELECTING
-                sim.trace(f"lease-split {f} campaigns: cut everyone -> {l}")
-                for other in sim.nodes:
-                    if other != l:
-                        sim.network.block(other, l)
+            self._watch_split(l, f)
         elif self.stage is Stage.ELECTING:
             self._write_through_new_leader()
         elif self.stage is Stage.TRANSFERRING:
@@ -268,6 +231,55 @@ class LeaseSplit:
                 self._end("done")
                 return
         sim.loop.after(1, self._watch)
+
+    def _watch_drain(self, l: NodeId, f: NodeId) -> bool:
+        """Once F holds all of L's log: cut L -> F, or ask L to transfer (False: ended)."""
+        sim = self.sim
+        leader, follower = sim.nodes[l], sim.nodes[f]
+        if not leader.is_leader or leader.storage is None:
+            self._end("lost the leader")
+            return False
+        if (
+            follower.storage is not None
+            and follower.storage.last_index() == leader.storage.last_index()
+        ):
+            if self.transfer:
+                self._start_transfer(leader)
+            else:
+                self.stage = Stage.SPLIT
+                sim.trace(
+                    f"lease-split block {l}->{f} at index {leader.storage.last_index()}"
+                )
+                sim.network.block(l, f)
+        return True
+
+    def _watch_split(self, l: NodeId, f: NodeId) -> None:
+        """Crash and restart the other voters (restart variant); when F campaigns, cut L off."""
+        sim = self.sim
+        node = sim.nodes[f]
+        core = node.raw.raft if node.raw is not None else None
+        if (
+            self.restart
+            and not self.restarted
+            and core is not None
+            and core.election_elapsed >= core.randomized_election_timeout - 1
+        ):
+            self.restarted = True
+            for other in sorted(sim.nodes):
+                peer = sim.nodes[other]
+                if other not in (l, f) and peer.alive and other not in sim.removed:
+                    sim.trace(f"lease-split crash and restart {other}, cut {l}->{other}")
+                    sim.network.block(l, other)
+                    peer.crash()
+                    sim.loop.after(1, partial(sim._restart, other))
+        if node.driver is not None and node.driver.role in (
+            Role.PRE_CANDIDATE, Role.CANDIDATE
+        ):
+            self.stage = Stage.ELECTING
+            sim.trace(f"lease-split {f} campaigns: cut everyone -> {l}")
+            for other in sim.nodes:
+                if other != l:
+                    sim.network.block(other, l)
 
     def _write_through_new_leader(self) -> None:
         """Step 3: once anyone but L leads, write a fresh value through it."""

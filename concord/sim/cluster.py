@@ -116,14 +116,7 @@ class Simulation:
         self.trace_lines: list[str] = []
         knobs = self.rng.fork("knobs")
         f = config.faults
-        self.link_faults = LinkFaults(
-            min_delay_ms=1,
-            max_delay_ms=knobs.randint(2, 12),
-            drop_p=knobs.choice([0.0, 0.01, 0.05]) if f else 0.0,
-            duplicate_p=knobs.choice([0.0, 0.01, 0.03]) if f else 0.0,
-            reorder_p=knobs.choice([0.0, 0.05, 0.2]) if f else 0.0,
-            long_delay_p=knobs.choice([0.0, 0.005]) if f else 0.0,
-        )
+        self.link_faults = _link_faults(knobs, f)
         self.network = Network(self.loop, self.rng.fork("network"), self.link_faults)
         # One seed in four runs the Figure 8 program (concord/sim/classic.py, Figure8)
         # with one entry per APPEND and one APPEND in flight, so a leader's old-term
@@ -477,6 +470,18 @@ class _TraceHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.sim.trace_lines.append(f"{self.sim.loop.now}   | {record.getMessage()}")
+
+
+def _link_faults(knobs: SimRandom, faults: bool) -> LinkFaults:
+    """The network's fault rates of this seed (none without faults; delays always)."""
+    return LinkFaults(
+        min_delay_ms=1,
+        max_delay_ms=knobs.randint(2, 12),
+        drop_p=knobs.choice([0.0, 0.01, 0.05]) if faults else 0.0,
+        duplicate_p=knobs.choice([0.0, 0.01, 0.03]) if faults else 0.0,
+        reorder_p=knobs.choice([0.0, 0.05, 0.2]) if faults else 0.0,
+        long_delay_p=knobs.choice([0.0, 0.005]) if faults else 0.0,
+    )
 
 
 def _pipeline(rng: SimRandom) -> int:

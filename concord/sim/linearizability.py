@@ -164,12 +164,77 @@ class _Stuck:
     state: Hashable = None
     tail: tuple[int, ...] = ()
 
+    def note(self, stack: Sequence[tuple[int, Hashable]], blocking: int, state: Hashable) -> None:
+        """The search is deeper than ever: remember where, and the last ops it chose."""
+        self.depth = len(stack)
+        self.blocking = blocking
+        self.state = state
+        self.tail = tuple(c for c, _ in stack[-6:])
+
 
 _EXPLAIN_STEPS: Final = 300_000
 
 
 class _OutOfBudget(Exception):
     pass
+
+
+class _Events:
+    """
+    The history as a doubly linked list of calls and returns, in time order (the
+    Wing & Gong search, with Lowe's memo): nodes 0..n-1 are calls, n..2n-1 returns (op i's
+    return is n + i; an op that may not have taken effect has none); node 2n is the head.
+    `lift` takes an op's call and return out of the list, `unlift` puts them back.
+    """
+
+    __slots__ = ("n", "definite", "nxt", "prv")
+
+    def __init__(self, ops: Sequence[Operation], definite: list[bool]) -> None:
+        n = len(ops)
+        events: list[tuple[float, int, int]] = []
+        for i, op in enumerate(ops):
+            events.append((op.invoke_time, 0, i))
+            if op.outcome is Outcome.OK:
+                assert op.complete_time is not None, f"ok op without completion: {op}"
+                events.append((op.complete_time, 1, n + i))
+            elif definite[i]:
+                # It took effect, when is not known to the client: before the history ends.
+                events.append((math.inf, 1, n + i))
+        # Calls sort before returns at the same instant: touching intervals are concurrent.
+        events.sort()
+        self.n = n
+        self.definite = definite
+        self.nxt = nxt = [-1] * (2 * n + 1)
+        self.prv = prv = [-1] * (2 * n + 1)
+        last = 2 * n
+        for _, _, node in events:
+            nxt[last] = node
+            prv[node] = last
+            last = node
+
+    def lift(self, c: int) -> None:
+        nxt, prv = self.nxt, self.prv
+        p, q = prv[c], nxt[c]
+        nxt[p] = q
+        if q != -1:
+            prv[q] = p
+        if self.definite[c]:
+            r = self.n + c
+            p, q = prv[r], nxt[r]
+            nxt[p] = q
+            if q != -1:
+                prv[q] = p
+
+    def unlift(self, c: int) -> None:
+        nxt, prv = self.nxt, self.prv
+        if self.definite[c]:
+            r = self.n + c
+            nxt[prv[r]] = r
+            if nxt[r] != -1:
+                prv[nxt[r]] = r
+        nxt[prv[c]] = c
+        if nxt[c] != -1:
+            prv[nxt[c]] = c
 
 
 def _search(
@@ -185,51 +250,10 @@ def _search(
     n = len(ops)
     if n == 0:
         return True
-    # Nodes 0..n-1 are calls, n..2n-1 returns (op i's return is n + i); node 2n is head.
-    events: list[tuple[float, int, int]] = []
     definite = [_took_effect(op) for op in ops]
-    for i, op in enumerate(ops):
-        events.append((op.invoke_time, 0, i))
-        if op.outcome is Outcome.OK:
-            assert op.complete_time is not None, f"ok op without completion: {op}"
-            events.append((op.complete_time, 1, n + i))
-        elif definite[i]:
-            # It took effect, when is not known to the client: before the history ends.
-            events.append((math.inf, 1, n + i))
-    # Calls sort before returns at the same instant: touching intervals are concurrent.
-    events.sort()
-    head = 2 * n
-    nxt = [-1] * (2 * n + 1)
-    prv = [-1] * (2 * n + 1)
-    last = head
-    for _, _, node in events:
-        nxt[last] = node
-        prv[node] = last
-        last = node
+    events = _Events(ops, definite)
+    head, nxt, lift, unlift = 2 * n, events.nxt, events.lift, events.unlift
     remaining = sum(definite)
-
-    def lift(c: int) -> None:
-        p, q = prv[c], nxt[c]
-        nxt[p] = q
-        if q != -1:
-            prv[q] = p
-        if definite[c]:
-            r = n + c
-            p, q = prv[r], nxt[r]
-            nxt[p] = q
-            if q != -1:
-                prv[q] = p
-
-    def unlift(c: int) -> None:
-        if definite[c]:
-            r = n + c
-            nxt[prv[r]] = r
-            if nxt[r] != -1:
-                prv[nxt[r]] = r
-        nxt[prv[c]] = c
-        if nxt[c] != -1:
-            prv[nxt[c]] = c
-
     state = model.initial
     linearized = 0
     stack: list[tuple[int, Hashable]] = []
@@ -261,10 +285,7 @@ def _search(
         else:
             # The return of an op not yet linearized: undo the last choice.
             if stuck is not None and len(stack) > stuck.depth:
-                stuck.depth = len(stack)
-                stuck.blocking = entry - n
-                stuck.state = state
-                stuck.tail = tuple(c for c, _ in stack[-6:])
+                stuck.note(stack, entry - n, state)
             if not stack:
                 return False
             entry, state = stack.pop()
