@@ -40,7 +40,7 @@ from concord.auth.tenants import TENANT_MARK, key_prefix
 from concord.auth.rules import common_prefix
 from concord.auth.state import AuthState, Principal
 from concord.auth.tokens import Credential, new_token, parse_token
-from concord.config import AuthSection
+from concord.config import AuthSection, read_bootstrap_token
 from concord.errors import (
     ClientError,
     ConfigError,
@@ -77,27 +77,17 @@ def load_bootstrap_token(config: AuthSection) -> Credential | None:
     Raises:
         ConfigError: the file cannot be read, or holds no well-formed token.
     """
-    text = None
-    where = ""
+    text, where = read_bootstrap_token(config)
+    if text is None:
+        return None
     if config.bootstrap_token_file:
-        where = f"auth.bootstrap_token_file {config.bootstrap_token_file}"
         try:
             mode = os.stat(config.bootstrap_token_file).st_mode
-            with open(config.bootstrap_token_file, encoding="ascii") as f:
-                text = f.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ConfigError(f"{where}: cannot read it: {exc}") from exc
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             logger.warning("bootstrap token file is readable by others path=%s mode=%o",
                            config.bootstrap_token_file, stat.S_IMODE(mode))
-    elif config.bootstrap_token_env:
-        where = f"auth.bootstrap_token_env {config.bootstrap_token_env}"
-        text = os.environ.get(config.bootstrap_token_env)
-        if text is None:
-            raise ConfigError(f"{where}: the variable is not set")
-        text = text.strip()
-    if text is None:
-        return None
     try:
         return parse_token(text)
     except UnauthorizedError as exc:

@@ -1,0 +1,81 @@
+"""
+Who a Concord tool speaks as: one way for every tool (docs/cli.md "Global options").
+
+The `concord` command, `python -m concord.cluster`, `python -m concord.chaos` (whose
+cluster it starts itself) and the benchmarks all send the same two things:
+
+    token        --token, else the environment variable CONCORD_TOKEN; a tool that reads
+                 the node configs (`concord.cluster`) falls back to the config's bootstrap
+                 token ([auth] bootstrap_token_file / bootstrap_token_env)
+    server key   --server-key (a key, or a .pub / .key file holding it), else
+                 CONCORD_SERVER_KEY; a tool that reads the node configs falls back to the
+                 public key of [curve] client_secret_key_file
+
+An adapter's helper: reads flags, the environment and key files; decides nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from concord.errors import ConfigError
+
+__all__ = ["TOKEN_ENV", "SERVER_KEY_ENV", "add_options", "node_credentials", "server_key", "token"]
+
+TOKEN_ENV = "CONCORD_TOKEN"
+SERVER_KEY_ENV = "CONCORD_SERVER_KEY"
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """--token and --server-key."""
+    parser.add_argument("--token", help=f"auth token sent with every request (env {TOKEN_ENV})")
+    parser.add_argument("--server-key", metavar="KEY|FILE",
+                        help="the nodes' CURVE client public key, or a .pub file holding it "
+                        f"(env {SERVER_KEY_ENV}; docs/encryption.md)")
+
+
+def token(given: str | None) -> str | None:
+    """--token, else CONCORD_TOKEN, else None."""
+    return given or os.environ.get(TOKEN_ENV) or None
+
+
+def server_key(given: str | None) -> str | None:
+    """
+    --server-key, else CONCORD_SERVER_KEY: a key itself (40 Z85 characters) or a .pub /
+    .key file holding it; None if neither is given.
+
+    Raises:
+        ConfigError: a file that holds no key.
+    """
+    given = given or os.environ.get(SERVER_KEY_ENV) or None
+    if given is None:
+        return None
+    from concord.net.curve import public_key_of, read_key_file  # noqa: PLC0415
+
+    if len(given) == 40 and not os.path.exists(given):
+        return given
+    try:
+        return read_key_file(Path(given), "public")
+    except ConfigError:
+        return public_key_of(read_key_file(Path(given), "secret"))
+
+
+def node_credentials(config_file: Path) -> tuple[str | None, str | None]:
+    """
+    (bootstrap token, client endpoint's public key) of a node config, each None when the
+    config sets none: what an operator holding the configs speaks as by default.
+
+    Raises:
+        ConfigError: the config, its token file or its key file cannot be read.
+    """
+    from concord.config import load_config, read_bootstrap_token  # noqa: PLC0415
+    from concord.net.curve import public_key_of, read_key_file  # noqa: PLC0415
+
+    config = load_config(config_file)
+    text, _ = read_bootstrap_token(config.auth)
+    key = None
+    if config.curve.client_secret_key_file:
+        key = public_key_of(read_key_file(Path(config.curve.client_secret_key_file), "secret"))
+    return text or None, key
