@@ -32,7 +32,10 @@ LAYERS: tuple[frozenset[str], ...] = (
 )
 
 #: Imports allowed inside one layer (importer, imported).
-SIDEWAYS = frozenset({("aio", "client"), ("net", "tracing"), ("tracing", "config"), ("config", "config_schema")})
+#: The dev-cluster and chaos tools take a token and server key as the `concord` command
+#: does (concord.cli.credentials).
+SIDEWAYS = frozenset({("aio", "client"), ("net", "tracing"), ("tracing", "config"), ("config", "config_schema"),
+                      ("cluster", "cli"), ("chaos", "cli")})
 
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 
