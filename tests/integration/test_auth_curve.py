@@ -18,6 +18,7 @@ from concord.client import Client
 from concord.errors import ForbiddenError, LocalProtocolError, UnauthorizedError
 from concord.net.curve import CurveClient, read_key_file, write_key_pair
 from concord.net.events import AUTH_TOPIC
+from tests.gateway.httpkit import HTTP_SETTINGS, Http, key_path
 from tests.helpers import wait_until
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import ClusterFactory
@@ -43,7 +44,8 @@ def secure_cluster(cluster: ClusterFactory, tmp_path: Path) -> tuple[Cluster, st
     token_file.write_text(admin + "\n")
     os.chmod(token_file, 0o600)
     c = cluster(3, start=False, auth={"enabled": True, "bootstrap_token_file": str(token_file)},
-                curve={"peer_keys_dir": str(peers), "client_secret_key_file": str(client_secret)})
+                curve={"peer_keys_dir": str(peers), "client_secret_key_file": str(client_secret)},
+                http=HTTP_SETTINGS)
     for node_id in c.ids:
         c.node_settings[node_id] = {
             "curve": {"secret_key_file": str(keys / "secret" / f"{node_id}.key")}}
@@ -120,6 +122,21 @@ def test_tokens_and_curve_hold_together_when_both_are_on(cluster: ClusterFactory
     with Client(endpoints, token=editor_token, shm=False, timeout_s=20.0) as no_key:
         with pytest.raises(LocalProtocolError, match="requires CURVE on this endpoint"):
             no_key.get("app:k")
+
+    # The HTTP gateway is a client of its node's CURVE endpoint; the bearer token decides.
+    for node in c.nodes.values():
+        h = Http(node.endpoints["http"])
+        try:
+            bearer = {"Authorization": f"Bearer {editor_token}"}
+            assert (200, "v1") == (lambda r: (r.status, r.body.get("value")))(
+                h.request("GET", key_path('app:k', '?consistency=eventual'), headers=bearer))
+            assert 200 == h.request("GET", "/health", headers=bearer).status
+            assert 401 == h.request("GET", "/health").status
+            viewer_put = h.request("PUT", key_path('app:k'), {"value": "viewer"},
+                                   headers={"Authorization": f"Bearer {viewer_token}"})
+            assert (403, "forbidden") == (viewer_put.status, viewer_put.body.get("error"))
+        finally:
+            h.close()
 
     # Live stream: CURVE + token. Only the subscriptions a token may read are set.
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
