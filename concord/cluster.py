@@ -24,7 +24,7 @@ that is not the node's supervisor.
 
 `status` prints one line per node (running or not, role, term, leader, applied index) and
 exits 0 if every node runs. On a cluster with auth or CURVE it sends `--token` /
-`CONCORD_TOKEN` and `--server-key` / `CONCORD_SERVER_KEY` (concord.cli.credentials, as
+`CONCORD_TOKEN` and `--server-key` / `CONCORD_SERVER_KEY` (concord.credentials, as
 the `concord` command), by default the token of each node config's [auth]
 bootstrap_token_file / bootstrap_token_env and the public key of its [curve]
 client_secret_key_file; `down` sends SIGTERM to each supervisor it started (by the
@@ -46,7 +46,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
-from concord.cli import credentials
+from concord import credentials
 from concord.errors import ConcordError, ConfigError
 from concord.client.raw import request
 from concord.net.curve import CurveClient

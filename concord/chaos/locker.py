@@ -14,7 +14,7 @@ each, so a SIGKILL loses at most the line being written, never a recorded one):
 Times are time.monotonic() (CLOCK_MONOTONIC: one clock for every process of the host).
 The chaos run SIGKILLs these processes at random (nemesis `holders`) and checks the logs
 with `concord.chaos.recipes.check_lock`. SIGTERM: release and exit 0. On a cluster with
-auth it sends the token in `CONCORD_TOKEN` (concord.cli.credentials), as `concord` does.
+auth it sends the token in `CONCORD_TOKEN` (concord.credentials), as `concord` does.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 from types import FrameType
 from typing import Callable
 
-from concord.cli import credentials
+from concord import credentials
 from concord.client import Client
 from concord.errors import ConcordError
 from concord.recipes import Lock

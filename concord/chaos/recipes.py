@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from concord.chaos.checks import SafetyResult
-from concord.cli.credentials import TOKEN_ENV
+from concord.credentials import TOKEN_ENV
 from concord.client import Client
 from concord.errors import ClientError, UnknownResultError
 

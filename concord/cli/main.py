@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from concord.cli import credentials
+from concord import credentials
 from concord.cli.output import FORMATS, Output, render
 
 if TYPE_CHECKING:

@@ -18,14 +18,13 @@ import logging
 import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
 from concord.config import NodeConfig
+from concord.credentials import client_server_key
 from concord.gateway.app import GatewaySettings, create_app
-from concord.net.curve import public_key_of, read_key_file
 from supervisor import notify_ready, previous_info
 
 __all__ = ["run_gateway"]
@@ -59,17 +58,6 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def _client_server_key(config: NodeConfig) -> str | None:
-    """
-    The public key of the node's client endpoint when it uses CURVE: the gateway is a
-    client of it like any other (docs/encryption.md). The file was checked at start-up.
-    """
-    if not config.curve.client_secret_key_file:
-        return None
-    secret = read_key_file(Path(config.curve.client_secret_key_file), "secret")
-    return public_key_of(secret)
-
-
 def run_gateway(config: NodeConfig) -> None:
     """The `http` child: bind, serve until SIGTERM, exit 0."""
     http = config.http
@@ -98,7 +86,7 @@ def run_gateway(config: NodeConfig) -> None:
         max_body_bytes=4 * config.limits.max_request_bytes,
         on_ready=ready,
         stopping=lambda: server is not None and server.should_exit,
-        server_key=_client_server_key(config),
+        server_key=client_server_key(config),  # a client of its node like any other
     )
     uv_config = uvicorn.Config(
         create_app(settings), log_config=None, log_level=config.logging.level.lower(),

@@ -11,7 +11,8 @@ cluster it starts itself) and the benchmarks all send the same two things:
                  CONCORD_SERVER_KEY; a tool that reads the node configs falls back to the
                  public key of [curve] client_secret_key_file
 
-An adapter's helper: reads flags, the environment and key files; decides nothing.
+Tools' helper (adapters and the gateway): reads flags, the environment, node configs and
+key files; decides nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from concord.errors import ConfigError
 
-__all__ = ["TOKEN_ENV", "SERVER_KEY_ENV", "add_options", "node_credentials", "server_key", "token"]
+if TYPE_CHECKING:
+    from concord.config import NodeConfig
+
+__all__ = ["TOKEN_ENV", "SERVER_KEY_ENV", "add_options", "client_server_key", "node_credentials",
+           "server_key", "token"]
 
 TOKEN_ENV = "CONCORD_TOKEN"
 SERVER_KEY_ENV = "CONCORD_SERVER_KEY"
@@ -71,11 +77,16 @@ def node_credentials(config_file: Path) -> tuple[str | None, str | None]:
         ConfigError: the config, its token file or its key file cannot be read.
     """
     from concord.config import load_config, read_bootstrap_token  # noqa: PLC0415
-    from concord.net.curve import public_key_of, read_key_file  # noqa: PLC0415
 
     config = load_config(config_file)
     text, _ = read_bootstrap_token(config.auth)
-    key = None
-    if config.curve.client_secret_key_file:
-        key = public_key_of(read_key_file(Path(config.curve.client_secret_key_file), "secret"))
-    return text or None, key
+    return text or None, client_server_key(config)
+
+
+def client_server_key(config: NodeConfig) -> str | None:
+    """The public key of a node's CURVE client endpoint ([curve] client_secret_key_file), or None."""
+    if not config.curve.client_secret_key_file:
+        return None
+    from concord.net.curve import public_key_of, read_key_file  # noqa: PLC0415
+
+    return public_key_of(read_key_file(Path(config.curve.client_secret_key_file), "secret"))
