@@ -291,8 +291,10 @@ _INDEX_OPS = frozenset({"create_index", "drop_index", "list_indexes", "index_loo
 
 def request_keys(args: Mapping[str, object]) -> list[str]:
     """The keys a key-naming op names (`key`, `keys`, the first field of `items`)."""
-    keys: list[str] = []
     key = args.get("key")
+    if "keys" not in args and "items" not in args:  # one key: the common case
+        return [key] if isinstance(key, str) else []
+    keys: list[str] = []
     if isinstance(key, str):
         keys.append(key)
     names = args.get("keys")
@@ -355,20 +357,32 @@ def authorize(principal: Principal, spec: OpSpec, args: Mapping[str, object]) ->
     Raise ForbiddenError unless `principal` may run op `spec` with `args` (keys as the
     client names them, in its own keyspace).
     """
-    access = spec.access
-    if access in (Access.PUBLIC, Access.TOKEN):
+    perm, on_keys = _NEEDS[spec.access]
+    if perm is None:  # public, token
         return
-    if access is Access.ADMIN:
+    if perm is Perm.ADMIN:
         principal.check_cluster_admin(spec.name)
         return
     if principal.tenant is not None and spec.name in _INDEX_OPS:
         raise ForbiddenError(f"{spec.name}: secondary indexes span every tenant; "
                              f"tenant tokens cannot use them")
-    perm = Perm.READ if access in (Access.READ_KEYS, Access.READ_RANGE) else Perm.WRITE
-    if access in (Access.READ_KEYS, Access.WRITE_KEYS):
+    if on_keys:
         principal.check_keys(request_keys(args), perm)
     else:
         principal.check_prefix(range_prefix(args), perm)
+
+
+#: What each access level needs: the perm (None: nothing beyond a valid token, or none)
+#: and whether it is checked on the keys named (else on the range covered).
+_NEEDS: Mapping[Access, tuple[Perm | None, bool]] = {
+    Access.PUBLIC: (None, False),
+    Access.TOKEN: (None, False),
+    Access.ADMIN: (Perm.ADMIN, False),
+    Access.READ_KEYS: (Perm.READ, True),
+    Access.WRITE_KEYS: (Perm.WRITE, True),
+    Access.READ_RANGE: (Perm.READ, False),
+    Access.WRITE_RANGE: (Perm.WRITE, False),
+}
 
 
 def stored_args(principal: Principal | None, args: Mapping[str, object]) -> dict[str, object]:
