@@ -146,6 +146,8 @@ class NodeAuth:
         self._kv = kv
         self._now_ms = now_ms
         self.writes = RateLimiter(clock_s)
+        self._last_token: str | None = None
+        self._last_credential: Credential | None = None
 
     @property
     def state(self) -> AuthState:
@@ -156,7 +158,8 @@ class NodeAuth:
         Raises:
             UnauthorizedError, ForbiddenError.
         """
-        return admit(self.state, self.required, request, OPS[request.op], self._now_ms())
+        return admit(self.state, self.required, request, OPS[request.op], self._now_ms(),
+                     self._parse)
 
     def write_command(self, request: Request, principal: Principal | None) -> bytes:
         """
@@ -281,9 +284,19 @@ class NodeAuth:
                 "tenants": {n: {"keys": u.keys, "bytes": u.bytes}
                             for n, u in sorted(self._kv.usage.items())}}
 
-    @staticmethod
-    def _credential(request: Request) -> Credential | None:
-        return None if request.token is None else parse_token(request.token)
+    def _credential(self, request: Request) -> Credential | None:
+        return None if request.token is None else self._parse(request.token)
+
+    def _parse(self, token: str) -> Credential:
+        """
+        parse_token, once per request: `admit` and then `write_command` / `auth_command`
+        need the same request's credential. Remembers only the last token OBJECT (an
+        identity test: the same request's string, never a lookup by secret).
+        """
+        if token is not self._last_token or self._last_credential is None:
+            self._last_credential = parse_token(token)
+            self._last_token = token
+        return self._last_credential
 
 
 _INDEX_OPS = frozenset({"create_index", "drop_index", "list_indexes", "index_lookup"})
@@ -319,9 +332,10 @@ def range_prefix(args: Mapping[str, object]) -> str:
 
 
 def admit(state: AuthState, required: bool, request: Request, spec: OpSpec,
-          now_ms: int) -> Principal | None:
+          now_ms: int, parse: Callable[[str], Credential] = parse_token) -> Principal | None:
     """
-    Authenticate and authorize one request at cluster time `now_ms`.
+    Authenticate and authorize one request at cluster time `now_ms` (`parse`: how the
+    token becomes a credential, parse_token or a caller's once-per-request form).
 
     Returns:
         The principal, or None when auth is neither required by this node's config nor
@@ -342,7 +356,7 @@ def admit(state: AuthState, required: bool, request: Request, spec: OpSpec,
         return None
     if spec.access is Access.PUBLIC:
         return None
-    credential = None if request.token is None else parse_token(request.token)
+    credential = None if request.token is None else parse(request.token)
     principal = state.authenticate(credential, now_ms)
     if request.ns is not None and request.ns != principal.tenant:
         raise ForbiddenError(f"token {principal.token_id} is bound to "
