@@ -11,7 +11,8 @@ requests in flight ("128 clients"). Phases: `put` of its own keys (64-byte value
 then `get` at `leader` consistency over the wire (`shm=False`: with a token the client
 never reads shared memory). Printed: requests per second (summed over rounds), p50 and
 p99, the server's CPU per request (user + system of every process of the cluster's nodes,
-psutil, over the phase; robust against the machine's other load where throughput is not),
+psutil, over the phase, less what the cluster burns idle (ticks, heartbeats), measured
+for 2 s first; steadier than throughput against the machine's other load),
 and the on/off ratios per row. First, `micro()`: the checks alone in this process (wall
 and CPU per call). About 2 minutes with `--seconds 3 --rounds 3` (2 * 4 * 2 * 3 phases
 of 3 s, two cluster start-ups, the micro part). Figures in bench/NOTES.md ("Auth cost").
@@ -155,6 +156,13 @@ def micro(n: int = 20000) -> None:
           f"(+{on - off:.2f} us, best of 3)")
 
 
+def _idle_cpu_per_s(c: Cluster, seconds: float) -> float:
+    """CPU seconds per second `c` burns with no request (ticks, heartbeats, polls)."""
+    before, t0 = _tree_cpu_s(c), time.perf_counter()
+    time.sleep(seconds)
+    return (_tree_cpu_s(c) - before) / (time.perf_counter() - t0)
+
+
 def _tree_cpu_s(c: Cluster) -> float:
     """CPU seconds (user + system) used so far by every process of `c`'s nodes."""
     import psutil  # noqa: PLC0415
@@ -214,14 +222,16 @@ def main() -> None:
             with Client(endpoints["on"], shm=False, token=admin) as a:
                 editor = str(a.token_create("editor")["token"])
             tokens = {"off": None, "on": editor}
+            idle = {name: _idle_cpu_per_s(c, 2.0) for name, c in clusters.items()}
             for r in range(args.rounds):
                 for mode, run in MODES.items():
                     for phase, write in (("put", True), ("get", False)):
                         order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
                         for name in order:
-                            before = _tree_cpu_s(clusters[name])
+                            before, t0 = _tree_cpu_s(clusters[name]), time.perf_counter()
                             lat = run(endpoints[name], tokens[name], write, args.seconds)
-                            used = _tree_cpu_s(clusters[name]) - before
+                            used = (_tree_cpu_s(clusters[name]) - before
+                                    - idle[name] * (time.perf_counter() - t0))
                             lats.setdefault((mode, phase, name), []).extend(lat)
                             cpu_s[(mode, phase, name)] = cpu_s.get((mode, phase, name), 0.0) + used
         finally:
@@ -234,7 +244,7 @@ def report(lats: dict[tuple[str, str, str], list[float]], cpu_s: dict[tuple[str,
            total_s: float, nodes: int) -> None:
     """The table: throughput, latency and server CPU per request, auth on against off."""
     print(f"\n{nodes}-node clusters; server CPU = every process of every node (psutil), "
-          f"per request")
+          f"per request, less the cluster's idle CPU over the phase")
     print(f"{'clients':>12} {'op':>4} {'auth':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'on/off':>7} {'CPU us/req':>10} {'on/off':>7}")
     print("-" * 78)
