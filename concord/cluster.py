@@ -181,15 +181,19 @@ def up(folder: Path, timeout_s: float = 30.0) -> int:
     return 1 if failed else 0
 
 
-def _status_request(config: Path, token: str | None) -> dict[str, object]:
-    """`status`, with --token / CONCORD_TOKEN, else the node config's bootstrap token."""
-    token = token or credentials.node_credentials(config)[0]
-    return {"op": "status"} if token is None else {"op": "status", "token": token}
-
-
-def _curve(config: Path, server_key: str | None) -> CurveClient | None:
-    """CURVE with --server-key / CONCORD_SERVER_KEY, else the node config's client key."""
-    return CurveClient.of(server_key or credentials.node_credentials(config)[1])
+def _status_request(config: Path, token: str | None,
+                    server_key: str | None) -> tuple[dict[str, object], CurveClient | None]:
+    """
+    `status` and its CURVE settings: --token / CONCORD_TOKEN and --server-key /
+    CONCORD_SERVER_KEY, else the node config's bootstrap token and client key.
+    """
+    if token is None or server_key is None:
+        default_token, default_key = credentials.node_credentials(config)
+        token, server_key = token or default_token, server_key or default_key
+    msg: dict[str, object] = {"op": "status"}
+    if token is not None:
+        msg["token"] = token
+    return msg, CurveClient.of(server_key)
 
 
 def status(folder: Path, token: str | None = None, server_key: str | None = None) -> int:
@@ -216,9 +220,9 @@ def status(folder: Path, token: str | None = None, server_key: str | None = None
             print(f"{name}: starting pid={pid}")
             continue
         _, endpoints = parse_ready_line(line)
+        msg, curve = _status_request(config, token, server_key)
         try:
-            st = request(endpoints["client"], _status_request(config, token),
-                         timeout_ms=1000, retries=0, curve=_curve(config, server_key))
+            st = request(endpoints["client"], msg, timeout_ms=1000, retries=0, curve=curve)
         except ConcordError as exc:
             print(f"{name}: running pid={pid} client={endpoints['client']} (no answer: {exc})")
             continue

@@ -1,8 +1,8 @@
 """
 Who a Concord tool speaks as: one way for every tool (docs/cli.md "Global options").
 
-The `concord` command, `python -m concord.cluster`, `python -m concord.chaos` (whose
-cluster it starts itself) and the benchmarks all send the same two things:
+The `concord` command, `python -m concord.cluster`, the chaos tool's lock holders,
+`concord.start(config)` and the node's HTTP gateway all send the same two things:
 
     token        --token, else the environment variable CONCORD_TOKEN; a tool that reads
                  the node configs (`concord.cluster`) falls back to the config's bootstrap
@@ -71,15 +71,20 @@ def server_key(given: str | None) -> str | None:
 def node_credentials(config_file: Path) -> tuple[str | None, str | None]:
     """
     (bootstrap token, client endpoint's public key) of a node config, each None when the
-    config sets none: what an operator holding the configs speaks as by default.
+    config sets none: what an operator holding the configs speaks as by default. A token
+    this process cannot read (its variable set only in the node's environment, its file
+    not readable by this user) is None: the node then answers `unauthorized`.
 
     Raises:
-        ConfigError: the config, its token file or its key file cannot be read.
+        ConfigError: the config or its key file cannot be read.
     """
     from concord.config import load_config, read_bootstrap_token  # noqa: PLC0415
 
     config = load_config(config_file)
-    text, _ = read_bootstrap_token(config.auth)
+    try:
+        text, _ = read_bootstrap_token(config.auth)
+    except ConfigError:
+        text = None
     return text or None, client_server_key(config)
 
 
