@@ -67,6 +67,7 @@ class Rule:
     literal: str = field(init=False, repr=False, compare=False)
     #: larger is more specific: (length of the literal, 1 for an exact key)
     specificity: tuple[int, int] = field(init=False, repr=False, compare=False)
+    #: the effect is deny
     is_deny: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
