@@ -10,7 +10,12 @@ sync `Client` with one request at a time ("1 client"), and one `aio.Client` with
 requests in flight ("128 clients"). Phases: `put` of its own keys (64-byte values),
 then `get` at `leader` consistency over the wire (`shm=False`: with a token the client
 never reads shared memory). Printed: requests per second (summed over rounds), p50 and
-p99, and the ratio on/off per row. Figures in bench/NOTES.md ("Auth cost").
+p99, the server's CPU per request (user + system of every process of the cluster's nodes,
+psutil, over the phase, less what the cluster burns idle (ticks, heartbeats), measured
+for 2 s first; steadier than throughput against the machine's other load),
+and the on/off ratios per row. First, `micro()`: the checks alone in this process (wall
+and CPU per call). About 2 minutes with `--seconds 3 --rounds 3` (2 * 4 * 2 * 3 phases
+of 3 s, two cluster start-ups, the micro part). Figures in bench/NOTES.md ("Auth cost").
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from tests.integration.cluster import Cluster
 
 VALUE = "v" * 64
 
@@ -75,12 +83,24 @@ def many_clients(endpoints: list[str], token: str | None, write: bool, seconds: 
     return asyncio.run(main())
 
 
+def _best(fn: Callable[[], object], n: int) -> tuple[float, float]:
+    """(wall, CPU) microseconds per call of `fn`, best of 5 (load only ever adds time)."""
+    wall, cpu = float("inf"), float("inf")
+    for _ in range(5):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            fn()
+        wall = min(wall, (time.perf_counter() - t0) / n * 1e6)
+        cpu = min(cpu, (time.process_time() - c0) / n * 1e6)
+    return wall, cpu
+
+
 def micro(n: int = 20000) -> None:
     """CPU per request of the checks alone, in this process (no network, no load noise)."""
-    from concord.node.auth import admit  # noqa: PLC0415
-    from concord.auth.tokens import new_token  # noqa: PLC0415
+    from concord.auth.tokens import hash_secret, new_token, parse_token  # noqa: PLC0415
     from concord.kv import KvStateMachine, encode_command  # noqa: PLC0415
     from concord.net.wire import OPS, decode_request, encode_request  # noqa: PLC0415
+    from concord.node.auth import admit  # noqa: PLC0415
 
     def apply_cost(auth: bool) -> float:
         sm = KvStateMachine()
@@ -94,31 +114,71 @@ def micro(n: int = 20000) -> None:
             cred = admin
         cmds = [encode_command("put", {"key": f"k{i % 1000}", "value": VALUE}, auth=cred,
                                client_id="c", seq=i) for i in range(n)]
-        t0 = time.perf_counter()
+        c0 = time.process_time()
         for i, data in enumerate(cmds):
             sm.apply(index + i, 2, data)
-        return (time.perf_counter() - t0) / n * 1e6
+        return (time.process_time() - c0) / n * 1e6
 
-    token, cred = new_token()
     sm = KvStateMachine()
-    sm.apply(1, 1, encode_command("auth_bootstrap", {"id": cred.token_id, "hash": cred.secret_hash}))
-    request = decode_request(encode_request("get", 1, key="k1", token=token))
-    admit_runs = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            admit(sm.auth, True, request, OPS["get"], 5)
-        admit_runs.append((time.perf_counter() - t0) / n * 1e6)
-    admit_us = min(admit_runs)
-    # Best of 3, alternating: the machine's other load only ever adds time.
+    _, admin = new_token()
+    sm.apply(1, 1, encode_command("auth_bootstrap", {"id": admin.token_id, "hash": admin.secret_hash}))
+    sm.apply(2, 1, encode_command("tenant_put", {"name": "t", "max_keys": 0, "max_bytes": 0,
+                                                 "write_rate": 0.0, "read_rate": 0.0}, auth=admin))
+    sm.apply(3, 1, encode_command("role_put", {"name": "flags", "rules": [
+        ["f:*", "write", "allow"], ["f:secret", "read", "deny"], ["g:*", "read", "allow"]]}, auth=admin))
+    tokens = {}
+    for index, (who, role, tenant) in enumerate((("editor", "editor", None), ("viewer", "viewer", None),
+                                                 ("tenant editor", "editor", "t"),
+                                                 ("custom role", "flags", None)), start=4):
+        token, cred = new_token()
+        sm.apply(index, 1, encode_command("token_put", {
+            "id": cred.token_id, "hash": cred.secret_hash, "role": role, "tenant": tenant,
+            "ttl_ms": 0, "description": ""}, auth=admin))
+        tokens[who] = token
+    rows = [("sha256 of a 64-hex-digit secret", _best(lambda: hash_secret("ab" * 32), n)),
+            ("parse_token (format + sha256)", _best(lambda: parse_token(tokens["editor"]), n))]
+    for who, token in tokens.items():
+        key = "f:k" if who == "custom role" else "k1"
+        get = decode_request(encode_request("get", 1, key=key, token=token))
+        rows.append((f"admit get [{who}]",
+                     _best(lambda: admit(sm.auth, True, get, OPS["get"], 5), n)))
+    put = decode_request(encode_request("put", 1, key="k1", value=VALUE, token=tokens["editor"]))
+    rows.append(("admit put [editor]", _best(lambda: admit(sm.auth, True, put, OPS["put"], 5), n)))
+    print(f"{'in-process check':<36} {'wall us':>8} {'CPU us':>7}   (best of 5, {n} calls)")
+    for name, (wall, cpu) in rows:
+        print(f"{name:<36} {wall:8.2f} {cpu:7.2f}")
     offs, ons = [], []
-    for _ in range(3):
+    for _ in range(3):  # alternating: the machine's other load hits both alike
         offs.append(apply_cost(False))
         ons.append(apply_cost(True))
     off, on = min(offs), min(ons)
-    print(f"admit (token parse + SHA-256 + role check) per request: {admit_us:.2f} us (best of 3)")
-    print(f"apply of a session put: auth off {off:.2f} us, on {on:.2f} us (+{on - off:.2f} us, "
-          f"best of 3)")
+    print(f"apply of a session put, CPU: auth off {off:.2f} us, on {on:.2f} us "
+          f"(+{on - off:.2f} us, best of 3)")
+
+
+def _idle_cpu_per_s(c: Cluster, seconds: float) -> float:
+    """CPU seconds per second `c` burns with no request (ticks, heartbeats, polls)."""
+    before, t0 = _tree_cpu_s(c), time.perf_counter()
+    time.sleep(seconds)
+    return (_tree_cpu_s(c) - before) / (time.perf_counter() - t0)
+
+
+def _tree_cpu_s(c: Cluster) -> float:
+    """CPU seconds (user + system) used so far by every process of `c`'s nodes."""
+    import psutil  # noqa: PLC0415
+
+    total = 0.0
+    for node in c.nodes.values():
+        if node.proc is None:
+            continue
+        try:
+            root = psutil.Process(node.proc.pid)
+            for proc in (root, *root.children(recursive=True)):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue  # a process that ended between the listing and the reading
+    return total
 
 
 MODES: dict[str, Callable[[list[str], str | None, bool, float], list[float]]] = {
@@ -143,6 +203,7 @@ def main() -> None:
     from tests.integration.cluster import Cluster  # noqa: PLC0415
 
     lats: dict[tuple[str, str, str], list[float]] = {}
+    cpu_s: dict[tuple[str, str, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="concord-bench-") as tmp:
         admin, _ = new_token()
         token_file = Path(tmp) / "admin.token"
@@ -161,29 +222,45 @@ def main() -> None:
             with Client(endpoints["on"], shm=False, token=admin) as a:
                 editor = str(a.token_create("editor")["token"])
             tokens = {"off": None, "on": editor}
+            idle = {name: _idle_cpu_per_s(c, 2.0) for name, c in clusters.items()}
             for r in range(args.rounds):
                 for mode, run in MODES.items():
                     for phase, write in (("put", True), ("get", False)):
                         order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
                         for name in order:
+                            before, t0 = _tree_cpu_s(clusters[name]), time.perf_counter()
                             lat = run(endpoints[name], tokens[name], write, args.seconds)
+                            used = (_tree_cpu_s(clusters[name]) - before
+                                    - idle[name] * (time.perf_counter() - t0))
                             lats.setdefault((mode, phase, name), []).extend(lat)
+                            cpu_s[(mode, phase, name)] = cpu_s.get((mode, phase, name), 0.0) + used
         finally:
             for c in clusters.values():
                 c.stop()
-    total_s = args.seconds * args.rounds
+    report(lats, cpu_s, args.seconds * args.rounds, args.nodes)
+
+
+def report(lats: dict[tuple[str, str, str], list[float]], cpu_s: dict[tuple[str, str, str], float],
+           total_s: float, nodes: int) -> None:
+    """The table: throughput, latency and server CPU per request, auth on against off."""
+    print(f"\n{nodes}-node clusters; server CPU = every process of every node (psutil), "
+          f"per request, less the cluster's idle CPU over the phase")
     print(f"{'clients':>12} {'op':>4} {'auth':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'on/off':>7}")
-    print("-" * 60)
+          f"{'on/off':>7} {'CPU us/req':>10} {'on/off':>7}")
+    print("-" * 78)
     for mode in MODES:
         for phase in ("put", "get"):
-            rates = {}
+            rates: dict[str, float] = {}
+            cpus: dict[str, float] = {}
             for name in ("off", "on"):
                 lat = lats[(mode, phase, name)]
                 rates[name] = len(lat) / total_s
+                cpus[name] = cpu_s[(mode, phase, name)] / max(1, len(lat)) * 1e6
                 ratio = f"{rates['on'] / rates['off']:.3f}" if name == "on" else ""
+                cpu_ratio = f"{cpus['on'] / cpus['off']:.3f}" if name == "on" else ""
                 print(f"{mode:>12} {phase:>4} {name:>4} {rates[name]:8.0f} {_pct(lat, 0.5):7.2f} "
-                      f"{_pct(lat, 0.99):7.2f} {ratio:>7}  mean {statistics.fmean(lat) * 1000:.2f} ms")
+                      f"{_pct(lat, 0.99):7.2f} {ratio:>7} {cpus[name]:10.0f} {cpu_ratio:>7}"
+                      f"  mean {statistics.fmean(lat) * 1000:.2f} ms")
 
 
 if __name__ == "__main__":

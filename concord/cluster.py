@@ -23,7 +23,11 @@ reused by another process) is started again by `up`; `down` never signals a proc
 that is not the node's supervisor.
 
 `status` prints one line per node (running or not, role, term, leader, applied index) and
-exits 0 if every node runs; `down` sends SIGTERM to each supervisor it started (by the
+exits 0 if every node runs. On a cluster with auth or CURVE it sends `--token` /
+`CONCORD_TOKEN` and `--server-key` / `CONCORD_SERVER_KEY` (concord.credentials, as
+the `concord` command), by default the token of each node config's [auth]
+bootstrap_token_file / bootstrap_token_env and the public key of its [curve]
+client_secret_key_file; `down` sends SIGTERM to each supervisor it started (by the
 pid in its pid file), waits, then SIGKILL, and removes the pid files. Exit codes: 0 ok,
 1 a node failed to start / is not running, 2 usage.
 """
@@ -42,8 +46,10 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
-from concord.errors import ConcordError
+from concord import credentials
+from concord.errors import ConcordError, ConfigError
 from concord.client.raw import request
+from concord.net.curve import CurveClient
 import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
 from supervisor import parse_ready_line
 
@@ -175,8 +181,26 @@ def up(folder: Path, timeout_s: float = 30.0) -> int:
     return 1 if failed else 0
 
 
-def status(folder: Path) -> int:
-    """One line per node; 0 if every node runs."""
+def _status_request(config: Path, token: str | None,
+                    server_key: str | None) -> tuple[dict[str, object], CurveClient | None]:
+    """
+    `status` and its CURVE settings: --token / CONCORD_TOKEN and --server-key /
+    CONCORD_SERVER_KEY, else the node config's bootstrap token and client key.
+    """
+    if token is None or server_key is None:
+        default_token, default_key = credentials.node_credentials(config)
+        token, server_key = token or default_token, server_key or default_key
+    msg: dict[str, object] = {"op": "status"}
+    if token is not None:
+        msg["token"] = token
+    return msg, CurveClient.of(server_key)
+
+
+def status(folder: Path, token: str | None = None, server_key: str | None = None) -> int:
+    """
+    One line per node; 0 if every node runs. `token` and `server_key` (docs/cli.md "Global
+    options") default to each node config's bootstrap token and client key.
+    """
     run = _run_dir(folder)
     down_count = 0
     for config in _configs(folder):
@@ -196,10 +220,15 @@ def status(folder: Path) -> int:
             print(f"{name}: starting pid={pid}")
             continue
         _, endpoints = parse_ready_line(line)
+        msg, curve = _status_request(config, token, server_key)
         try:
-            st = request(endpoints["client"], {"op": "status"}, timeout_ms=1000, retries=0)
+            st = request(endpoints["client"], msg, timeout_ms=1000, retries=0, curve=curve)
         except ConcordError as exc:
             print(f"{name}: running pid={pid} client={endpoints['client']} (no answer: {exc})")
+            continue
+        if st.get("ok") is not True:
+            print(f"{name}: running pid={pid} client={endpoints['client']} "
+                  f"(refused: {st.get('error')}: {st.get('message')})")
             continue
         print(f"{name}: running pid={pid} client={endpoints['client']} role={st.get('role')} "
               f"term={st.get('term')} leader={st.get('leader')} applied={st.get('applied')}")
@@ -264,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"folder of node TOML files (default {DEFAULT_DIR} if present, "
                              f"else {HOME_DIR})")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    credentials.add_options(parser)
     args = parser.parse_args(argv)
     if args.dir is not None:
         folder = Path(args.dir)
@@ -281,7 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         return up(folder, args.timeout)
     if args.command == "status":
-        return status(folder)
+        try:
+            return status(folder, credentials.token(args.token), credentials.server_key(args.server_key))
+        except ConfigError as exc:
+            print(f"concord.cluster: {exc}", file=sys.stderr)
+            return 2
     return down(folder, args.timeout)
 
 

@@ -308,6 +308,32 @@ def load_config(file: str | Path) -> NodeConfig:
         raise ConfigError(f"{source}: {exc}") from exc
 
 
+def read_bootstrap_token(auth: AuthSection) -> tuple[str | None, str]:
+    """
+    The text of the configured first admin token ([auth] bootstrap_token_file, else
+    bootstrap_token_env) and where it came from, or (None, "") when neither is set. Read
+    by the node (to bootstrap) and by tools that act as the cluster's operator with the
+    node configs at hand (`python -m concord.cluster status`).
+
+    Raises:
+        ConfigError: the file cannot be read, or the variable is not set.
+    """
+    if auth.bootstrap_token_file:
+        where = f"auth.bootstrap_token_file {auth.bootstrap_token_file}"
+        try:
+            with open(auth.bootstrap_token_file, encoding="ascii") as f:
+                return f.read().strip(), where
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read it: {exc}") from exc
+    if auth.bootstrap_token_env:
+        where = f"auth.bootstrap_token_env {auth.bootstrap_token_env}"
+        text = os.environ.get(auth.bootstrap_token_env)
+        if text is None:
+            raise ConfigError(f"{where}: the variable is not set")
+        return text.strip(), where
+    return None, ""
+
+
 # --------------------------------------------------------------------------- output
 
 

@@ -14,6 +14,12 @@ configures a single node on 127.0.0.1 with ports chosen by the OS, handed over t
 an inherited pipe (`--config /dev/fd/N`): no file is written, so nothing is left behind
 however the application ends.
 
+Auth and CURVE: started from a config file with `[auth]` or a CURVE client endpoint,
+the node's client and the status watcher below speak with that config's bootstrap token
+and the public key of its `[curve] client_secret_key_file` (concord.credentials): the
+application owns the node's config. Until the leader has applied the bootstrap token,
+every request is `unauthorized` (docs/security.md).
+
 Telemetry: while handlers are attached to `concord.node.*` events (concord.telemetry),
 a watcher thread asks the node for its `status` every `status_interval_s` and emits
 `concord.node.status`, plus `concord.node.state_change` and `concord.node.snapshot` when
@@ -45,10 +51,10 @@ from types import TracebackType
 from collections.abc import Mapping
 from typing import IO
 
-from concord import telemetry
+from concord import credentials, telemetry
 from concord.client import Client
 from concord.client.api import connect, default_client, disconnect
-from concord.errors import ConcordError, EmbeddedNodeError
+from concord.errors import ConcordError, ConfigError, EmbeddedNodeError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +100,8 @@ class EmbeddedNode:
         client: Client,
         is_default: bool,
         status_interval_s: float = 5.0,
+        token: str | None = None,
+        server_key: str | None = None,
     ) -> None:
         self._process = process
         self.node_id = node_id
@@ -102,7 +110,8 @@ class EmbeddedNode:
         self._is_default = is_default
         self._watcher: _StatusWatcher | None = None
         if status_interval_s > 0:
-            self._watcher = _StatusWatcher(self.endpoints["client"], status_interval_s)
+            self._watcher = _StatusWatcher(self.endpoints["client"], status_interval_s, token,
+                                           server_key)
             self._watcher.start()
 
     @property
@@ -226,8 +235,27 @@ def start(
             process.stdout.close()
             raise EmbeddedNodeError(f"{exc}{_log_tail(log_file, stderr is None)}") from None
     node = fields.pop("node", node_id)
-    client = connect(fields["client"]) if set_default else Client(fields["client"])
-    return EmbeddedNode(process, node, fields, client, set_default, status_interval_s)
+    token, server_key = _credentials(config, process)
+    client = (connect(fields["client"], token=token, server_key=server_key) if set_default
+              else Client(fields["client"], token=token, server_key=server_key))
+    return EmbeddedNode(process, node, fields, client, set_default, status_interval_s, token,
+                        server_key)
+
+
+def _credentials(config: str | os.PathLike[str] | None,
+                 process: subprocess.Popen[bytes]) -> tuple[str | None, str | None]:
+    """
+    What the application's client speaks as (concord.credentials): its config's bootstrap
+    token and client endpoint key, or (None, None). The application owns the node's config.
+    """
+    if config is None:
+        return None, None
+    try:
+        return credentials.node_credentials(Path(config))
+    except ConfigError as exc:  # the node read it a moment ago: changed since
+        process.kill()
+        process.wait()
+        raise EmbeddedNodeError(f"cannot read the node's token or key: {exc}") from None
 
 
 _NODE_EVENTS = ("concord.node.status", "concord.node.state_change", "concord.node.snapshot")
@@ -236,9 +264,12 @@ _NODE_EVENTS = ("concord.node.status", "concord.node.state_change", "concord.nod
 class _StatusWatcher:
     """The thread behind the `concord.node.*` telemetry events (module docstring)."""
 
-    def __init__(self, endpoint: str, interval_s: float) -> None:
+    def __init__(self, endpoint: str, interval_s: float, token: str | None = None,
+                 server_key: str | None = None) -> None:
         self.endpoint = endpoint
         self.interval_s = interval_s
+        self.token = token
+        self.server_key = server_key
         self._stop = threading.Event()
         self._previous: dict[str, object] | None = None
         self._thread = threading.Thread(target=self._run, name="concord-node-status", daemon=True)
@@ -263,9 +294,14 @@ class _StatusWatcher:
 
     def _status(self) -> dict[str, object]:
         from concord.client.raw import request  # noqa: PLC0415
+        from concord.net.curve import CurveClient  # noqa: PLC0415
 
         timeout_ms = int(max(0.1, min(self.interval_s, 2.0)) * 1000)
-        reply = request(self.endpoint, {"op": "status"}, timeout_ms=timeout_ms)
+        msg: dict[str, object] = {"op": "status"}
+        if self.token is not None:
+            msg["token"] = self.token
+        reply = request(self.endpoint, msg, timeout_ms=timeout_ms,
+                        curve=CurveClient.of(self.server_key))
         if reply.get("ok") is not True:
             raise EmbeddedNodeError(f"status failed: {reply.get('error')}")
         return reply

@@ -24,7 +24,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"auth"}),  # tokens, roles, tenants: pure tables and checks over the leaves
     frozenset({"raft", "kv", "metrics"}),  # the pure cores; the metric table and recorder
     frozenset({"storage", "shm", "net", "config", "config_schema", "tracing", "telemetry", "supervisor/"}),  # files, shared memory, sockets
-    frozenset({"node", "client", "aio", "audit"}),  # the node's processes; the clients beside them
+    frozenset({"node", "client", "aio", "audit", "credentials"}),  # the node's processes; the clients beside them; the tools' token and key
     frozenset({"sim", "gateway", "recipes"}),  # the simulator; the HTTP gateway; lock and election recipes over the client
     frozenset({"supervisor"}),  # `python -m concord.supervisor`: one node's process tree
     frozenset({"embedded", "cluster", "cli", "chaos"}),  # what runs nodes: tools, embedding

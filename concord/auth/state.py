@@ -154,8 +154,15 @@ class Principal:
         Raise ForbiddenError unless every key (as the client names it, in its own
         keyspace) is granted `perm`.
         """
-        if self.everywhere is not None and self.everywhere >= perm and (
-                self.tenant is not None or self.is_cluster_admin):
+        everywhere = self.everywhere
+        if everywhere is not None and everywhere >= perm:
+            # Every key is granted by the rules; a root token that is not a cluster admin
+            # is still kept out of the tenants' keys.
+            if self.tenant is None and not self.is_cluster_admin:
+                for key in keys:
+                    if key.startswith(TENANT_MARK):
+                        raise ForbiddenError(f"token {self.token_id} may not {perm.name.lower()} "
+                                             f"tenant keys (key {key!r})")
             return
         for key in keys:
             if self.tenant is None and key.startswith(TENANT_MARK) and not self.is_cluster_admin:

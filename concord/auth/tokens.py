@@ -29,7 +29,9 @@ from concord.errors import UnauthorizedError
 TOKEN_PREFIX: Final = "sk_concord_"
 _ID_HEX: Final = 16
 _SECRET_HEX: Final = 64
-_TOKEN_RE: Final = re.compile(r"sk_concord_([0-9a-f]{16})_([0-9a-f]{64})")
+_TOKEN_RE: Final = re.compile(r"sk_concord_[0-9a-f]{16}_[0-9a-f]{64}")
+_ID_AT: Final = len(TOKEN_PREFIX)
+_SECRET_AT: Final = _ID_AT + _ID_HEX + 1
 ID_RE: Final = re.compile(r"[0-9a-f]{16}")
 
 
@@ -61,10 +63,11 @@ def parse_token(token: str) -> Credential:
         UnauthorizedError: not of the form sk_concord_<16 hex>_<64 hex> (the message never
             echoes the token).
     """
-    match = _TOKEN_RE.fullmatch(token)
-    if match is None:
+    if _TOKEN_RE.fullmatch(token) is None:
         raise UnauthorizedError("token is malformed: expected sk_concord_<id>_<secret>")
-    return Credential(match.group(1), hash_secret(match.group(2)))
+    # NB: slices of the matched form (fixed widths), and sha256 inline: every request.
+    return Credential(token[_ID_AT:_ID_AT + _ID_HEX],
+                      hashlib.sha256(token[_SECRET_AT:].encode("ascii")).digest())
 
 
 def hashes_equal(stored: bytes, presented: bytes) -> bool:

@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unsafe-lock", action="store_true",
                         help="self-test: the lock holders take the lock with a plain put; "
                              "the run must find two holders at once")
+    parser.add_argument("--auth", action="store_true",
+                        help="nodes with [auth] enabled: the run writes a bootstrap admin token "
+                             "(<dir>/admin.token, its bootstrap_token_file) and every request "
+                             "of the run carries it (lock holders: CONCORD_TOKEN)")
     parser.add_argument("--quiet", action="store_true", help="no per-action lines")
     args = parser.parse_args(argv)
     if (args.nodes < 1 or args.duration <= 0 or min(args.writers, args.readers, args.lockers,
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                            faults=args.faults, writers=args.writers, readers=args.readers,
                            unsafe_leader_reads=args.unsafe_leader_reads,
                            lockers=args.lockers, incrementers=args.incrementers,
-                           unsafe_lock=args.unsafe_lock,
+                           unsafe_lock=args.unsafe_lock, auth=args.auth,
                            workdir=args.dir.resolve() if args.dir is not None else None,
                            keep=args.keep)
     print(f"chaos: seed={seed} replay: {options.replay_command()}", flush=True)

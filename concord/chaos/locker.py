@@ -13,7 +13,8 @@ each, so a SIGKILL loses at most the line being written, never a recorded one):
 
 Times are time.monotonic() (CLOCK_MONOTONIC: one clock for every process of the host).
 The chaos run SIGKILLs these processes at random (nemesis `holders`) and checks the logs
-with `concord.chaos.recipes.check_lock`. SIGTERM: release and exit 0.
+with `concord.chaos.recipes.check_lock`. SIGTERM: release and exit 0. On a cluster with
+auth it sends the token in `CONCORD_TOKEN` (concord.credentials), as `concord` does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import time
 from types import FrameType
 from typing import Callable
 
+from concord import credentials
 from concord.client import Client
 from concord.errors import ConcordError
 from concord.recipes import Lock
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         os.write(fd, (json.dumps(fields) + "\n").encode())
 
     rng = random.Random(args.seed)
-    with Client(args.endpoints.split(","), shm=False, timeout_s=5.0) as client:
+    with Client(args.endpoints.split(","), shm=False, timeout_s=5.0,
+                token=credentials.token(None)) as client:  # CONCORD_TOKEN
         while not stop.is_set():
             lock = Lock(client, args.name, ttl=args.ttl,
                         on_renew=lambda lease, deadline: record(e="renew", lease=lease, deadline=deadline))

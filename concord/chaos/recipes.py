@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from concord.chaos.checks import SafetyResult
+from concord.credentials import TOKEN_ENV
 from concord.client import Client
 from concord.errors import ClientError, UnknownResultError
 
@@ -96,8 +98,9 @@ class LockerProc:
     """One locker process (restarted after a SIGKILL), logging to its own file."""
 
     def __init__(self, name: str, log: Path, endpoints: list[str], seed: int,
-                 unsafe: bool = False) -> None:
+                 unsafe: bool = False, token: str | None = None) -> None:
         self.name = name
+        self.token = token
         self.unsafe = unsafe
         self.log = log
         self.endpoints = endpoints
@@ -111,7 +114,8 @@ class LockerProc:
             [sys.executable, "-m", "concord.chaos.locker", "--endpoints", ",".join(self.endpoints),
              "--name", LOCK_NAME, "--ttl", str(LOCK_TTL_S), "--log", str(self.log),
              "--seed", str(self.seed * 1000 + self.starts), *(["--unsafe"] if self.unsafe else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=None if self.token is None else {**os.environ, TOKEN_ENV: self.token})
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -138,7 +142,8 @@ class LockerProc:
 class Counter:
     """The incrementers' tally: acknowledged, unknown and failed increments."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
         self.lock = threading.Lock()
         self.acked = 0
         self.unknown = 0
@@ -146,7 +151,7 @@ class Counter:
 
     def run(self, endpoints: list[str], stop: threading.Event) -> None:
         """One incrementer: incr until `stop`, counting outcomes."""
-        with Client(endpoints, shm=False, timeout_s=10.0) as client:
+        with Client(endpoints, shm=False, timeout_s=10.0, token=self.token) as client:
             while not stop.is_set():
                 try:
                     client.incr(COUNTER_KEY)

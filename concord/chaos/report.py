@@ -35,6 +35,8 @@ class ChaosOptions:
     lockers: int = 2
     incrementers: int = 2
     unsafe_lock: bool = False
+    #: [auth] enabled, with a bootstrap admin token the run writes and sends everywhere
+    auth: bool = False
 
     def replay_command(self) -> str:
         parts = ["python -m concord.chaos", f"--nodes {self.nodes}",
@@ -45,6 +47,8 @@ class ChaosOptions:
             parts.append("--unsafe-leader-reads")
         if self.unsafe_lock:
             parts.append("--unsafe-lock")
+        if self.auth:
+            parts.append("--auth")
         if (self.lockers, self.incrementers) != (2, 2):
             parts.append(f"--lockers {self.lockers} --incrementers {self.incrementers}")
         return " ".join(parts)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import random
 import shutil
 import signal
@@ -56,6 +57,7 @@ from concord.chaos.procs import (
     signal_pids,
 )
 from concord.chaos.report import ALL_FAULTS, GAP_THRESHOLD_S, ChaosOptions, ChaosReport
+from concord.auth.tokens import new_token
 from concord.client import Client
 from concord.client.raw import request
 from concord.errors import ConcordError
@@ -85,6 +87,10 @@ class ChaosRun:
             "logging": {"level": "WARNING"},
             "storage": {"snapshot_entries": 100_000},
         })
+        #: sent with every request of the run (--auth): the nodes' bootstrap admin token
+        self.token: str | None = None
+        if options.auth:
+            self.token = self._write_bootstrap_token()
         self.nodes: dict[str, NodeProc] = {}
         self.members: list[MemberPorts] = []
         self.lock = threading.Lock()
@@ -100,8 +106,19 @@ class ChaosRun:
         self.errors: list[str] = []
         self.max_disturbed = (options.nodes - 1) // 2
         self.lockers: list[LockerProc] = []
-        self.counter = Counter()
+        self.counter = Counter(self.token)
         self.nemeses = Nemeses(self)
+
+    def _write_bootstrap_token(self) -> str:
+        """A new admin token in <dir>/admin.token (0600), the nodes' bootstrap_token_file."""
+        token, _ = new_token()
+        path = self.dir / "admin.token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(token + "\n")
+        self.settings = merged(self.settings, {
+            "auth": {"enabled": True, "bootstrap_token_file": str(path)}})
+        return token
 
     # -- processes ---------------------------------------------------------------------
 
@@ -180,6 +197,8 @@ class ChaosRun:
         ep = self.endpoint(nid)
         if ep is None:
             return None
+        if self.token is not None:
+            msg = {**msg, "token": self.token}
         try:
             return request(ep, msg, timeout_ms=timeout_ms, retries=0, ctx=ctx)
         except ConcordError:
@@ -283,7 +302,8 @@ class ChaosRun:
         endpoints = [n.client for n in self.nodes.values()]
         for i in range(self.o.lockers):
             locker = LockerProc(f"locker{i}", self.dir / f"locker{i}.log", endpoints,
-                                self.o.seed * 100 + i, unsafe=self.o.unsafe_lock)
+                                self.o.seed * 100 + i, unsafe=self.o.unsafe_lock,
+                                token=self.token)
             locker.start()
             self.lockers.append(locker)
 
@@ -295,7 +315,7 @@ class ChaosRun:
         """The counter, read with strong consistency (None: absent or unreadable)."""
         endpoints = [n.client for n in self.nodes.values()]
         try:
-            with Client(endpoints, shm=False, timeout_s=20.0) as client:
+            with Client(endpoints, shm=False, timeout_s=20.0, token=self.token) as client:
                 return client.get(COUNTER_KEY, consistency="strong", default=None)
         except ConcordError as exc:
             self.errors.append(f"cannot read the counter: {exc}")

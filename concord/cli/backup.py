@@ -174,8 +174,7 @@ def _put_batches(ctx: Context, batches: Iterator[list[object]], parallel: int,
 
     from concord.client.client import Client  # noqa: PLC0415
 
-    clients = [Client(ctx.endpoints, timeout_s=ctx.timeout_s, token=ctx.token, shm=False)
-               for _ in range(max(1, parallel))]
+    clients = [ctx.new_client() for _ in range(max(1, parallel))]
     free = list(clients)
     written, revision = 0, None
     try:

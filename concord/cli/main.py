@@ -30,6 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from concord import credentials
 from concord.cli.output import FORMATS, Output, render
 
 if TYPE_CHECKING:
@@ -67,8 +68,8 @@ class Context:
         self.endpoints = [normalize(e) for e in raw.split(",") if e.strip()]
         if not self.endpoints:
             raise CliError(f"no endpoint in {raw!r}")
-        self.token: str | None = args.token or os.environ.get("CONCORD_TOKEN") or None
-        self.server_key: str | None = args.server_key or os.environ.get("CONCORD_SERVER_KEY") or None
+        self.token: str | None = credentials.token(args.token)
+        self.server_key: str | None = args.server_key or os.environ.get(credentials.SERVER_KEY_ENV) or None
         self.ns: str | None = args.ns or os.environ.get("CONCORD_NS") or None
         self.fmt: str = args.write_out
         self.timeout_s: float = args.timeout
@@ -77,34 +78,19 @@ class Context:
     @property
     def client(self) -> Client:
         if self._client is None:
-            from concord.client.client import Client  # noqa: PLC0415 (lazy: start-up time)
-
-            self._client = Client(self.endpoints, timeout_s=self.timeout_s, token=self.token,
-                                  ns=self.ns, shm=False, retries=2,
-                                  server_key=_server_key(self.server_key))
+            self._client = self.new_client(retries=2)
         return self._client
+
+    def new_client(self, retries: int = 4) -> Client:
+        """A client of its own (for parallel work), with the command's token, ns and key."""
+        from concord.client.client import Client  # noqa: PLC0415 (lazy: start-up time)
+
+        return Client(self.endpoints, timeout_s=self.timeout_s, token=self.token, ns=self.ns,
+                      shm=False, retries=retries, server_key=credentials.server_key(self.server_key))
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-
-
-def _server_key(given: str | None) -> str | None:
-    """--server-key: a key itself (40 Z85 characters) or a .pub / .key file holding it."""
-    if given is None:
-        return None
-    from concord.net.curve import public_key_of, read_key_file  # noqa: PLC0415
-
-    if len(given) == 40 and not os.path.exists(given):
-        return given
-    from pathlib import Path  # noqa: PLC0415
-
-    from concord.errors import ConfigError  # noqa: PLC0415
-
-    try:
-        return read_key_file(Path(given), "public")
-    except ConfigError:
-        return public_key_of(read_key_file(Path(given), "secret"))
 
 
 def normalize(endpoint: str) -> str:
@@ -146,10 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="concord", description="Command line of the Concord key-value store.")
     parser.add_argument("-e", "--endpoints", help="comma-separated client endpoints "
                         f"(env CONCORD_ENDPOINTS; default {DEFAULT_ENDPOINT})")
-    parser.add_argument("--token", help="auth token sent with every request (env CONCORD_TOKEN)")
-    parser.add_argument("--server-key", metavar="KEY|FILE",
-                        help="the nodes' CURVE client public key, or a .pub file holding it "
-                        "(env CONCORD_SERVER_KEY; docs/encryption.md)")
+    credentials.add_options(parser)
     parser.add_argument("--ns", help="tenant namespace sent with every request (env CONCORD_NS)")
     parser.add_argument("-w", "--write-out", choices=FORMATS, default="simple",
                         help="output format (default simple)")

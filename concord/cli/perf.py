@@ -40,10 +40,9 @@ VALUE = "x" * 256
 
 def _writer(ctx: Context, prefix: str, rate: float, stop_at: float,
             latencies: list[float], errors: list[str]) -> None:
-    from concord.client.client import Client  # noqa: PLC0415
     from concord.errors import ConcordError  # noqa: PLC0415
 
-    client = Client(ctx.endpoints, timeout_s=ctx.timeout_s, token=ctx.token, shm=False)
+    client = ctx.new_client()
     interval = 1.0 / rate
     next_at = time.monotonic()
     n = 0

@@ -28,6 +28,7 @@ import zmq
 from concord.client.plan import Attempt, CallPlan, Envelope, Exchange, Policy, Routing, drive
 from concord.client.transport import Transport
 from concord.errors import LocalProtocolError, RequestTimeoutError
+from concord.net.curve import CurveClient
 from concord.net.wire import pack
 
 __all__ = ["call_endpoint", "exchange_over", "request"]
@@ -89,6 +90,7 @@ def request(
     timeout_ms: int = 2000,
     retries: int = 2,
     ctx: Context | None = None,
+    curve: CurveClient | None = None,
 ) -> dict[str, object]:
     """
     Send one request map and return the reply map (an error reply too).
@@ -99,6 +101,8 @@ def request(
         timeout_ms: wait per attempt.
         retries: extra attempts after the first (each on a fresh socket).
         ctx: zmq context to use; a private one is created and terminated if None.
+        curve: CURVE settings, for a node whose client endpoint has
+            `curve.client_secret_key_file` (docs/encryption.md).
 
     Raises:
         RequestTimeoutError: no reply after every attempt (for a write: outcome unknown).
@@ -114,7 +118,7 @@ def request(
     attempt_s = timeout_ms / 1000.0
     own_ctx = ctx is None
     context: Context = zmq.Context() if ctx is None else ctx
-    transport = Transport(context)
+    transport = Transport(context, curve)
     try:
         plan = CallPlan(str(body.get("op")), body, None, Routing((endpoint,)), _pinned_policy(attempt_s),
                         itertools.repeat(request_id), _as_given, (retries + 1) * attempt_s,

@@ -70,13 +70,17 @@ class GatewaySettings:
     max_tokens: int = 256
     on_ready: Callable[[], None] | None = None
     stopping: Callable[[], bool] = field(default=lambda: False)
+    #: the node's client endpoint's CURVE public key ([curve] client_secret_key_file), or None
+    server_key: str | None = None
 
 
 class Upstream:
     """aio Clients to this node's client endpoint: per bearer token, a forwarding one and a local one."""
 
-    def __init__(self, endpoint: str, timeout_s: float, max_tokens: int) -> None:
+    def __init__(self, endpoint: str, timeout_s: float, max_tokens: int,
+                 server_key: str | None = None) -> None:
         self.endpoint = endpoint
+        self.server_key = server_key
         self.timeout_s = timeout_s
         self.max_tokens = max_tokens
         self._ctx = zmq.asyncio.Context()
@@ -87,9 +91,10 @@ class Upstream:
         pair = self._pairs.get(token)
         if pair is None:
             pair = (
-                Client(self.endpoint, token=token, context=self._ctx, timeout_s=self.timeout_s),
                 Client(self.endpoint, token=token, context=self._ctx, timeout_s=self.timeout_s,
-                       max_redirects=0),
+                       server_key=self.server_key),
+                Client(self.endpoint, token=token, context=self._ctx, timeout_s=self.timeout_s,
+                       max_redirects=0, server_key=self.server_key),
             )
             self._pairs[token] = pair
             while len(self._pairs) > self.max_tokens:
@@ -126,7 +131,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._upstream = Upstream(self.settings.client_endpoint, self.settings.timeout_s,
-                                  self.settings.max_tokens)
+                                  self.settings.max_tokens, self.settings.server_key)
 
     async def stop(self) -> None:
         if self._upstream is not None:

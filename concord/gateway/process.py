@@ -23,6 +23,7 @@ from types import FrameType
 import uvicorn
 
 from concord.config import NodeConfig
+from concord.credentials import client_server_key
 from concord.gateway.app import GatewaySettings, create_app
 from supervisor import notify_ready, previous_info
 
@@ -85,6 +86,7 @@ def run_gateway(config: NodeConfig) -> None:
         max_body_bytes=4 * config.limits.max_request_bytes,
         on_ready=ready,
         stopping=lambda: server is not None and server.should_exit,
+        server_key=client_server_key(config),  # a client of its node like any other
     )
     uv_config = uvicorn.Config(
         create_app(settings), log_config=None, log_level=config.logging.level.lower(),

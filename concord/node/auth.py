@@ -40,7 +40,7 @@ from concord.auth.tenants import TENANT_MARK, key_prefix
 from concord.auth.rules import common_prefix
 from concord.auth.state import AuthState, Principal
 from concord.auth.tokens import Credential, new_token, parse_token
-from concord.config import AuthSection
+from concord.config import AuthSection, read_bootstrap_token
 from concord.errors import (
     ClientError,
     ConfigError,
@@ -77,27 +77,17 @@ def load_bootstrap_token(config: AuthSection) -> Credential | None:
     Raises:
         ConfigError: the file cannot be read, or holds no well-formed token.
     """
-    text = None
-    where = ""
+    text, where = read_bootstrap_token(config)
+    if text is None:
+        return None
     if config.bootstrap_token_file:
-        where = f"auth.bootstrap_token_file {config.bootstrap_token_file}"
         try:
             mode = os.stat(config.bootstrap_token_file).st_mode
-            with open(config.bootstrap_token_file, encoding="ascii") as f:
-                text = f.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ConfigError(f"{where}: cannot read it: {exc}") from exc
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             logger.warning("bootstrap token file is readable by others path=%s mode=%o",
                            config.bootstrap_token_file, stat.S_IMODE(mode))
-    elif config.bootstrap_token_env:
-        where = f"auth.bootstrap_token_env {config.bootstrap_token_env}"
-        text = os.environ.get(config.bootstrap_token_env)
-        if text is None:
-            raise ConfigError(f"{where}: the variable is not set")
-        text = text.strip()
-    if text is None:
-        return None
     try:
         return parse_token(text)
     except UnauthorizedError as exc:
@@ -156,6 +146,8 @@ class NodeAuth:
         self._kv = kv
         self._now_ms = now_ms
         self.writes = RateLimiter(clock_s)
+        self._last_token: str | None = None
+        self._last_credential: Credential | None = None
 
     @property
     def state(self) -> AuthState:
@@ -166,7 +158,8 @@ class NodeAuth:
         Raises:
             UnauthorizedError, ForbiddenError.
         """
-        return admit(self.state, self.required, request, OPS[request.op], self._now_ms())
+        return admit(self.state, self.required, request, OPS[request.op], self._now_ms(),
+                     self._parse)
 
     def write_command(self, request: Request, principal: Principal | None) -> bytes:
         """
@@ -291,9 +284,19 @@ class NodeAuth:
                 "tenants": {n: {"keys": u.keys, "bytes": u.bytes}
                             for n, u in sorted(self._kv.usage.items())}}
 
-    @staticmethod
-    def _credential(request: Request) -> Credential | None:
-        return None if request.token is None else parse_token(request.token)
+    def _credential(self, request: Request) -> Credential | None:
+        return None if request.token is None else self._parse(request.token)
+
+    def _parse(self, token: str) -> Credential:
+        """
+        parse_token, once per request: `admit` and then `write_command` / `auth_command`
+        need the same request's credential. Remembers only the last token OBJECT (an
+        identity test: the same request's string, never a lookup by secret).
+        """
+        if token is not self._last_token or self._last_credential is None:
+            self._last_credential = parse_token(token)
+            self._last_token = token
+        return self._last_credential
 
 
 _INDEX_OPS = frozenset({"create_index", "drop_index", "list_indexes", "index_lookup"})
@@ -301,8 +304,10 @@ _INDEX_OPS = frozenset({"create_index", "drop_index", "list_indexes", "index_loo
 
 def request_keys(args: Mapping[str, object]) -> list[str]:
     """The keys a key-naming op names (`key`, `keys`, the first field of `items`)."""
-    keys: list[str] = []
     key = args.get("key")
+    if "keys" not in args and "items" not in args:  # one key: the common case
+        return [key] if isinstance(key, str) else []
+    keys: list[str] = []
     if isinstance(key, str):
         keys.append(key)
     names = args.get("keys")
@@ -327,9 +332,10 @@ def range_prefix(args: Mapping[str, object]) -> str:
 
 
 def admit(state: AuthState, required: bool, request: Request, spec: OpSpec,
-          now_ms: int) -> Principal | None:
+          now_ms: int, parse: Callable[[str], Credential] = parse_token) -> Principal | None:
     """
-    Authenticate and authorize one request at cluster time `now_ms`.
+    Authenticate and authorize one request at cluster time `now_ms` (`parse`: how the
+    token becomes a credential, parse_token or a caller's once-per-request form).
 
     Returns:
         The principal, or None when auth is neither required by this node's config nor
@@ -350,7 +356,7 @@ def admit(state: AuthState, required: bool, request: Request, spec: OpSpec,
         return None
     if spec.access is Access.PUBLIC:
         return None
-    credential = None if request.token is None else parse_token(request.token)
+    credential = None if request.token is None else parse(request.token)
     principal = state.authenticate(credential, now_ms)
     if request.ns is not None and request.ns != principal.tenant:
         raise ForbiddenError(f"token {principal.token_id} is bound to "
@@ -365,20 +371,32 @@ def authorize(principal: Principal, spec: OpSpec, args: Mapping[str, object]) ->
     Raise ForbiddenError unless `principal` may run op `spec` with `args` (keys as the
     client names them, in its own keyspace).
     """
-    access = spec.access
-    if access in (Access.PUBLIC, Access.TOKEN):
+    perm, on_keys = _NEEDS[spec.access]
+    if perm is None:  # public, token
         return
-    if access is Access.ADMIN:
+    if perm is Perm.ADMIN:
         principal.check_cluster_admin(spec.name)
         return
     if principal.tenant is not None and spec.name in _INDEX_OPS:
         raise ForbiddenError(f"{spec.name}: secondary indexes span every tenant; "
                              f"tenant tokens cannot use them")
-    perm = Perm.READ if access in (Access.READ_KEYS, Access.READ_RANGE) else Perm.WRITE
-    if access in (Access.READ_KEYS, Access.WRITE_KEYS):
+    if on_keys:
         principal.check_keys(request_keys(args), perm)
     else:
         principal.check_prefix(range_prefix(args), perm)
+
+
+#: What each access level needs: the perm (None: nothing beyond a valid token, or none)
+#: and whether it is checked on the keys named (else on the range covered).
+_NEEDS: Mapping[Access, tuple[Perm | None, bool]] = {
+    Access.PUBLIC: (None, False),
+    Access.TOKEN: (None, False),
+    Access.ADMIN: (Perm.ADMIN, False),
+    Access.READ_KEYS: (Perm.READ, True),
+    Access.WRITE_KEYS: (Perm.WRITE, True),
+    Access.READ_RANGE: (Perm.READ, False),
+    Access.WRITE_RANGE: (Perm.WRITE, False),
+}
 
 
 def stored_args(principal: Principal | None, args: Mapping[str, object]) -> dict[str, object]:

@@ -36,6 +36,25 @@ def test_short_run_finds_no_violation_when_the_build_is_sound() -> None:
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.timeout(120)
+def test_short_run_works_with_its_bootstrap_token_when_auth_is_on() -> None:
+    """--auth: every request of the run (clients, status poller, nemeses, lock holders,
+    incrementers) carries the nodes' bootstrap token, so writes, holds and increments succeed."""
+    report = run_chaos(ChaosOptions(nodes=3, duration_s=15.0, seed=16, auth=True))
+    print(report.render())
+    assert [] == report.violations
+    assert [] == report.errors
+    assert ([], []) == (report.leftover_pids, report.leftover_segments)
+    assert report.ops[("put", "ok")] > 0
+    assert report.ops[("get[strong]", "ok")] > 0
+    assert report.leader_changes + sum(report.faults.values()) > 0  # the poller and nemeses talked
+    assert report.lock is not None and report.lock.checked > 0
+    assert report.counter is not None and report.counter.checked > 0
+    assert report.options.replay_command().endswith("--seed 16 --auth")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(120)
 def test_short_run_reports_a_violation_when_leader_reads_skip_the_leader_check() -> None:
     """The deliberately broken build (faults.unsafe_leader_reads): stale reads are caught."""
     report = run_chaos(ChaosOptions(nodes=3, duration_s=20.0, seed=9, unsafe_leader_reads=True))

@@ -6,13 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
 import pytest
 
 import concord
-from concord.errors import EmbeddedNodeError
+from concord.errors import EmbeddedNodeError, UnauthorizedError
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -95,3 +96,40 @@ def test_node_exits_when_application_is_killed(tmp_path: Path) -> None:
             app.stdin.close()
         if app.stdout is not None:
             app.stdout.close()
+
+
+def test_client_and_status_watcher_use_the_config_credentials_when_auth_and_curve_are_on(
+        tmp_path: Path) -> None:
+    """start(config) of a node with [auth] and a CURVE client endpoint: its client and the
+    telemetry status watcher speak with the config's bootstrap token and client key."""
+    from concord import telemetry
+    from concord.auth.tokens import new_token
+    from concord.embedded import _single_node_config
+    from concord.net.curve import write_key_pair
+
+    admin, _ = new_token()
+    (tmp_path / "admin.token").write_text(admin + "\n")
+    os.chmod(tmp_path / "admin.token", 0o600)
+    write_key_pair(tmp_path, "clients")
+    config = tmp_path / "node.toml"
+    config.write_text(_single_node_config("node", tmp_path / "data", 1)
+                      + '\n[auth]\nenabled = true\nbootstrap_token_file = "admin.token"\n'
+                      + '\n[curve]\nclient_secret_key_file = "clients.key"\n')
+    seen: list[Mapping[str, object]] = []
+    telemetry.attach("test-auth", "concord.node.status", lambda e, m, md: seen.append(md))
+    try:
+        with concord.start(config, set_default=False, status_interval_s=0.2) as node:
+            def bootstrapped() -> bool:
+                # NB: every request is unauthorized until the leader applied the token.
+                try:
+                    return "admin" == node.client.whoami()["role"]
+                except UnauthorizedError:
+                    return False
+
+            wait_until(bootstrapped, 20, "the bootstrap token is never accepted")
+            node.client.put("k", 1)
+            assert 1 == node.client.get("k", consistency="strong")
+            wait_until(lambda: any(md.get("role") == "leader" for md in seen), 20,
+                       lambda: f"status events {seen[-3:]}")
+    finally:
+        telemetry.detach("test-auth")

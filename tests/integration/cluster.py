@@ -29,6 +29,7 @@ from concord.chaos.procs import (
     render_config,
 )
 from concord.client.raw import request
+from concord.net.curve import CurveClient
 from tests.helpers import wait_until
 
 __all__ = [  # the node-process helpers live in concord.chaos.procs (shared with the chaos tool)
@@ -60,6 +61,9 @@ class Cluster:
         self.read_workers = read_workers
         #: sent with `status` requests (a cluster with [auth] enabled needs one)
         self.token: str | None = None
+        #: CURVE settings of every request the helper sends (a cluster with
+        #: curve.client_secret_key_file needs them): `CurveClient.of(server_key)`
+        self.curve: CurveClient | None = None
         self.ids = list(ids) if ids is not None else [f"n{i + 1}" for i in range(n)]
         self.nodes: dict[str, NodeProc] = {}
         self.members: list[MemberPorts] = []
@@ -145,7 +149,8 @@ class Cluster:
 
     def request(self, node_id: str, msg: Mapping[str, object], timeout_ms: int = 3000,
                 retries: int = 0) -> dict[str, object]:
-        return request(self.nodes[node_id].client, msg, timeout_ms=timeout_ms, retries=retries)
+        return request(self.nodes[node_id].client, msg, timeout_ms=timeout_ms, retries=retries,
+                       curve=self.curve)
 
     def status(self, node_id: str) -> dict[str, object] | None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -19,9 +20,10 @@ from tests.integration.cluster import DEV_SHM, ROOT, free_ports
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "concord.cluster", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def dev_cluster(tmp_path: Path) -> Path:
@@ -123,3 +125,39 @@ def test_up_restarts_a_node_when_its_supervisor_crashed(tmp_path: Path) -> None:
     assert [] == [p for p in started if psutil.pid_exists(p)
                   and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert [] == [n for n in DEV_SHM.iterdir() if any(f"-{p}x" in n.name for p in started)]
+
+
+@pytest.mark.timeout(180)
+def test_status_speaks_with_token_and_server_key_when_auth_and_curve_are_on(tmp_path: Path) -> None:
+    """status on an [auth] + CURVE cluster: each config's bootstrap token and client key by
+    default; CONCORD_TOKEN / --token as the concord command; a bad token is shown refused."""
+    from concord.auth.tokens import new_token
+    from concord.net.curve import write_key_pair
+
+    folder = dev_cluster(tmp_path)
+    admin, _ = new_token()
+    (folder / "admin.token").write_text(admin + "\n")
+    os.chmod(folder / "admin.token", 0o600)
+    write_key_pair(folder, "clients")
+    for config in folder.glob("*.toml"):
+        config.write_text(config.read_text() + '\n[auth]\nenabled = true\n'
+                          'bootstrap_token_file = "admin.token"\n\n'
+                          '[curve]\nclient_secret_key_file = "clients.key"\n')
+    pids: list[int] = []
+    try:
+        started = cli("up", "--dir", str(folder))
+        assert 0 == started.returncode, started.stderr
+        pids = [supervisor_pid(folder, f"n{i}") for i in (1, 2, 3)]
+        wait_until(lambda: "role=leader" in cli("status", "--dir", str(folder)).stdout, 30,
+                   lambda: cli("status", "--dir", str(folder)).stdout)
+        given = cli("status", "--dir", str(folder), "--token", admin,
+                    "--server-key", str(folder / "clients.pub"))
+        assert 3 == given.stdout.count("term="), given.stdout
+        wrong, _ = new_token()
+        refused = cli("status", "--dir", str(folder), env={"CONCORD_TOKEN": wrong})
+        assert 3 == refused.stdout.count("(refused: unauthorized:"), refused.stdout
+    finally:
+        stopped = cli("down", "--dir", str(folder))
+    assert 0 == stopped.returncode, stopped.stderr
+    assert [] == [p for p in pids if psutil.pid_exists(p)
+                  and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]

@@ -11,7 +11,7 @@ import select
 import shutil
 import socket
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -275,13 +275,6 @@ def test_client_needs_the_server_key_when_client_endpoints_use_curve(
 
 def speak_curve(c: Cluster, server_key: str) -> None:
     """Make the cluster helper's own requests (status, ...) with CURVE and `server_key`."""
-    from concord.client import Client
+    from concord.net.curve import CurveClient
 
-    def request(node_id: str, msg: Mapping[str, object], timeout_ms: int = 3000,
-                retries: int = 0) -> dict[str, object]:
-        with Client(c.nodes[node_id].client, server_key=server_key, shm=False,
-                    timeout_s=timeout_ms / 1000, retries=retries) as client:
-            args = {k: v for k, v in msg.items() if k != "op"}
-            return {"ok": True, **client.call(str(msg["op"]), args)}
-
-    c.request = request  # type: ignore[method-assign]
+    c.curve = CurveClient.of(server_key)
