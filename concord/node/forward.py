@@ -46,8 +46,9 @@ section 1: the envelope is unchanged, so the link's checks, counters and faults 
     byte 1       forward version = 1
     byte 2       kind: 1 = REQUEST  follower -> leader, body = the client's request
                        2 = REPLY    leader -> follower, body = the reply to send
-    bytes 3-10   forward id, u64 big-endian, chosen by the follower (unique per follower
-                 process; a REPLY carries its REQUEST's)
+    bytes 3-10   forward id, u64 big-endian, chosen by the follower (a random 24-bit
+                 epoch per raft worker process, then a counter: never reused across a
+                 restart; a REPLY carries its REQUEST's)
     bytes 11..   body: a msgpack map (the wire protocol's request or reply)
 
 A malformed forward message is dropped and counted (`stats.bad`). A node of an earlier
@@ -60,7 +61,7 @@ Pure bookkeeping around the worker's transport and front-door link; never blocks
 from __future__ import annotations
 
 import itertools
-import logging
+import random
 import struct
 import time
 from dataclasses import dataclass
@@ -79,8 +80,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FORWARD_BYTE", "FORWARD_MARK", "FORWARD_VERSION", "Forwarder", "ForwardStats", "LEADER_ONLY",
            "pack_forward", "unpack_forward"]
-
-log = logging.getLogger(__name__)
 
 FORWARD_MARK = 0xC1
 FORWARD_BYTE = bytes((FORWARD_MARK,))  # a peer DATA payload starting with it is ours
@@ -174,7 +173,9 @@ class Forwarder:
         self._max_request_bytes = max_request_bytes
         self._clock = clock
         self.stats = ForwardStats()
-        self._ids = itertools.count(1)
+        # An epoch in the high bits: after a restart of this worker, a late REPLY meant for
+        # its predecessor matches none of its own forward ids (it would answer a stranger).
+        self._ids = map((random.getrandbits(24) << 40).__or__, itertools.count(1))
         self._sent: dict[int, _Sent] = {}
         # Forwarded requests being served here run under NEGATIVE tokens, which no front
         # door uses (its tokens are u64): `reply` routes their answers back here.
@@ -281,19 +282,24 @@ class Forwarder:
     def _settle_sent(self, now: float) -> None:
         worker = self._worker
         leader = worker.driver.leader_id
+        abandoned = 0
         for forward_id, sent in list(self._sent.items()):
             if sent.deadline <= now:
                 del self._sent[forward_id]
                 self.stats.expired += 1
             elif sent.leader != leader:
                 del self._sent[forward_id]
-                self.stats.abandoned += 1
+                abandoned += 1
                 hint = None if leader is None or leader == worker.node_id else (
                     worker.book.client_endpoint(leader))
                 worker.link.reply(sent.token, error_reply(
                     sent.request_id, "timeout",
                     f"leadership changed while the request was forwarded to {sent.leader}: "
                     "the outcome is unknown (resend with the same client_id and seq)", hint))
+        if abandoned:
+            self.stats.abandoned += abandoned
+            worker.log.info("forwarded requests answered unknown: the leader changed count=%d "
+                            "leader=%s", abandoned, leader)
 
     @property
     def in_flight(self) -> tuple[int, int]:

@@ -51,8 +51,14 @@ class FakeBook:
         return None if node is None else f"tcp://{node}:1"
 
 
+class FakeLog:
+    def info(self, msg: str, *args: object) -> None:
+        pass
+
+
 @dataclass
 class FakeWorker:
+    log: FakeLog = field(default_factory=FakeLog)
     node_id: NodeId = NodeId("n2")
     driver: FakeDriver = field(default_factory=FakeDriver)
     transport: FakeTransport = field(default_factory=FakeTransport)
@@ -160,3 +166,17 @@ def test_malformed_forward_message_is_dropped_and_counted_when_received() -> Non
     fwd, worker, _ = make()
     fwd.on_peer(NodeId("n1"), b"\xc1\x09")
     assert (1, [], []) == (fwd.stats.bad, worker.transport.sent, worker.link.replies)
+
+
+def test_late_reply_meant_for_a_predecessor_is_dropped_when_the_worker_restarted() -> None:
+    """Forward ids carry a per-process epoch: the restarted worker's first request is not
+    answered with the reply its predecessor's first request gets."""
+    before, worker, _ = make()
+    payload, request = put(request_id=1)
+    assert before.take(5, payload, request)  # type: ignore[arg-type]
+    old_id = unpack_forward(worker.transport.sent[0][1])[1]  # type: ignore[index]
+    after, worker, _ = make()
+    payload, request = put(request_id=2)
+    assert after.take(6, payload, request)  # type: ignore[arg-type]
+    after.on_peer(NodeId("n1"), pack_forward(KIND_REPLY, old_id, b"\x81\xa2id\x01"))
+    assert ([], 1) == (worker.link.replies, after.stats.late)
