@@ -5,8 +5,8 @@ A request only the leader may serve (`LEADER_ONLY`: every write, auth write, mem
 change and leader transfer) that reaches a follower's raft worker through its front
 door is relayed UNCHANGED (the client's payload, byte for byte: id, token, ns,
 timeout_ms, client_id/seq/min_seq, traceparent) to the leader's raft worker over the
-Raft peer link, and the leader's reply is relayed back unchanged to the front door
-that holds the client. A client in any language can then write through any node
+Raft peer link, and the leader's reply is relayed back (a success with the leader's
+client endpoint added) to the front door that holds the client. A client in any language can then write through any node
 without following `not_leader` hints (docs/protocol.md "Forwarding to the leader").
 On (`raft.forward_to_leader`, default true), the follower forwards; whatever the
 setting, a node serves what its followers forward to it.
@@ -28,7 +28,10 @@ Why here, and over the peer link:
   hint, or `no_leader`), and the follower relays that answer. No loops, no chains.
 
 Outcomes the client sees (the same set as without forwarding):
-- the leader's reply, relayed (success or any error);
+- the leader's reply, relayed (success or any error); a success gets one field added,
+  `leader_client`: the leader's client endpoint (`with_leader_client`: the reply's bytes
+  are kept, only its map header's count changes), so that a client following hints
+  writes to the leader directly afterwards;
 - `not_leader`/`no_leader` from the follower itself when it knows no leader, has no link
   to it, or the link refuses the message (nothing was sent: not applied);
 - `timeout` ("outcome unknown") from the follower when the leader it forwarded to stops
@@ -70,7 +73,7 @@ from typing import TYPE_CHECKING, Callable
 from concord.errors import InvalidRequestError
 from concord.ids import NodeId
 from concord.kv import CLIENT_WRITE_OPS
-from concord.net.wire import Request, decode_request, error_reply
+from concord.net.wire import Request, decode_request, error_reply, with_leader_client
 from concord.node import worker_requests
 from concord.node.auth import AUTH_WRITE_OPS
 from concord.raft.state import Role
@@ -214,7 +217,10 @@ class Forwarder:
             self.stats.bad += 1
             return
         del self._sent[forward_id]
-        self._worker.link.reply(sent.token, body)
+        # The leader's endpoint rides on a success: a client that follows hints writes
+        # there directly from now on (docs/protocol.md "Forwarding to the leader").
+        worker = self._worker
+        worker.link.reply(sent.token, with_leader_client(body, worker.book.client_endpoint(sender)))
 
     # -- leader side -------------------------------------------------------------------
 

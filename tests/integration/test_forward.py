@@ -7,6 +7,7 @@ retryable errors only, and nothing acknowledged is lost.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import struct
@@ -17,7 +18,9 @@ import msgpack
 import pytest
 import zmq
 
+from concord.aio import Client as AioClient
 from concord.auth.tokens import new_token
+from concord.client import Client
 from concord.errors import RequestTimeoutError
 from tests.helpers import wait_until
 from tests.integration.cluster import Cluster
@@ -114,6 +117,37 @@ def test_follower_answers_not_leader_with_hint_when_forwarding_is_off(
     refused = c.request(follower, {"op": "put", "key": "x", "value": 0})
     assert ("not_leader", c.nodes[leader].client) == (refused["error"], refused["leader"])
     assert "not_found" == strong_get(c, leader, "x").get("error")
+
+
+@pytest.mark.timeout(120)
+def test_client_writes_to_the_leader_directly_when_a_forwarded_write_named_it(
+        cluster: ClusterFactory) -> None:
+    """A Python client (sync, then asyncio) given only a follower's endpoint: its first put
+    is forwarded, the reply names the leader (`leader_client`), and the client moves
+    there. Proof that later puts no longer go through the follower: with the follower
+    killed, they still succeed (the client knows no other endpoint than the follower's)."""
+    c = cluster(3)
+    leader = c.wait_leader()
+    follower = next(n for n in c.ids if n != leader)
+    at_leader = c.nodes[leader].client
+    wait_until(lambda: (c.status(follower) or {}).get("leader_client") == at_leader, 20,
+               lambda: f"{follower} does not know {leader}: {c.status(follower)}")
+
+    async def aio_put() -> str | None:
+        async with AioClient(c.nodes[follower].client, timeout_s=10.0) as aclient:
+            await aclient.put("aio", 1)
+            return aclient.leader
+
+    assert at_leader == asyncio.run(aio_put())
+    with Client(c.nodes[follower].client, timeout_s=10.0, shm=False) as client:
+        client.put("first", 1)
+        assert at_leader == client.leader
+        c.nodes[follower].kill_tree()
+        for i in range(3):
+            client.put(f"direct{i}", i)
+        assert at_leader == client.leader
+    for key, value in (("aio", 1), ("first", 1), ("direct2", 2)):
+        assert value == strong_get(c, leader, key).get("value")
 
 
 def fault(c: Cluster, node_id: str, command: Mapping[str, object]) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import msgpack
+import pytest
 
 from concord.ids import NodeId
-from concord.net.wire import OPS, OpKind, decode_request
+from concord.net.wire import OPS, OpKind, decode_request, with_leader_client
 from concord.node.forward import (
     KIND_REPLY,
     KIND_REQUEST,
@@ -180,3 +181,68 @@ def test_late_reply_meant_for_a_predecessor_is_dropped_when_the_worker_restarted
     assert after.take(6, payload, request)  # type: ignore[arg-type]
     after.on_peer(NodeId("n1"), pack_forward(KIND_REPLY, old_id, b"\x81\xa2id\x01"))
     assert ([], 1) == (worker.link.replies, after.stats.late)
+
+
+LEADER = "tcp://10.0.0.1:7000"
+_TAIL = b"\xadleader_client" + msgpack.packb(LEADER)
+
+
+def _reply(fields: int) -> dict[str, object]:
+    """An ok reply map of `fields` entries (id and ok included)."""
+    return {"id": 1, "ok": True, **{f"f{i}": i for i in range(fields - 2)}}
+
+
+@pytest.mark.parametrize(("fields", "header_in", "header_out"), [
+    (2, b"\x82", b"\x83"),  # fixmap -> fixmap
+    (15, b"\x8f", b"\xde\x00\x10"),  # fixmap full -> map16
+    (16, b"\xde\x00\x10", b"\xde\x00\x11"),  # map16 -> map16
+    (65535, b"\xde\xff\xff", b"\xdf\x00\x01\x00\x00"),  # map16 full -> map32
+    (65536, b"\xdf\x00\x01\x00\x00", b"\xdf\x00\x01\x00\x01"),  # map32 -> map32
+])
+def test_success_reply_gets_the_leader_endpoint_when_relayed_whatever_its_map_header(
+        fields: int, header_in: bytes, header_out: bytes) -> None:
+    """Every map header form: the count grows by one, the body is kept byte for byte, and
+    the field is appended."""
+    reply = msgpack.packb(_reply(fields))
+    assert reply.startswith(header_in)
+    out = with_leader_client(reply, LEADER)
+    assert header_out + reply[len(header_in):] + _TAIL == out
+    assert {**_reply(fields), "leader_client": LEADER} == msgpack.unpackb(out)
+
+
+def test_non_minimal_header_from_another_encoder_gets_the_smallest_form_when_relayed() -> None:
+    """A 2-entry map sent as map16 or map32 (legal msgpack) comes out as a fixmap of 3;
+    a float32 value keeps its 4-byte encoding (no decode and re-encode)."""
+    body = b"\xa2id\x01\xa2ok\xc3"
+    for header in (b"\xde\x00\x02", b"\xdf\x00\x00\x00\x02"):
+        assert b"\x83" + body + _TAIL == with_leader_client(header + body, LEADER)
+    f32 = b"\x83\xa2id\x01\xa2ok\xc3\xa1v\xca\x3f\xc0\x00\x00"
+    assert b"\x84" + f32[1:] + _TAIL == with_leader_client(f32, LEADER)
+
+
+def test_reply_is_unchanged_when_it_is_no_success_or_names_a_leader_already() -> None:
+    """Errors (not_leader with another hint included), a reply with the field, no known
+    endpoint, and payloads that are no map or do not decode pass through as they are."""
+    error = msgpack.packb({"id": 1, "ok": False, "error": "not_leader", "message": "m",
+                           "leader": "tcp://10.0.0.2:7000"})
+    named = msgpack.packb({"id": 1, "ok": True, "leader_client": "tcp://10.0.0.2:7000"})
+    no_ok = msgpack.packb({"id": 1})
+    for reply in (error, named, no_ok, b"\x93\x01\x02\x03", b"\x82\xa2id", b"\xc1", b"",
+                  msgpack.packb({"id": 1, "ok": True}) + b"\x00"):
+        assert reply == with_leader_client(reply, LEADER)
+    assert msgpack.packb(_reply(2)) == with_leader_client(msgpack.packb(_reply(2)), None)
+
+
+def test_follower_adds_its_leaders_endpoint_when_it_relays_a_success() -> None:
+    """A success relayed from n1 names n1's client endpoint; an error is relayed as it came."""
+    fwd, worker, _ = make()
+    for request_id in (7, 8):
+        payload, request = put(request_id)
+        assert fwd.take(request_id, payload, request)  # type: ignore[arg-type]
+    ids = [unpack_forward(m)[1] for _, m in worker.transport.sent]  # type: ignore[index]
+    fwd.on_peer(NodeId("n1"), pack_forward(KIND_REPLY, ids[0], msgpack.packb(
+        {"id": 7, "ok": True, "revision": 3})))
+    failed = {"id": 8, "ok": False, "error": "condition_failed", "message": "m", "leader": None}
+    fwd.on_peer(NodeId("n1"), pack_forward(KIND_REPLY, ids[1], msgpack.packb(failed)))
+    assert [(7, {"id": 7, "ok": True, "revision": 3, "leader_client": "tcp://n1:1"}),
+            (8, failed)] == worker.link.replies
