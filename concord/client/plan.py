@@ -391,14 +391,11 @@ class CallPlan:
 
     def _answered_by(self, reply: dict[str, object], target: str) -> str:
         """
-        The leader behind an ok reply: a follower that forwarded a leader-only request
-        names it (`leader_client`, docs/protocol.md "Forwarding to the leader"), so later
-        calls go there directly, as after a not_leader hint (unless hints are off:
-        `max_redirects` 0). The field is taken out: a result is the same whichever node
-        relayed it. Reads are left alone (`status` has a field of that name).
+        Where to go next after an ok write: the leader a forwarding follower names
+        (`leader_client`: taken out of the result), as after a not_leader hint.
         """
         if self.kind is OpKind.READ:
-            return target
+            return target  # never forwarded; `status` has a field of that name
         hint = reply.pop(LEADER_CLIENT_FIELD, None)
         if isinstance(hint, str) and hint and self._policy.max_redirects > 0:
             return normalize_endpoint(hint)
