@@ -280,6 +280,11 @@ class RaftSection:
     snapshot_chunk_bytes: int = field(
         default=MiB, metadata=_check(int_in(1), "InstallSnapshot chunk size")
     )
+    forward_to_leader: bool = field(
+        default=True,
+        metadata=_check(boolean, "a follower relays writes and other leader-only requests "
+                        "to the leader (else it answers not_leader with a hint)"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

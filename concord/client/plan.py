@@ -30,7 +30,7 @@ from concord.errors import (
     RequestTimeoutError,
     UnknownResultError,
 )
-from concord.net.wire import OPS, OpKind, validate
+from concord.net.wire import LEADER_CLIENT_FIELD, OPS, OpKind, validate
 from concord.tracing import current_traceparent
 
 __all__ = [
@@ -366,7 +366,7 @@ class CallPlan:
             if error is not None:
                 raise error
             if attempt.msg.get("consistency") != "eventual":
-                self._routing.follow(target)
+                self._routing.follow(self._answered_by(reply, target))
             return reply
         if outcome is Outcome.NOT_LEADER:
             assert isinstance(error, NotLeaderError)
@@ -388,6 +388,18 @@ class CallPlan:
             self._backoff = min(self._backoff * 2, self._policy.max_backoff_s)
             return max(0.0, pause)
         return self._silence(attempt, reply, error)
+
+    def _answered_by(self, reply: dict[str, object], target: str) -> str:
+        """
+        Where to go next after an ok write: the leader a forwarding follower names
+        (`leader_client`: taken out of the result), as after a not_leader hint.
+        """
+        if self.kind is OpKind.READ:
+            return target  # never forwarded; `status` has a field of that name
+        hint = reply.pop(LEADER_CLIENT_FIELD, None)
+        if isinstance(hint, str) and hint and self._policy.max_redirects > 0:
+            return normalize_endpoint(hint)
+        return target
 
     def _settle_pinned(
         self, attempt: Attempt, reply: dict[str, object] | None, error: ClientError | None

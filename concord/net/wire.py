@@ -16,7 +16,8 @@ contract):
         "client_id"?: str|bytes + "seq"?: int >= 0   (both or neither),
         "traceparent"?: str,
     }
-    ok reply    = {"id": int, "ok": true, ...result}
+    ok reply    = {"id": int, "ok": true, ...result,
+                   "leader_client"?: str}   # added by a follower that forwarded it
     error reply = {"id": int|nil, "ok": false, "error": code, "message": str,
                    "leader": str|nil}
 
@@ -36,6 +37,7 @@ summary can be generated from it (`describe_ops()`).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -434,6 +436,50 @@ def reply_for_error(exc: ClientError, request_id: int | None = None) -> bytes:
     leader = getattr(exc, "leader_hint", None)
     rid = exc.request_id if exc.request_id is not None else request_id
     return error_reply(rid, exc.code, exc.message, leader if isinstance(leader, str) else None)
+
+
+#: The optional success-reply field naming the leader's client endpoint: added by a
+#: follower to the leader's reply to a request it forwarded (`with_leader_client`), and
+#: the same field, same meaning, as in the `status` reply (docs/protocol.md "Replies").
+LEADER_CLIENT_FIELD = "leader_client"
+_LEADER_CLIENT_KEY: bytes = msgpack.packb(LEADER_CLIENT_FIELD)
+_MAP16 = struct.Struct(">BH")
+_MAP32 = struct.Struct(">BI")
+
+
+def with_leader_client(reply: bytes, endpoint: str | None) -> bytes:
+    """
+    `reply` with `"leader_client": endpoint` appended if it is a success map that has no
+    such field; anything else (an error reply, a reply that does not decode, no endpoint)
+    unchanged. The reply's own bytes are kept as they are: only the map header's count
+    changes (fixmap, map16 or map32 in; the smallest form that holds the new count out).
+    """
+    if endpoint is None or not reply:
+        return reply
+    try:
+        obj = msgpack.unpackb(reply, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        return reply
+    if not isinstance(obj, dict) or obj.get("ok") is not True or LEADER_CLIENT_FIELD in obj:
+        return reply
+    first = reply[0]
+    if first & 0xF0 == 0x80:
+        count, body = first & 0x0F, reply[1:]
+    elif first == 0xDE:
+        count, body = _MAP16.unpack_from(reply)[1], reply[_MAP16.size:]
+    else:  # a dict decoded from a map: 0xDF, map32
+        count, body = _MAP32.unpack_from(reply)[1], reply[_MAP32.size:]
+    count += 1
+    if count <= 0x0F:
+        header = bytes((0x80 | count,))
+    elif count <= 0xFFFF:
+        header = _MAP16.pack(0xDE, count)
+    elif count <= 0xFFFF_FFFF:
+        header = _MAP32.pack(0xDF, count)
+    else:
+        return reply
+    value: bytes = msgpack.packb(endpoint)
+    return header + body + _LEADER_CLIENT_KEY + value
 
 
 def peek_id(payload: bytes) -> int | None:

@@ -121,6 +121,9 @@ class RaftMetrics:
         self._delta("concord_network_peer_received_messages_total", "received", peer.received)
         self._delta("concord_network_peer_sent_failures_total", "failed",
                     peer.dropped_unreachable + peer.send_errors)
+        forward = w.forward.stats
+        self._delta("concord_server_forwarded_total", "forwarded", forward.forwarded)
+        self._delta("concord_server_forward_abandoned_total", "abandoned", forward.abandoned)
         events = w.events
         self._delta("concord_events_published_total", "published", events.published)
         self._delta("concord_events_dropped_total", "dropped", events.dropped)

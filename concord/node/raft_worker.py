@@ -28,8 +28,9 @@ requests, `on_disk`) and carries out the effects it returns (`carry_out`, in
 concord.node.worker_effects). The simulator feeds it the same events. Request handling
 is concord.node.worker_requests, the informational ops concord.node.worker_ops.
 
-Writes reaching a follower are answered `not_leader` with the leader's CLIENT endpoint
-(never forwarded: the client follows the hint). Never unlinks shared memory.
+Leader-only requests reaching a follower are forwarded to the leader over the peer link
+(concord.node.forward, `raft.forward_to_leader`), or answered `not_leader` with the
+leader's CLIENT endpoint for the client to follow. Never unlinks shared memory.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.ratelog import RateLimitedLog
 from concord.net.wire import Backend
 from concord.node import worker_effects, worker_requests
+from concord.node.forward import FORWARD_BYTE, Forwarder
 from concord.node.driver import Driver, DriverConfig, LogSink, Reply, load_memory_storage
 from concord.node.links import NodeLinks, load_links
 from concord.node.raft_metrics import RaftMetrics
@@ -199,6 +201,8 @@ class RaftWorker:
         # -- front door --------------------------------------------------------------------
         self.link = BackendLink(self.ctx, endpoints.backend, Backend.RAFT, f"raft-{self.node_id}",
                                 heartbeat_interval_s=0.1)
+        self.forward = Forwarder(self, config.raft.forward_to_leader,
+                                 config.limits.max_request_bytes)
         self.poller = zmq.Poller()
         self.transport.register(self.poller)
         self.link.register(self.poller)
@@ -445,6 +449,9 @@ class RaftWorker:
             if got is None:
                 return
             sender, payload = got
+            if payload[:1] == FORWARD_BYTE:
+                self.forward.on_peer(sender, payload)  # concord.node.forward
+                continue
             try:
                 msg, trace = codec.decode_message_and_trace(payload)
             except ProtocolError as exc:
@@ -463,6 +470,7 @@ class RaftWorker:
     def _on_tick(self) -> None:
         self.driver.on_tick()
         self.metrics.on_tick(time.monotonic())
+        self.forward.on_tick(time.monotonic())
         for peer in self.transport.unreachable():
             self.raw.report_unreachable(peer)
         driver = self.driver

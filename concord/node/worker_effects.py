@@ -44,7 +44,10 @@ def carry_out(worker: RaftWorker, effects: list[Effect]) -> None:
         match effect:
             case SendReplies():
                 for token, payload in worker._outbox:
-                    worker.link.reply(token, payload)
+                    if token < 0:  # a follower's forwarded request (concord.node.forward)
+                        worker.forward.reply(token, payload)
+                    else:
+                        worker.link.reply(token, payload)
                 worker._outbox.clear()
             case PublishChanges():
                 worker._publish_changes()

@@ -32,7 +32,7 @@ from concord.raft.state import Role
 if TYPE_CHECKING:
     from concord.node.raft_worker import RaftWorker
 
-__all__ = ["Pending", "drain_requests", "encode_reply", "not_leader"]
+__all__ = ["Pending", "drain_requests", "encode_reply", "handle", "not_leader"]
 
 
 @dataclass(slots=True)
@@ -63,6 +63,8 @@ def drain_requests(worker: RaftWorker) -> None:
         except InvalidRequestError as exc:
             worker.link.reply(req.token, error_reply(exc.request_id, exc.code, exc.message))
             continue
+        if worker.forward.take(req.token, req.payload, request):
+            continue  # relayed to the leader (concord.node.forward)
         reply = _handle(worker, req.token, request)
         if reply is not None:
             worker.link.reply(req.token, reply)
@@ -79,6 +81,10 @@ def not_leader(worker: RaftWorker, request: Request) -> bytes:
         return error_reply(request.id, "no_leader", "no leader is known; retry shortly")
     return error_reply(request.id, "not_leader", f"node {worker.node_id} is not the leader; "
                        f"the leader is {leader}", _hint(worker))
+
+def handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
+    """Serve one decoded request: its reply now, or None (it comes later, by `token`)."""
+    return _handle(worker, token, request)
 
 def _handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
     op = request.op

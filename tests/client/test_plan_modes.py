@@ -92,3 +92,37 @@ def test_raw_plan_refused_when_not_pinned() -> None:
     with pytest.raises(ValueError):
         CallPlan("status", {}, None, Routing((PINNED,)), POLICY, itertools.count(1), as_given, 1.0,
                  time.monotonic(), raw=True)
+
+
+def routed(op: str, args: Mapping[str, object], routing: Routing) -> CallPlan:
+    return CallPlan(op, args, None, routing, POLICY, itertools.count(1), build, 5.0, time.monotonic())
+
+
+def test_later_calls_go_to_the_leader_when_a_forwarded_write_names_it() -> None:
+    """An ok write naming `leader_client` (a follower forwarded it) moves the routing
+    there, as a not_leader hint does; the next call goes straight to it."""
+    routing = Routing(("tcp://127.0.0.1:2",))
+    script = Script([{"ok": True, "revision": 4, "leader_client": "127.0.0.1:9"}, {"ok": True}])
+    first = drive(routed("put", {"key": "k", "value": 1}, routing), script)
+    drive(routed("put", {"key": "k", "value": 2}, routing), script)
+    assert ["tcp://127.0.0.1:2", "tcp://127.0.0.1:9"] == [a.target for a in script.sent]
+    assert "tcp://127.0.0.1:9" == routing.leader
+    assert "leader_client" not in first  # the result does not depend on the route taken
+
+
+def test_routing_stays_on_the_answering_node_when_hints_are_off() -> None:
+    """max_redirects 0 (a client that follows no hint) ignores `leader_client` too."""
+    routing = Routing(("tcp://127.0.0.1:2",))
+    no_hints = Policy(attempt_timeout_s=0.01, retries=0, max_redirects=0, backoff_s=0.01,
+                      max_backoff_s=0.01)
+    p = CallPlan("put", {"key": "k", "value": 1}, None, routing, no_hints, itertools.count(1),
+                 build, 5.0, time.monotonic())
+    drive(p, Script([{"ok": True, "revision": 4, "leader_client": "tcp://127.0.0.1:9"}]))
+    assert "tcp://127.0.0.1:2" == routing.leader
+
+
+def test_routing_stays_on_the_answering_node_when_a_read_reply_names_a_leader() -> None:
+    """Reads never move by `leader_client` (a status reply carries it as a field)."""
+    routing = Routing(("tcp://127.0.0.1:2",))
+    drive(routed("status", {}, routing), Script([{"ok": True, "leader_client": "tcp://127.0.0.1:9"}]))
+    assert "tcp://127.0.0.1:2" == routing.leader

@@ -43,6 +43,7 @@ DEFAULTS = [
     ("raft", "pre_vote", True),
     ("raft", "check_quorum", True),
     ("raft", "snapshot_chunk_bytes", 1024 * 1024),
+    ("raft", "forward_to_leader", True),
     ("storage", "fsync", True),
     ("storage", "segment_bytes", 64 * 1024 * 1024),
     ("storage", "snapshot_entries", 10_000),
@@ -190,6 +191,7 @@ ERRORS = [
     ({"raft": {"election_ticks": True}}, "raft.election_ticks: must be a positive integer, got true"),
     ({"raft": {"election_ticks": 10.0}}, "raft.election_ticks: must be a positive integer, got 10.0"),
     ({"raft": {"pre_vote": 1}}, "raft.pre_vote: must be true or false, got 1"),
+    ({"raft": {"forward_to_leader": "yes"}}, 'raft.forward_to_leader: must be true or false, got "yes"'),
     ({"raft": {"election_ms": 100}}, "raft.election_ms: unknown key"),
     (
         {"raft": {"heartbeat_ticks": 10}},

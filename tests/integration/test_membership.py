@@ -30,8 +30,9 @@ def add_voter(c: Cluster, leader: str, node_id: str, timeout_s: float) -> None:
 
 @pytest.mark.timeout(90)
 def test_leadership_moves_when_transfer_leader_is_asked(cluster: ClusterFactory) -> None:
-    """transfer_leader hands leadership to the named voter (TimeoutNow)."""
-    c = cluster(3)
+    """transfer_leader hands leadership to the named voter (TimeoutNow); a node that is
+    not the leader refuses it (forwarding off: it would relay it to the new leader)."""
+    c = cluster(3, raft={"forward_to_leader": False})
     leader = c.wait_leader()
     target = next(n for n in c.ids if n != leader)
     reply = c.request(leader, {"op": "transfer_leader", "member_id": target})

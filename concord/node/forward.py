@@ -1,0 +1,313 @@
+"""
+Leader-only requests reaching a follower, forwarded to the leader inside the cluster.
+
+A request only the leader may serve (`LEADER_ONLY`: every write, auth write, membership
+change and leader transfer) that reaches a follower's raft worker through its front
+door is relayed UNCHANGED (the client's payload, byte for byte: id, token, ns,
+timeout_ms, client_id/seq/min_seq, traceparent) to the leader's raft worker over the
+Raft peer link, and the leader's reply is relayed back (a success with the leader's
+client endpoint added) to the front door that holds the client. A client in any language can then write through any node
+without following `not_leader` hints (docs/protocol.md "Forwarding to the leader").
+On (`raft.forward_to_leader`, default true), the follower forwards; whatever the
+setting, a node serves what its followers forward to it.
+
+Why here, and over the peer link:
+- the follower's raft worker is where "I am not the leader; the leader is X" is known
+  (the front door knows no leader, a read worker only the published one);
+- the peer link is the one cluster-internal path between raft workers: authenticated
+  by CURVE when it is on (the sender is the owner of the connection's key), the
+  cluster id checked, the test fault filter applied. The front doors' client endpoints
+  would need client CURVE keys of every node, and an extra hop each way;
+- the leader serves a forwarded request through the SAME handler as its own front
+  door's (`worker_requests.handle`): the token is admitted there, from the leader's own
+  replicated auth tables (role, tenant, expiry, revocation, write rate), and the write's
+  credential is checked again at apply. The follower checks nothing and is trusted with
+  nothing but relaying bytes: forwarding is no way around auth;
+- one hop, never two: a forwarded request reaching a node that is no longer the leader
+  is answered there exactly as a direct one would be (`not_leader` with that node's
+  hint, or `no_leader`), and the follower relays that answer. No loops, no chains.
+
+Outcomes the client sees (the same set as without forwarding):
+- the leader's reply, relayed (success or any error); a success gets one field added,
+  `leader_client`: the leader's client endpoint (`with_leader_client`: the reply's bytes
+  are kept, only its map header's count changes), so that a client following hints
+  writes to the leader directly afterwards;
+- `not_leader`/`no_leader` from the follower itself when it knows no leader, has no link
+  to it, or the link refuses the message (nothing was sent: not applied);
+- `timeout` ("outcome unknown") from the follower when the leader it forwarded to stops
+  being the leader before answering (checked every tick), or from the front door at the
+  request's deadline. Resend with the same client_id + seq: the session applies the
+  write once (docs/protocol.md "Sessions").
+A reply that arrives after that is dropped (counted). Nothing is retried here: resending
+a write whose outcome is unknown is the client's decision (its session makes it safe).
+
+Forward message (forward v1), the payload of a peer DATA frame (docs/formats/net.md
+section 1: the envelope is unchanged, so the link's checks, counters and faults apply):
+
+    byte 0       0xC1: the one byte msgpack never uses, so no raft message (a msgpack
+                 array, concord/storage/codec.py) starts with it
+    byte 1       forward version = 1
+    byte 2       kind: 1 = REQUEST  follower -> leader, body = the client's request
+                       2 = REPLY    leader -> follower, body = the reply to send
+    bytes 3-10   forward id, u64 big-endian, chosen by the follower (a random 24-bit
+                 epoch per raft worker process, then a counter: never reused across a
+                 restart; a REPLY carries its REQUEST's)
+    bytes 11..   body: a msgpack map (the wire protocol's request or reply)
+
+A malformed forward message is dropped and counted (`stats.bad`). A node of an earlier
+build drops it as a bad peer message: forwarding needs every node on a build with it
+(or `raft.forward_to_leader = false` on the new ones during a rolling upgrade).
+
+Pure bookkeeping around the worker's transport and front-door link; never blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import struct
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from concord.errors import InvalidRequestError
+from concord.ids import NodeId
+from concord.kv import CLIENT_WRITE_OPS
+from concord.net.wire import Request, decode_request, error_reply, with_leader_client
+from concord.node import worker_requests
+from concord.node.auth import AUTH_WRITE_OPS
+from concord.raft.state import Role
+
+if TYPE_CHECKING:
+    from concord.node.raft_worker import RaftWorker
+
+__all__ = ["FORWARD_BYTE", "FORWARD_MARK", "FORWARD_VERSION", "Forwarder", "ForwardStats", "LEADER_ONLY",
+           "pack_forward", "unpack_forward"]
+
+FORWARD_MARK = 0xC1
+FORWARD_BYTE = bytes((FORWARD_MARK,))  # a peer DATA payload starting with it is ours
+FORWARD_VERSION = 1
+KIND_REQUEST = 1
+KIND_REPLY = 2
+_HEADER = struct.Struct(">BBBQ")
+
+#: The ops a follower can only answer `not_leader` (concord.node.worker_requests): the
+#: data writes, the auth writes, membership changes and leader transfer. Per-node ops
+#: (status, members, hash_kv, backup, fault) and reads are never forwarded.
+LEADER_ONLY: frozenset[str] = frozenset(
+    CLIENT_WRITE_OPS | AUTH_WRITE_OPS.keys()
+    | {"add_member", "remove_member", "promote_member", "transfer_leader"})
+
+#: How long past a request's own deadline its bookkeeping is kept (the front door
+#: answers `timeout` at deadline + its reply grace; later replies are dropped).
+_GRACE_S = 1.0
+_DEFAULT_TIMEOUT_MS = 5000
+_MAX_TIMEOUT_MS = 120_000
+
+
+def pack_forward(kind: int, forward_id: int, body: bytes) -> bytes:
+    """One forward message (layout in the module docstring)."""
+    return _HEADER.pack(FORWARD_MARK, FORWARD_VERSION, kind, forward_id) + body
+
+
+def unpack_forward(payload: bytes) -> tuple[int, int, bytes] | None:
+    """(kind, forward id, body) of a well-formed forward message, else None."""
+    if len(payload) <= _HEADER.size:
+        return None
+    mark, version, kind, forward_id = _HEADER.unpack_from(payload)
+    if mark != FORWARD_MARK or version != FORWARD_VERSION or kind not in (KIND_REQUEST, KIND_REPLY):
+        return None
+    return kind, forward_id, payload[_HEADER.size:]
+
+
+def _deadline(now: float, request: Request) -> float:
+    timeout_ms = min(request.timeout_ms or _DEFAULT_TIMEOUT_MS, _MAX_TIMEOUT_MS)
+    return now + timeout_ms / 1000.0 + _GRACE_S
+
+
+@dataclass(slots=True)
+class _Sent:
+    """A request this follower forwarded, waiting for the leader's reply."""
+
+    token: int  # the front door's token of the client's request
+    request_id: int
+    leader: NodeId
+    deadline: float
+
+
+@dataclass(slots=True)
+class _Served:
+    """A request a follower forwarded to this node, being served here."""
+
+    sender: NodeId
+    forward_id: int
+    deadline: float
+
+
+@dataclass(slots=True)
+class ForwardStats:
+    """Counters (monotonic)."""
+
+    forwarded: int = 0  # requests this node relayed to its leader
+    served: int = 0  # requests followers relayed to this node
+    unsent: int = 0  # forwards the peer link refused (answered not_leader here instead)
+    abandoned: int = 0  # forwards answered `timeout` here: the leader changed first
+    expired: int = 0  # forwards forgotten at their deadline (the front door timed them out)
+    late: int = 0  # replies that came after their request was answered or forgotten
+    bad: int = 0  # malformed forward messages, or from a node that was not asked
+
+
+class Forwarder:
+    """
+    Both ends of forwarding for one raft worker. Not thread-safe (the worker's loop).
+
+    Args:
+        worker: the raft worker (its driver, transport, front-door link, address book).
+        enabled: forward this node's leader-only requests while it follows
+            (`raft.forward_to_leader`); serving forwarded requests is always on.
+        max_request_bytes: the largest forwarded request served (`limits`).
+        clock: monotonic seconds; injected for tests.
+    """
+
+    def __init__(self, worker: RaftWorker, enabled: bool, max_request_bytes: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._worker = worker
+        self.enabled = enabled
+        self._max_request_bytes = max_request_bytes
+        self._clock = clock
+        self.stats = ForwardStats()
+        # An epoch in the high bits: after a restart of this worker, a late REPLY meant for
+        # its predecessor matches none of its own forward ids (it would answer a stranger).
+        self._ids = map((random.getrandbits(24) << 40).__or__, itertools.count(1))
+        self._sent: dict[int, _Sent] = {}
+        # Forwarded requests being served here run under NEGATIVE tokens, which no front
+        # door uses (its tokens are u64): `reply` routes their answers back here.
+        self._tokens = itertools.count(1)
+        self._served: dict[int, _Served] = {}
+
+    # -- follower side -----------------------------------------------------------------
+
+    def take(self, token: int, payload: bytes, request: Request) -> bool:
+        """
+        Forward a front-door request to the leader if it is leader-only and this node
+        follows a known leader it has a link to. False: not forwarded, serve it here
+        (it gets `not_leader` / `no_leader` as without forwarding).
+        """
+        if not self.enabled or request.op not in LEADER_ONLY:
+            return False
+        worker = self._worker
+        driver = worker.driver
+        leader = driver.leader_id
+        if driver.role is Role.LEADER or leader is None or leader == worker.node_id:
+            return False
+        forward_id = next(self._ids)
+        if not worker.transport.send(leader, pack_forward(KIND_REQUEST, forward_id, payload)):
+            self.stats.unsent += 1
+            return False
+        self._sent[forward_id] = _Sent(token, request.id, leader, _deadline(self._clock(), request))
+        self.stats.forwarded += 1
+        return True
+
+    def _on_reply(self, sender: NodeId, forward_id: int, body: bytes) -> None:
+        sent = self._sent.get(forward_id)
+        if sent is None:
+            self.stats.late += 1
+            return
+        if sent.leader != sender:
+            self.stats.bad += 1
+            return
+        del self._sent[forward_id]
+        # The leader's endpoint rides on a success: a client that follows hints writes
+        # there directly from now on (docs/protocol.md "Forwarding to the leader").
+        worker = self._worker
+        worker.link.reply(sent.token, with_leader_client(body, worker.book.client_endpoint(sender)))
+
+    # -- leader side -------------------------------------------------------------------
+
+    def _on_request(self, sender: NodeId, forward_id: int, body: bytes) -> None:
+        worker = self._worker
+        self.stats.served += 1
+        try:
+            request = decode_request(body, max_bytes=self._max_request_bytes)
+        except InvalidRequestError as exc:
+            self._send_reply(sender, forward_id,
+                             error_reply(exc.request_id, exc.code, exc.message))
+            return
+        if request.op not in LEADER_ONLY:
+            # A member relays only leader-only ops; anything else is not served this way.
+            self._send_reply(sender, forward_id, error_reply(
+                request.id, "invalid_request", f"op {request.op} is not forwarded to the leader"))
+            return
+        token = -next(self._tokens)
+        self._served[token] = _Served(sender, forward_id, _deadline(self._clock(), request))
+        # NB: the same handler as the front door's requests: auth admitted HERE, and a
+        # node that is not the leader answers not_leader / no_leader (never forwards).
+        reply = worker_requests.handle(worker, token, request)
+        if reply is not None:
+            self.reply(token, reply)
+
+    def reply(self, token: int, payload: bytes) -> None:
+        """The reply to a forwarded request served here (a negative token): send it back."""
+        served = self._served.pop(token, None)
+        if served is None:
+            self.stats.late += 1
+            return
+        self._send_reply(served.sender, served.forward_id, payload)
+
+    def _send_reply(self, to: NodeId, forward_id: int, body: bytes) -> None:
+        # NB: dropped if the link refuses it: the follower answers its client `timeout`
+        # (outcome unknown), and the client's resend is deduplicated by its session.
+        self._worker.transport.send(to, pack_forward(KIND_REPLY, forward_id, body))
+
+    # -- both --------------------------------------------------------------------------
+
+    def on_peer(self, sender: NodeId, payload: bytes) -> None:
+        """A forward message from a peer (its first byte is FORWARD_MARK)."""
+        message = unpack_forward(payload)
+        if message is None:
+            self.stats.bad += 1
+            return
+        kind, forward_id, body = message
+        if kind == KIND_REQUEST:
+            self._on_request(sender, forward_id, body)
+        else:
+            self._on_reply(sender, forward_id, body)
+
+    def on_tick(self, now: float) -> None:
+        """
+        Answer `timeout` (outcome unknown) to forwards whose leader is no longer this
+        node's leader; forget what is past its deadline.
+        """
+        if self._sent:
+            self._settle_sent(now)
+        if self._served:
+            for token in [t for t, s in self._served.items() if s.deadline <= now]:
+                del self._served[token]
+                self.stats.expired += 1
+
+    def _settle_sent(self, now: float) -> None:
+        worker = self._worker
+        leader = worker.driver.leader_id
+        abandoned = 0
+        for forward_id, sent in list(self._sent.items()):
+            if sent.deadline <= now:
+                del self._sent[forward_id]
+                self.stats.expired += 1
+            elif sent.leader != leader:
+                del self._sent[forward_id]
+                abandoned += 1
+                hint = None if leader is None or leader == worker.node_id else (
+                    worker.book.client_endpoint(leader))
+                worker.link.reply(sent.token, error_reply(
+                    sent.request_id, "timeout",
+                    f"leadership changed while the request was forwarded to {sent.leader}: "
+                    "the outcome is unknown (resend with the same client_id and seq)", hint))
+        if abandoned:
+            self.stats.abandoned += abandoned
+            worker.log.info("forwarded requests answered unknown: the leader changed count=%d "
+                            "leader=%s", abandoned, leader)
+
+    @property
+    def in_flight(self) -> tuple[int, int]:
+        """(requests forwarded and unanswered, forwarded requests being served here)."""
+        return len(self._sent), len(self._served)
