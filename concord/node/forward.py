@@ -72,10 +72,9 @@ from typing import TYPE_CHECKING, Callable
 
 from concord.errors import InvalidRequestError
 from concord.ids import NodeId
-from concord.kv import CLIENT_WRITE_OPS
 from concord.net.wire import Request, decode_request, error_reply, with_leader_client
 from concord.node import worker_requests
-from concord.node.auth import AUTH_WRITE_OPS
+from concord.node.worker_requests import LEADER_ONLY
 from concord.raft.state import Role
 
 if TYPE_CHECKING:
@@ -90,13 +89,6 @@ FORWARD_VERSION = 1
 KIND_REQUEST = 1
 KIND_REPLY = 2
 _HEADER = struct.Struct(">BBBQ")
-
-#: The ops a follower can only answer `not_leader` (concord.node.worker_requests): the
-#: data writes, the auth writes, membership changes and leader transfer. Per-node ops
-#: (status, members, hash_kv, backup, fault) and reads are never forwarded.
-LEADER_ONLY: frozenset[str] = frozenset(
-    CLIENT_WRITE_OPS | AUTH_WRITE_OPS.keys()
-    | {"add_member", "remove_member", "promote_member", "transfer_leader"})
 
 #: How long past a request's own deadline its bookkeeping is kept (the front door
 #: answers `timeout` at deadline + its reply grace; later replies are dropped).

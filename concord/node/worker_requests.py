@@ -32,7 +32,16 @@ from concord.raft.state import Role
 if TYPE_CHECKING:
     from concord.node.raft_worker import RaftWorker
 
-__all__ = ["Pending", "drain_requests", "encode_reply", "handle", "not_leader"]
+__all__ = ["LEADER_ONLY", "Pending", "drain_requests", "encode_reply", "handle", "not_leader"]
+
+
+#: The ops only the leader serves: on a follower they are forwarded to the leader
+#: (concord.node.forward) or answered `not_leader` — before the token is checked, since
+#: the leader checks it (a follower may not have applied a token created moments ago).
+#: Per-node ops (status, members, hash_kv, backup, fault) and reads are never forwarded.
+LEADER_ONLY: frozenset[str] = frozenset(
+    CLIENT_WRITE_OPS | AUTH_WRITE_OPS.keys()
+    | {"add_member", "remove_member", "promote_member", "transfer_leader"})
 
 
 @dataclass(slots=True)
@@ -88,6 +97,8 @@ def handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
 
 def _handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
     op = request.op
+    if op in LEADER_ONLY and worker.driver.role is not Role.LEADER:
+        return not_leader(worker, request)
     try:
         principal = worker.auth.admit(request)
         if op in CLIENT_WRITE_OPS:

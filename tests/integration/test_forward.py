@@ -194,12 +194,14 @@ def test_forwarded_session_write_applies_once_when_its_reply_is_lost_and_it_is_r
         wire.close()
 
 
-def auth_cluster(cluster: ClusterFactory, tmp_path: Path) -> tuple[Cluster, str]:
+def auth_cluster(cluster: ClusterFactory, tmp_path: Path, **sections: dict[str, object]
+                 ) -> tuple[Cluster, str]:
     token, _ = new_token()
     path = tmp_path / "admin.token"
     path.write_text(token + "\n")
     os.chmod(path, 0o600)
-    c = cluster(3, start=False, auth={"enabled": True, "bootstrap_token_file": str(path)})
+    c = cluster(3, start=False, auth={"enabled": True, "bootstrap_token_file": str(path)},
+                **sections)
     c.token = token
     c.start()
     return c, token
@@ -234,6 +236,22 @@ def through_follower(ctx: zmq.Context[zmq.Socket[bytes]], c: Cluster,
     wait_until(answered, 30, lambda: f"{msg} -> {last}")
     assert last[0] is not None
     return last[0]
+
+
+@pytest.mark.timeout(120)
+def test_follower_answers_not_leader_before_checking_the_token_when_forwarding_is_off(
+        cluster: ClusterFactory, tmp_path: Path) -> None:
+    """Forwarding off, auth on: a write at a follower gets `not_leader` whatever its token
+    (the leader checks it: a follower may not have applied a token created moments ago),
+    and the write is not applied."""
+    c, admin = auth_cluster(cluster, tmp_path, raft={"forward_to_leader": False})
+    leader = c.wait_leader()
+    follower = next(n for n in c.ids if n != leader)
+    unknown, _ = new_token()  # well formed, never created: this node cannot admit it
+    refused = c.request(follower, {"op": "put", "key": "x", "value": 0, "token": unknown})
+    assert ("not_leader", c.nodes[leader].client) == (refused["error"], refused["leader"]), refused
+    assert "not_found" == via_leader(c, {"op": "get", "key": "x", "consistency": "strong",
+                                         "token": admin}).get("error")
 
 
 @pytest.mark.timeout(180)
