@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
@@ -68,13 +69,35 @@ def test_short_run_reports_a_violation_when_leader_reads_skip_the_leader_check()
     shutil.rmtree(report.workdir, ignore_errors=True)
 
 
+def end_tree(proc: subprocess.Popen[str]) -> None:
+    """End `proc` and every process under it: SIGTERM (node supervisors then remove their
+    shared memory), SIGKILL for any still alive after 10 s. Only this test's own tree."""
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    proc.wait(timeout=10)
+
+
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.timeout(90)
-def test_sigint_ends_every_process_and_prints_the_report_when_sent_mid_run() -> None:
+@pytest.mark.timeout(120)
+def test_sigint_ends_every_process_and_prints_the_report_when_sent_mid_run(tmp_path: Path) -> None:
     """SIGINT during a run: the report for what ran is printed and no process survives."""
     proc = subprocess.Popen([sys.executable, "-m", "concord.chaos", "--nodes", "3",
-                             "--duration", "600", "--seed", "3"],
+                             "--duration", "600", "--seed", "3", "--dir", str(tmp_path / "run")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: list[str] = []
     tree: set[int] = set()
@@ -89,9 +112,8 @@ def test_sigint_ends_every_process_and_prints_the_report_when_sent_mid_run() -> 
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc.poll() is None:  # the run did not end (a failure): end everything it started
+            end_tree(proc)
     text = "".join(seen) + out
     assert any("put: success" in line for line in seen), text[-3000:]
     assert 0 == proc.returncode, text[-3000:]
