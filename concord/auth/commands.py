@@ -25,7 +25,7 @@ succeeds only while no token exists; the others need a cluster admin.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -210,49 +210,74 @@ def apply_auth(
     if principal is None:
         raise ForbiddenError(f"{op} needs a cluster admin token")
     principal.check_cluster_admin(op)
-    if op == "token_put":
-        role, tenant = str(f["role"]), f["tenant"]
-        if state.role_rules(role) is None:
-            raise InvalidRequestError(f"role {role!r} does not exist")
-        if tenant is not None and tenant not in state.tenants:
-            raise InvalidRequestError(f"tenant {tenant!r} does not exist")
-        token_id = str(f["id"])
-        if token_id in state.tokens:
-            raise InvalidRequestError(f"token id {token_id} already exists")
-        ttl_ms = int(str(f["ttl_ms"]))
-        record = TokenRecord(token_id, _hash(f), role,
-                             None if tenant is None else str(tenant),
-                             ts + ttl_ms if ttl_ms else 0, ts, 0, str(f["description"]))
-        return ({"token_id": token_id, "expires_at_ms": record.expires_at_ms or None},
-                [(TOKEN_PREFIX + token_id, record.encode())])
-    if op == "token_revoke":
-        token_id = str(f["id"])
-        old = state.tokens.get(token_id)
-        if old is None or old.revoked_ms:
-            return {"revoked": False}, []
-        revoked = TokenRecord(old.token_id, old.secret_hash, old.role, old.tenant,
-                              old.expires_at_ms, old.created_ms, ts, old.description)
-        return {"revoked": True}, [(TOKEN_PREFIX + token_id, revoked.encode())]
+    return _DECIDE[op](state, f, usage, ts)
+
+
+Decision = tuple[dict[str, object], Records]
+
+
+def _token_put(state: AuthState, f: Mapping[str, object], usage: Mapping[str, Usage],
+               ts: int) -> Decision:
+    role, tenant = str(f["role"]), f["tenant"]
+    if state.role_rules(role) is None:
+        raise InvalidRequestError(f"role {role!r} does not exist")
+    if tenant is not None and tenant not in state.tenants:
+        raise InvalidRequestError(f"tenant {tenant!r} does not exist")
+    token_id = str(f["id"])
+    if token_id in state.tokens:
+        raise InvalidRequestError(f"token id {token_id} already exists")
+    ttl_ms = int(str(f["ttl_ms"]))
+    record = TokenRecord(token_id, _hash(f), role,
+                         None if tenant is None else str(tenant),
+                         ts + ttl_ms if ttl_ms else 0, ts, 0, str(f["description"]))
+    return ({"token_id": token_id, "expires_at_ms": record.expires_at_ms or None},
+            [(TOKEN_PREFIX + token_id, record.encode())])
+
+
+def _token_revoke(state: AuthState, f: Mapping[str, object], usage: Mapping[str, Usage],
+                  ts: int) -> Decision:
+    token_id = str(f["id"])
+    old = state.tokens.get(token_id)
+    if old is None or old.revoked_ms:
+        return {"revoked": False}, []
+    revoked = TokenRecord(old.token_id, old.secret_hash, old.role, old.tenant,
+                          old.expires_at_ms, old.created_ms, ts, old.description)
+    return {"revoked": True}, [(TOKEN_PREFIX + token_id, revoked.encode())]
+
+
+def _role_put(state: AuthState, f: Mapping[str, object], usage: Mapping[str, Usage],
+              ts: int) -> Decision:
     name = str(f["name"])
-    if op == "role_put":
-        if name in BUILTIN_ROLES:
-            raise InvalidRequestError(f"role {name!r} is built in and cannot be changed")
-        rules = f["rules"]
-        assert isinstance(rules, tuple)
-        created = name not in state.roles
-        return {"created": created}, [(ROLE_PREFIX + name, encode_role(_rules(rules)))]
-    if op == "role_delete":
-        if name in BUILTIN_ROLES:
-            raise InvalidRequestError(f"role {name!r} is built in and cannot be deleted")
-        if name not in state.roles:
-            return {"deleted": False}, []
-        return {"deleted": True}, [(ROLE_PREFIX + name, None)]
-    if op == "tenant_put":
-        quota = Quota(int(str(f["max_keys"])), int(str(f["max_bytes"])),
-                      float(str(f["write_rate"])), float(str(f["read_rate"])))
-        created = name not in state.tenants
-        return {"created": created}, [(TENANT_PREFIX + name, encode_tenant(quota))]
-    # tenant_delete
+    if name in BUILTIN_ROLES:
+        raise InvalidRequestError(f"role {name!r} is built in and cannot be changed")
+    rules = f["rules"]
+    assert isinstance(rules, tuple)
+    created = name not in state.roles
+    return {"created": created}, [(ROLE_PREFIX + name, encode_role(_rules(rules)))]
+
+
+def _role_delete(state: AuthState, f: Mapping[str, object], usage: Mapping[str, Usage],
+                 ts: int) -> Decision:
+    name = str(f["name"])
+    if name in BUILTIN_ROLES:
+        raise InvalidRequestError(f"role {name!r} is built in and cannot be deleted")
+    if name not in state.roles:
+        return {"deleted": False}, []
+    return {"deleted": True}, [(ROLE_PREFIX + name, None)]
+
+
+def _tenant_put(state: AuthState, f: Mapping[str, object], usage: Mapping[str, Usage],
+                ts: int) -> Decision:
+    name = str(f["name"])
+    quota = Quota(int(str(f["max_keys"])), int(str(f["max_bytes"])),
+                  float(str(f["write_rate"])), float(str(f["read_rate"])))
+    created = name not in state.tenants
+    return {"created": created}, [(TENANT_PREFIX + name, encode_tenant(quota))]
+
+
+def _tenant_delete(state: AuthState, f: Mapping[str, object], usage: Mapping[str, Usage],
+                   ts: int) -> Decision:
+    name = str(f["name"])
     if name not in state.tenants:
         return {"deleted": False}, []
     if usage.get(name, Usage()).keys:
@@ -263,6 +288,17 @@ def apply_auth(
         raise InvalidRequestError(f"tenant {name!r} has live tokens ({', '.join(sorted(live))});"
                                   f" revoke them first")
     return {"deleted": True}, [(TENANT_PREFIX + name, None)]
+
+
+#: How each admin-only auth command is decided (its cluster admin token already checked).
+_DECIDE: dict[str, Callable[[AuthState, Mapping[str, object], Mapping[str, Usage], int], Decision]] = {
+    "token_put": _token_put,
+    "token_revoke": _token_revoke,
+    "role_put": _role_put,
+    "role_delete": _role_delete,
+    "tenant_put": _tenant_put,
+    "tenant_delete": _tenant_delete,
+}
 
 
 def _hash(f: Mapping[str, object]) -> bytes:

@@ -26,26 +26,7 @@ and then calls `process_ready()`, which drains every pending Ready:
 Client outcomes are a closed set: OK, NOT_LEADER, DROPPED, TIMEOUT,
 UNKNOWN. A write answered UNKNOWN may still commit.
 
-Leader reads and their lease (NB, a divergence worth knowing): a `leader` read is served
-from local state only while this node is leader and holds a lease. The lease is renewed
-by a ReadIndex probe every heartbeat: when the probe issued at time T is confirmed by a
-quorum, every voter of that quorum heard from this leader after T, and (check_quorum)
-ignores votes for `election_ticks` of its own ticks after that. The lease therefore
-lasts `(election_ticks - 1) * tick_ms - lease_margin_ms` from T. Assumptions, documented
-here: tick rates differ by less than the margin, and a restarted node
-does not vote for `election_ticks` ticks (the driver enforces this by holding VOTE and
-PRE_VOTE requests after start: a restart would otherwise forget the lease it granted).
-Leadership transfer (TimeoutNow overrides the voters' lease) ends the lease when it
-starts, and it stays ended until a probe sent after the transfer was abandoned is
-confirmed: the probes in flight when it starts are dropped, and none goes out while the
-core has a transfer pending (`RaftNode.lead_transferee`). NB: this assumes a TimeoutNow
-reaches its target within the election timeout the leader waits before abandoning the
-transfer, or never (one delayed longer could still start a forced election while a
-later lease runs).
-
-A `leader` read at a leader without a valid lease (a new leader before its first lease
-round, a transfer pending) is not refused: it takes a ReadIndex round, as a `strong`
-read does, and is served once applied reaches the read index.
+Leader reads, their lease and its assumptions: concord.node.driver_reads.
 """
 
 from __future__ import annotations

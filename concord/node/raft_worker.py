@@ -60,6 +60,7 @@ from concord.node.forward import FORWARD_BYTE, Forwarder
 from concord.node.driver import Driver, DriverConfig, LogSink, Reply, load_memory_storage
 from concord.node.links import NodeLinks, load_links
 from concord.node.raft_metrics import RaftMetrics
+from concord.node.shm_compaction import ShmCompaction
 from concord.node.tracing import RaftTracing, TracedSink
 from concord.node.worker_requests import Pending
 from concord.node.auth import NodeAuth
@@ -89,16 +90,6 @@ from concord.tracing import setup_process
 __all__ = ["NodeMachine", "RaftWorker", "WorkerEndpoints", "kv_config_of", "run_raft_worker"]
 
 logger = logging.getLogger(__name__)
-
-#: The shared-memory arena is compacted (dead records dropped: every reader then rebuilds
-#: its index from the new directory) when dead records pass SHM_COMPACT_RATIO of it,
-#: looked at most every SHM_COMPACT_INTERVAL_S (and that long after the last compaction
-#: switched readers over). The compaction runs incrementally: one
-#: `compact_step` of SHM_COMPACT_STEP_S per loop turn, and the loop does not sleep in
-#: poll while one runs.
-SHM_COMPACT_INTERVAL_S = 5.0
-SHM_COMPACT_RATIO = 0.5
-SHM_COMPACT_STEP_S = 0.005
 
 def raft_config_of(config: NodeConfig) -> RaftConfig:
     """The consensus core's settings from a node config."""
@@ -159,7 +150,6 @@ class RaftWorker:
         self.ids = itertools.count(1)
         self.pending: dict[int, Pending] = {}
         self._outbox: list[tuple[int, bytes]] = []
-        self._next_shm_compact = time.monotonic() + SHM_COMPACT_INTERVAL_S
         self._stopping = False
         self.checker = ReplicaChecker()
         self._conf_snapshots = ConfChangeSnapshots()
@@ -190,6 +180,7 @@ class RaftWorker:
         # -- shared memory -----------------------------------------------------------------
         self.shm_names = endpoints.shm
         self.publisher = Publisher.attach(endpoints.shm)
+        self.shm_compaction = ShmCompaction(self.publisher, self.log, time.monotonic())
         # The decisions (concord.node.core): shm never goes backwards (after a restart of
         # this worker alone it may hold a later state than the recovered one), and the
         # start-up replay (the entries committed before this start) is published once, in
@@ -198,11 +189,21 @@ class RaftWorker:
                              shm_applied=self.publisher.applied_index,
                              replay_until=loaded.commit)
         self.carry_out(self.core.on_start(self.view()))
-        # -- front door --------------------------------------------------------------------
+        self._open_door(endpoints)
+        self.metrics = RaftMetrics(self)
+        empty = (
+            recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
+        )
+        self.log.info("raft worker started empty=%s snapshot_index=%d entries=%d commit=%d peer=%s",
+                      empty, recovered.snapshot.meta.index if recovered.snapshot else 0,
+                      len(recovered.entries), hard_state.commit, self.peer_endpoint)
+
+    def _open_door(self, endpoints: WorkerEndpoints) -> None:
+        """The front door's link (and forwarding to the leader), and the loop's poller."""
         self.link = BackendLink(self.ctx, endpoints.backend, Backend.RAFT, f"raft-{self.node_id}",
                                 heartbeat_interval_s=0.1)
-        self.forward = Forwarder(self, config.raft.forward_to_leader,
-                                 config.limits.max_request_bytes)
+        self.forward = Forwarder(self, self.config.raft.forward_to_leader,
+                                 self.config.limits.max_request_bytes)
         self.poller = zmq.Poller()
         self.transport.register(self.poller)
         self.link.register(self.poller)
@@ -210,18 +211,6 @@ class RaftWorker:
         self.poller.register(self.writer.socket, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.socket, zmq.POLLIN)
-        self.metrics = RaftMetrics(self)
-        empty = (
-            recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
-        )
-        self.log.info(
-            "raft worker started empty=%s snapshot_index=%d entries=%d commit=%d peer=%s",
-            empty,
-            recovered.snapshot.meta.index if recovered.snapshot else 0,
-            len(recovered.entries),
-            hard_state.commit,
-            self.peer_endpoint,
-        )
 
     def _recover(self, endpoints: WorkerEndpoints, join: bool) -> tuple[RecoveredState, HardState]:
         """
@@ -379,8 +368,7 @@ class RaftWorker:
                 for meta in self._conf_snapshots.taken:
                     self.driver.on_snapshot_written(meta)
                 self._conf_snapshots.taken.clear()
-            if self.publisher.compacting or now >= self._next_shm_compact:
-                self._compact_shm_step(now)
+            self.shm_compaction.step(now)
 
     def close(self) -> None:
         if self.tracing is not None:
@@ -506,20 +494,6 @@ class RaftWorker:
         self._bootstrap_pending = next(self.ids)
         self.log.info("proposing the configured bootstrap token")
         self.driver.submit_write(self._bootstrap_pending, command)
-
-    def _compact_shm_step(self, now: float) -> None:
-        """Start a shm compaction when due, or advance the one running by one step."""
-        publisher = self.publisher
-        if not publisher.compacting:
-            self._next_shm_compact = now + SHM_COMPACT_INTERVAL_S
-            publisher.maybe_begin_compaction(min_dead_ratio=SHM_COMPACT_RATIO)
-        elif publisher.compact_step(SHM_COMPACT_STEP_S):
-            # The interval runs from the switch: readers rebuild after each one, and two
-            # switches closer than a rebuild would make them start over.
-            self._next_shm_compact = now + SHM_COMPACT_INTERVAL_S
-            stats = publisher.stats()
-            self.log.info("shm compacted used_bytes=%d generation=%d", stats.used_bytes,
-                          stats.generation)
 
     # -- replies -------------------------------------------------------------------------------
 

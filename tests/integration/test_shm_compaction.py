@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.mark.timeout(90)
 def test_shm_arena_shrinks_when_overwrites_left_it_mostly_dead(cluster: ClusterFactory) -> None:
     """
-    3 MB of overwrites of 50 keys: within SHM_COMPACT_INTERVAL_S the node compacts (in
+    3 MB of overwrites of 50 keys: within shm_compaction.INTERVAL_S the node compacts (in
     steps, between its other work), the live generation shrinks to about the live data,
     and a reader attached throughout rebuilds and reads every key's last value.
     """
