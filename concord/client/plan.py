@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
+from concord.client.link import REFUSED, Reply
 from concord.errors import (
     ERROR_CLASSES,
     ClientError,
@@ -161,13 +162,17 @@ def classify(reply: dict[str, object] | None, request_id: int) -> tuple[Outcome,
 
 
 class Routing:
-    """Where a client sends next: the last known leader and a cursor. Thread-safe."""
+    """
+    Where a client sends next: the last known leader, a cursor, and the endpoints whose
+    connection was last found down (a leader hint naming one is not followed). Thread-safe.
+    """
 
     def __init__(self, endpoints: tuple[str, ...]) -> None:
         self.endpoints = endpoints
         self._lock = threading.Lock()
         self.leader: str | None = None
         self._cursor = 0
+        self._down: set[str] = set()
 
     def first(self) -> str:
         with self._lock:
@@ -192,6 +197,22 @@ class Routing:
         with self._lock:
             if self.leader == endpoint:
                 self.leader = None
+
+    def down(self, endpoint: str) -> None:
+        """`endpoint` refused a request (its connection is down): not the leader, not a hint to follow."""
+        with self._lock:
+            self._down.add(endpoint)
+            if self.leader == endpoint:
+                self.leader = None
+
+    def reached(self, endpoint: str) -> None:
+        """`endpoint` answered."""
+        if endpoint in self._down:
+            with self._lock:
+                self._down.discard(endpoint)
+
+    def is_down(self, endpoint: str) -> bool:
+        return endpoint in self._down
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,8 +375,12 @@ class CallPlan:
             msg["timeout_ms"] = server_timeout_ms(wait_s)
         return Attempt(self._target, request_id, msg, wait_s)
 
-    def settle(self, attempt: Attempt, reply: dict[str, object] | None, now: float) -> dict[str, object] | float:
+    def settle(self, attempt: Attempt, reply: Reply, now: float) -> dict[str, object] | float:
         target = attempt.target
+        if reply is REFUSED:
+            return self._refused(attempt, now)
+        if self._pinned is None:
+            self._routing.reached(target)
         if self._raw and reply is not None:
             return reply
         outcome, error = classify(reply, attempt.request_id)
@@ -372,7 +397,10 @@ class CallPlan:
             assert isinstance(error, NotLeaderError)
             hint = error.leader_hint
             self._last = error
-            if hint and hint != target and self._hops < self._policy.max_redirects:
+            # NB: a follower names the old leader until its election timeout: a hint to an
+            # endpoint whose connection is down is no hint (the next endpoint instead).
+            if (hint and hint != target and not self._routing.is_down(hint)
+                    and self._hops < self._policy.max_redirects):
                 self._hops += 1
                 log.debug("following leader hint op=%s from=%s to=%s", self.op, target, hint)
                 self._routing.follow(hint)
@@ -384,10 +412,30 @@ class CallPlan:
             self._last = error
             self._routing.forget(target)
             self._target = self._routing.after(target)
-            pause = min(self._backoff, self._deadline - now)
-            self._backoff = min(self._backoff * 2, self._policy.max_backoff_s)
-            return max(0.0, pause)
+            return self._pause(now)
         return self._silence(attempt, reply, error)
+
+    def _pause(self, now: float) -> float:
+        """The backoff before the next attempt (doubling from backoff_s to max_backoff_s)."""
+        pause = min(self._backoff, self._deadline - now)
+        self._backoff = min(self._backoff * 2, self._policy.max_backoff_s)
+        return max(0.0, pause)
+
+    def _refused(self, attempt: Attempt, now: float) -> float:
+        """
+        The transport did not send the attempt (its endpoint's connection is down):
+        certainly not applied, so any op may go elsewhere; the next endpoint (pinned: the
+        same one) after a backoff, so that a cluster that is all down is not spun on.
+        """
+        target = attempt.target
+        if self._last is None or isinstance(self._last, RequestTimeoutError):
+            self._last = RequestTimeoutError(
+                f"{self.op} not sent: cannot connect to {target} (connection down)", attempt.request_id)
+        if self._pinned is None:
+            log.debug("endpoint down op=%s endpoint=%s", self.op, target)
+            self._routing.down(target)
+            self._target = self._routing.after(target)
+        return self._pause(now)
 
     def _settle_pinned(
         self, attempt: Attempt, reply: dict[str, object] | None, error: ClientError | None
@@ -450,14 +498,14 @@ class CallPlan:
         return RequestTimeoutError(f"{self.op} got no answer within {self.timeout_s} s")
 
 
-Exchange = Callable[[Attempt], dict[str, object] | None]
+Exchange = Callable[[Attempt], Reply]
 
 
 def drive(plan: CallPlan, exchange: Exchange) -> dict[str, object]:
     """
     Run a plan to its end over a blocking `exchange` (send one attempt, wait up to its
-    `wait_s`, return the reply or None for silence): the one request/retry loop of the
-    sync callers. concord.aio has its awaiting twin.
+    `wait_s`, return the reply, None for silence or REFUSED if it could not be sent): the
+    one request/retry loop of the sync callers. concord.aio has its awaiting twin.
 
     Returns:
         The reply the plan ends with.

@@ -25,6 +25,7 @@ from typing import Iterator, Mapping
 
 import zmq
 
+from concord.client.link import Reply
 from concord.client.plan import Attempt, CallPlan, Envelope, Exchange, Policy, Routing, drive
 from concord.client.transport import Transport
 from concord.errors import LocalProtocolError, RequestTimeoutError
@@ -41,7 +42,7 @@ _ids = itertools.count(random.randrange(1 << 30))
 def exchange_over(transport: Transport) -> Exchange:
     """The blocking exchange of one attempt over `transport` (for `drive`)."""
 
-    def exchange(attempt: Attempt) -> dict[str, object] | None:
+    def exchange(attempt: Attempt) -> Reply:
         return transport.exchange(attempt.target, pack(attempt.msg), attempt.request_id, attempt.wait_s)
 
     return exchange
