@@ -108,13 +108,14 @@ def server_timeout_ms(wait_s: float) -> int:
     """
     The `timeout_ms` sent with an attempt we wait `wait_s` for: the server answers
     `timeout` a little before we stop listening (the front door adds ~100 ms of grace),
-    so that the socket need not be reopened.
+    so that the socket need not be reopened and a live but slow node is asked again
+    (with a longer wait) rather than left for another.
     """
     if wait_s > 0.5:
         return _ms(wait_s - 0.3)
     if wait_s > 0.3:
         return _ms(wait_s - 0.15)
-    return _ms(wait_s)
+    return _ms(wait_s * 0.4)
 
 
 def normalize_endpoint(endpoint: str) -> str:
@@ -290,15 +291,25 @@ class SessionSlots:
             return len(self._seqs)
 
 
+#: The default wait of a call's first attempt, and how each silent attempt's wait grows.
+FIRST_ATTEMPT_S = 0.25
+ATTEMPT_GROWTH = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The retry settings of a client (docs/client.md "Retries and outcomes")."""
+    """
+    The retry settings of a client (docs/client.md "Retries and outcomes"): a call's
+    first attempt waits `attempt_timeout_s`, each attempt after a silent one
+    `attempt_growth` times longer (1.0: all alike), always within the call's deadline.
+    """
 
     attempt_timeout_s: float
     retries: int
     max_redirects: int
     backoff_s: float
     max_backoff_s: float
+    attempt_growth: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +367,8 @@ class CallPlan:
         self._target = pinned if pinned is not None else routing.first()
         self._unanswered = False  # a write attempt went out and got no answer: outcome unknown
         self._silent = 0
+        self._silent_at: set[str] = set()  # endpoints silent in this call: their hints are no hints
+        self._wait = policy.attempt_timeout_s
         self._hops = 0
         self._backoff = policy.backoff_s
         self._last: ClientError | None = None
@@ -370,7 +383,9 @@ class CallPlan:
         if self.session is not None:
             msg["client_id"], msg["seq"] = self.session.pair
             msg["min_seq"] = self.session.min_seq()
-        wait_s = min(remaining, self._policy.attempt_timeout_s)
+        wait_s = min(remaining, self._wait)
+        if self.kind is OpKind.READ and self._silent == self._policy.retries and self._pinned is None:
+            wait_s = remaining  # a read's last attempt: the rest of the deadline
         if not self._raw:
             msg["timeout_ms"] = server_timeout_ms(wait_s)
         return Attempt(self._target, request_id, msg, wait_s)
@@ -398,9 +413,10 @@ class CallPlan:
             hint = error.leader_hint
             self._last = error
             # NB: a follower names the old leader until its election timeout: a hint to an
-            # endpoint whose connection is down is no hint (the next endpoint instead).
+            # endpoint whose connection is down, or that was silent in this call, is no
+            # hint (the next endpoint instead; the rotation comes back to it).
             if (hint and hint != target and not self._routing.is_down(hint)
-                    and self._hops < self._policy.max_redirects):
+                    and hint not in self._silent_at and self._hops < self._policy.max_redirects):
                 self._hops += 1
                 log.debug("following leader hint op=%s from=%s to=%s", self.op, target, hint)
                 self._routing.follow(hint)
@@ -456,6 +472,7 @@ class CallPlan:
                     f"outcome unknown", attempt.request_id
                 )
         self._silent += 1
+        self._wait *= self._policy.attempt_growth
         return 0.0
 
     def _silence(self, attempt: Attempt, reply: dict[str, object] | None, error: ClientError | None) -> float:
@@ -474,6 +491,7 @@ class CallPlan:
                     f"outcome unknown", attempt.request_id
                 )
         self._silent += 1
+        self._wait *= self._policy.attempt_growth
         log.warning("no answer op=%s endpoint=%s attempt=%d", self.op, target, self._silent)
         self._routing.forget(target)
         # Reads stop after `retries` silent attempts; a session write goes on until the
@@ -481,6 +499,7 @@ class CallPlan:
         if self.session is None and self._silent > self._policy.retries:
             self._exhausted = True
         if reply is None:
+            self._silent_at.add(target)
             self._target = self._routing.after(target)
         return 0.0
 
@@ -571,9 +590,9 @@ class ClientCore:
         self.endpoints: tuple[str, ...] = tuple(eps)
         self.timeout_s = timeout_s
         self.retries = retries
-        self.attempt_timeout_s = (
-            attempt_timeout_s if attempt_timeout_s is not None else max(0.05, timeout_s / (retries + 1))
-        )
+        # The first attempt's wait; by default short and growing (docs/client.md "Dead nodes").
+        self.attempt_timeout_s = attempt_timeout_s if attempt_timeout_s is not None else FIRST_ATTEMPT_S
+        self.attempt_growth = 1.0 if attempt_timeout_s is not None else ATTEMPT_GROWTH
         self.client_id: str = client_id if client_id is not None else f"{random.getrandbits(64):016x}"
         self.sessions = sessions
         self.token = token
@@ -591,7 +610,8 @@ class ClientCore:
             first_seq = 0 if client_id is None else time.time_ns() // 1000
         self._slots = SessionSlots(self.client_id, first_seq)
         self._routing = Routing(self.endpoints)
-        self._policy = Policy(self.attempt_timeout_s, retries, max_redirects, backoff_s, max_backoff_s)
+        self._policy = Policy(self.attempt_timeout_s, retries, max_redirects, backoff_s, max_backoff_s,
+                              self.attempt_growth)
         self._closed = False
 
     @property

@@ -48,10 +48,10 @@ def exchange_over(transport: Transport) -> Exchange:
     return exchange
 
 
-def _pinned_policy(attempt_s: float) -> Policy:
-    # Pinned plans never redirect, back off or count retries: only the deadline matters.
+def _pinned_policy(attempt_s: float, attempt_growth: float = 1.0) -> Policy:
+    # Pinned plans never redirect or count retries: only the deadline matters.
     return Policy(attempt_timeout_s=attempt_s, retries=0, max_redirects=0, backoff_s=attempt_s,
-                  max_backoff_s=attempt_s)
+                  max_backoff_s=attempt_s, attempt_growth=attempt_growth)
 
 
 def call_endpoint(
@@ -63,10 +63,12 @@ def call_endpoint(
     build: Envelope,
     timeout_s: float,
     attempt_s: float,
+    attempt_growth: float = 1.0,
 ) -> dict[str, object]:
     """
     One op to one endpoint (no redirects): `build(op, request_id, args)` makes the map;
-    it is resent on silence (a new id each attempt) until `timeout_s`.
+    it is resent on silence (a new id each attempt, each waiting `attempt_growth` times
+    longer than the last, first `attempt_s`) until `timeout_s`.
 
     Returns:
         The ok reply.
@@ -75,7 +77,7 @@ def call_endpoint(
         RequestTimeoutError: no reply within `timeout_s`.
         ClientError: the error the endpoint answered.
     """
-    plan = CallPlan(op, args, None, Routing((endpoint,)), _pinned_policy(attempt_s), ids, build,
+    plan = CallPlan(op, args, None, Routing((endpoint,)), _pinned_policy(attempt_s, attempt_growth), ids, build,
                     timeout_s, time.monotonic(), pinned=endpoint)
     return drive(plan, exchange_over(transport))
 
