@@ -115,7 +115,11 @@ class AioTransport:
                 log.warning("connection down endpoint=%s was=%s in_flight=%d held=%d",
                             endpoint, was.value, len(moves.silent), len(moves.refused))
             for rid in moves.send:
-                if not await self._write(link, rid, link.held.pop(rid)):
+                try:
+                    sent = await self._write(link, rid, link.held.pop(rid))
+                except LocalProtocolError:
+                    sent = False  # the socket is gone (closed meanwhile): not sent
+                if not sent:
                     self._resolve(rid, REFUSED)
             for rid in moves.silent:
                 self._resolve(rid, None)
