@@ -125,7 +125,7 @@ class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethod
             resent until the deadline; no_leader replies are retried until the deadline).
         attempt_timeout_s: wait of every attempt; default: 0.25 s for the first attempt
             of a call, doubling after each silent one, within `timeout_s` (a read's last
-            allowed attempt waits the rest of it).
+            allowed attempt, and an op never resent, wait the rest of it).
         client_id: session id for exactly-once writes (default: 64 random bits, hex).
         sessions: attach (client_id, seq) to writes; False sends writes bare and never
             resends them after an unanswered attempt.

@@ -309,12 +309,23 @@ class CallPlan:
         if self.session is not None:
             msg["client_id"], msg["seq"] = self.session.pair
             msg["min_seq"] = self.session.min_seq()
-        wait_s = min(remaining, self._wait)
-        if self.kind is OpKind.READ and self._silent == self._policy.retries and self._pinned is None:
-            wait_s = remaining  # a read's last attempt: the rest of the deadline
+        wait_s = remaining if self._last_chance() else min(remaining, self._wait)
         if not self._raw:
             msg["timeout_ms"] = server_timeout_ms(wait_s)
         return Attempt(self._target, request_id, msg, wait_s)
+
+    def _last_chance(self) -> bool:
+        """
+        No attempt may follow this one after silence, so it waits the rest of the
+        deadline: an op never resent (admin, or a write without a session: silence ends
+        it UNKNOWN) and a read's last allowed attempt (routed plans only: a pinned read
+        is resent until the deadline).
+        """
+        if self._raw:
+            return False
+        if self.kind is not OpKind.READ:
+            return self.session is None
+        return self._pinned is None and self._silent == self._policy.retries
 
     def settle(self, attempt: Attempt, reply: Reply, now: float) -> dict[str, object] | float:
         target = attempt.target

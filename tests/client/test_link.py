@@ -153,3 +153,12 @@ def test_refused_everywhere_raises_timeout_naming_endpoint_when_deadline_passes(
     net = Net(p1=[REFUSED] * 1000, p2=[REFUSED] * 1000, p3=[REFUSED] * 1000)
     with pytest.raises(RequestTimeoutError, match="cannot connect to tcp://127.0.0.1"):
         drive(make_plan("get", {"key": "k"}, FAST, timeout_s=0.05), net)
+
+
+@pytest.mark.parametrize("op, args", [("put", {"key": "k", "value": 1}), ("transfer_leader", {})])
+def test_one_attempt_waits_whole_deadline_when_op_never_resent(op: str, args: dict[str, object]) -> None:
+    """A write without a session or an admin op cannot be resent after silence: its
+    attempt waits the rest of the deadline, not the short first wait."""
+    net = Net(p1=[OK])
+    drive(make_plan(op, args, FAST, timeout_s=30.0), net)
+    assert net.sent[0].wait_s > 29.0 and net.sent[0].msg["timeout_ms"] > 29_000
