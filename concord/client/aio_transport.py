@@ -102,7 +102,7 @@ class AioTransport:
             kind = int(event["event"])
             why = watch.on_event(kind, int(event["value"]))
             if why is not None:
-                for rid in link.state.fail_all():
+                for rid in link.state.fail_all(why):
                     link.held.pop(rid, None)
                     entry = self._waiting.get(rid)
                     if entry is not None and not entry[1].done():
@@ -159,6 +159,8 @@ class AioTransport:
         replies_at_send = link.replies
         try:
             route = link.state.route(request_id)
+            if route is Route.FAIL:
+                raise LocalProtocolError(f"cannot talk to {endpoint}: {link.state.why}")
             if route is Route.REFUSE or (route is Route.SEND and not await self._write(link, request_id, payload)):
                 self._resolve(request_id, REFUSED)
             elif route is Route.HOLD:

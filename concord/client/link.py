@@ -66,6 +66,7 @@ class Route(Enum):
     SEND = "send"  # the connection is up: send now
     HOLD = "hold"  # the first connection is being made: hold until it is up
     REFUSE = "refuse"  # the connection is down: do not send; the caller tries elsewhere
+    FAIL = "fail"  # the handshake cannot succeed (`Link.why`): fail the request with that
 
 
 @dataclass(slots=True)
@@ -85,11 +86,15 @@ class Link:
 
     def __init__(self) -> None:
         self.conn = Conn.CONNECTING
+        #: Why no handshake can succeed (CURVE misconfigured), until one does.
+        self.why: str | None = None
         self._held: list[int] = []
         self._sent: set[int] = set()
 
     def route(self, request_id: int) -> Route:
         """Where a new request goes; SEND and HOLD record it on the link."""
+        if self.why is not None:
+            return Route.FAIL
         if self.conn is Conn.UP:
             self._sent.add(request_id)
             return Route.SEND
@@ -112,7 +117,7 @@ class Link:
         """The requests one monitor event moves (and the new state)."""
         moves = Moves()
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self.conn = Conn.UP
+            self.conn, self.why = Conn.UP, None
             moves.send, self._held = self._held, []
             self._sent.update(moves.send)
         elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
@@ -124,8 +129,13 @@ class Link:
             self._sent.clear()
         return moves
 
-    def fail_all(self) -> list[int]:
-        """Every request on the link, forgotten (a handshake that cannot succeed fails them)."""
+    def fail_all(self, why: str) -> list[int]:
+        """
+        A handshake cannot succeed (`why`, from concord.net.curve.HandshakeWatch): every
+        request on the link, forgotten, for the caller to fail; later ones FAIL until a
+        handshake succeeds.
+        """
+        self.why = why
         ids = [*self._held, *sorted(self._sent)]
         self._held, self._sent = [], set()
         return ids

@@ -249,11 +249,14 @@ class Transport:
             return
         waiter.replies_at_send = self._replies.get(endpoint, 0)
         waiter.socket_gen = self._socket_gen[endpoint]
-        route = self._links[endpoint].route(request_id)
+        link = self._links[endpoint]
+        route = link.route(request_id)
         if route is Route.SEND:
             self._write(sock, endpoint, request_id, payload)
         elif route is Route.HOLD:
             self._held[request_id] = payload
+        elif route is Route.FAIL:
+            self._finish(request_id, None, LocalProtocolError(f"cannot talk to {endpoint}: {link.why}"))
         else:
             self._finish(request_id, None, None, refused=True)
 
@@ -369,7 +372,7 @@ class Transport:
             link = self._links[endpoint]
             if why is not None:
                 error = LocalProtocolError(f"cannot talk to {endpoint}: {why}")
-                for rid in link.fail_all():
+                for rid in link.fail_all(why):
                     self._held.pop(rid, None)
                     self._finish(rid, None, error)
                 continue

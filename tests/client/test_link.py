@@ -59,6 +59,18 @@ def test_request_not_taken_by_socket_is_forgotten_when_unsent() -> None:
     assert Moves() == link.on_event(DROPPED)
 
 
+def test_requests_fail_with_reason_when_handshake_cannot_succeed() -> None:
+    """A CURVE handshake that cannot succeed fails what is on the link and every later
+    request with its reason (not a refusal: retrying elsewhere cannot help), until one succeeds."""
+    link = Link()
+    link.route(1)
+    assert [1] == link.fail_all("wrong server key")
+    link.on_event(DROPPED)
+    assert (Route.FAIL, "wrong server key") == (link.route(2), link.why)
+    link.on_event(UP)
+    assert (Route.SEND, None) == (link.route(3), link.why)
+
+
 # -- the plan ---------------------------------------------------------------------------
 
 
