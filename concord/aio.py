@@ -79,7 +79,7 @@ class Client(ClientCore):
         context: zmq.asyncio.Context | None = None,
         max_redirects: int = 5,
         backoff_s: float = 0.02,
-        max_backoff_s: float = 0.1,
+        max_backoff_s: float = 0.05,
         cas_retries: int = 16,
         first_seq: int | None = None,
         server_key: str | None = None,

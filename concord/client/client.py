@@ -139,7 +139,7 @@ class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethod
             creates and terminates its own.
         max_redirects: not_leader hops followed per call.
         backoff_s, max_backoff_s: wait before retrying after no_leader or a down
-            endpoint (doubling from 20 ms to 0.1 s: an election takes 250..500 ms).
+            endpoint (doubling from 20 ms to 50 ms: an election takes 250..500 ms).
         cas_retries: attempts of a `put_if(condition=fn)` loop.
         first_seq: the session seq to count up from (default: 0 for a random client_id,
             the wall clock in microseconds for a given one, so a restarted process
@@ -167,7 +167,7 @@ class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethod
         context: Context | None = None,
         max_redirects: int = 5,
         backoff_s: float = 0.02,
-        max_backoff_s: float = 0.1,
+        max_backoff_s: float = 0.05,
         cas_retries: int = 16,
         first_seq: int | None = None,
         shm_probe_every_s: float = 10.0,
