@@ -9,6 +9,7 @@ merely taking longer: an attempt wait longer than the call's deadline.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -40,10 +41,11 @@ def run_one(kind: str, endpoints: list[str], scenario: Scenario, **options: obje
 
 @pytest.fixture
 def doomed() -> Iterator[FakeNode]:
-    """A fake node of its own, for a test to SIGKILL."""
+    """A fake node of its own, for a test to SIGKILL (its front door's ipc file removed after)."""
     node = _start("doomed")
     yield node
     node.stop()
+    Path(node.backend_endpoint.removeprefix("ipc://")).unlink(missing_ok=True)
 
 
 def test_write_without_session_sent_to_next_endpoint_when_first_port_closed(a: FakeNode) -> None:
