@@ -4,6 +4,7 @@ The benchmark's command line: `python -m bench all | setup | run | report`.
     python -m bench all [--size full]      # setup, run every scenario on every system, report
     python -m bench setup
     python -m bench run --size short|full [--only SCENARIO[,..]] [--systems concord,etcd,...]
+                        [--failovers N]
     python -m bench report [--size full]
 
 `run` writes bench/out/results-<size>.json; `report` turns it into bench/RESULTS.md and
@@ -14,6 +15,7 @@ shm_reads, failover, restart (restart also measures memory per key).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shutil
 import sys
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--size", choices=sorted(SIZES), default="short" if p is r else "full")
         p.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
         p.add_argument("--systems", default="concord,etcd,pysyncobj,redis")
+        p.add_argument("--failovers", type=int, default=None,
+                       help="failovers per system (default: the size's, 1 short, 3 full)")
         p.add_argument("-v", "--verbose", action="store_true")
     rep = sub.add_parser("report", help="write bench/RESULTS.md and PNG plots from the JSON")
     rep.add_argument("--size", choices=sorted(SIZES), default="full")
@@ -61,8 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"not installed: {', '.join(missing)} (run `python -m bench setup`)")
     from bench.procs import install_signal_handlers
     from bench.scenarios import run
+    size = SIZES[args.size]
+    if args.failovers is not None:
+        if args.failovers < 1:
+            ap.error(f"--failovers must be >= 1, got {args.failovers}")
+        size = dataclasses.replace(size, failovers=args.failovers)
     install_signal_handlers()  # Ctrl-C / SIGTERM: the finally blocks stop every process
-    run(args.size, systems, only)
+    run(args.size, systems, only, size)
     if args.cmd == "all":
         from bench.report import report
         report(args.size)

@@ -5,13 +5,9 @@ semantics as the sync `concord.Client`, awaited.
 Both clients drive the same sans-IO code: `concord.client.plan` (settings, leader
 routing, session slots, the retry plan, reply classification and error mapping) and
 `concord.client.requests` (each method's request and typed result). Only the waiting
-differs: here one DEALER per endpoint (zmq.asyncio, LINGER=0) with one reader task that
-resolves the future of the request whose id a reply carries, so any number of
-coroutines have requests in flight on one connection.
-
-Lazy Pirate as in the sync transport: a silent attempt reopens its endpoint's socket
-only if nothing came from that endpoint since the request was sent, and a reset answers
-every request still waiting on it with silence. Not served from same-host shared memory
+differs: here `concord.client.aio_transport` (one DEALER per endpoint, zmq.asyncio, with
+the sync transport's dead-node detection and Lazy Pirate). Not served from same-host
+shared memory
 (that read is a blocking call; use the sync Client for microsecond reads).
 
 Use from one event loop; create the client inside it (`async with Client(...)`).
@@ -24,13 +20,13 @@ import logging
 import time
 from typing import AsyncIterator, Callable, Iterable, Literal, Mapping, Sequence, TypeVar, overload
 
-import zmq
 import zmq.asyncio
-from zmq.utils.monitor import parse_monitor_message
 
 from concord import telemetry
 from concord.client import auth, requests
 from concord.client.client import Condition, check_condition_alone, cas_view
+from concord.client.aio_transport import AioTransport
+from concord.client.link import Reply
 from concord.client.plan import Attempt, CallPlan, ClientCore
 from concord.client.requests import NO_DEFAULT, Filter, Range, Req
 from concord.client.results import (
@@ -44,15 +40,12 @@ from concord.client.results import (
     ValueWithTTL,
 )
 from concord.client.subscribe import Subscription
-from concord.client.transport import connect_dealer, decode_reply
 from concord.errors import (
     ConditionFailedError,
-    LocalProtocolError,
     NotFoundError,
-    RemoteProtocolError,
     ShuttingDownError,
 )
-from concord.net.curve import HANDSHAKE_EVENTS, CurveClient, HandshakeWatch
+from concord.net.curve import CurveClient
 from concord.net.wire import pack
 from concord.tracing import client_span
 
@@ -61,145 +54,6 @@ __all__ = ["Client", "AsyncSubscription"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Socket = zmq.asyncio.Socket
-
-
-class _Link:
-    """One endpoint's DEALER, its reader task and its handshake watcher (monitor) task."""
-
-    def __init__(self, sock: Socket, task: asyncio.Task[None], monitor: Socket,
-                 watcher: asyncio.Task[None]) -> None:
-        self.sock = sock
-        self.task = task
-        self.monitor = monitor
-        self.watcher = watcher
-        self.replies = 0
-
-    def close(self) -> None:
-        self.task.cancel()
-        self.watcher.cancel()
-        self.sock.disable_monitor()
-        self.monitor.close(linger=0)
-        self.sock.close(linger=0)
-
-
-class _AioTransport:
-    """DEALER sockets keyed by endpoint; futures keyed by request id."""
-
-    def __init__(self, ctx: zmq.asyncio.Context, curve: CurveClient | None = None) -> None:
-        self._ctx = ctx
-        self._curve = curve
-        self._links: dict[str, _Link] = {}
-        self._waiting: dict[int, tuple[str, asyncio.Future[dict[str, object] | None]]] = {}
-        self._closed = False
-        #: Counters, for tests and metrics.
-        self.reopens = 0
-        self.skipped_replies = 0
-
-    def _link(self, endpoint: str) -> _Link:
-        link = self._links.get(endpoint)
-        if link is not None:
-            return link
-        sock = self._ctx.socket(zmq.DEALER)
-        connect_dealer(sock, endpoint, self._curve)
-        monitor: Socket = sock.get_monitor_socket(HANDSHAKE_EVENTS)
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self._read(endpoint, sock))
-        watcher = loop.create_task(self._watch(HandshakeWatch(endpoint, self._curve is not None), monitor))
-        link = self._links[endpoint] = _Link(sock, task, monitor, watcher)
-        return link
-
-    async def _watch(self, watch: HandshakeWatch, monitor: Socket) -> None:
-        """Fail the endpoint's requests at once when its handshake cannot succeed."""
-        while True:
-            try:
-                event = parse_monitor_message(await monitor.recv_multipart())
-            except (zmq.ZMQError, asyncio.CancelledError):
-                return
-            why = watch.on_event(int(event["event"]), int(event["value"]))
-            if why is None:
-                continue
-            for ep, future in self._waiting.values():
-                if ep == watch.endpoint and not future.done():
-                    future.set_exception(LocalProtocolError(f"cannot talk to {ep}: {why}"))
-
-    async def exchange(
-        self, endpoint: str, payload: bytes, request_id: int, wait_s: float
-    ) -> dict[str, object] | None:
-        """Send one request and wait up to `wait_s` for its reply (None: silence)."""
-        if self._closed:
-            raise ShuttingDownError("client is closed")
-        link = self._link(endpoint)
-        future: asyncio.Future[dict[str, object] | None] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = (endpoint, future)
-        replies_at_send = link.replies
-        try:
-            try:
-                await link.sock.send_multipart([b"", payload], flags=zmq.NOBLOCK)
-            except zmq.Again:
-                self._reset(endpoint)  # NB: the pipe is full: silence, and a fresh socket
-                return None
-            except zmq.ZMQError as exc:
-                raise LocalProtocolError(f"request to {endpoint} failed: {exc}") from exc
-            try:
-                return await asyncio.wait_for(asyncio.shield(future), max(0.0, wait_s))
-            except asyncio.TimeoutError:
-                if self._links.get(endpoint) is link and link.replies == replies_at_send:
-                    self._reset(endpoint)
-                return None
-        finally:
-            self._waiting.pop(request_id, None)
-
-    async def _read(self, endpoint: str, sock: Socket) -> None:
-        while True:
-            try:
-                frames = await sock.recv_multipart()
-            except (zmq.ZMQError, asyncio.CancelledError):
-                return
-            link = self._links.get(endpoint)
-            if link is not None and link.sock is sock:
-                link.replies += 1
-            self._dispatch(endpoint, frames[-1])
-
-    def _dispatch(self, endpoint: str, data: bytes) -> None:
-        try:
-            reply = decode_reply(data)
-        except RemoteProtocolError as exc:
-            self.skipped_replies += 1
-            log.warning("undecodable reply endpoint=%s error=%s", endpoint, exc)
-            return
-        rid = reply.get("id")
-        if rid is None and reply.get("error") == "invalid_request":
-            mine = [r for r, (ep, _) in self._waiting.items() if ep == endpoint]
-            rid = mine[0] if len(mine) == 1 else None
-        entry = self._waiting.get(rid) if isinstance(rid, int) else None
-        if entry is None or entry[1].done():
-            self.skipped_replies += 1
-            return
-        entry[1].set_result(reply)
-
-    def _reset(self, endpoint: str) -> None:
-        link = self._links.pop(endpoint, None)
-        if link is None:
-            return
-        link.close()
-        self.reopens += 1
-        for ep, future in self._waiting.values():
-            if ep == endpoint and not future.done():
-                future.set_result(None)
-
-    async def close(self) -> None:
-        """Close every socket; requests still waiting get silence. Idempotent."""
-        self._closed = True
-        for link in self._links.values():
-            link.close()
-        tasks = [t for link in self._links.values() for t in (link.task, link.watcher)]
-        self._links.clear()
-        for _, future in self._waiting.values():
-            if not future.done():
-                future.set_result(None)
-        if tasks:
-            await asyncio.wait(tasks)
 
 
 class Client(ClientCore):
@@ -225,7 +79,7 @@ class Client(ClientCore):
         context: zmq.asyncio.Context | None = None,
         max_redirects: int = 5,
         backoff_s: float = 0.02,
-        max_backoff_s: float = 0.5,
+        max_backoff_s: float = 0.05,
         cas_retries: int = 16,
         first_seq: int | None = None,
         server_key: str | None = None,
@@ -239,10 +93,10 @@ class Client(ClientCore):
         self._own_ctx = context is None
         self._ctx = zmq.asyncio.Context() if context is None else context
         self._curve = CurveClient.of(server_key, key_pair)
-        self._transport = _AioTransport(self._ctx, self._curve)
+        self._transport = AioTransport(self._ctx, self._curve)
 
     @property
-    def transport(self) -> _AioTransport:
+    def transport(self) -> AioTransport:
         """The socket layer (its counters are useful in tests and metrics)."""
         return self._transport
 
@@ -294,7 +148,7 @@ class Client(ClientCore):
                 await asyncio.sleep(outcome)
         raise plan.failure()
 
-    async def _exchange(self, attempt: Attempt) -> dict[str, object] | None:
+    async def _exchange(self, attempt: Attempt) -> Reply:
         return await self._transport.exchange(
             attempt.target, pack(attempt.msg), attempt.request_id, attempt.wait_s)
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
+from concord.client.link import REFUSED, Reply
+from concord.client.sessions import SessionSlots, Ticket
 from concord.errors import (
     ERROR_CLASSES,
     ClientError,
@@ -107,13 +109,14 @@ def server_timeout_ms(wait_s: float) -> int:
     """
     The `timeout_ms` sent with an attempt we wait `wait_s` for: the server answers
     `timeout` a little before we stop listening (the front door adds ~100 ms of grace),
-    so that the socket need not be reopened.
+    so that the socket need not be reopened and a live but slow node is asked again
+    (with a longer wait) rather than left for another.
     """
     if wait_s > 0.5:
         return _ms(wait_s - 0.3)
     if wait_s > 0.3:
         return _ms(wait_s - 0.15)
-    return _ms(wait_s)
+    return _ms(wait_s * 0.4)
 
 
 def normalize_endpoint(endpoint: str) -> str:
@@ -161,13 +164,17 @@ def classify(reply: dict[str, object] | None, request_id: int) -> tuple[Outcome,
 
 
 class Routing:
-    """Where a client sends next: the last known leader and a cursor. Thread-safe."""
+    """
+    Where a client sends next: the last known leader, a cursor, and the endpoints whose
+    connection was last found down (a leader hint naming one is not followed). Thread-safe.
+    """
 
     def __init__(self, endpoints: tuple[str, ...]) -> None:
         self.endpoints = endpoints
         self._lock = threading.Lock()
         self.leader: str | None = None
         self._cursor = 0
+        self._down: set[str] = set()
 
     def first(self) -> str:
         with self._lock:
@@ -193,91 +200,42 @@ class Routing:
             if self.leader == endpoint:
                 self.leader = None
 
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """The session of one write call: its (client_id, seq) and where to read min_seq."""
-
-    client_id: str
-    seq: int
-    slot: int
-    slots: SessionSlots
-
-    @property
-    def pair(self) -> tuple[str, int]:
-        return self.client_id, self.seq
-
-    def min_seq(self) -> int:
-        """The slot's lowest seq still in flight (this call's own at most): docs/protocol.md."""
-        return self.slots.min_seq(self.slot)
-
-
-class SessionSlots:
-    """
-    Session ids for exactly-once writes with many writes in flight. Thread-safe.
-
-    Raft thesis §6.3: every write carries (client_id, seq, min_seq), min_seq being the
-    lowest seq of that client_id still in flight here; the state machine keeps the result
-    of every seq >= min_seq (concord/kv/sessions.py), so any retry is answered from its
-    first result. A session keeps at most 1024 results (kv.sessions), so a slot (one
-    client_id) holds at most `WINDOW` writes in flight; beyond that a write takes the next
-    slot (`client_id/n`). Seqs of a slot only grow.
-    """
-
-    #: Writes in flight per client_id (below the state machine's 1024 results per session).
-    WINDOW = 512
-
-    def __init__(self, client_id: str, first_seq: int) -> None:
-        self.client_id = client_id
-        self._first_seq = first_seq
-        self._lock = threading.Lock()
-        self._seqs: list[int] = []  # last seq taken, per slot
-        self._inflight: list[set[int]] = []  # seqs in flight, per slot
-        self.last_seq = first_seq
-
-    def take(self) -> Ticket:
-        """A seq on the first slot with room in its window."""
+    def down(self, endpoint: str) -> None:
+        """`endpoint` refused a request (its connection is down): not the leader, not a hint to follow."""
         with self._lock:
-            slot = next((n for n, f in enumerate(self._inflight) if len(f) < self.WINDOW), None)
-            if slot is None:
-                slot = len(self._seqs)
-                self._seqs.append(self._first_seq)
-                self._inflight.append(set())
-            self._seqs[slot] += 1
-            seq = self._seqs[slot]
-            self._inflight[slot].add(seq)
-            self.last_seq = seq
-            return Ticket(self.slot_id(slot), seq, slot, self)
+            self._down.add(endpoint)
+            if self.leader == endpoint:
+                self.leader = None
 
-    def min_seq(self, slot: int) -> int:
-        with self._lock:
-            flying = self._inflight[slot]
-            return min(flying) if flying else self._seqs[slot] + 1
+    def reached(self, endpoint: str) -> None:
+        """`endpoint` answered."""
+        if endpoint in self._down:
+            with self._lock:
+                self._down.discard(endpoint)
 
-    def give_back(self, ticket: Ticket) -> None:
-        """The call of `ticket` ended (answered or given up): its seq is acknowledged."""
-        with self._lock:
-            self._inflight[ticket.slot].discard(ticket.seq)
+    def is_down(self, endpoint: str) -> bool:
+        return endpoint in self._down
 
-    def slot_id(self, slot: int) -> str:
-        return self.client_id if slot == 0 else f"{self.client_id}/{slot}"
 
-    @property
-    def slots(self) -> int:
-        """How many session ids were ever needed (more than one past WINDOW writes in flight)."""
-        with self._lock:
-            return len(self._seqs)
+#: The default wait of a call's first attempt, and how each silent attempt's wait grows.
+FIRST_ATTEMPT_S = 0.25
+ATTEMPT_GROWTH = 2.0
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The retry settings of a client (docs/client.md "Retries and outcomes")."""
+    """
+    The retry settings of a client (docs/client.md "Retries and outcomes"): a call's
+    first attempt waits `attempt_timeout_s`, each attempt after a silent one
+    `attempt_growth` times longer (1.0: all alike), always within the call's deadline.
+    """
 
     attempt_timeout_s: float
     retries: int
     max_redirects: int
     backoff_s: float
     max_backoff_s: float
+    attempt_growth: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +293,8 @@ class CallPlan:
         self._target = pinned if pinned is not None else routing.first()
         self._unanswered = False  # a write attempt went out and got no answer: outcome unknown
         self._silent = 0
+        self._silent_at: set[str] = set()  # endpoints silent in this call: their hints are no hints
+        self._wait = policy.attempt_timeout_s
         self._hops = 0
         self._backoff = policy.backoff_s
         self._last: ClientError | None = None
@@ -349,13 +309,30 @@ class CallPlan:
         if self.session is not None:
             msg["client_id"], msg["seq"] = self.session.pair
             msg["min_seq"] = self.session.min_seq()
-        wait_s = min(remaining, self._policy.attempt_timeout_s)
+        wait_s = remaining if self._last_chance() else min(remaining, self._wait)
         if not self._raw:
             msg["timeout_ms"] = server_timeout_ms(wait_s)
         return Attempt(self._target, request_id, msg, wait_s)
 
-    def settle(self, attempt: Attempt, reply: dict[str, object] | None, now: float) -> dict[str, object] | float:
+    def _last_chance(self) -> bool:
+        """
+        No attempt may follow this one after silence, so it waits the rest of the
+        deadline: an op never resent (admin, or a write without a session: silence ends
+        it UNKNOWN) and a read's last allowed attempt (routed plans only: a pinned read
+        is resent until the deadline).
+        """
+        if self._raw:
+            return False
+        if self.kind is not OpKind.READ:
+            return self.session is None
+        return self._pinned is None and self._silent == self._policy.retries
+
+    def settle(self, attempt: Attempt, reply: Reply, now: float) -> dict[str, object] | float:
         target = attempt.target
+        if reply is REFUSED:
+            return self._refused(attempt, now)
+        if self._pinned is None:
+            self._routing.reached(target)
         if self._raw and reply is not None:
             return reply
         outcome, error = classify(reply, attempt.request_id)
@@ -372,7 +349,11 @@ class CallPlan:
             assert isinstance(error, NotLeaderError)
             hint = error.leader_hint
             self._last = error
-            if hint and hint != target and self._hops < self._policy.max_redirects:
+            # NB: a follower names the old leader until its election timeout: a hint to an
+            # endpoint whose connection is down, or that was silent in this call, is no
+            # hint (the next endpoint instead; the rotation comes back to it).
+            if (hint and hint != target and not self._routing.is_down(hint)
+                    and hint not in self._silent_at and self._hops < self._policy.max_redirects):
                 self._hops += 1
                 log.debug("following leader hint op=%s from=%s to=%s", self.op, target, hint)
                 self._routing.follow(hint)
@@ -384,22 +365,39 @@ class CallPlan:
             self._last = error
             self._routing.forget(target)
             self._target = self._routing.after(target)
-            pause = min(self._backoff, self._deadline - now)
-            self._backoff = min(self._backoff * 2, self._policy.max_backoff_s)
-            return max(0.0, pause)
+            return self._pause(now)
         return self._silence(attempt, reply, error)
 
     def _answered_by(self, reply: dict[str, object], target: str) -> str:
-        """
-        Where to go next after an ok write: the leader a forwarding follower names
-        (`leader_client`: taken out of the result), as after a not_leader hint.
-        """
+        """After an ok write: the leader a forwarding follower named (`leader_client`, popped)."""
         if self.kind is OpKind.READ:
             return target  # never forwarded; `status` has a field of that name
         hint = reply.pop(LEADER_CLIENT_FIELD, None)
         if isinstance(hint, str) and hint and self._policy.max_redirects > 0:
             return normalize_endpoint(hint)
         return target
+
+    def _pause(self, now: float) -> float:
+        """The backoff before the next attempt (doubling from backoff_s to max_backoff_s)."""
+        pause = min(self._backoff, self._deadline - now)
+        self._backoff = min(self._backoff * 2, self._policy.max_backoff_s)
+        return max(0.0, pause)
+
+    def _refused(self, attempt: Attempt, now: float) -> float:
+        """
+        The transport did not send the attempt (its endpoint's connection is down):
+        certainly not applied, so any op may go elsewhere; the next endpoint (pinned: the
+        same one) after a backoff, so that a cluster that is all down is not spun on.
+        """
+        target = attempt.target
+        if self._last is None or isinstance(self._last, RequestTimeoutError):
+            self._last = RequestTimeoutError(
+                f"{self.op} not sent: cannot connect to {target} (connection down)", attempt.request_id)
+        if self._pinned is None:
+            log.debug("endpoint down op=%s endpoint=%s", self.op, target)
+            self._routing.down(target)
+            self._target = self._routing.after(target)
+        return self._pause(now)
 
     def _settle_pinned(
         self, attempt: Attempt, reply: dict[str, object] | None, error: ClientError | None
@@ -420,6 +418,7 @@ class CallPlan:
                     f"outcome unknown", attempt.request_id
                 )
         self._silent += 1
+        self._wait *= self._policy.attempt_growth
         return 0.0
 
     def _silence(self, attempt: Attempt, reply: dict[str, object] | None, error: ClientError | None) -> float:
@@ -438,6 +437,7 @@ class CallPlan:
                     f"outcome unknown", attempt.request_id
                 )
         self._silent += 1
+        self._wait *= self._policy.attempt_growth
         log.warning("no answer op=%s endpoint=%s attempt=%d", self.op, target, self._silent)
         self._routing.forget(target)
         # Reads stop after `retries` silent attempts; a session write goes on until the
@@ -445,6 +445,7 @@ class CallPlan:
         if self.session is None and self._silent > self._policy.retries:
             self._exhausted = True
         if reply is None:
+            self._silent_at.add(target)
             self._target = self._routing.after(target)
         return 0.0
 
@@ -462,14 +463,14 @@ class CallPlan:
         return RequestTimeoutError(f"{self.op} got no answer within {self.timeout_s} s")
 
 
-Exchange = Callable[[Attempt], dict[str, object] | None]
+Exchange = Callable[[Attempt], Reply]
 
 
 def drive(plan: CallPlan, exchange: Exchange) -> dict[str, object]:
     """
     Run a plan to its end over a blocking `exchange` (send one attempt, wait up to its
-    `wait_s`, return the reply or None for silence): the one request/retry loop of the
-    sync callers. concord.aio has its awaiting twin.
+    `wait_s`, return the reply, None for silence or REFUSED if it could not be sent): the
+    one request/retry loop of the sync callers. concord.aio has its awaiting twin.
 
     Returns:
         The reply the plan ends with.
@@ -535,9 +536,9 @@ class ClientCore:
         self.endpoints: tuple[str, ...] = tuple(eps)
         self.timeout_s = timeout_s
         self.retries = retries
-        self.attempt_timeout_s = (
-            attempt_timeout_s if attempt_timeout_s is not None else max(0.05, timeout_s / (retries + 1))
-        )
+        # The first attempt's wait; by default short and growing (docs/client.md "Dead nodes").
+        self.attempt_timeout_s = attempt_timeout_s if attempt_timeout_s is not None else FIRST_ATTEMPT_S
+        self.attempt_growth = 1.0 if attempt_timeout_s is not None else ATTEMPT_GROWTH
         self.client_id: str = client_id if client_id is not None else f"{random.getrandbits(64):016x}"
         self.sessions = sessions
         self.token = token
@@ -555,7 +556,8 @@ class ClientCore:
             first_seq = 0 if client_id is None else time.time_ns() // 1000
         self._slots = SessionSlots(self.client_id, first_seq)
         self._routing = Routing(self.endpoints)
-        self._policy = Policy(self.attempt_timeout_s, retries, max_redirects, backoff_s, max_backoff_s)
+        self._policy = Policy(self.attempt_timeout_s, retries, max_redirects, backoff_s, max_backoff_s,
+                              self.attempt_growth)
         self._closed = False
 
     @property

@@ -25,6 +25,7 @@ from typing import Iterator, Mapping
 
 import zmq
 
+from concord.client.link import Reply
 from concord.client.plan import Attempt, CallPlan, Envelope, Exchange, Policy, Routing, drive
 from concord.client.transport import Transport
 from concord.errors import LocalProtocolError, RequestTimeoutError
@@ -42,16 +43,16 @@ _ids = itertools.count(random.randrange(1 << 30))
 def exchange_over(transport: Transport) -> Exchange:
     """The blocking exchange of one attempt over `transport` (for `drive`)."""
 
-    def exchange(attempt: Attempt) -> dict[str, object] | None:
+    def exchange(attempt: Attempt) -> Reply:
         return transport.exchange(attempt.target, pack(attempt.msg), attempt.request_id, attempt.wait_s)
 
     return exchange
 
 
-def _pinned_policy(attempt_s: float) -> Policy:
-    # Pinned plans never redirect, back off or count retries: only the deadline matters.
+def _pinned_policy(attempt_s: float, attempt_growth: float = 1.0) -> Policy:
+    # Pinned plans never redirect or count retries: only the deadline matters.
     return Policy(attempt_timeout_s=attempt_s, retries=0, max_redirects=0, backoff_s=attempt_s,
-                  max_backoff_s=attempt_s)
+                  max_backoff_s=attempt_s, attempt_growth=attempt_growth)
 
 
 def call_endpoint(
@@ -63,10 +64,12 @@ def call_endpoint(
     build: Envelope,
     timeout_s: float,
     attempt_s: float,
+    attempt_growth: float = 1.0,
 ) -> dict[str, object]:
     """
     One op to one endpoint (no redirects): `build(op, request_id, args)` makes the map;
-    it is resent on silence (a new id each attempt) until `timeout_s`.
+    it is resent on silence (a new id each attempt, each waiting `attempt_growth` times
+    longer than the last, first `attempt_s`) until `timeout_s`.
 
     Returns:
         The ok reply.
@@ -75,7 +78,7 @@ def call_endpoint(
         RequestTimeoutError: no reply within `timeout_s`.
         ClientError: the error the endpoint answered.
     """
-    plan = CallPlan(op, args, None, Routing((endpoint,)), _pinned_policy(attempt_s), ids, build,
+    plan = CallPlan(op, args, None, Routing((endpoint,)), _pinned_policy(attempt_s, attempt_growth), ids, build,
                     timeout_s, time.monotonic(), pinned=endpoint)
     return drive(plan, exchange_over(transport))
 

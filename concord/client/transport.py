@@ -14,12 +14,18 @@ the one caller waiting on that endpoint when there is exactly one; with several 
 cannot be attributed and is dropped (they time out): the client validates requests with
 the wire table before sending, so this only happens with a server that disagrees.
 
+Dead nodes (concord.client.link): each DEALER has ZMQ_IMMEDIATE=1 and a socket monitor;
+a request is handed to libzmq only while its connection is up (held while the first
+connection is made), refused at once while the connection is down (dropped, or connects
+refused: a killed node), and a dropped connection ends the requests sent on it as
+silence at once. So a dead node costs a failover no attempt timeout.
+
 Silence (Lazy Pirate): a caller that waited its whole attempt without a reply tells the
-I/O thread, which closes and reopens that endpoint's socket only if no reply at all came
-from it since the request went out (a live endpoint that is slow to answer one request
-keeps its socket and the other requests on it). A reset answers every caller still
-waiting on that endpoint with silence at once, so they retry elsewhere without waiting
-out their own attempt.
+I/O thread, which closes and reopens that endpoint's socket only if its connection is up
+and no reply at all came from it since the request went out (a live endpoint that is slow
+to answer one request keeps its socket and the other requests on it). A reset answers
+every caller still waiting on that endpoint with silence at once, so they retry elsewhere
+without waiting out their own attempt.
 
 Never lets a zmq error escape: they become LocalProtocolError (bad endpoint) or
 ShuttingDownError (context terminated, transport closed).
@@ -38,8 +44,9 @@ import msgpack
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from concord.client.link import LINK_EVENTS, REFUSED, Conn, Link, Moves, Reply, Route
 from concord.errors import ConcordError, LocalProtocolError, RemoteProtocolError, ShuttingDownError
-from concord.net.curve import HANDSHAKE_EVENTS, CurveClient, HandshakeWatch
+from concord.net.curve import CurveClient, HandshakeWatch
 
 __all__ = ["Transport", "decode_reply"]
 
@@ -59,6 +66,8 @@ class _Waiter:
     error: ConcordError | None = None
     replies_at_send: int = -1  # the endpoint's reply count when the request went out
     socket_gen: int = -1  # which socket of the endpoint it went out on
+    sent: bool = False  # handed to libzmq (set under the transport's lock)
+    refused: bool = False  # ended unsent: its endpoint's connection is down
 
 
 class Transport:
@@ -75,7 +84,7 @@ class Transport:
         self._ctx = ctx
         self.curve = curve
         self._lock = threading.Lock()  # guards the fields below; never held over I/O
-        self._commands: deque[tuple[str, str, int, bytes | int]] = deque()
+        self._commands: deque[tuple[str, str, int, bytes | _Waiter | None]] = deque()
         self._waiters: dict[int, _Waiter] = {}
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -87,24 +96,28 @@ class Transport:
         self._endpoint_of: dict[Socket, str] = {}
         self._replies: dict[str, int] = {}
         self._socket_gen: dict[str, int] = {}
-        # A socket monitor per DEALER: a handshake that cannot succeed (CURVE on one side
-        # only, a wrong server key) fails the endpoint's requests at once, saying why.
+        # A socket monitor per DEALER: its connection state (concord.client.link), and a
+        # handshake that cannot succeed (CURVE on one side only, a wrong server key) fails
+        # the endpoint's requests at once, saying why.
         self._monitors: dict[Socket, HandshakeWatch] = {}
         self._monitor_of: dict[str, Socket] = {}
+        self._links: dict[str, Link] = {}
+        self._held: dict[int, bytes] = {}  # payloads of requests held until their connection is up
         #: Counters, for tests and metrics.
         self.reopens = 0
         self.skipped_replies = 0
+        self.refused = 0  # requests not sent: their endpoint's connection was down
+        self.dropped = 0  # connections lost while up (their requests ended as silence at once)
 
     # -- caller side -------------------------------------------------------------------
 
-    def exchange(
-        self, endpoint: str, payload: bytes, request_id: int, wait_s: float
-    ) -> dict[str, object] | None:
+    def exchange(self, endpoint: str, payload: bytes, request_id: int, wait_s: float) -> Reply:
         """
         Send one request and wait up to `wait_s` for its reply. Thread-safe.
 
         Returns:
-            The reply map, or None if nothing came in time.
+            The reply map; None if nothing came in time (or the connection dropped after
+            it was sent); REFUSED if it was never sent (the connection is down).
 
         Raises:
             LocalProtocolError: the endpoint is malformed.
@@ -130,19 +143,20 @@ class Transport:
         self._wake()
         return waiter
 
-    def collect(self, request_id: int, waiter: _Waiter) -> dict[str, object] | None:
+    def collect(self, request_id: int, waiter: _Waiter) -> Reply:
         """The outcome of a submitted request once its caller stops waiting (see exchange)."""
         with self._lock:
             self._waiters.pop(request_id, None)
             done = waiter.event.is_set()
             if not done and not self._closed:
-                self._commands.append(("silent", waiter.endpoint, waiter.socket_gen, waiter.replies_at_send))
+                self._commands.append(("silent", waiter.endpoint, request_id, waiter))
         if not done:
             self._wake()
-            return None
+            # Still held (its first connection never came up): certainly not sent.
+            return None if waiter.sent else REFUSED
         if waiter.error is not None:
             raise waiter.error
-        return waiter.reply
+        return REFUSED if waiter.refused else waiter.reply
 
     def close(self) -> None:
         """Stop the I/O thread and close every socket (LINGER=0). Idempotent."""
@@ -151,7 +165,7 @@ class Transport:
                 return
             self._closed = True
             thread = self._thread
-            self._commands.append(("stop", "", 0, 0))
+            self._commands.append(("stop", "", 0, None))
         self._wake()
         if thread is not None:
             thread.join()
@@ -180,8 +194,8 @@ class Transport:
                     if events.get(sock):
                         self._receive(sock)
                 for monitor in list(self._monitors):
-                    if events.get(monitor):
-                        self._on_handshake(monitor)
+                    if events.get(monitor) and monitor in self._monitors:
+                        self._on_monitor(poller, monitor)
         except zmq.ZMQError as exc:
             error = ShuttingDownError("client context is terminated") if exc.errno == zmq.ETERM \
                 else LocalProtocolError(f"client socket failed: {exc}")
@@ -208,10 +222,20 @@ class Transport:
                 assert isinstance(data, bytes)
                 self._send(poller, endpoint, number, data)
             elif kind == "silent":
-                assert isinstance(data, int)
-                if self._socket_gen.get(endpoint) == number and self._replies.get(endpoint, 0) == data:
-                    self._reset(poller, endpoint)
+                assert isinstance(data, _Waiter)
+                self._on_silent(poller, endpoint, number, data)
         return True
+
+    def _on_silent(self, poller: zmq.Poller, endpoint: str, request_id: int, waiter: _Waiter) -> None:
+        """A caller waited out its attempt: forget the request; Lazy Pirate reset if due."""
+        self._held.pop(request_id, None)
+        link = self._links.get(endpoint)
+        if link is None or self._socket_gen.get(endpoint) != waiter.socket_gen:
+            return
+        link.done(request_id)
+        # A down connection is libzmq's to re-establish (a fresh socket would not help).
+        if waiter.sent and link.conn is Conn.UP and self._replies.get(endpoint, 0) == waiter.replies_at_send:
+            self._reset(poller, endpoint)
 
     def _send(self, poller: zmq.Poller, endpoint: str, request_id: int, payload: bytes) -> None:
         with self._lock:
@@ -220,25 +244,55 @@ class Transport:
             return  # its caller already gave up
         try:
             sock = self._socket(poller, endpoint)
-            waiter.replies_at_send = self._replies.get(endpoint, 0)
-            waiter.socket_gen = self._socket_gen[endpoint]
-            sock.send_multipart([b"", payload], flags=zmq.NOBLOCK)
-        except zmq.Again:
-            # NB: a DEALER with no connected peer queues; Again means the pipe is full:
-            # silence for everyone on it, and a fresh socket for the next attempt.
-            self._reset(poller, endpoint)
         except LocalProtocolError as exc:
             self._finish(request_id, None, exc)
+            return
+        waiter.replies_at_send = self._replies.get(endpoint, 0)
+        waiter.socket_gen = self._socket_gen[endpoint]
+        link = self._links[endpoint]
+        route = link.route(request_id)
+        if route is Route.SEND:
+            self._write(sock, endpoint, request_id, payload)
+        elif route is Route.HOLD:
+            self._held[request_id] = payload
+        elif route is Route.FAIL:
+            self._finish(request_id, None, LocalProtocolError(f"cannot talk to {endpoint}: {link.why}"))
+        else:
+            self._finish(request_id, None, None, refused=True)
+
+    def _write(self, sock: Socket, endpoint: str, request_id: int, payload: bytes) -> None:
+        """Hand one request to libzmq (its caller may have given up meanwhile: then not)."""
+        with self._lock:
+            waiter = self._waiters.get(request_id)
+            if waiter is None:
+                self._links[endpoint].done(request_id)
+                return
+            waiter.sent = True
+        try:
+            sock.send_multipart([b"", payload], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            # NB: with ZMQ_IMMEDIATE, Again means no connection took it (it just dropped,
+            # or the pipe is full): certainly not sent.
+            waiter.sent = False
+            self._links[endpoint].unsent(request_id)
+            self._finish(request_id, None, None, refused=True)
 
     def _socket(self, poller: zmq.Poller, endpoint: str) -> Socket:
         sock = self._sockets.get(endpoint)
         if sock is not None:
             return sock
         sock = self._ctx.socket(zmq.DEALER)
-        connect_dealer(sock, endpoint, self.curve)
-        monitor: Socket = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on a completed connection (see link.py)
+        # NB: the monitor before the connect, or the handshake's event may come unseen.
+        monitor: Socket = sock.get_monitor_socket(LINK_EVENTS)
+        try:
+            connect_dealer(sock, endpoint, self.curve)
+        except LocalProtocolError:
+            monitor.close(linger=0)  # the socket is closed: its monitor stopped
+            raise
         self._monitors[monitor] = HandshakeWatch(endpoint, self.curve is not None)
         self._monitor_of[endpoint] = monitor
+        self._links[endpoint] = Link()
         poller.register(monitor, zmq.POLLIN)
         self._sockets[endpoint] = sock
         self._endpoint_of[sock] = endpoint
@@ -257,11 +311,13 @@ class Transport:
         poller.unregister(monitor)
         self._close_monitor(sock, monitor)
         sock.close(linger=0)
+        del self._links[endpoint]
         self.reopens += 1
         with self._lock:
-            stranded = [rid for rid, w in self._waiters.items() if w.endpoint == endpoint]
-        for rid in stranded:
-            self._finish(rid, None, None)
+            stranded = [(rid, not w.sent) for rid, w in self._waiters.items() if w.endpoint == endpoint]
+        for rid, unsent in stranded:
+            self._held.pop(rid, None)
+            self._finish(rid, None, None, refused=unsent)
 
     def _receive(self, sock: Socket) -> None:
         endpoint = self._endpoint_of[sock]
@@ -286,30 +342,57 @@ class Transport:
                 self.skipped_replies += 1
                 log.debug("skipped reply endpoint=%s id=%s", endpoint, rid)
 
-    def _finish(self, request_id: int, reply: dict[str, object] | None, error: ConcordError | None) -> bool:
+    def _finish(
+        self, request_id: int, reply: dict[str, object] | None, error: ConcordError | None,
+        refused: bool = False,
+    ) -> bool:
         with self._lock:
             waiter = self._waiters.get(request_id)
             if waiter is None or waiter.event.is_set():
                 return False
-            waiter.reply, waiter.error = reply, error
+            waiter.reply, waiter.error, waiter.refused = reply, error, refused
             waiter.event.set()
-            return True
+        self.refused += refused
+        link = self._links.get(waiter.endpoint)
+        if link is not None:
+            link.done(request_id)
+        return True
 
-    def _on_handshake(self, monitor: Socket) -> None:
+    def _on_monitor(self, poller: zmq.Poller, monitor: Socket) -> None:
+        """Carry out what the endpoint's monitor events decide (handshake errors, link state)."""
         watch = self._monitors[monitor]
+        endpoint = watch.endpoint
         while True:
             try:
                 event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
-            why = watch.on_event(int(event["event"]), int(event["value"]))
-            if why is None:
+            kind = int(event["event"])
+            why = watch.on_event(kind, int(event["value"]))
+            link = self._links[endpoint]
+            if why is not None:
+                error = LocalProtocolError(f"cannot talk to {endpoint}: {why}")
+                for rid in link.fail_all(why):
+                    self._held.pop(rid, None)
+                    self._finish(rid, None, error)
                 continue
-            error = LocalProtocolError(f"cannot talk to {watch.endpoint}: {why}")
-            with self._lock:
-                stranded = [rid for rid, w in self._waiters.items() if w.endpoint == watch.endpoint]
-            for rid in stranded:
-                self._finish(rid, None, error)
+            was = link.conn
+            moves = link.on_event(kind)
+            if link.conn is Conn.DOWN and was is not Conn.DOWN:
+                self.dropped += was is Conn.UP
+                log.warning("connection down endpoint=%s was=%s in_flight=%d held=%d",
+                            endpoint, was.value, len(moves.silent), len(moves.refused))
+            self._carry_out(endpoint, moves)
+
+    def _carry_out(self, endpoint: str, moves: Moves) -> None:
+        sock = self._sockets[endpoint]
+        for rid in moves.send:
+            self._write(sock, endpoint, rid, self._held.pop(rid))
+        for rid in moves.silent:
+            self._finish(rid, None, None)
+        for rid in moves.refused:
+            self._held.pop(rid, None)
+            self._finish(rid, None, None, refused=True)
 
     def _close_monitor(self, sock: Socket, monitor: Socket) -> None:
         del self._monitors[monitor]
@@ -328,6 +411,8 @@ class Transport:
             sock.close(linger=0)
         self._sockets.clear()
         self._endpoint_of.clear()
+        self._links.clear()
+        self._held.clear()
 
 
 class _Dealer(Protocol):

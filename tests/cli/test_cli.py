@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 
 import pytest
+import zmq
 
 from tests.cli.conftest import Run, run_cli
 from tests.integration.cluster import Cluster, free_ports
@@ -157,15 +158,16 @@ def test_errors_are_one_line_with_exit_codes_when_arguments_are_bad() -> None:
 
 @pytest.mark.timeout(60)
 def test_unreachable_endpoint_exits_3_with_one_line_when_nothing_listens() -> None:
-    """No node at the endpoint: exit 3 (4 for a write: its outcome is unknown), one line
-    naming the endpoint; the endpoint from the flag or from CONCORD_ENDPOINTS."""
+    """No node at the endpoint: exit 3, a write too (its connection was refused, so it was
+    never sent), one line naming the endpoint; the endpoint from the flag or from
+    CONCORD_ENDPOINTS."""
     [port] = free_ports(1)
     endpoint = f"tcp://127.0.0.1:{port}"
     for run, code, start in (
         (run_cli("--timeout", "1", "get", "k", endpoints=f"127.0.0.1:{port}"), 3, "cannot reach the cluster"),
         (run_cli("--timeout", "1", "-w", "json", "members", "list", env={"CONCORD_ENDPOINTS": endpoint}),
          3, "cannot reach the cluster"),
-        (run_cli("--timeout", "1", "put", "k", "v", endpoints=endpoint), 4, "outcome unknown"),
+        (run_cli("--timeout", "1", "put", "k", "v", endpoints=endpoint), 3, "cannot reach the cluster"),
     ):
         assert code == run.code, run.err
         assert run.err.startswith(f"concord: error: {start}"), run.err
@@ -173,6 +175,24 @@ def test_unreachable_endpoint_exits_3_with_one_line_when_nothing_listens() -> No
     status = run_cli("--timeout", "1", "-w", "json", "status", endpoints=endpoint)
     assert 5 == status.code
     assert "unreachable" in status.out
+
+
+@pytest.mark.timeout(60)
+def test_write_exits_4_when_endpoint_accepts_but_never_answers() -> None:
+    """A write sent to an endpoint that never answers (a ROUTER that reads and drops):
+    exit 4, its outcome unknown, one line naming the endpoint."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    silent = ctx.socket(zmq.ROUTER)
+    try:
+        silent.setsockopt(zmq.LINGER, 0)
+        endpoint = f"tcp://127.0.0.1:{silent.bind_to_random_port('tcp://127.0.0.1')}"
+        run = run_cli("--timeout", "1", "put", "k", "v", endpoints=endpoint)
+        assert 4 == run.code, run.err
+        assert run.err.startswith("concord: error: outcome unknown"), run.err
+        assert endpoint in run.err and 1 == run.err.count("\n"), run.err
+    finally:
+        silent.close(linger=0)
+        ctx.term()
 
 
 @pytest.mark.timeout(120)

@@ -229,7 +229,8 @@ def test_read_retried_then_timeout_raised_when_never_answered(a: FakeNode) -> No
 
 def test_read_succeeds_when_first_attempt_silent(a: FakeNode) -> None:
     """Lazy Pirate: the silent attempt's socket is reopened and the retry is answered."""
-    with Client(a.endpoint, timeout_s=5.0, attempt_timeout_s=0.2, shm=False) as c:
+    # NB: 0.1 s: the front door's own `timeout` (timeout_ms 40 + 100 ms grace) comes too late.
+    with Client(a.endpoint, timeout_s=5.0, attempt_timeout_s=0.1, shm=False) as c:
         c.put("lp:k", "v")
         a.mode(ignore=1)
         assert "v" == c.get("lp:k")
