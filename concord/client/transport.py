@@ -313,8 +313,12 @@ class Transport:
         sock.close(linger=0)
         del self._links[endpoint]
         self.reopens += 1
+        gen = self._socket_gen[endpoint]
+        # NB: only the requests handed to THIS socket: one submitted since (a raw resend
+        # with the same id, say) waits in the command queue for the next socket.
         with self._lock:
-            stranded = [(rid, not w.sent) for rid, w in self._waiters.items() if w.endpoint == endpoint]
+            stranded = [(rid, not w.sent) for rid, w in self._waiters.items()
+                        if w.endpoint == endpoint and w.socket_gen == gen]
         for rid, unsent in stranded:
             self._held.pop(rid, None)
             self._finish(rid, None, None, refused=unsent)

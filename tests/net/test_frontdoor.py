@@ -244,10 +244,13 @@ def test_timeout_reply_when_backend_silent(ctx: Context, door: DoorThread) -> No
     }
 
 
-def test_request_helper_retries_when_first_attempt_unanswered(ctx: Context, door: DoorThread) -> None:
-    """Lazy Pirate: the first attempt is ignored, the resend on a fresh socket is answered."""
+@pytest.mark.parametrize("own_context", [False, True])
+def test_request_helper_retries_when_first_attempt_unanswered(ctx: Context, door: DoorThread,
+                                                              own_context: bool) -> None:
+    """Lazy Pirate: the first attempt is ignored, the resend (same id) on a fresh socket is
+    answered, not refused by the first socket's reset."""
     msg = {"op": "get", "id": 4, "key": "flaky", "consistency": "strong"}  # one backend: raft
-    reply = request(door.endpoint, msg, timeout_ms=100, retries=1, ctx=ctx)
+    reply = request(door.endpoint, msg, timeout_ms=100, retries=1, ctx=None if own_context else ctx)
     assert (4, True) == (reply["id"], reply["ok"])
 
 
