@@ -360,10 +360,12 @@ def report(size: str, in_dir: Path = OUT, out_dir: Path = BENCH) -> Path:
         f"Python {m['python']}",
         f"- Load average at start {tuple(round(x, 2) for x in meta['loadavg_start'])}, at end "
         f"{tuple(round(x, 2) for x in meta['loadavg_end'])}. "
-        + ("**The machine was shared** with other engineers' test runs during the measurement: "
-           "absolute figures are depressed and noisy; the systems were measured interleaved so the "
-           "ratios are fairer than the absolute numbers."
-           if max(meta["loadavg_start"][0], meta["loadavg_end"][0]) > 1.5 else "The machine was quiet."),
+        + ("**Other work was running when the measurement began** (1-minute load average over "
+           "1.5): absolute figures are depressed and noisy; the systems were measured interleaved "
+           "so the ratios are fairer than the absolute numbers."
+           if meta["loadavg_start"][0] > 1.5 else
+           "The machine was quiet when the measurement began (the load average at the end is the "
+           "benchmark's own: three-member clusters and four load processes on these cores)."),
         f"- Command: `{meta['command']}` then `python -m bench report --size {size}`",
         *[f"- Also from an earlier run: {e['date_utc']} `{e['command']}` "
           f"(scenarios {', '.join(e['scenarios'] or [])}; load average {tuple(round(x, 2) for x in e['loadavg_start'])}"
