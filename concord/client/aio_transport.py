@@ -21,7 +21,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from concord.client.link import LINK_EVENTS, REFUSED, Conn, Link, Reply, Route
+from concord.client.link import LINK_EVENTS, REFUSED, Conn, Link, Reply, Route, answered_id
 from concord.client.transport import connect_dealer, decode_reply
 from concord.errors import LocalProtocolError, RemoteProtocolError, ShuttingDownError
 from concord.net.curve import CurveClient, HandshakeWatch
@@ -197,11 +197,8 @@ class AioTransport:
             self.skipped_replies += 1
             log.warning("undecodable reply endpoint=%s error=%s", endpoint, exc)
             return
-        rid = reply.get("id")
-        if rid is None and reply.get("error") == "invalid_request":
-            mine = [r for r, (ep, _) in self._waiting.items() if ep == endpoint]
-            rid = mine[0] if len(mine) == 1 else None
-        entry = self._waiting.get(rid) if isinstance(rid, int) else None
+        rid = answered_id(reply, lambda: [r for r, (ep, _) in self._waiting.items() if ep == endpoint])
+        entry = self._waiting.get(rid) if rid is not None else None
         if entry is None or entry[1].done():
             self.skipped_replies += 1
             return

@@ -25,6 +25,7 @@ session may be sent elsewhere) and moves to the next endpoint after a backoff.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -32,7 +33,7 @@ import zmq
 
 from concord.net.curve import HANDSHAKE_EVENTS
 
-__all__ = ["LINK_EVENTS", "REFUSED", "Conn", "Link", "Moves", "Refused", "Reply", "Route"]
+__all__ = ["LINK_EVENTS", "REFUSED", "Conn", "Link", "Moves", "Refused", "Reply", "Route", "answered_id"]
 
 #: The monitor events a client DEALER is watched for: handshakes (CURVE errors too) and
 #: the connection's drops and failed connects.
@@ -139,3 +140,16 @@ class Link:
         ids = [*self._held, *sorted(self._sent)]
         self._held, self._sent = [], set()
         return ids
+
+
+def answered_id(reply: Mapping[str, object], waiting: Callable[[], list[int]]) -> int | None:
+    """
+    The request a reply answers: its `id`; for an `invalid_request` with a nil id (the
+    node could not read one), the one request `waiting` on that endpoint, if only one is.
+    None: no request of ours (the reply is skipped).
+    """
+    rid = reply.get("id")
+    if rid is None and reply.get("error") == "invalid_request":
+        mine = waiting()
+        rid = mine[0] if len(mine) == 1 else None
+    return rid if isinstance(rid, int) else None

@@ -44,7 +44,7 @@ import msgpack
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from concord.client.link import LINK_EVENTS, REFUSED, Conn, Link, Moves, Reply, Route
+from concord.client.link import LINK_EVENTS, REFUSED, Conn, Link, Moves, Reply, Route, answered_id
 from concord.errors import ConcordError, LocalProtocolError, RemoteProtocolError, ShuttingDownError
 from concord.net.curve import CurveClient, HandshakeWatch
 
@@ -337,14 +337,14 @@ class Transport:
                 self.skipped_replies += 1
                 log.warning("undecodable reply endpoint=%s error=%s", endpoint, exc)
                 continue
-            rid = reply.get("id")
-            if rid is None and reply.get("error") == "invalid_request":
-                with self._lock:
-                    mine = [r for r, w in self._waiters.items() if w.endpoint == endpoint]
-                rid = mine[0] if len(mine) == 1 else None
-            if not (isinstance(rid, int) and self._finish(rid, reply, None)):
+            rid = answered_id(reply, lambda: self._waiting_at(endpoint))
+            if not (rid is not None and self._finish(rid, reply, None)):
                 self.skipped_replies += 1
                 log.debug("skipped reply endpoint=%s id=%s", endpoint, rid)
+
+    def _waiting_at(self, endpoint: str) -> list[int]:
+        with self._lock:
+            return [r for r, w in self._waiters.items() if w.endpoint == endpoint]
 
     def _finish(
         self, request_id: int, reply: dict[str, object] | None, error: ConcordError | None,
