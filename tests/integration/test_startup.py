@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -47,20 +49,26 @@ def test_startup_stops_with_message_when_config_has_unknown_key(tmp_path: Path) 
     assert "node.bogus" in lines[0]
 
 
+@contextlib.contextmanager
+def held_port() -> Iterator[int]:
+    """A loopback TCP port this test holds (listening) until the block ends."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
+    finally:
+        holder.close()
+
+
 @pytest.mark.timeout(60)
 def test_startup_stops_with_message_when_port_is_in_use(tmp_path: Path) -> None:
     """A fixed client port another process holds: a message naming it, non-zero exit."""
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    holder.bind(("127.0.0.1", 0))
-    holder.listen()
-    port = holder.getsockname()[1]
-    try:
+    with held_port() as port:
         config = tmp_path / "n.toml"
         config.write_text(f'[node]\nid = "n1"\ndata_dir = "data"\n[[cluster.members]]\n'
                           f'id = "n1"\nclient_port = {port}\n')
         result = run_supervisor(config)
-    finally:
-        holder.close()
     assert 0 != result.returncode
     assert "" == result.stdout
     assert f"port {port}" in result.stderr and "already in use" in result.stderr
@@ -69,17 +77,11 @@ def test_startup_stops_with_message_when_port_is_in_use(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_startup_stops_with_message_when_metrics_port_is_in_use(tmp_path: Path) -> None:
     """[metrics] port held by another process: exit 3 naming metrics.port, nothing started."""
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    holder.bind(("127.0.0.1", 0))
-    holder.listen()
-    port = holder.getsockname()[1]
-    try:
+    with held_port() as port:
         config = tmp_path / "n.toml"
         config.write_text(f'[node]\nid = "n1"\ndata_dir = "data"\n[metrics]\nenabled = true\n'
                           f'port = {port}\n')
         result = run_supervisor(config)
-    finally:
-        holder.close()
     assert 3 == result.returncode
     assert "" == result.stdout
     assert f"metrics.port: port {port} on 127.0.0.1 is already in use" in result.stderr
