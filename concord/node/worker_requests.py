@@ -98,7 +98,7 @@ def handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
 def _handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
     op = request.op
     if op in LEADER_ONLY and worker.driver.role is not Role.LEADER:
-        return not_leader(worker, request)
+        return not_leader(worker, request)  # the one leader check of the handlers below
     try:
         principal = worker.auth.admit(request)
         if op in CLIENT_WRITE_OPS:
@@ -133,8 +133,6 @@ def _handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
 
 def _write(worker: RaftWorker, token: int, request: Request,
            principal: Principal | None) -> bytes | None:
-    if worker.driver.role is not Role.LEADER:
-        return not_leader(worker, request)
     refused = _storage_unavailable(worker, request)
     if refused is not None:
         return refused
@@ -153,8 +151,6 @@ def _write(worker: RaftWorker, token: int, request: Request,
     return None
 
 def _auth_write(worker: RaftWorker, token: int, request: Request) -> bytes | None:
-    if worker.driver.role is not Role.LEADER:
-        return not_leader(worker, request)
     refused = _storage_unavailable(worker, request)
     if refused is not None:
         return refused
@@ -175,8 +171,6 @@ def _read(worker: RaftWorker, token: int, request: Request,
     return None
 
 def _membership(worker: RaftWorker, token: int, request: Request) -> bytes | None:
-    if worker.driver.role is not Role.LEADER:
-        return not_leader(worker, request)
     refused = _storage_unavailable(worker, request)
     if refused is not None:
         return refused
@@ -206,8 +200,6 @@ def _membership(worker: RaftWorker, token: int, request: Request) -> bytes | Non
     return None
 
 def _transfer(worker: RaftWorker, request: Request) -> bytes:
-    if worker.driver.role is not Role.LEADER:
-        return not_leader(worker, request)
     target = request.args.get("member_id")
     voters = [v for v in worker.driver.conf_state.voters if v != worker.node_id]
     if target is None:
