@@ -292,6 +292,11 @@ class EventStream:
             log.error("events history out of order, resetting error=%s", exc)
             self.reset(entries[0].revision - 1)
             self.history.append(entries)
+        if not len(self.counters):
+            # No prefix is subscribed: any receiver would ignore these (a change without
+            # its prefix's seq predates its sync; the history covers it, docs/formats/
+            # events.md "The gap scheme"), so they are retained but not sent.
+            return
         p = _packer
         epoch_part = _K_EPOCH_SEQS[0] + p.pack(self.epoch) + _K_EPOCH_SEQS[1]
         match = self.counters.match
