@@ -22,6 +22,7 @@ from concord.net.wire import (
     OPS,
     Backend,
     decode_request,
+    decode_validated,
     describe_ops,
     error_reply,
     ok_reply,
@@ -72,11 +73,13 @@ VALID = [
 
 @pytest.mark.parametrize("msg", VALID, ids=[str(m["op"]) for m in VALID])
 def test_decode_accepts_request_when_well_formed(msg: dict[str, object]) -> None:
-    """Well-formed requests decode; op args and envelope fields are separated."""
+    """Well-formed requests decode; op args and envelope fields are separated; a backend's
+    decode of the validated payload gives the same Request."""
     request = decode_request(pack(msg))
     envelope = {"token", "ns", "timeout_ms", "client_id", "seq", "traceparent"}
     expected_args = {k: v for k, v in msg.items() if k not in envelope | {"op", "id"}}
     assert (msg["op"], msg["id"], expected_args) == (request.op, request.id, dict(request.args))
+    assert request == decode_validated(pack(msg))
 
 
 def test_decode_reads_envelope_fields_when_present() -> None:
@@ -204,11 +207,13 @@ _msgpack_values = st.recursive(
 @settings(derandomize=True, max_examples=200, deadline=None)
 @given(st.binary(max_size=64))
 def test_decode_raises_only_invalid_request_when_bytes_random(payload: bytes) -> None:
-    """Arbitrary bytes either decode or raise InvalidRequestError; nothing else escapes."""
-    try:
-        decode_request(payload)
-    except InvalidRequestError:
-        pass
+    """Arbitrary bytes either decode or raise InvalidRequestError; nothing else escapes
+    (decode_validated too: it is given only validated payloads, but fails the same way)."""
+    for decode in (decode_request, decode_validated):
+        try:
+            decode(payload)
+        except InvalidRequestError:
+            pass
 
 
 @pytest.mark.slow
@@ -228,3 +233,4 @@ def test_decode_raises_only_invalid_request_when_map_fields_random(
         assert (msg.get("id") if readable else None) == exc.request_id
     else:
         assert (msg["op"], msg["id"]) == (request.op, request.id)
+        assert request == decode_validated(pack(msg))
