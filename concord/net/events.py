@@ -305,8 +305,9 @@ class EventStream:
         with self._sending():
             for entry in entries:
                 topic = entry.key.encode("utf-8")
+                body, fields = entry.encoded()
                 send(topic, more)
-                send(b"".join((p.pack_map_header(entry.fields + 2), entry.body, epoch_part,
+                send(b"".join((p.pack_map_header(fields + 2), body, epoch_part,
                                p.pack(match(topic)))), last)
         self.published += len(entries)
 
