@@ -50,8 +50,8 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Callable
 
 import zmq

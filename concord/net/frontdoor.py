@@ -441,6 +441,7 @@ class FrontDoor:
         self._on_backend_reply(kind, token, frames[2])
 
     def _on_backend_reply(self, kind: int, token: int, payload: bytes) -> None:
+        """A backend's REPLY or HANDOFF for request `token`."""
         pending = self._pending.pop(token, None)
         if pending is None:
             self.stats.late_replies += 1

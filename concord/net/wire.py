@@ -419,7 +419,8 @@ def decode_validated(payload: bytes, registry: Mapping[str, OpSpec] = OPS) -> Re
                               timestamp=0, ext_hook=_reject_ext)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError, InvalidRequestError):
         return decode_request(payload, registry, len(payload))
-    spec = registry.get(obj.get("op")) if type(obj) is dict else None  # type: ignore[arg-type]
+    op = obj.get("op") if type(obj) is dict else None
+    spec = registry.get(op) if type(op) is str else None
     request_id = obj.get("id") if spec is not None else None
     if spec is None or type(request_id) is not int:
         return decode_request(payload, registry, len(payload))

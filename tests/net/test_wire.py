@@ -82,6 +82,17 @@ def test_decode_accepts_request_when_well_formed(msg: dict[str, object]) -> None
     assert request == decode_validated(pack(msg))
 
 
+def test_decode_validated_names_the_fault_when_payload_not_validated() -> None:
+    """A payload the door would have refused fails decode_validated the same way."""
+    for bad in ({"op": ["put"], "id": 1}, {"op": "put", "id": True}, {"op": "nope", "id": 2}, [1]):
+        with pytest.raises(InvalidRequestError) as mine:
+            decode_validated(pack(bad))  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequestError) as theirs:
+            decode_request(pack(bad))  # type: ignore[arg-type]
+        assert (theirs.value.message, theirs.value.request_id) == (
+            mine.value.message, mine.value.request_id)
+
+
 def test_decode_reads_envelope_fields_when_present() -> None:
     """token, ns, timeout_ms, client_id, seq and traceparent land on the Request."""
     request = decode_request(pack(VALID[8]))
