@@ -10,11 +10,11 @@ client's request payload, already validated, under a token; the backend answers 
 complete reply payload (built with concord.net.wire, carrying the request's id) under
 the same token. Client identities never reach backends.
 
-Wire layout (backend link v2). Each message is two frames after the ROUTER's routing-id
+Wire layout (backend link v3). Each message is two frames after the ROUTER's routing-id
 frame:
 
     frame 0  header, 10 bytes
-               byte 0     version = 2 (BACKEND_VERSION)
+               byte 0     version = 3 (BACKEND_VERSION)
                byte 1     kind    1 = HELLO    backend -> front door, token 0,
                                                payload = role, UTF-8 ("read" | "raft")
                                   2 = REQUEST  front door -> backend,
@@ -24,12 +24,21 @@ frame:
                                   4 = HANDOFF  read worker -> front door, payload = the
                                                request of `token`, unchanged: forward it
                                                to the raft worker under the same token
+                                  5 = REPLIES  backend -> front door, token 0, payload =
+                                               several replies (below), each handled as
+                                               if it had come as its own REPLY
                bytes 2-9  token   u64 big-endian; chosen by the front door per request
     frame 1  payload
 
+The payload of REPLIES (`pack_replies`): count u32 big-endian (>= 1), then `count` index
+items (token u64 big-endian, length u32 big-endian), then the `count` reply payloads
+concatenated in index order; their lengths add up to the rest of the frame exactly. The
+raft worker sends the replies of one round this way (one message, one wake-up of the
+front door, instead of one per reply).
+
 v2 added HANDOFF (a `leader` read at a leader without a valid lease: the raft worker
-serves it after a ReadIndex round). v1 is not read: both ends are children of one
-supervisor and run the same code.
+serves it after a ReadIndex round), v3 REPLIES. Older versions are not read: both ends
+are children of one supervisor and run the same code.
 
 Anything else is discarded and counted. Never blocks: sends are NOBLOCK; the DEALER has
 IMMEDIATE=1, so while the front door is down replies are dropped (their clients time
@@ -41,6 +50,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -56,21 +66,29 @@ __all__ = [
     "KIND_HELLO",
     "KIND_REQUEST",
     "KIND_REPLY",
+    "KIND_REPLIES",
     "BackendLink",
     "BackendRequest",
     "pack_header",
+    "pack_replies",
     "unpack_header",
+    "unpack_replies",
 ]
 
 log = logging.getLogger(__name__)
 
-BACKEND_VERSION = 2
+BACKEND_VERSION = 3
 KIND_HELLO = 1
 KIND_REQUEST = 2
 KIND_REPLY = 3
 KIND_HANDOFF = 4
+KIND_REPLIES = 5
 _HEADER = struct.Struct(">BBQ")
 HEADER_SIZE = _HEADER.size
+_COUNT = struct.Struct(">I")
+_ITEM_SIZE = struct.calcsize(">QI")
+#: A REPLIES message holds at most this many payload bytes; a longer reply goes alone.
+MAX_BATCH_BYTES = 1 << 20
 
 Socket = zmq.Socket[bytes]
 Context = zmq.Context[Socket]
@@ -87,10 +105,39 @@ def unpack_header(header: bytes) -> tuple[int, int] | None:
         return None
     version, kind, token = _HEADER.unpack(header)
     if version != BACKEND_VERSION or kind not in (
-        KIND_HELLO, KIND_REQUEST, KIND_REPLY, KIND_HANDOFF
+        KIND_HELLO, KIND_REQUEST, KIND_REPLY, KIND_HANDOFF, KIND_REPLIES
     ):
         return None
     return kind, token
+
+
+def pack_replies(replies: Sequence[tuple[int, bytes]]) -> bytes:
+    """The payload of a REPLIES message: `replies` as (token, reply payload), in order."""
+    flat: list[int] = []
+    for token, payload in replies:
+        flat += (token, len(payload))
+    index = struct.pack(f">I{'QI' * len(replies)}", len(replies), *flat)
+    return b"".join((index, *(payload for _, payload in replies)))
+
+
+def unpack_replies(payload: bytes) -> list[tuple[int, bytes]] | None:
+    """The (token, reply payload) pairs of a REPLIES payload, or None if it is malformed."""
+    if len(payload) < _COUNT.size:
+        return None
+    (count,) = _COUNT.unpack_from(payload)
+    start = _COUNT.size + count * _ITEM_SIZE
+    if count == 0 or len(payload) < start:
+        return None
+    index = struct.unpack_from(f">{'QI' * count}", payload, _COUNT.size)
+    out: list[tuple[int, bytes]] = []
+    for i in range(0, 2 * count, 2):
+        end = start + index[i + 1]
+        out.append((index[i], payload[start:end]))
+        start = end
+    return out if start == len(payload) else None
+
+
+_REPLIES_HEADER = pack_header(KIND_REPLIES, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +235,34 @@ class BackendLink:
         """Send the reply for `token`. False if it had to be dropped (front door away)."""
         self._require_open()
         return self._send((pack_header(KIND_REPLY, token), payload))
+
+    def reply_many(self, replies: Sequence[tuple[int, bytes]]) -> int:
+        """
+        Send several (token, reply payload) pairs, as few REPLIES messages as the size
+        limit allows (one REPLY for a lone reply). Returns how many replies were dropped.
+        """
+        self._require_open()
+        dropped = 0
+        batch: list[tuple[int, bytes]] = []
+        size = 0
+        for token, payload in replies:
+            if batch and size + len(payload) > MAX_BATCH_BYTES:
+                dropped += self._send_batch(batch)
+                batch, size = [], 0
+            batch.append((token, payload))
+            size += len(payload)
+        if batch:
+            dropped += self._send_batch(batch)
+        return dropped
+
+    def _send_batch(self, batch: list[tuple[int, bytes]]) -> int:
+        if len(batch) == 1:
+            token, payload = batch[0]
+            return 0 if self._send((pack_header(KIND_REPLY, token), payload)) else 1
+        if self._send((_REPLIES_HEADER, pack_replies(batch))):
+            return 0
+        self.dropped_replies += len(batch) - 1  # _send counted the message once
+        return len(batch)
 
     def hand_off(self, token: int, payload: bytes) -> bool:
         """

@@ -30,28 +30,89 @@ ENTRY_OVERHEAD_BYTES: Final = 96
 _packer = msgpack.Packer(use_bin_type=True)
 
 
-@dataclass(frozen=True, slots=True)
+#: Bytes counted for an entry retained unencoded, besides ENTRY_OVERHEAD_BYTES, its key
+#: and its stored value: the change object and the map's other fields.
+CHANGE_OVERHEAD_BYTES: Final = 64
+
+
 class HistoryEntry:
     """
     One published change as retained: `body` is the msgpack encoding of the change map's
     `fields` entries without the map header (so the live message can append epoch and
     seqs without re-encoding).
+
+    An entry is either given its encoding (`HistoryEntry(revision, index, key, body,
+    fields)`) or made from its change (`of_change`), which keeps the change and encodes it
+    each time `body` is asked for: the stream encodes only what a subscriber or an
+    `events` query uses. `size_bytes` is what retention counts: the encoding plus
+    ENTRY_OVERHEAD_BYTES, or, for an entry kept as its change, the key and the stored
+    value plus CHANGE_OVERHEAD_BYTES and ENTRY_OVERHEAD_BYTES (what it holds, known
+    without encoding).
     """
 
-    revision: int
-    index: int
-    key: str
-    body: bytes
-    fields: int
+    __slots__ = ("revision", "index", "key", "size_bytes", "_body", "_fields", "_change",
+                 "_count", "_send_values")
+
+    def __init__(self, revision: int, index: int, key: str, body: bytes, fields: int) -> None:
+        self.revision = revision
+        self.index = index
+        self.key = key
+        self._body: bytes | None = body
+        self._fields = fields
+        self._change: Change | None = None
+        self._count = 0
+        self._send_values = False
+        self.size_bytes = len(body) + ENTRY_OVERHEAD_BYTES
+
+    @classmethod
+    def of_change(cls, change: Change, index: int, count: int, send_values: bool) -> HistoryEntry:
+        """The `index`-th of `count` user changes of its revision, encoded when used."""
+        entry = cls.__new__(cls)
+        entry.revision = change.revision
+        entry.index = index
+        entry.key = change.key
+        entry._body = None
+        entry._fields = 0
+        entry._change = change
+        entry._count = count
+        entry._send_values = send_values
+        record = change.record
+        held = len(record.value) if send_values and record is not None else 0
+        entry.size_bytes = len(change.key) + held + CHANGE_OVERHEAD_BYTES + ENTRY_OVERHEAD_BYTES
+        return entry
+
+    def encoded(self) -> tuple[bytes, int]:
+        """(body, fields): encoded now for an entry kept as its change."""
+        if self._body is not None:
+            return self._body, self._fields
+        assert self._change is not None  # Invariant: one of the two is set
+        return _encode_body(self._change, self.index, self._count, self._send_values)
 
     @property
-    def size_bytes(self) -> int:
-        return len(self.body) + ENTRY_OVERHEAD_BYTES
+    def body(self) -> bytes:
+        return self.encoded()[0]
+
+    @property
+    def fields(self) -> int:
+        return self.encoded()[1]
 
     def encode(self) -> bytes:
         """The change map as retained (what the `events` op returns)."""
-        header: bytes = _packer.pack_map_header(self.fields)
-        return header + self.body
+        body, fields = self.encoded()
+        header: bytes = _packer.pack_map_header(fields)
+        return header + body
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HistoryEntry):
+            return NotImplemented
+        return (self.revision, self.index, self.key, self.encoded()) == (
+            other.revision, other.index, other.key, other.encoded())
+
+    def __hash__(self) -> int:
+        return hash((self.revision, self.index, self.key))
+
+    def __repr__(self) -> str:
+        return f"HistoryEntry(revision={self.revision}, index={self.index}, key={self.key!r})"
 
 
 def _key(name: str) -> bytes:
@@ -72,6 +133,12 @@ def encode_change(change: Change, index: int, count: int, send_values: bool) -> 
 
     The value is spliced in as stored msgpack (decompressed if needed), never re-encoded.
     """
+    body, fields = _encode_body(change, index, count, send_values)
+    return HistoryEntry(change.revision, index, change.key, body, fields)
+
+
+def _encode_body(change: Change, index: int, count: int, send_values: bool) -> tuple[bytes, int]:
+    """The body and field count of `encode_change`."""
     pack_ = _packer.pack
     parts = [
         _HEAD, _TYPE_VALUES[change.type],
@@ -90,11 +157,14 @@ def encode_change(change: Change, index: int, count: int, send_values: bool) -> 
         if send_values:
             parts += [_K_VALUE, raw_value(record)]
             fields += 1
-    return HistoryEntry(change.revision, index, change.key, b"".join(parts), fields)
+    return b"".join(parts), fields
 
 
 def user_entries(changes: Iterable[Change], send_values: bool) -> list[HistoryEntry]:
-    """The history entries of `changes` (SYSTEM changes dropped), numbered per revision."""
+    """
+    The history entries of `changes` (SYSTEM changes dropped), numbered per revision,
+    kept as their changes (`HistoryEntry.of_change`: encoded only when used).
+    """
     user = [c for c in changes if c.space == Space.USER]
     out: list[HistoryEntry] = []
     start = 0
@@ -105,7 +175,7 @@ def user_entries(changes: Iterable[Change], send_values: bool) -> list[HistoryEn
             end += 1
         count = end - start
         for i in range(count):
-            out.append(encode_change(user[start + i], i, count, send_values))
+            out.append(HistoryEntry.of_change(user[start + i], i, count, send_values))
         start = end
     return out
 
@@ -242,8 +312,9 @@ def encode_events_reply(request_id: int, page: EventsPage) -> bytes:
         p.pack("events"), p.pack_array_header(len(page.entries)),
     ]
     for entry in page.entries:
-        parts.append(p.pack_map_header(entry.fields))
-        parts.append(entry.body)
+        body, fields = entry.encoded()
+        parts.append(p.pack_map_header(fields))
+        parts.append(body)
     parts += [
         p.pack("next_revision"), p.pack(page.next_revision),
         p.pack("compacted"), p.pack(page.compacted),

@@ -292,6 +292,11 @@ class EventStream:
             log.error("events history out of order, resetting error=%s", exc)
             self.reset(entries[0].revision - 1)
             self.history.append(entries)
+        if not len(self.counters):
+            # No prefix is subscribed: any receiver would ignore these (a change without
+            # its prefix's seq predates its sync; the history covers it, docs/formats/
+            # events.md "The gap scheme"), so they are retained but not sent.
+            return
         p = _packer
         epoch_part = _K_EPOCH_SEQS[0] + p.pack(self.epoch) + _K_EPOCH_SEQS[1]
         match = self.counters.match
@@ -300,8 +305,9 @@ class EventStream:
         with self._sending():
             for entry in entries:
                 topic = entry.key.encode("utf-8")
+                body, fields = entry.encoded()
                 send(topic, more)
-                send(b"".join((p.pack_map_header(entry.fields + 2), entry.body, epoch_part,
+                send(b"".join((p.pack_map_header(fields + 2), body, epoch_part,
                                p.pack(match(topic)))), last)
         self.published += len(entries)
 

@@ -64,10 +64,12 @@ from concord.net._zmqutil import new_socket
 from concord.net.backend import (
     KIND_HANDOFF,
     KIND_HELLO,
+    KIND_REPLIES,
     KIND_REPLY,
     KIND_REQUEST,
     pack_header,
     unpack_header,
+    unpack_replies,
 )
 from concord.net.door_metrics import DoorMetricsObserver
 from concord.net.frontdoor_options import (  # re-exported: their old home
@@ -422,21 +424,33 @@ class FrontDoor:
             else:
                 info.last_heard = self._clock()
             return
-        if kind not in (KIND_REPLY, KIND_HANDOFF):
+        if kind not in (KIND_REPLY, KIND_HANDOFF, KIND_REPLIES):
             self.stats.bad_backend_messages += 1
             return
         info = self._backends.get(ident)
         if info is not None:
             info.last_heard = self._clock()
+        if kind == KIND_REPLIES:  # one round's replies (concord.net.backend)
+            replies = unpack_replies(frames[2])
+            if replies is None:
+                self.stats.bad_backend_messages += 1
+                return
+            for token, payload in replies:
+                self._on_backend_reply(KIND_REPLY, token, payload)
+            return
+        self._on_backend_reply(kind, token, frames[2])
+
+    def _on_backend_reply(self, kind: int, token: int, payload: bytes) -> None:
+        """A backend's REPLY or HANDOFF for request `token`."""
         pending = self._pending.pop(token, None)
         if pending is None:
             self.stats.late_replies += 1
             return
         self._done(pending)
         if kind == KIND_HANDOFF:
-            self._hand_off(token, pending, frames[2])
+            self._hand_off(token, pending, payload)
             return
-        self._answer(pending.envelope, frames[2], pending.notes, pending.role)
+        self._answer(pending.envelope, payload, pending.notes, pending.role)
 
     def _hand_off(self, token: int, pending: _Pending, payload: bytes) -> None:
         """Forward a request a read worker handed back to the raft worker (same token)."""

@@ -43,12 +43,15 @@ def carry_out(worker: RaftWorker, effects: list[Effect]) -> None:
     for effect in effects:
         match effect:
             case SendReplies():
+                local = []
                 for token, payload in worker._outbox:
                     if token < 0:  # a follower's forwarded request (concord.node.forward)
                         worker.forward.reply(token, payload)
                     else:
-                        worker.link.reply(token, payload)
+                        local.append((token, payload))
                 worker._outbox.clear()
+                if local:  # the round's replies, in one message to the door
+                    worker.link.reply_many(local)
             case PublishChanges():
                 worker._publish_changes()
             case Committed(index, conf_state):

@@ -21,7 +21,7 @@ from concord.kv import CLIENT_WRITE_OPS
 from concord.kv.reads import serve_request
 from concord.kv.scope import scoped
 from concord.net.admin import fault_reply
-from concord.net.wire import Request, decode_request, error_reply, ok_reply
+from concord.net.wire import Request, decode_validated, error_reply, ok_reply
 from concord.node import worker_ops
 from concord.node.driver import Consistency, Reply, ReplyStatus
 from concord.node.auth import AUTH_READ_OPS, AUTH_WRITE_OPS
@@ -68,7 +68,7 @@ def drain_requests(worker: RaftWorker) -> None:
         if req is None:
             return
         try:
-            request = decode_request(req.payload, max_bytes=1 << 30)
+            request = decode_validated(req.payload)  # the door validated it
         except InvalidRequestError as exc:
             worker.link.reply(req.token, error_reply(exc.request_id, exc.code, exc.message))
             continue

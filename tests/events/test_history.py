@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from concord.kv.record import Change, ChangeType, KeyRecord, RecordFlags, Space
 from concord.kv.values import encode_value
+from concord.net import event_history
+from concord.net.event_history import CHANGE_OVERHEAD_BYTES
 from concord.net.events import (
     ENTRY_OVERHEAD_BYTES,
     EventHistory,
@@ -155,11 +157,36 @@ def test_append_refuses_when_revision_not_above_head() -> None:
 
 
 def test_size_bytes_counts_overhead_when_entries_added() -> None:
-    """size_bytes is the bodies plus ENTRY_OVERHEAD_BYTES per entry."""
+    """size_bytes is, per entry, ENTRY_OVERHEAD_BYTES plus its encoding (an encoded entry)
+    or plus its key, stored value and CHANGE_OVERHEAD_BYTES (an entry kept as its change)."""
     history = EventHistory(100, 1 << 20)
-    batch = entries(put("a", 1), put("b", 1))
-    history.append(batch)
-    assert sum(len(e.body) + ENTRY_OVERHEAD_BYTES for e in batch) == history.size_bytes
+    changes = [put("a", 1, "x" * 50), put("bb", 1), delete("c", 2)]
+    history.append(entries(*changes))
+    held = [len(c.key) + (len(c.record.value) if c.record else 0) for c in changes]
+    assert sum(held) + 3 * (CHANGE_OVERHEAD_BYTES + ENTRY_OVERHEAD_BYTES) == history.size_bytes
+    encoded = encode_change(changes[0], 0, 1, True)
+    assert len(encoded.body) + ENTRY_OVERHEAD_BYTES == encoded.size_bytes
+
+
+def test_changes_encoded_only_when_used_when_retained(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retaining changes encodes nothing; a query's reply encodes what it returns, the same
+    bytes as an eager encoding."""
+    calls: list[int] = []
+    real = event_history._encode_body
+
+    def counting(change: Change, index: int, count: int, send_values: bool) -> tuple[bytes, int]:
+        calls.append(change.revision)
+        return real(change, index, count, send_values)
+
+    monkeypatch.setattr(event_history, "_encode_body", counting)
+    history = EventHistory(100, 1 << 20)
+    changes = [put("a", 1, {"x": 1}, ttl_ms=2000), put("b", 2), delete("c", 3)]
+    history.append(entries(*changes))
+    assert [] == calls
+    page = history.query(1)
+    assert [encode_change(c, 0, 1, True).encode() for c in changes[1:]] == [
+        e.encode() for e in page.entries]
+    assert [2, 3] == calls[:2]
 
 
 def test_events_reply_decodes_as_wire_map_when_encoded() -> None:

@@ -368,3 +368,25 @@ def test_subscriber_subscribes_again_when_its_first_sync_is_lost() -> None:
             assert event is not None and "k1" == event.key
     finally:
         feed.stop()
+
+
+def test_changes_retained_but_not_sent_when_no_prefix_subscribed(feed: Feed) -> None:
+    """With no subscription the changes go to the history only (nobody would use them);
+    once a prefix is subscribed they are sent again."""
+    burst(feed, 50)
+    wait_until(feed.idle, 10.0, describe=feed.backlog)
+    assert len(feed.stream.history) == len(feed.published) > 0
+    assert 0 == feed.stream.published
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    try:
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(feed.stream.endpoint)
+        assert sub.poll(5000), "no sync for the subscription"
+        feed.submit("put", {"key": "user:after", "value": 1})
+        wait_until(feed.idle, 10.0, describe=feed.backlog)
+        assert 1 == feed.stream.published
+    finally:
+        sub.close(0)
+        ctx.term()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Iterator
 
 import msgpack
@@ -11,8 +12,9 @@ import zmq
 
 from concord.errors import ConfigError, RequestTimeoutError
 from concord.client.raw import request
+from concord.net.backend import KIND_REPLIES, BackendLink, pack_header, pack_replies
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
-from concord.net.wire import pack
+from concord.net.wire import Backend, decode_request, ok_reply, pack
 from tests.helpers import wait_until
 from tests.net.fakes import DoorThread, EchoThread, ipc_endpoint
 from tests.net.netutil import closed_port
@@ -363,3 +365,36 @@ def test_pipelined_requests_all_answered_when_sent_without_waiting(ctx: Context,
         assert list(range(200)) == ids
     finally:
         sock.close()
+
+
+def test_each_client_answered_when_raft_worker_batches_replies(ctx: Context) -> None:
+    """Replies sent as one REPLIES message reach each client under its own token; a
+    malformed REPLIES is counted and changes nothing."""
+    d = DoorThread(ctx)
+    link = BackendLink(ctx, d.backend_endpoint, Backend.RAFT, "raft", heartbeat_interval_s=0.05)
+    clients = [dealer(ctx, d.endpoint) for _ in range(3)]
+    try:
+        wait_until(lambda: (link.service_timers(time.monotonic()), "raft" in d.door.backends)[1],
+                   20.0, describe=lambda: str(d.door.backends))
+        for i, sock in enumerate(clients):
+            sock.send_multipart([b"", pack({"op": "put", "id": 10 + i, "key": f"k{i}", "value": i})])
+        got: list[tuple[int, bytes]] = []
+
+        def drain() -> bool:
+            while (req := link.recv()) is not None:
+                got.append((req.token, ok_reply(decode_request(req.payload).id, {"n": len(got)})))
+            return len(got) == 3
+
+        assert link.socket.poll(5000, zmq.POLLIN)
+        wait_until(drain, 5.0, describe=lambda: f"{len(got)} requests")
+        bad = d.door.stats.bad_backend_messages
+        link.socket.send_multipart([pack_header(KIND_REPLIES, 0), pack_replies(got)[:-1]])
+        assert 0 == link.reply_many(got)
+        for i, sock in enumerate(clients):
+            assert 10 + i == unpack(recv_frames(sock)[1])["id"]
+        assert bad + 1 == d.door.stats.bad_backend_messages
+    finally:
+        for sock in clients:
+            sock.close()
+        link.close()
+        d.stop()

@@ -8,12 +8,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concord.errors import InvalidRequestError, NotLeaderError
-from concord.net.backend import KIND_HANDOFF, KIND_REPLY, pack_header, unpack_header
+from concord.net.backend import (
+    KIND_HANDOFF,
+    KIND_REPLIES,
+    KIND_REPLY,
+    pack_header,
+    pack_replies,
+    unpack_header,
+    unpack_replies,
+)
 from concord.net.frontdoor import route
 from concord.net.wire import (
     OPS,
     Backend,
     decode_request,
+    decode_validated,
     describe_ops,
     error_reply,
     ok_reply,
@@ -64,11 +73,24 @@ VALID = [
 
 @pytest.mark.parametrize("msg", VALID, ids=[str(m["op"]) for m in VALID])
 def test_decode_accepts_request_when_well_formed(msg: dict[str, object]) -> None:
-    """Well-formed requests decode; op args and envelope fields are separated."""
+    """Well-formed requests decode; op args and envelope fields are separated; a backend's
+    decode of the validated payload gives the same Request."""
     request = decode_request(pack(msg))
     envelope = {"token", "ns", "timeout_ms", "client_id", "seq", "traceparent"}
     expected_args = {k: v for k, v in msg.items() if k not in envelope | {"op", "id"}}
     assert (msg["op"], msg["id"], expected_args) == (request.op, request.id, dict(request.args))
+    assert request == decode_validated(pack(msg))
+
+
+def test_decode_validated_names_the_fault_when_payload_not_validated() -> None:
+    """A payload the door would have refused fails decode_validated the same way."""
+    for bad in ({"op": ["put"], "id": 1}, {"op": "put", "id": True}, {"op": "nope", "id": 2}, [1]):
+        with pytest.raises(InvalidRequestError) as mine:
+            decode_validated(pack(bad))  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequestError) as theirs:
+            decode_request(pack(bad))  # type: ignore[arg-type]
+        assert (theirs.value.message, theirs.value.request_id) == (
+            mine.value.message, mine.value.request_id)
 
 
 def test_decode_reads_envelope_fields_when_present() -> None:
@@ -162,9 +184,25 @@ def test_backend_header_roundtrips_when_valid_and_rejects_garbage() -> None:
     assert (KIND_REPLY, 2**63 + 5) == unpack_header(pack_header(KIND_REPLY, 2**63 + 5))
     assert (KIND_HANDOFF, 7) == unpack_header(pack_header(KIND_HANDOFF, 7))
     assert unpack_header(b"\x02\x03") is None
+    assert (KIND_REPLIES, 0) == unpack_header(pack_header(KIND_REPLIES, 0))
     assert unpack_header(b"\x01\x03" + bytes(8)) is None  # v1: no longer read
-    assert unpack_header(b"\x03\x03" + bytes(8)) is None
-    assert unpack_header(b"\x02\x09" + bytes(8)) is None
+    assert unpack_header(b"\x02\x03" + bytes(8)) is None  # v2: no longer read
+    assert unpack_header(b"\x04\x03" + bytes(8)) is None
+    assert unpack_header(b"\x03\x09" + bytes(8)) is None
+
+
+def test_backend_replies_roundtrip_when_valid_and_rejected_when_malformed() -> None:
+    """A REPLIES payload gives back its (token, reply) pairs in order; a truncated, padded
+    or empty one gives None."""
+    replies = [(2**63 + 1, b"\x81\xa2id\x01"), (7, b""), (9, bytes(300))]
+    packed = pack_replies(replies)
+    assert replies == unpack_replies(packed)
+    assert [(1, b"x")] == unpack_replies(pack_replies([(1, b"x")]))
+    assert unpack_replies(packed[:-1]) is None
+    assert unpack_replies(packed + b"\x00") is None
+    assert unpack_replies(packed[:10]) is None
+    assert unpack_replies(b"\x00\x00\x00\x00") is None
+    assert unpack_replies(b"") is None
 
 
 _msgpack_values = st.recursive(
@@ -180,11 +218,13 @@ _msgpack_values = st.recursive(
 @settings(derandomize=True, max_examples=200, deadline=None)
 @given(st.binary(max_size=64))
 def test_decode_raises_only_invalid_request_when_bytes_random(payload: bytes) -> None:
-    """Arbitrary bytes either decode or raise InvalidRequestError; nothing else escapes."""
-    try:
-        decode_request(payload)
-    except InvalidRequestError:
-        pass
+    """Arbitrary bytes either decode or raise InvalidRequestError; nothing else escapes
+    (decode_validated too: it is given only validated payloads, but fails the same way)."""
+    for decode in (decode_request, decode_validated):
+        try:
+            decode(payload)
+        except InvalidRequestError:
+            pass
 
 
 @pytest.mark.slow
@@ -204,3 +244,4 @@ def test_decode_raises_only_invalid_request_when_map_fields_random(
         assert (msg.get("id") if readable else None) == exc.request_id
     else:
         assert (msg["op"], msg["id"]) == (request.op, request.id)
+        assert request == decode_validated(pack(msg))
