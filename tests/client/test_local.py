@@ -448,3 +448,40 @@ def test_threads_read_whole_values_when_view_catches_up_meanwhile(names: Segment
         store.close()
     assert [] == errors[:5]
     assert counts[0] > 1 and counts[1] > 0 and counts[2] > 0, counts
+
+
+def test_reader_waits_when_another_thread_is_catching_up(names: SegmentNames, pub: Publisher) -> None:
+    """
+    A get from another thread while a catch-up runs (here: between the two keys of one
+    batch) waits for it to end: it never sees the batch half applied, even for a key
+    whose old value is still cached at that moment.
+    """
+    t = now_ms()
+    pub.publish([put("hw:a", 1, 1), put("hw:b", 1, 1)], 1, 1, t)
+    store = LocalStore.open(names)
+    assert store is not None
+    got: list[tuple[object, object]] = []
+    finished_during: list[bool] = []
+    threads: list[threading.Thread] = []
+
+    def read_both() -> None:
+        got.append((store.get("hw:b", "eventual"), store.get("hw:a", "eventual")))
+
+    def on_change(space: int, key: str, loc: object) -> None:
+        if key == "hw:a" and not threads:
+            threads.append(threading.Thread(target=read_both))
+            threads[0].start()
+            threads[0].join(0.3)  # NB: it must still be waiting for this catch-up
+            finished_during.append(not threads[0].is_alive())
+
+    try:
+        assert [(1, 1), (1, 1)] == [(store.get("hw:b", "eventual"), store.get("hw:a", "eventual"))
+                                    for _ in range(2)]
+        store._view.subscribe(on_change, lambda: None)
+        pub.publish([put("hw:a", 2, 2), put("hw:b", 2, 2)], 2, 2, t)
+        assert 2 == store.get("hw:a", "eventual")  # this thread catches up (on_change runs in it)
+        threads[0].join(10)
+        assert [False] == finished_during
+        assert [(2, 2)] == got
+    finally:
+        store.close()
