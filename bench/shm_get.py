@@ -7,9 +7,11 @@ Same-host `Client.get` from shared memory: reads per second of one application p
 Starts a cluster (bench.systems.Concord, `--nodes` members), loads `--keys` keys (100-byte
 values, bench.drivers names), then runs `measure` in a child process whose PYTHONPATH is
 CONCORD_ROOT (so the client code measured is that checkout's): `Client(shm=True)` with
-the key names built before the timed loops, `Client.get` at `eventual` and `leader`, then
-`LocalStore.read("get", ...)`, each for `--seconds`, `--rounds` times. Prints one JSON
-line per round. `measure` is also what the shm_reads scenario of `python -m bench` runs.
+the key names built before the timed loops: one pass of `Client.get(eventual)` over every
+key (the first read of each key by this client), then `Client.get` at `eventual` and
+`leader`, then `LocalStore.read("get", ...)`, each for `--seconds` (whole passes over the
+keys), `--rounds` times, a fresh client per round. Prints one JSON line per round.
+`measure` is also what the shm_reads scenario of `python -m bench` runs.
 
 `--profile` runs one cProfile of `Client.get` eventual instead (the top 15 by own time).
 """
@@ -27,8 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-#: Every path measured: what `measure` returns, one entry per path.
-PATHS = ("client.get eventual", "client.get leader", "LocalStore.read eventual")
+#: Every path measured: what `measure` returns, one entry per path, in order.
+PATHS = ("client.get eventual, first read of each key", "client.get eventual", "client.get leader",
+         "LocalStore.read eventual")
 
 
 def key_names(keys: int) -> list[str]:
@@ -89,6 +92,8 @@ def measure(endpoint: str, keys: int, seconds: float) -> dict[str, dict[str, obj
         store = c.local_store
         if store is None:
             raise RuntimeError("no same-host store attached")
+        # one pass (seconds 0): every key read once by a fresh client, nothing cached yet
+        got["client.get eventual, first read of each key"] = _timed(_eventual, c.get, names, 0.0, store)
         got["client.get eventual"] = _timed(_eventual, c.get, names, seconds, store)
         got["client.get leader"] = _timed(_leader, c.get, names, seconds, store)
         got["LocalStore.read eventual"] = _timed(_read, store.read, names, seconds, store)

@@ -127,6 +127,7 @@ def _host_addresses() -> set[str]:
 #: what another one gets (lists and maps are decoded afresh on every read).
 _IMMUTABLE: Final = frozenset({str, int, float, bytes, bool, type(None)})
 _USER: Final = int(Space.USER)
+_NOT_CACHED: Final = object()
 _monotonic = time.monotonic
 
 
@@ -257,17 +258,16 @@ class LocalStore:
             try:
                 view.sync()
                 epoch = view.epoch
-                # NB: a subscript is a specialized opcode, .get a method call; a miss (or
-                # a key that is not hashable) raises, and the locked path answers it.
-                value = self._values[key]  # type: ignore[index]
+                value = self._values.get(key, _NOT_CACHED)  # type: ignore[call-overload]
                 if (
-                    not epoch & 1
+                    value is not _NOT_CACHED
+                    and not epoch & 1
                     and (consistency == "eventual" or view.holds_leader_lease())
                     and view.epoch == epoch
                 ):
                     self.served += 1
                     return value
-            except Exception:  # noqa: BLE001 - a miss, or e.g. a view closed meanwhile
+            except Exception:  # noqa: BLE001 - e.g. a key not hashable, a view closed meanwhile
                 pass  # NB: the locked path meets the same condition and answers it
         return self._get_locked(key, consistency)
 
@@ -275,7 +275,11 @@ class LocalStore:
         """`get` under the view's lock; fills the cache."""
         view = self._view
         with view.lock:
-            if not self.alive or (consistency != "eventual" and consistency != "leader"):
+            if (
+                self._closed
+                or (_monotonic() >= self._next_check and not self.alive)
+                or (consistency != "eventual" and consistency != "leader")
+            ):
                 self.declined += 1
                 return DECLINED
             checked = check_key(key, self._config)
@@ -294,9 +298,9 @@ class LocalStore:
                 return MISSING
             value = Reader.decode_checked(checked, raw)
             if (
-                type(value) in _IMMUTABLE
+                len(raw) <= INLINE_MAX
+                and type(value) in _IMMUTABLE
                 and type(checked) is str
-                and len(raw) <= INLINE_MAX
                 and not view.expires_at_ms(checked)
             ):
                 self._values[checked] = value
