@@ -13,7 +13,8 @@ key (the first read of each key by this client), then `Client.get` at `eventual`
 keys), `--rounds` times, a fresh client per round. Prints one JSON line per round.
 `measure` is also what the shm_reads scenario of `python -m bench` runs.
 
-`--profile` runs one cProfile of `Client.get` eventual instead (the top 15 by own time).
+`--profile` runs one cProfile of `Client.get` eventual instead (the top 15 by own time);
+`--layers` times each layer under `Client.get` in one process, with no cluster (`layers`).
 """
 
 from __future__ import annotations
@@ -119,10 +120,77 @@ def profile(endpoint: str, keys: int) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(15)
 
 
+def layers(keys: int) -> None:
+    """
+    CPU ns per call of each layer under `Client.get`, in this process, no cluster: a store
+    published here (`keys` keys of 100-byte values, LEADER with a lease), attached to a
+    Client with a dead endpoint (every read must be local). Best of 3 passes over the keys.
+    """
+    import msgpack
+
+    from concord.client import Client
+    from concord.client.local import LocalStore
+    from concord.kv.record import Change, ChangeType, KeyRecord, Space
+    from concord.raft.state import Role
+    from concord.shm.layout import SegmentNames
+    from concord.shm.publisher import Publisher
+    from concord.shm.segments import create_store, unlink_store
+
+    names = key_names(keys)
+    seg = SegmentNames(f"shmget{os.getpid()}", "layers")
+    create_store(seg, ring_capacity=1 << 16, initial_bytes=1 << 24)
+    try:
+        pub = Publisher.attach(seg)
+        now_ms = time.time_ns() // 1_000_000
+        for lo in range(0, keys, 1000):
+            pub.publish([Change(ChangeType.PUT, Space.USER, k,
+                                KeyRecord(k, msgpack.packb(b"x" * 100), 0, 1, 1, 1, 0), 1, 0)
+                         for k in names[lo:lo + 1000]], lo + 1, 1, now_ms)
+        pub.set_status(1, seg.node, Role.LEADER)
+        pub.set_lease(time.monotonic_ns() + 3600 * 10**9)
+
+        def best(fn: Callable[[], None]) -> float:
+            out = []
+            for _ in range(3):
+                c0 = time.process_time()
+                fn()
+                out.append((time.process_time() - c0) / keys * 1e9)
+            return min(out)
+
+        store = LocalStore.open(seg)
+        assert store is not None
+        with Client("tcp://127.0.0.1:9", shm=True) as c:
+            view = store._view
+            cold = []
+            for _ in range(3):  # every key read once by a store that has cached nothing
+                c._store = LocalStore.open(seg)
+                c0 = time.process_time()
+                _eventual(c.get, names)
+                cold.append((time.process_time() - c0) / keys * 1e9)
+                c._store.close()
+            c._store = store
+            rows = {"Client.get eventual, first read of each key": min(cold)}
+            rows["Client.get eventual"] = best(lambda: _eventual(c.get, names))
+            rows["Client.get leader"] = best(lambda: _leader(c.get, names))
+            rows["LocalStore.get eventual"] = best(lambda: _eventual(store.get, names))
+            rows["LocalStore.read eventual"] = best(lambda: _read(store.read, names))
+            rows["ShmView.get_encoded"] = best(lambda: [view.get_encoded(k) for k in names] and None)
+            rows["ShmView.holds_leader_lease"] = best(lambda: [view.holds_leader_lease() for k in names] and None)
+        store.close()
+        pub.close()
+    finally:
+        unlink_store(seg)
+    for label, ns in rows.items():
+        print(f"{label:45s} {ns:7.0f} ns CPU per call  ({1e9 / ns:12,.0f} per CPU s)")
+
+
 def _child(argv: list[str]) -> None:
     endpoint, keys, seconds, rounds, mode = argv[0], int(argv[1]), float(argv[2]), int(argv[3]), argv[4]
     if mode == "profile":
         profile(endpoint, keys)
+        return
+    if mode == "layers":
+        layers(keys)
         return
     for _ in range(rounds):
         print(json.dumps(measure(endpoint, keys, seconds)), flush=True)
@@ -142,7 +210,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--layers", action="store_true")
     args = ap.parse_args()
+    if args.layers:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        subprocess.run([sys.executable, __file__, "--child", "", str(args.keys), "0", "1", "layers"],
+                       env=env, check=True)
+        return
     with tempfile.TemporaryDirectory(prefix="concord-bench-") as tmp, Procs() as procs:
         s = Concord(procs, Path(tmp))
         s.nodes = args.nodes
