@@ -55,6 +55,11 @@ def _read(read: Callable[..., object], names: list[str]) -> None:
         read("get", {"key": name, "consistency": "eventual"})
 
 
+def _each(fn: Callable[[str], object], names: list[str]) -> None:
+    for name in names:
+        fn(name)
+
+
 def _timed(one_pass: Callable[[Callable[..., object], list[str]], None], fn: Callable[..., object],
            names: list[str], seconds: float, store: Any) -> dict[str, object]:
     """`one_pass(fn, names)` until `seconds` have passed (at least once); reads/s and reads/CPU s."""
@@ -163,19 +168,21 @@ def layers(keys: int) -> None:
             view = store._view
             cold = []
             for _ in range(3):  # every key read once by a store that has cached nothing
-                c._store = LocalStore.open(seg)
+                fresh = LocalStore.open(seg)
+                assert fresh is not None
+                c._store = fresh
                 c0 = time.process_time()
                 _eventual(c.get, names)
                 cold.append((time.process_time() - c0) / keys * 1e9)
-                c._store.close()
+                fresh.close()
             c._store = store
             rows = {"Client.get eventual, first read of each key": min(cold)}
             rows["Client.get eventual"] = best(lambda: _eventual(c.get, names))
             rows["Client.get leader"] = best(lambda: _leader(c.get, names))
             rows["LocalStore.get eventual"] = best(lambda: _eventual(store.get, names))
             rows["LocalStore.read eventual"] = best(lambda: _read(store.read, names))
-            rows["ShmView.get_encoded"] = best(lambda: [view.get_encoded(k) for k in names] and None)
-            rows["ShmView.holds_leader_lease"] = best(lambda: [view.holds_leader_lease() for k in names] and None)
+            rows["ShmView.get_encoded"] = best(lambda: _each(view.get_encoded, names))
+            rows["ShmView.holds_leader_lease"] = best(lambda: _each(lambda k: view.holds_leader_lease(), names))
         store.close()
         pub.close()
     finally:
