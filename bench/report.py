@@ -12,6 +12,7 @@ import json
 import sys
 import statistics
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
@@ -95,7 +96,8 @@ def goals(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
                 med(e_r, "server_cpu_us_per_op"), 0.5, False, "µs")
     shm = res.get("shm_reads", {}).get("concord", {})
     c = med(shm.get("client.get eventual"), "ops_per_s")
-    rows.append(f"| same-host Client.get, 1 process | "
+    k = max((int(r.get("keys", 0)) for r in shm.get("client.get eventual") or []), default=0)  # type: ignore[call-overload]
+    rows.append(f"| same-host Client.get eventual, 1 process, {f'{k:,}' if k else '?'} keys | "
                 f"{'n/a' if c is None else f'{c:,.0f} /s'} | no such path | n/a | ≥ 1,000,000 /s | "
                 f"{'n/a' if c is None else ('yes' if c >= 1e6 else '**no**')} |")
     c = med(_get(res, "failover", "concord", "ms"), "ms")
@@ -108,6 +110,17 @@ def goals(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
     row("memory per key", med(c_r, "bytes_per_key"), med(e_r, "bytes_per_key"), 1.0, False, "B")
     row(f"restart with {rk or '?'} keys → serving", med(c_r, "restart_s"), med(e_r, "restart_s"), 1.0, False, "s")
     return rows
+
+
+def _shm_method(meta: dict[str, Any]) -> str:
+    """The method of the shm_reads scenario (runs before shm_keys existed: none)."""
+    if "shm_keys" not in meta["size"]:
+        return ""
+    return (f" Same-host reads (shm_reads) run after the other scenarios, over "
+            f"{meta['size']['shm_keys']:,} keys (the keys beyond the read scenarios' are loaded for "
+            "them), in one spawned application process holding one `Client(shm=True)`; the key "
+            "names are built before the timed loops (bench/shm_get.py `measure`), so the loops "
+            "time the read, not string formatting.")
 
 
 def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
@@ -392,7 +405,7 @@ def report(size: str, in_dir: Path = OUT, out_dir: Path = BENCH) -> Path:
         f"{meta['size']['seconds']} s; latency probes are {meta['size']['latency_ops']} sequential "
         f"requests; each measurement was planned {meta['size']['runs']}× (interleaved across systems) "
         "and is shown as median (min..max) of the runs that completed; a figure without a range "
-        "comes from a single run.",
+        "comes from a single run." + _shm_method(meta),
         "",
         "## Goals (2-core machine)",
         "",

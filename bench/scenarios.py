@@ -59,6 +59,7 @@ class Size:
     restart_keys: int
     failovers: int
     shm_seconds: float
+    shm_keys: int = 100_000  # keys the shm_reads scenario reads (the goal's key count; loaded first)
     scale_keys: tuple[int, ...] = (1_000, 10_000)  # key counts of the scale scenario
     scale_values: tuple[int, ...] = (100, 1024, 10 * 1024, 100 * 1024)  # value sizes (bytes)
 
@@ -158,9 +159,14 @@ def steady_state(systems: list[System], size: Size, only: set[str], results: Res
                         r = measure_load(s, f"get:{level}", clients, size)
                         _record(results, "read_throughput", s.name, f"{level}@{clients}",
                                 _summary_run(r, keep, server_cpu_s(s) - c0))
-        if "shm_reads" in only:
-            for s in systems:
-                if isinstance(s, Concord):
+    if "shm_reads" in only:
+        # NB: after the other scenarios, so that they run with size.keys keys stored
+        for s in systems:
+            if isinstance(s, Concord):
+                if size.shm_keys > size.keys:
+                    print(f"loading keys {size.keys}..{size.shm_keys - 1} into {s.name}", flush=True)
+                    s.load_keys(size.shm_keys, start=size.keys)
+                for _ in range(size.runs):
                     for variant, r2 in shm_reads(s, size).items():
                         _record(results, "shm_reads", s.name, variant, r2)
 
@@ -168,56 +174,21 @@ def steady_state(systems: list[System], size: Size, only: set[str], results: Res
 # -- same-host shared-memory reads ---------------------------------------------------------
 
 def _shm_child(endpoint: str, keys: int, seconds: float, out: "multiprocessing.Queue[dict[str, object]]") -> None:
-    """An application process: Client(shm=True) reads, then LocalStore.read directly."""
-    from concord.client import Client
+    """An application process: Client(shm=True) reads, then LocalStore.read (bench/shm_get.py)."""
+    from bench.shm_get import measure
 
-    got: dict[str, object] = {}
-    with Client([endpoint], shm=True) as c:
-        c.get(key_name(0), consistency="eventual")  # probes status and attaches
-        store = c.local_store
-        if store is None:
-            out.put({"error": "no same-host store attached"})
-            return
-        for level in ("eventual", "leader"):
-            before = store.served
-            n = 0
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            deadline = t0 + seconds
-            while True:
-                for i in range(1000):
-                    c.get(key_name((n + i) % keys), consistency=level)  # type: ignore[arg-type]
-                n += 1000
-                if time.perf_counter() >= deadline or n >= 50_000_000:
-                    break
-            el = time.perf_counter() - t0
-            cpu = time.process_time() - c0
-            got[f"client.get {level}"] = {"ops_per_s": n / el, "ops_per_cpu_s": n / cpu,
-                                          "served_from_shm": store.served - before, "ops": n}
-        n = 0
-        before = store.served
-        names = [key_name(i % keys) for i in range(1000)]
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
-        while True:
-            for k in names:
-                store.read("get", {"key": k, "consistency": "eventual"})
-            n += 1000
-            if time.perf_counter() >= deadline or n >= 50_000_000:
-                break
-        el = time.perf_counter() - t0
-        cpu = time.process_time() - c0
-        got["LocalStore.read eventual"] = {"ops_per_s": n / el, "ops_per_cpu_s": n / cpu,
-                                           "served_from_shm": store.served - before, "ops": n}
-    out.put(got)
+    try:
+        got: dict[str, object] = {**measure(endpoint, keys, seconds)}
+        out.put(got)
+    except RuntimeError as exc:
+        out.put({"error": str(exc)})
 
 
 def shm_reads(system: Concord, size: Size) -> dict[str, dict[str, object]]:
     """Reads per second of one application process on the leader's host (spawned)."""
     ctx = multiprocessing.get_context("spawn")
     q: multiprocessing.Queue[dict[str, object]] = ctx.Queue()
-    p = ctx.Process(target=_shm_child, args=(system.endpoints_leader_first()[0], size.keys,
+    p = ctx.Process(target=_shm_child, args=(system.endpoints_leader_first()[0], size.shm_keys,
                                               size.shm_seconds, q), daemon=True)
     p.start()
     try:

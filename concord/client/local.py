@@ -30,15 +30,24 @@ Which reads are served locally:
 Every `check_every_s` the control segment's name is looked up in /dev/shm; once the
 supervisor has unlinked it (node stopped) the view is dropped and reads use the wire.
 
-Not thread-safe: the Client calls it under its lock.
+Threads: `LocalStore.get` (the hot path of `Client.get`) takes no lock when it answers
+from its cache of decoded values; everything else (catch-ups of the view, cache fills,
+`read`, `close`) runs under the view's lock. What needs the lock is what mutates: a
+catch-up changes the view's key indexes in place and may re-map the generation, `close`
+unmaps. A lookup made without the lock is valid only if no catch-up or close overlapped
+it: each of them makes `_SharedView.epoch` odd while it runs and even again after (a
+seqlock within this process), and a lookup that sees the epoch odd, or changed, is done
+again under the lock. So a half-done catch-up is never seen.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import mmap
 import os
 import socket
+import threading
 import time
 from enum import Enum
 from functools import lru_cache
@@ -47,11 +56,12 @@ from urllib.parse import urlsplit
 
 from concord.errors import ClientError, ConcordError
 from concord.kv.commands import check_key
+from concord.kv.record import Space
 from concord.net import wire
 from concord.shm.reader import Reader
 from concord.shm.layout import FORMAT_VERSION, SegmentNames
 from concord.shm.segments import DEV_SHM
-from concord.shm.view import MISSING, ShmView
+from concord.shm.view import INLINE_MAX, MISSING, Locator, ShmView
 
 
 class Declined(Enum):
@@ -113,6 +123,35 @@ def _host_addresses() -> set[str]:
     return out
 
 
+#: Decoded values the cache may hand out as they are: immutable, so no caller can change
+#: what another one gets (lists and maps are decoded afresh on every read).
+_IMMUTABLE: Final = frozenset({str, int, float, bytes, bool, type(None)})
+_USER: Final = int(Space.USER)
+_NOT_CACHED: Final = object()
+_monotonic = time.monotonic
+
+
+class _SharedView(ShmView):
+    """
+    A `ShmView` shared by the threads of one process: catch-ups run under `lock`, and
+    `epoch` is odd while one (or `LocalStore.close`) runs, even otherwise (see the module
+    docstring).
+    """
+
+    def __init__(self, names: SegmentNames, ctl: mmap.mmap) -> None:
+        self.lock = threading.RLock()
+        self.epoch = 0
+        super().__init__(names, ctl)
+
+    def _catch_up(self) -> None:
+        with self.lock:
+            self.epoch += 1
+            try:
+                super()._catch_up()
+            finally:
+                self.epoch += 1
+
+
 def shm_names(status: Mapping[str, object]) -> SegmentNames | None:
     """The segment names a `status` reply advertises, or None (absent, malformed, other version)."""
     info = status.get("shm")
@@ -130,6 +169,13 @@ def shm_names(status: Mapping[str, object]) -> SegmentNames | None:
 class LocalStore:
     """
     A read-only view of one node's store serving reads as that node's read workers would.
+    Thread-safe (see the module docstring).
+
+    `get` keeps the decoded values of keys it read in a cache, while they are unchanged:
+    only values of an immutable type (str, int, float, bytes, bool, None), of at most
+    INLINE_MAX encoded bytes, of keys without an expiry; an entry is dropped when the view
+    ingests a change of its key, and all are dropped when the view rebuilds. So the cache
+    holds at most one entry per small plain key of the store, as the view's own index does.
 
     Args:
         view: the attached view (owned: closed by `close`).
@@ -142,18 +188,21 @@ class LocalStore:
 
     def __init__(
         self,
-        view: ShmView,
+        view: _SharedView,
         names: SegmentNames,
         check_every_s: float = 1.0,
     ) -> None:
         self._view = view
+        #: key -> decoded value (see the class docstring).
+        self._values: dict[str, object] = {}
+        view.subscribe(self._on_change, self._values.clear)
         self._names = names
         self._reader = Reader(view)
         self._config = self._reader.config
         self._check_every_s = check_every_s
         self._next_check = time.monotonic() + check_every_s
         self._closed = False
-        #: Counters, for tests and metrics.
+        #: Counters, for tests and metrics (NB: threads reading at once may lose counts).
         self.served = 0
         self.declined = 0
 
@@ -161,7 +210,8 @@ class LocalStore:
     def open(cls, names: SegmentNames) -> LocalStore | None:
         """Attach to a store, or None if it is not on this host (or not a v1 store)."""
         try:
-            view = ShmView.attach(names)
+            view = _SharedView.attach(names)
+            assert isinstance(view, _SharedView)
         except (FileNotFoundError, ValueError, OSError, ConcordError) as exc:
             log.info("shared-memory store not attachable ctl=%s error=%s", names.ctl, exc)
             return None
@@ -185,6 +235,11 @@ class LocalStore:
                 return False
         return True
 
+    @property
+    def closed(self) -> bool:
+        """True once closed (by `close`, or because the store is gone or corrupt)."""
+        return self._closed
+
     def get(self, key: object, consistency: str) -> object:
         """
         `get` without meta, the hot path of `Client.get`: the decoded value, `MISSING`
@@ -194,27 +249,67 @@ class LocalStore:
         Raises:
             InvalidKeyError, InvalidRequestError: as the node would answer.
         """
-        # NB: `_closed`, not `alive`: the Client checked `alive` just before (it looks the
-        # control segment up in /dev/shm every check_every_s).
-        if self._closed or (consistency != "eventual" and consistency != "leader"):
-            self.declined += 1
-            return DECLINED
-        checked = check_key(key, self._config)
+        # The fast path, without the lock: a cached value, read between two equal even
+        # epochs, and for `leader` under a lease checked after the read. Anything else
+        # (the existence check due, a miss, a catch-up or close overlapping, a key that
+        # is not hashable) is done again under the lock.
         view = self._view
-        try:
-            raw = view.get_encoded(checked)
-        except ConcordError as exc:  # not a ClientError: e.g. CorruptionError
-            log.warning("shared-memory read failed, detaching ctl=%s error=%s", self._names.ctl, exc)
-            self.close()
-            self.declined += 1
-            return DECLINED
-        if consistency == "leader" and not view.holds_leader_lease():
-            self.declined += 1
-            return DECLINED
-        self.served += 1
-        if raw is None:
-            return MISSING
-        return Reader.decode_checked(checked, raw)
+        if _monotonic() < self._next_check and (consistency == "eventual" or consistency == "leader"):
+            try:
+                view.sync()
+                epoch = view.epoch
+                value = self._values.get(key, _NOT_CACHED)  # type: ignore[call-overload]
+                if (
+                    value is not _NOT_CACHED
+                    and not epoch & 1
+                    and (consistency == "eventual" or view.holds_leader_lease())
+                    and view.epoch == epoch
+                ):
+                    self.served += 1
+                    return value
+            except Exception:  # noqa: BLE001 - e.g. a key not hashable, a view closed meanwhile
+                pass  # NB: the locked path meets the same condition and answers it
+        return self._get_locked(key, consistency)
+
+    def _get_locked(self, key: object, consistency: str) -> object:
+        """`get` under the view's lock; fills the cache."""
+        view = self._view
+        with view.lock:
+            if (
+                self._closed
+                or (_monotonic() >= self._next_check and not self.alive)
+                or (consistency != "eventual" and consistency != "leader")
+            ):
+                self.declined += 1
+                return DECLINED
+            checked = check_key(key, self._config)
+            try:
+                raw = view.get_encoded(checked)
+            except ConcordError as exc:  # not a ClientError: e.g. CorruptionError
+                log.warning("shared-memory read failed, detaching ctl=%s error=%s", self._names.ctl, exc)
+                self.close()
+                self.declined += 1
+                return DECLINED
+            if consistency == "leader" and not view.holds_leader_lease():
+                self.declined += 1
+                return DECLINED
+            self.served += 1
+            if raw is None:
+                return MISSING
+            value = Reader.decode_checked(checked, raw)
+            if (
+                len(raw) <= INLINE_MAX
+                and type(value) in _IMMUTABLE
+                and type(checked) is str
+                and not view.expires_at_ms(checked)
+            ):
+                self._values[checked] = value
+            return value
+
+    def _on_change(self, space: int, key: str, loc: Locator | None) -> None:
+        """The view ingested a change of `key` (under the lock): drop its cached value."""
+        if space == _USER:
+            self._values.pop(key, None)
 
     def read(self, op: str, args: Mapping[str, object]) -> dict[str, object] | None:
         """
@@ -226,27 +321,35 @@ class LocalStore:
             self.declined += 1
             return None
         plain = {k: v for k, v in args.items() if k != "consistency" and v is not None}
-        try:
-            reply = self._reader.serve(op, plain)
-        except ClientError as exc:
-            reply = {"error": exc.code, "message": exc.message}
-        except ConcordError as exc:
-            # E.g. CorruptionError: never trust this mapping again; the wire still works.
-            log.warning("shared-memory read failed, detaching ctl=%s error=%s", self._names.ctl, exc)
-            self.close()
-            self.declined += 1
-            return None
-        if consistency == "leader" and not self._view.holds_leader_lease():
-            self.declined += 1
-            return None
-        self.served += 1
+        with self._view.lock:
+            if self._closed:
+                self.declined += 1
+                return None
+            try:
+                reply = self._reader.serve(op, plain)
+            except ClientError as exc:
+                reply = {"error": exc.code, "message": exc.message}
+            except ConcordError as exc:
+                # E.g. CorruptionError: never trust this mapping again; the wire still works.
+                log.warning("shared-memory read failed, detaching ctl=%s error=%s", self._names.ctl, exc)
+                self.close()
+                self.declined += 1
+                return None
+            if consistency == "leader" and not self._view.holds_leader_lease():
+                self.declined += 1
+                return None
+            self.served += 1
         if "error" in reply:
             return {"ok": False, "error": reply["error"], "message": reply.get("message", ""), "leader": None}
         return {"ok": True, **reply}
 
     def close(self) -> None:
         """Unmap the view (never unlinks). Idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._view.close()
+        with self._view.lock:
+            if not self._closed:
+                # NB: left odd: a lookup without the lock never trusts this view again.
+                self._view.epoch += 1
+                self._closed = True
+                self._values.clear()
+                self._view.close()
 

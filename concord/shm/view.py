@@ -193,6 +193,10 @@ class ShmView(CatchUp):
         """
         if time.monotonic_ns() >= self._w[W_LEASE_UNTIL_NS]:
             return False
+        # NB: a role change is a status publish (seq changes): while seq is the synced
+        # one, the synced status holds the role published now, without a status read.
+        if self._w[2] == self._seq:
+            return self._st[S_ROLE] == _LEADER
         return bool(self._read_status()[1][S_ROLE] == _LEADER)
 
     @property

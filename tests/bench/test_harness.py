@@ -15,10 +15,11 @@ from bench.drivers import LoadResult
 from bench.load import percentile, summarize
 from bench.report import report
 from bench.scenarios import Size, run
+from bench.shm_get import PATHS
 from bench.systems import ROOT
 
 TINY = Size("tiny", runs=1, latency_ops=20, seconds=0.3, keys=50, restart_keys=200, failovers=1,
-            shm_seconds=0.1)
+            shm_seconds=0.1, shm_keys=200)
 
 
 def _has_concord_node() -> bool:
@@ -75,7 +76,10 @@ def test_short_run_measures_concord_and_cleans_up_when_the_node_exists(tmp_path:
     assert all(r[0]["ok"] > 0 and r[0]["errors"] == 0 for r in tput.values())
     assert {f"{level}@{k}" for level in ("eventual", "leader", "strong") for k in (1, 64, 128)} == set(
         res["read_throughput"]["concord"])
-    assert res["shm_reads"]["concord"]["client.get eventual"][0]["served_from_shm"] > 0
+    shm = res["shm_reads"]["concord"]
+    assert set(PATHS) == set(shm)
+    assert shm["client.get eventual"][0]["served_from_shm"] > 0
+    assert all(200 == runs[0]["keys"] for runs in shm.values())  # its own key count, all loaded
     assert 0 < res["failover"]["concord"]["ms"][0]["ms"] < 20_000
     assert res["restart"]["concord"]["200"][0]["restart_s"] > 0
     assert set() == _orphaned(_concord_segments() - before)

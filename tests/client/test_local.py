@@ -6,6 +6,7 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Iterator
 
@@ -260,3 +261,227 @@ def test_store_detached_when_read_hits_corruption(
     assert None is store.read("get", {"key": "k", "consistency": "eventual"})
     assert False is store.alive
     store.close()
+
+
+# -- the cache of decoded values and the lock-free path of LocalStore.get ----------------------
+
+def delete(key: str, rev: int) -> Change:
+    return Change(ChangeType.DELETE, Space.USER, key, None, rev, 0)
+
+
+def test_cached_leader_read_declined_when_lease_ends_or_role_changes(names: SegmentNames, pub: Publisher) -> None:
+    """A leader read answered from the cache still needs the lease, checked after the read."""
+    pub.set_status(1, names.node, Role.LEADER)
+    pub.set_lease(time.monotonic_ns() + 60 * 10**9)
+    pub.publish([put("cl:k", "v", 1)], 1, 1, now_ms())
+    store = LocalStore.open(names)
+    assert store is not None
+    try:
+        assert "v" == store.get("cl:k", "leader")
+        assert "v" == store.get("cl:k", "leader")
+        assert "cl:k" in store._values  # NB: the second read was a cache hit
+        pub.set_lease(time.monotonic_ns() - 1)
+        assert LocalStore.DECLINED is store.get("cl:k", "leader")
+        assert "v" == store.get("cl:k", "eventual")
+        pub.set_lease(time.monotonic_ns() + 60 * 10**9)
+        assert "v" == store.get("cl:k", "leader")
+        pub.set_status(2, "other", Role.FOLLOWER)  # the lease word alone is not enough
+        assert LocalStore.DECLINED is store.get("cl:k", "leader")
+    finally:
+        store.close()
+
+
+def test_cached_key_hidden_when_leader_time_passes_its_expiry(names: SegmentNames, pub: Publisher) -> None:
+    """A key with an expiry is never answered from the cache: it disappears when it expires."""
+    t = now_ms()
+    pub.publish([put("ce:k", "v", 1, expires_at_ms=t + 60_000), put("ce:p", "plain", 1)], 1, 1, t)
+    store = LocalStore.open(names)
+    assert store is not None
+    try:
+        for _ in range(2):
+            assert ("v", "plain") == (store.get("ce:k", "eventual"), store.get("ce:p", "eventual"))
+        pub.publish([put("ce:other", 1, 2)], 2, 2, t + 120_000)  # ce:k itself does not change
+        assert MISSING is store.get("ce:k", "eventual")
+        assert "plain" == store.get("ce:p", "eventual")
+    finally:
+        store.close()
+
+
+def test_cached_value_replaced_when_key_changes_or_view_rebuilds(names: SegmentNames, pub: Publisher) -> None:
+    """A new value, a delete and a rebuild (a batch too big for the ring) each drop what was cached."""
+    t = now_ms()
+    pub.publish([put("ci:k", "v1", 1)], 1, 1, t)
+    store = LocalStore.open(names)
+    assert store is not None
+    try:
+        assert ["v1", "v1"] == [store.get("ci:k", "eventual") for _ in range(2)]
+        pub.publish([put("ci:k", "v2", 2)], 2, 2, t)
+        assert ["v2", "v2"] == [store.get("ci:k", "eventual") for _ in range(2)]
+        pub.publish([delete("ci:k", 3)], 3, 3, t)
+        assert MISSING is store.get("ci:k", "eventual")
+        pub.publish([put("ci:k", "v4", 4)], 4, 4, t)
+        assert ["v4", "v4"] == [store.get("ci:k", "eventual") for _ in range(2)]
+        rebuilds = store._view.rebuilds
+        # more changes than half the ring (64): published as a new lineage, read by a rebuild
+        pub.publish([put("ci:k", "v5", 5)] + [put(f"ci:o{i}", i, 5) for i in range(40)], 5, 5, t)
+        assert "v5" == store.get("ci:k", "eventual")
+        assert store._view.rebuilds > rebuilds
+    finally:
+        store.close()
+
+
+def test_mutable_values_never_shared_when_read_twice(advertised: FakeNode, pub: Publisher) -> None:
+    """Lists and maps are decoded afresh on every read: a caller's change never reaches another."""
+    pub.publish([put("cm:l", [1, 2], 1), put("cm:m", {"a": [1]}, 1), put("cm:b", b"xy", 1)], 1, 1, now_ms())
+    with Client(advertised.endpoint, timeout_s=3.0) as c:
+        for _ in range(2):
+            got_l = c.get("cm:l", consistency="eventual")
+            got_m = c.get("cm:m", consistency="eventual")
+            assert ([1, 2], {"a": [1]}, b"xy") == (got_l, got_m, c.get("cm:b", consistency="eventual"))
+            assert isinstance(got_l, list) and isinstance(got_m, dict)
+            got_l.append(3)
+            got_m["a"].append(2)
+
+
+def test_invalid_keys_rejected_like_the_node_when_values_are_cached(advertised: FakeNode, pub: Publisher) -> None:
+    """Every invalid key gets InvalidKeyError from the local path (none goes to the wire), cache or not."""
+    pub.publish([put("ck:k", "local", 1)], 1, 1, now_ms())
+    with Client(advertised.endpoint, timeout_s=3.0) as c:
+        assert ["local", "local"] == [c.get("ck:k", consistency="eventual") for _ in range(2)]
+        before = len(advertised.requests())
+        for bad in ("", "x" * 1025, 5, None, ["ck:k"], b"ck:k", {"ck:k": 1}):
+            for level in ("eventual", "leader"):
+                with pytest.raises(InvalidKeyError):
+                    c.get(bad, consistency=level)  # type: ignore[arg-type]
+        assert [] == wire_gets(advertised, before)
+
+
+def test_closed_client_raises_when_value_was_cached(advertised: FakeNode, pub: Publisher) -> None:
+    """After close, a get fails with ShuttingDownError even for a key the cache held; the store declines."""
+    from concord.errors import ShuttingDownError
+
+    pub.publish([put("cc:k", "local", 1)], 1, 1, now_ms())
+    c = Client(advertised.endpoint, timeout_s=3.0)
+    assert ["local", "local"] == [c.get("cc:k", consistency="eventual") for _ in range(2)]
+    store = c.local_store
+    assert store is not None
+    c.close()
+    with pytest.raises(ShuttingDownError):
+        c.get("cc:k", consistency="eventual")
+    assert LocalStore.DECLINED is store.get("cc:k", "eventual")
+
+
+def test_cached_read_told_to_telemetry_when_a_handler_listens(advertised: FakeNode, pub: Publisher) -> None:
+    """A get answered from the cache still emits CLIENT_CALL (served "shm") while a handler listens."""
+    from concord import telemetry
+
+    pub.publish([put("ct:k", "local", 1)], 1, 1, now_ms())
+    seen: list[tuple[object, ...]] = []
+    with Client(advertised.endpoint, timeout_s=3.0) as c:
+        assert ["local", "local"] == [c.get("ct:k", consistency="eventual") for _ in range(2)]
+        telemetry.attach("ct", telemetry.CLIENT_CALL,
+                         lambda e, m, md: seen.append((md["op"], md["result"], md["served"])))
+        try:
+            assert "local" == c.get("ct:k", consistency="eventual")
+            assert None is c.get("ct:x", consistency="eventual", default=None)
+        finally:
+            telemetry.detach("ct")
+    assert [("get", "ok", "shm"), ("get", "not_found", "shm")] == seen
+
+
+@pytest.mark.timeout(120)
+def test_threads_read_whole_values_when_view_catches_up_meanwhile(names: SegmentNames, pub: Publisher) -> None:
+    """
+    Threads sharing one store read while the writer publishes (replays, rebuilds, growth
+    and compaction of the store): no read fails, a key that always exists is never
+    absent, and no thread ever reads an older version of a key after a newer one.
+    """
+    keys = [f"ts:{i}" for i in range(8)]
+    big = [f"ts:big{i}" for i in range(4)]  # more than INLINE_MAX bytes: never cached
+    t = now_ms()
+
+    def version(rev: int) -> list[Change]:
+        return ([put(k, rev, rev) for k in keys] + [put(k, b"%08d" % rev * 64, rev) for k in big]
+                + [put("ts:ttl", rev, rev, expires_at_ms=t + 3_600_000)])
+
+    pub.publish(version(1), 1, 1, t)
+    store = LocalStore.open(names)
+    assert store is not None
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        last: dict[str, int] = {}
+        try:
+            while not stop.is_set():
+                for k in [*keys, *big, "ts:ttl"]:
+                    got = store.get(k, "eventual")
+                    if got is MISSING:
+                        errors.append(f"{k} absent")
+                        continue
+                    rev = int(got[:8]) if isinstance(got, bytes) else got
+                    assert isinstance(rev, int)
+                    if rev < last.get(k, 0):
+                        errors.append(f"{k}: {rev} after {last[k]}")
+                    last[k] = rev
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # NB: switch threads often, inside catch-ups too
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    try:
+        for th in threads:
+            th.start()
+        for rev in range(2, 400):
+            changes = version(rev)
+            if rev % 50 == 0:  # a batch too big for the ring: a new lineage (rebuild)
+                changes += [put(f"ts:o{i}", rev, rev) for i in range(40)]
+            pub.publish(changes, rev, rev, t)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(30)
+        sys.setswitchinterval(interval)
+        view = store._view
+        counts = (view.rebuilds, view.remaps, view.applied_changes)
+        store.close()
+    assert [] == errors[:5]
+    assert counts[0] > 1 and counts[1] > 0 and counts[2] > 0, counts
+
+
+def test_reader_waits_when_another_thread_is_catching_up(names: SegmentNames, pub: Publisher) -> None:
+    """
+    A get from another thread while a catch-up runs (here: between the two keys of one
+    batch) waits for it to end: it never sees the batch half applied, even for a key
+    whose old value is still cached at that moment.
+    """
+    t = now_ms()
+    pub.publish([put("hw:a", 1, 1), put("hw:b", 1, 1)], 1, 1, t)
+    store = LocalStore.open(names)
+    assert store is not None
+    got: list[tuple[object, object]] = []
+    finished_during: list[bool] = []
+    threads: list[threading.Thread] = []
+
+    def read_both() -> None:
+        got.append((store.get("hw:b", "eventual"), store.get("hw:a", "eventual")))
+
+    def on_change(space: int, key: str, loc: object) -> None:
+        if key == "hw:a" and not threads:
+            threads.append(threading.Thread(target=read_both))
+            threads[0].start()
+            threads[0].join(0.3)  # NB: it must still be waiting for this catch-up
+            finished_during.append(not threads[0].is_alive())
+
+    try:
+        assert [(1, 1), (1, 1)] == [(store.get("hw:b", "eventual"), store.get("hw:a", "eventual"))
+                                    for _ in range(2)]
+        store._view.subscribe(on_change, lambda: None)
+        pub.publish([put("hw:a", 2, 2), put("hw:b", 2, 2)], 2, 2, t)
+        assert 2 == store.get("hw:a", "eventual")  # this thread catches up (on_change runs in it)
+        threads[0].join(10)
+        assert [False] == finished_during
+        assert [(2, 2)] == got
+    finally:
+        store.close()
