@@ -26,21 +26,21 @@ from pathlib import Path
 import psutil
 
 from bench.procs import Procs, install_signal_handlers
-from bench.systems import Concord, Etcd, System
+from bench.systems import Concord, Etcd, System, private_bytes
 
 CONCORD_ROLES = ("writer", "raft", "reader0", "door")
 
 
 def process_uss(s: System, index: int) -> dict[str, int]:
-    """USS of each process of member `index`'s tree, by role (Concord) or pid."""
+    """USS (without /dev/shm pages) of each process of member `index`'s tree, by role or pid."""
     pid = s.members[index].pid
     assert pid is not None
     root = psutil.Process(pid)
     kids = sorted(root.children(recursive=True), key=lambda p: (p.create_time(), p.pid))
-    out = {"supervisor" if s.name == "concord" else s.name: root.memory_full_info().uss}
+    out = {"supervisor" if s.name == "concord" else s.name: private_bytes(root)}
     for i, p in enumerate(kids):
         name = CONCORD_ROLES[i] if s.name == "concord" and i < len(CONCORD_ROLES) else f"pid{p.pid}"
-        out[name] = p.memory_full_info().uss
+        out[name] = private_bytes(p)
     if isinstance(s, Concord):
         out.update(shm_sizes(s, index))
     return out
