@@ -42,6 +42,21 @@ HEARTBEAT_MS = 50
 ELECTION_MS = 250
 
 
+def private_bytes(p: psutil.Process) -> int:
+    """
+    USS of one process without its pages of /dev/shm segments.
+
+    USS counts a page of a shared segment that no other process has touched yet (the raft
+    worker's writes before any reader looked) as private; Concord's segments are counted
+    once, whole, by `Concord.memory_bytes`, so they are left out here.
+    """
+    uss: int = p.memory_full_info().uss
+    for m in p.memory_maps(grouped=True):
+        if m.path.startswith("/dev/shm/"):
+            uss -= m.private_clean + m.private_dirty
+    return uss
+
+
 def tree_memory_bytes(pid: int) -> int:
     """USS of a process and its children (private memory, shared segments excluded)."""
     total = 0
@@ -51,7 +66,7 @@ def tree_memory_bytes(pid: int) -> int:
         return 0
     for p in procs:
         try:
-            total += p.memory_full_info().uss
+            total += private_bytes(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return total

@@ -127,9 +127,6 @@ class KvStateMachine(WriteCommands):
         self._sessions = SessionTable(config.max_sessions, config.session_ttl_ms)
         self._leases = LeaseTable()
         self._digest = 0  # sum of record digests mod 2**64
-        # user key -> record_digest, to spare rehashing; may lack keys (restore() does
-        # not fill it: _old_digest computes a missing one when its key changes).
-        self._digests: dict[str, int] = {}
         self.auth = AuthState()
         self.usage: dict[str, Usage] = {}  # tenant -> stored keys and bytes
 
@@ -486,7 +483,6 @@ class KvStateMachine(WriteCommands):
         self.revision = 0
         self.last_ts_ms = 0
         self._user.clear()
-        self._digests.clear()
         self._keys.clear()
         self._system.clear()
         self._expiry.clear()
