@@ -34,6 +34,7 @@ __all__ = ["metered", "metrics_main", "MetricsServer"]
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
+    from wsgiref.types import WSGIApplication
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def metered(directory: Path, process_id: str, target: Callable[..., object]) -> 
     return run
 
 
-def _make_wsgi_server(host: str, port: int, app: Callable[..., object]) -> WSGIServer:
+def _make_wsgi_server(host: str, port: int, app: WSGIApplication) -> WSGIServer:
     """The bound HTTP server: no access log on stderr (a scrape every few seconds would
     flood it), address reuse, IPv6 hosts. NB: wsgiref (http.server, email, ssl) is
     imported here, in the metrics process only, not at every node's start."""
@@ -63,7 +64,7 @@ def _make_wsgi_server(host: str, port: int, app: Callable[..., object]) -> WSGIS
         allow_reuse_address = True
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    return make_server(host, port, app, server_class=Server,  # type: ignore[arg-type]
+    return make_server(host, port, app, server_class=Server,
                        handler_class=QuietHandler)
 
 
