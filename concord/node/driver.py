@@ -7,7 +7,9 @@ client requests waiting on them, and talks to the world only through the injecte
 (the zmq poll loop of `raft_worker.py`, or `concord.sim`) feeds it the same inputs:
 
     on_message(msg)          a message from a peer
-    on_tick()                every tick_ms of the owner's clock
+    on_tick()                every tick_ms of the owner's clock (until a leader is known,
+                             the ticks missed since the driver started, its owner busy
+                             recovering, count toward the first election)
     on_persisted(number)     the LogSink reports Readys up to `number` durable
     on_snapshot_written(...) a snapshot is durable: compact the in-memory log
     submit_write / submit_read / submit_conf_change / transfer_leader
