@@ -268,6 +268,19 @@ class Redis(System):
 
 # -- concord -------------------------------------------------------------------------------
 
+def python_env(pythonpath: Path, workdir: Path) -> dict[str, str]:
+    """
+    The environment of a Python server process: `pythonpath` first on the path, and
+    bytecode cached (under `workdir`, not in the source tree) even when the caller's
+    environment says PYTHONDONTWRITEBYTECODE: an installed server runs from compiled
+    bytecode (pip compiles it at install), so its start-up, and a restart's time, must
+    not include compiling every module again (~0.15 s of CPU per process here).
+    """
+    env = dict(os.environ, PYTHONPATH=str(pythonpath), PYTHONPYCACHEPREFIX=str(workdir / "pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -317,7 +330,7 @@ class Concord(System):
             self.leader_index()
 
     def launch(self, m: Member) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = python_env(ROOT, self.workdir)
         p = self.procs.start([sys.executable, "-m", "concord.supervisor", "--config",
                               str(self.workdir / f"{m.id}.toml")],
                              self.workdir / f"{m.id}.log", cwd=ROOT, env=env, stdout_pipe=True)
@@ -442,7 +455,7 @@ class PySyncObj(System):
         argv = [sys.executable, "-m", "bench.pysyncobj_node", "--self", addrs[i], "--partners",
                 ",".join(others), "--control-port", str(m.ports[1]), "--data-dir", str(m.data_dir),
                 "--heartbeat-ms", str(HEARTBEAT_MS), "--election-ms", str(ELECTION_MS)]
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        env = python_env(Path(__file__).resolve().parents[1], self.workdir)
         m.pid = self.procs.start(argv, self.workdir / f"{m.id}.log", env=env).pid
         m.endpoint = f"tcp://127.0.0.1:{m.ports[1]}"
 

@@ -155,3 +155,18 @@ def test_root_package_names_resolve_when_imported_lazily() -> None:
     assert [] == [n for n in concord.__all__ if n != "errors" and isinstance(getattr(concord, n), types.ModuleType)]
     assert concord.Client.__module__ == "concord.client.client"
     assert "put" in dir(concord)
+
+
+def test_starting_a_node_loads_no_http_or_asyncio_stack_when_run_in_a_fresh_interpreter() -> None:
+    """`import concord.supervisor` (every node start, before the first fork) leaves out
+    what only optional children use: wsgiref/http.server (the metrics child imports it),
+    asyncio (pulled in by zmq.utils.monitor), prometheus_client and opentelemetry."""
+    code = (
+        "import sys, concord.supervisor\n"
+        "heavy = ('asyncio', 'wsgiref', 'http.server', 'email', 'ssl', 'prometheus_client',"
+        " 'opentelemetry', 'zmq.asyncio')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                         cwd=ROOT, check=True)
+    assert "[]" == out.stdout.strip()

@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import heapq
 import logging
+import struct
 import time
 from typing import Callable, Mapping
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from concord.errors import ConfigError, ShuttingDownError
 from concord.ids import NodeId
@@ -83,6 +83,22 @@ def _check_node_id(node_id: str) -> bytes:
         # libzmq routing ids are 1..255 bytes and may not start with a zero byte.
         raise ConfigError(f"node id {node_id!r} must be 1..255 UTF-8 bytes not starting with NUL")
     return raw
+
+
+#: The first frame of a zmq_socket_monitor event: event id (16 bits), value (32 bits).
+_MONITOR_EVENT = struct.Struct("=hi")
+
+
+def _monitor_event(frames: list[bytes]) -> tuple[int, int]:
+    """
+    (event, value) of a zmq monitor message, decoded as zmq.utils.monitor's
+    parse_monitor_message does; that module imports asyncio (zmq.asyncio), tens of ms
+    at every node start for two integers.
+    """
+    if len(frames) != 2 or len(frames[0]) != _MONITOR_EVENT.size:
+        raise ValueError(f"invalid zmq monitor message: {frames!r}")
+    event, value = _MONITOR_EVENT.unpack(frames[0])
+    return event, value
 
 
 class PeerTransport:
@@ -493,12 +509,12 @@ class PeerTransport:
         assert self.monitor is not None
         while True:
             try:
-                event = parse_monitor_message(self.monitor.recv_multipart(zmq.NOBLOCK))
+                event, value = _monitor_event(self.monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
                 raise ShuttingDownError(f"peer transport of {self.node_id} is shutting down") from exc
-            reason = handshake_reason(int(event["event"]), int(event["value"]))
+            reason = handshake_reason(event, value)
             if reason is None:
                 continue
             self.stats.refused_handshakes += 1

@@ -7,7 +7,9 @@ client requests waiting on them, and talks to the world only through the injecte
 (the zmq poll loop of `raft_worker.py`, or `concord.sim`) feeds it the same inputs:
 
     on_message(msg)          a message from a peer
-    on_tick()                every tick_ms of the owner's clock
+    on_tick()                every tick_ms of the owner's clock (until a leader is known,
+                             the ticks missed since the driver started, its owner busy
+                             recovering, count toward the first election)
     on_persisted(number)     the LogSink reports Readys up to `number` durable
     on_snapshot_written(...) a snapshot is durable: compact the in-memory log
     submit_write / submit_read / submit_conf_change / transfer_leader
@@ -210,6 +212,10 @@ class Driver:
         # See the module docstring: a restarted node must not vote while a lease it may
         # have granted before the crash could still be running.
         self._vote_hold_until_ms = self._timer.now_ms() + config.election_ticks * config.tick_ms
+        # Start-up: until a leader is known, ticks the owner missed since now (busy
+        # recovering: replaying the log, publishing shm) count toward the first election.
+        self._start_ms: int | None = self._timer.now_ms()
+        self._missed_ticks = 0
         raw.set_time(clock.now_ms())
         # The log may start after a snapshot: its time is the state machine's.
         raw.observe_timestamp(state_machine.last_timestamp_ms)
@@ -239,6 +245,8 @@ class Driver:
         self._last_tick_ms = now
         self.raw.tick()
         self._ticks += 1
+        if self._start_ms is not None:
+            self._count_missed_ticks(now)
         if (
             self.role is Role.LEADER
             and self.config.leader_reads
@@ -252,6 +260,20 @@ class Driver:
                 self.raw.read_index(ctx)
         self._expire(now)
         self._flush_lazy_hard_state()
+
+    def _count_missed_ticks(self, now: int) -> None:
+        """
+        Until the first leader is known: the ticks this driver missed since it started
+        (its owner was busy recovering) count toward the first election
+        (RawNode.advance_election keeps the wait left randomised). Measured from the
+        same start as the vote hold, so the first campaign never comes before the
+        members that started with this one grant votes again.
+        """
+        assert self._start_ms is not None
+        behind = (now - self._start_ms) // self.config.tick_ms - self._ticks - self._missed_ticks
+        if behind > 0:
+            self._missed_ticks += behind
+            self.raw.advance_election(behind)
 
     def _flush_lazy_hard_state(self) -> None:
         """Hand a lazily kept commit-only hard state to the sink (nothing in flight)."""
@@ -425,6 +447,8 @@ class Driver:
         was_leader = self.role is Role.LEADER
         self.role = soft.role
         self.leader_id = soft.leader_id
+        if soft.leader_id is not None:
+            self._start_ms = None  # start-up is over: missed ticks no longer count
         if was_leader and soft.role is not Role.LEADER:
             self._end_lease()
             self._lost_leadership()

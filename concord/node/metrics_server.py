@@ -24,13 +24,17 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import TYPE_CHECKING
 
 from concord.config import NodeConfig
 from concord.errors import ConfigError
 from concord.metrics.recorder import RECORDER
 
 __all__ = ["metered", "metrics_main", "MetricsServer"]
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+    from wsgiref.types import WSGIApplication
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +50,22 @@ def metered(directory: Path, process_id: str, target: Callable[..., object]) -> 
     return run
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """No access log on stderr (a scrape every few seconds would flood it)."""
+def _make_wsgi_server(host: str, port: int, app: WSGIApplication) -> WSGIServer:
+    """The bound HTTP server: no access log on stderr (a scrape every few seconds would
+    flood it), address reuse, IPv6 hosts. NB: wsgiref (http.server, email, ssl) is
+    imported here, in the metrics process only, not at every node's start."""
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server  # noqa: PLC0415
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
 
+    class Server(WSGIServer):
+        allow_reuse_address = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-class _Server(WSGIServer):
-    allow_reuse_address = True
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+    return make_server(host, port, app, server_class=Server,
+                       handler_class=QuietHandler)
 
 
 class MetricsServer:
@@ -70,10 +77,8 @@ class MetricsServer:
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
-        server_class = _Server6 if ":" in host else _Server
         try:
-            self.httpd = make_server(host, port, make_wsgi_app(registry),
-                                     server_class=server_class, handler_class=_QuietHandler)
+            self.httpd = _make_wsgi_server(host, port, make_wsgi_app(registry))
         except OSError as exc:
             raise ConfigError(f"metrics.port: cannot listen on {host} port {port}: "
                               f"{exc.strerror or exc}") from exc

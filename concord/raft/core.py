@@ -498,6 +498,7 @@ class Raft:
 
     # -- elections and the candidate (concord/raft/election.py) --
     _hup = election.hup
+    advance_election = election.advance_election
     _has_unapplied_conf_changes = election.has_unapplied_conf_changes
     _campaign = election.campaign
     _handle_vote_request = election.handle_vote_request

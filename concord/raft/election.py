@@ -37,6 +37,22 @@ def hup(r: Raft, transfer: bool) -> None:
     r._campaign(pre=r.config.pre_vote and not transfer, transfer=transfer)
 
 
+def advance_election(r: Raft, ticks: int) -> None:
+    """
+    Count `ticks` missed ticks toward the election timeout of a follower that knows no
+    leader (etcd's initial election tick advance): a node whose owner was busy starting
+    up (recovering its log) campaigns as soon as it would have, had it ticked meanwhile.
+    The elapsed count stops at `election_ticks - 1`, so the wait left stays randomised
+    (1..election_ticks ticks) and members that finish starting together do not campaign
+    together. Safety does not depend on it: only timing changes.
+    """
+    if ticks <= 0 or r.role != Role.FOLLOWER or r.lead is not None:
+        return
+    cap = r.config.election_ticks - 1
+    if r.election_elapsed < cap:
+        r.election_elapsed = min(r.election_elapsed + ticks, cap)
+
+
 def has_unapplied_conf_changes(r: Raft) -> bool:
     log = r.log
     lo = log.applied + 1

@@ -154,6 +154,11 @@ class RawNode:
         """Advance logical time by one tick (elections, heartbeats, check-quorum)."""
         self.raft.tick()
 
+    def advance_election(self, ticks: int) -> None:
+        """Count `ticks` missed ticks toward a leaderless follower's election timeout
+        (capped so the wait left stays randomised; Raft.advance_election)."""
+        self.raft.advance_election(ticks)
+
     def set_time(self, now_ms: int) -> None:
         """Cluster time; the leader stamps entries with max(previous stamp, now_ms)."""
         self.raft.now_ms = now_ms

@@ -113,10 +113,10 @@ def network_fault(sim: Simulation, action: str, members: list[NodeId]) -> None:
         sim._heal_network()
 
 
-def restart(sim: Simulation, node_id: NodeId) -> None:
+def restart(sim: Simulation, node_id: NodeId, startup_ms: int = 0) -> None:
     node = sim.nodes[node_id]
     if not node.alive and node_id not in sim.removed:
-        node.start()
+        node.start(startup_ms)
 
 
 def heal_network(sim: Simulation) -> None:

@@ -155,8 +155,12 @@ class SimNode:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start (or restart) from what the disk holds."""
+    def start(self, startup_ms: int = 0) -> None:
+        """
+        Start (or restart) from what the disk holds. With `startup_ms`, the node is then
+        busy that long (a raft worker replaying its log): it handles nothing until then,
+        and its driver meets the ticks it missed at its first tick.
+        """
         self.incarnation += 1
         recovered = self.disk.recover()
         storage = ObservedStorage(self.id, self.checker, self.bootstrap)
@@ -205,6 +209,8 @@ class SimNode:
         self.network.register(self.id, self._receive)
         tick = self.driver_config.tick_ms
         self._tick_timer = self.loop.after(self.rng.randint(1, tick), self._tick)
+        if startup_ms > 0:
+            self.pause(self.loop.now + startup_ms)
         self.trace(f"start {self.id} inc={self.incarnation} "
                    f"snap={recovered.snapshot.meta.index if recovered.snapshot else 0} "
                    f"hs={recovered.hard_state.term}/{recovered.hard_state.commit} "

@@ -2,7 +2,8 @@
 Whole-cluster crash and restart, and the liveness property.
 
 `WholeRestart` is a nemesis program: it crashes every member at once and restarts them
-all (after 10..100 ms each), at the moments that matter for recovery:
+all (after 10..100 ms each, each then busy recovering for 0..3 election timeouts, as a
+raft worker replaying its log), at the moments that matter for recovery:
 
 1. once a leader committed, before any member has a snapshot: every member's next life
    starts from its log alone, with a commit above what its worker reports first;
@@ -110,8 +111,12 @@ class WholeRestart:
         sim.trace(f"whole-restart {moment}: crash {members}")
         for node_id in members:
             sim.nodes[node_id].crash()
+        timeout_ms = sim.driver_config.election_ticks * sim.driver_config.tick_ms
         for node_id in members:
-            sim.loop.after(self.rng.randint(10, 100), partial(sim._restart, node_id))
+            # Each member is then busy recovering for up to 3 election timeouts (its
+            # driver meets the ticks it missed: Driver._count_missed_ticks).
+            sim.loop.after(self.rng.randint(10, 100), partial(
+                sim._restart, node_id, self.rng.randint(0, 3 * timeout_ms)))
         self._snapshots = {n: self._snapshot_index(n) for n in members}
         self.restarts += 1
         self.stage += 1

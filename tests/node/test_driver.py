@@ -55,11 +55,15 @@ class FakeRaw:
         self.transfers: list[NodeId] = []
         self.lead_transferee: NodeId | None = None
         self.ticks = 0
+        self.advanced: list[int] = []
         self.now_ms = 0
         self.observed_ms: list[int] = []
 
     def tick(self) -> None:
         self.ticks += 1
+
+    def advance_election(self, ticks: int) -> None:
+        self.advanced.append(ticks)
 
     def observe_timestamp(self, timestamp_ms: int) -> None:
         self.observed_ms.append(timestamp_ms)
@@ -609,3 +613,21 @@ def test_leader_read_waits_when_commit_is_ahead_of_applied() -> None:
     raw.readys.append(Ready(4, committed_entries=(Entry(1, 2, data=put("a", 1)),)))
     driver.process_ready()
     assert Reply(9, ReplyStatus.OK, index=2, key="a") == world.by_id(9)
+
+
+def test_ticks_missed_while_starting_count_toward_the_first_election_until_a_leader_is_known() -> None:
+    """A driver first ticked 95 ms after it started (its owner was replaying the log)
+    hands the 8 ticks of 10 ms it missed to the core; once ticked on time it hands none;
+    after a leader is known, a stall is no longer counted."""
+    driver, raw, world, _, _ = make(DriverConfig(tick_ms=10, election_ticks=10))
+    world.now = 95
+    driver.on_tick()
+    assert [8] == raw.advanced
+    world.now = 105
+    driver.on_tick()
+    assert [8] == raw.advanced
+    raw.readys.append(Ready(1, soft_state=FOLLOWER))
+    driver.process_ready()
+    world.now = 500
+    driver.on_tick()
+    assert [8] == raw.advanced

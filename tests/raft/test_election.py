@@ -123,3 +123,41 @@ def test_at_most_one_leader_is_elected_when_candidates_split_the_vote() -> None:
     assert all(1 == len(v) for v in leaders_by_term.values())
     net.tick_all(60)
     assert 1 == len(net.leaders())
+
+
+def _ticks_to_campaign(net: Network, node: str) -> int:
+    """Ticks of `node` alone until it leaves the follower role (it campaigns)."""
+    for ticks in range(1, 100):
+        net.nodes[NodeId(node)].tick()
+        if net.role(node) != Role.FOLLOWER:
+            return ticks
+    raise AssertionError(f"{node} never campaigned")
+
+
+def test_missed_ticks_bring_the_first_election_forward_and_keep_its_wait_randomized() -> None:
+    """etcd's initial election tick advance: a leaderless follower advanced by many
+    missed ticks campaigns after 1..election_ticks more ticks (never at once, and not
+    all at the same tick), instead of election_ticks..2*election_ticks-1."""
+    waits = set()
+    for seed in range(40):
+        net = Network(["a", "b", "c"], seed=seed, election_ticks=10)
+        raft = net.nodes[NodeId("a")].raft
+        raft.advance_election(1000)
+        assert 9 == raft.election_elapsed
+        waits.add(_ticks_to_campaign(net, "a"))
+    assert waits <= set(range(1, 11)) and len(waits) > 3
+
+
+def test_missed_ticks_are_ignored_when_a_leader_is_known() -> None:
+    """A follower that hears from a leader keeps its full timeout (the leader's lease
+    and check-quorum rely on it); so do candidates and leaders."""
+    net = Network(["a", "b", "c"], election_ticks=10)
+    net.elect("a")
+    follower = net.nodes[NodeId("b")].raft
+    elapsed = follower.election_elapsed
+    follower.advance_election(1000)
+    assert elapsed == follower.election_elapsed
+    leader = net.nodes[NodeId("a")].raft
+    elapsed = leader.election_elapsed
+    leader.advance_election(1000)
+    assert elapsed == leader.election_elapsed

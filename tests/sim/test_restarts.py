@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from concord.raft.messages import ConfState, SnapshotMeta
@@ -55,3 +57,45 @@ def test_liveness_fails_when_snapshots_lose_the_membership_reported_below_the_co
     monkeypatch.setattr(writer_core, "SnapshotMembership", _DropsEarlyReports)
     result = Simulation(SimConfig(seed=SEED, nodes=3, pipeline=1)).run()
     assert ["liveness"] == [v.check for v in result.violations]
+
+
+def _restart_rounds(seed: int, rounds: int) -> tuple[int, list[int]]:
+    """
+    A fault-free 3-node cluster, crashed whole and restarted `rounds` times, each member
+    after 10..100 ms and then busy recovering for 1..3 election timeouts: for each round,
+    the ms from the moment a quorum of members finished starting to the first leader
+    (and the election timeout, ms).
+    """
+    sim = Simulation(SimConfig(seed=seed, nodes=3, faults=False, buggify=False, membership=False))
+    timeout_ms = sim.driver_config.election_ticks * sim.driver_config.tick_ms
+    rng = sim.rng.fork("test/restarts")
+    for node in sim.nodes.values():
+        node.start()
+    waits = []
+    for _ in range(rounds):
+        sim.loop.run_until(sim.loop.now + 20 * timeout_ms, stop=lambda: sim.leader() is not None)
+        assert sim.leader() is not None
+        for node in sim.nodes.values():
+            node.crash()
+        ends = []
+        for node_id in sim.nodes:
+            delay, busy = rng.randint(10, 100), rng.randint(timeout_ms, 3 * timeout_ms)
+            sim.loop.after(delay, partial(sim._restart, node_id, busy))
+            ends.append(sim.loop.now + delay + busy)
+        quorum_up = sorted(ends)[1]
+        sim.loop.run_until(sim.loop.now + 20 * timeout_ms, stop=lambda: sim.leader() is not None)
+        assert sim.leader() is not None
+        assert [] == [v.describe() for v in sim.checker.violations]
+        waits.append(sim.loop.now - quorum_up)
+    return timeout_ms, waits
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_a_whole_cluster_busy_recovering_elects_a_leader_within_an_election_timeout_of_a_quorum_up() -> None:
+    """Ticks missed while recovering count toward the first election (the initial
+    election tick advance): every round elects a leader within one election timeout
+    (plus messages and fsyncs) of a quorum finishing start-up, not after a whole new
+    randomised timeout."""
+    timeout_ms, waits = _restart_rounds(11, 12)
+    assert max(waits) <= timeout_ms + 40, waits

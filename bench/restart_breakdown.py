@@ -1,0 +1,116 @@
+"""
+Where a whole-cluster restart spends its time (issue 15): `python -m bench.restart_breakdown`.
+
+Starts a 3-member Concord cluster with the bench settings (bench.systems.Concord, INFO
+logs), loads `--keys` keys, SIGTERMs every member, starts them again and prints, in
+milliseconds after the launch of the first member: each member's ready line, the
+first leader seen by `status`, the first strong read of the last key that succeeds (what
+bench.scenarios.restart_and_memory times), and the start-up lines of the members' logs
+(the child processes starting, recovery, elections), each with its member.
+
+`--old <checkout>` restarts the same data in turn from another checkout's code and this
+one's (`--rounds` times each), to compare old and new code in alternation; the keys are
+loaded once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from bench.drivers import key_name
+from bench import systems
+from bench.procs import Procs, wait_for
+from bench.systems import Concord
+
+# The log lines worth a timestamp on the way up (node log format: concord/supervisor.py).
+MILESTONES = re.compile(
+    r"recover|restor|replay|snapshot|ready|started|starting election|became|leader|"
+    r"elected|campaign|granted|listening|attached|published|hello", re.IGNORECASE)
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\S+) \[(\S+) (\d+)\] (.*)$")
+
+
+def _log_events(path: Path, since_wall: float) -> list[tuple[float, str]]:
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = LOG_TIME.match(line)
+        if not m:
+            continue
+        wall = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if wall < since_wall - 0.002 or not MILESTONES.search(m.group(6)):
+            continue
+        events.append((wall, f"{m.group(4)} pid={m.group(5)} {m.group(3)}: {m.group(6)[:110]}"))
+    return events
+
+
+def restart_once(s: Concord, last: str, root: Path | None, show_log: bool) -> dict[str, float]:
+    """SIGTERM every member, start them again (from `root`, or bench.systems.ROOT)."""
+    s.stop()
+    for f in s.workdir.glob("*.log"):
+        f.write_text("")
+    if root is not None:
+        systems.ROOT = root
+    start_wall = time.time()
+    t0 = time.perf_counter()
+    for m in s.members:
+        s.launch(m)
+    marks: dict[str, float] = {}
+    for m in s.members:
+        s.wait_ready(m, 900.0)
+        marks[f"ready {m.id}"] = time.perf_counter() - t0
+    wait_for(lambda: s._leader_or_none() is not None, 900.0, "leader")
+    marks["leader seen"] = time.perf_counter() - t0
+    wait_for(lambda: s.read_probe(last), 900.0, "strong read of the last key")
+    marks["served (probe ok)"] = time.perf_counter() - t0
+    if show_log:
+        events = []
+        for f in sorted(s.workdir.glob("*.log")):
+            events += _log_events(f, start_wall)
+        for wall, text in sorted(events):
+            print(f"{(wall - start_wall) * 1000:8.0f} ms  {text}")
+        for name, at in marks.items():
+            print(f"{at * 1000:8.0f} ms  ** {name}")
+    return marks
+
+
+def breakdown(keys: int, workdir: Path, roots: list[Path | None], rounds: int) -> None:
+    """Load once; then `rounds` restarts from each root in turn (alternating)."""
+    with Procs() as procs:
+        s = Concord(procs, workdir)
+        s.settings = {**s.settings, "logging": {"level": "INFO"}}
+        s.start()
+        t0 = time.perf_counter()
+        s.load_keys(keys)
+        print(f"loaded {keys} keys in {time.perf_counter() - t0:.1f} s", flush=True)
+        time.sleep(1.0)  # as restart_and_memory: followers finish applying
+        last = key_name(keys - 1)
+        served: dict[str, list[float]] = {}
+        for r in range(rounds):
+            for root in roots:
+                name = str(root or systems.ROOT)
+                print(f"-- round {r + 1}, nodes from {name}", flush=True)
+                marks = restart_once(s, last, root, show_log=True)
+                served.setdefault(name, []).append(marks["served (probe ok)"])
+        s.stop()
+        for name, times in served.items():
+            print(f"restart -> served, {name}: {', '.join(f'{t:.2f}' for t in times)} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.restart_breakdown", description=__doc__)
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--old", type=Path, default=None,
+                        help="another checkout: its nodes restart in turn with this one's")
+    args = parser.parse_args()
+    roots: list[Path | None] = [args.old, systems.ROOT] if args.old else [None]
+    with tempfile.TemporaryDirectory(prefix="concord-restart-bd-") as tmp:
+        breakdown(args.keys, Path(tmp), roots, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
