@@ -306,7 +306,7 @@ class FrontDoor:
         if target is Backend.READ and self._inline is not None and is_inline(request, self.registry):
             reply = self._serve_inline(request)
             if isinstance(reply, bytes):
-                self._answer(envelope, reply, notes, target)
+                self._answer(envelope, reply, notes, target, inline=True)
                 return
             if reply is Verdict.HAND_OFF:
                 self.stats.handoffs += 1
@@ -366,12 +366,15 @@ class FrontDoor:
         return (tuple(notes) if notes.count(None) < len(notes) else None), payload
 
     def _answer(self, envelope: list[bytes], reply: bytes,
-                notes: tuple[object | None, ...] | None, role: Backend) -> None:
-        """Send `reply`, after telling the observers of a noted request (routed to `role`) about it."""
+                notes: tuple[object | None, ...] | None, role: Backend, inline: bool = False) -> None:
+        """
+        Send `reply`, after telling the observers of a noted request (routed to `role`, or
+        answered by the door itself: `inline`) about it.
+        """
         if notes is None:
             self._send_client(envelope, reply)
             return
-        decoded = DoorReply(reply, role)
+        decoded = DoorReply(reply, role, inline)
         for observer, note in zip(self._observers, notes):
             if note is not None:
                 observer.end(note, decoded)
