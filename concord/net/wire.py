@@ -516,6 +516,7 @@ def describe_ops(registry: Mapping[str, OpSpec] = OPS) -> str:
             notes += " exactly one of: " + "; ".join(", ".join(g) for g in spec.one_of)
         notes = notes.strip().replace("|", "\\|")
         local = "yes" if spec.local else ""
-        lines.append(f"| `{spec.name}` | {spec.kind.value} | {spec.backend.value} worker | {local} "
+        served = "front door, else read worker" if spec.inline else f"{spec.backend.value} worker"
+        lines.append(f"| `{spec.name}` | {spec.kind.value} | {served} | {local} "
                      f"| {', '.join(parts)} | {notes} |")
     return "\n".join(lines)
