@@ -62,7 +62,7 @@ from concord.node.links import load_links
 from concord.node.members import NodeStateMachine
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_worker
 from concord.node.read_worker import run_read_worker
-from concord.node.shm_reads import door_reads
+from concord.node.shm_reads import DoorReads
 from concord.shm.layout import SegmentNames, node_part
 from concord.shm.segments import DEV_SHM, create_store, reclaim_dead_stores, unlink_store
 from concord.node.tracing import WriterTracing
@@ -246,7 +246,7 @@ def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
         logger.error("front door cannot start: %s", exc)
         raise SystemExit(int(ExitCode.USAGE)) from exc
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    inline = door_reads(config, endpoints.shm)
+    inline = DoorReads(config, endpoints.shm)
     try:
         try:
             door = FrontDoor(ctx, FrontDoorOptions(
@@ -256,8 +256,7 @@ def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
                 curve=load_links(config.curve).client,
             ), observers=observers, inline=inline)
         except BaseException:
-            if inline is not None:
-                inline.close()
+            inline.close()
             raise
         with door:
             real_port = int(door.client_endpoint.rsplit(":", 1)[1])

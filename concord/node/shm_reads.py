@@ -23,6 +23,7 @@ the reads the front door answers itself (concord.net.door_reads).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 
@@ -36,7 +37,7 @@ from concord.shm.reader import Reader
 from concord.shm.layout import SegmentNames
 from concord.shm.view import ShmView
 
-__all__ = ["ShmReads", "door_reads"]
+__all__ = ["DoorReads", "ShmReads"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,16 +115,60 @@ class ShmReads:
         self.view.close()
 
 
-def door_reads(config: NodeConfig, names: SegmentNames) -> ShmReads | None:
+
+class DoorReads:
     """
-    The front door's inline reads (concord.net.door_reads) over its own view of the
-    store, or None (logged) when the store cannot be attached: every read then goes to
-    a read worker, as it would without them.
+    The front door's inline reads (concord.net.door_reads): a `ShmReads` over a view of
+    its own, attached on a thread so that the door serves at once (building the view's
+    key index takes a while with many keys). Until the view is ready, and for good if it
+    cannot be attached (logged), every read is declined: read workers serve it.
+
+    Args:
+        config: the node configuration.
+        names: the node's shm store.
     """
-    try:
-        view = ShmView.attach(names)
-    except (OSError, ValueError, CorruptionError) as exc:
-        logger.warning("front door serves no reads itself: cannot attach the store node=%s error=%s",
-                       config.node.id, exc)
-        return None
-    return ShmReads(config, view, rate_share=None)
+
+    def __init__(self, config: NodeConfig, names: SegmentNames) -> None:
+        self._node_id = config.node.id
+        self._reads: ShmReads | None = None
+        self._built: list[ShmReads] = []  # filled by the thread; read after it ended
+        self._thread = threading.Thread(target=self._attach, args=(config, names),
+                                        name="door-shm-attach", daemon=True)
+        self._thread.start()
+
+    def _attach(self, config: NodeConfig, names: SegmentNames) -> None:
+        try:
+            view = ShmView.attach(names)
+        except (OSError, ValueError, CorruptionError) as exc:
+            logger.warning("front door serves no reads itself: cannot attach the store "
+                           "node=%s error=%s", self._node_id, exc)
+            return
+        self._built.append(ShmReads(config, view, rate_share=None))
+        logger.info("front door serves reads itself node=%s", self._node_id)
+
+    @property
+    def attaching(self) -> bool:
+        """Whether the view is still being attached."""
+        return self._thread.is_alive()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the view is attached (then `answer` serves)."""
+        if self._reads is None and self._built and not self._thread.is_alive():
+            self._reads = self._built[0]
+        return self._reads is not None
+
+    def answer(self, request: Request) -> bytes | Verdict:
+        """ShmReads.answer once the view is ready, else DECLINE."""
+        if self._reads is None and not self.ready:
+            return Verdict.DECLINE
+        assert self._reads is not None
+        return self._reads.answer(request)
+
+    def close(self) -> None:
+        """Wait for the attaching thread, then close the view."""
+        self._thread.join()
+        for reads in self._built:
+            reads.close()
+        self._built.clear()
+        self._reads = None
