@@ -139,11 +139,16 @@ class DoorReads:
     def _attach(self, config: NodeConfig, names: SegmentNames) -> None:
         try:
             view = ShmView.attach(names)
+            try:
+                reads = ShmReads(config, view, rate_share=None)
+            except BaseException:
+                view.close()
+                raise
         except (OSError, ValueError, CorruptionError) as exc:
             logger.warning("front door serves no reads itself: cannot attach the store "
                            "node=%s error=%s", self._node_id, exc)
             return
-        self._built.append(ShmReads(config, view, rate_share=None))
+        self._built.append(reads)
         logger.info("front door serves reads itself node=%s", self._node_id)
 
     @property
