@@ -221,7 +221,7 @@ class NodeSection:
         metadata=_check(path, "WAL and snapshots; relative to the config file; default data/<id>"),
     )
     read_workers: int = field(
-        default=2, metadata=_check(int_in(1, 64), "read worker processes serving from shm")
+        default=1, metadata=_check(int_in(1, 64), "read worker processes serving from shm")
     )
 
 

@@ -62,6 +62,7 @@ from concord.node.links import load_links
 from concord.node.members import NodeStateMachine
 from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_worker
 from concord.node.read_worker import run_read_worker
+from concord.node.shm_reads import DoorReads
 from concord.shm.layout import SegmentNames, node_part
 from concord.shm.segments import DEV_SHM, create_store, reclaim_dead_stores, unlink_store
 from concord.node.tracing import WriterTracing
@@ -232,7 +233,10 @@ def door_observers(config: NodeConfig) -> list[DoorAudit | DoorTracing]:
 
 
 def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
-    """The door child: the node's one client ROUTER, brokering to the backends."""
+    """
+    The door child: the node's one client ROUTER, brokering to the backends and
+    answering the reads of bounded cost itself (concord.net.door_reads).
+    """
     stop = _stop_on_term()
     me = config.member
     port = me.client_port or int(str(previous_info().get("client_port", 0)))
@@ -242,13 +246,18 @@ def front_door_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
         logger.error("front door cannot start: %s", exc)
         raise SystemExit(int(ExitCode.USAGE)) from exc
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    inline = DoorReads(config, endpoints.shm)
     try:
-        door = FrontDoor(ctx, FrontDoorOptions(
-            client_endpoint=me.endpoint(port),
-            backend_endpoint=endpoints.backend,
-            max_request_bytes=config.limits.max_request_bytes,
-            curve=load_links(config.curve).client,
-        ), observers=observers)
+        try:
+            door = FrontDoor(ctx, FrontDoorOptions(
+                client_endpoint=me.endpoint(port),
+                backend_endpoint=endpoints.backend,
+                max_request_bytes=config.limits.max_request_bytes,
+                curve=load_links(config.curve).client,
+            ), observers=observers, inline=inline)
+        except BaseException:
+            inline.close()
+            raise
         with door:
             real_port = int(door.client_endpoint.rsplit(":", 1)[1])
             notify_ready({"client": door.client_endpoint, "client_port": real_port})

@@ -143,7 +143,7 @@ FAMILIES: tuple[Family, ...] = (
            "consistency and result (ok or the error code).",
            ("op", "consistency", "result"), FAST_S),
     Family("concord_server_reads_served_total", _C, _D,
-           "Read requests answered, by the backend that answered (read_worker, raft_worker).",
+           "Read requests answered, by who answered (door, read_worker, raft_worker).",
            ("by",)),
     Family("concord_server_read_handoffs_total", _C, _D,
            "Reads a read worker handed to the raft worker (leader read without a lease)."),

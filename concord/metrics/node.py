@@ -78,6 +78,10 @@ def _unpacked_result(payload: bytes) -> str:
     return code if isinstance(code, str) and code in _ERROR_CODES else "other"
 
 
+#: Who answers a read: the front door itself (inline), a read worker, the raft worker.
+SERVED_BY = ("door", "read_worker", "raft_worker")
+
+
 class DoorMetrics:
     """The front door's metrics (one process; its loop owns it)."""
 
@@ -86,14 +90,14 @@ class DoorMetrics:
         self._stats: dict[str, int] = {}
         self._durations: dict[tuple[str, str, str], Histogram] = {}
         if self.on:
-            self._served = {by: RECORDER.counter("concord_server_reads_served_total", name)
-                            for by, name in ((True, "read_worker"), (False, "raft_worker"))}
+            self._served = {by: RECORDER.counter("concord_server_reads_served_total", by)
+                            for by in SERVED_BY}
 
     def on_done(self, op: str, consistency: str, result: str, duration_s: float,
-                by_read_worker: bool | None) -> None:
+                served_by: str | None) -> None:
         """
-        One request answered: `by_read_worker` is True/False for a read answered by a
-        read worker / the raft worker, None for anything else.
+        One request answered: `served_by` is who answered a read (one of SERVED_BY),
+        None for anything else.
         """
         if not self.on:
             return
@@ -103,8 +107,8 @@ class DoorMetrics:
             child = self._durations[key] = RECORDER.histogram(
                 "concord_server_request_duration_seconds", *key)
         child.observe(duration_s)
-        if by_read_worker is not None:
-            self._served[by_read_worker].add()
+        if served_by is not None:
+            self._served[served_by].add()
 
     def sample(self, handoffs: int, invalid: int, client_gone: int) -> None:
         """The door's cumulative stats, then a flush when due (called from its loop)."""

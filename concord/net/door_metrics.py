@@ -47,9 +47,10 @@ class DoorMetricsObserver:
 
     def end(self, note: object, reply: DoorReply) -> None:
         op, consistency, started = cast(_Note, note)  # the note our begin returned
-        by_read = None if consistency == "none" else reply.backend is _READ
+        by = None if consistency == "none" else (
+            "door" if reply.inline else "read_worker" if reply.backend is _READ else "raft_worker")
         self.metrics.on_done(op, consistency, reply_result(reply.payload),
-                             self._clock() - started, by_read)
+                             self._clock() - started, by)
 
     def flush(self) -> None:
         pass

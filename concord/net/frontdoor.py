@@ -14,7 +14,9 @@ Per client message the loop:
 2. routes by `route()`: ops whose spec says READ go to a read worker unless
    `consistency == "strong"`; everything else (writes, strong-read barriers, membership,
    admin, fault) goes to the raft worker. Among read workers it picks the least loaded
-   (fewest requests in flight), ties broken round robin;
+   (fewest requests in flight), ties broken round robin. Given an `InlineReads`
+   (concord.net.door_reads), the door answers the reads of bounded cost itself from
+   shared memory, or hands them to the raft worker; those it declines go on as above;
 3. remembers (token -> client envelope, id, deadline) and forwards the raw payload;
 4. when the backend replies, sends the reply to the client with the same envelope; a
    read worker may instead hand the request back (HANDOFF: a `leader` read at a leader
@@ -58,7 +60,13 @@ from typing import Callable, Mapping, Sequence
 
 import zmq
 
-from concord.errors import ClientError, ConfigError, InvalidRequestError, ShuttingDownError
+from concord.errors import (
+    ClientError,
+    ConfigError,
+    CorruptionError,
+    InvalidRequestError,
+    ShuttingDownError,
+)
 from concord.metrics.node import DoorMetrics
 from concord.net._zmqutil import new_socket
 from concord.net.backend import (
@@ -72,6 +80,7 @@ from concord.net.backend import (
     unpack_replies,
 )
 from concord.net.door_metrics import DoorMetricsObserver
+from concord.net.door_reads import InlineReads, Verdict, is_inline
 from concord.net.frontdoor_options import (  # re-exported: their old home
     FrontDoorOptions as FrontDoorOptions,
     FrontDoorStats as FrontDoorStats,
@@ -132,6 +141,9 @@ class FrontDoor:
         options: endpoints and limits.
         registry: the op table (concord.net.wire.OPS).
         clock: monotonic seconds; injected for tests.
+        observers: what watches requests and replies (concord.net.observer).
+        inline: answers the reads of bounded cost in the door's loop (None: every read
+            goes to a read worker); closed with the door.
 
     Raises:
         ConfigError: bad options, or an endpoint cannot be bound.
@@ -144,8 +156,10 @@ class FrontDoor:
         registry: Mapping[str, OpSpec] = OPS,
         clock: Callable[[], float] = time.monotonic,
         observers: Sequence[DoorObserver] = (),
+        inline: InlineReads | None = None,
     ) -> None:
         options.validate()
+        self._inline = inline
         self.options = options
         # NB: the metrics observer never reads the client's address (see _drain_clients).
         self._peer_wanted = bool(observers)
@@ -291,6 +305,14 @@ class FrontDoor:
         if self._observers:
             notes, payload = self._begin(request, payload, frame)
         target = route(request, self.registry)
+        if target is Backend.READ and self._inline is not None and is_inline(request, self.registry):
+            reply = self._serve_inline(request)
+            if isinstance(reply, bytes):
+                self._answer(envelope, reply, notes, target, inline=True)
+                return
+            if reply is Verdict.HAND_OFF:
+                self.stats.handoffs += 1
+                target = Backend.RAFT
         backend = self._pick(target)
         now = self._clock()
         pending = _Pending(envelope, request.id, b"", 0.0, target, notes)
@@ -319,6 +341,23 @@ class FrontDoor:
         heapq.heappush(self._deadlines, (deadline, token))
         self.stats.forwarded += 1
 
+    def _serve_inline(self, request: Request) -> bytes | Verdict:
+        assert self._inline is not None
+        try:
+            reply = self._inline.answer(request)
+        except CorruptionError as exc:
+            # The read workers fail and restart on this; the door serves writes too, so it
+            # stops reading shared memory instead and leaves reads to them.
+            log.error("front door stops serving reads itself: shared memory failed error=%s", exc)
+            self._inline.close()
+            self._inline = None
+            reply = Verdict.DECLINE
+        if isinstance(reply, bytes):
+            self.stats.inline += 1
+        elif reply is Verdict.DECLINE:
+            self.stats.inline_declined += 1
+        return reply
+
     def _begin(self, request: Request, payload: bytes, frame: zmq.Frame | None
                ) -> tuple[tuple[object | None, ...] | None, bytes]:
         notes = []
@@ -329,12 +368,15 @@ class FrontDoor:
         return (tuple(notes) if notes.count(None) < len(notes) else None), payload
 
     def _answer(self, envelope: list[bytes], reply: bytes,
-                notes: tuple[object | None, ...] | None, role: Backend) -> None:
-        """Send `reply`, after telling the observers of a noted request (routed to `role`) about it."""
+                notes: tuple[object | None, ...] | None, role: Backend, inline: bool = False) -> None:
+        """
+        Send `reply`, after telling the observers of a noted request (routed to `role`, or
+        answered by the door itself: `inline`) about it.
+        """
         if notes is None:
             self._send_client(envelope, reply)
             return
-        decoded = DoorReply(reply, role)
+        decoded = DoorReply(reply, role, inline)
         for observer, note in zip(self._observers, notes):
             if note is not None:
                 observer.end(note, decoded)
@@ -518,6 +560,9 @@ class FrontDoor:
         if self._closed:
             return
         self._closed = True
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         self.client.close(linger=0)
         self.backend.close(linger=0)
         # NB: libzmq unlinks a bound ipc path later, in its I/O thread; we own the path,

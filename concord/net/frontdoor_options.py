@@ -75,3 +75,5 @@ class FrontDoorStats:
     handoffs: int = 0  # requests a read worker handed to the raft worker
     client_gone: int = 0  # reply dropped: client disconnected or not reading
     bad_backend_messages: int = 0
+    inline: int = 0  # reads the door answered itself (concord.net.door_reads)
+    inline_declined: int = 0  # inline reads it sent to a read worker instead

@@ -46,14 +46,16 @@ class DoorReply(Mapping[object, object]):
     A reply as observers see it: the reply map, decoded from `payload` on first use (an
     observer that reads only the payload costs no decode), and `backend`, the kind of
     backend the request was last routed to (the door answers no_leader and timeouts
-    itself, on its behalf).
+    itself, on its behalf), and `inline`: the door answered the read itself from shared
+    memory (concord.net.door_reads; `backend` is then READ).
     """
 
-    __slots__ = ("payload", "backend", "_map")
+    __slots__ = ("payload", "backend", "inline", "_map")
 
-    def __init__(self, payload: bytes, backend: Backend) -> None:
+    def __init__(self, payload: bytes, backend: Backend, inline: bool = False) -> None:
         self.payload = payload
         self.backend = backend
+        self.inline = inline
         self._map: Mapping[object, object] | None = None
 
     def _decoded(self) -> Mapping[object, object]:

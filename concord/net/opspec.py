@@ -188,7 +188,9 @@ class OpSpec:
 
     `one_of` lists groups of arg names of which exactly one must be present. `local`:
     a same-host client may serve it from the node's shared memory (`eventual`, and
-    `leader` while the node holds its lease; concord.client.local).
+    `leader` while the node holds its lease; concord.client.local). `inline`: its cost is
+    bounded by the keys it names (never a scan), so the front door may answer it itself
+    from shared memory instead of sending it to a read worker (docs/architecture.md).
     """
 
     name: str
@@ -199,12 +201,15 @@ class OpSpec:
     kind: OpKind = OpKind.READ
     local: bool = False
     access: Access = Access.ADMIN
+    inline: bool = False
     arg_index: Mapping[str, Arg] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arg_index", {a.name: a for a in self.args})
         if self.local and (self.backend is not Backend.READ or self.kind is not OpKind.READ):
             raise ValueError(f"op {self.name}: only a read served by read workers can be local")
+        if self.inline and not self.local:
+            raise ValueError(f"op {self.name}: only a local read can be served inline by the front door")
 
     @property
     def session(self) -> bool:

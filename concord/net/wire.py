@@ -124,17 +124,18 @@ _OP_LIST: tuple[OpSpec, ...] = (
                        _LEASE),
            doc="-> {revision}", kind=_WRITE, access=_WK),
     OpSpec("get", _R, (_KEY, _CONSISTENCY, Arg("meta", ArgType.BOOL)),
-           doc="-> {value} (+ revision, version, create_revision, ttl with meta), or not_found", local=True, access=_RK),
+           doc="-> {value} (+ revision, version, create_revision, ttl with meta), or not_found", local=True, access=_RK,
+           inline=True),
     OpSpec("delete", _W, (_KEY,), doc="-> {deleted, revision}", kind=_WRITE, access=_WK),
     OpSpec("put_many", _W, (Arg("items", ArgType.ITEMS, True), Arg("compress", ArgType.BOOL)),
            doc="-> {revision}", kind=_WRITE, access=_WK),
     OpSpec("get_many", _R, (Arg("keys", ArgType.STR_LIST, True), _CONSISTENCY),
-           doc="-> {values: {key: value}}", local=True, access=_RK),
+           doc="-> {values: {key: value}}", local=True, access=_RK, inline=True),
     OpSpec("delete_many", _W, (Arg("keys", ArgType.STR_LIST, True),), kind=_WRITE, access=_WK),
     OpSpec("touch", _W, (_KEY, Arg("ttl", ArgType.OPT_NUMBER, True, doc="nil: never expire")), kind=_WRITE, access=_WK),
     OpSpec("touch_many", _W, (Arg("items", ArgType.TTL_ITEMS, True),), kind=_WRITE, access=_WK),
-    OpSpec("ttl", _R, (_KEY, _CONSISTENCY), doc="-> {ttl}", local=True, access=_RK),
-    OpSpec("get_with_ttl", _R, (_KEY, _CONSISTENCY), doc="-> {value, ttl}", local=True, access=_RK),
+    OpSpec("ttl", _R, (_KEY, _CONSISTENCY), doc="-> {ttl}", local=True, access=_RK, inline=True),
+    OpSpec("get_with_ttl", _R, (_KEY, _CONSISTENCY), doc="-> {value, ttl}", local=True, access=_RK, inline=True),
     OpSpec("get_all", _R, (Arg("limit", ArgType.NON_NEGATIVE_INT), Arg("after", ArgType.STR),
                            _CONSISTENCY), local=True, access=_RR),
     OpSpec("hash_content", _R, (Arg("limit", ArgType.NON_NEGATIVE_INT), Arg("after", ArgType.STR),
@@ -228,6 +229,8 @@ WRITE_OPS: frozenset[str] = frozenset(n for n, s in OPS.items() if s.kind is OpK
 ADMIN_OPS: frozenset[str] = frozenset(n for n, s in OPS.items() if s.kind is OpKind.ADMIN)
 #: Ops a same-host client may serve from the node's shared memory.
 LOCAL_OPS: frozenset[str] = frozenset(n for n, s in OPS.items() if s.local)
+#: Reads of bounded cost the front door may answer itself from shared memory.
+INLINE_OPS: frozenset[str] = frozenset(n for n, s in OPS.items() if s.inline)
 #: Ops that carry the (client_id, seq) session pair.
 SESSION_OPS: frozenset[str] = frozenset(n for n, s in OPS.items() if s.session)
 
@@ -557,6 +560,7 @@ def describe_ops(registry: Mapping[str, OpSpec] = OPS) -> str:
             notes += " exactly one of: " + "; ".join(", ".join(g) for g in spec.one_of)
         notes = notes.strip().replace("|", "\\|")
         local = "yes" if spec.local else ""
-        lines.append(f"| `{spec.name}` | {spec.kind.value} | {spec.backend.value} worker | {local} "
+        served = "front door, else read worker" if spec.inline else f"{spec.backend.value} worker"
+        lines.append(f"| `{spec.name}` | {spec.kind.value} | {served} | {local} "
                      f"| {', '.join(parts)} | {notes} |")
     return "\n".join(lines)

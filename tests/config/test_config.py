@@ -34,7 +34,7 @@ THREE = [
 
 DEFAULTS = [
     ("node", "id", "n1"),
-    ("node", "read_workers", 2),
+    ("node", "read_workers", 1),
     ("raft", "tick_ms", 100),
     ("raft", "election_ticks", 10),
     ("raft", "heartbeat_ticks", 1),

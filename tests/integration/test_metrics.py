@@ -140,6 +140,9 @@ class Load:
                     request(self.endpoints[i % len(self.endpoints)],
                             {"op": "get", "key": f"m/{i % 50}", "consistency": consistency},
                             timeout_ms=2000)
+                # A range: a read worker's, where the door answers the gets itself.
+                request(self.endpoints[i % len(self.endpoints)],
+                        {"op": "count", "prefix": "m/", "consistency": "eventual"}, timeout_ms=2000)
             except Exception:  # noqa: BLE001 - a leader change or a restarting worker
                 leader = self.endpoints[i % len(self.endpoints)]
 
@@ -225,6 +228,7 @@ def test_metrics_move_as_they_should_when_leader_changes_and_a_read_worker_resta
     for nid, samples in final.items():
         assert total(samples, "concord_disk_wal_fsync_duration_seconds_count") > 0, nid
         assert total(samples, "concord_server_reads_served_total", by="read_worker") > 0, nid
+        assert total(samples, "concord_server_reads_served_total", by="door") > 0, nid
     c.wait_converged()
     keys = {nid: (st or {}).get("keys") for nid, st in c.statuses().items()}
     wait_until(lambda: keys == {nid: value(s, "concord_store_keys")

@@ -25,6 +25,7 @@ import zmq
 from concord.errors import ClientError
 from concord.ids import NodeId
 from concord.net.backend import BackendLink
+from concord.net.door_reads import InlineReads
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.observer import DoorObserver
 from concord.net.peer import PeerOptions, PeerTransport
@@ -198,6 +199,7 @@ class DoorThread:
         backend_endpoint: str | None = None,
         max_request_bytes: int = 4096,
         observers: Sequence[DoorObserver] = (),
+        inline: InlineReads | None = None,
         **overrides: object,
     ) -> None:
         options = FrontDoorOptions(
@@ -206,7 +208,7 @@ class DoorThread:
             max_request_bytes=max_request_bytes,
             **overrides,  # type: ignore[arg-type]
         )
-        self.door = FrontDoor(ctx, options, observers=observers)
+        self.door = FrontDoor(ctx, options, observers=observers, inline=inline)
         self.endpoint = self.door.client_endpoint
         self.backend_endpoint = self.door.backend_endpoint
         self._stop = threading.Event()

@@ -17,7 +17,7 @@ from tests.helpers import wait_until
 from tests.net.fakes import DoorThread, EchoThread
 
 Context = zmq.Context[zmq.Socket[bytes]]
-Done = tuple[str, str, str, bool | None]
+Done = tuple[str, str, str, str | None]
 
 
 class FakeMetrics(DoorMetrics):
@@ -29,9 +29,9 @@ class FakeMetrics(DoorMetrics):
         self.done: list[Done] = []
 
     def on_done(self, op: str, consistency: str, result: str, duration_s: float,
-                by_read_worker: bool | None) -> None:
+                served_by: str | None) -> None:
         assert duration_s >= 0.0
-        self.done.append((op, consistency, result, by_read_worker))
+        self.done.append((op, consistency, result, served_by))
 
     def sample(self, handoffs: int, invalid: int, client_gone: int) -> None:
         pass
@@ -51,11 +51,11 @@ def test_observer_labels_each_reply_when_requests_end() -> None:
     observer = DoorMetricsObserver(metrics, OPS, lambda: now[0])
     cases = [
         ({"op": "get", "id": 1, "key": "k", "consistency": "eventual"}, ok_reply(1, {"value": 1}),
-         Backend.READ, ("get", "eventual", "ok", True)),
+         Backend.READ, ("get", "eventual", "ok", "read_worker")),
         ({"op": "put", "id": 2, "key": "k", "value": 1}, error_reply(2, "timeout", "late"),
          Backend.RAFT, ("put", "none", "timeout", None)),
         ({"op": "get", "id": 3, "key": "k", "consistency": "strong"}, error_reply(3, "no_leader", "x"),
-         Backend.RAFT, ("get", "strong", "no_leader", False)),
+         Backend.RAFT, ("get", "strong", "no_leader", "raft_worker")),
     ]
     for req, reply, backend, _ in cases:
         decoded = decode_request(pack(req), OPS)
@@ -64,6 +64,9 @@ def test_observer_labels_each_reply_when_requests_end() -> None:
         now[0] += 0.5
         observer.end(note, DoorReply(reply, backend))
     assert [expected for *_, expected in cases] == metrics.done
+    note, _, _ = observer.begin(decode_request(pack(cases[0][0]), OPS), pack(cases[0][0]), lambda: None)
+    observer.end(note, DoorReply(ok_reply(1, {"value": 1}), Backend.READ, inline=True))
+    assert ("get", "eventual", "ok", "door") == metrics.done[-1]
 
 
 def test_door_reports_every_answer_to_the_metrics_when_metrics_are_on(
@@ -92,5 +95,5 @@ def test_door_reports_every_answer_to_the_metrics_when_metrics_are_on(
         raft.stop()
         door.stop()
     assert ("put", "none", "ok", None) == metrics.done[-4]
-    assert [("get", "eventual", "no_leader", True), ("get", "eventual", "ok", True),
-            ("get", "eventual", "ok", False)] == metrics.done[-3:]
+    assert [("get", "eventual", "no_leader", "read_worker"), ("get", "eventual", "ok", "read_worker"),
+            ("get", "eventual", "ok", "raft_worker")] == metrics.done[-3:]

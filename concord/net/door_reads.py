@@ -1,0 +1,59 @@
+"""
+Reads the front door answers itself ("inline"), from its own view of the node's shared
+memory, instead of sending them to a read worker: one process wake-up and no backend
+hop for a lookup of a few microseconds (docs/architecture.md "Inline reads").
+
+Which requests: a READ op whose spec says `inline` (concord.net.wire `OPS`, the one op
+table: ops whose cost is bounded by the keys they name), at `eventual` or `leader`
+consistency, naming at most `MAX_INLINE_KEYS` keys. Everything else (ranges, queries,
+scans, indexes: cost unbounded) still goes to a read worker, so the door never stalls
+other clients' writes behind a long read.
+
+What answers them: an `InlineReads` the door is given (the node's
+concord.node.shm_reads.ShmReads, the read workers' own code and checks). It may answer,
+hand the request to the raft worker (a `leader` read at a leader without its lease), or
+decline it (the door then sends it to a read worker, as without inline reads).
+
+Pure: no sockets.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Protocol
+
+from concord.net.wire import OpSpec, Request
+
+__all__ = ["MAX_INLINE_KEYS", "InlineReads", "Verdict", "is_inline"]
+
+#: The most keys an inline read may name (`get_many`); more go to a read worker.
+MAX_INLINE_KEYS = 64
+
+
+class Verdict(enum.Enum):
+    """What an `InlineReads` does with a request instead of answering it."""
+
+    HAND_OFF = "hand_off"
+    """The raft worker must answer (exactly as a read worker's HANDOFF)."""
+
+    DECLINE = "decline"
+    """A read worker must answer (e.g. the view is not attached, a rate-limited tenant)."""
+
+
+class InlineReads(Protocol):
+    """Answers the front door's inline reads (module docstring). Called from the door's loop only."""
+
+    def answer(self, request: Request) -> bytes | Verdict:
+        """The reply payload for a validated read request, or what to do with it instead."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def is_inline(request: Request, registry: Mapping[str, OpSpec]) -> bool:
+    """Whether the door may answer `request` itself: an inline op, not strong, few keys."""
+    if not registry[request.op].inline or request.consistency == "strong":
+        return False
+    keys = request.args.get("keys")
+    return not isinstance(keys, list) or len(keys) <= MAX_INLINE_KEYS

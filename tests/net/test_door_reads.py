@@ -1,0 +1,125 @@
+"""The front door's inline reads: which reads it answers itself, and where the rest go."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import zmq
+
+from concord.client.raw import request
+from concord.errors import CorruptionError
+from concord.net.door_reads import MAX_INLINE_KEYS, Verdict, is_inline
+from concord.net.wire import INLINE_OPS, OPS, Backend, OpKind, Request, decode_request, ok_reply, pack
+from tests.helpers import wait_until
+from tests.net.fakes import DoorThread, EchoThread
+
+Context = zmq.Context[zmq.Socket[bytes]]
+
+
+class FakeInline:
+    """Answers key "k" itself, hands off key "handoff", declines "decline", fails on "corrupt"."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.closed = False
+
+    def answer(self, request: Request) -> bytes | Verdict:
+        key = request.args.get("key", request.args.get("keys"))
+        self.asked.append(f"{request.op} {key}")
+        if key == "handoff":
+            return Verdict.HAND_OFF
+        if key == "decline":
+            return Verdict.DECLINE
+        if key == "corrupt":
+            raise CorruptionError("record checksum mismatch")
+        return ok_reply(request.id, {"backend": "door"})
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def ctx() -> Iterator[Context]:
+    context: Context = zmq.Context()
+    yield context
+    context.term()
+
+
+@pytest.fixture
+def inline_door(ctx: Context) -> Iterator[tuple[DoorThread, FakeInline]]:
+    fake = FakeInline()
+    door = DoorThread(ctx, inline=fake)
+    backends = [EchoThread(ctx, door.backend_endpoint, "read", "reader0"),
+                EchoThread(ctx, door.backend_endpoint, "raft", "raft")]
+    try:
+        wait_until(lambda: {"reader0", "raft"} <= set(door.door.backends), 10.0, "backends not connected")
+        yield door, fake
+    finally:
+        for b in backends:
+            b.stop()
+        door.stop()
+
+
+def served_by(ctx: Context, door: DoorThread, msg: dict[str, object]) -> object:
+    reply = request(door.endpoint, msg, timeout_ms=2000, ctx=ctx)
+    assert reply["ok"], reply
+    return reply["backend"]
+
+
+def test_inline_ops_derive_from_the_op_table_when_the_door_decides() -> None:
+    """Inline ops are local reads of the table; the door takes them unless strong or too many keys."""
+    assert {"get", "get_many", "ttl", "get_with_ttl"} == INLINE_OPS
+    assert all(OPS[op].local and OPS[op].kind is OpKind.READ and OPS[op].backend is Backend.READ
+               for op in INLINE_OPS)
+
+    def req(op: str, **args: object) -> Request:
+        return decode_request(pack({"op": op, "id": 1, **args}), OPS)
+
+    assert is_inline(req("get", key="k"), OPS)
+    assert is_inline(req("get", key="k", consistency="eventual"), OPS)
+    assert not is_inline(req("get", key="k", consistency="strong"), OPS)
+    assert is_inline(req("get_many", keys=["k"] * MAX_INLINE_KEYS), OPS)
+    assert not is_inline(req("get_many", keys=["k"] * (MAX_INLINE_KEYS + 1)), OPS)
+    for op in ("keys", "query", "count", "get_all", "index_lookup", "put", "status"):
+        assert not is_inline(Request(op, 1, {"consistency": "eventual"}), OPS), op
+
+
+def test_door_answers_inline_reads_itself_when_given_inline_reads(
+        ctx: Context, inline_door: tuple[DoorThread, FakeInline]) -> None:
+    """Bounded reads come from the door; hand-offs reach the raft worker; the rest a read worker."""
+    door, fake = inline_door
+    assert "door" == served_by(ctx, door, {"op": "get", "key": "k", "consistency": "eventual"})
+    assert "door" == served_by(ctx, door, {"op": "get", "key": "k"})  # leader, the default
+    assert "door" == served_by(ctx, door, {"op": "get_many", "keys": ["a", "b"]})
+    assert "door" == served_by(ctx, door, {"op": "ttl", "key": "k"})
+    assert 4 == door.door.stats.inline
+    assert "raft" == served_by(ctx, door, {"op": "get", "key": "handoff"})
+    assert 1 == door.door.stats.handoffs
+    assert "reader0" == served_by(ctx, door, {"op": "get", "key": "decline"})
+    assert 1 == door.door.stats.inline_declined
+    asked = len(fake.asked)
+    assert "reader0" == served_by(ctx, door, {"op": "keys", "prefix": "k"})
+    assert "reader0" == served_by(ctx, door, {"op": "get_many", "keys": ["k"] * (MAX_INLINE_KEYS + 1)})
+    assert "raft" == served_by(ctx, door, {"op": "get", "key": "k", "consistency": "strong"})
+    assert "raft" == served_by(ctx, door, {"op": "put", "key": "k", "value": 1})
+    assert asked == len(fake.asked)  # none of those was offered to the inline reads
+    assert 4 == door.door.stats.inline
+
+
+def test_door_leaves_reads_to_read_workers_when_its_shared_memory_fails(
+        ctx: Context, inline_door: tuple[DoorThread, FakeInline]) -> None:
+    """A corrupt store stops the door's own reads (it keeps serving); read workers take over."""
+    door, fake = inline_door
+    assert "reader0" == served_by(ctx, door, {"op": "get", "key": "corrupt"})
+    assert fake.closed
+    asked = len(fake.asked)
+    assert "reader0" == served_by(ctx, door, {"op": "get", "key": "k"})
+    assert asked == len(fake.asked)
+    assert "raft" == served_by(ctx, door, {"op": "put", "key": "k", "value": 1})
+
+
+def test_door_closes_its_inline_reads_when_closed(ctx: Context) -> None:
+    fake = FakeInline()
+    DoorThread(ctx, inline=fake).stop()
+    assert fake.closed
