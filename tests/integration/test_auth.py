@@ -77,12 +77,16 @@ def data_hashes(c: Cluster) -> set[object]:
 
 
 def op_args(spec: OpSpec, p: str) -> dict[str, object]:
-    """Arguments for `spec` on keys starting with `p` (admin ops: harmless, refused later)."""
+    """
+    Arguments for `spec` on keys starting with `p` (admin ops: harmless, refused later).
+    TTLs outlast the test: an expiry during a later requester's phase would change the
+    data hashes that phase compares.
+    """
     by_op: dict[str, dict[str, object]] = {
         "put": {"key": p + "k", "value": 1}, "get": {"key": p + "k"}, "delete": {"key": p + "d"},
         "put_many": {"items": [[p + "a", 1], [p + "b", 2]]}, "get_many": {"keys": [p + "a", p + "b"]},
         "delete_many": {"keys": [p + "x"]}, "touch": {"key": p + "k", "ttl": None},
-        "touch_many": {"items": [[p + "a", 50]]}, "ttl": {"key": p + "k"},
+        "touch_many": {"items": [[p + "a", 3600]]}, "ttl": {"key": p + "k"},
         "get_with_ttl": {"key": p + "k"}, "put_if": {"key": p + "c", "value": 1, "version": 0},
         "delete_if": {"key": p + "c", "version": 99}, "keys": {"prefix": p},
         "query": {"prefix": p}, "count": {"prefix": p}, "delete_where": {"prefix": p + "zz"},
@@ -96,7 +100,7 @@ def op_args(spec: OpSpec, p: str) -> dict[str, object]:
         "token_create": {"role": "viewer", "ttl": 60}, "token_revoke": {"token_id": "0" * 16},
         "role_put": {"name": "tmp", "rules": []}, "role_delete": {"name": "tmp"},
         "tenant_put": {"name": "tmp"}, "tenant_delete": {"name": "tmp"},
-        "incr": {"key": p + "n"}, "decr": {"key": p + "n"}, "lease_grant": {"ttl": 5},
+        "incr": {"key": p + "n"}, "decr": {"key": p + "n"}, "lease_grant": {"ttl": 3600},
         "lease_keepalive": {"lease": 999_999}, "lease_revoke": {"lease": 999_999},
     }
     return dict(by_op.get(spec.name, {}))
