@@ -23,6 +23,11 @@ Divergences from etcd-io/raft, on purpose:
     every read that arrived before it (thesis §6.4, batched).
   - InstallSnapshot is chunked: SNAPSHOT carries one chunk, the follower acknowledges with
     SNAPSHOT_RESP and assembles the chunks before restoring.
+  - A new commit index gets no APPEND of its own (etcd sends one at once): it rides on
+    the next APPEND with entries or the next heartbeat, so followers learn it within one
+    heartbeat interval. A heartbeat goes at once only when a follower must not wait: a
+    committed configuration change or no-op (`_on_commit_advanced`), and a ReadIndex
+    answered to a follower (its READ_INDEX_RESP carries the commit, `tell_commit`).
   - The leader stamps entries with cluster time (`now_ms`, from set_time) so timestamps
     never go backwards along the log.
 """
@@ -166,6 +171,8 @@ class Raft:
     _send_snapshot_chunks = replication.send_snapshot_chunks
     _bcast_append = replication.bcast_append
     _bcast_heartbeat = replication.bcast_heartbeat
+    _send_heartbeat = replication.send_heartbeat
+    _tell_commit = replication.tell_commit
     flush = replication.flush
     has_flush_work = replication.has_flush_work
 
@@ -413,17 +420,11 @@ class Raft:
             if not updated:
                 return
             pr.inflights.free_le(m.index)
+        committed = self.log.committed
         if self._maybe_commit():
-            self._release_pending_read_index_messages()
-            # Commit news goes out with the next Ready (flush), once for all the
-            # acknowledgements stepped before it.
-            self.append_pending = True
-        elif (
-            m.frm != self.id
-            and not self.append_pending
-            and pr.can_bump_commit(self.log.committed)
-        ):
-            self._maybe_send_append(m.frm)
+            self._on_commit_advanced(committed)
+        if pr.commit_wanted and m.frm != self.id:
+            self._tell_commit(m.frm, pr, pr.commit_wanted)
         if m.frm != self.id:
             while self._maybe_send_append(m.frm, send_if_empty=False):
                 pass
@@ -484,6 +485,25 @@ class Raft:
     def _maybe_commit(self) -> bool:
         """Raft §5.4.2: advance commit to the quorum's match if it is of our term."""
         return self.log.maybe_commit(self.tracker.committed(), self.term)
+
+    def _on_commit_advanced(self, old_commit: int) -> None:
+        """
+        The leader's commit index moved up from `old_commit`.
+
+        No APPEND is sent for the news: the next APPEND with entries or the next
+        heartbeat carries it (replication.bcast_append). Except when the range holds a
+        configuration change or the term's no-op (`pending_conf_index`): a heartbeat
+        round tells every member at once, since a leader that removed itself steps down
+        when it applies the change and would tell nobody, a promoted learner should
+        count from the start, and a new term's first commit is what followers' reads
+        after an election wait on. Both are rare.
+        """
+        self._release_pending_read_index_messages()
+        committed = self.log.committed
+        if old_commit < self.pending_conf_index <= committed:
+            for node_id, pr in self.tracker.progress.items():
+                if node_id != self.id:
+                    self._tell_commit(node_id, pr, committed)
 
     def _committed_entry_in_current_term(self) -> bool:
         return self.log.term_or_zero(self.log.committed) == self.term

@@ -57,6 +57,8 @@ def step_follower(r: Raft, m: Message) -> None:
             Message(MT.READ_INDEX, r.lead, r.id, r.term, context=m.context)
         )
     elif t == MT.READ_INDEX_RESP:
+        # The commit index rides along, capped at our match like a heartbeat's.
+        r.log.commit_to(m.commit)
         r.read_states.append(ReadState(m.index, m.context))
 
 def handle_append(r: Raft, m: Message) -> None:

@@ -116,8 +116,9 @@ def switch_to_config(r: Raft, cfg: TrackerConfig, prs: ProgressMap) -> ConfState
         return cs
     if r.role != Role.LEADER or not cs.voters:
         return cs
+    committed = r.log.committed
     if r._maybe_commit():
-        r._release_pending_read_index_messages()
+        r._on_commit_advanced(committed)
         r._bcast_append()
     else:
         for node_id in prs:

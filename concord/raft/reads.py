@@ -45,17 +45,26 @@ def release_pending_read_index_messages(r: Raft) -> None:
 def respond_read_index(r: Raft, request: Message, index: int) -> None:
     if request.frm == r.id:
         r.read_states.append(ReadState(index, request.context))
-    else:
-        r._send(
-            Message(
-                MT.READ_INDEX_RESP,
-                request.frm,
-                r.id,
-                r.term,
-                index=index,
-                context=request.context,
-            )
+        return
+    # The answer carries the commit index as a heartbeat would (capped at the peer's
+    # match), so the reader need not wait for the next heartbeat to learn it; if its
+    # match is still below the read index, it is told once match gets there
+    # (core._handle_append_response).
+    pr = r.tracker.progress.get(request.frm)
+    match = pr.match if pr is not None else 0
+    if pr is not None and match < index and index > pr.commit_wanted:
+        pr.commit_wanted = index
+    r._send(
+        Message(
+            MT.READ_INDEX_RESP,
+            request.frm,
+            r.id,
+            r.term,
+            index=index,
+            commit=min(match, r.log.committed),
+            context=request.context,
         )
+    )
 
 def leader_transfer(r: Raft, transferee: NodeId) -> None:
     pr = r.tracker.progress.get(transferee)

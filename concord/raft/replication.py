@@ -70,7 +70,6 @@ def maybe_send_append(r: Raft, to: NodeId, send_if_empty: bool = True) -> bool:
         )
     )
     pr.sent_entries(len(entries))
-    pr.sent_commit = log.committed
     return True
 
 def maybe_send_snapshot(r: Raft, to: NodeId, pr: Progress) -> bool:
@@ -127,13 +126,17 @@ def send_snapshot_chunks(r: Raft, to: NodeId) -> None:
     )
 
 def bcast_append(r: Raft) -> None:
-    """One APPEND to every peer (commit news), then pipeline what the window allows."""
-    committed = r.log.committed
+    """
+    Send new entries to every peer, as many APPENDs as the window allows.
+
+    An empty APPEND goes only to a peer being probed. A new commit index never gets an
+    APPEND of its own: it rides on the next APPEND with entries or the next heartbeat
+    (as in etcd), so a follower learns it within one heartbeat interval.
+    """
     for node_id, pr in r.tracker.progress.items():
         if node_id == r.id:
             continue
-        # An empty APPEND only if it tells something: a probe, or a new commit index.
-        send_if_empty = pr.state != ProgressState.REPLICATE or pr.can_bump_commit(committed)
+        send_if_empty = pr.state != ProgressState.REPLICATE
         if r._maybe_send_append(node_id, send_if_empty):
             while pr.state == ProgressState.REPLICATE and r._maybe_send_append(
                 node_id, send_if_empty=False
@@ -141,16 +144,29 @@ def bcast_append(r: Raft) -> None:
                 pass
 
 def bcast_heartbeat(r: Raft, ctx: bytes) -> None:
-    committed = r.log.committed
-    for node_id, pr in r.tracker.progress.items():
-        if node_id == r.id:
-            continue
-        commit = min(pr.match, committed)
-        if commit > pr.sent_commit:
-            pr.sent_commit = commit
-        r.msgs.append(
-            Message(MT.HEARTBEAT, node_id, r.id, r.term, commit=commit, context=ctx)
-        )
+    for node_id in r.tracker.progress:
+        if node_id != r.id:
+            r._send_heartbeat(node_id, ctx)
+
+def send_heartbeat(r: Raft, to: NodeId, ctx: bytes) -> None:
+    """
+    A HEARTBEAT carrying the commit index, capped at the peer's match: the peer's log is
+    known to hold the leader's entries only up to there (etcd `sendHeartbeat`).
+    """
+    commit = min(r.tracker.progress[to].match, r.log.committed)
+    r.msgs.append(Message(MT.HEARTBEAT, to, r.id, r.term, commit=commit, context=ctx))
+
+def tell_commit(r: Raft, to: NodeId, pr: Progress, index: int) -> None:
+    """
+    Tell `to` the commit index up to `index` without waiting for the next heartbeat:
+    by a heartbeat now if its match is there, else once it is (`Progress.commit_wanted`,
+    checked on each append response). For the few moments a follower must not wait.
+    """
+    if pr.match >= index:
+        pr.commit_wanted = 0
+        r._send_heartbeat(to, b"")
+    elif index > pr.commit_wanted:
+        pr.commit_wanted = index
 
 def flush(r: Raft) -> None:
     """Broadcast proposals appended and start a ReadIndex round (before a Ready)."""
