@@ -25,9 +25,9 @@ Divergences from etcd-io/raft, on purpose:
     SNAPSHOT_RESP and assembles the chunks before restoring.
   - A new commit index gets no APPEND of its own (etcd sends one at once): it rides on
     the next APPEND with entries or the next heartbeat, so followers learn it within one
-    heartbeat interval. A heartbeat goes at once only when a follower must not wait: a
-    committed configuration change or no-op (`_on_commit_advanced`), and a ReadIndex
-    answered to a follower (its READ_INDEX_RESP carries the commit, `tell_commit`).
+    heartbeat interval. An APPEND goes at once only for a committed configuration
+    change or term no-op (`_on_commit_advanced`); a follower's ReadIndex answer carries
+    the commit (reads.respond_read_index).
   - The leader stamps entries with cluster time (`now_ms`, from set_time) so timestamps
     never go backwards along the log.
 """
@@ -172,7 +172,6 @@ class Raft:
     _bcast_append = replication.bcast_append
     _bcast_heartbeat = replication.bcast_heartbeat
     _send_heartbeat = replication.send_heartbeat
-    _tell_commit = replication.tell_commit
     flush = replication.flush
     has_flush_work = replication.has_flush_work
 
@@ -423,8 +422,6 @@ class Raft:
         committed = self.log.committed
         if self._maybe_commit():
             self._on_commit_advanced(committed)
-        if pr.commit_wanted and m.frm != self.id:
-            self._tell_commit(m.frm, pr, pr.commit_wanted)
         if m.frm != self.id:
             while self._maybe_send_append(m.frm, send_if_empty=False):
                 pass
@@ -492,18 +489,17 @@ class Raft:
 
         No APPEND is sent for the news: the next APPEND with entries or the next
         heartbeat carries it (replication.bcast_append). Except when the range holds a
-        configuration change or the term's no-op (`pending_conf_index`): a heartbeat
-        round tells every member at once, since a leader that removed itself steps down
-        when it applies the change and would tell nobody, a promoted learner should
-        count from the start, and a new term's first commit is what followers' reads
-        after an election wait on. Both are rare.
+        configuration change or the term's no-op (`pending_conf_index`): then every
+        member gets an APPEND at once (an empty one if nothing else is due), as etcd
+        does for every commit, since a leader that removed itself steps down when it
+        applies the change and would tell nobody, and a new term's first commit is what
+        followers' reads after an election wait on. Both are rare.
         """
         self._release_pending_read_index_messages()
-        committed = self.log.committed
-        if old_commit < self.pending_conf_index <= committed:
-            for node_id, pr in self.tracker.progress.items():
+        if old_commit < self.pending_conf_index <= self.log.committed:
+            for node_id in self.tracker.progress:
                 if node_id != self.id:
-                    self._tell_commit(node_id, pr, committed)
+                    self._maybe_send_append(node_id)
 
     def _committed_entry_in_current_term(self) -> bool:
         return self.log.term_or_zero(self.log.committed) == self.term

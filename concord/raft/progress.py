@@ -80,7 +80,6 @@ class Progress:
         "msg_app_flow_paused",
         "inflights",
         "is_learner",
-        "commit_wanted",
     )
 
     def __init__(self, match: int, next_index: int, max_inflight: int, is_learner: bool) -> None:
@@ -95,9 +94,6 @@ class Progress:
         self.msg_app_flow_paused = False
         self.inflights = Inflights(max_inflight)
         self.is_learner = is_learner
-        # A commit index the peer is to be told by heartbeat as soon as its match
-        # reaches it (a ReadIndex it waits on, a configuration change); 0: none.
-        self.commit_wanted = 0
 
     def __repr__(self) -> str:
         return (

@@ -47,13 +47,11 @@ def respond_read_index(r: Raft, request: Message, index: int) -> None:
         r.read_states.append(ReadState(index, request.context))
         return
     # The answer carries the commit index as a heartbeat would (capped at the peer's
-    # match), so the reader need not wait for the next heartbeat to learn it; if its
-    # match is still below the read index, it is told once match gets there
-    # (core._handle_append_response).
+    # match), so the reader need not wait for the next heartbeat to learn it. If its
+    # match is still below the read index, the round's heartbeat response made the
+    # leader send it an APPEND, which carries the commit (core._step_leader).
     pr = r.tracker.progress.get(request.frm)
     match = pr.match if pr is not None else 0
-    if pr is not None and match < index and index > pr.commit_wanted:
-        pr.commit_wanted = index
     r._send(
         Message(
             MT.READ_INDEX_RESP,

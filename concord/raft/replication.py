@@ -156,18 +156,6 @@ def send_heartbeat(r: Raft, to: NodeId, ctx: bytes) -> None:
     commit = min(r.tracker.progress[to].match, r.log.committed)
     r.msgs.append(Message(MT.HEARTBEAT, to, r.id, r.term, commit=commit, context=ctx))
 
-def tell_commit(r: Raft, to: NodeId, pr: Progress, index: int) -> None:
-    """
-    Tell `to` the commit index up to `index` without waiting for the next heartbeat:
-    by a heartbeat now if its match is there, else once it is (`Progress.commit_wanted`,
-    checked on each append response). For the few moments a follower must not wait.
-    """
-    if pr.match >= index:
-        pr.commit_wanted = 0
-        r._send_heartbeat(to, b"")
-    elif index > pr.commit_wanted:
-        pr.commit_wanted = index
-
 def flush(r: Raft) -> None:
     """Broadcast proposals appended and start a ReadIndex round (before a Ready)."""
     if r.role != Role.LEADER:
