@@ -130,8 +130,9 @@ def bcast_append(r: Raft) -> None:
     Send new entries to every peer, as many APPENDs as the window allows.
 
     An empty APPEND goes only to a peer being probed. A new commit index never gets an
-    APPEND of its own: it rides on the next APPEND with entries or the next heartbeat
-    (as in etcd), so a follower learns it within one heartbeat interval.
+    APPEND of its own (etcd-io/raft's bcastAppend on commit sends one): it rides on the
+    next APPEND with entries or the next heartbeat, so a follower learns it within one
+    heartbeat interval.
     """
     for node_id, pr in r.tracker.progress.items():
         if node_id == r.id:

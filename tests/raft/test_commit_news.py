@@ -1,4 +1,4 @@
-"""How followers learn the commit index: never by an APPEND of its own (etcd-io/raft)."""
+"""How followers learn the commit index: never by an APPEND of its own."""
 
 from __future__ import annotations
 
