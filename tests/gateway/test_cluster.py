@@ -153,6 +153,9 @@ def _writes(h: Http, wire: Client, p: str) -> None:
 
 def _errors(h: Http, wire: Client, p: str) -> None:
     """Malformed input: the wire's code (or the gateway's for HTTP-only faults), nothing changed."""
+    # A strong read returns once this node applied everything committed before it (a
+    # follower may not have learned the last commit yet): the baseline holds still.
+    wire.get(p + "k/1", consistency="strong")
     before = wire.status()["revision"]
     cases: list[tuple[Reply, int, str]] = [
         (h.request("PUT", key_path(p + "x"), raw=b"{not json"), 400, "invalid_request"),
