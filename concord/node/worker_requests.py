@@ -157,7 +157,9 @@ def _auth_write(worker: RaftWorker, token: int, request: Request) -> bytes | Non
     proposal = worker.auth.auth_command(request)
     rid = next(worker.ids)
     worker.pending[rid] = Pending(token, request, None, proposal.token)
-    worker.driver.submit_write(rid, proposal.command)
+    # Prompt commit news: the other members admit requests by the auth tables this
+    # changes, so they must not learn it a heartbeat later (docs/architecture.md).
+    worker.driver.submit_write(rid, proposal.command, prompt_commit=True)
     return None
 
 def _read(worker: RaftWorker, token: int, request: Request,

@@ -26,8 +26,8 @@ Divergences from etcd-io/raft, on purpose:
   - A new commit index gets no APPEND of its own (etcd sends one at once): it rides on
     the next APPEND with entries or the next heartbeat, so followers learn it within one
     heartbeat interval. An APPEND goes at once only for a committed configuration
-    change or term no-op (`_on_commit_advanced`); a follower's ReadIndex answer carries
-    the commit (reads.respond_read_index).
+    change, term no-op or entry proposed with `prompt_commit` (`_on_commit_advanced`);
+    a follower's ReadIndex answer carries the commit (reads.respond_read_index).
   - The leader stamps entries with cluster time (`now_ms`, from set_time) so timestamps
     never go backwards along the log.
 """
@@ -112,6 +112,7 @@ class Raft:
         self.randomized_election_timeout = config.election_ticks
         self.lead_transferee: NodeId | None = None
         self.pending_conf_index = 0
+        self.prompt_commit_index = 0
         self.read_only = ReadOnly()
         self.pending_read_index_messages: list[Message] = []
         self.append_pending = False
@@ -197,6 +198,7 @@ class Raft:
                 fresh.match = min(persisted, last)
             progress[node_id] = fresh
         self.pending_conf_index = 0
+        self.prompt_commit_index = 0
         self.read_only = ReadOnly()
         self.pending_read_index_messages = []
         self.append_pending = False
@@ -489,14 +491,19 @@ class Raft:
 
         No APPEND is sent for the news: the next APPEND with entries or the next
         heartbeat carries it (replication.bcast_append). Except when the range holds a
-        configuration change or the term's no-op (`pending_conf_index`): then every
-        member gets an APPEND at once (an empty one if nothing else is due), as etcd
-        does for every commit, since a leader that removed itself steps down when it
-        applies the change and would tell nobody, and a new term's first commit is what
-        followers' reads after an election wait on. Both are rare.
+        configuration change or the term's no-op (`pending_conf_index`), or while an
+        entry proposed with `prompt_commit` (`prompt_commit_index`, the highest such)
+        is not yet announced: then every member gets an APPEND at once (an empty one
+        if nothing else is due), as etcd does for every commit. A leader that removed
+        itself steps down when it applies the change and would tell nobody; a new
+        term's first commit is what followers' reads after an election wait on; a
+        prompt entry (an auth change) decides what the other members admit. All are
+        rare.
         """
         self._release_pending_read_index_messages()
-        if old_commit < self.pending_conf_index <= self.log.committed:
+        committed = self.log.committed
+        conf_change = old_commit < self.pending_conf_index <= committed
+        if conf_change or old_commit < self.prompt_commit_index:
             for node_id in self.tracker.progress:
                 if node_id != self.id:
                     self._maybe_send_append(node_id)

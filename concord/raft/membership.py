@@ -56,9 +56,11 @@ def check_can_propose(r: Raft) -> None:
     if r.id not in r.tracker.progress:
         raise ProposalDroppedError(f"node {r.id} was removed from the configuration")
 
-def propose(r: Raft, data: bytes) -> tuple[int, int]:
+def propose(r: Raft, data: bytes, prompt_commit: bool = False) -> tuple[int, int]:
     r._check_can_propose()
     index = r._append_entries([(EntryType.NORMAL, data)])
+    if prompt_commit:
+        r.prompt_commit_index = index
     r.append_pending = True
     return index, r.term
 

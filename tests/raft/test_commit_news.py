@@ -50,6 +50,17 @@ def test_commit_rides_on_next_append_when_entries_follow() -> None:
     assert [b"x"] == net.applied[B]
 
 
+def test_prompt_commit_entry_gets_an_append_at_once() -> None:
+    """An entry proposed with prompt_commit (an auth change) is announced committed by an
+    APPEND of its own: followers apply it without waiting for a heartbeat."""
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    index, _ = net.nodes[A].propose(b"revoke", prompt_commit=True)
+    net.stabilize()
+    assert (index, index) == (net.committed("a"), net.committed("b"))
+    assert [b"revoke"] == net.applied[B]
+
+
 def test_follower_read_learns_commit_from_answer_when_its_ack_came_late() -> None:
     """Thesis §6.4 on a follower: its acknowledgement reached the leader after the
     round's heartbeat left; the READ_INDEX_RESP carries the commit, no heartbeat wait."""
