@@ -111,6 +111,7 @@ class Raft:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_ticks
         self.lead_transferee: NodeId | None = None
+        self.deferred_transfer_ticks = 0  # election.campaign_deferred_transfer
         self.pending_conf_index = 0
         self.prompt_commit_index = 0
         self.read_only = ReadOnly()
@@ -187,6 +188,7 @@ class Raft:
         self.heartbeat_elapsed = 0
         self._reset_randomized_election_timeout()
         self._abort_leader_transfer()
+        self.deferred_transfer_ticks = 0
         self.tracker.reset_votes()
         last = self.log.last_index()
         persisted = self.log.persisted_index()
@@ -260,6 +262,7 @@ class Raft:
             self._tick_election()
 
     def _tick_election(self) -> None:
+        self.campaign_deferred_transfer(tick=True)
         self.election_elapsed += 1
         if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
@@ -521,6 +524,7 @@ class Raft:
 
     # -- elections and the candidate (concord/raft/election.py) --
     _hup = election.hup
+    campaign_deferred_transfer = election.campaign_deferred_transfer
     _has_unapplied_conf_changes = election.has_unapplied_conf_changes
     _campaign = election.campaign
     _handle_vote_request = election.handle_vote_request

@@ -344,6 +344,7 @@ class RawNode:
         """
         self.raft.log.applied_to(index)
         self.raft.maybe_auto_leave()
+        self.raft.campaign_deferred_transfer(tick=False)
 
     def status(self) -> Status:
         r = self.raft
