@@ -86,6 +86,11 @@ def leader_transfer(r: Raft, transferee: NodeId) -> None:
         r._maybe_send_append(transferee)
 
 def send_timeout_now(r: Raft, to: NodeId) -> None:
+    # The commit index first, by heartbeat (capped at the transferee's match, which is
+    # the last index here): commit news rides on the next append or heartbeat, and a
+    # transferee promoted moments ago must know its promotion committed to campaign
+    # (it then waits to apply it: follower.step_follower, TIMEOUT_NOW).
+    r._send_heartbeat(to, b"")
     r.msgs.append(Message(MT.TIMEOUT_NOW, to, r.id, r.term))
 
 def abort_leader_transfer(r: Raft) -> None:

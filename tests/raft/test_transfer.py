@@ -172,3 +172,19 @@ def test_deferred_transfer_is_dropped_when_apply_takes_an_election_timeout() -> 
     _apply(net, C, later)
     net.stabilize()
     assert (Role.FOLLOWER, Role.LEADER) == (net.role("c"), net.role("a"))
+
+
+def test_target_is_told_the_commit_before_timeout_now() -> None:
+    """The target holds its promotion but never heard it committed (its commit news was
+    lost): the leader's TIMEOUT_NOW follows a heartbeat with the commit, so it campaigns
+    (after applying the promotion) instead of refusing as a non-voter."""
+    net = Network(["a", "b", "c"], voters=["a", "b"], learners=["c"])
+    net.elect("a")
+    net.drop = lambda m: m.to == C and m.type == MessageType.APPEND and not m.entries
+    index, _ = net.nodes[A].propose_conf_change(ConfChange.add_voter(C))
+    net.stabilize()
+    net.drop = None
+    assert (index, index - 1) == (net.committed("a"), net.committed("c"))
+    net.nodes[A].transfer_leadership(C)
+    net.stabilize()
+    assert (Role.LEADER, Role.FOLLOWER) == (net.role("c"), net.role("a"))
