@@ -11,7 +11,10 @@ then measures, for each load (put, get strong, get leader, get eventual):
     readerN, ...; the supervisor is "supervisor") and by the node's role (leader or
     follower), divided by the acknowledged requests;
   - the same for an idle interval of the same length, so the fixed cost (ticks,
-    heartbeats, polls) can be told apart from the per-request cost.
+    heartbeats, polls) can be told apart from the per-request cost;
+  - the wake-ups of each role's main thread per request: its voluntary context switches
+    (/proc/<pid>/task/<pid>/status), about one per loop iteration that found nothing
+    ready and had to wait.
 
 The load is the benchmark's own driver (bench/drivers.py: one DEALER per client, one
 request in flight), so the figures add up to what `python -m bench run` reports as
@@ -56,19 +59,42 @@ def role_cpu(system: Concord, leader: int) -> dict[str, float]:
     return out
 
 
+def role_wakeups(system: Concord, leader: int) -> dict[str, float]:
+    """Voluntary context switches of each process's main thread so far, keyed like role_cpu."""
+    out: dict[str, float] = defaultdict(float)
+    for i, m in enumerate(system.members):
+        if m.pid is None:
+            continue
+        side = "leader" if i == leader else "follower"
+        for pid in system.procs.pids_of(m.pid):
+            try:
+                name = "supervisor" if pid == m.pid else psutil.Process(pid).name()
+                status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+            except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+                continue
+            role = name.rstrip("0123456789") if name.startswith("reader") else name
+            for line in status.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    out[f"{side}/{role}"] += int(line.split()[1])
+    return out
+
+
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
 def measure(system: Concord, leader: int, op: str, clients: int, seconds: float, keys: int) -> dict[str, object]:
     spec = LoadSpec("concord", system.endpoints_leader_first(), op, clients, seconds, 2_000_000, keys, 0)
-    c0 = role_cpu(system, leader)
+    c0, w0 = role_cpu(system, leader), role_wakeups(system, leader)
     r = run_load(spec, clients)
     used = delta(role_cpu(system, leader), c0)
+    woke = delta(role_wakeups(system, leader), w0)
     per_op = {k: v / r.ok * 1e6 for k, v in sorted(used.items())} if r.ok else {}
+    wakeups = {k: v / r.ok for k, v in sorted(woke.items())} if r.ok else {}
     return {"op": op, "clients": clients, "ok": r.ok, "errors": r.errors, "ops_per_s": r.ops_per_s,
             "p50_us": r.p50_us, "client_cpu_us_per_op": r.client_cpu_s / r.ok * 1e6 if r.ok else None,
-            "server_cpu_us_per_op": sum(per_op.values()), "by_role_us_per_op": per_op}
+            "server_cpu_us_per_op": sum(per_op.values()), "by_role_us_per_op": per_op,
+            "wakeups_per_op": wakeups}
 
 
 def idle(system: Concord, leader: int, seconds: float) -> dict[str, float]:
@@ -85,8 +111,10 @@ def print_table(row: dict[str, object]) -> None:
           f"server {row['server_cpu_us_per_op']:.0f} us/op, client {row['client_cpu_us_per_op']:.0f} us/op")
     by_role = row["by_role_us_per_op"]
     assert isinstance(by_role, dict)
+    wakeups = row["wakeups_per_op"]
+    assert isinstance(wakeups, dict)
     for k, v in by_role.items():
-        print(f"    {k:22s} {v:8.1f} us/op")
+        print(f"    {k:22s} {v:8.1f} us/op  {wakeups.get(k, 0.0):6.2f} wake-ups/op")
 
 
 def main() -> None:

@@ -335,9 +335,12 @@ class Driver:
             return  # the entry is not in the memory log yet; a later snapshot will do
         self.storage.create_snapshot(meta.index, meta.conf_state, data)
 
-    def submit_write(self, request_id: int, command: bytes) -> int | None:
+    def submit_write(
+        self, request_id: int, command: bytes, prompt_commit: bool = False
+    ) -> int | None:
         """
         Propose a state-machine command; the reply comes once it is applied.
+        `prompt_commit`: followers are told its commit at once (RawNode.propose).
 
         Returns:
             The entry's index, or None if the proposal was refused (already answered).
@@ -346,7 +349,7 @@ class Driver:
             raise ValueError("an empty command is the leader's no-op and cannot be proposed")
         self.raw.set_time(self._clock.now_ms())
         try:
-            index, term = self.raw.propose(command)
+            index, term = self.raw.propose(command, prompt_commit)
         except ProposalDroppedError:
             self._refuse(request_id)
             return None

@@ -493,7 +493,7 @@ class RaftWorker:
             return
         self._bootstrap_pending = next(self.ids)
         self.log.info("proposing the configured bootstrap token")
-        self.driver.submit_write(self._bootstrap_pending, command)
+        self.driver.submit_write(self._bootstrap_pending, command, prompt_commit=True)
 
     # -- replies -------------------------------------------------------------------------------
 

@@ -157,7 +157,9 @@ def _auth_write(worker: RaftWorker, token: int, request: Request) -> bytes | Non
     proposal = worker.auth.auth_command(request)
     rid = next(worker.ids)
     worker.pending[rid] = Pending(token, request, None, proposal.token)
-    worker.driver.submit_write(rid, proposal.command)
+    # Prompt commit news: the other members admit requests by the auth tables this
+    # changes, so they must not learn it a heartbeat later (docs/architecture.md).
+    worker.driver.submit_write(rid, proposal.command, prompt_commit=True)
     return None
 
 def _read(worker: RaftWorker, token: int, request: Request,
@@ -212,6 +214,32 @@ def _transfer(worker: RaftWorker, request: Request) -> bytes:
     worker.log.info("leadership transfer requested to=%s", target)
     return ok_reply(request.id, {"transferring_to": target})
 
+def _read_reply(worker: RaftWorker, request: Request) -> bytes:
+    """
+    A read whose index is applied here. Its token is admitted again, against auth
+    tables at least as new as the read index: one revoked (or a role narrowed) before
+    the read's index is refused, though it was valid when the request arrived.
+    """
+    rid = request.id
+    try:
+        principal = worker.auth.admit(request)
+    except ClientError as exc:
+        return error_reply(rid, exc.code, exc.message)
+    args = {k: v for k, v in request.args.items() if k != "consistency"}
+    body = {"op": request.op, **args}
+    # Cluster time, not this host's wall clock (shm layout.py, "Cluster time").
+    kv = worker.machine.kv
+    if request.op == "lease_list":  # leases live in the raft worker's machine only
+        if principal is not None and principal.tenant is not None:
+            return error_reply(rid, "forbidden", "tenant tokens cannot use leases")
+        return ok_reply(rid, {"leases": kv.leases(worker.publisher.cluster_now_ms())})
+    source = scoped(principal, kv)
+    result = serve_request(source, body, kv.read_time(worker.publisher.cluster_now_ms()),
+                           kv.config)
+    if "error" in result:
+        return error_reply(rid, str(result["error"]), str(result.get("message", "")))
+    return ok_reply(rid, result)
+
 def encode_reply(worker: RaftWorker, pending: Pending, reply: Reply) -> bytes:
     request = pending.request
     rid = request.id
@@ -229,20 +257,7 @@ def encode_reply(worker: RaftWorker, pending: Pending, reply: Reply) -> bytes:
             return ok_reply(rid, {})
         if isinstance(reply.result, ConfState):
             return ok_reply(rid, {"members": worker_ops.members(worker, reply.result)})
-        args = {k: v for k, v in request.args.items() if k != "consistency"}
-        body = {"op": request.op, **args}
-        # Cluster time, not this host's wall clock (shm layout.py, "Cluster time").
-        kv = worker.machine.kv
-        if request.op == "lease_list":  # leases live in the raft worker's machine only
-            if pending.principal is not None and pending.principal.tenant is not None:
-                return error_reply(rid, "forbidden", "tenant tokens cannot use leases")
-            return ok_reply(rid, {"leases": kv.leases(worker.publisher.cluster_now_ms())})
-        source = scoped(pending.principal, kv)
-        result = serve_request(source, body, kv.read_time(worker.publisher.cluster_now_ms()),
-                               kv.config)
-        if "error" in result:
-            return error_reply(rid, str(result["error"]), str(result.get("message", "")))
-        return ok_reply(rid, result)
+        return _read_reply(worker, request)
     if status is ReplyStatus.NOT_LEADER:
         return not_leader(worker, request)
     if status is ReplyStatus.DROPPED:

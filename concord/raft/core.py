@@ -23,6 +23,11 @@ Divergences from etcd-io/raft, on purpose:
     every read that arrived before it (thesis §6.4, batched).
   - InstallSnapshot is chunked: SNAPSHOT carries one chunk, the follower acknowledges with
     SNAPSHOT_RESP and assembles the chunks before restoring.
+  - A new commit index gets no APPEND of its own (etcd sends one at once): it rides on
+    the next APPEND with entries or the next heartbeat, so followers learn it within one
+    heartbeat interval. An APPEND goes at once only for a committed configuration
+    change, term no-op or entry proposed with `prompt_commit` (`_on_commit_advanced`);
+    a follower's ReadIndex answer carries the commit (reads.respond_read_index).
   - The leader stamps entries with cluster time (`now_ms`, from set_time) so timestamps
     never go backwards along the log.
 """
@@ -106,7 +111,9 @@ class Raft:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_ticks
         self.lead_transferee: NodeId | None = None
+        self.deferred_transfer_ticks = 0  # election.campaign_deferred_transfer
         self.pending_conf_index = 0
+        self.prompt_commit_index = 0
         self.read_only = ReadOnly()
         self.pending_read_index_messages: list[Message] = []
         self.append_pending = False
@@ -166,6 +173,7 @@ class Raft:
     _send_snapshot_chunks = replication.send_snapshot_chunks
     _bcast_append = replication.bcast_append
     _bcast_heartbeat = replication.bcast_heartbeat
+    _send_heartbeat = replication.send_heartbeat
     flush = replication.flush
     has_flush_work = replication.has_flush_work
 
@@ -180,6 +188,7 @@ class Raft:
         self.heartbeat_elapsed = 0
         self._reset_randomized_election_timeout()
         self._abort_leader_transfer()
+        self.deferred_transfer_ticks = 0
         self.tracker.reset_votes()
         last = self.log.last_index()
         persisted = self.log.persisted_index()
@@ -191,6 +200,7 @@ class Raft:
                 fresh.match = min(persisted, last)
             progress[node_id] = fresh
         self.pending_conf_index = 0
+        self.prompt_commit_index = 0
         self.read_only = ReadOnly()
         self.pending_read_index_messages = []
         self.append_pending = False
@@ -252,6 +262,7 @@ class Raft:
             self._tick_election()
 
     def _tick_election(self) -> None:
+        self.campaign_deferred_transfer(tick=True)
         self.election_elapsed += 1
         if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
@@ -413,17 +424,9 @@ class Raft:
             if not updated:
                 return
             pr.inflights.free_le(m.index)
+        committed = self.log.committed
         if self._maybe_commit():
-            self._release_pending_read_index_messages()
-            # Commit news goes out with the next Ready (flush), once for all the
-            # acknowledgements stepped before it.
-            self.append_pending = True
-        elif (
-            m.frm != self.id
-            and not self.append_pending
-            and pr.can_bump_commit(self.log.committed)
-        ):
-            self._maybe_send_append(m.frm)
+            self._on_commit_advanced(committed)
         if m.frm != self.id:
             while self._maybe_send_append(m.frm, send_if_empty=False):
                 pass
@@ -485,6 +488,29 @@ class Raft:
         """Raft §5.4.2: advance commit to the quorum's match if it is of our term."""
         return self.log.maybe_commit(self.tracker.committed(), self.term)
 
+    def _on_commit_advanced(self, old_commit: int) -> None:
+        """
+        The leader's commit index moved up from `old_commit`.
+
+        No APPEND is sent for the news: the next APPEND with entries or the next
+        heartbeat carries it (replication.bcast_append). Except when the range holds a
+        configuration change or the term's no-op (`pending_conf_index`), or while an
+        entry proposed with `prompt_commit` (`prompt_commit_index`, the highest such)
+        is not yet announced: then every member gets an APPEND at once (an empty one
+        if nothing else is due), as etcd does for every commit. A leader that removed
+        itself steps down when it applies the change and would tell nobody; a new
+        term's first commit is what followers' reads after an election wait on; a
+        prompt entry (an auth change) decides what the other members admit. All are
+        rare.
+        """
+        self._release_pending_read_index_messages()
+        committed = self.log.committed
+        conf_change = old_commit < self.pending_conf_index <= committed
+        if conf_change or old_commit < self.prompt_commit_index:
+            for node_id in self.tracker.progress:
+                if node_id != self.id:
+                    self._maybe_send_append(node_id)
+
     def _committed_entry_in_current_term(self) -> bool:
         return self.log.term_or_zero(self.log.committed) == self.term
 
@@ -499,6 +525,7 @@ class Raft:
     # -- elections and the candidate (concord/raft/election.py) --
     _hup = election.hup
     advance_election = election.advance_election
+    campaign_deferred_transfer = election.campaign_deferred_transfer
     _has_unapplied_conf_changes = election.has_unapplied_conf_changes
     _campaign = election.campaign
     _handle_vote_request = election.handle_vote_request

@@ -53,6 +53,24 @@ def advance_election(r: Raft, ticks: int) -> None:
         r.election_elapsed = min(r.election_elapsed + ticks, cap)
 
 
+def campaign_deferred_transfer(r: Raft, tick: bool) -> None:
+    """
+    A TIMEOUT_NOW that came while conf changes were committed but not applied
+    (follower.step_follower): campaign for the transfer now they are; drop it when an
+    election timeout passes first (`tick`: called from a tick, which counts it down).
+    """
+    if r.deferred_transfer_ticks <= 0 or r.role != Role.FOLLOWER:
+        return
+    if not r._has_unapplied_conf_changes():
+        r.deferred_transfer_ticks = 0
+        r._hup(transfer=True)
+        return
+    if tick:
+        r.deferred_transfer_ticks -= 1
+        if r.deferred_transfer_ticks == 0:
+            r.logger.info("deferred timeout-now dropped: conf changes still not applied")
+
+
 def has_unapplied_conf_changes(r: Raft) -> bool:
     log = r.log
     lo = log.applied + 1

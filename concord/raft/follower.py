@@ -47,6 +47,13 @@ def step_follower(r: Raft, m: Message) -> None:
         )
     elif t == MT.TIMEOUT_NOW:
         r.logger.info("received timeout-now from=%s", m.frm)
+        if r._has_unapplied_conf_changes():
+            # A transferee promoted moments ago may know the promotion committed but not
+            # have applied it: campaign once it is (election.campaign_deferred_transfer),
+            # within an election timeout, as a TIMEOUT_NOW delayed that long would.
+            r.deferred_transfer_ticks = r.config.election_ticks
+            r.logger.info("timeout-now deferred: conf changes committed but not applied")
+            return
         # Thesis §3.10: campaign at once, past pre-vote and leader stickiness.
         r._hup(transfer=True)
     elif t == MT.READ_INDEX:
@@ -57,6 +64,8 @@ def step_follower(r: Raft, m: Message) -> None:
             Message(MT.READ_INDEX, r.lead, r.id, r.term, context=m.context)
         )
     elif t == MT.READ_INDEX_RESP:
+        # The commit index rides along, capped at our match like a heartbeat's.
+        r.log.commit_to(m.commit)
         r.read_states.append(ReadState(m.index, m.context))
 
 def handle_append(r: Raft, m: Message) -> None:

@@ -56,9 +56,11 @@ def check_can_propose(r: Raft) -> None:
     if r.id not in r.tracker.progress:
         raise ProposalDroppedError(f"node {r.id} was removed from the configuration")
 
-def propose(r: Raft, data: bytes) -> tuple[int, int]:
+def propose(r: Raft, data: bytes, prompt_commit: bool = False) -> tuple[int, int]:
     r._check_can_propose()
     index = r._append_entries([(EntryType.NORMAL, data)])
+    if prompt_commit:
+        r.prompt_commit_index = index
     r.append_pending = True
     return index, r.term
 
@@ -116,8 +118,9 @@ def switch_to_config(r: Raft, cfg: TrackerConfig, prs: ProgressMap) -> ConfState
         return cs
     if r.role != Role.LEADER or not cs.voters:
         return cs
+    committed = r.log.committed
     if r._maybe_commit():
-        r._release_pending_read_index_messages()
+        r._on_commit_advanced(committed)
         r._bcast_append()
     else:
         for node_id in prs:

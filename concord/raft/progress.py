@@ -80,7 +80,6 @@ class Progress:
         "msg_app_flow_paused",
         "inflights",
         "is_learner",
-        "sent_commit",
     )
 
     def __init__(self, match: int, next_index: int, max_inflight: int, is_learner: bool) -> None:
@@ -95,8 +94,6 @@ class Progress:
         self.msg_app_flow_paused = False
         self.inflights = Inflights(max_inflight)
         self.is_learner = is_learner
-        # The highest commit index sent to the peer (APPEND or HEARTBEAT).
-        self.sent_commit = 0
 
     def __repr__(self) -> str:
         return (
@@ -167,10 +164,6 @@ class Progress:
         self.next = max(min(rejected, match_hint + 1), self.match + 1)
         self.msg_app_flow_paused = False
         return True
-
-    def can_bump_commit(self, committed: int) -> bool:
-        """Would an APPEND tell the peer a commit index it has not been sent yet?"""
-        return self.state != ProgressState.SNAPSHOT and committed > self.sent_commit
 
     def is_paused(self) -> bool:
         if self.state == ProgressState.SNAPSHOT:

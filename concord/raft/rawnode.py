@@ -180,9 +180,13 @@ class RawNode:
         """Start an election now (with pre-vote if configured)."""
         self.raft.step(Message(MessageType.HUP, self.raft.id, self.raft.id))
 
-    def propose(self, data: bytes) -> tuple[int, int]:
+    def propose(self, data: bytes, prompt_commit: bool = False) -> tuple[int, int]:
         """
         Append a command to the log (leader only).
+
+        With `prompt_commit` the followers are told the entry's commit at once (an
+        APPEND of its own), not with the next append or heartbeat: for entries whose
+        effect other members' admission of requests depends on (auth changes).
 
         Returns:
             (index, term) assigned to the entry.
@@ -190,7 +194,7 @@ class RawNode:
         Raises:
             ProposalDroppedError: not the leader, or a leader transfer is in progress.
         """
-        return self.raft.propose(data)
+        return self.raft.propose(data, prompt_commit)
 
     def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
         """
@@ -345,6 +349,7 @@ class RawNode:
         """
         self.raft.log.applied_to(index)
         self.raft.maybe_auto_leave()
+        self.raft.campaign_deferred_transfer(tick=False)
 
     def status(self) -> Status:
         r = self.raft

@@ -45,17 +45,24 @@ def release_pending_read_index_messages(r: Raft) -> None:
 def respond_read_index(r: Raft, request: Message, index: int) -> None:
     if request.frm == r.id:
         r.read_states.append(ReadState(index, request.context))
-    else:
-        r._send(
-            Message(
-                MT.READ_INDEX_RESP,
-                request.frm,
-                r.id,
-                r.term,
-                index=index,
-                context=request.context,
-            )
+        return
+    # The answer carries the commit index as a heartbeat would (capped at the peer's
+    # match), so the reader need not wait for the next heartbeat to learn it. If its
+    # match is still below the read index, the round's heartbeat response made the
+    # leader send it an APPEND, which carries the commit (core._step_leader).
+    pr = r.tracker.progress.get(request.frm)
+    match = pr.match if pr is not None else 0
+    r._send(
+        Message(
+            MT.READ_INDEX_RESP,
+            request.frm,
+            r.id,
+            r.term,
+            index=index,
+            commit=min(match, r.log.committed),
+            context=request.context,
         )
+    )
 
 def leader_transfer(r: Raft, transferee: NodeId) -> None:
     pr = r.tracker.progress.get(transferee)
@@ -79,6 +86,11 @@ def leader_transfer(r: Raft, transferee: NodeId) -> None:
         r._maybe_send_append(transferee)
 
 def send_timeout_now(r: Raft, to: NodeId) -> None:
+    # The commit index first, by heartbeat (capped at the transferee's match, which is
+    # the last index here): commit news rides on the next append or heartbeat, and a
+    # transferee promoted moments ago must know its promotion committed to campaign
+    # (it then waits to apply it: follower.step_follower, TIMEOUT_NOW).
+    r._send_heartbeat(to, b"")
     r.msgs.append(Message(MT.TIMEOUT_NOW, to, r.id, r.term))
 
 def abort_leader_transfer(r: Raft) -> None:

@@ -70,7 +70,6 @@ def maybe_send_append(r: Raft, to: NodeId, send_if_empty: bool = True) -> bool:
         )
     )
     pr.sent_entries(len(entries))
-    pr.sent_commit = log.committed
     return True
 
 def maybe_send_snapshot(r: Raft, to: NodeId, pr: Progress) -> bool:
@@ -127,13 +126,18 @@ def send_snapshot_chunks(r: Raft, to: NodeId) -> None:
     )
 
 def bcast_append(r: Raft) -> None:
-    """One APPEND to every peer (commit news), then pipeline what the window allows."""
-    committed = r.log.committed
+    """
+    Send new entries to every peer, as many APPENDs as the window allows.
+
+    An empty APPEND goes only to a peer being probed. A new commit index never gets an
+    APPEND of its own (etcd-io/raft's bcastAppend on commit sends one): it rides on the
+    next APPEND with entries or the next heartbeat, so a follower learns it within one
+    heartbeat interval.
+    """
     for node_id, pr in r.tracker.progress.items():
         if node_id == r.id:
             continue
-        # An empty APPEND only if it tells something: a probe, or a new commit index.
-        send_if_empty = pr.state != ProgressState.REPLICATE or pr.can_bump_commit(committed)
+        send_if_empty = pr.state != ProgressState.REPLICATE
         if r._maybe_send_append(node_id, send_if_empty):
             while pr.state == ProgressState.REPLICATE and r._maybe_send_append(
                 node_id, send_if_empty=False
@@ -141,16 +145,17 @@ def bcast_append(r: Raft) -> None:
                 pass
 
 def bcast_heartbeat(r: Raft, ctx: bytes) -> None:
-    committed = r.log.committed
-    for node_id, pr in r.tracker.progress.items():
-        if node_id == r.id:
-            continue
-        commit = min(pr.match, committed)
-        if commit > pr.sent_commit:
-            pr.sent_commit = commit
-        r.msgs.append(
-            Message(MT.HEARTBEAT, node_id, r.id, r.term, commit=commit, context=ctx)
-        )
+    for node_id in r.tracker.progress:
+        if node_id != r.id:
+            r._send_heartbeat(node_id, ctx)
+
+def send_heartbeat(r: Raft, to: NodeId, ctx: bytes) -> None:
+    """
+    A HEARTBEAT carrying the commit index, capped at the peer's match: the peer's log is
+    known to hold the leader's entries only up to there (etcd `sendHeartbeat`).
+    """
+    commit = min(r.tracker.progress[to].match, r.log.committed)
+    r.msgs.append(Message(MT.HEARTBEAT, to, r.id, r.term, commit=commit, context=ctx))
 
 def flush(r: Raft) -> None:
     """Broadcast proposals appended and start a ReadIndex round (before a Ready)."""

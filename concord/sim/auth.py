@@ -97,7 +97,7 @@ class AuthRun:
                 self._setup_rid is None or self._setup_rid in results or overdue):
             for data in self._setup:  # in order; the last one's OK means all applied
                 self._setup_rid = sim._control_request("auth setup")
-                leader.driver.submit_write(self._setup_rid, data)
+                leader.driver.submit_write(self._setup_rid, data, prompt_commit=True)
             self._setup_at = sim.loop.now
             leader.process()
         sim.loop.after(50, self._propose_setup)
@@ -115,7 +115,8 @@ class AuthRun:
             if self._revoke_rid is None and self._writes >= 3:
                 self._revoke_rid = sim._control_request("revoke")
                 leader.driver.submit_write(self._revoke_rid, encode_command(
-                    "token_revoke", {"token_id": REVOKEE.token_id}, auth=ADMIN))
+                    "token_revoke", {"token_id": REVOKEE.token_id}, auth=ADMIN),
+                    prompt_commit=True)  # as the node proposes auth changes
             leader.process()
         sim.loop.after(sim.nemesis_rng.randint(20, 120), self._revokee_write)
 

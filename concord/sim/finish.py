@@ -1,7 +1,8 @@
 """
 The end of a simulated run: heal every fault, then check progress (a leader commits a
-new write), convergence (every member holds the same applied state) and the
-linearizability of the client history, with a final strong read of every key.
+new write), commit news (followers learn that commit within a heartbeat interval:
+concord/sim/commit_news.py), convergence (every member holds the same applied state)
+and the linearizability of the client history, with a final strong read of every key.
 
 Pure: time and randomness are the simulator's.
 """
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from concord.node.driver import Consistency, ReplyStatus
 from concord.sim import buggify as buggify_mod
+from concord.sim.commit_news import check_commit_news
 from concord.sim.linearizability import OpKind, check_history
 from concord.sim.workload import Client
 
@@ -63,6 +65,10 @@ def final_checks(sim: Simulation) -> None:
         return
     if sim._control_results.get(rid) is not ReplyStatus.OK:
         sim.checker.fail("progress", "no write committed after faults healed")
+        return
+    # Commit news: with no writes left to carry it, heartbeats tell followers the commit.
+    check_commit_news(sim)
+    if sim.checker.violations:
         return
     # Let followers catch up, then compare the members' state.
     sim.loop.run_until(sim.loop.now + 500, stop=sim._step_check)

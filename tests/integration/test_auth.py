@@ -35,13 +35,15 @@ RETRYABLE = ("no_leader", "not_leader", "timeout")
 REFUSED = ("unauthorized", "forbidden")
 
 
-def auth_cluster(cluster: ClusterFactory, tmp_path: Path) -> tuple[Cluster, str]:
+def auth_cluster(cluster: ClusterFactory, tmp_path: Path,
+                 **sections: dict[str, object]) -> tuple[Cluster, str]:
     """A 3-node cluster with [auth] enabled and its first admin token from a file."""
     token, _ = new_token()
     path = tmp_path / "admin.token"
     path.write_text(token + "\n")
     os.chmod(path, 0o600)
-    c = cluster(3, start=False, auth={"enabled": True, "bootstrap_token_file": str(path)})
+    c = cluster(3, start=False, auth={"enabled": True, "bootstrap_token_file": str(path)},
+                **sections)
     c.token = token  # status (and so the start-up leader wait) needs a token
     c.start()
     return c, token
@@ -372,6 +374,28 @@ def test_clients_manage_tokens_and_tenants_when_given_an_admin_token(
     with Client(endpoints, token=str(created["token"]), timeout_s=10.0) as revoked:
         with pytest.raises(UnauthorizedError):
             revoked.get("k", consistency="strong")
+
+
+@pytest.mark.timeout(300)
+def test_strong_read_on_follower_is_refused_when_its_token_was_revoked_before_the_read(
+        cluster: ClusterFactory, tmp_path: Path) -> None:
+    """The leader's messages reach a follower 300 ms late (fault filter), so it admits a
+    strong read with a token already revoked through the leader (its auth tables are
+    older); the read waits for an index past the revocation and is then refused, since
+    the token is admitted again when the read is served."""
+    c, admin = auth_cluster(cluster, tmp_path, faults={"enabled": True})
+    token = admin_do(c, admin, "token_create", role="editor")
+    assert send(c, c.wait_leader(), {"op": "put", "id": 2, "key": "k", "value": 1,
+                                     "token": token["token"]})["ok"]
+    leader = c.wait_leader()
+    follower = next(n for n in c.ids if n != leader)
+    read = {"op": "get", "id": 3, "key": "k", "consistency": "strong", "token": token["token"]}
+    assert 1 == send(c, follower, read)["value"]
+    delay = {"cmd": "delay", "src": leader, "dst": follower, "ms": 300}
+    assert c.request(leader, {"op": "fault", "command": delay, "token": admin})["ok"]
+    admin_do(c, admin, "token_revoke", token_id=token["token_id"])
+    reply = c.request(follower, read)
+    assert "unauthorized" == reply.get("error"), reply
 
 
 @pytest.mark.timeout(300)

@@ -101,7 +101,9 @@ def test_tokens_and_curve_hold_together_when_both_are_on(cluster: ClusterFactory
     with Client(endpoints, token=editor_token, server_key=server_key, timeout_s=20.0) as editor:
         editor.put("app:k", "v1")
         for endpoint in endpoints:  # every node answers the token, over CURVE
-            for level in ("eventual", "strong"):
+            # strong first: it settles the node (a follower learns the put's commit with
+            # the next append or heartbeat, docs/architecture.md "Follower lag")
+            for level in ("strong", "eventual"):
                 got = wait_until(lambda: editor.call_at(endpoint, "get", {
                     "key": "app:k", "consistency": level}).get("value"), 20,
                     f"{endpoint} {level} read of app:k")

@@ -74,7 +74,7 @@ class FakeRaw:
     def step(self, msg: Message) -> None:
         self.stepped.append(msg)
 
-    def propose(self, data: bytes) -> tuple[int, int]:
+    def propose(self, data: bytes, prompt_commit: bool = False) -> tuple[int, int]:
         if self.next_propose is None:
             raise ProposalDroppedError("not leader")
         return self.next_propose

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 from concord.ids import NodeId
 from concord.raft.config import RaftConfig
-from concord.raft.messages import ConfChange, ConfState, Entry, EntryType, Message
+from concord.raft.messages import ConfChange, ConfState, Entry, EntryType, Message, MessageType
 from concord.raft.rawnode import RawNode, Ready
 from concord.raft.state import HardState, ReadState, Role
 from concord.raft.storage import MemoryStorage
@@ -178,13 +178,27 @@ class Network:
                     self.nodes[name].tick()
             self.stabilize()
 
-    def elect(self, name: str) -> None:
-        self.nodes[NodeId(name)].campaign()
+    def heartbeat(self) -> None:
+        """
+        Every leader sends its heartbeats now, then the network stabilizes: the event
+        that tells followers a new commit index when no entries follow it (a leader
+        sends no APPEND just for that).
+        """
+        for name in self.leaders():
+            self.nodes[name].raft.step(Message(MessageType.BEAT, name, name))
         self.stabilize()
 
+    def elect(self, name: str) -> None:
+        """`name` campaigns; then a heartbeat round, so followers learn the commit."""
+        self.nodes[NodeId(name)].campaign()
+        self.stabilize()
+        self.heartbeat()
+
     def propose(self, name: str, data: bytes) -> tuple[int, int]:
+        """Propose through `name`; then a heartbeat round, so followers learn the commit."""
         index_term = self.nodes[NodeId(name)].propose(data)
         self.stabilize()
+        self.heartbeat()
         return index_term
 
     def isolate(self, name: str) -> None:

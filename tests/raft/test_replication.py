@@ -42,6 +42,7 @@ def test_appends_are_split_when_entries_exceed_max_size_per_msg() -> None:
     for i in range(10):
         node.propose(b"0123456789" + bytes([i]))
     net.stabilize()
+    net.heartbeat()
     appends = [m for m in net.delivered if m.type == MessageType.APPEND and m.to == B]
     assert all(len(m.entries) <= 3 for m in appends)
     assert [b"0123456789" + bytes([i]) for i in range(10)] == net.applied[B]

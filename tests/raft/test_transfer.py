@@ -6,7 +6,7 @@ import pytest
 
 from concord.errors import ProposalDroppedError
 from concord.ids import NodeId
-from concord.raft import MessageType, Role
+from concord.raft import ConfChange, Entry, EntryType, MessageType, Role
 from tests.raft.network import Network
 
 A, B, C = NodeId("a"), NodeId("b"), NodeId("c")
@@ -96,3 +96,95 @@ def test_transfer_is_ignored_when_target_is_a_learner() -> None:
     net.nodes[A].transfer_leadership(C)
     net.stabilize()
     assert (Role.LEADER, None) == (net.role("a"), net.nodes[A].status().lead_transferee)
+
+
+def _ready_applied_later(net: Network, name: NodeId, later: list[Entry]) -> None:
+    """One Ready of `name` persisted and sent; its committed entries are kept in `later`
+    instead of applied (a node whose apply lags its log)."""
+    node = net.nodes[name]
+    rd = node.ready()
+    net.queue.extend(rd.messages)
+    if rd.entries:
+        net.storages[name].append(rd.entries)
+    if rd.hard_state is not None:
+        net.storages[name].set_hard_state(rd.hard_state)
+    node.on_persisted(rd.number)
+    net.queue.extend(rd.messages_after_persist)
+    later.extend(rd.committed_entries)
+
+
+def _run_with_late_apply(net: Network, name: NodeId, later: list[Entry]) -> None:
+    for _ in range(1000):
+        busy = False
+        for other in net.names:
+            if net.nodes[other].has_ready():
+                busy = True
+                if other == name:
+                    _ready_applied_later(net, other, later)
+                else:
+                    net.process_ready(other)
+        while net.queue:
+            busy = True
+            net.deliver(net.queue.popleft())
+        if not busy:
+            return
+    raise AssertionError("network did not stabilize")
+
+
+def _promote_c_applied_later(net: Network) -> list[Entry]:
+    """c's promotion is committed everywhere; c knows it and has not applied it yet."""
+    net.elect("a")
+    net.nodes[A].propose_conf_change(ConfChange.add_voter(C))
+    later: list[Entry] = []
+    _run_with_late_apply(net, C, later)
+    assert [EntryType.CONF_CHANGE] == [e.type for e in later if e.data]
+    assert C in net.nodes[A].raft.tracker.voter_ids()
+    net.nodes[A].transfer_leadership(C)
+    _run_with_late_apply(net, C, later)
+    assert [C] == [m.to for m in net.delivered if m.type == MessageType.TIMEOUT_NOW]
+    assert Role.FOLLOWER == net.role("c")
+    return later
+
+
+def _apply(net: Network, name: NodeId, entries: list[Entry]) -> None:
+    node = net.nodes[name]
+    for entry in entries:
+        if entry.type == EntryType.CONF_CHANGE:
+            node.apply_conf_change(ConfChange.decode(entry.data))
+    node.on_applied(entries[-1].index)
+
+
+def test_freshly_promoted_target_campaigns_once_it_applies_its_promotion() -> None:
+    """TIMEOUT_NOW reaches a member before it applied its own (committed) promotion: it
+    is not yet a voter to itself, so it waits, and campaigns as soon as it applies it."""
+    net = Network(["a", "b", "c"], voters=["a", "b"], learners=["c"])
+    later = _promote_c_applied_later(net)
+    _apply(net, C, later)
+    net.stabilize()
+    assert (Role.LEADER, Role.FOLLOWER) == (net.role("c"), net.role("a"))
+
+
+def test_deferred_transfer_is_dropped_when_apply_takes_an_election_timeout() -> None:
+    """The deferral lasts one election timeout, like the leader's transfer itself."""
+    net = Network(["a", "b", "c"], voters=["a", "b"], learners=["c"], election_ticks=10)
+    later = _promote_c_applied_later(net)
+    net.tick(C, 10)
+    _apply(net, C, later)
+    net.stabilize()
+    assert (Role.FOLLOWER, Role.LEADER) == (net.role("c"), net.role("a"))
+
+
+def test_target_is_told_the_commit_before_timeout_now() -> None:
+    """The target holds its promotion but never heard it committed (its commit news was
+    lost): the leader's TIMEOUT_NOW follows a heartbeat with the commit, so it campaigns
+    (after applying the promotion) instead of refusing as a non-voter."""
+    net = Network(["a", "b", "c"], voters=["a", "b"], learners=["c"])
+    net.elect("a")
+    net.drop = lambda m: m.to == C and m.type == MessageType.APPEND and not m.entries
+    index, _ = net.nodes[A].propose_conf_change(ConfChange.add_voter(C))
+    net.stabilize()
+    net.drop = None
+    assert (index, index - 1) == (net.committed("a"), net.committed("c"))
+    net.nodes[A].transfer_leadership(C)
+    net.stabilize()
+    assert (Role.LEADER, Role.FOLLOWER) == (net.role("c"), net.role("a"))

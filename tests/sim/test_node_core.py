@@ -11,7 +11,7 @@ from concord.node.core.node import NodeCore, NodeView
 from concord.sim.cluster import SimConfig, Simulation
 
 #: CI seeds (3 nodes) that catch the plants below at their first occurrence.
-SHM_SEED = 1000
+SHM_SEED = 1001
 LEASE_SEED = 1017
 #: A CI seed (3 nodes) whose nemesis adds a learner that asks for auto-promotion.
 PROMOTION_SEED = 1002

@@ -11,10 +11,13 @@ from concord.node.core import writer as writer_core
 from concord.sim.cluster import SimConfig, Simulation
 from concord.storage.membership import SnapshotMembership
 
-#: A CI seed (3 nodes) that runs the whole-restart program and, with the membership
-#: decision of issue 12 #1 planted, ends with no leader. NB: measured before pipelined
-#: runs existed: the plant test runs it unpipelined (the seed now draws pipeline 3).
+#: A CI seed (3 nodes) that runs the whole-restart program.
 SEED = 1082
+#: A CI seed (3 nodes, run unpipelined) that runs the whole-restart program and, with the
+#: membership decision of issue 12 #1 planted, ends with no leader. Chosen again (it was
+#: 1082) when followers stopped getting commit-only appends: the restarts fall at
+#: other moments.
+PLANT_SEED = 1097
 
 
 class _DropsEarlyReports(SnapshotMembership):
@@ -55,7 +58,7 @@ def test_liveness_fails_when_snapshots_lose_the_membership_reported_below_the_co
     restarted cluster has no voter: the liveness check fails (the simulator catches
     issue 12 #1)."""
     monkeypatch.setattr(writer_core, "SnapshotMembership", _DropsEarlyReports)
-    result = Simulation(SimConfig(seed=SEED, nodes=3, pipeline=1)).run()
+    result = Simulation(SimConfig(seed=PLANT_SEED, nodes=3, pipeline=1)).run()
     assert ["liveness"] == [v.check for v in result.violations]
 
 
