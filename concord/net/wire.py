@@ -378,6 +378,12 @@ def validate(obj: Mapping[str, object], registry: Mapping[str, OpSpec] = OPS) ->
         raise InvalidRequestError("client_id and seq go together", request_id)
     if "min_seq" in envelope and ("seq" not in envelope or envelope["min_seq"] > envelope["seq"]):  # type: ignore[operator]
         raise InvalidRequestError("min_seq needs seq and may not exceed it", request_id)
+    return _request(op, request_id, args, envelope)
+
+
+def _request(op: str, request_id: int, args: dict[str, object],
+             envelope: Mapping[str, object]) -> Request:
+    """A Request of checked parts: the envelope fields a map may carry beside op, id and args."""
     return Request(
         op=op,
         id=request_id,
@@ -437,18 +443,7 @@ def decode_validated(payload: bytes, registry: Mapping[str, OpSpec] = OPS) -> Re
             envelope[name] = value
     if not envelope:
         return Request(spec.name, request_id, args)
-    return Request(
-        op=spec.name,
-        id=request_id,
-        args=args,
-        token=envelope.get("token"),  # type: ignore[arg-type]
-        ns=envelope.get("ns"),  # type: ignore[arg-type]
-        timeout_ms=envelope.get("timeout_ms"),  # type: ignore[arg-type]
-        client_id=envelope.get("client_id"),  # type: ignore[arg-type]
-        seq=envelope.get("seq"),  # type: ignore[arg-type]
-        traceparent=envelope.get("traceparent"),  # type: ignore[arg-type]
-        min_seq=envelope.get("min_seq"),  # type: ignore[arg-type]
-    )
+    return _request(spec.name, request_id, args, envelope)
 
 
 def pack(obj: Mapping[str, object]) -> bytes:
