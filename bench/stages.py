@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 
@@ -40,28 +41,8 @@ from bench.systems import Concord
 LOADS = ("put", "get:strong", "get:leader", "get:eventual")
 
 
-def role_cpu(system: Concord, leader: int) -> dict[str, float]:
-    """CPU seconds so far, keyed "leader/<role>" or "follower/<role>"."""
-    out: dict[str, float] = defaultdict(float)
-    for i, m in enumerate(system.members):
-        if m.pid is None:
-            continue
-        side = "leader" if i == leader else "follower"
-        for pid in system.procs.pids_of(m.pid):
-            try:
-                p = psutil.Process(pid)
-                t = p.cpu_times()
-                name = "supervisor" if pid == m.pid else p.name()
-            except psutil.NoSuchProcess:
-                continue
-            role = name.rstrip("0123456789") if name.startswith("reader") else name
-            out[f"{side}/{role}"] += t.user + t.system
-    return out
-
-
-def role_wakeups(system: Concord, leader: int) -> dict[str, float]:
-    """Voluntary context switches of each process's main thread so far, keyed like role_cpu."""
-    out: dict[str, float] = defaultdict(float)
+def role_processes(system: Concord, leader: int) -> Iterator[tuple[str, int]]:
+    """(key "leader/<role>" or "follower/<role>", pid) of every process of every member."""
     for i, m in enumerate(system.members):
         if m.pid is None:
             continue
@@ -69,13 +50,35 @@ def role_wakeups(system: Concord, leader: int) -> dict[str, float]:
         for pid in system.procs.pids_of(m.pid):
             try:
                 name = "supervisor" if pid == m.pid else psutil.Process(pid).name()
-                status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
-            except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+            except psutil.NoSuchProcess:
                 continue
             role = name.rstrip("0123456789") if name.startswith("reader") else name
-            for line in status.splitlines():
-                if line.startswith("voluntary_ctxt_switches:"):
-                    out[f"{side}/{role}"] += int(line.split()[1])
+            yield f"{side}/{role}", pid
+
+
+def role_cpu(system: Concord, leader: int) -> dict[str, float]:
+    """CPU seconds so far, keyed "leader/<role>" or "follower/<role>"."""
+    out: dict[str, float] = defaultdict(float)
+    for key, pid in role_processes(system, leader):
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        out[key] += t.user + t.system
+    return out
+
+
+def role_wakeups(system: Concord, leader: int) -> dict[str, float]:
+    """Voluntary context switches of each process's main thread so far, keyed like role_cpu."""
+    out: dict[str, float] = defaultdict(float)
+    for key, pid in role_processes(system, leader):
+        try:
+            status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                out[key] += int(line.split()[1])
     return out
 
 
