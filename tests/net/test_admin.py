@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator
 
-import pytest
 import zmq
 
 from concord.ids import NodeId
@@ -41,13 +39,6 @@ class RaftBackendThread:
         self._stop.set()
         self._thread.join(5.0)
         assert not self._thread.is_alive()
-
-
-@pytest.fixture
-def ctx() -> Iterator[Context]:
-    context: Context = zmq.Context()
-    yield context
-    context.term()
 
 
 def serve(ctx: Context, faults_enabled: bool) -> tuple[DoorThread, RaftBackendThread, PeerTransport]:

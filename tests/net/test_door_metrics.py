@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import zmq
@@ -35,13 +34,6 @@ class FakeMetrics(DoorMetrics):
 
     def sample(self, handoffs: int, invalid: int, client_gone: int) -> None:
         pass
-
-
-@pytest.fixture
-def ctx() -> Iterator[Context]:
-    context: Context = zmq.Context()
-    yield context
-    context.term()
 
 
 def test_observer_labels_each_reply_when_requests_end() -> None:

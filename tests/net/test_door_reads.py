@@ -40,13 +40,6 @@ class FakeInline:
 
 
 @pytest.fixture
-def ctx() -> Iterator[Context]:
-    context: Context = zmq.Context()
-    yield context
-    context.term()
-
-
-@pytest.fixture
 def inline_door(ctx: Context) -> Iterator[tuple[DoorThread, FakeInline]]:
     fake = FakeInline()
     door = DoorThread(ctx, inline=fake)

@@ -23,13 +23,6 @@ N1, N2 = NodeId("n1"), NodeId("n2")
 
 
 @pytest.fixture
-def ctx() -> Iterator[Context]:
-    context: Context = zmq.Context()
-    yield context
-    context.term()
-
-
-@pytest.fixture
 def n1(ctx: Context) -> Iterator[PeerTransport]:
     options = PeerOptions(heartbeat_interval_s=0.05, dead_after_s=0.3, reconnect_ivl_ms=10, reconnect_ivl_max_ms=100)
     with PeerTransport(ctx, N1, "tcp://127.0.0.1:0", options=options) as transport:

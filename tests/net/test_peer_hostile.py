@@ -28,13 +28,6 @@ Zmq = zmq.Context[zmq.Socket[bytes]]
 
 
 @pytest.fixture
-def ctx() -> Iterator[Zmq]:
-    context: Zmq = zmq.Context()
-    yield context
-    context.term()
-
-
-@pytest.fixture
 def real_n2(ctx: Zmq) -> Iterator[PeerTransport]:
     t = PeerTransport(ctx, N2, "tcp://127.0.0.1:0")
     yield t
