@@ -63,7 +63,6 @@ _NODE_TEMPLATE = """# Concord: node {id} of a local three-node cluster (written 
 [node]
 id = "{id}"
 data_dir = "data/{id}"
-read_workers = 2
 {members}"""
 _MEMBER_TEMPLATE = """
 [[cluster.members]]

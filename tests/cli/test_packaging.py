@@ -90,6 +90,7 @@ def test_generated_cluster_configs_match_conf_cluster_when_written(tmp_path: Pat
         written = load_config(tmp_path / f"n{i}.toml")
         shipped = load_config(ROOT / "conf" / "cluster" / f"n{i}.toml")
         assert shipped.members == written.members
+        assert shipped.node.read_workers == written.node.read_workers
         assert (f"n{i}", tmp_path / "data" / f"n{i}") == (written.node.id, written.node.data_dir)
 
 
