@@ -58,7 +58,7 @@ def _value(key: str, version: int, revision: int, pad: int) -> bytes:
 
 
 def writer(  # type: ignore[type-arg]
-    node: str, token: str, seconds: float, seed: int, started: Event, out: Queue
+    node: str, token: str, seconds: float, seed: int, started: Event, go: Event, out: Queue
 ) -> None:
     rng = random.Random(seed)
     pub = Publisher.attach(SegmentNames(node, token))
@@ -70,6 +70,11 @@ def writer(  # type: ignore[type-arg]
               "bulk_delete": 0, "compact": 0, "compact_steps": 0, "publishes": 0,
               "changes": 0}
     started.set()
+    # The clock starts when both readers have mapped the store: under load a spawned
+    # reader can take seconds to start, and a writer that ran out its time before then
+    # would leave them nothing to check.
+    if not go.wait(60):
+        raise RuntimeError("the readers never reported ready")
     deadline = time.monotonic() + seconds
     last_compact = time.monotonic()
 
@@ -155,10 +160,11 @@ def writer(  # type: ignore[type-arg]
 
 
 def reader(  # type: ignore[type-arg]
-    node: str, token: str, seed: int, stop: Event, out: Queue
+    node: str, token: str, seed: int, ready: Event, stop: Event, out: Queue
 ) -> None:
     rng = random.Random(seed)
     view = ShmView.attach(SegmentNames(node, token), mono_ns=lambda: 0)  # entry time only
+    ready.set()
     floor: dict[str, int] = {}  # key -> revision it must be above (absent) or at least (seen)
     errors: list[str] = []
     counts = {"reads": 0, "values_checked": 0, "absent": 0, "groups_checked": 0,
@@ -243,9 +249,11 @@ def test_readers_see_no_torn_or_impossible_values_when_writer_runs_flat_out(
     out: Queue = ctx.Queue()  # type: ignore[type-arg]
     stop = ctx.Event()
     started = ctx.Event()
-    w = ctx.Process(target=writer, args=(names.node, names.token, SECONDS, SEED, started, out))
+    go = ctx.Event()
+    ready = [ctx.Event() for _ in (1, 2)]
+    w = ctx.Process(target=writer, args=(names.node, names.token, SECONDS, SEED, started, go, out))
     readers = [
-        ctx.Process(target=reader, args=(names.node, names.token, SEED + i, stop, out))
+        ctx.Process(target=reader, args=(names.node, names.token, SEED + i, ready[i - 1], stop, out))
         for i in (1, 2)
     ]
     procs = [w, *readers]
@@ -254,6 +262,8 @@ def test_readers_see_no_torn_or_impossible_values_when_writer_runs_flat_out(
         assert started.wait(60)
         for r in readers:
             r.start()
+        assert all(event.wait(60) for event in ready)
+        go.set()
         results = [out.get(timeout=SECONDS + 60)]
         stop.set()
         results += [out.get(timeout=60) for _ in readers]
