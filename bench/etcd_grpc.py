@@ -19,6 +19,7 @@ not share a TCP connection) and exactly one request in flight, on one asyncio lo
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from array import array
 from collections.abc import Callable
@@ -82,6 +83,42 @@ def range_kv_count(reply: bytes) -> int:
     return found
 
 
+def header_revision(reply: bytes) -> int:
+    """The revision in a Put/RangeResponse's ResponseHeader (field 1, its field 3); 0 if none."""
+    pos = 0
+    while pos < len(reply):
+        tag, pos = _read_varint(reply, pos)
+        wire = tag & 7
+        if wire == 0:
+            _, pos = _read_varint(reply, pos)
+        elif wire == 2:
+            length, pos = _read_varint(reply, pos)
+            if tag >> 3 == 1:
+                return _varint_field(reply[pos:pos + length], 3)
+            pos += length
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire} in a response")
+    return 0
+
+
+def _varint_field(msg: bytes, number: int) -> int:
+    """The value of varint field `number` of a message (0 if absent)."""
+    pos = 0
+    while pos < len(msg):
+        tag, pos = _read_varint(msg, pos)
+        wire = tag & 7
+        if wire == 0:
+            value, pos = _read_varint(msg, pos)
+            if tag >> 3 == number:
+                return value
+        elif wire == 2:
+            length, pos = _read_varint(msg, pos)
+            pos += length
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire} in a ResponseHeader")
+    return 0
+
+
 def target(endpoint: str) -> str:
     """"http://127.0.0.1:2379" -> "127.0.0.1:2379"."""
     return endpoint.rsplit("//", 1)[-1]
@@ -107,7 +144,122 @@ def put_once(endpoint: str, key: str, value: str, timeout_s: float) -> bool:
 
 def run_etcd_grpc(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     """spec.clients closed-loop gRPC clients, each on its own channel (connection)."""
+    name = DEFAULT_DRIVER if spec.api in ("", "client") else spec.api  # "client": the latency probes
+    if name not in DRIVERS:
+        raise ValueError(f"unknown etcd driver {name!r}; known: {sorted(DRIVERS)}")
+    return DRIVERS[name](spec, start)
+
+
+def run_aio(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+    """grpc.aio: K channels on one asyncio loop."""
     return asyncio.run(_run(spec, start))
+
+
+def _request_maker(spec: LoadSpec) -> tuple[str, Callable[[int], bytes], bool]:
+    """(method, key number -> request body, whether replies are RangeResponses)."""
+    op, _, level = spec.op.partition(":")
+    if op == "put":
+        return PUT, lambda i: encode_put(key_name(i).encode(), value_for(i, spec.value_bytes)), False
+    serializable = level == "serializable"
+    return RANGE, lambda i: encode_range(key_name(i).encode(), serializable), True
+
+
+def _sync_channels(spec: LoadSpec) -> list[object]:
+    import grpc
+
+    eps = read_endpoints(spec)
+    channels = [grpc.insecure_channel(target(eps[(c + spec.proc_index) % len(eps)]), options=CHANNEL_OPTIONS)
+                for c in range(spec.clients)]
+    for ch in channels:
+        grpc.channel_ready_future(ch).result(timeout=30)
+    return channels
+
+
+def run_threads(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+    """Blocking grpcio stubs: K threads, each its own channel and one call at a time."""
+    from bench.drivers import _run_threads
+
+    method, body, is_range = _request_maker(spec)
+    channels = _sync_channels(spec)
+
+    def make_call(c: int) -> Callable[[int], object]:
+        call = channels[c].unary_unary(method)  # type: ignore[attr-defined]
+
+        def one(i: int) -> object:
+            reply = call(body(i), timeout=10)
+            if is_range and range_kv_count(reply) != 1:
+                raise KeyError(key_name(i))
+            return reply
+        return one
+
+    try:
+        return _run_threads(spec, start, make_call)
+    finally:
+        for ch in channels:
+            ch.close()  # type: ignore[attr-defined]
+
+
+def run_futures(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+    """Blocking grpcio stubs' `.future()`: the next call is issued from the done callback."""
+    import threading
+
+    method, body, is_range = _request_maker(spec)
+    channels = _sync_channels(spec)
+    calls = [ch.unary_unary(method) for ch in channels]  # type: ignore[attr-defined]
+    lock = threading.Lock()
+    finished = threading.Event()
+    lat = array("d")
+    counts = {"ok": 0, "errors": 0, "issued": 0, "active": spec.clients}
+    first_error: list[str] = []
+    perf = time.perf_counter
+    deadline = [0.0]
+
+    def issue(c: int, i: int) -> None:
+        t = perf()
+        fut = calls[c].future(body(i % spec.keys), timeout=10)
+        fut.add_done_callback(lambda f: done(c, i, t, f))
+
+    def done(c: int, i: int, t: float, fut: object) -> None:
+        now = perf()
+        try:
+            reply = fut.result()  # type: ignore[attr-defined]
+            if is_range and range_kv_count(reply) != 1:
+                raise KeyError(key_name(i % spec.keys))
+            failed = None
+        except Exception as exc:  # noqa: BLE001 - counted and reported, loop bounded
+            failed = exc
+        with lock:
+            if failed is None:
+                counts["ok"] += 1
+                lat.append((now - t) * 1e6)
+            else:
+                counts["errors"] += 1
+                if not first_error:
+                    first_error.append(f"{type(failed).__name__}: {failed}")
+            more = counts["issued"] < spec.max_ops and now < deadline[0]
+            if more:
+                counts["issued"] += 1
+            else:
+                counts["active"] -= 1
+                if counts["active"] == 0:
+                    finished.set()
+        if more:
+            issue(c, i + 1)
+
+    start()
+    c0 = time.process_time()
+    t0 = perf()
+    deadline[0] = t0 + spec.duration_s
+    with lock:
+        counts["issued"] = spec.clients
+    for c in range(spec.clients):
+        issue(c, spec.proc_index * 7919 + c * 104729)
+    finished.wait(spec.duration_s + 60)
+    elapsed = perf() - t0
+    cpu = time.process_time() - c0
+    for ch in channels:
+        ch.close()  # type: ignore[attr-defined]
+    return LoadResult(counts["ok"], counts["errors"], elapsed, lat, first_error[0] if first_error else "", cpu)
 
 
 async def _run(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
@@ -159,3 +311,39 @@ async def _run(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
         await ch.close()
     return LoadResult(counts["ok"], counts["errors"], elapsed, lat,
                       first_error[0] if first_error else "", cpu)
+
+
+#: gRPC C-core experiments switched off by the "-poll" drivers: the calling thread polls
+#: its own completion queue (no hop through the EventEngine's thread pool per call).
+NO_EVENT_ENGINE = "-event_engine_client,-event_engine_listener"
+
+
+def _without_event_engine(run: Callable[[LoadSpec, Callable[[], None]], LoadResult]
+                          ) -> Callable[[LoadSpec, Callable[[], None]], LoadResult]:
+    def wrapped(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+        import sys
+
+        if "grpc" in sys.modules and os.environ.get("GRPC_EXPERIMENTS") != NO_EVENT_ENGINE:
+            raise RuntimeError("grpc was imported before GRPC_EXPERIMENTS could be set")
+        os.environ["GRPC_EXPERIMENTS"] = NO_EVENT_ENGINE
+        return run(spec, start)
+    return wrapped
+
+
+#: The etcd load drivers by LoadSpec.api ("" = DEFAULT_DRIVER); all have the same load shape.
+DRIVERS: dict[str, Callable[[LoadSpec, Callable[[], None]], LoadResult]] = {
+    "aio": run_aio,
+    "threads": run_threads,
+    "futures": run_futures,
+    "aio-poll": _without_event_engine(run_aio),
+    "threads-poll": _without_event_engine(run_threads),
+    "futures-poll": _without_event_engine(run_futures),
+    "h2": lambda spec, start: _h2(spec, start),
+}
+
+
+def _h2(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+    from bench.etcd_h2 import run_h2  # imports this module
+
+    return run_h2(spec, start)
+DEFAULT_DRIVER = "aio"
