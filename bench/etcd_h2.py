@@ -100,18 +100,25 @@ class Stream:
 class H2Conn:
     """One HTTP/2 connection carrying one gRPC unary call at a time."""
 
-    def __init__(self, endpoint: str, path: str) -> None:
-        host, port = target(endpoint).rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(None)
-        self.headers_frame_tail = request_headers(path, f"{host}:{port}")
+    def __init__(self, sock: socket.socket, path: str, authority: str) -> None:
+        """Speak HTTP/2 on a connected socket: sends the preface at once."""
+        self.sock = sock
+        self.headers_frame_tail = request_headers(path, authority)
         self.buf = b""
         self.stream_id = 1
         self.stream = Stream()
         self.window = MAX_WINDOW  # connection receive window, after the preface's WINDOW_UPDATE
         self.goaway = False
         self.sock.sendall(connection_preface())
+
+    @classmethod
+    def connect(cls, endpoint: str, path: str) -> H2Conn:
+        """A connection to "http://host:port" for calls of `path`."""
+        host, port = target(endpoint).rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)
+        return cls(sock, path, f"{host}:{port}")
 
     def send(self, body: bytes) -> None:
         """Start the next call (stream ids 1, 3, 5, ...)."""
@@ -204,7 +211,7 @@ def run_h2(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
 
         def body(i: int) -> bytes:
             return encode_range(key_name(i).encode(), serializable)
-    conns = [H2Conn(eps[(c + spec.proc_index) % len(eps)], method) for c in range(spec.clients)]
+    conns = [H2Conn.connect(eps[(c + spec.proc_index) % len(eps)], method) for c in range(spec.clients)]
     by_fd = {cn.sock.fileno(): c for c, cn in enumerate(conns)}
     ep = select.epoll()
     for fd in by_fd:
