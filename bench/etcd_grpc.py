@@ -1,25 +1,33 @@
 """
-etcd over its native gRPC API, for the load generator: the fastest way Python can drive it.
+etcd over its native gRPC API, for the load generator: the messages, and the drivers.
 
-grpcio (the maintained gRPC library, C core) with the three messages the benchmark needs
-encoded by hand: pulling in etcd's generated stubs would add protobuf, a code generator
-and a vendored .proto tree to measure two calls. The encodings follow etcd's
-api/etcdserverpb/rpc.proto:
+The three messages the benchmark needs are encoded by hand: pulling in etcd's generated
+stubs would add protobuf, a code generator and a vendored .proto tree to measure two
+calls. The encodings follow etcd's api/etcdserverpb/rpc.proto:
 
   PutRequest   { bytes key = 1; bytes value = 2; }          -> /etcdserverpb.KV/Put
   RangeRequest { bytes key = 1; ... bool serializable = 7; } -> /etcdserverpb.KV/Range
   RangeResponse{ ResponseHeader header = 1; repeated KeyValue kvs = 2; bool more = 3;
                  int64 count = 4; }
+  ResponseHeader { uint64 cluster_id = 1; uint64 member_id = 2; int64 revision = 3; ... }
 
-Load shape, the same as the Concord driver's: K logical clients in one process, each with
-its own connection (its own grpc.aio channel with a local subchannel pool, so channels do
-not share a TCP connection) and exactly one request in flight, on one asyncio loop.
+Drivers (DRIVERS, chosen by LoadSpec.api), all with the Concord driver's load shape: K
+logical clients in one process, each with its own connection and exactly one request in
+flight (closed loop):
+
+  h2   (the bench's) gRPC over HTTP/2 written by hand onto one socket per client, all of a
+       process's sockets in one epoll loop (bench/etcd_h2.py): ~40-60 µs of client CPU per
+       request on this machine
+  aio  grpcio's grpc.aio, one channel per client (a local subchannel pool, so channels do
+       not share a TCP connection) on one asyncio loop: ~160-370 µs per request, which on
+       2 cores is taken from etcd's members (docs/benchmarks.md "etcd's driver")
+
+The failover probe (put_once) uses grpcio's blocking stub: one call, cost irrelevant.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from array import array
 from collections.abc import Callable
@@ -155,113 +163,6 @@ def run_aio(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     return asyncio.run(_run(spec, start))
 
 
-def _request_maker(spec: LoadSpec) -> tuple[str, Callable[[int], bytes], bool]:
-    """(method, key number -> request body, whether replies are RangeResponses)."""
-    op, _, level = spec.op.partition(":")
-    if op == "put":
-        return PUT, lambda i: encode_put(key_name(i).encode(), value_for(i, spec.value_bytes)), False
-    serializable = level == "serializable"
-    return RANGE, lambda i: encode_range(key_name(i).encode(), serializable), True
-
-
-def _sync_channels(spec: LoadSpec) -> list[object]:
-    import grpc
-
-    eps = read_endpoints(spec)
-    channels = [grpc.insecure_channel(target(eps[(c + spec.proc_index) % len(eps)]), options=CHANNEL_OPTIONS)
-                for c in range(spec.clients)]
-    for ch in channels:
-        grpc.channel_ready_future(ch).result(timeout=30)
-    return channels
-
-
-def run_threads(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
-    """Blocking grpcio stubs: K threads, each its own channel and one call at a time."""
-    from bench.drivers import _run_threads
-
-    method, body, is_range = _request_maker(spec)
-    channels = _sync_channels(spec)
-
-    def make_call(c: int) -> Callable[[int], object]:
-        call = channels[c].unary_unary(method)  # type: ignore[attr-defined]
-
-        def one(i: int) -> object:
-            reply = call(body(i), timeout=10)
-            if is_range and range_kv_count(reply) != 1:
-                raise KeyError(key_name(i))
-            return reply
-        return one
-
-    try:
-        return _run_threads(spec, start, make_call)
-    finally:
-        for ch in channels:
-            ch.close()  # type: ignore[attr-defined]
-
-
-def run_futures(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
-    """Blocking grpcio stubs' `.future()`: the next call is issued from the done callback."""
-    import threading
-
-    method, body, is_range = _request_maker(spec)
-    channels = _sync_channels(spec)
-    calls = [ch.unary_unary(method) for ch in channels]  # type: ignore[attr-defined]
-    lock = threading.Lock()
-    finished = threading.Event()
-    lat = array("d")
-    counts = {"ok": 0, "errors": 0, "issued": 0, "active": spec.clients}
-    first_error: list[str] = []
-    perf = time.perf_counter
-    deadline = [0.0]
-
-    def issue(c: int, i: int) -> None:
-        t = perf()
-        fut = calls[c].future(body(i % spec.keys), timeout=10)
-        fut.add_done_callback(lambda f: done(c, i, t, f))
-
-    def done(c: int, i: int, t: float, fut: object) -> None:
-        now = perf()
-        try:
-            reply = fut.result()  # type: ignore[attr-defined]
-            if is_range and range_kv_count(reply) != 1:
-                raise KeyError(key_name(i % spec.keys))
-            failed = None
-        except Exception as exc:  # noqa: BLE001 - counted and reported, loop bounded
-            failed = exc
-        with lock:
-            if failed is None:
-                counts["ok"] += 1
-                lat.append((now - t) * 1e6)
-            else:
-                counts["errors"] += 1
-                if not first_error:
-                    first_error.append(f"{type(failed).__name__}: {failed}")
-            more = counts["issued"] < spec.max_ops and now < deadline[0]
-            if more:
-                counts["issued"] += 1
-            else:
-                counts["active"] -= 1
-                if counts["active"] == 0:
-                    finished.set()
-        if more:
-            issue(c, i + 1)
-
-    start()
-    c0 = time.process_time()
-    t0 = perf()
-    deadline[0] = t0 + spec.duration_s
-    with lock:
-        counts["issued"] = spec.clients
-    for c in range(spec.clients):
-        issue(c, spec.proc_index * 7919 + c * 104729)
-    finished.wait(spec.duration_s + 60)
-    elapsed = perf() - t0
-    cpu = time.process_time() - c0
-    for ch in channels:
-        ch.close()  # type: ignore[attr-defined]
-    return LoadResult(counts["ok"], counts["errors"], elapsed, lat, first_error[0] if first_error else "", cpu)
-
-
 async def _run(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     import grpc
 
@@ -313,37 +214,15 @@ async def _run(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
                       first_error[0] if first_error else "", cpu)
 
 
-#: gRPC C-core experiments switched off by the "-poll" drivers: the calling thread polls
-#: its own completion queue (no hop through the EventEngine's thread pool per call).
-NO_EVENT_ENGINE = "-event_engine_client,-event_engine_listener"
-
-
-def _without_event_engine(run: Callable[[LoadSpec, Callable[[], None]], LoadResult]
-                          ) -> Callable[[LoadSpec, Callable[[], None]], LoadResult]:
-    def wrapped(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
-        import sys
-
-        if "grpc" in sys.modules and os.environ.get("GRPC_EXPERIMENTS") != NO_EVENT_ENGINE:
-            raise RuntimeError("grpc was imported before GRPC_EXPERIMENTS could be set")
-        os.environ["GRPC_EXPERIMENTS"] = NO_EVENT_ENGINE
-        return run(spec, start)
-    return wrapped
-
-
-#: The etcd load drivers by LoadSpec.api ("" = DEFAULT_DRIVER); all have the same load shape.
-DRIVERS: dict[str, Callable[[LoadSpec, Callable[[], None]], LoadResult]] = {
-    "aio": run_aio,
-    "threads": run_threads,
-    "futures": run_futures,
-    "aio-poll": _without_event_engine(run_aio),
-    "threads-poll": _without_event_engine(run_threads),
-    "futures-poll": _without_event_engine(run_futures),
-    "h2": lambda spec, start: _h2(spec, start),
-}
-
-
 def _h2(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     from bench.etcd_h2 import run_h2  # imports this module
 
     return run_h2(spec, start)
-DEFAULT_DRIVER = "aio"
+
+
+#: The etcd load drivers by LoadSpec.api ("" and "client" = DEFAULT_DRIVER); one load shape.
+DRIVERS: dict[str, Callable[[LoadSpec, Callable[[], None]], LoadResult]] = {
+    "h2": _h2,
+    "aio": run_aio,  # the bench's driver until 2026-12-07: grpcio costs 3-4x the CPU per call
+}
+DEFAULT_DRIVER = "h2"
