@@ -140,3 +140,13 @@ def test_settings_and_pings_are_acknowledged_and_the_window_topped_up_when_the_s
 
 def test_range_method_path_when_reads_are_sent() -> None:
     assert b"\x04\x16/etcdserverpb.KV/Range" in request_headers(RANGE, "h:1")
+
+
+def test_header_revision_reads_the_response_header_when_present() -> None:
+    """Put replies count only with a ResponseHeader revision (etcd_grpc.header_revision)."""
+    assert 7 == header_revision(PUT_REPLY)
+    assert 300 == header_revision(b"\x0a\x03\x18\xac\x02" + b"\x12\x00")  # a two-byte varint, then prev_kv
+    assert 0 == header_revision(b"\x0a\x02\x08\x01")  # a header without a revision
+    assert 0 == header_revision(b"")
+    with pytest.raises(ValueError, match="wire type"):
+        header_revision(b"\x0d\x00\x00\x00\x00")  # a fixed32 field: not in these messages
