@@ -38,7 +38,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.drivers import LoadResult, LoadSpec, key_name, read_endpoints
+from bench.drivers import LoadResult, LoadSpec, key_name, read_endpoints, value_for
 from bench.etcd_grpc import PUT, RANGE, encode_put, encode_range, header_revision, range_kv_count, target
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -195,22 +195,32 @@ def _unpad(payload: bytes, flags: int) -> bytes:
     return payload
 
 
+def calls_of(spec: LoadSpec) -> tuple[str, Callable[[int], bytes], Callable[[bytes, int], None]]:
+    """(method path, key number -> request body, check(reply, key number): raises if wrong)."""
+    op, _, level = spec.op.partition(":")
+    if op == "put":
+        def put_body(i: int) -> bytes:
+            return encode_put(key_name(i).encode(), value_for(i, spec.value_bytes))
+
+        def put_check(reply: bytes, i: int) -> None:
+            if header_revision(reply) <= 0:
+                raise ValueError("PutResponse without a revision")
+        return PUT, put_body, put_check
+    serializable = level == "serializable"
+
+    def range_body(i: int) -> bytes:
+        return encode_range(key_name(i).encode(), serializable)
+
+    def range_check(reply: bytes, i: int) -> None:
+        if range_kv_count(reply) != 1:
+            raise KeyError(key_name(i))
+    return RANGE, range_body, range_check
+
+
 def run_h2(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     """spec.clients closed-loop calls, each on its own HTTP/2 connection, in one epoll loop."""
-    op, _, level = spec.op.partition(":")
+    method, body, check = calls_of(spec)
     eps = read_endpoints(spec)
-    if op == "put":
-        from bench.drivers import value_for
-
-        method = PUT
-
-        def body(i: int) -> bytes:
-            return encode_put(key_name(i).encode(), value_for(i, spec.value_bytes))
-    else:
-        method, serializable = RANGE, level == "serializable"
-
-        def body(i: int) -> bytes:
-            return encode_range(key_name(i).encode(), serializable)
     conns = [H2Conn.connect(eps[(c + spec.proc_index) % len(eps)], method) for c in range(spec.clients)]
     by_fd = {cn.sock.fileno(): c for c, cn in enumerate(conns)}
     ep = select.epoll()
@@ -249,11 +259,7 @@ def run_h2(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
                 continue
             now = perf()
             try:
-                reply = cn.reply()
-                if method == RANGE and range_kv_count(reply) != 1:
-                    raise KeyError(key_name(keyno[c] % spec.keys))
-                if method == PUT and header_revision(reply) <= 0:
-                    raise ValueError("PutResponse without a revision")
+                check(cn.reply(), keyno[c] % spec.keys)
             except (ValueError, KeyError) as exc:
                 errors += 1
                 first_error = first_error or f"{type(exc).__name__}: {exc}"

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.drivers import LoadSpec, value_for
 from bench.etcd_grpc import PUT, RANGE, encode_put, encode_range, header_revision
 from bench.etcd_h2 import (DATA, END_HEADERS, END_STREAM, HEADERS, PADDED, PING, PREFACE, RST_STREAM,
-                           SETTINGS, WINDOW_UPDATE, ACK, H2Conn, connection_preface, frame, grpc_message,
-                           request_headers)
+                           SETTINGS, WINDOW_UPDATE, ACK, H2Conn, calls_of, connection_preface, frame,
+                           grpc_message, request_headers)
 
 PUT_REPLY = b"\x0a\x06\x18\x07\x20\x02\x08\x01"  # PutResponse{header{revision 7, raft_term 2, cluster_id 1}}
 
@@ -150,3 +151,19 @@ def test_header_revision_reads_the_response_header_when_present() -> None:
     assert 0 == header_revision(b"")
     with pytest.raises(ValueError, match="wire type"):
         header_revision(b"\x0d\x00\x00\x00\x00")  # a fixed32 field: not in these messages
+
+
+def test_calls_of_builds_the_bodies_and_rejects_wrong_replies_when_checked() -> None:
+    """Puts carry the bench's value and need a revision; Ranges need exactly one KeyValue."""
+    spec = LoadSpec("etcd", ("http://127.0.0.1:2379",), "put", 1, 1.0, 10, 100, 0, value_bytes=16)
+    method, body, check = calls_of(spec)
+    assert (PUT, encode_put(b"k0000007", value_for(7, 16))) == (method, body(7))
+    check(PUT_REPLY, 7)
+    with pytest.raises(ValueError, match="without a revision"):
+        check(b"\x0a\x02\x08\x01", 7)
+    for level, serializable in (("serializable", True), ("linearizable", False)):
+        method, body, check = calls_of(LoadSpec("etcd", (), f"get:{level}", 1, 1.0, 10, 100, 0))
+        assert (RANGE, encode_range(b"k0000003", serializable)) == (method, body(3))
+        check(b"\x12\x05\x0a\x01k\x2a\x00", 3)
+        with pytest.raises(KeyError, match="k0000003"):
+            check(b"\x0a\x02\x08\x01\x20\x00", 3)
