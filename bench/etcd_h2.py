@@ -105,6 +105,7 @@ class H2Conn:
         self.sock = sock
         self.headers_frame_tail = request_headers(path, authority)
         self.buf = b""
+        self.outbox = b""  # acks and window updates, sent with the next request when one follows
         self.stream_id = 1
         self.stream = Stream()
         self.window = MAX_WINDOW  # connection receive window, after the preface's WINDOW_UPDATE
@@ -126,11 +127,16 @@ class H2Conn:
         sid = self.stream_id
         self.stream = Stream()
         msg = grpc_message(body)
-        self.sock.sendall(frame(HEADERS, END_HEADERS, sid, self.headers_frame_tail)
+        self.sock.sendall(self.outbox + frame(HEADERS, END_HEADERS, sid, self.headers_frame_tail)
                           + frame(DATA, END_STREAM, sid, msg))
+        self.outbox = b""
 
     def feed(self, chunk: bytes) -> bool:
-        """Take bytes from the socket; True when the current call's stream has ended."""
+        """
+        Take bytes from the socket; True when the current call's stream has ended. Acks
+        and window updates go out at once while the call is open, else with the next
+        send() (one write, as gRPC's own transports coalesce them; close() drops them).
+        """
         buf = self.buf + chunk if self.buf else chunk
         pos, n = 0, len(buf)
         replies = b""
@@ -166,8 +172,11 @@ class H2Conn:
         if self.window < MAX_WINDOW // 2:
             replies += frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - self.window))
             self.window = MAX_WINDOW
-        if replies:
-            self.sock.sendall(replies)
+        if self.stream.ended:
+            self.outbox += replies
+        elif replies:
+            self.sock.sendall(self.outbox + replies)
+            self.outbox = b""
         return self.stream.ended
 
     def reply(self) -> bytes:

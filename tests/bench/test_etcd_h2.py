@@ -167,3 +167,16 @@ def test_calls_of_builds_the_bodies_and_rejects_wrong_replies_when_checked() -> 
         check(b"\x12\x05\x0a\x01k\x2a\x00", 3)
         with pytest.raises(KeyError, match="k0000003"):
             check(b"\x0a\x02\x08\x01\x20\x00", 3)
+
+
+def test_acks_ride_with_the_next_request_when_the_call_has_ended(conn: tuple[H2Conn, socket.socket]) -> None:
+    """A PING that arrives with the end of a call is acked in the next request's write."""
+    c, server = conn
+    c.send(encode_range(b"k", True))
+    _read_all(server)
+    assert c.feed(frame(PING, 0, 0, b"12345678") + frame(DATA, END_STREAM, 3, grpc_message(PUT_REPLY)))
+    assert b"" == _read_all(server)
+    c.send(encode_range(b"k", True))
+    got = _frames(_read_all(server))
+    assert [(PING, ACK, 0), (HEADERS, END_HEADERS, 5), (DATA, END_STREAM, 5)] == [g[:3] for g in got]
+    assert b"12345678" == got[0][3]
