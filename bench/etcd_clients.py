@@ -8,8 +8,9 @@ the bench's load processes (bench/load.py processes_for) unless --processes says
     python -m bench.etcd_clients [--drivers aio,threads] [--ops put,get:serializable,get:linearizable]
                                  [--clients 1,64,128] [--rounds 2] [--seconds 3] [--processes N]
 
-Prints one line per run: ops/s, p50, p99, server CPU per request (all three members) and
-client CPU per request (the load processes), then the medians per driver.
+Prints one line per run: ops/s, p50, p99, server CPU per request (all three members),
+client CPU per request (the load processes) and the members' context switches per request
+(thread wake-ups), then the medians per driver.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import psutil
+
 from bench.drivers import LoadSpec
 from bench.etcd_grpc import DRIVERS
 from bench.load import run_load
@@ -27,6 +30,21 @@ from bench.scenarios import MAX_OPS, server_cpu_s
 from bench.systems import Etcd
 
 KEYS = 10_000
+
+
+def server_switches(system: Etcd) -> int:
+    """Context switches so far (voluntary and involuntary) of every member process."""
+    total = 0
+    for m in system.members:
+        if m.pid is None:
+            continue
+        for pid in system.procs.pids_of(m.pid):
+            try:
+                sw = psutil.Process(pid).num_ctx_switches()
+            except psutil.NoSuchProcess:
+                continue
+            total += sw.voluntary + sw.involuntary
+    return total
 
 
 def _csv(text: str) -> list[str]:
@@ -58,16 +76,17 @@ def main() -> None:
                         for driver in drivers:
                             spec = LoadSpec("etcd", system.endpoints_leader_first(), op, clients,
                                             args.seconds, MAX_OPS, KEYS, 0, driver)
-                            c0 = server_cpu_s(system)
+                            c0, sw0 = server_cpu_s(system), server_switches(system)
                             s = run_load(spec, clients, args.processes or None)
                             ok = max(1, s.ok)
                             server_us = (server_cpu_s(system) - c0) / ok * 1e6
+                            switches = (server_switches(system) - sw0) / ok
                             client_us = s.client_cpu_s / ok * 1e6
                             print(f"round={r} op={op} clients={clients} driver={driver} procs={s.processes} "
                                   f"ok={s.ok} errors={s.errors} ops/s={s.ops_per_s:.0f} "
                                   f"p50={s.p50_us / 1000:.2f}ms p99={s.p99_us / 1000:.2f}ms "
                                   f"server_cpu/op={server_us:.0f}us client_cpu/op={client_us:.0f}us "
-                                  f"first_error={s.first_error!r}", flush=True)
+                                  f"server_switches/op={switches:.2f} first_error={s.first_error!r}", flush=True)
                             got.setdefault((op, clients, driver), []).append(
                                 (s.ops_per_s, s.p50_us, s.p99_us, server_us, client_us))
         finally:
