@@ -8,8 +8,9 @@ K clients are multiplexed follows each client library:
   concord   K zmq DEALER sockets (one per client) in one thread, one zmq.Poller; the
             requests are wire protocol v1 maps (msgpack), exactly what concord.client
             sends, without its per-call lock (which serialises callers).
-  etcd      K grpc.aio channels (one connection each) on one asyncio loop, speaking
-            etcd's native gRPC API with hand-encoded protobuf (bench/etcd_grpc.py).
+  etcd      K HTTP/2 connections (one socket each) on one epoll loop, speaking etcd's
+            native gRPC API with hand-encoded HPACK and protobuf (bench/etcd_h2.py; the
+            grpc.aio driver it replaced is `api="aio"`, bench/etcd_grpc.py).
   etcd-gw   a labelled extra: K threads, each its own etcd3gw.Etcd3Client (its own
             requests.Session) to etcd's gRPC-JSON gateway (/v3/), HTTP/JSON: about 8x
             slower than gRPC for the same cluster, so never the comparison baseline.

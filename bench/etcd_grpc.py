@@ -1,19 +1,28 @@
 """
-etcd over its native gRPC API, for the load generator: the fastest way Python can drive it.
+etcd over its native gRPC API, for the load generator: the messages, and the drivers.
 
-grpcio (the maintained gRPC library, C core) with the three messages the benchmark needs
-encoded by hand: pulling in etcd's generated stubs would add protobuf, a code generator
-and a vendored .proto tree to measure two calls. The encodings follow etcd's
-api/etcdserverpb/rpc.proto:
+The three messages the benchmark needs are encoded by hand: pulling in etcd's generated
+stubs would add protobuf, a code generator and a vendored .proto tree to measure two
+calls. The encodings follow etcd's api/etcdserverpb/rpc.proto:
 
   PutRequest   { bytes key = 1; bytes value = 2; }          -> /etcdserverpb.KV/Put
   RangeRequest { bytes key = 1; ... bool serializable = 7; } -> /etcdserverpb.KV/Range
   RangeResponse{ ResponseHeader header = 1; repeated KeyValue kvs = 2; bool more = 3;
                  int64 count = 4; }
+  ResponseHeader { uint64 cluster_id = 1; uint64 member_id = 2; int64 revision = 3; ... }
 
-Load shape, the same as the Concord driver's: K logical clients in one process, each with
-its own connection (its own grpc.aio channel with a local subchannel pool, so channels do
-not share a TCP connection) and exactly one request in flight, on one asyncio loop.
+Drivers (DRIVERS, chosen by LoadSpec.api), all with the Concord driver's load shape: K
+logical clients in one process, each with its own connection and exactly one request in
+flight (closed loop):
+
+  h2   (the bench's) gRPC over HTTP/2 written by hand onto one socket per client, all of a
+       process's sockets in one epoll loop (bench/etcd_h2.py): ~40-60 µs of client CPU per
+       request on this machine
+  aio  grpcio's grpc.aio, one channel per client (a local subchannel pool, so channels do
+       not share a TCP connection) on one asyncio loop: ~160-370 µs per request, which on
+       2 cores is taken from etcd's members (docs/benchmarks.md "etcd's driver")
+
+The failover probe (put_once) uses grpcio's blocking stub: one call, cost irrelevant.
 """
 
 from __future__ import annotations
@@ -82,6 +91,42 @@ def range_kv_count(reply: bytes) -> int:
     return found
 
 
+def header_revision(reply: bytes) -> int:
+    """The revision in a Put/RangeResponse's ResponseHeader (field 1, its field 3); 0 if none."""
+    pos = 0
+    while pos < len(reply):
+        tag, pos = _read_varint(reply, pos)
+        wire = tag & 7
+        if wire == 0:
+            _, pos = _read_varint(reply, pos)
+        elif wire == 2:
+            length, pos = _read_varint(reply, pos)
+            if tag >> 3 == 1:
+                return _varint_field(reply[pos:pos + length], 3)
+            pos += length
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire} in a response")
+    return 0
+
+
+def _varint_field(msg: bytes, number: int) -> int:
+    """The value of varint field `number` of a message (0 if absent)."""
+    pos = 0
+    while pos < len(msg):
+        tag, pos = _read_varint(msg, pos)
+        wire = tag & 7
+        if wire == 0:
+            value, pos = _read_varint(msg, pos)
+            if tag >> 3 == number:
+                return value
+        elif wire == 2:
+            length, pos = _read_varint(msg, pos)
+            pos += length
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire} in a ResponseHeader")
+    return 0
+
+
 def target(endpoint: str) -> str:
     """"http://127.0.0.1:2379" -> "127.0.0.1:2379"."""
     return endpoint.rsplit("//", 1)[-1]
@@ -107,6 +152,14 @@ def put_once(endpoint: str, key: str, value: str, timeout_s: float) -> bool:
 
 def run_etcd_grpc(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     """spec.clients closed-loop gRPC clients, each on its own channel (connection)."""
+    name = DEFAULT_DRIVER if spec.api in ("", "client") else spec.api  # "client": the latency probes
+    if name not in DRIVERS:
+        raise ValueError(f"unknown etcd driver {name!r}; known: {sorted(DRIVERS)}")
+    return DRIVERS[name](spec, start)
+
+
+def run_aio(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+    """grpc.aio: K channels on one asyncio loop."""
     return asyncio.run(_run(spec, start))
 
 
@@ -159,3 +212,17 @@ async def _run(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
         await ch.close()
     return LoadResult(counts["ok"], counts["errors"], elapsed, lat,
                       first_error[0] if first_error else "", cpu)
+
+
+def _h2(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
+    from bench.etcd_h2 import run_h2  # imports this module
+
+    return run_h2(spec, start)
+
+
+#: The etcd load drivers by LoadSpec.api ("" and "client" = DEFAULT_DRIVER); one load shape.
+DRIVERS: dict[str, Callable[[LoadSpec, Callable[[], None]], LoadResult]] = {
+    "h2": _h2,
+    "aio": run_aio,  # the bench's driver until 2026-12-07: grpcio costs 3-4x the CPU per call
+}
+DEFAULT_DRIVER = "h2"

@@ -3,8 +3,9 @@
 
 apt (as root): etcd-server, etcd-client, redis-server (Debian). The Debian redis package
 may start a system service; the benchmark never uses it (it starts its own servers on
-free loopback ports). pip: pysyncobj, grpcio (drives etcd over gRPC), etcd3gw (the labelled JSON-gateway extra), redis (redis-py)
-and matplotlib (plots).
+free loopback ports). pip: pysyncobj, grpcio (etcd's failover probe and the `aio` etcd
+driver; the default etcd driver, bench/etcd_h2.py, needs no package), etcd3gw (the labelled
+JSON-gateway extra), redis (redis-py) and matplotlib (plots).
 """
 
 from __future__ import annotations
