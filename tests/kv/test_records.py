@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from concord.kv import KvStateMachine, encode_command
 from concord.kv.command_types import Envelope, Put
 from concord.kv.machine import Applied
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
@@ -35,3 +36,25 @@ def test_hot_records_compare_and_hash_by_value() -> None:
     assert c == Change(ChangeType.PUT, Space.USER, "k", b, 6, 10)
     assert hash(c) == hash(Change(ChangeType.PUT, Space.USER, "k", b, 6, 10))
 
+
+def test_restored_records_share_revision_numbers() -> None:
+    """
+    A restore interns the revision numbers of the snapshot's records: records written by
+    one entry share one int object (32 bytes per revision field per key otherwise: every
+    msgpack-decoded int above 256 is a new object).
+    """
+    sm = KvStateMachine()
+    items = [[f"k{i:04d}", b"v"] for i in range(300)]
+    for index in range(1, 301):  # entries 1..300: indexes above 256 are not cached ints
+        sm.apply_noop(index, 1000 + index)
+    sm.apply(301, 2000, encode_command("put_many", {"items": items}))
+    sm.apply(302, 2001, encode_command("put_many", {"items": items[:10]}))
+    restored = KvStateMachine()
+    restored.restore(sm.snapshot())
+    assert restored.state_hash() == sm.state_hash()
+    records = list(restored.records())
+    first, tenth, last = records[0], records[9], records[-1]
+    assert (301, 302, 301, 301) == (first.create_revision, first.mod_revision,
+                                    last.create_revision, last.mod_revision)
+    assert first.create_revision is last.create_revision is last.mod_revision
+    assert first.mod_revision is tenth.mod_revision  # both rewritten at 302
