@@ -13,10 +13,11 @@ from typing import Union
 from concord.auth.commands import AuthCommand
 from concord.auth.tokens import Credential
 from concord.kv.query import QuerySpec
+from concord.kv.record import hot_record
 from concord.kv.values import Path
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class Put:
     key: str
     value: bytes
@@ -147,7 +148,7 @@ Command = Union[
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class Envelope:
     """A decoded command with its optional exactly-once session pair."""
 

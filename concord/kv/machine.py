@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import msgpack
@@ -66,7 +65,7 @@ from concord.kv.index import INDEX_PREFIX, IndexDef, IndexSet
 from concord.kv.leases import LEASE_COMMANDS, LeaseTable, apply_lease_command
 from concord.kv.query import KeySource, select
 from concord.kv.reads import Reply, error_reply, serve_read, serve_request
-from concord.kv.record import Change, ChangeType, KeyRecord, Space
+from concord.kv.record import Change, ChangeType, KeyRecord, Space, hot_record
 from concord.kv.scope import scoped
 from concord.kv.sessions import SessionTable, legacy_sessions_digest
 from concord.kv.snapshot import (  # the format's names re-exported: their old home
@@ -91,7 +90,7 @@ RESTORE_ROWS_PER_STEP: Final = 16384
 _UNLIMITED: Final = 1 << 62
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class Applied:
     """
     The outcome of one applied entry.

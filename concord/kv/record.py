@@ -9,9 +9,28 @@ that publishing and serving them never re-encodes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum, IntFlag
-from typing import Final
+from typing import Final, TypeVar, dataclass_transform
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True)
+def hot_record(cls: type[_T]) -> type[_T]:
+    """
+    A slots dataclass that is frozen for the type checker (mypy strict rejects any
+    assignment to its fields) but built by plain slot stores at run time.
+
+    For the objects built once or more per applied put (KeyRecord, Change, Put,
+    Envelope, Applied): a frozen dataclass's `__init__` stores each field through
+    `object.__setattr__` (its own `__setattr__` raises), about 4 times slower than a
+    plain store (~1.5 us for KeyRecord's 7 fields on this machine, ~0.3 us plain).
+    Equality and hashing stay by value, as for a frozen dataclass.
+    """
+    make: Callable[[type[_T]], type[_T]] = dataclass(slots=True, unsafe_hash=True)
+    return make(cls)
 
 
 class Space(IntEnum):
@@ -26,7 +45,7 @@ class RecordFlags(IntFlag):
     COMPRESSED = 1  # `value` is zlib-compressed msgpack
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class KeyRecord:
     """
     One key's current state.
@@ -58,7 +77,7 @@ class ChangeType(IntEnum):
     TOUCH = 3
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class Change:
     """
     One key changed by one applied entry.

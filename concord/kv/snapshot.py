@@ -155,7 +155,7 @@ def read_body(
             count = min(remaining, rows_per_step)
             remaining -= count
             unpack = unpacker.unpack
-            columns = _row_columns([unpack() for _ in range(count)])
+            columns = _shared_numbers(_row_columns([unpack() for _ in range(count)]))
             chunk_keys = columns[0]
             user.update(zip(chunk_keys, _bulk_records(columns)))
             expires = columns[6]
@@ -220,6 +220,23 @@ def _row_columns(rows: object) -> _Columns:
         if set(map(type, column)) != {int}:  # NB: type(True) is bool, not int
             raise ValueError("record numbers must be integers")
     return cast(_Columns, columns)
+
+
+def _shared_numbers(columns: _Columns) -> _Columns:
+    """
+    `columns` with each distinct revision and expiry time of the chunk held once: msgpack
+    decodes every int above 256 as a new 32-byte object, while the records of one entry
+    share their mod_revision (and a key written once has create_revision ==
+    mod_revision), so a restored state would hold up to 64 bytes per key more than
+    the applied one. The table is per chunk, so its size stays bounded.
+    """
+    table: dict[int, int] = {}
+    share = table.setdefault
+    keys, values, flags, creates, mods, versions, expires = columns
+    if any(expires):
+        expires = list(map(share, expires, expires))
+    return (keys, values, flags, list(map(share, creates, creates)),
+            list(map(share, mods, mods)), versions, expires)
 
 
 #: KeyRecord's slot descriptors, in field order.
