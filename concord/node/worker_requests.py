@@ -10,6 +10,7 @@ leaves once the driver answers, after the round's changes are published.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from concord.kv import CLIENT_WRITE_OPS
 from concord.kv.reads import serve_request
 from concord.kv.scope import scoped
 from concord.net.admin import fault_reply
+from concord.net.backend import BackendRequest
 from concord.net.wire import Request, decode_validated, error_reply, ok_reply
 from concord.node import worker_ops
 from concord.node.driver import Consistency, Reply, ReplyStatus
@@ -32,7 +34,8 @@ from concord.raft.state import Role
 if TYPE_CHECKING:
     from concord.node.raft_worker import RaftWorker
 
-__all__ = ["LEADER_ONLY", "Pending", "drain_requests", "encode_reply", "handle", "not_leader"]
+__all__ = ["LEADER_ONLY", "MAX_DRAIN_REQUESTS", "Pending", "drain_requests", "encode_reply", "handle",
+           "not_leader", "take_batch"]
 
 
 #: The ops only the leader serves: on a follower they are forwarded to the leader
@@ -62,21 +65,42 @@ def _storage_unavailable(worker: RaftWorker, request: Request) -> bytes | None:
                        f"node {worker.node_id} cannot persist writes ({worker.disk.wal_error}); "
                        "nothing was applied; retry (another node may lead)")
 
+#: Requests taken from the front door per call of `drain_requests` (whole messages: a
+#: REQUESTS message is never split across calls), so peers and the writer are not starved.
+MAX_DRAIN_REQUESTS = 1000
+
+
 def drain_requests(worker: RaftWorker) -> None:
-    for _ in range(1000):
-        req = worker.link.recv()
-        if req is None:
+    """Take the front door's waiting requests, one message (a batch) at a time."""
+    taken = 0
+    while taken < MAX_DRAIN_REQUESTS:
+        batch = worker.link.recv_batch()
+        if not batch:
             return
+        taken += len(batch)
+        take_batch(worker, batch)
+
+
+def take_batch(worker: RaftWorker, batch: Sequence[BackendRequest]) -> None:
+    """
+    Take the requests of one front-door message, in order, into the driver (proposals,
+    reads) or the forwarder; those answered at once (errors, informational ops) get
+    their replies in one message. The round's Ready (process_ready) then covers them all.
+    """
+    replies: list[tuple[int, bytes]] = []
+    for req in batch:
         try:
             request = decode_validated(req.payload)  # the door validated it
         except InvalidRequestError as exc:
-            worker.link.reply(req.token, error_reply(exc.request_id, exc.code, exc.message))
+            replies.append((req.token, error_reply(exc.request_id, exc.code, exc.message)))
             continue
         if worker.forward.take(req.token, req.payload, request):
             continue  # relayed to the leader (concord.node.forward)
         reply = _handle(worker, req.token, request)
         if reply is not None:
-            worker.link.reply(req.token, reply)
+            replies.append((req.token, reply))
+    if replies:
+        worker.link.reply_many(replies)
 
 def _hint(worker: RaftWorker) -> str | None:
     leader = worker.driver.leader_id
