@@ -88,19 +88,20 @@ def take_batch(worker: RaftWorker, batch: Sequence[BackendRequest]) -> None:
     their replies in one message. The round's Ready (process_ready) then covers them all.
     """
     replies: list[tuple[int, bytes]] = []
+    decoded: list[tuple[int, bytes, Request]] = []
     for req in batch:
         try:
-            request = decode_validated(req.payload)  # the door validated it
+            decoded.append((req.token, req.payload, decode_validated(req.payload)))  # validated
         except InvalidRequestError as exc:
             replies.append((req.token, error_reply(exc.request_id, exc.code, exc.message)))
-            continue
-        if worker.forward.take(req.token, req.payload, request):
-            continue  # relayed to the leader (concord.node.forward)
-        reply = _handle(worker, req.token, request)
+    # Leader-only requests on a follower are relayed to the leader (concord.node.forward).
+    for token, _, request in worker.forward.take_many(decoded):
+        reply = _handle(worker, token, request)
         if reply is not None:
-            replies.append((req.token, reply))
+            replies.append((token, reply))
     if replies:
         worker.link.reply_many(replies)
+
 
 def _hint(worker: RaftWorker) -> str | None:
     leader = worker.driver.leader_id
