@@ -64,7 +64,7 @@ from typing import Callable
 import zmq
 
 from concord.errors import ConfigError, ShuttingDownError
-from concord.net._zmqutil import new_socket
+from concord.net._zmqutil import new_socket, send_frames
 from concord.net.wire import Backend
 
 __all__ = [
@@ -319,7 +319,7 @@ class BackendLink:
 
     def _send(self, frames: tuple[bytes, bytes]) -> bool:
         try:
-            self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
+            send_frames(self.socket, frames)
         except zmq.Again:
             self.dropped_replies += 1
             return False

@@ -18,6 +18,7 @@ import logging
 import zmq
 
 from concord.errors import ShuttingDownError
+from concord.net._zmqutil import send_frames
 from concord.net.backend import KIND_REQUEST, KIND_REQUESTS, batches, pack_batch, pack_header
 
 __all__ = ["RequestOutbox"]
@@ -71,7 +72,7 @@ class RequestOutbox:
         else:
             frames = [backend, _REQUESTS_HEADER, pack_batch(batch)]
         try:
-            self._socket.send_multipart(frames, flags=zmq.NOBLOCK)
+            send_frames(self._socket, frames)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:

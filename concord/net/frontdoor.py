@@ -71,7 +71,7 @@ from concord.errors import (
     ShuttingDownError,
 )
 from concord.metrics.node import DoorMetrics
-from concord.net._zmqutil import new_socket
+from concord.net._zmqutil import new_socket, send_frames
 from concord.net.backend import (
     KIND_HANDOFF,
     KIND_HELLO,
@@ -384,7 +384,7 @@ class FrontDoor:
 
     def _send_client(self, envelope: list[bytes], reply: bytes) -> None:
         try:
-            self.client.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
+            send_frames(self.client, [*envelope, reply])
         except zmq.Again:
             self.stats.client_gone += 1
         except zmq.ZMQError as exc:

@@ -22,6 +22,7 @@ from concord.net.backend import (
     pack_header,
     unpack_header,
 )
+from concord.net._zmqutil import send_frames
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.wire import Backend, pack
 from tests.helpers import wait_until
@@ -218,3 +219,32 @@ def test_door_answers_no_leader_when_its_raft_worker_vanished(sync_door: _Door) 
     assert "backend unavailable on this node; retry" == replies[-1]["message"]
     assert "no_leader" == replies[-1]["error"]
     assert "raft" not in sync_door.door.backends
+
+
+def test_send_frames_delivers_what_send_multipart_does_when_the_peer_is_known(ctx: Context) -> None:
+    """The int-flag send gives the same frames in one message; to an unknown identity a
+    ROUTER_MANDATORY socket refuses on the first frame (EHOSTUNREACH), as before."""
+    endpoint = f"inproc://frames-{uuid.uuid4().hex}"
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    router.bind(endpoint)
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(endpoint)
+    try:
+        dealer.send_multipart([b"", b"hello"])
+        assert router.poll(5000, zmq.POLLIN)
+        ident = router.recv_multipart()[0]
+        send_frames(router, [ident, b"", b"reply"])
+        assert dealer.poll(5000, zmq.POLLIN)
+        assert [b"", b"reply"] == dealer.recv_multipart()
+        with pytest.raises(zmq.ZMQError) as refused:
+            send_frames(router, [b"nobody", b"", b"reply"])
+        assert zmq.EHOSTUNREACH == refused.value.errno
+        send_frames(router, [ident, b"", b"after"])  # no partial message was left behind
+        assert dealer.poll(5000, zmq.POLLIN)
+        assert [b"", b"after"] == dealer.recv_multipart()
+    finally:
+        dealer.close(linger=0)
+        router.close(linger=0)
