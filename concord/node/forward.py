@@ -261,7 +261,8 @@ class Forwarder:
 
     # -- leader side -------------------------------------------------------------------
 
-    def _on_request(self, sender: NodeId, forward_id: int, body: bytes) -> bytes | None:
+    def _on_request(self, sender: NodeId, forward_id: int, body: bytes,
+                    proposals: list[tuple[int, bytes]]) -> bytes | None:
         """Serve a forwarded request: its reply now, or None (it comes later, `reply`)."""
         worker = self._worker
         self.stats.served += 1
@@ -277,7 +278,7 @@ class Forwarder:
         self._served[token] = _Served(sender, forward_id, _deadline(self._clock(), request))
         # NB: the same handler as the front door's requests: auth admitted HERE, and a
         # node that is not the leader answers not_leader / no_leader (never forwards).
-        reply = worker_requests.handle(worker, token, request)
+        reply = worker_requests.handle(worker, token, request, proposals)
         if reply is not None:
             del self._served[token]
         return reply
@@ -322,10 +323,12 @@ class Forwarder:
             return
         if kind in (KIND_REQUEST, KIND_REQUESTS):
             now: list[tuple[int, bytes]] = []  # replies known at once, sent together
+            proposals: list[tuple[int, bytes]] = []  # the batch's writes, proposed together
             for forward_id, body in items:
-                reply = self._on_request(sender, forward_id, body)
+                reply = self._on_request(sender, forward_id, body, proposals)
                 if reply is not None:
                     now.append((forward_id, reply))
+            worker_requests.propose(self._worker, proposals)
             if now:
                 self._send_replies(sender, now)
             return
