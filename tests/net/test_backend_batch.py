@@ -185,7 +185,8 @@ def test_door_cuts_requests_at_the_byte_cap_when_a_pass_takes_more(sync_door: _D
 
 
 def test_replies_keep_request_order_when_a_batch_is_answered_in_order(sync_door: _Door) -> None:
-    """A DEALER pipelining three requests gets the replies of the batch in its order."""
+    """A DEALER pipelining three requests gets the replies of the batch in its order: the
+    batch keeps the order the door took them in, and the replies keep the batch's."""
     link = sync_door.backend("raft")
     client = sync_door.client()
     for i in range(3):
@@ -193,7 +194,9 @@ def test_replies_keep_request_order_when_a_batch_is_answered_in_order(sync_door:
     sync_door.door.poll_once(0)
     got = _recv_batch(link)
     assert 3 == len(got)
-    link.reply_many([(token, pack({"id": i, "ok": True})) for i, (token, _) in enumerate(got)])
+    # Each reply carries its own request's id, answered in the order the batch gave them.
+    link.reply_many([(token, pack({"id": msgpack.unpackb(payload)["id"], "ok": True}))
+                     for token, payload in got])
     wait_until(lambda: (sync_door.door.poll_once(0), client.poll(0, zmq.POLLIN))[1], 10.0,
                describe=lambda: str(sync_door.door.stats))
     ids = [msgpack.unpackb(client.recv_multipart()[1])["id"] for _ in range(3)]
