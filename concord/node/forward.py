@@ -215,7 +215,8 @@ class Forwarder:
         """
         `take` for the (token, payload, request) of one front-door message: those to
         forward go to the leader in as few messages as the batch cap allows. Returns
-        the items not forwarded, in order (serve them here).
+        the items not forwarded (serve them here): those not to forward, in order, then
+        those the link refused.
         """
         if not self.enabled:
             return items
