@@ -10,11 +10,11 @@ client's request payload, already validated, under a token; the backend answers 
 complete reply payload (built with concord.net.wire, carrying the request's id) under
 the same token. Client identities never reach backends.
 
-Wire layout (backend link v3). Each message is two frames after the ROUTER's routing-id
+Wire layout (backend link v4). Each message is two frames after the ROUTER's routing-id
 frame:
 
     frame 0  header, 10 bytes
-               byte 0     version = 3 (BACKEND_VERSION)
+               byte 0     version = 4 (BACKEND_VERSION)
                byte 1     kind    1 = HELLO    backend -> front door, token 0,
                                                payload = role, UTF-8 ("read" | "raft")
                                   2 = REQUEST  front door -> backend,
@@ -27,20 +27,26 @@ frame:
                                   5 = REPLIES  backend -> front door, token 0, payload =
                                                several replies (below), each handled as
                                                if it had come as its own REPLY
+                                  6 = REQUESTS front door -> backend, token 0, payload =
+                                               several requests (below), each taken as
+                                               if it had come as its own REQUEST, in order
                bytes 2-9  token   u64 big-endian; chosen by the front door per request
     frame 1  payload
 
-The payload of REPLIES (`pack_replies`): count u32 big-endian (>= 1), then `count` index
-items (token u64 big-endian, length u32 big-endian), then the `count` reply payloads
-concatenated in index order; their lengths add up to the rest of the frame exactly. The
-raft worker sends the replies of one round this way (one message, one wake-up of the
-front door, instead of one per reply).
+The payload of REPLIES and REQUESTS (`pack_batch`): count u32 big-endian (>= 1), then
+`count` index items (token u64 big-endian, length u32 big-endian), then the `count`
+payloads concatenated in index order; their lengths add up to the rest of the frame
+exactly. The raft worker sends the replies of one round this way, and the front door
+the requests for one backend that one pass of its loop received (one message, one
+wake-up of the receiver, instead of one per request or reply). A batch holds at most
+MAX_BATCH_BYTES of payloads; a lone or larger payload goes alone (REQUEST, REPLY).
 
 v2 added HANDOFF (a `leader` read at a leader without a valid lease: the raft worker
-serves it after a ReadIndex round), v3 REPLIES. Older versions are not read: both ends
-are children of one supervisor and run the same code.
+serves it after a ReadIndex round), v3 REPLIES, v4 REQUESTS. Older versions are not
+read: both ends are children of one supervisor and run the same code.
 
-Anything else is discarded and counted. Never blocks: sends are NOBLOCK; the DEALER has
+Anything else is discarded and counted; a malformed REQUESTS message is discarded
+whole (none of its requests is taken) with a warning naming the fault. Never blocks: sends are NOBLOCK; the DEALER has
 IMMEDIATE=1, so while the front door is down replies are dropped (their clients time
 out) rather than queued for a front door that no longer knows their tokens.
 """
@@ -50,14 +56,15 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Callable
 
 import zmq
 
 from concord.errors import ConfigError, ShuttingDownError
-from concord.net._zmqutil import new_socket
+from concord.net._zmqutil import new_socket, send_frames
 from concord.net.wire import Backend
 
 __all__ = [
@@ -67,27 +74,33 @@ __all__ = [
     "KIND_REQUEST",
     "KIND_REPLY",
     "KIND_REPLIES",
+    "KIND_REQUESTS",
+    "MAX_BATCH_BYTES",
     "BackendLink",
     "BackendRequest",
+    "batches",
+    "pack_batch",
     "pack_header",
-    "pack_replies",
+    "unpack_batch",
     "unpack_header",
-    "unpack_replies",
 ]
 
 log = logging.getLogger(__name__)
 
-BACKEND_VERSION = 3
+BACKEND_VERSION = 4
 KIND_HELLO = 1
 KIND_REQUEST = 2
 KIND_REPLY = 3
 KIND_HANDOFF = 4
 KIND_REPLIES = 5
+KIND_REQUESTS = 6
+_KINDS = frozenset((KIND_HELLO, KIND_REQUEST, KIND_REPLY, KIND_HANDOFF, KIND_REPLIES, KIND_REQUESTS))
 _HEADER = struct.Struct(">BBQ")
 HEADER_SIZE = _HEADER.size
 _COUNT = struct.Struct(">I")
 _ITEM_SIZE = struct.calcsize(">QI")
-#: A REPLIES message holds at most this many payload bytes; a longer reply goes alone.
+#: A REPLIES or REQUESTS message holds at most this many payload bytes; a longer payload
+#: goes alone (REPLY, REQUEST).
 MAX_BATCH_BYTES = 1 << 20
 
 Socket = zmq.Socket[bytes]
@@ -100,28 +113,44 @@ def pack_header(kind: int, token: int) -> bytes:
 
 
 def unpack_header(header: bytes) -> tuple[int, int] | None:
-    """(kind, token) of a valid v1 header, else None."""
+    """(kind, token) of a valid header of this version, else None."""
     if len(header) != HEADER_SIZE:
         return None
     version, kind, token = _HEADER.unpack(header)
-    if version != BACKEND_VERSION or kind not in (
-        KIND_HELLO, KIND_REQUEST, KIND_REPLY, KIND_HANDOFF, KIND_REPLIES
-    ):
+    if version != BACKEND_VERSION or kind not in _KINDS:
         return None
     return kind, token
 
 
-def pack_replies(replies: Sequence[tuple[int, bytes]]) -> bytes:
-    """The payload of a REPLIES message: `replies` as (token, reply payload), in order."""
+def pack_batch(items: Sequence[tuple[int, bytes]]) -> bytes:
+    """The payload of a REPLIES or REQUESTS message: `items` as (token, payload), in order."""
     flat: list[int] = []
-    for token, payload in replies:
+    for token, payload in items:
         flat += (token, len(payload))
-    index = struct.pack(f">I{'QI' * len(replies)}", len(replies), *flat)
-    return b"".join((index, *(payload for _, payload in replies)))
+    index = struct.pack(f">I{'QI' * len(items)}", len(items), *flat)
+    return b"".join((index, *(payload for _, payload in items)))
 
 
-def unpack_replies(payload: bytes) -> list[tuple[int, bytes]] | None:
-    """The (token, reply payload) pairs of a REPLIES payload, or None if it is malformed."""
+def batches(items: Sequence[tuple[int, bytes]], max_bytes: int = MAX_BATCH_BYTES
+            ) -> Iterator[list[tuple[int, bytes]]]:
+    """
+    `items` (token, payload) cut, in order, into runs of at most `max_bytes` of payloads
+    each (a payload larger than that is a run of its own): one message per run.
+    """
+    batch: list[tuple[int, bytes]] = []
+    size = 0
+    for item in items:
+        if batch and size + len(item[1]) > max_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += len(item[1])
+    if batch:
+        yield batch
+
+
+def unpack_batch(payload: bytes) -> list[tuple[int, bytes]] | None:
+    """The (token, payload) pairs of a REPLIES or REQUESTS payload, None if it is malformed."""
     if len(payload) < _COUNT.size:
         return None
     (count,) = _COUNT.unpack_from(payload)
@@ -186,6 +215,8 @@ class BackendLink:
         self._hello = (pack_header(KIND_HELLO, 0), role.value.encode())
         self._closed = False
         self.dropped_replies = 0
+        self.bad_messages = 0  # discarded: malformed, or not a request
+        self._queued: deque[BackendRequest] = deque()  # the rest of a batch recv() split
         sock = new_socket(ctx, zmq.DEALER, f"backend link {name}")
         try:
             sock.setsockopt(zmq.ROUTING_ID, raw)
@@ -217,19 +248,44 @@ class BackendLink:
 
     def recv(self) -> BackendRequest | None:
         """The next request, or None if none is waiting. Never blocks."""
+        if not self._queued:
+            batch = self.recv_batch()
+            if not batch:
+                return None
+            self._queued.extend(batch)
+        return self._queued.popleft()
+
+    def recv_batch(self) -> list[BackendRequest]:
+        """
+        The requests of the next message (one REQUEST, or every request of a REQUESTS,
+        in order), or [] if none is waiting. Never blocks.
+        """
         self._require_open()
+        if self._queued:  # left by recv()
+            queued = list(self._queued)
+            self._queued.clear()
+            return queued
         while True:
             try:
                 frames = self.socket.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
-                return None
+                return []
             except zmq.ZMQError as exc:
                 raise ShuttingDownError(f"backend link {self.name} is shutting down") from exc
             header = unpack_header(frames[0]) if len(frames) == 2 else None
-            if header is None or header[0] != KIND_REQUEST:
-                log.warning("backend link discarded malformed message name=%s frames=%d", self.name, len(frames))
+            if header is not None and header[0] == KIND_REQUEST:
+                return [BackendRequest(header[1], frames[1])]
+            if header is not None and header[0] == KIND_REQUESTS:
+                items = unpack_batch(frames[1])
+                if items is not None:
+                    return [BackendRequest(token, payload) for token, payload in items]
+                self.bad_messages += 1
+                log.warning("backend link discarded a malformed REQUESTS message, taking none "
+                            "of it name=%s reason=index does not match the payload bytes=%d",
+                            self.name, len(frames[1]))
                 continue
-            return BackendRequest(header[1], frames[1])
+            self.bad_messages += 1
+            log.warning("backend link discarded malformed message name=%s frames=%d", self.name, len(frames))
 
     def reply(self, token: int, payload: bytes) -> bool:
         """Send the reply for `token`. False if it had to be dropped (front door away)."""
@@ -242,24 +298,13 @@ class BackendLink:
         limit allows (one REPLY for a lone reply). Returns how many replies were dropped.
         """
         self._require_open()
-        dropped = 0
-        batch: list[tuple[int, bytes]] = []
-        size = 0
-        for token, payload in replies:
-            if batch and size + len(payload) > MAX_BATCH_BYTES:
-                dropped += self._send_batch(batch)
-                batch, size = [], 0
-            batch.append((token, payload))
-            size += len(payload)
-        if batch:
-            dropped += self._send_batch(batch)
-        return dropped
+        return sum(self._send_batch(batch) for batch in batches(replies))
 
     def _send_batch(self, batch: list[tuple[int, bytes]]) -> int:
         if len(batch) == 1:
             token, payload = batch[0]
             return 0 if self._send((pack_header(KIND_REPLY, token), payload)) else 1
-        if self._send((_REPLIES_HEADER, pack_replies(batch))):
+        if self._send((_REPLIES_HEADER, pack_batch(batch))):
             return 0
         self.dropped_replies += len(batch) - 1  # _send counted the message once
         return len(batch)
@@ -274,7 +319,7 @@ class BackendLink:
 
     def _send(self, frames: tuple[bytes, bytes]) -> bool:
         try:
-            self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
+            send_frames(self.socket, frames)
         except zmq.Again:
             self.dropped_replies += 1
             return False

@@ -17,7 +17,10 @@ Per client message the loop:
    (fewest requests in flight), ties broken round robin. Given an `InlineReads`
    (concord.net.door_reads), the door answers the reads of bounded cost itself from
    shared memory, or hands them to the raft worker; those it declines go on as above;
-3. remembers (token -> client envelope, id, deadline) and forwards the raw payload;
+3. remembers (token -> client envelope, id, deadline) and queues the raw payload for
+   its backend; once the pass over the waiting client messages is done, each backend
+   gets what was queued for it as one REQUESTS message (concord.net.backend; a lone
+   request as REQUEST), so a backend wakes once per pass, not once per request;
 4. when the backend replies, sends the reply to the client with the same envelope; a
    read worker may instead hand the request back (HANDOFF: a `leader` read at a leader
    without a valid lease), and it goes to the raft worker under the same token and
@@ -68,18 +71,17 @@ from concord.errors import (
     ShuttingDownError,
 )
 from concord.metrics.node import DoorMetrics
-from concord.net._zmqutil import new_socket
+from concord.net._zmqutil import new_socket, send_frames
 from concord.net.backend import (
     KIND_HANDOFF,
     KIND_HELLO,
     KIND_REPLIES,
     KIND_REPLY,
-    KIND_REQUEST,
-    pack_header,
+    unpack_batch,
     unpack_header,
-    unpack_replies,
 )
 from concord.net.door_metrics import DoorMetricsObserver
+from concord.net.door_outbox import RequestOutbox
 from concord.net.door_reads import InlineReads, Verdict, is_inline
 from concord.net.frontdoor_options import (  # re-exported: their old home
     FrontDoorOptions as FrontDoorOptions,
@@ -204,6 +206,7 @@ class FrontDoor:
         except BaseException:
             self.close()
             raise
+        self._outbox = RequestOutbox(self.backend)  # requests routed in this pass, unsent
         self._poller = zmq.Poller()
         self._poller.register(self.client, zmq.POLLIN)
         self._poller.register(self.backend, zmq.POLLIN)
@@ -244,6 +247,8 @@ class FrontDoor:
                 self._drain_backend()
             if events.get(self.client):
                 self._drain_clients()
+            if self._outbox:
+                self._send_outbox()
         except zmq.ZMQError as exc:
             raise ShuttingDownError(f"front door socket failed: {exc}") from exc
         self.expire(self._clock())
@@ -314,8 +319,6 @@ class FrontDoor:
                 self.stats.handoffs += 1
                 target = Backend.RAFT
         backend = self._pick(target)
-        now = self._clock()
-        pending = _Pending(envelope, request.id, b"", 0.0, target, notes)
         if backend is None:
             self.stats.unroutable += 1
             what = "read worker" if target is Backend.READ else "raft worker"
@@ -325,21 +328,10 @@ class FrontDoor:
             return
         timeout_ms = min(request.timeout_ms or self.options.default_timeout_ms, self.options.max_timeout_ms)
         token = self._epoch | (next(self._tokens) & ((1 << 40) - 1))
-        deadline = now + (timeout_ms + self.options.reply_grace_ms) / 1000.0
-        if not self._forward(backend, token, payload):
-            # The chosen backend vanished or is full (HWM): one retry on another.
-            backend = self._pick(target, exclude=backend)
-            if backend is None or not self._forward(backend, token, payload):
-                self.stats.unroutable += 1
-                self._answer(envelope, error_reply(
-                    request.id, "no_leader", "backend unavailable on this node; retry", None
-                ), notes, target)
-                return
-        self._backends[backend].inflight += 1
-        pending.backend, pending.deadline = backend, deadline
-        self._pending[token] = pending
+        deadline = self._clock() + (timeout_ms + self.options.reply_grace_ms) / 1000.0
         heapq.heappush(self._deadlines, (deadline, token))
-        self.stats.forwarded += 1
+        self._queue(backend, token, _Pending(envelope, request.id, backend, deadline, target, notes),
+                    payload)
 
     def _serve_inline(self, request: Request) -> bytes | Verdict:
         assert self._inline is not None
@@ -392,7 +384,7 @@ class FrontDoor:
 
     def _send_client(self, envelope: list[bytes], reply: bytes) -> None:
         try:
-            self.client.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
+            send_frames(self.client, [*envelope, reply])
         except zmq.Again:
             self.stats.client_gone += 1
         except zmq.ZMQError as exc:
@@ -423,20 +415,38 @@ class FrontDoor:
         rotated = candidates[start:] + candidates[:start]
         return min(rotated, key=lambda ident: self._backends[ident].inflight)
 
-    def _forward(self, backend: bytes, token: int, payload: bytes) -> bool:
-        try:
-            self.backend.send_multipart(
-                [backend, pack_header(KIND_REQUEST, token), payload], flags=zmq.NOBLOCK
-            )
-        except zmq.Again:
-            return False
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:
-                raise ShuttingDownError(f"front door backend socket failed: {exc}") from exc
-            log.warning("backend unreachable, forgotten name=%r", backend)
+    def _queue(self, backend: bytes, token: int, pending: _Pending, payload: bytes) -> None:
+        """Route request `token` to `backend`: sent with the pass's others (_send_outbox)."""
+        self._backends[backend].inflight += 1
+        self._pending[token] = pending
+        self._outbox.queue(backend, token, payload)
+
+    def _send_outbox(self) -> None:
+        """Send each backend its requests of this pass; one retry for those that fail."""
+        outbox = self._outbox
+        for backend, token, payload in outbox.send():
+            self._reroute(backend, token, payload)
+        for backend in outbox.unreachable:
             self._backends.pop(backend, None)
-            return False
-        return True
+        outbox.unreachable.clear()
+        self.stats.forwarded, self.stats.backend_messages = outbox.requests, outbox.messages
+
+    def _reroute(self, failed: bytes, token: int, payload: bytes) -> None:
+        """The backend of request `token` vanished or is full (HWM): one retry on another."""
+        pending = self._pending.get(token)
+        if pending is None:
+            return
+        self._done(pending)
+        backend = self._pick(pending.role, exclude=failed)
+        if backend is not None and self._outbox.send_now(backend, [(token, payload)]):
+            self._backends[backend].inflight += 1
+            pending.backend = backend
+            return
+        del self._pending[token]
+        self.stats.unroutable += 1
+        self._answer(pending.envelope, error_reply(
+            pending.request_id, "no_leader", "backend unavailable on this node; retry", None
+        ), pending.notes, pending.role)
 
     def _drain_backend(self) -> None:
         for _ in range(_BATCH):
@@ -473,7 +483,7 @@ class FrontDoor:
         if info is not None:
             info.last_heard = self._clock()
         if kind == KIND_REPLIES:  # one round's replies (concord.net.backend)
-            replies = unpack_replies(frames[2])
+            replies = unpack_batch(frames[2])
             if replies is None:
                 self.stats.bad_backend_messages += 1
                 return
@@ -506,7 +516,7 @@ class FrontDoor:
             ), pending.notes, pending.role)
             return
         backend = self._pick(Backend.RAFT)
-        if backend is None or not self._forward(backend, token, payload):
+        if backend is None:
             self.stats.unroutable += 1
             self._answer(pending.envelope, error_reply(
                 pending.request_id, "no_leader",
@@ -514,10 +524,9 @@ class FrontDoor:
             ), pending.notes, pending.role)
             return
         self.stats.handoffs += 1
-        self._backends[backend].inflight += 1
         pending.backend = backend
         pending.role = Backend.RAFT
-        self._pending[token] = pending
+        self._queue(backend, token, pending, payload)
 
     def _done(self, pending: _Pending) -> None:
         info = self._backends.get(pending.backend)

@@ -77,3 +77,4 @@ class FrontDoorStats:
     bad_backend_messages: int = 0
     inline: int = 0  # reads the door answered itself (concord.net.door_reads)
     inline_declined: int = 0  # inline reads it sent to a read worker instead
+    backend_messages: int = 0  # REQUEST and REQUESTS messages sent to backends

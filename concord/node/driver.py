@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -345,16 +345,31 @@ class Driver:
         Returns:
             The entry's index, or None if the proposal was refused (already answered).
         """
-        if not command:
+        return self.submit_writes(((request_id, command),), prompt_commit)
+
+    def submit_writes(
+        self, writes: Sequence[tuple[int, bytes]], prompt_commit: bool = False
+    ) -> int | None:
+        """
+        `submit_write` for several (request id, command), proposed in order in one step.
+
+        Returns:
+            The first entry's index (the i-th write's is that + i), or None if the
+            proposals were refused (each already answered).
+        """
+        if not all(command for _, command in writes):
             raise ValueError("an empty command is the leader's no-op and cannot be proposed")
         self.raw.set_time(self._clock.now_ms())
         try:
-            index, term = self.raw.propose(command, prompt_commit)
+            first, term = self.raw.propose_many([command for _, command in writes], prompt_commit)
         except ProposalDroppedError:
-            self._refuse(request_id)
+            for request_id, _ in writes:
+                self._refuse(request_id)
             return None
-        self._writes[index] = _PendingWrite(request_id, term, False)
-        return index
+        pending = self._writes
+        for index, (request_id, _) in enumerate(writes, first):
+            pending[index] = _PendingWrite(request_id, term, False)
+        return first
 
     def submit_conf_change(self, request_id: int, cc: ConfChange) -> None:
         """Propose a membership change; the reply carries the new ConfState."""

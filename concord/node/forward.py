@@ -41,22 +41,32 @@ Outcomes the client sees (the same set as without forwarding):
 A reply that arrives after that is dropped (counted). Nothing is retried here: resending
 a write whose outcome is unknown is the client's decision (its session makes it safe).
 
-Forward message (forward v1), the payload of a peer DATA frame (docs/formats/net.md
+Forward message (forward v2), the payload of a peer DATA frame (docs/formats/net.md
 section 1: the envelope is unchanged, so the link's checks, counters and faults apply):
 
     byte 0       0xC1: the one byte msgpack never uses, so no raft message (a msgpack
                  array, concord/storage/codec.py) starts with it
-    byte 1       forward version = 1
-    byte 2       kind: 1 = REQUEST  follower -> leader, body = the client's request
-                       2 = REPLY    leader -> follower, body = the reply to send
+    byte 1       forward version = 2 (1 is read too: kinds 1 and 2 only)
+    byte 2       kind: 1 = REQUEST   follower -> leader, body = the client's request
+                       2 = REPLY     leader -> follower, body = the reply to send
+                       3 = REQUESTS  follower -> leader, body = several requests (batch)
+                       4 = REPLIES   leader -> follower, body = several replies (batch)
     bytes 3-10   forward id, u64 big-endian, chosen by the follower (a random 24-bit
                  epoch per raft worker process, then a counter: never reused across a
-                 restart; a REPLY carries its REQUEST's)
-    bytes 11..   body: a msgpack map (the wire protocol's request or reply)
+                 restart; a REPLY carries its REQUEST's); 0 in REQUESTS and REPLIES
+    bytes 11..   body: a msgpack map (the wire protocol's request or reply), or for
+                 REQUESTS and REPLIES the batch layout of the backend link
+                 (concord.net.backend `pack_batch`: count u32, then (forward id u64,
+                 length u32) per item, then the maps), at most MAX_BATCH_BYTES of maps
 
-A malformed forward message is dropped and counted (`stats.bad`). A node of an earlier
-build drops it as a bad peer message: forwarding needs every node on a build with it
-(or `raft.forward_to_leader = false` on the new ones during a rolling upgrade).
+The follower forwards the leader-only requests of one front-door message (one pass of
+its door's loop) as one REQUESTS message, and the leader sends each follower the
+replies of one round as one REPLIES message (a lone one as REQUEST or REPLY): one peer
+message and one wake-up per batch each way instead of one per request.
+
+A malformed forward message is dropped whole and counted (`stats.bad`). A node of an
+earlier build drops it as a bad peer message: forwarding needs every node on a build with
+it (or `raft.forward_to_leader = false` on the new ones during a rolling upgrade).
 
 Pure bookkeeping around the worker's transport and front-door link; never blocks.
 """
@@ -72,6 +82,7 @@ from typing import TYPE_CHECKING, Callable
 
 from concord.errors import InvalidRequestError
 from concord.ids import NodeId
+from concord.net.backend import batches, pack_batch, unpack_batch
 from concord.net.wire import Request, decode_request, error_reply, with_leader_client
 from concord.node import worker_requests
 from concord.node.worker_requests import LEADER_ONLY
@@ -81,13 +92,16 @@ if TYPE_CHECKING:
     from concord.node.raft_worker import RaftWorker
 
 __all__ = ["FORWARD_BYTE", "FORWARD_MARK", "FORWARD_VERSION", "Forwarder", "ForwardStats", "LEADER_ONLY",
-           "pack_forward", "unpack_forward"]
+           "pack_forward", "pack_forwards", "unpack_forward"]
 
 FORWARD_MARK = 0xC1
 FORWARD_BYTE = bytes((FORWARD_MARK,))  # a peer DATA payload starting with it is ours
-FORWARD_VERSION = 1
+FORWARD_VERSION = 2
 KIND_REQUEST = 1
 KIND_REPLY = 2
+KIND_REQUESTS = 3
+KIND_REPLIES = 4
+_KINDS = {1: (KIND_REQUEST, KIND_REPLY), 2: (KIND_REQUEST, KIND_REPLY, KIND_REQUESTS, KIND_REPLIES)}
 _HEADER = struct.Struct(">BBBQ")
 
 #: How long past a request's own deadline its bookkeeping is kept (the front door
@@ -102,12 +116,22 @@ def pack_forward(kind: int, forward_id: int, body: bytes) -> bytes:
     return _HEADER.pack(FORWARD_MARK, FORWARD_VERSION, kind, forward_id) + body
 
 
+def pack_forwards(single: int, items: list[tuple[int, bytes]]) -> bytes:
+    """
+    One forward message carrying `items` (forward id, body): kind `single` (REQUEST or
+    REPLY) for one item, its batch kind (REQUESTS or REPLIES) for several.
+    """
+    if len(items) == 1:
+        return pack_forward(single, *items[0])
+    return pack_forward(single + 2, 0, pack_batch(items))
+
+
 def unpack_forward(payload: bytes) -> tuple[int, int, bytes] | None:
     """(kind, forward id, body) of a well-formed forward message, else None."""
     if len(payload) <= _HEADER.size:
         return None
     mark, version, kind, forward_id = _HEADER.unpack_from(payload)
-    if mark != FORWARD_MARK or version != FORWARD_VERSION or kind not in (KIND_REQUEST, KIND_REPLY):
+    if mark != FORWARD_MARK or kind not in _KINDS.get(version, ()):
         return None
     return kind, forward_id, payload[_HEADER.size:]
 
@@ -185,71 +209,105 @@ class Forwarder:
         follows a known leader it has a link to. False: not forwarded, serve it here
         (it gets `not_leader` / `no_leader` as without forwarding).
         """
-        if not self.enabled or request.op not in LEADER_ONLY:
-            return False
+        return not self.take_many([(token, payload, request)])
+
+    def take_many(self, items: list[tuple[int, bytes, Request]]) -> list[tuple[int, bytes, Request]]:
+        """
+        `take` for the (token, payload, request) of one front-door message: those to
+        forward go to the leader in as few messages as the batch cap allows. Returns
+        the items not forwarded (serve them here): those not to forward, in order, then
+        those the link refused.
+        """
+        if not self.enabled:
+            return items
         worker = self._worker
         driver = worker.driver
         leader = driver.leader_id
         if driver.role is Role.LEADER or leader is None or leader == worker.node_id:
-            return False
-        forward_id = next(self._ids)
-        if not worker.transport.send(leader, pack_forward(KIND_REQUEST, forward_id, payload)):
-            self.stats.unsent += 1
-            return False
-        self._sent[forward_id] = _Sent(token, request.id, leader, _deadline(self._clock(), request))
-        self.stats.forwarded += 1
-        return True
+            return items
+        rest: list[tuple[int, bytes, Request]] = []
+        chosen: dict[int, tuple[int, bytes, Request]] = {}
+        for item in items:
+            if item[2].op in LEADER_ONLY:
+                chosen[next(self._ids)] = item
+            else:
+                rest.append(item)
+        if not chosen:
+            return items
+        now = self._clock()
+        for batch in batches([(forward_id, item[1]) for forward_id, item in chosen.items()]):
+            if not worker.transport.send(leader, pack_forwards(KIND_REQUEST, batch)):
+                self.stats.unsent += len(batch)
+                rest += (chosen[forward_id] for forward_id, _ in batch)
+                continue
+            for forward_id, _ in batch:
+                token, _, request = chosen[forward_id]
+                self._sent[forward_id] = _Sent(token, request.id, leader, _deadline(now, request))
+            self.stats.forwarded += len(batch)
+        return rest
 
-    def _on_reply(self, sender: NodeId, forward_id: int, body: bytes) -> None:
+    def _on_reply(self, sender: NodeId, forward_id: int, body: bytes) -> tuple[int, bytes] | None:
+        """The (front-door token, reply to send) of a leader's reply, None to drop it."""
         sent = self._sent.get(forward_id)
         if sent is None:
             self.stats.late += 1
-            return
+            return None
         if sent.leader != sender:
             self.stats.bad += 1
-            return
+            return None
         del self._sent[forward_id]
         # The leader's endpoint rides on a success: a client that follows hints writes
         # there directly from now on (docs/protocol.md "Forwarding to the leader").
-        worker = self._worker
-        worker.link.reply(sent.token, with_leader_client(body, worker.book.client_endpoint(sender)))
+        return sent.token, with_leader_client(body, self._worker.book.client_endpoint(sender))
 
     # -- leader side -------------------------------------------------------------------
 
-    def _on_request(self, sender: NodeId, forward_id: int, body: bytes) -> None:
+    def _on_request(self, sender: NodeId, forward_id: int, body: bytes,
+                    proposals: list[tuple[int, bytes]]) -> bytes | None:
+        """Serve a forwarded request: its reply now, or None (it comes later, `reply`)."""
         worker = self._worker
         self.stats.served += 1
         try:
             request = decode_request(body, max_bytes=self._max_request_bytes)
         except InvalidRequestError as exc:
-            self._send_reply(sender, forward_id,
-                             error_reply(exc.request_id, exc.code, exc.message))
-            return
+            return error_reply(exc.request_id, exc.code, exc.message)
         if request.op not in LEADER_ONLY:
             # A member relays only leader-only ops; anything else is not served this way.
-            self._send_reply(sender, forward_id, error_reply(
-                request.id, "invalid_request", f"op {request.op} is not forwarded to the leader"))
-            return
+            return error_reply(request.id, "invalid_request",
+                               f"op {request.op} is not forwarded to the leader")
         token = -next(self._tokens)
         self._served[token] = _Served(sender, forward_id, _deadline(self._clock(), request))
         # NB: the same handler as the front door's requests: auth admitted HERE, and a
         # node that is not the leader answers not_leader / no_leader (never forwards).
-        reply = worker_requests.handle(worker, token, request)
+        reply = worker_requests.handle(worker, token, request, proposals)
         if reply is not None:
-            self.reply(token, reply)
+            del self._served[token]
+        return reply
 
     def reply(self, token: int, payload: bytes) -> None:
         """The reply to a forwarded request served here (a negative token): send it back."""
-        served = self._served.pop(token, None)
-        if served is None:
-            self.stats.late += 1
-            return
-        self._send_reply(served.sender, served.forward_id, payload)
+        self.reply_many([(token, payload)])
 
-    def _send_reply(self, to: NodeId, forward_id: int, body: bytes) -> None:
+    def reply_many(self, replies: list[tuple[int, bytes]]) -> None:
+        """
+        The replies of forwarded requests served here (negative tokens), sent back with
+        one message per follower (as the batch cap allows).
+        """
+        by_sender: dict[NodeId, list[tuple[int, bytes]]] = {}
+        for token, payload in replies:
+            served = self._served.pop(token, None)
+            if served is None:
+                self.stats.late += 1
+                continue
+            by_sender.setdefault(served.sender, []).append((served.forward_id, payload))
+        for sender, items in by_sender.items():
+            self._send_replies(sender, items)
+
+    def _send_replies(self, to: NodeId, items: list[tuple[int, bytes]]) -> None:
         # NB: dropped if the link refuses it: the follower answers its client `timeout`
         # (outcome unknown), and the client's resend is deduplicated by its session.
-        self._worker.transport.send(to, pack_forward(KIND_REPLY, forward_id, body))
+        for batch in batches(items):
+            self._worker.transport.send(to, pack_forwards(KIND_REPLY, batch))
 
     # -- both --------------------------------------------------------------------------
 
@@ -260,10 +318,24 @@ class Forwarder:
             self.stats.bad += 1
             return
         kind, forward_id, body = message
-        if kind == KIND_REQUEST:
-            self._on_request(sender, forward_id, body)
-        else:
-            self._on_reply(sender, forward_id, body)
+        items = [(forward_id, body)] if kind <= KIND_REPLY else unpack_batch(body)
+        if items is None:
+            self.stats.bad += 1
+            return
+        if kind in (KIND_REQUEST, KIND_REQUESTS):
+            now: list[tuple[int, bytes]] = []  # replies known at once, sent together
+            proposals: list[tuple[int, bytes]] = []  # the batch's writes, proposed together
+            for forward_id, body in items:
+                reply = self._on_request(sender, forward_id, body, proposals)
+                if reply is not None:
+                    now.append((forward_id, reply))
+            worker_requests.propose(self._worker, proposals)
+            if now:
+                self._send_replies(sender, now)
+            return
+        relayed = [r for r in (self._on_reply(sender, i, b) for i, b in items) if r is not None]
+        if relayed:
+            self._worker.link.reply_many(relayed)
 
     def on_tick(self, now: float) -> None:
         """

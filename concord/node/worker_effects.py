@@ -43,15 +43,16 @@ def carry_out(worker: RaftWorker, effects: list[Effect]) -> None:
     for effect in effects:
         match effect:
             case SendReplies():
-                local = []
+                local: list[tuple[int, bytes]] = []
+                forwarded: list[tuple[int, bytes]] = []
                 for token, payload in worker._outbox:
-                    if token < 0:  # a follower's forwarded request (concord.node.forward)
-                        worker.forward.reply(token, payload)
-                    else:
-                        local.append((token, payload))
+                    # A negative token: a follower's forwarded request (concord.node.forward).
+                    (forwarded if token < 0 else local).append((token, payload))
                 worker._outbox.clear()
                 if local:  # the round's replies, in one message to the door
                     worker.link.reply_many(local)
+                if forwarded:  # and in one message to each follower
+                    worker.forward.reply_many(forwarded)
             case PublishChanges():
                 worker._publish_changes()
             case Committed(index, conf_state):

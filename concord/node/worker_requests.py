@@ -10,6 +10,7 @@ leaves once the driver answers, after the round's changes are published.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from concord.kv import CLIENT_WRITE_OPS
 from concord.kv.reads import serve_request
 from concord.kv.scope import scoped
 from concord.net.admin import fault_reply
+from concord.net.backend import BackendRequest
 from concord.net.wire import Request, decode_validated, error_reply, ok_reply
 from concord.node import worker_ops
 from concord.node.driver import Consistency, Reply, ReplyStatus
@@ -32,7 +34,8 @@ from concord.raft.state import Role
 if TYPE_CHECKING:
     from concord.node.raft_worker import RaftWorker
 
-__all__ = ["LEADER_ONLY", "Pending", "drain_requests", "encode_reply", "handle", "not_leader"]
+__all__ = ["LEADER_ONLY", "MAX_DRAIN_REQUESTS", "Pending", "drain_requests", "encode_reply", "handle",
+           "not_leader", "propose", "take_batch"]
 
 
 #: The ops only the leader serves: on a follower they are forwarded to the leader
@@ -62,21 +65,59 @@ def _storage_unavailable(worker: RaftWorker, request: Request) -> bytes | None:
                        f"node {worker.node_id} cannot persist writes ({worker.disk.wal_error}); "
                        "nothing was applied; retry (another node may lead)")
 
+#: Requests taken from the front door per call of `drain_requests` (whole messages: a
+#: REQUESTS message is never split across calls), so peers and the writer are not starved.
+MAX_DRAIN_REQUESTS = 1000
+
+
 def drain_requests(worker: RaftWorker) -> None:
-    for _ in range(1000):
-        req = worker.link.recv()
-        if req is None:
+    """Take the front door's waiting requests, one message (a batch) at a time."""
+    taken = 0
+    while taken < MAX_DRAIN_REQUESTS:
+        batch = worker.link.recv_batch()
+        if not batch:
             return
+        taken += len(batch)
+        take_batch(worker, batch)
+
+
+def take_batch(worker: RaftWorker, batch: Sequence[BackendRequest]) -> None:
+    """
+    Take the requests of one front-door message, in order, into the driver (proposals,
+    reads) or the forwarder; those answered at once (errors, informational ops) get
+    their replies in one message. The round's Ready (process_ready) then covers them all.
+    """
+    replies: list[tuple[int, bytes]] = []
+    proposals: list[tuple[int, bytes]] = []
+    decoded: list[tuple[int, bytes, Request]] = []
+    for req in batch:
         try:
-            request = decode_validated(req.payload)  # the door validated it
+            decoded.append((req.token, req.payload, decode_validated(req.payload)))  # validated
         except InvalidRequestError as exc:
-            worker.link.reply(req.token, error_reply(exc.request_id, exc.code, exc.message))
-            continue
-        if worker.forward.take(req.token, req.payload, request):
-            continue  # relayed to the leader (concord.node.forward)
-        reply = _handle(worker, req.token, request)
+            replies.append((req.token, error_reply(exc.request_id, exc.code, exc.message)))
+    # Leader-only requests on a follower are relayed to the leader (concord.node.forward).
+    for token, _, request in worker.forward.take_many(decoded):
+        reply = _handle(worker, token, request, proposals)
         if reply is not None:
-            worker.link.reply(req.token, reply)
+            replies.append((token, reply))
+    propose(worker, proposals)
+    if replies:
+        worker.link.reply_many(replies)
+
+
+def propose(worker: RaftWorker, proposals: list[tuple[int, bytes]]) -> None:
+    """
+    Propose the data writes of a batch, (request id, command) in the order they came, in
+    one step (`Driver.submit_writes`: one check, one log append); a refusal answers each.
+    """
+    if not proposals:
+        return
+    first = worker.driver.submit_writes(proposals)
+    tracing = worker.tracing
+    if tracing is not None and first is not None:
+        for index, (rid, _) in enumerate(proposals, first):
+            tracing.proposed(rid, index)
+
 
 def _hint(worker: RaftWorker) -> str | None:
     leader = worker.driver.leader_id
@@ -91,18 +132,24 @@ def not_leader(worker: RaftWorker, request: Request) -> bytes:
     return error_reply(request.id, "not_leader", f"node {worker.node_id} is not the leader; "
                        f"the leader is {leader}", _hint(worker))
 
-def handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
-    """Serve one decoded request: its reply now, or None (it comes later, by `token`)."""
-    return _handle(worker, token, request)
+def handle(worker: RaftWorker, token: int, request: Request,
+           proposals: list[tuple[int, bytes]] | None = None) -> bytes | None:
+    """
+    Serve one decoded request: its reply now, or None (it comes later, by `token`).
+    Given `proposals`, a data write is added to them (the caller proposes them: `propose`)
+    instead of proposed at once.
+    """
+    return _handle(worker, token, request, proposals)
 
-def _handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
+def _handle(worker: RaftWorker, token: int, request: Request,
+            proposals: list[tuple[int, bytes]] | None = None) -> bytes | None:
     op = request.op
     if op in LEADER_ONLY and worker.driver.role is not Role.LEADER:
         return not_leader(worker, request)  # the one leader check of the handlers below
     try:
         principal = worker.auth.admit(request)
         if op in CLIENT_WRITE_OPS:
-            return _write(worker, token, request, principal)
+            return _write(worker, token, request, principal, proposals)
         if op in AUTH_WRITE_OPS:
             return _auth_write(worker, token, request)
         if op in AUTH_READ_OPS:
@@ -131,23 +178,21 @@ def _handle(worker: RaftWorker, token: int, request: Request) -> bytes | None:
     except ClientError as exc:
         return error_reply(request.id, exc.code, exc.message)
 
-def _write(worker: RaftWorker, token: int, request: Request,
-           principal: Principal | None) -> bytes | None:
+def _write(worker: RaftWorker, token: int, request: Request, principal: Principal | None,
+           proposals: list[tuple[int, bytes]] | None) -> bytes | None:
     refused = _storage_unavailable(worker, request)
     if refused is not None:
         return refused
     command = worker.auth.write_command(request, principal)
     rid = next(worker.ids)
     worker.pending[rid] = Pending(token, request, principal)
-    tracing = worker.tracing
-    if tracing is None:
-        worker.driver.submit_write(rid, command)
-        return None
-    # NB: begun first: a refused proposal is answered inside submit_write.
-    tracing.begin_request(rid, request.op, request.traceparent)
-    index = worker.driver.submit_write(rid, command)
-    if index is not None:
-        tracing.proposed(rid, index)
+    if worker.tracing is not None:
+        # NB: begun first: a refused proposal is answered inside submit_writes.
+        worker.tracing.begin_request(rid, request.op, request.traceparent)
+    if proposals is not None:
+        proposals.append((rid, command))  # proposed with the batch's others
+    else:
+        propose(worker, [(rid, command)])
     return None
 
 def _auth_write(worker: RaftWorker, token: int, request: Request) -> bytes | None:

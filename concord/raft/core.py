@@ -544,6 +544,7 @@ class Raft:
     _append_entries = membership.append_entries
     _check_can_propose = membership.check_can_propose
     propose = membership.propose
+    propose_many = membership.propose_many
     propose_conf_change = membership.propose_conf_change
     _compute_conf_change = membership.compute_conf_change
     apply_conf_change = membership.apply_conf_change

@@ -9,6 +9,7 @@ Pure. No IO, no clock, no global randomness, no threads; stdlib-only imports.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from concord.errors import ProposalDroppedError, RaftInvariantError
@@ -57,12 +58,18 @@ def check_can_propose(r: Raft) -> None:
         raise ProposalDroppedError(f"node {r.id} was removed from the configuration")
 
 def propose(r: Raft, data: bytes, prompt_commit: bool = False) -> tuple[int, int]:
+    return r.propose_many((data,), prompt_commit)
+
+def propose_many(r: Raft, datas: Sequence[bytes], prompt_commit: bool = False) -> tuple[int, int]:
+    """Append commands, one entry each in order, in one step; (first index, term)."""
+    if not datas:
+        raise ValueError("propose_many needs at least one command")
     r._check_can_propose()
-    index = r._append_entries([(EntryType.NORMAL, data)])
+    last = r._append_entries([(EntryType.NORMAL, data) for data in datas])
     if prompt_commit:
-        r.prompt_commit_index = index
+        r.prompt_commit_index = last
     r.append_pending = True
-    return index, r.term
+    return last - len(datas) + 1, r.term
 
 def propose_conf_change(r: Raft, cc: ConfChange) -> tuple[int, int]:
     r._check_can_propose()

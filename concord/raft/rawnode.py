@@ -49,6 +49,7 @@ Beyond the etcd-io/raft RawNode API:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from concord.errors import RaftInvariantError
@@ -195,6 +196,20 @@ class RawNode:
             ProposalDroppedError: not the leader, or a leader transfer is in progress.
         """
         return self.raft.propose(data, prompt_commit)
+
+    def propose_many(self, datas: Sequence[bytes], prompt_commit: bool = False) -> tuple[int, int]:
+        """
+        `propose` for several commands at once, one entry each, in order (one check,
+        one append to the log; the entries go out in the same Ready either way).
+
+        Returns:
+            (index of the first entry, term); the i-th command's entry is first + i.
+
+        Raises:
+            ProposalDroppedError: as `propose` (no entry is appended).
+            ValueError: no commands.
+        """
+        return self.raft.propose_many(datas, prompt_commit)
 
     def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
         """

@@ -12,7 +12,7 @@ import zmq
 
 from concord.errors import ConfigError, RequestTimeoutError
 from concord.client.raw import request
-from concord.net.backend import KIND_REPLIES, BackendLink, pack_header, pack_replies
+from concord.net.backend import KIND_REPLIES, BackendLink, pack_batch, pack_header
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.wire import Backend, decode_request, ok_reply, pack
 from tests.helpers import wait_until
@@ -388,7 +388,7 @@ def test_each_client_answered_when_raft_worker_batches_replies(ctx: Context) -> 
         assert link.socket.poll(5000, zmq.POLLIN)
         wait_until(drain, 5.0, describe=lambda: f"{len(got)} requests")
         bad = d.door.stats.bad_backend_messages
-        link.socket.send_multipart([pack_header(KIND_REPLIES, 0), pack_replies(got)[:-1]])
+        link.socket.send_multipart([pack_header(KIND_REPLIES, 0), pack_batch(got)[:-1]])
         assert 0 == link.reply_many(got)
         for i, sock in enumerate(clients):
             assert 10 + i == unpack(recv_frames(sock)[1])["id"]

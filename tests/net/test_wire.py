@@ -12,10 +12,10 @@ from concord.net.backend import (
     KIND_HANDOFF,
     KIND_REPLIES,
     KIND_REPLY,
+    pack_batch,
     pack_header,
-    pack_replies,
+    unpack_batch,
     unpack_header,
-    unpack_replies,
 )
 from concord.net.frontdoor import route
 from concord.net.wire import (
@@ -187,22 +187,23 @@ def test_backend_header_roundtrips_when_valid_and_rejects_garbage() -> None:
     assert (KIND_REPLIES, 0) == unpack_header(pack_header(KIND_REPLIES, 0))
     assert unpack_header(b"\x01\x03" + bytes(8)) is None  # v1: no longer read
     assert unpack_header(b"\x02\x03" + bytes(8)) is None  # v2: no longer read
-    assert unpack_header(b"\x04\x03" + bytes(8)) is None
-    assert unpack_header(b"\x03\x09" + bytes(8)) is None
+    assert unpack_header(b"\x03\x03" + bytes(8)) is None  # v3: no longer read
+    assert unpack_header(b"\x05\x03" + bytes(8)) is None
+    assert unpack_header(b"\x04\x09" + bytes(8)) is None
 
 
 def test_backend_replies_roundtrip_when_valid_and_rejected_when_malformed() -> None:
     """A REPLIES payload gives back its (token, reply) pairs in order; a truncated, padded
     or empty one gives None."""
     replies = [(2**63 + 1, b"\x81\xa2id\x01"), (7, b""), (9, bytes(300))]
-    packed = pack_replies(replies)
-    assert replies == unpack_replies(packed)
-    assert [(1, b"x")] == unpack_replies(pack_replies([(1, b"x")]))
-    assert unpack_replies(packed[:-1]) is None
-    assert unpack_replies(packed + b"\x00") is None
-    assert unpack_replies(packed[:10]) is None
-    assert unpack_replies(b"\x00\x00\x00\x00") is None
-    assert unpack_replies(b"") is None
+    packed = pack_batch(replies)
+    assert replies == unpack_batch(packed)
+    assert [(1, b"x")] == unpack_batch(pack_batch([(1, b"x")]))
+    assert unpack_batch(packed[:-1]) is None
+    assert unpack_batch(packed + b"\x00") is None
+    assert unpack_batch(packed[:10]) is None
+    assert unpack_batch(b"\x00\x00\x00\x00") is None
+    assert unpack_batch(b"") is None
 
 
 _msgpack_values = st.recursive(

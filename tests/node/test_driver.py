@@ -79,6 +79,9 @@ class FakeRaw:
             raise ProposalDroppedError("not leader")
         return self.next_propose
 
+    def propose_many(self, datas: Sequence[bytes], prompt_commit: bool = False) -> tuple[int, int]:
+        return self.propose(datas[0], prompt_commit)  # first index: next_propose's
+
     def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
         return self.propose(cc.encode())
 
@@ -631,3 +634,22 @@ def test_ticks_missed_while_starting_count_toward_the_first_election_until_a_lea
     world.now = 500
     driver.on_tick()
     assert [8] == raw.advanced
+
+
+def test_batch_of_writes_is_answered_each_by_its_index_when_proposed_together() -> None:
+    """submit_writes proposes in order: the i-th write waits on first + i; a refused batch
+    answers every write of it."""
+    driver, raw, world, _, machine = make()
+    become_leader(driver, raw)
+    raw.next_propose = (1, 1)
+    assert 1 == driver.submit_writes([(7, put("a", 1)), (8, put("b", 2)), (9, put("a", 3))])
+    raw.readys.append(Ready(2, committed_entries=tuple(
+        Entry(1, i, data=put(k, v)) for i, (k, v) in zip((1, 2, 3), (("a", 1), ("b", 2), ("a", 3))))))
+    driver.process_ready()
+    assert [ReplyStatus.OK] * 3 == [world.by_id(i).status for i in (7, 8, 9)]
+    assert (3, 2) == (machine.get("a"), machine.get("b"))
+    raw.next_propose = None
+    assert driver.submit_writes([(10, put("a", 4)), (11, put("a", 5))]) is None
+    assert [ReplyStatus.DROPPED] * 2 == [world.by_id(i).status for i in (10, 11)]  # as one refused
+    with pytest.raises(ValueError):
+        driver.submit_writes([(12, put("a", 6)), (13, b"")])

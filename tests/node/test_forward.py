@@ -10,9 +10,12 @@ import pytest
 
 from concord.ids import NodeId
 from concord.net.wire import OPS, OpKind, decode_request, with_leader_client
+from concord.net.backend import pack_batch, unpack_batch
 from concord.node.forward import (
+    KIND_REPLIES,
     KIND_REPLY,
     KIND_REQUEST,
+    KIND_REQUESTS,
     LEADER_ONLY,
     Forwarder,
     pack_forward,
@@ -41,10 +44,17 @@ class FakeTransport:
 @dataclass
 class FakeLink:
     replies: list[tuple[int, dict[str, object]]] = field(default_factory=list)
+    messages: int = 0  # reply_many calls
 
     def reply(self, token: int, payload: bytes) -> bool:
         self.replies.append((token, msgpack.unpackb(payload)))
         return True
+
+    def reply_many(self, replies: list[tuple[int, bytes]]) -> int:
+        self.messages += 1
+        for token, payload in replies:
+            self.reply(token, payload)
+        return 0
 
 
 class FakeBook:
@@ -91,12 +101,15 @@ def test_leader_only_ops_are_the_writes_and_admin_ops_when_derived_from_the_op_t
 
 
 def test_message_round_trips_and_malformed_is_refused_when_unpacked() -> None:
-    """pack/unpack agree; a wrong mark, version or kind, or no body, is None."""
+    """pack/unpack agree; v1 is read for REQUEST and REPLY only; a wrong mark, version or
+    kind, or no body, is None."""
     message = pack_forward(KIND_REPLY, 2**64 - 1, b"\x80")
     assert (KIND_REPLY, 2**64 - 1, b"\x80") == unpack_forward(message)
+    assert (KIND_REPLY, 2**64 - 1, b"\x80") == unpack_forward(message[:1] + b"\x01" + message[2:])
     assert 0xC1 == message[0]
-    for bad in (b"\x92" + message[1:], message[:1] + b"\x02" + message[2:],
-                message[:2] + b"\x03" + message[3:], message[:11], b""):
+    for bad in (b"\x92" + message[1:], message[:1] + b"\x03" + message[2:],
+                message[:1] + b"\x01\x03" + message[3:], message[:2] + b"\x05" + message[3:],
+                message[:11], b""):
         assert None is unpack_forward(bad)
 
 
@@ -246,3 +259,61 @@ def test_follower_adds_its_leaders_endpoint_when_it_relays_a_success() -> None:
     fwd.on_peer(NodeId("n1"), pack_forward(KIND_REPLY, ids[1], msgpack.packb(failed)))
     assert [(7, {"id": 7, "ok": True, "revision": 3, "leader_client": "tcp://n1:1"}),
             (8, failed)] == worker.link.replies
+
+
+def test_follower_forwards_a_batch_in_one_message_when_its_door_sent_several() -> None:
+    """The leader-only requests of one door message go to the leader as one REQUESTS
+    message, bodies unchanged and in order; the rest come back to be served here; the
+    leader's REPLIES reach each request's token in one message to the door."""
+    fwd, worker, _ = make()
+    puts = [put(request_id) for request_id in (1, 2, 3)]
+    get = msgpack.packb({"op": "get", "id": 4, "key": "k", "consistency": "strong"})
+    items = [(10 + i, payload, request) for i, (payload, request) in enumerate(puts)]
+    rest = fwd.take_many([items[0], (13, get, decode_request(get)), *items[1:]])  # type: ignore[list-item]
+    assert [13] == [token for token, _, _ in rest]
+    [(to, message)] = worker.transport.sent
+    kind, _, body = unpack_forward(message)  # type: ignore[misc]
+    batch = unpack_batch(body)
+    assert batch is not None
+    assert ("n1", KIND_REQUESTS, [p for p, _ in puts]) == (to, kind, [b for _, b in batch])
+    replies = [(forward_id, msgpack.packb({"id": n, "ok": False, "error": "x", "message": "m"}))
+               for n, (forward_id, _) in enumerate(batch, 1)]
+    fwd.on_peer(NodeId("n1"), pack_forward(KIND_REPLIES, 0, pack_batch(replies[::-1])))
+    assert [(12, 3), (11, 2), (10, 1)] == [(t, r["id"]) for t, r in worker.link.replies]
+    assert (1, 3, (0, 0)) == (worker.link.messages, fwd.stats.forwarded, fwd.in_flight)
+
+
+def test_follower_serves_the_whole_batch_itself_when_the_link_refuses_it() -> None:
+    """A REQUESTS message the peer link refuses: every request comes back, counted unsent."""
+    fwd, worker, _ = make()
+    worker.transport.up = False
+    items = [(10 + i, *put(i)) for i in range(3)]
+    assert items == fwd.take_many(items)  # type: ignore[arg-type]
+    assert (3, 0, (0, 0)) == (fwd.stats.unsent, fwd.stats.forwarded, fwd.in_flight)
+
+
+def test_malformed_batch_is_dropped_whole_when_its_index_does_not_match() -> None:
+    """A REPLIES whose index does not match its bytes answers nobody and is counted."""
+    fwd, worker, _ = make()
+    items = [(10 + i, *put(i)) for i in range(2)]
+    assert [] == fwd.take_many(items)  # type: ignore[arg-type]
+    batch = unpack_batch(unpack_forward(worker.transport.sent[0][1])[2])  # type: ignore[index]
+    assert batch is not None
+    good = pack_batch([(fid, msgpack.packb({"id": 0})) for fid, _ in batch])
+    fwd.on_peer(NodeId("n1"), pack_forward(KIND_REPLIES, 0, good[:-1]))
+    assert ([], 1, (2, 0)) == (worker.link.replies, fwd.stats.bad, fwd.in_flight)
+
+
+def test_leader_answers_a_batch_in_one_message_when_it_can_answer_at_once() -> None:
+    """REQUESTS of ops that are not forwarded (and one that does not decode): one REPLIES
+    message back to the sender, one error per request, under each forward id."""
+    fwd, worker, _ = make()
+    get = msgpack.packb({"op": "get", "id": 5, "key": "k"})
+    fwd.on_peer(NodeId("n3"), pack_forward(KIND_REQUESTS, 0, pack_batch([(77, get), (78, b"\xc1")])))
+    [(to, message)] = worker.transport.sent
+    kind, _, body = unpack_forward(message)  # type: ignore[misc]
+    replies = {forward_id: msgpack.unpackb(reply) for forward_id, reply in unpack_batch(body) or []}
+    assert ("n3", KIND_REPLIES, [77, 78]) == (to, kind, list(replies))
+    assert ("invalid_request", 5) == (replies[77]["error"], replies[77]["id"])
+    assert "invalid_request" == replies[78]["error"]
+    assert 2 == fwd.stats.served

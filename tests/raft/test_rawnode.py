@@ -171,3 +171,23 @@ def test_status_reports_progress_when_leader() -> None:
     assert (1, (N1, N2, N3)) == (status.applied, status.conf_state.voters)
     assert [1, 1, 1] == [status.progress[n].match for n in (N1, N2, N3)]
     assert {} == net.nodes[N2].status().progress
+
+
+def test_proposals_get_consecutive_indexes_in_one_ready_when_proposed_together() -> None:
+    """propose_many appends one entry per command, in order, like as many proposes; a
+    refused batch appends nothing, and an empty one is an error."""
+    node, storage = single_node()
+    node.campaign()
+    while node.has_ready():
+        persist(node, storage)
+    last = storage.last_index()
+    assert (last + 1, 1) == node.propose_many([b"a", b"b", b"c"])
+    rd = node.ready()
+    assert [(last + 1, b"a"), (last + 2, b"b"), (last + 3, b"c")] == [
+        (e.index, e.data) for e in rd.entries]
+    with pytest.raises(ValueError):
+        node.propose_many([])
+    node.raft.become_follower(2, None)
+    with pytest.raises(ProposalDroppedError):
+        node.propose_many([b"d"])
+    assert last + 3 == node.raft.log.last_index()
