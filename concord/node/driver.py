@@ -243,10 +243,7 @@ class Driver:
                            self.node_id, self._last_tick_ms - now)
             self._end_lease()
         self._last_tick_ms = now
-        self.raw.tick()
         self._ticks += 1
-        if self._start_ms is not None:
-            self._count_missed_ticks(now)
         if (
             self.role is Role.LEADER
             and self.config.leader_reads
@@ -255,9 +252,14 @@ class Driver:
             if self.raw.lead_transferee is not None:
                 self._fence_lease()  # no probe while a transfer is pending
             else:
+                # NB: before the core's tick, so that a heartbeat due in this tick
+                # carries the probe's round (core BEAT): one heartbeat per follower.
                 ctx = self._next_ctx(_LEASE_CTX)
                 self._lease_probes[ctx] = (now, self.term)
                 self.raw.read_index(ctx)
+        self.raw.tick()
+        if self._start_ms is not None:
+            self._count_missed_ticks(now)
         self._expire(now)
         self._flush_lazy_hard_state()
 

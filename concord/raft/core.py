@@ -20,7 +20,9 @@ Divergences from etcd-io/raft, on purpose:
   - Proposals append at once but are broadcast when the next Ready is built (`flush`), so
     proposals made between two Readys share APPENDs.
   - ReadIndex rounds are started at `flush` too: one heartbeat round per Ready confirms
-    every read that arrived before it (thesis §6.4, batched).
+    every read that arrived before it (thesis §6.4, batched). A BEAT starts the round of
+    the reads waiting then with its own heartbeats (etcd sends a plain heartbeat and
+    the round's apart).
   - InstallSnapshot is chunked: SNAPSHOT carries one chunk, the follower acknowledges with
     SNAPSHOT_RESP and assembles the chunks before restoring.
   - A new commit index gets no APPEND of its own (etcd sends one at once): it rides on
@@ -353,7 +355,10 @@ class Raft:
     def _step_leader(self, m: Message) -> None:
         t = m.type
         if t == MT.BEAT:
-            self._bcast_heartbeat(b"")
+            # ReadIndex requests waiting for a round (the driver's lease probe, made just
+            # before its tick) ride on this heartbeat: one heartbeat per peer, not two.
+            ctx = self.read_only.take_round(self.id)
+            self._bcast_heartbeat(b"" if ctx is None else ctx)
             return
         if t == MT.CHECK_QUORUM:
             if not self.tracker.quorum_active():
