@@ -232,7 +232,9 @@ class RaftWorker:
         # is packed once, however many of them carry it.
         self.packer = codec.EntryPacker()
         self.writer = LogWriterClient(endpoints.writer, self.ctx, self.packer)
-        recovered = self.writer.handshake(timeout_s=config.supervisor.ready_timeout_s)
+        answer = self.writer.handshake(timeout_s=config.supervisor.ready_timeout_s)
+        started = time.monotonic()
+        recovered, state_hash = worker_snapshots.load_recovered(config.node.data_dir, answer)
         # A joining node starts from the config's other members as the voters: the log
         # it replays (from index 1, or a snapshot) then adds it as a learner; it is not a
         # voter of its own bootstrap, so it never campaigns before the leader adds it.
@@ -240,11 +242,12 @@ class RaftWorker:
         bootstrap = ConfState(voters)
         recovered = with_snapshot_membership(config.node.data_dir, recovered, bootstrap)
         self.storage = MemoryStorage(bootstrap)
-        started = time.monotonic()
         loaded = load_memory_storage(self.storage, recovered)
         state = NodeStateMachine(kv_config_of(config))
         if recovered.snapshot is not None and not recovered.snapshot.is_empty:
             state.restore(recovered.snapshot.data)
+            worker_snapshots.check_restored(self.log, recovered.snapshot.meta, state_hash,
+                                            state.state_hash())
         self._restored_s = time.monotonic() - started
         self._started_s = started
         self._run_started_s = time.monotonic()  # run() sets it again

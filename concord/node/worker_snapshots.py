@@ -15,21 +15,64 @@ takes the worker as `worker` and is bound in the class body.
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import zmq
 
 from concord.errors import StorageError
 from concord.metrics import node as metrics
 from concord.node.core.effects import TakeSnapshot
-from concord.node.logwriter.ipc import DiskStatus
+from concord.node.logwriter.ipc import DiskStatus, HelloAnswer
+from concord.raft.messages import SnapshotMeta
 from concord.storage import snapshot as snapfile
+from concord.storage.recovery import RecoveredState, snap_dir
 
 if TYPE_CHECKING:
     from concord.node.raft_worker import RaftWorker
 
-__all__ = ["finish_snapshot", "take_snapshot"]
+Log = Union[logging.Logger, "logging.LoggerAdapter[logging.Logger]"]
+
+__all__ = ["check_restored", "finish_snapshot", "load_recovered", "take_snapshot"]
+
+
+def load_recovered(data_dir: Path, answer: HelloAnswer) -> tuple[RecoveredState, int | None]:
+    """
+    The recovered state from the writer's HELLO answer, with the snapshot read from the
+    file it names (the bytes never cross the writer's socket), and the state hash the
+    file recorded (None: none recorded, e.g. a snapshot installed from the leader).
+
+    Raises:
+        StorageError, CorruptionError: the file is gone or damaged, or it is not the
+            snapshot the writer recovered.
+    """
+    if answer.snapshot is None:
+        return RecoveredState(None, answer.hard_state, answer.entries), None
+    meta = answer.snapshot
+    path = snap_dir(data_dir) / snapfile.snapshot_name(meta.index, meta.term)
+    loaded = snapfile.read_snapshot(path)
+    if loaded.snapshot.meta != meta:
+        raise StorageError(f"snapshot {path} holds {loaded.snapshot.meta}, the log writer recovered {meta}")
+    return RecoveredState(loaded.snapshot, answer.hard_state, answer.entries), loaded.state_hash
+
+
+def check_restored(log: Log, meta: SnapshotMeta, recorded: int | None, restored: int) -> bool:
+    """
+    Compare the restored state's hash with the one its snapshot file recorded when it was
+    taken: a mismatch means snapshot() and restore() do not round-trip (non-determinism,
+    or a bug), logged as an ERROR (the node serves on: the state is the snapshot's).
+
+    Returns:
+        False on a mismatch; True if they agree or nothing was recorded.
+    """
+    if recorded is None or recorded == restored:
+        return True
+    log.error("restored state hash mismatch: the state machine does not restore what its "
+              "snapshot recorded index=%d recorded_hash=%#018x restored_hash=%#018x",
+              meta.index, recorded, restored)
+    return False
 
 
 def take_snapshot(worker: RaftWorker, effect: TakeSnapshot) -> None:

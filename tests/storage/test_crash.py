@@ -12,6 +12,7 @@ import zmq
 
 from concord.ids import NodeId
 from concord.node import log_writer as lw
+from concord.node.worker_snapshots import load_recovered
 from concord.raft.messages import ConfState, Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
 from concord.storage.recovery import RecoveredState, recover
@@ -169,7 +170,8 @@ def test_acknowledged_records_and_snapshots_survive_when_writer_is_killed_during
             client = lw.LogWriterClient(endpoint, ctx)
             try:
                 with writer_process(tmp_path, endpoint, settings) as proc:
-                    recovered = client.handshake(20)
+                    # As the raft worker: the snapshot from the file the answer names.
+                    recovered, _ = load_recovered(tmp_path, client.handshake(20))
                     assert _replica_matches(recovered, allowed), f"round {round_no}: recovered state was never acknowledged-or-later"
                     last_snap = 0
                     if recovered.snapshot is not None:

@@ -22,18 +22,17 @@ from concord.node.logwriter.ipc import (
     STATS,
     STOP,
     TRACE,
+    HelloAnswer,
     WriterEvent,
-    _fields,
     _msg,
     _parse,
-    _snapshot_from_obj,
     decode_event,
+    decode_recovered,
     encode_persist,
     encode_snapshot_taken,
 )
 from concord.raft.messages import Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
-from concord.storage.recovery import RecoveredState
 
 __all__ = ["LogWriterClient"]
 
@@ -48,7 +47,7 @@ class LogWriterClient:
     Wiring in the raft worker (sketch):
 
         client = LogWriterClient(endpoint)
-        recovered = client.handshake(timeout_s=30)     # load into MemoryStorage
+        recovered = client.handshake(timeout_s=30)     # read the snapshot file it names
         driver = Driver(..., log_sink=client)          # persist() goes to the writer
         # when poller says client.socket is readable:
         for event in client.recv():
@@ -82,19 +81,20 @@ class LogWriterClient:
         assert isinstance(fd, int)
         return fd
 
-    def handshake(self, timeout_s: float) -> RecoveredState:
+    def handshake(self, timeout_s: float) -> HelloAnswer:
         """
-        Ask the writer for the state it recovered.
+        Ask the writer for the state it recovered (the snapshot by its meta: the caller
+        reads the file).
 
         Raises:
             StorageError: no answer within `timeout_s`, or the writer failed.
         """
         self.socket.send(_msg(HELLO))
         reply = self._wait_for(READY, timeout_s)
-        snap_obj, hs_obj, entries_obj = _fields(reply, 3, "ready")
-        return RecoveredState(
-            _snapshot_from_obj(snap_obj), codec.hard_state_from_obj(hs_obj), codec.entries_from_obj(entries_obj)
-        )
+        try:
+            return decode_recovered(reply)
+        except ProtocolError as exc:
+            raise StorageError(f"log writer at {self._endpoint} sent a malformed reply: {exc}") from exc
 
     def persist(
         self,

@@ -21,7 +21,9 @@ Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
                        index the worker knew persisted: the writer prunes the snapshots
                        to the newest `keep_snapshots` and deletes the WAL segments it covers
     writer -> worker
-      READY       101  [snapshot|nil, hard_state, [entry...]]   the recovered state
+      READY       101  [snapshot_meta|nil, hard_state, [entry...]]   the recovered state:
+                       the snapshot is the file <data_dir>/snap/<index:016x>-<term:016x>
+                       .snap, which the worker reads itself (version 1 sent its bytes)
       PERSISTED   102  [number]   every PERSIST up to `number` is durable (cumulative)
       (103: SNAPSHOT_WRITTEN in version 1, when the writer made the snapshots)
       STATS_REPLY 104  [{name: int}]
@@ -137,9 +139,25 @@ def decode_snapshot_taken(args: list[object]) -> SnapshotMeta:
 
 
 def encode_recovered(state: RecoveredState) -> bytes:
-    return _msg(
-        READY, _snapshot_to_obj(state.snapshot), codec.hard_state_to_obj(state.hard_state), codec.entries_to_obj(state.entries)
-    )
+    """READY: the snapshot by its meta only (its file is named after it)."""
+    snap = None if state.snapshot is None else codec.snapshot_meta_to_obj(state.snapshot.meta)
+    return _msg(READY, snap, codec.hard_state_to_obj(state.hard_state), codec.entries_to_obj(state.entries))
+
+
+@dataclass(frozen=True, slots=True)
+class HelloAnswer:
+    """The writer's READY: the snapshot's meta (its file holds the data), hard state, entries."""
+
+    snapshot: SnapshotMeta | None
+    hard_state: HardState
+    entries: list[Entry]
+
+
+def decode_recovered(args: list[object]) -> HelloAnswer:
+    """READY's fields. Raises RemoteProtocolError (or ProtocolError): malformed."""
+    snap_obj, hs_obj, entries_obj = _fields(args, 3, "ready")
+    return HelloAnswer(None if snap_obj is None else codec.snapshot_meta_from_obj(snap_obj),
+                     codec.hard_state_from_obj(hs_obj), codec.entries_from_obj(entries_obj))
 
 
 # --- events seen by the raft worker ----------------------------------------------------------

@@ -81,7 +81,9 @@ class LogWriter:
         self._settings = settings
         #: spans of traced PERSISTs (set by the process's main when tracing is on)
         self.tracing: WriterTracing | None = None
-        recovery = recover_for_writing(self._data_dir)
+        # NB: the snapshot's body is not decompressed here: the raft worker reads the
+        # file itself (the HELLO answer names it); this process needs only its meta.
+        recovery = recover_for_writing(self._data_dir, snapshot_body=False)
         self.recovered = recovery.state
         self._wal = WAL(wal_dir(self._data_dir), WalOptions(settings.segment_bytes, settings.fsync), recovery.wal, sync_hook)
         self._snap_dir = snap_dir(self._data_dir)
@@ -109,7 +111,7 @@ class LogWriter:
         """
         if self.core.on_hello():
             return self.recovered
-        return recover(self._data_dir, repair=False)
+        return recover(self._data_dir, repair=False, snapshot_body=False)
 
     # --- one group commit ---------------------------------------------------------------
 
