@@ -202,16 +202,28 @@ def snapshot_stall(folder: Path, keys: int) -> dict[str, float]:
         next_index += 1
         return time.perf_counter() - t0
 
+    import psutil
+
     try:
         baseline = [put() for _ in range(1000)]
+        parent_rss = psutil.Process().memory_info().rss
         t0 = time.perf_counter()
-        writer.start(SnapshotMeta(next_index - 1, 1, ConfState()), 0)
+        job = writer.start(SnapshotMeta(next_index - 1, 1, ConfState()), 0)
         start_s = time.perf_counter() - t0
+        child = psutil.Process(job.pid)
         during = []
         t_snap = time.perf_counter()
         outcome = None
+        peak_uss = 0
+        next_sample = 0.0
         while outcome is None:
             during.append(put())
+            if time.perf_counter() >= next_sample:  # the child's private (copied) pages
+                next_sample = time.perf_counter() + 0.02
+                try:
+                    peak_uss = max(peak_uss, child.memory_full_info().uss)
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    pass
             outcome = writer.poll()
         total_s = time.perf_counter() - t_snap
         assert outcome.error is None, outcome.error
@@ -227,6 +239,8 @@ def snapshot_stall(folder: Path, keys: int) -> dict[str, float]:
         "p99_ms": percentile(during, 0.99) * 1e3,
         "max_ms": max(during) * 1e3,
         "persists": float(len(during)),
+        "parent_rss_mb": parent_rss / 1e6,
+        "child_peak_uss_mb": peak_uss / 1e6,
     }
 
 
@@ -243,13 +257,15 @@ def main() -> None:
             print(f"forked snapshot of a concord.kv machine with {args.snapshot_keys} keys; put = one apply")
             print(
                 f"{'caller blocked ms':>18} {'snapshot s':>11} {'puts':>9} "
-                f"{'base p50/p99 ms':>16} {'during p50/p99/max ms':>22}"
+                f"{'base p50/p99 ms':>16} {'during p50/p99/max ms':>22} "
+                f"{'caller RSS MB':>14} {'child peak USS MB':>18}"
             )
             r = snapshot_stall(folder, args.snapshot_keys)
             print(
                 f"{r['start_ms']:>18.1f} {r['snapshot_s']:>11.2f} {r['persists']:>9.0f} "
                 f"{r['base_p50_ms']:>7.2f}/{r['base_p99_ms']:<8.2f} "
-                f"{r['p50_ms']:>7.2f}/{r['p99_ms']:.2f}/{r['max_ms']:.2f}"
+                f"{r['p50_ms']:>7.2f}/{r['p99_ms']:.2f}/{r['max_ms']:.2f} "
+                f"{r['parent_rss_mb']:>14.1f} {r['child_peak_uss_mb']:>18.1f}"
             )
         finally:
             shutil.rmtree(folder, ignore_errors=True)

@@ -11,8 +11,9 @@ When a snapshot is due is decided elsewhere (concord.node.core.snapshots).
 What the child must never do, and why it is safe:
 
 - touch zmq (the parent's context and sockets are not fork-safe): it runs only the
-  state machine's serialization, zlib, xxhash and file IO, and never returns into the
-  caller's code (os._exit, even on an exception: no atexit, no finalizers);
+  state machine's serialization, zlib, xxhash and file IO, never returns into the
+  caller's code (os._exit, even on an exception: no atexit, no finalizers), and runs
+  with the cyclic GC off (no finalizer of the parent's garbage runs in it);
 - wait on a lock another thread of the worker held at fork(): only the forking thread
   exists in the child. The worker's other threads (the shm compactor's unmap threads,
   tracing exporters) share nothing with this path; the logging module re-creates its
@@ -28,6 +29,7 @@ retried later by the schedule. Never fatal.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import select
@@ -128,6 +130,10 @@ class SnapshotWriter:
     def _child(self, meta: SnapshotMeta, parent: int, read_fd: int, write_fd: int) -> None:
         status = 1
         try:
+            # NB: no cyclic GC in the child: a collection could finalize garbage of the
+            # parent's (a zmq socket or context among it), and it would copy every page
+            # it walks (copy-on-write) for nothing.
+            gc.disable()
             os.close(read_fd)
             leave_tree()  # an orphaned node's cleanup must not wait for a snapshot
             die_with_parent(parent)
