@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import signal
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 import zmq
 
-from concord.storage import codec
 from concord.errors import ProtocolError
 from concord.ids import NodeId
 from concord.node import log_writer as lw
