@@ -192,8 +192,7 @@ class SimNode:
         self._conf_snapshots.drain()
         self.restored = False
         # As the raft worker starts (RaftWorker.__init__ and run): attach shared memory,
-        # then one round before the first Ready (COMMITTED with the membership at the
-        # recovered snapshot, below the commit it is about to replay up to).
+        # then one round before the first Ready (the recovered membership's peers).
         # The knob is the node's durable snapshot interval ([storage] snapshot_entries);
         # the driver itself snapshots only after membership changes, as in the raft worker.
         every = self.driver_config.snapshot_every_entries
