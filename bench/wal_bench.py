@@ -15,11 +15,11 @@ Modes:
     process  the log writer process over ipc: LogWriterClient.persist() -> Persisted,
              one request per batch, waiting for each ack (adds the ipc round trip).
 
-With --snapshot-keys N it instead measures what producing a snapshot costs the write
-path: a LogWriter replicating concord.kv with N keys starts a snapshot ("fork": the
-replica is serialized in a forked child; "thread": serialized on the loop, compressed and
-written in a thread), and the bench reports how long the loop was blocked starting it and
-the persist latencies (10 entries + fdatasync) while it runs, next to a baseline.
+With --snapshot-keys N it instead measures what producing a snapshot costs the raft
+worker: a concord.kv state machine with N keys is snapshotted the way the worker does it
+(concord.node.snapshot_fork: serialized in a forked child), and the bench reports how
+long the caller was blocked starting it (the fork) and how long the child took, while
+the caller keeps putting keys (its apply latencies next to a baseline).
 
 Usage:
     python bench/wal_bench.py [--dir DIR] [--seconds 2] [--mode wal|process]
@@ -111,7 +111,7 @@ class ProcessTarget:
         self.sock_dir = Path(tempfile.mkdtemp(prefix="concord-bench-"))
         endpoint = f"ipc://{self.sock_dir}/w.sock"
         self.proc = get_context("spawn").Process(
-            target=lw.run_log_writer, args=(str(self.data_dir), endpoint, lw.WriterSettings(replica=False))
+            target=lw.run_log_writer, args=(str(self.data_dir), endpoint, lw.WriterSettings())
         )
         self.proc.start()
         self.ctx = zmq.Context()
@@ -180,63 +180,56 @@ def measure(folder: Path, size: int, seconds: float, mode: str) -> tuple[list[fl
     return raw_samples, same_samples, samples
 
 
-def snapshot_stall(folder: Path, keys: int, mode: str) -> dict[str, float]:
-    """Loop-blocking time to start a snapshot of a `keys`-key kv replica, and persist latencies."""
-    from concord.storage import codec
-    from concord.ids import NodeId
+def snapshot_stall(folder: Path, keys: int) -> dict[str, float]:
+    """Caller-blocking time to fork a snapshot of a `keys`-key kv machine, and put latencies."""
     from concord.kv import encode_command
-    from concord.node import log_writer as lw
-    from concord.raft.messages import ConfState
+    from concord.kv.machine import KvStateMachine
+    from concord.node.snapshot_fork import SnapshotWriter
+    from concord.raft.messages import ConfState, SnapshotMeta
 
-    cs = codec.conf_state_to_obj(ConfState(voters=(NodeId("n1"),)))
-    data_dir = folder / f"snap-{mode}"
-    writer = lw.LogWriter(data_dir, lw.WriterSettings(snapshot_entries=keys, snapshot_mode=mode))
+    machine = KvStateMachine()
     value = "v" * 100
-    number = 0
+    for i in range(1, keys + 1):
+        machine.apply(i, i, encode_command("put", {"key": f"key-{i:09d}", "value": value}))
+    data_dir = folder / "snap"
+    writer = SnapshotWriter(data_dir, machine.snapshot, machine.state_hash)
+    next_index = keys + 1
 
-    def persist(first: int, count: int) -> None:
-        nonlocal number
-        number += 1
-        batch = [
-            Entry(1, i, data=encode_command("put", {"key": f"key-{i:09d}", "value": value}), timestamp_ms=i)
-            for i in range(first, first + count)
-        ]
-        writer.handle_batch([lw.encode_persist(number, batch, None, None, True)])
+    def put() -> float:
+        nonlocal next_index
+        t0 = time.perf_counter()
+        machine.apply(next_index, next_index, encode_command("put", {"key": f"key-{next_index:09d}", "value": value}))
+        next_index += 1
+        return time.perf_counter() - t0
 
-    def commit(index: int) -> None:
-        writer.handle_batch([lw._msg(lw.COMMITTED, index, cs)])
+    import psutil
 
     try:
-        for first in range(1, keys, 5000):
-            persist(first, min(5000, keys - first))
-        commit(keys - 1)
-        while writer.apply_some(100_000):
-            pass
-        persist(keys, 1)
-        next_index = keys + 1
-        baseline = []
-        for _ in range(100):
-            t0 = time.perf_counter()
-            persist(next_index, 10)
-            baseline.append(time.perf_counter() - t0)
-            next_index += 10
-        commit(keys)
+        baseline = [put() for _ in range(1000)]
+        parent_rss = psutil.Process().memory_info().rss
         t0 = time.perf_counter()
-        writer.apply_some()
+        job = writer.start(SnapshotMeta(next_index - 1, 1, ConfState()), 0)
         start_s = time.perf_counter() - t0
-        assert writer.snapshot_job is not None
+        child = psutil.Process(job.pid)
         during = []
         t_snap = time.perf_counter()
-        while not writer.poll_snapshot():
-            t0 = time.perf_counter()
-            persist(next_index, 10)
-            during.append(time.perf_counter() - t0)
-            next_index += 10
+        outcome = None
+        peak_uss = 0
+        next_sample = 0.0
+        while outcome is None:
+            during.append(put())
+            if time.perf_counter() >= next_sample:  # the child's private (copied) pages
+                next_sample = time.perf_counter() + 0.02
+                try:
+                    peak_uss = max(peak_uss, child.memory_full_info().uss)
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    pass
+            outcome = writer.poll()
         total_s = time.perf_counter() - t_snap
+        assert outcome.error is None, outcome.error
     finally:
-        writer.close()
+        writer.abandon()
         shutil.rmtree(data_dir, ignore_errors=True)
-    during = during or [0.0]
     return {
         "start_ms": start_s * 1e3,
         "snapshot_s": total_s,
@@ -246,6 +239,8 @@ def snapshot_stall(folder: Path, keys: int, mode: str) -> dict[str, float]:
         "p99_ms": percentile(during, 0.99) * 1e3,
         "max_ms": max(during) * 1e3,
         "persists": float(len(during)),
+        "parent_rss_mb": parent_rss / 1e6,
+        "child_peak_uss_mb": peak_uss / 1e6,
     }
 
 
@@ -259,18 +254,19 @@ def main() -> None:
     if args.snapshot_keys:
         folder = Path(tempfile.mkdtemp(prefix="concord-snapbench-", dir=args.dir))
         try:
-            print(f"snapshot of a concord.kv replica with {args.snapshot_keys} keys; persist = 10 entries + fdatasync")
+            print(f"forked snapshot of a concord.kv machine with {args.snapshot_keys} keys; put = one apply")
             print(
-                f"{'mode':>6} {'loop blocked ms':>16} {'snapshot s':>11} {'persists':>9} "
-                f"{'base p50/p99 ms':>16} {'during p50/p99/max ms':>22}"
+                f"{'caller blocked ms':>18} {'snapshot s':>11} {'puts':>9} "
+                f"{'base p50/p99 ms':>16} {'during p50/p99/max ms':>22} "
+                f"{'caller RSS MB':>14} {'child peak USS MB':>18}"
             )
-            for mode in ("fork", "thread"):
-                r = snapshot_stall(folder, args.snapshot_keys, mode)
-                print(
-                    f"{mode:>6} {r['start_ms']:>16.1f} {r['snapshot_s']:>11.2f} {r['persists']:>9.0f} "
-                    f"{r['base_p50_ms']:>7.2f}/{r['base_p99_ms']:<8.2f} "
-                    f"{r['p50_ms']:>7.2f}/{r['p99_ms']:.2f}/{r['max_ms']:.2f}"
-                )
+            r = snapshot_stall(folder, args.snapshot_keys)
+            print(
+                f"{r['start_ms']:>18.1f} {r['snapshot_s']:>11.2f} {r['persists']:>9.0f} "
+                f"{r['base_p50_ms']:>7.2f}/{r['base_p99_ms']:<8.2f} "
+                f"{r['p50_ms']:>7.2f}/{r['p99_ms']:.2f}/{r['max_ms']:.2f} "
+                f"{r['parent_rss_mb']:>14.1f} {r['child_peak_uss_mb']:>18.1f}"
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return

@@ -59,8 +59,7 @@ from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.tracing import DoorTracing
 from concord.node.log_writer import LogWriter, WriterSettings, serve
 from concord.node.links import load_links
-from concord.node.members import NodeStateMachine
-from concord.node.raft_worker import WorkerEndpoints, kv_config_of, run_raft_worker
+from concord.node.raft_worker import WorkerEndpoints, run_raft_worker
 from concord.node.read_worker import run_read_worker
 from concord.node.shm_reads import DoorReads
 from concord.shm.layout import SegmentNames, node_part
@@ -188,13 +187,10 @@ def log_writer_main(config: NodeConfig, endpoints: WorkerEndpoints) -> None:
     settings = WriterSettings(
         fsync=config.storage.fsync,
         segment_bytes=config.storage.segment_bytes,
-        snapshot_entries=config.storage.snapshot_entries,
-        snapshot_bytes=config.storage.snapshot_bytes,
         keep_snapshots=config.storage.keep_snapshots,
     )
     try:
-        writer = LogWriter(config.node.data_dir, settings,
-                           partial(NodeStateMachine, kv_config_of(config)))
+        writer = LogWriter(config.node.data_dir, settings)
     except (StorageError, ProtocolError, ValueError) as exc:
         logger.error("log writer cannot start data_dir=%s: %s", config.node.data_dir, exc)
         raise SystemExit(1) from exc

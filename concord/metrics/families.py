@@ -31,7 +31,7 @@ class Writer(enum.Enum):
     """The process that writes a family (its file in the multiprocess directory)."""
 
     RAFT = "raft"  # raft worker
-    WRITER = "writer"  # log/snapshot writer
+    WRITER = "writer"  # log writer
     DOOR = "door"  # client front door
     READER = "reader"  # each read worker (label `worker`)
 
@@ -130,13 +130,15 @@ FAMILIES: tuple[Family, ...] = (
     Family("concord_disk_wal_batch_records", _H, _W,
            "Records (entries and hard states) per WAL group commit.", (), BATCH),
     Family("concord_disk_wal_failures_total", _C, _W, "WAL writes or fdatasyncs that failed."),
-    Family("concord_snapshot_saved_total", _C, _W, "Snapshots written by the log writer."),
-    Family("concord_snapshot_save_duration_seconds", _H, _W,
-           "From the snapshot's start to its file being durable.", (), SLOW_S),
-    Family("concord_snapshot_size_bytes", _G, _W, "Size of the newest snapshot file."),
+    Family("concord_snapshot_saved_total", _C, _R,
+           "Snapshots written (by the raft worker's forked child)."),
+    Family("concord_snapshot_save_duration_seconds", _H, _R,
+           "From the snapshot's start (fork) to its file being durable.", (), SLOW_S),
+    Family("concord_snapshot_size_bytes", _G, _R, "Size of the newest snapshot file."),
     Family("concord_snapshot_installed_total", _C, _W,
            "Snapshots received from the leader and installed."),
-    Family("concord_snapshot_failures_total", _C, _W, "Snapshot writes that failed."),
+    Family("concord_snapshot_failures_total", _C, _R,
+           "Snapshots that failed (the child failed or was killed)."),
     # -- client requests (front door) -----------------------------------------------------------
     Family("concord_server_request_duration_seconds", _H, _D,
            "Client requests, from the front door's receive to its reply, by op, "

@@ -5,7 +5,8 @@ What each node process records: small observers its loop calls at a few points.
   worker, so it lives in the node layer);
 - `DoorMetrics`: the front door (every request's op, consistency, result and duration);
 - `ReaderMetrics`: each read worker (served and handed-off counts);
-- `wal_flushed`, `snapshot_saved`, ...: the log writer's WAL and snapshots.
+- `wal_flushed`, ...: the log writer's WAL; `snapshot_saved`, `snapshot_failed`: the raft
+  worker's snapshots; `snapshot_installed`: the log writer's.
 
 Every entry point returns at once while `RECORDER.enabled` is False (metrics off, or a
 process that was not set up: tests, benchmarks, the simulator).

@@ -17,7 +17,7 @@ most that old (plus the loop's poll timeout).
 Until `setup()` runs, `RECORDER.enabled` is False and nothing here imports
 prometheus_client: processes with metrics off, tests and clients pay one attribute check.
 Never call `setup()` in a process that may fork a child that also records (the child
-would write the same files): the writer's snapshot child records nothing.
+would write the same files): the raft worker's snapshot and backup children record nothing.
 """
 
 from __future__ import annotations

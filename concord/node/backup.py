@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from concord.errors import ClientError, NotFoundError
-# NB: the log writer's helper for its own forked snapshot writer (PR_SET_PDEATHSIG).
-from concord.node.log_writer import _die_with_parent
+# NB: the durable snapshots' helper for their forked child (PR_SET_PDEATHSIG).
+from concord.node.snapshot_fork import die_with_parent
 from concord.raft.messages import Snapshot, SnapshotMeta
 from concord.storage.snapshot import write_snapshot
 
@@ -79,7 +79,7 @@ class BackupJobs:
         if pid == 0:  # the child: serialize, write, leave without running any cleanup
             code = 1
             try:
-                _die_with_parent(parent)  # no orphan if the raft worker dies meanwhile
+                die_with_parent(parent)  # no orphan if the raft worker dies meanwhile
                 write_snapshot(self.folder, Snapshot(meta, self._snapshot()), self._state_hash(), sync=True)
                 code = 0
             finally:

@@ -125,6 +125,7 @@ class DriverStats:
     readys: int = 0
     messages_sent: int = 0
     entries_applied: int = 0
+    entry_bytes_applied: int = 0  # bytes of entry data (the snapshot size trigger)
     snapshots_taken: int = 0
     votes_held: int = 0
     leases_granted: int = 0
@@ -537,6 +538,7 @@ class Driver:
         self.applied_index = entry.index
         self.applied_term = entry.term
         self.stats.entries_applied += 1
+        self.stats.entry_bytes_applied += len(entry.data)
         if self._applied_observer is not None:
             self._applied_observer(entry)
         write = self._writes.pop(entry.index, None)

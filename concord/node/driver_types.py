@@ -64,7 +64,8 @@ class LogSink(Protocol):
 class SnapshotSink(Protocol):
     """
     Writes a snapshot the driver took of its state machine (optional: in production the
-    log writer may make snapshots from its own replica instead). Asynchronous: the owner
+    durable snapshots are the node core's, TakeSnapshot, written by a forked child; this
+    sink only takes those after membership changes). Asynchronous: the owner
     calls `Driver.on_snapshot_written(meta)` once it is durable.
     """
 

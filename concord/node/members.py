@@ -190,8 +190,8 @@ class AddressBook:
 class NodeStateMachine:
     """
     The node's replicated state machine: concord.kv plus the member addresses (module
-    docstring). The raft worker and the log writer's replica both use it, so their
-    snapshots and state hashes agree.
+    docstring). The raft worker applies it and its forked child snapshots it, so every
+    member's snapshots and state hashes agree.
     """
 
     def __init__(self, config: KvConfig = DEFAULT_CONFIG) -> None:

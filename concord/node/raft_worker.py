@@ -10,8 +10,11 @@ code the simulator proves):
   from the config's members (or from nothing with `join`, for a node added at run time);
 - peers: `PeerTransport` carries raft messages encoded by `concord.storage.codec`;
 - the log writer (`LogWriterClient`) is the driver's LogSink: PERSISTED acks release the
-  held messages (term and vote reach the disk before any message that depends on them),
-  SNAPSHOT_WRITTEN compacts the in-memory log and becomes the InstallSnapshot source;
+  held messages (term and vote reach the disk before any message that depends on them);
+- durable snapshots: when the node core says one is due (TakeSnapshot), a forked child
+  writes this process's state machine at the applied index (concord.node.snapshot_fork,
+  concord.node.worker_snapshots); the writer then compacts the WAL (SNAPSHOT_TAKEN), the
+  in-memory log is compacted and the file becomes the InstallSnapshot source;
 - the front door link (`BackendLink`, Backend.RAFT): writes, strong reads (ReadIndex, then
   served from this process's kv), status, membership, leader transfer and fault ops;
 - after apply: the changes go to shared memory (`Publisher`), the header carries applied
@@ -21,7 +24,7 @@ code the simulator proves):
 
 Every decision that touches no socket or file is the node core's
 (concord.node.core.NodeCore: when to publish or resync shared memory, the read lease,
-replies after the publish, peer links, COMMITTED to the writer, learner promotion,
+replies after the publish, peer links, durable snapshots, learner promotion,
 member-address entries, expiry and cluster-id proposals, the reaction to a failing
 disk): this loop feeds it events (`after_ready`, `on_tick`, `on_reply`, membership
 requests, `on_disk`) and carries out the effects it returns (`carry_out`, in
@@ -41,6 +44,7 @@ import random
 import signal
 import time
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 from types import FrameType
 
 import zmq
@@ -55,7 +59,7 @@ from concord.net.events import EventStream
 from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.ratelog import RateLimitedLog
 from concord.net.wire import Backend
-from concord.node import worker_effects, worker_requests
+from concord.node import worker_effects, worker_requests, worker_snapshots
 from concord.node.forward import FORWARD_BYTE, Forwarder
 from concord.node.driver import Driver, DriverConfig, LogSink, Reply, load_memory_storage
 from concord.node.links import NodeLinks, load_links
@@ -72,10 +76,12 @@ from concord.node.node_machine import (
     WorkerEndpoints,
     kv_config_of,
 )
-from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted, SnapshotWritten
+from concord.node.log_writer import DiskStatus, LogWriterClient, Persisted
 from concord.node.members import Address, AddressBook, NodeStateMachine
 from concord.node.core.effects import SetPeers
 from concord.node.core.node import ConfChangeSnapshots, NodeCore, NodeView
+from concord.node.core.snapshots import SnapshotPolicy, SnapshotSchedule
+from concord.node.snapshot_fork import SnapshotWriter
 from concord.node.promotion import LeaderView
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfState, Message, MessageType, SnapshotMeta
@@ -83,8 +89,8 @@ from concord.raft.rawnode import RawNode
 from concord.raft.state import HardState, Role
 from concord.raft.storage import MemoryStorage
 from concord.shm.publisher import Publisher
-from concord.storage.recovery import RecoveredState, with_snapshot_membership
-from concord.storage.replica import ReplicaChecker
+from concord.storage import faults as disk_faults
+from concord.storage.recovery import RecoveredState, snap_dir, with_snapshot_membership
 from concord.tracing import setup_process
 
 __all__ = ["NodeMachine", "RaftWorker", "WorkerEndpoints", "kv_config_of", "run_raft_worker"]
@@ -151,7 +157,6 @@ class RaftWorker:
         self.pending: dict[int, Pending] = {}
         self._outbox: list[tuple[int, bytes]] = []
         self._stopping = False
-        self.checker = ReplicaChecker()
         self._conf_snapshots = ConfChangeSnapshots()
         self.disk = DiskStatus(None, None)  # the writer's last DISK report
         previous = previous or {}
@@ -185,9 +190,14 @@ class RaftWorker:
         # this worker alone it may hold a later state than the recovered one), and the
         # start-up replay (the entries committed before this start) is published once, in
         # bulk, when applied reaches the recovered commit.
+        storage_config = config.storage
         self.core = NodeCore(self.node_id, self.ids.__next__,
                              shm_applied=self.publisher.applied_index,
-                             replay_until=loaded.commit)
+                             replay_until=loaded.commit,
+                             snapshots=SnapshotSchedule(
+                                 SnapshotPolicy(storage_config.snapshot_entries,
+                                                storage_config.snapshot_bytes),
+                                 recovered.snapshot.meta if recovered.snapshot else None))
         self.carry_out(self.core.on_start(self.view()))
         self._open_door(endpoints)
         self.metrics = RaftMetrics(self)
@@ -222,7 +232,9 @@ class RaftWorker:
         # is packed once, however many of them carry it.
         self.packer = codec.EntryPacker()
         self.writer = LogWriterClient(endpoints.writer, self.ctx, self.packer)
-        recovered = self.writer.handshake(timeout_s=config.supervisor.ready_timeout_s)
+        answer = self.writer.handshake(timeout_s=config.supervisor.ready_timeout_s)
+        started = time.monotonic()
+        recovered, state_hash = worker_snapshots.load_recovered(config.node.data_dir, answer)
         # A joining node starts from the config's other members as the voters: the log
         # it replays (from index 1, or a snapshot) then adds it as a learner; it is not a
         # voter of its own bootstrap, so it never campaigns before the leader adds it.
@@ -230,16 +242,19 @@ class RaftWorker:
         bootstrap = ConfState(voters)
         recovered = with_snapshot_membership(config.node.data_dir, recovered, bootstrap)
         self.storage = MemoryStorage(bootstrap)
-        started = time.monotonic()
         loaded = load_memory_storage(self.storage, recovered)
         state = NodeStateMachine(kv_config_of(config))
         if recovered.snapshot is not None and not recovered.snapshot.is_empty:
             state.restore(recovered.snapshot.data)
+            worker_snapshots.check_restored(self.log, recovered.snapshot.meta, state_hash,
+                                            state.state_hash())
         self._restored_s = time.monotonic() - started
         self._started_s = started
         self._run_started_s = time.monotonic()  # run() sets it again
         self.machine = NodeMachine(state, self.book)
         self.backups = BackupJobs(config.node.data_dir / "backup", state.snapshot, state.state_hash)
+        self.snapshot_writer = SnapshotWriter(snap_dir(config.node.data_dir), state.snapshot,
+                                              state.state_hash, config.storage.fsync)
         return recovered, loaded
 
     def _open_peers(self, previous: Mapping[str, object], links: NodeLinks) -> None:
@@ -348,6 +363,9 @@ class RaftWorker:
                 self.zap.handle()
             if self.writer.socket in events:
                 self._on_writer_events()
+            job = self.snapshot_writer.job
+            if job is not None and job.fd in events:
+                self._finish_snapshot()
             if self.transport.router in events or self.transport.monitor in events:
                 self._drain_peers()
             if self.link.socket in events:
@@ -374,6 +392,7 @@ class RaftWorker:
         if self.tracing is not None:
             self.tracing.shutdown()
         self.backups.close()
+        self.snapshot_writer.abandon()
         for closer in (self.link.close, self.transport.close, self.writer.close):
             try:
                 closer()
@@ -394,33 +413,19 @@ class RaftWorker:
                 self.driver.on_persisted(event.number)
                 if self.tracing is not None:
                     self.tracing.on_persisted(event.number)
-            elif isinstance(event, SnapshotWritten):
-                self.checker.check(event.index, event.state_hash)
-                meta = SnapshotMeta(event.index, event.term, event.conf_state)
-                try:
-                    data = event.load().data
-                except StorageError as exc:
-                    self.log.warning("cannot load written snapshot index=%d error=%s",
-                                     event.index, exc)
-                    continue
-                self.driver.on_snapshot_written(meta, data)
-                self.log.info("snapshot written index=%d first_index=%d", event.index,
-                              self.storage.first_index())
             elif isinstance(event, DiskStatus):
                 self._on_disk(event)
 
     def _on_disk(self, disk: DiskStatus) -> None:
         """The writer's disk health changed (the decision: NodeCore.on_disk)."""
         was_failing = self.disk.wal_error is not None
-        self.disk = disk
+        # NB: the snapshot error is this worker's own (its children write the snapshots).
+        self.disk = disk = DiskStatus(disk.wal_error, self.disk.snapshot_error)
         if disk.wal_error is not None and not was_failing:
             self.log.warning("storage failing: refusing writes until the wal recovers error=%s",
                              disk.wal_error)
         elif disk.wal_error is None and was_failing:
             self.log.info("storage recovered: accepting writes again")
-        if disk.snapshot_error is not None:
-            self.log.warning("snapshot writes failing: the wal grows until one succeeds error=%s",
-                             disk.snapshot_error)
         best = self.best_other_voter() if self.driver.role is Role.LEADER else None
         self.carry_out(self.core.on_disk(disk.wal_error, self.driver.role, best))
 
@@ -518,6 +523,7 @@ class RaftWorker:
 
     def _on_snapshot_installed(self, meta: SnapshotMeta) -> None:
         self.log.info("snapshot installed index=%d", meta.index)
+        self.core.on_snapshot_installed(meta, self.driver.stats.entry_bytes_applied)
 
     def view(self) -> NodeView:
         """What the node core needs of the driver and the state machine now."""
@@ -529,7 +535,8 @@ class RaftWorker:
             d.term, d.leader_id, d.role, d.commit, d.applied_index, d.applied_term,
             d.lease_until_ms, d.conf_state, machine.restored, bool(machine.changes),
             machine.addresses_changed, self.book.client_endpoint(d.leader_id),
-            frozenset(self.book.peer_endpoints()))
+            frozenset(self.book.peer_endpoints()), d.stats.entry_bytes_applied,
+            self.storage.last_index())
 
     def _after_ready(self) -> None:
         # Every peer message carries the cluster id; peers of another cluster are refused.
@@ -545,6 +552,8 @@ class RaftWorker:
     _carry_out_rare = worker_effects.carry_out_rare
     _publish_changes = worker_effects.publish_changes
     _resync_shm = worker_effects.resync_shm
+    _take_snapshot = worker_snapshots.take_snapshot
+    _finish_snapshot = worker_snapshots.finish_snapshot
 
 
 def run_raft_worker(
@@ -553,6 +562,9 @@ def run_raft_worker(
     """Process entry point (a supervisor child): recover, report READY, serve until SIGTERM."""
     from supervisor import notify_ready, previous_info
 
+    if config.faults.enabled and config.faults.disk_file:
+        # Test-only seam: its snapshot children's file writes (concord.storage.faults).
+        disk_faults.configure(Path(config.faults.disk_file))
     try:
         worker = RaftWorker(config, endpoints, join=join, previous=previous_info())
     except (StorageError, ConfigError) as exc:

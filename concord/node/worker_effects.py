@@ -1,8 +1,7 @@
 """
 The raft worker's effects: carrying out what the node core decides
 (concord.node.core.effects), in order: sending replies, publishing changes to shared
-memory and the change stream, reporting commits to the log writer, the read lease and
-status, peer sets, conf changes and other proposals, and resyncing shared memory.
+memory and the change stream, durable snapshots, the read lease and status, peer sets, conf changes and other proposals, and resyncing shared memory.
 
 Methods of `concord.node.raft_worker.RaftWorker`, kept here by concern: each function
 takes the worker as `worker` and is bound in the class body.
@@ -17,7 +16,6 @@ from typing import TYPE_CHECKING
 from concord.auth.state import AUTH_PREFIX
 from concord.kv.record import Space
 from concord.node.core.effects import (
-    Committed,
     DropChanges,
     Effect,
     MintClusterId,
@@ -30,6 +28,7 @@ from concord.node.core.effects import (
     SendReplies,
     SetLease,
     SetPeers,
+    TakeSnapshot,
     TransferLeader,
 )
 from concord.node.members import encode_address, encode_cluster_id, new_cluster_id
@@ -55,9 +54,6 @@ def carry_out(worker: RaftWorker, effects: list[Effect]) -> None:
                     worker.forward.reply_many(forwarded)
             case PublishChanges():
                 worker._publish_changes()
-            case Committed(index, conf_state):
-                worker.writer.committed(index, conf_state)
-                worker.checker.record(index, worker.machine.state_hash())
             case SetLease(until_ms):
                 # NB: the driver's lease is on the monotonic timer already (the read
                 # workers compare it with time.monotonic_ns() too): never the wall clock.
@@ -80,6 +76,8 @@ def carry_out_rare(worker: RaftWorker, effect: Effect) -> None:
     match effect:
         case ResyncShm(_, first):
             worker._resync_shm(first)
+        case TakeSnapshot():
+            worker._take_snapshot(effect)
         case DropChanges():
             worker.machine.changes.clear()  # the coming reset publishes them
         case ProposeConfChange(rid, change, reason):

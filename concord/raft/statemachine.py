@@ -1,7 +1,7 @@
 """
 The state machine a Raft log is applied to: the one Protocol every applier uses.
 
-Pure. No IO. The driver (concord.node.driver), the log writer's replica
+Pure. No IO. The driver (concord.node.driver), tools rebuilding a state from a log
 (concord.storage.replica) and the simulator (concord.sim.machine) apply committed entries
 to a `StateMachine`; `concord.kv.KvStateMachine` (wrapped by
 `concord.node.members.NodeStateMachine`) is the real one, the simulator's register

@@ -13,26 +13,24 @@ The writer does group commit: writes that arrive while an fsync runs wait for th
 one, then one fsync acknowledges them all with the highest Ready number.
 
 It runs the production log writer's decisions (concord.node.core.writer.WriterCore):
-when PERSISTED goes out, when the replica may run, when a durable snapshot is due and
-the membership it carries (`concord.storage.membership.SnapshotMembership`, fed by the
-COMMITTED reports the node core decides), so a wrong decision there is a failing seed.
+when PERSISTED goes out, so a wrong decision there is a failing seed. Durable snapshots
+are the node's own (concord.sim.node carries out the node core's TakeSnapshot, as the
+raft worker forks a child); `write_snapshot` here is that child's work on the disk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from concord.node.core.writer import ReportPersisted, SnapshotPolicy, WriterCore
-from concord.raft.messages import ConfState, Entry, Snapshot
+from concord.node.core.writer import ReportPersisted, WriterCore
+from concord.raft.messages import Entry, Snapshot
 from concord.raft.state import HardState
-from concord.storage.membership import SnapshotMembership
 from concord.sim.buggify import buggify
 from concord.sim.loop import EventLoop
 from concord.sim.rng import SimRandom
 
-__all__ = ["DiskState", "FakeDisk", "RecoveredState", "ReplicaSource", "SimLogWriter"]
+__all__ = ["DiskState", "FakeDisk", "RecoveredState", "SimLogWriter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,37 +160,17 @@ class FakeDisk:
         return RecoveredState(d.snapshot, d.hard_state, list(d.entries))
 
 
-class ReplicaSource(Protocol):
-    """What the simulated writer snapshots: the node's state where COMMITTED said."""
-
-    def replica_position(self) -> tuple[int, int]:
-        """(index, term) of the last entry applied by the node (the COMMITTED index)."""
-        ...
-
-    def replica_snapshot(self) -> bytes:
-        """The state machine's snapshot at that position."""
-        ...
-
-
 class SimLogWriter:
     """
     The LogSink of one node incarnation, over its FakeDisk, around the production writer
-    core (concord.node.core.writer.WriterCore): it decides when PERSISTED goes out, when
-    the replica may run and when a durable snapshot is due, with which membership.
-
-    NB: the simulated replica is the node's own state at each COMMITTED report (the
-    production writer's replica applies the same entries later, in its own process); so
-    a snapshot is taken exactly where the production writer may take one.
+    core (concord.node.core.writer.WriterCore): it decides when PERSISTED goes out.
 
     Args:
         loop: virtual time.
         disk: the node's disk.
         rng: the writer's stream (fsync latencies).
         on_persisted: called with the highest Ready number made durable.
-        on_snapshot: called once a snapshot is durable (with it).
         fsync_ms: (min, max) fsync latency.
-        snapshot_entries: WriterSettings.snapshot_entries (0: no durable snapshots).
-        replica: the state the durable snapshots are taken of (None: none are).
     """
 
     def __init__(
@@ -201,49 +179,20 @@ class SimLogWriter:
         disk: FakeDisk,
         rng: SimRandom,
         on_persisted: Callable[[int], None],
-        on_snapshot: Callable[[Snapshot], None],
         fsync_ms: tuple[int, int] = (1, 4),
-        snapshot_entries: int = 0,
-        replica: ReplicaSource | None = None,
     ) -> None:
         self._loop = loop
         self._disk = disk
         self._rng = rng
         self._on_persisted = on_persisted
-        self._on_snapshot = on_snapshot
         self._fsync_ms = fsync_ms
-        self._replica = replica
         self._queued_number = 0
         self._queued_count = 0
         self._syncing = False
-        self._snapshotting = False
         self.dead = False
         recovered = disk.durable
-        self.core = WriterCore(
-            SnapshotPolicy(snapshot_entries, 0, replica is not None),
-            recovered.snapshot.meta if recovered.snapshot is not None else None,
-            max(recovered.hard_state.commit, recovered.snapshot_index()))
+        self.core = WriterCore(recovered.snapshot.meta if recovered.snapshot is not None else None)
         self.core.on_hello()  # this incarnation's worker connected
-
-    @property
-    def membership(self) -> SnapshotMembership:
-        return self.core.membership
-
-    def committed(self, index: int, conf_state: ConfState | None) -> None:
-        """The raft worker's COMMITTED report (concord.node.logwriter)."""
-        core = self.core
-        core.on_committed(index, conf_state)
-        if self._replica is None or not core.replica_may_run:
-            return
-        applied, term = self._replica.replica_position()
-        if applied != index or index <= core.applied:
-            return  # NB: only where the replica is exactly at a COMMITTED point
-        core.on_applied(index, term, 0)
-        if self._snapshotting:
-            return
-        meta = core.snapshot_due()
-        if meta is not None:
-            self._start_snapshot(Snapshot(meta, self._replica.replica_snapshot()))
 
     def persist(
         self,
@@ -255,7 +204,7 @@ class SimLogWriter:
     ) -> None:
         self.core.on_persist(number)
         if snapshot is not None:
-            self.core.on_installed(snapshot.meta)
+            self.core.on_snapshot(snapshot.meta)
         self._queued_count = self._disk.write(entries, hard_state, snapshot)
         self._queued_number = number
         if not self._syncing:
@@ -285,18 +234,24 @@ class SimLogWriter:
             if isinstance(effect, ReportPersisted):
                 self._on_persisted(effect.number)
 
-    def _start_snapshot(self, snapshot: Snapshot) -> None:
-        """Write `snapshot` atomically after a while (the forked child's work)."""
-        self._snapshotting = True
+    def write_snapshot(self, snapshot: Snapshot, done: Callable[[bool], None]) -> None:
+        """
+        The node's forked snapshot child: write `snapshot` atomically after a while, then
+        (as SNAPSHOT_TAKEN) compact the log below it; `done(ok)`. Buggify kills the
+        child instead: nothing is written and `done(False)` (the node retries later).
+        """
         lo, hi = self._fsync_ms
         delay = self._rng.randint(lo, hi) * 2
+        killed = buggify("disk.snapshot_child_killed")
 
-        def done() -> None:
+        def finish() -> None:
             if self.dead:
                 return
-            self._snapshotting = False
+            if killed:
+                done(False)
+                return
             self._disk.write_snapshot_atomically(snapshot)
-            self.core.on_snapshot_written(snapshot.meta, 0)
-            self._on_snapshot(snapshot)
+            self.core.on_snapshot(snapshot.meta)
+            done(True)
 
-        self._loop.after(delay, done)
+        self._loop.after(delay, finish)

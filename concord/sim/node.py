@@ -1,7 +1,7 @@
 """
 One simulated node: the production `Driver` around the real `RawNode` and the production
 node core (`concord.node.core.NodeCore`: shared-memory publishing and resync, the read
-lease, COMMITTED reports, learner promotion, membership requests), over a fake disk with
+lease, durable snapshots, learner promotion, membership requests), over a fake disk with
 the production writer core (`SimLogWriter`), fake shared memory (`SimShm`) and the fake
 network. It feeds them the raft worker's events in the raft worker's order. Crash and
 restart rebuild everything but the disk (and, half of the time, shared memory: the raft
@@ -20,7 +20,9 @@ from collections.abc import Callable
 
 from concord.errors import CompactedError, StorageError, UnavailableError
 from concord.ids import NodeId
+from concord.node.core.effects import TakeSnapshot
 from concord.node.core.node import ConfChangeSnapshots, NodeCore, NodeView
+from concord.node.core.snapshots import SnapshotPolicy, SnapshotSchedule
 from concord.node.driver import Driver, DriverConfig, Reply, StateMachine, load_memory_storage
 from concord.node.promotion import LeaderView
 from concord.raft.config import RaftConfig
@@ -182,12 +184,7 @@ class SimNode:
             self.disk,
             self.rng.fork(f"disk/{self.incarnation}"),
             self._persisted,
-            self._snapshot_written,
             self.fsync_ms,
-            # The knob is the log writer's snapshot interval (WriterSettings); the driver
-            # snapshots only after membership changes, as in the raft worker.
-            self.driver_config.snapshot_every_entries,
-            self,
         )
         driver = self._build_driver(raw, storage, writer, machine)
         self.storage, self.machine, self.driver, self.writer = storage, machine, driver, writer
@@ -195,10 +192,14 @@ class SimNode:
         self._conf_snapshots.drain()
         self.restored = False
         # As the raft worker starts (RaftWorker.__init__ and run): attach shared memory,
-        # then one round before the first Ready (COMMITTED with the membership at the
-        # recovered snapshot, below the commit it is about to replay up to).
+        # then one round before the first Ready (the recovered membership's peers).
+        # The knob is the node's durable snapshot interval ([storage] snapshot_entries);
+        # the driver itself snapshots only after membership changes, as in the raft worker.
+        every = self.driver_config.snapshot_every_entries
         self.core = NodeCore(self.id, self._new_request_id, self.shm.applied_index,
-                             loaded.commit)
+                             loaded.commit, SnapshotSchedule(
+                                 SnapshotPolicy(every if every < 1 << 62 else 0, 0),
+                                 recovered.snapshot.meta if recovered.snapshot else None))
         carry_out(self, self.core.on_start(self.view()))
         carry_out(self, self.core.after_ready(self.view()))
         self.alive = True
@@ -267,17 +268,36 @@ class SimNode:
         """The node core's view of the driver (RaftWorker._view)."""
         d = self.driver
         assert d is not None
+        assert self.storage is not None
         return NodeView(d.term, d.leader_id, d.role, d.commit, d.applied_index, d.applied_term,
-                        d.lease_until_ms, d.conf_state, self.restored)
+                        d.lease_until_ms, d.conf_state, self.restored,
+                        applied_bytes=d.stats.entry_bytes_applied,
+                        durable_index=self.storage.last_index())
 
-    def replica_position(self) -> tuple[int, int]:
-        """ReplicaSource: where the state machine is (for the writer's snapshots)."""
-        assert self.driver is not None
-        return self.driver.applied_index, self.driver.applied_term
+    def take_snapshot(self, effect: TakeSnapshot) -> None:
+        """
+        The node core's TakeSnapshot, as the raft worker's forked child: the state now
+        (the fork's copy-on-write view), written by the disk after a while.
+        """
+        assert self.machine is not None and self.writer is not None
+        snapshot = Snapshot(effect.meta, self.machine.snapshot())
+        incarnation = self.incarnation
+        self.trace(f"snapshot start {self.id} index={effect.meta.index}")
 
-    def replica_snapshot(self) -> bytes:
-        assert self.machine is not None
-        return self.machine.snapshot()
+        def done(ok: bool) -> None:
+            if self.incarnation != incarnation or self.driver is None:
+                return
+            if self.frozen():
+                self._defer(partial(done, ok))
+                return
+            assert self.core is not None
+            self.core.on_snapshot_done(self.view(), ok)
+            if ok:
+                self._snapshot_written(snapshot)
+            else:
+                self.trace(f"snapshot failed {self.id} index={effect.meta.index}")
+
+        self.writer.write_snapshot(snapshot, done)
 
     def _reply(self, reply: Reply) -> None:
         """The driver's reply callback: the core's own proposals stop here."""
@@ -447,6 +467,8 @@ class SimNode:
 
     def _snapshot_installed(self, meta: SnapshotMeta) -> None:
         self.checker.on_snapshot_applied(self.id, meta.index, meta.term)
+        if self.core is not None and self.driver is not None:
+            self.core.on_snapshot_installed(meta, self.driver.stats.entry_bytes_applied)
         self.restored = True
         self.trace(f"install {self.id} index={meta.index} term={meta.term}")
 

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 from concord.ids import NodeId
 from concord.node.core.effects import (
-    Committed,
     DropChanges,
     Effect,
     MintClusterId,
@@ -38,6 +37,7 @@ from concord.node.core.effects import (
     SendReplies,
     SetLease,
     SetPeers,
+    TakeSnapshot,
     TransferLeader,
 )
 from concord.raft.state import Role
@@ -87,9 +87,8 @@ def carry_out(node: SimNode, effects: list[Effect]) -> None:
                 shm.lease_until_ms = until_ms
             case PublishStatus(term, leader_id, role):
                 shm.term, shm.leader_id, shm.role = term, leader_id, role
-            case Committed(index, conf_state):
-                if node.writer is not None:
-                    node.writer.committed(index, conf_state)
+            case TakeSnapshot():
+                node.take_snapshot(effect)
             case ProposeConfChange(rid, change, reason):
                 node.trace(f"core {reason} {change.changes[0].node_id} via {node.id}")
                 driver.submit_conf_change(rid, change)

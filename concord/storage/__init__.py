@@ -1,7 +1,9 @@
 """
 Durable storage of one node: the write-ahead log, snapshots and start-up recovery.
 
-Only the log/snapshot writer process (concord.node.log_writer) writes a data directory.
+The log writer process (concord.node.log_writer) writes the WAL and the snapshots the
+leader installs; the raft worker's forked snapshot child (concord.node.snapshot_fork)
+writes the node's own snapshot files.
 
 - `wal`: segments of checksummed records, group commit, rotation, removal
   (`WAL`, `WalOptions`, `GroupCommitter`); `walread`: replay and torn-tail repair
@@ -9,8 +11,7 @@ Only the log/snapshot writer process (concord.node.log_writer) writes a data dir
 - `snapshot`: atomic snapshot files, the newest two kept (`write_snapshot`, `read_snapshot`,
   `load_newest`, `prune`);
 - `recovery`: `recover(data_dir) -> RecoveredState(snapshot, hard_state, entries)`;
-- `replica`: `apply_entry`, `check_replica_hash`, `ReplicaChecker` (the state machine's
-  Protocol is concord.raft.statemachine);
+- `replica`: `apply_entry` (the state machine's Protocol is concord.raft.statemachine);
 - `codec`: the versioned msgpack encoding of the consensus types (entries, hard and conf
   state, snapshot metadata, peer messages), used by the WAL, snapshots and peer frames;
 - `format`, `fileutil`: byte layouts and durable-file helpers.

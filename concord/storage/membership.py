@@ -1,12 +1,8 @@
 """
 The membership a node's durable snapshots carry.
 
-The log writer snapshots a replica of the state machine that it applies itself, so it
-cannot see the membership: the raft worker tells it with its COMMITTED reports
-(concord.node.log_writer). `SnapshotMembership` is the writer's bookkeeping of those
-reports: the membership in force at the one index where it is known exactly. The
-simulator's nodes make their durable snapshots through the same class
-(concord.sim.disk.SimLogWriter), so a wrong decision here is a failing seed.
+The raft worker snapshots its own state machine, with the membership in force at the
+applied index (concord.node.core.snapshots), so a snapshot always carries one.
 
 `membership_from_log` recovers the membership of a snapshot written without one (issue
 12: writers before the fix could write an empty voter list) from the node's bootstrap
@@ -22,7 +18,7 @@ from collections.abc import Sequence
 from concord.raft.confchange import ConfChangeError, conf_state_after
 from concord.raft.messages import ConfChange, ConfState, Entry, EntryType, SnapshotMeta
 
-__all__ = ["SnapshotMembership", "has_membership", "membership_from_log"]
+__all__ = ["has_membership", "membership_from_log"]
 
 
 def has_membership(conf_state: ConfState) -> bool:
@@ -60,59 +56,3 @@ def membership_from_log(
             except (ConfChangeError, ValueError):
                 return None
     return conf_state if has_membership(conf_state) else None
-
-
-class SnapshotMembership:
-    """
-    Which membership a snapshot of the writer's replica at an index carries.
-
-    Fed, in order, with what the raft worker reports: `committed(index, conf_state)`
-    (entries <= index are committed and applied by the worker; `conf_state` is the
-    membership after them, None if unchanged since the previous report) and
-    `installed(meta)` (a snapshot from the leader replaced the log).
-
-    Args:
-        snapshot: the meta of the snapshot recovered at start, if any. NB: its membership
-            is not taken as known: only the worker's reports of this life say what is in
-            force (the log after the snapshot may change it; a snapshot written by an
-            older writer may have none).
-        commit: the recovered commit index (>= the snapshot's index).
-    """
-
-    __slots__ = ("commit", "_reported", "_conf_state", "_index")
-
-    def __init__(self, snapshot: SnapshotMeta | None, commit: int) -> None:
-        #: The highest index known committed: the replica applies up to it.
-        self.commit = commit
-        # The membership of the latest report of this life (None before the first). NB:
-        # not the recovered snapshot's: the worker's log after it may change it.
-        self._reported: ConfState | None = None
-        # The membership at `_index`, the one index where it is known exactly.
-        self._conf_state: ConfState | None = None
-        self._index = snapshot.index if snapshot is not None else 0
-
-    def committed(self, index: int, conf_state: ConfState | None) -> None:
-        """The worker applied the entries up to `index`; `conf_state`: see the class."""
-        # Invariant: reports arrive in log order, so the latest membership reported is
-        # the one in force at every later report until the next one carrying a change.
-        # NB: a report below `commit` (a restarted worker's first report carries the
-        # membership at its recovered snapshot, before it replays the committed log)
-        # still counts: dropping it left the membership of an earlier life in force,
-        # or none at all, and the next snapshot carried it (a cluster restarted from
-        # snapshots with no voters never elects a leader).
-        if conf_state is not None:
-            self._reported = conf_state
-        if index >= self.commit:
-            self.commit = index
-            self._conf_state = self._reported
-            self._index = index
-
-    def installed(self, meta: SnapshotMeta) -> None:
-        """A snapshot received from the leader replaced the log up to `meta.index`."""
-        self._reported = self._conf_state = meta.conf_state
-        self._index = meta.index
-        self.commit = max(self.commit, meta.index)
-
-    def at(self, index: int) -> ConfState | None:
-        """The membership in force at `index`, or None where it is not known exactly."""
-        return self._conf_state if index == self._index else None

@@ -67,9 +67,10 @@ class Recovery:
     snapshot_state_hash: int | None
 
 
-def recover_for_writing(data_dir: Path, repair: bool = True) -> Recovery:
+def recover_for_writing(data_dir: Path, repair: bool = True, snapshot_body: bool = True) -> Recovery:
     """
     Recover and keep the WAL replay so the writer can reopen the WAL without rereading.
+    `snapshot_body` False: the snapshot is verified but its data is left empty (b"").
 
     Raises:
         CorruptionError: see the module docstring.
@@ -77,15 +78,15 @@ def recover_for_writing(data_dir: Path, repair: bool = True) -> Recovery:
     """
     data_dir = Path(data_dir)
     try:
-        return _recover(data_dir, repair)
+        return _recover(data_dir, repair, snapshot_body)
     except OSError as exc:
         raise StorageError(f"cannot recover data dir {data_dir}: {exc}") from exc
 
 
-def _recover(data_dir: Path, repair: bool) -> Recovery:
+def _recover(data_dir: Path, repair: bool, snapshot_body: bool) -> Recovery:
     if repair and snap_dir(data_dir).is_dir():
         fileutil.remove_stale_temp_files(snap_dir(data_dir))
-    loaded = load_newest(snap_dir(data_dir), repair=repair)
+    loaded = load_newest(snap_dir(data_dir), repair=repair, body=snapshot_body)
     contents = read_wal(wal_dir(data_dir), repair=repair)
     snap = loaded.snapshot if loaded is not None else None
     snap_index = snap.meta.index if snap is not None else 0
@@ -119,17 +120,18 @@ def _recover(data_dir: Path, repair: bool) -> Recovery:
     return Recovery(state, contents, loaded.state_hash if loaded is not None else None)
 
 
-def recover(data_dir: Path, repair: bool = True) -> RecoveredState:
+def recover(data_dir: Path, repair: bool = True, snapshot_body: bool = True) -> RecoveredState:
     """
     The node's durable state: newest valid snapshot, hard state, entries after it.
 
     Args:
         repair: cut a torn tail (and clean crash leftovers) on disk; False only reads.
+        snapshot_body: False verifies the snapshot but leaves its data empty (b"").
 
     Raises:
         CorruptionError: see the module docstring; the message names the file and offset.
     """
-    return recover_for_writing(data_dir, repair).state
+    return recover_for_writing(data_dir, repair, snapshot_body).state
 
 
 def with_snapshot_membership(data_dir: Path, state: RecoveredState, bootstrap: ConfState) -> RecoveredState:

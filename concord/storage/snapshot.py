@@ -145,9 +145,13 @@ def _bad(path: Path, reason: str) -> CorruptionError:
     return CorruptionError(f"snapshot file {path} is corrupt at offset 0: {reason}")
 
 
-def read_snapshot(path: Path) -> LoadedSnapshot:
+def read_snapshot(path: Path, body: bool = True) -> LoadedSnapshot:
     """
     Read and verify one snapshot file.
+
+    Args:
+        body: False verifies the whole file (checksum) but does not decompress the body:
+            the returned snapshot's `data` is empty (the log writer needs only the meta).
 
     Raises:
         CorruptionError: the file is truncated, fails its checksum or does not decode.
@@ -180,18 +184,20 @@ def read_snapshot(path: Path) -> LoadedSnapshot:
     state_hash, raw_len = info[2], info[3]
     if state_hash is not None and type(state_hash) is not int:
         raise _bad(path, "state hash is not an int")
+    if not body:
+        return LoadedSnapshot(Snapshot(meta, b""), state_hash, path)
     try:
-        body = zlib.decompress(data[HEADER_SIZE + info_len :])
+        raw = zlib.decompress(data[HEADER_SIZE + info_len :])
     except zlib.error as exc:
         raise _bad(path, f"body does not decompress ({exc})") from exc
-    if len(body) != raw_len:
-        raise _bad(path, f"body is {len(body)} bytes, header says {raw_len}")
-    return LoadedSnapshot(Snapshot(meta, body), state_hash, path)
+    if len(raw) != raw_len:
+        raise _bad(path, f"body is {len(raw)} bytes, header says {raw_len}")
+    return LoadedSnapshot(Snapshot(meta, raw), state_hash, path)
 
 
-def load_newest(snap_dir: Path, repair: bool = True) -> LoadedSnapshot | None:
+def load_newest(snap_dir: Path, repair: bool = True, body: bool = True) -> LoadedSnapshot | None:
     """
-    The newest valid snapshot, or None if there is none at all.
+    The newest valid snapshot, or None if there is none at all (`body`: see read_snapshot).
 
     A bad newest file is reported with a WARNING and the previous one is used (the bad
     file is renamed to `*.corrupt` when `repair`). If every snapshot file is bad,
@@ -201,7 +207,7 @@ def load_newest(snap_dir: Path, repair: bool = True) -> LoadedSnapshot | None:
     errors: list[str] = []
     for index, term, path in reversed(candidates):
         try:
-            loaded = read_snapshot(path)
+            loaded = read_snapshot(path, body)
         except CorruptionError as exc:
             logger.warning("skipping bad snapshot, falling back to the previous one file=%s error=%s", path, exc)
             errors.append(str(exc))

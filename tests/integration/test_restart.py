@@ -82,4 +82,4 @@ def test_every_key_served_with_its_revision_when_cluster_restarts_with_many_keys
                                    "meta": True})
         assert revisions[key] == reply.get("revision"), reply
     for nid in c.ids:
-        assert "replica state hash mismatch" not in c.nodes[nid].stderr()
+        assert "state hash mismatch" not in c.nodes[nid].stderr()

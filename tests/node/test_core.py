@@ -10,7 +10,6 @@ import pytest
 from concord.errors import InvalidRequestError
 from concord.ids import NodeId
 from concord.node.core.effects import (
-    Committed,
     DropChanges,
     MintClusterId,
     ProposeAddress,
@@ -22,11 +21,13 @@ from concord.node.core.effects import (
     SendReplies,
     SetLease,
     SetPeers,
+    TakeSnapshot,
     TransferLeader,
 )
-from concord.node.core.node import COMMITTED_EVERY_ENTRIES, NodeCore, NodeView
+from concord.node.core.node import NodeCore, NodeView
+from concord.node.core.snapshots import SnapshotPolicy, SnapshotSchedule
 from concord.node.promotion import PROMOTE_LAG_ENTRIES, LeaderView
-from concord.raft.messages import ConfChange, ConfState
+from concord.raft.messages import ConfChange, ConfState, SnapshotMeta
 from concord.raft.state import Role
 
 N1, N2, N3, N4 = (NodeId(f"n{i}") for i in range(1, 5))
@@ -100,19 +101,75 @@ def test_status_is_published_when_it_changes_only() -> None:
     assert isinstance(status, PublishStatus) and not status.leader_changed
 
 
-def test_committed_carries_the_membership_first_then_every_n_entries_and_on_ticks() -> None:
-    """The COMMITTED cadence: membership at once, every COMMITTED_EVERY_ENTRIES, each tick."""
-    c = core()
-    assert [Committed(5, CONF)] == of(c.after_ready(view()), Committed)
-    n = COMMITTED_EVERY_ENTRIES
-    assert [] == of(c.after_ready(view(applied=5 + n - 1, commit=5 + n - 1)), Committed)
-    assert [Committed(5 + n, None)] == of(c.after_ready(view(applied=5 + n, commit=5 + n)),
-                                          Committed)
-    tick = c.on_tick(view(applied=6 + n, commit=6 + n), leader_view(), 0)
-    assert [Committed(6 + n, None)] == of(tick, Committed)
+def snapshotting_core(every: int = 10, every_bytes: int = 0) -> NodeCore:
+    return NodeCore(N1, itertools.count(100).__next__,
+                    snapshots=SnapshotSchedule(SnapshotPolicy(every, every_bytes), None))
+
+
+def test_snapshot_is_taken_at_the_applied_index_with_its_membership_when_due() -> None:
+    """TakeSnapshot once `every` entries were applied, at the applied point, membership and all."""
+    c = snapshotting_core(every=10)
+    assert [] == of(c.after_ready(view(applied=9, commit=9, durable_index=9)), TakeSnapshot)
     changed = ConfState((N1, N2, N3), (N4,))
-    effects = c.after_ready(view(applied=7 + n, commit=7 + n, conf=changed))
-    assert [Committed(7 + n, changed)] == of(effects, Committed)
+    effects = c.after_ready(view(applied=10, commit=10, conf=changed, applied_bytes=70,
+                                 durable_index=12))
+    assert [TakeSnapshot(SnapshotMeta(10, 2, changed), 70)] == of(effects, TakeSnapshot)
+    # One at a time: nothing more while it runs, however far the log goes.
+    assert [] == of(c.after_ready(view(applied=30, commit=30, durable_index=30)), TakeSnapshot)
+    c.on_snapshot_done(view(applied=30, commit=30), ok=True)
+    effects = c.after_ready(view(applied=31, commit=31, durable_index=31))
+    assert [TakeSnapshot(SnapshotMeta(31, 2, CONF), 0)] == of(effects, TakeSnapshot)
+
+
+def test_snapshot_waits_when_the_applied_index_is_not_durable_in_the_log() -> None:
+    """The WAL is compacted below a snapshot: it must hold the snapshot's index first."""
+    c = snapshotting_core(every=10)
+    assert [] == of(c.after_ready(view(applied=12, commit=12, durable_index=11)), TakeSnapshot)
+    assert 1 == len(of(c.after_ready(view(applied=12, commit=12, durable_index=12)), TakeSnapshot))
+
+
+def test_snapshot_is_retried_later_when_its_child_failed() -> None:
+    """A failed or killed child is not fatal: retried after a quarter of the trigger."""
+    c = snapshotting_core(every=8)
+    assert 1 == len(of(c.after_ready(view(applied=8, commit=8, durable_index=8)), TakeSnapshot))
+    c.on_snapshot_done(view(applied=8, commit=8, durable_index=8), ok=False)
+    assert [] == of(c.after_ready(view(applied=9, commit=9, durable_index=9)), TakeSnapshot)
+    effects = c.after_ready(view(applied=10, commit=10, durable_index=10))
+    assert [TakeSnapshot(SnapshotMeta(10, 2, CONF), 0)] == of(effects, TakeSnapshot)
+
+
+def test_snapshot_counts_from_an_installed_one_when_the_leader_sent_it() -> None:
+    """A snapshot from the leader is durable too: the next is due `every` entries after it."""
+    c = snapshotting_core(every=10)
+    c.on_snapshot_installed(SnapshotMeta(50, 2, CONF), 0)
+    assert [] == of(c.after_ready(view(applied=55, commit=55, durable_index=55)), TakeSnapshot)
+    assert 1 == len(of(c.after_ready(view(applied=60, commit=60, durable_index=60)), TakeSnapshot))
+
+
+def test_snapshot_is_due_by_size_when_bulk_writes_apply_few_entries() -> None:
+    """The byte trigger: few entries, many bytes (put_many)."""
+    c = snapshotting_core(every=0, every_bytes=1000)
+    assert [] == of(c.after_ready(view(applied=3, commit=3, durable_index=3, applied_bytes=999)),
+                    TakeSnapshot)
+    effects = c.after_ready(view(applied=4, commit=4, durable_index=4, applied_bytes=1000))
+    assert [TakeSnapshot(SnapshotMeta(4, 2, CONF), 1000)] == of(effects, TakeSnapshot)
+
+
+def test_no_snapshot_is_taken_when_the_core_has_no_schedule() -> None:
+    """Without a schedule (or with both triggers off) nothing is ever taken."""
+    assert [] == of(core().after_ready(view(applied=10**6, commit=10**6, durable_index=10**6)),
+                    TakeSnapshot)
+    off = snapshotting_core(every=0, every_bytes=0)
+    assert [] == of(off.after_ready(view(applied=10**6, commit=10**6, durable_index=10**6)),
+                    TakeSnapshot)
+
+
+def test_peers_follow_the_membership_when_it_changes() -> None:
+    """SetPeers at once when the membership changes."""
+    c = core()
+    c.after_ready(view())
+    changed = ConfState((N1, N2, N3), (N4,))
+    effects = c.after_ready(view(applied=7, commit=7, conf=changed))
     assert [SetPeers(frozenset({N1, N2, N3, N4}))] == of(effects, SetPeers)
 
 

@@ -10,7 +10,6 @@ from concord.node.core.writer import (
     RETRY_INTERVAL_S,
     ReportDisk,
     ReportPersisted,
-    SnapshotPolicy,
     WriterCore,
 )
 from concord.raft.messages import ConfState, SnapshotMeta
@@ -20,7 +19,7 @@ CONF = ConfState((NodeId("n1"),))
 
 def test_persisted_is_reported_after_a_flush_returned_only() -> None:
     """Durability before acknowledgement: nothing while the flush fails, all owed after."""
-    w = WriterCore(SnapshotPolicy(0, 0), None, 0)
+    w = WriterCore(None)
     w.on_hello()
     w.on_persist(1)
     w.on_persist(2)
@@ -37,7 +36,7 @@ def test_persisted_is_reported_after_a_flush_returned_only() -> None:
 
 def test_persist_numbers_restart_when_a_second_worker_says_hello() -> None:
     """Numbers grow within a worker's life; a restarted worker starts again from 1."""
-    w = WriterCore(SnapshotPolicy(0, 0), None, 0)
+    w = WriterCore(None)
     assert w.on_hello()
     w.on_persist(3)
     with pytest.raises(RemoteProtocolError):
@@ -46,38 +45,10 @@ def test_persist_numbers_restart_when_a_second_worker_says_hello() -> None:
     w.on_persist(1)
 
 
-def test_snapshot_is_due_at_a_committed_point_only() -> None:
-    """A snapshot needs the membership at its index: known only where COMMITTED said."""
-    w = WriterCore(SnapshotPolicy(10, 0), None, 0)
-    w.on_hello()
-    w.on_committed(12, CONF)
-    w.on_applied(11, 1, 100)
-    assert w.snapshot_due() is None  # 11 is not a COMMITTED point
-    w.on_applied(12, 1, 10)
-    assert SnapshotMeta(12, 1, CONF) == w.snapshot_due()
-    assert [] == w.on_snapshot_written(SnapshotMeta(12, 1, CONF), 110)
-    assert w.snapshot_due() is None
-
-
-def test_failed_snapshot_is_retried_after_a_quarter_of_the_trigger() -> None:
-    """A failure reports DISK and defers the next attempt; a success clears the error."""
-    w = WriterCore(SnapshotPolicy(8, 0), None, 0)
-    w.on_committed(8, CONF)
-    w.on_applied(8, 1, 0)
-    assert [ReportDisk(None, "ENOSPC")] == w.on_snapshot_failed("ENOSPC")
-    assert w.snapshot_due() is None
-    w.on_committed(10, None)
-    w.on_applied(10, 1, 0)
-    meta = w.snapshot_due()
-    assert SnapshotMeta(10, 1, CONF) == meta
-    assert [ReportDisk(None, None)] == w.on_snapshot_written(SnapshotMeta(10, 1, CONF), 0)
-
-
-def test_replica_waits_when_the_worker_applied_nothing_new_since_start() -> None:
-    """The replica runs once a worker said HELLO and applied past the recovered commit."""
-    w = WriterCore(SnapshotPolicy(0, 0), SnapshotMeta(5, 1, CONF), 7)
-    w.on_hello()
-    w.on_committed(7, CONF)
-    assert not w.replica_may_run
-    w.on_committed(8, None)
-    assert w.replica_may_run
+def test_snapshot_compacts_when_it_is_newer_than_every_one_before_only() -> None:
+    """SNAPSHOT_TAKEN or an installed snapshot: only a newer one moves the snapshot index."""
+    w = WriterCore(SnapshotMeta(5, 1, CONF))
+    assert not w.on_snapshot(SnapshotMeta(5, 1, CONF))
+    assert w.on_snapshot(SnapshotMeta(12, 1, CONF))
+    assert not w.on_snapshot(SnapshotMeta(9, 1, CONF))
+    assert 12 == w.snapshot_index

@@ -10,8 +10,9 @@ from concord.sim.cluster import SimConfig, Simulation
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
 #: Seeds (3 nodes, faults and buggify on) whose revocation is acknowledged mid-run, with
-#: leader changes around it (and, for 7, snapshots).
-REVOKING_SEEDS = (3, 7, 8)
+#: leader changes around it (and, for 9, durable snapshots). 9 replaced 7 when the
+#: snapshots became the node's own (other moments, other draws: 7 no longer revokes).
+REVOKING_SEEDS = (3, 8, 9)
 
 
 def run(seed: int) -> tuple[bool, list[str], str, dict[str, int], list[str]]:

@@ -6,10 +6,10 @@ from functools import partial
 
 import pytest
 
-from concord.raft.messages import ConfState, SnapshotMeta
-from concord.node.core import writer as writer_core
+from concord.node.core.node import NodeCore, NodeView
+from concord.node.core.snapshots import AppliedPoint
+from concord.raft.messages import ConfState
 from concord.sim.cluster import SimConfig, Simulation
-from concord.storage.membership import SnapshotMembership
 
 #: A CI seed (3 nodes) that runs the whole-restart program.
 SEED = 1082
@@ -20,20 +20,11 @@ SEED = 1082
 PLANT_SEED = 1097
 
 
-class _DropsEarlyReports(SnapshotMembership):
-    """The writer's decision before the fix: a membership reported below the commit is
-    dropped, while the membership is marked known."""
-
-    def __init__(self, snapshot: SnapshotMeta | None, commit: int) -> None:
-        super().__init__(snapshot, commit)
-        self._stale = snapshot.conf_state if snapshot is not None else ConfState()
-        self._ever = False
-
-    def committed(self, index: int, conf_state: ConfState | None) -> None:
-        self._ever = self._ever or conf_state is not None
-        if index >= self.commit and conf_state is not None:
-            self._stale = conf_state
-        super().committed(index, self._stale if self._ever else None)
+def _loses_the_membership(view: NodeView) -> AppliedPoint:
+    """The defect of issue 12 #1, planted where snapshots now take their membership: a
+    snapshot without one (an empty voter list)."""
+    return AppliedPoint(view.applied_index, view.applied_term, ConfState(),
+                        view.applied_bytes, view.durable_index)
 
 
 @pytest.mark.sim
@@ -51,13 +42,13 @@ def test_seed_restarts_the_whole_cluster_and_stays_live_when_it_runs_the_program
 
 @pytest.mark.sim
 @pytest.mark.slow
-def test_liveness_fails_when_snapshots_lose_the_membership_reported_below_the_commit(
+def test_liveness_fails_when_snapshots_lose_the_membership(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With the defect planted in the writer core (the simulated writers run it), the
+    """With the defect planted in the node core (the simulated nodes run it), the
     restarted cluster has no voter: the liveness check fails (the simulator catches
     issue 12 #1)."""
-    monkeypatch.setattr(writer_core, "SnapshotMembership", _DropsEarlyReports)
+    monkeypatch.setattr(NodeCore, "_point", staticmethod(_loses_the_membership))
     result = Simulation(SimConfig(seed=PLANT_SEED, nodes=3, pipeline=1)).run()
     assert ["liveness"] == [v.check for v in result.violations]
 

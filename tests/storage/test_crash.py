@@ -12,10 +12,12 @@ import zmq
 
 from concord.ids import NodeId
 from concord.node import log_writer as lw
-from concord.raft.messages import ConfState, Entry
+from concord.node.worker_snapshots import load_recovered
+from concord.raft.messages import ConfState, Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
 from concord.storage.recovery import RecoveredState, recover
 from concord.storage.replica import apply_entry
+from concord.storage.snapshot import write_snapshot
 from tests.storage.fake_sm import DictMachine
 from tests.storage.util import writer_process
 
@@ -63,7 +65,7 @@ def test_acknowledged_records_survive_when_writer_is_killed_at_random_moments(tm
     rng = random.Random(SEED)
     print(f"seed={SEED}")
     endpoint = f"ipc://{short_dir}/w.sock"
-    settings = lw.WriterSettings(segment_bytes=4096, replica=False)
+    settings = lw.WriterSettings(segment_bytes=4096)
     ctx = zmq.Context()
     allowed: list[State] = [((), HardState())]  # states the next recovery may legally show
     total_acked = 0
@@ -109,6 +111,24 @@ def test_acknowledged_records_survive_when_writer_is_killed_at_random_moments(tm
         ctx.term()
 
 
+def _take_snapshot(tmp_path: Path, client: lw.LogWriterClient, acked: State, last_snap: int) -> int:
+    """
+    As the raft worker: every 15 committed entries, a snapshot of the committed (and
+    acknowledged, so durable) prefix, written as its forked child does, then SNAPSHOT_TAKEN.
+    Returns the index of the last snapshot taken.
+    """
+    log, hs = acked
+    if hs.commit - last_snap < 15:
+        return last_snap
+    machine = DictMachine()
+    for entry in log[: hs.commit]:
+        apply_entry(machine, entry)
+    meta = SnapshotMeta(hs.commit, log[hs.commit - 1].term, CS)
+    write_snapshot(tmp_path / "snap", Snapshot(meta, machine.snapshot()), machine.state_hash())
+    client.snapshot_taken(meta, machine.state_hash())
+    return hs.commit
+
+
 def _replica_matches(recovered: RecoveredState, allowed: list[State]) -> bool:
     """Recovered = some allowed state, seen through its snapshot (entries <= S folded into it)."""
     snap_index = recovered.snapshot.meta.index if recovered.snapshot is not None else 0
@@ -135,14 +155,13 @@ def _replica_matches(recovered: RecoveredState, allowed: list[State]) -> bool:
 def test_acknowledged_records_and_snapshots_survive_when_writer_is_killed_during_snapshots(
     tmp_path: Path, short_dir: Path
 ) -> None:
-    """20 seeded SIGKILLs while the replica snapshots often and old segments are removed: nothing acked is lost."""
+    """20 seeded SIGKILLs while the worker's snapshots arrive often (SNAPSHOT_TAKEN) and old
+    segments and snapshots are removed: nothing acked is lost."""
     seed = SEED + 1
     rng = random.Random(seed)
     print(f"seed={seed}")
     endpoint = f"ipc://{short_dir}/w.sock"
-    settings = lw.WriterSettings(
-        segment_bytes=2048, snapshot_entries=15, state_machine="tests.storage.fake_sm:DictMachine"
-    )
+    settings = lw.WriterSettings(segment_bytes=2048)
     ctx = zmq.Context()
     allowed: list[State] = [((), HardState())]
     snapshots_seen = set()
@@ -151,10 +170,13 @@ def test_acknowledged_records_and_snapshots_survive_when_writer_is_killed_during
             client = lw.LogWriterClient(endpoint, ctx)
             try:
                 with writer_process(tmp_path, endpoint, settings) as proc:
-                    recovered = client.handshake(20)
+                    # As the raft worker: the snapshot from the file the answer names.
+                    recovered, _ = load_recovered(tmp_path, client.handshake(20))
                     assert _replica_matches(recovered, allowed), f"round {round_no}: recovered state was never acknowledged-or-later"
+                    last_snap = 0
                     if recovered.snapshot is not None:
                         snapshots_seen.add(recovered.snapshot.meta.index)
+                        last_snap = recovered.snapshot.meta.index
                     # Continue from whichever allowed state was recovered.
                     state = next(s for s in allowed if _replica_matches(recovered, [s]))
                     n_requests = rng.randint(5, 60)
@@ -167,13 +189,13 @@ def test_acknowledged_records_and_snapshots_survive_when_writer_is_killed_during
                             entries, hs, sync, state = _next_request(rng, state)
                             sent += 1
                             client.persist(sent, entries, hs, None, sync)
-                            client.committed(state[1].commit, CS)
                             states.append(state)
                         events = client.recv(timeout_ms=10_000)
                         assert events, f"round {round_no}: writer stopped answering (acked={acked} sent={sent})"
                         for event in events:
                             if isinstance(event, lw.Persisted):
                                 acked = max(acked, event.number)
+                        last_snap = _take_snapshot(tmp_path, client, states[acked], last_snap)
                     assert proc.pid is not None
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.join(10)

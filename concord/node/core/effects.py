@@ -15,7 +15,7 @@ fed, which are due and in which order. The carriers:
 | SetLease          | Publisher.set_lease (ns of CLOCK_MONOTONIC)| SimShm.set_lease (checked)   |
 | SendReplies       | BackendLink.reply of the queued replies    | (replies go out at once)     |
 | SetPeers          | PeerTransport.set_peers                    | ignored (all-to-all network) |
-| Committed         | LogWriterClient.committed + ReplicaChecker | SimLogWriter.committed       |
+| TakeSnapshot      | SnapshotWriter.start (a forked child)      | SimNode.take_snapshot        |
 | ProposeConfChange | Driver.submit_conf_change                  | Driver.submit_conf_change    |
 | ProposeAddress    | Driver.submit_write(encode_address(...))   | (not simulated)              |
 | ProposeExpiry     | Driver.submit_write(expiry command)        | (kv expiry off in the sim)   |
@@ -32,11 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from concord.ids import NodeId
-from concord.raft.messages import ConfChange, ConfState
+from concord.raft.messages import ConfChange, SnapshotMeta
 from concord.raft.state import Role
 
 __all__ = [
-    "Committed",
     "DropChanges",
     "Effect",
     "MintClusterId",
@@ -49,6 +48,7 @@ __all__ = [
     "SendReplies",
     "SetLease",
     "SetPeers",
+    "TakeSnapshot",
     "TransferLeader",
 ]
 
@@ -104,11 +104,14 @@ class SetPeers:
 
 
 @dataclass(frozen=True, slots=True)
-class Committed:
-    """Tell the log writer entries <= index are applied (conf_state: None if unchanged)."""
+class TakeSnapshot:
+    """
+    Make the state machine's durable snapshot at `meta` (its applied index and membership
+    now), then report to NodeCore.on_snapshot_done; `applied_bytes`: the view's count.
+    """
 
-    index: int
-    conf_state: ConfState | None
+    meta: SnapshotMeta
+    applied_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,6 @@ class TransferLeader:
 
 Effect = (
     ResyncShm | PublishChanges | DropChanges | PublishStatus | SetLease | SendReplies
-    | SetPeers | Committed | ProposeConfChange | ProposeAddress | ProposeExpiry
+    | SetPeers | TakeSnapshot | ProposeConfChange | ProposeAddress | ProposeExpiry
     | MintClusterId | TransferLeader
 )

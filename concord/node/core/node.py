@@ -8,10 +8,13 @@ feed it the same events and carry out the effects it returns (concord.node.core.
 
     after_ready(view)        after every round of Readys: publish to shared memory (or
                              resync it whole), the raft status, the read lease, the
-                             replies, the peer links, COMMITTED to the log writer
+                             replies, the peer links, a durable snapshot when due
     on_tick(view, leader, now_ms, has_cluster_id)
                              every tick: learner auto-promotion, the cluster-id and
-                             expiry proposals of a leader, COMMITTED of anything new
+                             expiry proposals of a leader
+    on_snapshot_done(view, ok) / on_snapshot_installed(meta, applied_bytes)
+                             the snapshot TakeSnapshot started is durable (ok) or failed;
+                             a snapshot from the leader replaced the state
     on_reply(request_id)     a request the core proposed itself was answered
     add_member / remove_member / promote_member
                              a membership request: the checks, then the address entry
@@ -29,8 +32,9 @@ Invariants enforced here:
   it in every later read of this node;
 - read workers get a lease only while everything committed (earlier terms' entries
   included) is applied and published;
-- the log writer hears the membership at once when it changes, and COMMITTED at least
-  every COMMITTED_EVERY_ENTRIES applied entries and on every tick;
+- one durable snapshot at a time, when the schedule (concord.node.core.snapshots) says
+  it is due, at the applied index with the membership in force there; a failed one is
+  retried later, never fatal;
 - a member's address entry is proposed before the configuration change that adds it.
 
 Pure. No IO, no clock, no randomness.
@@ -44,7 +48,6 @@ from dataclasses import dataclass
 from concord.errors import InvalidRequestError
 from concord.ids import NodeId
 from concord.node.core.effects import (
-    Committed,
     DropChanges,
     Effect,
     MintClusterId,
@@ -57,15 +60,16 @@ from concord.node.core.effects import (
     SendReplies,
     SetLease,
     SetPeers,
+    TakeSnapshot,
     TransferLeader,
 )
+from concord.node.core.snapshots import AppliedPoint, SnapshotSchedule
 from concord.node.promotion import LeaderView, Promotions, decide_promotions
 from concord.raft.messages import ConfChange, ConfState, Snapshot, SnapshotMeta
 from concord.raft.state import Role
 
 __all__ = [
     "CLUSTER_ID_RETRY_MS",
-    "COMMITTED_EVERY_ENTRIES",
     "ConfChangeSnapshots",
     "EXPIRY_INTERVAL_MS",
     "NodeCore",
@@ -77,12 +81,6 @@ __all__ = [
 EXPIRY_INTERVAL_MS = 100
 #: Milliseconds between a leader's cluster-id proposals while none is applied.
 CLUSTER_ID_RETRY_MS = 1000
-#: The log writer hears COMMITTED (it applies to its replica, then snapshots) once this
-#: many entries were applied since the last one, on every tick, and at once when the
-#: membership changed; not after every entry: each message wakes the writer, and on a
-#: node short of cores that wakeup competes with the write path. Kept small, because the
-#: writer then applies that many entries in one go, and a PERSIST waits behind them.
-COMMITTED_EVERY_ENTRIES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +98,8 @@ class NodeView:
         addresses_changed: the address book changed since the last round.
         leader_client: the leader's client endpoint (None: unknown).
         known_peers: every member id the address book knows.
+        applied_bytes: bytes of entry data applied in this life (the snapshot size trigger).
+        durable_index: the last index of the log known persisted (0: none).
     """
 
     term: int
@@ -115,6 +115,8 @@ class NodeView:
     addresses_changed: bool = False
     leader_client: str | None = None
     known_peers: frozenset[NodeId] = frozenset()
+    applied_bytes: int = 0
+    durable_index: int = 0
 
 
 def conf_members(conf: ConfState) -> frozenset[NodeId]:
@@ -156,10 +158,11 @@ class NodeCore:
             alone finds its predecessor's state there; 0 when fresh).
         replay_until: the commit index recovered at start: entries up to it are replayed
             into the state machine and published once, in bulk.
+        snapshots: when durable snapshots are due (None: never).
     """
 
     def __init__(self, node_id: NodeId, new_id: Callable[[], int], shm_applied: int = 0,
-                 replay_until: int = 0) -> None:
+                 replay_until: int = 0, snapshots: SnapshotSchedule | None = None) -> None:
         self.node_id = node_id
         self.new_request_id = new_id
         self.shm_applied = shm_applied
@@ -173,7 +176,8 @@ class NodeCore:
         self.next_cluster_id_ms = 0
         self.next_expiry_ms = 0
         self.conf_sent: ConfState | None = None
-        self.last_committed_sent = 0
+        self.snapshots = snapshots
+        self.snapshot_running: TakeSnapshot | None = None
         self.published_status: tuple[int, NodeId | None, Role, str | None] | None = None
         self.published_lease_ms = -2
         self.wal_failing = False
@@ -185,7 +189,7 @@ class NodeCore:
         return [self._resync(view)]
 
     def after_ready(self, view: NodeView) -> list[Effect]:
-        """The effects of one round: publish, status, lease, replies, peers, COMMITTED."""
+        """The effects of one round: publish, status, lease, replies, peers, snapshot."""
         effects: list[Effect] = []
         if view.restored or not self.shm_synced:
             effects.append(self._resync(view))
@@ -209,11 +213,46 @@ class NodeCore:
         if view.conf_state != self.conf_sent:
             self.conf_sent = view.conf_state
             effects.append(self._peers(view))
-            self.last_committed_sent = view.applied_index
-            effects.append(Committed(view.applied_index, view.conf_state))
-        else:
-            effects.extend(self._committed(view.applied_index, force=False))
+        effects.extend(self._snapshot(view))
         return effects
+
+    # -- durable snapshots ------------------------------------------------------------------
+
+    def _snapshot(self, view: NodeView) -> list[Effect]:
+        """TakeSnapshot if one is due and none runs."""
+        schedule = self.snapshots
+        if schedule is None:
+            return []
+        if self.snapshot_running is not None:
+            return []
+        meta = schedule.due(self._point(view))
+        if meta is None:
+            return []
+        self.snapshot_running = TakeSnapshot(meta, view.applied_bytes)
+        return [self.snapshot_running]
+
+    def on_snapshot_done(self, view: NodeView, ok: bool) -> None:
+        """
+        The snapshot of the running TakeSnapshot is durable (`ok`), or could not be
+        started, or its child failed or died: retried later.
+        """
+        running, self.snapshot_running = self.snapshot_running, None
+        if running is None or self.snapshots is None:
+            return
+        if ok:
+            self.snapshots.on_written(running.meta, running.applied_bytes)
+        else:
+            self.snapshots.on_failed(self._point(view))
+
+    def on_snapshot_installed(self, meta: SnapshotMeta, applied_bytes: int) -> None:
+        """A snapshot from the leader replaced the state (the log writer makes it durable)."""
+        if self.snapshots is not None:
+            self.snapshots.on_installed(meta, applied_bytes)
+
+    @staticmethod
+    def _point(view: NodeView) -> AppliedPoint:
+        return AppliedPoint(view.applied_index, view.applied_term, view.conf_state,
+                            view.applied_bytes, view.durable_index)
 
     @staticmethod
     def _lease_ms(view: NodeView) -> int:
@@ -237,16 +276,6 @@ class NodeCore:
         self.shm_applied = view.applied_index
         return ResyncShm(view.applied_index, first)
 
-    def _committed(self, applied: int, force: bool) -> list[Effect]:
-        """COMMITTED if due: if `force`, anything new, else every COMMITTED_EVERY_ENTRIES."""
-        if self.conf_sent is None:
-            return []  # the first COMMITTED carries the membership (after_ready sends it)
-        due = self.last_committed_sent + (1 if force else COMMITTED_EVERY_ENTRIES)
-        if applied < due:
-            return []
-        self.last_committed_sent = applied
-        return [Committed(applied, None)]
-
     def _peers(self, view: NodeView) -> SetPeers:
         wanted = conf_members(view.conf_state)
         self.joining -= wanted
@@ -263,7 +292,7 @@ class NodeCore:
                 has_cluster_id: bool = True) -> list[Effect]:
         """
         One tick: learner promotions (every role: a follower's clears the state), then
-        a leader's cluster-id and expiry proposals, then COMMITTED of anything applied.
+        a leader's cluster-id and expiry proposals.
 
         Args:
             leader: the promotion decision's view of the core (its progress if leader).
@@ -279,7 +308,6 @@ class NodeCore:
             effects.append(ProposeConfChange(rid, ConfChange.add_voter(learner), "promote"))
         if view.role is Role.LEADER:
             effects.extend(self._leader_tick(now_ms, has_cluster_id))
-        effects.extend(self._committed(view.applied_index, force=True))
         return effects
 
     def _leader_tick(self, now_ms: int, has_cluster_id: bool) -> list[Effect]:

@@ -2,21 +2,17 @@
 The log writer's decisions, as a pure function from events to effects.
 
 `WriterCore` is the part of the log writer (concord.node.log_writer) that decides but
-does not act: the writer process owns the WAL, the snapshot files and the replica; this
-decides when to acknowledge, what to report about the disk, when to retry, whether the
-replica may run and when (and with which membership) a snapshot is due. The writer and
-the simulator's writer (concord.sim.disk.SimLogWriter) feed it the same events:
+does not act: the writer process owns the WAL and the snapshot files; this decides when
+to acknowledge, what to report about the disk and when to retry. The writer and the
+simulator's writer (concord.sim.disk.SimLogWriter) feed it the same events:
 
     on_hello()                      a raft worker connected (True: the first of this life)
     on_persist(number)              a PERSIST request (numbers grow within a worker's life)
     on_batch(number)                the last PERSIST number of a drained batch
     on_flushed(now_s) / on_flush_failed(error, now_s)
                                     the WAL flush of a batch returned / raised
-    on_committed(index, conf_state) the worker's COMMITTED report
-    on_installed(meta)              a snapshot from the leader replaced the log
-    on_applied(index, term, size)   the replica applied an entry
-    snapshot_due()                  the snapshot to start now, if any
-    on_snapshot_failed(error) / on_snapshot_written(meta, applied_bytes) / on_snapshot_ok()
+    on_snapshot(meta)               a snapshot is durable: the worker's (SNAPSHOT_TAKEN)
+                                    or one installed from the leader
 
 and carry out the effects it returns:
 
@@ -28,10 +24,10 @@ Invariants enforced here:
 - PERSISTED(n) is reported only after a flush that returned, never after one that
   failed (durability before acknowledgement), and at most once per number;
 - a failed flush keeps everything owed and is retried every RETRY_INTERVAL_S;
-- DISK is reported once per change of the disk's health;
-- a snapshot carries the membership at its index, known exactly only at a COMMITTED
-  point (concord.storage.membership); none is taken elsewhere;
-- the replica waits until the worker applied an entry committed after the start.
+- DISK is reported once per change of the disk's health.
+
+When a durable snapshot is due is not the writer's decision any more: the raft worker
+forks its own (concord.node.core.snapshots, concord.node.snapshot_fork).
 
 Pure. No IO, no clock, no randomness.
 """
@@ -41,11 +37,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from concord.errors import RemoteProtocolError
-from concord.raft.messages import ConfState, SnapshotMeta
-from concord.storage.membership import SnapshotMembership
+from concord.raft.messages import SnapshotMeta
 
-__all__ = ["RETRY_INTERVAL_S", "ReportDisk", "ReportPersisted", "SnapshotPolicy",
-           "WriterCore", "WriterEffect"]
+__all__ = ["RETRY_INTERVAL_S", "ReportDisk", "ReportPersisted", "WriterCore", "WriterEffect"]
 
 #: While the WAL is failing, the writer retries its flush this often.
 RETRY_INTERVAL_S = 0.25
@@ -69,54 +63,24 @@ class ReportDisk:
 WriterEffect = ReportPersisted | ReportDisk
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotPolicy:
-    """
-    Attributes:
-        every_entries: a snapshot every this many applied entries (0: no entry trigger).
-        every_bytes: ... or this many bytes of applied entry data (0: no size trigger).
-        replica: whether there is a replica to snapshot at all.
-    """
-
-    every_entries: int
-    every_bytes: int
-    replica: bool = True
-
-
 class WriterCore:
     """
     The log writer's decision state. Not thread-safe.
 
     Args:
-        policy: when snapshots are due.
         snapshot: the meta of the snapshot recovered at start, if any.
-        commit: the recovered commit index.
     """
 
-    def __init__(self, policy: SnapshotPolicy, snapshot: SnapshotMeta | None,
-                 commit: int) -> None:
-        self.policy = policy
-        self.membership = SnapshotMembership(snapshot, commit)
-        # The replica waits until the worker applied an entry committed after the start.
-        self.replica_waits_for = self.membership.commit
-        self.worker_applied = 0
+    def __init__(self, snapshot: SnapshotMeta | None) -> None:
         self.hellos = 0
         self.last_number = 0  # the last PERSIST number received
         self.owed_number = 0  # ... handled (acknowledged once flushed)
         self.persisted_number = 0  # ... acknowledged
         self.wal_error: str | None = None
         self.wal_failed_at_s = 0.0
-        self.snapshot_error: str | None = None
         self.reported_disk = ReportDisk(None, None)
         self.next_retry_s = 0.0
-        self.applied = self.snapshot_index = snapshot.index if snapshot is not None else 0
-        self.applied_term = snapshot.term if snapshot is not None else 0
-        # Bytes of entry data applied in this life, and their count when the last
-        # snapshot (written or installed) was taken: the size trigger.
-        self.applied_bytes = 0
-        self.snapshot_bytes_mark = 0
-        self.next_attempt_index = 0
-        self.next_attempt_bytes = 0
+        self.snapshot_index = snapshot.index if snapshot is not None else 0
 
     # -- the raft worker's requests ----------------------------------------------------------
 
@@ -142,15 +106,6 @@ class WriterCore:
         """A batch was written to the WAL; `number`: its last PERSIST (None: none)."""
         if number is not None:
             self.owed_number = number
-
-    def on_committed(self, index: int, conf_state: ConfState | None) -> None:
-        self.worker_applied = max(self.worker_applied, index)
-        self.membership.committed(index, conf_state)
-
-    @property
-    def replica_may_run(self) -> bool:
-        """A raft worker's HELLO was answered and it applied an entry committed after the start."""
-        return self.hellos > 0 and self.worker_applied > self.replica_waits_for
 
     # -- the WAL flush --------------------------------------------------------------------
 
@@ -192,66 +147,22 @@ class WriterCore:
         return None if self.wal_error is None else self.next_retry_s
 
     def _report_disk(self) -> list[WriterEffect]:
-        status = ReportDisk(self.wal_error, self.snapshot_error)
+        status = ReportDisk(self.wal_error, None)
         if status == self.reported_disk:
             return []
         self.reported_disk = status
         return [status]
 
-    # -- the replica and its snapshots ------------------------------------------------------
+    # -- snapshots ------------------------------------------------------------------------
 
-    def on_installed(self, meta: SnapshotMeta) -> None:
-        """A snapshot from the leader replaced the log (and the replica's state)."""
-        self.replica_waits_for = -1  # the replica is current from here on
-        self.snapshot_bytes_mark = self.applied_bytes
-        self.applied = self.snapshot_index = meta.index
-        self.applied_term = meta.term
-        self.membership.installed(meta)
-
-    def on_applied(self, index: int, term: int, size: int) -> None:
-        """The replica applied entries up to (index, term): `size` bytes of entry data."""
-        self.applied, self.applied_term = index, term
-        self.applied_bytes += size
-
-    def snapshot_due(self) -> SnapshotMeta | None:
-        """The snapshot to start now (the caller has none running), or None."""
-        every, every_bytes = self.policy.every_entries, self.policy.every_bytes
-        if not self.policy.replica or (every == 0 and every_bytes == 0):
-            return None
-        due_entries = every > 0 and self.applied - self.snapshot_index >= every
-        due_bytes = (
-            every_bytes > 0
-            and self.applied > self.snapshot_index
-            and self.applied_bytes - self.snapshot_bytes_mark >= every_bytes
-        )
-        if not (due_entries or due_bytes):
-            return None
-        conf_state = self.membership.at(self.applied)
-        if conf_state is None:
-            return None  # NB: the membership is only known exactly at a COMMITTED point
-        if self.applied < self.next_attempt_index and self.applied_bytes < self.next_attempt_bytes:
-            return None
-        return SnapshotMeta(self.applied, self.applied_term, conf_state)
-
-    def on_snapshot_failed(self, error: str | None) -> list[WriterEffect]:
+    def on_snapshot(self, meta: SnapshotMeta) -> bool:
         """
-        A snapshot could not be started (`error` None: not reported as a disk failure)
-        or failed: retry once a quarter of either trigger has passed.
-        """
-        every, every_bytes = self.policy.every_entries, self.policy.every_bytes
-        self.next_attempt_index = self.applied + max(1, every // 4 if every else 1 << 62)
-        self.next_attempt_bytes = self.applied_bytes + max(
-            1, every_bytes // 4 if every_bytes else 1 << 62)
-        if error is None:
-            return []
-        self.snapshot_error = error
-        return self._report_disk()
+        A snapshot at `meta` is durable (the raft worker's, or installed from the leader).
 
-    def on_snapshot_written(self, meta: SnapshotMeta, applied_bytes: int) -> list[WriterEffect]:
-        """A snapshot at `meta` is durable; `applied_bytes`: the count when it started."""
-        self.snapshot_index = max(self.snapshot_index, meta.index)
-        self.snapshot_bytes_mark = max(self.snapshot_bytes_mark, applied_bytes)
-        if self.snapshot_error is None:
-            return []
-        self.snapshot_error = None
-        return self._report_disk()
+        Returns:
+            True if it is newer than every one before: the WAL may be compacted below it.
+        """
+        if meta.index <= self.snapshot_index:
+            return False
+        self.snapshot_index = meta.index
+        return True

@@ -2,7 +2,7 @@
 The raft worker's side of the log writer: `LogWriterClient`, the driver's LogSink.
 
 It sends the requests of concord.node.logwriter.ipc over a ZeroMQ PAIR and turns the
-writer's replies into events (`Persisted`, `SnapshotWritten`, `DiskStatus`, ...). It
+writer's replies into events (`Persisted`, `DiskStatus`, ...). It
 decides nothing: the raft worker feeds the events to the driver and the node core.
 """
 
@@ -16,24 +16,23 @@ import zmq
 from concord.storage import codec
 from concord.errors import ProtocolError, StorageError
 from concord.node.logwriter.ipc import (
-    COMMITTED,
     FAILED,
     HELLO,
     READY,
     STATS,
     STOP,
     TRACE,
+    HelloAnswer,
     WriterEvent,
-    _fields,
     _msg,
     _parse,
-    _snapshot_from_obj,
     decode_event,
+    decode_recovered,
     encode_persist,
+    encode_snapshot_taken,
 )
-from concord.raft.messages import ConfState, Entry, Snapshot
+from concord.raft.messages import Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
-from concord.storage.recovery import RecoveredState
 
 __all__ = ["LogWriterClient"]
 
@@ -48,20 +47,14 @@ class LogWriterClient:
     Wiring in the raft worker (sketch):
 
         client = LogWriterClient(endpoint)
-        recovered = client.handshake(timeout_s=30)     # load into MemoryStorage
+        recovered = client.handshake(timeout_s=30)     # read the snapshot file it names
         driver = Driver(..., log_sink=client)          # persist() goes to the writer
-        checker = ReplicaChecker()
-        # after applying committed entries up to `applied`:
-        checker.record(applied, state_machine.state_hash())
-        client.committed(applied, conf_state)          # conf_state may be None if unchanged
         # when poller says client.socket is readable:
         for event in client.recv():
             if isinstance(event, Persisted):
                 driver.on_persisted(event.number)
-            elif isinstance(event, SnapshotWritten):
-                checker.check(event.index, event.state_hash)
-                meta = SnapshotMeta(event.index, event.term, event.conf_state)
-                driver.on_snapshot_written(meta, event.load().data)
+        # once a forked child made a snapshot durable (concord.node.snapshot_fork):
+        client.snapshot_taken(meta, state_hash)        # the writer compacts the WAL
     """
 
     def __init__(
@@ -88,19 +81,20 @@ class LogWriterClient:
         assert isinstance(fd, int)
         return fd
 
-    def handshake(self, timeout_s: float) -> RecoveredState:
+    def handshake(self, timeout_s: float) -> HelloAnswer:
         """
-        Ask the writer for the state it recovered.
+        Ask the writer for the state it recovered (the snapshot by its meta: the caller
+        reads the file).
 
         Raises:
             StorageError: no answer within `timeout_s`, or the writer failed.
         """
         self.socket.send(_msg(HELLO))
         reply = self._wait_for(READY, timeout_s)
-        snap_obj, hs_obj, entries_obj = _fields(reply, 3, "ready")
-        return RecoveredState(
-            _snapshot_from_obj(snap_obj), codec.hard_state_from_obj(hs_obj), codec.entries_from_obj(entries_obj)
-        )
+        try:
+            return decode_recovered(reply)
+        except ProtocolError as exc:
+            raise StorageError(f"log writer at {self._endpoint} sent a malformed reply: {exc}") from exc
 
     def persist(
         self,
@@ -117,13 +111,12 @@ class LogWriterClient:
         """Announce that the PERSIST numbered `number` carries these sampled traces."""
         self.socket.send(_msg(TRACE, number, traceparents))
 
-    def committed(self, index: int, conf_state: ConfState | None = None) -> None:
+    def snapshot_taken(self, meta: SnapshotMeta, state_hash: int) -> None:
         """
-        Entries up to `index` are committed and applied by the worker; `conf_state` is the
-        membership in force after them (None: unchanged since the last call). Send it
-        at least once after connecting, and whenever it changes.
+        The worker's snapshot at `meta` is durable in <data_dir>/snap (SNAPSHOT_TAKEN):
+        the writer prunes old snapshots and the WAL segments it covers.
         """
-        self.socket.send(_msg(COMMITTED, index, None if conf_state is None else codec.conf_state_to_obj(conf_state)))
+        self.socket.send(encode_snapshot_taken(meta, state_hash))
 
     def request_stats(self) -> None:
         self.socket.send(_msg(STATS))

@@ -3,32 +3,37 @@ The log writer's IPC: the messages between the raft worker and the writer proces
 
 Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
 
-    every message      [PROTOCOL_VERSION=1, kind:uint, ...fields]
+    every message      [PROTOCOL_VERSION=2, kind:uint, ...fields]
     worker -> writer
       HELLO       1    []                                  -> READY
       PERSIST     2    [number, [entry...], hard_state|nil, snapshot|nil, must_sync:bool]
                        snapshot = [snapshot_meta, data:bin] (installed from the leader)
-      COMMITTED   3    [index, conf_state|nil]   entries <= index are committed and applied
-                       by the worker; conf_state is the membership after applying them, nil
-                       if unchanged since the previous COMMITTED (the writer takes no
-                       snapshot until one COMMITTED of its life carried a conf_state)
+      (3: COMMITTED in version 1, when the writer kept a replica; no longer sent)
       STATS       4    []                                  -> STATS_REPLY
       STOP        5    []    flush, answer STOPPED, exit 0
       TRACE       6    [number, [traceparent...]]   sent just before the PERSIST numbered
                        `number` when it carries sampled entries (tracing on): the writer
                        records a span per traceparent until that PERSIST is durable
                        (concord/node/tracing.py); never sent with tracing off
+      SNAPSHOT_TAKEN 7 [snapshot_meta, state_hash:int]   the worker made its own snapshot
+                       at snapshot_meta durable, as the file <data_dir>/snap/
+                       <index:016x>-<term:016x>.snap (concord.node.snapshot_fork), at an
+                       index the worker knew persisted: the writer prunes the snapshots
+                       to the newest `keep_snapshots` and deletes the WAL segments it covers
     writer -> worker
-      READY       101  [snapshot|nil, hard_state, [entry...]]   the recovered state
+      READY       101  [snapshot_meta|nil, hard_state, [entry...]]   the recovered state:
+                       the snapshot is the file <data_dir>/snap/<index:016x>-<term:016x>
+                       .snap, which the worker reads itself (version 1 sent its bytes)
       PERSISTED   102  [number]   every PERSIST up to `number` is durable (cumulative)
-      SNAPSHOT_WRITTEN 103 [index, term, conf_state, state_hash, path]  path: the
-                       snapshot file (read it with concord.storage.snapshot.read_snapshot)
+      (103: SNAPSHOT_WRITTEN in version 1, when the writer made the snapshots)
       STATS_REPLY 104  [{name: int}]
       STOPPED     105  []
       FAILED      106  [message]  sent just before the writer exits non-zero
       DISK        107  [wal_error|nil, snapshot_error|nil]  the disk's health changed:
-                       a message per failing path (WAL append/sync, snapshot write), nil
-                       once it works again; sent on every change
+                       a message per failing path (WAL append/sync; snapshot_error is
+                       always nil since version 2: the worker writes its own snapshots
+                       and sees their failures), nil once it works again; sent on every
+                       change
 
 Entries, hard states, conf states and snapshot metas use concord.storage.codec (version 1).
 
@@ -39,27 +44,24 @@ concord.node.logwriter.client own those).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence, cast
 
 from concord.storage import codec
 from concord.errors import RemoteProtocolError, StorageError
-from concord.raft.messages import ConfState, Entry, Snapshot
+from concord.raft.messages import Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
-from concord.storage import snapshot as snapfile
 from concord.storage.recovery import RecoveredState
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 HELLO = 1
 PERSIST = 2
-COMMITTED = 3
 STATS = 4
 STOP = 5
 TRACE = 6
+SNAPSHOT_TAKEN = 7
 READY = 101
 PERSISTED = 102
-SNAPSHOT_WRITTEN = 103
 STATS_REPLY = 104
 STOPPED = 105
 FAILED = 106
@@ -124,10 +126,38 @@ def encode_persist(
     )
 
 
+def encode_snapshot_taken(meta: SnapshotMeta, state_hash: int) -> bytes:
+    return _msg(SNAPSHOT_TAKEN, codec.snapshot_meta_to_obj(meta), state_hash)
+
+
+def decode_snapshot_taken(args: list[object]) -> SnapshotMeta:
+    """SNAPSHOT_TAKEN's meta. Raises RemoteProtocolError: malformed."""
+    meta_obj, state_hash = _fields(args, 2, "snapshot taken")
+    if type(state_hash) is not int:
+        raise RemoteProtocolError("malformed snapshot taken message: state_hash is not an int")
+    return codec.snapshot_meta_from_obj(meta_obj)
+
+
 def encode_recovered(state: RecoveredState) -> bytes:
-    return _msg(
-        READY, _snapshot_to_obj(state.snapshot), codec.hard_state_to_obj(state.hard_state), codec.entries_to_obj(state.entries)
-    )
+    """READY: the snapshot by its meta only (its file is named after it)."""
+    snap = None if state.snapshot is None else codec.snapshot_meta_to_obj(state.snapshot.meta)
+    return _msg(READY, snap, codec.hard_state_to_obj(state.hard_state), codec.entries_to_obj(state.entries))
+
+
+@dataclass(frozen=True, slots=True)
+class HelloAnswer:
+    """The writer's READY: the snapshot's meta (its file holds the data), hard state, entries."""
+
+    snapshot: SnapshotMeta | None
+    hard_state: HardState
+    entries: list[Entry]
+
+
+def decode_recovered(args: list[object]) -> HelloAnswer:
+    """READY's fields. Raises RemoteProtocolError (or ProtocolError): malformed."""
+    snap_obj, hs_obj, entries_obj = _fields(args, 3, "ready")
+    return HelloAnswer(None if snap_obj is None else codec.snapshot_meta_from_obj(snap_obj),
+                     codec.hard_state_from_obj(hs_obj), codec.entries_from_obj(entries_obj))
 
 
 # --- events seen by the raft worker ----------------------------------------------------------
@@ -138,27 +168,6 @@ class Persisted:
     """Every PERSIST request up to `number` is durable."""
 
     number: int
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotWritten:
-    """The writer made a snapshot durable at (index, term) with this membership and hash."""
-
-    index: int
-    term: int
-    conf_state: ConfState
-    state_hash: int
-    path: str
-
-    def load(self) -> Snapshot:
-        """
-        Read the snapshot file (e.g. to give the driver its bytes for InstallSnapshot).
-        Valid until `keep_snapshots` newer snapshots have been written.
-
-        Raises:
-            CorruptionError, StorageError: the file is damaged or gone.
-        """
-        return snapfile.read_snapshot(Path(self.path)).snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +187,7 @@ class DiskStatus:
         return self.wal_error is None and self.snapshot_error is None
 
 
-WriterEvent = Persisted | SnapshotWritten | WriterStats | DiskStatus
+WriterEvent = Persisted | WriterStats | DiskStatus
 
 
 def decode_event(frame: bytes) -> WriterEvent | None:
@@ -193,13 +202,6 @@ def decode_event(frame: bytes) -> WriterEvent | None:
     if kind == PERSISTED:
         (number,) = _fields(args, 1, "persisted")
         return Persisted(_int(number, "number"))
-    if kind == SNAPSHOT_WRITTEN:
-        index, term, cs, state_hash, path = _fields(args, 5, "snapshot written")
-        if type(state_hash) is not int or type(path) is not str:
-            raise RemoteProtocolError("malformed snapshot written message: state_hash or path")
-        return SnapshotWritten(
-            _int(index, "index"), _int(term, "term"), codec.conf_state_from_obj(cs), state_hash, path
-        )
     if kind == STATS_REPLY:
         (values,) = _fields(args, 1, "stats")
         if not isinstance(values, dict):

@@ -2,8 +2,8 @@
 The log writer process: its poll loop and entry point.
 
 The loop drains requests into one group commit (`LogWriter.handle_batch`), sends the
-replies, retries a failed flush when the writer core says it is due, finishes snapshot
-jobs and applies the replica in slices between requests. It decides nothing else.
+replies and retries a failed flush when the writer core says it is due. It decides
+nothing else.
 """
 
 from __future__ import annotations
@@ -20,15 +20,7 @@ import zmq
 from concord.errors import ProtocolError, StorageError
 from concord.metrics import node as metrics
 from concord.node.logwriter.ipc import FAILED, _msg
-from concord.node.logwriter.state import (
-    APPLY_SLICE_BUSY,
-    APPLY_SLICE_BUSY_BYTES,
-    APPLY_SLICE_IDLE,
-    APPLY_SLICE_IDLE_BYTES,
-    LogWriter,
-    WriterSettings,
-)
-from concord.storage.replica import StateMachineFactory
+from concord.node.logwriter.state import LogWriter, WriterSettings
 
 __all__ = ["run_log_writer", "serve"]
 
@@ -37,7 +29,7 @@ logger = logging.getLogger("concord.node.log_writer")
 
 def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None) -> None:
     """
-    The writer's loop: drain requests, group-commit, reply, apply, snapshot.
+    The writer's loop: drain requests, group-commit, reply.
 
     Runs until a STOP request, `stop` being set, or SIGTERM (when run as a process).
     """
@@ -49,38 +41,18 @@ def serve(writer: LogWriter, endpoint: str, stop: threading.Event | None = None)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         running = True
-        # NB: nothing is applied (nor the replica restored) before the raft worker has
-        # recovered (replica_may_run): the worker's start-up must not wait for the replica.
-        more_to_apply = False
         max_batch = writer.settings.max_batch_requests
         while running and not (stop is not None and stop.is_set()):
-            job = writer.snapshot_job
-            job_fd = job.fd if job is not None and job.fd >= 0 else None
-            if job_fd is not None:
-                poller.register(job_fd, zmq.POLLIN)
-            timeout = 0 if more_to_apply else (20 if job is not None and job_fd is None else 200)
+            timeout = 200
             retry_at = writer.retry_due
             if retry_at is not None:
                 timeout = min(timeout, max(0, int((retry_at - time.monotonic()) * 1000)))
             events = dict(poller.poll(timeout))
-            if job_fd is not None:
-                poller.unregister(job_fd)
             if sock in events:
                 running = writer.handle_batch(_drain(sock, max_batch))
-                _send_outbox(writer, sock)
             retry_at = writer.retry_due
             if retry_at is not None and time.monotonic() >= retry_at:
                 writer.flush()
-            if writer.snapshot_job is not None:
-                writer.poll_snapshot()
-            # The replica is off the WAL path: while requests wait, apply only a small
-            # slice (so it never starves), otherwise a larger one.
-            if writer.replica_may_run:
-                busy = bool(sock.poll(0, zmq.POLLIN))
-                more_to_apply = writer.apply_some(
-                    APPLY_SLICE_BUSY if busy else APPLY_SLICE_IDLE,
-                    APPLY_SLICE_BUSY_BYTES if busy else APPLY_SLICE_IDLE_BYTES,
-                )
             _send_outbox(writer, sock)
     except (StorageError, ProtocolError) as exc:
         # NB: logged once, by the process's top level (run_log_writer)
@@ -117,7 +89,6 @@ def run_log_writer(
     data_dir: str,
     endpoint: str,
     settings: WriterSettings | None = None,
-    state_machine: StateMachineFactory | None = None,
 ) -> None:
     """
     Process entry point (a multiprocessing target): recover `data_dir`, then serve
@@ -134,7 +105,7 @@ def run_log_writer(
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     try:
-        writer = LogWriter(Path(data_dir), settings or WriterSettings(), state_machine)
+        writer = LogWriter(Path(data_dir), settings or WriterSettings())
         serve(writer, endpoint, stop)
     except (StorageError, ProtocolError, ValueError) as exc:
         logger.error("log writer failed data_dir=%s error=%s", data_dir, exc)
