@@ -10,7 +10,9 @@ bench.scenarios.restart_and_memory times), and the start-up lines of the members
 
 `--old <checkout>` restarts the same data in turn from another checkout's code and this
 one's (`--rounds` times each), to compare old and new code in alternation; the keys are
-loaded once.
+loaded once. `--storage KEY=VALUE` (repeatable) sets a [storage] option of the members,
+e.g. `--storage snapshot_bytes=16777216` to see what the snapshot schedule costs the
+load and leaves the restart to replay.
 """
 
 from __future__ import annotations
@@ -77,11 +79,13 @@ def restart_once(s: Concord, last: str, root: Path | None, show_log: bool) -> di
     return marks
 
 
-def breakdown(keys: int, workdir: Path, roots: list[Path | None], rounds: int) -> None:
+def breakdown(keys: int, workdir: Path, roots: list[Path | None], rounds: int,
+              storage: dict[str, object]) -> None:
     """Load once; then `rounds` restarts from each root in turn (alternating)."""
     with Procs() as procs:
         s = Concord(procs, workdir)
-        s.settings = {**s.settings, "logging": {"level": "INFO"}}
+        s.settings = {**s.settings, "logging": {"level": "INFO"},
+                      "storage": {**s.settings["storage"], **storage}}
         s.start()
         t0 = time.perf_counter()
         s.load_keys(keys)
@@ -106,10 +110,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--old", type=Path, default=None,
                         help="another checkout: its nodes restart in turn with this one's")
+    parser.add_argument("--storage", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [storage] option of the members (an integer value), repeatable")
     args = parser.parse_args()
+    storage: dict[str, object] = {}
+    for item in args.storage:
+        key, sep, value = item.partition("=")
+        if not sep or not value.isdigit():
+            parser.error(f"--storage {item!r}: expected KEY=INTEGER")
+        storage[key] = int(value)
     roots: list[Path | None] = [args.old, systems.ROOT] if args.old else [None]
     with tempfile.TemporaryDirectory(prefix="concord-restart-bd-") as tmp:
-        breakdown(args.keys, Path(tmp), roots, args.rounds)
+        breakdown(args.keys, Path(tmp), roots, args.rounds, storage)
 
 
 if __name__ == "__main__":
