@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from concord.config_schema import StorageSection
 from concord.errors import RemoteProtocolError
 from concord.ids import NodeId
+from concord.node.logwriter.settings import WriterSettings
 from concord.node.core.writer import (
     RETRY_INTERVAL_S,
     ReportDisk,
@@ -81,3 +83,30 @@ def test_replica_waits_when_the_worker_applied_nothing_new_since_start() -> None
     assert not w.replica_may_run
     w.on_committed(8, None)
     assert w.replica_may_run
+
+
+def test_default_snapshot_triggers_bound_the_replay_when_keys_are_bulk_loaded() -> None:
+    """
+    1,000,000 keys put 500 at a time (2,000 entries of ~58,000 bytes) leave at most
+    ~145,000 keys after the last snapshot for a restart to replay (64 MiB left 447,500).
+    """
+    storage = StorageSection()
+    w = WriterCore(SnapshotPolicy(storage.snapshot_entries, storage.snapshot_bytes), None, 0)
+    w.on_hello()
+    entry_bytes, keys_per_entry, snapshots = 58_000, 500, 0
+    for index in range(1, 2_001):
+        w.on_committed(index, CONF if index == 1 else None)
+        w.on_applied(index, 1, entry_bytes)
+        meta = w.snapshot_due()
+        if meta is not None:
+            w.on_snapshot_written(meta, w.applied_bytes)
+            snapshots += 1
+    assert (2_000 - w.snapshot_index) * keys_per_entry <= 145_000
+    assert 6 == snapshots  # every 290 entries
+
+
+def test_writer_snapshot_defaults_are_the_configs() -> None:
+    """A writer built without a config takes snapshots on the config's default schedule."""
+    storage, settings = StorageSection(), WriterSettings()
+    assert (storage.snapshot_entries, storage.snapshot_bytes) == (
+        settings.snapshot_entries, settings.snapshot_bytes)

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 from concord.storage.wal import DEFAULT_SEGMENT_BYTES
 
-#: Default of WriterSettings.snapshot_bytes (and of the config's storage.snapshot_bytes).
-DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024
+#: Default of WriterSettings.snapshot_bytes (and of the config's storage.snapshot_bytes):
+#: it bounds the log a restart replays (docs/operations.md "Recovery"; 16 MiB of bulk
+#: writes of 100-byte values is about 145,000 keys, about 1 s of replay per member here).
+DEFAULT_SNAPSHOT_BYTES = 16 * 1024 * 1024
 
 #: The default state machine the writer replicates: concord.kv, the same one the raft
 #: worker applies (tests inject their own through WriterSettings.state_machine).
