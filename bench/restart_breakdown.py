@@ -22,11 +22,13 @@ import datetime
 import re
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from bench.drivers import key_name
 from bench import systems
 from bench.procs import Procs, wait_for
+from bench.stages import role_cpu
 from bench.systems import Concord
 
 # The log lines worth a timestamp on the way up (node log format: concord/supervisor.py).
@@ -68,6 +70,12 @@ def restart_once(s: Concord, last: str, root: Path | None, show_log: bool) -> di
     marks["leader seen"] = time.perf_counter() - t0
     wait_for(lambda: s.read_probe(last), 900.0, "strong read of the last key")
     marks["served (probe ok)"] = time.perf_counter() - t0
+    # CPU seconds of the members' processes since the launch, by role, summed over the
+    # members: what the restart cost, whatever the host's load did to the wall times.
+    cpu: dict[str, float] = defaultdict(float)
+    for key, seconds in role_cpu(s, -1).items():
+        cpu[key.partition("/")[2]] += seconds
+    marks["cpu_s"] = sum(cpu.values())
     if show_log:
         events = []
         for f in sorted(s.workdir.glob("*.log")):
@@ -75,7 +83,11 @@ def restart_once(s: Concord, last: str, root: Path | None, show_log: bool) -> di
         for wall, text in sorted(events):
             print(f"{(wall - start_wall) * 1000:8.0f} ms  {text}")
         for name, at in marks.items():
-            print(f"{at * 1000:8.0f} ms  ** {name}")
+            if name != "cpu_s":
+                print(f"{at * 1000:8.0f} ms  ** {name}")
+        print("CPU s of the 3 members at served: " + ", ".join(
+            f"{role} {seconds:.1f}" for role, seconds in sorted(cpu.items()))
+            + f", total {marks['cpu_s']:.1f}", flush=True)
     return marks
 
 
@@ -93,15 +105,18 @@ def breakdown(keys: int, workdir: Path, roots: list[Path | None], rounds: int,
         time.sleep(1.0)  # as restart_and_memory: followers finish applying
         last = key_name(keys - 1)
         served: dict[str, list[float]] = {}
+        cpu_s: dict[str, list[float]] = {}
         for r in range(rounds):
             for root in roots:
                 name = str(root or systems.ROOT)
                 print(f"-- round {r + 1}, nodes from {name}", flush=True)
                 marks = restart_once(s, last, root, show_log=True)
                 served.setdefault(name, []).append(marks["served (probe ok)"])
+                cpu_s.setdefault(name, []).append(marks["cpu_s"])
         s.stop()
         for name, times in served.items():
-            print(f"restart -> served, {name}: {', '.join(f'{t:.2f}' for t in times)} s")
+            print(f"restart -> served, {name}: {', '.join(f'{t:.2f}' for t in times)} s; "
+                  f"CPU of the members: {', '.join(f'{c:.1f}' for c in cpu_s[name])} s")
 
 
 def main() -> None:
