@@ -47,7 +47,7 @@ def _log_events(path: Path, since_wall: float) -> list[tuple[float, str]]:
         wall = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
         if wall < since_wall - 0.002 or not MILESTONES.search(m.group(6)):
             continue
-        events.append((wall, f"{m.group(4)} pid={m.group(5)} {m.group(3)}: {m.group(6)[:110]}"))
+        events.append((wall, f"{m.group(4)} pid={m.group(5)} {m.group(3)}: {m.group(6)[:240]}"))
     return events
 
 
