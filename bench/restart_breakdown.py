@@ -25,10 +25,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import psutil
+
 from bench.drivers import key_name
 from bench import systems
 from bench.procs import Procs, wait_for
-from bench.stages import role_cpu
+from bench.stages import role_cpu, role_processes
 from bench.systems import Concord
 
 # The log lines worth a timestamp on the way up (node log format: concord/supervisor.py).
@@ -49,6 +51,18 @@ def _log_events(path: Path, since_wall: float) -> list[tuple[float, str]]:
             continue
         events.append((wall, f"{m.group(4)} pid={m.group(5)} {m.group(3)}: {m.group(6)[:240]}"))
     return events
+
+
+def members_cpu_s(s: Concord) -> float:
+    """CPU seconds of the members' processes so far, with their reaped children's (snapshots)."""
+    total = 0.0
+    for _, pid in role_processes(s, -1):
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def restart_once(s: Concord, last: str, root: Path | None, show_log: bool) -> dict[str, float]:
@@ -99,9 +113,11 @@ def breakdown(keys: int, workdir: Path, roots: list[Path | None], rounds: int,
         s.settings = {**s.settings, "logging": {"level": "INFO"},
                       "storage": {**s.settings["storage"], **storage}}
         s.start()
+        cpu0 = members_cpu_s(s)
         t0 = time.perf_counter()
         s.load_keys(keys)
-        print(f"loaded {keys} keys in {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"loaded {keys} keys in {time.perf_counter() - t0:.1f} s, CPU of the members "
+              f"{members_cpu_s(s) - cpu0:.1f} s (snapshot children included)", flush=True)
         time.sleep(1.0)  # as restart_and_memory: followers finish applying
         last = key_name(keys - 1)
         served: dict[str, list[float]] = {}
