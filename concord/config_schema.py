@@ -301,7 +301,7 @@ class StorageSection:
         default=10_000, metadata=_check(int_in(1), "entries applied between snapshots")
     )
     snapshot_bytes: int = field(
-        default=64 * MiB,
+        default=16 * MiB,
         metadata=_check(int_in(0), "bytes of log applied between snapshots (0: no size trigger)"),
     )
     keep_snapshots: int = field(

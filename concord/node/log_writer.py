@@ -69,14 +69,13 @@ from concord.node.logwriter.ipc import (
 )
 from concord.node.logwriter.loop import run_log_writer, serve
 from concord.node.logwriter.state import (
-    DEFAULT_SNAPSHOT_BYTES,
     SLOW_FLUSH_S,
     LogWriter,
     WriterSettings,
 )
 
 __all__ = [
-    "DEFAULT_SNAPSHOT_BYTES", "DISK", "FAILED", "HELLO",
+    "DISK", "FAILED", "HELLO",
     "PERSIST", "PERSISTED", "PROTOCOL_VERSION", "READY", "RETRY_INTERVAL_S", "SLOW_FLUSH_S",
     "SNAPSHOT_TAKEN", "STATS", "STATS_REPLY", "STOP", "STOPPED", "DiskStatus", "LogWriter",
     "LogWriterClient", "Persisted", "WriterEvent", "WriterSettings",

@@ -47,7 +47,7 @@ DEFAULTS = [
     ("storage", "fsync", True),
     ("storage", "segment_bytes", 64 * 1024 * 1024),
     ("storage", "snapshot_entries", 10_000),
-    ("storage", "snapshot_bytes", 64 * 1024 * 1024),
+    ("storage", "snapshot_bytes", 16 * 1024 * 1024),
     ("storage", "keep_snapshots", 2),
     ("limits", "max_key_bytes", 1024),
     ("limits", "max_value_bytes", 1024 * 1024),

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from concord.config_schema import StorageSection
 from concord.errors import InvalidRequestError
 from concord.ids import NodeId
 from concord.node.core.effects import (
@@ -228,3 +229,24 @@ def test_leader_hands_over_when_its_wal_starts_failing() -> None:
     assert c.refuses_writes
     assert [] == c.on_disk("EIO", Role.LEADER, N2)
     assert [] == c.on_disk(None, Role.LEADER, N2) and not c.refuses_writes
+
+
+def test_default_snapshot_triggers_bound_the_replay_when_keys_are_bulk_loaded() -> None:
+    """
+    With the config's defaults, 1,000,000 keys put 500 at a time (2,000 entries of ~58,000
+    bytes) leave at most ~145,000 keys after the last snapshot for a restart to replay
+    (the old 64 MiB default left 447,500).
+    """
+    storage = StorageSection()
+    c = NodeCore(N1, itertools.count(100).__next__, snapshots=SnapshotSchedule(
+        SnapshotPolicy(storage.snapshot_entries, storage.snapshot_bytes), None))
+    entry_bytes, keys_per_entry, snapshots, last = 58_000, 500, 0, 0
+    for index in range(1, 2_001):
+        point = view(applied=index, commit=index, durable_index=index,
+                     applied_bytes=index * entry_bytes)
+        for effect in of(c.after_ready(point), TakeSnapshot):
+            assert isinstance(effect, TakeSnapshot)
+            c.on_snapshot_done(point, ok=True)
+            snapshots, last = snapshots + 1, effect.meta.index
+    assert (2_000 - last) * keys_per_entry <= 145_000
+    assert 6 == snapshots  # every 290 entries

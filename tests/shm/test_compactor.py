@@ -330,7 +330,7 @@ def test_reset_abandons_compaction_when_called_mid_way(
     w.fill(1000)
     pub.begin_compaction()
     pub.compact_step(0.0)
-    pub.reset([(Space.USER, w.record(Space.USER, "only", 1, 0))], 9, 9, 0)
+    pub.reset([(Space.USER, [w.record(Space.USER, "only", 1, 0)])], 9, 9, 0)
     assert not pub.compacting
     view = _view(big_ring)
     assert ["only"] == view.keys()

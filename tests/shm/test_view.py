@@ -482,7 +482,7 @@ def test_reset_replaces_state_when_called(pub: Publisher, view: ShmView) -> None
     """reset() publishes a whole new state; readers rebuild to exactly it."""
     pub.publish([put("a", 1, 1)], 1, 1, 0)
     assert 1 == view.get_value("a")
-    pub.reset([(Space.USER, rec("b", 2, 9)), (Space.SYSTEM, rec("s", 3, 9))], 9, 9, 77)
+    pub.reset([(Space.USER, iter([rec("b", 2, 9)])), (Space.SYSTEM, [rec("s", 3, 9)])], 9, 9, 77)
     assert MISSING is view.get_value("a")
     assert 2 == view.get_value("b")
     assert 9 == view.status().applied_index
@@ -520,17 +520,15 @@ def test_attach_raises_when_store_missing(names: SegmentNames) -> None:
 def test_reset_publishes_every_kind_of_record_when_given_in_bulk(
     pub: Publisher, view: ShmView
 ) -> None:
-    """reset() of plain, TTL and compressed user records, SYSTEM records interleaved and a
+    """reset() of plain, TTL and compressed user records, a keyspace given twice and a
     duplicate key (the last wins): readers find exactly those records."""
     packed = msgpack.packb({"big": "v" * 2000})
     zipped = KeyRecord("z", zlib.compress(packed, 6), int(RecordFlags.COMPRESSED), 3, 4, 2)
     records = [
-        (Space.USER, rec("a", 1, 5)),
-        (Space.SYSTEM, rec("s1", "sys", 6)),
-        (Space.USER, rec("t", "ttl", 7, expires_at_ms=5_000)),
-        (Space.USER, zipped),
-        (Space.USER, rec("a", 2, 8, version=2)),
-        (Space.SYSTEM, rec("s2", "sys2", 9)),
+        (Space.USER, [rec("a", 1, 5)]),
+        (Space.SYSTEM, [rec("s1", "sys", 6)]),
+        (Space.USER, [rec("t", "ttl", 7, expires_at_ms=5_000), zipped, rec("a", 2, 8, version=2)]),
+        (Space.SYSTEM, [rec("s2", "sys2", 9)]),
     ]
     pub.reset(records, 9, 9, 1_000)
     assert (9, 2) == (view.status().applied_index, view.get_value("a"))

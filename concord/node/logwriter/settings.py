@@ -13,9 +13,6 @@ from dataclasses import dataclass
 
 from concord.storage.wal import DEFAULT_SEGMENT_BYTES
 
-#: The default of the config's storage.snapshot_bytes (concord.config_schema).
-DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024
-
 
 @dataclass(frozen=True, slots=True)
 class WriterSettings:

@@ -45,7 +45,7 @@ from concord.node.logwriter.ipc import (
     decode_snapshot_taken,
     encode_recovered,
 )
-from concord.node.logwriter.settings import DEFAULT_SNAPSHOT_BYTES, WriterSettings
+from concord.node.logwriter.settings import WriterSettings
 from concord.node.tracing import WriterTracing
 from concord.raft.messages import Snapshot, SnapshotMeta
 from concord.storage import snapshot as snapfile
@@ -53,7 +53,7 @@ from concord.storage.fileutil import SyncHook
 from concord.storage.recovery import RecoveredState, recover, recover_for_writing, snap_dir, wal_dir
 from concord.storage.wal import WAL, WalOptions
 
-__all__ = ["DEFAULT_SNAPSHOT_BYTES", "LogWriter", "WriterSettings"]
+__all__ = ["LogWriter", "WriterSettings"]
 
 logger = logging.getLogger("concord.node.log_writer")
 
