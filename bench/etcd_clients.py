@@ -26,7 +26,7 @@ from bench.drivers import LoadSpec
 from bench.etcd_grpc import DRIVERS
 from bench.load import run_load
 from bench.procs import Procs
-from bench.scenarios import MAX_OPS, server_cpu_s
+from bench.scenarios import MAX_OPS, member_processes, server_cpu_s
 from bench.systems import Etcd
 
 KEYS = 10_000
@@ -35,15 +35,12 @@ KEYS = 10_000
 def server_switches(system: Etcd) -> int:
     """Context switches so far (voluntary and involuntary) of every member process."""
     total = 0
-    for m in system.members:
-        if m.pid is None:
+    for _, proc in member_processes(system):
+        try:
+            sw = proc.num_ctx_switches()
+        except psutil.NoSuchProcess:
             continue
-        for pid in system.procs.pids_of(m.pid):
-            try:
-                sw = psutil.Process(pid).num_ctx_switches()
-            except psutil.NoSuchProcess:
-                continue
-            total += sw.voluntary + sw.involuntary
+        total += sw.voluntary + sw.involuntary
     return total
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from bench.drivers import LoadResult, LoadSpec, key_name, read_endpoints, value_for
 
@@ -74,56 +74,47 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def range_kv_count(reply: bytes) -> int:
-    """How many KeyValues a RangeResponse carries (field 2), walking its fields."""
-    pos = found = 0
-    while pos < len(reply):
-        tag, pos = _read_varint(reply, pos)
+def _fields(buf: bytes, what: str) -> Iterator[tuple[int, int, int, int]]:
+    """
+    (field number, wire type, value, offset) of each field of a protobuf message: for a
+    varint the value; for a length-delimited field its length, its bytes at the offset.
+
+    Raises:
+        ValueError: another wire type (none of the messages read here has one).
+    """
+    pos = 0
+    while pos < len(buf):
+        tag, pos = _read_varint(buf, pos)
         wire = tag & 7
         if wire == 0:
-            _, pos = _read_varint(reply, pos)
+            value, pos = _read_varint(buf, pos)
+            yield tag >> 3, wire, value, pos
         elif wire == 2:
-            length, pos = _read_varint(reply, pos)
+            length, pos = _read_varint(buf, pos)
+            yield tag >> 3, wire, length, pos
             pos += length
-            found += (tag >> 3) == 2
         else:
-            raise ValueError(f"unexpected protobuf wire type {wire} in RangeResponse")
-    return found
+            raise ValueError(f"unexpected protobuf wire type {wire} in {what}")
+
+
+def range_kv_count(reply: bytes) -> int:
+    """How many KeyValues a RangeResponse carries (field 2)."""
+    return sum(1 for number, wire, _, _ in _fields(reply, "RangeResponse") if number == 2 and wire == 2)
 
 
 def header_revision(reply: bytes) -> int:
     """The revision in a Put/RangeResponse's ResponseHeader (field 1, its field 3); 0 if none."""
-    pos = 0
-    while pos < len(reply):
-        tag, pos = _read_varint(reply, pos)
-        wire = tag & 7
-        if wire == 0:
-            _, pos = _read_varint(reply, pos)
-        elif wire == 2:
-            length, pos = _read_varint(reply, pos)
-            if tag >> 3 == 1:
-                return _varint_field(reply[pos:pos + length], 3)
-            pos += length
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire} in a response")
+    for number, wire, length, start in _fields(reply, "a response"):
+        if number == 1 and wire == 2:
+            return _varint_field(reply[start:start + length], 3)
     return 0
 
 
 def _varint_field(msg: bytes, number: int) -> int:
     """The value of varint field `number` of a message (0 if absent)."""
-    pos = 0
-    while pos < len(msg):
-        tag, pos = _read_varint(msg, pos)
-        wire = tag & 7
-        if wire == 0:
-            value, pos = _read_varint(msg, pos)
-            if tag >> 3 == number:
-                return value
-        elif wire == 2:
-            length, pos = _read_varint(msg, pos)
-            pos += length
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire} in a ResponseHeader")
+    for field, wire, value, _ in _fields(msg, "a ResponseHeader"):
+        if field == number and wire == 0:
+            return value
     return 0
 
 

@@ -27,7 +27,7 @@ import psutil
 from bench.drivers import LoadSpec
 from bench.load import run_load
 from bench.procs import Procs
-from bench.scenarios import server_cpu_s
+from bench.scenarios import member_processes, server_cpu_s
 from bench.systems import Concord
 
 CLIENTS = (1, 64)
@@ -51,18 +51,14 @@ def roles(system: Concord, via: str) -> dict[str, str]:
 def cpu_by_stage(system: Concord, role_of: dict[str, str]) -> dict[str, float]:
     """CPU seconds so far per (node role, process name), e.g. "leader raft"."""
     out: dict[str, float] = {}
-    for m in system.members:
-        if m.pid is None:
+    for member, proc in member_processes(system):
+        try:
+            t = proc.cpu_times()
+            name = proc.name()
+        except psutil.NoSuchProcess:
             continue
-        for pid in system.procs.pids_of(m.pid):
-            try:
-                proc = psutil.Process(pid)
-                t = proc.cpu_times()
-                name = proc.name()
-            except psutil.NoSuchProcess:
-                continue
-            key = f"{role_of[m.id]} {name if name in ('door', 'raft', 'writer') else 'other'}"
-            out[key] = out.get(key, 0.0) + t.user + t.system
+        key = f"{role_of[member]} {name if name in ('door', 'raft', 'writer') else 'other'}"
+        out[key] = out.get(key, 0.0) + t.user + t.system
     return out
 
 

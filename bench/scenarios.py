@@ -21,6 +21,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -89,18 +90,27 @@ def _record(results: Results, scenario: str, system: str, variant: str, run: dic
     print(f"  {scenario:17s} {system:9s} {variant:13s} {brief}", flush=True)
 
 
-def server_cpu_s(system: System) -> float:
-    """CPU seconds used so far by every process of the system's members (trees)."""
-    total = 0.0
+def member_processes(system: System) -> Iterator[tuple[str, psutil.Process]]:
+    """(member id, process) of every live process of the system's members (their trees)."""
     for m in system.members:
         if m.pid is None:
             continue
         for pid in system.procs.pids_of(m.pid):
             try:
-                t = psutil.Process(pid).cpu_times()
-                total += t.user + t.system
+                yield m.id, psutil.Process(pid)
             except psutil.NoSuchProcess:
-                pass
+                continue
+
+
+def server_cpu_s(system: System) -> float:
+    """CPU seconds used so far by every process of the system's members (trees)."""
+    total = 0.0
+    for _, proc in member_processes(system):
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
     return total
 
 
