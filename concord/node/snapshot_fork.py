@@ -95,7 +95,7 @@ class SnapshotWriter:
 
     def __init__(self, snap_dir: Path, snapshot: Callable[[], bytes],
                  state_hash: Callable[[], int], sync: bool = True,
-                 compress_level: int = 6) -> None:
+                 compress_level: int = snapfile.DEFAULT_LEVEL) -> None:
         self.snap_dir = snap_dir
         self._snapshot = snapshot
         self._state_hash = state_hash

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from concord.storage import snapshot as snapfile
 from concord.storage.wal import DEFAULT_SEGMENT_BYTES
 
 
@@ -29,7 +30,7 @@ class WriterSettings:
     fsync: bool = True
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     keep_snapshots: int = 2
-    snapshot_compress_level: int = 6
+    snapshot_compress_level: int = snapfile.DEFAULT_LEVEL
     max_batch_requests: int = 4096
 
     def __post_init__(self) -> None:
