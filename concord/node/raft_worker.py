@@ -81,7 +81,7 @@ from concord.node.members import Address, AddressBook, NodeStateMachine
 from concord.node.core.effects import SetPeers
 from concord.node.core.node import ConfChangeSnapshots, NodeCore, NodeView
 from concord.node.core.snapshots import SnapshotPolicy, SnapshotSchedule
-from concord.node.snapshot_fork import SnapshotWriter
+from concord.node.snapshot_fork import SnapshotLoader, SnapshotWriter
 from concord.node.promotion import LeaderView
 from concord.raft.config import RaftConfig
 from concord.raft.messages import ConfState, Message, MessageType, SnapshotMeta
@@ -255,6 +255,7 @@ class RaftWorker:
         self.backups = BackupJobs(config.node.data_dir / "backup", state.snapshot, state.state_hash)
         self.snapshot_writer = SnapshotWriter(snap_dir(config.node.data_dir), state.snapshot,
                                               state.state_hash, config.storage.fsync)
+        self.snapshot_loader = SnapshotLoader(worker_snapshots.read_snapshot_data)
         return recovered, loaded
 
     def _open_peers(self, previous: Mapping[str, object], links: NodeLinks) -> None:
@@ -386,6 +387,7 @@ class RaftWorker:
                 for meta in self._conf_snapshots.taken:
                     self.driver.on_snapshot_written(meta)
                 self._conf_snapshots.taken.clear()
+            worker_snapshots.offer_loaded(self)
             self.shm_compaction.step(now)
 
     def close(self) -> None:

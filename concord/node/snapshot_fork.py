@@ -34,12 +34,14 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from concord.errors import ProtocolError
+from concord.errors import ProtocolError, StorageError
 from concord.raft.messages import Snapshot, SnapshotMeta
 from concord.storage import codec
 from concord.storage import snapshot as snapfile
@@ -48,7 +50,7 @@ from concord.storage.fileutil import TMP_SUFFIX
 # snapshot ~35 ms whenever the process did not run under the supervisor.
 from supervisor.child import leave_tree
 
-__all__ = ["SnapshotJob", "SnapshotWriter", "die_with_parent"]
+__all__ = ["SnapshotJob", "SnapshotLoader", "SnapshotWriter", "die_with_parent"]
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +195,42 @@ class SnapshotWriter:
             pass
         os.close(job.fd)
         discard_temp(job.path)
+
+
+class SnapshotLoader:
+    """
+    Reads a written snapshot back on a thread of its own, for the driver to offer to
+    followers that fell behind its compacted log: reading and inflating the body of a
+    1M-key state takes a few hundred milliseconds (zlib releases the GIL meanwhile),
+    which on the raft worker's loop would hold up heartbeats for about an election
+    timeout. The loop collects finished loads with `take`.
+
+    Args:
+        read: path -> snapshot bytes (concord.storage.snapshot.read_snapshot's data).
+    """
+
+    def __init__(self, read: Callable[[Path], bytes]) -> None:
+        self._read = read
+        self._done: deque[tuple[SnapshotMeta, bytes | str]] = deque()
+
+    def start(self, meta: SnapshotMeta, path: Path) -> None:
+        """Read the snapshot at `path` (for `meta`) in the background."""
+
+        def load() -> None:
+            try:
+                outcome: bytes | str = self._read(path)
+            except StorageError as exc:
+                outcome = str(exc)
+            self._done.append((meta, outcome))
+
+        threading.Thread(target=load, name=f"snapshot-load-{meta.index}", daemon=True).start()
+
+    def take(self) -> list[tuple[SnapshotMeta, bytes | str]]:
+        """The loads finished since the last call: (meta, bytes), or (meta, error)."""
+        out = []
+        while self._done:
+            out.append(self._done.popleft())
+        return out
 
 
 def discard_temp(path: Path) -> None:

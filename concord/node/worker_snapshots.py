@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 Log = Union[logging.Logger, "logging.LoggerAdapter[logging.Logger]"]
 
-__all__ = ["check_restored", "finish_snapshot", "load_recovered", "take_snapshot"]
+__all__ = ["check_restored", "finish_snapshot", "load_recovered", "offer_loaded", "take_snapshot"]
 
 
 def load_recovered(data_dir: Path, answer: HelloAnswer) -> tuple[RecoveredState, int | None]:
@@ -115,11 +115,20 @@ def finish_snapshot(worker: RaftWorker, block: bool = False) -> None:
     metrics.snapshot_saved(took_s, size)
     worker.log.info("snapshot written index=%d term=%d state_hash=%#018x bytes=%d duration_ms=%.1f",
                     meta.index, meta.term, outcome.state_hash, size, took_s * 1000)
-    try:
-        # NB: read back (not kept from before the fork): the driver sends it to followers
-        # that fell behind the compacted log.
-        data = snapfile.read_snapshot(job.path).snapshot.data
-    except StorageError as exc:
-        worker.log.warning("cannot load written snapshot index=%d error=%s", meta.index, exc)
-        return
-    worker.driver.on_snapshot_written(meta, data)
+    # NB: read back (not kept from before the fork), off the loop: the driver sends it to
+    # followers that fell behind the compacted log (offer_loaded hands it over).
+    worker.snapshot_loader.start(meta, job.path)
+
+
+def read_snapshot_data(path: Path) -> bytes:
+    """The state-machine bytes of the snapshot file at `path` (checked, inflated)."""
+    return snapfile.read_snapshot(path).snapshot.data
+
+
+def offer_loaded(worker: RaftWorker) -> None:
+    """Give the driver the written snapshots read back since the last call."""
+    for meta, outcome in worker.snapshot_loader.take():
+        if isinstance(outcome, str):
+            worker.log.warning("cannot load written snapshot index=%d error=%s", meta.index, outcome)
+            continue
+        worker.driver.on_snapshot_written(meta, outcome)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,13 @@ import pytest
 from concord.errors import StorageError
 from concord.ids import NodeId
 from concord.node.logwriter.ipc import HelloAnswer
-from concord.node.snapshot_fork import SnapshotWriter
+from concord.node.snapshot_fork import SnapshotLoader, SnapshotWriter
 from concord.node.worker_snapshots import check_restored, load_recovered
 from concord.raft.messages import ConfState, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
 from concord.storage.replica import apply_entry
 from concord.storage.snapshot import read_snapshot, write_snapshot
+from tests.helpers import wait_until
 from tests.storage.fake_sm import DictMachine
 from tests.storage.util import make_entries
 
@@ -128,3 +130,40 @@ def test_restored_state_hash_mismatch_is_logged_when_restore_does_not_round_trip
         assert "" == caplog.text
         assert not check_restored(log, META, 0xABC, 0xDEF)
     assert "restored state hash mismatch" in caplog.text and "index=20" in caplog.text
+
+
+def _taken(loader: SnapshotLoader) -> list[tuple[SnapshotMeta, bytes | str]]:
+    """What the loader finished, once it finished something."""
+    got: list[tuple[SnapshotMeta, bytes | str]] = []
+
+    def finished() -> bool:
+        got.extend(loader.take())
+        return bool(got)
+
+    wait_until(finished, timeout_s=10)
+    return got
+
+
+def test_loader_reads_a_written_snapshot_off_the_caller_when_the_read_is_slow(tmp_path: Path) -> None:
+    """The raft worker's loop hands the read-back to a thread and collects it later."""
+    release = threading.Event()
+
+    def read(path: Path) -> bytes:
+        release.wait(10)
+        return read_snapshot(path).snapshot.data
+
+    path = write_snapshot(tmp_path, Snapshot(META, b"state at 20"), 7)
+    loader = SnapshotLoader(read)
+    loader.start(META, path)  # returns while the read waits
+    assert [] == loader.take()
+    release.set()
+    assert [(META, b"state at 20")] == _taken(loader)
+    assert [] == loader.take()
+
+
+def test_loader_reports_the_error_when_the_written_snapshot_cannot_be_read(tmp_path: Path) -> None:
+    """A vanished or damaged file is an error for the caller to log, not an exception."""
+    loader = SnapshotLoader(lambda path: read_snapshot(path).snapshot.data)
+    loader.start(META, tmp_path / "gone.snap")
+    ((meta, outcome),) = _taken(loader)
+    assert META == meta and isinstance(outcome, str) and "gone.snap" in outcome
