@@ -10,9 +10,13 @@ socket per logical client, all of a process's sockets in one epoll loop, one req
 flight per connection (closed loop). The bytes on the wire are a gRPC client's:
 
   connection  the HTTP/2 preface, SETTINGS (initial stream window 2^31-1), a connection
-              WINDOW_UPDATE; the server's SETTINGS and PINGs are acknowledged, its
-              WINDOW_UPDATEs ignored (requests are a few hundred bytes), the connection
-              window is topped up before it runs out
+              WINDOW_UPDATE; the server's SETTINGS and PINGs are acknowledged, the
+              connection window is topped up before it runs out
+  flow        a request's DATA goes in frames of at most the server's MAX_FRAME_SIZE
+              (16 KiB unless it says otherwise) and within its connection and stream
+              windows (its INITIAL_WINDOW_SIZE, 64 KiB by default, plus its
+              WINDOW_UPDATEs): the rest waits for the server's WINDOW_UPDATE (a 100 KiB
+              value is larger than both)
   request     HEADERS (END_HEADERS; HPACK: :method POST, :scheme http, :path, :authority,
               content-type application/grpc, te trailers, all static-table indexed names
               with literal values, no dynamic table, no Huffman) then DATA (END_STREAM)
@@ -45,7 +49,9 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7, 0x8
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
 MAX_WINDOW = 2**31 - 1
-INITIAL_WINDOW = 65_535  # HTTP/2's connection window before any WINDOW_UPDATE
+INITIAL_WINDOW = 65_535  # HTTP/2's windows before any SETTINGS or WINDOW_UPDATE
+MAX_FRAME = 16_384  # HTTP/2's SETTINGS_MAX_FRAME_SIZE until the peer says otherwise
+S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE = 0x4, 0x5
 _FRAME = struct.Struct(">BHBBI")  # length (high byte, low 16 bits), type, flags, stream id
 
 
@@ -109,6 +115,14 @@ class H2Conn:
         self.stream_id = 1
         self.stream = Stream()
         self.window = MAX_WINDOW  # connection receive window, after the preface's WINDOW_UPDATE
+        # What the server lets us send: its connection window, the current stream's, the
+        # stream window it gives each new stream, its frame size limit; the request bytes
+        # still waiting for room.
+        self.send_window = INITIAL_WINDOW
+        self.stream_send_window = INITIAL_WINDOW
+        self.stream_window_init = INITIAL_WINDOW
+        self.max_frame = MAX_FRAME
+        self.pending = b""
         self.goaway = False
         self.sock.sendall(connection_preface())
 
@@ -126,10 +140,34 @@ class H2Conn:
         self.stream_id += 2
         sid = self.stream_id
         self.stream = Stream()
-        msg = grpc_message(body)
+        self.stream_send_window = self.stream_window_init
+        self.pending = grpc_message(body)
         self.sock.sendall(self.outbox + frame(HEADERS, END_HEADERS, sid, self.headers_frame_tail)
-                          + frame(DATA, END_STREAM, sid, msg))
+                          + self._data_frames())
         self.outbox = b""
+
+    def _data_frames(self) -> bytes:
+        """As much of the pending request as the server's windows and frame size allow."""
+        out = b""
+        while self.pending:
+            n = min(len(self.pending), self.max_frame, self.send_window, self.stream_send_window)
+            if n <= 0:
+                break
+            chunk, self.pending = self.pending[:n], self.pending[n:]
+            self.send_window -= n
+            self.stream_send_window -= n
+            out += frame(DATA, 0 if self.pending else END_STREAM, self.stream_id, chunk)
+        return out
+
+    def _settings(self, payload: bytes) -> None:
+        """Apply the server's SETTINGS that bound what we send."""
+        for pos in range(0, len(payload) - 5, 6):
+            key, value = struct.unpack_from(">HI", payload, pos)
+            if key == S_INITIAL_WINDOW_SIZE:
+                self.stream_send_window += value - self.stream_window_init
+                self.stream_window_init = value
+            elif key == S_MAX_FRAME_SIZE:
+                self.max_frame = value
 
     def feed(self, chunk: bytes) -> bool:
         """
@@ -158,7 +196,14 @@ class H2Conn:
                     self.stream.ended = True
             elif kind == SETTINGS:
                 if not flags & ACK:
+                    self._settings(payload)
                     replies += frame(SETTINGS, ACK, 0, b"")
+            elif kind == WINDOW_UPDATE:
+                increment = struct.unpack(">I", payload)[0] & 0x7FFFFFFF
+                if sid == 0:
+                    self.send_window += increment
+                elif sid == self.stream_id:
+                    self.stream_send_window += increment
             elif kind == PING:
                 if not flags & ACK:
                     replies += frame(PING, ACK, 0, payload)
@@ -169,6 +214,8 @@ class H2Conn:
             elif kind == GOAWAY:
                 self.goaway = True
         self.buf = buf[pos:]
+        if self.pending and not self.stream.ended:
+            replies += self._data_frames()
         if self.window < MAX_WINDOW // 2:
             replies += frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - self.window))
             self.window = MAX_WINDOW

@@ -42,11 +42,17 @@ def conn() -> Iterator[tuple[H2Conn, socket.socket]]:
 
 
 def _read_all(sock: socket.socket) -> bytes:
+    """Every byte the client has written so far."""
     sock.setblocking(False)
+    out = b""
     try:
-        return sock.recv(1 << 16)
+        while True:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return out
+            out += chunk
     except BlockingIOError:
-        return b""
+        return out
     finally:
         sock.setblocking(True)
 
@@ -180,3 +186,23 @@ def test_acks_ride_with_the_next_request_when_the_call_has_ended(conn: tuple[H2C
     got = _frames(_read_all(server))
     assert [(PING, ACK, 0), (HEADERS, END_HEADERS, 5), (DATA, END_STREAM, 5)] == [g[:3] for g in got]
     assert b"12345678" == got[0][3]
+
+
+def test_large_request_waits_for_the_servers_window_when_it_exceeds_frame_size_and_window(
+    conn: tuple[H2Conn, socket.socket],
+) -> None:
+    """A 100 KiB put: frames of at most 16 KiB, 64 KiB until the server opens its windows."""
+    c, server = conn
+    body = encode_put(b"k0000001", value_for(1, 100 * 1024))
+    c.send(body)
+    first = _frames(_read_all(server))
+    sent = [f for f in first if f[0] == DATA]
+    assert HEADERS == first[0][0] and all(len(f[3]) <= 16_384 for f in sent)
+    assert 65_535 == sum(len(f[3]) for f in sent) and not any(f[1] & END_STREAM for f in sent)
+    # The server raises its frame size and opens the connection and the stream window.
+    c.feed(frame(SETTINGS, 0, 0, struct.pack(">HI", 0x5, 1 << 20))
+           + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 20))
+           + frame(WINDOW_UPDATE, 0, 3, struct.pack(">I", 1 << 20)))
+    rest = [f for f in _frames(_read_all(server)) if f[0] == DATA]
+    assert 1 == len(rest) and rest[0][1] & END_STREAM and 3 == rest[0][2]
+    assert grpc_message(body) == b"".join(f[3] for f in sent + rest)
