@@ -48,6 +48,10 @@ class InlineReads(Protocol):
         """The reply payload for a validated read request, or what to do with it instead."""
         ...
 
+    def keep_up(self) -> None:
+        """Called on every pass of the door's loop: keep the view near the writer."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -251,10 +251,29 @@ class FrontDoor:
                 self._send_outbox()
         except zmq.ZMQError as exc:
             raise ShuttingDownError(f"front door socket failed: {exc}") from exc
+        if self._inline is not None:
+            self._keep_up_inline()
         self.expire(self._clock())
         if self._observers:
             self._flush_observers()
         return events
+
+    def _keep_up_inline(self) -> None:
+        assert self._inline is not None
+        try:
+            self._inline.keep_up()
+        except CorruptionError as exc:
+            self._drop_inline(exc)
+
+    def _drop_inline(self, exc: CorruptionError) -> None:
+        """
+        The read workers fail and restart on a corrupt store; the door serves writes too,
+        so it stops reading shared memory instead and leaves reads to them.
+        """
+        assert self._inline is not None
+        log.error("front door stops serving reads itself: shared memory failed error=%s", exc)
+        self._inline.close()
+        self._inline = None
 
     def _flush_observers(self) -> None:
         for observer in self._observers:
@@ -338,11 +357,7 @@ class FrontDoor:
         try:
             reply = self._inline.answer(request)
         except CorruptionError as exc:
-            # The read workers fail and restart on this; the door serves writes too, so it
-            # stops reading shared memory instead and leaves reads to them.
-            log.error("front door stops serving reads itself: shared memory failed error=%s", exc)
-            self._inline.close()
-            self._inline = None
+            self._drop_inline(exc)
             reply = Verdict.DECLINE
         if isinstance(reply, bytes):
             self.stats.inline += 1

@@ -79,6 +79,7 @@ class ReadWorker:
                     served += 1
                     self.link.reply(req.token, reply)
             self.metrics.on_round(served, handed_off)
+            self.view.keep_up()
 
     def handle(self, payload: bytes) -> bytes | None:
         """

@@ -170,6 +170,12 @@ class DoorReads:
         assert self._reads is not None
         return self._reads.answer(request)
 
+    def keep_up(self) -> None:
+        """`ShmView.keep_up` of the view, once it is ready."""
+        if self._reads is not None or self.ready:
+            assert self._reads is not None
+            self._reads.view.keep_up()
+
     def close(self) -> None:
         """Wait for the attaching thread, then close the view."""
         self._thread.join()

@@ -23,6 +23,8 @@ class FakeInline:
     def __init__(self) -> None:
         self.asked: list[str] = []
         self.closed = False
+        self.keep_ups = 0
+        self.corrupt_on_keep_up = False
 
     def answer(self, request: Request) -> bytes | Verdict:
         key = request.args.get("key", request.args.get("keys"))
@@ -34,6 +36,11 @@ class FakeInline:
         if key == "corrupt":
             raise CorruptionError("record checksum mismatch")
         return ok_reply(request.id, {"backend": "door"})
+
+    def keep_up(self) -> None:
+        self.keep_ups += 1
+        if self.corrupt_on_keep_up:
+            raise CorruptionError("record checksum mismatch")
 
     def close(self) -> None:
         self.closed = True
@@ -116,3 +123,18 @@ def test_door_closes_its_inline_reads_when_closed(ctx: Context) -> None:
     fake = FakeInline()
     DoorThread(ctx, inline=fake).stop()
     assert fake.closed
+
+
+def test_door_keeps_its_view_up_when_its_loop_passes_without_reads(
+        ctx: Context, inline_door: tuple[DoorThread, FakeInline]) -> None:
+    """
+    Every pass of the door's loop lets the inline reads keep their view near the writer
+    (a view unread through a long write load would rebuild from a scan on the next read);
+    a store found corrupt meanwhile stops the door's own reads, as a failed read does.
+    """
+    door, fake = inline_door
+    wait_until(lambda: fake.keep_ups > 2, 10.0, "the door's loop never called keep_up")
+    assert "door" == served_by(ctx, door, {"op": "get", "key": "k"})
+    fake.corrupt_on_keep_up = True
+    wait_until(lambda: fake.closed, 10.0, "a corrupt store did not stop the door's reads")
+    assert "reader0" == served_by(ctx, door, {"op": "get", "key": "k"})

@@ -543,3 +543,23 @@ def test_reset_publishes_every_kind_of_record_when_given_in_bulk(
     assert 5 == pub.stats().live_records
     pub.reset(records, 10, 10, 6_000)  # leader time passed the TTL
     assert MISSING is view.get_value("t")
+
+
+def test_keep_up_catches_up_in_slices_when_only_writes_arrive(
+    pub: Publisher, view: ShmView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A view nobody reads falls off the ring and rebuilds from a scan at its next lookup;
+    keep_up (the door's and read workers' loops) replays in slices before it does.
+    """
+    monkeypatch.setattr("concord.shm.view.KEEP_UP_EVERY_S", 0.0)
+    rebuilds = view.rebuilds
+    step = 64 // 16  # the store fixture's ring of 64 slots, KEEP_UP_FRACTION 16
+    pub.publish([put("k0", 0, 1)], 1, 1, 0)
+    assert not view.keep_up()  # less than a slice behind: nothing to do yet
+    for rev in range(2, 301):
+        pub.publish([put(f"k{rev % 50}", rev, rev)], rev, rev, 0)
+        view.keep_up()
+        assert view.synced_status().applied_index > rev - step - 1
+    assert rebuilds == view.rebuilds and 0 == view.overflows
+    assert 300 == view.get_value("k0")
