@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from concord.sim.history import ABSENT
 from tests.helpers import wait_until
 from tests.integration.cluster import Cluster, StartFailed
 from tests.integration.conftest import ClusterFactory
@@ -49,8 +50,12 @@ def test_writes_refused_then_recovered_without_restart_when_wal_fails(
     pid = c.status("n1")["pid"]  # type: ignore[index]
     set_disk_faults(fault_file, **{site: error})
     injected_at = time.monotonic()
-    # The write that meets the fault is never acknowledged while the disk is bad.
-    assert h.put("n1", "k-during", "x", timeout_ms=500) is None or h.ops[-1].outcome.value != "ok"
+    # The write that meets the fault is never acknowledged while the disk is bad. NB: the
+    # node's own hard-state write after the last put (its commit index) can meet the fault
+    # first; then this put is refused before it is proposed (storage_unavailable).
+    during = h.put("n1", "k-during", "x", timeout_ms=500)
+    assert during is None or h.ops[-1].outcome.value != "ok"
+    refused_first = during is not None and during.get("error") == "storage_unavailable"
     wait_until(lambda: storage(c, "n1")["wal_error"], 10, lambda: f"storage={storage(c, 'n1')}")
     st = storage(c, "n1")
     assert False is st["ok"] and error in str(st["wal_error"])
@@ -68,8 +73,9 @@ def test_writes_refused_then_recovered_without_restart_when_wal_fails(
     assert (h.put("n1", "k-after", "z") or {}).get("ok")
     assert pid == c.status("n1")["pid"]  # type: ignore[index]  # recovered without a restart
     assert "wal writable again" in c.nodes["n1"].log_path.read_text()
-    # The batch that met the fault was rewritten from memory into a fresh segment.
-    assert h.get("n1", "k-during") == "x"
+    # The batch that met the fault was rewritten from memory into a fresh segment; a
+    # refused write was never proposed, so nothing of it was applied.
+    assert h.get("n1", "k-during") == (ABSENT if refused_first else "x")
     assert h.get("n1", "k-refused") is not None and h.ops[-1].result != "y"
     # Everything acknowledged survives SIGKILL: the sealed segment replays cleanly.
     c.nodes["n1"].kill_tree()
