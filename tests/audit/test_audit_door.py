@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -18,13 +18,6 @@ from tests.helpers import wait_until
 from tests.net.fakes import DoorThread, EchoThread
 
 Context = zmq.Context[zmq.Socket[bytes]]
-
-
-@pytest.fixture
-def ctx() -> Iterator[Context]:
-    context: Context = zmq.Context()
-    yield context
-    context.term()
 
 
 def wait_backend(ctx: Context, door: DoorThread) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgpack
@@ -55,13 +55,6 @@ class Wire:
 
     def close(self) -> None:
         self.sock.close(linger=0)
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    yield context
-    context.term()
 
 
 def strong_get(c: Cluster, node_id: str, key: str) -> dict[str, object]:

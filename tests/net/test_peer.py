@@ -20,13 +20,6 @@ Zmq = zmq.Context[zmq.Socket[bytes]]
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    yield context
-    context.term()
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

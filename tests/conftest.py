@@ -1,4 +1,4 @@
-"""Fixtures shared by the tests of concord.net."""
+"""Fixtures shared by every test package."""
 
 from __future__ import annotations
 
