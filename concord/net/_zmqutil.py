@@ -1,6 +1,7 @@
 """
 Socket creation shared by the net modules: LINGER=0 always, zmq errors translated; and
-`send_frames`, the non-blocking multipart send of the per-request paths.
+`send_frames` and `recv_frames`, the non-blocking multipart send and receive of the
+per-request paths.
 
 Never lets a zmq error escape: ETERM (context terminated) becomes ShuttingDownError,
 anything else (for example EMFILE, too many open files) becomes ConfigError naming what
@@ -33,6 +34,10 @@ def new_socket(ctx: Context, kind: int, what: str) -> Socket:
 
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+# NB: pyzmq's Socket.send is a Python wrapper (routing_id, group: draft sockets only)
+# around its Cython base class's; calling the base directly halves a send's cost.
+_send = zmq.backend.Socket.send
 
 
 def send_frames(sock: Socket, frames: Sequence[bytes]) -> None:
@@ -46,5 +51,21 @@ def send_frames(sock: Socket, frames: Sequence[bytes]) -> None:
         zmq.Again, zmq.ZMQError: as send_multipart (a ROUTER refuses on the first frame).
     """
     for frame in frames[:-1]:
-        sock.send(frame, _MORE)
-    sock.send(frames[-1], _LAST)
+        _send(sock, frame, _MORE)
+    _send(sock, frames[-1], _LAST)
+
+
+def recv_frames(sock: Socket) -> list[bytes]:
+    """
+    `sock.recv_multipart(flags=zmq.NOBLOCK)`, the same receives: pyzmq's asks
+    getsockopt(RCVMORE) with an enum member, which it converts on every call (about 2 us
+    of a 5 us three-frame receive on this machine); here the option is a plain int.
+
+    Raises:
+        zmq.Again: nothing to receive (a multipart message arrives whole or not at all).
+        zmq.ZMQError: as recv_multipart.
+    """
+    frames = [sock.recv(_LAST)]
+    while sock.getsockopt(_RCVMORE):
+        frames.append(sock.recv(_LAST))
+    return frames
