@@ -1,10 +1,13 @@
 """
 decode_request's one-pass check of a valid request (concord.net.wire `_valid_request`)
 against the checked path it stands in for (`validate(unpack_map(...))`): the same Request
-for what that path accepts, the same error (message and id) for what it refuses.
+for what that path accepts, the same error (message and id) for what it refuses. And
+`pack`'s reused per-thread Packer against msgpack.packb.
 """
 
 from __future__ import annotations
+
+import threading
 
 import msgpack
 import pytest
@@ -12,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concord.errors import InvalidRequestError
-from concord.net.wire import MAX_DEPTH, OPS, Request, decode_request, unpack_map, validate
+from concord.net.wire import MAX_DEPTH, OPS, Request, decode_request, pack, unpack_map, validate
 
 _MAX = 1 << 20
 
@@ -111,3 +114,26 @@ def test_decode_matches_checked_path_when_map_fields_random(
     """Random fields under a real op (NaN aside: it never equals itself): the same outcome."""
     _same(msgpack.packb({"op": op, "id": request_id, **fields}, use_bin_type=True))
     _same(msgpack.packb({"op": op, **fields}, use_bin_type=True))
+
+
+def test_pack_encodes_as_packb_when_reused_after_failure_and_across_threads() -> None:
+    """pack's reused Packer: the bytes of msgpack.packb, also right after a pack that
+    failed, and from several threads at once."""
+    reply = {"id": 1, "ok": True, "value": {"a": [b"x", 2.5, None]}}
+    expected = msgpack.packb(reply, use_bin_type=True)
+    assert pack(reply) == expected
+    with pytest.raises(TypeError):
+        pack({"id": 1, "value": object()})
+    assert pack(reply) == expected
+    results: list[bool] = []
+
+    def many() -> None:
+        results.append(all(pack({**reply, "n": n}) == msgpack.packb({**reply, "n": n}, use_bin_type=True)
+                           for n in range(2000)))
+
+    threads = [threading.Thread(target=many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 4
