@@ -34,7 +34,6 @@ def new_socket(ctx: Context, kind: int, what: str) -> Socket:
 
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
 # NB: pyzmq's Socket.send is a Python wrapper (routing_id, group: draft sockets only)
 # around its Cython base class's; calling the base directly halves a send's cost.
 _send = zmq.backend.Socket.send
@@ -57,15 +56,19 @@ def send_frames(sock: Socket, frames: Sequence[bytes]) -> None:
 
 def recv_frames(sock: Socket) -> list[bytes]:
     """
-    `sock.recv_multipart(flags=zmq.NOBLOCK)`, the same receives: pyzmq's asks
-    getsockopt(RCVMORE) with an enum member, which it converts on every call (about 2 us
-    of a 5 us three-frame receive on this machine); here the option is a plain int.
+    `sock.recv_multipart(flags=zmq.NOBLOCK)`, the same frames: pyzmq's asks
+    getsockopt(RCVMORE) after every frame, and getsockopt converts the option to an enum
+    member on every call (even given an int); a zmq.Frame carries the flag already
+    (`more`, read in C at receive). About 2.1 us against 3.2 (int option) and 5 us
+    (recv_multipart) for a client's three frames on this machine.
 
     Raises:
         zmq.Again: nothing to receive (a multipart message arrives whole or not at all).
         zmq.ZMQError: as recv_multipart.
     """
-    frames = [sock.recv(_LAST)]
-    while sock.getsockopt(_RCVMORE):
-        frames.append(sock.recv(_LAST))
+    frame = sock.recv(_LAST, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(_LAST, copy=False)
+        frames.append(frame.bytes)
     return frames
