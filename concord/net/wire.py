@@ -526,17 +526,24 @@ def decode_validated(payload: bytes, registry: Mapping[str, OpSpec] = OPS) -> Re
 
 
 _packers = threading.local()
+#: A thread's Packer starts this small and, once a pack outgrew `_PACKER_KEEP_BYTES`, is
+#: dropped: no thread keeps a big buffer for a big value it once encoded.
+_PACKER_START_BYTES = 4096
+_PACKER_KEEP_BYTES = 64 * 1024
 
 
 def pack(obj: Mapping[str, object]) -> bytes:
     """Encode a map as msgpack (str as str, bytes as bin)."""
-    # NB: one Packer per thread, reused: msgpack.packb builds one per call, which costs
-    # twice the encoding of a small reply. A failed pack leaves the Packer empty.
+    # NB: one Packer per thread, reused: msgpack.packb builds one per call (with a 256 KiB
+    # buffer), which costs twice the encoding of a small reply. A failed pack leaves the
+    # Packer empty.
     try:
         packer = _packers.packer
     except AttributeError:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_START_BYTES)
     data: bytes = packer.pack(obj)
+    if len(data) > _PACKER_KEEP_BYTES:
+        del _packers.packer
     return data
 
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concord.errors import InvalidRequestError
+from concord.net import wire
 from concord.net.wire import MAX_DEPTH, OPS, Request, decode_request, pack, unpack_map, validate
 
 _MAX = 1 << 20
@@ -137,3 +138,14 @@ def test_pack_encodes_as_packb_when_reused_after_failure_and_across_threads() ->
     for t in threads:
         t.join()
     assert results == [True] * 4
+
+
+def test_pack_keeps_no_big_buffer_when_a_big_map_was_encoded() -> None:
+    """A pack over the keep limit drops the thread's Packer (its grown buffer with it);
+    the next pack encodes as msgpack.packb with a fresh one."""
+    big = {"id": 1, "value": b"x" * (wire._PACKER_KEEP_BYTES + 1)}
+    assert pack(big) == msgpack.packb(big, use_bin_type=True)
+    assert not hasattr(wire._packers, "packer")
+    small = {"id": 2, "ok": True}
+    assert pack(small) == msgpack.packb(small, use_bin_type=True)
+    assert hasattr(wire._packers, "packer")
