@@ -1,6 +1,7 @@
 """
 Socket creation shared by the net modules: LINGER=0 always, zmq errors translated; and
-`send_frames`, the non-blocking multipart send of the per-request paths.
+`send_frames` and `recv_frames`, the non-blocking multipart send and receive of the
+per-request paths.
 
 Never lets a zmq error escape: ETERM (context terminated) becomes ShuttingDownError,
 anything else (for example EMFILE, too many open files) becomes ConfigError naming what
@@ -33,6 +34,9 @@ def new_socket(ctx: Context, kind: int, what: str) -> Socket:
 
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
+# NB: pyzmq's Socket.send is a Python wrapper (routing_id, group: draft sockets only)
+# around its Cython base class's; calling the base directly halves a send's cost.
+_send = zmq.backend.Socket.send
 
 
 def send_frames(sock: Socket, frames: Sequence[bytes]) -> None:
@@ -46,5 +50,25 @@ def send_frames(sock: Socket, frames: Sequence[bytes]) -> None:
         zmq.Again, zmq.ZMQError: as send_multipart (a ROUTER refuses on the first frame).
     """
     for frame in frames[:-1]:
-        sock.send(frame, _MORE)
-    sock.send(frames[-1], _LAST)
+        _send(sock, frame, _MORE)
+    _send(sock, frames[-1], _LAST)
+
+
+def recv_frames(sock: Socket) -> list[bytes]:
+    """
+    `sock.recv_multipart(flags=zmq.NOBLOCK)`, the same frames: pyzmq's asks
+    getsockopt(RCVMORE) after every frame, and getsockopt converts the option to an enum
+    member on every call (even given an int); a zmq.Frame carries the flag already
+    (`more`, read in C at receive). About 2.1 us against 3.2 (int option) and 5 us
+    (recv_multipart) for a client's three frames on this machine.
+
+    Raises:
+        zmq.Again: nothing to receive (a multipart message arrives whole or not at all).
+        zmq.ZMQError: as recv_multipart.
+    """
+    frame = sock.recv(_LAST, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(_LAST, copy=False)
+        frames.append(frame.bytes)
+    return frames

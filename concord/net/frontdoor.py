@@ -71,7 +71,7 @@ from concord.errors import (
     ShuttingDownError,
 )
 from concord.metrics.node import DoorMetrics
-from concord.net._zmqutil import new_socket, send_frames
+from concord.net._zmqutil import new_socket, recv_frames, send_frames
 from concord.net.backend import (
     KIND_HANDOFF,
     KIND_HELLO,
@@ -304,7 +304,7 @@ class FrontDoor:
                     raw = self.client.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                     self._handle_client([f.bytes for f in raw], raw[-1])
                 else:
-                    self._handle_client(self.client.recv_multipart(flags=zmq.NOBLOCK))
+                    self._handle_client(recv_frames(self.client))
             except zmq.Again:
                 return
 
@@ -466,7 +466,7 @@ class FrontDoor:
     def _drain_backend(self) -> None:
         for _ in range(_BATCH):
             try:
-                frames = self.backend.recv_multipart(flags=zmq.NOBLOCK)
+                frames = recv_frames(self.backend)
             except zmq.Again:
                 return
             self._handle_backend(frames)

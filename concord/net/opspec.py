@@ -203,9 +203,15 @@ class OpSpec:
     access: Access = Access.ADMIN
     inline: bool = False
     arg_index: Mapping[str, Arg] = field(init=False, repr=False, compare=False)
+    #: Derived from `args` for the request decoder's one pass (concord.net.wire): each
+    #: arg's type check by name, and the names of the required ones.
+    arg_checks: Mapping[str, Callable[[object], bool]] = field(init=False, repr=False, compare=False)
+    required: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arg_index", {a.name: a for a in self.args})
+        object.__setattr__(self, "arg_checks", {a.name: _CHECKS[a.type] for a in self.args})
+        object.__setattr__(self, "required", tuple(a.name for a in self.args if a.required))
         if self.local and (self.backend is not Backend.READ or self.kind is not OpKind.READ):
             raise ValueError(f"op {self.name}: only a read served by read workers can be local")
         if self.inline and not self.local:

@@ -38,6 +38,7 @@ summary can be generated from it (`describe_ops()`).
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -406,11 +407,89 @@ def decode_request(
     """
     Decode and validate one request payload.
 
+    A request that is valid in every respect is checked in one pass (`_valid_request`);
+    anything else goes through `unpack_map` and `validate`, which name the fault.
+
     Raises:
         InvalidRequestError: for malformed input of any kind; `request_id` is the id when
             it could be read, else None.
     """
+    if 0 < len(payload) <= max_bytes:
+        try:
+            obj = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True,
+                                  timestamp=0, ext_hook=_reject_ext)
+        except (ValueError, TypeError, msgpack.UnpackException, RecursionError, InvalidRequestError):
+            obj = None
+        if type(obj) is dict:
+            request = _valid_request(obj, registry)
+            if request is not None:
+                return request
     return validate(unpack_map(payload, max_bytes), registry)
+
+
+#: The types of msgpack's scalars that `_check_plain` allows (unpackb makes no subclasses).
+_PLAIN_SCALARS = frozenset((str, int, float, bytes, bool, type(None)))
+_ENVELOPE_CHECKS = {a.name: _CHECKS[a.type] for a in ENVELOPE_ARGS}
+
+
+def _is_plain(value: object, depth: int) -> bool:
+    """`_check_plain` that answers instead of raising, for a value of a decoded map."""
+    if depth > MAX_DEPTH:
+        return False
+    kind = type(value)
+    if kind is dict:
+        return all(_is_plain(k, depth + 1) and _is_plain(v, depth + 1)
+                   for k, v in value.items())  # type: ignore[attr-defined]
+    if kind is list:
+        return all(_is_plain(v, depth + 1) for v in value)  # type: ignore[attr-defined]
+    return kind in _PLAIN_SCALARS
+
+
+def _valid_request(obj: dict[object, object], registry: Mapping[str, OpSpec]) -> Request | None:
+    """
+    The Request of a decoded map that `unpack_map` and `validate` would accept (the same
+    Request), in one pass over it; None for anything they would refuse: they then say why.
+    """
+    op = obj.get("op")
+    request_id = obj.get("id")
+    if type(op) is not str or type(request_id) is not int:
+        return None
+    spec = registry.get(op)
+    if spec is None:
+        return None
+    checks = spec.arg_checks
+    args: dict[str, object] = {}
+    envelope: dict[str, object] | None = None
+    for name, value in obj.items():
+        if type(value) not in _PLAIN_SCALARS and not _is_plain(value, 1):
+            return None
+        if name == "op" or name == "id":
+            continue
+        check = checks.get(name)  # type: ignore[call-overload]  # a key not a str: not found
+        if check is not None:
+            if not check(value):
+                return None
+            args[name] = value  # type: ignore[index]
+            continue
+        check = _ENVELOPE_CHECKS.get(name)  # type: ignore[call-overload]
+        if check is None or not check(value):
+            return None
+        if envelope is None:
+            envelope = {}
+        envelope[name] = value  # type: ignore[index]
+    for required in spec.required:
+        if required not in args:
+            return None
+    for group in spec.one_of:
+        if sum(name in args for name in group) != 1:
+            return None
+    if envelope is None:
+        return Request(op, request_id, args)
+    if ("client_id" in envelope) != ("seq" in envelope):
+        return None
+    if "min_seq" in envelope and ("seq" not in envelope or envelope["min_seq"] > envelope["seq"]):  # type: ignore[operator]
+        return None
+    return _request(op, request_id, args, envelope)
 
 
 def decode_validated(payload: bytes, registry: Mapping[str, OpSpec] = OPS) -> Request:
@@ -446,9 +525,25 @@ def decode_validated(payload: bytes, registry: Mapping[str, OpSpec] = OPS) -> Re
     return _request(spec.name, request_id, args, envelope)
 
 
+_packers = threading.local()
+#: A thread's Packer starts this small and, once a pack outgrew `_PACKER_KEEP_BYTES`, is
+#: dropped: no thread keeps a big buffer for a big value it once encoded.
+_PACKER_START_BYTES = 4096
+_PACKER_KEEP_BYTES = 64 * 1024
+
+
 def pack(obj: Mapping[str, object]) -> bytes:
     """Encode a map as msgpack (str as str, bytes as bin)."""
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    # NB: one Packer per thread, reused: msgpack.packb builds one per call (with a 256 KiB
+    # buffer), which costs twice the encoding of a small reply. A failed pack leaves the
+    # Packer empty.
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_START_BYTES)
+    data: bytes = packer.pack(obj)
+    if len(data) > _PACKER_KEEP_BYTES:
+        del _packers.packer
     return data
 
 
