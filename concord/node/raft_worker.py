@@ -158,7 +158,6 @@ class RaftWorker:
         self.timer = MonotonicClock()
         self.ids = itertools.count(1)
         self.pending: dict[int, Pending] = {}
-        self.barriers = Barriers()  # the front door's read barriers
         self._outbox: list[tuple[int, bytes]] = []
         self._stopping = False
         self._conf_snapshots = ConfChangeSnapshots()
@@ -213,9 +212,10 @@ class RaftWorker:
                       len(recovered.entries), hard_state.commit, self.peer_endpoint)
 
     def _open_door(self, endpoints: WorkerEndpoints) -> None:
-        """The front door's link (and forwarding to the leader), and the loop's poller."""
+        """The front door's link (its read barriers, forwarding to the leader), and the poller."""
         self.link = BackendLink(self.ctx, endpoints.backend, Backend.RAFT, f"raft-{self.node_id}",
                                 heartbeat_interval_s=0.1)
+        self.barriers = Barriers()  # the door's read barriers (concord.node.worker_barriers)
         self.forward = Forwarder(self, self.config.raft.forward_to_leader,
                                  self.config.limits.max_request_bytes)
         self.poller = zmq.Poller()
