@@ -26,9 +26,12 @@ strong reads, with the view standing in for its state machine.
 
 At most `MAX_BARRIERS_IN_FLIGHT` barriers are in flight per door: reads arriving while
 one is in flight wait for the next (one ReadIndex round serves them all, as in etcd's
-linearizable read loop). A barrier is forgotten once the deadline of its last read
-passed (each read times out on its own deadline, like any request); its answer, if it
-comes later, is dropped.
+linearizable read loop). Each read times out on its own deadline, like any request. A
+barrier is forgotten once the deadline of its last read passed, or after
+`BARRIER_RETRY_S` without an answer (its raft worker restarted, or the answer was
+dropped): then its reads still pending wait for the next barrier (a read index taken
+later still serves them), so a lost answer never stalls the strong reads behind it. A
+forgotten barrier's answer, if it comes later, is dropped.
 
 The functions below are methods of concord.net.frontdoor.FrontDoor (bound in its class
 body, like concord.node.driver_reads in the driver); `StrongBarriers` is their state.
@@ -51,12 +54,16 @@ from concord.net.wire import Backend, Request, error_reply
 if TYPE_CHECKING:
     from concord.net.frontdoor import FrontDoor
 
-__all__ = ["MAX_BARRIERS_IN_FLIGHT", "StrongBarriers"]
+__all__ = ["BARRIER_RETRY_S", "MAX_BARRIERS_IN_FLIGHT", "Held", "StrongBarriers"]
 
 log = logging.getLogger(__name__)
 
 #: Barriers a door has in flight at once (module docstring).
 MAX_BARRIERS_IN_FLIGHT = 1
+#: A barrier not answered for this long is forgotten and its reads wait for the next one
+#: (module docstring). The raft worker answers within its read timeout (1 s or more, an
+#: error if the read index could not be confirmed) unless the answer was lost.
+BARRIER_RETRY_S = 3.0
 
 
 @dataclass(slots=True)
@@ -72,6 +79,7 @@ class Held:
 class _Barrier:
     held: list[Held]
     deadline: float  # the latest of its reads' deadlines
+    retry_at: float  # forgotten then, its reads held again
 
 
 @dataclass(slots=True)
@@ -99,10 +107,10 @@ class StrongBarriers:
         self._deadline = 0.0
         return held
 
-    def start(self, token: int) -> list[Held]:
-        """Every waiting read, now covered by the barrier `token`."""
+    def start(self, token: int, now: float) -> list[Held]:
+        """Every waiting read, now covered by the barrier `token`, sent at `now`."""
         held, self.waiting = self.waiting, []
-        self._in_flight[token] = _Barrier(held, self._deadline)
+        self._in_flight[token] = _Barrier(held, self._deadline, now + BARRIER_RETRY_S)
         self._deadline = 0.0
         return held
 
@@ -115,9 +123,17 @@ class StrongBarriers:
         return token in self._in_flight
 
     def expire(self, now: float) -> None:
-        """Forget the barriers whose every read is past its deadline."""
-        for token in [t for t, b in self._in_flight.items() if b.deadline <= now]:
-            del self._in_flight[token]
+        """
+        Forget the barriers whose every read is past its deadline, and those unanswered
+        for BARRIER_RETRY_S, whose reads are held again for the next barrier.
+        """
+        for token, barrier in list(self._in_flight.items()):
+            if barrier.deadline <= now:
+                del self._in_flight[token]
+            elif barrier.retry_at <= now:
+                del self._in_flight[token]
+                self.waiting[:0] = barrier.held
+                self._deadline = max(self._deadline, barrier.deadline)
 
     @property
     def in_flight(self) -> int:
@@ -149,7 +165,7 @@ def send_barrier(door: FrontDoor) -> None:
         _fail(door, held, "no_leader", "no raft worker is connected to this node's front door; retry")
         return
     token = door._new_token()
-    held = strong.start(token)
+    held = strong.start(token, door._clock())
     try:
         send_frames(door.backend, [backend, pack_header(KIND_BARRIER, token), b""])
     except zmq.Again:

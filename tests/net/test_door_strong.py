@@ -24,7 +24,7 @@ from concord.net.backend import (
     unpack_barrier_answer,
 )
 from concord.net.door_reads import MAX_INLINE_KEYS, Verdict, is_inline, is_strong_inline
-from concord.net.door_strong import Held, StrongBarriers
+from concord.net.door_strong import BARRIER_RETRY_S, Held, StrongBarriers
 from concord.net.wire import OPS, Backend, Request, decode_request, ok_reply, pack
 from tests.helpers import wait_until
 from tests.net.fakes import DoorThread, ipc_endpoint
@@ -136,16 +136,32 @@ def test_barriers_hold_reads_until_a_slot_frees_when_one_is_in_flight() -> None:
     assert not barriers.can_start
     barriers.hold(r1, deadline=10.0)
     assert barriers.can_start
-    assert [r1] == barriers.start(100)
-    barriers.hold(r2, deadline=20.0)
+    assert [r1] == barriers.start(100, now=0.0)
+    barriers.hold(r2, deadline=2.0)
     assert not barriers.can_start  # one in flight
     assert [r1] == barriers.answered(100)
     assert barriers.answered(100) is None  # answered once
-    assert [r2] == barriers.start(101)
-    barriers.expire(19.9)
+    assert [r2] == barriers.start(101, now=0.0)
+    barriers.expire(1.9)
     assert barriers.is_in_flight(101)
-    barriers.expire(20.0)
+    barriers.expire(2.0)
     assert not barriers.is_in_flight(101) and barriers.answered(101) is None
+    assert [] == barriers.waiting
+
+
+def test_barriers_hold_the_reads_again_when_an_answer_never_comes() -> None:
+    """A barrier unanswered for BARRIER_RETRY_S is forgotten; its reads wait for the next."""
+    barriers = StrongBarriers()
+    r1 = Held(1, Request("get", 1, {"key": "k"}), b"")
+    barriers.hold(r1, deadline=100.0)
+    barriers.start(7, now=0.0)
+    barriers.expire(BARRIER_RETRY_S - 0.01)
+    assert barriers.is_in_flight(7) and not barriers.can_start
+    barriers.expire(BARRIER_RETRY_S)
+    assert not barriers.is_in_flight(7) and barriers.can_start
+    assert [r1] == barriers.start(8, now=BARRIER_RETRY_S)
+    barriers.expire(100.0)  # the read's deadline: forgotten for good
+    assert not barriers.is_in_flight(8) and not barriers.can_start
 
 
 def test_door_asks_one_barrier_and_answers_after_it_when_reads_are_strong(rig: Rig) -> None:
