@@ -17,6 +17,8 @@ Per client message the loop:
    (fewest requests in flight), ties broken round robin. Given an `InlineReads`
    (concord.net.door_reads), the door answers the reads of bounded cost itself from
    shared memory, or hands them to the raft worker; those it declines go on as above;
+   the same reads at `strong` it holds, and answers itself after one read barrier per
+   pass from the raft worker (concord.net.door_strong);
 3. remembers (token -> client envelope, id, deadline) and queues the raw payload for
    its backend; once the pass over the waiting client messages is done, each backend
    gets what was queued for it as one REQUESTS message (concord.net.backend; a lone
@@ -508,15 +510,15 @@ class FrontDoor:
             else:
                 info.last_heard = self._clock()
             return
-        if kind == KIND_BARRIER_ANSWER:
-            self._on_barrier_answer(token, frames[2])
-            return
-        if kind not in (KIND_REPLY, KIND_HANDOFF, KIND_REPLIES):
+        if kind not in (KIND_REPLY, KIND_HANDOFF, KIND_REPLIES, KIND_BARRIER_ANSWER):
             self.stats.bad_backend_messages += 1
             return
         info = self._backends.get(ident)
         if info is not None:
             info.last_heard = self._clock()
+        if kind == KIND_BARRIER_ANSWER:
+            self._on_barrier_answer(token, frames[2])
+            return
         if kind == KIND_REPLIES:  # one round's replies (concord.net.backend)
             replies = unpack_batch(frames[2])
             if replies is None:
