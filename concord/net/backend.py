@@ -10,11 +10,11 @@ client's request payload, already validated, under a token; the backend answers 
 complete reply payload (built with concord.net.wire, carrying the request's id) under
 the same token. Client identities never reach backends.
 
-Wire layout (backend link v4). Each message is two frames after the ROUTER's routing-id
+Wire layout (backend link v5). Each message is two frames after the ROUTER's routing-id
 frame:
 
     frame 0  header, 10 bytes
-               byte 0     version = 4 (BACKEND_VERSION)
+               byte 0     version = 5 (BACKEND_VERSION)
                byte 1     kind    1 = HELLO    backend -> front door, token 0,
                                                payload = role, UTF-8 ("read" | "raft")
                                   2 = REQUEST  front door -> backend,
@@ -30,6 +30,12 @@ frame:
                                   6 = REQUESTS front door -> backend, token 0, payload =
                                                several requests (below), each taken as
                                                if it had come as its own REQUEST, in order
+                                  7 = BARRIER  front door -> raft worker, payload empty:
+                                               answer once a read index taken after
+                                               this message arrived is applied and
+                                               published to shared memory
+                                  8 = BARRIER_ANSWER raft worker -> front door, payload
+                                               = the answer (below) to BARRIER `token`
                bytes 2-9  token   u64 big-endian; chosen by the front door per request
     frame 1  payload
 
@@ -41,12 +47,23 @@ the requests for one backend that one pass of its loop received (one message, on
 wake-up of the receiver, instead of one per request or reply). A batch holds at most
 MAX_BATCH_BYTES of payloads; a lone or larger payload goes alone (REQUEST, REPLY).
 
+The payload of BARRIER_ANSWER (`pack_barrier_answer`, `pack_barrier_error`) is one
+msgpack map: `{"index": int >= 0}`, the raft worker's applied index when the barrier's
+ReadIndex read was released (at least its read index; shared memory is published at
+least that far when the answer leaves), or `{"error": str, "message": str, "leader":
+str | nil}`, the error every read of the barrier gets (the codes and messages of a
+strong read's errors). The front door answers the strong reads it held for the barrier
+from its own view of shared memory once that view reached the index
+(concord.net.door_strong).
+
 v2 added HANDOFF (a `leader` read at a leader without a valid lease: the raft worker
-serves it after a ReadIndex round), v3 REPLIES, v4 REQUESTS. Older versions are not
+serves it after a ReadIndex round), v3 REPLIES, v4 REQUESTS, v5 BARRIER and
+BARRIER_ANSWER. Older versions are not
 read: both ends are children of one supervisor and run the same code.
 
 Anything else is discarded and counted; a malformed REQUESTS message is discarded
-whole (none of its requests is taken) with a warning naming the fault. Never blocks: sends are NOBLOCK; the DEALER has
+whole (none of its requests is taken) with a warning naming the fault, and so is a
+BARRIER with a payload or sent to a read worker. Never blocks: sends are NOBLOCK; the DEALER has
 IMMEDIATE=1, so while the front door is down replies are dropped (their clients time
 out) rather than queued for a front door that no longer knows their tokens.
 """
@@ -61,14 +78,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Callable
 
+import msgpack
 import zmq
 
 from concord.errors import ConfigError, ShuttingDownError
 from concord.net._zmqutil import new_socket, send_frames
-from concord.net.wire import Backend
+from concord.net.wire import Backend, pack
 
 __all__ = [
     "BACKEND_VERSION",
+    "KIND_BARRIER",
+    "KIND_BARRIER_ANSWER",
     "KIND_HANDOFF",
     "KIND_HELLO",
     "KIND_REQUEST",
@@ -78,23 +98,30 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "BackendLink",
     "BackendRequest",
+    "BarrierError",
     "batches",
+    "pack_barrier_answer",
+    "pack_barrier_error",
     "pack_batch",
     "pack_header",
+    "unpack_barrier_answer",
     "unpack_batch",
     "unpack_header",
 ]
 
 log = logging.getLogger(__name__)
 
-BACKEND_VERSION = 4
+BACKEND_VERSION = 5
 KIND_HELLO = 1
 KIND_REQUEST = 2
 KIND_REPLY = 3
 KIND_HANDOFF = 4
 KIND_REPLIES = 5
 KIND_REQUESTS = 6
-_KINDS = frozenset((KIND_HELLO, KIND_REQUEST, KIND_REPLY, KIND_HANDOFF, KIND_REPLIES, KIND_REQUESTS))
+KIND_BARRIER = 7
+KIND_BARRIER_ANSWER = 8
+_KINDS = frozenset((KIND_HELLO, KIND_REQUEST, KIND_REPLY, KIND_HANDOFF, KIND_REPLIES, KIND_REQUESTS,
+                    KIND_BARRIER, KIND_BARRIER_ANSWER))
 _HEADER = struct.Struct(">BBQ")
 HEADER_SIZE = _HEADER.size
 _COUNT = struct.Struct(">I")
@@ -166,15 +193,66 @@ def unpack_batch(payload: bytes) -> list[tuple[int, bytes]] | None:
     return out if start == len(payload) else None
 
 
+@dataclass(frozen=True, slots=True)
+class BarrierError:
+    """A BARRIER_ANSWER's error: what every read of the barrier gets (wire error fields)."""
+
+    code: str
+    message: str
+    leader: str | None
+
+
+def pack_barrier_answer(index: int) -> bytes:
+    """The payload of a BARRIER_ANSWER that lets the door read at `index` or later."""
+    return pack({"index": index})
+
+
+def pack_barrier_error(code: str, message: str, leader: str | None) -> bytes:
+    """The payload of a BARRIER_ANSWER that fails the barrier's reads with this error."""
+    return pack({"error": code, "message": message, "leader": leader})
+
+
+def unpack_barrier_answer(payload: bytes) -> int | BarrierError | str:
+    """
+    The read index or the error of a BARRIER_ANSWER payload; a str names what is wrong
+    with a malformed one.
+    """
+    try:
+        obj = msgpack.unpackb(payload, raw=False)
+    except (ValueError, TypeError) as exc:  # msgpack's errors subclass ValueError
+        return f"not one msgpack value ({exc})"
+    if not isinstance(obj, dict):
+        return f"not a map but {type(obj).__name__}"
+    keys = set(obj)
+    if keys == {"index"}:
+        index = obj["index"]
+        if type(index) is not int or index < 0:
+            return f"index must be an int >= 0, got {index!r}"
+        return index
+    if keys == {"error", "message", "leader"}:
+        code, message, leader = obj["error"], obj["message"], obj["leader"]
+        if not isinstance(code, str) or not code or not isinstance(message, str):
+            return f"error and message must be strings, got {code!r} and {message!r}"
+        if leader is not None and not isinstance(leader, str):
+            return f"leader must be a string or nil, got {leader!r}"
+        return BarrierError(code, message, leader)
+    return f"fields {sorted(map(str, keys))} are neither [index] nor [error, leader, message]"
+
+
 _REPLIES_HEADER = pack_header(KIND_REPLIES, 0)
 
 
 @dataclass(frozen=True, slots=True)
 class BackendRequest:
-    """One request handed to a backend: answer it with `BackendLink.reply(token, ...)`."""
+    """
+    One request handed to a backend: answer it with `BackendLink.reply(token, ...)`; or,
+    with `barrier` (raft worker only, empty payload), a BARRIER to answer with
+    `BackendLink.answer_barrier(token, ...)`.
+    """
 
     token: int
     payload: bytes
+    barrier: bool = False
 
 
 class BackendLink:
@@ -275,6 +353,15 @@ class BackendLink:
             header = unpack_header(frames[0]) if len(frames) == 2 else None
             if header is not None and header[0] == KIND_REQUEST:
                 return [BackendRequest(header[1], frames[1])]
+            if header is not None and header[0] == KIND_BARRIER:
+                if self.role is Backend.RAFT and not frames[1]:
+                    return [BackendRequest(header[1], b"", barrier=True)]
+                self.bad_messages += 1
+                reason = (f"a payload of {len(frames[1])} bytes" if frames[1]
+                          else f"sent to a {self.role.value} backend")
+                log.warning("backend link discarded a malformed BARRIER message name=%s reason=%s",
+                            self.name, reason)
+                continue
             if header is not None and header[0] == KIND_REQUESTS:
                 items = unpack_batch(frames[1])
                 if items is not None:
@@ -308,6 +395,14 @@ class BackendLink:
             return 0
         self.dropped_replies += len(batch) - 1  # _send counted the message once
         return len(batch)
+
+    def answer_barrier(self, token: int, payload: bytes) -> bool:
+        """
+        Send the BARRIER_ANSWER `payload` (pack_barrier_answer / pack_barrier_error) for
+        BARRIER `token`. False if it had to be dropped (front door away).
+        """
+        self._require_open()
+        return self._send((pack_header(KIND_BARRIER_ANSWER, token), payload))
 
     def hand_off(self, token: int, payload: bytes) -> bool:
         """

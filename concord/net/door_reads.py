@@ -5,7 +5,9 @@ hop for a lookup of a few microseconds (docs/architecture.md "Inline reads").
 
 Which requests: a READ op whose spec says `inline` (concord.net.wire `OPS`, the one op
 table: ops whose cost is bounded by the keys they name), at `eventual` or `leader`
-consistency, naming at most `MAX_INLINE_KEYS` keys. Everything else (ranges, queries,
+consistency, naming at most `MAX_INLINE_KEYS` keys. The same ops and limits at `strong`
+consistency (`is_strong_inline`) are answered too, but only after a read barrier from the
+raft worker (concord.net.door_strong). Everything else (ranges, queries,
 scans, indexes: cost unbounded) still goes to a read worker, so the door never stalls
 other clients' writes behind a long read.
 
@@ -25,7 +27,7 @@ from typing import Protocol
 
 from concord.net.wire import OpSpec, Request
 
-__all__ = ["MAX_INLINE_KEYS", "InlineReads", "Verdict", "is_inline"]
+__all__ = ["MAX_INLINE_KEYS", "InlineReads", "Verdict", "is_inline", "is_strong_inline"]
 
 #: The most keys an inline read may name (`get_many`); more go to a read worker.
 MAX_INLINE_KEYS = 64
@@ -48,6 +50,19 @@ class InlineReads(Protocol):
         """The reply payload for a validated read request, or what to do with it instead."""
         ...
 
+    @property
+    def ready(self) -> bool:
+        """Whether `answer_strong` can serve now (the view is attached)."""
+        ...
+
+    def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
+        """
+        The reply to a validated `strong` read whose barrier answered `index`, read from
+        a state at `index` or later, or DECLINE if the view cannot reach `index` (the
+        raft worker must answer it).
+        """
+        ...
+
     def keep_up(self) -> None:
         """Called on every pass of the door's loop: keep the view near the writer."""
         ...
@@ -55,9 +70,19 @@ class InlineReads(Protocol):
     def close(self) -> None: ...
 
 
-def is_inline(request: Request, registry: Mapping[str, OpSpec]) -> bool:
-    """Whether the door may answer `request` itself: an inline op, not strong, few keys."""
-    if not registry[request.op].inline or request.consistency == "strong":
+def _bounded(request: Request, registry: Mapping[str, OpSpec]) -> bool:
+    """An inline op naming at most MAX_INLINE_KEYS keys."""
+    if not registry[request.op].inline:
         return False
     keys = request.args.get("keys")
     return not isinstance(keys, list) or len(keys) <= MAX_INLINE_KEYS
+
+
+def is_inline(request: Request, registry: Mapping[str, OpSpec]) -> bool:
+    """Whether the door may answer `request` itself: an inline op, not strong, few keys."""
+    return request.consistency != "strong" and _bounded(request, registry)
+
+
+def is_strong_inline(request: Request, registry: Mapping[str, OpSpec]) -> bool:
+    """Whether the door may answer `request` itself after a barrier: `is_inline` but strong."""
+    return request.consistency == "strong" and _bounded(request, registry)

@@ -17,6 +17,8 @@ Per client message the loop:
    (fewest requests in flight), ties broken round robin. Given an `InlineReads`
    (concord.net.door_reads), the door answers the reads of bounded cost itself from
    shared memory, or hands them to the raft worker; those it declines go on as above;
+   the same reads at `strong` it holds, and answers itself after one read barrier per
+   pass from the raft worker (concord.net.door_strong);
 3. remembers (token -> client envelope, id, deadline) and queues the raw payload for
    its backend; once the pass over the waiting client messages is done, each backend
    gets what was queued for it as one REQUESTS message (concord.net.backend; a lone
@@ -73,6 +75,7 @@ from concord.errors import (
 from concord.metrics.node import DoorMetrics
 from concord.net._zmqutil import new_socket, recv_frames, send_frames
 from concord.net.backend import (
+    KIND_BARRIER_ANSWER,
     KIND_HANDOFF,
     KIND_HELLO,
     KIND_REPLIES,
@@ -82,7 +85,8 @@ from concord.net.backend import (
 )
 from concord.net.door_metrics import DoorMetricsObserver
 from concord.net.door_outbox import RequestOutbox
-from concord.net.door_reads import InlineReads, Verdict, is_inline
+from concord.net.door_reads import InlineReads, Verdict, is_inline, is_strong_inline
+from concord.net import door_strong
 from concord.net.frontdoor_options import (  # re-exported: their old home
     FrontDoorOptions as FrontDoorOptions,
     FrontDoorStats as FrontDoorStats,
@@ -207,6 +211,7 @@ class FrontDoor:
             self.close()
             raise
         self._outbox = RequestOutbox(self.backend)  # requests routed in this pass, unsent
+        self._strong = door_strong.StrongBarriers()  # strong reads held for a read barrier
         self._poller = zmq.Poller()
         self._poller.register(self.client, zmq.POLLIN)
         self._poller.register(self.backend, zmq.POLLIN)
@@ -254,6 +259,8 @@ class FrontDoor:
         if self._inline is not None:
             self._keep_up_inline()
         self.expire(self._clock())
+        if self._strong.can_start:
+            self._send_barrier()
         if self._observers:
             self._flush_observers()
         return events
@@ -329,6 +336,10 @@ class FrontDoor:
         if self._observers:
             notes, payload = self._begin(request, payload, frame)
         target = route(request, self.registry)
+        if (target is Backend.RAFT and self._inline is not None and self._inline.ready
+                and is_strong_inline(request, self.registry)):
+            self._hold_strong(envelope, request, payload, notes)  # concord.net.door_strong
+            return
         if target is Backend.READ and self._inline is not None and is_inline(request, self.registry):
             reply = self._serve_inline(request)
             if isinstance(reply, bytes):
@@ -345,12 +356,20 @@ class FrontDoor:
                 request.id, "no_leader", f"no {what} is connected to this node's front door; retry", None
             ), notes, target)
             return
+        token, pending = self._admit(envelope, request, backend, target, notes)
+        self._queue(backend, token, pending, payload)
+
+    def _new_token(self) -> int:
+        return self._epoch | (next(self._tokens) & ((1 << 40) - 1))
+
+    def _admit(self, envelope: list[bytes], request: Request, backend: bytes, role: Backend,
+               notes: tuple[object | None, ...] | None) -> tuple[int, _Pending]:
+        """A new token for `request` and its pending entry, timed out from now on."""
         timeout_ms = min(request.timeout_ms or self.options.default_timeout_ms, self.options.max_timeout_ms)
-        token = self._epoch | (next(self._tokens) & ((1 << 40) - 1))
+        token = self._new_token()
         deadline = self._clock() + (timeout_ms + self.options.reply_grace_ms) / 1000.0
         heapq.heappush(self._deadlines, (deadline, token))
-        self._queue(backend, token, _Pending(envelope, request.id, backend, deadline, target, notes),
-                    payload)
+        return token, _Pending(envelope, request.id, backend, deadline, role, notes)
 
     def _serve_inline(self, request: Request) -> bytes | Verdict:
         assert self._inline is not None
@@ -491,12 +510,15 @@ class FrontDoor:
             else:
                 info.last_heard = self._clock()
             return
-        if kind not in (KIND_REPLY, KIND_HANDOFF, KIND_REPLIES):
+        if kind not in (KIND_REPLY, KIND_HANDOFF, KIND_REPLIES, KIND_BARRIER_ANSWER):
             self.stats.bad_backend_messages += 1
             return
         info = self._backends.get(ident)
         if info is not None:
             info.last_heard = self._clock()
+        if kind == KIND_BARRIER_ANSWER:
+            self._on_barrier_answer(token, frames[2])
+            return
         if kind == KIND_REPLIES:  # one round's replies (concord.net.backend)
             replies = unpack_batch(frames[2])
             if replies is None:
@@ -550,6 +572,7 @@ class FrontDoor:
 
     def expire(self, now: float) -> int:
         """Answer `timeout` to every request past its deadline; returns how many."""
+        self._strong.expire(now)
         count = 0
         while self._deadlines and self._deadlines[0][0] <= now:
             _, token = heapq.heappop(self._deadlines)
@@ -566,6 +589,11 @@ class FrontDoor:
                 None,
             ), pending.notes, pending.role)
         return count
+
+    # -- strong reads after a read barrier (concord/net/door_strong.py) --------------
+    _hold_strong = door_strong.hold_strong
+    _send_barrier = door_strong.send_barrier
+    _on_barrier_answer = door_strong.on_barrier_answer
 
     @property
     def backends(self) -> dict[str, str]:

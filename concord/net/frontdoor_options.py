@@ -76,5 +76,7 @@ class FrontDoorStats:
     client_gone: int = 0  # reply dropped: client disconnected or not reading
     bad_backend_messages: int = 0
     inline: int = 0  # reads the door answered itself (concord.net.door_reads)
-    inline_declined: int = 0  # inline reads it sent to a read worker instead
+    inline_declined: int = 0  # inline (or held strong) reads it sent to a backend instead
     backend_messages: int = 0  # REQUEST and REQUESTS messages sent to backends
+    strong_inline: int = 0  # strong reads the door answered itself (concord.net.door_strong)
+    barriers: int = 0  # read barriers it asked its raft worker for

@@ -16,7 +16,9 @@ code the simulator proves):
   concord.node.worker_snapshots); the writer then compacts the WAL (SNAPSHOT_TAKEN), the
   in-memory log is compacted and the file becomes the InstallSnapshot source;
 - the front door link (`BackendLink`, Backend.RAFT): writes, strong reads (ReadIndex, then
-  served from this process's kv), status, membership, leader transfer and fault ops;
+  served from this process's kv), the door's read barriers (concord.node.worker_barriers:
+  the door answers those strong reads itself), status, membership, leader transfer and
+  fault ops;
 - after apply: the changes go to shared memory (`Publisher`), the header carries applied
   index, revision, term, leader, role, leader time and the read lease; the change
   stream (concord.net.events.EventStream: one message per changed user key, a retained
@@ -66,6 +68,7 @@ from concord.node.links import NodeLinks, load_links
 from concord.node.raft_metrics import RaftMetrics
 from concord.node.shm_compaction import ShmCompaction
 from concord.node.tracing import RaftTracing, TracedSink
+from concord.node.worker_barriers import Barriers
 from concord.node.worker_requests import Pending
 from concord.node.auth import NodeAuth
 from concord.node.backup import BackupJobs
@@ -209,9 +212,10 @@ class RaftWorker:
                       len(recovered.entries), hard_state.commit, self.peer_endpoint)
 
     def _open_door(self, endpoints: WorkerEndpoints) -> None:
-        """The front door's link (and forwarding to the leader), and the loop's poller."""
+        """The front door's link (its read barriers, forwarding to the leader), and the poller."""
         self.link = BackendLink(self.ctx, endpoints.backend, Backend.RAFT, f"raft-{self.node_id}",
                                 heartbeat_interval_s=0.1)
+        self.barriers = Barriers()  # the door's read barriers (concord.node.worker_barriers)
         self.forward = Forwarder(self, self.config.raft.forward_to_leader,
                                  self.config.limits.max_request_bytes)
         self.poller = zmq.Poller()
@@ -509,6 +513,8 @@ class RaftWorker:
         rid = reply.request_id
         if self.core.on_reply(rid):
             return  # one of the core's own proposals
+        if self.barriers.on_reply(self, reply):
+            return  # the door's read barrier (concord.node.worker_barriers)
         if rid == self._bootstrap_pending:
             self._bootstrap_pending = None  # applied or refused: the next tick looks again
             return

@@ -16,7 +16,9 @@ the reads the front door answers itself (concord.net.door_reads).
   leads without a lease yet, e.g. just elected, or no leader is known here), the request
   is handed to the raft worker, which serves it after a ReadIndex round or answers
   `not_leader` / `no_leader` itself;
-- `strong` never arrives here (the front door sends it to the raft worker);
+- `strong`: only through `answer_strong`, after the front door's read barrier
+  (concord.net.door_strong): served like `eventual` once this view reached the barrier's
+  index, else declined (the raft worker serves it); `answer` refuses it;
 - expiry, key and size limits: concord.shm.reader.Reader's, which are kv's.
 """
 
@@ -69,11 +71,25 @@ class ShmReads:
 
     def answer(self, request: Request) -> bytes | Verdict:
         """The reply to a validated read request, or HAND_OFF / DECLINE (module docstring)."""
-        consistency = request.consistency
-        if consistency == "strong":
+        if request.consistency == "strong":
             return error_reply(request.id, "invalid_request",
                                "strong reads are served by the raft worker")
         self.view.sync()  # the auth tables as published, before checking the token
+        return self._serve(request)
+
+    def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
+        """
+        The reply to a validated `strong` read whose read barrier answered `index`, from
+        this view once synced to `index` or later (auth tables included), else DECLINE.
+        """
+        self.view.sync()
+        if self.view.synced_status().applied_index < index:
+            return Verdict.DECLINE  # e.g. a rebuild settled behind: never an older state
+        return self._serve(request)
+
+    def _serve(self, request: Request) -> bytes | Verdict:
+        """Admit and serve `request` from the synced view (leader: checked after reading)."""
+        consistency = request.consistency
         try:
             principal = admit(self.reader.auth, self._auth_required, request, OPS[request.op],
                               self.view.now_ms())
@@ -169,6 +185,13 @@ class DoorReads:
             return Verdict.DECLINE
         assert self._reads is not None
         return self._reads.answer(request)
+
+    def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
+        """ShmReads.answer_strong once the view is ready, else DECLINE."""
+        if self._reads is None and not self.ready:
+            return Verdict.DECLINE
+        assert self._reads is not None
+        return self._reads.answer_strong(request, index)
 
     def keep_up(self) -> None:
         """`ShmView.keep_up` of the view, once it is ready."""

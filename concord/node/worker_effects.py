@@ -51,6 +51,9 @@ def carry_out(worker: RaftWorker, effects: list[Effect]) -> None:
                     worker.link.reply_many(local)
                 if forwarded:  # and in one message to each follower
                     worker.forward.reply_many(forwarded)
+                # The door's read barriers whose index shared memory reached (published
+                # above: PublishChanges / ResyncShm come before SendReplies).
+                worker.barriers.send(worker.link, worker.publisher.applied_index)
             case PublishChanges():
                 worker._publish_changes()
             case SetLease(until_ms):

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from concord.node.raft_worker import RaftWorker
 
 __all__ = ["LEADER_ONLY", "MAX_DRAIN_REQUESTS", "Pending", "drain_requests", "encode_reply", "handle",
-           "not_leader", "propose", "take_batch"]
+           "not_leader", "propose", "reply_error", "take_batch"]
 
 
 #: The ops only the leader serves: on a follower they are forwarded to the leader
@@ -91,6 +91,9 @@ def take_batch(worker: RaftWorker, batch: Sequence[BackendRequest]) -> None:
     proposals: list[tuple[int, bytes]] = []
     decoded: list[tuple[int, bytes, Request]] = []
     for req in batch:
+        if req.barrier:  # the door's read barrier (concord.node.worker_barriers)
+            worker.barriers.take(worker, req.token)
+            continue
         try:
             decoded.append((req.token, req.payload, decode_validated(req.payload)))  # validated
         except InvalidRequestError as exc:
@@ -126,11 +129,14 @@ def _hint(worker: RaftWorker) -> str | None:
     return worker.book.client_endpoint(leader)
 
 def not_leader(worker: RaftWorker, request: Request) -> bytes:
+    return error_reply(request.id, *_not_leader_error(worker))
+
+def _not_leader_error(worker: RaftWorker) -> tuple[str, str, str | None]:
     leader = worker.driver.leader_id
     if leader is None or leader == worker.node_id:
-        return error_reply(request.id, "no_leader", "no leader is known; retry shortly")
-    return error_reply(request.id, "not_leader", f"node {worker.node_id} is not the leader; "
-                       f"the leader is {leader}", _hint(worker))
+        return "no_leader", "no leader is known; retry shortly", None
+    return ("not_leader", f"node {worker.node_id} is not the leader; the leader is {leader}",
+            _hint(worker))
 
 def handle(worker: RaftWorker, token: int, request: Request,
            proposals: list[tuple[int, bytes]] | None = None) -> bytes | None:
@@ -303,12 +309,15 @@ def encode_reply(worker: RaftWorker, pending: Pending, reply: Reply) -> bytes:
         if isinstance(reply.result, ConfState):
             return ok_reply(rid, {"members": worker_ops.members(worker, reply.result)})
         return _read_reply(worker, request)
+    return error_reply(rid, *reply_error(worker, status))
+
+def reply_error(worker: RaftWorker, status: ReplyStatus) -> tuple[str, str, str | None]:
+    """The (code, message, leader hint) of a driver reply that is not OK."""
     if status is ReplyStatus.NOT_LEADER:
-        return not_leader(worker, request)
+        return _not_leader_error(worker)
     if status is ReplyStatus.DROPPED:
-        return error_reply(rid, "not_leader", "the proposal was dropped (leadership changed); "
-                           "nothing was applied", _hint(worker))
+        return ("not_leader", "the proposal was dropped (leadership changed); nothing was applied",
+                _hint(worker))
     if status is ReplyStatus.TIMEOUT:
-        return error_reply(rid, "timeout", "the read could not be confirmed in time")
-    return error_reply(rid, "timeout", "leadership changed: the outcome is unknown",
-                       _hint(worker))
+        return "timeout", "the read could not be confirmed in time", None
+    return "timeout", "leadership changed: the outcome is unknown", _hint(worker)

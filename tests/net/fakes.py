@@ -3,7 +3,8 @@ Fake backends and peer processes for the net tests.
 
 Echo backends answer every request with who served it; the key "silent" is never
 answered and the key "flaky" only on its second delivery (for timeout and retry tests);
-a read backend hands the key "handoff" back to the front door (for the raft worker).
+a read backend hands the key "handoff" back to the front door (for the raft worker), and
+a raft backend answers every read barrier at once with index 0.
 Process entry points create their own zmq context, report readiness on a pipe, and
 exit when the pipe says "stop" or closes (a lifeline if the test runner dies).
 """
@@ -24,7 +25,7 @@ import zmq
 
 from concord.errors import ClientError
 from concord.ids import NodeId
-from concord.net.backend import BackendLink
+from concord.net.backend import BackendLink, pack_barrier_answer
 from concord.net.door_reads import InlineReads
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.observer import DoorObserver
@@ -57,6 +58,9 @@ def run_echo_backend(
             poller.poll(math.ceil(timeout_s * 1000))
             link.service_timers(time.monotonic())
             while (req := link.recv()) is not None:
+                if req.barrier:  # the door's read barrier: at once, at index 0
+                    link.answer_barrier(req.token, pack_barrier_answer(0))
+                    continue
                 try:
                     request = decode_request(req.payload)
                 except ClientError as exc:

@@ -18,7 +18,12 @@ Context = zmq.Context[zmq.Socket[bytes]]
 
 
 class FakeInline:
-    """Answers key "k" itself, hands off key "handoff", declines "decline", fails on "corrupt"."""
+    """
+    Answers key "k" itself, hands off key "handoff", declines "decline", fails on "corrupt";
+    strong reads (after the door's barrier) like the others.
+    """
+
+    ready = True
 
     def __init__(self) -> None:
         self.asked: list[str] = []
@@ -36,6 +41,9 @@ class FakeInline:
         if key == "corrupt":
             raise CorruptionError("record checksum mismatch")
         return ok_reply(request.id, {"backend": "door"})
+
+    def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
+        return self.answer(request)
 
     def keep_up(self) -> None:
         self.keep_ups += 1
@@ -101,10 +109,13 @@ def test_door_answers_inline_reads_itself_when_given_inline_reads(
     asked = len(fake.asked)
     assert "reader0" == served_by(ctx, door, {"op": "keys", "prefix": "k"})
     assert "reader0" == served_by(ctx, door, {"op": "get_many", "keys": ["k"] * (MAX_INLINE_KEYS + 1)})
-    assert "raft" == served_by(ctx, door, {"op": "get", "key": "k", "consistency": "strong"})
+    assert "raft" == served_by(ctx, door, {"op": "keys", "prefix": "k", "consistency": "strong"})
     assert "raft" == served_by(ctx, door, {"op": "put", "key": "k", "value": 1})
     assert asked == len(fake.asked)  # none of those was offered to the inline reads
     assert 4 == door.door.stats.inline
+    # A strong get: the door itself, after a read barrier (concord.net.door_strong).
+    assert "door" == served_by(ctx, door, {"op": "get", "key": "k", "consistency": "strong"})
+    assert (1, 1) == (door.door.stats.barriers, door.door.stats.strong_inline)
 
 
 def test_door_leaves_reads_to_read_workers_when_its_shared_memory_fails(

@@ -188,8 +188,11 @@ def test_backend_header_roundtrips_when_valid_and_rejects_garbage() -> None:
     assert unpack_header(b"\x01\x03" + bytes(8)) is None  # v1: no longer read
     assert unpack_header(b"\x02\x03" + bytes(8)) is None  # v2: no longer read
     assert unpack_header(b"\x03\x03" + bytes(8)) is None  # v3: no longer read
-    assert unpack_header(b"\x05\x03" + bytes(8)) is None
-    assert unpack_header(b"\x04\x09" + bytes(8)) is None
+    assert unpack_header(b"\x04\x03" + bytes(8)) is None  # v4: no longer read
+    assert (3, 0) == unpack_header(b"\x05\x03" + bytes(8))
+    assert (8, 0) == unpack_header(b"\x05\x08" + bytes(8))  # v5: BARRIER_ANSWER
+    assert unpack_header(b"\x06\x03" + bytes(8)) is None
+    assert unpack_header(b"\x05\x09" + bytes(8)) is None
 
 
 def test_backend_replies_roundtrip_when_valid_and_rejected_when_malformed() -> None:

@@ -70,3 +70,33 @@ def test_door_reads_decline_every_read_when_the_store_cannot_be_attached(tmp_pat
         assert Verdict.DECLINE is reads.answer(get("k", "eventual"))
     finally:
         reads.close()
+
+
+def test_door_reads_answer_a_strong_read_only_from_a_view_at_its_barrier_index(
+        names: SegmentNames, tmp_path: Path) -> None:
+    """Below the barrier's index: DECLINE (never the older value); at it: the value published there."""
+    pub = Publisher.attach(names)
+    try:
+        now_ms = time.time_ns() // 1_000_000
+
+        def put(value: str, index: int) -> None:
+            record = KeyRecord("k", msgpack.packb(value), 0, 3, index, 1, 0)
+            pub.publish([Change(ChangeType.PUT, Space.USER, "k", record, index, 0)], index, index,
+                        now_ms)
+
+        put("old", 3)
+        reads = DoorReads(node_config(tmp_path), names)
+        try:
+            wait_until(lambda: reads.ready, 10, "the door's view was never attached")
+            assert Verdict.DECLINE is reads.answer_strong(get("k", "strong"), 4)
+            put("new", 4)
+            reply = reads.answer_strong(get("k", "strong"), 4)
+            assert isinstance(reply, bytes)
+            assert {"id": 9, "ok": True, "value": "new"} == msgpack.unpackb(reply)
+            # answer() itself still refuses strong reads: only the barrier path serves them.
+            refused = reads.answer(get("k", "strong"))
+            assert isinstance(refused, bytes) and b"invalid_request" in refused
+        finally:
+            reads.close()
+    finally:
+        pub.close()
