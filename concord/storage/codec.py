@@ -44,9 +44,8 @@ in docs/formats/storage.md.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
-from typing import Callable, Sequence
+from typing import Sequence
 
 import msgpack
 
@@ -61,6 +60,7 @@ from concord.raft.messages import (
     MessageType,
     Snapshot,
     SnapshotMeta,
+    make_entry,
 )
 from concord.raft.state import HardState
 
@@ -200,34 +200,6 @@ def _is_wellformed_entry(obj: object) -> bool:
     )
 
 
-def _entry_builder() -> Callable[[int, int, EntryType, bytes, int], Entry]:
-    """
-    `Entry(term, index, type, data, timestamp_ms)` for checked fields, about three times
-    faster: a frozen dataclass's generated __init__ sets each field through
-    object.__setattr__, looked up per field; this calls the slots' setters directly
-    (Entry has no __post_init__ or defaults to fill). Derived from Entry's fields, so
-    a new field fails here at import, not silently.
-    """
-    names = tuple(f.name for f in dataclasses.fields(Entry))
-    if names != ("term", "index", "type", "data", "timestamp_ms") or hasattr(Entry, "__post_init__"):
-        raise AssertionError(f"Entry fields changed ({names}): update _entry_builder")
-    set_term, set_index, set_type, set_data, set_ts = (
-        getattr(Entry, name).__set__ for name in names)
-    new = object.__new__
-
-    def build(term: int, index: int, etype: EntryType, data: bytes, ts: int) -> Entry:
-        entry: Entry = new(Entry)
-        set_term(entry, term)
-        set_index(entry, index)
-        set_type(entry, etype)
-        set_data(entry, data)
-        set_ts(entry, ts)
-        return entry
-
-    return build
-
-
-_build_entry = _entry_builder()
 
 
 def entry_from_obj(obj: object) -> Entry:
@@ -235,7 +207,7 @@ def entry_from_obj(obj: object) -> Entry:
     # a follower every entry of every AppendEntries).
     if type(obj) is list and _is_wellformed_entry(obj):
         _, term, index, etype, data, ts = obj
-        return _build_entry(term, index, _ENTRY_TYPE_BY_INT[etype], data, ts)
+        return make_entry(term, index, _ENTRY_TYPE_BY_INT[etype], data, ts)
     return _entry_from_obj_checked(obj)
 
 
@@ -349,7 +321,7 @@ class EntryPacker:
 def entries_from_obj(obj: object) -> list[Entry]:
     if not isinstance(obj, list):
         raise _fail("entry list", f"expected an array, got {type(obj).__name__}")
-    wellformed, build, types = _is_wellformed_entry, _build_entry, _ENTRY_TYPE_BY_INT
+    wellformed, build, types = _is_wellformed_entry, make_entry, _ENTRY_TYPE_BY_INT
     out: list[Entry] = []
     for item in obj:  # entry_from_obj, inlined: one call less per entry
         if wellformed(item):

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from concord.storage import codec
 from concord.ids import NodeId
 from concord.node import log_writer as lw
-from concord.raft.messages import ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta
+from concord.raft.messages import (
+    ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta, make_entry,
+)
 from concord.raft.state import HardState
 
 _entries = st.lists(
@@ -119,8 +121,9 @@ def test_packer_keeps_its_bounds_and_forgets_oldest_first_when_churned() -> None
 @settings(derandomize=True, max_examples=100)
 @given(_entries)
 def test_decoded_entries_equal_constructed_ones_when_built_by_the_fast_path(entries: list[Entry]) -> None:
-    """entries_from_obj's entries are equal, hash equal and behave like Entry(...) built normally."""
+    """entries_from_obj's and make_entry's entries are equal, hash equal and frozen like Entry(...)."""
     decoded = codec.entries_from_obj(codec.entries_to_obj(entries))
+    assert decoded == [make_entry(e.term, e.index, e.type, e.data, e.timestamp_ms) for e in entries]
     assert entries == decoded
     assert [hash(e) for e in entries] == [hash(e) for e in decoded]
     assert [repr(e) for e in entries] == [repr(e) for e in decoded]
