@@ -87,9 +87,7 @@ def _check_node_id(node_id: str) -> bytes:
 
 #: The first frame of a zmq_socket_monitor event: event id (16 bits), value (32 bits).
 _MONITOR_EVENT = struct.Struct("=hi")
-# Plain ints: or-ing zmq's flag enums costs about a microsecond per send in Python 3.11,
-# and pyzmq's send_multipart/recv_multipart do it (and an enum lookup per RCVMORE) for
-# every message.
+# Plain ints: pyzmq's send_multipart/recv_multipart or zmq's flag enums (~1 µs each).
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
