@@ -247,28 +247,41 @@ class EventHistory:
         Raises:
             ValueError: an entry's revision is not above the head (a caller bug).
         """
-        for entry in entries:
-            if entry.revision < self.head or (
-                entry.revision == self.head and entry.index == 0
-            ):
-                raise ValueError(f"event revision {entry.revision} is not above head {self.head}")
-            self._entries.append(entry)
-            self._revisions.append(entry.revision)
-            self.size_bytes += entry.size_bytes
-            self.head = entry.revision
+        # NB: the publish hot path (every applied round, subscribers or not): locals.
+        head, size = self.head, self.size_bytes
+        add_entry, add_revision = self._entries.append, self._revisions.append
+        try:
+            for entry in entries:
+                revision = entry.revision
+                if revision < head or (revision == head and entry.index == 0):
+                    raise ValueError(f"event revision {revision} is not above head {head}")
+                add_entry(entry)
+                add_revision(revision)
+                size += entry.size_bytes
+                head = revision
+        finally:
+            self.head, self.size_bytes = head, size
         self._evict()
 
     def _evict(self) -> None:
-        while len(self) > self.max_entries or self.size_bytes > self.max_bytes:
-            revision = self._entries[self._start].revision
-            while self._start < len(self._entries) and self._entries[self._start].revision == revision:
-                self.size_bytes -= self._entries[self._start].size_bytes
-                self._start += 1
+        entries, start, size = self._entries, self._start, self.size_bytes
+        end = len(entries)
+        max_entries, max_bytes = self.max_entries, self.max_bytes
+        if end - start <= max_entries and size <= max_bytes:
+            return
+        while end - start > max_entries or size > max_bytes:
+            # Invariant: a bound is exceeded, so an entry is left (both bounds are >= 0).
+            revision = entries[start].revision
+            while start < end and entries[start].revision == revision:
+                size -= entries[start].size_bytes
+                start += 1
             self.floor = revision
-        if self._start > 1024 and self._start * 2 > len(self._entries):
-            del self._entries[: self._start]
-            del self._revisions[: self._start]
-            self._start = 0
+        self.size_bytes = size
+        if start > 1024 and start * 2 > end:
+            del entries[:start]
+            del self._revisions[:start]
+            start = 0
+        self._start = start
 
     def query(self, since_revision: int, prefix: str = "", limit: int = 0) -> EventsPage:
         """

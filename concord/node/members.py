@@ -172,19 +172,41 @@ class AddressBook:
 
     def __init__(self, addresses: Iterable[Address] = ()) -> None:
         self._by_id: dict[NodeId, Address] = {a.id: a for a in addresses}
+        # Derived from _by_id, dropped by set(): the raft worker asks on every loop
+        # iteration, and an Address formats its endpoints on each access.
+        self._clients: dict[NodeId, str | None] = {}
+        self._peers: dict[NodeId, str] | None = None
+        self._peer_ids: frozenset[NodeId] | None = None
 
     def get(self, node_id: NodeId | None) -> Address | None:
         return None if node_id is None else self._by_id.get(node_id)
 
     def set(self, address: Address) -> None:
         self._by_id[address.id] = address
+        self._clients.clear()
+        self._peers = self._peer_ids = None
 
     def client_endpoint(self, node_id: NodeId | None) -> str | None:
-        address = self.get(node_id)
-        return None if address is None else address.client
+        if node_id is None:
+            return None
+        try:
+            return self._clients[node_id]
+        except KeyError:
+            address = self._by_id.get(node_id)
+            client = self._clients[node_id] = None if address is None else address.client
+            return client
 
     def peer_endpoints(self) -> dict[NodeId, str]:
-        return {i: a.peer for i, a in self._by_id.items() if a.peer is not None}
+        """Member id -> peer endpoint of every member with one (a new dict: the caller's)."""
+        if self._peers is None:
+            self._peers = {i: p for i, a in self._by_id.items() if (p := a.peer) is not None}
+        return dict(self._peers)
+
+    def peer_ids(self) -> frozenset[NodeId]:
+        """The keys of `peer_endpoints()`."""
+        if self._peer_ids is None:
+            self._peer_ids = frozenset(self.peer_endpoints())
+        return self._peer_ids
 
 
 class NodeStateMachine:

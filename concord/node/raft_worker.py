@@ -543,7 +543,7 @@ class RaftWorker:
             d.term, d.leader_id, d.role, d.commit, d.applied_index, d.applied_term,
             d.lease_until_ms, d.conf_state, machine.restored, bool(machine.changes),
             machine.addresses_changed, self.book.client_endpoint(d.leader_id),
-            frozenset(self.book.peer_endpoints()), d.stats.entry_bytes_applied,
+            self.book.peer_ids(), d.stats.entry_bytes_applied,
             self.storage.last_index())
 
     def _after_ready(self) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from concord.errors import ProposalDroppedError, RaftInvariantError
 from concord.raft.confchange import Changer, ConfChangeError
-from concord.raft.messages import ConfChange, ConfState, Entry, EntryType, Message, MessageType
+from concord.raft.messages import ConfChange, ConfState, EntryType, Message, MessageType, make_entry
 from concord.raft.state import Role
 from concord.raft.tracker import ProgressMap, TrackerConfig
 
@@ -35,7 +35,7 @@ def append_entries(r: Raft, items: list[tuple[EntryType, bytes]]) -> int:
     entries = []
     for kind, data in items:
         index += 1
-        entries.append(Entry(term, index, kind, data, stamp))
+        entries.append(make_entry(term, index, kind, data, stamp))
     last = r.log.append(entries)
     # The leader acknowledges its own entries once they are durable: coalesce with a
     # r-acknowledgement already waiting for the same Ready.

@@ -27,7 +27,8 @@ ConfChange encoding, version 1 (all integers big-endian):
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 
 from concord.ids import NodeId
@@ -55,6 +56,37 @@ class Entry:
     type: EntryType = EntryType.NORMAL
     data: bytes = b""
     timestamp_ms: int = 0
+
+
+def _entry_builder() -> Callable[[int, int, EntryType, bytes, int], Entry]:
+    """
+    The `make_entry` function: `Entry(term, index, type, data, timestamp_ms)`, all fields
+    given, about three times faster. A frozen dataclass's generated __init__ sets each
+    field through object.__setattr__, looked up per field; this calls the slots' setters
+    directly (Entry has no __post_init__). Derived from Entry's fields, so a new field
+    fails here at import, not silently.
+    """
+    names = tuple(f.name for f in fields(Entry))
+    if names != ("term", "index", "type", "data", "timestamp_ms") or hasattr(Entry, "__post_init__"):
+        raise AssertionError(f"Entry fields changed ({names}): update _entry_builder")
+    set_term, set_index, set_type, set_data, set_ts = (getattr(Entry, n).__set__ for n in names)
+    new = object.__new__
+
+    def make_entry(term: int, index: int, type: EntryType, data: bytes, timestamp_ms: int) -> Entry:
+        entry: Entry = new(Entry)
+        set_term(entry, term)
+        set_index(entry, index)
+        set_type(entry, type)
+        set_data(entry, data)
+        set_ts(entry, timestamp_ms)
+        return entry
+
+    return make_entry
+
+
+#: `Entry(term, index, type, data, timestamp_ms)` for the hot paths that make one per
+#: entry (a leader's proposals, a follower's decode): the same object, built faster.
+make_entry = _entry_builder()
 
 
 @dataclass(frozen=True, slots=True)

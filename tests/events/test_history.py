@@ -116,6 +116,33 @@ def test_query_is_compacted_when_since_below_floor_by_bytes() -> None:
     assert not history.query(3).compacted
 
 
+@settings(derandomize=True, max_examples=60)
+@given(st.integers(0, 40), st.integers(0, 3000), st.lists(st.integers(1, 4), min_size=1, max_size=400))
+def test_history_keeps_bounds_and_resumes_gap_free_when_evicting_over_many_rounds(
+        max_entries: int, max_bytes: int, sizes: list[int]) -> None:
+    """Against a naive model: newest whole revisions within both bounds; a reader resumes with no gap."""
+    history = EventHistory(max_entries, max_bytes)
+    model: list[HistoryEntry] = []
+    revision = 0
+    for count in sizes:
+        revision += 1 + count % 2  # revisions with no user change too
+        batch = entries(*(put(f"k{revision}.{i}", revision) for i in range(count)))
+        history.append(batch)
+        model += batch
+        while model and (len(model) > max_entries or sum(e.size_bytes for e in model) > max_bytes):
+            oldest = model[0].revision
+            model = [e for e in model if e.revision != oldest]
+        assert len(model) == len(history)
+        assert sum(e.size_bytes for e in model) == history.size_bytes
+        assert history.size_bytes <= max_bytes and len(history) <= max_entries
+        floor = history.floor
+        assert (model[0].revision > floor) if model else floor <= revision
+        page = history.query(floor, limit=100_000)
+        assert [(e.revision, e.key) for e in model] == keys(page)
+        assert (revision, False) == (page.next_revision, page.compacted)
+        assert history.query(floor - 1).compacted if floor > 0 else True
+
+
 def test_query_keeps_nothing_when_history_entries_zero() -> None:
     """history_entries = 0: every revision is evicted at once; since = head still works."""
     history = EventHistory(0, 1 << 20)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concord.storage import codec
 from concord.ids import NodeId
 from concord.node import log_writer as lw
-from concord.raft.messages import ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta
+from concord.raft.messages import (
+    ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta, make_entry,
+)
 from concord.raft.state import HardState
 
 _entries = st.lists(
@@ -96,3 +101,33 @@ def test_packer_keeps_within_max_bytes_when_entries_are_large() -> None:
     big = Entry(1, 9, EntryType.NORMAL, b"z" * 300, 0)
     assert codec.encode_entry(big) == packer.pack(big)
     assert 2 == len(packer)
+
+
+def test_packer_keeps_its_bounds_and_forgets_oldest_first_when_churned() -> None:
+    """Over many evictions the packer stays within both bounds and keeps the newest entries."""
+    packer = codec.EntryPacker(max_entries=64, max_bytes=64 * 60)
+    entries = [Entry(1, i, EntryType.NORMAL, b"v" * (i % 50), i) for i in range(5000)]
+    for e in entries:
+        assert codec.encode_entry(e) == packer.pack(e)
+        assert len(packer) <= 64 and packer.size_bytes <= 64 * 60
+    kept = len(packer)
+    hits = packer.hits
+    for e in entries[-kept:]:
+        packer.pack(e)
+    packer.pack(entries[-kept - 1])
+    assert (hits + kept, 5001) == (packer.hits, packer.misses)
+
+
+@settings(derandomize=True, max_examples=100)
+@given(_entries)
+def test_decoded_entries_equal_constructed_ones_when_built_by_the_fast_path(entries: list[Entry]) -> None:
+    """entries_from_obj's and make_entry's entries are equal, hash equal and frozen like Entry(...)."""
+    decoded = codec.entries_from_obj(codec.entries_to_obj(entries))
+    assert decoded == [make_entry(e.term, e.index, e.type, e.data, e.timestamp_ms) for e in entries]
+    assert entries == decoded
+    assert [hash(e) for e in entries] == [hash(e) for e in decoded]
+    assert [repr(e) for e in entries] == [repr(e) for e in decoded]
+    assert all(type(e) is Entry for e in decoded)
+    for e in decoded:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            e.term = 0  # type: ignore[misc]

@@ -37,6 +37,21 @@ def test_book_gives_client_endpoint_when_port_is_known() -> None:
     assert {"a": "tcp://h:5", "b": "tcp://[::1]:8"} == book.peer_endpoints()
 
 
+def test_book_answers_from_the_new_address_when_one_is_set() -> None:
+    """The endpoints the book remembers follow set(): a changed or added member is seen."""
+    book = AddressBook([Address(NodeId("a"), "h", 1, 5, 6)])
+    assert ("tcp://h:1", frozenset({"a"})) == (book.client_endpoint(NodeId("a")), book.peer_ids())
+    assert None is book.client_endpoint(NodeId("b"))
+    book.set(Address(NodeId("a"), "h2", 11, 15, 16))
+    book.set(Address(NodeId("b"), "h3", 21, 25, 26))
+    assert ("tcp://h2:11", "tcp://h3:21") == (book.client_endpoint(NodeId("a")),
+                                              book.client_endpoint(NodeId("b")))
+    assert {"a": "tcp://h2:15", "b": "tcp://h3:25"} == book.peer_endpoints()
+    assert frozenset({"a", "b"}) == book.peer_ids()
+    book.peer_endpoints().clear()  # the caller's copy
+    assert 2 == len(book.peer_endpoints())
+
+
 def test_node_machine_snapshot_keeps_addresses_when_restored() -> None:
     """Addresses survive snapshot/restore; the state hash covers them."""
     from concord.node.members import NodeStateMachine
