@@ -26,8 +26,11 @@ def _gateway_pid(c: Cluster, node: str) -> int | None:
     proc = c.nodes[node].proc
     assert proc is not None
     for child in psutil.Process(proc.pid).children():
-        if any(conn.laddr.port == port and conn.status == psutil.CONN_LISTEN
-               for conn in child.net_connections(kind="tcp")):
+        try:
+            conns = child.net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue  # NB: a child that exited between the listing and this look (the killed gateway)
+        if any(conn.laddr.port == port and conn.status == psutil.CONN_LISTEN for conn in conns):
             return child.pid
     return None
 
