@@ -26,6 +26,7 @@ from pathlib import Path
 import msgpack
 import zmq
 
+from bench.door_intake import dealers
 from concord.config import parse_config
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
@@ -58,12 +59,7 @@ def measure(clients: int, rounds: int, keys: int, names: SegmentNames, data_dir:
         time.sleep(0.01)
     door = FrontDoor(ctx, FrontDoorOptions(client_endpoint=f"inproc://c-{tag}", backend_endpoint=f"inproc://b-{tag}"),
                      inline=inline)
-    socks = []
-    for _ in range(clients):
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(door.client_endpoint)
-        socks.append(s)
+    socks = dealers(ctx, door.client_endpoint, clients)
     payloads = [msgpack.packb({"op": "get", "id": i, "key": f"key{i % keys}", "consistency": "eventual"})
                 for i in range(clients)]
     door_cpu = 0.0

@@ -26,6 +26,17 @@ from concord.net.backend import BackendLink
 from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.wire import Backend, decode_validated, ok_reply
 
+def dealers(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, count: int) -> list[zmq.Socket[bytes]]:
+    """`count` client DEALERs connected to `endpoint` (LINGER 0)."""
+    socks = []
+    for _ in range(count):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint)
+        socks.append(s)
+    return socks
+
+
 def measure(clients: int, rounds: int) -> tuple[float, float]:
     """(door CPU us per request, backend intake CPU us per request)."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -35,12 +46,7 @@ def measure(clients: int, rounds: int) -> tuple[float, float]:
     link.service_timers(time.monotonic())
     while "raft" not in door.backends:
         door.poll_once(10)
-    socks = []
-    for _ in range(clients):
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(door.client_endpoint)
-        socks.append(s)
+    socks = dealers(ctx, door.client_endpoint, clients)
     payloads = [msgpack.packb({"op": "put", "id": i, "key": f"key{i}", "value": "v" * 100}) for i in range(clients)]
     door_cpu = back_cpu = 0.0
     replies: list[tuple[int, bytes]]

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import zmq
 
+from bench.kv_apply import best_cpu_s
 from concord.ids import NodeId
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.net.event_history import EventHistory, user_entries
@@ -35,16 +36,6 @@ from concord.node.logwriter.ipc import encode_persist
 from concord.raft.messages import Entry, EntryType, Message, MessageType
 from concord.raft.state import HardState
 from concord.storage import codec
-
-
-def least_cpu_s(rounds: int, run: Callable[[], None]) -> float:
-    """The least process CPU time of `rounds` calls of `run`."""
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.process_time()
-        run()
-        best = min(best, time.process_time() - t0)
-    return best
 
 
 def _entries(first: int, count: int) -> list[Entry]:
@@ -92,10 +83,10 @@ def main() -> None:
         for batch in changes:
             history.append(user_entries(batch, False))
 
-    decode_s = least_cpu_s(args.rounds, decode)
+    decode_s = best_cpu_s(args.rounds, decode)
     for _ in range(args.rounds):
         persist()
-    history_s = least_cpu_s(args.rounds, retain)
+    history_s = best_cpu_s(args.rounds, retain)
     per_entry = messages * n / 1e6
     print(f"decode   {decode_s / per_entry:6.2f} us/entry")
     print(f"persist  {min(persist_s) / per_entry:6.2f} us/entry")
@@ -131,7 +122,7 @@ def main() -> None:
             time.sleep(0.01)
         while b.recv() is None:
             pass
-        peer_s = least_cpu_s(args.rounds, exchange)
+        peer_s = best_cpu_s(args.rounds, exchange)
         print(f"peer     {peer_s / messages * 1e6:6.2f} us/message (send, receive; bursts of 50)")
     finally:
         a.close()
