@@ -83,7 +83,7 @@ class ShmReads:
         this view once synced to `index` or later (auth tables included), else DECLINE.
         """
         self.view.sync()
-        if self.view.synced_status().applied_index < index:
+        if self.view.synced_applied_index() < index:
             return Verdict.DECLINE  # e.g. a rebuild settled behind: never an older state
         return self._serve(request)
 

@@ -198,6 +198,10 @@ class ShmView(CatchUp):
         """The status the local state matches now, without catching up."""
         return status_from_words(self._seq, self._st)
 
+    def synced_applied_index(self) -> int:
+        """`synced_status().applied_index` without decoding the rest of the status."""
+        return self._st[S_APPLIED]
+
     def current_status(self) -> ShmStatus:
         """The status published now, without catching up (cheap; for waiting loops)."""
         return status_from_words(*self._read_status())

@@ -563,3 +563,15 @@ def test_keep_up_catches_up_in_slices_when_only_writes_arrive(
         assert view.synced_status().applied_index > rev - step - 1
     assert rebuilds == view.rebuilds and 0 == view.overflows
     assert 300 == view.get_value("k0")
+
+
+def test_synced_applied_index_is_the_synced_status_one_without_catching_up(
+    pub: Publisher, view: ShmView
+) -> None:
+    pub.publish([put("a", 1, 1)], 5, 1, 0)
+    view.sync()
+    assert 5 == view.synced_applied_index() == view.synced_status().applied_index
+    pub.publish([put("b", 2, 2)], 7, 2, 0)
+    assert 5 == view.synced_applied_index()  # published, not yet caught up with
+    view.sync()
+    assert 7 == view.synced_applied_index() == view.synced_status().applied_index
