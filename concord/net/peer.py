@@ -45,7 +45,7 @@ import zmq
 
 from concord.errors import ConfigError, ShuttingDownError
 from concord.ids import NodeId
-from concord.net._zmqutil import new_socket
+from concord.net._zmqutil import new_socket, recv_frames, send_frames
 from concord.net.curve import (
     HANDSHAKE_EVENTS,
     PEER_DOMAIN,
@@ -87,10 +87,7 @@ def _check_node_id(node_id: str) -> bytes:
 
 #: The first frame of a zmq_socket_monitor event: event id (16 bits), value (32 bits).
 _MONITOR_EVENT = struct.Struct("=hi")
-# Plain ints: pyzmq's send_multipart/recv_multipart or zmq's flag enums (~1 µs each).
-_NOBLOCK = int(zmq.NOBLOCK)
-_NOBLOCK_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_RCVMORE = int(zmq.RCVMORE)
+# Plain ints: zmq's flag enums cost ~1 µs per use.
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
@@ -363,10 +360,7 @@ class PeerTransport:
     def _send_now(self, sock: Socket, to: NodeId, payload: bytes, ping: bool) -> bool:
         header = self._ping_header if ping else self._data_header
         try:
-            # NB: send_multipart, unrolled: a message's later frames are never refused
-            # once its first is queued (zmq checks the high-water mark on the first).
-            sock.send(header, _NOBLOCK_SNDMORE)
-            sock.send(payload, _NOBLOCK)
+            send_frames(sock, (header, payload))
         except zmq.Again:
             self.stats.dropped_unreachable += 1
             return False
@@ -452,9 +446,7 @@ class PeerTransport:
                     # NB: asking costs a fifth of the zmq.Again a drained socket raises.
                     if not int(router.getsockopt(_EVENTS)) & _POLLIN:
                         return None
-                    frames = [router.recv(_NOBLOCK)]  # recv_multipart, unrolled
-                    while router.getsockopt(_RCVMORE):
-                        frames.append(router.recv(_NOBLOCK))
+                    frames = recv_frames(router)
                 else:
                     parts = self.router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                     user = self._key_owner(parts[0])
