@@ -32,7 +32,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from bench.procs import Procs, free_ports, install_signal_handlers
 from bench.systems import ROOT, Concord, Etcd, Member
@@ -47,9 +49,12 @@ def _cli(*args: str, endpoints: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([*argv, *args], capture_output=True, text=True, env=ENV, check=True)
 
 
-def _timed(fn: object) -> tuple[float, object]:
+_T = TypeVar("_T")
+
+
+def _timed(fn: Callable[[], _T]) -> tuple[float, _T]:
     started = time.monotonic()
-    result = fn()  # type: ignore[operator]
+    result = fn()
     return time.monotonic() - started, result
 
 
@@ -111,11 +116,11 @@ def bench_concord(n: int, work: Path, procs: Procs) -> dict[str, object]:
                                     endpoints=endpoints[0]))
     stop.set()
     writer.join()
-    created = json.loads(run.stdout)  # type: ignore[attr-defined]
+    created = json.loads(run.stdout)
     out["backup_s"] = round(took, 2)
     out["backup_bytes"] = created["size"]
     out["keys"] = created["keys"]
-    took, (header, decoded) = _timed(lambda: verify(Path(created["file"])))  # type: ignore[misc]
+    took, (header, decoded) = _timed(lambda: verify(Path(created["file"])))
     out["verify_s"] = round(took, 2)
     took, _ = _timed(decoded.content_hash)
     out["content_hash_backup_s"] = round(took, 2)
@@ -163,7 +168,7 @@ def bench_concord(n: int, work: Path, procs: Procs) -> dict[str, object]:
     took, run = _timed(lambda: _cli("-w", "json", "backup", "restore", created["file"], "--yes",
                                     endpoints=eps))
     out["online_import_s"] = round(took, 2)  # includes the content-hash comparison
-    imported = json.loads(run.stdout)  # type: ignore[attr-defined]
+    imported = json.loads(run.stdout)
     out["online_content_equal"] = imported["content_equal"]
     took, _ = _timed(lambda: _cli("check", "hash", "--content", endpoints=eps))
     out["content_hash_cluster_s"] = round(took, 2)

@@ -96,7 +96,7 @@ def run_concord_client(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
         cl = Client(eps, shm=False, timeout_s=10)
         if op == "put":
             return lambda i: cl.put(key_name(i), value_for(i, spec.value_bytes))
-        return lambda i: cl.get(key_name(i), consistency=level)  # type: ignore[arg-type]
+        return lambda i: cl.get(key_name(i), consistency=level)
 
     return _run_threads(spec, start, make_call)
 

@@ -136,14 +136,16 @@ def micro(n: int = 200_000) -> None:
     """
     import timeit
 
+    from concord.ids import NodeId
     from concord.metrics import node as hooks
     from concord.metrics.recorder import RECORDER
+    from concord.node.raft_metrics import RaftMetrics
     from concord.net.wire import ok_reply
     from concord.raft.messages import Message, MessageType
     from concord import telemetry
 
     reply = ok_reply(12345, {"revision": 77})
-    msg = Message(MessageType.APPEND, "n2", "n1", 3)
+    msg = Message(MessageType.APPEND, NodeId("n2"), NodeId("n1"), 3)
 
     class _Worker:  # what RaftMetrics reads at construction
         class driver:  # noqa: N801
@@ -151,13 +153,18 @@ def micro(n: int = 200_000) -> None:
 
     def cases() -> dict[str, object]:
         door, reader = hooks.DoorMetrics(), hooks.ReaderMetrics()
-        raft = hooks.RaftMetrics.__new__(hooks.RaftMetrics)
+        raft = RaftMetrics.__new__(RaftMetrics)
         raft.on = RECORDER.enabled
         raft._heartbeats = {}
+
+        def raft_round() -> None:
+            raft.on_send(msg)
+            raft.on_message(msg)
+
         return {
             "door: one request (result peek + histogram + counter)":
                 lambda: door.on_done("put", "none", hooks.reply_result(reply), 0.001, None),
-            "raft: one message sent + one received": lambda: (raft.on_send(msg), raft.on_message(msg)),
+            "raft: one message sent + one received": raft_round,
             "reader: one loop turn": lambda: reader.on_round(1, 0),
             "writer: one WAL group commit": lambda: hooks.wal_flushed(0.0001, 0.002, 512, 3),
             "client: one call, no handler attached":

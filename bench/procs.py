@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 import psutil
-from concord.chaos.procs import free_ports  # noqa: F401  (re-exported for bench)
+from concord.chaos.procs import free_ports as free_ports  # re-exported for bench
 
 log = logging.getLogger(__name__)
 

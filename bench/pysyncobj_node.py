@@ -41,12 +41,12 @@ class Store(SyncObj):  # type: ignore[misc]
         super().__init__(self_addr, partners, conf)
         self.data: dict[str, bytes] = {}
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def set(self, key: str, value: bytes) -> int:
         self.data[key] = value
         return len(self.data)
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def set_many(self, items: dict[str, bytes]) -> int:
         self.data.update(items)
         return len(self.data)
@@ -115,6 +115,22 @@ def run_gets(store: Store, duration_s: float, max_ops: int, keys: int) -> dict[s
     return {"ok": ok, "errors": errors, "elapsed_s": perf() - t0, "latencies_us": lat.tobytes()}
 
 
+def _num(cmd: dict[str, object], field: str) -> int:
+    """An integer field of a control map."""
+    value = cmd[field]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"control field {field!r} must be an integer, got {value!r}")
+    return value
+
+
+def _seconds(cmd: dict[str, object], field: str) -> float:
+    """A duration field of a control map (int or float seconds)."""
+    value = cmd[field]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"control field {field!r} must be a number of seconds, got {value!r}")
+    return float(value)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--self", dest="self_addr", required=True)
@@ -149,19 +165,19 @@ def main() -> None:
                 reply = {"is_leader": store._isLeader(), "ready": store.isReady(),
                          "leader": str(leader) if leader is not None else None, "keys": len(store.data)}
             elif name == "run" and cmd["op"] == "put":
-                reply = run_puts(store, int(cmd["clients"]), float(cmd["duration_s"]),  # type: ignore[arg-type]
-                                 int(cmd["max_ops"]), int(cmd["keys"]))  # type: ignore[call-overload]
+                reply = run_puts(store, _num(cmd, "clients"), _seconds(cmd, "duration_s"),
+                                 _num(cmd, "max_ops"), _num(cmd, "keys"))
             elif name == "run":
-                reply = run_gets(store, float(cmd["duration_s"]), int(cmd["max_ops"]),  # type: ignore[arg-type]
-                                 int(cmd["keys"]))  # type: ignore[call-overload]
+                reply = run_gets(store, _seconds(cmd, "duration_s"), _num(cmd, "max_ops"),
+                                 _num(cmd, "keys"))
             elif name == "load":
-                n, batch = int(cmd["n"]), int(cmd["batch"])  # type: ignore[call-overload]
+                n, batch = _num(cmd, "n"), _num(cmd, "batch")
                 for lo in range(0, n, batch):
                     items = {key_name(i): value_for(i) for i in range(lo, min(n, lo + batch))}
                     store.set_many(items, sync=True, timeout=60)
                 reply = {"ok": True}
             elif name == "write_until_ok":
-                deadline = time.time() + float(cmd["deadline_s"])  # type: ignore[arg-type]
+                deadline = time.time() + _seconds(cmd, "deadline_s")
                 reply = {"ok": False}
                 while time.time() < deadline:
                     try:

@@ -206,11 +206,11 @@ def tables(res: dict[str, dict[str, dict[str, Runs]]]) -> list[str]:
     c_r = _get(res, "restart", "concord", rk)
     for s in systems:
         for k, rr in res.get("restart", {}).get(s, {}).items():
-            rs = "n/a (no persistence)" if s == "redis" else fmt(rr, "restart_s", 1, 2)
+            restart_cell = "n/a (no persistence)" if s == "redis" else fmt(rr, "restart_s", 1, 2)
             errs = [str(x["error"]) for x in rr if "error" in x]
             if errs:
-                rs = f"**failed**: {errs[0]}"
-            out.append(f"| {s} | {int(k):,} | {fmt(rr, 'load_s', 1, 1)} | {rs} | {fmt(rr, 'bytes_per_key')} | "
+                restart_cell = f"**failed**: {errs[0]}"
+            out.append(f"| {s} | {int(k):,} | {fmt(rr, 'load_s', 1, 1)} | {restart_cell} | {fmt(rr, 'bytes_per_key')} | "
                        f"{'' if s in ('concord', 'redis') else ratio(med(c_r, 'restart_s'), med(rr, 'restart_s'))} | "
                        f"{'' if s == 'concord' else ratio(med(c_r, 'bytes_per_key'), med(rr, 'bytes_per_key'))} |")
     out += scale_tables(res)
@@ -293,10 +293,10 @@ def plots(res: dict[str, dict[str, dict[str, Runs]]], size: str, out_dir: Path =
                 sample = next((r.get("latencies_us") for r in runs if r.get("latencies_us")), None)
                 if not isinstance(sample, list) or not sample:
                     continue
-                xs = sorted(float(x) / 1000 for x in sample)
-                ys = [(i + 1) / len(xs) for i in range(len(xs))]
+                ms = sorted(float(x) / 1000 for x in sample)
+                share = [(i + 1) / len(ms) for i in range(len(ms))]
                 label = s if scen == "write_latency" else f"{s} {v}"
-                ax.plot(xs, ys, label=label, color=colors.get(s),
+                ax.plot(ms, share, label=label, color=colors.get(s),
                         linestyle={"strong": "--", "linearizable": "--", "leader": ":"}.get(v, "-"))
         ax.set_xscale("log")
         ax.set_xlabel("latency (ms, log)")

@@ -11,6 +11,10 @@ folder not on the path) the code runs unchanged.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
 
 _DIR = os.environ.get("CONCORD_TIMELINE_DIR")
 
@@ -56,7 +60,7 @@ if _DIR:
 
         _fdatasync = os.fdatasync
 
-        def fdatasync(fd: int) -> None:
+        def fdatasync(fd: FileDescriptorLike) -> None:
             mark("fdatasync.begin")
             _fdatasync(fd)
             mark("fdatasync.end")

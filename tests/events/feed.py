@@ -50,7 +50,7 @@ class LossyProxy:
         self.xpub.setsockopt(zmq.LINGER, 0)
         self.xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
         self.xpub.bind("tcp://127.0.0.1:0")
-        self.endpoint = self.xpub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint = self.xpub.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.xsub, zmq.POLLIN)
@@ -108,7 +108,7 @@ class Feed:
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind("tcp://127.0.0.1:0")
-        self.client_endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.client_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.proxy = None if lose is None else LossyProxy(self.ctx, self.stream.endpoint, lose)
         self.batch = batch
         self.noop_every = noop_every
@@ -215,7 +215,7 @@ class Feed:
             if request.op == "events":
                 reply = self.stream.handle(request)
             elif request.op == "status":
-                members = [{"id": self.name, "client": self.client_endpoint,
+                members: list[dict[str, str | None]] = [{"id": self.name, "client": self.client_endpoint,
                             "events": self.stream.endpoint}]
                 members += [{"id": p.name, "client": p.client_endpoint, "events": None}
                             for p in self.peers]
