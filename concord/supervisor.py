@@ -96,7 +96,7 @@ class NodeLayout:
         node = node_part(config.node.id)
         self.names = SegmentNames(node, token)
         # NB: ipc paths must stay under 108 bytes: a short private folder in /tmp.
-        self.ipc_dir = Path(tempfile.gettempdir()) / f"concord-{node[:16]}-{token}"
+        self.ipc_dir = Path(tempfile.gettempdir()) / self.names.ipc_folder
         self.endpoints = WorkerEndpoints(
             writer=f"ipc://{self.ipc_dir}/writer",
             backend=f"ipc://{self.ipc_dir}/door",

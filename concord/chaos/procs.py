@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
 import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash)
-from concord.shm.layout import node_part
+from concord.shm.layout import ipc_folder_name, node_part
 from supervisor import parse_ready_line
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 DEV_SHM = Path("/dev/shm")
+TEMP_DIR = Path(tempfile.gettempdir())  # where supervisors make their ipc folders
 STARTUP_TIMEOUT_S = 30.0
 
 #: Settings every test cluster uses unless overridden (fast ticks, one reader per node:
@@ -263,6 +266,26 @@ class NodeProc:
             prefix = f"concord-{prefix_node}-{spid}x"
             names += [n for n in os.listdir(DEV_SHM) if n.startswith(prefix)]
         return names
+
+    def ipc_folders(self, killed: bool = False) -> list[Path]:
+        """Private ipc folders left by this node's supervisors (those SIGKILLed if `killed`)."""
+        folders: list[Path] = []
+        part = node_part(self.id)
+        for spid in self.killed_supervisors if killed else self.supervisor_pids:
+            if not killed and spid in self.killed_supervisors:
+                continue
+            folders += TEMP_DIR.glob(ipc_folder_name(part, f"{spid}x") + "*")
+        return folders
+
+    def remove_killed_leftovers(self) -> None:
+        """
+        Unlink the segments and remove the ipc folders of this node's SIGKILLed
+        supervisors: their cleanup() never ran, and nobody else's sweep is due.
+        """
+        for name in self.shm_segments(killed=True):
+            (DEV_SHM / name).unlink(missing_ok=True)
+        for folder in self.ipc_folders(killed=True):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def signal_pids(pids: Iterable[int], sig: signal.Signals) -> None:

@@ -23,7 +23,6 @@ import zmq
 
 from concord.chaos.procs import (
     BASE_SETTINGS,
-    DEV_SHM,
     MemberPorts,
     NodeProc,
     free_ports,
@@ -161,9 +160,8 @@ class RestartRounds:
                 psutil.Process(pid).wait(timeout=10)
             except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
                 pass
-        for node in self.nodes.values():  # the store of a SIGKILLed supervisor
-            for name in node.shm_segments(killed=True):
-                (DEV_SHM / name).unlink(missing_ok=True)
+        for node in self.nodes.values():  # the store and ipc folder of a SIGKILLed supervisor
+            node.remove_killed_leftovers()
         return killed_at
 
     def close(self) -> tuple[list[int], list[str]]:

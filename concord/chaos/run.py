@@ -48,7 +48,6 @@ from concord.chaos.recipes import (
 )
 from concord.chaos.procs import (
     BASE_SETTINGS,
-    DEV_SHM,
     MemberPorts,
     NodeProc,
     free_ports,
@@ -160,9 +159,8 @@ class ChaosRun:
             node.kill_tree()
 
     def leftovers(self) -> tuple[list[int], list[str]]:
-        for node in self.nodes.values():  # segments of SIGKILLed supervisors: ours to remove
-            for name in node.shm_segments(killed=True):
-                (DEV_SHM / name).unlink(missing_ok=True)
+        for node in self.nodes.values():  # what SIGKILLed supervisors left: ours to remove
+            node.remove_killed_leftovers()
         pids = [p for n in self.nodes.values() for p in n.alive_pids()]
         segs = [s for n in self.nodes.values() for s in n.shm_segments()]
         return pids, segs

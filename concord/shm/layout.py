@@ -358,6 +358,16 @@ def node_part(node_id: str) -> str:
     return part[:32]
 
 
+def ipc_folder_name(node: str, token: str) -> str:
+    """
+    The name of a node run's private ipc folder in the temp dir (its ipc:// endpoints and
+    metrics files): `concord-<node, at most 16 characters>-<token>`, short so that ipc://
+    paths stay under 108 bytes. `node` is `node_part(id)`; a token prefix gives a glob
+    prefix (a supervisor's token is "<pid>x<hex>").
+    """
+    return f"concord-{node[:16]}-{token}"
+
+
 def align8(n: int) -> int:
     """Round `n` up to a multiple of 8."""
     return (n + 7) & ~7
@@ -409,6 +419,11 @@ class SegmentNames:
     @property
     def ctl(self) -> str:
         return f"{self.base}-ctl"
+
+    @property
+    def ipc_folder(self) -> str:
+        """The same run's ipc folder name (`ipc_folder_name`)."""
+        return ipc_folder_name(self.node, self.token)
 
     def gen(self, n: int) -> str:
         return f"{self.base}-g{n}"
@@ -531,6 +546,7 @@ __all__ = [
     "create_segment",
     "ctl_size",
     "initial_gen_capacity",
+    "ipc_folder_name",
     "open_segment",
     "read_gen_header",
     "record_size",

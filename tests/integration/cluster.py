@@ -139,11 +139,10 @@ class Cluster:
         segs = [s for n in self.nodes.values() for s in n.shm_segments()]
         return pids, segs
 
-    def remove_killed_segments(self) -> None:
-        """Unlink the stores of supervisors a test SIGKILLed (their cleanup() never ran)."""
+    def remove_killed_leftovers(self) -> None:
+        """Unlink the stores and remove the ipc folders of supervisors a test SIGKILLed."""
         for node in self.nodes.values():
-            for name in node.shm_segments(killed=True):
-                (DEV_SHM / name).unlink(missing_ok=True)
+            node.remove_killed_leftovers()
 
     # -- talking to it -------------------------------------------------------------------
 

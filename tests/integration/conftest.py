@@ -17,7 +17,8 @@ def cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
     """
     Start real clusters: `cluster(n=3, storage={"snapshot_entries": 50})`. Every cluster
     made is stopped at teardown (SIGTERM, wait, SIGKILL), then the test fails if any
-    process it started is alive or any /dev/shm segment of it remains.
+    process it started is alive, or any /dev/shm segment or ipc folder of a supervisor that
+    was not SIGKILLed remains (what SIGKILLed ones left is removed).
     """
     made: list[Cluster] = []
 
@@ -33,8 +34,10 @@ def cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
         c.stop()
     for c in made:
         pids, segments = c.leftovers()
+        folders = [f for node in c.nodes.values() for f in node.ipc_folders()]
         for node in c.nodes.values():
             node.kill_tree()  # belt and braces: nothing of ours may outlive the test
         assert [] == pids, "processes left running"
-        c.remove_killed_segments()
+        c.remove_killed_leftovers()
         assert [] == segments, "shared-memory segments left behind"
+        assert [] == folders, "ipc folders of stopped supervisors left behind"

@@ -79,7 +79,7 @@ def test_writes_refused_then_recovered_without_restart_when_wal_fails(
     assert h.get("n1", "k-refused") is not None and h.ops[-1].result != "y"
     # Everything acknowledged survives SIGKILL: the sealed segment replays cleanly.
     c.nodes["n1"].kill_tree()
-    c.remove_killed_segments()
+    c.remove_killed_leftovers()
     c.restart("n1")
     c.wait_leader()
     for op in h.ops:

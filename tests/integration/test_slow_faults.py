@@ -113,7 +113,7 @@ def test_no_ack_before_the_stalled_fsync_when_node_is_killed_during_the_stall(
     stalled = [h.put("n1", f"s{i}", i, timeout_ms=400) for i in range(2)]
     assert [None, None] == stalled, stalled  # silence, not an acknowledgement
     c.nodes["n1"].kill_tree()  # while the writer sleeps in the stalled fdatasync
-    c.remove_killed_segments()
+    c.remove_killed_leftovers()
     set_disk_faults(files["n1"])
     c.restart("n1")
     c.wait_leader()

@@ -138,6 +138,7 @@ def test_every_process_exits_when_supervisor_gets_sigterm(cluster: ClusterFactor
     assert [] == node.alive_pids()
     assert [] == node.shm_segments()
     assert not Path("/dev/shm", str(shm["ctl"])).exists()
+    assert [] == node.ipc_folders()
 
 
 def leftovers_of(supervisor_pid: int) -> list[str]:
@@ -180,6 +181,20 @@ def single_node(tmp_path: Path, node_id: str) -> NodeProc:
     config.write_text(render_config(node_id, folder / "data", [MemberPorts(node_id, 0, 0, 0)],
                                     BASE_SETTINGS))
     return NodeProc(node_id, config, folder / "data", folder / "node.log")
+
+
+@pytest.mark.timeout(60)
+def test_harness_removes_store_and_ipc_folder_of_a_whole_killed_node(cluster: ClusterFactory) -> None:
+    """A tree SIGKILLed at once cleans nothing up: its store and ipc folder are the test
+    harness's to remove (concord.chaos.procs `remove_killed_leftovers`), and it does."""
+    c = cluster(1)
+    node = c.nodes["n1"]
+    node.kill_tree()
+    assert [] == node.alive_pids()
+    assert node.shm_segments(killed=True) and node.ipc_folders(killed=True)
+    node.remove_killed_leftovers()
+    assert [] == node.shm_segments(killed=True)
+    assert [] == node.ipc_folders(killed=True)
 
 
 @pytest.mark.timeout(60)
