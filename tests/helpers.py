@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout_s: float,
     describe: Callable[[], str] | str = "",
     first_delay_s: float = 0.001,
@@ -24,7 +24,7 @@ def wait_until(
     Poll `predicate` with exponential backoff until it returns a truthy value.
 
     Returns:
-        The truthy value.
+        The truthy value (never None: a predicate returning `X | None` gives an `X`).
 
     Raises:
         AssertionError: on timeout, showing `describe` (the last observed state).

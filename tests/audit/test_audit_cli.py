@@ -35,18 +35,20 @@ def _where(folder: Path) -> list[str]:
     return ["--dir", str(folder / "audit"), "--secret-file", str(folder / "secret")]
 
 
-def _json(capsys: pytest.CaptureFixture[str]) -> object:
-    return json.loads(capsys.readouterr().out)
+def _json(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    rows = json.loads(capsys.readouterr().out)
+    assert isinstance(rows, list)
+    return rows
 
 
 def test_query_selects_lines_when_filters_are_given(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--key matches by HMAC (bulk keys too), --op/--result/--token filter; all must hold."""
     assert 0 == cli(["-w", "json", "audit", "query", *_where(folder), "--key", "a"])
-    assert ["put", "delete_many"] == [r["op"] for r in _json(capsys)]  # type: ignore[union-attr, index]
+    assert ["put", "delete_many"] == [r["op"] for r in _json(capsys)]
     assert 0 == cli(["-w", "json", "audit", "query", *_where(folder), "--op", "put", "--result", "ok"])
-    assert [("put", "alice")] == [(r["op"], r["token_id"]) for r in _json(capsys)]  # type: ignore[union-attr, index]
+    assert [("put", "alice")] == [(r["op"], r["token_id"]) for r in _json(capsys)]
     assert 0 == cli(["-w", "json", "audit", "query", *_where(folder), "--token", "bob"])
-    assert ["delete"] == [r["op"] for r in _json(capsys)]  # type: ignore[union-attr, index]
+    assert ["delete"] == [r["op"] for r in _json(capsys)]
 
 
 def test_hash_prints_the_logged_hmac_when_given_a_key(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:

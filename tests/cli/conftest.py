@@ -27,6 +27,12 @@ class Run:
     def json(self) -> object:
         return json.loads(self.out)
 
+    def rows(self) -> list[dict[str, object]]:
+        """The output of `-w json` of a listing: a list of objects."""
+        value = self.json()
+        assert isinstance(value, list) and all(isinstance(row, dict) for row in value), value
+        return value
+
 
 def run_cli(*args: str, endpoints: str | None = None, stdin: str | None = None,
             env: dict[str, str] | None = None, timeout_s: float = 60.0,

@@ -103,10 +103,10 @@ def test_cluster_commands_report_every_node_when_cluster_runs(three: tuple[Clust
     assert all(s["health"] == "ok" and isinstance(s["db_bytes"], int) for s in status)
     assert 3 == len(ok(concord("status")).out.splitlines())
     assert "ROLE" in ok(concord("-w", "table", "status")).out
-    members = ok(concord("-w", "json", "members", "list")).json()
-    assert ["n1", "n2", "n3"] == sorted(m["id"] for m in members)  # type: ignore[union-attr]
-    health = ok(concord("-w", "json", "endpoint", "health", "--cluster")).json()
-    assert [True, True, True] == [h["health"] for h in health]  # type: ignore[union-attr]
+    members = ok(concord("-w", "json", "members", "list")).rows()
+    assert ["n1", "n2", "n3"] == sorted(str(m["id"]) for m in members)
+    health = ok(concord("-w", "json", "endpoint", "health", "--cluster")).rows()
+    assert [True, True, True] == [h["health"] for h in health]
     ok(concord("put", "h", "1"))
     check = ok(concord("-w", "json", "check", "hash")).json()
     assert isinstance(check, dict) and [] == check["diverged"]

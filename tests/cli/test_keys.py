@@ -19,7 +19,7 @@ def test_keys_generate_writes_a_private_pair_when_run(tmp_path: Path) -> None:
     out = tmp_path / "keys"
     run = run_cli("-w", "json", "keys", "generate", "--out", str(out), "--name", "n1")
     assert 0 == run.code, run.err
-    [row] = run.json()  # type: ignore[misc]
+    [row] = run.rows()
     assert 0o600 == os.stat(out / "n1.key").st_mode & 0o777
     public = read_key_file(out / "n1.pub", "public")
     assert (public, public) == (row["public_key"], public_key_of(read_key_file(out / "n1.key", "secret")))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Iterator
+from typing import Awaitable, Callable, Coroutine, Iterator
 
 import pytest
 
@@ -21,7 +21,7 @@ from tests.client.fakes import FakeNode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(60)]
 
-Scenario = Callable[["AnyClient"], Awaitable[object]]
+Scenario = Callable[["AnyClient"], Coroutine[object, object, object]]
 
 
 class AnyClient:
@@ -29,8 +29,9 @@ class AnyClient:
 
     def __init__(self, sync: Client | None, async_: aio.Client | None) -> None:
         self.sync, self.async_ = sync, async_
-        self.inner = sync if sync is not None else async_
-        assert self.inner is not None
+        inner = sync if sync is not None else async_
+        assert inner is not None
+        self.inner: Client | aio.Client = inner
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[object]]:
         method = getattr(self.inner, name)

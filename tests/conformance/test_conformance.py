@@ -33,7 +33,9 @@ def test_matcher_refuses_a_reply_when_a_field_differs() -> None:
     """The runner can fail: a wrong value, a missing field, a placeholder of another type."""
     saved: dict[str, object] = {}
     match_reply({"ok": True, "revision": "$int"}, {"id": 1, "ok": True, "revision": 7}, "p/", saved)
-    for reply in ({"ok": False, "revision": 7}, {"ok": True}, {"ok": True, "revision": "7"}):
+    replies: list[dict[str, object]] = [{"ok": False, "revision": 7}, {"ok": True},
+                                        {"ok": True, "revision": "7"}]
+    for reply in replies:
         with pytest.raises(Mismatch):
             match_reply({"ok": True, "revision": "$int"}, reply, "p/", saved)
     with pytest.raises(Mismatch):

@@ -283,7 +283,10 @@ def test_seq_jump_tells_exactly_the_lost_messages_when_prefix_filtered(seed: int
     expected = 1
     for _ in range(300):
         key = rng.choice([b"a1", b"ab2", b"b3", b"c4", b"abc"])
-        seqs = dict((bytes(p), s) for p, s in counters.match(key))  # type: ignore[misc]
+        seqs: dict[bytes, int] = {}
+        for matched, s in counters.match(key):
+            assert isinstance(matched, bytes) and isinstance(s, int)
+            seqs[matched] = s
         if not key.startswith(mine):
             assert mine not in seqs
             continue

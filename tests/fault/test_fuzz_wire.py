@@ -200,10 +200,10 @@ def _fuzz_peer(ctx: Ctx, c: Cluster, gen: FrameGen, figures: dict[str, int]) -> 
         node_id, endpoint = gen.rng.choice(targets)
         if gen.rng.random() < 0.1:
             # The pattern of issue 12 #5: two connections announce a member's id, send, reset.
-            identity = gen.rng.choice((b"n1", b"n2", b"n3"))
+            peer_id = gen.rng.choice((b"n1", b"n2", b"n3"))
             batches = [[gen.peer_message() for _ in range(3)] for _ in range(2)]
             try:
-                pair = [ZmtpClient(_port(endpoint), identity) for _ in range(2)]
+                pair = [ZmtpClient(_port(endpoint), peer_id) for _ in range(2)]
             except OSError:  # nothing listens: the process behind the port is down
                 figures["peer_connections_refused"] += 2
                 continue
@@ -357,7 +357,7 @@ def test_cluster_survives_and_answers_when_wire_fuzzed(cluster: ClusterFactory) 
           f"accepted={figures['typed_writes_ok']}")
 
     # Still serving: a write is read back from every node and published on the feed.
-    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
     try:
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.SUBSCRIBE, b"after/")

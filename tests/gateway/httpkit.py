@@ -84,7 +84,7 @@ class Http:
         self.url = url
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        self.openapi = OpenAPI.from_dict(dict(document())) if validate else None  # type: ignore[arg-type]
+        self.openapi = OpenAPI.from_dict(dict(document())) if validate else None
         self.checked = 0
 
     def close(self) -> None:
@@ -120,5 +120,5 @@ class Http:
                    RequestParameters(query=ImmutableMultiDict(parse_qsl(query, keep_blank_values=True)),
                                      header=Headers(hdrs), path=params))
         resp = _Resp(reply.status, Headers(reply.headers), "application/json", reply.data)
-        self.openapi.validate_response(req, resp)  # type: ignore[arg-type]
+        self.openapi.validate_response(req, resp)
         self.checked += 1

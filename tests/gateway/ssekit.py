@@ -36,7 +36,8 @@ class SseStream:
 
     def events(self) -> Iterator[SseEvent]:
         """Events as they come; ends when the stream ends or breaks."""
-        kind, data, event_id = "message", [], None
+        kind, event_id = "message", None
+        data: list[str] = []
         while True:
             try:
                 raw = self.response.readline()

@@ -31,7 +31,7 @@ def _gateway_pid(c: Cluster, node: str) -> int | None:
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue  # NB: a child that exited between the listing and this look (the killed gateway)
         if any(conn.laddr.port == port and conn.status == psutil.CONN_LISTEN for conn in conns):
-            return child.pid
+            return int(child.pid)
     return None
 
 

@@ -263,7 +263,7 @@ def subscriber(ctx: zmq.Context[zmq.Socket[bytes]], c: Cluster, node: str,
 
 def drain(sock: zmq.Socket[bytes]) -> list[dict[str, object]]:
     """Every message waiting on `sock` (non-blocking)."""
-    out = []
+    out: list[dict[str, object]] = []
     while True:
         try:
             frames = sock.recv_multipart(zmq.NOBLOCK)

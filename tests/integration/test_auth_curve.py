@@ -152,14 +152,14 @@ def test_tokens_and_curve_hold_together_when_both_are_on(cluster: ClusterFactory
             "anonymous": sub_socket(ctx, c, follower, server_key, None, b""),
             "no_key": sub_socket(ctx, c, follower, None, admin_token, b""),
         }
-        got: dict[str, set[str]] = {name: set() for name in subs}
+        seen_keys: dict[str, set[str]] = {name: set() for name in subs}
         with Client(endpoints, token=admin_token, server_key=server_key, timeout_s=20.0) as admin, \
                 Client(endpoints, token=viewer_token, server_key=server_key,
                        timeout_s=20.0) as viewer, viewer.subscribe("app:") as viewer_sub:
 
             def seen(name: str, key: str) -> bool:
-                got[name] |= drain(subs[name])
-                return key in got[name]
+                seen_keys[name] |= drain(subs[name])
+                return key in seen_keys[name]
 
             def put_until_seen(key: str) -> None:
                 # NB: a subscription is set once the publisher has read it; re-put until then.
@@ -180,13 +180,13 @@ def test_tokens_and_curve_hold_together_when_both_are_on(cluster: ClusterFactory
             for i in range(3):
                 put_until_seen(f"m:{i}")
             for name in subs:
-                got[name] |= drain(subs[name])
-        assert {"f:m:0", "f:m:1", "f:m:2"} <= got["flags_f"]
-        assert set() == {k for k in got["flags_f"] if not k.startswith("f:")}
-        assert {"m:0", "m:1", "m:2"} <= got["admin"]
-        assert set() == got["flags_all"], "a token may not subscribe what it may not read"
-        assert set() == got["anonymous"], "no token, no subscription"
-        assert set() == got["no_key"], "no CURVE, no stream"
+                seen_keys[name] |= drain(subs[name])
+        assert {"f:m:0", "f:m:1", "f:m:2"} <= seen_keys["flags_f"]
+        assert set() == {k for k in seen_keys["flags_f"] if not k.startswith("f:")}
+        assert {"m:0", "m:1", "m:2"} <= seen_keys["admin"]
+        assert set() == seen_keys["flags_all"], "a token may not subscribe what it may not read"
+        assert set() == seen_keys["anonymous"], "no token, no subscription"
+        assert set() == seen_keys["no_key"], "no CURVE, no stream"
     finally:
         for sock in subs.values():
             sock.close(0)

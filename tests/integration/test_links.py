@@ -209,7 +209,7 @@ def test_node_of_another_cluster_is_refused_when_it_tries_to_join(cluster: Clust
     reply = a.request(leader, {"op": "put", "key": "k", "value": SECRET_VALUE})
     assert True is reply["ok"], reply
     b = cluster(1, ids=["n4"])  # a cluster of its own: it mints its cluster id
-    b_id = wait_until(lambda: (b.status("n4") or {}).get("cluster_id"), 20, lambda: b.statuses())
+    b_id = wait_until(lambda: (b.status("n4") or {}).get("cluster_id"), 20, lambda: str(b.statuses()))
     b.stop()
     a_id = (a.status(leader) or {}).get("cluster_id")
     assert isinstance(a_id, str) and a_id != b_id

@@ -77,11 +77,12 @@ def test_encode_rejects_value_when_not_msgpack_native(value: object) -> None:
 
 def test_encode_rejects_bulk_when_over_max_items() -> None:
     """Bulk ops take at most max_items items."""
-    for op, args in [
+    cases: list[tuple[str, dict[str, object]]] = [
         ("put_many", {"items": [[f"k{i}", i] for i in range(4)]}),
         ("delete_many", {"keys": [f"k{i}" for i in range(4)]}),
         ("touch_many", {"keys": [f"k{i}" for i in range(4)], "ttl": 1}),
-    ]:
+    ]
+    for op, args in cases:
         with pytest.raises(TooManyItemsError):
             encode_command(op, args, config=SMALL)
 

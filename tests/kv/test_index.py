@@ -46,7 +46,7 @@ def test_reader_rebuilds_same_indexes_when_fed_changes(sm: KvStateMachine) -> No
     """IndexSet.apply_change keeps a reader's indexes equal to the state machine's."""
     d = Driver(sm)
     reader = ChangeFedSource()
-    writes = [
+    writes: list[tuple[str, dict[str, object]]] = [
         ("put", {"key": "a", "value": {"c": "x"}}),
         ("create_index", {"name": "c", "field": "c"}),
         ("put_many", {"items": [["b", {"c": "x"}], ["c", {"c": "y"}]]}),

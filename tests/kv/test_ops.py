@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgpack
 import pytest
 
 from concord.kv import ChangeType, KeyRecord, KvConfig, KvStateMachine, Space
 from tests.kv.helpers import Driver
+
+
+def keys_of(reply: Mapping[str, object]) -> list[object]:
+    """The keys of a reply's `items` ([key, value] pairs)."""
+    items = reply["items"]
+    assert isinstance(items, list)
+    return [k for k, _ in items]
 
 
 @pytest.fixture
@@ -179,11 +188,11 @@ def test_index_lookup_follows_writes_when_values_change(d: Driver) -> None:
         "index_lookup", lookup, d.ts_ms
     )["items"]
     d.do("put", {"key": "a", "value": {"city": "Rome"}})
-    assert ["b"] == [k for k, _ in d.sm.read("index_lookup", lookup, d.ts_ms)["items"]]
+    assert ["b"] == keys_of(d.sm.read("index_lookup", lookup, d.ts_ms))
     assert [] == d.sm.read("index_lookup", lookup, 5_000)["items"]  # b is due
     d.do("delete", {"key": "c"})
     rome = d.sm.read("index_lookup", {"name": "c", "value": "Rome"}, d.ts_ms)
-    assert ["a"] == [k for k, _ in rome["items"]]
+    assert ["a"] == keys_of(rome)
 
 
 def test_index_lookup_ranges_when_range_given(d: Driver) -> None:
@@ -192,9 +201,9 @@ def test_index_lookup_ranges_when_range_given(d: Driver) -> None:
     d.do("put_many", {"items": [["a", {"age": 30}], ["b", {"age": 20}], ["c", {"age": 25.5}],
                                 ["d", {"age": "old"}], ["e", {"x": 1}]]})
     got = d.sm.read("index_lookup", {"name": "age", "range": [20, 30]}, d.ts_ms)
-    assert ["b", "c", "a"] == [k for k, _ in got["items"]]
+    assert ["b", "c", "a"] == keys_of(got)
     got = d.sm.read("index_lookup", {"name": "age", "range": [21, None]}, d.ts_ms)
-    assert ["c", "a"] == [k for k, _ in got["items"]]
+    assert ["c", "a"] == keys_of(got)
     assert {"indexes": [{"name": "age", "field": "age"}]} == d.sm.read("list_indexes", {}, 0)
     missing = d.sm.read("index_lookup", {"name": "nope", "value": 1}, 0)
     assert "not_found" == missing["error"]
@@ -207,7 +216,7 @@ def test_query_uses_index_when_where_is_indexed(d: Driver) -> None:
     before = d.sm.query(query, d.ts_ms)
     d.do("create_index", {"name": "g", "field": "g"})
     assert before == d.sm.query(query, d.ts_ms)
-    assert ["k10", "k13", "k16", "k19"] == [k for k, _ in before["items"]]
+    assert ["k10", "k13", "k16", "k19"] == keys_of(before)
 
 
 def test_retried_write_applies_once_when_session_pair_repeats(d: Driver) -> None:

@@ -117,6 +117,7 @@ class Model:
 
     def _put(self, key: str, value: object, ttl: object, index: int, ts: int) -> None:
         old = self.live(key, ts)
+        assert ttl is None or isinstance(ttl, (int, float))
         ttl_ms = 0 if ttl is None else max(1, int(-(-float(ttl) * 1000 // 1)))  # ceil
         self.data[key] = Row(
             value,

@@ -34,7 +34,7 @@ def multiproc(tmp_path: Path) -> Iterator[Path]:
 
 def merged(directory: Path) -> str:
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     return generate_latest(registry).decode()
 
 
@@ -75,7 +75,7 @@ def test_counter_continues_when_a_process_with_the_same_id_restarts(multiproc: P
     first.counter("concord_read_worker_requests_total", "reader0", "served").add(5)
     first.flush()
     files = sorted(os.listdir(multiproc))
-    values.ValueClass.close_all_files()  # type: ignore[attr-defined]  # the process "dies"
+    values.ValueClass.close_all_files()  # the process "dies"
     second = Recorder()
     second.setup("reader0", multiproc)
     second.counter("concord_read_worker_requests_total", "reader0", "served").add(2)

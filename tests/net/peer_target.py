@@ -9,6 +9,7 @@ message, flushed. Exits when its stdin closes (the test's lifeline) or on SIGTER
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> int:
         while not stopping:
             timeout_s = max(0.0, transport.next_deadline() - time.monotonic())
             events = dict(poller.poll(int(timeout_s * 1000) + 1))
-            if sys.stdin.fileno() in events and not sys.stdin.buffer.read1(1):
+            if sys.stdin.fileno() in events and not os.read(sys.stdin.fileno(), 1):
                 break
             transport.service_timers(time.monotonic())
             while (message := transport.recv()) is not None:

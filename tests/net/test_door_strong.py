@@ -174,7 +174,7 @@ def test_door_asks_one_barrier_and_answers_after_it_when_reads_are_strong(rig: R
     # barriers until every read is answered, and nothing before its barrier.
     assert all(not s.poll(50, zmq.POLLIN) for s in socks)
     assert rig.raft.answer_barrier(first, pack_barrier_answer(7))
-    replies = {}
+    replies: dict[object, dict[str, object]] = {}
     while len(replies) < len(socks):
         for sock in socks:
             if sock.poll(100, zmq.POLLIN):

@@ -374,8 +374,11 @@ def test_each_client_answered_when_raft_worker_batches_replies(ctx: Context) -> 
     link = BackendLink(ctx, d.backend_endpoint, Backend.RAFT, "raft", heartbeat_interval_s=0.05)
     clients = [dealer(ctx, d.endpoint) for _ in range(3)]
     try:
-        wait_until(lambda: (link.service_timers(time.monotonic()), "raft" in d.door.backends)[1],
-                   20.0, describe=lambda: str(d.door.backends))
+        def registered() -> bool:
+            link.service_timers(time.monotonic())
+            return "raft" in d.door.backends
+
+        wait_until(registered, 20.0, describe=lambda: str(d.door.backends))
         for i, sock in enumerate(clients):
             sock.send_multipart([b"", pack({"op": "put", "id": 10 + i, "key": f"k{i}", "value": i})])
         got: list[tuple[int, bytes]] = []

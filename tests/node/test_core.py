@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -49,7 +50,7 @@ def leader_view(conf: ConfState = CONF, match: int = 5, committed: int = 5) -> L
     return LeaderView(2, True, conf, committed, {m: match for m in (*conf.voters, *conf.learners)})
 
 
-def of(effects: list[object], kind: type) -> list[object]:
+def of(effects: Sequence[object], kind: type) -> list[object]:
     return [e for e in effects if isinstance(e, kind)]
 
 

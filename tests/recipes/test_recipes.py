@@ -79,7 +79,11 @@ def test_election_follows_revision_order_when_the_leader_resigns(cluster: Cluste
         term = first.campaign("node-a", timeout_s=10)
         second = Election(client, "elect/svc", ttl=5)
         won = threading.Event()
-        thread = threading.Thread(target=lambda: (second.campaign("node-b", timeout_s=30), won.set()))
+        def campaign() -> None:
+            second.campaign("node-b", timeout_s=30)
+            won.set()
+
+        thread = threading.Thread(target=campaign)
         thread.start()
         leader = first.leader()
         assert leader is not None and ("node-a", term) == (leader.value, leader.revision)

@@ -57,8 +57,12 @@ def _value(key: str, version: int, revision: int, pad: int) -> bytes:
     return packed
 
 
-def writer(  # type: ignore[type-arg]
-    node: str, token: str, seconds: float, seed: int, started: Event, go: Event, out: Queue
+#: What each process reports: (its kind, its counts, the errors it found).
+Report = tuple[str, dict[str, int], list[str]]
+
+
+def writer(
+    node: str, token: str, seconds: float, seed: int, started: Event, go: Event, out: Queue[Report]
 ) -> None:
     rng = random.Random(seed)
     pub = Publisher.attach(SegmentNames(node, token))
@@ -156,11 +160,11 @@ def writer(  # type: ignore[type-arg]
     stats = pub.stats()
     counts["generation"] = stats.generation
     pub.close()
-    out.put(("writer", counts))
+    out.put(("writer", counts, []))
 
 
-def reader(  # type: ignore[type-arg]
-    node: str, token: str, seed: int, ready: Event, stop: Event, out: Queue
+def reader(
+    node: str, token: str, seed: int, ready: Event, stop: Event, out: Queue[Report]
 ) -> None:
     rng = random.Random(seed)
     view = ShmView.attach(SegmentNames(node, token), mono_ns=lambda: 0)  # entry time only
@@ -233,7 +237,7 @@ def reader(  # type: ignore[type-arg]
                   directory_loads=view.directory_loads,
                   applied_changes=view.applied_changes)
     view.close()
-    out.put(("reader", {"counts": counts, "errors": errors[:20]}))
+    out.put(("reader", counts, errors[:20]))
 
 
 @pytest.mark.slow
@@ -246,7 +250,7 @@ def test_readers_see_no_torn_or_impossible_values_when_writer_runs_flat_out(
     print(f"seed={SEED} seconds={SECONDS}")
     create_store(names, ring_capacity=1024, initial_bytes=64 << 10)
     ctx = multiprocessing.get_context("spawn")
-    out: Queue = ctx.Queue()  # type: ignore[type-arg]
+    out: Queue[Report] = ctx.Queue()
     stop = ctx.Event()
     started = ctx.Event()
     go = ctx.Event()
@@ -277,14 +281,13 @@ def test_readers_see_no_torn_or_impossible_values_when_writer_runs_flat_out(
                 p.join(10)
         out.close()
         out.join_thread()
-    writer_counts = next(r for kind, r in results if kind == "writer")
-    reader_results = [r for kind, r in results if kind == "reader"]
+    writer_counts = next(counts for kind, counts, _ in results if kind == "writer")
+    reader_results = [(counts, errors) for kind, counts, errors in results if kind == "reader"]
     print(f"writer {writer_counts}")
-    for r in reader_results:
-        print(f"reader {r['counts']}")  # type: ignore[index]
-    assert [[], []] == [r["errors"] for r in reader_results]  # type: ignore[index]
-    for r in reader_results:
-        counts = r["counts"]  # type: ignore[index]
+    for counts, _ in reader_results:
+        print(f"reader {counts}")
+    assert [[], []] == [errors for _, errors in reader_results]
+    for counts, _ in reader_results:
         assert counts["values_checked"] > 0 and counts["groups_present"] > 0
         # A reader never waits for the writer: it retries only when the writer published
         # 1,023 times (a status slot came round), grew twice or compacted during its

@@ -135,7 +135,8 @@ def test_crash_keeps_at_most_a_prefix_when_tearing() -> None:
 
 def test_writer_acks_after_fsync_when_writes_are_grouped() -> None:
     """Writes arriving during an fsync are acknowledged together by the next one."""
-    loop, disk, acks = EventLoop(), FakeDisk(), []
+    loop, disk = EventLoop(), FakeDisk()
+    acks: list[object] = []
     writer = SimLogWriter(loop, disk, SimRandom(1), acks.append, (5, 5))
     writer.persist(1, [Entry(1, 1)], None, None, True)
     writer.persist(2, [Entry(1, 2)], None, None, True)

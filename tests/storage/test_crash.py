@@ -12,6 +12,7 @@ import zmq
 
 from concord.ids import NodeId
 from concord.node import log_writer as lw
+from concord.node.logwriter.ipc import HelloAnswer
 from concord.node.worker_snapshots import load_recovered
 from concord.raft.messages import ConfState, Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
@@ -53,7 +54,7 @@ def _next_request(rng: random.Random, state: State) -> tuple[list[Entry], HardSt
     return entries, (new_hs if new_hs != hs or rng.random() < 0.3 else None), True, (tuple(log), new_hs)
 
 
-def _as_state(recovered: RecoveredState) -> State:
+def _as_state(recovered: RecoveredState | HelloAnswer) -> State:
     return tuple(recovered.entries), recovered.hard_state
 
 

@@ -58,7 +58,7 @@ def test_spans_reach_the_fsync_on_leader_and_follower_when_a_put_is_traced(
     client_spans = [s for s in EXPORTER.get_finished_spans() if s.name == "concord.client/put"
                     and s.context is not None and s.context.trace_id == root.get_span_context().trace_id]
     assert 1 == len(client_spans)
-    client_span_id = f"{client_spans[0].context.span_id:016x}"  # type: ignore[union-attr]
+    client_span_id = f"{client_spans[0].context.span_id:016x}"
 
     def traced_follower_fsync() -> dict[tuple[object, object], dict[str, object]] | None:
         found = _chain(read_spans(folder), trace_id)
