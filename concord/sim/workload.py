@@ -66,9 +66,9 @@ _CHOICES: tuple[tuple[OpKind, str, int], ...] = (
 _TTLS_MS = (40, 150, 600)
 #: Lease operations (with `WorkloadConfig.lease_p`), with weights, and the TTLs granted.
 _LEASE_CHOICES: tuple[tuple[str, int], ...] = (
-    ("grant", 2), ("put", 5), ("put_if", 1), ("keepalive", 4), ("revoke", 1),
+    ("grant", 3), ("put", 5), ("put_if", 1), ("keepalive", 4), ("revoke", 3),
 )
-_LEASE_TTLS_MS = (100, 300, 800)
+_LEASE_TTLS_MS = (150, 400, 1000)
 #: Where a put's args carry its lease, if they do.
 _LEASE_ARG = {OpKind.PUT: 2, OpKind.PUT_IF: 3}
 #: The key a grant's request carries before its lease id is known.
@@ -300,7 +300,7 @@ class Workload:
             what = rng.choices(_LEASE_CHOICES, weights=[c[1] for c in _LEASE_CHOICES])[0][0]
         if what == "grant":
             return OpKind.LEASE_GRANT, (_GRANT_KEY,), (rng.choice(_LEASE_TTLS_MS),)
-        lease = rng.choice(self.leases[-4:])
+        lease = rng.choice(self.leases[-3:])
         if what in ("keepalive", "revoke"):
             kind = OpKind.LEASE_KEEPALIVE if what == "keepalive" else OpKind.LEASE_REVOKE
             return kind, (lease_key(lease),), (lease,)
