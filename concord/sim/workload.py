@@ -480,12 +480,22 @@ class Workload:
         the leader's lease_expire entries (`lease_expiries`: timestamp, lease ids, first
         apply time) as operations of their own that took effect at their first apply,
         on the leases some client learned the id of.
+
+        A session write without an answer that no node applied (no timestamp) is left
+        out: `applied_ts` holds every apply of the run, so it took no effect within the
+        history (the checker could only place it after everything, where an unchecked
+        write changes nothing observed), and each one kept can double the search.
         """
         out = list(self.history)
+        unapplied: set[int] = set()
         for i, session in self.sessions.items():
             ts = applied_ts.get(session)
             if ts is not None:
                 out[i] = replace(out[i], ts=ts)
+            elif out[i].outcome is Outcome.UNKNOWN:
+                unapplied.add(i)
+        if unapplied:
+            out = [op for i, op in enumerate(out) if i not in unapplied]
         known = set(self.leases)
         for ts, leases, at_ms in lease_expiries:
             ids = tuple(lease for lease in leases if lease in known)
