@@ -59,3 +59,20 @@ def test_liveness_probe_tries_again_when_the_node_it_wrote_to_crashed() -> None:
     """Seed 1107: the divergent-snapshot program crashes the leader 25 ms after the heal,
     with the probe's write on it; the probe must try the next leader, not wait forever."""
     assert [] == Simulation(SimConfig(seed=1107, nodes=3)).run().violations
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_unanswered_writes_no_node_applied_leave_the_history_when_it_is_checked() -> None:
+    """An unknown session write without a timestamp took no effect: the checker never sees it
+    (one fewer "maybe" for the search); unknown writes some node applied stay, timed."""
+    sim = Simulation(SimConfig(seed=REVOKE_SEED, nodes=3))
+    sim.run()
+    sessions = sim.workload.sessions
+    recorded = [sessions[i] for i, op in enumerate(sim.workload.history)
+                if op.outcome is Outcome.UNKNOWN and i in sessions]
+    assert any(s not in sim.applied_ts for s in recorded)
+    assert any(s in sim.applied_ts for s in recorded)
+    checked = sim.workload.timed_history(sim.applied_ts, sim.lease_expiries)
+    unknown = [op for op in checked if op.outcome is Outcome.UNKNOWN]
+    assert unknown and all(op.ts is not None for op in unknown)
