@@ -189,6 +189,27 @@ PLANTS = [
         "if view.applied_term != view.term or view.applied_index < view.commit:",
         "if view.applied_term != view.term:",
     ),
+    Plant(
+        "kv_lease_revoke_keeps_keys",
+        "revoking a lease drops the lease but leaves its keys in place",
+        "concord/kv/leases.py",
+        "changes = delete(table.remove(command.lease), index, ts, ChangeType.DELETE)",
+        "changes = delete(table.remove(command.lease)[:0], index, ts, ChangeType.DELETE)",
+    ),
+    Plant(
+        "kv_lease_expire_ignores_keepalive",
+        "a lease_expire entry drops every lease it names, even one kept alive since the proposal",
+        "concord/kv/leases.py",
+        "if due is None or due.expires_at_ms > ts:",
+        "if due is None:",
+    ),
+    Plant(
+        "kv_lease_keepalive_no_extend",
+        "a keepalive answers ok but leaves the lease's deadline where it was",
+        "concord/kv/leases.py",
+        "lease.expires_at_ms = ts + lease.ttl_ms",
+        "lease.expires_at_ms = lease.expires_at_ms",
+    ),
 ]
 
 CI_SETS = [(3, 1000, 300), (5, 5000, 200)]

@@ -79,6 +79,10 @@ class SimConfig:
     program: str = ""
     #: Clients per session id (pipelined runs); 0: drawn (1 in half the runs, else 2-3).
     pipeline: int = 0
+    #: Lease operations in the workload and the leader's expiry proposals (TTL `expire`,
+    #: `lease_expire`); False runs as the simulator did before leases (tests pinned to a
+    #: seed's moment use it).
+    leases: bool = True
 
 
 @dataclass(slots=True)
@@ -139,7 +143,7 @@ class Simulation:
         self.workload = Workload(
             self.loop,
             self.rng.fork("workload"),
-            _workload_config(knobs, self.rng.fork("pipeline"), config.pipeline),
+            _workload_config(knobs, self.rng.fork("pipeline"), config.pipeline, config.leases),
             self.adapter,
             self._submit,
             self._client_nodes,
@@ -158,6 +162,8 @@ class Simulation:
         self._whole_restart: WholeRestart | None = None
         #: (client id, seq) -> the timestamp of the entry that first applied it.
         self.applied_ts: dict[tuple[str, int], int] = {}
+        #: (timestamp, lease ids, virtual time) of each lease_expire entry, at its first apply.
+        self.lease_expiries: list[tuple[int, tuple[int, ...], int]] = []
         self._observed: set[int] = set()
         #: A program of programs.py runs: the random nemesis holds still.
         self.program_running = False
@@ -261,6 +267,8 @@ class Simulation:
         )
         node.on_leader_step = self._leader_step
         node.on_apply = self._observe_apply
+        if self.config.leases:
+            node.expiry_command = self.adapter.expiry_command
         node.cluster = self.nodes
         return node
 
@@ -299,6 +307,9 @@ class Simulation:
             session = self.adapter.session_of(entry.data)
             if session is not None and session not in self.applied_ts:
                 self.applied_ts[session] = entry.timestamp_ms
+            leases = self.adapter.expired_leases(entry.data)
+            if leases:
+                self.lease_expiries.append((entry.timestamp_ms, leases, self.loop.now))
 
     def _client_nodes(self) -> list[NodeId]:
         return [n for n in self.nodes if n not in self.removed]
@@ -484,21 +495,29 @@ def _link_faults(knobs: SimRandom, faults: bool) -> LinkFaults:
     )
 
 
+#: The share of every run's client operations that are lease operations (workload.py).
+LEASE_P = 0.25
+
+
 def _pipeline(rng: SimRandom) -> int:
     """Clients per session id (its writes in flight at once): 1 in half the runs, else 2 or 3."""
     return 1 if rng.random() < 0.5 else rng.randint(2, 3)
 
 
-def _workload_config(knobs: SimRandom, pipeline_rng: SimRandom, pipeline: int) -> WorkloadConfig:
+def _workload_config(
+    knobs: SimRandom, pipeline_rng: SimRandom, pipeline: int, leases: bool
+) -> WorkloadConfig:
     """
     The run's workload. Pipelined runs (a stream of their own, so other runs draw as
     before) also increment counters: 15 % of their operations are `incr`. `pipeline` > 0
-    forces the clients per session id instead of the draw.
+    forces the clients per session id instead of the draw. With `leases`, a quarter of
+    every run's operations are lease operations (their own streams: the rest draw as before).
     """
     clients, keys = knobs.randint(2, 5), knobs.randint(1, 4)
     pipeline = pipeline or _pipeline(pipeline_rng)
     return WorkloadConfig(clients=clients, keys=keys, pipeline=pipeline,
-                          incr_p=0.15 if pipeline > 1 else 0.0)
+                          incr_p=0.15 if pipeline > 1 else 0.0,
+                          lease_p=LEASE_P if leases else 0.0)
 
 
 def run_seed(

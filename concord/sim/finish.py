@@ -95,7 +95,7 @@ def final_checks(sim: Simulation) -> None:
         end = sim.loop.now + sim.workload.config.timeout_ms + 10
         sim.loop.run_until(end, stop=lambda: reader.inflight is None)
     sim.checker.now_ms = sim.loop.now
-    history = sim.workload.timed_history(sim.applied_ts)
+    history = sim.workload.timed_history(sim.applied_ts, sim.lease_expiries)
     result = check_history(history, max_steps_per_key=500_000)
     sim.lin_result = result
     for verdict in result.violations:

@@ -13,7 +13,17 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["ABSENT", "Absent", "OpKind", "Operation", "Outcome", "Version", "Versioned"]
+__all__ = [
+    "ABSENT",
+    "NOT_FOUND",
+    "Absent",
+    "OpKind",
+    "Operation",
+    "Outcome",
+    "Version",
+    "Versioned",
+    "lease_key",
+]
 
 
 class Absent:
@@ -34,6 +44,18 @@ class Absent:
 
 
 ABSENT: Final = Absent()
+
+#: The result of a lease op, or of a put with a lease, refused with `not_found` (the lease
+#: was never granted, was revoked, or reached its deadline): it changed nothing.
+NOT_FOUND: Final = "not_found"
+
+#: The history key a lease's operations carry (so its keys join one checked component).
+LEASE_KEY_PREFIX: Final = "@lease/"
+
+
+def lease_key(lease_id: int) -> str:
+    """The pseudo-key of lease `lease_id` in a history (no real key starts with '@')."""
+    return f"{LEASE_KEY_PREFIX}{lease_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +91,27 @@ class OpKind(enum.Enum):
     - GET_MANY: `keys` the keys, args `()`; result one value (or `ABSENT`) per key, read
       at one point.
     - INCR: args `(delta,)`; result the new integer value (an absent key counts 0 and is
-      created without expiry; an existing key keeps its expiry).
+      created without expiry; an existing key keeps its expiry and its lease).
+
+    Leases (docs/protocol.md "Leases"): a lease's operations carry its pseudo-key
+    (`lease_key(id)`) as `key`, and a put with a lease carries `keys` (its key, the
+    lease's pseudo-key), so every key ever attached to a lease is checked with it.
+
+    - PUT / PUT_IF with a lease: args `(value, 0, lease)` / `(expected, new, 0, lease)`;
+      result `NOT_FOUND` when the lease is not live at the entry's time (nothing
+      changes), else as without. The key is attached to the lease; any later put
+      without it, delete or expiry detaches it (an incr keeps it).
+    - LEASE_GRANT: args `(ttl_ms,)`; result the lease id (unique, never reused); the
+      deadline is the grant's cluster time plus the TTL.
+    - LEASE_KEEPALIVE: args `(lease,)`; result True, or `NOT_FOUND` if the lease is not
+      live (deadline reached, revoked, never granted); the deadline becomes the
+      keepalive's time plus the TTL.
+    - LEASE_REVOKE: args `(lease,)`; result the number of its live keys deleted, or
+      `NOT_FOUND`.
+    - LEASE_EXPIRE: the leader's `lease_expire` entry (not a client op), `keys` the
+      leases' pseudo-keys, args the lease ids; each lease whose deadline is at or before
+      the entry's time is dropped with its keys, at that entry and not before (a lease's
+      keys stay readable past its deadline until then); result ignored.
     """
 
     PUT = "put"
@@ -81,10 +123,19 @@ class OpKind(enum.Enum):
     DELETE_MANY = "delete_many"
     GET_MANY = "get_many"
     INCR = "incr"
+    LEASE_GRANT = "lease_grant"
+    LEASE_KEEPALIVE = "lease_keepalive"
+    LEASE_REVOKE = "lease_revoke"
+    LEASE_EXPIRE = "lease_expire"
 
 
 #: Operations on several keys (`Operation.keys`).
 MULTI_KEY_KINDS: Final = frozenset({OpKind.PUT_MANY, OpKind.DELETE_MANY, OpKind.GET_MANY})
+
+#: Operations on leases (a client's; LEASE_EXPIRE is the leader's).
+LEASE_KINDS: Final = frozenset(
+    {OpKind.LEASE_GRANT, OpKind.LEASE_KEEPALIVE, OpKind.LEASE_REVOKE, OpKind.LEASE_EXPIRE}
+)
 
 
 class Outcome(enum.Enum):

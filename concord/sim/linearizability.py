@@ -14,7 +14,9 @@ linearizability", 2017; the same scheme as porcupine). Keys are independent, so 
 history is split into components of keys that no operation spans (a bulk operation
 joins its keys) and each is checked on its own (P-compositionality, Herlihy & Wing
 §3.3). The sequential model is `concord.sim.kvmodel`: values, versions, TTL expiry by
-cluster time, conditional and bulk operations.
+cluster time, conditional and bulk operations, leases (a lease's operations carry its
+pseudo-key, and a put with a lease joins its key to it, so a lease and every key ever
+attached to it form one component).
 
 Outcomes:
 - `OK`: the operation took effect exactly once, between invocation and completion, and
@@ -485,7 +487,7 @@ def _check_component(
 
 
 def _describe_state(keys: Sequence[str], state: Hashable) -> str:
-    """`k1=(value, version, expires_at)` per key, and the clock."""
+    """`k1=(value, version, expires_at, lease)` per key, and the clock."""
     if not isinstance(state, tuple) or len(state) != 2:
         return repr(state)
     clock, cells = state

@@ -18,12 +18,14 @@ from typing import Protocol
 
 from concord.auth.tokens import Credential
 from concord.kv import KvStateMachine, decode_command, encode_command
+from concord.kv.command_types import LeaseExpire
 from concord.raft.statemachine import StateMachine
-from concord.sim.history import ABSENT, OpKind, Version, Versioned
+from concord.sim.history import ABSENT, NOT_FOUND, OpKind, Version, Versioned
 
 __all__ = ["Adapter", "KvAdapter", "RegisterAdapter", "RegisterApplied", "RegisterMachine"]
 
 COMMAND_VERSION = 1
+_LEASE_EXPIRE = b"lease_expire"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,14 @@ class Adapter(Protocol):
         """The (client id, seq) a command carries, if any."""
         ...
 
+    def expiry_command(self, machine: StateMachine, now_ms: int) -> bytes | None:
+        """The expiry entry a leader proposes at cluster time `now_ms` (node core's ProposeExpiry)."""
+        ...
+
+    def expired_leases(self, data: bytes) -> tuple[int, ...]:
+        """The lease ids of a `lease_expire` entry (empty for any other entry)."""
+        ...
+
 
 def _ttl_s(ms: Hashable) -> float | None:
     """The wire `ttl` (seconds) of a model TTL in ms (0: none)."""
@@ -182,16 +192,23 @@ class KvAdapter:
     def _command(
         self, kind: OpKind, key: str, args: tuple[Hashable, ...], keys: tuple[str, ...]
     ) -> tuple[str, dict[str, object]]:
+        body: dict[str, object]
+        if kind is OpKind.LEASE_GRANT:
+            return "lease_grant", {"ttl": _ttl_s(args[0])}
+        if kind in (OpKind.LEASE_KEEPALIVE, OpKind.LEASE_REVOKE):
+            return kind.value, {"lease": args[0]}
         if kind is OpKind.PUT:
-            return "put", {"key": key, "value": args[0],
-                           "ttl": _ttl_s(args[1] if len(args) > 1 else 0)}
+            body = {"key": key, "value": args[0], "ttl": _ttl_s(args[1] if len(args) > 1 else 0)}
+            if len(args) > 2:
+                body["lease"] = args[2]
+            return "put", body
         if kind is OpKind.DELETE:
             return "delete", {"key": key}
         if kind is OpKind.PUT_IF:
             expected, value = args[0], args[1]
-            body: dict[str, object] = {
-                "key": key, "value": value, "ttl": _ttl_s(args[2] if len(args) > 2 else 0)
-            }
+            body = {"key": key, "value": value, "ttl": _ttl_s(args[2] if len(args) > 2 else 0)}
+            if len(args) > 3:
+                body["lease"] = args[3]
             if expected is ABSENT:
                 body["absent"] = True
             elif isinstance(expected, Version):
@@ -216,6 +233,9 @@ class KvAdapter:
     def decode(self, kind: OpKind, result: object) -> Hashable:
         assert isinstance(result, dict), result
         error = result.get("error")
+        if error == "not_found" and kind in (OpKind.PUT, OpKind.PUT_IF, OpKind.LEASE_KEEPALIVE,
+                                             OpKind.LEASE_REVOKE):
+            return NOT_FOUND  # a lease not live: nothing changed
         if kind in (OpKind.PUT_IF, OpKind.DELETE_IF):
             if error == "condition_failed":
                 return False
@@ -226,9 +246,15 @@ class KvAdapter:
             value = result["value"]
             assert isinstance(value, int), result
             return value
+        if kind is OpKind.LEASE_GRANT:
+            lease = result["lease"]
+            assert isinstance(lease, int), result
+            return lease
+        if kind is OpKind.LEASE_KEEPALIVE:
+            return True
         if kind is OpKind.DELETE:
             return bool(result["deleted"])
-        if kind is OpKind.DELETE_MANY:
+        if kind in (OpKind.DELETE_MANY, OpKind.LEASE_REVOKE):
             deleted = result["deleted"]
             assert isinstance(deleted, int), result
             return deleted
@@ -259,6 +285,16 @@ class KvAdapter:
         if envelope.client_id is None or envelope.seq is None:
             return None
         return envelope.client_id, envelope.seq
+
+    def expiry_command(self, machine: StateMachine, now_ms: int) -> bytes | None:
+        assert isinstance(machine, KvStateMachine)
+        return machine.expiry_command(now_ms)
+
+    def expired_leases(self, data: bytes) -> tuple[int, ...]:
+        if _LEASE_EXPIRE not in data:
+            return ()  # NB: cheap: most entries are not lease_expire
+        command = decode_command(data).command
+        return command.leases if isinstance(command, LeaseExpire) else ()
 
 
 class RegisterAdapter:
@@ -297,6 +333,12 @@ class RegisterAdapter:
 
     def decode(self, kind: OpKind, result: object) -> Hashable:
         assert isinstance(result, dict)
+        if kind is OpKind.LEASE_GRANT:
+            lease = result["lease"]
+            assert isinstance(lease, int), result
+            return lease
+        if kind is OpKind.LEASE_KEEPALIVE:
+            return True
         if kind is OpKind.DELETE:
             return bool(result["deleted"])
         if kind in (OpKind.PUT_IF, OpKind.DELETE_IF):
@@ -317,3 +359,9 @@ class RegisterAdapter:
 
     def session_of(self, data: bytes) -> tuple[str, int] | None:
         return None
+
+    def expiry_command(self, machine: StateMachine, now_ms: int) -> bytes | None:
+        return None  # no TTLs, no leases
+
+    def expired_leases(self, data: bytes) -> tuple[int, ...]:
+        return ()

@@ -133,6 +133,8 @@ class SimNode:
         self.core: NodeCore | None = None
         self.shm = SimShm()
         self.restored = False  # a snapshot from the leader replaced the state
+        #: The leader's expiry proposal (the core's ProposeExpiry): TTLs and leases due.
+        self.expiry_command: Callable[[StateMachine, int], bytes | None] = _no_expiry
         self._conf_snapshots = ConfChangeSnapshots()
         self._new_request_id = new_request_id or _local_ids()
         self._tick_timer: Timer | None = None
@@ -548,6 +550,10 @@ class SimNode:
     @property
     def is_leader(self) -> bool:
         return self.driver is not None and self.driver.role is Role.LEADER
+
+
+def _no_expiry(machine: StateMachine, now_ms: int) -> bytes | None:
+    return None
 
 
 def _local_ids() -> Callable[[], int]:

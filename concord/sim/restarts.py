@@ -135,6 +135,7 @@ class Liveness:
         self.healed_at: int | None = None
         self.live_at: int | None = None
         self._rid: int | None = None
+        self._target: tuple[NodeId, int] = (NodeId(""), 0)  # (node, incarnation) of the try
         cfg = sim.driver_config
         self.bound_ms = LIVENESS_ELECTION_TIMEOUTS * cfg.election_ticks * cfg.tick_ms
 
@@ -154,8 +155,13 @@ class Liveness:
                 return
             if status is not None:
                 self._rid = None  # failed (lost leadership, dropped): try again
+            elif self._target != _life(sim, self._target[0]):
+                # NB: the node it went to crashed (a program still running may crash it
+                # after the heal): its request is lost and no reply will come.
+                self._rid = None
         leader = sim.leader()
         if self._rid is None and leader is not None and leader.driver is not None:
+            self._target = (leader.id, leader.incarnation)
             self._rid = sim._control_request("liveness write")
             leader.driver.submit_write(
                 self._rid, sim.adapter.encode(OpKind.PUT, "__liveness__", (1,)))
@@ -175,3 +181,11 @@ class Liveness:
                 "liveness",
                 f"no leader committed a write within {LIVENESS_ELECTION_TIMEOUTS} election "
                 f"timeouts ({self.bound_ms} ms) of the heal at {self.healed_at} (first: {when})")
+
+
+def _life(sim: Simulation, node_id: NodeId) -> tuple[NodeId, int]:
+    """(node, incarnation) while the node runs; its incarnation 0 when down or gone."""
+    node = sim.nodes.get(node_id)
+    if node is None or node.driver is None:
+        return (node_id, 0)
+    return (node_id, node.incarnation)

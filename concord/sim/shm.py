@@ -95,9 +95,19 @@ def carry_out(node: SimNode, effects: list[Effect]) -> None:
             case TransferLeader(to, reason):
                 node.trace(f"core transfer {to} via {node.id} reason={reason}")
                 driver.transfer_leader(to)
-            case ProposeAddress(rid) | ProposeExpiry(rid) | MintClusterId(rid):
-                # Not simulated: the simulated state machines hold no member addresses,
-                # TTLs or cluster id. Settled at once, as a proposal nobody waits for.
+            case ProposeExpiry(rid, now_ms):
+                # As the raft worker: the machine's expire or lease_expire command for the
+                # keys and leases due at `now_ms`, if any (the register machine has none).
+                assert node.machine is not None
+                command = node.expiry_command(node.machine, now_ms)
+                if command is None:
+                    core.on_reply(rid)
+                else:
+                    node.trace(f"core expiry via {node.id}")
+                    driver.submit_write(rid, command)
+            case ProposeAddress(rid) | MintClusterId(rid):
+                # Not simulated: the simulated state machines hold no member addresses or
+                # cluster id. Settled at once, as a proposal nobody waits for.
                 core.on_reply(rid)
             case DropChanges() | SendReplies() | SetPeers():
                 pass  # nothing collected; replies leave at once; the network is all-to-all

@@ -11,6 +11,11 @@ machine has sessions, and a write without a definite answer is retried with the 
 pair at another node (twice at most), as the client library does: the retries make one
 operation of the history, which the state machine must apply once.
 
+Leases (with `lease_p` > 0, drawn from each client's own `lease` stream after the usual
+draws): a share of the operations grant a lease, keep one alive, revoke one, or put a
+key attached to one (put, or put_if on absence or on a value), picking among the last
+leases granted (including revoked or expired ones: those must answer not_found).
+
 Pipelined clients (Raft thesis §6.3): with `pipeline` > 1, that many clients share one
 session id, each with its own operation in flight, so one session has several writes in
 flight at once; each try carries `min_seq`, the session's lowest seq still in flight,
@@ -21,12 +26,20 @@ Pure: time and randomness are the simulator's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 from concord.ids import NodeId
 from concord.node.driver import Consistency, Reply, ReplyStatus
-from concord.sim.history import ABSENT, Operation, OpKind, Outcome, Version, Versioned
+from concord.sim.history import (
+    ABSENT,
+    Operation,
+    OpKind,
+    Outcome,
+    Version,
+    Versioned,
+    lease_key,
+)
 from concord.sim.loop import EventLoop, Timer
 from concord.sim.machine import Adapter
 from concord.sim.rng import SimRandom
@@ -51,6 +64,15 @@ _CHOICES: tuple[tuple[OpKind, str, int], ...] = (
 )
 #: TTLs drawn for puts that expire (ms): short enough to expire within a run.
 _TTLS_MS = (40, 150, 600)
+#: Lease operations (with `WorkloadConfig.lease_p`), with weights, and the TTLs granted.
+_LEASE_CHOICES: tuple[tuple[str, int], ...] = (
+    ("grant", 3), ("put", 5), ("put_if", 1), ("keepalive", 4), ("revoke", 3),
+)
+_LEASE_TTLS_MS = (150, 400, 1000)
+#: Where a put's args carry its lease, if they do.
+_LEASE_ARG = {OpKind.PUT: 2, OpKind.PUT_IF: 3}
+#: The key a grant's request carries before its lease id is known.
+_GRANT_KEY = lease_key(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +86,7 @@ class WorkloadConfig:
     retries: int = 2  # more tries of a write without a definite answer (sessions only)
     pipeline: int = 1  # clients sharing one session id (writes in flight per session)
     incr_p: float = 0.0  # share of operations that are counter increments (incr)
+    lease_p: float = 0.0  # share of operations on leases (grant, keepalive, revoke, put)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +154,13 @@ class Client:
     last_values: list[int] = field(default_factory=list)
     session: Session = field(default_factory=lambda: Session(""))
     incr_rng: SimRandom = field(default_factory=lambda: SimRandom(0))
+    lease_rng: SimRandom = field(default_factory=lambda: SimRandom(0))
 
     def __post_init__(self) -> None:
         if not self.session.client_id:
             self.session.client_id = f"sim-c{self.id}"
         self.incr_rng = self.rng.fork("incr")
+        self.lease_rng = self.rng.fork("lease")
 
 
 class Workload:
@@ -187,6 +212,8 @@ class Workload:
             for i in range(config.clients)
         ]
         self.written: dict[str, set[Hashable]] = {}
+        #: Lease ids granted (OK answers), in order.
+        self.leases: list[int] = []
 
     def start(self) -> None:
         for client in self.clients:
@@ -258,7 +285,31 @@ class Workload:
             # without increments draw exactly as before.
             kind, keys, consistency = OpKind.INCR, (key,), None
             args = (client.incr_rng.randint(1, 3),)
-        self.invoke(client, kind, key, args, consistency, keys=keys)
+        if OpKind.LEASE_GRANT in adapter.kinds and client.lease_rng.chance(self.config.lease_p):
+            # Its own stream too: runs without leases draw exactly as before.
+            kind, keys, args = self._lease_op(client.lease_rng, key, value)
+            consistency = None
+        self.invoke(client, kind, keys[0], args, consistency, keys=keys)
+
+    def _lease_op(
+        self, rng: SimRandom, key: str, value: int
+    ) -> tuple[OpKind, tuple[str, ...], tuple[Hashable, ...]]:
+        """A lease operation: its kind, keys and args (OpKind's docstring)."""
+        what = "grant"
+        if self.leases:
+            what = rng.choices(_LEASE_CHOICES, weights=[c[1] for c in _LEASE_CHOICES])[0][0]
+        if what == "grant":
+            return OpKind.LEASE_GRANT, (_GRANT_KEY,), (rng.choice(_LEASE_TTLS_MS),)
+        lease = rng.choice(self.leases[-3:])
+        if what in ("keepalive", "revoke"):
+            kind = OpKind.LEASE_KEEPALIVE if what == "keepalive" else OpKind.LEASE_REVOKE
+            return kind, (lease_key(lease),), (lease,)
+        self.written.setdefault(key, set()).add(value)
+        if what == "put":
+            return OpKind.PUT, (key,), (value, 0, lease)
+        seen = sorted(v for v in self.written.get(key, set()) if isinstance(v, int) and v != value)
+        expected: Hashable = rng.choice(seen[-4:]) if seen and rng.random() < 0.5 else ABSENT
+        return OpKind.PUT_IF, (key,), (expected, value, 0, lease)
 
     def invoke(
         self,
@@ -406,19 +457,69 @@ class Workload:
             ts = None
         if isinstance(result, Versioned):
             self.versions.setdefault(request.key, set()).add(result.version)
-        multi = request.kind in (OpKind.PUT_MANY, OpKind.DELETE_MANY, OpKind.GET_MANY)
+        key, keys = _history_keys(request, outcome, result)
+        if not key:
+            return  # a grant without an answer: nobody learned its id, nobody uses it
+        if request.kind is OpKind.LEASE_GRANT:
+            assert isinstance(result, int)
+            self.leases.append(result)
         if request.session is not None:
             self.sessions[len(self.history)] = request.session
         self.history.append(
-            Operation(client.id, request.kind, request.key, request.args, flight.invoke_ms,
-                      done, outcome, result, keys=request.keys if multi else (), ts=ts)
+            Operation(client.id, request.kind, key, request.args, flight.invoke_ms,
+                      done, outcome, result, keys=keys, ts=ts)
         )
 
-    def timed_history(self, applied_ts: dict[tuple[str, int], int]) -> list[Operation]:
-        """The history with each session write's cluster time (its entry's timestamp)."""
+    def timed_history(
+        self,
+        applied_ts: dict[tuple[str, int], int],
+        lease_expiries: Sequence[tuple[int, tuple[int, ...], int]] = (),
+    ) -> list[Operation]:
+        """
+        The history with each session write's cluster time (its entry's timestamp), and
+        the leader's lease_expire entries (`lease_expiries`: timestamp, lease ids, first
+        apply time) as operations of their own that took effect at their first apply,
+        on the leases some client learned the id of.
+
+        A session write without an answer that no node applied (no timestamp) is left
+        out: `applied_ts` holds every apply of the run, so it took no effect within the
+        history (the checker could only place it after everything, where an unchecked
+        write changes nothing observed), and each one kept can double the search.
+        """
         out = list(self.history)
+        unapplied: set[int] = set()
         for i, session in self.sessions.items():
             ts = applied_ts.get(session)
             if ts is not None:
                 out[i] = replace(out[i], ts=ts)
+            elif out[i].outcome is Outcome.UNKNOWN:
+                unapplied.add(i)
+        if unapplied:
+            out = [op for i, op in enumerate(out) if i not in unapplied]
+        known = set(self.leases)
+        for ts, leases, at_ms in lease_expiries:
+            ids = tuple(lease for lease in leases if lease in known)
+            if ids:
+                keys = tuple(lease_key(lease) for lease in ids)
+                out.append(Operation(-2, OpKind.LEASE_EXPIRE, keys[0], ids, at_ms, at_ms,
+                                     Outcome.OK, keys=keys if len(keys) > 1 else (), ts=ts))
         return out
+
+
+def _history_keys(request: Request, outcome: Outcome, result: Hashable) -> tuple[str, tuple[str, ...]]:
+    """
+    The key and keys an operation has in the history: a lease op's are its lease's
+    pseudo-key (a grant's known from its answer only: "" without one), a put with a
+    lease joins its key and its lease's.
+    """
+    kind = request.kind
+    if kind in (OpKind.PUT_MANY, OpKind.DELETE_MANY, OpKind.GET_MANY):
+        return request.key, request.keys
+    if kind is OpKind.LEASE_GRANT:
+        return (lease_key(result), ()) if outcome is Outcome.OK and isinstance(result, int) else ("", ())
+    at = _LEASE_ARG.get(kind)
+    if at is not None and len(request.args) > at:
+        lease = request.args[at]
+        assert isinstance(lease, int)
+        return request.key, (request.key, lease_key(lease))
+    return request.key, ()

@@ -14,7 +14,8 @@ SEEDS = (3, 7, 11)
 
 
 def _run(seed: int) -> list[str]:
-    config = SimConfig(seed=seed, faults=False, buggify=False, membership=False)
+    # NB: leases=False: expiry entries proposed at the end would carry the commit news.
+    config = SimConfig(seed=seed, faults=False, buggify=False, membership=False, leases=False)
     return [v.check for v in Simulation(config).run().violations]
 
 

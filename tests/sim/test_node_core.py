@@ -48,9 +48,10 @@ def test_lease_publish_fires_when_the_lease_is_published_before_the_commit_is_ap
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Read workers must not get a lease while shm lacks committed entries."""
-    assert Simulation(SimConfig(seed=LEASE_SEED, nodes=3, pipeline=1)).run().ok
+    config = SimConfig(seed=LEASE_SEED, nodes=3, pipeline=1, leases=False)  # the seed's moment
+    assert Simulation(config).run().ok
     monkeypatch.setattr(node_core.NodeCore, "_lease_ms", staticmethod(_lease_before_apply))
-    planted = Simulation(SimConfig(seed=LEASE_SEED, nodes=3, pipeline=1)).run()
+    planted = Simulation(config).run()
     assert ["lease_publish"] == [v.check for v in planted.violations][:1]
 
 

@@ -348,7 +348,7 @@ def test_minority_reads_program_catches_a_read_round_without_quorum_when_planted
     there) fails the read-quorum check once the program's learner is in place (seed 3,
     3 nodes; seed 1 no longer split once the lease probe rode on the tick's heartbeat).
     """
-    config = SimConfig(seed=3, nodes=3, trace=True, program="minority-reads")
+    config = SimConfig(seed=3, nodes=3, trace=True, program="minority-reads", leases=False)
     clean = Simulation(config).run()
     assert [] == clean.violations
     split = [line for line in clean.trace_lines if "minority-reads" in line and "keeps only" in line]

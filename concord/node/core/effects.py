@@ -18,7 +18,7 @@ fed, which are due and in which order. The carriers:
 | TakeSnapshot      | SnapshotWriter.start (a forked child)      | SimNode.take_snapshot        |
 | ProposeConfChange | Driver.submit_conf_change                  | Driver.submit_conf_change    |
 | ProposeAddress    | Driver.submit_write(encode_address(...))   | (not simulated)              |
-| ProposeExpiry     | Driver.submit_write(expiry command)        | (kv expiry off in the sim)   |
+| ProposeExpiry     | Driver.submit_write(expiry command)        | Driver.submit_write (same)   |
 | MintClusterId     | Driver.submit_write(new cluster id)        | (not simulated)              |
 | TransferLeader    | Driver.transfer_leader                     | Driver.transfer_leader       |
 
