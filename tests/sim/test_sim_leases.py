@@ -4,13 +4,13 @@ lease mistake planted in the state machine (docs/simulation.md "Clients", "Plant
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 
 import concord.kv.machine as kv_machine
 from concord.kv.commands import LeaseRevoke
-from concord.kv.leases import LeaseTable
+from concord.kv.leases import DeleteKeys, LeaseCommand, LeaseTable, apply_lease_command
+from concord.kv.record import Change
 from concord.sim.cluster import SimConfig, Simulation
 from concord.sim.history import NOT_FOUND, OpKind, Outcome
 
@@ -38,15 +38,13 @@ def test_lease_operations_reach_the_history_when_a_seed_runs() -> None:
 @pytest.mark.slow
 def test_revoke_that_keeps_the_keys_is_caught_when_planted(monkeypatch: pytest.MonkeyPatch) -> None:
     """The plant kv_lease_revoke_keeps_keys in-process: the revoked lease's key is read later."""
-    real = kv_machine.apply_lease_command
-
-    def keeps_keys(table: LeaseTable, command: object, index: int, ts: int,
-                   delete: Callable[..., list[object]]) -> tuple[dict[str, object], list[object]]:
+    def keeps_keys(table: LeaseTable, command: LeaseCommand, index: int, ts: int,
+                   delete: DeleteKeys) -> tuple[dict[str, object], list[Change]]:
         if isinstance(command, LeaseRevoke):
             table.live(command.lease, ts)
             table.remove(command.lease)
             return {"deleted": 0}, []
-        return real(table, command, index, ts, delete)  # type: ignore[arg-type]
+        return apply_lease_command(table, command, index, ts, delete)
 
     monkeypatch.setattr(kv_machine, "apply_lease_command", keeps_keys)
     planted = Simulation(SimConfig(seed=REVOKE_SEED, nodes=3)).run()
