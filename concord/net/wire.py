@@ -563,6 +563,25 @@ def ok_reply(request_id: int, result: Mapping[str, object] | None = None) -> byt
     return pack(reply)
 
 
+#: ok_reply's bytes around a `{"value": v}` result: map of 3, "id", (the id), "ok": true, "value".
+_OK_ID = b"\x83\xa2id"
+_OK_VALUE = b"\xa2ok\xc3\xa5value"
+
+
+def ok_value_reply(request_id: int, value: bytes) -> bytes:
+    """
+    `ok_reply(request_id, {"value": v})` for the value `v` whose msgpack encoding is
+    `value`, spliced in as it is (a stored value's bytes: never decoded and encoded
+    again). The same bytes as ok_reply gives for a value in its canonical encoding, which
+    is how kv stores every value (concord.kv.values.pack_value).
+    """
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_START_BYTES)
+    return _OK_ID + packer.pack(request_id) + _OK_VALUE + value
+
+
 def error_reply(request_id: int | None, code: str, message: str, leader: str | None = None) -> bytes:
     """Encode `{"id", "ok": false, "error", "message", "leader"}`."""
     return pack({"id": request_id, "ok": False, "error": code, "message": message, "leader": leader})
