@@ -138,5 +138,5 @@ def plain_get(payload: bytes) -> tuple[int, str, str] | None:
         return request_id, key, "leader"
     consistency = obj.get("consistency")
     if size == 4 and (consistency == "eventual" or consistency == "leader"):
-        return request_id, key, consistency  # type: ignore[return-value]  # a str, compared
+        return request_id, key, consistency
     return None

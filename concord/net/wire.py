@@ -579,7 +579,8 @@ def ok_value_reply(request_id: int, value: bytes) -> bytes:
         packer = _packers.packer
     except AttributeError:
         packer = _packers.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_START_BYTES)
-    return _OK_ID + packer.pack(request_id) + _OK_VALUE + value
+    head: bytes = packer.pack(request_id)
+    return _OK_ID + head + _OK_VALUE + value
 
 
 def error_reply(request_id: int | None, code: str, message: str, leader: str | None = None) -> bytes:
