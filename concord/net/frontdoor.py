@@ -18,7 +18,9 @@ Per client message the loop:
    (concord.net.door_reads), the door answers the reads of bounded cost itself from
    shared memory, or hands them to the raft worker; those it declines go on as above;
    the same reads at `strong` it holds, and answers itself after one read barrier per
-   pass from the raft worker (concord.net.door_strong);
+   pass from the raft worker (concord.net.door_strong). A plain `get` (door_reads.plain_get)
+   is offered to the inline reads before it is decoded at all, when no observer watches;
+   what they cannot answer so goes the full way above;
 3. remembers (token -> client envelope, id, deadline) and queues the raw payload for
    its backend; once the pass over the waiting client messages is done, each backend
    gets what was queued for it as one REQUESTS message (concord.net.backend; a lone

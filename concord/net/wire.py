@@ -532,15 +532,21 @@ _PACKER_START_BYTES = 4096
 _PACKER_KEEP_BYTES = 64 * 1024
 
 
+def _packer() -> msgpack.Packer:
+    """This thread's Packer."""
+    try:
+        packer: msgpack.Packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_START_BYTES)
+    return packer
+
+
 def pack(obj: Mapping[str, object]) -> bytes:
     """Encode a map as msgpack (str as str, bytes as bin)."""
     # NB: one Packer per thread, reused: msgpack.packb builds one per call (with a 256 KiB
     # buffer), which costs twice the encoding of a small reply. A failed pack leaves the
     # Packer empty.
-    try:
-        packer = _packers.packer
-    except AttributeError:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_START_BYTES)
+    packer = _packer()
     data: bytes = packer.pack(obj)
     if len(data) > _PACKER_KEEP_BYTES:
         del _packers.packer
@@ -575,11 +581,7 @@ def ok_value_reply(request_id: int, value: bytes) -> bytes:
     again). The same bytes as ok_reply gives for a value in its canonical encoding, which
     is how kv stores every value (concord.kv.values.pack_value).
     """
-    try:
-        packer = _packers.packer
-    except AttributeError:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_START_BYTES)
-    head: bytes = packer.pack(request_id)
+    head: bytes = _packer().pack(request_id)
     return _OK_ID + head + _OK_VALUE + value
 
 
