@@ -16,6 +16,14 @@ concord.node.shm_reads.ShmReads, the read workers' own code and checks). It may 
 hand the request to the raft worker (a `leader` read at a leader without its lease), or
 decline it (the door then sends it to a read worker, as without inline reads).
 
+The plainest read of all, a `get` of one key at `eventual` or `leader` with nothing else
+in its map (`plain_get`), is offered to `InlineReads.answer_get` straight from its payload,
+before the door decodes it into a `Request`: one msgpack decode and a few type checks
+instead of the whole validation, and the stored value's bytes spliced into the reply. It
+answers only what the full path would answer with the same reply (a value found, auth
+off, `leader` under the lease); anything else, and every other request, takes the full
+path (decode_request, then `answer`), which names the fault or refuses.
+
 Pure: no sockets.
 """
 
@@ -25,9 +33,11 @@ import enum
 from collections.abc import Mapping
 from typing import Protocol
 
-from concord.net.wire import OpSpec, Request
+import msgpack
 
-__all__ = ["MAX_INLINE_KEYS", "InlineReads", "Verdict", "is_inline", "is_strong_inline"]
+from concord.net.wire import OPS, OpSpec, Request
+
+__all__ = ["MAX_INLINE_KEYS", "InlineReads", "Verdict", "is_inline", "is_strong_inline", "plain_get"]
 
 #: The most keys an inline read may name (`get_many`); more go to a read worker.
 MAX_INLINE_KEYS = 64
@@ -53,6 +63,14 @@ class InlineReads(Protocol):
     @property
     def ready(self) -> bool:
         """Whether `answer_strong` can serve now (the view is attached)."""
+        ...
+
+    def answer_get(self, request_id: int, key: str, consistency: str) -> bytes | None:
+        """
+        The reply to a `plain_get` request (its id, key and level), if answering it needs
+        none of the full path's checks, refusals or errors (module docstring); else None:
+        the door then decodes the request and asks `answer`.
+        """
         ...
 
     def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
@@ -86,3 +104,39 @@ def is_inline(request: Request, registry: Mapping[str, OpSpec]) -> bool:
 def is_strong_inline(request: Request, registry: Mapping[str, OpSpec]) -> bool:
     """Whether the door may answer `request` itself after a barrier: `is_inline` but strong."""
     return request.consistency == "strong" and _bounded(request, registry)
+
+
+# NB: plain_get below hard-codes the shape of a `get` from the op table; check it here.
+assert OPS["get"].inline and OPS["get"].required == ("key",)
+assert {"key", "consistency"} <= set(OPS["get"].arg_index)
+_unpackb = msgpack.unpackb
+
+
+def plain_get(payload: bytes) -> tuple[int, str, str] | None:
+    """
+    (id, key, consistency) of a request that is exactly `{"op": "get", "id": int, "key":
+    str}` plus, optionally, `"consistency": "eventual" | "leader"` (absent: leader), in
+    any order; None for any other payload, valid or not (the full path decides).
+
+    What decode_request would accept as the same Request: one msgpack map with str keys
+    (the bare unpackb refuses other keys, and trailing bytes), op and id of their wire
+    types (bool is not an int), a str key and a consistency the op table allows. The
+    caller bounds the payload's size first.
+    """
+    try:
+        obj = _unpackb(payload)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        return None  # the full path names the fault
+    if type(obj) is not dict or obj.get("op") != "get":
+        return None
+    request_id = obj.get("id")
+    key = obj.get("key")
+    if type(request_id) is not int or type(key) is not str:
+        return None
+    size = len(obj)
+    if size == 3:
+        return request_id, key, "leader"
+    consistency = obj.get("consistency")
+    if size == 4 and (consistency == "eventual" or consistency == "leader"):
+        return request_id, key, consistency
+    return None

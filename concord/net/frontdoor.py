@@ -18,7 +18,9 @@ Per client message the loop:
    (concord.net.door_reads), the door answers the reads of bounded cost itself from
    shared memory, or hands them to the raft worker; those it declines go on as above;
    the same reads at `strong` it holds, and answers itself after one read barrier per
-   pass from the raft worker (concord.net.door_strong);
+   pass from the raft worker (concord.net.door_strong). A plain `get` (door_reads.plain_get)
+   is offered to the inline reads before it is decoded at all, when no observer watches;
+   what they cannot answer so goes the full way above;
 3. remembers (token -> client envelope, id, deadline) and queues the raw payload for
    its backend; once the pass over the waiting client messages is done, each backend
    gets what was queued for it as one REQUESTS message (concord.net.backend; a lone
@@ -85,7 +87,7 @@ from concord.net.backend import (
 )
 from concord.net.door_metrics import DoorMetricsObserver
 from concord.net.door_outbox import RequestOutbox
-from concord.net.door_reads import InlineReads, Verdict, is_inline, is_strong_inline
+from concord.net.door_reads import InlineReads, Verdict, is_inline, is_strong_inline, plain_get
 from concord.net import door_strong
 from concord.net.frontdoor_options import (  # re-exported: their old home
     FrontDoorOptions as FrontDoorOptions,
@@ -174,6 +176,9 @@ class FrontDoor:
             observers = (*observers, DoorMetricsObserver(self.metrics, registry, clock))
         self._observers = tuple(observers)
         self._hold = any(o.hold_replies for o in observers)
+        # Plain gets straight from their payload (door_reads.plain_get): not observed ones,
+        # since observers see every request decoded.
+        self._plain_gets = inline is not None and not self._observers
         self._held: list[tuple[list[bytes], bytes]] = []
         self.registry = registry
         self.stats = FrontDoorStats()
@@ -281,6 +286,7 @@ class FrontDoor:
         log.error("front door stops serving reads itself: shared memory failed error=%s", exc)
         self._inline.close()
         self._inline = None
+        self._plain_gets = False
 
     def _flush_observers(self) -> None:
         for observer in self._observers:
@@ -327,6 +333,10 @@ class FrontDoor:
                 f"expected one payload frame after an optional empty delimiter, got {len(frames) - 1} frames"
             ))
             return
+        if self._plain_gets and len(payload) <= self.options.max_request_bytes:
+            parts = plain_get(payload)  # concord.net.door_reads: before any decoding
+            if parts is not None and self._answer_get(envelope, parts):
+                return
         try:
             request = decode_request(payload, self.registry, self.options.max_request_bytes)
         except InvalidRequestError as exc:
@@ -370,6 +380,20 @@ class FrontDoor:
         deadline = self._clock() + (timeout_ms + self.options.reply_grace_ms) / 1000.0
         heapq.heappush(self._deadlines, (deadline, token))
         return token, _Pending(envelope, request.id, backend, deadline, role, notes)
+
+    def _answer_get(self, envelope: list[bytes], parts: tuple[int, str, str]) -> bool:
+        """Answer a plain get from the inline reads if they can (InlineReads.answer_get)."""
+        assert self._inline is not None
+        try:
+            reply = self._inline.answer_get(*parts)
+        except CorruptionError as exc:
+            self._drop_inline(exc)
+            return False
+        if reply is None:
+            return False
+        self.stats.inline += 1
+        self._send_client(envelope, reply)
+        return True
 
     def _serve_inline(self, request: Request) -> bytes | Verdict:
         assert self._inline is not None
@@ -615,6 +639,7 @@ class FrontDoor:
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+            self._plain_gets = False
         self.client.close(linger=0)
         self.backend.close(linger=0)
         # NB: libzmq unlinks a bound ipc path later, in its I/O thread; we own the path,

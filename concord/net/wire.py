@@ -532,15 +532,21 @@ _PACKER_START_BYTES = 4096
 _PACKER_KEEP_BYTES = 64 * 1024
 
 
+def _packer() -> msgpack.Packer:
+    """This thread's Packer."""
+    try:
+        packer: msgpack.Packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_START_BYTES)
+    return packer
+
+
 def pack(obj: Mapping[str, object]) -> bytes:
     """Encode a map as msgpack (str as str, bytes as bin)."""
     # NB: one Packer per thread, reused: msgpack.packb builds one per call (with a 256 KiB
     # buffer), which costs twice the encoding of a small reply. A failed pack leaves the
     # Packer empty.
-    try:
-        packer = _packers.packer
-    except AttributeError:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True, buf_size=_PACKER_START_BYTES)
+    packer = _packer()
     data: bytes = packer.pack(obj)
     if len(data) > _PACKER_KEEP_BYTES:
         del _packers.packer
@@ -561,6 +567,22 @@ def ok_reply(request_id: int, result: Mapping[str, object] | None = None) -> byt
                 raise ValueError(f"result may not carry reserved field {reserved}")
         reply.update(result)
     return pack(reply)
+
+
+#: ok_reply's bytes around a `{"value": v}` result: map of 3, "id", (the id), "ok": true, "value".
+_OK_ID = b"\x83\xa2id"
+_OK_VALUE = b"\xa2ok\xc3\xa5value"
+
+
+def ok_value_reply(request_id: int, value: bytes) -> bytes:
+    """
+    `ok_reply(request_id, {"value": v})` for the value `v` whose msgpack encoding is
+    `value`, spliced in as it is (a stored value's bytes: never decoded and encoded
+    again). The same bytes as ok_reply gives for a value in its canonical encoding, which
+    is how kv stores every value (concord.kv.values.pack_value).
+    """
+    head: bytes = _packer().pack(request_id)
+    return _OK_ID + head + _OK_VALUE + value
 
 
 def error_reply(request_id: int | None, code: str, message: str, leader: str | None = None) -> bytes:

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from concord.config import NodeConfig
 from concord.errors import ClientError, CorruptionError
 from concord.net.door_reads import Verdict
-from concord.net.wire import OPS, Request, error_reply, ok_reply
+from concord.net.wire import OPS, Request, error_reply, ok_reply, ok_value_reply
 from concord.node.auth import RateLimiter, admit
 from concord.node.node_machine import kv_config_of
 from concord.shm.reader import Reader
@@ -63,6 +63,7 @@ class ShmReads:
         }
         self.view = view
         self.reader = Reader(view, kv_config_of(config))
+        self._max_key_bytes = self.reader.config.max_key_bytes
         # A deliberately broken build for the chaos tool's self-test (docs/chaos.md).
         self._unsafe_leader_reads = config.faults.enabled and config.faults.unsafe_leader_reads
         self._auth_required = config.auth.enabled
@@ -76,6 +77,29 @@ class ShmReads:
                                "strong reads are served by the raft worker")
         self.view.sync()  # the auth tables as published, before checking the token
         return self._serve(request)
+
+    def answer_get(self, request_id: int, key: str, consistency: str) -> bytes | None:
+        """
+        The reply to a plain `get` (concord.net.door_reads.plain_get) that `answer` would
+        give as well, when it is a value: the key is found, auth is off (neither required
+        nor active in the tables this read saw, so `admit` lets the request through) and,
+        at `leader`, this node holds its lease after reading; the value's stored bytes are
+        spliced into the reply (wire.ok_value_reply). Anything else: None, and `answer`
+        serves the request with every check, error and refusal.
+        """
+        view = self.view
+        if not (key.isascii() and 0 < len(key) <= self._max_key_bytes):
+            return None  # check_key's slow path, or invalid_key
+        raw = view.get_encoded(key)  # catches up first
+        if raw is None or self._auth_required or self.reader.auth.active:
+            return None
+        if (
+            consistency == "leader"
+            and not self._unsafe_leader_reads
+            and not view.holds_leader_lease()
+        ):
+            return None
+        return ok_value_reply(request_id, raw)
 
     def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
         """
@@ -185,6 +209,13 @@ class DoorReads:
             return Verdict.DECLINE
         assert self._reads is not None
         return self._reads.answer(request)
+
+    def answer_get(self, request_id: int, key: str, consistency: str) -> bytes | None:
+        """ShmReads.answer_get once the view is ready, else None."""
+        if self._reads is None and not self.ready:
+            return None
+        assert self._reads is not None
+        return self._reads.answer_get(request_id, key, consistency)
 
     def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
         """ShmReads.answer_strong once the view is ready, else DECLINE."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import zmq
@@ -10,6 +10,7 @@ import zmq
 from concord.client.raw import request
 from concord.errors import CorruptionError
 from concord.net.door_reads import MAX_INLINE_KEYS, Verdict, is_inline
+from concord.net.observer import DoorReply
 from concord.net.wire import INLINE_OPS, OPS, Backend, OpKind, Request, decode_request, ok_reply, pack
 from tests.helpers import wait_until
 from tests.net.fakes import DoorThread, EchoThread
@@ -20,13 +21,16 @@ Context = zmq.Context[zmq.Socket[bytes]]
 class FakeInline:
     """
     Answers key "k" itself, hands off key "handoff", declines "decline", fails on "corrupt";
-    strong reads (after the door's barrier) like the others.
+    strong reads (after the door's barrier) like the others. Of the plain gets, answers
+    key "plain" straight away (backend "door-get"), fails on "corrupt-get" and leaves
+    every other to `answer`.
     """
 
     ready = True
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.asked_get: list[tuple[int, str, str]] = []
         self.closed = False
         self.keep_ups = 0
         self.corrupt_on_keep_up = False
@@ -41,6 +45,12 @@ class FakeInline:
         if key == "corrupt":
             raise CorruptionError("record checksum mismatch")
         return ok_reply(request.id, {"backend": "door"})
+
+    def answer_get(self, request_id: int, key: str, consistency: str) -> bytes | None:
+        self.asked_get.append((request_id, key, consistency))
+        if key == "corrupt-get":
+            raise CorruptionError("record checksum mismatch")
+        return ok_reply(request_id, {"backend": "door-get"}) if key == "plain" else None
 
     def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
         return self.answer(request)
@@ -149,3 +159,69 @@ def test_door_keeps_its_view_up_when_its_loop_passes_without_reads(
     fake.corrupt_on_keep_up = True
     wait_until(lambda: fake.closed, 10.0, "a corrupt store did not stop the door's reads")
     assert "reader0" == served_by(ctx, door, {"op": "get", "key": "k"})
+
+
+class NoteEverything:
+    """A door observer that notes every request (as tracing or the audit log would)."""
+
+    hold_replies = False
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def begin(self, request: Request, payload: bytes, peer: Callable[[], str | None]
+              ) -> tuple[object | None, Request, bytes]:
+        return request.op, request, payload
+
+    def end(self, note: object, reply: DoorReply) -> None:
+        self.ended += 1
+
+    def flush(self) -> None:
+        pass
+
+
+def test_door_answers_plain_gets_from_their_payload_when_the_inline_reads_can(
+        ctx: Context, inline_door: tuple[DoorThread, FakeInline]) -> None:
+    """
+    A plain get is offered to answer_get first; what it leaves goes the full way (answer);
+    any other read never reaches answer_get.
+    """
+    door, fake = inline_door
+    assert "door-get" == served_by(ctx, door, {"op": "get", "key": "plain", "consistency": "eventual"})
+    assert "door-get" == served_by(ctx, door, {"op": "get", "key": "plain"})
+    assert [] == fake.asked
+    assert 2 == door.door.stats.inline
+    assert "door" == served_by(ctx, door, {"op": "get", "key": "k", "consistency": "eventual"})
+    assert ["get k"] == fake.asked
+    assert "raft" == served_by(ctx, door, {"op": "get", "key": "handoff"})
+    assert ["plain", "plain", "k", "handoff"] == [k for _, k, _ in fake.asked_get]
+    assert ["eventual", "leader", "eventual", "leader"] == [c for _, _, c in fake.asked_get]
+    for msg in ({"op": "get", "key": "plain", "meta": True},
+                {"op": "get", "key": "plain", "consistency": "strong"},
+                {"op": "get", "key": "plain", "timeout_ms": 1000},
+                {"op": "get_many", "keys": ["plain"]}):
+        assert served_by(ctx, door, msg) in ("door", "raft"), msg
+    assert 4 == len(fake.asked_get)
+    assert (3 + 3, 1) == (door.door.stats.inline, door.door.stats.strong_inline)
+
+
+def test_door_stops_its_own_reads_when_a_plain_get_finds_the_store_corrupt(
+        ctx: Context, inline_door: tuple[DoorThread, FakeInline]) -> None:
+    door, fake = inline_door
+    assert "reader0" == served_by(ctx, door, {"op": "get", "key": "corrupt-get"})
+    assert fake.closed
+    asked = len(fake.asked_get)
+    assert "reader0" == served_by(ctx, door, {"op": "get", "key": "plain"})
+    assert asked == len(fake.asked_get)
+
+
+def test_door_decodes_every_request_for_its_observers_when_it_has_some(ctx: Context) -> None:
+    """Observers see every request decoded: no plain get skips them."""
+    fake = FakeInline()
+    observer = NoteEverything()
+    door = DoorThread(ctx, inline=fake, observers=[observer])
+    try:
+        assert "door" == served_by(ctx, door, {"op": "get", "key": "plain", "consistency": "eventual"})
+        assert ([], ["get plain"], 1) == (fake.asked_get, fake.asked, observer.ended)
+    finally:
+        door.stop()
