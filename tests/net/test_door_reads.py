@@ -196,10 +196,11 @@ def test_door_answers_plain_gets_from_their_payload_when_the_inline_reads_can(
     assert "raft" == served_by(ctx, door, {"op": "get", "key": "handoff"})
     assert ["plain", "plain", "k", "handoff"] == [k for _, k, _ in fake.asked_get]
     assert ["eventual", "leader", "eventual", "leader"] == [c for _, _, c in fake.asked_get]
-    for msg in ({"op": "get", "key": "plain", "meta": True},
-                {"op": "get", "key": "plain", "consistency": "strong"},
-                {"op": "get", "key": "plain", "timeout_ms": 1000},
-                {"op": "get_many", "keys": ["plain"]}):
+    others: list[dict[str, object]] = [{"op": "get", "key": "plain", "meta": True},
+                                       {"op": "get", "key": "plain", "consistency": "strong"},
+                                       {"op": "get", "key": "plain", "timeout_ms": 1000},
+                                       {"op": "get_many", "keys": ["plain"]}]
+    for msg in others:
         assert served_by(ctx, door, msg) in ("door", "raft"), msg
     assert 4 == len(fake.asked_get)
     assert (3 + 3, 1) == (door.door.stats.inline, door.door.stats.strong_inline)

@@ -44,6 +44,9 @@ class FakeStrongInline:
     def answer(self, request: Request) -> bytes | Verdict:
         return ok_reply(request.id, {"by": "door", "index": -1})
 
+    def answer_get(self, request_id: int, key: str, consistency: str) -> bytes | None:
+        return None  # every plain get takes the full path (answer)
+
     def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
         key = str(request.args.get("key"))
         self.strong.append((key, index))

@@ -120,9 +120,9 @@ class Store:
         self.index = 0
         self.now_ms = time.time_ns() // 1_000_000
 
-    def apply(self, op: str, args: dict[str, object], **envelope: object) -> None:
+    def apply(self, op: str, args: dict[str, object]) -> None:
         self.index += 1
-        applied = self.kv.apply(self.index, self.now_ms, encode_command(op, args, **envelope))
+        applied = self.kv.apply(self.index, self.now_ms, encode_command(op, args))
         assert "error" not in applied.result, applied.result
         self.pub.publish(applied.changes, self.index, self.kv.revision, self.now_ms)
 
@@ -152,7 +152,7 @@ def reads_over(names: SegmentNames, tmp_path: Path, **sections: dict[str, object
 def test_answer_get_gives_answers_reply_or_none_when_given_every_kind_of_key(
         store: Store, names: SegmentNames, tmp_path: Path) -> None:
     """Found values (plain, big, compressed, with a TTL): the same bytes; the rest: None."""
-    keys = []
+    keys: list[str] = []
     for i, value in enumerate(VALUES):
         for extra in ({}, {"ttl": 3600}, {"compress": True}):
             key = f"k{i}-{len(keys)}"
