@@ -38,8 +38,8 @@ Invariants enforced here:
 - read workers get a lease only while everything committed (earlier terms' entries
   included) is applied and published, and no reset is being built;
 - one durable snapshot at a time, when the schedule (concord.node.core.snapshots) says
-  it is due, at the applied index with the membership in force there; a failed one is
-  retried later, never fatal;
+  it is due and no reset is being built, at the applied index with the membership in
+  force there; a failed one is retried later, never fatal;
 - a member's address entry is proposed before the configuration change that adds it.
 
 Pure. No IO, no clock, no randomness.
@@ -240,7 +240,9 @@ class NodeCore:
         schedule = self.snapshots
         if schedule is None:
             return []
-        if self.snapshot_running is not None:
+        if self.snapshot_running is not None or self.resetting:
+            # NB: not while a reset is built: the fork's child would compete with it for
+            # the CPU (and copy the pages it touches) when the node is busiest.
             return []
         meta = schedule.due(self._point(view))
         if meta is None:
