@@ -278,7 +278,9 @@ class NodeCore:
         The lease read workers may use: the driver's, once everything committed is
         applied, and published (no reset being built).
         """
-        if self.resetting or view.applied_term != view.term or view.applied_index < view.commit:
+        if self.resetting:
+            return -1  # shared memory holds an older state until the reset is published
+        if view.applied_term != view.term or view.applied_index < view.commit:
             # Read workers serve leader reads from shm: only once everything committed
             # (earlier terms' entries included) is applied and published.
             return -1
