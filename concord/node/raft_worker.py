@@ -148,6 +148,11 @@ class RaftWorker:
         previous: the READY info of this worker's previous incarnation (its real ports).
     """
 
+    #: The shm reset being built (worker_effects.resync_shm): when it began and whether
+    #: it is the start-up one (logging), and the CPU of its steps so far.
+    reset_started: tuple[float, bool] = (0.0, False)
+    reset_cpu_s = 0.0
+
     def __init__(
         self,
         config: NodeConfig,
@@ -164,10 +169,7 @@ class RaftWorker:
         self.ids = itertools.count(1)
         self.pending: dict[int, Pending] = {}
         self._outbox: list[tuple[int, bytes]] = []
-        # Replies of writes waiting for the shm reset being built (SendReplies.shm_current).
-        self.held_replies: list[tuple[int, bytes]] = []
-        self.reset_started: tuple[float, bool] = (0.0, False)  # monotonic, first: logging
-        self.reset_cpu_s = 0.0  # CPU of the reset being built so far (its steps)
+        self.held_replies: list[tuple[int, bytes]] = []  # wait for the shm reset being built
         self._stopping = False
         self._conf_snapshots = ConfChangeSnapshots()
         self.disk = DiskStatus(None, None)  # the writer's last DISK report
@@ -213,9 +215,7 @@ class RaftWorker:
         self.carry_out(self.core.on_start(self.view()))
         self._open_door(endpoints)
         self.metrics = RaftMetrics(self)
-        empty = (
-            recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
-        )
+        empty = recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
         self.log.info("raft worker started empty=%s snapshot_index=%d entries=%d commit=%d peer=%s",
                       empty, recovered.snapshot.meta.index if recovered.snapshot else 0,
                       len(recovered.entries), hard_state.commit, self.peer_endpoint)
