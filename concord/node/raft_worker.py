@@ -100,6 +100,11 @@ __all__ = ["NodeMachine", "RaftWorker", "WorkerEndpoints", "kv_config_of", "run_
 
 logger = logging.getLogger(__name__)
 
+#: Seconds of work per step of a shared-memory reset between the turns of the loop
+#: (concord.shm.bulkreset: one step is at least STEP_RECORDS records, ~10-20 ms).
+RESET_STEP_S = 0.01
+
+
 def raft_config_of(config: NodeConfig) -> RaftConfig:
     """The consensus core's settings from a node config."""
     raft = config.raft
@@ -143,6 +148,11 @@ class RaftWorker:
         previous: the READY info of this worker's previous incarnation (its real ports).
     """
 
+    #: The shm reset being built (worker_effects.resync_shm): when it began and whether
+    #: it is the start-up one (logging), and the CPU of its steps so far.
+    reset_started: tuple[float, bool] = (0.0, False)
+    reset_cpu_s = 0.0
+
     def __init__(
         self,
         config: NodeConfig,
@@ -159,6 +169,7 @@ class RaftWorker:
         self.ids = itertools.count(1)
         self.pending: dict[int, Pending] = {}
         self._outbox: list[tuple[int, bytes]] = []
+        self.held_replies: list[tuple[int, bytes]] = []  # wait for the shm reset being built
         self._stopping = False
         self._conf_snapshots = ConfChangeSnapshots()
         self.disk = DiskStatus(None, None)  # the writer's last DISK report
@@ -204,9 +215,7 @@ class RaftWorker:
         self.carry_out(self.core.on_start(self.view()))
         self._open_door(endpoints)
         self.metrics = RaftMetrics(self)
-        empty = (
-            recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
-        )
+        empty = recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
         self.log.info("raft worker started empty=%s snapshot_index=%d entries=%d commit=%d peer=%s",
                       empty, recovered.snapshot.meta.index if recovered.snapshot else 0,
                       len(recovered.entries), hard_state.commit, self.peer_endpoint)
@@ -354,8 +363,8 @@ class RaftWorker:
             now = time.monotonic()
             deadline = min(next_tick, self.transport.next_deadline(), self.link.next_deadline(),
                            self.events.next_deadline())
-            if self.publisher.compacting:
-                deadline = now  # shm compaction steps to take: look for input, no sleep
+            if self.publisher.compacting or self.publisher.resetting:
+                deadline = now  # shm steps to take: look for input, no sleep
             events = dict(self.poller.poll(max(0, int((deadline - now) * 1000)) + 1))
             now = time.monotonic()
             self.transport.service_timers(now)
@@ -392,6 +401,8 @@ class RaftWorker:
                     self.driver.on_snapshot_written(meta)
                 self._conf_snapshots.taken.clear()
             worker_snapshots.offer_loaded(self)
+            if self.publisher.resetting:
+                self._step_reset(RESET_STEP_S)
             self.shm_compaction.step(now)
 
     def close(self) -> None:
@@ -524,8 +535,13 @@ class RaftWorker:
         if self.tracing is not None:
             self.tracing.end_request(rid, reply.status.name)
         # NB: sent only after the round's changes are in shared memory (_after_ready), so
-        # a client that saw its write acknowledged finds it in every later read here.
-        self._outbox.append((pending.token, worker_requests.encode_reply(self, pending, reply)))
+        # a client that saw its write acknowledged finds it in every later read here;
+        # while a reset is built (after a restart), only once it is published.
+        payload = worker_requests.encode_reply(self, pending, reply)
+        if self.core.resetting and pending.request.op in worker_requests.LEADER_ONLY:
+            self.held_replies.append((pending.token, payload))
+        else:
+            self._outbox.append((pending.token, payload))
 
     # -- after each round of Readys ------------------------------------------------------------
 
@@ -560,6 +576,7 @@ class RaftWorker:
     _carry_out_rare = worker_effects.carry_out_rare
     _publish_changes = worker_effects.publish_changes
     _resync_shm = worker_effects.resync_shm
+    _step_reset = worker_effects.step_reset
     _take_snapshot = worker_snapshots.take_snapshot
     _finish_snapshot = worker_snapshots.finish_snapshot
 

@@ -52,8 +52,11 @@ def carry_out(worker: RaftWorker, effects: list[Effect]) -> None:
                 if forwarded:  # and in one message to each follower
                     worker.forward.reply_many(forwarded)
                 # The door's read barriers whose index shared memory reached (published
-                # above: PublishChanges / ResyncShm come before SendReplies).
-                worker.barriers.send(worker.link, worker.publisher.applied_index)
+                # above: PublishChanges / ResyncShm come before SendReplies); while a
+                # reset is built, at the applied index: the door's view declines those
+                # it is behind, and this worker serves them from its state machine.
+                worker.barriers.send(worker.link, worker.publisher.applied_index
+                                     if effect.shm_current else worker.driver.applied_index)
             case PublishChanges():
                 worker._publish_changes()
             case SetLease(until_ms):
@@ -122,28 +125,52 @@ def publish_changes(worker: RaftWorker) -> None:
 
 def resync_shm(worker: RaftWorker, first: bool) -> None:
     """
-    Publish the whole state to shared memory in one reset, and restart the change
-    stream's history at its revision (NodeCore decided it may: the state caught up
-    with shm and with the start-up replay). A subscriber asking for an earlier
-    revision gets `compacted`, never a gap.
+    Begin publishing the whole state to shared memory as one reset, built in steps by
+    the worker's loop (`step_reset`), and restart the change stream's history at its
+    revision (NodeCore decided it may: the state caught up with shm and with the
+    start-up replay). A subscriber asking for an earlier revision gets `compacted`,
+    never a gap. Replies queued before it wait for its publish (the writes among them
+    must be readable here once acknowledged).
     """
     machine = worker.machine
     kv = machine.kv
     started, started_cpu = time.monotonic(), time.process_time()
-    worker.publisher.reset([(Space.USER, kv.records()), (Space.SYSTEM, kv.system_records())],
-                           kv.applied_index, kv.revision, kv.last_ts_ms)
+    worker.publisher.begin_reset([(Space.USER, kv.records()), (Space.SYSTEM, kv.system_records())],
+                                 kv.applied_index, kv.revision, kv.last_ts_ms)
     machine.changes.clear()
     machine.restored = False
     worker.events.reset(kv.revision)
+    worker.held_replies.extend(worker._outbox)
+    worker._outbox.clear()
+    worker.reset_started = (started, first)
+    worker.reset_cpu_s = time.process_time() - started_cpu
+
+
+def step_reset(worker: RaftWorker, budget_s: float) -> None:
+    """
+    Advance the reset being built by about `budget_s` of work; once it is published,
+    tell the node core, release the replies held for it and publish what was applied
+    meanwhile (a round of `after_ready`).
+    """
+    cpu = time.process_time()
+    published = worker.publisher.reset_step(budget_s)
+    worker.reset_cpu_s += time.process_time() - cpu
+    if not published:
+        return
+    worker.core.on_reset_published()
+    worker._outbox.extend(worker.held_replies)
+    worker.held_replies.clear()
+    started, first = worker.reset_started
     if first:
-        done, done_cpu = time.monotonic(), time.process_time()
+        kv = worker.machine.kv
         # Wall times swing with the host's load; the CPU times (this process's, since
-        # its start: interpreter and imports, restore, replay, publish) do not.
+        # its start: interpreter and imports, restore, replay, the steps of the publish
+        # and everything else the loop did meanwhile) do not.
         worker.log.info(
             "start-up state published applied=%d keys=%d restore_s=%.3f replay_s=%.3f "
             "shm_publish_s=%.3f total_s=%.3f shm_publish_cpu_s=%.3f cpu_s=%.3f",
-            kv.applied_index, len(kv), worker._restored_s,
-            started - worker._run_started_s,
-            done - started, done - worker._started_s,
-            done_cpu - started_cpu, done_cpu,
+            worker.publisher.applied_index, len(kv), worker._restored_s,
+            started - worker._run_started_s, time.monotonic() - started,
+            time.monotonic() - worker._started_s, worker.reset_cpu_s, time.process_time(),
         )
+    worker._after_ready()

@@ -161,6 +161,13 @@ class Arena:
 
     def _new_lineage(self, need_bytes: int) -> None:
         """Create generation max_gen+1, empty, starting a lineage of its own."""
+        self._switch_lineage(*self._create_lineage(need_bytes))
+
+    def _create_lineage(self, need_bytes: int) -> tuple[int, mmap.mmap]:
+        """
+        Create generation max_gen+1, empty, starting a lineage of its own, for at least
+        `need_bytes` of records: not yet the writer's (`_switch_lineage`) nor published.
+        """
         w = self._words
         # Compaction and reset know the size exactly: leave 1/16 to grow into, not a
         # whole growth step (shm bytes per key matter more than one early growth).
@@ -170,11 +177,15 @@ class Arena:
         w[W_MAX_GEN] = gen  # before creating it, so unlink_store always finds it
         mm = create_segment(self._names.gen(gen), cap)
         write_gen_header(mm, gen, gen, cap)
+        logger.info("shm new generation gen=%d lineage=%d capacity=%d", gen, gen, cap)
+        return gen, mm
+
+    def _switch_lineage(self, gen: int, mm: mmap.mmap, end: int = GEN_HEADER_SIZE) -> None:
+        """Make generation `gen` (from `_create_lineage`, records up to `end`) the writer's."""
         self._retired.append((self._names.gen(self._gen), self._mm, self._mv))
         self._mm, self._mv = mm, memoryview(mm)
-        self._gen, self._cap, self._end = gen, cap, GEN_HEADER_SIZE
+        self._gen, self._cap, self._end = gen, len(mm), end
         self._lineage = gen
-        logger.info("shm new generation gen=%d lineage=%d capacity=%d", gen, self._lineage, cap)
 
     def _unlink_retired(self) -> None:
         # Only called after the header names the new generation: new readers open that.

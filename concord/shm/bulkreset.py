@@ -3,8 +3,10 @@ A whole generation built at once from records: the bulk work of `Publisher.reset
 (after a snapshot install or a writer restart), and the record size limits of the
 format that every publish checks first.
 
-`ResetImage.plan` lays the records out (offsets, per-keyspace directories) with C-level
-maps over the records' fields; `write` fills a fresh generation's arena in large chunks.
+`ResetImage` lays the records out (offsets, per-keyspace directories) with C-level maps
+over the records' fields, then fills a fresh generation's arena, in bounded steps of
+`STEP_RECORDS` records, so that the raft worker can build a million-key image between
+the turns of its loop (`Publisher.begin_reset` / `reset_step`).
 Layouts: docs/formats/shm.md. The writer only: never used by readers.
 """
 
@@ -12,8 +14,8 @@ from __future__ import annotations
 
 import mmap
 import struct
-from array import array
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress, repeat
 from operator import add, and_, attrgetter, not_
@@ -30,7 +32,8 @@ _RECORD_LEAD = struct.Struct("<QB")  # checksum, state
 _RECORD_TAIL = struct.Struct("<BBxIQQQQH")  # space .. key_len: what the checksum covers first
 assert _RECORD_LEAD.size == CHECKSUM_FROM and _RECORD_TAIL.size == RECORD_HEAD_SIZE - CHECKSUM_FROM
 _PADS = [bytes(n) for n in range(8)]
-_RESET_CHUNK = 65536  # records per arena write
+#: Records laid out, or written, per step of a ResetImage (about 10-20 ms of CPU).
+STEP_RECORDS = 8192
 _KEY = attrgetter("key")
 _VALUE = attrgetter("value")
 _FLAGS = attrgetter("flags")
@@ -57,94 +60,136 @@ def check_sizes(records: Iterable[KeyRecord | None]) -> None:
             )
 
 
-def _bulk_directory(
-    keys: list[str], starts: list[int], vlens: list[int], expires: list[int], flags: list[int]
-) -> DirectoryBuilder:
-    """The directory entries of one keyspace at once (what add() builds one by one)."""
-    d = DirectoryBuilder()
+def _extend_directory(d: DirectoryBuilder, keys: list[str], starts: list[int],
+                      vlens: list[int], expires: list[int], flags: list[int]) -> None:
+    """Add the directory entries of records of one keyspace at once (what add() does one by one)."""
     if not any(expires) and not any(map(and_, flags, repeat(1))):
-        d.plain = keys
-        d.starts = array("Q", starts)
-        d.ends = array("Q", map(add, starts, vlens))
-        return d
+        d.plain += keys
+        d.starts.extend(starts)
+        d.ends.extend(map(add, starts, vlens))
+        return
     special = [bool(e or f & 1) for e, f in zip(expires, flags)]
     plain = list(map(not_, special))
-    d.plain = list(compress(keys, plain))
-    d.starts = array("Q", compress(starts, plain))
-    d.ends = array("Q", compress(map(add, starts, vlens), plain))
-    if any(special):
-        for key, start, vlen, exp, flag in compress(zip(keys, starts, vlens, expires, flags), special):
-            d.add(key, start, vlen, exp, flag)
-    return d
+    d.plain += compress(keys, plain)
+    d.starts.extend(compress(starts, plain))
+    d.ends.extend(compress(map(add, starts, vlens), plain))
+    for key, start, vlen, exp, flag in compress(zip(keys, starts, vlens, expires, flags), special):
+        d.add(key, start, vlen, exp, flag)
 
 
 @dataclass(slots=True)
+class _Chunk:
+    """The columns of one laid-out chunk of records (all of one keyspace)."""
+
+    space: int
+    recs: list[KeyRecord]
+    encoded: list[bytes]
+    values: list[bytes]
+    klens: list[int]
+    vlens: list[int]
+    flags: list[int]
+    expires: list[int]
+    offs: list[int]
+
+
 class ResetImage:
     """
-    The layout of a new lineage generation holding `recs`: every record's offset, the
-    arena end after the last record, the encoded directory, and the key -> offset maps
-    the writer keeps (one per space).
+    A new lineage generation holding given records, built in bounded steps of about
+    `STEP_RECORDS` records each (`step`): first every record is laid out (its offset, its
+    directory entry, the key -> offset maps the writer keeps: `plan`), then, once the
+    caller created a generation of `size` bytes, packed and copied into it (`write`).
+    Nothing here is visible to readers: the caller publishes the generation when `done`.
+
+    Args:
+        spaces: (space, records) pairs; a space may come more than once (its records
+            in turn). A key given twice in one space sets `duplicate` (the caller
+            builds again with the last record of each key).
     """
 
-    spaces: Sequence[int]
-    bounds: list[int]
-    recs: list[KeyRecord]
-    columns: tuple[list[bytes], list[bytes], list[int], list[int], list[int], list[int]]
-    offs: list[int]
-    end: int
-    offsets: list[dict[str, int]]
-    directory: bytes
+    __slots__ = ("_todo", "_planned", "_dirs", "offsets", "end", "directory", "planned",
+                 "duplicate", "_written")
 
-    @classmethod
-    def plan(cls, spaces: Sequence[int], bounds: list[int], recs: list[KeyRecord]) -> ResetImage | None:
+    def __init__(self, spaces: Iterable[tuple[int, list[KeyRecord]]]) -> None:
+        self._todo: deque[tuple[int, list[KeyRecord]]] = deque(
+            (space, recs[lo : lo + STEP_RECORDS])
+            for space, recs in spaces for lo in range(0, len(recs), STEP_RECORDS))
+        self._planned: deque[_Chunk] = deque()
+        self._dirs = [DirectoryBuilder() for _ in Space]
+        #: One key -> record offset map per space (the writer's, once published).
+        self.offsets: list[dict[str, int]] = [{} for _ in Space]
+        #: The arena end after the last record laid out so far.
+        self.end = GEN_HEADER_SIZE
+        #: The encoded directory, once every record is laid out.
+        self.directory = b""
+        self.planned = False
+        self.duplicate = False
+        self._written = False
+
+    @property
+    def size(self) -> int:
+        """Bytes of arena the generation needs (records and directory), once planned."""
+        return self.end - GEN_HEADER_SIZE + len(self.directory)
+
+    @property
+    def done(self) -> bool:
+        """Every record is written (into the generation `write` was given)."""
+        return self._written
+
+    def plan(self) -> None:
         """
-        Lay out records grouped by space: recs[bounds[i]:bounds[i + 1]] are in
-        spaces[i]. None if a key appears twice in a space.
+        Lay out the next chunk of records; after the last, encode the directory.
 
         Raises:
             ValueError: a record does not fit the format.
         """
+        if not self._todo:
+            self.directory = DirectoryBuilder.encode(self._dirs)
+            self.planned = True
+            return
+        space, recs = self._todo.popleft()
         keys = list(map(_KEY, recs))
         encoded = list(map(str.encode, keys))
         values = list(map(_VALUE, recs))
         klens = list(map(len, encoded))
         vlens = list(map(len, values))
-        if (klens and max(klens) > 0xFFFF) or (vlens and max(vlens) > LOC_MAX_VALUE):
+        if max(klens) > 0xFFFF or max(vlens) > LOC_MAX_VALUE:
             check_sizes(recs)  # raises, naming the record
         flags = list(map(_FLAGS, recs))
         expires = list(map(_EXPIRES, recs))
         # record_size(klen, vlen), and each record's offset in the new generation.
         sizes = [(RECORD_HEAD_SIZE + 7 + n) & ~7 for n in map(add, klens, vlens)]
-        offs = list(accumulate(sizes, initial=GEN_HEADER_SIZE))
-        end = offs.pop()
+        offs = list(accumulate(sizes, initial=self.end))
+        self.end = offs.pop()
         starts = list(map(add, offs, repeat(RECORD_HEAD_SIZE)))
-        offsets: list[dict[str, int]] = [{} for _ in Space]
-        dirs = [DirectoryBuilder() for _ in Space]
-        for space, lo, hi in zip(spaces, bounds, bounds[1:]):
-            offsets[space] = dict(zip(keys[lo:hi], offs[lo:hi]))
-            if len(offsets[space]) != hi - lo:
-                return None
-            dirs[space] = _bulk_directory(
-                keys[lo:hi], starts[lo:hi], vlens[lo:hi], expires[lo:hi], flags[lo:hi])
-        columns = (encoded, values, klens, vlens, flags, expires)
-        return cls(spaces, bounds, recs, columns, offs, end, offsets, DirectoryBuilder.encode(dirs))
+        offsets = self.offsets[space]
+        before = len(offsets)
+        offsets.update(zip(keys, offs))
+        if len(offsets) != before + len(recs):
+            self.duplicate = True
+        _extend_directory(self._dirs[space], keys, starts, vlens, expires, flags)
+        self._planned.append(_Chunk(space, recs, encoded, values, klens, vlens, flags, expires, offs))
 
     def write(self, mm: mmap.mmap) -> None:
-        """Write every record at its offset into a generation of at least `end` bytes."""
-        encoded, values, klens, vlens, flags, expires = self.columns
-        spaces, bounds, recs, offs = self.spaces, self.bounds, self.recs, self.offs
-        record_spaces = list(chain.from_iterable(
-            repeat(space, hi - lo) for space, lo, hi in zip(spaces, bounds, bounds[1:])))
-        for lo in range(0, len(recs), _RESET_CHUNK):
-            hi = lo + _RESET_CHUNK
-            chunk = recs[lo:hi]
-            tails = map(
-                _RECORD_TAIL.pack, record_spaces[lo:hi], flags[lo:hi], vlens[lo:hi],
-                map(_CREATE, chunk), map(_MOD, chunk), map(_VERSION, chunk),
-                expires[lo:hi], klens[lo:hi],
-            )
-            bodies = list(map(b"".join, zip(tails, values[lo:hi], encoded[lo:hi])))
-            leads = map(_RECORD_LEAD.pack, map(_xxh, bodies), repeat(STATE_LIVE))
-            pads = [_PADS[-(len(b) + CHECKSUM_FROM) & 7] for b in bodies]
-            data = b"".join(chain.from_iterable(zip(leads, bodies, pads)))
-            mm[offs[lo] : offs[lo] + len(data)] = data
+        """Write the next chunk of records at their offsets into a generation of `size`."""
+        if not self._planned:
+            self._written = True
+            return
+        c = self._planned.popleft()
+        tails = map(
+            _RECORD_TAIL.pack, repeat(c.space), c.flags, c.vlens,
+            map(_CREATE, c.recs), map(_MOD, c.recs), map(_VERSION, c.recs),
+            c.expires, c.klens,
+        )
+        bodies = list(map(b"".join, zip(tails, c.values, c.encoded)))
+        leads = map(_RECORD_LEAD.pack, map(_xxh, bodies), repeat(STATE_LIVE))
+        pads = [_PADS[-(len(b) + CHECKSUM_FROM) & 7] for b in bodies]
+        data = b"".join(chain.from_iterable(zip(leads, bodies, pads)))
+        mm[c.offs[0] : c.offs[0] + len(data)] = data
+
+    def step(self, mm: mmap.mmap | None) -> None:
+        """One step: `plan` until planned, then `write` into `mm` (the caller's generation)."""
+        if not self.planned:
+            self.plan()
+        else:
+            assert mm is not None  # Invariant: the caller creates it once planned
+            self.write(mm)

@@ -22,7 +22,6 @@ import mmap
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, chain
 
 from concord.bulk import gc_paused
 from concord.kv.record import Change, ChangeType, KeyRecord, Space
@@ -68,6 +67,16 @@ from concord.shm.layout import (
 logger = logging.getLogger(__name__)
 
 _PUTS = (ChangeType.PUT, ChangeType.TOUCH)
+
+
+@dataclass(slots=True)
+class _ResetJob:
+    """A reset in steps: its records, its image, its generation once created, its point."""
+
+    spaces: list[tuple[int, list[KeyRecord]]]
+    image: ResetImage
+    point: tuple[int, int, int]  # applied index, revision, leader time (ms)
+    gen: tuple[int, mmap.mmap] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +136,7 @@ class Publisher(Arena):
         self._dir_bytes = 0
         self._retired: list[tuple[str, mmap.mmap, memoryview]] = []
         self._compaction: Compactor | None = None
+        self._reset_job: _ResetJob | None = None
         self._releaser = Releaser()
         #: Diagnostics of the last finished compaction: steps, longest step (s), total (s).
         self.last_compaction: tuple[int, float, float] | None = None
@@ -257,6 +267,8 @@ class Publisher(Arena):
             leader_time_ms: leader timestamp of the last applied entry (readers hide keys
                 with expires_at_ms <= this).
         """
+        if self._reset_job is not None:
+            raise RuntimeError("publish while a reset is in progress (finish or abort it first)")
         check_sizes(ch.record for ch in changes)  # before anything changes: all or none
         offsets = self._offsets
         dead: list[int] = []
@@ -312,64 +324,112 @@ class Publisher(Arena):
         leader_time_ms: int,
     ) -> None:
         """
-        Replace the whole published state (after a snapshot install or a writer restart).
-
-        `spaces`: the records of each keyspace, as (space, records) pairs (a space given
-        twice: its records in turn). Builds a new lineage generation (with a directory)
-        from them; readers rebuild from it. Every record must fit the format (keys <=
-        65535 UTF-8 bytes). A key given twice in one space: the last one wins.
-
-        Bulk (concord.shm.bulkreset): the records are taken per keyspace as they come
-        (no per-record tuple or sort), the per-record work (encoding, checksums,
-        directory) is done by C-level maps over the records' fields, and the arena is
-        written in large chunks, with the GC paused (1,000,000 records take about 2 s
-        of CPU).
+        Replace the whole published state (after a snapshot install or a writer restart),
+        in this call: `begin_reset`, then every step of it.
 
         Raises:
             ValueError: a record does not fit the format (nothing changed).
         """
-        self._abort_compaction()
-        with gc_paused():
-            by_space: list[list[KeyRecord]] = [[] for _ in Space]
-            for space, records in spaces:
-                by_space[space].extend(records)
-            present = [sp for sp in Space if by_space[sp]]
-            bounds = list(accumulate((len(by_space[sp]) for sp in present), initial=0))
-            recs = list(chain.from_iterable(by_space[sp] for sp in present))
-            if not self._reset_bulk(present, bounds, recs, applied_index, revision,
-                                    leader_time_ms):
-                # A key given twice in one space: keep the last record of each key.
-                last = [{rec.key: rec for rec in by_space[sp]} for sp in Space]
-                present = [sp for sp in Space if last[sp]]
-                bounds = list(accumulate((len(last[sp]) for sp in present), initial=0))
-                recs = [rec for sp in present for rec in last[sp].values()]
-                self._reset_bulk(present, bounds, recs, applied_index, revision, leader_time_ms)
+        self.begin_reset(spaces, applied_index, revision, leader_time_ms)
+        try:
+            while not self.reset_step(float("inf")):
+                pass
+        except BaseException:
+            self.abort_reset()
+            raise
 
-    def _reset_bulk(
+    def begin_reset(
         self,
-        spaces: Sequence[int],
-        bounds: list[int],
-        recs: list[KeyRecord],
+        spaces: Iterable[tuple[Space, Iterable[KeyRecord]]],
         applied_index: int,
         revision: int,
         leader_time_ms: int,
-    ) -> bool:
+    ) -> None:
         """
-        `reset` of records grouped by space: recs[bounds[i]:bounds[i + 1]] are in
-        spaces[i]. Returns False, having changed nothing, if a key appears twice in a space.
+        Start replacing the whole published state with `spaces` at `applied_index`,
+        built in steps (`reset_step`): readers see the state published before until the
+        step that switches them to the new one, never a part of it. No `publish` until
+        then (a reset in progress is abandoned by the next `begin_reset`).
+
+        `spaces`: the records of each keyspace, as (space, records) pairs (a space given
+        twice: its records in turn), taken here: the caller may change its own state
+        afterwards. Every record must fit the format (keys <= 65535 UTF-8 bytes). A key
+        given twice in one space: the last one wins.
+
+        Bulk (concord.shm.bulkreset): the per-record work (encoding, checksums,
+        directory) is done by C-level maps over the records' fields, with the GC paused
+        in each step (1,000,000 records take about 2.5 s of CPU in all).
         """
-        image = ResetImage.plan(spaces, bounds, recs)
-        if image is None:
+        self._abort_compaction()
+        self.abort_reset()
+        by_space: list[list[KeyRecord]] = [[] for _ in Space]
+        with gc_paused():
+            for space, records in spaces:
+                by_space[space].extend(records)
+        pairs: list[tuple[int, list[KeyRecord]]] = [(sp, by_space[sp]) for sp in Space if by_space[sp]]
+        # The writer's cluster time (cluster_now_ms) moves to the reset's at once: this
+        # process serves from its own state meanwhile (never backwards: _advance_clock).
+        self._advance_clock(leader_time_ms)
+        self._reset_job = _ResetJob(pairs, ResetImage(pairs),
+                                    (applied_index, revision, leader_time_ms))
+
+    @property
+    def resetting(self) -> bool:
+        """A reset begun by `begin_reset` is not published yet (`reset_step` advances it)."""
+        return self._reset_job is not None
+
+    def reset_step(self, budget_s: float) -> bool:
+        """
+        Advance the reset in progress by about `budget_s` seconds of work (at least one
+        step of about STEP_RECORDS records); publish it when it is complete.
+
+        Returns:
+            True if this call published it (readers now rebuild from the new
+            generation); False if it is still in progress, or none runs.
+
+        Raises:
+            ValueError: a record does not fit the format (nothing published; the reset
+                is abandoned).
+        """
+        job = self._reset_job
+        if job is None:
             return False
-        self._new_lineage(image.end - GEN_HEADER_SIZE + len(image.directory))
-        image.write(self._mm)
-        self._end = image.end
+        deadline = time.perf_counter() + budget_s
+        with gc_paused():
+            while True:
+                image = job.image
+                if image.duplicate:
+                    # A key given twice in one space: keep the last record of each key.
+                    last = [(sp, list({r.key: r for r in recs}.values())) for sp, recs in job.spaces]
+                    job.image = image = ResetImage(last)
+                if image.planned and job.gen is None:
+                    job.gen = self._create_lineage(image.size)
+                if image.done:
+                    self._publish_reset(job)
+                    return True
+                image.step(None if job.gen is None else job.gen[1])
+                if time.perf_counter() >= deadline:
+                    return False
+
+    def abort_reset(self) -> None:
+        """Abandon the reset in progress, if any (its generation was never published)."""
+        job, self._reset_job = self._reset_job, None
+        if job is not None and job.gen is not None:
+            gen, mm = job.gen
+            mm.close()
+            unlink_segment(self._names.gen(gen))
+
+    def _publish_reset(self, job: _ResetJob) -> None:
+        """Switch the writer and then readers to the reset's complete generation."""
+        assert job.gen is not None
+        image = job.image
+        self._reset_job = None
+        self._switch_lineage(*job.gen, end=image.end)
         self._offsets = image.offsets
         self._live_bytes = image.end - GEN_HEADER_SIZE
         self._place_directory(image.directory)
-        self._publish_header(applied_index, revision, leader_time_ms, lineage_only=True)
+        self._publish_header(*job.point, lineage_only=True)
         self._unlink_retired()
-        return True
 
     # -- compaction (see concord.shm.compactor) --------------------------------------------
 
@@ -395,8 +455,8 @@ class Publisher(Arena):
         the new generation's segment); the work happens in `compact_step`, whose longest
         call copies a keyspace's key -> offset dict (about 10 ms at 1M keys).
         """
-        if self._compaction is not None:
-            return False
+        if self._compaction is not None or self._reset_job is not None:
+            return False  # a reset replaces the generation anyway
         if self._end - GEN_HEADER_SIZE < min_used_bytes or self.dead_ratio() <= min_dead_ratio:
             return False
         self.begin_compaction()
@@ -530,6 +590,7 @@ class Publisher(Arena):
 
     def close(self) -> None:
         """Unmap everything; never unlinks the live segments (the supervisor owns them)."""
+        self.abort_reset()
         self._abort_compaction()
         self._releaser.release_all()
         self._unlink_retired()

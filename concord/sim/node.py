@@ -36,7 +36,7 @@ from concord.sim.disk import FakeDisk, SimLogWriter
 from concord.sim.loop import EventLoop, Timer
 from concord.sim.network import Network
 from concord.sim.rng import SimRandom
-from concord.sim.shm import SimShm, carry_out
+from concord.sim.shm import SimShm, carry_out, publish
 
 __all__ = ["ObservedStorage", "SimNode"]
 
@@ -135,6 +135,8 @@ class SimNode:
         self.restored = False  # a snapshot from the leader replaced the state
         #: The leader's expiry proposal (the core's ProposeExpiry): TTLs and leases due.
         self.expiry_command: Callable[[StateMachine, int], bytes | None] = _no_expiry
+        self._resets = 0  # ResyncShm effects carried out (the last one's reset counts)
+        self._reset_rng = rng.fork("shm-reset")
         self._conf_snapshots = ConfChangeSnapshots()
         self._new_request_id = new_request_id or _local_ids()
         self._tick_timer: Timer | None = None
@@ -300,6 +302,30 @@ class SimNode:
                 self.trace(f"snapshot failed {self.id} index={effect.meta.index}")
 
         self.writer.write_snapshot(snapshot, done)
+
+    def begin_reset(self, applied: int) -> None:
+        """
+        A ResyncShm: the reset at `applied` is published 0..2 ticks later (the raft
+        worker builds it in steps between the turns of its loop), unless the node
+        crashed or began another meanwhile; then the node core hears it and runs a round
+        (the changes applied since are published).
+        """
+        self._resets += 1
+        token = (self.incarnation, self._resets)
+        delay = self._reset_rng.randint(0, 2 * self.driver_config.tick_ms)
+        self.loop.after(delay, partial(self._reset_published, token, applied))
+
+    def _reset_published(self, token: tuple[int, int], applied: int) -> None:
+        if token != (self.incarnation, self._resets) or not self.alive or self.core is None:
+            return  # crashed, or another reset replaced this one
+        if self.frozen():
+            self._defer(partial(self._reset_published, token, applied))
+            return
+        publish(self, applied)
+        self.shm.resets += 1
+        self.trace(f"shm reset {self.id} applied={applied}")
+        self.core.on_reset_published()
+        self.process()
 
     def _reply(self, reply: Reply) -> None:
         """The driver's reply callback: the core's own proposals stop here."""

@@ -15,6 +15,10 @@ raft worker does, over the simulator's world, and checks the invariants they mus
 - `lease_publish`: a read lease is published only by a leader whose shared memory
   holds everything it knows committed (read workers serve `leader` reads from it).
 
+A reset (ResyncShm) is published a random while after it began, as the raft worker
+builds it in steps between the turns of its loop (SimNode.begin_reset): the node votes,
+replicates and applies meanwhile, and nothing else is published until it is.
+
 Pure: time and randomness are the simulator's.
 """
 
@@ -45,7 +49,7 @@ from concord.raft.state import Role
 if TYPE_CHECKING:
     from concord.sim.node import SimNode
 
-__all__ = ["SimShm", "carry_out"]
+__all__ = ["SimShm", "carry_out", "publish"]
 
 
 @dataclass(slots=True)
@@ -61,23 +65,29 @@ class SimShm:
     resets: int = 0
 
 
+def publish(node: SimNode, applied: int) -> None:
+    """Shared memory of `node` now holds the state at `applied` (checked: never backwards)."""
+    shm = node.shm
+    if applied < shm.applied_index:
+        node.checker.fail("shm_backwards", f"{node.id} published applied={applied} "
+                          f"over applied={shm.applied_index}")
+    shm.applied_index = applied
+
+
 def carry_out(node: SimNode, effects: list[Effect]) -> None:
     """Carry out the node core's effects for `node`, in order, checking as it goes."""
     driver, shm, core = node.driver, node.shm, node.core
     assert driver is not None and core is not None
     for effect in effects:
         match effect:
-            case PublishChanges(applied) | ResyncShm(applied, _):
-                if applied < shm.applied_index:
-                    node.checker.fail("shm_backwards", f"{node.id} published applied={applied} "
-                                      f"over applied={shm.applied_index}")
-                shm.applied_index = applied
-                if isinstance(effect, ResyncShm):
-                    shm.resets += 1
-                    node.restored = False
-                    node.trace(f"shm reset {node.id} applied={applied}")
-                else:
-                    shm.publishes += 1
+            case PublishChanges(applied):
+                publish(node, applied)
+                shm.publishes += 1
+            case ResyncShm(applied, _):
+                # Built in steps by the raft worker's loop: published a while later
+                # (SimNode.begin_reset), the node serving meanwhile.
+                node.restored = False
+                node.begin_reset(applied)
             case SetLease(until_ms):
                 if until_ms >= 0 and (driver.role is not Role.LEADER
                                       or shm.applied_index < driver.commit):

@@ -37,7 +37,16 @@ CONF = ConfState((N1, N2, N3))
 
 
 def core(shm_applied: int = 0, replay_until: int = 0) -> NodeCore:
-    return NodeCore(N1, itertools.count(100).__next__, shm_applied, replay_until)
+    """A node core; from an empty state: started, its (empty) start-up reset published."""
+    c = NodeCore(N1, itertools.count(100).__next__, shm_applied, replay_until)
+    return published(c) if shm_applied == replay_until == 0 else c
+
+
+def published(c: NodeCore) -> NodeCore:
+    """`c` started from an empty state, and the reset of its start published."""
+    assert [ResyncShm(0, True)] == of(c.on_start(view(applied=0, commit=0)), ResyncShm)
+    c.on_reset_published()
+    return c
 
 
 def view(applied: int = 5, commit: int = 5, term: int = 2, role: Role = Role.LEADER,
@@ -60,8 +69,46 @@ def test_shm_is_not_resynced_when_the_state_is_behind_what_shm_holds() -> None:
     assert [DropChanges()] == of(c.after_ready(view(applied=9, commit=9)), DropChanges)
     effects = c.after_ready(view(applied=10, commit=10))
     assert [ResyncShm(10, True)] == of(effects, ResyncShm)
+    c.on_reset_published()
     assert [PublishChanges(11)] == of(c.after_ready(view(applied=11, commit=11, has_changes=True)),
                                       PublishChanges)
+
+
+def test_nothing_else_is_published_when_a_reset_is_being_built() -> None:
+    """
+    While the reset of a ResyncShm is built in steps: no publish, no lease, write replies
+    held (SendReplies.shm_current False), no durable snapshot; once it is published, the
+    changes applied meanwhile go in one PublishChanges, and the lease and snapshots resume.
+    """
+    c = NodeCore(N1, itertools.count(100).__next__, 0, 8,
+                 SnapshotSchedule(SnapshotPolicy(1, 0), None))
+    effects = c.after_ready(view(applied=8, commit=8, durable_index=8))
+    assert [ResyncShm(8, True)] == of(effects, ResyncShm)
+    assert [SendReplies(shm_current=False)] == of(effects, SendReplies)
+    assert [SetLease(-1)] == of(effects, SetLease)
+    for applied in (9, 12):
+        effects = c.after_ready(view(applied=applied, commit=applied, has_changes=True,
+                                     durable_index=applied))
+        assert [] == of(effects, PublishChanges) + of(effects, ResyncShm) + of(effects, TakeSnapshot)
+        assert [] == of(effects, SetLease)  # still -1: unchanged
+        assert [SendReplies(shm_current=False)] == of(effects, SendReplies)
+    c.on_reset_published()
+    effects = c.after_ready(view(applied=12, commit=12, has_changes=True, durable_index=12))
+    assert [PublishChanges(12)] == of(effects, PublishChanges)
+    assert [SetLease(900)] == of(effects, SetLease)
+    assert [SendReplies()] == of(effects, SendReplies)
+    assert 1 == len(of(effects, TakeSnapshot))
+
+
+def test_a_new_reset_replaces_the_one_being_built_when_a_snapshot_is_installed() -> None:
+    """A snapshot from the leader during a reset: a new ResyncShm of the restored state."""
+    c = core(replay_until=8)
+    assert [ResyncShm(8, True)] == of(c.after_ready(view(applied=8, commit=8)), ResyncShm)
+    assert [ResyncShm(30, False)] == of(c.after_ready(view(applied=30, commit=30, restored=True)),
+                                        ResyncShm)
+    assert [] == of(c.after_ready(view(applied=31, commit=31, has_changes=True)), PublishChanges)
+    c.on_reset_published()
+    assert [PublishChanges(31)] == of(c.after_ready(view(applied=31, commit=31)), PublishChanges)
 
 
 def test_start_up_replay_is_published_once_when_it_reaches_the_recovered_commit() -> None:
@@ -104,8 +151,8 @@ def test_status_is_published_when_it_changes_only() -> None:
 
 
 def snapshotting_core(every: int = 10, every_bytes: int = 0) -> NodeCore:
-    return NodeCore(N1, itertools.count(100).__next__,
-                    snapshots=SnapshotSchedule(SnapshotPolicy(every, every_bytes), None))
+    return published(NodeCore(N1, itertools.count(100).__next__,
+                              snapshots=SnapshotSchedule(SnapshotPolicy(every, every_bytes), None)))
 
 
 def test_snapshot_is_taken_at_the_applied_index_with_its_membership_when_due() -> None:
@@ -239,8 +286,8 @@ def test_default_snapshot_triggers_bound_the_replay_when_keys_are_bulk_loaded() 
     (the old 64 MiB default left 447,500).
     """
     storage = StorageSection()
-    c = NodeCore(N1, itertools.count(100).__next__, snapshots=SnapshotSchedule(
-        SnapshotPolicy(storage.snapshot_entries, storage.snapshot_bytes), None))
+    c = published(NodeCore(N1, itertools.count(100).__next__, snapshots=SnapshotSchedule(
+        SnapshotPolicy(storage.snapshot_entries, storage.snapshot_bytes), None)))
     entry_bytes, keys_per_entry, snapshots, last = 58_000, 500, 0, 0
     for index in range(1, 2_001):
         point = view(applied=index, commit=index, durable_index=index,

@@ -55,7 +55,11 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ResyncShm:
-    """Publish the whole applied state in one reset and restart the change history."""
+    """
+    Publish the whole applied state in one reset and restart the change history. The
+    reset is built in steps between the turns of the owner's loop; shared memory holds
+    the state before it until the owner reports it published (`NodeCore.on_reset_published`).
+    """
 
     applied_index: int
     first: bool  # the first publish of this incarnation (start-up replay done)
@@ -93,7 +97,16 @@ class SetLease:
 
 @dataclass(frozen=True, slots=True)
 class SendReplies:
-    """Send the client replies queued so far (only after their changes are published)."""
+    """
+    Send the client replies queued so far (only after their changes are published).
+
+    `shm_current` False: a reset is being built, shared memory holds an older state:
+    the replies of writes (and of every leader-only op) wait for its publish, and the
+    door's read barriers are answered at the applied index (its view, still behind,
+    declines them: the raft worker serves those reads from its own state).
+    """
+
+    shm_current: bool = True
 
 
 @dataclass(frozen=True, slots=True)

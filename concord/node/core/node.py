@@ -9,6 +9,7 @@ feed it the same events and carry out the effects it returns (concord.node.core.
     after_ready(view)        after every round of Readys: publish to shared memory (or
                              resync it whole), the raft status, the read lease, the
                              replies, the peer links, a durable snapshot when due
+    on_reset_published()     the reset a ResyncShm began (built in steps) is published
     on_tick(view, leader, now_ms, has_cluster_id)
                              every tick: learner auto-promotion, the cluster-id and
                              expiry proposals of a leader
@@ -27,14 +28,18 @@ Invariants enforced here:
 - shared memory never goes backwards: after a restart of the worker alone it holds a
   later state than the recovered one and is replaced only once the state machine
   caught up with it (and with the start-up replay: one bulk publish);
+- a reset (ResyncShm) is built in steps while the node votes, replicates and serves
+  from its state machine: until it is published nothing else is (the changes applied
+  meanwhile follow it in one PublishChanges), and shared memory keeps the state before;
 - replies leave only after the changes of their round are published (SendReplies comes
   after PublishChanges / ResyncShm), so a client that saw its write acknowledged finds
-  it in every later read of this node;
+  it in every later read of this node; while a reset is built the replies of writes
+  wait for it (SendReplies.shm_current);
 - read workers get a lease only while everything committed (earlier terms' entries
-  included) is applied and published;
+  included) is applied and published, and no reset is being built;
 - one durable snapshot at a time, when the schedule (concord.node.core.snapshots) says
-  it is due, at the applied index with the membership in force there; a failed one is
-  retried later, never fatal;
+  it is due and no reset is being built, at the applied index with the membership in
+  force there; a failed one is retried later, never fatal;
 - a member's address entry is proposed before the configuration change that adds it.
 
 Pure. No IO, no clock, no randomness.
@@ -81,6 +86,8 @@ __all__ = [
 EXPIRY_INTERVAL_MS = 100
 #: Milliseconds between a leader's cluster-id proposals while none is applied.
 CLUSTER_ID_RETRY_MS = 1000
+_SEND_REPLIES = SendReplies()
+_SEND_REPLIES_RESETTING = SendReplies(shm_current=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +175,7 @@ class NodeCore:
         self.shm_applied = shm_applied
         self.replay_until = replay_until
         self.shm_synced = False
+        self.resetting = False  # a ResyncShm's reset is built, not yet published
         self.promotions = Promotions()
         self.joining: set[NodeId] = set()  # added by add_member, not yet in the conf
         self.internal: set[int] = set()  # ids of the core's own proposals
@@ -193,6 +201,8 @@ class NodeCore:
         effects: list[Effect] = []
         if view.restored or not self.shm_synced:
             effects.append(self._resync(view))
+        elif self.resetting:
+            pass  # the changes applied meanwhile are published after the reset
         elif view.has_changes or view.applied_index > self.shm_applied:
             self.shm_applied = view.applied_index
             effects.append(PublishChanges(view.applied_index))
@@ -207,7 +217,7 @@ class NodeCore:
         if lease_ms != self.published_lease_ms:
             self.published_lease_ms = lease_ms
             effects.append(SetLease(lease_ms))
-        effects.append(SendReplies())
+        effects.append(_SEND_REPLIES_RESETTING if self.resetting else _SEND_REPLIES)
         if view.addresses_changed:
             effects.append(self._peers(view))
         if view.conf_state != self.conf_sent:
@@ -216,6 +226,13 @@ class NodeCore:
         effects.extend(self._snapshot(view))
         return effects
 
+    def on_reset_published(self) -> None:
+        """
+        The owner published the reset of the last ResyncShm (readers see it): the
+        changes applied since are published by the next round's `after_ready`.
+        """
+        self.resetting = False
+
     # -- durable snapshots ------------------------------------------------------------------
 
     def _snapshot(self, view: NodeView) -> list[Effect]:
@@ -223,7 +240,9 @@ class NodeCore:
         schedule = self.snapshots
         if schedule is None:
             return []
-        if self.snapshot_running is not None:
+        if self.snapshot_running is not None or self.resetting:
+            # NB: not while a reset is built: the fork's child would compete with it for
+            # the CPU (and copy the pages it touches) when the node is busiest.
             return []
         meta = schedule.due(self._point(view))
         if meta is None:
@@ -254,9 +273,13 @@ class NodeCore:
         return AppliedPoint(view.applied_index, view.applied_term, view.conf_state,
                             view.applied_bytes, view.durable_index)
 
-    @staticmethod
-    def _lease_ms(view: NodeView) -> int:
-        """The lease read workers may use: the driver's, once everything committed is applied."""
+    def _lease_ms(self, view: NodeView) -> int:
+        """
+        The lease read workers may use: the driver's, once everything committed is
+        applied, and published (no reset being built).
+        """
+        if self.resetting:
+            return -1  # shared memory holds an older state until the reset is published
         if view.applied_term != view.term or view.applied_index < view.commit:
             # Read workers serve leader reads from shm: only once everything committed
             # (earlier terms' entries included) is applied and published.
@@ -273,6 +296,7 @@ class NodeCore:
             return DropChanges()
         first = not self.shm_synced
         self.shm_synced = True
+        self.resetting = True
         self.shm_applied = view.applied_index
         return ResyncShm(view.applied_index, first)
 
