@@ -8,7 +8,9 @@ the reads the front door answers itself (concord.net.door_reads).
 - the tenant's read rate, per node (docs/security.md "Rate limits"): each read worker
   allows its share. The front door does not take a share: it declines the reads of a
   tenant with a read rate, and a read worker serves them (and limits them);
-- `eventual`: the local published state, whatever it is;
+- `eventual`: the local published state, whatever it is; before the raft worker's
+  first publish (the store is created empty) every read is handed to the raft worker,
+  which holds the node's state (and its auth tables) from start-up;
 - `leader`: served only while the shm header says this node is the leader and the raft
   worker's read lease (`lease_until_ns`, CLOCK_MONOTONIC, shared by every process of the
   host) runs, checked AFTER reading (ShmView.holds_leader_lease). Otherwise, if another
@@ -76,6 +78,10 @@ class ShmReads:
             return error_reply(request.id, "invalid_request",
                                "strong reads are served by the raft worker")
         self.view.sync()  # the auth tables as published, before checking the token
+        if not self.view.published:
+            # NB: the empty store of a node whose state is not published yet: its auth
+            # tables are empty too, so admit() would let any request through.
+            return Verdict.HAND_OFF
         return self._serve(request)
 
     def answer_get(self, request_id: int, key: str, consistency: str) -> bytes | None:
@@ -91,7 +97,7 @@ class ShmReads:
         if not (key.isascii() and 0 < len(key) <= self._max_key_bytes):
             return None  # check_key's slow path, or invalid_key
         raw = view.get_encoded(key)  # catches up first
-        if raw is None or self._auth_required or self.reader.auth.active:
+        if raw is None or self._auth_required or self.reader.auth.active or not view.published:
             return None
         if (
             consistency == "leader"
@@ -107,7 +113,7 @@ class ShmReads:
         this view once synced to `index` or later (auth tables included), else DECLINE.
         """
         self.view.sync()
-        if self.view.synced_applied_index() < index:
+        if self.view.synced_applied_index() < index or not self.view.published:
             return Verdict.DECLINE  # e.g. a rebuild settled behind: never an older state
         return self._serve(request)
 

@@ -198,6 +198,15 @@ class ShmView(CatchUp):
         """The status the local state matches now, without catching up."""
         return status_from_words(self._seq, self._st)
 
+    @property
+    def published(self) -> bool:
+        """
+        Whether the synced state is a published one: False until the writer's first
+        status (a store is created empty; the raft worker publishes its state, built in
+        steps at start-up, before anything else). Not a catch-up.
+        """
+        return self._seq != 0
+
     def synced_applied_index(self) -> int:
         """`synced_status().applied_index` without decoding the rest of the status."""
         return self._st[S_APPLIED]

@@ -20,7 +20,7 @@ from concord.auth.tokens import new_token
 from concord.config import parse_config
 from concord.errors import InvalidRequestError
 from concord.kv import KvStateMachine, encode_command
-from concord.net.door_reads import plain_get
+from concord.net.door_reads import Verdict, plain_get
 from concord.net.wire import OPS, Request, decode_request, ok_reply, ok_value_reply
 from concord.node.shm_reads import ShmReads
 from concord.raft.state import Role
@@ -147,6 +147,29 @@ def both(reads: ShmReads, request_id: int, key: str, consistency: str) -> tuple[
 def reads_over(names: SegmentNames, tmp_path: Path, **sections: dict[str, object]) -> ShmReads:
     config = parse_config({"node": {"id": "n1", "data_dir": str(tmp_path / "d")}, **sections}, tmp_path)
     return ShmReads(config, ShmView.attach(names), rate_share=None)
+
+
+def test_reads_go_to_the_raft_worker_when_nothing_is_published_yet(
+        store: Store, names: SegmentNames, tmp_path: Path) -> None:
+    """A store not yet published (a node's state is being built) has empty auth tables
+    too: no read is served from it, with or without a token; once published, they are."""
+    reads = reads_over(names, tmp_path)
+    try:
+        for consistency in ("eventual", "leader"):
+            request = decode_request(msgpack.packb({"op": "get", "id": 1, "key": "k",
+                                                    "consistency": consistency}))
+            assert Verdict.HAND_OFF == reads.answer(request)
+            assert None is reads.answer_get(1, "k", consistency)
+        strong = decode_request(msgpack.packb({"op": "get", "id": 2, "key": "k",
+                                               "consistency": "strong"}))
+        assert Verdict.DECLINE == reads.answer_strong(strong, 0)
+        store.apply("put", {"key": "k", "value": "v"})
+        eventual = decode_request(msgpack.packb({"op": "get", "id": 3, "key": "k",
+                                                 "consistency": "eventual"}))
+        assert isinstance(reads.answer(eventual), bytes)
+        assert isinstance(reads.answer_strong(strong, 1), bytes)
+    finally:
+        reads.close()
 
 
 def test_answer_get_gives_answers_reply_or_none_when_given_every_kind_of_key(
