@@ -50,8 +50,8 @@ import select
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 import msgpack
 import zmq
@@ -78,7 +78,8 @@ class _Waiter:
     """One request in flight: filled in by the I/O thread, waited on by its caller."""
 
     endpoint: str
-    event: threading.Event = field(default_factory=threading.Event)
+    done: bool = False  # answered (set under the transport's lock)
+    event: threading.Event | None = None  # set when done, for a caller that waits on another driver
     reply: dict[str, object] | None = None
     error: ConcordError | None = None
     replies_at_send: int = -1  # the endpoint's reply count when the request went out
@@ -151,14 +152,14 @@ class Transport:
         waiter = self._register(endpoint, request_id)
         if self._baton.acquire(blocking=False):
             return self._exchange_here(waiter, request_id, payload, deadline)
-        self._enqueue(("send", endpoint, request_id, payload))
-        waiter.event.wait(max(0.0, deadline - time.monotonic()))
+        event = self._enqueue(waiter, ("send", endpoint, request_id, payload))
+        event.wait(max(0.0, deadline - time.monotonic()))
         return self.collect(request_id, waiter)
 
     def submit(self, endpoint: str, payload: bytes, request_id: int) -> _Waiter:
         """Hand a request to the driver; wait on the returned waiter's `event`, then `collect`."""
         waiter = self._register(endpoint, request_id)
-        self._enqueue(("send", endpoint, request_id, payload))
+        self._enqueue(waiter, ("send", endpoint, request_id, payload))
         return waiter
 
     def collect(self, request_id: int, waiter: _Waiter) -> Reply:
@@ -207,16 +208,21 @@ class Transport:
     def _forget(self, request_id: int, waiter: _Waiter) -> bool:
         """Under the lock: the caller stops waiting; whether its request was answered."""
         self._waiters.pop(request_id, None)
-        done = waiter.event.is_set()
+        done = waiter.done
         if not done:
             self._pending -= 1
         return done
 
-    def _enqueue(self, command: tuple[str, str, int, bytes | _Waiter | None]) -> None:
+    def _enqueue(self, waiter: _Waiter, command: tuple[str, str, int, bytes | _Waiter | None]) -> threading.Event:
+        """Queue a request for the driver; the event its caller waits on."""
         with self._lock:
+            event = waiter.event = threading.Event()
+            if waiter.done:
+                event.set()  # failed meanwhile (close)
             self._commands.append(command)
             self.queued += 1
         self._wake()
+        return event
 
     def _wake(self) -> None:
         with self._lock:
@@ -241,9 +247,9 @@ class Transport:
             try:
                 self.direct += 1
                 # NB: close() fails every waiter before it lets go of the baton.
-                if not self._closed and self._serve(0.0):
+                if not self._closed and self._catch_up(waiter.endpoint):
                     self._send(waiter.endpoint, request_id, payload)
-                    while not waiter.event.is_set():
+                    while not waiter.done:
                         left = deadline - time.monotonic()
                         if left <= 0 or not self._serve(left):
                             break
@@ -275,6 +281,25 @@ class Transport:
                         return
             finally:
                 self._baton.release()
+
+    def _catch_up(self, endpoint: str) -> bool:
+        """
+        Before a calling driver sends: what came while nobody drove (queued commands, the
+        endpoint's monitor events and late replies), so the request is routed on the
+        connection's current state. False once closed.
+        """
+        if self._commands:  # NB: read without the lock: a command queued later wakes the poll
+            return self._serve(0.0)
+        sock = self._sockets.get(endpoint)
+        if sock is None:
+            return True
+        try:
+            self._on_monitor(self._monitor_of[endpoint])
+            if endpoint in self._sockets:
+                self._receive(sock)
+        except zmq.ZMQError:
+            return self._serve(0.0)  # the poll meets the same error and handles it
+        return True
 
     def _serve(self, timeout_s: float | None) -> bool:
         """One poll of every socket and the wake-up pipe; False once closed."""
@@ -420,11 +445,9 @@ class Transport:
 
     def _receive(self, sock: Socket) -> None:
         endpoint = self._endpoint_of[sock]
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        # NB: EVENTS, not recv until zmq.Again: an exception per call costs more than the check.
+        while _readable(sock):
+            frames = sock.recv_multipart(zmq.NOBLOCK)
             self._replies[endpoint] = self._replies.get(endpoint, 0) + 1
             try:
                 reply = decode_reply(frames[-1])
@@ -447,10 +470,12 @@ class Transport:
     ) -> bool:
         with self._lock:
             waiter = self._waiters.get(request_id)
-            if waiter is None or waiter.event.is_set():
+            if waiter is None or waiter.done:
                 return False
             waiter.reply, waiter.error, waiter.refused = reply, error, refused
-            waiter.event.set()
+            waiter.done = True
+            if waiter.event is not None:
+                waiter.event.set()
             self._pending -= 1
         self.refused += refused
         link = self._links.get(waiter.endpoint)
@@ -462,11 +487,8 @@ class Transport:
         """Carry out what the endpoint's monitor events decide (handshake errors, link state)."""
         watch = self._monitors[monitor]
         endpoint = watch.endpoint
-        while True:
-            try:
-                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                return
+        while _readable(monitor):
+            event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
             kind = int(event["event"])
             why = watch.on_event(kind, int(event["value"]))
             link = self._links[endpoint]
@@ -516,6 +538,11 @@ class Transport:
         self._endpoint_of.clear()
         self._links.clear()
         self._held.clear()
+
+
+def _readable(sock: Socket) -> bool:
+    """A message waits on `sock` (its EVENTS; processes the socket's pending commands)."""
+    return bool(cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
 
 def _outcome(waiter: _Waiter, done: bool) -> Reply:
