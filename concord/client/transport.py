@@ -72,6 +72,11 @@ Context = zmq.Context[Socket]
 #: attempts queue ~10 events a second there).
 IDLE_DRAIN_S = 1.0
 
+# NB: plain ints: zmq's enum members cost an Enum call per use on the per-call path.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
+
 
 @dataclass(slots=True, eq=False)
 class _Waiter:
@@ -104,12 +109,13 @@ class Transport:
         self._lock = threading.Lock()  # guards the fields below; never held over I/O
         self._commands: deque[tuple[str, str, int, bytes | _Waiter | None]] = deque()
         self._waiters: dict[int, _Waiter] = {}
-        self._pending = 0  # waiters not yet answered whose caller still waits
+        self._pending = 0  # queued requests not yet answered whose caller still waits
         self._closed = False
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._park_r, self._park_w = os.pipe()  # wakes the I/O thread while it is parked
+        for fd in (self._wake_r, self._wake_w, self._park_r, self._park_w):
+            os.set_blocking(fd, False)
         # NB: whoever holds the baton owns every socket, the poller and the fields below;
         # nobody waits on an event while holding it.
         self._baton = threading.Lock()
@@ -187,8 +193,8 @@ class Transport:
             self._fail_all(ShuttingDownError("client is closed"))
             self._close_sockets()
             with self._lock:
-                os.close(self._wake_r)
-                os.close(self._wake_w)
+                for fd in (self._wake_r, self._wake_w, self._park_r, self._park_w):
+                    os.close(fd)
                 self._wake_w = -1
 
     def _register(self, endpoint: str, request_id: int) -> _Waiter:
@@ -199,7 +205,6 @@ class Transport:
             if request_id in self._waiters:
                 raise LocalProtocolError(f"request id {request_id} is already in flight")
             self._waiters[request_id] = waiter
-            self._pending += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="concord-client-io", daemon=True)
                 self._thread.start()
@@ -209,7 +214,7 @@ class Transport:
         """Under the lock: the caller stops waiting; whether its request was answered."""
         self._waiters.pop(request_id, None)
         done = waiter.done
-        if not done:
+        if not done and waiter.event is not None:
             self._pending -= 1
         return done
 
@@ -219,19 +224,23 @@ class Transport:
             event = waiter.event = threading.Event()
             if waiter.done:
                 event.set()  # failed meanwhile (close)
+            else:
+                self._pending += 1
             self._commands.append(command)
             self.queued += 1
         self._wake()
         return event
 
     def _wake(self) -> None:
+        """Wake the driver polling (if any) and the I/O thread if it is parked."""
         with self._lock:
             if self._wake_w < 0:
                 return  # closed
-            try:
-                os.write(self._wake_w, b"\0")
-            except BlockingIOError:
-                pass  # the pipe is full: a wake-up is pending
+            for fd in (self._wake_w, self._park_w):
+                try:
+                    os.write(fd, b"\0")
+                except BlockingIOError:
+                    pass  # the pipe is full: a wake-up is pending
 
     def _busy(self) -> bool:
         """A request or command needs a driver."""
@@ -256,7 +265,9 @@ class Transport:
             finally:
                 with self._lock:
                     done = self._forget(request_id, waiter)
-            if not done and not self._closed:
+            if not done:
+                if self._closed:  # NB: it may stop before the close command fails the waiters
+                    raise ShuttingDownError("client is closed")
                 self._on_silent(waiter.endpoint, request_id, waiter)
         finally:
             self._baton.release()
@@ -267,12 +278,15 @@ class Transport:
     def _run(self) -> None:
         """The I/O thread: drive whenever a request has no driver, drain monitors when idle."""
         parked = select.poll()
-        parked.register(self._wake_r, select.POLLIN)
+        parked.register(self._park_r, select.POLLIN)
         while not self._closed:
-            if parked.poll(IDLE_DRAIN_S * 1000):
+            if self._busy():
                 self._baton.acquire()
-            elif not self._baton.acquire(blocking=False):
-                continue
+            else:
+                woken = parked.poll(IDLE_DRAIN_S * 1000)
+                _drain(self._park_r)
+                if not self._baton.acquire(blocking=bool(woken)):
+                    continue  # an idle tick while a caller drives: it drains the monitors
             try:
                 if self._closed or not self._serve(0.0):
                     return
@@ -326,11 +340,7 @@ class Transport:
 
     def _do_commands(self) -> bool:
         """Run queued commands; False once told to stop."""
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        _drain(self._wake_r)
         with self._lock:
             commands = list(self._commands)
             self._commands.clear()
@@ -389,7 +399,7 @@ class Transport:
                 return
             waiter.sent = True
         try:
-            sock.send_multipart([b"", payload], flags=zmq.NOBLOCK)
+            sock.send_multipart([b"", payload], flags=_NOBLOCK)
         except zmq.Again:
             # NB: with ZMQ_IMMEDIATE, Again means no connection took it (it just dropped,
             # or the pipe is full): certainly not sent.
@@ -447,7 +457,7 @@ class Transport:
         endpoint = self._endpoint_of[sock]
         # NB: EVENTS, not recv until zmq.Again: an exception per call costs more than the check.
         while _readable(sock):
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+            frames = sock.recv_multipart(_NOBLOCK)
             self._replies[endpoint] = self._replies.get(endpoint, 0) + 1
             try:
                 reply = decode_reply(frames[-1])
@@ -476,7 +486,7 @@ class Transport:
             waiter.done = True
             if waiter.event is not None:
                 waiter.event.set()
-            self._pending -= 1
+                self._pending -= 1
         self.refused += refused
         link = self._links.get(waiter.endpoint)
         if link is not None:
@@ -540,9 +550,18 @@ class Transport:
         self._held.clear()
 
 
+def _drain(fd: int) -> None:
+    """Read a wake-up pipe empty."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def _readable(sock: Socket) -> bool:
     """A message waits on `sock` (its EVENTS; processes the socket's pending commands)."""
-    return bool(cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+    return bool(cast(int, sock.getsockopt(_EVENTS)) & _POLLIN)
 
 
 def _outcome(waiter: _Waiter, done: bool) -> Reply:
