@@ -41,7 +41,7 @@ def probe(endpoints: list[str], op: str, calls: int, keys: int) -> dict[str, obj
             if kind == "put":
                 client.put(key, value)
             else:
-                client.get(key, consistency=level)  # type: ignore[arg-type]
+                client.get(key, consistency=level)
 
         for i in range(50):
             call(i)
