@@ -30,7 +30,7 @@ refused: a killed node), and a dropped connection ends the requests sent on it a
 silence at once. So a dead node costs a failover no attempt timeout.
 
 Silence (Lazy Pirate): a caller that waited its whole attempt without a reply tells the
-I/O thread, which closes and reopens that endpoint's socket only if its connection is up
+driver (or, driving itself, acts at once), which closes and reopens that endpoint's socket only if its connection is up
 and no reply at all came from it since the request went out (a live endpoint that is slow
 to answer one request keeps its socket and the other requests on it). A reset answers
 every caller still waiting on that endpoint with silence at once, so they retry elsewhere
