@@ -102,7 +102,8 @@ def test_calls_drive_their_own_socket_when_one_is_in_flight(ctx: Context) -> Non
     t = Transport(ctx)
     try:
         for rid in range(1, 21):
-            assert {"id": rid, "ok": True, "n": rid * 10} == t.exchange(router.endpoint, _payload(rid, rid * 10), rid, 5.0)
+            reply = t.exchange(router.endpoint, _payload(rid, rid * 10), rid, 5.0)
+            assert {"id": rid, "ok": True, "n": rid * 10} == reply
         assert (20, 0) == (t.direct, t.queued)
     finally:
         t.close()
