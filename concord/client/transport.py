@@ -51,17 +51,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
-import msgpack
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from concord.client.dealer import connect_dealer, decode_reply
 from concord.client.link import LINK_EVENTS, REFUSED, Conn, Link, Moves, Reply, Route, answered_id
 from concord.errors import ConcordError, LocalProtocolError, RemoteProtocolError, ShuttingDownError
 from concord.net.curve import CurveClient, HandshakeWatch
 
-__all__ = ["Transport", "decode_reply"]
+__all__ = ["Transport", "connect_dealer", "decode_reply"]
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,9 @@ class Transport:
                         left = deadline - time.monotonic()
                         if left <= 0 or not self._serve(left):
                             break
+            except BaseException:
+                self._abandon(waiter.endpoint, request_id)  # a KeyboardInterrupt in the poll, say
+                raise
             finally:
                 with self._lock:
                     done = self._forget(request_id, waiter)
@@ -355,6 +358,13 @@ class Transport:
                 assert isinstance(data, _Waiter)
                 self._on_silent(endpoint, number, data)
         return True
+
+    def _abandon(self, endpoint: str, request_id: int) -> None:
+        """Forget a request on its link (its caller left early): no Lazy Pirate reset."""
+        self._held.pop(request_id, None)
+        link = self._links.get(endpoint)
+        if link is not None:
+            link.done(request_id)
 
     def _on_silent(self, endpoint: str, request_id: int, waiter: _Waiter) -> None:
         """A caller waited out its attempt: forget the request; Lazy Pirate reset if due."""
@@ -572,47 +582,3 @@ def _outcome(waiter: _Waiter, done: bool) -> Reply:
     if waiter.error is not None:
         raise waiter.error
     return REFUSED if waiter.refused else waiter.reply
-
-
-class _Dealer(Protocol):
-    """What `connect_dealer` needs of a socket (sync or zmq.asyncio)."""
-
-    def setsockopt(self, option: int, value: int | bytes) -> None: ...
-
-    def connect(self, addr: str) -> object: ...
-
-    def close(self, linger: int | None = None) -> None: ...
-
-
-def connect_dealer(sock: _Dealer, endpoint: str, curve: CurveClient | None = None) -> None:
-    """
-    Set LINGER=0 on a new DEALER (and CURVE, with `curve`) and connect it to `endpoint`;
-    closes it on failure.
-
-    Raises:
-        LocalProtocolError: the endpoint cannot be connected (a malformed address).
-    """
-    sock.setsockopt(zmq.LINGER, 0)
-    if curve is not None:
-        curve.apply(sock)
-    try:
-        sock.connect(endpoint)
-    except zmq.ZMQError as exc:
-        sock.close(linger=0)
-        raise LocalProtocolError(f"cannot connect to endpoint {endpoint!r}: {exc}") from exc
-
-
-def decode_reply(data: bytes) -> dict[str, object]:
-    """
-    A reply payload as a map.
-
-    Raises:
-        RemoteProtocolError: not msgpack, or not a map.
-    """
-    try:
-        reply = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise RemoteProtocolError(f"reply is not msgpack: {type(exc).__name__}") from exc
-    if not isinstance(reply, dict):
-        raise RemoteProtocolError(f"reply is a {type(reply).__name__}, not a map")
-    return reply
