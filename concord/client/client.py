@@ -36,7 +36,8 @@ the process that uses them (after forking).
 
 Thread safety: a Client may be shared by threads, with many requests in flight at once
 on one connection per endpoint (concord.client.transport matches replies to callers by
-request id; no lock is held over a round trip). Writes in flight at once share one
+request id; a call with no other in flight does its own socket I/O, one made while
+another drives is handed to it: no thread waits for another's round trip). Writes in flight at once share one
 session id with distinct seqs and carry `min_seq`, the lowest seq still in flight, so the
 state machine answers a retry of any of them from its first result (Raft thesis §6.3;
 concord.client.plan.SessionSlots, docs/protocol.md "Sessions").

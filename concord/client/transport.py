@@ -2,10 +2,19 @@
 The client's sockets: one DEALER per endpoint, many requests in flight on each, matched
 to their callers by request id (zguide ch. 3 "asynchronous client", ch. 4 Lazy Pirate).
 
-One I/O thread per Transport owns every socket (zmq sockets are not thread-safe); any
-number of caller threads hand it requests and wait on their own event, so the network
-round trip is never under a lock. Each endpoint gets a DEALER (LINGER=0) the first time
-it is used; a request goes out as [b"", payload].
+Who drives the sockets (zmq sockets are not thread-safe): whoever holds the transport's
+baton (a lock) polls, sends and receives on every socket; no other thread touches them.
+A call that finds the baton free takes it and does its own I/O (catch up on what came
+while nobody drove, send, poll until its reply or its deadline, answering any other
+caller's reply it receives on the way), then lets go: one call in flight costs no
+thread hand-off. A call that finds the baton taken hands its request to the driver
+(a queue and a wake-up pipe) and waits on its own event. The I/O thread (one per
+Transport, started with the first request) takes the baton whenever a request is left
+without a driver (queued ones, and those still in flight when a calling driver is done),
+and otherwise every second for a moment, to drain the socket monitors of an idle
+client. So the network round trip is never under a lock any waiting thread needs. Each
+endpoint gets a DEALER (LINGER=0) the first time it is used; a request goes out as
+[b"", payload].
 
 Matching: a reply is handed to the caller whose request id it carries. A reply with an
 id nobody waits for (a late answer to an abandoned attempt) is counted and dropped. A
@@ -21,39 +30,52 @@ refused: a killed node), and a dropped connection ends the requests sent on it a
 silence at once. So a dead node costs a failover no attempt timeout.
 
 Silence (Lazy Pirate): a caller that waited its whole attempt without a reply tells the
-I/O thread, which closes and reopens that endpoint's socket only if its connection is up
+driver (or, driving itself, acts at once), which closes and reopens that endpoint's socket only if its connection is up
 and no reply at all came from it since the request went out (a live endpoint that is slow
 to answer one request keeps its socket and the other requests on it). A reset answers
 every caller still waiting on that endpoint with silence at once, so they retry elsewhere
 without waiting out their own attempt.
 
-Never lets a zmq error escape: they become LocalProtocolError (bad endpoint) or
-ShuttingDownError (context terminated, transport closed).
+Never lets a zmq error escape: they become LocalProtocolError (bad endpoint; a socket
+that failed: the requests in flight fail with it and the sockets are reopened on next
+use) or ShuttingDownError (context terminated, transport closed).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import select
 import threading
+import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import cast
 
-import msgpack
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from concord.client.dealer import connect_dealer, decode_reply
 from concord.client.link import LINK_EVENTS, REFUSED, Conn, Link, Moves, Reply, Route, answered_id
 from concord.errors import ConcordError, LocalProtocolError, RemoteProtocolError, ShuttingDownError
 from concord.net.curve import CurveClient, HandshakeWatch
 
-__all__ = ["Transport", "decode_reply"]
+__all__ = ["Transport", "connect_dealer", "decode_reply"]
 
 log = logging.getLogger(__name__)
 
 Socket = zmq.Socket[bytes]
 Context = zmq.Context[Socket]
+
+#: How often an idle I/O thread drains the socket monitors (a dead endpoint's reconnect
+#: attempts queue ~10 events a second there).
+IDLE_DRAIN_S = 1.0
+
+# NB: plain ints: zmq's enum members cost an Enum call per use on the per-call path.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 @dataclass(slots=True, eq=False)
@@ -61,7 +83,8 @@ class _Waiter:
     """One request in flight: filled in by the I/O thread, waited on by its caller."""
 
     endpoint: str
-    event: threading.Event = field(default_factory=threading.Event)
+    done: bool = False  # answered (set under the transport's lock)
+    event: threading.Event | None = None  # set when done, for a caller that waits on another driver
     reply: dict[str, object] | None = None
     error: ConcordError | None = None
     replies_at_send: int = -1  # the endpoint's reply count when the request went out
@@ -72,7 +95,7 @@ class _Waiter:
 
 class Transport:
     """
-    DEALER sockets keyed by endpoint, served by one I/O thread.
+    DEALER sockets keyed by endpoint, driven by whoever holds the baton (see the module).
 
     Args:
         ctx: the zmq context (owned by the Client, or passed in by the application).
@@ -86,12 +109,18 @@ class Transport:
         self._lock = threading.Lock()  # guards the fields below; never held over I/O
         self._commands: deque[tuple[str, str, int, bytes | _Waiter | None]] = deque()
         self._waiters: dict[int, _Waiter] = {}
+        self._pending = 0  # queued requests not yet answered whose caller still waits
         self._closed = False
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        # Owned by the I/O thread only.
+        self._park_r, self._park_w = os.pipe()  # wakes the I/O thread while it is parked
+        for fd in (self._wake_r, self._wake_w, self._park_r, self._park_w):
+            os.set_blocking(fd, False)
+        # NB: whoever holds the baton owns every socket, the poller and the fields below;
+        # nobody waits on an event while holding it.
+        self._baton = threading.Lock()
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake_r, zmq.POLLIN)
         self._sockets: dict[str, Socket] = {}
         self._endpoint_of: dict[Socket, str] = {}
         self._replies: dict[str, int] = {}
@@ -108,6 +137,8 @@ class Transport:
         self.skipped_replies = 0
         self.refused = 0  # requests not sent: their endpoint's connection was down
         self.dropped = 0  # connections lost while up (their requests ended as silence at once)
+        self.direct = 0  # exchanges whose caller drove the sockets itself
+        self.queued = 0  # exchanges handed to another driver (several calls in flight)
 
     # -- caller side -------------------------------------------------------------------
 
@@ -123,43 +154,32 @@ class Transport:
             LocalProtocolError: the endpoint is malformed.
             ShuttingDownError: the transport was closed or the context terminated.
         """
-        waiter = self.submit(endpoint, payload, request_id)
-        waiter.event.wait(max(0.0, wait_s))
+        deadline = time.monotonic() + max(0.0, wait_s)
+        waiter = self._register(endpoint, request_id)
+        if self._baton.acquire(blocking=False):
+            return self._exchange_here(waiter, request_id, payload, deadline)
+        event = self._enqueue(waiter, ("send", endpoint, request_id, payload))
+        event.wait(max(0.0, deadline - time.monotonic()))
         return self.collect(request_id, waiter)
 
     def submit(self, endpoint: str, payload: bytes, request_id: int) -> _Waiter:
-        """Hand a request to the I/O thread; wait on the returned waiter's `event`."""
-        waiter = _Waiter(endpoint)
-        with self._lock:
-            if self._closed:
-                raise ShuttingDownError("client is closed")
-            if request_id in self._waiters:
-                raise LocalProtocolError(f"request id {request_id} is already in flight")
-            self._waiters[request_id] = waiter
-            self._commands.append(("send", endpoint, request_id, payload))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="concord-client-io", daemon=True)
-                self._thread.start()
-        self._wake()
+        """Hand a request to the driver; wait on the returned waiter's `event`, then `collect`."""
+        waiter = self._register(endpoint, request_id)
+        self._enqueue(waiter, ("send", endpoint, request_id, payload))
         return waiter
 
     def collect(self, request_id: int, waiter: _Waiter) -> Reply:
         """The outcome of a submitted request once its caller stops waiting (see exchange)."""
         with self._lock:
-            self._waiters.pop(request_id, None)
-            done = waiter.event.is_set()
+            done = self._forget(request_id, waiter)
             if not done and not self._closed:
                 self._commands.append(("silent", waiter.endpoint, request_id, waiter))
         if not done:
             self._wake()
-            # Still held (its first connection never came up): certainly not sent.
-            return None if waiter.sent else REFUSED
-        if waiter.error is not None:
-            raise waiter.error
-        return REFUSED if waiter.refused else waiter.reply
+        return _outcome(waiter, done)
 
     def close(self) -> None:
-        """Stop the I/O thread and close every socket (LINGER=0). Idempotent."""
+        """Stop the I/O thread and close every socket (LINGER=0). Idempotent; any thread."""
         with self._lock:
             if self._closed:
                 return
@@ -169,48 +189,161 @@ class Transport:
         self._wake()
         if thread is not None:
             thread.join()
-        else:
+        with self._baton:  # NB: a calling driver sees the stop at once and lets go
+            self._fail_all(ShuttingDownError("client is closed"))
             self._close_sockets()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+            with self._lock:
+                for fd in (self._wake_r, self._wake_w, self._park_r, self._park_w):
+                    os.close(fd)
+                self._wake_w = -1
+
+    def _register(self, endpoint: str, request_id: int) -> _Waiter:
+        waiter = _Waiter(endpoint)
+        with self._lock:
+            if self._closed:
+                raise ShuttingDownError("client is closed")
+            if request_id in self._waiters:
+                raise LocalProtocolError(f"request id {request_id} is already in flight")
+            self._waiters[request_id] = waiter
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="concord-client-io", daemon=True)
+                self._thread.start()
+        return waiter
+
+    def _forget(self, request_id: int, waiter: _Waiter) -> bool:
+        """Under the lock: the caller stops waiting; whether its request was answered."""
+        self._waiters.pop(request_id, None)
+        done = waiter.done
+        if not done and waiter.event is not None:
+            self._pending -= 1
+        return done
+
+    def _enqueue(self, waiter: _Waiter, command: tuple[str, str, int, bytes | _Waiter | None]) -> threading.Event:
+        """Queue a request for the driver; the event its caller waits on."""
+        with self._lock:
+            event = waiter.event = threading.Event()
+            if waiter.done:
+                event.set()  # failed meanwhile (close)
+            else:
+                self._pending += 1
+            self._commands.append(command)
+            self.queued += 1
+        self._wake()
+        return event
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full (a wake-up is pending) or closed (transport closed)
+        """Wake the driver polling (if any) and the I/O thread if it is parked."""
+        with self._lock:
+            if self._wake_w < 0:
+                return  # closed
+            for fd in (self._wake_w, self._park_w):
+                try:
+                    os.write(fd, b"\0")
+                except BlockingIOError:
+                    pass  # the pipe is full: a wake-up is pending
 
-    # -- the I/O thread --------------------------------------------------------------
+    def _busy(self) -> bool:
+        """A request or command needs a driver."""
+        with self._lock:
+            return self._pending > 0 or bool(self._commands)
+
+    # -- driving (holding the baton) ---------------------------------------------------
+
+    def _exchange_here(self, waiter: _Waiter, request_id: int, payload: bytes, deadline: float) -> Reply:
+        """Holding the baton: send, and poll until the reply or the deadline; then let go."""
+        done = False
+        try:
+            try:
+                self.direct += 1
+                # NB: close() fails every waiter before it lets go of the baton.
+                if not self._closed and self._catch_up(waiter.endpoint):
+                    self._send(waiter.endpoint, request_id, payload)
+                    while not waiter.done:
+                        left = deadline - time.monotonic()
+                        if left <= 0 or not self._serve(left):
+                            break
+            except BaseException:
+                self._abandon(waiter.endpoint, request_id)  # a KeyboardInterrupt in the poll, say
+                raise
+            finally:
+                with self._lock:
+                    done = self._forget(request_id, waiter)
+            if not done:
+                if self._closed:  # NB: it may stop before the close command fails the waiters
+                    raise ShuttingDownError("client is closed")
+                self._on_silent(waiter.endpoint, request_id, waiter)
+        finally:
+            self._baton.release()
+            if self._busy():
+                self._wake()  # NB: requests of others still in flight: the I/O thread drives them
+        return _outcome(waiter, done)
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._wake_r, zmq.POLLIN)
-        try:
-            while True:
-                events = dict(poller.poll())
-                if self._wake_r in events and not self._do_commands(poller):
+        """The I/O thread: drive whenever a request has no driver, drain monitors when idle."""
+        parked = select.poll()
+        parked.register(self._park_r, select.POLLIN)
+        while not self._closed:
+            if self._busy():
+                self._baton.acquire()
+            else:
+                woken = parked.poll(IDLE_DRAIN_S * 1000)
+                _drain(self._park_r)
+                if not self._baton.acquire(blocking=bool(woken)):
+                    continue  # an idle tick while a caller drives: it drains the monitors
+            try:
+                if self._closed or not self._serve(0.0):
                     return
-                for sock in list(self._sockets.values()):
-                    if events.get(sock):
-                        self._receive(sock)
-                for monitor in list(self._monitors):
-                    if events.get(monitor) and monitor in self._monitors:
-                        self._on_monitor(poller, monitor)
-        except zmq.ZMQError as exc:
-            error = ShuttingDownError("client context is terminated") if exc.errno == zmq.ETERM \
-                else LocalProtocolError(f"client socket failed: {exc}")
-            log.warning("client i/o stopped error=%s", exc)
-            self._fail_all(error)
-        finally:
-            self._close_sockets()
+                while self._busy():
+                    if not self._serve(None):
+                        return
+            finally:
+                self._baton.release()
 
-    def _do_commands(self, poller: zmq.Poller) -> bool:
-        """Run queued commands; False once told to stop."""
+    def _catch_up(self, endpoint: str) -> bool:
+        """
+        Before a calling driver sends: what came while nobody drove (queued commands, the
+        endpoint's monitor events and late replies), so the request is routed on the
+        connection's current state. False once closed.
+        """
+        if self._commands:  # NB: read without the lock: a command queued later wakes the poll
+            return self._serve(0.0)
+        sock = self._sockets.get(endpoint)
+        if sock is None:
+            return True
         try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+            self._on_monitor(self._monitor_of[endpoint])
+            if endpoint in self._sockets:
+                self._receive(sock)
+        except zmq.ZMQError:
+            return self._serve(0.0)  # the poll meets the same error and handles it
+        return True
+
+    def _serve(self, timeout_s: float | None) -> bool:
+        """One poll of every socket and the wake-up pipe; False once closed."""
+        try:
+            events = dict(self._poller.poll(None if timeout_s is None else math.ceil(timeout_s * 1000)))
+            if self._wake_r in events and not self._do_commands():
+                return False
+            for sock in list(self._sockets.values()):
+                if events.get(sock):
+                    self._receive(sock)
+            for monitor in list(self._monitors):
+                if events.get(monitor) and monitor in self._monitors:
+                    self._on_monitor(monitor)
+        except zmq.ZMQError as exc:
+            term = exc.errno == zmq.ETERM
+            log.warning("client i/o failed error=%s", exc)
+            self._fail_all(ShuttingDownError("client context is terminated") if term
+                           else LocalProtocolError(f"client socket failed: {exc}"))
+            self._close_sockets()
+            if term:
+                with self._lock:
+                    self._closed = True
+        return not self._closed
+
+    def _do_commands(self) -> bool:
+        """Run queued commands; False once told to stop."""
+        _drain(self._wake_r)
         with self._lock:
             commands = list(self._commands)
             self._commands.clear()
@@ -220,13 +353,20 @@ class Transport:
                 return False
             if kind == "send":
                 assert isinstance(data, bytes)
-                self._send(poller, endpoint, number, data)
+                self._send(endpoint, number, data)
             elif kind == "silent":
                 assert isinstance(data, _Waiter)
-                self._on_silent(poller, endpoint, number, data)
+                self._on_silent(endpoint, number, data)
         return True
 
-    def _on_silent(self, poller: zmq.Poller, endpoint: str, request_id: int, waiter: _Waiter) -> None:
+    def _abandon(self, endpoint: str, request_id: int) -> None:
+        """Forget a request on its link (its caller left early): no Lazy Pirate reset."""
+        self._held.pop(request_id, None)
+        link = self._links.get(endpoint)
+        if link is not None:
+            link.done(request_id)
+
+    def _on_silent(self, endpoint: str, request_id: int, waiter: _Waiter) -> None:
         """A caller waited out its attempt: forget the request; Lazy Pirate reset if due."""
         self._held.pop(request_id, None)
         link = self._links.get(endpoint)
@@ -235,15 +375,15 @@ class Transport:
         link.done(request_id)
         # A down connection is libzmq's to re-establish (a fresh socket would not help).
         if waiter.sent and link.conn is Conn.UP and self._replies.get(endpoint, 0) == waiter.replies_at_send:
-            self._reset(poller, endpoint)
+            self._reset(endpoint)
 
-    def _send(self, poller: zmq.Poller, endpoint: str, request_id: int, payload: bytes) -> None:
+    def _send(self, endpoint: str, request_id: int, payload: bytes) -> None:
         with self._lock:
             waiter = self._waiters.get(request_id)
         if waiter is None:
             return  # its caller already gave up
         try:
-            sock = self._socket(poller, endpoint)
+            sock = self._socket(endpoint)
         except LocalProtocolError as exc:
             self._finish(request_id, None, exc)
             return
@@ -269,7 +409,7 @@ class Transport:
                 return
             waiter.sent = True
         try:
-            sock.send_multipart([b"", payload], flags=zmq.NOBLOCK)
+            sock.send_multipart([b"", payload], flags=_NOBLOCK)
         except zmq.Again:
             # NB: with ZMQ_IMMEDIATE, Again means no connection took it (it just dropped,
             # or the pipe is full): certainly not sent.
@@ -277,7 +417,7 @@ class Transport:
             self._links[endpoint].unsent(request_id)
             self._finish(request_id, None, None, refused=True)
 
-    def _socket(self, poller: zmq.Poller, endpoint: str) -> Socket:
+    def _socket(self, endpoint: str) -> Socket:
         sock = self._sockets.get(endpoint)
         if sock is not None:
             return sock
@@ -293,22 +433,22 @@ class Transport:
         self._monitors[monitor] = HandshakeWatch(endpoint, self.curve is not None)
         self._monitor_of[endpoint] = monitor
         self._links[endpoint] = Link()
-        poller.register(monitor, zmq.POLLIN)
+        self._poller.register(monitor, zmq.POLLIN)
         self._sockets[endpoint] = sock
         self._endpoint_of[sock] = endpoint
         self._socket_gen[endpoint] = self._socket_gen.get(endpoint, 0) + 1
-        poller.register(sock, zmq.POLLIN)
+        self._poller.register(sock, zmq.POLLIN)
         return sock
 
-    def _reset(self, poller: zmq.Poller, endpoint: str) -> None:
+    def _reset(self, endpoint: str) -> None:
         """Close the endpoint's socket (Lazy Pirate); its waiters get silence now."""
         sock = self._sockets.pop(endpoint, None)
         if sock is None:
             return
         del self._endpoint_of[sock]
-        poller.unregister(sock)
+        self._poller.unregister(sock)
         monitor = self._monitor_of.pop(endpoint)
-        poller.unregister(monitor)
+        self._poller.unregister(monitor)
         self._close_monitor(sock, monitor)
         sock.close(linger=0)
         del self._links[endpoint]
@@ -325,11 +465,9 @@ class Transport:
 
     def _receive(self, sock: Socket) -> None:
         endpoint = self._endpoint_of[sock]
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        # NB: EVENTS, not recv until zmq.Again: an exception per call costs more than the check.
+        while _readable(sock):
+            frames = sock.recv_multipart(_NOBLOCK)
             self._replies[endpoint] = self._replies.get(endpoint, 0) + 1
             try:
                 reply = decode_reply(frames[-1])
@@ -352,25 +490,25 @@ class Transport:
     ) -> bool:
         with self._lock:
             waiter = self._waiters.get(request_id)
-            if waiter is None or waiter.event.is_set():
+            if waiter is None or waiter.done:
                 return False
             waiter.reply, waiter.error, waiter.refused = reply, error, refused
-            waiter.event.set()
+            waiter.done = True
+            if waiter.event is not None:
+                waiter.event.set()
+                self._pending -= 1
         self.refused += refused
         link = self._links.get(waiter.endpoint)
         if link is not None:
             link.done(request_id)
         return True
 
-    def _on_monitor(self, poller: zmq.Poller, monitor: Socket) -> None:
+    def _on_monitor(self, monitor: Socket) -> None:
         """Carry out what the endpoint's monitor events decide (handshake errors, link state)."""
         watch = self._monitors[monitor]
         endpoint = watch.endpoint
-        while True:
-            try:
-                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                return
+        while _readable(monitor):
+            event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
             kind = int(event["event"])
             why = watch.on_event(kind, int(event["value"]))
             link = self._links[endpoint]
@@ -411,7 +549,10 @@ class Transport:
 
     def _close_sockets(self) -> None:
         for endpoint, sock in self._sockets.items():
-            self._close_monitor(sock, self._monitor_of.pop(endpoint))
+            monitor = self._monitor_of.pop(endpoint)
+            self._poller.unregister(sock)
+            self._poller.unregister(monitor)
+            self._close_monitor(sock, monitor)
             sock.close(linger=0)
         self._sockets.clear()
         self._endpoint_of.clear()
@@ -419,45 +560,25 @@ class Transport:
         self._held.clear()
 
 
-class _Dealer(Protocol):
-    """What `connect_dealer` needs of a socket (sync or zmq.asyncio)."""
-
-    def setsockopt(self, option: int, value: int | bytes) -> None: ...
-
-    def connect(self, addr: str) -> object: ...
-
-    def close(self, linger: int | None = None) -> None: ...
-
-
-def connect_dealer(sock: _Dealer, endpoint: str, curve: CurveClient | None = None) -> None:
-    """
-    Set LINGER=0 on a new DEALER (and CURVE, with `curve`) and connect it to `endpoint`;
-    closes it on failure.
-
-    Raises:
-        LocalProtocolError: the endpoint cannot be connected (a malformed address).
-    """
-    sock.setsockopt(zmq.LINGER, 0)
-    if curve is not None:
-        curve.apply(sock)
+def _drain(fd: int) -> None:
+    """Read a wake-up pipe empty."""
     try:
-        sock.connect(endpoint)
-    except zmq.ZMQError as exc:
-        sock.close(linger=0)
-        raise LocalProtocolError(f"cannot connect to endpoint {endpoint!r}: {exc}") from exc
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
-def decode_reply(data: bytes) -> dict[str, object]:
-    """
-    A reply payload as a map.
+def _readable(sock: Socket) -> bool:
+    """A message waits on `sock` (its EVENTS; processes the socket's pending commands)."""
+    return bool(cast(int, sock.getsockopt(_EVENTS)) & _POLLIN)
 
-    Raises:
-        RemoteProtocolError: not msgpack, or not a map.
-    """
-    try:
-        reply = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise RemoteProtocolError(f"reply is not msgpack: {type(exc).__name__}") from exc
-    if not isinstance(reply, dict):
-        raise RemoteProtocolError(f"reply is a {type(reply).__name__}, not a map")
-    return reply
+
+def _outcome(waiter: _Waiter, done: bool) -> Reply:
+    """What an exchange returns once its caller stops waiting (`done`: it was answered)."""
+    if not done:
+        # Still held (its first connection never came up): certainly not sent.
+        return None if waiter.sent else REFUSED
+    if waiter.error is not None:
+        raise waiter.error
+    return REFUSED if waiter.refused else waiter.reply
