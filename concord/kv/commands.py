@@ -415,6 +415,37 @@ def encode_command(
     return packed
 
 
+
+# NB: one Packer, reused: msgpack.packb builds a new one per call (most of a small
+# pack's cost); its pack() holds the GIL throughout, so threads cannot interleave in it.
+_packed: Final[Callable[[object], bytes]] = msgpack.Packer(use_bin_type=True).pack
+
+
+# The constant parts of a plain put's command, as `encode_command` packs its map:
+# {"v": FORMAT_VERSION, "op": "put", "key": K, "value": V, "flags": 0, "ttl_ms": 0}.
+_PLAIN_PUT_HEAD: Final = b"\x86" + b"".join(map(_packed, ("v", FORMAT_VERSION, "op", "put", "key")))
+_PLAIN_PUT_VALUE: Final = _packed("value")
+_PLAIN_PUT_TAIL: Final = b"".join(map(_packed, ("flags", 0, "ttl_ms", 0)))
+
+
+def encode_plain_put(key: object, value: object, config: KvConfig = DEFAULT_CONFIG) -> bytes | None:
+    """
+    The write hot path: `encode_command("put", {"key": key, "value": value})`, the same
+    bytes, for an ASCII key within the limit and a bytes or str value stored uncompressed
+    (its encoding within `compress_threshold_bytes`), without building the command map.
+
+    Returns:
+        The command, or None for anything else (`encode_command` judges and explains it).
+    """
+    if not (type(key) is str and key.isascii() and 0 < len(key) <= config.max_key_bytes):
+        return None
+    if type(value) is not bytes and type(value) is not str:
+        return None
+    stored = _packed(value)
+    if len(stored) > config.max_value_bytes or len(stored) > config.compress_threshold_bytes:
+        return None
+    return b"".join((_PLAIN_PUT_HEAD, _packed(key), _PLAIN_PUT_VALUE, _packed(stored), _PLAIN_PUT_TAIL))
+
 #: Request fields that are not arguments of an op (the wire envelope, and a read's
 #: consistency, which is its caller's to honour).
 ENVELOPE_FIELDS: Final = frozenset(
