@@ -240,26 +240,6 @@ def _entry_from_obj_checked(obj: object) -> Entry:
     return Entry(term, index, EntryType(etype), data, _uint(ts, what, "timestamp_ms"))
 
 
-def check_entries_obj(obj: object) -> list[list[object]]:
-    """
-    Validate a decoded list of entry objects WITHOUT building Entry objects (the log
-    writer's hot path writes them to the WAL as they are).
-
-    Returns:
-        `obj`, typed; every item passes `entry_from_obj`.
-
-    Raises:
-        RemoteProtocolError: as `entry_from_obj` would.
-    """
-    if type(obj) is not list:
-        raise _fail("entry list", f"expected an array, got {type(obj).__name__}")
-    for item in obj:
-        if not _is_wellformed_entry(item):
-            _entry_from_obj_checked(item)  # raises the precise error
-    checked: list[list[object]] = obj
-    return checked
-
-
 def entries_to_obj(entries: Sequence[Entry]) -> list[list[object]]:
     return [[CODEC_VERSION, e.term, e.index, int(e.type), e.data, e.timestamp_ms] for e in entries]
 
@@ -564,7 +544,6 @@ __all__ = [
     "entry_from_obj",
     "entries_to_obj",
     "entries_from_obj",
-    "check_entries_obj",
     "encode_entry",
     "decode_entry",
     "hard_state_to_obj",
