@@ -18,6 +18,7 @@ apply turns into an error result that changes nothing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -414,6 +415,52 @@ def encode_command(
     packed: bytes = msgpack.packb(cmd, use_bin_type=True)
     return packed
 
+
+
+def _packed(obj: object) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+# A Packer per thread, reused: msgpack.packb builds a new one per call (0.86 us to pack a
+# short key, against 0.07 us with a reused Packer, on this machine). Per thread: a
+# Packer's buffer is not to be shared.
+_packers = threading.local()
+
+
+def _thread_packer() -> Callable[[object], bytes]:
+    try:
+        pack: Callable[[object], bytes] = _packers.pack
+    except AttributeError:
+        pack = _packers.pack = msgpack.Packer(use_bin_type=True).pack
+    return pack
+
+
+# The constant parts of a plain put's command, as `encode_command` packs its map:
+# {"v": FORMAT_VERSION, "op": "put", "key": K, "value": V, "flags": 0, "ttl_ms": 0}.
+_PLAIN_PUT_HEAD: Final = b"\x86" + b"".join(map(_packed, ("v", FORMAT_VERSION, "op", "put", "key")))
+_PLAIN_PUT_VALUE: Final = _packed("value")
+_PLAIN_PUT_TAIL: Final = b"".join(map(_packed, ("flags", 0, "ttl_ms", 0)))
+
+
+def encode_plain_put(key: object, value: object, config: KvConfig = DEFAULT_CONFIG) -> bytes | None:
+    """
+    The write hot path: `encode_command("put", {"key": key, "value": value})`, the same
+    bytes, for an ASCII key within the limit and a bytes or str value stored uncompressed
+    (its encoding within `compress_threshold_bytes`), without building the command map.
+
+    Returns:
+        The command, or None for anything else (`encode_command` judges and explains it).
+    """
+    if not (type(key) is str and key.isascii() and 0 < len(key) <= config.max_key_bytes):
+        return None
+    if type(value) is not bytes and type(value) is not str:
+        return None
+    pack = _thread_packer()
+    stored = pack(value)
+    if len(stored) > config.max_value_bytes or len(stored) > config.compress_threshold_bytes:
+        return None
+    return b"".join((_PLAIN_PUT_HEAD, pack(key), _PLAIN_PUT_VALUE, pack(stored), _PLAIN_PUT_TAIL))
 
 #: Request fields that are not arguments of an op (the wire envelope, and a read's
 #: consistency, which is its caller's to honour).

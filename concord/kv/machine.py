@@ -84,6 +84,15 @@ from concord.kv.writes import WriteCommands
 logger = logging.getLogger(__name__)
 
 _STATE = struct.Struct("<qqqQQ")
+
+#: The state hash's inputs: applied index, revision, last entry timestamp, record digest,
+#: session and lease tables' digest (KvStateMachine.hash_point).
+HashPoint = tuple[int, int, int, int, int]
+
+
+def hash_of_point(point: HashPoint) -> int:
+    """The state hash of a `KvStateMachine.hash_point()`."""
+    return xxhash.xxh3_64_intdigest(_STATE.pack(*point))
 _DATA = struct.Struct("<qQQ")  # data_hash: revision, record digest, session digest
 #: Records restored per step of `restore_steps` (about 20 ms of CPU each).
 RESTORE_ROWS_PER_STEP: Final = 16384
@@ -171,15 +180,15 @@ class KvStateMachine(WriteCommands):
 
     def state_hash(self) -> int:
         """A 64-bit digest of the whole state; equal on replicas at the same index."""
-        return xxhash.xxh3_64_intdigest(
-            _STATE.pack(
-                self.applied_index,
-                self.revision,
-                self.last_ts_ms,
-                self._digest,
-                self._table_digest(),
-            )
-        )
+        return hash_of_point(self.hash_point())
+
+    def hash_point(self) -> HashPoint:
+        """
+        What `state_hash` digests, as it is now: `hash_of_point` of it is the hash. Half
+        the cost of the hash itself, for a caller that keeps many and digests few.
+        """
+        return (self.applied_index, self.revision, self.last_ts_ms, self._digest,
+                (self._sessions.digest + self._leases.digest) & _MASK)
 
     def data_hash(self) -> int:
         """

@@ -51,6 +51,7 @@ from concord.errors import (
     UnauthorizedError,
 )
 from concord.kv import KvStateMachine, encode_request
+from concord.kv.commands import encode_plain_put
 from concord.net.events import AUTH_TOPIC
 from concord.net.wire import OPS, Access, OpSpec, Request
 
@@ -172,7 +173,13 @@ class NodeAuth:
             quota = self.state.tenants.get(principal.tenant)
             if quota is not None:
                 self.writes.take(principal.tenant, quota.write_rate, "write")
-        body: dict[str, object] = {"op": request.op, **stored_args(principal, request.args)}
+        args = request.args
+        if (request.op == "put" and principal is None and request.token is None
+                and request.client_id is None and len(args) == 2):
+            plain = encode_plain_put(args.get("key"), args.get("value"), self._kv.config)
+            if plain is not None:
+                return plain  # the same bytes as below, without the command map
+        body: dict[str, object] = {"op": request.op, **stored_args(principal, args)}
         if request.client_id is not None:
             body["client_id"] = request.client_id
             body["seq"] = request.seq

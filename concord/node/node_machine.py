@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from concord.config import NodeConfig
 from concord.kv import KvConfig
-from concord.kv.machine import Applied
+from concord.kv.machine import Applied, HashPoint
 from concord.kv.record import Change
 from concord.node.members import MAGIC, AddressBook, NodeStateMachine
 from concord.shm.layout import SegmentNames
@@ -80,10 +80,12 @@ class NodeMachine:
         self.changes: list[Change] = []
         self.restored = False
         self.addresses_changed = False
-        # (applied index, kv state hash) after each applied entry, oldest first: the
-        # `hash_kv` op answers from it (docs/protocol.md). A restore starts it over.
-        self.hashes: collections.deque[tuple[int, int]] = collections.deque(
-            [(state.applied_index, state.kv.state_hash())], maxlen=HASH_HISTORY_ENTRIES)
+        # The kv state hash's inputs after each applied entry (applied index first),
+        # oldest first: the `hash_kv` op answers from it (docs/protocol.md), digesting
+        # the one it is asked for (`hash_of_point`); keeping the inputs costs half of
+        # hashing every entry. A restore starts it over.
+        self.hashes: collections.deque[HashPoint] = collections.deque(
+            [state.kv.hash_point()], maxlen=HASH_HISTORY_ENTRIES)
         self._sync_book()
 
     @property
@@ -96,7 +98,7 @@ class NodeMachine:
 
     def apply(self, index: int, timestamp_ms: int, data: bytes) -> Applied:
         applied = self.state.apply(index, timestamp_ms, data)
-        self.hashes.append((index, self.kv.state_hash()))
+        self.hashes.append(self.kv.hash_point())
         if data.startswith(MAGIC):
             self._sync_book()
         else:
@@ -105,7 +107,7 @@ class NodeMachine:
 
     def apply_noop(self, index: int, timestamp_ms: int) -> None:
         self.state.apply_noop(index, timestamp_ms)
-        self.hashes.append((index, self.kv.state_hash()))
+        self.hashes.append(self.kv.hash_point())
 
     def snapshot(self) -> bytes:
         return self.state.snapshot()
@@ -114,7 +116,7 @@ class NodeMachine:
         self.state.restore(data)
         self.changes.clear()
         self.hashes.clear()
-        self.hashes.append((self.state.applied_index, self.kv.state_hash()))
+        self.hashes.append(self.kv.hash_point())
         self.restored = True
         self._sync_book()
 

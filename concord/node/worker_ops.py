@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from concord.errors import NotFoundError
+from concord.kv.machine import HashPoint, hash_of_point
 from concord.net.wire import Request
 from concord.raft.messages import ConfState, SnapshotMeta
 from concord.shm.layout import FORMAT_VERSION
@@ -58,6 +59,10 @@ def backup(worker: RaftWorker, request: Request) -> dict[str, object]:
     return {"node": worker.node_id, "index": meta.index, "term": meta.term, "state": "ready",
             "size": size, "offset": offset or 0, "data": chunk}
 
+def _point_index(point: HashPoint) -> int:
+    return point[0]
+
+
 def hash_kv(worker: RaftWorker, request: Request) -> dict[str, object]:
     """
     The `hash_kv` op's result (docs/protocol.md): the kv state hash this node had
@@ -79,9 +84,9 @@ def hash_kv(worker: RaftWorker, request: Request) -> dict[str, object]:
     if index == applied:
         result["hash"] = worker.machine.kv.state_hash()
         return result
-    position = bisect.bisect_left(hashes, (index, -1))
+    position = bisect.bisect_left(hashes, index, key=_point_index)
     if position < len(hashes) and hashes[position][0] == index:
-        result["hash"] = hashes[position][1]
+        result["hash"] = hash_of_point(hashes[position])
         return result
     oldest = hashes[0][0] if hashes else applied
     raise NotFoundError(f"node {worker.node_id} holds no state hash at index {index} "

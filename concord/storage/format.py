@@ -214,6 +214,18 @@ def encode_entries_payload(entries: Sequence[Entry], entries_obj: Sequence[objec
     return codec.packb([RECORD_PAYLOAD_VERSION, codec.entries_to_obj(entries) if entries_obj is None else entries_obj])
 
 
+#: The ENTRIES payload's bytes before its entry array: a 2-array's header and the version.
+_ENTRIES_PAYLOAD_HEAD = codec.array_header(2) + codec.packb(RECORD_PAYLOAD_VERSION)
+
+
+def encode_packed_entries_payload(packed_entries: bytes) -> bytes:
+    """
+    `encode_entries_payload(entries)` given `packb(entries_to_obj(entries))`, the entries'
+    array as already packed (the raft worker's PERSIST carries it): byte for byte the same.
+    """
+    return _ENTRIES_PAYLOAD_HEAD + packed_entries
+
+
 def encode_hard_state_payload(hs: HardState) -> bytes:
     return codec.packb([RECORD_PAYLOAD_VERSION, codec.hard_state_to_obj(hs)])
 

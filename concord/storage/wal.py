@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, cast
+from typing import Sequence
 
 from concord.errors import CorruptionError, DiskError, ProtocolError, StorageError
 from concord.metrics import node as metrics
@@ -50,6 +50,7 @@ from concord.storage.format import (
     SegmentHeader,
     encode_entries_payload,
     encode_hard_state_payload,
+    encode_packed_entries_payload,
     encode_record,
     encode_segment_header,
     encode_snapshot_payload,
@@ -166,22 +167,17 @@ class WAL:
         self._pending_max_index = max(self._pending_max_index, batch[-1].index)
         self._last_index = batch[-1].index
 
-    def append_entry_objs(self, objs: list[list[object]]) -> None:
+    def append_packed_entries(self, first: int, count: int, packed: bytes) -> None:
         """
-        Like `append_entries`, from codec entry objects already validated with
-        `codec.check_entries_obj` (no Entry objects are built: the writer's hot path).
-
-        Raises:
-            ValueError: the indexes are not consecutive (nothing is queued).
+        Like `append_entries`, from the entries' msgpack array as `codec` packs it
+        (`packb(entries_to_obj(entries))`, `count` entries from index `first`): the
+        writer's hot path, which neither decodes nor re-encodes them. The record is byte
+        for byte the one `append_entries` writes; the caller vouches for the array.
         """
-        if not objs:
+        if not count:
             return
-        first = cast(int, objs[0][2])
-        for offset, obj in enumerate(objs):
-            if obj[2] != first + offset:
-                raise ValueError(f"entry index {obj[2]} follows {first + offset - 1}")
-        last = first + len(objs) - 1
-        self._pending.append(encode_record(RecordType.ENTRIES, encode_entries_payload((), objs)))
+        self._pending.append(encode_record(RecordType.ENTRIES, encode_packed_entries_payload(packed)))
+        last = first + count - 1
         self._pending_max_index = max(self._pending_max_index, last)
         self._last_index = last
 

@@ -47,9 +47,11 @@ def test_spliced_message_is_byte_identical_when_packer_is_used(entries: list[Ent
 
 
 @settings(derandomize=True, max_examples=100)
-@given(_entries, st.booleans())
-def test_spliced_persist_is_byte_identical_when_packer_is_used(entries: list[Entry], must_sync: bool) -> None:
+@given(_entries, st.integers(1, codec.MAX_UINT - 20), st.booleans())
+def test_spliced_persist_is_byte_identical_when_packer_is_used(
+        drawn: list[Entry], first: int, must_sync: bool) -> None:
     """encode_persist with a packer gives the bytes of the plain encoding."""
+    entries = [dataclasses.replace(e, index=i) for i, e in enumerate(drawn, first)]  # a run
     hs = HardState(3, NodeId("n1"), 2)
     snap = Snapshot(SnapshotMeta(4, 2, ConfState((NodeId("n1"),))), b"state")
     plain = lw.encode_persist(9, entries, hs, snap, must_sync)

@@ -89,11 +89,15 @@ def test_decode_conf_state_raises_when_auto_leave_is_not_bool() -> None:
         codec.decode_conf_state(msgpack.packb([1, [], [], [], [], 1]))
 
 
-def test_check_entries_obj_accepts_what_entries_from_obj_accepts_when_well_formed() -> None:
-    """The no-Entry validation path returns its input for valid entries and raises like the full decoder."""
-    good = codec.entries_to_obj([Entry(1, 1, EntryType.NORMAL, b"x", 5), Entry(1, 2, EntryType.CONF_CHANGE, b"", 6)])
-    assert good is codec.check_entries_obj(good)
-    with pytest.raises(ProtocolError, match="term is negative"):
-        codec.check_entries_obj(good + [[1, -1, 3, 0, b"", 0]])
-    with pytest.raises(ProtocolError, match="expected an array"):
-        codec.check_entries_obj({"a": 1})
+def test_packb_gives_msgpack_bytes_when_its_packer_is_reused_after_a_failure_and_a_big_pack() -> None:
+    """The per-thread Packer packs as msgpack.packb does, also after a refused object and
+    after a pack past the size it keeps (which drops it)."""
+    small = [1, "two", b"three", None, [4, {"five": 5.0}]]
+    assert msgpack.packb(small, use_bin_type=True) == codec.packb(small)
+    with pytest.raises(TypeError):
+        codec.packb([1, object()])
+    assert msgpack.packb(small, use_bin_type=True) == codec.packb(small)
+    big = [b"x" * (codec._PACKER_KEEP_BYTES + 1)]
+    assert msgpack.packb(big, use_bin_type=True) == codec.packb(big)
+    assert not hasattr(codec._packers, "packer")
+    assert msgpack.packb(small, use_bin_type=True) == codec.packb(small)

@@ -228,8 +228,8 @@ def test_writer_rejects_persist_when_entries_leave_a_gap(tmp_path: Path) -> None
     with pytest.raises(ProtocolError, match="persist appends index 5 but the log ends at 3"):
         writer.handle_batch([_persist(2, make_entries(5, 1))])
     bad_run = make_entries(4, 1) + make_entries(6, 1)
-    with pytest.raises(ProtocolError, match="entry index 6 follows 4"):
-        writer.handle_batch([_persist(3, bad_run)])
+    with pytest.raises(ValueError, match="entries 4..6 are not 2 consecutive indexes"):
+        _persist(3, bad_run)  # refused by the worker's side: the writer does not decode entries
     writer.close()
     assert make_entries(1, 3) == recover(tmp_path).entries
 
@@ -290,3 +290,44 @@ def test_writer_acks_a_restarted_worker_when_its_persist_numbers_start_again(tmp
     assert lw._msg(lw.PERSISTED, 1) == writer.outbox[-1]
     writer.close()
     assert make_entries(1, 3) == recover(tmp_path).entries
+
+
+@pytest.mark.parametrize("fields, error", [
+    ([1, 3, 2, b"\x91\x00", None, None, True], "entries are not a packed array of 2"),
+    ([1, 3, 1, "\x91", None, None, True], "entries are not a packed array of 1"),
+    ([1, 0, 1, b"\x91\x00", None, None, True], "entries from index 0"),
+    ([1, 3, 0, b"\x90", None, None, 1], "must_sync is not a bool"),
+    ([1, 3, 0, b"\x90", None, None], "expected 7 fields, got 6"),
+])
+def test_writer_rejects_persist_when_its_entries_field_is_malformed(
+        tmp_path: Path, fields: list[object], error: str) -> None:
+    """A PERSIST whose packed array does not hold `count` entries is refused; nothing is written."""
+    from concord.storage import codec
+
+    writer = lw.LogWriter(tmp_path, lw.WriterSettings())
+    with pytest.raises(ProtocolError, match=error):
+        writer.handle_batch([codec.packb([lw.PROTOCOL_VERSION, lw.PERSIST, *fields])])
+    writer.close()
+    assert [] == recover(tmp_path).entries
+
+
+def test_writer_wal_is_byte_identical_when_entries_come_packed(tmp_path: Path) -> None:
+    """The writer's WAL (packed entries copied in) equals one written from Entry objects."""
+    from concord.storage.recovery import wal_dir
+    from concord.storage.wal import WAL, WalOptions
+    from concord.storage.walread import read_wal
+
+    batches = [_put_entries(1, 1), _put_entries(2, 20, term=2), _put_entries(22, 3, term=2)]
+    writer = lw.LogWriter(tmp_path / "a", lw.WriterSettings())
+    writer.handle_batch([_persist(n, b, HardState(2, None, 0)) for n, b in enumerate(batches, 1)])
+    writer.close()
+    (tmp_path / "b").mkdir()
+    wal = WAL(wal_dir(tmp_path / "b"), WalOptions(), read_wal(wal_dir(tmp_path / "b")))
+    for batch in batches:
+        wal.append_entries(batch)
+        wal.set_hard_state(HardState(2, None, 0))
+    wal.flush()
+    wal.close()
+    written = sorted(wal_dir(tmp_path / "a").iterdir())
+    assert [p.read_bytes() for p in written] == [p.read_bytes() for p in sorted(wal_dir(tmp_path / "b").iterdir())]
+    assert written and _put_entries(1, 1) + _put_entries(2, 23, term=2) == recover(tmp_path / "a").entries

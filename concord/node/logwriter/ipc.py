@@ -3,10 +3,18 @@ The log writer's IPC: the messages between the raft worker and the writer proces
 
 Wire protocol (ZeroMQ PAIR over ipc, one msgpack array per message, LINGER=0):
 
-    every message      [PROTOCOL_VERSION=2, kind:uint, ...fields]
+    every message      [PROTOCOL_VERSION=3, kind:uint, ...fields]
     worker -> writer
       HELLO       1    []                                  -> READY
-      PERSIST     2    [number, [entry...], hard_state|nil, snapshot|nil, must_sync:bool]
+      PERSIST     2    [number, first_index:uint, count:uint, entries:bin, hard_state|nil,
+                        snapshot|nil, must_sync:bool]
+                       entries = the msgpack array of the `count` entries (codec entry
+                       objects, indexes first_index, first_index+1, ...), packed by the
+                       worker: exactly the array the WAL's ENTRIES record holds, which
+                       the writer copies in without decoding it (it checks the array's
+                       header against `count` and first_index against its log's end);
+                       no entries: first_index 0, count 0, entries 0x90 (the empty array).
+                       Version 2 sent [number, [entry...], ...] as msgpack objects.
                        snapshot = [snapshot_meta, data:bin] (installed from the leader)
       (3: COMMITTED in version 1, when the writer kept a replica; no longer sent)
       STATS       4    []                                  -> STATS_REPLY
@@ -52,7 +60,7 @@ from concord.raft.messages import Entry, Snapshot, SnapshotMeta
 from concord.raft.state import HardState
 from concord.storage.recovery import RecoveredState
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 HELLO = 1
 PERSIST = 2
@@ -114,16 +122,54 @@ def encode_persist(
     packer: codec.EntryPacker | None = None,
 ) -> bytes:
     """
-    A PERSIST request. With `packer`, the entries' bytes are spliced in (each entry packed
-    once for this request and every AppendEntries carrying it); the bytes are identical.
+    A PERSIST request. With `packer`, the entries are packed through it (each entry once
+    for this request and every AppendEntries carrying it); the bytes are identical.
+
+    Raises:
+        ValueError: the entries do not span first..first+count-1 (the writer does not
+            decode them, so the check is made here).
     """
     hs = None if hard_state is None else codec.hard_state_to_obj(hard_state)
     snap = _snapshot_to_obj(snapshot)
-    if packer is None or not entries:
-        return _msg(PERSIST, number, codec.entries_to_obj(entries), hs, snap, must_sync)
-    return codec.splice_array(
-        (PROTOCOL_VERSION, PERSIST, number), packer.pack_entries(entries), (hs, snap, must_sync)
-    )
+    if not entries:
+        return _msg(PERSIST, number, 0, 0, codec.array_header(0), hs, snap, must_sync)
+    if entries[-1].index - entries[0].index != len(entries) - 1:
+        raise ValueError(f"entries {entries[0].index}..{entries[-1].index} are not {len(entries)} consecutive indexes")
+    packed = codec.packb(codec.entries_to_obj(entries)) if packer is None else packer.pack_entries(entries)
+    return _msg(PERSIST, number, entries[0].index, len(entries), packed, hs, snap, must_sync)
+
+
+@dataclass(frozen=True, slots=True)
+class PersistRequest:
+    """A decoded PERSIST: the entries stay the packed array the worker sent."""
+
+    number: int
+    first_index: int
+    count: int
+    entries: bytes
+    hard_state: HardState | None
+    snapshot: Snapshot | None
+    must_sync: bool
+
+
+def decode_persist(args: list[object]) -> PersistRequest:
+    """
+    PERSIST's fields. The entries are not decoded: only their array header is checked
+    against `count`.
+
+    Raises:
+        RemoteProtocolError (or ProtocolError): malformed.
+    """
+    number, first, count, entries, hs_obj, snap_obj, must_sync = _fields(args, 7, "persist")
+    number, first, count = _int(number, "number"), _int(first, "first_index"), _int(count, "count")
+    if type(must_sync) is not bool:
+        raise RemoteProtocolError("malformed persist message: must_sync is not a bool")
+    if type(entries) is not bytes or not entries.startswith(codec.array_header(count)):
+        raise RemoteProtocolError(f"malformed persist message: entries are not a packed array of {count}")
+    if count and not first:
+        raise RemoteProtocolError("malformed persist message: entries from index 0")
+    hs = None if hs_obj is None else codec.hard_state_from_obj(hs_obj)
+    return PersistRequest(number, first, count, entries, hs, _snapshot_from_obj(snap_obj), must_sync)
 
 
 def encode_snapshot_taken(meta: SnapshotMeta, state_hash: int) -> bytes:

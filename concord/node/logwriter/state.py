@@ -15,9 +15,8 @@ import concord.supervisor_clash  # noqa: F401  (first: names a supervisord clash
 import logging
 import time
 from pathlib import Path
-from typing import Sequence, cast
+from typing import Sequence
 
-from concord.storage import codec
 from concord.errors import DiskError, RemoteProtocolError, StorageError
 from concord.metrics import node as metrics
 from concord.node.core.writer import (
@@ -41,7 +40,7 @@ from concord.node.logwriter.ipc import (
     _int,
     _msg,
     _parse,
-    _snapshot_from_obj,
+    decode_persist,
     decode_snapshot_taken,
     encode_recovered,
 )
@@ -208,30 +207,20 @@ class LogWriter:
             self.tracing.on_trace(_int(number, "number"), traceparents)
 
     def _persist(self, args: list[object]) -> tuple[int, bool]:
-        number, entries_obj, hs_obj, snap_obj, must_sync = _fields(args, 5, "persist")
-        number = _int(number, "number")
-        if type(must_sync) is not bool:
-            raise RemoteProtocolError("malformed persist message: must_sync is not a bool")
-        self.core.on_persist(number)
-        objs = codec.check_entries_obj(entries_obj)
-        hs = None if hs_obj is None else codec.hard_state_from_obj(hs_obj)
-        snap = _snapshot_from_obj(snap_obj)
-        if snap is not None:
-            self._install_snapshot(snap)
-        if objs:
-            first = cast(int, objs[0][2])
+        req = decode_persist(args)
+        self.core.on_persist(req.number)
+        if req.snapshot is not None:
+            self._install_snapshot(req.snapshot)
+        if req.count:
             next_index = max(self._wal.last_index, self.core.snapshot_index) + 1
-            if first > next_index:
-                raise RemoteProtocolError(f"persist appends index {first} but the log ends at {next_index - 1} (gap)")
-            try:
-                # NB: the objects were just validated, so they are written as they are:
-                # no Entry is built on this path.
-                self._wal.append_entry_objs(objs)
-            except ValueError as exc:
-                raise RemoteProtocolError(f"malformed persist message: {exc}") from exc
-        if hs is not None:
-            self._wal.set_hard_state(hs)
-        return number, must_sync or bool(objs) or snap is not None
+            if req.first_index > next_index:
+                raise RemoteProtocolError(f"persist appends index {req.first_index} but the log ends at {next_index - 1} (gap)")
+            # NB: the worker's packed array goes into the record as it is: no entry is
+            # decoded or re-encoded on this path.
+            self._wal.append_packed_entries(req.first_index, req.count, req.entries)
+        if req.hard_state is not None:
+            self._wal.set_hard_state(req.hard_state)
+        return req.number, req.must_sync or bool(req.count) or req.snapshot is not None
 
     def _install_snapshot(self, snap: Snapshot) -> None:
         """A snapshot received from the leader: durable file first, then the WAL marker."""
