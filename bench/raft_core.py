@@ -86,9 +86,16 @@ def measure(
             leader.propose(value)
         proposed += batch
         cluster.run()
+    target = start_index + proposed
+    # NB: followers learn the last commit index with the leader's next append or
+    # heartbeat (docs/architecture.md "Follower lag"): tick the leader until they have.
+    for _ in range(100):
+        if min(cluster.applied.values()) == target:
+            break
+        leader.tick()
+        cluster.run()
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
-    target = start_index + proposed
     if min(cluster.applied.values()) != target:
         raise RuntimeError(f"not all applied: {cluster.applied} != {target}")
     return proposed / elapsed, proposed / cpu
