@@ -124,7 +124,8 @@ class Nemeses:
     def _readd(self, rng: random.Random, ctx: Context, victim: str) -> None:
         node = self.run.nodes[victim]
         if not node.running:
-            node.launch()
+            if not self.run.launch(node):
+                return  # the run is ending
             node.wait_ready()
         role = self._role(ctx, victim)
         if role is None:
@@ -211,7 +212,8 @@ class Nemeses:
         t = time.monotonic()
         if node.proc is not None:
             node.kill_tree()
-        node.launch()
+        if not self.run.launch(node):
+            return  # the run is ending
         node.wait_ready()
         self.run.log(f"restart: success node={victim} latency_ms={(time.monotonic() - t) * 1000:.0f}")
         with self.run.lock:

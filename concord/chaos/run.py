@@ -93,6 +93,9 @@ class ChaosRun:
         self.nodes: dict[str, NodeProc] = {}
         self.members: list[MemberPorts] = []
         self.lock = threading.Lock()
+        # NB: held while a nemesis starts a node and while the run ends, so that a node
+        # started by a nemesis thread still running is never missed by stop_cluster.
+        self._launch_gate = threading.Lock()
         self.disturbed: set[str] = set()
         self.paused: dict[str, list[int]] = {}
         self.old_logs: list[tuple[str, Path]] = []
@@ -142,8 +145,18 @@ class ChaosRun:
                 if attempt == attempts - 1:
                     raise
 
+    def launch(self, node: NodeProc) -> bool:
+        """Start `node` for a nemesis, unless the run is ending (then False, nothing started)."""
+        with self._launch_gate:
+            if self.stop.is_set():
+                return False
+            node.launch()
+            return True
+
     def stop_cluster(self) -> None:
         """SIGCONT anything paused, SIGTERM every node, wait, SIGKILL what is left (by pid)."""
+        with self._launch_gate:
+            pass  # a nemesis's launch under way is done; once `stop` is set none follows
         for pids in list(self.paused.values()):
             signal_pids(pids, signal.SIGCONT)
         self.paused.clear()
