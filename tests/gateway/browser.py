@@ -1,8 +1,10 @@
 """
 Headless Chromium driven over the DevTools protocol (a websocket, websocket-client), for
 the docs-page test. Started with the flags that keep it off the network and a fresh
-user-data-dir; `close()` ends its whole process group (it was started in a session of
-its own, so the group id is its pid) and removes the user-data-dir.
+user-data-dir, and a TMPDIR of its own (Chromium makes its singleton socket folder,
+`org.chromium.Chromium.*`, there: straight in /tmp it outlived the test); `close()` ends its whole
+process group (it was started in a session of its own, so the group id is its pid) and
+removes the user-data-dir and that TMPDIR.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import websocket
@@ -33,10 +36,19 @@ class Browser:
         self.profile = workdir / "chromium-profile"
         self.profile.mkdir(parents=True)
         self.log_path = workdir / "chromium.log"
+        # NB: short: Chromium's singleton socket path must fit a unix socket's 108 bytes,
+        # which a folder under pytest's tmp_path does not.
+        self.tmp = Path(tempfile.mkdtemp(prefix="concord-chromium-"))
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self.proc = subprocess.Popen(
+                [executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+                stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "TMPDIR": str(self.tmp)})
+        except BaseException:
+            self._log.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         self.events: list[dict[str, object]] = []
         self._ids = 0
         self.ws: websocket.WebSocket | None = None
@@ -107,3 +119,4 @@ class Browser:
             pass
         self._log.close()
         shutil.rmtree(self.profile, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
