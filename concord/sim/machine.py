@@ -26,6 +26,8 @@ __all__ = ["Adapter", "KvAdapter", "RegisterAdapter", "RegisterApplied", "Regist
 
 COMMAND_VERSION = 1
 _LEASE_EXPIRE = b"lease_expire"
+#: The lease ops whose successful reply the model compares: the granted id, or "kept alive".
+_LEASE_REPLIES = (OpKind.LEASE_GRANT, OpKind.LEASE_KEEPALIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,15 @@ def _ttl_s(ms: Hashable) -> float | None:
     return ms / 1000 if isinstance(ms, int) and ms > 0 else None
 
 
+def _decode_lease(kind: OpKind, result: dict[object, object]) -> Hashable:
+    """The model's value of a successful lease reply: the granted id, or True (kept alive)."""
+    if kind is OpKind.LEASE_KEEPALIVE:
+        return True
+    lease = result["lease"]
+    assert isinstance(lease, int), result
+    return lease
+
+
 class KvAdapter:
     """The adapter for the real state machine, concord.kv (values are ints)."""
 
@@ -246,12 +257,8 @@ class KvAdapter:
             value = result["value"]
             assert isinstance(value, int), result
             return value
-        if kind is OpKind.LEASE_GRANT:
-            lease = result["lease"]
-            assert isinstance(lease, int), result
-            return lease
-        if kind is OpKind.LEASE_KEEPALIVE:
-            return True
+        if kind in _LEASE_REPLIES:
+            return _decode_lease(kind, result)
         if kind is OpKind.DELETE:
             return bool(result["deleted"])
         if kind in (OpKind.DELETE_MANY, OpKind.LEASE_REVOKE):
@@ -333,12 +340,8 @@ class RegisterAdapter:
 
     def decode(self, kind: OpKind, result: object) -> Hashable:
         assert isinstance(result, dict)
-        if kind is OpKind.LEASE_GRANT:
-            lease = result["lease"]
-            assert isinstance(lease, int), result
-            return lease
-        if kind is OpKind.LEASE_KEEPALIVE:
-            return True
+        if kind in _LEASE_REPLIES:
+            return _decode_lease(kind, result)
         if kind is OpKind.DELETE:
             return bool(result["deleted"])
         if kind in (OpKind.PUT_IF, OpKind.DELETE_IF):
