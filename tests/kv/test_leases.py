@@ -111,3 +111,13 @@ def test_lease_state_changes_the_state_hash_when_granted(d: Driver) -> None:
     before = d.sm.data_hash()
     d.do("lease_grant", {"ttl": 1})
     assert before != d.sm.data_hash()
+
+
+def test_a_lease_id_is_the_index_of_its_grant_entry(d: Driver) -> None:
+    """docs/protocol.md "Leases": the id is the Raft index of the grant, so never reused."""
+    d.do("put", {"key": "a", "value": 1})
+    first = d.do("lease_grant", {"ttl": 5})
+    assert first.result["lease"] == d.sm.applied_index
+    d.do("lease_revoke", {"lease": first.result["lease"]})
+    second = d.do("lease_grant", {"ttl": 5})
+    assert second.result["lease"] == d.sm.applied_index != first.result["lease"]
