@@ -137,8 +137,13 @@ class KeyIndex:
         return self.sorted
 
 
-def scan_generation(mm: mmap.mmap, mv: memoryview, end: int, segment: str) -> list[KeyIndex]:
-    """Every live record of a mapped generation (named `segment`) up to `end` (last one wins)."""
+def scan_generation(
+    mm: mmap.mmap, mv: memoryview, end: int, segment: str, inline_max: int = INLINE_MAX
+) -> list[KeyIndex]:
+    """
+    Every live record of a mapped generation (named `segment`) up to `end` (last one
+    wins); values up to `inline_max` bytes are copied into `small` (-1: none).
+    """
     spaces = [KeyIndex() for _ in range(_SPACES)]
     unpack = RECORD_VIEW.unpack_from
     pos = GEN_HEADER_SIZE
@@ -160,13 +165,19 @@ def scan_generation(mm: mmap.mmap, mv: memoryview, end: int, segment: str) -> li
             key = mm[vend:kend].decode()
             spaces[space].put(
                 key, vstart << LOC_SHIFT | vend, exp, flags & 1,
-                mm[vstart:vend] if vlen <= INLINE_MAX else None,
+                mm[vstart:vend] if vlen <= inline_max else None,
             )
         pos = (kend + 7) & ~7
     return spaces
 
-def load_directory(mm: mmap.mmap, mv: memoryview, offset: int) -> list[KeyIndex]:
-    """A generation's directory as key indexes (bulk loads at C speed)."""
+
+def load_directory(
+    mm: mmap.mmap, mv: memoryview, offset: int, inline_max: int = INLINE_MAX
+) -> list[KeyIndex]:
+    """
+    A generation's directory as key indexes (bulk loads at C speed); values up to
+    `inline_max` bytes are copied into `small` (-1: none).
+    """
     n, blob_len, _ = DIR_HEAD.unpack_from(mm, offset)
     start = offset + DIR_HEAD.size
     starts = mv[start : start + 8 * n].cast("Q").tolist()
@@ -182,7 +193,7 @@ def load_directory(mm: mmap.mmap, mv: memoryview, offset: int) -> list[KeyIndex]
         j = i + len(plain)
         idx.fast = dict(zip(plain, locs[i:j]))
         s, e = starts[i:j], ends[i:j]
-        inline = [n <= INLINE_MAX for n in map(sub, e, s)]
+        inline = [n <= inline_max for n in map(sub, e, s)]
         idx.small = dict(
             zip(
                 compress(plain, inline),

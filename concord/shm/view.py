@@ -7,7 +7,8 @@ dict `key -> locator` (where the value's bytes lie in the mapping, one int) for 
 keys, the same for keys with a TTL or a compressed value ("special" keys, with their
 expiry times and the set of compressed ones), a dict `key -> bytes` holding the values of
 plain keys up to INLINE_MAX bytes (copied once, as the change is ingested), and, built
-on first use, a sorted key index (sortedcontainers). A lookup checks one header word (the
+on first use, a sorted key index (sortedcontainers). `NodeView` (the node's front door
+and read workers) holds no value bytes: every lookup slices the mapping. A lookup checks one header word (the
 status `seq`) and, for a plain key with a small value, is then one dict probe; a larger
 value is one more probe and one slice of the mapping. Only when `seq` changed does the
 view catch up (concord/shm/catchup.py), replaying ring slots (each record's checksum is
@@ -435,6 +436,36 @@ class ShmView(CatchUp):
         return _decompress(data) if key in idx.zipped else data
 
 
+class NodeView(ShmView):
+    """
+    A view that holds no copies of values: the front door's and the read workers' (one
+    of each per node, on every node). Its index maps each key to its value's locator
+    only, and every lookup slices the value from the mapping (one slice more than a small
+    value held inline, well under a µs, against a request that costs tens of µs in those
+    processes; about 150 B per key and process less at 100-byte values). Same-host clients keep `ShmView` (values up to INLINE_MAX inline: one
+    probe, their hot path). docs/benchmarks.md "Memory per key".
+    """
+
+    INLINE_MAX = -1
+
+    def get_encoded(self, key: str) -> bytes | None:
+        if self._w[2] != self._seq:
+            self._catch_up()
+        loc = self._user.fast.get(key)
+        if loc is not None:
+            return self._mm[loc >> LOC_SHIFT : loc & LOC_STOP]
+        return self._other_encoded(self._user, key)
+
+    def get_value(self, key: str) -> object:
+        raw = self.get_encoded(key)
+        return MISSING if raw is None else decode_value(raw)
+
+    def get_many_encoded(self, keys: Iterable[str]) -> list[bytes | None]:
+        if self._w[2] != self._seq:
+            self._catch_up()
+        other, user = self._other_encoded, self._user
+        return [other(user, key) for key in keys]
+
 
 __all__ = [
     "INLINE_MAX",
@@ -443,6 +474,7 @@ __all__ = [
     "KeyIndex",
     "Locator",
     "Missing",
+    "NodeView",
     "ShmView",
     "decode_value",
 ]
