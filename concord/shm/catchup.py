@@ -79,6 +79,8 @@ class CatchUp:
     #: Plain values up to this many bytes are copied into the index's `small` dict as
     #: they are ingested (-1: none; concord.shm.view.NodeView).
     INLINE_MAX: int = INLINE_MAX
+    #: Plain keys in an `OffsetTable` (no Python object per key) instead of a dict.
+    COMPACT: bool = False
 
     def __init__(self, names: SegmentNames, ctl: mmap.mmap, w: memoryview) -> None:
         self._names = names
@@ -98,7 +100,7 @@ class CatchUp:
         self._leader_time = 0
         self._clock_origin = 0
         self._spaces: list[KeyIndex] = []
-        self._set_spaces([KeyIndex() for _ in range(_SPACES)])
+        self._set_spaces([KeyIndex(self._mm if self.COMPACT else None) for _ in range(_SPACES)])
         self._listeners: list[ChangeListener] = []
         self._reset_listeners: list[Callable[[], None]] = []
         #: Counters, for tests and metrics.
@@ -195,6 +197,8 @@ class CatchUp:
         self._mv.release()
         self._mm.close()
         self._mm, self._mv, self._gen = mm, memoryview(mm), gen
+        for idx in self._spaces:
+            idx.remap(mm)
         self.remaps += 1
         return True
 
@@ -225,7 +229,9 @@ class CatchUp:
             self.directory_loads += 1
             with gc_paused():
                 self._set_spaces(
-                    load_directory(self._mm, self._mv, dir_offset, self.INLINE_MAX)
+                    load_directory(
+                        self._mm, self._mv, dir_offset, self.INLINE_MAX, self.COMPACT
+                    )
                 )
             self._lineage = st[S_LINEAGE]
             self._seen = dir_head
@@ -248,7 +254,9 @@ class CatchUp:
         with gc_paused():
             segment = self._names.gen(self._gen)
             self._set_spaces(
-                scan_generation(self._mm, self._mv, st[S_ARENA_END], segment, self.INLINE_MAX)
+                scan_generation(
+                    self._mm, self._mv, st[S_ARENA_END], segment, self.INLINE_MAX, self.COMPACT
+                )
             )
         self._lineage = st[S_LINEAGE]
         self._seen = st[S_PREV_HEAD]

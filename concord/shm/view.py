@@ -447,6 +447,7 @@ class NodeView(ShmView):
     """
 
     INLINE_MAX = -1
+    COMPACT = True
 
     def get_encoded(self, key: str) -> bytes | None:
         if self._w[2] != self._seq:
