@@ -168,8 +168,8 @@ def reader(
     node_view: bool,
 ) -> None:
     rng = random.Random(seed)
-    kind = NodeView if node_view else ShmView  # the node's compact index, or the client's
-    view = kind.attach(SegmentNames(node, token), mono_ns=lambda: 0)  # entry time only
+    view_kind = NodeView if node_view else ShmView  # a node's compact index, or a client's
+    view = view_kind.attach(SegmentNames(node, token), mono_ns=lambda: 0)  # entry time only
     ready.set()
     floor: dict[str, int] = {}  # key -> revision it must be above (absent) or at least (seen)
     errors: list[str] = []
