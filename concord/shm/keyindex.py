@@ -17,7 +17,7 @@ from collections.abc import Iterator, MutableMapping
 from functools import partial
 from itertools import chain, compress, repeat
 from operator import lshift, or_, sub
-from typing import Final
+from typing import Final, cast
 
 import msgpack
 import xxhash
@@ -116,9 +116,14 @@ class KeyIndex:
                 self.exps.pop(key, None)
                 self.zipped.discard(key)
                 new = False
+                self.fast[key] = loc
             else:
-                new = key not in self.fast
-            self.fast[key] = loc
+                fast = self.fast
+                if type(fast) is dict:
+                    new = key not in fast
+                    fast[key] = loc
+                else:  # an OffsetTable: one probe run
+                    new = cast(OffsetTable, fast).set(key, loc)
             if small is not None:
                 self.small[key] = small
             else:

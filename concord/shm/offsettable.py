@@ -104,12 +104,40 @@ class OffsetTable(MutableMapping[str, int]):
             i = (i + 1) & mask
 
     def get(self, key: str, default: int | None = None) -> int | None:  # type: ignore[override]
-        i = self._find(key)
-        if i < 0:
-            return default
-        start: int = self._starts[i]
-        vlen: int = _unpack_lens(self.mm, start - _LENS_FROM_VALUE)[0]
-        return start << LOC_SHIFT | (start + vlen)
+        # NB: _find inlined (the lookups of the node's reads).
+        h = hash(key) or 1
+        hashes, mask = self._hashes, self._mask
+        i = h & mask
+        while True:
+            x = hashes[i]
+            if x == h:
+                mm = self.mm
+                start: int = self._starts[i]
+                vlen, klen = _unpack_lens(mm, start - _LENS_FROM_VALUE)
+                stop: int = start + vlen
+                if mm[stop : stop + klen] == key.encode():
+                    return start << LOC_SHIFT | stop
+            elif not x:
+                return default
+            i = (i + 1) & mask
+
+    def value_bytes(self, key: str) -> bytes | None:
+        """The bytes of the key's value in the mapping (as stored), or None if absent."""
+        h = hash(key) or 1
+        hashes, mask = self._hashes, self._mask
+        i = h & mask
+        while True:
+            x = hashes[i]
+            if x == h:
+                mm = self.mm
+                start: int = self._starts[i]
+                vlen, klen = _unpack_lens(mm, start - _LENS_FROM_VALUE)
+                stop: int = start + vlen
+                if mm[stop : stop + klen] == key.encode():
+                    return mm[start:stop]
+            elif not x:
+                return None
+            i = (i + 1) & mask
 
     def __getitem__(self, key: str) -> int:
         loc = self.get(key)
@@ -143,17 +171,26 @@ class OffsetTable(MutableMapping[str, int]):
     # -- changes -----------------------------------------------------------------------
 
     def __setitem__(self, key: str, loc: int) -> None:
-        """Set the key's value locator; the record at it must hold `key` (checked by
-        the caller's checksum, and relied on by later lookups)."""
+        self.set(key, loc)
+
+    def set(self, key: str, loc: int) -> bool:
+        """
+        Set the key's value locator (one probe run); True if the key is new. The record
+        at `loc` must hold `key` (the caller verified its checksum): later lookups compare
+        against it.
+        """
         i = self._find(key)
-        if i < 0:
-            if (self._n + 1) * MAX_LOAD_DEN > (self._mask + 1) * MAX_LOAD_NUM:
-                self._grow()
-                i = self._find(key)
-            i = ~i
-            self._hashes[i] = hash(key) or 1
-            self._n += 1
+        if i >= 0:
+            self._starts[i] = loc >> LOC_SHIFT
+            return False
+        if (self._n + 1) * MAX_LOAD_DEN > (self._mask + 1) * MAX_LOAD_NUM:
+            self._grow()
+            i = self._find(key)
+        i = ~i
+        self._hashes[i] = hash(key) or 1
         self._starts[i] = loc >> LOC_SHIFT
+        self._n += 1
+        return True
 
     def __delitem__(self, key: str) -> None:
         i = self._find(key)

@@ -59,6 +59,7 @@ from concord.shm.layout import (
     open_segment,
     status_from_words,
 )
+from concord.shm.offsettable import OffsetTable
 
 # NB: keyword arguments cost as much as the decode itself (a kwargs dict per call), so
 # the hot paths call unpackb bare (raw=False is the default) and fall back to
@@ -449,12 +450,17 @@ class NodeView(ShmView):
     INLINE_MAX = -1
     COMPACT = True
 
+    def _set_spaces(self, spaces: list[KeyIndex]) -> None:
+        super()._set_spaces(spaces)
+        assert isinstance(self._user.fast, OffsetTable)
+        self._user_table = self._user.fast
+
     def get_encoded(self, key: str) -> bytes | None:
         if self._w[2] != self._seq:
             self._catch_up()
-        loc = self._user.fast.get(key)
-        if loc is not None:
-            return self._mm[loc >> LOC_SHIFT : loc & LOC_STOP]
+        raw = self._user_table.value_bytes(key)
+        if raw is not None:
+            return raw
         return self._other_encoded(self._user, key)
 
     def get_value(self, key: str) -> object:
