@@ -1,11 +1,12 @@
 """
 The read worker process: serves reads from the node's shared-memory store.
 
-Attaches the store read-only (`NodeView`: a `ShmView` without value copies; never
-registered with the resource tracker, never unlinked) and answers the front door's READ
-requests (`BackendLink`, Backend.READ) with `concord.node.shm_reads.ShmReads` (the checks, `eventual` and
-`leader` rules, and the hand-off to the raft worker are described there). The front
-door answers the reads of bounded cost itself with the same code (concord.net.door_reads);
+Attaches the store read-only (`NodeView`: a `ShmView` without value copies or a Python
+index per key; never registered with the resource tracker, never unlinked) and answers
+the front door's READ requests (`BackendLink`, Backend.READ) with
+`concord.node.shm_reads.ShmReads` (the checks, `eventual` and `leader` rules, and the
+hand-off to the raft worker are described there). The front door answers the reads of
+bounded cost itself with the same code (concord.net.door_reads);
 the others, and those the door declines, come here.
 
 Keeps serving the last committed state while the raft worker restarts.

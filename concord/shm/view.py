@@ -7,10 +7,11 @@ dict `key -> locator` (where the value's bytes lie in the mapping, one int) for 
 keys, the same for keys with a TTL or a compressed value ("special" keys, with their
 expiry times and the set of compressed ones), a dict `key -> bytes` holding the values of
 plain keys up to INLINE_MAX bytes (copied once, as the change is ingested), and, built
-on first use, a sorted key index (sortedcontainers). `NodeView` (the node's front door
-and read workers) holds no value bytes: every lookup slices the mapping. A lookup checks one header word (the
+on first use, a sorted key index (sortedcontainers). A lookup checks one header word (the
 status `seq`) and, for a plain key with a small value, is then one dict probe; a larger
-value is one more probe and one slice of the mapping. Only when `seq` changed does the
+value is one more probe and one slice of the mapping. `NodeView` (the node's front door
+and read workers) holds neither values nor a Python object per plain key: its plain keys
+are in an `OffsetTable` (concord.shm.offsettable), and every lookup slices the mapping. Only when `seq` changed does the
 view catch up (concord/shm/catchup.py), replaying ring slots (each record's checksum is
 verified as it is ingested). Records are immutable, so a value can never be torn. A view
 that fell behind the ring, or that sees a new lineage (compaction, reset), rebuilds: from
@@ -439,12 +440,14 @@ class ShmView(CatchUp):
 
 class NodeView(ShmView):
     """
-    A view that holds no copies of values: the front door's and the read workers' (one
-    of each per node, on every node). Its index maps each key to its value's locator
-    only, and every lookup slices the value from the mapping (one slice more than a small
-    value held inline, well under a µs, against a request that costs tens of µs in those
-    processes; about 150 B per key and process less at 100-byte values). Same-host clients keep `ShmView` (values up to INLINE_MAX inline: one
-    probe, their hot path). docs/benchmarks.md "Memory per key".
+    A view that holds no copies of values and no Python object per plain key: the front
+    door's and the read workers' (one of each per node, on every node). Its plain keys
+    are in an `OffsetTable` (8-byte slots; keys compared against the records), and every
+    lookup slices the value from the mapping: about 0.7 µs more than a client's inline
+    probe, against a request that costs tens of µs in those processes, for ~300 B per
+    key and process less at 100-byte values. Same-host clients keep `ShmView` (values
+    up to INLINE_MAX inline: one probe, their hot path). docs/benchmarks.md "Memory per
+    key".
     """
 
     INLINE_MAX = -1
