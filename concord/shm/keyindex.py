@@ -201,7 +201,10 @@ def load_directory(
     ends = mv[start : start + 8 * n].cast("Q").tolist()
     start += 8 * n
     parts = _unpackb(mm[start : start + blob_len])
-    locs = list(map(or_, map(lshift, starts, repeat(LOC_SHIFT)), ends))
+
+    def locs(i: int, j: int) -> list[Locator]:
+        return list(map(or_, map(lshift, starts[i:j], repeat(LOC_SHIFT)), ends[i:j]))
+
     spaces: list[KeyIndex] = []
     i = 0
     for plain, special, ttl, zipped in parts:
@@ -211,16 +214,18 @@ def load_directory(
         if compact:
             idx.fast = OffsetTable.from_unique(mm, plain, s)
         else:
-            idx.fast = dict(zip(plain, locs[i:j]))
-        inline = [n <= inline_max for n in map(sub, e, s)]
-        idx.small = dict(
-            zip(
-                compress(plain, inline),
-                map(mm.__getitem__, map(slice, compress(s, inline), compress(e, inline))),
+            idx.fast = dict(zip(plain, locs(i, j)))
+        if inline_max >= 0:
+            inline = [n <= inline_max for n in map(sub, e, s)]
+            idx.small = dict(
+                zip(
+                    compress(plain, inline),
+                    map(mm.__getitem__, map(slice, compress(s, inline), compress(e, inline))),
+                )
             )
-        )
+        del s, e
         i, j = j, j + len(special)
-        idx.special = dict(zip(special, locs[i:j]))
+        idx.special = dict(zip(special, locs(i, j)))
         i = j
         idx.exps = dict(zip(ttl[::2], ttl[1::2]))
         idx.zipped = set(zipped)
