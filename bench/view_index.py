@@ -62,8 +62,9 @@ def measure(names: SegmentNames, pub: Publisher, keys: list[str], gets: int, rev
         view.close()
         print(f"{kind.__name__:8} attach {attach_s:.2f} s ({loads} directory load), "
               f"peak heap {heap / len(keys):.0f} B/key, "
-              f"get_encoded {get_us:.2f} µs, ingest {ingest_s / max(1, ingested) * 1e6:.2f} µs/change "
-              f"({ingested} changes)", flush=True)
+              f"get_encoded {get_us:.2f} µs, "
+              f"ingest {ingest_s / max(1, ingested) * 1e6:.2f} µs/change ({ingested} changes)",
+              flush=True)
     return rev
 
 

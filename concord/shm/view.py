@@ -11,12 +11,12 @@ on first use, a sorted key index (sortedcontainers). A lookup checks one header 
 status `seq`) and, for a plain key with a small value, is then one dict probe; a larger
 value is one more probe and one slice of the mapping. `NodeView` (the node's front door
 and read workers) holds neither values nor a Python object per plain key: its plain keys
-are in an `OffsetTable` (concord.shm.offsettable), and every lookup slices the mapping. Only when `seq` changed does the
-view catch up (concord/shm/catchup.py), replaying ring slots (each record's checksum is
-verified as it is ingested). Records are immutable, so a value can never be torn. A view
-that fell behind the ring, or that sees a new lineage (compaction, reset), rebuilds: from
-the generation's directory when it has one (C-speed bulk loads), else from a scan; a
-grown generation is simply re-mapped (same offsets).
+are in an `OffsetTable` (concord.shm.offsettable), and every lookup slices the mapping.
+Only when `seq` changed does the view catch up (concord/shm/catchup.py), replaying ring
+slots (each record's checksum is verified as it is ingested). Records are immutable, so a
+value can never be torn. A view that fell behind the ring, or that sees a new lineage
+(compaction, reset), rebuilds: from the generation's directory when it has one (C-speed
+bulk loads), else from a scan; a grown generation is simply re-mapped (same offsets).
 
 Never writes to shared memory, never unlinks anything, never registers a segment with
 the resource tracker: a read worker may exit or crash at any time.
