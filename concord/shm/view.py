@@ -462,8 +462,8 @@ class NodeView(ShmView):
         if self._w[2] != self._seq:
             self._catch_up()
         raw = self._user_table.value_bytes(key)
-        if raw is not None:
-            return raw
+        if raw is not None or not self._user.special:
+            return raw  # (absent, unless it is a TTL or compressed key)
         return self._other_encoded(self._user, key)
 
     def get_value(self, key: str) -> object:
