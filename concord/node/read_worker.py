@@ -1,11 +1,12 @@
 """
 The read worker process: serves reads from the node's shared-memory store.
 
-Attaches the store read-only (`ShmView`, never registered with the resource tracker,
-never unlinked) and answers the front door's READ requests (`BackendLink`,
-Backend.READ) with `concord.node.shm_reads.ShmReads` (the checks, `eventual` and
-`leader` rules, and the hand-off to the raft worker are described there). The front
-door answers the reads of bounded cost itself with the same code (concord.net.door_reads);
+Attaches the store read-only (`NodeView`: a `ShmView` without value copies or a Python
+index per key; never registered with the resource tracker, never unlinked) and answers
+the front door's READ requests (`BackendLink`, Backend.READ) with
+`concord.node.shm_reads.ShmReads` (the checks, `eventual` and `leader` rules, and the
+hand-off to the raft worker are described there). The front door answers the reads of
+bounded cost itself with the same code (concord.net.door_reads);
 the others, and those the door declines, come here.
 
 Keeps serving the last committed state while the raft worker restarts.
@@ -27,7 +28,7 @@ from concord.net.backend import BackendLink
 from concord.net.wire import Backend, decode_request, error_reply
 from concord.node.raft_worker import WorkerEndpoints
 from concord.node.shm_reads import ShmReads
-from concord.shm.view import ShmView
+from concord.shm.view import NodeView
 
 __all__ = ["ReadWorker", "run_read_worker"]
 
@@ -46,7 +47,7 @@ class ReadWorker:
 
     def __init__(self, config: NodeConfig, endpoints: WorkerEndpoints, index: int) -> None:
         self.node_id = config.node.id
-        self.view = ShmView.attach(endpoints.shm)
+        self.view = NodeView.attach(endpoints.shm)
         # A tenant's read rate is per node: each of the node's read workers allows its
         # share (docs/security.md "Rate limits").
         self.reads = ShmReads(config, self.view, 1.0 / max(1, config.node.read_workers))

@@ -39,7 +39,7 @@ from concord.node.auth import RateLimiter, admit
 from concord.node.node_machine import kv_config_of
 from concord.shm.reader import Reader
 from concord.shm.layout import SegmentNames
-from concord.shm.view import ShmView
+from concord.shm.view import NodeView, ShmView
 
 __all__ = ["DoorReads", "ShmReads"]
 
@@ -184,7 +184,7 @@ class DoorReads:
 
     def _attach(self, config: NodeConfig, names: SegmentNames) -> None:
         try:
-            view = ShmView.attach(names)
+            view = NodeView.attach(names)
             try:
                 reads = ShmReads(config, view, rate_share=None)
             except BaseException:

@@ -76,6 +76,12 @@ class CatchUp:
     its lookups whenever the status `seq` changed.
     """
 
+    #: Plain values up to this many bytes are copied into the index's `small` dict as
+    #: they are ingested (-1: none; concord.shm.view.NodeView).
+    INLINE_MAX: int = INLINE_MAX
+    #: Plain keys in an `OffsetTable` (no Python object per key) instead of a dict.
+    COMPACT: bool = False
+
     def __init__(self, names: SegmentNames, ctl: mmap.mmap, w: memoryview) -> None:
         self._names = names
         self._ctl = ctl
@@ -94,7 +100,7 @@ class CatchUp:
         self._leader_time = 0
         self._clock_origin = 0
         self._spaces: list[KeyIndex] = []
-        self._set_spaces([KeyIndex() for _ in range(_SPACES)])
+        self._set_spaces([KeyIndex(self._mm if self.COMPACT else None) for _ in range(_SPACES)])
         self._listeners: list[ChangeListener] = []
         self._reset_listeners: list[Callable[[], None]] = []
         #: Counters, for tests and metrics.
@@ -191,6 +197,8 @@ class CatchUp:
         self._mv.release()
         self._mm.close()
         self._mm, self._mv, self._gen = mm, memoryview(mm), gen
+        for idx in self._spaces:
+            idx.remap(mm)
         self.remaps += 1
         return True
 
@@ -220,7 +228,11 @@ class CatchUp:
         if dir_offset and st[S_RING_HEAD] - dir_head <= self._cap:
             self.directory_loads += 1
             with gc_paused():
-                self._set_spaces(load_directory(self._mm, self._mv, dir_offset))
+                self._set_spaces(
+                    load_directory(
+                        self._mm, self._mv, dir_offset, self.INLINE_MAX, self.COMPACT
+                    )
+                )
             self._lineage = st[S_LINEAGE]
             self._seen = dir_head
             for reset in self._reset_listeners:
@@ -241,7 +253,11 @@ class CatchUp:
             # The writer got more than a ring ahead of the directory: scan instead.
         with gc_paused():
             segment = self._names.gen(self._gen)
-            self._set_spaces(scan_generation(self._mm, self._mv, st[S_ARENA_END], segment))
+            self._set_spaces(
+                scan_generation(
+                    self._mm, self._mv, st[S_ARENA_END], segment, self.INLINE_MAX, self.COMPACT
+                )
+            )
         self._lineage = st[S_LINEAGE]
         self._seen = st[S_PREV_HEAD]
         for reset in self._reset_listeners:
@@ -286,6 +302,7 @@ class CatchUp:
         unpack = RECORD_VIEW.unpack_from
         spaces = self._spaces
         listeners = self._listeners
+        inline_max = self.INLINE_MAX
         for seq in range(seen + 1, head + 1):
             i = RING_BASE_WORD + 2 * (seq & mask)
             if w[i] != seq:
@@ -311,7 +328,7 @@ class CatchUp:
                 vend = vstart + vlen
                 loc = vstart << LOC_SHIFT | vend
                 spaces[space].put(
-                    key, loc, exp, flags & 1, mm[vstart:vend] if vlen <= INLINE_MAX else None
+                    key, loc, exp, flags & 1, mm[vstart:vend] if vlen <= inline_max else None
                 )
                 for fn in listeners:
                     fn(space, key, loc)

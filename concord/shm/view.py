@@ -9,12 +9,14 @@ expiry times and the set of compressed ones), a dict `key -> bytes` holding the 
 plain keys up to INLINE_MAX bytes (copied once, as the change is ingested), and, built
 on first use, a sorted key index (sortedcontainers). A lookup checks one header word (the
 status `seq`) and, for a plain key with a small value, is then one dict probe; a larger
-value is one more probe and one slice of the mapping. Only when `seq` changed does the
-view catch up (concord/shm/catchup.py), replaying ring slots (each record's checksum is
-verified as it is ingested). Records are immutable, so a value can never be torn. A view
-that fell behind the ring, or that sees a new lineage (compaction, reset), rebuilds: from
-the generation's directory when it has one (C-speed bulk loads), else from a scan; a
-grown generation is simply re-mapped (same offsets).
+value is one more probe and one slice of the mapping. `NodeView` (the node's front door
+and read workers) holds neither values nor a Python object per plain key: its plain keys
+are in an `OffsetTable` (concord.shm.offsettable), and every lookup slices the mapping.
+Only when `seq` changed does the view catch up (concord/shm/catchup.py), replaying ring
+slots (each record's checksum is verified as it is ingested). Records are immutable, so a
+value can never be torn. A view that fell behind the ring, or that sees a new lineage
+(compaction, reset), rebuilds: from the generation's directory when it has one (C-speed
+bulk loads), else from a scan; a grown generation is simply re-mapped (same offsets).
 
 Never writes to shared memory, never unlinks anything, never registers a segment with
 the resource tracker: a read worker may exit or crash at any time.
@@ -58,6 +60,7 @@ from concord.shm.layout import (
     open_segment,
     status_from_words,
 )
+from concord.shm.offsettable import OffsetTable
 
 # NB: keyword arguments cost as much as the decode itself (a kwargs dict per call), so
 # the hot paths call unpackb bare (raw=False is the default) and fall back to
@@ -435,6 +438,44 @@ class ShmView(CatchUp):
         return _decompress(data) if key in idx.zipped else data
 
 
+class NodeView(ShmView):
+    """
+    A view that holds no copies of values and no Python object per plain key: the front
+    door's and the read workers' (one of each per node, on every node). Its plain keys
+    are in an `OffsetTable` (8-byte slots; keys compared against the records), and every
+    lookup slices the value from the mapping: about 0.7 µs more than a client's inline
+    probe, against a request that costs tens of µs in those processes, for ~300 B per
+    key and process less at 100-byte values. Same-host clients keep `ShmView` (values
+    up to INLINE_MAX inline: one probe, their hot path). docs/benchmarks.md "Memory per
+    key".
+    """
+
+    INLINE_MAX = -1
+    COMPACT = True
+
+    def _set_spaces(self, spaces: list[KeyIndex]) -> None:
+        super()._set_spaces(spaces)
+        assert isinstance(self._user.fast, OffsetTable)
+        self._user_table = self._user.fast
+
+    def get_encoded(self, key: str) -> bytes | None:
+        if self._w[2] != self._seq:
+            self._catch_up()
+        raw = self._user_table.value_bytes(key)
+        if raw is not None or not self._user.special:
+            return raw  # (absent, unless it is a TTL or compressed key)
+        return self._other_encoded(self._user, key)
+
+    def get_value(self, key: str) -> object:
+        raw = self.get_encoded(key)
+        return MISSING if raw is None else decode_value(raw)
+
+    def get_many_encoded(self, keys: Iterable[str]) -> list[bytes | None]:
+        if self._w[2] != self._seq:
+            self._catch_up()
+        other, user = self._other_encoded, self._user
+        return [other(user, key) for key in keys]
+
 
 __all__ = [
     "INLINE_MAX",
@@ -443,6 +484,7 @@ __all__ = [
     "KeyIndex",
     "Locator",
     "Missing",
+    "NodeView",
     "ShmView",
     "decode_value",
 ]

@@ -14,7 +14,7 @@ from concord.shm.compactor import FINISH_DIRTY_MAX, Phase, Releaser
 from concord.shm.layout import SegmentNames, read_gen_directory
 from concord.shm.publisher import Publisher
 from concord.shm.segments import create_store, store_segments
-from concord.shm.view import ShmView
+from concord.shm.view import NodeView, ShmView
 
 from .helpers import delete, put
 
@@ -35,8 +35,19 @@ def pub(big_ring: SegmentNames) -> Iterator[Publisher]:
     p.close()
 
 
+#: The view class `_view` attaches (every test runs with a client's view and a node's).
+_VIEW_KIND: list[type[ShmView]] = [ShmView]
+
+
+@pytest.fixture(autouse=True, params=[ShmView, NodeView], ids=["client_view", "node_view"])
+def view_kind(request: pytest.FixtureRequest) -> Iterator[None]:
+    _VIEW_KIND[0] = request.param
+    yield
+    _VIEW_KIND[0] = ShmView
+
+
 def _view(names: SegmentNames) -> ShmView:
-    return ShmView.attach(names, mono_ns=lambda: 0)
+    return _VIEW_KIND[0].attach(names, mono_ns=lambda: 0)
 
 
 def _state(view: ShmView) -> Model:

@@ -11,7 +11,7 @@ from concord.shm import bulkreset
 from concord.shm.layout import SegmentNames
 from concord.shm.publisher import Publisher
 from concord.shm.segments import store_segments
-from concord.shm.view import MISSING, ShmView
+from concord.shm.view import MISSING, NodeView, ShmView
 
 from .helpers import put, rec
 
@@ -23,9 +23,10 @@ def pub(store: SegmentNames) -> Iterator[Publisher]:
     p.close()
 
 
-@pytest.fixture
-def view(store: SegmentNames, pub: Publisher) -> Iterator[ShmView]:
-    v = ShmView.attach(store)
+@pytest.fixture(params=[ShmView, NodeView], ids=["client_view", "node_view"])
+def view(request: pytest.FixtureRequest, store: SegmentNames, pub: Publisher) -> Iterator[ShmView]:
+    kind: type[ShmView] = request.param
+    v = kind.attach(store)
     yield v
     v.close()
 

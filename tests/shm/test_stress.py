@@ -36,7 +36,7 @@ from concord.kv.record import Change, ChangeType, KeyRecord, Space
 from concord.shm.layout import SegmentNames
 from concord.shm.publisher import Publisher
 from concord.shm.segments import create_store
-from concord.shm.view import ShmView
+from concord.shm.view import NodeView, ShmView
 
 SECONDS = float(os.environ.get("CONCORD_STRESS_SECONDS", "5"))
 N_KEYS = 3000
@@ -164,10 +164,12 @@ def writer(
 
 
 def reader(
-    node: str, token: str, seed: int, ready: Event, stop: Event, out: Queue[Report]
+    node: str, token: str, seed: int, ready: Event, stop: Event, out: Queue[Report],
+    node_view: bool,
 ) -> None:
     rng = random.Random(seed)
-    view = ShmView.attach(SegmentNames(node, token), mono_ns=lambda: 0)  # entry time only
+    view_kind = NodeView if node_view else ShmView  # a node's compact index, or a client's
+    view = view_kind.attach(SegmentNames(node, token), mono_ns=lambda: 0)  # entry time only
     ready.set()
     floor: dict[str, int] = {}  # key -> revision it must be above (absent) or at least (seen)
     errors: list[str] = []
@@ -246,7 +248,10 @@ def reader(
 def test_readers_see_no_torn_or_impossible_values_when_writer_runs_flat_out(
     names: SegmentNames,
 ) -> None:
-    """Two reader processes verify every value while a writer publishes at full speed."""
+    """
+    Two reader processes verify every value while a writer publishes at full speed: a
+    client's view (small values inline) and a node's (NodeView: an OffsetTable).
+    """
     print(f"seed={SEED} seconds={SECONDS}")
     create_store(names, ring_capacity=1024, initial_bytes=64 << 10)
     ctx = multiprocessing.get_context("spawn")
@@ -257,7 +262,8 @@ def test_readers_see_no_torn_or_impossible_values_when_writer_runs_flat_out(
     ready = [ctx.Event() for _ in (1, 2)]
     w = ctx.Process(target=writer, args=(names.node, names.token, SECONDS, SEED, started, go, out))
     readers = [
-        ctx.Process(target=reader, args=(names.node, names.token, SEED + i, ready[i - 1], stop, out))
+        ctx.Process(target=reader, args=(names.node, names.token, SEED + i, ready[i - 1], stop, out,
+                                         i == 2))
         for i in (1, 2)
     ]
     procs = [w, *readers]

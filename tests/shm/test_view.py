@@ -21,7 +21,7 @@ from concord.shm.layout import (
 )
 from concord.shm.segments import store_segments
 from concord.shm.publisher import Publisher
-from concord.shm.view import INLINE_MAX, MISSING, ShmView
+from concord.shm.view import INLINE_MAX, MISSING, NodeView, ShmView
 
 from .helpers import delete, put, rec
 
@@ -51,9 +51,13 @@ def pub(store: SegmentNames, mono: FakeMonotonicClock) -> Iterator[Publisher]:
     p.close()
 
 
-@pytest.fixture
-def view(store: SegmentNames, pub: Publisher, mono: FakeMonotonicClock) -> Iterator[ShmView]:
-    v = ShmView.attach(store, mono_ns=mono)
+@pytest.fixture(params=[ShmView, NodeView], ids=["client_view", "node_view"])
+def view(
+    request: pytest.FixtureRequest, store: SegmentNames, pub: Publisher, mono: FakeMonotonicClock
+) -> Iterator[ShmView]:
+    """Every view test runs against both kinds: with small values inline, and without."""
+    kind: type[ShmView] = request.param
+    v = kind.attach(store, mono_ns=mono)
     yield v
     v.close()
 
@@ -278,12 +282,45 @@ def test_values_agree_when_a_key_moves_between_small_big_and_special(
         pub.publish([put("other", version, version)], version, version, 0)
         pub.compact()  # the next read loads the directory
         check(view, value, expires, version)
-        fresh = ShmView.attach(view.names)  # a directory load, or after growth a scan
+        fresh = type(view).attach(view.names)  # a directory load, or after growth a scan
         check(fresh, value, expires, version)
         fresh.close()
     pub.publish([delete("k", 99)], 99, 99, 0)
     assert None is view.get_encoded("k") and MISSING is view.get_value("k")
     assert None is view.record("k")
+
+
+def test_node_view_holds_no_value_bytes_when_replayed_loaded_or_scanned(
+    store: SegmentNames, pub: Publisher
+) -> None:
+    """
+    The front door's and read workers' view (NodeView) copies no values into its index,
+    whichever way it got its state: the ring, a directory load, a scan. Values still
+    read right, compressed and TTL ones too.
+    """
+    node = NodeView.attach(store)
+    values = {f"k{i}": "v" * (i % 40) for i in range(30)}
+    pub.publish([put(k, v, 1) for k, v in values.items()], 1, 1, 0)
+    pub.publish([put("ttl", "t", 2, expires_at_ms=10**15)], 2, 2, 0)
+
+    def check(v: ShmView) -> None:
+        assert values == dict(zip(values, v.get_many_values(list(values))))
+        assert "t" == v.get_value("ttl") and MISSING is v.get_value("absent")
+        assert [msgpack.packb(values["k3"]), None] == v.get_many_encoded(["k3", "absent"])
+        assert all(not idx.small for idx in v._spaces)
+
+    check(node)  # through the ring
+    pub.compact()
+    check(node)  # a directory load
+    assert 1 == node.directory_loads
+    for i in range(3, 100):  # more than the ring's 64 slots since the directory
+        pub.publish([put("k0", "v" * (i % 40), i)], i, i, 0)
+    values["k0"] = "v" * (99 % 40)
+    scanned = NodeView.attach(store)
+    check(scanned)  # a scan
+    assert 0 == scanned.directory_loads
+    scanned.close()
+    node.close()
 
 
 def test_view_rebuilds_when_compacted(pub: Publisher, view: ShmView) -> None:
@@ -315,7 +352,7 @@ def test_view_loads_directory_when_rebuilding_after_compaction(
     assert 10**9 == view.expires_at_ms("k3")
     assert 0 == view.expires_at_ms("k2")
     assert msgpack.packb("sys") == view.get_encoded_in(Space.SYSTEM, "s")
-    fresh = ShmView.attach(view.names)
+    fresh = type(view).attach(view.names)
     assert {f"k{i}" for i in range(1, 20)} == set(fresh.keys())
     assert 1 == fresh.directory_loads
     fresh.close()
