@@ -61,7 +61,7 @@ from concord.net.events import EventStream
 from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.ratelog import RateLimitedLog
 from concord.net.wire import Backend
-from concord.node import worker_effects, worker_requests, worker_snapshots
+from concord.node import gc_settings, worker_effects, worker_requests, worker_snapshots
 from concord.node.forward import FORWARD_BYTE, Forwarder
 from concord.node.driver import Driver, DriverConfig, LogSink, Reply, load_memory_storage
 from concord.node.links import NodeLinks, load_links
@@ -359,6 +359,8 @@ class RaftWorker:
         next_tick = self._run_started_s = time.monotonic()
         next_tick += tick_s
         self._after_ready()
+        frozen = gc_settings.settle_after_start()  # start-up is over (concord.node.gc_settings)
+        self.log.debug("gc settled frozen_objects=%d", frozen)
         while not self._stopping:
             now = time.monotonic()
             deadline = min(next_tick, self.transport.next_deadline(), self.link.next_deadline(),
