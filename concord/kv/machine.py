@@ -210,7 +210,7 @@ class KvStateMachine(WriteCommands):
         return encode_snapshot(
             self.state_hash(),
             (self.applied_index, self.revision, self.last_ts_ms),
-            (self._user[key] for key in self._keys),
+            self.records(),
             len(self._user),
             (self._system[key] for key in sorted(self._system)),
             len(self._system),
