@@ -6,7 +6,11 @@ logs), loads `--keys` keys, SIGTERMs every member, starts them again and prints,
 milliseconds after the launch of the first member: each member's ready line, the
 first leader seen by `status`, the first strong read of the last key that succeeds (what
 bench.scenarios.restart_and_memory times), and the start-up lines of the members' logs
-(the child processes starting, recovery, elections), each with its member.
+(the child processes starting, recovery, elections), each with its member, up to each
+member's "start-up state published" line (its restore, replay and shm image times and
+its raft worker's CPU; logged once its image is built, which may be after the first
+served read: waited for, not part of the time measured). As the scenario does, the
+restart follows the load once the leader's snapshot child (if any) has ended.
 
 `--old <checkout>` restarts the same data in turn from another checkout's code and this
 one's (`--rounds` times each), to compare old and new code in alternation; the keys are
@@ -30,6 +34,7 @@ import psutil
 from bench.drivers import key_name
 from bench import systems
 from bench.procs import Procs, wait_for
+from bench.scenarios import _tree_size
 from bench.stages import role_cpu, role_processes
 from bench.systems import Concord
 
@@ -37,6 +42,7 @@ from bench.systems import Concord
 MILESTONES = re.compile(
     r"recover|restor|replay|snapshot|ready|started|starting election|became|leader|"
     r"elected|campaign|granted|listening|attached|published|hello", re.IGNORECASE)
+PUBLISHED = "start-up state published"
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\S+) \[(\S+) (\d+)\] (.*)$")
 
 
@@ -91,8 +97,14 @@ def restart_once(s: Concord, last: str, root: Path | None, show_log: bool) -> di
         cpu[key.partition("/")[2]] += seconds
     marks["cpu_s"] = sum(cpu.values())
     if show_log:
+        # Each member's split (restore, replay, image; its raft worker's CPU) is in its
+        # "start-up state published" line, logged once its shm image is built: that may
+        # come after the first served read, and is not part of the time measured.
+        logs = sorted(s.workdir.glob("*.log"))
+        wait_for(lambda: all(PUBLISHED in f.read_text(errors="replace") for f in logs), 300.0,
+                 "every member's start-up state published")
         events = []
-        for f in sorted(s.workdir.glob("*.log")):
+        for f in logs:
             events += _log_events(f, start_wall)
         for wall, text in sorted(events):
             print(f"{(wall - start_wall) * 1000:8.0f} ms  {text}")
@@ -113,12 +125,15 @@ def breakdown(keys: int, workdir: Path, roots: list[Path | None], rounds: int,
         s.settings = {**s.settings, "logging": {"level": "INFO"},
                       "storage": {**s.settings["storage"], **storage}}
         s.start()
+        processes = _tree_size(s, s.leader_index())
         cpu0 = members_cpu_s(s)
         t0 = time.perf_counter()
         s.load_keys(keys)
         print(f"loaded {keys} keys in {time.perf_counter() - t0:.1f} s, CPU of the members "
               f"{members_cpu_s(s) - cpu0:.1f} s (snapshot children included)", flush=True)
         time.sleep(1.0)  # as restart_and_memory: followers finish applying
+        li = s.leader_index()  # and, as it does, the leader's snapshot child ends first
+        wait_for(lambda: _tree_size(s, li) <= processes, 300.0, "the leader's snapshot child to end")
         last = key_name(keys - 1)
         served: dict[str, list[float]] = {}
         cpu_s: dict[str, list[float]] = {}

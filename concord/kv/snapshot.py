@@ -11,10 +11,13 @@ owns the state and installs what is decoded here).
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections import deque
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, fields
-from itertools import repeat
+from itertools import islice, repeat
+from operator import attrgetter
 from types import MemberDescriptorType
 from typing import Final, cast
 
@@ -27,8 +30,15 @@ from concord.kv.record import KeyRecord, Space
 from concord.kv.sessions import Session, session_from_row
 
 SNAPSHOT_MAGIC: Final = b"CKVS"
-SNAPSHOT_VERSION: Final = 2
-_SNAPSHOT_FIELDS: Final = {1: 6, 2: 7}  # format version -> length of the body array
+SNAPSHOT_VERSION: Final = 3
+_SNAPSHOT_FIELDS: Final = {1: 6, 2: 7, 3: 7}  # format version -> length of the body array
+#: User records per chunk of a version-3 body (one step of `read_body` decodes one).
+CHUNK_RECORDS: Final = 16384
+#: The integer fields of a record, in the order of a chunk's number columns.
+_NUMBER_FIELDS: Final = ("flags", "create_revision", "mod_revision", "version", "expires_at_ms")
+#: array typecodes of a number column by width (1, 2, 4, 8 bytes), with their bounds.
+_WIDTHS: Final = (("b", 1 << 7), ("h", 1 << 15), ("i", 1 << 31), ("q", 1 << 63))
+_TYPECODES: Final = {array(code).itemsize: code for code, _ in _WIDTHS}
 _SNAPSHOT_HEADER = struct.Struct("<4sBQ")
 _RECORD_HEADER = struct.Struct("<BqqqqqI")
 
@@ -64,24 +74,47 @@ def encode_snapshot(
     lease_rows: object,
 ) -> bytes:
     """
-    A snapshot in the current format: `position` is (applied_index, revision,
-    last_ts_ms); `user` and `system` are the records in key order.
+    A snapshot in the current format (version 3): `position` is (applied_index,
+    revision, last_ts_ms); `user` and `system` are the records in key order. The user
+    records go in chunks of CHUNK_RECORDS, each as columns (`_chunk`); `user_count` is
+    how many `user` yields.
     """
     packer = msgpack.Packer(use_bin_type=True)
     parts = [
         _SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, state_hash),
         packer.pack_array_header(7),
         *(packer.pack(field) for field in position),
-        packer.pack_array_header(user_count),
+        packer.pack_array_header(-(-user_count // CHUNK_RECORDS)),
     ]
-    for record in user:
-        parts.append(packer.pack(_record_row(record)))
+    records = iter(user)
+    while chunk := list(islice(records, CHUNK_RECORDS)):
+        parts.append(packer.pack(_chunk(chunk)))
     parts.append(packer.pack_array_header(system_count))
     for record in system:
         parts.append(packer.pack(_record_row(record)))
     parts.append(packer.pack(session_rows))
     parts.append(packer.pack(lease_rows))
     return b"".join(parts)
+
+
+def _chunk(records: list[KeyRecord]) -> list[object]:
+    """
+    One chunk of a version-3 body: [keys, values, numbers]: numbers holds one bin per
+    _NUMBER_FIELDS field, the records' values of it as little-endian signed integers of
+    the narrowest width (1, 2, 4 or 8 bytes) that holds them all.
+    """
+    columns = []
+    for name in _NUMBER_FIELDS:
+        column = list(map(attrgetter(name), records))
+        low, high = min(column), max(column)
+        # NB: "q" when none fits: array() then raises OverflowError, naming the problem.
+        typecode = next((code for code, bound in _WIDTHS if -bound <= low and high < bound), "q")
+        numbers = array(typecode, column)
+        if sys.byteorder == "big":
+            numbers.byteswap()
+        columns.append(numbers.tobytes())
+    return [list(map(attrgetter("key"), records)), list(map(attrgetter("value"), records)),
+            columns]
 
 
 def read_header(data: bytes) -> tuple[int, int]:
@@ -129,7 +162,8 @@ def read_body(
 ) -> Generator[None, None, SnapshotBody]:
     """
     Decode the body after the header in steps of about `rows_per_step` user records
-    (`yield` between them), with the cyclic GC paused from the first to the last.
+    (version 3: one chunk of them per step), `yield` between them, with the cyclic GC
+    paused from the first to the last.
 
     Raises:
         ValueError, TypeError, msgpack.UnpackException: the body is malformed.
@@ -146,17 +180,24 @@ def read_body(
     for value in (applied_index, revision, last_ts_ms):
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError("bad position fields")
-    remaining = user_count = unpacker.read_array_header()
+    remaining = unpacker.read_array_header()  # version 3: chunks; before: records
+    user_count = 0
     # NB: the GC stays paused for the whole build, between steps too: re-enabled
     # in between, each step's allocations would trigger collections traversing
     # every record built so far.
     with gc_paused():
         while remaining:
-            count = min(remaining, rows_per_step)
-            remaining -= count
-            unpack = unpacker.unpack
-            columns = _shared_numbers(_row_columns([unpack() for _ in range(count)]))
+            if version >= 3:
+                remaining -= 1
+                columns = _chunk_columns(unpacker.unpack())
+            else:
+                count = min(remaining, rows_per_step)
+                remaining -= count
+                unpack = unpacker.unpack
+                columns = _row_columns([unpack() for _ in range(count)])
+            columns = _shared_numbers(columns)
             chunk_keys = columns[0]
+            user_count += len(chunk_keys)
             user.update(zip(chunk_keys, _bulk_records(columns)))
             expires = columns[6]
             if any(expires):
@@ -220,6 +261,44 @@ def _row_columns(rows: object) -> _Columns:
         if set(map(type, column)) != {int}:  # NB: type(True) is bool, not int
             raise ValueError("record numbers must be integers")
     return cast(_Columns, columns)
+
+
+def _chunk_columns(chunk: object) -> _Columns:
+    """
+    A version-3 chunk (`_chunk`) as the seven columns `_row_columns` returns, checked:
+    the numbers need no check of their own (an integer array decodes to ints only).
+
+    Raises:
+        ValueError: not [keys, values, numbers], a key not str, a value not bin, or
+            columns of different lengths.
+    """
+    if type(chunk) is not list or len(chunk) != 3:
+        raise ValueError("record chunk must be a list of 3")
+    keys, values, packed = chunk
+    if type(keys) is not list or type(values) is not list or type(packed) is not list:
+        raise ValueError("record chunk must be [keys, values, numbers]")
+    count = len(keys)
+    if not count or len(values) != count or len(packed) != len(_NUMBER_FIELDS):
+        raise ValueError(f"record chunk of {count} keys has {len(values)} values and "
+                         f"{len(packed)} number columns")
+    if set(map(type, keys)) != {str} or set(map(type, values)) != {bytes}:
+        raise ValueError("record key must be str and value bin")
+    flags, creates, mods, versions, expires = map(_number_column, packed, repeat(count))
+    return keys, values, flags, creates, mods, versions, expires
+
+
+def _number_column(packed: object, count: int) -> list[int]:
+    """A number column of a version-3 chunk: `count` integers of 1, 2, 4 or 8 bytes."""
+    if type(packed) is not bytes:
+        raise ValueError("number column must be bin")
+    typecode = None if len(packed) % count else _TYPECODES.get(len(packed) // count)
+    if typecode is None:
+        raise ValueError(f"number column of {len(packed)} bytes for {count} records")
+    numbers = array(typecode)
+    numbers.frombytes(packed)
+    if sys.byteorder == "big":
+        numbers.byteswap()
+    return numbers.tolist()
 
 
 def _shared_numbers(columns: _Columns) -> _Columns:

@@ -52,6 +52,7 @@ from types import FrameType
 import zmq
 
 from concord.storage import codec
+from concord.bulk import long_lived_build
 from concord.config import NodeConfig
 from concord.errors import ConfigError, ProtocolError, StorageError
 from concord.ids import NodeId
@@ -258,7 +259,8 @@ class RaftWorker:
         loaded = load_memory_storage(self.storage, recovered)
         state = NodeStateMachine(kv_config_of(config))
         if recovered.snapshot is not None and not recovered.snapshot.is_empty:
-            state.restore(recovered.snapshot.data)
+            with long_lived_build():
+                state.restore(recovered.snapshot.data)
             worker_snapshots.check_restored(self.log, recovered.snapshot.meta, state_hash,
                                             state.state_hash())
         self._restored_s = time.monotonic() - started
