@@ -194,8 +194,7 @@ class Driver:
         self.applied_index = state_machine.applied_index
         self.applied_term = 0
         self._writes: dict[int, _PendingWrite] = {}
-        self._reads: dict[bytes, list[_PendingRead]] = {}  # ReadIndex context -> its reads
-        self._unsent_reads: list[_PendingRead] = []  # no ReadIndex asked yet (driver_reads)
+        self._reads: dict[bytes, _PendingRead] = {}
         self._waiting_reads: list[_PendingRead] = []  # read index known, not yet applied
         self._leader_reads: list[_PendingRead] = []  # waiting for the term's first apply
         self._persisting: deque[_Persisting] = deque()
@@ -400,13 +399,10 @@ class Driver:
             The number of Readys handled.
         """
         handled = 0
-        while True:
-            if self._unsent_reads:
-                self._send_read_index()  # one for every read submitted before it
-            if not self.raw.has_ready():
-                return handled
+        while self.raw.has_ready():
             self._handle(self.raw.ready())
             handled += 1
+        return handled
 
     def _handle(self, rd: ReadyView) -> None:
         self.stats.readys += 1
@@ -495,11 +491,11 @@ class Driver:
             else:
                 write.deadline_ms = now + grace
         # Reads waiting on this leader's heartbeat round will not be confirmed.
-        for reads in self._reads.values():
-            for read in reads:
+        for ctx, read in list(self._reads.items()):
+            if read.index is None:
+                del self._reads[ctx]
                 self._reply(Reply(read.request_id, ReplyStatus.NOT_LEADER,
                                   leader_hint=self._hint(), key=read.key))
-        self._reads.clear()
         for read in self._leader_reads:
             self._reply(Reply(read.request_id, ReplyStatus.NOT_LEADER,
                               leader_hint=self._hint(), key=read.key))
@@ -576,7 +572,6 @@ class Driver:
     # -- reads (concord/node/driver_reads.py) -------------------------------------------
     submit_read = driver_reads.submit_read
     _read_index = driver_reads.read_index
-    _send_read_index = driver_reads.send_read_index
     _on_read_state = driver_reads.on_read_state
     _release_reads = driver_reads.release_reads
     _answer_read = driver_reads.answer_read
@@ -587,14 +582,15 @@ class Driver:
                 del self._writes[index]
                 self._reply(Reply(write.request_id, ReplyStatus.UNKNOWN, index=index,
                                   leader_hint=self._hint()))
-        for pending in (*self._reads.values(), self._unsent_reads, self._waiting_reads,
-                        self._leader_reads):
+        for ctx, read in list(self._reads.items()):
+            if now >= read.deadline_ms:
+                del self._reads[ctx]
+                self._reply(Reply(read.request_id, ReplyStatus.TIMEOUT, key=read.key))
+        for pending in (self._waiting_reads, self._leader_reads):
             expired = [r for r in pending if now >= r.deadline_ms]
             for read in expired:
                 pending.remove(read)
                 self._reply(Reply(read.request_id, ReplyStatus.TIMEOUT, key=read.key))
-        for ctx in [c for c, reads in self._reads.items() if not reads]:
-            del self._reads[ctx]  # every read of it timed out
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -8,11 +8,6 @@ driver as `d` and is bound in the class body.
 
 Pure. No IO, no clock, no global randomness, no threads.
 
-ReadIndex reads are batched per `process_ready`: the reads submitted before it share one
-ReadIndex (one context; on a follower one READ_INDEX message to the leader), asked before
-its Readys are handled, so that the leader's round that answers it started after each of
-them was submitted (`send_read_index`).
-
 Leader reads and their lease (NB, a divergence worth knowing): a `leader` read is served
 from local state only while this node is leader and holds a lease. The lease is renewed
 by a ReadIndex probe every heartbeat: when the probe issued at time T is confirmed by a
@@ -95,21 +90,9 @@ def submit_read(d: Driver, request_id: int, key: str, consistency: Consistency) 
 
 
 def read_index(d: Driver, read: _PendingRead) -> None:
-    """
-    Serve `read` once applied reaches the index a ReadIndex round confirms: the one
-    `send_read_index` asks for next, in this `process_ready`.
-    """
-    d._unsent_reads.append(read)
-
-
-def send_read_index(d: Driver) -> None:
-    """
-    One ReadIndex for every read submitted since the last one (on a follower one
-    READ_INDEX to the leader, not one per read): asked after each of them arrived, so
-    its read index covers every write acknowledged before any of them was invoked.
-    """
+    """Serve `read` once applied reaches the index a ReadIndex round confirms."""
     ctx = d._next_ctx(_READ_CTX)
-    d._reads[ctx], d._unsent_reads = d._unsent_reads, []
+    d._reads[ctx] = read
     d.raw.read_index(ctx)
 
 
@@ -128,12 +111,11 @@ def on_read_state(d: Driver, rs: ReadState) -> None:
             d._lease_until_ms = max(d._lease_until_ms, sent_ms + d.config.lease_ms)
             d.stats.leases_granted += 1
         return
-    reads = d._reads.pop(rs.request_ctx, None)
-    if reads is None:
+    read = d._reads.pop(rs.request_ctx, None)
+    if read is None:
         return
-    for read in reads:
-        read.index = rs.index
-    d._waiting_reads.extend(reads)
+    read.index = rs.index
+    d._waiting_reads.append(read)
 
 
 def release_reads(d: Driver) -> None:

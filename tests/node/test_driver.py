@@ -307,7 +307,6 @@ def test_strong_read_waits_when_applied_is_below_read_index() -> None:
     driver, raw, world, _, _ = make()
     become_leader(driver, raw)
     driver.submit_read(9, "a", Consistency.STRONG)
-    driver.process_ready()  # asks the ReadIndex
     (ctx,) = raw.read_ctxs
     raw.readys.append(Ready(2, read_states=(ReadState(1, ctx),)))
     driver.process_ready()
@@ -315,49 +314,6 @@ def test_strong_read_waits_when_applied_is_below_read_index() -> None:
     raw.readys.append(Ready(3, committed_entries=(Entry(1, 1),)))
     driver.process_ready()
     assert Reply(9, ReplyStatus.OK, index=1, key="a") == world.by_id(9)
-
-
-def test_strong_reads_share_one_read_index_when_submitted_before_process_ready() -> None:
-    """
-    The reads submitted before a process_ready share ONE ReadIndex, asked by it (one
-    READ_INDEX to the leader on a follower); a read submitted after it takes the next
-    one: a ReadIndex never covers a read submitted after it was asked.
-    """
-    driver, raw, world, _, _ = make()
-    become_leader(driver, raw)
-    for rid in (1, 2, 3):
-        driver.submit_read(rid, "a", Consistency.STRONG)
-    assert [] == raw.read_ctxs
-    driver.process_ready()
-    (first,) = raw.read_ctxs
-    driver.submit_read(4, "a", Consistency.STRONG)
-    raw.readys.append(Ready(2, read_states=(ReadState(0, first),)))
-    driver.process_ready()
-    assert [1, 2, 3] == sorted(r.request_id for r in world.replies)
-    assert all(ReplyStatus.OK == r.status for r in world.replies)
-    (_, second) = raw.read_ctxs  # read 4's own, asked in that process_ready
-    assert second != first
-    raw.readys.append(Ready(3, read_states=(ReadState(0, second),)))
-    driver.process_ready()
-    assert ReplyStatus.OK == world.by_id(4).status
-
-
-def test_strong_reads_of_one_read_index_time_out_each_on_its_own_deadline() -> None:
-    """Reads sharing a ReadIndex keep their own deadlines; the others still wait for it."""
-    driver, raw, world, _, _ = make(DriverConfig(read_timeout_ms=50))
-    become_leader(driver, raw)
-    driver.submit_read(1, "a", Consistency.STRONG)
-    world.now = 30
-    driver.submit_read(2, "a", Consistency.STRONG)
-    driver.process_ready()
-    (ctx,) = raw.read_ctxs
-    world.now = 50
-    driver.on_tick()
-    assert ReplyStatus.TIMEOUT == world.by_id(1).status
-    assert [1] == [r.request_id for r in world.replies]
-    raw.readys.append(Ready(2, read_states=(ReadState(0, ctx),)))
-    driver.process_ready()
-    assert ReplyStatus.OK == world.by_id(2).status
 
 
 def test_strong_read_times_out_when_no_read_state_arrives() -> None:
@@ -375,7 +331,6 @@ def test_leader_read_takes_read_index_round_when_no_lease_is_held() -> None:
     become_leader(driver, raw)
     driver.submit_read(9, "a", Consistency.LEADER)
     assert [] == world.replies
-    driver.process_ready()  # asks the ReadIndex
     (ctx,) = raw.read_ctxs
     raw.readys.append(Ready(2, read_states=(ReadState(1, ctx),)))
     driver.process_ready()
@@ -413,7 +368,6 @@ def test_leader_read_is_served_when_lease_probe_confirmed_and_until_it_expires()
     world.now = 10 + config.lease_ms
     driver.submit_read(10, "a", Consistency.LEADER)
     assert [] == [r for r in world.replies if r.request_id == 10]
-    driver.process_ready()  # asks the ReadIndex
     assert [probe] == raw.read_ctxs[:-1]  # and one ReadIndex round for read 10
 
 
@@ -446,7 +400,6 @@ def test_lease_ends_on_time_when_wall_clock_steps_back() -> None:
     driver.submit_read(9, "a", Consistency.LEADER)
     # Not served under the lease: the read waits for a ReadIndex round of its own.
     assert [] == [r for r in world.replies if r.request_id == 9]
-    driver.process_ready()  # asks the ReadIndex
     assert probes + 1 == len(raw.read_ctxs)
     assert not driver.lease_valid
 
