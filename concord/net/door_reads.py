@@ -81,6 +81,15 @@ class InlineReads(Protocol):
         """
         ...
 
+    def answer_strong_get(self, request_id: int, key: str, index: int) -> bytes | None:
+        """
+        The reply to a plain `strong` get whose barrier answered `index` that
+        `answer_strong` would give as well, read from a state at `index` or later, when
+        `answer_get` would give one at `eventual` from there; else None: the door then
+        asks `answer_strong`.
+        """
+        ...
+
     def keep_up(self) -> None:
         """Called on every pass of the door's loop: keep the view near the writer."""
         ...
@@ -115,8 +124,10 @@ _unpackb = msgpack.unpackb
 def plain_get(payload: bytes) -> tuple[int, str, str] | None:
     """
     (id, key, consistency) of a request that is exactly `{"op": "get", "id": int, "key":
-    str}` plus, optionally, `"consistency": "eventual" | "leader"` (absent: leader), in
-    any order; None for any other payload, valid or not (the full path decides).
+    str}` plus, optionally, `"consistency": "eventual" | "leader" | "strong"` (absent:
+    leader), in any order; None for any other payload, valid or not (the full path
+    decides). NB: a `strong` one must not be answered before a read barrier
+    (concord.net.door_strong.hold_plain_strong).
 
     What decode_request would accept as the same Request: one msgpack map with str keys
     (the bare unpackb refuses other keys, and trailing bytes), op and id of their wire
@@ -137,6 +148,7 @@ def plain_get(payload: bytes) -> tuple[int, str, str] | None:
     if size == 3:
         return request_id, key, "leader"
     consistency = obj.get("consistency")
-    if size == 4 and (consistency == "eventual" or consistency == "leader"):
+    if size == 4 and (consistency == "eventual" or consistency == "leader"
+                      or consistency == "strong"):
         return request_id, key, consistency
     return None

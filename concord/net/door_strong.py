@@ -33,6 +33,13 @@ dropped): then its reads still pending wait for the next barrier (a read index t
 later still serves them), so a lost answer never stalls the strong reads behind it. A
 forgotten barrier's answer, if it comes later, is dropped.
 
+A plain strong get (`door_reads.plain_get`: exactly op, id, key and consistency) is held
+without decoding its payload (`hold_plain_strong`: the Request decode_request would give
+is built from its parts) and answered, after its barrier, with the stored value's bytes
+spliced into the reply (`InlineReads.answer_strong_get`, the eventual plain get's path
+from a view at the barrier's index or later); any other outcome takes the path above.
+It is held exactly as the others: the linearizability argument is the same.
+
 The functions below are methods of concord.net.frontdoor.FrontDoor (bound in its class
 body, like concord.node.driver_reads in the driver); `StrongBarriers` is their state.
 """
@@ -73,6 +80,7 @@ class Held:
     token: int
     request: Request
     payload: bytes  # sent to the raft worker if the door cannot answer it after all
+    plain_key: str | None = None  # a plain get's key (module docstring): answer_strong_get first
 
 
 @dataclass(slots=True)
@@ -152,6 +160,25 @@ def hold_strong(door: FrontDoor, envelope: list[bytes], request: Request, payloa
     door._strong.hold(Held(token, request, payload), pending.deadline)
 
 
+def hold_plain_strong(door: FrontDoor, envelope: list[bytes], parts: tuple[int, str, str],
+                      payload: bytes) -> bool:
+    """
+    Hold a plain strong get (`door_reads.plain_get` gave `parts`) for the next barrier,
+    as `hold_strong` would after decoding it; False if the door's view is not attached
+    (then the full path routes it).
+    """
+    inline = door._inline
+    if inline is None or not inline.ready:
+        return False
+    request_id, key, consistency = parts
+    # NB: what decode_request gives for this payload (door_reads.plain_get's contract).
+    request = Request("get", request_id, {"key": key, "consistency": consistency})
+    token, pending = door._admit(envelope, request, b"", Backend.RAFT, None)
+    door._pending[token] = pending
+    door._strong.hold(Held(token, request, payload, key), pending.deadline)
+    return True
+
+
 def send_barrier(door: FrontDoor) -> None:
     """Ask the raft worker for one barrier covering every held read still pending."""
     strong = door._strong
@@ -202,7 +229,7 @@ def on_barrier_answer(door: FrontDoor, token: int, payload: bytes) -> None:
         pending = door._pending.pop(h.token, None)
         if pending is None:
             continue  # timed out meanwhile
-        reply = _read(door, h.request, answer)
+        reply = _read(door, h, answer)
         if isinstance(reply, bytes):
             door._answer(pending.envelope, reply, pending.notes, Backend.RAFT, inline=True)
             continue
@@ -219,12 +246,16 @@ def on_barrier_answer(door: FrontDoor, token: int, payload: bytes) -> None:
         door._queue(backend, h.token, pending, h.payload)
 
 
-def _read(door: FrontDoor, request: Request, index: int) -> bytes | Verdict:
+def _read(door: FrontDoor, held: Held, index: int) -> bytes | Verdict:
     inline = door._inline
     if inline is None:
         return Verdict.DECLINE
     try:
-        reply = inline.answer_strong(request, index)
+        reply: bytes | Verdict | None = None
+        if held.plain_key is not None:
+            reply = inline.answer_strong_get(held.request.id, held.plain_key, index)
+        if reply is None:
+            reply = inline.answer_strong(held.request, index)
     except CorruptionError as exc:
         door._drop_inline(exc)
         return Verdict.DECLINE

@@ -335,8 +335,12 @@ class FrontDoor:
             return
         if self._plain_gets and len(payload) <= self.options.max_request_bytes:
             parts = plain_get(payload)  # concord.net.door_reads: before any decoding
-            if parts is not None and self._answer_get(envelope, parts):
-                return
+            if parts is not None:
+                if parts[2] != "strong":
+                    if self._answer_get(envelope, parts):
+                        return
+                elif self._hold_plain_strong(envelope, parts, payload):  # concord.net.door_strong
+                    return
         try:
             request = decode_request(payload, self.registry, self.options.max_request_bytes)
         except InvalidRequestError as exc:
@@ -616,6 +620,7 @@ class FrontDoor:
 
     # -- strong reads after a read barrier (concord/net/door_strong.py) --------------
     _hold_strong = door_strong.hold_strong
+    _hold_plain_strong = door_strong.hold_plain_strong
     _send_barrier = door_strong.send_barrier
     _on_barrier_answer = door_strong.on_barrier_answer
 

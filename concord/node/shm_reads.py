@@ -117,6 +117,19 @@ class ShmReads:
             return Verdict.DECLINE  # e.g. a rebuild settled behind: never an older state
         return self._serve(request)
 
+    def answer_strong_get(self, request_id: int, key: str, index: int) -> bytes | None:
+        """
+        The reply to a plain `strong` get whose read barrier answered `index` that
+        `answer_strong` would give as well: `answer_get` at `eventual` (which has no
+        check of its own) from this view once synced to `index` or later; else None.
+        """
+        view = self.view
+        if view.synced_applied_index() < index:
+            view.sync()
+            if view.synced_applied_index() < index:
+                return None  # answer_strong declines it
+        return self.answer_get(request_id, key, "eventual")
+
     def _serve(self, request: Request) -> bytes | Verdict:
         """Admit and serve `request` from the synced view (leader: checked after reading)."""
         consistency = request.consistency
@@ -222,6 +235,13 @@ class DoorReads:
             return None
         assert self._reads is not None
         return self._reads.answer_get(request_id, key, consistency)
+
+    def answer_strong_get(self, request_id: int, key: str, index: int) -> bytes | None:
+        """ShmReads.answer_strong_get once the view is ready, else None."""
+        if self._reads is None and not self.ready:
+            return None
+        assert self._reads is not None
+        return self._reads.answer_strong_get(request_id, key, index)
 
     def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
         """ShmReads.answer_strong once the view is ready, else DECLINE."""

@@ -4,7 +4,12 @@ every read request that arrived before the round was sent.
 
 Pure. No IO, no clock, no global randomness; stdlib-only imports.
 
-Requests wait in `unsent` until the core starts a round (once per Ready at most); the
+Requests wait in `unsent` until the core starts a round: on every heartbeat (BEAT), and
+before a Ready only while no round is in flight (`can_start_round`), so that the requests
+arriving during a round's round trip (the leader's own and every follower's) share the
+next round instead of each taking one (etcd's linearizable read loop does the same). A
+round that is never acknowledged (a lost heartbeat) leaves the requests after it to the
+next heartbeat's round, whose acknowledgement releases it too (`advance`). The
 round is tagged with a leader-chosen context (8-byte big-endian round number, so callers'
 contexts may collide freely). When a quorum acknowledges round k, every request of rounds
 <= k is answered with the commit index recorded when it arrived: rounds are started in
@@ -54,6 +59,10 @@ class ReadOnly:
 
     def has_unsent(self) -> bool:
         return bool(self.unsent)
+
+    def can_start_round(self) -> bool:
+        """Whether requests wait and no round is in flight (a Ready may start one)."""
+        return bool(self.unsent) and not self.rounds
 
     def take_round(self, leader: NodeId) -> bytes | None:
         """Start a round covering all unsent requests; its context, or None if none."""

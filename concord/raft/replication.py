@@ -158,15 +158,19 @@ def send_heartbeat(r: Raft, to: NodeId, ctx: bytes) -> None:
     r.msgs.append(Message(MT.HEARTBEAT, to, r.id, r.term, commit=commit, context=ctx))
 
 def flush(r: Raft) -> None:
-    """Broadcast proposals appended and start a ReadIndex round (before a Ready)."""
+    """
+    Broadcast proposals appended and start a ReadIndex round if none is in flight
+    (before a Ready; concord.raft.readonly: requests meanwhile wait for the next one).
+    """
     if r.role != Role.LEADER:
         return
     if r.append_pending:
         r.append_pending = False
         r._bcast_append()
-    ctx = r.read_only.take_round(r.id)
-    if ctx is not None:
+    if r.read_only.can_start_round():
+        ctx = r.read_only.take_round(r.id)
+        assert ctx is not None
         r._bcast_heartbeat(ctx)
 
 def has_flush_work(r: Raft) -> bool:
-    return r.role == Role.LEADER and (r.append_pending or r.read_only.has_unsent())
+    return r.role == Role.LEADER and (r.append_pending or r.read_only.can_start_round())

@@ -55,6 +55,9 @@ class FakeInline:
     def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
         return self.answer(request)
 
+    def answer_strong_get(self, request_id: int, key: str, index: int) -> bytes | None:
+        return None  # every strong read takes answer_strong
+
     def keep_up(self) -> None:
         self.keep_ups += 1
         if self.corrupt_on_keep_up:

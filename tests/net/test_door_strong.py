@@ -39,13 +39,21 @@ class FakeStrongInline:
 
     def __init__(self) -> None:
         self.strong: list[tuple[str, int]] = []
+        self.gets: list[tuple[str, str]] = []
+        self.strong_gets: list[tuple[str, int]] = []
         self.closed = False
 
     def answer(self, request: Request) -> bytes | Verdict:
         return ok_reply(request.id, {"by": "door", "index": -1})
 
     def answer_get(self, request_id: int, key: str, consistency: str) -> bytes | None:
+        self.gets.append((key, consistency))
         return None  # every plain get takes the full path (answer)
+
+    def answer_strong_get(self, request_id: int, key: str, index: int) -> bytes | None:
+        """Answers plain strong gets of keys "plain*"; None (answer_strong) for the rest."""
+        self.strong_gets.append((key, index))
+        return ok_reply(request_id, {"by": "plain", "index": index}) if key.startswith("plain") else None
 
     def answer_strong(self, request: Request, index: int) -> bytes | Verdict:
         key = str(request.args.get("key"))
@@ -192,6 +200,27 @@ def test_door_asks_one_barrier_and_answers_after_it_when_reads_are_strong(rig: R
     assert all(r["ok"] and r["by"] == "door" and r["index"] in (7, 8) for r in replies.values())
     assert 5 == rig.door.door.stats.strong_inline
     assert {k for k, _ in rig.inline.strong} == {f"k{i}" for i in range(5)}
+
+
+def test_door_answers_a_plain_strong_get_only_after_its_barrier_when_plain(rig: Rig) -> None:
+    """A plain strong get (no decoding) is held for a barrier like any strong read, never
+    answered as a plain eventual get, then answered from the barrier's index; a strong get
+    with more fields is held and answered by answer_strong as before."""
+    sock = rig.send(strong("plain", 50))
+    other = rig.send(strong("plain2", 51, timeout_ms=4000))
+    taken = rig.raft_takes()
+    assert 1 == len(taken) and taken[0].barrier
+    assert not sock.poll(100, zmq.POLLIN)
+    assert [] == rig.inline.gets  # never asked as an (unbarriered) plain get
+    rig.raft.answer_barrier(taken[0].token, pack_barrier_answer(12))
+    assert {"id": 50, "ok": True, "by": "plain", "index": 12} == reply_of(sock)
+    if not other.poll(200, zmq.POLLIN):  # it may have missed the first barrier
+        [more] = rig.raft_takes()
+        rig.raft.answer_barrier(more.token, pack_barrier_answer(12))
+    assert {"id": 51, "ok": True, "by": "door", "index": 12} == reply_of(other)
+    assert [("plain", 12)] == rig.inline.strong_gets
+    assert [("plain2", 12)] == rig.inline.strong
+    assert [] == rig.inline.gets
 
 
 def test_door_gives_each_read_the_barrier_error_when_the_barrier_fails(rig: Rig) -> None:

@@ -47,8 +47,9 @@ def test_plain_get_reads_exactly_the_plain_get_shapes_when_given_payloads() -> N
     assert (7, "k", "leader") == parts({"op": "get", "id": 7, "key": "k"})
     assert (7, "k", "eventual") == parts({"key": "k", "consistency": "eventual", "id": 7, "op": "get"})
     assert (-3, "k", "leader") == parts({"op": "get", "id": -3, "key": "k", "consistency": "leader"})
+    assert (7, "k", "strong") == parts({"op": "get", "id": 7, "key": "k", "consistency": "strong"})
     for obj in (
-        {"op": "get", "id": 7, "key": "k", "consistency": "strong"},
+        {"op": "get", "id": 7, "key": "k", "consistency": "strong", "timeout_ms": 5},
         {"op": "get", "id": 7, "key": "k", "consistency": "bogus"},
         {"op": "get", "id": 7, "key": "k", "consistency": None},
         {"op": "get", "id": 7, "key": "k", "meta": True},
@@ -168,6 +169,25 @@ def test_reads_go_to_the_raft_worker_when_nothing_is_published_yet(
                                                  "consistency": "eventual"}))
         assert isinstance(reads.answer(eventual), bytes)
         assert isinstance(reads.answer_strong(strong, 1), bytes)
+    finally:
+        reads.close()
+
+
+def test_answer_strong_get_gives_answer_strongs_reply_only_from_the_barriers_index(
+        store: Store, names: SegmentNames, tmp_path: Path) -> None:
+    """A plain strong get after its barrier: never from a view behind the barrier's
+    index (None, so answer_strong declines it); from there, answer_strong's very reply."""
+    reads = reads_over(names, tmp_path)
+    try:
+        store.apply("put", {"key": "k", "value": "old"})
+        assert None is reads.answer_strong_get(1, "k", 2)  # the view cannot reach index 2
+        store.apply("put", {"key": "k", "value": "new"})
+        strong = decode_request(msgpack.packb({"op": "get", "id": 1, "key": "k",
+                                               "consistency": "strong"}))
+        reply = reads.answer_strong_get(1, "k", 2)
+        assert reply is not None and reply == reads.answer_strong(strong, 2)
+        assert "new" == msgpack.unpackb(reply)["value"]
+        assert None is reads.answer_strong_get(2, "missing", 2)  # the full path's not_found
     finally:
         reads.close()
 

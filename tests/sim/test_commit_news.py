@@ -10,7 +10,7 @@ from concord.raft.core import Raft
 from concord.raft.messages import Message, MessageType
 from concord.sim.cluster import SimConfig, Simulation
 
-SEEDS = (3, 7, 11)
+SEEDS = (3, 7, 13)
 
 
 def _run(seed: int) -> list[str]:

@@ -15,7 +15,7 @@ from concord.sim.cluster import SimConfig, Simulation
 from concord.sim.history import NOT_FOUND, OpKind, Outcome
 
 #: A 3-node CI seed whose history revokes a lease holding keys (bench/sim_plants.py).
-REVOKE_SEED = 1008
+REVOKE_SEED = 1016
 
 
 @pytest.mark.sim
