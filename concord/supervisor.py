@@ -410,6 +410,8 @@ def _ready_line(node_id: str, infos: Mapping[str, Mapping[str, InfoValue]]) -> s
         "peer": infos["raft"]["peer"],
         "events": infos["raft"]["events"],
     }
+    if "direct" in infos["raft"]:
+        endpoints["direct"] = infos["raft"]["direct"]
     if "metrics" in infos:
         endpoints["metrics"] = infos["metrics"]["metrics"]
     if "http" in infos:
