@@ -144,7 +144,7 @@ class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethod
         server_key: the nodes' client public key (Z85, `concord keys show`), for nodes
             whose client and events endpoints use CURVE (docs/encryption.md); None: plaintext.
         key_pair: this client's CURVE (public, secret) keys; default a fresh pair.
-        direct: send writes and strong reads to each node's direct endpoint, learned
+        direct: send writes to each node's direct endpoint, learned
             from its `status` (docs/client.md "Direct endpoint"); False: all through the
             client endpoints.
 

@@ -1,5 +1,5 @@
 """
-Where a client sends its writes and strong reads: a node's direct endpoint (docs/protocol.md
+Where a client sends its writes: a node's direct endpoint (docs/protocol.md
 "Direct endpoint"), learned from the node's `status` reply (field `direct`).
 
 The request logic (concord.client.plan `CallPlan`) routes by CLIENT endpoints (what the
@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-from concord.net.wire import OPS, Backend, OpKind
+from concord.net.wire import OPS, OpKind
 
 __all__ = ["PROBE_OP", "RETRY_S", "DirectRoutes", "eligible"]
 
@@ -32,13 +32,14 @@ RETRY_S = 5.0
 
 
 def eligible(op: str, args: Mapping[str, object]) -> bool:
-    """Whether a call of `op` goes to direct endpoints: a write, or a strong read."""
+    """
+    Whether a call of `op` goes to direct endpoints: a write. Not a strong read, which the
+    endpoint serves too: the client endpoint's door answers strong reads itself after one
+    read barrier per pass (concord.net.door_strong), cheaper for the raft worker than one
+    ReadIndex read each from 64 clients on (docs/benchmarks.md "Direct endpoint").
+    """
     spec = OPS.get(op)
-    if spec is None:
-        return False
-    if spec.kind is OpKind.WRITE:
-        return True
-    return spec.backend is Backend.READ and args.get("consistency") == "strong"
+    return spec is not None and spec.kind is OpKind.WRITE
 
 
 class DirectRoutes:

@@ -238,7 +238,7 @@ class Policy:
     backoff_s: float
     max_backoff_s: float
     attempt_growth: float = 1.0
-    direct: bool = False  # writes and strong reads to direct endpoints (concord.client.direct)
+    direct: bool = False  # writes to direct endpoints (concord.client.direct)
 
 
 @dataclass(frozen=True, slots=True)

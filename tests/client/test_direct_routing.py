@@ -48,12 +48,12 @@ def call(routing: Routing, op: str, args: Mapping[str, object], node: Node,
                           time.monotonic()), node)
 
 
-def test_writes_and_strong_reads_go_direct_after_one_probe_when_the_node_names_one() -> None:
+def test_writes_go_direct_after_one_probe_when_the_node_names_one() -> None:
     routing, node = Routing((DOOR,)), Node()
     call(routing, "put", {"key": "k", "value": 1}, node)
-    call(routing, "get", {"key": "k", "consistency": "strong"}, node)
-    call(routing, "get", {"key": "k"}, node)  # a leader read: through the door
-    assert [("status", DOOR), ("put", DIRECT), ("get", DIRECT), ("get", DOOR)] == [
+    call(routing, "delete", {"key": "k"}, node)
+    call(routing, "get", {"key": "k", "consistency": "strong"}, node)  # reads: the door
+    assert [("status", DOOR), ("put", DIRECT), ("delete", DIRECT), ("get", DOOR)] == [
         (a.msg["op"], a.to) for a in node.sent]
     assert [DOOR] * 4 == [a.target for a in node.sent]  # routing stays by client endpoint
 
@@ -79,5 +79,5 @@ def test_a_node_without_a_direct_endpoint_is_probed_once() -> None:
     assert (None, False) == routes.route(DOOR, 0.0)  # one probe at a time
     routes.learned(DOOR, {"ok": True, "direct": None}, 0.0)
     assert (None, False) == routes.route(DOOR, 100.0)
-    assert eligible("put", {}) and eligible("get", {"consistency": "strong"})
-    assert not eligible("get", {"consistency": "eventual"}) and not eligible("status", {})
+    assert eligible("put", {}) and eligible("put_many", {}) and eligible("incr", {})
+    assert not eligible("get", {"consistency": "strong"}) and not eligible("status", {})
