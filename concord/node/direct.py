@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,8 +57,6 @@ if TYPE_CHECKING:
     from concord.node.raft_worker import RaftWorker
 
 __all__ = ["DIRECT_TOKEN_BASE", "DirectEndpoint", "DirectStats", "direct_enabled", "serves"]
-
-log = logging.getLogger(__name__)
 
 Socket = zmq.Socket[bytes]
 Context = zmq.Context[Socket]
