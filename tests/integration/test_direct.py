@@ -199,3 +199,29 @@ def test_client_writes_through_the_direct_endpoint_while_the_door_is_stopped(
         client.put("d:door", 1)
         with door_stopped(c, leader), pytest.raises(Exception):
             client.put("d:door", 2)  # no direct endpoint: nothing answers
+
+
+def raft_pids(c: Cluster, node_id: str) -> list[int]:
+    return [int(p) for p in re.findall(r"child started name=raft pid=(\d+)", c.nodes[node_id].stderr())]
+
+
+@pytest.mark.timeout(120)
+def test_a_restarted_raft_worker_serves_the_same_direct_endpoint(
+        cluster: ClusterFactory, ctx: Context) -> None:
+    """Port 0 is re-bound to the port the first incarnation got (previous_info)."""
+    c = cluster(1)
+    endpoint = direct_of(c, "n1")
+    with wire(ctx, endpoint) as w:
+        assert w.call({"op": "put", "key": "d:r", "value": 1})["ok"]
+    [first] = raft_pids(c, "n1")
+    os.kill(first, signal.SIGKILL)  # the supervisor restarts it (rest_for_one with the writer)
+    wait_until(lambda: len(raft_pids(c, "n1")) == 2, 30, "the raft worker restarted")
+
+    def served() -> bool:
+        status = c.status("n1")
+        return status is not None and status.get("role") == "leader"
+
+    wait_until(served, 30, "n1 leads again")
+    assert endpoint == (c.status("n1") or {}).get("direct")
+    with wire(ctx, endpoint) as w:
+        assert 1 == w.call({"op": "get", "key": "d:r", "consistency": "strong"})["value"]
