@@ -23,12 +23,15 @@ from collections.abc import Mapping
 
 from concord.net.wire import OPS, OpKind
 
-__all__ = ["PROBE_OP", "RETRY_S", "DirectRoutes", "eligible"]
+__all__ = ["PROBE_OP", "PROBE_WAIT_S", "RETRY_S", "DirectRoutes", "eligible"]
 
 #: The op that tells a client a node's direct endpoint (its `direct` result field).
 PROBE_OP = "status"
 #: Seconds before a failed probe, or a direct endpoint that failed, is tried again.
 RETRY_S = 5.0
+#: The least a probe waits (within the call's deadline): `status` is heavier than a write,
+#: and a probe given up too soon resets a live socket (Lazy Pirate) for nothing.
+PROBE_WAIT_S = 1.0
 
 
 def eligible(op: str, args: Mapping[str, object]) -> bool:

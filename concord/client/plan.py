@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
-from concord.client.direct import PROBE_OP, DirectRoutes, eligible
+from concord.client.direct import PROBE_OP, PROBE_WAIT_S, DirectRoutes, eligible
 from concord.client.link import REFUSED, Reply
 from concord.client.sessions import SessionSlots, Ticket
 from concord.errors import (
@@ -332,7 +332,7 @@ class CallPlan:
             return Attempt(self._target, request_id, msg, wait_s)
         direct, probe = self._direct.route(self._target, now)
         if probe:
-            wait_s = min(remaining, self._policy.attempt_timeout_s)
+            wait_s = min(remaining, max(self._policy.attempt_timeout_s, PROBE_WAIT_S))
             status = self._build(PROBE_OP, request_id, {})
             status["timeout_ms"] = server_timeout_ms(wait_s)
             return Attempt(self._target, request_id, status, wait_s, probe=True)
