@@ -50,6 +50,7 @@ class LoadSpec:
     api: str = ""  # concord: "client" = concord.client.Client per thread (latency probes)
     value_bytes: int = VALUE_BYTES  # size of every value a put writes
     server_key: str = ""  # concord: CURVE on the client sockets with this server key (bench/curve_bench.py)
+    direct: bool = True  # concord: puts to the nodes' direct endpoints, as concord.client does
 
 
 @dataclass
@@ -93,12 +94,32 @@ def run_concord_client(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     def make_call(c: int) -> Callable[[int], object]:
         eps = list(read_endpoints(spec))
         eps = eps[(c + spec.proc_index) % len(eps):] + eps[:(c + spec.proc_index) % len(eps)]
-        cl = Client(eps, shm=False, timeout_s=10)
+        cl = Client(eps, shm=False, timeout_s=10, direct=spec.direct)
         if op == "put":
             return lambda i: cl.put(key_name(i), value_for(i, spec.value_bytes))
         return lambda i: cl.get(key_name(i), consistency=level)
 
     return _run_threads(spec, start, make_call)
+
+
+def direct_endpoints(spec: LoadSpec, eps: Sequence[str], curve: object) -> Sequence[str]:
+    """
+    What a smart client (concord.client.direct) sends `spec.op` to: for a put (`eligible`),
+    each node's direct endpoint (its `status` field `direct`) where it has one.
+    """
+    from concord.client.direct import eligible
+    from concord.client.raw import request
+    from concord.net.curve import CurveClient
+
+    op, _, level = spec.op.partition(":")
+    if not spec.direct or not eligible(op, {"consistency": level}):
+        return eps
+    assert curve is None or isinstance(curve, CurveClient)
+    found = []
+    for endpoint in eps:
+        direct = request(endpoint, {"op": "status"}, timeout_ms=10_000, curve=curve).get("direct")
+        found.append(direct if isinstance(direct, str) and direct else endpoint)
+    return found
 
 
 def run_concord(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
@@ -110,9 +131,9 @@ def run_concord(spec: LoadSpec, start: Callable[[], None]) -> LoadResult:
     from concord.net.curve import CurveClient
 
     ctx = zmq.Context()
-    eps = read_endpoints(spec)
-    socks = []
     curve = CurveClient.of(spec.server_key or None)
+    eps = direct_endpoints(spec, read_endpoints(spec), curve)
+    socks = []
     for c in range(spec.clients):
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)

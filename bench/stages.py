@@ -86,8 +86,10 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
-def measure(system: Concord, leader: int, op: str, clients: int, seconds: float, keys: int) -> dict[str, object]:
-    spec = LoadSpec("concord", system.endpoints_leader_first(), op, clients, seconds, 2_000_000, keys, 0)
+def measure(system: Concord, leader: int, op: str, clients: int, seconds: float, keys: int,
+            direct: bool = True) -> dict[str, object]:
+    spec = LoadSpec("concord", system.endpoints_leader_first(), op, clients, seconds, 2_000_000, keys, 0,
+                    direct=direct)
     c0, w0 = role_cpu(system, leader), role_wakeups(system, leader)
     r = run_load(spec, clients)
     used = delta(role_cpu(system, leader), c0)
@@ -127,6 +129,8 @@ def main() -> None:
     ap.add_argument("--clients", default="1,128", help="comma-separated client counts")
     ap.add_argument("--loads", default=",".join(LOADS))
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--no-direct", action="store_true",
+                    help="writes and strong reads through the client endpoint, not the direct one")
     args = ap.parse_args()
     out: dict[str, object] = {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     with tempfile.TemporaryDirectory(prefix="concord-bench-") as tmp, Procs() as procs:
@@ -141,7 +145,8 @@ def main() -> None:
             rows = []
             for op in args.loads.split(","):
                 for clients in (int(c) for c in args.clients.split(",")):
-                    row = measure(system, leader, op, clients, args.seconds, args.keys)
+                    row = measure(system, leader, op, clients, args.seconds, args.keys,
+                                  not args.no_direct)
                     print_table(row)
                     rows.append(row)
             out["loads"] = rows

@@ -84,11 +84,13 @@ class Client(ClientCore):
         first_seq: int | None = None,
         server_key: str | None = None,
         key_pair: tuple[str, str] | None = None,
+        direct: bool = True,
     ) -> None:
         super().__init__(
             endpoints, timeout_s=timeout_s, retries=retries, attempt_timeout_s=attempt_timeout_s,
             client_id=client_id, sessions=sessions, token=token, ns=ns, max_redirects=max_redirects,
             backoff_s=backoff_s, max_backoff_s=max_backoff_s, cas_retries=cas_retries, first_seq=first_seq,
+            direct=direct,
         )
         self._own_ctx = context is None
         self._ctx = zmq.asyncio.Context() if context is None else context
@@ -150,7 +152,7 @@ class Client(ClientCore):
 
     async def _exchange(self, attempt: Attempt) -> Reply:
         return await self._transport.exchange(
-            attempt.target, pack(attempt.msg), attempt.request_id, attempt.wait_s)
+            attempt.to, pack(attempt.msg), attempt.request_id, attempt.wait_s)
 
     async def _do(self, req: Req[T]) -> T:
         args = req.args if req.consistency is None else {**req.args, "consistency": req.consistency}

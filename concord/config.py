@@ -118,10 +118,10 @@ def _parse_members(cluster: object, node: NodeSection) -> tuple[Member, ...]:
                 f"(also cluster.members[{seen_ids[member.id]}])"
             )
         seen_ids[member.id] = i
-        for kind in ("client_port", "peer_port", "events_port"):
+        for kind in ("client_port", "peer_port", "events_port", "direct_port"):
             number = getattr(member, kind)
             key = f"cluster.members[{i}].{kind}"
-            if number == 0:
+            if number <= 0:  # 0: any free port; -1 (direct_port only): off
                 if kind == "peer_port" and len(members) > 1:
                     raise ConfigError(
                         f"{key}: must be a fixed port when the cluster has more than one "

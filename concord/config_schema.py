@@ -135,6 +135,13 @@ def port(key: str, value: object) -> object:
     return value
 
 
+def port_or_off(key: str, value: object) -> object:
+    """A TCP port, 0 meaning any free port, -1 meaning none (the endpoint is off)."""
+    if not _is_int(value) or not -1 <= value <= 65535:
+        raise _fail(key, "must be -1 (off), 0 (any free port) or a port number up to 65535", value)
+    return value
+
+
 def path(key: str, value: object) -> object:
     """A non-empty path; `~` expands; relative ones resolve against the file's folder later."""
     if not isinstance(value, str) or not value or "\x00" in value:
@@ -234,6 +241,9 @@ class Member:
     client_port: int = field(default=0, metadata=_check(port, "ROUTER for clients; 0 = any"))
     peer_port: int = field(default=0, metadata=_check(port, "ROUTER for Raft traffic; 0 = any"))
     events_port: int = field(default=0, metadata=_check(port, "PUB change stream; 0 = any"))
+    direct_port: int = field(
+        default=0, metadata=_check(port_or_off, "ROUTER of the raft worker for writes and strong "
+                                   "reads (docs/protocol.md \"Direct endpoint\"); 0 = any, -1 = off"))
 
     def endpoint(self, port_number: int) -> str:
         """`tcp://host:port`, with IPv6 hosts in brackets."""

@@ -59,6 +59,7 @@ from concord.net.frontdoor import FrontDoor, FrontDoorOptions
 from concord.net.tracing import DoorTracing
 from concord.node.log_writer import LogWriter, WriterSettings, serve
 from concord.node.links import load_links
+from concord.node.direct import direct_enabled
 from concord.node.raft_worker import WorkerEndpoints, run_raft_worker
 from concord.node.read_worker import run_read_worker
 from concord.node.shm_reads import DoorReads
@@ -386,6 +387,8 @@ def check_ports(config: NodeConfig) -> None:
         ("client_port", me.client_port), ("peer_port", me.peer_port),
         ("events_port", me.events_port))]
     ports.append(("metrics.port", me.host, metrics_port))
+    if direct_enabled(config):
+        ports.append((f"cluster.members[{me.id}].direct_port", me.host, me.direct_port))
     if config.http.enabled:
         ports.append(("http.port", config.http.bind or me.host, config.http.port))
     for key, host, port in ports:
@@ -410,6 +413,8 @@ def _ready_line(node_id: str, infos: Mapping[str, Mapping[str, InfoValue]]) -> s
         "peer": infos["raft"]["peer"],
         "events": infos["raft"]["events"],
     }
+    if "direct" in infos["raft"]:
+        endpoints["direct"] = infos["raft"]["direct"]
     if "metrics" in infos:
         endpoints["metrics"] = infos["metrics"]["metrics"]
     if "http" in infos:

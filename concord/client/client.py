@@ -144,6 +144,9 @@ class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethod
         server_key: the nodes' client public key (Z85, `concord keys show`), for nodes
             whose client and events endpoints use CURVE (docs/encryption.md); None: plaintext.
         key_pair: this client's CURVE (public, secret) keys; default a fresh pair.
+        direct: send writes to each node's direct endpoint, learned
+            from its `status` (docs/client.md "Direct endpoint"); False: all through the
+            client endpoints.
 
     Raises:
         ConfigError: no endpoint, or a bad timing value.
@@ -170,11 +173,13 @@ class Client(BatchMethods, LeaseMethods, QueryMethods, MemberMethods, AuthMethod
         shm_probe_every_s: float = 10.0,
         server_key: str | None = None,
         key_pair: tuple[str, str] | None = None,
+        direct: bool = True,
     ) -> None:
         super().__init__(
             endpoints, timeout_s=timeout_s, retries=retries, attempt_timeout_s=attempt_timeout_s,
             client_id=client_id, sessions=sessions, token=token, ns=ns, max_redirects=max_redirects,
             backoff_s=backoff_s, max_backoff_s=max_backoff_s, cas_retries=cas_retries, first_seq=first_seq,
+            direct=direct,
         )
         self._own_ctx = context is None
         self._ctx: Context = zmq.Context() if context is None else context

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
+from concord.client.direct import PROBE_OP, PROBE_WAIT_S, DirectRoutes, eligible
 from concord.client.link import REFUSED, Reply
 from concord.client.sessions import SessionSlots, Ticket
 from concord.errors import (
@@ -173,6 +174,7 @@ class Routing:
         self.endpoints = endpoints
         self._lock = threading.Lock()
         self.leader: str | None = None
+        self.direct = DirectRoutes()  # client endpoint -> direct endpoint (concord.client.direct)
         self._cursor = 0
         self._down: set[str] = set()
 
@@ -236,16 +238,28 @@ class Policy:
     backoff_s: float
     max_backoff_s: float
     attempt_growth: float = 1.0
+    direct: bool = False  # writes to direct endpoints (concord.client.direct)
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One request to send: where, its id, the map and how long to wait for it."""
+    """
+    One request to send: where (the client endpoint `target`; the socket's `endpoint`,
+    its node's direct endpoint or the same), its id, the map and how long to wait for it;
+    `probe`: the `status` that asks `target` its direct endpoint (concord.client.direct).
+    """
 
     target: str
     request_id: int
     msg: dict[str, object]
     wait_s: float
+    endpoint: str = ""
+    probe: bool = False
+
+    @property
+    def to(self) -> str:
+        """The endpoint to send to."""
+        return self.endpoint or self.target
 
 
 class Envelope(Protocol):
@@ -291,6 +305,8 @@ class CallPlan:
             # Check the arguments once against the wire table, before anything is sent.
             validate(build(op, 0, args))
         self._target = pinned if pinned is not None else routing.first()
+        self._direct = (routing.direct if pinned is None and policy.direct and eligible(op, args)
+                        else None)
         self._unanswered = False  # a write attempt went out and got no answer: outcome unknown
         self._silent = 0
         self._silent_at: set[str] = set()  # endpoints silent in this call: their hints are no hints
@@ -312,7 +328,15 @@ class CallPlan:
         wait_s = remaining if self._last_chance() else min(remaining, self._wait)
         if not self._raw:
             msg["timeout_ms"] = server_timeout_ms(wait_s)
-        return Attempt(self._target, request_id, msg, wait_s)
+        if self._direct is None:
+            return Attempt(self._target, request_id, msg, wait_s)
+        direct, probe = self._direct.route(self._target, now)
+        if probe:
+            wait_s = min(remaining, max(self._policy.attempt_timeout_s, PROBE_WAIT_S))
+            status = self._build(PROBE_OP, request_id, {})
+            status["timeout_ms"] = server_timeout_ms(wait_s)
+            return Attempt(self._target, request_id, status, wait_s, probe=True)
+        return Attempt(self._target, request_id, msg, wait_s, direct or "")
 
     def _last_chance(self) -> bool:
         """
@@ -329,6 +353,14 @@ class CallPlan:
 
     def settle(self, attempt: Attempt, reply: Reply, now: float) -> dict[str, object] | float:
         target = attempt.target
+        if self._direct is not None and (attempt.probe or attempt.endpoint):
+            if attempt.probe:  # its outcome is the direct endpoint's, not the call's
+                self._direct.learned(target, None if reply is REFUSED else reply, now)
+                return 0.0
+            if reply is REFUSED or reply is None:
+                self._direct.failed(target, now)
+                if reply is REFUSED:
+                    return 0.0  # not sent: now through the client endpoint
         if reply is REFUSED:
             return self._refused(attempt, now)
         if self._pinned is None:
@@ -513,6 +545,7 @@ class ClientCore:
         max_backoff_s: float,
         cas_retries: int,
         first_seq: int | None,
+        direct: bool = True,
     ) -> None:
         eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not eps or not all(isinstance(e, str) and e for e in eps):
@@ -557,7 +590,7 @@ class ClientCore:
         self._slots = SessionSlots(self.client_id, first_seq)
         self._routing = Routing(self.endpoints)
         self._policy = Policy(self.attempt_timeout_s, retries, max_redirects, backoff_s, max_backoff_s,
-                              self.attempt_growth)
+                              self.attempt_growth, direct)
         self._closed = False
 
     @property

@@ -44,7 +44,7 @@ def exchange_over(transport: Transport) -> Exchange:
     """The blocking exchange of one attempt over `transport` (for `drive`)."""
 
     def exchange(attempt: Attempt) -> Reply:
-        return transport.exchange(attempt.target, pack(attempt.msg), attempt.request_id, attempt.wait_s)
+        return transport.exchange(attempt.to, pack(attempt.msg), attempt.request_id, attempt.wait_s)
 
     return exchange
 

@@ -104,7 +104,8 @@ from concord.net.wire import (
     reply_for_error,
 )
 
-__all__ = ["FrontDoor", "FrontDoorOptions", "FrontDoorStats", "route", "serve_in_process"]
+__all__ = ["FrontDoor", "FrontDoorOptions", "FrontDoorStats", "envelope_error", "route",
+           "serve_in_process", "split_envelope"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,24 @@ Socket = zmq.Socket[bytes]
 Context = zmq.Context[Socket]
 
 _BATCH = 256  # messages handled per socket per poll, so neither side starves the other
+
+
+def split_envelope(frames: list[bytes]) -> tuple[list[bytes], bytes | None]:
+    """
+    (envelope, payload) of a client message at a ROUTER (the envelopes in the module
+    docstring); payload None: not one of them, answer `envelope_error` on the envelope.
+    """
+    if len(frames) == 3 and frames[1] == b"":
+        return frames[:2], frames[2]
+    if len(frames) == 2 and frames[1] != b"":
+        return frames[:1], frames[1]
+    return (frames[:2] if len(frames) >= 2 and frames[1] == b"" else frames[:1]), None
+
+
+def envelope_error(frames: list[bytes]) -> InvalidRequestError:
+    """What a client message of `frames` that `split_envelope` refused is told."""
+    return InvalidRequestError(
+        f"expected one payload frame after an optional empty delimiter, got {len(frames) - 1} frames")
 
 
 def route(request: Request, registry: Mapping[str, OpSpec] = OPS) -> Backend:
@@ -323,15 +342,9 @@ class FrontDoor:
 
     def _handle_client(self, frames: list[bytes], frame: zmq.Frame | None = None) -> None:
         self.stats.requests += 1
-        if len(frames) == 3 and frames[1] == b"":
-            envelope, payload = frames[:2], frames[2]
-        elif len(frames) == 2 and frames[1] != b"":
-            envelope, payload = frames[:1], frames[1]
-        else:
-            envelope = frames[:2] if len(frames) >= 2 and frames[1] == b"" else frames[:1]
-            self._reject(envelope, InvalidRequestError(
-                f"expected one payload frame after an optional empty delimiter, got {len(frames) - 1} frames"
-            ))
+        envelope, payload = split_envelope(frames)
+        if payload is None:
+            self._reject(envelope, envelope_error(frames))
             return
         if self._plain_gets and len(payload) <= self.options.max_request_bytes:
             parts = plain_get(payload)  # concord.net.door_reads: before any decoding

@@ -335,7 +335,7 @@ class Forwarder:
             return
         relayed = [r for r in (self._on_reply(sender, i, b) for i, b in items) if r is not None]
         if relayed:
-            self._worker.link.reply_many(relayed)
+            self._worker.reply_clients(relayed)
 
     def on_tick(self, now: float) -> None:
         """
@@ -362,10 +362,10 @@ class Forwarder:
                 abandoned += 1
                 hint = None if leader is None or leader == worker.node_id else (
                     worker.book.client_endpoint(leader))
-                worker.link.reply(sent.token, error_reply(
+                worker.reply_clients([(sent.token, error_reply(
                     sent.request_id, "timeout",
                     f"leadership changed while the request was forwarded to {sent.leader}: "
-                    "the outcome is unknown (resend with the same client_id and seq)", hint))
+                    "the outcome is unknown (resend with the same client_id and seq)", hint))])
         if abandoned:
             self.stats.abandoned += abandoned
             worker.log.info("forwarded requests answered unknown: the leader changed count=%d "

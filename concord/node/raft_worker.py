@@ -63,6 +63,7 @@ from concord.net.peer import PeerOptions, PeerTransport
 from concord.net.ratelog import RateLimitedLog
 from concord.net.wire import Backend
 from concord.node import gc_settings, worker_effects, worker_requests, worker_snapshots
+from concord.node.direct import DirectEndpoint, direct_enabled
 from concord.node.forward import FORWARD_BYTE, Forwarder
 from concord.node.driver import Driver, DriverConfig, LogSink, Reply, load_memory_storage
 from concord.node.links import NodeLinks, load_links
@@ -215,6 +216,7 @@ class RaftWorker:
                                  recovered.snapshot.meta if recovered.snapshot else None))
         self.carry_out(self.core.on_start(self.view()))
         self._open_door(endpoints)
+        self.direct = self._open_direct(previous, links)
         self.metrics = RaftMetrics(self)
         empty = recovered.snapshot is None and not recovered.entries and recovered.hard_state.is_empty
         self.log.info("raft worker started empty=%s snapshot_index=%d entries=%d commit=%d peer=%s",
@@ -235,6 +237,27 @@ class RaftWorker:
         self.poller.register(self.writer.socket, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.socket, zmq.POLLIN)
+
+    def _open_direct(self, previous: Mapping[str, object], links: NodeLinks) -> DirectEndpoint | None:
+        """The direct client endpoint (concord.node.direct), None when off."""
+        me = self.config.member
+        if not direct_enabled(self.config):
+            if me.direct_port >= 0:
+                self.log.info("direct endpoint not bound: [audit], [tracing] or [metrics] is on "
+                              "(their observers see only the front door)")
+            return None
+        port = me.direct_port or int(str(previous.get("direct_port", 0)))
+        direct = DirectEndpoint(self.ctx, me.endpoint(port), self.config.limits.max_request_bytes,
+                                links.client, self.book.client_endpoint(self.node_id))
+        self.poller.register(direct.socket, zmq.POLLIN)
+        return direct
+
+    def reply_clients(self, replies: list[tuple[int, bytes]]) -> None:
+        """Send replies to the clients of their tokens: the direct endpoint's, else the door's."""
+        if self.direct is not None:
+            replies = self.direct.take_own(replies)
+        if replies:
+            self.link.reply_many(replies)
 
     def _recover(self, endpoints: WorkerEndpoints, join: bool) -> tuple[RecoveredState, HardState]:
         """
@@ -388,6 +411,8 @@ class RaftWorker:
                 self._drain_peers()
             if self.link.socket in events:
                 worker_requests.drain_requests(self)
+            if self.direct is not None and self.direct.socket in events:
+                self.direct.drain(self)  # concord.node.direct
             if next_tick - now > 2 * tick_s:
                 # NB: time.monotonic() never steps back on Linux, but a test harness can
                 # fake it (libfaketime without FAKETIME_DONT_FAKE_MONOTONIC): re-base
@@ -414,6 +439,8 @@ class RaftWorker:
             self.tracing.shutdown()
         self.backups.close()
         self.snapshot_writer.abandon()
+        if self.direct is not None:
+            self.direct.close()
         for closer in (self.link.close, self.transport.close, self.writer.close):
             try:
                 closer()
@@ -485,6 +512,8 @@ class RaftWorker:
         self.driver.on_tick()
         self.metrics.on_tick(time.monotonic())
         self.forward.on_tick(time.monotonic())
+        if self.direct is not None:
+            self.direct.expire(time.monotonic())
         for peer in self.transport.unreachable():
             self.raw.report_unreachable(peer)
         driver = self.driver
@@ -606,8 +635,12 @@ def run_raft_worker(
     signal.signal(signal.SIGTERM, on_term)
     peer_port = int(worker.peer_endpoint.rsplit(":", 1)[1])
     events_port = int(worker.events_endpoint.rsplit(":", 1)[1])
-    notify_ready({"peer": worker.peer_endpoint, "events": worker.events_endpoint,
-                  "peer_port": peer_port, "events_port": events_port})
+    ready: dict[str, str | int] = {"peer": worker.peer_endpoint, "events": worker.events_endpoint,
+                                   "peer_port": peer_port, "events_port": events_port}
+    if worker.direct is not None:
+        ready["direct"] = worker.direct.endpoint
+        ready["direct_port"] = int(worker.direct.endpoint.rsplit(":", 1)[1])
+    notify_ready(ready)
     try:
         worker.run()
     except Exception as exc:  # the process's top level: log once, exit non-zero (restart)

@@ -47,8 +47,8 @@ def carry_out(worker: RaftWorker, effects: list[Effect]) -> None:
                     # A negative token: a follower's forwarded request (concord.node.forward).
                     (forwarded if token < 0 else local).append((token, payload))
                 worker._outbox.clear()
-                if local:  # the round's replies, in one message to the door
-                    worker.link.reply_many(local)
+                if local:  # the round's replies, in one message to the door (or direct)
+                    worker.reply_clients(local)
                 if forwarded:  # and in one message to each follower
                     worker.forward.reply_many(forwarded)
                 # The door's read barriers whose index shared memory reached (published

@@ -105,6 +105,7 @@ def status(worker: RaftWorker) -> dict[str, object]:
         "term": d.term,
         "leader": leader,
         "leader_client": worker.book.client_endpoint(leader),
+        "direct": None if worker.direct is None else worker.direct.endpoint,
         "commit": d.commit,
         "applied": d.applied_index,
         "revision": kv.revision,

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from concord.node.raft_worker import RaftWorker
 
 __all__ = ["LEADER_ONLY", "MAX_DRAIN_REQUESTS", "Pending", "drain_requests", "encode_reply", "handle",
-           "not_leader", "propose", "reply_error", "take_batch"]
+           "not_leader", "propose", "reply_error", "serve_decoded", "take_batch"]
 
 
 #: The ops only the leader serves: on a follower they are forwarded to the leader
@@ -88,7 +88,6 @@ def take_batch(worker: RaftWorker, batch: Sequence[BackendRequest]) -> None:
     their replies in one message. The round's Ready (process_ready) then covers them all.
     """
     replies: list[tuple[int, bytes]] = []
-    proposals: list[tuple[int, bytes]] = []
     decoded: list[tuple[int, bytes, Request]] = []
     for req in batch:
         if req.barrier:  # the door's read barrier (concord.node.worker_barriers)
@@ -98,14 +97,25 @@ def take_batch(worker: RaftWorker, batch: Sequence[BackendRequest]) -> None:
             decoded.append((req.token, req.payload, decode_validated(req.payload)))  # validated
         except InvalidRequestError as exc:
             replies.append((req.token, error_reply(exc.request_id, exc.code, exc.message)))
+    serve_decoded(worker, decoded, replies)
+    if replies:
+        worker.link.reply_many(replies)
+
+
+def serve_decoded(worker: RaftWorker, decoded: list[tuple[int, bytes, Request]],
+                  replies: list[tuple[int, bytes]]) -> None:
+    """
+    Serve the (token, payload, request) of one message of the front door or one drain of
+    the direct endpoint (concord.node.direct): forwarded, proposed together, or answered
+    at once (appended to `replies`).
+    """
+    proposals: list[tuple[int, bytes]] = []
     # Leader-only requests on a follower are relayed to the leader (concord.node.forward).
     for token, _, request in worker.forward.take_many(decoded):
         reply = _handle(worker, token, request, proposals)
         if reply is not None:
             replies.append((token, reply))
     propose(worker, proposals)
-    if replies:
-        worker.link.reply_many(replies)
 
 
 def propose(worker: RaftWorker, proposals: list[tuple[int, bytes]]) -> None:

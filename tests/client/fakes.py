@@ -19,6 +19,9 @@ obeys commands on its control pipe:
         ignore: n            neither apply nor answer the next n requests
         error: [code, message, leader]   answer every request with this error
         status_extra: {...}  fields added to every status reply (e.g. "shm")
+        probe: True          `status` is recorded and obeys the modes as any request
+                             (without: answered at once, unrecorded, so that the direct
+                             endpoint probe, concord.client.direct, leaves tests alone)
     "stop" or EOF            exit
 
 Sessions work as in the real state machine: a write carrying (client_id, seq) already
@@ -245,6 +248,12 @@ def _serve(kv: FakeKv, payload: bytes, seen: list[dict[str, object]], mode: dict
         req = decode_request(payload)
     except ClientError as exc:
         return reply_for_error(exc)
+    if req.op == "status" and "probe" not in mode:
+        # NB: a client's first write or strong read to a node asks it `status` for its
+        # direct endpoint (concord.client.direct): answered aside, so that the modes and
+        # the recorded requests are the test's own (mode probe=True: as any request).
+        extra = mode.get("status_extra")
+        return ok_reply(req.id, {**kv.apply(req), **(extra if isinstance(extra, dict) else {})})
     seen.append({"op": req.op, "id": req.id, **req.args,
                  **{k: v for k, v in (("client_id", req.client_id), ("seq", req.seq),
                                       ("token", req.token), ("ns", req.ns),

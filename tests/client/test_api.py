@@ -23,6 +23,7 @@ def connected(a: FakeNode) -> Iterator[Client]:
 
 def test_functions_delegate_to_default_client_when_connected(connected: Client, a: FakeNode) -> None:
     """Every module function reaches the default client's node with the same op."""
+    a.mode(probe=True)  # `status` recorded like the others (tests/client/fakes.py)
     before = len(a.requests())
     rev = api.put("api:a", 1, ttl=10)
     assert 1 == api.get("api:a")

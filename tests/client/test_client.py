@@ -86,6 +86,8 @@ def test_none_value_stored_when_value_is_none(client: Client) -> None:
 
 def test_every_method_sends_contract_shape_when_called(client: Client, a: FakeNode) -> None:
     """Each method sends the op and argument names of the wire table; only writes carry a session."""
+    client.put("s:0", 0)  # its `status` probe first (concord.client.direct): none later
+    a.mode(probe=True)  # the test's own `status` recorded (tests/client/fakes.py)
     before = len(a.requests())
     client.put("s:1", 1, ttl=5, compress=True)
     client.get("s:1", consistency="strong", meta=True)

@@ -578,3 +578,24 @@ def test_observability_keys_are_refused_when_bad(section: str, key: str, value: 
     """Each bad [audit] / [tracing] value names its key and the rule."""
     with pytest.raises(ConfigError, match=rf"^{section}\.{key}: {message}"):
         parse_config({section: {key: value}}, BASE)
+
+
+@pytest.mark.parametrize("value, message", [
+    (-2, "cluster.members[0].direct_port: must be -1 (off), 0 (any free port) or a port number"),
+    (7400, "cluster.members[0].direct_port: port 7400 on 127.0.0.1 is already used by "
+           "cluster.members[0].client_port"),
+])
+def test_direct_port_is_refused_when_out_of_range_or_taken(value: int, message: str) -> None:
+    """The direct endpoint's port: -1..65535, unique per host like the other ports."""
+    members = [{"id": "n1", "client_port": 7400, "direct_port": value}]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"cluster": {"members": members}}, BASE)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_direct_port_defaults_to_any_free_port_and_minus_one_turns_it_off() -> None:
+    assert 0 == parse_config({}, BASE).member.direct_port
+    members = [{"id": "n1", "direct_port": -1, "peer_port": 7501},
+               {"id": "n2", "direct_port": -1, "peer_port": 7502}]
+    config = parse_config({"cluster": {"members": members}}, BASE)
+    assert [-1, -1] == [m.direct_port for m in config.members]

@@ -190,7 +190,7 @@ def test_status_reply_has_documented_shape_when_asked(cluster: ClusterFactory) -
     c = cluster(1)
     c.wait_leader()
     status = c.request("n1", {"op": "status"})
-    expected = {"id", "ok", "node", "cluster_id", "pid", "role", "term", "leader", "leader_client", "commit",
+    expected = {"id", "ok", "node", "cluster_id", "pid", "role", "term", "leader", "leader_client", "direct", "commit",
                 "applied", "revision", "state_hash", "data_hash", "keys", "db_bytes", "lease", "first_index",
                 "snapshot_index", "last_index", "members", "storage", "auth", "shm"}
     assert expected == set(status)

@@ -76,6 +76,9 @@ class FakeWorker:
     link: FakeLink = field(default_factory=FakeLink)
     book: FakeBook = field(default_factory=FakeBook)
 
+    def reply_clients(self, replies: list[tuple[int, bytes]]) -> None:
+        self.link.reply_many(replies)  # no direct endpoint (RaftWorker.reply_clients)
+
 
 class Clock:
     now = 100.0
