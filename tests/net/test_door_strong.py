@@ -207,9 +207,9 @@ def test_door_answers_a_plain_strong_get_only_after_its_barrier_when_plain(rig: 
     answered as a plain eventual get, then answered from the barrier's index; a strong get
     with more fields is held and answered by answer_strong as before."""
     sock = rig.send(strong("plain", 50))
-    other = rig.send(strong("plain2", 51, timeout_ms=4000))
-    taken = rig.raft_takes()
+    taken = rig.raft_takes()  # NB: before the second send, so the first barrier is this read's
     assert 1 == len(taken) and taken[0].barrier
+    other = rig.send(strong("plain2", 51, timeout_ms=4000))
     assert not sock.poll(100, zmq.POLLIN)
     assert [] == rig.inline.gets  # never asked as an (unbarriered) plain get
     rig.raft.answer_barrier(taken[0].token, pack_barrier_answer(12))
