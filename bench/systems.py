@@ -294,7 +294,8 @@ def _toml(value: object) -> str:
 class Concord(System):
     name = "concord"
     client_desc = ("latency probes: concord.client.Client (shm=False for wire reads); throughput: "
-                   "wire protocol v1 maps over one zmq DEALER per client (what Client sends)")
+                   "wire protocol v1 maps over one zmq DEALER per client, puts to the members' direct "
+                   "endpoints and reads to their client endpoints (what Client sends)")
 
     settings: dict[str, dict[str, object]] = {
         "raft": {"tick_ms": HEARTBEAT_MS, "election_ticks": ELECTION_MS // HEARTBEAT_MS,
