@@ -54,6 +54,26 @@ def send_frames(sock: Socket, frames: Sequence[bytes]) -> None:
     _send(sock, frames[-1], _LAST)
 
 
+def send_to_client(sock: Socket, frames: Sequence[bytes], what: str) -> bool:
+    """
+    `send_frames` to a client through a ROUTER with ROUTER_MANDATORY: False when the
+    client is gone (EHOSTUNREACH) or not reading (its high-water mark: EAGAIN), and the
+    reply is dropped; True when sent.
+
+    Raises:
+        ShuttingDownError: any other socket failure (`what` names the socket).
+    """
+    try:
+        send_frames(sock, frames)
+    except zmq.Again:
+        return False
+    except zmq.ZMQError as exc:
+        if exc.errno != zmq.EHOSTUNREACH:
+            raise ShuttingDownError(f"{what} socket failed: {exc}") from exc
+        return False
+    return True
+
+
 def recv_frames(sock: Socket) -> list[bytes]:
     """
     `sock.recv_multipart(flags=zmq.NOBLOCK)`, the same frames: pyzmq's asks

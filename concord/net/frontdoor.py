@@ -75,7 +75,7 @@ from concord.errors import (
     ShuttingDownError,
 )
 from concord.metrics.node import DoorMetrics
-from concord.net._zmqutil import new_socket, recv_frames, send_frames
+from concord.net._zmqutil import new_socket, recv_frames, send_to_client
 from concord.net.backend import (
     KIND_BARRIER_ANSWER,
     KIND_HANDOFF,
@@ -458,16 +458,10 @@ class FrontDoor:
         self._send_client(envelope, reply_for_error(exc))
 
     def _send_client(self, envelope: list[bytes], reply: bytes) -> None:
-        try:
-            send_frames(self.client, [*envelope, reply])
-        except zmq.Again:
-            self.stats.client_gone += 1
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:
-                raise ShuttingDownError(f"front door client socket failed: {exc}") from exc
-            self.stats.client_gone += 1
-        else:
+        if send_to_client(self.client, [*envelope, reply], "front door client"):
             self.stats.replies += 1
+        else:
+            self.stats.client_gone += 1
 
     # -- backends ------------------------------------------------------------------
 

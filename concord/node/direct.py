@@ -47,7 +47,7 @@ import zmq
 
 from concord.config import NodeConfig
 from concord.errors import ConfigError, InvalidRequestError, ShuttingDownError
-from concord.net._zmqutil import new_socket, recv_frames, send_frames
+from concord.net._zmqutil import new_socket, recv_frames, send_to_client
 from concord.net.curve import CurveServer
 from concord.net.frontdoor import FrontDoorOptions, envelope_error, route, split_envelope
 from concord.net.wire import OPS, Backend, OpSpec, Request, decode_request, error_reply, reply_for_error
@@ -231,16 +231,10 @@ class DirectEndpoint:
                 "no reply from the raft worker in time; outcome unknown", None))
 
     def _send(self, envelope: list[bytes], reply: bytes) -> None:
-        try:
-            send_frames(self.socket, [*envelope, reply])
-        except zmq.Again:
-            self.stats.client_gone += 1
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:
-                raise ShuttingDownError(f"direct endpoint socket failed: {exc}") from exc
-            self.stats.client_gone += 1
-        else:
+        if send_to_client(self.socket, [*envelope, reply], "direct endpoint"):
             self.stats.replies += 1
+        else:
+            self.stats.client_gone += 1
 
     def close(self) -> None:
         """Close the socket (LINGER=0); requests in flight get no reply."""

@@ -132,6 +132,7 @@ class OffsetTable(MutableMapping[str, int]):
 
     def value_bytes(self, key: str) -> bytes | None:
         """The bytes of the key's value in the mapping (as stored), or None if absent."""
+        # NB: _find inlined, as in get (the door's plain gets).
         h = hash(key)
         fp = h & self._fp
         table, mask = self._slots, self._mask
