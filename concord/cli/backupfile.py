@@ -178,6 +178,7 @@ def summarize_body(body: bytes, name: str) -> Summary:
         CorruptionError: a check fails or the layout is not the expected version.
     """
     from concord.kv.machine import _SNAPSHOT_FIELDS, _SNAPSHOT_HEADER, SNAPSHOT_MAGIC  # noqa: PLC0415
+    from concord.kv.snapshot import count_user_records  # noqa: PLC0415
     from concord.node.members import SNAPSHOT_MAGIC as NODE_MAGIC  # noqa: PLC0415
 
     data, index, term, voters, state_hash = _read_body(body, name)
@@ -200,7 +201,7 @@ def summarize_body(body: bytes, name: str) -> Summary:
         unpacker.unpack()  # applied index
         revision = unpacker.unpack()
         unpacker.unpack()  # cluster time
-        keys = unpacker.read_array_header()
+        keys = count_user_records(unpacker, kv_version)
     except (ValueError, TypeError, struct.error, msgpack.UnpackException) as exc:
         raise CorruptionError(f"backup {name}: the state does not decode: {exc}") from exc
     if state_hash is None or not isinstance(revision, int):

@@ -117,6 +117,33 @@ def _chunk(records: list[KeyRecord]) -> list[object]:
             columns]
 
 
+def count_user_records(unpacker: msgpack.Unpacker, version: int) -> int:
+    """
+    How many user records a snapshot body of format `version` holds, read from `unpacker`
+    standing at its user records (after the position fields); the unpacker is left
+    somewhere inside them. Format 3 counts the keys of every chunk (the array header
+    there counts chunks, not records).
+
+    Raises:
+        ValueError: a version-3 chunk is not a [keys, values, numbers] array.
+        msgpack.UnpackException: the body does not decode.
+    """
+    count: int = unpacker.read_array_header()
+    if version < 3:
+        return count
+    total = 0
+    for _ in range(count):
+        if unpacker.read_array_header() != 3:
+            raise ValueError("a user-record chunk is not a 3-element array")
+        keys: int = unpacker.read_array_header()
+        for _ in range(keys):
+            unpacker.skip()
+        unpacker.skip()  # values
+        unpacker.skip()  # number columns
+        total += keys
+    return total
+
+
 def read_header(data: bytes) -> tuple[int, int]:
     """
     The (format version, state hash) of a snapshot's header.

@@ -115,3 +115,19 @@ def test_malformed_chunk_raises_corruption_and_leaves_the_state_empty(
     with pytest.raises(CorruptionError, match=problem):
         sm.restore(_v3_with_chunks(chunk))
     assert [] == list(sm.records()) and 0 == sm.applied_index
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_user_records_are_counted_as_records_not_chunks(
+        version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """count_user_records (the backup summary's `keys`) counts every user record of a body,
+    across version 3's chunks, and a version-2 body's rows."""
+    monkeypatch.setattr(kv_snapshot, "CHUNK_RECORDS", 3)
+    d = _mixed_state()
+    data = d.sm.snapshot() if version == 3 else _v2_snapshot(d.sm)
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker.feed(data[_HEADER.size:])
+    unpacker.read_array_header()
+    for _ in range(3):  # applied index, revision, cluster time
+        unpacker.skip()
+    assert 10 == kv_snapshot.count_user_records(unpacker, version)
