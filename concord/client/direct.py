@@ -29,8 +29,9 @@ __all__ = ["PROBE_OP", "PROBE_WAIT_S", "RETRY_S", "DirectRoutes", "eligible"]
 PROBE_OP = "status"
 #: Seconds before a failed probe, or a direct endpoint that failed, is tried again.
 RETRY_S = 5.0
-#: The least a probe waits (within the call's deadline): `status` is heavier than a write,
-#: and a probe given up too soon resets a live socket (Lazy Pirate) for nothing.
+#: The least a probe waits, within half the call's remaining time (the other half is the
+#: request's own): `status` is heavier than a write, and a probe given up too soon resets a
+#: live socket (Lazy Pirate) for nothing.
 PROBE_WAIT_S = 1.0
 
 

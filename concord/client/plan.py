@@ -332,7 +332,9 @@ class CallPlan:
             return Attempt(self._target, request_id, msg, wait_s)
         direct, probe = self._direct.route(self._target, now)
         if probe:
-            wait_s = min(remaining, max(self._policy.attempt_timeout_s, PROBE_WAIT_S))
+            # NB: at most half the call's time, so a silent node still gets the request
+            # itself (a write sent and unanswered is `outcome unknown`, not unreachable).
+            wait_s = min(remaining / 2, max(self._policy.attempt_timeout_s, PROBE_WAIT_S))
             status = self._build(PROBE_OP, request_id, {})
             status["timeout_ms"] = server_timeout_ms(wait_s)
             return Attempt(self._target, request_id, status, wait_s, probe=True)
