@@ -18,6 +18,8 @@ collected, a little later. Cyclic garbage start-up left, and what start-up built
 later dropped inside a reference cycle, is not (nothing the worker keeps forms cycles:
 records, entries and changes are plain values). NB: no `gc.collect()` before the freeze:
 with a million keys restored it would stall the loop's first turn for a full pass.
+The start-up restore itself is frozen earlier, as soon as it is built
+(`concord.bulk.long_lived_build`), so the log replay before the loop does not traverse it.
 """
 
 from __future__ import annotations
